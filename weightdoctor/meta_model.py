@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import warnings
 from collections.abc import Iterator
@@ -298,8 +299,12 @@ def resolve_model_class(config: PretrainedConfig, model_class: str | None = None
     if model_class is None and names is not None and not (
             isinstance(names, list) and all(isinstance(item, str) for item in names)):
         # A string was read letter by letter ("no model class 'L'"), a dict by its keys, a number failed in iter().
+        # The fix works for every command (inspect --stats and check-dtype have no --model-class, which was the
+        # one advice given); plan-devices' flag is named as such.
+        as_list = (f"write it as a list, [{json.dumps(names)}]" if isinstance(names, str) and names.isidentifier()
+                   else "write it as a list of class names")
         raise UsageError(f"config.json's architectures is {shown_value(names)}, not a list of model class names; "
-                         "nothing was built from it: pass --model-class")
+                         f"nothing was built from it: {as_list} (plan-devices: or pass --model-class CLASS)")
     name = model_class or next(iter(names or []), None)
     if model_class is None and name is not None:
         native = native_class_for_remote_architecture(

@@ -1290,8 +1290,8 @@ def transformers_refuses_quantization(config: Mapping[str, Any] | None) -> str |
     Only transformers' own code runs (no `auto_map`); an unknown method is `quantizer_transformers_lacks`'.
 
     Example:
-        >>> transformers_refuses_quantization({"quantization_config": {"quant_method": "gptq", "bits": "4"}})
-        "transformers ... refuses config.json's quantization_config (ValueError: Only support quantization to ..."
+        >>> print(transformers_refuses_quantization({"quantization_config": {"quant_method": "gptq", "bits": "4"}}))
+        transformers ... refuses ... (ValueError: ... bits is the string "4", not the number 4): ... does not load ...
     """
     quantization = config_quantization_settings(config)
     if quantization is None:
@@ -1309,9 +1309,30 @@ def transformers_refuses_quantization(config: Mapping[str, Any] | None) -> str |
         if text.startswith("Unknown quantization type") or "pip install" in text:
             return None  # skipped by from_pretrained, not refused; or a library this machine lacks
         detail = clip_middle(text, 200)
-        return (f"{transformers_label()} refuses config.json's quantization_config ({type(exc).__name__}: {detail}): "
-                "from_pretrained fails on it as it is; planned as the config says once that is fixed")
+        # "found 4" of bits "4" reads as no fault at all: say which fields hold a number written as a string.
+        quoted = [f"{name} is the string {json.dumps(value)}, not the number {value}"
+                  for name, value in quantization.items() if isinstance(name, str) and _numeric_string(value)][:3]
+        said = "; ".join(quoted)
+        return (f"{transformers_label()} refuses config.json's quantization_config ({type(exc).__name__}: {detail}"
+                + (f"; {said}" if said else "") + "): from_pretrained fails on it as it is, so this plan is of a "
+                "model that does not load until the config is fixed")
     return None
+
+
+def _numeric_string(value: object) -> bool:
+    """Whether a config value is a number written as a JSON string ("4", "0.5").
+
+    Example:
+        >>> _numeric_string("4"), _numeric_string("-1"), _numeric_string(4), _numeric_string("gptq")
+        (True, True, False, False)
+    """
+    if not isinstance(value, str) or len(value) > 40:
+        return False
+    try:
+        float(value)
+    except ValueError:
+        return False
+    return value.strip() == value and value.lower() not in ("nan", "inf", "-inf", "infinity", "-infinity")
 
 
 def _transformers_has_quantizer(method: str) -> bool | None:

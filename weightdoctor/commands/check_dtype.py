@@ -56,6 +56,9 @@ def check_dtype(
     The casts are torch's own `.to(dtype)`, done tensor by tensor in bounded chunks. Verdicts: safe
     (every value exact), lossy (rounding only), unsafe (overflow, clamping, an inf not kept as inf, or ≥1% of a
     tensor's non-zero values flushed to zero).
+
+    Exit codes: 0 no target's verdict at or above --fail-on (always, without it); 1 one is; 2 unsafe or
+    unreadable input, or bad usage.
     """
     from weightdoctor.check_dtype import VERDICTS, parse_targets, select_tensors, verdict_rank
     from weightdoctor.check_dtype import check_dtype as analyse

@@ -53,6 +53,9 @@ def convert(
     A file converts to a file; a model folder converts every weight file and copies config and
     tokenizer files. Tied tensors keep one copy. Every tensor written is re-read and compared with the
     source (--no-verify skips it); the output appears whole or not at all, and the input is never touched.
+
+    Exit codes: 0 written (and verified); 2 unsafe or unreadable input, bad usage, or an output that cannot be
+    written (nothing half-written is left).
     """
     from weightdoctor.checkpoint import open_checkpoint
     from weightdoctor.convert import ConvertResult, plan_convert, run_convert

@@ -47,7 +47,7 @@ def diff_keys(
             "--rename",
             metavar="REGEX=REPL",
             help="Rename A's keys before comparing (re.sub, first match; repeatable, applied in order), "
-            "e.g. --rename 'module\\.='.",
+            "e.g. --rename '^module\\.=' (the ^ keeps a 'submodule.' whole).",
         ),
     ] = None,
     values: Annotated[
@@ -77,6 +77,9 @@ def diff_keys(
     Direction: load A into a model shaped like B.
     Missing = in B, not in A; unexpected = in A, not in B; mismatched = same name, different shape.
     Reads headers only unless --values.
+
+    Exit codes: 0 A loads into B with nothing at or above --fail-on (default error); 1 otherwise; 2 unsafe or
+    unreadable input, or bad usage.
     """
     from weightdoctor.commands._diff_keys_run import run_diff_keys
 

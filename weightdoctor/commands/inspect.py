@@ -59,6 +59,9 @@ def inspect(
     are first scanned statically: a pickle that imports anything unsafe is refused (exit 2).
     With --stats, every value is read once, one tensor at a time: statistics, how each tensor was
     initialized (and what its model expected), whether it has trained, and what is wrong with it.
+
+    Exit codes: 0 read; 1 a finding at or above --fail-on (with --stats), or --verify found a mismatch or an
+    unreadable member; 2 unsafe or unreadable input, or bad usage.
     """
     from weightdoctor.checkpoint import open_checkpoint
     from weightdoctor.render import console

@@ -32,7 +32,8 @@ def shard(
     output: OutputOpt,
     max_size: Annotated[
         str | None,
-        typer.Option("--max", help="Largest shard: 200MB (decimal), 200MiB (binary); 0 merges into one file."),
+        typer.Option("--max", help="Largest shard: 200MB (decimal), 200MiB (binary); 0 merges into one file. "
+                                    "Required unless --single."),
     ] = None,
     single: Annotated[bool, typer.Option("--single", help="Merge into one file (same as --max 0).")] = False,
     fmt: Annotated[str, typer.Option("--format", help="safetensors or bin (pytorch_model-….bin).")] = "safetensors",
@@ -56,6 +57,9 @@ def shard(
     Splits as huggingface_hub does (a tensor larger than --max gets a shard of its own); re-shards an
     already sharded source; --max 0 or --single merges into one file. Config and tokenizer files of a
     model folder are copied beside the shards. The folder is built aside and swapped in whole.
+
+    Exit codes: 0 written (and verified); 2 unsafe or unreadable input, bad usage, or an output that cannot be
+    written (nothing half-written is left).
     """
     from weightdoctor.checkpoint import open_checkpoint
     from weightdoctor.errors import UsageError

@@ -208,12 +208,13 @@ def render_plan(report: PlanReport, console: Console, typed_sizes: Mapping[str, 
             p(f"KV cache: none for batch {kv.batch} x {counted(kv.seq_len, 'token', grouped=False)}"
               + (f" ({escape(kv.note)})" if kv.note else "") + (f"; {state}; {room}" if state else ""))
         else:
+            # The note (a sliding window, a latent cache) says why the total is not per-token x tokens: it goes in
+            # the same parentheses, not after the room ("... (see the warning) (sliding-window layers ...)").
             p(f"KV cache: {size(kv.total_bytes)} for batch {kv.batch} "
               f"x {counted(kv.seq_len, 'token', grouped=False)} "
-              f"({size(kv.bytes_per_token)}/token, {counted(kv.num_layers, 'layer', grouped=False)} x "
-              f"{kv.num_kv_heads} KV {plural(kv.num_kv_heads, 'head')} x "
-              f"{kv.head_dim} at {kv.dtype})" + (f", plus {state}" if state else "") + f"; {room}"
-              + (f" [dim]({escape(kv.note)})[/]" if kv.note else ""))
+              f"({size(kv.bytes_per_token)}/token: {_kv_per_token(kv)}"
+              + (f"; [dim]{escape(kv.note)}[/]" if kv.note else "") + ")"
+              + (f", plus {state}" if state else "") + f"; {room}")
     if report.training is not None:
         tr = report.training
         if tr.accelerate_estimate_bytes is None:
@@ -235,6 +236,32 @@ def render_plan(report: PlanReport, console: Console, typed_sizes: Mapping[str, 
         p(f"  smallest change: {escape(suggestion.description)}")
     if report.verdict not in ("fits-on-gpus", "fits-on-cpu") and not report.suggestions and not report.manual_map:
         p("  [dim]no lower dtype or extra GPU of that size (up to 64) fits[/]")
+
+
+# Bytes of one cached value, by the dtype names the KV estimate gives.
+_KV_ITEMSIZE = {"float64": 8, "float32": 4, "float16": 2, "bfloat16": 2, "float8_e4m3fn": 1, "float8_e5m2": 1,
+                "int8": 1, "uint8": 1}
+
+
+def _kv_per_token(kv: Any) -> str:
+    """The per-token figure as a product a reader can check: "2 (keys and values) x 32 layers x 8 KV heads x 128
+    values a head x 2 bytes (bfloat16)" where it multiplies out to `bytes_per_token`; else (a latent cache, an
+    indexer's key, layers that cache nothing) the factors without the keys-and-values 2, head_dim with its unit
+    ("x 128" alone read as a count of nothing).
+
+    Example:
+        >>> from types import SimpleNamespace as K
+        >>> _kv_per_token(K(num_layers=2, num_kv_heads=1, head_dim=4, dtype="float16", bytes_per_token=32))
+        '2 (keys and values) x 2 layers x 1 KV head x 4 values a head x 2 bytes (float16)'
+        >>> _kv_per_token(K(num_layers=2, num_kv_heads=1, head_dim=4, dtype="float16", bytes_per_token=16))
+        '2 layers x 1 KV head x 4 values a head at float16'
+    """
+    factors = (f"{counted(kv.num_layers, 'layer', grouped=False)} x {kv.num_kv_heads} KV "
+               f"{plural(kv.num_kv_heads, 'head')} x {counted(kv.head_dim, 'value', grouped=False)} a head")
+    itemsize = _KV_ITEMSIZE.get(kv.dtype)
+    if itemsize and kv.bytes_per_token == 2 * kv.num_layers * kv.num_kv_heads * kv.head_dim * itemsize:
+        return f"2 (keys and values) x {factors} x {counted(itemsize, 'byte', grouped=False)} ({kv.dtype})"
+    return f"{factors} at {kv.dtype}"
 
 
 def _runs_on_cpu(report: PlanReport) -> bool:
