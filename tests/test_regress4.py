@@ -45,3 +45,14 @@ def test_a_sub_config_or_quantization_config_of_too_many_keys_is_still_refused(t
         result = run_cli("plan-devices", str(folder / "config.json"), "--gpu", "1GB")
         assert result.exit_code == 2, (key, result.stdout)
         assert f"config.json's '{key}' holds {len(value):,} keys" in result.stderr, (key, result.stderr)
+
+
+def test_rope_parameters_of_too_many_keys_are_still_refused(tmp_path: Path) -> None:
+    """transformers checks the RoPE parameters key by key (logging each unknown one): still held to the bound."""
+    from weightdoctor.meta_model import MAX_CONFIG_KEYS
+
+    rope = {"rope_type": "linear", "factor": 2.0, **{f"k{i}": i for i in range(MAX_CONFIG_KEYS + 1)}}
+    folder = _tiny_llama(tmp_path / "r", weights=False, rope_scaling=rope)
+    result = run_cli("plan-devices", str(folder / "config.json"), "--gpu", "1GB")
+    assert result.exit_code == 2 and f"config.json's 'rope_scaling' holds {len(rope):,} keys" in result.stderr, \
+        result.stderr

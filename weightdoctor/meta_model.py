@@ -43,18 +43,20 @@ def decode_special_floats(value: Any) -> Any:
 # here): a 19 MB config.json of 1,000,000 keys took diff-keys --model-class 35 s and 1.1 GB, plan-devices 33 s.
 # The largest real configs hold some 44,000 (an ImageNet-21k classifier's id2label and label2id, 21,843 each).
 MAX_CONFIG_VALUES = 200_000
-# Keys of the config itself, and of each object in it that transformers builds as a config of its own (a sub-config:
-# `text_config`, `encoder`; the quantization_config), other than its label maps: each becomes an attribute, set and
-# validated one by one (190,000 took plan-devices 7 s). Real ones hold some hundreds. Any other object is the value of
-# one attribute, bounded by MAX_CONFIG_VALUES alone: a timm ImageNet-21k classifier's label_descriptions holds 21,843.
+# Keys of the config itself, and of each object in it that transformers builds or checks key by key (a sub-config:
+# `text_config`, `encoder`; the quantization_config; the RoPE parameters, whose unknown keys it logs one by one),
+# other than its label maps: each becomes an attribute, set and validated one by one (190,000 took plan-devices 7 s).
+# Real ones hold some hundreds. Any other object is the value of one attribute (190,000 entries built in 0.2 s),
+# bounded by MAX_CONFIG_VALUES alone: a timm ImageNet-21k classifier's label_descriptions holds 21,843 keys.
 MAX_CONFIG_KEYS = 10_000
 _LABEL_MAPS = ("id2label", "label2id")
+_ROPE_PARAMETERS = ("rope_scaling", "rope_parameters")
 
 
 def _built_as_config(key: str, value: Any) -> bool:
-    """Whether `config[key]` is an object transformers builds as a config of its own, each key an attribute: a
-    sub-config (a dict with a `model_type`, or under a `*_config` key: `text_config`, `vision_config`) or the
-    quantization_config; not a label map or a timm label_descriptions, which are the value of one attribute.
+    """Whether `config[key]` is an object transformers builds or checks key by key: a sub-config (a dict with a
+    `model_type`, or under a `*_config` key: `text_config`, `vision_config`), the quantization_config, the RoPE
+    parameters; not a label map or a timm label_descriptions, which are the value of one attribute.
 
     Example:
         >>> _built_as_config("text_config", {}), _built_as_config("encoder", {"model_type": "bert"})
@@ -62,7 +64,8 @@ def _built_as_config(key: str, value: Any) -> bool:
         >>> _built_as_config("label_descriptions", {"n01440764": "tench"})
         False
     """
-    return isinstance(value, dict) and (isinstance(value.get("model_type"), str) or key.endswith("_config"))
+    return isinstance(value, dict) and (isinstance(value.get("model_type"), str) or key.endswith("_config")
+                                        or key in _ROPE_PARAMETERS)
 
 
 def _config_objects(config: dict[str, Any]) -> list[tuple[tuple[str, ...], dict[str, Any]]]:
