@@ -44,15 +44,34 @@ def decode_special_floats(value: Any) -> Any:
 # here): a 19 MB config.json of 1,000,000 keys took diff-keys --model-class 35 s and 1.1 GB, plan-devices 33 s.
 # The largest real configs hold some 44,000 (an ImageNet-21k classifier's id2label and label2id, 21,843 each).
 MAX_CONFIG_VALUES = 200_000
-# Keys of the config itself, and of each object in it (a sub-config: `text_config`, `encoder`), other than its label
-# maps: each becomes an attribute, set and validated one by one (190,000 took plan-devices 7 s). Real ones hold some
-# hundreds.
+# Keys of the config itself, and of each object in it that transformers builds or checks key by key (a sub-config:
+# `text_config`, `encoder`; the quantization_config; the RoPE parameters, whose unknown keys it logs one by one),
+# other than its label maps: each becomes an attribute, set and validated one by one (190,000 took plan-devices 7 s).
+# Real ones hold some hundreds. Any other object is the value of one attribute (190,000 entries built in 0.2 s),
+# bounded by MAX_CONFIG_VALUES alone: a timm ImageNet-21k classifier's label_descriptions holds 21,843 keys.
 MAX_CONFIG_KEYS = 10_000
 _LABEL_MAPS = ("id2label", "label2id")
+_ROPE_PARAMETERS = ("rope_scaling", "rope_parameters")
+
+
+def _built_as_config(key: str, value: Any) -> bool:
+    """Whether `config[key]` is an object transformers builds or checks key by key: a sub-config (a dict with a
+    `model_type`, or under a `*_config` key: `text_config`, `vision_config`), the quantization_config, the RoPE
+    parameters; not a label map or a timm label_descriptions, which are the value of one attribute.
+
+    Example:
+        >>> _built_as_config("text_config", {}), _built_as_config("encoder", {"model_type": "bert"})
+        (True, True)
+        >>> _built_as_config("label_descriptions", {"n01440764": "tench"})
+        False
+    """
+    return isinstance(value, dict) and (isinstance(value.get("model_type"), str) or key.endswith("_config")
+                                        or key in _ROPE_PARAMETERS)
 
 
 def _config_objects(config: dict[str, Any]) -> list[tuple[tuple[str, ...], dict[str, Any]]]:
-    """The config, each object at its top level, and each sub-config below those, with its path (the keys to it).
+    """The config, each object at its top level built as a config (`_built_as_config`), and each sub-config below
+    those, with its path (the keys to it).
 
     A sub-config's keys become attributes of a config built from it, one by one, at any depth: those its config
     class declares (`sub_configs`: Qwen2.5-Omni's `thinker_config` and, in it, `text_config`, built by
@@ -71,7 +90,7 @@ def _config_objects(config: dict[str, Any]) -> list[tuple[tuple[str, ...], dict[
         return CONFIG_MAPPING[model_type] if isinstance(model_type, str) and model_type in CONFIG_MAPPING else None
 
     found: list[tuple[tuple[str, ...], dict[str, Any]]] = [((), config)]
-    found += [((key,), value) for key, value in config.items() if isinstance(value, dict)]
+    found += [((key,), value) for key, value in config.items() if _built_as_config(key, value)]
     listed = {id(value) for _, value in found}
     pending: list[tuple[tuple[str, ...], dict[str, Any], Any]] = [((), config, config_class(config))]
     while pending:
