@@ -313,3 +313,34 @@ def pickle_loads_peak_kb(path: Path) -> int:
     code = f"import pickle, sys; pickle.loads(open(sys.argv[1], 'rb').read()); print({PEAK_KB_EXPRESSION})"
     done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True)
     return int(done.stdout)
+
+
+# A child that resets its peak resident set (VmHWM) once torch and the commands are imported, runs `weightdoctor`
+# with its arguments, and writes what its peak rose by, in MiB, on stderr's last line (`peak rise MiB N`), however
+# the command ends (os._exit, SystemExit or a return: a traceback is printed first and exits 3).
+PEAK_RISE_CHILD = """
+import os, sys
+import torch, safetensors, weightdoctor.cli, weightdoctor.diff_keys
+from weightdoctor.entry import main
+def status(field):
+    return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith(field + ":"))
+with open("/proc/self/clear_refs", "w") as reset:
+    reset.write("5")
+start = status("VmRSS")
+real_exit = os._exit
+def reported_exit(code):
+    sys.stderr.write("\\npeak rise MiB %d\\n" % ((status("VmHWM") - start) // 1024))
+    sys.stderr.flush()
+    real_exit(code)
+os._exit = reported_exit
+sys.argv = ["weightdoctor"] + sys.argv[1:]
+try:
+    main()
+except SystemExit as stop:
+    reported_exit(stop.code if isinstance(stop.code, int) else 1)
+except BaseException:
+    import traceback
+    traceback.print_exc()
+    reported_exit(3)
+reported_exit(0)
+"""

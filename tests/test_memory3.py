@@ -15,7 +15,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.helpers import REPO_ROOT, one_error_line, redirect_proc_reads, run_cli, write_sparse_float_safetensors
+from tests.helpers import (
+    PEAK_RISE_CHILD,
+    REPO_ROOT,
+    one_error_line,
+    redirect_proc_reads,
+    run_cli,
+    write_sparse_float_safetensors,
+)
 from weightdoctor.checkpoint import safetensors_format
 from weightdoctor.diff_keys import compare_pair
 
@@ -147,26 +154,6 @@ def test_a_cgroup_whose_swap_limit_is_above_the_free_swap_keeps_the_machines_fig
     assert safetensors_format._limit_words() == "this machine has available"
 
 
-# A child that resets its peak resident set (VmHWM) once torch and the commands are imported, runs the command,
-# and writes what its peak rose by, in MiB, on stderr's last line.
-_PEAK = """
-import os, sys
-import torch, safetensors, weightdoctor.cli, weightdoctor.diff_keys
-from weightdoctor.entry import main
-def status(field):
-    return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith(field + ":"))
-with open("/proc/self/clear_refs", "w") as reset:
-    reset.write("5")
-start = status("VmRSS")
-real_exit = os._exit
-def reported_exit(code):
-    sys.stderr.write("\\npeak rise MiB %d\\n" % ((status("VmHWM") - start) // 1024))
-    sys.stderr.flush()
-    real_exit(code)
-os._exit = reported_exit
-sys.argv = ["weightdoctor"] + sys.argv[1:]
-main()
-"""
 
 
 def test_diff_keys_values_holds_one_pair_and_little_more(tmp_path: Path) -> None:
@@ -178,7 +165,7 @@ def test_diff_keys_values_holds_one_pair_and_little_more(tmp_path: Path) -> None
     b = write_sparse_float_safetensors(tmp_path / "b.safetensors", 8 << 20)
     if not Path("/proc/self/clear_refs").exists():
         pytest.skip("no /proc/self/clear_refs to reset the peak resident set with")
-    done = _child(_PEAK, ["diff-keys", str(a), str(b), "--values", "--json"])
+    done = _child(PEAK_RISE_CHILD, ["diff-keys", str(a), str(b), "--values", "--json"])
     assert done.returncode == 0, done.stderr
     assert '"identical": true' in done.stdout
     rise = int(done.stderr.strip().splitlines()[-1].removeprefix("peak rise MiB "))
@@ -289,8 +276,7 @@ def test_float4_decoded_a_piece_at_a_time_gives_the_exact_figures(chunk: int) ->
 
 def _peak_rise(args: list[str]) -> int:
     """By how many MiB `weightdoctor ARGS` raised its peak resident set, once torch and the commands were imported."""
-    code = _PEAK.replace("main()\n", "try:\n    main()\nfinally:\n    reported_exit(0)\n")
-    done = _child(code, args)
+    done = _child(PEAK_RISE_CHILD, args)
     return int(done.stderr.strip().splitlines()[-1].removeprefix("peak rise MiB "))
 
 

@@ -14,33 +14,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.helpers import REPO_ROOT
+from tests.helpers import PEAK_RISE_CHILD, REPO_ROOT
 
 MIB = 1 << 20
 
-# A child that resets its peak resident set (VmHWM) once torch and the commands are imported, runs the command,
-# and writes what its peak rose by, in MiB, on stderr's last line.
-_PEAK = """
-import os, sys
-import torch, safetensors, weightdoctor.cli, weightdoctor.diff_keys
-from weightdoctor.entry import main
-def status(field):
-    return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith(field + ":"))
-with open("/proc/self/clear_refs", "w") as reset:
-    reset.write("5")
-start = status("VmRSS")
-real_exit = os._exit
-def reported_exit(code):
-    sys.stderr.write("\\npeak rise MiB %d\\n" % ((status("VmHWM") - start) // 1024))
-    sys.stderr.flush()
-    real_exit(code)
-os._exit = reported_exit
-sys.argv = ["weightdoctor"] + sys.argv[1:]
-try:
-    main()
-finally:
-    reported_exit(0)
-"""
 
 # A child that imports what the commands use, then limits its data (RLIMIT_DATA) to `room` bytes past what it holds
 # (the first argument), and runs `weightdoctor` with the rest.
@@ -84,7 +61,7 @@ def test_diff_keys_values_of_many_small_pairs_holds_little_more_than_one_pair(tm
     if not Path("/proc/self/clear_refs").exists():
         pytest.skip("no /proc/self/clear_refs to reset the peak resident set with")
     a, b = _small_pairs(tmp_path, 2000, 1024)
-    done = _child(_PEAK, "diff-keys", a, b, "--values", "--json")
+    done = _child(PEAK_RISE_CHILD, "diff-keys", a, b, "--values", "--json")
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     assert len(report["values"]) == 2000 and not any(row["identical"] for row in report["values"])
@@ -206,7 +183,7 @@ def test_check_dtype_of_many_small_tensors_holds_little_more_than_one_batch(tmp_
     path = tmp_path / "f64.safetensors"
     save_file({f"layer.{i}.weight": torch.randn(1024, generator=generator, dtype=torch.float64) for i in range(2000)},
               str(path))
-    done = _child(_PEAK, "check-dtype", path, "--json")
+    done = _child(PEAK_RISE_CHILD, "check-dtype", path, "--json")
     assert done.returncode in (0, 1), done.stderr
     report = json.loads(done.stdout)
     assert report["targets"]["bf16"]["tensors_checked"] == 2000, report["targets"].keys()
