@@ -2575,6 +2575,31 @@ def decoder_text_config(config: dict[str, Any]) -> tuple[dict[str, Any], bool]:
     return config, False
 
 
+def _kv_heads(text: dict[str, Any], heads: int) -> Any:
+    """The key/value heads a decoder's cache keeps per layer, as transformers' config works them out: Falcon and
+    GPT-BigCode (StarCoder) write none as `num_key_value_heads`; their `multi_query` (true unless the config says
+    false) keeps one, and Falcon-40B's `new_decoder_architecture` its `num_kv_heads`. Reading `heads` for them sized
+    falcon-7b's cache 71 times over.
+
+    Example:
+        >>> _kv_heads({"model_type": "falcon", "multi_query": True}, 71), _kv_heads({"model_type": "gpt_bigcode"}, 48)
+        (1, 1)
+        >>> _kv_heads({"model_type": "falcon", "new_decoder_architecture": True, "num_kv_heads": 8}, 128)
+        8
+    """
+    explicit = text.get("num_key_value_heads")
+    if explicit:
+        return explicit
+    model_type = text.get("model_type")
+    multi_query = bool(text.get("multi_query", True))
+    if model_type == "gpt_bigcode":
+        return 1 if multi_query else heads
+    if model_type == "falcon":
+        kv_heads = text.get("num_kv_heads") or heads
+        return kv_heads if text.get("new_decoder_architecture") or not multi_query else 1
+    return heads
+
+
 def estimate_kv_cache(config: dict[str, Any] | None, dtype: str, batch: int, seq_len: int) -> KVCacheEstimate:
     """KV cache of a decoder for `batch` sequences of `seq_len` tokens: 2 x layers x kv_heads x head_dim.
 
@@ -2629,7 +2654,7 @@ def estimate_kv_cache(config: dict[str, Any] | None, dtype: str, batch: int, seq
         # The layers are counted one by one below: num_hidden_layers 1e30 (json reads any integer) never ended.
         raise UsageError(f"config.json asks for {layers:,} decoder layers; weightdoctor sizes the KV cache of up to "
                          f"{MAX_LAYERS:,} layers")
-    kv_heads = text.get("num_key_value_heads") or heads
+    kv_heads = _kv_heads(text, heads)
     # Zamba's shared attention runs on the hidden state concatenated with the embeddings: attention_head_dim is
     # 2 x hidden_size / heads there (HunyuanVL spells head_dim so too)
     head_dim = text.get("head_dim") or text.get("attention_head_dim") or text.get("d_kv") or hidden // heads

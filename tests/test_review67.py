@@ -1,0 +1,54 @@
+"""review67: a quick review of ux16 (the KV cache's per-token product), thirdparty25 (peft method names, a numeric
+quant_method) and regress4 (the config key bound on objects transformers builds as configs). The per-token product
+multiplied out, but for Falcon and GPT-BigCode (StarCoder) its KV heads were the query heads: those configs write
+no `num_key_value_heads`, and transformers keeps one head for `multi_query` (num_kv_heads for Falcon-40B's new
+decoder architecture)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import json_report, run_cli
+
+# Each sized as transformers' own cache holds it (checked by a forward pass of the model at 128 tokens, bfloat16:
+# 8,192 / 16,384 / 8,192 bytes, half the float32 figures below).
+CASES = {
+    "falcon-7b": ({"model_type": "falcon", "architectures": ["FalconForCausalLM"], "num_hidden_layers": 2,
+                   "num_attention_heads": 8, "hidden_size": 64, "multi_query": True,
+                   "new_decoder_architecture": False, "vocab_size": 100}, 1),
+    "falcon-40b": ({"model_type": "falcon", "architectures": ["FalconForCausalLM"], "num_hidden_layers": 2,
+                    "num_attention_heads": 8, "num_kv_heads": 2, "hidden_size": 64,
+                    "new_decoder_architecture": True, "vocab_size": 100}, 2),
+    "starcoder": ({"model_type": "gpt_bigcode", "architectures": ["GPTBigCodeForCausalLM"], "n_layer": 2,
+                   "n_head": 8, "n_embd": 64, "vocab_size": 100}, 1),  # multi_query: true by default
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_multi_query_kv_heads_are_those_transformers_caches(tmp_path: Path, name: str) -> None:
+    """falcon-7b's cache was sized with 71 KV heads (its query heads), 71 times what transformers keeps; the line
+    said '8 KV heads' for this 8-head Falcon and StarCoder."""
+    config, kv_heads = CASES[name]
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    args = ("plan-devices", tmp_path / "config.json", "--gpu", "8GB", "--kv-cache", "--seq-len", "128")
+    kv = json_report(*args)["kv_cache"]
+    assert (kv["num_kv_heads"], kv["head_dim"], kv["dtype"]) == (kv_heads, 8, "float32"), kv
+    assert kv["bytes_per_token"] == 2 * 2 * kv_heads * 8 * 4, kv
+    assert kv["total_bytes"] == kv["bytes_per_token"] * 128, kv
+    result = run_cli(*args)
+    text = " ".join(result.stdout.split())
+    head = "1 KV head" if kv_heads == 1 else f"{kv_heads} KV heads"
+    assert f"2 (keys and values) x 2 layers x {head} x 8 values a head x 4 bytes (float32)" in text, text
+
+
+def test_falcon_without_multi_query_keeps_a_head_per_query_head(tmp_path: Path) -> None:
+    """multi_query false (and no new decoder architecture): every query head has its key and value (a guard on
+    the fix, which held before it)."""
+    config = {**CASES["falcon-7b"][0], "multi_query": False}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    kv = json_report("plan-devices", tmp_path / "config.json", "--gpu", "8GB", "--kv-cache",
+                     "--seq-len", "16")["kv_cache"]
+    assert kv["num_kv_heads"] == 8, kv
