@@ -52,3 +52,29 @@ def test_falcon_without_multi_query_keeps_a_head_per_query_head(tmp_path: Path) 
     kv = json_report("plan-devices", tmp_path / "config.json", "--gpu", "8GB", "--kv-cache",
                      "--seq-len", "16")["kv_cache"]
     assert kv["num_kv_heads"] == 8, kv
+
+
+DEEPSEEK_V32 = {"model_type": "deepseek_v32", "architectures": ["DeepseekV32ForCausalLM"], "num_hidden_layers": 2,
+                "num_attention_heads": 4, "num_key_value_heads": 4, "hidden_size": 64, "intermediate_size": 128,
+                "moe_intermediate_size": 32, "kv_lora_rank": 16, "q_lora_rank": 16, "qk_rope_head_dim": 8,
+                "qk_nope_head_dim": 8, "v_head_dim": 8, "n_routed_experts": 4, "num_experts_per_tok": 2,
+                "first_k_dense_replace": 1, "vocab_size": 100, "n_group": 1, "topk_group": 1, "index_n_heads": 2,
+                "index_topk": 4}
+
+
+def test_a_latent_cache_is_never_said_as_keys_and_values(tmp_path: Path) -> None:
+    """DeepSeek-V3.2 caches a latent (kv_lora_rank + qk_rope_head_dim = 24 values) and its indexer's key per layer
+    and token; with index_head_dim 24 the bytes came to 2 x the latent's, and the line read '2 (keys and values) x
+    2 layers x 1 KV head x 24 values a head x 2 bytes': a latent is no keys and values."""
+    (tmp_path / "config.json").write_text(json.dumps({**DEEPSEEK_V32, "index_head_dim": 24}))
+    args = ("plan-devices", tmp_path / "config.json", "--gpu", "8GB", "--kv-cache", "--seq-len", "128", "--dtype",
+            "bf16")
+    kv = json_report(*args)["kv_cache"]
+    # 2 layers x (24 latent + 24 indexer values) x 2 bytes
+    assert (kv["bytes_per_token"], kv["total_bytes"]) == (192, 192 * 128), kv
+    assert set(kv) == {"batch", "seq_len", "num_layers", "num_kv_heads", "head_dim", "dtype", "bytes_per_token",
+                       "total_bytes", "gpu_free_bytes", "fits_on_gpus", "note", "state_bytes"}, kv
+    text = " ".join(run_cli(*args).stdout.split())
+    assert "keys and values" not in text, text
+    assert "(192 B/token: 2 layers x 1 KV head x 24 values a head at bfloat16; multi-head latent attention" in text, \
+        text

@@ -130,6 +130,9 @@ class KVCacheEstimate:
     # The keys and values of each decoder layer in order, where every layer caches them (none reuses another's or
     # keeps only a recurrent state); () otherwise. Not in --json: `_kv_crowded_gpu` counts each GPU's share with it.
     _layer_bytes: tuple[int, ...] = ()
+    # Multi-head latent attention: each layer caches one latent (and rotary key) a token, not keys and values; its
+    # per-token figure is never said as '2 (keys and values) x ...'. Not in --json.
+    _latent: bool = False
 
 
 @dataclass(frozen=True)
@@ -2675,7 +2678,8 @@ def estimate_kv_cache(config: dict[str, Any] | None, dtype: str, batch: int, seq
     if encoder_decoder:
         notes.append("the decoder's self-attention only: the cross-attention cache adds as much per encoder token")
     latent, rope = text.get("kv_lora_rank"), text.get("qk_rope_head_dim")
-    if isinstance(latent, int) and isinstance(rope, int) and latent > 0 and rope >= 0:
+    latent_cache = isinstance(latent, int) and isinstance(rope, int) and latent > 0 and rope >= 0
+    if latent_cache:
         # Multi-head latent attention (DeepSeek-V2/V3, Kimi-K2, MiniCPM3): transformers caches the compressed
         # latent and the shared rotary key of each token, once per layer, not keys and values per head.
         kv_heads, head_dim = 1, latent + rope
@@ -2736,7 +2740,7 @@ def estimate_kv_cache(config: dict[str, Any] | None, dtype: str, batch: int, seq
     elif len(attention) == layers:
         shares = tuple(layer_bytes)
     return KVCacheEstimate(batch, seq_len, len(attention), kv_heads, head_dim, torch_dtype, per_token, total, 0,
-                           False, "; ".join(notes) or None, state, shares)
+                           False, "; ".join(notes) or None, state, shares, latent_cache)
 
 
 def _decoder_prefix(model: torch.nn.Module) -> str:
