@@ -2,7 +2,8 @@
 quant_method) and regress4 (the config key bound on objects transformers builds as configs). The per-token product
 multiplied out, but for Falcon and GPT-BigCode (StarCoder) its KV heads were the query heads: those configs write
 no `num_key_value_heads`, and transformers keeps one head for `multi_query` (num_kv_heads for Falcon-40B's new
-decoder architecture)."""
+decoder architecture); and a latent cache (DeepSeek-V3.2) whose indexer keys happened to double its bytes read as
+'2 (keys and values)'."""
 
 from __future__ import annotations
 
