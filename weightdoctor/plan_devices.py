@@ -130,6 +130,9 @@ class KVCacheEstimate:
     # The keys and values of each decoder layer in order, where every layer caches them (none reuses another's or
     # keeps only a recurrent state); () otherwise. Not in --json: `_kv_crowded_gpu` counts each GPU's share with it.
     _layer_bytes: tuple[int, ...] = ()
+    # Multi-head latent attention: each layer caches one latent (and rotary key) a token, not keys and values; its
+    # per-token figure is never said as '2 (keys and values) x ...'. Not in --json.
+    _latent: bool = False
 
 
 @dataclass(frozen=True)
@@ -2575,6 +2578,31 @@ def decoder_text_config(config: dict[str, Any]) -> tuple[dict[str, Any], bool]:
     return config, False
 
 
+def _kv_heads(text: dict[str, Any], heads: int) -> Any:
+    """The key/value heads a decoder's cache keeps per layer, as transformers' config works them out: Falcon and
+    GPT-BigCode (StarCoder) write none as `num_key_value_heads`; their `multi_query` (true unless the config says
+    false) keeps one, and Falcon-40B's `new_decoder_architecture` its `num_kv_heads`. Reading `heads` for them sized
+    falcon-7b's cache 71 times over.
+
+    Example:
+        >>> _kv_heads({"model_type": "falcon", "multi_query": True}, 71), _kv_heads({"model_type": "gpt_bigcode"}, 48)
+        (1, 1)
+        >>> _kv_heads({"model_type": "falcon", "new_decoder_architecture": True, "num_kv_heads": 8}, 128)
+        8
+    """
+    explicit = text.get("num_key_value_heads")
+    if explicit:
+        return explicit
+    model_type = text.get("model_type")
+    multi_query = bool(text.get("multi_query", True))
+    if model_type == "gpt_bigcode":
+        return 1 if multi_query else heads
+    if model_type == "falcon":
+        kv_heads = text.get("num_kv_heads") or heads
+        return kv_heads if text.get("new_decoder_architecture") or not multi_query else 1
+    return heads
+
+
 def estimate_kv_cache(config: dict[str, Any] | None, dtype: str, batch: int, seq_len: int) -> KVCacheEstimate:
     """KV cache of a decoder for `batch` sequences of `seq_len` tokens: 2 x layers x kv_heads x head_dim.
 
@@ -2629,7 +2657,7 @@ def estimate_kv_cache(config: dict[str, Any] | None, dtype: str, batch: int, seq
         # The layers are counted one by one below: num_hidden_layers 1e30 (json reads any integer) never ended.
         raise UsageError(f"config.json asks for {layers:,} decoder layers; weightdoctor sizes the KV cache of up to "
                          f"{MAX_LAYERS:,} layers")
-    kv_heads = text.get("num_key_value_heads") or heads
+    kv_heads = _kv_heads(text, heads)
     # Zamba's shared attention runs on the hidden state concatenated with the embeddings: attention_head_dim is
     # 2 x hidden_size / heads there (HunyuanVL spells head_dim so too)
     head_dim = text.get("head_dim") or text.get("attention_head_dim") or text.get("d_kv") or hidden // heads
@@ -2650,7 +2678,8 @@ def estimate_kv_cache(config: dict[str, Any] | None, dtype: str, batch: int, seq
     if encoder_decoder:
         notes.append("the decoder's self-attention only: the cross-attention cache adds as much per encoder token")
     latent, rope = text.get("kv_lora_rank"), text.get("qk_rope_head_dim")
-    if isinstance(latent, int) and isinstance(rope, int) and latent > 0 and rope >= 0:
+    latent_cache = isinstance(latent, int) and isinstance(rope, int) and latent > 0 and rope >= 0
+    if latent_cache:
         # Multi-head latent attention (DeepSeek-V2/V3, Kimi-K2, MiniCPM3): transformers caches the compressed
         # latent and the shared rotary key of each token, once per layer, not keys and values per head.
         kv_heads, head_dim = 1, latent + rope
@@ -2711,7 +2740,7 @@ def estimate_kv_cache(config: dict[str, Any] | None, dtype: str, batch: int, seq
     elif len(attention) == layers:
         shares = tuple(layer_bytes)
     return KVCacheEstimate(batch, seq_len, len(attention), kv_heads, head_dim, torch_dtype, per_token, total, 0,
-                           False, "; ".join(notes) or None, state, shares)
+                           False, "; ".join(notes) or None, state, shares, latent_cache)
 
 
 def _decoder_prefix(model: torch.nn.Module) -> str:

@@ -247,7 +247,8 @@ def _kv_per_token(kv: Any) -> str:
     """The per-token figure as a product a reader can check: "2 (keys and values) x 32 layers x 8 KV heads x 128
     values a head x 2 bytes (bfloat16)" where it multiplies out to `bytes_per_token`; else (a latent cache, an
     indexer's key, layers that cache nothing) the factors without the keys-and-values 2, head_dim with its unit
-    ("x 128" alone read as a count of nothing).
+    ("x 128" alone read as a count of nothing). A latent cache never has the keys-and-values 2, even where its
+    indexer's keys happen to double the bytes.
 
     Example:
         >>> from types import SimpleNamespace as K
@@ -259,7 +260,9 @@ def _kv_per_token(kv: Any) -> str:
     factors = (f"{counted(kv.num_layers, 'layer', grouped=False)} x {kv.num_kv_heads} KV "
                f"{plural(kv.num_kv_heads, 'head')} x {counted(kv.head_dim, 'value', grouped=False)} a head")
     itemsize = _KV_ITEMSIZE.get(kv.dtype)
-    if itemsize and kv.bytes_per_token == 2 * kv.num_layers * kv.num_kv_heads * kv.head_dim * itemsize:
+    keys_and_values = not getattr(kv, "_latent", False)  # a latent cache whose indexer keys made up the 2
+    if keys_and_values and itemsize and kv.bytes_per_token == 2 * kv.num_layers * kv.num_kv_heads * kv.head_dim \
+            * itemsize:
         return f"2 (keys and values) x {factors} x {counted(itemsize, 'byte', grouped=False)} ({kv.dtype})"
     return f"{factors} at {kv.dtype}"
 
