@@ -1,8 +1,9 @@
 """review66: a review of memory5 (32K-value batches, the view-span guard, `working_on`). Python's own MemoryError,
 raised once a limit's room was spent (an import after a whole .bin's map was held), reached the user as "error: out
-of memory: MemoryError", of no file and no limit; and genuine .bin files of views (fused qkv, tied embeddings, a
-transposed weight, stepped and column slices, a storage offset) read the same under a generous data limit as under
-none."""
+of memory: MemoryError", of no file and no limit; a --sample of a .bin's view spread over a larger storage was read
+through the map of its span unguarded ("[Errno 12] Cannot allocate memory", of no tensor); and genuine .bin files of
+views (fused qkv, tied embeddings, a transposed weight, stepped and column slices, a storage offset) read the same
+under a generous data limit as under none."""
 
 from __future__ import annotations
 
@@ -104,3 +105,20 @@ def test_views_read_the_same_under_a_generous_data_limit(tmp_path: Path, command
     assert json.loads(limited.stdout) == json.loads(free.stdout)
     names = json.dumps(json.loads(free.stdout))
     assert all(name in names for name in ("stepped.weight", "columns.weight", "offset.bias", "lm_head.weight"))
+
+
+@pytest.mark.parametrize("command", [("inspect", "--stats", "--sample", "100"), ("check-dtype", "--sample", "100")])
+def test_a_sample_of_a_view_spread_over_its_storage_is_refused_naming_it(tmp_path: Path,
+                                                                         command: tuple[str, ...]) -> None:
+    """memory5 refused the map of a view's span for a whole read only: --sample reads it through the same map, and
+    under `ulimit -d` with less room than the span it failed as "cannot read or write: [Errno 12] Cannot allocate
+    memory", of no tensor. It is refused first, naming the tensor, its span and the limit."""
+    path = tmp_path / "columns.bin"
+    storage = torch.randn(4096, 4096, generator=torch.Generator().manual_seed(6))  # 64 MiB
+    torch.save({"columns.weight": storage[:, :2]}, path)
+    done = _limited(24 * MIB, *command[:1], path, *command[1:], "--json")
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode == 2 and len(lines) == 1 and done.stdout == "", (done.returncode, done.stderr)
+    assert lines[0].startswith(f"error: {path}: tensor 'columns.weight' (32.77 KB) is a view spread over 67.09 MB "
+                               "of its storage, all of it mapped to read it, more than the "), lines[0]
+    assert "left under this process's data limit (ulimit -d: " in lines[0] and "Errno" not in lines[0], lines[0]
