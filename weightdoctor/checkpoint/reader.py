@@ -280,10 +280,17 @@ class Checkpoint:
         only part of it (a sample). Only for a tensor of a pickle-based file."""
         info = self.tensor_info(name)
         from weightdoctor.checkpoint import pytorch_format
+        from weightdoctor.checkpoint.pickle_static import StaticTensor
 
         try:
             self._check_views(info.file)
-            return pytorch_format.as_tensor(self._pickles[info.file].state_dict[name], name)
+            value = self._pickles[info.file].state_dict[name]
+            if (isinstance(value, StaticTensor) and not value.storage.archive.mapped_whole
+                    and value.span_bytes() > info.nbytes):
+                # Its sample is read through the map of its span, as `load_tensor` reads it (and refuses it): past a
+                # limit it failed as "cannot read or write: [Errno 12] Cannot allocate memory", of no tensor.
+                safetensors_format.require_map_room(self.file_path(info.file), name, info.nbytes, value.span_bytes())
+            return pytorch_format.as_tensor(value, name)
         except WeightDoctorError as exc:
             exc.path = exc.path or str(self.file_path(info.file))
             raise

@@ -125,13 +125,21 @@ def report_failure(exc: KeyboardInterrupt | Exception, debug: bool, where: str |
         reading = f"{where}: " if where else ""
         _console().error(f"{reading}unexpected {type(exc).__name__}: {detail} (run with --debug for the traceback)")
     else:
-        if isinstance(exc, OSError) and exc.filename is None:
-            # An I/O error of a read that names no file (EIO on a failing disk, EINVAL from a seek): the line said
-            # "cannot read or write: [Errno 5] Input/output error", of no file.
+        if isinstance(exc, MemoryError) or (isinstance(exc, OSError) and exc.filename is None):
+            # An I/O error of a read that names no file (EIO on a failing disk, EINVAL from a seek), or Python
+            # refused memory (an import or a small object once a limit's room was spent, a whole .bin's map held):
+            # the line said "cannot read or write: [Errno 5] Input/output error" / "out of memory: MemoryError", of
+            # no file.
             where = getattr(exc, "weightdoctor_source", where)
             prefix = f"{where}: {prefix}" if where else prefix
         tensor = getattr(exc, "weightdoctor_tensor", None)  # a MemoryError while working on one (`working_on`)
-        _console().error(f"{prefix}: {detail}" + (f" (for {tensor})" if tensor else ""))
+        limits: list[str] = []
+        if isinstance(exc, MemoryError):
+            from weightdoctor.checkpoint.safetensors_format import private_map_limits
+
+            limits = private_map_limits()  # as for torch's allocator above: the limit that may have refused it
+        _console().error(f"{prefix}: {detail}" + (f" (for {tensor})" if tensor else "")
+                         + (f"; {' and '.join(limits)}, {'are' if len(limits) > 1 else 'is'} set" if limits else ""))
     return 2
 
 
