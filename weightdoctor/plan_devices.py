@@ -18,6 +18,7 @@ import logging
 import math
 import os
 import re
+import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -2603,6 +2604,131 @@ def _kv_heads(text: dict[str, Any], heads: int) -> Any:
     return heads
 
 
+@functools.lru_cache(maxsize=64)
+def _config_class_reads(config_class: type, key: str) -> bool:
+    """Whether `config_class`, built with its defaults, holds `key` (True where it cannot be built so)."""
+    try:
+        with _quiet_libraries(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            default = config_class()
+    except Exception:
+        return True
+    try:
+        return key in vars(default) or hasattr(type(default), key)
+    except Exception:
+        return True
+
+
+class _ConfigKeys:
+    """A decoder config's sizes read the way transformers' config class reads them: through its `attribute_map`
+    (DBRX's and MPT's `n_layers` / `n_heads` / `d_model`, Moonshine's `decoder_num_*`) and its derived attributes
+    (DBRX's KV heads in `attn_config.kv_n_heads`, Mixtral's default 8 KV heads). The class is built from the config's
+    values alone (`CONFIG_MAPPING`; no weights, no repo code). For a model type transformers does not know, or a config
+    its class refuses, the common spellings (`n_layer`, `n_head`, `n_embd`, `num_heads`, `num_layers`, `d_model`) are
+    read instead; a known class reads only those its attribute_map names (Falcon's FalconConfig ignores `n_head`).
+
+    Example:
+        >>> _ConfigKeys({"model_type": "mpt", "n_layers": 2, "n_heads": 4, "d_model": 32}).first("num_hidden_layers")
+        2
+    """
+
+    def __init__(self, text: dict[str, Any]) -> None:
+        self.text = text
+        self.built: Any = None
+        self.attribute_map: dict[str, str] = {}
+        model_type = text.get("model_type")
+        if not isinstance(model_type, str):
+            return
+        try:
+            from transformers import CONFIG_MAPPING
+
+            config_class = CONFIG_MAPPING[model_type]
+        except (ImportError, KeyError):
+            return
+        values = {key: value for key, value in text.items() if key != "model_type"}
+        try:
+            with _quiet_libraries(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                self.built = config_class(**values)
+        except Exception:  # a config its own class refuses: read as written
+            return
+        self.attribute_map = dict(getattr(config_class, "attribute_map", {}) or {})
+
+    def written(self, key: str) -> bool:
+        """Whether the config writes `key`, under its own name or the name the class maps it to."""
+        if key in self.text:
+            return True
+        alias = self.attribute_map.get(key)
+        return alias is not None and alias in self.text
+
+    def _attribute(self, key: str) -> Any:
+        """The built class's `key`, None where it holds none or refuses to say one (transformers raises for a
+        per-layer attribute of a heterogeneous config, Gemma 4's head_dim)."""
+        try:
+            return getattr(self.built, key, None)
+        except Exception:
+            return None
+
+    def _value(self, key: str) -> Any:
+        # A key written under its own name is read as written: a class may rewrite it (DoryConfig counts only the
+        # attention entries of layer_types as num_hidden_layers, though the cache keeps one per written layer).
+        if key in self.text or self.built is None:
+            return self.text.get(key)
+        return self._attribute(key)
+
+    def _reads(self, key: str) -> bool:
+        """Whether the class has `key` of its own (LongcatFlash's num_layers), not only as a leftover of the config
+        (Falcon's n_head): its default instance holds it too."""
+        if self.built is None:
+            return True
+        return _config_class_reads(type(self.built), key)
+
+    def first(self, *keys: str, legacy: tuple[str, ...] = ()) -> Any:
+        """The first of `keys` the config writes (0 included), as the class reads it; `legacy` spellings count only
+        where the class has them of its own, or no transformers class reads the config (`None` where none is
+        written)."""
+        for key in keys + tuple(key for key in legacy if self._reads(key)):
+            if self.written(key):
+                value = self._value(key)
+                if value is not None and not isinstance(value, bool):
+                    return value
+        return None
+
+    def default(self, key: str) -> Any:
+        """What the built class holds for `key` though the config does not write it (an int, else None)."""
+        value = self._attribute(key) if self.built is not None else None
+        return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+    def kv_heads(self, heads: int, decoder_heads: bool = False) -> Any:
+        """The KV heads per layer: written, else Falcon's / GPT-BigCode's multi_query, else the class's own
+        (DBRX's attn_config, Mixtral's default), else the query heads. A decoder sized by `decoder_attention_heads`
+        (Whisper, BART) does not read `num_key_value_heads`, which Whisper's class maps to its encoder's heads."""
+        if not decoder_heads:
+            explicit = self.first("num_key_value_heads")
+            if explicit:
+                return explicit
+        if self.text.get("model_type") in ("falcon", "gpt_bigcode"):
+            return _kv_heads(self.text, heads)
+        return (None if decoder_heads else self.default("num_key_value_heads")) or _kv_heads(self.text, heads)
+
+    def missing(self, needed: tuple[str, ...]) -> str:
+        """The refusal: which of `needed` the config does not write, and what transformers' class would hold."""
+        if self.built is None:
+            return f"config has no {' / '.join(needed)}; cannot size a KV cache"
+        absent = [key for key in needed if not self.written(key)] or list(needed)
+        name = type(self.built).__name__
+        held = [f"{key} {self._attribute(key)!r}" for key in absent if self._attribute(key) is not None]
+        ignored = [key for key in ("n_layer", "num_layers", "n_head", "num_heads", "n_embd", "d_model")
+                   if key in self.text and key not in self.attribute_map.values() and not self._reads(key)]
+        said = f"config has no {' / '.join(absent)} that transformers' {name} reads"
+        if ignored:
+            said += f" (it ignores the {', '.join(ignored)} written"
+            said += f" and keeps its default {', '.join(held)})" if held else ")"
+        elif held:
+            said += f" (it would keep its default {', '.join(held)})"
+        return said + "; cannot size a KV cache"
+
+
 def estimate_kv_cache(config: dict[str, Any] | None, dtype: str, batch: int, seq_len: int) -> KVCacheEstimate:
     """KV cache of a decoder for `batch` sequences of `seq_len` tokens: 2 x layers x kv_heads x head_dim.
 
@@ -2625,15 +2751,13 @@ def estimate_kv_cache(config: dict[str, Any] | None, dtype: str, batch: int, seq
     if batch < 1 or seq_len < 1:
         raise UsageError("--batch and --seq-len must be at least 1")
     text, composite = decoder_text_config(config)
-    # Decoder self-attention cache; names as the configs spell them (llama, gpt2, t5, ...). An encoder-decoder's
-    # decoder sizes come first: Whisper's and BART's num_hidden_layers, where present, count the encoder's layers.
-    layer_keys = ("decoder_layers", "num_decoder_layers", "num_hidden_layers", "n_layer", "num_layers")
-    layers = next((text[key] for key in layer_keys if text.get(key)), None)
-    if layers is None and any(type(text.get(key)) is int and text.get(key) == 0 for key in layer_keys):
-        layers = 0  # num_hidden_layers 0: present, no layer to cache (`or` took it for absent and said "has no")
-    heads = (text.get("decoder_attention_heads") or text.get("num_attention_heads") or text.get("n_head")
-             or text.get("num_heads"))
-    hidden = text.get("hidden_size") or text.get("n_embd") or text.get("d_model")
+    keys = _ConfigKeys(text)
+    # Decoder self-attention cache. An encoder-decoder's decoder sizes come first: Whisper's and BART's
+    # num_hidden_layers, where present, count the encoder's layers.
+    layers = keys.first("decoder_layers", "num_decoder_layers", "num_hidden_layers", legacy=("n_layer", "num_layers"))
+    heads_key = next((key for key in ("decoder_attention_heads", "num_attention_heads") if keys.written(key)), None)
+    heads = keys.first("decoder_attention_heads", "num_attention_heads", legacy=("n_head", "num_heads"))
+    hidden = keys.first("hidden_size", legacy=("n_embd", "d_model"))
     kinds = _decoder_layer_kinds(config, layers) if isinstance(layers, int) else None
     attention = [k for k in kinds if k[0] in _KV_KINDS] if kinds is not None else None
     stateful = sum(1 for kind, _ in kinds if kind in _STATE_KINDS) if kinds is not None else 0
@@ -2650,17 +2774,18 @@ def estimate_kv_cache(config: dict[str, Any] | None, dtype: str, batch: int, seq
                 else "no KV cache: the config counts 0 layers")
         return KVCacheEstimate(batch, seq_len, 0, 0, 0, torch_dtype, 0, 0, 0, False, note, state)
     if not (isinstance(layers, int) and isinstance(heads, int) and isinstance(hidden, int)):
-        raise UsageError("config has no num_hidden_layers / num_attention_heads / hidden_size; cannot size a KV cache")
+        raise UsageError(keys.missing(("num_hidden_layers", "num_attention_heads", "hidden_size")))
     from weightdoctor.meta_model import MAX_LAYERS
 
     if layers > MAX_LAYERS:
         # The layers are counted one by one below: num_hidden_layers 1e30 (json reads any integer) never ended.
         raise UsageError(f"config.json asks for {layers:,} decoder layers; weightdoctor sizes the KV cache of up to "
                          f"{MAX_LAYERS:,} layers")
-    kv_heads = _kv_heads(text, heads)
+    kv_heads = keys.kv_heads(heads, decoder_heads=heads_key == "decoder_attention_heads")
     # Zamba's shared attention runs on the hidden state concatenated with the embeddings: attention_head_dim is
-    # 2 x hidden_size / heads there (HunyuanVL spells head_dim so too)
-    head_dim = text.get("head_dim") or text.get("attention_head_dim") or text.get("d_kv") or hidden // heads
+    # 2 x hidden_size / heads there (HunyuanVL spells head_dim so too); T5 maps head_dim to its d_kv
+    head_dim = (keys.first("head_dim", legacy=("attention_head_dim", "d_kv")) or keys.default("head_dim")
+                or hidden // heads)
     element = getattr(torch, torch_dtype).itemsize
     per_token_layer = 2 * kv_heads * head_dim * element
     if attention is None:
