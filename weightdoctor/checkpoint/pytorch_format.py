@@ -270,10 +270,15 @@ def find_state_dict(obj: Any, key: str | None = None) -> tuple[Mapping[str, Any]
         # Before the search: an optimizer keyed by parameter name holds a mapping of tensors per parameter
         # (`state.<name>`: step, exp_avg, exp_avg_sq), and a Trainer's RNG states a tensor at the top (`cpu`).
         raise CorruptCheckpoint(f"no model weights: the file holds {kind}. {_WHERE_THE_WEIGHTS_ARE}")
-    # Breadth-first, trying the usual keys first at each level.
-    queue: list[tuple[Any, tuple[str, ...]]] = [(obj, ())]
+    # Breadth-first, trying the usual keys first at each level. A mapping the pickle fetched again from its memo is
+    # one object reached by many paths: searched (and judged) once, at the first and shallowest, so that a few-KB
+    # file of 1,000-key dicts nested three deep, each key the one dict below, is not a search of 10^9 paths (it
+    # kept `inspect` busy past a minute, called safe by the scanner).
+    queue: collections.deque[tuple[Any, tuple[str, ...]]] = collections.deque([(obj, ())])
+    queued = {id(obj)}
+    judged: dict[int, bool] = {}
     while queue:
-        current, path = queue.pop(0)
+        current, path = queue.popleft()
         if not isinstance(current, Mapping):
             continue
         names = [k for k in current if isinstance(k, str)]
@@ -282,11 +287,16 @@ def find_state_dict(obj: Any, key: str | None = None) -> tuple[Mapping[str, Any]
             if NOT_WEIGHTS.search(name):
                 continue
             value = current[name]
-            if _is_state_dict(value):
+            if id(value) not in judged:
+                judged[id(value)] = _is_state_dict(value)
+            if judged[id(value)]:
                 return value, ".".join(path + (name,))
         for name in ordered:
-            if not NOT_WEIGHTS.search(name) and isinstance(current[name], Mapping) and len(path) < 4:
-                queue.append((current[name], path + (name,)))
+            value = current[name]
+            if (not NOT_WEIGHTS.search(name) and isinstance(value, Mapping) and len(path) < 4
+                    and id(value) not in queued):
+                queued.add(id(value))
+                queue.append((value, path + (name,)))
     if isinstance(obj, Mapping) and any(isinstance(k, str) and is_tensor(v) for k, v in obj.items()):
         # No nested state dict, but tensors beside a few other values at the top (`{"w": ..., "epoch": 3}`):
         # those tensors are the weights; the other entries are reported as such.

@@ -56,11 +56,31 @@ class _Keyed(_Opaque):
     it is: `dunder`, the first key of the form `__name__` (see `dunder_key`), and `entries`, how many keys were set in
     it (a key set twice counts twice), what a BUILD copies into an instance's __dict__."""
 
-    __slots__ = ("dunder", "entries")
+    __slots__ = ("dunder", "entries", "hashes")
 
     def __init__(self, dunder: str | None = None) -> None:
         self.dunder = dunder
         self.entries = 0
+        self.hashes: dict[int, int] | None = None
+
+    def hashed(self, keys: Any) -> int:
+        """Note the hashes of the keys (or set items) put in it, and return how many keys before them each shares its
+        hash with: the keys a dict or set compares one with on insertion (`MAX_HASH_COLLISIONS`). Text and bytes are
+        left out: their hash is salted per process, so a file cannot choose it."""
+        hashes = self.hashes if self.hashes is not None else {}
+        collisions = 0
+        for key in keys:
+            if isinstance(key, (str, bytes, _Opaque)):
+                continue
+            try:
+                value = hash(key)
+            except TypeError:
+                continue
+            seen = hashes.get(value, 0)
+            collisions += seen
+            hashes[value] = seen + 1
+        self.hashes = hashes
+        return collisions
 
     def keyed(self, keys: Any) -> None:
         """Note the keys set in it: their number, and the first that may set a special name."""
@@ -264,6 +284,8 @@ class PickleWalk:
     fetched: dict[int, Any] = field(default_factory=dict)
     # Entries the BUILDs so far copy into objects from states a memo GET or DUP pushed again (`MIN_COPY_BUDGET`).
     copied_entries: int = 0
+    # The keys the dicts and sets so far compare a key with on insertion, as they share its hash (`_Keyed.hashed`).
+    hash_collisions: int = 0
 
 
 # Items of a memo value looked into for `PickleWalk.pushed` (a GET of a larger list or tuple holding one of those
@@ -287,6 +309,10 @@ MIN_HOSTILE_MEMO_INDEX = 2**16
 # where instances share one __dict__ (accelerate's PartialState, a Borg singleton: its 9 fields set on each of 3
 # instances copy 18 entries), which refusing the GET itself would refuse.
 MIN_COPY_BUDGET = 2**16
+# The comparisons of keys with keys of the same hash that the dicts and sets of a pickle may cost, besides one per byte
+# walked: ints, floats and tuples hash as the file chooses (hash(n) == hash(n + 2**61 - 1)), and each key inserted
+# compares with every key of its hash before it. Genuine int-keyed dicts (an optimizer's state, 0..N) share none.
+MIN_HASH_COLLISIONS = 2**16
 
 
 def _count_pushed(walk: PickleWalk, value: Any, position: int) -> None:
@@ -571,6 +597,25 @@ def _count_copies(walk: PickleWalk, state: Any, position: int, what: str) -> Non
         walk.problems.append((position, _build_copy_problem(what, walk.copied_entries, walked)))
 
 
+# The calls that make a set of their argument's items (how protocols 0-3 write a set or frozenset).
+_SET_CALLS = frozenset({"builtins.set", "builtins.frozenset", "__builtin__.set", "__builtin__.frozenset"})
+
+
+def _count_collisions(walk: PickleWalk, collisions: int, position: int) -> None:
+    """Add the keys an insertion compares with (`_Keyed.hashed`) to the pickle's total, and add a problem once the
+    total passes `MIN_HASH_COLLISIONS` besides one per byte walked."""
+    if not collisions:
+        return
+    walk.hash_collisions += collisions
+    walked = position - walk.start
+    if walk.hash_collisions > MIN_HASH_COLLISIONS + walked and not walk.problems:
+        walk.problems.append((position, (
+            f"its dicts or sets compare keys {walk.hash_collisions:,} times with keys of the same hash, more than the "
+            f"{walked:,} bytes before it hold: keys chosen to share one hash (ints that differ by 2**61 - 1) make "
+            "each insertion compare with every such key before it, so loading takes time that grows with the square "
+            "of their number (60,000 int keys of one hash, a 779 KB pickle: pickle.loads took 30 s)")))
+
+
 def _build_copy_problem(what: str, entries: int, walked: int) -> str:
     """The refusal of BUILDs (or state-setting rebuilds, `what`) that copy more entries from states fetched again than
     `MIN_COPY_BUDGET` allows."""
@@ -735,8 +780,14 @@ def _walk(handle: BinaryIO, end: int, walk: PickleWalk, watch: frozenset[str]) -
                 made = Result(getattr(source, "dunder", None))
                 made.entries = _entries(source)
                 if isinstance(source, (list, tuple)):
-                    made.keyed(source if qualified == "collections.Counter"
-                               else (pair[0] for pair in source if isinstance(pair, (list, tuple)) and pair))
+                    keys = (list(source) if qualified == "collections.Counter"
+                            else [pair[0] for pair in source if isinstance(pair, (list, tuple)) and pair])
+                    made.keyed(keys)
+                    _count_collisions(walk, made.hashed(keys), position)
+                return made
+            if qualified in _SET_CALLS and isinstance(args, tuple) and args and isinstance(args[0], (list, tuple)):
+                made = Result()
+                _count_collisions(walk, made.hashed(args[0]), position)
                 return made
         return OPAQUE
 
@@ -917,8 +968,10 @@ def _walk(handle: BinaryIO, end: int, walk: PickleWalk, watch: frozenset[str]) -
                 if name == "DICT":
                     stack.append(OpaqueDict(bool(items)))
                     stack[-1].keyed(items[0::2])
+                    _count_collisions(walk, stack[-1].hashed(items[0::2]), position)
                 else:
                     stack.append(Result())
+                    _count_collisions(walk, stack[-1].hashed(items), position)
             elif name == "APPEND":
                 item = _pop(stack)
                 target = _top(stack)
@@ -941,6 +994,7 @@ def _walk(handle: BinaryIO, end: int, walk: PickleWalk, watch: frozenset[str]) -
                     if target.__class__ is OpaqueDict:
                         target.filled = True
                     target.keyed((key,))
+                    _count_collisions(walk, target.hashed((key,)), position)
                 elif isinstance(target, list):
                     _set_list_item(target, key, value)
                     walk.counted.pop(id(target), None)
@@ -952,6 +1006,7 @@ def _walk(handle: BinaryIO, end: int, walk: PickleWalk, watch: frozenset[str]) -
                         target.filled = True
                     if name == "SETITEMS":
                         target.keyed(items[0::2])
+                    _count_collisions(walk, target.hashed(items[0::2] if name == "SETITEMS" else items), position)
                 elif name == "SETITEMS" and isinstance(target, list):
                     walk.counted.pop(id(target), None)
                     for index in range(0, len(items) - 1, 2):
