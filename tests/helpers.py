@@ -315,6 +315,22 @@ def pickle_loads_peak_kb(path: Path) -> int:
     return int(done.stdout)
 
 
+def torch_zip_with_data_pkl(tmp_path: Path, name: str, data_pkl: bytes) -> Path:
+    """A torch.save archive `tmp_path/NAME.pt` whose data.pkl is `data_pkl` (stored, as torch writes its records):
+    a hand-made pickle in the container torch.load and weightdoctor read."""
+    import zipfile
+
+    import torch
+
+    source, target = tmp_path / f"{name}_source.pt", tmp_path / f"{name}.pt"
+    torch.save({}, source)
+    with zipfile.ZipFile(source) as archive, zipfile.ZipFile(target, "w", zipfile.ZIP_STORED) as out:
+        for info in archive.infolist():
+            out.writestr(info.filename.replace(f"{name}_source/", f"{name}/"),
+                         data_pkl if info.filename.endswith("data.pkl") else archive.read(info.filename))
+    return target
+
+
 # A child that resets its peak resident set (VmHWM) once torch and the commands are imported, runs `weightdoctor`
 # with its arguments, and writes what its peak rose by, in MiB, on stderr's last line (`peak rise MiB N`), however
 # the command ends (os._exit, SystemExit or a return: a traceback is printed first and exits 3).

@@ -20,14 +20,13 @@ import pickle
 import re
 import struct
 import time
-import zipfile
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 
-from tests.helpers import one_error_line, run_cli, run_subprocess
+from tests.helpers import one_error_line, run_cli, run_subprocess, torch_zip_with_data_pkl
 from weightdoctor.security import scan_bytes, scan_file
 
 
@@ -57,19 +56,8 @@ def _nested_dicts(keys: int, depth: int) -> bytes:
     return b"".join(out)
 
 
-def _in_a_torch_zip(tmp_path: Path, name: str, data_pkl: bytes) -> Path:
-    """A torch.save archive whose data.pkl is `data_pkl` (stored, as torch writes its records)."""
-    source, target = tmp_path / f"{name}_source.pt", tmp_path / f"{name}.pt"
-    torch.save({}, source)
-    with zipfile.ZipFile(source) as archive, zipfile.ZipFile(target, "w", zipfile.ZIP_STORED) as out:
-        for info in archive.infolist():
-            out.writestr(info.filename.replace(f"{name}_source/", f"{name}/"),
-                         data_pkl if info.filename.endswith("data.pkl") else archive.read(info.filename))
-    return target
-
-
 def test_dicts_shared_by_every_key_of_the_level_above_are_searched_once(tmp_path: Path) -> None:
-    path = _in_a_torch_zip(tmp_path, "nested", _nested_dicts(1_000, 3))
+    path = torch_zip_with_data_pkl(tmp_path, "nested", _nested_dicts(1_000, 3))
     assert path.stat().st_size < 50_000
     loaded = torch.load(path, weights_only=True)
     assert loaded["k0"] is loaded["k999"] and loaded["k0"]["k5"] is loaded["k7"]["k5"]  # shared, not copied
@@ -101,7 +89,7 @@ def test_keys_chosen_to_share_one_hash_are_refused(made: Any, protocol: int) -> 
 
 def test_a_torch_file_of_colliding_keys_is_refused_by_inspect(tmp_path: Path) -> None:
     data = b"\x80\x02}q\x00(" + b"".join(_long1(key) + b"N" for key in _ONE_HASH) + b"u."
-    path = _in_a_torch_zip(tmp_path, "collide", data)
+    path = torch_zip_with_data_pkl(tmp_path, "collide", data)
     assert scan_file(path).verdict == "suspicious"
     line = one_error_line(run_cli("inspect", str(path)))
     assert ": suspicious: " in line and "with keys of the same hash" in line

@@ -30,7 +30,6 @@ import pickletools
 import struct
 import subprocess
 import sys
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +37,14 @@ import numpy as np
 import pytest
 import torch
 
-from tests.helpers import PEAK_KB_EXPRESSION, one_error_line, pickle_loads_peak_kb, run_canary_child, run_cli
+from tests.helpers import (
+    PEAK_KB_EXPRESSION,
+    one_error_line,
+    pickle_loads_peak_kb,
+    run_canary_child,
+    run_cli,
+    torch_zip_with_data_pkl,
+)
 from weightdoctor.security import scan_bytes, scan_file
 
 # The canary of a memory bomb: the child's own peak resident memory (KB) after it read the file.
@@ -71,24 +77,13 @@ def _shared_state(keys: int, uses: int) -> bytes:
     return b"".join(out)
 
 
-def _in_a_torch_zip(tmp_path: Path, name: str, data_pkl: bytes) -> Path:
-    """A torch.save archive whose data.pkl is `data_pkl` (stored, as torch writes its records)."""
-    source, target = tmp_path / f"{name}_source.pt", tmp_path / f"{name}.pt"
-    torch.save({}, source)
-    with zipfile.ZipFile(source) as archive, zipfile.ZipFile(target, "w", zipfile.ZIP_STORED) as out:
-        for info in archive.infolist():
-            out.writestr(info.filename.replace(f"{name}_source/", f"{name}/"),
-                         data_pkl if info.filename.endswith("data.pkl") else archive.read(info.filename))
-    return target
-
-
 def test_one_dict_set_as_the_state_of_object_after_object_is_refused(tmp_path: Path) -> None:
     data = _shared_state(10_000, 1_000)
     plain = tmp_path / "shared_state.pkl"
     plain.write_bytes(data)
     assert len(data) < 140_000 and pickle_loads_peak_kb(plain) > 150_000  # measured: 133 KB -> 216 MB
-    archive = _in_a_torch_zip(tmp_path, "shared_state", data)
-    small = torch.load(_in_a_torch_zip(tmp_path, "small", _shared_state(10, 3)), weights_only=True)
+    archive = torch_zip_with_data_pkl(tmp_path, "shared_state", data)
+    small = torch.load(torch_zip_with_data_pkl(tmp_path, "small", _shared_state(10, 3)), weights_only=True)
     assert len(small) == 3 and len(vars(small[-1])) == 10  # names torch's weights_only loader allows: it loads
     for path in (plain, archive):
         report = scan_file(path)
