@@ -50,11 +50,21 @@ def inspect_with_stats(
 
         written = write_plot(weights, plot, selected=pattern is not None, inputs=inputs)
         console.stderr.print(f"plot written to {written}")
+    code = exit_code_for(weights.findings, fail_on)
+    verified = getattr(report, "verify", None)
+    if verified is not None and not verified.ok:
+        code = 1  # --verify found a CRC mismatch
     if json_output:
         from weightdoctor.render.json import print_json, to_jsonable
         from weightdoctor.render.stats import merge_stats_json
 
-        print_json(merge_stats_json(to_jsonable(report), weights, set(hist_names)))
+        # The report and the per-tensor results are let go once their JSON-ready form is built (only `code` is
+        # needed after): for many small tensors they were held beside it, and the text, while it was written.
+        plain = to_jsonable(report)
+        del report
+        plain = merge_stats_json(plain, weights, set(hist_names))
+        del weights
+        print_json(plain)
     else:
         from weightdoctor.render.inspect import render_inspect
         from weightdoctor.render.stats import render_histogram, render_stats
@@ -68,10 +78,6 @@ def inspect_with_stats(
                 render_histogram(by_name[name], console.stdout)
         for warning in [*report.warnings, *weights.warnings]:
             console.warn(warning)
-    code = exit_code_for(weights.findings, fail_on)
-    verified = getattr(report, "verify", None)
-    if verified is not None and not verified.ok:
-        code = 1  # --verify found a CRC mismatch
     if code:
         raise typer.Exit(code)
 
