@@ -360,3 +360,14 @@ except BaseException:
     reported_exit(3)
 reported_exit(0)
 """
+
+
+def peak_rise_mib(*args: str | Path) -> tuple[int, str]:
+    """Run `weightdoctor ARGS` in a `PEAK_RISE_CHILD` (stdout UTF-8); by how many MiB its peak resident set rose
+    once torch and the commands were imported, and its stdout. The command must exit 0."""
+    done = subprocess.run([sys.executable, "-c", PEAK_RISE_CHILD, *map(str, args)], capture_output=True, text=True,
+                          cwd=REPO_ROOT, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(REPO_ROOT), "PYTHONIOENCODING": "utf-8"})
+    assert done.returncode == 0, done.stderr
+    line = [line for line in done.stderr.splitlines() if line.startswith("peak rise MiB")][-1]
+    return int(line.split()[-1]), done.stdout

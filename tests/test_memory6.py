@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -16,17 +14,8 @@ from typing import Any
 import pytest
 import torch
 
-from tests.helpers import PEAK_RISE_CHILD, REPO_ROOT
+from tests.helpers import peak_rise_mib
 from weightdoctor.render import json as json_render
-
-
-def _peak_rise(*args: str | Path) -> tuple[int, str]:
-    done = subprocess.run([sys.executable, "-c", PEAK_RISE_CHILD, *map(str, args)], capture_output=True, text=True,
-                          cwd=REPO_ROOT, timeout=300,
-                          env={**os.environ, "PYTHONPATH": str(REPO_ROOT), "PYTHONIOENCODING": "utf-8"})
-    assert done.returncode == 0, done.stderr
-    line = [line for line in done.stderr.splitlines() if line.startswith("peak rise MiB")][-1]
-    return int(line.split()[-1]), done.stdout
 
 
 def test_check_dtype_json_of_many_small_tensors_does_not_hold_the_whole_text(tmp_path: Path) -> None:
@@ -37,7 +26,7 @@ def test_check_dtype_json_of_many_small_tensors_does_not_hold_the_whole_text(tmp
     generator = torch.Generator().manual_seed(6)
     save_file({f"layer.{i}.weight": torch.randn(64, generator=generator) for i in range(40_000)},
               str(tmp_path / "many.safetensors"))
-    rise, stdout = _peak_rise("check-dtype", tmp_path / "many.safetensors", "--json")
+    rise, stdout = peak_rise_mib("check-dtype", tmp_path / "many.safetensors", "--json")
     report = json.loads(stdout)
     assert report["tensors_checked"] == 40_000
     assert len(report["tensor_dtypes"]) == 40_000 and "layer.39999.weight" in report["tensor_dtypes"]

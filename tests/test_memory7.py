@@ -5,24 +5,12 @@ go after the copy is built. The output is held to `dumps(merge_stats_json(to_jso
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from tests.helpers import PEAK_RISE_CHILD, REPO_ROOT, run_cli, save_tiny_bert
-
-
-def _peak_rise(*args: str | Path) -> tuple[int, str]:
-    done = subprocess.run([sys.executable, "-c", PEAK_RISE_CHILD, *map(str, args)], capture_output=True, text=True,
-                          cwd=REPO_ROOT, timeout=300,
-                          env={**os.environ, "PYTHONPATH": str(REPO_ROOT), "PYTHONIOENCODING": "utf-8"})
-    assert done.returncode == 0, done.stderr
-    line = [line for line in done.stderr.splitlines() if line.startswith("peak rise MiB")][-1]
-    return int(line.split()[-1]), done.stdout
+from tests.helpers import peak_rise_mib, run_cli, save_tiny_bert
 
 
 def test_inspect_stats_json_of_many_small_tensors_lets_the_report_go(tmp_path: Path) -> None:
@@ -33,7 +21,7 @@ def test_inspect_stats_json_of_many_small_tensors_lets_the_report_go(tmp_path: P
     generator = torch.Generator().manual_seed(7)
     save_file({f"layer.{i}.weight": torch.randn(64, generator=generator) for i in range(20_000)},
               str(tmp_path / "many.safetensors"))
-    rise, stdout = _peak_rise("inspect", tmp_path / "many.safetensors", "--stats", "--json")
+    rise, stdout = peak_rise_mib("inspect", tmp_path / "many.safetensors", "--stats", "--json")
     import json
 
     report = json.loads(stdout)
