@@ -96,3 +96,31 @@ def test_legacy_spellings_still_read_for_a_model_type_transformers_does_not_know
 
     estimate = estimate_kv_cache(config, "fp32", 1, SEQ)
     assert (estimate.num_kv_heads, estimate.head_dim, estimate.total_bytes) == (4, 8, 2 * 2 * 4 * 8 * 4 * SEQ)
+
+
+def test_a_config_asking_for_a_billion_layers_is_refused_before_its_class_is_built(tmp_path: Path) -> None:
+    """Reading the sizes through transformers' config class built Qwen3Config with num_hidden_layers 10^9, whose
+    __init__ makes a `layer_types` entry per layer: plan-devices --kv-cache never finished (killed at 60 s), where it
+    had refused the layer count in one line before kvkeys. The class is not built for such a config."""
+    import subprocess
+    import sys
+
+    from tests.helpers import REPO_ROOT
+
+    config = {"model_type": "qwen3", "architectures": ["Qwen3ForCausalLM"], "num_hidden_layers": 10**9,
+              "hidden_size": 64, "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 8,
+              "intermediate_size": 8, "max_position_embeddings": 128}
+    import torch
+    from safetensors.torch import save_file
+
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    # With weights beside it the plan is made from the tensors (no model of 10^9 layers is built); the KV estimate
+    # then read the config through its class.
+    save_file({"model.embed_tokens.weight": torch.zeros(8, 4)}, str(tmp_path / "model.safetensors"))
+    done = subprocess.run([sys.executable, "-m", "weightdoctor", "plan-devices", str(tmp_path), "--gpu", "1GB",
+                           "--kv-cache", "--seq-len", "128"], capture_output=True, text=True, timeout=60,
+                          cwd=REPO_ROOT)
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert lines[-1] == ("error: config.json asks for 1,000,000,000 decoder layers; weightdoctor sizes the KV cache of "
+                         "up to 1,024 layers"), lines

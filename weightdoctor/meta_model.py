@@ -459,6 +459,21 @@ def _refuse_absurd_depth(config: dict[str, Any], where: str = "") -> None:
                 )
 
 
+def refuse_unbuildable_config(config: dict[str, Any]) -> None:
+    """Raise UsageError for a config weightdoctor does not build anything from: too many values or keys
+    (`refuse_huge_config`), or more layers or experts than any real model (`MAX_LAYERS`, `MAX_EXPERTS`).
+
+    Example:
+        >>> refuse_unbuildable_config({"model_type": "qwen3", "num_hidden_layers": 28})
+        >>> refuse_unbuildable_config({"model_type": "qwen3", "num_hidden_layers": 10**9})  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        weightdoctor.errors.UsageError: config.json asks for 1,000,000,000 layers (num_hidden_layers); ...
+    """
+    refuse_huge_config(config)
+    _refuse_absurd_depth(config)
+
+
 def _sub_config_for(cls: type, config: dict[str, Any], built: Any, overrides: dict[str, Any],
                     foreign: bool = False) -> Any:
     """The config `cls.from_pretrained` would build from a composite model's config: CLIPTextModel from a CLIP
@@ -530,8 +545,7 @@ def build_meta_model(
     import torch
 
     if isinstance(config, dict):
-        refuse_huge_config(config)
-        _refuse_absurd_depth(config)
+        refuse_unbuildable_config(config)
         config = decode_special_floats(config)
     unknown = _unknown_model_type(config) if foreign_config and model_class else None
     if unknown is not None and model_class is not None and not model_class.startswith("Auto"):

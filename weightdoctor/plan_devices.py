@@ -2645,6 +2645,14 @@ class _ConfigKeys:
             config_class = CONFIG_MAPPING[model_type]
         except (ImportError, KeyError):
             return
+        from weightdoctor.meta_model import refuse_unbuildable_config
+
+        try:
+            # A class builds per-layer lists in its __init__ (Qwen3's layer_types): num_hidden_layers 10^9 never
+            # finished building. Such a config is read as written; the caller refuses its layer count in one line.
+            refuse_unbuildable_config(text)
+        except UsageError:
+            return
         values = {key: value for key, value in text.items() if key != "model_type"}
         try:
             with _quiet_libraries(), warnings.catch_warnings():
