@@ -14,21 +14,22 @@ from tests.helpers import peak_rise_mib, run_cli, save_tiny_bert
 
 
 def test_inspect_stats_json_of_many_small_tensors_lets_the_report_go(tmp_path: Path) -> None:
-    """20,000 float32 tensors of 64 values: 155 MiB before, 118 MiB after (three runs each, alternated); the
-    bound sits between them (18 MiB either side: the runs varied by at most 1 MiB)."""
+    """40,000 float32 tensors of 64 values: 301 MiB before, 227 MiB after (run alone). In a whole-suite run the child
+    rose 28 MiB more than alone at 20,000 tensors (146 against 118: the bound of 137 then failed), so the bound leaves
+    the new code 53 MiB and sits 21 MiB under the old code's figure, which a suite run only raises."""
     from safetensors.torch import save_file
 
     generator = torch.Generator().manual_seed(7)
-    save_file({f"layer.{i}.weight": torch.randn(64, generator=generator) for i in range(20_000)},
+    save_file({f"layer.{i}.weight": torch.randn(64, generator=generator) for i in range(40_000)},
               str(tmp_path / "many.safetensors"))
     rise, stdout = peak_rise_mib("inspect", tmp_path / "many.safetensors", "--stats", "--json")
     import json
 
     report = json.loads(stdout)
-    assert len(report["tensors"]) == 20_000
-    last = next(entry for entry in report["tensors"] if entry["name"] == "layer.19999.weight")
+    assert len(report["tensors"]) == 40_000
+    last = next(entry for entry in report["tensors"] if entry["name"] == "layer.39999.weight")
     assert last["stats"]["count"] == 64 and "label" in last["init"]
-    assert rise < 137, rise
+    assert rise < 280, rise
 
 
 def _reference(path: Path, hist: list[str], verify: bool) -> str:
