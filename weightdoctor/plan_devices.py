@@ -1296,25 +1296,9 @@ def _keep_fp8(model: torch.nn.Module, config: dict[str, Any], torch_dtype: str, 
     weights and their block scales; FP8Embedding for `modules_to_convert`), with the modules it leaves alone
     (output embeddings, its skip list). `dequantize`: as it prepares the model where it dequantizes (no FP8 GPU):
     the embedding tables only."""
-    import torch
-    from transformers.quantizers.auto import AutoHfQuantizer, AutoQuantizationConfig
-
-    dtype = getattr(torch, torch_dtype)  # the dtype the model was built at, as from_pretrained passes it
-    try:
-        with _quiet_libraries(), fp8_experts_class_kept():
-            settings = AutoQuantizationConfig.from_dict({**(config_quantization_settings(config) or {}),
-                                                         **({"dequantize": True} if dequantize else {})})
-            quantizer = AutoHfQuantizer.from_config(settings, pre_quantized=True)
-            # from_pretrained's next step; its environment check (which dequantizes without such a GPU) is left
-            # out on purpose: the plan is for the GPUs given, not for this machine. from_pretrained runs it inside
-            # its init contexts, the default dtype set to the model's: FP8Linear makes its bias with torch.empty,
-            # bf16 there (float32 outside).
-            with _default_dtype(dtype):
-                quantizer.preprocess_model(model=model, dtype=dtype, device_map="auto", checkpoint_files=None)
-    except Exception as exc:  # a hostile or unsupported quantization_config
-        detail = clip_words(" ".join(str(exc).split()), 200)
-        raise UsageError(f"transformers' FP8 quantizer cannot prepare this model ({type(exc).__name__}: "
-                         f"{detail})") from exc
+    settings = {**(config_quantization_settings(config) or {}), **({"dequantize": True} if dequantize else {})}
+    with fp8_experts_class_kept():
+        _prepare_with_quantizer(model, settings, torch_dtype, "FP8")
 
 
 def _is_bitnet(config: dict[str, Any] | None) -> bool:
@@ -1333,21 +1317,7 @@ def _keep_bitnet(model: torch.nn.Module, config: dict[str, Any], torch_dtype: st
     without the 10% of every budget the quantizer keeps (`adjust_max_memory`): a placement from_pretrained does not
     make.
     """
-    import torch
-    from transformers.quantizers.auto import AutoHfQuantizer, AutoQuantizationConfig
-
-    dtype = getattr(torch, torch_dtype)
-    try:
-        with _quiet_libraries():
-            settings = AutoQuantizationConfig.from_dict(dict(config_quantization_settings(config) or {}))
-            quantizer = AutoHfQuantizer.from_config(settings, pre_quantized=True)
-            # its environment check is left out: the plan is for the GPUs given, not for this machine
-            with _default_dtype(dtype):
-                quantizer.preprocess_model(model=model, dtype=dtype, device_map="auto", checkpoint_files=None)
-    except Exception as exc:  # a hostile or unsupported quantization_config
-        detail = clip_words(" ".join(str(exc).split()), 200)
-        raise UsageError(f"transformers' BitNet quantizer cannot prepare this model ({type(exc).__name__}: "
-                         f"{detail})") from exc
+    _prepare_with_quantizer(model, dict(config_quantization_settings(config) or {}), torch_dtype, "BitNet")
     swapped = [name for name, module in model.named_modules() if type(module).__name__ in ("BitLinear",
                                                                                           "AutoBitLinear")]
     kind = type(model.get_submodule(swapped[0])).__name__ if swapped else "BitLinear"
@@ -1356,6 +1326,29 @@ def _keep_bitnet(model: torch.nn.Module, config: dict[str, Any], torch_dtype: st
     return (f"the config quantizes the weights (bitnet): planned with the {counted(len(swapped), kind + ' layer')} "
             f"transformers' BitNet quantizer swaps in before from_pretrained places the model (each holds {held}), "
             "and the 10% of every budget the quantizer keeps")
+
+
+def _prepare_with_quantizer(model: torch.nn.Module, settings: dict[str, Any], torch_dtype: str, name: str) -> None:
+    """Prepare `model` as from_pretrained does before it computes its map: transformers' own quantizer for
+    `settings` (a quantization_config) swaps in its layers (`preprocess_model`). `name` is the quantizer's name in
+    the refusal when it cannot."""
+    import torch
+    from transformers.quantizers.auto import AutoHfQuantizer, AutoQuantizationConfig
+
+    dtype = getattr(torch, torch_dtype)  # the dtype the model was built at, as from_pretrained passes it
+    try:
+        with _quiet_libraries():
+            quantizer = AutoHfQuantizer.from_config(AutoQuantizationConfig.from_dict(settings), pre_quantized=True)
+            # from_pretrained's next step; its environment check (which dequantizes FP8 without such a GPU, and
+            # needs CUDA for BitNet) is left out on purpose: the plan is for the GPUs given, not for this machine.
+            # from_pretrained runs it inside its init contexts, the default dtype set to the model's: FP8Linear
+            # makes its bias with torch.empty, bf16 there (float32 outside).
+            with _default_dtype(dtype):
+                quantizer.preprocess_model(model=model, dtype=dtype, device_map="auto", checkpoint_files=None)
+    except Exception as exc:  # a hostile or unsupported quantization_config
+        detail = clip_words(" ".join(str(exc).split()), 200)
+        raise UsageError(f"transformers' {name} quantizer cannot prepare this model ({type(exc).__name__}: "
+                         f"{detail})") from exc
 
 
 @contextlib.contextmanager
