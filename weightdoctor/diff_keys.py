@@ -1148,17 +1148,17 @@ _LORA_PAIR = _lazy_regex(
     r"(?:\.[^.]+)?(?:\.weight)?$")
 _PEFT_WRAPPER = "base_model.model."
 # The other PEFT methods' tensors on a module they adapt (each tuner's adapter_layer_names in peft 0.21, the adapter's
-# name dropped as save_pretrained drops it), and the method each is: a VeRA, OFT, BOFT, LoHa, LoKr, LN-tuning,
+# name dropped as save_pretrained drops it), and the method each is: a VeRA, OFT, BOFT, LoHa, LoKr, LN Tuning,
 # FourierFT, HRA, MiSS / Bone, C3A, RandLoRA, VB-LoRA, SHiRA, RoAd or trainable-tokens adapter against its base was
 # "unknown: these weights will not load" for every base weight, worst severity error. LoRA's trainable_token_indices
 # keeps its tokens under the embedding's `token_adapter.`. RandLoRA saves each module's randlora_A / randlora_B beside
-# the shared ones, SHiRA its shira_indices, LN tuning on a BatchNorm its running statistics.
+# the shared ones, SHiRA its shira_indices, LN Tuning on a BatchNorm its running statistics.
 _PEFT_TUNER_PARTS = {
     "vera_lambda_b": "VeRA", "vera_lambda_d": "VeRA", "oft_R": "OFT", "oft_embedding_R": "OFT", "oft_r": "OFT",
     "oft_s": "OFT", "boft_R": "BOFT", "boft_s": "BOFT", "hada_w1_a": "LoHa", "hada_w1_b": "LoHa", "hada_w2_a": "LoHa",
     "hada_w2_b": "LoHa", "hada_t1": "LoHa", "hada_t2": "LoHa", "lokr_w1": "LoKr", "lokr_w1_a": "LoKr",
     "lokr_w1_b": "LoKr", "lokr_w2": "LoKr", "lokr_w2_a": "LoKr", "lokr_w2_b": "LoKr", "lokr_t2": "LoKr",
-    "ln_tuning_layers": "LN tuning", "fourierft_spectrum": "FourierFT", "hra_u": "HRA", "miss_block": "MiSS",
+    "ln_tuning_layers": "LN Tuning", "fourierft_spectrum": "FourierFT", "hra_u": "HRA", "miss_block": "MiSS",
     "bone_block": "Bone", "c3a_kernel": "C3A", "randlora_lambda": "RandLoRA", "randlora_gamma": "RandLoRA",
     "randlora_A": "RandLoRA", "randlora_B": "RandLoRA", "shira_indices": "SHiRA",
     "vblora_logits_A": "VB-LoRA", "vblora_logits_B": "VB-LoRA", "shira_weight": "SHiRA", "road_theta": "RoAd",
@@ -1337,6 +1337,8 @@ def adapter_fit(
     whys: dict[str, tuple[str, str, str]] = {}
     modules: dict[str, bool] = {}
     ranks: set[int] = set()
+    # Convolutions read as grouped (module -> groups) to fit an IA3 / OFT tensor: a checkpoint does not store groups.
+    conv_groups: dict[str, int] = {}
     # The diffusers pipeline components whose pairs land in B once their prefix is stripped (B is that component).
     # peft's own files wrap every name in base_model.model. (GPT-2's transformer.h.0 is no pipeline component).
     grouped = _lora_groups(pairs, specs_a)
@@ -1408,9 +1410,16 @@ def adapter_fit(
         elif weight.dtype not in FLOATING:
             whys[name] = ("adapter", "info", f"on {module} (stored quantized in B: shapes not compared)")
             modules.setdefault(module, True)
-        elif match["part"] == "ia3_l" and (misfit := _ia3_misfit(specs_a[name].shape, weight.shape, module)):
+        elif match["part"] == "ia3_l" and (misfit := _ia3_misfit(specs_a[name].shape, weight.shape, module)) and (
+                groups := _ia3_conv_groups(specs_a[name].shape, weight.shape)) is not None:
+            conv_groups[module] = groups
+            whys[name] = ("adapter", "info", f"IA3 on {weight.name} ({_grouped_reading(groups, specs_a[name].shape)})")
+            modules.setdefault(module, True)
+        elif match["part"] == "ia3_l" and misfit:
+            grouping = _UNGROUPED if len(weight.shape) > 2 and len(specs_a[name].shape) == len(weight.shape) else ""
             whys[name] = ("adapter", "error", f"{'×'.join(map(str, specs_a[name].shape))} does not fit {module}.weight "
-                          f"({'×'.join(map(str, weight.shape))} in B): it {misfit}: an adapter for another model size")
+                          f"({'×'.join(map(str, weight.shape))} in B): it {misfit}{grouping}: an adapter for another "
+                          "model size")
             modules[module] = False
         elif part != "lora_E" and match["part"] != "ia3_l" and not _lora_fits(
                 part, shape, weight.shape, grouped.get(match["module"], 1)):
@@ -1421,7 +1430,7 @@ def adapter_fit(
             whys[name] = ("adapter", "info", f"{kind} on {module}.weight{stored}" if tied is not None
                           else f"{kind} on {weight.name}")
             modules.setdefault(module, True)
-    methods = _tuners_fit(tuners, shared, specs_b, whys, modules, specs_a)
+    methods = _tuners_fit(tuners, shared, specs_b, whys, modules, specs_a, conv_groups)
     unknown: list[str] = []  # the tensor families of PEFT methods not known here (`_peft_generic`), in order
     for name, module, part in generic:
         family = part.split("_")[0] + "_*"
@@ -1433,7 +1442,7 @@ def adapter_fit(
     for name in generic_shared:
         whys[name] = ("adapter", "info", "saved once for the adapter's modules by a PEFT method not known here, "
                       "not a weight of B")
-    # LoHa's and LoKr's products, VeRA's, OFT's, BOFT's, HRA's and LN tuning's widths are compared with the weights;
+    # LoHa's and LoKr's products, VeRA's, OFT's, BOFT's, HRA's and LN Tuning's widths are compared with the weights;
     # the other methods' tensors are not shaped so.
     unshaped = [method for method in methods if method not in _SHAPED_TUNERS]
     for name in others:
@@ -1449,7 +1458,8 @@ def adapter_fit(
                           f"{'×'.join(map(str, specs_a[name].shape))} in A, {'×'.join(map(str, target.shape))} in B")
         else:
             whys[name] = ("adapter", "info", f"replaces {target.name} (a module the adapter saves whole)")
-    fitting = sum(modules.values())
+    # A convolution that fits only as a grouped one (its groups implied, not stored) is not counted as fitting.
+    fitting = sum(fits for module, fits in modules.items() if module not in conv_groups)
     # The base's weights are the base's whether or not the adapter's shapes fit them: an adapter for another size of
     # B left every one of them "unknown: no known cause: these weights will not load".
     if fitting or any(f"{module}.weight" in specs_b for module in modules) or generic_shared:
@@ -1475,6 +1485,12 @@ def adapter_fit(
     else:
         checked = (f"(shapes not compared: {' and '.join(unshaped)} tensors are not shaped as the weights they "
                    "adapt, so an adapter for another size of the model is not caught)")
+    if conv_groups:
+        read = ", ".join(f"{module}: {groups} groups" for module, groups in conv_groups.items())
+        count = len(conv_groups)
+        checked += (f"; {count} more {plural(count, 'is a convolution', 'are convolutions')} it fits only if "
+                    f"grouped ({read}): a checkpoint does not store groups, so {plural(count, 'its', 'their')} fit "
+                    "is not compared")
     if "FourierFT" in unshaped:
         # peft's FourierFTLayer: the spectrum holds n_frequency values, put at positions torch.randperm draws (from
         # fourierft_random_loc_seed) over the layer's out × in; only n_frequency <= out × in is asked of the layer.
@@ -1505,12 +1521,15 @@ def adapter_fit(
 def _tuners_fit(
     tuners: Sequence[tuple[str, re.Match[str]]], shared: Sequence[str], specs_b: Mapping[str, KeySpec],
     whys: dict[str, tuple[str, str, str]], modules: dict[str, bool], specs_a: Mapping[str, KeySpec],
+    conv_groups: dict[str, int],
 ) -> list[str]:
     """`adapter_fit`'s reasons for the tensors of PEFT methods other than LoRA and IA3 (see `_PEFT_TUNER_PARTS`),
     added to `whys` and `modules` (module -> in B); returns the methods found, in order. LoHa's and LoKr's factors
     make a product of the weight's shape (`_lycoris_product`), which is compared with it; VeRA's, OFT's, BOFT's,
-    HRA's and LN tuning's tensors are sized by the layer's widths (`_tuner_misfit`), which are compared with the
-    weight's; for the other methods (FourierFT's spectrum, ...) only that the module is in B is checked."""
+    HRA's and LN Tuning's tensors are sized by the layer's widths (`_tuner_misfit`), which are compared with the
+    weight's; for the other methods (FourierFT's spectrum, ...) only that the module is in B is checked. An OFT
+    tensor that fits a convolution only as a grouped one (`_oft_conv_groups`) adds it to `conv_groups` (module ->
+    groups)."""
     methods: list[str] = []
     held: dict[str, dict[str, tuple[int, ...]]] = defaultdict(dict)
     for name, match in tuners:
@@ -1531,7 +1550,15 @@ def _tuners_fit(
                            f"({'×'.join(map(str, weight.shape))} in B)")
             whys[name] = ("adapter", "error", f"{method} on {module}: {shaped}")
             modules[module] = False
-        elif (misfit := _tuner_misfit(match["part"], match["param"], specs_a[name].shape, module, specs_b)):
+        elif (misfit := _tuner_misfit(match["part"], match["param"], specs_a[name].shape, module, specs_b)) and (
+                groups := _oft_conv_groups(match["part"], specs_a[name].shape, weight)) is not None:
+            conv_groups[module] = groups
+            whys[name] = ("adapter", "info", f"{method} on {module}.weight "
+                          f"({_grouped_reading(groups, specs_a[name].shape)})")
+            modules.setdefault(module, True)
+        elif misfit:
+            if match["part"] == "oft_R" and weight is not None and len(weight.shape) == 4:
+                misfit += _UNGROUPED
             whys[name] = ("adapter", "error", f"{method} on {module}: {misfit}: an adapter for another model size")
             modules[module] = False
         elif tied is not None:
@@ -1622,7 +1649,7 @@ def _peft_generic(
 
 
 # The PEFT methods whose tensors `_tuner_misfit` compares with the widths of the layer they adapt.
-_SHAPED_TUNERS = ("LoHa", "LoKr", "VeRA", "OFT", "BOFT", "HRA", "LN tuning", "trainable tokens")
+_SHAPED_TUNERS = ("LoHa", "LoKr", "VeRA", "OFT", "BOFT", "HRA", "LN Tuning", "trainable tokens")
 
 
 # GPT-2's Conv1D layers (in × out, transposed from nn.Linear): c_attn, c_proj, c_fc, q_attn in GPT-2 and its kin;
@@ -1665,16 +1692,73 @@ def _ia3_misfit(shape: tuple[int, ...], weight: tuple[int, ...], module: str) ->
         f"scales {count} input features (a feedforward module's), B's layer reads {' or '.join(map(str, ins))}")
 
 
+def _conv_groups(features: int, per_group: int, out: int) -> int | None:
+    """The groups g > 1 under which a convolution that writes `out` channels and holds `per_group` input features
+    per group (its weight's out × in/g × kh × kw) reads `features` in all, or None: g · per_group = features, g
+    divides out. A checkpoint stores no groups (nn.Conv2d's `groups` is no tensor): they are only implied."""
+    if per_group <= 0 or features % per_group:
+        return None
+    groups = features // per_group
+    return groups if groups > 1 and out % groups == 0 else None
+
+
+def _ia3_conv_groups(shape: tuple[int, ...], weight: tuple[int, ...]) -> int | None:
+    """The groups of B's convolution (`weight`, out × in/g × kh × kw) under which IA3's `ia3_l` of `shape` fits it,
+    where it fits no ungrouped one: peft's IA3 on a feedforward convolution scales all its in_channels (1 × in × 1 ×
+    1), which a grouped one's weight holds 1/g of (peft expands the scales per group when it merges them).
+
+    Example:
+        >>> _ia3_conv_groups((1, 32, 1, 1), (64, 8, 3, 3)), _ia3_conv_groups((1, 32, 1, 1), (96, 12, 3, 3))
+        (4, None)
+    """
+    if len(weight) < 3 or len(shape) != len(weight) or shape[0] != 1 or math.prod(shape) != shape[1]:
+        return None
+    return _conv_groups(shape[1], weight[1], weight[0])
+
+
+def _oft_conv_groups(part: str, shape: tuple[int, ...], weight: KeySpec | None) -> int | None:
+    """The groups of B's Conv2d `weight` (out × in/g × kh × kw) under which OFT's `oft_R.weight` of `shape` fits it,
+    where it fits no ungrouped one, or None. peft's OFT on a Conv2d rotates in_channels × kh × kh features (all its
+    input channels, whatever its groups: ConvNeXt's depthwise, ResNeXt's grouped), `shape[0]` blocks of b × b (b(b-1)/2
+    values each); block_share keeps one block for all (b divides the features).
+
+    Example:
+        >>> _oft_conv_groups("oft_R", (72, 6), KeySpec("grp.weight", (64, 8, 3, 3), "float32"))
+        4
+    """
+    if part != "oft_R" or weight is None or weight.dtype not in FLOATING or len(weight.shape) != 4 or len(shape) != 2:
+        return None
+    block = (1 + math.isqrt(1 + 8 * shape[1])) // 2
+    if block * (block - 1) // 2 != shape[1]:
+        return None
+    per_group = weight.shape[1] * weight.shape[2] * weight.shape[2]
+    if shape[0] != 1:
+        return _conv_groups(shape[0] * block, per_group, weight.shape[0])
+    # One block: either r = 1 (the block is every feature) or block_share (the block divides them).
+    return _conv_groups(block, per_group, weight.shape[0]) or _conv_groups(
+        per_group * (block // math.gcd(block, per_group)), per_group, weight.shape[0])
+
+
+# Said of a convolution an IA3 / OFT tensor fits neither as it is nor as a grouped one (`_conv_groups`).
+_UNGROUPED = " (as one group, nor as a grouped convolution: no groups that divide its output channels make that fit)"
+
+
+def _grouped_reading(groups: int, shape: tuple[int, ...]) -> str:
+    """What a grouped convolution's fit rests on, for an adapter tensor of `shape` that fits it as one."""
+    return (f"{'×'.join(map(str, shape))} fits it as a convolution of {groups} groups: a checkpoint does not store "
+            "groups, so it fits only if B's has that many")
+
+
 def _tuner_misfit(
     part: str, param: str | None, shape: tuple[int, ...], module: str, specs_b: Mapping[str, KeySpec],
 ) -> str | None:
-    """Why a VeRA / OFT / BOFT / HRA / LN-tuning / FourierFT tensor does not fit B's `module` (a module B has), or
+    """Why a VeRA / OFT / BOFT / HRA / LN Tuning / FourierFT tensor does not fit B's `module` (a module B has), or
     None.
 
     peft sizes each by the layer's widths: VeRA's vera_lambda_b holds one scale per output feature; OFT's
     oft_R.weight one row per block of the input (block_share: one row for all) and b(b-1)/2 values for a b × b
     block; BOFT's boft_R (factors × blocks × b × b) blocks that tile the input and boft_s one scale per output
-    feature; HRA's hra_u (in × r); LN tuning copies the norm whole. load_state_dict raises on any other size.
+    feature; HRA's hra_u (in × r); LN Tuning copies the norm whole. load_state_dict raises on any other size.
     FourierFT's fourierft_spectrum is n_frequency values (not sized by the layer) on a Linear layer, at most in × out
     of them: only that is checked.
 
@@ -1689,7 +1773,7 @@ def _tuner_misfit(
     held, size = "×".join(map(str, shape)), f"{weight.name} ({'×'.join(map(str, weight.shape))} in B)"
     label = part + (f".{param}" if param else "")
     if part == "ln_tuning_layers":
-        return None if shape == weight.shape else f"{label} {held}, {size}: LN tuning copies the norm whole"
+        return None if shape == weight.shape else f"{label} {held}, {size}: LN Tuning copies the norm whole"
     widths = _layer_widths(weight.shape, module)
     if not widths:
         return None
@@ -1698,10 +1782,6 @@ def _tuner_misfit(
         # peft 0.21's OFT, BOFT and HRA size a Conv2d's input as in × kh × kh (its kernel_size[0], twice), which a
         # kh × kw kernel with kh != kw does not read: the adapter made for it holds that width, and loads.
         ins.add(weight.shape[1] * weight.shape[2] * weight.shape[2])
-        if weight.shape[1] == 1 and part == "oft_R":
-            # A depthwise convolution (ConvNeXt's, MobileNet's: out × 1 × kh × kw, groups = its channels): peft's
-            # OFT reads all its in_channels, as many as it writes (HRA and BOFT refuse grouped convolutions).
-            ins.add(weight.shape[0] * weight.shape[2] * weight.shape[2])
     reads = " or ".join(map(str, sorted(ins)))
     if part in ("vera_lambda_b", "boft_s"):
         outs = {width[1] for width in widths}
@@ -3406,10 +3486,12 @@ def _lora_module(name: str) -> str:
 
 # Flux's modulation inputs and layers, which lodestones' Chroma drops for its distilled_guidance_layer (one
 # approximator of every block's modulation): time_in, vector_in, guidance_in, each block's img_mod / txt_mod /
-# modulation, the final layer's adaLN_modulation.
-_FLUX_MODULATION = _lazy_regex(r"^(?:model\.)?(?:diffusion_model\.)?(?:time_in|vector_in|guidance_in)\.|"
+# modulation, the final layer's adaLN_modulation. Either under DDP's `module.` too (a file saved from the wrapped
+# model): a DDP-saved Chroma against Flux had no Chroma note, and its distilled_guidance_layer.in_proj was offered a
+# rename onto Flux's time_in.in_layer (one shape) beside the `^module\.=` one.
+_FLUX_MODULATION = _lazy_regex(r"^(?:module\.)?(?:model\.)?(?:diffusion_model\.)?(?:time_in|vector_in|guidance_in)\.|"
                                r"\.(?:img_mod|txt_mod|modulation)\.|(?:^|\.)final_layer\.adaLN_modulation\.")
-_CHROMA_APPROXIMATOR = _lazy_regex(r"^(?:model\.)?(?:diffusion_model\.)?distilled_guidance_layer\.")
+_CHROMA_APPROXIMATOR = _lazy_regex(r"^(?:module\.)?(?:model\.)?(?:diffusion_model\.)?distilled_guidance_layer\.")
 
 
 def _chroma_against_flux(

@@ -520,6 +520,11 @@ _PEFT_METHOD_NAMES = {
     "C3A": "C3A", "MISS": "MiSS", "BONE": "Bone", "ROAD": "RoAd", "CPT": "CPT", "TRAINABLE_TOKENS": "Trainable Tokens",
     "PROMPT_TUNING": "Prompt tuning", "P_TUNING": "P-tuning", "PREFIX_TUNING": "Prefix tuning",
     "MULTITASK_PROMPT_TUNING": "Multitask prompt tuning", "ADAPTION_PROMPT": "Llama-Adapter (adaption prompt)",
+    # The methods peft 0.21 added since, as its docstrings and documentation pages write them.
+    "ADAMSS": "AdaMSS", "BEFT": "BEFT", "LILY": "Lily", "FROD": "FRoD", "PVERA": "PVeRA", "GLORA": "GLoRA",
+    "UNILORA": "UniLoRA", "HIRA": "HiRA", "WAVEFT": "WaveFT", "OSF": "OSF", "DELORA": "DeLoRA", "GRALORA": "GraLoRA",
+    "CARTRIDGE": "CARTRIDGE", "TINYLORA": "TinyLoRA", "PSOFT": "PSOFT", "PEANUT": "PEANuT", "SHADOW": "ShadowPEFT",
+    "SUPERTUNING": "Super-Tuning", "DEFT": "DEFT",
 }
 
 
