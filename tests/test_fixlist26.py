@@ -227,3 +227,136 @@ def test_a_ddp_saved_chroma_or_flux_gets_the_chroma_note(tmp_path: Path, prefixe
     assert by_name["img_in.weight"]["reason"] == "wrapper-prefix"
     text = run_cli("diff-keys", str(chroma), str(flux)).stdout
     assert "Chroma" in " ".join(text.split()), text
+
+
+class _Mlp(torch.nn.Module):
+    """Two Linear layers, `hidden` wide: q (hidden × hidden) and up (2·hidden × hidden)."""
+
+    def __init__(self, hidden: int) -> None:
+        super().__init__()
+        self.q = torch.nn.Linear(hidden, hidden)
+        self.up = torch.nn.Linear(hidden, 2 * hidden)
+
+
+def _mlp(path: Path, hidden: int) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return _save(_Mlp(hidden), path)
+
+
+def _sized_configs() -> dict[str, Any]:
+    import peft
+
+    targets = ["q", "up"]
+    return {
+        "MiSS": peft.MissConfig(r=4, target_modules=targets),
+        "MiSS bat": peft.MissConfig(r=4, init_weights="bat", target_modules=targets),
+        "C3A": peft.C3AConfig(block_size=8, target_modules=targets),
+        "VB-LoRA": peft.VBLoRAConfig(r=4, vector_length=8, num_vectors=16, target_modules=targets),
+        "VB-LoRA top-k": peft.VBLoRAConfig(r=4, vector_length=8, num_vectors=16, save_only_topk_weights=True,
+                                           target_modules=targets),
+        "RandLoRA": peft.RandLoraConfig(r=4, target_modules=targets),
+        "SHiRA": peft.ShiraConfig(r=4, target_modules=targets),
+    }
+
+
+@pytest.mark.parametrize("method", list(_sized_configs()))
+def test_newer_peft_methods_are_compared_with_the_layers_they_adapt(tmp_path: Path, method: str) -> None:
+    """MiSS (miss_block r × out; "bat": out/r × r × r), C3A (c3a_kernel out/b × in/b × b), VB-LoRA (logits r × in/L
+    × vectors and out/L × r × vectors, L the vector bank's; its top-k save too, which was "vblora_* tensors of a
+    PEFT method not known here"), RandLoRA (randlora_lambda r × n, randlora_gamma n × min(in, out)) and SHiRA (r ·
+    (in + out) values) were "shapes not compared", info, against a 48-wide base PeftModel.from_pretrained refuses
+    (size mismatch). Against their own base they fit; against the wider one each is an error."""
+    shown = method.split()[0]
+    folder = _peft_adapter(tmp_path, _mlp(tmp_path / "made-for.safetensors", 32), _sized_configs()[method])
+    assert _loads(folder, _mlp(tmp_path / "same.safetensors", 32))
+    code, data = run_json("diff-keys", str(folder), str(tmp_path / "same.safetensors"))
+    assert code == 0 and data["worst_severity"] == "info", [
+        e["detail"] for e in data["unexpected"] if e["severity"] != "info"]
+    note = _note(data)
+    assert f"A is a PEFT adapter: {shown} on 2 module(s), 2 of them in B with shapes that fit;" in note, note
+    assert "not compared" not in note and "not known here" not in note, note
+    assert not _loads(folder, _mlp(tmp_path / "wider.safetensors", 48))
+    code, data = run_json("diff-keys", str(folder), str(tmp_path / "wider.safetensors"))
+    assert code == 1 and data["worst_severity"] == "error", data["unexpected"]
+    errors = [e["detail"] for e in data["unexpected"] if e["severity"] == "error"]
+    assert errors and all(d.startswith(f"{shown} on ") and d.endswith("an adapter for another model size")
+                          for d in errors), errors
+    assert "0 of them in B with shapes that fit" in _note(data) and "2 of them do not fit B's shapes" in _note(data)
+    assert all(e["reason"] == "adapter-base" for e in data["missing"]), data["missing"]
+
+
+def test_a_miss_mini_block_fits_any_width_its_mini_r_divides(tmp_path: Path) -> None:
+    """MiSS's "mini" init saves r × mini_r (4×4), not sized by the layer: peft loads it onto the 48-wide base too
+    (mini_r divides 48 and 96), and diff-keys reads adapter_config.json's init_weights to say it fits."""
+    import peft
+
+    folder = _peft_adapter(tmp_path, _mlp(tmp_path / "made-for.safetensors", 32),
+                           peft.MissConfig(r=4, init_weights="mini", mini_r=4, target_modules=["q", "up"]))
+    assert _loads(folder, _mlp(tmp_path / "wider.safetensors", 48))
+    code, data = run_json("diff-keys", str(folder), str(tmp_path / "wider.safetensors"))
+    assert code == 0 and data["worst_severity"] == "info"
+    assert "2 of them in B with shapes that fit;" in _note(data), _note(data)
+
+
+@pytest.mark.parametrize(("method", "hidden", "verdict"), [
+    ("MiSS", 64, "not compared"), ("MiSS", 48, "error"), ("SHiRA", 64, "not compared"), ("SHiRA", 48, "error")])
+def test_without_its_adapter_config_a_miss_or_shira_file_says_what_it_cannot_tell(
+        tmp_path: Path, method: str, hidden: int, verdict: str) -> None:
+    """A MiSS block 4×32 is r × out (for 32 outputs) or r × mini_r ("mini"); SHiRA's 256 values are r · (in + out)
+    for an r only adapter_config.json gives. The file alone, against a 64-wide base, could be either: "shapes not
+    compared", with why. Against a 48-wide one no reading fits (32 divides neither 48 nor 96; 256 is no multiple of
+    96): still an error, as PeftModel.from_pretrained's size mismatch says."""
+    folder = _peft_adapter(tmp_path, _mlp(tmp_path / "made-for.safetensors", 32), _sized_configs()[method])
+    assert not _loads(folder, _mlp(tmp_path / "b.safetensors", hidden))
+    alone = tmp_path / "alone" / "adapter_model.safetensors"
+    alone.parent.mkdir()
+    alone.write_bytes((folder / "adapter_model.safetensors").read_bytes())
+    code, data = run_json("diff-keys", str(alone), str(tmp_path / "b.safetensors"))
+    if verdict == "error":
+        assert code == 1 and data["worst_severity"] == "error"
+        errors = [e["detail"] for e in data["unexpected"] if e["severity"] == "error"]
+        assert errors and all(d.endswith("an adapter for another model size") for d in errors), errors
+        return
+    assert code == 0 and data["worst_severity"] == "info"
+    why = ("MiSS's blocks are r × out or, with its \"mini\" init, r × mini_r, and no adapter_config.json beside A "
+           "says which" if method == "MiSS" else
+           "SHiRA's values are r · (in + out), and no adapter_config.json beside A gives r")
+    assert f"2 of them in B (shapes not compared: {why}, so an adapter for another size" in _note(data), _note(data)
+    # Beside its adapter_config.json the same file is an error, as peft says.
+    code, data = run_json("diff-keys", str(folder / "adapter_model.safetensors"), str(tmp_path / "b.safetensors"))
+    assert code == 1 and data["worst_severity"] == "error"
+
+
+def test_a_unilora_adapter_is_named_and_its_targets_checked(tmp_path: Path) -> None:
+    """UniLoRA saves one vector (`base_model.unilora_theta_d`) and nothing per module: diff-keys found no adapter,
+    and every weight of B was "unknown" (an error). peft rebuilds each module's factors from it whatever their
+    sizes: it loads onto the 48-wide base too. A base without the target_modules adapter_config.json names is
+    refused (target modules not found), and is an error."""
+    import peft
+
+    folder = _peft_adapter(tmp_path, _mlp(tmp_path / "made-for.safetensors", 32),
+                           peft.UniLoraConfig(r=4, theta_d_length=64, target_modules=["q", "up"]))
+    assert _loads(folder, _mlp(tmp_path / "wider.safetensors", 48))
+    code, data = run_json("diff-keys", str(folder), str(tmp_path / "wider.safetensors"))
+    assert code == 0 and data["worst_severity"] == "info", data["unexpected"]
+    assert all(e["reason"] == "adapter-base" for e in data["missing"]), data["missing"]
+    note = _note(data)
+    assert note.startswith("A is a PEFT adapter: UniLoRA, one shared vector (theta_d, 64 values)"), note
+    assert "adapter_config.json's target_modules (q, up) name modules of B" in note, note
+
+    class Other(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.other = torch.nn.Linear(4, 4)
+
+    other = _save(Other(), tmp_path / "other.safetensors")
+    assert not _loads(folder, other)
+    code, data = run_json("diff-keys", str(folder), str(tmp_path / "other.safetensors"))
+    assert code == 1 and data["unexpected"][0]["severity"] == "error", data["unexpected"]
+    assert "none of adapter_config.json's target_modules (q, up) is a module of B" in _note(data)
+    # The file alone names no module: that is said, not guessed.
+    alone = tmp_path / "alone.safetensors"
+    alone.write_bytes((folder / "adapter_model.safetensors").read_bytes())
+    code, data = run_json("diff-keys", str(alone), str(tmp_path / "wider.safetensors"))
+    assert code == 0 and "the file names no module, so which of B's modules it adapts is not compared" in \
+        _note(data)

@@ -1161,7 +1161,9 @@ _PEFT_TUNER_PARTS = {
     "ln_tuning_layers": "LN Tuning", "fourierft_spectrum": "FourierFT", "hra_u": "HRA", "miss_block": "MiSS",
     "bone_block": "Bone", "c3a_kernel": "C3A", "randlora_lambda": "RandLoRA", "randlora_gamma": "RandLoRA",
     "randlora_A": "RandLoRA", "randlora_B": "RandLoRA", "shira_indices": "SHiRA",
-    "vblora_logits_A": "VB-LoRA", "vblora_logits_B": "VB-LoRA", "shira_weight": "SHiRA", "road_theta": "RoAd",
+    "vblora_logits_A": "VB-LoRA", "vblora_logits_B": "VB-LoRA", "vblora_logits_A_topk_indices": "VB-LoRA",
+    "vblora_logits_A_topk_weights": "VB-LoRA", "vblora_logits_B_topk_indices": "VB-LoRA",
+    "vblora_logits_B_topk_weights": "VB-LoRA", "shira_weight": "SHiRA", "road_theta": "RoAd",
     "road_alpha": "RoAd", "trainable_tokens_delta": "trainable tokens",
 }
 _PEFT_TUNER = _lazy_regex(
@@ -1271,7 +1273,7 @@ def _lora_misfit(part: str, shape: tuple[int, ...], weight: tuple[int, ...]) -> 
 
 def adapter_fit(
     specs_a: Mapping[str, KeySpec], specs_b: Mapping[str, KeySpec], unexpected: Sequence[str], missing: Sequence[str],
-    word_text: str | None = None,
+    word_text: str | None = None, adapter_config: Callable[[], Mapping[str, Any] | None] | None = None,
 ) -> tuple[dict[str, tuple[str, str, str]], str]:
     """When A is a PEFT adapter (LoRA pairs and few or no base weights) and B a model: whether each LoRA pair's
     target module is in B with shapes it fits, as `PeftModel.from_pretrained(B, A)` needs. Returns
@@ -1286,6 +1288,8 @@ def adapter_fit(
 
     `word_text`: `_word_text(unexpected)` when the caller has it (`foreign_layout` needs it too): a text that holds
     none of the words below, folded, answers "no adapter" without joining and searching every name again.
+    `adapter_config`: gives the adapter_config.json beside A (or None), read only for the methods whose saved shapes
+    it settles (MiSS's init_weights, SHiRA's r).
     """
     if "prompt_embeddings" in unexpected:
         return _prompt_adapter_fit(specs_a, specs_b, unexpected, missing)
@@ -1329,7 +1333,10 @@ def adapter_fit(
     if held * 2 >= sum(math.prod(spec.shape) for spec in specs_b.values()):
         return {}, ""
     generic, generic_shared = _peft_generic(others, specs_b) if peft_named else ([], [])
-    if not pairs and not tuners and not generic:
+    # UniLoRA saves one vector for the whole adapter (`base_model.unilora_theta_d`) and nothing per module: an
+    # adapter of it was no adapter here, B's weights "unknown: these weights will not load".
+    unilora = [name for name in generic_shared if name.startswith("base_model.unilora_theta_d")]
+    if not pairs and not tuners and not generic and not unilora:
         return {}, ""  # (names under `base_model.` alone, none on a module of B: a model under that prefix, maybe)
     if generic or generic_shared:
         taken = {name for name, _, _ in generic} | set(generic_shared)
@@ -1430,7 +1437,10 @@ def adapter_fit(
             whys[name] = ("adapter", "info", f"{kind} on {module}.weight{stored}" if tied is not None
                           else f"{kind} on {weight.name}")
             modules.setdefault(module, True)
-    methods = _tuners_fit(tuners, shared, specs_b, whys, modules, specs_a, conv_groups)
+    uncompared: dict[str, str] = {}  # a method whose tensors could not be compared with B's -> why
+    config = adapter_config() if adapter_config is not None and any(
+        match["part"] in ("miss_block", "shira_weight") for _, match in tuners) else None
+    methods = _tuners_fit(tuners, shared, specs_b, whys, modules, specs_a, conv_groups, uncompared, config)
     unknown: list[str] = []  # the tensor families of PEFT methods not known here (`_peft_generic`), in order
     for name, module, part in generic:
         family = part.split("_")[0] + "_*"
@@ -1442,9 +1452,18 @@ def adapter_fit(
     for name in generic_shared:
         whys[name] = ("adapter", "info", "saved once for the adapter's modules by a PEFT method not known here, "
                       "not a weight of B")
+    targets = _unilora_targets(adapter_config() if unilora and adapter_config is not None else None, specs_b)
+    for name in unilora:
+        whys[name] = ("adapter", "error", f"UniLoRA's shared vector theta_d for modules named {targets[1]} "
+                      "(adapter_config.json's target_modules), none of which B has: peft refuses to load it") if (
+            targets is not None and not targets[0]) else ("adapter", "info", (
+                f"UniLoRA's shared vector theta_d ({math.prod(specs_a[name].shape)} values), not a weight of B: peft "
+                "rebuilds every adapted module's factors from it (proj_seed), whatever the module's size"))
     # LoHa's and LoKr's products, VeRA's, OFT's, BOFT's, HRA's and LN Tuning's widths are compared with the weights;
     # the other methods' tensors are not shaped so.
-    unshaped = [method for method in methods if method not in _SHAPED_TUNERS]
+    unshaped = [method for method in methods if method not in _SHAPED_TUNERS or method in uncompared]
+    why_unshaped = "; ".join(uncompared.get(method, f"{method} tensors are not shaped as the weights they adapt")
+                             for method in unshaped)
     for name in others:
         # Whole weights an adapter saves beside its pairs (modules_to_save heads, resized embeddings).
         target = specs_b.get(_adapter_target(name))
@@ -1472,7 +1491,8 @@ def adapter_fit(
                 whys[name] = (reason, severity, f"the adapter stores it whole, as {replaced[name]}")
     kinds = ([f"LoRA (rank {'/'.join(map(str, sorted(ranks)))})"] if ranks
              else ["IA3"] if pairs else [])
-    method = " and ".join(kinds + methods + [f"{family} tensors" for family in unknown])
+    method = " and ".join(kinds + methods + [f"{family} tensors" for family in unknown] + (
+        ["UniLoRA"] if unilora else []))
     if unknown:
         checked = ("(shapes not compared: " + " and ".join(unknown) + " tensors are of a PEFT method not known "
                    "here, so an adapter for another size of the model is not caught)")
@@ -1480,8 +1500,11 @@ def adapter_fit(
         checked = "with shapes that fit"
     elif kinds or len(unshaped) < len(methods):
         compared = " and ".join(([kinds[0].split()[0]] if kinds else []) + [m for m in methods if m not in unshaped])
-        checked = (f"(shapes compared for the {compared} tensors only: {' and '.join(unshaped)} ones are "
+        checked = (f"(shapes compared for the {compared} tensors only: {why_unshaped})" if uncompared else
+                   f"(shapes compared for the {compared} tensors only: {' and '.join(unshaped)} ones are "
                    "not shaped as the weights they adapt)")
+    elif uncompared:
+        checked = f"(shapes not compared: {why_unshaped}, so an adapter for another size of the model is not caught)"
     else:
         checked = (f"(shapes not compared: {' and '.join(unshaped)} tensors are not shaped as the weights they "
                    "adapt, so an adapter for another size of the model is not caught)")
@@ -1497,6 +1520,16 @@ def adapter_fit(
         checked = (checked[:-1] + "; FourierFT's spectrum is n_frequency values placed at positions drawn from "
                    "its seed over the layer's out × in, so only one longer than out × in, which peft refuses, is "
                    "caught)")
+    if unilora and not modules:
+        values = sum(math.prod(specs_a[name].shape) for name in unilora)
+        named = ("the file names no module, so which of B's modules it adapts is not compared here" if targets is None
+                 else f"adapter_config.json's target_modules ({targets[1]}) name modules of B" if targets[0] else
+                 f"none of adapter_config.json's target_modules ({targets[1]}) is a module of B, and "
+                 "PeftModel.from_pretrained(B, adapter) raises: load it onto the base it was made for")
+        return whys, (f"A is a PEFT adapter: UniLoRA, one shared vector (theta_d, {values} values) from which peft "
+                      "rebuilds the factors of each module it adapts, whatever their sizes; "
+                      f"{named}; it stores no base weights: load it with PeftModel.from_pretrained(base, adapter), "
+                      "or merge it (merge_and_unload) before comparing whole checkpoints")
     if components:
         named = ", ".join(sorted(component[:-1] for component in components))
         note = (f"A is a LoRA in diffusers' layout: {method} on {len(modules)} module(s) of the pipeline's {named} "
@@ -1521,7 +1554,7 @@ def adapter_fit(
 def _tuners_fit(
     tuners: Sequence[tuple[str, re.Match[str]]], shared: Sequence[str], specs_b: Mapping[str, KeySpec],
     whys: dict[str, tuple[str, str, str]], modules: dict[str, bool], specs_a: Mapping[str, KeySpec],
-    conv_groups: dict[str, int],
+    conv_groups: dict[str, int], uncompared: dict[str, str], adapter_config: Mapping[str, Any] | None = None,
 ) -> list[str]:
     """`adapter_fit`'s reasons for the tensors of PEFT methods other than LoRA and IA3 (see `_PEFT_TUNER_PARTS`),
     added to `whys` and `modules` (module -> in B); returns the methods found, in order. LoHa's and LoKr's factors
@@ -1529,9 +1562,13 @@ def _tuners_fit(
     HRA's and LN Tuning's tensors are sized by the layer's widths (`_tuner_misfit`), which are compared with the
     weight's; for the other methods (FourierFT's spectrum, ...) only that the module is in B is checked. An OFT
     tensor that fits a convolution only as a grouped one (`_oft_conv_groups`) adds it to `conv_groups` (module ->
-    groups)."""
+    groups). MiSS's, C3A's, RandLoRA's, SHiRA's and VB-LoRA's are sized by the layer too (`_sized_misfit`); a method
+    whose tensor could not be compared is added to `uncompared` with why. `adapter_config`: the adapter_config.json
+    beside A, where there is one (MiSS's init_weights, SHiRA's r)."""
     methods: list[str] = []
     held: dict[str, dict[str, tuple[int, ...]]] = defaultdict(dict)
+    # VB-LoRA's vector bank (num_vectors × vector_length), saved once: its logits are sized by the vector length.
+    bank = next((specs_a[name].shape for name in shared if name.startswith("base_model.vblora_vector_bank")), None)
     for name, match in tuners:
         if _PEFT_TUNER_PARTS[match["part"]] in ("LoHa", "LoKr") and match["param"] is None:
             held[_adapter_target(match["module"])][match["part"]] = specs_a[name].shape
@@ -1543,6 +1580,11 @@ def _tuners_fit(
         weight = specs_b.get(module + ".weight")
         product = _lycoris_product(method, held[module]) if module in held and weight is not None \
             and weight.dtype in FLOATING and len(weight.shape) >= 2 else None
+        shape = specs_a[name].shape
+        # (misfit, why not compared): the older methods' widths, then the newer methods' sizes.
+        misfit = _tuner_misfit(match["part"], match["param"], shape, module, specs_b)
+        sized = (misfit, None) if misfit else _sized_misfit(match["part"], shape, weight, module, bank, adapter_config)
+        misfit = sized[0]
         if module in held and weight is not None and weight.dtype in FLOATING and len(weight.shape) >= 2 and (
                 product is None or (product[0], product[1]) != (weight.shape[0], math.prod(weight.shape[1:]))):
             shaped = "its factors do not make one product (a factor missing, or of another rank)" if product is \
@@ -1550,17 +1592,19 @@ def _tuners_fit(
                            f"({'×'.join(map(str, weight.shape))} in B)")
             whys[name] = ("adapter", "error", f"{method} on {module}: {shaped}")
             modules[module] = False
-        elif (misfit := _tuner_misfit(match["part"], match["param"], specs_a[name].shape, module, specs_b)) and (
-                groups := _oft_conv_groups(match["part"], specs_a[name].shape, weight)) is not None:
+        elif misfit and (groups := _oft_conv_groups(match["part"], shape, weight)) is not None:
             conv_groups[module] = groups
-            whys[name] = ("adapter", "info", f"{method} on {module}.weight "
-                          f"({_grouped_reading(groups, specs_a[name].shape)})")
+            whys[name] = ("adapter", "info", f"{method} on {module}.weight ({_grouped_reading(groups, shape)})")
             modules.setdefault(module, True)
         elif misfit:
             if match["part"] == "oft_R" and weight is not None and len(weight.shape) == 4:
                 misfit += _UNGROUPED
             whys[name] = ("adapter", "error", f"{method} on {module}: {misfit}: an adapter for another model size")
             modules[module] = False
+        elif sized[1] is not None and module + ".weight" in specs_b:
+            uncompared[method] = sized[1]
+            whys[name] = ("adapter", "info", f"{method} on {module}.weight (shapes not compared: {sized[1]})")
+            modules.setdefault(module, True)
         elif tied is not None:
             whys[name] = ("adapter", "info", f"{method} on {module}.weight (B stores it once, as {tied.name}, tied)")
             modules.setdefault(module, True)
@@ -1649,7 +1693,8 @@ def _peft_generic(
 
 
 # The PEFT methods whose tensors `_tuner_misfit` compares with the widths of the layer they adapt.
-_SHAPED_TUNERS = ("LoHa", "LoKr", "VeRA", "OFT", "BOFT", "HRA", "LN Tuning", "trainable tokens")
+_SHAPED_TUNERS = ("LoHa", "LoKr", "VeRA", "OFT", "BOFT", "HRA", "LN Tuning", "trainable tokens", "MiSS", "C3A",
+                  "RandLoRA", "SHiRA", "VB-LoRA")
 
 
 # GPT-2's Conv1D layers (in × out, transposed from nn.Linear): c_attn, c_proj, c_fc, q_attn in GPT-2 and its kin;
@@ -1820,6 +1865,112 @@ def _tuner_misfit(
     if part == "hra_u" and len(shape) == 2:
         return None if shape[0] in ins else f"{label} {held} reflects {shape[0]} input features, {size} reads {reads}"
     return None
+
+
+def _unilora_targets(config: Mapping[str, Any] | None, specs_b: Mapping[str, KeySpec]) -> tuple[bool, str] | None:
+    """Whether B has a module adapter_config.json's target_modules (a list of names: a module's name or its last
+    parts) names, and those names; None without a config or with a regex string. PeftModel.from_pretrained refuses
+    a base with none of them (ValueError: target modules not found).
+
+    Example:
+        >>> _unilora_targets({"peft_type": "UNILORA", "target_modules": ["q", "v"]}, {"a.q.weight": None})
+        (True, 'q, v')
+    """
+    targets = config.get("target_modules") if config is not None and config.get("peft_type") == "UNILORA" else None
+    if not isinstance(targets, list) or not targets or not all(isinstance(target, str) for target in targets):
+        return None
+    modules = {name.rpartition(".")[0] for name in specs_b}
+    found = any(module == target or module.endswith("." + target) for module in modules for target in targets)
+    return found, ", ".join(sorted(targets))
+
+
+def _sized_misfit(
+    part: str, shape: tuple[int, ...], weight: KeySpec | None, module: str, bank: tuple[int, ...] | None,
+    config: Mapping[str, Any] | None,
+) -> tuple[str | None, str | None]:
+    """(why a MiSS / C3A / RandLoRA / SHiRA / VB-LoRA tensor does not fit B's `module`, why it was not compared),
+    each None where it does not apply. peft 0.21 sizes each by the nn.Linear (or, for RandLoRA and VB-LoRA, Conv1D)
+    it adapts:
+
+    - MiSS's miss_block: r × out (init_weights True / False), out/r × r × r ("bat", r dividing in), r × mini_r
+      ("mini", mini_r dividing out); r at most in. A 2-D block not r × out is "mini" only by adapter_config.json.
+    - C3A's c3a_kernel: out/b × in/b × b (block_size b).
+    - RandLoRA's randlora_lambda: r × n and randlora_gamma: n × min(in, out), n = ⌈min(in, out) / r⌉.
+    - SHiRA's shira_weight: r · (in + out) values (at most in · out), r adapter_config.json's.
+    - VB-LoRA's vblora_logits_A: r × in/L × vectors, vblora_logits_B: out/L × r × vectors (their top-k saves:
+      r × in/L × k, out/L × r × k), L the vector length of the vector bank saved beside them.
+
+    Example:
+        >>> w = KeySpec("q.weight", (64, 32), "float32")
+        >>> _sized_misfit("c3a_kernel", (4, 4, 8), w, "q", None, None)[0][:72]
+        'c3a_kernel 4×4×8 (4×4 blocks of 8) maps 32 input features to 32 outputs,'
+    """
+    if weight is None or weight.dtype not in FLOATING or len(weight.shape) != 2 or not shape:
+        return None, None
+    widths = _layer_widths(weight.shape, module)
+    held, size = "×".join(map(str, shape)), f"{weight.name} ({'×'.join(map(str, weight.shape))} in B)"
+    writes = " or ".join(str(out) for out in sorted({out for _, out in widths}))
+    if part == "c3a_kernel" and len(shape) == 3:
+        ins, outs = shape[1] * shape[2], shape[0] * shape[2]
+        return None if (ins, outs) in widths else (
+            f"{part} {held} ({shape[0]}×{shape[1]} blocks of {shape[2]}) maps {ins} input features to {outs} outputs, "
+            f"{size} reads {weight.shape[1]} and writes {weight.shape[0]}"), None
+    if part == "miss_block":
+        rank = shape[1] if len(shape) == 3 else shape[0]
+        if all(rank > width for width, _ in widths):
+            return f"{part} {held} has rank {rank}, more than the {weight.shape[1]} input features of {size}", None
+        if len(shape) == 3:  # "bat": out/r blocks of r × r
+            return None if shape[1] == shape[2] and any(
+                shape[0] * shape[1] == out and width % shape[1] == 0 for width, out in widths) else (
+                f"{part} {held} ({shape[0]} blocks of {shape[1]}×{shape[2]}) tiles {shape[0] * shape[1]} output "
+                f"features, {size} writes {writes}"), None
+        if len(shape) != 2 or any(shape[1] == out for _, out in widths):
+            return None, None
+        init = config.get("init_weights") if config is not None and config.get("peft_type") == "MISS" else None
+        if init == "mini":
+            return None if any(out % shape[1] == 0 for _, out in widths) else (
+                f"{part} {held} is r × mini_r ({shape[1]}), which does not divide the {writes} output features of "
+                f"{size} (peft refuses it)"), None
+        if config is not None and config.get("peft_type") == "MISS":
+            return (f"{part} {held} is r × out for {shape[1]} output features, {size} writes {writes} "
+                    "(adapter_config.json's init_weights is not \"mini\")"), None
+        if not any(out % shape[1] == 0 for _, out in widths):  # no mini_r either: peft needs it to divide out
+            return (f"{part} {held} is r × out for {shape[1]} output features, {size} writes {writes} (nor is "
+                    f"{shape[1]} a mini_r of its \"mini\" init, which would divide them)"), None
+        return None, ("MiSS's blocks are r × out or, with its \"mini\" init, r × mini_r, and no adapter_config.json "
+                      "beside A says which")
+    if part in ("randlora_lambda", "randlora_gamma") and len(shape) == 2:
+        smallest = {min(width, out) for width, out in widths}
+        if part == "randlora_gamma":
+            return None if shape[1] in smallest else (
+                f"{part} {held} spans {shape[1]} features, the smaller side of {size} is "
+                f"{' or '.join(map(str, sorted(smallest)))}"), None
+        return None if any(shape[1] == -(-small // shape[0]) for small in smallest) else (
+            f"{part} {held} holds {shape[1]} bases of rank {shape[0]}, {size} needs "
+            f"{' or '.join(str(-(-small // shape[0])) for small in sorted(smallest))}"), None
+    if part == "shira_weight" and len(shape) == 1:
+        sums = {width + out for width, out in widths}
+        rank = config.get("r") if config is not None and config.get("peft_type") == "SHIRA" else None
+        if isinstance(rank, int) and not isinstance(rank, bool) and rank > 0:
+            return None if shape[0] in {rank * total for total in sums} else (
+                f"{part} {held} holds {shape[0]} values, r · (in + out) = {rank} · "
+                f"{' or '.join(map(str, sorted(sums)))} for {size}"), None
+        if not any(shape[0] % total == 0 and shape[0] <= weight.shape[0] * weight.shape[1] for total in sums):
+            return (f"{part} {held} holds {shape[0]} values, no r · (in + out) of {size} "
+                    f"(in + out = {' or '.join(map(str, sorted(sums)))})"), None
+        return None, ("SHiRA's values are r · (in + out), and no adapter_config.json beside A gives r")
+    if part.startswith("vblora_logits_") and len(shape) == 3:
+        if bank is None or len(bank) != 2 or not bank[1]:
+            return None, "VB-LoRA's logits are sized by its vector bank's vector length, and A holds no vector bank"
+        length = bank[1]
+        if part.startswith("vblora_logits_A"):
+            return None if any(shape[1] * length == width for width, _ in widths) else (
+                f"{part} {held} spans {shape[1]} vectors of {length} = {shape[1] * length} input features, {size} "
+                f"reads {' or '.join(str(width) for width in sorted({width for width, _ in widths}))}"), None
+        return None if any(shape[0] * length == out for _, out in widths) else (
+            f"{part} {held} spans {shape[0]} vectors of {length} = {shape[0] * length} output features, {size} "
+            f"writes {writes}"), None
+    return None, None
 
 
 def _vera_projection_misfit(
@@ -3964,6 +4115,7 @@ def diff_specs(
     model_renamings: Callable[[], Sequence[tuple[str, str]]] | None = None,
     quantization_a: str | None = None,
     quantizers: tuple[str | None, str | None] = (None, None),
+    adapter_config_a: Callable[[], Mapping[str, Any] | None] | None = None,
 ) -> DiffReport:
     """Diff two key sets as `load_state_dict(A, strict=False)` into a model shaped like B would see them.
 
@@ -3990,6 +4142,8 @@ def diff_specs(
             transformers).
         model_renamings: gives the `(regex, replacement)` renames transformers applies to B's class on load
             (`transformers_renamings`); called only when keys are left missing and unexpected with a shape in common.
+        adapter_config_a: gives the PEFT adapter_config.json beside A (or None); called only for an adapter whose
+            saved shapes it settles.
 
     Raises:
         UsageError: the renames map two keys of A to the same name.
@@ -4000,7 +4154,7 @@ def diff_specs(
                            tie_embeddings=tie_embeddings, base_prefix_loads=base_prefix_loads,
                            tie_embeddings_a=tie_embeddings_a, loader_prefix=loader_prefix,
                            model_class_command=model_class_command, model_renamings=model_renamings,
-                           quantization_a=quantization_a, quantizers=quantizers)
+                           quantization_a=quantization_a, quantizers=quantizers, adapter_config_a=adapter_config_a)
 
 
 def _dropped_tie_aliases(specs_a: Mapping[str, KeySpec]) -> list[str]:
@@ -4070,6 +4224,7 @@ def _diff_specs(
     model_renamings: Callable[[], Sequence[tuple[str, str]]] | None = None,
     quantization_a: str | None = None,
     quantizers: tuple[str | None, str | None] = (None, None),
+    adapter_config_a: Callable[[], Mapping[str, Any] | None] | None = None,
 ) -> DiffReport:
     renamed_a, _ = _renamed(specs_a, renames)
     tied = [[_rename_all(n, renames) for n in group] for group in tied_groups_a] if renames else tied_groups_a
@@ -4101,7 +4256,8 @@ def _diff_specs(
                     for buffer, param in mmcv_ema_buffers(specs_b).items()
                     if buffer in missing_b and param in renamed_a}
         layout_whys = {**ema_whys, **layout_whys}
-    adapter_whys, adapter_note = adapter_fit(renamed_a, specs_b, diff.unexpected, diff.missing, word_texts[0])
+    adapter_whys, adapter_note = adapter_fit(renamed_a, specs_b, diff.unexpected, diff.missing, word_texts[0],
+                                             adapter_config_a)
     if adapter_whys:  # an adapter is not renamed into its base: its keys are told what they fit
         layout_whys, layout_note = adapter_whys, adapter_note
     elif chroma_whys := _chroma_against_flux(diff.unexpected, diff.missing):
@@ -4226,6 +4382,7 @@ def _rename_all(name: str, renames: Sequence[Rename]) -> str:
 def diff_checkpoints(a: Checkpoint, b: Checkpoint, renames: Sequence[Rename] = ()) -> DiffReport:
     """`diff_specs` on two opened checkpoints (headers only: no tensor data is read)."""
     from weightdoctor.quantized import quantization_of
+    from weightdoctor.structure import peft_adapter_config
 
     # Asked only for a note (has_model_class imports transformers: not in the headers-only path otherwise).
     check = functools.cache(lambda: _model_class_command(a, b, renames))
@@ -4240,6 +4397,7 @@ def diff_checkpoints(a: Checkpoint, b: Checkpoint, renames: Sequence[Rename] = (
         model_renamings=(lambda: transformers_renamings(b.config)) if b.config else None,
         quantization_a=None if (found := quantization_of(a.config)) is None or found_b else found[0],
         quantizers=(found[0] if found is not None else None, found_b[0] if found_b is not None else None),
+        adapter_config_a=lambda: peft_adapter_config(a),
     )
     report.revision_a, report.resolved_a = a.revision, a.location
     report.revision_b, report.resolved_b = b.revision, b.location

@@ -584,6 +584,20 @@ def adapter_summary(checkpoint: Checkpoint) -> tuple[dict[str, Any] | None, str 
     return {key: data[key] for key in ADAPTER_FIELDS if data.get(key) is not None}, None
 
 
+def peft_adapter_config(checkpoint: Checkpoint) -> dict[str, Any] | None:
+    """The whole PEFT adapter_config.json beside the weights, where `adapter_summary` reads one as the config of
+    these weights; None otherwise (no such file, unreadable, another library's, the adapter of other weights)."""
+    adapter, _ = adapter_summary(checkpoint)
+    if adapter is None:
+        return None
+    folder = checkpoint.path if checkpoint.path.is_dir() else checkpoint.path.parent
+    try:  # adapter_summary read it a moment ago (and checked its size)
+        data = parse_json((folder / "adapter_config.json").read_text(encoding="utf-8"), max_depth=MAX_DEPTH)
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def lora_init_setting(checkpoint: Checkpoint) -> str | None:
     """A PEFT LoRA adapter's `init_lora_weights` when it names a scheme ("pissa", "olora", "gaussian", ...), or
     None (the default, True; no LoRA adapter config beside the weights)."""
