@@ -1459,8 +1459,9 @@ def adapter_fit(
             targets is not None and not targets[0]) else ("adapter", "info", (
                 f"UniLoRA's shared vector theta_d ({math.prod(specs_a[name].shape)} values), not a weight of B: peft "
                 "rebuilds every adapted module's factors from it (proj_seed), whatever the module's size"))
-    # LoHa's and LoKr's products, VeRA's, OFT's, BOFT's, HRA's and LN Tuning's widths are compared with the weights;
-    # the other methods' tensors are not shaped so.
+    # LoHa's and LoKr's products, VeRA's, OFT's, BOFT's, HRA's and LN Tuning's widths, MiSS's, C3A's, RandLoRA's,
+    # SHiRA's and VB-LoRA's sizes are compared with the weights (`uncompared`: where A alone could not tell); the
+    # other methods' tensors are not shaped so.
     unshaped = [method for method in methods if method not in _SHAPED_TUNERS or method in uncompared]
     why_unshaped = "; ".join(uncompared.get(method, f"{method} tensors are not shaped as the weights they adapt")
                              for method in unshaped)
