@@ -55,7 +55,8 @@ def _summary(result: Any) -> Any:
 
 def test_the_substring_test_gives_what_matching_every_name_gives() -> None:
     """Seeded random sides from names with distilled_guidance_layer. at the start, after model.diffusion_model.,
-    after module. (no match), inside another word, without its dot, across a newline, and Flux's modulation."""
+    after module. (DDP's, matched since fixlist26), inside another word, without its dot, across a newline, and
+    Flux's modulation."""
     rng = random.Random(20)
     seen_some = seen_none = 0
     for _ in range(3000):

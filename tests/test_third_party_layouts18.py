@@ -289,7 +289,7 @@ def _peft_configs() -> dict[str, Any]:
         "LoKr": peft.LoKrConfig(r=4, target_modules=["q", "v"]),
         "FourierFT": peft.FourierFTConfig(n_frequency=16, target_modules=["q", "v"]),
         "HRA": peft.HRAConfig(r=4, target_modules=["q", "v"]),
-        "LN tuning": peft.LNTuningConfig(target_modules=["norm"]),
+        "LN Tuning": peft.LNTuningConfig(target_modules=["norm"]),
         "trainable tokens": peft.TrainableTokensConfig(target_modules=["embed"], token_indices=[1, 2]),
     }
 

@@ -112,7 +112,7 @@ def test_each_misfit_says_which_width_disagrees(tmp_path: Path) -> None:
     assert details["base_model.model.v.boft_s"].startswith(
         "BOFT on v: boft_s 64×1 scales 64 output features, v.weight (32×16 in B) writes 32")
     assert details["base_model.model.norm.ln_tuning_layers.weight"].startswith(
-        "LN tuning on norm: ln_tuning_layers.weight 32, norm.weight (16 in B): LN tuning copies the norm whole")
+        "LN Tuning on norm: ln_tuning_layers.weight 32, norm.weight (16 in B): LN Tuning copies the norm whole")
     assert details["base_model.model.v.ia3_l"] == (
         "1×32 does not fit v.weight (32×16 in B): it scales 32 input features (a feedforward module's), B's layer "
         "reads 16: an adapter for another model size")

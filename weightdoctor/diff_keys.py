@@ -1148,20 +1148,22 @@ _LORA_PAIR = _lazy_regex(
     r"(?:\.[^.]+)?(?:\.weight)?$")
 _PEFT_WRAPPER = "base_model.model."
 # The other PEFT methods' tensors on a module they adapt (each tuner's adapter_layer_names in peft 0.21, the adapter's
-# name dropped as save_pretrained drops it), and the method each is: a VeRA, OFT, BOFT, LoHa, LoKr, LN-tuning,
+# name dropped as save_pretrained drops it), and the method each is: a VeRA, OFT, BOFT, LoHa, LoKr, LN Tuning,
 # FourierFT, HRA, MiSS / Bone, C3A, RandLoRA, VB-LoRA, SHiRA, RoAd or trainable-tokens adapter against its base was
 # "unknown: these weights will not load" for every base weight, worst severity error. LoRA's trainable_token_indices
 # keeps its tokens under the embedding's `token_adapter.`. RandLoRA saves each module's randlora_A / randlora_B beside
-# the shared ones, SHiRA its shira_indices, LN tuning on a BatchNorm its running statistics.
+# the shared ones, SHiRA its shira_indices, LN Tuning on a BatchNorm its running statistics.
 _PEFT_TUNER_PARTS = {
     "vera_lambda_b": "VeRA", "vera_lambda_d": "VeRA", "oft_R": "OFT", "oft_embedding_R": "OFT", "oft_r": "OFT",
     "oft_s": "OFT", "boft_R": "BOFT", "boft_s": "BOFT", "hada_w1_a": "LoHa", "hada_w1_b": "LoHa", "hada_w2_a": "LoHa",
     "hada_w2_b": "LoHa", "hada_t1": "LoHa", "hada_t2": "LoHa", "lokr_w1": "LoKr", "lokr_w1_a": "LoKr",
     "lokr_w1_b": "LoKr", "lokr_w2": "LoKr", "lokr_w2_a": "LoKr", "lokr_w2_b": "LoKr", "lokr_t2": "LoKr",
-    "ln_tuning_layers": "LN tuning", "fourierft_spectrum": "FourierFT", "hra_u": "HRA", "miss_block": "MiSS",
+    "ln_tuning_layers": "LN Tuning", "fourierft_spectrum": "FourierFT", "hra_u": "HRA", "miss_block": "MiSS",
     "bone_block": "Bone", "c3a_kernel": "C3A", "randlora_lambda": "RandLoRA", "randlora_gamma": "RandLoRA",
     "randlora_A": "RandLoRA", "randlora_B": "RandLoRA", "shira_indices": "SHiRA",
-    "vblora_logits_A": "VB-LoRA", "vblora_logits_B": "VB-LoRA", "shira_weight": "SHiRA", "road_theta": "RoAd",
+    "vblora_logits_A": "VB-LoRA", "vblora_logits_B": "VB-LoRA", "vblora_logits_A_topk_indices": "VB-LoRA",
+    "vblora_logits_A_topk_weights": "VB-LoRA", "vblora_logits_B_topk_indices": "VB-LoRA",
+    "vblora_logits_B_topk_weights": "VB-LoRA", "shira_weight": "SHiRA", "road_theta": "RoAd",
     "road_alpha": "RoAd", "trainable_tokens_delta": "trainable tokens",
 }
 _PEFT_TUNER = _lazy_regex(
@@ -1271,7 +1273,7 @@ def _lora_misfit(part: str, shape: tuple[int, ...], weight: tuple[int, ...]) -> 
 
 def adapter_fit(
     specs_a: Mapping[str, KeySpec], specs_b: Mapping[str, KeySpec], unexpected: Sequence[str], missing: Sequence[str],
-    word_text: str | None = None,
+    word_text: str | None = None, adapter_config: Callable[[], Mapping[str, Any] | None] | None = None,
 ) -> tuple[dict[str, tuple[str, str, str]], str]:
     """When A is a PEFT adapter (LoRA pairs and few or no base weights) and B a model: whether each LoRA pair's
     target module is in B with shapes it fits, as `PeftModel.from_pretrained(B, A)` needs. Returns
@@ -1286,6 +1288,8 @@ def adapter_fit(
 
     `word_text`: `_word_text(unexpected)` when the caller has it (`foreign_layout` needs it too): a text that holds
     none of the words below, folded, answers "no adapter" without joining and searching every name again.
+    `adapter_config`: gives the adapter_config.json beside A (or None), read only for the methods whose saved shapes
+    it settles (MiSS's init_weights, SHiRA's r).
     """
     if "prompt_embeddings" in unexpected:
         return _prompt_adapter_fit(specs_a, specs_b, unexpected, missing)
@@ -1329,7 +1333,10 @@ def adapter_fit(
     if held * 2 >= sum(math.prod(spec.shape) for spec in specs_b.values()):
         return {}, ""
     generic, generic_shared = _peft_generic(others, specs_b) if peft_named else ([], [])
-    if not pairs and not tuners and not generic:
+    # UniLoRA saves one vector for the whole adapter (`base_model.unilora_theta_d`) and nothing per module: an
+    # adapter of it was no adapter here, B's weights "unknown: these weights will not load".
+    unilora = [name for name in generic_shared if name.startswith("base_model.unilora_theta_d")]
+    if not pairs and not tuners and not generic and not unilora:
         return {}, ""  # (names under `base_model.` alone, none on a module of B: a model under that prefix, maybe)
     if generic or generic_shared:
         taken = {name for name, _, _ in generic} | set(generic_shared)
@@ -1337,6 +1344,8 @@ def adapter_fit(
     whys: dict[str, tuple[str, str, str]] = {}
     modules: dict[str, bool] = {}
     ranks: set[int] = set()
+    # Convolutions read as grouped (module -> groups) to fit an IA3 / OFT tensor: a checkpoint does not store groups.
+    conv_groups: dict[str, int] = {}
     # The diffusers pipeline components whose pairs land in B once their prefix is stripped (B is that component).
     # peft's own files wrap every name in base_model.model. (GPT-2's transformer.h.0 is no pipeline component).
     grouped = _lora_groups(pairs, specs_a)
@@ -1408,9 +1417,16 @@ def adapter_fit(
         elif weight.dtype not in FLOATING:
             whys[name] = ("adapter", "info", f"on {module} (stored quantized in B: shapes not compared)")
             modules.setdefault(module, True)
-        elif match["part"] == "ia3_l" and (misfit := _ia3_misfit(specs_a[name].shape, weight.shape, module)):
+        elif match["part"] == "ia3_l" and (misfit := _ia3_misfit(specs_a[name].shape, weight.shape, module)) and (
+                groups := _ia3_conv_groups(specs_a[name].shape, weight.shape)) is not None:
+            conv_groups[module] = groups
+            whys[name] = ("adapter", "info", f"IA3 on {weight.name} ({_grouped_reading(groups, specs_a[name].shape)})")
+            modules.setdefault(module, True)
+        elif match["part"] == "ia3_l" and misfit:
+            grouping = _UNGROUPED if len(weight.shape) > 2 and len(specs_a[name].shape) == len(weight.shape) else ""
             whys[name] = ("adapter", "error", f"{'×'.join(map(str, specs_a[name].shape))} does not fit {module}.weight "
-                          f"({'×'.join(map(str, weight.shape))} in B): it {misfit}: an adapter for another model size")
+                          f"({'×'.join(map(str, weight.shape))} in B): it {misfit}{grouping}: an adapter for another "
+                          "model size")
             modules[module] = False
         elif part != "lora_E" and match["part"] != "ia3_l" and not _lora_fits(
                 part, shape, weight.shape, grouped.get(match["module"], 1)):
@@ -1421,7 +1437,10 @@ def adapter_fit(
             whys[name] = ("adapter", "info", f"{kind} on {module}.weight{stored}" if tied is not None
                           else f"{kind} on {weight.name}")
             modules.setdefault(module, True)
-    methods = _tuners_fit(tuners, shared, specs_b, whys, modules, specs_a)
+    uncompared: dict[str, str] = {}  # a method whose tensors could not be compared with B's -> why
+    config = adapter_config() if adapter_config is not None and any(
+        match["part"] in ("miss_block", "shira_weight") for _, match in tuners) else None
+    methods = _tuners_fit(tuners, shared, specs_b, whys, modules, specs_a, conv_groups, uncompared, config)
     unknown: list[str] = []  # the tensor families of PEFT methods not known here (`_peft_generic`), in order
     for name, module, part in generic:
         family = part.split("_")[0] + "_*"
@@ -1433,9 +1452,19 @@ def adapter_fit(
     for name in generic_shared:
         whys[name] = ("adapter", "info", "saved once for the adapter's modules by a PEFT method not known here, "
                       "not a weight of B")
-    # LoHa's and LoKr's products, VeRA's, OFT's, BOFT's, HRA's and LN tuning's widths are compared with the weights;
-    # the other methods' tensors are not shaped so.
-    unshaped = [method for method in methods if method not in _SHAPED_TUNERS]
+    targets = _unilora_targets(adapter_config() if unilora and adapter_config is not None else None, specs_b)
+    for name in unilora:
+        whys[name] = ("adapter", "error", f"UniLoRA's shared vector theta_d for modules named {targets[1]} "
+                      "(adapter_config.json's target_modules), none of which B has: peft refuses to load it") if (
+            targets is not None and not targets[0]) else ("adapter", "info", (
+                f"UniLoRA's shared vector theta_d ({math.prod(specs_a[name].shape)} values), not a weight of B: peft "
+                "rebuilds every adapted module's factors from it (proj_seed), whatever the module's size"))
+    # LoHa's and LoKr's products, VeRA's, OFT's, BOFT's, HRA's and LN Tuning's widths, MiSS's, C3A's, RandLoRA's,
+    # SHiRA's and VB-LoRA's sizes are compared with the weights (`uncompared`: where A alone could not tell); the
+    # other methods' tensors are not shaped so.
+    unshaped = [method for method in methods if method not in _SHAPED_TUNERS or method in uncompared]
+    why_unshaped = "; ".join(uncompared.get(method, f"{method} tensors are not shaped as the weights they adapt")
+                             for method in unshaped)
     for name in others:
         # Whole weights an adapter saves beside its pairs (modules_to_save heads, resized embeddings).
         target = specs_b.get(_adapter_target(name))
@@ -1449,7 +1478,8 @@ def adapter_fit(
                           f"{'×'.join(map(str, specs_a[name].shape))} in A, {'×'.join(map(str, target.shape))} in B")
         else:
             whys[name] = ("adapter", "info", f"replaces {target.name} (a module the adapter saves whole)")
-    fitting = sum(modules.values())
+    # A convolution that fits only as a grouped one (its groups implied, not stored) is not counted as fitting.
+    fitting = sum(fits for module, fits in modules.items() if module not in conv_groups)
     # The base's weights are the base's whether or not the adapter's shapes fit them: an adapter for another size of
     # B left every one of them "unknown: no known cause: these weights will not load".
     if fitting or any(f"{module}.weight" in specs_b for module in modules) or generic_shared:
@@ -1462,7 +1492,8 @@ def adapter_fit(
                 whys[name] = (reason, severity, f"the adapter stores it whole, as {replaced[name]}")
     kinds = ([f"LoRA (rank {'/'.join(map(str, sorted(ranks)))})"] if ranks
              else ["IA3"] if pairs else [])
-    method = " and ".join(kinds + methods + [f"{family} tensors" for family in unknown])
+    method = " and ".join(kinds + methods + [f"{family} tensors" for family in unknown] + (
+        ["UniLoRA"] if unilora else []))
     if unknown:
         checked = ("(shapes not compared: " + " and ".join(unknown) + " tensors are of a PEFT method not known "
                    "here, so an adapter for another size of the model is not caught)")
@@ -1470,17 +1501,36 @@ def adapter_fit(
         checked = "with shapes that fit"
     elif kinds or len(unshaped) < len(methods):
         compared = " and ".join(([kinds[0].split()[0]] if kinds else []) + [m for m in methods if m not in unshaped])
-        checked = (f"(shapes compared for the {compared} tensors only: {' and '.join(unshaped)} ones are "
+        checked = (f"(shapes compared for the {compared} tensors only: {why_unshaped})" if uncompared else
+                   f"(shapes compared for the {compared} tensors only: {' and '.join(unshaped)} ones are "
                    "not shaped as the weights they adapt)")
+    elif uncompared:
+        checked = f"(shapes not compared: {why_unshaped}, so an adapter for another size of the model is not caught)"
     else:
         checked = (f"(shapes not compared: {' and '.join(unshaped)} tensors are not shaped as the weights they "
                    "adapt, so an adapter for another size of the model is not caught)")
+    if conv_groups:
+        read = ", ".join(f"{module}: {groups} groups" for module, groups in conv_groups.items())
+        count = len(conv_groups)
+        checked += (f"; {count} more {plural(count, 'is a convolution', 'are convolutions')} it fits only if "
+                    f"grouped ({read}): a checkpoint does not store groups, so {plural(count, 'its', 'their')} fit "
+                    "is not compared")
     if "FourierFT" in unshaped:
         # peft's FourierFTLayer: the spectrum holds n_frequency values, put at positions torch.randperm draws (from
         # fourierft_random_loc_seed) over the layer's out × in; only n_frequency <= out × in is asked of the layer.
         checked = (checked[:-1] + "; FourierFT's spectrum is n_frequency values placed at positions drawn from "
                    "its seed over the layer's out × in, so only one longer than out × in, which peft refuses, is "
                    "caught)")
+    if unilora and not modules:
+        values = sum(math.prod(specs_a[name].shape) for name in unilora)
+        named = ("the file names no module, so which of B's modules it adapts is not compared here" if targets is None
+                 else f"adapter_config.json's target_modules ({targets[1]}) name modules of B" if targets[0] else
+                 f"none of adapter_config.json's target_modules ({targets[1]}) is a module of B, and "
+                 "PeftModel.from_pretrained(B, adapter) raises: load it onto the base it was made for")
+        return whys, (f"A is a PEFT adapter: UniLoRA, one shared vector (theta_d, {values} values) from which peft "
+                      "rebuilds the factors of each module it adapts, whatever their sizes; "
+                      f"{named}; it stores no base weights: load it with PeftModel.from_pretrained(base, adapter), "
+                      "or merge it (merge_and_unload) before comparing whole checkpoints")
     if components:
         named = ", ".join(sorted(component[:-1] for component in components))
         note = (f"A is a LoRA in diffusers' layout: {method} on {len(modules)} module(s) of the pipeline's {named} "
@@ -1505,14 +1555,21 @@ def adapter_fit(
 def _tuners_fit(
     tuners: Sequence[tuple[str, re.Match[str]]], shared: Sequence[str], specs_b: Mapping[str, KeySpec],
     whys: dict[str, tuple[str, str, str]], modules: dict[str, bool], specs_a: Mapping[str, KeySpec],
+    conv_groups: dict[str, int], uncompared: dict[str, str], adapter_config: Mapping[str, Any] | None = None,
 ) -> list[str]:
     """`adapter_fit`'s reasons for the tensors of PEFT methods other than LoRA and IA3 (see `_PEFT_TUNER_PARTS`),
     added to `whys` and `modules` (module -> in B); returns the methods found, in order. LoHa's and LoKr's factors
     make a product of the weight's shape (`_lycoris_product`), which is compared with it; VeRA's, OFT's, BOFT's,
-    HRA's and LN tuning's tensors are sized by the layer's widths (`_tuner_misfit`), which are compared with the
-    weight's; for the other methods (FourierFT's spectrum, ...) only that the module is in B is checked."""
+    HRA's and LN Tuning's tensors are sized by the layer's widths (`_tuner_misfit`), which are compared with the
+    weight's; for the other methods (FourierFT's spectrum, ...) only that the module is in B is checked. An OFT
+    tensor that fits a convolution only as a grouped one (`_oft_conv_groups`) adds it to `conv_groups` (module ->
+    groups). MiSS's, C3A's, RandLoRA's, SHiRA's and VB-LoRA's are sized by the layer too (`_sized_misfit`); a method
+    whose tensor could not be compared is added to `uncompared` with why. `adapter_config`: the adapter_config.json
+    beside A, where there is one (MiSS's init_weights, SHiRA's r)."""
     methods: list[str] = []
     held: dict[str, dict[str, tuple[int, ...]]] = defaultdict(dict)
+    # VB-LoRA's vector bank (num_vectors × vector_length), saved once: its logits are sized by the vector length.
+    bank = next((specs_a[name].shape for name in shared if name.startswith("base_model.vblora_vector_bank")), None)
     for name, match in tuners:
         if _PEFT_TUNER_PARTS[match["part"]] in ("LoHa", "LoKr") and match["param"] is None:
             held[_adapter_target(match["module"])][match["part"]] = specs_a[name].shape
@@ -1524,6 +1581,11 @@ def _tuners_fit(
         weight = specs_b.get(module + ".weight")
         product = _lycoris_product(method, held[module]) if module in held and weight is not None \
             and weight.dtype in FLOATING and len(weight.shape) >= 2 else None
+        shape = specs_a[name].shape
+        # (misfit, why not compared): the older methods' widths, then the newer methods' sizes.
+        misfit = _tuner_misfit(match["part"], match["param"], shape, module, specs_b)
+        sized = (misfit, None) if misfit else _sized_misfit(match["part"], shape, weight, module, bank, adapter_config)
+        misfit = sized[0]
         if module in held and weight is not None and weight.dtype in FLOATING and len(weight.shape) >= 2 and (
                 product is None or (product[0], product[1]) != (weight.shape[0], math.prod(weight.shape[1:]))):
             shaped = "its factors do not make one product (a factor missing, or of another rank)" if product is \
@@ -1531,9 +1593,19 @@ def _tuners_fit(
                            f"({'×'.join(map(str, weight.shape))} in B)")
             whys[name] = ("adapter", "error", f"{method} on {module}: {shaped}")
             modules[module] = False
-        elif (misfit := _tuner_misfit(match["part"], match["param"], specs_a[name].shape, module, specs_b)):
+        elif misfit and (groups := _oft_conv_groups(match["part"], shape, weight)) is not None:
+            conv_groups[module] = groups
+            whys[name] = ("adapter", "info", f"{method} on {module}.weight ({_grouped_reading(groups, shape)})")
+            modules.setdefault(module, True)
+        elif misfit:
+            if match["part"] == "oft_R" and weight is not None and len(weight.shape) == 4:
+                misfit += _UNGROUPED
             whys[name] = ("adapter", "error", f"{method} on {module}: {misfit}: an adapter for another model size")
             modules[module] = False
+        elif sized[1] is not None and module + ".weight" in specs_b:
+            uncompared[method] = sized[1]
+            whys[name] = ("adapter", "info", f"{method} on {module}.weight (shapes not compared: {sized[1]})")
+            modules.setdefault(module, True)
         elif tied is not None:
             whys[name] = ("adapter", "info", f"{method} on {module}.weight (B stores it once, as {tied.name}, tied)")
             modules.setdefault(module, True)
@@ -1622,7 +1694,8 @@ def _peft_generic(
 
 
 # The PEFT methods whose tensors `_tuner_misfit` compares with the widths of the layer they adapt.
-_SHAPED_TUNERS = ("LoHa", "LoKr", "VeRA", "OFT", "BOFT", "HRA", "LN tuning", "trainable tokens")
+_SHAPED_TUNERS = ("LoHa", "LoKr", "VeRA", "OFT", "BOFT", "HRA", "LN Tuning", "trainable tokens", "MiSS", "C3A",
+                  "RandLoRA", "SHiRA", "VB-LoRA")
 
 
 # GPT-2's Conv1D layers (in × out, transposed from nn.Linear): c_attn, c_proj, c_fc, q_attn in GPT-2 and its kin;
@@ -1665,16 +1738,73 @@ def _ia3_misfit(shape: tuple[int, ...], weight: tuple[int, ...], module: str) ->
         f"scales {count} input features (a feedforward module's), B's layer reads {' or '.join(map(str, ins))}")
 
 
+def _conv_groups(features: int, per_group: int, out: int) -> int | None:
+    """The groups g > 1 under which a convolution that writes `out` channels and holds `per_group` input features
+    per group (its weight's out × in/g × kh × kw) reads `features` in all, or None: g · per_group = features, g
+    divides out. A checkpoint stores no groups (nn.Conv2d's `groups` is no tensor): they are only implied."""
+    if per_group <= 0 or features % per_group:
+        return None
+    groups = features // per_group
+    return groups if groups > 1 and out % groups == 0 else None
+
+
+def _ia3_conv_groups(shape: tuple[int, ...], weight: tuple[int, ...]) -> int | None:
+    """The groups of B's convolution (`weight`, out × in/g × kh × kw) under which IA3's `ia3_l` of `shape` fits it,
+    where it fits no ungrouped one: peft's IA3 on a feedforward convolution scales all its in_channels (1 × in × 1 ×
+    1), which a grouped one's weight holds 1/g of (peft expands the scales per group when it merges them).
+
+    Example:
+        >>> _ia3_conv_groups((1, 32, 1, 1), (64, 8, 3, 3)), _ia3_conv_groups((1, 32, 1, 1), (96, 12, 3, 3))
+        (4, None)
+    """
+    if len(weight) < 3 or len(shape) != len(weight) or shape[0] != 1 or math.prod(shape) != shape[1]:
+        return None
+    return _conv_groups(shape[1], weight[1], weight[0])
+
+
+def _oft_conv_groups(part: str, shape: tuple[int, ...], weight: KeySpec | None) -> int | None:
+    """The groups of B's Conv2d `weight` (out × in/g × kh × kw) under which OFT's `oft_R.weight` of `shape` fits it,
+    where it fits no ungrouped one, or None. peft's OFT on a Conv2d rotates in_channels × kh × kh features (all its
+    input channels, whatever its groups: ConvNeXt's depthwise, ResNeXt's grouped), `shape[0]` blocks of b × b (b(b-1)/2
+    values each); block_share keeps one block for all (b divides the features).
+
+    Example:
+        >>> _oft_conv_groups("oft_R", (72, 6), KeySpec("grp.weight", (64, 8, 3, 3), "float32"))
+        4
+    """
+    if part != "oft_R" or weight is None or weight.dtype not in FLOATING or len(weight.shape) != 4 or len(shape) != 2:
+        return None
+    block = (1 + math.isqrt(1 + 8 * shape[1])) // 2
+    if block * (block - 1) // 2 != shape[1]:
+        return None
+    per_group = weight.shape[1] * weight.shape[2] * weight.shape[2]
+    if shape[0] != 1:
+        return _conv_groups(shape[0] * block, per_group, weight.shape[0])
+    # One block: either r = 1 (the block is every feature) or block_share (the block divides them).
+    return _conv_groups(block, per_group, weight.shape[0]) or _conv_groups(
+        per_group * (block // math.gcd(block, per_group)), per_group, weight.shape[0])
+
+
+# Said of a convolution an IA3 / OFT tensor fits neither as it is nor as a grouped one (`_conv_groups`).
+_UNGROUPED = " (as one group, nor as a grouped convolution: no groups that divide its output channels make that fit)"
+
+
+def _grouped_reading(groups: int, shape: tuple[int, ...]) -> str:
+    """What a grouped convolution's fit rests on, for an adapter tensor of `shape` that fits it as one."""
+    return (f"{'×'.join(map(str, shape))} fits it as a convolution of {groups} groups: a checkpoint does not store "
+            "groups, so it fits only if B's has that many")
+
+
 def _tuner_misfit(
     part: str, param: str | None, shape: tuple[int, ...], module: str, specs_b: Mapping[str, KeySpec],
 ) -> str | None:
-    """Why a VeRA / OFT / BOFT / HRA / LN-tuning / FourierFT tensor does not fit B's `module` (a module B has), or
+    """Why a VeRA / OFT / BOFT / HRA / LN Tuning / FourierFT tensor does not fit B's `module` (a module B has), or
     None.
 
     peft sizes each by the layer's widths: VeRA's vera_lambda_b holds one scale per output feature; OFT's
     oft_R.weight one row per block of the input (block_share: one row for all) and b(b-1)/2 values for a b × b
     block; BOFT's boft_R (factors × blocks × b × b) blocks that tile the input and boft_s one scale per output
-    feature; HRA's hra_u (in × r); LN tuning copies the norm whole. load_state_dict raises on any other size.
+    feature; HRA's hra_u (in × r); LN Tuning copies the norm whole. load_state_dict raises on any other size.
     FourierFT's fourierft_spectrum is n_frequency values (not sized by the layer) on a Linear layer, at most in × out
     of them: only that is checked.
 
@@ -1689,7 +1819,7 @@ def _tuner_misfit(
     held, size = "×".join(map(str, shape)), f"{weight.name} ({'×'.join(map(str, weight.shape))} in B)"
     label = part + (f".{param}" if param else "")
     if part == "ln_tuning_layers":
-        return None if shape == weight.shape else f"{label} {held}, {size}: LN tuning copies the norm whole"
+        return None if shape == weight.shape else f"{label} {held}, {size}: LN Tuning copies the norm whole"
     widths = _layer_widths(weight.shape, module)
     if not widths:
         return None
@@ -1698,10 +1828,6 @@ def _tuner_misfit(
         # peft 0.21's OFT, BOFT and HRA size a Conv2d's input as in × kh × kh (its kernel_size[0], twice), which a
         # kh × kw kernel with kh != kw does not read: the adapter made for it holds that width, and loads.
         ins.add(weight.shape[1] * weight.shape[2] * weight.shape[2])
-        if weight.shape[1] == 1 and part == "oft_R":
-            # A depthwise convolution (ConvNeXt's, MobileNet's: out × 1 × kh × kw, groups = its channels): peft's
-            # OFT reads all its in_channels, as many as it writes (HRA and BOFT refuse grouped convolutions).
-            ins.add(weight.shape[0] * weight.shape[2] * weight.shape[2])
     reads = " or ".join(map(str, sorted(ins)))
     if part in ("vera_lambda_b", "boft_s"):
         outs = {width[1] for width in widths}
@@ -1740,6 +1866,112 @@ def _tuner_misfit(
     if part == "hra_u" and len(shape) == 2:
         return None if shape[0] in ins else f"{label} {held} reflects {shape[0]} input features, {size} reads {reads}"
     return None
+
+
+def _unilora_targets(config: Mapping[str, Any] | None, specs_b: Mapping[str, KeySpec]) -> tuple[bool, str] | None:
+    """Whether B has a module adapter_config.json's target_modules (a list of names: a module's name or its last
+    parts) names, and those names; None without a config or with a regex string. PeftModel.from_pretrained refuses
+    a base with none of them (ValueError: target modules not found).
+
+    Example:
+        >>> _unilora_targets({"peft_type": "UNILORA", "target_modules": ["q", "v"]}, {"a.q.weight": None})
+        (True, 'q, v')
+    """
+    targets = config.get("target_modules") if config is not None and config.get("peft_type") == "UNILORA" else None
+    if not isinstance(targets, list) or not targets or not all(isinstance(target, str) for target in targets):
+        return None
+    modules = {name.rpartition(".")[0] for name in specs_b}
+    found = any(module == target or module.endswith("." + target) for module in modules for target in targets)
+    return found, ", ".join(sorted(targets))
+
+
+def _sized_misfit(
+    part: str, shape: tuple[int, ...], weight: KeySpec | None, module: str, bank: tuple[int, ...] | None,
+    config: Mapping[str, Any] | None,
+) -> tuple[str | None, str | None]:
+    """(why a MiSS / C3A / RandLoRA / SHiRA / VB-LoRA tensor does not fit B's `module`, why it was not compared),
+    each None where it does not apply. peft 0.21 sizes each by the nn.Linear (or, for RandLoRA and VB-LoRA, Conv1D)
+    it adapts:
+
+    - MiSS's miss_block: r × out (init_weights True / False), out/r × r × r ("bat", r dividing in), r × mini_r
+      ("mini", mini_r dividing out); r at most in. A 2-D block not r × out is "mini" only by adapter_config.json.
+    - C3A's c3a_kernel: out/b × in/b × b (block_size b).
+    - RandLoRA's randlora_lambda: r × n and randlora_gamma: n × min(in, out), n = ⌈min(in, out) / r⌉.
+    - SHiRA's shira_weight: r · (in + out) values (at most in · out), r adapter_config.json's.
+    - VB-LoRA's vblora_logits_A: r × in/L × vectors, vblora_logits_B: out/L × r × vectors (their top-k saves:
+      r × in/L × k, out/L × r × k), L the vector length of the vector bank saved beside them.
+
+    Example:
+        >>> w = KeySpec("q.weight", (64, 32), "float32")
+        >>> _sized_misfit("c3a_kernel", (4, 4, 8), w, "q", None, None)[0][:72]
+        'c3a_kernel 4×4×8 (4×4 blocks of 8) maps 32 input features to 32 outputs,'
+    """
+    if weight is None or weight.dtype not in FLOATING or len(weight.shape) != 2 or not shape:
+        return None, None
+    widths = _layer_widths(weight.shape, module)
+    held, size = "×".join(map(str, shape)), f"{weight.name} ({'×'.join(map(str, weight.shape))} in B)"
+    writes = " or ".join(str(out) for out in sorted({out for _, out in widths}))
+    if part == "c3a_kernel" and len(shape) == 3:
+        ins, outs = shape[1] * shape[2], shape[0] * shape[2]
+        return None if (ins, outs) in widths else (
+            f"{part} {held} ({shape[0]}×{shape[1]} blocks of {shape[2]}) maps {ins} input features to {outs} outputs, "
+            f"{size} reads {weight.shape[1]} and writes {weight.shape[0]}"), None
+    if part == "miss_block":
+        rank = shape[1] if len(shape) == 3 else shape[0]
+        if all(rank > width for width, _ in widths):
+            return f"{part} {held} has rank {rank}, more than the {weight.shape[1]} input features of {size}", None
+        if len(shape) == 3:  # "bat": out/r blocks of r × r
+            return None if shape[1] == shape[2] and any(
+                shape[0] * shape[1] == out and width % shape[1] == 0 for width, out in widths) else (
+                f"{part} {held} ({shape[0]} blocks of {shape[1]}×{shape[2]}) tiles {shape[0] * shape[1]} output "
+                f"features, {size} writes {writes}"), None
+        if len(shape) != 2 or any(shape[1] == out for _, out in widths):
+            return None, None
+        init = config.get("init_weights") if config is not None and config.get("peft_type") == "MISS" else None
+        if init == "mini":
+            return None if any(out % shape[1] == 0 for _, out in widths) else (
+                f"{part} {held} is r × mini_r ({shape[1]}), which does not divide the {writes} output features of "
+                f"{size} (peft refuses it)"), None
+        if config is not None and config.get("peft_type") == "MISS":
+            return (f"{part} {held} is r × out for {shape[1]} output features, {size} writes {writes} "
+                    "(adapter_config.json's init_weights is not \"mini\")"), None
+        if not any(out % shape[1] == 0 for _, out in widths):  # no mini_r either: peft needs it to divide out
+            return (f"{part} {held} is r × out for {shape[1]} output features, {size} writes {writes} (nor is "
+                    f"{shape[1]} a mini_r of its \"mini\" init, which would divide them)"), None
+        return None, ("MiSS's blocks are r × out or, with its \"mini\" init, r × mini_r, and no adapter_config.json "
+                      "beside A says which")
+    if part in ("randlora_lambda", "randlora_gamma") and len(shape) == 2:
+        smallest = {min(width, out) for width, out in widths}
+        if part == "randlora_gamma":
+            return None if shape[1] in smallest else (
+                f"{part} {held} spans {shape[1]} features, the smaller side of {size} is "
+                f"{' or '.join(map(str, sorted(smallest)))}"), None
+        return None if any(shape[1] == -(-small // shape[0]) for small in smallest) else (
+            f"{part} {held} holds {shape[1]} bases of rank {shape[0]}, {size} needs "
+            f"{' or '.join(str(-(-small // shape[0])) for small in sorted(smallest))}"), None
+    if part == "shira_weight" and len(shape) == 1:
+        sums = {width + out for width, out in widths}
+        rank = config.get("r") if config is not None and config.get("peft_type") == "SHIRA" else None
+        if isinstance(rank, int) and not isinstance(rank, bool) and rank > 0:
+            return None if shape[0] in {rank * total for total in sums} else (
+                f"{part} {held} holds {shape[0]} values, r · (in + out) = {rank} · "
+                f"{' or '.join(map(str, sorted(sums)))} for {size}"), None
+        if not any(shape[0] % total == 0 and shape[0] <= weight.shape[0] * weight.shape[1] for total in sums):
+            return (f"{part} {held} holds {shape[0]} values, no r · (in + out) of {size} "
+                    f"(in + out = {' or '.join(map(str, sorted(sums)))})"), None
+        return None, ("SHiRA's values are r · (in + out), and no adapter_config.json beside A gives r")
+    if part.startswith("vblora_logits_") and len(shape) == 3:
+        if bank is None or len(bank) != 2 or not bank[1]:
+            return None, "VB-LoRA's logits are sized by its vector bank's vector length, and A holds no vector bank"
+        length = bank[1]
+        if part.startswith("vblora_logits_A"):
+            return None if any(shape[1] * length == width for width, _ in widths) else (
+                f"{part} {held} spans {shape[1]} vectors of {length} = {shape[1] * length} input features, {size} "
+                f"reads {' or '.join(str(width) for width in sorted({width for width, _ in widths}))}"), None
+        return None if any(shape[0] * length == out for _, out in widths) else (
+            f"{part} {held} spans {shape[0]} vectors of {length} = {shape[0] * length} output features, {size} "
+            f"writes {writes}"), None
+    return None, None
 
 
 def _vera_projection_misfit(
@@ -3406,10 +3638,12 @@ def _lora_module(name: str) -> str:
 
 # Flux's modulation inputs and layers, which lodestones' Chroma drops for its distilled_guidance_layer (one
 # approximator of every block's modulation): time_in, vector_in, guidance_in, each block's img_mod / txt_mod /
-# modulation, the final layer's adaLN_modulation.
-_FLUX_MODULATION = _lazy_regex(r"^(?:model\.)?(?:diffusion_model\.)?(?:time_in|vector_in|guidance_in)\.|"
+# modulation, the final layer's adaLN_modulation. Either under DDP's `module.` too (a file saved from the wrapped
+# model): a DDP-saved Chroma against Flux had no Chroma note, and its distilled_guidance_layer.in_proj was offered a
+# rename onto Flux's time_in.in_layer (one shape) beside the `^module\.=` one.
+_FLUX_MODULATION = _lazy_regex(r"^(?:module\.)?(?:model\.)?(?:diffusion_model\.)?(?:time_in|vector_in|guidance_in)\.|"
                                r"\.(?:img_mod|txt_mod|modulation)\.|(?:^|\.)final_layer\.adaLN_modulation\.")
-_CHROMA_APPROXIMATOR = _lazy_regex(r"^(?:model\.)?(?:diffusion_model\.)?distilled_guidance_layer\.")
+_CHROMA_APPROXIMATOR = _lazy_regex(r"^(?:module\.)?(?:model\.)?(?:diffusion_model\.)?distilled_guidance_layer\.")
 
 
 def _chroma_against_flux(
@@ -3882,6 +4116,7 @@ def diff_specs(
     model_renamings: Callable[[], Sequence[tuple[str, str]]] | None = None,
     quantization_a: str | None = None,
     quantizers: tuple[str | None, str | None] = (None, None),
+    adapter_config_a: Callable[[], Mapping[str, Any] | None] | None = None,
 ) -> DiffReport:
     """Diff two key sets as `load_state_dict(A, strict=False)` into a model shaped like B would see them.
 
@@ -3908,6 +4143,8 @@ def diff_specs(
             transformers).
         model_renamings: gives the `(regex, replacement)` renames transformers applies to B's class on load
             (`transformers_renamings`); called only when keys are left missing and unexpected with a shape in common.
+        adapter_config_a: gives the PEFT adapter_config.json beside A (or None); called only for an adapter whose
+            saved shapes it settles.
 
     Raises:
         UsageError: the renames map two keys of A to the same name.
@@ -3918,7 +4155,7 @@ def diff_specs(
                            tie_embeddings=tie_embeddings, base_prefix_loads=base_prefix_loads,
                            tie_embeddings_a=tie_embeddings_a, loader_prefix=loader_prefix,
                            model_class_command=model_class_command, model_renamings=model_renamings,
-                           quantization_a=quantization_a, quantizers=quantizers)
+                           quantization_a=quantization_a, quantizers=quantizers, adapter_config_a=adapter_config_a)
 
 
 def _dropped_tie_aliases(specs_a: Mapping[str, KeySpec]) -> list[str]:
@@ -3988,6 +4225,7 @@ def _diff_specs(
     model_renamings: Callable[[], Sequence[tuple[str, str]]] | None = None,
     quantization_a: str | None = None,
     quantizers: tuple[str | None, str | None] = (None, None),
+    adapter_config_a: Callable[[], Mapping[str, Any] | None] | None = None,
 ) -> DiffReport:
     renamed_a, _ = _renamed(specs_a, renames)
     tied = [[_rename_all(n, renames) for n in group] for group in tied_groups_a] if renames else tied_groups_a
@@ -4019,7 +4257,8 @@ def _diff_specs(
                     for buffer, param in mmcv_ema_buffers(specs_b).items()
                     if buffer in missing_b and param in renamed_a}
         layout_whys = {**ema_whys, **layout_whys}
-    adapter_whys, adapter_note = adapter_fit(renamed_a, specs_b, diff.unexpected, diff.missing, word_texts[0])
+    adapter_whys, adapter_note = adapter_fit(renamed_a, specs_b, diff.unexpected, diff.missing, word_texts[0],
+                                             adapter_config_a)
     if adapter_whys:  # an adapter is not renamed into its base: its keys are told what they fit
         layout_whys, layout_note = adapter_whys, adapter_note
     elif chroma_whys := _chroma_against_flux(diff.unexpected, diff.missing):
@@ -4144,6 +4383,7 @@ def _rename_all(name: str, renames: Sequence[Rename]) -> str:
 def diff_checkpoints(a: Checkpoint, b: Checkpoint, renames: Sequence[Rename] = ()) -> DiffReport:
     """`diff_specs` on two opened checkpoints (headers only: no tensor data is read)."""
     from weightdoctor.quantized import quantization_of
+    from weightdoctor.structure import peft_adapter_config
 
     # Asked only for a note (has_model_class imports transformers: not in the headers-only path otherwise).
     check = functools.cache(lambda: _model_class_command(a, b, renames))
@@ -4158,6 +4398,7 @@ def diff_checkpoints(a: Checkpoint, b: Checkpoint, renames: Sequence[Rename] = (
         model_renamings=(lambda: transformers_renamings(b.config)) if b.config else None,
         quantization_a=None if (found := quantization_of(a.config)) is None or found_b else found[0],
         quantizers=(found[0] if found is not None else None, found_b[0] if found_b is not None else None),
+        adapter_config_a=lambda: peft_adapter_config(a),
     )
     report.revision_a, report.resolved_a = a.revision, a.location
     report.revision_b, report.resolved_b = b.revision, b.location

@@ -520,6 +520,11 @@ _PEFT_METHOD_NAMES = {
     "C3A": "C3A", "MISS": "MiSS", "BONE": "Bone", "ROAD": "RoAd", "CPT": "CPT", "TRAINABLE_TOKENS": "Trainable Tokens",
     "PROMPT_TUNING": "Prompt tuning", "P_TUNING": "P-tuning", "PREFIX_TUNING": "Prefix tuning",
     "MULTITASK_PROMPT_TUNING": "Multitask prompt tuning", "ADAPTION_PROMPT": "Llama-Adapter (adaption prompt)",
+    # The methods peft 0.21 added since, as its docstrings and documentation pages write them.
+    "ADAMSS": "AdaMSS", "BEFT": "BEFT", "LILY": "Lily", "FROD": "FRoD", "PVERA": "PVeRA", "GLORA": "GLoRA",
+    "UNILORA": "UniLoRA", "HIRA": "HiRA", "WAVEFT": "WaveFT", "OSF": "OSF", "DELORA": "DeLoRA", "GRALORA": "GraLoRA",
+    "CARTRIDGE": "CARTRIDGE", "TINYLORA": "TinyLoRA", "PSOFT": "PSOFT", "PEANUT": "PEANuT", "SHADOW": "ShadowPEFT",
+    "SUPERTUNING": "Super-Tuning", "DEFT": "DEFT",
 }
 
 
@@ -577,6 +582,20 @@ def adapter_summary(checkpoint: Checkpoint) -> tuple[dict[str, Any] | None, str 
                       "gets its LoRA "
                       f"twice); name {beside[0]} to read the adapter")
     return {key: data[key] for key in ADAPTER_FIELDS if data.get(key) is not None}, None
+
+
+def peft_adapter_config(checkpoint: Checkpoint) -> dict[str, Any] | None:
+    """The whole PEFT adapter_config.json beside the weights, where `adapter_summary` reads one as the config of
+    these weights; None otherwise (no such file, unreadable, another library's, the adapter of other weights)."""
+    adapter, _ = adapter_summary(checkpoint)
+    if adapter is None:
+        return None
+    folder = checkpoint.path if checkpoint.path.is_dir() else checkpoint.path.parent
+    try:  # adapter_summary read it a moment ago (and checked its size)
+        data = parse_json((folder / "adapter_config.json").read_text(encoding="utf-8"), max_depth=MAX_DEPTH)
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def lora_init_setting(checkpoint: Checkpoint) -> str | None:
