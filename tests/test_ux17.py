@@ -1,0 +1,120 @@
+"""ux17: every command's words on genuine checkpoints (tiny, seeded transformers and peft models), read as the user
+who meets them when a checkpoint goes wrong: a shard missing, a LoRA on the wrong base, a resized vocabulary, a
+classifier head never trained."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from tests.helpers import run_cli
+
+
+def _one_error_line(result: object) -> str:
+    stderr = result.stderr  # type: ignore[attr-defined]
+    assert result.exit_code == 2, stderr  # type: ignore[attr-defined]
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, stderr
+    return lines[0]
+
+
+def test_one_missing_shard_of_three_is_said_in_the_singular(tmp_path: Path) -> None:
+    """A 3-shard save_pretrained folder with its second shard gone said '(1 of its 3 shards are missing; ... fetch
+    or copy them beside the index)'; two gone keep the plural."""
+    folder = tmp_path / "model"
+    folder.mkdir()
+    weight_map = {}
+    for index in range(1, 4):
+        shard = f"model-0000{index}-of-00003.safetensors"
+        save_file({f"layers.{index}.weight": torch.ones(2, 2)}, str(folder / shard))
+        weight_map[f"layers.{index}.weight"] = shard
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    (folder / "model-00002-of-00003.safetensors").unlink()
+    line = _one_error_line(run_cli("inspect", folder))
+    assert "shard 'model-00002-of-00003.safetensors' named by the index does not exist (1 of its 3 shards is " \
+           "missing; a download or copy that stopped between shards? fetch or copy it beside the index)" in line, line
+    (folder / "model-00003-of-00003.safetensors").unlink()
+    line = _one_error_line(run_cli("inspect", folder))
+    assert "(2 of its 3 shards are missing: " in line and "fetch or copy them beside the index" in line, line
+
+
+def _tiny_llama_config() -> object:
+    from transformers import LlamaConfig
+
+    return LlamaConfig(vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+
+
+def _tiny_gpt2(tmp_path: Path, name: str, vocab: int = 100) -> Path:
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=vocab, n_embd=32, n_layer=2, n_head=4, n_positions=64))
+    model.save_pretrained(tmp_path / name)
+    return tmp_path / name
+
+
+def test_a_lora_saved_against_the_wrong_base_says_so_and_keeps_the_base_weights_out_of_the_errors(
+        tmp_path: Path) -> None:
+    """A peft LoRA of a Llama (q_proj, v_proj) against a GPT-2: B's 28 weights were 'unknown: no known cause: these
+    weights will not load', errors, beside the note that the adapter stores no base weights (PeftModel takes them
+    from the base), and the note's '0 of them in B' said nothing of PeftModel's NoMatchingPeftModuleError."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaForCausalLM
+
+    torch.manual_seed(0)
+    adapter = tmp_path / "adapter"
+    get_peft_model(LlamaForCausalLM(_tiny_llama_config()),
+                   LoraConfig(r=4, target_modules=["q_proj", "v_proj"])).save_pretrained(adapter)
+    base = _tiny_gpt2(tmp_path, "gpt2")
+    result = run_cli("diff-keys", adapter, base, "--json")
+    assert result.exit_code == 1, result.stderr  # the adapter's pairs are still errors: it does not fit B
+    report = json.loads(result.stdout)
+    missing = {group["reason"]: group["severity"] for group in report["groups"] if group["kind"] == "missing"}
+    assert missing == {"adapter-base": "info"}, report["groups"]
+    unexpected = {(group["reason"], group["severity"]) for group in report["groups"] if group["kind"] == "unexpected"}
+    assert unexpected == {("adapter", "error")}, report["groups"]
+    note = report["notes"][0]
+    assert "0 of them in B with shapes that fit" in note and "none of its modules is in B (e.g. " \
+        "model.layers.0.self_attn.q_proj): it was made for another model, and PeftModel.from_pretrained(B, adapter) " \
+        "raises" in note, note
+    # What the note says peft does.
+    from peft import PeftModel
+    from transformers import GPT2LMHeadModel
+
+    with pytest.raises(ValueError, match="not found in the base model"):
+        PeftModel.from_pretrained(GPT2LMHeadModel.from_pretrained(base), adapter)
+    text = run_cli("diff-keys", adapter, base)
+    assert "no known cause" not in text.stdout, text.stdout
+
+
+def test_a_resized_vocabulary_is_told_how_to_keep_its_trained_rows(tmp_path: Path) -> None:
+    """A GPT-2 fine-tune whose vocabulary was resized (resize_token_embeddings(110)) against its base: the only
+    advice was ignore_mismatched_sizes=True, which starts the new embedding at random; the note now says what keeps
+    A's rows, and that advice, followed, loads every key of A."""
+    from safetensors.torch import load_file
+    from transformers import GPT2LMHeadModel
+
+    base = _tiny_gpt2(tmp_path, "base")
+    model = GPT2LMHeadModel.from_pretrained(base)
+    model.resize_token_embeddings(110)
+    model.save_pretrained(tmp_path / "resized")
+    report = json.loads(run_cli("diff-keys", tmp_path / "resized", base, "--json").stdout)
+    assert [(g["reason"], g["severity"]) for g in report["groups"]] == [("vocab-size", "warn")], report["groups"]
+    note = next(note for note in report["notes"] if note.startswith("the vocabulary differs"))
+    assert note == ("the vocabulary differs (110 tokens in A, 100 in B): to keep A's trained rows, load A with its "
+                    "own config.json (from_pretrained of A), or resize B's model first "
+                    "(model.resize_token_embeddings(110), which resizes a tied or separate output layer too) and then "
+                    "load_state_dict A"), note
+    # The advice, followed: B's model resized as it says takes every one of A's weights.
+    target = GPT2LMHeadModel.from_pretrained(base)
+    target.resize_token_embeddings(110)
+    state = load_file(str(tmp_path / "resized" / "model.safetensors"))
+    result = target.load_state_dict(state, strict=False)
+    assert not result.unexpected_keys and set(result.missing_keys) <= {"lm_head.weight"}, result
+    assert torch.equal(target.transformer.wte.weight, state["transformer.wte.weight"])
+    assert torch.equal(target.lm_head.weight, state["transformer.wte.weight"])  # tied, as A's was
