@@ -118,3 +118,31 @@ def test_a_resized_vocabulary_is_told_how_to_keep_its_trained_rows(tmp_path: Pat
     assert not result.unexpected_keys and set(result.missing_keys) <= {"lm_head.weight"}, result
     assert torch.equal(target.transformer.wte.weight, state["transformer.wte.weight"])
     assert torch.equal(target.lm_head.weight, state["transformer.wte.weight"])  # tied, as A's was
+
+
+def test_the_bias_of_an_untrained_classifier_is_said_with_its_weight_not_as_fine(tmp_path: Path) -> None:
+    """A BERT fine-tune whose classifier never trained (weight and bias as BertForSequenceClassification initializes
+    them, everything else moved): classifier.bias was 'info norm-at-init ... fine if this parameter gets no
+    gradient', beside 'warn untrained-tensor' for classifier.weight; a Linear's bias gets a gradient whenever its
+    weight does. The weight's finding now names the bias; a LayerNorm left at init is still norm-at-init."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(0)
+    model = BertForSequenceClassification(BertConfig(
+        vocab_size=500, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
+        max_position_embeddings=64, num_labels=3))
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if not name.startswith("classifier.") and name != "bert.pooler.dense.bias":
+                parameter.add_(torch.randn_like(parameter) * 0.05)
+    model.save_pretrained(tmp_path / "fine-tune")
+    result = run_cli("inspect", tmp_path / "fine-tune", "--stats", "--json", "--fail-on", "warn")
+    assert result.exit_code == 1, result.stderr
+    report = json.loads(result.stdout)
+    findings = [(f["severity"], f["code"], f["tensor"]) for f in report["findings"]]
+    assert findings == [("warn", "untrained-tensor", "classifier.weight"),
+                        ("info", "norm-at-init", "bert.pooler.dense.bias")], findings
+    assert report["findings"][0]["message"].endswith(
+        "have trained; so does its bias classifier.bias (exactly zeros, as at initialization)"), report["findings"][0]
+    bias = next(t for t in report["tensors"] if t["name"] == "classifier.bias")
+    assert bias["init"]["at_init"] is True
