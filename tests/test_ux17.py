@@ -146,3 +146,39 @@ def test_the_bias_of_an_untrained_classifier_is_said_with_its_weight_not_as_fine
         "have trained; so does its bias classifier.bias (exactly zeros, as at initialization)"), report["findings"][0]
     bias = next(t for t in report["tensors"] if t["name"] == "classifier.bias")
     assert bias["init"]["at_init"] is True
+
+
+LLAMA_13B = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 5120,
+             "intermediate_size": 13824, "num_attention_heads": 40, "num_key_value_heads": 40,
+             "num_hidden_layers": 40, "vocab_size": 32000, "torch_dtype": "float16", "max_position_embeddings": 4096,
+             "rms_norm_eps": 1e-5}
+
+
+def test_two_gpus_that_need_cpu_offload_are_told_the_cpu_that_takes_the_rest(tmp_path: Path) -> None:
+    """A Llama-2-13B config on two 12 GiB GPUs, no --cpu: 'does not fit', and the smallest changes offered were a
+    lower dtype, a third GPU and --disk (the slowest), not the CPU RAM that from_pretrained(device_map="auto")
+    offloads to by default; the --cpu offered, pasted, plans as CPU offload."""
+    (tmp_path / "config.json").write_text(json.dumps(LLAMA_13B))
+    gpus = ("--gpu", "12GiB", "--gpu", "12GiB")
+    result = run_cli("plan-devices", tmp_path, *gpus, "--json")
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["verdict"] == "does-not-fit"
+    changes = {s["change"]: s for s in report["suggestions"]}
+    assert list(changes) == ["dtype", "gpus", "cpu", "disk"], report["suggestions"]
+    cpu = changes["cpu"]
+    assert cpu["verdict"] == "needs-cpu-offload" and cpu["gpus"] == [12 * 2**30] * 2, cpu
+    rest = report["offload"]["disk_bytes"]  # what has nowhere to go: 1.49 GiB (lm_head and the last layers)
+    assert 1 * 2**30 < rest <= 2 * 2**30, rest
+    flag = cpu["description"].split(":")[0]
+    assert flag == "--cpu 2GiB", cpu  # in whole GiB, as --gpu was typed
+    assert "the same GPUs with the rest (1.49 GiB) in CPU RAM, streamed to the GPU on every forward pass (faster " \
+        "than disk)" in cpu["description"], cpu
+    followed = run_cli("plan-devices", tmp_path, *gpus, *flag.split(), "--json", "--fail-on", "no-fit")
+    assert followed.exit_code == 0, followed.stderr
+    assert json.loads(followed.stdout)["verdict"] == "needs-cpu-offload"
+    text = run_cli("plan-devices", tmp_path, *gpus).stdout
+    assert "  smallest change: --cpu 2GiB: the same GPUs with the rest (1.49 GiB) in CPU RAM" in text, text
+    # Typed in decimal units, offered in them.
+    decimal = json.loads(run_cli("plan-devices", tmp_path, "--gpu", "12GB", "--gpu", "12GB", "--json").stdout)
+    assert [s["description"].split(":")[0] for s in decimal["suggestions"] if s["change"] == "cpu"] == ["--cpu 4GB"]
