@@ -182,3 +182,18 @@ def test_two_gpus_that_need_cpu_offload_are_told_the_cpu_that_takes_the_rest(tmp
     # Typed in decimal units, offered in them.
     decimal = json.loads(run_cli("plan-devices", tmp_path, "--gpu", "12GB", "--gpu", "12GB", "--json").stdout)
     assert [s["description"].split(":")[0] for s in decimal["suggestions"] if s["change"] == "cpu"] == ["--cpu 4GB"]
+
+
+@pytest.mark.parametrize("width", [80, 120])
+def test_the_state_line_is_not_broken_mid_phrase(width: int) -> None:
+    """'state: initialization (0.0% of matrix parameters moved)   expected inits: BertForSequenceClassification's'
+    broke before 'own init rules' at 100 columns (README's example), mid-sentence at 80 and 120 too: the state and
+    where the expected inits come from are two lines."""
+    from tests.helpers import REPO_ROOT, run_subprocess
+
+    out = run_subprocess("inspect", REPO_ROOT / "fixtures" / "example", "--stats", "--filter", "classifier",
+                         env={"COLUMNS": str(width), "TERM": "dumb", "NO_COLOR": "1"}).stdout
+    lines = [line.rstrip() for line in out.splitlines()]
+    assert "state: initialization (0.0% of matrix parameters moved)" in lines, out
+    assert any(line.startswith("expected inits: BertForSequenceClassification's own init rules") for line in lines), \
+        out
