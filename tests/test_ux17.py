@@ -197,3 +197,19 @@ def test_the_state_line_is_not_broken_mid_phrase(width: int) -> None:
     assert "state: initialization (0.0% of matrix parameters moved)" in lines, out
     assert any(line.startswith("expected inits: BertForSequenceClassification's own init rules") for line in lines), \
         out
+
+
+def test_an_adapters_base_weights_are_not_said_to_start_from_their_init(tmp_path: Path) -> None:
+    """A peft LoRA against the Llama it was made for: every missing key is the base's (adapter-base, info: 'PeftModel
+    .from_pretrained(base, adapter) takes it from the base'), under a table titled '(start from their init)'."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaForCausalLM
+
+    torch.manual_seed(0)
+    base = LlamaForCausalLM(_tiny_llama_config())
+    base.save_pretrained(tmp_path / "base")
+    get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"])).save_pretrained(tmp_path / "adapter")
+    result = run_cli("diff-keys", tmp_path / "adapter", tmp_path / "base")
+    assert result.exit_code == 0, result.stderr
+    assert "Missing: in B, not in A (the base supplies them)" in result.stdout, result.stdout
+    assert "start from their init" not in result.stdout, result.stdout
