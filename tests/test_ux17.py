@@ -213,3 +213,43 @@ def test_an_adapters_base_weights_are_not_said_to_start_from_their_init(tmp_path
     assert result.exit_code == 0, result.stderr
     assert "Missing: in B, not in A (the base supplies them)" in result.stdout, result.stdout
     assert "start from their init" not in result.stdout, result.stdout
+
+
+def test_a_ddp_and_compiled_checkpoint_is_told_the_convert_that_writes_it_renamed(tmp_path: Path) -> None:
+    """A BERT saved from DDP(torch.compile(model)) (`module._orig_mod.` on every key): the suggested fix gave the
+    --rename flag, a re-check and a Python snippet, not how to write the checkpoint renamed once; the convert line,
+    pasted, writes a folder from_pretrained loads with no missing or unexpected key."""
+    import shlex
+
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=500, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=64, max_position_embeddings=64, num_labels=3)
+    model = BertForSequenceClassification(config)
+    folder = tmp_path / "ddp run"
+    folder.mkdir()
+    torch.save({f"module._orig_mod.{k}": v for k, v in model.state_dict().items()}, folder / "pytorch_model.bin")
+    config.save_pretrained(folder)
+    result = run_cli("diff-keys", folder, "--model-class", "BertForSequenceClassification")
+    assert result.exit_code == 1, result.stderr
+    (line,) = [line for line in result.stdout.splitlines() if line.startswith("or write a renamed copy of A once: ")]
+    command = line.split(": ", 1)[1]
+    assert command == (f"weightdoctor convert '{folder}' -o '{folder}-renamed' --rename '^module\\._orig_mod\\.='"), \
+        command
+    converted = run_cli(*shlex.split(command)[1:])
+    assert converted.exit_code == 0, converted.stderr
+    loaded, info = BertForSequenceClassification.from_pretrained(f"{folder}-renamed", output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"], info
+    assert torch.equal(loaded.classifier.weight, model.classifier.weight)
+    # Renames that are more than a wrapper's prefix (a PEFT-wrapped model's base_layer) get no such line: a renamed
+    # copy would leave its LoRA pairs behind, where merge_and_unload folds them in.
+    state = {f"base_model.model.{k}".replace(".query.weight", ".query.base_layer.weight"): v
+             for k, v in model.state_dict().items()}
+    for layer in range(2):
+        prefix = f"base_model.model.bert.encoder.layer.{layer}.attention.self.query"
+        state[f"{prefix}.lora_A.default.weight"] = torch.randn(4, 32)
+        state[f"{prefix}.lora_B.default.weight"] = torch.randn(32, 4)
+    torch.save(state, folder / "pytorch_model.bin")
+    result = run_cli("diff-keys", folder, "--model-class", "BertForSequenceClassification")
+    assert "--rename" in result.stdout and "or write a renamed copy" not in result.stdout, result.stdout

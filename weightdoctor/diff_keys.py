@@ -2624,6 +2624,9 @@ class DiffReport:
     # The `diff-keys` arguments that read A and B as this run read them (shell-quoted; --rename flags apart), for
     # the re-check line: without --config, --key or --revision, the pasted command failed or read other files.
     recheck_args: str = field(default="", metadata={"json": False}, repr=False)
+    # `convert` arguments that read A as this run did and name a new output beside it (shell-quoted; --rename flags
+    # apart), for the line that writes the renamed copy; "" where A is no local weights file or folder.
+    convert_args: str = field(default="", metadata={"json": False}, repr=False)
 
     def severities(self) -> list[str]:
         """Every severity this report carries (one per key problem and dtype difference)."""
