@@ -253,3 +253,25 @@ def test_a_ddp_and_compiled_checkpoint_is_told_the_convert_that_writes_it_rename
     torch.save(state, folder / "pytorch_model.bin")
     result = run_cli("diff-keys", folder, "--model-class", "BertForSequenceClassification")
     assert "--rename" in result.stdout and "or write a renamed copy" not in result.stdout, result.stdout
+
+
+def test_plan_devices_on_a_folder_missing_a_shard_names_the_config_it_can_plan_from(tmp_path: Path) -> None:
+    """A Llama save_pretrained'd in 3 shards, the second not downloaded yet: plan-devices, which needs no weights,
+    refused with 'fetch or copy it beside the index' only; the config.json it names, given in place of the folder,
+    plans."""
+    from transformers import LlamaForCausalLM
+
+    torch.manual_seed(0)
+    folder = tmp_path / "llama"
+    LlamaForCausalLM(_tiny_llama_config()).save_pretrained(folder, max_shard_size="40KB")
+    shards = sorted(folder.glob("model-*.safetensors"))
+    assert len(shards) >= 3, shards
+    shards[1].unlink()
+    line = _one_error_line(run_cli("plan-devices", folder, "--gpu", "1GB"))
+    config = folder / "config.json"
+    assert line.endswith(f"fetch or copy it beside the index); plan-devices plans from the config alone meanwhile: "
+                         f"give it {config} in place of the folder"), line
+    planned = run_cli("plan-devices", config, "--gpu", "1GB", "--json")
+    assert planned.exit_code == 0 and json.loads(planned.stdout)["verdict"] == "fits-on-gpus", planned.stderr
+    # The other commands need the weights: no such hint.
+    assert "plans from the config" not in _one_error_line(run_cli("check-dtype", folder))

@@ -3429,7 +3429,20 @@ def open_plan_source(source: str, revision: str | None = None, key: str | None =
         return checkpoint
     # A folder of a repo (`org/pipe/unet`: a diffusers model, whose config transformers cannot build) is planned from
     # its config and safetensors headers, read remotely when not cached: its weights are not downloaded.
-    return open_checkpoint(source, revision=revision, key=key, allow_config_only=True, structure_only=True)
+    from weightdoctor.errors import InvalidIndex
+
+    try:
+        return open_checkpoint(source, revision=revision, key=key, allow_config_only=True, structure_only=True)
+    except InvalidIndex as exc:
+        # A download stopped between shards: the plan needs no weights, and the config beside the index gives it
+        # (the refusal said only to fetch the rest, hours away for a 70B model).
+        config = Path(exc.path).parent / "config.json" if exc.path else None
+        if config is not None and "does not exist" in exc.message and config.is_file():
+            from weightdoctor.paths import shell_word
+
+            exc.message += (f"; plan-devices plans from the config alone meanwhile: give it "
+                            f"{shell_word(str(config), argument=True)} in place of the folder")
+        raise
 
 
 def _image_model_add_on(checkpoint: Checkpoint) -> str | None:
