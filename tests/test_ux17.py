@@ -275,3 +275,20 @@ def test_plan_devices_on_a_folder_missing_a_shard_names_the_config_it_can_plan_f
     assert planned.exit_code == 0 and json.loads(planned.stdout)["verdict"] == "fits-on-gpus", planned.stderr
     # The other commands need the weights: no such hint.
     assert "plans from the config" not in _one_error_line(run_cli("check-dtype", folder))
+
+
+def test_a_new_heads_bias_is_not_said_to_start_at_random(tmp_path: Path) -> None:
+    """'Some weights of BertForSequenceClassification were not initialized ... classifier.bias': diff-keys said both
+    'new, initialised at random', where from_pretrained leaves the bias at zeros (_init_weights)."""
+    from transformers import BertConfig, BertForSequenceClassification, BertModel
+
+    torch.manual_seed(0)
+    BertModel(BertConfig(vocab_size=500, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                         intermediate_size=64, max_position_embeddings=64)).save_pretrained(tmp_path / "base")
+    report = json.loads(run_cli("diff-keys", tmp_path / "base", "--model-class", "BertForSequenceClassification",
+                                "--json").stdout)
+    details = {issue["name"]: (issue["reason"], issue["detail"]) for issue in report["missing"]}
+    assert details == {"classifier.weight": ("task-head", "new, initialised at random"),
+                       "classifier.bias": ("task-head", "new, initialised by the model")}, details
+    model = BertForSequenceClassification.from_pretrained(tmp_path / "base")  # the oracle: the bias is zeros
+    assert not model.classifier.bias.any() and model.classifier.weight.std() > 0

@@ -3362,7 +3362,10 @@ def classify_key(
         # embedding here, so it starts random and what the model generates is noise until it is trained.
         return "task-head", "warn", "the language-model output layer, initialised at random (not tied)"
     if _HEAD.search(name) or _top_fc_is_head(name, own_side):
-        detail = "new, initialised at random" if kind == "missing" else "not used by B, dropped"
+        # A head's bias starts at the model's own init, not at random: transformers' _init_weights zeroes a
+        # Linear's bias ("initialised at random" stood beside classifier.bias, which from_pretrained leaves at zeros).
+        detail = ("not used by B, dropped" if kind != "missing" else "new, initialised by the model"
+                  if name.endswith(".bias") else "new, initialised at random")
         return "task-head", "info", detail
     return "unknown", "error", ""
 
