@@ -39,10 +39,11 @@ def test_clean_trained_model_has_no_findings(planted: dict[str, Path]) -> None:
 def test_untrained_head_on_trained_body(planted: dict[str, Path]) -> None:
     code, data = run_json("inspect", planted["untrained-head"], "--stats", "--fail-on", "warn")
     assert code == 1
-    # Its 2-value bias is still exactly zero too: any count of values tells a constant apart.
-    assert _codes(data) == [("warn", "untrained-tensor", "classifier.weight"),
-                            ("info", "norm-at-init", "classifier.bias")]
+    # Its 2-value bias is still exactly zero too: any count of values tells a constant apart. The weight's finding
+    # says so (it was an info of its own, "fine if this parameter gets no gradient": a head's bias always gets one).
+    assert _codes(data) == [("warn", "untrained-tensor", "classifier.weight")]
     message = data["findings"][0]["message"]
+    assert message.endswith("; so does its bias classifier.bias (exactly zeros, as at initialization)"), message
     assert "normal(0, 0.02)" in message and "trained" in message
     head = next(t for t in data["tensors"] if t["name"] == "classifier.weight")
     assert head["init"]["label"] == "normal" and head["init"]["at_init"] is True

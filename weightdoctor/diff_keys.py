@@ -1480,9 +1480,10 @@ def adapter_fit(
             whys[name] = ("adapter", "info", f"replaces {target.name} (a module the adapter saves whole)")
     # A convolution that fits only as a grouped one (its groups implied, not stored) is not counted as fitting.
     fitting = sum(fits for module, fits in modules.items() if module not in conv_groups)
-    # The base's weights are the base's whether or not the adapter's shapes fit them: an adapter for another size of
-    # B left every one of them "unknown: no known cause: these weights will not load".
-    if fitting or any(f"{module}.weight" in specs_b for module in modules) or generic_shared:
+    # The base's weights are the base's whether or not the adapter's shapes fit them, or its modules are B's at all:
+    # an adapter for another size of B, or for another model (a Llama LoRA against GPT-2), left every one of them
+    # "unknown: no known cause: these weights will not load", though PeftModel.from_pretrained takes them from B.
+    if modules or generic_shared:
         replaced = {_adapter_target(name): name for name in others}
         for name in missing:
             if name not in replaced:
@@ -1549,6 +1550,13 @@ def adapter_fit(
             note += (f"; {misfit} of them {plural(misfit, 'does', 'do')} not fit B's shapes: it was made for another "
                      "size of the model, and PeftModel.from_pretrained(B, adapter) raises a size mismatch: load it "
                      "onto the base it was made for (adapter_config.json's base_model_name_or_path)")
+        elif ranks and modules and not fitting:
+            # No module of the adapter is in B: peft's inject_adapter raises NoMatchingPeftModuleError ("Target
+            # modules {...} not found in the base model"); "0 of them in B" said nothing of what to do.
+            note += (f"; none of its modules is in B (e.g. {next(iter(modules))}): it was made for another model, "
+                     "and PeftModel.from_pretrained(B, adapter) raises (peft: target modules not found in the base "
+                     "model): load it onto a base that has these modules, the one it was trained on (which "
+                     "adapter_config.json's base_model_name_or_path names, unless the adapter was saved with another)")
     return whys, note
 
 
@@ -2848,6 +2856,9 @@ class DiffReport:
     # The `diff-keys` arguments that read A and B as this run read them (shell-quoted; --rename flags apart), for
     # the re-check line: without --config, --key or --revision, the pasted command failed or read other files.
     recheck_args: str = field(default="", metadata={"json": False}, repr=False)
+    # `convert` arguments that read A as this run did and name a new output beside it (shell-quoted; --rename flags
+    # apart), for the line that writes the renamed copy; "" where A is no local weights file or folder.
+    convert_args: str = field(default="", metadata={"json": False}, repr=False)
 
     def severities(self) -> list[str]:
         """Every severity this report carries (one per key problem and dtype difference)."""
@@ -3583,7 +3594,10 @@ def classify_key(
         # embedding here, so it starts random and what the model generates is noise until it is trained.
         return "task-head", "warn", "the language-model output layer, initialised at random (not tied)"
     if _HEAD.search(name) or _top_fc_is_head(name, own_side):
-        detail = "new, initialised at random" if kind == "missing" else "not used by B, dropped"
+        # A head's bias starts at the model's own init, not at random: transformers' _init_weights zeroes a
+        # Linear's bias ("initialised at random" stood beside classifier.bias, which from_pretrained leaves at zeros).
+        detail = ("not used by B, dropped" if kind != "missing" else "new, initialised by the model"
+                  if name.endswith(".bias") else "new, initialised at random")
         return "task-head", "info", detail
     return "unknown", "error", ""
 
@@ -3995,6 +4009,7 @@ def build_report(
             f"{len(resized)} key(s) differ in shape: from_pretrained raises on them unless "
             "ignore_mismatched_sizes=True (it then initialises them at random), and torch's load_state_dict "
             "raises on a size mismatch even with strict=False")
+        notes.extend(_vocab_size_note(resized))
     dtype_rows = []
     if compare_dtypes:
         for name in common:
@@ -4026,6 +4041,26 @@ def build_report(
     found = set(report.severities())  # one severity per rank: the set has the same maximum
     report.worst_severity = max(found, key=severity_rank) if found else None
     return report
+
+
+def _vocab_size_note(resized: Sequence[Mismatch]) -> list[str]:
+    """What keeps a resized vocabulary's trained rows, where the shape note offers only ignore_mismatched_sizes (which
+    starts them at random): one note when every `vocab-size` row agrees on A's and B's vocabulary, else none.
+
+    Example:
+        >>> row = Mismatch("transformer.wte.weight", [1010, 64], [1000, 64], "vocab-size", "warn", "")
+        >>> _vocab_size_note([row])[0][:62]
+        'the vocabulary differs (1,010 tokens in A, 1,000 in B): to kee'
+    """
+    sizes = {(m.shape_a[-1], m.shape_b[-1]) if m.name.endswith("final_logits_bias") else (m.shape_a[0], m.shape_b[0])
+             for m in resized if m.reason == "vocab-size"}
+    if len(sizes) != 1:
+        return []
+    ((tokens_a, tokens_b),) = sizes
+    return [f"the vocabulary differs ({tokens_a:,} tokens in A, {tokens_b:,} in B): to keep A's trained rows, load A "
+            f"with its own config.json (from_pretrained of A), or resize B's model first "
+            f"(model.resize_token_embeddings({tokens_a}), which resizes a tied or separate output layer too) and "
+            "then load_state_dict A"]
 
 
 def _square_transposed_note(

@@ -310,18 +310,30 @@ def _checkpoint_findings(items: list[TensorHealth], selected: bool = False) -> t
         state = "trained" if share >= TRAINED_SHARE else "mixed"
         # The share is of the tensors read: with --filter, of the selection, not of the checkpoint.
         of_what = "the selected tensors'" if selected else "the checkpoint's"
+        constants = {item.name: item for item in items
+                     if len(item.shape) == 1 and item.expected is not None and item.at_init
+                     and item.expected.label in ("zeros", "ones") and item.stats.count >= 2}
+        # The bias of a layer whose weight never trained (a classifier head left at init) is that layer's finding:
+        # it gets a gradient whenever the weight does, so "norm-at-init: fine if this parameter gets no gradient"
+        # beside the weight's warning said the opposite of it.
+        folded: set[str] = set()
         for item in matrices:
             if item.at_init:
+                bias = constants.get(item.name.removesuffix("weight") + "bias") if item.name.endswith(
+                    ".weight") else None
+                also = ""
+                if bias is not None and bias.expected is not None:
+                    folded.add(bias.name)
+                    also = f"; so does its bias {bias.name} (exactly {bias.expected.label}, as at initialization)"
                 findings.append(Finding(
                     "warn", "untrained-tensor", item.name,
                     f"still matches its initialization "
                     f"{item.expected.describe() if item.expected is not None else ''} (found {item.init.describe()}) "
-                    f"while {share:.1%} of {of_what} matrix parameters have trained",
+                    f"while {share:.1%} of {of_what} matrix parameters have trained{also}",
                     "a head saved before fine-tuning, or a layer frozen by mistake; check the training setup "
                     "(a short run at a small learning rate can also leave a matrix indistinguishable from its init)"))
-        for item in items:
-            if len(item.shape) == 1 and item.expected is not None and item.at_init \
-                    and item.expected.label in ("zeros", "ones") and item.stats.count >= 2:
+        for item in constants.values():
+            if item.name not in folded and item.expected is not None:
                 findings.append(Finding(
                     "info", "norm-at-init", item.name,
                     f"exactly {item.expected.label} as at initialization, in an otherwise trained model",

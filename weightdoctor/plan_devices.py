@@ -105,7 +105,7 @@ class DeviceUse:
 class Suggestion:
     """A change that makes the model fit on the GPUs, re-planned with the same planner."""
 
-    change: str  # "dtype" or "gpus"
+    change: str  # "dtype", "gpus", "cpu" or "disk"
     description: str
     dtype: str
     gpus: list[int]
@@ -3095,6 +3095,17 @@ def plan_devices(planned: PlannedModel, request: PlanRequest, source: str = "") 
     suggestions: list[Suggestion] = []
     if request.suggest and request.manual_map is None and verdict != "fits-on-gpus" and request.gpus:
         suggestions = suggest_changes(planned, request, no_split)
+    # GPUs alone, the rest with nowhere to go: from_pretrained(device_map="auto") without max_memory puts it in CPU
+    # RAM, which --cpu plans; only a lower dtype, more GPUs and disk (the slowest) were offered.
+    if verdict == "does-not-fit" and request.cpu is None and request.gpus and request.suggest \
+            and request.manual_map is None and not over and per_device.get("disk", 0) \
+            and (cpu := _cpu_that_fits(planned, request, no_split, per_device["disk"])) is not None:
+        from weightdoctor.units import format_bytes
+
+        suggestions.append(Suggestion(
+            "cpu", f"--cpu {cpu[1]}: the same GPUs with the rest "
+            f"({format_bytes(per_device['disk'], request.binary_units)}) in CPU RAM, streamed to the GPU on "
+            "every forward pass (faster than disk)", planned.dtype, list(request.gpus), "needs-cpu-offload"))
     if verdict == "does-not-fit" and "disk" in device_map.values() and not request.disk and not over:
         # The planner already sent the rest to disk: with --disk this very map is the plan.
         suggestions.append(Suggestion("disk", "--disk: the same plan with the rest offloaded to disk (slow)",
@@ -3316,6 +3327,22 @@ def suggest_changes(planned: PlannedModel, request: PlanRequest, no_split: list[
     return suggestions
 
 
+def _cpu_that_fits(
+    planned: PlannedModel, request: PlanRequest, no_split: list[str], rest: int
+) -> tuple[int, str] | None:
+    """The least whole GiB (GB where the sizes were typed in decimal units) of `--cpu`, from `rest` up to 8 times it,
+    with which the same GPUs plan as CPU offload, and its `--cpu` text; None when none does."""
+    unit, name = (2**30, "GiB") if request.binary_units else (10**9, "GB")
+    count = max(1, math.ceil(rest / unit))
+    while count * unit <= 8 * max(rest, unit):
+        cpu = count * unit
+        if _replan_verdict(planned, dataclasses.replace(request, cpu=cpu), no_split, planned.dtype,
+                           request.gpus) == "needs-cpu-offload":
+            return cpu, f"{count}{name}"
+        count *= 2
+    return None
+
+
 def _total_bytes(planned: PlannedModel, dtype: str) -> int:
     return sum(_sizes(planned, dtype)[1].values())
 
@@ -3395,7 +3422,20 @@ def open_plan_source(source: str, revision: str | None = None, key: str | None =
         return checkpoint
     # A folder of a repo (`org/pipe/unet`: a diffusers model, whose config transformers cannot build) is planned from
     # its config and safetensors headers, read remotely when not cached: its weights are not downloaded.
-    return open_checkpoint(source, revision=revision, key=key, allow_config_only=True, structure_only=True)
+    from weightdoctor.errors import InvalidIndex
+
+    try:
+        return open_checkpoint(source, revision=revision, key=key, allow_config_only=True, structure_only=True)
+    except InvalidIndex as exc:
+        # A download stopped between shards: the plan needs no weights, and the config beside the index gives it
+        # (the refusal said only to fetch the rest, hours away for a 70B model).
+        config = Path(exc.path).parent / "config.json" if exc.path else None
+        if config is not None and "does not exist" in exc.message and config.is_file():
+            from weightdoctor.paths import shell_word
+
+            exc.message += (f"; plan-devices plans from the config alone meanwhile: give it "
+                            f"{shell_word(str(config), argument=True)} in place of the folder")
+        raise
 
 
 def _image_model_add_on(checkpoint: Checkpoint) -> str | None:

@@ -177,7 +177,7 @@ def test_a_shard_named_by_url_is_quoted_as_the_index_spells_it(tmp_path: Path) -
         "a.weight": url, "b.weight": "model-00002-of-00002.safetensors"}}))
     line = _one_error_line(run_cli("inspect", folder))
     assert f"shard {url!r} named by the index does not exist (it is a URL: an index names files beside it, " \
-           "which from_pretrained opens there) (1 of its 2 shards are missing" in line, line
+           "which from_pretrained opens there) (1 of its 2 shards is missing" in line, line
 
 
 def test_one_shard_under_two_spellings_is_read_once(tmp_path: Path) -> None:

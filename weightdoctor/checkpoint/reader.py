@@ -2920,8 +2920,9 @@ def _missing_shards(index_path: Path, shards: list[str]) -> str:
     if not missing or len(missing) == len(shards):
         return f" ({cut[2:]})" if cut else ""  # none missing, or the index alone: the shard named says as much
     named = f": {_first(missing)}{', ...' if len(missing) > 3 else ''}" if len(missing) > 1 else ""
-    return (f" ({len(missing)} of its {len(shards)} shards are missing{named}; a download or copy that stopped "
-            f"between shards? fetch or copy them beside the index{cut})")
+    return (f" ({len(missing)} of its {len(shards)} shards {plural(len(missing), 'is', 'are')} missing{named}; "
+            "a download or copy that stopped "
+            f"between shards? fetch or copy {plural(len(missing), 'it', 'them')} beside the index{cut})")
 
 
 def _complete_index_beside(index_path: Path) -> str:

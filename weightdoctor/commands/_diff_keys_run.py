@@ -146,6 +146,7 @@ def run_diff_keys(
 
     report.recheck_args = _recheck_args(source_a, source_b, model_class=model_class, config=config,
                                         num_labels=num_labels, key=key, revision=revision, revision_b=revision_b)
+    report.convert_args = _convert_args(source_a, key=key)
     code = exit_code(report, fail_on)
     if json_output:
         from weightdoctor.gcpause import gc_paused
@@ -166,6 +167,35 @@ def run_diff_keys(
             for warning in report.warnings:
                 warn(warning)
     return code
+
+
+def _convert_args(source_a: str, *, key: str | None) -> str:
+    """`weightdoctor convert` arguments that write A, a local weights folder or file, beside itself as safetensors
+    under `-renamed` (shell-quoted, --rename flags apart); "" for any other source (a repo id, an index file).
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> folder = pathlib.Path(tempfile.mkdtemp()) / "ddp run"
+        >>> folder.mkdir()
+        >>> _convert_args(str(folder), key=None).endswith("/ddp run' -o '" + str(folder) + "-renamed'")
+        True
+    """
+    import os
+
+    from weightdoctor.paths import expand_user, shell_word
+
+    path = expand_user(source_a)
+    typed = source_a.rstrip("/") or source_a
+    if path.is_dir():
+        output = f"{typed}-renamed"
+    elif path.is_file() and path.suffix in (".safetensors", ".bin", ".pt", ".pth", ".ckpt"):
+        output = f"{os.path.splitext(typed)[0]}-renamed.safetensors"
+    else:
+        return ""
+    words = [shell_word(source_a, argument=True), "-o", shell_word(output, argument=True)]
+    if key is not None:
+        words.append(f"--key {shell_word(key)}")
+    return " ".join(words)
 
 
 def _recheck_args(source_a: str, source_b: str | None, *, model_class: str | None, config: str | None,

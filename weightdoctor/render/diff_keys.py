@@ -60,7 +60,14 @@ def header(report: DiffReport) -> Table:
 def group_table(kind: str, groups: list[KeyGroup], report: DiffReport, show_all: bool,
                 width: int | None = None) -> Table:
     b_name = "the model" if report.mode == "model-class" else "B"
-    table = Table(title=KIND_TITLES[kind].format(b=b_name), title_justify="left", show_lines=False)
+    title = KIND_TITLES[kind].format(b=b_name)
+    if kind == "missing" and groups and all(g.reason == "adapter-base" for g in groups):
+        # An adapter against its base: its loader (PeftModel.from_pretrained, load_lora_weights) takes these from the
+        # base, as the reasons' legend says, where "start from their init" said they would be left at random.
+        title = title.replace("(start from their init)", "(the base supplies them)")
+    elif kind == "missing" and any(g.reason == "adapter-base" for g in groups):
+        title = title.replace("(start from their init)", "(start from their init; adapter-base: from the base)")
+    table = Table(title=title, title_justify="left", show_lines=False)
     # At the console's width, keys break after a dot (`...attention.` / `self.query.lora_A.weight`) and the detail
     # keeps its longest word (a --rename flag) whole, rather than either being cut mid-word by Rich's fold.
     rows = [(g.pattern, str(g.count), g.reason, g.severity) for g in groups] if not show_all else \
@@ -198,6 +205,13 @@ def print_fix(report: DiffReport, console: Console) -> None:
             f"{plural(report.matched_after_renames, 'matches', 'match')} (now {report.matched:,}); re-check "
             f"with:[/] weightdoctor diff-keys {_recheck(report)} "
             f"{escape(' '.join([*report.renames_applied, flags]))}", soft_wrap=True, highlight=False)
+    if report.convert_args and report.matched_after_renames == report.total_b and report.groups \
+            and all(group.reason == "wrapper-prefix" for group in report.groups):
+        # Only a wrapper's prefix (DDP's module., torch.compile's _orig_mod.) stood between A and B: a renamed copy
+        # of A loads as it is, where the flags alone said how to re-check and the snippet how to rename in code.
+        console.print(f"[dim]or write a renamed copy of A once:[/] weightdoctor convert "
+                      f"{escape(' '.join([report.convert_args, *report.renames_applied, flags]))}",
+                      soft_wrap=True, highlight=False)
     if report.python_snippet:
         console.print()
         console.print(report.python_snippet, soft_wrap=True, highlight=False, markup=False)

@@ -191,7 +191,9 @@ def render_stats(report: StatsReport, console: Console, limit: int | None = 50) 
     source = {"transformers": f"{report.model_class}'s own init rules (transformers, meta device)",
               "pytorch-defaults": "PyTorch defaults guessed from names and shapes"}[report.expected_from]
     share = "" if report.trained_share is None else f" ({report.trained_share:.1%} of matrix parameters moved)"
-    console.print(f"[bold]state:[/] {report.state}{share}   [bold]expected inits:[/] {escape(source)}")
+    # Two lines: as one, the model class's name put the break mid-phrase at 80, 100 and 120 columns alike.
+    console.print(f"[bold]state:[/] {report.state}{share}")
+    console.print(f"[bold]expected inits:[/] {escape(source)}")
     if report.findings:
         console.print(findings_table(report, console.width))
     else:
