@@ -23,7 +23,10 @@ metadata would pass that bound (the source's 200,000 and format=pt: written whol
 under the reader's bound of 1,048,576 characters were printed whole: 90 names of a megabyte (a 94 MB header) took
 inspect 72 s and 629 MiB to print 71 MB, inspect --stats 170 s, 997 MiB and 182 MB. A name on screen is now clipped
 to 1,000 characters (inspect 3.7 s, 75 KB; --stats 27 s, 190 KB, of which 17 s are the init and findings rules'
-regular expressions over the whole names, left as they are; --json keeps the names whole, 4.7 s).
+regular expressions over the whole names, left as they are; --json keeps the names whole, 4.7 s). An index or a
+config.json was parsed whole up to its 100 MB bound: 3,000,000 `{}` in a 9 MB index raised inspect and check-dtype
+252 MiB, an index `metadata` of 5,000,000 entries (59 MB) 600-706 MiB in every command; one of more than 2,000,000
+values and members is now refused before it is parsed (28 MiB, under 4 s).
 """
 
 from __future__ import annotations
@@ -137,3 +140,51 @@ def test_names_of_hundreds_of_kilobytes_are_clipped_on_screen(tmp_path: Path, co
     if command[0] == "inspect":
         whole = run_cli("inspect", str(source), "--json")
         assert [row["name"] for row in json.loads(whole.stdout)["tensors"]] == names
+
+
+@pytest.mark.parametrize("name", ["model.safetensors.index.json", "config.json"])
+def test_an_index_or_config_of_millions_of_tiny_values_is_refused_before_it_is_parsed(tmp_path: Path, name: str,
+                                                                                      monkeypatch: pytest.MonkeyPatch
+                                                                                      ) -> None:
+    """Any JSON up to 100 MB was parsed whole: 3,000,000 `{}` in a 9 MB index's metadata raised inspect and
+    check-dtype 252 MiB (some 2.8 GB at 100 MB). It is refused in one line naming the file, before json parses it."""
+    import json as json_module
+
+    from safetensors.torch import save_file
+    from torch import ones
+
+    folder = tmp_path / "m"
+    folder.mkdir()
+    save_file({"a.weight": ones(2)}, folder / "model-00001-of-00001.safetensors")
+    index = {"metadata": {"total_size": 8}, "weight_map": {"a.weight": "model-00001-of-00001.safetensors"}}
+    (folder / "model.safetensors.index.json").write_text(json.dumps(index))
+    (folder / "config.json").write_text('{"model_type": "bert"}')
+    padding = ",".join(["{}"] * 2_100_000)
+    text = (folder / name).read_text()
+    (folder / name).write_text(text[:-1] + f', "x": [{padding}]}}')
+    real_loads = json_module.loads
+
+    def loads(text: str | bytes, *args: object, **kwargs: object) -> object:
+        assert len(text) < 1_000_000, "the large JSON was parsed"
+        return real_loads(text, *args, **kwargs)
+
+    monkeypatch.setattr(json_module, "loads", loads)
+    result = run_cli("inspect", str(folder))
+    line = one_error_line(result)
+    assert str(folder / name) in line
+    assert "JSON values and members (the limit is 2,000,000)" in line and "not read" in line
+
+
+def test_an_index_of_a_million_names_is_still_read(tmp_path: Path) -> None:
+    """The bound of 2,000,000 JSON values and members leaves an index of a million tensors to the reader's own
+    checks (here: the names no shard holds)."""
+    from safetensors.torch import save_file
+    from torch import ones
+
+    folder = tmp_path / "m"
+    folder.mkdir()
+    save_file({"a.weight": ones(2)}, folder / "s.safetensors")
+    weight_map = {f"n{i}": "s.safetensors" for i in range(1_000_000)} | {"a.weight": "s.safetensors"}
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    line = one_error_line(run_cli("inspect", str(folder)))
+    assert "1000000 tensor(s) listed in the index are in no shard" in line
