@@ -26,7 +26,10 @@ to 1,000 characters (inspect 3.7 s, 75 KB; --stats 27 s, 190 KB, of which 17 s a
 regular expressions over the whole names, left as they are; --json keeps the names whole, 4.7 s). An index or a
 config.json was parsed whole up to its 100 MB bound: 3,000,000 `{}` in a 9 MB index raised inspect and check-dtype
 252 MiB, an index `metadata` of 5,000,000 entries (59 MB) 600-706 MiB in every command; one of more than 2,000,000
-values and members is now refused before it is parsed (28 MiB, under 4 s).
+values and members is now refused before it is parsed (28 MiB, under 4 s). A safetensors shape's dims were bounded by
+nothing but the 100 MB header: 5,000,000 dims of 1 (10 MB) took convert 17 s and 503 MiB, inspect 15.5 s and 444 MiB;
+a header of more than 3,000,001 values and members (200,000 tensors of 8 dims and a full __metadata__) is now
+refused before it is parsed (26 MiB, under 2 s); at 2,999,990 dims convert took 15.6 s and 302 MiB, inspect 6.7 s.
 """
 
 from __future__ import annotations
@@ -188,3 +191,34 @@ def test_an_index_of_a_million_names_is_still_read(tmp_path: Path) -> None:
     (folder / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
     line = one_error_line(run_cli("inspect", str(folder)))
     assert "1000000 tensor(s) listed in the index are in no shard" in line
+
+
+def _one_tensor_of_dims(path: Path, dims: int) -> Path:
+    header = json.dumps({"w": {"dtype": "F32", "shape": [1] * dims, "data_offsets": [0, 4]}}).encode()
+    header += b" " * (-len(header) % 8)
+    path.write_bytes(struct.pack("<Q", len(header)) + header + b"\0" * 4)
+    return path
+
+
+def test_a_shape_of_millions_of_dims_is_refused_before_the_header_is_parsed(tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """A shape of 5,000,000 dims of 1 (a 10 MB header) took convert 17 s and 503 MiB, inspect 15 s: no bound counted
+    a shape's dims, and a 100 MB header holds ten times as many. Refused in one line, before json parses it."""
+    import weightdoctor.checkpoint.safetensors_format as safetensors_format
+
+    path = _one_tensor_of_dims(tmp_path / "d.safetensors", 3_500_000)
+
+    def no_parse(text: str) -> object:
+        raise AssertionError("the header was parsed")
+
+    monkeypatch.setattr(safetensors_format, "parse_json", no_parse)
+    line = one_error_line(run_cli("convert", str(path), "-o", str(tmp_path / "o.bin")))
+    assert str(path) in line and "JSON values and members (the limit is 3,000,001)" in line
+    assert not (tmp_path / "o.bin").exists()
+
+
+def test_a_shape_of_a_hundred_thousand_dims_is_still_read(tmp_path: Path) -> None:
+    path = _one_tensor_of_dims(tmp_path / "d.safetensors", 100_000)
+    result = run_cli("inspect", str(path), "--json")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["tensors"][0]["shape"] == [1] * 100_000

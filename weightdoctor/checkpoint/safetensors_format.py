@@ -27,7 +27,7 @@ from weightdoctor.checkpoint.model import TensorInfo, tensor_infos
 from weightdoctor.dtypes import BITS_PER_ELEMENT, SAFETENSORS_TO_CANONICAL
 from weightdoctor.errors import CorruptCheckpoint, UnsupportedEnvironment, UnsupportedFormat
 from weightdoctor.gcpause import gc_paused
-from weightdoctor.jsontext import parse_json
+from weightdoctor.jsontext import TooManyEntries, parse_json, refuse_too_many_entries
 from weightdoctor.wording import counted
 
 if TYPE_CHECKING:
@@ -45,6 +45,10 @@ MAX_METADATA_ENTRIES = 200_000
 # A tensor's entry is at least 5 JSON strings (its name, "dtype" and its value, "shape", "data_offsets"), a metadata
 # entry 2, "__metadata__" 1: a header within both bounds holds at most this many.
 _MAX_STRINGS = 5 * MAX_TENSORS + 2 * MAX_METADATA_ENTRIES + 1
+# Values and members (`jsontext.refuse_too_many_entries`): a tensor's entry of d dims is d + 6 of them, a metadata
+# entry 1. A shape of 5,000,000 dims of 1 (a 10 MB header) took convert 17 s and 503 MiB, inspect 15 s; the 100 MB
+# header bound let ten times that through. 200,000 tensors of 8 dims and a full __metadata__ pass.
+_MAX_HEADER_ENTRIES = 14 * MAX_TENSORS + MAX_METADATA_ENTRIES + 1
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # The largest dimension torch can hold (int64); the library takes up to 2**64 - 1, but no tensor can have it.
 MAX_DIM = 2**63 - 1
@@ -253,6 +257,11 @@ def _parse_header(raw: bytes, relpath: str, data_size: int) -> tuple[dict[str, s
             f"header holds {braces - 1:,} JSON objects, so up to that many tensors (the limit is {MAX_TENSORS:,})"
         )
     _refuse_too_many_strings(raw)
+    try:
+        refuse_too_many_entries(raw, _MAX_HEADER_ENTRIES)
+    except TooManyEntries as exc:
+        raise CorruptCheckpoint(f"header: {exc}, more than {MAX_TENSORS:,} tensors of 8 dims and a __metadata__ of "
+                                f"{MAX_METADATA_ENTRIES:,} entries hold") from None
     try:
         text = raw.decode("utf-8")
         try:
