@@ -30,6 +30,9 @@ values and members is now refused before it is parsed (28 MiB, under 4 s). A saf
 nothing but the 100 MB header: 5,000,000 dims of 1 (10 MB) took convert 17 s and 503 MiB, inspect 15.5 s and 444 MiB;
 a header of more than 3,000,001 values and members (200,000 tensors of 8 dims and a full __metadata__) is now
 refused before it is parsed (26 MiB, under 2 s); at 2,999,990 dims convert took 15.6 s and 302 MiB, inspect 6.7 s.
+check-dtype joined the unsafe tensors' names into one `--keep-fp32` expression and compiled it: 20 names of a megabyte
+(21 MB) took it 33.7 s and 1,919 MiB to print a 20 MB command; past 100,000 characters none is suggested (3.7 s,
+69 MiB).
 """
 
 from __future__ import annotations
@@ -222,3 +225,25 @@ def test_a_shape_of_a_hundred_thousand_dims_is_still_read(tmp_path: Path) -> Non
     result = run_cli("inspect", str(path), "--json")
     assert result.exit_code == 0, result.stderr
     assert json.loads(result.stdout)["tensors"][0]["shape"] == [1] * 100_000
+
+
+def test_unsafe_tensors_of_names_too_long_for_one_argument_get_no_keep_fp32_command(tmp_path: Path) -> None:
+    """check-dtype joins the unsafe tensors' names into the `--keep-fp32` expression of the convert command it prints,
+    and compiled it to test every name: 20 unsafe tensors named by a megabyte each (a 21 MB file) took it 34 s and
+    1.9 GB, and printed a 20 MB command no shell passes (an argument holds at most 131,072 bytes). Past 100,000
+    characters no command is suggested, and the recommendation says why."""
+    path = tmp_path / "o.safetensors"
+    names = [f"l{i}." + "w" * 40_000 for i in range(3)]
+    header = {name: {"dtype": "F32", "shape": [1], "data_offsets": [4 * i, 4 * i + 4]} for i, name in enumerate(names)}
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    path.write_bytes(struct.pack("<Q", len(text)) + text + struct.pack("<f", 1e6) * 3)
+    result = run_cli("check-dtype", str(path), "--target", "fp16")
+    assert result.exit_code == 0, result.stderr
+    flat = " ".join(result.stdout.replace("│", " ").split())
+    assert "fp16 is unsafe: overflows in 3 tensor(s)" in flat
+    assert "no --keep-fp32 expression is suggested" in flat and "longer than 100,000 characters" in flat
+    assert "weightdoctor convert" not in result.stdout
+    assert len(result.stdout) < 40_000
+    report = json.loads(run_cli("check-dtype", str(path), "--target", "fp16", "--json").stdout)
+    assert report["targets"]["fp16"]["keep_fp32"] is None
