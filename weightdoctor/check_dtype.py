@@ -864,8 +864,15 @@ def _short(dtype: str) -> str:
     return next((short for short, name in TARGETS.items() if name == dtype), dtype)
 
 
+# The longest `--keep-fp32` expression check-dtype suggests: Linux passes no argument longer than 131,072 bytes
+# (MAX_ARG_STRLEN), so a longer one is no command to paste. Twenty unsafe tensors named by a megabyte each (a 21 MB
+# file) made a 20 MB expression, compiled to test every name: check-dtype took 34 s and 1.9 GB and printed 20 MB.
+MAX_KEEP_FP32_REGEX_CHARS = 100_000
+
+
 def keep_fp32_regex(offenders: Iterable[str], all_names: Iterable[str]) -> str | None:
-    """A regular expression matching exactly the `offenders` among `all_names` (for `--keep-fp32`).
+    """A regular expression matching exactly the `offenders` among `all_names` (for `--keep-fp32`); None where there
+    are none, or where it would be longer than `MAX_KEEP_FP32_REGEX_CHARS`.
 
     Layer indices are collapsed to `\\d+` where every tensor the collapsed pattern matches is an
     offender, so the expression stays short for deep models without catching anything else.
@@ -875,7 +882,7 @@ def keep_fp32_regex(offenders: Iterable[str], all_names: Iterable[str]) -> str |
         '^(?:h\\\\.\\\\d+\\\\.ln\\\\.weight)$'
     """
     offender_list = list(dict.fromkeys(offenders))
-    if not offender_list:
+    if not offender_list or sum(map(len, offender_list)) > MAX_KEEP_FP32_REGEX_CHARS:
         return None
     offender_set = set(offender_list)
     names = list(all_names)
@@ -892,7 +899,8 @@ def keep_fp32_regex(offenders: Iterable[str], all_names: Iterable[str]) -> str |
                 parts.append(pattern)
                 continue
         parts += [re.escape(m) for m in members]
-    return "^(?:" + "|".join(sorted(parts)) + ")$"
+    regex = "^(?:" + "|".join(sorted(parts)) + ")$"
+    return regex if len(regex) <= MAX_KEEP_FP32_REGEX_CHARS else None
 
 
 def _names(names: list[str], shown: int = 3) -> str:
@@ -1026,6 +1034,10 @@ def recommend(
                     # Measured: the kept tensors come back as `name` from from_pretrained, overflowing as before.
                     line += (f"; that file is for loaders that keep each tensor's dtype: from_pretrained loads every "
                              f"tensor as {name} all the same (only its class's _keep_in_fp32_modules stay fp32)")
+            elif name in ("fp16", "bf16") and report.tensors_unsafe and not report.unsafe_in_fp32:
+                line += (f"; no --keep-fp32 expression is suggested: one matching the unsafe tensors' names would be "
+                         f"longer than {MAX_KEEP_FP32_REGEX_CHARS:,} characters (a shell passes at most 131,072 bytes "
+                         "in one argument)")
             elif report.unsafe_in_fp32:
                 listed = ", ".join(report.unsafe_in_fp32[:3]) + (" ..." if len(report.unsafe_in_fp32) > 3 else "")
                 line += (f"; {len(report.unsafe_in_fp32)} of them ({listed}) hold float64 values that fp32 "

@@ -124,15 +124,31 @@ def _format_for(output: Path, to: str | None, single_file: bool) -> str:
     return implied if single_file and implied else "safetensors"
 
 
-def output_metadata(fmt: str, one_file: bool, dropped: list[DroppedAlias], extra: dict[str, str]) -> dict[str, str]:
+def output_metadata(fmt: str, one_file: bool, dropped: list[DroppedAlias], extra: dict[str, str],
+                    source: str | None = None) -> dict[str, str]:
     """The safetensors metadata of each output file: format=pt, then (in a single file, as
     huggingface_hub's save_torch_state_dict records them) each dropped alias -> the name kept, then
     `extra` (the source's own metadata, then --metadata). A sharded output records the aliases in its index
-    instead."""
+    instead. `source`: the checkpoint, named by an error.
+
+    Raises:
+        UsageError: more entries than a safetensors header weightdoctor reads may hold (`MAX_METADATA_ENTRIES`): the
+            output would not read back.
+    """
     if fmt != "safetensors":
         return dict(extra)
+    from weightdoctor.checkpoint.safetensors_format import MAX_METADATA_ENTRIES
+
     aliases = {d.name: d.kept for d in dropped} if one_file else {}
-    return {"format": "pt", **aliases, **extra}
+    written = {"format": "pt", **aliases, **extra}
+    if len(written) > MAX_METADATA_ENTRIES:
+        added = len(written) - len(extra)
+        ours = counted(added, "entry", "entries")
+        raise UsageError(
+            f"the output's safetensors metadata would hold {len(written):,} entries (the source's own and --metadata, "
+            f"{ours} more of weightdoctor's), more than the {MAX_METADATA_ENTRIES:,} a header it reads back may hold; "
+            "nothing was written", path=source)
+    return written
 
 
 def source_metadata(checkpoint: Checkpoint, fmt: str, renames: list[Rename] | None) -> tuple[dict[str, str], str]:
@@ -489,7 +505,8 @@ def plan_convert(
         renames=[r.as_flag() for r in renames or []],
         dropped_aliases=selection.dropped,
         copied=[p.relpath for p in copy_paths],
-        metadata=output_metadata(fmt, single_file or index is None, selection.dropped, user_metadata),
+        metadata=output_metadata(fmt, single_file or index is None, selection.dropped, user_metadata,
+                                 checkpoint.source),
         warnings=warnings,
         _selection=selection,
         _copy_paths=copy_paths,

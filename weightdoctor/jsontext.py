@@ -14,17 +14,52 @@ _TOO_MANY_DIGITS = re.compile(r"Exceeds the limit \((?P<limit>\d+) digits\).*?va
 MAX_DEPTH = 64
 
 
-def parse_json(text: str | bytes, max_depth: int | None = None) -> Any:
+# What an index or config JSON may hold, values and object members together: each is a Python object json.loads keeps
+# (an empty object 64 bytes, a string some 50 and more), and a 9 MB index.json of 3,000,000 `{}` raised every command
+# 252 MiB (100 MB: some 2.8 GB). A DeepSeek-V3 index lists 91,991 tensors; an index of a million, 1,000,001.
+MAX_JSON_ENTRIES = 2_000_000
+
+
+class TooManyEntries(ValueError):
+    """A JSON text of more than `MAX_JSON_ENTRIES` values and members, refused before it is parsed."""
+
+
+def refuse_too_many_entries(text: str | bytes, limit: int = MAX_JSON_ENTRIES) -> None:
+    """Raise TooManyEntries when `text` may hold more than `limit` values and object members.
+
+    Every value or member but the outermost is the first of its array or object, or follows a comma: their count is
+    at most one more than the text's commas, `[` and `{` (a comma or bracket inside a string counts too, so the bound
+    is from above). A text shorter than `limit` characters cannot pass it and is not counted.
+
+    Example:
+        >>> try:
+        ...     refuse_too_many_entries('[{}, {}]', limit=3)
+        ... except TooManyEntries as exc:
+        ...     print(exc)
+        it holds up to 5 JSON values and members (the limit is 3)
+    """
+    if len(text) <= limit:
+        return
+    comma, square, curly = (",", "[", "{") if isinstance(text, str) else (b",", b"[", b"{")
+    count = 1 + text.count(comma) + text.count(square) + text.count(curly)  # type: ignore[arg-type]
+    if count > limit:
+        raise TooManyEntries(f"it holds up to {count:,} JSON values and members (the limit is {limit:,})")
+
+
+def parse_json(text: str | bytes, max_depth: int | None = None, max_entries: int | None = None) -> Any:
     """`json.loads(text)`, failing on hostile text with a `ValueError` only.
 
     `json.loads` already raises ValueError for malformed text (`JSONDecodeError`) and for an integer past
     Python's digit limit; deep nesting (`[[[[...`) raises RecursionError instead, turned into ValueError here.
-    With `max_depth`, nesting deeper than that is a ValueError too.
+    With `max_depth`, nesting deeper than that is a ValueError too; with `max_entries`, a text that may hold more
+    values and members than that is `TooManyEntries` (a ValueError), before it is parsed.
 
     Example:
         >>> parse_json('{"a": [1]}')
         {'a': [1]}
     """
+    if max_entries is not None:
+        refuse_too_many_entries(text, max_entries)
     if isinstance(text, str) and text[:1] == "\ufeff":
         # json.loads refuses it in words for a programmer ("Unexpected UTF-8 BOM (decode using utf-8-sig)"); the
         # file's readers (transformers, PEFT) read it with json.loads too.

@@ -568,7 +568,7 @@ def plan_shard(
         renamed=selection.renamed,
         dropped_aliases=selection.dropped,
         copied=[p.relpath for p in copy_paths],
-        metadata=output_metadata(fmt, index is None, selection.dropped, user_metadata),
+        metadata=output_metadata(fmt, index is None, selection.dropped, user_metadata, checkpoint.source),
         warnings=warnings,
         _selection=selection,
         _files=files,

@@ -161,9 +161,9 @@ def test_a_model_folders_config_is_parsed_once(tmp_path: Path, monkeypatch: pyte
     parsed: list[int] = []
     real = reader.parse_json
 
-    def counted(data: str | bytes, max_depth: int | None = None) -> Any:
+    def counted(data: str | bytes, max_depth: int | None = None, **kwargs: Any) -> Any:
         parsed.append(data == text)
-        return real(data, max_depth)
+        return real(data, max_depth, **kwargs)
 
     monkeypatch.setattr(reader, "parse_json", counted)
     result = run_cli("inspect", folder)

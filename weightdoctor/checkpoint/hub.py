@@ -958,7 +958,7 @@ def files_to_fetch(files: list[str], subfolder: str | None, weights: bool) -> tu
 def index_shards(index: Path) -> list[str]:
     """The shard files an index names (its `weight_map` values), in order; [] when it cannot be read."""
     from weightdoctor.checkpoint.reader import MAX_JSON_BYTES
-    from weightdoctor.jsontext import parse_json
+    from weightdoctor.jsontext import MAX_JSON_ENTRIES, parse_json
 
     try:
         # No bigger than the reader reads one: a 3 GB index was read whole here, 6 GB of memory, before the reader
@@ -967,7 +967,7 @@ def index_shards(index: Path) -> list[str]:
             return []
         # parse_json: an index nested thousands deep raised RecursionError through json.loads, and every command on
         # the repo id ended in 'unexpected RecursionError' before the reader's own refusal of it.
-        data = parse_json(index.read_text(encoding="utf-8"))
+        data = parse_json(index.read_text(encoding="utf-8"), max_entries=MAX_JSON_ENTRIES)
         weight_map = data.get("weight_map") if isinstance(data, dict) else None
     except (OSError, UnicodeDecodeError, ValueError):
         return []

@@ -57,7 +57,7 @@ from weightdoctor.errors import (
     UsageError,
     WeightDoctorError,
 )
-from weightdoctor.jsontext import MAX_DEPTH, parse_json
+from weightdoctor.jsontext import MAX_DEPTH, MAX_JSON_ENTRIES, TooManyEntries, parse_json
 from weightdoctor.paths import entries_under, expand_user, shell_word, too_long, unicode_form_hint, variable_hint
 from weightdoctor.paths import exists as path_exists
 from weightdoctor.wording import counted, plural
@@ -479,17 +479,19 @@ def _read_json(path: Path) -> Any:
     try:
         text = path.read_text(encoding="utf-8")
         if path.name != "config.json":
-            return parse_json(text, max_depth=MAX_DEPTH)
+            return parse_json(text, max_depth=MAX_DEPTH, max_entries=MAX_JSON_ENTRIES)
         # Opening a model folder reads its config.json four or five times (transformers_weights, then the config
         # itself): a 94 MB one took inspect 41 s. The same text is parsed once; any change to the file is a miss.
         key = os.path.abspath(path)
         cached = _CONFIG_CACHE.get(key)
         if cached is not None and cached[0] == text:
             return cached[1]
-        value = parse_json(text, max_depth=MAX_DEPTH)
+        value = parse_json(text, max_depth=MAX_DEPTH, max_entries=MAX_JSON_ENTRIES)
         _CONFIG_CACHE.clear()  # the last one read only: a model folder's, or --config's
         _CONFIG_CACHE[key] = (text, value)
         return value
+    except TooManyEntries as exc:
+        raise CorruptCheckpoint(f"{exc}, more than any index or config holds; not read", path=str(path)) from exc
     except (UnicodeDecodeError, ValueError) as exc:
         raise CorruptCheckpoint(f"not valid JSON ({exc})", path=str(path)) from exc
 

@@ -27,7 +27,7 @@ from weightdoctor.checkpoint.model import TensorInfo, tensor_infos
 from weightdoctor.dtypes import BITS_PER_ELEMENT, SAFETENSORS_TO_CANONICAL
 from weightdoctor.errors import CorruptCheckpoint, UnsupportedEnvironment, UnsupportedFormat
 from weightdoctor.gcpause import gc_paused
-from weightdoctor.jsontext import parse_json
+from weightdoctor.jsontext import TooManyEntries, parse_json, refuse_too_many_entries
 from weightdoctor.wording import counted
 
 if TYPE_CHECKING:
@@ -38,6 +38,17 @@ MAX_HEADER_BYTES = 100_000_000
 # Real checkpoints have at most tens of thousands of tensors per file; a header with more is refused
 # before it is parsed (every entry is a JSON object, so counting "{" bounds the count from above).
 MAX_TENSORS = 200_000
+# Real `__metadata__` holds some tens of entries (kohya's LoRA metadata, ~50, some of long values); entries are no
+# JSON objects, so the count of "{" let millions through: 5,000,000 of `"i": ""` (a 74 MB file) were parsed here,
+# then again by the safetensors library, which keeps them twice (check-dtype and convert rose 2 GB).
+MAX_METADATA_ENTRIES = 200_000
+# A tensor's entry is at least 5 JSON strings (its name, "dtype" and its value, "shape", "data_offsets"), a metadata
+# entry 2, "__metadata__" 1: a header within both bounds holds at most this many.
+_MAX_STRINGS = 5 * MAX_TENSORS + 2 * MAX_METADATA_ENTRIES + 1
+# Values and members (`jsontext.refuse_too_many_entries`): a tensor's entry of d dims is d + 6 of them, a metadata
+# entry 1. A shape of 5,000,000 dims of 1 (a 10 MB header) took convert 17 s and 503 MiB, inspect 15 s; the 100 MB
+# header bound let ten times that through. 200,000 tensors of 8 dims and a full __metadata__ pass.
+_MAX_HEADER_ENTRIES = 14 * MAX_TENSORS + MAX_METADATA_ENTRIES + 1
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # The largest dimension torch can hold (int64); the library takes up to 2**64 - 1, but no tensor can have it.
 MAX_DIM = 2**63 - 1
@@ -245,6 +256,12 @@ def _parse_header(raw: bytes, relpath: str, data_size: int) -> tuple[dict[str, s
         raise CorruptCheckpoint(
             f"header holds {braces - 1:,} JSON objects, so up to that many tensors (the limit is {MAX_TENSORS:,})"
         )
+    _refuse_too_many_strings(raw)
+    try:
+        refuse_too_many_entries(raw, _MAX_HEADER_ENTRIES)
+    except TooManyEntries as exc:
+        raise CorruptCheckpoint(f"header: {exc}, more than {MAX_TENSORS:,} tensors of 8 dims and a __metadata__ of "
+                                f"{MAX_METADATA_ENTRIES:,} entries hold") from None
     try:
         text = raw.decode("utf-8")
         try:
@@ -272,6 +289,9 @@ def _parse_header(raw: bytes, relpath: str, data_size: int) -> tuple[dict[str, s
         isinstance(metadata, dict) and all(isinstance(v, str) for v in metadata.values())
     ):
         raise CorruptCheckpoint("__metadata__ must map strings to strings")
+    if metadata is not None and len(metadata) > MAX_METADATA_ENTRIES:
+        raise CorruptCheckpoint(
+            f"header's __metadata__ holds {len(metadata):,} entries (the limit is {MAX_METADATA_ENTRIES:,})")
     if len(header) > MAX_TENSORS:
         raise CorruptCheckpoint(f"header lists {len(header)} tensors (the limit is {MAX_TENSORS})")
     if metadata is not None and metadata.get("format") == "tf" and b"/" in raw:
@@ -292,6 +312,26 @@ def _parse_header(raw: bytes, relpath: str, data_size: int) -> tuple[dict[str, s
         # Something is wrong: find the first bad entry and name it.
         tensors = _checked_entries(header, relpath, data_size)
     return metadata, tensors
+
+
+def _refuse_too_many_strings(raw: bytes) -> None:
+    """Refuse, before it is parsed, a header of more JSON strings than `MAX_TENSORS` tensors and a `__metadata__` of
+    `MAX_METADATA_ENTRIES` entries can hold (`_MAX_STRINGS`).
+
+    A string is two unescaped quotes; a quote after a backslash may be an escaped one, so those are not counted
+    and the count is at most the true one (a long value of embedded JSON, all escaped quotes, counts for none).
+    A text shorter than two bytes a string cannot pass the bound and is not counted.
+
+    Example:
+        >>> _refuse_too_many_strings(b'{"__metadata__": {"format": "pt"}}')
+    """
+    if len(raw) <= 2 * _MAX_STRINGS:
+        return
+    strings = (raw.count(b'"') - raw.count(b'\\"')) // 2
+    if strings > _MAX_STRINGS:
+        raise CorruptCheckpoint(
+            f"header holds {strings:,} JSON strings, more than {MAX_TENSORS:,} tensors and a __metadata__ of "
+            f"{MAX_METADATA_ENTRIES:,} entries can hold (the limits)")
 
 
 def _refuse_slash_joined_tree(header: dict[str, Any], metadata: dict[str, str] | None) -> None:

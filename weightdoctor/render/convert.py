@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from weightdoctor.render.text import escape
+from weightdoctor.render.text import escape, shown_name
 from weightdoctor.units import format_bytes, size_unit, unit_family
 from weightdoctor.wording import counted
 
@@ -118,7 +118,7 @@ def render_shard(result: object, console: Console) -> None:
         size = format_bytes(item.size_bytes, binary) + (" (> max)" if item.oversized else "")
         console.print(
             f"{escape(item.filename):<{width}}  {size:>18}  {item.num_tensors:>7}  "
-            f"{escape(item.first or '')} → {escape(item.last or '')}",
+            f"{shown_name(item.first or '')} → {shown_name(item.last or '')}",
             soft_wrap=True,
         )
     _panel(console, "", _written_rows(result))

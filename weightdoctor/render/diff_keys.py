@@ -13,7 +13,7 @@ from rich.table import Table
 
 from weightdoctor.diff_keys import DiffReport, KeyGroup, reason_text
 from weightdoctor.errors import clip_middle
-from weightdoctor.render.text import escape, printable, wrap_at_dots, wrapped_name
+from weightdoctor.render.text import escape, printable, shown_name, wrap_at_dots, wrapped_name
 from weightdoctor.wording import counted, plural
 
 SEVERITY_STYLE = {"info": "cyan", "warn": "yellow", "error": "bold red"}
@@ -254,7 +254,7 @@ def values_tables(report: DiffReport, show_all: bool) -> list[Table]:
                      key=lambda v: (not math.isnan(v.rel_change), -v.rel_change if not math.isnan(v.rel_change) else 0))
     for row in changed if show_all else changed[:20]:
         dtypes = row.dtype_a if row.dtype_a == row.dtype_b else f"{row.dtype_a}→{row.dtype_b}"
-        table.add_row(escape(row.name), _fmt(row.max_abs_diff), _fmt(row.rel_change), dtypes)
+        table.add_row(shown_name(row.name), _fmt(row.max_abs_diff), _fmt(row.rel_change), dtypes)
     if not show_all and len(changed) > 20:
         table.caption = f"{len(changed) - 20} more changed tensors; use --all"
     tables = [table]

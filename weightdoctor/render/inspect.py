@@ -8,7 +8,7 @@ from rich.table import Table
 from rich.tree import Tree
 
 from weightdoctor.quantized import QuantizedSummary
-from weightdoctor.render.text import escape, listed, wrapped_name
+from weightdoctor.render.text import escape, listed, shown_name, wrapped_name
 from weightdoctor.structure import InspectReport, ModuleNode
 from weightdoctor.units import format_bytes, format_count
 from weightdoctor.wording import counted, plural
@@ -246,7 +246,7 @@ def _add_nodes(tree: Tree, nodes: list[ModuleNode], depth: int, max_depth: int) 
                  "--filter REGEX)[/]")
         return
     for node in nodes:
-        label = f"[bold]{escape(node.name)}[/]"
+        label = f"[bold]{shown_name(node.name)}[/]"
         if node.repeat > 1:
             label += f" [magenta]×{node.repeat}[/]"
         label += f"  [dim]{format_count(node.num_params)}[/]"

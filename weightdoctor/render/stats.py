@@ -9,7 +9,7 @@ from rich.table import Table
 
 from weightdoctor.health import StatsReport, TensorHealth
 from weightdoctor.render.json import to_jsonable
-from weightdoctor.render.text import escape
+from weightdoctor.render.text import escape, shown_name
 from weightdoctor.wording import counted, plural
 
 SHORT_REASONS = {"ks": "shape", "row_spread": "row norms", "col_spread": "column norms", "top_singular": "spectrum",
@@ -146,7 +146,7 @@ def init_table(report: StatsReport, limit: int | None, width: int | None = None)
         # (the table said "nan ... nan%", as a tensor full of NaN would read).
         numbers = (_num(s.mean), _num(s.std), _num(s.abs_max), f"{s.zero_fraction:.1%}") if s.count else (
             ("[dim]-[/]",) * 4)
-        rows.append((escape(item.name), *numbers, found, expected))
+        rows.append((shown_name(item.name), *numbers, found, expected))
     caption = None
     if limit is not None and len(report.tensors) > limit:
         caption = f"{len(report.tensors) - limit} more; use --all or --filter REGEX"
@@ -169,7 +169,7 @@ def init_table(report: StatsReport, limit: int | None, width: int | None = None)
 def findings_table(report: StatsReport, width: int | None = None) -> Table:
     """The findings: a row each, or a record each where `width` is too narrow for their codes and a message."""
     headers = ("severity", "code", "tensor", "what")
-    rows = [(f"[{SEVERITY_STYLE[f.severity]}]{f.severity}[/]", f.code, escape(f.tensor or "(checkpoint)"),
+    rows = [(f"[{SEVERITY_STYLE[f.severity]}]{f.severity}[/]", f.code, shown_name(f.tensor or "(checkpoint)"),
              escape(f.message) + (f"\n[dim]→ {escape(f.hint)}[/]" if f.hint else "")) for f in report.findings]
     if width is not None and rows and _too_narrow(rows, headers, (0, 1), {2: _MIN_TEXT_COLUMN, 3: _MIN_MESSAGE_COLUMN},
                                                   width):
@@ -204,7 +204,7 @@ def render_histogram(item: TensorHealth, console: Console, width: int = 40) -> N
     """A small text histogram of one tensor's values (from its classifier sample)."""
     hist = item.histogram
     shape = "×".join(map(str, item.shape))
-    console.print(f"[bold]{escape(item.name)}[/] {shape} {item.dtype}: {escape(item.init.describe())}")
+    console.print(f"[bold]{shown_name(item.name)}[/] {shape} {item.dtype}: {escape(item.init.describe())}")
     if not hist:
         console.print("[dim](no spread of values to draw)[/]")
         return
