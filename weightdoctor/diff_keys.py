@@ -98,6 +98,8 @@ REASONS: dict[str, str] = {
     "lists it as unexpected and ignores it, and raises when it has the name of a weight",
     "other-model": "a part of another model of the family (Chroma's distilled_guidance_layer against Flux's "
                    "modulation): the two are not one model, and neither loads into the other",
+    "swapped-sides": "A and B given the other way round: B is an adapter and A the model it adapts, while diff-keys "
+                     "loads A into B (the note gives the command with the sides swapped)",
     "unknown": "no known cause: these weights will not load",
 }
 
@@ -1164,7 +1166,7 @@ _PEFT_TUNER_PARTS = {
     "vblora_logits_A": "VB-LoRA", "vblora_logits_B": "VB-LoRA", "vblora_logits_A_topk_indices": "VB-LoRA",
     "vblora_logits_A_topk_weights": "VB-LoRA", "vblora_logits_B_topk_indices": "VB-LoRA",
     "vblora_logits_B_topk_weights": "VB-LoRA", "shira_weight": "SHiRA", "road_theta": "RoAd",
-    "road_alpha": "RoAd", "trainable_tokens_delta": "trainable tokens",
+    "road_alpha": "RoAd", "trainable_tokens_delta": "Trainable Tokens",
 }
 _PEFT_TUNER = _lazy_regex(
     r"^(?P<module>.+?)\.(?:token_adapter\.)?(?P<part>" + "|".join(sorted(_PEFT_TUNER_PARTS, key=len, reverse=True))
@@ -1428,6 +1430,16 @@ def adapter_fit(
                           f"({'×'.join(map(str, weight.shape))} in B): it {misfit}{grouping}: an adapter for another "
                           "model size")
             modules[module] = False
+        elif part == "lora_A" and f"{match['module']}.lora_E" in specs_a and (
+                groups := _adalora_conv_groups(shape, weight.shape)) is not None:
+            # peft's AdaLoRA SVDConv2d saves lora_A flat (r × in·kh·kw): it was "a linear factor does not fit B's
+            # 3×3 convolution", an error, on an adapter PeftModel.from_pretrained loads.
+            whys[name] = ("adapter", "info", f"LoRA on {weight.name}") if groups == 1 else (
+                "adapter", "warn", f"LoRA on {weight.name}: {'×'.join(map(str, shape))} reads all "
+                f"{groups * weight.shape[1]} input channels of a convolution of {groups} groups (times its kernel), "
+                "which PeftModel.from_pretrained loads; peft's AdaLoRA cannot run it there (its update, out × "
+                "in·kh·kw, is no grouped weight's shape)")
+            modules.setdefault(module, True)
         elif part != "lora_E" and match["part"] != "ia3_l" and not _lora_fits(
                 part, shape, weight.shape, grouped.get(match["module"], 1)):
             whys[name] = ("adapter", "error", f"{'×'.join(map(str, shape))} does not fit {module}.weight "
@@ -1439,7 +1451,7 @@ def adapter_fit(
             modules.setdefault(module, True)
     uncompared: dict[str, str] = {}  # a method whose tensors could not be compared with B's -> why
     config = adapter_config() if adapter_config is not None and any(
-        match["part"] in ("miss_block", "shira_weight") for _, match in tuners) else None
+        match["part"] in ("miss_block", "shira_weight", "road_theta", "road_alpha") for _, match in tuners) else None
     methods = _tuners_fit(tuners, shared, specs_b, whys, modules, specs_a, conv_groups, uncompared, config)
     unknown: list[str] = []  # the tensor families of PEFT methods not known here (`_peft_generic`), in order
     for name, module, part in generic:
@@ -1550,6 +1562,40 @@ def adapter_fit(
                      "size of the model, and PeftModel.from_pretrained(B, adapter) raises a size mismatch: load it "
                      "onto the base it was made for (adapter_config.json's base_model_name_or_path)")
     return whys, note
+
+
+def swapped_sides(
+    specs_a: Mapping[str, KeySpec], specs_b: Mapping[str, KeySpec], unexpected: Sequence[str], missing: Sequence[str],
+    word_text_b: str | None = None, source_a: str = "A", source_b: str = "B",
+) -> tuple[dict[str, tuple[str, str, str]], str]:
+    """When B is an adapter (PEFT, kohya, LyCORIS, ...) that adapts modules of A, and A no adapter: the two given the
+    other way round (`diff-keys BASE ADAPTER`). Every key then read "unknown: these weights will not load", errors,
+    with no word of why. Returns (reason, severity, detail) for every key of A's and B's that differ, all errors (the
+    check asked for was not made: a CI gate must not pass it), and a note that gives the command with the sides
+    swapped; ({}, "") otherwise.
+
+    Example:
+        >>> base = {"q.weight": KeySpec("q.weight", (8, 8), "float32")}
+        >>> lora = {"base_model.model.q.lora_A.weight": KeySpec("base_model.model.q.lora_A.weight", (4, 8), "float32")}
+        >>> whys, note = swapped_sides(base, lora, list(base), list(lora), None, "base", "lora")
+        >>> whys["q.weight"][:2], note.split(":")[0]
+        (('swapped-sides', 'error'), 'B is a PEFT adapter and A the model it adapts')
+    """
+    from weightdoctor.paths import shell_word
+
+    whys, note = adapter_fit(specs_b, specs_a, missing, unexpected, word_text_b)
+    # The adapter's modules are A's (a weight of A it leaves to the base): not an adapter of another model.
+    if not whys or not any(why[0] == "adapter-base" for why in whys.values()):
+        return {}, ""
+    named = re.match(r"A is (.+?)(?: \(|:)", note)
+    what = named[1] if named else "an adapter"
+    command = (f"weightdoctor diff-keys {shell_word(source_b, argument=True)} "
+               f"{shell_word(source_a, argument=True)}")
+    swapped = {name: ("swapped-sides", "error", "" if whys.get(name, ("", "", ""))[0] == "adapter-base"
+                      else whys.get(name, ("", "", ""))[2]) for name in (*unexpected, *missing)}
+    return swapped, (f"B is {what} and A the model it adapts: diff-keys loads A into B, so the sides are given the "
+                     "other way round and no key of the adapter was checked against A; to check it, run "
+                     f"{command}")
 
 
 def _tuners_fit(
@@ -1694,8 +1740,8 @@ def _peft_generic(
 
 
 # The PEFT methods whose tensors `_tuner_misfit` compares with the widths of the layer they adapt.
-_SHAPED_TUNERS = ("LoHa", "LoKr", "VeRA", "OFT", "BOFT", "HRA", "LN Tuning", "trainable tokens", "MiSS", "C3A",
-                  "RandLoRA", "SHiRA", "VB-LoRA")
+_SHAPED_TUNERS = ("LoHa", "LoKr", "VeRA", "OFT", "BOFT", "HRA", "LN Tuning", "Trainable Tokens", "MiSS", "C3A",
+                  "RandLoRA", "SHiRA", "VB-LoRA", "RoAd")
 
 
 # GPT-2's Conv1D layers (in × out, transposed from nn.Linear): c_attn, c_proj, c_fc, q_attn in GPT-2 and its kin;
@@ -1746,6 +1792,21 @@ def _conv_groups(features: int, per_group: int, out: int) -> int | None:
         return None
     groups = features // per_group
     return groups if groups > 1 and out % groups == 0 else None
+
+
+def _adalora_conv_groups(shape: tuple[int, ...], weight: tuple[int, ...]) -> int | None:
+    """How AdaLoRA's flat `lora_A` (peft's SVDConv2d: r × in_channels·kh·kw) fits B's convolution `weight` (out ×
+    in/g × kh × kw): 1 as it is, the groups g > 1 it implies when only a grouped reading fits, None when neither.
+
+    Example:
+        >>> _adalora_conv_groups((12, 288), (32, 32, 3, 3)), _adalora_conv_groups((12, 288), (64, 8, 3, 3))
+        (1, 4)
+    """
+    kernel = math.prod(weight[2:])
+    if len(shape) != 2 or len(weight) < 3 or kernel <= 0 or shape[1] % kernel:
+        return None
+    features = shape[1] // kernel
+    return 1 if features == weight[1] else _conv_groups(features, weight[1], weight[0])
 
 
 def _ia3_conv_groups(shape: tuple[int, ...], weight: tuple[int, ...]) -> int | None:
@@ -1960,6 +2021,24 @@ def _sized_misfit(
             return (f"{part} {held} holds {shape[0]} values, no r · (in + out) of {size} "
                     f"(in + out = {' or '.join(map(str, sorted(sums)))})"), None
         return None, ("SHiRA's values are r · (in + out), and no adapter_config.json beside A gives r")
+    if part in ("road_theta", "road_alpha") and len(shape) == 1:
+        # peft's RoadLayer: out/2 (variant road_1, its default), out (road_2) or 2·out (road_4) values, and a
+        # group_size that divides out (peft raises otherwise).
+        sizes = {"road_1": (1, 2), "road_2": (1, 1), "road_4": (2, 1)}
+        variant = config.get("variant") if config is not None and config.get("peft_type") == "ROAD" else None
+        group = config.get("group_size") if config is not None and config.get("peft_type") == "ROAD" else None
+        read = {variant: sizes[variant]} if variant in sizes else sizes
+        outs = {out for _, out in widths if any(out * num % den == 0 and out * num // den == shape[0]
+                                                for num, den in read.values())}
+        if not outs:
+            wanted = " or ".join(f"{out * num // den} ({name})" for name, (num, den) in read.items() for out in
+                                 sorted({out for _, out in widths}) if out * num % den == 0)
+            return f"{part} {held} holds {shape[0]} values, {size} needs {wanted}", None
+        if isinstance(group, int) and not isinstance(group, bool) and group > 0 and all(out % group for out in outs):
+            return (f"adapter_config.json's group_size {group} does not divide the {writes} output features of "
+                    f"{size} (peft refuses it)"), None
+        return None, (None if variant in sizes else "RoAd's vectors are out/2, out or 2·out values by its variant, "
+                      "and no adapter_config.json beside A says which")
     if part.startswith("vblora_logits_") and len(shape) == 3:
         if bank is None or len(bank) != 2 or not bank[1]:
             return None, "VB-LoRA's logits are sized by its vector bank's vector length, and A holds no vector bank"
@@ -4261,6 +4340,10 @@ def _diff_specs(
                                              adapter_config_a)
     if adapter_whys:  # an adapter is not renamed into its base: its keys are told what they fit
         layout_whys, layout_note = adapter_whys, adapter_note
+    elif diff.missing and (swapped := swapped_sides(renamed_a, specs_b, diff.unexpected, diff.missing, word_texts[1],
+                                                    source_a, source_b))[0]:
+        adapter_whys = layout_whys = swapped[0]
+        layout_note = swapped[1]
     elif chroma_whys := _chroma_against_flux(diff.unexpected, diff.missing):
         layout_whys, layout_note = {**chroma_whys[0], **layout_whys}, "; ".join(
             filter(None, (layout_note, chroma_whys[1])))
