@@ -279,3 +279,43 @@ def test_a_road_adapter_is_compared_with_the_layers_it_adapts(tmp_path: Path) ->
     code, data = run_json("diff-keys", str(alone), str(same))
     assert code == 0 and "(shapes not compared: RoAd's vectors are out/2, out or 2·out values by its variant, and no " \
         "adapter_config.json beside A says which" in data["notes"][0], data["notes"]
+
+
+def _merge_configs() -> dict[str, Any]:
+    import peft
+
+    return {
+        "LoRA grouped": peft.LoraConfig(r=4, target_modules=["grp", "q"]),
+        "OFT grouped": peft.OFTConfig(r=0, oft_block_size=4, target_modules=["grp", "q"]),
+        "AdaLoRA grouped": peft.AdaLoraConfig(init_r=12, target_r=8, total_step=10, target_modules=["grp"]),
+        "IA3 grouped": peft.IA3Config(target_modules=["grp"], feedforward_modules=["grp"]),
+        "LoHa grouped": peft.LoHaConfig(r=4, target_modules=["grp"]),
+        "LoRA 3×3": peft.LoraConfig(r=4, target_modules=["conv"]),
+    }
+
+
+@pytest.mark.parametrize("method", list(_merge_configs()))
+def test_the_note_says_where_merge_and_unload_raises(tmp_path: Path, method: str) -> None:
+    """The note of every PEFT adapter said "or merge it (merge_and_unload) before comparing whole checkpoints"; peft
+    0.21 raises there for a LoRA (AdaLoRA's too) or OFT on a grouped convolution ("Merging is not supported for
+    _ConvNd layers with groups > 1!", or its update reshaped to a shape the grouped weight is not). IA3's and LoHa's
+    merge. The note now names those modules, as merge_and_unload itself says."""
+    import peft
+
+    torch.manual_seed(0)
+    model = peft.get_peft_model(_Base(32), _merge_configs()[method])
+    try:
+        model.merge_and_unload()
+    except (RuntimeError, ValueError):
+        merges = False
+    else:
+        merges = True
+    assert merges == (method.split()[0] in ("IA3", "LoHa") or method == "LoRA 3×3"), method
+    folder = _adapter(tmp_path, _merge_configs()[method])
+    base = tmp_path / "base.safetensors"
+    _base(base, 32)
+    code, data = run_json("diff-keys", str(folder), str(base))
+    assert code == 0, data["unexpected"]
+    clause = ("; merge_and_unload raises on grp: peft (0.21) does not merge a LoRA or OFT update into a grouped "
+              "convolution")
+    assert (clause in data["notes"][0]) == (not merges), data["notes"]

@@ -1348,9 +1348,13 @@ def adapter_fit(
     ranks: set[int] = set()
     # Convolutions read as grouped (module -> groups) to fit an IA3 / OFT tensor: a checkpoint does not store groups.
     conv_groups: dict[str, int] = {}
+    merges: set[str] = set()  # those of them whose update merges into the weight (IA3's)
+    # Grouped convolutions a LoRA adapts (AdaLoRA's too): merge_and_unload raises on them, as on OFT's.
+    grouped_updates: set[str] = set()
     # The diffusers pipeline components whose pairs land in B once their prefix is stripped (B is that component).
     # peft's own files wrap every name in base_model.model. (GPT-2's transformer.h.0 is no pipeline component).
     grouped = _lora_groups(pairs, specs_a)
+    grouped_updates.update(_adapter_target(module) for module in grouped)
     components = {component for _, match in pairs if not match["module"].startswith(_PEFT_WRAPPER)
                   and (component := _diffusers_component(module := _adapter_target(match["module"]))) is not None
                   and module + ".weight" not in specs_b and module[len(component):] + ".weight" in specs_b}
@@ -1422,6 +1426,7 @@ def adapter_fit(
         elif match["part"] == "ia3_l" and (misfit := _ia3_misfit(specs_a[name].shape, weight.shape, module)) and (
                 groups := _ia3_conv_groups(specs_a[name].shape, weight.shape)) is not None:
             conv_groups[module] = groups
+            merges.add(module)  # IA3's scales merge into a grouped convolution (peft expands them per group)
             whys[name] = ("adapter", "info", f"IA3 on {weight.name} ({_grouped_reading(groups, specs_a[name].shape)})")
             modules.setdefault(module, True)
         elif match["part"] == "ia3_l" and misfit:
@@ -1434,6 +1439,8 @@ def adapter_fit(
                 groups := _adalora_conv_groups(shape, weight.shape)) is not None:
             # peft's AdaLoRA SVDConv2d saves lora_A flat (r × in·kh·kw): it was "a linear factor does not fit B's
             # 3×3 convolution", an error, on an adapter PeftModel.from_pretrained loads.
+            if groups > 1:
+                grouped_updates.add(module)
             whys[name] = ("adapter", "info", f"LoRA on {weight.name}") if groups == 1 else (
                 "adapter", "warn", f"LoRA on {weight.name}: {'×'.join(map(str, shape))} reads all "
                 f"{groups * weight.shape[1]} input channels of a convolution of {groups} groups (times its kernel), "
@@ -1561,6 +1568,12 @@ def adapter_fit(
             note += (f"; {misfit} of them {plural(misfit, 'does', 'do')} not fit B's shapes: it was made for another "
                      "size of the model, and PeftModel.from_pretrained(B, adapter) raises a size mismatch: load it "
                      "onto the base it was made for (adapter_config.json's base_model_name_or_path)")
+        # peft 0.21's merge_and_unload raises on a LoRA's ("Merging is not supported for _ConvNd layers with groups >
+        # 1") or an OFT's (its rotation reshaped to out × in·kh·kw) grouped convolution: "or merge it" was not so.
+        unmerged = sorted(module for module in {*grouped_updates, *conv_groups} - merges if modules.get(module))
+        if unmerged:
+            note += (f"; merge_and_unload raises on {', '.join(unmerged)}: peft (0.21) does not merge a LoRA or OFT "
+                     "update into a grouped convolution")
     return whys, note
 
 
