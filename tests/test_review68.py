@@ -319,3 +319,19 @@ def test_the_note_says_where_merge_and_unload_raises(tmp_path: Path, method: str
     clause = ("; merge_and_unload raises on grp: peft (0.21) does not merge a LoRA or OFT update into a grouped "
               "convolution")
     assert (clause in data["notes"][0]) == (not merges), data["notes"]
+
+
+def test_randlora_is_spelled_as_peft_and_inspect_do(tmp_path: Path) -> None:
+    """inspect says "RandLora" (peft's documentation: "RandLora: Full-rank parameter-efficient fine-tuning"),
+    diff-keys said "RandLoRA on q.weight" and "A is a PEFT adapter: RandLoRA on 2 module(s)"."""
+    import peft
+
+    folder = _adapter(tmp_path, peft.RandLoraConfig(r=4, target_modules=["q", "up"]))
+    base = tmp_path / "base.safetensors"
+    _base(base, 32)
+    code, data = run_json("diff-keys", str(folder), str(base))
+    assert code == 0
+    assert data["notes"][0].startswith("A is a PEFT adapter: RandLora on 2 module(s), 2 of them in B"), data["notes"]
+    assert {e["detail"] for e in data["unexpected"] if e["name"].startswith("base_model.model.")} == {
+        "RandLora on q.weight", "RandLora on up.weight"}, data["unexpected"]
+    assert "PEFT adapter RandLora r=4 on" in " ".join(_wide("inspect", str(folder)).stdout.split())

@@ -1151,9 +1151,9 @@ _LORA_PAIR = _lazy_regex(
 _PEFT_WRAPPER = "base_model.model."
 # The other PEFT methods' tensors on a module they adapt (each tuner's adapter_layer_names in peft 0.21, the adapter's
 # name dropped as save_pretrained drops it), and the method each is: a VeRA, OFT, BOFT, LoHa, LoKr, LN Tuning,
-# FourierFT, HRA, MiSS / Bone, C3A, RandLoRA, VB-LoRA, SHiRA, RoAd or trainable-tokens adapter against its base was
+# FourierFT, HRA, MiSS / Bone, C3A, RandLora, VB-LoRA, SHiRA, RoAd or trainable-tokens adapter against its base was
 # "unknown: these weights will not load" for every base weight, worst severity error. LoRA's trainable_token_indices
-# keeps its tokens under the embedding's `token_adapter.`. RandLoRA saves each module's randlora_A / randlora_B beside
+# keeps its tokens under the embedding's `token_adapter.`. RandLora saves each module's randlora_A / randlora_B beside
 # the shared ones, SHiRA its shira_indices, LN Tuning on a BatchNorm its running statistics.
 _PEFT_TUNER_PARTS = {
     "vera_lambda_b": "VeRA", "vera_lambda_d": "VeRA", "oft_R": "OFT", "oft_embedding_R": "OFT", "oft_r": "OFT",
@@ -1161,8 +1161,8 @@ _PEFT_TUNER_PARTS = {
     "hada_w2_b": "LoHa", "hada_t1": "LoHa", "hada_t2": "LoHa", "lokr_w1": "LoKr", "lokr_w1_a": "LoKr",
     "lokr_w1_b": "LoKr", "lokr_w2": "LoKr", "lokr_w2_a": "LoKr", "lokr_w2_b": "LoKr", "lokr_t2": "LoKr",
     "ln_tuning_layers": "LN Tuning", "fourierft_spectrum": "FourierFT", "hra_u": "HRA", "miss_block": "MiSS",
-    "bone_block": "Bone", "c3a_kernel": "C3A", "randlora_lambda": "RandLoRA", "randlora_gamma": "RandLoRA",
-    "randlora_A": "RandLoRA", "randlora_B": "RandLoRA", "shira_indices": "SHiRA",
+    "bone_block": "Bone", "c3a_kernel": "C3A", "randlora_lambda": "RandLora", "randlora_gamma": "RandLora",
+    "randlora_A": "RandLora", "randlora_B": "RandLora", "shira_indices": "SHiRA",
     "vblora_logits_A": "VB-LoRA", "vblora_logits_B": "VB-LoRA", "vblora_logits_A_topk_indices": "VB-LoRA",
     "vblora_logits_A_topk_weights": "VB-LoRA", "vblora_logits_B_topk_indices": "VB-LoRA",
     "vblora_logits_B_topk_weights": "VB-LoRA", "shira_weight": "SHiRA", "road_theta": "RoAd",
@@ -1182,7 +1182,7 @@ _ADAPTER_WORDS_FOLDED = tuple(word.translate(_FOLD_DIGITS) for word in (
     ".adapters.", ".loras.", ".lora_", ".ia3_l", *("." + word for word in _PEFT_TUNER_WORDS), "lora_unet_",
     "lora_te", "lora_transformer_", "base_model."))
 # The tensors such a method shares between its modules, saved once at the top (`base_model.vera_A`): VeRA's and
-# RandLoRA's random projections (save_projection=True), VB-LoRA's vector bank.
+# RandLora's random projections (save_projection=True), VB-LoRA's vector bank.
 _PEFT_SHARED = _lazy_regex(r"^base_model\.(?:vera_[AB]|randlora_[AB]|vblora_vector_bank)(?:\.[^.]+)?$")
 # kohya / LyCORIS names (lora_unet_<path>.hada_w1_a) are looked up by _kohya_adapter_fit's tables, not as modules.
 _KOHYA_MODULE = _lazy_regex(r"^lora_(?:unet|te\d?|transformer)_")
@@ -1478,7 +1478,7 @@ def adapter_fit(
             targets is not None and not targets[0]) else ("adapter", "info", (
                 f"UniLoRA's shared vector theta_d ({math.prod(specs_a[name].shape)} values), not a weight of B: peft "
                 "rebuilds every adapted module's factors from it (proj_seed), whatever the module's size"))
-    # LoHa's and LoKr's products, VeRA's, OFT's, BOFT's, HRA's and LN Tuning's widths, MiSS's, C3A's, RandLoRA's,
+    # LoHa's and LoKr's products, VeRA's, OFT's, BOFT's, HRA's and LN Tuning's widths, MiSS's, C3A's, RandLora's,
     # SHiRA's and VB-LoRA's sizes are compared with the weights (`uncompared`: where A alone could not tell); the
     # other methods' tensors are not shaped so.
     unshaped = [method for method in methods if method not in _SHAPED_TUNERS or method in uncompared]
@@ -1622,7 +1622,7 @@ def _tuners_fit(
     HRA's and LN Tuning's tensors are sized by the layer's widths (`_tuner_misfit`), which are compared with the
     weight's; for the other methods (FourierFT's spectrum, ...) only that the module is in B is checked. An OFT
     tensor that fits a convolution only as a grouped one (`_oft_conv_groups`) adds it to `conv_groups` (module ->
-    groups). MiSS's, C3A's, RandLoRA's, SHiRA's and VB-LoRA's are sized by the layer too (`_sized_misfit`); a method
+    groups). MiSS's, C3A's, RandLora's, SHiRA's and VB-LoRA's are sized by the layer too (`_sized_misfit`); a method
     whose tensor could not be compared is added to `uncompared` with why. `adapter_config`: the adapter_config.json
     beside A, where there is one (MiSS's init_weights, SHiRA's r)."""
     methods: list[str] = []
@@ -1754,7 +1754,7 @@ def _peft_generic(
 
 # The PEFT methods whose tensors `_tuner_misfit` compares with the widths of the layer they adapt.
 _SHAPED_TUNERS = ("LoHa", "LoKr", "VeRA", "OFT", "BOFT", "HRA", "LN Tuning", "Trainable Tokens", "MiSS", "C3A",
-                  "RandLoRA", "SHiRA", "VB-LoRA", "RoAd")
+                  "RandLora", "SHiRA", "VB-LoRA", "RoAd")
 
 
 # GPT-2's Conv1D layers (in × out, transposed from nn.Linear): c_attn, c_proj, c_fc, q_attn in GPT-2 and its kin;
@@ -1963,14 +1963,14 @@ def _sized_misfit(
     part: str, shape: tuple[int, ...], weight: KeySpec | None, module: str, bank: tuple[int, ...] | None,
     config: Mapping[str, Any] | None,
 ) -> tuple[str | None, str | None]:
-    """(why a MiSS / C3A / RandLoRA / SHiRA / VB-LoRA tensor does not fit B's `module`, why it was not compared),
-    each None where it does not apply. peft 0.21 sizes each by the nn.Linear (or, for RandLoRA and VB-LoRA, Conv1D)
+    """(why a MiSS / C3A / RandLora / SHiRA / VB-LoRA tensor does not fit B's `module`, why it was not compared),
+    each None where it does not apply. peft 0.21 sizes each by the nn.Linear (or, for RandLora and VB-LoRA, Conv1D)
     it adapts:
 
     - MiSS's miss_block: r × out (init_weights True / False), out/r × r × r ("bat", r dividing in), r × mini_r
       ("mini", mini_r dividing out); r at most in. A 2-D block not r × out is "mini" only by adapter_config.json.
     - C3A's c3a_kernel: out/b × in/b × b (block_size b).
-    - RandLoRA's randlora_lambda: r × n and randlora_gamma: n × min(in, out), n = ⌈min(in, out) / r⌉.
+    - RandLora's randlora_lambda: r × n and randlora_gamma: n × min(in, out), n = ⌈min(in, out) / r⌉.
     - SHiRA's shira_weight: r · (in + out) values (at most in · out), r adapter_config.json's.
     - VB-LoRA's vblora_logits_A: r × in/L × vectors, vblora_logits_B: out/L × r × vectors (their top-k saves:
       r × in/L × k, out/L × r × k), L the vector length of the vector bank saved beside them.
