@@ -335,3 +335,18 @@ def test_randlora_is_spelled_as_peft_and_inspect_do(tmp_path: Path) -> None:
     assert {e["detail"] for e in data["unexpected"] if e["name"].startswith("base_model.model.")} == {
         "RandLora on q.weight", "RandLora on up.weight"}, data["unexpected"]
     assert "PEFT adapter RandLora r=4 on" in " ".join(_wide("inspect", str(folder)).stdout.split())
+
+
+@pytest.mark.parametrize(("config", "shown"), [
+    ({"peft_type": "ADAPTION_PROMPT", "adapter_len": 10, "adapter_layers": 2, "target_modules": "self_attn"},
+     "Llama-Adapter (adaption prompt, 10 adapter tokens) on self_attn"),
+    ({"peft_type": "PROMPT_TUNING", "num_virtual_tokens": 20, "task_type": "CAUSAL_LM"},
+     "Prompt tuning (20 virtual tokens) (CAUSAL_LM)")])
+def test_a_prompt_adapter_is_shown_by_its_tokens(tmp_path: Path, config: dict[str, Any], shown: str) -> None:
+    """A prompt-learning adapter has no r either: its size is its tokens (adapter_config.json as peft writes these
+    fields; AdaptionPromptConfig needs a Llama model to be made, so the file is written here)."""
+    (tmp_path / "adapter_config.json").write_text(json.dumps(config))
+    save_file({"prompt_embeddings": torch.zeros(20, 16)}, str(tmp_path / "adapter_model.safetensors"))
+    result = _wide("inspect", str(tmp_path))
+    assert result.exit_code == 0, result.stderr
+    assert f"PEFT adapter {shown} — load it" in " ".join(result.stdout.split()), result.stdout

@@ -543,7 +543,7 @@ ADAPTER_FIELDS = ("peft_type", "base_model_name_or_path", "task_type", "r", "lor
 # What sizes an adapter of a method whose `r` is no size of it (peft's OFT config sets r=0 beside oft_block_size;
 # AdaLoRA ignores r for init_r / target_r; IA3, C3A, FourierFT, BOFT, ... have none): inspect said "OFT r=0".
 SIZE_FIELDS = ("init_r", "target_r", "oft_block_size", "boft_block_size", "boft_block_num", "boft_n_butterfly_factor",
-               "block_size", "n_frequency", "group_size", "num_virtual_tokens", "effective_rank")
+               "block_size", "n_frequency", "group_size", "num_virtual_tokens", "adapter_len", "effective_rank")
 
 
 def adapter_summary(checkpoint: Checkpoint) -> tuple[dict[str, Any] | None, str | None]:

@@ -77,8 +77,12 @@ def adapter_line(adapter: dict) -> str:
     if adapter.get("use_dora") is True:  # weight-decomposed LoRA: a magnitude vector beside each pair
         text += " (DoRA)"
     size = adapter_size(adapter)
-    if size:  # a rank as LoRA's is written (r=8), another size in words beside the method: OFT (block size 32)
-        text += f" {size}" if "=" in size else f" ({size})"
+    # A rank as LoRA's is written (r=8); another size in words beside the method: OFT (block size 32), or inside
+    # the parentheses a method's name has: Llama-Adapter (adaption prompt, 10 adapter tokens).
+    if "=" in size:
+        text += f" {size}"
+    elif size:
+        text = f"{text[:-1]}, {size})" if text.endswith(")") else f"{text} ({size})"
     if "lora_alpha" in adapter:
         text += f" alpha={adapter['lora_alpha']}"
     targets = adapter.get("target_modules")
@@ -124,6 +128,7 @@ def adapter_size(adapter: dict) -> str:
         return ", ".join(parts)
     for key, words in (("block_size", "block size {}"), ("n_frequency", "{} frequencies"),
                        ("group_size", "group size {}"), ("num_virtual_tokens", "{} virtual tokens"),
+                       ("adapter_len", "{} adapter tokens"),
                        ("effective_rank", "effective rank {}"), ("token_count", "{} tokens")):
         if given(key) is not None:
             return words.format(adapter[key])
