@@ -350,3 +350,24 @@ def test_a_prompt_adapter_is_shown_by_its_tokens(tmp_path: Path, config: dict[st
     result = _wide("inspect", str(tmp_path))
     assert result.exit_code == 0, result.stderr
     assert f"PEFT adapter {shown} — load it" in " ".join(result.stdout.split()), result.stdout
+
+
+def test_an_adapter_that_saves_modules_whole_does_not_say_it_stores_no_base_weights(tmp_path: Path) -> None:
+    """A LoRA with modules_to_save=["norm"] saves the norm's weight and bias whole (peft's save_pretrained writes
+    base_model.model.norm.weight): the note said "it stores no base weights" all the same."""
+    import peft
+    from safetensors import safe_open
+
+    folder = _adapter(tmp_path, peft.LoraConfig(r=4, target_modules=["q", "up"], modules_to_save=["norm"]))
+    with safe_open(str(folder / "adapter_model.safetensors"), "pt") as saved:
+        assert {"base_model.model.norm.weight", "base_model.model.norm.bias"} <= set(saved.keys())
+    base = tmp_path / "base.safetensors"
+    _base(base, 32)
+    code, data = run_json("diff-keys", str(folder), str(base))
+    assert code == 0
+    assert "; of B's weights it stores only the 2 it saves whole (norm.bias, norm.weight): load it with " \
+        "PeftModel.from_pretrained(base, adapter)" in data["notes"][0], data["notes"]
+    assert "stores no base weights" not in data["notes"][0]
+    code, data = run_json("diff-keys", str(_adapter(tmp_path, peft.LoraConfig(r=4, target_modules=["q"]), "plain")),
+                          str(base))
+    assert "2 of them" not in data["notes"][0] and "; it stores no base weights: load it" in data["notes"][0]

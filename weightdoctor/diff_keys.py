@@ -1550,14 +1550,20 @@ def adapter_fit(
                       "rebuilds the factors of each module it adapts, whatever their sizes; "
                       f"{named}; it stores no base weights: load it with PeftModel.from_pretrained(base, adapter), "
                       "or merge it (merge_and_unload) before comparing whole checkpoints")
+    # Whole weights of B's the adapter saves (modules_to_save, a resized embedding): "it stores no base weights"
+    # was said of an adapter that saves its classifier or norm whole, which replace the base's.
+    whole = [_adapter_target(name) for name in others if _adapter_target(name) in specs_b]
+    stores = ("it stores no base weights" if not whole else
+              f"of B's weights it stores only {'the one' if len(whole) == 1 else f'the {len(whole)}'} it saves whole "
+              f"({', '.join(whole[:3])}{', ...' if len(whole) > 3 else ''})")
     if components:
         named = ", ".join(sorted(component[:-1] for component in components))
         note = (f"A is a LoRA in diffusers' layout: {method} on {len(modules)} module(s) of the pipeline's {named} "
-                f"(B), {fitting} of them in B {checked}; it stores no base weights: load it with the "
+                f"(B), {fitting} of them in B {checked}; {stores}: load it with the "
                 "pipeline's load_lora_weights(adapter), or fuse it (fuse_lora) before comparing whole checkpoints")
     else:
-        note = (f"A is a PEFT adapter: {method} on {len(modules)} module(s), {fitting} of them in B {checked}; it "
-                "stores no base weights: load it with PeftModel.from_pretrained(base, adapter), "
+        note = (f"A is a PEFT adapter: {method} on {len(modules)} module(s), {fitting} of them in B {checked}; "
+                f"{stores}: load it with PeftModel.from_pretrained(base, adapter), "
                 "or merge it (merge_and_unload) before comparing whole checkpoints")
         # Modules B has whose shapes the adapter's do not fit: "load it with PeftModel.from_pretrained(base, adapter)"
         # pasted with B as the base raises a size mismatch.
