@@ -371,3 +371,26 @@ def test_an_adapter_that_saves_modules_whole_does_not_say_it_stores_no_base_weig
     code, data = run_json("diff-keys", str(_adapter(tmp_path, peft.LoraConfig(r=4, target_modules=["q"]), "plain")),
                           str(base))
     assert "2 of them" not in data["notes"][0] and "; it stores no base weights: load it" in data["notes"][0]
+
+
+def test_a_waveft_adapter_is_named_in_diff_keys_as_inspect_names_it(tmp_path: Path) -> None:
+    """inspect and plan-devices say "WaveFT" (fixlist26); diff-keys said "waveft_* tensors ... of a PEFT method not
+    known here". Its spectrum (n_frequency values, at most in × out of them, as FourierFT's) is now WaveFT's, and one
+    longer than a layer's out × in, which peft refuses, is an error."""
+    import peft
+
+    folder = _adapter(tmp_path, peft.WaveFTConfig(n_frequency=64, target_modules=["q", "up"]))
+    base, small = tmp_path / "base.safetensors", tmp_path / "small.safetensors"
+    _base(base, 32)
+    _base(small, 4)
+    assert _loads(folder, 32) and not _loads(folder, 4)
+    code, data = run_json("diff-keys", str(folder), str(base))
+    assert code == 0 and data["worst_severity"] == "info"
+    assert {e["detail"] for e in data["unexpected"]} == {"WaveFT on q.weight", "WaveFT on up.weight"}
+    assert data["notes"][0].startswith("A is a PEFT adapter: WaveFT on 2 module(s), 2 of them in B (shapes not "
+                                       "compared: "), data["notes"]
+    assert "not known here" not in data["notes"][0]
+    code, data = run_json("diff-keys", str(folder), str(small))
+    assert code == 1 and data["worst_severity"] == "error"
+    assert "waveft_spectrum 64 holds 64 frequencies, more than the 16 entries of q.weight (4×4 in B) (peft refuses " \
+        "n_frequency above in × out)" in " ".join(e["detail"] for e in data["unexpected"]), data["unexpected"]

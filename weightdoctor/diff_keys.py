@@ -1166,7 +1166,7 @@ _PEFT_TUNER_PARTS = {
     "vblora_logits_A": "VB-LoRA", "vblora_logits_B": "VB-LoRA", "vblora_logits_A_topk_indices": "VB-LoRA",
     "vblora_logits_A_topk_weights": "VB-LoRA", "vblora_logits_B_topk_indices": "VB-LoRA",
     "vblora_logits_B_topk_weights": "VB-LoRA", "shira_weight": "SHiRA", "road_theta": "RoAd",
-    "road_alpha": "RoAd", "trainable_tokens_delta": "Trainable Tokens",
+    "road_alpha": "RoAd", "trainable_tokens_delta": "Trainable Tokens", "waveft_spectrum": "WaveFT",
 }
 _PEFT_TUNER = _lazy_regex(
     r"^(?P<module>.+?)\.(?:token_adapter\.)?(?P<part>" + "|".join(sorted(_PEFT_TUNER_PARTS, key=len, reverse=True))
@@ -1174,7 +1174,7 @@ _PEFT_TUNER = _lazy_regex(
 # One substring of each, for a test of the whole key list before any match.
 _PEFT_TUNER_WORDS = ("vera_lambda", "oft_", "boft_", "hada_", "lokr_", "ln_tuning_layers", "fourierft_spectrum",
                      "hra_u", "miss_block", "bone_block", "c3a_kernel", "randlora_", "vblora_", "shira_",
-                     "road_", "trainable_tokens_delta")
+                     "road_", "trainable_tokens_delta", "waveft_spectrum")
 _PEFT_TUNER_WORD = _lazy_regex(r"\.(?:" + "|".join(_PEFT_TUNER_WORDS) + ")")
 # Every substring `adapter_fit` looks for before it looks at any key, with its digits folded as `_word_text` folds
 # them (`.ia3_l` -> `.ia0_l`): a text of folded names that holds none of them holds none of the words either.
@@ -1534,10 +1534,13 @@ def adapter_fit(
         checked += (f"; {count} more {plural(count, 'is a convolution', 'are convolutions')} it fits only if "
                     f"grouped ({read}): a checkpoint does not store groups, so {plural(count, 'its', 'their')} fit "
                     "is not compared")
-    if "FourierFT" in unshaped:
+    for spectral in ("FourierFT", "WaveFT"):
+        if spectral not in unshaped:
+            continue
         # peft's FourierFTLayer: the spectrum holds n_frequency values, put at positions torch.randperm draws (from
         # fourierft_random_loc_seed) over the layer's out × in; only n_frequency <= out × in is asked of the layer.
-        checked = (checked[:-1] + "; FourierFT's spectrum is n_frequency values placed at positions drawn from "
+        # WaveFT's are wavelet coefficients at positions drawn from its random_loc_seed over out × in alike.
+        checked = (checked[:-1] + f"; {spectral}'s spectrum is n_frequency values placed at positions drawn from "
                    "its seed over the layer's out × in, so only one longer than out × in, which peft refuses, is "
                    "caught)")
     if unilora and not modules:
@@ -1933,10 +1936,12 @@ def _tuner_misfit(
         # One row per trained token, as wide as the embedding (rows × dim): peft refuses another width.
         return None if shape[1] == weight.shape[1] else (
             f"{label} {held} holds {shape[1]}-wide token rows, {size} embeds {weight.shape[1]} wide")
-    if part == "fourierft_spectrum":
-        # FourierFTLayer adapts an nn.Linear or a Conv1D only, and refuses n_frequency above in × out (ValueError).
+    if part in ("fourierft_spectrum", "waveft_spectrum"):
+        # FourierFTLayer and WaveFTLayer adapt an nn.Linear or a Conv1D only, and refuse n_frequency above in × out
+        # (ValueError): inspect named WaveFT, diff-keys called it "waveft_* tensors of a PEFT method not known here".
+        method = "FourierFT" if part == "fourierft_spectrum" else "WaveFT"
         if len(weight.shape) != 2:
-            return f"{label} {held} adapts {size}, which is no Linear layer (peft's FourierFT adapts only those)"
+            return f"{label} {held} adapts {size}, which is no Linear layer (peft's {method} adapts only those)"
         if len(shape) != 1:
             return f"{label} {held} is not one value per frequency (peft saves n_frequency values)"
         entries = weight.shape[0] * weight.shape[1]
