@@ -394,3 +394,29 @@ def test_a_waveft_adapter_is_named_in_diff_keys_as_inspect_names_it(tmp_path: Pa
     assert code == 1 and data["worst_severity"] == "error"
     assert "waveft_spectrum 64 holds 64 frequencies, more than the 16 entries of q.weight (4×4 in B) (peft refuses " \
         "n_frequency above in × out)" in " ".join(e["detail"] for e in data["unexpected"]), data["unexpected"]
+
+
+def test_a_delora_adapter_is_compared_with_the_layers_it_adapts(tmp_path: Path) -> None:
+    """DeLoRA (delora_A r × in, delora_B out × r, its buffer delora_w_norm one per input feature) was "delora_*
+    tensors ... of a PEFT method not known here (shapes not compared)", info, against a 48-wide base
+    PeftModel.from_pretrained refuses (size mismatch); review64 listed it among the methods not known here."""
+    import peft
+
+    folder = _adapter(tmp_path, peft.DeloraConfig(r=4, target_modules=["q", "up"]))
+    same, wider = tmp_path / "same.safetensors", tmp_path / "wider.safetensors"
+    _base(same, 32)
+    _base(wider, 48)
+    assert _loads(folder, 32) and not _loads(folder, 48)
+    code, data = run_json("diff-keys", str(folder), str(same))
+    assert code == 0 and data["worst_severity"] == "info", data["unexpected"]
+    assert data["notes"][0].startswith("A is a PEFT adapter: DeLoRA on 2 module(s), 2 of them in B with shapes that "
+                                       "fit;"), data["notes"]
+    code, data = run_json("diff-keys", str(folder), str(wider))
+    assert code == 1 and data["worst_severity"] == "error"
+    details = {e["name"]: e["detail"] for e in data["unexpected"] if e["severity"] == "error"}
+    assert details["base_model.model.up.delora_B"] == (
+        "DeLoRA on up: delora_B 64×4 writes 64 output features, up.weight (96×48 in B) writes 96: an adapter for "
+        "another model size"), details
+    assert details["base_model.model.q.delora_w_norm"] == (
+        "DeLoRA on q: delora_w_norm 32 reads 32 input features, q.weight (48×48 in B) reads 48: an adapter for "
+        "another model size"), details

@@ -1167,6 +1167,7 @@ _PEFT_TUNER_PARTS = {
     "vblora_logits_A_topk_weights": "VB-LoRA", "vblora_logits_B_topk_indices": "VB-LoRA",
     "vblora_logits_B_topk_weights": "VB-LoRA", "shira_weight": "SHiRA", "road_theta": "RoAd",
     "road_alpha": "RoAd", "trainable_tokens_delta": "Trainable Tokens", "waveft_spectrum": "WaveFT",
+    "delora_A": "DeLoRA", "delora_B": "DeLoRA", "delora_lambda": "DeLoRA", "delora_w_norm": "DeLoRA",
 }
 _PEFT_TUNER = _lazy_regex(
     r"^(?P<module>.+?)\.(?:token_adapter\.)?(?P<part>" + "|".join(sorted(_PEFT_TUNER_PARTS, key=len, reverse=True))
@@ -1174,7 +1175,7 @@ _PEFT_TUNER = _lazy_regex(
 # One substring of each, for a test of the whole key list before any match.
 _PEFT_TUNER_WORDS = ("vera_lambda", "oft_", "boft_", "hada_", "lokr_", "ln_tuning_layers", "fourierft_spectrum",
                      "hra_u", "miss_block", "bone_block", "c3a_kernel", "randlora_", "vblora_", "shira_",
-                     "road_", "trainable_tokens_delta", "waveft_spectrum")
+                     "road_", "trainable_tokens_delta", "waveft_spectrum", "delora_")
 _PEFT_TUNER_WORD = _lazy_regex(r"\.(?:" + "|".join(_PEFT_TUNER_WORDS) + ")")
 # Every substring `adapter_fit` looks for before it looks at any key, with its digits folded as `_word_text` folds
 # them (`.ia3_l` -> `.ia0_l`): a text of folded names that holds none of them holds none of the words either.
@@ -1735,7 +1736,7 @@ def _peft_generic(
     (name, module of B, part) for those under `base_model.model.<module>.<prefix>_<part>...` where B has that
     module, and the names saved once at the top (`base_model.<prefix>_<part>...`), which count only beside the
     former (an adapter's own). peft 0.21 has ~20 methods past
-    those `_PEFT_TUNER_PARTS` names (DeLoRA, GLoRA, GraLoRA, OSF, ...): an adapter of one against its own base was
+    those `_PEFT_TUNER_PARTS` names (GLoRA, GraLoRA, OSF, ...): an adapter of one against its own base was
     "unknown: these weights will not load", every base weight an error, though PeftModel.from_pretrained loads it.
 
     Example:
@@ -1763,7 +1764,7 @@ def _peft_generic(
 
 # The PEFT methods whose tensors `_tuner_misfit` compares with the widths of the layer they adapt.
 _SHAPED_TUNERS = ("LoHa", "LoKr", "VeRA", "OFT", "BOFT", "HRA", "LN Tuning", "Trainable Tokens", "MiSS", "C3A",
-                  "RandLora", "SHiRA", "VB-LoRA", "RoAd")
+                  "RandLora", "SHiRA", "VB-LoRA", "RoAd", "DeLoRA")
 
 
 # GPT-2's Conv1D layers (in × out, transposed from nn.Linear): c_attn, c_proj, c_fc, q_attn in GPT-2 and its kin;
@@ -1948,6 +1949,13 @@ def _tuner_misfit(
         return None if shape[0] <= entries else (
             f"{label} {held} holds {shape[0]} frequencies, more than the {entries} entries of {size} (peft refuses "
             "n_frequency above in × out)")
+    if part in ("delora_A", "delora_w_norm") and len(shape) == (2 if part == "delora_A" else 1):
+        # peft's DeloraLayer (nn.Linear only): delora_A r × in, its buffer delora_w_norm one norm per input feature.
+        return None if shape[-1] in ins else f"{label} {held} reads {shape[-1]} input features, {size} reads {reads}"
+    if part == "delora_B" and len(shape) == 2:  # out × r
+        outs = {width[1] for width in widths}
+        return None if shape[0] in outs else (
+            f"{label} {held} writes {shape[0]} output features, {size} writes {' or '.join(map(str, sorted(outs)))}")
     if part == "hra_u" and len(shape) == 2:
         return None if shape[0] in ins else f"{label} {held} reflects {shape[0]} input features, {size} reads {reads}"
     return None
