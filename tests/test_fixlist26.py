@@ -254,7 +254,7 @@ def _sized_configs() -> dict[str, Any]:
         "VB-LoRA": peft.VBLoRAConfig(r=4, vector_length=8, num_vectors=16, target_modules=targets),
         "VB-LoRA top-k": peft.VBLoRAConfig(r=4, vector_length=8, num_vectors=16, save_only_topk_weights=True,
                                            target_modules=targets),
-        "RandLoRA": peft.RandLoraConfig(r=4, target_modules=targets),
+        "RandLora": peft.RandLoraConfig(r=4, target_modules=targets),
         "SHiRA": peft.ShiraConfig(r=4, target_modules=targets),
     }
 

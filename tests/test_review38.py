@@ -157,7 +157,7 @@ def test_an_adapter_on_the_tied_output_embedding_is_in_b(tmp_path: Path) -> None
               str(tokens / "adapter_model.safetensors"))
     report = _diff_json(tokens, base)
     assert report["worst_severity"] != "error", report["groups"]
-    assert "trainable tokens on 2 module(s), 2 of them in B" in report["notes"][0], report["notes"]
+    assert "Trainable Tokens on 2 module(s), 2 of them in B" in report["notes"][0], report["notes"]
 
     lora = tmp_path / "lora"
     lora.mkdir()

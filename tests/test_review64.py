@@ -145,7 +145,6 @@ def _other_methods() -> dict[str, Any]:
     import peft
 
     return {
-        "DeLoRA": lambda: peft.DeloraConfig(target_modules=["q", "up"]),
         "GLoRA": lambda: peft.GloraConfig(target_modules=["q", "up"]),
         "OSF": lambda: peft.OSFConfig(target_modules=["q", "up"]),
         "PVeRA": lambda: peft.PveraConfig(target_modules=["q", "up"]),
@@ -154,7 +153,7 @@ def _other_methods() -> dict[str, Any]:
 
 @pytest.mark.parametrize("method", list(_other_methods()))
 def test_an_adapter_of_a_peft_method_not_known_here_is_named_as_one(tmp_path: Path, method: str) -> None:
-    """peft 0.21 has ~20 methods past the ones diff-keys names (DeLoRA's delora_A / delora_lambda, GLoRA's
+    """peft 0.21 has ~20 methods past the ones diff-keys names (GLoRA's
     glora_A.Xd, OSF's osf_svd_params.U_low, PVeRA's pvera_lambda_b and its shared base_model.pvera_A): such an
     adapter against its own base was "unknown" for every tensor of both sides, worst severity error, though
     PeftModel.from_pretrained loads it. Each tensor on a module of B is now that method's, its shapes said to be

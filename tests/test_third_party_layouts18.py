@@ -290,7 +290,7 @@ def _peft_configs() -> dict[str, Any]:
         "FourierFT": peft.FourierFTConfig(n_frequency=16, target_modules=["q", "v"]),
         "HRA": peft.HRAConfig(r=4, target_modules=["q", "v"]),
         "LN Tuning": peft.LNTuningConfig(target_modules=["norm"]),
-        "trainable tokens": peft.TrainableTokensConfig(target_modules=["embed"], token_indices=[1, 2]),
+        "Trainable Tokens": peft.TrainableTokensConfig(target_modules=["embed"], token_indices=[1, 2]),
     }
 
 
@@ -339,9 +339,9 @@ def test_a_lora_with_trainable_tokens_against_its_base_is_an_adapter_that_fits(t
     code, data = run_json("diff-keys", str(adapter), str(tmp_path / "base.safetensors"))
     assert code == 0 and data["worst_severity"] == "info", data["unexpected"]
     tokens = next(e for e in data["unexpected"] if e["name"].endswith("token_adapter.trainable_tokens_delta"))
-    assert tokens["reason"] == "adapter" and tokens["detail"] == "trainable tokens on embed.weight", tokens
+    assert tokens["reason"] == "adapter" and tokens["detail"] == "Trainable Tokens on embed.weight", tokens
     note = next(n for n in data["notes"] if n.startswith("A is a PEFT adapter"))
-    assert "LoRA (rank 4) and trainable tokens on 3 module(s), 3 of them in B with shapes that fit;" in note, note
+    assert "LoRA (rank 4) and Trainable Tokens on 3 module(s), 3 of them in B with shapes that fit;" in note, note
 
 
 def test_a_styletts2_note_of_many_modules_names_a_few_and_counts_the_rest(tmp_path: Path) -> None:

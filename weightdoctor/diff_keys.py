@@ -98,6 +98,8 @@ REASONS: dict[str, str] = {
     "lists it as unexpected and ignores it, and raises when it has the name of a weight",
     "other-model": "a part of another model of the family (Chroma's distilled_guidance_layer against Flux's "
                    "modulation): the two are not one model, and neither loads into the other",
+    "swapped-sides": "A and B given the other way round: B is an adapter and A the model it adapts, while diff-keys "
+                     "loads A into B (the note gives the command with the sides swapped)",
     "unknown": "no known cause: these weights will not load",
 }
 
@@ -1149,9 +1151,9 @@ _LORA_PAIR = _lazy_regex(
 _PEFT_WRAPPER = "base_model.model."
 # The other PEFT methods' tensors on a module they adapt (each tuner's adapter_layer_names in peft 0.21, the adapter's
 # name dropped as save_pretrained drops it), and the method each is: a VeRA, OFT, BOFT, LoHa, LoKr, LN Tuning,
-# FourierFT, HRA, MiSS / Bone, C3A, RandLoRA, VB-LoRA, SHiRA, RoAd or trainable-tokens adapter against its base was
+# FourierFT, HRA, MiSS / Bone, C3A, RandLora, VB-LoRA, SHiRA, RoAd or trainable-tokens adapter against its base was
 # "unknown: these weights will not load" for every base weight, worst severity error. LoRA's trainable_token_indices
-# keeps its tokens under the embedding's `token_adapter.`. RandLoRA saves each module's randlora_A / randlora_B beside
+# keeps its tokens under the embedding's `token_adapter.`. RandLora saves each module's randlora_A / randlora_B beside
 # the shared ones, SHiRA its shira_indices, LN Tuning on a BatchNorm its running statistics.
 _PEFT_TUNER_PARTS = {
     "vera_lambda_b": "VeRA", "vera_lambda_d": "VeRA", "oft_R": "OFT", "oft_embedding_R": "OFT", "oft_r": "OFT",
@@ -1159,12 +1161,13 @@ _PEFT_TUNER_PARTS = {
     "hada_w2_b": "LoHa", "hada_t1": "LoHa", "hada_t2": "LoHa", "lokr_w1": "LoKr", "lokr_w1_a": "LoKr",
     "lokr_w1_b": "LoKr", "lokr_w2": "LoKr", "lokr_w2_a": "LoKr", "lokr_w2_b": "LoKr", "lokr_t2": "LoKr",
     "ln_tuning_layers": "LN Tuning", "fourierft_spectrum": "FourierFT", "hra_u": "HRA", "miss_block": "MiSS",
-    "bone_block": "Bone", "c3a_kernel": "C3A", "randlora_lambda": "RandLoRA", "randlora_gamma": "RandLoRA",
-    "randlora_A": "RandLoRA", "randlora_B": "RandLoRA", "shira_indices": "SHiRA",
+    "bone_block": "Bone", "c3a_kernel": "C3A", "randlora_lambda": "RandLora", "randlora_gamma": "RandLora",
+    "randlora_A": "RandLora", "randlora_B": "RandLora", "shira_indices": "SHiRA",
     "vblora_logits_A": "VB-LoRA", "vblora_logits_B": "VB-LoRA", "vblora_logits_A_topk_indices": "VB-LoRA",
     "vblora_logits_A_topk_weights": "VB-LoRA", "vblora_logits_B_topk_indices": "VB-LoRA",
     "vblora_logits_B_topk_weights": "VB-LoRA", "shira_weight": "SHiRA", "road_theta": "RoAd",
-    "road_alpha": "RoAd", "trainable_tokens_delta": "trainable tokens",
+    "road_alpha": "RoAd", "trainable_tokens_delta": "Trainable Tokens", "waveft_spectrum": "WaveFT",
+    "delora_A": "DeLoRA", "delora_B": "DeLoRA", "delora_lambda": "DeLoRA", "delora_w_norm": "DeLoRA",
 }
 _PEFT_TUNER = _lazy_regex(
     r"^(?P<module>.+?)\.(?:token_adapter\.)?(?P<part>" + "|".join(sorted(_PEFT_TUNER_PARTS, key=len, reverse=True))
@@ -1172,7 +1175,7 @@ _PEFT_TUNER = _lazy_regex(
 # One substring of each, for a test of the whole key list before any match.
 _PEFT_TUNER_WORDS = ("vera_lambda", "oft_", "boft_", "hada_", "lokr_", "ln_tuning_layers", "fourierft_spectrum",
                      "hra_u", "miss_block", "bone_block", "c3a_kernel", "randlora_", "vblora_", "shira_",
-                     "road_", "trainable_tokens_delta")
+                     "road_", "trainable_tokens_delta", "waveft_spectrum", "delora_")
 _PEFT_TUNER_WORD = _lazy_regex(r"\.(?:" + "|".join(_PEFT_TUNER_WORDS) + ")")
 # Every substring `adapter_fit` looks for before it looks at any key, with its digits folded as `_word_text` folds
 # them (`.ia3_l` -> `.ia0_l`): a text of folded names that holds none of them holds none of the words either.
@@ -1180,7 +1183,7 @@ _ADAPTER_WORDS_FOLDED = tuple(word.translate(_FOLD_DIGITS) for word in (
     ".adapters.", ".loras.", ".lora_", ".ia3_l", *("." + word for word in _PEFT_TUNER_WORDS), "lora_unet_",
     "lora_te", "lora_transformer_", "base_model."))
 # The tensors such a method shares between its modules, saved once at the top (`base_model.vera_A`): VeRA's and
-# RandLoRA's random projections (save_projection=True), VB-LoRA's vector bank.
+# RandLora's random projections (save_projection=True), VB-LoRA's vector bank.
 _PEFT_SHARED = _lazy_regex(r"^base_model\.(?:vera_[AB]|randlora_[AB]|vblora_vector_bank)(?:\.[^.]+)?$")
 # kohya / LyCORIS names (lora_unet_<path>.hada_w1_a) are looked up by _kohya_adapter_fit's tables, not as modules.
 _KOHYA_MODULE = _lazy_regex(r"^lora_(?:unet|te\d?|transformer)_")
@@ -1346,9 +1349,13 @@ def adapter_fit(
     ranks: set[int] = set()
     # Convolutions read as grouped (module -> groups) to fit an IA3 / OFT tensor: a checkpoint does not store groups.
     conv_groups: dict[str, int] = {}
+    merges: set[str] = set()  # those of them whose update merges into the weight (IA3's)
+    # Grouped convolutions a LoRA adapts (AdaLoRA's too): merge_and_unload raises on them, as on OFT's.
+    grouped_updates: set[str] = set()
     # The diffusers pipeline components whose pairs land in B once their prefix is stripped (B is that component).
     # peft's own files wrap every name in base_model.model. (GPT-2's transformer.h.0 is no pipeline component).
     grouped = _lora_groups(pairs, specs_a)
+    grouped_updates.update(_adapter_target(module) for module in grouped)
     components = {component for _, match in pairs if not match["module"].startswith(_PEFT_WRAPPER)
                   and (component := _diffusers_component(module := _adapter_target(match["module"]))) is not None
                   and module + ".weight" not in specs_b and module[len(component):] + ".weight" in specs_b}
@@ -1420,6 +1427,7 @@ def adapter_fit(
         elif match["part"] == "ia3_l" and (misfit := _ia3_misfit(specs_a[name].shape, weight.shape, module)) and (
                 groups := _ia3_conv_groups(specs_a[name].shape, weight.shape)) is not None:
             conv_groups[module] = groups
+            merges.add(module)  # IA3's scales merge into a grouped convolution (peft expands them per group)
             whys[name] = ("adapter", "info", f"IA3 on {weight.name} ({_grouped_reading(groups, specs_a[name].shape)})")
             modules.setdefault(module, True)
         elif match["part"] == "ia3_l" and misfit:
@@ -1428,6 +1436,18 @@ def adapter_fit(
                           f"({'×'.join(map(str, weight.shape))} in B): it {misfit}{grouping}: an adapter for another "
                           "model size")
             modules[module] = False
+        elif part == "lora_A" and f"{match['module']}.lora_E" in specs_a and (
+                groups := _adalora_conv_groups(shape, weight.shape)) is not None:
+            # peft's AdaLoRA SVDConv2d saves lora_A flat (r × in·kh·kw): it was "a linear factor does not fit B's
+            # 3×3 convolution", an error, on an adapter PeftModel.from_pretrained loads.
+            if groups > 1:
+                grouped_updates.add(module)
+            whys[name] = ("adapter", "info", f"LoRA on {weight.name}") if groups == 1 else (
+                "adapter", "warn", f"LoRA on {weight.name}: {'×'.join(map(str, shape))} reads all "
+                f"{groups * weight.shape[1]} input channels of a convolution of {groups} groups (times its kernel), "
+                "which PeftModel.from_pretrained loads; peft's AdaLoRA cannot run it there (its update, out × "
+                "in·kh·kw, is no grouped weight's shape)")
+            modules.setdefault(module, True)
         elif part != "lora_E" and match["part"] != "ia3_l" and not _lora_fits(
                 part, shape, weight.shape, grouped.get(match["module"], 1)):
             whys[name] = ("adapter", "error", f"{'×'.join(map(str, shape))} does not fit {module}.weight "
@@ -1439,7 +1459,7 @@ def adapter_fit(
             modules.setdefault(module, True)
     uncompared: dict[str, str] = {}  # a method whose tensors could not be compared with B's -> why
     config = adapter_config() if adapter_config is not None and any(
-        match["part"] in ("miss_block", "shira_weight") for _, match in tuners) else None
+        match["part"] in ("miss_block", "shira_weight", "road_theta", "road_alpha") for _, match in tuners) else None
     methods = _tuners_fit(tuners, shared, specs_b, whys, modules, specs_a, conv_groups, uncompared, config)
     unknown: list[str] = []  # the tensor families of PEFT methods not known here (`_peft_generic`), in order
     for name, module, part in generic:
@@ -1459,7 +1479,7 @@ def adapter_fit(
             targets is not None and not targets[0]) else ("adapter", "info", (
                 f"UniLoRA's shared vector theta_d ({math.prod(specs_a[name].shape)} values), not a weight of B: peft "
                 "rebuilds every adapted module's factors from it (proj_seed), whatever the module's size"))
-    # LoHa's and LoKr's products, VeRA's, OFT's, BOFT's, HRA's and LN Tuning's widths, MiSS's, C3A's, RandLoRA's,
+    # LoHa's and LoKr's products, VeRA's, OFT's, BOFT's, HRA's and LN Tuning's widths, MiSS's, C3A's, RandLora's,
     # SHiRA's and VB-LoRA's sizes are compared with the weights (`uncompared`: where A alone could not tell); the
     # other methods' tensors are not shaped so.
     unshaped = [method for method in methods if method not in _SHAPED_TUNERS or method in uncompared]
@@ -1516,10 +1536,13 @@ def adapter_fit(
         checked += (f"; {count} more {plural(count, 'is a convolution', 'are convolutions')} it fits only if "
                     f"grouped ({read}): a checkpoint does not store groups, so {plural(count, 'its', 'their')} fit "
                     "is not compared")
-    if "FourierFT" in unshaped:
+    for spectral in ("FourierFT", "WaveFT"):
+        if spectral not in unshaped:
+            continue
         # peft's FourierFTLayer: the spectrum holds n_frequency values, put at positions torch.randperm draws (from
         # fourierft_random_loc_seed) over the layer's out × in; only n_frequency <= out × in is asked of the layer.
-        checked = (checked[:-1] + "; FourierFT's spectrum is n_frequency values placed at positions drawn from "
+        # WaveFT's are wavelet coefficients at positions drawn from its random_loc_seed over out × in alike.
+        checked = (checked[:-1] + f"; {spectral}'s spectrum is n_frequency values placed at positions drawn from "
                    "its seed over the layer's out × in, so only one longer than out × in, which peft refuses, is "
                    "caught)")
     if unilora and not modules:
@@ -1532,14 +1555,20 @@ def adapter_fit(
                       "rebuilds the factors of each module it adapts, whatever their sizes; "
                       f"{named}; it stores no base weights: load it with PeftModel.from_pretrained(base, adapter), "
                       "or merge it (merge_and_unload) before comparing whole checkpoints")
+    # Whole weights of B's the adapter saves (modules_to_save, a resized embedding): "it stores no base weights"
+    # was said of an adapter that saves its classifier or norm whole, which replace the base's.
+    whole = [_adapter_target(name) for name in others if _adapter_target(name) in specs_b]
+    stores = ("it stores no base weights" if not whole else
+              f"of B's weights it stores only {'the one' if len(whole) == 1 else f'the {len(whole)}'} it saves whole "
+              f"({', '.join(whole[:3])}{', ...' if len(whole) > 3 else ''})")
     if components:
         named = ", ".join(sorted(component[:-1] for component in components))
         note = (f"A is a LoRA in diffusers' layout: {method} on {len(modules)} module(s) of the pipeline's {named} "
-                f"(B), {fitting} of them in B {checked}; it stores no base weights: load it with the "
+                f"(B), {fitting} of them in B {checked}; {stores}: load it with the "
                 "pipeline's load_lora_weights(adapter), or fuse it (fuse_lora) before comparing whole checkpoints")
     else:
-        note = (f"A is a PEFT adapter: {method} on {len(modules)} module(s), {fitting} of them in B {checked}; it "
-                "stores no base weights: load it with PeftModel.from_pretrained(base, adapter), "
+        note = (f"A is a PEFT adapter: {method} on {len(modules)} module(s), {fitting} of them in B {checked}; "
+                f"{stores}: load it with PeftModel.from_pretrained(base, adapter), "
                 "or merge it (merge_and_unload) before comparing whole checkpoints")
         # Modules B has whose shapes the adapter's do not fit: "load it with PeftModel.from_pretrained(base, adapter)"
         # pasted with B as the base raises a size mismatch.
@@ -1557,7 +1586,47 @@ def adapter_fit(
                      "and PeftModel.from_pretrained(B, adapter) raises (peft: target modules not found in the base "
                      "model): load it onto a base that has these modules, the one it was trained on (which "
                      "adapter_config.json's base_model_name_or_path names, unless the adapter was saved with another)")
+        # peft 0.21's merge_and_unload raises on a LoRA's ("Merging is not supported for _ConvNd layers with groups >
+        # 1") or an OFT's (its rotation reshaped to out × in·kh·kw) grouped convolution: "or merge it" was not so.
+        unmerged = sorted(module for module in {*grouped_updates, *conv_groups} - merges if modules.get(module))
+        if unmerged:
+            note += (f"; merge_and_unload raises on {', '.join(unmerged)}: peft (0.21) does not merge a LoRA or OFT "
+                     "update into a grouped convolution")
     return whys, note
+
+
+def swapped_sides(
+    specs_a: Mapping[str, KeySpec], specs_b: Mapping[str, KeySpec], unexpected: Sequence[str], missing: Sequence[str],
+    word_text_b: str | None = None, source_a: str = "A", source_b: str = "B",
+) -> tuple[dict[str, tuple[str, str, str]], str]:
+    """When B is an adapter (PEFT, kohya, LyCORIS, ...) that adapts modules of A, and A no adapter: the two given the
+    other way round (`diff-keys BASE ADAPTER`). Every key then read "unknown: these weights will not load", errors,
+    with no word of why. Returns (reason, severity, detail) for every key of A's and B's that differ, all errors (the
+    check asked for was not made: a CI gate must not pass it), and a note that gives the command with the sides
+    swapped; ({}, "") otherwise.
+
+    Example:
+        >>> base = {"q.weight": KeySpec("q.weight", (8, 8), "float32")}
+        >>> lora = {"base_model.model.q.lora_A.weight": KeySpec("base_model.model.q.lora_A.weight", (4, 8), "float32")}
+        >>> whys, note = swapped_sides(base, lora, list(base), list(lora), None, "base", "lora")
+        >>> whys["q.weight"][:2], note.split(":")[0]
+        (('swapped-sides', 'error'), 'B is a PEFT adapter and A the model it adapts')
+    """
+    from weightdoctor.paths import shell_word
+
+    whys, note = adapter_fit(specs_b, specs_a, missing, unexpected, word_text_b)
+    # The adapter's modules are A's (a weight of A it leaves to the base): not an adapter of another model.
+    if not whys or not any(why[0] == "adapter-base" for why in whys.values()):
+        return {}, ""
+    named = re.match(r"A is (.+?)(?: \(|:)", note)
+    what = named[1] if named else "an adapter"
+    command = (f"weightdoctor diff-keys {shell_word(source_b, argument=True)} "
+               f"{shell_word(source_a, argument=True)}")
+    swapped = {name: ("swapped-sides", "error", "" if whys.get(name, ("", "", ""))[0] == "adapter-base"
+                      else whys.get(name, ("", "", ""))[2]) for name in (*unexpected, *missing)}
+    return swapped, (f"B is {what} and A the model it adapts: diff-keys loads A into B, so the sides are given the "
+                     "other way round and no key of the adapter was checked against A; to check it, run "
+                     f"{command}")
 
 
 def _tuners_fit(
@@ -1571,7 +1640,7 @@ def _tuners_fit(
     HRA's and LN Tuning's tensors are sized by the layer's widths (`_tuner_misfit`), which are compared with the
     weight's; for the other methods (FourierFT's spectrum, ...) only that the module is in B is checked. An OFT
     tensor that fits a convolution only as a grouped one (`_oft_conv_groups`) adds it to `conv_groups` (module ->
-    groups). MiSS's, C3A's, RandLoRA's, SHiRA's and VB-LoRA's are sized by the layer too (`_sized_misfit`); a method
+    groups). MiSS's, C3A's, RandLora's, SHiRA's and VB-LoRA's are sized by the layer too (`_sized_misfit`); a method
     whose tensor could not be compared is added to `uncompared` with why. `adapter_config`: the adapter_config.json
     beside A, where there is one (MiSS's init_weights, SHiRA's r)."""
     methods: list[str] = []
@@ -1675,7 +1744,7 @@ def _peft_generic(
     (name, module of B, part) for those under `base_model.model.<module>.<prefix>_<part>...` where B has that
     module, and the names saved once at the top (`base_model.<prefix>_<part>...`), which count only beside the
     former (an adapter's own). peft 0.21 has ~20 methods past
-    those `_PEFT_TUNER_PARTS` names (DeLoRA, GLoRA, GraLoRA, OSF, ...): an adapter of one against its own base was
+    those `_PEFT_TUNER_PARTS` names (GLoRA, GraLoRA, OSF, ...): an adapter of one against its own base was
     "unknown: these weights will not load", every base weight an error, though PeftModel.from_pretrained loads it.
 
     Example:
@@ -1702,8 +1771,8 @@ def _peft_generic(
 
 
 # The PEFT methods whose tensors `_tuner_misfit` compares with the widths of the layer they adapt.
-_SHAPED_TUNERS = ("LoHa", "LoKr", "VeRA", "OFT", "BOFT", "HRA", "LN Tuning", "trainable tokens", "MiSS", "C3A",
-                  "RandLoRA", "SHiRA", "VB-LoRA")
+_SHAPED_TUNERS = ("LoHa", "LoKr", "VeRA", "OFT", "BOFT", "HRA", "LN Tuning", "Trainable Tokens", "MiSS", "C3A",
+                  "RandLora", "SHiRA", "VB-LoRA", "RoAd", "DeLoRA")
 
 
 # GPT-2's Conv1D layers (in × out, transposed from nn.Linear): c_attn, c_proj, c_fc, q_attn in GPT-2 and its kin;
@@ -1754,6 +1823,21 @@ def _conv_groups(features: int, per_group: int, out: int) -> int | None:
         return None
     groups = features // per_group
     return groups if groups > 1 and out % groups == 0 else None
+
+
+def _adalora_conv_groups(shape: tuple[int, ...], weight: tuple[int, ...]) -> int | None:
+    """How AdaLoRA's flat `lora_A` (peft's SVDConv2d: r × in_channels·kh·kw) fits B's convolution `weight` (out ×
+    in/g × kh × kw): 1 as it is, the groups g > 1 it implies when only a grouped reading fits, None when neither.
+
+    Example:
+        >>> _adalora_conv_groups((12, 288), (32, 32, 3, 3)), _adalora_conv_groups((12, 288), (64, 8, 3, 3))
+        (1, 4)
+    """
+    kernel = math.prod(weight[2:])
+    if len(shape) != 2 or len(weight) < 3 or kernel <= 0 or shape[1] % kernel:
+        return None
+    features = shape[1] // kernel
+    return 1 if features == weight[1] else _conv_groups(features, weight[1], weight[0])
 
 
 def _ia3_conv_groups(shape: tuple[int, ...], weight: tuple[int, ...]) -> int | None:
@@ -1861,16 +1945,25 @@ def _tuner_misfit(
         # One row per trained token, as wide as the embedding (rows × dim): peft refuses another width.
         return None if shape[1] == weight.shape[1] else (
             f"{label} {held} holds {shape[1]}-wide token rows, {size} embeds {weight.shape[1]} wide")
-    if part == "fourierft_spectrum":
-        # FourierFTLayer adapts an nn.Linear or a Conv1D only, and refuses n_frequency above in × out (ValueError).
+    if part in ("fourierft_spectrum", "waveft_spectrum"):
+        # FourierFTLayer and WaveFTLayer adapt an nn.Linear or a Conv1D only, and refuse n_frequency above in × out
+        # (ValueError): inspect named WaveFT, diff-keys called it "waveft_* tensors of a PEFT method not known here".
+        method = "FourierFT" if part == "fourierft_spectrum" else "WaveFT"
         if len(weight.shape) != 2:
-            return f"{label} {held} adapts {size}, which is no Linear layer (peft's FourierFT adapts only those)"
+            return f"{label} {held} adapts {size}, which is no Linear layer (peft's {method} adapts only those)"
         if len(shape) != 1:
             return f"{label} {held} is not one value per frequency (peft saves n_frequency values)"
         entries = weight.shape[0] * weight.shape[1]
         return None if shape[0] <= entries else (
             f"{label} {held} holds {shape[0]} frequencies, more than the {entries} entries of {size} (peft refuses "
             "n_frequency above in × out)")
+    if part in ("delora_A", "delora_w_norm") and len(shape) == (2 if part == "delora_A" else 1):
+        # peft's DeloraLayer (nn.Linear only): delora_A r × in, its buffer delora_w_norm one norm per input feature.
+        return None if shape[-1] in ins else f"{label} {held} reads {shape[-1]} input features, {size} reads {reads}"
+    if part == "delora_B" and len(shape) == 2:  # out × r
+        outs = {width[1] for width in widths}
+        return None if shape[0] in outs else (
+            f"{label} {held} writes {shape[0]} output features, {size} writes {' or '.join(map(str, sorted(outs)))}")
     if part == "hra_u" and len(shape) == 2:
         return None if shape[0] in ins else f"{label} {held} reflects {shape[0]} input features, {size} reads {reads}"
     return None
@@ -1897,14 +1990,14 @@ def _sized_misfit(
     part: str, shape: tuple[int, ...], weight: KeySpec | None, module: str, bank: tuple[int, ...] | None,
     config: Mapping[str, Any] | None,
 ) -> tuple[str | None, str | None]:
-    """(why a MiSS / C3A / RandLoRA / SHiRA / VB-LoRA tensor does not fit B's `module`, why it was not compared),
-    each None where it does not apply. peft 0.21 sizes each by the nn.Linear (or, for RandLoRA and VB-LoRA, Conv1D)
+    """(why a MiSS / C3A / RandLora / SHiRA / VB-LoRA tensor does not fit B's `module`, why it was not compared),
+    each None where it does not apply. peft 0.21 sizes each by the nn.Linear (or, for RandLora and VB-LoRA, Conv1D)
     it adapts:
 
     - MiSS's miss_block: r × out (init_weights True / False), out/r × r × r ("bat", r dividing in), r × mini_r
       ("mini", mini_r dividing out); r at most in. A 2-D block not r × out is "mini" only by adapter_config.json.
     - C3A's c3a_kernel: out/b × in/b × b (block_size b).
-    - RandLoRA's randlora_lambda: r × n and randlora_gamma: n × min(in, out), n = ⌈min(in, out) / r⌉.
+    - RandLora's randlora_lambda: r × n and randlora_gamma: n × min(in, out), n = ⌈min(in, out) / r⌉.
     - SHiRA's shira_weight: r · (in + out) values (at most in · out), r adapter_config.json's.
     - VB-LoRA's vblora_logits_A: r × in/L × vectors, vblora_logits_B: out/L × r × vectors (their top-k saves:
       r × in/L × k, out/L × r × k), L the vector length of the vector bank saved beside them.
@@ -1968,6 +2061,24 @@ def _sized_misfit(
             return (f"{part} {held} holds {shape[0]} values, no r · (in + out) of {size} "
                     f"(in + out = {' or '.join(map(str, sorted(sums)))})"), None
         return None, ("SHiRA's values are r · (in + out), and no adapter_config.json beside A gives r")
+    if part in ("road_theta", "road_alpha") and len(shape) == 1:
+        # peft's RoadLayer: out/2 (variant road_1, its default), out (road_2) or 2·out (road_4) values, and a
+        # group_size that divides out (peft raises otherwise).
+        sizes = {"road_1": (1, 2), "road_2": (1, 1), "road_4": (2, 1)}
+        variant = config.get("variant") if config is not None and config.get("peft_type") == "ROAD" else None
+        group = config.get("group_size") if config is not None and config.get("peft_type") == "ROAD" else None
+        read = {variant: sizes[variant]} if variant in sizes else sizes
+        outs = {out for _, out in widths if any(out * num % den == 0 and out * num // den == shape[0]
+                                                for num, den in read.values())}
+        if not outs:
+            wanted = " or ".join(f"{out * num // den} ({name})" for name, (num, den) in read.items() for out in
+                                 sorted({out for _, out in widths}) if out * num % den == 0)
+            return f"{part} {held} holds {shape[0]} values, {size} needs {wanted}", None
+        if isinstance(group, int) and not isinstance(group, bool) and group > 0 and all(out % group for out in outs):
+            return (f"adapter_config.json's group_size {group} does not divide the {writes} output features of "
+                    f"{size} (peft refuses it)"), None
+        return None, (None if variant in sizes else "RoAd's vectors are out/2, out or 2·out values by its variant, "
+                      "and no adapter_config.json beside A says which")
     if part.startswith("vblora_logits_") and len(shape) == 3:
         if bank is None or len(bank) != 2 or not bank[1]:
             return None, "VB-LoRA's logits are sized by its vector bank's vector length, and A holds no vector bank"
@@ -4296,6 +4407,10 @@ def _diff_specs(
                                              adapter_config_a)
     if adapter_whys:  # an adapter is not renamed into its base: its keys are told what they fit
         layout_whys, layout_note = adapter_whys, adapter_note
+    elif diff.missing and (swapped := swapped_sides(renamed_a, specs_b, diff.unexpected, diff.missing, word_texts[1],
+                                                    source_a, source_b))[0]:
+        adapter_whys = layout_whys = swapped[0]
+        layout_note = swapped[1]
     elif chroma_whys := _chroma_against_flux(diff.unexpected, diff.missing):
         layout_whys, layout_note = {**chroma_whys[0], **layout_whys}, "; ".join(
             filter(None, (layout_note, chroma_whys[1])))

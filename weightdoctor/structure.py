@@ -540,6 +540,10 @@ def peft_method_name(peft_type: object) -> str:
 
 ADAPTER_FIELDS = ("peft_type", "base_model_name_or_path", "task_type", "r", "lora_alpha", "target_modules",
                   "modules_to_save", "use_dora")
+# What sizes an adapter of a method whose `r` is no size of it (peft's OFT config sets r=0 beside oft_block_size;
+# AdaLoRA ignores r for init_r / target_r; IA3, C3A, FourierFT, BOFT, ... have none): inspect said "OFT r=0".
+SIZE_FIELDS = ("init_r", "target_r", "oft_block_size", "boft_block_size", "boft_block_num", "boft_n_butterfly_factor",
+               "block_size", "n_frequency", "group_size", "num_virtual_tokens", "adapter_len", "effective_rank")
 
 
 def adapter_summary(checkpoint: Checkpoint) -> tuple[dict[str, Any] | None, str | None]:
@@ -581,7 +585,13 @@ def adapter_summary(checkpoint: Checkpoint) -> tuple[dict[str, Any] | None, str 
                       "with peft installed, loads these weights and then loads the adapter onto them (a merged model "
                       "gets its LoRA "
                       f"twice); name {beside[0]} to read the adapter")
-    return {key: data[key] for key in ADAPTER_FIELDS if data.get(key) is not None}, None
+    summary = {key: data[key] for key in (*ADAPTER_FIELDS, *SIZE_FIELDS) if data.get(key) is not None}
+    tokens = data.get("token_indices")  # Trainable Tokens: a list, or a list per embedding
+    if isinstance(tokens, dict) and all(isinstance(v, list) for v in tokens.values()):
+        tokens = [index for indices in tokens.values() for index in indices]
+    if isinstance(tokens, list) and tokens:
+        summary["token_count"] = len(tokens)
+    return summary, None
 
 
 def peft_adapter_config(checkpoint: Checkpoint) -> dict[str, Any] | None:

@@ -76,8 +76,13 @@ def adapter_line(adapter: dict) -> str:
     text = peft_method_name(adapter["peft_type"]) if "peft_type" in adapter else "?"
     if adapter.get("use_dora") is True:  # weight-decomposed LoRA: a magnitude vector beside each pair
         text += " (DoRA)"
-    if "r" in adapter:
-        text += f" r={adapter['r']}"
+    size = adapter_size(adapter)
+    # A rank as LoRA's is written (r=8); another size in words beside the method: OFT (block size 32), or inside
+    # the parentheses a method's name has: Llama-Adapter (adaption prompt, 10 adapter tokens).
+    if "=" in size:
+        text += f" {size}"
+    elif size:
+        text = f"{text[:-1]}, {size})" if text.endswith(")") else f"{text} ({size})"
     if "lora_alpha" in adapter:
         text += f" alpha={adapter['lora_alpha']}"
     targets = adapter.get("target_modules")
@@ -90,6 +95,44 @@ def adapter_line(adapter: dict) -> str:
     if "task_type" in adapter:
         text += f" ({adapter['task_type']})"
     return text + " — load it onto its base with PeftModel.from_pretrained; diff-keys ADAPTER BASE checks the fit"
+
+
+def adapter_size(adapter: dict) -> str:
+    """What sizes a PEFT adapter, as its config says it: `r=8` for the methods whose rank is their size, the block
+    size, frequencies or tokens for those whose `r` is none (peft's OFT config writes r=0 beside oft_block_size).
+
+    Example:
+        >>> adapter_size({"peft_type": "OFT", "r": 0, "oft_block_size": 32})
+        'block size 32'
+        >>> adapter_size({"peft_type": "LORA", "r": 8})
+        'r=8'
+    """
+    method = adapter.get("peft_type")
+
+    def given(key: str) -> object | None:
+        value = adapter.get(key)  # 0 is peft's "not set" for the sizes one of two sets (OFT's r, BOFT's block_num)
+        return value if value not in (None, 0, False) else None
+
+    if method == "ADALORA":  # AdaLoRA ignores r: it starts at init_r and prunes to an average of target_r
+        return " ".join(f"{key}={adapter[key]}" for key in ("init_r", "target_r") if given(key) is not None)
+    if method in ("OFT", "BOFT"):
+        prefix = "oft" if method == "OFT" else "boft"
+        parts = [f"r={adapter['r']}"] if given("r") is not None else []
+        if given(f"{prefix}_block_size") is not None:
+            parts.append(f"block size {adapter[f'{prefix}_block_size']}")
+        if given("boft_block_num") is not None:
+            parts.append(f"{adapter['boft_block_num']} blocks")
+        if method == "BOFT" and isinstance(adapter.get("boft_n_butterfly_factor"), int) and \
+                adapter["boft_n_butterfly_factor"] > 1:
+            parts.append(f"butterfly factor {adapter['boft_n_butterfly_factor']}")
+        return ", ".join(parts)
+    for key, words in (("block_size", "block size {}"), ("n_frequency", "{} frequencies"),
+                       ("group_size", "group size {}"), ("num_virtual_tokens", "{} virtual tokens"),
+                       ("adapter_len", "{} adapter tokens"),
+                       ("effective_rank", "effective rank {}"), ("token_count", "{} tokens")):
+        if given(key) is not None:
+            return words.format(adapter[key])
+    return f"r={adapter['r']}" if given("r") is not None else ""
 
 
 def _listed(value: object) -> str:
