@@ -765,6 +765,31 @@ def pickles_copied_note(files: list[SideFile], fmt: str, folder: Path | None) ->
     return f"copied as they are, still PyTorch pickles: {listed} ({how})"
 
 
+NEMO_WEIGHTS = "model_weights.ckpt"  # the one name NeMo's SaveRestoreConnector reads weights from
+
+
+def nemo_weights_note(checkpoint: Checkpoint, written: list[str]) -> str | None:
+    """A warning where the weights read are an extracted NeMo model's (model_config.yaml beside model_weights.ckpt,
+    a `.nemo` untarred) and the output does not keep that name: NeMo's restore_from reads model_weights.ckpt alone,
+    with torch.load, in the .nemo tar and in an extracted folder (SaveRestoreConnector.model_extracted_dir) alike, so
+    a model_weights.safetensors (or shards and an index) written there was never read by NeMo, and nothing said so.
+    None otherwise.
+
+    Example:
+        >>> nemo_weights_note(open_checkpoint("asr/"), ["model_weights.safetensors"])  # doctest: +SKIP
+        "an extracted NeMo model (model_config.yaml beside model_weights.ckpt): NeMo's restore_from ..."
+    """
+    read = [f.path for f in checkpoint.files if f.role == "weights"]
+    if len(read) != 1 or read[0].name != NEMO_WEIGHTS or not (read[0].parent / "model_config.yaml").is_file():
+        return None
+    if NEMO_WEIGHTS in written:
+        return None
+    shown = ", ".join(written[:3]) + (f" and {len(written) - 3} more" if len(written) > 3 else "")
+    return (f"an extracted NeMo model (model_config.yaml beside {NEMO_WEIGHTS}): NeMo's restore_from reads "
+            f"{NEMO_WEIGHTS} alone, with torch.load, from a .nemo or its extracted folder, and cannot load {shown}; "
+            f"keep {NEMO_WEIGHTS} for NeMo")
+
+
 def _pickle_file(path: Path) -> bool:
     """Whether a `.bin` (or other pickle-named) file is a pickle (torch.save's zip or legacy format) of no other
     format: not an OpenVINO IR's openvino_model.bin, a Core ML package's weights/weight.bin, a GGML file, nor a
@@ -866,6 +891,14 @@ def side_files(
                 # times the model's size, and the pickles the conversion was run to leave behind.
                 saves.append(name)  # one entry for them all: a run keeps hundreds
                 continue
+            if (native := _original_release(item)) is not None and not any(
+                    m.is_relative_to(item.absolute()) or m.is_relative_to(resolved) for m in mine):
+                # Llama 3's original/ (consolidated.00.pth beside params.json): the same weights again, in Meta's
+                # layout, 16 GB for an 8B model. Copied whole, a conversion to safetensors held that pickle, stale
+                # after a cast or a rename, where Mistral's consolidated.safetensors at the top was left out.
+                kind = native.split(":")[0]
+                left_out.append(f"{name}/ ({kind}: the weights again in another layout, not converted)")
+                continue
             if output_inside and _holds_weight_files(item):
                 # No mark tells an earlier output (or a Trainer's checkpoint-N/) from a module's own weights
                 # (sentence-transformers' 2_Dense/): inside the model folder, copying either nests copies on every
@@ -947,6 +980,18 @@ def side_files(
         left_out.append(f"{shown} ({'saves' if len(saves) > 1 else 'a save'} to resume training from, not part of "
                         "this model; convert one on its own)")
     return copies, left_out
+
+
+def _original_release(folder: Path) -> str | None:
+    """What a subfolder holding a model's own release of its weights is (Llama 3's `original/`: consolidated.00.pth
+    beside params.json), as the folder's reads name it; None for any other folder (a sentence-transformers module's,
+    an export's)."""
+    from weightdoctor.checkpoint.reader import native_format, weight_files_in
+
+    try:
+        return next((kind for path in weight_files_in(folder) if (kind := native_format(path)) is not None), None)
+    except OSError:
+        return None
 
 
 def _holds_weight_files(folder: Path) -> bool:

@@ -2724,7 +2724,7 @@ def _siblings_not_read(folder: Path, read: set[Path], said: list[str]) -> list[s
             if path.resolve() in read_names or already_said(path.name) or path.name.startswith("adapter_model.") \
                     or path.suffix == ".pkl" or a_shard_of_an_index(path.name):
                 continue
-            native = _native_format(path)
+            native = native_format(path)
             if native is not None:
                 found.append(f"{path.name} ({native})")
             else:
@@ -2747,7 +2747,7 @@ def _siblings_not_read(folder: Path, read: set[Path], said: list[str]) -> list[s
                 kinds.append("Core ML")
             if kinds:
                 found.append(f"{sub.name}/ ({', '.join(kinds)})")
-            elif native := [kind for w in weight_files_in(sub) if (kind := _native_format(w)) is not None]:
+            elif native := [kind for w in weight_files_in(sub) if (kind := native_format(w)) is not None]:
                 found.append(f"{sub.name}/ ({native[0]})")  # Llama 3's original/
     except OSError:
         return []
@@ -2803,9 +2803,10 @@ def _few_entries(folder: Path) -> bool:
 _SHARD_NAME = re.compile(r"(.+)-\d+-of-\d+\.(safetensors|bin)")
 
 
-def _native_format(path: Path) -> str | None:
+def native_format(path: Path) -> str | None:
     """What a weight file of a model's own release format is (Meta's and Mistral's `consolidated.*` with a
-    params.json, kept beside the Hugging Face files), for `_siblings_not_read`; None for any other file."""
+    params.json, kept beside the Hugging Face files), for `_siblings_not_read` and for what convert and shard leave
+    out; None for any other file."""
     if not path.name.startswith("consolidated.") or not (path.parent / "params.json").is_file():
         return None
     if path.suffix == ".safetensors":

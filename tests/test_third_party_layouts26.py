@@ -1,0 +1,170 @@
+"""A twenty-sixth round: widely used Hub and framework layouts run through all six commands: Llama 3 repos (the
+transformers files beside `original/consolidated.00.pth` and its params.json), Mistral repos (shards beside
+`consolidated.safetensors`), timm Hub folders (config.json with pretrained_cfg, model.safetensors beside
+pytorch_model.bin), sentence-transformers folders with root weights, 1_Pooling/ and 2_Dense/, PyTorch Lightning
+`.ckpt` files with ModelCheckpoint / EarlyStopping state, and extracted NeMo models (model_config.yaml beside
+model_weights.ckpt).
+
+Lightning, timm, sentence-transformers and NeMo are not installed here: their files are reproduced from their save
+code (Lightning's _dump_checkpoint keys; timm's push_to_hub config; sentence-transformers' modules.json; NeMo's
+SaveRestoreConnector, which writes and reads model_config.yaml and model_weights.ckpt, with torch.save / torch.load,
+in the .nemo tar and in a pre-extracted folder, `model_extracted_dir`, alike). Llama and Mistral models are built
+by transformers 5.25.0; Meta's names are those of its convert_llama_weights_to_hf.py.
+
+Found: `convert` and `shard` of a Llama 3 repo copied `original/` whole, Meta's consolidated.00.pth (the whole
+model again, a pickle, stale once cast or renamed) into a conversion to safetensors, where Mistral's
+consolidated.safetensors at the top was left out as another copy of the weights. `convert` and `shard` of an
+extracted NeMo model wrote model_weights.safetensors (or shards) that NeMo never reads, without a word.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from tests.helpers import run_cli
+
+_META_NAMES = {"self_attn.q_proj": "attention.wq", "self_attn.k_proj": "attention.wk",
+               "self_attn.v_proj": "attention.wv", "self_attn.o_proj": "attention.wo",
+               "mlp.gate_proj": "feed_forward.w1", "mlp.down_proj": "feed_forward.w2",
+               "mlp.up_proj": "feed_forward.w3", "input_layernorm": "attention_norm",
+               "post_attention_layernorm": "ffn_norm"}
+
+
+def _flat(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _llama3_repo(folder: Path) -> dict[str, torch.Tensor]:
+    """A Llama 3 Hub repo: save_pretrained's files, and original/ as Meta releases it (consolidated.00.pth in
+    bfloat16 under Meta's names, params.json, tokenizer.model). Returns the transformers state dict."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=32)
+    model = LlamaForCausalLM(config)
+    model.save_pretrained(folder)
+    state = model.state_dict()
+    meta = {"tok_embeddings.weight": state["model.embed_tokens.weight"], "norm.weight": state["model.norm.weight"],
+            "output.weight": state["lm_head.weight"]}
+    for name, tensor in state.items():
+        if name.startswith("model.layers."):
+            layer, rest = name.removeprefix("model.layers.").split(".", 1)
+            module, kind = rest.rsplit(".", 1)
+            meta[f"layers.{layer}.{_META_NAMES[module]}.{kind}"] = tensor
+    original = folder / "original"
+    original.mkdir()
+    torch.save({name: tensor.to(torch.bfloat16).clone() for name, tensor in meta.items()},
+               original / "consolidated.00.pth")
+    (original / "params.json").write_text(json.dumps({"dim": 16, "n_layers": 2, "n_heads": 2, "n_kv_heads": 1,
+                                                      "vocab_size": 64, "norm_eps": 1e-5, "rope_theta": 500000.0}))
+    (original / "tokenizer.model").write_bytes(b"IQ== 0\n")
+    return state
+
+
+def test_converting_a_llama3_repo_leaves_its_original_release_out(tmp_path: Path) -> None:
+    """convert and shard copied original/ whole: the output of a conversion to safetensors held
+    original/consolidated.00.pth, the model again as a pickle (16 GB for Llama 3 8B, left as it was by --dtype and
+    --rename), with "convert each on its own" as the only word. Mistral's consolidated.safetensors, the same thing
+    at the top of its repo, was left out as weights in another format; original/ is now left out, and said so."""
+    repo = tmp_path / "llama3"
+    state = _llama3_repo(repo)
+    for command, extra in (("convert", ()), ("convert", ("--dtype", "bf16")), ("shard", ("--max", "4KB"))):
+        out = tmp_path / f"{command}{len(extra)}"
+        result = run_cli(command, str(repo), "-o", str(out), *extra)
+        assert result.exit_code == 0, result.stderr
+        stderr = _flat(result.stderr)
+        assert not (out / "original").exists(), sorted(p.name for p in out.iterdir())
+        assert ("not copied: original/ (Meta's original format, with params.json: the weights again in another "
+                "layout, not converted)") in stderr, stderr
+        assert "still PyTorch pickles" not in stderr
+        assert (out / "config.json").is_file()
+        report = json.loads(run_cli("inspect", str(out), "--json").stdout)
+        assert report["num_tensors"] == len(state)
+
+    # The release itself still converts when named, as the warning of a read of the repo says to.
+    out = tmp_path / "meta"
+    result = run_cli("convert", str(repo / "original"), "-o", str(out))
+    assert result.exit_code == 0, result.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["consolidated.00.safetensors", "params.json", "tokenizer.model"]
+
+
+def test_a_sentence_transformers_module_folder_is_still_copied(tmp_path: Path) -> None:
+    """The left-out is of a model's own release (consolidated.* beside params.json) only: 2_Dense/'s weights, a
+    module's own, are still copied with the folder they belong to."""
+    from safetensors.torch import save_file
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(0)
+    folder = tmp_path / "st"
+    BertModel(BertConfig(vocab_size=32, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=32, max_position_embeddings=16), add_pooling_layer=False
+              ).save_pretrained(folder)
+    (folder / "modules.json").write_text(json.dumps([
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+        {"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"}]))
+    (folder / "1_Pooling").mkdir()
+    (folder / "1_Pooling" / "config.json").write_text(json.dumps({"word_embedding_dimension": 16,
+                                                                   "pooling_mode_mean_tokens": True}))
+    (folder / "2_Dense").mkdir()
+    (folder / "2_Dense" / "config.json").write_text(json.dumps({"in_features": 16, "out_features": 8, "bias": True}))
+    save_file({"linear.weight": torch.randn(8, 16), "linear.bias": torch.zeros(8)},
+              str(folder / "2_Dense" / "model.safetensors"))
+    out = tmp_path / "out"
+    result = run_cli("convert", str(folder), "-o", str(out))
+    assert result.exit_code == 0, result.stderr
+    assert (out / "2_Dense" / "model.safetensors").is_file() and (out / "1_Pooling" / "config.json").is_file()
+    assert "not copied" not in result.stderr
+
+
+def _extracted_nemo(folder: Path) -> None:
+    """An extracted .nemo of an ASR model, as SaveRestoreConnector.save_to writes it before tarring:
+    model_config.yaml, model_weights.ckpt (torch.save of model.state_dict()), and an artifact."""
+    torch.manual_seed(0)
+    folder.mkdir()
+    torch.save({"preprocessor.featurizer.window": torch.hann_window(16),
+                "encoder.pre_encode.conv.0.weight": torch.randn(8, 1, 3, 3),
+                "encoder.pre_encode.conv.0.bias": torch.zeros(8),
+                "encoder.layers.0.feed_forward1.linear1.weight": torch.randn(32, 8),
+                "decoder.decoder_layers.0.weight": torch.randn(29, 8, 1),
+                "decoder.decoder_layers.0.bias": torch.zeros(29)}, folder / "model_weights.ckpt")
+    (folder / "model_config.yaml").write_text(
+        "target: nemo.collections.asr.models.ctc_bpe_models.EncDecCTCModelBPE\nsample_rate: 16000\n")
+    (folder / "1a2b_tokenizer.model").write_bytes(b"\x0a\x04test")
+
+
+def test_converting_an_extracted_nemo_model_says_nemo_reads_model_weights_ckpt_alone(tmp_path: Path) -> None:
+    """convert wrote model_weights.safetensors beside model_config.yaml, and shard model-0000i-of-0000N.safetensors
+    with an index: NeMo's restore_from reads model_weights.ckpt (torch.load) and nothing else, so neither output
+    restores in NeMo, and nothing said so."""
+    folder = tmp_path / "asr"
+    _extracted_nemo(folder)
+    said = ("an extracted NeMo model (model_config.yaml beside model_weights.ckpt): NeMo's restore_from reads "
+            "model_weights.ckpt alone, with torch.load, from a .nemo or its extracted folder, and cannot load ")
+    result = run_cli("convert", str(folder), "-o", str(tmp_path / "st"))
+    assert result.exit_code == 0, result.stderr
+    assert said + "model_weights.safetensors; keep model_weights.ckpt for NeMo" in _flat(result.stderr), result.stderr
+    assert (tmp_path / "st" / "model_weights.safetensors").is_file()
+
+    result = run_cli("shard", str(folder), "--max", "1KB", "-o", str(tmp_path / "shards"), "--json")
+    assert result.exit_code == 0, result.stderr
+    warnings = json.loads(result.stdout)["warnings"]
+    assert any(w.startswith(said + "model-00001-of-") for w in warnings), warnings
+
+    result = run_cli("convert", str(folder / "model_weights.ckpt"), "-o", str(tmp_path / "one.safetensors"),
+                     "--dry-run")
+    assert said + "one.safetensors" in _flat(result.stderr), result.stderr
+
+
+def test_a_model_weights_ckpt_without_nemo_s_config_is_not_called_nemo(tmp_path: Path) -> None:
+    """The name alone is no NeMo model: without model_config.yaml beside it nothing is said of NeMo."""
+    folder = tmp_path / "asr"
+    _extracted_nemo(folder)
+    (folder / "model_config.yaml").unlink()
+    result = run_cli("convert", str(folder), "-o", str(tmp_path / "st"))
+    assert result.exit_code == 0, result.stderr
+    assert "NeMo" not in result.stderr
