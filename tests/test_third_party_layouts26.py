@@ -168,3 +168,79 @@ def test_a_model_weights_ckpt_without_nemo_s_config_is_not_called_nemo(tmp_path:
     result = run_cli("convert", str(folder), "-o", str(tmp_path / "st"))
     assert result.exit_code == 0, result.stderr
     assert "NeMo" not in result.stderr
+
+
+def _mistral_large_repo(folder: Path, shards: int = 3) -> int:
+    """A Mistral Large 2 repo (mistralai/Mistral-Large-Instruct-2407's file list): transformers' shards and index,
+    and Mistral's own release sharded beside them, consolidated-0000i-of-0000N.safetensors with
+    consolidated.safetensors.index.json, and params.json. Returns the number of tensors of each copy."""
+    from safetensors.torch import save_file
+    from transformers import MistralConfig, MistralForCausalLM
+
+    torch.manual_seed(0)
+    config = MistralConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                           num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=32)
+    model = MistralForCausalLM(config)
+    model.save_pretrained(folder, max_shard_size="4KB")
+    state = model.state_dict()
+    meta = {"tok_embeddings.weight": state["model.embed_tokens.weight"], "norm.weight": state["model.norm.weight"],
+            "output.weight": state["lm_head.weight"]}
+    for name, tensor in state.items():
+        if name.startswith("model.layers."):
+            layer, rest = name.removeprefix("model.layers.").split(".", 1)
+            module, kind = rest.rsplit(".", 1)
+            meta[f"layers.{layer}.{_META_NAMES[module]}.{kind}"] = tensor.clone()
+    names = sorted(meta)
+    weight_map: dict[str, str] = {}
+    for i in range(shards):
+        shard = f"consolidated-{i + 1:05d}-of-{shards:05d}.safetensors"
+        part = names[i::shards]
+        save_file({name: meta[name].contiguous() for name in part}, str(folder / shard))
+        weight_map.update(dict.fromkeys(part, shard))
+    (folder / "consolidated.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    (folder / "params.json").write_text(json.dumps({"dim": 16, "n_layers": 2, "n_heads": 2, "n_kv_heads": 1,
+                                                    "vocab_size": 64, "head_dim": 8, "hidden_dim": 32}))
+    return len(state)
+
+
+def test_a_mistral_large_repo_names_its_sharded_release_and_reads_the_transformers_shards_once(
+        tmp_path: Path) -> None:
+    """Mistral's own release sharded beside the transformers shards: the transformers shards are read (counted
+    once), and the other set was named by nothing (a single consolidated.safetensors is)."""
+    repo = tmp_path / "large"
+    count = _mistral_large_repo(repo)
+    report = json.loads(run_cli("inspect", str(repo), "--json").stdout)
+    assert report["num_tensors"] == count and report["sharded"]
+    assert all(f["path"].startswith("model") for f in report["files"] if f["role"] == "weights"), report["files"]
+    said = [w for w in report["warnings"] if w.startswith("not read, and not loaded by from_pretrained(folder)")]
+    assert said and ("consolidated.safetensors.index.json and its 3 shards (Mistral's own format, sharded, with "
+                     "params.json: vLLM's --load-format mistral reads it)") in said[0], report["warnings"]
+    # The set it names reads when named, as "name one to read" says.
+    native = json.loads(run_cli("inspect", str(repo / "consolidated.safetensors.index.json"), "--json").stdout)
+    assert native["num_tensors"] == count and native["sharded"]
+
+
+def test_converting_a_mistral_large_repo_says_its_release_shards_are_left_out_in_one_entry(tmp_path: Path) -> None:
+    """convert named each shard of Mistral's own set with the same reason (51 of them in Mistral Large 2's repo,
+    one line of thousands of characters): the set is said once, first to last."""
+    repo = tmp_path / "large"
+    _mistral_large_repo(repo)
+    result = run_cli("convert", str(repo), "-o", str(tmp_path / "out"))
+    assert result.exit_code == 0, result.stderr
+    stderr = _flat(result.stderr)
+    assert ("not copied: consolidated-00001-of-00003.safetensors to consolidated-00003-of-00003.safetensors "
+            "(3 shards: weights in another file or format, not converted), consolidated.safetensors.index.json "
+            "(weights in another file or format, not converted)") in stderr, stderr
+    assert stderr.count("consolidated-00002-of-00003") == 0
+    assert not list((tmp_path / "out").glob("consolidated*"))
+
+
+def test_one_left_out_file_named_like_a_shard_is_still_named_alone(tmp_path: Path) -> None:
+    """Shards are said together only as a set: one file of another set (the only one downloaded) keeps its name."""
+    from tests.helpers import copy_example
+
+    folder = copy_example(tmp_path)
+    torch.save({"w": torch.zeros(2)}, folder / "pytorch_model-00001-of-00002.bin")
+    result = run_cli("convert", str(folder), "-o", str(tmp_path / "out"), "--dry-run")
+    assert "pytorch_model-00001-of-00002.bin (weights in another file or format, not converted)" in \
+        _flat(result.stderr), result.stderr

@@ -962,9 +962,10 @@ def side_files(
         if name.endswith(WEIGHT_SUFFIXES) or name.endswith(".index.json") or (
                 foreign.is_foreign_weight_name(name) and not foreign.arrays_not_weights(item)):
             # rust_model.ot, weights.npz, model.onnx_data (whose model.onnx is left out) too: stale once cast.
-            left_out.append(f"{name} (weights in another file or format, not converted)")
+            left_out.append(f"{name} ({OTHER_WEIGHTS})")
             continue
         copies.append(SideFile(item, name))
+    left_out = _shard_sets_once(left_out)
     if any(name.startswith("global_step") for name in saves):
         # DeepSpeed's `latest` (the tag its load_checkpoint resumes from) and zero_to_fp32.py (which gathers the
         # weights from the tag's folder) belong with its global_stepN/ folders: copied without them, the output held
@@ -980,6 +981,34 @@ def side_files(
         left_out.append(f"{shown} ({'saves' if len(saves) > 1 else 'a save'} to resume training from, not part of "
                         "this model; convert one on its own)")
     return copies, left_out
+
+
+OTHER_WEIGHTS = "weights in another file or format, not converted"
+_LEFT_OUT_SHARD = re.compile(r"(.+)-(\d+)-of-(\d+)(\.\w+) \(" + re.escape(OTHER_WEIGHTS) + r"\)")
+
+
+def _shard_sets_once(left_out: list[str]) -> list[str]:
+    """`left_out` with the shards of one set left out as weights of another format said in one entry: Mistral
+    Large's repos keep consolidated-00001-of-00051.safetensors ... beside the transformers shards, and each of the
+    51 was named with the same reason, in one line of 5,000 characters.
+
+    Example:
+        >>> _shard_sets_once([f"c-0000{i}-of-00003.safetensors ({OTHER_WEIGHTS})" for i in (1, 2, 3)])[0][:72]
+        'c-00001-of-00003.safetensors to c-00003-of-00003.safetensors (3 shards: '
+    """
+    sets: dict[tuple[str, str, str], list[str]] = {}
+    for entry in left_out:
+        if (match := _LEFT_OUT_SHARD.fullmatch(entry)) is not None:
+            sets.setdefault((match[1], match[3], match[4]), []).append(entry.split(" (", 1)[0])
+    out: list[str] = []
+    for entry in left_out:
+        match = _LEFT_OUT_SHARD.fullmatch(entry)
+        names = sets.get((match[1], match[3], match[4]), []) if match is not None else []
+        if len(names) < 2:
+            out.append(entry)
+        elif entry.startswith(names[0] + " ("):
+            out.append(f"{names[0]} to {names[-1]} ({len(names)} shards: {OTHER_WEIGHTS})")
+    return out
 
 
 def _original_release(folder: Path) -> str | None:

@@ -2709,6 +2709,15 @@ def _siblings_not_read(folder: Path, read: set[Path], said: list[str]) -> list[s
             if "/" not in name and not already_said(name):
                 kind = foreign.sibling_format(name)
                 found.append(f"{name} ({kind})" if kind else name)
+        mistral_index = folder / MISTRAL_INDEX
+        if mistral_index.is_file() and mistral_index.resolve() not in read_names and not already_said(MISTRAL_INDEX) \
+                and (folder / "params.json").is_file():
+            # Mistral Large's repos keep their own release sharded (consolidated-00001-of-00051.safetensors and
+            # this index) beside the transformers shards: its shards are passed over below as an index's, and
+            # the index itself was named by nothing, where a single consolidated.safetensors is.
+            shards = sum(1 for _ in folder.glob("consolidated-*-of-*.safetensors"))
+            found.append(f"{MISTRAL_INDEX} and its {counted(shards, 'shard')} (Mistral's own format, sharded, with "
+                         "params.json: vLLM's --load-format mistral reads it)")
         for path in weight_files_in(folder):
             # Left to others: a PEFT adapter beside its merged model (said where the adapter is looked at), and a
             # .pkl, as often a tokenizer's or a scaler's pickle as weights.
@@ -2801,6 +2810,9 @@ def _few_entries(folder: Path) -> bool:
 
 
 _SHARD_NAME = re.compile(r"(.+)-\d+-of-\d+\.(safetensors|bin)")
+
+
+MISTRAL_INDEX = "consolidated.safetensors.index.json"  # Mistral's own release, sharded (Mistral Large 2)
 
 
 def native_format(path: Path) -> str | None:
