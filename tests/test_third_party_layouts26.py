@@ -14,7 +14,10 @@ by transformers 5.25.0; Meta's names are those of its convert_llama_weights_to_h
 Found: `convert` and `shard` of a Llama 3 repo copied `original/` whole, Meta's consolidated.00.pth (the whole
 model again, a pickle, stale once cast or renamed) into a conversion to safetensors, where Mistral's
 consolidated.safetensors at the top was left out as another copy of the weights. `convert` and `shard` of an
-extracted NeMo model wrote model_weights.safetensors (or shards) that NeMo never reads, without a word.
+extracted NeMo model wrote model_weights.safetensors (or shards) that NeMo never reads, without a word. A Mistral
+Large repo's own sharded release (consolidated-0000i-of-0000N.safetensors, consolidated.safetensors.index.json) was
+named by nothing, and convert named each of its shards, with the same reason, in one line. A Lightning checkpoints
+folder (epoch=N-step=M.ckpt beside last.ckpt) was "several weight files and no index; name one".
 """
 
 from __future__ import annotations
@@ -244,3 +247,59 @@ def test_one_left_out_file_named_like_a_shard_is_still_named_alone(tmp_path: Pat
     result = run_cli("convert", str(folder), "-o", str(tmp_path / "out"), "--dry-run")
     assert "pytorch_model-00001-of-00002.bin (weights in another file or format, not converted)" in \
         _flat(result.stderr), result.stderr
+
+
+def _lightning_ckpt(path: Path, epoch: int) -> None:
+    """A .ckpt as Lightning 2.x's _dump_checkpoint writes it, with ModelCheckpoint's and EarlyStopping's state (their
+    scores are tensors) under callbacks."""
+    torch.manual_seed(epoch)
+    state = {"model.encoder.weight": torch.randn(4, 8), "model.encoder.bias": torch.zeros(4)}
+    torch.save({"epoch": epoch, "global_step": 30 * (epoch + 1), "pytorch-lightning_version": "2.4.0",
+                "state_dict": state, "loops": {"fit_loop": {"epoch_progress": {"total": {"completed": epoch}}}},
+                "callbacks": {"ModelCheckpoint{'monitor': 'val_loss', 'mode': 'min', 'every_n_train_steps': 0, "
+                              "'every_n_epochs': 1, 'train_time_interval': None}": {
+                                  "monitor": "val_loss", "best_model_score": torch.tensor(0.25),
+                                  "best_k_models": {"epoch=2-step=90.ckpt": torch.tensor(0.25)}},
+                              "EarlyStopping{'monitor': 'val_loss', 'mode': 'min'}": {
+                                  "wait_count": 1, "best_score": torch.tensor(0.25), "patience": 3}},
+                "optimizer_states": [], "lr_schedulers": [], "hparams_name": "kwargs",
+                "hyper_parameters": {"lr": 1e-3}}, path)
+
+
+def test_a_lightning_checkpoints_folder_says_each_file_is_a_whole_checkpoint(tmp_path: Path) -> None:
+    """lightning_logs/version_0/checkpoints/ (ModelCheckpoint's epoch=N-step=M.ckpt saves beside last.ckpt) was
+    "folder holds several weight files and no index (...); name one": nothing said that each is a whole training
+    checkpoint of the same model, nor which is the latest. The file it names reads."""
+    folder = tmp_path / "lightning_logs" / "version_0" / "checkpoints"
+    folder.mkdir(parents=True)
+    for epoch in (2, 10):
+        _lightning_ckpt(folder / f"epoch={epoch}-step={30 * (epoch + 1)}.ckpt", epoch)
+    _lightning_ckpt(folder / "last.ckpt", 11)
+    (folder.parent / "hparams.yaml").write_text("lr: 0.001\n")
+    for command in (("inspect", str(folder)), ("convert", str(folder), "-o", str(tmp_path / "out"))):
+        result = run_cli(*command)
+        assert result.exit_code == 2 and not result.stdout
+        message = _flat(result.stderr)
+        assert ("a PyTorch Lightning checkpoints folder (ModelCheckpoint's saves: epoch=2-step=90.ckpt, "
+                "epoch=10-step=330.ckpt, last.ckpt): each file is a whole training checkpoint of the model") in message
+        assert "last.ckpt is the latest save (save_last); the epoch= / step= files are those its save_top_k kept" \
+            in message, message
+        assert message.endswith(f"name one to read it (e.g. {folder / 'last.ckpt'})"), message
+    report = json.loads(run_cli("inspect", str(folder / "last.ckpt"), "--json").stdout)
+    assert report["nested_key"] == "state_dict" and report["num_tensors"] == 2
+    assert "callbacks (dict, 2 entries)" in report["other_entries"]
+
+    # Without last.ckpt nothing is called the latest; the highest epoch is the example.
+    (folder / "last.ckpt").unlink()
+    message = _flat(run_cli("inspect", str(folder)).stderr)
+    assert "latest save (save_last)" not in message
+    assert message.endswith(f"(e.g. {folder / 'epoch=10-step=330.ckpt'})"), message
+
+
+def test_several_ckpt_files_of_no_lightning_name_keep_the_plain_refusal(tmp_path: Path) -> None:
+    folder = tmp_path / "run"
+    folder.mkdir()
+    _lightning_ckpt(folder / "a.ckpt", 1)
+    _lightning_ckpt(folder / "b.ckpt", 2)
+    message = _flat(run_cli("inspect", str(folder)).stderr)
+    assert "several weight files and no index (a.ckpt, b.ckpt); name one" in message and "Lightning" not in message

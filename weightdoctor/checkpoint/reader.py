@@ -2196,7 +2196,38 @@ def _choose_in_folder(folder: Path) -> tuple[Path, bool]:
     coqui = _coqui_tts_folder(folder, weights)
     if coqui is not None:
         raise UnsupportedFormat(coqui, str(folder))
+    lightning = _lightning_checkpoints_folder(folder, weights)
+    if lightning is not None:
+        raise UnsupportedFormat(lightning, str(folder))
     raise UnsupportedFormat(f"folder holds several weight files and no index ({names}); name one", str(folder))
+
+
+# The names PyTorch Lightning's ModelCheckpoint gives its saves: last.ckpt (save_last; last-v1.ckpt beside an older
+# one), and its filename template with the metric names inserted (`epoch=2-step=90.ckpt` by default,
+# `epoch=2-val_loss=0.25.ckpt` from "{epoch}-{val_loss:.2f}"), a -vN added where a name is taken.
+_LIGHTNING_LAST = re.compile(r"last(-v\d+)?\.ckpt")
+_LIGHTNING_SAVE = re.compile(r".*\b(epoch|step)=\d+.*\.ckpt")
+
+
+def _lightning_checkpoints_folder(folder: Path, weights: list[Path]) -> str | None:
+    """The refusal for a PyTorch Lightning checkpoints folder (`lightning_logs/version_0/checkpoints/`: last.ckpt
+    beside ModelCheckpoint's `epoch=N-step=M.ckpt` saves), or None. "several weight files and no index; name one" did
+    not say that each is a whole training checkpoint of the same model, nor which is the latest."""
+    names = sorted((p.name for p in weights), key=natural_order)
+    if not all(name.endswith(".ckpt") for name in names) or not any(
+            _LIGHTNING_LAST.fullmatch(name) or _LIGHTNING_SAVE.fullmatch(name) for name in names):
+        return None
+    last = sorted((name for name in names if _LIGHTNING_LAST.fullmatch(name)), key=natural_order)
+    saves = sorted((name for name in names if _LIGHTNING_SAVE.fullmatch(name)), key=natural_order)
+    shown = ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
+    example = last[-1] if last else (saves or names)[-1]
+    return (f"a PyTorch Lightning checkpoints folder (ModelCheckpoint's saves: {shown}): each file is a whole "
+            "training checkpoint of the model (its state_dict beside the optimizer states, loops and callbacks), "
+            "not a part of one"
+            + (f"; {last[-1]} is the latest save (save_last)" if last else "")
+            + ("; the epoch= / step= files are those its save_top_k kept (the best by its monitored metric, or the "
+               "latest)" if saves else "")
+            + f"; name one to read it (e.g. {_shell_word(_by_name(folder) / example)})")
 
 
 # The files espnet2's Trainer writes to an experiment folder (exp/asr_train_*/): `<N>epoch.pth` per epoch, the
