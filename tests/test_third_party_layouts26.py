@@ -303,3 +303,56 @@ def test_several_ckpt_files_of_no_lightning_name_keep_the_plain_refusal(tmp_path
     _lightning_ckpt(folder / "b.ckpt", 2)
     message = _flat(run_cli("inspect", str(folder)).stderr)
     assert "several weight files and no index (a.ckpt, b.ckpt); name one" in message and "Lightning" not in message
+
+
+def _lightning_deepspeed_save(folder: Path) -> None:
+    """A checkpoint as PyTorch Lightning's DeepSpeedStrategy saves it (ZeRO stage 2): a folder named like the .ckpt
+    file, holding DeepSpeed's save under the tag `checkpoint` (the model states, its names under Lightning's
+    `_forward_module.`, and the optimizer partition), `latest` naming the tag, and the zero_to_fp32.py DeepSpeed
+    copies beside it."""
+    step = folder / "checkpoint"
+    step.mkdir(parents=True)
+    torch.manual_seed(0)
+    module = {"_forward_module.model.encoder.weight": torch.randn(4, 8).half(),
+              "_forward_module.model.encoder.bias": torch.zeros(4).half()}
+    torch.save({"module": module, "buffer_names": [], "optimizer": None,
+                "param_shapes": [{name: tensor.shape for name, tensor in module.items()}], "global_steps": 10,
+                "dp_world_size": 1, "mp_world_size": 1, "ds_version": "0.14.0", "epoch": 0, "global_step": 10,
+                "pytorch-lightning_version": "2.4.0", "hyper_parameters": {"lr": 1e-3}},
+               step / "mp_rank_00_model_states.pt")
+    torch.save({"optimizer_state_dict": {"zero_stage": 2, "single_partition_of_fp32_groups": [torch.zeros(36)]},
+                "ds_version": "0.14.0"}, step / "zero_pp_rank_0_mp_rank_00_optim_states.pt")
+    (folder / "latest").write_text("checkpoint")
+    (folder / "zero_to_fp32.py").write_text("# DeepSpeed's script\n")
+
+
+def test_zero_to_fp32_is_named_by_its_path_and_a_lightning_deepspeed_save_by_its_converter(tmp_path: Path) -> None:
+    """"python zero_to_fp32.py RUN OUTDIR" ran only from inside RUN, where RUN (a path from elsewhere) then named
+    nothing: pasted where the user was, python found no zero_to_fp32.py. The script is named by its path now. A
+    folder named like a .ckpt file holding DeepSpeed's save is Lightning's DeepSpeed strategy's: its own converter
+    is named."""
+    import shlex
+    import subprocess
+    import sys
+
+    run = tmp_path / "lightning_logs" / "version_0" / "checkpoints" / "epoch=0-step=10.ckpt"
+    _lightning_deepspeed_save(run)
+    result = run_cli("inspect", str(run))
+    assert result.exit_code == 2 and not result.stdout
+    message = _flat(result.stderr)
+    command = f"python {run / 'zero_to_fp32.py'} {run} OUTDIR --safe_serialization"
+    assert command in message, message
+    # Pasted from another folder, the script it names is found (run here with a script that prints its argv).
+    (run / "zero_to_fp32.py").write_text("import sys; print(sys.argv[1:])\n")
+    words = shlex.split(command)
+    done = subprocess.run([sys.executable, *words[1:]], capture_output=True, text=True, cwd=tmp_path, check=True)
+    assert done.stdout.strip() == str([str(run), "OUTDIR", "--safe_serialization"])
+    assert ("a folder named like a .ckpt file is how PyTorch Lightning's DeepSpeed strategy saves a checkpoint: "
+            "lightning.pytorch.utilities.deepspeed.convert_zero_checkpoint_to_fp32_state_dict("
+            f"'{run}', 'lightning_model.pt') writes it as one file, which load_from_checkpoint reads") in message
+
+    # A DeepSpeed run folder of another name is not called Lightning's.
+    plain = tmp_path / "run"
+    _lightning_deepspeed_save(plain)
+    message = _flat(run_cli("inspect", str(plain)).stderr)
+    assert f"python {plain / 'zero_to_fp32.py'} {plain} OUTDIR" in message and "Lightning" not in message

@@ -1695,9 +1695,19 @@ def _no_weights_message(folder: Path) -> str:
     if (folder / "zero_to_fp32.py").is_file():  # beside training state, or beside the global_stepN/ folders
         refuse_unsafe_deepspeed_states(folder)
         # The script beside it came with the folder, as any file of it did: DeepSpeed's own copy is the same code.
-        message += ("; DeepSpeed's zero_to_fp32.py beside it gathers the weights: python zero_to_fp32.py "
-                    f"{_pasteable(folder)} OUTDIR --safe_serialization (that script came with the folder; python -m "
-                    "deepspeed.utils.zero_to_fp32 runs the installed DeepSpeed's own)")
+        # Named by its path: `python zero_to_fp32.py run OUTDIR` worked only from inside the folder, where `run`
+        # named nothing.
+        message += ("; DeepSpeed's zero_to_fp32.py beside it gathers the weights: python "
+                    f"{_pasteable(folder / 'zero_to_fp32.py')} {_pasteable(folder)} OUTDIR --safe_serialization (that "
+                    "script came with the folder; python -m deepspeed.utils.zero_to_fp32 runs the installed "
+                    "DeepSpeed's own)")
+        if folder.name.endswith(".ckpt"):
+            # PyTorch Lightning's DeepSpeedStrategy saves each checkpoint as a folder under the file's name
+            # (epoch=0-step=10.ckpt/checkpoint/mp_rank_00_model_states.pt, its names under `_forward_module.`).
+            message += ("; a folder named like a .ckpt file is how PyTorch Lightning's DeepSpeed strategy saves a "
+                        "checkpoint: lightning.pytorch.utilities.deepspeed.convert_zero_checkpoint_to_fp32_state_dict"
+                        f"({str(folder)!r}, 'lightning_model.pt') writes it as one file, which load_from_checkpoint "
+                        "reads")
     described = None
     if distributed and _is_megatron_dist(folder / distributed[0]):
         # NeMo 2.0's checkpoint (context/ beside weights/), Megatron-Core's torch_dist save: sharded tensors that
