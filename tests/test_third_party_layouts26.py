@@ -17,7 +17,10 @@ consolidated.safetensors at the top was left out as another copy of the weights.
 extracted NeMo model wrote model_weights.safetensors (or shards) that NeMo never reads, without a word. A Mistral
 Large repo's own sharded release (consolidated-0000i-of-0000N.safetensors, consolidated.safetensors.index.json) was
 named by nothing, and convert named each of its shards, with the same reason, in one line. A Lightning checkpoints
-folder (epoch=N-step=M.ckpt beside last.ckpt) was "several weight files and no index; name one".
+folder (epoch=N-step=M.ckpt beside last.ckpt) was "several weight files and no index; name one". The
+zero_to_fp32.py command a DeepSpeed folder's refusal prints ran only from inside that folder. A timm CLIP tower's
+open_clip files were weights "under names from_pretrained does not look for", and convert copied open_clip_config.json
+without the open_clip weights it goes with.
 """
 
 from __future__ import annotations
@@ -356,3 +359,60 @@ def test_zero_to_fp32_is_named_by_its_path_and_a_lightning_deepspeed_save_by_its
     _lightning_deepspeed_save(plain)
     message = _flat(run_cli("inspect", str(plain)).stderr)
     assert f"python {plain / 'zero_to_fp32.py'} {plain} OUTDIR" in message and "Lightning" not in message
+
+
+def _timm_clip_tower(folder: Path) -> None:
+    """A timm CLIP tower as the Hub keeps it (timm/vit_base_patch16_clip_224.openai): timm's config.json and
+    model.safetensors under timm's names, beside open_clip's open_clip_config.json, open_clip_model.safetensors and
+    open_clip_pytorch_model.bin under open_clip's."""
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    folder.mkdir()
+    timm = {"cls_token": torch.randn(1, 1, 8), "pos_embed": torch.randn(1, 5, 8),
+            "patch_embed.proj.weight": torch.randn(8, 3, 4, 4), "blocks.0.attn.qkv.weight": torch.randn(24, 8),
+            "blocks.0.attn.qkv.bias": torch.zeros(24), "norm_pre.weight": torch.ones(8),
+            "head.weight": torch.randn(4, 8)}
+    save_file(timm, str(folder / "model.safetensors"))
+    (folder / "config.json").write_text(json.dumps({
+        "architecture": "vit_base_patch16_clip_224", "num_classes": 4, "num_features": 8,
+        "pretrained_cfg": {"tag": "openai", "input_size": [3, 8, 8], "mean": [0.48, 0.46, 0.41],
+                           "std": [0.27, 0.26, 0.28], "num_classes": 4, "first_conv": "patch_embed.proj",
+                           "classifier": "head"}}))
+    open_clip = {"visual.class_embedding": torch.randn(8), "visual.positional_embedding": torch.randn(5, 8),
+                 "visual.conv1.weight": torch.randn(8, 3, 4, 4), "visual.proj": torch.randn(8, 8),
+                 "token_embedding.weight": torch.randn(16, 8), "logit_scale": torch.tensor(4.6)}
+    save_file(open_clip, str(folder / "open_clip_model.safetensors"))
+    torch.save(open_clip, folder / "open_clip_pytorch_model.bin")
+    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": {"embed_dim": 8}, "preprocess_cfg": {}}))
+
+
+def test_a_timm_clip_tower_names_open_clips_copy_and_leaves_its_config_out_with_it(tmp_path: Path) -> None:
+    """open_clip's files beside timm's were "weight files under names from_pretrained(folder) does not look for";
+    converted, the output kept open_clip_config.json without the open_clip weights it goes with, a folder that
+    open_clip's loader would take for its own and fail to load. The config now goes with its weights, said so."""
+    folder = tmp_path / "vit_clip"
+    _timm_clip_tower(folder)
+    report = json.loads(run_cli("inspect", str(folder), "--json").stdout)
+    assert [f["path"] for f in report["files"] if f["role"] == "weights"] == ["model.safetensors"]
+    said = [w for w in report["warnings"] if w.startswith("not read, and not loaded by from_pretrained(folder)")]
+    assert said and ("open_clip_model.safetensors, open_clip_pytorch_model.bin (open_clip's copy of the weights, "
+                     "under its own names, with open_clip_config.json: open_clip.create_model_from_pretrained reads "
+                     "it)") in said[0], report["warnings"]
+    assert "names from_pretrained(folder) does not look for" not in said[0]
+
+    for command, extra in (("convert", ()), ("shard", ("--max", "1KB"))):
+        out = tmp_path / command
+        result = run_cli(command, str(folder), "-o", str(out), *extra)
+        assert result.exit_code == 0, result.stderr
+        assert sorted(p.name for p in out.iterdir() if not p.name.startswith("model")) == ["config.json"]
+        assert ("open_clip_config.json (open_clip's config: its weights, open_clip's own copy, are not converted "
+                "here; convert that copy on its own, this config beside it, for open_clip)") in _flat(result.stderr)
+
+    # open_clip's own folder keeps its config: there its weights are the ones converted.
+    for name in ("model.safetensors", "config.json", "open_clip_pytorch_model.bin"):
+        (folder / name).unlink()
+    out = tmp_path / "open_clip"
+    result = run_cli("convert", str(folder), "-o", str(out))
+    assert result.exit_code == 0, result.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["open_clip_config.json", "open_clip_model.safetensors"]

@@ -966,6 +966,14 @@ def side_files(
             continue
         copies.append(SideFile(item, name))
     left_out = _shard_sets_once(left_out)
+    if any(entry.startswith(OPEN_CLIP_NAMES["safetensors"] + " (") or entry.startswith(OPEN_CLIP_NAMES["bin"] + " (")
+           for entry in left_out) and not any(Path(p).name in OPEN_CLIP_NAMES.values() for p in mine):
+        # A timm CLIP tower's folder: its own model.safetensors converted, open_clip's copy left out. Copied alone,
+        # open_clip_config.json made the output look like an open_clip folder that open_clip could not load.
+        left_out += [f"{side.relpath} (open_clip's config: its weights, open_clip's own copy, are not converted "
+                     "here; convert that copy on its own, this config beside it, for open_clip)"
+                     for side in copies if side.relpath == "open_clip_config.json"]
+        copies = [side for side in copies if side.relpath != "open_clip_config.json"]
     if any(name.startswith("global_step") for name in saves):
         # DeepSpeed's `latest` (the tag its load_checkpoint resumes from) and zero_to_fp32.py (which gathers the
         # weights from the tag's folder) belong with its global_stepN/ folders: copied without them, the output held

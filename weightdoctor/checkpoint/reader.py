@@ -2779,6 +2779,13 @@ def _siblings_not_read(folder: Path, read: set[Path], said: list[str]) -> list[s
                 found.append(f"{path.name} ({native})")
             else:
                 other_names.append(path.name)
+        open_clip = [name for name in other_names if name in OPEN_CLIP_WEIGHTS]
+        if open_clip and (folder / "open_clip_config.json").is_file():
+            # timm's CLIP towers (timm/vit_base_patch16_clip_224.openai) keep open_clip's copy of the model beside
+            # their own: "weight files under names from_pretrained does not look for" did not say whose they are.
+            other_names = [name for name in other_names if name not in open_clip]
+            found.append(f"{', '.join(open_clip)} (open_clip's copy of the weights, under its own names, with "
+                         "open_clip_config.json: open_clip.create_model_from_pretrained reads it)")
         if other_names:
             found.append(f"{', '.join(other_names[:4])}{' and more' if len(other_names) > 4 else ''} (weight "
                          f"{'file' if len(other_names) == 1 else 'files'} under "
@@ -2853,6 +2860,7 @@ def _few_entries(folder: Path) -> bool:
 _SHARD_NAME = re.compile(r"(.+)-\d+-of-\d+\.(safetensors|bin)")
 
 
+OPEN_CLIP_WEIGHTS = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")  # what open_clip's hub loads
 MISTRAL_INDEX = "consolidated.safetensors.index.json"  # Mistral's own release, sharded (Mistral Large 2)
 
 
