@@ -20,7 +20,8 @@ named by nothing, and convert named each of its shards, with the same reason, in
 folder (epoch=N-step=M.ckpt beside last.ckpt) was "several weight files and no index; name one". The
 zero_to_fp32.py command a DeepSpeed folder's refusal prints ran only from inside that folder. A timm CLIP tower's
 open_clip files were weights "under names from_pretrained does not look for", and convert copied open_clip_config.json
-without the open_clip weights it goes with.
+without the open_clip weights it goes with. A KerasHub preset (Keras' config.json beside model.weights.h5) said only
+that the .h5 is HDF5, and its config.json was "neither an index nor a model config".
 """
 
 from __future__ import annotations
@@ -416,3 +417,45 @@ def test_a_timm_clip_tower_names_open_clips_copy_and_leaves_its_config_out_with_
     result = run_cli("convert", str(folder), "-o", str(out))
     assert result.exit_code == 0, result.stderr
     assert sorted(p.name for p in out.iterdir()) == ["open_clip_config.json", "open_clip_model.safetensors"]
+
+
+def _kerashub_preset(folder: Path) -> None:
+    """A KerasHub preset as Backbone.save_to_preset writes it (keras/gemma_2b_en's file list): config.json and
+    tokenizer.json are Keras' serialization of the backbone and tokenizer (module, class_name, config,
+    registered_name), metadata.json, model.weights.h5 (HDF5), assets/."""
+    (folder / "assets" / "tokenizer").mkdir(parents=True)
+    (folder / "model.weights.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 504)
+    (folder / "config.json").write_text(json.dumps({
+        "module": "keras_hub.src.models.gemma.gemma_backbone", "class_name": "GemmaBackbone",
+        "config": {"name": "gemma_backbone", "vocabulary_size": 256000, "num_layers": 18, "hidden_dim": 2048},
+        "registered_name": "keras_hub>GemmaBackbone"}))
+    (folder / "tokenizer.json").write_text(json.dumps({
+        "module": "keras_hub.src.models.gemma.gemma_tokenizer", "class_name": "GemmaTokenizer", "config": {},
+        "registered_name": "keras_hub>GemmaTokenizer"}))
+    (folder / "metadata.json").write_text(json.dumps({"keras_version": "3.5.0", "keras_hub_version": "0.15.0",
+                                                      "parameter_count": 2506172416}))
+
+
+def test_a_kerashub_preset_is_named_with_what_builds_it(tmp_path: Path) -> None:
+    """A KerasHub preset folder said only that model.weights.h5 is HDF5, and its config.json (given to plan-devices,
+    which plans from a config) was "neither an index (weight_map) nor a model config": neither said Keras."""
+    folder = tmp_path / "gemma_2b_en"
+    _kerashub_preset(folder)
+    for command in (("inspect", str(folder)), ("plan-devices", str(folder), "--gpu", "1GB"),
+                    ("convert", str(folder), "-o", str(tmp_path / "out"))):
+        result = run_cli(*command)
+        assert result.exit_code == 2 and not result.stdout
+        assert ("the folder is a KerasHub preset (config.json: keras_hub's GemmaBackbone, beside model.weights.h5): "
+                f"keras_hub.models.Backbone.from_preset('{folder}') builds and loads it in Keras") \
+            in _flat(result.stderr), result.stderr
+    for name, built in (("config.json", "GemmaBackbone"), ("tokenizer.json", "GemmaTokenizer")):
+        result = run_cli("plan-devices", str(folder / name), "--gpu", "1GB")
+        assert result.exit_code == 2
+        message = _flat(result.stderr)
+        assert f"this is a Keras object's config (keras_hub's {built}, as Keras serializes it), not weights" in message
+        assert "neither an index" not in message
+
+    # A transformers model's tokenizer.json is still a tokenizer file.
+    (folder / "tokenizer.json").write_text(json.dumps({"version": "1.0", "model": {"type": "BPE"}}))
+    message = _flat(run_cli("inspect", str(folder / "tokenizer.json")).stderr)
+    assert "(a tokenizer file)" in message and "Keras" not in message

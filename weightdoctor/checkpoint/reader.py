@@ -542,6 +542,32 @@ def _pasteable(path: Path) -> str:
     return shell_word(str(path), argument=True)
 
 
+def keras_object(data: Any) -> str | None:
+    """What a JSON object that Keras serialized (keras.saving.serialize_keras_object: `module`, `class_name`,
+    `config`) builds, as "keras_hub's GemmaBackbone"; None for any other JSON.
+
+    Example:
+        >>> keras_object({"module": "keras_hub.src.models.gemma.gemma_backbone", "class_name": "GemmaBackbone"})
+        "keras_hub's GemmaBackbone"
+    """
+    if not isinstance(data, dict):
+        return None
+    module, class_name = data.get("module"), data.get("class_name")
+    if not isinstance(module, str) or not isinstance(class_name, str) or not re.match(r"(tf_)?keras\w*", module):
+        return None
+    return f"{module.split('.')[0]}'s {class_name}"
+
+
+def _small_json(path: Path) -> Any:
+    """The parsed JSON of a small file (a config), or None where it is missing, large or not JSON."""
+    try:
+        if not path.is_file() or path.stat().st_size > 1_000_000:
+            return None
+        return parse_json(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+
+
 def _other_json_message(path: Path, data: Any) -> str:
     """Why a JSON file given as the source is not read: what it is, where diffusers' own files are concerned.
 
@@ -559,6 +585,12 @@ def _other_json_message(path: Path, data: Any) -> str:
         if path.name == "scheduler_config.json" or class_name.endswith("Scheduler"):
             return f"this is a diffusers scheduler's config ({class_name}): a scheduler holds no weights"
         return f"this is a diffusers {class_name} config, not weights; point at the model folder ({path.parent})"
+    if (keras := keras_object(data)) is not None:
+        # A KerasHub preset's config.json / tokenizer.json, a Keras model's config: Keras' serialization of the
+        # object, which was "neither an index (weight_map) nor a model config", not said to be Keras'.
+        return (f"this is a Keras object's config ({keras}, as Keras serializes it), not weights: Keras builds it "
+                "(a KerasHub preset folder, with model.weights.h5: keras_hub.models.Backbone.from_preset(folder)); "
+                "weightdoctor reads PyTorch and safetensors checkpoints")
     # The JSON files of a model folder that are not weights (a tokenizer's, a Trainer's state, an adapter's config):
     # users tab-complete to one of them. Say what it is, and where the weights are.
     kind = next((what for names, what in _OTHER_JSON_KINDS if path.name in names), None)
@@ -1605,6 +1637,12 @@ def _no_weights_message(folder: Path) -> str:
     others = [name for name in found if not name.endswith(foreign.READ_WHEN_NAMED)]
     if others:
         message += f"; it holds {', '.join(others[:6])}, which weightdoctor does not read (not PyTorch)"
+        keras = keras_object(data) if (data := _small_json(folder / "config.json")) is not None else None
+        if keras is not None and keras.startswith("keras_hub") and "model.weights.h5" in others:
+            # A KerasHub preset (keras/gemma_2b_en and the like): Keras' own config of the backbone beside its
+            # weights, which only keras_hub builds; the .h5 advice alone did not say what builds the model.
+            message += (f"; the folder is a KerasHub preset (config.json: {keras}, beside model.weights.h5): "
+                        f"keras_hub.models.Backbone.from_preset({str(folder)!r}) builds and loads it in Keras")
         gguf = next((name for name in others if name.lower().endswith(".gguf")), None)
         if gguf is not None:  # the way to PyTorch weights, as the file's own refusal says it
             message += (f"; transformers reads {gguf} into PyTorch, dequantized (from_pretrained(folder, "
