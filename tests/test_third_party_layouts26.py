@@ -17,7 +17,8 @@ consolidated.safetensors at the top was left out as another copy of the weights.
 extracted NeMo model wrote model_weights.safetensors (or shards) that NeMo never reads, without a word. A Mistral
 Large repo's own sharded release (consolidated-0000i-of-0000N.safetensors, consolidated.safetensors.index.json) was
 named by nothing, and convert named each of its shards, with the same reason, in one line. A Lightning checkpoints
-folder (epoch=N-step=M.ckpt beside last.ckpt) was "several weight files and no index; name one". The
+folder (epoch=N-step=M.ckpt beside last.ckpt) was "several weight files and no index; name one", and the project
+above it "no weight file" and nothing more. The
 zero_to_fp32.py command a DeepSpeed folder's refusal prints ran only from inside that folder. A timm CLIP tower's
 open_clip files were weights "under names from_pretrained does not look for", and convert copied open_clip_config.json
 without the open_clip weights it goes with. A KerasHub preset (Keras' config.json beside model.weights.h5) said only
@@ -459,3 +460,27 @@ def test_a_kerashub_preset_is_named_with_what_builds_it(tmp_path: Path) -> None:
     (folder / "tokenizer.json").write_text(json.dumps({"version": "1.0", "model": {"type": "BPE"}}))
     message = _flat(run_cli("inspect", str(folder / "tokenizer.json")).stderr)
     assert "(a tokenizer file)" in message and "Keras" not in message
+
+
+def test_a_lightning_project_points_at_its_latest_runs_checkpoints(tmp_path: Path) -> None:
+    """A Lightning project folder (lightning_logs/version_N/checkpoints/*.ckpt below it) was "folder holds no weight
+    file" and nothing more; its lightning_logs/ was "a run's save, whose weights are a folder further down (..., as
+    diffusers' training scripts save each step's models)". Both point at the latest run's checkpoints/ now, which
+    the Lightning checkpoints folder refusal then explains."""
+    project = tmp_path / "project"
+    for version in (0, 1):
+        folder = project / "lightning_logs" / f"version_{version}" / "checkpoints"
+        folder.mkdir(parents=True)
+        _lightning_ckpt(folder / "last.ckpt", version)
+    (project / "lightning_logs" / "version_2").mkdir()  # a run that saved nothing yet
+    latest = project / "lightning_logs" / "version_1" / "checkpoints"
+    for source, where in ((project, "its lightning_logs/ holds"), (project / "lightning_logs", "it holds")):
+        result = run_cli("inspect", str(source))
+        assert result.exit_code == 2
+        message = _flat(result.stderr)
+        assert (f"{where} PyTorch Lightning's runs (version_0/, version_1/, a logger's version_N/ each), whose "
+                "ModelCheckpoint saves are .ckpt files in checkpoints/: point at one, e.g. "
+                f"{latest} (the latest run that holds saves)") in message, message
+        assert "diffusers" not in message
+    # Followed, that advice reads (one .ckpt: the file itself).
+    assert run_cli("inspect", str(latest), "--json").exit_code == 0

@@ -1796,8 +1796,35 @@ def _no_weights_message(folder: Path) -> str:
         else:
             message += f"; weights are in subfolders ({shown}): point at one, e.g. {_pasteable(folder / subfolders[0])}"
     if message == NO_WEIGHT_FILE:
-        message += _saves_with_weights_below(folder) or _unfinished_or_empty(folder)
+        message += (_lightning_runs_below(folder) or _saves_with_weights_below(folder)
+                    or _unfinished_or_empty(folder))
     return message
+
+
+def _lightning_runs_below(folder: Path) -> str:
+    """"; its lightning_logs/ holds PyTorch Lightning's runs ..." when `folder` is a Lightning project's (its
+    lightning_logs/ holding version_N/checkpoints/*.ckpt) or its lightning_logs/ itself, or "" for any other folder.
+
+    The project folder was "folder holds no weight file" and nothing more; its lightning_logs/ was called "a run's
+    save, whose weights are a folder further down (..., as diffusers' training scripts save each step's models)",
+    where each version_N/ is a run of its own.
+    """
+    base = folder / "lightning_logs" if (folder / "lightning_logs").is_dir() else folder
+    try:
+        with os.scandir(base) as entries:
+            versions = [e.name for e in itertools.islice(entries, 10000)
+                        if re.fullmatch(r"version_\d+", e.name) and e.is_dir()]
+        runs = sorted((name for name in versions if any((base / name / "checkpoints").glob("*.ckpt"))),
+                      key=natural_order)
+    except OSError:
+        return ""
+    if not runs:
+        return ""
+    listed = ", ".join(f"{name}/" for name in runs[:4]) + (", ..." if len(runs) > 4 else "")
+    where = "its lightning_logs/ holds" if base != folder else "it holds"
+    return (f"; {where} PyTorch Lightning's runs ({listed}, a logger's version_N/ each), whose ModelCheckpoint saves "
+            f"are .ckpt files in checkpoints/: point at one, e.g. {_pasteable(base / runs[-1] / 'checkpoints')} "
+            "(the latest run that holds saves)")
 
 
 def _saves_with_weights_below(folder: Path) -> str:
