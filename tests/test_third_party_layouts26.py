@@ -356,6 +356,11 @@ def test_zero_to_fp32_is_named_by_its_path_and_a_lightning_deepspeed_save_by_its
             "lightning.pytorch.utilities.deepspeed.convert_zero_checkpoint_to_fp32_state_dict("
             f"'{run}', 'lightning_model.pt') writes it as one file, which load_from_checkpoint reads") in message
 
+    # The checkpoints/ folder above it (no weight file at its top) points at it.
+    message = _flat(run_cli("inspect", str(run.parent)).stderr)
+    assert ("epoch=0-step=10.ckpt/ is a PyTorch Lightning DeepSpeed checkpoint (a folder per save, named like the "
+            f".ckpt file): point at one, e.g. {run}") in message, message
+
     # A DeepSpeed run folder of another name is not called Lightning's.
     plain = tmp_path / "run"
     _lightning_deepspeed_save(plain)

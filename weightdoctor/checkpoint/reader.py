@@ -1809,6 +1809,20 @@ def _lightning_runs_below(folder: Path) -> str:
     save, whose weights are a folder further down (..., as diffusers' training scripts save each step's models)",
     where each version_N/ is a run of its own.
     """
+    try:
+        # Lightning's DeepSpeed strategy saves each checkpoint as a folder named like the .ckpt file, DeepSpeed's
+        # `latest` and tag folder inside: a checkpoints/ of them held "no weight file" and nothing more.
+        with os.scandir(folder) as entries:
+            deepspeed = sorted((e.name for e in itertools.islice(entries, 10000) if e.name.endswith(".ckpt")
+                                and e.is_dir() and (folder / e.name / "latest").is_file()), key=natural_order)
+    except OSError:
+        deepspeed = []
+    if deepspeed:
+        listed = ", ".join(f"{name}/" for name in deepspeed[:4]) + (", ..." if len(deepspeed) > 4 else "")
+        what = ("is a PyTorch Lightning DeepSpeed checkpoint" if len(deepspeed) == 1
+                else "are PyTorch Lightning DeepSpeed checkpoints")
+        return (f"; {listed} {what} (a folder per save, named like the .ckpt file): point at one, e.g. "
+                f"{_pasteable(folder / deepspeed[-1])}")
     base = folder / "lightning_logs" if (folder / "lightning_logs").is_dir() else folder
     try:
         with os.scandir(base) as entries:
