@@ -22,7 +22,8 @@ above it "no weight file" and nothing more. The
 zero_to_fp32.py command a DeepSpeed folder's refusal prints ran only from inside that folder. A timm CLIP tower's
 open_clip files were weights "under names from_pretrained does not look for", and convert copied open_clip_config.json
 without the open_clip weights it goes with. A KerasHub preset (Keras' config.json beside model.weights.h5) said only
-that the .h5 is HDF5, and its config.json was "neither an index nor a model config".
+that the .h5 is HDF5, and its config.json was "neither an index nor a model config". A split GGUF's first part was
+sent to transformers' gguf_file=, which reads that one part alone.
 """
 
 from __future__ import annotations
@@ -489,3 +490,35 @@ def test_a_lightning_project_points_at_its_latest_runs_checkpoints(tmp_path: Pat
         assert "diffusers" not in message
     # Followed, that advice reads (one .ckpt: the file itself).
     assert run_cli("inspect", str(latest), "--json").exit_code == 0
+
+
+def _gguf_header() -> bytes:
+    import struct
+
+    return b"GGUF" + struct.pack("<IQQ", 3, 0, 0)  # version 3, no tensors, no metadata
+
+
+def test_a_split_gguf_says_to_merge_it_before_transformers_reads_it(tmp_path: Path) -> None:
+    """A split GGUF (llama.cpp's gguf-split: Qwen2.5-72B-Instruct-Q4_K_M-00001-of-00003.gguf, ...) was sent to
+    from_pretrained(folder, gguf_file='...-00001-of-00003.gguf'): transformers reads that one file (GGUFReader of
+    gguf_file), and the first part holds only its share of the tensors. The merge comes first now."""
+    folder = tmp_path / "Qwen2.5-72B-Instruct-GGUF"
+    folder.mkdir()
+    stem = "Qwen2.5-72B-Instruct-Q4_K_M"
+    for part in (1, 2, 3):
+        (folder / f"{stem}-0000{part}-of-00003.gguf").write_bytes(_gguf_header())
+    merge = (f"llama.cpp's llama-gguf-split --merge {stem}-00001-of-00003.gguf {stem}.gguf joins them into one file, "
+             f"which transformers reads into PyTorch, dequantized (from_pretrained(folder, gguf_file='{stem}.gguf'))")
+    message = _flat(run_cli("inspect", str(folder)).stderr)
+    assert f"{stem}-00001-of-00003.gguf is part 1 of 3 of a split GGUF (llama.cpp's gguf-split)" in message, message
+    assert merge in message and "gguf_file='" + stem + "-00001" not in message
+    result = run_cli("convert", str(folder / f"{stem}-00002-of-00003.gguf"), "-o", str(tmp_path / "out.safetensors"))
+    assert result.exit_code == 2 and not (tmp_path / "out.safetensors").exists()
+    message = _flat(result.stderr)
+    assert "it is part 2 of 3 of a split GGUF" in message and merge in message, message
+
+    # One whole GGUF keeps its plain advice.
+    (folder / f"{stem}.gguf").write_bytes(_gguf_header())
+    message = _flat(run_cli("inspect", str(folder / f"{stem}.gguf")).stderr)
+    assert f"from_pretrained(folder, gguf_file='{stem}.gguf'), with the gguf package)" in message
+    assert "split GGUF" not in message

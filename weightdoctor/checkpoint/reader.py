@@ -1644,7 +1644,9 @@ def _no_weights_message(folder: Path) -> str:
             message += (f"; the folder is a KerasHub preset (config.json: {keras}, beside model.weights.h5): "
                         f"keras_hub.models.Backbone.from_preset({str(folder)!r}) builds and loads it in Keras")
         gguf = next((name for name in others if name.lower().endswith(".gguf")), None)
-        if gguf is not None:  # the way to PyTorch weights, as the file's own refusal says it
+        if gguf is not None and foreign.gguf_reading(gguf).startswith("it is part"):
+            message += f"; {gguf} {foreign.gguf_reading(gguf).removeprefix('it ')}"  # a split GGUF: merged first
+        elif gguf is not None:  # the way to PyTorch weights, as the file's own refusal says it
             message += (f"; transformers reads {gguf} into PyTorch, dequantized (from_pretrained(folder, "
                         f"gguf_file={gguf!r})), and save_pretrained then writes safetensors")
         elif (said := foreign.what_it_is(folder / others[0])) is not None:
