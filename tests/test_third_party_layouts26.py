@@ -23,7 +23,8 @@ zero_to_fp32.py command a DeepSpeed folder's refusal prints ran only from inside
 open_clip files were weights "under names from_pretrained does not look for", and convert copied open_clip_config.json
 without the open_clip weights it goes with. A KerasHub preset (Keras' config.json beside model.weights.h5) said only
 that the .h5 is HDF5, and its config.json was "neither an index nor a model config". A split GGUF's first part was
-sent to transformers' gguf_file=, which reads that one part alone.
+sent to transformers' gguf_file=, which reads that one part alone. One rank of an extracted tensor-parallel NeMo
+model (mp_rank_00/model_weights.ckpt) read as if it were the whole model.
 """
 
 from __future__ import annotations
@@ -522,3 +523,34 @@ def test_a_split_gguf_says_to_merge_it_before_transformers_reads_it(tmp_path: Pa
     message = _flat(run_cli("inspect", str(folder / f"{stem}.gguf")).stderr)
     assert f"from_pretrained(folder, gguf_file='{stem}.gguf'), with the gguf package)" in message
     assert "split GGUF" not in message
+
+
+def test_one_rank_of_an_extracted_tensor_parallel_nemo_model_says_it_is_one(tmp_path: Path) -> None:
+    """A .nemo saved with tensor parallelism 2 keeps mp_rank_00/model_weights.ckpt and mp_rank_01/...
+    (SaveRestoreConnector's _inject_model_parallel_rank_for_ckpt): one rank read alone looked like the whole model,
+    its split weights half their size, and nothing said so, where Megatron-LM's mp_rank_00 says it."""
+    folder = tmp_path / "megatron_gpt"
+    for rank in (0, 1):
+        (folder / f"mp_rank_0{rank}").mkdir(parents=True)
+        torch.manual_seed(rank)
+        torch.save({"model.embedding.word_embeddings.weight": torch.randn(32, 16),
+                    "model.decoder.layers.0.self_attention.linear_qkv.weight": torch.randn(24, 16),
+                    "model.decoder.final_layernorm.weight": torch.ones(16)},
+                   folder / f"mp_rank_0{rank}" / "model_weights.ckpt")
+    (folder / "model_config.yaml").write_text("tensor_model_parallel_size: 2\npipeline_model_parallel_size: 1\n")
+    said = ("model_weights.ckpt: an extracted NeMo model: mp_rank_00 is one of 2 model-parallel ranks (mp_rank_00 to "
+            "mp_rank_01): the weights tensor parallelism splits are slices here")
+    for source in (folder / "mp_rank_00", folder / "mp_rank_00" / "model_weights.ckpt"):
+        report = json.loads(run_cli("inspect", str(source), "--json").stdout)
+        assert report["num_tensors"] == 3
+        assert any(w.startswith(said) and f"--model_extracted_dir {folder}" in w
+                   and "megatron_change_num_partitions.py" in w for w in report["warnings"]), report["warnings"]
+    result = run_cli("convert", str(folder / "mp_rank_00"), "-o", str(tmp_path / "rank0"))
+    assert result.exit_code == 0 and said in _flat(result.stderr), result.stderr
+
+    # One rank alone (no other rank beside it) is the whole model.
+    import shutil
+
+    shutil.rmtree(folder / "mp_rank_01")
+    report = json.loads(run_cli("inspect", str(folder / "mp_rank_00"), "--json").stdout)
+    assert not any("model-parallel ranks" in w for w in report["warnings"]), report["warnings"]
