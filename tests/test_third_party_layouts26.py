@@ -554,3 +554,20 @@ def test_one_rank_of_an_extracted_tensor_parallel_nemo_model_says_it_is_one(tmp_
     shutil.rmtree(folder / "mp_rank_01")
     report = json.loads(run_cli("inspect", str(folder / "mp_rank_00"), "--json").stdout)
     assert not any("model-parallel ranks" in w for w in report["warnings"]), report["warnings"]
+
+
+def test_llama_3_1_405b_keeps_its_release_a_level_down_and_it_is_left_out_too(tmp_path: Path) -> None:
+    """Llama 3.1 405B's repo keeps its original release one level further down (original/mp16/consolidated.NN.pth
+    with params.json): it was neither named by the read nor left out by convert, which copied it whole."""
+    repo = tmp_path / "llama405"
+    _llama3_repo(repo)
+    (repo / "original" / "mp16").mkdir()
+    for name in ("consolidated.00.pth", "params.json"):
+        (repo / "original" / name).rename(repo / "original" / "mp16" / name)
+    report = json.loads(run_cli("inspect", str(repo), "--json").stdout)
+    assert any("original/ (Meta's original format, with params.json" in w for w in report["warnings"]), \
+        report["warnings"]
+    result = run_cli("convert", str(repo), "-o", str(tmp_path / "out"))
+    assert result.exit_code == 0, result.stderr
+    assert not (tmp_path / "out" / "original").exists()
+    assert "not copied: original/ (Meta's original format, with params.json" in _flat(result.stderr)

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from weightdoctor.checkpoint import Checkpoint, TensorInfo
-from weightdoctor.checkpoint.reader import is_training_save, is_training_state, natural_order
+from weightdoctor.checkpoint.reader import is_training_save, is_training_state, natural_order, original_release
 from weightdoctor.dtypes import ALIASES, FLOATING, bits_per_element, torch_shape
 from weightdoctor.errors import OutputError, UsageError, WeightDoctorError, clip_middle, compile_user_regex
 from weightdoctor.jsontext import parse_json
@@ -891,7 +891,7 @@ def side_files(
                 # times the model's size, and the pickles the conversion was run to leave behind.
                 saves.append(name)  # one entry for them all: a run keeps hundreds
                 continue
-            if (native := _original_release(item)) is not None and not any(
+            if (native := original_release(item)) is not None and not any(
                     m.is_relative_to(item.absolute()) or m.is_relative_to(resolved) for m in mine):
                 # Llama 3's original/ (consolidated.00.pth beside params.json): the same weights again, in Meta's
                 # layout, 16 GB for an 8B model. Copied whole, a conversion to safetensors held that pickle, stale
@@ -1017,18 +1017,6 @@ def _shard_sets_once(left_out: list[str]) -> list[str]:
         elif entry.startswith(names[0] + " ("):
             out.append(f"{names[0]} to {names[-1]} ({len(names)} shards: {OTHER_WEIGHTS})")
     return out
-
-
-def _original_release(folder: Path) -> str | None:
-    """What a subfolder holding a model's own release of its weights is (Llama 3's `original/`: consolidated.00.pth
-    beside params.json), as the folder's reads name it; None for any other folder (a sentence-transformers module's,
-    an export's)."""
-    from weightdoctor.checkpoint.reader import native_format, weight_files_in
-
-    try:
-        return next((kind for path in weight_files_in(folder) if (kind := native_format(path)) is not None), None)
-    except OSError:
-        return None
 
 
 def _holds_weight_files(folder: Path) -> bool:

@@ -2885,8 +2885,8 @@ def _siblings_not_read(folder: Path, read: set[Path], said: list[str]) -> list[s
                 kinds.append("Core ML")
             if kinds:
                 found.append(f"{sub.name}/ ({', '.join(kinds)})")
-            elif native := [kind for w in weight_files_in(sub) if (kind := native_format(w)) is not None]:
-                found.append(f"{sub.name}/ ({native[0]})")  # Llama 3's original/
+            elif (native := original_release(sub)) is not None:
+                found.append(f"{sub.name}/ ({native})")  # Llama 3's original/
     except OSError:
         return []
     if not found:
@@ -2942,6 +2942,21 @@ _SHARD_NAME = re.compile(r"(.+)-\d+-of-\d+\.(safetensors|bin)")
 
 
 OPEN_CLIP_WEIGHTS = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")  # what open_clip's hub loads
+def original_release(folder: Path) -> str | None:
+    """What a subfolder holding a model's own release of its weights is (Llama 3's `original/`: consolidated.00.pth
+    beside params.json; Llama 3.1 405B's a level down, original/mp16/), as `native_format` names it; None for any
+    other folder (a sentence-transformers module's, an export's)."""
+    try:
+        subfolders = sorted(sub for sub in folder.iterdir() if sub.is_dir() and not sub.is_symlink())[:8]
+        for place in (folder, *subfolders):
+            kind = next((kind for path in weight_files_in(place) if (kind := native_format(path)) is not None), None)
+            if kind is not None:
+                return kind
+    except OSError:
+        return None
+    return None
+
+
 MISTRAL_INDEX = "consolidated.safetensors.index.json"  # Mistral's own release, sharded (Mistral Large 2)
 
 
