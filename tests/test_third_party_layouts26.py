@@ -24,7 +24,8 @@ open_clip files were weights "under names from_pretrained does not look for", an
 without the open_clip weights it goes with. A KerasHub preset (Keras' config.json beside model.weights.h5) said only
 that the .h5 is HDF5, and its config.json was "neither an index nor a model config". A split GGUF's first part was
 sent to transformers' gguf_file=, which reads that one part alone. One rank of an extracted tensor-parallel NeMo
-model (mp_rank_00/model_weights.ckpt) read as if it were the whole model.
+model (mp_rank_00/model_weights.ckpt) read as if it were the whole model. Meta's original/ converted to safetensors
+gave files that Meta's loaders (which read .pth) never read, without a word.
 """
 
 from __future__ import annotations
@@ -571,3 +572,24 @@ def test_llama_3_1_405b_keeps_its_release_a_level_down_and_it_is_left_out_too(tm
     assert result.exit_code == 0, result.stderr
     assert not (tmp_path / "out" / "original").exists()
     assert "not copied: original/ (Meta's original format, with params.json" in _flat(result.stderr)
+
+
+def test_converting_metas_original_release_says_metas_loaders_read_pth_files(tmp_path: Path) -> None:
+    """convert original/ wrote consolidated.00.safetensors beside params.json, shard model-0000i-of-0000N.safetensors:
+    Meta's llama code globs the folder's *.pth and convert_llama_weights_to_hf.py torch.loads consolidated.NN.pth, so
+    neither output is read by them, and nothing said so."""
+    repo = tmp_path / "llama3"
+    _llama3_repo(repo)
+    said = ("Meta's original format (consolidated.00.pth with params.json): Meta's llama code reads the folder's "
+            "*.pth files and transformers' convert_llama_weights_to_hf.py its consolidated.NN.pth, both with "
+            "torch.load, not ")
+    result = run_cli("convert", str(repo / "original"), "-o", str(tmp_path / "st"))
+    assert result.exit_code == 0, result.stderr
+    assert (said + "consolidated.00.safetensors; keep the .pth files for them (the transformers files in llama3/ are "
+            "the safetensors copy)") in _flat(result.stderr), result.stderr
+    result = run_cli("shard", str(repo / "original"), "--max", "8KB", "-o", str(tmp_path / "shards"), "--json")
+    assert any(w.startswith(said + "model-00001-of-") for w in json.loads(result.stdout)["warnings"])
+    # A .pth output is what they read: nothing to say.
+    result = run_cli("convert", str(repo / "original" / "consolidated.00.pth"), "-o", str(tmp_path / "c.pth"),
+                     "--dtype", "fp32")
+    assert result.exit_code == 0 and "Meta's original format" not in result.stderr, result.stderr

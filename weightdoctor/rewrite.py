@@ -790,6 +790,29 @@ def nemo_weights_note(checkpoint: Checkpoint, written: list[str]) -> str | None:
             f"keep {NEMO_WEIGHTS} for NeMo")
 
 
+def meta_release_note(checkpoint: Checkpoint, written: list[str]) -> str | None:
+    """A warning where the weights read are Meta's original release (consolidated.NN.pth beside params.json, Llama's
+    original/ folder) and the output is not .pth files: Meta's llama code loads the folder's *.pth, and transformers'
+    convert_llama_weights_to_hf.py its consolidated.NN.pth, both with torch.load, so consolidated.00.safetensors (or
+    shards) written beside params.json was read by neither, and nothing said so. None otherwise.
+
+    Example:
+        >>> meta_release_note(open_checkpoint("llama3/original"), ["consolidated.00.safetensors"])  # doctest: +SKIP
+        "Meta's original format (consolidated.00.pth with params.json): Meta's llama code reads ..."
+    """
+    read = [f.path for f in checkpoint.files if f.role == "weights"]
+    if not read or not all(re.fullmatch(r"consolidated\.\d+\.pth", path.name) for path in read) \
+            or not (read[0].parent / "params.json").is_file() or all(name.endswith(".pth") for name in written):
+        return None
+    shown = ", ".join(written[:3]) + (f" and {len(written) - 3} more" if len(written) > 3 else "")
+    repo = read[0].parent.parent
+    beside = (f" (the transformers files in {repo.name or repo}/ are the safetensors copy)"
+              if (repo / "config.json").is_file() else "")
+    return (f"Meta's original format ({read[0].name} with params.json): Meta's llama code reads the folder's *.pth "
+            "files and transformers' convert_llama_weights_to_hf.py its consolidated.NN.pth, both with torch.load, "
+            f"not {shown}; keep the .pth files for them{beside}")
+
+
 def _pickle_file(path: Path) -> bool:
     """Whether a `.bin` (or other pickle-named) file is a pickle (torch.save's zip or legacy format) of no other
     format: not an OpenVINO IR's openvino_model.bin, a Core ML package's weights/weight.bin, a GGML file, nor a

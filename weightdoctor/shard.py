@@ -40,6 +40,7 @@ from weightdoctor.rewrite import (
     bytes_to_write,
     check_not_input,
     disk_shortfall,
+    meta_release_note,
     nemo_weights_note,
     output_variant,
     pickles_copied_note,
@@ -548,6 +549,8 @@ def plan_shard(
         warnings.append(pickle_note)
     if (nemo := nemo_weights_note(checkpoint, [f.filename for f in files])) is not None:
         warnings.append(nemo)
+    if (meta := meta_release_note(checkpoint, [f.filename for f in files])) is not None:
+        warnings.append(meta)
     copy_paths, config_note = with_config_dtype(copy_paths, dtype, len(selection.kept_fp32))
     if config_note:
         warnings.append(config_note)
