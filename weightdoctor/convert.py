@@ -27,6 +27,8 @@ from weightdoctor.rewrite import (
     default_index_name,
     default_output_name,
     disk_shortfall,
+    meta_release_note,
+    nemo_weights_note,
     pickles_copied_note,
     plan_tensors,
     refuse_names_too_long,
@@ -482,6 +484,10 @@ def plan_convert(
     pickle_note = pickles_copied_note(copy_paths, fmt, folder)
     if pickle_note:
         warnings.append(pickle_note)
+    if (nemo := nemo_weights_note(checkpoint, [f.filename for f in files])) is not None:
+        warnings.append(nemo)
+    if (meta := meta_release_note(checkpoint, [f.filename for f in files])) is not None:
+        warnings.append(meta)
     copy_paths, config_note = with_config_dtype(copy_paths, dtype, len(selection.kept_fp32))
     if config_note:
         warnings.append(config_note)

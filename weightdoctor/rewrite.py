@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from weightdoctor.checkpoint import Checkpoint, TensorInfo
-from weightdoctor.checkpoint.reader import is_training_save, is_training_state, natural_order
+from weightdoctor.checkpoint.reader import is_training_save, is_training_state, natural_order, original_release
 from weightdoctor.dtypes import ALIASES, FLOATING, bits_per_element, torch_shape
 from weightdoctor.errors import OutputError, UsageError, WeightDoctorError, clip_middle, compile_user_regex
 from weightdoctor.jsontext import parse_json
@@ -765,6 +765,54 @@ def pickles_copied_note(files: list[SideFile], fmt: str, folder: Path | None) ->
     return f"copied as they are, still PyTorch pickles: {listed} ({how})"
 
 
+NEMO_WEIGHTS = "model_weights.ckpt"  # the one name NeMo's SaveRestoreConnector reads weights from
+
+
+def nemo_weights_note(checkpoint: Checkpoint, written: list[str]) -> str | None:
+    """A warning where the weights read are an extracted NeMo model's (model_config.yaml beside model_weights.ckpt,
+    a `.nemo` untarred) and the output does not keep that name: NeMo's restore_from reads model_weights.ckpt alone,
+    with torch.load, in the .nemo tar and in an extracted folder (SaveRestoreConnector.model_extracted_dir) alike, so
+    a model_weights.safetensors (or shards and an index) written there was never read by NeMo, and nothing said so.
+    None otherwise.
+
+    Example:
+        >>> nemo_weights_note(open_checkpoint("asr/"), ["model_weights.safetensors"])  # doctest: +SKIP
+        "an extracted NeMo model (model_config.yaml beside model_weights.ckpt): NeMo's restore_from ..."
+    """
+    read = [f.path for f in checkpoint.files if f.role == "weights"]
+    if len(read) != 1 or read[0].name != NEMO_WEIGHTS or not (read[0].parent / "model_config.yaml").is_file():
+        return None
+    if NEMO_WEIGHTS in written:
+        return None
+    shown = ", ".join(written[:3]) + (f" and {len(written) - 3} more" if len(written) > 3 else "")
+    return (f"an extracted NeMo model (model_config.yaml beside {NEMO_WEIGHTS}): NeMo's restore_from reads "
+            f"{NEMO_WEIGHTS} alone, with torch.load, from a .nemo or its extracted folder, and cannot load {shown}; "
+            f"keep {NEMO_WEIGHTS} for NeMo")
+
+
+def meta_release_note(checkpoint: Checkpoint, written: list[str]) -> str | None:
+    """A warning where the weights read are Meta's original release (consolidated.NN.pth beside params.json, Llama's
+    original/ folder) and the output is not .pth files: Meta's llama code loads the folder's *.pth, and transformers'
+    convert_llama_weights_to_hf.py its consolidated.NN.pth, both with torch.load, so consolidated.00.safetensors (or
+    shards) written beside params.json was read by neither, and nothing said so. None otherwise.
+
+    Example:
+        >>> meta_release_note(open_checkpoint("llama3/original"), ["consolidated.00.safetensors"])  # doctest: +SKIP
+        "Meta's original format (consolidated.00.pth with params.json): Meta's llama code reads ..."
+    """
+    read = [f.path for f in checkpoint.files if f.role == "weights"]
+    if not read or not all(re.fullmatch(r"consolidated\.\d+\.pth", path.name) for path in read) \
+            or not (read[0].parent / "params.json").is_file() or all(name.endswith(".pth") for name in written):
+        return None
+    shown = ", ".join(written[:3]) + (f" and {len(written) - 3} more" if len(written) > 3 else "")
+    repo = read[0].parent.parent
+    beside = (f" (the transformers files in {repo.name or repo}/ are the safetensors copy)"
+              if (repo / "config.json").is_file() else "")
+    return (f"Meta's original format ({read[0].name} with params.json): Meta's llama code reads the folder's *.pth "
+            "files and transformers' convert_llama_weights_to_hf.py its consolidated.NN.pth, both with torch.load, "
+            f"not {shown}; keep the .pth files for them{beside}")
+
+
 def _pickle_file(path: Path) -> bool:
     """Whether a `.bin` (or other pickle-named) file is a pickle (torch.save's zip or legacy format) of no other
     format: not an OpenVINO IR's openvino_model.bin, a Core ML package's weights/weight.bin, a GGML file, nor a
@@ -866,6 +914,14 @@ def side_files(
                 # times the model's size, and the pickles the conversion was run to leave behind.
                 saves.append(name)  # one entry for them all: a run keeps hundreds
                 continue
+            if (native := original_release(item)) is not None and not any(
+                    m.is_relative_to(item.absolute()) or m.is_relative_to(resolved) for m in mine):
+                # Llama 3's original/ (consolidated.00.pth beside params.json): the same weights again, in Meta's
+                # layout, 16 GB for an 8B model. Copied whole, a conversion to safetensors held that pickle, stale
+                # after a cast or a rename, where Mistral's consolidated.safetensors at the top was left out.
+                kind = native.split(":")[0]
+                left_out.append(f"{name}/ ({kind}: the weights again in another layout, not converted)")
+                continue
             if output_inside and _holds_weight_files(item):
                 # No mark tells an earlier output (or a Trainer's checkpoint-N/) from a module's own weights
                 # (sentence-transformers' 2_Dense/): inside the model folder, copying either nests copies on every
@@ -929,9 +985,18 @@ def side_files(
         if name.endswith(WEIGHT_SUFFIXES) or name.endswith(".index.json") or (
                 foreign.is_foreign_weight_name(name) and not foreign.arrays_not_weights(item)):
             # rust_model.ot, weights.npz, model.onnx_data (whose model.onnx is left out) too: stale once cast.
-            left_out.append(f"{name} (weights in another file or format, not converted)")
+            left_out.append(f"{name} ({OTHER_WEIGHTS})")
             continue
         copies.append(SideFile(item, name))
+    left_out = _shard_sets_once(left_out)
+    if any(entry.startswith(OPEN_CLIP_NAMES["safetensors"] + " (") or entry.startswith(OPEN_CLIP_NAMES["bin"] + " (")
+           for entry in left_out) and not any(Path(p).name in OPEN_CLIP_NAMES.values() for p in mine):
+        # A timm CLIP tower's folder: its own model.safetensors converted, open_clip's copy left out. Copied alone,
+        # open_clip_config.json made the output look like an open_clip folder that open_clip could not load.
+        left_out += [f"{side.relpath} (open_clip's config: its weights, open_clip's own copy, are not converted "
+                     "here; convert that copy on its own, this config beside it, for open_clip)"
+                     for side in copies if side.relpath == "open_clip_config.json"]
+        copies = [side for side in copies if side.relpath != "open_clip_config.json"]
     if any(name.startswith("global_step") for name in saves):
         # DeepSpeed's `latest` (the tag its load_checkpoint resumes from) and zero_to_fp32.py (which gathers the
         # weights from the tag's folder) belong with its global_stepN/ folders: copied without them, the output held
@@ -947,6 +1012,34 @@ def side_files(
         left_out.append(f"{shown} ({'saves' if len(saves) > 1 else 'a save'} to resume training from, not part of "
                         "this model; convert one on its own)")
     return copies, left_out
+
+
+OTHER_WEIGHTS = "weights in another file or format, not converted"
+_LEFT_OUT_SHARD = re.compile(r"(.+)-(\d+)-of-(\d+)(\.\w+) \(" + re.escape(OTHER_WEIGHTS) + r"\)")
+
+
+def _shard_sets_once(left_out: list[str]) -> list[str]:
+    """`left_out` with the shards of one set left out as weights of another format said in one entry: Mistral
+    Large's repos keep consolidated-00001-of-00051.safetensors ... beside the transformers shards, and each of the
+    51 was named with the same reason, in one line of 5,000 characters.
+
+    Example:
+        >>> _shard_sets_once([f"c-0000{i}-of-00003.safetensors ({OTHER_WEIGHTS})" for i in (1, 2, 3)])[0][:72]
+        'c-00001-of-00003.safetensors to c-00003-of-00003.safetensors (3 shards: '
+    """
+    sets: dict[tuple[str, str, str], list[str]] = {}
+    for entry in left_out:
+        if (match := _LEFT_OUT_SHARD.fullmatch(entry)) is not None:
+            sets.setdefault((match[1], match[3], match[4]), []).append(entry.split(" (", 1)[0])
+    out: list[str] = []
+    for entry in left_out:
+        match = _LEFT_OUT_SHARD.fullmatch(entry)
+        names = sets.get((match[1], match[3], match[4]), []) if match is not None else []
+        if len(names) < 2:
+            out.append(entry)
+        elif entry.startswith(names[0] + " ("):
+            out.append(f"{names[0]} to {names[-1]} ({len(names)} shards: {OTHER_WEIGHTS})")
+    return out
 
 
 def _holds_weight_files(folder: Path) -> bool:

@@ -40,6 +40,8 @@ from weightdoctor.rewrite import (
     bytes_to_write,
     check_not_input,
     disk_shortfall,
+    meta_release_note,
+    nemo_weights_note,
     output_variant,
     pickles_copied_note,
     plan_tensors,
@@ -545,6 +547,10 @@ def plan_shard(
     pickle_note = pickles_copied_note(copy_paths, fmt, source_dir)
     if pickle_note:
         warnings.append(pickle_note)
+    if (nemo := nemo_weights_note(checkpoint, [f.filename for f in files])) is not None:
+        warnings.append(nemo)
+    if (meta := meta_release_note(checkpoint, [f.filename for f in files])) is not None:
+        warnings.append(meta)
     copy_paths, config_note = with_config_dtype(copy_paths, dtype, len(selection.kept_fp32))
     if config_note:
         warnings.append(config_note)

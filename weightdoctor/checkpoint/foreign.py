@@ -792,9 +792,34 @@ def _gzipped_tar(path: Path) -> bool:
     return data[257:262] == b"ustar"
 
 
+_SPLIT_GGUF = re.compile(r"(.+)-(\d{5})-of-(\d{5})\.gguf", re.IGNORECASE)
+
+
+def gguf_reading(name: str) -> str:
+    """What reads a GGUF file named `name` into PyTorch: transformers' gguf_file=, or for one part of a split GGUF
+    (llama.cpp's gguf-split, `-00001-of-00003.gguf`) the merge that comes first, since transformers reads one file
+    (GGUFReader of gguf_file alone) and the first part holds only its share of the tensors.
+
+    Example:
+        >>> gguf_reading("m-00001-of-00002.gguf")[:36]
+        'it is part 1 of 2 of a split GGUF (l'
+    """
+    split = _SPLIT_GGUF.fullmatch(name)
+    if split is None:
+        return _CONVERTERS[_GGUF].format(name=name)
+    merged = f"{split[1]}.gguf"
+    return (f"it is part {int(split[2])} of {int(split[3])} of a split GGUF (llama.cpp's gguf-split): transformers "
+            "reads one GGUF file (gguf_file=), not the parts of a split one; llama.cpp's llama-gguf-split --merge "
+            f"{split[1]}-00001-of-{split[3]}.gguf {merged} joins them into one file, which transformers reads into "
+            f"PyTorch, dequantized (from_pretrained(folder, gguf_file={merged!r})), and save_pretrained then writes "
+            "safetensors")
+
+
 def unsupported_message(kind: str, name: str = "NAME") -> str:
     """The one-line explanation for a recognised foreign file (`name`, its file name, fills in the converter's
     command where one is said)."""
+    if kind == _GGUF:
+        return f"this is {kind}; {_NOT_READ}; {gguf_reading(name)}"
     converter = _CONVERTERS.get(kind)
     return f"this is {kind}; {_NOT_READ}" + (f"; {converter.format(name=name)}" if converter else "")
 
@@ -809,6 +834,8 @@ def what_it_is(path: Path) -> str | None:
     kind = identify(path, prefix)
     if kind is None:
         return None
+    if kind == _GGUF:
+        return f"{path.name} is {kind}: {gguf_reading(path.name)}"
     converter = _CONVERTERS.get(kind)
     return f"{path.name} is {kind}" + (f": {converter.format(name=path.name)}" if converter else "")
 

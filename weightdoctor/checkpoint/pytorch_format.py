@@ -1635,6 +1635,9 @@ def _load_pickle(path: Path, fmt: str, key: str | None, label: str | None) -> Pi
                      f"({counted(_megatron_layers(chunks[0][1]), 'layer')}), not {others}; "
                      f"--key {chunks[1][0]}.language_model reads another; Megatron-LM loads them together"
                      + _tensor_parallel_rank(path))
+    if key is None and nested_key is None and path.name == "model_weights.ckpt" \
+            and (nemo := _nemo_parallel_rank(path)):
+        notes.append(nemo)
     if report.container == "pickle" and nested_key in (None, "blobs"):
         # Detectron's (Caffe2) pickles keep SGD's momentum beside each weight as `<blob>_momentum`, and detectron2's
         # checkpointer drops every such blob when it loads one: counted, they doubled the parameters.
@@ -1717,6 +1720,28 @@ def _extra_states_beside(obj: Any, read: Mapping[str, Any]) -> dict[str, Any]:
             elif isinstance(value, (dict, list, tuple)) or (not is_tensor(value) and isinstance(value, Mapping)):
                 stack.append((f"{prefix}.{key}" if prefix else key, value))
     return found
+
+
+def _nemo_parallel_rank(path: Path) -> str:
+    """For an extracted NeMo model's `mp_rank_00/model_weights.ckpt` (model_config.yaml above it) beside other ranks'
+    folders: that it holds one model-parallel rank's part ("" otherwise). Read alone it looked like the whole model,
+    its split weights a fraction of their size, and nothing said so."""
+    if not re.fullmatch(r"mp_rank_\d+(_\d+)?", path.parent.name) \
+            or not (path.parent.parent / "model_config.yaml").is_file():
+        return ""
+    try:
+        ranks = sorted(p.name for p in path.parent.parent.iterdir()
+                       if p.is_dir() and re.fullmatch(r"mp_rank_\d+(_\d+)?", p.name))
+    except OSError:
+        return ""
+    if len(ranks) < 2:
+        return ""
+    return (f"an extracted NeMo model: {path.parent.name} is one of {len(ranks)} model-parallel ranks ({ranks[0]} to "
+            f"{ranks[-1]}): the weights tensor parallelism splits are slices here (under pipeline parallelism, "
+            "other ranks hold other layers); NeMo's examples/nlp/language_modeling/megatron_change_num_partitions.py "
+            f"(--model_extracted_dir {shell_word(str(path.parent.parent.absolute()), argument=True)} "
+            "--target_tensor_model_parallel_size=1 --target_pipeline_model_parallel_size=1) merges them into one "
+            ".nemo")
 
 
 def _tensor_parallel_rank(path: Path) -> str:

@@ -544,6 +544,32 @@ def _pasteable(path: Path) -> str:
     return shell_word(str(path), argument=True)
 
 
+def keras_object(data: Any) -> str | None:
+    """What a JSON object that Keras serialized (keras.saving.serialize_keras_object: `module`, `class_name`,
+    `config`) builds, as "keras_hub's GemmaBackbone"; None for any other JSON.
+
+    Example:
+        >>> keras_object({"module": "keras_hub.src.models.gemma.gemma_backbone", "class_name": "GemmaBackbone"})
+        "keras_hub's GemmaBackbone"
+    """
+    if not isinstance(data, dict):
+        return None
+    module, class_name = data.get("module"), data.get("class_name")
+    if not isinstance(module, str) or not isinstance(class_name, str) or not re.match(r"(tf_)?keras\w*", module):
+        return None
+    return f"{module.split('.')[0]}'s {class_name}"
+
+
+def _small_json(path: Path) -> Any:
+    """The parsed JSON of a small file (a config), or None where it is missing, large or not JSON."""
+    try:
+        if not path.is_file() or path.stat().st_size > 1_000_000:
+            return None
+        return parse_json(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+
+
 def _other_json_message(path: Path, data: Any) -> str:
     """Why a JSON file given as the source is not read: what it is, where diffusers' own files are concerned.
 
@@ -561,6 +587,12 @@ def _other_json_message(path: Path, data: Any) -> str:
         if path.name == "scheduler_config.json" or class_name.endswith("Scheduler"):
             return f"this is a diffusers scheduler's config ({class_name}): a scheduler holds no weights"
         return f"this is a diffusers {class_name} config, not weights; point at the model folder ({path.parent})"
+    if (keras := keras_object(data)) is not None:
+        # A KerasHub preset's config.json / tokenizer.json, a Keras model's config: Keras' serialization of the
+        # object, which was "neither an index (weight_map) nor a model config", not said to be Keras'.
+        return (f"this is a Keras object's config ({keras}, as Keras serializes it), not weights: Keras builds it "
+                "(a KerasHub preset folder, with model.weights.h5: keras_hub.models.Backbone.from_preset(folder)); "
+                "weightdoctor reads PyTorch and safetensors checkpoints")
     # The JSON files of a model folder that are not weights (a tokenizer's, a Trainer's state, an adapter's config):
     # users tab-complete to one of them. Say what it is, and where the weights are.
     kind = next((what for names, what in _OTHER_JSON_KINDS if path.name in names), None)
@@ -1607,8 +1639,16 @@ def _no_weights_message(folder: Path) -> str:
     others = [name for name in found if not name.endswith(foreign.READ_WHEN_NAMED)]
     if others:
         message += f"; it holds {', '.join(others[:6])}, which weightdoctor does not read (not PyTorch)"
+        keras = keras_object(data) if (data := _small_json(folder / "config.json")) is not None else None
+        if keras is not None and keras.startswith("keras_hub") and "model.weights.h5" in others:
+            # A KerasHub preset (keras/gemma_2b_en and the like): Keras' own config of the backbone beside its
+            # weights, which only keras_hub builds; the .h5 advice alone did not say what builds the model.
+            message += (f"; the folder is a KerasHub preset (config.json: {keras}, beside model.weights.h5): "
+                        f"keras_hub.models.Backbone.from_preset({str(folder)!r}) builds and loads it in Keras")
         gguf = next((name for name in others if name.lower().endswith(".gguf")), None)
-        if gguf is not None:  # the way to PyTorch weights, as the file's own refusal says it
+        if gguf is not None and foreign.gguf_reading(gguf).startswith("it is part"):
+            message += f"; {gguf} {foreign.gguf_reading(gguf).removeprefix('it ')}"  # a split GGUF: merged first
+        elif gguf is not None:  # the way to PyTorch weights, as the file's own refusal says it
             message += (f"; transformers reads {gguf} into PyTorch, dequantized (from_pretrained(folder, "
                         f"gguf_file={gguf!r})), and save_pretrained then writes safetensors")
         elif (said := foreign.what_it_is(folder / others[0])) is not None:
@@ -1697,9 +1737,19 @@ def _no_weights_message(folder: Path) -> str:
     if (folder / "zero_to_fp32.py").is_file():  # beside training state, or beside the global_stepN/ folders
         refuse_unsafe_deepspeed_states(folder)
         # The script beside it came with the folder, as any file of it did: DeepSpeed's own copy is the same code.
-        message += ("; DeepSpeed's zero_to_fp32.py beside it gathers the weights: python zero_to_fp32.py "
-                    f"{_pasteable(folder)} OUTDIR --safe_serialization (that script came with the folder; python -m "
-                    "deepspeed.utils.zero_to_fp32 runs the installed DeepSpeed's own)")
+        # Named by its path: `python zero_to_fp32.py run OUTDIR` worked only from inside the folder, where `run`
+        # named nothing.
+        message += ("; DeepSpeed's zero_to_fp32.py beside it gathers the weights: python "
+                    f"{_pasteable(folder / 'zero_to_fp32.py')} {_pasteable(folder)} OUTDIR --safe_serialization (that "
+                    "script came with the folder; python -m deepspeed.utils.zero_to_fp32 runs the installed "
+                    "DeepSpeed's own)")
+        if folder.name.endswith(".ckpt"):
+            # PyTorch Lightning's DeepSpeedStrategy saves each checkpoint as a folder under the file's name
+            # (epoch=0-step=10.ckpt/checkpoint/mp_rank_00_model_states.pt, its names under `_forward_module.`).
+            message += ("; a folder named like a .ckpt file is how PyTorch Lightning's DeepSpeed strategy saves a "
+                        "checkpoint: lightning.pytorch.utilities.deepspeed.convert_zero_checkpoint_to_fp32_state_dict"
+                        f"({str(folder)!r}, 'lightning_model.pt') writes it as one file, which load_from_checkpoint "
+                        "reads")
     described = None
     if distributed and _is_megatron_dist(folder / distributed[0]):
         # NeMo 2.0's checkpoint (context/ beside weights/), Megatron-Core's torch_dist save: sharded tensors that
@@ -1750,8 +1800,49 @@ def _no_weights_message(folder: Path) -> str:
         else:
             message += f"; weights are in subfolders ({shown}): point at one, e.g. {_pasteable(folder / subfolders[0])}"
     if message == NO_WEIGHT_FILE:
-        message += _saves_with_weights_below(folder) or _unfinished_or_empty(folder)
+        message += (_lightning_runs_below(folder) or _saves_with_weights_below(folder)
+                    or _unfinished_or_empty(folder))
     return message
+
+
+def _lightning_runs_below(folder: Path) -> str:
+    """"; its lightning_logs/ holds PyTorch Lightning's runs ..." when `folder` is a Lightning project's (its
+    lightning_logs/ holding version_N/checkpoints/*.ckpt) or its lightning_logs/ itself, or "" for any other folder.
+
+    The project folder was "folder holds no weight file" and nothing more; its lightning_logs/ was called "a run's
+    save, whose weights are a folder further down (..., as diffusers' training scripts save each step's models)",
+    where each version_N/ is a run of its own.
+    """
+    try:
+        # Lightning's DeepSpeed strategy saves each checkpoint as a folder named like the .ckpt file, DeepSpeed's
+        # `latest` and tag folder inside: a checkpoints/ of them held "no weight file" and nothing more.
+        with os.scandir(folder) as entries:
+            deepspeed = sorted((e.name for e in itertools.islice(entries, 10000) if e.name.endswith(".ckpt")
+                                and e.is_dir() and (folder / e.name / "latest").is_file()), key=natural_order)
+    except OSError:
+        deepspeed = []
+    if deepspeed:
+        listed = ", ".join(f"{name}/" for name in deepspeed[:4]) + (", ..." if len(deepspeed) > 4 else "")
+        what = ("is a PyTorch Lightning DeepSpeed checkpoint" if len(deepspeed) == 1
+                else "are PyTorch Lightning DeepSpeed checkpoints")
+        return (f"; {listed} {what} (a folder per save, named like the .ckpt file): point at one, e.g. "
+                f"{_pasteable(folder / deepspeed[-1])}")
+    base = folder / "lightning_logs" if (folder / "lightning_logs").is_dir() else folder
+    try:
+        with os.scandir(base) as entries:
+            versions = [e.name for e in itertools.islice(entries, 10000)
+                        if re.fullmatch(r"version_\d+", e.name) and e.is_dir()]
+        runs = sorted((name for name in versions if any((base / name / "checkpoints").glob("*.ckpt"))),
+                      key=natural_order)
+    except OSError:
+        return ""
+    if not runs:
+        return ""
+    listed = ", ".join(f"{name}/" for name in runs[:4]) + (", ..." if len(runs) > 4 else "")
+    where = "its lightning_logs/ holds" if base != folder else "it holds"
+    return (f"; {where} PyTorch Lightning's runs ({listed}, a logger's version_N/ each), whose ModelCheckpoint saves "
+            f"are .ckpt files in checkpoints/: point at one, e.g. {_pasteable(base / runs[-1] / 'checkpoints')} "
+            "(the latest run that holds saves)")
 
 
 def _saves_with_weights_below(folder: Path) -> str:
@@ -2198,7 +2289,38 @@ def _choose_in_folder(folder: Path) -> tuple[Path, bool]:
     coqui = _coqui_tts_folder(folder, weights)
     if coqui is not None:
         raise UnsupportedFormat(coqui, str(folder))
+    lightning = _lightning_checkpoints_folder(folder, weights)
+    if lightning is not None:
+        raise UnsupportedFormat(lightning, str(folder))
     raise UnsupportedFormat(f"folder holds several weight files and no index ({names}); name one", str(folder))
+
+
+# The names PyTorch Lightning's ModelCheckpoint gives its saves: last.ckpt (save_last; last-v1.ckpt beside an older
+# one), and its filename template with the metric names inserted (`epoch=2-step=90.ckpt` by default,
+# `epoch=2-val_loss=0.25.ckpt` from "{epoch}-{val_loss:.2f}"), a -vN added where a name is taken.
+_LIGHTNING_LAST = re.compile(r"last(-v\d+)?\.ckpt")
+_LIGHTNING_SAVE = re.compile(r".*\b(epoch|step)=\d+.*\.ckpt")
+
+
+def _lightning_checkpoints_folder(folder: Path, weights: list[Path]) -> str | None:
+    """The refusal for a PyTorch Lightning checkpoints folder (`lightning_logs/version_0/checkpoints/`: last.ckpt
+    beside ModelCheckpoint's `epoch=N-step=M.ckpt` saves), or None. "several weight files and no index; name one" did
+    not say that each is a whole training checkpoint of the same model, nor which is the latest."""
+    names = sorted((p.name for p in weights), key=natural_order)
+    if not all(name.endswith(".ckpt") for name in names) or not any(
+            _LIGHTNING_LAST.fullmatch(name) or _LIGHTNING_SAVE.fullmatch(name) for name in names):
+        return None
+    last = sorted((name for name in names if _LIGHTNING_LAST.fullmatch(name)), key=natural_order)
+    saves = sorted((name for name in names if _LIGHTNING_SAVE.fullmatch(name)), key=natural_order)
+    shown = ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
+    example = last[-1] if last else (saves or names)[-1]
+    return (f"a PyTorch Lightning checkpoints folder (ModelCheckpoint's saves: {shown}): each file is a whole "
+            "training checkpoint of the model (its state_dict beside the optimizer states, loops and callbacks), "
+            "not a part of one"
+            + (f"; {last[-1]} is the latest save (save_last)" if last else "")
+            + ("; the epoch= / step= files are those its save_top_k kept (the best by its monitored metric, or the "
+               "latest)" if saves else "")
+            + f"; name one to read it (e.g. {_shell_word(_by_name(folder) / example)})")
 
 
 # The files espnet2's Trainer writes to an experiment folder (exp/asr_train_*/): `<N>epoch.pth` per epoch, the
@@ -2711,6 +2833,15 @@ def _siblings_not_read(folder: Path, read: set[Path], said: list[str]) -> list[s
             if "/" not in name and not already_said(name):
                 kind = foreign.sibling_format(name)
                 found.append(f"{name} ({kind})" if kind else name)
+        mistral_index = folder / MISTRAL_INDEX
+        if mistral_index.is_file() and mistral_index.resolve() not in read_names and not already_said(MISTRAL_INDEX) \
+                and (folder / "params.json").is_file():
+            # Mistral Large's repos keep their own release sharded (consolidated-00001-of-00051.safetensors and
+            # this index) beside the transformers shards: its shards are passed over below as an index's, and
+            # the index itself was named by nothing, where a single consolidated.safetensors is.
+            shards = sum(1 for _ in folder.glob("consolidated-*-of-*.safetensors"))
+            found.append(f"{MISTRAL_INDEX} and its {counted(shards, 'shard')} (Mistral's own format, sharded, with "
+                         "params.json: vLLM's --load-format mistral reads it)")
         for path in weight_files_in(folder):
             # Left to others: a PEFT adapter beside its merged model (said where the adapter is looked at), and a
             # .pkl, as often a tokenizer's or a scaler's pickle as weights.
@@ -2726,11 +2857,18 @@ def _siblings_not_read(folder: Path, read: set[Path], said: list[str]) -> list[s
             if path.resolve() in read_names or already_said(path.name) or path.name.startswith("adapter_model.") \
                     or path.suffix == ".pkl" or a_shard_of_an_index(path.name):
                 continue
-            native = _native_format(path)
+            native = native_format(path)
             if native is not None:
                 found.append(f"{path.name} ({native})")
             else:
                 other_names.append(path.name)
+        open_clip = [name for name in other_names if name in OPEN_CLIP_WEIGHTS]
+        if open_clip and (folder / "open_clip_config.json").is_file():
+            # timm's CLIP towers (timm/vit_base_patch16_clip_224.openai) keep open_clip's copy of the model beside
+            # their own: "weight files under names from_pretrained does not look for" did not say whose they are.
+            other_names = [name for name in other_names if name not in open_clip]
+            found.append(f"{', '.join(open_clip)} (open_clip's copy of the weights, under its own names, with "
+                         "open_clip_config.json: open_clip.create_model_from_pretrained reads it)")
         if other_names:
             found.append(f"{', '.join(other_names[:4])}{' and more' if len(other_names) > 4 else ''} (weight "
                          f"{'file' if len(other_names) == 1 else 'files'} under "
@@ -2749,8 +2887,8 @@ def _siblings_not_read(folder: Path, read: set[Path], said: list[str]) -> list[s
                 kinds.append("Core ML")
             if kinds:
                 found.append(f"{sub.name}/ ({', '.join(kinds)})")
-            elif native := [kind for w in weight_files_in(sub) if (kind := _native_format(w)) is not None]:
-                found.append(f"{sub.name}/ ({native[0]})")  # Llama 3's original/
+            elif (native := original_release(sub)) is not None:
+                found.append(f"{sub.name}/ ({native})")  # Llama 3's original/
     except OSError:
         return []
     if not found:
@@ -2805,9 +2943,29 @@ def _few_entries(folder: Path) -> bool:
 _SHARD_NAME = re.compile(r"(.+)-\d+-of-\d+\.(safetensors|bin)")
 
 
-def _native_format(path: Path) -> str | None:
+OPEN_CLIP_WEIGHTS = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")  # what open_clip's hub loads
+def original_release(folder: Path) -> str | None:
+    """What a subfolder holding a model's own release of its weights is (Llama 3's `original/`: consolidated.00.pth
+    beside params.json; Llama 3.1 405B's a level down, original/mp16/), as `native_format` names it; None for any
+    other folder (a sentence-transformers module's, an export's)."""
+    try:
+        subfolders = sorted(sub for sub in folder.iterdir() if sub.is_dir() and not sub.is_symlink())[:8]
+        for place in (folder, *subfolders):
+            kind = next((kind for path in weight_files_in(place) if (kind := native_format(path)) is not None), None)
+            if kind is not None:
+                return kind
+    except OSError:
+        return None
+    return None
+
+
+MISTRAL_INDEX = "consolidated.safetensors.index.json"  # Mistral's own release, sharded (Mistral Large 2)
+
+
+def native_format(path: Path) -> str | None:
     """What a weight file of a model's own release format is (Meta's and Mistral's `consolidated.*` with a
-    params.json, kept beside the Hugging Face files), for `_siblings_not_read`; None for any other file."""
+    params.json, kept beside the Hugging Face files), for `_siblings_not_read` and for what convert and shard leave
+    out; None for any other file."""
     if not path.name.startswith("consolidated.") or not (path.parent / "params.json").is_file():
         return None
     if path.suffix == ".safetensors":
