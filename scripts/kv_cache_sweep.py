@@ -11,7 +11,8 @@ at fp32 and bf16, with S below and above the sliding window where the model has 
   concatenates the new token at the next step; its static cache allocates the whole window): the oracle adds that
   one token, so the figure held to is what a layer holds while it attends, `min(S, sliding_window)` tokens;
 * the cross-attention cache of an encoder-decoder (`EncoderDecoderCache.cross_attention_cache`), which the
-  estimate leaves out by definition: its note says it adds as much per encoder token, which is checked;
+  estimate sizes apart as `kv_cache.cross_attention_bytes` for `encoder_seq_len` positions (Whisper's
+  max_source_positions, else seq_len): equal per encoder position, and exactly for Whisper (since plan6);
 * for every decoder-only model, also a `StaticCache(config, max_cache_len=S)` passed to the forward (the cache of
   `generate(cache_implementation="static")`): it allocates its sliding layers the whole window, and is held to the
   estimate with no token added;
@@ -409,12 +410,18 @@ def main() -> int:
                         if got["total_bytes"] != expected:
                             problems.append(f"bytes {got['total_bytes']} vs {expected}")
                         if measured.cross_bytes:
-                            # the encoder's output length: 6 tokens, Whisper's max_source_positions frames
+                            # the encoder's output length here: 6 tokens, Whisper's max_source_positions frames;
+                            # the estimate's `cross_attention_bytes` is for `encoder_seq_len` positions (Whisper's
+                            # max_source_positions, else seq_len): compared per encoder position, and exactly for
+                            # Whisper
                             encoder_tokens = 6 if arch.kind == "seq2seq" else planned.config["max_source_positions"]
-                            per_token = got["bytes_per_token"]
-                            if encoder_tokens and measured.cross_bytes != per_token * BATCH * encoder_tokens:
-                                problems.append(f"cross-attention {measured.cross_bytes} B is not "
-                                                f"{per_token} B x {BATCH} x {encoder_tokens} encoder tokens")
+                            positions = got.get("encoder_seq_len") or 0
+                            sized = got.get("cross_attention_bytes") or 0
+                            if not positions or sized * encoder_tokens != measured.cross_bytes * positions:
+                                problems.append(f"cross-attention {measured.cross_bytes} B for {encoder_tokens} "
+                                                f"encoder positions vs {sized} B for {positions}")
+                            if arch.kind != "seq2seq" and sized != measured.cross_bytes:
+                                problems.append(f"cross-attention {sized} vs {measured.cross_bytes}")
                             if "cross-attention" not in note:
                                 problems.append("no cross-attention note")
                         sized = got.get("state_bytes")
@@ -432,7 +439,8 @@ def main() -> int:
                     if not cli_done:
                         cli_done = True
                         cli = _cli_kv(folder, dtype, BATCH, seq_len)
-                        if cli != got:
+                        # --json leaves out the private fields (`_layer_bytes`, `_latent`) that asdict keeps
+                        if cli != {k: v for k, v in got.items() if not k.startswith("_")}:
                             problems.append(f"CLI said {_describe(cli)}")
                     verdict = "equal" if not problems else "DIFFERENT: " + "; ".join(problems)
                     if args.verbose and got is not None and got.get("note"):

@@ -74,7 +74,8 @@ def test_a_latent_cache_is_never_said_as_keys_and_values(tmp_path: Path) -> None
     # 2 layers x (24 latent + 24 indexer values) x 2 bytes
     assert (kv["bytes_per_token"], kv["total_bytes"]) == (192, 192 * 128), kv
     assert set(kv) == {"batch", "seq_len", "num_layers", "num_kv_heads", "head_dim", "dtype", "bytes_per_token",
-                       "total_bytes", "gpu_free_bytes", "fits_on_gpus", "note", "state_bytes"}, kv
+                       "total_bytes", "gpu_free_bytes", "fits_on_gpus", "note", "state_bytes", "cross_attention_bytes",
+                       "encoder_seq_len"}, kv
     text = " ".join(run_cli(*args).stdout.split())
     assert "keys and values" not in text, text
     assert "(192 B/token: 2 layers x 1 KV head x 24 values a head at bfloat16; multi-head latent attention" in text, \

@@ -179,7 +179,16 @@ def test_plan_devices_kv_cache_of_a_composite_encoder_decoder_is_its_decoders(tm
     kv = data["kv_cache"]
     assert (kv["seq_len"], kv["num_layers"], kv["num_kv_heads"], kv["head_dim"]) == (24, 3, 4, 8)
     assert kv["total_bytes"] == expected == 3 * 2 * 4 * 8 * 24 * 4
-    assert "cross-attention cache adds as much per encoder token" in kv["note"]
+    # plan6: the cross-attention cache is counted too, for as many encoder positions as the decoder's tokens, at
+    # the decoder's heads: per encoder position, what transformers' cross_attention_cache holds after the forward
+    with torch.no_grad():
+        cross = model(decoder_input_ids=torch.ones(1, 2, dtype=torch.long), use_cache=True,
+                      **inputs).past_key_values.cross_attention_cache
+    positions = cross.layers[0].keys.shape[-2]
+    measured = sum(t.numel() * t.element_size() for layer in cross.layers for t in (layer.keys, layer.values))
+    assert (kv["encoder_seq_len"], kv["cross_attention_bytes"] // 24) == (24, measured // positions), kv
+    assert "cross-attention keys and values, each decoder layer's, are counted apart for 24 encoder tokens" \
+        in kv["note"], kv
 
 
 @pytest.mark.parametrize("kind", ["bert2bert", "trocr", "vit-gpt2"])

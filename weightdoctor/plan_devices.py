@@ -134,6 +134,17 @@ class KVCacheEstimate:
     # Multi-head latent attention: each layer caches one latent (and rotary key) a token, not keys and values; its
     # per-token figure is never said as '2 (keys and values) x ...'. Not in --json.
     _latent: bool = False
+    # An encoder-decoder's cross-attention cache (`EncoderDecoderCache.cross_attention_cache`): the keys and values of
+    # the encoder's output, per decoder layer, for `encoder_seq_len` encoder positions (Whisper's 1,500 frames, else
+    # as many as `seq_len`), the batch included; apart from `total_bytes` (the self-attention), as `state_bytes` is,
+    # and counted in the fit. 0 and None for a decoder-only model.
+    cross_attention_bytes: int = 0
+    encoder_seq_len: int | None = None
+
+    @property
+    def held_bytes(self) -> int:
+        """All the cache holds: self-attention keys and values, cross-attention ones, recurrent states."""
+        return self.total_bytes + self.cross_attention_bytes + (self.state_bytes or 0)
 
 
 @dataclass(frozen=True)
@@ -2730,12 +2741,61 @@ class _ConfigKeys:
         return said + "; cannot size a KV cache"
 
 
-def estimate_kv_cache(config: dict[str, Any] | None, dtype: str, batch: int, seq_len: int) -> KVCacheEstimate:
+# The names a decoder's context length is written under, in the order read: Whisper's decoder length first (its
+# max_source_positions is the encoder's), then the common one, GPT-2's, MPT's, CodeGen's, ChatGLM's and Qwen's, others'.
+_CONTEXT_KEYS = ("max_target_positions", "max_position_embeddings", "n_positions", "max_seq_len", "n_ctx",
+                 "seq_length", "max_sequence_length")
+
+
+def context_length(config: dict[str, Any], path: str | None = None) -> tuple[int, str | None]:
+    """The decoder's context length, the KV cache's default --seq-len, as transformers' config class reads it: the
+    first of `_CONTEXT_KEYS` written (under its own name or its attribute_map alias: RWKV's `context_length`), else
+    the class's default (LlamaConfig's 2048 where max_position_embeddings is absent, MptConfig's max_seq_len). A
+    spelling the class has no attribute of is read only where the class keeps no length at all (T5's leftover
+    `n_positions`). Returns the length and, for a default, what it is ("LlamaConfig's default
+    max_position_embeddings"); None where written.
+
+    Example:
+        >>> context_length({"model_type": "mpt", "n_layers": 2, "n_heads": 4, "d_model": 32, "max_seq_len": 777})
+        (777, None)
+        >>> context_length({"model_type": "llama", "num_hidden_layers": 2})
+        (2048, "LlamaConfig's default max_position_embeddings")
+
+    Raises:
+        UsageError: none written nor kept by the class, or one written that is not a positive integer.
+    """
+    from weightdoctor.meta_model import shown_value
+
+    text = decoder_text_config(config)[0]
+    keys = _ConfigKeys(text)
+    own = [key for key in _CONTEXT_KEYS if keys._reads(key) or key in keys.attribute_map]
+    for key in own or _CONTEXT_KEYS:
+        if keys.written(key):
+            value = keys._value(key)
+            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                return value, None
+            field = key if key in text else keys.attribute_map.get(key, key)
+            raise UsageError(f"--kv-cache needs --seq-len: config.json's {field} is {shown_value(text.get(field))}, "
+                             "no length to size the cache by", path=path)
+    name = type(keys.built).__name__ if keys.built is not None else None
+    for key in own if name else ():
+        if keys.default(key):
+            return keys.default(key), f"{name}'s default {key}"
+    keeps = f" and transformers' {name} keeps none" if name else ""
+    raise UsageError(f"--kv-cache needs --seq-len: config.json writes no context length "
+                     f"({', '.join(_CONTEXT_KEYS)}){keeps}", path=path)
+
+
+def estimate_kv_cache(config: dict[str, Any] | None, dtype: str, batch: int, seq_len: int,
+                      length_source: str | None = None) -> KVCacheEstimate:
     """KV cache of a decoder for `batch` sequences of `seq_len` tokens: 2 x layers x kv_heads x head_dim.
 
     The layers counted are those transformers' cache keeps keys and values for; the fixed-size conv and recurrent
     states of Mamba / linear-attention layers are `state_bytes` (see `recurrent_state_bytes`), apart from
-    `total_bytes`; sliding-window layers keep at most `sliding_window` tokens.
+    `total_bytes`; sliding-window layers keep at most `sliding_window` tokens. An encoder-decoder's cross-attention
+    keys and values are `cross_attention_bytes`, apart too: each decoder layer's, for Whisper's max_source_positions
+    encoder frames, else as many encoder tokens as `seq_len`. `length_source` says where a `seq_len` the config does
+    not write came from (see `context_length`), in the note.
 
     Example:
         >>> estimate_kv_cache({"model_type": "llama", "num_hidden_layers": 2, "num_attention_heads": 4,
@@ -2783,6 +2843,17 @@ def estimate_kv_cache(config: dict[str, Any] | None, dtype: str, batch: int, seq
         raise UsageError(f"config.json asks for {layers:,} decoder layers; weightdoctor sizes the KV cache of up to "
                          f"{MAX_LAYERS:,} layers")
     kv_heads = keys.kv_heads(heads, decoder_heads=heads_key == "decoder_attention_heads")
+    notes = []
+    if text.get("model_type") == "moonshine" and keys.built is not None:
+        # MoonshineAttention writes its head counts into the shared config (`config.update`, through the
+        # attribute_map onto decoder_num_*), the encoder's layers first: transformers 5.25's decoder is built, and
+        # caches, with the encoder's counts, whatever decoder_num_* says.
+        encoder = (keys._attribute("encoder_num_attention_heads"), keys._attribute("encoder_num_key_value_heads"))
+        if all(isinstance(n, int) and n > 0 for n in encoder) and encoder != (heads, kv_heads):
+            notes.append(f"Moonshine: transformers builds the decoder's attention with the encoder's head counts "
+                         f"(encoder_num_attention_heads {encoder[0]}, encoder_num_key_value_heads {encoder[1]}), "
+                         f"not decoder_num_* ({heads}, {kv_heads})")
+            heads, kv_heads = encoder
     # Zamba's shared attention runs on the hidden state concatenated with the embeddings: attention_head_dim is
     # 2 x hidden_size / heads there (HunyuanVL spells head_dim so too); T5 maps head_dim to its d_kv
     head_dim = (keys.first("head_dim", legacy=("attention_head_dim", "d_kv")) or keys.default("head_dim")
@@ -2798,11 +2869,8 @@ def estimate_kv_cache(config: dict[str, Any] | None, dtype: str, batch: int, seq
             kind = layer_types[index] if isinstance(layer_types, list) and index < len(layer_types) else None
             sliding = isinstance(window, int) and window > 0 and (kind is None or kind == "sliding_attention")
             attention.append(("sliding_attention" if sliding else "full_attention", window if sliding else None))
-    notes = []
-    encoder_decoder = bool(composite or text.get("is_encoder_decoder") or "decoder_layers" in text
-                           or "num_decoder_layers" in text)
-    if encoder_decoder:
-        notes.append("the decoder's self-attention only: the cross-attention cache adds as much per encoder token")
+    encoder_decoder = bool(composite or text.get("is_encoder_decoder") or keys._attribute("is_encoder_decoder")
+                           or "decoder_layers" in text or "num_decoder_layers" in text)
     latent, rope = text.get("kv_lora_rank"), text.get("qk_rope_head_dim")
     latent_cache = isinstance(latent, int) and isinstance(rope, int) and latent > 0 and rope >= 0
     if latent_cache:
@@ -2836,7 +2904,12 @@ def estimate_kv_cache(config: dict[str, Any] | None, dtype: str, batch: int, seq
     if windowed:
         sliding = sum(1 for _kind, window in attention if window in windowed)
         which = "" if sliding == len(attention) else f" ({sliding} of {counted(layers, 'layer', grouped=False)})"
-        notes.append(f"sliding-window layers{which} keep at most {', '.join(map(str, sorted(windowed)))} tokens")
+        # Measured (transformers 5.25): DynamicSlidingWindowLayer keeps the last window - 1 tokens as a view of the
+        # tensor it attended over, so after a prompt of S > window tokens the S tokens stay in memory until the next
+        # token, and from then on the window's; StaticCache allocates the window. The estimate is the latter.
+        notes.append(f"sliding-window layers{which} keep at most {', '.join(map(str, sorted(windowed)))} tokens "
+                     "while generating (right after a longer prompt, transformers' DynamicCache still holds all of "
+                     "it there until the next token)")
     shared = sum(1 for kind, _ in kinds or [] if kind == "dummy")
     if shared:
         notes.append(f"{shared} of {counted(layers, 'layer', grouped=False)} "
@@ -2857,6 +2930,23 @@ def estimate_kv_cache(config: dict[str, Any] | None, dtype: str, batch: int, seq
     # only, and a Jamba whose attention layers ran on a GPU without room for their keys and values was said to fit.
     # An encoder-decoder's decoder layers (T5, Whisper, BART) are told apart from its encoder's by get_decoder();
     # their share is the self-attention cache, at least what that GPU holds (the cross-attention cache adds to it).
+    # An encoder-decoder's cross-attention cache: each decoder layer keeps the keys and values of the encoder's
+    # output, at the decoder's heads and head_dim (Whisper, BART, T5, Moonshine, a composite's BERT / GPT-2 / TrOCR
+    # decoder), once per sequence. Whisper's encoder always outputs max_source_positions frames (30 s of audio);
+    # another encoder's length depends on its input, taken here as long as the decoder's.
+    cross = encoder_length = None
+    if encoder_decoder:
+        frames = keys.first("max_source_positions") or keys.default("max_source_positions")
+        whisper = text.get("model_type") == "whisper" and isinstance(frames, int) and frames > 0
+        encoder_length = frames if whisper else seq_len
+        cross = [per_token_layer * encoder_length * batch for _ in attention]
+        said = (f"{encoder_length:,} encoder frames, Whisper's max_source_positions" if whisper
+                else f"{counted(encoder_length, 'encoder token', grouped=True)}, as many as the decoder's (an "
+                     "encoder's length depends on its input)")
+        notes.insert(0, f"the decoder's self-attention; its cross-attention keys and values, each decoder layer's, "
+                        f"are counted apart for {said}")
+    if length_source:
+        notes.append(f"the {seq_len:,} tokens are {length_source} (config.json writes none)")
     shares: tuple[int, ...] = ()
     if kinds is not None and len(kinds) == layers:
         kv_bytes = iter(layer_bytes)
@@ -2865,8 +2955,11 @@ def estimate_kv_cache(config: dict[str, Any] | None, dtype: str, batch: int, seq
             shares = tuple(a + b for a, b in zip(shares, state_layers, strict=True))
     elif len(attention) == layers:
         shares = tuple(layer_bytes)
+    if cross is not None and len(shares) == len(cross):
+        shares = tuple(a + b for a, b in zip(shares, cross, strict=True))
     return KVCacheEstimate(batch, seq_len, len(attention), kv_heads, head_dim, torch_dtype, per_token, total, 0,
-                           False, "; ".join(notes) or None, state, shares, latent_cache)
+                           False, "; ".join(notes) or None, state, shares, latent_cache,
+                           sum(cross) if cross is not None else 0, encoder_length)
 
 
 def _decoder_prefix(model: torch.nn.Module) -> str:
@@ -2903,7 +2996,7 @@ def _kv_crowded_gpu(planned: PlannedModel, no_split: list[str], device_map: Mapp
         # the layers' sizes or an encoder's blocks. A T5 mapped whole to a GPU with 990.46 KB left was said to fit its
         # 16.78 MB cache in the 40.99 MB two GPUs had left, the other holding nothing.
         gpu = next(iter(gpus_used))
-        needed = kv.total_bytes + (kv.state_bytes or 0)
+        needed = kv.held_bytes
         free = max(0, capacities[gpu] - reserve - per_device.get(gpu, 0)) if gpu in capacities else None
         if free is not None and needed > free:
             return (f"KV cache: cuda:{gpu} runs {kv.num_layers} of the {kv.num_layers} layers, so it holds "
@@ -3000,6 +3093,9 @@ class PlanRequest:
     reserve: int = 0
     manual_map: dict[str, int | str] | None = None
     kv_cache: tuple[int, int] | None = None  # (batch, seq_len)
+    # Where seq_len came from when the config does not write it: its class's default ("LlamaConfig's default
+    # max_position_embeddings"), said in the estimate's note; None where written or given.
+    kv_length_source: str | None = None
     training: bool = False
     suggest: bool = True
     # --local: the sizes are what the machine has, planned as from_pretrained plans without max_memory
@@ -3147,10 +3243,10 @@ def plan_devices(planned: PlannedModel, request: PlanRequest, source: str = "") 
     if request.kv_cache is not None:
         # an FP8 plan computes (and caches keys and values) at the dtype of its unquantized rest
         kv_dtype = _fp8_rest_dtype(planned.config) if planned.dtype == "fp8" else planned.dtype
-        kv = estimate_kv_cache(planned.config, kv_dtype, *request.kv_cache)
+        kv = estimate_kv_cache(planned.config, kv_dtype, *request.kv_cache, length_source=request.kv_length_source)
         gpu_free = sum(max(0, capacities[k] - request.reserve - per_device.get(k, 0)) for k in capacities
                        if isinstance(k, int))
-        needed = kv.total_bytes + (kv.state_bytes or 0)
+        needed = kv.held_bytes
         crowded = _kv_crowded_gpu(planned, no_split, device_map, kv, capacities, request.reserve, per_device,
                                   request.binary_units) if needed <= gpu_free else None
         if crowded is not None:

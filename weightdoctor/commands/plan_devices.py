@@ -81,7 +81,8 @@ def plan_devices(
     batch: Annotated[int, typer.Option("--batch", help="Sequences in the KV-cache estimate.")] = 1,
     seq_len: Annotated[
         int | None, typer.Option(
-            "--seq-len", help="Tokens per sequence (default: max_position_embeddings; Whisper: max_target_positions).")
+            "--seq-len", help="Tokens per sequence (default: the context length the config class reads, e.g. "
+            "max_position_embeddings; Whisper: max_target_positions).")
     ] = None,
     training: Annotated[
         bool, typer.Option("--training", help="Adam training estimate, as `accelerate estimate-memory` reports it.")
@@ -114,7 +115,7 @@ def plan_devices(
         STRATEGIES,
         PlanRequest,
         build_planned_model,
-        decoder_text_config,
+        context_length,
         load_manual_map,
         local_dtype,
         normalize_dtype,
@@ -226,26 +227,16 @@ def plan_devices(
             dtype = local_dtype(local_info, checkpoint.config)
         planned = build_planned_model(checkpoint, dtype, model_class, binary_family(typed.values()))
     kv = None
+    length_source = None
     if kv_cache:
-        config = planned.config or {}
-        text = decoder_text_config(config)[0]
-        # A decoder's length: max_target_positions for Whisper, the language model's for LLaVA and its kin, the
-        # decoder's for TrOCR and its kin, n_positions for GPT-2 (whose config.json has no max_position_embeddings).
-        field = next((key for key in ("max_target_positions", "max_position_embeddings", "n_positions")
-                      if text.get(key) is not None), None)
-        length = seq_len if seq_len is not None else text.get(field) if field else None
-        if seq_len is None and field is None:
-            raise UsageError("--kv-cache needs --seq-len (the config has no max_position_embeddings or n_positions)")
-        if seq_len is None and (not isinstance(length, int) or isinstance(length, bool) or length < 1):
-            # 0 or -1 were "the config has no max_position_embeddings", or "--seq-len must be at least 1", untyped.
-            from weightdoctor.meta_model import shown_value
-
-            raise UsageError(f"--kv-cache needs --seq-len: config.json's {field} is {shown_value(length)}, no "
-                             "length to size the cache by", path=checkpoint.source)
+        # Without --seq-len, the decoder's context length as its config class reads it (Whisper's
+        # max_target_positions, GPT-2's n_positions, MPT's max_seq_len, LlamaConfig's default 2048, ...).
+        length, length_source = (seq_len, None) if seq_len is not None else context_length(
+            planned.config or {}, path=checkpoint.source)
         kv = (batch, length)
     request = PlanRequest(gpus=gpus, cpu=cpu_bytes, disk=disk, strategy=strategy, no_split=no_split or None,
-                          reserve=reserve_bytes, manual_map=mapping, kv_cache=kv, training=training,
-                          unset_max_memory=local, binary_units=binary_family(typed.values()))
+                          reserve=reserve_bytes, manual_map=mapping, kv_cache=kv, kv_length_source=length_source,
+                          training=training, unset_max_memory=local, binary_units=binary_family(typed.values()))
     report = run_plan(planned, request, source=source)
     if local_info is not None:
         report.local = {"gpu_free_bytes": local_info.gpu_free_bytes, "gpu_names": local_info.gpu_names,

@@ -214,6 +214,7 @@ def render_plan(report: PlanReport, console: Console, typed_sizes: Mapping[str, 
               f"x {counted(kv.seq_len, 'token', grouped=False)} "
               f"({size(kv.bytes_per_token)}/token: {_kv_per_token(kv)}"
               + (f"; [dim]{escape(kv.note)}[/]" if kv.note else "") + ")"
+              + (f", plus {_kv_cross(kv, size)}" if kv.cross_attention_bytes else "")
               + (f", plus {state}" if state else "") + f"; {room}")
     if report.training is not None:
         tr = report.training
@@ -267,6 +268,21 @@ def _kv_per_token(kv: Any) -> str:
     return f"{factors} at {kv.dtype}"
 
 
+def _kv_cross(kv: Any, size: Any) -> str:
+    """An encoder-decoder's cross-attention cache as a product a reader can check: "cross-attention 3.07 MB
+    (2.05 KB/encoder position x 1500 positions x batch 1)" (the per-position figure is the decoder layers' keys and
+    values of one encoder position; see the note for where the positions come from).
+
+    Example:
+        >>> from types import SimpleNamespace as K
+        >>> _kv_cross(K(cross_attention_bytes=6000, encoder_seq_len=1500, batch=2), lambda n: f"{n} B")
+        'cross-attention 6000 B (2 B/encoder position x 1500 positions x batch 2)'
+    """
+    per_position = kv.cross_attention_bytes // (kv.encoder_seq_len * kv.batch)
+    return (f"cross-attention {size(kv.cross_attention_bytes)} ({size(per_position)}/encoder position x "
+            f"{counted(kv.encoder_seq_len, 'position', grouped=False)} x batch {kv.batch})")
+
+
 def _runs_on_cpu(report: PlanReport) -> bool:
     """Whether GPUs were given and the map names none of them: accelerate's dispatch_model then runs the model on
     the CPU (its main_device "cpu"; a map of "cpu" alone is moved there whole), and streams nothing to a GPU."""
@@ -291,7 +307,7 @@ def _kv_room(report: PlanReport, fit: str, size: Any) -> str:
     what = "the GPU has" if len(gpus) == 1 else "the GPUs have"
     room = (f"{fit} in the {size(kv.gpu_free_bytes)} {what} left" + ("" if len(gpus) == 1 else " in all")
             if kv.gpu_free_bytes else f"[red]does not fit[/]: {what} no memory left")
-    needed = kv.total_bytes + (kv.state_bytes or 0)
+    needed = kv.held_bytes
     if not kv.fits_on_gpus and len(gpus) > 1 and needed <= kv.gpu_free_bytes:
         # The room left in all holds it, one GPU not its layers' share (the plan's warning names it): "does not fit
         # in the 20.52 GB the GPUs have left in all" read as a sum gone wrong.
