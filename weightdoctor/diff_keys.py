@@ -1581,11 +1581,25 @@ def adapter_fit(
                      "onto the base it was made for (adapter_config.json's base_model_name_or_path)")
         elif ranks and modules and not fitting:
             # No module of the adapter is in B: peft's inject_adapter raises NoMatchingPeftModuleError ("Target
-            # modules {...} not found in the base model"); "0 of them in B" said nothing of what to do.
-            note += (f"; none of its modules is in B (e.g. {next(iter(modules))}): it was made for another model, "
-                     "and PeftModel.from_pretrained(B, adapter) raises (peft: target modules not found in the base "
-                     "model): load it onto a base that has these modules, the one it was trained on (which "
-                     "adapter_config.json's base_model_name_or_path names, unless the adapter was saved with another)")
+            # modules {...} not found in the base model"); "0 of them in B" said nothing of what to do. Unless B has
+            # modules of the names peft targets elsewhere (a LlamaForCausalLM's adapter on a LlamaModel, whose
+            # `layers.0.self_attn.q_proj` is the other's `model.layers.0...`): peft then wraps those, loads none of
+            # the saved factors ("Found missing adapter keys", a warning) and the adapter does nothing.
+            example = next(iter(modules))
+            elsewhere = _peft_targets_in(adapter_config() if adapter_config is not None else None, modules, specs_b)
+            if elsewhere:
+                note += (f"; none of its modules is in B under the name it was saved with (e.g. {example}), yet B has "
+                         f"modules of the names peft targets ({elsewhere}): PeftModel.from_pretrained(B, adapter) "
+                         "does not raise, it wraps those, loads none of A's factors (peft warns 'Found missing "
+                         "adapter keys') and leaves each as peft initialises it (none of A's training is used): "
+                         "load it onto the model class it was trained on, whose module names it has "
+                         "(adapter_config.json's base_model_name_or_path names its base)")
+            else:
+                note += (f"; none of its modules is in B (e.g. {example}): it was made for another model, and "
+                         "PeftModel.from_pretrained(B, adapter) raises (peft: target modules not found in the base "
+                         "model): load it onto a base that has these modules, the one it was trained on (which "
+                         "adapter_config.json's base_model_name_or_path names, unless the adapter was saved with "
+                         "another)")
         # peft 0.21's merge_and_unload raises on a LoRA's ("Merging is not supported for _ConvNd layers with groups >
         # 1") or an OFT's (its rotation reshaped to out × in·kh·kw) grouped convolution: "or merge it" was not so.
         unmerged = sorted(module for module in {*grouped_updates, *conv_groups} - merges if modules.get(module))
@@ -1984,6 +1998,32 @@ def _unilora_targets(config: Mapping[str, Any] | None, specs_b: Mapping[str, Key
     modules = {name.rpartition(".")[0] for name in specs_b}
     found = any(module == target or module.endswith("." + target) for module in modules for target in targets)
     return found, ", ".join(sorted(targets))
+
+
+def _peft_targets_in(
+    config: Mapping[str, Any] | None, modules: Mapping[str, bool], specs_b: Mapping[str, KeySpec],
+) -> str:
+    """B's first module that peft's target matching takes for the adapter (`key == target` or
+    `key.endswith("." + target)`, adapter_config.json's target_modules a list; without one, the last part of each
+    module the adapter saved), "" when none does or the targets are a regular expression (not run here).
+
+    Example:
+        >>> b = {"layers.0.q_proj.weight": KeySpec("layers.0.q_proj.weight", (8, 8), "float32")}
+        >>> _peft_targets_in(None, {"model.layers.0.q_proj": False}, b)
+        'layers.0.q_proj'
+    """
+    saved = config.get("target_modules") if config is not None else None
+    if isinstance(saved, list) and saved and all(isinstance(target, str) for target in saved):
+        targets = set(saved)
+    elif saved is None:
+        targets = {module.rpartition(".")[2] for module in modules}
+    else:
+        return ""
+    for name in specs_b:
+        module = name.rpartition(".")[0]
+        if module in targets or any(module.endswith("." + target) for target in targets):
+            return module
+    return ""
 
 
 def _sized_misfit(

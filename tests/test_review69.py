@@ -1,0 +1,51 @@
+"""review69: ux17's and redteam31's words checked on genuine files (tiny, seeded transformers and peft models),
+each suggested command or snippet run as pasted."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import torch
+
+from tests.helpers import run_cli
+
+
+def _tiny_llama_config() -> object:
+    from transformers import LlamaConfig
+
+    return LlamaConfig(vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+
+
+def test_a_lora_of_the_causal_lm_on_its_backbone_is_not_said_to_raise(tmp_path: Path) -> None:
+    """A LoRA saved from a LlamaForCausalLM (`model.layers.0.self_attn.q_proj`) against that model's backbone saved
+    alone (LlamaModel: `layers.0.self_attn.q_proj`): diff-keys said 'it was made for another model, and
+    PeftModel.from_pretrained(B, adapter) raises'; peft finds q_proj / v_proj in B, wraps them, warns 'Found missing
+    adapter keys' and loads none of the adapter's factors. A Llama LoRA on a GPT-2 (no q_proj at all) still raises,
+    and is still said to."""
+    from peft import LoraConfig, PeftModel, get_peft_model
+    from transformers import LlamaForCausalLM, LlamaModel
+
+    torch.manual_seed(0)
+    full = LlamaForCausalLM(_tiny_llama_config())
+    full.model.save_pretrained(tmp_path / "backbone")
+    lora = get_peft_model(full, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    lora.save_pretrained(tmp_path / "adapter")
+    result = run_cli("diff-keys", tmp_path / "adapter", tmp_path / "backbone", "--json")
+    assert result.exit_code == 1, result.stderr
+    note = json.loads(result.stdout)["notes"][0]
+    assert "raises" not in note, note
+    assert "none of its modules is in B under the name it was saved with (e.g. model.layers.0.self_attn.q_proj), " \
+        "yet B has modules of the names peft targets (layers.0.self_attn.q_proj): PeftModel.from_pretrained(B, " \
+        "adapter) does not raise, it wraps those, loads none of A's factors (peft warns 'Found missing adapter " \
+        "keys')" in note, note
+    # What the note says peft does.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        loaded = PeftModel.from_pretrained(LlamaModel.from_pretrained(tmp_path / "backbone"), tmp_path / "adapter")
+    assert any("Found missing adapter keys" in str(w.message) for w in caught), [str(w.message) for w in caught]
+    saved = lora.state_dict()["base_model.model.model.layers.0.self_attn.q_proj.lora_B.default.weight"]
+    kept = loaded.state_dict()["base_model.model.layers.0.self_attn.q_proj.lora_B.default.weight"]
+    assert not torch.equal(saved, kept)
