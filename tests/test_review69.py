@@ -7,6 +7,7 @@ import json
 import warnings
 from pathlib import Path
 
+import pytest
 import torch
 
 from tests.helpers import run_cli
@@ -49,3 +50,34 @@ def test_a_lora_of_the_causal_lm_on_its_backbone_is_not_said_to_raise(tmp_path: 
     saved = lora.state_dict()["base_model.model.model.layers.0.self_attn.q_proj.lora_B.default.weight"]
     kept = loaded.state_dict()["base_model.model.layers.0.self_attn.q_proj.lora_B.default.weight"]
     assert not torch.equal(saved, kept)
+
+
+def _classifier_config(folder: Path, labels: int) -> Path:
+    """A BERT sequence classifier's config.json of `labels` classes, its label maps as save_pretrained writes them."""
+    from transformers import BertConfig
+
+    id2label = {i: f"label {i}, kind [a] \"b\" é" for i in range(labels)}
+    BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=64,
+               max_position_embeddings=64, id2label=id2label, label2id={v: k for k, v in id2label.items()},
+               architectures=["BertForSequenceClassification"]).save_pretrained(folder)
+    return folder / "config.json"
+
+
+def test_a_classifier_of_100000_classes_is_planned(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A config.json of 100,000 labels (id2label and label2id, 200,000 entries; their labels hold commas, brackets,
+    quotes and an escaped é) was refused by plan-devices as 'more than 200,000 keys and list entries (the largest
+    real configs some 44,000)'; transformers builds it (a 100,000-output classifier) in under 2 s. Label maps are
+    bounded by their own count of labels."""
+    import weightdoctor.meta_model as meta_model
+
+    config = _classifier_config(tmp_path / "model", 100_000)
+    result = run_cli("plan-devices", config, "--gpu", "1GB", "--json")
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["verdict"] == "fits-on-gpus", report
+    hidden = 32
+    assert report["num_params"] > 100_000 * (hidden + 1), report["num_params"]
+    monkeypatch.setattr(meta_model, "MAX_LABELS", 99_999)
+    result = run_cli("plan-devices", config, "--gpu", "1GB")
+    assert result.exit_code == 2
+    assert "holds 100,000 labels; weightdoctor builds models of up to 99,999" in result.stderr, result.stderr
