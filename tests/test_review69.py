@@ -81,3 +81,34 @@ def test_a_classifier_of_100000_classes_is_planned(tmp_path: Path, monkeypatch: 
     result = run_cli("plan-devices", config, "--gpu", "1GB")
     assert result.exit_code == 2
     assert "holds 100,000 labels; weightdoctor builds models of up to 99,999" in result.stderr, result.stderr
+
+
+def test_many_unsafe_experts_get_their_short_keep_fp32_command(tmp_path: Path) -> None:
+    """An MoE whose 3,000 experts' down_proj overflow fp16 (30 layers of 100 experts; their names 144,000 characters
+    in all, each under 50): check-dtype said 'no --keep-fp32 expression is suggested: one matching the unsafe
+    tensors' names would be longer than 100,000 characters', summing the whole names before collapsing their layer
+    and expert indices; the expression is 60 characters, and its convert, pasted, keeps exactly those in fp32."""
+    import shlex
+
+    from safetensors.torch import load_file, save_file
+
+    tensors = {}
+    for layer in range(30):
+        for expert in range(100):
+            prefix = f"model.layers.{layer}.mlp.experts.{expert}"
+            tensors[f"{prefix}.down_proj.weight"] = torch.tensor([1e6, 1.0])
+            tensors[f"{prefix}.up_proj.weight"] = torch.tensor([0.5, 1.0])
+    path = tmp_path / "moe.safetensors"
+    save_file(tensors, str(path))
+    result = run_cli("check-dtype", path, "--json")
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["targets"]["fp16"]["keep_fp32"] == r"^(?:model\.layers\.\d+\.mlp\.experts\.\d+\.down_proj\.weight)$"
+    assert "longer than 100,000" not in report["recommendation"]["text"], report["recommendation"]["text"]
+    command = report["recommendation"]["commands"]["fp16"]
+    converted = run_cli(*shlex.split(command)[1:])
+    assert converted.exit_code == 0, converted.stderr
+    written = load_file(str(tmp_path / "moe-fp16.safetensors"))
+    assert len(written) == 6000
+    assert {t.dtype for name, t in written.items() if name.endswith("down_proj.weight")} == {torch.float32}
+    assert {t.dtype for name, t in written.items() if name.endswith("up_proj.weight")} == {torch.float16}
