@@ -112,3 +112,36 @@ def test_many_unsafe_experts_get_their_short_keep_fp32_command(tmp_path: Path) -
     assert len(written) == 6000
     assert {t.dtype for name, t in written.items() if name.endswith("down_proj.weight")} == {torch.float32}
     assert {t.dtype for name, t in written.items() if name.endswith("up_proj.weight")} == {torch.float16}
+
+
+def test_a_metadata_of_escaped_backslashes_is_counted_in_full(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The count of a header's strings took every quote after a backslash for an escaped one: 1,400,000 metadata
+    entries `"k\\\\": "\\\\"` (an escaped backslash ending each key and value) counted as 1,400,000 strings, not
+    2,800,000, and were parsed (inspect 2.5 s, 313 MiB) before the 200,000-entry bound refused them. They are now
+    refused before the parse; a genuine Windows path ending in a backslash is still read."""
+    import struct
+
+    import weightdoctor.checkpoint.safetensors_format as safetensors_format
+
+    def write(path: Path, body: bytes) -> Path:
+        text = b'{"__metadata__":{' + body + b'},"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}'
+        text += b" " * (-len(text) % 8)
+        path.write_bytes(struct.pack("<Q", len(text)) + text + b"\0" * 8)
+        return path
+
+    hostile = write(tmp_path / "m.safetensors", b",".join(b'"%x\\\\":"\\\\"' % i for i in range(1_399_990)))
+    parse = safetensors_format.parse_json
+
+    def no_parse(text: str) -> object:
+        raise AssertionError("the header was parsed")
+
+    monkeypatch.setattr(safetensors_format, "parse_json", no_parse)
+    result = run_cli("inspect", hostile)
+    assert result.exit_code == 2, result.stdout
+    assert "header holds 2,799,986 JSON strings, more than 200,000 tensors and a __metadata__ of 200,000 entries" \
+        in result.stderr, result.stderr
+    monkeypatch.setattr(safetensors_format, "parse_json", parse)
+    genuine = write(tmp_path / "g.safetensors", b'"output_dir":"C:\\\\runs\\\\","ss_tag_frequency":"' + b"x" * 3_000_000
+                    + b'"')
+    report = json.loads(run_cli("inspect", genuine, "--json").stdout)
+    assert report["metadata"]["output_dir"] == "C:\\runs\\", report["metadata"]
