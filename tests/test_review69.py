@@ -145,3 +145,38 @@ def test_a_metadata_of_escaped_backslashes_is_counted_in_full(tmp_path: Path, mo
                     + b'"')
     report = json.loads(run_cli("inspect", genuine, "--json").stdout)
     assert report["metadata"]["output_dir"] == "C:\\runs\\", report["metadata"]
+
+
+def test_a_resized_vocabulary_in_a_lone_file_is_not_told_to_use_from_pretrained(tmp_path: Path) -> None:
+    """A resized GPT-2's model.safetensors copied out alone (as a training run keeps its weights) against its base:
+    the note said 'load A with its own config.json (from_pretrained of A)', which A has none of (from_pretrained of
+    the file raises); the resize advice alone is given, and it loads every weight of A."""
+    from safetensors.torch import load_file
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    GPT2LMHeadModel(GPT2Config(vocab_size=100, n_embd=32, n_layer=2, n_head=4, n_positions=64)).save_pretrained(
+        tmp_path / "base")
+    model = GPT2LMHeadModel.from_pretrained(tmp_path / "base")
+    model.resize_token_embeddings(110)
+    model.save_pretrained(tmp_path / "resized")
+    lone = tmp_path / "run" / "step-500.safetensors"
+    lone.parent.mkdir()
+    lone.write_bytes((tmp_path / "resized" / "model.safetensors").read_bytes())
+    report = json.loads(run_cli("diff-keys", lone, tmp_path / "base", "--json").stdout)
+    note = next(note for note in report["notes"] if note.startswith("the vocabulary differs"))
+    assert note == ("the vocabulary differs (110 tokens in A, 100 in B): to keep A's trained rows, resize B's model "
+                    "first (model.resize_token_embeddings(110), which resizes a tied or separate output layer too) and "
+                    "then load_state_dict A (A has no config.json beside it, so from_pretrained cannot load it)"), note
+    with pytest.raises(OSError):
+        GPT2LMHeadModel.from_pretrained(lone)
+    target = GPT2LMHeadModel.from_pretrained(tmp_path / "base")
+    target.resize_token_embeddings(110)
+    state = load_file(str(lone))
+    result = target.load_state_dict(state, strict=False)
+    assert not result.unexpected_keys and set(result.missing_keys) <= {"lm_head.weight"}, result
+    assert torch.equal(target.transformer.wte.weight, state["transformer.wte.weight"])
+    # Beside its config.json, from_pretrained of A is still offered.
+    report = json.loads(run_cli("diff-keys", tmp_path / "resized" / "model.safetensors", tmp_path / "base",
+                                "--json").stdout)
+    assert any("load A with its own config.json (from_pretrained of A)" in note for note in report["notes"])

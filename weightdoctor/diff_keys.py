@@ -4160,7 +4160,7 @@ def build_report(
             f"{len(resized)} key(s) differ in shape: from_pretrained raises on them unless "
             "ignore_mismatched_sizes=True (it then initialises them at random), and torch's load_state_dict "
             "raises on a size mismatch even with strict=False")
-        notes.extend(_vocab_size_note(resized))
+        notes.extend(_vocab_size_note(resized, _local_without_config(source_a)))
     dtype_rows = []
     if compare_dtypes:
         for name in common:
@@ -4194,9 +4194,10 @@ def build_report(
     return report
 
 
-def _vocab_size_note(resized: Sequence[Mismatch]) -> list[str]:
+def _vocab_size_note(resized: Sequence[Mismatch], no_config: bool = False) -> list[str]:
     """What keeps a resized vocabulary's trained rows, where the shape note offers only ignore_mismatched_sizes (which
     starts them at random): one note when every `vocab-size` row agrees on A's and B's vocabulary, else none.
+    `no_config`: A is a local file or folder with no config.json beside it, which from_pretrained cannot load.
 
     Example:
         >>> row = Mismatch("transformer.wte.weight", [1010, 64], [1000, 64], "vocab-size", "warn", "")
@@ -4208,10 +4209,34 @@ def _vocab_size_note(resized: Sequence[Mismatch]) -> list[str]:
     if len(sizes) != 1:
         return []
     ((tokens_a, tokens_b),) = sizes
+    resize = (f"(model.resize_token_embeddings({tokens_a}), which resizes a tied or separate output layer too) and "
+              "then load_state_dict A")
+    if no_config:
+        # A lone weights file (a training run's checkpoint): "from_pretrained of A" raised, no config.json to read.
+        return [f"the vocabulary differs ({tokens_a:,} tokens in A, {tokens_b:,} in B): to keep A's trained rows, "
+                f"resize B's model first {resize} (A has no config.json beside it, so from_pretrained cannot load it)"]
     return [f"the vocabulary differs ({tokens_a:,} tokens in A, {tokens_b:,} in B): to keep A's trained rows, load A "
-            f"with its own config.json (from_pretrained of A), or resize B's model first "
-            f"(model.resize_token_embeddings({tokens_a}), which resizes a tied or separate output layer too) and "
-            "then load_state_dict A"]
+            f"with its own config.json (from_pretrained of A), or resize B's model first {resize}"]
+
+
+def _local_without_config(source: str) -> bool:
+    """Whether `source` is a local weights file or folder with no config.json in it (beside the file); False for
+    anything else (a repo id).
+
+    Example:
+        >>> import tempfile
+        >>> _local_without_config(tempfile.mkdtemp()), _local_without_config("org/model")
+        (True, False)
+    """
+    from weightdoctor.paths import expand_user
+
+    try:
+        path = expand_user(source)
+        if path.is_dir():
+            return not (path / "config.json").is_file()
+        return path.is_file() and not (path.parent / "config.json").is_file()
+    except (OSError, ValueError):
+        return False
 
 
 def _square_transposed_note(
