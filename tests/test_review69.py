@@ -180,3 +180,19 @@ def test_a_resized_vocabulary_in_a_lone_file_is_not_told_to_use_from_pretrained(
     report = json.loads(run_cli("diff-keys", tmp_path / "resized" / "model.safetensors", tmp_path / "base",
                                 "--json").stdout)
     assert any("load A with its own config.json (from_pretrained of A)" in note for note in report["notes"])
+
+
+def test_peft_targets_are_matched_as_peft_matches_them() -> None:
+    """peft takes a module whose name is a target or ends with '.' + target: a multi-part target matches its
+    last parts, a full path of another layout does not; a list of 100,000 targets is looked up, not scanned."""
+    from weightdoctor.diff_keys import KeySpec, _peft_targets_in
+
+    b = {name: KeySpec(name, (8, 8), "float32") for name in
+         [f"model.layers.{i}.self_attn.{p}.weight" for i in range(2000) for p in ("q_proj", "k_proj")]}
+    assert _peft_targets_in({"target_modules": ["self_attn.k_proj"]}, {}, b) == "model.layers.0.self_attn.k_proj"
+    assert _peft_targets_in({"target_modules": ["layers.0.self_attn.q_proj"]}, {}, b) == \
+        "model.layers.0.self_attn.q_proj"
+    assert _peft_targets_in({"target_modules": ["x.model.layers.0.self_attn.q_proj"]}, {}, b) == ""
+    assert _peft_targets_in({"target_modules": ".*q_proj"}, {}, b) == ""  # a regular expression: not run
+    assert _peft_targets_in(None, {"base.layers.3.self_attn.q_proj": False}, b) == "model.layers.0.self_attn.q_proj"
+    assert _peft_targets_in({"target_modules": [f"t{i}" for i in range(100_000)]}, {}, b) == ""

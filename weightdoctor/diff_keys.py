@@ -2019,9 +2019,13 @@ def _peft_targets_in(
         targets = {module.rpartition(".")[2] for module in modules}
     else:
         return ""
+    # Each module's last parts looked up in the set, as many as the longest target has (at most 16): a hostile
+    # adapter_config.json of 100,000 targets is not tested against every module one by one.
+    parts = min(16, max(target.count(".") for target in targets) + 1)
     for name in specs_b:
         module = name.rpartition(".")[0]
-        if module in targets or any(module.endswith("." + target) for target in targets):
+        pieces = module.split(".")[-parts:]
+        if any(".".join(pieces[start:]) in targets for start in range(len(pieces))):
             return module
     return ""
 
