@@ -196,3 +196,32 @@ def test_peft_targets_are_matched_as_peft_matches_them() -> None:
     assert _peft_targets_in({"target_modules": ".*q_proj"}, {}, b) == ""  # a regular expression: not run
     assert _peft_targets_in(None, {"base.layers.3.self_attn.q_proj": False}, b) == "model.layers.0.self_attn.q_proj"
     assert _peft_targets_in({"target_modules": [f"t{i}" for i in range(100_000)]}, {}, b) == ""
+
+
+def test_a_ddp_gpt2_with_its_tied_output_layer_is_told_the_convert_that_writes_it_renamed(tmp_path: Path) -> None:
+    """A GPT-2 saved from DDP (`module.` on every key; torch.save keeps lm_head.weight beside the embedding it is
+    tied to): diff-keys offered no 'or write a renamed copy of A once' line, because the tied output layer's group
+    (tied-weight, info) sat beside the wrapper-prefix ones; the convert line, pasted, writes a folder
+    from_pretrained loads with no missing or unexpected key and B's values."""
+    import shlex
+
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=100, n_embd=32, n_layer=2, n_head=4, n_positions=64))
+    model.save_pretrained(tmp_path / "base")
+    folder = tmp_path / "ddp"
+    folder.mkdir()
+    torch.save({f"module.{k}": v for k, v in model.state_dict().items()}, folder / "pytorch_model.bin")
+    model.config.save_pretrained(folder)
+    result = run_cli("diff-keys", folder, tmp_path / "base")
+    assert result.exit_code == 1, result.stderr
+    lines = [line for line in result.stdout.splitlines() if line.startswith("or write a renamed copy of A once: ")]
+    assert lines == [f"or write a renamed copy of A once: weightdoctor convert {folder} -o {folder}-renamed "
+                     "--rename '^module\\.='"], result.stdout
+    converted = run_cli(*shlex.split(lines[0].split(": ", 1)[1])[1:])
+    assert converted.exit_code == 0, converted.stderr
+    loaded, info = GPT2LMHeadModel.from_pretrained(f"{folder}-renamed", output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"], info
+    assert torch.equal(loaded.lm_head.weight, model.transformer.wte.weight)
+    assert torch.equal(loaded.transformer.h[1].mlp.c_fc.weight, model.transformer.h[1].mlp.c_fc.weight)
