@@ -1581,11 +1581,25 @@ def adapter_fit(
                      "onto the base it was made for (adapter_config.json's base_model_name_or_path)")
         elif ranks and modules and not fitting:
             # No module of the adapter is in B: peft's inject_adapter raises NoMatchingPeftModuleError ("Target
-            # modules {...} not found in the base model"); "0 of them in B" said nothing of what to do.
-            note += (f"; none of its modules is in B (e.g. {next(iter(modules))}): it was made for another model, "
-                     "and PeftModel.from_pretrained(B, adapter) raises (peft: target modules not found in the base "
-                     "model): load it onto a base that has these modules, the one it was trained on (which "
-                     "adapter_config.json's base_model_name_or_path names, unless the adapter was saved with another)")
+            # modules {...} not found in the base model"); "0 of them in B" said nothing of what to do. Unless B has
+            # modules of the names peft targets elsewhere (a LlamaForCausalLM's adapter on a LlamaModel, whose
+            # `layers.0.self_attn.q_proj` is the other's `model.layers.0...`): peft then wraps those, loads none of
+            # the saved factors ("Found missing adapter keys", a warning) and the adapter does nothing.
+            example = next(iter(modules))
+            elsewhere = _peft_targets_in(adapter_config() if adapter_config is not None else None, modules, specs_b)
+            if elsewhere:
+                note += (f"; none of its modules is in B under the name it was saved with (e.g. {example}), yet B has "
+                         f"modules of the names peft targets ({elsewhere}): PeftModel.from_pretrained(B, adapter) "
+                         "does not raise, it wraps those, loads none of A's factors (peft warns 'Found missing "
+                         "adapter keys') and leaves each as peft initialises it (none of A's training is used): "
+                         "load it onto the model class it was trained on, whose module names it has "
+                         "(adapter_config.json's base_model_name_or_path names its base)")
+            else:
+                note += (f"; none of its modules is in B (e.g. {example}): it was made for another model, and "
+                         "PeftModel.from_pretrained(B, adapter) raises (peft: target modules not found in the base "
+                         "model): load it onto a base that has these modules, the one it was trained on (which "
+                         "adapter_config.json's base_model_name_or_path names, unless the adapter was saved with "
+                         "another)")
         # peft 0.21's merge_and_unload raises on a LoRA's ("Merging is not supported for _ConvNd layers with groups >
         # 1") or an OFT's (its rotation reshaped to out × in·kh·kw) grouped convolution: "or merge it" was not so.
         unmerged = sorted(module for module in {*grouped_updates, *conv_groups} - merges if modules.get(module))
@@ -1984,6 +1998,36 @@ def _unilora_targets(config: Mapping[str, Any] | None, specs_b: Mapping[str, Key
     modules = {name.rpartition(".")[0] for name in specs_b}
     found = any(module == target or module.endswith("." + target) for module in modules for target in targets)
     return found, ", ".join(sorted(targets))
+
+
+def _peft_targets_in(
+    config: Mapping[str, Any] | None, modules: Mapping[str, bool], specs_b: Mapping[str, KeySpec],
+) -> str:
+    """B's first module that peft's target matching takes for the adapter (`key == target` or
+    `key.endswith("." + target)`, adapter_config.json's target_modules a list; without one, the last part of each
+    module the adapter saved), "" when none does or the targets are a regular expression (not run here).
+
+    Example:
+        >>> b = {"layers.0.q_proj.weight": KeySpec("layers.0.q_proj.weight", (8, 8), "float32")}
+        >>> _peft_targets_in(None, {"model.layers.0.q_proj": False}, b)
+        'layers.0.q_proj'
+    """
+    saved = config.get("target_modules") if config is not None else None
+    if isinstance(saved, list) and saved and all(isinstance(target, str) for target in saved):
+        targets = set(saved)
+    elif saved is None:
+        targets = {module.rpartition(".")[2] for module in modules}
+    else:
+        return ""
+    # Each module's last parts looked up in the set, as many as the longest target has (at most 16): a hostile
+    # adapter_config.json of 100,000 targets is not tested against every module one by one.
+    parts = min(16, max(target.count(".") for target in targets) + 1)
+    for name in specs_b:
+        module = name.rpartition(".")[0]
+        pieces = module.split(".")[-parts:]
+        if any(".".join(pieces[start:]) in targets for start in range(len(pieces))):
+            return module
+    return ""
 
 
 def _sized_misfit(
@@ -4120,7 +4164,7 @@ def build_report(
             f"{len(resized)} key(s) differ in shape: from_pretrained raises on them unless "
             "ignore_mismatched_sizes=True (it then initialises them at random), and torch's load_state_dict "
             "raises on a size mismatch even with strict=False")
-        notes.extend(_vocab_size_note(resized))
+        notes.extend(_vocab_size_note(resized, _local_without_config(source_a)))
     dtype_rows = []
     if compare_dtypes:
         for name in common:
@@ -4154,9 +4198,10 @@ def build_report(
     return report
 
 
-def _vocab_size_note(resized: Sequence[Mismatch]) -> list[str]:
+def _vocab_size_note(resized: Sequence[Mismatch], no_config: bool = False) -> list[str]:
     """What keeps a resized vocabulary's trained rows, where the shape note offers only ignore_mismatched_sizes (which
     starts them at random): one note when every `vocab-size` row agrees on A's and B's vocabulary, else none.
+    `no_config`: A is a local file or folder with no config.json beside it, which from_pretrained cannot load.
 
     Example:
         >>> row = Mismatch("transformer.wte.weight", [1010, 64], [1000, 64], "vocab-size", "warn", "")
@@ -4168,10 +4213,34 @@ def _vocab_size_note(resized: Sequence[Mismatch]) -> list[str]:
     if len(sizes) != 1:
         return []
     ((tokens_a, tokens_b),) = sizes
+    resize = (f"(model.resize_token_embeddings({tokens_a}), which resizes a tied or separate output layer too) and "
+              "then load_state_dict A")
+    if no_config:
+        # A lone weights file (a training run's checkpoint): "from_pretrained of A" raised, no config.json to read.
+        return [f"the vocabulary differs ({tokens_a:,} tokens in A, {tokens_b:,} in B): to keep A's trained rows, "
+                f"resize B's model first {resize} (A has no config.json beside it, so from_pretrained cannot load it)"]
     return [f"the vocabulary differs ({tokens_a:,} tokens in A, {tokens_b:,} in B): to keep A's trained rows, load A "
-            f"with its own config.json (from_pretrained of A), or resize B's model first "
-            f"(model.resize_token_embeddings({tokens_a}), which resizes a tied or separate output layer too) and "
-            "then load_state_dict A"]
+            f"with its own config.json (from_pretrained of A), or resize B's model first {resize}"]
+
+
+def _local_without_config(source: str) -> bool:
+    """Whether `source` is a local weights file or folder with no config.json in it (beside the file); False for
+    anything else (a repo id).
+
+    Example:
+        >>> import tempfile
+        >>> _local_without_config(tempfile.mkdtemp()), _local_without_config("org/model")
+        (True, False)
+    """
+    from weightdoctor.paths import expand_user
+
+    try:
+        path = expand_user(source)
+        if path.is_dir():
+            return not (path / "config.json").is_file()
+        return path.is_file() and not (path.parent / "config.json").is_file()
+    except (OSError, ValueError):
+        return False
 
 
 def _square_transposed_note(

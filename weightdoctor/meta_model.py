@@ -51,6 +51,10 @@ MAX_CONFIG_VALUES = 200_000
 # bounded by MAX_CONFIG_VALUES alone: a timm ImageNet-21k classifier's label_descriptions holds 21,843 keys.
 MAX_CONFIG_KEYS = 10_000
 _LABEL_MAPS = ("id2label", "label2id")
+# The labels of one of the config's (or a sub-config's) label maps, counted apart from MAX_CONFIG_VALUES: each map is
+# the value of one attribute, its string labels no attribute of their own. A classifier of 100,000 classes (a 6 MB
+# config.json) was refused as "more than 200,000 keys", where transformers builds it on the meta device in 1.7 s.
+MAX_LABELS = 500_000
 _ROPE_PARAMETERS = ("rope_scaling", "rope_parameters")
 
 
@@ -124,11 +128,18 @@ def refuse_huge_config(config: dict[str, Any]) -> None:
             where = f"'s {'.'.join(path)!r} holds" if path else " holds"
             raise UsageError(f"config.json{where} {len(value):,} keys (real configs some hundreds); weightdoctor "
                              f"builds models from configs of up to {MAX_CONFIG_KEYS:,}")
+    label_maps = {id(value[key]): key for _, value in _config_objects(config) for key in _LABEL_MAPS
+                  if isinstance(value.get(key), dict)}
     count, pending = 0, [config]
     while pending and count <= MAX_CONFIG_VALUES:
         value = pending.pop()
         items = value.values() if isinstance(value, dict) else value
-        count += len(value)
+        if id(value) in label_maps:
+            if len(value) > MAX_LABELS:
+                raise UsageError(f"config.json's {label_maps[id(value)]} holds {len(value):,} labels; weightdoctor "
+                                 f"builds models of up to {MAX_LABELS:,}")
+        else:
+            count += len(value)
         if count <= MAX_CONFIG_VALUES:
             pending.extend(item for item in items if isinstance(item, (dict, list)) and item)
     if count > MAX_CONFIG_VALUES:

@@ -318,16 +318,22 @@ def _refuse_too_many_strings(raw: bytes) -> None:
     """Refuse, before it is parsed, a header of more JSON strings than `MAX_TENSORS` tensors and a `__metadata__` of
     `MAX_METADATA_ENTRIES` entries can hold (`_MAX_STRINGS`).
 
-    A string is two unescaped quotes; a quote after a backslash may be an escaped one, so those are not counted
-    and the count is at most the true one (a long value of embedded JSON, all escaped quotes, counts for none).
-    A text shorter than two bytes a string cannot pass the bound and is not counted.
+    A string is two unescaped quotes (a long value of embedded JSON, all escaped quotes, counts for none). A quote
+    after a backslash is an escaped one unless that backslash is itself escaped (`"C:\\\\"`): where a quote
+    follows two backslashes, the escaped backslashes are taken out before the escaped quotes are counted. Counting
+    every quote after a backslash as escaped let a `__metadata__` of 1,400,000 entries `"k\\\\": "\\\\"` count
+    as half that and be parsed (313 MiB) before its entries were. A text shorter than two bytes a string cannot pass
+    the bound and is not counted.
 
     Example:
         >>> _refuse_too_many_strings(b'{"__metadata__": {"format": "pt"}}')
     """
     if len(raw) <= 2 * _MAX_STRINGS:
         return
-    strings = (raw.count(b'"') - raw.count(b'\\"')) // 2
+    quotes = raw.count(b'"')
+    strings = (quotes - raw.count(b'\\"')) // 2  # at most the true count
+    if strings <= _MAX_STRINGS and b'\\\\"' in raw:
+        strings = (quotes - raw.replace(b"\\\\", b"").count(b'\\"')) // 2  # exact: each pair is one escape
     if strings > _MAX_STRINGS:
         raise CorruptCheckpoint(
             f"header holds {strings:,} JSON strings, more than {MAX_TENSORS:,} tensors and a __metadata__ of "

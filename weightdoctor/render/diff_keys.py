@@ -205,10 +205,13 @@ def print_fix(report: DiffReport, console: Console) -> None:
             f"{plural(report.matched_after_renames, 'matches', 'match')} (now {report.matched:,}); re-check "
             f"with:[/] weightdoctor diff-keys {_recheck(report)} "
             f"{escape(' '.join([*report.renames_applied, flags]))}", soft_wrap=True, highlight=False)
-    if report.convert_args and report.matched_after_renames == report.total_b and report.groups \
-            and all(group.reason == "wrapper-prefix" for group in report.groups):
+    if report.convert_args and report.matched_after_renames == report.total_b \
+            and any(group.reason == "wrapper-prefix" for group in report.groups) \
+            and all(group.reason in ("wrapper-prefix", "tied-weight") for group in report.groups):
         # Only a wrapper's prefix (DDP's module., torch.compile's _orig_mod.) stood between A and B: a renamed copy
         # of A loads as it is, where the flags alone said how to re-check and the snippet how to rename in code.
+        # An output layer tied to the embeddings, which torch.save keeps under both names (a DDP GPT-2's
+        # module.lm_head.weight), is re-tied on load: the copy loads all the same.
         console.print(f"[dim]or write a renamed copy of A once:[/] weightdoctor convert "
                       f"{escape(' '.join([report.convert_args, *report.renames_applied, flags]))}",
                       soft_wrap=True, highlight=False)
