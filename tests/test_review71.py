@@ -4,7 +4,9 @@ generate on CPU, the bytes of EncoderDecoderCache.cross_attention_cache as the o
 - a VisionEncoderDecoder's cross-attention cache was sized for as many encoder positions as --seq-len ("an encoder's
   length depends on its input"): a ViT encoder outputs its patches and CLS token for its image_size whatever the
   decoder's length (17 for a 32 x 32 image in 8 x 8 patches, DeiT's 18, Donut's Swin its last stage: 32 for 64 x 32
-  pixels), and the cache transformers fills holds those.
+  pixels), and the cache transformers fills holds those;
+- LED without --seq-len was refused, "transformers' LEDConfig keeps none", though LEDConfig keeps its decoder's
+  length in max_decoder_position_embeddings.
 """
 
 from __future__ import annotations
@@ -103,3 +105,27 @@ def test_a_speech_encoder_decoders_length_is_still_said_to_depend_on_its_input(t
     kv, _shown = _plan_folder(tmp_path / "config.json", "--seq-len", "12")
     assert kv["encoder_seq_len"] == 12, kv
     assert "as many as the decoder's (an encoder's length depends on its input)" in kv["note"], kv
+
+
+def test_led_without_seq_len_takes_its_decoders_length_as_ledconfig_reads_it(tmp_path: Path) -> None:
+    """Refused, "transformers' LEDConfig keeps none", though LEDConfig keeps its decoder's length in
+    max_decoder_position_embeddings (its max_encoder_position_embeddings is the encoder's): the cache transformers
+    fills for that many decoder tokens is the figure."""
+    import transformers
+
+    torch.manual_seed(0)
+    config = transformers.LEDConfig(vocab_size=100, d_model=16, encoder_layers=2, decoder_layers=2,
+                                    encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=32,
+                                    decoder_ffn_dim=32, max_encoder_position_embeddings=256,
+                                    max_decoder_position_embeddings=48, attention_window=[8, 8])
+    config.architectures = ["LEDForConditionalGeneration"]
+    config.save_pretrained(tmp_path)
+    model = transformers.LEDForConditionalGeneration(config).eval()
+    with torch.no_grad():
+        out = model(input_ids=torch.randint(4, 100, (1, 48)), decoder_input_ids=torch.randint(4, 100, (1, 48)),
+                    use_cache=True)
+    kv, shown = _plan_folder(tmp_path)
+    assert kv["seq_len"] == 48, kv
+    assert kv["total_bytes"] == _bytes(out.past_key_values.self_attention_cache.layers), kv
+    assert kv["cross_attention_bytes"] == _bytes(out.past_key_values.cross_attention_cache.layers), kv
+    assert "for batch 1 x 48 tokens" in shown, shown

@@ -2742,9 +2742,10 @@ class _ConfigKeys:
 
 
 # The names a decoder's context length is written under, in the order read: Whisper's decoder length first (its
-# max_source_positions is the encoder's), then the common one, GPT-2's, MPT's, CodeGen's, ChatGLM's and Qwen's, others'.
+# max_source_positions is the encoder's), then the common one, GPT-2's, MPT's, CodeGen's, ChatGLM's and Qwen's, others',
+# LED's (its max_encoder_position_embeddings is the encoder's; LEDConfig reads none of the others).
 _CONTEXT_KEYS = ("max_target_positions", "max_position_embeddings", "n_positions", "max_seq_len", "n_ctx",
-                 "seq_length", "max_sequence_length")
+                 "seq_length", "max_sequence_length", "max_decoder_position_embeddings")
 
 
 def context_length(config: dict[str, Any], path: str | None = None) -> tuple[int, str | None]:
