@@ -135,9 +135,9 @@ class KVCacheEstimate:
     # per-token figure is never said as '2 (keys and values) x ...'. Not in --json.
     _latent: bool = False
     # An encoder-decoder's cross-attention cache (`EncoderDecoderCache.cross_attention_cache`): the keys and values of
-    # the encoder's output, per decoder layer, for `encoder_seq_len` encoder positions (Whisper's 1,500 frames, else
-    # as many as `seq_len`), the batch included; apart from `total_bytes` (the self-attention), as `state_bytes` is,
-    # and counted in the fit. 0 and None for a decoder-only model.
+    # the encoder's output, per decoder layer, for `encoder_seq_len` encoder positions (Whisper's 1,500 frames, a
+    # vision encoder's for its image_size, else as many as `seq_len`), the batch included; apart from `total_bytes`
+    # (the self-attention), as `state_bytes` is, and counted in the fit. 0 and None for a decoder-only model.
     cross_attention_bytes: int = 0
     encoder_seq_len: int | None = None
 
@@ -2742,9 +2742,10 @@ class _ConfigKeys:
 
 
 # The names a decoder's context length is written under, in the order read: Whisper's decoder length first (its
-# max_source_positions is the encoder's), then the common one, GPT-2's, MPT's, CodeGen's, ChatGLM's and Qwen's, others'.
+# max_source_positions is the encoder's), then the common one, GPT-2's, MPT's, CodeGen's, ChatGLM's and Qwen's, others',
+# LED's (its max_encoder_position_embeddings is the encoder's; LEDConfig reads none of the others).
 _CONTEXT_KEYS = ("max_target_positions", "max_position_embeddings", "n_positions", "max_seq_len", "n_ctx",
-                 "seq_length", "max_sequence_length")
+                 "seq_length", "max_sequence_length", "max_decoder_position_embeddings")
 
 
 def context_length(config: dict[str, Any], path: str | None = None) -> tuple[int, str | None]:
@@ -2786,6 +2787,47 @@ def context_length(config: dict[str, Any], path: str | None = None) -> tuple[int
                      f"({', '.join(_CONTEXT_KEYS)}){keeps}", path=path)
 
 
+def _vision_encoder_positions(config: dict[str, Any]) -> tuple[int, str, tuple[int, int]] | None:
+    """The positions a composite's vision encoder (VisionEncoderDecoder's ViT, DeiT, BEiT, Donut's Swin) outputs for
+    an image of its `image_size`, as transformers builds it (`AutoModel.from_config(config.encoder)`), run on the
+    meta device: ViT's patches and CLS token (17 for 32 x 32 pixels in 8 x 8 patches), DeiT's two extra tokens,
+    Swin's last stage. Returns the positions, the encoder class's name and the image size; None where the encoder is
+    no vision model with an image size, or transformers does not build or run it.
+
+    Its length was taken as --seq-len ("an encoder's length depends on its input"): a ViT encoder's does not.
+    """
+    encoder = config.get("encoder")
+    if not isinstance(encoder, dict) or not isinstance(encoder.get("model_type"), str):
+        return None
+    image = encoder.get("image_size")
+    size = [image, image] if isinstance(image, int) else image
+    if not (isinstance(size, list) and len(size) == 2 and all(
+            isinstance(n, int) and not isinstance(n, bool) and 0 < n <= 100_000 for n in size)):
+        return None
+    import torch
+
+    from weightdoctor.meta_model import config_from_dict, refuse_unbuildable_config
+
+    try:
+        refuse_unbuildable_config(encoder)
+        from transformers import AutoModel
+
+        with _quiet_libraries(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            built = config_from_dict(encoder)
+            channels = getattr(built, "num_channels", 3)
+            with torch.device("meta"):
+                model = AutoModel.from_config(built)
+            with torch.no_grad():
+                output = model(pixel_values=torch.empty(1, channels, *size, device="meta"))
+        hidden = output[0]
+    except Exception:  # noqa: BLE001 - any encoder transformers cannot build or run so: its length stays unsaid
+        return None
+    if not (isinstance(hidden, torch.Tensor) and hidden.dim() == 3 and hidden.shape[1] > 0):
+        return None
+    return int(hidden.shape[1]), type(model).__name__, (size[0], size[1])
+
+
 def estimate_kv_cache(config: dict[str, Any] | None, dtype: str, batch: int, seq_len: int,
                       length_source: str | None = None) -> KVCacheEstimate:
     """KV cache of a decoder for `batch` sequences of `seq_len` tokens: 2 x layers x kv_heads x head_dim.
@@ -2794,8 +2836,9 @@ def estimate_kv_cache(config: dict[str, Any] | None, dtype: str, batch: int, seq
     states of Mamba / linear-attention layers are `state_bytes` (see `recurrent_state_bytes`), apart from
     `total_bytes`; sliding-window layers keep at most `sliding_window` tokens. An encoder-decoder's cross-attention
     keys and values are `cross_attention_bytes`, apart too: each decoder layer's, for Whisper's max_source_positions
-    encoder frames, else as many encoder tokens as `seq_len`. `length_source` says where a `seq_len` the config does
-    not write came from (see `context_length`), in the note.
+    encoder frames, a VisionEncoderDecoder's vision encoder's positions for its image_size, else as many encoder
+    tokens as `seq_len`. `length_source` says where a `seq_len` the config does not write came from (see
+    `context_length`), in the note.
 
     Example:
         >>> estimate_kv_cache({"model_type": "llama", "num_hidden_layers": 2, "num_attention_heads": 4,
@@ -2932,15 +2975,19 @@ def estimate_kv_cache(config: dict[str, Any] | None, dtype: str, batch: int, seq
     # their share is the self-attention cache, at least what that GPU holds (the cross-attention cache adds to it).
     # An encoder-decoder's cross-attention cache: each decoder layer keeps the keys and values of the encoder's
     # output, at the decoder's heads and head_dim (Whisper, BART, T5, Moonshine, a composite's BERT / GPT-2 / TrOCR
-    # decoder), once per sequence. Whisper's encoder always outputs max_source_positions frames (30 s of audio);
-    # another encoder's length depends on its input, taken here as long as the decoder's.
+    # decoder), once per sequence. Whisper's encoder always outputs max_source_positions frames (30 s of audio), a
+    # VisionEncoderDecoder's ViT its patches for its image_size; another encoder's length depends on its input, taken
+    # here as long as the decoder's.
     cross = encoder_length = None
     if encoder_decoder:
         frames = keys.first("max_source_positions") or keys.default("max_source_positions")
         whisper = text.get("model_type") == "whisper" and isinstance(frames, int) and frames > 0
-        encoder_length = frames if whisper else seq_len
+        vision = _vision_encoder_positions(config) if composite and not whisper else None
+        encoder_length = frames if whisper else vision[0] if vision else seq_len
         cross = [per_token_layer * encoder_length * batch for _ in attention]
         said = (f"{encoder_length:,} encoder frames, Whisper's max_source_positions" if whisper
+                else f"{counted(encoder_length, 'encoder position', grouped=True)}, what its {vision[1]} outputs for "
+                     f"an image of its image_size, {vision[2][0]} x {vision[2][1]} pixels" if vision
                 else f"{counted(encoder_length, 'encoder token', grouped=True)}, as many as the decoder's (an "
                      "encoder's length depends on its input)")
         notes.insert(0, f"the decoder's self-attention; its cross-attention keys and values, each decoder layer's, "
