@@ -1597,13 +1597,14 @@ def adapter_fit(
 
 def swapped_sides(
     specs_a: Mapping[str, KeySpec], specs_b: Mapping[str, KeySpec], unexpected: Sequence[str], missing: Sequence[str],
-    word_text_b: str | None = None, source_a: str = "A", source_b: str = "B",
+    word_text_b: str | None = None, source_a: str = "A", source_b: str = "B", steps: str | None = None,
 ) -> tuple[dict[str, tuple[str, str, str]], str]:
     """When B is an adapter (PEFT, kohya, LyCORIS, ...) that adapts modules of A, and A no adapter: the two given the
     other way round (`diff-keys BASE ADAPTER`). Every key then read "unknown: these weights will not load", errors,
     with no word of why. Returns (reason, severity, detail) for every key of A's and B's that differ, all errors (the
     check asked for was not made: a CI gate must not pass it), and a note that gives the command with the sides
-    swapped; ({}, "") otherwise.
+    swapped; ({}, "") otherwise. `steps`: what the note tells to do to check it (`swapped_steps`: with the flags
+    that read each side as this run did); by default `diff-keys B A` on the sources as given.
 
     Example:
         >>> base = {"q.weight": KeySpec("q.weight", (8, 8), "float32")}
@@ -1615,18 +1616,23 @@ def swapped_sides(
     from weightdoctor.paths import shell_word
 
     whys, note = adapter_fit(specs_b, specs_a, missing, unexpected, word_text_b)
-    # The adapter's modules are A's (a weight of A it leaves to the base): not an adapter of another model.
-    if not whys or not any(why[0] == "adapter-base" for why in whys.values()):
+    # The adapter's modules are A's (a weight of A it leaves to the base): not an adapter of another model. Every
+    # weight of A the adapter does not store is "adapter-base" whether or not it adapts A: a model with none of its
+    # modules (another model, a whole PEFT model whose layers are under .base_layer.) was "the model it adapts", and
+    # the command given said "none of its modules is in B".
+    if not whys or not any(why[0] == "adapter-base" for why in whys.values()) or not any(
+            why is not None and why[0] != "adapter-base" and "which B does not have" not in why[2]
+            for why in map(whys.get, missing)):
         return {}, ""
     named = re.match(r"A is (.+?)(?: \(|:)", note)
     what = named[1] if named else "an adapter"
-    command = (f"weightdoctor diff-keys {shell_word(source_b, argument=True)} "
-               f"{shell_word(source_a, argument=True)}")
+    if steps is None:
+        steps = (f"run weightdoctor diff-keys {shell_word(source_b, argument=True)} "
+                 f"{shell_word(source_a, argument=True)}")
     swapped = {name: ("swapped-sides", "error", "" if whys.get(name, ("", "", ""))[0] == "adapter-base"
                       else whys.get(name, ("", "", ""))[2]) for name in (*unexpected, *missing)}
     return swapped, (f"B is {what} and A the model it adapts: diff-keys loads A into B, so the sides are given the "
-                     "other way round and no key of the adapter was checked against A; to check it, run "
-                     f"{command}")
+                     f"other way round and no key of the adapter was checked against A; to check it, {steps}")
 
 
 def _tuners_fit(
@@ -4263,6 +4269,7 @@ def diff_specs(
     quantization_a: str | None = None,
     quantizers: tuple[str | None, str | None] = (None, None),
     adapter_config_a: Callable[[], Mapping[str, Any] | None] | None = None,
+    swapped_steps: str | None = None,
 ) -> DiffReport:
     """Diff two key sets as `load_state_dict(A, strict=False)` into a model shaped like B would see them.
 
@@ -4291,6 +4298,8 @@ def diff_specs(
             (`transformers_renamings`); called only when keys are left missing and unexpected with a shape in common.
         adapter_config_a: gives the PEFT adapter_config.json beside A (or None); called only for an adapter whose
             saved shapes it settles.
+        swapped_steps: what a "swapped-sides" note tells to do to check the adapter B against A (`swapped_steps`),
+            when B is an adapter of A; by default `diff-keys B A` on the sources as given.
 
     Raises:
         UsageError: the renames map two keys of A to the same name.
@@ -4301,7 +4310,8 @@ def diff_specs(
                            tie_embeddings=tie_embeddings, base_prefix_loads=base_prefix_loads,
                            tie_embeddings_a=tie_embeddings_a, loader_prefix=loader_prefix,
                            model_class_command=model_class_command, model_renamings=model_renamings,
-                           quantization_a=quantization_a, quantizers=quantizers, adapter_config_a=adapter_config_a)
+                           quantization_a=quantization_a, quantizers=quantizers, adapter_config_a=adapter_config_a,
+                           swapped_steps=swapped_steps)
 
 
 def _dropped_tie_aliases(specs_a: Mapping[str, KeySpec]) -> list[str]:
@@ -4372,6 +4382,7 @@ def _diff_specs(
     quantization_a: str | None = None,
     quantizers: tuple[str | None, str | None] = (None, None),
     adapter_config_a: Callable[[], Mapping[str, Any] | None] | None = None,
+    swapped_steps: str | None = None,
 ) -> DiffReport:
     renamed_a, _ = _renamed(specs_a, renames)
     tied = [[_rename_all(n, renames) for n in group] for group in tied_groups_a] if renames else tied_groups_a
@@ -4408,7 +4419,7 @@ def _diff_specs(
     if adapter_whys:  # an adapter is not renamed into its base: its keys are told what they fit
         layout_whys, layout_note = adapter_whys, adapter_note
     elif diff.missing and (swapped := swapped_sides(renamed_a, specs_b, diff.unexpected, diff.missing, word_texts[1],
-                                                    source_a, source_b))[0]:
+                                                    source_a, source_b, swapped_steps))[0]:
         adapter_whys = layout_whys = swapped[0]
         layout_note = swapped[1]
     elif chroma_whys := _chroma_against_flux(diff.unexpected, diff.missing):
@@ -4530,8 +4541,43 @@ def _rename_all(name: str, renames: Sequence[Rename]) -> str:
     return name
 
 
-def diff_checkpoints(a: Checkpoint, b: Checkpoint, renames: Sequence[Rename] = ()) -> DiffReport:
-    """`diff_specs` on two opened checkpoints (headers only: no tensor data is read)."""
+def swapped_steps(a: Checkpoint, b: Checkpoint, key: str | None = None) -> str:
+    """What a "swapped-sides" note tells to do: `diff-keys B A`, each side read as this run read it. The sources
+    alone compared other revisions than `--revision` / `--revision-b` named (B's revision is the new A's, and A's
+    the new B's), and dropped A's `--key`: B takes none, so A's state dict is written to a file of its own first.
+
+    Example:
+        >>> from weightdoctor.checkpoint import Checkpoint
+        >>> a = Checkpoint("org/base", Path("base"), "safetensors", False, [], [], repo_id="org/base")
+        >>> b = Checkpoint("org/lora", Path("lora"), "safetensors", False, [], [], repo_id="org/lora", revision="v2")
+        >>> swapped_steps(a, b)
+        'run weightdoctor diff-keys org/lora org/base --revision v2 --revision-b main'
+    """
+    from weightdoctor.paths import shell_word
+
+    first, second = b.revision, a.revision
+    flags = [f"--revision {shell_word(first)}"] if first is not None else []
+    steps = ""
+    if key is not None:
+        written = f"{Path(a.source).stem}.{key}.safetensors"
+        words = ["weightdoctor convert", shell_word(a.source, argument=True), f"--key {shell_word(key)}",
+                 f"-o {shell_word(written, argument=True)}"]
+        words += [f"--revision {shell_word(second)}"] if second is not None else []
+        steps = (f"write A's state dict (--key {shell_word(key)}) to a file of its own, as diff-keys takes no --key "
+                 f"for B ({' '.join(words)}), then ")
+        target = written
+    else:
+        target = a.source
+        if second != first and a.repo_id is not None:  # a repo read at its default branch: main
+            flags.append(f"--revision-b {shell_word(second or 'main')}")
+    return " ".join([f"{steps}run weightdoctor diff-keys {shell_word(b.source, argument=True)}",
+                     shell_word(target, argument=True), *flags])
+
+
+def diff_checkpoints(a: Checkpoint, b: Checkpoint, renames: Sequence[Rename] = (), *,
+                     key: str | None = None) -> DiffReport:
+    """`diff_specs` on two opened checkpoints (headers only: no tensor data is read). `key`: A's `--key`, as
+    given (None when A's state dict was found without one)."""
     from weightdoctor.quantized import quantization_of
     from weightdoctor.structure import peft_adapter_config
 
@@ -4549,6 +4595,7 @@ def diff_checkpoints(a: Checkpoint, b: Checkpoint, renames: Sequence[Rename] = (
         quantization_a=None if (found := quantization_of(a.config)) is None or found_b else found[0],
         quantizers=(found[0] if found is not None else None, found_b[0] if found_b is not None else None),
         adapter_config_a=lambda: peft_adapter_config(a),
+        swapped_steps=swapped_steps(a, b, key),
     )
     report.revision_a, report.resolved_a = a.revision, a.location
     report.revision_b, report.resolved_b = b.revision, b.location
