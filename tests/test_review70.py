@@ -140,3 +140,55 @@ def test_the_command_given_reads_the_state_dict_key_picked(tmp_path: Path, pair:
     words[-1] = str(written)
     code, checked = run_json(*words)
     assert code == 0 and "2 of them in B with shapes that fit" in checked["notes"][0]
+
+
+class _Wide(torch.nn.Module):
+    def __init__(self, features_in: int, features_out: int) -> None:
+        super().__init__()
+        self.q = torch.nn.Linear(features_in, features_out)
+        self.norm = torch.nn.LayerNorm(8)
+
+
+def test_a_lora_pair_is_compared_with_its_layer_both_ways_at_once(tmp_path: Path) -> None:
+    """Each factor alone was compared with either axis of a 2-D weight (GPT-2's Conv1D is in × out): a LoRA made
+    for a 32→32 Linear "fit" a 32→48 and a 48→32 one, info, which PeftModel.from_pretrained refuses (size
+    mismatch). B's outputs and A's inputs now have to be one weight's, Linear's way or Conv1D's; AdaLoRA's pair
+    (saved without .weight) alike. GPT-2's Conv1D (fan_in_fan_out) still fits its own base."""
+    import transformers
+    from peft import AdaLoraConfig, LoraConfig, PeftModel, get_peft_model
+
+    for features in ((32, 32), (32, 48), (48, 32)):
+        torch.manual_seed(0)
+        save_file(_state(_Wide(*features)), str(tmp_path / f"q{features[0]}x{features[1]}.safetensors"))
+    configs = {"lora": LoraConfig(r=4, target_modules=["q"]),
+               "adalora": AdaLoraConfig(init_r=6, target_r=4, total_step=10, target_modules=["q"])}
+    for method, config in configs.items():
+        torch.manual_seed(0)
+        get_peft_model(_Wide(32, 32), config).save_pretrained(str(tmp_path / method))
+        for features in ((32, 32), (32, 48), (48, 32)):
+            torch.manual_seed(0)
+            try:
+                PeftModel.from_pretrained(_Wide(*features), str(tmp_path / method))
+                loads = True
+            except RuntimeError as exc:
+                assert "size mismatch" in str(exc)
+                loads = False
+            code, data = run_json("diff-keys", str(tmp_path / method),
+                                  str(tmp_path / f"q{features[0]}x{features[1]}.safetensors"))
+            assert (code == 0) == loads, (method, features, data["notes"])
+            details = {entry["detail"] for entry in data["unexpected"] if entry["severity"] == "error"}
+            rank = 4 if method == "lora" else 6
+            assert details == (set() if loads else {
+                f"lora_B 32×{rank} and lora_A {rank}×32 make a 32×32 update, which q.weight "
+                f"({features[1]}×{features[0]} in B) is not, either way round: an adapter for another model size"}), \
+                (method, features)
+            assert loads or "1 of them does not fit B's shapes" in data["notes"][0]
+    gpt2 = transformers.GPT2LMHeadModel(transformers.GPT2Config(n_embd=32, n_layer=1, n_head=2, vocab_size=64,
+                                                                n_positions=16))
+    save_file({name: tensor for name, tensor in _state(gpt2).items() if name != "lm_head.weight"},
+              str(tmp_path / "gpt2.safetensors"))
+    get_peft_model(gpt2, LoraConfig(r=4, target_modules=["c_attn", "c_fc"], fan_in_fan_out=True)).save_pretrained(
+        str(tmp_path / "gpt2-lora"))
+    code, data = run_json("diff-keys", str(tmp_path / "gpt2-lora"), str(tmp_path / "gpt2.safetensors"))
+    assert code == 0 and "2 module(s), 2 of them in B with shapes that fit" in data["notes"][0]
+

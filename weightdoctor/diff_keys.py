@@ -1360,6 +1360,8 @@ def adapter_fit(
                   and (component := _diffusers_component(module := _adapter_target(match["module"]))) is not None
                   and module + ".weight" not in specs_b and module[len(component):] + ".weight" in specs_b}
     params: dict[str, list[KeySpec]] | None = None  # `_module_parameters(specs_b)`, built when first wanted
+    # The 2-D lora_A and lora_B of one adapter on one module (their names without the part) that each fit it.
+    factors: dict[str, dict[str, tuple[str, tuple[int, ...], KeySpec, str]]] = defaultdict(dict)
     for name, match in pairs:
         module, part = _adapter_target(match["module"]), match["part"]
         # peft nests a second wrapper of one module under the first's base_layer (target_parameters on two of an
@@ -1457,6 +1459,23 @@ def adapter_fit(
             whys[name] = ("adapter", "info", f"{kind} on {module}.weight{stored}" if tied is not None
                           else f"{kind} on {weight.name}")
             modules.setdefault(module, True)
+            if part in ("lora_A", "lora_B") and len(shape) == 2 and len(weight.shape) == 2 \
+                    and not name.endswith(".bias"):
+                factors[name[:match.start("part")] + name[match.end("part"):]][part] = (name, shape, weight, module)
+    # Each factor alone fits one of a 2-D weight's axes, either way round (GPT-2's Conv1D is in × out): a LoRA made
+    # for a 32→32 Linear "fit" a 32→48 or a 48→32 one, which PeftModel.from_pretrained refuses (a size mismatch).
+    # B's outputs and A's inputs are one weight's out and in, Linear's way (out × in) or Conv1D's (in × out).
+    for held in factors.values():
+        if len(held) < 2:
+            continue
+        (name_a, a, weight, module), (name_b, b, _, _) = held["lora_A"], held["lora_B"]
+        if (b[0], a[1]) in (tuple(weight.shape), tuple(weight.shape)[::-1]):
+            continue
+        detail = (f"lora_B {b[0]}×{b[1]} and lora_A {a[0]}×{a[1]} make a {b[0]}×{a[1]} update, which "
+                  f"{weight.name} ({'×'.join(map(str, weight.shape))} in B) is not, either way round: an adapter "
+                  "for another model size")
+        whys[name_a] = whys[name_b] = ("adapter", "error", detail)
+        modules[module] = False
     uncompared: dict[str, str] = {}  # a method whose tensors could not be compared with B's -> why
     config = adapter_config() if adapter_config is not None and any(
         match["part"] in ("miss_block", "shira_weight", "road_theta", "road_alpha") for _, match in tuners) else None
