@@ -192,3 +192,32 @@ def test_a_lora_pair_is_compared_with_its_layer_both_ways_at_once(tmp_path: Path
     code, data = run_json("diff-keys", str(tmp_path / "gpt2-lora"), str(tmp_path / "gpt2.safetensors"))
     assert code == 0 and "2 module(s), 2 of them in B with shapes that fit" in data["notes"][0]
 
+
+def test_inspect_counts_an_adapter_s_size_in_words_that_are_true(tmp_path: Path) -> None:
+    """peft's default CPT config (one token id, so num_virtual_tokens=1) was "CPT (1 virtual tokens)"; a WaveFT
+    adapter was "WaveFT (2592 frequencies)" and diff-keys' "holds 64 frequencies", where peft's WaveFTConfig counts
+    n_frequency in wavelet coefficients (FourierFT's are frequencies)."""
+    from peft import CPTConfig, FourierFTConfig, WaveFTConfig, get_peft_model
+    from typer.testing import CliRunner
+
+    from tests.helpers import run_cli
+
+    written = {"cpt": CPTConfig(task_type="CAUSAL_LM")}
+    for name, config in written.items():
+        config.save_pretrained(str(tmp_path / name))
+        save_file({"prompt_embeddings": torch.zeros(1, 16)}, str(tmp_path / name / "adapter_model.safetensors"))
+    for name, config in {"waveft": WaveFTConfig(target_modules=["q"]), "fourierft": FourierFTConfig(
+            n_frequency=1, target_modules=["q"])}.items():
+        torch.manual_seed(0)
+        get_peft_model(_Wide(64, 64), config).save_pretrained(str(tmp_path / name))
+    wide = CliRunner(env={"COLUMNS": "300"})
+    expected = {"cpt": "PEFT adapter  CPT (1 virtual token) (CAUSAL_LM)",
+                "waveft": "PEFT adapter  WaveFT (2592 wavelet coefficients) on q",
+                "fourierft": "PEFT adapter  FourierFT (1 frequency) on q"}
+    for name, line in expected.items():
+        result = run_cli("inspect", str(tmp_path / name), runner=wide)
+        assert result.exit_code == 0 and line in result.stdout, (name, result.stdout)
+    save_file(_state(_Wide(16, 16)), str(tmp_path / "small.safetensors"))  # 256 entries, fewer than 2592
+    code, data = run_json("diff-keys", str(tmp_path / "waveft"), str(tmp_path / "small.safetensors"))
+    assert code == 1 and "waveft_spectrum 2592 holds 2592 wavelet coefficients, more than the 256 entries of " \
+        "q.weight (16×16 in B)" in " ".join(entry["detail"] for entry in data["unexpected"]), data["unexpected"]

@@ -1974,14 +1974,17 @@ def _tuner_misfit(
         # FourierFTLayer and WaveFTLayer adapt an nn.Linear or a Conv1D only, and refuse n_frequency above in × out
         # (ValueError): inspect named WaveFT, diff-keys called it "waveft_* tensors of a PEFT method not known here".
         method = "FourierFT" if part == "fourierft_spectrum" else "WaveFT"
+        # WaveFT's n_frequency counts wavelet coefficients (peft's WaveFTConfig), FourierFT's frequencies.
+        one, many = ("frequency", "frequencies") if method == "FourierFT" else (
+            "wavelet coefficient", "wavelet coefficients")
         if len(weight.shape) != 2:
             return f"{label} {held} adapts {size}, which is no Linear layer (peft's {method} adapts only those)"
         if len(shape) != 1:
-            return f"{label} {held} is not one value per frequency (peft saves n_frequency values)"
+            return f"{label} {held} is not one value per {one} (peft saves n_frequency values)"
         entries = weight.shape[0] * weight.shape[1]
         return None if shape[0] <= entries else (
-            f"{label} {held} holds {shape[0]} frequencies, more than the {entries} entries of {size} (peft refuses "
-            "n_frequency above in × out)")
+            f"{label} {held} holds {shape[0]} {many}, more than the "
+            f"{entries} entries of {size} (peft refuses n_frequency above in × out)")
     if part in ("delora_A", "delora_w_norm") and len(shape) == (2 if part == "delora_A" else 1):
         # peft's DeloraLayer (nn.Linear only): delora_A r × in, its buffer delora_w_norm one norm per input feature.
         return None if shape[-1] in ins else f"{label} {held} reads {shape[-1]} input features, {size} reads {reads}"
