@@ -221,3 +221,26 @@ def test_inspect_counts_an_adapter_s_size_in_words_that_are_true(tmp_path: Path)
     code, data = run_json("diff-keys", str(tmp_path / "waveft"), str(tmp_path / "small.safetensors"))
     assert code == 1 and "waveft_spectrum 2592 holds 2592 wavelet coefficients, more than the 256 entries of " \
         "q.weight (16×16 in B)" in " ".join(entry["detail"] for entry in data["unexpected"]), data["unexpected"]
+
+
+def test_a_kohya_lora_pair_is_compared_with_its_layer_both_ways_at_once(tmp_path: Path) -> None:
+    """kohya's lora_down (r × in) and lora_up (out × r) were compared with either axis of the weight one by one:
+    a LoRA made for an 8→8 attention projection "fit" an 8→16 and a 16→8 one, where up @ down (8×8) is no update
+    of the weight (diffusers' load_lora_weights raises a size mismatch on the converted pair)."""
+    module = "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q"
+    save_file({f"{module}.lora_down.weight": torch.zeros(2, 8), f"{module}.lora_up.weight": torch.zeros(8, 2),
+               f"{module}.alpha": torch.tensor(2.0)}, str(tmp_path / "kohya.safetensors"))
+    for out, features in ((8, 8), (8, 16), (16, 8)):
+        unet = tmp_path / f"unet{out}x{features}.safetensors"
+        save_file({"down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.weight": torch.zeros(out, features),
+                   "down_blocks.0.resnets.0.norm1.weight": torch.zeros(8)}, str(unet))
+        code, data = run_json("diff-keys", str(tmp_path / "kohya.safetensors"), str(unet))
+        details = {entry["detail"] for entry in data["unexpected"] if entry["severity"] == "error"}
+        if (out, features) == (8, 8):
+            assert code == 0 and not details and "1 of them in B with shapes that fit" in data["notes"][0]
+            continue
+        assert code == 1 and details == {
+            f"lora_up 8×2 and lora_down 2×8 make a 8×8 update, which down_blocks.0.attentions.0.transformer_blocks.0."
+            f"attn1.to_q.weight ({out}×{features} in B) is not, either way round: an adapter for another model "
+            "size"}, (out, features, data["unexpected"])
+        assert "0 of them in B with shapes that fit" in data["notes"][0]

@@ -1227,6 +1227,29 @@ def _lora_fits(part: str, shape: tuple[int, ...], weight: tuple[int, ...], group
     return shape[0] == weight[1]  # lora_embedding_B: dim × r
 
 
+def _pair_misfit(
+    down: tuple[str, tuple[int, ...], KeySpec, str], up: tuple[str, tuple[int, ...], KeySpec, str],
+    down_part: str = "lora_A", up_part: str = "lora_B",
+) -> str | None:
+    """Why a LoRA's 2-D down (r × in) and up (out × r) factors, each (name, shape, B's weight, module), do not fit
+    their 2-D weight together: up @ down is out × in, which must be the weight's shape, Linear's way (out × in) or
+    GPT-2's Conv1D's (in × out); None when it is.
+
+    Example:
+        >>> w = KeySpec("q.weight", (48, 32), "float32")
+        >>> _pair_misfit(("a", (4, 32), w, "q"), ("b", (32, 4), w, "q")).split(", either")[0]
+        'lora_B 32×4 and lora_A 4×32 make a 32×32 update, which q.weight (48×32 in B) is not'
+        >>> _pair_misfit(("a", (4, 48), w, "q"), ("b", (32, 4), w, "q")) is None  # GPT-2's Conv1D: in × out
+        True
+    """
+    (_, a, weight, _), (_, b, _, _) = down, up
+    if (b[0], a[1]) in (tuple(weight.shape), tuple(weight.shape)[::-1]):
+        return None
+    return (f"{up_part} {b[0]}×{b[1]} and {down_part} {a[0]}×{a[1]} make a {b[0]}×{a[1]} update, which "
+            f"{weight.name} ({'×'.join(map(str, weight.shape))} in B) is not, either way round: an adapter for "
+            "another model size")
+
+
 def _lora_groups(pairs: Sequence[tuple[str, re.Match[str]]], specs_a: Mapping[str, KeySpec]) -> dict[str, int]:
     """The groups of each grouped convolution a PEFT LoRA adapts, read off its pair: peft makes lora_A a plain
     convolution (r × in × kh × kw) and lora_B one with the base's groups (out × r / groups × 1 × 1), so lora_A's
@@ -1466,16 +1489,9 @@ def adapter_fit(
     # for a 32→32 Linear "fit" a 32→48 or a 48→32 one, which PeftModel.from_pretrained refuses (a size mismatch).
     # B's outputs and A's inputs are one weight's out and in, Linear's way (out × in) or Conv1D's (in × out).
     for held in factors.values():
-        if len(held) < 2:
-            continue
-        (name_a, a, weight, module), (name_b, b, _, _) = held["lora_A"], held["lora_B"]
-        if (b[0], a[1]) in (tuple(weight.shape), tuple(weight.shape)[::-1]):
-            continue
-        detail = (f"lora_B {b[0]}×{b[1]} and lora_A {a[0]}×{a[1]} make a {b[0]}×{a[1]} update, which "
-                  f"{weight.name} ({'×'.join(map(str, weight.shape))} in B) is not, either way round: an adapter "
-                  "for another model size")
-        whys[name_a] = whys[name_b] = ("adapter", "error", detail)
-        modules[module] = False
+        if len(held) == 2 and (misfit := _pair_misfit(held["lora_A"], held["lora_B"])):
+            whys[held["lora_A"][0]] = whys[held["lora_B"][0]] = ("adapter", "error", misfit)
+            modules[held["lora_A"][3]] = False
     uncompared: dict[str, str] = {}  # a method whose tensors could not be compared with B's -> why
     config = adapter_config() if adapter_config is not None and any(
         match["part"] in ("miss_block", "shira_weight", "road_theta", "road_alpha") for _, match in tuners) else None
@@ -2392,6 +2408,8 @@ def _kohya_adapter_fit(
         parts_of[f"{match['prefix']}_{match['module']}"][match["part"]] = specs_a[name].shape
     lycoris = {module: method for module, held in parts_of.items() if (method := _lycoris_method(held))}
     cores = {module for module, held in parts_of.items() if "lora_mid" in held}
+    # The 2-D lora_down and lora_up of each module that each fit its 2-D weight (`adapter_fit`'s `factors`).
+    factors: dict[str, dict[str, tuple[str, tuple[int, ...], KeySpec, str]]] = defaultdict(dict)
     for name, match in pairs:
         prefix, part = match["prefix"], match["part"]
         # B holds this part under the names the prefix maps to, none of them A's: another model's (a Flux LoRA's
@@ -2484,6 +2502,13 @@ def _kohya_adapter_fit(
         else:
             whys[name] = ("adapter", "info", f"LoRA on {module}.weight")
             modules.setdefault(module, True)
+            if len(shape) == 2 and len(weight.shape) == 2:
+                factors[f"{prefix}_{match['module']}"][part] = (name, shape, weight, module)
+    # Each factor alone fit either axis of a 2-D weight: a LoRA made for an 8→8 projection "fit" an 8→16 one.
+    for held in factors.values():
+        if len(held) == 2 and (misfit := _pair_misfit(held["lora_down"], held["lora_up"], "lora_down", "lora_up")):
+            whys[held["lora_down"][0]] = whys[held["lora_up"][0]] = ("adapter", "error", misfit)
+            modules[held["lora_down"][3]] = False
     for name in missing:
         whys.setdefault(name, ("adapter-base", "info", ""))
     fitting = sum(modules.values())
