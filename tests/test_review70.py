@@ -244,3 +244,20 @@ def test_a_kohya_lora_pair_is_compared_with_its_layer_both_ways_at_once(tmp_path
             f"attn1.to_q.weight ({out}×{features} in B) is not, either way round: an adapter for another model "
             "size"}, (out, features, data["unexpected"])
         assert "0 of them in B with shapes that fit" in data["notes"][0]
+
+
+def test_an_adalora_adapter_is_named_in_diff_keys_note_as_inspect_names_it(tmp_path: Path) -> None:
+    """inspect says "AdaLoRA init_r=6 target_r=4"; diff-keys' note said "A is a PEFT adapter: LoRA (rank 6)"."""
+    from peft import AdaLoraConfig, LoraConfig, get_peft_model
+
+    torch.manual_seed(0)
+    save_file(_state(_Wide(32, 32)), str(tmp_path / "base.safetensors"))
+    for name, config in {"adalora": AdaLoraConfig(init_r=6, target_r=4, total_step=10, target_modules=["q"]),
+                         "lora": LoraConfig(r=6, target_modules=["q"])}.items():
+        torch.manual_seed(0)
+        get_peft_model(_Wide(32, 32), config).save_pretrained(str(tmp_path / name))
+        code, data = run_json("diff-keys", str(tmp_path / name), str(tmp_path / "base.safetensors"))
+        method = "AdaLoRA" if name == "adalora" else "LoRA"
+        assert code == 0, data["notes"]
+        assert data["notes"][0].startswith(
+            f"A is a PEFT adapter: {method} (rank 6) on 1 module(s), 1 of them in B with shapes that fit")

@@ -1546,7 +1546,10 @@ def adapter_fit(
             else:
                 reason, severity, _ = whys[replaced[name]]
                 whys[name] = (reason, severity, f"the adapter stores it whole, as {replaced[name]}")
-    kinds = ([f"LoRA (rank {'/'.join(map(str, sorted(ranks)))})"] if ranks
+    # AdaLoRA's pairs are LoRA's with its singular values (lora_E) between them: inspect and plan-devices name it
+    # AdaLoRA, diff-keys said "LoRA (rank 6)".
+    lora = "AdaLoRA" if any(match["part"] == "lora_E" for _, match in pairs) else "LoRA"
+    kinds = ([f"{lora} (rank {'/'.join(map(str, sorted(ranks)))})"] if ranks
              else ["IA3"] if pairs else [])
     method = " and ".join(kinds + methods + [f"{family} tensors" for family in unknown] + (
         ["UniLoRA"] if unilora else []))
