@@ -130,7 +130,8 @@ def test_the_command_given_reads_the_state_dict_key_picked(tmp_path: Path, pair:
     written = tmp_path / "train run.0.safetensors"
     source = shlex.quote(str(tmp_path / "train run.pt"))
     convert = f"weightdoctor convert {source} --key 0 -o {shlex.quote(written.name)}"
-    assert f"to check it, write A's state dict (--key 0) to a file of its own, as diff-keys takes no --key for B " \
+    assert f"to check it, write A's state dict as this run read it (--key 0) to a file of its own, as diff-keys " \
+           f"takes no --key for B " \
            f"({convert}), then run weightdoctor diff-keys {lora} {shlex.quote(written.name)}" in note
     # The two commands, run as given (from the folder the file is written into), check the adapter.
     convert_words = shlex.split(convert)[1:]
@@ -261,3 +262,29 @@ def test_an_adalora_adapter_is_named_in_diff_keys_note_as_inspect_names_it(tmp_p
         assert code == 0, data["notes"]
         assert data["notes"][0].startswith(
             f"A is a PEFT adapter: {method} (rank 6) on 1 module(s), 1 of them in B with shapes that fit")
+
+
+def test_the_command_given_renames_a_as_this_run_did(tmp_path: Path, pair: tuple,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """`diff-keys DDP.safetensors LORA --rename '^module\\.='` (A saved under DDP's module. prefix) gave `diff-keys
+    LORA DDP.safetensors`, which does not rename B's keys: "none of its modules is in B". A is now written out
+    renamed first (convert --rename, a folder to a folder), and the adapter compared with that copy."""
+    from tests.helpers import run_cli
+
+    lora, _, base = pair
+    monkeypatch.chdir(tmp_path)
+    ddp = {f"module.{name}": tensor for name, tensor in base.items()}
+    save_file(ddp, str(tmp_path / "ddp.safetensors"))
+    (tmp_path / "ddp run").mkdir()
+    save_file(ddp, str(tmp_path / "ddp run" / "model.safetensors"))
+    for source, written in (("ddp.safetensors", "ddp.renamed.safetensors"), ("ddp run", "ddp run.renamed")):
+        code, data = run_json("diff-keys", source, str(lora), "--rename", "^module\\.=")
+        assert code == 1 and _reasons(data) == {"swapped-sides"}
+        convert = f"weightdoctor convert {shlex.quote(source)} --rename '^module\\.=' -o {shlex.quote(written)}"
+        assert data["notes"][0].endswith(
+            f"to check it, write A's state dict as this run read it (--rename '^module\\.=') to "
+            f"{'a file' if written.endswith('.safetensors') else 'a folder'} of its own, as diff-keys renames only "
+            f"A's keys ({convert}), then run weightdoctor diff-keys {lora} {shlex.quote(written)}"), data["notes"]
+        assert run_cli(*shlex.split(convert)[1:]).exit_code == 0
+        code, checked = run_json(*_pasted(data["notes"][0]))
+        assert code == 0 and "2 of them in B with shapes that fit" in checked["notes"][0], source

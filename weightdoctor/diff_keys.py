@@ -4591,10 +4591,11 @@ def _rename_all(name: str, renames: Sequence[Rename]) -> str:
     return name
 
 
-def swapped_steps(a: Checkpoint, b: Checkpoint, key: str | None = None) -> str:
+def swapped_steps(a: Checkpoint, b: Checkpoint, key: str | None = None, renames: Sequence[Rename] = ()) -> str:
     """What a "swapped-sides" note tells to do: `diff-keys B A`, each side read as this run read it. The sources
     alone compared other revisions than `--revision` / `--revision-b` named (B's revision is the new A's, and A's
-    the new B's), and dropped A's `--key`: B takes none, so A's state dict is written to a file of its own first.
+    the new B's), and dropped A's `--key` and `--rename`s: diff-keys takes neither for B, so A is written out as
+    this run read it first (`weightdoctor convert`, which takes both), and that copy compared.
 
     Example:
         >>> from weightdoctor.checkpoint import Checkpoint
@@ -4608,13 +4609,23 @@ def swapped_steps(a: Checkpoint, b: Checkpoint, key: str | None = None) -> str:
     first, second = b.revision, a.revision
     flags = [f"--revision {shell_word(first)}"] if first is not None else []
     steps = ""
-    if key is not None:
-        written = f"{Path(a.source).stem}.{key}.safetensors"
-        words = ["weightdoctor convert", shell_word(a.source, argument=True), f"--key {shell_word(key)}",
+    if key is not None or renames:
+        # A file converts to a file, a folder or a repo to a folder (convert's rule).
+        source = Path(a.source)
+        tags = ".".join(([key] if key is not None else []) + (["renamed"] if renames else []))
+        written = (f"{source.stem}.{tags}.safetensors" if source.suffix.lower() in _WEIGHT_FILE_SUFFIXES
+                   else f"{source.name}.{tags}")
+        options = ([f"--key {shell_word(key)}"] if key is not None else []) + [rename.as_flag() for rename in renames]
+        words = ["weightdoctor convert", shell_word(a.source, argument=True), *options,
                  f"-o {shell_word(written, argument=True)}"]
         words += [f"--revision {shell_word(second)}"] if second is not None else []
-        steps = (f"write A's state dict (--key {shell_word(key)}) to a file of its own, as diff-keys takes no --key "
-                 f"for B ({' '.join(words)}), then ")
+        how = " and ".join(([f"--key {shell_word(key)}"] if key is not None else [])
+                           + ([" ".join(rename.as_flag() for rename in renames)] if renames else []))
+        takes = " and ".join((["takes no --key for B"] if key is not None else [])
+                             + (["renames only A's keys"] if renames else []))
+        into = "a file" if written.endswith(".safetensors") else "a folder"
+        steps = (f"write A's state dict as this run read it ({how}) to {into} of its own, as diff-keys {takes} "
+                 f"({' '.join(words)}), then ")
         target = written
     else:
         target = a.source
@@ -4622,6 +4633,10 @@ def swapped_steps(a: Checkpoint, b: Checkpoint, key: str | None = None) -> str:
             flags.append(f"--revision-b {shell_word(second or 'main')}")
     return " ".join([f"{steps}run weightdoctor diff-keys {shell_word(b.source, argument=True)}",
                      shell_word(target, argument=True), *flags])
+
+
+# The suffixes of a single weights file, which `weightdoctor convert` writes to a file (a folder to a folder).
+_WEIGHT_FILE_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".pkl")
 
 
 def diff_checkpoints(a: Checkpoint, b: Checkpoint, renames: Sequence[Rename] = (), *,
@@ -4645,7 +4660,7 @@ def diff_checkpoints(a: Checkpoint, b: Checkpoint, renames: Sequence[Rename] = (
         quantization_a=None if (found := quantization_of(a.config)) is None or found_b else found[0],
         quantizers=(found[0] if found is not None else None, found_b[0] if found_b is not None else None),
         adapter_config_a=lambda: peft_adapter_config(a),
-        swapped_steps=swapped_steps(a, b, key),
+        swapped_steps=swapped_steps(a, b, key, renames),
     )
     report.revision_a, report.resolved_a = a.revision, a.location
     report.revision_b, report.resolved_b = b.revision, b.location
