@@ -12,6 +12,7 @@ merge note, inspect's adapter sizes), each checked against the installed peft (0
 
 from __future__ import annotations
 
+import json
 import shlex
 from pathlib import Path
 
@@ -288,3 +289,30 @@ def test_the_command_given_renames_a_as_this_run_did(tmp_path: Path, pair: tuple
         assert run_cli(*shlex.split(convert)[1:]).exit_code == 0
         code, checked = run_json(*_pasted(data["notes"][0]))
         assert code == 0 and "2 of them in B with shapes that fit" in checked["notes"][0], source
+
+
+def test_a_linear_lora_does_not_fit_the_transposed_layer(tmp_path: Path) -> None:
+    """A LoRA made for a 32→64 nn.Linear (adapter_config.json's fan_in_fan_out false) "fit" a 64→32 Linear, whose
+    weight is the update's shape the other way round (as GPT-2's Conv1D stores it): PeftModel.from_pretrained
+    refuses it (size mismatch). peft saves fan_in_fan_out true for a Conv1D target, whose adapter still fits."""
+    import transformers
+    from peft import LoraConfig, PeftModel, get_peft_model
+
+    torch.manual_seed(0)
+    get_peft_model(_Wide(32, 64), LoraConfig(r=4, target_modules=["q"])).save_pretrained(str(tmp_path / "lora"))
+    save_file(_state(_Wide(64, 32)), str(tmp_path / "transposed.safetensors"))
+    with pytest.raises(RuntimeError, match="size mismatch"):
+        PeftModel.from_pretrained(_Wide(64, 32), str(tmp_path / "lora"))
+    code, data = run_json("diff-keys", str(tmp_path / "lora"), str(tmp_path / "transposed.safetensors"))
+    assert code == 1 and {entry["detail"] for entry in data["unexpected"] if entry["severity"] == "error"} == {
+        "lora_B 64×4 and lora_A 4×32 make a 64×32 update, which q.weight (32×64 in B) is only the other way round, "
+        "as GPT-2's Conv1D stores it, while adapter_config.json's fan_in_fan_out is false (the adapter adapts an "
+        "nn.Linear, out × in): an adapter for another layer"}, data["unexpected"]
+    gpt2 = transformers.GPT2LMHeadModel(transformers.GPT2Config(n_embd=32, n_layer=1, n_head=2, vocab_size=64,
+                                                                n_positions=16))
+    save_file({name: tensor for name, tensor in _state(gpt2).items() if name != "lm_head.weight"},
+              str(tmp_path / "gpt2.safetensors"))
+    get_peft_model(gpt2, LoraConfig(r=4, target_modules=["c_attn", "c_fc"])).save_pretrained(str(tmp_path / "g"))
+    assert json.loads((tmp_path / "g" / "adapter_config.json").read_text())["fan_in_fan_out"] is True
+    code, data = run_json("diff-keys", str(tmp_path / "g"), str(tmp_path / "gpt2.safetensors"))
+    assert code == 0 and "2 module(s), 2 of them in B with shapes that fit" in data["notes"][0]

@@ -1488,8 +1488,24 @@ def adapter_fit(
     # Each factor alone fits one of a 2-D weight's axes, either way round (GPT-2's Conv1D is in × out): a LoRA made
     # for a 32→32 Linear "fit" a 32→48 or a 48→32 one, which PeftModel.from_pretrained refuses (a size mismatch).
     # B's outputs and A's inputs are one weight's out and in, Linear's way (out × in) or Conv1D's (in × out).
+    # Conv1D's way only where the adapter was made for one: peft saves fan_in_fan_out=True then (it sets it for a
+    # Conv1D target), so a LoRA made for a 32→64 Linear "fit" a 64→32 one, which PeftModel.from_pretrained refuses.
+    linear_only: bool | None = None  # adapter_config.json's fan_in_fan_out is false (None: not read yet)
     for held in factors.values():
-        if len(held) == 2 and (misfit := _pair_misfit(held["lora_A"], held["lora_B"])):
+        if len(held) < 2:
+            continue
+        misfit = _pair_misfit(held["lora_A"], held["lora_B"])
+        (_, a, weight, _), (_, b, _, _) = held["lora_A"], held["lora_B"]
+        if misfit is None and (b[0], a[1]) != tuple(weight.shape):
+            if linear_only is None:
+                read = adapter_config() if adapter_config is not None else None
+                linear_only = read is not None and read.get("fan_in_fan_out") is False
+            if linear_only:
+                misfit = (f"lora_B {b[0]}×{b[1]} and lora_A {a[0]}×{a[1]} make a {b[0]}×{a[1]} update, which "
+                          f"{weight.name} ({'×'.join(map(str, weight.shape))} in B) is only the other way round, "
+                          "as GPT-2's Conv1D stores it, while adapter_config.json's fan_in_fan_out is false (the "
+                          "adapter adapts an nn.Linear, out × in): an adapter for another layer")
+        if misfit:
             whys[held["lora_A"][0]] = whys[held["lora_B"][0]] = ("adapter", "error", misfit)
             modules[held["lora_A"][3]] = False
     uncompared: dict[str, str] = {}  # a method whose tensors could not be compared with B's -> why
