@@ -392,8 +392,9 @@ def test_a_waveft_adapter_is_named_in_diff_keys_as_inspect_names_it(tmp_path: Pa
     assert "not known here" not in data["notes"][0]
     code, data = run_json("diff-keys", str(folder), str(small))
     assert code == 1 and data["worst_severity"] == "error"
-    assert "waveft_spectrum 64 holds 64 frequencies, more than the 16 entries of q.weight (4×4 in B) (peft refuses " \
-        "n_frequency above in × out)" in " ".join(e["detail"] for e in data["unexpected"]), data["unexpected"]
+    assert "waveft_spectrum 64 holds 64 wavelet coefficients, more than the 16 entries of q.weight (4×4 in B) " \
+        "(peft refuses n_frequency above in × out)" in " ".join(e["detail"] for e in data["unexpected"]), \
+        data["unexpected"]
 
 
 def test_a_delora_adapter_is_compared_with_the_layers_it_adapts(tmp_path: Path) -> None:

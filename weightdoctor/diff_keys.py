@@ -1227,6 +1227,29 @@ def _lora_fits(part: str, shape: tuple[int, ...], weight: tuple[int, ...], group
     return shape[0] == weight[1]  # lora_embedding_B: dim × r
 
 
+def _pair_misfit(
+    down: tuple[str, tuple[int, ...], KeySpec, str], up: tuple[str, tuple[int, ...], KeySpec, str],
+    down_part: str = "lora_A", up_part: str = "lora_B",
+) -> str | None:
+    """Why a LoRA's 2-D down (r × in) and up (out × r) factors, each (name, shape, B's weight, module), do not fit
+    their 2-D weight together: up @ down is out × in, which must be the weight's shape, Linear's way (out × in) or
+    GPT-2's Conv1D's (in × out); None when it is.
+
+    Example:
+        >>> w = KeySpec("q.weight", (48, 32), "float32")
+        >>> _pair_misfit(("a", (4, 32), w, "q"), ("b", (32, 4), w, "q")).split(", either")[0]
+        'lora_B 32×4 and lora_A 4×32 make a 32×32 update, which q.weight (48×32 in B) is not'
+        >>> _pair_misfit(("a", (4, 48), w, "q"), ("b", (32, 4), w, "q")) is None  # GPT-2's Conv1D: in × out
+        True
+    """
+    (_, a, weight, _), (_, b, _, _) = down, up
+    if (b[0], a[1]) in (tuple(weight.shape), tuple(weight.shape)[::-1]):
+        return None
+    return (f"{up_part} {b[0]}×{b[1]} and {down_part} {a[0]}×{a[1]} make a {b[0]}×{a[1]} update, which "
+            f"{weight.name} ({'×'.join(map(str, weight.shape))} in B) is not, either way round: an adapter for "
+            "another model size")
+
+
 def _lora_groups(pairs: Sequence[tuple[str, re.Match[str]]], specs_a: Mapping[str, KeySpec]) -> dict[str, int]:
     """The groups of each grouped convolution a PEFT LoRA adapts, read off its pair: peft makes lora_A a plain
     convolution (r × in × kh × kw) and lora_B one with the base's groups (out × r / groups × 1 × 1), so lora_A's
@@ -1360,6 +1383,8 @@ def adapter_fit(
                   and (component := _diffusers_component(module := _adapter_target(match["module"]))) is not None
                   and module + ".weight" not in specs_b and module[len(component):] + ".weight" in specs_b}
     params: dict[str, list[KeySpec]] | None = None  # `_module_parameters(specs_b)`, built when first wanted
+    # The 2-D lora_A and lora_B of one adapter on one module (their names without the part) that each fit it.
+    factors: dict[str, dict[str, tuple[str, tuple[int, ...], KeySpec, str]]] = defaultdict(dict)
     for name, match in pairs:
         module, part = _adapter_target(match["module"]), match["part"]
         # peft nests a second wrapper of one module under the first's base_layer (target_parameters on two of an
@@ -1457,6 +1482,32 @@ def adapter_fit(
             whys[name] = ("adapter", "info", f"{kind} on {module}.weight{stored}" if tied is not None
                           else f"{kind} on {weight.name}")
             modules.setdefault(module, True)
+            if part in ("lora_A", "lora_B") and len(shape) == 2 and len(weight.shape) == 2 \
+                    and not name.endswith(".bias"):
+                factors[name[:match.start("part")] + name[match.end("part"):]][part] = (name, shape, weight, module)
+    # Each factor alone fits one of a 2-D weight's axes, either way round (GPT-2's Conv1D is in × out): a LoRA made
+    # for a 32→32 Linear "fit" a 32→48 or a 48→32 one, which PeftModel.from_pretrained refuses (a size mismatch).
+    # B's outputs and A's inputs are one weight's out and in, Linear's way (out × in) or Conv1D's (in × out).
+    # Conv1D's way only where the adapter was made for one: peft saves fan_in_fan_out=True then (it sets it for a
+    # Conv1D target), so a LoRA made for a 32→64 Linear "fit" a 64→32 one, which PeftModel.from_pretrained refuses.
+    linear_only: bool | None = None  # adapter_config.json's fan_in_fan_out is false (None: not read yet)
+    for held in factors.values():
+        if len(held) < 2:
+            continue
+        misfit = _pair_misfit(held["lora_A"], held["lora_B"])
+        (_, a, weight, _), (_, b, _, _) = held["lora_A"], held["lora_B"]
+        if misfit is None and (b[0], a[1]) != tuple(weight.shape):
+            if linear_only is None:
+                read = adapter_config() if adapter_config is not None else None
+                linear_only = read is not None and read.get("fan_in_fan_out") is False
+            if linear_only:
+                misfit = (f"lora_B {b[0]}×{b[1]} and lora_A {a[0]}×{a[1]} make a {b[0]}×{a[1]} update, which "
+                          f"{weight.name} ({'×'.join(map(str, weight.shape))} in B) is only the other way round, "
+                          "as GPT-2's Conv1D stores it, while adapter_config.json's fan_in_fan_out is false (the "
+                          "adapter adapts an nn.Linear, out × in): an adapter for another layer")
+        if misfit:
+            whys[held["lora_A"][0]] = whys[held["lora_B"][0]] = ("adapter", "error", misfit)
+            modules[held["lora_A"][3]] = False
     uncompared: dict[str, str] = {}  # a method whose tensors could not be compared with B's -> why
     config = adapter_config() if adapter_config is not None and any(
         match["part"] in ("miss_block", "shira_weight", "road_theta", "road_alpha") for _, match in tuners) else None
@@ -1511,7 +1562,10 @@ def adapter_fit(
             else:
                 reason, severity, _ = whys[replaced[name]]
                 whys[name] = (reason, severity, f"the adapter stores it whole, as {replaced[name]}")
-    kinds = ([f"LoRA (rank {'/'.join(map(str, sorted(ranks)))})"] if ranks
+    # AdaLoRA's pairs are LoRA's with its singular values (lora_E) between them: inspect and plan-devices name it
+    # AdaLoRA, diff-keys said "LoRA (rank 6)".
+    lora = "AdaLoRA" if any(match["part"] == "lora_E" for _, match in pairs) else "LoRA"
+    kinds = ([f"{lora} (rank {'/'.join(map(str, sorted(ranks)))})"] if ranks
              else ["IA3"] if pairs else [])
     method = " and ".join(kinds + methods + [f"{family} tensors" for family in unknown] + (
         ["UniLoRA"] if unilora else []))
@@ -1611,13 +1665,14 @@ def adapter_fit(
 
 def swapped_sides(
     specs_a: Mapping[str, KeySpec], specs_b: Mapping[str, KeySpec], unexpected: Sequence[str], missing: Sequence[str],
-    word_text_b: str | None = None, source_a: str = "A", source_b: str = "B",
+    word_text_b: str | None = None, source_a: str = "A", source_b: str = "B", steps: str | None = None,
 ) -> tuple[dict[str, tuple[str, str, str]], str]:
     """When B is an adapter (PEFT, kohya, LyCORIS, ...) that adapts modules of A, and A no adapter: the two given the
     other way round (`diff-keys BASE ADAPTER`). Every key then read "unknown: these weights will not load", errors,
     with no word of why. Returns (reason, severity, detail) for every key of A's and B's that differ, all errors (the
     check asked for was not made: a CI gate must not pass it), and a note that gives the command with the sides
-    swapped; ({}, "") otherwise.
+    swapped; ({}, "") otherwise. `steps`: what the note tells to do to check it (`swapped_steps`: with the flags
+    that read each side as this run did); by default `diff-keys B A` on the sources as given.
 
     Example:
         >>> base = {"q.weight": KeySpec("q.weight", (8, 8), "float32")}
@@ -1629,18 +1684,23 @@ def swapped_sides(
     from weightdoctor.paths import shell_word
 
     whys, note = adapter_fit(specs_b, specs_a, missing, unexpected, word_text_b)
-    # The adapter's modules are A's (a weight of A it leaves to the base): not an adapter of another model.
-    if not whys or not any(why[0] == "adapter-base" for why in whys.values()):
+    # The adapter's modules are A's (a weight of A it leaves to the base): not an adapter of another model. Every
+    # weight of A the adapter does not store is "adapter-base" whether or not it adapts A: a model with none of its
+    # modules (another model, a whole PEFT model whose layers are under .base_layer.) was "the model it adapts", and
+    # the command given said "none of its modules is in B".
+    if not whys or not any(why[0] == "adapter-base" for why in whys.values()) or not any(
+            why is not None and why[0] != "adapter-base" and "which B does not have" not in why[2]
+            for why in map(whys.get, missing)):
         return {}, ""
     named = re.match(r"A is (.+?)(?: \(|:)", note)
     what = named[1] if named else "an adapter"
-    command = (f"weightdoctor diff-keys {shell_word(source_b, argument=True)} "
-               f"{shell_word(source_a, argument=True)}")
+    if steps is None:
+        steps = (f"run weightdoctor diff-keys {shell_word(source_b, argument=True)} "
+                 f"{shell_word(source_a, argument=True)}")
     swapped = {name: ("swapped-sides", "error", "" if whys.get(name, ("", "", ""))[0] == "adapter-base"
                       else whys.get(name, ("", "", ""))[2]) for name in (*unexpected, *missing)}
     return swapped, (f"B is {what} and A the model it adapts: diff-keys loads A into B, so the sides are given the "
-                     "other way round and no key of the adapter was checked against A; to check it, run "
-                     f"{command}")
+                     f"other way round and no key of the adapter was checked against A; to check it, {steps}")
 
 
 def _tuners_fit(
@@ -1963,14 +2023,17 @@ def _tuner_misfit(
         # FourierFTLayer and WaveFTLayer adapt an nn.Linear or a Conv1D only, and refuse n_frequency above in × out
         # (ValueError): inspect named WaveFT, diff-keys called it "waveft_* tensors of a PEFT method not known here".
         method = "FourierFT" if part == "fourierft_spectrum" else "WaveFT"
+        # WaveFT's n_frequency counts wavelet coefficients (peft's WaveFTConfig), FourierFT's frequencies.
+        one, many = ("frequency", "frequencies") if method == "FourierFT" else (
+            "wavelet coefficient", "wavelet coefficients")
         if len(weight.shape) != 2:
             return f"{label} {held} adapts {size}, which is no Linear layer (peft's {method} adapts only those)"
         if len(shape) != 1:
-            return f"{label} {held} is not one value per frequency (peft saves n_frequency values)"
+            return f"{label} {held} is not one value per {one} (peft saves n_frequency values)"
         entries = weight.shape[0] * weight.shape[1]
         return None if shape[0] <= entries else (
-            f"{label} {held} holds {shape[0]} frequencies, more than the {entries} entries of {size} (peft refuses "
-            "n_frequency above in × out)")
+            f"{label} {held} holds {shape[0]} {many}, more than the "
+            f"{entries} entries of {size} (peft refuses n_frequency above in × out)")
     if part in ("delora_A", "delora_w_norm") and len(shape) == (2 if part == "delora_A" else 1):
         # peft's DeloraLayer (nn.Linear only): delora_A r × in, its buffer delora_w_norm one norm per input feature.
         return None if shape[-1] in ins else f"{label} {held} reads {shape[-1]} input features, {size} reads {reads}"
@@ -2408,6 +2471,8 @@ def _kohya_adapter_fit(
         parts_of[f"{match['prefix']}_{match['module']}"][match["part"]] = specs_a[name].shape
     lycoris = {module: method for module, held in parts_of.items() if (method := _lycoris_method(held))}
     cores = {module for module, held in parts_of.items() if "lora_mid" in held}
+    # The 2-D lora_down and lora_up of each module that each fit its 2-D weight (`adapter_fit`'s `factors`).
+    factors: dict[str, dict[str, tuple[str, tuple[int, ...], KeySpec, str]]] = defaultdict(dict)
     for name, match in pairs:
         prefix, part = match["prefix"], match["part"]
         # B holds this part under the names the prefix maps to, none of them A's: another model's (a Flux LoRA's
@@ -2500,6 +2565,13 @@ def _kohya_adapter_fit(
         else:
             whys[name] = ("adapter", "info", f"LoRA on {module}.weight")
             modules.setdefault(module, True)
+            if len(shape) == 2 and len(weight.shape) == 2:
+                factors[f"{prefix}_{match['module']}"][part] = (name, shape, weight, module)
+    # Each factor alone fit either axis of a 2-D weight: a LoRA made for an 8→8 projection "fit" an 8→16 one.
+    for held in factors.values():
+        if len(held) == 2 and (misfit := _pair_misfit(held["lora_down"], held["lora_up"], "lora_down", "lora_up")):
+            whys[held["lora_down"][0]] = whys[held["lora_up"][0]] = ("adapter", "error", misfit)
+            modules[held["lora_down"][3]] = False
     for name in missing:
         whys.setdefault(name, ("adapter-base", "info", ""))
     fitting = sum(modules.values())
@@ -4332,6 +4404,7 @@ def diff_specs(
     quantization_a: str | None = None,
     quantizers: tuple[str | None, str | None] = (None, None),
     adapter_config_a: Callable[[], Mapping[str, Any] | None] | None = None,
+    swapped_steps: str | None = None,
 ) -> DiffReport:
     """Diff two key sets as `load_state_dict(A, strict=False)` into a model shaped like B would see them.
 
@@ -4360,6 +4433,8 @@ def diff_specs(
             (`transformers_renamings`); called only when keys are left missing and unexpected with a shape in common.
         adapter_config_a: gives the PEFT adapter_config.json beside A (or None); called only for an adapter whose
             saved shapes it settles.
+        swapped_steps: what a "swapped-sides" note tells to do to check the adapter B against A (`swapped_steps`),
+            when B is an adapter of A; by default `diff-keys B A` on the sources as given.
 
     Raises:
         UsageError: the renames map two keys of A to the same name.
@@ -4370,7 +4445,8 @@ def diff_specs(
                            tie_embeddings=tie_embeddings, base_prefix_loads=base_prefix_loads,
                            tie_embeddings_a=tie_embeddings_a, loader_prefix=loader_prefix,
                            model_class_command=model_class_command, model_renamings=model_renamings,
-                           quantization_a=quantization_a, quantizers=quantizers, adapter_config_a=adapter_config_a)
+                           quantization_a=quantization_a, quantizers=quantizers, adapter_config_a=adapter_config_a,
+                           swapped_steps=swapped_steps)
 
 
 def _dropped_tie_aliases(specs_a: Mapping[str, KeySpec]) -> list[str]:
@@ -4441,6 +4517,7 @@ def _diff_specs(
     quantization_a: str | None = None,
     quantizers: tuple[str | None, str | None] = (None, None),
     adapter_config_a: Callable[[], Mapping[str, Any] | None] | None = None,
+    swapped_steps: str | None = None,
 ) -> DiffReport:
     renamed_a, _ = _renamed(specs_a, renames)
     tied = [[_rename_all(n, renames) for n in group] for group in tied_groups_a] if renames else tied_groups_a
@@ -4477,7 +4554,7 @@ def _diff_specs(
     if adapter_whys:  # an adapter is not renamed into its base: its keys are told what they fit
         layout_whys, layout_note = adapter_whys, adapter_note
     elif diff.missing and (swapped := swapped_sides(renamed_a, specs_b, diff.unexpected, diff.missing, word_texts[1],
-                                                    source_a, source_b))[0]:
+                                                    source_a, source_b, swapped_steps))[0]:
         adapter_whys = layout_whys = swapped[0]
         layout_note = swapped[1]
     elif chroma_whys := _chroma_against_flux(diff.unexpected, diff.missing):
@@ -4599,8 +4676,58 @@ def _rename_all(name: str, renames: Sequence[Rename]) -> str:
     return name
 
 
-def diff_checkpoints(a: Checkpoint, b: Checkpoint, renames: Sequence[Rename] = ()) -> DiffReport:
-    """`diff_specs` on two opened checkpoints (headers only: no tensor data is read)."""
+def swapped_steps(a: Checkpoint, b: Checkpoint, key: str | None = None, renames: Sequence[Rename] = ()) -> str:
+    """What a "swapped-sides" note tells to do: `diff-keys B A`, each side read as this run read it. The sources
+    alone compared other revisions than `--revision` / `--revision-b` named (B's revision is the new A's, and A's
+    the new B's), and dropped A's `--key` and `--rename`s: diff-keys takes neither for B, so A is written out as
+    this run read it first (`weightdoctor convert`, which takes both), and that copy compared.
+
+    Example:
+        >>> from weightdoctor.checkpoint import Checkpoint
+        >>> a = Checkpoint("org/base", Path("base"), "safetensors", False, [], [], repo_id="org/base")
+        >>> b = Checkpoint("org/lora", Path("lora"), "safetensors", False, [], [], repo_id="org/lora", revision="v2")
+        >>> swapped_steps(a, b)
+        'run weightdoctor diff-keys org/lora org/base --revision v2 --revision-b main'
+    """
+    from weightdoctor.paths import shell_word
+
+    first, second = b.revision, a.revision
+    flags = [f"--revision {shell_word(first)}"] if first is not None else []
+    steps = ""
+    if key is not None or renames:
+        # A file converts to a file, a folder or a repo to a folder (convert's rule).
+        source = Path(a.source)
+        tags = ".".join(([key] if key is not None else []) + (["renamed"] if renames else []))
+        written = (f"{source.stem}.{tags}.safetensors" if source.suffix.lower() in _WEIGHT_FILE_SUFFIXES
+                   else f"{source.name}.{tags}")
+        options = ([f"--key {shell_word(key)}"] if key is not None else []) + [rename.as_flag() for rename in renames]
+        words = ["weightdoctor convert", shell_word(a.source, argument=True), *options,
+                 f"-o {shell_word(written, argument=True)}"]
+        words += [f"--revision {shell_word(second)}"] if second is not None else []
+        how = " and ".join(([f"--key {shell_word(key)}"] if key is not None else [])
+                           + ([" ".join(rename.as_flag() for rename in renames)] if renames else []))
+        takes = " and ".join((["takes no --key for B"] if key is not None else [])
+                             + (["renames only A's keys"] if renames else []))
+        into = "a file" if written.endswith(".safetensors") else "a folder"
+        steps = (f"write A's state dict as this run read it ({how}) to {into} of its own, as diff-keys {takes} "
+                 f"({' '.join(words)}), then ")
+        target = written
+    else:
+        target = a.source
+        if second != first and a.repo_id is not None:  # a repo read at its default branch: main
+            flags.append(f"--revision-b {shell_word(second or 'main')}")
+    return " ".join([f"{steps}run weightdoctor diff-keys {shell_word(b.source, argument=True)}",
+                     shell_word(target, argument=True), *flags])
+
+
+# The suffixes of a single weights file, which `weightdoctor convert` writes to a file (a folder to a folder).
+_WEIGHT_FILE_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+def diff_checkpoints(a: Checkpoint, b: Checkpoint, renames: Sequence[Rename] = (), *,
+                     key: str | None = None) -> DiffReport:
+    """`diff_specs` on two opened checkpoints (headers only: no tensor data is read). `key`: A's `--key`, as
+    given (None when A's state dict was found without one)."""
     from weightdoctor.quantized import quantization_of
     from weightdoctor.structure import peft_adapter_config
 
@@ -4618,6 +4745,7 @@ def diff_checkpoints(a: Checkpoint, b: Checkpoint, renames: Sequence[Rename] = (
         quantization_a=None if (found := quantization_of(a.config)) is None or found_b else found[0],
         quantizers=(found[0] if found is not None else None, found_b[0] if found_b is not None else None),
         adapter_config_a=lambda: peft_adapter_config(a),
+        swapped_steps=swapped_steps(a, b, key, renames),
     )
     report.revision_a, report.resolved_a = a.revision, a.location
     report.revision_b, report.resolved_b = b.revision, b.location

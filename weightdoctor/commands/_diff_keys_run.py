@@ -117,7 +117,7 @@ def run_diff_keys(
             assert source_b is not None
             with open_checkpoint(source_b, revision=revision if revision_b is None else revision_b,
                                  structure_only=not values) as checkpoint_b:
-                report = diff_checkpoints(checkpoint_a, checkpoint_b, parsed)
+                report = diff_checkpoints(checkpoint_a, checkpoint_b, parsed, key=key)
                 # The reader's warnings (a file left unread, --revision ignored on a local path, an index that
                 # disagrees with its shards) say which files were compared: as the other commands show them.
                 # B was read at --revision-b where given: the reader's "--revision REV ignored" names that option.

@@ -121,18 +121,33 @@ def adapter_size(adapter: dict) -> str:
         if given(f"{prefix}_block_size") is not None:
             parts.append(f"block size {adapter[f'{prefix}_block_size']}")
         if given("boft_block_num") is not None:
-            parts.append(f"{adapter['boft_block_num']} blocks")
+            parts.append(_counted(adapter["boft_block_num"], "block"))
         if method == "BOFT" and isinstance(adapter.get("boft_n_butterfly_factor"), int) and \
                 adapter["boft_n_butterfly_factor"] > 1:
             parts.append(f"butterfly factor {adapter['boft_n_butterfly_factor']}")
         return ", ".join(parts)
-    for key, words in (("block_size", "block size {}"), ("n_frequency", "{} frequencies"),
-                       ("group_size", "group size {}"), ("num_virtual_tokens", "{} virtual tokens"),
-                       ("adapter_len", "{} adapter tokens"),
-                       ("effective_rank", "effective rank {}"), ("token_count", "{} tokens")):
+    # WaveFT's n_frequency counts wavelet coefficients (peft's WaveFTConfig), FourierFT's frequencies: inspect said
+    # "WaveFT (2592 frequencies)". A count of one is singular: CPT's default config said "1 virtual tokens".
+    frequencies = ("wavelet coefficient", None) if method == "WAVEFT" else ("frequency", "frequencies")
+    for key, words in (("block_size", "block size {}"), ("n_frequency", frequencies),
+                       ("group_size", "group size {}"), ("num_virtual_tokens", ("virtual token", None)),
+                       ("adapter_len", ("adapter token", None)),
+                       ("effective_rank", "effective rank {}"), ("token_count", ("token", None))):
         if given(key) is not None:
-            return words.format(adapter[key])
+            return words.format(adapter[key]) if isinstance(words, str) else _counted(adapter[key], *words)
     return f"r={adapter['r']}" if given("r") is not None else ""
+
+
+def _counted(value: object, singular: str, plural_form: str | None = None) -> str:
+    """`value` and the noun that fits it, the number as the config writes it (a count of 1 is singular).
+
+    Example:
+        >>> _counted(1, "virtual token"), _counted(1000, "frequency", "frequencies"), _counted("8", "block")
+        ('1 virtual token', '1000 frequencies', '8 blocks')
+    """
+    if isinstance(value, int) and not isinstance(value, bool):
+        return counted(value, singular, plural_form, grouped=False)
+    return f"{value} {plural_form or singular + 's'}"
 
 
 def _listed(value: object) -> str:
