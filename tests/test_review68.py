@@ -69,7 +69,16 @@ def _wide(*args: str) -> Any:
     """`weightdoctor ARGS` on a 400-column terminal: a line read whole, not wrapped."""
     from typer.testing import CliRunner
 
-    return run_cli(*args, runner=CliRunner(env={"COLUMNS": "400"}))
+    from weightdoctor.render import console
+
+    # The console reads COLUMNS once, when first imported (by whichever test came first): in a whole-suite run it
+    # kept 80 and a long line wrapped between box borders. Set here, then put back.
+    width = console.stdout._width
+    console.stdout.width = 400
+    try:
+        return run_cli(*args, runner=CliRunner(env={"COLUMNS": "400"}))
+    finally:
+        console.stdout._width = width
 
 
 def _configs() -> dict[str, Any]:

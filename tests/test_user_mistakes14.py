@@ -108,7 +108,12 @@ def test_diff_keys_note_convert_is_copied_whole_at_any_width(models: Path) -> No
     for columns in WIDTHS:
         out = _at(columns, "diff-keys", "train ckpt.pt", "--model-class", "BertForSequenceClassification",
                   "--config", "base", cwd=models)
-        assert _copied(out, "weightdoctor convert ") == "weightdoctor convert 'train ckpt.pt' -o model.safetensors"
+        # Two converts are offered: the state dict alone (the note's), and a renamed copy (the suggested fix's, since
+        # ux17); each whole on its line.
+        assert _copied(out, "weightdoctor convert 'train ckpt.pt' -o model") == (
+            "weightdoctor convert 'train ckpt.pt' -o model.safetensors")
+        assert _copied(out, "weightdoctor convert 'train ckpt.pt' -o 'train") == (
+            r"weightdoctor convert 'train ckpt.pt' -o 'train ckpt-renamed.safetensors' --rename '^module\.='")
         assert "write the state dict on its own first (the command below)" in " ".join(out.split()), columns
         # The suggested fix's re-check, soft-wrapped since round 11, stays whole at every width too.
         assert _copied(out, "with: weightdoctor diff-keys ").removeprefix("with: ") == (
