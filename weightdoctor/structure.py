@@ -611,15 +611,10 @@ def peft_adapter_config(checkpoint: Checkpoint) -> dict[str, Any] | None:
 def lora_init_setting(checkpoint: Checkpoint) -> str | None:
     """A PEFT LoRA adapter's `init_lora_weights` when it names a scheme ("pissa", "olora", "gaussian", ...), or
     None (the default, True; no LoRA adapter config beside the weights)."""
-    adapter, _ = adapter_summary(checkpoint)
-    if adapter is None or adapter.get("peft_type") != "LORA":
+    data = peft_adapter_config(checkpoint)
+    if data is None or data.get("peft_type") != "LORA":
         return None
-    folder = checkpoint.path if checkpoint.path.is_dir() else checkpoint.path.parent
-    try:  # adapter_summary read it a moment ago (and checked its size)
-        data = parse_json((folder / "adapter_config.json").read_text(encoding="utf-8"), max_depth=MAX_DEPTH)
-    except (OSError, UnicodeDecodeError, ValueError):
-        return None
-    value = data.get("init_lora_weights") if isinstance(data, dict) else None
+    value = data.get("init_lora_weights")
     return value.lower() if isinstance(value, str) else None
 
 

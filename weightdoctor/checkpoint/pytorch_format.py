@@ -1722,19 +1722,25 @@ def _extra_states_beside(obj: Any, read: Mapping[str, Any]) -> dict[str, Any]:
     return found
 
 
+def _model_parallel_ranks(path: Path) -> list[str]:
+    """The model-parallel rank folders (`mp_rank_00`, `mp_rank_00_000` under pipeline parallelism) beside the one
+    `path` lies in, sorted; [] where `path` is in no such folder or it is the only one (or they cannot be listed)."""
+    rank = re.compile(r"mp_rank_\d+(_\d+)?")
+    if not rank.fullmatch(path.parent.name):
+        return []
+    try:
+        ranks = sorted(p.name for p in path.parent.parent.iterdir() if p.is_dir() and rank.fullmatch(p.name))
+    except OSError:
+        return []
+    return ranks if len(ranks) >= 2 else []
+
+
 def _nemo_parallel_rank(path: Path) -> str:
     """For an extracted NeMo model's `mp_rank_00/model_weights.ckpt` (model_config.yaml above it) beside other ranks'
     folders: that it holds one model-parallel rank's part ("" otherwise). Read alone it looked like the whole model,
     its split weights a fraction of their size, and nothing said so."""
-    if not re.fullmatch(r"mp_rank_\d+(_\d+)?", path.parent.name) \
-            or not (path.parent.parent / "model_config.yaml").is_file():
-        return ""
-    try:
-        ranks = sorted(p.name for p in path.parent.parent.iterdir()
-                       if p.is_dir() and re.fullmatch(r"mp_rank_\d+(_\d+)?", p.name))
-    except OSError:
-        return ""
-    if len(ranks) < 2:
+    ranks = _model_parallel_ranks(path)
+    if not ranks or not (path.parent.parent / "model_config.yaml").is_file():
         return ""
     return (f"an extracted NeMo model: {path.parent.name} is one of {len(ranks)} model-parallel ranks ({ranks[0]} to "
             f"{ranks[-1]}): the weights tensor parallelism splits are slices here (under pipeline parallelism, "
@@ -1747,16 +1753,8 @@ def _nemo_parallel_rank(path: Path) -> str:
 def _tensor_parallel_rank(path: Path) -> str:
     """For a Megatron-LM file in `mp_rank_00/` (`mp_rank_00_000/` under pipeline parallelism) beside other ranks'
     folders: that it holds one rank's slices of the split weights ("" otherwise)."""
-    import re
-
-    if not re.fullmatch(r"mp_rank_\d+(_\d+)?", path.parent.name):
-        return ""
-    try:
-        ranks = sorted(p.name for p in path.parent.parent.iterdir()
-                       if p.is_dir() and re.fullmatch(r"mp_rank_\d+(_\d+)?", p.name))
-    except OSError:
-        return ""
-    if len(ranks) < 2:
+    ranks = _model_parallel_ranks(path)
+    if not ranks:
         return ""
     return (f"; {path.parent.name} is one of {len(ranks)} model-parallel ranks ({ranks[0]} to {ranks[-1]}): the "
             "weights tensor parallelism splits are slices here, and pipeline stages hold other layers; Megatron's "
