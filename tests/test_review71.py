@@ -18,20 +18,12 @@ from typing import Any
 import pytest
 import torch
 
-from tests.helpers import json_report, run_cli
+from tests.test_plan6 import _plan_folder
 
 
 def _bytes(layers: Any) -> int:
     """Bytes of the keys and values the cache layers show."""
     return sum(t.numel() * t.element_size() for layer in layers for t in (layer.keys, layer.values))
-
-
-def _plan_folder(folder: Path, *extra: str) -> tuple[dict[str, Any], str]:
-    args = ("plan-devices", folder, "--gpu", "8GB", "--kv-cache", "--dtype", "fp32", *extra)
-    kv = json_report(*args)["kv_cache"]
-    result = run_cli(*args)
-    assert result.exit_code == 0, result.stderr
-    return kv, " ".join(result.stdout.split())
 
 
 def _vision_encoder(kind: str) -> Any:

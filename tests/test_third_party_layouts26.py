@@ -44,6 +44,19 @@ _META_NAMES = {"self_attn.q_proj": "attention.wq", "self_attn.k_proj": "attentio
                "post_attention_layernorm": "ffn_norm"}
 
 
+def _meta_state(state: dict[str, torch.Tensor], clone: bool = False) -> dict[str, torch.Tensor]:
+    """A transformers Llama / Mistral state dict under Meta's names (tok_embeddings, layers.N.attention.wq, ...),
+    as Meta's consolidated release holds it; `clone`: each layer tensor its own storage."""
+    meta = {"tok_embeddings.weight": state["model.embed_tokens.weight"], "norm.weight": state["model.norm.weight"],
+            "output.weight": state["lm_head.weight"]}
+    for name, tensor in state.items():
+        if name.startswith("model.layers."):
+            layer, rest = name.removeprefix("model.layers.").split(".", 1)
+            module, kind = rest.rsplit(".", 1)
+            meta[f"layers.{layer}.{_META_NAMES[module]}.{kind}"] = tensor.clone() if clone else tensor
+    return meta
+
+
 def _flat(text: str) -> str:
     return " ".join(text.split())
 
@@ -59,13 +72,7 @@ def _llama3_repo(folder: Path) -> dict[str, torch.Tensor]:
     model = LlamaForCausalLM(config)
     model.save_pretrained(folder)
     state = model.state_dict()
-    meta = {"tok_embeddings.weight": state["model.embed_tokens.weight"], "norm.weight": state["model.norm.weight"],
-            "output.weight": state["lm_head.weight"]}
-    for name, tensor in state.items():
-        if name.startswith("model.layers."):
-            layer, rest = name.removeprefix("model.layers.").split(".", 1)
-            module, kind = rest.rsplit(".", 1)
-            meta[f"layers.{layer}.{_META_NAMES[module]}.{kind}"] = tensor
+    meta = _meta_state(state)
     original = folder / "original"
     original.mkdir()
     torch.save({name: tensor.to(torch.bfloat16).clone() for name, tensor in meta.items()},
@@ -194,13 +201,7 @@ def _mistral_large_repo(folder: Path, shards: int = 3) -> int:
     model = MistralForCausalLM(config)
     model.save_pretrained(folder, max_shard_size="4KB")
     state = model.state_dict()
-    meta = {"tok_embeddings.weight": state["model.embed_tokens.weight"], "norm.weight": state["model.norm.weight"],
-            "output.weight": state["lm_head.weight"]}
-    for name, tensor in state.items():
-        if name.startswith("model.layers."):
-            layer, rest = name.removeprefix("model.layers.").split(".", 1)
-            module, kind = rest.rsplit(".", 1)
-            meta[f"layers.{layer}.{_META_NAMES[module]}.{kind}"] = tensor.clone()
+    meta = _meta_state(state, clone=True)
     names = sorted(meta)
     weight_map: dict[str, str] = {}
     for i in range(shards):
