@@ -16,13 +16,23 @@ from __future__ import annotations
 
 import json
 import random
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
+from safetensors.torch import save_file
+from typer.testing import CliRunner
 
+from tests.helpers import run_cli
+from weightdoctor import diff_keys
 from weightdoctor.checkpoint import safetensors_format
 from weightdoctor.errors import CorruptCheckpoint
 from weightdoctor.jsontext import TooManyEntries, refuse_too_many_entries
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def _plain_verdict(raw: bytes) -> str | None:
@@ -131,3 +141,80 @@ def test_the_entry_bound_given_the_braces_equals_counting_them() -> None:
             refused += outcomes[0] is not None
             passed += outcomes[0] is None
     assert refused > 100 and passed > 100
+
+
+def _save(path: Path, shapes: dict[str, tuple[int, ...]]) -> Path:
+    torch.manual_seed(21)
+    save_file({name: torch.randn(shape) for name, shape in shapes.items()}, str(path))
+    return path
+
+
+_BASE = {**{f"model.layers.{i}.{m}.weight": (8, 8) for i in range(2) for m in ("q", "v")}, "lm_head.weight": (16, 8)}
+
+
+def test_a_diff_imports_no_inspect_module(tmp_path: Path) -> None:
+    """A DDP pair, diffed in a fresh interpreter, leaves `weightdoctor.structure` unimported (it was imported on
+    every diff, for a MiSS / SHiRA / RoAd adapter's config), and still finds the DDP prefix."""
+    base = _save(tmp_path / "base.safetensors", _BASE)
+    ddp = _save(tmp_path / "ddp.safetensors", {"module." + n: s for n, s in _BASE.items()})
+    code = ("import contextlib, io, sys\n"
+            "from weightdoctor.cli import app\n"
+            "out = io.StringIO()\n"
+            "with contextlib.redirect_stdout(out), contextlib.suppress(SystemExit):\n"
+            f"    app(['diff-keys', {str(ddp)!r}, {str(base)!r}, '--json'])\n"
+            "print('weightdoctor.structure' in sys.modules, '\"wrapper-prefix\"' in out.getvalue())\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=False,
+                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["False", "True"], done.stdout
+
+
+class _Mlp(torch.nn.Module):
+    def __init__(self, hidden: int) -> None:
+        super().__init__()
+        self.q = torch.nn.Linear(hidden, hidden)
+        self.up = torch.nn.Linear(hidden, 2 * hidden)
+
+
+def test_a_miss_adapter_reads_its_config_as_the_eager_call_did(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A MiSS "mini" adapter (r × mini_r blocks, which only adapter_config.json tells from r × out) against a wider
+    base: the report, --json and the Rich text at 100 columns, equals the one made with the config read up front as
+    before, and says the blocks fit (the config was read)."""
+    import peft
+
+    torch.manual_seed(21)
+    made_for = _Mlp(32)
+    wider = _Mlp(48)
+    save_file({k: v.contiguous() for k, v in wider.state_dict().items()}, str(tmp_path / "wider.safetensors"))
+    model = peft.get_peft_model(made_for, peft.MissConfig(r=4, init_weights="mini", mini_r=4,
+                                                          target_modules=["q", "up"]))
+    model.save_pretrained(str(tmp_path / "adapter"))
+    args = (tmp_path / "adapter", tmp_path / "wider.safetensors")
+    runner = CliRunner(env={"COLUMNS": "100"})
+    lazy = [run_cli("diff-keys", *args, *extra, runner=runner) for extra in ((), ("--json",))]
+
+    from weightdoctor.structure import peft_adapter_config
+
+    original = diff_keys.diff_specs
+
+    def eager(*positional: Any, **named: Any) -> Any:
+        # As 4503706 passed it: `lambda: peft_adapter_config(a)`, the checkpoint A (whose source is args[0]).
+        asked = named["adapter_config_a"]()
+        assert asked == peft_adapter_config_of_a(), asked
+        named["adapter_config_a"] = lambda: asked
+        return original(*positional, **named)
+
+    def peft_adapter_config_of_a() -> Any:
+        from weightdoctor.checkpoint import open_checkpoint
+
+        with open_checkpoint(args[0]) as checkpoint:
+            return peft_adapter_config(checkpoint)
+
+    monkeypatch.setattr(diff_keys, "diff_specs", eager)
+    plain = [run_cli("diff-keys", *args, *extra, runner=runner) for extra in ((), ("--json",))]
+    for got, want in zip(lazy, plain, strict=True):
+        assert (got.exit_code, got.stdout, got.stderr) == (want.exit_code, want.stdout, want.stderr)
+    data = json.loads(lazy[1].stdout)
+    assert lazy[1].exit_code == 0 and data["worst_severity"] == "info"
+    assert any("2 of them in B with shapes that fit;" in note for note in data["notes"]), data["notes"]
+    assert peft_adapter_config_of_a()["init_weights"] == "mini"
