@@ -4729,7 +4729,13 @@ def diff_checkpoints(a: Checkpoint, b: Checkpoint, renames: Sequence[Rename] = (
     """`diff_specs` on two opened checkpoints (headers only: no tensor data is read). `key`: A's `--key`, as
     given (None when A's state dict was found without one)."""
     from weightdoctor.quantized import quantization_of
-    from weightdoctor.structure import peft_adapter_config
+
+    def adapter_config_a() -> Mapping[str, Any] | None:
+        # Imported when asked (a PEFT method whose saved shapes the config settles): weightdoctor.structure is no
+        # module the headers-only path imports otherwise, ~3-7 ms of every fresh diff-keys.
+        from weightdoctor.structure import peft_adapter_config
+
+        return peft_adapter_config(a)
 
     # Asked only for a note (has_model_class imports transformers: not in the headers-only path otherwise).
     check = functools.cache(lambda: _model_class_command(a, b, renames))
@@ -4744,7 +4750,7 @@ def diff_checkpoints(a: Checkpoint, b: Checkpoint, renames: Sequence[Rename] = (
         model_renamings=(lambda: transformers_renamings(b.config)) if b.config else None,
         quantization_a=None if (found := quantization_of(a.config)) is None or found_b else found[0],
         quantizers=(found[0] if found is not None else None, found_b[0] if found_b is not None else None),
-        adapter_config_a=lambda: peft_adapter_config(a),
+        adapter_config_a=adapter_config_a,
         swapped_steps=swapped_steps(a, b, key, renames),
     )
     report.revision_a, report.resolved_a = a.revision, a.location

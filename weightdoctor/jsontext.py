@@ -24,12 +24,13 @@ class TooManyEntries(ValueError):
     """A JSON text of more than `MAX_JSON_ENTRIES` values and members, refused before it is parsed."""
 
 
-def refuse_too_many_entries(text: str | bytes, limit: int = MAX_JSON_ENTRIES) -> None:
+def refuse_too_many_entries(text: str | bytes, limit: int = MAX_JSON_ENTRIES, *, curly: int | None = None) -> None:
     """Raise TooManyEntries when `text` may hold more than `limit` values and object members.
 
     Every value or member but the outermost is the first of its array or object, or follows a comma: their count is
     at most one more than the text's commas, `[` and `{` (a comma or bracket inside a string counts too, so the bound
-    is from above). A text shorter than `limit` characters cannot pass it and is not counted.
+    is from above). A text shorter than `limit` characters cannot pass it and is not counted. `curly`: the text's
+    count of `{` where the caller has it (the safetensors reader counts them for its own bound), not counted again.
 
     Example:
         >>> try:
@@ -40,8 +41,10 @@ def refuse_too_many_entries(text: str | bytes, limit: int = MAX_JSON_ENTRIES) ->
     """
     if len(text) <= limit:
         return
-    comma, square, curly = (",", "[", "{") if isinstance(text, str) else (b",", b"[", b"{")
-    count = 1 + text.count(comma) + text.count(square) + text.count(curly)  # type: ignore[arg-type]
+    comma, square, brace = (",", "[", "{") if isinstance(text, str) else (b",", b"[", b"{")
+    if curly is None:
+        curly = text.count(brace)  # type: ignore[arg-type]
+    count = 1 + text.count(comma) + text.count(square) + curly  # type: ignore[arg-type]
     if count > limit:
         raise TooManyEntries(f"it holds up to {count:,} JSON values and members (the limit is {limit:,})")
 

@@ -258,7 +258,8 @@ def _parse_header(raw: bytes, relpath: str, data_size: int) -> tuple[dict[str, s
         )
     _refuse_too_many_strings(raw)
     try:
-        refuse_too_many_entries(raw, _MAX_HEADER_ENTRIES)
+        # The "{" counted above, where the text is longer than MAX_TENSORS + 2 (always, where this one counts).
+        refuse_too_many_entries(raw, _MAX_HEADER_ENTRIES, curly=braces if len(raw) > MAX_TENSORS + 2 else None)
     except TooManyEntries as exc:
         raise CorruptCheckpoint(f"header: {exc}, more than {MAX_TENSORS:,} tensors of 8 dims and a __metadata__ of "
                                 f"{MAX_METADATA_ENTRIES:,} entries hold") from None
@@ -331,6 +332,10 @@ def _refuse_too_many_strings(raw: bytes) -> None:
     if len(raw) <= 2 * _MAX_STRINGS:
         return
     quotes = raw.count(b'"')
+    if quotes // 2 <= _MAX_STRINGS:
+        # The escaped quotes only lower the count: without them it is within the bound already (a 5 MB header of
+        # 50,000 tensors: their count, a two-byte search, took 4 of the 6 ms this check took).
+        return
     strings = (quotes - raw.count(b'\\"')) // 2  # at most the true count
     if strings <= _MAX_STRINGS and b'\\\\"' in raw:
         strings = (quotes - raw.replace(b"\\\\", b"").count(b'\\"')) // 2  # exact: each pair is one escape
