@@ -1149,6 +1149,8 @@ _LORA_PAIR = _lazy_regex(
     r"^(?P<module>.+)\.(?P<part>lora_A|lora_B|lora_embedding_A|lora_embedding_B|lora_magnitude_vector|ia3_l|lora_E)"
     r"(?:\.[^.]+)?(?:\.weight)?$")
 _PEFT_WRAPPER = "base_model.model."
+# The detail of a weight of B a PEFT adapter saves whole (modules_to_save): the renderer titles the Missing table by it.
+ADAPTER_SAVES_WHOLE = "the adapter stores it whole"
 # The other PEFT methods' tensors on a module they adapt (each tuner's adapter_layer_names in peft 0.21, the adapter's
 # name dropped as save_pretrained drops it), and the method each is: a VeRA, OFT, BOFT, LoHa, LoKr, LN Tuning,
 # FourierFT, HRA, MiSS / Bone, C3A, RandLora, VB-LoRA, SHiRA, RoAd or trainable-tokens adapter against its base was
@@ -1561,7 +1563,7 @@ def adapter_fit(
                 whys[name] = ("adapter-base", "info", "")
             else:
                 reason, severity, _ = whys[replaced[name]]
-                whys[name] = (reason, severity, f"the adapter stores it whole, as {replaced[name]}")
+                whys[name] = (reason, severity, f"{ADAPTER_SAVES_WHOLE}, as {replaced[name]}")
     # AdaLoRA's pairs are LoRA's with its singular values (lora_E) between them: inspect and plan-devices name it
     # AdaLoRA, diff-keys said "LoRA (rank 6)".
     lora = "AdaLoRA" if any(match["part"] == "lora_E" for _, match in pairs) else "LoRA"
@@ -1640,8 +1642,19 @@ def adapter_fit(
             # `layers.0.self_attn.q_proj` is the other's `model.layers.0...`): peft then wraps those, loads none of
             # the saved factors ("Found missing adapter keys", a warning) and the adapter does nothing.
             example = next(iter(modules))
+            # B saved from a training wrapper (DDP's module., torch.compile's _orig_mod.): its modules are A's under
+            # the wrapper's prefix, and "load it onto the model class it was trained on" was said of its own base.
+            wrapper, held = max(((w, sum(1 for module in modules if f"{w}{module}.weight" in specs_b))
+                                 for w in _WRAPPERS if w != _PEFT_WRAPPER), key=lambda found: found[1])
             elsewhere = _peft_targets_in(adapter_config() if adapter_config is not None else None, modules, specs_b)
-            if elsewhere:
+            if held:
+                note += (f"; none of its modules is in B under the name it was saved with (e.g. {example}), but "
+                         f"{held} of them {plural(held, 'is', 'are')} under the prefix {wrapper!r} (e.g. "
+                         f"{wrapper}{example}): B's keys were saved from a training wrapper (DDP, torch.compile, "
+                         f"...); strip it from B's keys (weightdoctor convert B "
+                         f"{Rename(f'^{re.escape(wrapper)}', '').as_flag()} -o ...) and compare or load the adapter "
+                         "with that")
+            elif elsewhere:
                 note += (f"; none of its modules is in B under the name it was saved with (e.g. {example}), yet B has "
                          f"modules of the names peft targets ({elsewhere}): PeftModel.from_pretrained(B, adapter) "
                          "does not raise, it wraps those, loads none of A's factors (peft warns 'Found missing "
