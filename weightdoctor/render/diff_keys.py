@@ -11,7 +11,7 @@ from rich.markup import escape as escape_markup
 from rich.panel import Panel
 from rich.table import Table
 
-from weightdoctor.diff_keys import DiffReport, KeyGroup, reason_text
+from weightdoctor.diff_keys import ADAPTER_SAVES_WHOLE, DiffReport, KeyGroup, reason_text
 from weightdoctor.errors import clip_middle
 from weightdoctor.render.text import escape, printable, shown_name, wrap_at_dots, wrapped_name
 from weightdoctor.wording import counted, plural
@@ -61,10 +61,19 @@ def group_table(kind: str, groups: list[KeyGroup], report: DiffReport, show_all:
                 width: int | None = None) -> Table:
     b_name = "the model" if report.mode == "model-class" else "B"
     title = KIND_TITLES[kind].format(b=b_name)
+    # The weights of B an adapter saves whole (modules_to_save) are missing under B's names too: the adapter's copy
+    # replaces them on load, so they start from no init either ("start from their init; adapter-base: ..." was said
+    # of an adapter whose only other missing keys were its base's).
+    saved_whole = kind == "missing" and all(detail.startswith(ADAPTER_SAVES_WHOLE)
+                                            for _, reason, _, detail in _rows(report, kind) if reason == "adapter")
     if kind == "missing" and groups and all(g.reason == "adapter-base" for g in groups):
         # An adapter against its base: its loader (PeftModel.from_pretrained, load_lora_weights) takes these from the
         # base, as the reasons' legend says, where "start from their init" said they would be left at random.
         title = title.replace("(start from their init)", "(the base supplies them)")
+    elif kind == "missing" and groups and all(
+            g.reason == "adapter-base" or (g.reason == "adapter" and saved_whole) for g in groups):
+        title = title.replace("(start from their init)",
+                              "(the base supplies them; the adapter, the ones it saves whole)")
     elif kind == "missing" and any(g.reason == "adapter-base" for g in groups):
         title = title.replace("(start from their init)", "(start from their init; adapter-base: from the base)")
     table = Table(title=title, title_justify="left", show_lines=False)
