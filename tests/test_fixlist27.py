@@ -3,6 +3,12 @@
 - plan-devices --kv-cache without --seq-len on a pure Mamba / Mamba-2 config was refused ("needs --seq-len: config.json
   writes no context length ... MambaConfig keeps none"), though no layer caches anything per token: it is now sized
   for any length, and says so; a hybrid (Jamba) still takes its context length.
+- diff-keys of two PEFT adapters against each other (an IA3 adapter as A, a LoRA one as B) called B's LoRA tensors
+  "a weight of the base model" and said "0 of them in B ... it was made for another model", without a word that B
+  is itself an adapter: the note now says what the pair is and to compare each against its base.
+- diff-keys of a whole PEFT-wrapped model (get_peft_model(...).state_dict(): `.base_layer.weight` beside
+  `lora_A.default`) against its own saved adapter left A's base weights "unknown", errors, with no note: they are
+  the base's ("adapter-base", info), and the note says what the pair is (merge_and_unload, or compare with the base).
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from typing import Any
 import pytest
 import torch
 
-from tests.helpers import json_report, run_cli
+from tests.helpers import json_report, run_cli, run_json
 
 
 def _state_bytes(cache: Any) -> int:
@@ -90,3 +96,83 @@ def test_estimate_without_a_length_is_refused_where_a_layer_attends() -> None:
     assert caches_per_token(llama)
     with pytest.raises(UsageError, match="needs --seq-len"):
         estimate_kv_cache(llama, "fp16", 1, None)
+
+
+def _tiny_llama() -> Any:
+    import transformers
+
+    torch.manual_seed(0)
+    return transformers.LlamaForCausalLM(transformers.LlamaConfig(
+        vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2))
+
+
+@pytest.fixture(scope="module")
+def peft_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A tiny Llama, a LoRA and an IA3 adapter of it as peft (0.21) saves them, the whole LoRA-wrapped model's
+    state_dict, and the base's own file."""
+    import peft
+    from safetensors.torch import save_file
+
+    root = tmp_path_factory.mktemp("fixlist27")
+    _tiny_llama().save_pretrained(root / "base")
+    lora = peft.get_peft_model(_tiny_llama(), peft.LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+    lora.save_pretrained(root / "lora")
+    save_file({k: v.contiguous() for k, v in lora.state_dict().items()}, root / "wrapped.safetensors")
+    ia3 = peft.get_peft_model(_tiny_llama(), peft.IA3Config(target_modules=["k_proj", "down_proj"],
+                                                            feedforward_modules=["down_proj"]))
+    ia3.save_pretrained(root / "ia3")
+    return {"base": root / "base" / "model.safetensors", "lora": root / "lora" / "adapter_model.safetensors",
+            "ia3": root / "ia3" / "adapter_model.safetensors", "wrapped": root / "wrapped.safetensors"}
+
+
+@pytest.mark.parametrize(("a", "b", "said"), [("ia3", "lora", "A IA3 on 4 module(s), B 8 adapter tensors"),
+                                              ("lora", "ia3", "A LoRA (rank 4) on 4 module(s), B 4 adapter tensors")])
+def test_two_adapters_against_each_other_are_said_to_be_two_adapters(
+        peft_files: dict[str, Path], a: str, b: str, said: str) -> None:
+    code, data = run_json("diff-keys", str(peft_files[a]), str(peft_files[b]))
+    assert code == 1 and data["worst_severity"] == "error", data
+    note = " ".join(data["notes"])
+    assert note.startswith(f"A and B are both PEFT adapters: {said} under base_model. and no base weights"), note
+    assert "compare each against its base" in note and "made for another model" not in note, note
+    for key in data["missing"]:  # B's own tensors: no longer "a weight of the base model"
+        assert (key["reason"], key["severity"]) == ("adapter", "error") and "B's own adapter" in key["detail"], key
+    result = run_cli("diff-keys", str(peft_files[a]), str(peft_files[b]))
+    assert "A and B are both PEFT adapters" in " ".join(result.stdout.split()), result.stdout
+
+
+def test_an_adapter_against_its_base_keeps_its_own_note(peft_files: dict[str, Path]) -> None:
+    """No false note: the LoRA against the model it adapts loads (its modules fit)."""
+    code, data = run_json("diff-keys", str(peft_files["lora"]), str(peft_files["base"]))
+    note = " ".join(data["notes"])
+    assert note.startswith("A is a PEFT adapter: LoRA (rank 4) on 4 module(s), 4 of them in B with shapes that fit")
+    assert "both PEFT adapters" not in note and "PEFT-wrapped" not in note, note
+    assert {key["reason"] for key in data["missing"]} == {"adapter-base"}, data["missing"]
+
+
+def test_a_peft_wrapped_model_against_its_adapter_says_what_the_pair_is(peft_files: dict[str, Path]) -> None:
+    from safetensors import safe_open
+
+    with safe_open(peft_files["wrapped"], "pt") as handle:
+        names = list(handle.keys())
+    base = [name for name in names if ".lora_" not in name]
+    assert any(".base_layer." in name for name in base) and len(base) == 21, names
+    code, data = run_json("diff-keys", str(peft_files["wrapped"]), str(peft_files["lora"]))
+    note = " ".join(data["notes"])
+    assert note.startswith("A is a whole PEFT-wrapped model, the base with its adapter in it, and B a saved PEFT "
+                           "adapter: 21 weights of A's are the base's (4 adapted layers under .base_layer.)"), note
+    assert "merge_and_unload" in note and "compare B against the base" in note, note
+    reasons = {key["name"]: (key["reason"], key["severity"]) for key in data["unexpected"]}
+    assert {reasons[name] for name in base} == {("adapter-base", "info")}, reasons
+    assert not any(reason == "unknown" for reason, _ in reasons.values()), reasons
+    # A's LoRA tensors still get the rename that maps them onto B's (peft's save drops the adapter's name)
+    assert [rename["pattern"] for rename in data["suggested_renames"]] == [r"\.default\."], data["suggested_renames"]
+    assert data["matched_after_renames"] == 8
+    result = run_cli("diff-keys", str(peft_files["wrapped"]), str(peft_files["lora"]))
+    assert "A is a whole PEFT-wrapped model" in " ".join(result.stdout.split())
+
+
+def test_a_peft_wrapped_model_against_its_base_gets_no_adapter_pair_note(peft_files: dict[str, Path]) -> None:
+    code, data = run_json("diff-keys", str(peft_files["wrapped"]), str(peft_files["base"]))
+    note = " ".join(data["notes"])
+    assert "saved PEFT adapter" not in note and "both PEFT adapters" not in note, note
