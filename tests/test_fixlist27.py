@@ -2,7 +2,8 @@
 
 - plan-devices --kv-cache without --seq-len on a pure Mamba / Mamba-2 config was refused ("needs --seq-len: config.json
   writes no context length ... MambaConfig keeps none"), though no layer caches anything per token: it is now sized
-  for any length, and says so; a hybrid (Jamba) still takes its context length.
+  for any length, and says so; a hybrid (Jamba) still takes its context length. RWKV (refused, with --seq-len or
+  not) and xLSTM (sized as 32 layers of keys and values) are told apart as recurrent too, RWKV's state measured.
 - diff-keys of two PEFT adapters against each other (an IA3 adapter as A, a LoRA one as B) called B's LoRA tensors
   "a weight of the base model" and said "0 of them in B ... it was made for another model", without a word that B
   is itself an adapter: the note now says what the pair is and to compare each against its base.
@@ -176,3 +177,46 @@ def test_a_peft_wrapped_model_against_its_base_gets_no_adapter_pair_note(peft_fi
     code, data = run_json("diff-keys", str(peft_files["wrapped"]), str(peft_files["base"]))
     note = " ".join(data["notes"])
     assert "saved PEFT adapter" not in note and "both PEFT adapters" not in note, note
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+def test_rwkv_keeps_a_state_and_no_keys_and_values(tmp_path: Path, dtype: str) -> None:
+    """transformers lays RWKV's layers out as full attention (get_layer_types_and_kwargs): --kv-cache was refused,
+    with --seq-len or not ("config has no num_attention_heads that transformers' RwkvConfig reads"). Its cache is
+    the `state` it returns, the same after 3 tokens as after 9."""
+    import transformers
+
+    torch.manual_seed(0)
+    config = transformers.RwkvConfig(vocab_size=64, hidden_size=32, num_hidden_layers=2, attention_hidden_size=32,
+                                     intermediate_size=64, architectures=["RwkvForCausalLM"])
+    model = transformers.RwkvForCausalLM(config).eval().to(torch.float32 if dtype == "fp32" else torch.bfloat16)
+    with torch.no_grad():
+        held = {length: sum(t.numel() * t.element_size() for t in model(
+            input_ids=torch.randint(0, 64, (2, length)), use_cache=True).state) for length in (3, 9)}
+    assert held[3] == held[9] > 0, held
+    (tmp_path / "config.json").write_text(json.dumps(config.to_dict()))
+    args = ("plan-devices", str(tmp_path / "config.json"), "--gpu", "1GB", "--kv-cache", "--batch", "2",
+            "--dtype", dtype)
+    for extra in ((), ("--seq-len", "5")):
+        kv = json_report(*args, *extra)["kv_cache"]
+        assert (kv["total_bytes"], kv["num_layers"], kv["state_bytes"]) == (0, 0, held[3]), kv
+        assert kv["note"].startswith("no KV cache: all 2 layers keep a recurrent state"), kv
+        assert kv["seq_len"] == (5 if extra else None), kv
+
+
+def test_xlstm_is_not_sized_as_attention_layers(tmp_path: Path) -> None:
+    """With --seq-len, xLSTM (no attention at all) was sized as 32 layers x 4 KV heads of keys and values; without,
+    refused for want of a length. (transformers 5.25 does not run a default xLSTM, on CPU or meta: its state stays
+    unsized, and says so.)"""
+    import transformers
+
+    config = transformers.xLSTMConfig(vocab_size=64, hidden_size=32, num_hidden_layers=2, num_heads=4,
+                                      architectures=["xLSTMForCausalLM"])
+    (tmp_path / "config.json").write_text(json.dumps(config.to_dict()))
+    args = ("plan-devices", str(tmp_path / "config.json"), "--gpu", "1GB", "--kv-cache", "--dtype", "fp32")
+    for extra in ((), ("--seq-len", "7")):
+        kv = json_report(*args, *extra)["kv_cache"]
+        assert (kv["total_bytes"], kv["num_layers"], kv["bytes_per_token"]) == (0, 0, 0), kv
+        assert kv["note"].startswith("no KV cache: all 2 layers keep a recurrent state of fixed size per sequence "
+                                     "instead (not counted)"), kv
+        assert kv["state_bytes"] is None and kv["seq_len"] == (7 if extra else None), kv

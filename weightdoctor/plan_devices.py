@@ -2461,6 +2461,12 @@ _KV_KINDS = {"full_attention", "sliding_attention", "chunked_attention", "indexe
 _STATE_KINDS = {"conv", "linear_attention", "hybrid", "hybrid_sliding"}
 
 
+# Models transformers builds with no attention at all, whose cache is a recurrent state it keeps outside its Cache
+# classes (RWKV's `state`, xLSTM's xLSTMCache): get_layer_types_and_kwargs lays their layers out as full attention,
+# and RWKV was refused ("no num_attention_heads"), xLSTM sized as 32 attention layers' keys and values.
+_RECURRENT_ONLY = frozenset({"rwkv", "xlstm"})
+
+
 def _decoder_layer_kinds(config: dict[str, Any], layers: int) -> list[tuple[str, int | None]] | None:
     """Each decoder layer's cache kind and window, as transformers' `DynamicCache(config=...)` lays them out.
 
@@ -2474,6 +2480,8 @@ def _decoder_layer_kinds(config: dict[str, Any], layers: int) -> list[tuple[str,
 
     if layers > MAX_LAYERS:
         return None
+    if config.get("model_type") in _RECURRENT_ONLY:
+        return [("linear_attention", None)] * layers
     try:
         from transformers.cache_utils import get_layer_types_and_kwargs
 
@@ -2544,6 +2552,8 @@ def recurrent_states(config: dict[str, Any], torch_dtype: str, batch: int) -> tu
             for item in value:
                 count(item)
 
+    # RWKV returns its state (5 tensors of batch x hidden x layers) as `state`, outside any Cache
+    count(getattr(output, "state", None))
     per_layer = []
     for layer in getattr(cache, "layers", None) or []:
         before = total
