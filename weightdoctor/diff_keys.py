@@ -1231,8 +1231,10 @@ def peft_wrapped_against_adapter(
         >>> peft_wrapped_against_adapter(a, b, list(a))[1].split(":")[0]
         'A is a whole PEFT-wrapped model, the base with its adapter in it, and B a saved PEFT adapter'
     """
+    if not _saved_peft_adapter(specs_b):  # first: it stops at B's first name not under base_model.
+        return {}, ""
     wrapped = [name for name in specs_a if name.startswith(_PEFT_WRAPPER) and ".base_layer." in name]
-    if not wrapped or not _saved_peft_adapter(specs_b):
+    if not wrapped:
         return {}, ""
     adapter_a = {name for name in specs_a if _LORA_PAIR.match(name) or _PEFT_SHARED.match(name)
                  or _PEFT_TUNER.match(name)}
