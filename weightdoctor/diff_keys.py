@@ -1198,6 +1198,61 @@ def _adapter_target(name: str) -> str:
     return name.removeprefix(_PEFT_WRAPPER).replace(".base_layer.", ".")
 
 
+def _saved_peft_adapter(specs: Mapping[str, KeySpec]) -> set[str]:
+    """The adapter tensors of `specs` where it is a PEFT adapter as save_pretrained writes it (every name under
+    `base_model.`, none a wrapped layer's `.base_layer.` weight, at least half of them LoRA / IA3 / other PEFT
+    methods' tensors: the rest whole modules it saves); an empty set for anything else (a model, a whole
+    PEFT-wrapped model, whose base weights are there too).
+
+    Example:
+        >>> _saved_peft_adapter({"base_model.model.q.lora_A.weight": KeySpec("", (4, 8), "float32")})
+        {'base_model.model.q.lora_A.weight'}
+        >>> _saved_peft_adapter({"q.weight": KeySpec("", (8, 8), "float32")})
+        set()
+    """
+    if not specs or not all(name.startswith("base_model.") and ".base_layer." not in name for name in specs):
+        return set()
+    tensors = {name for name in specs
+               if _LORA_PAIR.match(name) or _PEFT_SHARED.match(name) or _PEFT_TUNER.match(name)}
+    return tensors if len(tensors) * 2 >= len(specs) else set()
+
+
+def peft_wrapped_against_adapter(
+    specs_a: Mapping[str, KeySpec], specs_b: Mapping[str, KeySpec], unexpected: Sequence[str],
+) -> tuple[dict[str, tuple[str, str, str]], str]:
+    """When A is a whole PEFT-wrapped model (`get_peft_model(...).state_dict()`: its base weights under
+    `base_model.model.`, each adapted layer's under `.base_layer.`, beside the adapter's own tensors, `lora_A.default`)
+    and B a saved PEFT adapter: A's base weights, which B does not store, read "unknown: these weights will not load",
+    errors, with no word of what the pair is. Returns ("adapter-base", "info", detail) for each of them and a note;
+    ({}, "") otherwise. A's adapter tensors are left to the rename search (peft's save drops the adapter's name).
+
+    Example:
+        >>> a = {n: KeySpec(n, (8, 8), "float32") for n in ("base_model.model.q.base_layer.weight",
+        ...      "base_model.model.q.lora_A.default.weight", "base_model.model.k.weight")}
+        >>> b = {"base_model.model.q.lora_A.weight": KeySpec("base_model.model.q.lora_A.weight", (8, 8), "float32")}
+        >>> peft_wrapped_against_adapter(a, b, list(a))[1].split(":")[0]
+        'A is a whole PEFT-wrapped model, the base with its adapter in it, and B a saved PEFT adapter'
+    """
+    if not _saved_peft_adapter(specs_b):  # first: it stops at B's first name not under base_model.
+        return {}, ""
+    wrapped = [name for name in specs_a if name.startswith(_PEFT_WRAPPER) and ".base_layer." in name]
+    if not wrapped:
+        return {}, ""
+    adapter_a = {name for name in specs_a if _LORA_PAIR.match(name) or _PEFT_SHARED.match(name)
+                 or _PEFT_TUNER.match(name)}
+    if not adapter_a:
+        return {}, ""
+    base = [name for name in unexpected if name not in adapter_a]
+    whys = {name: ("adapter-base", "info", "a weight of the base model in A, which B, an adapter, does not store")
+            for name in base}
+    return whys, (f"A is a whole PEFT-wrapped model, the base with its adapter in it, and B a saved PEFT adapter: "
+                  f"{counted(len(base), 'weight', grouped=True)} of A's are the base's "
+                  f"({counted(len(wrapped), 'adapted layer', grouped=True)} under .base_layer.), which an adapter "
+                  "does not store; to compare the adapters, save A's with save_pretrained (or map its adapter "
+                  "tensors with the suggested renames); to compare the model, merge it (merge_and_unload) and "
+                  "compare it with the base, or compare B against the base")
+
+
 # diffusers' LoRA files (save_lora_weights' pytorch_lora_weights.safetensors, and the ai-toolkit / SimpleTuner Flux
 # LoRAs in its layout) name each pair under the pipeline component it adapts: `transformer.transformer_blocks.0.attn.
 # to_q.lora_A.weight`, `unet.down_blocks...`, `text_encoder.text_model...`. The pipeline's load_lora_weights strips
@@ -1611,6 +1666,19 @@ def adapter_fit(
                       "rebuilds the factors of each module it adapts, whatever their sizes; "
                       f"{named}; it stores no base weights: load it with PeftModel.from_pretrained(base, adapter), "
                       "or merge it (merge_and_unload) before comparing whole checkpoints")
+    # B is a saved PEFT adapter too (an IA3 adapter against a LoRA one): its tensors were "a weight of the base model"
+    # and the note "0 of them in B", "made for another model", with no word that B is no model at all.
+    adapter_b = _saved_peft_adapter(specs_b)
+    if adapter_b:
+        for name in missing:
+            if name in adapter_b:
+                whys[name] = ("adapter", "error", "a tensor of B's own adapter: B is a PEFT adapter, not a model "
+                              "A's adapter loads into")
+        return whys, (f"A and B are both PEFT adapters: A {method} on {len(modules)} module(s), B "
+                      f"{counted(len(adapter_b), 'adapter tensor', grouped=True)} under base_model. and no base "
+                      "weights; an adapter loads into its base model, not into another adapter, so no key of either "
+                      "was checked against a model: compare each against its base (diff-keys with the adapter as A "
+                      "and its base model as B), or merge each (merge_and_unload) and compare the merged models")
     # Whole weights of B's the adapter saves (modules_to_save, a resized embedding): "it stores no base weights"
     # was said of an adapter that saves its classifier or norm whole, which replace the base's.
     whole = [_adapter_target(name) for name in others if _adapter_target(name) in specs_b]
@@ -4570,6 +4638,8 @@ def _diff_specs(
                                                     source_a, source_b, swapped_steps))[0]:
         adapter_whys = layout_whys = swapped[0]
         layout_note = swapped[1]
+    elif diff.unexpected and (wrapped := peft_wrapped_against_adapter(renamed_a, specs_b, diff.unexpected))[0]:
+        layout_whys, layout_note = {**wrapped[0], **layout_whys}, "; ".join(filter(None, (layout_note, wrapped[1])))
     elif chroma_whys := _chroma_against_flux(diff.unexpected, diff.missing):
         layout_whys, layout_note = {**chroma_whys[0], **layout_whys}, "; ".join(
             filter(None, (layout_note, chroma_whys[1])))

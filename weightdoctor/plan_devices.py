@@ -115,7 +115,8 @@ class Suggestion:
 @dataclass(frozen=True)
 class KVCacheEstimate:
     batch: int
-    seq_len: int
+    # None where no --seq-len was given and none is needed: no layer caches anything per token (Mamba, Mamba-2)
+    seq_len: int | None
     num_layers: int
     num_kv_heads: int
     head_dim: int
@@ -2460,6 +2461,12 @@ _KV_KINDS = {"full_attention", "sliding_attention", "chunked_attention", "indexe
 _STATE_KINDS = {"conv", "linear_attention", "hybrid", "hybrid_sliding"}
 
 
+# Models transformers builds with no attention at all, whose cache is a recurrent state it keeps outside its Cache
+# classes (RWKV's `state`, xLSTM's xLSTMCache): get_layer_types_and_kwargs lays their layers out as full attention,
+# and RWKV was refused ("no num_attention_heads"), xLSTM sized as 32 attention layers' keys and values.
+_RECURRENT_ONLY = frozenset({"rwkv", "xlstm"})
+
+
 def _decoder_layer_kinds(config: dict[str, Any], layers: int) -> list[tuple[str, int | None]] | None:
     """Each decoder layer's cache kind and window, as transformers' `DynamicCache(config=...)` lays them out.
 
@@ -2473,6 +2480,8 @@ def _decoder_layer_kinds(config: dict[str, Any], layers: int) -> list[tuple[str,
 
     if layers > MAX_LAYERS:
         return None
+    if config.get("model_type") in _RECURRENT_ONLY:
+        return [("linear_attention", None)] * layers
     try:
         from transformers.cache_utils import get_layer_types_and_kwargs
 
@@ -2543,6 +2552,8 @@ def recurrent_states(config: dict[str, Any], torch_dtype: str, batch: int) -> tu
             for item in value:
                 count(item)
 
+    # RWKV returns its state (5 tensors of batch x hidden x layers) as `state`, outside any Cache
+    count(getattr(output, "state", None))
     per_layer = []
     for layer in getattr(cache, "layers", None) or []:
         before = total
@@ -2828,7 +2839,28 @@ def _vision_encoder_positions(config: dict[str, Any]) -> tuple[int, str, tuple[i
     return int(hidden.shape[1]), type(model).__name__, (size[0], size[1])
 
 
-def estimate_kv_cache(config: dict[str, Any] | None, dtype: str, batch: int, seq_len: int,
+def caches_per_token(config: dict[str, Any]) -> bool:
+    """Whether some decoder layer caches anything per token, so that the cache's size needs a sequence length: False
+    where transformers' cache lays out every decoder layer as one that keeps a fixed-size state, or none at all (a
+    pure Mamba or Mamba-2 stack); True where any layer attends (Jamba, Qwen3-Next), for an encoder-decoder, and where
+    transformers cannot say.
+
+    Example:
+        >>> caches_per_token({"model_type": "mamba", "hidden_size": 32, "num_hidden_layers": 2, "vocab_size": 64})
+        False
+        >>> caches_per_token({"model_type": "llama", "num_hidden_layers": 2})
+        True
+    """
+    text, composite = decoder_text_config(config)
+    if composite or text.get("is_encoder_decoder"):
+        return True
+    layers = _ConfigKeys(text).first("decoder_layers", "num_decoder_layers", "num_hidden_layers",
+                                     legacy=("n_layer", "num_layers"))
+    kinds = _decoder_layer_kinds(config, layers) if isinstance(layers, int) else None
+    return kinds is None or any(kind in _KV_KINDS for kind, _ in kinds)
+
+
+def estimate_kv_cache(config: dict[str, Any] | None, dtype: str, batch: int, seq_len: int | None,
                       length_source: str | None = None) -> KVCacheEstimate:
     """KV cache of a decoder for `batch` sequences of `seq_len` tokens: 2 x layers x kv_heads x head_dim.
 
@@ -2838,7 +2870,8 @@ def estimate_kv_cache(config: dict[str, Any] | None, dtype: str, batch: int, seq
     keys and values are `cross_attention_bytes`, apart too: each decoder layer's, for Whisper's max_source_positions
     encoder frames, a VisionEncoderDecoder's vision encoder's positions for its image_size, else as many encoder
     tokens as `seq_len`. `length_source` says where a `seq_len` the config does not write came from (see
-    `context_length`), in the note.
+    `context_length`), in the note. `seq_len` None sizes a model none of whose layers caches per token (see
+    `caches_per_token`), for any length.
 
     Example:
         >>> estimate_kv_cache({"model_type": "llama", "num_hidden_layers": 2, "num_attention_heads": 4,
@@ -2852,7 +2885,7 @@ def estimate_kv_cache(config: dict[str, Any] | None, dtype: str, batch: int, seq
 
     if not config:
         raise UsageError("--kv-cache needs the model's config.json")
-    if batch < 1 or seq_len < 1:
+    if batch < 1 or (seq_len is not None and seq_len < 1):
         raise UsageError("--batch and --seq-len must be at least 1")
     text, composite = decoder_text_config(config)
     keys = _ConfigKeys(text)
@@ -2876,9 +2909,14 @@ def estimate_kv_cache(config: dict[str, Any] | None, dtype: str, batch: int, seq
                 f"{plural(layers, 'keeps', 'keep')} a recurrent state of fixed size per sequence instead{unsized}"
                 if stateful else "no KV cache: no layer attends" if layers
                 else "no KV cache: the config counts 0 layers")
+        if seq_len is None:
+            note += "; the same for any sequence length, so no --seq-len is needed"
         return KVCacheEstimate(batch, seq_len, 0, 0, 0, torch_dtype, 0, 0, 0, False, note, state)
     if not (isinstance(layers, int) and isinstance(heads, int) and isinstance(hidden, int)):
         raise UsageError(keys.missing(("num_hidden_layers", "num_attention_heads", "hidden_size")))
+    if seq_len is None:
+        # `caches_per_token` said no layer caches per token, and yet one attends here: no length to size it by
+        raise UsageError("--kv-cache needs --seq-len: some layers cache keys and values per token")
     from weightdoctor.meta_model import MAX_LAYERS
 
     if layers > MAX_LAYERS:
@@ -3139,7 +3177,7 @@ class PlanRequest:
     no_split: list[str] | None = None
     reserve: int = 0
     manual_map: dict[str, int | str] | None = None
-    kv_cache: tuple[int, int] | None = None  # (batch, seq_len)
+    kv_cache: tuple[int, int | None] | None = None  # (batch, seq_len); seq_len None: see `caches_per_token`
     # Where seq_len came from when the config does not write it: its class's default ("LlamaConfig's default
     # max_position_embeddings"), said in the estimate's note; None where written or given.
     kv_length_source: str | None = None

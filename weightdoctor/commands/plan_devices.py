@@ -115,6 +115,7 @@ def plan_devices(
         STRATEGIES,
         PlanRequest,
         build_planned_model,
+        caches_per_token,
         context_length,
         load_manual_map,
         local_dtype,
@@ -231,7 +232,9 @@ def plan_devices(
     if kv_cache:
         # Without --seq-len, the decoder's context length as its config class reads it (Whisper's
         # max_target_positions, GPT-2's n_positions, MPT's max_seq_len, LlamaConfig's default 2048, ...).
-        length, length_source = (seq_len, None) if seq_len is not None else context_length(
+        # A pure Mamba / Mamba-2 stack keeps a fixed-size state whatever the length: none is needed, nor looked up.
+        length, length_source = (seq_len, None) if seq_len is not None else (None, None) if (
+            planned.config and not caches_per_token(planned.config)) else context_length(
             planned.config or {}, path=checkpoint.source)
         kv = (batch, length)
     request = PlanRequest(gpus=gpus, cpu=cpu_bytes, disk=disk, strategy=strategy, no_split=no_split or None,

@@ -205,7 +205,8 @@ def render_plan(report: PlanReport, console: Console, typed_sizes: Mapping[str, 
                  "states, fixed per sequence)") if kv.state_bytes else ""
         room = _kv_room(report, fit, size)
         if not kv.num_layers:
-            p(f"KV cache: none for batch {kv.batch} x {counted(kv.seq_len, 'token', grouped=False)}"
+            tokens = "any length" if kv.seq_len is None else counted(kv.seq_len, 'token', grouped=False)
+            p(f"KV cache: none for batch {kv.batch} x {tokens}"
               + (f" ({escape(kv.note)})" if kv.note else "") + (f"; {state}; {room}" if state else ""))
         else:
             # The note (a sliding window, a latent cache) says why the total is not per-token x tokens: it goes in
