@@ -2480,7 +2480,8 @@ def _decoder_layer_kinds(config: dict[str, Any], layers: int) -> list[tuple[str,
 
     if layers > MAX_LAYERS:
         return None
-    if config.get("model_type") in _RECURRENT_ONLY:
+    model_type = config.get("model_type")
+    if isinstance(model_type, str) and model_type in _RECURRENT_ONLY:  # a list there is unhashable (hostile)
         return [("linear_attention", None)] * layers
     try:
         from transformers.cache_utils import get_layer_types_and_kwargs
