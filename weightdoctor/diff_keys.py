@@ -3836,10 +3836,33 @@ def classify_key(
     if _HEAD.search(name) or _top_fc_is_head(name, own_side):
         # A head's bias starts at the model's own init, not at random: transformers' _init_weights zeroes a
         # Linear's bias ("initialised at random" stood beside classifier.bias, which from_pretrained leaves at zeros).
-        detail = ("not used by B, dropped" if kind != "missing" else "new, initialised by the model"
-                  if name.endswith(".bias") else "new, initialised at random")
+        detail = "not used by B, dropped" if kind != "missing" else new_head_detail(name, spec.shape)
         return "task-head", "info", detail
     return "unknown", "error", ""
+
+
+# A norm layer's module name (`layer_norm`, `LayerNorm`, `ln_f`, `norm`, `rms_norm`): its 1-D weight and bias in a
+# new head are constants set by the model's _init_weights, not random draws.
+_NORM_MODULE = _lazy_regex(r"(?i)(?:^|[._])(?:ln(?:_\w*)?|\w*norm\w*|\w*rms\w*)$")
+_LAYER_NORM_MODULE = _lazy_regex(r"(?i)(?:^|[._])(?:ln(?:_\w*)?|\w*layer_?norm\w*)$")
+
+
+def new_head_detail(name: str, shape: Sequence[int]) -> str:
+    """What from_pretrained leaves in a key of a new task head that the checkpoint lacks.
+
+    A Linear's weight is drawn at random; its bias, and a norm's weight and bias, are set by the model's
+    _init_weights: RoBERTa's new `lm_head.layer_norm.weight` (BERT's `cls.predictions.transform.LayerNorm.weight`)
+    loads as ones and its bias as zeros, which "initialised at random" misstated.
+    """
+    stem, _, leaf = name.rpartition(".")
+    if len(shape) == 1 and leaf in ("weight", "bias") and _NORM_MODULE.search(stem):
+        if leaf == "bias":
+            return "new, set to zeros by the model (a norm's shift), not random"
+        if _LAYER_NORM_MODULE.search(stem):
+            return "new, set to ones by the model (a LayerNorm's scale), not random"
+        return ("new, set by the model to the norm's constant scale (ones; zeros where it scales by 1 + weight, "
+                "as Gemma's RMSNorm), not random")
+    return "new, initialised by the model" if leaf == "bias" else "new, initialised at random"
 
 
 # The two factors of a LoRA pair and the axis that is its rank: the down / A factor's first (rank × in, rank × in
@@ -4132,7 +4155,9 @@ def build_report(
             why = classify_key(name, specs_b[name], kind, specs_a, supplied_ties, tie_embeddings, quantization,
                                target=specs_b, tie_embeddings_a=tie_embeddings_a, own_side=specs_b)
             if why[0] == "unknown" and head_names and name in head_names:
-                return "task-head", "info", "new, initialised at random (outside the base model)"
+                detail = new_head_detail(name, specs_b[name].shape)
+                return "task-head", "info", (detail if detail.endswith("not random")
+                                             else "new, initialised at random (outside the base model)")
             return why
         spec = specs_a.get(name) or KeySpec(name, (), "float32")
         why = classify_key(name, spec, kind, specs_b, tied_a, tie_embeddings_a, quantization=quantization,
