@@ -3,15 +3,22 @@
 - A new task head's LayerNorm / RMSNorm weight and bias (RoBERTa's `lm_head.layer_norm`, BERT's
   `cls.predictions.transform.LayerNorm`) were "new, initialised at random" / "initialised by the model": the model's
   _init_weights sets them to ones and zeros, which is what from_pretrained leaves.
+- `diff-keys DDP_BASE LORA` (a base saved through DDP, `module.` before every key, as A; its peft LoRA as B) gave
+  "unknown" errors with no note, where the unprefixed base gets `swapped-sides`: the adapter's modules are A's
+  under the wrapper's prefix, and the command the note gives strips it first (pasted as it is, it works).
 """
 
 from __future__ import annotations
 
+import json
+import shlex
 from pathlib import Path
 
+import pytest
 import torch
 
-from tests.helpers import run_json
+from fixtures.build import build_gpt2
+from tests.helpers import run_cli, run_json
 
 
 def test_a_new_heads_layer_norm_is_said_to_start_at_ones_and_zeros_as_from_pretrained_leaves_it(
@@ -61,3 +68,43 @@ def test_berts_new_prediction_head_layer_norm_is_said_to_start_at_ones_and_zeros
     assert detail["cls.predictions.transform.LayerNorm.bias"] == \
         "new, set to zeros by the model (a norm's shift), not random"
     assert detail["cls.predictions.transform.dense.weight"] == "new, initialised at random"
+
+
+@pytest.mark.parametrize("prefix", ["module.", "_orig_mod."])
+def test_a_base_saved_through_a_wrapper_against_its_lora_is_told_the_sides_are_swapped(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, prefix: str) -> None:
+    from peft import LoraConfig, get_peft_model
+
+    gpt2 = build_gpt2()
+    base = tmp_path / "wrapped.pt"
+    torch.save({f"{prefix}{k}": v for k, v in gpt2.state_dict().items()}, base)
+    plain = tmp_path / "plain.pt"
+    torch.save(gpt2.state_dict(), plain)
+    torch.manual_seed(4)
+    adapter = tmp_path / "lora"
+    get_peft_model(gpt2, LoraConfig(r=4, target_modules=["c_attn"], fan_in_fan_out=True)).save_pretrained(adapter)
+
+    code, report = run_json("diff-keys", base, adapter)
+    assert code == 1, report
+    rows = report["missing"] + report["unexpected"]
+    assert {row["reason"] for row in rows} == {"swapped-sides"}, rows
+    note = report["notes"][0]
+    assert note.startswith("B is a PEFT adapter and A the model it adapts, saved through a training wrapper "
+                           f"(DDP, torch.compile, ...: '{prefix}' before every key)"), note
+    assert "no key of the adapter was checked against A" in note, note
+    # The steps, pasted in a shell in one folder, write A without the prefix and check the adapter against it.
+    steps = note.split("to check it, ", 1)[1]
+    convert = shlex.split(steps.split("(", 2)[2].rsplit("), then ", 1)[0])
+    check = shlex.split(steps.rsplit("then run ", 1)[1])
+    assert convert[:2] == ["weightdoctor", "convert"] and check[:2] == ["weightdoctor", "diff-keys"], steps
+    monkeypatch.chdir(tmp_path)
+    assert run_cli(*convert[1:]).exit_code == 0
+    fixed = json.loads(run_cli(*check[1:], "--json").stdout)
+    assert fixed["worst_severity"] == "info", fixed["notes"]
+    assert "2 of them in B with shapes that fit" in fixed["notes"][0], fixed["notes"]
+
+    # The base without a prefix keeps its note and command.
+    code, report = run_json("diff-keys", plain, adapter)
+    assert code == 1, report
+    assert report["notes"][0].startswith("B is a PEFT adapter and A the model it adapts: "), report["notes"]
+    assert report["notes"][0].endswith(f"to check it, run weightdoctor diff-keys {adapter} {plain}"), report["notes"]
