@@ -6,6 +6,9 @@
 - `diff-keys DDP_BASE LORA` (a base saved through DDP, `module.` before every key, as A; its peft LoRA as B) gave
   "unknown" errors with no note, where the unprefixed base gets `swapped-sides`: the adapter's modules are A's
   under the wrapper's prefix, and the command the note gives strips it first (pasted as it is, it works).
+- A GPT-2 AdaLoRA with peft's wrapper renamed away (`--rename '^base_model\\.model\\.='`) against a GPT2Model was "a
+  LoRA in diffusers' layout ... of the pipeline's transformer", to load with load_lora_weights: GPT-2's
+  `transformer.` is no pipeline component, and diffusers has no AdaLoRA (its lora_E). It is a PEFT adapter.
 """
 
 from __future__ import annotations
@@ -108,3 +111,26 @@ def test_a_base_saved_through_a_wrapper_against_its_lora_is_told_the_sides_are_s
     assert code == 1, report
     assert report["notes"][0].startswith("B is a PEFT adapter and A the model it adapts: "), report["notes"]
     assert report["notes"][0].endswith(f"to check it, run weightdoctor diff-keys {adapter} {plain}"), report["notes"]
+
+
+def test_a_gpt2_adalora_renamed_out_of_peft_s_wrapper_is_named_a_peft_adalora_not_a_diffusers_lora(
+        tmp_path: Path) -> None:
+    from peft import AdaLoraConfig, get_peft_model
+
+    gpt2 = build_gpt2()
+    backbone = tmp_path / "gpt2model.pt"  # GPT2Model's keys: GPT2LMHeadModel's without `transformer.`
+    torch.save({k.removeprefix("transformer."): v for k, v in gpt2.state_dict().items()
+                if k.startswith("transformer.")}, backbone)
+    torch.manual_seed(4)
+    adapter = tmp_path / "adalora"
+    get_peft_model(gpt2, AdaLoraConfig(r=4, init_r=4, target_modules=["c_attn"], fan_in_fan_out=True,
+                                       total_step=10)).save_pretrained(adapter)
+    code, report = run_json("diff-keys", adapter, backbone, "--rename", r"^base_model\.model\.=")
+    assert code == 1, report
+    note = report["notes"][0]
+    assert note.startswith("A is a PEFT adapter: AdaLoRA (rank 4) on 2 module(s)"), note
+    assert "diffusers" not in note and "load_lora_weights" not in note and "pipeline" not in note, note
+    assert "PeftModel.from_pretrained(base, adapter)" in note, note
+    # The same note as without the rename: the rename changes the names compared, not what A is.
+    _, plain = run_json("diff-keys", adapter, backbone)
+    assert plain["notes"][0] == note, plain["notes"]

@@ -1379,9 +1379,13 @@ def adapter_fit(
     grouped_updates: set[str] = set()
     # The diffusers pipeline components whose pairs land in B once their prefix is stripped (B is that component).
     # peft's own files wrap every name in base_model.model. (GPT-2's transformer.h.0 is no pipeline component).
+    # Nor is an AdaLoRA's (its singular values, lora_E, beside each pair): diffusers saves and loads LoRAs alone, and
+    # a GPT-2 AdaLoRA with peft's wrapper renamed away (`--rename '^base_model\.model\.='`) against a GPT2Model was
+    # "a LoRA in diffusers' layout", to load with load_lora_weights.
     grouped = _lora_groups(pairs, specs_a)
     grouped_updates.update(_adapter_target(module) for module in grouped)
-    components = {component for _, match in pairs if not match["module"].startswith(_PEFT_WRAPPER)
+    adalora = any(match["part"] == "lora_E" for _, match in pairs)
+    components = set() if adalora else {component for _, match in pairs if not match["module"].startswith(_PEFT_WRAPPER)
                   and (component := _diffusers_component(module := _adapter_target(match["module"]))) is not None
                   and module + ".weight" not in specs_b and module[len(component):] + ".weight" in specs_b}
     params: dict[str, list[KeySpec]] | None = None  # `_module_parameters(specs_b)`, built when first wanted
