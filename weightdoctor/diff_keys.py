@@ -1434,9 +1434,13 @@ def adapter_fit(
     grouped_updates: set[str] = set()
     # The diffusers pipeline components whose pairs land in B once their prefix is stripped (B is that component).
     # peft's own files wrap every name in base_model.model. (GPT-2's transformer.h.0 is no pipeline component).
+    # Nor is an AdaLoRA's (its singular values, lora_E, beside each pair): diffusers saves and loads LoRAs alone, and
+    # a GPT-2 AdaLoRA with peft's wrapper renamed away (`--rename '^base_model\.model\.='`) against a GPT2Model was
+    # "a LoRA in diffusers' layout", to load with load_lora_weights.
     grouped = _lora_groups(pairs, specs_a)
     grouped_updates.update(_adapter_target(module) for module in grouped)
-    components = {component for _, match in pairs if not match["module"].startswith(_PEFT_WRAPPER)
+    adalora = any(match["part"] == "lora_E" for _, match in pairs)
+    components = set() if adalora else {component for _, match in pairs if not match["module"].startswith(_PEFT_WRAPPER)
                   and (component := _diffusers_component(module := _adapter_target(match["module"]))) is not None
                   and module + ".weight" not in specs_b and module[len(component):] + ".weight" in specs_b}
     params: dict[str, list[KeySpec]] | None = None  # `_module_parameters(specs_b)`, built when first wanted
@@ -1746,14 +1750,20 @@ def adapter_fit(
 
 def swapped_sides(
     specs_a: Mapping[str, KeySpec], specs_b: Mapping[str, KeySpec], unexpected: Sequence[str], missing: Sequence[str],
-    word_text_b: str | None = None, source_a: str = "A", source_b: str = "B", steps: str | None = None,
+    word_text_b: str | None = None, source_a: str = "A", source_b: str = "B",
+    steps: str | Callable[[str | None], str] | None = None,
 ) -> tuple[dict[str, tuple[str, str, str]], str]:
     """When B is an adapter (PEFT, kohya, LyCORIS, ...) that adapts modules of A, and A no adapter: the two given the
     other way round (`diff-keys BASE ADAPTER`). Every key then read "unknown: these weights will not load", errors,
     with no word of why. Returns (reason, severity, detail) for every key of A's and B's that differ, all errors (the
     check asked for was not made: a CI gate must not pass it), and a note that gives the command with the sides
     swapped; ({}, "") otherwise. `steps`: what the note tells to do to check it (`swapped_steps`: with the flags
-    that read each side as this run did); by default `diff-keys B A` on the sources as given.
+    that read each side as this run did), or a function of the training wrapper's prefix to strip from A's keys
+    first (None: none) that gives it; by default `diff-keys B A` on the sources as given.
+
+    A saved through a training wrapper (DDP's `module.`, torch.compile's `_orig_mod.` before every key) is the model
+    the adapter adapts all the same: its keys are matched without the prefix (they read "unknown" errors), and the
+    steps strip it first (`diff-keys B A` pasted as it is says the adapter's modules are not in A).
 
     Example:
         >>> base = {"q.weight": KeySpec("q.weight", (8, 8), "float32")}
@@ -1764,24 +1774,49 @@ def swapped_sides(
     """
     from weightdoctor.paths import shell_word
 
+    def adapts(whys: Mapping[str, tuple[str, str, str]]) -> bool:
+        return any(why[0] == "adapter-base" for why in whys.values()) and any(
+            why is not None and why[0] != "adapter-base" and "which B does not have" not in why[2]
+            for why in map(whys.get, missing))
+
     whys, note = adapter_fit(specs_b, specs_a, missing, unexpected, word_text_b)
+    wrapper = None
+    if whys and not adapts(whys):
+        wrapper = next((w for w in _WRAPPERS if w != _PEFT_WRAPPER and specs_a
+                        and all(name.startswith(w) for name in specs_a)), None)
+        if wrapper is not None:
+            bare = {name: name[len(wrapper):] for name in specs_a}
+            found, note = adapter_fit(specs_b, {bare[name]: spec for name, spec in specs_a.items()}, missing,
+                                      [bare.get(name, name) for name in unexpected], word_text_b)
+            original = {stripped: name for name, stripped in bare.items()}
+            whys = {original.get(name, name): why for name, why in found.items()}
+            if not adapts(whys):
+                wrapper = None
     # The adapter's modules are A's (a weight of A it leaves to the base): not an adapter of another model. Every
     # weight of A the adapter does not store is "adapter-base" whether or not it adapts A: a model with none of its
     # modules (another model, a whole PEFT model whose layers are under .base_layer.) was "the model it adapts", and
     # the command given said "none of its modules is in B".
-    if not whys or not any(why[0] == "adapter-base" for why in whys.values()) or not any(
-            why is not None and why[0] != "adapter-base" and "which B does not have" not in why[2]
-            for why in map(whys.get, missing)):
+    if not whys or not adapts(whys):
         return {}, ""
     named = re.match(r"A is (.+?)(?: \(|:)", note)
     what = named[1] if named else "an adapter"
-    if steps is None:
+    if callable(steps):
+        steps = steps(wrapper)
+    elif steps is None and wrapper is not None:
+        from weightdoctor.checkpoint import Checkpoint
+
+        steps = swapped_steps(Checkpoint(source_a, Path(source_a), "", False, [], []),
+                              Checkpoint(source_b, Path(source_b), "", False, [], []), strip=wrapper)
+    elif steps is None:
         steps = (f"run weightdoctor diff-keys {shell_word(source_b, argument=True)} "
                  f"{shell_word(source_a, argument=True)}")
+    saved = (f", saved through a training wrapper (DDP, torch.compile, ...: {wrapper!r} before every key)"
+             if wrapper is not None else "")
     swapped = {name: ("swapped-sides", "error", "" if whys.get(name, ("", "", ""))[0] == "adapter-base"
                       else whys.get(name, ("", "", ""))[2]) for name in (*unexpected, *missing)}
-    return swapped, (f"B is {what} and A the model it adapts: diff-keys loads A into B, so the sides are given the "
-                     f"other way round and no key of the adapter was checked against A; to check it, {steps}")
+    return swapped, (f"B is {what} and A the model it adapts{saved}: diff-keys loads A into B, so the sides are "
+                     "given the other way round and no key of the adapter was checked against A; to check it, "
+                     f"{steps}")
 
 
 def _tuners_fit(
@@ -3904,10 +3939,33 @@ def classify_key(
     if _HEAD.search(name) or _top_fc_is_head(name, own_side):
         # A head's bias starts at the model's own init, not at random: transformers' _init_weights zeroes a
         # Linear's bias ("initialised at random" stood beside classifier.bias, which from_pretrained leaves at zeros).
-        detail = ("not used by B, dropped" if kind != "missing" else "new, initialised by the model"
-                  if name.endswith(".bias") else "new, initialised at random")
+        detail = "not used by B, dropped" if kind != "missing" else new_head_detail(name, spec.shape)
         return "task-head", "info", detail
     return "unknown", "error", ""
+
+
+# A norm layer's module name (`layer_norm`, `LayerNorm`, `ln_f`, `norm`, `rms_norm`): its 1-D weight and bias in a
+# new head are constants set by the model's _init_weights, not random draws.
+_NORM_MODULE = _lazy_regex(r"(?i)(?:^|[._])(?:ln(?:_\w*)?|\w*norm\w*|\w*rms\w*)$")
+_LAYER_NORM_MODULE = _lazy_regex(r"(?i)(?:^|[._])(?:ln(?:_\w*)?|\w*layer_?norm\w*)$")
+
+
+def new_head_detail(name: str, shape: Sequence[int]) -> str:
+    """What from_pretrained leaves in a key of a new task head that the checkpoint lacks.
+
+    A Linear's weight is drawn at random; its bias, and a norm's weight and bias, are set by the model's
+    _init_weights: RoBERTa's new `lm_head.layer_norm.weight` (BERT's `cls.predictions.transform.LayerNorm.weight`)
+    loads as ones and its bias as zeros, which "initialised at random" misstated.
+    """
+    stem, _, leaf = name.rpartition(".")
+    if len(shape) == 1 and leaf in ("weight", "bias") and _NORM_MODULE.search(stem):
+        if leaf == "bias":
+            return "new, set to zeros by the model (a norm's shift), not random"
+        if _LAYER_NORM_MODULE.search(stem):
+            return "new, set to ones by the model (a LayerNorm's scale), not random"
+        return ("new, set by the model to the norm's constant scale (ones; zeros where it scales by 1 + weight, "
+                "as Gemma's RMSNorm), not random")
+    return "new, initialised by the model" if leaf == "bias" else "new, initialised at random"
 
 
 # The two factors of a LoRA pair and the axis that is its rank: the down / A factor's first (rank × in, rank × in
@@ -4200,7 +4258,9 @@ def build_report(
             why = classify_key(name, specs_b[name], kind, specs_a, supplied_ties, tie_embeddings, quantization,
                                target=specs_b, tie_embeddings_a=tie_embeddings_a, own_side=specs_b)
             if why[0] == "unknown" and head_names and name in head_names:
-                return "task-head", "info", "new, initialised at random (outside the base model)"
+                detail = new_head_detail(name, specs_b[name].shape)
+                return "task-head", "info", (detail if detail.endswith("not random")
+                                             else "new, initialised at random (outside the base model)")
             return why
         spec = specs_a.get(name) or KeySpec(name, (), "float32")
         why = classify_key(name, spec, kind, specs_b, tied_a, tie_embeddings_a, quantization=quantization,
@@ -4485,7 +4545,7 @@ def diff_specs(
     quantization_a: str | None = None,
     quantizers: tuple[str | None, str | None] = (None, None),
     adapter_config_a: Callable[[], Mapping[str, Any] | None] | None = None,
-    swapped_steps: str | None = None,
+    swapped_steps: str | Callable[[str | None], str] | None = None,
 ) -> DiffReport:
     """Diff two key sets as `load_state_dict(A, strict=False)` into a model shaped like B would see them.
 
@@ -4515,7 +4575,8 @@ def diff_specs(
         adapter_config_a: gives the PEFT adapter_config.json beside A (or None); called only for an adapter whose
             saved shapes it settles.
         swapped_steps: what a "swapped-sides" note tells to do to check the adapter B against A (`swapped_steps`),
-            when B is an adapter of A; by default `diff-keys B A` on the sources as given.
+            when B is an adapter of A, or a function of the wrapper prefix to strip from A's keys that gives it (see
+            `swapped_sides`); by default `diff-keys B A` on the sources as given.
 
     Raises:
         UsageError: the renames map two keys of A to the same name.
@@ -4598,7 +4659,7 @@ def _diff_specs(
     quantization_a: str | None = None,
     quantizers: tuple[str | None, str | None] = (None, None),
     adapter_config_a: Callable[[], Mapping[str, Any] | None] | None = None,
-    swapped_steps: str | None = None,
+    swapped_steps: str | Callable[[str | None], str] | None = None,
 ) -> DiffReport:
     renamed_a, _ = _renamed(specs_a, renames)
     tied = [[_rename_all(n, renames) for n in group] for group in tied_groups_a] if renames else tied_groups_a
@@ -4759,11 +4820,13 @@ def _rename_all(name: str, renames: Sequence[Rename]) -> str:
     return name
 
 
-def swapped_steps(a: Checkpoint, b: Checkpoint, key: str | None = None, renames: Sequence[Rename] = ()) -> str:
+def swapped_steps(a: Checkpoint, b: Checkpoint, key: str | None = None, renames: Sequence[Rename] = (),
+                  strip: str | None = None) -> str:
     """What a "swapped-sides" note tells to do: `diff-keys B A`, each side read as this run read it. The sources
     alone compared other revisions than `--revision` / `--revision-b` named (B's revision is the new A's, and A's
     the new B's), and dropped A's `--key` and `--rename`s: diff-keys takes neither for B, so A is written out as
-    this run read it first (`weightdoctor convert`, which takes both), and that copy compared.
+    this run read it first (`weightdoctor convert`, which takes both), and that copy compared. `strip`: a training
+    wrapper's prefix before every key of A (`module.`), which that copy drops too.
 
     Example:
         >>> from weightdoctor.checkpoint import Checkpoint
@@ -4777,13 +4840,15 @@ def swapped_steps(a: Checkpoint, b: Checkpoint, key: str | None = None, renames:
     first, second = b.revision, a.revision
     flags = [f"--revision {shell_word(first)}"] if first is not None else []
     steps = ""
-    if key is not None or renames:
+    wrapper = [Rename(f"^{re.escape(strip)}", "")] if strip is not None else []
+    if key is not None or renames or wrapper:
         # A file converts to a file, a folder or a repo to a folder (convert's rule).
         source = Path(a.source)
-        tags = ".".join(([key] if key is not None else []) + (["renamed"] if renames else []))
+        tags = ".".join(([key] if key is not None else []) + (["renamed"] if renames or wrapper else []))
         written = (f"{source.stem}.{tags}.safetensors" if source.suffix.lower() in _WEIGHT_FILE_SUFFIXES
                    else f"{source.name}.{tags}")
-        options = ([f"--key {shell_word(key)}"] if key is not None else []) + [rename.as_flag() for rename in renames]
+        options = ([f"--key {shell_word(key)}"] if key is not None else []) + [rename.as_flag() for rename in
+                                                                                [*renames, *wrapper]]
         words = ["weightdoctor convert", shell_word(a.source, argument=True), *options,
                  f"-o {shell_word(written, argument=True)}"]
         words += [f"--revision {shell_word(second)}"] if second is not None else []
@@ -4792,7 +4857,10 @@ def swapped_steps(a: Checkpoint, b: Checkpoint, key: str | None = None, renames:
         takes = " and ".join((["takes no --key for B"] if key is not None else [])
                              + (["renames only A's keys"] if renames else []))
         into = "a file" if written.endswith(".safetensors") else "a folder"
-        steps = (f"write A's state dict as this run read it ({how}) to {into} of its own, as diff-keys {takes} "
+        read = f"as this run read it ({how})" if how else ""
+        unwrapped = f"without the wrapper's prefix ({wrapper[0].as_flag()})" if wrapper else ""
+        why = f", as diff-keys {takes}" if takes else ""
+        steps = (f"write A's state dict {' and '.join(filter(None, (read, unwrapped)))} to {into} of its own{why} "
                  f"({' '.join(words)}), then ")
         target = written
     else:
@@ -4834,7 +4902,7 @@ def diff_checkpoints(a: Checkpoint, b: Checkpoint, renames: Sequence[Rename] = (
         quantization_a=None if (found := quantization_of(a.config)) is None or found_b else found[0],
         quantizers=(found[0] if found is not None else None, found_b[0] if found_b is not None else None),
         adapter_config_a=adapter_config_a,
-        swapped_steps=swapped_steps(a, b, key, renames),
+        swapped_steps=functools.partial(swapped_steps, a, b, key, renames),
     )
     report.revision_a, report.resolved_a = a.revision, a.location
     report.revision_b, report.resolved_b = b.revision, b.location
