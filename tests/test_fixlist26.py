@@ -24,6 +24,7 @@ import torch
 from safetensors.torch import save_file
 
 from tests.helpers import run_cli, run_json
+from tests.test_perf20 import _CHROMA, _FLUX  # the same Chroma and Flux stand-ins
 
 
 def _save(module: torch.nn.Module, path: Path) -> torch.nn.Module:
@@ -194,12 +195,6 @@ def test_diff_keys_says_ln_tuning_as_the_other_commands_do(tmp_path: Path) -> No
                for e in data["unexpected"]), data["unexpected"]
 
 
-_CHROMA = {"distilled_guidance_layer.in_proj.weight": (8, 16),
-           "distilled_guidance_layer.layers.0.in_layer.weight": (8, 8),
-           "double_blocks.0.img_attn.qkv.weight": (24, 8), "img_in.weight": (8, 64)}
-_FLUX = {"guidance_in.in_layer.weight": (8, 16), "time_in.in_layer.weight": (8, 16),
-         "double_blocks.0.img_mod.lin.weight": (48, 8), "double_blocks.0.img_attn.qkv.weight": (24, 8),
-         "img_in.weight": (8, 64)}
 
 
 def _file(path: Path, shapes: dict[str, tuple[int, ...]], prefix: str = "") -> Path:
