@@ -2858,7 +2858,9 @@ def caches_per_token(config: dict[str, Any]) -> bool:
     layers = _ConfigKeys(text).first("decoder_layers", "num_decoder_layers", "num_hidden_layers",
                                      legacy=("n_layer", "num_layers"))
     kinds = _decoder_layer_kinds(config, layers) if isinstance(layers, int) else None
-    return kinds is None or any(kind in _KV_KINDS for kind, _ in kinds)
+    # No layers at all (0): nothing to decide by, the length read as before ("no KV cache: the config counts 0
+    # layers" stays the whole note).
+    return not kinds or any(kind in _KV_KINDS for kind, _ in kinds)
 
 
 def estimate_kv_cache(config: dict[str, Any] | None, dtype: str, batch: int, seq_len: int | None,
