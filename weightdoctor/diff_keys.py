@@ -1443,6 +1443,11 @@ def adapter_fit(
     components = set() if adalora else {component for _, match in pairs if not match["module"].startswith(_PEFT_WRAPPER)
                   and (component := _diffusers_component(module := _adapter_target(match["module"]))) is not None
                   and module + ".weight" not in specs_b and module[len(component):] + ".weight" in specs_b}
+    # Nor is one with peft's adapter_config.json beside it (its peft_type): diffusers writes none, and a GPT-2 LoRA
+    # with peft's wrapper renamed away against a GPT2Model was "a LoRA in diffusers' layout" too. Read only when a
+    # component was found (the config is a file read).
+    if components and adapter_config is not None and isinstance((adapter_config() or {}).get("peft_type"), str):
+        components = set()
     params: dict[str, list[KeySpec]] | None = None  # `_module_parameters(specs_b)`, built when first wanted
     # The 2-D lora_A and lora_B of one adapter on one module (their names without the part) that each fit it.
     factors: dict[str, dict[str, tuple[str, tuple[int, ...], KeySpec, str]]] = defaultdict(dict)
