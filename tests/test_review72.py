@@ -4,12 +4,18 @@
   GPT2Model was still "a LoRA in diffusers' layout ... of the pipeline's transformer", to load with
   load_lora_weights (fixlist28 settled it for AdaLoRA only): peft's adapter_config.json (its peft_type) beside A
   says it is a PEFT adapter, and it gets the same note as without the rename.
+- A saved PEFT adapter as A against the whole PEFT-wrapped model it was saved from as B
+  (`get_peft_model(...).state_dict()`; fixlist27 covered only the other way round): a LoRA's note said "none of its
+  modules is in B: it was made for another model, and PeftModel.from_pretrained(B, adapter) raises", an IA3's said
+  nothing, and B's own adapter tensors were "a weight of the base model" (adapter-base). The note now says B is a
+  whole PEFT-wrapped model holding those modules under `.base_layer.`, and B's adapter tensors are told as such.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 
 from fixtures.build import build_gpt2
@@ -43,3 +49,38 @@ def test_a_gpt2_lora_renamed_out_of_peft_s_wrapper_is_named_a_peft_adapter_by_it
     (adapter / "adapter_model.safetensors").rename(bare / "adapter_model.safetensors")
     _, report = run_json("diff-keys", bare, backbone, "--rename", r"^base_model\.model\.=")
     assert report["notes"][0].startswith("A is a LoRA in diffusers' layout"), report["notes"]
+
+
+@pytest.mark.parametrize("method", ["lora", "ia3"])
+def test_an_adapter_against_the_whole_peft_wrapped_model_it_was_saved_from_is_not_for_another_model(
+        tmp_path: Path, method: str) -> None:
+    from peft import IA3Config, LoraConfig, get_peft_model
+
+    torch.manual_seed(4)
+    config = (LoraConfig(r=4, target_modules=["c_attn"], fan_in_fan_out=True) if method == "lora" else
+              IA3Config(target_modules=["c_attn", "mlp.c_proj"], feedforward_modules=["mlp.c_proj"],
+                        fan_in_fan_out=True))
+    wrapped = get_peft_model(build_gpt2(), config)
+    whole = tmp_path / "wrapped.pt"
+    torch.save(wrapped.state_dict(), whole)
+    adapter = tmp_path / "adapter"
+    wrapped.save_pretrained(adapter)
+    modules = 2 if method == "lora" else 4
+
+    code, report = run_json("diff-keys", adapter, whole)
+    assert code == 1, report
+    note = report["notes"][0]
+    assert "made for another model" not in note and "raises" not in note, note
+    assert (f"but {modules} of them are B's adapted layers (e.g. "
+            "base_model.model.transformer.h.0.attn.c_attn.base_layer.weight): B is a whole PEFT-wrapped model") in note
+    rows = {row["name"]: row for row in report["missing"]}
+    own = rows["base_model.model.transformer.h.0.attn.c_attn." + ("lora_A.default.weight" if method == "lora"
+                                                                   else "ia3_l.default")]
+    assert (own["reason"], own["severity"]) == ("adapter", "info"), own
+    assert own["detail"] == "a tensor of the adapter in B, a whole PEFT-wrapped model", own
+    assert rows["base_model.model.transformer.wte.weight"]["reason"] == "adapter-base", rows
+    details = [row["detail"] for row in report["unexpected"]]
+    assert len(details) == 4, details
+    assert all(detail.startswith("on transformer.h.") and detail.endswith(
+        ", which B holds wrapped by an adapter of its own (.base_layer.), not as a base model's layer")
+        for detail in details), details

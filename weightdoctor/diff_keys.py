@@ -1712,6 +1712,25 @@ def adapter_fit(
             note += (f"; {misfit} of them {plural(misfit, 'does', 'do')} not fit B's shapes: it was made for another "
                      "size of the model, and PeftModel.from_pretrained(B, adapter) raises a size mismatch: load it "
                      "onto the base it was made for (adapter_config.json's base_model_name_or_path)")
+        # B a whole PEFT-wrapped model (get_peft_model(...).state_dict(): each adapted layer's weight under
+        # `.base_layer.`, its own adapter's tensors beside it): "it was made for another model" was said of an
+        # adapter against the very model it was saved from.
+        elif modules and not fitting and (wrapped_b := [
+                module for module in modules if f"{_PEFT_WRAPPER}{module}.base_layer.weight" in specs_b]):
+            for name in missing:
+                if (match := _LORA_PAIR.match(name) or _PEFT_TUNER.match(name)) is not None and (
+                        _adapter_target(match["module"]) in modules):
+                    whys[name] = ("adapter", "info", "a tensor of the adapter in B, a whole PEFT-wrapped model")
+            for name, match in (*pairs, *tuners):
+                if _adapter_target(match["module"]) in wrapped_b:
+                    whys[name] = ("adapter", "error", f"on {_adapter_target(match['module'])}, which B holds "
+                                  "wrapped by an adapter of its own (.base_layer.), not as a base model's layer")
+            note += (f"; none of its modules is in B as a base model's layer (e.g. {next(iter(modules))}), but "
+                     f"{len(wrapped_b)} of them {plural(len(wrapped_b), 'is', 'are')} B's adapted layers (e.g. "
+                     f"{_PEFT_WRAPPER}{wrapped_b[0]}.base_layer.weight): B is a whole PEFT-wrapped model (the "
+                     "base with an adapter in it, get_peft_model(...).state_dict()), not a base an adapter loads "
+                     "into; to compare the adapters, save B's with save_pretrained; to check A, compare it against "
+                     "the base (or B merged: merge_and_unload)")
         elif ranks and modules and not fitting:
             # No module of the adapter is in B: peft's inject_adapter raises NoMatchingPeftModuleError ("Target
             # modules {...} not found in the base model"); "0 of them in B" said nothing of what to do. Unless B has
