@@ -84,3 +84,32 @@ def test_an_adapter_against_the_whole_peft_wrapped_model_it_was_saved_from_is_no
     assert all(detail.startswith("on transformer.h.") and detail.endswith(
         ", which B holds wrapped by an adapter of its own (.base_layer.), not as a base model's layer")
         for detail in details), details
+
+
+def test_a_model_of_another_width_against_a_lora_is_not_called_the_model_it_adapts(tmp_path: Path) -> None:
+    from peft import LoraConfig, get_peft_model
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(4)
+    adapter = tmp_path / "lora"  # of GPT-2 with n_embd 32
+    lora = LoraConfig(r=4, target_modules=["c_attn"], fan_in_fan_out=True)
+    get_peft_model(build_gpt2(), lora).save_pretrained(adapter)
+    narrow = tmp_path / "narrow.pt"
+    torch.manual_seed(0)
+    torch.save(GPT2LMHeadModel(GPT2Config(vocab_size=99, n_embd=16, n_layer=2, n_head=2, n_positions=64)).state_dict(),
+               narrow)
+    code, report = run_json("diff-keys", narrow, adapter)
+    assert code == 1, report
+    note = report["notes"][0]
+    assert note.startswith("B is a PEFT adapter and A a model with its modules, but of another size: none of the "
+                           "adapter's tensors fits A's shapes: diff-keys loads A into B"), note
+    assert "the model it adapts" not in note, note
+    assert {row["reason"] for row in report["missing"] + report["unexpected"]} == {"swapped-sides"}, report
+    # The command it gives says the same from the adapter's side.
+    _, swapped = run_json("diff-keys", adapter, narrow)
+    assert "it was made for another size of the model" in swapped["notes"][0], swapped["notes"]
+    # Of the width the LoRA was made for, it is still the model it adapts.
+    wide = tmp_path / "wide.pt"
+    torch.save(build_gpt2().state_dict(), wide)
+    _, report = run_json("diff-keys", wide, adapter)
+    assert report["notes"][0].startswith("B is a PEFT adapter and A the model it adapts: "), report["notes"]

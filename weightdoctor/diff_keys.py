@@ -1723,8 +1723,7 @@ def adapter_fit(
                     whys[name] = ("adapter", "info", "a tensor of the adapter in B, a whole PEFT-wrapped model")
             for name, match in (*pairs, *tuners):
                 if _adapter_target(match["module"]) in wrapped_b:
-                    whys[name] = ("adapter", "error", f"on {_adapter_target(match['module'])}, which B holds "
-                                  "wrapped by an adapter of its own (.base_layer.), not as a base model's layer")
+                    whys[name] = ("adapter", "error", f"on {_adapter_target(match['module'])}, {_WRAPPED_IN_B}")
             note += (f"; none of its modules is in B as a base model's layer (e.g. {next(iter(modules))}), but "
                      f"{len(wrapped_b)} of them {plural(len(wrapped_b), 'is', 'are')} B's adapted layers (e.g. "
                      f"{_PEFT_WRAPPER}{wrapped_b[0]}.base_layer.weight): B is a whole PEFT-wrapped model (the "
@@ -1772,6 +1771,11 @@ def adapter_fit(
     return whys, note
 
 
+# The detail of an adapter's tensor on a module B holds as a whole PEFT-wrapped model's (see `adapter_fit`): such a
+# module is not one the adapter adapts in a model (`swapped_sides`).
+_WRAPPED_IN_B = "which B holds wrapped by an adapter of its own (.base_layer.), not as a base model's layer"
+
+
 def swapped_sides(
     specs_a: Mapping[str, KeySpec], specs_b: Mapping[str, KeySpec], unexpected: Sequence[str], missing: Sequence[str],
     word_text_b: str | None = None, source_a: str = "A", source_b: str = "B",
@@ -1801,7 +1805,7 @@ def swapped_sides(
     def adapts(whys: Mapping[str, tuple[str, str, str]]) -> bool:
         return any(why[0] == "adapter-base" for why in whys.values()) and any(
             why is not None and why[0] != "adapter-base" and "which B does not have" not in why[2]
-            for why in map(whys.get, missing))
+            and _WRAPPED_IN_B not in why[2] for why in map(whys.get, missing))
 
     whys, note = adapter_fit(specs_b, specs_a, missing, unexpected, word_text_b)
     wrapper = None
@@ -1838,8 +1842,15 @@ def swapped_sides(
              if wrapper is not None else "")
     swapped = {name: ("swapped-sides", "error", "" if whys.get(name, ("", "", ""))[0] == "adapter-base"
                       else whys.get(name, ("", "", ""))[2]) for name in (*unexpected, *missing)}
-    return swapped, (f"B is {what} and A the model it adapts{saved}: diff-keys loads A into B, so the sides are "
-                     "given the other way round and no key of the adapter was checked against A; to check it, "
+    # Modules of A's names whose shapes none of the adapter's tensors fit (GPT-2's LoRA against a GPT-2 of another
+    # width): "A the model it adapts" was said, and the command given then says "made for another size".
+    told = [why for name, why in whys.items() if name in set(missing) and why[0] == "adapter"]
+    resized = not any(why[1] == "info" for why in told) and any("fit" in why[2] for why in told)
+    adapted = ("A a model with its modules, but of another size: none of the adapter's tensors fits A's shapes"
+               if resized else "A the model it adapts")
+    checked = "" if resized else " and no key of the adapter was checked against A"
+    return swapped, (f"B is {what} and {adapted}{saved}: diff-keys loads A into B, so the sides are "
+                     f"given the other way round{checked}; to check it, "
                      f"{steps}")
 
 
