@@ -3990,7 +3990,10 @@ def new_head_detail(name: str, shape: Sequence[int]) -> str:
 
     A Linear's weight is drawn at random; its bias, and a norm's weight and bias, are set by the model's
     _init_weights: RoBERTa's new `lm_head.layer_norm.weight` (BERT's `cls.predictions.transform.LayerNorm.weight`)
-    loads as ones and its bias as zeros, which "initialised at random" misstated.
+    loads as ones and its bias as zeros, which "initialised at random" misstated. An RMSNorm that scales by
+    1 + weight loads its missing weight as zeros: measured (transformers 5.25, from_pretrained of a checkpoint
+    without it) for GemmaRMSNorm, Gemma2RMSNorm and Gemma3RMSNorm. (A Gemma, Gemma 2 or Gemma 3 base into its
+    ForCausalLM or ForSequenceClassification adds no norm: only `score.weight`, at random; the lm_head is tied.)
     """
     stem, _, leaf = name.rpartition(".")
     if len(shape) == 1 and leaf in ("weight", "bias") and _NORM_MODULE.search(stem):
