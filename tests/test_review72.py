@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 import pytest
@@ -113,3 +114,31 @@ def test_a_model_of_another_width_against_a_lora_is_not_called_the_model_it_adap
     torch.save(build_gpt2().state_dict(), wide)
     _, report = run_json("diff-keys", wide, adapter)
     assert report["notes"][0].startswith("B is a PEFT adapter and A the model it adapts: "), report["notes"]
+
+
+@pytest.mark.parametrize("prefix", ["module.", "_orig_mod."])
+def test_a_whole_peft_wrapped_model_saved_through_ddp_against_its_adapter_says_what_the_pair_is(
+        tmp_path: Path, prefix: str) -> None:
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(4)
+    wrapped = get_peft_model(build_gpt2(), LoraConfig(r=4, target_modules=["c_attn"], fan_in_fan_out=True))
+    whole = tmp_path / "wrapped.pt"
+    torch.save({prefix + k: v for k, v in wrapped.state_dict().items()}, whole)
+    adapter = tmp_path / "adapter"
+    wrapped.save_pretrained(adapter)
+
+    code, report = run_json("diff-keys", whole, adapter)
+    assert code == 1, report
+    note = report["notes"][0]
+    assert note.startswith(f"A is a whole PEFT-wrapped model (saved through a training wrapper, DDP, torch.compile, "
+                           f"...: '{prefix}' before every key), the base with its adapter in it, and B a saved PEFT "
+                           "adapter: 29 weights of A's are the base's (4 adapted layers under .base_layer.)"), note
+    rows = report["missing"] + report["unexpected"]
+    assert not any(row["reason"] == "unknown" for row in rows), rows
+    assert {row["reason"] for row in rows if "lora_" not in row["name"]} == {"adapter-base"}, rows
+    assert {(row["reason"], row["severity"]) for row in rows if "lora_" in row["name"]} == {("adapter", "error")}
+    flags = shlex.split(note.split("map its adapter tensors with ", 1)[1].split(");", 1)[0])
+    assert flags[0] == "--rename" and len(flags) == 4, flags
+    _, fixed = run_json("diff-keys", whole, adapter, *flags)
+    assert fixed["worst_severity"] == "info", fixed

@@ -1233,8 +1233,15 @@ def peft_wrapped_against_adapter(
         >>> peft_wrapped_against_adapter(a, b, list(a))[1].split(":")[0]
         'A is a whole PEFT-wrapped model, the base with its adapter in it, and B a saved PEFT adapter'
     """
-    if not _saved_peft_adapter(specs_b):  # first: it stops at B's first name not under base_model.
+    adapter_b = _saved_peft_adapter(specs_b)
+    if not adapter_b:  # first: it stops at B's first name not under base_model.
         return {}, ""
+    # Saved through a training wrapper too (DDP's `module.` before every key): its names were "unknown" errors.
+    outer = next((w for w in _WRAPPERS if w != _PEFT_WRAPPER and specs_a
+                  and all(name.startswith(w + _PEFT_WRAPPER) for name in specs_a)), "")
+    if outer:
+        specs_a = {name[len(outer):]: spec for name, spec in specs_a.items()}
+        unexpected = [name[len(outer):] if name.startswith(outer) else name for name in unexpected]
     wrapped = [name for name in specs_a if name.startswith(_PEFT_WRAPPER) and ".base_layer." in name]
     if not wrapped:
         return {}, ""
@@ -1243,13 +1250,27 @@ def peft_wrapped_against_adapter(
     if not adapter_a:
         return {}, ""
     base = [name for name in unexpected if name not in adapter_a]
-    whys = {name: ("adapter-base", "info", "a weight of the base model in A, which B, an adapter, does not store")
-            for name in base}
-    return whys, (f"A is a whole PEFT-wrapped model, the base with its adapter in it, and B a saved PEFT adapter: "
-                  f"{counted(len(base), 'weight', grouped=True)} of A's are the base's "
+    whys = {outer + name: ("adapter-base", "info", "a weight of the base model in A, which B, an adapter, does not "
+                           "store") for name in base}
+    saved, mapped = "", "the suggested renames"
+    if outer:  # no rename is suggested through the wrapper's prefix: the flags that map A's adapter onto B's
+        saved = f" (saved through a training wrapper, DDP, torch.compile, ...: {outer!r} before every key)"
+        flags = " ".join([Rename(f"^{re.escape(outer)}", "").as_flag()] + (
+            [Rename(r"\.default\.", ".").as_flag()] if any(".default." in name for name in adapter_a) else []))
+        mapped = flags
+        for name in unexpected:
+            if name in adapter_a:
+                whys[outer + name] = ("adapter", "error", f"a tensor of A's adapter, under the wrapper's prefix: "
+                                      f"{flags} maps it onto B's")
+        for name in adapter_b:
+            if outer + name not in whys and name not in specs_a:
+                whys[name] = ("adapter", "error", f"a tensor of B's adapter, which A holds under the wrapper's "
+                              f"prefix: {flags} maps A's onto it")
+    return whys, (f"A is a whole PEFT-wrapped model{saved}, the base with its adapter in it, and B a saved PEFT "
+                  f"adapter: {counted(len(base), 'weight', grouped=True)} of A's are the base's "
                   f"({counted(len(wrapped), 'adapted layer', grouped=True)} under .base_layer.), which an adapter "
-                  "does not store; to compare the adapters, save A's with save_pretrained (or map its adapter "
-                  "tensors with the suggested renames); to compare the model, merge it (merge_and_unload) and "
+                  f"does not store; to compare the adapters, save A's with save_pretrained (or map its adapter "
+                  f"tensors with {mapped}); to compare the model, merge it (merge_and_unload) and "
                   "compare it with the base, or compare B against the base")
 
 
