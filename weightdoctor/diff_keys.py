@@ -1233,8 +1233,15 @@ def peft_wrapped_against_adapter(
         >>> peft_wrapped_against_adapter(a, b, list(a))[1].split(":")[0]
         'A is a whole PEFT-wrapped model, the base with its adapter in it, and B a saved PEFT adapter'
     """
-    if not _saved_peft_adapter(specs_b):  # first: it stops at B's first name not under base_model.
+    adapter_b = _saved_peft_adapter(specs_b)
+    if not adapter_b:  # first: it stops at B's first name not under base_model.
         return {}, ""
+    # Saved through a training wrapper too (DDP's `module.` before every key): its names were "unknown" errors.
+    outer = next((w for w in _WRAPPERS if w != _PEFT_WRAPPER and specs_a
+                  and all(name.startswith(w + _PEFT_WRAPPER) for name in specs_a)), "")
+    if outer:
+        specs_a = {name[len(outer):]: spec for name, spec in specs_a.items()}
+        unexpected = [name[len(outer):] if name.startswith(outer) else name for name in unexpected]
     wrapped = [name for name in specs_a if name.startswith(_PEFT_WRAPPER) and ".base_layer." in name]
     if not wrapped:
         return {}, ""
@@ -1243,13 +1250,27 @@ def peft_wrapped_against_adapter(
     if not adapter_a:
         return {}, ""
     base = [name for name in unexpected if name not in adapter_a]
-    whys = {name: ("adapter-base", "info", "a weight of the base model in A, which B, an adapter, does not store")
-            for name in base}
-    return whys, (f"A is a whole PEFT-wrapped model, the base with its adapter in it, and B a saved PEFT adapter: "
-                  f"{counted(len(base), 'weight', grouped=True)} of A's are the base's "
+    whys = {outer + name: ("adapter-base", "info", "a weight of the base model in A, which B, an adapter, does not "
+                           "store") for name in base}
+    saved, mapped = "", "the suggested renames"
+    if outer:  # no rename is suggested through the wrapper's prefix: the flags that map A's adapter onto B's
+        saved = f" (saved through a training wrapper, DDP, torch.compile, ...: {outer!r} before every key)"
+        flags = " ".join([Rename(f"^{re.escape(outer)}", "").as_flag()] + (
+            [Rename(r"\.default\.", ".").as_flag()] if any(".default." in name for name in adapter_a) else []))
+        mapped = flags
+        for name in unexpected:
+            if name in adapter_a:
+                whys[outer + name] = ("adapter", "error", f"a tensor of A's adapter, under the wrapper's prefix: "
+                                      f"{flags} maps it onto B's")
+        for name in adapter_b:
+            if outer + name not in whys and name not in specs_a:
+                whys[name] = ("adapter", "error", f"a tensor of B's adapter, which A holds under the wrapper's "
+                              f"prefix: {flags} maps A's onto it")
+    return whys, (f"A is a whole PEFT-wrapped model{saved}, the base with its adapter in it, and B a saved PEFT "
+                  f"adapter: {counted(len(base), 'weight', grouped=True)} of A's are the base's "
                   f"({counted(len(wrapped), 'adapted layer', grouped=True)} under .base_layer.), which an adapter "
-                  "does not store; to compare the adapters, save A's with save_pretrained (or map its adapter "
-                  "tensors with the suggested renames); to compare the model, merge it (merge_and_unload) and "
+                  f"does not store; to compare the adapters, save A's with save_pretrained (or map its adapter "
+                  f"tensors with {mapped}); to compare the model, merge it (merge_and_unload) and "
                   "compare it with the base, or compare B against the base")
 
 
@@ -1443,6 +1464,11 @@ def adapter_fit(
     components = set() if adalora else {component for _, match in pairs if not match["module"].startswith(_PEFT_WRAPPER)
                   and (component := _diffusers_component(module := _adapter_target(match["module"]))) is not None
                   and module + ".weight" not in specs_b and module[len(component):] + ".weight" in specs_b}
+    # Nor is one with peft's adapter_config.json beside it (its peft_type): diffusers writes none, and a GPT-2 LoRA
+    # with peft's wrapper renamed away against a GPT2Model was "a LoRA in diffusers' layout" too. Read only when a
+    # component was found (the config is a file read).
+    if components and adapter_config is not None and isinstance((adapter_config() or {}).get("peft_type"), str):
+        components = set()
     params: dict[str, list[KeySpec]] | None = None  # `_module_parameters(specs_b)`, built when first wanted
     # The 2-D lora_A and lora_B of one adapter on one module (their names without the part) that each fit it.
     factors: dict[str, dict[str, tuple[str, tuple[int, ...], KeySpec, str]]] = defaultdict(dict)
@@ -1707,6 +1733,24 @@ def adapter_fit(
             note += (f"; {misfit} of them {plural(misfit, 'does', 'do')} not fit B's shapes: it was made for another "
                      "size of the model, and PeftModel.from_pretrained(B, adapter) raises a size mismatch: load it "
                      "onto the base it was made for (adapter_config.json's base_model_name_or_path)")
+        # B a whole PEFT-wrapped model (get_peft_model(...).state_dict(): each adapted layer's weight under
+        # `.base_layer.`, its own adapter's tensors beside it): "it was made for another model" was said of an
+        # adapter against the very model it was saved from.
+        elif modules and not fitting and (wrapped_b := [
+                module for module in modules if f"{_PEFT_WRAPPER}{module}.base_layer.weight" in specs_b]):
+            for name in missing:
+                if (match := _LORA_PAIR.match(name) or _PEFT_TUNER.match(name)) is not None and (
+                        _adapter_target(match["module"]) in modules):
+                    whys[name] = ("adapter", "info", "a tensor of the adapter in B, a whole PEFT-wrapped model")
+            for name, match in (*pairs, *tuners):
+                if _adapter_target(match["module"]) in wrapped_b:
+                    whys[name] = ("adapter", "error", f"on {_adapter_target(match['module'])}, {_WRAPPED_IN_B}")
+            note += (f"; none of its modules is in B as a base model's layer (e.g. {next(iter(modules))}), but "
+                     f"{len(wrapped_b)} of them {plural(len(wrapped_b), 'is', 'are')} B's adapted layers (e.g. "
+                     f"{_PEFT_WRAPPER}{wrapped_b[0]}.base_layer.weight): B is a whole PEFT-wrapped model (the "
+                     "base with an adapter in it, get_peft_model(...).state_dict()), not a base an adapter loads "
+                     "into; to compare the adapters, save B's with save_pretrained; to check A, compare it against "
+                     "the base (or B merged: merge_and_unload)")
         elif ranks and modules and not fitting:
             # No module of the adapter is in B: peft's inject_adapter raises NoMatchingPeftModuleError ("Target
             # modules {...} not found in the base model"); "0 of them in B" said nothing of what to do. Unless B has
@@ -1748,6 +1792,11 @@ def adapter_fit(
     return whys, note
 
 
+# The detail of an adapter's tensor on a module B holds as a whole PEFT-wrapped model's (see `adapter_fit`): such a
+# module is not one the adapter adapts in a model (`swapped_sides`).
+_WRAPPED_IN_B = "which B holds wrapped by an adapter of its own (.base_layer.), not as a base model's layer"
+
+
 def swapped_sides(
     specs_a: Mapping[str, KeySpec], specs_b: Mapping[str, KeySpec], unexpected: Sequence[str], missing: Sequence[str],
     word_text_b: str | None = None, source_a: str = "A", source_b: str = "B",
@@ -1777,7 +1826,7 @@ def swapped_sides(
     def adapts(whys: Mapping[str, tuple[str, str, str]]) -> bool:
         return any(why[0] == "adapter-base" for why in whys.values()) and any(
             why is not None and why[0] != "adapter-base" and "which B does not have" not in why[2]
-            for why in map(whys.get, missing))
+            and _WRAPPED_IN_B not in why[2] for why in map(whys.get, missing))
 
     whys, note = adapter_fit(specs_b, specs_a, missing, unexpected, word_text_b)
     wrapper = None
@@ -1814,8 +1863,15 @@ def swapped_sides(
              if wrapper is not None else "")
     swapped = {name: ("swapped-sides", "error", "" if whys.get(name, ("", "", ""))[0] == "adapter-base"
                       else whys.get(name, ("", "", ""))[2]) for name in (*unexpected, *missing)}
-    return swapped, (f"B is {what} and A the model it adapts{saved}: diff-keys loads A into B, so the sides are "
-                     "given the other way round and no key of the adapter was checked against A; to check it, "
+    # Modules of A's names whose shapes none of the adapter's tensors fit (GPT-2's LoRA against a GPT-2 of another
+    # width): "A the model it adapts" was said, and the command given then says "made for another size".
+    told = [why for name, why in whys.items() if name in set(missing) and why[0] == "adapter"]
+    resized = not any(why[1] == "info" for why in told) and any("fit" in why[2] for why in told)
+    adapted = ("A a model with its modules, but of another size: none of the adapter's tensors fits A's shapes"
+               if resized else "A the model it adapts")
+    checked = "" if resized else " and no key of the adapter was checked against A"
+    return swapped, (f"B is {what} and {adapted}{saved}: diff-keys loads A into B, so the sides are "
+                     f"given the other way round{checked}; to check it, "
                      f"{steps}")
 
 
@@ -3955,7 +4011,10 @@ def new_head_detail(name: str, shape: Sequence[int]) -> str:
 
     A Linear's weight is drawn at random; its bias, and a norm's weight and bias, are set by the model's
     _init_weights: RoBERTa's new `lm_head.layer_norm.weight` (BERT's `cls.predictions.transform.LayerNorm.weight`)
-    loads as ones and its bias as zeros, which "initialised at random" misstated.
+    loads as ones and its bias as zeros, which "initialised at random" misstated. An RMSNorm that scales by
+    1 + weight loads its missing weight as zeros: measured (transformers 5.25, from_pretrained of a checkpoint
+    without it) for GemmaRMSNorm, Gemma2RMSNorm and Gemma3RMSNorm. (A Gemma, Gemma 2 or Gemma 3 base into its
+    ForCausalLM or ForSequenceClassification adds no norm: only `score.weight`, at random; the lm_head is tied.)
     """
     stem, _, leaf = name.rpartition(".")
     if len(shape) == 1 and leaf in ("weight", "bias") and _NORM_MODULE.search(stem):
