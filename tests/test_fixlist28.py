@@ -113,15 +113,22 @@ def test_a_base_saved_through_a_wrapper_against_its_lora_is_told_the_sides_are_s
     assert report["notes"][0].endswith(f"to check it, run weightdoctor diff-keys {adapter} {plain}"), report["notes"]
 
 
+def gpt2_and_backbone(tmp_path: Path) -> tuple[torch.nn.Module, Path]:
+    """A tiny GPT-2 LM and its GPT2Model's state dict saved alone (GPT2LMHeadModel's keys without `transformer.`);
+    torch seeded after, for the adapter made next."""
+    gpt2 = build_gpt2()
+    backbone = tmp_path / "gpt2model.pt"
+    torch.save({k.removeprefix("transformer."): v for k, v in gpt2.state_dict().items()
+                if k.startswith("transformer.")}, backbone)
+    torch.manual_seed(4)
+    return gpt2, backbone
+
+
 def test_a_gpt2_adalora_renamed_out_of_peft_s_wrapper_is_named_a_peft_adalora_not_a_diffusers_lora(
         tmp_path: Path) -> None:
     from peft import AdaLoraConfig, get_peft_model
 
-    gpt2 = build_gpt2()
-    backbone = tmp_path / "gpt2model.pt"  # GPT2Model's keys: GPT2LMHeadModel's without `transformer.`
-    torch.save({k.removeprefix("transformer."): v for k, v in gpt2.state_dict().items()
-                if k.startswith("transformer.")}, backbone)
-    torch.manual_seed(4)
+    gpt2, backbone = gpt2_and_backbone(tmp_path)
     adapter = tmp_path / "adalora"
     get_peft_model(gpt2, AdaLoraConfig(r=4, init_r=4, target_modules=["c_attn"], fan_in_fan_out=True,
                                        total_step=10)).save_pretrained(adapter)

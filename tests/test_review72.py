@@ -21,17 +21,14 @@ import torch
 
 from fixtures.build import build_gpt2
 from tests.helpers import run_json
+from tests.test_fixlist28 import gpt2_and_backbone
 
 
 def test_a_gpt2_lora_renamed_out_of_peft_s_wrapper_is_named_a_peft_adapter_by_its_adapter_config(
         tmp_path: Path) -> None:
     from peft import LoraConfig, get_peft_model
 
-    gpt2 = build_gpt2()
-    backbone = tmp_path / "gpt2model.pt"  # GPT2Model's keys: GPT2LMHeadModel's without `transformer.`
-    torch.save({k.removeprefix("transformer."): v for k, v in gpt2.state_dict().items()
-                if k.startswith("transformer.")}, backbone)
-    torch.manual_seed(4)
+    gpt2, backbone = gpt2_and_backbone(tmp_path)
     adapter = tmp_path / "lora"
     get_peft_model(gpt2, LoraConfig(r=4, target_modules=["c_attn"], fan_in_fan_out=True)).save_pretrained(adapter)
     code, report = run_json("diff-keys", adapter, backbone, "--rename", r"^base_model\.model\.=")
