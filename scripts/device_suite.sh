@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# One run on the lent GPU machine (15 minutes of device time, start-up included), from the repository root of a
+# copy of the tree, with the machine's own Python (no pip install; see ../shared/DEVICE.md). Two things at once
+# on its 16 cores, each with its own time limit, everything written under $OUT:
+#   1. the whole test suite with CUDA visible, split into $SHARDS pytest processes by file (the branches that
+#      only run on a GPU included: fine-grained FP8 kept packed, `--local` reading a real GPU);
+#   2. scripts/gpu_sweep.py: plan-devices against real from_pretrained(device_map=...) loads on cuda:0, the FP8
+#      checkpoints first.
+# Test-only packages the machine lacks (pytest, hypothesis, peft, omegaconf, psutil) travel in .devlib/ (made
+# by `pip install --target .devlib --python-version 3.12 --only-binary=:all: ...`, ignored by git) and come
+# after the machine's own site-packages on sys.path.
+# A shard still running at $LIMIT seconds gets SIGINT, so pytest prints its summary of what failed so far.
+set -u
+OUT=${OUT:-/tmp/device-out}
+SHARDS=${SHARDS:-11}
+LIMIT=${LIMIT:-300}
+WORK=$(mktemp -d)
+mkdir -p "$OUT"
+export PYTHONPATH=$PWD HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+{
+    date -u; nproc; uptime; nvidia-smi -L; python -V
+    python -c "import torch, transformers, accelerate, safetensors, huggingface_hub, typer; \
+print('torch', torch.__version__, 'transformers', transformers.__version__, 'accelerate', accelerate.__version__, \
+'safetensors', safetensors.__version__, 'huggingface_hub', huggingface_hub.__version__, 'typer', typer.__version__); \
+print('cuda', torch.cuda.is_available(), torch.cuda.get_device_capability(0))"
+    python -c "import sys; sys.path.append('$PWD/.devlib'); import pytest, hypothesis, peft, omegaconf, psutil; \
+print('pytest', pytest.__file__, 'peft', peft.__version__, peft.__file__)"
+} > "$OUT/environment.txt" 2>&1
+
+timeout "$LIMIT" python scripts/gpu_sweep.py --models fp8-llama,fp8-qwen3,t5,opt,llama --jobs "${JOBS:-4}" \
+    --report "$OUT/gpu-sweep.md" > "$WORK/gpu-sweep.log" 2>&1 &
+sweep=$!
+
+python - "$SHARDS" "$WORK" <<'PY'
+import pathlib, sys
+shards, work = int(sys.argv[1]), pathlib.Path(sys.argv[2])
+files = sorted(pathlib.Path("tests").rglob("test_*.py"), key=lambda p: -p.stat().st_size)
+loads = [[0, []] for _ in range(shards)]
+for path in files:  # largest first onto the lightest shard: file size stands in for run time
+    lightest = min(loads, key=lambda load: load[0])
+    lightest[0] += path.stat().st_size
+    lightest[1].append(str(path))
+for index, (_, names) in enumerate(loads):
+    (work / f"shard-{index}.txt").write_text("\n".join(names))
+PY
+pids=()
+for ((i = 0; i < SHARDS; i++)); do
+    timeout -s INT -k 20 "$LIMIT" python -c "
+import sys
+sys.path.append('$PWD/.devlib')
+import pytest
+files = open('$WORK/shard-$i.txt').read().split()
+sys.exit(pytest.main(['-q', '-p', 'no:cacheprovider', '-rfEs', '--tb=short', *files]))
+" > "$WORK/shard-$i.log" 2>&1 &
+    pids+=($!)
+done
+for ((i = 0; i < SHARDS; i++)); do
+    wait "${pids[$i]}"
+    echo "shard $i exit $?" >> "$WORK/shard-$i.log"
+done
+wait "$sweep"
+echo "gpu_sweep exit $?" >> "$WORK/gpu-sweep.log"
+
+for ((i = 0; i < SHARDS; i++)); do echo "===== shard $i"; cat "$WORK/shard-$i.log"; done > "$OUT/suite.log"
+grep -hE "^(FAILED|ERROR) |^[0-9]+ (passed|failed)|passed|^shard [0-9]+ exit" "$WORK"/shard-*.log > "$OUT/suite-summary.txt"
+grep -v "^Writing\|^Loading\|^\[transformers\]" "$WORK/gpu-sweep.log" | tail -80 > "$OUT/gpu-sweep.log"
+cat "$OUT/suite-summary.txt"; tail -3 "$OUT/gpu-sweep.log"
