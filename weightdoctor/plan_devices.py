@@ -2491,9 +2491,17 @@ def _decoder_layer_kinds(config: dict[str, Any], layers: int) -> list[tuple[str,
             kinds, kwargs = get_layer_types_and_kwargs(built.get_text_config(decoder=True))
     except Exception:  # noqa: BLE001 - an older transformers, or a config it cannot build: read the dict
         return None
-    if len(kinds) != layers:
+    if isinstance(kwargs, dict):  # transformers before 5.2x: one set of kwargs, given to every layer's cache
+        kwargs = [kwargs if kind in _WINDOWED_KINDS else {} for kind in kinds]
+    if len(kinds) != layers or not isinstance(kwargs, list) or len(kwargs) != len(kinds):
         return None
-    return [(kind, kw.get("sliding_window")) for kind, kw in zip(kinds, kwargs, strict=True)]
+    return [(kind, kw.get("sliding_window") if isinstance(kw, dict) else None)
+            for kind, kw in zip(kinds, kwargs, strict=True)]
+
+
+# The layer kinds whose cache transformers bounds by a window (`sliding_window` of their cache-layer kwargs).
+_WINDOWED_KINDS = frozenset({"sliding_attention", "hybrid_sliding", "reference_sliding_attention",
+                             "chunked_attention"})
 
 
 # The attributes in which transformers' cache layers (`LinearAttentionLayer`) keep the fixed-size states.

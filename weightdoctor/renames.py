@@ -61,10 +61,10 @@ def parse_rename(spec: str) -> Rename:
     try:
         compiled = re.compile(rename.pattern)
         # The replacement's group references are checked only where a name matches: check them now, against
-        # the pattern (Python 3.11's template parser; later versions name it differently: then left to apply).
-        compile_template = getattr(re, "_compile_repl", None)
-        if compile_template is not None:
-            compile_template(rename.replacement, compiled)
+        # the pattern. `sub` parses its template before it searches, even an empty string (every Python from 3.8:
+        # 3.12 renamed the private parser that was called here, and a bad group reached the user as "unexpected
+        # IndexError", seen on a GPU machine's Python 3.12).
+        compiled.sub(rename.replacement, "")
     except (re.error, IndexError) as exc:
         raise UsageError(f"--rename {spec!r}: {exc}") from exc
     from weightdoctor.quantized import refuse_unbounded_regex

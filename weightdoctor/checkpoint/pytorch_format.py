@@ -1961,8 +1961,10 @@ def _load_with_torch(path: Path, fmt: str, report: ScanReport) -> Any:
             # torch's deprecation notices (TypedStorage, quantized tensors) are not about the file: not shown.
             warnings.filterwarnings("ignore", category=UserWarning, message=".*deprecated")
             # Nor its notices that a layout is experimental (sparse CSR/CSC/BSR "in beta state", nested tensors
-            # "in prototype stage"): such a tensor is refused below in one line of its own.
-            warnings.filterwarnings("ignore", category=UserWarning, message=".*(beta state|prototype stage)")
+            # "in prototype stage"; torch 2.11's "Sparse invariant checks are implicitly disabled", seen on a
+            # GPU machine): such a tensor is refused below in one line of its own.
+            warnings.filterwarnings("ignore", category=UserWarning,
+                                    message=".*(beta state|prototype stage|[Ss]parse invariant checks)")
             obj = torch.load(path, map_location="cpu", weights_only=True, mmap=(fmt == "pytorch-zip"))
     except pickle.UnpicklingError as exc:
         message = _weights_only_message(exc)

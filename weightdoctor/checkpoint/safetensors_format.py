@@ -705,7 +705,7 @@ def _process_limit_rooms() -> list[tuple[int, str]]:
         limits.pop()
     if not limits:
         return []
-    _start_torch_threads()
+    _start_torch_threads(limits)
     try:
         status = _fields("/proc/self/status")
     except (OSError, ValueError):
@@ -721,12 +721,16 @@ def _process_limit_rooms() -> list[tuple[int, str]]:
 _TORCH_THREADS_STARTED = False
 
 
-def _start_torch_threads() -> None:
+def _start_torch_threads(limits: list[tuple[int, str, str, str]]) -> None:
     """Have torch start its OpenMP worker threads now, where torch is imported, so that their stacks (private
     writable maps, 8 MiB each) count in what `_process_limit_rooms` measures: started later, by the first parallel
     copy or reduction once a tensor's map had filled the room, libgomp could not make one and ended the process,
     "libgomp: Thread creation failed: Resource temporarily unavailable", with exit code 1 (which reads as a finding:
-    diff-keys --values under `ulimit -v`, convert of a .bin under `ulimit -d`). They are kept for the process."""
+    diff-keys --values under `ulimit -v`, convert of a .bin under `ulimit -d`). They are kept for the process.
+
+    `limits` are the process limits set, as `_process_limit_rooms` lists them. No more threads are started than
+    half the room they leave holds stacks for: on a 16-core machine whose stack limit (`ulimit -s`) is 64 MiB,
+    16 stacks took more than an 80 MiB data room, and libgomp ended the process while starting them."""
     global _TORCH_THREADS_STARTED
     import sys
 
@@ -735,6 +739,11 @@ def _start_torch_threads() -> None:
         return
     _TORCH_THREADS_STARTED = True
     threads = torch.get_num_threads()
+    if threads > 1:
+        affordable = _threads_the_room_holds(limits)
+        if affordable < threads:
+            torch.set_num_threads(affordable)
+            threads = affordable
     if threads > 1 and _address_space_limited():
         # Each thread's first allocation would reserve a malloc arena of its own, 64 MiB of address space (72 MiB
         # a thread in all, measured, against 8.4 MiB with one arena): under `ulimit -v` they share the first.
@@ -742,6 +751,37 @@ def _start_torch_threads() -> None:
     if threads > 1:
         # A sum over more than `threads` grains of 32,768 values (at::internal::GRAIN_SIZE) runs in parallel.
         torch.ones(threads * 65536, dtype=torch.uint8).sum()
+
+
+def _threads_the_room_holds(limits: list[tuple[int, str, str, str]]) -> int:
+    """How many threads' stacks half the least room under `limits` holds (at least 1)."""
+    try:
+        status = _fields("/proc/self/status")
+    except (OSError, ValueError):
+        return 1
+    rooms = [soft - status[field] for soft, field, _, _ in limits if field in status]
+    if not rooms:
+        return 1
+    return max(1, min(rooms) // 2 // _thread_stack_bytes())
+
+
+def _thread_stack_bytes() -> int:
+    """The stack libgomp gives each worker thread: OMP_STACKSIZE / GOMP_STACKSIZE where set (a number of KiB, or
+    with a B, K, M or G suffix), else glibc's default, the stack limit (`ulimit -s`); 8 MiB where unknown."""
+    import os
+    import re
+    import resource
+
+    for name in ("GOMP_STACKSIZE", "OMP_STACKSIZE"):
+        match = re.fullmatch(r"\s*(\d+)\s*([bBkKmMgG]?)\s*", os.environ.get(name, ""))
+        if match:
+            scale = {"b": 1, "k": 1 << 10, "": 1 << 10, "m": 1 << 20, "g": 1 << 30}[match.group(2).lower()]
+            return max(1, int(match.group(1)) * scale)
+    try:
+        soft = resource.getrlimit(resource.RLIMIT_STACK)[0]
+    except (OSError, ValueError):
+        soft = resource.RLIM_INFINITY
+    return soft if soft != resource.RLIM_INFINITY and soft > 0 else 8 << 20
 
 
 def _address_space_limited() -> bool:
