@@ -137,10 +137,11 @@ def test_the_thread_stack_is_read_from_the_openmp_variables_then_the_stack_limit
     from weightdoctor.checkpoint import safetensors_format as sf
 
     monkeypatch.delenv("GOMP_STACKSIZE", raising=False)
-    for value, expected in (("512", 512 << 10), ("4M", 4 << 20), ("1g", 1 << 30), ("100 B", 100)):
+    for value, expected in (("512", 512 << 10), ("4M", 4 << 20), ("1g", 1 << 30), ("65536 B", 65536)):
         monkeypatch.setenv("OMP_STACKSIZE", value)
         assert sf._thread_stack_bytes() == expected, value
-    monkeypatch.setenv("GOMP_STACKSIZE", "2M")
+    monkeypatch.setenv("GOMP_STACKSIZE", "2M")  # read where OMP_STACKSIZE is not (libgomp reads it first: review73)
+    monkeypatch.delenv("OMP_STACKSIZE")
     assert sf._thread_stack_bytes() == 2 << 20
     monkeypatch.delenv("GOMP_STACKSIZE")
     monkeypatch.setenv("OMP_STACKSIZE", "lots")  # not a size: the stack limit, as glibc reads it
@@ -150,7 +151,8 @@ def test_the_thread_stack_is_read_from_the_openmp_variables_then_the_stack_limit
     status = sf._fields("/proc/self/status")
     room = 100 << 20
     limits = [(status["VmData"] + room, "VmData", "data limit (ulimit -d", "")]
-    assert sf._threads_the_room_holds(limits) == room // 2 // (8 << 20)
+    # each thread past the first: an OpenMP stack of 8 MiB and a pthreadpool thread's of the stack limit (review73)
+    assert sf._threads_the_room_holds(limits) == 1 + room // 2 // ((8 << 20) + sf._default_stack_bytes())
     assert sf._threads_the_room_holds([(status["VmData"], "VmData", "", "")]) == 1  # no room: one thread
 
 

@@ -2493,6 +2493,9 @@ def _decoder_layer_kinds(config: dict[str, Any], layers: int) -> list[tuple[str,
         return None
     if isinstance(kwargs, dict):  # transformers before 5.2x: one set of kwargs, given to every layer's cache
         kwargs = [kwargs if kind in _WINDOWED_KINDS else {} for kind in kinds]
+    # ... and its names of kinds since renamed (5.17's DeepSeek-V3.2 layers were "deepseek_sparse_attention": read
+    # as no kind that caches, --kv-cache said "no KV cache: no layer attends")
+    kinds = [_RENAMED_KINDS.get(kind, kind) if isinstance(kind, str) else kind for kind in kinds]
     if len(kinds) != layers or not isinstance(kwargs, list) or len(kwargs) != len(kinds):
         return None
     return [(kind, kw.get("sliding_window") if isinstance(kw, dict) else None)
@@ -2502,6 +2505,10 @@ def _decoder_layer_kinds(config: dict[str, Any], layers: int) -> list[tuple[str,
 # The layer kinds whose cache transformers bounds by a window (`sliding_window` of their cache-layer kwargs).
 _WINDOWED_KINDS = frozenset({"sliding_attention", "hybrid_sliding", "reference_sliding_attention",
                              "chunked_attention"})
+# Layer kinds of transformers before 5.2x under the names 5.25 gives them: its sparse attentions are DynamicIndexedLayer
+# (keys, values and the indexer's key of each token), its "moe" and "mlp" layers keep nothing ("dummy").
+_RENAMED_KINDS = {"deepseek_sparse_attention": "indexed_attention", "qwen_sparse_attention": "indexed_attention",
+                  "moe": "dummy", "mlp": "dummy"}
 
 
 # The attributes in which transformers' cache layers (`LinearAttentionLayer`) keep the fixed-size states.

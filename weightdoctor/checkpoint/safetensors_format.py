@@ -730,7 +730,8 @@ def _start_torch_threads(limits: list[tuple[int, str, str, str]]) -> None:
 
     `limits` are the process limits set, as `_process_limit_rooms` lists them. No more threads are started than
     half the room they leave holds stacks for: on a 16-core machine whose stack limit (`ulimit -s`) is 64 MiB,
-    16 stacks took more than an 80 MiB data room, and libgomp ended the process while starting them."""
+    16 stacks took more than an 80 MiB data room, and libgomp ended the process while starting them. Where that
+    room cannot be measured, the threads are left as torch has them."""
     global _TORCH_THREADS_STARTED
     import sys
 
@@ -741,7 +742,7 @@ def _start_torch_threads(limits: list[tuple[int, str, str, str]]) -> None:
     threads = torch.get_num_threads()
     if threads > 1:
         affordable = _threads_the_room_holds(limits)
-        if affordable < threads:
+        if affordable is not None and affordable < threads:
             torch.set_num_threads(affordable)
             threads = affordable
     if threads > 1 and _address_space_limited():
@@ -753,30 +754,50 @@ def _start_torch_threads(limits: list[tuple[int, str, str, str]]) -> None:
         torch.ones(threads * 65536, dtype=torch.uint8).sum()
 
 
-def _threads_the_room_holds(limits: list[tuple[int, str, str, str]]) -> int:
-    """How many threads' stacks half the least room under `limits` holds (at least 1)."""
+def _threads_the_room_holds(limits: list[tuple[int, str, str, str]]) -> int | None:
+    """How many threads torch can run whose stacks take at most half the least room under `limits` (at least 1),
+    or None where no room is known (/proc/self/status unreadable, or without the limits' fields).
+
+    Each thread past the calling one costs two stacks: an OpenMP worker's (`_thread_stack_bytes`), and one of
+    torch's pthreadpool, which `torch.set_num_threads(n)` makes at once with n - 1 threads of glibc's default stack
+    (`_default_stack_bytes`): set to 4, torch started 3 threads at once, 3 more at its first parallel op."""
     try:
         status = _fields("/proc/self/status")
     except (OSError, ValueError):
-        return 1
+        return None
     rooms = [soft - status[field] for soft, field, _, _ in limits if field in status]
     if not rooms:
-        return 1
-    return max(1, min(rooms) // 2 // _thread_stack_bytes())
+        return None
+    return max(1, 1 + min(rooms) // 2 // (_thread_stack_bytes() + _default_stack_bytes()))
 
 
 def _thread_stack_bytes() -> int:
-    """The stack libgomp gives each worker thread: OMP_STACKSIZE / GOMP_STACKSIZE where set (a number of KiB, or
-    with a B, K, M or G suffix), else glibc's default, the stack limit (`ulimit -s`); 8 MiB where unknown."""
+    """The stack libgomp gives each worker thread: OMP_STACKSIZE, else GOMP_STACKSIZE (libgomp's order), where set
+    to a size it takes (a number of KiB, or with a B, K, M or G suffix; at least PTHREAD_STACK_MIN, below which
+    libgomp says "Stack size less than minimum" and keeps the default), else glibc's default stack."""
     import os
     import re
-    import resource
 
-    for name in ("GOMP_STACKSIZE", "OMP_STACKSIZE"):
-        match = re.fullmatch(r"\s*(\d+)\s*([bBkKmMgG]?)\s*", os.environ.get(name, ""))
+    try:
+        least = os.sysconf("SC_THREAD_STACK_MIN")
+    except (AttributeError, OSError, ValueError):
+        least = 16384
+    for name in ("OMP_STACKSIZE", "GOMP_STACKSIZE"):
+        match = re.fullmatch(r"\s*\+?(\d+)\s*([bBkKmMgG]?)\s*", os.environ.get(name, ""))
         if match:
             scale = {"b": 1, "k": 1 << 10, "": 1 << 10, "m": 1 << 20, "g": 1 << 30}[match.group(2).lower()]
-            return max(1, int(match.group(1)) * scale)
+            size = int(match.group(1)) * scale
+            if least <= size < 1 << 64:
+                return size
+            if size < least:  # refused by pthread_attr_setstacksize: libgomp keeps the default
+                break
+    return _default_stack_bytes()
+
+
+def _default_stack_bytes() -> int:
+    """glibc's default thread stack: the stack limit (`ulimit -s`) where set; 8 MiB where unlimited or unknown."""
+    import resource
+
     try:
         soft = resource.getrlimit(resource.RLIMIT_STACK)[0]
     except (OSError, ValueError):
