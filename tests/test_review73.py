@@ -9,7 +9,9 @@ dict of cache layers), each problem reproduced without a GPU:
 * OMP_STACKSIZE below PTHREAD_STACK_MIN ("0", "1": libgomp says "Stack size less than minimum" and keeps the
   default) was read as a 1-byte or 1 KiB stack, so no cap; OMP_STACKSIZE outranks GOMP_STACKSIZE in libgomp;
 * transformers 5.17 names DeepSeek-V3.2's layers "deepseek_sparse_attention" (5.25: "indexed_attention"):
-  `plan-devices --kv-cache` said "no KV cache: no layer attends", 0 bytes.
+  `plan-devices --kv-cache` said "no KV cache: no layer attends", 0 bytes; its "moe" / "mlp" (5.25: "dummy") were
+  left out of the note; and 5.17 leaves Gemma3n's `num_kv_shared_layers` out of its list, so every layer was
+  counted (390,144 bytes where the cache holds 260,096).
 """
 
 from __future__ import annotations
@@ -168,6 +170,9 @@ def _as_transformers_517(real: Any) -> Any:
 
     def older(config: Any) -> tuple[list[str], dict[str, Any]]:
         kinds, per_layer = real(config)
+        shared = getattr(config, "num_kv_shared_layers", None)
+        if shared:  # 5.17: `layer_types[: -config.num_kv_shared_layers]`, where 5.25 makes them "dummy"
+            kinds, per_layer = kinds[:-shared], per_layer[:-shared]
         merged: dict[str, Any] = {}
         for kwargs in per_layer:
             merged.update(kwargs)
@@ -184,17 +189,30 @@ NEMOTRON_H = {"model_type": "nemotron_h", "architectures": ["NemotronHForCausalL
               "mamba_head_dim": 16, "ssm_state_size": 8, "n_groups": 1, "intermediate_size": 64}
 
 
+def _gemma3n() -> dict[str, Any]:
+    """A 6-layer Gemma3n whose last 2 layers reuse earlier layers' keys and values, every other layer sliding (16)."""
+    import transformers
+
+    config = transformers.Gemma3nTextConfig(
+        vocab_size=100, hidden_size=64, intermediate_size=[128] * 6, num_hidden_layers=6, num_attention_heads=2,
+        num_key_value_heads=1, head_dim=32, num_kv_shared_layers=2, sliding_window=16,
+        layer_types=["sliding_attention", "full_attention"] * 3, hidden_size_per_layer_input=16,
+        vocab_size_per_layer_input=100, laurel_rank=8, activation_sparsity_pattern=[0.0] * 6, altup_num_inputs=2)
+    return {**config.to_dict(), "architectures": ["Gemma3nForCausalLM"], "num_hidden_layers": 6}
+
+
 @pytest.mark.parametrize(("config", "total"), [
     (DEEPSEEK_V32, 2 * 56 * 2 * 1000),  # 2 layers x (16 + 8 latent values + 32 indexer values) x 2 bytes x 1000
     (NEMOTRON_H, 2 * 2 * 16 * 2 * 1000),  # its one attention layer: keys and values, 2 heads of 16, 2 bytes
-], ids=["deepseek_v32", "nemotron_h"])
+    (None, 2 * 32 * 2 * (2 * 1000 + 2 * 16)),  # Gemma3n: 2 full layers, 2 sliding ones, 2 that cache nothing
+], ids=["deepseek_v32", "nemotron_h", "gemma3n"])
 def test_kv_cache_under_transformers_517_names_of_layer_kinds_is_the_same(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, config: dict[str, Any], total: int) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, config: dict[str, Any] | None, total: int) -> None:
     """Before: DeepSeek-V3.2 "no KV cache: no layer attends", 0 bytes; Nemotron-H's note left out "2 of 4 layers
-    cache nothing" (both also seen with transformers 5.17 itself)."""
+    cache nothing"; Gemma3n counted its 2 shared layers too, 390,144 bytes (each seen with transformers 5.17)."""
     import transformers.cache_utils as cache_utils
 
-    (tmp_path / "config.json").write_text(json.dumps(config))
+    (tmp_path / "config.json").write_text(json.dumps(config if config is not None else _gemma3n()))
     args = ("plan-devices", str(tmp_path / "config.json"), "--gpu", "8GB", "--dtype", "bf16", "--kv-cache",
             "--seq-len", "1000")
     code, newer = run_json(*args)

@@ -2487,12 +2487,17 @@ def _decoder_layer_kinds(config: dict[str, Any], layers: int) -> list[tuple[str,
         from transformers.cache_utils import get_layer_types_and_kwargs
 
         with _quiet_libraries():
-            built = config_from_dict(config)
-            kinds, kwargs = get_layer_types_and_kwargs(built.get_text_config(decoder=True))
+            built = config_from_dict(config).get_text_config(decoder=True)
+            kinds, kwargs = get_layer_types_and_kwargs(built)
     except Exception:  # noqa: BLE001 - an older transformers, or a config it cannot build: read the dict
         return None
     if isinstance(kwargs, dict):  # transformers before 5.2x: one set of kwargs, given to every layer's cache
         kwargs = [kwargs if kind in _WINDOWED_KINDS else {} for kind in kinds]
+        # It also leaves out the last `num_kv_shared_layers` layers (Gemma3n's, which reuse earlier layers' keys
+        # and values), where 5.25 lays them out as "dummy": read as a list too short, every layer was counted.
+        shared = getattr(built, "num_kv_shared_layers", None)
+        if isinstance(shared, int) and shared > 0 and len(kinds) + shared == layers:
+            kinds, kwargs = [*kinds, *["dummy"] * shared], [*kwargs, *[{}] * shared]
     # ... and its names of kinds since renamed (5.17's DeepSeek-V3.2 layers were "deepseek_sparse_attention": read
     # as no kind that caches, --kv-cache said "no KV cache: no layer attends")
     kinds = [_RENAMED_KINDS.get(kind, kind) if isinstance(kind, str) else kind for kind in kinds]
