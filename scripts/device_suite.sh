@@ -16,7 +16,11 @@ SHARDS=${SHARDS:-11}
 LIMIT=${LIMIT:-300}
 WORK=$(mktemp -d)
 mkdir -p "$OUT"
-export PYTHONPATH=$PWD HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+# The child interpreters tests start (sys.executable -c ...) must see .devlib too: the 1st run's children lacked
+# omegaconf ("No module named 'omegaconf'"). A sitecustomize appends it, after the machine's own site-packages.
+mkdir -p "$WORK/devsite"
+printf 'import sys\nsys.path.append(%s)\n' "'$PWD/.devlib'" > "$WORK/devsite/sitecustomize.py"
+export PYTHONPATH=$PWD:$WORK/devsite HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 {
     date -u; nproc; uptime; nvidia-smi -L; python -V
     python -c "import torch, transformers, accelerate, safetensors, huggingface_hub, typer; \
@@ -40,8 +44,9 @@ for path in files:  # largest first onto the lightest shard: file size stands in
     lightest = min(loads, key=lambda load: load[0])
     lightest[0] += path.stat().st_size
     lightest[1].append(str(path))
-for index, (_, names) in enumerate(loads):
-    (work / f"shard-{index}.txt").write_text("\n".join(names))
+for index, (_, names) in enumerate(loads):  # in path order: pytest 9.1 loses a folder's conftest fixtures when
+    # another folder's file comes between two of its files (pytest-dev/pytest#14971, #14997; 9.2 reads them right)
+    (work / f"shard-{index}.txt").write_text("\n".join(sorted(names)))
 PY
 pids=()
 for ((i = 0; i < SHARDS; i++)); do
