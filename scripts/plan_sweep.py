@@ -348,13 +348,16 @@ def _from_pretrained_bytes(model: torch.nn.Module) -> int:
     """The size transformers' planner gives the model, counted on the model as from_pretrained builds it (its own
     init contexts: untied, tied copies not counted), not on weightdoctor's: the budgets do not move with a bug."""
     import copy
+    import inspect
 
     from transformers.integrations.accelerate import compute_module_sizes
     from transformers.utils.generic import ContextManagers
 
     cls = type(model)
     config = copy.deepcopy(model.config)
-    with ContextManagers(cls.get_init_context(config.dtype, False, False, False, config)):
+    # as from_pretrained calls it: transformers 5.25 passes the config too, 5.17's takes none
+    with_config = {"config": config} if "config" in inspect.signature(cls.get_init_context).parameters else {}
+    with ContextManagers(cls.get_init_context(config.dtype, False, False, False, **with_config)):
         fresh = cls(config)
     return int(compute_module_sizes(fresh)[0][""])
 

@@ -10,6 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from fixtures.build import build_all
+from fixtures.hostile import HostileCase, build_benign, build_hostile
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -18,6 +19,25 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 def fx(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """name -> path of every fixture checkpoint (see fixtures/build.py)."""
     return build_all(tmp_path_factory.mktemp("fixtures"))
+
+
+# The hostile corpus and benign controls (fixtures/hostile.py) for tests/hostile, built once per test session. They
+# live here, not in tests/hostile/conftest.py: pytest 9.1 loses a subfolder's conftest fixtures when a file of
+# another folder is listed between two of its files (pytest-dev/pytest#14971; the GPU machine's shards did).
+@pytest.fixture(scope="session")
+def sentinel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The file every hostile payload would create if it ever ran."""
+    return tmp_path_factory.mktemp("sentinel") / "PAYLOAD_RAN"
+
+
+@pytest.fixture(scope="session")
+def hostile(tmp_path_factory: pytest.TempPathFactory, sentinel: Path) -> list[HostileCase]:
+    return build_hostile(tmp_path_factory.mktemp("hostile"), sentinel)
+
+
+@pytest.fixture(scope="session")
+def benign(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    return build_benign(tmp_path_factory.mktemp("benign"))
 
 
 @pytest.fixture

@@ -54,7 +54,10 @@ def test_convert_by_copy_writes_the_torch_paths_bytes(fx: dict[str, Path], tmp_p
     path = tmp_path / "check.safetensors"
     path.write_bytes(data)
     loaded = load_file(path)
-    reference = torch.load(fx["files"] / source, weights_only=True)
+    # the source as its own library reads it (torch.load reads a .safetensors file from torch 2.13 only: 2.11's
+    # weights_only unpickler stopped at its first byte, "Unsupported operand 208")
+    reference = (load_file(fx["files"] / source) if source.endswith(".safetensors")
+                 else torch.load(fx["files"] / source, weights_only=True))
     reference = reference.get("model", {}).get("module", reference)
     for key, value in reference.items():
         key = key.removeprefix("module.")

@@ -211,6 +211,12 @@ def test_the_example_prints_what_the_doc_shows(
 
         if torch.cuda.is_available():
             pytest.skip("--local shows this machine's GPUs; the doc shows a CPU-only machine")
+    if any("fp8" in command for command, _ in example.commands):
+        import torch
+
+        # check-dtype says what the installed torch's cast does: the doc shows 2.13's saturating float8 cast
+        if torch.tensor([1e5]).to(torch.float8_e4m3fn).float().item() != 448.0:
+            pytest.skip("the doc shows torch's saturating float8 cast (torch 2.13); this torch's cast overflows")
     replay = Replay(generated, Path(tempfile.mkdtemp(dir=short_root)), monkeypatch, example.page)
     for command, shown in example.commands:
         out, err = replay.run(command)

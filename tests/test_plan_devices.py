@@ -449,8 +449,11 @@ def fp8_folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 @pytest.mark.parametrize("strategy", ["auto", "sequential"])
 def test_fp8_checkpoint_maps_equal_from_pretrained(fp8_folders, name, dtype, strategy) -> None:
     """--dtype fp8: the map from_pretrained computes on GPUs of compute capability 9.0 (its FP8 quantizer keeps the
-    weights); the default: the map it computes where it dequantizes them (this CPU-only machine)."""
-    from fixtures.plan_devices import from_pretrained_device_map_on_fp8_gpus
+    weights); the default: the map it computes where it dequantizes them (a CPU-only machine, GPUs below 8.9)."""
+    from fixtures.plan_devices import (
+        from_pretrained_device_map_on_fp8_gpus,
+        from_pretrained_device_map_where_fp8_is_dequantized,
+    )
 
     folder = fp8_folders[name]
     with open_plan_source(str(folder)) as checkpoint:
@@ -460,7 +463,8 @@ def test_fp8_checkpoint_maps_equal_from_pretrained(fp8_folders, name, dtype, str
     assert any(p.dtype == torch.float8_e4m3fn for p in planned.model.parameters()) == (dtype == "fp8")
     for gpus in ([total // 3, total // 3], [total // 2, total // 4, total // 4]):
         memory = _memory(gpus, 10 * GB)
-        oracle = from_pretrained_device_map_on_fp8_gpus if dtype == "fp8" else from_pretrained_device_map
+        oracle = (from_pretrained_device_map_on_fp8_gpus if dtype == "fp8"
+                  else from_pretrained_device_map_where_fp8_is_dequantized)
         expected = oracle(folder, strategy, memory)
         report = plan_devices(planned, PlanRequest(gpus=gpus, cpu=10 * GB, strategy=strategy))
         assert report.device_map == expected
@@ -505,10 +509,14 @@ def fp8_moe_folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]
 def test_fp8_moe_maps_equal_from_pretrained(fp8_moe_folders, name, strategy, split, cpu) -> None:
     """MoE FP8 checkpoints, --dtype fp8 and the default, against from_pretrained's maps (scripts/fp8_sweep.py
     sweeps 19 architectures this way); budgets are fractions (1/n) of the planned size."""
-    from fixtures.plan_devices import from_pretrained_device_map_on_fp8_gpus
+    from fixtures.plan_devices import (
+        from_pretrained_device_map_on_fp8_gpus,
+        from_pretrained_device_map_where_fp8_is_dequantized,
+    )
 
     folder = fp8_moe_folders[name]
-    for dtype, oracle in (("fp8", from_pretrained_device_map_on_fp8_gpus), (None, from_pretrained_device_map)):
+    for dtype, oracle in (("fp8", from_pretrained_device_map_on_fp8_gpus),
+                          (None, from_pretrained_device_map_where_fp8_is_dequantized)):
         with open_plan_source(str(folder)) as checkpoint:
             planned = build_planned_model(checkpoint, dtype)
         total = sum(p.numel() * p.element_size() for p in planned.model.parameters())
@@ -612,7 +620,7 @@ def test_fp8_embedding_tables_stay_fp8_where_the_rest_is_dequantized(tmp_path, d
     their size, and its maps differed from from_pretrained's."""
     from transformers import LlamaConfig
 
-    from fixtures.plan_devices import fp8_checkpoint
+    from fixtures.plan_devices import fp8_checkpoint, from_pretrained_device_map_where_fp8_is_dequantized
 
     quantization = {**FP8_QUANTIZATION, "modules_to_convert": ["embed_tokens"], "dequantize": dequantize}
     folder = fp8_checkpoint(LlamaConfig(vocab_size=1000, hidden_size=256, intermediate_size=512,
@@ -625,7 +633,7 @@ def test_fp8_embedding_tables_stay_fp8_where_the_rest_is_dequantized(tmp_path, d
     assert planned.model.model.layers[0].mlp.up_proj.weight.dtype == torch.bfloat16
     total = sum(p.numel() * p.element_size() for p in planned.model.parameters())
     for strategy, gpus in (("auto", [total * 2 // 3] * 2), ("sequential", [total] * 2)):
-        expected = from_pretrained_device_map(folder, strategy, _memory(gpus, 10 * GB))
+        expected = from_pretrained_device_map_where_fp8_is_dequantized(folder, strategy, _memory(gpus, 10 * GB))
         report = plan_devices(planned, PlanRequest(gpus=gpus, cpu=10 * GB, strategy=strategy))
         assert report.device_map == expected, strategy
 

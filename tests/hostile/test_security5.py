@@ -172,8 +172,12 @@ def test_a_tensor_as_a_build_state_is_refused(tmp_path: Path) -> None:
     report = scan_file(path)
     assert report.verdict == "suspicious", report.summary()
     assert "BUILD sets the state of an object to what a call returned (a tensor, an array)" in report.summary()
-    # pickle.load refuses a state that is not a dict; torch's weights_only loader takes it.
-    assert run_canary_child(*_PEAK, "torch", path)["peak_kb"] < 400_000
+    # pickle.load refuses a state that is not a dict; torch's weights_only loader takes it. The full loader's peak is
+    # held to a plain file's (importing torch alone peaked at 225 MB here, 500 MB with CUDA on the GPU machine)
+    plain = tmp_path / "plain.pt"
+    torch.save({"w": torch.zeros(2)}, plain)
+    baseline = run_canary_child(*_PEAK, "torch", plain)["peak_kb"]
+    assert run_canary_child(*_PEAK, "torch", path)["peak_kb"] - baseline < 100_000, baseline
     torch_peak = _weights_only_peak_kb(path)
     ours = run_canary_child(*_PEAK, "weightdoctor", path)["peak_kb"]
     assert torch_peak - ours > 300_000, (torch_peak, ours)
