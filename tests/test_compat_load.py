@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import fp8_block_state_dict, run_json
+from tests.helpers import fp8_block_state_dict, one_error_line, run_cli, run_json
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -93,3 +93,60 @@ def test_diff_keys_on_an_fp8_checkpoint_with_the_quantizers_of_transformers_5_17
                                      get_weight_conversions=lambda: [])
     assert not dequantizes(after_the_load)
     assert not dequantizes(SimpleNamespace(quantization_config=SimpleNamespace(dequantize=False)))
+
+
+def _strict_architectures_of_transformers_5_17(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make AutoConfig.for_model refuse an `architectures` that is no list of strings before anything else, as
+    5.17's strict config classes do (5.25's build it)."""
+    from huggingface_hub.errors import StrictDataclassFieldValidationError
+
+    real = transformers.AutoConfig.for_model
+
+    def for_model(model_type: str, *args: Any, **kwargs: Any) -> Any:
+        names = kwargs.get("architectures")
+        if names is not None and not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
+            raise StrictDataclassFieldValidationError(field="architectures", cause=TypeError(
+                f"Field 'architectures' with value {names!r} doesn't match any type in (list[str], NoneType)"))
+        return real(model_type, *args, **kwargs)
+
+    monkeypatch.setattr(transformers.AutoConfig, "for_model", staticmethod(for_model))
+
+
+@pytest.mark.parametrize(("value", "fix"), [("LlamaForCausalLM", 'write it as a list, ["LlamaForCausalLM"]'),
+                                            ({"a": 1}, "write it as a list of class names")])
+def test_architectures_a_strict_transformers_refuses_get_weightdoctors_advice(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, value: Any, fix: str) -> None:
+    """On transformers 5.17 a config.json with `"architectures": "LlamaForCausalLM"` was "cannot build a 'llama'
+    config (StrictDataclassFieldValidationError: Validation error for field 'architectures': ...)" in every command,
+    where 5.25 users read how to write it. The advice comes first on both; there, --model-class does not help (the
+    config itself is refused), so it is not offered."""
+    from safetensors.torch import save_file
+
+    folder = tmp_path / "m"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({**LLAMA, "architectures": value}))
+    torch.manual_seed(0)
+    save_file({"model.embed_tokens.weight": torch.randn(256, 128)}, str(folder / "model.safetensors"))
+    _strict_architectures_of_transformers_5_17(monkeypatch)
+    said = (f"config.json's architectures is {json.dumps(value)}, not a list of model class names; nothing was built "
+            f"from it: {fix} (transformers {transformers.__version__} builds no config from it, whatever the model "
+            "class)")
+    for args in (("plan-devices", folder / "config.json", "--gpu", "1GB"),
+                 ("plan-devices", folder / "config.json", "--gpu", "1GB", "--model-class", "LlamaForCausalLM"),
+                 ("diff-keys", folder, "--model-class", "LlamaForCausalLM")):
+        named = folder / "config.json" if args[0] == "plan-devices" else folder
+        assert one_error_line(run_cli(*args)) == f"error: {named}: {said}"
+    result = run_cli("inspect", folder, "--stats")
+    assert result.exit_code == 0, result.stderr
+    assert said[:150] in " ".join(result.stderr.split())
+
+
+def architectures_advice_end(value: Any) -> str:
+    """How weightdoctor's advice on an `architectures` that is no list of names ends with this transformers: where
+    its config classes build a config holding it (5.25), --model-class is offered for plan-devices; where they
+    refuse it (5.17's strict dataclasses), no model class helps."""
+    try:
+        transformers.LlamaConfig(architectures=value)
+    except Exception:  # noqa: BLE001 - whatever a strict config class raises
+        return f"(transformers {transformers.__version__} builds no config from it, whatever the model class)"
+    return "(plan-devices: or pass --model-class CLASS)"
