@@ -9,6 +9,7 @@ emulated here (5.17's API shape, CUDA) with monkeypatch, and the real thing was 
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 from types import SimpleNamespace
@@ -150,3 +151,81 @@ def architectures_advice_end(value: Any) -> str:
     except Exception:  # noqa: BLE001 - whatever a strict config class raises
         return f"(transformers {transformers.__version__} builds no config from it, whatever the model class)"
     return "(plan-devices: or pass --model-class CLASS)"
+
+
+def _bitnet_llama(folder: Path) -> tuple[Any, Any]:
+    """A seeded four-layer BitNet Llama (BitLinear: packed uint8 weights and their scales), saved as transformers'
+    BitNet quantizer lays it out; the meta model that quantizer prepared, and the quantizer."""
+    from safetensors.torch import save_file
+    from transformers.quantizers.auto import get_hf_quantizer
+
+    config = transformers.LlamaConfig(hidden_size=256, intermediate_size=512, num_hidden_layers=4,
+                                      num_attention_heads=4, num_key_value_heads=4, vocab_size=1000,
+                                      tie_word_embeddings=False, torch_dtype="bfloat16")
+    config.architectures = ["LlamaForCausalLM"]
+    config.quantization_config = {"quant_method": "bitnet", "linear_class": "bitlinear",
+                                  "quantization_mode": "offline"}
+    quantizer, _, _ = get_hf_quantizer(copy.deepcopy(config), None, None, True, {})
+    default = torch.get_default_dtype()
+    try:  # as from_pretrained builds and prepares it: the default dtype set to the model's
+        torch.set_default_dtype(torch.bfloat16)
+        with torch.device("meta"):
+            model = transformers.LlamaForCausalLM(copy.deepcopy(config))
+        quantizer.preprocess_model(model=model, dtype=torch.bfloat16, device_map="sequential", checkpoint_files=None)
+    finally:
+        torch.set_default_dtype(default)
+    folder.mkdir(parents=True)
+    torch.manual_seed(0)
+    tensors = {name: torch.randn(t.shape).to(t.dtype) if t.dtype.is_floating_point
+               else torch.zeros(t.shape, dtype=t.dtype) for name, t in model.state_dict().items()}
+    save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    (folder / "config.json").write_text(json.dumps(config.to_dict()))
+    return model, quantizer
+
+
+def test_a_bitnet_plan_that_offloads_is_refused_on_a_machine_with_cuda(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With CUDA, from_pretrained's _get_device_map hands its map to BitNet's validate_environment, which raises
+    on one holding cpu or disk; plan-devices planned that offload all the same ("needs CPU offload", exit 0, and a
+    --cpu suggestion for the disk case), a map no load on that machine makes. It is now an error finding, the
+    verdict does-not-fit; without CUDA the answer is the plan, as before."""
+    from transformers.integrations.accelerate import _get_device_map
+
+    folder = tmp_path / "bitnet"
+    model, quantizer = _bitnet_llama(folder)
+    gpus = ("--gpu", "1000000B", "--gpu", "1000000B")
+    code, without_cuda = run_json("plan-devices", str(folder), *gpus, "--cpu", "100000000B")
+    if not torch.cuda.is_available():
+        assert (code, without_cuda["verdict"], without_cuda["findings"]) == (0, "needs-cpu-offload", [])
+        assert any(w.startswith("transformers' BitNet quantizer refuses a device map holding cpu or disk on a "
+                                "machine with a GPU") for w in without_cuda["warnings"])
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda i: (1_000_000, 80 * 10**9))
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *device: (9, 0))
+    with pytest.raises(ValueError, match="CPU or disk device"):  # the oracle: transformers' own placement
+        _get_device_map(model, "sequential", {0: 1_000_000, 1: 1_000_000, "cpu": 100_000_000}, quantizer)
+    code, planned = run_json("plan-devices", str(folder), *gpus, "--cpu", "100000000B")
+    assert (code, planned["verdict"]) == (1, "does-not-fit"), planned
+    assert planned["device_map"] == without_cuda["device_map"]  # the map it refuses, as from_pretrained made it
+    [finding] = planned["findings"]
+    assert (finding["severity"], finding["code"]) == ("error", "quantizer-refuses-offload")
+    assert finding["message"].startswith(
+        "from_pretrained raises on this map here: CUDA is available, and transformers' BitNet quantizer refuses a "
+        "device map holding cpu or disk (ValueError: \"You are attempting to load a BitNet model with a "
+        "device_map that contains a CPU or disk device\")")
+    assert not any("refuses a device map" in w for w in planned["warnings"])
+    assert all(s["change"] not in ("cpu", "disk") for s in planned["suggestions"])
+    # The GPU alone, the rest on disk: "--cpu" and "--disk" were offered; both are refused the same way here.
+    code, alone = run_json("plan-devices", str(folder), "--gpu", "1000000B")
+    assert (code, alone["verdict"], [f["code"] for f in alone["findings"]]) == (
+        1, "does-not-fit", ["quantizer-refuses-offload"])
+    assert [s["change"] for s in alone["suggestions"] if s["change"] in ("cpu", "disk")] == []
+    human = run_cli("plan-devices", str(folder), "--gpu", "1000000B")
+    said = " ".join(human.stdout.split())
+    assert "error quantizer-refuses-offload: from_pretrained raises on this map here" in said, said
+    assert ("verdict: does not fit (the GPUs given cannot hold the model, and its quantizer refuses to offload "
+            "the rest here)") in said
+    # All on the GPUs it loads: no finding.
+    code, roomy = run_json("plan-devices", str(folder), "--gpu", "1GB")
+    assert (code, roomy["verdict"], roomy["findings"], roomy["device_map"]) == (0, "fits-on-gpus", [], {"": 0})
