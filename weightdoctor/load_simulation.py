@@ -129,7 +129,7 @@ def dequantizes(hf_quantizer: Any) -> bool:
     its operations in `get_load_operations()` ("dequantize": Fp8Dequantize). Earlier 5.x (5.17) has no such
     method: its `get_weight_conversions()` returns, for a pre-quantized checkpoint it dequantizes, the
     WeightConverters that merge each weight with its scales (Fp8Dequantize, Mxfp4Dequantize, MetalDequantize);
-    compressed-tensors' there dequantizes only after the load (`decompress_model`), as no dequantizing load.
+    its compressed-tensors quantizer has none (it decompresses after the load, `decompress_model`): not counted.
     """
     if hf_quantizer is None or not getattr(hf_quantizer.quantization_config, "dequantize", False):
         return False

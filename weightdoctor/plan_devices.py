@@ -3345,11 +3345,10 @@ def plan_devices(planned: PlannedModel, request: PlanRequest, source: str = "") 
             # offloads, and the offload suggestions (--cpu, --disk) would be refused the same way.
             findings.append(Finding(
                 "error", "quantizer-refuses-offload", None,
-                f"from_pretrained raises on this map here: CUDA is available, and transformers' BitNet quantizer "
-                f"refuses a device map holding cpu or disk (ValueError: \"{clip_middle(refused.split('.')[0], 160)}"
-                "\"); it loads "
-                "with every module on the GPUs, or the whole model on the CPU (device_map {\"\": \"cpu\"}: one "
-                "entry passes its check)"))
+                "from_pretrained raises on this map here: CUDA is available, and transformers' BitNet quantizer "
+                f"refuses a device map holding cpu or disk (ValueError: \"{clip_middle(refused.split('.')[0], 160)}\")"
+                "; it loads with every module on the GPUs, or the whole model on the CPU (device_map "
+                "{\"\": \"cpu\"}: one entry passes its check)"))
             suggestions = [s for s in suggestions if s.change not in ("cpu", "disk")]
             if verdict in ("needs-cpu-offload", "needs-disk-offload"):
                 verdict = "does-not-fit"
