@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 
-from fixtures.plan_devices import fp8_kept_here
 from tests.test_quant2 import FP8, _json, _llava
 
 torch = pytest.importorskip("torch")
@@ -81,10 +80,14 @@ def test_diff_keys_names_the_text_configs_quantization_under_an_empty_top_level_
     assert not built.quantization_config
     assert built.get_text_config(decoder=True).quantization_config["quant_method"] == "fp8"
     notes = " ".join(_json("diff-keys", str(folder), "--model-class", "LlavaForConditionalGeneration")["notes"])
-    # as transformers' FP8 quantizer takes it on this machine: kept on a GPU of compute capability 8.9 or more
-    how = ("whose quantizer loads it on this machine as it is stored" if fp8_kept_here()
-           else "which from_pretrained dequantizes on this machine")
-    assert f"the config asks for fp8 quantization, {how}" in notes, notes
+    # As this machine's transformers loads it: its quantizer's environment check (in get_hf_quantizer) keeps the
+    # fp8 weights on a GPU of compute capability 8.9 or above (the H100 run), and dequantizes them elsewhere.
+    from transformers.quantizers.auto import get_hf_quantizer
+
+    quantizer, _, _ = get_hf_quantizer(copy.deepcopy(built), None, None, True, {})
+    said = ("which from_pretrained dequantizes on this machine" if quantizer.quantization_config.dequantize
+            else "whose quantizer loads it on this machine as it is stored")
+    assert f"the config asks for fp8 quantization, {said}" in notes, notes
     assert "unknown quantization" not in notes
 
 

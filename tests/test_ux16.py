@@ -94,8 +94,10 @@ def test_architectures_given_as_a_string_is_fixed_by_advice_every_command_takes(
         in said, said
     refused = run_cli("plan-devices", tmp_path / "config.json", "--gpu", "1GB")
     assert refused.exit_code == 2
-    assert refused.stderr.rstrip().endswith(
-        'write it as a list, ["LlamaForCausalLM"] (plan-devices: or pass --model-class CLASS)'), refused.stderr
+    from tests.test_compat_load import architectures_advice_end
+
+    assert " ".join(refused.stderr.split()).endswith(
+        f'write it as a list, ["LlamaForCausalLM"] {architectures_advice_end("LlamaForCausalLM")}'), refused.stderr
 
 
 def test_a_refused_quantization_config_says_which_number_is_a_string_and_does_not_contradict_the_plan(

@@ -122,9 +122,23 @@ def loading_quantizer(model: torch.nn.Module) -> Any:
 
 def dequantizes(hf_quantizer: Any) -> bool:
     """Whether a quantizer from `loading_quantizer` dequantizes the weights as they load (FP8, MXFP4 without the
-    GPU they need; `dequantize: true`)."""
-    return (hf_quantizer is not None and bool(getattr(hf_quantizer.quantization_config, "dequantize", False))
-            and "dequantize" in hf_quantizer.get_load_operations())
+    GPU they need; `dequantize: true`).
+
+    Both transformers ask the same: its config's `dequantize` is set (by the config, or by `validate_environment`
+    on a machine without the GPU) and the quantizer has an operation that dequantizes as weights load. 5.25 lists
+    its operations in `get_load_operations()` ("dequantize": Fp8Dequantize). Earlier 5.x (5.17) has no such
+    method: its `get_weight_conversions()` returns, for a pre-quantized checkpoint it dequantizes, the
+    WeightConverters that merge each weight with its scales (Fp8Dequantize, Mxfp4Dequantize, MetalDequantize);
+    its compressed-tensors quantizer has none (it decompresses after the load, `decompress_model`): not counted.
+    """
+    if hf_quantizer is None or not getattr(hf_quantizer.quantization_config, "dequantize", False):
+        return False
+    load_operations = getattr(hf_quantizer, "get_load_operations", None)
+    if callable(load_operations):
+        return "dequantize" in load_operations()
+    return any(type(operation).__name__.endswith("Dequantize")
+               for converter in hf_quantizer.get_weight_conversions()
+               for operation in getattr(converter, "operations", ()))
 
 
 def prepare_for_quantizer(model: torch.nn.Module) -> Any:

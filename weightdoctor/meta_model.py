@@ -197,6 +197,15 @@ def config_from_dict(config: dict[str, Any], **overrides: Any) -> PretrainedConf
     try:
         return AutoConfig.for_model(model_type, **values)
     except Exception as exc:  # config classes validate fields in their own ways (strict dataclasses, asserts)
+        malformed = architectures_problem(values.get("architectures"))
+        if malformed is not None:
+            # transformers 5.17's config classes validate every field, `architectures` (list[str]) among them,
+            # and refused it before resolve_model_class could say how to write it ("StrictDataclassFieldValidation
+            # Error: ... doesn't match any type"); 5.25's build it and leave the names to the class chosen.
+            import transformers
+
+            raise UsageError(f"{malformed} (transformers {transformers.__version__} builds no config from it, "
+                             "whatever the model class)") from exc
         detail = clip_words(" ".join(str(exc).split()), 200)
         raise UsageError(f"config.json cannot build a {model_type!r} config ({type(exc).__name__}: {detail})") from exc
 
@@ -321,20 +330,35 @@ def native_class_for_remote_architecture(config: Any) -> tuple[str, str] | None:
                  and (suffix != "Model" or pair[1] == "AutoModel")), None)
 
 
+def architectures_problem(names: Any) -> str | None:
+    """Why a config.json's `architectures` is no list of model class names, and how to write it; None for a list of
+    names or none at all.
+
+    Example:
+        >>> architectures_problem(["LlamaForCausalLM"]) is None
+        True
+        >>> print(architectures_problem("LlamaForCausalLM"))  # doctest: +ELLIPSIS
+        config.json's architectures is "LlamaForCausalLM", not a list ...: write it as a list, ["LlamaForCausalLM"]
+    """
+    if names is None or (isinstance(names, list) and all(isinstance(item, str) for item in names)):
+        return None
+    as_list = (f"write it as a list, [{json.dumps(names)}]" if isinstance(names, str) and names.isidentifier()
+               else "write it as a list of class names")
+    return (f"config.json's architectures is {shown_value(names)}, not a list of model class names; nothing was "
+            f"built from it: {as_list}")
+
+
 def resolve_model_class(config: PretrainedConfig, model_class: str | None = None) -> type:
     """The class to build: `model_class` by name, else the config's first architecture (where that is remote code's
     of a model type transformers knows, the class its Auto class builds without trust_remote_code:
     `native_class_for_remote_architecture`), else AutoModel's."""
     names = getattr(config, "architectures", None)
-    if model_class is None and names is not None and not (
-            isinstance(names, list) and all(isinstance(item, str) for item in names)):
+    malformed = architectures_problem(names) if model_class is None else None
+    if malformed is not None:
         # A string was read letter by letter ("no model class 'L'"), a dict by its keys, a number failed in iter().
         # The fix works for every command (inspect --stats and check-dtype have no --model-class, which was the
-        # one advice given); plan-devices' flag is named as such.
-        as_list = (f"write it as a list, [{json.dumps(names)}]" if isinstance(names, str) and names.isidentifier()
-                   else "write it as a list of class names")
-        raise UsageError(f"config.json's architectures is {shown_value(names)}, not a list of model class names; "
-                         f"nothing was built from it: {as_list} (plan-devices: or pass --model-class CLASS)")
+        # one advice given); plan-devices' flag is named as such (this transformers built the config with it).
+        raise UsageError(f"{malformed} (plan-devices: or pass --model-class CLASS)")
     name = model_class or next(iter(names or []), None)
     if model_class is None and name is not None:
         native = native_class_for_remote_architecture(

@@ -1340,6 +1340,27 @@ def _keep_bitnet(model: torch.nn.Module, config: dict[str, Any], torch_dtype: st
             "and the 10% of every budget the quantizer keeps")
 
 
+def bitnet_refusal_here(config: dict[str, Any] | None, device_map: dict[str, int | str]) -> str | None:
+    """What transformers' BitNet quantizer says of `device_map` on this machine where it refuses it, else None.
+
+    from_pretrained's `_get_device_map` hands the map it made to the quantizer's `validate_environment`. BitNet's
+    raises ValueError for a map holding cpu or disk where `torch.cuda.is_available()`; without CUDA it only logs
+    that inference will be slow, and from_pretrained loads the map (the CPU-only answer).
+    """
+    from transformers.quantizers.auto import AutoHfQuantizer, AutoQuantizationConfig
+
+    settings = dict(config_quantization_settings(config) or {})
+    try:
+        with _quiet_libraries():
+            quantizer = AutoHfQuantizer.from_config(AutoQuantizationConfig.from_dict(settings), pre_quantized=True)
+            quantizer.validate_environment(device_map=dict(device_map))
+    except ValueError as exc:
+        return " ".join(str(exc).split())
+    except Exception:  # noqa: BLE001 - its model was prepared by this quantizer already: nothing else to say
+        return None
+    return None
+
+
 def _prepare_with_quantizer(model: torch.nn.Module, settings: dict[str, Any], torch_dtype: str, name: str) -> None:
     """Prepare `model` as from_pretrained does before it computes its map: transformers' own quantizer for
     `settings` (a quantization_config) swaps in its layers (`preprocess_model`). `name` is the quantizer's name in
@@ -3324,10 +3345,25 @@ def plan_devices(planned: PlannedModel, request: PlanRequest, source: str = "") 
                                                                       or "disk" in values):
         # BitNetHfQuantizer.validate_environment(device_map=...), which _get_device_map calls on the map it made,
         # where CUDA is available (its own test: `len(map) > 1 and "cpu" in values or "disk" in values`)
-        warnings.append("transformers' BitNet quantizer refuses a device map holding cpu or disk on a machine with "
-                        "a GPU (ValueError: \"You are attempting to load a BitNet model with a device_map that "
-                        "contains a CPU or disk device\"): from_pretrained loads it with every module on the GPUs, "
-                        "or the whole model on the CPU (device_map {\"\": \"cpu\"}: one entry passes its check)")
+        refused = bitnet_refusal_here(planned.config, device_map)
+        if refused is None:  # no CUDA here: said of the machine with the GPUs planned
+            warnings.append("transformers' BitNet quantizer refuses a device map holding cpu or disk on a machine "
+                            "with a GPU (ValueError: \"You are attempting to load a BitNet model with a device_map "
+                            "that contains a CPU or disk device\"): from_pretrained loads it with every module on "
+                            "the GPUs, or the whole model on the CPU (device_map {\"\": \"cpu\"}: one entry passes "
+                            "its check)")
+        else:
+            # This machine has CUDA: from_pretrained raises on this very map, so it is an error, not a plan that
+            # offloads, and the offload suggestions (--cpu, --disk) would be refused the same way.
+            findings.append(Finding(
+                "error", "quantizer-refuses-offload", None,
+                "from_pretrained raises on this map here: CUDA is available, and transformers' BitNet quantizer "
+                f"refuses a device map holding cpu or disk (ValueError: \"{clip_middle(refused.split('.')[0], 160)}\")"
+                "; it loads with every module on the GPUs, or the whole model on the CPU (device_map "
+                "{\"\": \"cpu\"}: one entry passes its check)"))
+            suggestions = [s for s in suggestions if s.change not in ("cpu", "disk")]
+            if verdict in ("needs-cpu-offload", "needs-disk-offload"):
+                verdict = "does-not-fit"
     kept_fp32 = keep_in_fp32_warning(planned, device_map, tensor_sizes, unplaced, request.binary_units)
     if kept_fp32:
         warnings.append(kept_fp32)

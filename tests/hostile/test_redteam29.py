@@ -99,9 +99,11 @@ def test_architectures_that_is_no_list_of_names_is_said_so(tmp_path: Path, value
     result = run_cli("plan-devices", folder / "config.json", "--gpu", "1GB")
     fix = ('write it as a list, ["LlamaForCausalLM"]' if value == "LlamaForCausalLM"
            else "write it as a list of class names")
+    from tests.test_compat_load import architectures_advice_end
+
     assert one_error_line(result) == (
         f"error: {folder / 'config.json'}: config.json's architectures is {shown}, not a list of model class "
-        f"names; nothing was built from it: {fix} (plan-devices: or pass --model-class CLASS)")
+        f"names; nothing was built from it: {fix} {architectures_advice_end(value)}")
 
 
 @pytest.mark.parametrize(("value", "shown"), [(5, "5"), (["llama"], '["llama"]')])

@@ -233,6 +233,8 @@ def render_plan(report: PlanReport, console: Console, typed_sizes: Mapping[str, 
         why = "--local found no GPU on this machine: the model runs on the CPU"  # none was given, none was seen
     elif report.verdict in ("needs-cpu-offload", "needs-disk-offload") and _runs_on_cpu(report):
         why = "no module is placed on the GPUs given: the model runs on the CPU, nothing streamed to a GPU"
+    elif report.verdict == "does-not-fit" and any(f.code == "quantizer-refuses-offload" for f in report.findings):
+        why = "the GPUs given cannot hold the model, and its quantizer refuses to offload the rest here"
     p(f"verdict: {text} [dim]({why})[/]")
     for suggestion in report.suggestions:
         p(f"  smallest change: {escape(suggestion.description)}")
