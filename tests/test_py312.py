@@ -7,6 +7,8 @@ here on the Python that runs the tests, with 3.12's zipfile emulated on older on
   either field was not read ("torch.load cannot read it either"), and the folder passed;
 * the archive scan listed zipfile's names: a data.pkl so renamed was "safe" on 3.11 and, on 3.12, a member
   "Python's zipfile does not see" sharing bytes with another;
+* 3.11's re takes with a DeprecationWarning, which no user sees, a group reference 3.12 refuses (`\\g<١>`):
+  `--rename` renamed on 3.11 what it refuses on 3.12.
 """
 
 from __future__ import annotations
@@ -181,3 +183,33 @@ def test_a_unicode_path_field_that_spells_the_written_name_is_no_problem(zipfile
         layout = read_layout(io.BytesIO(data), len(data))
         assert [m.name for m in layout.members] == ["archive/data.pkl", "archive/version"], layout
         assert layout.problems == [], layout.problems
+
+
+@pytest.mark.parametrize("spec", [r"(w)=\g<١>", r"(w)=\g< 1>", r"(w)=\g<+1>"])
+def test_a_group_reference_python_3_12_refuses_is_refused_on_every_python(tmp_path: Path, spec: str) -> None:
+    """3.11 renamed `w` by these (with a DeprecationWarning no user sees), 3.12 refuses them: the rename, and the
+    Python snippet diff-keys prints, worked only on the older Python."""
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    from weightdoctor.errors import UsageError
+    from weightdoctor.renames import parse_rename
+
+    with pytest.raises(UsageError, match=r"bad character in group name"):
+        parse_rename(spec)
+    a = tmp_path / "a.safetensors"
+    save_file({"w.weight": np.zeros(2, dtype=np.float32)}, str(a))
+    line = one_error_line(run_cli("diff-keys", str(a), str(a), "--rename", spec))
+    assert "bad character in group name" in line and "--rename" in line, line
+    assert parse_rename(r"(w)=\g<1>x").apply("w.weight") == "wx.weight"  # ASCII digits, as before
+
+
+def test_a_pattern_python_3_12_refuses_is_refused_in_its_words_on_every_python() -> None:
+    """A condition on a group of other digits (`(?(١)b|c)`): 3.11 compiled it with a DeprecationWarning and then
+    refused it as a backreference that may backtrack for hours; 3.12 says what is wrong with it."""
+    from weightdoctor.commands._options import check_regex
+    from weightdoctor.errors import UsageError
+
+    with pytest.raises(UsageError, match=r"^--keep-fp32 '\(a\)\(\?\(١\)b\|c\)': bad regular expression \(bad "
+                                         r"character in group name '١' at position 6\)$"):
+        check_regex("--keep-fp32", "(a)(?(١)b|c)")
