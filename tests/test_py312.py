@@ -146,6 +146,22 @@ def test_a_dcp_entry_behind_a_unicode_path_field_is_scanned(tmp_path: Path, zipf
 
 
 @pytest.mark.parametrize("layout", sorted(_EXTRAS))
+def test_the_shard_scan_alone_finds_the_pickle_behind_either_field(tmp_path: Path, zipfile_of: str,
+                                                                  layout: str) -> None:
+    """The scan of the shards, without torch (so that a Python without a torch wheel runs it against its own
+    zipfile): the archive, after 100 bytes of tensor data, is refused naming where it starts."""
+    from weightdoctor.checkpoint.reader import _refuse_unsafe_dcp_objects
+    from weightdoctor.errors import UnsafePickle
+
+    shard = tmp_path / "__0_0.distcp"
+    shard.write_bytes(bytes(100) + _archive({"hook": RunsAShellCommand()}, zipfile.ZIP_DEFLATED, _EXTRAS[layout]))
+    with pytest.raises(UnsafePickle, match=r"^dangerous: the torch.save archive at byte 100 of this "
+                                           r"torch.distributed.checkpoint \(DCP\) shard holds a pickle that names "
+                                           r"posix.system; "):
+        _refuse_unsafe_dcp_objects(tmp_path)
+
+
+@pytest.mark.parametrize("layout", sorted(_EXTRAS))
 def test_a_benign_dcp_entry_behind_such_a_field_is_no_refusal(tmp_path: Path, zipfile_of: str, layout: str) -> None:
     """The directory read as written finds what torch.load finds and no more: a benign deflated entry behind either
     field leaves the folder's own answer (a DCP folder, no weight file to read here)."""
