@@ -77,7 +77,14 @@ def _npz_behind_a_misplaced_zip64_locator(path: Path, members: int) -> int:
     zip64 = struct.pack("<4sQHHIIQQQQ", b"PK\x06\x06", 44, 45, 45, 0, 0, n, n, cd_size, cd_offset)
     locator = struct.pack("<4sIQI", b"PK\x06\x07", 0, 1 << 40, 1)
     path.write_bytes(data[:end] + zip64 + locator + struct.pack("<4sHHHHIIH", b"PK\x05\x06", 0, 0, n_disk, n, 0, 0, 0))
-    assert len(zipfile.ZipFile(path).namelist()) == members  # what zipfile parses: the whole directory
+    try:
+        listed = len(zipfile.ZipFile(path).namelist())  # what zipfile parses: the whole directory (3.11, 3.12.1)
+    except zipfile.BadZipFile as exc:
+        # Later 3.12 and 3.13 releases check where the locator points, and refuse the file instead (found on a GPU
+        # machine's Python 3.12): the directory is still there for the size check to measure.
+        assert "zip64 end of central directory locator" in str(exc), exc
+    else:
+        assert listed == members
     return cd_size
 
 

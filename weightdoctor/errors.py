@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Mapping
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 
 # The longest message a line on stderr shows (`render.console.error` and `warn` cut it): text from a file (a
 # tensor name of a megabyte, a shape of a million dimensions, a dtype of a megabyte) made error lines of 1-3 MB.
@@ -109,6 +111,14 @@ def choose(option: str, value: str, choices: tuple[str, ...], *, meant: Mapping[
     return match
 
 
+@contextmanager
+def re_deprecations_refused() -> Iterator[None]:
+    """Raise the DeprecationWarning `re` gives for what Python 3.12 refuses (as 3.12's re.error says it)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        yield
+
+
 def compile_user_regex(option: str, pattern: str) -> re.Pattern[str]:
     """`re.compile(pattern)` for a regular expression the user gave to `option`.
 
@@ -121,12 +131,16 @@ def compile_user_regex(option: str, pattern: str) -> re.Pattern[str]:
         Traceback (most recent call last):
         weightdoctor.errors.UsageError: -f 'a{4294967295}': bad regular expression (the repetition number is too large)
 
+    Python 3.12's re refuses what 3.11's took with a DeprecationWarning, which no user sees (a group reference of
+    other digits than ASCII ones, `(?(١)a|b)`): refused here on every Python, with 3.12's words.
+
     Raises:
         UsageError: naming the option and the pattern, and what is wrong with it.
     """
     try:
-        return re.compile(pattern)
-    except re.error as exc:
+        with re_deprecations_refused():
+            return re.compile(pattern)
+    except (re.error, DeprecationWarning) as exc:
         reason = str(exc)
     except RecursionError:
         reason = "groups nested too deeply for Python's re to read"

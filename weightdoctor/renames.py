@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from itertools import repeat
 from operator import getitem
 
-from weightdoctor.errors import UsageError, clip_words, compile_user_regex
+from weightdoctor.errors import UsageError, clip_words, compile_user_regex, re_deprecations_refused
 
 # The longest name a rename may make: the reader's limit for a name read from a file (checkpoint/reader.py
 # MAX_NAME_CHARS; a test holds them equal). 24 `--rename '(.*)=\1\1'` doubled every name 2**24 times: 6 GB and
@@ -64,8 +64,11 @@ def parse_rename(spec: str) -> Rename:
         # the pattern. `sub` parses its template before it searches, even an empty string (every Python from 3.8:
         # 3.12 renamed the private parser that was called here, and a bad group reached the user as "unexpected
         # IndexError", seen on a GPU machine's Python 3.12).
-        compiled.sub(rename.replacement, "")
-    except (re.error, IndexError) as exc:
+        # Python 3.11 takes with a DeprecationWarning (unseen) a group reference 3.12 refuses (`\g<١>`, `\g< 1>`):
+        # refused on every Python, or the rename and the Python snippet it prints fail where users run 3.12.
+        with re_deprecations_refused():
+            compiled.sub(rename.replacement, "")
+    except (re.error, IndexError, DeprecationWarning) as exc:
         raise UsageError(f"--rename {spec!r}: {exc}") from exc
     from weightdoctor.quantized import refuse_unbounded_regex
 

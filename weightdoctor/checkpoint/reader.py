@@ -1375,26 +1375,33 @@ class _Window:
         return data
 
 
-def _pickles_torch_reads(handle: Any, end: int, units: int) -> tuple[list[tuple[int, bytes, bool]], int]:
-    """The data.pkl of the archive that ends at byte `end` (its end of central directory record's end), as
-    torch.load finds it: by the central directory, inflated where deflated. Only the members the local-header
-    walk of `_refuse_unsafe_archives_in` does not read are returned (deflated, or whose local header names
-    another member): `(local header's byte, first bytes, whether cut)`; with the units of the folder's pickle
-    count spent, at most `units` (each `_DCP_DIRECTORY_BYTES` of directory read, each data.pkl read a pickle's)."""
-    import zipfile
+def _pickles_torch_reads(handle: Any, record: int, end: int, units: int
+                         ) -> tuple[list[tuple[int, bytes, bool]], int]:
+    """The data.pkl of the archive whose end of central directory record starts at byte `record` and ends (its
+    comment included) at byte `end`, as torch.load finds it: by the central directory, inflated where deflated. Only
+    the members the local-header walk of `_refuse_unsafe_archives_in` does not read are returned (deflated, or whose
+    local header names another member): `(local header's byte, first bytes, whether cut)`; with the units of the
+    folder's pickle count spent, at most `units` (each `_DCP_DIRECTORY_BYTES` of directory read, each data.pkl read a
+    pickle's).
+
+    The directory is read as written (`directory_as_written`), not by zipfile: Python 3.12's zipfile names an entry
+    by its Unicode path field (0x7075) where miniz goes by the name written, and refuses an archive whose such field
+    is short; on 3.12 a deflated data.pkl that calls os.system behind either was not read, and the folder was called
+    safe for dcp_to_torch_save, which runs it."""
     import zlib
+
+    from weightdoctor.security.archive import directory_as_written
 
     window = _Window(handle, end, max(units, 0) * _DCP_DIRECTORY_BYTES)
     try:
-        members = zipfile.ZipFile(window).infolist()  # type: ignore[arg-type]
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError, struct.error):
+        members = directory_as_written(window, record)  # type: ignore[arg-type]
+    except (ValueError, OSError):
         return [], window.taken // _DCP_DIRECTORY_BYTES  # torch.load cannot read it either
     found: list[tuple[int, bytes, bool]] = []
     spent = window.taken // _DCP_DIRECTORY_BYTES
     for member in members:
-        if not member.filename.endswith("data.pkl") or member.compress_type not in (zipfile.ZIP_STORED,
-                                                                                   zipfile.ZIP_DEFLATED):
-            continue  # miniz, torch's reader, knows these two methods only
+        if not member.name.endswith("data.pkl") or member.method not in (0, 8):
+            continue  # miniz, torch's reader, knows these two methods only: stored and deflated
         if not 0 <= member.header_offset < end:
             # Outside the archive (a directory placed before the file's start, a ZIP64 offset of 2^64 - 1): the
             # seek raised ValueError ("unexpected" said of the folder) or OSError, which ended the shard's scan.
@@ -1409,11 +1416,11 @@ def _pickles_torch_reads(handle: Any, end: int, units: int) -> tuple[list[tuple[
             continue
         name_length, extra_length = struct.unpack_from("<HH", local, 26)
         local_name = handle.read(name_length)
-        if member.compress_type == zipfile.ZIP_STORED and local_name.endswith(b"data.pkl"):
+        if member.method == 0 and local_name.endswith(b"data.pkl"):
             continue  # the local-header walk reads it
         handle.seek(member.header_offset + 30 + name_length + extra_length)
-        raw = handle.read(min(member.compress_size, _MAX_DCP_PICKLE_BYTES))
-        if member.compress_type == zipfile.ZIP_STORED:
+        raw = handle.read(min(member.compressed_size, _MAX_DCP_PICKLE_BYTES))
+        if member.method == 0:
             found.append((member.header_offset, raw, len(raw) == _MAX_DCP_PICKLE_BYTES))
             continue
         try:
@@ -1422,7 +1429,7 @@ def _pickles_torch_reads(handle: Any, end: int, units: int) -> tuple[list[tuple[
         except zlib.error:
             continue  # torch.load fails on it without unpickling
         found.append((member.header_offset, data, len(data) == _MAX_DCP_PICKLE_BYTES
-                      or len(raw) < member.compress_size))
+                      or len(raw) < member.compressed_size))
     return found, spent
 
 
@@ -1512,7 +1519,7 @@ def _refuse_unsafe_archives_in(shard: Path, budget: int, pickles: int) -> tuple[
                 pickles -= _DCP_PICKLE_COST  # each directory read counts: shards full of signatures end soon
                 if pickles < 0:
                     return budget, pickles
-                read, spent = _pickles_torch_reads(handle, end, pickles)
+                read, spent = _pickles_torch_reads(handle, position + match.start(), end, pickles)
                 pickles -= spent  # what is read is judged, then the scan ends when the count is spent
                 for start, data, cut in read:
                     problem = pickle_loads_problem(data, prefix=cut)

@@ -15,7 +15,7 @@ import struct
 import zipfile
 import zlib
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
@@ -218,31 +218,76 @@ def central_directory_size(path: str | os.PathLike[str]) -> int:
         return max(sizes, default=0)
 
 
+def _unicode_path(extra: bytes, written: bytes) -> str | None:
+    """The name an entry's Unicode path field (0x7075) gives, where Python 3.12's zipfile takes it for the entry's
+    name: a version 1 field whose CRC-32 is the written name's, in UTF-8 (the last such field); else None."""
+    found = None
+    pos = 0
+    while pos + 4 <= len(extra):
+        tag, length = struct.unpack_from("<HH", extra, pos)
+        body = extra[pos + 4:pos + 4 + length]
+        if tag == 0x7075 and len(body) >= 5:
+            version, crc = struct.unpack_from("<BL", body)
+            if version == 1 and crc == zlib.crc32(written):
+                # Not UTF-8: 3.12's zipfile refuses the whole archive for it; miniz ignores the field.
+                with suppress(UnicodeDecodeError):
+                    found = body[5:].decode("utf-8").split("\0", 1)[0] or found
+        pos += 4 + length
+    return found
+
+
+def _entry_names(info: zipfile.ZipInfo) -> tuple[str, str | None]:
+    """(the entry's name as written, the other name its Unicode path field gives, or None), on every Python.
+
+    Python 3.11's zipfile lists the name written, 3.12's the Unicode path field's (0x7075) when its CRC matches;
+    PyTorch's reader (miniz) never reads the field. A field that only spells the written bytes as UTF-8 (what
+    Info-ZIP adds to a non-ASCII name without the UTF-8 flag) gives the name those bytes are."""
+    written = info.orig_filename
+    raw = written.encode("utf-8" if info.flag_bits & 0x800 else "cp437")
+    name = written.split("\0", 1)[0]  # zipfile ends a name at its first NUL (both versions)
+    if os.sep != "/":
+        name = name.replace(os.sep, "/")
+    other = _unicode_path(info.extra, raw)
+    if other is None:
+        return name, None
+    if other.encode("utf-8") == raw.split(b"\0", 1)[0]:
+        return other, None
+    return name, other
+
+
 def _from_central_directory(handle: BinaryIO, file_size: int) -> ZipLayout:
-    problems: list[str] = []
+    problems: list[str] = []  # irregularities PyTorch's reader tolerates: the layout's notes
+    crafted: list[str] = []
     infos = _zipfile_infos(handle)
     members: list[ZipMember] = []
     for info in infos:
+        name, unicode_name = _entry_names(info)
         header = _local_header(handle, info.header_offset)
         if header is None:
-            problems.append(f"member {info.filename!r}: no local header at byte {info.header_offset}")
+            problems.append(f"member {name!r}: no local header at byte {info.header_offset}")
             continue
+        if unicode_name is not None:
+            # Scanners and loaders built on Python's zipfile (numpy.load among them) see the other name from 3.12 on:
+            # a data.pkl so renamed was no pickle to them, while torch.load unpickles it.
+            crafted.append(f"member {name!r}: its Unicode path field (0x7075) names it {unicode_name!r}, the name "
+                           "Python's zipfile lists from 3.12 on; PyTorch's reader takes the name written: the "
+                           "archive shows different contents to different readers")
         data_offset = header[5]
         if info.flag_bits & _REFUSED_MASK:
             refused = [what for bit, what in _REFUSED_FLAGS if info.flag_bits & bit]
             # Read in place here, the bytes were taken as values; miniz refuses such a record in every mode
             # ("unsupported encryption", "unsupported feature"), so torch.load refuses the file.
-            problems.append(f"member {info.filename!r} is flagged as {' and '.join(refused)} (PyTorch's reader "
+            problems.append(f"member {name!r} is flagged as {' and '.join(refused)} (PyTorch's reader "
                             "refuses it)")
-        if header[7] != info.filename:
+        if header[7] != name:
             problems.append(
-                f"member {info.filename!r}: its local header names it {header[7]!r} (PyTorch reads it anyway)"
+                f"member {name!r}: its local header names it {header[7]!r} (PyTorch reads it anyway)"
             )
         members.append(
-            ZipMember(info.filename, info.header_offset, data_offset, info.compress_size, info.file_size,
+            ZipMember(name, info.header_offset, data_offset, info.compress_size, info.file_size,
                       info.compress_type, info.CRC)
         )
-    return ZipLayout(members, "central directory", _find_end_record(handle, file_size), problems)
+    return ZipLayout(members, "central directory", _find_end_record(handle, file_size), problems, crafted)
 
 
 def _find_descriptor(handle: BinaryIO, data_offset: int, file_size: int) -> tuple[int, int, int, int] | None:
@@ -390,6 +435,76 @@ def _raw_central_directory(handle: BinaryIO, file_size: int, offset: int, size: 
     return members, entries, with_header
 
 
+@dataclass(frozen=True)
+class ListedEntry:
+    """One entry of a central directory, as written: its name's bytes decoded, the Unicode path field not read."""
+
+    name: str
+    method: int
+    compressed_size: int
+    header_offset: int  # moved by the bytes before the archive, as Python's zipfile moves it
+
+
+def directory_as_written(handle: BinaryIO, record: int) -> list[ListedEntry]:
+    """The entries of the central directory that the end record at byte `record` closes, read without zipfile.
+
+    Python's zipfile parses each entry's extra fields, and which it reads depends on the Python: from 3.12 it takes a
+    Unicode path field (0x7075) whose CRC matches the name as the entry's name, and refuses the whole archive when such
+    a field is shorter than its 5-byte head ("Corrupt unicode path extra field"), where 3.11 and PyTorch's reader
+    (miniz) read neither. Here the name is the one written in the entry, on every Python. The directory is found
+    where zipfile looks for it (just before the end record, or before the zip64 record just before its locator), and
+    each local header offset is moved by what precedes the archive, as zipfile moves it; an entry's zip64 field gives
+    the values its header holds as 0xFFFFFFFF. The walk stops at the first record that is no central directory entry.
+
+    Example:
+        >>> import io, zipfile
+        >>> buffer = io.BytesIO(b"x" * 10)
+        >>> with zipfile.ZipFile(buffer, "a") as archive:
+        ...     archive.writestr("archive/data.pkl", b"\\x80\\x02N.")
+        >>> [(e.name, e.header_offset) for e in directory_as_written(buffer, buffer.getvalue().rfind(EOCD_SIGNATURE))]
+        [('archive/data.pkl', 10)]
+
+    Raises:
+        OSError: the handle cannot be read.
+    """
+    end_record = _read_at(handle, record, 22)
+    if len(end_record) < 22 or end_record[:4] != EOCD_SIGNATURE:
+        return []
+    size, offset = struct.unpack_from("<II", end_record, 12)
+    directory_end = record
+    if record >= 20 + 56 and _read_at(handle, record - 20, 4) == b"PK\x06\x07":
+        zip64 = _read_at(handle, record - 20 - 56, 56)
+        if len(zip64) == 56 and zip64[:4] == b"PK\x06\x06":
+            size, offset = struct.unpack_from("<QQ", zip64, 40)
+            directory_end = record - 20 - 56
+    start = directory_end - size
+    if start < 0:
+        return []
+    shift = start - offset  # the bytes before the archive: zipfile's `concat`
+    raw = _read_at(handle, start, size)
+    entries: list[ListedEntry] = []
+    position = 0
+    while position + _CENTRAL.size <= len(raw) and raw[position:position + 4] == b"PK\x01\x02":
+        fields = _CENTRAL.unpack_from(raw, position)
+        method, csize, usize = fields[4], fields[8], fields[9]
+        name_len, extra_len, comment_len, header_offset = fields[10], fields[11], fields[12], fields[16]
+        name = raw[position + 46:position + 46 + name_len]
+        extra = raw[position + 46 + name_len:position + 46 + name_len + extra_len]
+        if 0xFFFFFFFF in (csize, usize, header_offset):
+            values = _zip64_values(extra)  # in zip64's order: size, compressed size, header offset
+            if usize == 0xFFFFFFFF and values:
+                usize = values.pop(0)
+            if csize == 0xFFFFFFFF and values:
+                csize = values.pop(0)
+            if header_offset == 0xFFFFFFFF and values:
+                header_offset = values.pop(0)
+        # zipfile decodes a name as UTF-8 when flag bit 11 says so, else as cp437; PyTorch's names are ASCII.
+        text = name.decode("utf-8", "replace") if fields[3] & 0x800 else name.decode("cp437")
+        entries.append(ListedEntry(text, method, csize, header_offset + shift))
+        position += 46 + name_len + extra_len + comment_len
+    return entries
+
+
 def _fields(member: ZipMember, shown: bool = False) -> tuple[Any, ...]:
     """What a reader takes a record's bytes as: compression method, compressed size, size, CRC-32 (in words)."""
     if shown:
@@ -501,6 +616,7 @@ def _read_layout(handle: BinaryIO, file_size: int) -> ZipLayout:
         )
     if strict is not None:
         notes += strict.notes
+        problems += strict.problems
         if extra:
             problems.append(
                 f"the central directory PyTorch reads lists {len(extra)} member(s) that Python's zipfile does not "
