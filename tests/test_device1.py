@@ -169,3 +169,23 @@ def test_a_replacement_naming_an_unknown_group_is_a_usage_error() -> None:
     with pytest.raises(UsageError, match=r"bad escape"):
         parse_rename(r"w=\q")
     assert parse_rename(r"(w)=x\1").replacement == r"x\1"
+
+
+def test_a_pattern_re_warns_of_a_future_reading_is_used_without_its_warning(tmp_path: Path) -> None:
+    """`[[]` (a `[` in a class) draws re's "FutureWarning: Possible nested set" as it is parsed: two more lines on
+    stderr beside diff-keys' report and inspect's one-line refusal (seen while checking the Python 3.12 changes)."""
+    from safetensors.torch import save_file
+
+    save_file({"a.weight": torch.ones(2)}, str(tmp_path / "a.safetensors"))
+    save_file({"b.weight": torch.ones(2)}, str(tmp_path / "b.safetensors"))
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "PYTHONWARNINGS": "default"}
+    diffed = subprocess.run([sys.executable, "-m", "weightdoctor", "diff-keys", str(tmp_path / "a.safetensors"),
+                             str(tmp_path / "b.safetensors"), "--rename", "[[]=x", "--json"],
+                            capture_output=True, text=True, cwd=REPO_ROOT, env=env, timeout=300)
+    assert diffed.returncode == 1 and diffed.stderr == "", diffed.stderr
+    assert [entry["name"] for entry in json.loads(diffed.stdout)["missing"]] == ["b.weight"]
+    filtered = subprocess.run([sys.executable, "-m", "weightdoctor", "inspect", str(tmp_path / "a.safetensors"),
+                               "--filter", "[[]"], capture_output=True, text=True, cwd=REPO_ROOT, env=env,
+                              timeout=300)
+    assert filtered.returncode == 2 and filtered.stderr.splitlines() == [
+        "error: --filter '[[]' matches no tensor name (the checkpoint's 1 tensor is a.weight)"], filtered.stderr

@@ -13,6 +13,7 @@ import io
 import json
 import re
 import time
+import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -227,7 +228,9 @@ def _match_cost(pattern: str, search: bool = False, counts_as_star: bool = False
         return False
 
     try:
-        parsed = sre_parse.parse(pattern)
+        with warnings.catch_warnings():  # re's "Possible nested set" FutureWarning: said where the user's pattern
+            warnings.simplefilter("ignore", FutureWarning)  # is compiled, as compile_user_regex keeps it quiet
+            parsed = sre_parse.parse(pattern)
         flags = parsed.state.flags
         if not search:
             return cost(parsed)

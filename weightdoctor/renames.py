@@ -59,7 +59,8 @@ def parse_rename(spec: str) -> Rename:
         raise UsageError(f"--rename {spec!r}: expected REGEX=REPLACEMENT, e.g. 'module\\.=' or '^=model.'")
     rename = Rename(match.group(1).replace("\\=", "="), match.group(2))
     try:
-        compiled = re.compile(rename.pattern)
+        with re_deprecations_refused():
+            compiled = re.compile(rename.pattern)
         # The replacement's group references are checked only where a name matches: check them now, against
         # the pattern. `sub` parses its template before it searches, even an empty string (every Python from 3.8:
         # 3.12 renamed the private parser that was called here, and a bad group reached the user as "unexpected
