@@ -2999,11 +2999,13 @@ def estimate_kv_cache(config: dict[str, Any] | None, dtype: str, batch: int, seq
         import transformers
 
         latent_cache = False
-        kv_heads, head_dim = heads, nope + rope
-        per_token_layer = heads * (nope + rope + values) * element
+        # head_dim: a head's key and value together (they differ in width), so that the line's factors multiply out
+        kv_heads, head_dim = heads, nope + rope + values
+        per_token_layer = heads * head_dim * element
         notes = [f"transformers {transformers.__version__} caches this sparse attention's keys and values expanded "
                  f"per head, not the latent: {counted(heads, 'head', grouped=False)} x (qk_nope_head_dim + "
-                 f"qk_rope_head_dim = {nope + rope} key values + v_head_dim = {values} values) per layer and token"]
+                 f"qk_rope_head_dim = {nope + rope} key values + v_head_dim = {values} values = {head_dim} a head) "
+                 "per layer and token"]
     # DeepSeek-V3.2's sparse attention (transformers' "indexed_attention" layers) also caches its indexer's key of
     # each token, index_head_dim values, beside the latent
     index_dim = text.get("index_head_dim")
