@@ -152,3 +152,62 @@ def test_mamba_states_are_read_from_517s_cache_params(monkeypatch: pytest.Monkey
     kv = estimate_kv_cache(config, "fp32", batch=2, seq_len=None)
     assert (kv.state_bytes, kv.total_bytes) == (18432, 0), kv
     assert "not counted" not in (kv.note or "") and "all 3 layers keep a recurrent state" in (kv.note or "")
+
+
+def test_falcon_new_decoder_architecture_caches_every_head_where_transformers_broadcasts_them(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Falcon-40B's layout (new_decoder_architecture, 2 KV groups for 4 heads): transformers 5.25 caches the 2
+    groups (3 layers x 2 x 2 heads x 8 x 4 bytes x 2 x 5 tokens = 3,840 B), 5.17 broadcasts them to the 4 heads
+    before its cache update and caches 7,680 B (measured by scripts/kv_cache_sweep.py there); its modeling module
+    has no `repeat_kv`."""
+    import transformers
+    from transformers.models.falcon import modeling_falcon
+
+    config = transformers.FalconConfig(vocab_size=128, hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
+                                       new_decoder_architecture=True, num_kv_heads=2).to_dict()
+    if hasattr(modeling_falcon, "repeat_kv"):
+        kv = estimate_kv_cache(config, "fp32", batch=2, seq_len=5)
+        assert (kv.num_kv_heads, kv.total_bytes) == (2, 3840), kv
+        monkeypatch.delattr(modeling_falcon, "repeat_kv")
+    kv = estimate_kv_cache(config, "fp32", batch=2, seq_len=5)
+    assert (kv.num_kv_heads, kv.total_bytes) == (4, 7680), kv
+
+
+def test_recurrent_gemma_without_layer_types_caches_its_attention_blocks_alone(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """transformers 5.17's RecurrentGemmaConfig has no layer_types (its layers_block_type reads "recurrent" /
+    "attention"), and get_layer_types_and_kwargs lays all 3 layers out as sliding attention; its model fills the
+    attention block's keys and values alone (640 B for 2 x 5 tokens at fp32) and keeps 2,048 B of states in the
+    recurrent blocks, as 5.25 does (measured by scripts/kv_cache_sweep.py under both): 1,920 B and no state were
+    said."""
+    import transformers
+    import transformers.cache_utils as cache_utils
+
+    from weightdoctor import plan_devices
+
+    config = transformers.RecurrentGemmaConfig(
+        vocab_size=128, hidden_size=32, intermediate_size=48, num_hidden_layers=3, num_attention_heads=4,
+        num_key_value_heads=1, lru_width=32, attention_window_size=8, conv1d_width=4,
+        block_types=["recurrent", "recurrent", "attention"]).to_dict()
+    newer = estimate_kv_cache(config, "fp32", batch=2, seq_len=5)
+    config_class = transformers.RecurrentGemmaConfig
+    real_kinds = plan_devices._decoder_layer_kinds
+
+    def kinds_as_517(config: dict[str, Any], layers: int) -> Any:
+        # 5.17's config class and cache API where the layer kinds are read (the model is still built by 5.25's)
+        with pytest.MonkeyPatch.context() as patch:
+            if "layer_types" in getattr(config_class, "attribute_map", {}):
+                patch.setattr(config_class, "attribute_map", {"sliding_window": "attention_window_size"})
+                patch.setattr(config_class, "layers_block_type",
+                              property(lambda self: (self.block_types * 100)[: self.num_hidden_layers]))
+            patch.setattr(cache_utils, "get_layer_types_and_kwargs",
+                          _as_517(cache_utils.get_layer_types_and_kwargs))
+            return real_kinds(config, layers)
+
+    monkeypatch.setattr(plan_devices, "_decoder_layer_kinds", kinds_as_517)
+    older = estimate_kv_cache(config, "fp32", batch=2, seq_len=5)
+    measured = (640, 2048, (0, 0, 640))
+    assert (older.total_bytes, older.state_bytes, older._layer_bytes) == measured, older
+    assert (newer.total_bytes, newer.state_bytes, newer._layer_bytes) == measured, newer
+    assert older.note == newer.note == "2 of 3 layers keep a recurrent state of fixed size per sequence instead of " \
+                                       "keys and values"

@@ -2501,6 +2501,15 @@ def _decoder_layer_kinds(config: dict[str, Any], layers: int) -> list[tuple[str,
     if len(kinds) != layers or not isinstance(kwargs, list) or len(kwargs) != len(kinds):
         return None
     kinds = [_OLDER_KINDS.get(kind, kind) if isinstance(kind, str) else kind for kind in kinds]
+    text = built.get_text_config(decoder=True)
+    blocks = getattr(text, "layers_block_type", None) if getattr(text, "layer_types", None) is None else None
+    if isinstance(blocks, list) and len(blocks) == len(kinds) and "recurrent" in blocks:
+        # transformers 5.17's RecurrentGemma has no layer_types: every layer is laid out as sliding attention, and
+        # only its "attention" blocks fill theirs; a "recurrent" block keeps its state in the block (5.25 names it
+        # "linear_attention")
+        recurrent = [block == "recurrent" for block in blocks]
+        kinds = ["linear_attention" if rec else kind for rec, kind in zip(recurrent, kinds, strict=True)]
+        kwargs = [{} if rec else kw for rec, kw in zip(recurrent, kwargs, strict=True)]
     return [(kind, kw.get("sliding_window") if isinstance(kw, dict) else None)
             for kind, kw in zip(kinds, kwargs, strict=True)]
 
@@ -2646,6 +2655,18 @@ def _kv_heads(text: dict[str, Any], heads: int) -> Any:
     return heads
 
 
+def _falcon_caches_every_head() -> bool:
+    """Whether the installed transformers' Falcon caches a key and value for every query head in its new decoder
+    architecture (Falcon-40B): transformers 5.17 broadcasts the num_kv_heads groups to all heads before its cache
+    update (`num_kv_heads = self.num_heads if self.new_decoder_architecture`), measured 2 x the keys and values of
+    5.25, which caches the groups and repeats them as it attends (its modeling module's `repeat_kv`)."""
+    try:
+        from transformers.models.falcon import modeling_falcon
+    except Exception:  # noqa: BLE001 - no Falcon in this transformers: the config's groups, as 5.25 caches them
+        return False
+    return not hasattr(modeling_falcon, "repeat_kv")
+
+
 @functools.lru_cache(maxsize=64)
 def _config_class_reads(config_class: type, key: str) -> bool:
     """Whether `config_class`, built with its defaults, holds `key` (True where it cannot be built so)."""
@@ -2753,6 +2774,9 @@ class _ConfigKeys:
         """The KV heads per layer: written, else Falcon's / GPT-BigCode's multi_query, else the class's own
         (DBRX's attn_config, Mixtral's default), else the query heads. A decoder sized by `decoder_attention_heads`
         (Whisper, BART) does not read `num_key_value_heads`, which Whisper's class maps to its encoder's heads."""
+        if self.text.get("model_type") == "falcon" and self.text.get("new_decoder_architecture") \
+                and _falcon_caches_every_head():
+            return heads
         if not decoder_heads:
             explicit = self.first("num_key_value_heads")
             if explicit:
