@@ -238,7 +238,7 @@ def _run_model(arch: Arch, folder: Path, dtype: torch.dtype, batch: int, seq_len
             # set both up as its forward does, and pass the cache
             model.model._setup_cache(config, batch, ids.device, dtype)
             cache = transformers.DynamicCache(config=config)
-            model(input_ids=ids, cache=cache, use_cache=True)
+            model(input_ids=ids, use_cache=True, **_cache_argument(model, cache))
             blocks = [layer.temporal_block for layer in model.model.layers]
             states = [t for b in blocks for t in (getattr(b, "conv1d_state", None),
                                                   getattr(getattr(b, "rg_lru", None), "recurrent_states", None))]
@@ -248,11 +248,22 @@ def _run_model(arch: Arch, folder: Path, dtype: torch.dtype, batch: int, seq_len
             out = model(input_features=features, decoder_input_ids=ids, use_cache=True)
         elif static:
             cache = transformers.StaticCache(config=config, max_cache_len=seq_len)
-            model(input_ids=ids, cache=cache, use_cache=True)
+            model(input_ids=ids, use_cache=True, **_cache_argument(model, cache))
             return cache, []
         else:
             out = model(input_ids=ids, use_cache=True)
-    return getattr(out, "cache", None) or getattr(out, "past_key_values", None), []
+    # transformers 5.17's Mamba and Mamba-2 return theirs as `cache_params`
+    return (getattr(out, "cache", None) or getattr(out, "past_key_values", None)
+            or getattr(out, "cache_params", None)), []
+
+
+def _cache_argument(model: Any, cache: Any) -> dict[str, Any]:
+    """`cache` as the model's forward takes it: `cache=` (transformers 5.25), `past_key_values=` or Mamba's
+    `cache_params=` (5.17, whose forward swallowed an unknown `cache=` into its kwargs and left the cache empty)."""
+    import inspect
+
+    taken = inspect.signature(model.forward).parameters
+    return {next((name for name in ("cache", "past_key_values", "cache_params") if name in taken), "cache"): cache}
 
 
 @dataclass

@@ -51,10 +51,12 @@ def test_kv_cache_of_a_pure_state_space_model_needs_no_seq_len(tmp_path: Path, k
                                            num_heads=4, head_dim=16, n_groups=1, expand=2,
                                            architectures=["Mamba2ForCausalLM"])
         model = transformers.Mamba2ForCausalLM(config).eval()
-    # the oracle: the states transformers' cache holds for 2 sequences, the same after 3 tokens as after 9
+    # the oracle: the states transformers' cache holds for 2 sequences, the same after 3 tokens as after 9 (the
+    # output's `cache`; transformers 5.17 names it `cache_params`)
     with torch.no_grad():
-        held = {length: _state_bytes(model(input_ids=torch.randint(0, 64, (2, length)), use_cache=True)
-                                     .cache) for length in (3, 9)}
+        outputs = {length: model(input_ids=torch.randint(0, 64, (2, length)), use_cache=True) for length in (3, 9)}
+    held = {length: _state_bytes(output["cache"] if "cache" in output else output["cache_params"])
+            for length, output in outputs.items()}
     assert held[3] == held[9] > 0, held
     (tmp_path / "config.json").write_text(json.dumps(config.to_dict()))
     args = ("plan-devices", str(tmp_path / "config.json"), "--gpu", "1GB", "--kv-cache", "--batch", "2",

@@ -707,10 +707,15 @@ def test_kv_cache_of_deepseek_v32_counts_its_indexer_keys() -> None:
         num_key_value_heads=4, max_position_embeddings=64, moe_intermediate_size=16, kv_lora_rank=8, q_lora_rank=12,
         qk_rope_head_dim=4, qk_nope_head_dim=8, v_head_dim=8, n_routed_experts=4, num_experts_per_tok=2,
         first_k_dense_replace=1, n_group=1, topk_group=1, index_topk=4, index_head_dim=8, index_n_heads=2)
+    from transformers.cache_utils import DYNAMIC_LAYER_TYPE_MAPPING
+
     measured = _cache_bytes(transformers.DeepseekV32ForCausalLM, config, torch.randint(4, 100, (2, 13)),
                             ("keys", "values", "indexer_keys"))
     kv = estimate_kv_cache(config.to_dict(), "fp32", batch=2, seq_len=13)
-    assert kv.total_bytes == measured == 2 * (8 + 4 + 8) * 4 * 2 * 13 and "index_head_dim = 8" in (kv.note or "")
+    # per layer and token: the latent (8 + 4) and the indexer's key (8); transformers 5.17 (whose layers are
+    # "deepseek_sparse_attention") caches the keys (8 + 4) and values (8) of each of the 4 heads instead of the latent
+    per_layer = 4 * (8 + 4 + 8) + 8 if "deepseek_sparse_attention" in DYNAMIC_LAYER_TYPE_MAPPING else 8 + 4 + 8
+    assert kv.total_bytes == measured == 2 * per_layer * 4 * 2 * 13 and "index_head_dim = 8" in (kv.note or "")
 
 
 def test_kv_cache_of_zamba_reads_its_attention_head_dim() -> None:

@@ -2478,7 +2478,7 @@ def check_manual_map(
 # attention kinds (sliding and chunked ones keep at most their window), a recurrent state of fixed size in the
 # linear-attention / state-space kinds, both in the hybrid kinds, nothing in a "dummy" layer (shared KV, no attention).
 _KV_KINDS = {"full_attention", "sliding_attention", "chunked_attention", "indexed_attention", "hybrid",
-             "hybrid_sliding"}
+             "hybrid_sliding", "deepseek_sparse_attention"}
 _STATE_KINDS = {"conv", "linear_attention", "hybrid", "hybrid_sliding"}
 
 
@@ -2514,27 +2514,39 @@ def _decoder_layer_kinds(config: dict[str, Any], layers: int) -> list[tuple[str,
         return None
     if isinstance(kwargs, dict):  # transformers before 5.2x: one set of kwargs, given to every layer's cache
         kwargs = [kwargs if kind in _WINDOWED_KINDS else {} for kind in kinds]
-        # It also leaves out the last `num_kv_shared_layers` layers (Gemma3n's, which reuse earlier layers' keys
-        # and values), where 5.25 lays them out as "dummy": read as a list too short, every layer was counted.
-        shared = getattr(built, "num_kv_shared_layers", None)
-        if isinstance(shared, int) and shared > 0 and len(kinds) + shared == layers:
+        # ... and the last num_kv_shared_layers (Gemma 3n's, which reuse an earlier layer's keys and values) left
+        # out of the list rather than named "dummy": no cache layer is made for them either way
+        shared = getattr(built.get_text_config(decoder=True), "num_kv_shared_layers", None)
+        if isinstance(shared, int) and 0 < shared < layers and len(kinds) == layers - shared:
             kinds, kwargs = [*kinds, *["dummy"] * shared], [*kwargs, *[{}] * shared]
-    # ... and its names of kinds since renamed (5.17's DeepSeek-V3.2 layers were "deepseek_sparse_attention": read
-    # as no kind that caches, --kv-cache said "no KV cache: no layer attends")
-    kinds = [_RENAMED_KINDS.get(kind, kind) if isinstance(kind, str) else kind for kind in kinds]
     if len(kinds) != layers or not isinstance(kwargs, list) or len(kwargs) != len(kinds):
         return None
+    kinds = [_OLDER_KINDS.get(kind, kind) if isinstance(kind, str) else kind for kind in kinds]
+    text = built.get_text_config(decoder=True)
+    blocks = getattr(text, "layers_block_type", None) if getattr(text, "layer_types", None) is None else None
+    if isinstance(blocks, list) and len(blocks) == len(kinds) and "recurrent" in blocks:
+        # transformers 5.17's RecurrentGemma has no layer_types: every layer is laid out as sliding attention, and
+        # only its "attention" blocks fill theirs; a "recurrent" block keeps its state in the block (5.25 names it
+        # "linear_attention")
+        recurrent = [block == "recurrent" for block in blocks]
+        kinds = ["linear_attention" if rec else kind for rec, kind in zip(recurrent, kinds, strict=True)]
+        kwargs = [{} if rec else kw for rec, kw in zip(recurrent, kwargs, strict=True)]
     return [(kind, kw.get("sliding_window") if isinstance(kw, dict) else None)
             for kind, kw in zip(kinds, kwargs, strict=True)]
 
 
+# Older transformers' names (5.17) of the kinds transformers 5.25 names otherwise, where both cache the same: the
+# "moe" / "mlp" layers of models without attention there were an empty LinearAttentionLayer (5.25: "dummy").
+# DeepSeek-V3.2's "deepseek_sparse_attention" stays itself: transformers 5.17 caches its keys and values expanded
+# per head (see `estimate_kv_cache`), 5.25's "indexed_attention" the latent.
+_OLDER_KINDS = {"qwen_sparse_attention": "indexed_attention", "moe": "dummy", "mlp": "dummy"}
+
+# The layer kinds that also cache their indexer's key of each token (DynamicIndexedLayer's `indexer_keys`).
+_INDEXED_KINDS = frozenset({"indexed_attention", "deepseek_sparse_attention"})
+
 # The layer kinds whose cache transformers bounds by a window (`sliding_window` of their cache-layer kwargs).
 _WINDOWED_KINDS = frozenset({"sliding_attention", "hybrid_sliding", "reference_sliding_attention",
                              "chunked_attention"})
-# Layer kinds of transformers before 5.2x under the names 5.25 gives them: its sparse attentions are DynamicIndexedLayer
-# (keys, values and the indexer's key of each token), its "moe" and "mlp" layers keep nothing ("dummy").
-_RENAMED_KINDS = {"deepseek_sparse_attention": "indexed_attention", "qwen_sparse_attention": "indexed_attention",
-                  "moe": "dummy", "mlp": "dummy"}
 
 
 # The attributes in which transformers' cache layers (`LinearAttentionLayer`) keep the fixed-size states.
@@ -2573,7 +2585,9 @@ def recurrent_states(config: dict[str, Any], torch_dtype: str, batch: int) -> tu
                 output = model(input_ids=ids, use_cache=True)
     except Exception:  # noqa: BLE001 - model code can raise anything on a meta run: the states stay unsized
         return None
-    cache = getattr(output, "past_key_values", None) or getattr(output, "cache", None)
+    # transformers 5.17's Mamba and Mamba-2 outputs name their cache `cache_params` (5.25: `cache`)
+    cache = (getattr(output, "past_key_values", None) or getattr(output, "cache", None)
+             or getattr(output, "cache_params", None))
     element = getattr(torch, torch_dtype).itemsize
     seen: set[int] = set()
     total = 0
@@ -2659,6 +2673,18 @@ def _kv_heads(text: dict[str, Any], heads: int) -> Any:
         kv_heads = text.get("num_kv_heads") or heads
         return kv_heads if text.get("new_decoder_architecture") or not multi_query else 1
     return heads
+
+
+def _falcon_caches_every_head() -> bool:
+    """Whether the installed transformers' Falcon caches a key and value for every query head in its new decoder
+    architecture (Falcon-40B): transformers 5.17 broadcasts the num_kv_heads groups to all heads before its cache
+    update (`num_kv_heads = self.num_heads if self.new_decoder_architecture`), measured 2 x the keys and values of
+    5.25, which caches the groups and repeats them as it attends (its modeling module's `repeat_kv`)."""
+    try:
+        from transformers.models.falcon import modeling_falcon
+    except Exception:  # noqa: BLE001 - no Falcon in this transformers: the config's groups, as 5.25 caches them
+        return False
+    return not hasattr(modeling_falcon, "repeat_kv")
 
 
 @functools.lru_cache(maxsize=64)
@@ -2768,6 +2794,9 @@ class _ConfigKeys:
         """The KV heads per layer: written, else Falcon's / GPT-BigCode's multi_query, else the class's own
         (DBRX's attn_config, Mixtral's default), else the query heads. A decoder sized by `decoder_attention_heads`
         (Whisper, BART) does not read `num_key_value_heads`, which Whisper's class maps to its encoder's heads."""
+        if self.text.get("model_type") == "falcon" and self.text.get("new_decoder_architecture") \
+                and _falcon_caches_every_head():
+            return heads
         if not decoder_heads:
             explicit = self.first("num_key_value_heads")
             if explicit:
@@ -3005,6 +3034,22 @@ def estimate_kv_cache(config: dict[str, Any] | None, dtype: str, batch: int, seq
         per_token_layer = head_dim * element
         notes = [f"multi-head latent attention: transformers caches kv_lora_rank + qk_rope_head_dim = {head_dim} "
                  "values per layer and token"]
+    nope, values = text.get("qk_nope_head_dim"), text.get("v_head_dim")
+    if latent_cache and any(kind == "deepseek_sparse_attention" for kind, _ in attention) \
+            and isinstance(nope, int) and isinstance(values, int) and nope >= 0 and values > 0:
+        # transformers 5.17's DeepSeek-V3.2 (and its DSA kin) caches the latent expanded by kv_b_proj, as keys of
+        # qk_nope_head_dim + qk_rope_head_dim and values of v_head_dim for each of num_attention_heads ("Sparse-
+        # attention models cache the expanded K/V, not the compressed latents"); 5.25 caches the latent.
+        import transformers
+
+        latent_cache = False
+        # head_dim: a head's key and value together (they differ in width), so that the line's factors multiply out
+        kv_heads, head_dim = heads, nope + rope + values
+        per_token_layer = heads * head_dim * element
+        notes = [f"transformers {transformers.__version__} caches this sparse attention's keys and values expanded "
+                 f"per head, not the latent: {counted(heads, 'head', grouped=False)} x (qk_nope_head_dim + "
+                 f"qk_rope_head_dim = {nope + rope} key values + v_head_dim = {values} values = {head_dim} a head) "
+                 "per layer and token"]
     # DeepSeek-V3.2's sparse attention (transformers' "indexed_attention" layers) also caches its indexer's key of
     # each token, index_head_dim values, beside the latent
     index_dim = text.get("index_head_dim")
@@ -3014,7 +3059,7 @@ def estimate_kv_cache(config: dict[str, Any] | None, dtype: str, batch: int, seq
     windowed: set[int] = set()
     layer_bytes = []
     for kind, window in attention:
-        layer_token = per_token_layer + (indexer if kind == "indexed_attention" else 0)
+        layer_token = per_token_layer + (indexer if kind in _INDEXED_KINDS else 0)
         per_token += layer_token
         tokens = seq_len
         if isinstance(window, int) and window > 0:
@@ -3023,7 +3068,7 @@ def estimate_kv_cache(config: dict[str, Any] | None, dtype: str, batch: int, seq
                 windowed.add(window)
         layer_bytes.append(layer_token * tokens * batch)
         total += layer_bytes[-1]
-    if indexer and any(kind == "indexed_attention" for kind, _ in attention):
+    if indexer and any(kind in _INDEXED_KINDS for kind, _ in attention):
         notes.append("plus the indexer's key of each token, "
                      f"index_head_dim = {counted(index_dim, 'value', grouped=False)} per layer")
     if windowed:
