@@ -33,7 +33,7 @@ print('cuda', torch.cuda.is_available(), torch.cuda.get_device_capability(0))"
 print('pytest', pytest.__file__, 'peft', peft.__version__, peft.__file__)"
 } > "$OUT/environment.txt" 2>&1
 
-timeout "$LIMIT" python scripts/gpu_sweep.py --models fp8-llama,fp8-qwen3,t5,opt,llama --jobs "${JOBS:-4}" \
+timeout "$LIMIT" python scripts/gpu_sweep.py --models "${SWEEP_MODELS:-fp8-llama,fp8-qwen3,t5,opt,llama}" --jobs "${JOBS:-4}" \
     --report "$OUT/gpu-sweep.md" > "$WORK/gpu-sweep.log" 2>&1 &
 sweep=$!
 
