@@ -191,6 +191,13 @@ def _archs() -> dict[str, Arch]:
         "granitemoehybrid": Arch(cfg(T.GraniteMoeHybridConfig, "GraniteMoeHybridForCausalLM", **llama,
                                      layer_types=["mamba", "attention", "mamba", "attention"], num_local_experts=2,
                                      num_experts_per_tok=1, **mamba2)),
+        # its layer count is its layers_block_type's length, a property the config it saves does not write
+        "nemotron_h": Arch(cfg(T.NemotronHConfig, "NemotronHForCausalLM", vocab_size=128, hidden_size=32,
+                               num_attention_heads=4, num_key_value_heads=2, head_dim=8, intermediate_size=48,
+                               mamba_num_heads=4, mamba_head_dim=16, ssm_state_size=8, n_groups=1,
+                               chunk_size=8, max_position_embeddings=64,
+                               layers_block_type=["mamba", "attention", "mamba", "moe", "attention"],
+                               n_routed_experts=2, num_experts_per_tok=1, moe_intermediate_size=16)),
         # two of twelve layers also run a shared attention block, on twice the hidden size (attention_head_dim)
         "zamba": Arch(cfg(T.ZambaConfig, "ZambaForCausalLM", **{**llama, "num_hidden_layers": 12,
                                                                   "num_key_value_heads": 4},
@@ -447,7 +454,7 @@ def main() -> int:
                             problems.append(f"{measured.state_bytes} B of recurrent state not noted")
                         if measured.other_bytes:
                             problems.append(f"{measured.other_bytes} B of other cache tensors")
-                    if not cli_done:
+                    if not cli_done and got is not None:  # (a refusal is already the row's difference)
                         cli_done = True
                         cli = _cli_kv(folder, dtype, BATCH, seq_len)
                         # --json leaves out the private fields (`_layer_bytes`, `_latent`) that asdict keeps

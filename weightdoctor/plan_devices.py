@@ -2728,7 +2728,7 @@ class _ConfigKeys:
             config_class = CONFIG_MAPPING[model_type]
         except (ImportError, KeyError):
             return
-        from weightdoctor.meta_model import refuse_unbuildable_config
+        from weightdoctor.meta_model import decode_special_floats, refuse_unbuildable_config
 
         try:
             # A class builds per-layer lists in its __init__ (Qwen3's layer_types): num_hidden_layers 10^9 never
@@ -2736,7 +2736,9 @@ class _ConfigKeys:
             refuse_unbuildable_config(text)
         except UsageError:
             return
-        values = {key: value for key, value in text.items() if key != "model_type"}
+        # as from_pretrained reads them: transformers 5 saves Infinity as {"__float__": "Infinity"} (Mamba2's and
+        # Nemotron-H's time_step_limit), which the class's strict fields refuse as written
+        values = {key: decode_special_floats(value) for key, value in text.items() if key != "model_type"}
         try:
             with _quiet_libraries(), warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -2784,6 +2786,17 @@ class _ConfigKeys:
                 if value is not None and not isinstance(value, bool):
                     return value
         return None
+
+    def derived(self, key: str) -> Any:
+        """The built class's `key` where the class computes it from other fields it reads (a property:
+        NemotronHConfig's num_hidden_layers is the length of its layers_block_type), so a config that class saves
+        does not write it; else None."""
+        import inspect
+
+        if self.built is None or not isinstance(inspect.getattr_static(type(self.built), key, None), property):
+            return None
+        value = self._attribute(key)
+        return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
     def default(self, key: str) -> Any:
         """What the built class holds for `key` though the config does not write it (an int, else None)."""
@@ -2965,6 +2978,8 @@ def estimate_kv_cache(config: dict[str, Any] | None, dtype: str, batch: int, seq
     # Decoder self-attention cache. An encoder-decoder's decoder sizes come first: Whisper's and BART's
     # num_hidden_layers, where present, count the encoder's layers.
     layers = keys.first("decoder_layers", "num_decoder_layers", "num_hidden_layers", legacy=("n_layer", "num_layers"))
+    if layers is None:  # a count the class derives and does not save (Nemotron-H's, from its layers_block_type)
+        layers = keys.derived("num_hidden_layers")
     heads_key = next((key for key in ("decoder_attention_heads", "num_attention_heads") if keys.written(key)), None)
     heads = keys.first("decoder_attention_heads", "num_attention_heads", legacy=("n_head", "num_heads"))
     hidden = keys.first("hidden_size", legacy=("n_embd", "d_model"))
