@@ -39,6 +39,8 @@ def _older_layer_kwargs(real: Any) -> Any:
 
     def older(config: Any) -> tuple[list[str], dict[str, Any]]:
         kinds, per_layer = real(config)
+        if isinstance(per_layer, dict):  # the installed transformers is of 5.17's shape already
+            return list(kinds), per_layer
         merged: dict[str, Any] = {}
         for kwargs in per_layer:
             merged.update(kwargs)

@@ -163,6 +163,8 @@ def _as_transformers_517(real: Any) -> Any:
 
     def older(config: Any) -> tuple[list[str], dict[str, Any]]:
         kinds, per_layer = real(config)
+        if isinstance(per_layer, dict):  # the installed transformers is of 5.17's shape already: read as it is
+            return kinds, per_layer
         shared = getattr(config, "num_kv_shared_layers", None)
         if shared:  # 5.17: `layer_types[: -config.num_kv_shared_layers]`, where 5.25 makes them "dummy"
             kinds, per_layer = kinds[:-shared], per_layer[:-shared]
