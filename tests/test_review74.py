@@ -96,3 +96,29 @@ def test_a_field_that_renames_the_member_is_still_suspicious(tmp_path: Path, wri
     line = one_error_line(run_cli("inspect", str(path)))
     assert line.startswith(f"error: {path}: suspicious: "), line
     assert "its Unicode path field (0x7075) names it" in line, line
+
+
+def test_a_bitnet_map_by_hand_refused_here_is_not_said_to_overflow_the_gpus(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The GPU (100 MB) holds the 1.7 MB model; the --map puts lm_head on the CPU, which BitNet's quantizer refuses
+    where CUDA is available. The verdict said 'the GPUs given cannot hold the model, and its quantizer refuses to
+    offload the rest here'."""
+    from tests.test_compat_load import _bitnet_llama
+
+    folder = tmp_path / "bitnet"
+    _bitnet_llama(folder)
+    manual = tmp_path / "map.json"
+    manual.write_text(json.dumps({"model.embed_tokens": 0, "model.layers": 0, "model.norm": 0,
+                                  "model.rotary_emb": 0, "lm_head": "cpu"}))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda i: (100_000_000, 80 * 10**9))
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *device: (9, 0))
+    args = ("plan-devices", str(folder), "--gpu", "100MB", "--cpu", "100MB", "--map", str(manual))
+    code, planned = run_json(*args)
+    assert (code, planned["verdict"], planned["manual_map"]) == (1, "does-not-fit", True)
+    assert [f["code"] for f in planned["findings"]] == ["quantizer-refuses-offload"]
+    said = " ".join(run_cli(*args).stdout.split())
+    assert ("verdict: does not fit (your --map places modules on cpu or disk, which its quantizer refuses "
+            "here)") in said, said
+    assert "cannot hold the model" not in said, said
