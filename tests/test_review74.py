@@ -122,3 +122,19 @@ def test_a_bitnet_map_by_hand_refused_here_is_not_said_to_overflow_the_gpus(
     assert ("verdict: does not fit (your --map places modules on cpu or disk, which its quantizer refuses "
             "here)") in said, said
     assert "cannot hold the model" not in said, said
+
+
+def test_a_string_architectures_is_not_blamed_for_another_field_the_config_refuses(tmp_path: Path) -> None:
+    """config.json with `"architectures": "LlamaForCausalLM"` and a head_dim of "x": the config class refuses the
+    head_dim on every transformers (5.25 takes a string's architectures), yet the error said 'transformers ...
+    builds no config from it' of the architectures, and the field at fault went unsaid."""
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({
+        "model_type": "llama", "architectures": "LlamaForCausalLM", "hidden_size": 64, "intermediate_size": 128,
+        "num_hidden_layers": 2, "num_attention_heads": 4, "vocab_size": 100, "head_dim": "x"}))
+    line = one_error_line(run_cli("plan-devices", str(folder), "--gpu", "1GB"))
+    assert line.startswith("error: "), line
+    assert "config.json cannot build a 'llama' config (StrictDataclassFieldValidationError: Validation error for " \
+           "field 'head_dim'" in line, line
+    assert "architectures is" not in line and "builds no config from it" not in line, line
