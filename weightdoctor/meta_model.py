@@ -197,17 +197,26 @@ def config_from_dict(config: dict[str, Any], **overrides: Any) -> PretrainedConf
     try:
         return AutoConfig.for_model(model_type, **values)
     except Exception as exc:  # config classes validate fields in their own ways (strict dataclasses, asserts)
-        malformed = architectures_problem(values.get("architectures"))
-        if malformed is not None:
-            # transformers 5.17's config classes validate every field, `architectures` (list[str]) among them,
-            # and refused it before resolve_model_class could say how to write it ("StrictDataclassFieldValidation
-            # Error: ... doesn't match any type"); 5.25's build it and leave the names to the class chosen.
+        refused = exc
+    malformed = architectures_problem(values.get("architectures"))
+    if malformed is not None:
+        # transformers 5.17's config classes validate every field, `architectures` (list[str]) among them,
+        # and refused it before resolve_model_class could say how to write it ("StrictDataclassFieldValidation
+        # Error: ... doesn't match any type"); 5.25's build it and leave the names to the class chosen. Said only
+        # where the config builds without it: a string's architectures beside a bad head_dim was blamed, on 5.25
+        # too, and the field at fault went unsaid.
+        try:
+            AutoConfig.for_model(model_type, **{k: v for k, v in values.items() if k != "architectures"})
+        except Exception as exc:  # noqa: BLE001 - another field is refused: that one is said
+            refused = exc
+        else:
             import transformers
 
             raise UsageError(f"{malformed} (transformers {transformers.__version__} builds no config from it, "
-                             "whatever the model class)") from exc
-        detail = clip_words(" ".join(str(exc).split()), 200)
-        raise UsageError(f"config.json cannot build a {model_type!r} config ({type(exc).__name__}: {detail})") from exc
+                             "whatever the model class)") from refused
+    detail = clip_words(" ".join(str(refused).split()), 200)
+    raise UsageError(f"config.json cannot build a {model_type!r} config ({type(refused).__name__}: {detail})"
+                     ) from refused
 
 
 def shown_value(value: Any, limit: int = 200) -> str:

@@ -234,7 +234,9 @@ def render_plan(report: PlanReport, console: Console, typed_sizes: Mapping[str, 
     elif report.verdict in ("needs-cpu-offload", "needs-disk-offload") and _runs_on_cpu(report):
         why = "no module is placed on the GPUs given: the model runs on the CPU, nothing streamed to a GPU"
     elif report.verdict == "does-not-fit" and any(f.code == "quantizer-refuses-offload" for f in report.findings):
-        why = "the GPUs given cannot hold the model, and its quantizer refuses to offload the rest here"
+        # A --map puts modules on cpu or disk by hand, whatever the GPUs hold: the planner only when they are full.
+        why = ("your --map places modules on cpu or disk, which its quantizer refuses here" if report.manual_map
+               else "the GPUs given cannot hold the model, and its quantizer refuses to offload the rest here")
     p(f"verdict: {text} [dim]({why})[/]")
     for suggestion in report.suggestions:
         p(f"  smallest change: {escape(suggestion.description)}")

@@ -11,7 +11,9 @@ each member's bytes are read straight from its local header, without CRC, flag o
 from __future__ import annotations
 
 import os
+import re
 import struct
+import unicodedata
 import zipfile
 import zlib
 from collections.abc import Iterator
@@ -236,22 +238,49 @@ def _unicode_path(extra: bytes, written: bytes) -> str | None:
     return found
 
 
+def _same_name(written: bytes, field: str) -> bool:
+    """Whether a Unicode path field (0x7075) only spells the written name in Unicode: the writer's own transcoding.
+
+    Info-ZIP writes the name's own bytes without the UTF-8 flag and the field with them as UTF-8; a name in NFD
+    (macOS) gets a field in NFC; PKZIP, WinRAR and Info-ZIP on Windows write the name in the OEM code page
+    (cp437, cp850, ...), which no record names, and the field in UTF-8. Such a field changes no ASCII byte of the
+    name (the separators, `data.pkl`): only the letters above 127, in the same places. A field that changes an
+    ASCII byte (`archive/data.pkl` named `archivX/data.pkl`) renames the member.
+
+    Example:
+        >>> _same_name("caf\u00e9".encode("cp437"), "caf\u00e9"), _same_name(b"archive/data.pkl", "archivX/data.pkl")
+        (True, False)
+    """
+    try:
+        text = written.decode("utf-8")
+    except UnicodeDecodeError:  # a legacy code page: its bytes above 127 are letters the field names
+        return _ascii_runs(written.decode("latin-1")) == _ascii_runs(field)
+    return unicodedata.normalize("NFC", text) == unicodedata.normalize("NFC", field)
+
+
+def _ascii_runs(text: str) -> str:
+    """`text` with each run of non-ASCII characters as one U+FFFD: what two spellings of a name share."""
+    return re.sub(r"[^\x00-\x7f]+", "\ufffd", text)
+
+
 def _entry_names(info: zipfile.ZipInfo) -> tuple[str, str | None]:
     """(the entry's name as written, the other name its Unicode path field gives, or None), on every Python.
 
     Python 3.11's zipfile lists the name written, 3.12's the Unicode path field's (0x7075) when its CRC matches;
-    PyTorch's reader (miniz) never reads the field. A field that only spells the written bytes as UTF-8 (what
-    Info-ZIP adds to a non-ASCII name without the UTF-8 flag) gives the name those bytes are."""
+    PyTorch's reader (miniz) never reads the field. The written name is decoded as UTF-8 whatever the UTF-8 flag
+    says, as PyTorch and the raw directory's reading (`_raw_central_directory`) decode it: zipfile decodes a name
+    without the flag as cp437, and the same record then had two names, one of them "not seen by zipfile". A field
+    that only spells the written name in Unicode (`_same_name`) gives no other name.
+    """
     written = info.orig_filename
     raw = written.encode("utf-8" if info.flag_bits & 0x800 else "cp437")
-    name = written.split("\0", 1)[0]  # zipfile ends a name at its first NUL (both versions)
+    cut = raw.split(b"\0", 1)[0]  # zipfile ends a name at its first NUL (both versions)
+    name = cut.decode("utf-8", "replace")
     if os.sep != "/":
         name = name.replace(os.sep, "/")
     other = _unicode_path(info.extra, raw)
-    if other is None:
+    if other is None or _same_name(cut, other):
         return name, None
-    if other.encode("utf-8") == raw.split(b"\0", 1)[0]:
-        return other, None
     return name, other
 
 
