@@ -8,6 +8,7 @@ import shutil
 import struct
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -371,3 +372,22 @@ def peak_rise_mib(*args: str | Path) -> tuple[int, str]:
     assert done.returncode == 0, done.stderr
     line = [line for line in done.stderr.splitlines() if line.startswith("peak rise MiB")][-1]
     return int(line.split()[-1]), done.stdout
+
+
+def stack_limit_of(mib: int) -> Callable[[], None]:
+    """A `preexec_fn` that sets a child's soft stack limit (`ulimit -s`) to `mib` MiB, the stack glibc gives each
+    thread it starts (libgomp's OpenMP workers among them)."""
+    import resource
+
+    def set_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_STACK, (mib << 20, resource.getrlimit(resource.RLIMIT_STACK)[1]))
+
+    return set_limit
+
+
+def hard_stack_limit_below(mib: int) -> bool:
+    """Whether this process's hard stack limit is below `mib` MiB (no child can be given such stacks then)."""
+    import resource
+
+    hard = resource.getrlimit(resource.RLIMIT_STACK)[1]
+    return hard != resource.RLIM_INFINITY and hard < (mib << 20)

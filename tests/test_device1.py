@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 import torch
 
-from tests.helpers import REPO_ROOT, run_json
+from tests.helpers import REPO_ROOT, hard_stack_limit_below, run_json, stack_limit_of
 
 GEMMA2 = {"architectures": ["Gemma2ForCausalLM"], "model_type": "gemma2", "hidden_size": 256,
           "intermediate_size": 688, "num_attention_heads": 4, "num_key_value_heads": 4, "num_hidden_layers": 8,
@@ -53,21 +53,28 @@ def _older_layer_kwargs(real: Any) -> Any:
                                              "layer_types": None, "sliding_window": None}], ids=["gemma2", "llama"])
 def test_kv_cache_under_an_older_transformers_kwargs_dict_is_the_same_figure(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, config: dict[str, Any]) -> None:
-    import transformers.cache_utils as cache_utils
-
     folder = tmp_path / "m"
     folder.mkdir()
     (folder / "config.json").write_text(json.dumps({k: v for k, v in config.items() if v is not None}))
     args = ("plan-devices", str(folder), "--gpu", "40MB", "--dtype", "fp16", "--kv-cache", "--seq-len", "2048")
+    newer, older = kv_cache_as_installed_then_emulated(monkeypatch, args, _older_layer_kwargs)
+    assert older == newer
+    if config["model_type"] == "gemma2":  # every other layer slides: 4 full layers of 2.10 MB, 4 of 128 tokens
+        assert older["total_bytes"] == 4 * 2097152 + 4 * 131072, older
+
+
+def kv_cache_as_installed_then_emulated(monkeypatch: pytest.MonkeyPatch, args: tuple[str, ...],
+                                        emulated: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The `kv_cache` object of `weightdoctor ARGS --json` with the installed transformers, then with its
+    `get_layer_types_and_kwargs` replaced by `emulated(real)` (an older release's shape of it)."""
+    import transformers.cache_utils as cache_utils
+
     code, newer = run_json(*args)
     assert code == 0, newer
-    monkeypatch.setattr(cache_utils, "get_layer_types_and_kwargs",
-                        _older_layer_kwargs(cache_utils.get_layer_types_and_kwargs))
+    monkeypatch.setattr(cache_utils, "get_layer_types_and_kwargs", emulated(cache_utils.get_layer_types_and_kwargs))
     code, older = run_json(*args)
     assert code == 0, older
-    assert older["kv_cache"] == newer["kv_cache"]
-    if config["model_type"] == "gemma2":  # every other layer slides: 4 full layers of 2.10 MB, 4 of 128 tokens
-        assert older["kv_cache"]["total_bytes"] == 4 * 2097152 + 4 * 131072, older["kv_cache"]
+    return newer["kv_cache"], older["kv_cache"]
 
 
 # A child in which torch.load warns first, as torch 2.11's does reading a sparse tensor, then runs `weightdoctor`.
@@ -112,13 +119,8 @@ main()
 """
 
 
-def _big_stacks() -> None:
-    resource.setrlimit(resource.RLIMIT_STACK, (64 << 20, resource.getrlimit(resource.RLIMIT_STACK)[1]))
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux's data limit")
-@pytest.mark.skipif(resource.getrlimit(resource.RLIMIT_STACK)[1] not in (resource.RLIM_INFINITY,)
-                    and resource.getrlimit(resource.RLIMIT_STACK)[1] < (64 << 20),
+@pytest.mark.skipif(hard_stack_limit_below(64),
                     reason="the hard stack limit is below 64 MiB")
 def test_many_torch_threads_with_large_stacks_under_a_data_limit_are_refused_in_one_line(tmp_path: Path) -> None:
     path = tmp_path / "t.bin"
@@ -128,7 +130,7 @@ def test_many_torch_threads_with_large_stacks_under_a_data_limit_are_refused_in_
     env.pop("OMP_STACKSIZE", None)
     done = subprocess.run([sys.executable, "-c", _DATA_LIMITED, str(72 << 20), "check-dtype", str(path)],
                           capture_output=True, text=True, cwd=REPO_ROOT, env=env, timeout=300,
-                          preexec_fn=_big_stacks)
+                          preexec_fn=stack_limit_of(64))
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert done.returncode == 2 and len(lines) == 1, (done.returncode, done.stderr)
     assert lines[0].startswith(f"error: {path}: ") and "memory" in lines[0] and "libgomp" not in lines[0], lines

@@ -265,35 +265,13 @@ def test_a_bitnet_checkpoint_is_placed_as_its_quantizers_bitlinear_layers_are(tm
     its quantizer keeps: a placement from_pretrained does not make. transformers swaps in BitLinear layers (a uint8
     weight [out / 4, in] and a weight_scale) before it computes the map; its own _get_device_map on the model so
     prepared, with the quantizer, is the oracle."""
-    import copy
-
     import torch
-    from safetensors.torch import save_file
     from transformers.integrations.accelerate import _get_device_map
-    from transformers.quantizers.auto import get_hf_quantizer
 
-    quantization = {"quant_method": "bitnet", "linear_class": "bitlinear", "quantization_mode": "offline"}
-    config = transformers.LlamaConfig(hidden_size=256, intermediate_size=512, num_hidden_layers=4,
-                                      num_attention_heads=4, num_key_value_heads=4, vocab_size=1000,
-                                      tie_word_embeddings=False, torch_dtype="bfloat16")
-    config.architectures = ["LlamaForCausalLM"]
-    config.quantization_config = quantization
-    quantizer, _, _ = get_hf_quantizer(copy.deepcopy(config), None, None, True, {})
-    default = torch.get_default_dtype()
-    try:  # as from_pretrained builds and prepares it: the default dtype set to the model's
-        torch.set_default_dtype(torch.bfloat16)
-        with torch.device("meta"):
-            model = transformers.LlamaForCausalLM(copy.deepcopy(config))
-        quantizer.preprocess_model(model=model, dtype=torch.bfloat16, device_map="sequential", checkpoint_files=None)
-    finally:
-        torch.set_default_dtype(default)
+    from tests.test_compat_load import _bitnet_llama
+
     folder = tmp_path / "bitnet"
-    folder.mkdir()
-    torch.manual_seed(0)
-    tensors = {name: torch.randn(t.shape).to(t.dtype) if t.dtype.is_floating_point
-               else torch.zeros(t.shape, dtype=t.dtype) for name, t in model.state_dict().items()}
-    save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
-    (folder / "config.json").write_text(json.dumps(config.to_dict()))
+    model, quantizer = _bitnet_llama(folder)
     for strategy in ("sequential", "balanced"):
         budgets = {0: 1_000_000, 1: 1_000_000, "cpu": 100_000_000}
         try:

@@ -148,21 +148,14 @@ def test_a_dcp_entry_whose_archive_torch_load_reads_by_its_central_directory_is_
     goes by the central directory) calls os.system unscanned, and the folder was sent to dcp_to_torch_save."""
     import zipfile
 
+    from tests.test_py312 import _dcp_folder_with
+
     folder = tmp_path / "dcp"
-    _dcp_save(folder, {"model": {"fc.weight": torch.zeros(2, 2)}, "extra": {"epoch": 1}})
     payload = (_archive(zipfile.ZIP_DEFLATED) if layout == "deflated"
                else _archive(zipfile.ZIP_STORED, local_name="archive/datb.pkl"))
-    shard = next(folder.glob("*.distcp"))
-    start = shard.stat().st_size
-    with open(shard, "ab") as handle:
-        handle.write(payload)
-    # Point the entry's storage at the archive appended, as DCP's writer would have placed it.
-    metadata = pickle.loads((folder / ".metadata").read_bytes())
-    for index, info in list(metadata.storage_data.items()):
-        if index.fqn.startswith("extra"):
-            metadata.storage_data[index] = type(info)(relative_path=info.relative_path, offset=start,
-                                                      length=len(payload))
-    (folder / ".metadata").write_bytes(pickle.dumps(metadata))
+    # the entry's storage pointed at the archive appended, as DCP's writer would have placed it
+    shard = _dcp_folder_with(folder, payload)
+    start = shard.stat().st_size - len(payload)
     line = _one_error_line(run_cli("inspect", str(folder)))
     assert line.startswith(f"error: {shard}: dangerous: the torch.save archive at byte {start:,} of this "
                            "torch.distributed.checkpoint (DCP) shard holds a pickle that names posix.system; "), line

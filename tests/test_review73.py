@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import REPO_ROOT, run_json
+from tests.helpers import REPO_ROOT, hard_stack_limit_below, stack_limit_of
 from weightdoctor.checkpoint import safetensors_format as sf
 
 
@@ -131,13 +131,8 @@ print(json.dumps({"taken": vmdata() - held, "left": left, "threads": real_thread
 """
 
 
-def _stack_of_32_mib() -> None:
-    resource.setrlimit(resource.RLIMIT_STACK, (32 << 20, resource.getrlimit(resource.RLIMIT_STACK)[1]))
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux's data limit and /proc/self/status")
-@pytest.mark.skipif(resource.getrlimit(resource.RLIMIT_STACK)[1] not in (resource.RLIM_INFINITY,)
-                    and resource.getrlimit(resource.RLIMIT_STACK)[1] < (32 << 20),
+@pytest.mark.skipif(hard_stack_limit_below(32),
                     reason="the hard stack limit is below 32 MiB")
 def test_the_threads_the_cap_starts_take_at_most_half_the_room() -> None:
     """Before: 4 threads (a little under 320 MiB / 2 / 32 MiB), so 3 pthreadpool threads and 3 OpenMP workers of
@@ -149,7 +144,7 @@ def test_the_threads_the_cap_starts_take_at_most_half_the_room() -> None:
     env.pop("OMP_STACKSIZE", None)
     env.pop("GOMP_STACKSIZE", None)
     done = subprocess.run([sys.executable, "-c", _CAPPED, str(room)], capture_output=True, text=True, cwd=REPO_ROOT,
-                          env=env, timeout=300, preexec_fn=_stack_of_32_mib)
+                          env=env, timeout=300, preexec_fn=stack_limit_of(32))
     assert done.returncode == 0, done.stderr
     measured = json.loads(done.stdout)
     assert measured["threads"] >= 2, measured  # still parallel
@@ -206,20 +201,14 @@ def test_kv_cache_under_transformers_517_names_of_layer_kinds_is_the_same(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, config: dict[str, Any] | None, total: int) -> None:
     """Before: Nemotron-H's note left out "2 of 4 layers
     cache nothing"; Gemma3n counted its 2 shared layers too, 390,144 bytes (each seen with transformers 5.17)."""
-    import transformers.cache_utils as cache_utils
+    from tests.test_device1 import kv_cache_as_installed_then_emulated
 
     (tmp_path / "config.json").write_text(json.dumps(config if config is not None else _gemma3n()))
     args = ("plan-devices", str(tmp_path / "config.json"), "--gpu", "8GB", "--dtype", "bf16", "--kv-cache",
             "--seq-len", "1000")
-    code, newer = run_json(*args)
-    assert code == 0, newer
-    monkeypatch.setattr(cache_utils, "get_layer_types_and_kwargs",
-                        _as_transformers_517(cache_utils.get_layer_types_and_kwargs))
-    code, older = run_json(*args)
-    assert code == 0, older
+    new, old = kv_cache_as_installed_then_emulated(monkeypatch, args, _as_transformers_517)
     # (the recurrent state is sized by 5.25's own cache classes, which the stand-in's dict does not fit: compared by
     # hand with transformers 5.17, 2,688 bytes both)
-    old, new = older["kv_cache"], newer["kv_cache"]
     assert old["total_bytes"] == new["total_bytes"] == total and old["num_layers"] == new["num_layers"], old
     assert (old["note"] or "").split(";")[0] == (new["note"] or "").split(";")[0], (old["note"], new["note"])
     assert "no layer attends" not in (old["note"] or "")

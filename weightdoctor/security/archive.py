@@ -433,23 +433,10 @@ def _raw_central_directory(handle: BinaryIO, file_size: int, offset: int, size: 
     raw = _read_at(handle, offset, min(size, file_size - offset, 1 << 28))
     members: list[ZipMember] = []
     entries = with_header = 0
-    position = 0
-    while position + _CENTRAL.size <= len(raw) and raw[position:position + 4] == b"PK\x01\x02":
-        fields = _CENTRAL.unpack_from(raw, position)
-        method, crc, csize, usize = fields[4], fields[7], fields[8], fields[9]
-        name_len, extra_len, comment_len, header_offset = fields[10], fields[11], fields[12], fields[16]
-        name = raw[position + 46:position + 46 + name_len].decode("utf-8", "replace")
-        extra = raw[position + 46 + name_len:position + 46 + name_len + extra_len]
-        if 0xFFFFFFFF in (csize, usize, header_offset):
-            values = _zip64_values(extra)
-            if usize == 0xFFFFFFFF and values:
-                usize = values.pop(0)
-            if csize == 0xFFFFFFFF and values:
-                csize = values.pop(0)
-            if header_offset == 0xFFFFFFFF and values:
-                header_offset = values.pop(0)
+    for fields, written, _, csize, usize, header_offset in _central_records(raw):
+        method, crc = fields[4], fields[7]
+        name = written.decode("utf-8", "replace")
         entries += 1
-        position += 46 + name_len + extra_len + comment_len
         seen = known.get((name, header_offset)) if known is not None else None
         if seen is not None:
             with_header += 1
@@ -512,10 +499,21 @@ def directory_as_written(handle: BinaryIO, record: int) -> list[ListedEntry]:
     shift = start - offset  # the bytes before the archive: zipfile's `concat`
     raw = _read_at(handle, start, size)
     entries: list[ListedEntry] = []
+    for fields, name, _, csize, _, header_offset in _central_records(raw):
+        # zipfile decodes a name as UTF-8 when flag bit 11 says so, else as cp437; PyTorch's names are ASCII.
+        text = name.decode("utf-8", "replace") if fields[3] & 0x800 else name.decode("cp437")
+        entries.append(ListedEntry(text, fields[4], csize, header_offset + shift))
+    return entries
+
+
+def _central_records(raw: bytes) -> Iterator[tuple[tuple[Any, ...], bytes, bytes, int, int, int]]:
+    """The records of a central directory's bytes `raw`, in order, until one does not start with its signature:
+    (the fixed fields as `_CENTRAL` unpacks them, the name as written, the extra field, the compressed size, the
+    size and the local header's offset, the last three from the zip64 extra where the fields say 0xFFFFFFFF)."""
     position = 0
     while position + _CENTRAL.size <= len(raw) and raw[position:position + 4] == b"PK\x01\x02":
         fields = _CENTRAL.unpack_from(raw, position)
-        method, csize, usize = fields[4], fields[8], fields[9]
+        csize, usize = fields[8], fields[9]
         name_len, extra_len, comment_len, header_offset = fields[10], fields[11], fields[12], fields[16]
         name = raw[position + 46:position + 46 + name_len]
         extra = raw[position + 46 + name_len:position + 46 + name_len + extra_len]
@@ -527,11 +525,8 @@ def directory_as_written(handle: BinaryIO, record: int) -> list[ListedEntry]:
                 csize = values.pop(0)
             if header_offset == 0xFFFFFFFF and values:
                 header_offset = values.pop(0)
-        # zipfile decodes a name as UTF-8 when flag bit 11 says so, else as cp437; PyTorch's names are ASCII.
-        text = name.decode("utf-8", "replace") if fields[3] & 0x800 else name.decode("cp437")
-        entries.append(ListedEntry(text, method, csize, header_offset + shift))
+        yield fields, name, extra, csize, usize, header_offset
         position += 46 + name_len + extra_len + comment_len
-    return entries
 
 
 def _fields(member: ZipMember, shown: bool = False) -> tuple[Any, ...]:
