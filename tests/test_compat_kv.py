@@ -158,19 +158,35 @@ def test_falcon_new_decoder_architecture_caches_every_head_where_transformers_br
         monkeypatch: pytest.MonkeyPatch) -> None:
     """Falcon-40B's layout (new_decoder_architecture, 2 KV groups for 4 heads): transformers 5.25 caches the 2
     groups (3 layers x 2 x 2 heads x 8 x 4 bytes x 2 x 5 tokens = 3,840 B), 5.17 broadcasts them to the 4 heads
-    before its cache update and caches 7,680 B (measured by scripts/kv_cache_sweep.py there); its modeling module
-    has no `repeat_kv`."""
+    before its cache update and caches 7,680 B (measured by scripts/kv_cache_sweep.py there). The estimate measures
+    which on a one-token meta run of the installed Falcon: here it equals the cache a real forward fills; where that
+    run fails, a modeling module without `repeat_kv` (5.17's) is read as caching every head."""
+    import torch
     import transformers
     from transformers.models.falcon import modeling_falcon
 
+    from weightdoctor import plan_devices
+
     config = transformers.FalconConfig(vocab_size=128, hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
-                                       new_decoder_architecture=True, num_kv_heads=2).to_dict()
-    if hasattr(modeling_falcon, "repeat_kv"):
-        kv = estimate_kv_cache(config, "fp32", batch=2, seq_len=5)
-        assert (kv.num_kv_heads, kv.total_bytes) == (2, 3840), kv
-        monkeypatch.delattr(modeling_falcon, "repeat_kv")
-    kv = estimate_kv_cache(config, "fp32", batch=2, seq_len=5)
-    assert (kv.num_kv_heads, kv.total_bytes) == (4, 7680), kv
+                                       new_decoder_architecture=True, num_kv_heads=2)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        out = transformers.FalconForCausalLM(config).eval()(input_ids=torch.randint(0, 100, (2, 5)), use_cache=True)
+    cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
+    filled = sum(layer.keys.numel() * 4 + layer.values.numel() * 4 for layer in cache.layers)
+    plan_devices._falcon_caches_every_head.cache_clear()
+    kv = estimate_kv_cache(config.to_dict(), "fp32", batch=2, seq_len=5)
+    assert kv.total_bytes == filled and filled in (3840, 7680), (kv, filled)
+    assert kv.num_kv_heads == cache.layers[0].keys.shape[1]
+    # the fallback: no meta run (a Falcon that cannot run so), a module without repeat_kv
+    monkeypatch.setattr(transformers, "FalconForCausalLM", None)
+    monkeypatch.delattr(modeling_falcon, "repeat_kv", raising=False)
+    plan_devices._falcon_caches_every_head.cache_clear()
+    try:
+        kv = estimate_kv_cache(config.to_dict(), "fp32", batch=2, seq_len=5)
+        assert (kv.num_kv_heads, kv.total_bytes) == (4, 7680), kv
+    finally:
+        plan_devices._falcon_caches_every_head.cache_clear()
 
 
 def test_recurrent_gemma_without_layer_types_caches_its_attention_blocks_alone(

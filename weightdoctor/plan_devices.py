@@ -2675,16 +2675,36 @@ def _kv_heads(text: dict[str, Any], heads: int) -> Any:
     return heads
 
 
+@functools.lru_cache(maxsize=1)
 def _falcon_caches_every_head() -> bool:
     """Whether the installed transformers' Falcon caches a key and value for every query head in its new decoder
     architecture (Falcon-40B): transformers 5.17 broadcasts the num_kv_heads groups to all heads before its cache
     update (`num_kv_heads = self.num_heads if self.new_decoder_architecture`), measured 2 x the keys and values of
-    5.25, which caches the groups and repeats them as it attends (its modeling module's `repeat_kv`)."""
+    5.25, which caches the groups and repeats them as it attends.
+
+    Measured, as `recurrent_states` measures: a one-layer Falcon of 4 heads in 2 groups built on the meta device
+    runs one token, and its cache's keys say how many heads it keeps. Where that run fails, read from the modeling
+    module: 5.25's has `repeat_kv`, 5.17's has not."""
+    import torch
+
     try:
+        import transformers
         from transformers.models.falcon import modeling_falcon
     except Exception:  # noqa: BLE001 - no Falcon in this transformers: the config's groups, as 5.25 caches them
         return False
-    return not hasattr(modeling_falcon, "repeat_kv")
+    try:
+        config = transformers.FalconConfig(vocab_size=8, hidden_size=16, num_hidden_layers=1, num_attention_heads=4,
+                                           num_kv_heads=2, new_decoder_architecture=True, bos_token_id=0,
+                                           eos_token_id=0)
+        with _quiet_libraries(), warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            with torch.device("meta"):
+                model = transformers.FalconForCausalLM(config)
+            out = model(input_ids=torch.zeros((1, 1), dtype=torch.long, device="meta"), use_cache=True)
+        cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
+        return int(cache.layers[0].keys.shape[1]) == config.num_attention_heads
+    except Exception:  # noqa: BLE001 - a transformers whose Falcon or cache runs otherwise: read its module
+        return not hasattr(modeling_falcon, "repeat_kv")
 
 
 @functools.lru_cache(maxsize=64)
