@@ -191,11 +191,14 @@ _ADAPTER = _lazy_regex(
 )
 _QUANT = _lazy_regex(
     r"(\.SCB|\.weight_format|\.absmax|\.quant_map|\.quant_state\.[\w.]+|\.nested_absmax|\.nested_quant_map|"
-    r"\.qweight|\.qzeros|\.scales|\.g_idx|\.weight_scale(_inv)?|\.input_scale|\.output_scale|\.k_scale|\.v_scale|"
+    r"\.qweight|\.qzeros|\.scales|\.g_idx|\.weight_scale(_inv)?|\.input_scale(_ub)?|\.output_scale|\.k_scale|"
+    r"\.v_scale|"
     r"\.weight_zero_point|\.weight_packed|\.weight_shape|\.zeros|\.scale|\.weight_g_idx|\.weight_global_scale|"
     r"\.input_global_scale|_proj_blocks|_proj_scales|"
     # ExLlamaV2, AQLM, HQQ, optimum-quanto, EETQ; torchao's safetensors (`_weight_qdata`, `_weight_scale`, ...).
     r"\.q_weight|\.q_scale|\.q_scale_max|\.q_invperm|\.q_perm|\.q_groups|\.codes|\.codebooks|\.W_q|\.zero|"
+    # ExLlamaV3 (EXL3): the packed `trellis` beside its sign vectors and codebook markers.
+    r"\.trellis|\.suh|\.svh|\.su|\.sv|\.mcg|\.mul1|"
     r"\.weight\._data|\.weight\._scale|\.weight\._shift|\.weight_scales|"
     # transformers' Metal affine quantization (MetalLinear: weight, scales, qbiases).
     r"\.qbiases|"
@@ -219,6 +222,8 @@ _SIDE_WRITERS: tuple[tuple[Any, str], ...] = tuple((_lazy_regex(pattern), who) f
      "compressed-tensors (llm-compressor, int4 or FP8) or an FP8 quantizer (ModelOpt, fbgemm_fp8)"),
     (r"_proj_(?:blocks|scales)$", "MXFP4 (gpt-oss)"),
     (r"\.q_(?:weight|scale|scale_max|invperm|perm|groups)$", "ExLlamaV2 (EXL2)"),
+    (r"\.(?:trellis|suh|svh|su|sv|mcg|mul1)$", "ExLlamaV3 (EXL3)"),
+    (r"\.input_scale_ub$", "fbgemm_fp8 (its activation scale's upper bound)"),
     (r"\.(?:codes|codebooks)$", "AQLM"),
     (r"\.weight\.(?:_data|_scale|_shift)$", "optimum-quanto"),
     (r"\.weight_scales$", "EETQ"),
@@ -231,14 +236,14 @@ _SIDE_WRITERS: tuple[tuple[Any, str], ...] = tuple((_lazy_regex(pattern), who) f
 
 
 # Those that are the packed weight itself, not a tensor beside it.
-_PACKED_WEIGHT = _lazy_regex(r"(?:\.qweight|\.weight_packed|_blocks|\.q_weight|\.W_q|\.codes|\._weight_qdata|"
-                             r"\.weight\._data)$")
+_PACKED_WEIGHT = _lazy_regex(r"(?:\.qweight|\.weight_packed|_blocks|\.q_weight|\.trellis|\.W_q|\.codes|"
+                             r"\._weight_qdata|\.weight\._data)$")
 
 
 # Side-tensor names a model may give its own parameters (a norm's `scale`, a layer's `scales`): a quantizer's only
 # beside a quantized weight of the same layer.
-_GENERIC_SIDE = _lazy_regex(r"\.(?:scales|zeros|scale|zero|shape|axis|nbits|group_size|packing|optimize)$")
-_QUANTIZED_WEIGHT_LEAVES = (".qweight", ".q_weight", ".W_q", ".weight_packed")
+_GENERIC_SIDE = _lazy_regex(r"\.(?:scales|zeros|scale|zero|shape|axis|nbits|group_size|packing|optimize|su|sv)$")
+_QUANTIZED_WEIGHT_LEAVES = (".qweight", ".q_weight", ".W_q", ".weight_packed", ".trellis")
 
 
 def _beside_quantized_weight(name: str, side: Mapping[str, KeySpec]) -> bool:
@@ -288,8 +293,9 @@ def is_quantizer_name(name: str) -> bool:
 
 # Integer dtypes quantizers store weights in (bitsandbytes int8 / packed uint8, GPTQ int32, ...).
 _QUANTIZED_DTYPES = frozenset({"int8", "uint8", "int32", "int16", "uint16", "uint32"})
-# What a quantized layer stores in place of its `weight` (GPTQ / AWQ, compressed-tensors).
-_QUANTIZED_STORAGE = ("qweight", "weight_packed", "_weight_qdata", "weight._data", "W_q", "codes")
+# What a quantized layer stores in place of its `weight` (GPTQ / AWQ, compressed-tensors, EXL2, EXL3).
+_QUANTIZED_STORAGE = ("qweight", "weight_packed", "_weight_qdata", "weight._data", "W_q", "codes", "q_weight",
+                      "trellis")
 _POSITION = _lazy_regex(r"(position_embeddings|wpe|embed_positions|pos_emb|position_embedding|positional)")
 # Tensors with one row (or, for `final_logits_bias`, one column) per vocabulary entry. By component, not by
 # substring: `model.decoder.layers.0.fc1` is no vocabulary, nor is every `bias`.

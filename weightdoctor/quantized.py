@@ -26,7 +26,7 @@ from weightdoctor.errors import clip_middle
 _SIDE = re.compile(
     r"\.(?:qzeros|scales|g_idx|SCB|weight_format|absmax|quant_map|nested_absmax|nested_quant_map|"
     r"quant_state\.[\w.]+|weight_scale(?:_inv|_2)?|weight_zero_point|weight_g_idx|weight_shape|weight_global_scale|"
-    r"input_scale|input_global_scale|output_scale|k_scale|v_scale)$"
+    r"input_scale|input_scale_ub|input_global_scale|output_scale|k_scale|v_scale)$"
 )
 _PACKED_INT32 = (".qweight", ".weight_packed")
 _INTEGER_DTYPES = frozenset({"int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64"})
@@ -40,6 +40,9 @@ _HQQ_SIDE = (".scale", ".zero", ".shape", ".nbits", ".group_size", ".axis", ".pa
 _TORCHAO_PART = re.compile(r"\._[a-z0-9]+_(qdata|scale_and_zero|per_tensor_scale|scale|zero_point|act_pre_scale)$")
 # ExLlamaV2's EXL2 layers: `q_weight` (int32, rows of mixed bit widths) beside its scales, permutation and groups.
 _EXL2_SIDE = (".q_scale", ".q_scale_max", ".q_invperm", ".q_perm", ".q_groups", ".q_group_map")
+# ExLlamaV3's EXL3 layers (LinearEXL3.get_tensors): `trellis` (int16 [in / 16, out / 16, 16 x bits]) beside the
+# Hadamard sign vectors `suh` [in] and `svh` [out] (fp16; older saves bit-packed `su` / `sv`) and codebook markers.
+_EXL3_SIDE = (".suh", ".svh", ".su", ".sv", ".mcg", ".mul1")
 
 
 def quantizer_side_tensors(tensors: Iterable[TensorInfo], config: Mapping[str, Any] | None) -> set[str]:
@@ -58,6 +61,7 @@ def quantizer_side_tensors(tensors: Iterable[TensorInfo], config: Mapping[str, A
     if summary is None:
         return comfy
     side = comfy | {t.name for t in unique if _SIDE.search(t.name)} | _exl2_layers(unique)[1]
+    side |= _exl3_layers(unique)[1]
     side |= _method_layers(unique, summary.method, _config_of(config), summary.bits)[1]
     return side | _mlx_groups(unique)[1] if summary.method == "mlx" else side
 
@@ -98,6 +102,29 @@ def _exl2_layers(tensors: Iterable[TensorInfo]) -> tuple[dict[str, int], set[str
             continue
         packed[name] = perm.shape[0] * info.shape[1]
         side |= {base + suffix for suffix in _EXL2_SIDE if base + suffix in infos}
+    return packed, side
+
+
+def _exl3_layers(tensors: Iterable[TensorInfo]) -> tuple[dict[str, int], set[str]]:
+    """ExLlamaV3's EXL3 layers: ({trellis name: the weights it stands for}, {their side tensor names}).
+
+    A `trellis` is int16 [in / 16, out / 16, 16 x bits]: one 16 x 16 tile of weights per (row, column), each tile
+    16 x bits int16 long (exllamav3's LinearEXL3 reads the bits as its last dimension / 16), so it stands for
+    in x out weights; its element count is that times bits / 16 (a 4-bit layer's, a quarter).
+    """
+    infos = {t.name: t for t in tensors}
+    packed: dict[str, int] = {}
+    side: set[str] = set()
+    for name, info in infos.items():
+        if not name.endswith(".trellis") or info.dtype not in ("int16", "uint16") or len(info.shape) != 3 \
+                or info.shape[2] % 16:
+            continue
+        base = name.removesuffix(".trellis")
+        signs = [infos.get(base + leaf) for leaf in (".suh", ".su", ".svh", ".sv")]
+        if not any(signs):  # a tensor named `trellis` of a model's own, not an EXL3 layer
+            continue
+        packed[name] = info.shape[0] * 16 * info.shape[1] * 16
+        side |= {base + suffix for suffix in _EXL3_SIDE if base + suffix in infos}
     return packed, side
 
 
@@ -1103,7 +1130,8 @@ def mlx_not_loadable(what: str, target: str = "it") -> str:
 
 
 # What runs a checkpoint of a quantizer transformers has none for, by its quant_method.
-_OWN_RUNNERS = {"exl2": "exllamav2 (TabbyAPI, text-generation-webui) runs it"}
+_OWN_RUNNERS = {"exl2": "exllamav2 (TabbyAPI, text-generation-webui) runs it",
+                "exl3": "exllamav3 (TabbyAPI) runs it"}
 
 
 def _method_layers(tensors: Iterable[TensorInfo], method: str, quantization: Mapping[str, Any] | None,
@@ -1594,6 +1622,7 @@ def quantized_summary(tensors: Iterable[TensorInfo], config: Mapping[str, Any] |
     # config's `quantization` (newer mlx-lm: `quantization_config` too, without quant_method) holds the bits.
     mlx_packed, mlx_side = _mlx_groups(unique)
     exl2_packed, exl2_side = _exl2_layers(unique)
+    exl3_packed, exl3_side = _exl3_layers(unique)
     mlx_config = config.get("quantization") if isinstance(config, Mapping) else None
     quantization = _config_of(config)
     # A quantization_config that names no quantizer is read as none (`names_no_quantizer`), but its bits are those of
@@ -1614,6 +1643,8 @@ def quantized_summary(tensors: Iterable[TensorInfo], config: Mapping[str, Any] |
         method, bits = "mlx", _bits(mlx_config.get("bits"))
     elif exl2_packed:
         method, bits = "exl2-like (no quantization_config)", None
+    elif exl3_packed:
+        method, bits = "exl3-like (no quantization_config)", None
     elif any(n.endswith((".weight._data", ".weight._data._data")) for n in names) and any(
             n.endswith(".weight._scale") for n in names):
         # optimum-quanto's own save (QuantizedModelForCausalLM.save_pretrained, or `quantization_map` beside a
@@ -1641,7 +1672,7 @@ def quantized_summary(tensors: Iterable[TensorInfo], config: Mapping[str, Any] |
     if method != "mlx":
         mlx_packed, mlx_side = set(), set()
     own_packed, own_side = _method_layers(unique, method, quantization, bits)
-    exl2_packed, exl2_side = {**exl2_packed, **own_packed}, exl2_side | own_side
+    exl2_packed, exl2_side = {**exl2_packed, **exl3_packed, **own_packed}, exl2_side | exl3_side | own_side
     layer_bits: dict[str, int | None] = {
         **_mlx_layer_bits(mlx_packed, mlx_config if isinstance(mlx_config, Mapping) else quantization)}
     warnings: list[str] = []

@@ -1,0 +1,215 @@
+"""A twenty-seventh round: quantizer and training-framework outputs no earlier round covered, run through all six
+commands: ExLlamaV3's EXL3 folders, Meta's fbgemm_fp8 checkpoints (Llama 3.1 405B FP8's layout), nanotron's
+checkpoints (one safetensors file per parameter and rank) and ColossalAI's booster saves (modeling/ and
+optimizer/ beside running_states.json).
+
+None of these libraries is installed here; their files are reproduced from their own save code: exllamav3's
+LinearEXL3.get_tensors (exllamav3/modules/quant/exl3.py: `trellis` int16 [in / 16, out / 16, 16 x bits], `suh`
+and `svh` fp16 sign vectors it asserts are torch.half, `mcg` an int32 [1] codebook marker; config.json's
+quantization_config {"quant_method": "exl3", "bits": 4.0, "head_bits": 6, ...}); transformers' FbgemmFp8Linear
+(float8_e4m3fn `weight`, float32 `weight_scale` [out, 1] and `input_scale_ub` [1]); nanotron's
+serialize/weights.py and serialize/utils.py get_path (model/<module path>/model_<param>_pp-rank-0-of-1_tp-rank-0-
+of-1.safetensors, each holding one tensor "data", beside checkpoint_metadata.json, model_config.json, config.yaml,
+optimizer/, lr_scheduler/, random/ and the run's latest.txt); ColossalAI's checkpoint_io/utils.py (model-00001.
+safetensors shards without "-of-N" and model.safetensors.index.json; pytorch_optim-00001.bin holding
+{param id: Adam state}, pytorch_optim.bin.index.json, pytorch_optim_group.bin). Models are tiny Llamas whose
+names and shapes transformers 5.25.0's LlamaForCausalLM has.
+
+Found: an EXL3 checkpoint's parameters were its stored int16 values plus its sign vectors (32,271 for a model of
+90,432: "0 packed tensor(s)"); `convert --dtype bf16` cast every `suh` / `svh` to bfloat16, which exllamav3 refuses
+("suh is wrong datatype"), and check-dtype checked them as weights; diff-keys called each `trellis` and the weight it
+stands for "unknown: no known cause" (errors) and plan-devices said only "the library that quantized it loads it".
+fbgemm_fp8's `input_scale_ub` was a parameter (counted), cast by `convert --dtype` and "unknown" in diff-keys.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from tests.helpers import run_cli, run_json
+
+HIDDEN, INTER, LAYERS, VOCAB = 64, 128, 2, 128
+CONFIG = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": HIDDEN,
+          "intermediate_size": INTER, "num_hidden_layers": LAYERS, "num_attention_heads": 4,
+          "num_key_value_heads": 2, "vocab_size": VOCAB, "max_position_embeddings": 64, "rms_norm_eps": 1e-6,
+          "tie_word_embeddings": False, "hidden_act": "silu", "torch_dtype": "float16"}
+LLAMA_PARAMETERS = 2 * VOCAB * HIDDEN + LAYERS * (2 * HIDDEN * HIDDEN + 2 * 32 * HIDDEN + 3 * HIDDEN * INTER
+                                                  + 2 * HIDDEN) + HIDDEN
+
+
+def _llama_state_dict() -> dict[str, torch.Tensor]:
+    """A tiny Llama's state dict as LlamaForCausalLM names it (fp16, seeded)."""
+    generator = torch.Generator().manual_seed(27)
+    shapes = {"model.embed_tokens.weight": (VOCAB, HIDDEN), "model.norm.weight": (HIDDEN,),
+              "lm_head.weight": (VOCAB, HIDDEN)}
+    for layer in range(LAYERS):
+        p = f"model.layers.{layer}."
+        shapes |= {p + "self_attn.q_proj.weight": (HIDDEN, HIDDEN), p + "self_attn.k_proj.weight": (32, HIDDEN),
+                   p + "self_attn.v_proj.weight": (32, HIDDEN), p + "self_attn.o_proj.weight": (HIDDEN, HIDDEN),
+                   p + "mlp.gate_proj.weight": (INTER, HIDDEN), p + "mlp.up_proj.weight": (INTER, HIDDEN),
+                   p + "mlp.down_proj.weight": (HIDDEN, INTER), p + "input_layernorm.weight": (HIDDEN,),
+                   p + "post_attention_layernorm.weight": (HIDDEN,)}
+    return {name: (torch.randn(shape, generator=generator) * 0.02).half() for name, shape in shapes.items()}
+
+
+def _base(folder: Path) -> Path:
+    folder.mkdir(parents=True)
+    save_file(_llama_state_dict(), str(folder / "model.safetensors"), metadata={"format": "pt"})
+    (folder / "config.json").write_text(json.dumps(CONFIG))
+    return folder
+
+
+def _exl3(folder: Path) -> Path:
+    """A folder as exllamav3's convert.py writes it: every Linear as LinearEXL3.get_tensors saves it (4 bits, the
+    head at 6), embeddings and norms in fp16."""
+    folder.mkdir(parents=True)
+    generator = torch.Generator().manual_seed(3)
+    tensors: dict[str, torch.Tensor] = {}
+    for name, weight in _llama_state_dict().items():
+        if weight.dim() != 2 or "embed_tokens" in name:
+            tensors[name] = weight
+            continue
+        out_features, in_features = weight.shape
+        bits = 6 if name.startswith("lm_head") else 4
+        base = name.removesuffix(".weight")
+        tensors[base + ".trellis"] = torch.randint(-32768, 32767, (in_features // 16, out_features // 16, 16 * bits),
+                                                   dtype=torch.int16, generator=generator)
+        tensors[base + ".suh"] = torch.randn(in_features, generator=generator).half()
+        tensors[base + ".svh"] = torch.randn(out_features, generator=generator).half()
+        tensors[base + ".mcg"] = torch.tensor([-877912083], dtype=torch.int32)
+    save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    config = CONFIG | {"quantization_config": {"quant_method": "exl3", "version": "0.0.15", "bits": 4.0,
+                                               "head_bits": 6, "calibration": {"rows": 250, "cols": 2048},
+                                               "out_scales": "auto", "codebook": "mcg"}}
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+def _fbgemm(folder: Path) -> Path:
+    """A folder as transformers' FbgemmFp8HfQuantizer saves one (meta-llama/Llama-3.1-405B-Instruct-FP8's layout):
+    each Linear but lm_head a float8_e4m3fn `weight` with float32 `weight_scale` [out, 1] and `input_scale_ub` [1]."""
+    folder.mkdir(parents=True)
+    tensors: dict[str, torch.Tensor] = {}
+    for name, weight in _llama_state_dict().items():
+        if weight.dim() != 2 or "embed_tokens" in name or name.startswith("lm_head"):
+            tensors[name] = weight.to(torch.bfloat16)
+            continue
+        scale = weight.float().abs().amax(dim=1, keepdim=True) / 448
+        tensors[name] = (weight.float() / scale).to(torch.float8_e4m3fn)
+        tensors[name.removesuffix("weight") + "weight_scale"] = scale
+        tensors[name.removesuffix("weight") + "input_scale_ub"] = torch.tensor([1200.0])
+    save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    config = CONFIG | {"torch_dtype": "bfloat16", "quantization_config": {
+        "quant_method": "fbgemm_fp8", "activation_scale_ub": 1200.0, "modules_to_not_convert": ["lm_head"]}}
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+def test_an_exl3_checkpoint_counts_the_weights_its_trellises_stand_for(tmp_path: Path) -> None:
+    """inspect said "exl3: 32,271 parameters once unpacked; 0 packed tensor(s), 0 side tensor(s)": the int16
+    trellis values (a quarter of a 4-bit layer's weights) plus every sign vector, for a model of 90,432."""
+    folder = _exl3(tmp_path / "exl3")
+    code, data = run_json("inspect", str(folder))
+    assert code == 0
+    assert data["quantized"] == {"method": "exl3", "bits": None, "packed_tensors": 15, "side_tensors": 45,
+                                 "parameters": LLAMA_PARAMETERS}
+    assert LLAMA_PARAMETERS == 90_432
+    text = " ".join(run_cli("inspect", str(folder)).stdout.split())
+    assert "exl3: 90,432 parameters (90.4K) once unpacked; 15 packed" in text, text
+    assert "modules 90.4K parameters once unpacked ├── lm_head 8.2K" in text, text
+
+
+def test_convert_and_check_dtype_leave_exl3_sign_vectors_in_half(tmp_path: Path) -> None:
+    """`convert --dtype bf16` cast all 30 `suh` / `svh` to bfloat16: LinearEXL3 asserts `suh.dtype == torch.half`
+    ("suh is wrong datatype"), so the converted model no longer loads. They are kept now, as GPTQ's scales are, and
+    check-dtype no longer checks them as weights."""
+    folder = _exl3(tmp_path / "exl3")
+    out = tmp_path / "bf16"
+    result = run_cli("convert", str(folder), "-o", str(out), "--dtype", "bf16")
+    assert result.exit_code == 0, result.output
+    assert "30 quantizer scale/state tensor(s) kept as stored" in " ".join(result.stderr.split())
+    with safe_open(str(out / "model.safetensors"), "pt") as converted:
+        assert converted.get_slice("model.layers.0.self_attn.q_proj.suh").get_dtype() == "F16"
+        assert converted.get_slice("lm_head.svh").get_dtype() == "F16"
+        assert converted.get_slice("lm_head.trellis").get_dtype() == "I16"
+        assert converted.get_slice("model.embed_tokens.weight").get_dtype() == "BF16"
+    code, data = run_json("check-dtype", str(folder))
+    assert code == 0 and data["tensors_checked"] == 6
+    kept = {entry["name"] for entry in data["skipped"] if entry["reason"].startswith("a quantizer's scale or state")}
+    assert len(kept) == 30 and "model.layers.1.mlp.down_proj.svh" in kept
+
+
+def test_diff_keys_and_plan_devices_name_exllamav3(tmp_path: Path) -> None:
+    """Against the model it was quantized from, each trellis, suh, svh and each weight they stand for was "unknown:
+    no known cause" (60 errors); plan-devices said "the library that quantized it loads it"."""
+    folder, base = _exl3(tmp_path / "exl3"), _base(tmp_path / "base")
+    code, data = run_json("diff-keys", str(folder), str(base))
+    assert code == 1
+    reasons = {entry["reason"] for entry in data["missing"] + data["unexpected"]}
+    assert "unknown" not in reasons, data
+    missing = {entry["name"]: entry["detail"] for entry in data["missing"]}
+    assert missing["model.layers.0.mlp.up_proj.weight"] == (
+        "A stores it quantized as model.layers.0.mlp.up_proj.trellis; a model without that quantizer gets it only "
+        "once the checkpoint is dequantized")
+    unexpected = {entry["name"]: entry["detail"] for entry in data["unexpected"]}
+    assert unexpected["model.layers.1.self_attn.k_proj.suh"].startswith(
+        "written by ExLlamaV3 (EXL3) beside its quantized weight")
+    assert unexpected["lm_head.trellis"].startswith("written by ExLlamaV3 (EXL3) as the quantized weight")
+    result = run_cli("plan-devices", str(folder), "--gpu", "1GB", "--cpu", "1GB")
+    assert result.exit_code == 2
+    assert "exllamav3 (TabbyAPI) runs it" in " ".join(result.stderr.split())
+
+
+def test_a_tensor_named_trellis_without_sign_vectors_is_not_read_as_exl3(tmp_path: Path) -> None:
+    """Only a trellis beside its `suh` / `svh` is an EXL3 layer: a model's own int16 `trellis` buffer stays one."""
+    path = tmp_path / "own.safetensors"
+    save_file({"grid.trellis": torch.zeros(2, 3, 16, dtype=torch.int16), "grid.weight": torch.ones(4, 4)}, str(path))
+    code, data = run_json("inspect", str(path))
+    assert code == 0 and data["quantized"] is None and data["num_params"] == 2 * 3 * 16 + 16
+
+
+def test_fbgemm_fp8_input_scale_ub_is_a_quantizer_state_not_a_parameter(tmp_path: Path) -> None:
+    """FbgemmFp8Linear's `input_scale_ub` (the activation scale's upper bound, float32 [1]) was counted as a parameter
+    (90,446 for 90,432), cast to bfloat16 by `convert --dtype bf16` beside the kept `weight_scale`, and "unknown: no
+    known cause" in diff-keys."""
+    folder, base = _fbgemm(tmp_path / "fbgemm"), _base(tmp_path / "base")
+    code, data = run_json("inspect", str(folder))
+    assert code == 0
+    assert data["quantized"]["parameters"] == LLAMA_PARAMETERS and data["quantized"]["side_tensors"] == 28
+    out = tmp_path / "bf16"
+    result = run_cli("convert", str(folder), "-o", str(out), "--dtype", "bf16")
+    assert result.exit_code == 0, result.output
+    assert "28 quantizer scale/state tensor(s) kept as stored" in " ".join(result.stderr.split())
+    with safe_open(str(out / "model.safetensors"), "pt") as converted:
+        assert converted.get_slice("model.layers.0.mlp.up_proj.input_scale_ub").get_dtype() == "F32"
+    code, data = run_json("diff-keys", str(folder), str(base))
+    unexpected = {entry["name"]: entry for entry in data["unexpected"]}
+    entry = unexpected["model.layers.0.mlp.up_proj.input_scale_ub"]
+    assert entry["reason"] == "quantization" and entry["severity"] == "warn"
+    assert entry["detail"].startswith("written by fbgemm_fp8 (its activation scale's upper bound) beside its "
+                                      "quantized weight"), entry
+    assert data["worst_severity"] == "warn"
+
+
+@pytest.mark.parametrize("make", [_exl3, _fbgemm])
+def test_shard_keeps_every_quantized_tensor_byte_for_byte(tmp_path: Path, make: object) -> None:
+    """shard writes each packed and side tensor as stored, with the config that names the quantizer."""
+    folder = make(tmp_path / "q")  # type: ignore[operator]
+    out = tmp_path / "shards"
+    result = run_cli("shard", str(folder), "-o", str(out), "--max", "20KB")
+    assert result.exit_code == 0, result.output
+    index = json.loads((out / "model.safetensors.index.json").read_text())
+    with safe_open(str(folder / "model.safetensors"), "pt") as source:
+        names = list(source.keys())
+        assert set(index["weight_map"]) == set(names)
+        for name in names:
+            with safe_open(str(out / index["weight_map"][name]), "pt") as shard:
+                assert torch.equal(shard.get_tensor(name).view(torch.uint8), source.get_tensor(name).view(torch.uint8))
+    assert "quantization_config" in json.loads((out / "config.json").read_text())
+
