@@ -213,3 +213,75 @@ def test_shard_keeps_every_quantized_tensor_byte_for_byte(tmp_path: Path, make: 
                 assert torch.equal(shard.get_tensor(name).view(torch.uint8), source.get_tensor(name).view(torch.uint8))
     assert "quantization_config" in json.loads((out / "config.json").read_text())
 
+
+def _nanotron_run(run: Path) -> Path:
+    """A nanotron run folder after one save, as its serialize/ code writes it (LlamaForTraining's names: qkv and
+    gate_up fused), with latest.txt naming the step."""
+    step = run / "10"
+    state = _llama_state_dict()
+
+    def put(name: str, tensor: torch.Tensor) -> None:
+        *path, leaf = name.split(".")
+        file = step / "model" / Path(*path) / f"model_{leaf}_pp-rank-0-of-1_tp-rank-0-of-1.safetensors"
+        file.parent.mkdir(parents=True, exist_ok=True)
+        save_file({"data": tensor.contiguous()}, str(file), metadata={"version": "1.4"})
+
+    put("model.token_position_embeddings.pp_block.token_embedding.weight", state["model.embed_tokens.weight"])
+    for layer in range(LAYERS):
+        hf, nt = f"model.layers.{layer}.", f"model.decoder.{layer}.pp_block."
+        put(nt + "attn.qkv_proj.weight", torch.cat([state[hf + f"self_attn.{x}_proj.weight"] for x in "qkv"]))
+        put(nt + "attn.o_proj.weight", state[hf + "self_attn.o_proj.weight"])
+        put(nt + "mlp.gate_up_proj.weight", torch.cat([state[hf + "mlp.gate_proj.weight"],
+                                                       state[hf + "mlp.up_proj.weight"]]))
+        put(nt + "mlp.down_proj.weight", state[hf + "mlp.down_proj.weight"])
+        put(nt + "input_layernorm.weight", state[hf + "input_layernorm.weight"])
+        put(nt + "post_attention_layernorm.weight", state[hf + "post_attention_layernorm.weight"])
+    put("model.final_layer_norm.pp_block.weight", state["model.norm.weight"])
+    put("model.lm_head.pp_block.weight", state["lm_head.weight"])
+    (step / "checkpoint_metadata.json").write_text(json.dumps(
+        {"dp": 1, "metas": {"consumed_train_samples": 80, "last_train_step": 10}, "tp": 1, "version": "1.4"}))
+    (step / "model_config.json").write_text(json.dumps({k: v for k, v in CONFIG.items() if k != "architectures"}))
+    (step / "config.yaml").write_text("general:\n  project: tiny\n")
+    for folder, name in (("random", "tp-0-of-1_dp-0-of-1_pp-0-of-1.pt"),
+                         ("optimizer", "optimizer_pp-0-of-1_tp-0-of-1_exp-0-of-1.pt"),
+                         ("lr_scheduler", "lr_scheduler_pp-0-of-1_tp-0-of-1.pt")):
+        (step / folder).mkdir()
+        torch.save({"last_epoch": 10}, step / folder / name)
+    (run / "latest.txt").write_text("10")
+    return step
+
+
+@pytest.mark.parametrize(("where", "said"), [
+    ("run", "its latest.txt names 10/, a nanotron checkpoint"),
+    ("step", "it is a nanotron checkpoint"),
+    ("model", "it is inside a nanotron checkpoint ({step})")])
+@pytest.mark.parametrize("command", ["inspect", "diff-keys", "plan-devices", "convert", "shard", "check-dtype"])
+def test_a_nanotron_checkpoint_is_named_with_its_converter(tmp_path: Path, where: str, said: str,
+                                                           command: str) -> None:
+    """A nanotron step folder was "weights are in subfolders (lr_scheduler/, random/): point at one, e.g.
+    .../lr_scheduler" (the scheduler's state, not the model), its model/ folder and the run folder "folder holds no
+    weight file" and no more. Each command names the layout and nanotron's own converter, for that step."""
+    step = _nanotron_run(tmp_path / "run")
+    source = {"run": tmp_path / "run", "step": step, "model": step / "model"}[where]
+    args = {"inspect": [], "diff-keys": ["--model-class", "LlamaForCausalLM"], "plan-devices": ["--cpu", "1GB"],
+            "convert": ["-o", str(tmp_path / "out")], "shard": ["-o", str(tmp_path / "out"), "--max", "1MB"],
+            "check-dtype": []}[command]
+    result = run_cli(command, str(source), *args)
+    assert result.exit_code == 2
+    line = " ".join(result.stderr.split())
+    assert line.startswith(f"error: {source}: folder holds no weight file"), line
+    assert said.format(step=step) in line, line
+    assert "lr_scheduler" not in line and "point at one" not in line, line
+    assert (f"torchrun --nproc_per_node=1 -m examples.llama.convert_nanotron_to_hf --checkpoint_path={step} "
+            "--save_path=OUTDIR") in line, line
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_checkpoint_metadata_json_without_nanotron_files_is_not_called_nanotron(tmp_path: Path) -> None:
+    """checkpoint_metadata.json beside an empty model/ folder is no nanotron save: nothing is said of nanotron."""
+    folder = tmp_path / "other"
+    (folder / "model").mkdir(parents=True)
+    (folder / "checkpoint_metadata.json").write_text("{}")
+    result = run_cli("inspect", str(folder))
+    assert result.exit_code == 2 and "nanotron" not in result.stderr

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shlex
 import stat
 import zipfile
 from pathlib import Path
@@ -374,6 +375,53 @@ def spacy_pipeline(folder: Path) -> Path | None:
         if _nlp_config(candidate) or b'"spacy_version"' in _head(candidate / "meta.json", 1 << 16):
             return candidate
     return None
+
+
+# nanotron's per-parameter files (serialize/utils.py get_path): model_<param>_pp-rank-P-of-N_tp-rank-T-of-M[_exp-...].
+_NANOTRON_SHARD = "model_*_pp-rank-*-of-*_tp-rank-*-of-*.safetensors"
+
+
+def nanotron_checkpoint(folder: Path) -> Path | None:
+    """The nanotron checkpoint (one training step's save) that `folder` is, is inside (its model/ tree), or that a run
+    folder's latest.txt names; else None.
+
+    nanotron's save_checkpoint writes checkpoint_metadata.json, model_config.json and config.yaml beside model/,
+    optimizer/, lr_scheduler/ and random/, and under model/ one safetensors file per parameter and parallel rank
+    (model/model/decoder/0/pp_block/attn/qkv_proj/model_weight_pp-rank-0-of-1_tp-rank-0-of-1.safetensors, a single
+    tensor named "data"), which no loader reads as one state dict.
+    """
+    candidates = [folder, *list(folder.parents)[:12]]
+    with contextlib.suppress(OSError, ValueError):
+        latest = (folder / "latest.txt").read_text(encoding="utf-8", errors="replace")[:64].strip()
+        if latest and "/" not in latest and latest not in (".", ".."):
+            candidates.insert(0, folder / latest)
+    for candidate in candidates:
+        try:
+            if not (candidate / "checkpoint_metadata.json").is_file() or not (candidate / "model").is_dir():
+                continue
+            if next(iter((candidate / "model").rglob(_NANOTRON_SHARD)), None) is not None:
+                return candidate
+        except OSError:
+            continue
+    return None
+
+
+def nanotron_message(folder: Path, checkpoint: Path) -> str:
+    """What the nanotron checkpoint `folder` is, is inside or names (`nanotron_checkpoint`) holds, and how it becomes
+    a folder that weightdoctor and transformers read: nanotron's own conversion script (examples/llama/, run from
+    a clone of its repository as a module: it imports `.convert_weights`)."""
+    if checkpoint == folder:
+        what = "it is a nanotron checkpoint"
+    elif checkpoint.parent == folder:
+        what = f"its latest.txt names {checkpoint.name}/, a nanotron checkpoint"
+    else:
+        what = f"it is inside a nanotron checkpoint ({checkpoint})"
+    return (f"{what} (checkpoint_metadata.json, model_config.json; under model/, one safetensors file per parameter "
+            "and parallel rank, model_<name>_pp-rank-P-of-N_tp-rank-T-of-M.safetensors), which weightdoctor does not "
+            "read as one model: nanotron's examples/llama/convert_nanotron_to_hf.py writes a transformers folder to "
+            "read here (from a clone of nanotron, on a GPU: torchrun --nproc_per_node=1 -m "
+            f"examples.llama.convert_nanotron_to_hf --checkpoint_path={shlex.quote(str(checkpoint))} "
+            "--save_path=OUTDIR --tokenizer_name=TOKENIZER)")
 
 
 def _nlp_config(folder: Path) -> bool:

@@ -1782,6 +1782,11 @@ def _no_weights_message(folder: Path) -> str:
                      ".metadata, as torchtitan saves each step): torch.distributed.checkpoint.format_utils."
                      f"dcp_to_torch_save({str(folder / latest)!r}, 'model.pt') writes one torch.save file "
                      "to read here")
+    nanotron = foreign.nanotron_checkpoint(folder)
+    if nanotron is not None:
+        # Its subfolders with a file are the optimizer's, the scheduler's and the RNG's: "point at one, e.g.
+        # lr_scheduler/" sent the user to the scheduler, and model/ itself was "no weight file".
+        return f"{message}; {foreign.nanotron_message(folder, nanotron)}"
     megatron = _megatron_latest(folder)
     if megatron is not None:
         message += (f"; a Megatron-LM save folder: its latest_checkpointed_iteration.txt names "
