@@ -285,3 +285,85 @@ def test_a_checkpoint_metadata_json_without_nanotron_files_is_not_called_nanotro
     (folder / "checkpoint_metadata.json").write_text("{}")
     result = run_cli("inspect", str(folder))
     assert result.exit_code == 2 and "nanotron" not in result.stderr
+
+
+def _colossalai_save(step: Path) -> Path:
+    """One save of a ColossalAI run (its Applications' save_checkpoint): booster.save_model(shard=True,
+    use_safetensors=True) into modeling/, booster.save_optimizer(shard=True) into optimizer/, running_states.json."""
+    state = _llama_state_dict()
+    names = list(state)
+    (step / "modeling").mkdir(parents=True)
+    weight_map = {}
+    for number, part in enumerate((names[:10], names[10:]), start=1):
+        shard = f"model-{number:05d}.safetensors"  # get_shard_filename: no "-of-N"
+        save_file({name: state[name] for name in part}, str(step / "modeling" / shard), metadata={"format": "pt"})
+        weight_map |= dict.fromkeys(part, shard)
+    (step / "modeling" / "model.safetensors.index.json").write_text(json.dumps(
+        {"metadata": {"total_size": sum(t.numel() * 2 for t in state.values())}, "weight_map": weight_map}))
+    (step / "modeling" / "config.json").write_text(json.dumps(CONFIG))
+    (step / "optimizer").mkdir()
+    states = {number: {"step": torch.tensor(10.0), "exp_avg": torch.zeros(state[name].shape),
+                       "exp_avg_sq": torch.zeros(state[name].shape)} for number, name in enumerate(names)}
+    torch.save(states, step / "optimizer" / "pytorch_optim-00001.bin")
+    (step / "optimizer" / "pytorch_optim.bin.index.json").write_text(json.dumps(
+        {"metadata": {"total_size": 1, "param_groups": "pytorch_optim_group.bin"},
+         "weight_map": dict.fromkeys(map(str, states), "pytorch_optim-00001.bin")}))
+    torch.save([{"lr": 1e-4, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.0, "params": list(states)}],
+               step / "optimizer" / "pytorch_optim_group.bin")
+    (step / "running_states.json").write_text(json.dumps({"epoch": 0, "step": 10, "sample_start_index": 80}))
+    return step
+
+
+def test_a_colossalai_optimizer_folder_is_training_state_not_shards(tmp_path: Path) -> None:
+    """optimizer/'s pytorch_optim.bin.index.json was read as the model's shard index: "no state dict (a mapping of
+    names to tensors) found; top-level entries: 0 (a state dict of 3 tensors: pick it with --key), ...", each
+    parameter's Adam state offered as a model; the save folder pointed at optimizer/ as holding weights."""
+    step = _colossalai_save(tmp_path / "epoch-0_step-10")
+    result = run_cli("inspect", str(step / "optimizer"))
+    assert result.exit_code == 2
+    line = " ".join(result.stderr.split())
+    assert "it holds training state only (pytorch_optim-00001.bin, pytorch_optim_group.bin" in line, line
+    assert "--key" not in line, line
+    line = " ".join(run_cli("inspect", str(step)).stderr.split())
+    assert f"weights are in subfolders (modeling/): point at one, e.g. {step / 'modeling'}" in line, line
+
+
+def test_colossalai_optimizer_files_say_what_they_hold_and_where_the_model_is(tmp_path: Path) -> None:
+    """Named on its own, a pytorch_optim-0000N.bin shard was "pick one with --key" (a parameter's Adam state is no
+    model) and pytorch_optim_group.bin "the file holds a list, 1 item"."""
+    step = _colossalai_save(tmp_path / "epoch-0_step-10")
+    result = run_cli("inspect", str(step / "optimizer" / "pytorch_optim-00001.bin"))
+    assert result.exit_code == 2
+    line = " ".join(result.stderr.split())
+    assert "no model weights: the file holds an optimizer's per-parameter states keyed by parameter number, " \
+           "without its param_groups (ColossalAI's pytorch_optim-0000N.bin shards" in line, line
+    assert f"The weights are in a folder beside this one (modeling/): point weightdoctor at {step / 'modeling'}" \
+        in line, line
+    assert "its pickle is safe" in line and "--key" not in line, line
+    line = " ".join(run_cli("inspect", str(step / "optimizer" / "pytorch_optim_group.bin")).stderr.split())
+    assert "the file holds an optimizer's param_groups alone" in line, line
+    # A Trainer's optimizer.pt in a folder of its own is not pointed at any folder beside it.
+    (tmp_path / "run").mkdir()
+    torch.save({"state": {}, "param_groups": []}, tmp_path / "run" / "optimizer.pt")
+    line = " ".join(run_cli("inspect", str(tmp_path / "run" / "optimizer.pt")).stderr.split())
+    assert "a folder beside this one" not in line and "epoch-0_step-10" not in line, line
+
+
+def test_a_colossalai_modeling_folder_runs_through_all_six_commands(tmp_path: Path) -> None:
+    """modeling/ (shards named model-0000N.safetensors, no "-of-N", with their index) reads as the model it is."""
+    step = _colossalai_save(tmp_path / "epoch-0_step-10")
+    modeling, base = step / "modeling", _base(tmp_path / "base")
+    code, data = run_json("inspect", str(modeling))
+    assert code == 0 and data["num_params"] == LLAMA_PARAMETERS and data["sharded"]
+    code, data = run_json("diff-keys", str(modeling), str(base))
+    assert code == 0 and not data["missing"] and not data["unexpected"]
+    code, data = run_json("plan-devices", str(modeling), "--gpu", "1GB", "--cpu", "1GB")
+    assert code == 0 and data["verdict"] == "fits-on-gpus" and data["num_params"] == LLAMA_PARAMETERS, data
+    out = tmp_path / "one.safetensors"
+    assert run_cli("convert", str(modeling), "-o", str(out)).exit_code == 0
+    with safe_open(str(out), "pt") as converted:
+        assert len(list(converted.keys())) == 21
+    assert run_cli("shard", str(modeling), "-o", str(tmp_path / "shards"), "--max", "50KB").exit_code == 0
+    assert json.loads((tmp_path / "shards" / "model.safetensors.index.json").read_text())["weight_map"]
+    code, data = run_json("check-dtype", str(modeling))
+    assert code == 0 and data["tensors_checked"] == 21

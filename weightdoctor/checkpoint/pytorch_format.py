@@ -201,12 +201,21 @@ def _weights_beside(path: Path) -> str | None:
     """Where the weights beside a file of training state are, in words, or None where its folder holds none: a
     Trainer's checkpoint-N/ of a PEFT run keeps adapter_model.safetensors, which the words said of every folder
     ("model.safetensors or pytorch_model.bin") did not name."""
-    from weightdoctor.checkpoint.reader import _pasteable, weight_files_in
+    from weightdoctor.checkpoint.reader import _pasteable, _subfolders_with_weights, weight_files_in
 
     try:
         beside = [p.name for p in weight_files_in(path.parent) if p.name != path.name]
+        # ColossalAI saves the optimizer (optimizer/) and the model (modeling/) in folders side by side: only an
+        # optimizer's own folder is looked beside, not any folder that holds a stray optimizer.pt.
+        apart = path.parent.name.startswith("optim") or path.name.startswith("pytorch_optim")
+        siblings = [] if beside or not apart else [name for name in _subfolders_with_weights(path.parent.parent)
+                                                   if name != path.parent.name]
     except OSError:
         return None
+    if siblings:
+        shown = ", ".join(f"{name}/" for name in siblings[:3]) + (", ..." if len(siblings) > 3 else "")
+        return (f"The weights are in a folder beside this one ({shown}): point weightdoctor at "
+                f"{_pasteable(path.parent.parent / siblings[0])}")
     if not beside:
         return None
     shown = ", ".join(beside[:3]) + (f" and {len(beside) - 3} more" if len(beside) > 3 else "")
@@ -662,6 +671,9 @@ def _megatron_flat(language: Any, min_parts: int) -> dict[str, Any] | None:
     return flat if parts_with_tensors >= min_parts and tensors >= 0.9 * len(flat) else None
 
 
+# What torch.optim's optimizers keep per parameter (Adam / AdamW, SGD, RMSprop, Adagrad, Adadelta, Adamax).
+_OPTIMIZER_STATE_KEYS = frozenset({"exp_avg", "exp_avg_sq", "max_exp_avg_sq", "momentum_buffer", "square_avg",
+                                   "sum", "acc_delta", "exp_inf", "grad_avg"})
 _RNG_KEYS = frozenset({"python", "numpy", "cpu", "cuda", "mps", "xpu", "npu", "hpu", "mlu", "musa", "xla"})
 
 
@@ -676,8 +688,22 @@ def training_state_kind(obj: Any) -> str | None:
             else ("Trainer", "")
         return (f"a {trainer}'s {type(obj).__qualname__} ({what}training_args.bin: the run's settings, read as inert "
                 "data, never imported)")
+    if isinstance(obj, (list, tuple)) and obj and all(
+            isinstance(group, Mapping) and isinstance(group.get("params"), (list, tuple)) and "lr" in group
+            for group in obj[:64]):
+        return ("an optimizer's param_groups alone (learning rate and settings of each group, its parameters by "
+                "number: ColossalAI's pytorch_optim_group.bin, beside the pytorch_optim-0000N.bin states)")
     if not isinstance(obj, Mapping):
         return None
+    if obj and all(isinstance(k, int) and not isinstance(k, bool) for k in obj) and all(
+            isinstance(state, Mapping) and state and all(isinstance(name, str) for name in state)
+            and not set(state).isdisjoint(_OPTIMIZER_STATE_KEYS) for state in list(obj.values())[:64]):
+        # torch.optim's `state` without its `param_groups`: ColossalAI's booster.save_optimizer(shard=True) writes
+        # it in pytorch_optim-0000N.bin shards, read with pytorch_optim.bin.index.json; it was "no state dict ...
+        # 0 (a state dict of 3 tensors: pick it with --key)", as if each parameter's Adam state were a model.
+        return ("an optimizer's per-parameter states keyed by parameter number, without its param_groups "
+                "(ColossalAI's pytorch_optim-0000N.bin shards; booster.save_model writes the model apart, as in a "
+                "modeling/ folder beside optimizer/)")
     keys = {k for k in obj if isinstance(k, str)}
     if {"state", "param_groups"} <= keys and isinstance(obj["param_groups"], (list, tuple)):
         return "an optimizer's state dict (torch.optim: `state` and `param_groups`, e.g. a Trainer's optimizer.pt)"

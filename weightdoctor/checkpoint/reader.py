@@ -843,7 +843,7 @@ def is_training_state(name: str) -> bool:
     run, optimizer) beside each epoch's model files."""
     return (name.endswith((".safetensors", *PICKLE_SUFFIXES))
             and (name.startswith(("optimizer", "scheduler", "rng_state", "training_args", "scaler", "random_states",
-                                  "recipe_state"))
+                                  "recipe_state", "pytorch_optim"))
                  or name.endswith(("_optim_states.pt", "_optim_states.pth"))
                  or name in ("optim.pt", "train.pt", "distrib_optim.pt")))
 
@@ -1077,11 +1077,19 @@ def _subfolders_with_weights(folder: Path) -> list[str]:
         names = sorted(e.name for e in entries if not e.name.startswith(".") and e.is_dir())
     for sub in (folder / name for name in _bounded_subfolders(names, _latest_tag(folder))):
         try:
-            if weight_files_in(sub) or any(sub.glob("*.index.json")):
+            if weight_files_in(sub) or any(not _indexes_training_state(index) for index in sub.glob("*.index.json")):
                 found.append(sub.name)
         except OSError:
             continue
     return found
+
+
+def _indexes_training_state(index: Path) -> bool:
+    """Whether a shard index indexes training state, not weights: ColossalAI's booster.save_optimizer writes
+    pytorch_optim.bin.index.json over pytorch_optim-0000N.bin (each {parameter number: its Adam state}) beside
+    pytorch_optim_group.bin. It was read as the model's shards ("no state dict found ... pick one with --key"), and
+    its folder offered as one holding weights."""
+    return is_training_state(index.name.removesuffix(".index.json"))
 
 
 def _saved_by_the_trainer(meta: Path) -> bool:
@@ -2131,7 +2139,7 @@ def _choose_in_folder(folder: Path) -> tuple[Path, bool]:
     # transformers and diffusers name a sharded variant's index `model.safetensors.index.fp16.json`.
     indexes = [index for suffix in (".safetensors", ".bin") for index in
                sorted(folder.glob(f"*{suffix}.index.json"), key=_variant_last)
-               + sorted(folder.glob(f"*{suffix}.index.*.json"))]
+               + sorted(folder.glob(f"*{suffix}.index.*.json")) if not _indexes_training_state(index)]
     if indexes:
         return indexes[0], True
     weights = weight_files_in(folder)
