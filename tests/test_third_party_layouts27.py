@@ -367,3 +367,53 @@ def test_a_colossalai_modeling_folder_runs_through_all_six_commands(tmp_path: Pa
     assert json.loads((tmp_path / "shards" / "model.safetensors.index.json").read_text())["weight_map"]
     code, data = run_json("check-dtype", str(modeling))
     assert code == 0 and data["tensors_checked"] == 21
+
+
+def _higgs(folder: Path) -> Path:
+    """A HIGGS-quantized Llama as transformers' save_pretrained writes it: each Linear but lm_head a HiggsLinear,
+    whose state_dict (names, shapes, dtypes) is taken from the installed transformers' own class."""
+    from transformers.integrations.higgs import HiggsLinear
+
+    folder.mkdir(parents=True)
+    generator = torch.Generator().manual_seed(5)
+    tensors: dict[str, torch.Tensor] = {}
+    for name, weight in _llama_state_dict().items():
+        if weight.dim() != 2 or "embed_tokens" in name or name.startswith("lm_head"):
+            tensors[name] = weight
+            continue
+        layer = HiggsLinear(weight.shape[1], weight.shape[0], num_bits=4, bias=False, dtype=torch.float16,
+                            device="meta", group_size=64, hadamard_size=64)
+        for leaf, like in layer.state_dict().items():
+            value = (torch.randint(-32768, 32767, like.shape, dtype=torch.int16, generator=generator)
+                     if like.dtype == torch.int16 else torch.randn(like.shape, generator=generator).half())
+            tensors[f"{name.removesuffix('.weight')}.{leaf}"] = value
+    save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    config = CONFIG | {"quantization_config": {"quant_method": "higgs", "bits": 4, "p": 2, "group_size": 64,
+                                               "hadamard_size": 64, "modules_to_not_convert": ["lm_head"]}}
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+def test_a_higgs_checkpoint_counts_its_int16_weights_and_keeps_its_codebooks(tmp_path: Path) -> None:
+    """HiggsLinear's int16 `weight` [out x 4 / 16, in] holds four 4-bit weights an int16: inspect counted one
+    (42,528 parameters for 90,432, "0 packed tensor(s)"), its codebooks `tables` / `tables2` as parameters;
+    `convert --dtype bf16` cast those codebooks (the values every weight dequantizes to) and diff-keys called them
+    "unknown: no known cause"."""
+    folder, base = _higgs(tmp_path / "higgs"), _base(tmp_path / "base")
+    code, data = run_json("inspect", str(folder))
+    assert code == 0
+    assert data["quantized"] == {"method": "higgs", "bits": 4, "packed_tensors": 14, "side_tensors": 42,
+                                 "parameters": LLAMA_PARAMETERS}
+    out = tmp_path / "bf16"
+    result = run_cli("convert", str(folder), "-o", str(out), "--dtype", "bf16")
+    assert result.exit_code == 0, result.output
+    assert "42 quantizer scale/state tensor(s) kept as stored" in " ".join(result.stderr.split())
+    with safe_open(str(out / "model.safetensors"), "pt") as converted:
+        assert converted.get_slice("model.layers.0.mlp.up_proj.tables2").get_dtype() == "F16"
+        assert converted.get_slice("model.layers.0.mlp.up_proj.weight").get_dtype() == "I16"
+        assert converted.get_slice("model.norm.weight").get_dtype() == "BF16"
+    code, data = run_json("diff-keys", str(folder), str(base))
+    unexpected = {entry["name"]: entry for entry in data["unexpected"]}
+    assert "unknown" not in {entry["reason"] for entry in data["unexpected"]}, data["unexpected"]
+    assert unexpected["model.layers.1.self_attn.o_proj.tables"]["detail"].startswith(
+        "written by transformers' HIGGS quantization beside its quantized weight")

@@ -202,6 +202,8 @@ _QUANT = _lazy_regex(
     r"\.weight\._data|\.weight\._scale|\.weight\._shift|\.weight_scales|"
     # transformers' Metal affine quantization (MetalLinear: weight, scales, qbiases).
     r"\.qbiases|"
+    # transformers' HIGGS (HiggsLinear: an int16 weight, scales, and the codebooks tables and tables2).
+    r"\.tables|\.tables2|"
     # HQQLinear's meta data, stored as small tensors beside its W_q.
     r"\.nbits|\.group_size|\.axis|\.packing|\.channel_wise|\.optimize|\.round_zero|\.compute_dtype|\.shape|"
     r"\.view_as_float|\.unpack_view_dtype|\.encoded_state_dict|\.offload_meta|\.stores_quant_config|"
@@ -228,6 +230,7 @@ _SIDE_WRITERS: tuple[tuple[Any, str], ...] = tuple((_lazy_regex(pattern), who) f
     (r"\.weight\.(?:_data|_scale|_shift)$", "optimum-quanto"),
     (r"\.weight_scales$", "EETQ"),
     (r"\.qbiases$", "transformers' Metal quantization"),
+    (r"\.tables2?$", "transformers' HIGGS quantization"),
     (r"\._[a-z0-9]+_(?:qdata|scale_and_zero|per_tensor_scale|scale|zero_point|act_pre_scale)$", "torchao"),
     (r"\.(?:W_q|zero|nbits|group_size|axis|packing|channel_wise|optimize|round_zero|compute_dtype|shape|"
      r"view_as_float|unpack_view_dtype|encoded_state_dict|offload_meta|stores_quant_config|quant_scale|quant_zero)$",
@@ -242,7 +245,8 @@ _PACKED_WEIGHT = _lazy_regex(r"(?:\.qweight|\.weight_packed|_blocks|\.q_weight|\
 
 # Side-tensor names a model may give its own parameters (a norm's `scale`, a layer's `scales`): a quantizer's only
 # beside a quantized weight of the same layer.
-_GENERIC_SIDE = _lazy_regex(r"\.(?:scales|zeros|scale|zero|shape|axis|nbits|group_size|packing|optimize|su|sv)$")
+_GENERIC_SIDE = _lazy_regex(r"\.(?:scales|zeros|scale|zero|shape|axis|nbits|group_size|packing|optimize|su|sv|"
+                            r"tables2?)$")
 _QUANTIZED_WEIGHT_LEAVES = (".qweight", ".q_weight", ".W_q", ".weight_packed", ".trellis")
 
 

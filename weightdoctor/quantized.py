@@ -1179,6 +1179,19 @@ def _method_layers(tensors: Iterable[TensorInfo], method: str, quantization: Map
         for info in infos:
             if info.name in scaled and info.dtype == "uint8" and len(info.shape) == 2:
                 packed[info.name] = info.num_params * 4
+    elif method == "higgs":
+        # transformers' HiggsLinear: an int16 `weight` [out x bits / 16, in] (16 / bits weights an int16) beside its
+        # `scales`, and the codebooks `tables` [2^bits] and `tables2` [2^bits, 2^bits, 2] it dequantizes through.
+        # The weight was counted an int16 a weight (a quarter of a 4-bit layer), the codebooks as parameters.
+        coded = {t.name.removesuffix(".tables") for t in infos if t.name.endswith(".tables")}
+        for info in infos:
+            base, _, leaf = info.name.rpartition(".")
+            if base not in coded:
+                continue
+            if leaf == "weight" and info.dtype == "int16" and len(info.shape) == 2 and bits and 16 % bits == 0:
+                packed[info.name] = info.num_params * (16 // bits)
+            elif leaf in ("tables", "tables2"):
+                side.add(info.name)
     elif method == "eetq":  # EetqLinear: an int8 `weight` [in, out] and its fp16 `weight_scales`
         side = {t.name for t in infos if t.name.endswith(".weight_scales")}
     elif method == "compressed-tensors":
