@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -198,9 +199,9 @@ def test_fbgemm_fp8_input_scale_ub_is_a_quantizer_state_not_a_parameter(tmp_path
 
 
 @pytest.mark.parametrize("make", [_exl3, _fbgemm])
-def test_shard_keeps_every_quantized_tensor_byte_for_byte(tmp_path: Path, make: object) -> None:
+def test_shard_keeps_every_quantized_tensor_byte_for_byte(tmp_path: Path, make: Any) -> None:
     """shard writes each packed and side tensor as stored, with the config that names the quantizer."""
-    folder = make(tmp_path / "q")  # type: ignore[operator]
+    folder = make(tmp_path / "q")
     out = tmp_path / "shards"
     result = run_cli("shard", str(folder), "-o", str(out), "--max", "20KB")
     assert result.exit_code == 0, result.output
@@ -417,3 +418,89 @@ def test_a_higgs_checkpoint_counts_its_int16_weights_and_keeps_its_codebooks(tmp
     assert "unknown" not in {entry["reason"] for entry in data["unexpected"]}, data["unexpected"]
     assert unexpected["model.layers.1.self_attn.o_proj.tables"]["detail"].startswith(
         "written by transformers' HIGGS quantization beside its quantized weight")
+
+
+def _spqr(folder: Path) -> Path:
+    """An SpQR-quantized Llama as transformers' SpQR quantizer reads it: each Linear but lm_head spqr_quant's
+    QuantizedLinear (inference_lib/src/spqr_quant/inference.py: `dense_weights` int64 [tiles x 16], CSR
+    `row_offsets` int32 [rows + 1] and `col_vals` int32 [nnz], `in_perm` int32 [cols / 2], uint16 pairs), with the
+    `shapes` SpQRConfig needs to build the layers."""
+    folder.mkdir(parents=True)
+    generator = torch.Generator().manual_seed(7)
+    tensors: dict[str, torch.Tensor] = {}
+    shapes: dict[str, int] = {}
+    for name, weight in _llama_state_dict().items():
+        if weight.dim() != 2 or "embed_tokens" in name or name.startswith("lm_head"):
+            tensors[name] = weight
+            continue
+        rows, cols = weight.shape
+        base = name.removesuffix(".weight")
+        parts = {"dense_weights": torch.randint(-2**62, 2**62, (rows // 16 * cols // 16 * 16,), dtype=torch.int64,
+                                                generator=generator),
+                 "row_offsets": torch.sort(torch.randint(0, 37, (rows + 1,), dtype=torch.int32,
+                                                         generator=generator)).values,
+                 "col_vals": torch.randint(-2**31, 2**31 - 1, (37,), dtype=torch.int32, generator=generator),
+                 "in_perm": torch.randint(-2**31, 2**31 - 1, (cols // 2,), dtype=torch.int32, generator=generator)}
+        for leaf, value in parts.items():
+            tensors[f"{base}.{leaf}"] = value
+            shapes[f"{base}.{leaf}.shape"] = value.numel()
+    save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    config = CONFIG | {"quantization_config": {"quant_method": "spqr", "bits": 3, "beta1": 16, "beta2": 16,
+                                               "shapes": shapes, "modules_to_not_convert": ["lm_head"]}}
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+def test_an_spqr_checkpoint_counts_its_dense_weights_and_names_its_tensors(tmp_path: Path) -> None:
+    """SpQR's int64 `dense_weights` hold 16 3-bit weights each: inspect counted one (23,380 parameters, "0 packed
+    tensor(s), 0 side tensor(s)", for 90,432); diff-keys called every SpQR tensor and every weight it stands for
+    "unknown: no known cause"."""
+    from transformers.utils.quantization_config import SpQRConfig
+
+    folder, base = _spqr(tmp_path / "spqr"), _base(tmp_path / "base")
+    SpQRConfig.from_dict(json.loads((folder / "config.json").read_text())["quantization_config"])  # a valid config
+    code, data = run_json("inspect", str(folder))
+    assert code == 0
+    assert data["quantized"] == {"method": "spqr", "bits": 3, "packed_tensors": 14, "side_tensors": 42,
+                                 "parameters": LLAMA_PARAMETERS}
+    code, data = run_json("diff-keys", str(folder), str(base))
+    entries = data["missing"] + data["unexpected"]
+    assert "unknown" not in {entry["reason"] for entry in entries}, entries
+    details = {entry["name"]: entry["detail"] for entry in entries}
+    assert details["model.layers.0.mlp.down_proj.weight"].startswith(
+        "A stores it quantized as model.layers.0.mlp.down_proj.dense_weights")
+    assert details["model.layers.0.mlp.down_proj.col_vals"].startswith("written by SpQR beside its quantized weight")
+    code, data = run_json("diff-keys", str(folder), "--model-class", "LlamaForCausalLM")
+    assert data["worst_severity"] == "info", data
+
+
+@pytest.mark.parametrize(("make", "dtype", "said"), [
+    (_spqr, "bf16", "--dtype bfloat16 on an SpQR checkpoint: transformers' quantizer for it takes float16 only, "
+                    "and from_pretrained hands it the dtype config.json names (a converted folder's follows the "
+                    "cast): it raises ValueError, so such a folder does not load unless given dtype=torch.float16 "
+                    "(--dtype fp16 keeps it loadable)"),
+    (_higgs, "fp32", "--dtype float32 on a HIGGS checkpoint: transformers' quantizer for it takes float16 or "
+                     "bfloat16 only"),
+    (_fbgemm, "fp16", "--dtype float16 on an fbgemm_fp8 checkpoint: transformers' quantizer for it takes bfloat16 "
+                      "only, and from_pretrained hands it the dtype config.json names (a converted folder's follows "
+                      "the cast): it runs the model in bfloat16 anyway (with a warning)")])
+def test_convert_says_when_a_quantizer_refuses_the_dtype_it_casts_to(tmp_path: Path, make: Any, dtype: str,
+                                                                    said: str) -> None:
+    """`convert --dtype bf16` of an SpQR model wrote config.json's dtype bfloat16 without a word: transformers'
+    SpQR quantizer raises ValueError for any dtype but float16 (HIGGS for any but float16 / bfloat16), and
+    from_pretrained's dtype="auto" is the config's, so the converted folder no longer loaded as it was."""
+    folder = make(tmp_path / "q")
+    result = run_cli("convert", str(folder), "-o", str(tmp_path / "out"), "--dtype", dtype)
+    assert result.exit_code == 0, result.output
+    assert f"warning: {said}" in " ".join(result.stderr.split()), result.stderr
+    written = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert {"bf16": "bfloat16", "fp32": "float32", "fp16": "float16"}[dtype] in (
+        written.get("dtype"), written.get("torch_dtype"))
+
+
+def test_convert_to_a_dtype_the_quantizer_takes_says_nothing_of_it(tmp_path: Path) -> None:
+    """HIGGS in bfloat16 and SpQR kept in float16 load as converted: no such warning."""
+    for make, dtype in ((_higgs, "bf16"), (_spqr, "fp16")):
+        folder = make(tmp_path / f"{make.__name__}-{dtype}")
+        result = run_cli("convert", str(folder), "-o", str(tmp_path / f"out-{make.__name__}"), "--dtype", dtype)
+        assert result.exit_code == 0 and "transformers' quantizer for it takes" not in result.stderr

@@ -204,6 +204,8 @@ _QUANT = _lazy_regex(
     r"\.qbiases|"
     # transformers' HIGGS (HiggsLinear: an int16 weight, scales, and the codebooks tables and tables2).
     r"\.tables|\.tables2|"
+    # SpQR (QuantizedLinear: the packed dense_weights, the outliers in CSR and the input permutation).
+    r"\.dense_weights|\.row_offsets|\.col_vals|\.in_perm|"
     # HQQLinear's meta data, stored as small tensors beside its W_q.
     r"\.nbits|\.group_size|\.axis|\.packing|\.channel_wise|\.optimize|\.round_zero|\.compute_dtype|\.shape|"
     r"\.view_as_float|\.unpack_view_dtype|\.encoded_state_dict|\.offload_meta|\.stores_quant_config|"
@@ -231,6 +233,8 @@ _SIDE_WRITERS: tuple[tuple[Any, str], ...] = tuple((_lazy_regex(pattern), who) f
     (r"\.weight_scales$", "EETQ"),
     (r"\.qbiases$", "transformers' Metal quantization"),
     (r"\.tables2?$", "transformers' HIGGS quantization"),
+    (r"\.(?:dense_weights|col_vals|in_perm)$", "SpQR"),
+    (r"\.row_offsets$", "SpQR (or compressed-tensors' sparse-bitmask)"),
     (r"\._[a-z0-9]+_(?:qdata|scale_and_zero|per_tensor_scale|scale|zero_point|act_pre_scale)$", "torchao"),
     (r"\.(?:W_q|zero|nbits|group_size|axis|packing|channel_wise|optimize|round_zero|compute_dtype|shape|"
      r"view_as_float|unpack_view_dtype|encoded_state_dict|offload_meta|stores_quant_config|quant_scale|quant_zero)$",
@@ -239,7 +243,8 @@ _SIDE_WRITERS: tuple[tuple[Any, str], ...] = tuple((_lazy_regex(pattern), who) f
 
 
 # Those that are the packed weight itself, not a tensor beside it.
-_PACKED_WEIGHT = _lazy_regex(r"(?:\.qweight|\.weight_packed|_blocks|\.q_weight|\.trellis|\.W_q|\.codes|"
+_PACKED_WEIGHT = _lazy_regex(r"(?:\.qweight|\.weight_packed|_blocks|\.q_weight|\.trellis|\.dense_weights|\.W_q|"
+                             r"\.codes|"
                              r"\._weight_qdata|\.weight\._data)$")
 
 
@@ -247,7 +252,7 @@ _PACKED_WEIGHT = _lazy_regex(r"(?:\.qweight|\.weight_packed|_blocks|\.q_weight|\
 # beside a quantized weight of the same layer.
 _GENERIC_SIDE = _lazy_regex(r"\.(?:scales|zeros|scale|zero|shape|axis|nbits|group_size|packing|optimize|su|sv|"
                             r"tables2?)$")
-_QUANTIZED_WEIGHT_LEAVES = (".qweight", ".q_weight", ".W_q", ".weight_packed", ".trellis")
+_QUANTIZED_WEIGHT_LEAVES = (".qweight", ".q_weight", ".W_q", ".weight_packed", ".trellis", ".dense_weights")
 
 
 def _beside_quantized_weight(name: str, side: Mapping[str, KeySpec]) -> bool:
@@ -299,7 +304,7 @@ def is_quantizer_name(name: str) -> bool:
 _QUANTIZED_DTYPES = frozenset({"int8", "uint8", "int32", "int16", "uint16", "uint32"})
 # What a quantized layer stores in place of its `weight` (GPTQ / AWQ, compressed-tensors, EXL2, EXL3).
 _QUANTIZED_STORAGE = ("qweight", "weight_packed", "_weight_qdata", "weight._data", "W_q", "codes", "q_weight",
-                      "trellis")
+                      "trellis", "dense_weights")
 _POSITION = _lazy_regex(r"(position_embeddings|wpe|embed_positions|pos_emb|position_embedding|positional)")
 # Tensors with one row (or, for `final_logits_bias`, one column) per vocabulary entry. By component, not by
 # substring: `model.decoder.layers.0.fc1` is no vocabulary, nor is every `bias`.

@@ -1192,6 +1192,21 @@ def _method_layers(tensors: Iterable[TensorInfo], method: str, quantization: Map
                 packed[info.name] = info.num_params * (16 // bits)
             elif leaf in ("tables", "tables2"):
                 side.add(info.name)
+    elif method == "spqr":
+        # SpQR's QuantizedLinear (spqr_quant, which transformers' SpQR quantizer builds): `dense_weights`, int64
+        # [tiles x beta1], each int64 one tile row of beta2 3-bit weights beside its first- and second-order
+        # statistics, so beta2 weights an int64 (exact where rows and columns are multiples of the tile, as
+        # every LLM's are); the outliers in CSR (`row_offsets`, `col_vals`) and `in_perm` are side tensors.
+        tile = settings.get("beta2", 16)
+        tile = tile if isinstance(tile, int) and not isinstance(tile, bool) and tile > 0 else 16
+        bases = {t.name.removesuffix(".dense_weights") for t in infos
+                 if t.name.endswith(".dense_weights") and t.dtype == "int64" and len(t.shape) == 1}
+        for info in infos:
+            base, _, leaf = info.name.rpartition(".")
+            if base in bases and leaf == "dense_weights":
+                packed[info.name] = info.num_params * tile
+            elif base in bases and leaf in ("row_offsets", "col_vals", "in_perm"):
+                side.add(info.name)
     elif method == "eetq":  # EetqLinear: an int8 `weight` [in, out] and its fp16 `weight_scales`
         side = {t.name for t in infos if t.name.endswith(".weight_scales")}
     elif method == "compressed-tensors":

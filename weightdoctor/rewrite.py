@@ -524,14 +524,27 @@ def plan_tensors(
             f"--dtype {dtype}: {len(kept_side)} quantizer scale/state tensor(s) kept as stored "
             f"({', '.join(kept_side[:3])}{', ...' if len(kept_side) > 3 else ''}): the quantized weights are read "
             "with them as they are")
-    if dtype in ("bfloat16", "bf16") and selection.cast:
+    if dtype and selection.cast:
         from weightdoctor.quantized import quantization_of
 
-        if (quantization_of(checkpoint.config) or ("", None))[0] == "awq":
+        method = (quantization_of(checkpoint.config) or ("", None))[0]
+        if method == "awq" and dtype in ("bfloat16", "bf16"):
             # transformers' AwqQuantizer.update_dtype: bf16 with a GPU present is cast back to float16.
             selection.warnings.append(
                 "--dtype bfloat16 on an AWQ checkpoint: its CUDA kernels take no bf16, so from_pretrained on a GPU "
                 "loads it in float16 anyway (transformers casts it back and warns)")
+        elif method in _QUANTIZER_DTYPES and _FULL_DTYPE.get(dtype, dtype) not in _QUANTIZER_DTYPES[method][1]:
+            name, allowed, refused = _QUANTIZER_DTYPES[method]
+            shown = " or ".join(allowed)
+            # from_pretrained's dtype="auto" is config.json's, which follows the cast, and goes to the quantizer's
+            # update_dtype: SpQR's and HIGGS' raise ValueError, fbgemm_fp8's and FP-Quant's replace it.
+            selection.warnings.append(
+                f"--dtype {_FULL_DTYPE.get(dtype, dtype)} on {name} checkpoint: transformers' quantizer for it takes "
+                f"{shown} only, and from_pretrained hands it the dtype config.json names (a converted folder's "
+                "follows the cast): "
+                + (f"it raises ValueError, so such a folder does not load unless given dtype=torch.{allowed[0]} "
+                   f"(--dtype {_SHORT_DTYPE[allowed[0]]} keeps it loadable)" if refused else
+                   f"it runs the model in {shown} anyway (with a warning), so the cast only changes the values"))
     if fmt == "safetensors":
         # Under the output's names, as the metadata records them: `--rename '^module\.='` on a DDP T5 recorded
         # `module.lm_head.weight -> module.shared.weight`, names the written file does not hold.
@@ -548,6 +561,16 @@ def plan_tensors(
         # A typo (`layernorm` for `LayerNorm`) would otherwise cast everything without a word.
         selection.warnings.append(f"--keep-fp32 {keep_fp32!r} matches no floating tensor: nothing is kept in fp32")
     return selection
+
+
+# The dtypes transformers' quantizers take (their update_dtype), and whether another one raises (True) or is
+# replaced (False): transformers 5.25's quantizer_spqr.py, quantizer_higgs.py, quantizer_fbgemm_fp8.py and
+# quantizer_fp_quant.py.
+_QUANTIZER_DTYPES: dict[str, tuple[str, tuple[str, ...], bool]] = {
+    "spqr": ("an SpQR", ("float16",), True), "higgs": ("a HIGGS", ("float16", "bfloat16"), True),
+    "fbgemm_fp8": ("an fbgemm_fp8", ("bfloat16",), False), "fp_quant": ("an FP-Quant", ("bfloat16",), False)}
+_FULL_DTYPE = {"fp16": "float16", "bf16": "bfloat16", "fp32": "float32", "half": "float16"}
+_SHORT_DTYPE = {"float16": "fp16", "bfloat16": "bf16", "float32": "fp32"}
 
 
 # ---------------------------------------------------------------------------------------------------
