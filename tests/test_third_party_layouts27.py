@@ -515,3 +515,35 @@ def test_convert_to_a_dtype_the_quantizer_takes_says_nothing_of_it(tmp_path: Pat
         folder = make(tmp_path / f"{make.__name__}-{dtype}")
         result = run_cli("convert", str(folder), "-o", str(tmp_path / f"out-{make.__name__}"), "--dtype", dtype)
         assert result.exit_code == 0 and "transformers' quantizer for it takes" not in result.stderr
+
+
+@pytest.mark.parametrize("kind", ["exl3", "exl2"])
+def test_exllama_weights_under_a_config_without_quantization_config_are_not_planned_as_the_base(
+        tmp_path: Path, kind: str) -> None:
+    """EXL2 repos from before exllamav2 wrote its settings into config.json (and any EXL2 / EXL3 folder given the base
+    model's config.json) have no quantization_config: plan-devices planned a clean load of the base model ("fits")
+    and inspect said nothing, where from_pretrained leaves every quantized layer at its init."""
+    from tests.test_third_party_layouts4 import _exl2_llama
+
+    folder = tmp_path / kind
+    if kind == "exl3":
+        _exl3(folder)
+    else:
+        _exl2_llama(folder)
+    config = json.loads((folder / "config.json").read_text())
+    del config["quantization_config"]
+    (folder / "config.json").write_text(json.dumps(config))
+    result = run_cli("plan-devices", str(folder), "--cpu", "1GB")
+    assert result.exit_code == 2
+    line = " ".join(result.stderr.split())
+    library = {"exl3": "ExLlamaV3 (EXL3) trellis-packed", "exl2": "ExLlamaV2 (EXL2) q_weight-packed"}[kind]
+    runner = {"exl3": "exllamav3 (TabbyAPI) runs it",
+              "exl2": "exllamav2 (TabbyAPI, text-generation-webui) runs it"}[kind]
+    assert f"layer(s) hold {library} weights" in line, line
+    assert ("but config.json has no quantization_config: from_pretrained builds the model unquantized, leaves these "
+            f"layers' weights at their init (missing keys) and drops the packed tensors (unexpected keys); "
+            f"transformers has no quantizer for {kind}: {runner}; no device map to plan") in line, line
+    code, data = run_json("inspect", str(folder))
+    assert code == 0 and any(f"hold {library} weights" in warning for warning in data["warnings"]), data["warnings"]
+    code, data = run_json("plan-devices", str(folder), "--cpu", "1GB", "--dtype", "fp16")
+    assert code == 0 and any(w.startswith("planned as the unquantized model at fp16: ") for w in data["warnings"])

@@ -888,6 +888,8 @@ def packed_without_quantizer(config: Mapping[str, Any] | None, tensors: Iterable
     unique = tensors if isinstance(tensors, list) else list(tensors)
     if (bnb := _bnb_packed_without_quantizer(config, unique)) is not None:
         return bnb
+    if (exllama := _exllama_packed_without_quantizer(config, unique)) is not None:
+        return exllama
     candidates = [t for t in unique if t.name.endswith(_PACKED_INT32)]
     if candidates:
         # Packed only as a quantizer packs it: integers (GPTQModel packs int8 to int64 too), its scales beside. A
@@ -932,6 +934,29 @@ def packed_without_quantizer(config: Mapping[str, Any] | None, tensors: Iterable
                 f"name, which transformers does not read: rename it quantization_config{fix} to load them quantized")
     return (f"{held}, but {how}; the quantizer's quantization_config (quant_method {method}, bits, group_size) in "
             "config.json loads them quantized")
+
+
+def _exllama_packed_without_quantizer(config: Mapping[str, Any], tensors: list[TensorInfo]) -> str | None:
+    """`packed_without_quantizer` for ExLlamaV2's (`q_weight`) and ExLlamaV3's (`trellis`) layers: early EXL2 repos
+    kept their settings out of config.json, and a config.json copied over from the base model has none. transformers
+    has no quantizer for either, so from_pretrained builds the model unquantized whatever the config says; without
+    a quantization_config there was not even that warning, and plan-devices planned the base model's clean load."""
+    for found, kind, leaf, side, method in ((_exl3_layers(tensors)[0], "ExLlamaV3 (EXL3)", "trellis", "suh, svh",
+                                             "exl3"),
+                                            (_exl2_layers(tensors)[0], "ExLlamaV2 (EXL2)", "q_weight",
+                                             "q_scale, q_invperm", "exl2")):
+        if not found:
+            continue
+        how = ("config.json's quantization_config names no quant_method: from_pretrained refuses it (ValueError: the "
+               "quantization config has no `quant_method` attribute) before it loads a weight"
+               if isinstance(refused := config.get("quantization_config"), Mapping) and refused
+               and names_no_quantizer(refused, config) else
+               "config.json has no quantization_config: from_pretrained builds the model unquantized, leaves these "
+               "layers' weights at their init (missing keys) and drops the packed tensors (unexpected keys)")
+        first = clip_middle(min(found), 60)
+        return (f"{len(found):,} layer(s) hold {kind} {leaf}-packed weights ({first}, beside its {side}), but {how}; "
+                f"transformers has no quantizer for {method}: {_OWN_RUNNERS[method]}")
+    return None
 
 
 _BNB_4BIT_STATES = (".weight.quant_state.bitsandbytes__nf4", ".weight.quant_state.bitsandbytes__fp4")
