@@ -547,3 +547,89 @@ def test_exllama_weights_under_a_config_without_quantization_config_are_not_plan
     assert code == 0 and any(f"hold {library} weights" in warning for warning in data["warnings"]), data["warnings"]
     code, data = run_json("plan-devices", str(folder), "--cpu", "1GB", "--dtype", "fp16")
     assert code == 0 and any(w.startswith("planned as the unquantized model at fp16: ") for w in data["warnings"])
+
+
+def _vptq(folder: Path, *, shared: bool = False) -> Path:
+    """A VPTQ-quantized Llama (VPTQ-community's layout) as transformers' VPTQ quantizer reads it: each Linear but
+    lm_head VQuantLinear's parameters (vptq/layers/vqlinear.py, is_indice_packed: `indices` int32 [codebooks,
+    out / vector_len, ceil(group_size x index bits / 32)], `centroids` / `res_centroids` nn.Embedding weights, the
+    norm's `weight_scale` / `weight_bias` [in], `perm` int16 [in]), with its init_args in config_for_layers (or one
+    entry of shared_layer_config, under the key transformers looks it up by)."""
+    import math
+
+    folder.mkdir(parents=True)
+    generator = torch.Generator().manual_seed(11)
+    vector, centroids, residual = 8, 256, 16
+    tensors: dict[str, torch.Tensor] = {}
+    layers: dict[str, dict[str, Any]] = {}
+    for name, weight in _llama_state_dict().items():
+        if weight.dim() != 2 or "embed_tokens" in name or name.startswith("lm_head"):
+            tensors[name] = weight
+            continue
+        out_features, in_features = weight.shape
+        base = name.removesuffix(".weight")
+        bits = int(math.log2(centroids)) + int(math.log2(residual))
+        tensors |= {
+            base + ".indices": torch.randint(-2**31, 2**31 - 1, (1, out_features // vector,
+                                                                 math.ceil(in_features * bits / 32)),
+                                             dtype=torch.int32, generator=generator),
+            base + ".centroids.weight": torch.randn(1, centroids * vector, generator=generator).half(),
+            base + ".res_centroids.weight": torch.randn(1, residual * vector, generator=generator).half(),
+            base + ".weight_scale": torch.rand(in_features, generator=generator).half(),
+            base + ".weight_bias": torch.randn(in_features, generator=generator).half(),
+            base + ".perm": torch.randperm(in_features, generator=generator).to(torch.int16)}
+        layers[base] = {"bias": False, "enable_norm": True, "enable_perm": True, "group_num": 1,
+                        "group_size": in_features, "in_features": in_features, "out_features": out_features,
+                        "indices_as_float": False, "is_indice_packed": True, "num_centroids": [-1, centroids],
+                        "num_res_centroids": [-1, residual], "outlier_size": 0, "vector_lens": [-1, vector]}
+    save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    settings: dict[str, Any] = {"quant_method": "vptq", "config_for_layers": layers, "shared_layer_config": {}}
+    if shared:  # one entry for every layer, without in / out features, keyed as transformers reads it ("layers")
+        one = next(iter(layers.values()))
+        settings |= {"config_for_layers": {}, "shared_layer_config": {"layers": {
+            k: v for k, v in one.items() if k not in ("in_features", "out_features", "group_size")} | {
+            "group_size": HIDDEN}}}
+    (folder / "config.json").write_text(json.dumps(CONFIG | {"quantization_config": settings}))
+    return folder
+
+
+def test_a_vptq_checkpoint_counts_its_layers_and_keeps_its_codebooks(tmp_path: Path) -> None:
+    """VPTQ's packed int32 `indices` were counted as stored (52,672 parameters for 90,432, "0 packed tensor(s)"),
+    its codebooks (`centroids.weight`, `res_centroids.weight`) and norm as parameters; `convert --dtype bf16` cast
+    the codebooks every weight is looked up in, and diff-keys called the indices, codebooks and permutation
+    "unknown: no known cause"."""
+    from transformers.utils.quantization_config import VptqConfig
+
+    folder, base = _vptq(tmp_path / "vptq"), _base(tmp_path / "base")
+    VptqConfig.from_dict(json.loads((folder / "config.json").read_text())["quantization_config"])
+    code, data = run_json("inspect", str(folder))
+    assert code == 0
+    assert data["quantized"] == {"method": "vptq", "bits": None, "packed_tensors": 14, "side_tensors": 70,
+                                 "parameters": LLAMA_PARAMETERS}
+    out = tmp_path / "bf16"
+    result = run_cli("convert", str(folder), "-o", str(out), "--dtype", "bf16")
+    assert result.exit_code == 0, result.output
+    assert "56 quantizer scale/state tensor(s) kept as stored" in " ".join(result.stderr.split())
+    with safe_open(str(out / "model.safetensors"), "pt") as converted:
+        assert converted.get_slice("model.layers.0.mlp.up_proj.centroids.weight").get_dtype() == "F16"
+        assert converted.get_slice("model.layers.0.mlp.up_proj.weight_bias").get_dtype() == "F16"
+        assert converted.get_slice("model.norm.weight").get_dtype() == "BF16"
+    code, data = run_json("diff-keys", str(folder), str(base))
+    entries = data["missing"] + data["unexpected"]
+    assert "unknown" not in {entry["reason"] for entry in entries}, entries
+    details = {entry["name"]: entry["detail"] for entry in entries}
+    assert details["model.layers.1.mlp.gate_proj.weight"].startswith(
+        "A stores it quantized as model.layers.1.mlp.gate_proj.indices")
+    assert details["model.layers.1.mlp.gate_proj.res_centroids.weight"].startswith(
+        "written by VPTQ beside its quantized weight")
+    code, data = run_json("diff-keys", str(folder), "--model-class", "LlamaForCausalLM")
+    assert data["worst_severity"] == "info", data
+
+
+def test_a_vptq_shared_layer_config_counts_from_the_indices(tmp_path: Path) -> None:
+    """With shared_layer_config alone (no in / out features per layer, one group_size for all), each layer is the
+    inputs its permutation holds (transformers builds it at the model's in_features) by vector_len outputs per index
+    row: down_proj's 128 inputs, not the shared group_size's 64."""
+    folder = _vptq(tmp_path / "vptq", shared=True)
+    code, data = run_json("inspect", str(folder))
+    assert code == 0 and data["quantized"]["parameters"] == LLAMA_PARAMETERS, data["quantized"]

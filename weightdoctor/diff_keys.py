@@ -206,6 +206,9 @@ _QUANT = _lazy_regex(
     r"\.tables|\.tables2|"
     # SpQR (QuantizedLinear: the packed dense_weights, the outliers in CSR and the input permutation).
     r"\.dense_weights|\.row_offsets|\.col_vals|\.in_perm|"
+    # VPTQ (VQuantLinear: codebook indices, the codebooks, outliers, norm and permutation).
+    r"\.indices|\.centroids\.weight|\.res_centroids\.weight|\.outlier_centroids\.weight|\.outlier_indices|"
+    r"\.res_indices|\.weight_bias|\.perm|"
     # HQQLinear's meta data, stored as small tensors beside its W_q.
     r"\.nbits|\.group_size|\.axis|\.packing|\.channel_wise|\.optimize|\.round_zero|\.compute_dtype|\.shape|"
     r"\.view_as_float|\.unpack_view_dtype|\.encoded_state_dict|\.offload_meta|\.stores_quant_config|"
@@ -222,7 +225,9 @@ _SIDE_WRITERS: tuple[tuple[Any, str], ...] = tuple((_lazy_regex(pattern), who) f
     (r"\.weight_scale_inv$", "transformers' FineGrainedFP8 (quant_method fp8)"),
     (r"\.(?:weight_packed|weight_shape|weight_zero_point|weight_g_idx|weight_global_scale|input_global_scale)$",
      "compressed-tensors (llm-compressor)"),
-    (r"\.(?:weight_scale|input_scale|output_scale|k_scale|v_scale)$",
+    (r"\.weight_scale$", "compressed-tensors (llm-compressor, int4 or FP8) or an FP8 quantizer (ModelOpt, "
+     "fbgemm_fp8), or VPTQ (its norm's scale)"),
+    (r"\.(?:input_scale|output_scale|k_scale|v_scale)$",
      "compressed-tensors (llm-compressor, int4 or FP8) or an FP8 quantizer (ModelOpt, fbgemm_fp8)"),
     (r"_proj_(?:blocks|scales)$", "MXFP4 (gpt-oss)"),
     (r"\.q_(?:weight|scale|scale_max|invperm|perm|groups)$", "ExLlamaV2 (EXL2)"),
@@ -235,6 +240,8 @@ _SIDE_WRITERS: tuple[tuple[Any, str], ...] = tuple((_lazy_regex(pattern), who) f
     (r"\.tables2?$", "transformers' HIGGS quantization"),
     (r"\.(?:dense_weights|col_vals|in_perm)$", "SpQR"),
     (r"\.row_offsets$", "SpQR (or compressed-tensors' sparse-bitmask)"),
+    (r"\.(?:indices|centroids\.weight|res_centroids\.weight|outlier_centroids\.weight|outlier_indices|res_indices|"
+     r"weight_bias|perm)$", "VPTQ"),
     (r"\._[a-z0-9]+_(?:qdata|scale_and_zero|per_tensor_scale|scale|zero_point|act_pre_scale)$", "torchao"),
     (r"\.(?:W_q|zero|nbits|group_size|axis|packing|channel_wise|optimize|round_zero|compute_dtype|shape|"
      r"view_as_float|unpack_view_dtype|encoded_state_dict|offload_meta|stores_quant_config|quant_scale|quant_zero)$",
@@ -244,15 +251,16 @@ _SIDE_WRITERS: tuple[tuple[Any, str], ...] = tuple((_lazy_regex(pattern), who) f
 
 # Those that are the packed weight itself, not a tensor beside it.
 _PACKED_WEIGHT = _lazy_regex(r"(?:\.qweight|\.weight_packed|_blocks|\.q_weight|\.trellis|\.dense_weights|\.W_q|"
-                             r"\.codes|"
+                             r"\.codes|\.indices|"
                              r"\._weight_qdata|\.weight\._data)$")
 
 
 # Side-tensor names a model may give its own parameters (a norm's `scale`, a layer's `scales`): a quantizer's only
 # beside a quantized weight of the same layer.
 _GENERIC_SIDE = _lazy_regex(r"\.(?:scales|zeros|scale|zero|shape|axis|nbits|group_size|packing|optimize|su|sv|"
-                            r"tables2?)$")
-_QUANTIZED_WEIGHT_LEAVES = (".qweight", ".q_weight", ".W_q", ".weight_packed", ".trellis", ".dense_weights")
+                            r"tables2?|perm|weight_bias)$")
+_QUANTIZED_WEIGHT_LEAVES = (".qweight", ".q_weight", ".W_q", ".weight_packed", ".trellis", ".dense_weights",
+                            ".indices")
 
 
 def _beside_quantized_weight(name: str, side: Mapping[str, KeySpec]) -> bool:
@@ -304,7 +312,7 @@ def is_quantizer_name(name: str) -> bool:
 _QUANTIZED_DTYPES = frozenset({"int8", "uint8", "int32", "int16", "uint16", "uint32"})
 # What a quantized layer stores in place of its `weight` (GPTQ / AWQ, compressed-tensors, EXL2, EXL3).
 _QUANTIZED_STORAGE = ("qweight", "weight_packed", "_weight_qdata", "weight._data", "W_q", "codes", "q_weight",
-                      "trellis", "dense_weights")
+                      "trellis", "dense_weights", "indices")
 _POSITION = _lazy_regex(r"(position_embeddings|wpe|embed_positions|pos_emb|position_embedding|positional)")
 # Tensors with one row (or, for `final_logits_bias`, one column) per vocabulary entry. By component, not by
 # substring: `model.decoder.layers.0.fc1` is no vocabulary, nor is every `bias`.

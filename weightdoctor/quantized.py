@@ -40,6 +40,9 @@ _HQQ_SIDE = (".scale", ".zero", ".shape", ".nbits", ".group_size", ".axis", ".pa
 _TORCHAO_PART = re.compile(r"\._[a-z0-9]+_(qdata|scale_and_zero|per_tensor_scale|scale|zero_point|act_pre_scale)$")
 # ExLlamaV2's EXL2 layers: `q_weight` (int32, rows of mixed bit widths) beside its scales, permutation and groups.
 _EXL2_SIDE = (".q_scale", ".q_scale_max", ".q_invperm", ".q_perm", ".q_groups", ".q_group_map")
+# VPTQ's VQuantLinear beside its `indices`: codebooks (nn.Embedding weights), outliers, the norm and permutation.
+_VPTQ_SIDE = (".centroids.weight", ".res_centroids.weight", ".outlier_centroids.weight", ".outlier_indices",
+              ".res_indices", ".weight_scale", ".weight_bias", ".perm")
 # ExLlamaV3's EXL3 layers (LinearEXL3.get_tensors): `trellis` (int16 [in / 16, out / 16, 16 x bits]) beside the
 # Hadamard sign vectors `suh` [in] and `svh` [out] (fp16; older saves bit-packed `su` / `sv`) and codebook markers.
 _EXL3_SIDE = (".suh", ".svh", ".su", ".sv", ".mcg", ".mul1")
@@ -1232,6 +1235,44 @@ def _method_layers(tensors: Iterable[TensorInfo], method: str, quantization: Map
                 packed[info.name] = info.num_params * tile
             elif base in bases and leaf in ("row_offsets", "col_vals", "in_perm"):
                 side.add(info.name)
+    elif method == "vptq":
+        # VPTQ's VQuantLinear (vptq/layers/vqlinear.py): `indices` index vectors of `vector_len` weights in the
+        # `centroids` (and `res_centroids`) codebooks, packed into int32 (is_indice_packed) or one an int16, so
+        # their count does not give the weights: the layer's settings do, config_for_layers' entry for it (or, as
+        # transformers' replace_with_vptq_linear falls back, shared_layer_config's): its in_features x
+        # out_features, else its norm's or permutation's inputs (or group_num x group_size) by one vector_len per
+        # index row (exact where the outputs are a multiple of vector_len). The codebooks, norm and permutation are
+        # side tensors.
+        layers = settings.get("config_for_layers")
+        layers = layers if isinstance(layers, Mapping) else {}
+        shared = settings.get("shared_layer_config")
+        shared = shared if isinstance(shared, Mapping) else {}
+        by_name = {t.name: t for t in infos}
+        for info in infos:
+            base, _, leaf = info.name.rpartition(".")
+            if leaf != "indices" or info.dtype not in ("int16", "int32") or len(info.shape) != 3:
+                continue
+            parts = base.split(".")
+            layer = layers.get(base) or (shared.get(parts[1]) if len(parts) > 1 else None)
+            if not isinstance(layer, Mapping):
+                continue
+            vector = layer.get("vector_lens")
+            vector = vector[-1] if isinstance(vector, list) and vector else None
+            # The norm and permutation hold one value per input (transformers builds each layer at the model's
+            # in_features, whatever a shared group_size says).
+            own = next((by_name[base + leaf].shape[0] for leaf in (".perm", ".weight_scale", ".weight_bias")
+                        if base + leaf in by_name and len(by_name[base + leaf].shape) == 1), None)
+            inputs = _positive(layer.get("in_features")) or own or (
+                (_positive(layer.get("group_num")) or 0) * (_positive(layer.get("group_size")) or 0))
+            outputs = _positive(layer.get("out_features")) or (
+                info.shape[1] * vector if _positive(vector) else None)
+            if inputs and outputs:
+                packed[info.name] = inputs * outputs
+        bases = {name.removesuffix(".indices") for name in packed}
+        for info in infos:
+            for leaf in _VPTQ_SIDE:
+                if info.name.endswith(leaf) and info.name.removesuffix(leaf) in bases:
+                    side.add(info.name)
     elif method == "eetq":  # EetqLinear: an int8 `weight` [in, out] and its fp16 `weight_scales`
         side = {t.name for t in infos if t.name.endswith(".weight_scales")}
     elif method == "compressed-tensors":
@@ -1259,6 +1300,16 @@ def _method_layers(tensors: Iterable[TensorInfo], method: str, quantization: Map
             else:
                 side.add(info.name)
     return packed, side
+
+
+def _positive(value: object) -> int | None:
+    """A config's positive integer (not a bool), else None.
+
+    Example:
+        >>> _positive(8), _positive(0), _positive(True), _positive("8")
+        (8, None, None, None)
+    """
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
 
 def _sparse_bitmask_layers(tensors: list[TensorInfo]) -> tuple[dict[str, int], set[str]]:
