@@ -638,3 +638,61 @@ def test_a_vptq_shared_layer_config_counts_from_the_indices(tmp_path: Path) -> N
     folder = _vptq(tmp_path / "vptq", shared=True)
     code, data = run_json("inspect", str(folder))
     assert code == 0 and data["quantized"]["parameters"] == LLAMA_PARAMETERS, data["quantized"]
+
+
+def _fp_quant(folder: Path) -> Path:
+    """An FP-Quant (MXFP4, real quantization) Llama as transformers saves it: each Linear but lm_head
+    FPQuantLinear's buffers (IST-DASLab/FP-Quant's inference_lib/src/fp_quant/module/linear.py: `qweight` uint8
+    [out, in / 2], `scales` uint8 [out, in / 32], `forward_hadamard_matrix` / `backward_hadamard_matrix`
+    [group, group] in the model's bfloat16)."""
+    folder.mkdir(parents=True)
+    generator = torch.Generator().manual_seed(13)
+    tensors: dict[str, torch.Tensor] = {}
+    for name, weight in _llama_state_dict().items():
+        if weight.dim() != 2 or "embed_tokens" in name or name.startswith("lm_head"):
+            tensors[name] = weight.bfloat16()
+            continue
+        out_features, in_features = weight.shape
+        base = name.removesuffix(".weight")
+        tensors |= {base + ".qweight": torch.randint(0, 255, (out_features, in_features // 2), dtype=torch.uint8,
+                                                     generator=generator),
+                    base + ".scales": torch.randint(0, 255, (out_features, in_features // 32), dtype=torch.uint8,
+                                                    generator=generator),
+                    base + ".forward_hadamard_matrix": torch.randn(32, 32, generator=generator).bfloat16(),
+                    base + ".backward_hadamard_matrix": torch.randn(32, 32, generator=generator).bfloat16()}
+    save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    config = CONFIG | {"torch_dtype": "bfloat16", "quantization_config": {
+        "quant_method": "fp_quant", "forward_dtype": "mxfp4", "forward_method": "abs_max", "backward_dtype": "bf16",
+        "store_master_weights": False, "hadamard_group_size": 32, "pseudoquantization": False,
+        "modules_to_not_convert": ["lm_head"], "transform_init": "hadamard"}}
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+def test_an_fp_quant_checkpoint_counts_two_fp4_weights_a_byte_and_keeps_its_rotations(tmp_path: Path) -> None:
+    """FP-Quant's uint8 `qweight` holds two FP4 weights a byte: inspect counted one (82,240 parameters for 90,432,
+    "0 packed tensor(s)") and its Hadamard rotations as parameters; `convert --dtype fp16` cast the rotations and
+    diff-keys called them "unknown: no known cause" (errors), also against the model class its config quantizes."""
+    from transformers.utils.quantization_config import FPQuantConfig
+
+    folder, base = _fp_quant(tmp_path / "fpquant"), _base(tmp_path / "base")
+    FPQuantConfig.from_dict(json.loads((folder / "config.json").read_text())["quantization_config"])
+    code, data = run_json("inspect", str(folder))
+    assert code == 0
+    assert data["quantized"] == {"method": "fp_quant", "bits": None, "packed_tensors": 14, "side_tensors": 42,
+                                 "parameters": LLAMA_PARAMETERS}
+    out = tmp_path / "fp16"
+    result = run_cli("convert", str(folder), "-o", str(out), "--dtype", "fp16")
+    assert result.exit_code == 0, result.output
+    assert "28 quantizer scale/state tensor(s) kept as stored" in " ".join(result.stderr.split())
+    with safe_open(str(out / "model.safetensors"), "pt") as converted:
+        assert converted.get_slice("model.layers.0.mlp.up_proj.forward_hadamard_matrix").get_dtype() == "BF16"
+        assert converted.get_slice("model.norm.weight").get_dtype() == "F16"
+    code, data = run_json("diff-keys", str(folder), str(base))
+    entries = data["missing"] + data["unexpected"]
+    assert "unknown" not in {entry["reason"] for entry in entries}, entries
+    details = {entry["name"]: entry["detail"] for entry in entries}
+    assert details["model.layers.0.self_attn.o_proj.backward_hadamard_matrix"].startswith(
+        "written by FP-Quant (its Hadamard rotation) beside its quantized weight")
+    code, data = run_json("diff-keys", str(folder), "--model-class", "LlamaForCausalLM")
+    assert data["worst_severity"] == "info", data

@@ -206,6 +206,8 @@ _QUANT = _lazy_regex(
     r"\.tables|\.tables2|"
     # SpQR (QuantizedLinear: the packed dense_weights, the outliers in CSR and the input permutation).
     r"\.dense_weights|\.row_offsets|\.col_vals|\.in_perm|"
+    # FP-Quant (FPQuantLinear: the Hadamard rotations beside its qweight and scales).
+    r"\.forward_hadamard_matrix|\.backward_hadamard_matrix|"
     # VPTQ (VQuantLinear: codebook indices, the codebooks, outliers, norm and permutation).
     r"\.indices|\.centroids\.weight|\.res_centroids\.weight|\.outlier_centroids\.weight|\.outlier_indices|"
     r"\.res_indices|\.weight_bias|\.perm|"
@@ -240,6 +242,7 @@ _SIDE_WRITERS: tuple[tuple[Any, str], ...] = tuple((_lazy_regex(pattern), who) f
     (r"\.tables2?$", "transformers' HIGGS quantization"),
     (r"\.(?:dense_weights|col_vals|in_perm)$", "SpQR"),
     (r"\.row_offsets$", "SpQR (or compressed-tensors' sparse-bitmask)"),
+    (r"\.(?:forward|backward)_hadamard_matrix$", "FP-Quant (its Hadamard rotation)"),
     (r"\.(?:indices|centroids\.weight|res_centroids\.weight|outlier_centroids\.weight|outlier_indices|res_indices|"
      r"weight_bias|perm)$", "VPTQ"),
     (r"\._[a-z0-9]+_(?:qdata|scale_and_zero|per_tensor_scale|scale|zero_point|act_pre_scale)$", "torchao"),

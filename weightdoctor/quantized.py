@@ -1273,6 +1273,16 @@ def _method_layers(tensors: Iterable[TensorInfo], method: str, quantization: Map
             for leaf in _VPTQ_SIDE:
                 if info.name.endswith(leaf) and info.name.removesuffix(leaf) in bases:
                     side.add(info.name)
+    elif method == "fp_quant":
+        # FP-Quant's FPQuantLinear (fp_quant/module/linear.py), quantized for real: `qweight` uint8 [out, in / 2],
+        # two FP4 values (MXFP4 or NVFP4) a byte, beside its uint8 `scales` (and NVFP4's `weight_global_scale`) and
+        # the Hadamard rotations it multiplies activations by, in the model's dtype.
+        for info in infos:
+            base, _, leaf = info.name.rpartition(".")
+            if leaf == "qweight" and info.dtype == "uint8" and len(info.shape) == 2:
+                packed[info.name] = info.num_params * 2
+            elif leaf in ("forward_hadamard_matrix", "backward_hadamard_matrix"):
+                side.add(info.name)
     elif method == "eetq":  # EetqLinear: an int8 `weight` [in, out] and its fp16 `weight_scales`
         side = {t.name for t in infos if t.name.endswith(".weight_scales")}
     elif method == "compressed-tensors":
