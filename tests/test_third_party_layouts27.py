@@ -1,41 +1,42 @@
-"""A twenty-seventh round: quantizer and training-framework outputs no earlier round covered, each run through the
-six commands: ExLlamaV3's EXL3 folders, Meta's fbgemm_fp8 checkpoints (Llama 3.1 405B FP8's layout), HIGGS, SpQR
-and VPTQ checkpoints as transformers reads them, nanotron checkpoints (one safetensors file per parameter and rank) and
-ColossalAI's booster saves (modeling/ and optimizer/ beside running_states.json). AutoRound (`auto-round`, GPTQ
-packing) was run too and needed nothing.
+"""A twenty-seventh round: quantizer and training-framework outputs no earlier round covered, each run through the six
+commands: ExLlamaV3's EXL3 folders, Meta's fbgemm_fp8 checkpoints (Llama 3.1 405B FP8's layout), HIGGS, SpQR, VPTQ
+and FP-Quant checkpoints as transformers reads them, nanotron checkpoints (one safetensors file per parameter and
+rank) and ColossalAI's booster saves (modeling/ and optimizer/ beside running_states.json). AutoRound (`auto-round`,
+GPTQ packing) was run too and needed nothing.
 
-None of exllamav3, fbgemm-gpu, flute, spqr_quant, nanotron or ColossalAI is installed; their files are reproduced
-from their own code: exllamav3's LinearEXL3.get_tensors (exllamav3/modules/quant/exl3.py: `trellis` int16
-[in / 16, out / 16, 16 x bits], `suh` / `svh` fp16 sign vectors it asserts are torch.half, `mcg` an int32 [1]
-codebook marker; quantization_config {"quant_method": "exl3", "bits": 4.0, "head_bits": 6, ...}); transformers
-5.25.0's FbgemmFp8Linear (float8_e4m3fn `weight`, float32 `weight_scale` [out, 1] and `input_scale_ub` [1]) and
-HiggsLinear (its state_dict taken from the installed class); spqr_quant's QuantizedLinear (SpQR's
+None of exllamav3, fbgemm-gpu, flute, spqr_quant, vptq, fp_quant, nanotron or ColossalAI is installed; their files are
+reproduced from their own code: exllamav3's LinearEXL3.get_tensors (exllamav3/modules/quant/exl3.py: `trellis` int16 [in
+/ 16, out / 16, 16 x bits], `suh` / `svh` fp16 sign vectors it asserts are torch.half, `mcg` an int32 [1] codebook
+marker; quantization_config {"quant_method": "exl3", "bits": 4.0, "head_bits": 6, ...}); transformers 5.25.0's
+FbgemmFp8Linear (float8_e4m3fn `weight`, float32 `weight_scale` [out, 1] and `input_scale_ub` [1]) and HiggsLinear (its
+state_dict taken from the installed class); spqr_quant's QuantizedLinear (SpQR's
 inference_lib/src/spqr_quant/inference.py: `dense_weights` int64 [tiles x 16], CSR `row_offsets` / `col_vals`,
 `in_perm`), checked against transformers' SpQRConfig; VPTQ's VQuantLinear (microsoft/VPTQ's vptq/layers/vqlinear.py,
-is_indice_packed: int32 `indices`, nn.Embedding codebooks `centroids` / `res_centroids`, `weight_scale` /
-`weight_bias`, `perm`; config_for_layers holding its init_args), checked against transformers' VptqConfig;
-nanotron's serialize/weights.py and serialize/utils.py get_path
-(model/<module path>/model_<param>_pp-rank-0-of-1_tp-rank-0-of-1.safetensors, one tensor "data" each,
-beside checkpoint_metadata.json, model_config.json, config.yaml, optimizer/, lr_scheduler/, random/ and the run's
-latest.txt) and its examples/llama/convert_nanotron_to_hf.py; ColossalAI's checkpoint_io/utils.py
-(model-00001.safetensors shards without "-of-N" and model.safetensors.index.json; pytorch_optim-00001.bin holding
-{parameter number: Adam state}, pytorch_optim.bin.index.json, pytorch_optim_group.bin). Models are tiny Llamas
-under the names and shapes of transformers' LlamaForCausalLM.
+is_indice_packed: int32 `indices`, nn.Embedding codebooks `centroids` / `res_centroids`, `weight_scale` / `weight_bias`,
+`perm`; config_for_layers holding its init_args), checked against transformers' VptqConfig; FP-Quant's FPQuantLinear
+(IST-DASLab/FP-Quant's inference_lib/src/fp_quant/module/linear.py, MXFP4: `qweight` uint8 [out, in / 2], `scales`, the
+Hadamard rotations), checked against transformers' FPQuantConfig; nanotron's serialize/weights.py and serialize/utils.py
+get_path (model/<module path>/model_<param>_pp-rank-0-of-1_tp-rank-0-of-1.safetensors, one tensor "data" each, beside
+checkpoint_metadata.json, model_config.json, config.yaml, optimizer/, lr_scheduler/, random/ and the run's latest.txt)
+and its examples/llama/convert_nanotron_to_hf.py; ColossalAI's checkpoint_io/utils.py (model-00001.safetensors shards
+without "-of-N" and model.safetensors.index.json; pytorch_optim-00001.bin holding {parameter number: Adam state},
+pytorch_optim.bin.index.json, pytorch_optim_group.bin). Models are tiny Llamas under the names and shapes of
+transformers' LlamaForCausalLM.
 
-Found: an EXL3 checkpoint's parameters were its stored int16 values plus its sign vectors (32,271 for a model of
-90,432: "0 packed tensor(s)"); `convert --dtype bf16` cast every `suh` / `svh` to bfloat16, which exllamav3 refuses
-("suh is wrong datatype"), and check-dtype checked them as weights; diff-keys called each `trellis` and the weight
-it stands for "unknown: no known cause" (errors), plan-devices said only "the library that quantized it loads it".
-fbgemm_fp8's `input_scale_ub` was counted as a parameter, cast by `convert --dtype` and "unknown" in diff-keys.
-HIGGS' int16 weights were counted one an int16 (42,528 for 90,432) and its `tables` / `tables2` codebooks counted,
-cast and "unknown"; SpQR's int64 `dense_weights` one an int64 (23,380 for 90,432), every SpQR tensor "unknown";
-VPTQ's packed `indices` as stored (52,672), its codebooks counted, cast and "unknown".
-`convert --dtype bf16` of an SpQR model (fp32 of a HIGGS one) wrote a config.json dtype its transformers quantizer
-raises ValueError on, without a word. A nanotron step folder said "weights are in subfolders (lr_scheduler/,
-random/): point at one, e.g. .../lr_scheduler", its model/ tree and the run folder "no weight file" and no more.
-ColossalAI's optimizer/ was read through its pytorch_optim.bin.index.json as the model's shards ("pick one with
---key" of each parameter's Adam state) and offered as a folder of weights; its group file was "a list, 1 item".
-EXL2 / EXL3 weights under a config.json without quantization_config were planned as the base model's clean load.
+Found: an EXL3 checkpoint's parameters were its stored int16 values plus its sign vectors (32,271 for a model of 90,432:
+"0 packed tensor(s)"); `convert --dtype bf16` cast every `suh` / `svh` to bfloat16, which exllamav3 refuses ("suh is
+wrong datatype"), and check-dtype checked them as weights; diff-keys called each `trellis` and the weight it stands for
+"unknown: no known cause" (errors), plan-devices said only "the library that quantized it loads it". fbgemm_fp8's
+`input_scale_ub` was counted as a parameter, cast by `convert --dtype` and "unknown" in diff-keys. HIGGS' int16 weights
+were counted one an int16 (42,528 for 90,432) and its `tables` / `tables2` codebooks counted, cast and "unknown"; SpQR's
+int64 `dense_weights` one an int64 (23,380 for 90,432), every SpQR tensor "unknown"; VPTQ's packed `indices` as stored
+(52,672), its codebooks counted, cast and "unknown"; FP-Quant's uint8 `qweight` one a byte (82,240), its Hadamard
+rotations counted, cast and "unknown". `convert --dtype bf16` of an SpQR model (fp32 of a HIGGS one) wrote a config.json
+dtype its transformers quantizer raises ValueError on, without a word. A nanotron step folder said "weights are in
+subfolders (lr_scheduler/, random/): point at one, e.g. .../lr_scheduler", its model/ tree and the run folder "no weight
+file" and no more. ColossalAI's optimizer/ was read through its pytorch_optim.bin.index.json as the model's shards
+("pick one with --key" of each parameter's Adam state) and offered as a folder of weights; its group file was "a list, 1
+item". EXL2 / EXL3 weights under a config.json without quantization_config were planned as the base model's clean load.
 """
 
 from __future__ import annotations
