@@ -697,3 +697,13 @@ def test_an_fp_quant_checkpoint_counts_two_fp4_weights_a_byte_and_keeps_its_rota
         "written by FP-Quant (its Hadamard rotation) beside its quantized weight")
     code, data = run_json("diff-keys", str(folder), "--model-class", "LlamaForCausalLM")
     assert data["worst_severity"] == "info", data
+
+
+def test_a_models_own_indices_buffer_is_not_called_vptq(tmp_path: Path) -> None:
+    """`indices` is a name a model may give its own buffer: only one beside a VPTQ codebook is VPTQ's."""
+    own, other = tmp_path / "own.safetensors", tmp_path / "other.safetensors"
+    save_file({"emb.indices": torch.zeros(4, dtype=torch.int64), "emb.weight": torch.ones(4, 4)}, str(own))
+    save_file({"emb.weight": torch.ones(4, 4)}, str(other))
+    code, data = run_json("diff-keys", str(own), str(other))
+    (entry,) = data["unexpected"]
+    assert "VPTQ" not in entry["detail"] and "likely the model's own parameter" in entry["detail"], entry

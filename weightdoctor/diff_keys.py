@@ -261,7 +261,7 @@ _PACKED_WEIGHT = _lazy_regex(r"(?:\.qweight|\.weight_packed|_blocks|\.q_weight|\
 # Side-tensor names a model may give its own parameters (a norm's `scale`, a layer's `scales`): a quantizer's only
 # beside a quantized weight of the same layer.
 _GENERIC_SIDE = _lazy_regex(r"\.(?:scales|zeros|scale|zero|shape|axis|nbits|group_size|packing|optimize|su|sv|"
-                            r"tables2?|perm|weight_bias)$")
+                            r"tables2?|perm|weight_bias|indices)$")
 _QUANTIZED_WEIGHT_LEAVES = (".qweight", ".q_weight", ".W_q", ".weight_packed", ".trellis", ".dense_weights",
                             ".indices")
 
@@ -271,6 +271,8 @@ def _beside_quantized_weight(name: str, side: Mapping[str, KeySpec]) -> bool:
     EXL2's `q_weight`, HQQ's `W_q`, compressed-tensors' `weight_packed`, or a `weight` stored as integers or
     float8 (bitsandbytes, mlx-lm's and Metal's packed uint32, FP8)."""
     base = name.rsplit(".", 1)[0]
+    if name.endswith(".indices"):  # VPTQ's packed weight itself: a quantizer's only beside its codebook
+        return base + ".centroids.weight" in side
     if any(base + leaf in side for leaf in _QUANTIZED_WEIGHT_LEAVES):
         return True
     weight = side.get(base + ".weight")
