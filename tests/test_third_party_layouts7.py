@@ -285,8 +285,9 @@ def test_numpy_and_flax_files_say_how_to_get_safetensors_from_them(tmp_path: Pat
     np.savez(tmp_path / "weights.npz", **state)
     message = _refusal("inspect", str(tmp_path / "weights.npz"))
     assert ("this is a NumPy .npz archive; weightdoctor reads safetensors and PyTorch (torch.save) checkpoints only; "
-            "numpy.load(path) gives its arrays by name; safetensors.numpy.save_file(dict(numpy.load(path)), "
-            "'model.safetensors') writes them to read here") in message, message
+            f"numpy.load({str(tmp_path / 'weights.npz')!r}) gives its arrays by name; safetensors.numpy.save_file("
+            f"dict(numpy.load({str(tmp_path / 'weights.npz')!r})), 'model.safetensors') writes them to read here"
+            ) in message, message
     save_file(dict(np.load(tmp_path / "weights.npz")), str(tmp_path / "model.safetensors"))
     code, data = run_json("inspect", str(tmp_path / "model.safetensors"))
     assert code == 0 and data["num_params"] == 16 + 32, data

@@ -92,9 +92,10 @@ _CONVERTERS: dict[str, str] = {
             "the gguf package), and save_pretrained then writes safetensors"),
     _GGML: _GGML_TO_GGUF, _GGMF: _GGML_TO_GGUF, _GGJT: _GGML_TO_GGUF,
     _GGLA: "the PEFT adapter it was converted from is what weightdoctor reads",
-    _NPZ: ("numpy.load(path) gives its arrays by name; safetensors.numpy.save_file(dict(numpy.load(path)), "
+    # The file named by its path as typed ({path}, a Python literal): `numpy.load(path)` pasted was a NameError.
+    _NPZ: ("numpy.load({path}) gives its arrays by name; safetensors.numpy.save_file(dict(numpy.load({path})), "
            "'model.safetensors') writes them to read here"),
-    _NPY: ("numpy.load(path) reads it (a dict saved with np.save needs allow_pickle=True, only for a file you trust, "
+    _NPY: ("numpy.load({path}) reads it (a dict saved with np.save needs allow_pickle=True, only for a file you trust, "
            "then .item()); save its arrays with safetensors.numpy.save_file to read them here"),
     _BURN_MPK: _BURN_CONVERTER, _BURN_MPK_GZ: _BURN_CONVERTER,
     _KERAS: "keras.saving.load_model({name!r}) rebuilds the model in Keras 3, and " + _KERAS_ARRAYS,
@@ -806,7 +807,7 @@ def gguf_reading(name: str) -> str:
     """
     split = _SPLIT_GGUF.fullmatch(name)
     if split is None:
-        return _CONVERTERS[_GGUF].format(name=name)
+        return _CONVERTERS[_GGUF].format(name=name, path=repr(name))
     merged = f"{split[1]}.gguf"
     return (f"it is part {int(split[2])} of {int(split[3])} of a split GGUF (llama.cpp's gguf-split): transformers "
             "reads one GGUF file (gguf_file=), not the parts of a split one; llama.cpp's llama-gguf-split --merge "
@@ -815,13 +816,19 @@ def gguf_reading(name: str) -> str:
             "safetensors")
 
 
-def unsupported_message(kind: str, name: str = "NAME") -> str:
+def unsupported_message(kind: str, name: str = "NAME", path: str | None = None) -> str:
     """The one-line explanation for a recognised foreign file (`name`, its file name, fills in the converter's
-    command where one is said)."""
+    command where one is said; `path`, the file as the user named it, the code that reads it, `name` without it).
+
+    Example:
+        >>> unsupported_message(_NPZ, "w.npz", "ckpt/w.npz").rsplit("; ", 1)[1][:59]
+        "safetensors.numpy.save_file(dict(numpy.load('ckpt/w.npz')),"
+    """
     if kind == _GGUF:
         return f"this is {kind}; {_NOT_READ}; {gguf_reading(name)}"
     converter = _CONVERTERS.get(kind)
-    return f"this is {kind}; {_NOT_READ}" + (f"; {converter.format(name=name)}" if converter else "")
+    filled = converter.format(name=name, path=repr(name if path is None else path)) if converter else ""
+    return f"this is {kind}; {_NOT_READ}" + (f"; {filled}" if converter else "")
 
 
 def what_it_is(path: Path) -> str | None:
@@ -837,7 +844,8 @@ def what_it_is(path: Path) -> str | None:
     if kind == _GGUF:
         return f"{path.name} is {kind}: {gguf_reading(path.name)}"
     converter = _CONVERTERS.get(kind)
-    return f"{path.name} is {kind}" + (f": {converter.format(name=path.name)}" if converter else "")
+    return f"{path.name} is {kind}" + (f": {converter.format(name=path.name, path=repr(str(path)))}" if converter
+                                       else "")
 
 
 # Subfolders Hub repos keep exported weights in: Optimum's and transformers.js' `onnx/model.onnx`.

@@ -2034,6 +2034,16 @@ def _load_with_torch(path: Path, fmt: str, report: ScanReport) -> Any:
     return obj
 
 
+def resaved_name(path: Path) -> Path:
+    """Where the re-save a refusal advises writes: beside `path`, never over it (`model.pt` -> `model-resaved.pt`).
+
+    Example:
+        >>> str(resaved_name(Path("ckpt/model.pt")))
+        'ckpt/model-resaved.pt'
+    """
+    return path.with_name(f"{path.stem}-resaved{path.suffix}")
+
+
 def _resave_globals(inert: Collection[str]) -> str:
     """For the re-save a refusal advises: the `safe_globals` block that torch.load(weights_only=True) needs for the
     inert objects the file holds (an argparse.Namespace, an io.BytesIO), which it refuses without it; "" for none."""
@@ -2097,7 +2107,8 @@ def check_record_sizes(path: Path, inert: Collection[str] = ()) -> None:
             raise UnsupportedFormat(
                 f"storage record {member.name} is compressed ({'deflate' if member.method == 8 else member.method}"
                 f"), as torch.save never writes it (the archive was zipped again): its values cannot be read in "
-                f"place; re-save it to a new file with torch.save(torch.load(path, weights_only=True), new_path)"
+                f"place; re-save it to a new file with torch.save(torch.load({str(path)!r}, weights_only=True), "
+                f"{str(resaved_name(path))!r})"
                 + _resave_globals(inert))
         if itemsize is None or member is None or not isinstance(numel, int) or not isinstance(key, str):
             continue  # a storage type without a fixed element size here (new dtypes): not compared

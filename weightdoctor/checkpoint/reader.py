@@ -680,8 +680,7 @@ class _Builder:
                 and _is_megatron_dist(path.parent):
             refuse_unsafe_dcp_metadata(path.parent)
             # Named alone, it was "no state dict found; pick one with --key", where no entry of it holds the weights.
-            raise UnsupportedFormat(f"this is the common.pt of {MEGATRON_DIST}".replace(
-                "(folder, ", f"({str(path.parent)!r}, "), path=str(path))
+            raise UnsupportedFormat(f"this is the common.pt of {megatron_dist(path.parent)}", path=str(path))
         if not safetensors_format.looks_like_safetensors(prefix):
             # Imported here: safetensors files need neither (nor the zipfile module they import).
             from weightdoctor.checkpoint import foreign, pytorch_format
@@ -690,7 +689,7 @@ class _Builder:
                 kind = foreign.identify(path, prefix)
                 if kind is not None:
                     _refuse_pickled_npy(path, prefix)  # before a message that names numpy.load(allow_pickle=True)
-                    raise UnsupportedFormat(foreign.unsupported_message(kind, path.name), path=str(path))
+                    raise UnsupportedFormat(foreign.unsupported_message(kind, path.name, str(path)), path=str(path))
         looks_safetensors = safetensors_format.looks_like_safetensors(prefix)
         misnamed_pickle = False
         if not looks_safetensors and path.suffix == ".safetensors":
@@ -1239,7 +1238,7 @@ def _dcp_file_message(path: Path) -> str:
              else "as FSDP, torchtitan and Lightning save one")
     return (f"this is {what} of a torch.distributed.checkpoint (DCP) folder, {saver} "
             f"({path.parent.name or '.'}/: *.distcp shards and .metadata); no file of it is read alone: "
-            "torch.distributed.checkpoint.format_utils.dcp_to_torch_save(folder, 'model.pt') writes one torch.save "
+            f"{dcp_to_torch_save(path.parent)} writes one torch.save "
             "file to read here")
 
 
@@ -1725,7 +1724,7 @@ def _no_weights_message(folder: Path) -> str:
     if _is_dcp_folder(folder):
         # FSDP's sharded state dict (accelerate's pytorch_model_fsdp_0/): PyTorch weights, in a format of its own.
         message += ("; it is a torch.distributed.checkpoint (DCP) folder (*.distcp shards and .metadata): "
-                    "torch.distributed.checkpoint.format_utils.dcp_to_torch_save(folder, 'model.pt') writes one "
+                    f"{dcp_to_torch_save(folder)} writes one "
                     "torch.save file to read here")
     try:
         state = sorted(p.name for p in folder.iterdir() if p.is_file() and is_training_state(p.name))
@@ -1765,8 +1764,8 @@ def _no_weights_message(folder: Path) -> str:
         message += (f"; {'a NeMo 2.0 checkpoint: ' if nemo else ''}the model's weights are in {distributed[0]}/, a "
                     "Megatron-Core torch_dist checkpoint (DCP shards, *.distcp and .metadata): "
                     + ("NeMo's llm.export_ckpt(path=..., target='hf') writes a Hugging Face folder to read here"
-                       if nemo else "torch.distributed.checkpoint.format_utils.dcp_to_torch_save(folder, "
-                       "'model.pt') writes one torch.save file to read here"))
+                       if nemo else f"{dcp_to_torch_save(folder / distributed[0])} writes one torch.save file to read "
+                       "here"))
         described = distributed[0]  # not pointed at again as a subfolder of weights (its common.pt is none)
     elif distributed and distributed[0].startswith("pytorch_model_fsdp"):
         message += (f"; the model's weights are in {distributed[0]}/, a torch.distributed.checkpoint (DCP) folder "
@@ -1969,11 +1968,23 @@ def _local_dir_unfinished(folder: Path) -> int:
     return 0
 
 
-MEGATRON_DIST = ("a Megatron-Core torch_dist checkpoint: the weights are in its torch.distributed.checkpoint (DCP) "
-                 "shards (*.distcp and .metadata), common.pt holds only its state that is not sharded (the run's "
-                 "arguments, RNG, optimizer settings); "
-                 "torch.distributed.checkpoint.format_utils.dcp_to_torch_save(folder, 'model.pt') writes one "
-                 "torch.save file to read here")
+def dcp_to_torch_save(folder: Path) -> str:
+    """The call that writes a DCP folder's state dict as one torch.save file, its folder named as the user named it
+    (a Python literal: `dcp_to_torch_save(folder, ...)` pasted was a NameError), into model.pt where they stand.
+
+    Example:
+        >>> dcp_to_torch_save(Path("ckpt/step-30"))[-45:]
+        "dcp_to_torch_save('ckpt/step-30', 'model.pt')"
+    """
+    return f"torch.distributed.checkpoint.format_utils.dcp_to_torch_save({str(folder)!r}, 'model.pt')"
+
+
+def megatron_dist(folder: Path) -> str:
+    """What a Megatron-Core torch_dist checkpoint `folder` is, and the call that writes its weights as one file."""
+    return ("a Megatron-Core torch_dist checkpoint: the weights are in its torch.distributed.checkpoint (DCP) "
+            "shards (*.distcp and .metadata), common.pt holds only its state that is not sharded (the run's "
+            f"arguments, RNG, optimizer settings); {dcp_to_torch_save(folder)} writes one torch.save file to read "
+            "here")
 
 
 def _is_megatron_dist(folder: Path) -> bool:
@@ -2135,7 +2146,7 @@ def _choose_in_folder(folder: Path) -> tuple[Path, bool]:
     if weights and all(p.name == "common.pt" for p in weights) and _is_dcp_folder(folder):
         # Megatron-Core's torch_dist checkpoint (iter_0001000/): the weights in the DCP shards, its common.pt
         # holding only the run's arguments, iteration and RNG state.
-        raise UnsupportedFormat(MEGATRON_DIST, str(folder))
+        raise UnsupportedFormat(megatron_dist(folder), str(folder))
     if weights and all(p.name == "meta.pt" for p in weights) and _is_dcp_folder(folder) \
             and not _saved_by_the_trainer(weights[0]):
         # Lightning Fabric's fabric.save(path, state) under the same strategies: the modules and optimizers in the
@@ -2176,7 +2187,8 @@ def _choose_in_folder(folder: Path) -> tuple[Path, bool]:
         # their names read like variants, and were said to be ones.
         from weightdoctor.checkpoint import foreign
 
-        said = foreign.unsupported_message(foreign_kinds[0], weights[0].name).removeprefix("this is ")
+        said = foreign.unsupported_message(foreign_kinds[0], weights[0].name, str(weights[0])).removeprefix(
+            "this is ")
         said = f"each is {said}" if len(set(foreign_kinds)) == 1 else f"{weights[0].name} is {said}"
         raise UnsupportedFormat(f"folder's weight files ({names}) are not PyTorch checkpoints: {said}", str(folder))
     if all(re.fullmatch(r"zero_pp_rank_\d+_mp_rank_\d+_model_states\.pt", p.name) for p in weights) and (

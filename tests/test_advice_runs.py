@@ -1,0 +1,165 @@
+"""Advice weightdoctor prints, pasted and run: the Python a refusal gives, taken from the error line as a user at a
+terminal of 80 columns reads it, run in a fresh interpreter where they stand, and what it wrote read back.
+
+A snippet that names a variable it never defines (`numpy.load(path)`, `dcp_to_torch_save(folder, ...)`,
+`torch.save(torch.load(path, ...), new_path)`) failed pasted with a NameError; each now names the file as typed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import warnings
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tests.helpers import REPO_ROOT, run_subprocess
+
+# A folder or file name a shell and Python both quote: a space, both quotes, a `$` and a letter outside ASCII.
+ODD = "run $1 'ä\""
+
+
+def _refusal(source: str, cwd: Path) -> str:
+    """The one error line `weightdoctor inspect SOURCE` prints at an 80-column terminal (exit 2, stdout empty, the
+    same line with --json)."""
+    lines = []
+    for extra in ((), ("--json",)):
+        done = run_subprocess("inspect", source, *extra, cwd=cwd, env={"COLUMNS": "80"})
+        assert done.returncode == 2 and done.stdout == "", (done.stdout, done.stderr)
+        assert len(done.stderr.splitlines()) == 1, done.stderr  # one line: not wrapped, so the snippet is whole
+        lines.append(done.stderr)
+    assert lines[0] == lines[1]
+    return lines[0].rstrip("\n")
+
+
+def _call(line: str, name: str) -> str:
+    """The Python call `name(...)` as the line prints it: to its closing parenthesis, quotes and escapes followed as
+    Python reads them."""
+    start = line.index(name + "(")
+    depth, quote, at = 0, "", start + len(name)
+    while True:
+        char = line[at]
+        if quote:
+            if char == "\\":
+                at += 1
+            elif char == quote:
+                quote = ""
+        elif char in "'\"":
+            quote = char
+        elif char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+            if depth == 0:
+                return line[start:at + 1]
+        at += 1
+
+
+def _paste(imports: str, code: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """`code` run as pasted into `python` after the imports its dotted names need, in `cwd`."""
+    done = subprocess.run([sys.executable, "-c", f"{imports}\n{code}"], capture_output=True, text=True, cwd=cwd,
+                          env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    assert done.returncode == 0, (code, done.stderr)
+    return done
+
+
+def _inspected(source: str, cwd: Path) -> dict:
+    done = run_subprocess("inspect", source, "--json", cwd=cwd)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def _state_dict() -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(7)
+    return {"encoder.weight": torch.randn(4, 3, generator=generator),
+            "encoder.bias": torch.randn(4, generator=generator),
+            "head.weight": torch.randn(2, 4, generator=generator).half()}
+
+
+def test_npz_refusal_snippet_writes_the_arrays_it_says(tmp_path: Path) -> None:
+    """`numpy.load(path)` named a variable the snippet never defines: pasted, a NameError."""
+    (tmp_path / ODD).mkdir()
+    arrays = {"layer.weight": np.arange(12, dtype=np.float32).reshape(3, 4), "layer.bias": np.ones(3, np.float16)}
+    np.savez(tmp_path / ODD / "weights.npz", **arrays)
+    source = f"{ODD}/weights.npz"
+    line = _refusal(source, tmp_path)
+    assert line.startswith(f"error: {source}: this is a NumPy .npz archive"), line
+    _paste("import numpy, safetensors.numpy", _call(line, "safetensors.numpy.save_file"), tmp_path)
+
+    from safetensors.numpy import load_file
+
+    written = load_file(tmp_path / "model.safetensors")
+    assert sorted(written) == sorted(arrays)
+    for name, array in arrays.items():
+        assert written[name].dtype == array.dtype and np.array_equal(written[name], array)
+    assert _inspected("model.safetensors", tmp_path)["num_tensors"] == 2  # "writes them to read here"
+
+
+def test_npy_refusal_names_the_file_numpy_loads(tmp_path: Path) -> None:
+    array = np.linspace(0, 1, 6, dtype=np.float32)
+    np.save(tmp_path / f"{ODD}.npy", array)
+    line = _refusal(f"{ODD}.npy", tmp_path)
+    loaded = _paste("import numpy", f"numpy.save('pasted.npy', {_call(line, 'numpy.load')})", tmp_path)
+    assert loaded.returncode == 0 and np.array_equal(np.load(tmp_path / "pasted.npy"), array)
+
+
+def _dcp_save(folder: Path, state_dict: dict[str, torch.Tensor]) -> None:
+    import torch.distributed.checkpoint as dcp
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "no process group": a single process saves as rank 0
+        dcp.save(state_dict, checkpoint_id=str(folder))
+
+
+@pytest.mark.parametrize("named", ["folder", "shard", "megatron-folder", "megatron-common", "run-folder"])
+def test_dcp_refusal_call_writes_a_file_weightdoctor_reads(tmp_path: Path, named: str) -> None:
+    """`dcp_to_torch_save(folder, 'model.pt')` pasted: a NameError on `folder`. Each message now names the DCP folder
+    it means (a folder named alone, the folder of a shard named, a Megatron-Core torch_dist folder or its common.pt,
+    the Megatron folder inside a run's folder), relative to where the user stands."""
+    state_dict = _state_dict()
+    dcp_folder = tmp_path / ODD / "iter_0000010" if named == "run-folder" else tmp_path / ODD
+    _dcp_save(dcp_folder, state_dict)
+    if named.startswith("megatron") or named == "run-folder":
+        torch.save({"args": {"iteration": 10}}, dcp_folder / "common.pt")
+        (dcp_folder / "metadata.json").write_text(json.dumps({"sharded_backend": "torch_dist"}))
+    source = {"folder": ODD, "shard": f"{ODD}/__0_0.distcp", "megatron-folder": ODD,
+              "megatron-common": f"{ODD}/common.pt", "run-folder": ODD}[named]
+    if named == "run-folder":  # NeMo-less: a folder whose subfolder is the torch_dist save
+        (tmp_path / ODD / "scheduler.pt").write_bytes(b"")
+    line = _refusal(source, tmp_path)
+    call = _call(line, "torch.distributed.checkpoint.format_utils.dcp_to_torch_save")
+    _paste("import torch.distributed.checkpoint.format_utils", call, tmp_path)
+
+    report = _inspected("model.pt", tmp_path)
+    assert report["num_tensors"] == 3 and report["num_params"] == 12 + 4 + 8
+    written = torch.load(tmp_path / "model.pt", weights_only=True)
+    assert sorted(written) == sorted(state_dict)
+    assert all(torch.equal(written[k], v) and written[k].dtype == v.dtype for k, v in state_dict.items())
+
+
+def test_rezipped_refusal_resave_keeps_the_input_and_reads(tmp_path: Path) -> None:
+    """`torch.save(torch.load(path, weights_only=True), new_path)` pasted: a NameError on `path`. It now names the
+    file and a new one beside it, and what it writes is read with every tensor as saved."""
+    state_dict = _state_dict()
+    (tmp_path / ODD).mkdir()
+    torch.save(state_dict, tmp_path / "plain.pt")
+    rezipped = tmp_path / ODD / "model.pt"
+    with zipfile.ZipFile(tmp_path / "plain.pt") as src, zipfile.ZipFile(rezipped, "w", zipfile.ZIP_DEFLATED) as dst:
+        for info in src.infolist():
+            dst.writestr(info.filename, src.read(info.filename))
+    before = rezipped.read_bytes()
+    line = _refusal(f"{ODD}/model.pt", tmp_path)
+    assert "is compressed (deflate)" in line, line
+    _paste("import torch", _call(line, "torch.save"), tmp_path)
+
+    assert rezipped.read_bytes() == before  # a new file, never over the input
+    report = _inspected(f"{ODD}/model-resaved.pt", tmp_path)
+    assert report["num_tensors"] == 3
+    written = torch.load(tmp_path / ODD / "model-resaved.pt", weights_only=True)
+    assert all(torch.equal(written[k], v) for k, v in state_dict.items())
