@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 import warnings
@@ -163,3 +164,34 @@ def test_rezipped_refusal_resave_keeps_the_input_and_reads(tmp_path: Path) -> No
     assert report["num_tensors"] == 3
     written = torch.load(tmp_path / ODD / "model-resaved.pt", weights_only=True)
     assert all(torch.equal(written[k], v) for k, v in state_dict.items())
+
+
+def test_shard_to_a_file_name_gives_a_convert_that_writes_that_file(tmp_path: Path) -> None:
+    """`shard SRC -o merged.safetensors` (a folder, always) said "for a single file, use weightdoctor convert -o
+    merged.safetensors": pasted, refused for its missing SOURCE, and it named another place (the output's folder
+    dropped) and none of the run's --key, --dtype or --rename. The command given writes that file, as shard read and
+    changed the tensors."""
+    from safetensors.torch import load_file
+
+    state_dict = _state_dict()
+    torch.save({"model": state_dict, "epoch": 3}, tmp_path / f"{ODD}.pt")
+    (tmp_path / "out dir").mkdir()
+    args = ("shard", f"{ODD}.pt", "--key", "model", "--dtype", "fp16", "--rename", r"^encoder\.=enc.", "--max",
+            "100B", "-o", "out dir/merged.safetensors", "--dry-run")
+    done = run_subprocess(*args, cwd=tmp_path, env={"COLUMNS": "80"})
+    assert done.returncode == 0, done.stderr
+    said = [line for line in done.stderr.splitlines() if "is written as a folder holding the shards" in line]
+    assert len(said) == 1, done.stderr  # on one line: the command is whole at its end
+    as_json = run_subprocess(*args, "--json", cwd=tmp_path)
+    assert said[0].removeprefix("warning: ") in json.loads(as_json.stdout)["warnings"]
+    assert "name it 'out dir/merged/' for a folder" in said[0], said[0]
+    words = shlex.split(said[0].split(", use ", 1)[1])
+    assert words[0] == "weightdoctor", words
+    converted = run_subprocess(*words[1:], cwd=tmp_path)
+    assert converted.returncode == 0, converted.stderr
+
+    written = load_file(tmp_path / "out dir" / "merged.safetensors")  # one file, where shard named it
+    assert sorted(written) == ["enc.bias", "enc.weight", "head.weight"]
+    assert all(written[name.replace("encoder.", "enc.")].dtype == torch.float16 for name in state_dict)
+    assert all(torch.equal(written[name.replace("encoder.", "enc.")], tensor.half())
+               for name, tensor in state_dict.items())
