@@ -195,3 +195,44 @@ def test_shard_to_a_file_name_gives_a_convert_that_writes_that_file(tmp_path: Pa
     assert all(written[name.replace("encoder.", "enc.")].dtype == torch.float16 for name in state_dict)
     assert all(torch.equal(written[name.replace("encoder.", "enc.")], tensor.half())
                for name, tensor in state_dict.items())
+
+
+def _module_folder_model(folder: Path) -> dict[str, torch.Tensor]:
+    """A sentence-transformers-like folder: safetensors at its top, a module's PyTorch pickle in 2_Dense/."""
+    from safetensors.torch import save_file
+
+    generator = torch.Generator().manual_seed(3)
+    (folder / "2_Dense").mkdir(parents=True)
+    save_file({"embeddings.weight": torch.randn(8, 4, generator=generator)}, str(folder / "model.safetensors"))
+    (folder / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    dense = {"linear.weight": torch.randn(3, 4, generator=generator),
+             "linear.bias": torch.randn(3, generator=generator)}
+    torch.save(dense, folder / "2_Dense" / "pytorch_model.bin")
+    (folder / "2_Dense" / "config.json").write_text(json.dumps({"in_features": 4, "out_features": 3}))
+    return dense
+
+
+@pytest.mark.parametrize("command", ["convert", "shard"])
+def test_pickles_copied_note_gives_a_convert_that_leaves_no_pickle(tmp_path: Path, command: str) -> None:
+    """A conversion to safetensors copies 2_Dense/pytorch_model.bin as it is and said "convert each on its own:
+    weightdoctor convert /abs/src/2_Dense -o ...": pasted, it wrote a folder named `...` where the user stood and
+    the output kept its pickle. The command given converts it over its copy, paths as the user typed them."""
+    from safetensors.torch import load_file
+
+    dense = _module_folder_model(tmp_path / ODD)
+    extra = ("--max", "1KB") if command == "shard" else ()
+    done = run_subprocess(command, ODD, "-o", "out put", *extra, cwd=tmp_path, env={"COLUMNS": "80"})
+    assert done.returncode == 0, done.stderr
+    said = [line for line in done.stderr.splitlines() if "still PyTorch pickles: 2_Dense/pytorch_model.bin" in line]
+    assert len(said) == 1, done.stderr
+    pasted = said[0][said[0].index("weightdoctor convert "):]  # to the end of the line, where the command ends
+    words = shlex.split(pasted.removesuffix(")"))
+    converted = run_subprocess(*words[1:], cwd=tmp_path)
+    assert converted.returncode == 0, converted.stderr
+
+    assert sorted(os.listdir(tmp_path)) == sorted([ODD, "out put"])  # nothing written where the user stands
+    module = tmp_path / "out put" / "2_Dense"
+    assert sorted(os.listdir(module)) == ["config.json", "model.safetensors"]
+    written = load_file(module / "model.safetensors")
+    assert sorted(written) == sorted(dense) and all(torch.equal(written[k], v) for k, v in dense.items())
+    assert "still PyTorch pickles" not in " ".join(_inspected("out put", tmp_path)["warnings"])

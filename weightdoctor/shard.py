@@ -8,6 +8,7 @@ in its own shard. Only the size units differ: `--max` takes decimal and binary u
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from collections.abc import Callable
@@ -569,7 +570,8 @@ def plan_shard(
         source_dir, [f.path for f in checkpoint.files if f.role != "config"], output=out)
     if left_out:
         warnings.append("not copied: " + ", ".join(left_out))
-    pickle_note = pickles_copied_note(copy_paths, fmt, source_dir)
+    typed = checkpoint.source if checkpoint.path.is_dir() else os.path.dirname(checkpoint.source) or "."
+    pickle_note = pickles_copied_note(copy_paths, fmt, source_dir, typed, str(out))
     if pickle_note:
         warnings.append(pickle_note)
     if (nemo := nemo_weights_note(checkpoint, [f.filename for f in files])) is not None:
