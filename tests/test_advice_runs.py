@@ -236,3 +236,34 @@ def test_pickles_copied_note_gives_a_convert_that_leaves_no_pickle(tmp_path: Pat
     written = load_file(module / "model.safetensors")
     assert sorted(written) == sorted(dense) and all(torch.equal(written[k], v) for k, v in dense.items())
     assert "still PyTorch pickles" not in " ".join(_inspected("out put", tmp_path)["warnings"])
+
+
+def test_adapter_on_a_ddp_base_gives_a_convert_of_b_that_the_adapter_fits(tmp_path: Path) -> None:
+    """A PEFT adapter against a base saved from DDP (`module.` before every key): the note said "strip it from B's
+    keys (weightdoctor convert B --rename '^module\\.=' -o ...)", printed as a command on its own line; pasted, it
+    read a file named `B`. The command now names B as typed and a file to write, and the adapter fits that file."""
+    from safetensors.torch import load_file
+
+    from fixtures.diff_pairs import build_peft_adapter
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # peft: save_embedding_layers set for embed_tokens
+        folders = build_peft_adapter(tmp_path / "made")
+    base = load_file(folders["base"] / "model.safetensors")
+    (tmp_path / ODD).mkdir()
+    torch.save({f"module.{name}": tensor for name, tensor in base.items()}, tmp_path / ODD / "ddp base.pt")
+    args = ("diff-keys", "made/adapter", f"{ODD}/ddp base.pt")
+    done = run_subprocess(*args, cwd=tmp_path, env={"COLUMNS": "100"})
+    assert done.returncode in (0, 1), done.stderr
+    printed = [line for line in done.stdout.splitlines() if line.startswith("weightdoctor convert ")]
+    assert len(printed) == 1, done.stdout  # on a line of its own, whole
+    notes = json.loads(run_subprocess(*args, "--json", cwd=tmp_path).stdout)["notes"]
+    assert any(f"({printed[0]})" in note for note in notes), notes  # the same command in --json's note
+    converted = run_subprocess(*shlex.split(printed[0])[1:], cwd=tmp_path)
+    assert converted.returncode == 0, converted.stderr
+
+    written = load_file(tmp_path / "ddp base.unwrapped.safetensors")
+    assert sorted(written) == sorted(base) and all(torch.equal(written[k], v) for k, v in base.items())
+    again = json.loads(run_subprocess("diff-keys", "made/adapter", "ddp base.unwrapped.safetensors", "--json",
+                                      cwd=tmp_path).stdout)
+    assert "LoRA (rank 4) on 5 module(s), 5 of them in B with shapes that fit" in again["notes"][0], again["notes"]
