@@ -267,3 +267,27 @@ def test_adapter_on_a_ddp_base_gives_a_convert_of_b_that_the_adapter_fits(tmp_pa
     again = json.loads(run_subprocess("diff-keys", "made/adapter", "ddp base.unwrapped.safetensors", "--json",
                                       cwd=tmp_path).stdout)
     assert "LoRA (rank 4) on 5 module(s), 5 of them in B with shapes that fit" in again["notes"][0], again["notes"]
+
+
+@pytest.mark.parametrize(("parts", "said"), [(("image_proj", "ip_adapter"), "both read it flat"),
+                                             (("id_encoder", "lora_weights"), "it reads it flat")])
+def test_flat_adapter_pickle_gives_the_convert_that_writes_its_safetensors(tmp_path: Path, parts: tuple[str, str],
+                                                                           said: str) -> None:
+    """An IP-Adapter (PhotoMaker) saved flat in a pickle: "as a .safetensors (weightdoctor convert -o
+    NAME.safetensors) ... reads it flat"; pasted, refused for its missing SOURCE. It now names the file."""
+    generator = torch.Generator().manual_seed(5)
+    saved = {f"{parts[0]}.proj.weight": torch.randn(8, 4, generator=generator),
+             f"{parts[1]}.1.to_k.weight": torch.randn(4, 8, generator=generator)}
+    (tmp_path / ODD).mkdir()
+    torch.save(saved, tmp_path / ODD / "adapter.bin")
+    done = run_subprocess("inspect", f"{ODD}/adapter.bin", cwd=tmp_path, env={"COLUMNS": "80"})
+    assert done.returncode == 0, done.stderr
+    line = next(line for line in done.stderr.splitlines() if "stored flat" in line)
+    command = line.split("as a .safetensors (", 1)[1].split(f") {said}", 1)[0]
+    converted = run_subprocess(*shlex.split(command)[1:], cwd=tmp_path)
+    assert converted.returncode == 0, converted.stderr
+
+    from safetensors.torch import load_file
+
+    written = load_file(tmp_path / ODD / "adapter.safetensors")
+    assert sorted(written) == sorted(saved) and all(torch.equal(written[k], v) for k, v in saved.items())

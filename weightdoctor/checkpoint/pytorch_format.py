@@ -1491,6 +1491,20 @@ def load_pickle(path: Path, fmt: str, key: str | None = None, label: str | None 
         return _load_pickle(path, fmt, key, label)
 
 
+def _as_safetensors_command(path: Path) -> str:
+    """The convert that writes the pickle `path` as a .safetensors beside it, each word quoted for a shell:
+    `weightdoctor convert -o NAME.safetensors`, without the file, was refused pasted.
+
+    Example:
+        >>> _as_safetensors_command(Path("my adapters/ip-adapter.bin"))
+        "weightdoctor convert 'my adapters/ip-adapter.bin' -o 'my adapters/ip-adapter.safetensors'"
+    """
+    from weightdoctor.paths import shell_word
+
+    return (f"weightdoctor convert {shell_word(str(path), argument=True)} -o "
+            f"{shell_word(str(path.with_name(path.stem + '.safetensors')), argument=True)}")
+
+
 def _load_pickle(path: Path, fmt: str, key: str | None, label: str | None) -> PickleContents:
     before = _identity(path)
     report = scan_or_refuse(path, label)
@@ -1578,13 +1592,13 @@ def _load_pickle(path: Path, fmt: str, key: str | None, label: str | None) -> Pi
         # state_dict["image_proj"] / ["ip_adapter"]: this file raises in both.
         notes.append("an IP-Adapter stored flat (image_proj.*, ip_adapter.*) in a pickle: diffusers' load_ip_adapter "
                      "and ComfyUI's IPAdapter nodes read a .bin as {'image_proj': ..., 'ip_adapter': ...} and raise "
-                     "on these names; as a .safetensors (weightdoctor convert -o NAME.safetensors) both read it flat")
+                     f"on these names; as a .safetensors ({_as_safetensors_command(path)}) both read it flat")
     elif key is None and nested_key is None and isinstance(state_dict, Mapping) and state_dict and {
             name.split(".", 1)[0] if isinstance(name, str) else None for name in state_dict} == set(_PHOTOMAKER_PARTS):
         # The same trap as above: convert warns when it writes one, and the file it wrote read here without a word.
         notes.append("a PhotoMaker adapter stored flat (id_encoder.*, lora_weights.*) in a pickle: "
                      "load_photomaker_adapter reads a .bin as {'id_encoder': ..., 'lora_weights': ...} and raises on "
-                     "these names; as a .safetensors (weightdoctor convert -o NAME.safetensors) it reads it flat")
+                     f"these names; as a .safetensors ({_as_safetensors_command(path)}) it reads it flat")
     elif nested_key == "params_ema" and isinstance(obj, Mapping) and _is_state_dict(obj.get("params")):
         notes.append("a BasicSR checkpoint (Real-ESRGAN, GFPGAN, SwinIR): params_ema is read, the averaged weights "
                      "its inference loads; --key params reads the training weights beside them")
