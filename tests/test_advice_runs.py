@@ -291,3 +291,27 @@ def test_flat_adapter_pickle_gives_the_convert_that_writes_its_safetensors(tmp_p
 
     written = load_file(tmp_path / ODD / "adapter.safetensors")
     assert sorted(written) == sorted(saved) and all(torch.equal(written[k], v) for k, v in saved.items())
+
+
+def test_composer_checkpoint_gives_the_convert_that_strips_model(tmp_path: Path) -> None:
+    """A Composer checkpoint of a HuggingFaceModel said "weightdoctor convert --strip-prefix model. writes these
+    weights under the same names"; pasted, refused for its missing SOURCE (and -o). It now names both."""
+    from safetensors.torch import load_file
+
+    generator = torch.Generator().manual_seed(9)
+    model = {"model.layer.weight": torch.randn(4, 3, generator=generator),
+             "model.layer.bias": torch.randn(4, generator=generator)}
+    (tmp_path / ODD).mkdir()
+    torch.save({"state": {"model": model, "optimizers": {}, "timestamp": {}, "rank_zero_seed": 1,
+                          "integrations": {"huggingface": {"model": {"config": {}}}}}, "rng": []},
+               tmp_path / ODD / "ep1-ba3-rank0.pt")
+    done = run_subprocess("inspect", f"{ODD}/ep1-ba3-rank0.pt", cwd=tmp_path, env={"COLUMNS": "80"})
+    assert done.returncode == 0, done.stderr
+    line = next(line for line in done.stderr.splitlines() if "Composer checkpoint" in line)
+    command = line[line.index("; weightdoctor convert ") + 2:].split(" writes these weights under the same names")[0]
+    converted = run_subprocess(*shlex.split(command)[1:], cwd=tmp_path)
+    assert converted.returncode == 0, converted.stderr
+
+    written = load_file(tmp_path / ODD / "ep1-ba3-rank0.safetensors")
+    assert sorted(written) == ["layer.bias", "layer.weight"]  # model. stripped, as Composer's export writes them
+    assert all(torch.equal(written[name.removeprefix("model.")], tensor) for name, tensor in model.items())

@@ -520,7 +520,7 @@ def _composer_state(obj: Any) -> Mapping[str, Any] | None:
     return state if _is_state_dict(state.get("model")) and {"timestamp", "rank_zero_seed"} <= set(state) else None
 
 
-def _composer_note(state: Mapping[str, Any], names: Any) -> str:
+def _composer_note(state: Mapping[str, Any], names: Any, path: Path | None = None) -> str:
     """What a Composer checkpoint is, and what writes its model for from_pretrained when it wraps a transformers one
     (HuggingFaceModel: the weights under `model.`, the transformers config in state.integrations.huggingface)."""
     integrations = state.get("integrations")
@@ -537,7 +537,7 @@ def _composer_note(state: Mapping[str, Any], names: Any) -> str:
                 + (" (its names start with model.)" if prefixed else "")
                 + ": composer.models.write_huggingface_pretrained_from_composer_checkpoint(PATH, OUT) writes its "
                 f"config.json, tokenizer and {weights} (model. stripped) for from_pretrained(OUT)"
-                + ("; weightdoctor convert --strip-prefix model. writes these weights under the same names"
+                + (f"; {_stripped_command(path)} writes these weights under the same names"
                    if prefixed else ""))
     return note + "; Composer's Trainer(model=..., load_path=PATH) loads it back into its ComposerModel"
 
@@ -1491,6 +1491,24 @@ def load_pickle(path: Path, fmt: str, key: str | None = None, label: str | None 
         return _load_pickle(path, fmt, key, label)
 
 
+def _stripped_command(path: Path | None) -> str:
+    """The convert that writes a Composer checkpoint's state.model without its `model.` prefix (what Composer's own
+    export writes), as a .safetensors beside the checkpoint; `--strip-prefix model.` alone, without the file or an
+    output, was refused pasted.
+
+    Example:
+        >>> _stripped_command(Path("runs/ep1-ba3-rank0.pt"))
+        'weightdoctor convert runs/ep1-ba3-rank0.pt --strip-prefix model. -o runs/ep1-ba3-rank0.safetensors'
+    """
+    from weightdoctor.paths import shell_word
+
+    if path is None:
+        return "weightdoctor convert CHECKPOINT --strip-prefix model. -o OUTPUT"
+    written = path.with_name(f"{path.stem}.safetensors")
+    return (f"weightdoctor convert {shell_word(str(path), argument=True)} --strip-prefix model. -o "
+            f"{shell_word(str(written), argument=True)}")
+
+
 def _as_safetensors_command(path: Path) -> str:
     """The convert that writes the pickle `path` as a .safetensors beside it, each word quoted for a shell:
     `weightdoctor convert -o NAME.safetensors`, without the file, was refused pasted.
@@ -1626,7 +1644,7 @@ def _load_pickle(path: Path, fmt: str, key: str | None, label: str | None) -> Pi
                      + ("; their load_pretrained_weights strips module. and backbone. and loads the backbone alone "
                         "(head.* is the projection head, used in training only)" if backbone else ""))
     elif key is None and nested_key == "state.model" and (composer := _composer_state(obj)) is not None:
-        notes.append(_composer_note(composer, list(state_dict)))
+        notes.append(_composer_note(composer, list(state_dict), path))
     elif key is None and nested_key == "state_dict" and (pyannote := _pyannote_note(obj)) is not None:
         notes.append(pyannote)
     elif nested_key == _MEGATRON_KEY and key is None:
