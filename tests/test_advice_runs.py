@@ -315,3 +315,34 @@ def test_composer_checkpoint_gives_the_convert_that_strips_model(tmp_path: Path)
     written = load_file(tmp_path / ODD / "ep1-ba3-rank0.safetensors")
     assert sorted(written) == ["layer.bias", "layer.weight"]  # model. stripped, as Composer's export writes them
     assert all(torch.equal(written[name.removeprefix("model.")], tensor) for name, tensor in model.items())
+
+
+def test_peft_adapter_plan_gives_the_base_plan_on_the_same_devices(tmp_path: Path) -> None:
+    """plan-devices on a LoRA folder said "plan the base (weightdoctor plan-devices BASE ...)": pasted, refused
+    ("Got unexpected extra argument(s) (...)"), and without the `...` refused again (no devices). The command now
+    ends with this run's devices and dtype, and plans the base the adapter_config.json names."""
+    from fixtures.diff_pairs import build_peft_adapter
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        folders = build_peft_adapter(tmp_path / "made")
+    base = tmp_path / ODD
+    folders["base"].rename(base)
+    config = json.loads((folders["adapter"] / "adapter_config.json").read_text())
+    (folders["adapter"] / "adapter_config.json").write_text(json.dumps({**config, "base_model_name_or_path": ODD}))
+    args = ("plan-devices", "made/adapter", "--gpu", "1 MB", "--cpu", "2GB", "--dtype", "bf16")
+    done = run_subprocess(*args, cwd=tmp_path, env={"COLUMNS": "80"})
+    assert done.returncode == 0, done.stderr
+    line = next(line for line in done.stderr.splitlines() if "this is a PEFT adapter" in line)
+    command = line.split("plan the base (", 1)[1].split(") and add the adapter's size", 1)[0]
+    json_warnings = json.loads(run_subprocess(*args, "--json", cwd=tmp_path).stdout)["warnings"]
+    assert any(f"plan the base ({command})" in warning for warning in json_warnings), json_warnings
+    words = shlex.split(command)
+    assert words[2] == ODD and words[3:] == ["--gpu", "1 MB", "--cpu", "2GB", "--dtype", "bf16"], words
+    planned = run_subprocess(*words[1:], "--json", cwd=tmp_path)
+    assert planned.returncode == 0, planned.stderr
+    from safetensors.torch import load_file
+
+    # The base's own weights, at the bf16 this run asked for.
+    assert json.loads(planned.stdout)["weights_bytes"] == 2 * sum(
+        tensor.numel() for tensor in load_file(base / "model.safetensors").values())

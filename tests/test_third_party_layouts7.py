@@ -359,7 +359,7 @@ def test_planning_an_adapterhub_adapter_says_the_base_is_not_planned(tmp_path: P
     assert code == 0, data
     assert ("this is an AdapterHub adapter ('sst-2', for bert-base-uncased), saved by adapter-transformers or "
             "adapters: only its own weights are planned, not the base model the adapters library loads it into "
-            "(model.load_adapter); plan the base (weightdoctor plan-devices bert-base-uncased ...) and add the "
+            "(model.load_adapter); plan the base (weightdoctor plan-devices bert-base-uncased --gpu 1GB) and add the "
             "adapter's size") in data["warnings"], data["warnings"]
 
 
