@@ -346,3 +346,20 @@ def test_peft_adapter_plan_gives_the_base_plan_on_the_same_devices(tmp_path: Pat
     # The base's own weights, at the bf16 this run asked for.
     assert json.loads(planned.stdout)["weights_bytes"] == 2 * sum(
         tensor.numel() for tensor in load_file(base / "model.safetensors").values())
+
+
+def test_torchscript_refusal_resave_writes_its_weights(tmp_path: Path) -> None:
+    """A TorchScript archive (torch.jit.save): "torch.save(torch.jit.load(path).state_dict(), 'weights.pt')";
+    pasted, a NameError on `path`. It now names the file, and a file beside it that weightdoctor reads."""
+    torch.manual_seed(11)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.LayerNorm(4))
+    (tmp_path / ODD).mkdir()
+    torch.jit.save(torch.jit.script(model), str(tmp_path / ODD / "model.pt"))
+    line = _refusal(f"{ODD}/model.pt", tmp_path)
+    assert "this is a TorchScript archive" in line, line
+    _paste("import torch", _call(line, "torch.save"), tmp_path)
+
+    report = _inspected(f"{ODD}/model-state-dict.pt", tmp_path)
+    assert report["num_tensors"] == 4
+    written = torch.load(tmp_path / ODD / "model-state-dict.pt", weights_only=True)
+    assert all(torch.equal(written[name], tensor) for name, tensor in model.state_dict().items())

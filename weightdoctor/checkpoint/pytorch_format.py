@@ -972,13 +972,25 @@ def _torchscript_only(report: ScanReport, path: Path) -> str | None:
         # as a parameter of it, with no code: what tch's VarStore::save writes (rust-bert's rust_model.ot).
         return ("this is a TorchScript archive of named tensors and no code (libtorch's torch::serialize::"
                 "OutputArchive, as tch's VarStore::save writes rust-bert's rust_model.ot), not a torch.save state "
-                "dict, so nothing was unpickled; where you trust the file, torch.save(torch.jit.load(path)"
-                ".state_dict(), 'weights.pt') writes its tensors to read here (a Hub repo's model.safetensors or "
+                f"dict, so nothing was unpickled; where you trust the file, {_jit_resave(path)} writes its "
+                "tensors to read here (a Hub repo's model.safetensors or "
                 "pytorch_model.bin beside it holds the same model under transformers' names)")
     shown = ", ".join(classes[:3]) + (f" and {len(classes) - 3} more" if len(classes) > 3 else "")
     return ("this is a TorchScript archive, torch.jit.save: the model is compiled TorchScript code (its classes "
             f"{shown or 'none'}) that torch.jit.load runs, not a state dict, so nothing was unpickled; where you trust "
-            "the file, torch.save(torch.jit.load(path).state_dict(), 'weights.pt') writes the weights to read here")
+            f"the file, {_jit_resave(path)} writes the weights to read here")
+
+
+def _jit_resave(path: Path) -> str:
+    """The Python that writes a TorchScript archive's tensors as a torch.save state dict beside it, the file named as
+    the user named it: `torch.jit.load(path)` pasted was a NameError.
+
+    Example:
+        >>> _jit_resave(Path("exports/model.pt"))
+        "torch.save(torch.jit.load('exports/model.pt').state_dict(), 'exports/model-state-dict.pt')"
+    """
+    written = path.with_name(f"{path.stem}-state-dict.pt")
+    return f"torch.save(torch.jit.load({str(path)!r}).state_dict(), {str(written)!r})"
 
 
 def _inert_safe_globals(report: ScanReport) -> list[Any]:
