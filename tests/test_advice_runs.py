@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.helpers import REPO_ROOT, run_subprocess
+from tests.helpers import REPO_ROOT, run_cli, run_subprocess
 
 # A folder or file name a shell and Python both quote: a space, both quotes, a `$` and a letter outside ASCII.
 ODD = "run $1 'ä\""
@@ -363,3 +363,70 @@ def test_torchscript_refusal_resave_writes_its_weights(tmp_path: Path) -> None:
     assert report["num_tensors"] == 4
     written = torch.load(tmp_path / ODD / "model-state-dict.pt", weights_only=True)
     assert all(torch.equal(written[name], tensor) for name, tensor in model.state_dict().items())
+
+
+def test_plan_devices_smallest_changes_pasted_give_the_verdicts_they_promise(tmp_path: Path) -> None:
+    """Each "smallest change" plan-devices prints, its flag added to the same command as printed, plans as said:
+    --dtype fits on the GPUs, --cpu offloads to CPU RAM, --disk offloads to disk, N more GPUs fit."""
+    from tests.test_ux17 import LLAMA_13B
+
+    (tmp_path / ODD).mkdir()
+    (tmp_path / ODD / "config.json").write_text(json.dumps(LLAMA_13B))
+    gpus = ["--gpu", "12GiB", "--gpu", "12GiB"]
+    done = run_subprocess("plan-devices", ODD, *gpus, cwd=tmp_path, env={"COLUMNS": "80"})
+    assert done.returncode == 0, done.stderr
+    changes = [line.split("smallest change: ", 1)[1] for line in done.stdout.splitlines()
+               if "smallest change: " in line]
+    assert len(changes) == 4, done.stdout
+    promised = {"--dtype": "fits-on-gpus", "--cpu": "needs-cpu-offload", "--disk": "needs-disk-offload"}
+    for change in changes:
+        if change.startswith("--"):
+            flags = shlex.split(change.split(":")[0].removesuffix(" fits on the 2 GPU(s)"))
+            verdict = promised[flags[0]]
+        else:  # "1 more 12.00 GiB GPU(s) (3 in all) at fp16"
+            assert change.startswith("1 more 12.00 GiB GPU(s) (3 in all)"), change
+            flags, verdict = ["--gpu", "12GiB"], "fits-on-gpus"
+        followed = run_cli("plan-devices", str(tmp_path / ODD), *gpus, *flags, "--json")  # in-process: faster
+        assert json.loads(followed.stdout)["verdict"] == verdict, (change, followed.stdout[:300])
+
+
+def test_architectures_written_as_a_list_as_said_is_accepted(tmp_path: Path) -> None:
+    """"write it as a list, ["LlamaForCausalLM"]": the value printed, put into config.json, is what plan-devices
+    then builds."""
+    folder = tmp_path / ODD
+    folder.mkdir()
+    config = {"model_type": "llama", "architectures": "LlamaForCausalLM", "hidden_size": 64, "intermediate_size": 128,
+              "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 256}
+    (folder / "config.json").write_text(json.dumps(config))
+    refused = run_subprocess("plan-devices", ODD, "--gpu", "1GB", cwd=tmp_path, env={"COLUMNS": "80"})
+    assert refused.returncode == 2 and len(refused.stderr.splitlines()) == 1, refused.stderr
+    value = refused.stderr.split("write it as a list, ", 1)[1].split(" (plan-devices:", 1)[0]
+    (folder / "config.json").write_text(json.dumps({**config, "architectures": json.loads(value)}))
+    planned = run_subprocess("plan-devices", ODD, "--gpu", "1GB", "--json", cwd=tmp_path)
+    assert planned.returncode == 0, planned.stderr
+    assert json.loads(planned.stdout)["verdict"] == "fits-on-gpus"
+
+
+def test_fsdp_folder_merge_command_writes_the_model(tmp_path: Path) -> None:
+    """accelerate's save_state under FSDP (pytorch_model_fsdp_0/ beside the training state): the printed
+    `accelerate merge-weights FOLDER OUTDIR`, run with accelerate's own CLI, writes a model.safetensors that holds
+    the model's tensors."""
+    import shutil
+
+    from safetensors.torch import load_file
+
+    state_dict = _state_dict()
+    (tmp_path / ODD).mkdir()
+    _dcp_save(tmp_path / ODD / "pytorch_model_fsdp_0", {"model": state_dict})
+    torch.save({"step": 1}, tmp_path / ODD / "scheduler.bin")
+    line = _refusal(ODD, tmp_path)
+    command = line.split("(FSDP's sharded state dict): ", 1)[1].split(" writes them as one model.safetensors")[0]
+    words = shlex.split(command)
+    assert words[:2] == ["accelerate", "merge-weights"] and words[-1] == "OUTDIR", words
+    accelerate = shutil.which("accelerate", path=str(Path(sys.executable).parent))
+    assert accelerate is not None
+    merged = subprocess.run([accelerate, *words[1:]], capture_output=True, text=True, cwd=tmp_path)
+    assert merged.returncode == 0, merged.stderr
+    written = load_file(tmp_path / "OUTDIR" / "model.safetensors")
+    assert sorted(written) == sorted(state_dict)
+    assert all(torch.equal(written[name], tensor) for name, tensor in state_dict.items())
