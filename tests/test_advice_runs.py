@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import struct
 import subprocess
 import sys
 import warnings
@@ -430,3 +431,50 @@ def test_fsdp_folder_merge_command_writes_the_model(tmp_path: Path) -> None:
     written = load_file(tmp_path / "OUTDIR" / "model.safetensors")
     assert sorted(written) == sorted(state_dict)
     assert all(torch.equal(written[name], tensor) for name, tensor in state_dict.items())
+
+
+def test_gzip_refusal_gunzip_command_runs_in_bash(tmp_path: Path) -> None:
+    """"decompress it (gunzip -k my model's.pth.gz)": the name unquoted, bash read an unterminated quote (a space
+    alone split it into two files). Run by bash as printed, it now leaves the checkpoint weightdoctor reads."""
+    import gzip
+
+    raw = tmp_path / "raw.pth"
+    torch.save(_state_dict(), raw)
+    (tmp_path / ODD).mkdir()
+    (tmp_path / ODD / "model's v1.pth.gz").write_bytes(gzip.compress(raw.read_bytes()))
+    line = _refusal(f"{ODD}/model's v1.pth.gz", tmp_path)
+    command = line.split("decompress it (", 1)[1].split(") and point weightdoctor at the file it holds", 1)[0]
+    ran = subprocess.run(["bash", "-c", command], capture_output=True, text=True, cwd=tmp_path)
+    assert ran.returncode == 0, (command, ran.stderr)
+    assert (tmp_path / ODD / "model's v1.pth").read_bytes() == raw.read_bytes()
+    assert _inspected(f"{ODD}/model's v1.pth", tmp_path)["num_tensors"] == 3
+
+
+@pytest.mark.parametrize(("name", "data", "call"), [
+    ("model.keras", None, "keras.saving.load_model"),
+    ("model.weights.h5", b"\x89HDF\r\n\x1a\n" + bytes(64), "model.load_weights"),
+    ("tf_model.h5", b"\x89HDF\r\n\x1a\n" + bytes(64), "h5py.File"),
+    ("model.onnx", b"\x08\x07\x12\x07pytorch", "onnx.load"),
+    ("model.ort", b"\x10\x00\x00\x00ORTM" + b"\0" * 24, "onnxruntime.InferenceSession"),
+    ("64-8bits.tflite", b"\x1c\x00\x00\x00TFL3" + b"\0" * 56, "tf.lite.Interpreter"),
+    ("model.bin", struct.pack("<iid", 793712314, 12, 0.05) + bytes(range(256)) * 8, "fasttext.load_model"),
+])
+def test_foreign_format_calls_name_the_file_from_where_the_user_stands(tmp_path: Path, name: str, data: bytes | None,
+                                                                       call: str) -> None:
+    """keras.saving.load_model('model.keras') and the like named the file alone: pasted anywhere but in its folder,
+    no file. Their libraries are not installed here, so what is checked is the argument they are given: evaluated as
+    Python where the user stands, it is the file refused."""
+    import ast
+
+    folder = tmp_path / ODD
+    folder.mkdir()
+    if data is None:  # a Keras 3 archive: a zip with its metadata and config
+        with zipfile.ZipFile(folder / name, "w") as archive:
+            archive.writestr("metadata.json", json.dumps({"keras_version": "3.3.3"}))
+            archive.writestr("config.json", json.dumps({"module": "keras", "class_name": "Sequential"}))
+            archive.writestr("model.weights.h5", b"\x89HDF\r\n\x1a\n" + bytes(504))
+    else:
+        (folder / name).write_bytes(data)
+    line = _refusal(f"{ODD}/{name}", tmp_path)
+    argument = _call(line, call).split("(", 1)[1].rsplit(")", 1)[0].removeprefix("model_path=")
+    assert (tmp_path / ast.literal_eval(argument)).samefile(folder / name), argument
