@@ -478,3 +478,22 @@ def test_foreign_format_calls_name_the_file_from_where_the_user_stands(tmp_path:
     line = _refusal(f"{ODD}/{name}", tmp_path)
     argument = _call(line, call).split("(", 1)[1].rsplit(")", 1)[0].removeprefix("model_path=")
     assert (tmp_path / ast.literal_eval(argument)).samefile(folder / name), argument
+
+
+@pytest.mark.parametrize("named", ["step", "model-states", "zero"])
+def test_universal_checkpoint_gather_snippet_writes_the_parameters(tmp_path: Path, named: str) -> None:
+    """A DeepSpeed universal checkpoint: "gather them with torch.save({...} for p in Path('zero').iterdir() ...},
+    'model.pt')"; pasted where the user stands (not inside the step folder), no folder `zero` (FileNotFoundError).
+    It now names the zero/ folder as typed, and writes every parameter's fp32 value."""
+    from tests.test_third_party_layouts5 import _UNIVERSAL_PARAMETERS, _universal_checkpoint
+
+    step = _universal_checkpoint(tmp_path / ODD, zero3=True)
+    source = {"step": step, "model-states": step / "mp_rank_00_model_states.pt", "zero": step / "zero"}[named]
+    line = _refusal(str(source.relative_to(tmp_path)), tmp_path)
+    _paste("import torch\nfrom pathlib import Path", _call(line, "torch.save"), tmp_path)
+
+    written = torch.load(tmp_path / "model.pt", weights_only=True)
+    assert {name: tuple(tensor.shape) for name, tensor in written.items()} == {
+        name: tuple(shape) for name, shape in _UNIVERSAL_PARAMETERS.items()}
+    assert all(torch.equal(written[name], torch.load(step / "zero" / name / "fp32.pt")["param"]) for name in written)
+    assert _inspected("model.pt", tmp_path)["num_tensors"] == len(_UNIVERSAL_PARAMETERS)

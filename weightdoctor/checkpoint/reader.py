@@ -797,13 +797,16 @@ def _universal_parameters(zero: Path) -> list[str]:
         return []
 
 
-def _universal_message(count: int) -> str:
+def _universal_message(count: int, zero: Path) -> str:
+    """What a DeepSpeed universal checkpoint is, and the Python that gathers its `zero` folder's parameters into one
+    state dict, that folder named as the user named it: `Path('zero')` pasted anywhere but in the step folder
+    iterated no folder (FileNotFoundError)."""
     whose = plural(count, "parameter's", "parameters'")  # the possessive of each number
     return (f"a DeepSpeed universal checkpoint (ds_to_universal.py): its {count} {whose} fp32 values are in "
             "zero/<name>/fp32.pt, one folder per parameter (beside Adam's exp_avg.pt and exp_avg_sq.pt), not one "
             "state dict; name one fp32.pt to read that parameter, or gather them with torch.save({p.name: "
-            "torch.load(p / 'fp32.pt')['param'] for p in Path('zero').iterdir() if p.is_dir()}, 'model.pt') and read "
-            "that")
+            f"torch.load(p / 'fp32.pt')['param'] for p in Path({str(zero)!r}).iterdir() if p.is_dir()}}, 'model.pt') "
+            "and read that")
 
 
 def _refuse_zero3_placeholders(path: Path, infos: list[TensorInfo]) -> None:
@@ -822,7 +825,7 @@ def _refuse_zero3_placeholders(path: Path, infos: list[TensorInfo]) -> None:
     if universal:  # no optimizer partitions here for zero_to_fp32.py: the fp32 values are in zero/
         raise UnsupportedFormat(f"a DeepSpeed ZeRO-3 model states file: placeholders, not weights ({empty} of "
                                 f"{counted(len(infos), 'tensor', grouped=False)} {plural(empty, 'is', 'are')} "
-                                f"empty), in {_universal_message(len(universal))}", str(path))
+                                f"empty), in {_universal_message(len(universal), path.parent / 'zero')}", str(path))
     refuse_unsafe_deepspeed_states(path.parent.parent, path.parent.name)  # before naming zero_to_fp32.py
     raise UnsupportedFormat(
         f"a DeepSpeed ZeRO-3 model states file: placeholders, not weights ({empty} of "
@@ -1787,7 +1790,7 @@ def _no_weights_message(folder: Path) -> str:
                     f"{megatron.parent.parent.name}/, whose weights are in {megatron}: point at that file")
     universal = _universal_parameters(folder)
     if universal:  # its subfolders are parameters, not models to point at
-        message += f"; {_universal_message(len(universal))}"
+        message += f"; {_universal_message(len(universal), folder)}"
     subfolders = [name for name in _subfolders_with_weights(folder) if name != described and name not in universal]
     if subfolders:
         subfolders.sort(key=natural_order)  # global_step500 before global_step1000
@@ -2195,7 +2198,7 @@ def _choose_in_folder(folder: Path) -> tuple[Path, bool]:
             universal := _universal_parameters(folder / "zero")):
         # ds_to_universal.py copies them beside zero/, where the fp32 values are: no partitions to gather here.
         raise UnsupportedFormat(f"folder holds DeepSpeed ZeRO-3 model states, one per data-parallel rank ({names}), "
-                                f"in {_universal_message(len(universal))}", str(folder))
+                                f"in {_universal_message(len(universal), folder / 'zero')}", str(folder))
     if all(re.fullmatch(r"zero_pp_rank_\d+_mp_rank_\d+_model_states\.pt", p.name) for p in weights):
         # ZeRO-3 saves the model states once per data-parallel rank, each with placeholders for the partitioned
         # parameters (see `_refuse_zero3_placeholders`).
