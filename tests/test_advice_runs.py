@@ -497,3 +497,18 @@ def test_universal_checkpoint_gather_snippet_writes_the_parameters(tmp_path: Pat
         name: tuple(shape) for name, shape in _UNIVERSAL_PARAMETERS.items()}
     assert all(torch.equal(written[name], torch.load(step / "zero" / name / "fp32.pt")["param"]) for name in written)
     assert _inspected("model.pt", tmp_path)["num_tensors"] == len(_UNIVERSAL_PARAMETERS)
+
+
+def test_protocol_1_legacy_file_resave_writes_a_file_weightdoctor_reads(tmp_path: Path) -> None:
+    """A legacy torch.save of pickle protocol 1: "torch.load(path, weights_only=False) reads a protocol 1 file ...;
+    torch.save what it returns with the defaults" named no file; the call printed now does it, beside the input."""
+    state_dict = _state_dict()
+    (tmp_path / ODD).mkdir()
+    torch.save(state_dict, tmp_path / ODD / "old.pt", pickle_protocol=1, _use_new_zipfile_serialization=False)
+    line = _refusal(f"{ODD}/old.pt", tmp_path)
+    assert "pickled with protocol 0 or 1" in line, line
+    _paste("import torch", _call(line[line.index("torch.save(torch.load("):], "torch.save"), tmp_path)
+
+    assert _inspected(f"{ODD}/old-resaved.pt", tmp_path)["num_tensors"] == 3
+    written = torch.load(tmp_path / ODD / "old-resaved.pt", weights_only=True)
+    assert all(torch.equal(written[name], tensor) for name, tensor in state_dict.items())

@@ -2302,7 +2302,7 @@ def ensure_pickle_file(path: Path, prefix: bytes) -> str:
             if report.container == "pytorch-legacy":
                 # The scan found torch's legacy magic number: torch.save(pickle_protocol=0 or 1) wrote it, with no
                 # PROTO opcode for `detect_pickle_format` to see. "Not a PyTorch pickle" said the opposite.
-                raise UnsupportedFormat(LEGACY_LOW_PROTOCOL)
+                raise UnsupportedFormat(legacy_low_protocol(path))
         hint = _archive_hint(path)
         if hint is TORCH_TAR:
             raise UnsupportedFormat(TORCH_TAR)
@@ -2331,12 +2331,14 @@ def _first_pickle_protocol(path: Path, limit: int = 4096) -> int:
         return 0
 
 
-LEGACY_LOW_PROTOCOL = (
-    "a legacy-format (non-zip) torch.save file pickled with protocol 0 or 1 (torch.save(..., pickle_protocol=0 or 1, "
-    "_use_new_zipfile_serialization=False)), which torch.load's weights_only loader refuses, and weightdoctor reads "
-    "torch files only through it; torch.load(path, weights_only=False) reads a protocol 1 file (for a file you "
-    "trust), no torch.load a protocol 0 one (its storage references were written as text); torch.save what it "
-    "returns with the defaults and point weightdoctor at that file")
+def legacy_low_protocol(path: Path) -> str:
+    """Why a legacy torch.save file of pickle protocol 0 or 1 is refused, and the re-save that reads a protocol 1 one
+    (`path` as the user named it: `torch.load(path, ...)` pasted was a NameError)."""
+    return ("a legacy-format (non-zip) torch.save file pickled with protocol 0 or 1 (torch.save(..., pickle_protocol=0 "
+            "or 1, _use_new_zipfile_serialization=False)), which torch.load's weights_only loader refuses, and "
+            "weightdoctor reads torch files only through it; for a protocol 1 file you trust, torch.save(torch.load("
+            f"{str(path)!r}, weights_only=False), {str(resaved_name(path))!r}) writes it again with the defaults, to "
+            "read here; no torch.load reads a protocol 0 one (its storage references were written as text)")
 
 # torch.save(..., pickle_protocol=0) of tensors into a zip: protocol 0 has no BINPERSID, and pickle writes each
 # storage reference as PERSID of its str(), which torch's loader refuses ("saved_id must be a tuple, got str").
