@@ -512,3 +512,31 @@ def test_protocol_1_legacy_file_resave_writes_a_file_weightdoctor_reads(tmp_path
     assert _inspected(f"{ODD}/old-resaved.pt", tmp_path)["num_tensors"] == 3
     written = torch.load(tmp_path / ODD / "old-resaved.pt", weights_only=True)
     assert all(torch.equal(written[name], tensor) for name, tensor in state_dict.items())
+
+
+@pytest.mark.parametrize("named", ["file", "folder", "split-part", "split-folder"])
+def test_gguf_from_pretrained_names_the_folder_that_holds_the_file(tmp_path: Path, named: str) -> None:
+    """"from_pretrained(folder, gguf_file='m.gguf')": `folder` pasted was a NameError. The gguf package is not
+    installed here, so what is checked is what transformers is given: the folder as typed, joined with gguf_file
+    where the user stands, is the GGUF file (for a split one, the file the printed llama-gguf-split --merge, whose
+    first part is the one on disk, writes there)."""
+    import ast
+
+    folder = tmp_path / ODD
+    folder.mkdir()
+    header = b"GGUF" + struct.pack("<IQQ", 3, 0, 0)
+    split = named.startswith("split")
+    names = [f"m-0000{part}-of-00002.gguf" for part in (1, 2)] if split else ["model.Q4_K_M.gguf"]
+    for name in names:
+        (folder / name).write_bytes(header)
+    source = ODD if named.endswith("folder") else f"{ODD}/{names[0]}"
+    line = _refusal(source, tmp_path)
+    call = ast.parse(_call(line, "from_pretrained"), mode="eval").body
+    assert isinstance(call, ast.Call)
+    given = os.path.join(ast.literal_eval(call.args[0]), ast.literal_eval(call.keywords[0].value))
+    if not split:
+        assert (tmp_path / given).samefile(folder / names[0]), given
+        return
+    merge = shlex.split(line.split("llama-gguf-split ", 1)[1].split(" joins them into one file", 1)[0])
+    assert merge[0] == "--merge" and (tmp_path / merge[1]).samefile(folder / names[0]), merge
+    assert os.path.normpath(merge[2]) == os.path.normpath(given) == f"{ODD}/m.gguf", (merge, given)

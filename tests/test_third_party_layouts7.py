@@ -66,7 +66,7 @@ def test_a_gguf_file_names_the_loader_that_converts_it(tmp_path: Path) -> None:
     path.write_bytes(b"GGUF" + struct.pack("<IQQ", 3, 0, 0))
     message = _refusal("inspect", str(path))
     assert "this is a GGUF file (llama.cpp / ggml); weightdoctor reads safetensors and PyTorch" in message
-    assert "from_pretrained(folder, gguf_file='tinyllama-1.1b-chat.Q4_K_M.gguf')" in message, message
+    assert f"from_pretrained({str(tmp_path)!r}, gguf_file='tinyllama-1.1b-chat.Q4_K_M.gguf')" in message, message
     assert "save_pretrained then writes safetensors" in message
     # A GGUF repo (one file per quantization) says the same of its folder.
     folder = tmp_path / "TinyLlama-1.1B-Chat-GGUF"
@@ -75,7 +75,8 @@ def test_a_gguf_file_names_the_loader_that_converts_it(tmp_path: Path) -> None:
         (folder / f"tinyllama-1.1b-chat.{quant}.gguf").write_bytes(path.read_bytes())
     message = _refusal("inspect", str(folder))
     assert ("which weightdoctor does not read (not PyTorch); transformers reads tinyllama-1.1b-chat.Q4_K_M.gguf into "
-            "PyTorch, dequantized (from_pretrained(folder, gguf_file='tinyllama-1.1b-chat.Q4_K_M.gguf'))") in message
+            f"PyTorch, dequantized (from_pretrained({str(folder)!r}, gguf_file='tinyllama-1.1b-chat.Q4_K_M.gguf'))"
+            ) in message
 
 
 def _varint(value: int) -> bytes:

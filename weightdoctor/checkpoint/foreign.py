@@ -89,7 +89,7 @@ _CONVERTERS: dict[str, str] = {
                 "its weights cannot be read back as a state dict: " + _EXPORT_SOURCE),
     _COREML: "coremltools.models.MLModel({path}) loads it (macOS runs it); " + _EXPORT_SOURCE,
     _OPENVINO_XML: "openvino.Core().read_model({path}) loads it; " + _EXPORT_SOURCE,
-    _GGUF: ("transformers reads it into PyTorch, dequantized (from_pretrained(folder, gguf_file={name!r}), with "
+    _GGUF: ("transformers reads it into PyTorch, dequantized (from_pretrained({folder}, gguf_file={name!r}), with "
             "the gguf package), and save_pretrained then writes safetensors"),
     _GGML: _GGML_TO_GGUF, _GGMF: _GGML_TO_GGUF, _GGJT: _GGML_TO_GGUF,
     _GGLA: "the PEFT adapter it was converted from is what weightdoctor reads",
@@ -799,10 +799,12 @@ def _gzipped_tar(path: Path) -> bool:
 _SPLIT_GGUF = re.compile(r"(.+)-(\d{5})-of-(\d{5})\.gguf", re.IGNORECASE)
 
 
-def gguf_reading(name: str) -> str:
+def gguf_reading(name: str, folder: str = ".") -> str:
     """What reads a GGUF file named `name` into PyTorch: transformers' gguf_file=, or for one part of a split GGUF
     (llama.cpp's gguf-split, `-00001-of-00003.gguf`) the merge that comes first, since transformers reads one file
-    (GGUFReader of gguf_file alone) and the first part holds only its share of the tensors.
+    (GGUFReader of gguf_file alone) and the first part holds only its share of the tensors. `folder`: the folder
+    that holds it as the user named it, which from_pretrained is given (`from_pretrained(folder, ...)` pasted was a
+    NameError), and the merge runs in.
 
     Example:
         >>> gguf_reading("m-00001-of-00002.gguf")[:36]
@@ -810,13 +812,15 @@ def gguf_reading(name: str) -> str:
     """
     split = _SPLIT_GGUF.fullmatch(name)
     if split is None:
-        return _CONVERTERS[_GGUF].format(name=name, path=repr(name), shell=shell_word(name, argument=True))
+        return _CONVERTERS[_GGUF].format(name=name, folder=repr(folder))
     merged = f"{split[1]}.gguf"
+    first, whole = (shell_word(os.path.join(folder, part), argument=True) if folder != "." else
+                    shell_word(part, argument=True) for part in (f"{split[1]}-00001-of-{split[3]}.gguf", merged))
     return (f"it is part {int(split[2])} of {int(split[3])} of a split GGUF (llama.cpp's gguf-split): transformers "
             "reads one GGUF file (gguf_file=), not the parts of a split one; llama.cpp's llama-gguf-split --merge "
-            f"{split[1]}-00001-of-{split[3]}.gguf {merged} joins them into one file, which transformers reads into "
-            f"PyTorch, dequantized (from_pretrained(folder, gguf_file={merged!r})), and save_pretrained then writes "
-            "safetensors")
+            f"{first} {whole} joins them into one file, which transformers reads into "
+            f"PyTorch, dequantized (from_pretrained({folder!r}, gguf_file={merged!r})), and save_pretrained then "
+            "writes safetensors")
 
 
 def unsupported_message(kind: str, name: str = "NAME", path: str | None = None) -> str:
@@ -828,7 +832,7 @@ def unsupported_message(kind: str, name: str = "NAME", path: str | None = None) 
         "safetensors.numpy.save_file(dict(numpy.load('ckpt/w.npz')),"
     """
     if kind == _GGUF:
-        return f"this is {kind}; {_NOT_READ}; {gguf_reading(name)}"
+        return f"this is {kind}; {_NOT_READ}; {gguf_reading(name, os.path.dirname(path or '') or '.')}"
     converter = _CONVERTERS.get(kind)
     named = name if path is None else path
     filled = converter.format(name=name, path=repr(named), shell=shell_word(named, argument=True)) if converter else ""
@@ -846,7 +850,7 @@ def what_it_is(path: Path) -> str | None:
     if kind is None:
         return None
     if kind == _GGUF:
-        return f"{path.name} is {kind}: {gguf_reading(path.name)}"
+        return f"{path.name} is {kind}: {gguf_reading(path.name, str(path.parent))}"
     converter = _CONVERTERS.get(kind)
     filled = converter.format(name=path.name, path=repr(str(path)), shell=shell_word(str(path), argument=True)) \
         if converter else ""

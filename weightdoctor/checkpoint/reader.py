@@ -1655,10 +1655,10 @@ def _no_weights_message(folder: Path) -> str:
             message += (f"; the folder is a KerasHub preset (config.json: {keras}, beside model.weights.h5): "
                         f"keras_hub.models.Backbone.from_preset({str(folder)!r}) builds and loads it in Keras")
         gguf = next((name for name in others if name.lower().endswith(".gguf")), None)
-        if gguf is not None and foreign.gguf_reading(gguf).startswith("it is part"):
-            message += f"; {gguf} {foreign.gguf_reading(gguf).removeprefix('it ')}"  # a split GGUF: merged first
+        if gguf is not None and foreign.gguf_reading(gguf).startswith("it is part"):  # a split GGUF: merged first
+            message += f"; {gguf} {foreign.gguf_reading(gguf, str(folder)).removeprefix('it ')}"
         elif gguf is not None:  # the way to PyTorch weights, as the file's own refusal says it
-            message += (f"; transformers reads {gguf} into PyTorch, dequantized (from_pretrained(folder, "
+            message += (f"; transformers reads {gguf} into PyTorch, dequantized (from_pretrained({str(folder)!r}, "
                         f"gguf_file={gguf!r})), and save_pretrained then writes safetensors")
         elif (said := foreign.what_it_is(folder / others[0])) is not None:
             # An export folder (a repo's onnx/, openvino/): what reads its first file, as that file's refusal says.
