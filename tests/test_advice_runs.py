@@ -540,3 +540,26 @@ def test_gguf_from_pretrained_names_the_folder_that_holds_the_file(tmp_path: Pat
     merge = shlex.split(line.split("llama-gguf-split ", 1)[1].split(" joins them into one file", 1)[0])
     assert merge[0] == "--merge" and (tmp_path / merge[1]).samefile(folder / names[0]), merge
     assert os.path.normpath(merge[2]) == os.path.normpath(given) == f"{ODD}/m.gguf", (merge, given)
+
+
+@pytest.mark.parametrize("script", [True, False])
+def test_zero3_placeholders_name_the_zero_to_fp32_run_of_this_folder(tmp_path: Path, script: bool) -> None:
+    """A ZeRO-3 model states file (placeholders): "(python zero_to_fp32.py CHECKPOINT_DIR OUTPUT)" ran only inside
+    the run folder and named no folder. DeepSpeed is not installed here, so what is checked is what the command is
+    given: the script beside the step (or DeepSpeed's module), the run folder and --tag of this step, as typed."""
+    run = tmp_path / ODD
+    step = run / "global_step5"
+    step.mkdir(parents=True)
+    module = {f"layer.{i}.dense.weight": torch.empty(0) for i in range(3)}
+    torch.save({"module": module}, step / "zero_pp_rank_0_mp_rank_00_model_states.pt")
+    torch.save({"optimizer_state_dict": {}}, step / "zero_pp_rank_0_mp_rank_00_optim_states.pt")
+    if script:
+        (run / "zero_to_fp32.py").write_text("# DeepSpeed's script\n")
+    line = _refusal(f"{ODD}/global_step5/zero_pp_rank_0_mp_rank_00_model_states.pt", tmp_path)
+    words = shlex.split(line.split("beside the global_step folders (", 1)[1].split("), then read that", 1)[0])
+    runs = [*words[:2]] if script else [*words[:3]]
+    assert runs == (["python", f"{ODD}/zero_to_fp32.py"] if script else
+                    ["python", "-m", "deepspeed.utils.zero_to_fp32"]), words
+    rest = words[len(runs):]
+    assert (tmp_path / rest[0]).samefile(run) and rest[1:] == ["OUTDIR", "--tag", "global_step5",
+                                                                 "--safe_serialization"], words

@@ -832,7 +832,18 @@ def _refuse_zero3_placeholders(path: Path, infos: list[TensorInfo]) -> None:
         f"{counted(len(infos), 'tensor', grouped=False)} {plural(empty, 'is', 'are')} empty: "
         "ZeRO-3 spreads the parameters over the zero_pp_rank_*_optim_states.pt partitions); gather them into one "
         "state dict with the zero_to_fp32.py DeepSpeed writes beside the global_step folders "
-        "(python zero_to_fp32.py CHECKPOINT_DIR OUTPUT), then read that", str(path))
+        f"({_zero_to_fp32_command(path.parent)}), then read that", str(path))
+
+
+def _zero_to_fp32_command(step: Path) -> str:
+    """The zero_to_fp32.py run that gathers the ZeRO-3 partitions of `step` (a global_stepN/ folder, named as the
+    user named it): the script beside it where there is one, else DeepSpeed's own; `--tag` names this step, which
+    the folder's `latest` may not. `python zero_to_fp32.py CHECKPOINT_DIR OUTPUT` ran only from inside the run folder,
+    and named no folder."""
+    run = step.parent
+    script = run / "zero_to_fp32.py"
+    how = f"python {_pasteable(script)}" if script.is_file() else "python -m deepspeed.utils.zero_to_fp32"
+    return f"{how} {_pasteable(run)} OUTDIR --tag {_pasteable(step.name)} --safe_serialization"
 
 
 def is_training_state(name: str) -> bool:
