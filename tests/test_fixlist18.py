@@ -195,7 +195,8 @@ def test_compressed_record_advice_without_inert_objects_is_unchanged(tmp_path: P
     result = run_cli("inspect", tmp_path / "zipped.pt")
     assert result.exit_code == 2
     assert result.stderr.rstrip().endswith(
-        "re-save it to a new file with torch.save(torch.load(path, weights_only=True), new_path)")
+        f"re-save it to a new file with torch.save(torch.load({str(tmp_path / 'zipped.pt')!r}, weights_only=True), "
+        f"{str(tmp_path / 'zipped-resaved.pt')!r})")
 
 
 def test_plan_devices_without_disk_lists_the_left_over_modules_as_not_placed(tmp_path: Path) -> None:

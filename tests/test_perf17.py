@@ -66,7 +66,8 @@ def test_a_rezipped_archive_is_still_refused_once_the_scan_has_walked_its_data_p
     assert result.exit_code == 2 and result.stdout == "", result.stdout
     assert "storage record saved/data/0 is compressed (deflate), as torch.save never writes it" in result.stderr, (
         result.stderr)
-    assert "re-save it to a new file with torch.save(torch.load(path, weights_only=True), new_path)" in result.stderr
+    assert (f"re-save it to a new file with torch.save(torch.load({str(zipped)!r}, weights_only=True), "
+            f"{str(tmp_path / 'zipped-resaved.pt')!r})") in result.stderr
 
 
 def test_persistent_ids_are_the_scans_for_the_same_bytes_and_a_new_walk_for_others(tmp_path: Path) -> None:

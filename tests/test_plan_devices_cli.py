@@ -414,8 +414,8 @@ def test_a_peft_adapter_is_planned_with_a_warning_that_its_base_is_not(tmp_path:
     assert code == 0 and data["weights_bytes"] == 4 * 64
     assert data["warnings"][0] == (
         "this is a PEFT adapter (LoRA): only its own weights are planned, not the base model "
-        "PeftModel.from_pretrained loads it onto; plan the base (weightdoctor plan-devices org/base-7b ...) and add "
-        "the adapter's size")
+        "PeftModel.from_pretrained loads it onto; plan the base (weightdoctor plan-devices org/base-7b --cpu 1MB) "
+        "and add the adapter's size")
 
 
 _SMALL_LLAMA = {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "vocab_size": 1000, "hidden_size": 256,

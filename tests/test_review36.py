@@ -200,7 +200,7 @@ def test_a_npy_record_with_a_field_named_with_an_o_is_named_as_numpy_not_refused
     path = tmp_path / "weights.npy"
     np.save(path, np.zeros(4, dtype=[("Output", "<f4"), ("Offset", "<i4")]))
     line = one_error_line(run_cli("inspect", str(path)))
-    assert "this is a NumPy .npy array" in line and "numpy.load(path) reads it" in line, line
+    assert "this is a NumPy .npy array" in line and f"numpy.load({str(path)!r}) reads it" in line, line
     assert "dangerous" not in line and "suspicious" not in line
 
 

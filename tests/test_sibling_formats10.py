@@ -191,7 +191,8 @@ def test_rust_bert_rust_model_ot_is_said_as_tensors_without_code(tmp_path: Path)
     module.save(str(tmp_path / "rust_model.ot"))
     said = _error("inspect", tmp_path / "rust_model.ot")
     assert "TorchScript archive of named tensors and no code (libtorch's torch::serialize::OutputArchive" in said
-    assert "rust-bert's rust_model.ot" in said and "torch.jit.load(path).state_dict()" in said
+    assert "rust-bert's rust_model.ot" in said
+    assert f"torch.jit.load({str(tmp_path / 'rust_model.ot')!r}).state_dict()" in said
     assert "compiled TorchScript code" not in said
 
 
@@ -201,7 +202,8 @@ def test_an_openvino_graph_named_is_said_as_one_in_every_command(tmp_path: Path,
     _openvino(tmp_path / "openvino")
     args = [str(tmp_path / "out") if part == "OUT" else part for part in command]
     said = _error(*args, tmp_path / "openvino" / "openvino_model.xml")
-    assert "an OpenVINO IR model's graph" in said and "openvino.Core().read_model('openvino_model.xml')" in said
+    assert "an OpenVINO IR model's graph" in said
+    assert f"openvino.Core().read_model({str(tmp_path / 'openvino' / 'openvino_model.xml')!r})" in said
     assert "server's error reply" not in said
     assert not (tmp_path / "out").exists()
 
@@ -210,7 +212,7 @@ def test_core_ml_packages_and_their_files_are_said_as_core_ml(tmp_path: Path) ->
     package = _coreml_package(tmp_path / "coreml" / "text-generation")
     for source in (tmp_path / "coreml", package):
         said = _error("inspect", source)
-        assert "Core ML package" in said and "coremltools.models.MLModel(path)" in said
+        assert "Core ML package" in said and "coremltools.models.MLModel(" in said
     for inner in (package / "Data" / "com.apple.CoreML" / "weights" / "weight.bin",
                   package / "Data" / "com.apple.CoreML" / "model.mlmodel"):
         said = _error("inspect", inner)
@@ -238,7 +240,8 @@ def test_tensorrt_and_tflite_files_name_what_runs_them(tmp_path: Path) -> None:
         assert "this is a TensorRT engine" in said and "deserialize_cuda_engine" in said
     (tmp_path / "64-8bits.tflite").write_bytes(b"\x1c\x00\x00\x00TFL3" + b"\0" * 56)
     said = _error("inspect", tmp_path / "64-8bits.tflite")
-    assert "TensorFlow Lite model" in said and "tf.lite.Interpreter(model_path='64-8bits.tflite')" in said
+    assert "TensorFlow Lite model" in said
+    assert f"tf.lite.Interpreter(model_path={str(tmp_path / '64-8bits.tflite')!r})" in said
 
 
 def test_tensorflow_and_onnx_runtime_files_name_what_reads_them(tmp_path: Path) -> None:
@@ -250,7 +253,8 @@ def test_tensorflow_and_onnx_runtime_files_name_what_reads_them(tmp_path: Path) 
     (tmp_path / "model.ort").write_bytes(b"\x10\x00\x00\x00ORTM" + b"\0" * 24)  # FlatBuffer, identifier ORTM
     for name in ("bert_model.ckpt.index", "bert_model.ckpt.data-00000-of-00001", "saved_model.pb"):
         assert "tf.train.load_checkpoint(prefix) reads its variables by name" in _error("inspect", tmp_path / name)
-    assert "onnxruntime.InferenceSession('model.ort') runs it" in _error("inspect", tmp_path / "model.ort")
+    said = _error("inspect", tmp_path / "model.ort")
+    assert f"onnxruntime.InferenceSession({str(tmp_path / 'model.ort')!r}) runs it" in said
 
 
 def test_a_file_of_an_orbax_checkpoint_is_said_as_one(tmp_path: Path) -> None:

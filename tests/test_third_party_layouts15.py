@@ -145,7 +145,8 @@ def test_a_composer_checkpoint_names_composer_and_its_hugging_face_export(tmp_pa
     note = next((w for w in data["warnings"] if "MosaicML Composer checkpoint" in w), None)
     assert note is not None, data["warnings"]
     assert "composer.models.write_huggingface_pretrained_from_composer_checkpoint(PATH, OUT)" in note, note
-    assert "pytorch_model.bin (model. stripped)" in note and "convert --strip-prefix model." in note, note
+    assert "pytorch_model.bin (model. stripped)" in note, note
+    assert f"convert {path} --strip-prefix model. -o {tmp_path / 'ep1-ba3-rank0.safetensors'}" in note, note
 
     # What the note says convert does: the names the transformers model loads.
     out = tmp_path / "model.safetensors"

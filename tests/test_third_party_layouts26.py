@@ -510,8 +510,9 @@ def test_a_split_gguf_says_to_merge_it_before_transformers_reads_it(tmp_path: Pa
     stem = "Qwen2.5-72B-Instruct-Q4_K_M"
     for part in (1, 2, 3):
         (folder / f"{stem}-0000{part}-of-00003.gguf").write_bytes(_gguf_header())
-    merge = (f"llama.cpp's llama-gguf-split --merge {stem}-00001-of-00003.gguf {stem}.gguf joins them into one file, "
-             f"which transformers reads into PyTorch, dequantized (from_pretrained(folder, gguf_file='{stem}.gguf'))")
+    merge = (f"llama.cpp's llama-gguf-split --merge {folder}/{stem}-00001-of-00003.gguf {folder}/{stem}.gguf joins "
+             "them into one file, which transformers reads into PyTorch, dequantized (from_pretrained("
+             f"{str(folder)!r}, gguf_file='{stem}.gguf'))")
     message = _flat(run_cli("inspect", str(folder)).stderr)
     assert f"{stem}-00001-of-00003.gguf is part 1 of 3 of a split GGUF (llama.cpp's gguf-split)" in message, message
     assert merge in message and "gguf_file='" + stem + "-00001" not in message
@@ -523,7 +524,7 @@ def test_a_split_gguf_says_to_merge_it_before_transformers_reads_it(tmp_path: Pa
     # One whole GGUF keeps its plain advice.
     (folder / f"{stem}.gguf").write_bytes(_gguf_header())
     message = _flat(run_cli("inspect", str(folder / f"{stem}.gguf")).stderr)
-    assert f"from_pretrained(folder, gguf_file='{stem}.gguf'), with the gguf package)" in message
+    assert f"from_pretrained({str(folder)!r}, gguf_file='{stem}.gguf'), with the gguf package)" in message
     assert "split GGUF" not in message
 
 

@@ -210,7 +210,7 @@ def test_a_torchscript_clip_archive_is_said_to_be_code_not_called_dangerous(tmp_
         assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
         assert "this is a TorchScript archive, torch.jit.save" in line and "nothing was unpickled" in line, line
         assert "compiled TorchScript code" in line and "torch.jit.load runs" in line, line
-        assert "torch.jit.load(path).state_dict()" in line and "dangerous" not in line, line
+        assert f"torch.jit.load({str(path)!r}).state_dict()" in line and "dangerous" not in line, line
 
 
 def test_a_textual_inversion_embedding_is_not_called_a_training_checkpoint(tmp_path: Path) -> None:

@@ -66,7 +66,7 @@ def test_a_gguf_file_names_the_loader_that_converts_it(tmp_path: Path) -> None:
     path.write_bytes(b"GGUF" + struct.pack("<IQQ", 3, 0, 0))
     message = _refusal("inspect", str(path))
     assert "this is a GGUF file (llama.cpp / ggml); weightdoctor reads safetensors and PyTorch" in message
-    assert "from_pretrained(folder, gguf_file='tinyllama-1.1b-chat.Q4_K_M.gguf')" in message, message
+    assert f"from_pretrained({str(tmp_path)!r}, gguf_file='tinyllama-1.1b-chat.Q4_K_M.gguf')" in message, message
     assert "save_pretrained then writes safetensors" in message
     # A GGUF repo (one file per quantization) says the same of its folder.
     folder = tmp_path / "TinyLlama-1.1B-Chat-GGUF"
@@ -75,7 +75,8 @@ def test_a_gguf_file_names_the_loader_that_converts_it(tmp_path: Path) -> None:
         (folder / f"tinyllama-1.1b-chat.{quant}.gguf").write_bytes(path.read_bytes())
     message = _refusal("inspect", str(folder))
     assert ("which weightdoctor does not read (not PyTorch); transformers reads tinyllama-1.1b-chat.Q4_K_M.gguf into "
-            "PyTorch, dequantized (from_pretrained(folder, gguf_file='tinyllama-1.1b-chat.Q4_K_M.gguf'))") in message
+            f"PyTorch, dequantized (from_pretrained({str(folder)!r}, gguf_file='tinyllama-1.1b-chat.Q4_K_M.gguf'))"
+            ) in message
 
 
 def _varint(value: int) -> bytes:
@@ -285,8 +286,9 @@ def test_numpy_and_flax_files_say_how_to_get_safetensors_from_them(tmp_path: Pat
     np.savez(tmp_path / "weights.npz", **state)
     message = _refusal("inspect", str(tmp_path / "weights.npz"))
     assert ("this is a NumPy .npz archive; weightdoctor reads safetensors and PyTorch (torch.save) checkpoints only; "
-            "numpy.load(path) gives its arrays by name; safetensors.numpy.save_file(dict(numpy.load(path)), "
-            "'model.safetensors') writes them to read here") in message, message
+            f"numpy.load({str(tmp_path / 'weights.npz')!r}) gives its arrays by name; safetensors.numpy.save_file("
+            f"dict(numpy.load({str(tmp_path / 'weights.npz')!r})), 'model.safetensors') writes them to read here"
+            ) in message, message
     save_file(dict(np.load(tmp_path / "weights.npz")), str(tmp_path / "model.safetensors"))
     code, data = run_json("inspect", str(tmp_path / "model.safetensors"))
     assert code == 0 and data["num_params"] == 16 + 32, data
@@ -358,7 +360,7 @@ def test_planning_an_adapterhub_adapter_says_the_base_is_not_planned(tmp_path: P
     assert code == 0, data
     assert ("this is an AdapterHub adapter ('sst-2', for bert-base-uncased), saved by adapter-transformers or "
             "adapters: only its own weights are planned, not the base model the adapters library loads it into "
-            "(model.load_adapter); plan the base (weightdoctor plan-devices bert-base-uncased ...) and add the "
+            "(model.load_adapter); plan the base (weightdoctor plan-devices bert-base-uncased --gpu 1GB) and add the "
             "adapter's size") in data["warnings"], data["warnings"]
 
 

@@ -134,7 +134,7 @@ def test_burn_records_and_gzipped_files_are_named_with_what_reads_them(tmp_path:
     torch.save({"w": torch.ones(2)}, buffer)
     (tmp_path / "model.pth.gz").write_bytes(gzip.compress(buffer.read_bytes()))
     message = _refusal("inspect", str(tmp_path / "model.pth.gz"))
-    assert "this is a gzip-compressed file" in message and "gunzip -k model.pth.gz" in message, message
+    assert "this is a gzip-compressed file" in message and f"gunzip -k {tmp_path / 'model.pth.gz'}" in message, message
 
     # A gzipped tar (an older NeMo .nemo) is still named by its members, not as "a gzip-compressed file".
     import io
@@ -247,12 +247,13 @@ def test_keras_3_files_name_how_to_get_their_arrays_out(tmp_path: Path) -> None:
 
     message = _refusal("inspect", str(tmp_path / "model.keras"))
     assert "model.keras: this is a Keras model archive (.keras);" in message, message
-    assert "keras.saving.load_model('model.keras') rebuilds the model in Keras 3" in message, message
+    assert f"keras.saving.load_model({str(tmp_path / 'model.keras')!r}) rebuilds the model in Keras 3" in message
     assert "safetensors.numpy.save_file({v.path: v.numpy() for v in model.weights}, 'model.safetensors')" in message
 
     message = _refusal("convert", str(tmp_path / "model.weights.h5"), "-o", str(tmp_path / "out.safetensors"))
     assert "this is an HDF5 file (Keras / TensorFlow .h5 weights)" in message, message
-    assert "model.load_weights('model.weights.h5')" in message and "from_pretrained(folder, from_tf=True)" in message
+    assert f"model.load_weights({str(tmp_path / 'model.weights.h5')!r})" in message, message
+    assert "from_pretrained(folder, from_tf=True)" in message
     assert not (tmp_path / "out.safetensors").exists()
 
 
@@ -385,7 +386,8 @@ def test_one_file_of_a_distributed_checkpoint_and_a_run_of_step_folders_say_what
                                                               if command == "diff-keys" else ())
             message = _refusal(*args)
             assert f"this is {what}" in message and "of a torch.distributed.checkpoint (DCP) folder" in message
-            assert "suspicious" not in message and "dcp_to_torch_save(folder, 'model.pt')" in message, message
+            assert "suspicious" not in message, message
+            assert f"dcp_to_torch_save({str(steps / 'step-10')!r}, 'model.pt')" in message, message
 
     message = _refusal("inspect", str(steps))
     assert "its subfolders step-2/, step-10/ are torch.distributed.checkpoint (DCP) folders" in message, message

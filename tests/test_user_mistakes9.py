@@ -340,7 +340,8 @@ def test_shard_to_a_file_name_says_it_writes_a_folder(model: Path, tmp_path: Pat
     result = run_cli("shard", model, "-o", out, "--max", "300KB")
     assert result.exit_code == 0 and out.is_dir()
     assert ("warning: merged.safetensors is written as a folder holding the shards, not as a single file: name it "
-            "merged/ for a folder; for a single file, use weightdoctor convert -o merged.safetensors") in result.stderr
+            f"{tmp_path / 'merged'}/ for a folder; for a single file (where no folder of that name is in the way), use "
+            f"weightdoctor convert {model} -o {out}") in result.stderr
 
 
 def test_config_given_the_weights_file_says_what_config_takes(model: Path) -> None:

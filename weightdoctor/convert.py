@@ -481,7 +481,8 @@ def plan_convert(
     copy_paths, left_out = ([], []) if single_file else side_files(folder, weights, output=out)
     if left_out:
         warnings.append("not copied: " + ", ".join(left_out))
-    pickle_note = pickles_copied_note(copy_paths, fmt, folder)
+    typed = checkpoint.source if checkpoint.path.is_dir() else os.path.dirname(checkpoint.source) or "."
+    pickle_note = pickles_copied_note(copy_paths, fmt, folder, typed, str(out))
     if pickle_note:
         warnings.append(pickle_note)
     if (nemo := nemo_weights_note(checkpoint, [f.filename for f in files])) is not None:

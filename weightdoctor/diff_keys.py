@@ -1406,6 +1406,7 @@ def _lora_misfit(part: str, shape: tuple[int, ...], weight: tuple[int, ...]) -> 
 def adapter_fit(
     specs_a: Mapping[str, KeySpec], specs_b: Mapping[str, KeySpec], unexpected: Sequence[str], missing: Sequence[str],
     word_text: str | None = None, adapter_config: Callable[[], Mapping[str, Any] | None] | None = None,
+    source_b: str | None = None,
 ) -> tuple[dict[str, tuple[str, str, str]], str]:
     """When A is a PEFT adapter (LoRA pairs and few or no base weights) and B a model: whether each LoRA pair's
     target module is in B with shapes it fits, as `PeftModel.from_pretrained(B, A)` needs. Returns
@@ -1421,7 +1422,8 @@ def adapter_fit(
     `word_text`: `_word_text(unexpected)` when the caller has it (`foreign_layout` needs it too): a text that holds
     none of the words below, folded, answers "no adapter" without joining and searching every name again.
     `adapter_config`: gives the adapter_config.json beside A (or None), read only for the methods whose saved shapes
-    it settles (MiSS's init_weights, SHiRA's r).
+    it settles (MiSS's init_weights, SHiRA's r). `source_b`: B as the user named it, for the command that strips a
+    training wrapper's prefix from B's keys (`weightdoctor convert B ... -o ...` without it).
     """
     if "prompt_embeddings" in unexpected:
         return _prompt_adapter_fit(specs_a, specs_b, unexpected, missing)
@@ -1795,9 +1797,8 @@ def adapter_fit(
                 note += (f"; none of its modules is in B under the name it was saved with (e.g. {example}), but "
                          f"{held} of them {plural(held, 'is', 'are')} under the prefix {wrapper!r} (e.g. "
                          f"{wrapper}{example}): B's keys were saved from a training wrapper (DDP, torch.compile, "
-                         f"...); strip it from B's keys (weightdoctor convert B "
-                         f"{Rename(f'^{re.escape(wrapper)}', '').as_flag()} -o ...) and compare or load the adapter "
-                         "with that")
+                         f"...); strip it from B's keys ({_unwrap_command(source_b, wrapper)}) and compare or load "
+                         "the adapter with that")
             elif elsewhere:
                 note += (f"; none of its modules is in B under the name it was saved with (e.g. {example}), yet B has "
                          f"modules of the names peft targets ({elsewhere}): PeftModel.from_pretrained(B, adapter) "
@@ -4779,7 +4780,7 @@ def _diff_specs(
                     if buffer in missing_b and param in renamed_a}
         layout_whys = {**ema_whys, **layout_whys}
     adapter_whys, adapter_note = adapter_fit(renamed_a, specs_b, diff.unexpected, diff.missing, word_texts[0],
-                                             adapter_config_a)
+                                             adapter_config_a, source_b)
     if adapter_whys:  # an adapter is not renamed into its base: its keys are told what they fit
         layout_whys, layout_note = adapter_whys, adapter_note
     elif diff.missing and (swapped := swapped_sides(renamed_a, specs_b, diff.unexpected, diff.missing, word_texts[1],
@@ -4956,6 +4957,26 @@ def swapped_steps(a: Checkpoint, b: Checkpoint, key: str | None = None, renames:
             flags.append(f"--revision-b {shell_word(second or 'main')}")
     return " ".join([f"{steps}run weightdoctor diff-keys {shell_word(b.source, argument=True)}",
                      shell_word(target, argument=True), *flags])
+
+
+def _unwrap_command(source: str | None, wrapper: str) -> str:
+    """The convert that writes `source` without a training wrapper's prefix, where the user stands (a file to
+    `NAME.unwrapped.safetensors`, a folder or repo to `NAME.unwrapped`); SOURCE and OUTPUT named as such without one:
+    `weightdoctor convert B ... -o ...` pasted named a file `B`.
+
+    Example:
+        >>> print(_unwrap_command("runs/ddp model.pt", "module."))
+        weightdoctor convert 'runs/ddp model.pt' --rename '^module\\.=' -o 'ddp model.unwrapped.safetensors'
+    """
+    from weightdoctor.paths import shell_word
+
+    flag = Rename(f"^{re.escape(wrapper)}", "").as_flag()
+    if source is None:
+        return f"weightdoctor convert B {flag} -o ..."
+    named = Path(source.rstrip("/") or "/")
+    written = (f"{named.stem}.unwrapped.safetensors" if named.suffix.lower() in _WEIGHT_FILE_SUFFIXES
+               else f"{named.name or 'model'}.unwrapped")
+    return f"weightdoctor convert {shell_word(source, argument=True)} {flag} -o {shell_word(written, argument=True)}"
 
 
 # The suffixes of a single weights file, which `weightdoctor convert` writes to a file (a folder to a folder).

@@ -670,6 +670,7 @@ def unsaid_dtype_warning(checkpoint: Checkpoint) -> str | None:
 
 def build_planned_model(
     checkpoint: Checkpoint, dtype: str | None = None, model_class: str | None = None, binary_units: bool = False,
+    device_flags: str = "...",
 ) -> PlannedModel:
     """Build the model to plan: from its config like `from_pretrained` does, else from the tensor names.
 
@@ -678,6 +679,8 @@ def build_planned_model(
         dtype: --dtype spelling; None picks what `from_pretrained(dtype="auto")` would.
         model_class: a transformers class name to build instead of the config's first architecture.
         binary_units: the warnings say sizes in binary units (KiB, MiB, GiB), as the devices' were typed.
+        device_flags: this run's devices as typed (`--gpu 24GB --cpu 64GB`, shell-quoted), for the command that
+            plans an adapter's base model on them; "..." where not known.
 
     Raises:
         UsageError: a config-only source whose config transformers cannot build.
@@ -743,7 +746,7 @@ def build_planned_model(
                 warnings.append(
                     f"this is a PEFT adapter ({method}): only its own weights are planned, not the "
                     f"base model PeftModel.from_pretrained loads it onto; plan the base"
-                    + (_base_model_hint(base) if isinstance(base, str) and base else "")
+                    + (_base_model_hint(base, device_flags) if isinstance(base, str) and base else "")
                     + " and add the adapter's size")
         else:
             from weightdoctor.checkpoint.reader import adapterhub_adapter, adapterhub_config
@@ -756,7 +759,7 @@ def build_planned_model(
                 warnings.append(
                     f"this is {adapterhub_adapter(hub)}: only its own weights are planned, not the base model the "
                     "adapters library loads it into (model.load_adapter); plan the base"
-                    + (_base_model_hint(base) if isinstance(base, str) and base else "")
+                    + (_base_model_hint(base, device_flags) if isinstance(base, str) and base else "")
                     + " and add the adapter's size")
             elif (add_on := _image_model_add_on(checkpoint)) is not None:
                 warnings.append(add_on)
@@ -3774,16 +3777,17 @@ def _image_model_add_on(checkpoint: Checkpoint) -> str | None:
             "to" + (f" (its metadata names {base})" if base else "") + "; plan that model and add this file's size")
 
 
-def _base_model_hint(base: str) -> str:
+def _base_model_hint(base: str, device_flags: str = "...") -> str:
     """How to plan the base model a PEFT adapter_config.json names as `base_model_name_or_path`: the command, where
     weightdoctor can read what it names (a Hub repo id or address, a path that exists here), else what it is.
 
     The file is the adapter author's: "weightdoctor plan-devices /home/them/llama ..." or "... https://example.com/x"
-    was offered as the next step, and refused when run.
+    was offered as the next step, and refused when run. `device_flags`, the run's devices, end the command: with
+    "..." for them it was refused pasted (an extra argument `...`), and without them (no devices given).
 
     Example:
-        >>> _base_model_hint("meta-llama/Llama-2-7b-hf")
-        ' (weightdoctor plan-devices meta-llama/Llama-2-7b-hf ...)'
+        >>> _base_model_hint("meta-llama/Llama-2-7b-hf", "--gpu 24GB")
+        ' (weightdoctor plan-devices meta-llama/Llama-2-7b-hf --gpu 24GB)'
         >>> _base_model_hint("/nonexistent/llama-7b")
         ' (its adapter_config.json names it as "/nonexistent/llama-7b", a path on the machine the adapter was ...)'
     """
@@ -3792,7 +3796,7 @@ def _base_model_hint(base: str) -> str:
 
     hub_address = base.startswith("hf://") or ("://" in base and _hostname(base) in _HUB_HOSTS)
     if looks_like_repo_id(base) or hub_address or os.path.exists(os.path.expanduser(base)):
-        return f" (weightdoctor plan-devices {_quoted(base)} ...)"
+        return f" (weightdoctor plan-devices {_quoted(base)} {device_flags})"
     if "://" in base:
         return (f" (its adapter_config.json names it by an address, {shown_value(base)}, not a Hub repo id or a "
                 "path; give the base model's repo id or folder)")

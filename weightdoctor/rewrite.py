@@ -760,15 +760,21 @@ def with_config_dtype(
     return out, note
 
 
-def pickles_copied_note(files: list[SideFile], fmt: str, folder: Path | None) -> str | None:
+def pickles_copied_note(files: list[SideFile], fmt: str, folder: Path | None, source: str | None = None,
+                        output: str | None = None) -> str | None:
     """A warning where a conversion to safetensors copies PyTorch pickles as they are (a sentence-transformers
     `2_Dense/pytorch_model.bin`, copied with its module folder): the output was called safetensors and still held a
     pickle, with nothing said unless a --dtype was given. None where there is none, or the output is .bin.
 
+    `source` (the source folder as the user named it, else `folder`) and `output` (the output folder as named) make
+    the command that converts the first such folder over its copy, at the end of the line to be pasted whole:
+    `-o ...` pasted wrote a folder named `...` where the user stood, the copy in the output left a pickle.
+
     Example:
-        >>> pickles_copied_note([SideFile(Path("m/2_Dense/pytorch_model.bin"), "2_Dense/pytorch_model.bin")],
-        ...                     "safetensors", Path("m"))
-        'copied as they are, still PyTorch pickles: 2_Dense/pytorch_model.bin (convert each on its own: ...)'
+        >>> note = pickles_copied_note([SideFile(Path("m/2_Dense/pytorch_model.bin"), "2_Dense/pytorch_model.bin")],
+        ...                            "safetensors", Path("m"), None, "out m")
+        >>> note.split("; ")[1]
+        "convert it on its own, over its copy: weightdoctor convert m/2_Dense -o 'out m/2_Dense' --force"
     """
     from weightdoctor.checkpoint.reader import PICKLE_SUFFIXES
 
@@ -779,13 +785,27 @@ def pickles_copied_note(files: list[SideFile], fmt: str, folder: Path | None) ->
     if not pickles:
         return None
     listed = ", ".join(pickles[:4]) + (f" and {len(pickles) - 4} more" if len(pickles) > 4 else "")
-    how = "convert each on its own"
     first = Path(pickles[0]).parent
-    if folder is not None and first != Path("."):
-        from weightdoctor.paths import shell_word
+    if folder is None or output is None or first == Path("."):
+        return f"copied as they are, still PyTorch pickles: {listed} (convert each on its own)"
+    from weightdoctor.paths import expand_user, shell_word
 
-        how += f": weightdoctor convert {shell_word(str(folder / first), argument=True)} -o ..."
-    return f"copied as they are, still PyTorch pickles: {listed} ({how})"
+    # As typed where it names this folder (not a repo id or a Hub cache folder, read at its snapshot).
+    typed = source is not None and _same_folder(expand_user(source), folder)
+    named = os.path.join(source, first) if typed and source is not None else str(folder / first)
+    command = (f"weightdoctor convert {shell_word(named, argument=True)} -o "
+               f"{shell_word(os.path.join(output, first), argument=True)} --force")
+    each = ("convert each on its own, the first over its copy" if len(pickles) > 1
+            else "convert it on its own, over its copy")
+    return f"copied as they are, still PyTorch pickles: {listed}; {each}: {command}"
+
+
+
+def _same_folder(one: Path, other: Path) -> bool:
+    try:
+        return one.is_dir() and one.samefile(other)
+    except OSError:
+        return False
 
 
 NEMO_WEIGHTS = "model_weights.ckpt"  # the one name NeMo's SaveRestoreConnector reads weights from

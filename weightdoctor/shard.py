@@ -8,6 +8,7 @@ in its own shard. Only the size units differ: `--max` takes decimal and binary u
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from collections.abc import Callable
@@ -414,6 +415,29 @@ def split_sizes(
     return split.filename_to_tensors
 
 
+def single_file_command(checkpoint: Checkpoint, output: str, key: str | None = None, dtype: str | None = None,
+                        keep_fp32: str | None = None, renames: list[Rename] | None = None,
+                        metadata: dict[str, str] | None = None) -> str:
+    """The `weightdoctor convert` that writes, as one file named `output`, what shard writes as a folder of shards
+    there: the source as given, read as it was read (--revision, --key) and with the same changes, each word quoted
+    for a shell. `weightdoctor convert -o merged.safetensors` alone, without the source, was refused pasted.
+
+    Example:
+        >>> from weightdoctor.checkpoint import Checkpoint
+        >>> single_file_command(Checkpoint("my model", Path("my model"), "safetensors", False, [], []),
+        ...                     "out/merged.safetensors", dtype="float16")
+        "weightdoctor convert 'my model' --dtype float16 -o out/merged.safetensors"
+    """
+    words = ["weightdoctor convert", shell_word(checkpoint.source, argument=True)]
+    words += [f"--revision {shell_word(checkpoint.revision)}"] if checkpoint.revision else []
+    words += [f"--key {shell_word(key)}"] if key is not None else []
+    words += [f"--dtype {dtype}"] if dtype is not None else []
+    words += [f"--keep-fp32 {shell_word(keep_fp32)}"] if keep_fp32 is not None else []
+    words += [rename.as_flag() for rename in renames or []]
+    words += [f"--metadata {shell_word(f'{name}={value}')}" for name, value in (metadata or {}).items()]
+    return " ".join([*words, f"-o {shell_word(output, argument=True)}"])
+
+
 def plan_shard(
     checkpoint: Checkpoint,
     output: str | Path,
@@ -424,6 +448,7 @@ def plan_shard(
     keep_fp32: str | None = None,
     renames: list[Rename] | None = None,
     metadata: dict[str, str] | None = None,
+    key: str | None = None,
 ) -> ShardPlan:
     """Plan shards of at most `max_size` (None, "0": one file) in `output`, writing nothing.
 
@@ -470,8 +495,9 @@ def plan_shard(
         # `-o merged.safetensors` reads as one file, but shard always writes a folder (shards, index, config):
         # a folder with a weight file's name is what the user then finds.
         warnings.append(f"{named} is written as a folder holding the shards, not as a single file: name it "
-                        f"{shell_word(named.rsplit('.', 1)[0] + '/')} for a folder; for a single file, use "
-                        f"weightdoctor convert -o {shell_word(named)}")
+                        f"{shell_word(output.rsplit('.', 1)[0] + '/', argument=True)} for a folder; for a single "
+                        "file (where no folder of that name is in the way), use "
+                        f"{single_file_command(checkpoint, output, key, dtype, keep_fp32, renames, metadata)}")
     too_large: list[tuple[str, int]] = []
     for filename, names in by_file.items():
         size = sum(planned[n].nbytes for n in names if planned[n].alias_of is None)
@@ -544,7 +570,8 @@ def plan_shard(
         source_dir, [f.path for f in checkpoint.files if f.role != "config"], output=out)
     if left_out:
         warnings.append("not copied: " + ", ".join(left_out))
-    pickle_note = pickles_copied_note(copy_paths, fmt, source_dir)
+    typed = checkpoint.source if checkpoint.path.is_dir() else os.path.dirname(checkpoint.source) or "."
+    pickle_note = pickles_copied_note(copy_paths, fmt, source_dir, typed, str(out))
     if pickle_note:
         warnings.append(pickle_note)
     if (nemo := nemo_weights_note(checkpoint, [f.filename for f in files])) is not None:

@@ -252,7 +252,7 @@ def test_an_adapters_base_weightdoctor_cannot_read_is_not_offered_as_a_command(
     assert code == 0
     [warning] = [line for line in data["warnings"] if line.startswith("this is a PEFT adapter")]
     if said is None:
-        assert f"plan the base (weightdoctor plan-devices {base} ...)" in warning
+        assert f"plan the base (weightdoctor plan-devices {base} --gpu 1GB)" in warning
     else:
         assert "weightdoctor plan-devices" not in warning
         assert f"plan the base (its adapter_config.json {said}; give the base model's repo id or folder)" in warning

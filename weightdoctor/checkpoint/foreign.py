@@ -17,6 +17,7 @@ import zipfile
 from pathlib import Path
 
 from weightdoctor.errors import clip_middle
+from weightdoctor.paths import shell_word
 from weightdoctor.wording import counted
 
 _NOT_READ = "weightdoctor reads safetensors and PyTorch (torch.save) checkpoints only"
@@ -76,44 +77,47 @@ _MLC_SOURCE = ("mlc_llm convert_weight wrote it from a Hugging Face model, whose
                "converted from) are what to read here")
 # What reads or converts a recognised format into what weightdoctor reads, said after the refusal.
 _CONVERTERS: dict[str, str] = {
-    _FASTTEXT: ("fasttext.load_model({name!r}) loads it (get_input_matrix() and get_output_matrix() give its arrays, "
+    _FASTTEXT: ("fasttext.load_model({path}) loads it (get_input_matrix() and get_output_matrix() give its arrays, "
                 "which safetensors.numpy.save_file writes to a file to read here)"),
     _MLC_SHARD: _MLC_SOURCE,
-    _ORT: "onnxruntime.InferenceSession({name!r}) runs it; " + _EXPORT_SOURCE,
+    _ORT: "onnxruntime.InferenceSession({path}) runs it; " + _EXPORT_SOURCE,
     _TF_PROTOBUF: ("tf.saved_model.load of the folder holding it loads a SavedModel, whose weights are the TensorFlow "
                    "checkpoint in its variables/ folder; " + _TF_CHECKPOINT_READ),
     _TF_INDEX: _TF_CHECKPOINT_READ, _TF_DATA: _TF_CHECKPOINT_READ,
-    _TFLITE: ("tf.lite.Interpreter(model_path={name!r}) runs it (get_tensor_details lists its tensors, quantized as "
+    _TFLITE: ("tf.lite.Interpreter(model_path={path}) runs it (get_tensor_details lists its tensors, quantized as "
               "the converter left them); " + _EXPORT_SOURCE),
     _TENSORRT: ("TensorRT's runtime (trt.Runtime(logger).deserialize_cuda_engine, trtexec --loadEngine) runs it; "
                 "its weights cannot be read back as a state dict: " + _EXPORT_SOURCE),
-    _COREML: "coremltools.models.MLModel(path) loads it (macOS runs it); " + _EXPORT_SOURCE,
-    _OPENVINO_XML: "openvino.Core().read_model({name!r}) loads it; " + _EXPORT_SOURCE,
-    _GGUF: ("transformers reads it into PyTorch, dequantized (from_pretrained(folder, gguf_file={name!r}), with "
+    _COREML: "coremltools.models.MLModel({path}) loads it (macOS runs it); " + _EXPORT_SOURCE,
+    _OPENVINO_XML: "openvino.Core().read_model({path}) loads it; " + _EXPORT_SOURCE,
+    _GGUF: ("transformers reads it into PyTorch, dequantized (from_pretrained({folder}, gguf_file={name!r}), with "
             "the gguf package), and save_pretrained then writes safetensors"),
     _GGML: _GGML_TO_GGUF, _GGMF: _GGML_TO_GGUF, _GGJT: _GGML_TO_GGUF,
     _GGLA: "the PEFT adapter it was converted from is what weightdoctor reads",
-    _NPZ: ("numpy.load(path) gives its arrays by name; safetensors.numpy.save_file(dict(numpy.load(path)), "
+    # The file named by its path as typed ({path}: a Python literal, {shell}: a shell word): `numpy.load(path)` pasted
+    # was a NameError, `keras.saving.load_model('model.keras')` (its name alone) opened no file outside its folder,
+    # `gunzip -k my model.pth.gz` (unquoted) named two files.
+    _NPZ: ("numpy.load({path}) gives its arrays by name; safetensors.numpy.save_file(dict(numpy.load({path})), "
            "'model.safetensors') writes them to read here"),
-    _NPY: ("numpy.load(path) reads it (a dict saved with np.save needs allow_pickle=True, only for a file you trust, "
+    _NPY: ("numpy.load({path}) reads it (a dict saved with np.save needs allow_pickle=True, only for a file you trust, "
            "then .item()); save its arrays with safetensors.numpy.save_file to read them here"),
     _BURN_MPK: _BURN_CONVERTER, _BURN_MPK_GZ: _BURN_CONVERTER,
-    _KERAS: "keras.saving.load_model({name!r}) rebuilds the model in Keras 3, and " + _KERAS_ARRAYS,
+    _KERAS: "keras.saving.load_model({path}) rebuilds the model in Keras 3, and " + _KERAS_ARRAYS,
     # A checkpoint gzipped for upload or by a training script (model.pth.gz): what it holds is unknown until opened.
-    _GZIP: "decompress it (gunzip -k {name}) and point weightdoctor at the file it holds",
+    _GZIP: "decompress it (gunzip -k {shell}) and point weightdoctor at the file it holds",
     _MSGPACK: ("flax.serialization.msgpack_restore reads its nested arrays; transformers 4's from_pretrained(folder, "
                "from_flax=True) converts a transformers model's to PyTorch, and save_pretrained writes safetensors"),
     # transformers 5 pops from_tf unread (modeling_utils: "Not used anymore"); 4.x converts with TensorFlow installed.
-    _HDF5: ("h5py.File(path) holds its arrays by layer (visititems walks them), and safetensors.numpy.save_file "
+    _HDF5: ("h5py.File({path}) holds its arrays by layer (visititems walks them), and safetensors.numpy.save_file "
             "writes them to read here; a transformers TensorFlow model's tf_model.h5 converts with transformers 4's "
             "from_pretrained(folder, from_tf=True) (TensorFlow installed; transformers 5 ignores from_tf), and "
             "save_pretrained then writes safetensors; Keras 3 weights (.weights.h5) load with "
-            "model.load_weights({name!r}) into the model built in Keras, and " + _KERAS_ARRAYS),
+            "model.load_weights({path}) into the model built in Keras, and " + _KERAS_ARRAYS),
     # Exporters write a model over 2 GB as model.onnx beside model.onnx_data (Optimum, onnx's save_model) or
     # model.onnx.data (torch.onnx.export): the bytes alone name no tensor.
     _ONNX_DATA: ("onnx.load of the .onnx file beside it reads them as that model's initializers "
                  "(onnx.numpy_helper.to_array of each tensor in onnx.load(path).graph.initializer)"),
-    _ONNX: ("the onnx package reads its weights (onnx.numpy_helper.to_array of each tensor in onnx.load(path)"
+    _ONNX: ("the onnx package reads its weights (onnx.numpy_helper.to_array of each tensor in onnx.load({path})"
             ".graph.initializer), named as the exporter left them, not always as the PyTorch modules; an export of "
             "a Hub model (Optimum's onnx/model.onnx) usually sits beside the PyTorch weights it came from, which "
             "weightdoctor reads"),
@@ -843,10 +847,12 @@ def _gzipped_tar(path: Path) -> bool:
 _SPLIT_GGUF = re.compile(r"(.+)-(\d{5})-of-(\d{5})\.gguf", re.IGNORECASE)
 
 
-def gguf_reading(name: str) -> str:
+def gguf_reading(name: str, folder: str = ".") -> str:
     """What reads a GGUF file named `name` into PyTorch: transformers' gguf_file=, or for one part of a split GGUF
     (llama.cpp's gguf-split, `-00001-of-00003.gguf`) the merge that comes first, since transformers reads one file
-    (GGUFReader of gguf_file alone) and the first part holds only its share of the tensors.
+    (GGUFReader of gguf_file alone) and the first part holds only its share of the tensors. `folder`: the folder
+    that holds it as the user named it, which from_pretrained is given (`from_pretrained(folder, ...)` pasted was a
+    NameError), and the merge runs in.
 
     Example:
         >>> gguf_reading("m-00001-of-00002.gguf")[:36]
@@ -854,22 +860,31 @@ def gguf_reading(name: str) -> str:
     """
     split = _SPLIT_GGUF.fullmatch(name)
     if split is None:
-        return _CONVERTERS[_GGUF].format(name=name)
+        return _CONVERTERS[_GGUF].format(name=name, folder=repr(folder))
     merged = f"{split[1]}.gguf"
+    first, whole = (shell_word(os.path.join(folder, part), argument=True) if folder != "." else
+                    shell_word(part, argument=True) for part in (f"{split[1]}-00001-of-{split[3]}.gguf", merged))
     return (f"it is part {int(split[2])} of {int(split[3])} of a split GGUF (llama.cpp's gguf-split): transformers "
             "reads one GGUF file (gguf_file=), not the parts of a split one; llama.cpp's llama-gguf-split --merge "
-            f"{split[1]}-00001-of-{split[3]}.gguf {merged} joins them into one file, which transformers reads into "
-            f"PyTorch, dequantized (from_pretrained(folder, gguf_file={merged!r})), and save_pretrained then writes "
-            "safetensors")
+            f"{first} {whole} joins them into one file, which transformers reads into "
+            f"PyTorch, dequantized (from_pretrained({folder!r}, gguf_file={merged!r})), and save_pretrained then "
+            "writes safetensors")
 
 
-def unsupported_message(kind: str, name: str = "NAME") -> str:
+def unsupported_message(kind: str, name: str = "NAME", path: str | None = None) -> str:
     """The one-line explanation for a recognised foreign file (`name`, its file name, fills in the converter's
-    command where one is said)."""
+    command where one is said; `path`, the file as the user named it, the code that reads it, `name` without it).
+
+    Example:
+        >>> unsupported_message(_NPZ, "w.npz", "ckpt/w.npz").rsplit("; ", 1)[1][:59]
+        "safetensors.numpy.save_file(dict(numpy.load('ckpt/w.npz')),"
+    """
     if kind == _GGUF:
-        return f"this is {kind}; {_NOT_READ}; {gguf_reading(name)}"
+        return f"this is {kind}; {_NOT_READ}; {gguf_reading(name, os.path.dirname(path or '') or '.')}"
     converter = _CONVERTERS.get(kind)
-    return f"this is {kind}; {_NOT_READ}" + (f"; {converter.format(name=name)}" if converter else "")
+    named = name if path is None else path
+    filled = converter.format(name=name, path=repr(named), shell=shell_word(named, argument=True)) if converter else ""
+    return f"this is {kind}; {_NOT_READ}" + (f"; {filled}" if converter else "")
 
 
 def what_it_is(path: Path) -> str | None:
@@ -883,9 +898,11 @@ def what_it_is(path: Path) -> str | None:
     if kind is None:
         return None
     if kind == _GGUF:
-        return f"{path.name} is {kind}: {gguf_reading(path.name)}"
+        return f"{path.name} is {kind}: {gguf_reading(path.name, str(path.parent))}"
     converter = _CONVERTERS.get(kind)
-    return f"{path.name} is {kind}" + (f": {converter.format(name=path.name)}" if converter else "")
+    filled = converter.format(name=path.name, path=repr(str(path)), shell=shell_word(str(path), argument=True)) \
+        if converter else ""
+    return f"{path.name} is {kind}" + (f": {filled}" if converter else "")
 
 
 # Subfolders Hub repos keep exported weights in: Optimum's and transformers.js' `onnx/model.onnx`.

@@ -529,7 +529,7 @@ def _composer_state(obj: Any) -> Mapping[str, Any] | None:
     return state if _is_state_dict(state.get("model")) and {"timestamp", "rank_zero_seed"} <= set(state) else None
 
 
-def _composer_note(state: Mapping[str, Any], names: Any) -> str:
+def _composer_note(state: Mapping[str, Any], names: Any, path: Path | None = None) -> str:
     """What a Composer checkpoint is, and what writes its model for from_pretrained when it wraps a transformers one
     (HuggingFaceModel: the weights under `model.`, the transformers config in state.integrations.huggingface)."""
     integrations = state.get("integrations")
@@ -546,7 +546,7 @@ def _composer_note(state: Mapping[str, Any], names: Any) -> str:
                 + (" (its names start with model.)" if prefixed else "")
                 + ": composer.models.write_huggingface_pretrained_from_composer_checkpoint(PATH, OUT) writes its "
                 f"config.json, tokenizer and {weights} (model. stripped) for from_pretrained(OUT)"
-                + ("; weightdoctor convert --strip-prefix model. writes these weights under the same names"
+                + (f"; {_stripped_command(path)} writes these weights under the same names"
                    if prefixed else ""))
     return note + "; Composer's Trainer(model=..., load_path=PATH) loads it back into its ComposerModel"
 
@@ -998,13 +998,25 @@ def _torchscript_only(report: ScanReport, path: Path) -> str | None:
         # as a parameter of it, with no code: what tch's VarStore::save writes (rust-bert's rust_model.ot).
         return ("this is a TorchScript archive of named tensors and no code (libtorch's torch::serialize::"
                 "OutputArchive, as tch's VarStore::save writes rust-bert's rust_model.ot), not a torch.save state "
-                "dict, so nothing was unpickled; where you trust the file, torch.save(torch.jit.load(path)"
-                ".state_dict(), 'weights.pt') writes its tensors to read here (a Hub repo's model.safetensors or "
+                f"dict, so nothing was unpickled; where you trust the file, {_jit_resave(path)} writes its "
+                "tensors to read here (a Hub repo's model.safetensors or "
                 "pytorch_model.bin beside it holds the same model under transformers' names)")
     shown = ", ".join(classes[:3]) + (f" and {len(classes) - 3} more" if len(classes) > 3 else "")
     return ("this is a TorchScript archive, torch.jit.save: the model is compiled TorchScript code (its classes "
             f"{shown or 'none'}) that torch.jit.load runs, not a state dict, so nothing was unpickled; where you trust "
-            "the file, torch.save(torch.jit.load(path).state_dict(), 'weights.pt') writes the weights to read here")
+            f"the file, {_jit_resave(path)} writes the weights to read here")
+
+
+def _jit_resave(path: Path) -> str:
+    """The Python that writes a TorchScript archive's tensors as a torch.save state dict beside it, the file named as
+    the user named it: `torch.jit.load(path)` pasted was a NameError.
+
+    Example:
+        >>> _jit_resave(Path("exports/model.pt"))
+        "torch.save(torch.jit.load('exports/model.pt').state_dict(), 'exports/model-state-dict.pt')"
+    """
+    written = path.with_name(f"{path.stem}-state-dict.pt")
+    return f"torch.save(torch.jit.load({str(path)!r}).state_dict(), {str(written)!r})"
 
 
 def _inert_safe_globals(report: ScanReport) -> list[Any]:
@@ -1517,6 +1529,38 @@ def load_pickle(path: Path, fmt: str, key: str | None = None, label: str | None 
         return _load_pickle(path, fmt, key, label)
 
 
+def _stripped_command(path: Path | None) -> str:
+    """The convert that writes a Composer checkpoint's state.model without its `model.` prefix (what Composer's own
+    export writes), as a .safetensors beside the checkpoint; `--strip-prefix model.` alone, without the file or an
+    output, was refused pasted.
+
+    Example:
+        >>> _stripped_command(Path("runs/ep1-ba3-rank0.pt"))
+        'weightdoctor convert runs/ep1-ba3-rank0.pt --strip-prefix model. -o runs/ep1-ba3-rank0.safetensors'
+    """
+    from weightdoctor.paths import shell_word
+
+    if path is None:
+        return "weightdoctor convert CHECKPOINT --strip-prefix model. -o OUTPUT"
+    written = path.with_name(f"{path.stem}.safetensors")
+    return (f"weightdoctor convert {shell_word(str(path), argument=True)} --strip-prefix model. -o "
+            f"{shell_word(str(written), argument=True)}")
+
+
+def _as_safetensors_command(path: Path) -> str:
+    """The convert that writes the pickle `path` as a .safetensors beside it, each word quoted for a shell:
+    `weightdoctor convert -o NAME.safetensors`, without the file, was refused pasted.
+
+    Example:
+        >>> _as_safetensors_command(Path("my adapters/ip-adapter.bin"))
+        "weightdoctor convert 'my adapters/ip-adapter.bin' -o 'my adapters/ip-adapter.safetensors'"
+    """
+    from weightdoctor.paths import shell_word
+
+    return (f"weightdoctor convert {shell_word(str(path), argument=True)} -o "
+            f"{shell_word(str(path.with_name(path.stem + '.safetensors')), argument=True)}")
+
+
 def _load_pickle(path: Path, fmt: str, key: str | None, label: str | None) -> PickleContents:
     before = _identity(path)
     report = scan_or_refuse(path, label)
@@ -1604,13 +1648,13 @@ def _load_pickle(path: Path, fmt: str, key: str | None, label: str | None) -> Pi
         # state_dict["image_proj"] / ["ip_adapter"]: this file raises in both.
         notes.append("an IP-Adapter stored flat (image_proj.*, ip_adapter.*) in a pickle: diffusers' load_ip_adapter "
                      "and ComfyUI's IPAdapter nodes read a .bin as {'image_proj': ..., 'ip_adapter': ...} and raise "
-                     "on these names; as a .safetensors (weightdoctor convert -o NAME.safetensors) both read it flat")
+                     f"on these names; as a .safetensors ({_as_safetensors_command(path)}) both read it flat")
     elif key is None and nested_key is None and isinstance(state_dict, Mapping) and state_dict and {
             name.split(".", 1)[0] if isinstance(name, str) else None for name in state_dict} == set(_PHOTOMAKER_PARTS):
         # The same trap as above: convert warns when it writes one, and the file it wrote read here without a word.
         notes.append("a PhotoMaker adapter stored flat (id_encoder.*, lora_weights.*) in a pickle: "
                      "load_photomaker_adapter reads a .bin as {'id_encoder': ..., 'lora_weights': ...} and raises on "
-                     "these names; as a .safetensors (weightdoctor convert -o NAME.safetensors) it reads it flat")
+                     f"these names; as a .safetensors ({_as_safetensors_command(path)}) it reads it flat")
     elif nested_key == "params_ema" and isinstance(obj, Mapping) and _is_state_dict(obj.get("params")):
         notes.append("a BasicSR checkpoint (Real-ESRGAN, GFPGAN, SwinIR): params_ema is read, the averaged weights "
                      "its inference loads; --key params reads the training weights beside them")
@@ -1638,7 +1682,7 @@ def _load_pickle(path: Path, fmt: str, key: str | None, label: str | None) -> Pi
                      + ("; their load_pretrained_weights strips module. and backbone. and loads the backbone alone "
                         "(head.* is the projection head, used in training only)" if backbone else ""))
     elif key is None and nested_key == "state.model" and (composer := _composer_state(obj)) is not None:
-        notes.append(_composer_note(composer, list(state_dict)))
+        notes.append(_composer_note(composer, list(state_dict), path))
     elif key is None and nested_key == "state_dict" and (pyannote := _pyannote_note(obj)) is not None:
         notes.append(pyannote)
     elif nested_key == _MEGATRON_KEY and key is None:
@@ -2060,6 +2104,16 @@ def _load_with_torch(path: Path, fmt: str, report: ScanReport) -> Any:
     return obj
 
 
+def resaved_name(path: Path) -> Path:
+    """Where the re-save a refusal advises writes: beside `path`, never over it (`model.pt` -> `model-resaved.pt`).
+
+    Example:
+        >>> str(resaved_name(Path("ckpt/model.pt")))
+        'ckpt/model-resaved.pt'
+    """
+    return path.with_name(f"{path.stem}-resaved{path.suffix}")
+
+
 def _resave_globals(inert: Collection[str]) -> str:
     """For the re-save a refusal advises: the `safe_globals` block that torch.load(weights_only=True) needs for the
     inert objects the file holds (an argparse.Namespace, an io.BytesIO), which it refuses without it; "" for none."""
@@ -2123,7 +2177,8 @@ def check_record_sizes(path: Path, inert: Collection[str] = ()) -> None:
             raise UnsupportedFormat(
                 f"storage record {member.name} is compressed ({'deflate' if member.method == 8 else member.method}"
                 f"), as torch.save never writes it (the archive was zipped again): its values cannot be read in "
-                f"place; re-save it to a new file with torch.save(torch.load(path, weights_only=True), new_path)"
+                f"place; re-save it to a new file with torch.save(torch.load({str(path)!r}, weights_only=True), "
+                f"{str(resaved_name(path))!r})"
                 + _resave_globals(inert))
         if itemsize is None or member is None or not isinstance(numel, int) or not isinstance(key, str):
             continue  # a storage type without a fixed element size here (new dtypes): not compared
@@ -2273,7 +2328,7 @@ def ensure_pickle_file(path: Path, prefix: bytes) -> str:
             if report.container == "pytorch-legacy":
                 # The scan found torch's legacy magic number: torch.save(pickle_protocol=0 or 1) wrote it, with no
                 # PROTO opcode for `detect_pickle_format` to see. "Not a PyTorch pickle" said the opposite.
-                raise UnsupportedFormat(LEGACY_LOW_PROTOCOL)
+                raise UnsupportedFormat(legacy_low_protocol(path))
         hint = _archive_hint(path)
         if hint is TORCH_TAR:
             raise UnsupportedFormat(TORCH_TAR)
@@ -2302,12 +2357,14 @@ def _first_pickle_protocol(path: Path, limit: int = 4096) -> int:
         return 0
 
 
-LEGACY_LOW_PROTOCOL = (
-    "a legacy-format (non-zip) torch.save file pickled with protocol 0 or 1 (torch.save(..., pickle_protocol=0 or 1, "
-    "_use_new_zipfile_serialization=False)), which torch.load's weights_only loader refuses, and weightdoctor reads "
-    "torch files only through it; torch.load(path, weights_only=False) reads a protocol 1 file (for a file you "
-    "trust), no torch.load a protocol 0 one (its storage references were written as text); torch.save what it "
-    "returns with the defaults and point weightdoctor at that file")
+def legacy_low_protocol(path: Path) -> str:
+    """Why a legacy torch.save file of pickle protocol 0 or 1 is refused, and the re-save that reads a protocol 1 one
+    (`path` as the user named it: `torch.load(path, ...)` pasted was a NameError)."""
+    return ("a legacy-format (non-zip) torch.save file pickled with protocol 0 or 1 (torch.save(..., pickle_protocol=0 "
+            "or 1, _use_new_zipfile_serialization=False)), which torch.load's weights_only loader refuses, and "
+            "weightdoctor reads torch files only through it; for a protocol 1 file you trust, torch.save(torch.load("
+            f"{str(path)!r}, weights_only=False), {str(resaved_name(path))!r}) writes it again with the defaults, to "
+            "read here; no torch.load reads a protocol 0 one (its storage references were written as text)")
 
 # torch.save(..., pickle_protocol=0) of tensors into a zip: protocol 0 has no BINPERSID, and pickle writes each
 # storage reference as PERSID of its str(), which torch's loader refuses ("saved_id must be a tuple, got str").

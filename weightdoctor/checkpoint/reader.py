@@ -680,8 +680,7 @@ class _Builder:
                 and _is_megatron_dist(path.parent):
             refuse_unsafe_dcp_metadata(path.parent)
             # Named alone, it was "no state dict found; pick one with --key", where no entry of it holds the weights.
-            raise UnsupportedFormat(f"this is the common.pt of {MEGATRON_DIST}".replace(
-                "(folder, ", f"({str(path.parent)!r}, "), path=str(path))
+            raise UnsupportedFormat(f"this is the common.pt of {megatron_dist(path.parent)}", path=str(path))
         if not safetensors_format.looks_like_safetensors(prefix):
             # Imported here: safetensors files need neither (nor the zipfile module they import).
             from weightdoctor.checkpoint import foreign, pytorch_format
@@ -690,7 +689,7 @@ class _Builder:
                 kind = foreign.identify(path, prefix)
                 if kind is not None:
                     _refuse_pickled_npy(path, prefix)  # before a message that names numpy.load(allow_pickle=True)
-                    raise UnsupportedFormat(foreign.unsupported_message(kind, path.name), path=str(path))
+                    raise UnsupportedFormat(foreign.unsupported_message(kind, path.name, str(path)), path=str(path))
         looks_safetensors = safetensors_format.looks_like_safetensors(prefix)
         misnamed_pickle = False
         if not looks_safetensors and path.suffix == ".safetensors":
@@ -798,13 +797,16 @@ def _universal_parameters(zero: Path) -> list[str]:
         return []
 
 
-def _universal_message(count: int) -> str:
+def _universal_message(count: int, zero: Path) -> str:
+    """What a DeepSpeed universal checkpoint is, and the Python that gathers its `zero` folder's parameters into one
+    state dict, that folder named as the user named it: `Path('zero')` pasted anywhere but in the step folder
+    iterated no folder (FileNotFoundError)."""
     whose = plural(count, "parameter's", "parameters'")  # the possessive of each number
     return (f"a DeepSpeed universal checkpoint (ds_to_universal.py): its {count} {whose} fp32 values are in "
             "zero/<name>/fp32.pt, one folder per parameter (beside Adam's exp_avg.pt and exp_avg_sq.pt), not one "
             "state dict; name one fp32.pt to read that parameter, or gather them with torch.save({p.name: "
-            "torch.load(p / 'fp32.pt')['param'] for p in Path('zero').iterdir() if p.is_dir()}, 'model.pt') and read "
-            "that")
+            f"torch.load(p / 'fp32.pt')['param'] for p in Path({str(zero)!r}).iterdir() if p.is_dir()}}, 'model.pt') "
+            "and read that")
 
 
 def _refuse_zero3_placeholders(path: Path, infos: list[TensorInfo]) -> None:
@@ -823,14 +825,25 @@ def _refuse_zero3_placeholders(path: Path, infos: list[TensorInfo]) -> None:
     if universal:  # no optimizer partitions here for zero_to_fp32.py: the fp32 values are in zero/
         raise UnsupportedFormat(f"a DeepSpeed ZeRO-3 model states file: placeholders, not weights ({empty} of "
                                 f"{counted(len(infos), 'tensor', grouped=False)} {plural(empty, 'is', 'are')} "
-                                f"empty), in {_universal_message(len(universal))}", str(path))
+                                f"empty), in {_universal_message(len(universal), path.parent / 'zero')}", str(path))
     refuse_unsafe_deepspeed_states(path.parent.parent, path.parent.name)  # before naming zero_to_fp32.py
     raise UnsupportedFormat(
         f"a DeepSpeed ZeRO-3 model states file: placeholders, not weights ({empty} of "
         f"{counted(len(infos), 'tensor', grouped=False)} {plural(empty, 'is', 'are')} empty: "
         "ZeRO-3 spreads the parameters over the zero_pp_rank_*_optim_states.pt partitions); gather them into one "
         "state dict with the zero_to_fp32.py DeepSpeed writes beside the global_step folders "
-        "(python zero_to_fp32.py CHECKPOINT_DIR OUTPUT), then read that", str(path))
+        f"({_zero_to_fp32_command(path.parent)}), then read that", str(path))
+
+
+def _zero_to_fp32_command(step: Path) -> str:
+    """The zero_to_fp32.py run that gathers the ZeRO-3 partitions of `step` (a global_stepN/ folder, named as the
+    user named it): the script beside it where there is one, else DeepSpeed's own; `--tag` names this step, which
+    the folder's `latest` may not. `python zero_to_fp32.py CHECKPOINT_DIR OUTPUT` ran only from inside the run folder,
+    and named no folder."""
+    run = step.parent
+    script = run / "zero_to_fp32.py"
+    how = f"python {_pasteable(script)}" if script.is_file() else "python -m deepspeed.utils.zero_to_fp32"
+    return f"{how} {_pasteable(run)} OUTDIR --tag {_pasteable(step.name)} --safe_serialization"
 
 
 def is_training_state(name: str) -> bool:
@@ -1247,7 +1260,7 @@ def _dcp_file_message(path: Path) -> str:
              else "as FSDP, torchtitan and Lightning save one")
     return (f"this is {what} of a torch.distributed.checkpoint (DCP) folder, {saver} "
             f"({path.parent.name or '.'}/: *.distcp shards and .metadata); no file of it is read alone: "
-            "torch.distributed.checkpoint.format_utils.dcp_to_torch_save(folder, 'model.pt') writes one torch.save "
+            f"{dcp_to_torch_save(path.parent)} writes one torch.save "
             "file to read here")
 
 
@@ -1661,10 +1674,10 @@ def _no_weights_message(folder: Path) -> str:
             message += (f"; the folder is a KerasHub preset (config.json: {keras}, beside model.weights.h5): "
                         f"keras_hub.models.Backbone.from_preset({str(folder)!r}) builds and loads it in Keras")
         gguf = next((name for name in others if name.lower().endswith(".gguf")), None)
-        if gguf is not None and foreign.gguf_reading(gguf).startswith("it is part"):
-            message += f"; {gguf} {foreign.gguf_reading(gguf).removeprefix('it ')}"  # a split GGUF: merged first
+        if gguf is not None and foreign.gguf_reading(gguf).startswith("it is part"):  # a split GGUF: merged first
+            message += f"; {gguf} {foreign.gguf_reading(gguf, str(folder)).removeprefix('it ')}"
         elif gguf is not None:  # the way to PyTorch weights, as the file's own refusal says it
-            message += (f"; transformers reads {gguf} into PyTorch, dequantized (from_pretrained(folder, "
+            message += (f"; transformers reads {gguf} into PyTorch, dequantized (from_pretrained({str(folder)!r}, "
                         f"gguf_file={gguf!r})), and save_pretrained then writes safetensors")
         elif (said := foreign.what_it_is(folder / others[0])) is not None:
             # An export folder (a repo's onnx/, openvino/): what reads its first file, as that file's refusal says.
@@ -1733,7 +1746,7 @@ def _no_weights_message(folder: Path) -> str:
     if _is_dcp_folder(folder):
         # FSDP's sharded state dict (accelerate's pytorch_model_fsdp_0/): PyTorch weights, in a format of its own.
         message += ("; it is a torch.distributed.checkpoint (DCP) folder (*.distcp shards and .metadata): "
-                    "torch.distributed.checkpoint.format_utils.dcp_to_torch_save(folder, 'model.pt') writes one "
+                    f"{dcp_to_torch_save(folder)} writes one "
                     "torch.save file to read here")
     try:
         state = sorted(p.name for p in folder.iterdir() if p.is_file() and is_training_state(p.name))
@@ -1773,8 +1786,8 @@ def _no_weights_message(folder: Path) -> str:
         message += (f"; {'a NeMo 2.0 checkpoint: ' if nemo else ''}the model's weights are in {distributed[0]}/, a "
                     "Megatron-Core torch_dist checkpoint (DCP shards, *.distcp and .metadata): "
                     + ("NeMo's llm.export_ckpt(path=..., target='hf') writes a Hugging Face folder to read here"
-                       if nemo else "torch.distributed.checkpoint.format_utils.dcp_to_torch_save(folder, "
-                       "'model.pt') writes one torch.save file to read here"))
+                       if nemo else f"{dcp_to_torch_save(folder / distributed[0])} writes one torch.save file to read "
+                       "here"))
         described = distributed[0]  # not pointed at again as a subfolder of weights (its common.pt is none)
     elif distributed and distributed[0].startswith("pytorch_model_fsdp"):
         message += (f"; the model's weights are in {distributed[0]}/, a torch.distributed.checkpoint (DCP) folder "
@@ -1801,7 +1814,7 @@ def _no_weights_message(folder: Path) -> str:
                     f"{megatron.parent.parent.name}/, whose weights are in {megatron}: point at that file")
     universal = _universal_parameters(folder)
     if universal:  # its subfolders are parameters, not models to point at
-        message += f"; {_universal_message(len(universal))}"
+        message += f"; {_universal_message(len(universal), folder)}"
     subfolders = [name for name in _subfolders_with_weights(folder) if name != described and name not in universal]
     if subfolders:
         subfolders.sort(key=natural_order)  # global_step500 before global_step1000
@@ -1982,11 +1995,23 @@ def _local_dir_unfinished(folder: Path) -> int:
     return 0
 
 
-MEGATRON_DIST = ("a Megatron-Core torch_dist checkpoint: the weights are in its torch.distributed.checkpoint (DCP) "
-                 "shards (*.distcp and .metadata), common.pt holds only its state that is not sharded (the run's "
-                 "arguments, RNG, optimizer settings); "
-                 "torch.distributed.checkpoint.format_utils.dcp_to_torch_save(folder, 'model.pt') writes one "
-                 "torch.save file to read here")
+def dcp_to_torch_save(folder: Path) -> str:
+    """The call that writes a DCP folder's state dict as one torch.save file, its folder named as the user named it
+    (a Python literal: `dcp_to_torch_save(folder, ...)` pasted was a NameError), into model.pt where they stand.
+
+    Example:
+        >>> dcp_to_torch_save(Path("ckpt/step-30"))[-45:]
+        "dcp_to_torch_save('ckpt/step-30', 'model.pt')"
+    """
+    return f"torch.distributed.checkpoint.format_utils.dcp_to_torch_save({str(folder)!r}, 'model.pt')"
+
+
+def megatron_dist(folder: Path) -> str:
+    """What a Megatron-Core torch_dist checkpoint `folder` is, and the call that writes its weights as one file."""
+    return ("a Megatron-Core torch_dist checkpoint: the weights are in its torch.distributed.checkpoint (DCP) "
+            "shards (*.distcp and .metadata), common.pt holds only its state that is not sharded (the run's "
+            f"arguments, RNG, optimizer settings); {dcp_to_torch_save(folder)} writes one torch.save file to read "
+            "here")
 
 
 def _is_megatron_dist(folder: Path) -> bool:
@@ -2148,7 +2173,7 @@ def _choose_in_folder(folder: Path) -> tuple[Path, bool]:
     if weights and all(p.name == "common.pt" for p in weights) and _is_dcp_folder(folder):
         # Megatron-Core's torch_dist checkpoint (iter_0001000/): the weights in the DCP shards, its common.pt
         # holding only the run's arguments, iteration and RNG state.
-        raise UnsupportedFormat(MEGATRON_DIST, str(folder))
+        raise UnsupportedFormat(megatron_dist(folder), str(folder))
     if weights and all(p.name == "meta.pt" for p in weights) and _is_dcp_folder(folder) \
             and not _saved_by_the_trainer(weights[0]):
         # Lightning Fabric's fabric.save(path, state) under the same strategies: the modules and optimizers in the
@@ -2189,14 +2214,15 @@ def _choose_in_folder(folder: Path) -> tuple[Path, bool]:
         # their names read like variants, and were said to be ones.
         from weightdoctor.checkpoint import foreign
 
-        said = foreign.unsupported_message(foreign_kinds[0], weights[0].name).removeprefix("this is ")
+        said = foreign.unsupported_message(foreign_kinds[0], weights[0].name, str(weights[0])).removeprefix(
+            "this is ")
         said = f"each is {said}" if len(set(foreign_kinds)) == 1 else f"{weights[0].name} is {said}"
         raise UnsupportedFormat(f"folder's weight files ({names}) are not PyTorch checkpoints: {said}", str(folder))
     if all(re.fullmatch(r"zero_pp_rank_\d+_mp_rank_\d+_model_states\.pt", p.name) for p in weights) and (
             universal := _universal_parameters(folder / "zero")):
         # ds_to_universal.py copies them beside zero/, where the fp32 values are: no partitions to gather here.
         raise UnsupportedFormat(f"folder holds DeepSpeed ZeRO-3 model states, one per data-parallel rank ({names}), "
-                                f"in {_universal_message(len(universal))}", str(folder))
+                                f"in {_universal_message(len(universal), folder / 'zero')}", str(folder))
     if all(re.fullmatch(r"zero_pp_rank_\d+_mp_rank_\d+_model_states\.pt", p.name) for p in weights):
         # ZeRO-3 saves the model states once per data-parallel rank, each with placeholders for the partitioned
         # parameters (see `_refuse_zero3_placeholders`).

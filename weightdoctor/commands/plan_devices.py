@@ -194,6 +194,7 @@ def plan_devices(
         **{f"cuda:{index}": text for index, text in enumerate(gpu or [])},
         **({"cpu": cpu} if cpu is not None and local_info is None else {}),
         **({"reserve": reserve} if reserve_bytes else {})}
+    flags = device_flags(gpu, cpu, local, disk, dtype)  # as typed: --local's dtype is read below
     mapping = load_manual_map(manual_map) if manual_map is not None else None
     target = None
     if output in ("", "-"):
@@ -226,7 +227,7 @@ def plan_devices(
                              "choose another file")
         if local_info is not None and dtype is None:
             dtype = local_dtype(local_info, checkpoint.config)
-        planned = build_planned_model(checkpoint, dtype, model_class, binary_family(typed.values()))
+        planned = build_planned_model(checkpoint, dtype, model_class, binary_family(typed.values()), flags)
     kv = None
     length_source = None
     if kv_cache:
@@ -266,3 +267,20 @@ def plan_devices(
     code = verdict_exit_code(report.verdict, fail_on, report.findings)
     if code:
         raise typer.Exit(code)
+
+
+def device_flags(gpu: list[str] | None, cpu: str | None, local: bool, disk: bool, dtype: str | None) -> str:
+    """The devices and dtype of a run as typed, each word quoted for a shell: what a command it suggests (plan an
+    adapter's base model) repeats, so that it plans on the same machine.
+
+    Example:
+        >>> device_flags(["24GB", "24GB"], "64 GB", False, True, "bf16")
+        "--gpu 24GB --gpu 24GB --cpu '64 GB' --disk --dtype bf16"
+    """
+    from weightdoctor.paths import shell_word
+
+    words = ["--local"] if local else [f"--gpu {shell_word(size)}" for size in gpu or []]
+    words += [f"--cpu {shell_word(cpu)}"] if cpu is not None and not local else []
+    words += ["--disk"] if disk else []
+    words += [f"--dtype {shell_word(dtype)}"] if dtype is not None else []
+    return " ".join(words)

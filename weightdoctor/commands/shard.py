@@ -83,7 +83,7 @@ def shard(
         parse_size(max_size)  # a bad size is refused before the checkpoint is read
     with open_checkpoint(source, revision=revision, key=key) as checkpoint:
         plan = plan_shard(checkpoint, output, max_size=None if single else max_size, fmt=fmt, dtype=target,
-                          keep_fp32=keep_fp32, renames=renames, metadata=extra)
+                          keep_fp32=keep_fp32, renames=renames, metadata=extra, key=key)
         if dry_run:
             result = ShardResult(plan=plan, write=None, dry_run=True)
         else:
