@@ -1,0 +1,73 @@
+"""Red team 32: a structure-aware mutation campaign (scripts/mutation_fuzz.py, widened).
+
+A model folder whose config.json writes a KV-cache size as no positive count (num_key_value_heads "1", -1, 0.5;
+head_dim "8" or [8]; 2.0 layers) broke `plan-devices --kv-cache` (a TypeError, or a cache of negative or fractional
+bytes) where the plan itself came from the tensors; it is now refused in one line naming the field.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.helpers import one_error_line, run_cli, run_json
+
+_TINY_LLAMA = {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_size": 16,
+               "intermediate_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 1,
+               "head_dim": 8, "vocab_size": 64, "max_position_embeddings": 64, "tie_word_embeddings": False}
+
+
+def _tiny_llama(folder: Path, drop: tuple[str, ...] = (), **config: Any) -> Path:
+    """A seeded two-layer LlamaForCausalLM folder: its weights (save_file) and a config.json with `config` over the
+    genuine one's fields, `drop` left out."""
+    import torch
+    import transformers
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    model = transformers.LlamaForCausalLM(transformers.LlamaConfig(**{
+        k: v for k, v in _TINY_LLAMA.items() if k != "model_type"}))
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / "model.safetensors"),
+              metadata={"format": "pt"})
+    written = {k: v for k, v in {**_TINY_LLAMA, "dtype": "float32", **config}.items() if k not in drop}
+    (folder / "config.json").write_text(json.dumps(written))
+    return folder
+
+
+@pytest.mark.parametrize(("field", "value", "shown"), [
+    ("num_key_value_heads", "1", '"1"'), ("num_key_value_heads", -1, "-1"), ("num_key_value_heads", 0.5, "0.5"),
+    ("num_key_value_heads", [1], "[1]"), ("head_dim", "8", '"8"'), ("head_dim", -8, "-8"),
+    ("num_hidden_layers", 2.0, "2.0")])
+def test_a_kv_cache_size_written_as_no_positive_count_is_refused_naming_it(
+        tmp_path: Path, field: str, value: Any, shown: str) -> None:
+    """The fuzzer's `num_key_value_heads: "1px"` (the class refuses it, the plan comes from the tensors): --kv-cache
+    multiplied the string ("unexpected TypeError: can only concatenate str"); -1 or 0.5 made a cache of -8,192 or
+    4,096.0 bytes; 2.0 layers was "config has no num_hidden_layers". Each is now one line naming the field, and the
+    plan without --kv-cache still reads."""
+    folder = _tiny_llama(tmp_path / "m", **{field: value})
+    result = run_cli("plan-devices", folder, "--gpu", "1MB", "--kv-cache", "--seq-len", "100")
+    assert one_error_line(result) == (f"error: config.json's {field} is {shown}, not a positive whole number; "
+                                      "cannot size a KV cache")
+    code, data = run_json("plan-devices", folder, "--gpu", "1MB")
+    assert code == 0 and data["kv_cache"] is None and data["num_params"] > 0
+
+
+def test_a_kv_cache_head_width_that_rounds_to_nothing_is_refused(tmp_path: Path) -> None:
+    """No head_dim and a hidden size smaller than the heads: hidden // heads is 0, and the cache was said to be 0
+    bytes."""
+    folder = _tiny_llama(tmp_path / "m", drop=("head_dim",), hidden_size=1)
+    result = run_cli("plan-devices", folder, "--gpu", "1MB", "--kv-cache", "--seq-len", "100")
+    assert one_error_line(result) == ("error: config.json writes no head_dim, and its hidden size 1 over 2 attention "
+                                      "heads leaves none; cannot size a KV cache")
+
+
+def test_a_genuine_kv_cache_estimate_is_unchanged(tmp_path: Path) -> None:
+    """The control: 2 layers x 1 KV head x 8 values x 2 (keys and values) x 4 bytes x 100 tokens."""
+    code, data = run_json("plan-devices", _tiny_llama(tmp_path / "m"), "--gpu", "1MB", "--kv-cache",
+                          "--seq-len", "100")
+    assert code == 0 and data["kv_cache"]["total_bytes"] == 2 * 1 * 8 * 2 * 4 * 100
+    assert (data["kv_cache"]["num_kv_heads"], data["kv_cache"]["head_dim"]) == (1, 8)
