@@ -12,8 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tests.helpers import one_error_line, run_cli, run_json
+from tests.test_diff_keys_reader import _has_duplicates, _write, json_entries, json_keys
 
 _TINY_LLAMA = {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_size": 16,
                "intermediate_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 1,
@@ -71,3 +74,65 @@ def test_a_genuine_kv_cache_estimate_is_unchanged(tmp_path: Path) -> None:
                           "--seq-len", "100")
     assert code == 0 and data["kv_cache"]["total_bytes"] == 2 * 1 * 8 * 2 * 4 * 100
     assert (data["kv_cache"]["num_kv_heads"], data["kv_cache"]["head_dim"]) == (1, 8)
+
+
+def _safetensors_with_header(path: Path, header_text: str, data: bytes) -> Path:
+    raw = header_text.encode()
+    raw += b" " * (-len(raw) % 8)
+    path.write_bytes(len(raw).to_bytes(8, "little") + raw + data)
+    return path
+
+
+@pytest.mark.parametrize("first", ["{}", '"x"', "[]", "5", "null", '{"note": "a:b"}'])
+def test_a_tensor_listed_twice_whose_dropped_entry_names_no_field_is_refused(tmp_path: Path, first: str) -> None:
+    """The fuzzer's duplicated key: `"w": {}` before the real "w" entry. json.loads keeps the last, the safetensors
+    library refuses the first ("missing field `dtype`"); the reader's proof that no key repeats counted the names
+    "dtype", "shape" and "data_offsets", one each as there is one entry, and cleared it: inspect read the file
+    (exit 0) that convert, check-dtype and every loader refuse."""
+    import numpy as np
+    from safetensors import safe_open
+
+    path = _safetensors_with_header(
+        tmp_path / "m.safetensors",
+        f'{{"w":{first},"__metadata__":{{"format":"pt"}},"w":{{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}}}',
+        np.arange(2, dtype=np.float32).tobytes())
+    with pytest.raises(Exception, match="deserializing header"), safe_open(str(path), "pt"):
+        pass
+    line = one_error_line(run_cli("inspect", path))
+    assert line == f"error: {path}: header lists tensor 'w' twice"
+
+
+def test_a_colon_escaped_in_a_name_does_not_hide_a_repeated_tensor(tmp_path: Path) -> None:
+    """An escaped colon (\\u003a) is one the parsed name holds and the text does not: it would make up for the
+    colon of a dropped key, so a text with one is sent to the slow check."""
+    import numpy as np
+
+    path = _safetensors_with_header(
+        tmp_path / "m.safetensors", '{"a\\u003ab":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"w":"x",'
+        '"w":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}', np.arange(2, dtype=np.float32).tobytes())
+    assert one_error_line(run_cli("inspect", path)) == f"error: {path}: header lists tensor 'w' twice"
+
+
+def test_a_header_with_colons_in_its_names_and_metadata_is_still_read(tmp_path: Path) -> None:
+    """The control: colons inside names and metadata values (no key repeated) are counted as the strings' own."""
+    import numpy as np
+
+    header = {"__metadata__": {"format": "pt", "note": '{"a": 1, "b": "c:d"}'},
+              "enc:0.w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
+              "enc:1.w": {"dtype": "F32", "shape": [2], "data_offsets": [8, 16]}}
+    path = _safetensors_with_header(tmp_path / "m.safetensors", json.dumps(header),
+                                    np.arange(4, dtype=np.float32).tobytes())
+    code, data = run_json("inspect", path)
+    assert code == 0 and [t["name"] for t in data["tensors"]] == ["enc:0.w", "enc:1.w"]
+
+
+@settings(max_examples=600, deadline=2000, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), top=st.lists(st.tuples(json_keys, json_entries), max_size=5))
+def test_string_colons_prove_no_duplicates_only_when_there_are_none(data: st.DataObject, top: list[Any]) -> None:
+    """The second proof may only clear a text that holds no repeated key at any depth (the same drawn headers as
+    the colon proof's test: colons in keys and strings now and then, keys repeated, objects nested)."""
+    from weightdoctor.checkpoint.safetensors_format import _string_colons_prove_no_duplicates
+
+    raw = ("{" + ",".join(json.dumps(key) + ":" + _write(value, data.draw) for key, value in top) + "}").encode()
+    if _string_colons_prove_no_duplicates(raw, json.loads(raw)):
+        assert not _has_duplicates(raw), raw
