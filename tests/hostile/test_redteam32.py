@@ -8,6 +8,7 @@ bytes) where the plan itself came from the tensors; it is now refused in one lin
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -136,3 +137,36 @@ def test_string_colons_prove_no_duplicates_only_when_there_are_none(data: st.Dat
     raw = ("{" + ",".join(json.dumps(key) + ":" + _write(value, data.draw) for key, value in top) + "}").encode()
     if _string_colons_prove_no_duplicates(raw, json.loads(raw)):
         assert not _has_duplicates(raw), raw
+
+
+@pytest.mark.parametrize("value", [5, "float128", "int8", [1], "auto"])
+def test_diff_keys_model_class_compares_the_keys_of_a_config_whose_dtype_builds_no_model(
+        tmp_path: Path, value: Any) -> None:
+    """The fuzzer's `"dtype": 1.5` in a BERT folder: diff-keys A --model-class refused it, each value in words of its
+    own ("transformers cannot build BertForSequenceClassification from this config: 'int' object has no attribute
+    'is_floating_point'", "module 'torch' has no attribute 'float128'"), though the dtype changes no key and
+    from_pretrained given a real dtype loads it. The keys are now compared, with a note saying what the field does."""
+    import transformers
+
+    from tests.helpers import save_tiny_bert
+
+    folder = tmp_path / "bert"
+    state = save_tiny_bert(folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["dtype"] = value
+    (folder / "config.json").write_text(json.dumps(config))
+    # The claims, checked against the installed transformers: the load fails, and loads once the field is removed.
+    with pytest.raises((AttributeError, ValueError, TypeError, IndexError)):  # each value its own error
+        transformers.BertForSequenceClassification.from_pretrained(folder)
+    fixed = tmp_path / "fixed"
+    shutil.copytree(folder, fixed)
+    (fixed / "config.json").write_text(json.dumps({k: v for k, v in config.items() if k != "dtype"}))
+    transformers.BertForSequenceClassification.from_pretrained(fixed)
+
+    code, data = run_json("diff-keys", folder, "--model-class", "BertForSequenceClassification")
+    assert code == 0 and data["matched"] == data["total_a"] == len(state) and not data["missing"]
+    assert [note for note in data["notes"] if "dtype" in note] == [
+        f'A\'s config.json sets "dtype": {json.dumps(value)}, which is no dtype transformers builds a model in '
+        "(from_pretrained fails on it): these keys are those of the model built without it (the dtype changes no "
+        'key); set "dtype" to the weights\' dtype in config.json (or remove it) to load it']
+
