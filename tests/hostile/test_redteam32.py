@@ -170,3 +170,17 @@ def test_diff_keys_model_class_compares_the_keys_of_a_config_whose_dtype_builds_
         "(from_pretrained fails on it): these keys are those of the model built without it (the dtype changes no "
         'key); set "dtype" to the weights\' dtype in config.json (or remove it) to load it']
 
+
+@pytest.mark.parametrize("value", [float("inf"), 10**400])
+def test_inspect_stats_of_a_config_whose_initializer_range_is_no_finite_number(tmp_path: Path, value: Any) -> None:
+    """The fuzzer's `"initializer_range": Infinity`: inspect --stats matched each weight's spread against a normal of
+    that std and stopped with "unexpected ValueError: math domain error" (an integer of 400 digits: "unexpected
+    OverflowError"). Such a range names no init; the tensors' statistics are reported as without it."""
+    folder = _tiny_llama(tmp_path / "m", initializer_range=value)
+    result = run_cli("inspect", folder, "--stats", "--json")
+    assert result.exit_code == 0, result.stderr
+    data = json.loads(result.stdout)
+    # the weights are a fresh init, as the statistics find; the config class refuses the range, as the warning says
+    assert data["weights"]["state"] == "initialization"
+    assert [f["code"] for f in data["findings"]] == ["checkpoint-at-init"]
+    assert "initializer_range" in " ".join(data["weights"]["warnings"])
