@@ -889,6 +889,10 @@ def allowed_globals() -> set[str]:
 SIZE_KEY = re.compile(r"(^|_)(bytes|params|numel|elements)$|^(num_[a-z_]+|head_dim|total_size)$")
 
 
+# inspect's copies of config.json (whole and summed up) and of the safetensors metadata, as written
+RAW_ECHOES = ("config", "config_summary", "metadata")
+
+
 def impossible_sizes(report: Any, path: str = "") -> list[str]:
     """A report's byte counts, parameter and element counts, layer and head counts that no checkpoint has: negative,
     fractional or not finite (red team 32: a config's num_key_value_heads of -1 made a KV cache of -8,192 bytes).
@@ -897,6 +901,8 @@ def impossible_sizes(report: Any, path: str = "") -> list[str]:
     items = report.items() if isinstance(report, dict) else enumerate(report) if isinstance(report, list) else ()
     for key, value in items:
         where = f"{path}.{key}" if path else str(key)
+        if not path and key in RAW_ECHOES:
+            continue
         if isinstance(value, (dict, list)):
             found += impossible_sizes(value, where)
         elif isinstance(key, str) and SIZE_KEY.search(key) and isinstance(value, (int, float)) \

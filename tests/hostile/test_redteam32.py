@@ -184,3 +184,50 @@ def test_inspect_stats_of_a_config_whose_initializer_range_is_no_finite_number(t
     assert data["weights"]["state"] == "initialization"
     assert [f["code"] for f in data["findings"]] == ["checkpoint-at-init"]
     assert "initializer_range" in " ".join(data["weights"]["warnings"])
+
+
+@pytest.fixture(scope="module")
+def fuzz() -> Any:
+    import importlib.util
+    import sys
+
+    from tests.helpers import REPO_ROOT
+
+    spec = importlib.util.spec_from_file_location("mutation_fuzz", REPO_ROOT / "scripts" / "mutation_fuzz.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["mutation_fuzz"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_fuzzers_size_oracle_flags_what_no_checkpoint_has_and_not_an_echoed_config(fuzz: Any) -> None:
+    """The oracle that would have caught the KV cache of -8,192 bytes: a negative, fractional or infinite size or
+    count is flagged; inspect's copy of config.json, which says what the file wrote, is not."""
+    report = {"kv_cache": {"total_bytes": -8192, "head_dim": 0.5, "num_layers": 2}, "config": {"num_layers": 1.5},
+              "tensors": [{"num_params": 4}, {"num_params": float("inf")}], "note": "x"}
+    assert fuzz.impossible_sizes(report) == ["kv_cache.total_bytes = -8192", "kv_cache.head_dim = 0.5",
+                                             "tensors.N.num_params = inf"]
+
+
+def test_the_fuzzers_pickle_mutation_reaches_a_persistent_ids_fields(fuzz: Any, tmp_path: Path) -> None:
+    """Seeded structural mutations of a torch.save zip change the storage key, the storage type, the element count
+    and the location of a tensor's persistent id, each in the data.pkl that torch reads."""
+    import io
+    import random
+    import zipfile
+
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save({"w": torch.arange(6.0)}, buffer)
+    seen = set()
+    for n in range(200):
+        changed = fuzz._mutate_pickle_bytes(buffer.getvalue(), random.Random(n))
+        assert changed is not None
+        seen.add(changed[1])
+        with zipfile.ZipFile(io.BytesIO(changed[0])) as archive:
+            assert any(name.endswith("data.pkl") for name in archive.namelist())
+    assert {"pickle persid key", "pickle persid dtype", "pickle persid count", "pickle persid location"} <= seen
+    assert any(what.startswith("pickle global torch.") for what in seen)
+    assert any(what.startswith("pickle swap ") for what in seen)
