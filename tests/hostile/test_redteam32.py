@@ -231,3 +231,37 @@ def test_the_fuzzers_pickle_mutation_reaches_a_persistent_ids_fields(fuzz: Any, 
     assert {"pickle persid key", "pickle persid dtype", "pickle persid count", "pickle persid location"} <= seen
     assert any(what.startswith("pickle global torch.") for what in seen)
     assert any(what.startswith("pickle swap ") for what in seen)
+
+
+@pytest.mark.parametrize(("dropped", "shown"), [("null", "null"), ("5", "5"), ('["pt"]', '["pt"]'),
+                                                ('{"a": "b"}', '{"a": "b"}')])
+def test_a_metadata_key_given_twice_once_as_no_string_is_refused(tmp_path: Path, dropped: str, shown: str) -> None:
+    """The fuzzer's `"__metadata__": {"format": null, "format": "pt"}`: json.loads keeps the last, a string, and
+    inspect read the file (exit 0); the library reads both values as strings and refuses the null, as every other
+    command then said ("safetensors rejects the file")."""
+    import numpy as np
+    from safetensors import safe_open
+
+    path = _safetensors_with_header(
+        tmp_path / "m.safetensors",
+        f'{{"__metadata__":{{"format":{dropped},"format":"pt"}},"w":{{"dtype":"F32","shape":[2],'
+        '"data_offsets":[0,8]}}', np.arange(2, dtype=np.float32).tobytes())
+    with pytest.raises(Exception, match="expected a string"), safe_open(str(path), "pt"):
+        pass
+    assert one_error_line(run_cli("inspect", path)) == (
+        f"error: {path}: __metadata__ must map strings to strings (it gives 'format' twice, once as {shown})")
+
+
+def test_a_metadata_key_given_twice_as_strings_is_read_as_the_library_reads_it(tmp_path: Path) -> None:
+    """The control: two strings, the last kept by json.loads and by the library alike."""
+    import numpy as np
+    from safetensors import safe_open
+
+    path = _safetensors_with_header(
+        tmp_path / "m.safetensors",
+        '{"__metadata__":{"format":"np","format":"pt"},"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}',
+        np.arange(2, dtype=np.float32).tobytes())
+    with safe_open(str(path), "pt") as handle:
+        assert handle.metadata() == {"format": "pt"}
+    code, data = run_json("inspect", path)
+    assert code == 0 and data["metadata"] == {"format": "pt"}

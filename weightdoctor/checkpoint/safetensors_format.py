@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from weightdoctor.checkpoint.model import TensorInfo, tensor_infos
 from weightdoctor.dtypes import BITS_PER_ELEMENT, SAFETENSORS_TO_CANONICAL
-from weightdoctor.errors import CorruptCheckpoint, UnsupportedEnvironment, UnsupportedFormat
+from weightdoctor.errors import CorruptCheckpoint, UnsupportedEnvironment, UnsupportedFormat, clip_middle
 from weightdoctor.gcpause import gc_paused
 from weightdoctor.jsontext import TooManyEntries, parse_json, refuse_too_many_entries
 from weightdoctor.wording import counted
@@ -88,9 +88,11 @@ def looks_like_safetensors(prefix: bytes) -> bool:
 
 
 class _Repeated(dict):  # type: ignore[type-arg]
-    """An object of the header that gave `repeated` twice (json.loads keeps the last one without a word)."""
+    """An object of the header that gave `repeated` twice (json.loads keeps the last one without a word);
+    `dropped` is a value json.loads dropped that is no string, else None."""
 
     repeated: str
+    dropped: Any = None
 
 
 def _refuse_repeated_keys(text: str) -> None:
@@ -103,6 +105,9 @@ def _refuse_repeated_keys(text: str) -> None:
     json.loads builds inner objects first and cannot say where one sits: each is marked, and the header is looked
     at once it is whole.
 
+    A key repeated inside `__metadata__` is refused where a value json.loads dropped is no string: the library
+    reads that one too, and refuses it.
+
     Raises:
         CorruptCheckpoint: naming the key and the tensor or header that repeats it.
     """
@@ -111,14 +116,18 @@ def _refuse_repeated_keys(text: str) -> None:
     def mark(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
         result: dict[str, Any] = {}
         repeated = None
+        dropped = None
         for key, value in pairs:
-            if key in result and repeated is None:
-                repeated = key
+            if key in result:
+                repeated = repeated if repeated is not None else key
+                if dropped is None and not isinstance(result[key], str):
+                    dropped = (key, result[key])
             result[key] = value
         if repeated is None:
             return result
         marked.append(_Repeated(result))
         marked[-1].repeated = repeated
+        marked[-1].dropped = dropped
         return marked[-1]
 
     header = json.loads(text, object_pairs_hook=mark)
@@ -128,6 +137,13 @@ def _refuse_repeated_keys(text: str) -> None:
         key = header.repeated
         raise CorruptCheckpoint("header gives __metadata__ twice" if key == "__metadata__"
                                 else f"header lists tensor {key!r} twice")
+    metadata = header.get("__metadata__")
+    if isinstance(metadata, _Repeated) and metadata.dropped is not None:
+        # The library reads every value of __metadata__ as a string, the dropped one too ("invalid type: null,
+        # expected a string"); only a string given twice is read as json.loads reads it, the last kept.
+        key, value = metadata.dropped
+        raise CorruptCheckpoint(f"__metadata__ must map strings to strings (it gives {key!r} twice, once as "
+                                f"{clip_middle(json.dumps(value), 80)})")
     for name, entry in header.items():
         if name != "__metadata__" and isinstance(entry, _Repeated) and entry.repeated in _ENTRY_FIELDS:
             raise CorruptCheckpoint(f"tensor {name!r} gives its {entry.repeated!r} twice")
