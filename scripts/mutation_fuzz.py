@@ -1064,6 +1064,7 @@ class Fuzzer:
         try:
             safe_said = False
             inspect_code = None
+            disagreed = False
             for name, args, output in commands:
                 tree_before = _tree(work)
                 code, stdout, stderr, exc, seconds, grown = self.invoke(args, env)
@@ -1074,10 +1075,13 @@ class Fuzzer:
                 elif inspect_code == 0 and code == 2:
                     # Not a finding by itself (a writer verifies values that inspect never reads): kept for review.
                     self.notes[_signature(name, stderr.strip()[-200:])] += 1
-                    if "safetensors rejects the file" in stderr:
-                        # a header inspect read (exit 0) that the library refuses: two verdicts on one header
-                        self.record("disagree", f"inspect read it; {name}: {stderr.strip()[-200:]}", fmt, mutation,
-                                    name, work)
+                    if "safetensors rejects the file" in stderr and not disagreed:
+                        # a header inspect read (exit 0) that the library refuses: two verdicts on one header (said
+                        # once a mutant, by what the library said, whichever command read it)
+                        disagreed = True
+                        said = stderr.split("safetensors rejects the file", 1)[1].strip()
+                        self.record("disagree", f"inspect read it; the library: {said[:160]}", fmt, mutation, name,
+                                    work)
                 text = stderr + stdout[-500:]
                 if isinstance(exc, Hang) or seconds > HANG_S:
                     self.record("hang", f"{name} {seconds:.1f}s", fmt, mutation, name, work)
