@@ -21,6 +21,28 @@ counts mutants, exit codes, the slowest run of each command, and the errors of c
 `inspect` read (kept for review, not findings: a writer refuses names a safetensors file cannot hold). A mutant is
 the same from run to run for a given --seed, except a DCP folder's (its `.metadata` records the folder's path and
 a random save id).
+
+Red team 32 widened it (the older formats' mutants and commands are unchanged unless --structured is given):
+
+    PYTHONPATH=. python scripts/mutation_fuzz.py --formats llama,bert,peft,binindex,ckpt,diffusers --seconds 600
+    PYTHONPATH=. python scripts/mutation_fuzz.py --formats all --structured --seconds 600
+
+- seeds of model folders and training checkpoints (`build_model_seeds`): a tiny Llama and BERT saved by
+  save_pretrained, a PEFT LoRA adapter of the Llama (its base_model_name_or_path the Llama's folder), the BERT's
+  weights as `.bin` shards with pytorch_model.bin.index.json (huggingface_hub's save_torch_state_dict), a
+  Lightning-style `.ckpt`, a diffusers-style folder; any file of the folder may be mutated;
+- structure-aware mutations (`mutate_structured`, 70% of those mutants): a JSON value of config.json,
+  adapter_config.json, an index or a safetensors header retyped (number to string, list, dict, null, bool), written
+  as a number out of range or not finite (1e309, NaN, Infinity, 10^400, -0), nested 100,000 deep, a megabyte long,
+  given twice, removed or emptied; a pickle's persistent id with its storage key, storage type, element count or
+  location changed (or a field dropped or doubled), a GLOBAL renamed to another allowlisted one, two neighbouring
+  values swapped;
+- more commands on them: `diff-keys A --model-class <the seed's architecture>`, `plan-devices --kv-cache
+  --seq-len 1000`, `convert --to bin` and `convert --dtype fp16` (a folder's output a folder; a `.bin` written is
+  checked to load with weights_only), `shard --max 1KB` of the folder;
+- two more oracles: a --json report holding a size, a count or a number of bytes that is negative, fractional or
+  not finite (`impossible_sizes`), and a header `inspect` read (exit 0) that another command says "safetensors
+  rejects".
 """
 
 from __future__ import annotations
@@ -152,6 +174,8 @@ def mutable_files(fmt: str, source: Path) -> list[Path]:
     if fmt == "hub":
         blobs = sorted((source / "models--fuzz--tiny" / "blobs").iterdir())
         return [*blobs, source / "models--fuzz--tiny" / "refs" / "main"]
+    if fmt in NEW_FORMATS and source.is_dir():
+        return sorted(p for p in source.rglob("*") if p.is_file() and p.suffix != ".md")
     return [source]
 
 
@@ -448,6 +472,357 @@ def _mutate_member(raw: bytes, rng: random.Random) -> bytes:
     return bytes(out)
 
 
+# ------------------------------------------------------------------------------------- red team 32: model seeds
+NEW_FORMATS = ("llama", "bert", "peft", "binindex", "ckpt", "diffusers")
+ALL_FORMATS = FORMATS + NEW_FORMATS
+
+
+def build_model_seeds(root: Path, formats: tuple[str, ...] = NEW_FORMATS) -> dict[str, Path]:
+    """Model folders and training checkpoints (red team 32), each written by the library that writes them for real:
+    a tiny Llama (`llama`) and BERT (`bert`) by save_pretrained, a PEFT LoRA adapter of the Llama by peft
+    (`peft`), the BERT's weights as `.bin` shards with pytorch_model.bin.index.json by huggingface_hub's
+    save_torch_state_dict beside its config (`binindex`), a Lightning-style `.ckpt` (torch.save of the dict
+    Lightning writes: state_dict, hyper_parameters, callbacks, optimizer_states, ...) (`ckpt`), and a diffusers-style
+    folder (its config.json and diffusion_pytorch_model.safetensors as diffusers names them, written here with
+    safetensors: diffusers is not installed) (`diffusers`). Each source is a folder, but `ckpt`'s file."""
+    import warnings
+
+    import torch
+    import transformers
+    from safetensors.torch import save_file
+
+    root.mkdir(parents=True, exist_ok=True)
+    seeds: dict[str, Path] = {}
+    transformers.logging.set_verbosity_error()
+    torch.manual_seed(0)
+    llama_config = transformers.LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                                            num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=64)
+    llama = transformers.LlamaForCausalLM(llama_config)
+    if "llama" in formats or "peft" in formats:
+        llama.save_pretrained(root / "llama")
+        seeds["llama"] = root / "llama"
+    bert_config = transformers.BertConfig(vocab_size=64, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                                          intermediate_size=32, max_position_embeddings=32)
+    bert = transformers.BertForSequenceClassification(bert_config)
+    if "bert" in formats:
+        bert.save_pretrained(root / "bert")
+        seeds["bert"] = root / "bert"
+    if "binindex" in formats:
+        from huggingface_hub import save_torch_state_dict
+
+        folder = root / "binindex"
+        bert_config.save_pretrained(folder)
+        save_torch_state_dict(bert.state_dict(), folder, safe_serialization=False, max_shard_size="20KB")
+        seeds["binindex"] = folder
+    if "peft" in formats:
+        import peft
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            llama.config.name_or_path = str(root / "llama")  # what from_pretrained(path) leaves there
+            adapter = peft.get_peft_model(llama, peft.LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj",
+                                                                                                    "v_proj"]))
+            for name, parameter in adapter.named_parameters():
+                if "lora_B" in name:  # LoRA starts B at zero: a trained adapter's are not
+                    torch.nn.init.normal_(parameter, std=0.02)
+            adapter.save_pretrained(root / "peft")
+        seeds["peft"] = root / "peft"
+    if "ckpt" in formats:
+        seeds["ckpt"] = _write_lightning_ckpt(root / "epoch=2-step=120.ckpt")
+    if "diffusers" in formats:
+        folder = root / "diffusers"
+        folder.mkdir()
+        generator = torch.Generator().manual_seed(2)
+        save_file({"conv_in.weight": torch.randn(8, 4, 3, 3, generator=generator), "conv_in.bias": torch.zeros(8),
+                   "time_embedding.linear_1.weight": torch.randn(16, 8, generator=generator),
+                   "conv_out.weight": torch.randn(4, 8, 3, 3, generator=generator)},
+                  str(folder / "diffusion_pytorch_model.safetensors"), metadata={"format": "pt"})
+        (folder / "config.json").write_text(json.dumps(
+            {"_class_name": "UNet2DModel", "_diffusers_version": "0.31.0", "in_channels": 4, "out_channels": 4,
+             "block_out_channels": [8], "layers_per_block": 1, "sample_size": 8}, indent=2))
+        seeds["diffusers"] = folder
+    return {fmt: path for fmt, path in seeds.items() if fmt in formats}
+
+
+def _write_lightning_ckpt(path: Path) -> Path:
+    """What Lightning's `Trainer.save_checkpoint` writes (Lightning is not installed): torch.save of a dict of the
+    module's state_dict under `model.`, the Adam optimizer's state after a step, callbacks' states, loops and
+    hyper_parameters."""
+    import torch
+
+    torch.manual_seed(3)
+    module = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    optimizer = torch.optim.Adam(module.parameters(), lr=1e-3)
+    module(torch.randn(5, 4)).sum().backward()
+    optimizer.step()
+    checkpoint = {
+        "epoch": 2, "global_step": 120, "pytorch-lightning_version": "2.4.0",
+        "state_dict": {f"model.{name}": tensor for name, tensor in module.state_dict().items()},
+        "loops": {"fit_loop": {"state_dict": {}, "epoch_progress": {"total": {"ready": 3, "completed": 2}}}},
+        "callbacks": {"ModelCheckpoint{'monitor': 'val_loss', 'mode': 'min', 'every_n_train_steps': 0}": {
+            "monitor": "val_loss", "best_model_score": torch.tensor(0.25), "best_model_path": "/runs/epoch=1.ckpt",
+            "current_score": torch.tensor(0.31), "dirpath": "/runs", "best_k_models": {}, "kth_best_model_path": "",
+            "kth_value": torch.tensor(float("inf")), "last_model_path": ""},
+            "EarlyStopping{'monitor': 'val_loss', 'mode': 'min'}": {"wait_count": 0, "stopped_epoch": 0,
+                                                                   "best_score": torch.tensor(0.25), "patience": 3}},
+        "optimizer_states": [optimizer.state_dict()], "lr_schedulers": [],
+        "hparams_name": "kwargs",
+        "hyper_parameters": {"hidden": 8, "lr": 1e-3, "optimizer": "adam", "layers": [4, 8, 2]},
+    }
+    torch.save(checkpoint, path)
+    return path
+
+
+def model_class_of(source: Path) -> str | None:
+    """The class config.json's `architectures` names (the seed's, read before any mutation), for `diff-keys
+    --model-class`; None where the seed has none (an adapter's base, a diffusers folder)."""
+    config = source / "config.json" if source.is_dir() else source.parent / "config.json"
+    if source.is_dir() and (source / "adapter_config.json").is_file():
+        base = json.loads((source / "adapter_config.json").read_text()).get("base_model_name_or_path")
+        config = Path(base) / "config.json" if base else config
+    with contextlib.suppress(OSError, ValueError, TypeError, LookupError, AttributeError):
+        return json.loads(config.read_text())["architectures"][0]
+    return None
+
+
+# ------------------------------------------------------------------------ red team 32: structure-aware mutations
+RAW = "\u0000wd-raw\u0000"  # a placeholder in a JSON document, replaced by raw text after json.dumps
+RAW_NUMBERS = ["1e309", "-1e309", "NaN", "Infinity", "-Infinity", "-0", "0.5", "2.5", "-1", "-2147483649",
+               "4294967296", "18446744073709551616", "1" + "0" * 400, "4.9e-324", "9223372036854775808", "1e-400",
+               "1.0", "7.999999999999999", "3e9"]
+
+
+def _json_paths(value: Any, path: tuple[Any, ...] = (),
+                out: list[tuple[Any, ...]] | None = None) -> list[tuple[Any, ...]]:
+    """Every path to a value of a parsed JSON document (the root's excluded), up to 5,000."""
+    out = [] if out is None else out
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, child in items:
+        if len(out) >= 5000:
+            break
+        out.append((*path, key))
+        _json_paths(child, (*path, key), out)
+    return out
+
+
+def _at(value: Any, path: tuple[Any, ...]) -> Any:
+    for key in path:
+        value = value[key]
+    return value
+
+
+def _retyped(old: Any, rng: random.Random) -> Any:
+    """`old` as a value of another JSON type."""
+    if isinstance(old, bool) or old is None:
+        return rng.choice([0, 1, "true", [old], {"value": old}, "", None if old is not None else False])
+    if isinstance(old, (int, float)):
+        return rng.choice([str(old), [old], {"value": old}, None, True, False, f"{old}px", [old, old]])
+    if isinstance(old, str):
+        return rng.choice([len(old), 0, -1, 1.5, [old], {old: old}, None, True, old.encode().hex(), [[old]]])
+    if isinstance(old, list):
+        return rng.choice([dict(enumerate(old)), json.dumps(old), None, 0, True, old[0] if old else "",
+                           [old], {str(i): v for i, v in enumerate(old)}])
+    return rng.choice([list(old.values()), list(old), json.dumps(old)[:200], None, 0, "", [old], True])
+
+
+def _typed_json(document: Any, rng: random.Random) -> tuple[str, str] | None:
+    """A JSON document with one value changed by type (a retyped value, a number out of range or not finite, a very
+    deep nesting, a very long string, a duplicate key, a key removed); the text and what was done. None when the
+    document holds nothing to change."""
+    paths = _json_paths(document)
+    if not paths:
+        return None
+    path = rng.choice(paths)
+    parent_path, key = path[:-1], path[-1]
+    parent = _at(document, parent_path)
+    old = parent[key]
+    what = rng.choice(["retype", "retype", "number", "number", "deep", "long", "duplicate", "remove", "empty"])
+    raw = None
+    if what == "retype":
+        parent[key] = _retyped(old, rng)
+    elif what == "number":
+        raw = rng.choice(RAW_NUMBERS)
+        parent[key] = RAW
+    elif what == "deep":
+        depth = rng.choice([200, 5000, 100_000])
+        raw = rng.choice(["[" * depth + "]" * depth, '{"a":' * depth + "1" + "}" * depth])
+        parent[key] = RAW
+    elif what == "long":
+        text = "x" * rng.choice([4096, 100_000, 1_000_000])
+        if isinstance(parent, dict) and rng.random() < 0.4:
+            parent[text] = parent.pop(key)
+        else:
+            parent[key] = text
+    elif what == "duplicate" and isinstance(parent, dict):
+        other = _retyped(old, rng) if rng.random() < 0.7 else _json_leaf(rng)
+        items = [f"{json.dumps(k)}:{json.dumps(v)}" for k, v in parent.items()]
+        twin = f"{json.dumps(key)}:{json.dumps(other)}"
+        items.insert(rng.choice([0, len(items)]), twin)  # before: the original wins; after: the twin does
+        raw = "{" + ",".join(items) + "}"
+        if not parent_path:
+            return raw, f"duplicate {str(key)[:40]!r}"
+        _at(document, parent_path[:-1])[parent_path[-1]] = RAW
+    elif what == "remove":
+        del parent[key]
+    else:
+        parent[key] = rng.choice(["", [], {}, 0]) if not isinstance(old, (dict, list)) else type(old)()
+    text = json.dumps(document, indent=None if rng.random() < 0.5 else 2)
+    if raw is not None:
+        text = text.replace(json.dumps(RAW), raw, 1)
+    return text, f"{what} {'/'.join(str(p)[:40] for p in path)}"
+
+
+def _typed_json_bytes(raw: bytes, rng: random.Random) -> tuple[bytes, str] | None:
+    """A safetensors header (its length fixed, padded to 8 bytes mostly) or a JSON file, one value changed by type."""
+    if len(raw) >= 8:
+        length = int.from_bytes(raw[:8], "little")
+        if 2 <= length <= len(raw) - 8:
+            with contextlib.suppress(ValueError):
+                header = json.loads(raw[8:8 + length])
+                changed = _typed_json(header, rng)
+                if changed is None:
+                    return None
+                text = changed[0].encode()
+                text += b" " * ((-len(text)) % 8) if rng.random() < 0.8 else b""
+                return len(text).to_bytes(8, "little") + text + raw[8 + length:], f"header {changed[1]}"
+    with contextlib.suppress(ValueError):
+        changed = _typed_json(json.loads(raw), rng)
+        return None if changed is None else (changed[0].encode(), f"json {changed[1]}")
+    return None
+
+
+STORAGES = [b"torch\nFloatStorage", b"torch\nHalfStorage", b"torch\nBFloat16Storage", b"torch\nDoubleStorage",
+            b"torch\nLongStorage", b"torch\nIntStorage", b"torch\nBoolStorage", b"torch\nByteStorage",
+            b"torch\nCharStorage", b"torch\nComplexDoubleStorage", b"torch\nQUInt8Storage",
+            b"torch\nUntypedStorage", b"torch\nFloat8_e4m3fnStorage", b"torch\nTensor", b"torch\nfloat32"]
+LOCATIONS = ["cuda:0", "cuda:7", "cuda", "meta", "mps", "xla:0", "hpu:0", "privateuseone:0", "", "cpu\u0000",
+             "cpu:1", "CPU", "cuda:-1", "cuda:99999999999", "npu:0", "lazy"]
+KEYS = ["99", "../0", "", "-1", "0/../1", "data/0", "0 ", "x" * 300, "\u00e9", "1e3", ".", "0\u0000"]
+COUNTS = [0, 1, 2, 3, 255, 256, 2**16, 2**31 - 1, 2**31, 2**32, 2**40, 2**62, 2**63, 2**64 + 5, -1, -(2**31)]
+
+
+def _encode_str(text: str) -> bytes:
+    data = text.encode("utf-8", "surrogatepass")
+    return b"X" + len(data).to_bytes(4, "little") + data
+
+
+def _encode_int(value: int) -> bytes:
+    if 0 <= value < 256:
+        return b"K" + bytes([value])
+    if 0 <= value < 65536:
+        return b"M" + value.to_bytes(2, "little")
+    if -(2**31) <= value < 2**31:
+        return b"J" + value.to_bytes(4, "little", signed=True)
+    data = value.to_bytes((value.bit_length() + 8) // 8, "little", signed=True)
+    return b"\x8a" + bytes([len(data)]) + data
+
+
+PUSHES = ("SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "SHORT_BINSTRING", "BINSTRING", "UNICODE", "STRING",
+          "BININT", "BININT1", "BININT2", "INT", "LONG1", "LONG4", "GLOBAL", "STACK_GLOBAL", "BINGET", "LONG_BINGET",
+          "GET", "NONE", "NEWTRUE", "NEWFALSE", "BINFLOAT", "EMPTY_TUPLE", "EMPTY_DICT", "EMPTY_LIST")
+
+
+def _persid_fields(ops: list[tuple[Any, Any, int]], at: int) -> list[int]:
+    """The indices (in `ops`) of the values of the tuple a BINPERSID at `at` reads: ('storage', storage type, key,
+    location, element count[, view metadata]), the ops between the MARK before it and its TUPLE."""
+    end = at - 1
+    while end >= 0 and ops[end][0].name in ("BINPUT", "LONG_BINPUT", "PUT", "MEMOIZE"):
+        end -= 1
+    if end < 0 or ops[end][0].name != "TUPLE":
+        return []
+    start = end - 1
+    while start >= 0 and ops[start][0].name != "MARK":
+        start -= 1
+    return [i for i in range(start + 1, end) if ops[i][0].name in PUSHES]
+
+
+def _allowlisted_globals() -> list[bytes]:
+    names = allowed_globals()
+    return [g for g in GLOBALS + STORAGES if g.replace(b"\n", b".").decode() in names]
+
+
+def _mutate_pickle_structure(raw: bytes, start: int, rng: random.Random) -> tuple[bytes, str]:
+    """One structural change of the pickle at `start`: a field of a persistent id (storage key, dtype, element count,
+    location) changed, dropped or doubled; a GLOBAL renamed to another allowlisted one; two neighbouring values
+    swapped."""
+    ops = _ops(raw, start)
+    if len(ops) < 3:
+        return raw, "pickle too short"
+    persids = [i for i, (op, _arg, _pos) in enumerate(ops) if op.name == "BINPERSID"]
+    globals_ = [i for i, (op, _arg, _pos) in enumerate(ops) if op.name == "GLOBAL"]
+    what = rng.choice(["persid", "persid", "persid", "global", "swap"])
+    if what == "persid" and persids:
+        fields = _persid_fields(ops, rng.choice(persids))
+        if len(fields) >= 5:
+            field = rng.choice(["key", "dtype", "count", "location", "drop", "double"])
+            index = fields[{"key": 2, "dtype": 1, "count": 4, "location": 3}.get(field, rng.randrange(len(fields)))]
+            pos, end = ops[index][2], ops[index + 1][2]
+            existing = sorted({ops[f[2]][1] for p in persids if len(f := _persid_fields(ops, p)) >= 5
+                               and isinstance(ops[f[2]][1], str)})
+            new = {"key": lambda: _encode_str(rng.choice(KEYS + existing)),
+                   "dtype": lambda: b"c" + rng.choice(STORAGES) + b"\n",
+                   "count": lambda: _encode_int(rng.choice(COUNTS + [ops[index][1] * 2 if isinstance(
+                       ops[index][1], int) else 7])),
+                   "location": lambda: _encode_str(rng.choice(LOCATIONS)),
+                   "drop": lambda: b"",
+                   "double": lambda: raw[pos:end] * 2}[field]()
+            return raw[:pos] + new + raw[end:], f"persid {field}"
+    if what in ("persid", "global") and globals_:
+        index = rng.choice(globals_)
+        pos, end = ops[index][2], ops[index + 1][2]
+        name = rng.choice(_allowlisted_globals())
+        dotted = name.replace(b"\n", b".").decode()
+        return raw[:pos] + b"c" + name + b"\n" + raw[end:], f"global {dotted}"
+    pushes = [i for i, (op, _arg, _pos) in enumerate(ops[:-2]) if op.name in PUSHES and ops[i + 1][0].name in PUSHES]
+    if not pushes:
+        return raw, "nothing to swap"
+    index = rng.choice(pushes)
+    a, b, c = ops[index][2], ops[index + 1][2], ops[index + 2][2]
+    return raw[:a] + raw[b:c] + raw[a:b] + raw[c:], f"swap {ops[index][0].name}/{ops[index + 1][0].name}"
+
+
+def _mutate_pickle_bytes(raw: bytes, rng: random.Random) -> tuple[bytes, str] | None:
+    """A structural pickle change of a plain pickle, a legacy save's pickles, or a zip's data.pkl (the zip
+    rewritten, its members stored); None for other bytes."""
+    what = [""]
+
+    def change(data: bytes, start: int) -> bytes:
+        new, what[0] = _mutate_pickle_structure(data, start, rng)
+        return new
+
+    if raw[:2] == b"PK":
+        try:
+            with zipfile.ZipFile(io.BytesIO(raw)) as archive:
+                members = [(info, archive.read(info)) for info in archive.infolist()]
+        except Exception:  # noqa: BLE001 -- not a zip this mutation can rewrite
+            return None
+        pickles = [i for i, (info, _) in enumerate(members) if info.filename.endswith(".pkl")]
+        if not pickles:
+            return None
+        chosen = rng.choice(pickles)
+        info, data = members[chosen]
+        members[chosen] = (info, change(data, 0))
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
+            for info, data in members:
+                archive.writestr(info.filename, data)
+        return buffer.getvalue(), f"pickle {what[0]}"
+    starts = _pickle_starts(raw)
+    if not starts:
+        return None
+    changed = change(raw, rng.choice(starts))
+    return None if changed == raw else (changed, f"pickle {what[0]}")
+
+
+def mutate_structured(data: bytes, rng: random.Random) -> tuple[bytes, str] | None:
+    """A structure-aware mutation of a JSON file, a safetensors header or a pickle (red team 32); None when `data`
+    is none of them (or already too broken to parse)."""
+    changed = _typed_json_bytes(data, rng)
+    if changed is not None:
+        return changed
+    return _mutate_pickle_bytes(data, rng)
+
+
 # ------------------------------------------------------------------------------------------------------- oracles
 def reached_globals(path: Path, container: str) -> set[str] | None:
     """The globals unpickling `path` would import, found without running anything (inert stand-ins)."""
@@ -511,6 +886,34 @@ def allowed_globals() -> set[str]:
     return names
 
 
+SIZE_KEY = re.compile(r"(^|_)(bytes|params|numel|elements)$|^(num_[a-z_]+|head_dim|total_size)$")
+
+
+# inspect's copies of config.json (whole and summed up) and of the safetensors metadata, as written
+RAW_ECHOES = ("config", "config_summary", "metadata")
+
+
+def impossible_sizes(report: Any, path: str = "") -> list[str]:
+    """A report's byte counts, parameter and element counts, layer and head counts that no checkpoint has: negative,
+    fractional or not finite (red team 32: a config's num_key_value_heads of -1 made a KV cache of -8,192 bytes).
+    Each as `path = value`."""
+    found: list[str] = []
+    items = report.items() if isinstance(report, dict) else enumerate(report) if isinstance(report, list) else ()
+    for key, value in items:
+        where = f"{path}.{key}" if path else str(key)
+        if not path and key in RAW_ECHOES:
+            continue
+        if isinstance(value, (dict, list)):
+            found += impossible_sizes(value, where)
+        elif isinstance(key, str) and SIZE_KEY.search(key) and isinstance(value, (int, float)) \
+                and not isinstance(value, bool) and (value < 0 or value != int(value) if value == value
+                                                     and abs(value) != float("inf") else True):
+            found.append(f"{re.sub(r'[.][0-9]+(?=[.]|$)', '.N', where)} = {value}")
+        if len(found) > 5:
+            break
+    return found
+
+
 # ---------------------------------------------------------------------------------------------------------- runner
 def _tree(folder: Path) -> dict[str, tuple[int, int]]:
     out = {}
@@ -546,7 +949,7 @@ def _signature(kind: str, text: str) -> str:
 
 
 class Fuzzer:
-    def __init__(self, out: Path, seeds: dict[str, Path]) -> None:
+    def __init__(self, out: Path, seeds: dict[str, Path], structured: bool = False) -> None:
         from typer.testing import CliRunner
 
         from weightdoctor.cli import app
@@ -555,6 +958,12 @@ class Fuzzer:
         self.runner = CliRunner()
         self.out = out
         self.seeds = seeds
+        # Red team 32: structure-aware mutations and the commands of model folders, always for NEW_FORMATS, for the
+        # older formats with --structured only (without it their mutants are those of red team 28).
+        self.structured = structured
+        self.mutations: Counter[str] = Counter()
+        self.model_classes = {fmt: model_class_of(source) for fmt, source in seeds.items()}
+        self.model_classes["hub"] = "BertModel"
         self.allowed = allowed_globals()
         self.findings: dict[str, dict[str, Any]] = {}
         self.counts: Counter[str] = Counter()
@@ -616,8 +1025,18 @@ class Fuzzer:
             source = work / "in" / seed.name
             shutil.copy2(seed, source)
             victims = [source]
-        victim = rng.choice(victims)
-        data, mutation = mutate(victim.read_bytes(), rng, self.donors)
+        structured = fmt in NEW_FORMATS or self.structured
+        changed = None
+        if structured and rng.random() < 0.7:
+            victim = rng.choice(victims)
+            changed = mutate_structured(victim.read_bytes(), rng)
+            self.mutations["structured" if changed else "structured-none"] += 1
+        else:
+            victim = rng.choice(victims)
+        if changed is None:
+            changed = mutate(victim.read_bytes(), rng, self.donors)
+            self.mutations["bytes"] += 1
+        data, mutation = changed
         victim.write_bytes(data)
         mutation = f"{victim.name}:{mutation}"
         env = {"TMPDIR": str(work / "tmp"), "COLUMNS": "120", "HF_HUB_OFFLINE": "1"}
@@ -636,6 +1055,8 @@ class Fuzzer:
             ("shard", ["shard", arg, "-o", str(work / "shards"), "--max", "1KB"], work / "shards"),
             ("plan-devices", ["plan-devices", arg, "--gpu", "1MB", "--json"], None),
         ]
+        if structured:
+            commands += self.more_commands(fmt, arg, work)
         (work / "out").mkdir()
         tempfile.tempdir = str(work / "tmp")
         cwd = os.getcwd()
@@ -643,6 +1064,7 @@ class Fuzzer:
         try:
             safe_said = False
             inspect_code = None
+            disagreed = False
             for name, args, output in commands:
                 tree_before = _tree(work)
                 code, stdout, stderr, exc, seconds, grown = self.invoke(args, env)
@@ -653,6 +1075,13 @@ class Fuzzer:
                 elif inspect_code == 0 and code == 2:
                     # Not a finding by itself (a writer verifies values that inspect never reads): kept for review.
                     self.notes[_signature(name, stderr.strip()[-200:])] += 1
+                    if "safetensors rejects the file" in stderr and not disagreed:
+                        # a header inspect read (exit 0) that the library refuses: two verdicts on one header (said
+                        # once a mutant, by what the library said, whichever command read it)
+                        disagreed = True
+                        said = stderr.split("safetensors rejects the file", 1)[1].strip()
+                        self.record("disagree", f"inspect read it; the library: {said[:160]}", fmt, mutation, name,
+                                    work)
                 text = stderr + stdout[-500:]
                 if isinstance(exc, Hang) or seconds > HANG_S:
                     self.record("hang", f"{name} {seconds:.1f}s", fmt, mutation, name, work)
@@ -670,6 +1099,11 @@ class Fuzzer:
                 if grown > MEMORY_MB:
                     self.record("memory", f"{name} peak grew {grown:.0f} MB", fmt, mutation, name, work)
                 self.check_writes(name, code, work, tree_before, output, fmt, mutation)
+                if structured and code in (0, 1) and "--json" in args:
+                    with contextlib.suppress(ValueError):
+                        bad = impossible_sizes(json.loads(stdout))
+                        if bad:
+                            self.record("bad-number", f"{name}: {bad[0]}", fmt, mutation, name, work)
                 if name == "inspect" and code in (0, 1):
                     with contextlib.suppress(ValueError):
                         security = json.loads(stdout).get("security") or {}
@@ -681,6 +1115,23 @@ class Fuzzer:
         finally:
             os.chdir(cwd)
             tempfile.tempdir = None
+
+    def more_commands(self, fmt: str, arg: str, work: Path) -> list[tuple[str, list[str], Path | None]]:
+        """Red team 32's commands: diff-keys --model-class (the seed's architecture), plan-devices --kv-cache,
+        convert --to bin and --dtype fp16 (a folder's output a folder), and shard of a folder."""
+        folder = self.seeds[fmt].is_dir() and fmt not in ("hub", "index")
+        bin_out = work / "out" / ("converted-bin" if folder else "converted.bin")
+        half_out = work / "out" / ("converted-fp16" if folder else "converted-fp16.safetensors")
+        commands: list[tuple[str, list[str], Path | None]] = [
+            ("plan-devices --kv-cache", ["plan-devices", arg, "--kv-cache", "--seq-len", "1000", "--gpu", "1MB",
+                                         "--json"], None),
+            ("convert --to bin", ["convert", arg, "-o", str(bin_out), "--to", "bin"], work / "out"),
+            ("convert --dtype fp16", ["convert", arg, "-o", str(half_out), "--dtype", "fp16"], work / "out"),
+        ]
+        if self.model_classes.get(fmt):
+            commands.insert(0, ("diff-keys --model-class", ["diff-keys", arg, "--model-class",
+                                                            str(self.model_classes[fmt]), "--json"], None))
+        return commands
 
     def check_writes(self, name: str, code: int, work: Path, before: dict[str, tuple[int, int]],
                      output: Path | None, fmt: str, mutation: str) -> None:
@@ -702,9 +1153,14 @@ class Fuzzer:
             from safetensors.torch import load_file
 
             for p in written:
-                if p.endswith(".safetensors"):
+                if p.endswith((".safetensors", ".bin")):
                     try:
-                        load_file(str(work / p))
+                        if p.endswith(".bin"):
+                            import torch
+
+                            torch.load(work / p, weights_only=True, map_location="cpu")
+                        else:
+                            load_file(str(work / p))
                     except Exception as exc:  # noqa: BLE001
                         self.record("bad-output", f"{name} wrote {p} that does not load: {exc}", fmt, mutation,
                                     name, work)
@@ -730,7 +1186,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=300)
     parser.add_argument("--seed", type=int, default=28)
-    parser.add_argument("--formats", default=",".join(FORMATS))
+    parser.add_argument("--formats", default=",".join(FORMATS),
+                        help=f"comma-separated, of {', '.join(ALL_FORMATS)}; or all")
+    parser.add_argument("--structured", action="store_true",
+                        help="structure-aware mutations and red team 32's commands for the older formats too")
     parser.add_argument("--out", type=Path, default=Path("/tmp/redteam28-fuzz"))
     parser.add_argument("--max-mutants", type=int, default=10**9)
     options = parser.parse_args()
@@ -740,9 +1199,14 @@ def main() -> None:
 
     signal.signal(signal.SIGALRM, on_alarm)
     options.out.mkdir(parents=True, exist_ok=True)
-    seeds = build_seeds(Path(tempfile.mkdtemp(prefix="seeds-", dir=options.out)))
-    formats = options.formats.split(",")
-    fuzzer = Fuzzer(options.out, seeds)
+    formats = list(ALL_FORMATS) if options.formats == "all" else options.formats.split(",")
+    unknown = sorted(set(formats) - set(ALL_FORMATS))
+    if unknown:
+        parser.error(f"unknown formats: {', '.join(unknown)}")
+    seed_root = Path(tempfile.mkdtemp(prefix="seeds-", dir=options.out))
+    seeds = build_seeds(seed_root)
+    seeds |= build_model_seeds(seed_root / "models", tuple(f for f in formats if f in NEW_FORMATS))
+    fuzzer = Fuzzer(options.out, seeds, structured=options.structured)
     work = Path(tempfile.mkdtemp(prefix="work-", dir=options.out))
     deadline = time.monotonic() + options.seconds
     n = 0
@@ -761,7 +1225,8 @@ def main() -> None:
                   flush=True)
         if n % 500 == 0:
             print(dict(sorted(fuzzer.outcomes.items())), flush=True)
-    summary = {"mutants": dict(fuzzer.counts), "findings": len(fuzzer.findings),
+    summary = {"mutants": dict(fuzzer.counts), "mutations": dict(fuzzer.mutations),
+               "findings": len(fuzzer.findings),
                "outcomes": dict(sorted(fuzzer.outcomes.items())),
                "signatures": {s: e["count"] for s, e in fuzzer.findings.items()},
                "slowest_s": {name: round(seconds, 2) for name, seconds in fuzzer.slowest.items()},

@@ -972,6 +972,31 @@ def model_type_of_class(config: dict[str, Any], model_class: str) -> str | None:
     return model_type if isinstance(model_type, str) and model_type else None
 
 
+
+def _without_unbuildable_dtype(config: dict[str, Any], whose: str) -> tuple[dict[str, Any], str | None]:
+    """`config` without a top-level dtype no model is built in ("auto", 5, "float128", "int8", a list) and the note
+    that says so, else `config` and None.
+
+    The keys a class holds do not depend on its dtype, and from_pretrained loads once the field is fixed (see
+    plan_devices' `unbuildable_dtype_warning`); building with the field failed, each value with an error of its own
+    ("'int' object has no attribute 'is_floating_point'"). A sub-config's "auto" is left to fail.
+
+    Example:
+        >>> _without_unbuildable_dtype({"model_type": "bert", "dtype": 5}, "A")[0]
+        {'model_type': 'bert'}
+    """
+    from weightdoctor.meta_model import shown_value
+    from weightdoctor.plan_devices import _auto_dtype_field, _unbuildable_dtype_field
+
+    field = _auto_dtype_field(config) or _unbuildable_dtype_field(config)
+    if field is None:
+        return config, None
+    return {k: v for k, v in config.items() if k != field}, (
+        f'{whose}\'s config.json sets "{field}": {shown_value(config[field])}, which is no dtype transformers builds a '
+        "model in (from_pretrained fails on it): these keys are those of the model built without it (the dtype "
+        f'changes no key); set "{field}" to the weights\' dtype in config.json (or remove it) to load it')
+
+
 def diff_checkpoint_against_model(
     checkpoint: Checkpoint,
     model_class: str,
@@ -1008,6 +1033,7 @@ def diff_checkpoint_against_model(
     own_type = model_type_of_class(config_dict, model_class)
     if own_type is not None:
         config_dict["model_type"] = own_type
+    config_dict, dtype_note = _without_unbuildable_dtype(config_dict, "--config" if config else "A")
     try:
         model = build_meta_model(config_dict, concrete_class_name(config_dict, model_class, **overrides),
                                  foreign_config=True, **overrides)
@@ -1040,6 +1066,8 @@ def diff_checkpoint_against_model(
             f"{type(model).__name__} is no {model.config.model_type!r} model: from_pretrained builds its "
             f"{type(model.config).__name__} from the {model.config.model_type!r} config's values (and warns), "
             "as this report does")
+    if dtype_note is not None:
+        report.notes.append(dtype_note)
     if own_type is not None:
         report.notes.append(
             f"{'--config' if config else 'A'}'s config.json has no model_type (older transformers versions wrote "

@@ -2969,6 +2969,31 @@ def caches_per_token(config: dict[str, Any]) -> bool:
     return not kinds or any(kind in _KV_KINDS for kind, _ in kinds)
 
 
+# Where a decoder's layer count, attention heads and width are written, as estimate_kv_cache reads them
+_LAYER_FIELDS = ("decoder_layers", "num_decoder_layers", "num_hidden_layers", "n_layer", "num_layers")
+_HEAD_FIELDS = ("decoder_attention_heads", "num_attention_heads", "n_head", "num_heads")
+_HIDDEN_FIELDS = ("hidden_size", "n_embd", "d_model")
+
+
+def _cache_size(text: dict[str, Any], value: Any, fields: tuple[str, ...]) -> int:
+    """`value`, a size of the KV cache read from the config under one of `fields`, as a positive whole number.
+
+    Example:
+        >>> _cache_size({"head_dim": 8}, 8, ("head_dim",))
+        8
+
+    Raises:
+        UsageError: it is none (a string, a fraction, 0 or less, a bool), naming the first of `fields` written.
+    """
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    from weightdoctor.meta_model import shown_value
+
+    field = next((key for key in fields if key in text), None)
+    said = f"config.json's {field} is {shown_value(text[field])}" if field else f"the config's {fields[0]} is {value!r}"
+    raise UsageError(f"{said}, not a positive whole number; cannot size a KV cache")
+
+
 def estimate_kv_cache(config: dict[str, Any] | None, dtype: str, batch: int, seq_len: int | None,
                       length_source: str | None = None) -> KVCacheEstimate:
     """KV cache of a decoder for `batch` sequences of `seq_len` tokens: 2 x layers x kv_heads x head_dim.
@@ -3023,6 +3048,10 @@ def estimate_kv_cache(config: dict[str, Any] | None, dtype: str, batch: int, seq
         if seq_len is None:
             note += "; the same for any sequence length, so no --seq-len is needed"
         return KVCacheEstimate(batch, seq_len, 0, 0, 0, torch_dtype, 0, 0, 0, False, note, state)
+    sizes = ((layers, _LAYER_FIELDS), (heads, _HEAD_FIELDS), (hidden, _HIDDEN_FIELDS))
+    for value, fields in sizes:
+        if value is not None and not isinstance(value, int):  # written, as no count (1.0, "12", a list)
+            _cache_size(text, value, fields)
     if not (isinstance(layers, int) and isinstance(heads, int) and isinstance(hidden, int)):
         raise UsageError(keys.missing(("num_hidden_layers", "num_attention_heads", "hidden_size")))
     if seq_len is None:
@@ -3030,6 +3059,8 @@ def estimate_kv_cache(config: dict[str, Any] | None, dtype: str, batch: int, seq
         raise UsageError("--kv-cache needs --seq-len: some layers cache keys and values per token")
     from weightdoctor.meta_model import MAX_LAYERS
 
+    if layers < 0:
+        _cache_size(text, layers, _LAYER_FIELDS)
     if layers > MAX_LAYERS:
         # The layers are counted one by one below: num_hidden_layers 1e30 (json reads any integer) never ended.
         raise UsageError(f"config.json asks for {layers:,} decoder layers; weightdoctor sizes the KV cache of up to "
@@ -3048,8 +3079,18 @@ def estimate_kv_cache(config: dict[str, Any] | None, dtype: str, batch: int, seq
             heads, kv_heads = encoder
     # Zamba's shared attention runs on the hidden state concatenated with the embeddings: attention_head_dim is
     # 2 x hidden_size / heads there (HunyuanVL spells head_dim so too); T5 maps head_dim to its d_kv
-    head_dim = (keys.first("head_dim", legacy=("attention_head_dim", "d_kv")) or keys.default("head_dim")
-                or hidden // heads)
+    head_dim = keys.first("head_dim", legacy=("attention_head_dim", "d_kv")) or keys.default("head_dim")
+    if not head_dim:
+        _cache_size(text, heads, _HEAD_FIELDS)
+        head_dim = hidden // heads
+        if head_dim < 1:
+            raise UsageError(f"config.json writes no head_dim, and its hidden size {hidden:,} over "
+                             f"{counted(heads, 'attention head', grouped=False)} leaves none; cannot size a KV cache")
+    # A size the config writes as no positive whole number ("8", 0.5, -1, true) that transformers' class refused (the
+    # plan then comes from the tensors) or built with: multiplied as written, it made a negative or fractional cache,
+    # or a TypeError
+    head_dim = _cache_size(text, head_dim, ("head_dim", "attention_head_dim", "d_kv"))
+    kv_heads = _cache_size(text, kv_heads, ("num_key_value_heads", "num_kv_heads", "multi_query"))
     element = getattr(torch, torch_dtype).itemsize
     per_token_layer = 2 * kv_heads * head_dim * element
     if attention is None:

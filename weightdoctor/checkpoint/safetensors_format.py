@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from weightdoctor.checkpoint.model import TensorInfo, tensor_infos
 from weightdoctor.dtypes import BITS_PER_ELEMENT, SAFETENSORS_TO_CANONICAL
-from weightdoctor.errors import CorruptCheckpoint, UnsupportedEnvironment, UnsupportedFormat
+from weightdoctor.errors import CorruptCheckpoint, UnsupportedEnvironment, UnsupportedFormat, clip_middle
 from weightdoctor.gcpause import gc_paused
 from weightdoctor.jsontext import TooManyEntries, parse_json, refuse_too_many_entries
 from weightdoctor.wording import counted
@@ -88,9 +88,11 @@ def looks_like_safetensors(prefix: bytes) -> bool:
 
 
 class _Repeated(dict):  # type: ignore[type-arg]
-    """An object of the header that gave `repeated` twice (json.loads keeps the last one without a word)."""
+    """An object of the header that gave `repeated` twice (json.loads keeps the last one without a word);
+    `dropped` is a value json.loads dropped that is no string, else None."""
 
     repeated: str
+    dropped: Any = None
 
 
 def _refuse_repeated_keys(text: str) -> None:
@@ -103,6 +105,9 @@ def _refuse_repeated_keys(text: str) -> None:
     json.loads builds inner objects first and cannot say where one sits: each is marked, and the header is looked
     at once it is whole.
 
+    A key repeated inside `__metadata__` is refused where a value json.loads dropped is no string: the library
+    reads that one too, and refuses it.
+
     Raises:
         CorruptCheckpoint: naming the key and the tensor or header that repeats it.
     """
@@ -111,14 +116,18 @@ def _refuse_repeated_keys(text: str) -> None:
     def mark(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
         result: dict[str, Any] = {}
         repeated = None
+        dropped = None
         for key, value in pairs:
-            if key in result and repeated is None:
-                repeated = key
+            if key in result:
+                repeated = repeated if repeated is not None else key
+                if dropped is None and not isinstance(result[key], str):
+                    dropped = (key, result[key])
             result[key] = value
         if repeated is None:
             return result
         marked.append(_Repeated(result))
         marked[-1].repeated = repeated
+        marked[-1].dropped = dropped
         return marked[-1]
 
     header = json.loads(text, object_pairs_hook=mark)
@@ -128,6 +137,13 @@ def _refuse_repeated_keys(text: str) -> None:
         key = header.repeated
         raise CorruptCheckpoint("header gives __metadata__ twice" if key == "__metadata__"
                                 else f"header lists tensor {key!r} twice")
+    metadata = header.get("__metadata__")
+    if isinstance(metadata, _Repeated) and metadata.dropped is not None:
+        # The library reads every value of __metadata__ as a string, the dropped one too ("invalid type: null,
+        # expected a string"); only a string given twice is read as json.loads reads it, the last kept.
+        key, value = metadata.dropped
+        raise CorruptCheckpoint(f"__metadata__ must map strings to strings (it gives {key!r} twice, once as "
+                                f"{clip_middle(json.dumps(value), 80)})")
     for name, entry in header.items():
         if name != "__metadata__" and isinstance(entry, _Repeated) and entry.repeated in _ENTRY_FIELDS:
             raise CorruptCheckpoint(f"tensor {name!r} gives its {entry.repeated!r} twice")
@@ -149,29 +165,45 @@ def _colons_prove_no_duplicates(raw: bytes, header: dict[str, Any]) -> bool:
     `json.loads` kept (one of duplicates), which are at least those of the top-level object and of its
     dict values. When the colons are exactly that last count, every inequality is an equality: no key
     anywhere was dropped. A colon in a name or value, or an object nested deeper, makes them differ.
-    One pass over the text, where the key-name proof of `_may_hide_duplicates` takes four.
+    One pass over the text.
     """
     values = header.values()
     return set(map(type, values)) <= {dict} and raw.count(b":") == len(header) + sum(map(len, values))
 
 
-def _may_hide_duplicates(raw: bytes, header: dict[str, Any]) -> bool:
-    """False when the key counts prove that no key (top-level or inside an entry) was repeated.
+def _keys_and_string_colons(value: Any) -> int:
+    """The keys of every object in `value` and the colons of every string in it (keys included)."""
+    if isinstance(value, str):
+        return value.count(":")
+    if isinstance(value, dict):
+        return len(value) + sum(key.count(":") + _keys_and_string_colons(item) for key, item in value.items())
+    if isinstance(value, list):
+        return sum(_keys_and_string_colons(item) for item in value if isinstance(item, (str, dict, list)))
+    return 0
 
-    First by colons (`_colons_prove_no_duplicates`). Then by key names: each entry has one "dtype",
-    "shape" and "data_offsets"; if the raw text holds exactly as many of each as the parsed header has
-    entries, and at most one "__metadata__", nothing was dropped. Any mismatch (a repeat, or such a
-    string inside a name or value) sends the caller to the slow check.
+
+def _string_colons_prove_no_duplicates(raw: bytes, header: dict[str, Any]) -> bool:
+    """True when the colons of `raw` prove no key was repeated, counting those inside its strings.
+
+    The text's colons are one per key of every object it holds (a repeated key's included) plus those inside its
+    strings (a dropped value's included), each written as it reads unless escaped. When they are exactly the keys
+    and string colons of the parsed header, nothing was dropped. A colon escaped as \\u003a reads as one the text
+    does not hold, so that it could hide a dropped key's: a text with one proves nothing.
     """
-    if _colons_prove_no_duplicates(raw, header):
+    if b"\\u003" in raw and (b"\\u003a" in raw or b"\\u003A" in raw):
         return False
-    entries = len(header) - ("__metadata__" in header)
-    return (
-        raw.count(b'"__metadata__"') > 1
-        or raw.count(b'"dtype"') != entries
-        or raw.count(b'"shape"') != entries
-        or raw.count(b'"data_offsets"') != entries
-    )
+    return raw.count(b":") == _keys_and_string_colons(header)
+
+
+def _may_hide_duplicates(raw: bytes, header: dict[str, Any]) -> bool:
+    """False when the colons prove that no key (top-level or inside an entry) was repeated.
+
+    First by colons outside strings (`_colons_prove_no_duplicates`), then by every colon, those of names and
+    metadata counted (`_string_colons_prove_no_duplicates`); anything else goes to the slow check. Counting the
+    names "dtype", "shape" and "data_offsets" instead cleared a tensor listed twice whose other entry holds none
+    of them (`"w": {}` before the real "w": json.loads keeps the last, the library refuses the first).
+    """
+    return not (_colons_prove_no_duplicates(raw, header) or _string_colons_prove_no_duplicates(raw, header))
 
 
 def _check_names(header: dict[str, Any], raw: bytes | None = None) -> None:
