@@ -39,18 +39,21 @@ def _release(version: str) -> tuple[int, int]:
     return int(major), int(minor)
 
 
-def write_bcomplex32(path: Path, extra: dict[str, Any] | None = None) -> Path:
-    """A torch.save file holding `w`, the bcomplex32 tensor of VALUES (shape (3, 1)), and `extra`, as torch 2.14
-    writes it: under a torch that has the dtype, torch.save's own; under an older one, complex32's file (the same
-    4-byte elements, `_rebuild_tensor_v3` naming its dtype) with the dtype's name changed in data.pkl."""
-    pairs = torch.tensor(VALUES, dtype=torch.bfloat16)
+def write_bcomplex32(path: Path, extra: dict[str, Any] | None = None, raw: bytes | None = None,
+                     name: str = "w") -> Path:
+    """A torch.save file holding `name`, a bcomplex32 tensor (VALUES, shape (3, 1); or the bytes `raw`, 1-D), and
+    `extra`, as torch 2.14 writes it: under a torch that has the dtype, torch.save's own; under an older one,
+    complex32's file (the same 4-byte elements, `_rebuild_tensor_v3` naming its dtype) with the dtype's name changed
+    in data.pkl."""
+    pairs = (torch.tensor(VALUES, dtype=torch.bfloat16) if raw is None
+             else torch.frombuffer(bytearray(raw), dtype=torch.uint8))
     if HAS_BCOMPLEX32:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # "BComplex32 support is experimental"
-            torch.save({"w": pairs.view(torch.bcomplex32), **(extra or {})}, path)
+            torch.save({name: pairs.view(torch.bcomplex32), **(extra or {})}, path)
         return path
     source = path.with_name(f"{path.stem}_source.pt")
-    torch.save({"w": pairs.view(torch.float16).view(torch.complex32), **(extra or {})}, source)
+    torch.save({name: pairs.view(torch.float16).view(torch.complex32), **(extra or {})}, source)
     with zipfile.ZipFile(source) as archive, zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as out:
         for info in archive.infolist():
             data = archive.read(info.filename)
@@ -189,3 +192,35 @@ def test_torch_214s_load_warnings_are_not_shown_beside_what_the_command_says(tmp
     done = run("inspect", str(sized_path), "--json")
     assert done.returncode == 0 and done.stderr == "", done.stderr
     assert [t["name"] for t in json.loads(done.stdout)["tensors"]] == ["w"]
+
+
+class _System:
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        return os.system, ("echo the payload ran",)
+
+
+@pytest.mark.parametrize("dtype", ["bcomplex32", "bits16", "uint8"])
+def test_an_extra_state_numpy_cannot_hold_is_no_pickle_transformer_engine_loads(tmp_path: Path, dtype: str) -> None:
+    """TransformerEngine unpickles `_extra_state.numpy().tobytes()`; `.numpy()` raises on bcomplex32 and torch's
+    bits types ("Got unsupported ScalarType Bits16") before any pickle.loads, as on complex32: a file holding a
+    pickle of os.system in such a tensor is no TE state (it was called dangerous); in uint8 it is."""
+    import pickle
+
+    payload = pickle.dumps(_System(), protocol=2)
+    payload += b"." * (-len(payload) % 4)  # whole 4-byte elements
+    path = tmp_path / f"{dtype}.pt"
+    extra = {"layer.weight": torch.ones(2)}
+    if dtype == "bcomplex32":
+        write_bcomplex32(path, extra, raw=payload, name="layer._extra_state")
+    else:
+        torch.save({"layer._extra_state": torch.frombuffer(bytearray(payload), dtype=torch.uint8).view(
+            getattr(torch, dtype)), **extra}, path)
+    result = run_cli("inspect", path, "--json")
+    if dtype == "uint8":
+        assert "dangerous: the uint8 tensor layer._extra_state holds a pickle that names posix.system" in \
+            one_error_line(result)
+        return
+    assert result.exit_code == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["security"]["verdict"] == "safe"
+    assert {t["name"]: t["dtype"] for t in data["tensors"]}["layer._extra_state"] == dtype
