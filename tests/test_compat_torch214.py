@@ -82,6 +82,11 @@ def test_a_bcomplex32_tensor_of_torch_214_is_read_as_safe_weights_of_four_bytes_
             f"{torch.__version__} does not have it: its torch.load fails on the file"]
     text = run_cli("inspect", path)
     assert text.exit_code == 0 and "bcomplex32" in text.stdout and text.stderr == ""
+    # safetensors has no name for it (its table: C64 is its only complex dtype): refused before anything is written.
+    assert one_error_line(run_cli("convert", path, "-o", tmp_path / "out.safetensors")) == (
+        f"error: {path}: safetensors has no dtype for 1 tensor: w (bcomplex32); nothing was written (a .bin output, "
+        "-o NAME.bin or --to bin, keeps them as torch.save does)")
+    assert not (tmp_path / "out.safetensors").exists()
 
 
 def test_the_policy_and_the_dtype_table_know_what_the_installed_torch_allows() -> None:
