@@ -322,10 +322,11 @@ def _refuse_what_torch_cannot_hold(checkpoint: Checkpoint, tensors: list[Planned
     Raises:
         UnsupportedEnvironment: naming the file that holds the first such tensor and the torch release that has it.
     """
-    from weightdoctor.dtypes import torch_dtype
+    from weightdoctor.dtypes import LATER_TORCH_DTYPES, torch_dtype
 
     for tensor in tensors:
-        for dtype in dict.fromkeys((tensor.source_dtype, tensor.dtype)):
+        # Only a dtype some supported torch lacks is looked up: a safetensors source is copied without torch.
+        for dtype in dict.fromkeys(d for d in (tensor.source_dtype, tensor.dtype) if d in LATER_TORCH_DTYPES):
             try:
                 torch_dtype(dtype)
             except WeightDoctorError as error:
