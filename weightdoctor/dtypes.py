@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+from weightdoctor.errors import UnsupportedEnvironment
+
+if TYPE_CHECKING:
+    import torch
+
 # safetensors header dtype -> canonical name. Canonical names are torch's attribute names, so
 # `getattr(torch, name)` gives the torch dtype where torch has it.
 SAFETENSORS_TO_CANONICAL: dict[str, str] = {
@@ -38,6 +45,8 @@ BITS_PER_ELEMENT: dict[str, int] = {
     # torch's alone (no safetensors name): a pair of float16s, and a 16-bit opaque type. Counted as 8 bits, a
     # complex32 tensor's bytes were a quarter of what it holds, and convert --to bin failed on it.
     "complex32": 32, "bits16": 16,
+    # torch 2.14's pair of bfloat16s (torch.save names it in `_rebuild_tensor_v3`; an older torch has no such dtype).
+    "bcomplex32": 32,
 }
 
 FLOATING: frozenset[str] = frozenset(
@@ -62,6 +71,33 @@ def canonical_dtype(name: str) -> str:
     if text in SAFETENSORS_TO_CANONICAL:
         return SAFETENSORS_TO_CANONICAL[text]
     return ALIASES.get(text.lower(), text)
+
+
+# dtypes torch added after the oldest release weightdoctor runs on (torch>=2.10), with the first release that has
+# each: a file written by a newer torch names them, and weightdoctor reads its structure without torch.
+LATER_TORCH_DTYPES: dict[str, str] = {"bcomplex32": "2.14"}
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    """The installed torch's dtype of a canonical name, where the values of a tensor must become a torch tensor.
+
+    Example:
+        >>> str(torch_dtype("bfloat16"))
+        'torch.bfloat16'
+
+    Raises:
+        UnsupportedEnvironment: a dtype a later torch added (torch 2.14's bcomplex32 under torch 2.13), naming
+            the release that has it (a bare `getattr` raised AttributeError, reported as an unexpected error).
+    """
+    import torch
+
+    dtype = getattr(torch, name, None)
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    since = LATER_TORCH_DTYPES.get(name)
+    needs = f"torch {since} or later" if since else "a torch that has it"
+    raise UnsupportedEnvironment(f"{name} is a dtype the installed torch {torch.__version__} does not have: reading "
+                                 f"its values needs {needs}")
 
 
 def bits_per_element(dtype: str) -> int:

@@ -315,6 +315,26 @@ def _refuse_what_safetensors_cannot_store(checkpoint: Checkpoint, tensors: list[
                       path=str(checkpoint.file_path(refused[0].source_file)))
 
 
+def _refuse_what_torch_cannot_hold(checkpoint: Checkpoint, tensors: list[PlannedTensor]) -> None:
+    """Refuse, before anything is written, tensors of a dtype the installed torch lacks (torch 2.14's bcomplex32
+    under torch 2.13): the .bin writer pickles torch's dtype, and the error named no file.
+
+    Raises:
+        UnsupportedEnvironment: naming the file that holds the first such tensor and the torch release that has it.
+    """
+    from weightdoctor.dtypes import LATER_TORCH_DTYPES, torch_dtype
+
+    for tensor in tensors:
+        # Only a dtype some supported torch lacks is looked up: a safetensors source is copied without torch.
+        for dtype in dict.fromkeys(d for d in (tensor.source_dtype, tensor.dtype) if d in LATER_TORCH_DTYPES):
+            try:
+                torch_dtype(dtype)
+            except WeightDoctorError as error:
+                error.message = f"tensor {tensor.source!r}: {error.message}"
+                error.path = str(checkpoint.file_path(tensor.source_file))
+                raise
+
+
 def _target_dtype(info: TensorInfo, dtype: str | None, keep_fp32: re.Pattern[str] | None) -> str:
     if info.dtype not in CASTABLE:
         return info.dtype
@@ -519,6 +539,8 @@ def plan_tensors(
         )
     if fmt == "safetensors":
         _refuse_what_safetensors_cannot_store(checkpoint, selection.tensors)
+    else:
+        _refuse_what_torch_cannot_hold(checkpoint, selection.tensors)
     if kept_side:
         selection.warnings.append(
             f"--dtype {dtype}: {len(kept_side)} quantizer scale/state tensor(s) kept as stored "

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from weightdoctor.dtypes import BITS_PER_ELEMENT
+from weightdoctor.dtypes import BITS_PER_ELEMENT, torch_dtype
 from weightdoctor.errors import CorruptCheckpoint
 from weightdoctor.wording import counted
 
@@ -242,7 +242,7 @@ class StaticTensor(_NoState):
         """The tensor, viewing a private memory map of the file (nothing is read until it is used)."""
         import torch
 
-        dtype = getattr(torch, self.dtype)
+        dtype = torch_dtype(self.dtype)
         count = self.storage.nbytes // self.itemsize
         if count == 0:
             base = torch.empty(0, dtype=dtype)

@@ -1997,6 +1997,19 @@ def _load_with_torch(path: Path, fmt: str, report: ScanReport) -> Any:
     check_torch_version()
     import torch
 
+    from weightdoctor.dtypes import torch_dtype
+    from weightdoctor.security.policy import LATER_TORCH_WEIGHTS_ONLY_GLOBALS
+
+    for qualified in sorted({g.qualified for g in report.globals} & LATER_TORCH_WEIGHTS_ONLY_GLOBALS.keys()):
+        # A dtype a later torch added (torch 2.14's bcomplex32): this torch's loader refuses the global, which
+        # said "the file holds more than weights" of weights alone.
+        try:
+            torch_dtype(qualified.removeprefix("torch."))
+        except UnsupportedEnvironment as error:
+            error.message = f"its pickle names {qualified}, a tensor dtype: {error.message}"
+            error.path = str(path)
+            raise
+
     names: list[str] | None = None
     if fmt == "pytorch-zip":
         try:
@@ -2032,9 +2045,12 @@ def _load_with_torch(path: Path, fmt: str, report: ScanReport) -> Any:
             warnings.filterwarnings("ignore", category=UserWarning, message=".*deprecated")
             # Nor its notices that a layout is experimental (sparse CSR/CSC/BSR "in beta state", nested tensors
             # "in prototype stage"; torch 2.11's "Sparse invariant checks are implicitly disabled", seen on a
-            # GPU machine): such a tensor is refused below in one line of its own.
+            # GPU machine; torch 2.14's "Validating sparse tensor invariants because weights_only=True"): such a
+            # tensor is refused below in one line of its own. Nor that a dtype is (torch 2.14's "BComplex32
+            # support is experimental", as it makes a bcomplex32 tensor): the file's dtype is no fault of it.
             warnings.filterwarnings("ignore", category=UserWarning,
-                                    message=".*(beta state|prototype stage|[Ss]parse invariant checks)")
+                                    message=".*(beta state|prototype stage|[Ss]parse invariant checks"
+                                            "|sparse tensor invariants|support is experimental)")
             obj = torch.load(path, map_location="cpu", weights_only=True, mmap=(fmt == "pytorch-zip"))
     except pickle.UnpicklingError as exc:
         message = _weights_only_message(exc)

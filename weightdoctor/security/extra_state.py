@@ -20,7 +20,9 @@ MAX_EXTRA_STATE_BYTES = 16 << 20
 BYTE_DTYPES = ("uint8", "int8")
 # TE reads `state.detach().cpu().numpy().tobytes()`: any dtype numpy holds, any shape, gives it the tensor's bytes
 # (C order), so only the dtypes `.numpy()` refuses (it raises before pickle.loads) are left out.
-NOT_NUMPY_PREFIXES = ("bfloat16", "float8", "float6", "float4", "complex32")
+# torch's bits types and torch 2.14's bcomplex32 too ("Got unsupported ScalarType Bits16"): called dangerous, a TE
+# state that pickle.loads never sees.
+NOT_NUMPY_PREFIXES = ("bfloat16", "float8", "float6", "float4", "complex32", "bcomplex32", "bits")
 # How plain `pickle.dumps` writes a CPU tensor's storage: `_load_from_bytes(<a legacy torch.save>)`, which
 # torch.loads those bytes with weights_only=False. Every genuine TE state with tensors names it.
 LOAD_FROM_BYTES = "torch.storage._load_from_bytes"

@@ -310,6 +310,38 @@ TORCH_WEIGHTS_ONLY_GLOBALS: frozenset[str] = frozenset({
     "torch.uint64", "torch.uint7", "torch.uint8",
 })
 
+# What later torch releases add to that list, with the first release that allows each: a dtype torch 2.14 added
+# (a pair of bfloat16s) is a name torch.save writes and weights_only loads there, and data anywhere. Safe under any
+# torch (an older one only fails to find it); tests/test_compat_torch214.py asks the installed torch of each.
+LATER_TORCH_WEIGHTS_ONLY_GLOBALS: dict[str, str] = {"torch.bcomplex32": "2.14"}
+
+
+def later_torch_note(qualified: Iterable[str]) -> str | None:
+    """What a safe verdict leaves unsaid where a pickle names globals only a later torch has and the installed torch
+    is older: its torch.load fails on the file (its weights_only loader does not know the name). None otherwise.
+
+    Example:
+        >>> later_torch_note(["torch._utils._rebuild_tensor_v2", "torch.float16"]) is None
+        True
+    """
+    named = sorted({q for q in qualified if q in LATER_TORCH_WEIGHTS_ONLY_GLOBALS})
+    if not named:
+        return None
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        installed = version("torch")
+    except PackageNotFoundError:
+        return None
+    have = tuple(int(p) if p.isdigit() else 0 for p in installed.split("+")[0].split(".")[:2])
+    later = [q for q in named if have < tuple(int(p) for p in LATER_TORCH_WEIGHTS_ONLY_GLOBALS[q].split("."))]
+    if not later:
+        return None
+    since = ", ".join(f"{q} (torch {LATER_TORCH_WEIGHTS_ONLY_GLOBALS[q]} on)" for q in later)
+    return (f"torch's weights_only loader allows {since}, but the installed torch {installed} does not have "
+            f"{'it' if len(later) == 1 else 'them'}: its torch.load fails on the file")
+
+
 # numpy arrays and scalars, as torch's documentation allowlists them for weights_only loads.
 NUMPY_GLOBALS: frozenset[str] = frozenset({
     "numpy.core.multiarray._reconstruct", "numpy._core.multiarray._reconstruct",
@@ -461,7 +493,7 @@ def normalised_names(qualified: str) -> list[str]:
 def _classify_one(module: str, name: str) -> str:
     full = f"{module}.{name}"
     if (full in TORCH_WEIGHTS_ONLY_GLOBALS or full in NUMPY_GLOBALS or full in PLAIN_PICKLE_GLOBALS
-            or _NUMPY_DTYPE_CLASS.match(full)):
+            or full in LATER_TORCH_WEIGHTS_ONLY_GLOBALS or _NUMPY_DTYPE_CLASS.match(full)):
         return SAFE
     if full in INERT_GLOBALS:
         return INERT

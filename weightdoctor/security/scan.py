@@ -36,6 +36,7 @@ from weightdoctor.security.policy import (
     call_problem,
     classify,
     inert_in_context,
+    later_torch_note,
     reconstruction_vouched,
     shown,
 )
@@ -198,6 +199,11 @@ class _Collector:
         self.pickles = 0
         self.protocol = 0
         self._seen: set[tuple[str, str, str | None]] = set()
+
+    def all_notes(self) -> list[str]:
+        """The notes, and what a safe verdict leaves unsaid of globals only a later torch than this one has."""
+        later = later_torch_note(g.qualified for g in self.globals)
+        return self.notes + ([later] if later else [])
 
     def label(self, member: str) -> str:
         return f"{self.prefix}:{member}" if self.prefix else member
@@ -742,7 +748,7 @@ def scan_file(path: str | os.PathLike[str], label: str | None = None) -> ScanRep
             container = _scan_pickle_file(handle, size, collector)
     return ScanReport(format="pickle", container=container, files=[label or path.name], pickles=collector.pickles,
                       protocol=collector.protocol, globals=collector.globals, problems=collector.problems,
-                      notes=collector.notes)
+                      notes=collector.all_notes())
 
 
 def scan_embedded_pickle(path: str | os.PathLike[str], start: int) -> ScanReport:
@@ -759,7 +765,7 @@ def scan_embedded_pickle(path: str | os.PathLike[str], start: int) -> ScanReport
         collector.add_walk(_walk(handle, size), Path(path).name)
     return ScanReport(format="pickle", container="pickle", files=[Path(path).name], pickles=collector.pickles,
                       protocol=collector.protocol, globals=collector.globals, problems=collector.problems,
-                      notes=collector.notes)
+                      notes=collector.all_notes())
 
 
 def scan_bytes(data: bytes) -> ScanReport:
@@ -776,7 +782,7 @@ def scan_bytes(data: bytes) -> ScanReport:
         container = _scan_pickle_file(handle, len(data), collector)
     return ScanReport(format="pickle", container=container, pickles=collector.pickles,
                       protocol=collector.protocol, globals=collector.globals, problems=collector.problems,
-                      notes=collector.notes)
+                      notes=collector.all_notes())
 
 
 __all__ = ["GlobalRef", "ScanProblem", "ScanReport", "VERDICTS", "SAFE", "scan_file", "scan_bytes",

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from weightdoctor.dtypes import torch_dtype
 from weightdoctor.wording import counted, plural
 from weightdoctor.writers.safetensors_writer import TensorSlot, hash_pool, tensor_bytes
 
@@ -81,7 +82,7 @@ def pickle_state_dict(slots: list[BinSlot]) -> tuple[bytes, dict[str, str]]:
     keys: dict[str, str] = {}
     entries: dict[str, _Rebuild] = {}
     for slot in slots:
-        dtype = getattr(torch, slot.dtype)
+        dtype = torch_dtype(slot.dtype)
         if slot.alias_of is not None:
             # The same object, as when torch.save meets one tensor under two names.
             keys[slot.name] = keys[slot.alias_of]
