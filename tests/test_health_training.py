@@ -35,8 +35,15 @@ def test_a_trained_vit_is_judged_by_its_own_init_rules_under_its_saved_key_names
     assert key["init"]["expected"]["confident"] is True
     assert all(t["init"]["expected"] is None or t["init"]["expected"]["confident"]
                for t in tensors.values() if t["name"].startswith("vit.encoder.")), "a rule was guessed"
-    assert not [f for f in data["findings"] if f["code"] == "untrained-tensor"], data["findings"]
-    assert set(case.truth.values()) == {"trained"} and code == 0
+    # The encoder's matrices are what the renamed rules decide. The 2-label classifier (128 values) is left out:
+    # 100 steps leave its std about 4 standard errors from init 0.02, on either side of the line by machine
+    # (4.27 here under torch 2.13 and 2.14.1, 3.93 on an H100 under torch 2.11), which says nothing of the rename.
+    untrained = [f for f in data["findings"] if f["code"] == "untrained-tensor"]
+    assert not [f for f in untrained if f["tensor"].startswith("vit.")], untrained
+    assert {f["tensor"] for f in untrained} <= {"classifier.weight"}, untrained
+    warned = [f for f in data["findings"] if f["severity"] != "info"]
+    assert all(f in untrained for f in warned) and code == (1 if warned else 0), warned
+    assert set(case.truth.values()) == {"trained"}
 
 
 def test_a_fresh_small_head_is_at_init_whichever_family_its_few_values_happen_to_fit(tmp_path: Path) -> None:
