@@ -310,7 +310,10 @@ def simulate_from_pretrained(
         pattern_to_converter = {k: c for c in converters for k in c.source_patterns}
         meta_state_dict = model.state_dict()
         prefix = model.base_model_prefix
-        info = _loading_info(LoadStateDictInfo, set(meta_state_dict))
+        info = LoadStateDictInfo(
+            missing_keys=set(meta_state_dict), unexpected_keys=set(), mismatched_keys=set(),
+            conversion_errors={}, error_msgs=[], skipped_pp_keys=set(),
+        )
         sim = LoadSimulation(set(), set(), set())
         to_convert: dict[str, Any] = {}  # target key -> its WeightConverter, as transformers' param_name_to_load
         dequantize_memo = MetaDequantizeMemo()
@@ -319,8 +322,9 @@ def simulate_from_pretrained(
         for original in sorted({*shapes, *non_tensors}, key=dot_natural_key):
             renamed, source_pattern = rename_source_key(original, renamings, converters, prefix, meta_state_dict)
             if renamed not in meta_state_dict and original in meta_state_dict:
-                # Positional: the prefix's parameter is `prefix` in transformers 5.1-5.x, `base_model_prefix` later.
-                renamed, source_pattern = rename_source_key(original, [], [], prefix, meta_state_dict)
+                renamed, source_pattern = rename_source_key(
+                    original, [], [], base_model_prefix=prefix, meta_state_dict=meta_state_dict
+                )
             if renamed != original:
                 sim.renamed[original] = renamed
             if original in non_tensors and renamed in meta_state_dict:
@@ -407,16 +411,6 @@ def simulate_from_pretrained(
         model._adjust_missing_and_unexpected_keys(info)
     sim.missing, sim.unexpected, sim.mismatched = info.missing_keys, info.unexpected_keys, info.mismatched_keys
     return sim
-
-
-def _loading_info(info_class: Any, missing_keys: set[str]) -> Any:
-    """An empty `LoadStateDictInfo` but for `missing_keys`, with the fields this transformers' class has (5.1 has no
-    `skipped_pp_keys`, which later releases require)."""
-    import dataclasses
-
-    empty: dict[str, Any] = {"missing_keys": missing_keys, "unexpected_keys": set(), "mismatched_keys": set(),
-                             "conversion_errors": {}, "error_msgs": [], "skipped_pp_keys": set()}
-    return info_class(**{field.name: empty[field.name] for field in dataclasses.fields(info_class)})
 
 
 def load_config(config: str | None, checkpoint: Checkpoint, revision: str | None = None) -> dict[str, Any]:
