@@ -498,6 +498,10 @@ class OneLineErrorsGroup(TyperGroup):
         except typer.Abort:
             typer.echo("Aborted!", err=True)
             sys.exit(1)
+        if self.no_args_is_help and not (sys.argv[1:] if args is None else list(args)):
+            # Click before 8.2 prints the help of a bare `weightdoctor` and returns 0 (8.2+ raises NoArgsIsHelpError,
+            # above): naming no command is a usage error (exit 2) on every Click.
+            sys.exit(2)
         # Without standalone mode Click returns the exit code of a typer.Exit, or the command's result.
         sys.exit(result if isinstance(result, int) else 0)
 
