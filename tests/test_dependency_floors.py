@@ -93,6 +93,39 @@ weightdoctor.cli.app()
     assert "Usage: weightdoctor [OPTIONS] COMMAND [ARGS]..." in result.stdout and "plan-devices" in result.stdout
 
 
+def _aligned_struct_pickle(flags: int) -> bytes:
+    """A pickle of an aligned structured numpy dtype whose BUILD state carries `flags`, as numpy 1.26 writes it
+    (-112: its flags 0x90 as a signed char; numpy 2 writes 144)."""
+    import pickle
+
+    np = pytest.importorskip("numpy")
+    dtype = np.dtype([("a", "i1"), ("b", "f8")], align=True)
+    constructor, args, state = dtype.__reduce__()
+
+    class AsNumpy126:
+        def __reduce__(self) -> tuple[object, ...]:
+            return constructor, args, (*state[:7], flags)
+
+    return pickle.dumps({"aligned": AsNumpy126()}, protocol=2)
+
+
+def test_an_aligned_struct_dtype_pickled_by_numpy_1_is_not_suspicious() -> None:
+    """numpy 1.26 (numpy's floor) pickles the flags of `np.dtype([...], align=True)` as -112: the scan called every
+    such pickle suspicious ("BUILD sets the flags of a structured or subarray numpy.dtype to -112 (-0x70)"), and
+    inspect refused the file (exit 2). A negative value with a flag no fields have (-92: 0xa4 as a char, pointer
+    and getitem flags) is still refused."""
+    import pickle
+
+    from weightdoctor.security.scan import scan_bytes
+
+    written = _aligned_struct_pickle(-112)
+    assert pickle.loads(written)["aligned"].names == ("a", "b")  # numpy reads it
+    report = scan_bytes(written)
+    assert report.verdict == "safe" and report.problems == [], report.summary()
+    hostile = scan_bytes(_aligned_struct_pickle(-92))
+    assert hostile.verdict != "safe" and "to -92 (-0x5c)" in hostile.summary(), hostile.summary()
+
+
 def test_pyprojects_floors_are_the_ones_the_readme_states() -> None:
     """The floors measured (README's Versions line says which ran the suite) and pyproject's are the same."""
     tomllib = pytest.importorskip("tomllib")  # Python 3.11+
