@@ -1,9 +1,12 @@
-"""floor1: weightdoctor at the lowest releases pyproject.toml accepts (typer 0.15.4 on Click 8.1, transformers 5.17).
+"""floor1: weightdoctor at the lowest releases pyproject.toml accepts (typer 0.20 on Click 8.4, transformers 5.17,
+huggingface_hub 1.18, accelerate 1.15, numpy 1.26).
 
-Every command, and the suite's files that exercise the dependencies, were run in a venv of those floors. What failed
-there and was fixed is emulated here on the newest releases CI runs: Typer without a vendored Click, a Click without
-NoArgsIsHelpError. Where an older release lacked what weightdoctor needs, the floor was raised instead (pyproject.toml
-says which API); the last test keeps README's statement of the floors equal to pyproject's.
+Every command, and the suite's files that exercise the dependencies, were run in venvs of those floors (and of lower
+ones first: typer 0.15.4 on Click 8.1). What failed there and was fixed is emulated here on the newest releases CI
+runs: Typer without a vendored Click, a Click without NoArgsIsHelpError (8.1, which only a forced install puts beside
+huggingface_hub 1.18 now), numpy 1.x's pickled dtype flags. Where an older release lacked what weightdoctor needs, the
+floor was raised instead (pyproject.toml says which API); the last test keeps README's statement of the floors equal
+to pyproject's.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ def _run(code: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_the_cli_imports_on_a_typer_that_does_not_vendor_click() -> None:
-    """Typer before its vendored Click (0.15: `typer._click` does not exist) runs on the Click package: importing
+    """Typer before its vendored Click (0.15.4, 0.20, 0.24 have no `typer._click`) runs on the Click package: importing
     the CLI failed with `ModuleNotFoundError: No module named 'typer._click'` on every command, --help included.
     (The newest Typer cannot run a command with its own Click hidden, so the import and Click's errors are checked.)"""
     pytest.importorskip("click")
@@ -46,7 +49,7 @@ print(_group.usage_line(click.exceptions.UsageError("Missing argument 'SOURCE'."
 
 
 def test_a_usage_error_is_one_line_on_a_click_without_no_args_is_help_error(tmp_path: Path) -> None:
-    """Click 8.1 (what pip installs with Typer 0.15.4) has no NoArgsIsHelpError: evaluating `except
+    """Click 8.1 (what pip installed with Typer 0.15.4) has no NoArgsIsHelpError: evaluating `except
     click_exceptions.NoArgsIsHelpError` raised AttributeError, so every usage error (`plan-devices m --kv-cache 128`)
     ended in a traceback and exit 1 instead of its one line and exit 2."""
     code = f"""
