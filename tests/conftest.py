@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -13,6 +15,22 @@ from fixtures.build import build_all
 from fixtures.hostile import HostileCase, build_benign, build_hostile
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _keep_stderr_apart() -> None:
+    """Make a Click older than 8.2 (what Typer 0.15 runs on) keep a run's stderr apart, as Click 8.2+ and Typer's
+    vendored Click always do: the tests read `result.stderr`, which such a Click raises on unless asked."""
+    init = CliRunner.__init__
+    if "mix_stderr" not in inspect.signature(init).parameters:
+        return
+
+    def __init__(self: CliRunner, *args: Any, mix_stderr: bool = False, **kwargs: Any) -> None:
+        init(self, *args, mix_stderr=mix_stderr, **kwargs)
+
+    CliRunner.__init__ = __init__  # type: ignore[method-assign]
+
+
+_keep_stderr_apart()
 
 
 @pytest.fixture(scope="session")

@@ -10,9 +10,18 @@ from typing import Any
 
 import typer
 import typer.main
-from typer._click import core as click_core
-from typer._click import exceptions as click_exceptions  # Typer vendors Click; these are what it raises
 from typer.core import TyperGroup
+
+try:  # Typer vendors Click (as typer._click) in its newer releases; these are what it raises
+    from typer._click import core as click_core
+    from typer._click import exceptions as click_exceptions
+except ImportError:  # older Typer (0.12 ...) runs on the Click package itself
+    from click import core as click_core  # type: ignore[no-redef]
+    from click import exceptions as click_exceptions  # type: ignore[no-redef]
+
+# Click 8.2+ raises NoArgsIsHelpError for a bare `weightdoctor`; an older Click (under Typer 0.15) prints the help and
+# exits 0 itself, and has no such class to catch.
+_NO_ARGS_IS_HELP: Any = getattr(click_exceptions, "NoArgsIsHelpError", ())
 
 
 def usage_line(exc: click_exceptions.UsageError, command_path: str | None = None, args: Sequence[str] = ()) -> str:
@@ -469,7 +478,7 @@ class OneLineErrorsGroup(TyperGroup):
 
                 exit_on_closed_pipe()
             raise
-        except click_exceptions.NoArgsIsHelpError as exc:
+        except _NO_ARGS_IS_HELP as exc:
             from typer import rich_utils
 
             rich_utils.rich_format_error(exc)  # the help text, as Typer shows it
@@ -489,6 +498,10 @@ class OneLineErrorsGroup(TyperGroup):
         except typer.Abort:
             typer.echo("Aborted!", err=True)
             sys.exit(1)
+        if self.no_args_is_help and not (sys.argv[1:] if args is None else list(args)):
+            # Click before 8.2 prints the help of a bare `weightdoctor` and returns 0 (8.2+ raises NoArgsIsHelpError,
+            # above): naming no command is a usage error (exit 2) on every Click.
+            sys.exit(2)
         # Without standalone mode Click returns the exit code of a typer.Exit, or the command's result.
         sys.exit(result if isinstance(result, int) else 0)
 

@@ -834,7 +834,10 @@ def build_problem(qualified: str, made_args: Any, state: Any) -> str | None:
         callee = getattr(base, "callee", None)  # the base dtype, made by the pickle (an `opcodes.Made`)
         natural = _natural_flags(f"{callee.module}.{callee.name}" if callee is not None else None,
                                  getattr(base, "args", None))
-        if flags & ~_STRUCTURED_FLAGS == 0 or flags == natural:
+        # numpy 1.x writes the flags as a signed char: an aligned struct's 0x90 is -112 in its pickles. numpy 1.x
+        # reads them back as that char (0x90), numpy 2 adds 128 (0x10): both readings must be flags of fields.
+        readings = (flags & 0xFF, flags + 128) if -128 <= flags < 0 else (flags,)
+        if all(reading & ~_STRUCTURED_FLAGS == 0 for reading in readings) or flags == natural:
             return None
         return (f"sets the flags of a structured or subarray {qualified} to {flags} ({flags:#x}), flags no dtype of "
                 "fields has (numpy trusts them for how it reads memory)")
