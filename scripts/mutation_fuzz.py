@@ -404,26 +404,33 @@ def _mutate_one_op(raw: bytes, start: int, rng: random.Random) -> bytes:
     return raw[:pos] + new + raw[end:]
 
 
+def _with_zip_pickle_changed(raw: bytes, rng: random.Random, change: Callable[[bytes], bytes]) -> bytes | None:
+    """The zip `raw` rewritten (members stored) with one of its .pkl members, chosen by `rng`, replaced by
+    `change(member)`; None when `raw` is no zip this can rewrite (already broken by an earlier mutation) or holds
+    no pickle."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(raw)) as archive:
+            members = [(info, archive.read(info)) for info in archive.infolist()]
+    except Exception:  # noqa: BLE001 -- a zip already broken by an earlier mutation
+        return None
+    pickles = [i for i, (info, _) in enumerate(members) if info.filename.endswith(".pkl")]
+    if not pickles:
+        return None
+    chosen = rng.choice(pickles)
+    info, data = members[chosen]
+    members[chosen] = (info, change(data))
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
+        for info, data in members:
+            archive.writestr(info.filename, data)
+    return buffer.getvalue()
+
+
 def _mutate_pickles(raw: bytes, rng: random.Random) -> bytes | None:
     """A plain pickle, a legacy torch save's pickles, or a zip's .pkl member (the zip rewritten) with one opcode
     changed; None for other bytes."""
     if raw[:2] == b"PK":
-        try:
-            with zipfile.ZipFile(io.BytesIO(raw)) as archive:
-                members = [(info, archive.read(info)) for info in archive.infolist()]
-        except Exception:  # noqa: BLE001 -- a zip already broken by an earlier mutation
-            return None
-        pickles = [i for i, (info, _) in enumerate(members) if info.filename.endswith(".pkl")]
-        if not pickles:
-            return None
-        chosen = rng.choice(pickles)
-        info, data = members[chosen]
-        members[chosen] = (info, _changed(lambda: _mutate_one_op(data, 0, rng), data))
-        buffer = io.BytesIO()
-        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
-            for info, data in members:
-                archive.writestr(info.filename, data)
-        return buffer.getvalue()
+        return _with_zip_pickle_changed(raw, rng, lambda data: _changed(lambda: _mutate_one_op(data, 0, rng), data))
     starts = _pickle_starts(raw)
     if not starts:
         return None
@@ -791,22 +798,8 @@ def _mutate_pickle_bytes(raw: bytes, rng: random.Random) -> tuple[bytes, str] | 
         return new
 
     if raw[:2] == b"PK":
-        try:
-            with zipfile.ZipFile(io.BytesIO(raw)) as archive:
-                members = [(info, archive.read(info)) for info in archive.infolist()]
-        except Exception:  # noqa: BLE001 -- not a zip this mutation can rewrite
-            return None
-        pickles = [i for i, (info, _) in enumerate(members) if info.filename.endswith(".pkl")]
-        if not pickles:
-            return None
-        chosen = rng.choice(pickles)
-        info, data = members[chosen]
-        members[chosen] = (info, change(data, 0))
-        buffer = io.BytesIO()
-        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
-            for info, data in members:
-                archive.writestr(info.filename, data)
-        return buffer.getvalue(), f"pickle {what[0]}"
+        rewritten = _with_zip_pickle_changed(raw, rng, lambda data: change(data, 0))
+        return None if rewritten is None else (rewritten, f"pickle {what[0]}")
     starts = _pickle_starts(raw)
     if not starts:
         return None
