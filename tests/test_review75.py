@@ -4,16 +4,22 @@
   SpQR's `row_offsets`, fbgemm_fp8's `input_scale_ub`, ...) without a quantized layer beside them: Gemma 4's
   assistant keeps a Linear named `centroids` (`masked_embedding.centroids.weight`), and a B that has it where A does
   not was told "written by VPTQ beside its quantized weight" (a warn) where the weight starts at random.
+- A nanotron checkpoint's converter runs from a clone of nanotron (`-m examples.llama.convert_nanotron_to_hf`), but
+  it named the checkpoint as typed (`--checkpoint_path='my run/10'`): pasted in the clone, that names nothing.
 """
 
 from __future__ import annotations
 
+import os
+import shlex
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import save_file
 
-from tests.helpers import run_json
+from tests.helpers import run_cli, run_json
+from tests.test_third_party_layouts27 import _nanotron_run
 
 
 def _missing_reasons(tmp_path: Path, extra: dict[str, torch.Tensor]) -> dict[str, tuple[str, str, str]]:
@@ -61,3 +67,23 @@ def test_vptq_codebook_beside_its_indices_is_still_named(tmp_path: Path) -> None
     assert reasons["q.perm"][2].startswith("written by VPTQ beside its quantized weight")
     assert reasons["e.suh"][2].startswith("written by ExLlamaV3 (EXL3) beside its quantized weight")
     assert reasons["q.indices"][2].startswith("written by VPTQ as the quantized weight")
+
+
+def test_nanotrons_converter_names_the_checkpoint_from_inside_a_clone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                                                     ) -> None:
+    """The run folder as typed (relative, with a space): the --checkpoint_path given, read by a shell in the clone
+    of nanotron the command is run from, is the step folder that holds checkpoint_metadata.json."""
+    step = _nanotron_run(tmp_path / "my run")
+    clone = tmp_path / "nanotron"
+    (clone / "examples" / "llama").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    result = run_cli("inspect", "my run")
+    assert result.exit_code == 2
+    line = " ".join(result.stderr.split())
+    assert "-m examples.llama.convert_nanotron_to_hf --checkpoint_path=" in line, line
+    words = shlex.split(line.split("-m examples.llama.convert_nanotron_to_hf ", 1)[1].split(" --save_path")[0])
+    (named,) = words
+    path = named.removeprefix("--checkpoint_path=")
+    monkeypatch.chdir(clone)
+    assert (Path(path) / "checkpoint_metadata.json").is_file(), path
+    assert os.path.samefile(path, step)
