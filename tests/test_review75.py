@@ -10,15 +10,17 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
+import struct
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import save_file
 
-from tests.helpers import run_cli, run_json
+from tests.helpers import one_error_line, run_cli, run_json
 from tests.test_third_party_layouts27 import _nanotron_run
 
 
@@ -87,3 +89,41 @@ def test_nanotrons_converter_names_the_checkpoint_from_inside_a_clone(tmp_path: 
     monkeypatch.chdir(clone)
     assert (Path(path) / "checkpoint_metadata.json").is_file(), path
     assert os.path.samefile(path, step)
+
+
+def _write_header(path: Path, text: str, nbytes: int) -> Path:
+    raw = text.encode()
+    raw += b" " * (-len(raw) % 8)
+    path.write_bytes(struct.pack("<Q", len(raw)) + raw + b"\0" * nbytes)
+    return path
+
+
+def test_a_header_with_colons_in_its_names_is_proved_without_walking_every_entry(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Names such as `dense.kernel:0` and metadata with a URL failed the colon count outside strings, and the count
+    of every string's colons walked each entry in Python: 0.10 s of CPU on 50,000 tensors (the key-name counts it
+    replaced: 0.013 s), each time a command reads the header. Only the metadata is walked now; a tensor listed twice
+    is still refused, a colon in its name or not."""
+    from weightdoctor.checkpoint import safetensors_format
+
+    walked: list[object] = []
+    walk = safetensors_format._keys_and_string_colons
+
+    def counting(value: object) -> int:
+        walked.append(value)
+        return walk(value)
+
+    monkeypatch.setattr(safetensors_format, "_keys_and_string_colons", counting)
+    entries = {f"model.layers.{i}.dense.kernel:0": {"dtype": "F32", "shape": [1], "data_offsets": [4 * i, 4 * i + 4]}
+               for i in range(2000)}
+    header = {"__metadata__": {"format": "pt", "source": "https://example.com/a:b"}, **entries}
+    path = _write_header(tmp_path / "colons.safetensors", json.dumps(header, separators=(",", ":")), 8000)
+    code, data = run_json("inspect", path)
+    assert code == 0 and data["num_params"] == 2000, data
+    assert len(walked) < 10, len(walked)
+    for text in ('{"w:0":{},"w:0":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}',
+                 '{"__metadata__":{"url":"http://x"},"w:0":{},'
+                 '"w:0":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}',
+                 '{"w\\u003a0":{},"w:0":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}'):
+        twice = _write_header(tmp_path / "twice.safetensors", text, 8)
+        assert one_error_line(run_cli("inspect", twice)) == f"error: {twice}: header lists tensor 'w:0' twice"
