@@ -158,3 +158,19 @@ def test_a_3_bit_higgs_checkpoint_counts_its_weights(tmp_path: Path) -> None:
     assert code == 0
     assert data["quantized"] == {"method": "higgs", "bits": 3, "packed_tensors": 14, "side_tensors": 42,
                                  "parameters": LLAMA_PARAMETERS}
+
+
+def test_a_weights_file_named_pytorch_optimized_is_no_colossalai_optimizer_state(tmp_path: Path) -> None:
+    """ColossalAI's optimizer files start `pytorch_optim-`, `pytorch_optim_group.` or `pytorch_optim.`; every name
+    that starts `pytorch_optim` was training state, and a folder holding a model's `pytorch_optimized_model.bin` was
+    refused ("it holds training state only"), where it was read before."""
+    folder = tmp_path / "model"
+    folder.mkdir()
+    torch.save({"w": torch.ones(2, 2)}, folder / "pytorch_optimized_model.bin")
+    code, data = run_json("inspect", folder)
+    assert code == 0, data
+    assert [entry["path"] for entry in data["files"]] == ["pytorch_optimized_model.bin"]
+    assert data["num_params"] == 4
+    from weightdoctor.checkpoint.reader import is_training_state
+
+    assert all(map(is_training_state, ("pytorch_optim-00001.bin", "pytorch_optim_group.bin", "pytorch_optim.bin")))
