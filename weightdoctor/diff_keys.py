@@ -260,22 +260,41 @@ _PACKED_WEIGHT = _lazy_regex(r"(?:\.qweight|\.weight_packed|_blocks|\.q_weight|\
 
 # Side-tensor names a model may give its own parameters (a norm's `scale`, a layer's `scales`): a quantizer's only
 # beside a quantized weight of the same layer.
-_GENERIC_SIDE = _lazy_regex(r"\.(?:scales|zeros|scale|zero|shape|axis|nbits|group_size|packing|optimize|su|sv|"
-                            r"tables2?|perm|weight_bias|indices)$")
-_QUANTIZED_WEIGHT_LEAVES = (".qweight", ".q_weight", ".W_q", ".weight_packed", ".trellis", ".dense_weights",
-                            ".indices")
+_GENERIC_SIDE = _lazy_regex(r"\.(?:scales|zeros|scale|zero|shape|axis|nbits|group_size|packing|optimize)$")
+# The names of EXL3, HIGGS, SpQR, FP-Quant, VPTQ and fbgemm_fp8's upper bound: a quantizer's only in a layer quantized
+# that way (`_in_quantized_layer`). Gemma 4's assistant has a Linear named `centroids`, a classifier may keep a `perm`:
+# a missing `masked_embedding.centroids.weight` was "written by VPTQ beside its quantized weight" (a warn), where it
+# is the model's own weight, left at random ("unknown", an error, as before these layouts were read).
+_LAYER_ONLY_SIDE = _lazy_regex(
+    r"\.(?:trellis|suh|svh|su|sv|mcg|mul1|tables2?|dense_weights|row_offsets|col_vals|in_perm|"
+    r"forward_hadamard_matrix|backward_hadamard_matrix|indices|(?:res_|outlier_)?centroids\.weight|outlier_indices|"
+    r"res_indices|weight_bias|perm|input_scale_ub)$")
+_VPTQ_CODEBOOK = _lazy_regex(r"\.(?:res_|outlier_)?centroids\.weight$")
 
 
-def _beside_quantized_weight(name: str, side: Mapping[str, KeySpec]) -> bool:
-    """Whether `side` holds a quantized weight of the layer `name` is a side tensor of: a GPTQ / AWQ `qweight`,
-    EXL2's `q_weight`, HQQ's `W_q`, compressed-tensors' `weight_packed`, or a `weight` stored as integers or
-    float8 (bitsandbytes, mlx-lm's and Metal's packed uint32, FP8)."""
-    base = name.rsplit(".", 1)[0]
-    if name.endswith(".indices"):  # VPTQ's packed weight itself: a quantizer's only beside its codebook
-        return base + ".centroids.weight" in side
-    if any(base + leaf in side for leaf in _QUANTIZED_WEIGHT_LEAVES):
+def _in_quantized_layer(name: str, side: Mapping[str, KeySpec]) -> bool:
+    """Whether `side` holds a quantized weight of the layer `name` is a side tensor (or the storage) of: an EXL3
+    trellis beside its sign vectors, a VPTQ `indices` beside its codebook, SpQR's int64 `dense_weights`, a GPTQ / AWQ
+    / FP-Quant `qweight`, EXL2's `q_weight`, HQQ's `W_q`, compressed-tensors' `weight_packed`, or a `weight` stored
+    as integers or float8 (bitsandbytes, HIGGS' int16, mlx-lm's and Metal's packed uint32, FP8). A bare `trellis`,
+    `indices` or `dense_weights` is a name a model may give its own tensor.
+
+    Example:
+        >>> spec = KeySpec("emb.centroids.weight", (2, 4), "float32")
+        >>> _in_quantized_layer("emb.centroids.weight", {"emb.centroids.weight": spec})
+        False
+    """
+    layer = _VPTQ_CODEBOOK.sub("", name) if _VPTQ_CODEBOOK.search(name) else name.rsplit(".", 1)[0]
+    if layer + ".trellis" in side and any(layer + leaf in side for leaf in (".suh", ".svh", ".su", ".sv")):
         return True
-    weight = side.get(base + ".weight")
+    if layer + ".indices" in side and layer + ".centroids.weight" in side:
+        return True
+    dense = side.get(layer + ".dense_weights")
+    if dense is not None and dense.dtype == "int64":
+        return True
+    if any(layer + leaf in side for leaf in (".qweight", ".q_weight", ".W_q", ".weight_packed")):
+        return True
+    weight = side.get(layer + ".weight")
     return weight is not None and weight.dtype.startswith(("int", "uint", "float8"))
 
 
@@ -3996,10 +4015,11 @@ def classify_key(
         return "tied-weight", "info", f"tied to {filler}, which A has: filled from it on load"
     if _ADAPTER.search(name):
         return "adapter", "warn", ""
-    if _QUANT.search(name):
+    if _QUANT.search(name) and (quantization or own_side is None or not _LAYER_ONLY_SIDE.search(name)
+                                or _in_quantized_layer(name, own_side)):
         if quantization:
             return "quantization", "info", f"read by the {quantization} quantizer (quantization_config)"
-        if own_side is not None and _GENERIC_SIDE.search(name) and not _beside_quantized_weight(name, own_side):
+        if own_side is not None and _GENERIC_SIDE.search(name) and not _in_quantized_layer(name, own_side):
             # A model's own `scales` or `scale` (a norm's, a layer scale) was "written by a quantizer ... beside
             # its quantized weight: add that quantizer's quantization_config".
             return "quantization", "warn", (
@@ -4010,7 +4030,8 @@ def classify_key(
     if kind == "missing":
         stored = [name[: -len("weight")] + leaf for leaf in _QUANTIZED_STORAGE] if name.endswith(".weight") else []
         stored.append(name + "_blocks")  # MXFP4 (gpt-oss): `experts.down_proj` as `experts.down_proj_blocks`
-        found = next((candidate for candidate in stored if candidate in this_side), None)
+        found = next((candidate for candidate in stored if candidate in this_side
+                      and (not _LAYER_ONLY_SIDE.search(candidate) or _in_quantized_layer(candidate, this_side))), None)
         if found is not None and quantization:
             return "quantization", "info", f"stored quantized as {found}; the {quantization} quantizer builds it"
         if found is not None:

@@ -1208,7 +1208,7 @@ def _method_layers(tensors: Iterable[TensorInfo], method: str, quantization: Map
             if info.name in scaled and info.dtype == "uint8" and len(info.shape) == 2:
                 packed[info.name] = info.num_params * 4
     elif method == "higgs":
-        # transformers' HiggsLinear: an int16 `weight` [out x bits / 16, in] (16 / bits weights an int16) beside its
+        # transformers' HiggsLinear: an int16 `weight` [out x bits / 16, in] (bits 2, 3 or 4) beside its
         # `scales`, and the codebooks `tables` [2^bits] and `tables2` [2^bits, 2^bits, 2] it dequantizes through.
         # The weight was counted an int16 a weight (a quarter of a 4-bit layer), the codebooks as parameters.
         coded = {t.name.removesuffix(".tables") for t in infos if t.name.endswith(".tables")}
@@ -1216,8 +1216,11 @@ def _method_layers(tensors: Iterable[TensorInfo], method: str, quantization: Map
             base, _, leaf = info.name.rpartition(".")
             if base not in coded:
                 continue
-            if leaf == "weight" and info.dtype == "int16" and len(info.shape) == 2 and bits and 16 % bits == 0:
-                packed[info.name] = info.num_params * (16 // bits)
+            if leaf == "weight" and info.dtype == "int16" and len(info.shape) == 2 and bits \
+                    and info.shape[0] * 16 % bits == 0:
+                # [out x bits / 16, in]: out = rows x 16 / bits, whole for 3 bits too (16 / 3 weights an int16 is
+                # not: a 3-bit layer was counted an int16 a weight)
+                packed[info.name] = info.shape[0] * 16 // bits * info.shape[1]
             elif leaf in ("tables", "tables2"):
                 side.add(info.name)
     elif method == "spqr":

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import shlex
 import stat
 import zipfile
 from pathlib import Path
@@ -413,7 +412,8 @@ def nanotron_checkpoint(folder: Path) -> Path | None:
 def nanotron_message(folder: Path, checkpoint: Path) -> str:
     """What the nanotron checkpoint `folder` is, is inside or names (`nanotron_checkpoint`) holds, and how it becomes
     a folder that weightdoctor and transformers read: nanotron's own conversion script (examples/llama/, run from
-    a clone of its repository as a module: it imports `.convert_weights`)."""
+    a clone of its repository as a module: it imports `.convert_weights`). The checkpoint is named by its absolute
+    path: the command runs inside that clone, where `--checkpoint_path='my run/10'` as typed named nothing."""
     if checkpoint == folder:
         what = "it is a nanotron checkpoint"
     elif checkpoint.parent == folder:
@@ -424,7 +424,7 @@ def nanotron_message(folder: Path, checkpoint: Path) -> str:
             "and parallel rank, model_<name>_pp-rank-P-of-N_tp-rank-T-of-M.safetensors), which weightdoctor does not "
             "read as one model: nanotron's examples/llama/convert_nanotron_to_hf.py writes a transformers folder to "
             "read here (from a clone of nanotron, on a GPU: torchrun --nproc_per_node=1 -m "
-            f"examples.llama.convert_nanotron_to_hf --checkpoint_path={shlex.quote(str(checkpoint))} "
+            f"examples.llama.convert_nanotron_to_hf --checkpoint_path={shell_word(os.path.abspath(checkpoint))} "
             "--save_path=OUTDIR --tokenizer_name=TOKENIZER)")
 
 

@@ -853,10 +853,12 @@ def is_training_state(name: str) -> bool:
     (`zero_pp_rank_0_mp_rank_00_optim_states.pt` beside `mp_rank_00_model_states.pt`), and OLMo's unsharded
     checkpoint (`optim.pt` and `train.pt` beside `model.pt`), Megatron-LM's distributed optimizer
     (`distrib_optim.pt` beside each rank's `model_optim_rng.pt`), and torchtune's `recipe_state.pt` (seed, epochs
-    run, optimizer) beside each epoch's model files."""
+    run, optimizer) beside each epoch's model files, and ColossalAI's sharded optimizer (`pytorch_optim-00001.bin`,
+    `pytorch_optim_group.bin`, its index `pytorch_optim.bin.index.json`): those names, not any that starts so (a
+    model's `pytorch_optimized_model.bin` was "training state only")."""
     return (name.endswith((".safetensors", *PICKLE_SUFFIXES))
             and (name.startswith(("optimizer", "scheduler", "rng_state", "training_args", "scaler", "random_states",
-                                  "recipe_state", "pytorch_optim"))
+                                  "recipe_state", "pytorch_optim.", "pytorch_optim-", "pytorch_optim_group."))
                  or name.endswith(("_optim_states.pt", "_optim_states.pth"))
                  or name in ("optim.pt", "train.pt", "distrib_optim.pt")))
 

@@ -192,7 +192,20 @@ def _string_colons_prove_no_duplicates(raw: bytes, header: dict[str, Any]) -> bo
     """
     if b"\\u003" in raw and (b"\\u003a" in raw or b"\\u003A" in raw):
         return False
-    return raw.count(b":") == _keys_and_string_colons(header)
+    colons = raw.count(b":")
+    values = header.values()
+    if set(map(type, values)) <= {dict}:
+        # A bound first, in C but for the metadata: the parsed keys and string colons are at least the top-level
+        # keys and their colons, each entry's keys and the metadata's string colons, and at most the text's colons.
+        # Where the text holds no more, they are equal. Walking every entry (below) cost 0.09 s of CPU on 50,000
+        # tensors named `...kernel:0` (or on any header whose metadata holds a colon: a URL, a time of day), where
+        # the key-name counts it replaced cost 0.01 s.
+        metadata = header.get("__metadata__")
+        bound = (len(header) + sum(map(len, values)) + "".join(header).count(":")
+                 + (_keys_and_string_colons(metadata) - len(metadata) if metadata is not None else 0))
+        if colons == bound:
+            return True
+    return colons == _keys_and_string_colons(header)
 
 
 def _may_hide_duplicates(raw: bytes, header: dict[str, Any]) -> bool:
