@@ -4015,7 +4015,10 @@ def classify_key(
         return "tied-weight", "info", f"tied to {filler}, which A has: filled from it on load"
     if _ADAPTER.search(name):
         return "adapter", "warn", ""
-    if _QUANT.search(name) and (quantization or own_side is None or not _LAYER_ONLY_SIDE.search(name)
+    # Round 27's names (VPTQ's `perm`, `indices`, `centroids.weight`, HIGGS' `tables`, ...) are a quantizer's only in
+    # a layer quantized that way, under a quantization_config too: in a GPTQ checkpoint a model's own
+    # `masked_embedding.centroids.weight` was "read by the gptq quantizer" (info), where it is unknown (an error).
+    if _QUANT.search(name) and (own_side is None or not _LAYER_ONLY_SIDE.search(name)
                                 or _in_quantized_layer(name, own_side)):
         if quantization:
             return "quantization", "info", f"read by the {quantization} quantizer (quantization_config)"
