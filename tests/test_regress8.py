@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from tests.helpers import run_json, write_quantized_bert
+from tests.helpers import one_error_line, run_cli, run_json, write_quantized_bert
 
 _OWN = {
     "masked_embedding.centroids.weight": torch.ones(4, 4),
@@ -50,3 +51,37 @@ def test_a_gptq_checkpoints_own_tensors_named_as_round_27s_quantizers_are_not_th
     assert reasons["bert.encoder.layer.0.attention.self.query.qweight"] == (
         "quantization", "info", "read by the gptq quantizer (quantization_config)")
     assert reasons["bert.encoder.layer.0.attention.self.query.g_idx"][0] == "quantization"
+
+
+def _cached_repo(cache: Path, repo_id: str, files: dict[str, bytes]) -> Path:
+    from fixtures.hub_cache import commit_of, write_snapshot
+
+    return write_snapshot(cache, repo_id, commit_of(repo_id), files)
+
+
+def test_a_hub_repos_refusal_names_the_cached_file_in_the_python_it_gives(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A repo id's refusal says its file by the repo id (`org/ts: model.pt: ...`), but the Python it gives reads the
+    file: since the snippets name the file (3ec2161, 8957baf, 840e60e), the repo id replaced the snapshot there too,
+    and `torch.jit.load('org/ts/model.pt')` pasted named nothing (60cdddc said `torch.jit.load(path)`)."""
+    import io
+
+    buffer = io.BytesIO()
+    torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), buffer)
+    script = _cached_repo(tmp_path, "org/ts", {"model.pt": buffer.getvalue()})
+    buffer = io.BytesIO()
+    torch.save({"w": torch.ones(2)}, buffer, pickle_protocol=1, _use_new_zipfile_serialization=False)
+    legacy = _cached_repo(tmp_path, "org/legacy", {"pytorch_model.bin": buffer.getvalue()})
+    onnx = _cached_repo(tmp_path, "org/onnx", {"model.onnx": b"\x08\x07\x12\x07pytorch" + b"\0" * 32})
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.chdir(tmp_path)
+    for repo, said in (("org/ts", f"torch.jit.load({str(script / 'model.pt')!r})"),
+                       ("org/legacy", f"torch.load({str(legacy / 'pytorch_model.bin')!r}, weights_only=False)"),
+                       ("org/onnx", f"onnx.load({str(onnx / 'model.onnx')!r})")):
+        result = run_cli("inspect", repo)
+        assert result.exit_code == 2, result.output
+        line = one_error_line(result)
+        assert line.startswith(f"error: {repo}: "), line  # the prose still names the repo
+        assert said in line, line
+        assert f"'{repo}/" not in line, line  # no path under the repo id, which names nothing here

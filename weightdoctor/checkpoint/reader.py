@@ -2617,7 +2617,10 @@ def named_by_repo(exc: WeightDoctorError, snapshot: Path, source: str, revision:
         # The snapshot itself is no folder (a FIFO, a file): read as a file, its parent `snapshots/` came as the
         # folder; the snapshot is the entry named, as plan-devices names it.
         snapshot = inside
-    message = exc.message.replace(f"{snapshot}/", f"{source.rstrip('/')}/")
+    # Named by the repo id where the words say the file, not inside a Python string the message gives to paste
+    # (`torch.jit.load('...')`, `numpy.load('...')`): `org/m/model.pt` names no file where the user stands, the
+    # cached one does.
+    message = re.sub(r"(?<!['\"])" + re.escape(f"{snapshot}/"), lambda _: f"{source.rstrip('/')}/", exc.message)
     repo_id = "/".join(source.rstrip("/").split("/")[:2])  # `org/pipe/unet` is a folder of org/pipe
     again = download_command(repo_id, revision)
     shards: list[str] = []
