@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shlex
 from pathlib import Path
 
@@ -171,8 +172,11 @@ def test_the_shard_folder_hint_quotes_an_output_with_a_space(tmp_path: Path) -> 
     result = run_cli("shard", EXAMPLE, "-o", str(tmp_path / "my model.safetensors"), "--max", "1GB", "--dry-run")
     assert result.exit_code == 0, result.stderr
     text = " ".join(result.stderr.split())
-    assert "name it 'my model/' for a folder; for a single file, use weightdoctor convert -o 'my model.safetensors'" \
-        in text, text
+    folder, command = re.search(r"name it (.*?) for a folder; for a single file .*?, use (weightdoctor convert .*)$",
+                                text).groups()
+    # each names one path (quoted as the shell reads it), the output as typed, and the source too (advice1)
+    assert shlex.split(folder) == [str(tmp_path / "my model") + "/"], text
+    assert shlex.split(command) == ["weightdoctor", "convert", EXAMPLE, "-o", str(tmp_path / "my model.safetensors")]
 
 
 # 5. `--max` sizes: what was read, and which units are.

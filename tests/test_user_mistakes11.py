@@ -159,11 +159,11 @@ def test_adapter_plan_names_a_base_that_pastes(tmp_path: Path, monkeypatch: pyte
     planned = run_cli("plan-devices", "my lora", "--gpu", "1GB")
     assert planned.exit_code == 0, planned.stderr
     said = " ".join(planned.stderr.split())
-    found = re.search(r"\(weightdoctor (plan-devices .*?) \.\.\.\)", said)
+    found = re.search(r"\(weightdoctor (plan-devices .*?)\) and add", said)
     assert found, said
     args = shlex.split(found.group(1))
-    assert args == ["plan-devices", "my base"]
-    base = run_cli(*args, "--gpu", "1GB", "--json")
+    assert args == ["plan-devices", "my base", "--gpu", "1GB"]  # this run's devices, as typed (advice1)
+    base = run_cli(*args, "--json")
     assert base.exit_code == 0, base.stderr
     assert json.loads(base.stdout)["model_class"] == "BertForSequenceClassification"
 
