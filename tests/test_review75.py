@@ -132,28 +132,9 @@ def test_a_header_with_colons_in_its_names_is_proved_without_walking_every_entry
 def test_a_3_bit_higgs_checkpoint_counts_its_weights(tmp_path: Path) -> None:
     """HiggsLinear takes num_bits 2, 3 or 4: its int16 `weight` is [out x bits / 16, in]. 16 / 3 weights an int16 is
     no whole number, and a 3-bit layer was counted an int16 a weight (its 3 / 16), all 14 layers 'not packed'."""
-    from transformers.integrations.higgs import HiggsLinear
+    from tests.test_third_party_layouts27 import LLAMA_PARAMETERS, _higgs
 
-    from tests.test_third_party_layouts27 import CONFIG, LLAMA_PARAMETERS, _llama_state_dict
-
-    folder = tmp_path / "higgs3"
-    folder.mkdir()
-    generator = torch.Generator().manual_seed(7)
-    tensors: dict[str, torch.Tensor] = {}
-    for name, weight in _llama_state_dict().items():
-        if weight.dim() != 2 or "embed_tokens" in name or name.startswith("lm_head"):
-            tensors[name] = weight
-            continue
-        layer = HiggsLinear(weight.shape[1], weight.shape[0], num_bits=3, bias=False, dtype=torch.float16,
-                            device="meta", group_size=64, hadamard_size=64)
-        for leaf, like in layer.state_dict().items():
-            value = (torch.randint(-32768, 32767, like.shape, dtype=torch.int16, generator=generator)
-                     if like.dtype == torch.int16 else torch.randn(like.shape, generator=generator).half())
-            tensors[f"{name.removesuffix('.weight')}.{leaf}"] = value
-    save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
-    config = CONFIG | {"quantization_config": {"quant_method": "higgs", "bits": 3, "p": 2, "group_size": 64,
-                                               "hadamard_size": 64, "modules_to_not_convert": ["lm_head"]}}
-    (folder / "config.json").write_text(json.dumps(config))
+    folder = _higgs(tmp_path / "higgs3", bits=3)
     code, data = run_json("inspect", folder)
     assert code == 0
     assert data["quantized"] == {"method": "higgs", "bits": 3, "packed_tensors": 14, "side_tensors": 42,

@@ -387,9 +387,10 @@ def test_a_colossalai_modeling_folder_runs_through_all_six_commands(tmp_path: Pa
     assert code == 0 and data["tensors_checked"] == 21
 
 
-def _higgs(folder: Path) -> Path:
-    """A HIGGS-quantized Llama as transformers' save_pretrained writes it: each Linear but lm_head a HiggsLinear,
-    whose state_dict (names, shapes, dtypes) is taken from the installed transformers' own class."""
+def _higgs(folder: Path, bits: int = 4) -> Path:
+    """A HIGGS-quantized Llama as transformers' save_pretrained writes it: each Linear but lm_head a HiggsLinear
+    of `bits` (2, 3 or 4), whose state_dict (names, shapes, dtypes) is taken from the installed transformers' own
+    class."""
     from transformers.integrations.higgs import HiggsLinear
 
     folder.mkdir(parents=True)
@@ -399,14 +400,14 @@ def _higgs(folder: Path) -> Path:
         if weight.dim() != 2 or "embed_tokens" in name or name.startswith("lm_head"):
             tensors[name] = weight
             continue
-        layer = HiggsLinear(weight.shape[1], weight.shape[0], num_bits=4, bias=False, dtype=torch.float16,
+        layer = HiggsLinear(weight.shape[1], weight.shape[0], num_bits=bits, bias=False, dtype=torch.float16,
                             device="meta", group_size=64, hadamard_size=64)
         for leaf, like in layer.state_dict().items():
             value = (torch.randint(-32768, 32767, like.shape, dtype=torch.int16, generator=generator)
                      if like.dtype == torch.int16 else torch.randn(like.shape, generator=generator).half())
             tensors[f"{name.removesuffix('.weight')}.{leaf}"] = value
     save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
-    config = CONFIG | {"quantization_config": {"quant_method": "higgs", "bits": 4, "p": 2, "group_size": 64,
+    config = CONFIG | {"quantization_config": {"quant_method": "higgs", "bits": bits, "p": 2, "group_size": 64,
                                                "hadamard_size": 64, "modules_to_not_convert": ["lm_head"]}}
     (folder / "config.json").write_text(json.dumps(config))
     return folder
