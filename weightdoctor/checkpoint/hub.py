@@ -488,6 +488,20 @@ def snapshot_commit(path: Path) -> str | None:
     return None
 
 
+def written_beside(path: Path, name: str) -> Path:
+    """Where printed advice writes a file made from `path`: beside it, or where the user stands when `path` lies in
+    a Hub cache snapshot (huggingface_hub's: a file added there is no blob of the repo, and a re-save pasted wrote
+    into the cache).
+
+    Example:
+        >>> str(written_beside(Path("ckpt/model.pt"), "model-resaved.pt"))
+        'ckpt/model-resaved.pt'
+        >>> str(written_beside(Path("hub/models--org--m/snapshots/" + "a" * 40 + "/model.pt"), "model-resaved.pt"))
+        'model-resaved.pt'
+    """
+    return Path(name) if snapshot_commit(path) is not None else path.with_name(name)
+
+
 def cached_snapshot(repo_id: str, revision: str | None = None) -> Path | None:
     """The snapshot folder of `repo_id` in the local cache, or None when it is not cached."""
     from huggingface_hub import snapshot_download

@@ -1015,7 +1015,9 @@ def _jit_resave(path: Path) -> str:
         >>> _jit_resave(Path("exports/model.pt"))
         "torch.save(torch.jit.load('exports/model.pt').state_dict(), 'exports/model-state-dict.pt')"
     """
-    written = path.with_name(f"{path.stem}-state-dict.pt")
+    from weightdoctor.checkpoint.hub import written_beside
+
+    written = written_beside(path, f"{path.stem}-state-dict.pt")
     return f"torch.save(torch.jit.load({str(path)!r}).state_dict(), {str(written)!r})"
 
 
@@ -1542,7 +1544,9 @@ def _stripped_command(path: Path | None) -> str:
 
     if path is None:
         return "weightdoctor convert CHECKPOINT --strip-prefix model. -o OUTPUT"
-    written = path.with_name(f"{path.stem}.safetensors")
+    from weightdoctor.checkpoint.hub import written_beside
+
+    written = written_beside(path, f"{path.stem}.safetensors")
     return (f"weightdoctor convert {shell_word(str(path), argument=True)} --strip-prefix model. -o "
             f"{shell_word(str(written), argument=True)}")
 
@@ -1555,10 +1559,11 @@ def _as_safetensors_command(path: Path) -> str:
         >>> _as_safetensors_command(Path("my adapters/ip-adapter.bin"))
         "weightdoctor convert 'my adapters/ip-adapter.bin' -o 'my adapters/ip-adapter.safetensors'"
     """
+    from weightdoctor.checkpoint.hub import written_beside
     from weightdoctor.paths import shell_word
 
     return (f"weightdoctor convert {shell_word(str(path), argument=True)} -o "
-            f"{shell_word(str(path.with_name(path.stem + '.safetensors')), argument=True)}")
+            f"{shell_word(str(written_beside(path, path.stem + '.safetensors')), argument=True)}")
 
 
 def _load_pickle(path: Path, fmt: str, key: str | None, label: str | None) -> PickleContents:
@@ -2121,13 +2126,16 @@ def _load_with_torch(path: Path, fmt: str, report: ScanReport) -> Any:
 
 
 def resaved_name(path: Path) -> Path:
-    """Where the re-save a refusal advises writes: beside `path`, never over it (`model.pt` -> `model-resaved.pt`).
+    """Where the re-save a refusal advises writes: beside `path`, never over it (`model.pt` -> `model-resaved.pt`),
+    or where the user stands for a file in a Hub cache snapshot (`written_beside`).
 
     Example:
         >>> str(resaved_name(Path("ckpt/model.pt")))
         'ckpt/model-resaved.pt'
     """
-    return path.with_name(f"{path.stem}-resaved{path.suffix}")
+    from weightdoctor.checkpoint.hub import written_beside
+
+    return written_beside(path, f"{path.stem}-resaved{path.suffix}")
 
 
 def _resave_globals(inert: Collection[str]) -> str:
