@@ -1,6 +1,7 @@
-"""Advice printed for a file in a Hub cache snapshot writes where the user stands, not into the cache (regress8
-noticed: a re-save pasted for `inspect org/ts` wrote model-state-dict.pt into huggingface_hub's snapshot folder,
-beside the links to its blobs, where no revision owns it)."""
+"""Printed advice, pasted, does what the run asked (lead, after regress8 and review75): a re-save for a file in a Hub
+cache snapshot writes where the user stands, not into the cache (`inspect org/ts` suggested writing
+model-state-dict.pt into huggingface_hub's snapshot folder, where no revision owns it); the base-model plan an
+adapter suggests repeats the run's --strategy, --reserve and --training."""
 
 from __future__ import annotations
 
@@ -67,3 +68,40 @@ def test_a_file_outside_a_cache_is_still_resaved_beside_itself(tmp_path: Path) -
     torch.jit.save(torch.jit.script(torch.nn.Linear(2, 3)), str(folder / "model.pt"))
     line = one_error_line(run_cli("inspect", str(folder / "model.pt")))
     assert f"{str(folder / 'model-state-dict.pt')!r})" in line, line
+
+
+def test_the_base_plan_an_adapter_suggests_repeats_the_runs_workload(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """plan-devices on an adapter suggests planning its base: the command carried the devices and dtype, but not
+    --reserve, --strategy or --training (review75 and regress8 noticed), so pasted it planned the base
+    for other work than the user asked of the adapter."""
+    import json
+    import shlex
+
+    from safetensors.torch import save_file
+
+    from tests.helpers import save_tiny_bert
+
+    save_tiny_bert(tmp_path / "base model")
+    adapter = tmp_path / "lora"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps({
+        "peft_type": "LORA", "base_model_name_or_path": "base model", "task_type": "SEQ_CLS", "r": 4,
+        "lora_alpha": 8, "target_modules": ["query", "value"]}))
+    prefix = "base_model.model.bert.encoder.layer.0.attention.self.query"
+    save_file({f"{prefix}.lora_A.weight": torch.zeros(4, 32), f"{prefix}.lora_B.weight": torch.zeros(32, 4)},
+              adapter / "adapter_model.safetensors")
+    monkeypatch.chdir(tmp_path)
+    # (--kv-cache is refused on an adapter, which has no config.json to size it from)
+    flags = ["--gpu", "1GB", "--strategy", "sequential", "--reserve", "100 MB", "--training"]
+    planned = run_cli("plan-devices", "lora", *flags)
+    assert planned.exit_code == 0, planned.stderr
+    said = " ".join(planned.stderr.split())
+    found = re.search(r"\(weightdoctor (plan-devices .*?)\) and add", said)
+    assert found, said
+    args = shlex.split(found.group(1))
+    assert args == ["plan-devices", "base model", *flags], args
+    base = run_cli(*args, "--json")
+    assert base.exit_code in (0, 1), base.stderr
+    data = json.loads(base.stdout)
+    assert data["training"] is not None and data["strategy"] == "sequential", sorted(data)

@@ -194,7 +194,9 @@ def plan_devices(
         **{f"cuda:{index}": text for index, text in enumerate(gpu or [])},
         **({"cpu": cpu} if cpu is not None and local_info is None else {}),
         **({"reserve": reserve} if reserve_bytes else {})}
-    flags = device_flags(gpu, cpu, local, disk, dtype)  # as typed: --local's dtype is read below
+    # as typed: --local's dtype is read below
+    flags = device_flags(gpu, cpu, local, disk, dtype, strategy=strategy, reserve=reserve if reserve_bytes else "0",
+                         kv_cache=kv_cache, batch=batch, seq_len=seq_len, training=training)
     mapping = load_manual_map(manual_map) if manual_map is not None else None
     target = None
     if output in ("", "-"):
@@ -269,13 +271,18 @@ def plan_devices(
         raise typer.Exit(code)
 
 
-def device_flags(gpu: list[str] | None, cpu: str | None, local: bool, disk: bool, dtype: str | None) -> str:
-    """The devices and dtype of a run as typed, each word quoted for a shell: what a command it suggests (plan an
-    adapter's base model) repeats, so that it plans on the same machine.
+def device_flags(gpu: list[str] | None, cpu: str | None, local: bool, disk: bool, dtype: str | None, *,
+                 strategy: str = "auto", reserve: str = "0", kv_cache: bool = False, batch: int = 1,
+                 seq_len: int | None = None, training: bool = False) -> str:
+    """The devices, dtype and workload of a run as typed, each word quoted for a shell: what a command it suggests
+    (plan an adapter's base model) repeats, so that it plans on the same machine for the same work (--reserve,
+    --strategy, the KV cache and --training were left out: the base was planned without them).
 
     Example:
         >>> device_flags(["24GB", "24GB"], "64 GB", False, True, "bf16")
         "--gpu 24GB --gpu 24GB --cpu '64 GB' --disk --dtype bf16"
+        >>> device_flags(["24GB"], None, False, False, None, reserve="2GiB", kv_cache=True, seq_len=4096)
+        '--gpu 24GB --reserve 2GiB --kv-cache --seq-len 4096'
     """
     from weightdoctor.paths import shell_word
 
@@ -283,4 +290,10 @@ def device_flags(gpu: list[str] | None, cpu: str | None, local: bool, disk: bool
     words += [f"--cpu {shell_word(cpu)}"] if cpu is not None and not local else []
     words += ["--disk"] if disk else []
     words += [f"--dtype {shell_word(dtype)}"] if dtype is not None else []
+    words += [f"--strategy {shell_word(strategy)}"] if strategy != "auto" else []
+    words += [f"--reserve {shell_word(reserve)}"] if reserve.strip() not in ("0", "") else []
+    words += ["--kv-cache"] if kv_cache else []
+    words += [f"--batch {batch}"] if kv_cache and batch != 1 else []
+    words += [f"--seq-len {seq_len}"] if kv_cache and seq_len is not None else []
+    words += ["--training"] if training else []
     return " ".join(words)
