@@ -5,7 +5,6 @@ adapter suggests repeats the run's --strategy, --reserve and --training."""
 
 from __future__ import annotations
 
-import io
 import re
 import subprocess
 import sys
@@ -15,12 +14,7 @@ import pytest
 import torch
 
 from tests.helpers import one_error_line, run_cli
-
-
-def _cached_repo(cache: Path, repo_id: str, files: dict[str, bytes]) -> Path:
-    from fixtures.hub_cache import commit_of, write_snapshot
-
-    return write_snapshot(cache, repo_id, commit_of(repo_id), files)
+from tests.test_regress8 import torchscript_and_protocol1_repos
 
 
 def _cache_listing(cache: Path) -> list[str]:
@@ -31,12 +25,7 @@ def test_a_resave_pasted_for_a_cached_repo_writes_where_the_user_stands(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cache, work = tmp_path / "cache", tmp_path / "work"
     work.mkdir()
-    buffer = io.BytesIO()
-    torch.jit.save(torch.jit.script(torch.nn.Linear(2, 3)), buffer)
-    script = _cached_repo(cache, "org/ts", {"model.pt": buffer.getvalue()})
-    buffer = io.BytesIO()
-    torch.save({"w": torch.ones(2)}, buffer, pickle_protocol=1, _use_new_zipfile_serialization=False)
-    legacy = _cached_repo(cache, "org/legacy", {"pytorch_model.bin": buffer.getvalue()})
+    script, legacy = torchscript_and_protocol1_repos(cache)
     monkeypatch.setenv("HF_HUB_CACHE", str(cache))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.chdir(work)
@@ -78,19 +67,9 @@ def test_the_base_plan_an_adapter_suggests_repeats_the_runs_workload(tmp_path: P
     import json
     import shlex
 
-    from safetensors.torch import save_file
+    from tests.test_user_mistakes11 import bert_lora_beside_its_base
 
-    from tests.helpers import save_tiny_bert
-
-    save_tiny_bert(tmp_path / "base model")
-    adapter = tmp_path / "lora"
-    adapter.mkdir()
-    (adapter / "adapter_config.json").write_text(json.dumps({
-        "peft_type": "LORA", "base_model_name_or_path": "base model", "task_type": "SEQ_CLS", "r": 4,
-        "lora_alpha": 8, "target_modules": ["query", "value"]}))
-    prefix = "base_model.model.bert.encoder.layer.0.attention.self.query"
-    save_file({f"{prefix}.lora_A.weight": torch.zeros(4, 32), f"{prefix}.lora_B.weight": torch.zeros(32, 4)},
-              adapter / "adapter_model.safetensors")
+    bert_lora_beside_its_base(tmp_path, "base model", "lora")
     monkeypatch.chdir(tmp_path)
     # (--kv-cache is refused on an adapter, which has no config.json to size it from)
     flags = ["--gpu", "1GB", "--strategy", "sequential", "--reserve", "100 MB", "--training"]

@@ -59,19 +59,25 @@ def _cached_repo(cache: Path, repo_id: str, files: dict[str, bytes]) -> Path:
     return write_snapshot(cache, repo_id, commit_of(repo_id), files)
 
 
+def torchscript_and_protocol1_repos(cache: Path) -> tuple[Path, Path]:
+    """Two cached repos' snapshots in `cache`: org/ts holding a TorchScript archive (model.pt, a Linear(2, 3)) and
+    org/legacy a protocol-1 legacy torch.save (pytorch_model.bin)."""
+    import io
+
+    buffer = io.BytesIO()
+    torch.jit.save(torch.jit.script(torch.nn.Linear(2, 3)), buffer)
+    script = _cached_repo(cache, "org/ts", {"model.pt": buffer.getvalue()})
+    buffer = io.BytesIO()
+    torch.save({"w": torch.ones(2)}, buffer, pickle_protocol=1, _use_new_zipfile_serialization=False)
+    return script, _cached_repo(cache, "org/legacy", {"pytorch_model.bin": buffer.getvalue()})
+
+
 def test_a_hub_repos_refusal_names_the_cached_file_in_the_python_it_gives(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A repo id's refusal says its file by the repo id (`org/ts: model.pt: ...`), but the Python it gives reads the
     file: since the snippets name the file (3ec2161, 8957baf, 840e60e), the repo id replaced the snapshot there too,
     and `torch.jit.load('org/ts/model.pt')` pasted named nothing (60cdddc said `torch.jit.load(path)`)."""
-    import io
-
-    buffer = io.BytesIO()
-    torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), buffer)
-    script = _cached_repo(tmp_path, "org/ts", {"model.pt": buffer.getvalue()})
-    buffer = io.BytesIO()
-    torch.save({"w": torch.ones(2)}, buffer, pickle_protocol=1, _use_new_zipfile_serialization=False)
-    legacy = _cached_repo(tmp_path, "org/legacy", {"pytorch_model.bin": buffer.getvalue()})
+    script, legacy = torchscript_and_protocol1_repos(tmp_path)
     onnx = _cached_repo(tmp_path, "org/onnx", {"model.onnx": b"\x08\x07\x12\x07pytorch" + b"\0" * 32})
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

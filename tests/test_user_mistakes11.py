@@ -141,19 +141,24 @@ def test_convert_overflow_names_a_check_dtype_that_pastes(tmp_path: Path, monkey
 
 # Workflow (3): a LoRA adapter whose base was saved as a local path with a space → plan-devices on the adapter
 # names the base to plan; that command, pasted, plans the base.
-def test_adapter_plan_names_a_base_that_pastes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def bert_lora_beside_its_base(folder: Path, base: str, adapter: str) -> None:
+    """A tiny BERT saved in folder/base and a LoRA adapter for it in folder/adapter, naming its base by the relative
+    path `base` (as a local save records it)."""
     import torch
     from safetensors.torch import save_file
 
-    _tiny_bert(tmp_path / "my base")
-    adapter = tmp_path / "my lora"
-    adapter.mkdir()
-    (adapter / "adapter_config.json").write_text(json.dumps({
-        "peft_type": "LORA", "base_model_name_or_path": "my base", "task_type": "SEQ_CLS", "r": 4,
+    _tiny_bert(folder / base)
+    (folder / adapter).mkdir()
+    (folder / adapter / "adapter_config.json").write_text(json.dumps({
+        "peft_type": "LORA", "base_model_name_or_path": base, "task_type": "SEQ_CLS", "r": 4,
         "lora_alpha": 8, "target_modules": ["query", "value"]}))
     prefix = "base_model.model.bert.encoder.layer.0.attention.self.query"
     save_file({f"{prefix}.lora_A.weight": torch.zeros(4, 32), f"{prefix}.lora_B.weight": torch.zeros(32, 4)},
-              adapter / "adapter_model.safetensors")
+              folder / adapter / "adapter_model.safetensors")
+
+
+def test_adapter_plan_names_a_base_that_pastes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    bert_lora_beside_its_base(tmp_path, "my base", "my lora")
     monkeypatch.chdir(tmp_path)
 
     planned = run_cli("plan-devices", "my lora", "--gpu", "1GB")
