@@ -764,6 +764,8 @@ def build_planned_model(
             elif (add_on := _image_model_add_on(checkpoint)) is not None:
                 warnings.append(add_on)
     config_quantizer = None
+    stored_method: str | None = None  # a quantizer whose layers are sized at their stored bytes (no --dtype)
+    stored_fallback = ""
     if not dtype and (quantized := quantized_dtype(checkpoint.config)) is not None:
         config_quantizer = quantized[1]
         how = quantized[1] if quantized[1].endswith("-bit") else f"{quantized[1]}, {quantized[0][3:]}-bit"
@@ -786,6 +788,14 @@ def build_planned_model(
         elif found is not None and _fp8_dequantized(checkpoint.config):
             warnings.append("the config quantizes the weights (fp8) with dequantize: true: transformers dequantizes "
                             "them on every device, to the floating dtype planned here")
+        elif found is not None and _stored_sized_method(checkpoint) is not None:
+            # SpQR, VPTQ, AQLM, HIGGS, FP-Quant, fbgemm_fp8: sized by the stored bytes of each layer once the model
+            # is built (`_size_stored_layers`); the upper-bound line below if no layer could be sized so.
+            stored_method = found[0]
+            stored_fallback = (f"the config quantizes the weights ({found[0]}"
+                               + (f", {found[1]}-bit" if found[1] else "") + "): planned at the floating dtype, "
+                               "which over-sizes the Linear weights its quantizer keeps packed; the plan is an upper "
+                               "bound")
         elif found is not None and any(word in found[0] for word in ("fp8", "mxfp4", "fp4")):
             warnings.append(f"the config quantizes the weights ({found[0]}): planned at the floating dtype, which "
                             "over-sizes the Linear weights transformers keeps in 8 or 4 bits (about 2x or 4x); the "
@@ -914,12 +924,17 @@ def build_planned_model(
             if config_quantizer is not None:
                 _size_config_quantization(planned, checkpoint, config_quantizer, binary_units)
                 planned.label = quantized_float_label(checkpoint.config)
+            if stored_method is not None and not _size_stored_layers(planned, checkpoint, stored_method,
+                                                                     binary_units):
+                warnings.append(stored_fallback)
             dropped = quantized_experts_not_loaded(model, checkpoint)
         except UsageError as exc:
             if not checkpoint.tensors or model_class is not None:
                 exc.path = exc.path or checkpoint.source
                 raise
             warnings.append(f"cannot build the model from config.json ({exc.message}); planned from the tensors")
+            if stored_method is not None:
+                warnings.append(stored_fallback)
         else:
             if dropped is not None:
                 raise UsageError(f"{dropped}; no device map to plan", path=checkpoint.source)
@@ -1142,6 +1157,111 @@ def _size_config_quantization(planned: PlannedModel, checkpoint: Checkpoint, qua
     if not planned.quantizer_headroom:
         planned.warnings.append(f"the {quantizer} quantizer keeps no headroom in the budgets (bitsandbytes keeps "
                                 "10%): none is kept here")
+
+
+# The quantizers whose layers transformers' planner sizes at what they hold before loading, which is what the
+# checkpoint stores for them: the replaced module (spqr_quant's QuantizedLinear, vptq's VQuantLinear, aqlm's
+# QuantizedLinear, transformers' HiggsLinear, FbgemmFp8Linear, fp_quant's FPQuantLinear) registers exactly the packed
+# tensors a checkpoint stores, and none of these quantizers overrides `param_element_size` (fbgemm_fp8's
+# quantized_element_size of 1 applies only to weights it quantizes itself, not to a pre-quantized checkpoint's).
+# Each takes a dtype by its `update_dtype`: the ones listed raise on any other (SpQR, HIGGS), and those two are then
+# planned as before, at the floating dtype as an upper bound. HQQ is not here: its quantizer keeps nn.Linear until
+# the weights load (`prepare_for_hqq_linear` only tags them), so from_pretrained's planner counts them dense.
+_STORED_SIZED: dict[str, tuple[str, ...] | None] = {
+    "spqr": ("fp16",), "higgs": ("fp16", "bf16"), "vptq": None, "aqlm": None, "fp_quant": None, "fbgemm_fp8": None}
+
+
+def _stored_sized_method(checkpoint: Checkpoint) -> str | None:
+    """The quant_method whose pre-quantized layers `_size_stored_layers` sizes at their stored bytes, else None: one
+    of `_STORED_SIZED`, with tensors to size from, at a dtype its quantizer takes (from_pretrained's dtype="auto")."""
+    from weightdoctor.quantized import quantization_of
+
+    found = quantization_of(checkpoint.config)
+    if found is None or found[0] not in _STORED_SIZED or not checkpoint.tensors or _loads_dense(checkpoint.config):
+        return None
+    takes = _STORED_SIZED[found[0]]
+    if takes is not None and default_dtype(checkpoint) not in takes:
+        return None  # from_pretrained raises on this dtype (update_dtype): planned as before
+    return found[0]
+
+
+def _fp_quant_placeholders(settings: Mapping[str, Any] | None) -> bool:
+    """Whether FP-Quant's FPQuantLinear holds its `weight` and `dqweight` [out, in] at the model's dtype when
+    from_pretrained plans: it builds both in __init__ and its loader (transformers' FpQuantDeserialize) replaces
+    them by empty tensors only as each `qweight` (or `dqweight`) is read, after the map is made. A checkpoint that
+    stores master weights (`store_master_weights`) holds `weight` itself, counted as stored."""
+    return not (isinstance(settings, Mapping) and settings.get("store_master_weights") is True)
+
+
+def _size_stored_layers(planned: PlannedModel, checkpoint: Checkpoint, method: str, binary: bool = False) -> bool:
+    """Size each Linear layer the checkpoint stores quantized (by SpQR, VPTQ, AQLM, HIGGS, FP-Quant or fbgemm_fp8)
+    as from_pretrained's planner sizes the quantizer's module that replaces it, and say so in a warning; False where
+    no layer was sized (the caller then says the plan is an upper bound).
+
+    A layer's bytes are the checkpoint's tensors under it (`<layer>.dense_weights`, `<layer>.centroids.weight`,
+    ...), its bias aside, which stays a parameter of the model at the floating dtype. FP-Quant's FPQuantLinear also
+    holds a `weight` and a `dqweight` [out, in] at the model's dtype, and `weight_global_scale` /
+    `act_global_scale` [1], while the map is made (`_fp_quant_placeholders`): transformers' planner counts them, so
+    the plan does too, and the warning says how much less the loaded layers hold.
+    """
+    import torch
+    from transformers.pytorch_utils import Conv1D
+
+    from weightdoctor.checkpoint.model import unique_tensors
+    from weightdoctor.units import format_bytes
+
+    linears = {name: module for name, module in planned.model.named_modules()
+               if name and (isinstance(module, Conv1D) or type(module) is torch.nn.Linear)}
+    held: dict[str, int] = {}
+    leaves: dict[str, set[str]] = {}
+    for info in unique_tensors(checkpoint.tensors):
+        parts = info.name.split(".")
+        # the nearest Linear above the tensor: VPTQ's codebooks are `<layer>.centroids.weight`, one level deeper
+        owner = next((".".join(parts[:i]) for i in range(len(parts) - 1, 0, -1) if ".".join(parts[:i]) in linears),
+                     None)
+        if owner is None:
+            continue
+        leaf = info.name[len(owner) + 1:]
+        if leaf == "bias":
+            continue
+        held[owner] = held.get(owner, 0) + info.nbytes
+        leaves.setdefault(owner, set()).add(leaf)
+    quantized = {name for name, names in leaves.items() if names != {"weight"}}
+    if method == "fbgemm_fp8":  # its layers keep a float8 `weight` beside `weight_scale`: packed by its dtype
+        quantized = {name for name in quantized if "weight_scale" in leaves[name]}
+    stored: dict[str, int] = {}
+    placeholder_bytes = 0
+    settings = config_quantization_settings(planned.config)
+    itemsize = getattr(torch, DTYPES[planned.dtype][0]).itemsize
+    for name in sorted(quantized):
+        weight = getattr(linears[name], "weight", None)
+        if not isinstance(weight, torch.nn.Parameter) or not weight.numel():
+            continue
+        size = held[name]
+        if method == "fp_quant" and _fp_quant_placeholders(settings):
+            extra = weight.numel() * itemsize * sum(1 for leaf in ("weight", "dqweight")
+                                                        if leaf not in leaves[name])
+            extra += itemsize * sum(1 for leaf in ("weight_global_scale", "act_global_scale")
+                                    if leaf not in leaves[name])
+            size += extra
+            placeholder_bytes += extra
+        stored[f"{name}.weight"] = size
+    if not stored:
+        return False
+    planned.stored_bytes = stored
+    planned.quantizer_headroom = False
+    dense = sum(linears[key.removesuffix(".weight")].weight.numel() for key in stored) * itemsize
+    packed = sum(stored.values()) - placeholder_bytes
+    planned.warnings.append(
+        f"the config quantizes the weights ({method}): the {counted(len(stored), 'quantized Linear layer')} of "
+        f"{len(linears)} are sized at the bytes the checkpoint stores for them ({format_bytes(packed, binary)} where "
+        f"{planned.dtype} weights take {format_bytes(dense, binary)}), as transformers' planner sizes the quantizer's "
+        "own layers that replace them; the rest at the floating dtype; its quantizer keeps no headroom in the budgets"
+        + (f"; FP-Quant's layers also hold a weight and a dqweight at {planned.dtype} while from_pretrained makes its "
+           f"map, which its planner counts ({format_bytes(placeholder_bytes, binary)}, planned here as it places "
+           f"them); loaded, the layers hold {format_bytes(placeholder_bytes, binary)} less"
+           if placeholder_bytes else ""))
+    return True
 
 
 # GPTQ's and AWQ's stored tensors for one quantized Linear layer (its `bias` aside).
@@ -1730,6 +1850,8 @@ def _new_sizer(planned: PlannedModel, dtype: str) -> _SizeOverride | None:
                                  headroom=planned.quantizer_headroom, skip_modules=bnb_skip_modules(planned.config))
         return _SizeOverride(planned.model, quantized_size=quantized)
     if dtype == planned.dtype:
+        if planned.stored_bytes:  # SpQR, VPTQ, ... layers at their stored bytes (`_size_stored_layers`)
+            return _SizeOverride(planned.model, stored_bytes=planned.stored_bytes, headroom=False)
         return _SizeOverride(planned.model, swapped=True) if planned.quantizer_swapped else None
     import torch
 
