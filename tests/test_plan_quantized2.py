@@ -174,7 +174,10 @@ def test_quantized_layers_are_planned_as_from_pretrained_sizes_them(tmp_path: Pa
     expected = _from_pretrained_map(model, budgets)
     code, data = run_json("plan-devices", str(folder), "--gpu", f"{budgets[0]}B", "--gpu", f"{budgets[1]}B",
                           "--cpu", f"{budgets['cpu']}B")
-    assert code == 0, data
+    # HIGGS' and FP-Quant's quantizers refuse the map it makes, which offloads (tested below); the others load it
+    refuses = make.__name__.startswith(("_higgs", "_fp_quant"))
+    assert "cpu" in expected.values() and code == (1 if refuses else 0), data
+    assert [f["code"] for f in data["findings"]] == (["quantizer-refuses-offload"] if refuses else []), data
     assert data["weights_bytes"] + data["buffers_bytes"] == total, (data["weights_bytes"], total)
     placed = {key: (int(value) if str(value).isdigit() else value) for key, value in data["device_map"].items()}
     assert placed == expected, (placed, expected)
@@ -188,7 +191,7 @@ def test_quantized_layers_are_planned_as_from_pretrained_sizes_them(tmp_path: Pa
 
 def test_fp_quant_says_the_placeholders_its_layers_hold_while_the_map_is_made(tmp_path: Path) -> None:
     """FP-Quant's plan counts the weight and dqweight FPQuantLinear holds at bf16 while from_pretrained places it
-    (2 x 2 bytes a weight), and says how much less the loaded layers hold."""
+    (2 x 2 bytes a weight, and its two global scales), and says so."""
     folder = _fp_quant(tmp_path / "fpquant")
     layers = _stored_layers(folder)
     weights = sum(tensors["qweight"][0][0] * tensors["qweight"][0][1] * 2 for tensors in layers.values())
@@ -199,8 +202,8 @@ def test_fp_quant_says_the_placeholders_its_layers_hold_while_the_map_is_made(tm
     from weightdoctor.units import format_bytes
 
     assert (f"FP-Quant's layers also hold a weight and a dqweight at bf16 while from_pretrained makes its map, which "
-            f"its planner counts ({format_bytes(placeholders)}, planned here as it places them); loaded, the layers "
-            f"hold {format_bytes(placeholders)} less") in said, said
+            f"its planner counts ({format_bytes(placeholders)} beside what the checkpoint stores, planned here as it "
+            "places them) and its loader empties as the stored weights load") in said, said
 
 
 def test_spqr_in_a_dtype_its_quantizer_refuses_is_planned_as_before(tmp_path: Path) -> None:
@@ -218,3 +221,48 @@ def test_spqr_in_a_dtype_its_quantizer_refuses_is_planned_as_before(tmp_path: Pa
     result = run_cli("plan-devices", str(folder), "--gpu", "1GB", "--dtype", "fp32", "--json")
     data = json.loads(result.stdout)
     assert result.exit_code == 0 and data["dtype"] == "fp32" and data["weights_bytes"] == 4 * parameters, data
+
+
+def test_hqq_is_planned_dense_as_from_pretrained_places_it(tmp_path: Path) -> None:
+    """transformers' HQQ quantizer keeps every nn.Linear dense until its weights load (prepare_for_hqq_linear only
+    tags them; no param_element_size of its own): from_pretrained's map is the dense fp16 model's. It was planned
+    as int4 at the stored bytes, with more on the GPUs than from_pretrained puts there."""
+    folder = _quantized_llama(tmp_path / "hqq", "hqq")
+    model = _meta_model(json.loads((folder / "config.json").read_text()))  # the oracle: the model as it is planned
+    sizes = _sizes(model)
+    budgets: dict[int | str, int] = {0: int(sizes[""] * 0.3), 1: int(sizes[""] * 0.3), "cpu": 10 * sizes[""]}
+    expected = _from_pretrained_map(model, budgets)
+    code, data = run_json("plan-devices", str(folder), "--gpu", f"{budgets[0]}B", "--gpu", f"{budgets[1]}B",
+                          "--cpu", f"{budgets['cpu']}B")
+    assert data["dtype"] == "fp16" and data["weights_bytes"] + data["buffers_bytes"] == sizes[""], data
+    placed = {key: (int(value) if str(value).isdigit() else value) for key, value in data["device_map"].items()}
+    assert placed == expected, (placed, expected)
+    with safe_open(str(folder / "model.safetensors"), "pt") as stored:
+        names = list(stored.keys())  # safe_open is no mapping: its names are keys()
+        layers = {name.removesuffix(".W_q") for name in names if name.endswith(".W_q")}
+        held = sum(stored.get_tensor(name).nbytes for name in names if name.rpartition(".")[0] in layers)
+    from weightdoctor.units import format_bytes
+
+    said = " ".join(" ".join(data["warnings"]).split())
+    assert ("the config quantizes the weights (hqq, 4-bit): planned at the floating dtype, as transformers' planner "
+            "sizes it" in said and f"loaded, its 7 HQQLinear layers hold the {format_bytes(held)} the checkpoint "
+            "stores for them, not their dense size planned here" in said), said
+    # its quantizer refuses this map, which offloads: an error, no offload offered
+    assert code == 1 and data["verdict"] == "does-not-fit", data
+    (finding,) = data["findings"]
+    assert finding["code"] == "quantizer-refuses-offload" and "transformers' HQQ quantizer refuses" in finding[
+        "message"], finding
+    assert not [s for s in data["suggestions"] if s["change"] in ("cpu", "disk")], data["suggestions"]
+
+
+def test_fp_quant_pseudoquantization_and_a_gpu_only_map_are_not_refused(tmp_path: Path) -> None:
+    """FP-Quant's quantizer refuses cpu beside other entries only for real quantization; a map on the GPUs alone is
+    taken by every one of them."""
+    folder = _fp_quant(tmp_path / "fpquant")
+    code, data = run_json("plan-devices", str(folder), "--gpu", "1GB")
+    assert code == 0 and data["verdict"] == "fits-on-gpus" and data["findings"] == [], data
+    config = json.loads((folder / "config.json").read_text())
+    config["quantization_config"]["pseudoquantization"] = True
+    (folder / "config.json").write_text(json.dumps(config))
+    code, data = run_json("plan-devices", str(folder), "--gpu", "100KB", "--cpu", "1GB")
+    assert "cpu" in data["device_map"].values() and data["findings"] == [] and code == 0, data

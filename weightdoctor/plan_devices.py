@@ -420,6 +420,10 @@ def quantized_dtype(config: dict[str, Any] | None) -> tuple[str, str] | None:
     if found is None or _loads_dense(config):  # dequantized at load: the floating dtype, as a dense model
         return None
     method, bits = found
+    if method == "hqq":
+        # transformers' HQQ quantizer keeps nn.Linear until each weight loads (`_hqq_dense_warning`): its planner
+        # counts them at the floating dtype, and the map from_pretrained makes is that one.
+        return None
     if bits == 4:
         return "int4", method
     if bits == 8 and "fp8" not in method:
@@ -788,6 +792,8 @@ def build_planned_model(
         elif found is not None and _fp8_dequantized(checkpoint.config):
             warnings.append("the config quantizes the weights (fp8) with dequantize: true: transformers dequantizes "
                             "them on every device, to the floating dtype planned here")
+        elif found is not None and found[0] == "hqq":
+            warnings.append(_hqq_dense_warning(checkpoint, found[1], binary_units))
         elif found is not None and _stored_sized_method(checkpoint) is not None:
             # SpQR, VPTQ, AQLM, HIGGS, FP-Quant, fbgemm_fp8: sized by the stored bytes of each layer once the model
             # is built (`_size_stored_layers`); the upper-bound line below if no layer could be sized so.
@@ -1185,12 +1191,61 @@ def _stored_sized_method(checkpoint: Checkpoint) -> str | None:
     return found[0]
 
 
-def _fp_quant_placeholders(settings: Mapping[str, Any] | None) -> bool:
-    """Whether FP-Quant's FPQuantLinear holds its `weight` and `dqweight` [out, in] at the model's dtype when
-    from_pretrained plans: it builds both in __init__ and its loader (transformers' FpQuantDeserialize) replaces
-    them by empty tensors only as each `qweight` (or `dqweight`) is read, after the map is made. A checkpoint that
-    stores master weights (`store_master_weights`) holds `weight` itself, counted as stored."""
-    return not (isinstance(settings, Mapping) and settings.get("store_master_weights") is True)
+# HQQLinear's stored tensors beside its packed `W_q` (HQQLinear.state_dict: the scales and zero points, and the
+# quantization metadata it saves as tensors).
+_HQQ_LEAVES = ("W_q", "scale", "zero", "shape", "nbits", "group_size", "axis", "channel_wise", "optimize",
+               "round_zero", "offload_meta", "packing", "unpack_view_dtype", "view_as_float", "compute_dtype",
+               "encoded_state_dict", "stores_quant_config", "meta", "bias")
+
+
+def _hqq_dense_warning(checkpoint: Checkpoint, bits: int | None, binary: bool = False) -> str:
+    """What a plan of an HQQ checkpoint is, in a line: the floating dtype, as from_pretrained's own planner sizes it.
+
+    transformers' HQQ quantizer swaps nothing in before the map is made: `prepare_for_hqq_linear` only tags each
+    nn.Linear with its quant_config, and the layer becomes an HQQLinear as its weights load
+    (`param_needs_quantization` is every Linear parameter). Nor does it override `param_element_size`, so
+    `compute_module_sizes` counts each Linear's weight dense at the model's dtype, and `device_map="auto"` places by
+    those sizes. It was planned as int4 at the stored bytes: a map with more on the GPUs than from_pretrained's.
+    Loaded, the layers hold what the checkpoint stores for them (said, not planned).
+    """
+    from weightdoctor.checkpoint.model import unique_tensors
+    from weightdoctor.units import format_bytes
+
+    infos = list(unique_tensors(checkpoint.tensors))
+    layers = {info.name.removesuffix(".W_q") for info in infos if info.name.endswith(".W_q")}
+    stored = sum(info.nbytes for info in infos if info.name.rpartition(".")[0] in layers
+                 and info.name.rpartition(".")[2] in _HQQ_LEAVES)
+    held = (f"; loaded, its {counted(len(layers), 'HQQLinear layer')} hold the "
+            f"{format_bytes(stored, binary)} the checkpoint stores for them, not their dense size planned here"
+            if layers else "")
+    return (f"the config quantizes the weights (hqq{f', {bits}-bit' if bits else ''}): planned at the floating "
+            "dtype, as transformers' planner sizes it: its HQQ quantizer keeps each Linear dense (nn.Linear, "
+            "tagged by prepare_for_hqq_linear) until its weights load, so from_pretrained's device_map=\"auto\" "
+            "counts them at that dtype" + held)
+
+
+def _fp_quant_layer_tensors(settings: Mapping[str, Any] | None, out_features: int, in_features: int,
+                            itemsize: int) -> dict[str, int]:
+    """The bytes of each tensor FP-Quant's FPQuantLinear makes in __init__ (IST-DASLab/FP-Quant's
+    inference_lib/src/fp_quant/module/linear.py), which is what it holds while from_pretrained makes its map: a
+    `weight` and a `dqweight` [out, in] at the model's dtype whatever the checkpoint stores (its loader, transformers'
+    FpQuantDeserialize, empties them as the stored weights load), `qweight` uint8 [out, in / 2], `scales` uint8
+    [out, in / 32] (MXFP4) or [out, in / 16] (NVFP4), two global scales [1] and two Hadamard matrices [group,
+    group] at the model's dtype (group: hadamard_group_size, else 16 for NVFP4 and 32 for MXFP4, FPQuantConfig's).
+
+    Example:
+        >>> _fp_quant_layer_tensors({"forward_dtype": "mxfp4"}, 128, 64, 2)["scales"]
+        256
+    """
+    settings = settings or {}
+    nvfp4 = settings.get("forward_dtype", "nvfp4") == "nvfp4"
+    group = settings.get("hadamard_group_size")
+    group = group if isinstance(group, int) and not isinstance(group, bool) and group > 0 else (16 if nvfp4 else 32)
+    dense = out_features * in_features * itemsize
+    return {"weight": dense, "dqweight": dense, "qweight": out_features * (in_features // 2),
+            "scales": out_features * (in_features // (16 if nvfp4 else 32)), "weight_global_scale": itemsize,
+            "act_global_scale": itemsize, "forward_hadamard_matrix": group * group * itemsize,
+            "backward_hadamard_matrix": group * group * itemsize}
 
 
 def _size_stored_layers(planned: PlannedModel, checkpoint: Checkpoint, method: str, binary: bool = False) -> bool:
@@ -1200,9 +1255,9 @@ def _size_stored_layers(planned: PlannedModel, checkpoint: Checkpoint, method: s
 
     A layer's bytes are the checkpoint's tensors under it (`<layer>.dense_weights`, `<layer>.centroids.weight`,
     ...), its bias aside, which stays a parameter of the model at the floating dtype. FP-Quant's FPQuantLinear also
-    holds a `weight` and a `dqweight` [out, in] at the model's dtype, and `weight_global_scale` /
-    `act_global_scale` [1], while the map is made (`_fp_quant_placeholders`): transformers' planner counts them, so
-    the plan does too, and the warning says how much less the loaded layers hold.
+    holds the tensors its __init__ makes that the checkpoint does not store, a `weight` and a `dqweight` [out, in]
+    at the model's dtype above all, while the map is made (`_fp_quant_layer_tensors`): transformers' planner counts
+    them, so the plan does too, and the warning says so.
     """
     import torch
     from transformers.pytorch_utils import Conv1D
@@ -1238,11 +1293,11 @@ def _size_stored_layers(planned: PlannedModel, checkpoint: Checkpoint, method: s
         if not isinstance(weight, torch.nn.Parameter) or not weight.numel():
             continue
         size = held[name]
-        if method == "fp_quant" and _fp_quant_placeholders(settings):
-            extra = weight.numel() * itemsize * sum(1 for leaf in ("weight", "dqweight")
-                                                        if leaf not in leaves[name])
-            extra += itemsize * sum(1 for leaf in ("weight_global_scale", "act_global_scale")
-                                    if leaf not in leaves[name])
+        if method == "fp_quant":
+            # what its __init__ makes that the checkpoint does not store counts too, as transformers' planner
+            # counts it
+            extra = sum(size for leaf, size in _fp_quant_layer_tensors(
+                settings, weight.shape[0], weight.shape[1], itemsize).items() if leaf not in leaves[name])
             size += extra
             placeholder_bytes += extra
         stored[f"{name}.weight"] = size
@@ -1258,8 +1313,8 @@ def _size_stored_layers(planned: PlannedModel, checkpoint: Checkpoint, method: s
         f"{planned.dtype} weights take {format_bytes(dense, binary)}), as transformers' planner sizes the quantizer's "
         "own layers that replace them; the rest at the floating dtype; its quantizer keeps no headroom in the budgets"
         + (f"; FP-Quant's layers also hold a weight and a dqweight at {planned.dtype} while from_pretrained makes its "
-           f"map, which its planner counts ({format_bytes(placeholder_bytes, binary)}, planned here as it places "
-           f"them); loaded, the layers hold {format_bytes(placeholder_bytes, binary)} less"
+           f"map, which its planner counts ({format_bytes(placeholder_bytes, binary)} beside what the checkpoint "
+           "stores, planned here as it places them) and its loader empties as the stored weights load"
            if placeholder_bytes else ""))
     return True
 
@@ -1481,6 +1536,39 @@ def bitnet_refusal_here(config: dict[str, Any] | None, device_map: dict[str, int
         return " ".join(str(exc).split())
     except Exception:  # noqa: BLE001 - its model was prepared by this quantizer already: nothing else to say
         return None
+    return None
+
+
+def offload_refusing_quantizer(config: dict[str, Any] | None,
+                               device_map: dict[str, int | str]) -> tuple[str, str] | None:
+    """(the quantizer's name, the start of its error) where transformers' quantizer for `config` refuses
+    `device_map` because it holds cpu or disk, else None.
+
+    Their `validate_environment(device_map=...)`, which from_pretrained's `_get_device_map` calls on the map it
+    made, raise ValueError (transformers 5.25): HIGGS' and HQQ's for any cpu or disk entry; FP-Quant's, unless its
+    config sets `pseudoquantization`, for a disk entry or a cpu entry beside others (its test: `not pseudo and
+    len(map) > 1 and "cpu" in values or "disk" in values`). Read from the config, as these quantizers need their
+    packages (flute, hqq, fp_quant) to be built.
+
+    Example:
+        >>> offload_refusing_quantizer({"quantization_config": {"quant_method": "higgs", "bits": 4}},
+        ...                            {"model.layers": 0, "lm_head": "cpu"})[0]
+        'HIGGS'
+    """
+    settings = config_quantization_settings(config)
+    if settings is None:
+        return None
+    method = settings.get("quant_method")
+    values = list(device_map.values())
+    offloads = "cpu" in values or "disk" in values
+    if method == "higgs" and offloads:
+        return "HIGGS", "You are attempting to load a HIGGS model with a device_map that contains a CPU or disk device"
+    if method == "hqq" and offloads:
+        return "HQQ", "You are attempting to use an HQQ model with a device_map that contains a CPU or disk device"
+    if method == "fp_quant" and (not settings.get("pseudoquantization") and len(values) > 1 and "cpu" in values
+                                 or "disk" in values):
+        return ("FP-Quant", "You are attempting to load a FPQuant model with a device_map that contains a CPU or "
+                "disk device")
     return None
 
 
@@ -3610,6 +3698,16 @@ def plan_devices(planned: PlannedModel, request: PlanRequest, source: str = "") 
             suggestions = [s for s in suggestions if s.change not in ("cpu", "disk")]
             if verdict in ("needs-cpu-offload", "needs-disk-offload"):
                 verdict = "does-not-fit"
+    if planned.is_transformers and (refusing := offload_refusing_quantizer(planned.config, device_map)) is not None:
+        # HIGGS', HQQ's and FP-Quant's validate_environment, which _get_device_map calls on the map it made, raise
+        # on it whatever the machine: the map is no load, and offloading further (--cpu, --disk) is refused alike.
+        findings.append(Finding(
+            "error", "quantizer-refuses-offload", None,
+            f"from_pretrained raises on this map: transformers' {refusing[0]} quantizer refuses a device map holding "
+            f"cpu or disk (ValueError: \"{refusing[1]}\"); it loads with every module on the GPUs"))
+        suggestions = [s for s in suggestions if s.change not in ("cpu", "disk")]
+        if verdict in ("needs-cpu-offload", "needs-disk-offload"):
+            verdict = "does-not-fit"
     kept_fp32 = keep_in_fp32_warning(planned, device_map, tensor_sizes, unplaced, request.binary_units)
     if kept_fp32:
         warnings.append(kept_fp32)
