@@ -61,7 +61,7 @@ def _stored_layers(folder: Path) -> dict[str, dict[str, tuple[tuple[int, ...], t
     leaves = ("dense_weights", "row_offsets", "col_vals", "in_perm", "indices", "centroids.weight",
               "res_centroids.weight", "weight_scale", "weight_bias", "perm", "codes", "codebooks", "scales",
               "qweight", "forward_hadamard_matrix", "backward_hadamard_matrix", "weight", "tables", "tables2",
-              "input_scale_ub")
+              "input_scale_ub", "qzeros", "g_idx")
     with safe_open(str(folder / "model.safetensors"), "pt") as stored:
         names = list(stored.keys())
         for name in names:
@@ -144,6 +144,35 @@ def _aqlm(folder: Path) -> Path:
     return _quantized_llama(folder, "aqlm")
 
 
+def _gptq3(folder: Path) -> Path:
+    """A 3-bit GPTQ Llama as gptqmodel's QuantLinear saves it (group 32): `qweight` int32 [in x 3 / 32, out],
+    `qzeros` int32 [in / 32, out x 3 / 32], fp16 `scales` [in / 32, out], `g_idx` int32 [in]; lm_head dense."""
+    from safetensors.torch import save_file
+
+    from tests.test_third_party_layouts27 import CONFIG, _llama_state_dict
+
+    folder.mkdir(parents=True)
+    generator = torch.Generator().manual_seed(31)
+    tensors: dict[str, torch.Tensor] = {}
+    for name, weight in _llama_state_dict().items():
+        if weight.dim() != 2 or "embed_tokens" in name or name.startswith("lm_head"):
+            tensors[name] = weight
+            continue
+        out_features, in_features = weight.shape
+        base = name.removesuffix(".weight")
+        tensors |= {
+            base + ".qweight": torch.randint(-2**31, 2**31 - 1, (in_features * 3 // 32, out_features),
+                                             dtype=torch.int32, generator=generator),
+            base + ".qzeros": torch.randint(-2**31, 2**31 - 1, (in_features // 32, out_features * 3 // 32),
+                                            dtype=torch.int32, generator=generator),
+            base + ".scales": torch.rand(in_features // 32, out_features, generator=generator).half(),
+            base + ".g_idx": torch.arange(in_features, dtype=torch.int32) // 32}
+    save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    (folder / "config.json").write_text(json.dumps(CONFIG | {"quantization_config": {
+        "quant_method": "gptq", "bits": 3, "group_size": 32, "desc_act": False, "sym": True}}))
+    return folder
+
+
 def _higgs2(folder: Path) -> Path:
     return _higgs(folder, bits=2)
 
@@ -155,7 +184,7 @@ def _higgs3(folder: Path) -> Path:
 LAYOUTS: list[tuple[Callable[[Path], Path], Callable[[Path], torch.nn.Module]]] = [
     (_spqr, _oracle_model), (_vptq, _oracle_model), (_aqlm, _oracle_model),
     (_fp_quant, lambda folder: _oracle_model(folder, fp_quant=True)), (_fbgemm, _fbgemm_oracle),
-    (_higgs2, _higgs_oracle), (_higgs3, _higgs_oracle)]
+    (_higgs2, _higgs_oracle), (_higgs3, _higgs_oracle), (_gptq3, _oracle_model)]
 
 
 @pytest.mark.parametrize(("make", "oracle"), LAYOUTS, ids=lambda item: getattr(item, "__name__", ""))

@@ -1167,14 +1167,18 @@ def _size_config_quantization(planned: PlannedModel, checkpoint: Checkpoint, qua
 
 # The quantizers whose layers transformers' planner sizes at what they hold before loading, which is what the
 # checkpoint stores for them: the replaced module (spqr_quant's QuantizedLinear, vptq's VQuantLinear, aqlm's
-# QuantizedLinear, transformers' HiggsLinear, FbgemmFp8Linear, fp_quant's FPQuantLinear) registers exactly the packed
-# tensors a checkpoint stores, and none of these quantizers overrides `param_element_size` (fbgemm_fp8's
-# quantized_element_size of 1 applies only to weights it quantizes itself, not to a pre-quantized checkpoint's).
+# QuantizedLinear, transformers' HiggsLinear, FbgemmFp8Linear) registers exactly the packed tensors a checkpoint
+# stores (fp_quant's FPQuantLinear more: `_fp_quant_layer_tensors`), and none of these quantizers overrides
+# `param_element_size` (fbgemm_fp8's quantized_element_size of 1 applies only to weights it quantizes itself, not to
+# a pre-quantized checkpoint's).
 # Each takes a dtype by its `update_dtype`: the ones listed raise on any other (SpQR, HIGGS), and those two are then
 # planned as before, at the floating dtype as an upper bound. HQQ is not here: its quantizer keeps nn.Linear until
 # the weights load (`prepare_for_hqq_linear` only tags them), so from_pretrained's planner counts them dense.
 _STORED_SIZED: dict[str, tuple[str, ...] | None] = {
-    "spqr": ("fp16",), "higgs": ("fp16", "bf16"), "vptq": None, "aqlm": None, "fp_quant": None, "fbgemm_fp8": None}
+    "spqr": ("fp16",), "higgs": ("fp16", "bf16"), "vptq": None, "aqlm": None, "fp_quant": None, "fbgemm_fp8": None,
+    # 2- and 3-bit GPTQ (4 and 8 bits are planned as int4 / int8 by `_size_config_quantization`): gptqmodel's
+    # QuantLinear holds the stored qweight, qzeros, scales and g_idx
+    "gptq": None}
 
 
 def _stored_sized_method(checkpoint: Checkpoint) -> str | None:
