@@ -985,10 +985,9 @@ def _without_unbuildable_dtype(config: dict[str, Any], whose: str) -> tuple[dict
         >>> _without_unbuildable_dtype({"model_type": "bert", "dtype": 5}, "A")[0]
         {'model_type': 'bert'}
     """
-    from weightdoctor.meta_model import shown_value
-    from weightdoctor.plan_devices import _auto_dtype_field, _unbuildable_dtype_field
+    from weightdoctor.meta_model import auto_dtype_field, shown_value, unbuildable_dtype_field
 
-    field = _auto_dtype_field(config) or _unbuildable_dtype_field(config)
+    field = auto_dtype_field(config) or unbuildable_dtype_field(config)
     if field is None:
         return config, None
     return {k: v for k, v in config.items() if k != field}, (

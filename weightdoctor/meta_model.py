@@ -16,6 +16,40 @@ if TYPE_CHECKING:
     from transformers import PretrainedConfig
 
 
+# The names a config.json or --dtype may give a floating dtype in, as plan-devices' short names.
+DTYPE_ALIASES = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16", "half": "fp16", "float": "fp32",
+                 "float64": "fp64", "double": "fp64"}
+
+
+def auto_dtype_field(config: dict[str, Any]) -> str | None:
+    """The field of one config dict that transformers reads as its dtype, where it is "auto", else None."""
+    # transformers reads `torch_dtype` only where `dtype` is unset (None): a "torch_dtype": "auto" beside a real
+    # "dtype" loads, and a "dtype": "auto" is not saved by a real "torch_dtype".
+    field = "dtype" if config.get("dtype") is not None else "torch_dtype"
+    return field if config.get(field) == "auto" else None
+
+
+def unbuildable_dtype_field(config: dict[str, Any]) -> str | None:
+    """The field a config's top level names its dtype in, where no model can be built in that value, else None.
+
+    transformers' config turns a string into `getattr(torch, value)` and from_pretrained(dtype="auto") then builds
+    the model in it: "float128" or "torch.float16" (no such attribute), "int8", "bool", "complex64" or
+    "float8_e4m3fn" (no floating dtype a model is built in), a number or a list all fail, each with an error of its
+    own; given a real dtype, from_pretrained replaces the field and loads (checked on transformers 5.25). A dict
+    (a dtype per sub-config) is read as such, and "auto" has a warning of its own (`auto_dtype_field`).
+
+    Example:
+        >>> unbuildable_dtype_field({"torch_dtype": "float128"}), unbuildable_dtype_field({"dtype": "bfloat16"})
+        ('torch_dtype', None)
+    """
+    field = "dtype" if config.get("dtype") is not None else "torch_dtype"
+    value = config.get(field)
+    if value is None or value == "auto" or isinstance(value, dict) or (isinstance(value, str)
+                                                                        and value in DTYPE_ALIASES):
+        return None
+    return field
+
+
 # transformers 5 writes the floats JSON has no literal for as `{"__float__": "Infinity"}` (Mamba2's
 # `time_step_limit` is `[0.0, inf]`) and turns them back when it reads a config file; `for_model` does not.
 _FLOAT_TAG_VALUES = {"Infinity": float("inf"), "-Infinity": float("-inf"), "NaN": float("nan")}

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from weightdoctor.errors import SourceNotFound, UsageError, WeightDoctorError, clip_middle, clip_words
 from weightdoctor.findings import Finding
 from weightdoctor.jsontext import MAX_DEPTH, parse_json
+from weightdoctor.meta_model import DTYPE_ALIASES, auto_dtype_field, unbuildable_dtype_field
 from weightdoctor.paths import expand_user
 from weightdoctor.quantized import config_quantization_settings
 from weightdoctor.wording import counted, plural
@@ -50,8 +51,6 @@ DTYPES: dict[str, tuple[str, float | None]] = {
     # at the config's dtype (bf16 where it names none). Sized by the quantizer's own modules (`_keep_fp8`).
     "fp8": ("bfloat16", None),
 }
-DTYPE_ALIASES = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16", "half": "fp16", "float": "fp32",
-                 "float64": "fp64", "double": "fp64"}
 FLOAT_DTYPES = ("fp64", "fp32", "fp16", "bf16")
 # The order in which a lower dtype is tried as "the smallest change that fits".
 DTYPE_LADDER = ("fp64", "fp32", "bf16", "fp16", "int8", "int4")
@@ -490,45 +489,16 @@ def default_dtype(checkpoint: Checkpoint) -> str:
     return DTYPE_ALIASES.get(chosen, "fp32")
 
 
-def _auto_dtype_field(config: dict[str, Any]) -> str | None:
-    """The field of one config dict that transformers reads as its dtype, where it is "auto", else None."""
-    # transformers reads `torch_dtype` only where `dtype` is unset (None): a "torch_dtype": "auto" beside a real
-    # "dtype" loads, and a "dtype": "auto" is not saved by a real "torch_dtype".
-    field = "dtype" if config.get("dtype") is not None else "torch_dtype"
-    return field if config.get(field) == "auto" else None
-
-
-def _unbuildable_dtype_field(config: dict[str, Any]) -> str | None:
-    """The field a config's top level names its dtype in, where no model can be built in that value, else None.
-
-    transformers' config turns a string into `getattr(torch, value)` and from_pretrained(dtype="auto") then builds
-    the model in it: "float128" or "torch.float16" (no such attribute), "int8", "bool", "complex64" or
-    "float8_e4m3fn" (no floating dtype a model is built in), a number or a list all fail, each with an error of its
-    own; given a real dtype, from_pretrained replaces the field and loads (checked on transformers 5.25). A dict
-    (a dtype per sub-config) is read as such, and "auto" has a warning of its own (`_auto_dtype_field`).
-
-    Example:
-        >>> _unbuildable_dtype_field({"torch_dtype": "float128"}), _unbuildable_dtype_field({"dtype": "bfloat16"})
-        ('torch_dtype', None)
-    """
-    field = "dtype" if config.get("dtype") is not None else "torch_dtype"
-    value = config.get(field)
-    if value is None or value == "auto" or isinstance(value, dict) or (isinstance(value, str)
-                                                                        and value in DTYPE_ALIASES):
-        return None
-    return field
-
-
 def unbuildable_dtype_warning(config: dict[str, Any], dtype: str, weights_read: bool = True,
                               stored: str | None = None) -> str | None:
     """The warning for a config.json whose top-level dtype is no dtype a model can be built in
-    (`_unbuildable_dtype_field`), else None: planned at `dtype`, as from_pretrained given that dtype loads it.
+    (`unbuildable_dtype_field`), else None: planned at `dtype`, as from_pretrained given that dtype loads it.
 
     Example:
         >>> unbuildable_dtype_warning({"torch_dtype": "float128"}, "bf16")
         'config.json sets "torch_dtype": "float128", which is no dtype transformers ... builds a model in: ...'
     """
-    field = _unbuildable_dtype_field(config)
+    field = unbuildable_dtype_field(config)
     if field is None:
         return None
     import json
@@ -569,7 +539,7 @@ def sub_config_auto_dtypes(config: dict[str, Any], prefix: str = "", depth: int 
         return found
     for key, value in config.items():
         if _is_sub_config(key, value):
-            if (field := _auto_dtype_field(value)) is not None:
+            if (field := auto_dtype_field(value)) is not None:
                 found.append(f"{prefix}{key}.{field}")
             found += sub_config_auto_dtypes(value, f"{prefix}{key}.", depth + 1)
     return found
@@ -586,7 +556,7 @@ def without_sub_config_auto_dtypes(config: dict[str, Any]) -> dict[str, Any]:
         for key, item in value.items():
             if _is_sub_config(key, item) and depth <= 8:
                 item = strip(item, depth + 1)
-                if (field := _auto_dtype_field(item)) is not None:
+                if (field := auto_dtype_field(item)) is not None:
                     item = {k: v for k, v in item.items() if k != field}
             out[key] = item
         return out
@@ -612,7 +582,7 @@ def auto_dtype_field_warning(config: dict[str, Any], dtype: str, weights_read: b
         >>> auto_dtype_field_warning({"dtype": "auto"}, "bf16")
         'config.json sets "dtype": "auto", which transformers ... cannot read: ...'
     """
-    top = _auto_dtype_field(config)
+    top = auto_dtype_field(config)
     fields = ([top] if top else []) + sub_config_auto_dtypes(config)
     if not fields:
         return None
@@ -651,7 +621,7 @@ def unsaid_dtype_warning(checkpoint: Checkpoint) -> str | None:
     config = checkpoint.config
     if checkpoint.tensors or not config or not config.get("model_type") or _config_dtype(config):
         return None
-    if "auto" in (config.get("dtype"), config.get("torch_dtype")) or _unbuildable_dtype_field(config):
+    if "auto" in (config.get("dtype"), config.get("torch_dtype")) or unbuildable_dtype_field(config):
         # not "names no dtype": transformers cannot load it as it is (`auto_dtype_field_warning`,
         # `unbuildable_dtype_warning`)
         return None
