@@ -1230,7 +1230,7 @@ _PEFT_TUNER_WORD = _lazy_regex(r"\.(?:" + "|".join(_PEFT_TUNER_WORDS) + ")")
 # them (`.ia3_l` -> `.ia0_l`): a text of folded names that holds none of them holds none of the words either.
 _ADAPTER_WORDS_FOLDED = tuple(word.translate(_FOLD_DIGITS) for word in (
     ".adapters.", ".loras.", ".lora_", ".ia3_l", *("." + word for word in _PEFT_TUNER_WORDS), "lora_unet_",
-    "lora_te", "lora_transformer_", "base_model."))
+    "lora_te", "lora_transformer_", "base_model.", "_lora.down.", "_lora.up."))
 # The tensors such a method shares between its modules, saved once at the top (`base_model.vera_A`): VeRA's and
 # RandLora's random projections (save_projection=True), VB-LoRA's vector bank.
 _PEFT_SHARED = _lazy_regex(r"^base_model\.(?:vera_[AB]|randlora_[AB]|vblora_vector_bank)(?:\.[^.]+)?$")
@@ -1328,6 +1328,68 @@ def peft_wrapped_against_adapter(
 # folder), no pair was found in B and every one was an error.
 _DIFFUSERS_LORA_COMPONENTS = ("transformer.", "unet.", "text_encoder.", "text_encoder_2.", "text_encoder_3.",
                               "prior.")
+
+
+# diffusers' first LoRA files (unet.save_attn_procs' pytorch_lora_weights.bin, under no component's prefix; then
+# save_lora_weights', under `unet.` / `text_encoder.`) hold each attention processor's own LoRALinearLayer pairs:
+# `<attn>.processor.to_q_lora.down.weight`. Against the UNet they adapt, every key read "unknown: these weights will
+# not load", errors, though diffusers' loaders still load them: load_lora_adapter renames them first
+# (utils/state_dict_utils.py: `.processor.` dropped, UNET_TO_DIFFUSERS `.to_q_lora.down` -> `.to_q.lora_A`,
+# `.to_out_lora.up` -> `.to_out.0.lora_B`; a text encoder's by DIFFUSERS_OLD_TO_PEFT, `.to_q_lora.up` ->
+# `.q_proj.lora_B`), and a file with no key under the component's prefix is taken whole as the UNet's.
+_DIFFUSERS_OLD_LORA = _lazy_regex(
+    r"^(?P<module>.+?)(?:\.processor)?\.(?P<proj>to_q|to_k|to_v|to_out)_lora\.(?P<part>down|up)\.weight$")
+_DIFFUSERS_OLD_TEXT_PROJ = {"to_q": "q_proj", "to_k": "k_proj", "to_v": "v_proj", "to_out": "out_proj"}
+
+
+def _diffusers_old_lora_names(names: Iterable[str]) -> dict[str, str]:
+    """The names diffusers' loaders give the keys of a LoRA in its first, attention-processor layout, as a LoRA in
+    its current layout names them (the component's prefix first: `unet.` where the file has none); {} for none.
+
+    Example:
+        >>> _diffusers_old_lora_names(["mid_block.attn1.processor.to_out_lora.up.weight", "q.weight"])
+        {'mid_block.attn1.processor.to_out_lora.up.weight': 'unet.mid_block.attn1.to_out.0.lora_B.weight'}
+        >>> _diffusers_old_lora_names(["text_encoder.text_model.encoder.layers.0.self_attn.to_q_lora.down.weight"])
+        {'text_encoder.text_model.encoder.layers.0.self_attn.to_q_lora.down.weight': \
+'text_encoder.text_model.encoder.layers.0.self_attn.q_proj.lora_A.weight'}
+    """
+    renamed: dict[str, str] = {}
+    for name in names:
+        match = _DIFFUSERS_OLD_LORA.match(name)
+        if match is None:
+            continue
+        module, proj = match["module"], match["proj"]
+        factor = "lora_A" if match["part"] == "down" else "lora_B"
+        if module.startswith(("text_encoder.", "text_encoder_2.")):
+            target = _DIFFUSERS_OLD_TEXT_PROJ[proj]
+        else:
+            target = "to_out.0" if proj == "to_out" else proj
+            if _diffusers_component(module) is None:
+                module = "unet." + module
+        renamed[name] = f"{module}.{target}.{factor}.weight"
+    return renamed
+
+
+def _diffusers_old_lora_fit(
+    renamed: Mapping[str, str], specs_a: Mapping[str, KeySpec], specs_b: Mapping[str, KeySpec],
+    unexpected: Sequence[str], missing: Sequence[str], adapter_config: Callable[[], Mapping[str, Any] | None] | None,
+    source_b: str | None,
+) -> tuple[dict[str, tuple[str, str, str]], str]:
+    """adapter_fit for a LoRA in diffusers' first layout: its keys checked under the names diffusers' loaders give
+    them (`_diffusers_old_lora_names`), the reasons given back under the file's own names."""
+    whys, note = adapter_fit({renamed.get(name, name): spec for name, spec in specs_a.items()}, specs_b,
+                             [renamed.get(name, name) for name in unexpected], missing, None, adapter_config, source_b)
+    if not whys:
+        return {}, ""
+    back = {new: name for name, new in renamed.items()}
+    layout = ("A is a LoRA in diffusers' layout (its first one, unet.save_attn_procs' attention-processor pairs, "
+              "`processor.to_q_lora.down`, which diffusers' loaders rename to `to_q.lora_A` as they load it")
+    no_prefix = not any(_diffusers_component(name) for name in renamed)
+    if no_prefix:  # the keys were read as the UNet's, as load_lora_adapter reads them
+        layout += "; its keys, under no component's prefix, are the UNet's"
+    return ({back.get(name, name): why for name, why in whys.items()},
+            note.replace("A is a LoRA in diffusers' layout", layout + ")", 1)
+            if note.startswith("A is a LoRA in diffusers' layout") else note)
 
 
 def _diffusers_component(module: str) -> str | None:
@@ -1449,6 +1511,8 @@ def adapter_fit(
     if word_text is not None and not any(map(word_text.__contains__, _ADAPTER_WORDS_FOLDED)):
         return {}, ""  # none of the words below is in the names: every test below says "no adapter"
     joined = "\n".join(unexpected)
+    if ("_lora.down." in joined or "_lora.up." in joined) and (old_names := _diffusers_old_lora_names(unexpected)):
+        return _diffusers_old_lora_fit(old_names, specs_a, specs_b, unexpected, missing, adapter_config, source_b)
     if ".adapters." in joined or ".loras." in joined:
         whys, note = _adapterhub_fit(specs_a, specs_b, unexpected, missing)
         if whys:
