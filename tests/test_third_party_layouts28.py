@@ -108,3 +108,73 @@ def test_plan_devices_names_a_lora_in_diffusers_first_layout_as_one(tmp_path: Pa
     assert any(warning.startswith("this is a LoRA in diffusers' layout: only its own weights are planned")
                for warning in data["warnings"]), data["warnings"]
 
+
+# kohya / LyCORIS adapters against one another. LyCORIS is not installed: its LoHa is reproduced from LyCORIS 3.x's
+# lycoris/modules/loha.py (hada_w1_a out × dim, hada_w1_b dim × in, hada_w2_a / hada_w2_b alike, `alpha` a buffer)
+# under kohya's flat names, as its kohya network (ss_network_module "lycoris.kohya") saves it; kohya's LoRA from
+# sd-scripts' networks/lora.py (lora_down dim × in, lora_up out × dim started at zero, alpha).
+_KOHYA_MODULES = {"lora_unet_down_blocks_0_attentions_0_proj_in": (32, 32),
+                  "lora_te_text_model_encoder_layers_0_mlp_fc1": (64, 16)}
+
+
+def _kohya_file(path: Path, method: str, dim: int) -> None:
+    generator = torch.Generator().manual_seed(dim)
+    state: dict[str, torch.Tensor] = {}
+    for module, (width_out, width_in) in _KOHYA_MODULES.items():
+        if method == "loha":
+            state[f"{module}.hada_w1_a"] = torch.randn(width_out, dim, generator=generator)
+            state[f"{module}.hada_w1_b"] = torch.randn(dim, width_in, generator=generator)
+            state[f"{module}.hada_w2_a"] = torch.zeros(width_out, dim)
+            state[f"{module}.hada_w2_b"] = torch.randn(dim, width_in, generator=generator)
+        else:
+            state[f"{module}.lora_down.weight"] = torch.randn(dim, width_in, generator=generator)
+            state[f"{module}.lora_up.weight"] = torch.zeros(width_out, dim)
+        state[f"{module}.alpha"] = torch.tensor(float(dim))
+    save_file(state, str(path), {"ss_network_module": "lycoris.kohya" if method == "loha" else "networks.lora",
+                                 "ss_network_dim": str(dim)})
+
+
+def test_two_loha_files_of_another_dim_differ_in_rank_not_in_architecture(tmp_path: Path) -> None:
+    """Two LyCORIS LoHa files of one model at network_dim 4 and 8: each factor was "from_pretrained raises on them
+    unless ignore_mismatched_sizes=True (it then initialises them at random)", advice for a model that loads neither
+    file. They are LoRA-rank differences, as two kohya LoRAs of another dim already were, and a real change of
+    shape (another width) still is not."""
+    _kohya_file(tmp_path / "dim4.safetensors", "loha", 4)
+    _kohya_file(tmp_path / "dim8.safetensors", "loha", 8)
+    code, data = run_json("diff-keys", str(tmp_path / "dim4.safetensors"), str(tmp_path / "dim8.safetensors"))
+    assert code == 1, data
+    details = {issue["name"]: (issue["reason"], issue["detail"]) for issue in data["mismatched"]}
+    assert details["lora_unet_down_blocks_0_attentions_0_proj_in.hada_w1_a"] == (
+        "lora-rank", "32×4 in A, 32×8 in B: LoRA rank 4 in A, 8 in B")
+    assert details["lora_te_text_model_encoder_layers_0_mlp_fc1.hada_w2_b"] == (
+        "lora-rank", "4×16 in A, 8×16 in B: LoRA rank 4 in A, 8 in B")
+    assert any(note.startswith("2 LoRA modules differ in rank only") for note in data["notes"]), data["notes"]
+    assert not any("ignore_mismatched_sizes" in note for note in data["notes"]), data["notes"]
+
+
+def test_a_kohya_lora_against_a_loha_of_the_same_modules_says_both_are_adapters(tmp_path: Path) -> None:
+    """A kohya LoRA against a LyCORIS LoHa of the same two modules: A's keys were "unknown: no known cause: these
+    weights will not load" and B's "adapter / PEFT weights: merge them or load through PEFT", which loads neither,
+    with no note. Each key is named as its method's on its module, and the note says that an adapter is applied to
+    its base model, not loaded into another adapter, either way round."""
+    lora, loha = tmp_path / "lora.safetensors", tmp_path / "loha.safetensors"
+    _kohya_file(lora, "lora", 4)
+    _kohya_file(loha, "loha", 4)
+    code, data = run_json("diff-keys", str(lora), str(loha))
+    assert code == 1, data
+    unexpected = {issue["name"]: (issue["reason"], issue["detail"]) for issue in data["unexpected"]}
+    missing = {issue["name"]: (issue["reason"], issue["detail"]) for issue in data["missing"]}
+    assert unexpected["lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight"] == (
+        "adapter", "A's LoRA on lora_unet_down_blocks_0_attentions_0_proj_in: B adapts it with a LoHa")
+    assert missing["lora_te_text_model_encoder_layers_0_mlp_fc1.hada_w1_b"] == (
+        "adapter", "B's LoHa on lora_te_text_model_encoder_layers_0_mlp_fc1: A adapts it with a LoRA")
+    assert {issue["reason"] for issue in data["unexpected"] + data["missing"]} == {"adapter"}
+    assert data["notes"] == [
+        "A and B are both adapters in kohya's layout: A a kohya-style LoRA (LoRA on 2 module(s)), B a LyCORIS adapter "
+        "(LoHa on 2 module(s)), 2 module(s) adapted by both; an adapter is applied to its base model, not loaded into "
+        "another adapter, so no key of either was checked against a model: compare each against its base (diff-keys "
+        "with the adapter as A and the model as B), or merge each into the base (sd-scripts' networks/merge_lora.py, "
+        "LyCORIS' tools/merge.py) and compare the merged models"]
+    code, data = run_json("diff-keys", str(loha), str(lora))
+    assert code == 1 and data["notes"][0].startswith("A and B are both adapters in kohya's layout: A a LyCORIS "
+                                                     "adapter (LoHa on 2 module(s)), B a kohya-style LoRA"), data

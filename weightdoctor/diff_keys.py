@@ -109,7 +109,8 @@ REASONS: dict[str, str] = {
 _ADAPTER_FAMILIES = (("A is a kohya-style", "a kohya-style LoRA"), ("A is a LyCORIS", "a LyCORIS adapter"),
                      ("A is a LoRA in diffusers' layout", "a LoRA in diffusers' layout"),
                      ("A is a Flux LoRA in diffusers' layout", "a LoRA in diffusers' layout"),
-                     ("A is an AdapterHub", "an AdapterHub adapter"))
+                     ("A is an AdapterHub", "an AdapterHub adapter"),
+                     ("A and B are both adapters in kohya's layout", "a kohya-style or LyCORIS adapter"))
 
 
 def reason_text(reason: str, notes: Sequence[str] = ()) -> str:
@@ -2729,6 +2730,8 @@ def _kohya_adapter_fit(
     pairs = [(name, match) for name in unexpected if (match := _KOHYA_PAIR.match(name))]
     if not pairs or len(pairs) < len(unexpected):
         return {}, ""
+    if specs_b and all(_KOHYA_PAIR.match(name) for name in specs_b):
+        return _kohya_against_kohya(specs_a, specs_b, pairs, missing)
     ldm = _kohya_ldm_modules(specs_b)
     flat = {name[: -len(".weight")].replace(".", "_"): name[: -len(".weight")]
             for name in specs_b if name.endswith(".weight")}
@@ -2901,6 +2904,54 @@ _LYCORIS_PART_NAMES = {
 
 # The LyCORIS algorithms whose tensors `_lycoris_layer_misfit` compares with the layer's widths, one by one.
 _LYCORIS_LAYER_METHODS = ("GLoRA", "diag-OFT", "BOFT", "full diff")
+
+
+def _kohya_methods(specs: Mapping[str, KeySpec], names: Iterable[str]) -> dict[str, str]:
+    """The method (LoRA, LoHa, LoKr, ...) of each kohya-named module (`lora_unet_<path>`) among `names`."""
+    parts_of: dict[str, dict[str, tuple[int, ...]]] = defaultdict(dict)
+    for name in names:
+        if (match := _KOHYA_PAIR.match(name)) is not None:
+            parts_of[f"{match['prefix']}_{match['module']}"][match["part"]] = specs[name].shape
+    return {module: _lycoris_method(held) or "LoRA" for module, held in parts_of.items()}
+
+
+def _kohya_against_kohya(
+    specs_a: Mapping[str, KeySpec], specs_b: Mapping[str, KeySpec], pairs: Sequence[tuple[str, Any]],
+    missing: Sequence[str],
+) -> tuple[dict[str, tuple[str, str, str]], str]:
+    """adapter_fit when A and B are both kohya-named adapters (kohya's LoRA, LyCORIS' LoHa, LoKr, ... under
+    `lora_unet_<path>`): two of other methods on one model were "unknown: these weights will not load", errors,
+    beside "adapter / PEFT weights: merge them or load through PEFT", which loads neither. Each key is said to be its
+    method's on its module, and the note says an adapter loads into its base model, not into another adapter."""
+    methods_a = _kohya_methods(specs_a, specs_a)
+    methods_b = _kohya_methods(specs_b, specs_b)
+    whys: dict[str, tuple[str, str, str]] = {}
+    for side, names, methods, other in (("A", [name for name, _ in pairs], methods_a, methods_b),
+                                        ("B", missing, methods_b, methods_a)):
+        other_side = "B" if side == "A" else "A"
+        for name in names:
+            match = _KOHYA_PAIR.match(name)
+            if match is None:
+                continue
+            module = f"{match['prefix']}_{match['module']}"
+            there = other.get(module)
+            where = (f"{other_side} does not adapt it" if there is None else
+                     f"{other_side} adapts it with a {there} of other parts" if there == methods[module] else
+                     f"{other_side} adapts it with a {there}")
+            whys[name] = ("adapter", "error", f"{side}'s {methods[module]} on {module}: {where}")
+
+    def described(methods: Mapping[str, str]) -> str:
+        counts = Counter(methods.values())
+        kinds = ", ".join(f"{method} on {count}" for method, count in counts.most_common())
+        family = "kohya-style LoRA" if set(counts) == {"LoRA"} else "LyCORIS adapter"
+        return f"a {family} ({kinds} module(s))"
+
+    shared = len(methods_a.keys() & methods_b.keys())
+    return whys, (f"A and B are both adapters in kohya's layout: A {described(methods_a)}, B {described(methods_b)}, "
+                  f"{shared} module(s) adapted by both; an adapter is applied to its base model, not loaded into "
+                  "another adapter, so no key of either was checked against a model: compare each against its base "
+                  "(diff-keys with the adapter as A and the model as B), or merge each into the base (sd-scripts' "
+                  "networks/merge_lora.py, LyCORIS' tools/merge.py) and compare the merged models")
 
 
 def _lycoris_method(held: Mapping[str, tuple[int, ...]]) -> str | None:
@@ -4148,10 +4199,13 @@ def new_head_detail(name: str, shape: Sequence[int]) -> str:
 # × kernel for a convolution), the up / B factor's second (out × rank, out × rank × 1 × 1): kohya-ss sd-scripts'
 # lora_down / lora_up, peft's lora_A / lora_B (`lora_A.default.weight` in a wrapped model's own state dict) and
 # lora_embedding_A (rank × rows) / lora_embedding_B (dim × rank), diffusers' old attention processors' lora.down /
-# lora.up.
+# lora.up. LoHa's and LoKr's low-rank factors too (LyCORIS' under kohya's names, peft's): hada_w1_a / lokr_w1_a out
+# × rank, hada_w1_b / lokr_w1_b rank × in (two LoHa files of another network_dim were "from_pretrained raises on
+# them unless ignore_mismatched_sizes=True", which loads neither).
 _LORA_FACTOR = _lazy_regex(r"[._](?:lora_(down|up)|lora_([AB])|lora\.(down|up))(?:\.[^.]+)?\.weight$"
-                           r"|[._]lora_embedding_([AB])(?:\.[^.]+)?$")
-_LORA_PARTNER = {"down": "up", "up": "down", "A": "B", "B": "A"}
+                           r"|[._]lora_embedding_([AB])(?:\.[^.]+)?$"
+                           r"|\.(?:hada|lokr)_w[12]_([ab])(?:\.[^.]+)?$")
+_LORA_PARTNER = {"down": "up", "up": "down", "A": "B", "B": "A", "a": "b", "b": "a"}
 
 
 def _lora_ranks(name: str, shape_a: tuple[int, ...], shape_b: tuple[int, ...],
@@ -4163,12 +4217,13 @@ def _lora_ranks(name: str, shape_a: tuple[int, ...], shape_b: tuple[int, ...],
     an SD 2.1 one of another rank shares attn2.to_k's lora_up shape (320 × rank) but not its lora_down's (rank × 768
     against rank × 1024), a LoRA for another base model."""
     # "lora" in the name first: most mismatched keys are no LoRA factor, and the substring test spares the search.
-    if len(shape_a) != len(shape_b) or len(shape_a) < 2 or "lora" not in name or (
+    if len(shape_a) != len(shape_b) or len(shape_a) < 2 or (
+            "lora" not in name and "hada_" not in name and "lokr_" not in name) or (
             match := _LORA_FACTOR.search(name)) is None:
         return None
     group = match.lastindex or 0  # the one factor group that matched is the last
     factor = match[group]
-    axis = 0 if factor == "down" or factor == "A" else 1
+    axis = 0 if factor in ("down", "A", "b") else 1
     rank_a, rank_b = shape_a[axis], shape_b[axis]
     if rank_a == rank_b or shape_a[:axis] + shape_a[axis + 1:] != shape_b[:axis] + shape_b[axis + 1:]:
         return None
