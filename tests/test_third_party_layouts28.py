@@ -1,5 +1,6 @@
 """A twenty-eighth round: LoRA files and training checkpoints no earlier round covered, run through the six commands:
-diffusers' first LoRA layout (unet.save_attn_procs' attention-processor pairs, `processor.to_q_lora.down.weight`).
+diffusers' first LoRA layout (unet.save_attn_procs' attention-processor pairs, `processor.to_q_lora.down.weight`),
+kohya / LyCORIS adapters against one another.
 
 diffusers is not installed here: its first LoRA layout is reproduced from its own code: LoRAAttnProcessor's
 LoRALinearLayer pairs (`down` rank × in, `up` out × rank, started at zero; to_k / to_v of a cross-attention read the
@@ -98,6 +99,53 @@ def test_a_lora_in_diffusers_first_layout_for_another_unet_says_it_does_not_fit(
         "adapter for another model size")
 
 
+def _current_layout(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The same pairs as diffusers' save_lora_weights writes them today (peft's names under `unet.`), renamed as its
+    state_dict_utils renames them (written out here, not taken from weightdoctor)."""
+    renamed = {}
+    for name, value in state.items():
+        name = name.replace(".processor.", ".")
+        for old, new in ((".to_out_lora.down", ".to_out.0.lora_A"), (".to_out_lora.up", ".to_out.0.lora_B"),
+                         ("_lora.down", ".lora_A"), ("_lora.up", ".lora_B")):
+            if old in name:
+                name = name.replace(old, new)
+                break
+        renamed["unet." + name] = value
+    return renamed
+
+
+def test_a_lora_in_diffusers_first_layout_against_the_same_lora_in_its_current_layout(tmp_path: Path) -> None:
+    """The old pytorch_lora_weights.bin against the same pairs saved in diffusers' current layout: with the first
+    fix alone it read "A is a PEFT adapter ... none of its modules is in B: it was made for another model" (and, the
+    other way round, errors on every key). Each key is paired with the one it is loaded as, either way round, and a
+    LoRA of another rank in the current layout is an error on the keys whose shapes differ."""
+    state = _attn_procs_lora()
+    old, current = tmp_path / "pytorch_lora_weights.bin", tmp_path / "current.safetensors"
+    torch.save(state, old)
+    save_file(_current_layout(state), str(current))
+    name = "mid_block.attentions.0.transformer_blocks.0.attn1.processor.to_out_lora.up.weight"
+    new = "unet.mid_block.attentions.0.transformer_blocks.0.attn1.to_out.0.lora_B.weight"
+    for a, b, old_side, new_side in ((old, current, "A", "B"), (current, old, "B", "A")):
+        code, data = run_json("diff-keys", str(a), str(b))
+        assert code == 0 and data["worst_severity"] == "info", data
+        details = {issue["name"]: (issue["reason"], issue["detail"])
+                   for issue in data["unexpected"] + data["missing"]}
+        assert details[name] == ("renamed", f"diffusers' loaders load it as {new}, which {new_side} holds")
+        assert details[new] == ("renamed", f"{old_side} holds it as {name} (diffusers' first layout)")
+        assert data["notes"] == [
+            f"{old_side} is a LoRA in diffusers' first layout (unet.save_attn_procs' attention-processor pairs, "
+            f"`processor.to_q_lora.down`) and {new_side} one in its current layout (`to_q.lora_A`): diffusers' "
+            f"loaders rename {old_side}'s keys to {new_side}'s as they load it, and 48 of {old_side}'s keys are "
+            f"{new_side}'s under those names, with the same shapes"]
+    rank8 = tmp_path / "rank8.safetensors"
+    save_file(_current_layout(_attn_procs_lora(rank=8)), str(rank8))
+    code, data = run_json("diff-keys", str(old), str(rank8))
+    assert code == 1, data
+    details = {issue["name"]: (issue["reason"], issue["detail"]) for issue in data["unexpected"]}
+    assert details[name] == ("adapter", f"loaded as {new}, which B holds: 32×4 in A, 32×8 in B")
+    assert data["notes"][0].endswith("48 of A's keys are B's under those names, 48 of them of other shapes")
+
+
 def test_plan_devices_names_a_lora_in_diffusers_first_layout_as_one(tmp_path: Path) -> None:
     """plan-devices planned the unprefixed pytorch_lora_weights.bin as a model that "fits on the GPUs", without a
     word of the UNet it is applied to (the same LoRA under `unet.` had the add-on warning)."""
@@ -178,3 +226,4 @@ def test_a_kohya_lora_against_a_loha_of_the_same_modules_says_both_are_adapters(
     code, data = run_json("diff-keys", str(loha), str(lora))
     assert code == 1 and data["notes"][0].startswith("A and B are both adapters in kohya's layout: A a LyCORIS "
                                                      "adapter (LoHa on 2 module(s)), B a kohya-style LoRA"), data
+

@@ -1377,7 +1377,12 @@ def _diffusers_old_lora_fit(
     source_b: str | None,
 ) -> tuple[dict[str, tuple[str, str, str]], str]:
     """adapter_fit for a LoRA in diffusers' first layout: its keys checked under the names diffusers' loaders give
-    them (`_diffusers_old_lora_names`), the reasons given back under the file's own names."""
+    them (`_diffusers_old_lora_names`), the reasons given back under the file's own names. Against B the same
+    kind of LoRA in diffusers' current layout (its keys the names A's are loaded as), each pair is matched with its
+    own: it was "a PEFT adapter ... none of its modules is in B: it was made for another model"."""
+    held = {name: new for name, new in renamed.items() if new in specs_b}
+    if len(held) * 2 >= len(renamed):
+        return _diffusers_old_against_current(held, specs_a, specs_b)
     whys, note = adapter_fit({renamed.get(name, name): spec for name, spec in specs_a.items()}, specs_b,
                              [renamed.get(name, name) for name in unexpected], missing, None, adapter_config, source_b)
     if not whys:
@@ -1391,6 +1396,33 @@ def _diffusers_old_lora_fit(
     return ({back.get(name, name): why for name, why in whys.items()},
             note.replace("A is a LoRA in diffusers' layout", layout + ")", 1)
             if note.startswith("A is a LoRA in diffusers' layout") else note)
+
+
+def _diffusers_old_against_current(
+    held: Mapping[str, str], specs_old: Mapping[str, KeySpec], specs_new: Mapping[str, KeySpec], old_side: str = "A",
+) -> tuple[dict[str, tuple[str, str, str]], str]:
+    """`_diffusers_old_lora_fit` where one side (`old_side`) is a LoRA in diffusers' first layout and the other holds
+    its pairs under the names diffusers' loaders give them (`held`: old name -> new name): each key and the key it is
+    loaded as, "renamed" where their shapes agree, an error where they do not."""
+    new_side = "B" if old_side == "A" else "A"
+    whys: dict[str, tuple[str, str, str]] = {}
+    differ = 0
+    for name, new in held.items():
+        shape_old, shape_new = specs_old[name].shape, specs_new[new].shape
+        if tuple(shape_old) == tuple(shape_new):
+            whys[name] = ("renamed", "info", f"diffusers' loaders load it as {new}, which {new_side} holds")
+            whys[new] = ("renamed", "info", f"{old_side} holds it as {name} (diffusers' first layout)")
+        else:
+            differ += 1
+            shown = (f"{'×'.join(map(str, shape_old))} in {old_side}, "
+                     f"{'×'.join(map(str, shape_new))} in {new_side}")
+            whys[name] = ("adapter", "error", f"loaded as {new}, which {new_side} holds: {shown}")
+            whys[new] = ("adapter", "error", f"{old_side} holds it as {name}: {shown}")
+    return whys, (f"{old_side} is a LoRA in diffusers' first layout (unet.save_attn_procs' attention-processor pairs, "
+                  f"`processor.to_q_lora.down`) and {new_side} one in its current layout (`to_q.lora_A`): diffusers' "
+                  f"loaders rename {old_side}'s keys to {new_side}'s as they load it, and {len(held)} of "
+                  f"{old_side}'s keys are {new_side}'s under those names"
+                  + (f", {differ} of them of other shapes" if differ else ", with the same shapes"))
 
 
 def _diffusers_component(module: str) -> str | None:
@@ -1514,6 +1546,11 @@ def adapter_fit(
     joined = "\n".join(unexpected)
     if ("_lora.down." in joined or "_lora.up." in joined) and (old_names := _diffusers_old_lora_names(unexpected)):
         return _diffusers_old_lora_fit(old_names, specs_a, specs_b, unexpected, missing, adapter_config, source_b)
+    if ".lora_A." in joined and (old_in_b := _diffusers_old_lora_names(missing)):
+        # B the LoRA in the first layout, A in the current one: the same pairing the other way round.
+        held = {name: new for name, new in old_in_b.items() if new in specs_a}
+        if len(held) * 2 >= len(old_in_b):
+            return _diffusers_old_against_current(held, specs_b, specs_a, old_side="B")
     if ".adapters." in joined or ".loras." in joined:
         whys, note = _adapterhub_fit(specs_a, specs_b, unexpected, missing)
         if whys:
