@@ -1,6 +1,7 @@
 """A twenty-eighth round: LoRA files and training checkpoints no earlier round covered, run through the six commands:
 diffusers' first LoRA layout (unet.save_attn_procs' attention-processor pairs, `processor.to_q_lora.down.weight`),
-kohya / LyCORIS adapters against one another.
+kohya / LyCORIS adapters against one another, fairseq2's training checkpoints (checkpoints/step_N/ with the model in
+model/pp_00/tp_00/sdp_00.pt) and its LLaMA layout against transformers'.
 
 diffusers is not installed here: its first LoRA layout is reproduced from its own code: LoRAAttnProcessor's
 LoRALinearLayer pairs (`down` rank × in, `up` out × rank, started at zero; to_k / to_v of a cross-attention read the
@@ -20,7 +21,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from tests.helpers import run_json
+from tests.helpers import one_error_line, run_cli, run_json
 
 _ATTENTIONS = ("down_blocks.0.attentions.0", "mid_block.attentions.0", "up_blocks.1.attentions.0")
 
@@ -227,3 +228,111 @@ def test_a_kohya_lora_against_a_loha_of_the_same_modules_says_both_are_adapters(
     assert code == 1 and data["notes"][0].startswith("A and B are both adapters in kohya's layout: A a LyCORIS "
                                                      "adapter (LoHa on 2 module(s)), B a kohya-style LoRA"), data
 
+
+# fairseq2 is not installed: its checkpoints are reproduced from fairseq2's StandardCheckpointManager
+# (src/fairseq2/checkpoint/manager.py: <output_dir>/checkpoints/step_N/ with model/pp_PP/tp_TT/sdp_SS.pt, a
+# torch.save of the model's state dict with pickle protocol 2, beside trainer/rank_RR.pt, optimizer/pp_PP/tp_TT/
+# sdp_SS.pt and data_reader/dp_DD.pt; save_model_only writes model/ alone), its LLaMA's names from
+# src/fairseq2/models/llama/hg.py (the key map of export_llama_checkpoint, which also permutes q_proj and k_proj).
+_HIDDEN, _INTERMEDIATE, _VOCAB = 32, 64, 96
+
+
+def _fairseq2_llama_state() -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(2)
+    state = {"decoder_frontend.embed.weight": torch.randn(_VOCAB, _HIDDEN, generator=generator)}
+    for layer in range(2):
+        prefix = f"decoder.layers.{layer}."
+        for name, shape in (("self_attn.q_proj", (_HIDDEN, _HIDDEN)), ("self_attn.k_proj", (16, _HIDDEN)),
+                            ("self_attn.v_proj", (16, _HIDDEN)), ("self_attn.output_proj", (_HIDDEN, _HIDDEN)),
+                            ("ffn.gate_proj", (_INTERMEDIATE, _HIDDEN)), ("ffn.inner_proj", (_INTERMEDIATE, _HIDDEN)),
+                            ("ffn.output_proj", (_HIDDEN, _INTERMEDIATE))):
+            state[f"{prefix}{name}.weight"] = torch.randn(*shape, generator=generator)
+        state[f"{prefix}self_attn_layer_norm.weight"] = torch.ones(_HIDDEN)
+        state[f"{prefix}ffn_layer_norm.weight"] = torch.ones(_HIDDEN)
+    state["decoder.layer_norm.weight"] = torch.ones(_HIDDEN)
+    state["final_proj.weight"] = torch.randn(_VOCAB, _HIDDEN, generator=generator)
+    return {name: value.to(torch.bfloat16) for name, value in state.items()}
+
+
+def _fairseq2_run(output_dir: Path, tensor_parallel: int = 1) -> Path:
+    """A fairseq2 run's output folder: step_1000/ (a full save) and step_2000/ (save_model_only)."""
+    state = _fairseq2_llama_state()
+    for step, full in ((1000, True), (2000, False)):
+        step_dir = output_dir / "checkpoints" / f"step_{step}"
+        for rank in range(tensor_parallel):
+            model = step_dir / "model" / "pp_00" / f"tp_{rank:02d}" / "sdp_00.pt"
+            model.parent.mkdir(parents=True)
+            torch.save(state, model, pickle_protocol=2)
+        if full:
+            optimizer = step_dir / "optimizer" / "pp_00" / "tp_00" / "sdp_00.pt"
+            optimizer.parent.mkdir(parents=True)
+            torch.save({"state": {}, "param_groups": [{"lr": 1e-4, "params": []}]}, optimizer)
+            (step_dir / "trainer").mkdir()
+            torch.save({"step_nr": step, "seed": 2}, step_dir / "trainer" / "rank_00.pt")
+            (step_dir / "data_reader").mkdir()
+            torch.save({"position": 12345}, step_dir / "data_reader" / "dp_00.pt")
+    return output_dir
+
+
+def test_a_fairseq2_checkpoint_folder_names_the_models_file(tmp_path: Path) -> None:
+    """inspect of a fairseq2 step folder said "weights are in subfolders (data_reader/, trainer/): point at one, e.g.
+    step_1000/data_reader", the data reader's position; its model/ folder and the run's folders said only "holds no
+    weight file". Each names the model's state dict three folders down, the latest step's for a run, and the file
+    it names reads as the model."""
+    run = _fairseq2_run(tmp_path / "run")
+    step = run / "checkpoints" / "step_1000"
+    model_file = step / "model" / "pp_00" / "tp_00" / "sdp_00.pt"
+    result = run_cli("inspect", str(step))
+    assert result.exit_code == 2
+    line = one_error_line(result)
+    assert "data_reader" not in line.split("it is a fairseq2 checkpoint")[0], line
+    assert line.endswith(f"it is a fairseq2 checkpoint (step_1000/): its trainer/, optimizer/ and data_reader/ hold "
+                         f"training state, not the model; the model's state dict is model/pp_00/tp_00/sdp_00.pt "
+                         f"(torch.save): point at it, {model_file}"), line
+    for inside in (step / "model", step / "model" / "pp_00"):
+        line = one_error_line(run_cli("plan-devices", str(inside), "--gpu", "1GB"))
+        assert f"it is inside a fairseq2 checkpoint ({step})" in line and line.endswith(str(model_file)), line
+    latest = run / "checkpoints" / "step_2000" / "model" / "pp_00" / "tp_00" / "sdp_00.pt"
+    for folder, shown in ((run / "checkpoints", "step_2000/"), (run, "checkpoints/step_2000/")):
+        line = one_error_line(run_cli("convert", str(folder), "-o", str(tmp_path / "out")))
+        assert f"its latest step, {shown}, is a fairseq2 checkpoint" in line and line.endswith(str(latest)), line
+    assert not (tmp_path / "out").exists()
+    code, data = run_json("inspect", str(model_file))
+    assert code == 0 and data["num_tensors"] == 21 and data["dtypes"] == {"bfloat16": 24736}, data
+    # The optimizer's file of the same ranks named a Trainer's and torchtune's places for the weights.
+    line = one_error_line(run_cli("inspect", str(step / "optimizer" / "pp_00" / "tp_00" / "sdp_00.pt")))
+    assert ("fairseq2 saved the model's state dict of the same ranks as model/pp_00/tp_00/sdp_00.pt beside "
+            f"optimizer/: point weightdoctor at {model_file}") in line and "torchtune" not in line, line
+
+
+def test_a_fairseq2_checkpoint_split_over_tensor_parallel_ranks_says_each_file_is_a_part(tmp_path: Path) -> None:
+    run = _fairseq2_run(tmp_path / "run", tensor_parallel=2)
+    line = one_error_line(run_cli("inspect", str(run / "checkpoints" / "step_1000")))
+    assert "the model's state dict is split over 2 files under model/, one per pipeline, tensor and " \
+           "sharded-data-parallel rank (pp_PP/tp_TT/sdp_SS.pt), each a part of the model: point at one to read its " \
+           f"part, e.g. {run / 'checkpoints' / 'step_1000' / 'model' / 'pp_00' / 'tp_00' / 'sdp_00.pt'}" in line, line
+
+
+def test_fairseq2_llama_against_transformers_llama_is_a_conversion_not_a_rename(tmp_path: Path) -> None:
+    """diff-keys of fairseq2's LLaMA state dict against transformers' LlamaForCausalLM of the same size offered
+    `--rename '^final_proj\\.=model.embed_tokens.'` (the output head onto the embedding, one shape) among renames that
+    leave q_proj and k_proj as they are, where fairseq2's own export permutes them: renamed alone the model loads and
+    computes garbage. Every key is named as the layout it is in, no rename is offered, and the note says what
+    converts it."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    LlamaForCausalLM(LlamaConfig(hidden_size=_HIDDEN, intermediate_size=_INTERMEDIATE, num_attention_heads=2,
+                                 num_key_value_heads=1, num_hidden_layers=2, vocab_size=_VOCAB)).save_pretrained(
+        tmp_path / "hf")
+    model_file = tmp_path / "sdp_00.pt"
+    torch.save(_fairseq2_llama_state(), model_file, pickle_protocol=2)
+    code, data = run_json("diff-keys", str(model_file), str(tmp_path / "hf"))
+    assert code == 1, data
+    assert data["suggested_renames"] == [], data["suggested_renames"]
+    assert {(issue["reason"], issue["detail"]) for issue in data["unexpected"]} == {
+        ("foreign-layout", "fairseq2's layout (in A)")}
+    assert {(issue["reason"], issue["detail"]) for issue in data["missing"]} == {
+        ("foreign-layout", "transformers' layout (in B)")}
+    assert any(note.startswith("A is in fairseq2's LLaMA layout") and "maps final_proj to lm_head and permutes q_proj "
+               "and k_proj" in note for note in data["notes"]), data["notes"]

@@ -824,6 +824,37 @@ def _litgpt_layout(unexpected: Sequence[str], missing: Sequence[str], joined_une
     return whys, note
 
 
+# fairseq2's LLaMA (its TransformerDecoderModel: decoder_frontend.embed, decoder.layers.N.self_attn.output_proj,
+# ffn.gate_proj / inner_proj / output_proj, self_attn_layer_norm, ffn_layer_norm, decoder.layer_norm, final_proj), as
+# its checkpoints' model/pp_00/tp_00/sdp_00.pt holds it. Against transformers' Llama the rename search offered
+# `^final_proj\.=model.embed_tokens.` (the head onto the embedding: one shape) and left q / k as they were, where
+# fairseq2's own Hugging Face export (fairseq2/models/llama/hg.py, export_llama_checkpoint) maps final_proj to lm_head
+# and permutes q_proj and k_proj from interleaved rotary pairs to rotate_half's halves.
+_FAIRSEQ2_DECODER_LAYOUT = _lazy_regex(r"^(?:decoder_frontend\.|decoder\.(?:layers\.\d+\.|layer_norm\.)|final_proj\.)")
+_FAIRSEQ2_DECODER_EVIDENCE = _lazy_regex(
+    r"^decoder\.layers\.\d+\.(?:self_attn\.output_proj|ffn\.inner_proj|self_attn_layer_norm|ffn_layer_norm)\.")
+
+
+def _fairseq2_decoder_layout(unexpected: Sequence[str], missing: Sequence[str], joined_unexpected: str,
+                             joined_missing: str) -> tuple[dict[str, tuple[str, str, str]], str]:
+    """foreign_layout's whys and note for fairseq2's LLaMA layout against transformers' decoder layout (either way
+    round); ({}, "") when the keys show no such pair."""
+    if "decoder.layers." not in joined_unexpected + joined_missing:
+        return {}, ""
+    paired = _paired_layouts(unexpected, missing,
+                             (_FAIRSEQ2_DECODER_EVIDENCE, _FAIRSEQ2_DECODER_LAYOUT, "fairseq2's layout"),
+                             (_HF_DECODER_EVIDENCE, _HF_DECODER_LAYOUT, "transformers' layout"))
+    if paired is None:
+        return {}, ""
+    fairseq2_side, hf_side, _, _, whys = paired
+    note = (f"{fairseq2_side} is in fairseq2's LLaMA layout (decoder_frontend.embed, decoder.layers.N.self_attn."
+            f"output_proj, ffn.inner_proj, final_proj) and {hf_side} in transformers' layout: fairseq2's own Hugging "
+            "Face export (fairseq2.models.llama's export_llama_checkpoint, hg.py) maps final_proj to lm_head and "
+            "permutes q_proj and k_proj from interleaved rotary pairs to rotate_half's halves, which no rename does: "
+            "renamed alone, the weights load and the model's output is garbage")
+    return whys, note
+
+
 # llama.cpp's GGUF tensor names (`token_embd`, `blk.N.attn_q`, `ffn_gate`, `output_norm`, `output`), as a GGUF file
 # holds them and a dequantized safetensors copy of one keeps them; transformers' `model.layers.N.self_attn.q_proj`.
 # Every key was "unknown", with no word of what they are. transformers reads the GGUF file itself (gguf_file=),
@@ -1074,7 +1105,8 @@ def foreign_layout(unexpected: Sequence[str], missing: Sequence[str],
         holds(joined_unexpected, ".self_attn.", unexpected, _HF_EVIDENCE)
     if not (meta_in_a or meta_in_b):
         for detect in (_sd_single_file_layout, _dit_single_file_layout, _controlnet_single_file_layout,
-                       _t2i_adapter_layout, _litgpt_layout, _openai_clip_layout, _vit_fused_qkv_layout,
+                       _t2i_adapter_layout, _litgpt_layout, _fairseq2_decoder_layout, _openai_clip_layout,
+                       _vit_fused_qkv_layout,
                        _flax_layout, _gguf_names_layout, _onnx_initializers_layout):
             whys, note = detect(unexpected, missing, joined_unexpected, joined_missing)
             if whys:
