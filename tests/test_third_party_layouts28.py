@@ -229,6 +229,33 @@ def test_a_kohya_lora_against_a_loha_of_the_same_modules_says_both_are_adapters(
                                                      "adapter (LoHa on 2 module(s)), B a kohya-style LoRA"), data
 
 
+def _lokr_file(path: Path, factor: int) -> None:
+    """A LyCORIS LoKr (lycoris/modules/lokr.py: lokr_w1 factor × factor whole, lokr_w2 split into lokr_w2_a out /
+    factor × dim and lokr_w2_b dim × in / factor) under kohya's names."""
+    generator = torch.Generator().manual_seed(factor)
+    state: dict[str, torch.Tensor] = {}
+    for module, (width_out, width_in) in _KOHYA_MODULES.items():
+        state[f"{module}.lokr_w1"] = torch.randn(factor, factor, generator=generator)
+        state[f"{module}.lokr_w2_a"] = torch.randn(width_out // factor, 4, generator=generator)
+        state[f"{module}.lokr_w2_b"] = torch.randn(4, width_in // factor, generator=generator)
+        state[f"{module}.alpha"] = torch.tensor(4.0)
+    save_file(state, str(path), {"ss_network_module": "lycoris.kohya"})
+
+
+def test_two_lokr_files_of_another_factor_are_not_told_about_from_pretrained(tmp_path: Path) -> None:
+    """Two LoKr files of one model with another factor (4 and 8): "6 key(s) differ in shape: from_pretrained raises
+    on them unless ignore_mismatched_sizes=True", a loader of neither. The note says they are adapters in kohya's
+    layout of other shapes for the same modules, to compare each against its base."""
+    _lokr_file(tmp_path / "f4.safetensors", 4)
+    _lokr_file(tmp_path / "f8.safetensors", 8)
+    code, data = run_json("diff-keys", str(tmp_path / "f4.safetensors"), str(tmp_path / "f8.safetensors"))
+    assert code == 1 and len(data["mismatched"]) == 6, data
+    assert data["notes"] == [
+        "6 key(s) differ in shape: A and B are adapters in kohya's layout whose factors for the same modules have "
+        "other shapes (another LoKr factor, another method's parts), not two of one size; an adapter is applied to "
+        "its base model: compare each against its base (diff-keys with the adapter as A and the model as B)"]
+
+
 # fairseq2 is not installed: its checkpoints are reproduced from fairseq2's StandardCheckpointManager
 # (src/fairseq2/checkpoint/manager.py: <output_dir>/checkpoints/step_N/ with model/pp_PP/tp_TT/sdp_SS.pt, a
 # torch.save of the model's state dict with pickle protocol 2, beside trainer/rank_RR.pt, optimizer/pp_PP/tp_TT/

@@ -4671,7 +4671,16 @@ def build_report(
             "and B adapt the same modules with adapters of another size; torch's load_state_dict, which LoRA loaders "
             "call (sd-scripts' --network_weights, peft's load_adapter), raises on a size mismatch even with "
             "strict=False")
-    if resized:
+    if resized and all(_KOHYA_PAIR.match(m.name) for m in resized) and all(map(_KOHYA_PAIR.match, specs_a)) \
+            and all(map(_KOHYA_PAIR.match, specs_b)):
+        # Two kohya / LyCORIS adapters (two LoKr files of another factor): "from_pretrained raises on them unless
+        # ignore_mismatched_sizes=True" named a loader of neither.
+        notes.append(
+            f"{len(resized)} key(s) differ in shape: A and B are adapters in kohya's layout whose factors for the same "
+            "modules have other shapes (another LoKr factor, another method's parts), not two of one size; an "
+            "adapter is applied to its base model: compare each against its base (diff-keys with the adapter as A "
+            "and the model as B)")
+    elif resized:
         # Even the expected resizes (vocabulary, labels, positions) stop the default load.
         notes.append(
             f"{len(resized)} key(s) differ in shape: from_pretrained raises on them unless "
