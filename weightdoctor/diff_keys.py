@@ -109,7 +109,8 @@ REASONS: dict[str, str] = {
 _ADAPTER_FAMILIES = (("A is a kohya-style", "a kohya-style LoRA"), ("A is a LyCORIS", "a LyCORIS adapter"),
                      ("A is a LoRA in diffusers' layout", "a LoRA in diffusers' layout"),
                      ("A is a Flux LoRA in diffusers' layout", "a LoRA in diffusers' layout"),
-                     ("A is an AdapterHub", "an AdapterHub adapter"))
+                     ("A is an AdapterHub", "an AdapterHub adapter"),
+                     ("A and B are both adapters in kohya's layout", "a kohya-style or LyCORIS adapter"))
 
 
 def reason_text(reason: str, notes: Sequence[str] = ()) -> str:
@@ -823,6 +824,37 @@ def _litgpt_layout(unexpected: Sequence[str], missing: Sequence[str], joined_une
     return whys, note
 
 
+# fairseq2's LLaMA (its TransformerDecoderModel: decoder_frontend.embed, decoder.layers.N.self_attn.output_proj,
+# ffn.gate_proj / inner_proj / output_proj, self_attn_layer_norm, ffn_layer_norm, decoder.layer_norm, final_proj), as
+# its checkpoints' model/pp_00/tp_00/sdp_00.pt holds it. Against transformers' Llama the rename search offered
+# `^final_proj\.=model.embed_tokens.` (the head onto the embedding: one shape) and left q / k as they were, where
+# fairseq2's own Hugging Face export (fairseq2/models/llama/hg.py, export_llama_checkpoint) maps final_proj to lm_head
+# and permutes q_proj and k_proj from interleaved rotary pairs to rotate_half's halves.
+_FAIRSEQ2_DECODER_LAYOUT = _lazy_regex(r"^(?:decoder_frontend\.|decoder\.(?:layers\.\d+\.|layer_norm\.)|final_proj\.)")
+_FAIRSEQ2_DECODER_EVIDENCE = _lazy_regex(
+    r"^decoder\.layers\.\d+\.(?:self_attn\.output_proj|ffn\.inner_proj|self_attn_layer_norm|ffn_layer_norm)\.")
+
+
+def _fairseq2_decoder_layout(unexpected: Sequence[str], missing: Sequence[str], joined_unexpected: str,
+                             joined_missing: str) -> tuple[dict[str, tuple[str, str, str]], str]:
+    """foreign_layout's whys and note for fairseq2's LLaMA layout against transformers' decoder layout (either way
+    round); ({}, "") when the keys show no such pair."""
+    if "decoder.layers." not in joined_unexpected + joined_missing:
+        return {}, ""
+    paired = _paired_layouts(unexpected, missing,
+                             (_FAIRSEQ2_DECODER_EVIDENCE, _FAIRSEQ2_DECODER_LAYOUT, "fairseq2's layout"),
+                             (_HF_DECODER_EVIDENCE, _HF_DECODER_LAYOUT, "transformers' layout"))
+    if paired is None:
+        return {}, ""
+    fairseq2_side, hf_side, _, _, whys = paired
+    note = (f"{fairseq2_side} is in fairseq2's LLaMA layout (decoder_frontend.embed, decoder.layers.N.self_attn."
+            f"output_proj, ffn.inner_proj, final_proj) and {hf_side} in transformers' layout: fairseq2's own Hugging "
+            "Face export (fairseq2.models.llama's export_llama_checkpoint, hg.py) maps final_proj to lm_head and "
+            "permutes q_proj and k_proj from interleaved rotary pairs to rotate_half's halves, which no rename does: "
+            "renamed alone, the weights load and the model's output is garbage")
+    return whys, note
+
+
 # llama.cpp's GGUF tensor names (`token_embd`, `blk.N.attn_q`, `ffn_gate`, `output_norm`, `output`), as a GGUF file
 # holds them and a dequantized safetensors copy of one keeps them; transformers' `model.layers.N.self_attn.q_proj`.
 # Every key was "unknown", with no word of what they are. transformers reads the GGUF file itself (gguf_file=),
@@ -1073,7 +1105,8 @@ def foreign_layout(unexpected: Sequence[str], missing: Sequence[str],
         holds(joined_unexpected, ".self_attn.", unexpected, _HF_EVIDENCE)
     if not (meta_in_a or meta_in_b):
         for detect in (_sd_single_file_layout, _dit_single_file_layout, _controlnet_single_file_layout,
-                       _t2i_adapter_layout, _litgpt_layout, _openai_clip_layout, _vit_fused_qkv_layout,
+                       _t2i_adapter_layout, _litgpt_layout, _fairseq2_decoder_layout, _openai_clip_layout,
+                       _vit_fused_qkv_layout,
                        _flax_layout, _gguf_names_layout, _onnx_initializers_layout):
             whys, note = detect(unexpected, missing, joined_unexpected, joined_missing)
             if whys:
@@ -1230,7 +1263,7 @@ _PEFT_TUNER_WORD = _lazy_regex(r"\.(?:" + "|".join(_PEFT_TUNER_WORDS) + ")")
 # them (`.ia3_l` -> `.ia0_l`): a text of folded names that holds none of them holds none of the words either.
 _ADAPTER_WORDS_FOLDED = tuple(word.translate(_FOLD_DIGITS) for word in (
     ".adapters.", ".loras.", ".lora_", ".ia3_l", *("." + word for word in _PEFT_TUNER_WORDS), "lora_unet_",
-    "lora_te", "lora_transformer_", "base_model."))
+    "lora_te", "lora_transformer_", "base_model.", "_lora.down.", "_lora.up."))
 # The tensors such a method shares between its modules, saved once at the top (`base_model.vera_A`): VeRA's and
 # RandLora's random projections (save_projection=True), VB-LoRA's vector bank.
 _PEFT_SHARED = _lazy_regex(r"^base_model\.(?:vera_[AB]|randlora_[AB]|vblora_vector_bank)(?:\.[^.]+)?$")
@@ -1328,6 +1361,100 @@ def peft_wrapped_against_adapter(
 # folder), no pair was found in B and every one was an error.
 _DIFFUSERS_LORA_COMPONENTS = ("transformer.", "unet.", "text_encoder.", "text_encoder_2.", "text_encoder_3.",
                               "prior.")
+
+
+# diffusers' first LoRA files (unet.save_attn_procs' pytorch_lora_weights.bin, under no component's prefix; then
+# save_lora_weights', under `unet.` / `text_encoder.`) hold each attention processor's own LoRALinearLayer pairs:
+# `<attn>.processor.to_q_lora.down.weight`. Against the UNet they adapt, every key read "unknown: these weights will
+# not load", errors, though diffusers' loaders still load them: load_lora_adapter renames them first
+# (utils/state_dict_utils.py: `.processor.` dropped, UNET_TO_DIFFUSERS `.to_q_lora.down` -> `.to_q.lora_A`,
+# `.to_out_lora.up` -> `.to_out.0.lora_B`; a text encoder's by DIFFUSERS_OLD_TO_PEFT, `.to_q_lora.up` ->
+# `.q_proj.lora_B`), and a file with no key under the component's prefix is taken whole as the UNet's.
+_DIFFUSERS_OLD_LORA = _lazy_regex(
+    r"^(?P<module>.+?)(?:\.processor)?\.(?P<proj>to_q|to_k|to_v|to_out)_lora\.(?P<part>down|up)\.weight$")
+_DIFFUSERS_OLD_TEXT_PROJ = {"to_q": "q_proj", "to_k": "k_proj", "to_v": "v_proj", "to_out": "out_proj"}
+
+
+def _diffusers_old_lora_names(names: Iterable[str]) -> dict[str, str]:
+    """The names diffusers' loaders give the keys of a LoRA in its first, attention-processor layout, as a LoRA in
+    its current layout names them (the component's prefix first: `unet.` where the file has none); {} for none.
+
+    Example:
+        >>> _diffusers_old_lora_names(["mid_block.attn1.processor.to_out_lora.up.weight", "q.weight"])
+        {'mid_block.attn1.processor.to_out_lora.up.weight': 'unet.mid_block.attn1.to_out.0.lora_B.weight'}
+        >>> _diffusers_old_lora_names(["text_encoder.text_model.encoder.layers.0.self_attn.to_q_lora.down.weight"])
+        {'text_encoder.text_model.encoder.layers.0.self_attn.to_q_lora.down.weight': \
+'text_encoder.text_model.encoder.layers.0.self_attn.q_proj.lora_A.weight'}
+    """
+    renamed: dict[str, str] = {}
+    for name in names:
+        match = _DIFFUSERS_OLD_LORA.match(name)
+        if match is None:
+            continue
+        module, proj = match["module"], match["proj"]
+        factor = "lora_A" if match["part"] == "down" else "lora_B"
+        if module.startswith(("text_encoder.", "text_encoder_2.")):
+            target = _DIFFUSERS_OLD_TEXT_PROJ[proj]
+        else:
+            target = "to_out.0" if proj == "to_out" else proj
+            if _diffusers_component(module) is None:
+                module = "unet." + module
+        renamed[name] = f"{module}.{target}.{factor}.weight"
+    return renamed
+
+
+def _diffusers_old_lora_fit(
+    renamed: Mapping[str, str], specs_a: Mapping[str, KeySpec], specs_b: Mapping[str, KeySpec],
+    unexpected: Sequence[str], missing: Sequence[str], adapter_config: Callable[[], Mapping[str, Any] | None] | None,
+    source_b: str | None,
+) -> tuple[dict[str, tuple[str, str, str]], str]:
+    """adapter_fit for a LoRA in diffusers' first layout: its keys checked under the names diffusers' loaders give
+    them (`_diffusers_old_lora_names`), the reasons given back under the file's own names. Against B the same
+    kind of LoRA in diffusers' current layout (its keys the names A's are loaded as), each pair is matched with its
+    own: it was "a PEFT adapter ... none of its modules is in B: it was made for another model"."""
+    held = {name: new for name, new in renamed.items() if new in specs_b}
+    if len(held) * 2 >= len(renamed):
+        return _diffusers_old_against_current(held, specs_a, specs_b)
+    whys, note = adapter_fit({renamed.get(name, name): spec for name, spec in specs_a.items()}, specs_b,
+                             [renamed.get(name, name) for name in unexpected], missing, None, adapter_config, source_b)
+    if not whys:
+        return {}, ""
+    back = {new: name for name, new in renamed.items()}
+    layout = ("A is a LoRA in diffusers' layout (its first one, unet.save_attn_procs' attention-processor pairs, "
+              "`processor.to_q_lora.down`, which diffusers' loaders rename to `to_q.lora_A` as they load it")
+    no_prefix = not any(_diffusers_component(name) for name in renamed)
+    if no_prefix:  # the keys were read as the UNet's, as load_lora_adapter reads them
+        layout += "; its keys, under no component's prefix, are the UNet's"
+    return ({back.get(name, name): why for name, why in whys.items()},
+            note.replace("A is a LoRA in diffusers' layout", layout + ")", 1)
+            if note.startswith("A is a LoRA in diffusers' layout") else note)
+
+
+def _diffusers_old_against_current(
+    held: Mapping[str, str], specs_old: Mapping[str, KeySpec], specs_new: Mapping[str, KeySpec], old_side: str = "A",
+) -> tuple[dict[str, tuple[str, str, str]], str]:
+    """`_diffusers_old_lora_fit` where one side (`old_side`) is a LoRA in diffusers' first layout and the other holds
+    its pairs under the names diffusers' loaders give them (`held`: old name -> new name): each key and the key it is
+    loaded as, "renamed" where their shapes agree, an error where they do not."""
+    new_side = "B" if old_side == "A" else "A"
+    whys: dict[str, tuple[str, str, str]] = {}
+    differ = 0
+    for name, new in held.items():
+        shape_old, shape_new = specs_old[name].shape, specs_new[new].shape
+        if tuple(shape_old) == tuple(shape_new):
+            whys[name] = ("renamed", "info", f"diffusers' loaders load it as {new}, which {new_side} holds")
+            whys[new] = ("renamed", "info", f"{old_side} holds it as {name} (diffusers' first layout)")
+        else:
+            differ += 1
+            shown = (f"{'×'.join(map(str, shape_old))} in {old_side}, "
+                     f"{'×'.join(map(str, shape_new))} in {new_side}")
+            whys[name] = ("adapter", "error", f"loaded as {new}, which {new_side} holds: {shown}")
+            whys[new] = ("adapter", "error", f"{old_side} holds it as {name}: {shown}")
+    return whys, (f"{old_side} is a LoRA in diffusers' first layout (unet.save_attn_procs' attention-processor pairs, "
+                  f"`processor.to_q_lora.down`) and {new_side} one in its current layout (`to_q.lora_A`): diffusers' "
+                  f"loaders rename {old_side}'s keys to {new_side}'s as they load it, and {len(held)} of "
+                  f"{old_side}'s keys are {new_side}'s under those names"
+                  + (f", {differ} of them of other shapes" if differ else ", with the same shapes"))
 
 
 def _diffusers_component(module: str) -> str | None:
@@ -1449,6 +1576,16 @@ def adapter_fit(
     if word_text is not None and not any(map(word_text.__contains__, _ADAPTER_WORDS_FOLDED)):
         return {}, ""  # none of the words below is in the names: every test below says "no adapter"
     joined = "\n".join(unexpected)
+    if ("_lora.down." in joined or "_lora.up." in joined) and (old_names := _diffusers_old_lora_names(unexpected)):
+        return _diffusers_old_lora_fit(old_names, specs_a, specs_b, unexpected, missing, adapter_config, source_b)
+    # One substring test of B's names joined first: this runs on every PEFT adapter against its base (10,000s of
+    # missing base weights).
+    if ".lora_A." in joined and ("_lora.down." in (joined_missing := "\n".join(missing)) or "_lora.up." in
+                                 joined_missing) and (old_in_b := _diffusers_old_lora_names(missing)):
+        # B the LoRA in the first layout, A in the current one: the same pairing the other way round.
+        held = {name: new for name, new in old_in_b.items() if new in specs_a}
+        if len(held) * 2 >= len(old_in_b):
+            return _diffusers_old_against_current(held, specs_b, specs_a, old_side="B")
     if ".adapters." in joined or ".loras." in joined:
         whys, note = _adapterhub_fit(specs_a, specs_b, unexpected, missing)
         if whys:
@@ -2665,6 +2802,8 @@ def _kohya_adapter_fit(
     pairs = [(name, match) for name in unexpected if (match := _KOHYA_PAIR.match(name))]
     if not pairs or len(pairs) < len(unexpected):
         return {}, ""
+    if specs_b and all(_KOHYA_PAIR.match(name) for name in specs_b):
+        return _kohya_against_kohya(specs_a, specs_b, pairs, missing)
     ldm = _kohya_ldm_modules(specs_b)
     flat = {name[: -len(".weight")].replace(".", "_"): name[: -len(".weight")]
             for name in specs_b if name.endswith(".weight")}
@@ -2837,6 +2976,54 @@ _LYCORIS_PART_NAMES = {
 
 # The LyCORIS algorithms whose tensors `_lycoris_layer_misfit` compares with the layer's widths, one by one.
 _LYCORIS_LAYER_METHODS = ("GLoRA", "diag-OFT", "BOFT", "full diff")
+
+
+def _kohya_methods(specs: Mapping[str, KeySpec], names: Iterable[str]) -> dict[str, str]:
+    """The method (LoRA, LoHa, LoKr, ...) of each kohya-named module (`lora_unet_<path>`) among `names`."""
+    parts_of: dict[str, dict[str, tuple[int, ...]]] = defaultdict(dict)
+    for name in names:
+        if (match := _KOHYA_PAIR.match(name)) is not None:
+            parts_of[f"{match['prefix']}_{match['module']}"][match["part"]] = specs[name].shape
+    return {module: _lycoris_method(held) or "LoRA" for module, held in parts_of.items()}
+
+
+def _kohya_against_kohya(
+    specs_a: Mapping[str, KeySpec], specs_b: Mapping[str, KeySpec], pairs: Sequence[tuple[str, Any]],
+    missing: Sequence[str],
+) -> tuple[dict[str, tuple[str, str, str]], str]:
+    """adapter_fit when A and B are both kohya-named adapters (kohya's LoRA, LyCORIS' LoHa, LoKr, ... under
+    `lora_unet_<path>`): two of other methods on one model were "unknown: these weights will not load", errors,
+    beside "adapter / PEFT weights: merge them or load through PEFT", which loads neither. Each key is said to be its
+    method's on its module, and the note says an adapter loads into its base model, not into another adapter."""
+    methods_a = _kohya_methods(specs_a, specs_a)
+    methods_b = _kohya_methods(specs_b, specs_b)
+    whys: dict[str, tuple[str, str, str]] = {}
+    for side, names, methods, other in (("A", [name for name, _ in pairs], methods_a, methods_b),
+                                        ("B", missing, methods_b, methods_a)):
+        other_side = "B" if side == "A" else "A"
+        for name in names:
+            match = _KOHYA_PAIR.match(name)
+            if match is None:
+                continue
+            module = f"{match['prefix']}_{match['module']}"
+            there = other.get(module)
+            where = (f"{other_side} does not adapt it" if there is None else
+                     f"{other_side} adapts it with a {there} of other parts" if there == methods[module] else
+                     f"{other_side} adapts it with a {there}")
+            whys[name] = ("adapter", "error", f"{side}'s {methods[module]} on {module}: {where}")
+
+    def described(methods: Mapping[str, str]) -> str:
+        counts = Counter(methods.values())
+        kinds = ", ".join(f"{method} on {count}" for method, count in counts.most_common())
+        family = "kohya-style LoRA" if set(counts) == {"LoRA"} else "LyCORIS adapter"
+        return f"a {family} ({kinds} module(s))"
+
+    shared = len(methods_a.keys() & methods_b.keys())
+    return whys, (f"A and B are both adapters in kohya's layout: A {described(methods_a)}, B {described(methods_b)}, "
+                  f"{shared} module(s) adapted by both; an adapter is applied to its base model, not loaded into "
+                  "another adapter, so no key of either was checked against a model: compare each against its base "
+                  "(diff-keys with the adapter as A and the model as B), or merge each into the base (sd-scripts' "
+                  "networks/merge_lora.py, LyCORIS' tools/merge.py) and compare the merged models")
 
 
 def _lycoris_method(held: Mapping[str, tuple[int, ...]]) -> str | None:
@@ -4084,10 +4271,13 @@ def new_head_detail(name: str, shape: Sequence[int]) -> str:
 # × kernel for a convolution), the up / B factor's second (out × rank, out × rank × 1 × 1): kohya-ss sd-scripts'
 # lora_down / lora_up, peft's lora_A / lora_B (`lora_A.default.weight` in a wrapped model's own state dict) and
 # lora_embedding_A (rank × rows) / lora_embedding_B (dim × rank), diffusers' old attention processors' lora.down /
-# lora.up.
+# lora.up. LoHa's and LoKr's low-rank factors too (LyCORIS' under kohya's names, peft's): hada_w1_a / lokr_w1_a out
+# × rank, hada_w1_b / lokr_w1_b rank × in (two LoHa files of another network_dim were "from_pretrained raises on
+# them unless ignore_mismatched_sizes=True", which loads neither).
 _LORA_FACTOR = _lazy_regex(r"[._](?:lora_(down|up)|lora_([AB])|lora\.(down|up))(?:\.[^.]+)?\.weight$"
-                           r"|[._]lora_embedding_([AB])(?:\.[^.]+)?$")
-_LORA_PARTNER = {"down": "up", "up": "down", "A": "B", "B": "A"}
+                           r"|[._]lora_embedding_([AB])(?:\.[^.]+)?$"
+                           r"|\.(?:hada|lokr)_w[12]_([ab])(?:\.[^.]+)?$")
+_LORA_PARTNER = {"down": "up", "up": "down", "A": "B", "B": "A", "a": "b", "b": "a"}
 
 
 def _lora_ranks(name: str, shape_a: tuple[int, ...], shape_b: tuple[int, ...],
@@ -4099,12 +4289,13 @@ def _lora_ranks(name: str, shape_a: tuple[int, ...], shape_b: tuple[int, ...],
     an SD 2.1 one of another rank shares attn2.to_k's lora_up shape (320 × rank) but not its lora_down's (rank × 768
     against rank × 1024), a LoRA for another base model."""
     # "lora" in the name first: most mismatched keys are no LoRA factor, and the substring test spares the search.
-    if len(shape_a) != len(shape_b) or len(shape_a) < 2 or "lora" not in name or (
+    if len(shape_a) != len(shape_b) or len(shape_a) < 2 or (
+            "lora" not in name and "hada_" not in name and "lokr_" not in name) or (
             match := _LORA_FACTOR.search(name)) is None:
         return None
     group = match.lastindex or 0  # the one factor group that matched is the last
     factor = match[group]
-    axis = 0 if factor == "down" or factor == "A" else 1
+    axis = 0 if factor in ("down", "A", "b") else 1
     rank_a, rank_b = shape_a[axis], shape_b[axis]
     if rank_a == rank_b or shape_a[:axis] + shape_a[axis + 1:] != shape_b[:axis] + shape_b[axis + 1:]:
         return None
@@ -4483,7 +4674,16 @@ def build_report(
             "and B adapt the same modules with adapters of another size; torch's load_state_dict, which LoRA loaders "
             "call (sd-scripts' --network_weights, peft's load_adapter), raises on a size mismatch even with "
             "strict=False")
-    if resized:
+    if resized and all(_KOHYA_PAIR.match(m.name) for m in resized) and all(map(_KOHYA_PAIR.match, specs_a)) \
+            and all(map(_KOHYA_PAIR.match, specs_b)):
+        # Two kohya / LyCORIS adapters (two LoKr files of another factor): "from_pretrained raises on them unless
+        # ignore_mismatched_sizes=True" named a loader of neither.
+        notes.append(
+            f"{len(resized)} key(s) differ in shape: A and B are adapters in kohya's layout whose factors for the same "
+            "modules have other shapes (another LoKr factor, another method's parts), not two of one size; an "
+            "adapter is applied to its base model: compare each against its base (diff-keys with the adapter as A "
+            "and the model as B)")
+    elif resized:
         # Even the expected resizes (vocabulary, labels, positions) stop the default load.
         notes.append(
             f"{len(resized)} key(s) differ in shape: from_pretrained raises on them unless "

@@ -117,6 +117,10 @@ def split_order(checkpoint: Checkpoint, tensors: list[PlannedTensor]) -> list[Pl
 
 
 _DIFFUSERS_LORA = re.compile(r"[._](lora_[AB]|lora\.(down|up)|lora_(down|up))\.weight$")
+# diffusers' first LoRA files (unet.save_attn_procs' pytorch_lora_weights.bin) hold the UNet's attention processors'
+# LoRALinearLayer pairs under no component's prefix (`down_blocks.0.attentions.0.transformer_blocks.0.attn1.processor.
+# to_q_lora.down.weight`; LoRAAttnAddedKVProcessor's add_k_proj_lora too), which load_lora_weights still loads.
+_ATTN_PROCESSOR_LORA = re.compile(r"\.processor\.[a-z_]+_lora\.(?:down|up)\.weight$")
 # The parts only LyCORIS' algorithms save under kohya's names (LoHa, LoKr, Tucker LoCon, GLoRA, OFT / BOFT, full).
 _LYCORIS_PART = re.compile(r"^lora_[a-z0-9]+_[^.]+\.(hada_|lokr_|lora_mid|a1\.|b1\.|oft_blocks$|oft_diag$|diff$)")
 
@@ -149,6 +153,10 @@ def single_file_kind(checkpoint: Checkpoint) -> str | None:
     # `transformer.single_transformer_blocks.0.attn.to_k.lora_A.weight`, `unet.<module>.lora.down.weight`.
     if any(n.startswith(("unet.", "transformer.", "text_encoder.", "text_encoder_2."))
            and _DIFFUSERS_LORA.search(n) for n in names):
+        return DIFFUSERS_LORA
+    # (One of diffusers' first layout, unprefixed, was planned by plan-devices as a model that "fits on the GPUs",
+    # without a word of the UNet it is applied to.)
+    if names and all(_ATTN_PROCESSOR_LORA.search(n) for n in names):
         return DIFFUSERS_LORA
     # A LoRA for a diffusion transformer in its authors' or ComfyUI's layout (`diffusion_model.double_blocks.0.
     # img_attn.qkv.lora_A.weight`, XLabs' `double_blocks.0.processor.proj_lora1.down.weight`) was called "a

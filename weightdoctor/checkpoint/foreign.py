@@ -428,6 +428,56 @@ def nanotron_message(folder: Path, checkpoint: Path) -> str:
             "--save_path=OUTDIR --tokenizer_name=TOKENIZER)")
 
 
+# fairseq2's StandardCheckpointManager (fairseq2/checkpoint/manager.py) commits each save as
+# <output_dir>/checkpoints/step_N/: the model's state dict in model/pp_PP/tp_TT/sdp_SS.pt (torch.save, one file per
+# pipeline, tensor and sharded-data-parallel rank), beside trainer/rank_RR.pt, optimizer/pp_PP/tp_TT/sdp_SS.pt and
+# data_reader/dp_DD.pt.
+_FAIRSEQ2_MODEL_FILES = "model/pp_*/tp_*/sdp_*.pt"
+_FAIRSEQ2_STEP = re.compile(r"^step_(\d+)$")
+
+
+def fairseq2_checkpoint(folder: Path) -> tuple[Path, list[Path]] | None:
+    """The fairseq2 step folder (`step_N/`) that `folder` is, is inside (its model/, model/pp_00/, ...), or that is
+    the latest of the steps of a checkpoints/ folder (or of the output folder above it), with its model files
+    (sorted); else None."""
+    candidates = [folder, *list(folder.parents)[:3]]
+    for run in (folder, folder / "checkpoints"):
+        with contextlib.suppress(OSError):
+            steps = [(int(match[1]), entry) for entry in run.iterdir()
+                     if (match := _FAIRSEQ2_STEP.match(entry.name)) is not None and entry.is_dir()]
+            candidates[1:1] = [entry for _, entry in sorted(steps, key=lambda step: step[0], reverse=True)]
+    for candidate in candidates:
+        try:
+            files = sorted(path for path in candidate.glob(_FAIRSEQ2_MODEL_FILES) if path.is_file())
+        except OSError:
+            continue
+        if files:
+            return candidate, files
+    return None
+
+
+def fairseq2_message(folder: Path, checkpoint: Path, files: list[Path]) -> str:
+    """What the fairseq2 step `folder` is, is inside or holds as its latest (`fairseq2_checkpoint`) holds, and which of
+    its files is the model's: its trainer/, optimizer/ and data_reader/ files were offered as the subfolders that
+    hold weights ("point at one, e.g. step_1000/data_reader"), the model's state dict three folders down named by
+    nothing."""
+    if checkpoint == folder:
+        what = f"it is a fairseq2 checkpoint ({checkpoint.name}/)"
+    elif checkpoint.parent in (folder, folder / "checkpoints"):
+        what = f"its latest step, {checkpoint.relative_to(folder)}/, is a fairseq2 checkpoint"
+    else:
+        what = f"it is inside a fairseq2 checkpoint ({checkpoint})"
+    held = ("its trainer/, optimizer/ and data_reader/ hold training state, not the model; " if
+            (checkpoint / "trainer").is_dir() else "")
+    first = shell_word(str(files[0]), argument=True)
+    if len(files) == 1:
+        return (f"{what}: {held}the model's state dict is {files[0].relative_to(checkpoint)} (torch.save): point at "
+                f"it, {first}")
+    return (f"{what}: {held}the model's state dict is split over {counted(len(files), 'file')} under model/, one per "
+            "pipeline, tensor and sharded-data-parallel rank (pp_PP/tp_TT/sdp_SS.pt), each a part of the model: point "
+            f"at one to read its part, e.g. {first}")
+
+
 def _nlp_config(folder: Path) -> bool:
     """Whether `folder` holds spaCy 3's config.cfg (an [nlp] section)."""
     return re.search(rb"^\[nlp\]\s*$", _head(folder / "config.cfg", 1 << 16), re.MULTILINE) is not None

@@ -203,6 +203,20 @@ def _weights_beside(path: Path) -> str | None:
     ("model.safetensors or pytorch_model.bin") did not name."""
     from weightdoctor.checkpoint.reader import _pasteable, _subfolders_with_weights, weight_files_in
 
+    # fairseq2's step_N/optimizer/pp_PP/tp_TT/sdp_SS.pt: the same ranks' model state is step_N/model/pp_PP/tp_TT/
+    # sdp_SS.pt (fairseq2/checkpoint/manager.py), three folders from here; the Trainer's and torchtune's places were
+    # named instead.
+    ranks = path.parts[-4:]
+    if len(ranks) == 4 and ranks[0] == "optimizer" and ranks[1].startswith("pp_") and ranks[2].startswith("tp_") \
+            and ranks[3].startswith("sdp_"):
+        model = path.parents[3].joinpath("model", *ranks[1:])
+        try:
+            found = model.is_file()
+        except OSError:
+            found = False
+        if found:
+            return (f"fairseq2 saved the model's state dict of the same ranks as model/{'/'.join(ranks[1:])} beside "
+                    f"optimizer/: point weightdoctor at {_pasteable(model)}")
     try:
         beside = [p.name for p in weight_files_in(path.parent) if p.name != path.name]
         # ColossalAI saves the optimizer (optimizer/) and the model (modeling/) in folders side by side: only an

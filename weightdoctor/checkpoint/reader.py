@@ -1810,6 +1810,9 @@ def _no_weights_message(folder: Path) -> str:
         # Its subfolders with a file are the optimizer's, the scheduler's and the RNG's: "point at one, e.g.
         # lr_scheduler/" sent the user to the scheduler, and model/ itself was "no weight file".
         return f"{message}; {foreign.nanotron_message(folder, nanotron)}"
+    fairseq2 = foreign.fairseq2_checkpoint(folder)
+    if fairseq2 is not None:
+        return f"{message}; {foreign.fairseq2_message(folder, *fairseq2)}"
     megatron = _megatron_latest(folder)
     if megatron is not None:
         message += (f"; a Megatron-LM save folder: its latest_checkpointed_iteration.txt names "
