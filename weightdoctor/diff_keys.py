@@ -1425,7 +1425,7 @@ def _lora_misfit(part: str, shape: tuple[int, ...], weight: tuple[int, ...]) -> 
 def adapter_fit(
     specs_a: Mapping[str, KeySpec], specs_b: Mapping[str, KeySpec], unexpected: Sequence[str], missing: Sequence[str],
     word_text: str | None = None, adapter_config: Callable[[], Mapping[str, Any] | None] | None = None,
-    source_b: str | None = None,
+    source_b: str | None = None, revision_b: str | None = None,
 ) -> tuple[dict[str, tuple[str, str, str]], str]:
     """When A is a PEFT adapter (LoRA pairs and few or no base weights) and B a model: whether each LoRA pair's
     target module is in B with shapes it fits, as `PeftModel.from_pretrained(B, A)` needs. Returns
@@ -1442,7 +1442,8 @@ def adapter_fit(
     none of the words below, folded, answers "no adapter" without joining and searching every name again.
     `adapter_config`: gives the adapter_config.json beside A (or None), read only for the methods whose saved shapes
     it settles (MiSS's init_weights, SHiRA's r). `source_b`: B as the user named it, for the command that strips a
-    training wrapper's prefix from B's keys (`weightdoctor convert B ... -o ...` without it).
+    training wrapper's prefix from B's keys (said in words without it: `weightdoctor convert B ... -o ...` named no
+    file); `revision_b`: B's Hub revision, which that command reads B at.
     """
     if "prompt_embeddings" in unexpected:
         return _prompt_adapter_fit(specs_a, specs_b, unexpected, missing)
@@ -1816,8 +1817,8 @@ def adapter_fit(
                 note += (f"; none of its modules is in B under the name it was saved with (e.g. {example}), but "
                          f"{held} of them {plural(held, 'is', 'are')} under the prefix {wrapper!r} (e.g. "
                          f"{wrapper}{example}): B's keys were saved from a training wrapper (DDP, torch.compile, "
-                         f"...); strip it from B's keys ({_unwrap_command(source_b, wrapper)}) and compare or load "
-                         "the adapter with that")
+                         f"...); strip it from B's keys ({_unwrap_command(source_b, wrapper, revision_b)}) and "
+                         "compare or load the adapter with that")
             elif elsewhere:
                 note += (f"; none of its modules is in B under the name it was saved with (e.g. {example}), yet B has "
                          f"modules of the names peft targets ({elsewhere}): PeftModel.from_pretrained(B, adapter) "
@@ -4645,7 +4646,7 @@ def diff_specs(
     renames: Sequence[Rename] = (),
     *,
     source_a: str = "A",
-    source_b: str = "B",
+    source_b: str | None = None,
     tied_groups_a: Sequence[Sequence[str]] = (),
     tied_groups_b: Sequence[Sequence[str]] = (),
     tie_embeddings: bool | None = None,
@@ -4658,6 +4659,7 @@ def diff_specs(
     quantizers: tuple[str | None, str | None] = (None, None),
     adapter_config_a: Callable[[], Mapping[str, Any] | None] | None = None,
     swapped_steps: str | Callable[[str | None], str] | None = None,
+    revision_b: str | None = None,
 ) -> DiffReport:
     """Diff two key sets as `load_state_dict(A, strict=False)` into a model shaped like B would see them.
 
@@ -4686,6 +4688,9 @@ def diff_specs(
             (`transformers_renamings`); called only when keys are left missing and unexpected with a shape in common.
         adapter_config_a: gives the PEFT adapter_config.json beside A (or None); called only for an adapter whose
             saved shapes it settles.
+        source_b: B as the user named it (None: not known, "B" in the report, and the commands that would name it
+            said in words).
+        revision_b: the Hub revision B was read at (a repo id only), which a command that reads B again names.
         swapped_steps: what a "swapped-sides" note tells to do to check the adapter B against A (`swapped_steps`),
             when B is an adapter of A, or a function of the wrapper prefix to strip from A's keys that gives it (see
             `swapped_sides`); by default `diff-keys B A` on the sources as given.
@@ -4694,7 +4699,8 @@ def diff_specs(
         UsageError: the renames map two keys of A to the same name.
     """
     with gc_paused():  # 100,000s of long-lived small objects: see weightdoctor.gcpause
-        return _diff_specs(specs_a, specs_b, renames, source_a=source_a, source_b=source_b,
+        return _diff_specs(specs_a, specs_b, renames, source_a=source_a,
+                           source_b=source_b if source_b is not None else "B", named_b=source_b, revision_b=revision_b,
                            tied_groups_a=tied_groups_a, tied_groups_b=tied_groups_b,
                            tie_embeddings=tie_embeddings, base_prefix_loads=base_prefix_loads,
                            tie_embeddings_a=tie_embeddings_a, loader_prefix=loader_prefix,
@@ -4772,6 +4778,8 @@ def _diff_specs(
     quantizers: tuple[str | None, str | None] = (None, None),
     adapter_config_a: Callable[[], Mapping[str, Any] | None] | None = None,
     swapped_steps: str | Callable[[str | None], str] | None = None,
+    named_b: str | None = None,
+    revision_b: str | None = None,
 ) -> DiffReport:
     renamed_a, _ = _renamed(specs_a, renames)
     tied = [[_rename_all(n, renames) for n in group] for group in tied_groups_a] if renames else tied_groups_a
@@ -4804,7 +4812,7 @@ def _diff_specs(
                     if buffer in missing_b and param in renamed_a}
         layout_whys = {**ema_whys, **layout_whys}
     adapter_whys, adapter_note = adapter_fit(renamed_a, specs_b, diff.unexpected, diff.missing, word_texts[0],
-                                             adapter_config_a, source_b)
+                                             adapter_config_a, named_b, revision_b)
     if adapter_whys:  # an adapter is not renamed into its base: its keys are told what they fit
         layout_whys, layout_note = adapter_whys, adapter_note
     elif diff.missing and (swapped := swapped_sides(renamed_a, specs_b, diff.unexpected, diff.missing, word_texts[1],
@@ -4983,10 +4991,11 @@ def swapped_steps(a: Checkpoint, b: Checkpoint, key: str | None = None, renames:
                      shell_word(target, argument=True), *flags])
 
 
-def _unwrap_command(source: str | None, wrapper: str) -> str:
+def _unwrap_command(source: str | None, wrapper: str, revision: str | None = None) -> str:
     """The convert that writes `source` without a training wrapper's prefix, where the user stands (a file to
-    `NAME.unwrapped.safetensors`, a folder or repo to `NAME.unwrapped`); SOURCE and OUTPUT named as such without one:
-    `weightdoctor convert B ... -o ...` pasted named a file `B`.
+    `NAME.unwrapped.safetensors`, a folder or repo to `NAME.unwrapped`), read at `revision` (a repo id's
+    --revision-b, dropped before: the convert read the default branch). Without a source, said in words:
+    `weightdoctor convert B ... -o ...` pasted read a file named `B`.
 
     Example:
         >>> print(_unwrap_command("runs/ddp model.pt", "module."))
@@ -4996,11 +5005,16 @@ def _unwrap_command(source: str | None, wrapper: str) -> str:
 
     flag = Rename(f"^{re.escape(wrapper)}", "").as_flag()
     if source is None:
-        return f"weightdoctor convert B {flag} -o ..."
+        # No file to name (diff_specs called without B's source): a command with `B` and `...` in it ran pasted and
+        # read a file named B, so the step is said in words.
+        return f"convert B's checkpoint with {flag} and -o naming the file to write"
     named = Path(source.rstrip("/") or "/")
     written = (f"{named.stem}.unwrapped.safetensors" if named.suffix.lower() in _WEIGHT_FILE_SUFFIXES
                else f"{named.name or 'model'}.unwrapped")
-    return f"weightdoctor convert {shell_word(source, argument=True)} {flag} -o {shell_word(written, argument=True)}"
+    # A repo id read at --revision-b: the convert read the default branch without it, not the B compared here.
+    at = f" --revision {shell_word(revision, argument=True)}" if revision is not None else ""
+    return (f"weightdoctor convert {shell_word(source, argument=True)}{at} {flag} -o "
+            f"{shell_word(written, argument=True)}")
 
 
 # The suffixes of a single weights file, which `weightdoctor convert` writes to a file (a folder to a folder).
@@ -5035,6 +5049,7 @@ def diff_checkpoints(a: Checkpoint, b: Checkpoint, renames: Sequence[Rename] = (
         quantizers=(found[0] if found is not None else None, found_b[0] if found_b is not None else None),
         adapter_config_a=adapter_config_a,
         swapped_steps=functools.partial(swapped_steps, a, b, key, renames),
+        revision_b=b.revision if b.repo_id is not None else None,
     )
     report.revision_a, report.resolved_a = a.revision, a.location
     report.revision_b, report.resolved_b = b.revision, b.location
