@@ -115,3 +115,94 @@ def test_unwrap_of_a_repo_id_b_reads_the_revision_compared(tmp_path: Path, monke
     again = json.loads(run_subprocess("diff-keys", str(adapter), "ddp-base.unwrapped", "--json", cwd=tmp_path,
                                       env=env).stdout)
     assert "of them in B with shapes that fit" in again["notes"][0], again["notes"]
+
+
+# --- 2. PeftModel.from_pretrained(base, adapter): the sources where known, words where not ----------------------
+
+
+def _exec_python(code: str, cwd: Path) -> str:
+    """`code` run as pasted into `python` after `import peft, transformers`, in `cwd`; what it printed."""
+    import os
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", f"import peft, transformers\n{code}"], capture_output=True,
+                          text=True, cwd=cwd, env={**os.environ, "TRANSFORMERS_VERBOSITY": "error"})
+    assert done.returncode == 0, (code, done.stderr)
+    return done.stdout
+
+
+def _odd_adapter(tmp_path: Path) -> tuple[str, str]:
+    """A PEFT LoRA and its base under ODD (as typed, relative to tmp_path), its adapter_config.json naming that
+    base, as peft writes it when the base was loaded from that folder."""
+    from fixtures.diff_pairs import build_peft_adapter
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # peft: save_embedding_layers set for embed_tokens
+        build_peft_adapter(tmp_path / ODD)
+    adapter, base = f"{ODD}/adapter", f"{ODD}/base"
+    config = tmp_path / adapter / "adapter_config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "base_model_name_or_path": base}))
+    return adapter, base
+
+
+_CHECK_LOADED = """
+from safetensors.torch import load_file
+saved, loaded = load_file({saved!r}), peft.get_peft_model_state_dict(model)
+same = all((loaded[k] == v).all().item() for k, v in saved.items())
+print(type(model).__name__, sorted(saved) == sorted(loaded), same, sum("lora_" in name for name in model.state_dict()))
+"""
+
+
+def test_diff_keys_note_loads_the_adapter_onto_b_as_pasted(tmp_path: Path) -> None:
+    """diff-keys ADAPTER BASE: "load it with PeftModel.from_pretrained(base, adapter)", a NameError pasted. It now
+    names B and the adapter as typed, in the class peft recorded, and the call loads A's LoRA factors onto B."""
+    adapter, base = _odd_adapter(tmp_path)
+    done = run_subprocess("diff-keys", adapter, base, "--json", cwd=tmp_path)
+    assert done.returncode in (0, 1), done.stderr
+    note = json.loads(done.stdout)["notes"][0]
+    assert "from_pretrained(base, adapter)" not in note, note
+    [call] = _calls(note, "peft.PeftModel.from_pretrained")
+    shown = run_subprocess("diff-keys", adapter, base, cwd=tmp_path, env={"COLUMNS": "100"}).stdout
+    assert "from_pretrained(base" not in shown, shown  # the reasons legend too
+    printed = _exec_python(f"model = {ast.unparse(call)}" + _CHECK_LOADED.format(
+        saved=f"{adapter}/adapter_model.safetensors"), tmp_path)
+    assert printed.split() == ["PeftModel", "True", "True", "10"], printed  # A's 10 LoRA factors, loaded
+
+
+def test_diff_specs_without_sources_names_no_undefined_base(tmp_path: Path) -> None:
+    """From Python (no sources): the note still printed `PeftModel.from_pretrained(base, adapter)`, a line of
+    undefined names; it now says what the call is given in words."""
+    from safetensors.torch import load_file
+
+    from weightdoctor.diff_keys import KeySpec, diff_specs
+
+    adapter, base = _odd_adapter(tmp_path)
+    specs = [{name: KeySpec(name, tuple(t.shape), "float32") for name, t in load_file(tmp_path / file).items()}
+             for file in (f"{adapter}/adapter_model.safetensors", f"{base}/model.safetensors")]
+    note = diff_specs(*specs).notes[0]
+    assert "PeftModel.from_pretrained(" not in note, note
+    assert ("load it with peft's PeftModel.from_pretrained, given the base model it was made for and the adapter's "
+            "folder") in note, note
+
+
+def test_inspect_of_an_adapter_prints_its_load_and_fit_check_whole(tmp_path: Path) -> None:
+    """inspect on an adapter whose config names its base: "load it onto its base with PeftModel.from_pretrained;
+    diff-keys ADAPTER BASE checks the fit", a command of placeholders. Both are printed now, each whole on a line,
+    and both run pasted."""
+    adapter, base = _odd_adapter(tmp_path)
+    done = run_subprocess("inspect", adapter, cwd=tmp_path, env={"COLUMNS": "80"})
+    assert done.returncode == 0, done.stderr
+    assert "ADAPTER BASE" not in done.stdout, done.stdout
+    lines = done.stdout.splitlines()
+    python = next(line for line in lines if line.startswith("peft.PeftModel.from_pretrained("))
+    call = _calls(python, "peft.PeftModel.from_pretrained")[0]
+    assert ast.literal_eval(call.args[1]) == adapter and _literals(call.args[0]) == [base], python
+    printed = _exec_python(f"model = {python}" + _CHECK_LOADED.format(saved=f"{adapter}/adapter_model.safetensors"),
+                           tmp_path)
+    assert printed.split() == ["PeftModel", "True", "True", "10"], printed
+    command = next(line for line in lines if line.startswith("weightdoctor diff-keys "))
+    assert shlex.split(command)[2:] == [adapter, base], command
+    checked = run_subprocess(*shlex.split(command)[1:], "--json", cwd=tmp_path)
+    assert checked.returncode in (0, 1), checked.stderr
+    assert "5 of them in B with shapes that fit" in json.loads(checked.stdout)["notes"][0]
