@@ -206,3 +206,92 @@ def test_inspect_of_an_adapter_prints_its_load_and_fit_check_whole(tmp_path: Pat
     checked = run_subprocess(*shlex.split(command)[1:], "--json", cwd=tmp_path)
     assert checked.returncode in (0, 1), checked.stderr
     assert "5 of them in B with shapes that fit" in json.loads(checked.stdout)["notes"][0]
+
+
+# --- 1. the file as typed where `PATH`, `prefix`, `CHECKPOINT_DIR OUTPUT` were printed ----------------------------
+
+
+def _error_line(source: str, cwd: Path) -> str:
+    """The one error line `weightdoctor inspect SOURCE` prints (exit 2, stdout empty)."""
+    done = run_subprocess("inspect", source, cwd=cwd, env={"COLUMNS": "80"})
+    assert done.returncode == 2 and done.stdout == "" and len(done.stderr.splitlines()) == 1, done.stderr
+    return done.stderr.rstrip("\n")
+
+
+@pytest.mark.parametrize("name", ["bert_model.ckpt.index", "bert_model.ckpt.data-00000-of-00001", "saved_model.pb"])
+def test_tensorflow_refusal_names_the_checkpoint_prefix(tmp_path: Path, name: str) -> None:
+    """A TensorFlow checkpoint's index or data shard, a SavedModel's graph: "tf.train.load_checkpoint(prefix)", a
+    NameError pasted. TensorFlow is not installed here: what is checked is what the call is given, the prefix as
+    typed, whose .index is the checkpoint's (a SavedModel's under variables/)."""
+    folder = tmp_path / ODD
+    (folder / "variables").mkdir(parents=True)
+    for index in (folder / "bert_model.ckpt.index", folder / "variables" / "variables.index"):
+        index.write_bytes(b"\x00" * 16)  # a TF table (SSTable) of keys: named by its suffix
+        index.with_name(index.name.replace(".index", ".data-00000-of-00001")).write_bytes(b"\x00" * 32)
+    (folder / "saved_model.pb").write_bytes(b"\x08\x01\x12\x00")
+    line = _error_line(f"{ODD}/{name}", tmp_path)
+    [call] = _calls(line, "tf.train.load_checkpoint")
+    [prefix] = _literals(call)
+    assert isinstance(prefix, str) and not Path(prefix).is_absolute(), prefix  # as typed, relative
+    expected = folder / ("variables/variables" if name == "saved_model.pb" else "bert_model.ckpt")
+    assert (tmp_path / f"{prefix}.index").samefile(f"{expected}.index"), prefix
+
+
+def test_composer_note_names_the_checkpoint_and_a_folder_beside_it(tmp_path: Path) -> None:
+    """A Composer checkpoint of a transformers model: "write_huggingface_pretrained_from_composer_checkpoint(PATH,
+    OUT) ... for from_pretrained(OUT)", and of its own ComposerModel "Trainer(model=..., load_path=PATH)". Composer
+    is not installed: the export is given the file as typed and a folder beside it that does not exist yet, which
+    from_pretrained then reads; the Trainer is said in words around the real load_path."""
+    from tests.test_third_party_layouts15 import _composer_hf_checkpoint
+
+    (tmp_path / ODD).mkdir()
+    source = f"{ODD}/ep1-ba3-rank0.pt"
+    _composer_hf_checkpoint(tmp_path / source)
+    warnings_said = json.loads(run_subprocess("inspect", source, "--json", cwd=tmp_path).stdout)["warnings"]
+    note = next(w for w in warnings_said if "MosaicML Composer checkpoint" in w)
+    assert "PATH" not in note and "OUT)" not in note, note
+    [export] = _calls(note, "composer.models.write_huggingface_pretrained_from_composer_checkpoint")
+    checkpoint, out = _literals(export)
+    assert checkpoint == source and (tmp_path / out).parent.samefile(tmp_path / ODD), (checkpoint, out)
+    assert not (tmp_path / out).exists() and _literals(_calls(note, "from_pretrained")[-1]) == [out], note
+
+    torch.save({"state": {"model": {"module.fc.weight": torch.zeros(2, 2)}, "timestamp": {}, "rank_zero_seed": 1},
+                "rng": []}, tmp_path / ODD / "plain.pt")
+    warnings_said = json.loads(run_subprocess("inspect", f"{ODD}/plain.pt", "--json", cwd=tmp_path).stdout)
+    note = next(w for w in warnings_said["warnings"] if "MosaicML Composer checkpoint" in w)
+    assert "model=...," not in note and "PATH" not in note, note
+    assert f"given its ComposerModel and load_path={f'{ODD}/plain.pt'!r}, loads it back" in note, note
+
+
+def test_pyannote_note_names_the_file_model_from_pretrained_reads(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """"Model.from_pretrained(PATH)": pyannote.audio (not installed here) is given the checkpoint file as typed."""
+    from tests.test_third_party_layouts14 import _pyannote_checkpoint
+
+    (tmp_path / ODD).mkdir()
+    _pyannote_checkpoint(tmp_path / ODD / "pytorch_model.bin", monkeypatch)
+    said = json.loads(run_subprocess("inspect", ODD, "--json", cwd=tmp_path).stdout)["warnings"]
+    note = next(w for w in said if "pyannote.audio checkpoint" in w)
+    [call] = _calls(note, "Model.from_pretrained")
+    [given] = _literals(call)
+    assert isinstance(given, str) and (tmp_path / given).samefile(tmp_path / ODD / "pytorch_model.bin"), note
+
+
+@pytest.mark.parametrize("inside", [False, True])
+def test_zero3_step_folder_names_the_zero_to_fp32_run_of_this_step(tmp_path: Path, inside: bool) -> None:
+    """A global_stepN/ folder of ZeRO-3 model states (two ranks): "(python zero_to_fp32.py CHECKPOINT_DIR OUTPUT)",
+    placeholders, where its file's refusal named the run. Read from inside the step (`.`), the run and --tag are
+    named by the step's own name (`. --tag ''` named no step). DeepSpeed is not installed: the words are checked."""
+    run = tmp_path / ODD
+    step = run / "global_step5"
+    step.mkdir(parents=True)
+    for rank in (0, 1):
+        torch.save({"module": {f"layer.{i}.dense.weight": torch.empty(0) for i in range(3)}},
+                   step / f"zero_pp_rank_{rank}_mp_rank_00_model_states.pt")
+        torch.save({"optimizer_state_dict": {}}, step / f"zero_pp_rank_{rank}_mp_rank_00_optim_states.pt")
+    cwd, source = (step, ".") if inside else (tmp_path, f"{ODD}/global_step5")
+    line = _error_line(source, cwd)
+    words = shlex.split(line.split("beside the global_step folders (", 1)[1].split("), then read that", 1)[0])
+    assert words[:3] == ["python", "-m", "deepspeed.utils.zero_to_fp32"], words
+    assert (cwd / words[3]).samefile(run) and words[4:] == ["OUTDIR", "--tag", "global_step5",
+                                                            "--safe_serialization"], words

@@ -62,8 +62,9 @@ _ORT = "an ONNX Runtime model"
 _TF_PROTOBUF = "a TensorFlow protobuf (SavedModel or frozen graph)"
 _TF_INDEX = "a TensorFlow checkpoint index"
 _TF_DATA = "a TensorFlow checkpoint data shard"
-# A TensorFlow checkpoint (bert_model.ckpt.index beside its .data-00000-of-00001) is read whole, by its prefix.
-_TF_CHECKPOINT_READ = ("tf.train.load_checkpoint(prefix) reads its variables by name (the prefix: the file name "
+# A TensorFlow checkpoint (bert_model.ckpt.index beside its .data-00000-of-00001) is read whole, by its prefix
+# ({prefix}: the file as named, without .index / .data-...; `tf.train.load_checkpoint(prefix)` pasted was a NameError).
+_TF_CHECKPOINT_READ = ("tf.train.load_checkpoint({prefix}) reads its variables by name (the prefix: the file name "
                        "before .index / .data-...), and safetensors.numpy.save_file of them writes a file to read here")
 # fastText's save_model: int32 magic 793712314 and version 12, then its args, dictionary and matrices (facebook's
 # fasttext-*-vectors and language-identification repos name it model.bin, which was "not a PyTorch pickle").
@@ -883,8 +884,16 @@ def unsupported_message(kind: str, name: str = "NAME", path: str | None = None) 
         return f"this is {kind}; {_NOT_READ}; {gguf_reading(name, os.path.dirname(path or '') or '.')}"
     converter = _CONVERTERS.get(kind)
     named = name if path is None else path
-    filled = converter.format(name=name, path=repr(named), shell=shell_word(named, argument=True)) if converter else ""
+    filled = _filled(converter, kind, name, named) if converter else ""
     return f"this is {kind}; {_NOT_READ}" + (f"; {filled}" if converter else "")
+
+
+def _filled(converter: str, kind: str, name: str, named: str) -> str:
+    """`converter` with the file named in it: its name, its path as typed as a Python literal and a shell word, and
+    a TensorFlow checkpoint's prefix (a SavedModel's: variables/variables beside its saved_model.pb)."""
+    prefix = (os.path.join(os.path.dirname(named), "variables", "variables") if kind == _TF_PROTOBUF
+              else re.sub(r"\.(index|data-\d+-of-\d+)$", "", named))
+    return converter.format(name=name, path=repr(named), shell=shell_word(named, argument=True), prefix=repr(prefix))
 
 
 def what_it_is(path: Path) -> str | None:
@@ -900,8 +909,7 @@ def what_it_is(path: Path) -> str | None:
     if kind == _GGUF:
         return f"{path.name} is {kind}: {gguf_reading(path.name, str(path.parent))}"
     converter = _CONVERTERS.get(kind)
-    filled = converter.format(name=path.name, path=repr(str(path)), shell=shell_word(str(path), argument=True)) \
-        if converter else ""
+    filled = _filled(converter, kind, path.name, str(path)) if converter else ""
     return f"{path.name} is {kind}" + (f": {filled}" if converter else "")
 
 
