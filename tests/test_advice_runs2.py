@@ -295,3 +295,36 @@ def test_zero3_step_folder_names_the_zero_to_fp32_run_of_this_step(tmp_path: Pat
     assert words[:3] == ["python", "-m", "deepspeed.utils.zero_to_fp32"], words
     assert (cwd / words[3]).samefile(run) and words[4:] == ["OUTDIR", "--tag", "global_step5",
                                                             "--safe_serialization"], words
+
+
+# --- 4. a split GGUF in the Hub cache: merged from its cached parts, where the user stands --------------------------
+
+
+@pytest.mark.parametrize("source", ["org/split-gguf", "hf://org/split-gguf/m-00001-of-00002.gguf"])
+def test_split_gguf_of_a_repo_merges_from_the_cached_parts(tmp_path: Path, source: str) -> None:
+    """A repo id (or its file's hf:// address) of a split GGUF: `llama-gguf-split --merge
+    org/split-gguf/m-00001-of-00002.gguf org/split-gguf/m.gguf`, the repo id as a folder where the user stands (none
+    there), or the merged file written into the Hub cache's snapshot. llama.cpp is not installed: the words are
+    checked: the first part is the cached file, the merged one is written here, and from_pretrained reads that."""
+    import os
+    import struct
+
+    from fixtures.hub_cache import commit_of, write_snapshot
+
+    header = b"GGUF" + struct.pack("<IQQ", 3, 0, 0)
+    cache = tmp_path / "hub"
+    snapshot = write_snapshot(cache, "org/split-gguf", commit_of("main"),
+                              {"m-00001-of-00002.gguf": header, "m-00002-of-00002.gguf": header, "config.json": b"{}"})
+    here = tmp_path / "here"
+    here.mkdir()
+    done = run_subprocess("inspect", source, cwd=here, env={"HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1",
+                                                            "COLUMNS": "80"})
+    assert done.returncode == 2 and len(done.stderr.splitlines()) == 1, done.stderr
+    line = done.stderr
+    merge = shlex.split(line.split("llama-gguf-split ", 1)[1].split(" joins them into one file", 1)[0])
+    assert merge[0] == "--merge" and (here / merge[1]).samefile(snapshot / "m-00001-of-00002.gguf"), merge
+    written = here / merge[2]
+    assert not written.resolve().is_relative_to(cache.resolve()), merge  # not into the cache
+    call = _calls(line, "from_pretrained")[-1]
+    given = os.path.join(ast.literal_eval(call.args[0]), ast.literal_eval(call.keywords[0].value))
+    assert (here / given).resolve() == written.resolve(), (given, merge)

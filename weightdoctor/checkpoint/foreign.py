@@ -863,12 +863,24 @@ def gguf_reading(name: str, folder: str = ".") -> str:
     if split is None:
         return _CONVERTERS[_GGUF].format(name=name, folder=repr(folder))
     merged = f"{split[1]}.gguf"
-    first, whole = (shell_word(os.path.join(folder, part), argument=True) if folder != "." else
-                    shell_word(part, argument=True) for part in (f"{split[1]}-00001-of-{split[3]}.gguf", merged))
+    first_part = f"{split[1]}-00001-of-{split[3]}.gguf"
+    from weightdoctor.checkpoint.hub import snapshot_commit
+
+    if folder != "." and snapshot_commit(Path(folder)) is not None:
+        # A repo's parts in the Hub cache (a repo id, hf://): the first part by its cached path, quoted so the
+        # error's naming by repo id leaves it whole (`org/m/m-00001-of-00002.gguf` named no file where the user
+        # stands), and the merged file written where the user stands, not into the snapshot.
+        first = shell_word(os.path.join(folder, first_part), argument=True)
+        first = first if first.startswith(("'", "$'")) else f"'{first}'"
+        whole, read_from, where = shell_word(merged, argument=True), ".", " where you stand (not into the Hub cache)"
+    else:
+        first, whole = (shell_word(os.path.join(folder, part), argument=True) if folder != "." else
+                        shell_word(part, argument=True) for part in (first_part, merged))
+        read_from, where = folder, ""
     return (f"it is part {int(split[2])} of {int(split[3])} of a split GGUF (llama.cpp's gguf-split): transformers "
             "reads one GGUF file (gguf_file=), not the parts of a split one; llama.cpp's llama-gguf-split --merge "
-            f"{first} {whole} joins them into one file, which transformers reads into "
-            f"PyTorch, dequantized (from_pretrained({folder!r}, gguf_file={merged!r})), and save_pretrained then "
+            f"{first} {whole} joins them into one file{where}, which transformers reads into "
+            f"PyTorch, dequantized (from_pretrained({read_from!r}, gguf_file={merged!r})), and save_pretrained then "
             "writes safetensors")
 
 
