@@ -328,3 +328,48 @@ def test_split_gguf_of_a_repo_merges_from_the_cached_parts(tmp_path: Path, sourc
     call = _calls(line, "from_pretrained")[-1]
     given = os.path.join(ast.literal_eval(call.args[0]), ast.literal_eval(call.keywords[0].value))
     assert (here / given).resolve() == written.resolve(), (given, merge)
+
+
+# --- 5. a long path: the error line's snippet is not cut in its middle ----------------------------------------------
+
+
+def test_a_long_path_keeps_the_refusal_snippet_whole(tmp_path: Path) -> None:
+    """A .npz under folders 3,400 characters deep (PATH_MAX is 4,096): its refusal names the path three times, and
+    the 4,000-character limit of an error line cut its middle out, snippet and all ("... (6,555 characters left out)
+    ..."). The path typed does not count toward the limit now: the line is whole, and its snippet, pasted, writes the
+    arrays."""
+    import os
+    import subprocess
+    import sys
+
+    import numpy as np
+    from safetensors.numpy import load_file
+
+    from tests.helpers import REPO_ROOT
+
+    deep = os.path.join(*[f"d{level:02d}_" + "x" * 240 for level in range(14)])
+    (tmp_path / deep).mkdir(parents=True)
+    source = os.path.join(deep, "weights.npz")
+    arrays = {"layer.weight": np.arange(6, dtype=np.float32).reshape(2, 3), "layer.bias": np.ones(2, np.float16)}
+    np.savez(tmp_path / source, **arrays)
+    line = _error_line(source, tmp_path)
+    assert "characters left out" not in line and len(line) > 3 * len(source), len(line)
+    [call] = _calls(line, "safetensors.numpy.save_file")
+    done = subprocess.run([sys.executable, "-c", f"import numpy, safetensors.numpy\n{ast.unparse(call)}"],
+                          capture_output=True, text=True, cwd=tmp_path,
+                          env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    assert done.returncode == 0, done.stderr
+    written = load_file(tmp_path / "model.safetensors")
+    assert sorted(written) == sorted(arrays) and all(np.array_equal(written[k], v) for k, v in arrays.items())
+
+
+def test_a_line_long_from_a_files_text_is_still_cut() -> None:
+    """What the limit is for: a line long because of text from a file (a name of 100,000 characters) is cut in its
+    middle as before, though it names a long path typed too."""
+    from weightdoctor.errors import MAX_MESSAGE_CHARS, clip_message
+
+    typed = "/".join(["folder" + "y" * 200] * 12) + "/model.pt"
+    line = f"{typed}: tensor {'n' * 100_000} is bad; torch.load({typed!r})"
+    clipped = clip_message(line, typed=[typed])
+    assert "characters left out" in clipped and len(clipped) < MAX_MESSAGE_CHARS + 100, len(clipped)
+    assert clip_message(f"{typed}: torch.load({typed!r}); torch.load({typed!r})", typed=[typed]).count(typed) == 3
