@@ -5018,7 +5018,7 @@ def _loadable_folder(source: str | None, marker: str) -> str | None:
     """What from_pretrained is given for `source` as the user named it: a folder or repo id as named, a file's
     folder where `marker` (config.json, adapter_config.json) lies beside it; None when there is none (a bare
     state dict file, or no source)."""
-    if source is None:
+    if source is None or source.startswith("hf://"):  # from_pretrained reads no hf:// address
         return None
     path = Path(source)
     if not path.is_file():
@@ -5091,8 +5091,10 @@ def _unwrap_command(source: str | None, wrapper: str, revision: str | None = Non
     named = Path(source.rstrip("/") or "/")
     written = (f"{named.stem}.unwrapped.safetensors" if named.suffix.lower() in _WEIGHT_FILE_SUFFIXES
                else f"{named.name or 'model'}.unwrapped")
-    # A repo id read at --revision-b: the convert read the default branch without it, not the B compared here.
-    at = f" --revision {shell_word(revision, argument=True)}" if revision is not None else ""
+    # A repo id read at --revision-b: the convert read the default branch without it, not the B compared here
+    # (an hf:// address carries its own @revision).
+    at = f" --revision {shell_word(revision, argument=True)}" if revision is not None \
+        and not source.startswith("hf://") else ""
     return (f"weightdoctor convert {shell_word(source, argument=True)}{at} {flag} -o "
             f"{shell_word(written, argument=True)}")
 
