@@ -373,3 +373,16 @@ def test_a_line_long_from_a_files_text_is_still_cut() -> None:
     clipped = clip_message(line, typed=[typed])
     assert "characters left out" in clipped and len(clipped) < MAX_MESSAGE_CHARS + 100, len(clipped)
     assert clip_message(f"{typed}: torch.load({typed!r}); torch.load({typed!r})", typed=[typed]).count(typed) == 3
+
+
+def test_an_hf_address_is_given_to_no_from_pretrained_nor_a_second_revision() -> None:
+    """An hf:// source: from_pretrained reads no such address (the load is said in words), and its convert carries
+    the address's own @revision (a --revision beside it named the revision twice)."""
+    from weightdoctor.diff_keys import _unwrap_command, peft_loading
+
+    said = peft_loading("hf://org/lora", "org/base", {"task_type": "CAUSAL_LM"})
+    assert not said.startswith("peft.PeftModel.from_pretrained(") and "hf://" not in said, said
+    assert peft_loading("org/lora", "org/base", {"task_type": "CAUSAL_LM"}).startswith(
+        "peft.PeftModel.from_pretrained(transformers.AutoModelForCausalLM.from_pretrained('org/base'), 'org/lora'")
+    assert "--revision" not in shlex.split(_unwrap_command("hf://org/m@v2", "module.", "v2"))
+    assert shlex.split(_unwrap_command("org/m", "module.", "v2"))[2:6] == ["org/m", "--revision", "v2", "--rename"]
