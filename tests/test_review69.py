@@ -39,8 +39,8 @@ def test_a_lora_of_the_causal_lm_on_its_backbone_is_not_said_to_raise(tmp_path: 
     note = json.loads(result.stdout)["notes"][0]
     assert "raises" not in note, note
     assert "none of its modules is in B under the name it was saved with (e.g. model.layers.0.self_attn.q_proj), " \
-        "yet B has modules of the names peft targets (layers.0.self_attn.q_proj): PeftModel.from_pretrained(B, " \
-        "adapter) does not raise, it wraps those, loads none of A's factors (peft warns 'Found missing adapter " \
+        "yet B has modules of the names peft targets (layers.0.self_attn.q_proj): PeftModel.from_pretrained onto B " \
+        "does not raise, it wraps those, loads none of A's factors (peft warns 'Found missing adapter " \
         "keys')" in note, note
     # What the note says peft does.
     with warnings.catch_warnings(record=True) as caught:

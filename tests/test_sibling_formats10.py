@@ -251,8 +251,12 @@ def test_tensorflow_and_onnx_runtime_files_name_what_reads_them(tmp_path: Path) 
     (tmp_path / "bert_model.ckpt.data-00000-of-00001").write_bytes(b"\x00" * 32)  # raw tensor bytes
     (tmp_path / "saved_model.pb").write_bytes(b"\x08\x01\x12\x00")  # SavedModel: saved_model_schema_version 1
     (tmp_path / "model.ort").write_bytes(b"\x10\x00\x00\x00ORTM" + b"\0" * 24)  # FlatBuffer, identifier ORTM
-    for name in ("bert_model.ckpt.index", "bert_model.ckpt.data-00000-of-00001", "saved_model.pb"):
-        assert "tf.train.load_checkpoint(prefix) reads its variables by name" in _error("inspect", tmp_path / name)
+    # The prefix named (advice2: `load_checkpoint(prefix)` was a NameError pasted; test_advice_runs2 checks it).
+    for name, prefix in (("bert_model.ckpt.index", "bert_model.ckpt"),
+                         ("bert_model.ckpt.data-00000-of-00001", "bert_model.ckpt"),
+                         ("saved_model.pb", "variables/variables")):
+        assert (f"tf.train.load_checkpoint({str(tmp_path / prefix)!r}) reads its variables by name"
+                in _error("inspect", tmp_path / name))
     said = _error("inspect", tmp_path / "model.ort")
     assert f"onnxruntime.InferenceSession({str(tmp_path / 'model.ort')!r}) runs it" in said
 

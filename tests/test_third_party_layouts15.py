@@ -144,7 +144,9 @@ def test_a_composer_checkpoint_names_composer_and_its_hugging_face_export(tmp_pa
     assert code == 0 and data["nested_key"] == "state.model" and data["num_tensors"] == len(weights)
     note = next((w for w in data["warnings"] if "MosaicML Composer checkpoint" in w), None)
     assert note is not None, data["warnings"]
-    assert "composer.models.write_huggingface_pretrained_from_composer_checkpoint(PATH, OUT)" in note, note
+    out = str(tmp_path / "ep1-ba3-rank0-hf")  # advice2: the file and a folder, not (PATH, OUT), a NameError pasted
+    assert (f"composer.models.write_huggingface_pretrained_from_composer_checkpoint({str(path)!r}, {out!r})"
+            f" writes its config.json") in note and f"from_pretrained({out!r})" in note, note
     assert "pytorch_model.bin (model. stripped)" in note, note
     assert f"convert {path} --strip-prefix model. -o {tmp_path / 'ep1-ba3-rank0.safetensors'}" in note, note
 
@@ -162,7 +164,8 @@ def test_a_composer_checkpoint_names_composer_and_its_hugging_face_export(tmp_pa
     torch.save({"state": {"model": {"module.fc.weight": torch.zeros(2, 2)}, "timestamp": {}, "rank_zero_seed": 1},
                 "rng": []}, tmp_path / "plain.pt")
     code, data = run_json("inspect", str(tmp_path / "plain.pt"))
-    assert code == 0 and any("Trainer(model=..., load_path=PATH)" in w for w in data["warnings"]), data["warnings"]
+    loaded = f"Trainer, given its ComposerModel and load_path={str(tmp_path / 'plain.pt')!r}, loads it"
+    assert code == 0 and any(loaded in w for w in data["warnings"]), data["warnings"]
     assert not any("write_huggingface" in w for w in data["warnings"]), data["warnings"]
 
 
@@ -182,7 +185,8 @@ def test_a_pyannote_checkpoint_names_pyannote_audio_and_what_loads_it(
     # module: the class's __module__ (its file PyanNet.py), then the class: as pyannote.audio records them.
     assert ("Lightning checkpoint of pyannote.audio.models.segmentation.PyanNet.PyanNet, saved by pyannote.audio "
             "3.1.0") in note, note
-    assert "Model.from_pretrained(PATH) (from pyannote.audio import Model)" in note, note
+    assert (f"Model.from_pretrained({str(folder / 'pytorch_model.bin')!r}) (from pyannote.audio import Model)"
+            in note), note
 
     # A Lightning checkpoint of anything else says no such thing.
     torch.save({"state_dict": {"w": torch.zeros(2)}, "pytorch-lightning_version": "2.1.0"}, tmp_path / "last.ckpt")

@@ -317,7 +317,7 @@ def test_a_peft_adapter_of_another_method_against_its_base_is_an_adapter_that_fi
     # Trainable tokens' rows are compared with the embedding's width since review64.
     compared = "(shapes not compared: " if method == "FourierFT" else "with shapes that fit"
     assert f"A is a PEFT adapter: {method} on " in note and compared in note, note
-    assert "PeftModel.from_pretrained(base, adapter)" in note, note
+    assert "load it with peft's PeftModel.from_pretrained, given " in note, note  # B a file: said in words
     # Against a model without the modules it adapts, it is an error naming them.
     from safetensors.torch import save_file
 

@@ -85,8 +85,8 @@ def test_a_peft_adapter_for_another_model_size_is_caught_by_its_shapes(tmp_path:
     # B's own weights stay the base's, which the adapter does not store (they were "unknown: no known cause").
     assert all(e["reason"] == "adapter-base" for e in data["missing"]), data["missing"]
     # The advice is not to load it onto B, which peft refuses, as the note says (and onto its own base it loads).
-    assert " not fit B's shapes: it was made for another size of the model, and PeftModel.from_pretrained(B, " \
-        "adapter) raises a size mismatch: load it onto the base it was made for" in note, note
+    assert " not fit B's shapes: it was made for another size of the model, and PeftModel.from_pretrained onto B " \
+        "raises a size mismatch: load it onto the base it was made for" in note, note
     from peft import PeftModel
 
     with pytest.raises(RuntimeError, match="size mismatch"):

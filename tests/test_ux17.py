@@ -80,7 +80,7 @@ def test_a_lora_saved_against_the_wrong_base_says_so_and_keeps_the_base_weights_
     assert unexpected == {("adapter", "error")}, report["groups"]
     note = report["notes"][0]
     assert "0 of them in B with shapes that fit" in note and "none of its modules is in B (e.g. " \
-        "model.layers.0.self_attn.q_proj): it was made for another model, and PeftModel.from_pretrained(B, adapter) " \
+        "model.layers.0.self_attn.q_proj): it was made for another model, and PeftModel.from_pretrained onto B " \
         "raises" in note, note
     # What the note says peft does.
     from peft import PeftModel

@@ -75,8 +75,8 @@ REASONS: dict[str, str] = {
     "position-length": "maximum position length changed: the position-embedding rows differ",
     "head-size": "task head size changed (num_labels; num_classes in timm and torchvision): the head is re-initialised",
     "adapter": "adapter / PEFT weights (LoRA, prefix tuning): merge them or load through PEFT",
-    "adapter-base": "a weight of the base model, which a PEFT adapter does not store: PeftModel.from_pretrained(base, "
-    "adapter) takes it from the base",
+    "adapter-base": "a weight of the base model, which a PEFT adapter does not store: peft's PeftModel.from_pretrained "
+    "takes it from the base model it loads the adapter onto",
     "quantization": "quantization side tensor (scales, zero points, absmax): needs the matching quantizer",
     "lora-rank": "a LoRA factor of another rank (kohya's network_dim, peft's r): the same module adapted by an adapter "
                  "of another size, which does not load into this one's tensors",
@@ -1552,7 +1552,7 @@ def _lora_misfit(part: str, shape: tuple[int, ...], weight: tuple[int, ...]) -> 
 def adapter_fit(
     specs_a: Mapping[str, KeySpec], specs_b: Mapping[str, KeySpec], unexpected: Sequence[str], missing: Sequence[str],
     word_text: str | None = None, adapter_config: Callable[[], Mapping[str, Any] | None] | None = None,
-    source_b: str | None = None,
+    source_b: str | None = None, revision_b: str | None = None, source_a: str | None = None,
 ) -> tuple[dict[str, tuple[str, str, str]], str]:
     """When A is a PEFT adapter (LoRA pairs and few or no base weights) and B a model: whether each LoRA pair's
     target module is in B with shapes it fits, as `PeftModel.from_pretrained(B, A)` needs. Returns
@@ -1569,10 +1569,17 @@ def adapter_fit(
     none of the words below, folded, answers "no adapter" without joining and searching every name again.
     `adapter_config`: gives the adapter_config.json beside A (or None), read only for the methods whose saved shapes
     it settles (MiSS's init_weights, SHiRA's r). `source_b`: B as the user named it, for the command that strips a
-    training wrapper's prefix from B's keys (`weightdoctor convert B ... -o ...` without it).
+    training wrapper's prefix from B's keys (said in words without it: `weightdoctor convert B ... -o ...` named no
+    file); `revision_b`: B's Hub revision, which that command reads B at. `source_a`: A as the user named it, for the
+    PeftModel.from_pretrained call that loads it onto B (said in words without both: see `peft_loading`).
     """
+    def loading(fits: bool) -> str:
+        # B named only where the adapter fits it: pasted onto a B it does not fit, the call raised.
+        config = adapter_config() if adapter_config is not None else None
+        return peft_loading(source_a, source_b if fits else None, config, revision_b)
+
     if "prompt_embeddings" in unexpected:
-        return _prompt_adapter_fit(specs_a, specs_b, unexpected, missing)
+        return _prompt_adapter_fit(specs_a, specs_b, unexpected, missing, loading)
     if word_text is not None and not any(map(word_text.__contains__, _ADAPTER_WORDS_FOLDED)):
         return {}, ""  # none of the words below is in the names: every test below says "no adapter"
     joined = "\n".join(unexpected)
@@ -1877,10 +1884,10 @@ def adapter_fit(
         named = ("the file names no module, so which of B's modules it adapts is not compared here" if targets is None
                  else f"adapter_config.json's target_modules ({targets[1]}) name modules of B" if targets[0] else
                  f"none of adapter_config.json's target_modules ({targets[1]}) is a module of B, and "
-                 "PeftModel.from_pretrained(B, adapter) raises: load it onto the base it was made for")
+                 "PeftModel.from_pretrained onto B raises: load it onto the base it was made for")
         return whys, (f"A is a PEFT adapter: UniLoRA, one shared vector (theta_d, {values} values) from which peft "
                       "rebuilds the factors of each module it adapts, whatever their sizes; "
-                      f"{named}; it stores no base weights: load it with PeftModel.from_pretrained(base, adapter), "
+                      f"{named}; it stores no base weights: load it with {loading(bool(targets and targets[0]))}, "
                       "or merge it (merge_and_unload) before comparing whole checkpoints")
     # B is a saved PEFT adapter too (an IA3 adapter against a LoRA one): its tensors were "a weight of the base model"
     # and the note "0 of them in B", "made for another model", with no word that B is no model at all.
@@ -1908,16 +1915,16 @@ def adapter_fit(
                 "pipeline's load_lora_weights(adapter), or fuse it (fuse_lora) before comparing whole checkpoints")
     else:
         note = (f"A is a PEFT adapter: {method} on {len(modules)} module(s), {fitting} of them in B {checked}; "
-                f"{stores}: load it with PeftModel.from_pretrained(base, adapter), "
+                f"{stores}: load it with {loading(_fits_whole(modules, fitting, whys))}, "
                 "or merge it (merge_and_unload) before comparing whole checkpoints")
-        # Modules B has whose shapes the adapter's do not fit: "load it with PeftModel.from_pretrained(base, adapter)"
-        # pasted with B as the base raises a size mismatch.
+        # Modules B has whose shapes the adapter's do not fit: the PeftModel.from_pretrained said above, pasted
+        # with B as the base, raises a size mismatch.
         misfit = sum(1 for module, fits in modules.items() if not fits and (
             f"{module}.weight" in specs_b or f"{module}.bias" in specs_b or f"{module}.in_proj_weight" in specs_b
             or (params is not None and module in params)))
         if misfit:
             note += (f"; {misfit} of them {plural(misfit, 'does', 'do')} not fit B's shapes: it was made for another "
-                     "size of the model, and PeftModel.from_pretrained(B, adapter) raises a size mismatch: load it "
+                     "size of the model, and PeftModel.from_pretrained onto B raises a size mismatch: load it "
                      "onto the base it was made for (adapter_config.json's base_model_name_or_path)")
         # B a whole PEFT-wrapped model (get_peft_model(...).state_dict(): each adapted layer's weight under
         # `.base_layer.`, its own adapter's tensors beside it): "it was made for another model" was said of an
@@ -1953,18 +1960,18 @@ def adapter_fit(
                 note += (f"; none of its modules is in B under the name it was saved with (e.g. {example}), but "
                          f"{held} of them {plural(held, 'is', 'are')} under the prefix {wrapper!r} (e.g. "
                          f"{wrapper}{example}): B's keys were saved from a training wrapper (DDP, torch.compile, "
-                         f"...); strip it from B's keys ({_unwrap_command(source_b, wrapper)}) and compare or load "
-                         "the adapter with that")
+                         f"...); strip it from B's keys ({_unwrap_command(source_b, wrapper, revision_b)}) and "
+                         "compare or load the adapter with that")
             elif elsewhere:
                 note += (f"; none of its modules is in B under the name it was saved with (e.g. {example}), yet B has "
-                         f"modules of the names peft targets ({elsewhere}): PeftModel.from_pretrained(B, adapter) "
+                         f"modules of the names peft targets ({elsewhere}): PeftModel.from_pretrained onto B "
                          "does not raise, it wraps those, loads none of A's factors (peft warns 'Found missing "
                          "adapter keys') and leaves each as peft initialises it (none of A's training is used): "
                          "load it onto the model class it was trained on, whose module names it has "
                          "(adapter_config.json's base_model_name_or_path names its base)")
             else:
                 note += (f"; none of its modules is in B (e.g. {example}): it was made for another model, and "
-                         "PeftModel.from_pretrained(B, adapter) raises (peft: target modules not found in the base "
+                         "PeftModel.from_pretrained onto B raises (peft: target modules not found in the base "
                          "model): load it onto a base that has these modules, the one it was trained on (which "
                          "adapter_config.json's base_model_name_or_path names, unless the adapter was saved with "
                          "another)")
@@ -3295,6 +3302,7 @@ def _key_widths(specs: Mapping[str, KeySpec], width: int) -> set[int]:
 
 def _prompt_adapter_fit(
     specs_a: Mapping[str, KeySpec], specs_b: Mapping[str, KeySpec], unexpected: Sequence[str], missing: Sequence[str],
+    loading: Callable[[bool], str] = lambda fits: peft_loading(None, None),
 ) -> tuple[dict[str, tuple[str, str, str]], str]:
     """`adapter_fit` for a prompt-learning adapter: `prompt_embeddings` [virtual tokens, width] and nothing of B.
 
@@ -3333,8 +3341,7 @@ def _prompt_adapter_fit(
             whys[name] = ("adapter-base", "info", "")
     tokens = shape[0] if shape else 0
     note = (f"A is a PEFT prompt-learning adapter ({counted(tokens, 'virtual token', grouped=False)}): "
-            "it stores no base weights: load it "
-            "with PeftModel.from_pretrained(base, adapter)")
+            f"it stores no base weights: load it with {loading(why[1] == 'info')}")
     return whys, note
 
 
@@ -4844,8 +4851,8 @@ def diff_specs(
     specs_b: Mapping[str, KeySpec],
     renames: Sequence[Rename] = (),
     *,
-    source_a: str = "A",
-    source_b: str = "B",
+    source_a: str | None = None,
+    source_b: str | None = None,
     tied_groups_a: Sequence[Sequence[str]] = (),
     tied_groups_b: Sequence[Sequence[str]] = (),
     tie_embeddings: bool | None = None,
@@ -4858,6 +4865,7 @@ def diff_specs(
     quantizers: tuple[str | None, str | None] = (None, None),
     adapter_config_a: Callable[[], Mapping[str, Any] | None] | None = None,
     swapped_steps: str | Callable[[str | None], str] | None = None,
+    revision_b: str | None = None,
 ) -> DiffReport:
     """Diff two key sets as `load_state_dict(A, strict=False)` into a model shaped like B would see them.
 
@@ -4886,6 +4894,11 @@ def diff_specs(
             (`transformers_renamings`); called only when keys are left missing and unexpected with a shape in common.
         adapter_config_a: gives the PEFT adapter_config.json beside A (or None); called only for an adapter whose
             saved shapes it settles.
+        source_a: A as the user named it (None: not known, "A" in the report, and the calls that would name it said
+            in words).
+        source_b: B as the user named it (None: not known, "B" in the report, and the commands that would name it
+            said in words).
+        revision_b: the Hub revision B was read at (a repo id only), which a command that reads B again names.
         swapped_steps: what a "swapped-sides" note tells to do to check the adapter B against A (`swapped_steps`),
             when B is an adapter of A, or a function of the wrapper prefix to strip from A's keys that gives it (see
             `swapped_sides`); by default `diff-keys B A` on the sources as given.
@@ -4894,7 +4907,9 @@ def diff_specs(
         UsageError: the renames map two keys of A to the same name.
     """
     with gc_paused():  # 100,000s of long-lived small objects: see weightdoctor.gcpause
-        return _diff_specs(specs_a, specs_b, renames, source_a=source_a, source_b=source_b,
+        return _diff_specs(specs_a, specs_b, renames, source_a=source_a if source_a is not None else "A",
+                           named_a=source_a, source_b=source_b if source_b is not None else "B", named_b=source_b,
+                           revision_b=revision_b,
                            tied_groups_a=tied_groups_a, tied_groups_b=tied_groups_b,
                            tie_embeddings=tie_embeddings, base_prefix_loads=base_prefix_loads,
                            tie_embeddings_a=tie_embeddings_a, loader_prefix=loader_prefix,
@@ -4972,6 +4987,9 @@ def _diff_specs(
     quantizers: tuple[str | None, str | None] = (None, None),
     adapter_config_a: Callable[[], Mapping[str, Any] | None] | None = None,
     swapped_steps: str | Callable[[str | None], str] | None = None,
+    named_a: str | None = None,
+    named_b: str | None = None,
+    revision_b: str | None = None,
 ) -> DiffReport:
     renamed_a, _ = _renamed(specs_a, renames)
     tied = [[_rename_all(n, renames) for n in group] for group in tied_groups_a] if renames else tied_groups_a
@@ -5004,7 +5022,7 @@ def _diff_specs(
                     if buffer in missing_b and param in renamed_a}
         layout_whys = {**ema_whys, **layout_whys}
     adapter_whys, adapter_note = adapter_fit(renamed_a, specs_b, diff.unexpected, diff.missing, word_texts[0],
-                                             adapter_config_a, source_b)
+                                             adapter_config_a, named_b, revision_b, named_a)
     if adapter_whys:  # an adapter is not renamed into its base: its keys are told what they fit
         layout_whys, layout_note = adapter_whys, adapter_note
     elif diff.missing and (swapped := swapped_sides(renamed_a, specs_b, diff.unexpected, diff.missing, word_texts[1],
@@ -5183,10 +5201,81 @@ def swapped_steps(a: Checkpoint, b: Checkpoint, key: str | None = None, renames:
                      shell_word(target, argument=True), *flags])
 
 
-def _unwrap_command(source: str | None, wrapper: str) -> str:
+def _fits_whole(modules: Mapping[str, bool], fitting: int, whys: Mapping[str, tuple[str, str, str]]) -> bool:
+    """Whether an adapter fits B whole: every module it adapts in B with shapes that fit (none a convolution that
+    fits only as a grouped one) and none of its tensors an error (a module it saves whole of another shape)."""
+    return bool(modules) and fitting == len(modules) and not any(why[1] == "error" for why in whys.values())
+
+
+# The transformers class peft's AutoPeftModel classes load a base into, by the adapter's task_type
+# (peft.auto.MODEL_TYPE_TO_PEFT_MODEL_MAPPING beside AutoPeftModelFor*'s _target_class).
+_PEFT_TASK_CLASSES = {"CAUSAL_LM": "AutoModelForCausalLM", "SEQ_CLS": "AutoModelForSequenceClassification",
+                      "SEQ_2_SEQ_LM": "AutoModelForSeq2SeqLM", "TOKEN_CLS": "AutoModelForTokenClassification",
+                      "QUESTION_ANS": "AutoModelForQuestionAnswering", "FEATURE_EXTRACTION": "AutoModel"}
+
+
+def _loadable_folder(source: str | None, marker: str) -> str | None:
+    """What from_pretrained is given for `source` as the user named it: a folder or repo id as named, a file's
+    folder where `marker` (config.json, adapter_config.json) lies beside it; None when there is none (a bare
+    state dict file, or no source)."""
+    if source is None or source.startswith("hf://"):  # from_pretrained reads no hf:// address
+        return None
+    path = Path(source)
+    if not path.is_file():
+        return source  # a folder, or a repo id (from_pretrained reads both)
+    folder = path.parent
+    return (str(folder) if str(folder) != "." else ".") if (folder / marker).is_file() else None
+
+
+def _peft_base_class(config: Mapping[str, Any] | None) -> str | None:
+    """The transformers class an adapter's base loads in, from its adapter_config.json: its task_type's Auto class,
+    else the class peft recorded (`auto_mapping`, written when the base was no Auto class's); None when neither."""
+    if not isinstance(config, Mapping):
+        return None
+    task_type = config.get("task_type")
+    if isinstance(task_type, str) and task_type in _PEFT_TASK_CLASSES:
+        return _PEFT_TASK_CLASSES[task_type]
+    mapping = config.get("auto_mapping")
+    if isinstance(mapping, Mapping):
+        name, library = mapping.get("base_model_class"), mapping.get("parent_library")
+        if isinstance(name, str) and name.isidentifier() and isinstance(library, str) \
+                and library.split(".")[0] == "transformers":
+            return name
+    return None
+
+
+def peft_loading(adapter: str | None, base: str | None, config: Mapping[str, Any] | None = None,
+                 revision: str | None = None, adapter_revision: str | None = None) -> str:
+    """How a PEFT adapter is loaded onto its base: the call, pasteable, where the adapter and the base are both
+    named (folders or repo ids, each as the user named it; the base's `revision` and the adapter's kept) and the
+    adapter's config gives the
+    base's class; in words otherwise: `PeftModel.from_pretrained(base, adapter)` pasted was a NameError.
+
+    Example:
+        >>> peft_loading("out/lora", "org/llama", {"task_type": "CAUSAL_LM"})
+        "peft.PeftModel.from_pretrained(transformers.AutoModelForCausalLM.from_pretrained('org/llama'), 'out/lora')"
+        >>> peft_loading(None, None)
+        "peft's PeftModel.from_pretrained, given the base model it was made for and the adapter's folder"
+    """
+    adapter_folder = _loadable_folder(adapter, "adapter_config.json")
+    base_folder = _loadable_folder(base, "config.json")
+    model_class = _peft_base_class(config)
+    if adapter_folder is not None and base_folder is not None and model_class is not None:
+        at = f", revision={revision!r}" if revision is not None else ""
+        adapter_at = f", revision={adapter_revision!r}" if adapter_revision is not None else ""
+        return (f"peft.PeftModel.from_pretrained(transformers.{model_class}.from_pretrained({base_folder!r}{at}), "
+                f"{adapter_folder!r}{adapter_at})")
+    given = (f"B ({base_folder!r}) loaded in the model class the adapter was trained on" if base_folder is not None
+             else "the base model it was made for")
+    return (f"peft's PeftModel.from_pretrained, given {given} and "
+            + (f"the adapter's folder {adapter_folder!r}" if adapter_folder is not None else "the adapter's folder"))
+
+
+def _unwrap_command(source: str | None, wrapper: str, revision: str | None = None) -> str:
     """The convert that writes `source` without a training wrapper's prefix, where the user stands (a file to
-    `NAME.unwrapped.safetensors`, a folder or repo to `NAME.unwrapped`); SOURCE and OUTPUT named as such without one:
-    `weightdoctor convert B ... -o ...` pasted named a file `B`.
+    `NAME.unwrapped.safetensors`, a folder or repo to `NAME.unwrapped`), read at `revision` (a repo id's
+    --revision-b, dropped before: the convert read the default branch). Without a source, said in words:
+    `weightdoctor convert B ... -o ...` pasted read a file named `B`.
 
     Example:
         >>> print(_unwrap_command("runs/ddp model.pt", "module."))
@@ -5196,11 +5285,18 @@ def _unwrap_command(source: str | None, wrapper: str) -> str:
 
     flag = Rename(f"^{re.escape(wrapper)}", "").as_flag()
     if source is None:
-        return f"weightdoctor convert B {flag} -o ..."
+        # No file to name (diff_specs called without B's source): a command with `B` and `...` in it ran pasted and
+        # read a file named B, so the step is said in words.
+        return f"convert B's checkpoint with {flag} and -o naming the file to write"
     named = Path(source.rstrip("/") or "/")
     written = (f"{named.stem}.unwrapped.safetensors" if named.suffix.lower() in _WEIGHT_FILE_SUFFIXES
                else f"{named.name or 'model'}.unwrapped")
-    return f"weightdoctor convert {shell_word(source, argument=True)} {flag} -o {shell_word(written, argument=True)}"
+    # A repo id read at --revision-b: the convert read the default branch without it, not the B compared here
+    # (an hf:// address carries its own @revision).
+    at = f" --revision {shell_word(revision, argument=True)}" if revision is not None \
+        and not source.startswith("hf://") else ""
+    return (f"weightdoctor convert {shell_word(source, argument=True)}{at} {flag} -o "
+            f"{shell_word(written, argument=True)}")
 
 
 # The suffixes of a single weights file, which `weightdoctor convert` writes to a file (a folder to a folder).
@@ -5235,6 +5331,7 @@ def diff_checkpoints(a: Checkpoint, b: Checkpoint, renames: Sequence[Rename] = (
         quantizers=(found[0] if found is not None else None, found_b[0] if found_b is not None else None),
         adapter_config_a=adapter_config_a,
         swapped_steps=functools.partial(swapped_steps, a, b, key, renames),
+        revision_b=b.revision if b.repo_id is not None else None,
     )
     report.revision_a, report.resolved_a = a.revision, a.location
     report.revision_b, report.resolved_b = b.revision, b.location

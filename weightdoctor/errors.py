@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
 # The longest message a line on stderr shows (`render.console.error` and `warn` cut it): text from a file (a
@@ -25,6 +25,34 @@ def clip_middle(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
         return text
     head, tail = limit * 3 // 4, limit // 4
     return f"{text[:head]} ... ({len(text) - head - tail:,} characters left out) ... {text[len(text) - tail:]}"
+
+
+def clip_message(text: str, limit: int = MAX_MESSAGE_CHARS, typed: Sequence[str] | None = None) -> str:
+    """`clip_middle` for a line that may print a command or Python call to paste: the paths the user typed
+    (`typed`, by default the command line's words) and the folder they stand in, which that code repeats whole, do
+    not count toward the limit, so that a command naming a long path is not cut in its middle, unrunnable; a line
+    made long by text from a file (a tensor name of a megabyte) is still cut. Each folder name of those paths is
+    left out of the count where the line holds it, however the path around it is quoted.
+
+    Example:
+        >>> deep = "/".join(["d" * 200] * 15) + "/w.npz"
+        >>> line = f"{deep}: numpy.load({deep!r}) reads it; numpy.load({deep!r})['a'] is one array"
+        >>> clip_message(line, 4000, [deep]) == line, "left out" in clip_middle(line, 4000)
+        (True, True)
+    """
+    if len(text) <= limit:
+        return text
+    import os
+    import sys
+
+    words = [*(sys.argv[1:] if typed is None else typed), os.getcwd()]
+    # Long names only (a path's short names prove nothing), longest first: one inside another is not left out twice.
+    names = sorted({name for word in words for name in re.split(r"[/\\]", word) if len(name) >= 16}, key=len,
+                   reverse=True)
+    measured = text
+    for name in names:
+        measured = measured.replace(name, "")
+    return text if len(measured) <= limit else clip_middle(text, limit)
 
 
 def clip_words(text: str, limit: int) -> str:

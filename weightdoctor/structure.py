@@ -586,6 +586,14 @@ def adapter_summary(checkpoint: Checkpoint) -> tuple[dict[str, Any] | None, str 
                       "gets its LoRA "
                       f"twice); name {beside[0]} to read the adapter")
     summary = {key: data[key] for key in (*ADAPTER_FIELDS, *SIZE_FIELDS) if data.get(key) is not None}
+    # What the PeftModel.from_pretrained printed loads the base with: the base's revision, and the class peft
+    # recorded for a base of no Auto class's task (its two names only, not whatever else the file holds there).
+    if isinstance(data.get("revision"), str):
+        summary["revision"] = data["revision"]
+    mapping = data.get("auto_mapping")
+    if isinstance(mapping, dict) and all(isinstance(mapping.get(key), str)
+                                         for key in ("base_model_class", "parent_library")):
+        summary["auto_mapping"] = {key: mapping[key] for key in ("base_model_class", "parent_library")}
     tokens = data.get("token_indices")  # Trainable Tokens: a list, or a list per embedding
     if isinstance(tokens, dict) and all(isinstance(v, list) for v in tokens.values()):
         tokens = [index for indices in tokens.values() for index in indices]

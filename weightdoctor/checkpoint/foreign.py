@@ -62,8 +62,9 @@ _ORT = "an ONNX Runtime model"
 _TF_PROTOBUF = "a TensorFlow protobuf (SavedModel or frozen graph)"
 _TF_INDEX = "a TensorFlow checkpoint index"
 _TF_DATA = "a TensorFlow checkpoint data shard"
-# A TensorFlow checkpoint (bert_model.ckpt.index beside its .data-00000-of-00001) is read whole, by its prefix.
-_TF_CHECKPOINT_READ = ("tf.train.load_checkpoint(prefix) reads its variables by name (the prefix: the file name "
+# A TensorFlow checkpoint (bert_model.ckpt.index beside its .data-00000-of-00001) is read whole, by its prefix
+# ({prefix}: the file as named, without .index / .data-...; `tf.train.load_checkpoint(prefix)` pasted was a NameError).
+_TF_CHECKPOINT_READ = ("tf.train.load_checkpoint({prefix}) reads its variables by name (the prefix: the file name "
                        "before .index / .data-...), and safetensors.numpy.save_file of them writes a file to read here")
 # fastText's save_model: int32 magic 793712314 and version 12, then its args, dictionary and matrices (facebook's
 # fasttext-*-vectors and language-identification repos name it model.bin, which was "not a PyTorch pickle").
@@ -912,12 +913,24 @@ def gguf_reading(name: str, folder: str = ".") -> str:
     if split is None:
         return _CONVERTERS[_GGUF].format(name=name, folder=repr(folder))
     merged = f"{split[1]}.gguf"
-    first, whole = (shell_word(os.path.join(folder, part), argument=True) if folder != "." else
-                    shell_word(part, argument=True) for part in (f"{split[1]}-00001-of-{split[3]}.gguf", merged))
+    first_part = f"{split[1]}-00001-of-{split[3]}.gguf"
+    from weightdoctor.checkpoint.hub import snapshot_commit
+
+    if folder != "." and snapshot_commit(Path(folder)) is not None:
+        # A repo's parts in the Hub cache (a repo id, hf://): the first part by its cached path, quoted so the
+        # error's naming by repo id leaves it whole (`org/m/m-00001-of-00002.gguf` named no file where the user
+        # stands), and the merged file written where the user stands, not into the snapshot.
+        first = shell_word(os.path.join(folder, first_part), argument=True)
+        first = first if first.startswith(("'", "$'")) else f"'{first}'"
+        whole, read_from, where = shell_word(merged, argument=True), ".", " where you stand (not into the Hub cache)"
+    else:
+        first, whole = (shell_word(os.path.join(folder, part), argument=True) if folder != "." else
+                        shell_word(part, argument=True) for part in (first_part, merged))
+        read_from, where = folder, ""
     return (f"it is part {int(split[2])} of {int(split[3])} of a split GGUF (llama.cpp's gguf-split): transformers "
             "reads one GGUF file (gguf_file=), not the parts of a split one; llama.cpp's llama-gguf-split --merge "
-            f"{first} {whole} joins them into one file, which transformers reads into "
-            f"PyTorch, dequantized (from_pretrained({folder!r}, gguf_file={merged!r})), and save_pretrained then "
+            f"{first} {whole} joins them into one file{where}, which transformers reads into "
+            f"PyTorch, dequantized (from_pretrained({read_from!r}, gguf_file={merged!r})), and save_pretrained then "
             "writes safetensors")
 
 
@@ -933,8 +946,16 @@ def unsupported_message(kind: str, name: str = "NAME", path: str | None = None) 
         return f"this is {kind}; {_NOT_READ}; {gguf_reading(name, os.path.dirname(path or '') or '.')}"
     converter = _CONVERTERS.get(kind)
     named = name if path is None else path
-    filled = converter.format(name=name, path=repr(named), shell=shell_word(named, argument=True)) if converter else ""
+    filled = _filled(converter, kind, name, named) if converter else ""
     return f"this is {kind}; {_NOT_READ}" + (f"; {filled}" if converter else "")
+
+
+def _filled(converter: str, kind: str, name: str, named: str) -> str:
+    """`converter` with the file named in it: its name, its path as typed as a Python literal and a shell word, and
+    a TensorFlow checkpoint's prefix (a SavedModel's: variables/variables beside its saved_model.pb)."""
+    prefix = (os.path.join(os.path.dirname(named), "variables", "variables") if kind == _TF_PROTOBUF
+              else re.sub(r"\.(index|data-\d+-of-\d+)$", "", named))
+    return converter.format(name=name, path=repr(named), shell=shell_word(named, argument=True), prefix=repr(prefix))
 
 
 def what_it_is(path: Path) -> str | None:
@@ -950,8 +971,7 @@ def what_it_is(path: Path) -> str | None:
     if kind == _GGUF:
         return f"{path.name} is {kind}: {gguf_reading(path.name, str(path.parent))}"
     converter = _CONVERTERS.get(kind)
-    filled = converter.format(name=path.name, path=repr(str(path)), shell=shell_word(str(path), argument=True)) \
-        if converter else ""
+    filled = _filled(converter, kind, path.name, str(path)) if converter else ""
     return f"{path.name} is {kind}" + (f": {filled}" if converter else "")
 
 

@@ -556,18 +556,33 @@ def _composer_note(state: Mapping[str, Any], names: Any, path: Path | None = Non
         # state.integrations.huggingface, state.model with model. consumed, torch.save'd as pytorch_model.bin
         # (a PEFT model's LoRA weights alone as adapter_model.bin, beside its adapter config).
         weights = "adapter_model.bin" if "peft_config" in model else "pytorch_model.bin"
+        # The checkpoint as named and a folder beside it (where the user stands for a Hub cache file):
+        # `(PATH, OUT)` pasted was a NameError.
+        if path is not None:
+            from weightdoctor.checkpoint.hub import written_beside
+
+            out = str(written_beside(path, f"{path.stem}-hf"))
+            export = (f"composer.models.write_huggingface_pretrained_from_composer_checkpoint({str(path)!r}, "
+                      f"{out!r}) writes its config.json, tokenizer and {weights} (model. stripped) for "
+                      f"from_pretrained({out!r})")
+        else:
+            export = (f"Composer's composer.models.write_huggingface_pretrained_from_composer_checkpoint, given the "
+                      f"checkpoint's path and a folder to write, writes its config.json, tokenizer and {weights} "
+                      "(model. stripped) for from_pretrained of that folder")
         return (note + ", a transformers model wrapped by Composer's HuggingFaceModel"
-                + (" (its names start with model.)" if prefixed else "")
-                + ": composer.models.write_huggingface_pretrained_from_composer_checkpoint(PATH, OUT) writes its "
-                f"config.json, tokenizer and {weights} (model. stripped) for from_pretrained(OUT)"
+                + (" (its names start with model.)" if prefixed else "") + ": " + export
                 + (f"; {_stripped_command(path)} writes these weights under the same names"
                    if prefixed else ""))
-    return note + "; Composer's Trainer(model=..., load_path=PATH) loads it back into its ComposerModel"
+    # The ComposerModel is the user's own class, which no line printed here can name: said in words.
+    return note + ("; Composer's Trainer, given its ComposerModel and load_path="
+                   + (repr(str(path)) if path is not None else "the checkpoint's path")
+                   + ", loads it back into that model")
 
 
-def _pyannote_note(obj: Any) -> str | None:
+def _pyannote_note(obj: Any, path: Path | None = None) -> str | None:
     """What a pyannote.audio checkpoint is (its Model.on_save_checkpoint adds checkpoint["pyannote.audio"]: the
-    versions, the architecture's module and class, the task's specifications) and what loads it; None otherwise."""
+    versions, the architecture's module and class, the task's specifications) and what loads it (`path`, the file
+    as named: `Model.from_pretrained(PATH)` pasted was a NameError); None otherwise."""
     entry = obj.get("pyannote.audio") if isinstance(obj, Mapping) else None
     if not isinstance(entry, Mapping) or not isinstance(architecture := entry.get("architecture"), Mapping):
         return None
@@ -579,7 +594,9 @@ def _pyannote_note(obj: Any) -> str | None:
              else "its model")
     saved = f", saved by pyannote.audio {clip_middle(version, 40)}" if isinstance(version, str) else ""
     return (f"a pyannote.audio checkpoint (a Lightning checkpoint of {model}{saved}): state_dict is read; "
-            "pyannote.audio's Model.from_pretrained(PATH) (from pyannote.audio import Model) loads it, rebuilding "
+            f"pyannote.audio's Model.from_pretrained("
+            + (repr(str(path)) if path is not None else "the checkpoint's path")
+            + ") (from pyannote.audio import Model) loads it, rebuilding "
             "that class from the checkpoint's own architecture and hyper_parameters")
 
 
@@ -1702,7 +1719,7 @@ def _load_pickle(path: Path, fmt: str, key: str | None, label: str | None) -> Pi
                         "(head.* is the projection head, used in training only)" if backbone else ""))
     elif key is None and nested_key == "state.model" and (composer := _composer_state(obj)) is not None:
         notes.append(_composer_note(composer, list(state_dict), path))
-    elif key is None and nested_key == "state_dict" and (pyannote := _pyannote_note(obj)) is not None:
+    elif key is None and nested_key == "state_dict" and (pyannote := _pyannote_note(obj, path)) is not None:
         notes.append(pyannote)
     elif nested_key == _MEGATRON_KEY and key is None:
         parts = list(map(str, obj["model"]["language_model"]))

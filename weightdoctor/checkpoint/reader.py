@@ -839,7 +839,8 @@ def _zero_to_fp32_command(step: Path) -> str:
     """The zero_to_fp32.py run that gathers the ZeRO-3 partitions of `step` (a global_stepN/ folder, named as the
     user named it): the script beside it where there is one, else DeepSpeed's own; `--tag` names this step, which
     the folder's `latest` may not. `python zero_to_fp32.py CHECKPOINT_DIR OUTPUT` ran only from inside the run folder,
-    and named no folder."""
+    and named no folder. A step named `.` (read from inside it) is named by its own name: `. --tag ''` named no step."""
+    step = _by_name(step)
     run = step.parent
     script = run / "zero_to_fp32.py"
     how = f"python {_pasteable(script)}" if script.is_file() else "python -m deepspeed.utils.zero_to_fp32"
@@ -2235,8 +2236,8 @@ def _choose_in_folder(folder: Path) -> tuple[Path, bool]:
         raise UnsupportedFormat(
             f"folder holds DeepSpeed ZeRO-3 model states, one per data-parallel rank ({names}): their parameters are "
             "placeholders, the weights are partitioned over the *_optim_states.pt files; gather them into one state "
-            "dict with the zero_to_fp32.py DeepSpeed writes beside the global_step folders (python zero_to_fp32.py "
-            "CHECKPOINT_DIR OUTPUT), then read that", str(folder))
+            "dict with the zero_to_fp32.py DeepSpeed writes beside the global_step folders "
+            f"({_zero_to_fp32_command(folder)}), then read that", str(folder))
     layers = [p for p in weights if re.fullmatch(r"layer_\d+-model_\d+-model_states\.pt", p.name)]
     if layers and all(p in layers or _DEEPSPEED_MODEL_STATES.fullmatch(p.name) for p in weights):
         # DeepSpeed's pipeline engine (GPT-NeoX, Megatron-DeepSpeed) saves each layer on its own, its names

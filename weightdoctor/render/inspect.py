@@ -45,7 +45,7 @@ def summary_table(report: InspectReport) -> Table:
     if report.quantized:
         table.add_row("quantized", quantized_line(report.quantized))
     if report.adapter:
-        table.add_row("PEFT adapter", escape(adapter_line(report.adapter)))
+        table.add_row("PEFT adapter", escape(adapter_line(report.adapter, report.source)))
     if report.native_params:
         table.add_row("params.json", escape(", ".join(f"{k}={v}" for k, v in report.native_params.items()))
                       + " [dim](Meta's / Mistral's own config; transformers reads a config.json)[/]")
@@ -69,7 +69,7 @@ def summary_table(report: InspectReport) -> Table:
     return table
 
 
-def adapter_line(adapter: dict) -> str:
+def adapter_line(adapter: dict, source: str | None = None) -> str:
     """`LoRA r=8 alpha=16 on q_proj, v_proj; base meta-llama/Llama-2-7b-hf (CAUSAL_LM)`."""
     from weightdoctor.structure import peft_method_name
 
@@ -94,7 +94,33 @@ def adapter_line(adapter: dict) -> str:
         text += f"; base {adapter['base_model_name_or_path']}"
     if "task_type" in adapter:
         text += f" ({adapter['task_type']})"
-    return text + " — load it onto its base with PeftModel.from_pretrained; diff-keys ADAPTER BASE checks the fit"
+    if adapter_steps(adapter, source):
+        return text + " — the lines below load it onto that base and check it fits"
+    # No base named, or no source: in words ("diff-keys ADAPTER BASE" read like a command to paste).
+    return (text + " — load it onto its base model with peft's PeftModel.from_pretrained; weightdoctor diff-keys, "
+            "given the adapter and then its base, checks the fit")
+
+
+def adapter_steps(adapter: dict, source: str | None, revision: str | None = None) -> list[tuple[str, str]]:
+    """(what it does, the line to paste) for an adapter inspected as `source` whose adapter_config.json names its
+    base (base_model_name_or_path): the PeftModel.from_pretrained that loads it, where its config gives the base's
+    class, and the diff-keys that checks it fits; [] when the base or the source is not known."""
+    from weightdoctor.diff_keys import peft_loading
+    from weightdoctor.paths import shell_word
+
+    base = adapter.get("base_model_name_or_path")
+    if not isinstance(base, str) or not base or source is None:
+        return []
+    base_revision = adapter.get("revision") if isinstance(adapter.get("revision"), str) else None
+    steps = []
+    loading = peft_loading(source, base, adapter, base_revision, revision)
+    if loading.startswith("peft.PeftModel.from_pretrained("):
+        steps.append(("to load it onto its base (adapter_config.json's base_model_name_or_path), in Python:", loading))
+    words = ["weightdoctor diff-keys", shell_word(source, argument=True), shell_word(base, argument=True)]
+    words += [f"--revision {shell_word(revision, argument=True)}"] if revision is not None else []
+    words += [f"--revision-b {shell_word(base_revision, argument=True)}"] if base_revision is not None else []
+    steps.append(("to check it fits that base:", " ".join(words)))
+    return steps
 
 
 def adapter_size(adapter: dict) -> str:
@@ -361,6 +387,10 @@ def tensor_table(report: InspectReport, limit: int | None, width: int | None = N
 def render_inspect(report: InspectReport, console: Console, max_depth: int = 4, limit: int | None = 50) -> None:
     """Print the report: summary, config, memory, module tree, tensor table (its warnings go to stderr)."""
     console.print(Panel(summary_table(report), title="[bold]weightdoctor inspect[/]", title_align="left"))
+    for said, line in adapter_steps(report.adapter, report.source, report.revision) if report.adapter else ():
+        # Whole, each on a line of its own: folded in the table's column, a call pasted as two lines.
+        console.print(f"[dim]{escape(said)}[/]", soft_wrap=True)
+        console.print(escape(line), soft_wrap=True, highlight=False)
     config = config_table(report)
     if config is not None:
         console.print(Panel(config, title="config.json", title_align="left"))
