@@ -1,0 +1,203 @@
+"""Round 16 of the common mistakes users make: an ML engineer's bad day, the checkpoint built by the real libraries.
+
+Covers: an FSDP run (use_orig_params=False) whose weights were saved from named_parameters(), one 1-D
+`_fsdp_wrapped_module._flat_param` holding the whole model, which diff-keys called "unknown: no known cause" on every
+side and gave no fix; a tied model (Qwen3, BERT's MLM head) whose vocabulary was resized, where diff-keys' note said
+"resize B's model first ... and then load_state_dict A", which raises on the tied output layer save_pretrained does
+not store.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.helpers import REPO_ROOT, json_report
+
+
+def _tiny_llama_config(**overrides: Any) -> Any:
+    from transformers import LlamaConfig
+
+    return LlamaConfig(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128, **overrides)
+
+
+# --- FSDP's flat parameter ---------------------------------------------------------------------------------------
+
+_FSDP_RUN = textwrap.dedent("""
+    import sys, torch, torch.distributed as dist
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+    from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+    from transformers import LlamaForCausalLM
+    base, out, init = sys.argv[1:4]
+    dist.init_process_group("gloo", init_method="file://" + init, rank=0, world_size=1)
+    model = FSDP(LlamaForCausalLM.from_pretrained(base), device_id=torch.device("cpu"), use_orig_params=False)
+    # The mistake: the parameters by name, as a training loop without FSDP saved them.
+    torch.save({name: p.detach().clone() for name, p in model.named_parameters()}, out + "/named_params.pt")
+    # The fix the note gives, pasted.
+    full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    torch.save(full, out + "/full.pt")
+    dist.destroy_process_group()
+""")
+
+
+@pytest.fixture(scope="module")
+def fsdp_saves(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny seeded Llama saved by save_pretrained in `base/`, then wrapped in FSDP (one CPU rank, gloo) and saved
+    twice: `named_params.pt` from named_parameters(), `full.pt` as the full state dict."""
+    import torch
+    from transformers import LlamaForCausalLM
+
+    root = tmp_path_factory.mktemp("fsdp")
+    torch.manual_seed(0)
+    LlamaForCausalLM(_tiny_llama_config()).save_pretrained(root / "base")
+    done = subprocess.run([sys.executable, "-c", _FSDP_RUN, str(root / "base"), str(root), str(root / "rendezvous")],
+                          capture_output=True, text=True, timeout=300, cwd=REPO_ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return root
+
+
+def test_an_fsdp_flat_parameter_is_named_with_the_save_that_loads(fsdp_saves: Path) -> None:
+    """Every key was "unknown: no known cause: these weights will not load" (the flat parameter and the 21 weights
+    of the model alike, lm_head "initialised at random (not tied)"), and nothing said how to save them."""
+    import torch
+
+    flat = torch.load(fsdp_saves / "named_params.pt", weights_only=True)
+    assert list(flat) == ["_fsdp_wrapped_module._flat_param"]  # what FSDP really names it
+    report = json_report("diff-keys", fsdp_saves / "named_params.pt", "--model-class", "LlamaForCausalLM",
+                         "--config", fsdp_saves / "base")
+    (unexpected,) = report["unexpected"]
+    assert unexpected["reason"] == "fsdp-flat-param" and unexpected["severity"] == "error"
+    size = flat["_fsdp_wrapped_module._flat_param"].numel()
+    assert unexpected["detail"] == f"{size:,} values of the whole model in one 1-D tensor"
+    # Each weight of the model, the output layer included, is said to be inside it; none is "unknown".
+    assert len(report["missing"]) == 21
+    assert {(row["reason"], row["detail"]) for row in report["missing"]} == {
+        ("fsdp-flat-param", "flattened into A's _fsdp_wrapped_module._flat_param")}
+    (note,) = [note for note in report["notes"] if "FSDP flat parameter" in note]
+    assert "get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))" in note
+
+    # The save the note gives (run in the FSDP process above) loads whole.
+    fixed = json_report("diff-keys", fsdp_saves / "full.pt", "--model-class", "LlamaForCausalLM",
+                        "--config", fsdp_saves / "base")
+    assert (fixed["matched"], fixed["missing"], fixed["unexpected"], fixed["worst_severity"]) == (21, [], [], None)
+
+
+def test_a_local_state_dicts_nested_flat_parameters_hold_their_modules(tmp_path: Path) -> None:
+    """FSDP's LOCAL_STATE_DICT names a wrapped layer's flat parameter `model.layers.0._flat_param`: the layer's
+    weights are said to be in it, the rest in the root's."""
+    import torch
+    from transformers import LlamaForCausalLM
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(_tiny_llama_config())
+    model.save_pretrained(tmp_path / "base")
+    layer0 = [p for n, p in model.named_parameters() if n.startswith("model.layers.0.")]
+    rest = [p for n, p in model.named_parameters() if not n.startswith("model.layers.0.")]
+    torch.save({"model.layers.0._flat_param": torch.cat([p.detach().flatten() for p in layer0]),
+                "_flat_param": torch.cat([p.detach().flatten() for p in rest])}, tmp_path / "local.pt")
+    report = json_report("diff-keys", tmp_path / "local.pt", "--model-class", "LlamaForCausalLM",
+                         "--config", tmp_path / "base")
+    holders = {row["name"]: row["detail"].removeprefix("flattened into A's ") for row in report["missing"]}
+    assert holders["model.layers.0.mlp.up_proj.weight"] == "model.layers.0._flat_param"
+    assert holders["model.layers.1.mlp.up_proj.weight"] == "_flat_param"
+    assert holders["lm_head.weight"] == "_flat_param"
+    assert {row["reason"] for row in report["missing"] + report["unexpected"]} == {"fsdp-flat-param"}
+    details = {row["name"]: row["detail"] for row in report["unexpected"]}
+    assert details["model.layers.0._flat_param"] == (
+        f"{sum(p.numel() for p in layer0):,} values of model.layers.0. in one 1-D tensor")
+
+
+# --- A resized vocabulary on a tied model ------------------------------------------------------------------------
+
+def _note_of(report: dict[str, Any]) -> str:
+    (note,) = [note for note in report["notes"] if note.startswith("the vocabulary differs")]
+    return note
+
+
+def _resize_then_load(model_class: Any, base: Path, resized: Path, tokens: int, strict: bool) -> Any:
+    """The note's second way, as typed: B's model resized, then A's state dict loaded into it."""
+    from safetensors.torch import load_file
+
+    model = model_class.from_pretrained(base)
+    model.resize_token_embeddings(tokens)
+    model.load_state_dict(load_file(resized / "model.safetensors"), strict=strict)
+    return model
+
+
+@pytest.mark.parametrize("kind", ["qwen3", "bert-mlm"])
+def test_a_resized_tied_vocabulary_note_loads_as_it_says(tmp_path: Path, kind: str) -> None:
+    """The note said "resize B's model first (model.resize_token_embeddings(N) ...) and then load_state_dict A": with
+    the output layer tied (Qwen3's lm_head, BERT's cls.predictions.decoder) save_pretrained stores the embedding
+    alone and that load_state_dict raised "Missing key(s) in state_dict: lm_head.weight"."""
+    import torch
+    from transformers import BertConfig, BertForMaskedLM, Qwen3Config, Qwen3ForCausalLM
+
+    torch.manual_seed(0)
+    if kind == "qwen3":
+        model_class: Any = Qwen3ForCausalLM
+        model = Qwen3ForCausalLM(Qwen3Config(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=1,
+                                             num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+                                             tie_word_embeddings=True))
+    else:
+        model_class = BertForMaskedLM
+        model = BertForMaskedLM(BertConfig(vocab_size=200, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                           intermediate_size=64))
+    model.save_pretrained(tmp_path / "base")
+    model.resize_token_embeddings(model.config.vocab_size + 2, pad_to_multiple_of=64)
+    tokens = model.config.vocab_size
+    model.save_pretrained(tmp_path / "resized")
+
+    for report in (json_report("diff-keys", tmp_path / "resized", tmp_path / "base"),
+                   json_report("diff-keys", tmp_path / "resized", "--model-class", model_class.__name__,
+                               "--config", tmp_path / "base")):
+        note = _note_of(report)
+        assert f"model.resize_token_embeddings({tokens})" in note
+        assert "then model.load_state_dict(A, strict=False)" in note
+
+    # What the note said before raises; what it says now gives A's model, tie included.
+    with pytest.raises(RuntimeError, match="Missing key"):
+        _resize_then_load(model_class, tmp_path / "base", tmp_path / "resized", tokens, strict=True)
+    loaded = _resize_then_load(model_class, tmp_path / "base", tmp_path / "resized", tokens, strict=False)
+    reference = model_class.from_pretrained(tmp_path / "resized")
+    assert all(torch.equal(value, loaded.state_dict()[name]) for name, value in reference.state_dict().items())
+    output = loaded.get_output_embeddings().weight
+    assert output.data_ptr() == loaded.get_input_embeddings().weight.data_ptr()
+
+
+def test_a_resized_untied_vocabulary_keeps_the_strict_load(tmp_path: Path) -> None:
+    """An untied Llama stores its lm_head: a strict load_state_dict works, and the note says only that."""
+    import torch
+    from transformers import LlamaForCausalLM
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(_tiny_llama_config(tie_word_embeddings=False))
+    model.save_pretrained(tmp_path / "base")
+    model.resize_token_embeddings(260)
+    model.save_pretrained(tmp_path / "resized")
+    note = _note_of(json_report("diff-keys", tmp_path / "resized", tmp_path / "base"))
+    assert note.endswith("and then load_state_dict A") and "strict=False" not in note
+    _resize_then_load(LlamaForCausalLM, tmp_path / "base", tmp_path / "resized", 260, strict=True)
+
+
+def test_a_resized_state_dict_keeping_the_tied_copy_is_not_said_to_lack_it(tmp_path: Path) -> None:
+    """torch.save(model.state_dict()) of a tied model keeps lm_head.weight, one storage with the embedding: the note
+    does not say A lacks it."""
+    import torch
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    torch.manual_seed(0)
+    model = Qwen3ForCausalLM(Qwen3Config(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=1,
+                                         num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+                                         tie_word_embeddings=True))
+    model.save_pretrained(tmp_path / "base")
+    model.resize_token_embeddings(320)
+    torch.save(model.state_dict(), tmp_path / "resized.bin")
+    report = json_report("diff-keys", tmp_path / "resized.bin", tmp_path / "base")
+    note = _note_of(report)
+    assert "strict=False" not in note and "and then load_state_dict A" in note
