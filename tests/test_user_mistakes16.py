@@ -4,11 +4,14 @@ Covers: an FSDP run (use_orig_params=False) whose weights were saved from named_
 `_fsdp_wrapped_module._flat_param` holding the whole model, which diff-keys called "unknown: no known cause" on every
 side and gave no fix; a tied model (Qwen3, BERT's MLM head) whose vocabulary was resized, where diff-keys' note said
 "resize B's model first ... and then load_state_dict A", which raises on the tied output layer save_pretrained does
-not store.
+not store; a sharded upload with one shard replaced by a shard of another save (its index intact), refused as
+"tensor X is in both shard 1 and shard 3" without naming the file to fetch again (from_pretrained loads it without
+raising, the stranger's tensors in, the index's own ones at random).
 """
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -17,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import REPO_ROOT, json_report
+from tests.helpers import REPO_ROOT, json_report, one_error_line, run_cli
 
 
 def _tiny_llama_config(**overrides: Any) -> Any:
@@ -201,3 +204,54 @@ def test_a_resized_state_dict_keeping_the_tied_copy_is_not_said_to_lack_it(tmp_p
     report = json_report("diff-keys", tmp_path / "resized.bin", tmp_path / "base")
     note = _note_of(report)
     assert "strict=False" not in note and "and then load_state_dict A" in note
+
+
+# --- A shard of another upload under a shard's name ------------------------------------------------------------
+
+def test_a_shard_of_another_upload_is_named_as_the_one_to_fetch_again(tmp_path: Path) -> None:
+    """A sharded upload whose third shard was replaced by a shard of another save (another model, another
+    max_shard_size) under the same name, its index intact: every command said only "tensor
+    'model.embed_tokens.weight' is in both model-00001-of-00005.safetensors and model-00003-of-00005.safetensors",
+    not which file is wrong. from_pretrained loads it without raising: the stranger's embedding, and the tensors the
+    index puts in that shard at random."""
+    import torch
+    from safetensors import safe_open
+    from transformers import LlamaForCausalLM
+
+
+    torch.manual_seed(0)
+    LlamaForCausalLM(_tiny_llama_config()).save_pretrained(tmp_path / "upload", max_shard_size="100KB")
+    torch.manual_seed(1)
+    LlamaForCausalLM(_tiny_llama_config()).save_pretrained(tmp_path / "other", max_shard_size="150KB")
+    index = json.loads((tmp_path / "upload" / "model.safetensors.index.json").read_text())["weight_map"]
+    shards = sorted(set(index.values()))
+    odd = shards[2]
+    good = (tmp_path / "upload" / odd).read_bytes()
+    stranger = tmp_path / "other" / "model-00001-of-00003.safetensors"
+    (tmp_path / "upload" / odd).write_bytes(stranger.read_bytes())
+    with safe_open(str(stranger), "np") as held:
+        holds = list(held.keys())
+    own = [name for name, file in index.items() if file == odd]
+    elsewhere = sum(index[name] != odd for name in holds)
+    lacked = sorted(set(own) - set(holds))
+    assert elsewhere and lacked  # the scenario holds: tensors of other shards, and a gap
+
+    for command in (["inspect"], ["diff-keys", str(tmp_path / "other")], ["check-dtype"],
+                    ["convert", "-o", str(tmp_path / "out")], ["shard", "--max", "1MB", "-o", str(tmp_path / "sh")]):
+        result = run_cli(command[0], tmp_path / "upload", *command[1:])
+        assert result.exit_code == 2 and not result.stdout
+        line = one_error_line(result)
+        assert f"{odd} is no shard of this index (it holds {elsewhere} tensors the index puts in other shards " \
+               f"and lacks {len(lacked)} of the {len(own)} the index lists for it" in line, line
+        assert line.endswith(f"fetch {odd} again"), line
+        assert "the index puts it in " + shards[0] in line, line
+    assert not (tmp_path / "out").exists() and not (tmp_path / "sh").exists()
+
+    # What from_pretrained does meanwhile: no error, the lacked tensors start at random.
+    _, info = LlamaForCausalLM.from_pretrained(tmp_path / "upload", output_loading_info=True)
+    assert sorted(info["missing_keys"]) == lacked
+
+    # The shard fetched again: read whole.
+    (tmp_path / "upload" / odd).write_bytes(good)
+    report = json_report("inspect", tmp_path / "upload")
+    assert report["num_tensors"] == len(index) and report["warnings"] == []
