@@ -6,7 +6,9 @@ side and gave no fix; a tied model (Qwen3, BERT's MLM head) whose vocabulary was
 "resize B's model first ... and then load_state_dict A", which raises on the tied output layer save_pretrained does
 not store; a sharded upload with one shard replaced by a shard of another save (its index intact), refused as
 "tensor X is in both shard 1 and shard 3" without naming the file to fetch again (from_pretrained loads it without
-raising, the stranger's tensors in, the index's own ones at random).
+raising, the stranger's tensors in, the index's own ones at random); a PEFT adapter checked with --model-class, told
+only "pass --config" (its adapter_config.json names the base) and, given one, that from_pretrained(A) "raises here:
+rename it so" (it loads the base and the adapter onto it).
 """
 
 from __future__ import annotations
@@ -255,3 +257,41 @@ def test_a_shard_of_another_upload_is_named_as_the_one_to_fetch_again(tmp_path: 
     (tmp_path / "upload" / odd).write_bytes(good)
     report = json_report("inspect", tmp_path / "upload")
     assert report["num_tensors"] == len(index) and report["warnings"] == []
+
+
+# --- A PEFT adapter checked against its class ----------------------------------------------------------------------
+
+def test_a_peft_adapter_against_its_class_names_its_base_and_is_not_told_to_rename(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`diff-keys my-lora --model-class BertForSequenceClassification` said only "pass --config", where the
+    adapter names its base; given --config, a note said from_pretrained(A) "raises here (no such file): ... rename it
+    so", sending adapter_model.safetensors to be read as a whole model. from_pretrained of the adapter folder loads
+    its base and the adapter onto it (peft installed), which the note now leaves alone."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import BertConfig, BertForSequenceClassification
+
+    monkeypatch.chdir(tmp_path)
+    torch.manual_seed(0)
+    BertForSequenceClassification(BertConfig(vocab_size=200, hidden_size=32, num_hidden_layers=2,
+                                             num_attention_heads=2, intermediate_size=64, num_labels=3)
+                                  ).save_pretrained("my base")
+    peft_model = get_peft_model(BertForSequenceClassification.from_pretrained("my base"),
+                                LoraConfig(r=4, target_modules=["query", "value"], task_type="SEQ_CLS"))
+    peft_model.save_pretrained("my-lora")
+    assert json.loads(Path("my-lora/adapter_config.json").read_text())["base_model_name_or_path"] == "my base"
+
+    result = run_cli("diff-keys", "my-lora", "--model-class", "BertForSequenceClassification")
+    line = one_error_line(result)
+    assert line.endswith("A is a PEFT adapter, whose model is its base's: --config 'my base' (adapter_config.json's "
+                         "base_model_name_or_path, what from_pretrained(A) loads it onto)"), line
+
+    # The --config it names, pasted.
+    report = json_report("diff-keys", "my-lora", "--model-class", "BertForSequenceClassification", "--config",
+                         "my base")
+    assert not any("rename it so" in note or "raises here" in note for note in report["notes"]), report["notes"]
+    assert report["from_pretrained_reads_a"] is True
+    assert report["worst_severity"] == "info"
+    # What transformers does with the folder: the base, then the adapter onto it.
+    loaded, info = BertForSequenceClassification.from_pretrained("my-lora", output_loading_info=True)
+    assert hasattr(loaded, "peft_config") and not info["missing_keys"] and not info["unexpected_keys"]
