@@ -248,6 +248,11 @@ def test_a_shard_of_another_upload_is_named_as_the_one_to_fetch_again(tmp_path: 
         assert line.endswith(f"fetch {odd} again"), line
         assert "the index puts it in " + shards[0] in line, line
     assert not (tmp_path / "out").exists() and not (tmp_path / "sh").exists()
+    # plan-devices needs no weights: it names the config that plans meanwhile, as for a missing shard; pasted, it plans.
+    line = one_error_line(run_cli("plan-devices", tmp_path / "upload", "--gpu", "1GB"))
+    assert f"fetch {odd} again; plan-devices plans from the config alone meanwhile: give it " in line, line
+    config = line.split("give it ", 1)[1].removesuffix(" in place of the folder")
+    assert json_report("plan-devices", config, "--gpu", "1GB")["verdict"] == "fits-on-gpus"
 
     # What from_pretrained does meanwhile: no error, the lacked tensors start at random.
     _, info = LlamaForCausalLM.from_pretrained(tmp_path / "upload", output_loading_info=True)
