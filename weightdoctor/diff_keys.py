@@ -100,6 +100,8 @@ REASONS: dict[str, str] = {
                    "modulation): the two are not one model, and neither loads into the other",
     "swapped-sides": "A and B given the other way round: B is an adapter and A the model it adapts, while diff-keys "
                      "loads A into B (the note gives the command with the sides swapped)",
+    "fsdp-flat-param": "FSDP's flat parameter (use_orig_params=False): every weight of a wrapped module in one 1-D "
+                       "tensor (this rank's shard of it), which loads by no name: save the full state dict instead",
     "unknown": "no known cause: these weights will not load",
 }
 
@@ -4563,10 +4565,24 @@ def build_report(
                                 if any(n in specs_a for n in group)])
     tied_a = tied_index(tied_groups_a)
 
+    # FSDP's flat parameters of A (`_fsdp_wrapped_module._flat_param`, a LOCAL_STATE_DICT's
+    # `model.layers.0._flat_param`) by the module they flatten: every weight of B under it was "unknown: no known
+    # cause", and the flat parameter too.
+    flat_params = _fsdp_flat_params(unexpected)
+
     def classify(name: str, kind: str) -> tuple[str, str, str]:
+        if kind == "unexpected" and name in flat_params:
+            size = math.prod(specs_a[name].shape) if name in specs_a else 0
+            return "fsdp-flat-param", "error", (f"{size:,} values of {flat_params[name] or 'the whole model'} "
+                                                "in one 1-D tensor")
         if kind == "missing":
             why = classify_key(name, specs_b[name], kind, specs_a, supplied_ties, tie_embeddings, quantization,
                                target=specs_b, tie_embeddings_a=tie_embeddings_a, own_side=specs_b)
+            # The output layer too ("initialised at random (not tied)"): FSDP flattens every parameter of the module.
+            if flat_params and why[0] in ("unknown", "task-head") and why[1] != "info":
+                holder = _flat_param_holding(name, flat_params)
+                if holder is not None:
+                    return "fsdp-flat-param", "error", f"flattened into A's {holder}"
             if why[0] == "unknown" and head_names and name in head_names:
                 detail = new_head_detail(name, specs_b[name].shape)
                 return "task-head", "info", (detail if detail.endswith("not random")
@@ -4681,6 +4697,14 @@ def build_report(
             "and B adapt the same modules with adapters of another size; torch's load_state_dict, which LoRA loaders "
             "call (sd-scripts' --network_weights, peft's load_adapter), raises on a size mismatch even with "
             "strict=False")
+    if flat_params:
+        notes.append(
+            f"A holds {counted(len(flat_params), 'FSDP flat parameter')} ({_first_names(list(flat_params))}): the "
+            "model's weights flattened and sharded by FullyShardedDataParallel (use_orig_params=False), saved from "
+            "named_parameters() or a LOCAL_STATE_DICT; no loader takes them by name, and a rank's shard holds only "
+            "part of them. Save the full state dict instead: torch.distributed.checkpoint.state_dict."
+            "get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True)), or "
+            "model.state_dict() inside FSDP.state_dict_type(model, StateDictType.FULL_STATE_DICT)")
     if resized and all(_KOHYA_PAIR.match(m.name) for m in resized) and all(map(_KOHYA_PAIR.match, specs_a)) \
             and all(map(_KOHYA_PAIR.match, specs_b)):
         # Two kohya / LyCORIS adapters (two LoKr files of another factor): "from_pretrained raises on them unless
@@ -4696,7 +4720,13 @@ def build_report(
             f"{len(resized)} key(s) differ in shape: from_pretrained raises on them unless "
             "ignore_mismatched_sizes=True (it then initialises them at random), and torch's load_state_dict "
             "raises on a size mismatch even with strict=False")
-        notes.extend(_vocab_size_note(resized, _local_without_config(source_a)))
+        # A model that ties its output layer to the embedding: save_pretrained stored the embedding alone, the one
+        # 2-D vocabulary row here, and a strict load_state_dict of A into the resized model raised on the tied copy.
+        # (A torch.save'd state dict keeps the copy under its own name, one storage with the embedding: not this.)
+        embeddings = [m.name for m in resized if m.reason == "vocab-size" and len(m.shape_a) == 2]
+        tied_unstored = tie_embeddings is True and len(embeddings) == 1 and not any(
+            embeddings[0] in group for group in tied_groups_a)
+        notes.extend(_vocab_size_note(resized, _local_without_config(source_a), tied_unstored))
     dtype_rows = []
     if compare_dtypes:
         for name in common:
@@ -4730,10 +4760,45 @@ def build_report(
     return report
 
 
-def _vocab_size_note(resized: Sequence[Mismatch], no_config: bool = False) -> list[str]:
+def _fsdp_flat_params(names: Iterable[str]) -> dict[str, str]:
+    """FSDP flat parameters among `names`, each with the prefix of the module it flattens (its name less
+    `_flat_param` and FSDP's `_fsdp_wrapped_module.` wrappers; "" for the root module).
+
+    Example:
+        >>> _fsdp_flat_params(["_fsdp_wrapped_module._flat_param", "model.layers.0._flat_param", "lm_head.weight"])
+        {'_fsdp_wrapped_module._flat_param': '', 'model.layers.0._flat_param': 'model.layers.0.'}
+    """
+    flat: dict[str, str] = {}
+    for name in names:
+        if name == "_flat_param" or name.endswith("._flat_param"):
+            flat[name] = name[: -len("_flat_param")].replace("_fsdp_wrapped_module.", "")
+    return flat
+
+
+def _flat_param_holding(name: str, flat_params: Mapping[str, str]) -> str | None:
+    """The flat parameter whose module holds `name`: the one of the longest prefix `name` starts with.
+
+    Example:
+        >>> _flat_param_holding("model.layers.0.mlp.up_proj.weight", {"_flat_param": "", "model.layers.0._flat_param":
+        ...     "model.layers.0."})
+        'model.layers.0._flat_param'
+    """
+    holders = [(len(prefix), flat) for flat, prefix in flat_params.items() if name.startswith(prefix)]
+    return max(holders)[1] if holders else None
+
+
+def _first_names(names: Sequence[str], count: int = 2) -> str:
+    """The first `count` names and how many more: `a, b and 3 more`."""
+    shown = ", ".join(names[:count])
+    return shown if len(names) <= count else f"{shown} and {len(names) - count:,} more"
+
+
+def _vocab_size_note(resized: Sequence[Mismatch], no_config: bool = False, tied_unstored: bool = False) -> list[str]:
     """What keeps a resized vocabulary's trained rows, where the shape note offers only ignore_mismatched_sizes (which
     starts them at random): one note when every `vocab-size` row agrees on A's and B's vocabulary, else none.
     `no_config`: A is a local file or folder with no config.json beside it, which from_pretrained cannot load.
+    `tied_unstored`: B's model ties its output layer to the embedding and A stores the embedding alone, so the
+    model's state dict holds a key A lacks (`lm_head.weight`): load_state_dict(A) raises on it unless strict=False.
 
     Example:
         >>> row = Mismatch("transformer.wte.weight", [1010, 64], [1000, 64], "vocab-size", "warn", "")
@@ -4746,7 +4811,9 @@ def _vocab_size_note(resized: Sequence[Mismatch], no_config: bool = False) -> li
         return []
     ((tokens_a, tokens_b),) = sizes
     resize = (f"(model.resize_token_embeddings({tokens_a}), which resizes a tied or separate output layer too) and "
-              "then load_state_dict A")
+              + ("then model.load_state_dict(A, strict=False): A does not store the output layer the model ties to "
+                 "its embedding, which a strict load reports missing (the tie fills it)" if tied_unstored else
+                 "then load_state_dict A"))
     if no_config:
         # A lone weights file (a training run's checkpoint): "from_pretrained of A" raised, no config.json to read.
         return [f"the vocabulary differs ({tokens_a:,} tokens in A, {tokens_b:,} in B): to keep A's trained rows, "

@@ -413,6 +413,28 @@ def simulate_from_pretrained(
     return sim
 
 
+def _adapter_base_config_hint(checkpoint: Checkpoint) -> str:
+    """For a PEFT adapter without a config.json: the config to give, its base's, as from_pretrained(A) reads it
+    (transformers loads adapter_config.json's base_model_name_or_path, then the adapter onto it); "" otherwise.
+    The bare "pass --config" named nothing, where the adapter names its base."""
+    if not checkpoint.tensors:
+        return ""
+    from weightdoctor.checkpoint.hub import looks_like_repo_id
+    from weightdoctor.meta_model import shown_value
+    from weightdoctor.paths import shell_word
+    from weightdoctor.structure import adapter_summary
+
+    adapter = adapter_summary(checkpoint)[0]
+    base = adapter.get("base_model_name_or_path") if adapter is not None else None
+    if not isinstance(base, str) or not base:
+        return ""
+    if looks_like_repo_id(base) or os.path.exists(os.path.expanduser(base)):
+        return (f"; A is a PEFT adapter, whose model is its base's: --config {shell_word(base, argument=True)} "
+                "(adapter_config.json's base_model_name_or_path, what from_pretrained(A) loads it onto)")
+    return (f"; A is a PEFT adapter, whose model is its base's: give that model's config (adapter_config.json names "
+            f"it {shown_value(base)}, neither a Hub repo id nor a path here)")
+
+
 def load_config(config: str | None, checkpoint: Checkpoint, revision: str | None = None) -> dict[str, Any]:
     """The config to build the model from: `--config` (a config.json, a folder or a repo id), else A's own.
 
@@ -430,7 +452,7 @@ def load_config(config: str | None, checkpoint: Checkpoint, revision: str | None
                 + ("; its params.json is Meta's / Mistral's own format, which transformers does not read, and its "
                    "weights carry their own names (tok_embeddings, attention.wq): transformers' "
                    "convert_llama_weights_to_hf.py or convert_mistral_weights_to_hf.py writes both the HF way"
-                   if native is not None else ""))
+                   if native is not None else _adapter_base_config_hint(checkpoint)))
         return dict(checkpoint.config)
     path = expand_user(config)
     from weightdoctor.paths import exists as path_exists
@@ -1076,6 +1098,11 @@ def diff_checkpoint_against_model(
     if not flax_said and (other_framework := safetensors_format_warning(checkpoint)) is not None:
         report.notes.append(f"A: {other_framework}")
     unread = file_from_pretrained_skips(checkpoint)
+    if unread is not None and (checkpoint.path / "adapter_config.json").is_file():
+        # from_pretrained(adapter folder) loads the base adapter_config.json names and this adapter onto it through
+        # peft (transformers 5.25 measured): "raises here (no such file): rename it so" sent the LoRA's file to be
+        # read as a whole model.
+        unread = None
     report.from_pretrained_reads_a = checkpoint.nested_key is None and unread is None
     if checkpoint.nested_key is not None:
         # from_pretrained reads the file's top-level dict as the state dict: `state_dict`, `epoch`... are its keys.

@@ -3988,7 +3988,9 @@ def open_plan_source(source: str, revision: str | None = None, key: str | None =
         # A download stopped between shards: the plan needs no weights, and the config beside the index gives it
         # (the refusal said only to fetch the rest, hours away for a 70B model).
         config = Path(exc.path).parent / "config.json" if exc.path else None
-        if config is not None and "does not exist" in exc.message and config.is_file():
+        # A shard of another save under a shard's name too: fetched again, as long; the config is what it is.
+        if config is not None and ("does not exist" in exc.message or "is no shard of this index" in exc.message) \
+                and config.is_file():
             from weightdoctor.paths import shell_word
 
             exc.message += (f"; plan-devices plans from the config alone meanwhile: give it "

@@ -452,6 +452,27 @@ def wrapper_prefix_warning(checkpoint: Checkpoint) -> str | None:
     return said
 
 
+def fsdp_flat_param_warning(checkpoint: Checkpoint) -> str | None:
+    """FSDP flat parameters (`_fsdp_wrapped_module._flat_param`, a LOCAL_STATE_DICT's `model.layers.0._flat_param`):
+    FullyShardedDataParallel's weights with use_orig_params=False, saved from named_parameters() or its local state
+    dict. inspect showed one 1-D tensor and a module tree of `_fsdp_wrapped_module`, and said nothing.
+
+    Example:
+        >>> fsdp_flat_param_warning(open_checkpoint("fsdp_named_params.pt"))  # doctest: +SKIP
+        '1 FSDP flat parameter (_fsdp_wrapped_module._flat_param, 106,816 values): the weights of the modules ...'
+    """
+    flat = [t for t in checkpoint.tensors if t.name == "_flat_param" or t.name.endswith("._flat_param")]
+    if not flat:
+        return None
+    shown = ", ".join(t.name for t in flat[:2]) + (f" and {len(flat) - 2:,} more" if len(flat) > 2 else "")
+    values = sum(t.num_params for t in flat)
+    return (f"{len(flat):,} FSDP flat parameter{'s' if len(flat) != 1 else ''} ({shown}, {values:,} values): the "
+            "weights of the modules FullyShardedDataParallel wraps (use_orig_params=False), flattened into 1-D and "
+            "sharded, as named_parameters() or a LOCAL_STATE_DICT gives them; no model loads them by name, and one "
+            "rank's file holds only its shard. Save the full state dict instead: torch.distributed.checkpoint."
+            "state_dict.get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))")
+
+
 def student_teacher_copy_warning(checkpoint: Checkpoint) -> str | None:
     """A DINOv2 training checkpoint (its trainer's `model_N.pth`, `{"model": {...}, "optimizer", "iteration"}`, or
     that state dict alone): `student.backbone.*` beside `teacher.backbone.*` (and their heads, `dino_loss.center`),
@@ -867,7 +888,8 @@ def inspect_checkpoint(checkpoint: Checkpoint, name_filter: str | None = None) -
                                  ldm_ema_copy_warning(checkpoint),
                                  controlnet_beside_sd_warning(checkpoint), mmcv_ema_copy_warning(checkpoint),
                                  momentum_encoder_copy_warning(checkpoint),
-                                 student_teacher_copy_warning(checkpoint), wrapper_prefix_warning(checkpoint)]),
+                                 student_teacher_copy_warning(checkpoint), wrapper_prefix_warning(checkpoint),
+                                 fsdp_flat_param_warning(checkpoint)]),
                   *([f"{skipped}; from_pretrained loads them once saved under its names (save_pretrained)"] if skipped
                     else []), *([other_framework] if other_framework else []),
                   *(quantized.warnings if quantized is not None else []),

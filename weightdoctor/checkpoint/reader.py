@@ -3238,9 +3238,12 @@ def _read_index(builder: _Builder, index_path: Path) -> list[str]:
         if first != shard:
             aliases[shard] = first
             continue
-        for info in builder.add_weight_file(shard_path):
+        infos = builder.add_weight_file(shard_path)
+        for info in infos:
             if info.name in seen:
-                raise InvalidIndex(f"tensor {info.name!r} is in both {seen[info.name]} and {shard}", str(index_path))
+                raise InvalidIndex(f"tensor {info.name!r} is in both {seen[info.name]} and {shard}"
+                                   + _foreign_shard(weight_map, spelled, info.name, (seen[info.name], shard),
+                                                    {shard: [i.name for i in infos]}), str(index_path))
             seen[info.name] = shard
             listed = weight_map.get(info.name)
             listed = spelled.get(listed, listed) if isinstance(listed, str) else listed
@@ -3285,6 +3288,40 @@ def _read_index(builder: _Builder, index_path: Path) -> list[str]:
             actual, every_name):
         warnings.append(f"index metadata.total_size is {total_size} but the shards hold {actual} bytes")
     return warnings
+
+
+def _foreign_shard(weight_map: dict[str, Any], spelled: dict[str, str], name: str, shards: tuple[str, str],
+                   names_of: dict[str, list[str]]) -> str:
+    """What a tensor found in two shards says of them: the one the index does not put it in is no shard of this
+    index (a shard of another upload or another sharding, copied under its name), with what it holds and lacks of
+    the index's; "" where the index puts the tensor in neither. `names_of`: the tensor names of the shard read last.
+
+    from_pretrained does not refuse it: it loads the other model's tensors that file holds (the index's own ones
+    lost) and starts at random each tensor the index puts there that the file lacks (transformers 5.25 measured).
+
+    Example:
+        >>> said = _foreign_shard({"a": "s1", "b": "s2", "c": "s2"}, {}, "a", ("s1", "s2"), {"s2": ["a", "b"]})
+        >>> said[:58]
+        ': the index puts it in s1: s2 is no shard of this index (i'
+        >>> said[58:120]
+        't holds 1 tensor the index puts in other shards and lacks 1 of'
+    """
+    listed = weight_map.get(name)
+    listed = spelled.get(listed, listed) if isinstance(listed, str) else listed
+    if listed not in shards:
+        return ""
+    odd = shards[1] if listed == shards[0] else shards[0]
+    if odd not in names_of:
+        return f": the index puts it in {listed}: {odd} is no shard of this index; fetch {odd} again"
+    holds = names_of[odd]
+    elsewhere = sum(spelled.get(weight_map.get(n), weight_map.get(n)) != odd for n in holds if n in weight_map)
+    own = [n for n, file in weight_map.items() if isinstance(file, str) and spelled.get(file, file) == odd]
+    held = set(holds)
+    lacks = sum(n not in held for n in own)
+    return (f": the index puts it in {listed}: {odd} is no shard of this index (it holds {elsewhere:,} "
+            f"tensor{'s' if elsewhere != 1 else ''} the index puts in other shards and lacks {lacks:,} of the "
+            f"{len(own):,} the index lists for it: a shard of another upload or another sharding, copied under this "
+            f"name?); fetch {odd} again")
 
 
 def _json_kind(value: Any) -> str:
