@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import errno
 import functools
 import logging
 import math
@@ -2381,6 +2382,15 @@ def load_manual_map(path: str | Path) -> dict[str, int | str]:
         raise UsageError("--map names a folder, not a device map JSON file", path=str(file)) from None
     except PermissionError:
         raise UsageError("--map: permission denied", path=str(file)) from None
+    except NotADirectoryError:
+        raise UsageError("--map: a part of its path is a file, not a folder", path=str(file)) from None
+    except OSError as exc:
+        # A loop of links, a name too long, an I/O error: "cannot read or write: [Errno 40] Too many levels of
+        # symbolic links" from the catch-all, which named neither --map nor what the path is.
+        if exc.errno == errno.ELOOP:
+            raise UsageError("--map is a symbolic link that does not resolve (a loop of links)",
+                             path=str(file)) from None
+        raise UsageError(f"--map: cannot read it ({exc.strerror or exc})", path=str(file)) from None
     except (UnicodeDecodeError, ValueError) as exc:
         raise UsageError(f"not valid JSON ({exc})", path=str(file)) from exc
     if not isinstance(data, dict) or not data:
