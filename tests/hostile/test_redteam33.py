@@ -140,3 +140,51 @@ def test_rename_of_two_names_to_one_is_refused_before_writing(tmp_path: Path) ->
     assert "'encoder.layer.0.weight' and 'encoder.layer.1.weight' to 'encoder.layer.weight'" in line
     assert not output.exists()
     assert set(load_file(source)) == {"encoder.layer.0.weight", "encoder.layer.1.weight"}
+
+
+def test_a_map_of_more_entries_than_any_model_places_is_refused_in_one_line(bert: Path, tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """2,000,000 entries (24 MB) took plan-devices 73 s and 1.8 GB, --json 189 s, 3.6 GB and 734 MB of output: each
+    was checked and reported. Past 200,000 the map is refused before any is checked."""
+    import weightdoctor.plan_devices as plan_devices
+
+    device_map = tmp_path / "map.json"
+    device_map.write_text(json.dumps({f"model.layers.{i}": 0 for i in range(plan_devices.MAX_MAP_ENTRIES + 1)}))
+
+    def no_check(*args: object, **kwargs: object) -> object:
+        raise AssertionError("the map was checked")
+
+    monkeypatch.setattr(plan_devices, "check_manual_map", no_check)
+    result = run_cli("plan-devices", str(bert), "--gpu", "1GB", "--map", str(device_map), "--json")
+    line = one_error_line(result)
+    assert line == (f"error: {device_map}: holds 200,001 entries, more than any model has modules and parameters to "
+                    "place (the limit is 200,000); not checked")
+
+
+def test_a_map_for_another_model_prints_twenty_unknown_entries_and_json_keeps_all(bert: Path, tmp_path: Path) -> None:
+    """A map of 500 entries no module of the model printed 1,000 lines (one a device line, one a finding); 80,000
+    took 43 s. Twenty of each are shown and the rest counted; --json still lists every one."""
+    device_map = tmp_path / "map.json"
+    # Names that are no `prefix.N` run: consecutive ones (`block.0`, `block.1`) share one device line already
+    entries = {"": 0, **{f"other_model.block_{i}": 0 for i in range(500)}}
+    device_map.write_text(json.dumps(entries))
+    result = run_cli("plan-devices", str(bert), "--gpu", "1GB", "--map", str(device_map))
+    assert result.exit_code == 1, result.stderr
+    shown = [line for line in result.stdout.splitlines() if "unknown-module: 'other_model.block_" in line]
+    assert shown == [f"error unknown-module: 'other_model.block_{i}' is no module or parameter of the model"
+                     for i in range(20)]
+    assert "error unknown-module: and 480 more like these (--json lists every one)" in result.stdout
+    assert "and 500 entries of the map that are no module of the model" in result.stdout
+    assert "other_model.block_20" not in result.stdout  # no device line for the entries left out either
+    report = json.loads(run_cli("plan-devices", str(bert), "--gpu", "1GB", "--map", str(device_map), "--json").stdout)
+    unknown = [f["tensor"] for f in report["findings"] if f["code"] == "unknown-module"]
+    assert unknown == [f"other_model.block_{i}" for i in range(500)]
+
+
+def test_a_map_with_a_few_unknown_entries_still_lists_them_all(bert: Path, tmp_path: Path) -> None:
+    device_map = tmp_path / "map.json"
+    device_map.write_text(json.dumps({"": 0, "nope": 0, "also_nope": 0}))
+    result = run_cli("plan-devices", str(bert), "--gpu", "1GB", "--map", str(device_map))
+    assert result.exit_code == 1, result.stderr
+    assert "unknown-module: 'nope'" in result.stdout and "unknown-module: 'also_nope'" in result.stdout
+    assert "more like these" not in result.stdout and "no module of the model (" not in result.stdout
