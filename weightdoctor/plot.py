@@ -47,7 +47,11 @@ def write_plot(report: StatsReport, path: str, selected: bool, inputs: list[Path
     target = expand_output(path)
     if target.suffix.lower() not in FORMATS:
         raise UsageError(f"--plot {path}: give a file name ending in {', '.join(FORMATS)}")
-    if inputs and any(target.resolve() == p.resolve() for p in inputs):
+    from weightdoctor.writers.atomic import refuse_special, resolve_output
+
+    # A loop of links (`--plot x.png` with x.png -> y.png -> x.png) is said as the output's fault, not the source's
+    # ("unexpected RuntimeError: Symlink loop", blamed on the checkpoint, where pathlib raised it).
+    if inputs and any(resolve_output(target, shown=path) == p.resolve() for p in inputs):
         raise UsageError(f"--plot {path} would overwrite an input file")
     try:
         import matplotlib
@@ -88,11 +92,18 @@ def write_plot(report: StatsReport, path: str, selected: bool, inputs: list[Path
         axes.set_yscale("log")
         axes.set_title("std of each kind of weight across depth")
         axes.legend(fontsize=6, ncol=2)
-    from weightdoctor.writers.atomic import refuse_special
-
     refuse_special(target)
-    target.parent.mkdir(parents=True, exist_ok=True) if not target.parent.exists() else None
-    handle, temporary = tempfile.mkstemp(prefix=".weightdoctor-", suffix=target.suffix, dir=target.parent)
+    try:
+        # A part of the path that is a file (`--plot notes.txt/x.png`), or a folder that cannot be entered, failed
+        # here with "cannot read or write: [Errno 20] Not a directory: '.../.weightdoctor-bkph2xln.png'", naming a
+        # temporary file the user never typed and not --plot.
+        target.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(prefix=".weightdoctor-", suffix=target.suffix, dir=target.parent)
+    except OSError as exc:
+        plt.close(figure)
+        through_a_file = isinstance(exc, (NotADirectoryError, FileExistsError))
+        reason = "a part of its path is a file, not a folder" if through_a_file else exc.strerror or str(exc)
+        raise OutputError(f"--plot: cannot write the plot: {reason}", path=path) from exc
     os.close(handle)
     try:
         figure.savefig(temporary, dpi=110)

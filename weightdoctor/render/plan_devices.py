@@ -130,16 +130,33 @@ def _device_lines(device: DeviceUse, offloading: bool, report: PlanReport, binar
         lines.append(f"         [dim]planner budget {size(device.budget_bytes)}[/]")
     # Without --disk what is left over goes nowhere: `→ disk` under "nowhere to go" read as placed on a disk.
     unplaced = device.device == "disk" and not report.disk_allowed
-    for item in device.ranges:
+    # The map's entries that are no module of the model hold nothing: each is an `unknown-module` finding, and
+    # listed here too they were one Rich line each (80,000 entries of a --map for another model: 26 s of printing).
+    unknown = {f.tensor for f in report.findings if f.code == "unknown-module"}
+    left_out = [item for item in device.ranges if item.bytes == 0 and set(item.modules) <= unknown]
+    if len(left_out) > MAX_FINDINGS_SHOWN_PER_CODE:
+        ranges = [item for item in device.ranges if not (item.bytes == 0 and set(item.modules) <= unknown)]
+    else:
+        left_out, ranges = [], device.ranges
+    for item in ranges:
         arrow = "[red]→[/]" if spill else "→"
         where = "[red]not placed[/]" if unplaced else f"{arrow} {name}"
         lines.append(f"         {escape(item.label):<40} {where}  {size(item.bytes):>10}")
+    if left_out:
+        entries = sum(len(item.modules) for item in left_out)
+        lines.append(f"         [dim]and {entries:,} entries of the map that are no module of the model "
+                     "(unknown-module below; --json lists them)[/]")
     if device.held_back:
         gap = sum(h.bytes for h in device.held_back)
         lines.append(f"         [cyan]why {size(gap)} of {name} stays free:[/]")
         for held in device.held_back:
             lines.append(f"           {size(held.bytes):>10}  {held.reason}: {escape(held.detail)}")
     return lines
+
+
+# A --map written for another model (or a hostile one: 100 MB holds 8,000,000 entries) gives one `unknown-module` per
+# entry: 80,000 of them took 43 s to print, one Rich line each (0.5 ms); a 2,000,000-entry map ran past 10 minutes.
+MAX_FINDINGS_SHOWN_PER_CODE = 20
 
 
 def render_plan(report: PlanReport, console: Console, typed_sizes: Mapping[str, str] | None = None) -> None:
@@ -226,8 +243,16 @@ def render_plan(report: PlanReport, console: Console, typed_sizes: Mapping[str, 
               f"{size(tr.accelerate_estimate_bytes)}; weights {size(tr.model_bytes or 0)} + gradients "
               f"{size(tr.gradients_bytes or 0)} + two moments {size(tr.optimizer_bytes or 0)} = "
               f"{size(tr.total_bytes or 0)}")
+    shown: dict[str, int] = {}
     for finding in report.findings:
-        p(f"[red]{finding.severity}[/] {finding.code}: {escape(finding.message)}")
+        shown[finding.code] = shown.get(finding.code, 0) + 1
+        if shown[finding.code] <= MAX_FINDINGS_SHOWN_PER_CODE:
+            p(f"[red]{finding.severity}[/] {finding.code}: {escape(finding.message)}")
+    for code, count in shown.items():
+        if count > MAX_FINDINGS_SHOWN_PER_CODE:
+            severity = next(f.severity for f in report.findings if f.code == code)
+            p(f"[red]{severity}[/] {code}: and {count - MAX_FINDINGS_SHOWN_PER_CODE:,} more like these "
+              "(--json lists every one)")
     text, why = VERDICT_TEXT[report.verdict]
     if report.verdict == "fits-on-cpu" and report.local is not None:
         why = "--local found no GPU on this machine: the model runs on the CPU"  # none was given, none was seen
