@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from tests.helpers import run_subprocess
+from tests.test_advice_runs import _call
 
 # A folder or file name a shell and Python both quote: a space, both quotes, a `$` and a letter outside ASCII.
 ODD = "run $1 'ä\""
@@ -23,25 +24,9 @@ def _calls(text: str, name: str) -> list[ast.Call]:
     """Every call `name(...)` the text prints, parsed as Python reads it (to its closing parenthesis)."""
     found, start = [], 0
     while (at := text.find(name + "(", start)) >= 0:
-        depth, quote, end = 0, "", at + len(name)
-        while True:
-            char = text[end]
-            if quote:
-                if char == "\\":
-                    end += 1
-                elif char == quote:
-                    quote = ""
-            elif char in "'\"":
-                quote = char
-            elif char == "(":
-                depth += 1
-            elif char == ")":
-                depth -= 1
-                if depth == 0:
-                    break
-            end += 1
-        found.append(ast.parse(text[at:end + 1], mode="eval").body)
-        start = end
+        call = _call(text[at:], name)
+        found.append(ast.parse(call, mode="eval").body)
+        start = at + len(call)
     return found
 
 

@@ -149,24 +149,22 @@ def _gptq3(folder: Path) -> Path:
     `qzeros` int32 [in / 32, out x 3 / 32], fp16 `scales` [in / 32, out], `g_idx` int32 [in]; lm_head dense."""
     from safetensors.torch import save_file
 
-    from tests.test_third_party_layouts27 import CONFIG, _llama_state_dict
+    from tests.test_third_party_layouts27 import CONFIG, _quantized_linears
 
     folder.mkdir(parents=True)
     generator = torch.Generator().manual_seed(31)
-    tensors: dict[str, torch.Tensor] = {}
-    for name, weight in _llama_state_dict().items():
-        if weight.dim() != 2 or "embed_tokens" in name or name.startswith("lm_head"):
-            tensors[name] = weight
-            continue
+
+    def pack(base: str, weight: torch.Tensor) -> dict[str, torch.Tensor]:
         out_features, in_features = weight.shape
-        base = name.removesuffix(".weight")
-        tensors |= {
-            base + ".qweight": torch.randint(-2**31, 2**31 - 1, (in_features * 3 // 32, out_features),
-                                             dtype=torch.int32, generator=generator),
-            base + ".qzeros": torch.randint(-2**31, 2**31 - 1, (in_features // 32, out_features * 3 // 32),
-                                            dtype=torch.int32, generator=generator),
-            base + ".scales": torch.rand(in_features // 32, out_features, generator=generator).half(),
-            base + ".g_idx": torch.arange(in_features, dtype=torch.int32) // 32}
+        return {
+            "qweight": torch.randint(-2**31, 2**31 - 1, (in_features * 3 // 32, out_features), dtype=torch.int32,
+                                     generator=generator),
+            "qzeros": torch.randint(-2**31, 2**31 - 1, (in_features // 32, out_features * 3 // 32), dtype=torch.int32,
+                                    generator=generator),
+            "scales": torch.rand(in_features // 32, out_features, generator=generator).half(),
+            "g_idx": torch.arange(in_features, dtype=torch.int32) // 32}
+
+    tensors = _quantized_linears(pack)
     save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
     (folder / "config.json").write_text(json.dumps(CONFIG | {"quantization_config": {
         "quant_method": "gptq", "bits": 3, "group_size": 32, "desc_act": False, "sym": True}}))

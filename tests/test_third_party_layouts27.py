@@ -42,6 +42,7 @@ item". EXL2 / EXL3 weights under a config.json without quantization_config were 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +84,20 @@ def _base(folder: Path) -> Path:
     return folder
 
 
+def _quantized_linears(pack: Callable[[str, torch.Tensor], dict[str, torch.Tensor]],
+                       dtype: torch.dtype = torch.float16) -> dict[str, torch.Tensor]:
+    """The tiny Llama's tensors as a quantizer saves them: each Linear but lm_head replaced by `pack(base, weight)`
+    (its stored parts, keyed by their names under the layer's `base`), the rest kept at `dtype`."""
+    tensors: dict[str, torch.Tensor] = {}
+    for name, weight in _llama_state_dict().items():
+        if weight.dim() != 2 or "embed_tokens" in name or name.startswith("lm_head"):
+            tensors[name] = weight.to(dtype)
+            continue
+        base = name.removesuffix(".weight")
+        tensors |= {f"{base}.{leaf}": value for leaf, value in pack(base, weight).items()}
+    return tensors
+
+
 def _exl3(folder: Path) -> Path:
     """A folder as exllamav3's convert.py writes it: every Linear as LinearEXL3.get_tensors saves it (4 bits, the
     head at 6), embeddings and norms in fp16."""
@@ -113,15 +128,13 @@ def _fbgemm(folder: Path) -> Path:
     """A folder as transformers' FbgemmFp8HfQuantizer saves one (meta-llama/Llama-3.1-405B-Instruct-FP8's layout):
     each Linear but lm_head a float8_e4m3fn `weight` with float32 `weight_scale` [out, 1] and `input_scale_ub` [1]."""
     folder.mkdir(parents=True)
-    tensors: dict[str, torch.Tensor] = {}
-    for name, weight in _llama_state_dict().items():
-        if weight.dim() != 2 or "embed_tokens" in name or name.startswith("lm_head"):
-            tensors[name] = weight.to(torch.bfloat16)
-            continue
+
+    def pack(base: str, weight: torch.Tensor) -> dict[str, torch.Tensor]:
         scale = weight.float().abs().amax(dim=1, keepdim=True) / 448
-        tensors[name] = (weight.float() / scale).to(torch.float8_e4m3fn)
-        tensors[name.removesuffix("weight") + "weight_scale"] = scale
-        tensors[name.removesuffix("weight") + "input_scale_ub"] = torch.tensor([1200.0])
+        return {"weight": (weight.float() / scale).to(torch.float8_e4m3fn), "weight_scale": scale,
+                "input_scale_ub": torch.tensor([1200.0])}
+
+    tensors = _quantized_linears(pack, torch.bfloat16)
     save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
     config = CONFIG | {"torch_dtype": "bfloat16", "quantization_config": {
         "quant_method": "fbgemm_fp8", "activation_scale_ub": 1200.0, "modules_to_not_convert": ["lm_head"]}}
@@ -395,17 +408,15 @@ def _higgs(folder: Path, bits: int = 4) -> Path:
 
     folder.mkdir(parents=True)
     generator = torch.Generator().manual_seed(5)
-    tensors: dict[str, torch.Tensor] = {}
-    for name, weight in _llama_state_dict().items():
-        if weight.dim() != 2 or "embed_tokens" in name or name.startswith("lm_head"):
-            tensors[name] = weight
-            continue
+
+    def pack(base: str, weight: torch.Tensor) -> dict[str, torch.Tensor]:
         layer = HiggsLinear(weight.shape[1], weight.shape[0], num_bits=bits, bias=False, dtype=torch.float16,
                             device="meta", group_size=64, hadamard_size=64)
-        for leaf, like in layer.state_dict().items():
-            value = (torch.randint(-32768, 32767, like.shape, dtype=torch.int16, generator=generator)
-                     if like.dtype == torch.int16 else torch.randn(like.shape, generator=generator).half())
-            tensors[f"{name.removesuffix('.weight')}.{leaf}"] = value
+        return {leaf: torch.randint(-32768, 32767, like.shape, dtype=torch.int16, generator=generator)
+                if like.dtype == torch.int16 else torch.randn(like.shape, generator=generator).half()
+                for leaf, like in layer.state_dict().items()}
+
+    tensors = _quantized_linears(pack)
     save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
     config = CONFIG | {"quantization_config": {"quant_method": "higgs", "bits": bits, "p": 2, "group_size": 64,
                                                "hadamard_size": 64, "modules_to_not_convert": ["lm_head"]}}
@@ -445,23 +456,20 @@ def _spqr(folder: Path) -> Path:
     `shapes` SpQRConfig needs to build the layers."""
     folder.mkdir(parents=True)
     generator = torch.Generator().manual_seed(7)
-    tensors: dict[str, torch.Tensor] = {}
     shapes: dict[str, int] = {}
-    for name, weight in _llama_state_dict().items():
-        if weight.dim() != 2 or "embed_tokens" in name or name.startswith("lm_head"):
-            tensors[name] = weight
-            continue
+
+    def pack(base: str, weight: torch.Tensor) -> dict[str, torch.Tensor]:
         rows, cols = weight.shape
-        base = name.removesuffix(".weight")
         parts = {"dense_weights": torch.randint(-2**62, 2**62, (rows // 16 * cols // 16 * 16,), dtype=torch.int64,
                                                 generator=generator),
                  "row_offsets": torch.sort(torch.randint(0, 37, (rows + 1,), dtype=torch.int32,
                                                          generator=generator)).values,
                  "col_vals": torch.randint(-2**31, 2**31 - 1, (37,), dtype=torch.int32, generator=generator),
                  "in_perm": torch.randint(-2**31, 2**31 - 1, (cols // 2,), dtype=torch.int32, generator=generator)}
-        for leaf, value in parts.items():
-            tensors[f"{base}.{leaf}"] = value
-            shapes[f"{base}.{leaf}.shape"] = value.numel()
+        shapes.update({f"{base}.{leaf}.shape": value.numel() for leaf, value in parts.items()})
+        return parts
+
+    tensors = _quantized_linears(pack)
     save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
     config = CONFIG | {"quantization_config": {"quant_method": "spqr", "bits": 3, "beta1": 16, "beta2": 16,
                                                "shapes": shapes, "modules_to_not_convert": ["lm_head"]}}
@@ -567,28 +575,25 @@ def _vptq(folder: Path, *, shared: bool = False) -> Path:
     folder.mkdir(parents=True)
     generator = torch.Generator().manual_seed(11)
     vector, centroids, residual = 8, 256, 16
-    tensors: dict[str, torch.Tensor] = {}
     layers: dict[str, dict[str, Any]] = {}
-    for name, weight in _llama_state_dict().items():
-        if weight.dim() != 2 or "embed_tokens" in name or name.startswith("lm_head"):
-            tensors[name] = weight
-            continue
+
+    def pack(base: str, weight: torch.Tensor) -> dict[str, torch.Tensor]:
         out_features, in_features = weight.shape
-        base = name.removesuffix(".weight")
         bits = int(math.log2(centroids)) + int(math.log2(residual))
-        tensors |= {
-            base + ".indices": torch.randint(-2**31, 2**31 - 1, (1, out_features // vector,
-                                                                 math.ceil(in_features * bits / 32)),
-                                             dtype=torch.int32, generator=generator),
-            base + ".centroids.weight": torch.randn(1, centroids * vector, generator=generator).half(),
-            base + ".res_centroids.weight": torch.randn(1, residual * vector, generator=generator).half(),
-            base + ".weight_scale": torch.rand(in_features, generator=generator).half(),
-            base + ".weight_bias": torch.randn(in_features, generator=generator).half(),
-            base + ".perm": torch.randperm(in_features, generator=generator).to(torch.int16)}
         layers[base] = {"bias": False, "enable_norm": True, "enable_perm": True, "group_num": 1,
                         "group_size": in_features, "in_features": in_features, "out_features": out_features,
                         "indices_as_float": False, "is_indice_packed": True, "num_centroids": [-1, centroids],
                         "num_res_centroids": [-1, residual], "outlier_size": 0, "vector_lens": [-1, vector]}
+        return {
+            "indices": torch.randint(-2**31, 2**31 - 1, (1, out_features // vector, math.ceil(in_features * bits / 32)),
+                                     dtype=torch.int32, generator=generator),
+            "centroids.weight": torch.randn(1, centroids * vector, generator=generator).half(),
+            "res_centroids.weight": torch.randn(1, residual * vector, generator=generator).half(),
+            "weight_scale": torch.rand(in_features, generator=generator).half(),
+            "weight_bias": torch.randn(in_features, generator=generator).half(),
+            "perm": torch.randperm(in_features, generator=generator).to(torch.int16)}
+
+    tensors = _quantized_linears(pack)
     save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
     settings: dict[str, Any] = {"quant_method": "vptq", "config_for_layers": layers, "shared_layer_config": {}}
     if shared:  # one entry for every layer, without in / out features, keyed as transformers reads it ("layers")
@@ -649,19 +654,17 @@ def _fp_quant(folder: Path) -> Path:
     [group, group] in the model's bfloat16)."""
     folder.mkdir(parents=True)
     generator = torch.Generator().manual_seed(13)
-    tensors: dict[str, torch.Tensor] = {}
-    for name, weight in _llama_state_dict().items():
-        if weight.dim() != 2 or "embed_tokens" in name or name.startswith("lm_head"):
-            tensors[name] = weight.bfloat16()
-            continue
+
+    def pack(base: str, weight: torch.Tensor) -> dict[str, torch.Tensor]:
         out_features, in_features = weight.shape
-        base = name.removesuffix(".weight")
-        tensors |= {base + ".qweight": torch.randint(0, 255, (out_features, in_features // 2), dtype=torch.uint8,
-                                                     generator=generator),
-                    base + ".scales": torch.randint(0, 255, (out_features, in_features // 32), dtype=torch.uint8,
-                                                    generator=generator),
-                    base + ".forward_hadamard_matrix": torch.randn(32, 32, generator=generator).bfloat16(),
-                    base + ".backward_hadamard_matrix": torch.randn(32, 32, generator=generator).bfloat16()}
+        return {"qweight": torch.randint(0, 255, (out_features, in_features // 2), dtype=torch.uint8,
+                                         generator=generator),
+                "scales": torch.randint(0, 255, (out_features, in_features // 32), dtype=torch.uint8,
+                                        generator=generator),
+                "forward_hadamard_matrix": torch.randn(32, 32, generator=generator).bfloat16(),
+                "backward_hadamard_matrix": torch.randn(32, 32, generator=generator).bfloat16()}
+
+    tensors = _quantized_linears(pack, torch.bfloat16)
     save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
     config = CONFIG | {"torch_dtype": "bfloat16", "quantization_config": {
         "quant_method": "fp_quant", "forward_dtype": "mxfp4", "forward_method": "abs_max", "backward_dtype": "bf16",
