@@ -1,8 +1,8 @@
 """One `--fail-on info|warn|error` every command takes, so that a CI script can pass the same flag to each.
 
 `plan-devices` took only `offload|no-fit`, `check-dtype` only `unsafe|lossy`, `inspect --stats` only `warn|error`, and
-`convert` / `shard` no `--fail-on` at all: `--fail-on warn` was exit 2 (usage) with an empty stdout from five of the
-six commands. Each command now weighs what it already reports against the three severities (README, "Exit codes"):
+`convert` / `shard` no `--fail-on` at all: `--fail-on warn` was exit 2 (usage) with an empty stdout from four of the
+six commands, `--fail-on info` from five. Each command now weighs what it already reports against the three severities (README, "Exit codes"):
 
 | command | info | warn | error |
 |---------|------|------|-------|
