@@ -2,7 +2,8 @@
 
 `plan-devices` took only `offload|no-fit`, `check-dtype` only `unsafe|lossy`, `inspect --stats` only `warn|error`, and
 `convert` / `shard` no `--fail-on` at all: `--fail-on warn` was exit 2 (usage) with an empty stdout from four of the
-six commands, `--fail-on info` from five. Each command now weighs what it already reports against the three severities (README, "Exit codes"):
+six commands, `--fail-on info` from five. Each command now weighs what it already reports against the three
+severities (README, "`--fail-on`: one flag for every command"):
 
 | command | info | warn | error |
 |---------|------|------|-------|
