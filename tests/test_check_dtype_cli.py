@@ -146,7 +146,7 @@ def test_repo_id_source(fx: dict[str, Path], hub_env: Path) -> None:
     "args, message",
     [
         (["--target", "fp7"], "unknown target dtype 'fp7'"),
-        (["--fail-on", "maybe"], "--fail-on 'maybe': choose one of unsafe, lossy"),
+        (["--fail-on", "maybe"], "--fail-on 'maybe': choose one of info, warn, error, unsafe, lossy"),
         (["--sample", "0"], "--sample must be a positive number"),
         (["--filter", "("], "bad regular expression"),
     ],

@@ -842,6 +842,10 @@ def test_the_program_writes_one_json_document_and_warns_on_stderr_as_documented(
 
 SEVERITY = {"info": 0, "warn": 1, "error": 2}
 VERDICT = {"safe": 0, "lossy": 1, "unsafe": 2}
+# README, "`--fail-on`: one flag for every command": the severity each verdict weighs (-1: none).
+CHECK_DTYPE_SEVERITY = {"safe": -1, "lossy": 1, "unsafe": 2}
+PLAN_SEVERITY = {"fits-on-gpus": -1, "fits-on-cpu": 0, "needs-cpu-offload": 1, "needs-disk-offload": 1,
+                 "does-not-fit": 2}
 
 
 def _expected_exit(command: str, level: str, data: dict[str, Any]) -> int:
@@ -849,18 +853,28 @@ def _expected_exit(command: str, level: str, data: dict[str, Any]) -> int:
         worst = data["worst_severity"]
         return int(worst is not None and SEVERITY[worst] >= SEVERITY[level])
     if command == "check-dtype":
+        if level in SEVERITY:
+            return int(any(CHECK_DTYPE_SEVERITY[t["verdict"]] >= max(SEVERITY[level], 1)  # none is info
+                           for t in data["targets"].values()))
         return int(any(VERDICT[t["verdict"]] >= VERDICT[level] for t in data["targets"].values()))
     if command == "plan-devices":
+        if level in SEVERITY:
+            return int(PLAN_SEVERITY[data["verdict"]] >= SEVERITY[level]
+                       or any(f["severity"] == "error" for f in data["findings"]))
         # README: `offload` is anything not on the GPUs, so a plan on the CPU alone (no --gpu) reaches it.
         bad = {"offload": {"fits-on-cpu", "needs-cpu-offload", "needs-disk-offload", "does-not-fit"},
                "no-fit": {"does-not-fit"}}
         return int(data["verdict"] in bad[level])
+    if command in ("convert", "shard"):
+        # Every warning weighs `warn`; nothing `error`.
+        return int(bool(data["warnings"]) and level in ("info", "warn"))
     # inspect --stats
     return int(any(SEVERITY[f["severity"]] >= SEVERITY[level] for f in data["findings"]))
 
 
-FAIL_ON = [("diff-keys", level) for level in SEVERITY] + [("check-dtype", v) for v in ("lossy", "unsafe")] + [
-    ("plan-devices", v) for v in ("offload", "no-fit")] + [("inspect", v) for v in ("warn", "error")]
+FAIL_ON = [(command, level) for command in ("diff-keys", "check-dtype", "plan-devices", "inspect", "convert", "shard")
+           for level in SEVERITY] + [("check-dtype", v) for v in ("lossy", "unsafe")] + [
+    ("plan-devices", v) for v in ("offload", "no-fit")]
 
 
 @pytest.mark.parametrize("situation", ["single", "ddp", "half", "nonfinite"])
@@ -885,7 +899,7 @@ BUDGETS = {"fits-on-gpus": ["--gpu", "2MB"], "fits-on-cpu": ["--cpu", "2MB"],
 
 
 @pytest.mark.parametrize("verdict", list(BUDGETS))
-@pytest.mark.parametrize("level", ["offload", "no-fit"])
+@pytest.mark.parametrize("level", ["offload", "no-fit", "info", "warn", "error"])
 def test_plan_devices_fail_on_follows_the_verdict_for_every_budget(
     inputs: dict[str, Path], monkeypatch: pytest.MonkeyPatch, verdict: str, level: str
 ) -> None:
@@ -897,12 +911,15 @@ def test_plan_devices_fail_on_follows_the_verdict_for_every_budget(
 
 
 @pytest.mark.parametrize("command", ["convert", "shard"])
-def test_writers_take_no_fail_on(inputs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                 command: str) -> None:
-    # docs/exit-codes.md: convert and shard have no exit 1; a --fail-on given to them is usage, exit 2.
+def test_writers_refuse_a_level_of_another_command(inputs: dict[str, Path], tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch, command: str) -> None:
+    # docs/exit-codes.md: convert and shard take the severities every command takes (exit 1 on a warning at
+    # info / warn, tested above), and nothing else: plan-devices' `offload` is usage, exit 2, before anything
+    # is written.
     args = command_args(command, str(inputs["single"]), tmp_path)
-    line = assert_one_error_line(run([*args, "--fail-on", "error"], inputs["hub_cache"], monkeypatch))
-    assert "--fail-on" in line
+    line = assert_one_error_line(run([*args, "--fail-on", "offload"], inputs["hub_cache"], monkeypatch))
+    assert line == "error: --fail-on 'offload': choose one of info, warn, error"
+    assert not any(tmp_path.iterdir())
 
 
 # --- the parser itself ----------------------------------------------------------------------------------------------

@@ -173,7 +173,7 @@ def test_plot_without_matplotlib(planted: dict[str, Path], tmp_path: Path, monke
 
 def test_bad_flags(fx: dict[str, Path], tmp_path: Path) -> None:
     result = run_cli("inspect", fx["bert"], "--stats", "--fail-on", "sometimes")
-    assert result.exit_code == 2 and "--fail-on 'sometimes': choose one of warn, error" in result.stderr
+    assert result.exit_code == 2 and "--fail-on 'sometimes': choose one of info, warn, error" in result.stderr
     result = run_cli("inspect", fx["bert"], "--plot", str(tmp_path / "x.txt"))
     assert result.exit_code == 2 and "give a file name ending in .png" in result.stderr
 

@@ -109,7 +109,7 @@ def test_manual_map_valid_and_invalid(fx: dict[str, Path], tmp_path: Path) -> No
         (["--gpu", "1GB", "--strategy", "greedy"], "--strategy 'greedy': choose one of"),
         ([], "no devices"),
         (["--local", "--gpu", "1GB"], "--local"),
-        (["--gpu", "1GB", "--fail-on", "warn"], "--fail-on 'warn'"),
+        (["--gpu", "1GB", "--fail-on", "sometimes"], "--fail-on 'sometimes': choose one of info, warn, error, offload"),
         (["--gpu", "1GB", "--dtype", "fp4"], "unknown dtype 'fp4'"),
         (["--gpu", "1GB", "--dtype", "fp8"], "--dtype fp8 plans a checkpoint quantized with"),
         (["--gpu", "1GB", "--no-split", "Nope"], "'Nope' is no module class"),

@@ -198,13 +198,13 @@ def test_a_quantized_dtype_asked_of_a_cast_says_it_is_quantization(model: Path, 
 
 @pytest.mark.parametrize(("command", "said"), [
     (("inspect", "{m}", "--fail-on", "warning"),
-     "--fail-on 'warning': choose one of warn, error; did you mean 'warn'?"),
+     "--fail-on 'warning': choose one of info, warn, error; did you mean 'warn'?"),
     (("diff-keys", "{m}", "{m}", "--fail-on", "warning"),
      "--fail-on 'warning': choose one of info, warn, error; did you mean 'warn'?"),
-    (("check-dtype", "{m}", "--fail-on", "unsave"), "--fail-on 'unsave': choose one of unsafe, lossy; did you mean "
-                                                    "'unsafe'?"),
+    (("check-dtype", "{m}", "--fail-on", "unsave"), "--fail-on 'unsave': choose one of info, warn, error, "
+                                                    "unsafe, lossy; did you mean 'unsafe'?"),
     (("plan-devices", "{m}", "--gpu", "1GB", "--fail-on", "offloaded"),
-     "--fail-on 'offloaded': choose one of offload, no-fit; did you mean 'offload'?"),
+     "--fail-on 'offloaded': choose one of info, warn, error, offload, no-fit; did you mean 'offload'?"),
     (("plan-devices", "{m}", "--gpu", "1GB", "--strategy", "balanced-low-0"),
      "--strategy 'balanced-low-0': choose one of auto, balanced, balanced_low_0, sequential; did you mean "
      "'balanced_low_0'?"),

@@ -65,9 +65,31 @@ LIMITS = (
 )
 
 
+# The severity each verdict weighs against `--fail-on info|warn|error`, the levels every command takes: rounding is a
+# loss the cast makes (warn), an overflow, clamp, lost inf or mass underflow changes what the model computes (error).
+# No verdict is info, so `--fail-on info` fails where `warn` does.
+VERDICT_SEVERITY: dict[str, str | None] = {"safe": None, "lossy": "warn", "unsafe": "error"}
+# Every `--fail-on` check-dtype takes: the shared severities, then its own verdict words (kept as they were).
+FAIL_ON_CHOICES: tuple[str, ...] = ("info", "warn", "error", "unsafe", "lossy")
+
+
 def verdict_rank(verdict: str) -> int:
     """Order of severity: safe 0, lossy 1, unsafe 2."""
     return VERDICTS.index(verdict)
+
+
+def verdict_reaches(verdict: str, fail_on: str) -> bool:
+    """Whether a target's `verdict` is at or above `fail_on`: a verdict word (lossy, unsafe) or a severity.
+
+    Example:
+        >>> verdict_reaches("lossy", "warn"), verdict_reaches("lossy", "error"), verdict_reaches("lossy", "lossy")
+        (True, False, True)
+    """
+    from weightdoctor.findings import SEVERITIES, severity_reaches
+
+    if fail_on in SEVERITIES:
+        return severity_reaches(VERDICT_SEVERITY[verdict], fail_on)
+    return verdict_rank(verdict) >= verdict_rank(fail_on)
 
 
 def parse_targets(text: str | None, stored: Iterable[str] = ()) -> list[str]:

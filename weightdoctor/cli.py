@@ -29,7 +29,7 @@ app = typer.Typer(
     help="A doctor for PyTorch and Hugging Face checkpoints: inspect, diff keys, plan devices, convert, "
     "shard and check dtypes without loading the model.\n\n"
     "Exit codes: 0 healthy, 1 findings at or above --fail-on (diff-keys: error unless given; or a failed --verify "
-    "or --map check), 2 bad or unsafe input or usage.",
+    "or --map check), 2 bad or unsafe input or usage. Every command takes --fail-on info|warn|error.",
     no_args_is_help=True,
     # `-h` as most tools take it (it said "No such option: -h"); every command inherits it from this context.
     context_settings={"help_option_names": ["-h", "--help"]},

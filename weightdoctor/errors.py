@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 
 # The longest message a line on stderr shows (`render.console.error` and `warn` cut it): text from a file (a
@@ -117,7 +117,7 @@ def did_you_mean(value: str, choices: tuple[str, ...] | list[str]) -> str:
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
-def choose(option: str, value: str, choices: tuple[str, ...], *, meant: Mapping[str, str] | None = None) -> str:
+def choose(option: str, value: str, choices: tuple[str, ...]) -> str:
     """The one of `choices` that `value` names, case and surrounding spaces aside (`--fail-on WARN`, `--strategy
     Balanced`, as `--dtype FP16` was always read); every choice option refuses anything else in one message.
 
@@ -125,17 +125,13 @@ def choose(option: str, value: str, choices: tuple[str, ...], *, meant: Mapping[
         >>> choose("--fail-on", "WARN", ("info", "warn", "error"))
         'warn'
 
-    `meant` maps a value another command takes (lower case) to what this command takes for it, said instead of a
-    close name: `check-dtype --fail-on error`, the level inspect and diff-keys take.
-
     Raises:
         UsageError: `"--fail-on 'warning': choose one of info, warn, error; did you mean 'warn'?"`.
     """
     typed = value.strip().lower()
     match = next((choice for choice in choices if choice.lower() == typed), None)
     if match is None:
-        hint = f"; {meant[typed]}" if meant and typed in meant else did_you_mean(value, choices)
-        raise UsageError(f"{option} {value!r}: choose one of {', '.join(choices)}{hint}")
+        raise UsageError(f"{option} {value!r}: choose one of {', '.join(choices)}{did_you_mean(value, choices)}")
     return match
 
 

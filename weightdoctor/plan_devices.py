@@ -57,6 +57,13 @@ FLOAT_DTYPES = ("fp64", "fp32", "fp16", "bf16")
 DTYPE_LADDER = ("fp64", "fp32", "bf16", "fp16", "int8", "int4")
 VERDICTS = ("fits-on-gpus", "fits-on-cpu", "needs-cpu-offload", "needs-disk-offload", "does-not-fit")
 FAIL_ON = ("offload", "no-fit")
+# The severity each verdict weighs against `--fail-on info|warn|error`, the levels every command takes (None: nothing
+# to fail on). A plan on the CPU alone is what `--cpu` without `--gpu` asks for: said, but no warning.
+VERDICT_SEVERITY: dict[str, str | None] = {
+    "fits-on-gpus": None, "fits-on-cpu": "info", "needs-cpu-offload": "warn", "needs-disk-offload": "warn",
+    "does-not-fit": "error"}
+# Every `--fail-on` plan-devices takes: the shared severities, then its own verdict words (kept as they were).
+FAIL_ON_CHOICES = ("info", "warn", "error", *FAIL_ON)
 MAX_EXTRA_GPUS = 64
 
 
@@ -2395,14 +2402,22 @@ def verdict_exit_code(verdict: str, fail_on: str | None, findings: list[Finding]
     Example:
         >>> verdict_exit_code("needs-cpu-offload", "offload"), verdict_exit_code("needs-cpu-offload", "no-fit")
         (1, 0)
+        >>> verdict_exit_code("needs-cpu-offload", "warn"), verdict_exit_code("needs-cpu-offload", "error")
+        (1, 0)
     """
     if findings and any(f.severity == "error" for f in findings):
         return 1
     if fail_on is None:
         return 0
     from weightdoctor.errors import choose
+    from weightdoctor.findings import SEVERITIES, severity_reaches
 
-    if choose("--fail-on", fail_on, FAIL_ON) == "no-fit":
+    fail_on = choose("--fail-on", fail_on, FAIL_ON_CHOICES)
+    if fail_on in SEVERITIES:
+        reached = severity_reaches(VERDICT_SEVERITY[verdict], fail_on) or any(
+            severity_reaches(f.severity, fail_on) for f in findings or [])
+        return 1 if reached else 0
+    if fail_on == "no-fit":
         return 1 if verdict == "does-not-fit" else 0
     return 0 if verdict == "fits-on-gpus" else 1
 

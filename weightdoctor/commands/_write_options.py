@@ -37,6 +37,13 @@ OutputOpt = Annotated[
     str, typer.Option("--output", "-o", help="Where to write (refused if it exists, unless --force).",
                       callback=_not_empty)
 ]
+# The level every command takes: convert and shard weigh each warning they print (a file not copied, a loader that
+# cannot read the output, a name kept apart, ...) as `warn`; a write they cannot do is exit 2, never 1.
+WriteFailOnOpt = Annotated[
+    str | None,
+    typer.Option("--fail-on", help="Exit 1 (once written) when a warning was printed and this is info or warn; "
+                 "error never fails (a failed write is exit 2).", show_default=False),
+]
 DtypeOpt = Annotated[
     str | None, typer.Option("--dtype", help="Cast floating tensors to fp16, bf16 or fp32 (integer/bool untouched).")
 ]

@@ -21,7 +21,8 @@ TargetOpt = Annotated[
 ]
 FailOnOpt = Annotated[
     str | None,
-    typer.Option("--fail-on", help="Exit 1 when a target's verdict is at least this: unsafe or lossy.",
+    typer.Option("--fail-on", help="Exit 1 when a target's verdict reaches this level: info or warn (lossy or "
+                 "unsafe), error (unsafe); or the verdicts by name: lossy, unsafe.",
                  show_default=False),
 ]
 SampleOpt = Annotated[
@@ -57,22 +58,17 @@ def check_dtype(
     (every value exact), lossy (rounding only), unsafe (overflow, clamping, an inf not kept as inf, or ≥1% of a
     tensor's non-zero values flushed to zero).
 
-    Exit codes: 0 no target's verdict at or above --fail-on (always, without it); 1 one is; 2 unsafe or
-    unreadable input, or bad usage.
+    Exit codes: 0 no target's verdict at or above --fail-on (always, without it; lossy is warn, unsafe error);
+    1 one is; 2 unsafe or unreadable input, or bad usage.
     """
-    from weightdoctor.check_dtype import VERDICTS, parse_targets, select_tensors, verdict_rank
+    from weightdoctor.check_dtype import FAIL_ON_CHOICES, parse_targets, select_tensors, verdict_reaches
     from weightdoctor.check_dtype import check_dtype as analyse
     from weightdoctor.checkpoint import open_checkpoint
     from weightdoctor.errors import choose
     from weightdoctor.render import console
 
     if fail_on is not None:
-        # `--fail-on error`, the level inspect and diff-keys take: what this command calls the levels instead.
-        levels = ("check-dtype's levels are its verdicts, not the severities of inspect and diff-keys: "
-                  "--fail-on unsafe exits 1 on an overflow, a clamped value, an inf not kept as inf or mass underflow, "
-                  "--fail-on lossy on any rounding too")
-        fail_on = choose("--fail-on", fail_on, VERDICTS[:0:-1],  # unsafe, lossy
-                         meant=dict.fromkeys(("info", "warn", "warning", "error"), levels))
+        fail_on = choose("--fail-on", fail_on, FAIL_ON_CHOICES)
     from weightdoctor.commands._options import check_count
 
     check_count("--sample", sample, 1, "values")
@@ -100,7 +96,5 @@ def check_dtype(
         render_check_dtype(report, console.stdout, worst=worst)
         for warning in report.warnings:
             console.warn(warning)
-    if fail_on is not None and any(
-        verdict_rank(t.verdict) >= verdict_rank(fail_on) for t in report.targets.values()
-    ):
+    if fail_on is not None and any(verdict_reaches(t.verdict, fail_on) for t in report.targets.values()):
         raise typer.Exit(1)

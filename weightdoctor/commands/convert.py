@@ -20,6 +20,7 @@ from weightdoctor.commands._write_options import (
     OutputOpt,
     RenameOpt,
     StripPrefixOpt,
+    WriteFailOnOpt,
     build_renames,
     refuse_overflow_without_cast,
     terminate_as_interrupt,
@@ -46,6 +47,7 @@ def convert(
     key: KeyOpt = None,
     revision: RevisionOpt = None,
     json_output: JsonOpt = False,
+    fail_on: WriteFailOnOpt = None,
     debug: DebugOpt = False,
 ) -> None:
     """Convert a checkpoint: .bin/.pt/.pth -> .safetensors (or back with --to bin), cast, rename.
@@ -54,14 +56,18 @@ def convert(
     tokenizer files. Tied tensors keep one copy. Every tensor written is re-read and compared with the
     source (--no-verify skips it); the output appears whole or not at all, and the input is never touched.
 
-    Exit codes: 0 written (and verified); 2 unsafe or unreadable input, bad usage, or an output that cannot be
-    written (nothing half-written is left).
+    Exit codes: 0 written (and verified); 1 written, with a warning printed and --fail-on info or warn; 2 unsafe
+    or unreadable input, bad usage, or an output that cannot be written (nothing half-written is left).
     """
     from weightdoctor.checkpoint import open_checkpoint
     from weightdoctor.convert import ConvertResult, plan_convert, run_convert
+    from weightdoctor.errors import choose
+    from weightdoctor.findings import SEVERITIES, writer_exit_code
     from weightdoctor.render import console
     from weightdoctor.rewrite import parse_dtype, parse_metadata
 
+    if fail_on is not None:
+        fail_on = choose("--fail-on", fail_on, SEVERITIES)
     target = parse_dtype(dtype)
     refuse_overflow_without_cast(allow_overflow, target)
     extra = parse_metadata(metadata)
@@ -82,7 +88,9 @@ def convert(
         from weightdoctor.render.json import print_json
 
         print_json(result)
-        return
-    from weightdoctor.render.convert import render_convert
+    else:
+        from weightdoctor.render.convert import render_convert
 
-    render_convert(result, console.stdout)
+        render_convert(result, console.stdout)
+    if writer_exit_code(plan.warnings, fail_on):
+        raise typer.Exit(1)

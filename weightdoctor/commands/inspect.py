@@ -19,7 +19,7 @@ SampleOpt = Annotated[
                              show_default=False),
 ]
 StatsFailOnOpt = Annotated[
-    str | None, typer.Option("--fail-on", help="Exit 1 when a finding reaches this severity: warn or error.",
+    str | None, typer.Option("--fail-on", help="Exit 1 when a finding reaches this severity: info, warn or error.",
                              show_default=False),
 ]
 PlotOpt = Annotated[
@@ -77,8 +77,9 @@ def inspect(
     check_count("--depth", depth, 0, "levels")
     if fail_on is not None:
         from weightdoctor.errors import choose
+        from weightdoctor.findings import SEVERITIES
 
-        fail_on = choose("--fail-on", fail_on, ("warn", "error"))
+        fail_on = choose("--fail-on", fail_on, SEVERITIES)
     if hist == "":
         # Taken as "not given" below (`if hist`): every value was read for --stats and no histogram printed.
         from weightdoctor.errors import UsageError

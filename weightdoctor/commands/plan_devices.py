@@ -92,7 +92,9 @@ def plan_devices(
     ] = None,
     fail_on: Annotated[
         str | None,
-        typer.Option("--fail-on", help="Exit 1 when the plan needs offload ('offload') or does not fit ('no-fit')."),
+        typer.Option("--fail-on", help="Exit 1 when the plan reaches this level: info (anything not on the GPUs, "
+                     "a plan on the CPU alone included), warn (offload to CPU or disk), error (does not fit, or an "
+                     "error finding); offload is info's old name, no-fit error's."),
     ] = None,
     json_output: JsonOpt = False,
     revision: RevisionOpt = None,
@@ -107,11 +109,12 @@ def plan_devices(
 
     Gives a verdict, the smallest change that fits, and why a device holds less than its budget, in numbers.
 
-    Exit codes: 0 planned; 1 offload / no fit with --fail-on, or an invalid --map; 2 bad input.
+    Exit codes: 0 planned; 1 the verdict or a finding reaches --fail-on (CPU-only plan info, offload warn, no fit
+    error), or an invalid --map; 2 bad input.
     """
     from weightdoctor.errors import UsageError, choose
     from weightdoctor.plan_devices import (
-        FAIL_ON,
+        FAIL_ON_CHOICES,
         STRATEGIES,
         PlanRequest,
         build_planned_model,
@@ -137,11 +140,7 @@ def plan_devices(
     )
 
     if fail_on is not None:
-        # `--fail-on error`, the level inspect and diff-keys take: what this command calls the levels instead.
-        levels = ("plan-devices' levels are its verdicts, not the severities of inspect and diff-keys: --fail-on "
-                  "offload exits 1 when anything is placed off the GPUs, --fail-on no-fit when the model does not fit")
-        fail_on = choose("--fail-on", fail_on, FAIL_ON,
-                         meant=dict.fromkeys(("info", "warn", "warning", "error"), levels))
+        fail_on = choose("--fail-on", fail_on, FAIL_ON_CHOICES)
     strategy = choose("--strategy", strategy, STRATEGIES)  # checked here too: with --map no placement runs to check it
     if manual_map is not None:
         # A hand-written map is checked as written, against the full --gpu/--cpu sizes: these would be ignored.

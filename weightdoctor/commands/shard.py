@@ -20,6 +20,7 @@ from weightdoctor.commands._write_options import (
     OutputOpt,
     RenameOpt,
     StripPrefixOpt,
+    WriteFailOnOpt,
     build_renames,
     refuse_overflow_without_cast,
     terminate_as_interrupt,
@@ -50,6 +51,7 @@ def shard(
     key: KeyOpt = None,
     revision: RevisionOpt = None,
     json_output: JsonOpt = False,
+    fail_on: WriteFailOnOpt = None,
     debug: DebugOpt = False,
 ) -> None:
     """Write a checkpoint as Hugging Face shards (model-0000i-of-0000N.safetensors + index) in OUTPUT.
@@ -58,11 +60,12 @@ def shard(
     already sharded source; --max 0 or --single merges into one file. Config and tokenizer files of a
     model folder are copied beside the shards. The folder is built aside and swapped in whole.
 
-    Exit codes: 0 written (and verified); 2 unsafe or unreadable input, bad usage, or an output that cannot be
-    written (nothing half-written is left).
+    Exit codes: 0 written (and verified); 1 written, with a warning printed and --fail-on info or warn; 2 unsafe
+    or unreadable input, bad usage, or an output that cannot be written (nothing half-written is left).
     """
     from weightdoctor.checkpoint import open_checkpoint
-    from weightdoctor.errors import UsageError
+    from weightdoctor.errors import UsageError, choose
+    from weightdoctor.findings import SEVERITIES, writer_exit_code
     from weightdoctor.render import console
     from weightdoctor.rewrite import parse_dtype, parse_metadata
     from weightdoctor.shard import ShardResult, plan_shard, run_shard
@@ -71,6 +74,8 @@ def shard(
         raise UsageError("--single and --max disagree; give one of them")
     if max_size is None and not single:
         raise UsageError("give --max SIZE (e.g. 200MB, 2GiB) or --single")
+    if fail_on is not None:
+        fail_on = choose("--fail-on", fail_on, SEVERITIES)
     target = parse_dtype(dtype)
     refuse_overflow_without_cast(allow_overflow, target)
     extra = parse_metadata(metadata)
@@ -97,7 +102,9 @@ def shard(
         from weightdoctor.render.json import print_json
 
         print_json(result)
-        return
-    from weightdoctor.render.convert import render_shard
+    else:
+        from weightdoctor.render.convert import render_shard
 
-    render_shard(result, console.stdout)
+        render_shard(result, console.stdout)
+    if writer_exit_code(plan.warnings, fail_on):
+        raise typer.Exit(1)
