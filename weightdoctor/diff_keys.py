@@ -833,8 +833,10 @@ def _litgpt_layout(unexpected: Sequence[str], missing: Sequence[str], joined_une
 # fairseq2's own Hugging Face export (fairseq2/models/llama/hg.py, export_llama_checkpoint) maps final_proj to lm_head
 # and permutes q_proj and k_proj from interleaved rotary pairs to rotate_half's halves.
 _FAIRSEQ2_DECODER_LAYOUT = _lazy_regex(r"^(?:decoder_frontend\.|decoder\.(?:layers\.\d+\.|layer_norm\.)|final_proj\.)")
-_FAIRSEQ2_DECODER_EVIDENCE = _lazy_regex(
-    r"^decoder\.layers\.\d+\.(?:self_attn\.output_proj|ffn\.inner_proj|self_attn_layer_norm|ffn_layer_norm)\.")
+# Evidence is fairseq2's own module names only: self_attn_layer_norm is also BART's, Whisper's, mBART's, Marian's and
+# RT-DETR's (`decoder.layers.N.self_attn_layer_norm` in their base models), whose base model against its
+# ForConditionalGeneration was called fairseq2's layout, errors, where a --rename '^model\.=' loads it.
+_FAIRSEQ2_DECODER_EVIDENCE = _lazy_regex(r"^decoder\.layers\.\d+\.(?:self_attn\.output_proj|ffn\.inner_proj)\.")
 
 
 def _fairseq2_decoder_layout(unexpected: Sequence[str], missing: Sequence[str], joined_unexpected: str,
