@@ -56,3 +56,28 @@ def test_a_seq2seq_base_model_against_its_head_is_no_fairseq2_layout(tmp_path: P
         assert report["matched_after_renames"] >= len(rows) // 2 - 1  # each prefixed pair (one side may tie one)
         if head.startswith("Whisper"):
             assert code == 0 and report["worst_severity"] == "warn"
+
+
+def test_a_resized_classifier_is_not_said_to_lack_an_output_layer_it_has_none_of(tmp_path: Path) -> None:
+    """BertForSequenceClassification's config ties word embeddings (BertConfig's default) but the class has no output
+    layer: the note said "A does not store the output layer the model ties to its embedding, which a strict load
+    reports missing", where a strict load_state_dict of A into the resized model raises nothing."""
+    import transformers
+    from safetensors.torch import load_file
+
+    from tests.helpers import save_tiny_bert
+
+    save_tiny_bert(tmp_path / "base")
+    model = transformers.BertForSequenceClassification.from_pretrained(tmp_path / "base")
+    model.resize_token_embeddings(model.config.vocab_size + 4)
+    model.save_pretrained(tmp_path / "resized")
+    _, report = run_json("diff-keys", tmp_path / "resized", tmp_path / "base")
+    note = next(note for note in report["notes"] if note.startswith("the vocabulary differs"))
+    assert "strict=False" in note
+    assert "A does not store the output layer the model ties" not in note, note
+    # What the note says of a tying model holds for this one: the resized class loads A strictly, no key missing.
+    target = transformers.BertForSequenceClassification.from_pretrained(tmp_path / "base")
+    target.resize_token_embeddings(model.config.vocab_size)
+    state = load_file(tmp_path / "resized" / "model.safetensors")
+    assert not any(target.load_state_dict(state, strict=True))
+    assert torch.equal(target.bert.embeddings.word_embeddings.weight, state["bert.embeddings.word_embeddings.weight"])

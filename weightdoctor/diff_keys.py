@@ -4799,8 +4799,10 @@ def _vocab_size_note(resized: Sequence[Mismatch], no_config: bool = False, tied_
     """What keeps a resized vocabulary's trained rows, where the shape note offers only ignore_mismatched_sizes (which
     starts them at random): one note when every `vocab-size` row agrees on A's and B's vocabulary, else none.
     `no_config`: A is a local file or folder with no config.json beside it, which from_pretrained cannot load.
-    `tied_unstored`: B's model ties its output layer to the embedding and A stores the embedding alone, so the
-    model's state dict holds a key A lacks (`lm_head.weight`): load_state_dict(A) raises on it unless strict=False.
+    `tied_unstored`: B's config ties the output layer to the embedding and A stores the embedding alone, so a model
+    with an output layer holds a key A lacks (`lm_head.weight`): load_state_dict(A) raises on it unless strict=False.
+    Said of "a model that ties an output layer": the config's tie_word_embeddings is true for classes with no output
+    layer too (BertForSequenceClassification, whose strict load of A raises nothing), which no key here tells apart.
 
     Example:
         >>> row = Mismatch("transformer.wte.weight", [1010, 64], [1000, 64], "vocab-size", "warn", "")
@@ -4813,8 +4815,9 @@ def _vocab_size_note(resized: Sequence[Mismatch], no_config: bool = False, tied_
         return []
     ((tokens_a, tokens_b),) = sizes
     resize = (f"(model.resize_token_embeddings({tokens_a}), which resizes a tied or separate output layer too) and "
-              + ("then model.load_state_dict(A, strict=False): A does not store the output layer the model ties to "
-                 "its embedding, which a strict load reports missing (the tie fills it)" if tied_unstored else
+              + ("then model.load_state_dict(A, strict=False): a model that ties an output layer to its embedding "
+                 "holds that layer under a name of its own, which A does not store and a strict load reports missing "
+                 "(the tie fills it)" if tied_unstored else
                  "then load_state_dict A"))
     if no_config:
         # A lone weights file (a training run's checkpoint): "from_pretrained of A" raised, no config.json to read.
