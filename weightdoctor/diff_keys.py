@@ -4570,7 +4570,9 @@ def build_report(
     # FSDP's flat parameters of A (`_fsdp_wrapped_module._flat_param`, a LOCAL_STATE_DICT's
     # `model.layers.0._flat_param`) by the module they flatten: every weight of B under it was "unknown: no known
     # cause", and the flat parameter too.
-    flat_params = _fsdp_flat_params(unexpected)
+    from weightdoctor.structure import FSDP_FULL_STATE_DICT_SAVE, fsdp_flat_params
+
+    flat_params = fsdp_flat_params(unexpected)
 
     def classify(name: str, kind: str) -> tuple[str, str, str]:
         if kind == "unexpected" and name in flat_params:
@@ -4704,9 +4706,8 @@ def build_report(
             f"A holds {counted(len(flat_params), 'FSDP flat parameter')} ({_first_names(list(flat_params))}): the "
             "model's weights flattened and sharded by FullyShardedDataParallel (use_orig_params=False), saved from "
             "named_parameters() or a LOCAL_STATE_DICT; no loader takes them by name, and a rank's shard holds only "
-            "part of them. Save the full state dict instead: torch.distributed.checkpoint.state_dict."
-            "get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True)), or "
-            "model.state_dict() inside FSDP.state_dict_type(model, StateDictType.FULL_STATE_DICT)")
+            f"part of them. Save the full state dict instead: {FSDP_FULL_STATE_DICT_SAVE}, or model.state_dict() "
+            "inside FSDP.state_dict_type(model, StateDictType.FULL_STATE_DICT)")
     if resized and all(_KOHYA_PAIR.match(m.name) for m in resized) and all(map(_KOHYA_PAIR.match, specs_a)) \
             and all(map(_KOHYA_PAIR.match, specs_b)):
         # Two kohya / LyCORIS adapters (two LoKr files of another factor): "from_pretrained raises on them unless
@@ -4760,21 +4761,6 @@ def build_report(
     found = set(report.severities())  # one severity per rank: the set has the same maximum
     report.worst_severity = max(found, key=severity_rank) if found else None
     return report
-
-
-def _fsdp_flat_params(names: Iterable[str]) -> dict[str, str]:
-    """FSDP flat parameters among `names`, each with the prefix of the module it flattens (its name less
-    `_flat_param` and FSDP's `_fsdp_wrapped_module.` wrappers; "" for the root module).
-
-    Example:
-        >>> _fsdp_flat_params(["_fsdp_wrapped_module._flat_param", "model.layers.0._flat_param", "lm_head.weight"])
-        {'_fsdp_wrapped_module._flat_param': '', 'model.layers.0._flat_param': 'model.layers.0.'}
-    """
-    flat: dict[str, str] = {}
-    for name in names:
-        if name == "_flat_param" or name.endswith("._flat_param"):
-            flat[name] = name[: -len("_flat_param")].replace("_fsdp_wrapped_module.", "")
-    return flat
 
 
 def _flat_param_holding(name: str, flat_params: Mapping[str, str]) -> str | None:
