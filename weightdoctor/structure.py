@@ -484,6 +484,9 @@ def fsdp_flat_param_warning(checkpoint: Checkpoint) -> str | None:
         >>> fsdp_flat_param_warning(open_checkpoint("fsdp_named_params.pt"))  # doctest: +SKIP
         '1 FSDP flat parameter (_fsdp_wrapped_module._flat_param, 106,816 values): the weights of the modules ...'
     """
+    # One pass of str.endswith over the names (this runs on every inspect): the rule itself is fsdp_flat_params'.
+    if not any(t.name.endswith("_flat_param") for t in checkpoint.tensors):
+        return None
     names = fsdp_flat_params(t.name for t in checkpoint.tensors)
     flat = [t for t in checkpoint.tensors if t.name in names]
     if not flat:
