@@ -167,8 +167,9 @@ def test_a_resized_vocabulary_in_a_lone_file_is_not_told_to_use_from_pretrained(
     note = next(note for note in report["notes"] if note.startswith("the vocabulary differs"))
     assert note == ("the vocabulary differs (110 tokens in A, 100 in B): to keep A's trained rows, resize B's model "
                     "first (model.resize_token_embeddings(110), which resizes a tied or separate output layer too) and "
-                    "then model.load_state_dict(A, strict=False): A does not store the output layer the model ties to "
-                    "its embedding, which a strict load reports missing (the tie fills it) (A has no config.json "
+                    "then model.load_state_dict(A, strict=False): a model that ties an output layer to its embedding "
+                    "holds that layer under a name of its own, which A does not store and a strict load reports "
+                    "missing (the tie fills it) (A has no config.json "
                     "beside it, so from_pretrained cannot load it)"), note
     with pytest.raises(OSError):
         GPT2LMHeadModel.from_pretrained(lone)

@@ -109,8 +109,9 @@ def test_a_resized_vocabulary_is_told_how_to_keep_its_trained_rows(tmp_path: Pat
     assert note == ("the vocabulary differs (110 tokens in A, 100 in B): to keep A's trained rows, load A with its "
                     "own config.json (from_pretrained of A), or resize B's model first "
                     "(model.resize_token_embeddings(110), which resizes a tied or separate output layer too) and then "
-                    "model.load_state_dict(A, strict=False): A does not store the output layer the model ties to its "
-                    "embedding, which a strict load reports missing (the tie fills it)"), note
+                    "model.load_state_dict(A, strict=False): a model that ties an output layer to its embedding holds "
+                    "that layer under a name of its own, which A does not store and a strict load reports missing "
+                    "(the tie fills it)"), note
     # The advice, followed: B's model resized as it says takes every one of A's weights.
     target = GPT2LMHeadModel.from_pretrained(base)
     target.resize_token_embeddings(110)

@@ -833,8 +833,10 @@ def _litgpt_layout(unexpected: Sequence[str], missing: Sequence[str], joined_une
 # fairseq2's own Hugging Face export (fairseq2/models/llama/hg.py, export_llama_checkpoint) maps final_proj to lm_head
 # and permutes q_proj and k_proj from interleaved rotary pairs to rotate_half's halves.
 _FAIRSEQ2_DECODER_LAYOUT = _lazy_regex(r"^(?:decoder_frontend\.|decoder\.(?:layers\.\d+\.|layer_norm\.)|final_proj\.)")
-_FAIRSEQ2_DECODER_EVIDENCE = _lazy_regex(
-    r"^decoder\.layers\.\d+\.(?:self_attn\.output_proj|ffn\.inner_proj|self_attn_layer_norm|ffn_layer_norm)\.")
+# Evidence is fairseq2's own module names only: self_attn_layer_norm is also BART's, Whisper's, mBART's, Marian's and
+# RT-DETR's (`decoder.layers.N.self_attn_layer_norm` in their base models), whose base model against its
+# ForConditionalGeneration was called fairseq2's layout, errors, where a --rename '^model\.=' loads it.
+_FAIRSEQ2_DECODER_EVIDENCE = _lazy_regex(r"^decoder\.layers\.\d+\.(?:self_attn\.output_proj|ffn\.inner_proj)\.")
 
 
 def _fairseq2_decoder_layout(unexpected: Sequence[str], missing: Sequence[str], joined_unexpected: str,
@@ -4568,7 +4570,9 @@ def build_report(
     # FSDP's flat parameters of A (`_fsdp_wrapped_module._flat_param`, a LOCAL_STATE_DICT's
     # `model.layers.0._flat_param`) by the module they flatten: every weight of B under it was "unknown: no known
     # cause", and the flat parameter too.
-    flat_params = _fsdp_flat_params(unexpected)
+    from weightdoctor.structure import FSDP_FULL_STATE_DICT_SAVE, fsdp_flat_params
+
+    flat_params = fsdp_flat_params(unexpected)
 
     def classify(name: str, kind: str) -> tuple[str, str, str]:
         if kind == "unexpected" and name in flat_params:
@@ -4702,9 +4706,8 @@ def build_report(
             f"A holds {counted(len(flat_params), 'FSDP flat parameter')} ({_first_names(list(flat_params))}): the "
             "model's weights flattened and sharded by FullyShardedDataParallel (use_orig_params=False), saved from "
             "named_parameters() or a LOCAL_STATE_DICT; no loader takes them by name, and a rank's shard holds only "
-            "part of them. Save the full state dict instead: torch.distributed.checkpoint.state_dict."
-            "get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True)), or "
-            "model.state_dict() inside FSDP.state_dict_type(model, StateDictType.FULL_STATE_DICT)")
+            f"part of them. Save the full state dict instead: {FSDP_FULL_STATE_DICT_SAVE}, or model.state_dict() "
+            "inside FSDP.state_dict_type(model, StateDictType.FULL_STATE_DICT)")
     if resized and all(_KOHYA_PAIR.match(m.name) for m in resized) and all(map(_KOHYA_PAIR.match, specs_a)) \
             and all(map(_KOHYA_PAIR.match, specs_b)):
         # Two kohya / LyCORIS adapters (two LoKr files of another factor): "from_pretrained raises on them unless
@@ -4760,21 +4763,6 @@ def build_report(
     return report
 
 
-def _fsdp_flat_params(names: Iterable[str]) -> dict[str, str]:
-    """FSDP flat parameters among `names`, each with the prefix of the module it flattens (its name less
-    `_flat_param` and FSDP's `_fsdp_wrapped_module.` wrappers; "" for the root module).
-
-    Example:
-        >>> _fsdp_flat_params(["_fsdp_wrapped_module._flat_param", "model.layers.0._flat_param", "lm_head.weight"])
-        {'_fsdp_wrapped_module._flat_param': '', 'model.layers.0._flat_param': 'model.layers.0.'}
-    """
-    flat: dict[str, str] = {}
-    for name in names:
-        if name == "_flat_param" or name.endswith("._flat_param"):
-            flat[name] = name[: -len("_flat_param")].replace("_fsdp_wrapped_module.", "")
-    return flat
-
-
 def _flat_param_holding(name: str, flat_params: Mapping[str, str]) -> str | None:
     """The flat parameter whose module holds `name`: the one of the longest prefix `name` starts with.
 
@@ -4797,8 +4785,10 @@ def _vocab_size_note(resized: Sequence[Mismatch], no_config: bool = False, tied_
     """What keeps a resized vocabulary's trained rows, where the shape note offers only ignore_mismatched_sizes (which
     starts them at random): one note when every `vocab-size` row agrees on A's and B's vocabulary, else none.
     `no_config`: A is a local file or folder with no config.json beside it, which from_pretrained cannot load.
-    `tied_unstored`: B's model ties its output layer to the embedding and A stores the embedding alone, so the
-    model's state dict holds a key A lacks (`lm_head.weight`): load_state_dict(A) raises on it unless strict=False.
+    `tied_unstored`: B's config ties the output layer to the embedding and A stores the embedding alone, so a model
+    with an output layer holds a key A lacks (`lm_head.weight`): load_state_dict(A) raises on it unless strict=False.
+    Said of "a model that ties an output layer": the config's tie_word_embeddings is true for classes with no output
+    layer too (BertForSequenceClassification, whose strict load of A raises nothing), which no key here tells apart.
 
     Example:
         >>> row = Mismatch("transformer.wte.weight", [1010, 64], [1000, 64], "vocab-size", "warn", "")
@@ -4811,8 +4801,9 @@ def _vocab_size_note(resized: Sequence[Mismatch], no_config: bool = False, tied_
         return []
     ((tokens_a, tokens_b),) = sizes
     resize = (f"(model.resize_token_embeddings({tokens_a}), which resizes a tied or separate output layer too) and "
-              + ("then model.load_state_dict(A, strict=False): A does not store the output layer the model ties to "
-                 "its embedding, which a strict load reports missing (the tie fills it)" if tied_unstored else
+              + ("then model.load_state_dict(A, strict=False): a model that ties an output layer to its embedding "
+                 "holds that layer under a name of its own, which A does not store and a strict load reports missing "
+                 "(the tie fills it)" if tied_unstored else
                  "then load_state_dict A"))
     if no_config:
         # A lone weights file (a training run's checkpoint): "from_pretrained of A" raised, no config.json to read.

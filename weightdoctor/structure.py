@@ -452,6 +452,29 @@ def wrapper_prefix_warning(checkpoint: Checkpoint) -> str | None:
     return said
 
 
+# The full-state-dict save both inspect's warning and diff-keys' note give for FSDP flat parameters (one text: the
+# two had each their own copy).
+FSDP_FULL_STATE_DICT_SAVE = ("torch.distributed.checkpoint.state_dict.get_model_state_dict(model, "
+                             "options=StateDictOptions(full_state_dict=True, cpu_offload=True))")
+
+
+def fsdp_flat_params(names: Iterable[str]) -> dict[str, str]:
+    """FSDP flat parameters among `names`, each with the prefix of the module it flattens (its name less
+    `_flat_param` and FSDP's `_fsdp_wrapped_module.` wrappers; "" for the root module): inspect's warning and
+    diff-keys' reason `fsdp-flat-param` both tell them by this.
+
+    Example:
+        >>> fsdp_flat_params(["_fsdp_wrapped_module._flat_param", "model.layers.0._flat_param", "lm_head.weight"])
+        {'_fsdp_wrapped_module._flat_param': '', 'model.layers.0._flat_param': 'model.layers.0.'}
+    """
+    flat: dict[str, str] = {}
+    for name in names:
+        if name == "_flat_param" or name.endswith("._flat_param"):
+            flat[name] = name[: -len("_flat_param")].replace("_fsdp_wrapped_module.", "")
+    return flat
+
+
+
 def fsdp_flat_param_warning(checkpoint: Checkpoint) -> str | None:
     """FSDP flat parameters (`_fsdp_wrapped_module._flat_param`, a LOCAL_STATE_DICT's `model.layers.0._flat_param`):
     FullyShardedDataParallel's weights with use_orig_params=False, saved from named_parameters() or its local state
@@ -461,7 +484,11 @@ def fsdp_flat_param_warning(checkpoint: Checkpoint) -> str | None:
         >>> fsdp_flat_param_warning(open_checkpoint("fsdp_named_params.pt"))  # doctest: +SKIP
         '1 FSDP flat parameter (_fsdp_wrapped_module._flat_param, 106,816 values): the weights of the modules ...'
     """
-    flat = [t for t in checkpoint.tensors if t.name == "_flat_param" or t.name.endswith("._flat_param")]
+    # One pass of str.endswith over the names (this runs on every inspect): the rule itself is fsdp_flat_params'.
+    if not any(t.name.endswith("_flat_param") for t in checkpoint.tensors):
+        return None
+    names = fsdp_flat_params(t.name for t in checkpoint.tensors)
+    flat = [t for t in checkpoint.tensors if t.name in names]
     if not flat:
         return None
     shown = ", ".join(t.name for t in flat[:2]) + (f" and {len(flat) - 2:,} more" if len(flat) > 2 else "")
@@ -469,8 +496,7 @@ def fsdp_flat_param_warning(checkpoint: Checkpoint) -> str | None:
     return (f"{len(flat):,} FSDP flat parameter{'s' if len(flat) != 1 else ''} ({shown}, {values:,} values): the "
             "weights of the modules FullyShardedDataParallel wraps (use_orig_params=False), flattened into 1-D and "
             "sharded, as named_parameters() or a LOCAL_STATE_DICT gives them; no model loads them by name, and one "
-            "rank's file holds only its shard. Save the full state dict instead: torch.distributed.checkpoint."
-            "state_dict.get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))")
+            f"rank's file holds only its shard. Save the full state dict instead: {FSDP_FULL_STATE_DICT_SAVE}")
 
 
 def student_teacher_copy_warning(checkpoint: Checkpoint) -> str | None:
