@@ -4243,6 +4243,14 @@ def classify_key(
         # Not a new task head: the pretrained output layer of a language model, and not tied to any input
         # embedding here, so it starts random and what the model generates is noise until it is trained.
         return "task-head", "warn", "the language-model output layer, initialised at random (not tied)"
+    if name == "final_logits_bias" or name.endswith(".final_logits_bias"):
+        # The generation head's output bias of BART, mBART, Pegasus, Blenderbot, PLBart, LED, Marian, MVP: a buffer
+        # (no optimizer trains it) the model builds as zeros beside its tied lm_head. BartModel against
+        # BartForConditionalGeneration called it "unknown: these weights will not load", an error, either way round,
+        # where from_pretrained of the base into the head reports nothing (its _keys_to_ignore_on_load_missing) and
+        # of the head into the base the one unexpected key, dropped.
+        return "task-head", "info", ("not used by B, dropped" if kind != "missing" else
+                                     "the generation head's output bias, a buffer the model sets to zeros")
     if _HEAD.search(name) or _top_fc_is_head(name, own_side):
         # A head's bias starts at the model's own init, not at random: transformers' _init_weights zeroes a
         # Linear's bias ("initialised at random" stood beside classifier.bias, which from_pretrained leaves at zeros).

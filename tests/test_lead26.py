@@ -1,0 +1,83 @@
+"""The lead's checks of the twenty-sixth session: BART-family generation heads' `final_logits_bias`."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.helpers import run_json
+
+
+def _seq2seq_pair(tmp_path: Path, family: str) -> tuple[Path, Path]:
+    """A base model and its ForConditionalGeneration, saved by transformers from one tiny seeded config."""
+    import transformers
+
+    config_class, base_class, head_class = {
+        "bart": ("BartConfig", "BartModel", "BartForConditionalGeneration"),
+        "pegasus": ("PegasusConfig", "PegasusModel", "PegasusForConditionalGeneration"),
+    }[family]
+    config = getattr(transformers, config_class)(
+        vocab_size=96, d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+        decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=64)
+    torch.manual_seed(0)
+    base, head = tmp_path / f"{family} base", tmp_path / f"{family} head"
+    getattr(transformers, base_class)(config).save_pretrained(base)
+    getattr(transformers, head_class)(config).save_pretrained(head)
+    return base, head
+
+
+@pytest.mark.parametrize("family", ["bart", "pegasus"])
+def test_a_base_against_its_generation_head_calls_final_logits_bias_the_heads_not_unknown(
+        tmp_path: Path, family: str) -> None:
+    """BartModel against BartForConditionalGeneration called `final_logits_bias` "unknown: these weights will not
+    load", severity error (exit 1), where from_pretrained of the base into the head class reports nothing missing:
+    the head's output bias is a buffer the model builds as zeros."""
+    import transformers
+
+    base, head = _seq2seq_pair(tmp_path, family)
+    head_class = json.loads((head / "config.json").read_text())["architectures"][0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model, info = getattr(transformers, head_class).from_pretrained(base, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"]  # the oracle: nothing to report
+    assert torch.count_nonzero(model.final_logits_bias) == 0  # what it starts at
+
+    code, data = run_json("diff-keys", str(base), str(head))
+    assert code == 0, data
+    row = next(row for row in data["missing"] if row["name"] == "final_logits_bias")
+    assert (row["reason"], row["severity"]) == ("task-head", "info")
+    assert "zeros" in row["detail"]
+    assert {row["reason"] for row in data["missing"] + data["unexpected"]} == {"task-head", "base-model-prefix"}
+
+    # The other way round, the head's bias is dropped by the base model, as any head B lacks: from_pretrained
+    # reports it unexpected and loads.
+    base_class = json.loads((base / "config.json").read_text())["architectures"][0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _, info = getattr(transformers, base_class).from_pretrained(head, output_loading_info=True)
+    assert set(info["unexpected_keys"]) == {"final_logits_bias"} and not info["missing_keys"]
+    code, data = run_json("diff-keys", str(head), str(base))
+    assert code == 0, data
+    row = next(row for row in data["unexpected"] if row["name"] == "final_logits_bias")
+    assert (row["reason"], row["severity"], row["detail"]) == ("task-head", "info", "not used by B, dropped")
+    code, data = run_json("diff-keys", str(head), "--model-class", base_class)
+    assert code == 0, data
+    assert [(row["name"], row["reason"], row["severity"]) for row in data["unexpected"]] == [
+        ("final_logits_bias", "task-head", "info")]
+    assert not data["missing"]
+
+
+def test_an_unrelated_bias_buffer_is_still_unknown(tmp_path: Path) -> None:
+    """The rule is the name's own: a `logits_bias` elsewhere stays an error."""
+    from safetensors.torch import save_file
+
+    save_file({"encoder.weight": torch.ones(2, 2)}, str(tmp_path / "a.safetensors"))
+    save_file({"encoder.weight": torch.ones(2, 2), "decoder.logits_bias": torch.zeros(1, 4)},
+              str(tmp_path / "b.safetensors"))
+    code, data = run_json("diff-keys", str(tmp_path / "a.safetensors"), str(tmp_path / "b.safetensors"))
+    assert code == 1
+    assert [(row["name"], row["reason"]) for row in data["missing"]] == [("decoder.logits_bias", "unknown")]
