@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.helpers import run_json
+from tests.helpers import run_cli, run_json
 
 
 def _seq2seq_pair(tmp_path: Path, family: str) -> tuple[Path, Path]:
@@ -81,3 +81,31 @@ def test_an_unrelated_bias_buffer_is_still_unknown(tmp_path: Path) -> None:
     code, data = run_json("diff-keys", str(tmp_path / "a.safetensors"), str(tmp_path / "b.safetensors"))
     assert code == 1
     assert [(row["name"], row["reason"]) for row in data["missing"]] == [("decoder.logits_bias", "unknown")]
+
+
+def test_a_seq_cls_lora_says_which_of_its_modules_to_save_the_file_holds(tmp_path: Path) -> None:
+    """peft writes a SEQ_CLS adapter's modules_to_save as ["classifier", "score"] whatever the model has; inspect said
+    "saves classifier, score whole" of a BERT LoRA whose file holds the classifier alone."""
+    import peft
+    import transformers
+    from safetensors import safe_open
+
+    torch.manual_seed(0)
+    config = transformers.BertConfig(vocab_size=64, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                     intermediate_size=64, max_position_embeddings=32, num_labels=3)
+    model = peft.get_peft_model(transformers.BertForSequenceClassification(config),
+                                peft.LoraConfig(task_type="SEQ_CLS", r=4, target_modules=["query", "value"]))
+    model.save_pretrained(tmp_path / "lora")
+    listed = json.loads((tmp_path / "lora" / "adapter_config.json").read_text())["modules_to_save"]
+    assert set(listed) == {"classifier", "score"}  # as peft writes it
+    with safe_open(str(tmp_path / "lora" / "adapter_model.safetensors"), "pt") as handle:
+        names = handle.keys()
+    whole = sorted(name for name in names if "lora_" not in name)
+    assert whole == ["base_model.model.classifier.bias", "base_model.model.classifier.weight"]
+
+    code, data = run_json("inspect", str(tmp_path / "lora"))
+    assert code == 0
+    assert data["adapter"]["modules_to_save"] == listed  # the config's field as it is
+    assert data["adapter"]["modules_saved"] == ["classifier"]
+    text = " ".join(run_cli("inspect", str(tmp_path / "lora")).stdout.split())
+    assert "saves classifier whole" in text and "score" not in text

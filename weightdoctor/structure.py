@@ -641,12 +641,32 @@ def adapter_summary(checkpoint: Checkpoint) -> tuple[dict[str, Any] | None, str 
     if isinstance(mapping, dict) and all(isinstance(mapping.get(key), str)
                                          for key in ("base_model_class", "parent_library")):
         summary["auto_mapping"] = {key: mapping[key] for key in ("base_model_class", "parent_library")}
+    saved = summary.get("modules_to_save")
+    if isinstance(saved, str):
+        saved = [saved]
+    if isinstance(saved, list) and all(isinstance(module, str) for module in saved):
+        summary["modules_saved"] = stored_modules(saved, [t.name for t in checkpoint.tensors])
     tokens = data.get("token_indices")  # Trainable Tokens: a list, or a list per embedding
     if isinstance(tokens, dict) and all(isinstance(v, list) for v in tokens.values()):
         tokens = [index for indices in tokens.values() for index in indices]
     if isinstance(tokens, list) and tokens:
         summary["token_count"] = len(tokens)
     return summary, None
+
+
+def stored_modules(modules: list[str], names: list[str]) -> list[str]:
+    """The entries of an adapter's `modules_to_save` whose weights `names` hold, each once, in order.
+
+    peft appends its task's heads whether the model has them (a SEQ_CLS adapter lists `classifier` and `score`) and
+    matches an entry to every module whose name ends with it, as here: `classifier` holds
+    `base_model.model.classifier.weight`.
+
+    Example:
+        >>> stored_modules(["classifier", "score", "classifier"], ["base_model.model.classifier.weight"])
+        ['classifier']
+    """
+    joined = "\n." + "\n.".join(names)
+    return [module for module in dict.fromkeys(modules) if f".{module}." in joined]
 
 
 def peft_adapter_config(checkpoint: Checkpoint) -> dict[str, Any] | None:

@@ -89,7 +89,10 @@ def adapter_line(adapter: dict, source: str | None = None) -> str:
     if targets:
         text += " on " + _listed(targets)
     if adapter.get("modules_to_save"):
-        text += f"; saves {_listed(adapter['modules_to_save'])} whole"
+        # What the file holds of them: peft lists a SEQ_CLS adapter's classifier and score, the model has one.
+        saved = adapter.get("modules_saved", adapter["modules_to_save"])
+        text += (f"; saves {_listed(saved)} whole" if saved else
+                 f"; modules_to_save {_listed(adapter['modules_to_save'])}, none stored")
     if "base_model_name_or_path" in adapter:
         text += f"; base {adapter['base_model_name_or_path']}"
     if "task_type" in adapter:
