@@ -109,3 +109,18 @@ def test_a_seq_cls_lora_says_which_of_its_modules_to_save_the_file_holds(tmp_pat
     assert data["adapter"]["modules_saved"] == ["classifier"]
     text = " ".join(run_cli("inspect", str(tmp_path / "lora")).stdout.split())
     assert "saves classifier whole" in text and "score" not in text
+
+
+def test_a_long_message_prints_where_the_folder_was_removed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """clip_message reads the current folder to leave its name out of the count: with that folder removed under the
+    run, os.getcwd() raised FileNotFoundError inside the error line itself."""
+    from weightdoctor.errors import clip_message
+
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    monkeypatch.chdir(gone)
+    gone.rmdir()
+    long_path = "/data/" + "x" * 5000 + "/w.npz"
+    text = f"{long_path}: numpy.load({long_path!r}) reads it"
+    assert clip_message(text, 4000, [long_path]) == text
+    assert "left out" in clip_message("y" * 5000, 4000, [])

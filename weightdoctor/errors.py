@@ -45,7 +45,11 @@ def clip_message(text: str, limit: int = MAX_MESSAGE_CHARS, typed: Sequence[str]
     import os
     import sys
 
-    words = [*(sys.argv[1:] if typed is None else typed), os.getcwd()]
+    try:
+        here = os.getcwd()
+    except OSError:  # the folder was removed under the run: an error line must still print
+        here = ""
+    words = [*(sys.argv[1:] if typed is None else typed), here]
     # Long names only (a path's short names prove nothing), longest first: one inside another is not left out twice.
     names = sorted({name for word in words for name in re.split(r"[/\\]", word) if len(name) >= 16}, key=len,
                    reverse=True)
