@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import warnings
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.helpers import run_cli, run_json
+from tests.helpers import run_cli, run_json, run_subprocess
 
 
 def _seq2seq_pair(tmp_path: Path, family: str) -> tuple[Path, Path]:
@@ -124,3 +125,40 @@ def test_a_long_message_prints_where_the_folder_was_removed(tmp_path: Path, monk
     text = f"{long_path}: numpy.load({long_path!r}) reads it"
     assert clip_message(text, 4000, [long_path]) == text
     assert "left out" in clip_message("y" * 5000, 4000, [])
+
+
+def test_the_peft_call_for_a_repo_id_adapter_reads_the_revision_compared(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """diff-keys ADAPTER BASE with the adapter a repo id read at --revision v2: the note's
+    `peft.PeftModel.from_pretrained(..., 'org/lora')` dropped the revision and, pasted, loaded main's factors."""
+    from safetensors.torch import load_file, save
+
+    from fixtures.diff_pairs import build_peft_adapter
+    from fixtures.hub_cache import commit_of, write_snapshot
+    from tests.test_advice_runs2 import _CHECK_LOADED, _calls, _exec_python
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # peft: save_embedding_layers set for embed_tokens
+        folders = build_peft_adapter(tmp_path / "made")
+    adapter = folders["adapter"]
+    config = (adapter / "adapter_config.json").read_bytes()
+    factors = load_file(adapter / "adapter_model.safetensors")
+    cache = tmp_path / "hub"
+    write_snapshot(cache, "org/lora", commit_of("v2"), {"adapter_model.safetensors": save(factors),
+                                                        "adapter_config.json": config}, refs=("v2",))
+    zeros = {name: torch.zeros_like(tensor) for name, tensor in factors.items()}
+    write_snapshot(cache, "org/lora", commit_of("main"), {"adapter_model.safetensors": save(zeros),
+                                                          "adapter_config.json": config})
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+    done = run_subprocess("diff-keys", "org/lora", "made/base", "--revision", "v2", "--json", cwd=tmp_path,
+                          env={"HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1"})
+    assert done.returncode in (0, 1), done.stderr
+    note = next(note for note in json.loads(done.stdout)["notes"] if "peft.PeftModel.from_pretrained(" in note)
+    [call] = _calls(note, "peft.PeftModel.from_pretrained")
+    assert "revision='v2'" in ast.unparse(call), note
+    saved = tmp_path / "v2.safetensors"
+    saved.write_bytes(save(factors))
+    printed = _exec_python(f"model = {ast.unparse(call)}" + _CHECK_LOADED.format(saved=str(saved)), tmp_path)
+    assert printed.split()[1:3] == ["True", "True"], printed  # v2's factors loaded, not main's zeros

@@ -1557,6 +1557,7 @@ def adapter_fit(
     specs_a: Mapping[str, KeySpec], specs_b: Mapping[str, KeySpec], unexpected: Sequence[str], missing: Sequence[str],
     word_text: str | None = None, adapter_config: Callable[[], Mapping[str, Any] | None] | None = None,
     source_b: str | None = None, revision_b: str | None = None, source_a: str | None = None,
+    revision_a: str | None = None,
 ) -> tuple[dict[str, tuple[str, str, str]], str]:
     """When A is a PEFT adapter (LoRA pairs and few or no base weights) and B a model: whether each LoRA pair's
     target module is in B with shapes it fits, as `PeftModel.from_pretrained(B, A)` needs. Returns
@@ -1575,12 +1576,13 @@ def adapter_fit(
     it settles (MiSS's init_weights, SHiRA's r). `source_b`: B as the user named it, for the command that strips a
     training wrapper's prefix from B's keys (said in words without it: `weightdoctor convert B ... -o ...` named no
     file); `revision_b`: B's Hub revision, which that command reads B at. `source_a`: A as the user named it, for the
-    PeftModel.from_pretrained call that loads it onto B (said in words without both: see `peft_loading`).
+    PeftModel.from_pretrained call that loads it onto B (said in words without both: see `peft_loading`), read at
+    `revision_a`, A's Hub revision.
     """
     def loading(fits: bool) -> str:
         # B named only where the adapter fits it: pasted onto a B it does not fit, the call raised.
         config = adapter_config() if adapter_config is not None else None
-        return peft_loading(source_a, source_b if fits else None, config, revision_b)
+        return peft_loading(source_a, source_b if fits else None, config, revision_b, revision_a)
 
     if "prompt_embeddings" in unexpected:
         return _prompt_adapter_fit(specs_a, specs_b, unexpected, missing, loading)
@@ -4932,6 +4934,7 @@ def diff_specs(
     adapter_config_a: Callable[[], Mapping[str, Any] | None] | None = None,
     swapped_steps: str | Callable[[str | None], str] | None = None,
     revision_b: str | None = None,
+    revision_a: str | None = None,
 ) -> DiffReport:
     """Diff two key sets as `load_state_dict(A, strict=False)` into a model shaped like B would see them.
 
@@ -4965,6 +4968,7 @@ def diff_specs(
         source_b: B as the user named it (None: not known, "B" in the report, and the commands that would name it
             said in words).
         revision_b: the Hub revision B was read at (a repo id only), which a command that reads B again names.
+        revision_a: A's, for the PeftModel.from_pretrained call that loads the adapter A.
         swapped_steps: what a "swapped-sides" note tells to do to check the adapter B against A (`swapped_steps`),
             when B is an adapter of A, or a function of the wrapper prefix to strip from A's keys that gives it (see
             `swapped_sides`); by default `diff-keys B A` on the sources as given.
@@ -4975,7 +4979,7 @@ def diff_specs(
     with gc_paused():  # 100,000s of long-lived small objects: see weightdoctor.gcpause
         return _diff_specs(specs_a, specs_b, renames, source_a=source_a if source_a is not None else "A",
                            named_a=source_a, source_b=source_b if source_b is not None else "B", named_b=source_b,
-                           revision_b=revision_b,
+                           revision_b=revision_b, revision_a=revision_a,
                            tied_groups_a=tied_groups_a, tied_groups_b=tied_groups_b,
                            tie_embeddings=tie_embeddings, base_prefix_loads=base_prefix_loads,
                            tie_embeddings_a=tie_embeddings_a, loader_prefix=loader_prefix,
@@ -5056,6 +5060,7 @@ def _diff_specs(
     named_a: str | None = None,
     named_b: str | None = None,
     revision_b: str | None = None,
+    revision_a: str | None = None,
 ) -> DiffReport:
     renamed_a, _ = _renamed(specs_a, renames)
     tied = [[_rename_all(n, renames) for n in group] for group in tied_groups_a] if renames else tied_groups_a
@@ -5088,7 +5093,7 @@ def _diff_specs(
                     if buffer in missing_b and param in renamed_a}
         layout_whys = {**ema_whys, **layout_whys}
     adapter_whys, adapter_note = adapter_fit(renamed_a, specs_b, diff.unexpected, diff.missing, word_texts[0],
-                                             adapter_config_a, named_b, revision_b, named_a)
+                                             adapter_config_a, named_b, revision_b, named_a, revision_a)
     if adapter_whys:  # an adapter is not renamed into its base: its keys are told what they fit
         layout_whys, layout_note = adapter_whys, adapter_note
     elif diff.missing and (swapped := swapped_sides(renamed_a, specs_b, diff.unexpected, diff.missing, word_texts[1],
@@ -5398,6 +5403,7 @@ def diff_checkpoints(a: Checkpoint, b: Checkpoint, renames: Sequence[Rename] = (
         adapter_config_a=adapter_config_a,
         swapped_steps=functools.partial(swapped_steps, a, b, key, renames),
         revision_b=b.revision if b.repo_id is not None else None,
+        revision_a=a.revision if a.repo_id is not None else None,
     )
     report.revision_a, report.resolved_a = a.revision, a.location
     report.revision_b, report.resolved_b = b.revision, b.location
