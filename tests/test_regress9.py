@@ -6,6 +6,11 @@ long as its two paths, was folded with it: at COLUMNS=100 the newline fell insid
 (`from_pretrained('/tmp/.../base` / `'), '/tmp/.../adapter')`), a SyntaxError pasted, where 033b795's placeholder
 line at least stayed whole. The call is now printed whole on a line of its own below the note, as the commands a
 note gives already were (and as inspect prints it).
+
+plan-devices of a 2- or 3-bit HIGGS, 3-bit GPTQ or SpQR checkpoint: quantized plan sizing (dc9c300b, b7b8f186)
+sizes their layers at the stored bytes, and its warning named the quantizer alone, "(higgs)", "(gptq)", where
+033b795's said "(higgs, 2-bit)", "(gptq, 3-bit)" (as the upper-bound line still does): the bits the config gives are
+said again.
 """
 from __future__ import annotations
 
@@ -14,7 +19,7 @@ import json
 import warnings
 from pathlib import Path
 
-from tests.helpers import run_subprocess
+from tests.helpers import run_cli, run_subprocess
 from tests.test_advice_runs2 import _CHECK_LOADED, _exec_python
 
 
@@ -54,3 +59,17 @@ def test_the_peft_call_of_a_diff_keys_note_is_printed_whole_and_loads_pasted(tmp
     loaded = _exec_python(f"model = {printed[0]}" + _CHECK_LOADED.format(
         saved=str(adapter / "adapter_model.safetensors")), tmp_path)
     assert loaded.split()[:3] == ["PeftModel", "True", "True"], loaded
+
+
+def test_the_stored_sizing_warning_says_the_bits_as_before(tmp_path: Path) -> None:
+    from tests.test_plan_quantized2 import _gptq3
+    from tests.test_third_party_layouts27 import _higgs
+
+    for folder, how in ((_higgs(tmp_path / "higgs2", bits=2), "higgs, 2-bit"), (_gptq3(tmp_path / "gptq3"),
+                                                                                 "gptq, 3-bit")):
+        result = run_cli("plan-devices", str(folder), "--gpu", "24GB", "--json")
+        assert result.exit_code == 0, result.stderr
+        warnings_said = json.loads(result.stdout)["warnings"]
+        sized = [line for line in warnings_said if "are sized at the bytes the checkpoint stores" in line]
+        assert len(sized) == 1 and sized[0].startswith(
+            f"the config quantizes the weights ({how}): the 14 quantized Linear layers of 15 are sized"), warnings_said
