@@ -748,6 +748,7 @@ def build_planned_model(
     config_quantizer = None
     stored_method: str | None = None  # a quantizer whose layers are sized at their stored bytes (no --dtype)
     stored_fallback = ""
+    stored_how = ""  # its name and bits as the warnings say them: `higgs, 2-bit`
     if not dtype and (quantized := quantized_dtype(checkpoint.config)) is not None:
         config_quantizer = quantized[1]
         how = quantized[1] if quantized[1].endswith("-bit") else f"{quantized[1]}, {quantized[0][3:]}-bit"
@@ -776,8 +777,8 @@ def build_planned_model(
             # SpQR, VPTQ, AQLM, HIGGS, FP-Quant, fbgemm_fp8: sized by the stored bytes of each layer once the model
             # is built (`_size_stored_layers`); the upper-bound line below if no layer could be sized so.
             stored_method = found[0]
-            stored_fallback = (f"the config quantizes the weights ({found[0]}"
-                               + (f", {found[1]}-bit" if found[1] else "") + "): planned at the floating dtype, "
+            stored_how = found[0] + (f", {found[1]}-bit" if found[1] else "")
+            stored_fallback = (f"the config quantizes the weights ({stored_how}): planned at the floating dtype, "
                                "which over-sizes the Linear weights its quantizer keeps packed; the plan is an upper "
                                "bound")
         elif found is not None and any(word in found[0] for word in ("fp8", "mxfp4", "fp4")):
@@ -909,7 +910,7 @@ def build_planned_model(
                 _size_config_quantization(planned, checkpoint, config_quantizer, binary_units)
                 planned.label = quantized_float_label(checkpoint.config)
             if stored_method is not None and not _size_stored_layers(planned, checkpoint, stored_method,
-                                                                     binary_units):
+                                                                     binary_units, stored_how):
                 warnings.append(stored_fallback)
             dropped = quantized_experts_not_loaded(model, checkpoint)
         except UsageError as exc:
@@ -1230,7 +1231,8 @@ def _fp_quant_layer_tensors(settings: Mapping[str, Any] | None, out_features: in
             "backward_hadamard_matrix": group * group * itemsize}
 
 
-def _size_stored_layers(planned: PlannedModel, checkpoint: Checkpoint, method: str, binary: bool = False) -> bool:
+def _size_stored_layers(planned: PlannedModel, checkpoint: Checkpoint, method: str, binary: bool = False,
+                        how: str = "") -> bool:
     """Size each Linear layer the checkpoint stores quantized (by SpQR, VPTQ, AQLM, HIGGS, FP-Quant or fbgemm_fp8)
     as from_pretrained's planner sizes the quantizer's module that replaces it, and say so in a warning; False where
     no layer was sized (the caller then says the plan is an upper bound).
@@ -1290,7 +1292,7 @@ def _size_stored_layers(planned: PlannedModel, checkpoint: Checkpoint, method: s
     dense = sum(linears[key.removesuffix(".weight")].weight.numel() for key in stored) * itemsize
     packed = sum(stored.values()) - placeholder_bytes
     planned.warnings.append(
-        f"the config quantizes the weights ({method}): the {counted(len(stored), 'quantized Linear layer')} of "
+        f"the config quantizes the weights ({how or method}): the {counted(len(stored), 'quantized Linear layer')} of "
         f"{len(linears)} are sized at the bytes the checkpoint stores for them ({format_bytes(packed, binary)} where "
         f"{planned.dtype} weights take {format_bytes(dense, binary)}), as transformers' planner sizes the quantizer's "
         "own layers that replace them; the rest at the floating dtype; its quantizer keeps no headroom in the budgets"

@@ -306,36 +306,79 @@ def render_diff_keys(report: DiffReport, console: Console, show_all: bool = Fals
 # Where a command a note gives starts; it ends at the note's end or at a `,` `;` or `)` outside its quotes (its
 # words are shell-quoted, so none of these ends a word of its own).
 _COMMAND = re.compile(r"\bweightdoctor (?:convert|diff-keys|check-dtype|plan-devices|shard|inspect) ")
+# Where a Python call a note gives to paste starts (the PeftModel.from_pretrained that loads an adapter onto B, its
+# paths as Python literals); it ends at its closing parenthesis. Folded into the note at the terminal's width, a
+# newline fell inside a path's literal: pasted, a SyntaxError.
+_CALL = re.compile(r"\bpeft\.PeftModel\.from_pretrained\(")
+
+
+def _end_of_command(note: str, at: int) -> int:
+    """Where the command starting before `at` ends: the first `,` `;` or `)` outside its quotes, or the note's end."""
+    quote = ""
+    while at < len(note):
+        char = note[at]
+        if quote:
+            if char == "\\" and quote != "'":  # an escaped character inside $'...' or "..."
+                at += 1
+            elif char == quote[-1]:
+                quote = ""
+        elif note.startswith("$'", at):
+            quote, at = "$'", at + 1
+        elif char in "'\"":
+            quote = char
+        elif char in ");" or (char == "," and note[at + 1:at + 2] in ("", " ")):
+            return at
+        at += 1
+    return len(note)
+
+
+def _end_of_call(note: str, at: int) -> int:
+    """Just past the parenthesis that closes the call whose `(` is before `at` (Python's quotes: a `'` or `"` string
+    literal, with backslash escapes), or the note's end."""
+    depth, quote = 1, ""
+    while at < len(note):
+        char = note[at]
+        if quote:
+            if char == "\\":
+                at += 1
+            elif char == quote:
+                quote = ""
+        elif char in "'\"":
+            quote = char
+        elif char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+            if depth == 0:
+                return at + 1
+        at += 1
+    return len(note)
 
 
 def _commands_out(note: str) -> tuple[str, list[str]]:
-    """`note` with each command it gives said as "the command below", and those commands in order.
+    """`note` with each command it gives said as "the command below" (each Python call to paste, "the call below"),
+    and those commands and calls in order.
 
     Example:
         >>> _commands_out("write it first (weightdoctor convert 'a b.pt' -o m.safetensors)")
         ('write it first (the command below)', ["weightdoctor convert 'a b.pt' -o m.safetensors"])
+        >>> note, calls = _commands_out("load it with peft.PeftModel.from_pretrained(transformers.AutoModel."
+        ...                             "from_pretrained('b (1)'), 'a'), or merge it")
+        >>> note, calls == ["peft.PeftModel.from_pretrained(transformers.AutoModel.from_pretrained('b (1)'), 'a')"]
+        ('load it with the call below, or merge it', True)
     """
     commands: list[str] = []
-    while (found := _COMMAND.search(note)) is not None:
-        end, quote, at = len(note), "", found.end()
-        while at < len(note):
-            char = note[at]
-            if quote:
-                if char == "\\" and quote != "'":  # an escaped character inside $'...' or "..."
-                    at += 1
-                elif char == quote[-1]:
-                    quote = ""
-            elif note.startswith("$'", at):
-                quote, at = "$'", at + 1
-            elif char in "'\"":
-                quote = char
-            elif char in ");" or (char == "," and note[at + 1:at + 2] in ("", " ")):
-                end = at
-                break
-            at += 1
+    while True:
+        found = min((match for match in (_COMMAND.search(note), _CALL.search(note)) if match is not None),
+                    key=lambda match: match.start(), default=None)
+        if found is None:
+            return note, commands
+        if found.re is _CALL:
+            end, said = _end_of_call(note, found.end()), "the call below"
+        else:
+            end, said = _end_of_command(note, found.end()), "the command below"
         commands.append(note[found.start():end].rstrip())
-        note = f"{note[:found.start()]}the command below{note[end:]}"
-    return note, commands
+        note = f"{note[:found.start()]}{said}{note[end:]}"
 
 
 def _revision(revision: str | None) -> str:
