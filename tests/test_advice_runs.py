@@ -42,25 +42,11 @@ def _refusal(source: str, cwd: Path) -> str:
 
 def _call(line: str, name: str) -> str:
     """The Python call `name(...)` as the line prints it: to its closing parenthesis, quotes and escapes followed as
-    Python reads them."""
+    Python reads them (as the renderer finds a call to set on a line of its own; the tests run what it gives)."""
+    from weightdoctor.render.diff_keys import _end_of_call
+
     start = line.index(name + "(")
-    depth, quote, at = 0, "", start + len(name)
-    while True:
-        char = line[at]
-        if quote:
-            if char == "\\":
-                at += 1
-            elif char == quote:
-                quote = ""
-        elif char in "'\"":
-            quote = char
-        elif char == "(":
-            depth += 1
-        elif char == ")":
-            depth -= 1
-            if depth == 0:
-                return line[start:at + 1]
-        at += 1
+    return line[start:_end_of_call(line, start + len(name) + 1)]
 
 
 def _paste(imports: str, code: str, cwd: Path) -> subprocess.CompletedProcess[str]:
