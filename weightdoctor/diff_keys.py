@@ -4580,9 +4580,13 @@ def build_report(
     # FSDP's flat parameters of A (`_fsdp_wrapped_module._flat_param`, a LOCAL_STATE_DICT's
     # `model.layers.0._flat_param`) by the module they flatten: every weight of B under it was "unknown: no known
     # cause", and the flat parameter too.
-    from weightdoctor.structure import FSDP_FULL_STATE_DICT_SAVE, fsdp_flat_params
+    # weightdoctor.structure is imported only where a name holds `_flat_param`: a headers-only diff imports no
+    # inspect module (perf21).
+    flat_params: dict[str, str] = {}
+    if "_flat_param" in "\n".join(unexpected):
+        from weightdoctor.structure import fsdp_flat_params
 
-    flat_params = fsdp_flat_params(unexpected)
+        flat_params = fsdp_flat_params(unexpected)
 
     def classify(name: str, kind: str) -> tuple[str, str, str]:
         if kind == "unexpected" and name in flat_params:
@@ -4712,6 +4716,8 @@ def build_report(
             "call (sd-scripts' --network_weights, peft's load_adapter), raises on a size mismatch even with "
             "strict=False")
     if flat_params:
+        from weightdoctor.structure import FSDP_FULL_STATE_DICT_SAVE
+
         notes.append(
             f"A holds {counted(len(flat_params), 'FSDP flat parameter')} ({_first_names(list(flat_params))}): the "
             "model's weights flattened and sharded by FullyShardedDataParallel (use_orig_params=False), saved from "

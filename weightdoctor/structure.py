@@ -474,7 +474,6 @@ def fsdp_flat_params(names: Iterable[str]) -> dict[str, str]:
     return flat
 
 
-
 def fsdp_flat_param_warning(checkpoint: Checkpoint) -> str | None:
     """FSDP flat parameters (`_fsdp_wrapped_module._flat_param`, a LOCAL_STATE_DICT's `model.layers.0._flat_param`):
     FullyShardedDataParallel's weights with use_orig_params=False, saved from named_parameters() or its local state
