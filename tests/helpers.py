@@ -52,6 +52,20 @@ def redirect_proc_reads(monkeypatch: Any, files: dict[str, str]) -> None:
     monkeypatch.setattr(safetensors_format, "open", redirected, raising=False)
 
 
+def record_calls(monkeypatch: Any, owner: Any, name: str) -> list[Any]:
+    """Replace `owner.name` (a one-argument function) for the test with one that records each argument and calls
+    the original: the list of arguments, to count how often a check ran or what it was given."""
+    original = getattr(owner, name)
+    seen: list[Any] = []
+
+    def recording(value: Any) -> Any:
+        seen.append(value)
+        return original(value)
+
+    monkeypatch.setattr(owner, name, recording)
+    return seen
+
+
 def write_diffusers_flux_transformer(folder: Path, tensors: dict[str, Any]) -> Path:
     """A diffusers FluxTransformer2DModel folder (`save_pretrained`'s file names; a config naming the class only)
     holding `tensors`."""

@@ -20,7 +20,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from tests.helpers import one_error_line, run_cli, run_json
+from tests.helpers import one_error_line, record_calls, run_cli, run_json
 from tests.test_third_party_layouts27 import _nanotron_run
 
 
@@ -106,14 +106,7 @@ def test_a_header_with_colons_in_its_names_is_proved_without_walking_every_entry
     is still refused, a colon in its name or not."""
     from weightdoctor.checkpoint import safetensors_format
 
-    walked: list[object] = []
-    walk = safetensors_format._keys_and_string_colons
-
-    def counting(value: object) -> int:
-        walked.append(value)
-        return walk(value)
-
-    monkeypatch.setattr(safetensors_format, "_keys_and_string_colons", counting)
+    walked = record_calls(monkeypatch, safetensors_format, "_keys_and_string_colons")
     entries = {f"model.layers.{i}.dense.kernel:0": {"dtype": "F32", "shape": [1], "data_offsets": [4 * i, 4 * i + 4]}
                for i in range(2000)}
     header = {"__metadata__": {"format": "pt", "source": "https://example.com/a:b"}, **entries}

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import torch
 
-from tests.helpers import run_cli, run_json, run_subprocess
+from tests.helpers import record_calls, run_cli, run_json, run_subprocess
 
 _DEEP_JSON = "{" + '"0":{' * 100_000 + "}" * 100_001
 
@@ -162,14 +162,7 @@ def test_an_installed_spacy_package_beside_thousands_of_folders_opens_a_bounded_
     (folder / "en_core_web_sm-3.7.1" / "config.cfg").write_text('[nlp]\nlang = "en"\n')
     for index in range(1000):
         (folder / f"x{index:04d}").mkdir()
-    opened: list[Path] = []
-    real_config = foreign._nlp_config
-
-    def counting_config(path: Path) -> bool:
-        opened.append(path)
-        return real_config(path)
-
-    monkeypatch.setattr(foreign, "_nlp_config", counting_config)
+    opened = record_calls(monkeypatch, foreign, "_nlp_config")
     line = _one_error_line(run_cli("inspect", folder))
     assert len(opened) < 80, len(opened)
     assert "it is an installed spaCy pipeline package (meta.json; its pipeline in en_core_web_sm-3.7.1/)" in line

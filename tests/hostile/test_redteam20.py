@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import torch
 
-from tests.helpers import run_cli, run_json
+from tests.helpers import record_calls, run_cli, run_json
 from weightdoctor.security.opcodes import walk_pickle
 
 
@@ -76,15 +76,7 @@ def test_the_restricted_unpickler_holds_many_memo_entries_in_bounded_memory() ->
 def _counting_scan_bytes(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
     from weightdoctor.security import scan
 
-    scanned: list[bytes] = []
-    original = scan.scan_bytes
-
-    def counting(data: bytes) -> Any:
-        scanned.append(data)
-        return original(data)
-
-    monkeypatch.setattr(scan, "scan_bytes", counting)
-    return scanned
+    return record_calls(monkeypatch, scan, "scan_bytes")
 
 
 def _many_bytes_values(extra: dict[str, Any]) -> dict[str, Any]:
