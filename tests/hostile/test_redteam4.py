@@ -1,5 +1,8 @@
 """Hostile inputs found by the fourth red-team round: each must exit 0 or 2 with one line, fast, within bounded
-memory, and never let text from the file reach the terminal as markup or escape sequences."""
+memory, and never let text from the file reach the terminal as markup or escape sequences.
+
+Time limits are CPU seconds of this process (`time.process_time`), not wall-clock: they catch quadratic work
+and walks of gigabytes, and a machine loaded by other jobs (which made the wall-clock limits fail) does not."""
 
 from __future__ import annotations
 
@@ -27,9 +30,9 @@ def test_thousands_of_names_for_one_storage_are_not_listed_for_each_name(tmp_pat
     from weightdoctor.structure import MAX_SHARED_WITH
 
     path = _tied(tmp_path / "tied.bin", 3000)
-    started = time.perf_counter()
+    started = time.process_time()
     result = run_cli("inspect", str(path), "--json")
-    elapsed = time.perf_counter() - started
+    elapsed = time.process_time() - started
     assert result.exit_code == 0, result.stderr
     report = json.loads(result.stdout)
     assert [len(group) for group in report["shared_tensors"]] == [3000]
@@ -39,10 +42,10 @@ def test_thousands_of_names_for_one_storage_are_not_listed_for_each_name(tmp_pat
     assert all(row["name"] not in row["shared_with"] for row in report["tensors"])
     assert elapsed < 15, elapsed
 
-    started = time.perf_counter()
+    started = time.process_time()
     human = run_cli("inspect", str(path), "--all")
     assert human.exit_code == 0, human.stderr
-    assert time.perf_counter() - started < 15
+    assert time.process_time() - started < 15
     assert human.stdout.count("and 2,983 more)") == 3000
 
 
@@ -77,10 +80,10 @@ def test_ten_megabytes_of_metadata_are_clipped_in_the_summary(tmp_path: Path) ->
     raw = json.dumps(header).encode()
     path = tmp_path / "meta.safetensors"
     path.write_bytes(len(raw).to_bytes(8, "little") + raw + bytes(4))
-    started = time.perf_counter()
+    started = time.process_time()
     result = run_cli("inspect", str(path))
     assert result.exit_code == 0, result.stderr
-    assert time.perf_counter() - started < 10
+    assert time.process_time() - started < 10
     assert len(result.stdout) < 20_000
     assert "more" in result.stdout and "99,98" in result.stdout
     assert len(json.loads(run_cli("inspect", str(path), "--json").stdout)["metadata"]) == 100_000
@@ -92,9 +95,9 @@ def test_diff_keys_of_tens_of_thousands_of_tied_names_is_linear(tmp_path: Path) 
     hostile file can hold a million in 30 MB. Each key's group is now looked up once."""
     a = _tied(tmp_path / "a.bin", 40_000)
     b = _tied(tmp_path / "b.bin", 10_000)
-    started = time.perf_counter()
+    started = time.process_time()
     result = run_cli("diff-keys", str(a), str(b), "--json")
-    assert time.perf_counter() - started < 15
+    assert time.process_time() - started < 15
     assert result.exit_code == 0, result.stderr
     unexpected = json.loads(result.stdout)["unexpected"]
     assert len(unexpected) == 30_000
@@ -252,9 +255,9 @@ def test_diff_keys_of_names_of_thousands_of_components_is_bounded(tmp_path: Path
         (tmp_path / f"{side}.safetensors").write_bytes(len(raw).to_bytes(8, "little") + raw + bytes(4 * len(names)))
     tracemalloc.start()
     try:
-        started = time.perf_counter()
+        started = time.process_time()
         result = run_cli("diff-keys", str(tmp_path / "a.safetensors"), str(tmp_path / "b.safetensors"), "--json")
-        elapsed = time.perf_counter() - started
+        elapsed = time.process_time() - started
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()

@@ -1,5 +1,8 @@
 """Hostile inputs found by the fifth red-team round: each must exit 0 or 2 with one line naming the file, fast,
-within bounded memory, and never write over its input."""
+within bounded memory, and never write over its input.
+
+Time limits are CPU seconds of this process (`time.process_time`), not wall-clock: they catch quadratic work
+and walks of gigabytes, and a machine loaded by other jobs (which made the wall-clock limits fail) does not."""
 
 from __future__ import annotations
 
@@ -25,9 +28,9 @@ def test_an_index_naming_tens_of_thousands_of_shards_is_read_in_linear_time(tmp_
     index) took 26 s before the first shard was looked at. They are collected in a dict now."""
     index = tmp_path / "model.safetensors.index.json"
     index.write_text(json.dumps({"weight_map": {f"t{i}": f"s{i}.safetensors" for i in range(80_000)}}))
-    started = time.perf_counter()
+    started = time.process_time()
     result = run_cli("inspect", str(index))
-    elapsed = time.perf_counter() - started
+    elapsed = time.process_time() - started
     assert result.exit_code == 2
     assert result.stderr.strip().splitlines() == [
         f"error: {index}: shard 's0.safetensors' named by the index does not exist"]
@@ -224,9 +227,9 @@ def test_a_zip_whose_pickles_are_read_many_times_over_is_refused_fast(tmp_path: 
     pickles of an archive may inflate to at most 64 times the file: both are suspicious, and nothing is loaded."""
     path = tmp_path / "bomb.bin"
     path.write_bytes(_zip_listing_one_record(_SLOW_PICKLE, names, deflate))
-    started = time.perf_counter()
+    started = time.process_time()
     result = run_cli("inspect", str(path))
-    elapsed = time.perf_counter() - started
+    elapsed = time.process_time() - started
     assert result.exit_code == 2 and result.stdout == ""
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {path}: suspicious: "), lines
@@ -332,9 +335,9 @@ def test_an_index_or_config_of_gigabytes_is_refused_unread(tmp_path: Path, name:
     big = folder / name
     with open(big, "wb") as handle:
         handle.truncate(1 << 30)
-    started = time.perf_counter()
+    started = time.process_time()
     result = run_cli("inspect", str(folder))
-    assert time.perf_counter() - started < 5
+    assert time.process_time() - started < 5
     assert result.exit_code == 2 and result.stdout == ""
     assert result.stderr.strip().splitlines() == [
         f"error: {big}: is 1,073,741,824 bytes, more than any index or config holds (the limit is 100,000,000); "
