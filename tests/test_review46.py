@@ -74,11 +74,12 @@ def test_a_dry_run_warns_that_the_write_would_not_fit(tmp_path: Path, one_mb_fre
     source = _sparse_safetensors(tmp_path / "m.safetensors", 1 << 20, 1 << 20)
     out = tmp_path / "shards"
     code, report = run_json("shard", str(source), "-o", str(out), "--max", "5MB", "--dry-run")
-    assert code == 0
+    assert code == 1  # the dry run foresees the refusal (test_dry_run_refusal.py): exit 1, and `would_refuse` says it
+    assert report["would_refuse"].startswith(f"{out}: not enough free disk space: ")
     assert (f"{out}: not enough free disk space: the output needs at least 8.39 MB (8,388,608 bytes) and {tmp_path} "
             "has 1.00 MB (1,000,000 bytes) free: the write would be refused") in report["warnings"]
     result = run_cli("convert", str(source), "-o", str(tmp_path / "c.bin"), "--dry-run")
-    assert result.exit_code == 0
+    assert result.exit_code == 1
     assert "c.bin: not enough free disk space: the output needs at least 8.39 MB" in result.stderr
     assert not out.exists() and not (tmp_path / "c.bin").exists()
 

@@ -27,6 +27,7 @@ from weightdoctor.rewrite import (
     default_index_name,
     default_output_name,
     disk_shortfall,
+    dry_run_refusal,
     meta_release_note,
     nemo_weights_note,
     pickles_copied_note,
@@ -105,6 +106,9 @@ class ConvertResult:
     plan: ConvertPlan
     write: WriteResult | None
     dry_run: bool
+    # With --dry-run: why the write would be refused (`PATH: why`, as the write would say it), None when it would
+    # go ahead (and always without --dry-run, where a refused write is exit 2).
+    would_refuse: str | None = None
     # The plan's warnings again, at the top level where inspect, diff-keys, check-dtype and plan-devices put
     # theirs, so that one `jq .warnings` reads every command's; `plan.warnings` stays as it was.
     warnings: list[str] = field(init=False)
@@ -518,6 +522,13 @@ def plan_convert(
         _selection=selection,
         _copy_paths=copy_paths,
     )
+
+
+def dry_run_convert(plan: ConvertPlan, *, force: bool = False) -> ConvertResult:
+    """What `run_convert(plan, force=force)` would do, writing nothing: the plan, and in `would_refuse` why the
+    write would be refused before writing anything (see `weightdoctor.rewrite.dry_run_refusal`), or None."""
+    refusal = dry_run_refusal(plan, plan.files, single_file=plan.single_file, force=force)
+    return ConvertResult(plan=plan, write=None, dry_run=True, would_refuse=refusal)
 
 
 def run_convert(

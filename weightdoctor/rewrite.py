@@ -1515,8 +1515,7 @@ def write_outputs(
     # (A single file's missing folder is refused by `atomic_file` first: "create it first", which is what to do.)
     for tensor in selection.tensors:  # a tensor with no values to read is said as such, not as disk space
         checkpoint.refuse_unreadable(tensor.source)
-    if (not single_file or os.path.isdir(os.path.dirname(os.path.abspath(dest)))) \
-            and (shortfall := disk_shortfall(dest, bytes_to_write(files, copy_files))) is not None:
+    if (shortfall := _shortfall(dest, files, copy_files, single_file)) is not None:
         raise OutputError(f"{shortfall}: nothing was written", path=str(dest))
     COMMITTED.clear()  # what this write commits (see `report_failure` on a late Ctrl-C)
     started = time.perf_counter()
@@ -1850,6 +1849,27 @@ class PlannedOutput(Protocol):
     metadata: dict[str, str]
     _selection: TensorSelection | None
     _copy_paths: list[SideFile]
+
+
+def _shortfall(dest: Path, files: list[OutputFile], copy_files: list[SideFile], single_file: bool) -> str | None:
+    """`disk_shortfall` for the output at `dest` (None for a single file whose folder does not exist: the write
+    refuses that first, with "create it first")."""
+    if single_file and not os.path.isdir(os.path.dirname(os.path.abspath(dest))):
+        return None
+    return disk_shortfall(dest, bytes_to_write(files, copy_files))
+
+
+def dry_run_refusal(plan: PlannedOutput, files: list[OutputFile], *, single_file: bool, force: bool) -> str | None:
+    """Why writing `plan` would be refused before anything is written, as the one line the write would print
+    (`PATH: why`), or None when it would go ahead: what `--dry-run` reports in place of writing (too little disk
+    space; an output that exists without --force, or that no write replaces; a folder that is missing or not
+    writable). What only the write itself meets (a cast that overflows, a disk filled meanwhile) is not foreseen."""
+    from weightdoctor.writers.atomic import write_refusal
+
+    dest = Path(plan.output)
+    if (shortfall := _shortfall(dest, files, plan._copy_paths, single_file)) is not None:
+        return f"{dest}: {shortfall}: nothing would be written"
+    return write_refusal(dest, folder=not single_file, replace=force)
 
 
 def write_plan(

@@ -41,6 +41,7 @@ from weightdoctor.rewrite import (
     bytes_to_write,
     check_not_input,
     disk_shortfall,
+    dry_run_refusal,
     meta_release_note,
     nemo_weights_note,
     output_variant,
@@ -392,6 +393,9 @@ class ShardResult:
     plan: ShardPlan
     write: WriteResult | None
     dry_run: bool
+    # With --dry-run: why the write would be refused (`PATH: why`, as the write would say it), None when it would
+    # go ahead (and always without --dry-run, where a refused write is exit 2).
+    would_refuse: str | None = None
     # The plan's warnings again, at the top level where inspect, diff-keys, check-dtype and plan-devices put
     # theirs, so that one `jq .warnings` reads every command's; `plan.warnings` stays as it was.
     warnings: list[str] = field(init=False)
@@ -615,6 +619,13 @@ def plan_shard(
         _files=files,
         _copy_paths=copy_paths,
     )
+
+
+def dry_run_shard(plan: ShardPlan, *, force: bool = False) -> ShardResult:
+    """What `run_shard(plan, force=force)` would do, writing nothing: the plan, and in `would_refuse` why the
+    write would be refused before writing anything (see `weightdoctor.rewrite.dry_run_refusal`), or None."""
+    refusal = dry_run_refusal(plan, plan._files, single_file=False, force=force)
+    return ShardResult(plan=plan, write=None, dry_run=True, would_refuse=refusal)
 
 
 def run_shard(

@@ -38,11 +38,13 @@ OutputOpt = Annotated[
                       callback=_not_empty)
 ]
 # The level every command takes: convert and shard weigh each warning they print (a file not copied, a loader that
-# cannot read the output, a name kept apart, ...) as `warn`; a write they cannot do is exit 2, never 1.
+# cannot read the output, a name kept apart, ...) as `warn`; a write they cannot do is exit 2, and a --dry-run
+# that foresees it exit 1 (an error, whatever the level).
 WriteFailOnOpt = Annotated[
     str | None,
     typer.Option("--fail-on", help="Exit 1 (once written) when a warning was printed and this is info or warn; "
-                 "error never fails (a failed write is exit 2).", show_default=False),
+                 "error fails only a --dry-run whose write would be refused, as any level does (a failed write is "
+                 "exit 2).", show_default=False),
 ]
 DtypeOpt = Annotated[
     str | None, typer.Option("--dtype", help="Cast floating tensors to fp16, bf16 or fp32 (integer/bool untouched).")

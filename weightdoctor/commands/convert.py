@@ -56,11 +56,12 @@ def convert(
     tokenizer files. Tied tensors keep one copy. Every tensor written is re-read and compared with the
     source (--no-verify skips it); the output appears whole or not at all, and the input is never touched.
 
-    Exit codes: 0 written (and verified); 1 written, with a warning printed and --fail-on info or warn; 2 unsafe
-    or unreadable input, bad usage, or an output that cannot be written (nothing half-written is left).
+    Exit codes: 0 written (and verified); 1 written, with a warning printed and --fail-on info or warn, or a
+    --dry-run that finds the write would be refused; 2 unsafe or unreadable input, bad usage, or an output that
+    cannot be written (nothing half-written is left).
     """
     from weightdoctor.checkpoint import open_checkpoint
-    from weightdoctor.convert import ConvertResult, plan_convert, run_convert
+    from weightdoctor.convert import dry_run_convert, plan_convert, run_convert
     from weightdoctor.errors import choose
     from weightdoctor.findings import SEVERITIES, writer_exit_code
     from weightdoctor.render import console
@@ -76,7 +77,7 @@ def convert(
         plan = plan_convert(checkpoint, output, to=to, dtype=target, keep_fp32=keep_fp32, renames=renames,
                             metadata=extra)
         if dry_run:
-            result = ConvertResult(plan=plan, write=None, dry_run=True)
+            result = dry_run_convert(plan, force=force)
         else:
             with terminate_as_interrupt(), console.progress(plan.total_bytes, "converting") as advance:
                 result = run_convert(checkpoint, plan, force=force, verify=not no_verify,
@@ -92,5 +93,7 @@ def convert(
         from weightdoctor.render.convert import render_convert
 
         render_convert(result, console.stdout)
-    if writer_exit_code(plan.warnings, fail_on):
+    # A dry run that finds the write would be refused is a check that failed (as `plan-devices --map`): exit 1
+    # without --fail-on too.
+    if result.would_refuse or writer_exit_code(plan.warnings, fail_on):
         raise typer.Exit(1)

@@ -60,15 +60,16 @@ def shard(
     already sharded source; --max 0 or --single merges into one file. Config and tokenizer files of a
     model folder are copied beside the shards. The folder is built aside and swapped in whole.
 
-    Exit codes: 0 written (and verified); 1 written, with a warning printed and --fail-on info or warn; 2 unsafe
-    or unreadable input, bad usage, or an output that cannot be written (nothing half-written is left).
+    Exit codes: 0 written (and verified); 1 written, with a warning printed and --fail-on info or warn, or a
+    --dry-run that finds the write would be refused; 2 unsafe or unreadable input, bad usage, or an output that
+    cannot be written (nothing half-written is left).
     """
     from weightdoctor.checkpoint import open_checkpoint
     from weightdoctor.errors import UsageError, choose
     from weightdoctor.findings import SEVERITIES, writer_exit_code
     from weightdoctor.render import console
     from weightdoctor.rewrite import parse_dtype, parse_metadata
-    from weightdoctor.shard import ShardResult, plan_shard, run_shard
+    from weightdoctor.shard import dry_run_shard, plan_shard, run_shard
 
     if single and max_size not in (None, "0"):
         raise UsageError("--single and --max disagree; give one of them")
@@ -90,7 +91,7 @@ def shard(
         plan = plan_shard(checkpoint, output, max_size=None if single else max_size, fmt=fmt, dtype=target,
                           keep_fp32=keep_fp32, renames=renames, metadata=extra, key=key)
         if dry_run:
-            result = ShardResult(plan=plan, write=None, dry_run=True)
+            result = dry_run_shard(plan, force=force)
         else:
             with terminate_as_interrupt(), console.progress(plan.total_bytes, "sharding") as advance:
                 result = run_shard(checkpoint, plan, force=force, verify=not no_verify,
@@ -106,5 +107,7 @@ def shard(
         from weightdoctor.render.convert import render_shard
 
         render_shard(result, console.stdout)
-    if writer_exit_code(plan.warnings, fail_on):
+    # A dry run that finds the write would be refused is a check that failed (as `plan-devices --map`): exit 1
+    # without --fail-on too.
+    if result.would_refuse or writer_exit_code(plan.warnings, fail_on):
         raise typer.Exit(1)

@@ -69,6 +69,13 @@ def _panel(console: Console, title: str, rows: list[tuple[str, str]]) -> None:
     console.print(table)
 
 
+def _print_refusal(result: object, console: Console) -> None:
+    """A dry run's `would_refuse`, on a line of its own: a table cell crops a long path in its middle."""
+    refusal = getattr(result, "would_refuse", None)
+    if refusal:
+        console.print(f"[bold red]the write would be refused:[/] {escape(refusal)}", soft_wrap=True)
+
+
 def render_convert(result: object, console: Console) -> None:
     """Print a ConvertResult for people."""
     plan = result.plan  # type: ignore[attr-defined]
@@ -85,6 +92,7 @@ def render_convert(result: object, console: Console) -> None:
         rows.append(("index", plan.index))
     rows += _written_rows(result)
     _panel(console, f"{verb} {escape(str(plan.source))} → {escape(str(plan.output))}", rows)
+    _print_refusal(result, console)
 
 
 def render_shard(result: object, console: Console) -> None:
@@ -122,3 +130,4 @@ def render_shard(result: object, console: Console) -> None:
             soft_wrap=True,
         )
     _panel(console, "", _written_rows(result))
+    _print_refusal(result, console)

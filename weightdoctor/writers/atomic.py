@@ -371,11 +371,8 @@ def atomic_file(dest: Path, *, replace: bool = False) -> Iterator[Path]:
         OutputError: `dest` exists and `replace` is False, or the file cannot be written.
     """
     dest = named(dest)
+    refuse_existing_file(dest, replace=replace)
     try:
-        # What --force never replaces (a device, a folder) is said first: "pass --force" would not help there.
-        refuse_special(dest)
-        if (dest.exists() or dest.is_symlink()) and not replace:
-            raise OutputError("output exists; pass --force to replace it", path=str(dest))
         remove_stale_siblings(dest)
     except OSError as exc:  # a name of 256 bytes on the way (exists() lets ENAMETOOLONG through)
         raise output_error(exc, dest) from exc
@@ -411,6 +408,83 @@ def atomic_file(dest: Path, *, replace: bool = False) -> Iterator[Path]:
             raise output_error(exc, dest) from exc
     finally:
         remove_path(tmp)
+
+
+def refuse_existing_file(dest: Path, *, replace: bool) -> None:
+    """Refuse what `atomic_file` will not write over: a device, folder or link to one (never), or any existing
+    output unless `replace` (--force). Checked before anything is written, and by `--dry-run` (`write_refusal`).
+
+    Raises:
+        OutputError: naming `dest` and what is there.
+    """
+    try:
+        # What --force never replaces (a device, a folder) is said first: "pass --force" would not help there.
+        refuse_special(dest)
+        if (dest.exists() or dest.is_symlink()) and not replace:
+            raise OutputError("output exists; pass --force to replace it", path=str(dest))
+    except OSError as exc:  # a name of 256 bytes on the way (exists() lets ENAMETOOLONG through)
+        raise output_error(exc, dest) from exc
+
+
+def refuse_existing_folder(dest: Path, *, replace: bool) -> bool:
+    """Refuse what `StagingDir` will not swap a folder in for: an existing file or device (never), an existing
+    folder unless `replace` (--force), or one whose files cannot be removed. Checked before anything is written,
+    and by `--dry-run` (`write_refusal`). Returns whether `dest` exists (to be replaced).
+
+    Raises:
+        OutputError: naming `dest` and what is there.
+    """
+    try:
+        exists = dest.exists() or dest.is_symlink()
+    except OSError as exc:  # a name of 256 bytes on the way (exists() lets ENAMETOOLONG through)
+        raise output_error(exc, dest) from exc
+    if not exists:
+        return False
+    # A file (or a device) is never replaced by a folder, --force or not: said before "pass --force".
+    if not dest.is_dir():
+        raise OutputError("output exists and is not a folder", path=str(dest))
+    if not replace:
+        raise OutputError(f"output exists; pass --force to replace it, or choose a new path"
+                          f"{_folder_contents(dest)}", path=str(dest))
+    # Said before anything is written (and checked again before the swap): what is carried over is copied
+    # first, a mounted folder's files whole.
+    if (blocker := removal_blocker(dest)) is not None:
+        raise replace_error(None, dest, blocker)
+    return True
+
+
+def write_refusal(dest: Path, *, folder: bool, replace: bool) -> str | None:
+    """Why a write to `dest` would be refused before anything is written, as the one line the write would print
+    (`PATH: why`), or None when it would go ahead: what `--dry-run` says in place of writing.
+
+    Example:
+        >>> write_refusal(Path("/tmp"), folder=False, replace=True)
+        '/tmp: output exists and is a folder; give a file name'
+    """
+    dest = named(dest)
+    if folder:
+        with contextlib.suppress(OSError):
+            if dest.is_symlink() and dest.is_dir():
+                dest = Path(os.path.realpath(dest))  # as `StagingDir` writes into the folder a link names
+    try:
+        (refuse_existing_folder if folder else refuse_existing_file)(dest, replace=replace)
+    except OutputError as err:
+        return _as_foreseen(err)
+    # Where the output (a file, or a folder's staging sibling) is made: a single file's folder must exist (it is not
+    # made, as `cp` does not make it), and the first folder that exists must take new entries.
+    parent = Path(os.path.abspath(dest)).parent
+    if not folder and not os.path.isdir(parent):
+        return _as_foreseen(output_error(OSError(errno.ENOENT, os.strerror(errno.ENOENT)), dest))
+    while not os.path.exists(parent) and parent != parent.parent:
+        parent = parent.parent
+    if os.path.isdir(parent) and not os.access(parent, os.W_OK | os.X_OK):
+        return _as_foreseen(output_error(OSError(errno.EACCES, os.strerror(errno.EACCES)), dest))
+    return None
+
+
+def _as_foreseen(err: OutputError) -> str:
+    """The line a write refused with, for a write that has not happened: without "nothing was left behind"."""
+    return err.one_line().removesuffix("; nothing was left behind")
 
 
 def refuse_special(dest: Path) -> None:
@@ -549,20 +623,9 @@ class StagingDir:
     def __enter__(self) -> StagingDir:
         try:
             remove_stale_siblings(self.dest)
-            exists = self.dest.exists() or self.dest.is_symlink()
         except OSError as exc:  # a name of 256 bytes on the way (exists() lets ENAMETOOLONG through)
             raise output_error(exc, self.dest) from exc
-        if exists:
-            # A file (or a device) is never replaced by a folder, --force or not: said before "pass --force".
-            if not self.dest.is_dir():
-                raise OutputError("output exists and is not a folder", path=str(self.dest))
-            if not self.replace:
-                raise OutputError(f"output exists; pass --force to replace it, or choose a new path"
-                                  f"{_folder_contents(self.dest)}", path=str(self.dest))
-            # Said before anything is written (and checked again before the swap): what is carried over is copied
-            # first, a mounted folder's files whole.
-            if (blocker := removal_blocker(self.dest)) is not None:
-                raise replace_error(None, self.dest, blocker)
+        exists = refuse_existing_folder(self.dest, replace=self.replace)
         for parent in (self.dest.parent, *self.dest.parent.parents):
             if parent.exists() or parent.is_symlink():
                 if not parent.is_dir():
