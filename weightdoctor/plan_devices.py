@@ -36,7 +36,7 @@ from weightdoctor.wording import counted, plural
 if TYPE_CHECKING:
     import torch
 
-    from weightdoctor.checkpoint import Checkpoint
+    from weightdoctor.checkpoint import Checkpoint, TensorInfo
 
 STRATEGIES = ("auto", "balanced", "balanced_low_0", "sequential")
 # --dtype spelling -> (torch dtype name of the parameters, bytes per quantized Linear weight element or None)
@@ -427,6 +427,12 @@ def quantized_dtype(config: dict[str, Any] | None) -> tuple[str, str] | None:
     if found is None or _loads_dense(config):  # dequantized at load: the floating dtype, as a dense model
         return None
     method, bits = found
+    if method == "torchao" and bits is None:
+        # TorchAoConfig names no bits: its quantizer sizes each weight it quantizes at half a byte for a 4-bit
+        # torchao config, one byte for any other (`torchao_element_size`). It was planned dense at the floating
+        # dtype, "an upper bound" 2x / 4x the Linear weights from_pretrained places.
+        size = torchao_element_size(config)
+        return None if size is None else ("int4" if size == 0.5 else "int8", method)
     if method == "hqq":
         # transformers' HQQ quantizer keeps nn.Linear until each weight loads (`_hqq_dense_warning`): its planner
         # counts them at the floating dtype, and the map from_pretrained makes is that one.
@@ -436,6 +442,72 @@ def quantized_dtype(config: dict[str, Any] | None) -> tuple[str, str] | None:
     if bits == 8 and "fp8" not in method:
         return "int8", method
     return None
+
+
+def torchao_config_name(config: Mapping[str, Any] | None) -> str | None:
+    """The torchao config class a TorchAoConfig quantizes with, as transformers 5.25 saves it in config.json
+    (`quant_type: {"default": {"_type": "Int4WeightOnlyConfig", ...}}`), else None (no torchao config, or the string
+    quant_type older transformers saved, which 5.25 refuses to load).
+
+    Example:
+        >>> torchao_config_name({"quantization_config": {"quant_method": "torchao",
+        ...                      "quant_type": {"default": {"_type": "Int8WeightOnlyConfig", "_data": {}}}}})
+        'Int8WeightOnlyConfig'
+    """
+    settings = config_quantization_settings(config)
+    if settings is None or settings.get("quant_method") != "torchao":
+        return None
+    quant_type = settings.get("quant_type")
+    default = quant_type.get("default") if isinstance(quant_type, Mapping) else None
+    name = default.get("_type") if isinstance(default, Mapping) else None
+    return name if isinstance(name, str) and name else None
+
+
+def torchao_element_size(config: Mapping[str, Any] | None) -> float | None:
+    """Bytes a weight as transformers' torchao quantizer sizes the weights it quantizes while from_pretrained makes
+    its map (`TorchAoHfQuantizer.quantized_element_size`): 0.5 where the config class's name gives 4 bits before
+    "weight" (`_fuzzy_match_size`: Int4WeightOnlyConfig), 1 for every other (Int8WeightOnlyConfig,
+    Float8WeightOnlyConfig, Float8DynamicActivationFloat8WeightConfig, FqnToConfig); its scales and zero points are
+    not counted. None where the config is not a torchao one `torchao_config_name` reads.
+
+    Example:
+        >>> torchao_element_size({"quantization_config": {"quant_method": "torchao",
+        ...                       "quant_type": {"default": {"_type": "Int4WeightOnlyConfig"}}}})
+        0.5
+    """
+    name = torchao_config_name(config)
+    if name is None:
+        return None
+    match = re.search(r"(\d)weight", name.lower())
+    return 0.5 if match is not None and match.group(1) == "4" else 1.0
+
+
+def torchao_quantized_weights(model: torch.nn.Module, config: Mapping[str, Any] | None) -> set[str]:
+    """Names of the weights transformers' torchao quantizer counts at its element size, chosen as its
+    `param_needs_quantization` chooses them: the `weight` of every nn.Linear (subclasses too, not GPT-2's Conv1D),
+    and of every nn.Embedding where `include_input_output_embeddings` is set, whose name `should_convert_module`
+    accepts against `get_modules_to_not_convert` (the config's `modules_to_not_convert`, else the output embeddings
+    and tied modules; `_keep_in_fp32_modules`), the input and output embeddings taken back out of it with
+    `include_input_output_embeddings`.
+    """
+    import torch
+    from transformers.quantizers.base import HfQuantizer
+    from transformers.quantizers.quantizers_utils import should_convert_module
+
+    settings = config_quantization_settings(config) or {}
+    skip = settings.get("modules_to_not_convert")
+    skip = [name for name in skip if isinstance(name, str)] if isinstance(skip, list) else None
+    keep_fp32 = getattr(model, "_keep_in_fp32_modules", None)
+    not_convert = HfQuantizer.get_modules_to_not_convert(model, skip, list(keep_fp32) if keep_fp32 else None)
+    quantizable: tuple[type, ...] = (torch.nn.Linear,)
+    if settings.get("include_input_output_embeddings"):
+        quantizable = (torch.nn.Linear, torch.nn.Embedding)
+        embeddings = [getter() for getter in (getattr(model, "get_input_embeddings", None),
+                                              getattr(model, "get_output_embeddings", None)) if getter is not None]
+        names = [name for name, module in model.named_modules() if any(module is e for e in embeddings)]
+        not_convert = [name for name in not_convert if name not in names]
+    return {f"{name}.weight" for name, module in model.named_modules()
+            if name and isinstance(module, quantizable) and should_convert_module(f"{name}.weight", not_convert)}
 
 
 def quantized_float_label(config: dict[str, Any] | None) -> str | None:
@@ -465,6 +537,8 @@ def quantized_float_label(config: dict[str, Any] | None) -> str | None:
         return label if bits == 8 and settings.get("weights") == "float8" else None
     if method == "modelopt":
         return label if f"FP{bits}" in str(settings.get("quant_algo") or "").upper() else None
+    if method == "torchao":  # Float8WeightOnlyConfig, Float8DynamicActivationFloat8WeightConfig: float8 weights
+        return label if bits == 8 and (torchao_config_name(config) or "").startswith("Float8") else None
     groups = settings.get("config_groups")
     weights = [group.get("weights") for group in groups.values() if isinstance(group, dict)] \
         if isinstance(groups, dict) else []
@@ -1087,15 +1161,27 @@ def _size_config_quantization(planned: PlannedModel, checkpoint: Checkpoint, qua
         planned.warnings.append(f"Linear weights planned at {bits} bits, as transformers' planner sizes "
                                 f"bitsandbytes layers (their small quantization state not counted){kept}")
         return
+    if (size := torchao_element_size(planned.config)) is not None:
+        # transformers' torchao quantizer keeps nn.Linear while the map is made and sizes each weight it quantizes
+        # at its `quantized_element_size` (`torchao_element_size`), whatever the checkpoint stores beside it (the
+        # `_weight_qdata` with its `_weight_scale`, `_weight_zero_point`): from_pretrained places by those sizes,
+        # and so does this plan. The stored bytes would be a different map.
+        count = len(torchao_quantized_weights(planned.model, planned.config))
+        planned.warnings.append(
+            f"{counted(count, 'Linear weight')} planned at {bits} bits ({size:g} byte a weight), as transformers' "
+            f"planner sizes the weights its torchao quantizer quantizes ({torchao_config_name(planned.config)}; "
+            "their scales and zero points not counted, for which the quantizer keeps 10% of every budget free)")
+        return
     stored: dict[str, int] = {}
     children: dict[str, int] = {}
     quantized: set[str] = set()  # modules that store more than a plain weight: packed weights, scales, zero points
-    for info in unique_tensors(checkpoint.tensors):
+    by_name = {info.name: info for info in unique_tensors(checkpoint.tensors)}
+    for info in by_name.values():
         module, _, leaf = info.name.rpartition(".")
         if leaf.startswith("_") and module.endswith(".weight"):  # optimum-quanto: `weight._data`, `weight._scale`
             module = module.removesuffix(".weight")
         if leaf != "bias":
-            children[module] = children.get(module, 0) + info.nbytes
+            children[module] = children.get(module, 0) + _held_bytes(info, by_name, quantizer)
         if leaf not in ("weight", "bias"):
             quantized.add(module)
     linears = 0
@@ -1142,6 +1228,24 @@ def _size_config_quantization(planned: PlannedModel, checkpoint: Checkpoint, qua
     if not planned.quantizer_headroom:
         planned.warnings.append(f"the {quantizer} quantizer keeps no headroom in the budgets (bitsandbytes keeps "
                                 "10%): none is kept here")
+
+
+def _held_bytes(info: TensorInfo, by_name: Mapping[str, TensorInfo], quantizer: str) -> int:
+    """The bytes the quantizer's layer holds for a stored tensor while from_pretrained makes its map: its stored
+    bytes, but for compressed-tensors' packed zero points.
+
+    An asymmetric pack-quantized layer (W4A16_ASYM) stores `weight_zero_point` packed like its weights, int32
+    [out x bits / 32, groups]; the layer compressed-tensors builds before the weights load (apply_quantization_config,
+    then compress_model) holds it unpacked, one int8 a zero point at its `weight_scale`'s shape, and transformers'
+    planner counts that (compressed-tensors 0.20.1 measured: 256 bytes where the file stores 128 for a [256, 128]
+    layer of group 128), 4 / bits times the stored bytes.
+    """
+    module, _, leaf = info.name.rpartition(".")
+    scale = by_name.get(module + ".weight_scale")
+    if (quantizer == "compressed-tensors" and leaf == "weight_zero_point" and info.dtype == "int32"
+            and module + ".weight_packed" in by_name and scale is not None):
+        return scale.num_params
+    return info.nbytes
 
 
 # The quantizers whose layers transformers' planner sizes at what they hold before loading, which is what the
@@ -1277,6 +1381,15 @@ def _size_stored_layers(planned: PlannedModel, checkpoint: Checkpoint, method: s
         if not isinstance(weight, torch.nn.Parameter) or not weight.numel():
             continue
         size = held[name]
+        if method == "fbgemm_fp8":
+            # FbgemmFp8Linear.__init__ makes them at its own dtypes, whatever the model's or the file's: a float8
+            # `weight`, a float32 `weight_scale` [out, 1] and `input_scale_ub` [1] (a buffer save_pretrained does
+            # not store) and a float32 `bias` [out]. The bias was counted at the model's bf16 (half its bytes), the
+            # scale bound at nothing where the file does not store it.
+            bias = getattr(linears[name], "bias", None)
+            size = weight.numel() + weight.shape[0] * 4 + 4
+            if isinstance(bias, torch.nn.Parameter):
+                stored[f"{name}.bias"] = bias.numel() * 4
         if method == "fp_quant":
             # what its __init__ makes that the checkpoint does not store counts too, as transformers' planner
             # counts it
@@ -1289,17 +1402,20 @@ def _size_stored_layers(planned: PlannedModel, checkpoint: Checkpoint, method: s
         return False
     planned.stored_bytes = stored
     planned.quantizer_headroom = False
-    dense = sum(linears[key.removesuffix(".weight")].weight.numel() for key in stored) * itemsize
-    packed = sum(stored.values()) - placeholder_bytes
+    weights = [key for key in stored if key.endswith(".weight")]  # fbgemm_fp8's float32 biases are keyed too
+    dense = sum(linears[key.removesuffix(".weight")].weight.numel() for key in weights) * itemsize
+    packed = sum(stored[key] for key in weights) - placeholder_bytes
     planned.warnings.append(
-        f"the config quantizes the weights ({how or method}): the {counted(len(stored), 'quantized Linear layer')} of "
+        f"the config quantizes the weights ({how or method}): the {counted(len(weights), 'quantized Linear layer')} of "
         f"{len(linears)} are sized at the bytes the checkpoint stores for them ({format_bytes(packed, binary)} where "
         f"{planned.dtype} weights take {format_bytes(dense, binary)}), as transformers' planner sizes the quantizer's "
         "own layers that replace them; the rest at the floating dtype; its quantizer keeps no headroom in the budgets"
         + (f"; FP-Quant's layers also hold a weight and a dqweight at {planned.dtype} while from_pretrained makes its "
            f"map, which its planner counts ({format_bytes(placeholder_bytes, binary)} beside what the checkpoint "
            "stores, planned here as it places them) and its loader empties as the stored weights load"
-           if placeholder_bytes else ""))
+           if placeholder_bytes else "")
+        + ("; its FbgemmFp8Linear layers hold their weight_scale, input_scale_ub and bias in float32 whatever the "
+           "model's dtype, counted so" if method == "fbgemm_fp8" else ""))
     return True
 
 
@@ -1549,6 +1665,10 @@ def offload_refusing_quantizer(config: dict[str, Any] | None,
         return "HIGGS", "You are attempting to load a HIGGS model with a device_map that contains a CPU or disk device"
     if method == "hqq" and offloads:
         return "HQQ", "You are attempting to use an HQQ model with a device_map that contains a CPU or disk device"
+    if method == "torchao" and "disk" in values and len(values) > 1:
+        # pre-quantized (what a checkpoint with a torchao quantization_config is): disk beside other entries
+        return ("torchao", "You are attempting to perform disk offload with a pre-quantized torchao model This is "
+                "not supported yet")
     if method == "fp_quant" and (not settings.get("pseudoquantization") and len(values) > 1 and "cpu" in values
                                  or "disk" in values):
         return ("FP-Quant", "You are attempting to load a FPQuant model with a device_map that contains a CPU or "
@@ -1846,7 +1966,8 @@ class _SizeOverride:
 
     def __init__(self, model: torch.nn.Module, quantized_size: float | None = None, float_size: int | None = None,
                  stored_bytes: dict[str, int] | None = None, headroom: bool = True,
-                 skip_modules: list[str] | None = None, swapped: bool = False):
+                 skip_modules: list[str] | None = None, swapped: bool = False,
+                 quantized_weights: set[str] | None = None):
         self.quantized_size = quantized_size
         # the quantizer's own layers are in the model (BitNet): sizes as they are, its headroom kept
         self.keeps_headroom = headroom and (quantized_size is not None or swapped)
@@ -1856,7 +1977,9 @@ class _SizeOverride:
         self.headroom = headroom
         self._quantized: set[str] = set()
         if quantized_size is not None:
-            self._quantized = _bnb_quantized_weights(model, skip_modules)
+            # the weights its quantizer sizes at `quantized_size`: given (torchao's), else bitsandbytes' choice
+            self._quantized = (quantized_weights if quantized_weights is not None
+                               else _bnb_quantized_weights(model, skip_modules))
 
     def param_element_size(self, model: Any, name: str, param: torch.Tensor) -> float:
         import torch
@@ -1918,8 +2041,11 @@ def _new_sizer(planned: PlannedModel, dtype: str) -> _SizeOverride | None:
         if not planned.is_transformers:
             return None
         if dtype == planned.dtype:  # the checkpoint's own quantization, as its config sets it
+            torchao = torchao_element_size(planned.config) is not None
             return _SizeOverride(planned.model, quantized_size=quantized, stored_bytes=planned.stored_bytes,
-                                 headroom=planned.quantizer_headroom, skip_modules=bnb_skip_modules(planned.config))
+                                 headroom=planned.quantizer_headroom, skip_modules=bnb_skip_modules(planned.config),
+                                 quantized_weights=torchao_quantized_weights(planned.model, planned.config)
+                                 if torchao else None)
         return _SizeOverride(planned.model, quantized_size=quantized)
     if dtype == planned.dtype:
         if planned.stored_bytes:  # SpQR, VPTQ, ... layers at their stored bytes (`_size_stored_layers`)
@@ -3712,11 +3838,15 @@ def plan_devices(planned: PlannedModel, request: PlanRequest, source: str = "") 
     if planned.is_transformers and (refusing := offload_refusing_quantizer(planned.config, device_map)) is not None:
         # HIGGS', HQQ's and FP-Quant's validate_environment, which _get_device_map calls on the map it made, raise
         # on it whatever the machine: the map is no load, and offloading further (--cpu, --disk) is refused alike.
+        # torchao's refuses disk only (beside other devices): the GPUs and the CPU together load
+        disk_only = refusing[0] == "torchao"
         findings.append(Finding(
             "error", "quantizer-refuses-offload", None,
             f"from_pretrained raises on this map: transformers' {refusing[0]} quantizer refuses a device map holding "
-            f"cpu or disk (ValueError: \"{refusing[1]}\"); it loads with every module on the GPUs"))
-        suggestions = [s for s in suggestions if s.change not in ("cpu", "disk")]
+            + (f"disk beside other devices (ValueError: \"{refusing[1]}\"); it loads with every module on the GPUs "
+               "and the CPU" if disk_only else
+               f"cpu or disk (ValueError: \"{refusing[1]}\"); it loads with every module on the GPUs")))
+        suggestions = [s for s in suggestions if s.change not in (("disk",) if disk_only else ("cpu", "disk"))]
         if verdict in ("needs-cpu-offload", "needs-disk-offload"):
             verdict = "does-not-fit"
     kept_fp32 = keep_in_fp32_warning(planned, device_map, tensor_sizes, unplaced, request.binary_units)
