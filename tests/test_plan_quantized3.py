@@ -338,3 +338,58 @@ def test_compressed_tensors_matches_its_quantizer_where_installed(tmp_path: Path
     total = int(compute_module_sizes(model, quantizer)[0][""])
     code, data = run_json("plan-devices", str(folder), "--gpu", "1GB")
     assert code == 0 and data["weights_bytes"] + data["buffers_bytes"] == total, (data["weights_bytes"], total)
+
+
+def test_a_config_only_spqr_source_is_planned_from_its_config_shapes(tmp_path: Path) -> None:
+    """SpQRConfig.shapes gives each layer's element counts, and transformers builds spqr_quant's QuantizedLinear from
+    them (create_placehodler: int64 dense_weights, int32 row_offsets / col_vals / in_perm): a config.json alone is
+    planned as the folder with its weights, where it was planned dense at fp16 as "an upper bound" (2.3x)."""
+    from tests.test_plan_quantized2 import _HeldLayer
+    from tests.test_third_party_layouts27 import _spqr
+
+    folder = _spqr(tmp_path / "spqr")
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    (alone / "config.json").write_text((folder / "config.json").read_text())
+    config = json.loads((folder / "config.json").read_text())
+    model = _meta_model(config)  # the oracle: each layer holding the tensors create_placehodler makes
+    dtypes = {"dense_weights": torch.int64, "row_offsets": torch.int32, "col_vals": torch.int32,
+              "in_perm": torch.int32}
+    layers: dict[str, dict[str, tuple[tuple[int, ...], torch.dtype]]] = {}
+    for key, count in config["quantization_config"]["shapes"].items():
+        layer, _, leaf = key.removesuffix(".shape").rpartition(".")
+        layers.setdefault(layer, {})[leaf] = ((count,), dtypes[leaf])
+    for layer, held in layers.items():
+        parent, _, child = layer.rpartition(".")
+        setattr(model.get_submodule(parent), child, _HeldLayer(held))
+    sizes = _sizes(model)
+    budgets: dict[int | str, int] = {0: int(sizes[""] * 0.4), 1: int(sizes[""] * 0.4), "cpu": 10 * sizes[""]}
+    expected = _from_pretrained_map(model, budgets)
+    for source in (alone, folder):
+        code, data = run_json("plan-devices", str(source), "--gpu", f"{budgets[0]}B", "--gpu", f"{budgets[1]}B",
+                              "--cpu", f"{budgets['cpu']}B")
+        assert code == 0 and data["weights_bytes"] + data["buffers_bytes"] == sizes[""], data
+        placed = {key: (int(value) if str(value).isdigit() else value) for key, value in data["device_map"].items()}
+        assert placed == expected, (source, placed, expected)
+    said = " ".join(" ".join(data["warnings"]).split())
+    assert "upper bound" not in said and "sized at the bytes the checkpoint stores for them" in said, said
+    code, data = run_json("plan-devices", str(alone), "--gpu", "1GB")
+    said = " ".join(" ".join(data["warnings"]).split())
+    assert "upper bound" not in said and "are sized from the shapes its config gives (SpQRConfig.shapes" in said, said
+
+
+def test_a_config_only_vptq_source_says_plainly_its_plan_is_a_bound(tmp_path: Path) -> None:
+    """VPTQ's VQuantLinear works its tensors' shapes out in the vptq package from settings the config gives only in
+    part: a config alone is planned dense, and the warning says why it is only a bound."""
+    from tests.test_third_party_layouts27 import _vptq
+
+    folder = _vptq(tmp_path / "vptq")
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    (alone / "config.json").write_text((folder / "config.json").read_text())
+    model = _meta_model(json.loads((folder / "config.json").read_text()))
+    code, data = run_json("plan-devices", str(alone), "--gpu", "1GB")
+    assert code == 0 and data["weights_bytes"] + data["buffers_bytes"] == _sizes(model)[""], data
+    assert ("the config quantizes the weights (vptq): planned at the floating dtype, which over-sizes the Linear "
+            "weights its quantizer keeps packed; the plan is an upper bound: no weights were read to size its packed "
+            "layers from, and its config alone does not give their sizes") in data["warnings"], data["warnings"]

@@ -877,8 +877,12 @@ def build_planned_model(
         elif found is not None:
             # AQLM (2 bits a weight), 2- and 3-bit GPTQ, torchao: no int8 / int4 to plan them as.
             words = found[0] + (f", {found[1]}-bit" if found[1] else "")
+            # A config alone (VPTQ, AQLM, ...): its packed layers' sizes are the weights', which were not read.
+            unread = (": no weights were read to size its packed layers from, and its config alone does not give "
+                      "their sizes" if not checkpoint.tensors and found[0] in _STORED_SIZED else "")
             warnings.append(f"the config quantizes the weights ({words}): planned at the floating dtype, which "
-                            "over-sizes the Linear weights its quantizer keeps packed; the plan is an upper bound")
+                            f"over-sizes the Linear weights its quantizer keeps packed; the plan is an upper bound"
+                            + unread)
     from weightdoctor.quantized import transformers_refuses_quantization
 
     if (refused := transformers_refuses_quantization(checkpoint.config)) is not None:
@@ -1270,12 +1274,38 @@ def _stored_sized_method(checkpoint: Checkpoint) -> str | None:
     from weightdoctor.quantized import quantization_of
 
     found = quantization_of(checkpoint.config)
-    if found is None or found[0] not in _STORED_SIZED or not checkpoint.tensors or _loads_dense(checkpoint.config):
+    if found is None or found[0] not in _STORED_SIZED or _loads_dense(checkpoint.config):
         return None
+    if not checkpoint.tensors and not (found[0] == "spqr" and _spqr_config_shapes(checkpoint.config)):
+        return None  # nothing to size from: SpQR's config alone gives its layers' sizes (`_spqr_config_shapes`)
     takes = _STORED_SIZED[found[0]]
     if takes is not None and default_dtype(checkpoint) not in takes:
         return None  # from_pretrained raises on this dtype (update_dtype): planned as before
     return found[0]
+
+
+# spqr_quant's QuantizedLinear.create_placehodler, which transformers' replace_with_spqr_linear builds each layer
+# with from SpQRConfig.shapes (`<layer>.<leaf>.shape`: the element count): its tensors' element sizes.
+_SPQR_LEAF_BYTES = {"dense_weights": 8, "row_offsets": 4, "col_vals": 4, "in_perm": 4}
+
+
+def _spqr_config_shapes(config: Mapping[str, Any] | None) -> dict[str, dict[str, int]]:
+    """{layer: {leaf: elements}} for each layer an SpQR config's `shapes` gives all four tensors of, else empty.
+
+    Example:
+        >>> _spqr_config_shapes({"quantization_config": {"quant_method": "spqr", "shapes": {
+        ...     "l.dense_weights.shape": 64, "l.row_offsets.shape": 9, "l.col_vals.shape": 3, "l.in_perm.shape": 8}}})
+        {'l': {'dense_weights': 64, 'row_offsets': 9, 'col_vals': 3, 'in_perm': 8}}
+    """
+    settings = config_quantization_settings(config) or {}
+    shapes = settings.get("shapes") if settings.get("quant_method") == "spqr" else None
+    layers: dict[str, dict[str, int]] = {}
+    for key, value in (shapes.items() if isinstance(shapes, Mapping) else ()):
+        layer, _, leaf = str(key).removesuffix(".shape").rpartition(".")
+        if key.endswith(".shape") and leaf in _SPQR_LEAF_BYTES and isinstance(value, int) \
+                and not isinstance(value, bool) and value >= 0:
+            layers.setdefault(layer, {})[leaf] = value
+    return {layer: leaves for layer, leaves in layers.items() if set(leaves) == set(_SPQR_LEAF_BYTES)}
 
 
 # HQQLinear's stored tensors beside its packed `W_q` (HQQLinear.state_dict: the scales and zero points, and the
@@ -1369,6 +1399,14 @@ def _size_stored_layers(planned: PlannedModel, checkpoint: Checkpoint, method: s
             continue
         held[owner] = held.get(owner, 0) + info.nbytes
         leaves.setdefault(owner, set()).add(leaf)
+    # A config-only SpQR source: its layers as QuantizedLinear.create_placehodler builds them from the config's
+    # shapes, which is all from_pretrained's planner sees of them too (it was planned dense, "an upper bound").
+    from_config = not checkpoint.tensors and method == "spqr"
+    if from_config:
+        for layer, counts in _spqr_config_shapes(planned.config).items():
+            if layer in linears:
+                held[layer] = sum(count * _SPQR_LEAF_BYTES[leaf] for leaf, count in counts.items())
+                leaves[layer] = set(counts)
     quantized = {name for name, names in leaves.items() if names != {"weight"}}
     if method == "fbgemm_fp8":  # its layers keep a float8 `weight` beside `weight_scale`: packed by its dtype
         quantized = {name for name in quantized if "weight_scale" in leaves[name]}
@@ -1407,7 +1445,11 @@ def _size_stored_layers(planned: PlannedModel, checkpoint: Checkpoint, method: s
     packed = sum(stored[key] for key in weights) - placeholder_bytes
     planned.warnings.append(
         f"the config quantizes the weights ({how or method}): the {counted(len(weights), 'quantized Linear layer')} of "
-        f"{len(linears)} are sized at the bytes the checkpoint stores for them ({format_bytes(packed, binary)} where "
+        f"{len(linears)} are sized "
+        + ("from the shapes its config gives (SpQRConfig.shapes, which spqr_quant's QuantizedLinear is built from: "
+           "int64 dense_weights, int32 row_offsets, col_vals and in_perm; no weights were read)" if from_config
+           else "at the bytes the checkpoint stores for them")
+        + f" ({format_bytes(packed, binary)} where "
         f"{planned.dtype} weights take {format_bytes(dense, binary)}), as transformers' planner sizes the quantizer's "
         "own layers that replace them; the rest at the floating dtype; its quantizer keeps no headroom in the budgets"
         + (f"; FP-Quant's layers also hold a weight and a dqweight at {planned.dtype} while from_pretrained makes its "
