@@ -128,6 +128,15 @@ def test_torchao_is_planned_as_its_quantizer_sizes_it(tmp_path: Path, monkeypatc
     assert data["dtype"] == {"int4": "int4", "int8": "int8", "float8": "float8_e4m3fn"}[kind], data["dtype"]
     said = " ".join(" ".join(data["warnings"]).split())
     assert "upper bound" not in said, said
+    # inspect: the weights the qdata stand for (the dense model's count), the bytes the file holds
+    from safetensors import safe_open
+
+    with safe_open(str(folder / "model.safetensors"), "pt") as stored:
+        names = list(stored.keys())  # safe_open is no mapping: its names are keys()
+        stored_bytes = sum(stored.get_tensor(name).nbytes for name in names)
+    code, inspected = run_json("inspect", str(folder))
+    assert inspected["quantized"]["parameters"] == sum(p.numel() for p in model.parameters()), inspected["quantized"]
+    assert inspected["total_bytes"] == stored_bytes, (inspected["total_bytes"], stored_bytes)
     quantized = sum(1 for name, module in model.named_modules()
                     if quantizer.param_needs_quantization(model, f"{name}.weight") and hasattr(module, "weight"))
     size = "0.5" if kind == "int4" else "1"
