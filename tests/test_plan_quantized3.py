@@ -1,15 +1,20 @@
 """plan-devices on quantized checkpoints, round 3: torchao (int4 / int8 weight-only, float8), fbgemm_fp8 with biases,
-compressed-tensors (W4A16, W8A8, FP8, NVFP4, 2:4 sparse), config-only SpQR / VPTQ.
+compressed-tensors (W4A16, W4A16_ASYM, FP8, NVFP4), config-only SpQR / VPTQ.
 
 Found: a torchao checkpoint (transformers' TorchAoConfig, safetensors flattened as `_weight_qdata` / `_weight_scale`)
 was planned dense at bf16, "an upper bound", where from_pretrained's planner sizes each Linear weight its torchao
 quantizer quantizes at `quantized_element_size` (0.5 byte for a 4-bit config, 1 for the others) and keeps 10% of every
 budget free: 2.6x (int4) / 1.7x the bytes, and a map that offloads what from_pretrained keeps on the GPUs.
-fbgemm_fp8's FbgemmFp8Linear holds a float32 bias and input_scale_ub the plan counted at bf16 / not at all.
+fbgemm_fp8's FbgemmFp8Linear holds a float32 bias and input_scale_ub the plan counted at bf16 / not at all. An
+asymmetric W4A16 layer's packed `weight_zero_point` was counted at its stored bytes, where the module compressed-tensors
+builds holds it unpacked (one int8 a scale). A config.json alone of an SpQR model was planned dense, though its
+`shapes` give every layer's tensors.
 
 The oracles are transformers' own: `_get_device_map` with its TorchAoHfQuantizer (torchao, not installed here, stubbed
-only for the names the quantizer imports: the config class, whose name is what sizes the weights, and FqnToConfig), or
-a meta model holding transformers' own FbgemmFp8Linear layers.
+only for the names the quantizer imports: the config class, whose name is what sizes the weights, and FqnToConfig), a
+meta model holding transformers' own FbgemmFp8Linear layers, the stored tensors (with the zero point as compressed-
+tensors 0.20.1 holds it, measured with its CompressedTensorsHfQuantizer; that check reruns where it is installed), and
+SpQR's config shapes at create_placehodler's dtypes.
 """
 
 from __future__ import annotations
