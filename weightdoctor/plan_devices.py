@@ -36,7 +36,7 @@ from weightdoctor.wording import counted, plural
 if TYPE_CHECKING:
     import torch
 
-    from weightdoctor.checkpoint import Checkpoint
+    from weightdoctor.checkpoint import Checkpoint, TensorInfo
 
 STRATEGIES = ("auto", "balanced", "balanced_low_0", "sequential")
 # --dtype spelling -> (torch dtype name of the parameters, bytes per quantized Linear weight element or None)
@@ -427,6 +427,12 @@ def quantized_dtype(config: dict[str, Any] | None) -> tuple[str, str] | None:
     if found is None or _loads_dense(config):  # dequantized at load: the floating dtype, as a dense model
         return None
     method, bits = found
+    if method == "torchao" and bits is None:
+        # TorchAoConfig names no bits: its quantizer sizes each weight it quantizes at half a byte for a 4-bit
+        # torchao config, one byte for any other (`torchao_element_size`). It was planned dense at the floating
+        # dtype, "an upper bound" 2x / 4x the Linear weights from_pretrained places.
+        size = torchao_element_size(config)
+        return None if size is None else ("int4" if size == 0.5 else "int8", method)
     if method == "hqq":
         # transformers' HQQ quantizer keeps nn.Linear until each weight loads (`_hqq_dense_warning`): its planner
         # counts them at the floating dtype, and the map from_pretrained makes is that one.
@@ -436,6 +442,72 @@ def quantized_dtype(config: dict[str, Any] | None) -> tuple[str, str] | None:
     if bits == 8 and "fp8" not in method:
         return "int8", method
     return None
+
+
+def torchao_config_name(config: Mapping[str, Any] | None) -> str | None:
+    """The torchao config class a TorchAoConfig quantizes with, as transformers 5.25 saves it in config.json
+    (`quant_type: {"default": {"_type": "Int4WeightOnlyConfig", ...}}`), else None (no torchao config, or the string
+    quant_type older transformers saved, which 5.25 refuses to load).
+
+    Example:
+        >>> torchao_config_name({"quantization_config": {"quant_method": "torchao",
+        ...                      "quant_type": {"default": {"_type": "Int8WeightOnlyConfig", "_data": {}}}}})
+        'Int8WeightOnlyConfig'
+    """
+    settings = config_quantization_settings(config)
+    if settings is None or settings.get("quant_method") != "torchao":
+        return None
+    quant_type = settings.get("quant_type")
+    default = quant_type.get("default") if isinstance(quant_type, Mapping) else None
+    name = default.get("_type") if isinstance(default, Mapping) else None
+    return name if isinstance(name, str) and name else None
+
+
+def torchao_element_size(config: Mapping[str, Any] | None) -> float | None:
+    """Bytes a weight as transformers' torchao quantizer sizes the weights it quantizes while from_pretrained makes
+    its map (`TorchAoHfQuantizer.quantized_element_size`): 0.5 where the config class's name gives 4 bits before
+    "weight" (`_fuzzy_match_size`: Int4WeightOnlyConfig), 1 for every other (Int8WeightOnlyConfig,
+    Float8WeightOnlyConfig, Float8DynamicActivationFloat8WeightConfig, FqnToConfig); its scales and zero points are
+    not counted. None where the config is not a torchao one `torchao_config_name` reads.
+
+    Example:
+        >>> torchao_element_size({"quantization_config": {"quant_method": "torchao",
+        ...                       "quant_type": {"default": {"_type": "Int4WeightOnlyConfig"}}}})
+        0.5
+    """
+    name = torchao_config_name(config)
+    if name is None:
+        return None
+    match = re.search(r"(\d)weight", name.lower())
+    return 0.5 if match is not None and match.group(1) == "4" else 1.0
+
+
+def torchao_quantized_weights(model: torch.nn.Module, config: Mapping[str, Any] | None) -> set[str]:
+    """Names of the weights transformers' torchao quantizer counts at its element size, chosen as its
+    `param_needs_quantization` chooses them: the `weight` of every nn.Linear (subclasses too, not GPT-2's Conv1D),
+    and of every nn.Embedding where `include_input_output_embeddings` is set, whose name `should_convert_module`
+    accepts against `get_modules_to_not_convert` (the config's `modules_to_not_convert`, else the output embeddings
+    and tied modules; `_keep_in_fp32_modules`), the input and output embeddings taken back out of it with
+    `include_input_output_embeddings`.
+    """
+    import torch
+    from transformers.quantizers.base import HfQuantizer
+    from transformers.quantizers.quantizers_utils import should_convert_module
+
+    settings = config_quantization_settings(config) or {}
+    skip = settings.get("modules_to_not_convert")
+    skip = [name for name in skip if isinstance(name, str)] if isinstance(skip, list) else None
+    keep_fp32 = getattr(model, "_keep_in_fp32_modules", None)
+    not_convert = HfQuantizer.get_modules_to_not_convert(model, skip, list(keep_fp32) if keep_fp32 else None)
+    quantizable: tuple[type, ...] = (torch.nn.Linear,)
+    if settings.get("include_input_output_embeddings"):
+        quantizable = (torch.nn.Linear, torch.nn.Embedding)
+        embeddings = [getter() for getter in (getattr(model, "get_input_embeddings", None),
+                                              getattr(model, "get_output_embeddings", None)) if getter is not None]
+        names = [name for name, module in model.named_modules() if any(module is e for e in embeddings)]
+        not_convert = [name for name in not_convert if name not in names]
+    return {f"{name}.weight" for name, module in model.named_modules()
+            if name and isinstance(module, quantizable) and should_convert_module(f"{name}.weight", not_convert)}
 
 
 def quantized_float_label(config: dict[str, Any] | None) -> str | None:
@@ -465,6 +537,8 @@ def quantized_float_label(config: dict[str, Any] | None) -> str | None:
         return label if bits == 8 and settings.get("weights") == "float8" else None
     if method == "modelopt":
         return label if f"FP{bits}" in str(settings.get("quant_algo") or "").upper() else None
+    if method == "torchao":  # Float8WeightOnlyConfig, Float8DynamicActivationFloat8WeightConfig: float8 weights
+        return label if bits == 8 and (torchao_config_name(config) or "").startswith("Float8") else None
     groups = settings.get("config_groups")
     weights = [group.get("weights") for group in groups.values() if isinstance(group, dict)] \
         if isinstance(groups, dict) else []
@@ -803,8 +877,12 @@ def build_planned_model(
         elif found is not None:
             # AQLM (2 bits a weight), 2- and 3-bit GPTQ, torchao: no int8 / int4 to plan them as.
             words = found[0] + (f", {found[1]}-bit" if found[1] else "")
+            # A config alone (VPTQ, AQLM, ...): its packed layers' sizes are the weights', which were not read.
+            unread = (": no weights were read to size its packed layers from, and its config alone does not give "
+                      "their sizes" if not checkpoint.tensors and found[0] in _STORED_SIZED else "")
             warnings.append(f"the config quantizes the weights ({words}): planned at the floating dtype, which "
-                            "over-sizes the Linear weights its quantizer keeps packed; the plan is an upper bound")
+                            f"over-sizes the Linear weights its quantizer keeps packed; the plan is an upper bound"
+                            + unread)
     from weightdoctor.quantized import transformers_refuses_quantization
 
     if (refused := transformers_refuses_quantization(checkpoint.config)) is not None:
@@ -1087,15 +1165,27 @@ def _size_config_quantization(planned: PlannedModel, checkpoint: Checkpoint, qua
         planned.warnings.append(f"Linear weights planned at {bits} bits, as transformers' planner sizes "
                                 f"bitsandbytes layers (their small quantization state not counted){kept}")
         return
+    if (size := torchao_element_size(planned.config)) is not None:
+        # transformers' torchao quantizer keeps nn.Linear while the map is made and sizes each weight it quantizes
+        # at its `quantized_element_size` (`torchao_element_size`), whatever the checkpoint stores beside it (the
+        # `_weight_qdata` with its `_weight_scale`, `_weight_zero_point`): from_pretrained places by those sizes,
+        # and so does this plan. The stored bytes would be a different map.
+        count = len(torchao_quantized_weights(planned.model, planned.config))
+        planned.warnings.append(
+            f"{counted(count, 'Linear weight')} planned at {bits} bits ({size:g} byte a weight), as transformers' "
+            f"planner sizes the weights its torchao quantizer quantizes ({torchao_config_name(planned.config)}; "
+            "their scales and zero points not counted, for which the quantizer keeps 10% of every budget free)")
+        return
     stored: dict[str, int] = {}
     children: dict[str, int] = {}
     quantized: set[str] = set()  # modules that store more than a plain weight: packed weights, scales, zero points
-    for info in unique_tensors(checkpoint.tensors):
+    by_name = {info.name: info for info in unique_tensors(checkpoint.tensors)}
+    for info in by_name.values():
         module, _, leaf = info.name.rpartition(".")
         if leaf.startswith("_") and module.endswith(".weight"):  # optimum-quanto: `weight._data`, `weight._scale`
             module = module.removesuffix(".weight")
         if leaf != "bias":
-            children[module] = children.get(module, 0) + info.nbytes
+            children[module] = children.get(module, 0) + _held_bytes(info, by_name, quantizer)
         if leaf not in ("weight", "bias"):
             quantized.add(module)
     linears = 0
@@ -1144,6 +1234,24 @@ def _size_config_quantization(planned: PlannedModel, checkpoint: Checkpoint, qua
                                 "10%): none is kept here")
 
 
+def _held_bytes(info: TensorInfo, by_name: Mapping[str, TensorInfo], quantizer: str) -> int:
+    """The bytes the quantizer's layer holds for a stored tensor while from_pretrained makes its map: its stored
+    bytes, but for compressed-tensors' packed zero points.
+
+    An asymmetric pack-quantized layer (W4A16_ASYM) stores `weight_zero_point` packed like its weights, int32
+    [out x bits / 32, groups]; the layer compressed-tensors builds before the weights load (apply_quantization_config,
+    then compress_model) holds it unpacked, one int8 a zero point at its `weight_scale`'s shape, and transformers'
+    planner counts that (compressed-tensors 0.20.1 measured: 256 bytes where the file stores 128 for a [256, 128]
+    layer of group 128), 4 / bits times the stored bytes.
+    """
+    module, _, leaf = info.name.rpartition(".")
+    scale = by_name.get(module + ".weight_scale")
+    if (quantizer == "compressed-tensors" and leaf == "weight_zero_point" and info.dtype == "int32"
+            and module + ".weight_packed" in by_name and scale is not None):
+        return scale.num_params
+    return info.nbytes
+
+
 # The quantizers whose layers transformers' planner sizes at what they hold before loading, which is what the
 # checkpoint stores for them: the replaced module (spqr_quant's QuantizedLinear, vptq's VQuantLinear, aqlm's
 # QuantizedLinear, transformers' HiggsLinear, FbgemmFp8Linear) registers exactly the packed tensors a checkpoint
@@ -1166,12 +1274,38 @@ def _stored_sized_method(checkpoint: Checkpoint) -> str | None:
     from weightdoctor.quantized import quantization_of
 
     found = quantization_of(checkpoint.config)
-    if found is None or found[0] not in _STORED_SIZED or not checkpoint.tensors or _loads_dense(checkpoint.config):
+    if found is None or found[0] not in _STORED_SIZED or _loads_dense(checkpoint.config):
         return None
+    if not checkpoint.tensors and not (found[0] == "spqr" and _spqr_config_shapes(checkpoint.config)):
+        return None  # nothing to size from: SpQR's config alone gives its layers' sizes (`_spqr_config_shapes`)
     takes = _STORED_SIZED[found[0]]
     if takes is not None and default_dtype(checkpoint) not in takes:
         return None  # from_pretrained raises on this dtype (update_dtype): planned as before
     return found[0]
+
+
+# spqr_quant's QuantizedLinear.create_placehodler, which transformers' replace_with_spqr_linear builds each layer
+# with from SpQRConfig.shapes (`<layer>.<leaf>.shape`: the element count): its tensors' element sizes.
+_SPQR_LEAF_BYTES = {"dense_weights": 8, "row_offsets": 4, "col_vals": 4, "in_perm": 4}
+
+
+def _spqr_config_shapes(config: Mapping[str, Any] | None) -> dict[str, dict[str, int]]:
+    """{layer: {leaf: elements}} for each layer an SpQR config's `shapes` gives all four tensors of, else empty.
+
+    Example:
+        >>> _spqr_config_shapes({"quantization_config": {"quant_method": "spqr", "shapes": {
+        ...     "l.dense_weights.shape": 64, "l.row_offsets.shape": 9, "l.col_vals.shape": 3, "l.in_perm.shape": 8}}})
+        {'l': {'dense_weights': 64, 'row_offsets': 9, 'col_vals': 3, 'in_perm': 8}}
+    """
+    settings = config_quantization_settings(config) or {}
+    shapes = settings.get("shapes") if settings.get("quant_method") == "spqr" else None
+    layers: dict[str, dict[str, int]] = {}
+    for key, value in (shapes.items() if isinstance(shapes, Mapping) else ()):
+        layer, _, leaf = str(key).removesuffix(".shape").rpartition(".")
+        if key.endswith(".shape") and leaf in _SPQR_LEAF_BYTES and isinstance(value, int) \
+                and not isinstance(value, bool) and value >= 0:
+            layers.setdefault(layer, {})[leaf] = value
+    return {layer: leaves for layer, leaves in layers.items() if set(leaves) == set(_SPQR_LEAF_BYTES)}
 
 
 # HQQLinear's stored tensors beside its packed `W_q` (HQQLinear.state_dict: the scales and zero points, and the
@@ -1265,6 +1399,14 @@ def _size_stored_layers(planned: PlannedModel, checkpoint: Checkpoint, method: s
             continue
         held[owner] = held.get(owner, 0) + info.nbytes
         leaves.setdefault(owner, set()).add(leaf)
+    # A config-only SpQR source: its layers as QuantizedLinear.create_placehodler builds them from the config's
+    # shapes, which is all from_pretrained's planner sees of them too (it was planned dense, "an upper bound").
+    from_config = not checkpoint.tensors and method == "spqr"
+    if from_config:
+        for layer, counts in _spqr_config_shapes(planned.config).items():
+            if layer in linears:
+                held[layer] = sum(count * _SPQR_LEAF_BYTES[leaf] for leaf, count in counts.items())
+                leaves[layer] = set(counts)
     quantized = {name for name, names in leaves.items() if names != {"weight"}}
     if method == "fbgemm_fp8":  # its layers keep a float8 `weight` beside `weight_scale`: packed by its dtype
         quantized = {name for name in quantized if "weight_scale" in leaves[name]}
@@ -1277,6 +1419,15 @@ def _size_stored_layers(planned: PlannedModel, checkpoint: Checkpoint, method: s
         if not isinstance(weight, torch.nn.Parameter) or not weight.numel():
             continue
         size = held[name]
+        if method == "fbgemm_fp8":
+            # FbgemmFp8Linear.__init__ makes them at its own dtypes, whatever the model's or the file's: a float8
+            # `weight`, a float32 `weight_scale` [out, 1] and `input_scale_ub` [1] (a buffer save_pretrained does
+            # not store) and a float32 `bias` [out]. The bias was counted at the model's bf16 (half its bytes), the
+            # scale bound at nothing where the file does not store it.
+            bias = getattr(linears[name], "bias", None)
+            size = weight.numel() + weight.shape[0] * 4 + 4
+            if isinstance(bias, torch.nn.Parameter):
+                stored[f"{name}.bias"] = bias.numel() * 4
         if method == "fp_quant":
             # what its __init__ makes that the checkpoint does not store counts too, as transformers' planner
             # counts it
@@ -1289,17 +1440,24 @@ def _size_stored_layers(planned: PlannedModel, checkpoint: Checkpoint, method: s
         return False
     planned.stored_bytes = stored
     planned.quantizer_headroom = False
-    dense = sum(linears[key.removesuffix(".weight")].weight.numel() for key in stored) * itemsize
-    packed = sum(stored.values()) - placeholder_bytes
+    weights = [key for key in stored if key.endswith(".weight")]  # fbgemm_fp8's float32 biases are keyed too
+    dense = sum(linears[key.removesuffix(".weight")].weight.numel() for key in weights) * itemsize
+    packed = sum(stored[key] for key in weights) - placeholder_bytes
     planned.warnings.append(
-        f"the config quantizes the weights ({how or method}): the {counted(len(stored), 'quantized Linear layer')} of "
-        f"{len(linears)} are sized at the bytes the checkpoint stores for them ({format_bytes(packed, binary)} where "
+        f"the config quantizes the weights ({how or method}): the {counted(len(weights), 'quantized Linear layer')} of "
+        f"{len(linears)} are sized "
+        + ("from the shapes its config gives (SpQRConfig.shapes, which spqr_quant's QuantizedLinear is built from: "
+           "int64 dense_weights, int32 row_offsets, col_vals and in_perm; no weights were read)" if from_config
+           else "at the bytes the checkpoint stores for them")
+        + f" ({format_bytes(packed, binary)} where "
         f"{planned.dtype} weights take {format_bytes(dense, binary)}), as transformers' planner sizes the quantizer's "
         "own layers that replace them; the rest at the floating dtype; its quantizer keeps no headroom in the budgets"
         + (f"; FP-Quant's layers also hold a weight and a dqweight at {planned.dtype} while from_pretrained makes its "
            f"map, which its planner counts ({format_bytes(placeholder_bytes, binary)} beside what the checkpoint "
            "stores, planned here as it places them) and its loader empties as the stored weights load"
-           if placeholder_bytes else ""))
+           if placeholder_bytes else "")
+        + ("; its FbgemmFp8Linear layers hold their weight_scale, input_scale_ub and bias in float32 whatever the "
+           "model's dtype, counted so" if method == "fbgemm_fp8" else ""))
     return True
 
 
@@ -1549,6 +1707,10 @@ def offload_refusing_quantizer(config: dict[str, Any] | None,
         return "HIGGS", "You are attempting to load a HIGGS model with a device_map that contains a CPU or disk device"
     if method == "hqq" and offloads:
         return "HQQ", "You are attempting to use an HQQ model with a device_map that contains a CPU or disk device"
+    if method == "torchao" and "disk" in values and len(values) > 1:
+        # pre-quantized (what a checkpoint with a torchao quantization_config is): disk beside other entries
+        return ("torchao", "You are attempting to perform disk offload with a pre-quantized torchao model This is "
+                "not supported yet")
     if method == "fp_quant" and (not settings.get("pseudoquantization") and len(values) > 1 and "cpu" in values
                                  or "disk" in values):
         return ("FP-Quant", "You are attempting to load a FPQuant model with a device_map that contains a CPU or "
@@ -1846,7 +2008,8 @@ class _SizeOverride:
 
     def __init__(self, model: torch.nn.Module, quantized_size: float | None = None, float_size: int | None = None,
                  stored_bytes: dict[str, int] | None = None, headroom: bool = True,
-                 skip_modules: list[str] | None = None, swapped: bool = False):
+                 skip_modules: list[str] | None = None, swapped: bool = False,
+                 quantized_weights: set[str] | None = None):
         self.quantized_size = quantized_size
         # the quantizer's own layers are in the model (BitNet): sizes as they are, its headroom kept
         self.keeps_headroom = headroom and (quantized_size is not None or swapped)
@@ -1856,7 +2019,9 @@ class _SizeOverride:
         self.headroom = headroom
         self._quantized: set[str] = set()
         if quantized_size is not None:
-            self._quantized = _bnb_quantized_weights(model, skip_modules)
+            # the weights its quantizer sizes at `quantized_size`: given (torchao's), else bitsandbytes' choice
+            self._quantized = (quantized_weights if quantized_weights is not None
+                               else _bnb_quantized_weights(model, skip_modules))
 
     def param_element_size(self, model: Any, name: str, param: torch.Tensor) -> float:
         import torch
@@ -1918,8 +2083,11 @@ def _new_sizer(planned: PlannedModel, dtype: str) -> _SizeOverride | None:
         if not planned.is_transformers:
             return None
         if dtype == planned.dtype:  # the checkpoint's own quantization, as its config sets it
+            torchao = torchao_element_size(planned.config) is not None
             return _SizeOverride(planned.model, quantized_size=quantized, stored_bytes=planned.stored_bytes,
-                                 headroom=planned.quantizer_headroom, skip_modules=bnb_skip_modules(planned.config))
+                                 headroom=planned.quantizer_headroom, skip_modules=bnb_skip_modules(planned.config),
+                                 quantized_weights=torchao_quantized_weights(planned.model, planned.config)
+                                 if torchao else None)
         return _SizeOverride(planned.model, quantized_size=quantized)
     if dtype == planned.dtype:
         if planned.stored_bytes:  # SpQR, VPTQ, ... layers at their stored bytes (`_size_stored_layers`)
@@ -3712,11 +3880,15 @@ def plan_devices(planned: PlannedModel, request: PlanRequest, source: str = "") 
     if planned.is_transformers and (refusing := offload_refusing_quantizer(planned.config, device_map)) is not None:
         # HIGGS', HQQ's and FP-Quant's validate_environment, which _get_device_map calls on the map it made, raise
         # on it whatever the machine: the map is no load, and offloading further (--cpu, --disk) is refused alike.
+        # torchao's refuses disk only (beside other devices): the GPUs and the CPU together load
+        disk_only = refusing[0] == "torchao"
         findings.append(Finding(
             "error", "quantizer-refuses-offload", None,
             f"from_pretrained raises on this map: transformers' {refusing[0]} quantizer refuses a device map holding "
-            f"cpu or disk (ValueError: \"{refusing[1]}\"); it loads with every module on the GPUs"))
-        suggestions = [s for s in suggestions if s.change not in ("cpu", "disk")]
+            + (f"disk beside other devices (ValueError: \"{refusing[1]}\"); it loads with every module on the GPUs "
+               "and the CPU" if disk_only else
+               f"cpu or disk (ValueError: \"{refusing[1]}\"); it loads with every module on the GPUs")))
+        suggestions = [s for s in suggestions if s.change not in (("disk",) if disk_only else ("cpu", "disk"))]
         if verdict in ("needs-cpu-offload", "needs-disk-offload"):
             verdict = "does-not-fit"
     kept_fp32 = keep_in_fp32_warning(planned, device_map, tensor_sizes, unplaced, request.binary_units)
