@@ -1466,6 +1466,49 @@ def _diffusers_component(module: str) -> str | None:
     return next((prefix for prefix in _DIFFUSERS_LORA_COMPONENTS if module.startswith(prefix)), None)
 
 
+# transformers 5.6 flattened CLIPTextModel: its `text_model.` wrapper module is gone (embeddings, encoder and
+# final_layer_norm sit on the model; conversion_mapping.py's PrefixChange(prefix_to_remove="text_model") renames old
+# checkpoints as from_pretrained loads them), and save_pretrained writes its keys without it. diffusers' and kohya's
+# text-encoder LoRAs still name the modules under it (`text_encoder.text_model.encoder.layers.0.self_attn.q_proj`,
+# `lora_te_text_model_encoder_...`): against such a text encoder every pair was "targets ..., which B does not have"
+# and the note told to load it with peft's PeftModel. CLIPTextModelWithProjection keeps its `text_model`.
+_CLIP_TEXT_WRAPPER = "text_model."
+
+
+# Where loading such a LoRA into that text encoder stands (huggingface/diffusers issue #13984: the loader matches the
+# text encoder's module names against the LoRA's `text_model.` ones, finds no rank and raises IndexError).
+_FLATTENED_CLIP_TEXT_NOTE = (
+    "B is a CLIPTextModel saved by transformers 5.6 or later, which dropped the text_model. wrapper A's names keep "
+    "(A's text_model.encoder.layers.N is B's encoder.layers.N, as transformers renames old checkpoints), so its "
+    "modules are read without it; {loader} maps them onto such a text encoder only in a diffusers release that knows "
+    "the flattened class: older ones raise IndexError in load_lora_into_text_encoder (diffusers issue #13984)")
+
+
+def _flattened_clip_text(specs_b: Mapping[str, KeySpec]) -> bool:
+    """Whether B is a CLIPTextModel saved without its `text_model.` wrapper (transformers 5.6 and later)."""
+    return "final_layer_norm.weight" in specs_b and "embeddings.token_embedding.weight" in specs_b and not any(
+        name.startswith(_CLIP_TEXT_WRAPPER) for name in specs_b)
+
+
+def _in_component(module: str, component: str, specs_b: Mapping[str, KeySpec]) -> str | None:
+    """B's name for a diffusers-layout LoRA's `module` (under the pipeline's `component.`) when B is that component:
+    the name without the component's prefix, or, in a text encoder B saved without CLIP's `text_model.` wrapper,
+    without that too; None where B has neither.
+
+    Example:
+        >>> specs = {"encoder.layers.0.self_attn.q_proj.weight": KeySpec("", (8, 8), "float32")}
+        >>> _in_component("text_encoder.text_model.encoder.layers.0.self_attn.q_proj", "text_encoder.", specs)
+        'encoder.layers.0.self_attn.q_proj'
+    """
+    inner = module[len(component):]
+    if inner + ".weight" in specs_b:
+        return inner
+    if component.startswith("text_encoder") and inner.startswith(_CLIP_TEXT_WRAPPER) and (
+            inner[len(_CLIP_TEXT_WRAPPER):] + ".weight" in specs_b):
+        return inner[len(_CLIP_TEXT_WRAPPER):]
+    return None
+
+
 def _lora_fits(part: str, shape: tuple[int, ...], weight: tuple[int, ...], groups: int = 1) -> bool:
     """Whether a LoRA tensor of `shape` fits a base `weight` of that shape (Linear / Conv out×in..., GPT-2's
     Conv1D in×out, Embedding rows×dim). `groups`: a grouped convolution's (`_lora_groups`), whose weight holds
@@ -1662,7 +1705,7 @@ def adapter_fit(
     adalora = any(match["part"] == "lora_E" for _, match in pairs)
     components = set() if adalora else {component for _, match in pairs if not match["module"].startswith(_PEFT_WRAPPER)
                   and (component := _diffusers_component(module := _adapter_target(match["module"]))) is not None
-                  and module + ".weight" not in specs_b and module[len(component):] + ".weight" in specs_b}
+                  and module + ".weight" not in specs_b and _in_component(module, component, specs_b) is not None}
     # Nor is one with peft's adapter_config.json beside it (its peft_type): diffusers writes none, and a GPT-2 LoRA
     # with peft's wrapper renamed away against a GPT2Model was "a LoRA in diffusers' layout" too. Read only when a
     # component was found (the config is a file read).
@@ -1679,7 +1722,7 @@ def adapter_fit(
             module = module[:-len(".base_layer")]
         component = _diffusers_component(module) if components else None
         if component in components:
-            module = module[len(component):]
+            module = _in_component(module, component, specs_b) or module[len(component):]
         elif component is not None:
             whys[name] = ("adapter", "info", f"for the pipeline's {component[:-1]}, not B: diffusers' "
                           "load_lora_weights loads it there")
@@ -1919,6 +1962,9 @@ def adapter_fit(
         note = (f"A is a LoRA in diffusers' layout: {method} on {len(modules)} module(s) of the pipeline's {named} "
                 f"(B), {fitting} of them in B {checked}; {stores}: load it with the "
                 "pipeline's load_lora_weights(adapter), or fuse it (fuse_lora) before comparing whole checkpoints")
+        if any(component.startswith("text_encoder") for component in components) and _flattened_clip_text(specs_b):
+            note += "; " + _FLATTENED_CLIP_TEXT_NOTE.format(
+                loader="the pipeline's load_lora_weights (its load_lora_into_text_encoder)")
     else:
         note = (f"A is a PEFT adapter: {method} on {len(modules)} module(s), {fitting} of them in B {checked}; "
                 f"{stores}: load it with {loading(_fits_whole(modules, fitting, whys))}, "
@@ -2831,6 +2877,13 @@ def _kohya_adapter_fit(
                 and (mapped := _kohya_ldm_unet_to_diffusers(module)) is not None and mapped in flat}
         if unet:
             tables["lora_unet"] = {**flat, **unet}
+    # B a CLIPTextModel saved without its text_model. wrapper (`_flattened_clip_text`): the text encoders' modules,
+    # `lora_te_text_model_encoder_...`, are B's without it.
+    flattened = not ldm and _flattened_clip_text(specs_b)
+    if flattened:
+        unwrapped = {**flat, **{_CLIP_TEXT_WRAPPER.replace(".", "_") + module: name for module, name in flat.items()}}
+        for prefix in ("lora_te", "lora_te1", "lora_te2", "lora_te3"):
+            tables[prefix] = unwrapped
     found = {match["prefix"] for _, match in pairs if match["module"] in tables[match["prefix"]]}
     if not found:
         return _kohya_flux_onto_diffusers(pairs, specs_a, specs_b, missing)
@@ -2969,6 +3022,8 @@ def _kohya_adapter_fit(
     note = (f"A is {kind}: {method} on {len(modules)} module(s) of the {parts} ({where}), {fitting} of them in B "
             f"with shapes that fit; it stores no base weights: load it with {loaders}, which map its names to the "
             "modules")
+    if flattened and any(prefix.startswith("lora_te") for prefix in found):
+        note += "; " + _FLATTENED_CLIP_TEXT_NOTE.format(loader="diffusers' load_lora_weights")
     # Modules B has whose shapes A's tensors do not fit: the loaders above would fail on B (or skip the module).
     misfit = sum(1 for module, fits in modules.items() if not fits and f"{module}.weight" in specs_b)
     if misfit:

@@ -1,0 +1,117 @@
+"""A twenty-ninth round: third-party files no earlier round covered, run through the commands that apply:
+diffusers' and kohya's text-encoder LoRAs against a CLIPTextModel saved by transformers 5.6 or later (which dropped
+its `text_model.` wrapper: conversion_mapping.py's PrefixChange(prefix_to_remove="text_model"); diffusers issue
+#13984 for what its loader does then), LyCORIS LoHa / LoKr files with Tucker cores of two ranks against each other.
+
+diffusers is not installed here: its text-encoder LoRA layout (`text_encoder.text_model.encoder.layers.N.self_attn.
+q_proj.lora_A.weight`, rank × in, lora_B out × rank) is written out as save_lora_weights names it; kohya's
+(`lora_te_text_model_encoder_layers_N_self_attn_q_proj.lora_down.weight`, `alpha`) as sd-scripts' networks/lora.py
+names it. LyCORIS is not installed either: its Tucker layout is lycoris/modules/loha.py's and lokr.py's (use_tucker:
+hada_t1 / hada_t2 rank × rank × kh × kw, hada_w1_a rank × out ("out_dim, 1-mode"), hada_w1_b rank × in; lokr_t2
+rank × rank × kh × kw, lokr_w2_a rank × out / factor, lokr_w2_b rank × in / factor).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from tests.helpers import run_json
+
+_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "out_proj")
+
+
+def _clip_text_model(folder: Path, hidden: int = 32) -> Path:
+    """A tiny CLIPTextModel saved by the installed transformers (5.25: its keys have no `text_model.` prefix)."""
+    import transformers
+
+    torch.manual_seed(0)
+    config = transformers.CLIPTextConfig(vocab_size=100, hidden_size=hidden, intermediate_size=2 * hidden,
+                                         num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=16,
+                                         bos_token_id=0, eos_token_id=1, pad_token_id=1)
+    transformers.CLIPTextModel(config).save_pretrained(str(folder))
+    return folder
+
+
+def _diffusers_text_lora(path: Path, width: int = 32, rank: int = 4) -> Path:
+    generator = torch.Generator().manual_seed(29)
+    state = {}
+    for layer in range(2):
+        for proj in _PROJECTIONS:
+            module = f"text_encoder.text_model.encoder.layers.{layer}.self_attn.{proj}"
+            state[f"{module}.lora_A.weight"] = torch.randn(rank, width, generator=generator)
+            state[f"{module}.lora_B.weight"] = torch.zeros(width, rank)
+    save_file(state, str(path))
+    return path
+
+
+def _kohya_text_lora(path: Path, width: int = 32, rank: int = 4) -> Path:
+    generator = torch.Generator().manual_seed(29)
+    state = {}
+    for layer in range(2):
+        for proj in _PROJECTIONS:
+            module = f"lora_te_text_model_encoder_layers_{layer}_self_attn_{proj}"
+            state[f"{module}.lora_down.weight"] = torch.randn(rank, width, generator=generator)
+            state[f"{module}.lora_up.weight"] = torch.zeros(width, rank)
+            state[f"{module}.alpha"] = torch.tensor(float(rank))
+    save_file(state, str(path))
+    return path
+
+
+def test_a_text_encoder_lora_against_a_clip_text_model_saved_without_its_wrapper(tmp_path: Path) -> None:
+    """A diffusers text-encoder LoRA against the CLIPTextModel it adapts, saved by transformers 5.25: each pair was
+    an error ("targets text_encoder.text_model.encoder..., which B does not have") and the note told to load it with
+    peft's PeftModel.from_pretrained, which the file is not for; a kohya one, "unknown: these weights will not load"
+    on every key. Each pair is now checked against B's module without the wrapper, and the note names diffusers'
+    loader and what it does with such a text encoder."""
+    clip = _clip_text_model(tmp_path / "text_encoder")
+    from safetensors import safe_open
+
+    with safe_open(str(clip / "model.safetensors"), "pt") as saved:
+        assert not any(name.startswith("text_model.") for name in saved.keys())  # noqa: SIM118 (safe_open)
+    cases = ((_diffusers_text_lora(tmp_path / "pytorch_lora_weights.safetensors"),
+              "text_encoder.text_model.encoder.layers.1.self_attn.v_proj.lora_A.weight",
+              "the pipeline's load_lora_weights (its load_lora_into_text_encoder)", 16),
+             (_kohya_text_lora(tmp_path / "kohya.safetensors"),
+              "lora_te_text_model_encoder_layers_1_self_attn_v_proj.lora_down.weight", "diffusers' load_lora_weights",
+              24))
+    for lora, key, loader, count in cases:
+        code, data = run_json("diff-keys", str(lora), str(clip))
+        assert code == 0 and data["worst_severity"] == "info", data
+        details = {issue["name"]: (issue["reason"], issue["detail"]) for issue in data["unexpected"]}
+        assert len(details) == count and {reason for reason, _ in details.values()} == {"adapter"}
+        assert details[key] == ("adapter", "LoRA on encoder.layers.1.self_attn.v_proj.weight")
+        assert {issue["reason"] for issue in data["missing"]} == {"adapter-base"}
+        note = data["notes"][-1]
+        assert "PeftModel" not in note and "8 module(s) of the" in note and "8 of them in B with shapes that fit" in note
+        assert f"{loader} maps them onto such a text encoder only in a diffusers release that knows the flattened " \
+            "class: older ones raise IndexError in load_lora_into_text_encoder (diffusers issue #13984)" in note
+        assert "B is a CLIPTextModel saved by transformers 5.6 or later" in note
+
+
+def test_a_text_encoder_lora_for_another_width_against_a_flattened_clip_text_model_is_an_error(
+        tmp_path: Path) -> None:
+    """The check is a real one: a LoRA made for a 48-wide text encoder against this 32-wide one is an error on the
+    pairs whose shapes do not fit, and the wrapper note is not given to a CLIPTextModelWithProjection (which keeps
+    `text_model.`)."""
+    clip = _clip_text_model(tmp_path / "text_encoder")
+    for lora in (_diffusers_text_lora(tmp_path / "wide.safetensors", width=48),
+                 _kohya_text_lora(tmp_path / "wide_kohya.safetensors", width=48)):
+        code, data = run_json("diff-keys", str(lora), str(clip))
+        assert code == 1 and data["worst_severity"] == "error"
+        errors = [issue for issue in data["unexpected"] if issue["severity"] == "error"]
+        assert len(errors) >= 16 and all("does not fit encoder.layers." in issue["detail"] for issue in errors), errors
+
+    import transformers
+
+    projected = tmp_path / "text_encoder_2"
+    config = transformers.CLIPTextConfig(vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                         num_attention_heads=4, max_position_embeddings=16, projection_dim=16,
+                                         bos_token_id=0, eos_token_id=1, pad_token_id=1)
+    transformers.CLIPTextModelWithProjection(config).save_pretrained(str(projected))
+    code, data = run_json("diff-keys", str(_diffusers_text_lora(tmp_path / "a.safetensors")), str(projected))
+    assert code == 0 and data["worst_severity"] == "info"
+    assert data["notes"][-1].endswith("load it with the pipeline's load_lora_weights(adapter), or fuse it (fuse_lora) "
+                                      "before comparing whole checkpoints"), data["notes"]
