@@ -85,7 +85,8 @@ def test_a_text_encoder_lora_against_a_clip_text_model_saved_without_its_wrapper
         assert details[key] == ("adapter", "LoRA on encoder.layers.1.self_attn.v_proj.weight")
         assert {issue["reason"] for issue in data["missing"]} == {"adapter-base"}
         note = data["notes"][-1]
-        assert "PeftModel" not in note and "8 module(s) of the" in note and "8 of them in B with shapes that fit" in note
+        assert "PeftModel" not in note and "8 module(s) of the" in note
+        assert "8 of them in B with shapes that fit" in note
         assert f"{loader} maps them onto such a text encoder only in a diffusers release that knows the flattened " \
             "class: older ones raise IndexError in load_lora_into_text_encoder (diffusers issue #13984)" in note
         assert "B is a CLIPTextModel saved by transformers 5.6 or later" in note
@@ -115,3 +116,97 @@ def test_a_text_encoder_lora_for_another_width_against_a_flattened_clip_text_mod
     assert code == 0 and data["worst_severity"] == "info"
     assert data["notes"][-1].endswith("load it with the pipeline's load_lora_weights(adapter), or fuse it (fuse_lora) "
                                       "before comparing whole checkpoints"), data["notes"]
+
+
+_CONV = "lora_unet_down_blocks_0_resnets_0_conv1"
+_LINEAR = "lora_unet_down_blocks_0_attentions_0_proj_in"
+
+
+def _tucker_loha(path: Path, rank: int, width_out: int = 32) -> Path:
+    """LyCORIS LoHa under kohya's names: Tucker-decomposed on a 3×3 conv (16 → width_out), plain on a Linear."""
+    generator = torch.Generator().manual_seed(rank)
+    state = {}
+    for n in (1, 2):
+        state[f"{_CONV}.hada_t{n}"] = torch.randn(rank, rank, 3, 3, generator=generator)
+        state[f"{_CONV}.hada_w{n}_a"] = torch.randn(rank, width_out, generator=generator)
+        state[f"{_CONV}.hada_w{n}_b"] = torch.randn(rank, 16, generator=generator)
+        state[f"{_LINEAR}.hada_w{n}_a"] = torch.randn(32, rank, generator=generator)
+        state[f"{_LINEAR}.hada_w{n}_b"] = torch.randn(rank, 32, generator=generator)
+    state[f"{_CONV}.alpha"], state[f"{_LINEAR}.alpha"] = torch.tensor(float(rank)), torch.tensor(float(rank))
+    save_file(state, str(path))
+    return path
+
+
+def _tucker_lokr(path: Path, rank: int) -> Path:
+    """LyCORIS LoKr on a 3×3 conv (16 → 32 channels): lokr_w1 4×4 ⊗ a Tucker-decomposed w2 (8 out, 4 in × 3×3)."""
+    generator = torch.Generator().manual_seed(rank)
+    save_file({f"{_CONV}.lokr_w1": torch.randn(4, 4, generator=generator),
+               f"{_CONV}.lokr_t2": torch.randn(rank, rank, 3, 3, generator=generator),
+               f"{_CONV}.lokr_w2_a": torch.randn(rank, 8, generator=generator),
+               f"{_CONV}.lokr_w2_b": torch.randn(rank, 4, generator=generator),
+               f"{_CONV}.alpha": torch.tensor(float(rank))}, str(path))
+    return path
+
+
+def test_two_tucker_loha_and_lokr_files_of_another_rank_say_the_ranks(tmp_path: Path) -> None:
+    """Two LoHa files trained with use_tucker at dim 4 and 8: the conv's keys read "shape: 4×32 in A, 8×32 in B"
+    (the rank read from hada_w1_a's second axis, the conv's width under Tucker) and the cores' "4×4×3×3 in A,
+    8×8×3×3 in B", with a note that the files are "not two of one size"; the plain Linear's beside them read
+    "LoRA rank 4 in A, 8 in B". Every factor and core now says its rank, and the note counts both modules."""
+    code, data = run_json("diff-keys", str(_tucker_loha(tmp_path / "dim4.safetensors", 4)),
+                          str(_tucker_loha(tmp_path / "dim8.safetensors", 8)))
+    assert code == 1
+    details = {issue["name"]: (issue["reason"], issue["detail"]) for issue in data["mismatched"]}
+    assert len(details) == 10 and {reason for reason, _ in details.values()} == {"lora-rank"}, details
+    assert details[f"{_CONV}.hada_w1_a"] == ("lora-rank", "4×32 in A, 8×32 in B: LoRA rank 4 in A, 8 in B")
+    assert details[f"{_CONV}.hada_t2"] == ("lora-rank", "4×4×3×3 in A, 8×8×3×3 in B: LoRA rank 4 in A, 8 in B")
+    assert details[f"{_CONV}.hada_w2_b"] == ("lora-rank", "4×16 in A, 8×16 in B: LoRA rank 4 in A, 8 in B")
+    assert data["notes"][0].startswith("2 LoRA modules differ in rank only") and len(data["notes"]) == 1, data["notes"]
+
+    code, data = run_json("diff-keys", str(_tucker_lokr(tmp_path / "lokr4.safetensors", 4)),
+                          str(_tucker_lokr(tmp_path / "lokr8.safetensors", 8)))
+    details = {issue["name"]: (issue["reason"], issue["detail"]) for issue in data["mismatched"]}
+    assert details == {
+        f"{_CONV}.lokr_t2": ("lora-rank", "4×4×3×3 in A, 8×8×3×3 in B: LoRA rank 4 in A, 8 in B"),
+        f"{_CONV}.lokr_w2_a": ("lora-rank", "4×8 in A, 8×8 in B: LoRA rank 4 in A, 8 in B"),
+        f"{_CONV}.lokr_w2_b": ("lora-rank", "4×4 in A, 8×4 in B: LoRA rank 4 in A, 8 in B")}
+    assert data["notes"][0].startswith("1 LoRA module differs in rank only"), data["notes"]
+
+
+def test_a_tucker_loha_for_another_width_is_not_called_another_rank(tmp_path: Path) -> None:
+    """The rank is read only where nothing else differs: a Tucker LoHa of another rank whose conv writes 64 channels,
+    not 32, is a shape difference on that conv's `_a` factors, not "another rank"."""
+    code, data = run_json("diff-keys", str(_tucker_loha(tmp_path / "dim4.safetensors", 4)),
+                          str(_tucker_loha(tmp_path / "wide8.safetensors", 8, width_out=64)))
+    details = {issue["name"]: issue["reason"] for issue in data["mismatched"]}
+    assert details[f"{_CONV}.hada_w1_a"] == details[f"{_CONV}.hada_w2_a"] == "shape", details
+    assert details[f"{_LINEAR}.hada_w1_a"] == "lora-rank"
+
+
+def test_two_peft_loha_adapters_with_effective_conv2d_of_another_rank_say_the_ranks(tmp_path: Path) -> None:
+    """peft's LoHa saves the same Tucker layout (use_effective_conv2d: hada_t1 r × r × 3 × 3, hada_w1_a r × out):
+    two adapters of r=4 and r=8 saved by the real peft read the conv's six keys as "shape", now as another rank."""
+    import peft
+
+    class ConvAndLinear(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = torch.nn.Conv2d(16, 32, 3)
+            self.lin = torch.nn.Linear(32, 32)
+
+    folders = []
+    for rank in (4, 8):
+        torch.manual_seed(0)
+        model = peft.get_peft_model(ConvAndLinear(), peft.LoHaConfig(
+            r=rank, target_modules=["conv", "lin"], use_effective_conv2d=True, init_weights=False))
+        model.save_pretrained(str(tmp_path / f"loha{rank}"))
+        folders.append(str(tmp_path / f"loha{rank}"))
+    code, data = run_json("diff-keys", *folders)
+    assert code == 1
+    details = {issue["name"]: (issue["reason"], issue["detail"]) for issue in data["mismatched"]}
+    assert details["base_model.model.conv.hada_w1_a"] == (
+        "lora-rank", "4×32 in A, 8×32 in B: LoRA rank 4 in A, 8 in B")
+    assert details["base_model.model.conv.hada_t1"] == (
+        "lora-rank", "4×4×3×3 in A, 8×8×3×3 in B: LoRA rank 4 in A, 8 in B")
+    assert len(details) == 10 and {reason for reason, _ in details.values()} == {"lora-rank"}
+    assert data["notes"][0].startswith("2 LoRA modules differ in rank only"), data["notes"]

@@ -4349,11 +4349,39 @@ def new_head_detail(name: str, shape: Sequence[int]) -> str:
 # lora_embedding_A (rank × rows) / lora_embedding_B (dim × rank), diffusers' old attention processors' lora.down /
 # lora.up. LoHa's and LoKr's low-rank factors too (LyCORIS' under kohya's names, peft's): hada_w1_a / lokr_w1_a out
 # × rank, hada_w1_b / lokr_w1_b rank × in (two LoHa files of another network_dim were "from_pretrained raises on
-# them unless ignore_mismatched_sizes=True", which loads neither).
+# them unless ignore_mismatched_sizes=True", which loads neither). With LyCORIS' Tucker decomposition (use_tucker, a
+# convolution's hada_t1 / hada_t2 / lokr_t2 core, rank × rank × kernel) the `_a` factor is rank × out, its rank the
+# first axis (lycoris/modules/loha.py, lokr.py): two Tucker LoHa files of another dim were "the architecture differs".
 _LORA_FACTOR = _lazy_regex(r"[._](?:lora_(down|up)|lora_([AB])|lora\.(down|up))(?:\.[^.]+)?\.weight$"
                            r"|[._]lora_embedding_([AB])(?:\.[^.]+)?$"
-                           r"|\.(?:hada|lokr)_w[12]_([ab])(?:\.[^.]+)?$")
+                           r"|\.(?:hada|lokr)_w[12]_([ab])(?:\.[^.]+)?$"
+                           r"|\.(hada_t[12]|lokr_t2)(?:\.[^.]+)?$")
 _LORA_PARTNER = {"down": "up", "up": "down", "A": "B", "B": "A", "a": "b", "b": "a"}
+# The Tucker core beside a LoHa / LoKr pair (`hada_w1_` → `hada_t1`), whose presence makes the pair's `_a` rank × out.
+_TUCKER_CORE = {"hada_w1_": "hada_t1", "hada_w2_": "hada_t2", "lokr_w2_": "lokr_t2"}
+
+
+def _tucker_ranks(name: str, start: int, factor: str, shape_a: tuple[int, ...], shape_b: tuple[int, ...],
+                  specs_a: Mapping[str, KeySpec] | None,
+                  specs_b: Mapping[str, KeySpec] | None) -> tuple[int, int] | None | bool:
+    """(A's rank, B's rank) for a LyCORIS Tucker core or the factor of a Tucker-decomposed pair whose shapes differ
+    in rank alone; None where they differ otherwise; False where `name` is no Tucker part (the plain reading applies).
+    A core is rank × rank × kernel; a pair's factors beside one are rank × out and rank × in, each rank first."""
+    if factor in _TUCKER_CORE.values():
+        same_rest = shape_a[2:] == shape_b[2:] and shape_a[0] == shape_a[1] and shape_b[0] == shape_b[1]
+        return (shape_a[0], shape_b[0]) if same_rest and shape_a[0] != shape_b[0] else None
+    stem = name[start - len("hada_w1_"):start]
+    core = _TUCKER_CORE.get(stem)
+    if core is None or specs_a is None or specs_b is None:
+        return False
+    core_name = name[:start - len(stem)] + core + name[start + 1:]  # peft's `.default` suffix kept
+    core_a, core_b = specs_a.get(core_name), specs_b.get(core_name)
+    if core_a is None or core_b is None:
+        return False
+    if shape_a[1:] != shape_b[1:] or shape_a[0] == shape_b[0] or core_a.shape[:1] != shape_a[:1] or \
+            core_b.shape[:1] != shape_b[:1]:
+        return None
+    return shape_a[0], shape_b[0]
 
 
 def _lora_ranks(name: str, shape_a: tuple[int, ...], shape_b: tuple[int, ...],
@@ -4371,6 +4399,10 @@ def _lora_ranks(name: str, shape_a: tuple[int, ...], shape_b: tuple[int, ...],
         return None
     group = match.lastindex or 0  # the one factor group that matched is the last
     factor = match[group]
+    if factor not in _LORA_PARTNER or factor in ("a", "b"):
+        tucker = _tucker_ranks(name, match.start(group), factor, shape_a, shape_b, specs_a, specs_b)
+        if tucker is not False:
+            return tucker
     axis = 0 if factor in ("down", "A", "b") else 1
     rank_a, rank_b = shape_a[axis], shape_b[axis]
     if rank_a == rank_b or shape_a[:axis] + shape_a[axis + 1:] != shape_b[:axis] + shape_b[axis + 1:]:
