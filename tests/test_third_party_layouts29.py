@@ -210,3 +210,77 @@ def test_two_peft_loha_adapters_with_effective_conv2d_of_another_rank_say_the_ra
         "lora-rank", "4×4×3×3 in A, 8×8×3×3 in B: LoRA rank 4 in A, 8 in B")
     assert len(details) == 10 and {reason for reason, _ in details.values()} == {"lora-rank"}
     assert data["notes"][0].startswith("2 LoRA modules differ in rank only"), data["notes"]
+
+
+# LoRAAttnAddedKVProcessor (diffusers' attention_processor.py, its first LoRA processors): to_q_lora, add_k_proj_lora
+# and add_v_proj_lora (LoRALinearLayer(cross_attention_dim or hidden_size, hidden_size, rank)), to_k_lora, to_v_lora,
+# to_out_lora; saved by save_attn_procs under `<attn>.processor.`. Its UNet's added-KV attention (UnCLIP's,
+# DeepFloyd IF's) holds to_q / to_k / to_v / add_k_proj / add_v_proj / to_out.0.
+_ADDED_KV_ATTENTIONS = ("down_blocks.1.attentions.0", "mid_block.attentions.0")
+
+
+def _added_kv_lora(path: Path, added: int = 24, hidden: int = 32, rank: int = 4) -> Path:
+    generator = torch.Generator().manual_seed(2)
+    state = {}
+    for attention in _ADDED_KV_ATTENTIONS:
+        for proj in ("to_q", "add_k_proj", "add_v_proj", "to_k", "to_v", "to_out"):
+            width_in = added if proj.startswith("add_") else hidden
+            name = f"{attention}.processor.{proj}_lora"
+            state[f"{name}.down.weight"] = torch.randn(rank, width_in, generator=generator) / rank
+            state[f"{name}.up.weight"] = torch.zeros(hidden, rank)
+    torch.save(state, path)
+    return path
+
+
+def _added_kv_unet(folder: Path, added: int = 24, hidden: int = 32) -> Path:
+    import json
+
+    generator = torch.Generator().manual_seed(0)
+    state = {}
+    for attention in _ADDED_KV_ATTENTIONS:
+        for proj in ("to_q", "to_k", "to_v", "add_k_proj", "add_v_proj", "to_out.0"):
+            width_in = added if proj.startswith("add_") else hidden
+            state[f"{attention}.{proj}.weight"] = torch.randn(hidden, width_in, generator=generator)
+            state[f"{attention}.{proj}.bias"] = torch.zeros(hidden)
+    folder.mkdir()
+    save_file(state, str(folder / "diffusion_pytorch_model.safetensors"))
+    (folder / "config.json").write_text(json.dumps({"_class_name": "UNet2DConditionModel",
+                                                    "_diffusers_version": "0.14.0"}))
+    return folder
+
+
+def test_an_added_kv_attention_processor_lora_is_checked_against_add_k_proj(tmp_path: Path) -> None:
+    """save_attn_procs' pytorch_lora_weights.bin of a UNet with added-KV attention against that UNet: each
+    add_k_proj_lora / add_v_proj_lora key read "saved for ...add_k_proj_lora.down.weight, which B does not have", 8
+    errors. Each is now the LoRA on B's add_k_proj / add_v_proj, its shape checked, a warning (diffusers' loaders since
+    the PEFT backend leave these pairs out), and the note says so."""
+    lora = _added_kv_lora(tmp_path / "pytorch_lora_weights.bin")
+    code, data = run_json("diff-keys", str(lora), str(_added_kv_unet(tmp_path / "unet")))
+    assert code == 0 and data["worst_severity"] == "warn", data
+    details = {issue["name"]: (issue["reason"], issue["severity"], issue["detail"]) for issue in data["unexpected"]}
+    assert details["mid_block.attentions.0.processor.add_v_proj_lora.up.weight"] == (
+        "adapter", "warn", "LoRA on mid_block.attentions.0.add_v_proj.weight (LoRAAttnAddedKVProcessor's added key / "
+        "value projection), which diffusers' current loaders leave out: they do not rename add_v_proj_lora")
+    assert details["down_blocks.1.attentions.0.processor.to_k_lora.down.weight"] == (
+        "adapter", "info", "LoRA on down_blocks.1.attentions.0.to_k.weight")
+    assert sum(severity == "warn" for _, severity, _ in details.values()) == 8
+    assert {issue["reason"] for issue in data["missing"]} == {"adapter-base"}
+    note = data["notes"][-1]
+    assert "LoRA (rank 4) on 8 module(s) of the pipeline's unet (B), 8 of them in B with shapes that fit" in note
+    assert ("its LoRAAttnAddedKVProcessor pairs (add_k_proj_lora / add_v_proj_lora) are on 4 added key / value "
+            "projections of B's, 4 of them with shapes that fit, but diffusers' loaders since its PEFT backend leave "
+            "them out") in note
+
+
+def test_an_added_kv_lora_for_another_added_width_is_an_error(tmp_path: Path) -> None:
+    """The check is a real one: pairs made for a 16-wide added condition against a UNet whose add_k_proj reads 24
+    are errors naming the shapes."""
+    lora = _added_kv_lora(tmp_path / "pytorch_lora_weights.bin", added=16)
+    code, data = run_json("diff-keys", str(lora), str(_added_kv_unet(tmp_path / "unet")))
+    assert code == 1 and data["worst_severity"] == "error"
+    details = {issue["name"]: issue["detail"] for issue in data["unexpected"] if issue["severity"] == "error"}
+    assert details == {f"{attention}.processor.{proj}_lora.down.weight": (
+        f"4×16 does not fit {attention}.{proj}.weight (32×24 in B): an adapter for another model size")
+        for attention in _ADDED_KV_ATTENTIONS for proj in ("add_k_proj", "add_v_proj")}
+    assert "2 of them with shapes that fit" not in data["notes"][-1] and "0 of them with shapes that fit" in \
+        data["notes"][-1]

@@ -1377,6 +1377,45 @@ _DIFFUSERS_LORA_COMPONENTS = ("transformer.", "unet.", "text_encoder.", "text_en
 _DIFFUSERS_OLD_LORA = _lazy_regex(
     r"^(?P<module>.+?)(?:\.processor)?\.(?P<proj>to_q|to_k|to_v|to_out)_lora\.(?P<part>down|up)\.weight$")
 _DIFFUSERS_OLD_TEXT_PROJ = {"to_q": "q_proj", "to_k": "k_proj", "to_v": "v_proj", "to_out": "out_proj"}
+# LoRAAttnAddedKVProcessor's pairs on an added-KV attention's add_k_proj / add_v_proj (UnCLIP's, DeepFloyd IF's UNet:
+# `<attn>.processor.add_k_proj_lora.down.weight`, down rank × added_kv_proj_dim, up hidden × rank). Against the UNet
+# every one was "saved for ..., which B does not have", errors. They adapt B's add_k_proj / add_v_proj, but diffusers'
+# loaders since its PEFT backend do not rename them (state_dict_utils' UNET_TO_DIFFUSERS has no add_k_proj_lora entry,
+# and load_lora_adapter builds its LoraConfig from the `lora_B` keys alone): load_lora_weights leaves them out and
+# warns of unexpected keys (set_peft_model_state_dict's). diffusers' attention-processor loaders before that backend
+# loaded them.
+_DIFFUSERS_OLD_ADDED_KV = _lazy_regex(
+    r"^(?:unet\.)?(?P<module>.+?)(?:\.processor)?\.(?P<proj>add_k_proj|add_v_proj)_lora\.(?P<part>down|up)\.weight$")
+
+
+def _diffusers_added_kv_fit(
+    names: Sequence[str], specs_a: Mapping[str, KeySpec], specs_b: Mapping[str, KeySpec],
+) -> tuple[dict[str, tuple[str, str, str]], int, int]:
+    """(reason, severity, detail) for each LoRAAttnAddedKVProcessor pair key among `names` (`_DIFFUSERS_OLD_ADDED_KV`),
+    checked against B's add_k_proj / add_v_proj; the count of projections they fit and of those they do not."""
+    whys: dict[str, tuple[str, str, str]] = {}
+    fitting: set[str] = set()
+    misfit: set[str] = set()
+    for name in names:
+        match = _DIFFUSERS_OLD_ADDED_KV.match(name)
+        if match is None:
+            continue
+        target = f"{match['module']}.{match['proj']}"
+        factor = "lora_A" if match["part"] == "down" else "lora_B"
+        weight, shape = specs_b.get(target + ".weight"), specs_a[name].shape
+        if weight is None:
+            whys[name] = ("adapter", "error", f"LoRAAttnAddedKVProcessor's pair on {target}, which B does not have")
+            misfit.add(target)
+        elif not _lora_fits(factor, shape, weight.shape):
+            whys[name] = ("adapter", "error", f"{'×'.join(map(str, shape))} does not fit {target}.weight "
+                          f"({'×'.join(map(str, weight.shape))} in B): {_lora_misfit(factor, shape, weight.shape)}")
+            misfit.add(target)
+        else:
+            whys[name] = ("adapter", "warn", f"LoRA on {target}.weight (LoRAAttnAddedKVProcessor's added key / value "
+                          "projection), which diffusers' current loaders leave out: they do not rename "
+                          f"{match['proj']}_lora")
+            fitting.add(target)
+    return whys, len(fitting - misfit), len(misfit)
 
 
 def _diffusers_old_lora_names(names: Iterable[str]) -> dict[str, str]:
@@ -1419,10 +1458,21 @@ def _diffusers_old_lora_fit(
     held = {name: new for name, new in renamed.items() if new in specs_b}
     if len(held) * 2 >= len(renamed):
         return _diffusers_old_against_current(held, specs_a, specs_b)
-    whys, note = adapter_fit({renamed.get(name, name): spec for name, spec in specs_a.items()}, specs_b,
-                             [renamed.get(name, name) for name in unexpected], missing, None, adapter_config, source_b)
+    added_kv, added_fit, added_misfit = _diffusers_added_kv_fit(
+        [name for name in unexpected if name not in renamed], specs_a, specs_b)
+    whys, note = adapter_fit({renamed.get(name, name): spec for name, spec in specs_a.items() if name not in added_kv},
+                             specs_b, [renamed.get(name, name) for name in unexpected if name not in added_kv], missing,
+                             None, adapter_config, source_b)
     if not whys:
         return {}, ""
+    whys.update(added_kv)
+    if added_kv:
+        note += (f"; its LoRAAttnAddedKVProcessor pairs (add_k_proj_lora / add_v_proj_lora) are on "
+                 f"{counted(added_fit + added_misfit, 'added key / value projection')} of B's, {added_fit} of them "
+                 "with shapes that fit, but diffusers' loaders since its PEFT backend leave them out "
+                 "(state_dict_utils' UNET_TO_DIFFUSERS does not rename them: load_lora_weights loads the other pairs "
+                 "and warns of unexpected keys); the attention-processor loaders of diffusers before that backend "
+                 "loaded them")
     back = {new: name for name, new in renamed.items()}
     layout = ("A is a LoRA in diffusers' layout (its first one, unet.save_attn_procs' attention-processor pairs, "
               "`processor.to_q_lora.down`, which diffusers' loaders rename to `to_q.lora_A` as they load it")
