@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from tests.helpers import run_json
+from tests.helpers import one_error_line, run_cli, run_json
 
 _PROJECTIONS = ("q_proj", "k_proj", "v_proj", "out_proj")
 
@@ -284,3 +284,84 @@ def test_an_added_kv_lora_for_another_added_width_is_an_error(tmp_path: Path) ->
         for attention in _ADDED_KV_ATTENTIONS for proj in ("add_k_proj", "add_v_proj")}
     assert "2 of them with shapes that fit" not in data["notes"][-1] and "0 of them with shapes that fit" in \
         data["notes"][-1]
+
+
+# fairseq2 is not installed: its older checkpoints are reproduced from an older version of fairseq2's
+# src/fairseq2/checkpoint/manager.py (FileCheckpointManager.save_checkpoint: checkpoints/step_N.tmp/ renamed to
+# step_N/ on commit, holding model.pt = torch.save({"model": state_dict}) (model.T.pt per tensor-parallel rank T),
+# rank_R.pt (the rest of each data-parallel rank's state), metadata.pt and model.yaml (`checkpoint: model.pt`), and
+# checkpoints/last_step a link to the latest step), its LLaMA's names those of round 28's fairseq2 checkpoints.
+def _fairseq2_single_file_run(output_dir: Path, tensor_parallel: int = 1) -> Path:
+    from tests.test_third_party_layouts28 import _fairseq2_llama_state
+
+    state = _fairseq2_llama_state()
+    checkpoints = output_dir / "checkpoints"
+    for step in (1000, 2000):
+        step_dir = checkpoints / f"step_{step}"
+        step_dir.mkdir(parents=True)
+        for rank in range(tensor_parallel):
+            suffix = f".{rank}" if tensor_parallel > 1 else ""
+            torch.save({"model": state}, step_dir / f"model{suffix}.pt")
+            torch.save({"optimizer": {"state": {}, "param_groups": [{"lr": 1e-4, "params": []}]}, "step_nr": step},
+                       step_dir / f"rank_0{suffix}.pt")
+            torch.save({"config": {"lr": 1e-4}}, step_dir / f"metadata{suffix}.pt")
+        checkpoint = "model.pt" if tensor_parallel == 1 else "model.{shard_idx}.pt"
+        (step_dir / "model.yaml").write_text(f"base: checkpoint\ncheckpoint: {checkpoint}\n"
+                                             f"name: checkpoint_step_{step}\n")
+    (checkpoints / "model.yaml").write_text("model_family: llama\nname: checkpoint\n")
+    (checkpoints / "last_step").symlink_to("step_2000", target_is_directory=True)
+    return output_dir
+
+
+def test_a_fairseq2_checkpoint_in_its_older_layout_names_the_models_file(tmp_path: Path) -> None:
+    """fairseq2's older step folder read "folder holds several weight files and no index (metadata.pt, model.pt,
+    rank_0.pt); name one", its rank_0.pt "no state dict ...; pick one with --key" (whose entries are the optimizer's
+    and the trainer's), the run's folder "holds no weight file". Each now names model.pt, which holds the model."""
+    run = _fairseq2_single_file_run(tmp_path / "run")
+    step = run / "checkpoints" / "step_1000"
+    line = one_error_line(run_cli("inspect", str(step)))
+    assert line.endswith("it is a fairseq2 checkpoint (step_1000/) in fairseq2's older layout (FileCheckpointManager's)"
+                         ": its metadata.pt and rank_0.pt hold training state or the run's metadata, not the model; "
+                         f"the model's state dict is model.pt (torch.save, under its 'model' key): point at it, "
+                         f"{step / 'model.pt'}"), line
+    for folder, latest in ((run, "checkpoints/step_2000/"), (run / "checkpoints", "step_2000/")):
+        line = one_error_line(run_cli("inspect", str(folder)))
+        assert f"its latest step, {latest}, is a fairseq2 checkpoint in fairseq2's older layout" in line, line
+        assert line.endswith(str(run / "checkpoints" / "step_2000" / "model.pt")), line
+    line = one_error_line(run_cli("inspect", str(run / "checkpoints" / "last_step")))
+    assert "it is a fairseq2 checkpoint (last_step/)" in line and line.endswith(
+        str(run / "checkpoints" / "last_step" / "model.pt")), line
+    line = one_error_line(run_cli("inspect", str(step / "rank_0.pt")))
+    assert "--key" not in line and ("it is one data-parallel rank's training state (the optimizer's, the trainer's) "
+                                    "in a fairseq2 checkpoint (step_1000/, in fairseq2's older layout), not the model: "
+                                    "fairseq2 saved the model's state dict beside it as model.pt") in line, line
+    line = one_error_line(run_cli("inspect", str(step / "metadata.pt")))
+    assert "it is the run's metadata (its configuration) in a fairseq2 checkpoint" in line, line
+    # The file named is the model: its 21 tensors under `model`, checked against transformers' layout as fairseq2's.
+    code, data = run_json("inspect", str(step / "model.pt"))
+    assert code == 0 and data["num_tensors"] == 21 and data["nested_key"] == "model"
+
+
+def test_a_fairseq2_checkpoint_in_its_older_layout_over_tensor_parallel_ranks(tmp_path: Path) -> None:
+    """With two tensor-parallel ranks the step holds model.0.pt and model.1.pt, each a part; rank_0.1.pt names the
+    model file of its own rank."""
+    run = _fairseq2_single_file_run(tmp_path / "run", tensor_parallel=2)
+    step = run / "checkpoints" / "step_1000"
+    line = one_error_line(run_cli("inspect", str(step)))
+    assert "the model's state dict is split over 2 files (model.0.pt, model.1.pt), one per tensor-parallel rank, " \
+        f"each a part of the model: point at one to read its part, e.g. {step / 'model.0.pt'}" in line, line
+    line = one_error_line(run_cli("inspect", str(step / "rank_0.1.pt")))
+    assert line.endswith("fairseq2 saved the model's state dict beside it as model.1.pt (under its 'model' key): point "
+                         f"at it, {step / 'model.1.pt'}; its pickle is safe (static scan: no globals): "
+                         "torch.load(path, weights_only=True) reads it"), line
+
+
+def test_a_step_folder_that_is_not_fairseq2s_is_not_called_one(tmp_path: Path) -> None:
+    """The folder's own files say it: a step_N folder with model.pt beside ema.pt (no rank_R.pt, metadata.pt or
+    model.yaml) is left with the plain "name one"."""
+    step = tmp_path / "step_5"
+    step.mkdir()
+    torch.save({"model": {"w": torch.zeros(2, 2)}}, step / "model.pt")
+    torch.save({"model": {"w": torch.ones(2, 2)}}, step / "ema.pt")
+    line = one_error_line(run_cli("inspect", str(step)))
+    assert line.endswith("folder holds several weight files and no index (ema.pt, model.pt); name one"), line
