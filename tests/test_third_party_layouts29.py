@@ -365,3 +365,39 @@ def test_a_step_folder_that_is_not_fairseq2s_is_not_called_one(tmp_path: Path) -
     torch.save({"model": {"w": torch.ones(2, 2)}}, step / "ema.pt")
     line = one_error_line(run_cli("inspect", str(step)))
     assert line.endswith("folder holds several weight files and no index (ema.pt, model.pt); name one"), line
+
+
+def _llama(folder: Path, layers: int = 2) -> Path:
+    import transformers
+
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=layers,
+                                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+    transformers.LlamaForCausalLM(config).save_pretrained(str(folder))
+    return folder
+
+
+def test_a_cartridge_adapter_is_named_as_peft_saves_it(tmp_path: Path) -> None:
+    """peft 0.21's CARTRIDGE (a trained KV cache, saved as prompt_embeddings: virtual tokens × layers · 2 · the key
+    width) against its base read "prefix tuning's key and value prefixes"; it is named CARTRIDGE now, and against a
+    base of another depth it is still an error."""
+    import json
+
+    import peft
+    import transformers
+
+    base = _llama(tmp_path / "base")
+    model = peft.get_peft_model(transformers.LlamaForCausalLM.from_pretrained(str(base)),
+                                peft.CartridgeConfig(num_virtual_tokens=6, task_type="CAUSAL_LM"))
+    model.save_pretrained(str(tmp_path / "cartridge"))
+    assert json.loads((tmp_path / "cartridge" / "adapter_config.json").read_text())["peft_type"] == "CARTRIDGE"
+    code, data = run_json("diff-keys", str(tmp_path / "cartridge"), str(base))
+    assert code == 0 and data["worst_severity"] == "info"
+    assert [issue["detail"] for issue in data["unexpected"]] == [
+        "6 virtual tokens, 64 values each: CARTRIDGE's key and value prefixes (its trained KV cache) for B's 2 layers, "
+        "16 wide"]
+    assert {issue["reason"] for issue in data["missing"]} == {"adapter-base"} and len(data["missing"]) == 21
+    assert "PeftModel.from_pretrained" in data["notes"][0]
+    code, data = run_json("diff-keys", str(tmp_path / "cartridge"), str(_llama(tmp_path / "deeper", layers=3)))
+    assert code == 1 and data["unexpected"][0]["severity"] == "error"
+    assert "its 3 layers take no prefix of that width" in data["unexpected"][0]["detail"]

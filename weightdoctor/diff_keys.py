@@ -1678,7 +1678,7 @@ def adapter_fit(
         return peft_loading(source_a, source_b if fits else None, config, revision_b, revision_a)
 
     if "prompt_embeddings" in unexpected:
-        return _prompt_adapter_fit(specs_a, specs_b, unexpected, missing, loading)
+        return _prompt_adapter_fit(specs_a, specs_b, unexpected, missing, loading, adapter_config)
     if word_text is not None and not any(map(word_text.__contains__, _ADAPTER_WORDS_FOLDED)):
         return {}, ""  # none of the words below is in the names: every test below says "no adapter"
     joined = "\n".join(unexpected)
@@ -3414,11 +3414,14 @@ def _key_widths(specs: Mapping[str, KeySpec], width: int) -> set[int]:
 def _prompt_adapter_fit(
     specs_a: Mapping[str, KeySpec], specs_b: Mapping[str, KeySpec], unexpected: Sequence[str], missing: Sequence[str],
     loading: Callable[[bool], str] = lambda fits: peft_loading(None, None),
+    adapter_config: Callable[[], Mapping[str, Any] | None] | None = None,
 ) -> tuple[dict[str, tuple[str, str, str]], str]:
     """`adapter_fit` for a prompt-learning adapter: `prompt_embeddings` [virtual tokens, width] and nothing of B.
 
     Prompt and p-tuning prepend virtual tokens as wide as B's input embedding; prefix tuning stores a key and a
-    value prefix for every layer in one row (width = layers x 2 x the attention width), not compared here.
+    value prefix for every layer in one row (width = layers x 2 x the attention width), and so does peft's
+    CARTRIDGE (a trained KV cache, its adapter_config.json's peft_type says which): those rows are checked against
+    B's layers and key widths.
     """
     if not specs_a.keys() <= _PROMPT_ADAPTER_KEYS:
         return {}, ""  # beside other weights (a whole model that holds a prompt encoder): not the adapter alone
@@ -3434,8 +3437,12 @@ def _prompt_adapter_fit(
         why = ("adapter", "info", f"{counted(shape[0], 'virtual token', grouped=False)} of width {shape[1]}"
                + (f", the width of B's {embedding.name}" if embedding is not None else ""))
     elif (layers := _block_count(specs_b)) and shape[1] in {2 * layers * kv for kv in _key_widths(specs_b, width)}:
+        # peft 0.21's CARTRIDGE saves its trained KV cache as prefix tuning's rows: "prefix tuning's" misnamed it.
+        config = adapter_config() if adapter_config is not None else None
+        cartridge = (config or {}).get("peft_type") == "CARTRIDGE"
         why = ("adapter", "info", f"{counted(shape[0], 'virtual token', grouped=False)}, {shape[1]} values "
-               f"each: prefix tuning's key and value prefixes for B's {counted(layers, 'layer', grouped=False)}, "
+               f"each: {'CARTRIDGE' if cartridge else 'prefix tuning'}'s key and value prefixes "
+               f"{'(its trained KV cache) ' if cartridge else ''}for B's {counted(layers, 'layer', grouped=False)}, "
                f"{shape[1] // (2 * layers)} wide")
     else:
         assert embedding is not None
