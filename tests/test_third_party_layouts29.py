@@ -401,3 +401,49 @@ def test_a_cartridge_adapter_is_named_as_peft_saves_it(tmp_path: Path) -> None:
     code, data = run_json("diff-keys", str(tmp_path / "cartridge"), str(_llama(tmp_path / "deeper", layers=3)))
     assert code == 1 and data["unexpected"][0]["severity"] == "error"
     assert "its 3 layers take no prefix of that width" in data["unexpected"][0]["detail"]
+
+
+def test_tinylora_lily_and_peanut_adapters_are_checked_against_the_base_width(tmp_path: Path) -> None:
+    """peft 0.21's TinyLoRA, Lily and PEANuT adapters against a base of another hidden width read "a PEFT method not
+    known here (its shapes are not compared)", worst severity info, though PeftModel.from_pretrained raises a size
+    mismatch on them. Their factors sized by the layer (tinylora_A r × in, tinylora_B out × r; lily_A r × in, lily_B
+    num_B·r × out; peanut_A r × out, peanut_B out × r) are compared now: info against their own base, with the
+    method named, errors naming the widths against the wider one."""
+    import peft
+    import transformers
+
+    base, wide = _llama(tmp_path / "base"), tmp_path / "wide"
+    config = transformers.LlamaConfig(vocab_size=128, hidden_size=48, intermediate_size=64, num_hidden_layers=2,
+                                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+    transformers.LlamaForCausalLM(config).save_pretrained(str(wide))
+    configs = {"TinyLoRA": peft.TinyLoraConfig(r=2, u=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"),
+               "Lily": peft.LilyConfig(r=4, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"),
+               "PEANuT": peft.PeanutConfig(r=4, depth=1, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")}
+    # v_proj writes 16 features in the base (2 key-value heads of 8), 24 in the wider one (2 of 12).
+    misfits = {"TinyLoRA": "tinylora_B 16×2", "Lily": "lily_B 8×16", "PEANuT": "peanut_A 4×16"}
+    parts = {"TinyLoRA": "tinylora_A", "Lily": "lily_A", "PEANuT": "peanut_A"}
+    for method, peft_config in configs.items():
+        torch.manual_seed(0)
+        folder = tmp_path / method
+        peft.get_peft_model(transformers.LlamaForCausalLM.from_pretrained(str(base)), peft_config).save_pretrained(
+            str(folder))
+        code, data = run_json("diff-keys", str(folder), str(base))
+        assert code == 0 and data["worst_severity"] == "info", (method, data)
+        assert data["notes"][0].startswith(f"A is a PEFT adapter: {method} on 4 module(s), 4 of them in B with shapes "
+                                           "that fit"), data["notes"]
+        details = {issue["name"]: issue["detail"] for issue in data["unexpected"]}
+        assert details[f"base_model.model.model.layers.0.self_attn.q_proj.{parts[method]}" + (
+            "" if method == "TinyLoRA" else ".weight")] == f"{method} on model.layers.0.self_attn.q_proj.weight"
+        assert not any("not known here" in detail for detail in details.values()), details
+        code, data = run_json("diff-keys", str(folder), str(wide))
+        assert code == 1 and data["worst_severity"] == "error", (method, data["notes"])
+        assert "0 of them in B with shapes that fit" in data["notes"][0]
+        errors = {issue["name"].split(".self_attn.")[1]: issue["detail"] for issue in data["unexpected"]
+                  if issue["severity"] == "error" and ".layers.1." in issue["name"]}
+        part = misfits[method].split()[0]
+        assert errors[f"v_proj.{part}" + ("" if method == "TinyLoRA" else ".weight")] == (
+            f"{method} on model.layers.1.self_attn.v_proj: {misfits[method]} spans 16 output features, "
+            "model.layers.1.self_attn.v_proj.weight (24×48 in B) writes 24: an adapter for another model size")
+        # The parts sized by the rank alone (tinylora_P, lily_router, peanut_encoders / decoders) fit any layer.
+        assert not any(name.split(".")[1].startswith(("tinylora_P", "lily_router", "peanut_encoders",
+                                                      "peanut_decoders")) for name in errors), errors

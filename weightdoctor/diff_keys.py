@@ -1894,14 +1894,27 @@ def adapter_fit(
     unknown: list[str] = []  # the tensor families of PEFT methods not known here (`_peft_generic`), in order
     for name, module, part in generic:
         family = part.split("_")[0] + "_*"
-        if family not in unknown:
-            unknown.append(family)
-        whys[name] = ("adapter", "info", f"{part} on {module}.weight: a PEFT method not known here (its shapes "
-                      "are not compared)")
-        modules.setdefault(module, True)
+        sized = _GENERIC_SIZED_METHODS.get(family)
+        weight = specs_b.get(module + ".weight")
+        if sized is None or weight is None or weight.dtype not in FLOATING or len(weight.shape) != 2:
+            if family not in unknown:
+                unknown.append(family)
+            whys[name] = ("adapter", "info", f"{part} on {module}.weight: a PEFT method not known here (its shapes "
+                          "are not compared)")
+            modules.setdefault(module, True)
+            continue
+        if sized not in methods:
+            methods.append(sized)
+        misfit = _generic_sized_misfit(part, specs_a[name].shape, weight, module)
+        if misfit:
+            whys[name] = ("adapter", "error", f"{sized} on {module}: {misfit}: an adapter for another model size")
+            modules[module] = False
+        else:
+            whys[name] = ("adapter", "info", f"{sized} on {module}.weight")
+            modules.setdefault(module, True)
     for name in generic_shared:
-        whys[name] = ("adapter", "info", "saved once for the adapter's modules by a PEFT method not known here, "
-                      "not a weight of B")
+        known = _GENERIC_SIZED_METHODS.get(name.split(".")[1].split("_")[0] + "_*", "a PEFT method not known here")
+        whys[name] = ("adapter", "info", f"saved once for the adapter's modules by {known}, not a weight of B")
     targets = _unilora_targets(adapter_config() if unilora and adapter_config is not None else None, specs_b)
     for name in unilora:
         whys[name] = ("adapter", "error", f"UniLoRA's shared vector theta_d for modules named {targets[1]} "
@@ -2310,9 +2323,40 @@ def _peft_generic(
     return found, shared
 
 
+# peft 0.21's methods read by `_peft_generic` whose factors are sized by the nn.Linear they adapt (each tuner's
+# layer.py), by family: TinyLoRA's tinylora_A r × in and tinylora_B out × r (its tinylora_P u × r × r and the shared
+# tinylora_v are sized by r and u alone); Lily's lily_A r × in and lily_B (num_B · r) × out (lily_router num_B × r);
+# PEANuT's peanut_A r × out (it reads the layer's output) and peanut_B out × r (peanut_encoders / decoders r × r).
+# Their adapters against a base of another size read "shapes not compared", though PeftModel.from_pretrained raises.
+_GENERIC_SIZED_METHODS = {"tinylora_*": "TinyLoRA", "lily_*": "Lily", "peanut_*": "PEANuT"}
+_GENERIC_SIZED_PARTS = {"tinylora_A": (1, "in"), "tinylora_B": (0, "out"), "lily_A": (1, "in"),
+                        "lily_B": (1, "out"), "peanut_A": (1, "out"), "peanut_B": (0, "out")}
+
+
+def _generic_sized_misfit(part: str, shape: tuple[int, ...], weight: KeySpec, module: str) -> str | None:
+    """Why a TinyLoRA / Lily / PEANuT factor (`_GENERIC_SIZED_PARTS`) does not fit B's 2-D `weight`, or None (a part
+    sized by the rank alone fits any layer).
+
+    Example:
+        >>> _generic_sized_misfit("peanut_A", (4, 32), KeySpec("v.weight", (16, 32), "float32"), "v")
+        'peanut_A 4×32 spans 32 output features, v.weight (16×32 in B) writes 16'
+    """
+    if part not in _GENERIC_SIZED_PARTS or len(shape) != 2:
+        return None
+    axis, side = _GENERIC_SIZED_PARTS[part]
+    widths = _layer_widths(weight.shape, module)
+    wanted = {width if side == "in" else out for width, out in widths}
+    if shape[axis] in wanted:
+        return None
+    verb = "reads" if side == "in" else "writes"
+    return (f"{part} {'×'.join(map(str, shape))} spans {shape[axis]} {'input' if side == 'in' else 'output'} "
+            f"features, {weight.name} ({'×'.join(map(str, weight.shape))} in B) {verb} "
+            f"{' or '.join(map(str, sorted(wanted)))}")
+
+
 # The PEFT methods whose tensors `_tuner_misfit` compares with the widths of the layer they adapt.
 _SHAPED_TUNERS = ("LoHa", "LoKr", "VeRA", "OFT", "BOFT", "HRA", "LN Tuning", "Trainable Tokens", "MiSS", "C3A",
-                  "RandLora", "SHiRA", "VB-LoRA", "RoAd", "DeLoRA")
+                  "RandLora", "SHiRA", "VB-LoRA", "RoAd", "DeLoRA", *_GENERIC_SIZED_METHODS.values())
 
 
 # GPT-2's Conv1D layers (in × out, transposed from nn.Linear): c_attn, c_proj, c_fc, q_attn in GPT-2 and its kin;
