@@ -1377,6 +1377,45 @@ _DIFFUSERS_LORA_COMPONENTS = ("transformer.", "unet.", "text_encoder.", "text_en
 _DIFFUSERS_OLD_LORA = _lazy_regex(
     r"^(?P<module>.+?)(?:\.processor)?\.(?P<proj>to_q|to_k|to_v|to_out)_lora\.(?P<part>down|up)\.weight$")
 _DIFFUSERS_OLD_TEXT_PROJ = {"to_q": "q_proj", "to_k": "k_proj", "to_v": "v_proj", "to_out": "out_proj"}
+# LoRAAttnAddedKVProcessor's pairs on an added-KV attention's add_k_proj / add_v_proj (UnCLIP's, DeepFloyd IF's UNet:
+# `<attn>.processor.add_k_proj_lora.down.weight`, down rank × added_kv_proj_dim, up hidden × rank). Against the UNet
+# every one was "saved for ..., which B does not have", errors. They adapt B's add_k_proj / add_v_proj, but diffusers'
+# loaders since its PEFT backend do not rename them (state_dict_utils' UNET_TO_DIFFUSERS has no add_k_proj_lora entry,
+# and load_lora_adapter builds its LoraConfig from the `lora_B` keys alone): load_lora_weights leaves them out and
+# warns of unexpected keys (set_peft_model_state_dict's). diffusers' attention-processor loaders before that backend
+# loaded them.
+_DIFFUSERS_OLD_ADDED_KV = _lazy_regex(
+    r"^(?:unet\.)?(?P<module>.+?)(?:\.processor)?\.(?P<proj>add_k_proj|add_v_proj)_lora\.(?P<part>down|up)\.weight$")
+
+
+def _diffusers_added_kv_fit(
+    names: Sequence[str], specs_a: Mapping[str, KeySpec], specs_b: Mapping[str, KeySpec],
+) -> tuple[dict[str, tuple[str, str, str]], int, int]:
+    """(reason, severity, detail) for each LoRAAttnAddedKVProcessor pair key among `names` (`_DIFFUSERS_OLD_ADDED_KV`),
+    checked against B's add_k_proj / add_v_proj; the count of projections they fit and of those they do not."""
+    whys: dict[str, tuple[str, str, str]] = {}
+    fitting: set[str] = set()
+    misfit: set[str] = set()
+    for name in names:
+        match = _DIFFUSERS_OLD_ADDED_KV.match(name)
+        if match is None:
+            continue
+        target = f"{match['module']}.{match['proj']}"
+        factor = "lora_A" if match["part"] == "down" else "lora_B"
+        weight, shape = specs_b.get(target + ".weight"), specs_a[name].shape
+        if weight is None:
+            whys[name] = ("adapter", "error", f"LoRAAttnAddedKVProcessor's pair on {target}, which B does not have")
+            misfit.add(target)
+        elif not _lora_fits(factor, shape, weight.shape):
+            whys[name] = ("adapter", "error", f"{'×'.join(map(str, shape))} does not fit {target}.weight "
+                          f"({'×'.join(map(str, weight.shape))} in B): {_lora_misfit(factor, shape, weight.shape)}")
+            misfit.add(target)
+        else:
+            whys[name] = ("adapter", "warn", f"LoRA on {target}.weight (LoRAAttnAddedKVProcessor's added key / value "
+                          "projection), which diffusers' current loaders leave out: they do not rename "
+                          f"{match['proj']}_lora")
+            fitting.add(target)
+    return whys, len(fitting - misfit), len(misfit)
 
 
 def _diffusers_old_lora_names(names: Iterable[str]) -> dict[str, str]:
@@ -1419,10 +1458,21 @@ def _diffusers_old_lora_fit(
     held = {name: new for name, new in renamed.items() if new in specs_b}
     if len(held) * 2 >= len(renamed):
         return _diffusers_old_against_current(held, specs_a, specs_b)
-    whys, note = adapter_fit({renamed.get(name, name): spec for name, spec in specs_a.items()}, specs_b,
-                             [renamed.get(name, name) for name in unexpected], missing, None, adapter_config, source_b)
+    added_kv, added_fit, added_misfit = _diffusers_added_kv_fit(
+        [name for name in unexpected if name not in renamed], specs_a, specs_b)
+    whys, note = adapter_fit({renamed.get(name, name): spec for name, spec in specs_a.items() if name not in added_kv},
+                             specs_b, [renamed.get(name, name) for name in unexpected if name not in added_kv], missing,
+                             None, adapter_config, source_b)
     if not whys:
         return {}, ""
+    whys.update(added_kv)
+    if added_kv:
+        note += (f"; its LoRAAttnAddedKVProcessor pairs (add_k_proj_lora / add_v_proj_lora) are on "
+                 f"{counted(added_fit + added_misfit, 'added key / value projection')} of B's, {added_fit} of them "
+                 "with shapes that fit, but diffusers' loaders since its PEFT backend leave them out "
+                 "(state_dict_utils' UNET_TO_DIFFUSERS does not rename them: load_lora_weights loads the other pairs "
+                 "and warns of unexpected keys); the attention-processor loaders of diffusers before that backend "
+                 "loaded them")
     back = {new: name for name, new in renamed.items()}
     layout = ("A is a LoRA in diffusers' layout (its first one, unet.save_attn_procs' attention-processor pairs, "
               "`processor.to_q_lora.down`, which diffusers' loaders rename to `to_q.lora_A` as they load it")
@@ -1464,6 +1514,49 @@ def _diffusers_old_against_current(
 def _diffusers_component(module: str) -> str | None:
     """The pipeline component prefix (`transformer.`) a diffusers-layout LoRA module name starts with, or None."""
     return next((prefix for prefix in _DIFFUSERS_LORA_COMPONENTS if module.startswith(prefix)), None)
+
+
+# transformers 5.6 flattened CLIPTextModel: its `text_model.` wrapper module is gone (embeddings, encoder and
+# final_layer_norm sit on the model; conversion_mapping.py's PrefixChange(prefix_to_remove="text_model") renames old
+# checkpoints as from_pretrained loads them), and save_pretrained writes its keys without it. diffusers' and kohya's
+# text-encoder LoRAs still name the modules under it (`text_encoder.text_model.encoder.layers.0.self_attn.q_proj`,
+# `lora_te_text_model_encoder_...`): against such a text encoder every pair was "targets ..., which B does not have"
+# and the note told to load it with peft's PeftModel. CLIPTextModelWithProjection keeps its `text_model`.
+_CLIP_TEXT_WRAPPER = "text_model."
+
+
+# Where loading such a LoRA into that text encoder stands (huggingface/diffusers issue #13984: the loader matches the
+# text encoder's module names against the LoRA's `text_model.` ones, finds no rank and raises IndexError).
+_FLATTENED_CLIP_TEXT_NOTE = (
+    "B is a CLIPTextModel saved by transformers 5.6 or later, which dropped the text_model. wrapper A's names keep "
+    "(A's text_model.encoder.layers.N is B's encoder.layers.N, as transformers renames old checkpoints), so its "
+    "modules are read without it; {loader} maps them onto such a text encoder only in a diffusers release that knows "
+    "the flattened class: older ones raise IndexError in load_lora_into_text_encoder (diffusers issue #13984)")
+
+
+def _flattened_clip_text(specs_b: Mapping[str, KeySpec]) -> bool:
+    """Whether B is a CLIPTextModel saved without its `text_model.` wrapper (transformers 5.6 and later)."""
+    return "final_layer_norm.weight" in specs_b and "embeddings.token_embedding.weight" in specs_b and not any(
+        name.startswith(_CLIP_TEXT_WRAPPER) for name in specs_b)
+
+
+def _in_component(module: str, component: str, specs_b: Mapping[str, KeySpec]) -> str | None:
+    """B's name for a diffusers-layout LoRA's `module` (under the pipeline's `component.`) when B is that component:
+    the name without the component's prefix, or, in a text encoder B saved without CLIP's `text_model.` wrapper,
+    without that too; None where B has neither.
+
+    Example:
+        >>> specs = {"encoder.layers.0.self_attn.q_proj.weight": KeySpec("", (8, 8), "float32")}
+        >>> _in_component("text_encoder.text_model.encoder.layers.0.self_attn.q_proj", "text_encoder.", specs)
+        'encoder.layers.0.self_attn.q_proj'
+    """
+    inner = module[len(component):]
+    if inner + ".weight" in specs_b:
+        return inner
+    if component.startswith("text_encoder") and inner.startswith(_CLIP_TEXT_WRAPPER) and (
+            inner[len(_CLIP_TEXT_WRAPPER):] + ".weight" in specs_b):
+        return inner[len(_CLIP_TEXT_WRAPPER):]
+    return None
 
 
 def _lora_fits(part: str, shape: tuple[int, ...], weight: tuple[int, ...], groups: int = 1) -> bool:
@@ -1585,7 +1678,7 @@ def adapter_fit(
         return peft_loading(source_a, source_b if fits else None, config, revision_b, revision_a)
 
     if "prompt_embeddings" in unexpected:
-        return _prompt_adapter_fit(specs_a, specs_b, unexpected, missing, loading)
+        return _prompt_adapter_fit(specs_a, specs_b, unexpected, missing, loading, adapter_config)
     if word_text is not None and not any(map(word_text.__contains__, _ADAPTER_WORDS_FOLDED)):
         return {}, ""  # none of the words below is in the names: every test below says "no adapter"
     joined = "\n".join(unexpected)
@@ -1662,7 +1755,7 @@ def adapter_fit(
     adalora = any(match["part"] == "lora_E" for _, match in pairs)
     components = set() if adalora else {component for _, match in pairs if not match["module"].startswith(_PEFT_WRAPPER)
                   and (component := _diffusers_component(module := _adapter_target(match["module"]))) is not None
-                  and module + ".weight" not in specs_b and module[len(component):] + ".weight" in specs_b}
+                  and module + ".weight" not in specs_b and _in_component(module, component, specs_b) is not None}
     # Nor is one with peft's adapter_config.json beside it (its peft_type): diffusers writes none, and a GPT-2 LoRA
     # with peft's wrapper renamed away against a GPT2Model was "a LoRA in diffusers' layout" too. Read only when a
     # component was found (the config is a file read).
@@ -1679,7 +1772,7 @@ def adapter_fit(
             module = module[:-len(".base_layer")]
         component = _diffusers_component(module) if components else None
         if component in components:
-            module = module[len(component):]
+            module = _in_component(module, component, specs_b) or module[len(component):]
         elif component is not None:
             whys[name] = ("adapter", "info", f"for the pipeline's {component[:-1]}, not B: diffusers' "
                           "load_lora_weights loads it there")
@@ -1801,14 +1894,27 @@ def adapter_fit(
     unknown: list[str] = []  # the tensor families of PEFT methods not known here (`_peft_generic`), in order
     for name, module, part in generic:
         family = part.split("_")[0] + "_*"
-        if family not in unknown:
-            unknown.append(family)
-        whys[name] = ("adapter", "info", f"{part} on {module}.weight: a PEFT method not known here (its shapes "
-                      "are not compared)")
-        modules.setdefault(module, True)
+        sized = _GENERIC_SIZED_METHODS.get(family)
+        weight = specs_b.get(module + ".weight")
+        if sized is None or weight is None or weight.dtype not in FLOATING or len(weight.shape) != 2:
+            if family not in unknown:
+                unknown.append(family)
+            whys[name] = ("adapter", "info", f"{part} on {module}.weight: a PEFT method not known here (its shapes "
+                          "are not compared)")
+            modules.setdefault(module, True)
+            continue
+        if sized not in methods:
+            methods.append(sized)
+        misfit = _generic_sized_misfit(part, specs_a[name].shape, weight, module)
+        if misfit:
+            whys[name] = ("adapter", "error", f"{sized} on {module}: {misfit}: an adapter for another model size")
+            modules[module] = False
+        else:
+            whys[name] = ("adapter", "info", f"{sized} on {module}.weight")
+            modules.setdefault(module, True)
     for name in generic_shared:
-        whys[name] = ("adapter", "info", "saved once for the adapter's modules by a PEFT method not known here, "
-                      "not a weight of B")
+        known = _GENERIC_SIZED_METHODS.get(name.split(".")[1].split("_")[0] + "_*", "a PEFT method not known here")
+        whys[name] = ("adapter", "info", f"saved once for the adapter's modules by {known}, not a weight of B")
     targets = _unilora_targets(adapter_config() if unilora and adapter_config is not None else None, specs_b)
     for name in unilora:
         whys[name] = ("adapter", "error", f"UniLoRA's shared vector theta_d for modules named {targets[1]} "
@@ -1919,6 +2025,9 @@ def adapter_fit(
         note = (f"A is a LoRA in diffusers' layout: {method} on {len(modules)} module(s) of the pipeline's {named} "
                 f"(B), {fitting} of them in B {checked}; {stores}: load it with the "
                 "pipeline's load_lora_weights(adapter), or fuse it (fuse_lora) before comparing whole checkpoints")
+        if any(component.startswith("text_encoder") for component in components) and _flattened_clip_text(specs_b):
+            note += "; " + _FLATTENED_CLIP_TEXT_NOTE.format(
+                loader="the pipeline's load_lora_weights (its load_lora_into_text_encoder)")
     else:
         note = (f"A is a PEFT adapter: {method} on {len(modules)} module(s), {fitting} of them in B {checked}; "
                 f"{stores}: load it with {loading(_fits_whole(modules, fitting, whys))}, "
@@ -2214,9 +2323,40 @@ def _peft_generic(
     return found, shared
 
 
+# peft 0.21's methods read by `_peft_generic` whose factors are sized by the nn.Linear they adapt (each tuner's
+# layer.py), by family: TinyLoRA's tinylora_A r × in and tinylora_B out × r (its tinylora_P u × r × r and the shared
+# tinylora_v are sized by r and u alone); Lily's lily_A r × in and lily_B (num_B · r) × out (lily_router num_B × r);
+# PEANuT's peanut_A r × out (it reads the layer's output) and peanut_B out × r (peanut_encoders / decoders r × r).
+# Their adapters against a base of another size read "shapes not compared", though PeftModel.from_pretrained raises.
+_GENERIC_SIZED_METHODS = {"tinylora_*": "TinyLoRA", "lily_*": "Lily", "peanut_*": "PEANuT"}
+_GENERIC_SIZED_PARTS = {"tinylora_A": (1, "in"), "tinylora_B": (0, "out"), "lily_A": (1, "in"),
+                        "lily_B": (1, "out"), "peanut_A": (1, "out"), "peanut_B": (0, "out")}
+
+
+def _generic_sized_misfit(part: str, shape: tuple[int, ...], weight: KeySpec, module: str) -> str | None:
+    """Why a TinyLoRA / Lily / PEANuT factor (`_GENERIC_SIZED_PARTS`) does not fit B's 2-D `weight`, or None (a part
+    sized by the rank alone fits any layer).
+
+    Example:
+        >>> _generic_sized_misfit("peanut_A", (4, 32), KeySpec("v.weight", (16, 32), "float32"), "v")
+        'peanut_A 4×32 spans 32 output features, v.weight (16×32 in B) writes 16'
+    """
+    if part not in _GENERIC_SIZED_PARTS or len(shape) != 2:
+        return None
+    axis, side = _GENERIC_SIZED_PARTS[part]
+    widths = _layer_widths(weight.shape, module)
+    wanted = {width if side == "in" else out for width, out in widths}
+    if shape[axis] in wanted:
+        return None
+    verb = "reads" if side == "in" else "writes"
+    return (f"{part} {'×'.join(map(str, shape))} spans {shape[axis]} {'input' if side == 'in' else 'output'} "
+            f"features, {weight.name} ({'×'.join(map(str, weight.shape))} in B) {verb} "
+            f"{' or '.join(map(str, sorted(wanted)))}")
+
+
 # The PEFT methods whose tensors `_tuner_misfit` compares with the widths of the layer they adapt.
 _SHAPED_TUNERS = ("LoHa", "LoKr", "VeRA", "OFT", "BOFT", "HRA", "LN Tuning", "Trainable Tokens", "MiSS", "C3A",
-                  "RandLora", "SHiRA", "VB-LoRA", "RoAd", "DeLoRA")
+                  "RandLora", "SHiRA", "VB-LoRA", "RoAd", "DeLoRA", *_GENERIC_SIZED_METHODS.values())
 
 
 # GPT-2's Conv1D layers (in × out, transposed from nn.Linear): c_attn, c_proj, c_fc, q_attn in GPT-2 and its kin;
@@ -2831,6 +2971,13 @@ def _kohya_adapter_fit(
                 and (mapped := _kohya_ldm_unet_to_diffusers(module)) is not None and mapped in flat}
         if unet:
             tables["lora_unet"] = {**flat, **unet}
+    # B a CLIPTextModel saved without its text_model. wrapper (`_flattened_clip_text`): the text encoders' modules,
+    # `lora_te_text_model_encoder_...`, are B's without it.
+    flattened = not ldm and _flattened_clip_text(specs_b)
+    if flattened:
+        unwrapped = {**flat, **{_CLIP_TEXT_WRAPPER.replace(".", "_") + module: name for module, name in flat.items()}}
+        for prefix in ("lora_te", "lora_te1", "lora_te2", "lora_te3"):
+            tables[prefix] = unwrapped
     found = {match["prefix"] for _, match in pairs if match["module"] in tables[match["prefix"]]}
     if not found:
         return _kohya_flux_onto_diffusers(pairs, specs_a, specs_b, missing)
@@ -2969,6 +3116,8 @@ def _kohya_adapter_fit(
     note = (f"A is {kind}: {method} on {len(modules)} module(s) of the {parts} ({where}), {fitting} of them in B "
             f"with shapes that fit; it stores no base weights: load it with {loaders}, which map its names to the "
             "modules")
+    if flattened and any(prefix.startswith("lora_te") for prefix in found):
+        note += "; " + _FLATTENED_CLIP_TEXT_NOTE.format(loader="diffusers' load_lora_weights")
     # Modules B has whose shapes A's tensors do not fit: the loaders above would fail on B (or skip the module).
     misfit = sum(1 for module, fits in modules.items() if not fits and f"{module}.weight" in specs_b)
     if misfit:
@@ -3309,11 +3458,14 @@ def _key_widths(specs: Mapping[str, KeySpec], width: int) -> set[int]:
 def _prompt_adapter_fit(
     specs_a: Mapping[str, KeySpec], specs_b: Mapping[str, KeySpec], unexpected: Sequence[str], missing: Sequence[str],
     loading: Callable[[bool], str] = lambda fits: peft_loading(None, None),
+    adapter_config: Callable[[], Mapping[str, Any] | None] | None = None,
 ) -> tuple[dict[str, tuple[str, str, str]], str]:
     """`adapter_fit` for a prompt-learning adapter: `prompt_embeddings` [virtual tokens, width] and nothing of B.
 
     Prompt and p-tuning prepend virtual tokens as wide as B's input embedding; prefix tuning stores a key and a
-    value prefix for every layer in one row (width = layers x 2 x the attention width), not compared here.
+    value prefix for every layer in one row (width = layers x 2 x the attention width), and so does peft's
+    CARTRIDGE (a trained KV cache, its adapter_config.json's peft_type says which): those rows are checked against
+    B's layers and key widths.
     """
     if not specs_a.keys() <= _PROMPT_ADAPTER_KEYS:
         return {}, ""  # beside other weights (a whole model that holds a prompt encoder): not the adapter alone
@@ -3329,8 +3481,12 @@ def _prompt_adapter_fit(
         why = ("adapter", "info", f"{counted(shape[0], 'virtual token', grouped=False)} of width {shape[1]}"
                + (f", the width of B's {embedding.name}" if embedding is not None else ""))
     elif (layers := _block_count(specs_b)) and shape[1] in {2 * layers * kv for kv in _key_widths(specs_b, width)}:
+        # peft 0.21's CARTRIDGE saves its trained KV cache as prefix tuning's rows: "prefix tuning's" misnamed it.
+        config = adapter_config() if adapter_config is not None else None
+        cartridge = (config or {}).get("peft_type") == "CARTRIDGE"
         why = ("adapter", "info", f"{counted(shape[0], 'virtual token', grouped=False)}, {shape[1]} values "
-               f"each: prefix tuning's key and value prefixes for B's {counted(layers, 'layer', grouped=False)}, "
+               f"each: {'CARTRIDGE' if cartridge else 'prefix tuning'}'s key and value prefixes "
+               f"{'(its trained KV cache) ' if cartridge else ''}for B's {counted(layers, 'layer', grouped=False)}, "
                f"{shape[1] // (2 * layers)} wide")
     else:
         assert embedding is not None
@@ -4294,11 +4450,39 @@ def new_head_detail(name: str, shape: Sequence[int]) -> str:
 # lora_embedding_A (rank × rows) / lora_embedding_B (dim × rank), diffusers' old attention processors' lora.down /
 # lora.up. LoHa's and LoKr's low-rank factors too (LyCORIS' under kohya's names, peft's): hada_w1_a / lokr_w1_a out
 # × rank, hada_w1_b / lokr_w1_b rank × in (two LoHa files of another network_dim were "from_pretrained raises on
-# them unless ignore_mismatched_sizes=True", which loads neither).
+# them unless ignore_mismatched_sizes=True", which loads neither). With LyCORIS' Tucker decomposition (use_tucker, a
+# convolution's hada_t1 / hada_t2 / lokr_t2 core, rank × rank × kernel) the `_a` factor is rank × out, its rank the
+# first axis (lycoris/modules/loha.py, lokr.py): two Tucker LoHa files of another dim were "the architecture differs".
 _LORA_FACTOR = _lazy_regex(r"[._](?:lora_(down|up)|lora_([AB])|lora\.(down|up))(?:\.[^.]+)?\.weight$"
                            r"|[._]lora_embedding_([AB])(?:\.[^.]+)?$"
-                           r"|\.(?:hada|lokr)_w[12]_([ab])(?:\.[^.]+)?$")
+                           r"|\.(?:hada|lokr)_w[12]_([ab])(?:\.[^.]+)?$"
+                           r"|\.(hada_t[12]|lokr_t2)(?:\.[^.]+)?$")
 _LORA_PARTNER = {"down": "up", "up": "down", "A": "B", "B": "A", "a": "b", "b": "a"}
+# The Tucker core beside a LoHa / LoKr pair (`hada_w1_` → `hada_t1`), whose presence makes the pair's `_a` rank × out.
+_TUCKER_CORE = {"hada_w1_": "hada_t1", "hada_w2_": "hada_t2", "lokr_w2_": "lokr_t2"}
+
+
+def _tucker_ranks(name: str, start: int, factor: str, shape_a: tuple[int, ...], shape_b: tuple[int, ...],
+                  specs_a: Mapping[str, KeySpec] | None,
+                  specs_b: Mapping[str, KeySpec] | None) -> tuple[int, int] | None | bool:
+    """(A's rank, B's rank) for a LyCORIS Tucker core or the factor of a Tucker-decomposed pair whose shapes differ
+    in rank alone; None where they differ otherwise; False where `name` is no Tucker part (the plain reading applies).
+    A core is rank × rank × kernel; a pair's factors beside one are rank × out and rank × in, each rank first."""
+    if factor in _TUCKER_CORE.values():
+        same_rest = shape_a[2:] == shape_b[2:] and shape_a[0] == shape_a[1] and shape_b[0] == shape_b[1]
+        return (shape_a[0], shape_b[0]) if same_rest and shape_a[0] != shape_b[0] else None
+    stem = name[start - len("hada_w1_"):start]
+    core = _TUCKER_CORE.get(stem)
+    if core is None or specs_a is None or specs_b is None:
+        return False
+    core_name = name[:start - len(stem)] + core + name[start + 1:]  # peft's `.default` suffix kept
+    core_a, core_b = specs_a.get(core_name), specs_b.get(core_name)
+    if core_a is None or core_b is None:
+        return False
+    if shape_a[1:] != shape_b[1:] or shape_a[0] == shape_b[0] or core_a.shape[:1] != shape_a[:1] or \
+            core_b.shape[:1] != shape_b[:1]:
+        return None
+    return shape_a[0], shape_b[0]
 
 
 def _lora_ranks(name: str, shape_a: tuple[int, ...], shape_b: tuple[int, ...],
@@ -4316,6 +4500,10 @@ def _lora_ranks(name: str, shape_a: tuple[int, ...], shape_b: tuple[int, ...],
         return None
     group = match.lastindex or 0  # the one factor group that matched is the last
     factor = match[group]
+    if factor not in _LORA_PARTNER or factor in ("a", "b"):
+        tucker = _tucker_ranks(name, match.start(group), factor, shape_a, shape_b, specs_a, specs_b)
+        if tucker is not False:
+            return tucker
     axis = 0 if factor in ("down", "A", "b") else 1
     rank_a, rank_b = shape_a[axis], shape_b[axis]
     if rank_a == rank_b or shape_a[:axis] + shape_a[axis + 1:] != shape_b[:axis] + shape_b[axis + 1:]:

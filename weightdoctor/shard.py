@@ -120,7 +120,8 @@ def split_order(checkpoint: Checkpoint, tensors: list[PlannedTensor]) -> list[Pl
 _DIFFUSERS_LORA = re.compile(r"[._](lora_[AB]|lora\.(down|up)|lora_(down|up))\.weight$")
 # diffusers' first LoRA files (unet.save_attn_procs' pytorch_lora_weights.bin) hold the UNet's attention processors'
 # LoRALinearLayer pairs under no component's prefix (`down_blocks.0.attentions.0.transformer_blocks.0.attn1.processor.
-# to_q_lora.down.weight`; LoRAAttnAddedKVProcessor's add_k_proj_lora too), which load_lora_weights still loads.
+# to_q_lora.down.weight`; LoRAAttnAddedKVProcessor's add_k_proj_lora too), which load_lora_weights still reads
+# (all but the add_k_proj_lora / add_v_proj_lora pairs, which it leaves out: diff_keys' _DIFFUSERS_OLD_ADDED_KV).
 _ATTN_PROCESSOR_LORA = re.compile(r"\.processor\.[a-z_]+_lora\.(?:down|up)\.weight$")
 # The parts only LyCORIS' algorithms save under kohya's names (LoHa, LoKr, Tucker LoCon, GLoRA, OFT / BOFT, full).
 _LYCORIS_PART = re.compile(r"^lora_[a-z0-9]+_[^.]+\.(hada_|lokr_|lora_mid|a1\.|b1\.|oft_blocks$|oft_diag$|diff$)")

@@ -435,6 +435,49 @@ def nanotron_message(folder: Path, checkpoint: Path) -> str:
 # data_reader/dp_DD.pt.
 _FAIRSEQ2_MODEL_FILES = "model/pp_*/tp_*/sdp_*.pt"
 _FAIRSEQ2_STEP = re.compile(r"^step_(\d+)$")
+# fairseq2's FileCheckpointManager before that (an older version of the same file: save_checkpoint) committed each
+# save as checkpoints/step_N/ holding the model's state dict in one file, model.pt (torch.save({"model": state_dict});
+# model.T.pt per tensor-parallel rank), beside rank_R.pt (each data-parallel rank's other state: the optimizer's, the
+# trainer's), replicated.pt, metadata.pt and model.yaml (an asset card: `checkpoint: model.pt`); checkpoints/ keeps a
+# model.yaml and last_step, a link to the latest step_N. Such a step folder was "several weight files and no index
+# (metadata.pt, model.pt, rank_0.pt); name one", its rank_0.pt "pick one with --key" (its optimizer), the run folder
+# "no weight file".
+_FAIRSEQ2_OLD_MODEL = re.compile(r"^model(\.\d+)?\.pt$")
+_FAIRSEQ2_OLD_STATE = re.compile(r"^(rank_\d+|replicated|metadata)(\.\d+)?\.pt$")
+_FAIRSEQ2_OLD_STATE_WORDS = {"replicated": "the training state replicated over its ranks",
+                             "metadata": "the run's metadata (its configuration)"}
+
+
+def _fairseq2_single_file_models(step: Path) -> list[Path]:
+    """The model files of a step folder in fairseq2's older layout (model.pt, or model.T.pt per tensor-parallel
+    rank, sorted) where the folder's name and its other files say it is one; else []."""
+    if _FAIRSEQ2_STEP.match(step.name) is None and step.name != "last_step":
+        return []
+    try:
+        entries = [entry for entry in step.iterdir() if entry.is_file()]
+    except OSError:
+        return []
+    models = sorted((entry for entry in entries if _FAIRSEQ2_OLD_MODEL.match(entry.name)),
+                    key=lambda entry: (len(entry.name), entry.name))
+    if models and any(entry.name == "model.yaml" or _FAIRSEQ2_OLD_STATE.match(entry.name) for entry in entries):
+        return models
+    return []
+
+
+def fairseq2_state_beside(path: Path) -> str | None:
+    """What a file of fairseq2's older step folder that holds no weights (rank_R.pt, replicated.pt, metadata.pt) is,
+    and where the model's state dict is beside it; None for any other file."""
+    match = _FAIRSEQ2_OLD_STATE.match(path.name)
+    models = _fairseq2_single_file_models(path.parent) if match is not None else []
+    if not models:
+        return None
+    same_rank = path.parent / f"model{match[2] or ''}.pt"
+    model = same_rank if same_rank in models else models[0]
+    what = _FAIRSEQ2_OLD_STATE_WORDS.get(match[1], "one data-parallel rank's training state (the optimizer's, the "
+                                                   "trainer's)")
+    return (f"it is {what} in a fairseq2 checkpoint ({path.parent.name}/, in fairseq2's older layout), not the model: "
+            f"fairseq2 saved the model's state dict beside it as {model.name} (under its 'model' key): point "
+            f"at it, {shell_word(str(model), argument=True)}")
 
 
 def fairseq2_checkpoint(folder: Path) -> tuple[Path, list[Path]] | None:
@@ -452,6 +495,7 @@ def fairseq2_checkpoint(folder: Path) -> tuple[Path, list[Path]] | None:
             files = sorted(path for path in candidate.glob(_FAIRSEQ2_MODEL_FILES) if path.is_file())
         except OSError:
             continue
+        files = files or _fairseq2_single_file_models(candidate)
         if files:
             return candidate, files
     return None
@@ -468,9 +512,22 @@ def fairseq2_message(folder: Path, checkpoint: Path, files: list[Path]) -> str:
         what = f"its latest step, {checkpoint.relative_to(folder)}/, is a fairseq2 checkpoint"
     else:
         what = f"it is inside a fairseq2 checkpoint ({checkpoint})"
+    first = shell_word(str(files[0]), argument=True)
+    if files[0].parent == checkpoint:  # the older layout: model.pt in the step folder itself
+        what += " in fairseq2's older layout (FileCheckpointManager's)"
+        state = sorted(path.name for path in checkpoint.iterdir() if _FAIRSEQ2_OLD_STATE.match(path.name))
+        shown = (", ".join(state[:4]) + ", ..." if len(state) > 4 else
+                 " and ".join(state) if len(state) < 3 else ", ".join(state[:-1]) + " and " + state[-1])
+        held = (f"its {shown} {'holds' if len(state) == 1 else 'hold'} training state or the run's metadata, not the "
+                "model; " if state else "")
+        if len(files) == 1:
+            return (f"{what}: {held}the model's state dict is {files[0].name} (torch.save, under its 'model' key): "
+                    f"point at it, {first}")
+        return (f"{what}: {held}the model's state dict is split over {counted(len(files), 'file')} "
+                f"({', '.join(path.name for path in files[:3])}{', ...' if len(files) > 3 else ''}), one per "
+                f"tensor-parallel rank, each a part of the model: point at one to read its part, e.g. {first}")
     held = ("its trainer/, optimizer/ and data_reader/ hold training state, not the model; " if
             (checkpoint / "trainer").is_dir() else "")
-    first = shell_word(str(files[0]), argument=True)
     if len(files) == 1:
         return (f"{what}: {held}the model's state dict is {files[0].relative_to(checkpoint)} (torch.save): point at "
                 f"it, {first}")

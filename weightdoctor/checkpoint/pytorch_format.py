@@ -197,6 +197,12 @@ _WHERE_THE_WEIGHTS_ARE = (
     "folder): point weightdoctor at that file or at the folder")
 
 
+def _fairseq2_state_beside(path: Path) -> str | None:
+    from weightdoctor.checkpoint.foreign import fairseq2_state_beside
+
+    return fairseq2_state_beside(path)
+
+
 def _weights_beside(path: Path) -> str | None:
     """Where the weights beside a file of training state are, in words, or None where its folder holds none: a
     Trainer's checkpoint-N/ of a PEFT run keeps adapter_model.safetensors, which the words said of every folder
@@ -1646,6 +1652,9 @@ def _load_pickle(path: Path, fmt: str, key: str | None, label: str | None) -> Pi
         # an optimizer's state): the one line said what it holds but not whether it is safe to load, which is what
         # people who download such a file ask first. A line that ends with the --key that reads the weights is left
         # as it is: read so, inspect shows the verdict.
+        if "; pick one with --key" in exc.message and (fairseq2 := _fairseq2_state_beside(path)) is not None:
+            # Its --key offered the optimizer's state or the run's configuration, not the model beside it.
+            exc.message = exc.message.replace("; pick one with --key", f"; {fairseq2}")
         if "--key" not in exc.message:
             if _WHERE_THE_WEIGHTS_ARE in exc.message and (beside := _weights_beside(path)) is not None:
                 exc.message = exc.message.replace(_WHERE_THE_WEIGHTS_ARE, beside)

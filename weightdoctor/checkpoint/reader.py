@@ -2344,6 +2344,13 @@ def _choose_in_folder(folder: Path) -> tuple[Path, bool]:
     lightning = _lightning_checkpoints_folder(folder, weights)
     if lightning is not None:
         raise UnsupportedFormat(lightning, str(folder))
+    from weightdoctor.checkpoint.foreign import fairseq2_checkpoint, fairseq2_message
+
+    fairseq2 = fairseq2_checkpoint(folder)
+    if fairseq2 is not None and fairseq2[0] == folder and fairseq2[1][0].parent == folder:
+        # fairseq2's older step folder: model.pt beside the ranks' training state (foreign._FAIRSEQ2_OLD_MODEL).
+        raise UnsupportedFormat(f"folder holds several weight files and no index ({names}); "
+                                f"{fairseq2_message(folder, *fairseq2)}", str(folder))
     raise UnsupportedFormat(f"folder holds several weight files and no index ({names}); name one", str(folder))
 
 
