@@ -299,7 +299,12 @@ def nested_only_warning(checkpoint: Checkpoint) -> str:
     """
     names = [entry.split(" (")[0] for entry in checkpoint.other_entries]
     if not names:
-        return f"only the state dict at {checkpoint.nested_key!r} is written (not optimizer or other entries)"
+        # `{"model": state_dict}` alone (fairseq2's model.pt): nothing is left out, only the wrapper, and "(not
+        # optimizer or other entries)" named entries the file does not have.
+        key = checkpoint.nested_key or ""
+        path = "".join(f"[{part!r}]" for part in key.split("."))  # `state.model` is checkpoint['state']['model']
+        return (f"the state dict at {key!r} is written unwrapped, at the top level (the checkpoint holds nothing "
+                f"beside it): a loader that reads checkpoint{path} reads the output's names directly")
     shown = ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
     return f"only the state dict at {checkpoint.nested_key!r} is written, not the checkpoint's other entries ({shown})"
 
