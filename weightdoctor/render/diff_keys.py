@@ -12,7 +12,7 @@ from rich.panel import Panel
 from rich.table import Table
 
 from weightdoctor.diff_keys import ADAPTER_SAVES_WHOLE, DiffReport, KeyGroup, reason_text
-from weightdoctor.errors import clip_message
+from weightdoctor.errors import clip_message, current_typed_words
 from weightdoctor.render.text import escape, printable, shown_name, wrap_at_dots, wrapped_name
 from weightdoctor.wording import counted, plural
 
@@ -298,7 +298,7 @@ def render_diff_keys(report: DiffReport, console: Console, show_all: bool = Fals
     for note in report.notes:
         text, commands = _commands_out(note)
         # Cut as an error or warning line is: a note quotes the file's own text (a model_type of a megabyte, twice).
-        console.print(f"[dim]note: {escape(clip_message(text))}[/]")
+        console.print(f"[dim]note: {escape(clip_message(text, typed=current_typed_words()))}[/]")
         for command in commands:  # whole, on a line of its own: wrapped in the note, a convert pasted as two lines
             console.print(escape(command), soft_wrap=True, highlight=False)
 
