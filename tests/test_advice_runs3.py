@@ -560,3 +560,19 @@ def test_a_broken_link_outside_a_repo_folder_names_no_placeholder(tmp_path: Path
     assert done.returncode == 2, done.stderr
     assert "<repo id>" not in done.stderr and "download it again with hf download, given the repo id," in \
         done.stderr, done.stderr
+
+
+@pytest.mark.parametrize("version3", [False, True])
+def test_inc_loader_is_said_without_placeholders(tmp_path: Path, version3: bool) -> None:
+    """An Intel Neural Compressor weight-only save: "neural_compressor...load(FOLDER, MODEL, ...)", FOLDER and MODEL
+    NameErrors pasted (the folder is not known where the warning is made, the model is the user's own object). Said
+    in words now, naming what the loader is given."""
+    from tests.test_third_party_layouts15 import _inc_weight_only
+
+    _inc_weight_only(tmp_path / "inc", version3=version3)
+    source = tmp_path / "inc" if version3 else tmp_path / "inc" / "best_model.pt"
+    done = run_subprocess("inspect", str(source), "--json", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    [said] = [w for w in json.loads(done.stdout)["warnings"] if "neural_compressor" in w]
+    assert "FOLDER" not in said and "MODEL" not in said and "load(" not in said, said
+    assert "given the save's folder" in said and "the floating-point model it was made from" in said, said

@@ -230,14 +230,15 @@ def test_an_inc_weight_only_save_reads_its_bits_from_its_qconfig(tmp_path: Path)
     assert data["quantized"]["method"] == "Intel Neural Compressor weight-only (qconfig.json)", data["quantized"]
     # 50 x 64 embeddings and lm_head, two 64 x 64 Linears at 4 bits (8 values an int32).
     assert data["quantized"]["bits"] == 4 and data["quantized"]["parameters"] == 2 * 3200 + 2 * 4096
-    assert any("neural_compressor.utils.pytorch.load(FOLDER, MODEL, weight_only=True)" in w
+    assert any("neural_compressor.utils.pytorch.load (INC 2.x), given the save's folder, weight_only=True" in w
                for w in data["warnings"]), data["warnings"]
 
     _inc_weight_only(tmp_path / "v3", version3=True, down_bits=8)  # a mixed recipe: the MLP at 8 bits
     code, data = run_json("inspect", str(tmp_path / "v3"))
     assert code == 0 and data["quantized"]["method"].startswith("Intel Neural Compressor"), data
     assert data["quantized"]["bits"] is None and data["quantized"]["parameters"] == 2 * 3200 + 2 * 4096
-    assert any("neural_compressor.torch.quantization.load(FOLDER, original_model=MODEL)" in w
+    assert any("neural_compressor.torch.quantization.load (INC 3.x), given the save's folder and, as "
+               "original_model=, the floating-point model" in w
                for w in data["warnings"]), data["warnings"]
 
     # Another library's qconfig.json (no dtype per entry) is not taken for INC's.
