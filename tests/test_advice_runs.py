@@ -396,8 +396,8 @@ def test_architectures_written_as_a_list_as_said_is_accepted(tmp_path: Path) -> 
 
 def test_fsdp_folder_merge_command_writes_the_model(tmp_path: Path) -> None:
     """accelerate's save_state under FSDP (pytorch_model_fsdp_0/ beside the training state): the printed
-    `accelerate merge-weights FOLDER OUTDIR`, run with accelerate's own CLI, writes a model.safetensors that holds
-    the model's tensors."""
+    `accelerate merge-weights FOLDER FOLDER.merged`, run with accelerate's own CLI, writes a model.safetensors that
+    holds the model's tensors (the output was `OUTDIR` before advice3)."""
     import shutil
 
     from safetensors.torch import load_file
@@ -409,12 +409,12 @@ def test_fsdp_folder_merge_command_writes_the_model(tmp_path: Path) -> None:
     line = _refusal(ODD, tmp_path)
     command = line.split("(FSDP's sharded state dict): ", 1)[1].split(" writes them as one model.safetensors")[0]
     words = shlex.split(command)
-    assert words[:2] == ["accelerate", "merge-weights"] and words[-1] == "OUTDIR", words
+    assert words[:2] == ["accelerate", "merge-weights"] and words[-1] == f"{ODD}.merged", words
     accelerate = shutil.which("accelerate", path=str(Path(sys.executable).parent))
     assert accelerate is not None
     merged = subprocess.run([accelerate, *words[1:]], capture_output=True, text=True, cwd=tmp_path)
     assert merged.returncode == 0, merged.stderr
-    written = load_file(tmp_path / "OUTDIR" / "model.safetensors")
+    written = load_file(tmp_path / f"{ODD}.merged" / "model.safetensors")
     assert sorted(written) == sorted(state_dict)
     assert all(torch.equal(written[name], tensor) for name, tensor in state_dict.items())
 
@@ -476,7 +476,7 @@ def test_universal_checkpoint_gather_snippet_writes_the_parameters(tmp_path: Pat
     step = _universal_checkpoint(tmp_path / ODD, zero3=True)
     source = {"step": step, "model-states": step / "mp_rank_00_model_states.pt", "zero": step / "zero"}[named]
     line = _refusal(str(source.relative_to(tmp_path)), tmp_path)
-    _paste("import torch\nfrom pathlib import Path", _call(line, "torch.save"), tmp_path)
+    _paste("import pathlib, torch", _call(line, "torch.save"), tmp_path)
 
     written = torch.load(tmp_path / "model.pt", weights_only=True)
     assert {name: tuple(tensor.shape) for name, tensor in written.items()} == {
@@ -547,5 +547,5 @@ def test_zero3_placeholders_name_the_zero_to_fp32_run_of_this_folder(tmp_path: P
     assert runs == (["python", f"{ODD}/zero_to_fp32.py"] if script else
                     ["python", "-m", "deepspeed.utils.zero_to_fp32"]), words
     rest = words[len(runs):]
-    assert (tmp_path / rest[0]).samefile(run) and rest[1:] == ["OUTDIR", "--tag", "global_step5",
-                                                                 "--safe_serialization"], words
+    assert (tmp_path / rest[0]).samefile(run) and rest[2:] == ["--tag", "global_step5", "--safe_serialization"], words
+    assert rest[1] == f"{ODD}.fp32" and not (tmp_path / rest[1]).exists(), words  # a new folder beside the run

@@ -180,11 +180,10 @@ def test_inspect_of_an_adapter_prints_its_load_and_fit_check_whole(tmp_path: Pat
     assert done.returncode == 0, done.stderr
     assert "ADAPTER BASE" not in done.stdout, done.stdout
     lines = done.stdout.splitlines()
-    python = next(line for line in lines if line.startswith("peft.PeftModel.from_pretrained("))
+    python = next(line for line in lines if line.startswith("import peft, transformers; model = peft.PeftModel."))
     call = _calls(python, "peft.PeftModel.from_pretrained")[0]
     assert ast.literal_eval(call.args[1]) == adapter and _literals(call.args[0]) == [base], python
-    printed = _exec_python(f"model = {python}" + _CHECK_LOADED.format(saved=f"{adapter}/adapter_model.safetensors"),
-                           tmp_path)
+    printed = _exec_python(python + _CHECK_LOADED.format(saved=f"{adapter}/adapter_model.safetensors"), tmp_path)
     assert printed.split() == ["PeftModel", "True", "True", "10"], printed
     command = next(line for line in lines if line.startswith("weightdoctor diff-keys "))
     assert shlex.split(command)[2:] == [adapter, base], command
@@ -278,8 +277,8 @@ def test_zero3_step_folder_names_the_zero_to_fp32_run_of_this_step(tmp_path: Pat
     line = _error_line(source, cwd)
     words = shlex.split(line.split("beside the global_step folders (", 1)[1].split("), then read that", 1)[0])
     assert words[:3] == ["python", "-m", "deepspeed.utils.zero_to_fp32"], words
-    assert (cwd / words[3]).samefile(run) and words[4:] == ["OUTDIR", "--tag", "global_step5",
-                                                            "--safe_serialization"], words
+    assert (cwd / words[3]).samefile(run) and words[5:] == ["--tag", "global_step5", "--safe_serialization"], words
+    assert (cwd / words[4]).resolve() == run.with_name(f"{ODD}.fp32"), words  # a new folder beside the run
 
 
 # --- 4. a split GGUF in the Hub cache: merged from its cached parts, where the user stands --------------------------
@@ -366,8 +365,9 @@ def test_an_hf_address_is_given_to_no_from_pretrained_nor_a_second_revision() ->
     from weightdoctor.diff_keys import _unwrap_command, peft_loading
 
     said = peft_loading("hf://org/lora", "org/base", {"task_type": "CAUSAL_LM"})
-    assert not said.startswith("peft.PeftModel.from_pretrained(") and "hf://" not in said, said
+    assert "peft.PeftModel.from_pretrained(" not in said and "hf://" not in said, said
     assert peft_loading("org/lora", "org/base", {"task_type": "CAUSAL_LM"}).startswith(
-        "peft.PeftModel.from_pretrained(transformers.AutoModelForCausalLM.from_pretrained('org/base'), 'org/lora'")
+        "import peft, transformers; model = peft.PeftModel.from_pretrained(transformers.AutoModelForCausalLM."
+        "from_pretrained('org/base'), 'org/lora'")
     assert "--revision" not in shlex.split(_unwrap_command("hf://org/m@v2", "module.", "v2"))
     assert shlex.split(_unwrap_command("org/m", "module.", "v2"))[2:6] == ["org/m", "--revision", "v2", "--rename"]

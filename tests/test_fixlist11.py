@@ -147,14 +147,15 @@ def test_a_revision_with_a_trailing_slash_reads_a_repo_id_as_it_reads_its_cache_
 
 @pytest.mark.parametrize(("name", "head", "kind", "step"), [
     ("model.onnx", b"\x08\x07\x12\x07pytorch", "an ONNX model",
-     "; the onnx package reads its weights (onnx.numpy_helper.to_array of each tensor in onnx.load({path})"
-     ".graph.initializer)"),
+     "; the onnx package reads its weights (import onnx, onnx.numpy_helper; {{t.name: onnx.numpy_helper.to_array(t) "
+     "for t in onnx.load({path}).graph.initializer}})"),
     ("tf_model.h5", b"\x89HDF\r\n\x1a\n" + bytes(64), "an HDF5 file (Keras / TensorFlow .h5 weights)",
-     "; h5py.File({path}) holds its arrays by layer (visititems walks them), and safetensors.numpy.save_file writes "
-     "them to read here; a transformers TensorFlow model's tf_model.h5 converts with transformers 4's "
-     "from_pretrained(folder, from_tf=True) (TensorFlow installed; transformers 5 ignores from_tf)"),
+     "; import h5py; h5py.File({path}) holds its arrays by layer (visititems walks them), and "
+     "safetensors.numpy.save_file writes them to read here; a transformers TensorFlow model's tf_model.h5 converts "
+     "with transformers 4's from_pretrained(folder, from_tf=True) (TensorFlow installed; transformers 5 ignores "
+     "from_tf)"),
     ("model.weights.h5", b"\x89HDF\r\n\x1a\n" + bytes(64), "an HDF5 file (Keras / TensorFlow .h5 weights)",
-     "; h5py.File({path}) holds its arrays by layer"),
+     "; import h5py; h5py.File({path}) holds its arrays by layer"),
 ])
 def test_onnx_and_keras_files_are_refused_with_a_next_step(
         tmp_path: Path, name: str, head: bytes, kind: str, step: str) -> None:

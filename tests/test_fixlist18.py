@@ -196,7 +196,8 @@ def test_compressed_record_advice_without_inert_objects_is_unchanged(tmp_path: P
     result = run_cli("inspect", tmp_path / "zipped.pt")
     assert result.exit_code == 2
     assert result.stderr.rstrip().endswith(
-        f"re-save it to a new file with torch.save(torch.load({str(tmp_path / 'zipped.pt')!r}, weights_only=True), "
+        f"re-save it to a new file with import torch; torch.save(torch.load({str(tmp_path / 'zipped.pt')!r}, "
+        "weights_only=True), "
         f"{str(tmp_path / 'zipped-resaved.pt')!r})")
 
 

@@ -66,7 +66,7 @@ def test_a_rezipped_archive_is_still_refused_once_the_scan_has_walked_its_data_p
     assert result.exit_code == 2 and result.stdout == "", result.stdout
     assert "storage record saved/data/0 is compressed (deflate), as torch.save never writes it" in result.stderr, (
         result.stderr)
-    assert (f"re-save it to a new file with torch.save(torch.load({str(zipped)!r}, weights_only=True), "
+    assert (f"re-save it to a new file with import torch; torch.save(torch.load({str(zipped)!r}, weights_only=True), "
             f"{str(tmp_path / 'zipped-resaved.pt')!r})") in result.stderr
 
 

@@ -169,6 +169,7 @@ def test_a_benign_dcp_entry_behind_such_a_field_is_no_refusal(tmp_path: Path, zi
     line = one_error_line(run_cli("inspect", str(tmp_path / "dcp")))
     assert line == (f"error: {tmp_path / 'dcp'}: folder holds no weight file (.safetensors, .bin, .pt, .pth, .ckpt); "
                     "it is a torch.distributed.checkpoint (DCP) folder (*.distcp shards and .metadata): "
+                    "import torch.distributed.checkpoint.format_utils; "
                     "torch.distributed.checkpoint.format_utils.dcp_to_torch_save("
                     f"{str(tmp_path / 'dcp')!r}, 'model.pt') writes one torch.save file to read here"), line
 

@@ -37,14 +37,14 @@ def test_the_peft_call_of_a_diff_keys_note_is_printed_whole_and_loads_pasted(tmp
     done = run_subprocess("diff-keys", str(adapter), str(base), "--json", cwd=tmp_path)
     assert done.returncode in (0, 1), done.stderr
     note = json.loads(done.stdout)["notes"][0]
-    start = note.index("peft.PeftModel.from_pretrained(")
-    call = None  # the note goes on past the call: the shortest text from its start that parses as one is it
+    start = note.index("import peft, transformers; ")  # the call with its imports (advice3)
+    call = None  # the note goes on past the call: the shortest text from its start that parses as it is it
     for end in range(start + 1, len(note) + 1):
         try:
-            parsed = ast.parse(note[start:end], mode="eval").body
+            parsed = ast.parse(note[start:end]).body
         except SyntaxError:
             continue
-        if isinstance(parsed, ast.Call):
+        if len(parsed) == 2 and isinstance(parsed[1], ast.Assign) and isinstance(parsed[1].value, ast.Call):
             call = note[start:end]
             break
     assert call is not None and len(call) > 100, note
@@ -56,7 +56,7 @@ def test_the_peft_call_of_a_diff_keys_note_is_printed_whole_and_loads_pasted(tmp
     assert printed == [call], shown.stdout  # whole, on one line, nothing before it
     assert "load it with the call below, or merge it" in " ".join(shown.stdout.split()), shown.stdout
     assert "from_pretrained(base, adapter)" not in shown.stdout, shown.stdout
-    loaded = _exec_python(f"model = {printed[0]}" + _CHECK_LOADED.format(
+    loaded = _exec_python(printed[0] + _CHECK_LOADED.format(
         saved=str(adapter / "adapter_model.safetensors")), tmp_path)
     assert loaded.split()[:3] == ["PeftModel", "True", "True"], loaded
 

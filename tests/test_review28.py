@@ -155,7 +155,7 @@ def test_a_spacy_pipelines_vocab_folder_is_not_called_a_component_with_a_model(t
     assert "vocab component" not in result.stderr and "whose model file" not in result.stderr, result.stderr
     assert (f"it is the vocab/ folder of a spaCy pipeline ({pipeline}/), which holds no component's model; the "
             "pipeline's weights are thinc models in spaCy's own msgpack format (ner/model, tok2vec/model), not "
-            f"PyTorch: spacy.load({str(pipeline)!r}) loads it") in result.stderr, result.stderr
+            f"PyTorch: import spacy; spacy.load({str(pipeline)!r}) loads it") in result.stderr, result.stderr
     result = run_cli("inspect", str(pipeline / "ner"))
     assert result.exit_code == 2 and "it is the ner component of a spaCy pipeline" in result.stderr, result.stderr
 

@@ -1045,7 +1045,7 @@ def test_a_timm_num_classes_the_head_does_not_have_is_a_warning(tmp_path: Path) 
     code, data = run_json("inspect", str(folder))
     assert code == 0 and data["config_summary"]["num_classes"] == 1000
     assert data["warnings"] == [
-        "config.json says num_classes=1000 (timm), fc.weight has 10 rows: timm.create_model('resnet18', "
+        "config.json says num_classes=1000 (timm), fc.weight has 10 rows: import timm; timm.create_model('resnet18', "
         "pretrained=True) builds 1000 outputs, which these head weights do not fit; set num_classes=10"]
     (folder / "config.json").write_text(json.dumps({**config, "num_classes": 10}))
     assert run_json("inspect", str(folder))[1]["warnings"] == []

@@ -83,7 +83,8 @@ def test_a_spacy_pipeline_and_its_component_models_are_named_with_what_loads_the
     trf, sm = tmp_path / "en_core_web_trf", tmp_path / "en_core_web_sm"
     _spacy_pipeline(trf, transformer=True)
     _spacy_pipeline(sm, transformer=False)
-    export = "nlp.get_pipe('transformer').model.transformer.save_pretrained(OUT)"
+    export = (f"import spacy; spacy.load({str(trf)!r}).get_pipe('transformer').model.transformer.save_pretrained("
+              f"{str(trf) + '.transformer'!r})")
 
     result = run_cli("inspect", str(trf))
     assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.stderr
@@ -185,8 +186,8 @@ def test_a_pyannote_checkpoint_names_pyannote_audio_and_what_loads_it(
     # module: the class's __module__ (its file PyanNet.py), then the class: as pyannote.audio records them.
     assert ("Lightning checkpoint of pyannote.audio.models.segmentation.PyanNet.PyanNet, saved by pyannote.audio "
             "3.1.0") in note, note
-    assert (f"Model.from_pretrained({str(folder / 'pytorch_model.bin')!r}) (from pyannote.audio import Model)"
-            in note), note
+    assert (f"import pyannote.audio; pyannote.audio.Model.from_pretrained({str(folder / 'pytorch_model.bin')!r}) "
+            "loads it" in note), note
 
     # A Lightning checkpoint of anything else says no such thing.
     torch.save({"state_dict": {"w": torch.zeros(2)}, "pytorch-lightning_version": "2.1.0"}, tmp_path / "last.ckpt")
@@ -229,14 +230,15 @@ def test_an_inc_weight_only_save_reads_its_bits_from_its_qconfig(tmp_path: Path)
     assert data["quantized"]["method"] == "Intel Neural Compressor weight-only (qconfig.json)", data["quantized"]
     # 50 x 64 embeddings and lm_head, two 64 x 64 Linears at 4 bits (8 values an int32).
     assert data["quantized"]["bits"] == 4 and data["quantized"]["parameters"] == 2 * 3200 + 2 * 4096
-    assert any("neural_compressor.utils.pytorch.load(FOLDER, MODEL, weight_only=True)" in w
+    assert any("neural_compressor.utils.pytorch.load (INC 2.x), given the save's folder, weight_only=True" in w
                for w in data["warnings"]), data["warnings"]
 
     _inc_weight_only(tmp_path / "v3", version3=True, down_bits=8)  # a mixed recipe: the MLP at 8 bits
     code, data = run_json("inspect", str(tmp_path / "v3"))
     assert code == 0 and data["quantized"]["method"].startswith("Intel Neural Compressor"), data
     assert data["quantized"]["bits"] is None and data["quantized"]["parameters"] == 2 * 3200 + 2 * 4096
-    assert any("neural_compressor.torch.quantization.load(FOLDER, original_model=MODEL)" in w
+    assert any("neural_compressor.torch.quantization.load (INC 3.x), given the save's folder and, as "
+               "original_model=, the floating-point model" in w
                for w in data["warnings"]), data["warnings"]
 
     # Another library's qconfig.json (no dtype per entry) is not taken for INC's.

@@ -271,7 +271,7 @@ def test_an_accelerate_fsdp_state_folder_names_where_the_weights_are(tmp_path: P
     line = " ".join(result.stderr.split())
     assert "not the model's weights" not in line, line
     assert ("the model's weights are in pytorch_model_fsdp_0/, a torch.distributed.checkpoint (DCP) folder" in line
-            and f"accelerate merge-weights {folder / 'pytorch_model_fsdp_0'} OUTDIR" in line), line
+            and f"accelerate merge-weights {folder / 'pytorch_model_fsdp_0'} {folder}.merged" in line), line
 
     (folder / "pytorch_model_fsdp_0" / ".metadata").unlink()  # no model DCP folder: training state only, as before
     line = " ".join(run_cli("inspect", str(folder)).stderr.split())
@@ -409,7 +409,7 @@ def test_a_zero3_step_folder_with_one_model_states_file_per_rank_says_how_to_gat
     assert result.exit_code == 2 and "folder holds DeepSpeed ZeRO-3 model states, one per data-parallel rank" in line
     assert "zero_to_fp32.py" in line and "name one" not in line, line
     line = " ".join(run_cli("inspect", str(run)).stderr.split())
-    assert f"python {run / 'zero_to_fp32.py'} {run} OUTDIR --safe_serialization" in line, line
+    assert f"python {run / 'zero_to_fp32.py'} {run} {run}.fp32 --safe_serialization" in line, line
 
 
 def test_a_megatron_torch_dist_checkpoint_is_named_as_its_dcp_shards(tmp_path: Path) -> None:

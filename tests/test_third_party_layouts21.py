@@ -89,7 +89,8 @@ def test_an_fsdp_trainer_output_dir_points_at_the_latest_saves_dcp_model(trainer
         assert ("its subfolders checkpoint-9/, checkpoint-10/ are one run's saves, whose model is a "
                 "torch.distributed.checkpoint (DCP) folder (checkpoint-10/pytorch_model_fsdp_0/, FSDP's sharded state "
                 f"dict, as a Trainer under FSDP saves it): accelerate merge-weights {run / 'checkpoint-10'}"
-                "/pytorch_model_fsdp_0 OUTDIR writes the latest save's as one model.safetensors") in line, line
+                f"/pytorch_model_fsdp_0 {run / 'checkpoint-10'}.merged writes the latest save's as one "
+                "model.safetensors") in line, line
 
 
 @pytest.mark.parametrize("command", [["inspect"], ["check-dtype"], ["plan-devices", "--gpu", "1GB"]])

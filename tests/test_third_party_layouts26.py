@@ -349,14 +349,15 @@ def test_zero_to_fp32_is_named_by_its_path_and_a_lightning_deepspeed_save_by_its
     result = run_cli("inspect", str(run))
     assert result.exit_code == 2 and not result.stdout
     message = _flat(result.stderr)
-    command = f"python {run / 'zero_to_fp32.py'} {run} OUTDIR --safe_serialization"
+    command = f"python {run / 'zero_to_fp32.py'} {run} {run}.fp32 --safe_serialization"
     assert command in message, message
     # Pasted from another folder, the script it names is found (run here with a script that prints its argv).
     (run / "zero_to_fp32.py").write_text("import sys; print(sys.argv[1:])\n")
     words = shlex.split(command)
     done = subprocess.run([sys.executable, *words[1:]], capture_output=True, text=True, cwd=tmp_path, check=True)
-    assert done.stdout.strip() == str([str(run), "OUTDIR", "--safe_serialization"])
+    assert done.stdout.strip() == str([str(run), f"{run}.fp32", "--safe_serialization"])
     assert ("a folder named like a .ckpt file is how PyTorch Lightning's DeepSpeed strategy saves a checkpoint: "
+            "import lightning.pytorch.utilities.deepspeed; "
             "lightning.pytorch.utilities.deepspeed.convert_zero_checkpoint_to_fp32_state_dict("
             f"'{run}', 'lightning_model.pt') writes it as one file, which load_from_checkpoint reads") in message
 
@@ -369,7 +370,7 @@ def test_zero_to_fp32_is_named_by_its_path_and_a_lightning_deepspeed_save_by_its
     plain = tmp_path / "run"
     _lightning_deepspeed_save(plain)
     message = _flat(run_cli("inspect", str(plain)).stderr)
-    assert f"python {plain / 'zero_to_fp32.py'} {plain} OUTDIR" in message and "Lightning" not in message
+    assert f"python {plain / 'zero_to_fp32.py'} {plain} {plain}.fp32" in message and "Lightning" not in message
 
 
 def _timm_clip_tower(folder: Path) -> None:
@@ -511,7 +512,8 @@ def test_a_split_gguf_says_to_merge_it_before_transformers_reads_it(tmp_path: Pa
     for part in (1, 2, 3):
         (folder / f"{stem}-0000{part}-of-00003.gguf").write_bytes(_gguf_header())
     merge = (f"llama.cpp's llama-gguf-split --merge {folder}/{stem}-00001-of-00003.gguf {folder}/{stem}.gguf joins "
-             "them into one file, which transformers reads into PyTorch, dequantized (from_pretrained("
+             "them into one file, which transformers reads into PyTorch, dequantized (import transformers; "
+             "transformers.AutoModelForCausalLM.from_pretrained("
              f"{str(folder)!r}, gguf_file='{stem}.gguf'))")
     message = _flat(run_cli("inspect", str(folder)).stderr)
     assert f"{stem}-00001-of-00003.gguf is part 1 of 3 of a split GGUF (llama.cpp's gguf-split)" in message, message

@@ -304,7 +304,7 @@ def test_a_nanotron_checkpoint_is_named_with_its_converter(tmp_path: Path, where
     assert said.format(step=step) in line, line
     assert "lr_scheduler" not in line and "point at one" not in line, line
     assert (f"torchrun --nproc_per_node=1 -m examples.llama.convert_nanotron_to_hf --checkpoint_path={step} "
-            "--save_path=OUTDIR") in line, line
+            f"--save_path={step}.hf") in line, line
     assert "Traceback" not in result.output
     assert not (tmp_path / "out").exists()
 

@@ -75,7 +75,8 @@ def test_a_gguf_file_names_the_loader_that_converts_it(tmp_path: Path) -> None:
         (folder / f"tinyllama-1.1b-chat.{quant}.gguf").write_bytes(path.read_bytes())
     message = _refusal("inspect", str(folder))
     assert ("which weightdoctor does not read (not PyTorch); transformers reads tinyllama-1.1b-chat.Q4_K_M.gguf into "
-            f"PyTorch, dequantized (from_pretrained({str(folder)!r}, gguf_file='tinyllama-1.1b-chat.Q4_K_M.gguf'))"
+            "PyTorch, dequantized (import transformers; transformers.AutoModelForCausalLM.from_pretrained("
+            f"{str(folder)!r}, gguf_file='tinyllama-1.1b-chat.Q4_K_M.gguf'))"
             ) in message
 
 
@@ -286,7 +287,8 @@ def test_numpy_and_flax_files_say_how_to_get_safetensors_from_them(tmp_path: Pat
     np.savez(tmp_path / "weights.npz", **state)
     message = _refusal("inspect", str(tmp_path / "weights.npz"))
     assert ("this is a NumPy .npz archive; weightdoctor reads safetensors and PyTorch (torch.save) checkpoints only; "
-            f"numpy.load({str(tmp_path / 'weights.npz')!r}) gives its arrays by name; safetensors.numpy.save_file("
+            f"import numpy; numpy.load({str(tmp_path / 'weights.npz')!r}) gives its arrays by name; import numpy, "
+            "safetensors.numpy; safetensors.numpy.save_file("
             f"dict(numpy.load({str(tmp_path / 'weights.npz')!r})), 'model.safetensors') writes them to read here"
             ) in message, message
     save_file(dict(np.load(tmp_path / "weights.npz")), str(tmp_path / "model.safetensors"))

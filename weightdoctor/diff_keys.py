@@ -883,7 +883,8 @@ def _gguf_names_layout(unexpected: Sequence[str], missing: Sequence[str], joined
     note = (f"{gguf_side} is in llama.cpp's GGUF tensor names (token_embd, blk.N.attn_q, ffn_gate, output_norm: a "
             "GGUF file's, kept by a dequantized copy of one) and "
             f"{hf_side} in transformers' layout (model.layers.N.self_attn.q_proj): "
-            + ("transformers reads the GGUF file itself, from_pretrained(folder, gguf_file=NAME.gguf), renaming every "
+            + ("transformers reads the GGUF file itself (from_pretrained given its folder and gguf_file=, its name), "
+               "renaming every "
                "tensor and, for Llama / Mistral, reversing the permutation of attn_q and attn_k that llama.cpp's "
                "convert_hf_to_gguf.py applies, which no rename does; a dequantized copy is best remade from the GGUF "
                "file that way" if gguf_side == "A" else
@@ -5511,14 +5512,16 @@ def _peft_base_class(config: Mapping[str, Any] | None) -> str | None:
 
 def peft_loading(adapter: str | None, base: str | None, config: Mapping[str, Any] | None = None,
                  revision: str | None = None, adapter_revision: str | None = None) -> str:
-    """How a PEFT adapter is loaded onto its base: the call, pasteable, where the adapter and the base are both
-    named (folders or repo ids, each as the user named it; the base's `revision` and the adapter's kept) and the
-    adapter's config gives the
-    base's class; in words otherwise: `PeftModel.from_pretrained(base, adapter)` pasted was a NameError.
+    """How a PEFT adapter is loaded onto its base: the call, pasteable with its imports into a fresh interpreter, where
+    the adapter and the base are both named (folders or repo ids, each as the user named it; the base's `revision` and
+    the adapter's kept) and the adapter's config gives the base's class; in words otherwise:
+    `PeftModel.from_pretrained(base, adapter)` pasted was a NameError, and `peft.PeftModel...` without its import.
 
     Example:
-        >>> peft_loading("out/lora", "org/llama", {"task_type": "CAUSAL_LM"})
-        "peft.PeftModel.from_pretrained(transformers.AutoModelForCausalLM.from_pretrained('org/llama'), 'out/lora')"
+        >>> print(peft_loading("out/lora", "org/llama", {"task_type": "CAUSAL_LM"}))
+        import peft, transformers; model = peft.PeftModel.from_pretrained(transformers.AutoModelForCausalLM...
+        >>> peft_loading("out/lora", "org/llama", {"task_type": "CAUSAL_LM"})[-45:]
+        "lLM.from_pretrained('org/llama'), 'out/lora')"
         >>> peft_loading(None, None)
         "peft's PeftModel.from_pretrained, given the base model it was made for and the adapter's folder"
     """
@@ -5528,7 +5531,8 @@ def peft_loading(adapter: str | None, base: str | None, config: Mapping[str, Any
     if adapter_folder is not None and base_folder is not None and model_class is not None:
         at = f", revision={revision!r}" if revision is not None else ""
         adapter_at = f", revision={adapter_revision!r}" if adapter_revision is not None else ""
-        return (f"peft.PeftModel.from_pretrained(transformers.{model_class}.from_pretrained({base_folder!r}{at}), "
+        return ("import peft, transformers; model = "
+                f"peft.PeftModel.from_pretrained(transformers.{model_class}.from_pretrained({base_folder!r}{at}), "
                 f"{adapter_folder!r}{adapter_at})")
     given = (f"B ({base_folder!r}) loaded in the model class the adapter was trained on" if base_folder is not None
              else "the base model it was made for")
@@ -5651,7 +5655,7 @@ def timm_head_note(a: Checkpoint, b: Checkpoint, mismatched: Sequence[Mismatch])
     names = ", ".join(sorted(m.name for m in heads))
     said = "its config.json" if config.get("num_classes") == rows_b else "its classifier's rows"
     return (f"B is timm's {arch} with num_classes={rows_b} ({said}), A's classifier has {rows_a} outputs: "
-            f"timm.create_model({model}, "
+            f"import timm; timm.create_model({model}, "
             f"pretrained=True, num_classes={rows_b}{overlay}) loads A's weights and drops {names} (their class count "
             "differs), which start at random; the rest must match")
 

@@ -38,7 +38,10 @@ def main() -> None:
             # (~5 ms of a 10,000-key diff); reference counting still frees the rest. A --values run, which
             # reads tensors (and imports torch), keeps the collector.
             gc.disable()
-        code = run_fast(*fast)
+        from weightdoctor.errors import typed_words
+
+        with typed_words(sys.argv[1:]):  # the paths a line printed names whole (errors.clip_message)
+            code = run_fast(*fast)
         sys.stdout.flush()
         sys.stderr.flush()
     except BrokenPipeError:

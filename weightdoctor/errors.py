@@ -6,6 +6,7 @@ import re
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
 
 # The longest message a line on stderr shows (`render.console.error` and `warn` cut it): text from a file (a
 # tensor name of a megabyte, a shape of a million dimensions, a dtype of a megabyte) made error lines of 1-3 MB.
@@ -27,12 +28,35 @@ def clip_middle(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
     return f"{text[:head]} ... ({len(text) - head - tail:,} characters left out) ... {text[len(text) - tail:]}"
 
 
-def clip_message(text: str, limit: int = MAX_MESSAGE_CHARS, typed: Sequence[str] | None = None) -> str:
+# The words of the command line being run, set by the CLI where it has them (`typed_words`): the paths that
+# `clip_message` leaves whole in the lines the consoles print. Read from sys.argv before, an in-process run
+# (CliRunner, a caller's own Typer app) had its paths measured against the host process's arguments (pytest's).
+_TYPED_WORDS: ContextVar[tuple[str, ...]] = ContextVar("weightdoctor_typed_words", default=())
+
+
+@contextmanager
+def typed_words(words: Iterable[str]) -> Iterator[None]:
+    """Within the block, `current_typed_words()` gives `words`, the arguments of the command being run (the CLI sets
+    them for the lines its consoles print); outside it, the words of any enclosing block, else none."""
+    token = _TYPED_WORDS.set(tuple(words))
+    try:
+        yield
+    finally:
+        _TYPED_WORDS.reset(token)
+
+
+def current_typed_words() -> tuple[str, ...]:
+    """The arguments the command being run was given (`typed_words`); () outside a CLI run."""
+    return _TYPED_WORDS.get()
+
+
+def clip_message(text: str, limit: int = MAX_MESSAGE_CHARS, typed: Sequence[str] = ()) -> str:
     """`clip_middle` for a line that may print a command or Python call to paste: the paths the user typed
-    (`typed`, by default the command line's words) and the folder they stand in, which that code repeats whole, do
-    not count toward the limit, so that a command naming a long path is not cut in its middle, unrunnable; a line
+    (`typed`: the CLI passes the command line's words) and the folder they stand in, which that code repeats whole,
+    do not count toward the limit, so that a command naming a long path is not cut in its middle, unrunnable; a line
     made long by text from a file (a tensor name of a megabyte) is still cut. Each folder name of those paths is
-    left out of the count where the line holds it, however the path around it is quoted.
+    left out of the count where the line holds it, however the path around it is quoted. Nothing global is read
+    but the working folder: the process's own arguments (sys.argv) may belong to another program.
 
     Example:
         >>> deep = "/".join(["d" * 200] * 15) + "/w.npz"
@@ -43,13 +67,12 @@ def clip_message(text: str, limit: int = MAX_MESSAGE_CHARS, typed: Sequence[str]
     if len(text) <= limit:
         return text
     import os
-    import sys
 
     try:
         here = os.getcwd()
     except OSError:  # the folder was removed under the run: an error line must still print
         here = ""
-    words = [*(sys.argv[1:] if typed is None else typed), here]
+    words = [*typed, here]
     # Long names only (a path's short names prove nothing), longest first: one inside another is not left out twice.
     names = sorted({name for word in words for name in re.split(r"[/\\]", word) if len(name) >= 16}, key=len,
                    reverse=True)

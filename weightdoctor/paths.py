@@ -92,6 +92,26 @@ def shell_word(word: str, *, argument: bool = False) -> str:
     return "$'" + "".join(quoted) + "'"
 
 
+def fresh_sibling(path: Path, mark: str) -> Path:
+    """A path beside `path` that nothing is at yet, for a command a message prints to write into: `path`'s name with
+    `mark` added (`run` -> `run.fp32`), numbered where that is taken (`run.fp32-2`). A path named `.` or `..` is
+    named by its own name (`../run.fp32`): `.` has no name to add to. A placeholder (`OUTDIR`) pasted made a folder
+    of that name where the user stood.
+
+    Example:
+        >>> fresh_sibling(Path("/nonexistent/run"), ".fp32")
+        PosixPath('/nonexistent/run.fp32')
+    """
+    if path.name in ("", ".", ".."):
+        path = Path(os.path.normpath(path / ".." / path.resolve().name))
+    if not path.name:  # the root folder: nothing beside it
+        path = path / "weights"
+    candidate, number = path.with_name(path.name + mark), 2
+    while os.path.lexists(candidate):
+        candidate, number = path.with_name(f"{path.name}{mark}-{number}"), number + 1
+    return candidate
+
+
 def refuse_foreign_output(text: str) -> None:
     """Refuse an output path written for another shell or system, which would be made here under a literal name:
     `-o 'C:\\models\\m'` (a file or folder named `C:\\models\\m` in the working directory), `-o 'out\\m.bin'`

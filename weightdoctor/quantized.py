@@ -1707,12 +1707,15 @@ def inc_weight_config(folder: Path) -> IncWeightConfig | None:
 
 
 def inc_loader_warning(inc: IncWeightConfig) -> str:
-    """What loads an INC weight-only save, which from_pretrained does not (no quantization_config)."""
-    load = ("neural_compressor.torch.quantization.load(FOLDER, original_model=MODEL) (INC 3.x)" if inc.version3 else
-            "neural_compressor.utils.pytorch.load(FOLDER, MODEL, weight_only=True) (INC 2.x)")
+    """What loads an INC weight-only save, which from_pretrained does not (no quantization_config), in words: the
+    folder is not known here and the model is the user's own object (`load(FOLDER, original_model=MODEL)` pasted was
+    a NameError)."""
+    load = ("neural_compressor.torch.quantization.load (INC 3.x), given the save's folder and, as original_model=, "
+            if inc.version3 else
+            "neural_compressor.utils.pytorch.load (INC 2.x), given the save's folder, weight_only=True and ")
     return (f"an {_INC_METHOD} save: each layer's bits are in its {inc.name}, not in the quantization_config that "
-            f"transformers' from_pretrained builds quantized layers from; {load} rebuilds the quantized model "
-            "around the floating-point MODEL it was made from")
+            f"transformers' from_pretrained builds quantized layers from; {load}the floating-point model it was "
+            "made from, rebuilds the quantized model around it")
 
 
 def quantized_summary(tensors: Iterable[TensorInfo], config: Mapping[str, Any] | None,

@@ -295,7 +295,8 @@ def timm_head_warning(checkpoint: Checkpoint) -> str | None:
         if weight is not None and len(weight.shape) >= 1 and weight.shape[0] != num_classes:
             return (f"config.json says num_classes={num_classes} (timm), {head}.weight has "
                     f"{counted(weight.shape[0], 'row', grouped=False)}: "
-                    f"timm.create_model('{config['architecture']}', pretrained=True) builds {num_classes} outputs, "
+                    f"import timm; timm.create_model({config['architecture']!r}, pretrained=True) builds "
+                    f"{num_classes} outputs, "
                     f"which these head weights do not fit; set num_classes={weight.shape[0]}")
     return None
 

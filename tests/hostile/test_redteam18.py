@@ -195,8 +195,8 @@ def test_a_deepspeed_run_whose_states_run_code_is_refused_not_sent_to_zero_to_fp
     genuine = tmp_path / "genuine"
     _deepspeed_run(genuine)
     line = " ".join(run_cli("inspect", str(genuine)).stderr.split())
-    assert (f"python {genuine / 'zero_to_fp32.py'} {genuine} OUTDIR --safe_serialization (that script came with the "
-            "folder; python -m deepspeed.utils.zero_to_fp32 runs the installed DeepSpeed's own)") in line, line
+    assert (f"python {genuine / 'zero_to_fp32.py'} {genuine} {genuine}.fp32 --safe_serialization (that script came "
+            "with the folder; python -m deepspeed.utils.zero_to_fp32 runs the installed DeepSpeed's own)") in line, line
 
     run = tmp_path / "run"
     step = _deepspeed_run(run, hook=_RunsAShellCommand())

@@ -16,7 +16,7 @@ import zipfile
 from pathlib import Path
 
 from weightdoctor.errors import clip_middle
-from weightdoctor.paths import shell_word
+from weightdoctor.paths import fresh_sibling, shell_word
 from weightdoctor.wording import counted
 
 _NOT_READ = "weightdoctor reads safetensors and PyTorch (torch.save) checkpoints only"
@@ -64,8 +64,9 @@ _TF_INDEX = "a TensorFlow checkpoint index"
 _TF_DATA = "a TensorFlow checkpoint data shard"
 # A TensorFlow checkpoint (bert_model.ckpt.index beside its .data-00000-of-00001) is read whole, by its prefix
 # ({prefix}: the file as named, without .index / .data-...; `tf.train.load_checkpoint(prefix)` pasted was a NameError).
-_TF_CHECKPOINT_READ = ("tf.train.load_checkpoint({prefix}) reads its variables by name (the prefix: the file name "
-                       "before .index / .data-...), and safetensors.numpy.save_file of them writes a file to read here")
+_TF_CHECKPOINT_READ = ("import tensorflow as tf; tf.train.load_checkpoint({prefix}) reads its variables by name "
+                       "(the prefix: the file name before .index / .data-...), and safetensors.numpy.save_file of them "
+                       "writes a file to read here")
 # fastText's save_model: int32 magic 793712314 and version 12, then its args, dictionary and matrices (facebook's
 # fasttext-*-vectors and language-identification repos name it model.bin, which was "not a PyTorch pickle").
 _FASTTEXT = "a fastText model (fasttext's save_model: its dictionary and word / subword vectors)"
@@ -77,48 +78,51 @@ _MLC_SOURCE = ("mlc_llm convert_weight wrote it from a Hugging Face model, whose
                "converted from) are what to read here")
 # What reads or converts a recognised format into what weightdoctor reads, said after the refusal.
 _CONVERTERS: dict[str, str] = {
-    _FASTTEXT: ("fasttext.load_model({path}) loads it (get_input_matrix() and get_output_matrix() give its arrays, "
-                "which safetensors.numpy.save_file writes to a file to read here)"),
+    _FASTTEXT: ("import fasttext; fasttext.load_model({path}) loads it (get_input_matrix() and "
+                "get_output_matrix() give its arrays, which safetensors.numpy.save_file writes to a file to read "
+                "here)"),
     _MLC_SHARD: _MLC_SOURCE,
-    _ORT: "onnxruntime.InferenceSession({path}) runs it; " + _EXPORT_SOURCE,
+    _ORT: "import onnxruntime; onnxruntime.InferenceSession({path}) runs it; " + _EXPORT_SOURCE,
     _TF_PROTOBUF: ("tf.saved_model.load of the folder holding it loads a SavedModel, whose weights are the TensorFlow "
                    "checkpoint in its variables/ folder; " + _TF_CHECKPOINT_READ),
     _TF_INDEX: _TF_CHECKPOINT_READ, _TF_DATA: _TF_CHECKPOINT_READ,
-    _TFLITE: ("tf.lite.Interpreter(model_path={path}) runs it (get_tensor_details lists its tensors, quantized as "
-              "the converter left them); " + _EXPORT_SOURCE),
+    _TFLITE: ("import tensorflow as tf; tf.lite.Interpreter(model_path={path}) runs it (get_tensor_details lists "
+              "its tensors, quantized as the converter left them); " + _EXPORT_SOURCE),
     _TENSORRT: ("TensorRT's runtime (trt.Runtime(logger).deserialize_cuda_engine, trtexec --loadEngine) runs it; "
                 "its weights cannot be read back as a state dict: " + _EXPORT_SOURCE),
-    _COREML: "coremltools.models.MLModel({path}) loads it (macOS runs it); " + _EXPORT_SOURCE,
-    _OPENVINO_XML: "openvino.Core().read_model({path}) loads it; " + _EXPORT_SOURCE,
-    _GGUF: ("transformers reads it into PyTorch, dequantized (from_pretrained({folder}, gguf_file={name!r}), with "
-            "the gguf package), and save_pretrained then writes safetensors"),
+    _COREML: "import coremltools; coremltools.models.MLModel({path}) loads it (macOS runs it); " + _EXPORT_SOURCE,
+    _OPENVINO_XML: "import openvino; openvino.Core().read_model({path}) loads it; " + _EXPORT_SOURCE,
+    _GGUF: ("transformers reads it into PyTorch, dequantized (import transformers; "
+            "transformers.AutoModelForCausalLM.from_pretrained({folder}, gguf_file={name!r}), with the gguf package), "
+            "and save_pretrained then writes safetensors"),
     _GGML: _GGML_TO_GGUF, _GGMF: _GGML_TO_GGUF, _GGJT: _GGML_TO_GGUF,
     _GGLA: "the PEFT adapter it was converted from is what weightdoctor reads",
     # The file named by its path as typed ({path}: a Python literal, {shell}: a shell word): `numpy.load(path)` pasted
     # was a NameError, `keras.saving.load_model('model.keras')` (its name alone) opened no file outside its folder,
     # `gunzip -k my model.pth.gz` (unquoted) named two files.
-    _NPZ: ("numpy.load({path}) gives its arrays by name; safetensors.numpy.save_file(dict(numpy.load({path})), "
-           "'model.safetensors') writes them to read here"),
-    _NPY: ("numpy.load({path}) reads it (a dict saved with np.save needs allow_pickle=True, only for a file you trust, "
-           "then .item()); save its arrays with safetensors.numpy.save_file to read them here"),
+    _NPZ: ("import numpy; numpy.load({path}) gives its arrays by name; import numpy, safetensors.numpy; "
+           "safetensors.numpy.save_file(dict(numpy.load({path})), 'model.safetensors') writes them to read here"),
+    _NPY: ("import numpy; numpy.load({path}) reads it (a dict saved with np.save needs allow_pickle=True, only for "
+           "a file you trust, then .item()); save its arrays with safetensors.numpy.save_file to read them here"),
     _BURN_MPK: _BURN_CONVERTER, _BURN_MPK_GZ: _BURN_CONVERTER,
-    _KERAS: "keras.saving.load_model({path}) rebuilds the model in Keras 3, and " + _KERAS_ARRAYS,
+    _KERAS: "import keras; keras.saving.load_model({path}) rebuilds the model in Keras 3, and " + _KERAS_ARRAYS,
     # A checkpoint gzipped for upload or by a training script (model.pth.gz): what it holds is unknown until opened.
     _GZIP: "decompress it (gunzip -k {shell}) and point weightdoctor at the file it holds",
     _MSGPACK: ("flax.serialization.msgpack_restore reads its nested arrays; transformers 4's from_pretrained(folder, "
                "from_flax=True) converts a transformers model's to PyTorch, and save_pretrained writes safetensors"),
     # transformers 5 pops from_tf unread (modeling_utils: "Not used anymore"); 4.x converts with TensorFlow installed.
-    _HDF5: ("h5py.File({path}) holds its arrays by layer (visititems walks them), and safetensors.numpy.save_file "
-            "writes them to read here; a transformers TensorFlow model's tf_model.h5 converts with transformers 4's "
-            "from_pretrained(folder, from_tf=True) (TensorFlow installed; transformers 5 ignores from_tf), and "
-            "save_pretrained then writes safetensors; Keras 3 weights (.weights.h5) load with "
-            "model.load_weights({path}) into the model built in Keras, and " + _KERAS_ARRAYS),
+    _HDF5: ("import h5py; h5py.File({path}) holds its arrays by layer (visititems walks them), and "
+            "safetensors.numpy.save_file writes them to read here; a transformers TensorFlow model's tf_model.h5 "
+            "converts with transformers 4's from_pretrained(folder, from_tf=True) (TensorFlow installed; "
+            "transformers 5 ignores from_tf), and save_pretrained then writes safetensors; Keras 3 weights "
+            "(.weights.h5) load with model.load_weights({path}) into the model built in Keras, and " + _KERAS_ARRAYS),
     # Exporters write a model over 2 GB as model.onnx beside model.onnx_data (Optimum, onnx's save_model) or
     # model.onnx.data (torch.onnx.export): the bytes alone name no tensor.
     _ONNX_DATA: ("onnx.load of the .onnx file beside it reads them as that model's initializers "
                  "(onnx.numpy_helper.to_array of each tensor in onnx.load(path).graph.initializer)"),
-    _ONNX: ("the onnx package reads its weights (onnx.numpy_helper.to_array of each tensor in onnx.load({path})"
-            ".graph.initializer), named as the exporter left them, not always as the PyTorch modules; an export of "
+    _ONNX: ("the onnx package reads its weights (import onnx, onnx.numpy_helper; {{t.name: "
+            "onnx.numpy_helper.to_array(t) for t in onnx.load({path}).graph.initializer}}), named as the exporter "
+            "left them, not always as the PyTorch modules; an export of "
             "a Hub model (Optimum's onnx/model.onnx) usually sits beside the PyTorch weights it came from, which "
             "weightdoctor reads"),
 }
@@ -414,7 +418,9 @@ def nanotron_message(folder: Path, checkpoint: Path) -> str:
     """What the nanotron checkpoint `folder` is, is inside or names (`nanotron_checkpoint`) holds, and how it becomes
     a folder that weightdoctor and transformers read: nanotron's own conversion script (examples/llama/, run from
     a clone of its repository as a module: it imports `.convert_weights`). The checkpoint is named by its absolute
-    path: the command runs inside that clone, where `--checkpoint_path='my run/10'` as typed named nothing."""
+    path: the command runs inside that clone, where `--checkpoint_path='my run/10'` as typed named nothing, and so is
+    the new folder beside it that it writes (`--save_path=OUTDIR --tokenizer_name=TOKENIZER`, placeholders, made a
+    folder `OUTDIR` in the clone and asked the Hub for a tokenizer `TOKENIZER`)."""
     if checkpoint == folder:
         what = "it is a nanotron checkpoint"
     elif checkpoint.parent == folder:
@@ -426,7 +432,9 @@ def nanotron_message(folder: Path, checkpoint: Path) -> str:
             "read as one model: nanotron's examples/llama/convert_nanotron_to_hf.py writes a transformers folder to "
             "read here (from a clone of nanotron, on a GPU: torchrun --nproc_per_node=1 -m "
             f"examples.llama.convert_nanotron_to_hf --checkpoint_path={shell_word(os.path.abspath(checkpoint))} "
-            "--save_path=OUTDIR --tokenizer_name=TOKENIZER)")
+            f"--save_path={shell_word(os.path.abspath(fresh_sibling(checkpoint, '.hf')))}; add --tokenizer_name= the "
+            "tokenizer the run trained with, a Hub id or folder, to save it beside the weights: without it the script "
+            "fetches its default, meta-llama/Llama-2-7b-chat-hf)")
 
 
 # fairseq2's StandardCheckpointManager (fairseq2/checkpoint/manager.py) commits each save as
@@ -556,8 +564,11 @@ def thinc_torch_shim(path: Path) -> str | None:
     return "hf" if config != -1 and b"\xaamodel_type" in data[config:match.start()] else "torch"
 
 
-def _hf_shim_export(component: str) -> str:
-    return (f"nlp.get_pipe({component!r}).model.transformer.save_pretrained(OUT) (spacy-transformers installed) "
+def _hf_shim_export(pipeline: Path, component: str) -> str:
+    """The Python that writes a spacy-transformers component's Hugging Face model as a folder beside the pipeline:
+    `nlp.get_pipe(...)...save_pretrained(OUT)` pasted was a NameError (`nlp`, `OUT`)."""
+    return (f"import spacy; spacy.load({str(pipeline)!r}).get_pipe({component!r}).model.transformer"
+            f".save_pretrained({str(fresh_sibling(pipeline, '.' + component))!r}) (spacy-transformers installed) "
             "writes that transformer as a Hugging Face folder to read here")
 
 
@@ -567,12 +578,12 @@ def _thinc_kind(path: Path) -> str:
     component = path.parent.name
     what = (f"the {component} component's model of a spaCy pipeline ({pipeline.name}/), {_SPACY_FORMAT}"
             if pipeline is not None else f"{_SPACY_FORMAT}, as spaCy saves a pipeline component's model")
-    load = (f"spacy.load({str(pipeline)!r}) loads the pipeline" if pipeline is not None else
+    load = (f"import spacy; spacy.load({str(pipeline)!r}) loads the pipeline" if pipeline is not None else
             "spacy.load of the pipeline folder (the one holding config.cfg) loads it")
     shim = thinc_torch_shim(path)
     if shim == "hf":
         return (f"{what}; it holds a Hugging Face transformers model (spacy-transformers: a torch.save state dict "
-                f"inside the msgpack): {load}, then {_hf_shim_export(component)}")
+                f"inside the msgpack): {load}, then {_hf_shim_export(pipeline, component)}")
     if shim == "torch":
         return f"{what}; it holds a PyTorch module's state dict (thinc's PyTorchShim) inside the msgpack: {load}"
     return f"{what}: {load}"
@@ -596,25 +607,26 @@ def spacy_pipeline_message(folder: Path, pipeline: Path) -> str:
             inner = []
         if inner:
             return (f"it is an installed spaCy pipeline package (meta.json; its pipeline in {inner[0]}/), which "
-                    f"spacy.load({folder.name!r}) loads once installed; {inner[0]}/ "
+                    f"import spacy; spacy.load({folder.name!r}) loads once installed; {inner[0]}/ "
                     + spacy_pipeline_message(folder / inner[0], folder / inner[0]).removeprefix("it "))
     if folder == pipeline:
         shown = ", ".join(f"{name}/" for name in components[:8]) + (", ..." if len(components) > 8 else "")
         files = ", ".join(name for name in ("config.cfg", "meta.json") if (folder / name).is_file())
         message = (f"it is a spaCy pipeline ({files}{'; components ' + shown if shown else ''}), whose "
                    "weights are thinc models in spaCy's own msgpack format (each component's model file), not "
-                   f"PyTorch: spacy.load({str(folder)!r}) loads it")
+                   f"PyTorch: import spacy; spacy.load({str(folder)!r}) loads it")
     elif folder.name in components:
         components = [folder.name]
         message = (f"it is the {folder.name} component of a spaCy pipeline ({pipeline}/), whose model file is "
-                   f"{_SPACY_FORMAT}: spacy.load({str(pipeline)!r}) loads the pipeline")
+                   f"{_SPACY_FORMAT}: import spacy; spacy.load({str(pipeline)!r}) loads the pipeline")
     else:
         # vocab/ (strings, vectors) or any other folder without a model file: it was called a component whose
         # model file is a thinc model, a file it does not hold.
         shown = ", ".join(f"{name}/model" for name in components[:4]) + (", ..." if len(components) > 4 else "")
         message = (f"it is the {folder.name}/ folder of a spaCy pipeline ({pipeline}/), which holds no "
                    "component's model; the pipeline's weights are thinc models in spaCy's own msgpack format"
-                   f"{' (' + shown + ')' if shown else ''}, not PyTorch: spacy.load({str(pipeline)!r}) loads it")
+                   f"{' (' + shown + ')' if shown else ''}, not PyTorch: import spacy; spacy.load({str(pipeline)!r}) "
+                   "loads it")
         components = []
     # A pipeline has a handful of components: a folder of 20,000 took 6 s (a message grown by += per component, of
     # megabytes), one of 100,000 minutes. The first components' model files are looked into, and three named.
@@ -623,7 +635,7 @@ def spacy_pipeline_message(folder: Path, pipeline: Path) -> str:
     for name in hf[:3]:
         where = f"its {name}/model" if folder == pipeline else "its model file"
         message += (f"; {where} holds a Hugging Face transformers model (spacy-transformers): "
-                    f"{_hf_shim_export(name)}")
+                    f"{_hf_shim_export(pipeline, name)}")
     if len(hf) > 3:
         looked = (f" (of the first {_SPACY_COMPONENTS_READ} looked into)" if len(components) > _SPACY_COMPONENTS_READ
                   else "")
@@ -987,8 +999,8 @@ def gguf_reading(name: str, folder: str = ".") -> str:
     return (f"it is part {int(split[2])} of {int(split[3])} of a split GGUF (llama.cpp's gguf-split): transformers "
             "reads one GGUF file (gguf_file=), not the parts of a split one; llama.cpp's llama-gguf-split --merge "
             f"{first} {whole} joins them into one file{where}, which transformers reads into "
-            f"PyTorch, dequantized (from_pretrained({read_from!r}, gguf_file={merged!r})), and save_pretrained then "
-            "writes safetensors")
+            f"PyTorch, dequantized (import transformers; transformers.AutoModelForCausalLM.from_pretrained("
+            f"{read_from!r}, gguf_file={merged!r})), and save_pretrained then writes safetensors")
 
 
 def unsupported_message(kind: str, name: str = "NAME", path: str | None = None) -> str:

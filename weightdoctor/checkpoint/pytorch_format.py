@@ -568,7 +568,8 @@ def _composer_note(state: Mapping[str, Any], names: Any, path: Path | None = Non
             from weightdoctor.checkpoint.hub import written_beside
 
             out = str(written_beside(path, f"{path.stem}-hf"))
-            export = (f"composer.models.write_huggingface_pretrained_from_composer_checkpoint({str(path)!r}, "
+            export = (f"import composer.models; "
+                      f"composer.models.write_huggingface_pretrained_from_composer_checkpoint({str(path)!r}, "
                       f"{out!r}) writes its config.json, tokenizer and {weights} (model. stripped) for "
                       f"from_pretrained({out!r})")
         else:
@@ -600,9 +601,9 @@ def _pyannote_note(obj: Any, path: Path | None = None) -> str | None:
              else "its model")
     saved = f", saved by pyannote.audio {clip_middle(version, 40)}" if isinstance(version, str) else ""
     return (f"a pyannote.audio checkpoint (a Lightning checkpoint of {model}{saved}): state_dict is read; "
-            f"pyannote.audio's Model.from_pretrained("
-            + (repr(str(path)) if path is not None else "the checkpoint's path")
-            + ") (from pyannote.audio import Model) loads it, rebuilding "
+            + (f"import pyannote.audio; pyannote.audio.Model.from_pretrained({str(path)!r})" if path is not None
+               else "pyannote.audio's Model.from_pretrained, given the checkpoint's path,")
+            + " loads it, rebuilding "
             "that class from the checkpoint's own architecture and hyper_parameters")
 
 
@@ -1050,12 +1051,12 @@ def _jit_resave(path: Path) -> str:
 
     Example:
         >>> _jit_resave(Path("exports/model.pt"))
-        "torch.save(torch.jit.load('exports/model.pt').state_dict(), 'exports/model-state-dict.pt')"
+        "import torch; torch.save(torch.jit.load('exports/model.pt').state_dict(), 'exports/model-state-dict.pt')"
     """
     from weightdoctor.checkpoint.hub import written_beside
 
     written = written_beside(path, f"{path.stem}-state-dict.pt")
-    return f"torch.save(torch.jit.load({str(path)!r}).state_dict(), {str(written)!r})"
+    return f"import torch; torch.save(torch.jit.load({str(path)!r}).state_dict(), {str(written)!r})"
 
 
 def _inert_safe_globals(report: ScanReport) -> list[Any]:
@@ -1579,8 +1580,8 @@ def _stripped_command(path: Path | None) -> str:
     """
     from weightdoctor.paths import shell_word
 
-    if path is None:
-        return "weightdoctor convert CHECKPOINT --strip-prefix model. -o OUTPUT"
+    if path is None:  # no file to name: `weightdoctor convert CHECKPOINT ... -o OUTPUT` pasted read a file CHECKPOINT
+        return "weightdoctor's convert of the checkpoint with --strip-prefix model. and -o naming the file to write"
     from weightdoctor.checkpoint.hub import written_beside
 
     written = written_beside(path, f"{path.stem}.safetensors")
@@ -2241,7 +2242,8 @@ def check_record_sizes(path: Path, inert: Collection[str] = ()) -> None:
             raise UnsupportedFormat(
                 f"storage record {member.name} is compressed ({'deflate' if member.method == 8 else member.method}"
                 f"), as torch.save never writes it (the archive was zipped again): its values cannot be read in "
-                f"place; re-save it to a new file with torch.save(torch.load({str(path)!r}, weights_only=True), "
+                f"place; re-save it to a new file with import torch; torch.save(torch.load({str(path)!r}, "
+                "weights_only=True), "
                 f"{str(resaved_name(path))!r})"
                 + _resave_globals(inert))
         if itemsize is None or member is None or not isinstance(numel, int) or not isinstance(key, str):
@@ -2426,7 +2428,8 @@ def legacy_low_protocol(path: Path) -> str:
     (`path` as the user named it: `torch.load(path, ...)` pasted was a NameError)."""
     return ("a legacy-format (non-zip) torch.save file pickled with protocol 0 or 1 (torch.save(..., pickle_protocol=0 "
             "or 1, _use_new_zipfile_serialization=False)), which torch.load's weights_only loader refuses, and "
-            "weightdoctor reads torch files only through it; for a protocol 1 file you trust, torch.save(torch.load("
+            "weightdoctor reads torch files only through it; for a protocol 1 file you trust, import torch; "
+            "torch.save(torch.load("
             f"{str(path)!r}, weights_only=False), {str(resaved_name(path))!r}) writes it again with the defaults, to "
             "read here; no torch.load reads a protocol 0 one (its storage references were written as text)")
 
@@ -2515,7 +2518,8 @@ def _archive_hint(path: Path) -> str:
         inside = shards[0].rpartition("/")[0] or "."
         return (f"; it is a NeMo archive (.nemo), a tar whose {inside}/ is a Megatron-Core torch_dist checkpoint "
                 "(torch.distributed.checkpoint shards, *.distcp and .metadata; its common.pt holds no weights): "
-                "extract it (tar -xf) and torch.distributed.checkpoint.format_utils.dcp_to_torch_save("
+                "extract it (tar -xf) and import torch.distributed.checkpoint.format_utils; "
+                "torch.distributed.checkpoint.format_utils.dcp_to_torch_save("
                 f"{inside!r}, 'model.pt') writes one torch.save file to read here")
     if not weights:
         return ""

@@ -58,7 +58,15 @@ from weightdoctor.errors import (
     WeightDoctorError,
 )
 from weightdoctor.jsontext import MAX_DEPTH, MAX_JSON_ENTRIES, TooManyEntries, parse_json
-from weightdoctor.paths import entries_under, expand_user, shell_word, too_long, unicode_form_hint, variable_hint
+from weightdoctor.paths import (
+    entries_under,
+    expand_user,
+    fresh_sibling,
+    shell_word,
+    too_long,
+    unicode_form_hint,
+    variable_hint,
+)
 from weightdoctor.paths import exists as path_exists
 from weightdoctor.wording import counted, plural
 
@@ -804,9 +812,9 @@ def _universal_message(count: int, zero: Path) -> str:
     whose = plural(count, "parameter's", "parameters'")  # the possessive of each number
     return (f"a DeepSpeed universal checkpoint (ds_to_universal.py): its {count} {whose} fp32 values are in "
             "zero/<name>/fp32.pt, one folder per parameter (beside Adam's exp_avg.pt and exp_avg_sq.pt), not one "
-            "state dict; name one fp32.pt to read that parameter, or gather them with torch.save({p.name: "
-            f"torch.load(p / 'fp32.pt')['param'] for p in Path({str(zero)!r}).iterdir() if p.is_dir()}}, 'model.pt') "
-            "and read that")
+            "state dict; name one fp32.pt to read that parameter, or gather them with import pathlib, torch; "
+            "torch.save({p.name: torch.load(p / 'fp32.pt')['param'] for p in "
+            f"pathlib.Path({str(zero)!r}).iterdir() if p.is_dir()}}, 'model.pt') and read that")
 
 
 def _refuse_zero3_placeholders(path: Path, infos: list[TensorInfo]) -> None:
@@ -839,12 +847,15 @@ def _zero_to_fp32_command(step: Path) -> str:
     """The zero_to_fp32.py run that gathers the ZeRO-3 partitions of `step` (a global_stepN/ folder, named as the
     user named it): the script beside it where there is one, else DeepSpeed's own; `--tag` names this step, which
     the folder's `latest` may not. `python zero_to_fp32.py CHECKPOINT_DIR OUTPUT` ran only from inside the run folder,
-    and named no folder. A step named `.` (read from inside it) is named by its own name: `. --tag ''` named no step."""
+    and named no folder; the output is a folder beside the run that does not exist yet (`OUTDIR` pasted made a
+    folder of that name where the user stood). A step named `.` (read from inside it) is named by its own name:
+    `. --tag ''` named no step."""
     step = _by_name(step)
     run = step.parent
     script = run / "zero_to_fp32.py"
     how = f"python {_pasteable(script)}" if script.is_file() else "python -m deepspeed.utils.zero_to_fp32"
-    return f"{how} {_pasteable(run)} OUTDIR --tag {_pasteable(step.name)} --safe_serialization"
+    return (f"{how} {_pasteable(run)} {_pasteable(fresh_sibling(run, '.fp32'))} --tag {_pasteable(step.name)} "
+            "--safe_serialization")
 
 
 def is_training_state(name: str) -> bool:
@@ -1680,8 +1691,9 @@ def _no_weights_message(folder: Path) -> str:
         if gguf is not None and foreign.gguf_reading(gguf).startswith("it is part"):  # a split GGUF: merged first
             message += f"; {gguf} {foreign.gguf_reading(gguf, str(folder)).removeprefix('it ')}"
         elif gguf is not None:  # the way to PyTorch weights, as the file's own refusal says it
-            message += (f"; transformers reads {gguf} into PyTorch, dequantized (from_pretrained({str(folder)!r}, "
-                        f"gguf_file={gguf!r})), and save_pretrained then writes safetensors")
+            message += (f"; transformers reads {gguf} into PyTorch, dequantized (import transformers; "
+                        f"transformers.AutoModelForCausalLM.from_pretrained({str(folder)!r}, gguf_file={gguf!r})), "
+                        "and save_pretrained then writes safetensors")
         elif (said := foreign.what_it_is(folder / others[0])) is not None:
             # An export folder (a repo's onnx/, openvino/): what reads its first file, as that file's refusal says.
             message += f"; {said}"
@@ -1769,16 +1781,18 @@ def _no_weights_message(folder: Path) -> str:
         refuse_unsafe_deepspeed_states(folder)
         # The script beside it came with the folder, as any file of it did: DeepSpeed's own copy is the same code.
         # Named by its path: `python zero_to_fp32.py run OUTDIR` worked only from inside the folder, where `run`
-        # named nothing.
+        # named nothing; and `OUTDIR` pasted made a folder of that name: it writes to a new folder beside the run.
         message += ("; DeepSpeed's zero_to_fp32.py beside it gathers the weights: python "
-                    f"{_pasteable(folder / 'zero_to_fp32.py')} {_pasteable(folder)} OUTDIR --safe_serialization (that "
+                    f"{_pasteable(folder / 'zero_to_fp32.py')} {_pasteable(folder)} "
+                    f"{_pasteable(fresh_sibling(folder, '.fp32'))} --safe_serialization (that "
                     "script came with the folder; python -m deepspeed.utils.zero_to_fp32 runs the installed "
                     "DeepSpeed's own)")
         if folder.name.endswith(".ckpt"):
             # PyTorch Lightning's DeepSpeedStrategy saves each checkpoint as a folder under the file's name
             # (epoch=0-step=10.ckpt/checkpoint/mp_rank_00_model_states.pt, its names under `_forward_module.`).
             message += ("; a folder named like a .ckpt file is how PyTorch Lightning's DeepSpeed strategy saves a "
-                        "checkpoint: lightning.pytorch.utilities.deepspeed.convert_zero_checkpoint_to_fp32_state_dict"
+                        "checkpoint: import lightning.pytorch.utilities.deepspeed; "
+                        "lightning.pytorch.utilities.deepspeed.convert_zero_checkpoint_to_fp32_state_dict"
                         f"({str(folder)!r}, 'lightning_model.pt') writes it as one file, which load_from_checkpoint "
                         "reads")
     described = None
@@ -1788,14 +1802,17 @@ def _no_weights_message(folder: Path) -> str:
         nemo = (folder / "context").is_dir()
         message += (f"; {'a NeMo 2.0 checkpoint: ' if nemo else ''}the model's weights are in {distributed[0]}/, a "
                     "Megatron-Core torch_dist checkpoint (DCP shards, *.distcp and .metadata): "
-                    + ("NeMo's llm.export_ckpt(path=..., target='hf') writes a Hugging Face folder to read here"
+                    + ("NeMo's import pathlib; from nemo.collections import llm; llm.export_ckpt(path=pathlib.Path("
+                       f"{str(folder)!r}), target='hf', output_path=pathlib.Path("
+                       f"{str(fresh_sibling(folder, '.hf'))!r})) writes a Hugging Face folder to read here"
                        if nemo else f"{dcp_to_torch_save(folder / distributed[0])} writes one torch.save file to read "
                        "here"))
         described = distributed[0]  # not pointed at again as a subfolder of weights (its common.pt is none)
     elif distributed and distributed[0].startswith("pytorch_model_fsdp"):
         message += (f"; the model's weights are in {distributed[0]}/, a torch.distributed.checkpoint (DCP) folder "
                     f"(FSDP's sharded state dict): accelerate merge-weights {_pasteable(folder / distributed[0])} "
-                    "OUTDIR writes them as one model.safetensors to read here")
+                    f"{_pasteable(fresh_sibling(folder, '.merged'))} writes them as one model.safetensors to read "
+                    "here")
     elif distributed:
         # A run's step folders (torchtitan's checkpoint/step-N/, a DCP save per step): accelerate's merge unwraps
         # its own single-model folder only, where a step holds the model beside optimizer, scheduler, dataloader.
@@ -1803,9 +1820,8 @@ def _no_weights_message(folder: Path) -> str:
         distributed.sort(key=natural_order)
         shown = ", ".join(f"{name}/" for name in distributed[:6]) + (", ..." if len(distributed) > 6 else "")
         message += (f"; its subfolders {shown} are torch.distributed.checkpoint (DCP) folders (*.distcp and "
-                     ".metadata, as torchtitan saves each step): torch.distributed.checkpoint.format_utils."
-                     f"dcp_to_torch_save({str(folder / latest)!r}, 'model.pt') writes one torch.save file "
-                     "to read here")
+                     f".metadata, as torchtitan saves each step): {dcp_to_torch_save(folder / latest)} writes one "
+                     "torch.save file to read here")
     nanotron = foreign.nanotron_checkpoint(folder)
     if nanotron is not None:
         # Its subfolders with a file are the optimizer's, the scheduler's and the RNG's: "point at one, e.g.
@@ -1918,7 +1934,8 @@ def _saves_with_weights_below(folder: Path) -> str:
     if not inner and fsdp:
         return (f"; {which}, whose model is a torch.distributed.checkpoint (DCP) folder ({saves[-1]}/{fsdp[0]}/, "
                 f"FSDP's sharded state dict, as a Trainer under FSDP saves it): accelerate merge-weights "
-                f"{_pasteable(latest / fsdp[0])} OUTDIR writes the latest save's as one model.safetensors to read here")
+                f"{_pasteable(latest / fsdp[0])} {_pasteable(fresh_sibling(latest, '.merged'))} writes the latest "
+                "save's as one model.safetensors to read here")
     if not inner:
         return ""
     held = ", ".join(f"{saves[-1]}/{name}/" for name in inner[:6]) + (", ..." if len(inner) > 6 else "")
@@ -2001,6 +2018,18 @@ def _local_dir_unfinished(folder: Path) -> int:
     return 0
 
 
+def _consolidate_hf_shards(folder: Path) -> str:
+    """The Python that writes the per-rank files of a HuggingFaceStorageWriter(save_distributed=True) save in
+    `folder` (named as the user named it) as whole tensors, into a new folder beside it: torch's
+    consolidate_safetensors_files, given every tensor's name (all in one output file: it takes no None) and a folder
+    it can write into (it makes none). `(input_dir, output_dir, fqn_to_index_mapping)` pasted was a NameError."""
+    written = str(fresh_sibling(folder, ".consolidated"))
+    return ("import glob, os, safetensors, torch.distributed.checkpoint._consolidate_hf_safetensors as hf; "
+            f"os.makedirs({written!r}); hf.consolidate_safetensors_files({str(folder)!r}, {written!r}, "
+            f"{{name: 1 for shard in glob.glob(glob.escape({str(folder)!r}) + '/shard-*.safetensors') "
+            "for name in safetensors.safe_open(shard, 'np').keys()})")
+
+
 def dcp_to_torch_save(folder: Path) -> str:
     """The call that writes a DCP folder's state dict as one torch.save file, its folder named as the user named it
     (a Python literal: `dcp_to_torch_save(folder, ...)` pasted was a NameError), into model.pt where they stand.
@@ -2009,7 +2038,8 @@ def dcp_to_torch_save(folder: Path) -> str:
         >>> dcp_to_torch_save(Path("ckpt/step-30"))[-45:]
         "dcp_to_torch_save('ckpt/step-30', 'model.pt')"
     """
-    return f"torch.distributed.checkpoint.format_utils.dcp_to_torch_save({str(folder)!r}, 'model.pt')"
+    return ("import torch.distributed.checkpoint.format_utils; "
+            f"torch.distributed.checkpoint.format_utils.dcp_to_torch_save({str(folder)!r}, 'model.pt')")
 
 
 def megatron_dist(folder: Path) -> str:
@@ -2079,11 +2109,11 @@ def _dangling_message(link: Path) -> str:
             what, why = "which leads back to itself (a loop of links)", "the cache is damaged"
     snapshot = next((p for p in link.parents if p.parent.name == "snapshots"), None)
     repo = snapshot.parent.parent.name if snapshot is not None else ""
-    again = "hf download <repo id>"  # the command that exists (huggingface-cli is gone since huggingface_hub 1.0)
     if repo.startswith("models--"):
-        again = download_command(repo.removeprefix("models--").replace("--", "/"), snapshot.name)
-    return (f"is a link to {target}, {what} ({why}); download it again "
-            f"with `{again}` or delete the snapshot")
+        again = f"with `{download_command(repo.removeprefix('models--').replace('--', '/'), snapshot.name)}`"
+    else:  # no repo to name: `hf download <repo id>` pasted was a shell redirection from a file `repo`
+        again = "with hf download, given the repo id,"  # (huggingface-cli is gone since huggingface_hub 1.0)
+    return f"is a link to {target}, {what} ({why}); download it again {again} or delete the snapshot"
 
 
 def explicit_weights_name(config: Any) -> str | None:
@@ -2298,9 +2328,8 @@ def _choose_in_folder(folder: Path) -> tuple[Path, bool]:
             f"folder holds {counted(len(weights), 'per-rank file', grouped=False)} "
             "of a torch.distributed.checkpoint HuggingFaceStorageWriter "
             f"save (save_distributed=True: {weights[0].name}, ...), each holding its rank's slices of the tensors, "
-            "and no index; torch.distributed.checkpoint._consolidate_hf_safetensors.consolidate_safetensors_files("
-            "input_dir, output_dir, fqn_to_index_mapping) writes the whole tensors as model-*.safetensors with their "
-            "index, to read here", str(folder))
+            f"and no index; {_consolidate_hf_shards(folder)} writes the whole tensors as one model-*.safetensors "
+            "with its index, to read here", str(folder))
     shards = _shard_set(weights)
     if shards is not None:
         # Shards without their index (a download of `*.safetensors` only; ExLlamaV2's output-0000N-of-0000M, which
@@ -2448,7 +2477,9 @@ def _coqui_tts_folder(folder: Path, weights: list[Path]) -> str | None:
     example = next((name for name in ("best_model.pth", "model.pth", "model_file.pth") if name in names), names[0])
     return (f"a Coqui TTS model folder (config.json is Coqui TTS's own, model {model!r}, not a transformers config) "
             f"with {counted(len(weights), 'weight file', grouped=False)} ({', '.join(names[:6])}): TTS loads one "
-            "checkpoint with that config (tts --model_path FILE --config_path config.json, or the model class's "
+            f"checkpoint with that config (tts --text 'Hello.' --model_path {_shell_word(_by_name(folder) / example)} "
+            f"--config_path {_shell_word(_by_name(folder) / 'config.json')} --out_path "
+            f"{_shell_word(fresh_sibling(_by_name(folder), '.hello.wav'))}, or the model class's "
             f"load_checkpoint); name one to read it (e.g. {_shell_word(_by_name(folder) / example)})")
 
 

@@ -12,6 +12,8 @@ import typer
 import typer.main
 from typer.core import TyperGroup
 
+from weightdoctor.errors import typed_words
+
 try:  # Typer vendors Click (as typer._click) in its newer releases; these are what it raises
     from typer._click import core as click_core
     from typer._click import exceptions as click_exceptions
@@ -462,10 +464,15 @@ class OneLineErrorsGroup(TyperGroup):
         reader = sys.modules.get("weightdoctor.checkpoint.safetensors_format")
         if reader is not None:
             reader.forget_memory_room()
+        # The words this run was given (Click reads sys.argv where no args are passed): a line printed leaves the paths
+        # among them whole (errors.clip_message), in-process runs (CliRunner) as the program's own.
+        typed = typed_words(sys.argv[1:] if args is None else [str(arg) for arg in args])
         if not standalone_mode:
-            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+            with typed:
+                return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         try:
-            result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+            with typed:
+                result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except SystemExit as exc:
             # Typer answers a closed stdout (`weightdoctor inspect x --json | head -c 1`, `--help | true`) by
             # wrapping the streams in Click's PacifyFlushWrapper and exiting 1, which callers read as "findings":

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from weightdoctor.errors import clip_message
+from weightdoctor.errors import clip_message, current_typed_words
 from weightdoctor.render.text import escape
 
 
@@ -57,12 +57,15 @@ for _console in (stdout, stderr):
 
 
 def error(message: str) -> None:
-    # clip_message: a command or snippet naming a long path typed stays whole (cut in its middle, not runnable).
-    stderr.print(f"[bold red]error:[/] {escape(clip_message(message))}", markup=True, highlight=False, soft_wrap=True)
+    # clip_message: a command or snippet naming a long path typed stays whole (cut in its middle, not runnable); the
+    # words typed are those the CLI was given for this run (errors.typed_words).
+    stderr.print(f"[bold red]error:[/] {escape(clip_message(message, typed=current_typed_words()))}", markup=True,
+                 highlight=False, soft_wrap=True)
 
 
 def warn(message: str) -> None:
-    stderr.print(f"[yellow]warning:[/] {escape(clip_message(message))}", markup=True, soft_wrap=True)
+    stderr.print(f"[yellow]warning:[/] {escape(clip_message(message, typed=current_typed_words()))}", markup=True,
+                 soft_wrap=True)
 
 
 @contextmanager

@@ -12,7 +12,7 @@ from rich.panel import Panel
 from rich.table import Table
 
 from weightdoctor.diff_keys import ADAPTER_SAVES_WHOLE, DiffReport, KeyGroup, reason_text
-from weightdoctor.errors import clip_message
+from weightdoctor.errors import clip_message, current_typed_words
 from weightdoctor.render.text import escape, printable, shown_name, wrap_at_dots, wrapped_name
 from weightdoctor.wording import counted, plural
 
@@ -298,7 +298,7 @@ def render_diff_keys(report: DiffReport, console: Console, show_all: bool = Fals
     for note in report.notes:
         text, commands = _commands_out(note)
         # Cut as an error or warning line is: a note quotes the file's own text (a model_type of a megabyte, twice).
-        console.print(f"[dim]note: {escape(clip_message(text))}[/]")
+        console.print(f"[dim]note: {escape(clip_message(text, typed=current_typed_words()))}[/]")
         for command in commands:  # whole, on a line of its own: wrapped in the note, a convert pasted as two lines
             console.print(escape(command), soft_wrap=True, highlight=False)
 
@@ -307,9 +307,10 @@ def render_diff_keys(report: DiffReport, console: Console, show_all: bool = Fals
 # words are shell-quoted, so none of these ends a word of its own).
 _COMMAND = re.compile(r"\bweightdoctor (?:convert|diff-keys|check-dtype|plan-devices|shard|inspect) ")
 # Where a Python call a note gives to paste starts (the PeftModel.from_pretrained that loads an adapter onto B, its
-# paths as Python literals); it ends at its closing parenthesis. Folded into the note at the terminal's width, a
-# newline fell inside a path's literal: pasted, a SyntaxError.
-_CALL = re.compile(r"\bpeft\.PeftModel\.from_pretrained\(")
+# paths as Python literals), with the imports before it that make it run pasted into a fresh interpreter; it ends at
+# its closing parenthesis. Folded into the note at the terminal's width, a newline fell inside a path's literal:
+# pasted, a SyntaxError.
+_CALL = re.compile(r"\b(?:import [\w., ]+; (?:\w+ = )?)?peft\.PeftModel\.from_pretrained\(")
 
 
 def _end_of_command(note: str, at: int) -> int:
@@ -362,10 +363,10 @@ def _commands_out(note: str) -> tuple[str, list[str]]:
     Example:
         >>> _commands_out("write it first (weightdoctor convert 'a b.pt' -o m.safetensors)")
         ('write it first (the command below)', ["weightdoctor convert 'a b.pt' -o m.safetensors"])
-        >>> note, calls = _commands_out("load it with peft.PeftModel.from_pretrained(transformers.AutoModel."
-        ...                             "from_pretrained('b (1)'), 'a'), or merge it")
-        >>> note, calls == ["peft.PeftModel.from_pretrained(transformers.AutoModel.from_pretrained('b (1)'), 'a')"]
-        ('load it with the call below, or merge it', True)
+        >>> note, calls = _commands_out("load it with import peft, transformers; model = peft.PeftModel.from_"
+        ...                             "pretrained(transformers.AutoModel.from_pretrained('b (1)'), 'a'), or merge it")
+        >>> note, calls[0][:60]
+        ('load it with the call below, or merge it', 'import peft, transformers; model = peft.PeftModel.from_pretr')
     """
     commands: list[str] = []
     while True:

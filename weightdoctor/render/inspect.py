@@ -117,7 +117,7 @@ def adapter_steps(adapter: dict, source: str | None, revision: str | None = None
     base_revision = adapter.get("revision") if isinstance(adapter.get("revision"), str) else None
     steps = []
     loading = peft_loading(source, base, adapter, base_revision, revision)
-    if loading.startswith("peft.PeftModel.from_pretrained("):
+    if loading.startswith("import peft, transformers; "):  # the call, else words
         steps.append(("to load it onto its base (adapter_config.json's base_model_name_or_path), in Python:", loading))
     words = ["weightdoctor diff-keys", shell_word(source, argument=True), shell_word(base, argument=True)]
     words += [f"--revision {shell_word(revision, argument=True)}"] if revision is not None else []
