@@ -88,6 +88,9 @@ REASONS: dict[str, str] = {
     "PyTorch's (out, in, *kernel): move those axes when converting",
     "expert-layout": "MoE experts one tensor per expert on one side, fused per projection on the other: "
                      "from_pretrained converts between them, load_state_dict does not",
+    "expert-numbering": "MoE experts one tensor per expert whose numbers are not 0 to N-1 in each projection: "
+                        "from_pretrained stacks them in the order of their numbers, raising where a projection lacks "
+                        "one and loading a renumbered set into the wrong slots without a word",
     "foreign-layout": "another code base's layout (Meta's original Llama/Mistral, a single-file Stable Diffusion "
     "checkpoint, an original Flux / SD3 transformer, LitGPT's, another framework's: Flax's, llama.cpp's GGUF names, an "
     "ONNX export's): convert with that library's converter, a rename alone "

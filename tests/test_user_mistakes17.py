@@ -1,0 +1,194 @@
+"""Round 17 of the common mistakes users make: an ML engineer's bad day with what transformers 5 does at load time.
+
+Covers: a Mixtral checkpoint in the per-expert layout transformers 4 wrote (`block_sparse_moe.experts.N.w1.weight`,
+what save_pretrained still writes) whose experts of one layer were renumbered (0, 1, 3, 9: an expert-pruning script
+that kept the old numbers), which from_pretrained's WeightConverter stacks in the order of their numbers without a
+word, expert 3 in slot 2: diff-keys --model-class said "A loads into B cleanly" (transformers 4 and load_state_dict
+named experts.2 missing); one expert's w3 lost from such a checkpoint, where from_pretrained raises and diff-keys
+said "shape: the architecture differs" with the converter's bare "Sizes of tensors must match", naming no key.
+Checked and already right (oracle tests here): the per-expert save_pretrained layout of Mixtral / Qwen2-MoE against
+its fused class; a LLaVA checkpoint in the transformers 4.4x layout (`language_model.model.`, `vision_tower.`,
+`multi_modal_projector.`) and a Qwen2-VL fine-tune in its old layout (`model.layers`, `visual.`), both loading equal
+to the original through transformers' conversion mapping.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.helpers import json_report, run_cli
+
+
+def _tiny_mixtral() -> Any:
+    import torch
+    from transformers import MixtralConfig, MixtralForCausalLM
+
+    torch.manual_seed(0)
+    config = MixtralConfig(vocab_size=128, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                           num_attention_heads=4, num_key_value_heads=2, num_local_experts=4, num_experts_per_tok=2,
+                           max_position_embeddings=64)
+    return MixtralForCausalLM(config).eval()
+
+
+@pytest.fixture(scope="module")
+def mixtral(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+    """A seeded tiny Mixtral saved by save_pretrained (per-expert keys, as transformers 4 wrote them), and its
+    state dict as the model holds it (experts fused per projection)."""
+    model = _tiny_mixtral()
+    folder = tmp_path_factory.mktemp("mixtral") / "mixtral"
+    model.save_pretrained(folder)
+    return folder, {name: tensor.clone() for name, tensor in model.state_dict().items()}
+
+
+def _edited_copy(source: Path, destination: Path, edit: Any) -> Path:
+    """A copy of the model folder `source` whose model.safetensors went through `edit(state_dict)`."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(source, destination)
+    weights = load_file(destination / "model.safetensors")
+    edit(weights)
+    save_file(weights, str(destination / "model.safetensors"), metadata={"format": "pt"})
+    return destination
+
+
+_LAYER_1 = "model.layers.1.block_sparse_moe.experts"
+
+
+def _renumber_expert_2_as_9(weights: dict[str, Any]) -> None:
+    for projection in ("w1", "w2", "w3"):
+        weights[f"{_LAYER_1}.9.{projection}.weight"] = weights.pop(f"{_LAYER_1}.2.{projection}.weight")
+
+
+def test_renumbered_experts_are_said_to_load_into_the_wrong_slots(mixtral: tuple[Path, dict[str, Any]],
+                                                                 tmp_path: Path) -> None:
+    import torch
+    from transformers import MixtralForCausalLM
+
+    folder, original = mixtral
+    assert f"{_LAYER_1}.2.w1.weight" in _keys(folder)  # save_pretrained wrote the per-expert layout
+    renumbered = _edited_copy(folder, tmp_path / "renumbered", _renumber_expert_2_as_9)
+    # The library: it loads without a word, expert 3 in slot 2 and expert 9 in slot 3.
+    loaded, info = MixtralForCausalLM.from_pretrained(renumbered, output_loading_info=True)
+    assert not any(info[kind] for kind in ("missing_keys", "unexpected_keys", "mismatched_keys"))
+    fused = loaded.state_dict()["model.layers.1.mlp.experts.gate_up_proj"]
+    was = original["model.layers.1.mlp.experts.gate_up_proj"]
+    assert torch.equal(fused[2], was[3]) and torch.equal(fused[3], was[2]) and not torch.equal(fused[2], was[2])
+
+    result = run_cli("diff-keys", str(renumbered), "--model-class", "MixtralForCausalLM", "--json")
+    assert result.exit_code == 1, result.stdout  # was 0, "A loads into B cleanly"
+    report = json_report("diff-keys", str(renumbered), "--model-class", "MixtralForCausalLM")
+    said = {issue["name"]: issue for issue in report["missing"]}
+    assert set(said) == {"model.layers.1.mlp.experts.gate_up_proj", "model.layers.1.mlp.experts.down_proj"}
+    gate_up = said["model.layers.1.mlp.experts.gate_up_proj"]
+    assert (gate_up["reason"], gate_up["severity"]) == ("expert-numbering", "error")
+    assert f"{_LAYER_1}.*.w1.weight and {_LAYER_1}.*.w3.weight hold experts 0, 1, 3, 9" in gate_up["detail"]
+    assert "(no 2; 9 past the 4 experts stacked): expert 3 fills slot 2, 9 fills slot 3" in gate_up["detail"]
+    assert f"{_LAYER_1}.*.w2.weight holds experts 0, 1, 3, 9" in said["model.layers.1.mlp.experts.down_proj"]["detail"]
+    assert report["matched"] == report["total_b"] - 2
+    assert "expert-numbering" in run_cli("diff-keys", str(renumbered), "--model-class", "MixtralForCausalLM").stdout
+
+
+def test_a_projection_one_expert_lacks_is_named(mixtral: tuple[Path, dict[str, Any]], tmp_path: Path) -> None:
+    from transformers import MixtralForCausalLM
+
+    folder, _ = mixtral
+    lacking = _edited_copy(folder, tmp_path / "lacking", lambda weights: weights.pop(f"{_LAYER_1}.3.w3.weight"))
+    with pytest.raises(RuntimeError, match="conversion"):  # the library raises, naming no key
+        MixtralForCausalLM.from_pretrained(lacking)
+    report = json_report("diff-keys", str(lacking), "--model-class", "MixtralForCausalLM")
+    (issue,) = report["missing"]
+    assert issue["name"] == "model.layers.1.mlp.experts.gate_up_proj"
+    assert issue["reason"] == "expert-numbering"  # was "shape: the architecture differs"
+    assert issue["detail"].startswith(f"from_pretrained raises: A's {_LAYER_1}.*.w3.weight holds experts 0, 1, 2 "
+                                      "(no 3), and its WeightConverter stacks")
+    assert "w1.weight" not in issue["detail"]  # w1 holds every expert: not blamed
+
+
+@pytest.mark.parametrize("kind", ["mixtral", "qwen2_moe"])
+def test_the_per_expert_layout_of_save_pretrained_loads_cleanly(kind: str, tmp_path: Path) -> None:
+    """Oracle (already right): no expert-numbering error on a whole per-expert save, experts 0-11 included (a
+    natural order, not 0, 1, 10, 11, 2)."""
+    import torch
+    import transformers
+
+    torch.manual_seed(0)
+    if kind == "mixtral":
+        model = transformers.MixtralForCausalLM(transformers.MixtralConfig(
+            vocab_size=64, hidden_size=16, intermediate_size=8, num_hidden_layers=1, num_attention_heads=2,
+            num_key_value_heads=1, num_local_experts=12, num_experts_per_tok=2))
+    else:
+        model = transformers.Qwen2MoeForCausalLM(transformers.Qwen2MoeConfig(
+            vocab_size=64, hidden_size=16, intermediate_size=8, moe_intermediate_size=8,
+            shared_expert_intermediate_size=8, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
+            num_experts=12, num_experts_per_tok=2))
+    model.save_pretrained(tmp_path / kind)
+    assert any(".experts.11." in key for key in _keys(tmp_path / kind))
+    _, info = type(model).from_pretrained(tmp_path / kind, output_loading_info=True)
+    assert not any(info[kind_] for kind_ in ("missing_keys", "unexpected_keys", "mismatched_keys"))
+    result = run_cli("diff-keys", str(tmp_path / kind), "--model-class", type(model).__name__)
+    assert result.exit_code == 0, result.stdout
+    assert "A loads into B cleanly" in result.stdout
+
+
+def _keys(folder: Path) -> list[str]:
+    from safetensors import safe_open
+
+    with safe_open(folder / "model.safetensors", "pt") as weights:
+        return list(weights.keys())
+
+
+def _vlm(kind: str) -> Any:
+    import torch
+    import transformers
+
+    torch.manual_seed(0)
+    text = dict(vocab_size=256, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                num_key_value_heads=2, max_position_embeddings=64)
+    if kind == "llava":
+        return transformers.LlavaForConditionalGeneration(transformers.LlavaConfig(
+            vision_config=dict(model_type="clip_vision_model", hidden_size=32, intermediate_size=64,
+                               num_hidden_layers=2, num_attention_heads=4, image_size=32, patch_size=8),
+            text_config=dict(model_type="llama", **text), image_token_index=255)).eval()
+    return transformers.Qwen2VLForConditionalGeneration(transformers.Qwen2VLConfig(
+        text_config=dict(**text, rope_scaling={"type": "mrope", "mrope_section": [1, 1, 2]}),
+        vision_config=dict(depth=2, embed_dim=32, hidden_size=32, num_heads=4, mlp_ratio=2, patch_size=4,
+                           spatial_merge_size=2, temporal_patch_size=2, in_channels=3))).eval()
+
+
+# transformers 4.4x's names of these models' weights, from the names transformers 5 models hold.
+_OLD_LAYOUTS = {
+    "llava": ((r"^model\.language_model\.", "language_model.model."), (r"^lm_head\.", "language_model.lm_head."),
+              (r"^model\.vision_tower\.", "vision_tower."),
+              (r"^model\.multi_modal_projector\.", "multi_modal_projector.")),
+    "qwen2_vl": ((r"^model\.language_model\.", "model."), (r"^model\.visual\.", "visual.")),
+}
+
+
+@pytest.mark.parametrize("kind", ["llava", "qwen2_vl"])
+def test_an_old_vision_language_layout_is_said_to_load_as_it_does(kind: str, tmp_path: Path) -> None:
+    """Oracle (already right): transformers' conversion mapping renames the old layout; diff-keys says it loads,
+    and from_pretrained loads every weight equal to the original."""
+    import torch
+    from safetensors.torch import save_file
+
+    model = _vlm(kind)
+    model.save_pretrained(tmp_path / kind)
+    old = {}
+    for name, tensor in model.state_dict().items():
+        for pattern, replacement in _OLD_LAYOUTS[kind]:
+            name = re.sub(pattern, replacement, name)
+        old[name] = tensor.contiguous().clone()
+    assert not any(name.startswith("model.language_model.") for name in old)
+    save_file(old, str(tmp_path / kind / "model.safetensors"), metadata={"format": "pt"})
+    loaded, info = type(model).from_pretrained(tmp_path / kind, output_loading_info=True)
+    assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys"))
+    assert all(torch.equal(tensor, loaded.state_dict()[name]) for name, tensor in model.state_dict().items())
+    report = json_report("diff-keys", str(tmp_path / kind), "--model-class", type(model).__name__)
+    assert (report["missing"], report["unexpected"], report["mismatched"]) == ([], [], [])
+    assert report["matched"] == report["total_b"] == len(model.state_dict())
