@@ -5,7 +5,11 @@ what save_pretrained still writes) whose experts of one layer were renumbered (0
 that kept the old numbers), which from_pretrained's WeightConverter stacks in the order of their numbers without a
 word, expert 3 in slot 2: diff-keys --model-class said "A loads into B cleanly" (transformers 4 and load_state_dict
 named experts.2 missing); one expert's w3 lost from such a checkpoint, where from_pretrained raises and diff-keys
-said "shape: the architecture differs" with the converter's bare "Sizes of tensors must match", naming no key.
+said "shape: the architecture differs" with the converter's bare "Sizes of tensors must match", naming no key; a
+LoRA adapter of a Qwen3-MoE saved per expert module (`mlp.experts.3.gate_proj.lora_A`, as peft wrote it under
+transformers 4) checked against Qwen3MoeForCausalLM, said to target modules "B does not have: the adapter's weights
+for it are dropped" (an error on every factor), where the installed peft converts them onto the fused experts and
+the merged weights equal the per-expert update.
 Checked and already right (oracle tests here): the per-expert save_pretrained layout of Mixtral / Qwen2-MoE against
 its fused class; a LLaVA checkpoint in the transformers 4.4x layout (`language_model.model.`, `vision_tower.`,
 `multi_modal_projector.`) and a Qwen2-VL fine-tune in its old layout (`model.layers`, `visual.`), both loading equal
@@ -192,3 +196,90 @@ def test_an_old_vision_language_layout_is_said_to_load_as_it_does(kind: str, tmp
     report = json_report("diff-keys", str(tmp_path / kind), "--model-class", type(model).__name__)
     assert (report["missing"], report["unexpected"], report["mismatched"]) == ([], [], [])
     assert report["matched"] == report["total_b"] == len(model.state_dict())
+
+
+# --- a LoRA saved per expert, loaded onto transformers 5's fused experts ---------------------------------------------
+
+_PROJECTIONS = {"gate_proj": (32, 16), "up_proj": (32, 16), "down_proj": (16, 32)}  # in, out of one expert's Linear
+
+
+@pytest.fixture(scope="module")
+def per_expert_lora(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A seeded tiny Qwen3-MoE saved by save_pretrained in `base/`, and in `adapter/` a rank-4 LoRA on every expert's
+    gate / up / down projection under peft's names for transformers 4's per-expert modules."""
+    import json
+
+    import torch
+    from safetensors.torch import save_file
+    from transformers import Qwen3MoeConfig, Qwen3MoeForCausalLM
+
+    root = tmp_path_factory.mktemp("moe_lora")
+    torch.manual_seed(0)
+    Qwen3MoeForCausalLM(Qwen3MoeConfig(
+        vocab_size=128, hidden_size=32, intermediate_size=48, moe_intermediate_size=16, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=8, num_experts=4, num_experts_per_tok=2,
+        max_position_embeddings=64)).save_pretrained(root / "base")
+    factors = {}
+    for layer in range(2):
+        for expert in range(4):
+            for projection, (width_in, width_out) in _PROJECTIONS.items():
+                module = f"base_model.model.model.layers.{layer}.mlp.experts.{expert}.{projection}"
+                factors[f"{module}.lora_A.weight"] = torch.randn(4, width_in) * 0.1
+                factors[f"{module}.lora_B.weight"] = torch.randn(width_out, 4) * 0.1
+    (root / "adapter").mkdir()
+    save_file(factors, str(root / "adapter" / "adapter_model.safetensors"))
+    (root / "adapter" / "adapter_config.json").write_text(json.dumps({
+        "peft_type": "LORA", "task_type": "CAUSAL_LM", "base_model_name_or_path": str(root / "base"), "r": 4,
+        "lora_alpha": 8, "target_modules": sorted(_PROJECTIONS), "lora_dropout": 0.0, "bias": "none",
+        "fan_in_fan_out": False, "inference_mode": True}))
+    return root
+
+
+def test_a_lora_saved_per_expert_is_said_to_load_onto_the_fused_experts(per_expert_lora: Path) -> None:
+    import torch
+    from peft import PeftModel
+    from safetensors.torch import load_file
+    from transformers import Qwen3MoeForCausalLM
+
+    # The library: peft loads the per-expert factors onto the fused experts, the merged update each expert's B @ A.
+    base = Qwen3MoeForCausalLM.from_pretrained(per_expert_lora / "base")
+    before = {name: tensor.clone() for name, tensor in base.state_dict().items()}
+    merged = PeftModel.from_pretrained(base, per_expert_lora / "adapter").merge_and_unload().state_dict()
+    factors = load_file(per_expert_lora / "adapter" / "adapter_model.safetensors")
+    module = "base_model.model.model.layers.1.mlp.experts.2"
+    update = 2.0 * factors[f"{module}.down_proj.lora_B.weight"] @ factors[f"{module}.down_proj.lora_A.weight"]
+    assert torch.allclose(merged["model.layers.1.mlp.experts.down_proj"][2],
+                          before["model.layers.1.mlp.experts.down_proj"][2] + update, atol=1e-6)
+    update = 2.0 * factors[f"{module}.up_proj.lora_B.weight"] @ factors[f"{module}.up_proj.lora_A.weight"]
+    assert torch.allclose(merged["model.layers.1.mlp.experts.gate_up_proj"][2, 16:],
+                          before["model.layers.1.mlp.experts.gate_up_proj"][2, 16:] + update, atol=1e-6)
+
+    args = ("diff-keys", str(per_expert_lora / "adapter"), "--model-class", "Qwen3MoeForCausalLM",
+            "--config", str(per_expert_lora / "base"))
+    assert run_cli(*args).exit_code == 0  # was 1: every factor "targets ..., which B does not have"
+    report = json_report(*args)
+    details = {issue["name"]: issue for issue in report["unexpected"]}
+    assert len(details) == 48 and {issue["severity"] for issue in details.values()} == {"info"}
+    said = details["base_model.model.model.layers.1.mlp.experts.2.up_proj.lora_A.weight"]["detail"]
+    assert said == ("LoRA on expert 2 of model.layers.1.mlp.experts.gate_up_proj, which B holds fused: peft converts "
+                    "the per-expert LoRA onto it when it loads the adapter")
+    said = details["base_model.model.model.layers.0.mlp.experts.3.down_proj.lora_B.weight"]["detail"]
+    assert "expert 3 of model.layers.0.mlp.experts.down_proj" in said
+
+
+def test_a_lora_saved_per_expert_without_peft_conversion_is_an_error(per_expert_lora: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A peft without transformers-5 weight conversion loads none of the per-expert factors: still an error, naming
+    the fused parameter and what converts it."""
+    import weightdoctor.diff_keys as diff_keys
+
+    monkeypatch.setattr(diff_keys, "_peft_converts_experts", lambda: False)
+    args = ("diff-keys", str(per_expert_lora / "adapter"), "--model-class", "Qwen3MoeForCausalLM",
+            "--config", str(per_expert_lora / "base"))
+    assert run_cli(*args).exit_code == 1
+    said = {issue["name"]: issue for issue in json_report(*args)["unexpected"]}
+    issue = said["base_model.model.model.layers.1.mlp.experts.2.gate_proj.lora_B.weight"]
+    assert issue["severity"] == "error"
+    assert issue["detail"].startswith("targets model.layers.1.mlp.experts.2.gate_proj, one expert of "
+                                      "model.layers.1.mlp.experts.gate_up_proj, which B holds fused: this peft loads "
+                                      "none of it")
