@@ -9,7 +9,9 @@ said "shape: the architecture differs" with the converter's bare "Sizes of tenso
 LoRA adapter of a Qwen3-MoE saved per expert module (`mlp.experts.3.gate_proj.lora_A`, as peft wrote it under
 transformers 4) checked against Qwen3MoeForCausalLM, said to target modules "B does not have: the adapter's weights
 for it are dropped" (an error on every factor), where the installed peft converts them onto the fused experts and
-the merged weights equal the per-expert update.
+the merged weights equal the per-expert update; the renumbered checkpoint against the original's folder (two
+checkpoints, no --model-class), whose tables listed `model.layers.*.block_sparse_moe.experts.*.w1.weight` as both
+missing and unexpected, naming neither the layer nor the expert.
 Checked and already right (oracle tests here): the per-expert save_pretrained layout of Mixtral / Qwen2-MoE against
 its fused class; a LLaVA checkpoint in the transformers 4.4x layout (`language_model.model.`, `vision_tower.`,
 `multi_modal_projector.`) and a Qwen2-VL fine-tune in its old layout (`model.layers`, `visual.`), both loading equal
@@ -23,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner
 
 from tests.helpers import json_report, run_cli
 
@@ -96,6 +99,23 @@ def test_renumbered_experts_are_said_to_load_into_the_wrong_slots(mixtral: tuple
     assert f"{_LAYER_1}.*.w2.weight holds experts 0, 1, 3, 9" in said["model.layers.1.mlp.experts.down_proj"]["detail"]
     assert report["matched"] == report["total_b"] - 2
     assert "expert-numbering" in run_cli("diff-keys", str(renumbered), "--model-class", "MixtralForCausalLM").stdout
+
+
+def test_one_renumbered_expert_between_two_checkpoints_is_named_by_its_keys(mixtral: tuple[Path, dict[str, Any]],
+                                                                           tmp_path: Path) -> None:
+    folder, _ = mixtral
+    renumbered = _edited_copy(folder, tmp_path / "renumbered", _renumber_expert_2_as_9)
+    report = json_report("diff-keys", str(renumbered), str(folder))
+    assert {issue["name"] for issue in report["missing"]} == {f"{_LAYER_1}.2.w{i}.weight" for i in (1, 2, 3)}
+    assert {issue["name"] for issue in report["unexpected"]} == {f"{_LAYER_1}.9.w{i}.weight" for i in (1, 2, 3)}
+    patterns = {(group["kind"], group["pattern"]) for group in report["groups"]}  # --json keeps the patterns
+    assert ("missing", "model.layers.*.block_sparse_moe.experts.*.w1.weight") in patterns
+    # Without --all, each table's rows: the keys themselves, not a pattern both tables share.
+    shown = run_cli("diff-keys", str(renumbered), str(folder), runner=CliRunner(env={"COLUMNS": "200"})).stdout
+    assert "experts.*" not in shown
+    for number in (2, 9):
+        for projection in ("w1", "w2", "w3"):
+            assert f"{_LAYER_1}.{number}.{projection}.weight" in shown
 
 
 def test_a_projection_one_expert_lacks_is_named(mixtral: tuple[Path, dict[str, Any]], tmp_path: Path) -> None:
