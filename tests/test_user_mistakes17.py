@@ -95,7 +95,7 @@ def test_renumbered_experts_are_said_to_load_into_the_wrong_slots(mixtral: tuple
     gate_up = said["model.layers.1.mlp.experts.gate_up_proj"]
     assert (gate_up["reason"], gate_up["severity"]) == ("expert-numbering", "error")
     assert f"{_LAYER_1}.*.w1.weight and {_LAYER_1}.*.w3.weight hold experts 0, 1, 3, 9" in gate_up["detail"]
-    assert "(no 2; 9 past the 4 experts stacked): expert 3 fills slot 2, 9 fills slot 3" in gate_up["detail"]
+    assert "(no 2; 9 past the model's 4 experts): expert 3 fills slot 2, 9 fills slot 3" in gate_up["detail"]
     assert f"{_LAYER_1}.*.w2.weight holds experts 0, 1, 3, 9" in said["model.layers.1.mlp.experts.down_proj"]["detail"]
     assert report["matched"] == report["total_b"] - 2
     assert "expert-numbering" in run_cli("diff-keys", str(renumbered), "--model-class", "MixtralForCausalLM").stdout
@@ -132,6 +132,30 @@ def test_a_projection_one_expert_lacks_is_named(mixtral: tuple[Path, dict[str, A
     assert issue["detail"].startswith(f"from_pretrained raises: A's {_LAYER_1}.*.w3.weight holds experts 0, 1, 2 "
                                       "(no 3), and its WeightConverter stacks")
     assert "w1.weight" not in issue["detail"]  # w1 holds every expert: not blamed
+
+
+def test_an_expert_parallel_shard_is_one_shape_said_once_with_its_experts(mixtral: tuple[Path, dict[str, Any]],
+                                                                           tmp_path: Path) -> None:
+    """One rank's experts (2 and 3 of 4) in layer 1: from_pretrained reports the stacked shapes mismatched; the
+    report lists each key once, as mismatched, and says which experts A holds."""
+    from transformers import MixtralForCausalLM
+
+    def keep_experts_2_and_3(weights: dict[str, Any]) -> None:
+        for number in (0, 1):
+            for projection in ("w1", "w2", "w3"):
+                weights.pop(f"{_LAYER_1}.{number}.{projection}.weight")
+
+    folder, _ = mixtral
+    shard = _edited_copy(folder, tmp_path / "rank1", keep_experts_2_and_3)
+    with pytest.raises(RuntimeError, match="ignore_mismatched_sizes"):
+        MixtralForCausalLM.from_pretrained(shard)
+    report = json_report("diff-keys", str(shard), "--model-class", "MixtralForCausalLM")
+    assert report["missing"] == []
+    said = {issue["name"]: issue["detail"] for issue in report["mismatched"]}
+    assert set(said) == {"model.layers.1.mlp.experts.gate_up_proj", "model.layers.1.mlp.experts.down_proj"}
+    assert said["model.layers.1.mlp.experts.down_proj"].startswith("2×32×48 in A, 4×32×48 in B")
+    assert f"{_LAYER_1}.*.w2.weight holds experts 2, 3 (no 0, 1)" in said["model.layers.1.mlp.experts.down_proj"]
+    assert report["matched"] == report["total_b"] - 2
 
 
 @pytest.mark.parametrize("kind", ["mixtral", "qwen2_moe"])

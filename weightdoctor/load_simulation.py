@@ -388,7 +388,10 @@ def simulate_from_pretrained(
                                                      "the pair: keep one form")
                 info.missing_keys.add(first_name)  # listed where the ragged-experts error is: it does not load
                 continue
-            numbering = _expert_numbering(mapping, first_name)
+            # The model's experts: the first axis of the 3-D parameter the converter stacks them into.
+            stacked = meta_state_dict.get(first_name)
+            numbering = _expert_numbering(mapping, first_name, stacked.shape[0] if stacked is not None
+                                          and stacked.dim() == 3 else None)
             if numbering:
                 sim.misnumbered_experts[first_name] = numbering
             try:
@@ -420,9 +423,10 @@ def simulate_from_pretrained(
     return sim
 
 
-def _expert_numbering(mapping: Any, target: str) -> str:
+def _expert_numbering(mapping: Any, target: str, experts: int | None) -> str:
     """Which of A's expert numbers a stacking WeightConverter (MergeModulelist) collected for `target` are not
-    0 to N-1 for every projection, said with A's keys; "" where they are, or the converter stacks no experts.
+    0 to N-1 for every projection, said with A's keys; "" where they are, or the converter stacks no experts. N is
+    `experts`, the model's (the first axis of `target`), where known, else the most experts a projection holds.
 
     transformers stacks the per-expert tensors in the order of their numbers and never reads the numbers
     themselves: a projection one expert lacks makes the merge raise (a bare "Sizes of tensors must match"), and a
@@ -431,7 +435,7 @@ def _expert_numbering(mapping: Any, target: str) -> str:
 
     Example: a Mixtral layer saved with experts 0, 1, 3, 9 gives "A's
     model.layers.1.block_sparse_moe.experts.*.w1.weight and ...experts.*.w3.weight hold experts 0, 1, 3, 9 (no 2;
-    9 past the 4 experts stacked): expert 3 fills slot 2, 9 fills slot 3".
+    9 past the model's 4 experts): expert 3 fills slot 2, 9 fills slot 3".
     """
     from transformers.core_model_loading import MergeModulelist
 
@@ -452,7 +456,7 @@ def _expert_numbering(mapping: Any, target: str) -> str:
             if found is not None:
                 start, end = found.span(1)
                 numbered[pattern].setdefault(int(found.group(1)), key[:start] + "*" + key[end:])
-    count = max((len(numbers) for numbers in numbered.values()), default=0)
+    count = experts or max((len(numbers) for numbers in numbered.values()), default=0)
     expected = set(range(count))
     # The projections whose numbers are not 0 to N-1, those with the same numbers said together.
     families: dict[tuple[int, ...], list[str]] = {}
@@ -464,7 +468,7 @@ def _expert_numbering(mapping: Any, target: str) -> str:
         lacking = sorted(expected - set(numbers))
         beyond = sorted(set(numbers) - expected)
         gaps = "; ".join(part for part in (f"no {_numbers(lacking, 4)}" if lacking else "",
-                                           f"{_numbers(beyond, 4)} past the {count} experts stacked" if beyond else "")
+                                           f"{_numbers(beyond, 4)} past the model's {count} experts" if beyond else "")
                          if part)
         text = f"A's {' and '.join(names)} hold{'' if len(names) > 1 else 's'} experts {_numbers(numbers, 8)} ({gaps})"
         # Where every projection has N experts, they stack: the ones after a gap fill the slots of other numbers.
@@ -662,8 +666,9 @@ def diff_against_model(
                ("shape", "error", f"from_pretrained raises: its WeightConverter cannot build this from A's tensors "
                                   f"({error})"))
         layout_whys = {**layout_whys, name: why}
+    mismatched_names = {name for name, _, _ in sim.mismatched}
     for name, numbering in sim.misnumbered_experts.items():
-        if name in sim.conversion_errors:
+        if name in sim.conversion_errors or name in mismatched_names:  # listed already: raises, or another shape
             continue
         # from_pretrained loads it without a word, every expert in the next free slot: the weights are wrong.
         layout_whys = {**layout_whys, name: (
@@ -781,11 +786,13 @@ def diff_against_model(
         # one from_pretrained does not fix (Lightning's `model.` on BERT, whose base prefix is `bert.`).
         base_prefix_loads=False, loader_ran=True, fixed_by_renames=fixed_by_renames, saved_names_a=renamed_a,
     )
-    report.matched = len(specs_b) - len(sim.missing | set(sim.misnumbered_experts)) - len(sim.mismatched)
+    report.matched = len(specs_b) - len(sim.missing | set(sim.misnumbered_experts) | mismatched_names)
     report.total_a = len(specs_a)  # A's own tensors, not the names they become once experts are merged
     if sim.converted:
+        numbering = {name: f"; {said}" for name, said in sim.misnumbered_experts.items()}
         report.mismatched = [
-            dataclasses.replace(m, detail=f"{m.detail} (after transformers' WeightConverter merges A's tensors)")
+            dataclasses.replace(m, detail=f"{m.detail} (after transformers' WeightConverter merges A's tensors"
+                                f"{numbering.get(m.name, '')})")
             if m.name in sim.converted else m for m in report.mismatched]
         report.notes.append(f"{len(sim.converted)} key(s) are built by transformers' WeightConverters (e.g. experts "
                             "merged into one tensor); their shapes are compared after the same conversion")
