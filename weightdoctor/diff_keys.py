@@ -88,6 +88,9 @@ REASONS: dict[str, str] = {
     "PyTorch's (out, in, *kernel): move those axes when converting",
     "expert-layout": "MoE experts one tensor per expert on one side, fused per projection on the other: "
                      "from_pretrained converts between them, load_state_dict does not",
+    "expert-numbering": "MoE experts one tensor per expert whose numbers are not 0 to N-1 in each projection: "
+                        "from_pretrained stacks them in the order of their numbers, raising where a projection lacks "
+                        "one and loading a renumbered set into the wrong slots without a word",
     "foreign-layout": "another code base's layout (Meta's original Llama/Mistral, a single-file Stable Diffusion "
     "checkpoint, an original Flux / SD3 transformer, LitGPT's, another framework's: Flax's, llama.cpp's GGUF names, an "
     "ONNX export's): convert with that library's converter, a rename alone "
@@ -1817,6 +1820,27 @@ def adapter_fit(
                                   f"parameters of {module} ({held}): an adapter for another model size")
                     modules[module] = False
                 continue
+        if weight is None and part in ("lora_A", "lora_B") and len(shape) == 2 and (
+                expert := _PER_EXPERT_MODULE.match(module)) is not None:
+            params = _module_parameters(specs_b) if params is None else params
+            fused = _fused_expert_parameter(expert, part, shape, params.get(expert["experts"], []))
+            if fused is not None:
+                # peft saved LoRA per expert module for transformers 4 (`experts.3.w1`); transformers 5 holds the
+                # experts fused (`experts.gate_up_proj`), and peft with transformers-5 weight conversion turns the
+                # per-expert factors into LoRA on the fused parameter when it loads the adapter (the merged weights
+                # equal the per-expert update); a peft without it loads none of them.
+                if rank is not None:
+                    ranks.add(rank)
+                if _peft_converts_experts():
+                    whys[name] = ("adapter", "info", f"{kind} on expert {expert['number']} of {fused.name}, which B "
+                                  "holds fused: peft converts the per-expert LoRA onto it when it loads the adapter")
+                    modules.setdefault(module, True)
+                else:
+                    whys[name] = ("adapter", "error", f"targets {module}, one expert of {fused.name}, which B holds "
+                                  "fused: this peft loads none of it (a peft with transformers-5 weight conversion, "
+                                  "peft.utils.transformers_weight_conversion, converts it)")
+                    modules[module] = False
+                continue
         if rank is not None:
             ranks.add(rank)
         tied = _tied_output_weight(module, specs_b) if weight is None else None
@@ -2255,6 +2279,49 @@ def _tuners_fit(
             "adapter", "info", "shared by the adapter's modules (its fixed random projections, saved with "
             "save_projection=True, or VB-LoRA's vector bank), not a weight of B")
     return methods
+
+
+# A module of one expert, as transformers 4 held MoE experts (Mixtral's `block_sparse_moe.experts.3.w1`, Qwen-MoE's
+# `mlp.experts.3.gate_proj`): what a LoRA saved then targets.
+_PER_EXPERT_MODULE = re.compile(r"^(?P<experts>.+\.experts)\.(?P<number>\d+)\.(?P<projection>[^.]+)$")
+# Per-expert projections that transformers 5 fuses into one gate-and-up parameter (the rest: the down projection).
+_GATE_UP_PROJECTIONS = frozenset({"gate_proj", "up_proj", "w1", "w3"})
+
+
+def _fused_expert_parameter(expert: re.Match[str], part: str, shape: tuple[int, ...],
+                            params: Sequence[KeySpec]) -> KeySpec | None:
+    """The fused 3-D experts parameter of B (E × out × in, or E × in × out) that a per-expert LoRA factor of
+    `expert` (a `_PER_EXPERT_MODULE` match) adapts once converted: the gate-and-up one for a gate / up projection
+    (its out axis twice the projection's), the other for the down projection; None where none fits, or the expert's
+    number is past B's experts.
+
+    Example:
+        >>> up = KeySpec("m.experts.gate_up_proj", (4, 32, 8), "float32")
+        >>> down = KeySpec("m.experts.down_proj", (4, 8, 16), "float32")
+        >>> _fused_expert_parameter(_PER_EXPERT_MODULE.match("m.experts.3.w1"), "lora_B", (16, 2), [up, down]).name
+        'm.experts.gate_up_proj'
+    """
+    gate_up = expert["projection"] in _GATE_UP_PROJECTIONS
+    for param in params:
+        if len(param.shape) != 3 or int(expert["number"]) >= param.shape[0] or ("gate_up" in param.name) != gate_up:
+            continue
+        for out_axis, in_axis in ((1, 2), (2, 1)):
+            out = param.shape[out_axis] // 2 if gate_up else param.shape[out_axis]
+            if (shape[1] == param.shape[in_axis]) if part == "lora_A" else (shape[0] == out):
+                return param
+    return None
+
+
+@functools.cache
+def _peft_converts_experts() -> bool:
+    """Whether the installed peft converts a LoRA saved per expert onto transformers 5's fused experts when it loads
+    it (its `peft.utils.transformers_weight_conversion`, which `set_peft_model_state_dict` runs)."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("peft.utils.transformers_weight_conversion") is not None
+    except (ImportError, ValueError):  # no peft at all
+        return False
 
 
 def _module_parameters(specs_b: Mapping[str, KeySpec]) -> dict[str, list[KeySpec]]:

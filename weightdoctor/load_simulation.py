@@ -66,6 +66,9 @@ class LoadSimulation:
             shapes are compared like any other).
         conversion_errors: model key -> the last line of the error a converter raised (transformers then
             leaves the key missing), or why a non-tensor entry of A named after it fails the load.
+        misnumbered_experts: model key a WeightConverter stacks per-expert tensors into -> which of A's expert
+            numbers are not 0 to N-1 (`_expert_numbering`); for a key also in `conversion_errors` it says why the
+            converter raised, otherwise the key loads without a word, its experts in the wrong slots.
     """
 
     missing: set[str]
@@ -76,6 +79,7 @@ class LoadSimulation:
     unexpected_sources: dict[str, str] = field(default_factory=dict)
     conversion_errors: dict[str, str] = field(default_factory=dict)
     non_tensor_targets: set[str] = field(default_factory=set)  # model keys a non-tensor entry of A names
+    misnumbered_experts: dict[str, str] = field(default_factory=dict)
 
 
 @contextlib.contextmanager
@@ -384,6 +388,12 @@ def simulate_from_pretrained(
                                                      "the pair: keep one form")
                 info.missing_keys.add(first_name)  # listed where the ragged-experts error is: it does not load
                 continue
+            # The model's experts: the first axis of the 3-D parameter the converter stacks them into.
+            stacked = meta_state_dict.get(first_name)
+            numbering = _expert_numbering(mapping, first_name, stacked.shape[0] if stacked is not None
+                                          and stacked.dim() == 3 else None)
+            if numbering:
+                sim.misnumbered_experts[first_name] = numbering
             try:
                 # Without loading_info, transformers raises the op's own exception instead of logging it.
                 realized = mapping.convert(first_name, model=model, config=model.config, hf_quantizer=None)
@@ -411,6 +421,67 @@ def simulate_from_pretrained(
         model._adjust_missing_and_unexpected_keys(info)
     sim.missing, sim.unexpected, sim.mismatched = info.missing_keys, info.unexpected_keys, info.mismatched_keys
     return sim
+
+
+def _expert_numbering(mapping: Any, target: str, experts: int | None) -> str:
+    """Which of A's expert numbers a stacking WeightConverter (MergeModulelist) collected for `target` are not
+    0 to N-1 for every projection, said with A's keys; "" where they are, or the converter stacks no experts. N is
+    `experts`, the model's (the first axis of `target`), where known, else the most experts a projection holds.
+
+    transformers stacks the per-expert tensors in the order of their numbers and never reads the numbers
+    themselves: a projection one expert lacks makes the merge raise (a bare "Sizes of tensors must match"), and a
+    set of experts renumbered (0, 1, 3, 9 of four) loads without a word, each in the next free slot while the
+    router still sends expert 2's tokens to slot 2. transformers 4, and load_state_dict, name those keys.
+
+    Example: a Mixtral layer saved with experts 0, 1, 3, 9 gives "A's
+    model.layers.1.block_sparse_moe.experts.*.w1.weight and ...experts.*.w3.weight hold experts 0, 1, 3, 9 (no 2;
+    9 past the model's 4 experts): expert 3 fills slot 2, 9 fills slot 3".
+    """
+    from transformers.core_model_loading import MergeModulelist
+
+    if not any(isinstance(op, MergeModulelist) for op in getattr(mapping, "operations", ())):
+        return ""
+    sources = sorted(getattr(mapping, "layer_targets", {}).get(target, ()))
+    # source pattern -> expert number -> A's key with that number as `*` (the same for every number)
+    numbered: dict[str, dict[int, str]] = {}
+    for pattern in mapping.source_patterns:
+        if pattern.count("*.") != 1:  # one wildcard, the expert's number: another layout is not judged here
+            return ""
+        head, tail = pattern.split("*.")
+        # The wildcard as transformers compiles it (`.*\.`), its number captured; a pattern ends on a name boundary.
+        regex = re.compile(f"{head}(\\d+)\\.{tail}" + ("(?!\\w)" if re.search(r"[a-zA-Z0-9]$", tail) else ""))
+        numbered[pattern] = {}
+        for key in sources:
+            found = regex.search(key)
+            if found is not None:
+                start, end = found.span(1)
+                numbered[pattern].setdefault(int(found.group(1)), key[:start] + "*" + key[end:])
+    count = experts or max((len(numbers) for numbers in numbered.values()), default=0)
+    expected = set(range(count))
+    # The projections whose numbers are not 0 to N-1, those with the same numbers said together.
+    families: dict[tuple[int, ...], list[str]] = {}
+    for numbers in numbered.values():
+        if numbers and set(numbers) != expected:
+            families.setdefault(tuple(sorted(numbers)), []).append(next(iter(numbers.values())))
+    said: list[str] = []
+    for numbers, names in families.items():
+        lacking = sorted(expected - set(numbers))
+        beyond = sorted(set(numbers) - expected)
+        gaps = "; ".join(part for part in (f"no {_numbers(lacking, 4)}" if lacking else "",
+                                           f"{_numbers(beyond, 4)} past the model's {count} experts" if beyond else "")
+                         if part)
+        text = f"A's {' and '.join(names)} hold{'' if len(names) > 1 else 's'} experts {_numbers(numbers, 8)} ({gaps})"
+        # Where every projection has N experts, they stack: the ones after a gap fill the slots of other numbers.
+        moved = [f"{number} fills slot {slot}" for slot, number in enumerate(numbers) if slot != number]
+        if len(numbers) == count and moved:
+            text += f": expert {_numbers(moved, 3)}"
+        said.append(text)
+    return "; ".join(said)
+
+
+def _numbers(numbers: Sequence[int], most: int) -> str:
+    """`0, 1, 3, 9`, the first `most` of them and `...` after."""
+    return ", ".join(map(str, numbers[:most])) + (", ..." if len(numbers) > most else "")
 
 
 def _adapter_base_config_hint(checkpoint: Checkpoint) -> str:
@@ -588,10 +659,23 @@ def diff_against_model(
     layout_whys = {**not_tensors, **layout_whys}
     for name, error in sim.conversion_errors.items():
         # transformers raises at the end of from_pretrained when a conversion failed: the load does not finish.
+        numbering = sim.misnumbered_experts.get(name)
         why = (("not-a-tensor", "error", f"from_pretrained raises: {error}") if name in sim.non_tensor_targets else
+               ("expert-numbering", "error", f"from_pretrained raises: {numbering}, and its WeightConverter stacks "
+                f"every projection's experts into one tensor ({error})") if numbering else
                ("shape", "error", f"from_pretrained raises: its WeightConverter cannot build this from A's tensors "
                                   f"({error})"))
         layout_whys = {**layout_whys, name: why}
+    mismatched_names = {name for name, _, _ in sim.mismatched}
+    for name, numbering in sim.misnumbered_experts.items():
+        if name in sim.conversion_errors or name in mismatched_names:  # listed already: raises, or another shape
+            continue
+        # from_pretrained loads it without a word, every expert in the next free slot: the weights are wrong.
+        layout_whys = {**layout_whys, name: (
+            "expert-numbering", "error", f"loads without a word, into the wrong slots: from_pretrained stacks the "
+            f"experts in the order of their numbers, and {numbering}, while the router's row N still picks slot N")}
+        if name not in missing:
+            missing.append(name)
     # A's names before transformers' renames, for the keys of a known foreign layout: not renamed, converted.
     foreign_in_a = {sim.unexpected_sources.get(n, n) for n in layout_whys if n in sim.unexpected}
     if sim.unexpected and sim.missing and not adapter_whys:
@@ -702,11 +786,13 @@ def diff_against_model(
         # one from_pretrained does not fix (Lightning's `model.` on BERT, whose base prefix is `bert.`).
         base_prefix_loads=False, loader_ran=True, fixed_by_renames=fixed_by_renames, saved_names_a=renamed_a,
     )
-    report.matched = len(specs_b) - len(sim.missing) - len(sim.mismatched)
+    report.matched = len(specs_b) - len(sim.missing | set(sim.misnumbered_experts) | mismatched_names)
     report.total_a = len(specs_a)  # A's own tensors, not the names they become once experts are merged
     if sim.converted:
+        numbering = {name: f"; {said}" for name, said in sim.misnumbered_experts.items()}
         report.mismatched = [
-            dataclasses.replace(m, detail=f"{m.detail} (after transformers' WeightConverter merges A's tensors)")
+            dataclasses.replace(m, detail=f"{m.detail} (after transformers' WeightConverter merges A's tensors"
+                                f"{numbering.get(m.name, '')})")
             if m.name in sim.converted else m for m in report.mismatched]
         report.notes.append(f"{len(sim.converted)} key(s) are built by transformers' WeightConverters (e.g. experts "
                             "merged into one tensor); their shapes are compared after the same conversion")

@@ -57,6 +57,16 @@ def header(report: DiffReport) -> Table:
     return table
 
 
+def _shown_key(group: KeyGroup, report: DiffReport) -> str:
+    """The keys a row names: the group's pattern, or its one key where the pattern is also another kind's (one
+    expert renumbered, `experts.9.w1` for `experts.2.w1`: `model.layers.*.experts.*.w1.weight` both missing and
+    unexpected, which told nothing of which)."""
+    if group.count == 1 and any(other.pattern == group.pattern and other.kind != group.kind
+                                for other in report.groups):
+        return group.example
+    return group.pattern
+
+
 def group_table(kind: str, groups: list[KeyGroup], report: DiffReport, show_all: bool,
                 width: int | None = None) -> Table:
     b_name = "the model" if report.mode == "model-class" else "B"
@@ -79,7 +89,7 @@ def group_table(kind: str, groups: list[KeyGroup], report: DiffReport, show_all:
     table = Table(title=title, title_justify="left", show_lines=False)
     # At the console's width, keys break after a dot (`...attention.` / `self.query.lora_A.weight`) and the detail
     # keeps its longest word (a --rename flag) whole, rather than either being cut mid-word by Rich's fold.
-    rows = [(g.pattern, str(g.count), g.reason, g.severity) for g in groups] if not show_all else \
+    rows = [(_shown_key(g, report), str(g.count), g.reason, g.severity) for g in groups] if not show_all else \
         [(name, "", reason, severity) for name, reason, severity, _ in _rows(report, kind)]
     keys_width = detail_width = None
     if width and rows:
@@ -114,7 +124,7 @@ def group_table(kind: str, groups: list[KeyGroup], report: DiffReport, show_all:
     for group in groups:
         if show_all:
             continue
-        pattern = _wrapped(group.pattern, keys_width)
+        pattern = _wrapped(_shown_key(group, report), keys_width)
         detail = details.get(group.example, "")
         if group.count > 1 and detail and not detail.startswith("--rename"):
             detail = f"e.g. {detail}"
@@ -149,7 +159,7 @@ def _stacked_groups(title: str, kind: str, groups: list[KeyGroup], report: DiffR
             detail = details.get(group.example, "")
             if group.count > 1 and detail and not detail.startswith("--rename"):
                 detail = f"e.g. {detail}"
-            rows.append((group.pattern, group.count, group.reason, group.severity, detail))
+            rows.append((_shown_key(group, report), group.count, group.reason, group.severity, detail))
     for key, count, reason, severity, detail in rows:
         figures = f"{reason} · {_severity(severity)}" + (f" · ×{count}" if count > 1 else "")
         cell = f"{wrapped_name(key, inner)}\n{figures}"
