@@ -2126,12 +2126,20 @@ def explicit_weights(folder: Path) -> Path | None:
     if os.path.isabs(name) or os.path.commonpath([base, os.path.abspath(target)]) != base:
         raise UnsupportedFormat(f"config.json's transformers_weights names {name!r}, outside the model folder: "
                                 "from_pretrained refuses it, and it is not read", str(config_path))
-    if target.exists() and not target.is_file():
+    try:
+        exists, regular = target.exists(), target.is_file()
+    except OSError as exc:
+        # A name of more than 255 bytes: Path.exists raises ENAMETOOLONG (Python 3.11), which ended in "cannot read
+        # or write: [Errno 36] File name too long", naming neither the config nor the field.
+        raise UnsupportedFormat(f"config.json's transformers_weights names {name!r}, which the file system cannot "
+                                f"look up ({exc.strerror}): from_pretrained finds no such file either",
+                                str(config_path)) from exc
+    if exists and not regular:
         # A FIFO there is no missing file: said so, as a config.json that is one is (and never opened).
         kind = "a folder" if target.is_dir() else _file_kind(target)
         raise UnsupportedFormat(f"config.json's transformers_weights names {name}, which is not a regular file "
                                 f"({kind})", str(folder))
-    if not target.is_file():
+    if not regular:
         raise SourceNotFound(f"config.json's transformers_weights names {name}, which the folder lacks "
                              "(from_pretrained reads that file and no other, so it would fail too)", str(folder))
     return target
