@@ -144,3 +144,25 @@ def test_a_transformers_weights_name_past_255_bytes_is_refused_naming_the_config
         assert line.startswith(f"error: {folder / 'config.json'}: config.json's transformers_weights names 'aaaa")
         assert "File name too long" in line and "cannot read or write" not in line
     assert not (tmp_path / "out").exists()
+
+
+# --- an index naming one tensor twice ------------------------------------------------------------------------------
+
+def test_an_index_naming_a_tensor_twice_does_not_call_a_shard_of_it_foreign(tmp_path: Path) -> None:
+    """`"a": "s1", ..., "a": "s2"` (JSON keeps the last), both shards holding an `a` of another shape: the error said
+    "s1.safetensors is no shard of this index; fetch s1.safetensors again", though the index names s1 for `b`, which
+    s1 holds: fetching it again changes nothing."""
+    folder = tmp_path / "model"
+    folder.mkdir()
+    torch.manual_seed(0)
+    save_file({"a": torch.randn(2, 3), "b": torch.randn(3)}, folder / "s1.safetensors", metadata={"format": "pt"})
+    save_file({"a": torch.randn(5), "c": torch.randn(4)}, folder / "s2.safetensors", metadata={"format": "pt"})
+    (folder / "model.safetensors.index.json").write_text(
+        '{"metadata": {}, "weight_map": {"a": "s1.safetensors", "b": "s1.safetensors", "c": "s2.safetensors", '
+        '"a": "s2.safetensors"}}')
+    for args in (["inspect", str(folder)], ["convert", str(folder), "-o", str(tmp_path / "out")]):
+        line = one_error_line(run_cli(*args))
+        assert "tensor 'a' is in both s1.safetensors and s2.safetensors: the index puts it in s2.safetensors, and " \
+               "s1.safetensors, which the index names for 1 other tensor, holds it too" in line, line
+        assert "no shard of this index" not in line and "fetch" not in line
+    assert not (tmp_path / "out").exists()
