@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import re
 from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
@@ -5553,11 +5554,13 @@ def _loadable_folder(source: str | None, marker: str) -> str | None:
     state dict file, or no source)."""
     if source is None or source.startswith("hf://"):  # from_pretrained reads no hf:// address
         return None
-    path = Path(source)
-    if not path.is_file():
+    # os.path.isfile, not Path.is_file: the base is adapter_config.json's text, and a name past 255 bytes made
+    # Path.is_file raise ENAMETOOLONG (Python 3.11 lets it through), which ended inspect of the adapter in "cannot
+    # read or write: File name too long", naming no file.
+    if not os.path.isfile(source):
         return source  # a folder, or a repo id (from_pretrained reads both)
-    folder = path.parent
-    return (str(folder) if str(folder) != "." else ".") if (folder / marker).is_file() else None
+    folder = Path(source).parent
+    return (str(folder) if str(folder) != "." else ".") if os.path.isfile(folder / marker) else None
 
 
 def _peft_base_class(config: Mapping[str, Any] | None) -> str | None:

@@ -2156,12 +2156,20 @@ def explicit_weights(folder: Path) -> Path | None:
     if os.path.isabs(name) or os.path.commonpath([base, os.path.abspath(target)]) != base:
         raise UnsupportedFormat(f"config.json's transformers_weights names {name!r}, outside the model folder: "
                                 "from_pretrained refuses it, and it is not read", str(config_path))
-    if target.exists() and not target.is_file():
+    try:
+        exists, regular = target.exists(), target.is_file()
+    except OSError as exc:
+        # A name of more than 255 bytes: Path.exists raises ENAMETOOLONG (Python 3.11), which ended in "cannot read
+        # or write: [Errno 36] File name too long", naming neither the config nor the field.
+        raise UnsupportedFormat(f"config.json's transformers_weights names {name!r}, which the file system cannot "
+                                f"look up ({exc.strerror}): from_pretrained finds no such file either",
+                                str(config_path)) from exc
+    if exists and not regular:
         # A FIFO there is no missing file: said so, as a config.json that is one is (and never opened).
         kind = "a folder" if target.is_dir() else _file_kind(target)
         raise UnsupportedFormat(f"config.json's transformers_weights names {name}, which is not a regular file "
                                 f"({kind})", str(folder))
-    if not target.is_file():
+    if not regular:
         raise SourceNotFound(f"config.json's transformers_weights names {name}, which the folder lacks "
                              "(from_pretrained reads that file and no other, so it would fail too)", str(folder))
     return target
@@ -3279,9 +3287,12 @@ def _read_index(builder: _Builder, index_path: Path) -> list[str]:
         infos = builder.add_weight_file(shard_path)
         for info in infos:
             if info.name in seen:
-                raise InvalidIndex(f"tensor {info.name!r} is in both {seen[info.name]} and {shard}"
-                                   + _foreign_shard(weight_map, spelled, info.name, (seen[info.name], shard),
-                                                    {shard: [i.name for i in infos]}), str(index_path))
+                earlier = seen[info.name]  # read whole already: what it holds is known too
+                raise InvalidIndex(f"tensor {info.name!r} is in both {earlier} and {shard}"
+                                   + _foreign_shard(weight_map, spelled, info.name, (earlier, shard),
+                                                    {shard: [i.name for i in infos],
+                                                     earlier: [n for n, file in seen.items() if file == earlier]}),
+                                   str(index_path))
             seen[info.name] = shard
             listed = weight_map.get(info.name)
             listed = spelled.get(listed, listed) if isinstance(listed, str) else listed
@@ -3349,13 +3360,21 @@ def _foreign_shard(weight_map: dict[str, Any], spelled: dict[str, str], name: st
     if listed not in shards:
         return ""
     odd = shards[1] if listed == shards[0] else shards[0]
+    own = [n for n, file in weight_map.items() if isinstance(file, str) and spelled.get(file, file) == odd]
+    held = set(names_of.get(odd, ()))
+    lacks = sum(n not in held for n in own)
+    if own and odd in names_of and not lacks:
+        # It holds every tensor the index puts in it: one of this index's shards, and "no shard of this index;
+        # fetch it again" was false. An index naming the tensor twice (`"a": "s1", ..., "a": "s2"`, JSON keeping
+        # the last) or a writer that saved it twice.
+        return (f": the index puts it in {listed}, and {odd}, which the index names for "
+                f"{counted(len(own), 'other tensor')}, holds it too (saved in both, or named twice in "
+                "the index's weight_map, where JSON keeps a name's last entry): re-save the checkpoint, or remove "
+                f"{name!r} from {odd}")
     if odd not in names_of:
         return f": the index puts it in {listed}: {odd} is no shard of this index; fetch {odd} again"
     holds = names_of[odd]
     elsewhere = sum(spelled.get(weight_map.get(n), weight_map.get(n)) != odd for n in holds if n in weight_map)
-    own = [n for n, file in weight_map.items() if isinstance(file, str) and spelled.get(file, file) == odd]
-    held = set(holds)
-    lacks = sum(n not in held for n in own)
     return (f": the index puts it in {listed}: {odd} is no shard of this index (it holds {elsewhere:,} "
             f"tensor{'s' if elsewhere != 1 else ''} the index puts in other shards and lacks {lacks:,} of the "
             f"{len(own):,} the index lists for it: a shard of another upload or another sharding, copied under this "

@@ -453,7 +453,9 @@ def _checked_entries(header: dict[str, Any], relpath: str, data_size: int) -> li
             if numel > MAX_RUNNING_PRODUCT:
                 raise CorruptCheckpoint(f"tensor {name!r} has shape {shape}: the product of its dimensions passes "
                                         "2**64 - 1 (the safetensors library refuses it, even with a 0 after)")
-        if dtype == FP4 and numel and (not shape or shape[-1] % 2):
+        # Empty ones too: the library refuses [0, 3] as torch's pairs cannot hold it, and a write of it held
+        # [0, 2] (torch's pair count doubled), another shape than the source's.
+        if dtype == FP4 and (not shape or shape[-1] % 2):
             raise CorruptCheckpoint(f"tensor {name!r} is F4 of shape {shape}: fp4 values are stored in pairs, so its "
                                     "last dimension must be even")
         if type(offsets) is not list or len(offsets) != 2:
@@ -515,7 +517,7 @@ def _checked_entries_fast(header: dict[str, Any], relpath: str, data_size: int) 
     dims = list(chain.from_iterable(shapes))
     if dims and (set(map(type, dims)) != {int} or min(dims) < 0 or max(dims) > MAX_DIM):  # `type(...) is int`
         return None  # refuses bools too
-    if FP4 in dtypes and any(d == FP4 and math.prod(shape) and (not shape or shape[-1] % 2)
+    if FP4 in dtypes and any(d == FP4 and (not shape or shape[-1] % 2)
                              for d, shape in zip(dtypes, shapes, strict=True)):
         return None
     if set(map(len, offsets)) != {2}:

@@ -7,8 +7,9 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.tree import Tree
 
+from weightdoctor.errors import clip_middle
 from weightdoctor.quantized import QuantizedSummary
-from weightdoctor.render.text import escape, listed, shown_name, wrapped_name
+from weightdoctor.render.text import MAX_LISTED_CHARS, MAX_SHOWN_NAME_CHARS, escape, listed, shown_name, wrapped_name
 from weightdoctor.structure import InspectReport, ModuleNode
 from weightdoctor.units import format_bytes, format_count
 from weightdoctor.wording import counted, plural
@@ -94,9 +95,9 @@ def adapter_line(adapter: dict, source: str | None = None) -> str:
         text += (f"; saves {_listed(saved)} whole" if saved else
                  f"; modules_to_save {_listed(adapter['modules_to_save'])}, none stored")
     if "base_model_name_or_path" in adapter:
-        text += f"; base {adapter['base_model_name_or_path']}"
+        text += f"; base {clip_middle(str(adapter['base_model_name_or_path']), MAX_SHOWN_NAME_CHARS)}"
     if "task_type" in adapter:
-        text += f" ({adapter['task_type']})"
+        text += f" ({clip_middle(str(adapter['task_type']), MAX_SHOWN_NAME_CHARS)})"
     if adapter_steps(adapter, source):
         return text + " — the lines below load it onto that base and check it fits"
     # No base named, or no source: in words ("diff-keys ADAPTER BASE" read like a command to paste).
@@ -182,8 +183,28 @@ def _counted(value: object, singular: str, plural_form: str | None = None) -> st
 def _listed(value: object) -> str:
     """A config's list of names as text, each once (peft appends its task's heads to modules_to_save, so a
     SEQ_CLS adapter saved with modules_to_save=["classifier"] lists classifier twice); a file may hold a string
-    (a regex) or anything else there."""
-    return ", ".join(dict.fromkeys(map(str, value))) if isinstance(value, (list, tuple)) else str(value)
+    (a regex) or anything else there. Not escaped (the caller escapes the whole line), and clipped to about
+    `MAX_LISTED_CHARS` with the count of names left out: an adapter_config.json of 100,000 target_modules (under
+    its 1 MB bound) printed a 1.2 MB line, 9 s of Rich's layout.
+
+    Example:
+        >>> _listed(["q", "v", "q"]), _listed(["m%d" % i for i in range(1000)])[-13:], len(_listed("(.*)" * 9999))
+        ('q, v', ' and 648 more', 2038)
+    """
+    if not isinstance(value, (list, tuple)):
+        return clip_middle(str(value), MAX_LISTED_CHARS)
+    names = list(dict.fromkeys(map(str, value)))
+    shown: list[str] = []
+    used = 0
+    for name in names:
+        if used + len(name) > MAX_LISTED_CHARS:
+            break
+        shown.append(name)
+        used += len(name) + 2
+    if not shown and names:  # one name longer than the whole budget: its beginning and end
+        shown.append(clip_middle(names[0], MAX_LISTED_CHARS))
+    left = len(names) - len(shown)
+    return ", ".join(shown) + (f" and {left:,} more" if left else "")
 
 
 def quantized_line(quantized: QuantizedSummary) -> str:
