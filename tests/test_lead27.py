@@ -32,3 +32,30 @@ def test_a_checkpoint_of_only_a_wrapped_state_dict_is_not_said_to_leave_entries_
     result = run_cli("convert", str(tmp_path / "train.pt"), "-o", str(tmp_path / "o.safetensors"), "--dry-run",
                      "--json")
     assert "not the checkpoint's other entries (optimizer)" in json.loads(result.stdout)["warnings"][0]
+
+
+def test_renumbered_experts_are_not_said_to_start_from_their_init(tmp_path: Path) -> None:
+    """A per-expert Mixtral with layer 0's expert 1 renumbered 5: the fused parameters are listed missing with
+    reason expert-numbering (from_pretrained fills them from A's experts by order), under a title that said
+    "(start from their init)". The title says what happens to them."""
+    from transformers import MixtralConfig, MixtralForCausalLM
+
+    torch.manual_seed(0)
+    config = MixtralConfig(vocab_size=64, hidden_size=16, intermediate_size=24, num_hidden_layers=1,
+                           num_attention_heads=2, num_key_value_heads=1, num_local_experts=3, num_experts_per_tok=1)
+    folder = tmp_path / "mixtral"
+    MixtralForCausalLM(config).save_pretrained(folder)
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(folder / "model.safetensors")
+    prefix = "model.layers.0.block_sparse_moe.experts."
+    assert f"{prefix}1.w1.weight" in weights  # save_pretrained writes the per-expert layout
+    for projection in ("w1", "w2", "w3"):
+        weights[f"{prefix}5.{projection}.weight"] = weights.pop(f"{prefix}1.{projection}.weight")
+    save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
+    result = run_cli("diff-keys", str(folder), "--model-class", "MixtralForCausalLM")
+    assert result.exit_code == 1, result.stdout
+    assert "expert-numbering" in result.stdout
+    assert "start from their init" not in result.stdout
+    text = " ".join(result.stdout.split())  # the title wraps at the console's width
+    assert "(filled from A's experts out of order, or from_pretrained raises: see each row)" in text

@@ -86,6 +86,12 @@ def group_table(kind: str, groups: list[KeyGroup], report: DiffReport, show_all:
                               "(the base supplies them; the adapter, the ones it saves whole)")
     elif kind == "missing" and any(g.reason == "adapter-base" for g in groups):
         title = title.replace("(start from their init)", "(start from their init; adapter-base: from the base)")
+    if kind == "missing" and any(g.reason == "expert-numbering" for g in groups):
+        # Stacked from A's experts by their order, not their numbers (or not at all, where a projection lacks one):
+        # "start from their init" said they would be left at random.
+        says = "filled from A's experts out of order, or from_pretrained raises: see each row"
+        title = title.replace("(start from their init)", f"({says})" if all(
+            g.reason == "expert-numbering" for g in groups) else f"(start from their init; expert-numbering: {says})")
     table = Table(title=title, title_justify="left", show_lines=False)
     # At the console's width, keys break after a dot (`...attention.` / `self.query.lora_A.weight`) and the detail
     # keeps its longest word (a --rename flag) whole, rather than either being cut mid-word by Rich's fold.
