@@ -1677,7 +1677,9 @@ def check_not_input(checkpoint: Checkpoint, dest: Path) -> None:
     target = expand_user(dest).absolute()
     resolved = resolve_output(target, str(dest))
     for item in checkpoint.files:
-        for candidate in {item.path.absolute(), item.path.resolve()}:
+        # abspath, not absolute(): `shard ../src -o .` gave `/run/../src/model.safetensors`, whose lexical parents
+        # hold `/run` (the output) and refused a folder the input is not in.
+        for candidate in {Path(os.path.abspath(item.path)), item.path.resolve()}:
             if candidate in (target, resolved) or target in candidate.parents or resolved in candidate.parents:
                 raise OutputError("output would overwrite the input; choose another path", path=str(dest))
     if checkpoint.path.is_dir() and checkpoint.path.resolve() in (target, resolved):

@@ -473,11 +473,16 @@ def write_refusal(dest: Path, *, folder: bool, replace: bool) -> str | None:
     # Where the output (a file, or a folder's staging sibling) is made: a single file's folder must exist (it is not
     # made, as `cp` does not make it), and the first folder that exists must take new entries.
     parent = Path(os.path.abspath(dest)).parent
-    if not folder and not os.path.isdir(parent):
+    existing = parent
+    while not os.path.exists(existing) and existing != existing.parent:
+        existing = existing.parent
+    if not os.path.isdir(existing):
+        # `-o notes.txt/out`: the write meets a file where a folder must be (ENOTDIR, exit 2); the dry run said the
+        # write would go ahead (a folder) or that the folder "does not exist" (a file), which creating it cannot fix.
+        return _as_foreseen(output_error(OSError(errno.ENOTDIR, os.strerror(errno.ENOTDIR)), dest))
+    if not folder and existing != parent:
         return _as_foreseen(output_error(OSError(errno.ENOENT, os.strerror(errno.ENOENT)), dest))
-    while not os.path.exists(parent) and parent != parent.parent:
-        parent = parent.parent
-    if os.path.isdir(parent) and not os.access(parent, os.W_OK | os.X_OK):
+    if not os.access(existing, os.W_OK | os.X_OK):
         return _as_foreseen(output_error(OSError(errno.EACCES, os.strerror(errno.EACCES)), dest))
     return None
 
