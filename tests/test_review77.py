@@ -1,0 +1,97 @@
+"""review77: faults found reviewing the convert/shard --dry-run refusal (would_refuse) and the writes it foresees.
+
+1. An output under a file (`-o notes.txt/out`): the write refuses it (exit 2, "a part of the output's path is a
+   file, not a folder"), but `shard --dry-run` said the write would go ahead (exit 0), and `convert --dry-run` said
+   "the output folder does not exist (create it first: mkdir -p notes.txt)", advice that fails when pasted.
+2. `shard ../src -o .` (run in an empty sibling folder): refused as "output would overwrite the input" because the
+   input's path was made absolute without normalising `..` (`/run/../src/model.safetensors`), whose lexical
+   parents hold the output folder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from tests.helpers import run_cli
+
+
+def _source(folder: Path) -> dict[str, torch.Tensor]:
+    torch.manual_seed(77)
+    tensors = {"encoder.weight": torch.randn(16, 16), "encoder.bias": torch.randn(16),
+               "head.weight": torch.randn(4, 16)}
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, folder / "model.safetensors")
+    return tensors
+
+
+def _dry_then_real(*args: str) -> tuple[str, str]:
+    """The dry run's would_refuse (the dry run must exit 1), then the real write's one error line (exit 2)."""
+    dry = run_cli(*args, "--dry-run", "--json")
+    assert dry.exit_code == 1, dry.stderr or dry.stdout
+    report = json.loads(dry.stdout)
+    assert report["dry_run"] is True and report["write"] is None
+    real = run_cli(*args)
+    assert real.exit_code == 2 and real.stdout == ""
+    lines = real.stderr.strip().splitlines()
+    assert len(lines) == 1, lines
+    return report["would_refuse"], lines[0].removeprefix("error: ").removesuffix("; nothing was left behind")
+
+
+@pytest.mark.parametrize("under", ["out", "deeper/out"])
+def test_shard_under_a_file_is_foreseen_as_the_write_refuses_it(tmp_path: Path, under: str) -> None:
+    _source(tmp_path / "src")
+    (tmp_path / "notes.txt").write_text("not a folder")
+    out = tmp_path / "notes.txt" / under
+    foreseen, written = _dry_then_real("shard", str(tmp_path / "src"), "--max", "300B", "-o", str(out))
+    assert foreseen == written
+    assert foreseen == f"{out}: cannot write the output: a part of the output's path is a file, not a folder"
+    assert (tmp_path / "notes.txt").read_text() == "not a folder"
+
+
+def test_convert_under_a_file_is_not_said_to_be_a_missing_folder(tmp_path: Path) -> None:
+    _source(tmp_path / "src")
+    (tmp_path / "notes.txt").write_text("not a folder")
+    out = tmp_path / "notes.txt" / "model.safetensors"
+    foreseen, written = _dry_then_real("convert", str(tmp_path / "src" / "model.safetensors"), "-o", str(out))
+    assert foreseen == written
+    assert "is a file, not a folder" in foreseen and "mkdir -p" not in foreseen
+
+
+def test_a_missing_folder_of_a_file_output_is_still_foreseen_as_missing(tmp_path: Path) -> None:
+    _source(tmp_path / "src")
+    out = tmp_path / "nowhere" / "model.safetensors"
+    foreseen, written = _dry_then_real("convert", str(tmp_path / "src" / "model.safetensors"), "-o", str(out))
+    assert foreseen == written and "the output folder does not exist (create it first: mkdir -p " in foreseen
+
+
+def test_shard_a_sibling_folder_into_the_current_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tensors = _source(tmp_path / "src")
+    (tmp_path / "run").mkdir()
+    monkeypatch.chdir(tmp_path / "run")
+    dry = run_cli("shard", "../src", "--max", "300B", "-o", ".", "--force", "--dry-run", "--json")
+    assert dry.exit_code == 0, dry.stderr
+    assert json.loads(dry.stdout)["would_refuse"] is None
+    real = run_cli("shard", "../src", "--max", "300B", "-o", ".", "--force")
+    assert real.exit_code == 0, real.stderr
+    index = json.loads((tmp_path / "run" / "model.safetensors.index.json").read_text())
+    written: dict[str, torch.Tensor] = {}
+    for shard in sorted(set(index["weight_map"].values())):
+        written.update(load_file(tmp_path / "run" / shard))
+    assert written.keys() == tensors.keys()
+    assert all(torch.equal(written[name], tensors[name]) for name in tensors)
+    assert torch.equal(load_file(tmp_path / "src" / "model.safetensors")["head.weight"], tensors["head.weight"])
+
+
+def test_the_input_folder_itself_is_still_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _source(tmp_path / "src")
+    (tmp_path / "run").mkdir()
+    monkeypatch.chdir(tmp_path / "run")
+    for output in ("../src", ".."):
+        result = run_cli("shard", "../src", "--max", "300B", "-o", output, "--force", "--dry-run")
+        assert result.exit_code == 2
+        assert result.stderr.strip() in (f"error: {output}: output would overwrite the input; choose another path",
+                                         f"error: {output}: output is the input folder; choose another path")
