@@ -95,3 +95,20 @@ def test_the_input_folder_itself_is_still_refused(tmp_path: Path, monkeypatch: p
         assert result.exit_code == 2
         assert result.stderr.strip() in (f"error: {output}: output would overwrite the input; choose another path",
                                          f"error: {output}: output is the input folder; choose another path")
+
+
+def test_unwrapped_state_dict_warning_does_not_say_the_old_loader_still_works(tmp_path: Path) -> None:
+    """3. `{"model": state_dict}` converted: the warning said "a loader that reads checkpoint['model'] reads the
+    output's names directly", which reads as if that loader still worked; on the output it raises KeyError."""
+    torch.manual_seed(77)
+    weights = {"encoder.weight": torch.randn(4, 4), "encoder.bias": torch.randn(4)}
+    torch.save({"model": weights}, tmp_path / "wrapped.pt")
+    out = tmp_path / "flat.bin"
+    result = run_cli("convert", str(tmp_path / "wrapped.pt"), "--to", "bin", "-o", str(out), "--json")
+    assert result.exit_code == 0, result.stderr
+    written = torch.load(out, weights_only=True)
+    assert "model" not in written and written.keys() == weights.keys()  # checkpoint['model'] raises KeyError
+    warning = json.loads(result.stdout)["warnings"][0]
+    assert "the output has no 'model' key" in warning
+    assert "a loader that reads checkpoint['model'] must read the output's names directly" in warning
+    assert "reads checkpoint['model'] reads" not in warning
