@@ -112,3 +112,22 @@ def test_unwrapped_state_dict_warning_does_not_say_the_old_loader_still_works(tm
     assert "the output has no 'model' key" in warning
     assert "a loader that reads checkpoint['model'] must read the output's names directly" in warning
     assert "reads checkpoint['model'] reads" not in warning
+
+
+@pytest.mark.parametrize("command", ["convert", "shard"])
+@pytest.mark.parametrize("kind", ["meta", "expanded"])
+def test_a_tensor_with_no_values_is_refused_by_the_dry_run_as_by_the_write(tmp_path: Path, command: str,
+                                                                           kind: str) -> None:
+    """4. A .pt holding a meta tensor, or a view far larger than its storage: the write refuses it as bad input
+    (exit 2) before anything is written, but --dry-run said "would convert" (exit 0, `would_refuse` null)."""
+    base = torch.zeros(4)
+    values = torch.empty(4, 4, device="meta") if kind == "meta" else base.as_strided((50_000, 50_000), (0, 0))
+    torch.save({"a.weight": values, "b.weight": torch.ones(2)}, tmp_path / "m.pt")
+    out = ["-o", str(tmp_path / "out.safetensors")] if command == "convert" else ["--max", "1KB", "-o",
+                                                                                   str(tmp_path / "shards")]
+    dry = run_cli(command, str(tmp_path / "m.pt"), *out, "--dry-run")
+    real = run_cli(command, str(tmp_path / "m.pt"), *out)
+    assert real.exit_code == 2 and dry.exit_code == 2, (dry.stdout, dry.stderr)
+    assert dry.stdout == "" and dry.stderr == real.stderr
+    assert "'a.weight'" in dry.stderr and ("meta device" if kind == "meta" else "over a storage of 16") in dry.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pt"]

@@ -533,10 +533,10 @@ def plan_convert(
     )
 
 
-def dry_run_convert(plan: ConvertPlan, *, force: bool = False) -> ConvertResult:
+def dry_run_convert(plan: ConvertPlan, *, force: bool = False, checkpoint: Checkpoint | None = None) -> ConvertResult:
     """What `run_convert(plan, force=force)` would do, writing nothing: the plan, and in `would_refuse` why the
     write would be refused before writing anything (see `weightdoctor.rewrite.dry_run_refusal`), or None."""
-    refusal = dry_run_refusal(plan, plan.files, single_file=plan.single_file, force=force)
+    refusal = dry_run_refusal(plan, plan.files, single_file=plan.single_file, force=force, checkpoint=checkpoint)
     return ConvertResult(plan=plan, write=None, dry_run=True, would_refuse=refusal)
 
 
