@@ -165,3 +165,35 @@ def test_the_no_values_check_costs_no_header_lookup_per_safetensors_tensor(tmp_p
         assert plan._selection is not None
         with pytest.raises(CorruptCheckpoint, match="on the meta device"):
             refuse_unreadable_tensors(checkpoint, plan._selection)
+
+
+def test_force_onto_an_immutable_file_is_refused_before_writing_and_by_the_dry_run(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """6. `convert --force` onto an immutable file: `--dry-run` said the write would go ahead (exit 0); the write
+    wrote the whole output beside it, then failed its rename (exit 2). A folder's blocker was already said first.
+    The inode flag is faked (chattr +i needs CAP_LINUX_IMMUTABLE), as test_fixlist9 does."""
+    from weightdoctor.writers import atomic
+
+    tensors = _source(tmp_path / "src")
+    target = tmp_path / "out.safetensors"
+    target.write_bytes(b"an earlier output")
+    monkeypatch.setattr(atomic, "_inode_flags", lambda path: 0x10 if Path(path) == target else 0)
+    renames: list[object] = []
+    original_replace = atomic.os.replace
+
+    def recorded_replace(src: object, dst: object) -> None:
+        renames.append(dst)
+        original_replace(src, dst)
+
+    monkeypatch.setattr(atomic.os, "replace", recorded_replace)
+    args = ("convert", str(tmp_path / "src" / "model.safetensors"), "-o", str(target), "--dtype", "fp16", "--force")
+    foreseen, written = _dry_then_real(*args)
+    assert foreseen == written == (f"{target}: cannot replace the existing output: {target} is immutable "
+                                   "(chattr +i): it cannot be renamed or deleted; it was left as it is, and nothing "
+                                   "was left behind")
+    assert renames == [] and target.read_bytes() == b"an earlier output"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.safetensors", "src"]  # no temp file left
+    # Not immutable: the same --force replaces it.
+    monkeypatch.setattr(atomic, "_inode_flags", lambda path: 0)
+    assert run_cli(*args).exit_code == 0 and renames == [target]
+    assert torch.equal(load_file(target)["head.weight"], tensors["head.weight"].half())

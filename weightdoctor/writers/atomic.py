@@ -411,8 +411,9 @@ def atomic_file(dest: Path, *, replace: bool = False) -> Iterator[Path]:
 
 
 def refuse_existing_file(dest: Path, *, replace: bool) -> None:
-    """Refuse what `atomic_file` will not write over: a device, folder or link to one (never), or any existing
-    output unless `replace` (--force). Checked before anything is written, and by `--dry-run` (`write_refusal`).
+    """Refuse what `atomic_file` will not write over: a device, folder or link to one (never), any existing
+    output unless `replace` (--force), or one that cannot be replaced (`removal_blocker`: an immutable file, a file
+    mounted there). Checked before anything is written, and by `--dry-run` (`write_refusal`).
 
     Raises:
         OutputError: naming `dest` and what is there.
@@ -420,10 +421,17 @@ def refuse_existing_file(dest: Path, *, replace: bool) -> None:
     try:
         # What --force never replaces (a device, a folder) is said first: "pass --force" would not help there.
         refuse_special(dest)
-        if (dest.exists() or dest.is_symlink()) and not replace:
+        exists = dest.exists() or dest.is_symlink()
+        if exists and not replace:
             raise OutputError("output exists; pass --force to replace it", path=str(dest))
+        # What keeps the file from being replaced (chattr +i, a file mounted there) is said before the whole output
+        # is written beside it, as a folder's is: `--force` onto an immutable file wrote it all, then failed its
+        # rename, and `--dry-run` said the write would go ahead.
+        blocker = removal_blocker(dest) if exists else None
     except OSError as exc:  # a name of 256 bytes on the way (exists() lets ENAMETOOLONG through)
         raise output_error(exc, dest) from exc
+    if blocker is not None:
+        raise replace_error(None, dest, blocker)
 
 
 def refuse_existing_folder(dest: Path, *, replace: bool) -> bool:
