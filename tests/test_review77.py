@@ -197,3 +197,16 @@ def test_force_onto_an_immutable_file_is_refused_before_writing_and_by_the_dry_r
     monkeypatch.setattr(atomic, "_inode_flags", lambda path: 0)
     assert run_cli(*args).exit_code == 0 and renames == [target]
     assert torch.equal(load_file(target)["head.weight"], tensors["head.weight"].half())
+
+
+@pytest.mark.parametrize("under", ["out", "deeper/out"])
+def test_shard_under_a_link_to_nothing_is_foreseen_as_the_write_refuses_it(tmp_path: Path, under: str) -> None:
+    """7. A folder output under a link to nothing: the write stops there (exit 2), the dry run walked past it to
+    the folder that exists and said the write would go ahead (exit 0)."""
+    _source(tmp_path / "src")
+    (tmp_path / "gone").symlink_to(tmp_path / "nowhere")
+    out = tmp_path / "gone" / under
+    foreseen, written = _dry_then_real("shard", str(tmp_path / "src"), "--max", "300B", "-o", str(out))
+    assert foreseen == written
+    assert foreseen == f"{out}: cannot write the output: a part of the output's path is a file, not a folder"
+    assert not (tmp_path / "nowhere").exists()

@@ -482,7 +482,8 @@ def write_refusal(dest: Path, *, folder: bool, replace: bool) -> str | None:
     # made, as `cp` does not make it), and the first folder that exists must take new entries.
     parent = Path(os.path.abspath(dest)).parent
     existing = parent
-    while not os.path.exists(existing) and existing != existing.parent:
+    # A folder's missing parents are made (`StagingDir`), which stops at a link to nothing as at a file.
+    while not (os.path.exists(existing) or folder and os.path.islink(existing)) and existing != existing.parent:
         existing = existing.parent
     if not os.path.isdir(existing):
         # `-o notes.txt/out`: the write meets a file where a folder must be (ENOTDIR, exit 2); the dry run said the
