@@ -27,7 +27,7 @@ def test_a_checkpoint_of_only_a_wrapped_state_dict_is_not_said_to_leave_entries_
             warnings = json.loads(result.stdout)["warnings"]
             assert len(warnings) == 1 and "optimizer" not in warnings[0], warnings
             assert "written unwrapped, at the top level (the checkpoint holds nothing beside it)" in warnings[0]
-            assert f"a loader that reads {path} reads the output's names directly" in warnings[0]
+            assert f"a loader that reads {path} must read the output's names directly" in warnings[0]
     torch.save({"model": weights, "optimizer": {"lr": 0.1}}, tmp_path / "train.pt")
     result = run_cli("convert", str(tmp_path / "train.pt"), "-o", str(tmp_path / "o.safetensors"), "--dry-run",
                      "--json")

@@ -303,8 +303,12 @@ def nested_only_warning(checkpoint: Checkpoint) -> str:
         # optimizer or other entries)" named entries the file does not have.
         key = checkpoint.nested_key or ""
         path = "".join(f"[{part!r}]" for part in key.split("."))  # `state.model` is checkpoint['state']['model']
+        # "a loader that reads checkpoint['model'] reads the output's names directly" read as if such a loader
+        # still worked: on the output it raises KeyError ('model'), it must read the names at the top level.
+        top = key.split(".")[0]
         return (f"the state dict at {key!r} is written unwrapped, at the top level (the checkpoint holds nothing "
-                f"beside it): a loader that reads checkpoint{path} reads the output's names directly")
+                f"beside it): the output has no {top!r} key, so a loader that reads checkpoint{path} must read the "
+                "output's names directly")
     shown = ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
     return f"only the state dict at {checkpoint.nested_key!r} is written, not the checkpoint's other entries ({shown})"
 
@@ -529,10 +533,10 @@ def plan_convert(
     )
 
 
-def dry_run_convert(plan: ConvertPlan, *, force: bool = False) -> ConvertResult:
+def dry_run_convert(plan: ConvertPlan, *, force: bool = False, checkpoint: Checkpoint | None = None) -> ConvertResult:
     """What `run_convert(plan, force=force)` would do, writing nothing: the plan, and in `would_refuse` why the
     write would be refused before writing anything (see `weightdoctor.rewrite.dry_run_refusal`), or None."""
-    refusal = dry_run_refusal(plan, plan.files, single_file=plan.single_file, force=force)
+    refusal = dry_run_refusal(plan, plan.files, single_file=plan.single_file, force=force, checkpoint=checkpoint)
     return ConvertResult(plan=plan, write=None, dry_run=True, would_refuse=refusal)
 
 

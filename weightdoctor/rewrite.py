@@ -1513,8 +1513,7 @@ def write_outputs(
     # Before anything is written: a write larger than the disk's free space failed late, after filling it (2 GB of a
     # 1.1 TB output written onto a disk of 73 GB free, then "no space left on the device").
     # (A single file's missing folder is refused by `atomic_file` first: "create it first", which is what to do.)
-    for tensor in selection.tensors:  # a tensor with no values to read is said as such, not as disk space
-        checkpoint.refuse_unreadable(tensor.source)
+    refuse_unreadable_tensors(checkpoint, selection)  # a tensor with no values is said as such, not as disk space
     if (shortfall := _shortfall(dest, files, copy_files, single_file)) is not None:
         raise OutputError(f"{shortfall}: nothing was written", path=str(dest))
     COMMITTED.clear()  # what this write commits (see `report_failure` on a late Ctrl-C)
@@ -1677,7 +1676,9 @@ def check_not_input(checkpoint: Checkpoint, dest: Path) -> None:
     target = expand_user(dest).absolute()
     resolved = resolve_output(target, str(dest))
     for item in checkpoint.files:
-        for candidate in {item.path.absolute(), item.path.resolve()}:
+        # abspath, not absolute(): `shard ../src -o .` gave `/run/../src/model.safetensors`, whose lexical parents
+        # hold `/run` (the output) and refused a folder the input is not in.
+        for candidate in {Path(os.path.abspath(item.path)), item.path.resolve()}:
             if candidate in (target, resolved) or target in candidate.parents or resolved in candidate.parents:
                 raise OutputError("output would overwrite the input; choose another path", path=str(dest))
     if checkpoint.path.is_dir() and checkpoint.path.resolve() in (target, resolved):
@@ -1859,13 +1860,33 @@ def _shortfall(dest: Path, files: list[OutputFile], copy_files: list[SideFile], 
     return disk_shortfall(dest, bytes_to_write(files, copy_files))
 
 
-def dry_run_refusal(plan: PlannedOutput, files: list[OutputFile], *, single_file: bool, force: bool) -> str | None:
+def refuse_unreadable_tensors(checkpoint: Checkpoint, selection: TensorSelection) -> None:
+    """Refuse, before anything is written, a tensor of `selection` with no values to read (a meta tensor, a view
+    whose strides repeat far more values than its storage holds), as `write_outputs` does and `--dry-run` foresees.
+
+    Raises:
+        CorruptCheckpoint: naming the file and the tensor.
+    """
+    for tensor in selection.tensors:
+        checkpoint.refuse_unreadable(tensor.source)
+
+
+def dry_run_refusal(plan: PlannedOutput, files: list[OutputFile], *, single_file: bool, force: bool,
+                    checkpoint: Checkpoint | None = None) -> str | None:
     """Why writing `plan` would be refused before anything is written, as the one line the write would print
     (`PATH: why`), or None when it would go ahead: what `--dry-run` reports in place of writing (too little disk
     space; an output that exists without --force, or that no write replaces; a folder that is missing or not
-    writable). What only the write itself meets (a cast that overflows, a disk filled meanwhile) is not foreseen."""
+    writable). What only the write itself meets (a cast that overflows, a disk filled meanwhile) is not foreseen.
+
+    Raises:
+        CorruptCheckpoint: given `checkpoint`, a planned tensor of it has no values to read: the write refuses
+            that input (exit 2) before anything else, and so does the dry run, with the same line.
+    """
     from weightdoctor.writers.atomic import write_refusal
 
+    if checkpoint is not None and plan._selection is not None:
+        # `convert meta.pt --dry-run` said "would convert" (exit 0) where the write is refused as bad input.
+        refuse_unreadable_tensors(checkpoint, plan._selection)
     dest = Path(plan.output)
     if (shortfall := _shortfall(dest, files, plan._copy_paths, single_file)) is not None:
         return f"{dest}: {shortfall}: nothing would be written"

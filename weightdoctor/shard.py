@@ -622,10 +622,10 @@ def plan_shard(
     )
 
 
-def dry_run_shard(plan: ShardPlan, *, force: bool = False) -> ShardResult:
+def dry_run_shard(plan: ShardPlan, *, force: bool = False, checkpoint: Checkpoint | None = None) -> ShardResult:
     """What `run_shard(plan, force=force)` would do, writing nothing: the plan, and in `would_refuse` why the
     write would be refused before writing anything (see `weightdoctor.rewrite.dry_run_refusal`), or None."""
-    refusal = dry_run_refusal(plan, plan._files, single_file=False, force=force)
+    refusal = dry_run_refusal(plan, plan._files, single_file=False, force=force, checkpoint=checkpoint)
     return ShardResult(plan=plan, write=None, dry_run=True, would_refuse=refusal)
 
 

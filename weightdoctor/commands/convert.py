@@ -77,7 +77,7 @@ def convert(
         plan = plan_convert(checkpoint, output, to=to, dtype=target, keep_fp32=keep_fp32, renames=renames,
                             metadata=extra)
         if dry_run:
-            result = dry_run_convert(plan, force=force)
+            result = dry_run_convert(plan, force=force, checkpoint=checkpoint)
         else:
             with terminate_as_interrupt(), console.progress(plan.total_bytes, "converting") as advance:
                 result = run_convert(checkpoint, plan, force=force, verify=not no_verify,

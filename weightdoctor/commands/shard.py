@@ -91,7 +91,7 @@ def shard(
         plan = plan_shard(checkpoint, output, max_size=None if single else max_size, fmt=fmt, dtype=target,
                           keep_fp32=keep_fp32, renames=renames, metadata=extra, key=key)
         if dry_run:
-            result = dry_run_shard(plan, force=force)
+            result = dry_run_shard(plan, force=force, checkpoint=checkpoint)
         else:
             with terminate_as_interrupt(), console.progress(plan.total_bytes, "sharding") as advance:
                 result = run_shard(checkpoint, plan, force=force, verify=not no_verify,

@@ -411,8 +411,9 @@ def atomic_file(dest: Path, *, replace: bool = False) -> Iterator[Path]:
 
 
 def refuse_existing_file(dest: Path, *, replace: bool) -> None:
-    """Refuse what `atomic_file` will not write over: a device, folder or link to one (never), or any existing
-    output unless `replace` (--force). Checked before anything is written, and by `--dry-run` (`write_refusal`).
+    """Refuse what `atomic_file` will not write over: a device, folder or link to one (never), any existing
+    output unless `replace` (--force), or one that cannot be replaced (`removal_blocker`: an immutable file, a file
+    mounted there). Checked before anything is written, and by `--dry-run` (`write_refusal`).
 
     Raises:
         OutputError: naming `dest` and what is there.
@@ -420,10 +421,17 @@ def refuse_existing_file(dest: Path, *, replace: bool) -> None:
     try:
         # What --force never replaces (a device, a folder) is said first: "pass --force" would not help there.
         refuse_special(dest)
-        if (dest.exists() or dest.is_symlink()) and not replace:
+        exists = dest.exists() or dest.is_symlink()
+        if exists and not replace:
             raise OutputError("output exists; pass --force to replace it", path=str(dest))
+        # What keeps the file from being replaced (chattr +i, a file mounted there) is said before the whole output
+        # is written beside it, as a folder's is: `--force` onto an immutable file wrote it all, then failed its
+        # rename, and `--dry-run` said the write would go ahead.
+        blocker = removal_blocker(dest) if exists else None
     except OSError as exc:  # a name of 256 bytes on the way (exists() lets ENAMETOOLONG through)
         raise output_error(exc, dest) from exc
+    if blocker is not None:
+        raise replace_error(None, dest, blocker)
 
 
 def refuse_existing_folder(dest: Path, *, replace: bool) -> bool:
@@ -473,11 +481,17 @@ def write_refusal(dest: Path, *, folder: bool, replace: bool) -> str | None:
     # Where the output (a file, or a folder's staging sibling) is made: a single file's folder must exist (it is not
     # made, as `cp` does not make it), and the first folder that exists must take new entries.
     parent = Path(os.path.abspath(dest)).parent
-    if not folder and not os.path.isdir(parent):
+    existing = parent
+    # A folder's missing parents are made (`StagingDir`), which stops at a link to nothing as at a file.
+    while not (os.path.exists(existing) or folder and os.path.islink(existing)) and existing != existing.parent:
+        existing = existing.parent
+    if not os.path.isdir(existing):
+        # `-o notes.txt/out`: the write meets a file where a folder must be (ENOTDIR, exit 2); the dry run said the
+        # write would go ahead (a folder) or that the folder "does not exist" (a file), which creating it cannot fix.
+        return _as_foreseen(output_error(OSError(errno.ENOTDIR, os.strerror(errno.ENOTDIR)), dest))
+    if not folder and existing != parent:
         return _as_foreseen(output_error(OSError(errno.ENOENT, os.strerror(errno.ENOENT)), dest))
-    while not os.path.exists(parent) and parent != parent.parent:
-        parent = parent.parent
-    if os.path.isdir(parent) and not os.access(parent, os.W_OK | os.X_OK):
+    if not os.access(existing, os.W_OK | os.X_OK):
         return _as_foreseen(output_error(OSError(errno.EACCES, os.strerror(errno.EACCES)), dest))
     return None
 
