@@ -498,7 +498,8 @@ def write_refusal(dest: Path, *, folder: bool, replace: bool) -> str | None:
 
 def _as_foreseen(err: OutputError) -> str:
     """The line a write refused with, for a write that has not happened: without "nothing was left behind"."""
-    return err.one_line().removesuffix("; nothing was left behind")
+    # `replace_error` ends ", and nothing was left behind", `output_error` "; nothing was left behind".
+    return err.one_line().removesuffix("; nothing was left behind").removesuffix(", and nothing was left behind")
 
 
 def refuse_special(dest: Path) -> None:
