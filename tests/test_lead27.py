@@ -59,3 +59,28 @@ def test_renumbered_experts_are_not_said_to_start_from_their_init(tmp_path: Path
     assert "start from their init" not in result.stdout
     text = " ".join(result.stdout.split())  # the title wraps at the console's width
     assert "(filled from A's experts out of order, or from_pretrained raises: see each row)" in text
+
+
+def test_an_output_under_a_link_to_nothing_names_the_folder_to_make(tmp_path: Path) -> None:
+    """`-o runs/x.safetensors` where `runs` is a link to a folder not made yet (a scratch disk not mounted): the
+    write said "create it first: mkdir -p runs", which fails pasted (mkdir -p stops at the link: "File exists").
+    It names the link's target, and the printed command, run, lets the same write go through."""
+    import shlex
+    import subprocess
+
+    torch.manual_seed(0)
+    source = tmp_path / "m.bin"
+    torch.save({"w": torch.randn(3, 3)}, source)
+    (tmp_path / "runs").symlink_to(tmp_path / "scratch" / "runs")
+    out = tmp_path / "runs" / "x.safetensors"
+    for extra in ([], ["--dry-run"]):
+        result = run_cli("convert", str(source), "-o", str(out), *extra)
+        assert result.exit_code == (1 if extra else 2)
+        line = result.stderr.strip() if not extra else result.stdout.strip().splitlines()[-1]
+        assert (f"the output folder is under {tmp_path / 'runs'}, a link to {tmp_path / 'scratch' / 'runs'}, which "
+                "does not exist (create it first: mkdir -p ") in line
+    command = line.split("(create it first: ", 1)[1].rsplit(")", 1)[0]
+    assert shlex.split(command)[:2] == ["mkdir", "-p"]
+    subprocess.run(command, shell=True, check=True)
+    assert run_cli("convert", str(source), "-o", str(out)).exit_code == 0
+    assert (tmp_path / "scratch" / "runs" / "x.safetensors").is_file()

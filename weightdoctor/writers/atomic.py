@@ -189,6 +189,11 @@ def output_error(exc: OSError, path: Path) -> OutputError:
 
         make = shell_word(str(path.parent), argument=True)
         reason = f"the output folder does not exist (create it first: mkdir -p {make})"
+        if (link := _dangling_link_above(path)) is not None:
+            # `mkdir -p` stops at a link to nothing ("File exists"): the folder the link names is the one to make.
+            target = os.path.normpath(os.path.join(os.path.dirname(link), os.readlink(link)))
+            reason = (f"the output folder is under {link}, a link to {target}, which does not exist (create it "
+                      f"first: mkdir -p {shell_word(target, argument=True)})")
     if exc.errno in (errno.EPERM, errno.EACCES):
         reason += _unwritable_folder(path)
     if exc.errno == errno.ENOMEM:
@@ -196,6 +201,15 @@ def output_error(exc: OSError, path: Path) -> OutputError:
         # output: Cannot allocate memory" sent the reader to the disk.
         reason = f"the system refused the memory to copy or verify it (Cannot allocate memory){_limits_set()}"
     return OutputError(f"cannot write the output: {reason}; nothing was left behind", path=str(path))
+
+
+def _dangling_link_above(path: Path) -> str | None:
+    """The nearest folder above `path` that is a symbolic link to nothing, or None: the first name up the path that
+    is there at all (a folder or a link) decides."""
+    for parent in Path(os.path.abspath(path)).parents:
+        if os.path.lexists(parent):
+            return str(parent) if os.path.islink(parent) and not os.path.exists(parent) else None
+    return None
 
 
 def _limits_set() -> str:
