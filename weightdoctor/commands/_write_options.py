@@ -42,7 +42,8 @@ OutputOpt = Annotated[
 # that foresees it exit 1 (an error, whatever the level).
 WriteFailOnOpt = Annotated[
     str | None,
-    typer.Option("--fail-on", help="Exit 1 (once written) when a warning was printed and this is info or warn; "
+    typer.Option("--fail-on", help="Exit 1 (once written, or planned with --dry-run) when a warning was printed and "
+                 "this is info or warn; "
                  "error fails only a --dry-run whose write would be refused, as any level does (a failed write is "
                  "exit 2).", show_default=False),
 ]
