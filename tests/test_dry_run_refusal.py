@@ -27,13 +27,13 @@ def _bin(path: Path) -> Path:
     return path
 
 
-def _as_written(line: str) -> str:
+def as_written(line: str) -> str:
     """The line a refused write printed, as a dry run foresees it."""
     return (line.removeprefix("error: ").removesuffix("; nothing was left behind")
-            .replace("nothing was written", "nothing would be written"))
+            .removesuffix(", and nothing was left behind").replace("nothing was written", "nothing would be written"))
 
 
-def _dry_then_real(*args: str) -> tuple[dict, str]:
+def dry_then_real(*args: str) -> tuple[dict, str]:
     """The dry run's --json report, then the one error line of the same command run for real (which must fail)."""
     dry = run_cli(*args, "--dry-run", "--json")
     assert dry.exit_code == 1, dry.stderr or dry.stdout
@@ -50,8 +50,8 @@ def test_convert_onto_an_existing_file_is_foreseen_and_left_as_it_was(tmp_path: 
     source = _bin(tmp_path / "m.bin")
     out = tmp_path / "out.safetensors"
     out.write_bytes(b"an earlier output")
-    report, line = _dry_then_real("convert", str(source), "-o", str(out))
-    assert report["would_refuse"] == f"{out}: output exists; pass --force to replace it" == _as_written(line)
+    report, line = dry_then_real("convert", str(source), "-o", str(out))
+    assert report["would_refuse"] == f"{out}: output exists; pass --force to replace it" == as_written(line)
     assert out.read_bytes() == b"an earlier output"
     # With --force the write goes ahead, and the dry run says nothing is in the way.
     forced = run_cli("convert", str(source), "-o", str(out), "--dry-run", "--force", "--json")
@@ -62,8 +62,8 @@ def test_convert_onto_an_existing_file_is_foreseen_and_left_as_it_was(tmp_path: 
 def test_convert_into_a_missing_folder_is_foreseen(tmp_path: Path) -> None:
     source = _bin(tmp_path / "m.bin")
     out = tmp_path / "nowhere" / "out.safetensors"
-    report, line = _dry_then_real("convert", str(source), "-o", str(out))
-    assert report["would_refuse"] == _as_written(line)
+    report, line = dry_then_real("convert", str(source), "-o", str(out))
+    assert report["would_refuse"] == as_written(line)
     assert "the output folder does not exist (create it first: mkdir -p " in report["would_refuse"]
     assert not out.parent.exists()
 
@@ -73,16 +73,16 @@ def test_shard_onto_a_model_folder_or_a_file_is_foreseen(tmp_path: Path) -> None
     folder = tmp_path / "release"
     folder.mkdir()
     save_file({"x": torch.zeros(2)}, folder / "model.safetensors")
-    report, line = _dry_then_real("shard", str(source), "--max", "200B", "-o", str(folder))
-    assert report["would_refuse"] == _as_written(line)
+    report, line = dry_then_real("shard", str(source), "--max", "200B", "-o", str(folder))
+    assert report["would_refuse"] == as_written(line)
     assert report["would_refuse"].startswith(f"{folder}: output exists; pass --force to replace it")
     assert "model.safetensors" in report["would_refuse"]  # which folder it is, before --force is typed
     assert [p.name for p in folder.iterdir()] == ["model.safetensors"]
 
     a_file = tmp_path / "shards"
     a_file.write_text("not a folder")
-    report, line = _dry_then_real("shard", str(source), "--max", "200B", "-o", str(a_file))
-    assert report["would_refuse"] == f"{a_file}: output exists and is not a folder" == _as_written(line)
+    report, line = dry_then_real("shard", str(source), "--max", "200B", "-o", str(a_file))
+    assert report["would_refuse"] == f"{a_file}: output exists and is not a folder" == as_written(line)
     # --force replaces an earlier output, never a file with a folder: still refused.
     forced = run_cli("shard", str(source), "--max", "200B", "-o", str(a_file), "--dry-run", "--force", "--json")
     assert forced.exit_code == 1 and json.loads(forced.stdout)["would_refuse"] == report["would_refuse"]
@@ -100,8 +100,8 @@ def test_too_little_disk_space_is_foreseen(tmp_path: Path, monkeypatch: pytest.M
     source = _bin(tmp_path / "m.bin")
     for command in (["convert", str(source), "-o", str(tmp_path / "out.safetensors")],
                     ["shard", str(source), "--max", "200B", "-o", str(tmp_path / "shards")]):
-        report, line = _dry_then_real(*command)
-        assert report["would_refuse"] == _as_written(line)
+        report, line = dry_then_real(*command)
+        assert report["would_refuse"] == as_written(line)
         assert "not enough free disk space" in report["would_refuse"]
         assert "nothing would be written" in report["would_refuse"]
 

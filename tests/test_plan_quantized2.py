@@ -134,6 +134,22 @@ def _sizes(model: torch.nn.Module) -> dict[str, int]:
     return dict(compute_module_sizes(model)[0])
 
 
+def plan_matches_map(folder: Path, budgets: dict[int | str, int], expected: dict[str, int | str],
+                     sizes: dict[str, int]) -> tuple[int, dict[str, Any]]:
+    """`plan-devices --json` of `folder` on the two GPUs and the CPU of `budgets`, checked against from_pretrained's
+    map `expected` of modules of `sizes` (`sizes[""]` the whole): the bytes planned, the map, each device's bytes.
+    Returns the exit code and the report, for what each test asserts besides."""
+    code, data = run_json("plan-devices", str(folder), "--gpu", f"{budgets[0]}B", "--gpu", f"{budgets[1]}B",
+                          "--cpu", f"{budgets['cpu']}B")
+    assert data["weights_bytes"] + data["buffers_bytes"] == sizes[""], (data["weights_bytes"], sizes[""])
+    placed = {key: (int(value) if str(value).isdigit() else value) for key, value in data["device_map"].items()}
+    assert placed == expected, (placed, expected)
+    used = {device["key"]: device["used_bytes"] for device in data["devices"]}
+    for key in (0, 1, "cpu"):
+        assert used[key] == sum(sizes[module] for module, where in expected.items() if where == key), key
+    return code, data
+
+
 def _from_pretrained_map(model: torch.nn.Module, max_memory: dict[int | str, int]) -> dict[str, int | str]:
     from transformers.integrations.accelerate import _get_device_map
 
@@ -203,18 +219,11 @@ def test_quantized_layers_are_planned_as_from_pretrained_sizes_them(tmp_path: Pa
     assert total != dense  # the layout does change what is planned
     budgets: dict[int | str, int] = {0: int(total * 0.4), 1: int(total * 0.4), "cpu": 10 * dense}
     expected = _from_pretrained_map(model, budgets)
-    code, data = run_json("plan-devices", str(folder), "--gpu", f"{budgets[0]}B", "--gpu", f"{budgets[1]}B",
-                          "--cpu", f"{budgets['cpu']}B")
+    code, data = plan_matches_map(folder, budgets, expected, sizes)
     # HIGGS' and FP-Quant's quantizers refuse the map it makes, which offloads (tested below); the others load it
     refuses = make.__name__.startswith(("_higgs", "_fp_quant"))
     assert "cpu" in expected.values() and code == (1 if refuses else 0), data
     assert [f["code"] for f in data["findings"]] == (["quantizer-refuses-offload"] if refuses else []), data
-    assert data["weights_bytes"] + data["buffers_bytes"] == total, (data["weights_bytes"], total)
-    placed = {key: (int(value) if str(value).isdigit() else value) for key, value in data["device_map"].items()}
-    assert placed == expected, (placed, expected)
-    used = {device["key"]: device["used_bytes"] for device in data["devices"]}
-    for key in (0, 1, "cpu"):
-        assert used[key] == sum(sizes[module] for module, where in expected.items() if where == key), key
     said = " ".join(" ".join(data["warnings"]).split())
     assert "upper bound" not in said, said
     assert "sized at the bytes the checkpoint stores for them" in said and "keeps no headroom" in said, said

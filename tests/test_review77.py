@@ -17,6 +17,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from tests.helpers import run_cli
+from tests.test_dry_run_refusal import as_written, dry_then_real
 
 
 def _source(folder: Path) -> dict[str, torch.Tensor]:
@@ -30,16 +31,8 @@ def _source(folder: Path) -> dict[str, torch.Tensor]:
 
 def _dry_then_real(*args: str) -> tuple[str, str]:
     """The dry run's would_refuse (the dry run must exit 1), then the real write's one error line (exit 2)."""
-    dry = run_cli(*args, "--dry-run", "--json")
-    assert dry.exit_code == 1, dry.stderr or dry.stdout
-    report = json.loads(dry.stdout)
-    assert report["dry_run"] is True and report["write"] is None
-    real = run_cli(*args)
-    assert real.exit_code == 2 and real.stdout == ""
-    lines = real.stderr.strip().splitlines()
-    assert len(lines) == 1, lines
-    return report["would_refuse"], (lines[0].removeprefix("error: ").removesuffix("; nothing was left behind")
-                                    .removesuffix(", and nothing was left behind"))
+    report, line = dry_then_real(*args)
+    return report["would_refuse"], as_written(line)
 
 
 @pytest.mark.parametrize("under", ["out", "deeper/out"])
