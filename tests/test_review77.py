@@ -201,5 +201,8 @@ def test_shard_under_a_link_to_nothing_is_foreseen_as_the_write_refuses_it(tmp_p
     out = tmp_path / "gone" / under
     foreseen, written = _dry_then_real("shard", str(tmp_path / "src"), "--max", "300B", "-o", str(out))
     assert foreseen == written
-    assert foreseen == f"{out}: cannot write the output: a part of the output's path is a file, not a folder"
+    # (review78: it said "a part of the output's path is a file, not a folder", of a link; it names the link.)
+    make = tmp_path / "nowhere" / Path(under).parent if Path(under).parent != Path(".") else tmp_path / "nowhere"
+    assert foreseen == (f"{out}: cannot write the output: the output folder is under {tmp_path / 'gone'}, a link to "
+                        f"{tmp_path / 'nowhere'}, which does not exist (create it first: mkdir -p {make})")
     assert not (tmp_path / "nowhere").exists()

@@ -189,11 +189,9 @@ def output_error(exc: OSError, path: Path) -> OutputError:
 
         make = shell_word(str(path.parent), argument=True)
         reason = f"the output folder does not exist (create it first: mkdir -p {make})"
-        if (link := _dangling_link_above(path)) is not None:
-            # `mkdir -p` stops at a link to nothing ("File exists"): the folder the link names is the one to make.
-            target = os.path.normpath(os.path.join(os.path.dirname(link), os.readlink(link)))
-            reason = (f"the output folder is under {link}, a link to {target}, which does not exist (create it "
-                      f"first: mkdir -p {shell_word(target, argument=True)})")
+    if exc.errno in (errno.ENOENT, errno.ENOTDIR) and (dangling := _dangling_link_reason(path)) is not None:
+        # A folder output (`StagingDir`) meets the link as ENOTDIR, said "a part of the output's path is a file".
+        reason = dangling
     if exc.errno in (errno.EPERM, errno.EACCES):
         reason += _unwritable_folder(path)
     if exc.errno == errno.ENOMEM:
@@ -201,6 +199,26 @@ def output_error(exc: OSError, path: Path) -> OutputError:
         # output: Cannot allocate memory" sent the reader to the disk.
         reason = f"the system refused the memory to copy or verify it (Cannot allocate memory){_limits_set()}"
     return OutputError(f"cannot write the output: {reason}; nothing was left behind", path=str(path))
+
+
+def _dangling_link_reason(path: Path) -> str | None:
+    """Why `path` cannot be written where a folder above it is a link to nothing, with the folder to make; None
+    where none is, or where the links lead back to themselves (no folder to make ends that)."""
+    if (link := _dangling_link_above(path)) is None:
+        return None
+    from weightdoctor.paths import shell_word
+
+    # `mkdir -p` stops at a link to nothing ("File exists"), so the folder to make is the one at the end of the
+    # links: realpath follows a link to a link (`mkdir -p` of the next link failed the same way) and resolves the
+    # link's own folder's links as the system does (joining its text to the link's folder by hand did not).
+    target = os.path.realpath(link)
+    if os.path.lexists(target):  # a loop: realpath stops at a link
+        return None
+    # With the folders between the link and the output (`-o link/x/out.bin`): a file's folder is not made.
+    below = os.path.relpath(os.path.abspath(path.parent), link)
+    make = target if below == "." else os.path.join(target, below)
+    return (f"the output folder is under {link}, a link to {target}, which does not exist (create it first: "
+            f"mkdir -p {shell_word(make, argument=True)})")
 
 
 def _dangling_link_above(path: Path) -> str | None:
