@@ -1466,10 +1466,11 @@ def disk_shortfall(dest: Path, needed: int) -> str | None:
         True
     """
     from weightdoctor.units import format_bytes
+    from weightdoctor.writers.atomic import first_existing, named, shown_folder
 
-    folder = Path(os.path.abspath(dest)).parent
-    while not os.path.exists(folder) and folder != folder.parent:
-        folder = folder.parent  # `-o a/b/out`: the first folder that exists is where the rest is made
+    # `-o a/b/out`: the first folder that exists is where the rest is made (`-o link/../out`: beside the link's
+    # target, whose disk was not the one measured).
+    folder = shown_folder(first_existing(named(dest).parent))
     try:
         free = shutil.disk_usage(folder).free
     except OSError:
@@ -1855,7 +1856,9 @@ class PlannedOutput(Protocol):
 def _shortfall(dest: Path, files: list[OutputFile], copy_files: list[SideFile], single_file: bool) -> str | None:
     """`disk_shortfall` for the output at `dest` (None for a single file whose folder does not exist: the write
     refuses that first, with "create it first")."""
-    if single_file and not os.path.isdir(os.path.dirname(os.path.abspath(dest))):
+    from weightdoctor.writers.atomic import named
+
+    if single_file and not os.path.isdir(named(dest).parent):
         return None
     return disk_shortfall(dest, bytes_to_write(files, copy_files))
 

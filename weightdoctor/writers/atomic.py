@@ -221,6 +221,28 @@ def _dangling_link_reason(path: Path) -> str | None:
             f"mkdir -p {shell_word(make, argument=True)})")
 
 
+def first_existing(folder: Path, *, stop_at_links: bool = False) -> Path:
+    """The first of `folder` and the folders above it that exists (or, with `stop_at_links`, is a link to nothing,
+    where `mkdir -p` stops), walked as the kernel walks the path: not made absolute first, which undoes `..`
+    lexically. `-o missing/../out` is reached through `missing`, which is not there, and `-o link/../out` lands beside
+    the link's target; both were looked for beside `link` and `missing`, where the write never goes.
+
+    Example:
+        >>> first_existing(Path("/nonexistent/a/b"))
+        PosixPath('/')
+    """
+    for candidate in (folder, *folder.parents):
+        if os.path.exists(candidate) or stop_at_links and os.path.islink(candidate):
+            return candidate
+    return candidate
+
+
+def shown_folder(folder: Path) -> Path:
+    """`folder` absolute, for a message: its links followed where it holds `..`, which `abspath` would undo past a
+    link or a missing folder, so that the folder named is the one the kernel reached."""
+    return Path(os.path.realpath(folder) if ".." in folder.parts else os.path.abspath(folder))
+
+
 def _dangling_link_above(path: Path) -> str | None:
     """The nearest folder above `path` that is a symbolic link to nothing, or None: the first name up the path that
     is there at all (a folder or a link) decides."""
@@ -242,11 +264,10 @@ def _limits_set() -> str:
 def _unwritable_folder(path: Path) -> str:
     """`: the folder /x is immutable (chattr +i)` (or not writable) for the folder a new output would be made in:
     "operation not permitted" alone did not say which folder (the working directory, for `-o out`) or why."""
-    folder = Path(os.path.abspath(path)).parent
-    # os.path.exists: Path.exists raised PermissionError for a folder inside one that cannot be entered, and the
-    # line became "permission denied: [Errno 13] ...", of that folder, as if the message had not been written.
-    while not os.path.exists(folder) and folder != folder.parent:
-        folder = folder.parent  # `-o a/b/out`: the first folder that exists is the one the rest is made in
+    # `-o a/b/out`: the first folder that exists is the one the rest is made in (os.path.exists: Path.exists raised
+    # PermissionError for a folder inside one that cannot be entered, and the line became "permission denied:
+    # [Errno 13] ...", of that folder, as if the message had not been written).
+    folder = shown_folder(first_existing(path.parent))
     words = _flag_words(folder)
     if words is None and os.geteuid() != 0 and not os.access(folder, os.X_OK):
         return f": the folder {folder} cannot be entered (no search permission)"
@@ -464,6 +485,32 @@ def refuse_existing_file(dest: Path, *, replace: bool) -> None:
         raise output_error(exc, dest) from exc
     if blocker is not None:
         raise replace_error(None, dest, blocker)
+    if not exists:
+        refuse_locked_folder(dest, folder=False)
+
+
+def refuse_locked_folder(dest: Path, *, folder: bool) -> None:
+    """Refuse a new output where its folder's inode flags stop it: an append-only folder (chattr +a) takes the
+    temporary file or staging folder but lets it be neither renamed into place nor removed, and an immutable one
+    (chattr +i) takes nothing. Into an append-only folder `convert` wrote the file, then failed removing its
+    temporary ("permission denied: [Errno 1] ...", exit 2, the temporary left beside the output), and `shard` left
+    its staging folder of whole shards behind, saying "nothing was left behind"; `--dry-run` said both would go ahead.
+
+    Raises:
+        OutputError: naming `dest` and the folder.
+    """
+    made_in = first_existing(dest.parent, stop_at_links=folder)
+    if not os.path.isdir(made_in) or made_in != dest.parent and not folder:
+        return  # a file where a folder must be, or a file's folder missing: the write says so itself
+    words = _flag_words(made_in)
+    if words is None:
+        return
+    if words.startswith("immutable"):
+        raise output_error(OSError(errno.EPERM, os.strerror(errno.EPERM)), dest)
+    if made_in == dest.parent:  # folders this run makes below an append-only one are not append-only
+        raise OutputError(f"cannot write the output: the folder {shown_folder(made_in)} is {words}: what is written "
+                          "in it can be neither renamed into place nor removed; nothing was left behind",
+                          path=str(dest))
 
 
 def refuse_existing_folder(dest: Path, *, replace: bool) -> bool:
@@ -479,6 +526,7 @@ def refuse_existing_folder(dest: Path, *, replace: bool) -> bool:
     except OSError as exc:  # a name of 256 bytes on the way (exists() lets ENAMETOOLONG through)
         raise output_error(exc, dest) from exc
     if not exists:
+        refuse_locked_folder(dest, folder=True)
         return False
     # A file (or a device) is never replaced by a folder, --force or not: said before "pass --force".
     if not dest.is_dir():
@@ -512,11 +560,9 @@ def write_refusal(dest: Path, *, folder: bool, replace: bool) -> str | None:
         return _as_foreseen(err)
     # Where the output (a file, or a folder's staging sibling) is made: a single file's folder must exist (it is not
     # made, as `cp` does not make it), and the first folder that exists must take new entries.
-    parent = Path(os.path.abspath(dest)).parent
-    existing = parent
     # A folder's missing parents are made (`StagingDir`), which stops at a link to nothing as at a file.
-    while not (os.path.exists(existing) or folder and os.path.islink(existing)) and existing != existing.parent:
-        existing = existing.parent
+    parent = dest.parent
+    existing = first_existing(parent, stop_at_links=folder)
     if not os.path.isdir(existing):
         # `-o notes.txt/out`: the write meets a file where a folder must be (ENOTDIR, exit 2); the dry run said the
         # write would go ahead (a folder) or that the folder "does not exist" (a file), which creating it cannot fix.
