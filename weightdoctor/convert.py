@@ -507,7 +507,8 @@ def plan_convert(
         warnings.append(config_note)
 
     # Said in a --dry-run too (a write refuses it before writing anything: `write_outputs`).
-    if (shortfall := disk_shortfall(out, bytes_to_write(files, copy_paths))) is not None:
+    shortfall = disk_shortfall(out, bytes_to_write(files, copy_paths), files=files, copy_files=copy_paths)
+    if shortfall is not None:
         warnings.append(f"{out}: {shortfall}: the write would be refused")
     return ConvertPlan(
         source=checkpoint.source,

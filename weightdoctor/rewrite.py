@@ -1456,7 +1456,41 @@ def bytes_to_write(files: list[OutputFile], copy_files: list[SideFile]) -> int:
     return total
 
 
-def disk_shortfall(dest: Path, needed: int) -> str | None:
+# What a weight file holds beside each tensor's data, at the least: its name and a few bytes of record (a safetensors
+# header entry takes 50 bytes and the name; a torch zip a record, a pickle entry and the name); and its header's size.
+_RECORD_BYTES = 24
+_HEADER_BYTES = 8
+
+
+def bytes_on_disk(files: list[OutputFile], copy_files: list[SideFile], block: int) -> int:
+    """The bytes an output set takes on a file system of `block`-byte blocks, at the least: `bytes_to_write`'s,
+    with each file's header records (a lower bound) and each file rounded up to whole blocks. On a small tmpfs a
+    folder of nine 2-byte side files takes nine pages of 4 KiB, and a cast whose data was exactly the free space did
+    not fit its header: the dry run said both would go ahead, and the write failed with "no space left".
+
+    Example:
+        >>> bytes_on_disk([OutputFile("model.safetensors", ["w"], 4096)], [SideFile(Path("c"), "c.json", b"{}")], 4096)
+        12288
+    """
+    def whole_blocks(size: int) -> int:
+        return -(-size // max(block, 1)) * max(block, 1)
+
+    total = sum(whole_blocks(item.nbytes + _HEADER_BYTES + sum(_RECORD_BYTES + len(name.encode("utf-8", "replace"))
+                                                                 for name in item.tensors)) for item in files)
+    for side in copy_files:
+        if side.content is not None:
+            total += whole_blocks(len(side.content))
+            continue
+        try:
+            found = os.stat(side.path)
+        except OSError:
+            continue  # its copy fails, and says so
+        total += whole_blocks(min(found.st_size, found.st_blocks * 512))
+    return total
+
+
+def disk_shortfall(dest: Path, needed: int, *, files: list[OutputFile] | None = None,
+                   copy_files: list[SideFile] | None = None) -> str | None:
     """Words saying that the file system an output is written to has less free space than `needed` bytes, or None
     (enough, or the free space is unknown). The output is written beside `dest` (a temporary sibling file, or a
     staging sibling folder) and takes its space before the old output, if any, is removed.
@@ -1473,12 +1507,18 @@ def disk_shortfall(dest: Path, needed: int) -> str | None:
     folder = shown_folder(first_existing(named(dest).parent))
     try:
         free = shutil.disk_usage(folder).free
+        block = os.statvfs(folder).f_frsize if files is not None or copy_files is not None else 1
     except OSError:
         return None
-    if needed <= free:
+    on_disk = bytes_on_disk(files or [], copy_files or [], block) if block > 1 else 0
+    if max(needed, on_disk) <= free:
         return None
-    return (f"not enough free disk space: the output needs at least {format_bytes(needed)} ({needed:,} bytes) and "
-            f"{folder} has {format_bytes(free)} ({free:,} bytes) free")
+    # The data alone fits: the headers and the file system's blocks are what does not (said, or the figures read as
+    # if they fit).
+    blocks = (f", {on_disk:,} bytes with its headers and the file system's blocks of {block:,} bytes,"
+              if needed <= free else "")
+    return (f"not enough free disk space: the output needs at least {format_bytes(needed)} ({needed:,} bytes)"
+            f"{blocks} and {folder} has {format_bytes(free)} ({free:,} bytes) free")
 
 
 def write_outputs(
@@ -1860,7 +1900,7 @@ def _shortfall(dest: Path, files: list[OutputFile], copy_files: list[SideFile], 
 
     if single_file and not os.path.isdir(named(dest).parent):
         return None
-    return disk_shortfall(dest, bytes_to_write(files, copy_files))
+    return disk_shortfall(dest, bytes_to_write(files, copy_files), files=files, copy_files=copy_files)
 
 
 def refuse_unreadable_tensors(checkpoint: Checkpoint, selection: TensorSelection) -> None:

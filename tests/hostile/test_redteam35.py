@@ -19,14 +19,14 @@ What did not, each fixed here (in weightdoctor/writers/atomic.py and rewrite.py)
    temporary left beside the output); shard left its staging folder of whole shards, saying "nothing was left behind";
    the dry run said both would go ahead. An immutable folder was foreseen as "permission denied" where the write says
    "operation not permitted".
+3. The free-space check counted tensor bytes and side files' bytes, not the headers nor the file system's blocks: on
+   a 64 KiB tmpfs a model folder of 40 KiB of weights and 9 side files of 2 bytes (9 pages of 4 KiB) was said to go
+   ahead, and the write failed "no space left on the device"; a --force cast needing 20,480 bytes of data with 20,480
+   free did the same (its header took a sixth page). Now a lower bound of each file's header records and whole blocks
+   is counted too; the figure said stays the data's, with the blocks' added where they alone do not fit.
 
-Not fixed: the free-space check counts tensor bytes and side files' bytes, not the safetensors / zip headers, the index,
-nor the file system's block rounding. On a 64 KiB tmpfs a model folder of 40 KiB of weights and 9 side files of 2 bytes
-(9 pages of 4 KiB) was said to go ahead by the dry run, and the write failed "no space left on the device" (nothing
-left behind); a --force cast needing 20,480 bytes of data with 20,480 free did the same (its header took a sixth page).
-Counting headers changes the "needs at least N bytes" figures older tests pin. Not tried: a non-root user's --force
-onto a folder holding another user's 0600 file (carried over by hard link, refused under protected_hardlinks, then
-copied, which fails): the venv cannot be run as `nobody` here.
+Not tried: a non-root user's --force onto a folder holding another user's 0600 file (carried over by hard link, refused
+under protected_hardlinks, then copied, which fails): the venv cannot be run as `nobody` here.
 """
 
 from __future__ import annotations
@@ -192,3 +192,65 @@ def test_an_immutable_folder_is_foreseen_with_the_writes_own_words(tmp_path: Pat
     assert foreseen == written == (f"{out}: cannot write the output: operation not permitted: the folder {folder} is "
                                    "immutable (chattr +i)")
     assert list(folder.iterdir()) == []
+
+
+# --- 3. a small file system: headers and whole blocks -------------------------------------------------------------
+
+@pytest.fixture
+def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
+    """A tmpfs of 64 KiB (16 pages of 4 KiB) mounted for the test; skipped where mounting is not allowed."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], capture_output=True)
+
+
+def _forty_kib_model(folder: Path, side_files: int) -> dict[str, torch.Tensor]:
+    """A model folder whose one tensor holds 40 KiB of float32 data (10 pages), and `side_files` JSON files of 2
+    bytes (a page each on a tmpfs)."""
+    torch.manual_seed(3535)
+    tensors = {"w": torch.randn(10 * 1024)}
+    folder.mkdir()
+    save_file(tensors, folder / "model.safetensors")
+    for number in range(side_files):
+        (folder / f"extra{number}.json").write_text("{}")
+    return tensors
+
+
+def test_side_files_that_fit_by_bytes_but_not_by_blocks_are_foreseen(tmp_path: Path, small_tmpfs: Path) -> None:
+    _forty_kib_model(tmp_path / "src", side_files=9)
+    out = small_tmpfs / "out"
+    foreseen, written = _dry_then_real("convert", str(tmp_path / "src"), "-o", str(out))
+    assert foreseen == written.replace("nothing was written", "nothing would be written")
+    assert foreseen == (f"{out}: not enough free disk space: the output needs at least 40.98 KB (40,978 bytes), 81,920 "
+                        "bytes with its headers and the file system's blocks of 4,096 bytes, and "
+                        f"{small_tmpfs} has 65.54 KB (65,536 bytes) free: nothing would be written")
+    assert list(small_tmpfs.iterdir()) == []
+
+
+def test_a_cast_whose_data_is_exactly_the_free_space_is_foreseen(tmp_path: Path, small_tmpfs: Path) -> None:
+    tensors = _forty_kib_model(tmp_path / "src", side_files=0)
+    source = str(tmp_path / "src" / "model.safetensors")
+    # One file of 40 KiB and its header: 11 of the 16 pages, and 20,480 bytes left, the fp16 cast's data exactly.
+    first = small_tmpfs / "model.safetensors"
+    assert run_cli("convert", source, "-o", str(first)).exit_code == 0
+    assert torch.equal(load_file(first)["w"], tensors["w"])
+    assert os.statvfs(small_tmpfs).f_bavail * os.statvfs(small_tmpfs).f_frsize == 20_480
+    foreseen, written = _dry_then_real("convert", source, "-o", str(first), "--dtype", "fp16", "--force")
+    assert foreseen == written.replace("nothing was written", "nothing would be written")
+    assert "needs at least 20.48 KB (20,480 bytes), 24,576 bytes with its headers" in foreseen
+    assert torch.equal(load_file(first)["w"], tensors["w"])  # the earlier output, as it was
+    assert [p.name for p in small_tmpfs.iterdir()] == ["model.safetensors"]
+    # A cast that fits by its blocks is still written: 5,120 values in fp16 and a header take 3 of the 5 pages left.
+    half = tmp_path / "half.safetensors"
+    save_file({"w": tensors["w"][:5120].clone()}, half)
+    args = ["convert", str(half), "-o", str(small_tmpfs / "half.safetensors"), "--dtype", "fp16"]
+    clear = run_cli(*args, "--dry-run", "--json")
+    assert clear.exit_code == 0 and json.loads(clear.stdout)["would_refuse"] is None
+    assert run_cli(*args).exit_code == 0
+    assert torch.equal(load_file(small_tmpfs / "half.safetensors")["w"], tensors["w"][:5120].half())
