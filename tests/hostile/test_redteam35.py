@@ -42,29 +42,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from tests.helpers import run_cli
-
-
-def _source(folder: Path) -> dict[str, torch.Tensor]:
-    torch.manual_seed(35)
-    tensors = {"encoder.weight": torch.randn(16, 16), "encoder.bias": torch.randn(16),
-               "head.weight": torch.randn(4, 16)}
-    folder.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, folder / "model.safetensors")
-    return tensors
-
-
-def _dry_then_real(*args: str) -> tuple[str, str]:
-    """The dry run's would_refuse (it must exit 1), then the real write's one error line (exit 2), as foreseen."""
-    dry = run_cli(*args, "--dry-run", "--json")
-    assert dry.exit_code == 1, dry.stderr or dry.stdout
-    report = json.loads(dry.stdout)
-    assert report["dry_run"] is True and report["write"] is None
-    real = run_cli(*args)
-    assert real.exit_code == 2 and real.stdout == "", real.stderr
-    lines = real.stderr.strip().splitlines()
-    assert len(lines) == 1, lines
-    return report["would_refuse"], (lines[0].removeprefix("error: ").removesuffix("; nothing was left behind")
-                                    .removesuffix(", and nothing was left behind"))
+from tests.test_review77 import _dry_then_real, _source
 
 
 def _siblings(folder: Path) -> list[str]:
