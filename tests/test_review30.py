@@ -88,7 +88,8 @@ def test_the_printed_safe_globals_block_runs_as_written_for_an_omegaconf_checkpo
     _rezipped(tmp_path / "saved.pt", tmp_path / "zipped.pt")
     result = run_cli("inspect", tmp_path / "zipped.pt")
     assert result.exit_code == 2 and "is compressed (deflate)" in result.stderr, result.stderr
-    found = re.search(r"re-save it to a new file with (torch\.save\(torch\.load\('[^']*', weights_only=True\), "
+    found = re.search(r"re-save it to a new file with torch imported, "
+                      r"(torch\.save\(torch\.load\('[^']*', weights_only=True\), "
                       r"'[^']*'\)) inside "
                       r"`(with torch\.serialization\.safe_globals\(\[([^`]*)\]\):)`", result.stderr)
     assert found is not None, result.stderr

@@ -25,9 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from typer.testing import CliRunner
 
-from tests.helpers import json_report, run_cli
+from tests.helpers import json_report, run_cli, run_subprocess
 
 
 def _tiny_mixtral() -> Any:
@@ -111,7 +110,8 @@ def test_one_renumbered_expert_between_two_checkpoints_is_named_by_its_keys(mixt
     patterns = {(group["kind"], group["pattern"]) for group in report["groups"]}  # --json keeps the patterns
     assert ("missing", "model.layers.*.block_sparse_moe.experts.*.w1.weight") in patterns
     # Without --all, each table's rows: the keys themselves, not a pattern both tables share.
-    shown = run_cli("diff-keys", str(renumbered), str(folder), runner=CliRunner(env={"COLUMNS": "200"})).stdout
+    # A fresh process: in-process, the console keeps the width it was made with (80 in a whole-suite run).
+    shown = run_subprocess("diff-keys", str(renumbered), str(folder), env={"COLUMNS": "200"}).stdout
     assert "experts.*" not in shown
     for number in (2, 9):
         for projection in ("w1", "w2", "w3"):

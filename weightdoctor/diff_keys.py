@@ -5588,8 +5588,8 @@ def peft_loading(adapter: str | None, base: str | None, config: Mapping[str, Any
     `PeftModel.from_pretrained(base, adapter)` pasted was a NameError, and `peft.PeftModel...` without its import.
 
     Example:
-        >>> print(peft_loading("out/lora", "org/llama", {"task_type": "CAUSAL_LM"}))
-        import peft, transformers; model = peft.PeftModel.from_pretrained(transformers.AutoModelForCausalLM...
+        >>> peft_loading("out/lora", "org/llama", {"task_type": "CAUSAL_LM"})[:66]
+        'import peft, transformers; model = peft.PeftModel.from_pretrained('
         >>> peft_loading("out/lora", "org/llama", {"task_type": "CAUSAL_LM"})[-45:]
         "lLM.from_pretrained('org/llama'), 'out/lora')"
         >>> peft_loading(None, None)

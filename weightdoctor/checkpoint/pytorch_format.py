@@ -2239,13 +2239,15 @@ def check_record_sizes(path: Path, inert: Collection[str] = ()) -> None:
         if member is not None and member.method != 0:
             # torch.save stores its records; one deflated by a re-zip is read right by torch.load, but
             # torch.load(mmap=True) hands out the compressed bytes as the tensor's values (convert wrote them).
+            resave = f"torch.save(torch.load({str(path)!r}, weights_only=True), {str(resaved_name(path))!r})"
+            block = _resave_globals(inert)
+            # Inside the `with` block the call alone: `import torch` there came after the `with torch...` line.
+            how = (f"with torch imported, {resave}{block}" if block else
+                   f"with import torch; {resave}")
             raise UnsupportedFormat(
                 f"storage record {member.name} is compressed ({'deflate' if member.method == 8 else member.method}"
                 f"), as torch.save never writes it (the archive was zipped again): its values cannot be read in "
-                f"place; re-save it to a new file with import torch; torch.save(torch.load({str(path)!r}, "
-                "weights_only=True), "
-                f"{str(resaved_name(path))!r})"
-                + _resave_globals(inert))
+                f"place; re-save it to a new file {how}")
         if itemsize is None or member is None or not isinstance(numel, int) or not isinstance(key, str):
             continue  # a storage type without a fixed element size here (new dtypes): not compared
         if member.size != numel * itemsize:
