@@ -433,7 +433,8 @@ def test_no_bitsandbytes_suggestion_for_any_prequantized_config(tmp_path: Path, 
     (tmp_path / "config.json").write_text(json.dumps({**_SMALL_LLAMA, "quantization_config": quantization}))
     code, data = run_json("plan-devices", str(tmp_path), "--gpu", "3MB", "--cpu", "1GB")
     assert data["dtype"] == "bf16" and data["verdict"] == "needs-cpu-offload"
-    assert [s["dtype"] for s in data["suggestions"]] == ["bf16"]  # only more GPUs at bf16
+    # only more GPUs, or larger ones, at bf16
+    assert [(s["change"], s["dtype"]) for s in data["suggestions"]] == [("gpus", "bf16"), ("gpu-size", "bf16")]
 
 
 def test_fp8_dequantize_true_is_planned_as_loaded_and_refuses_dtype_fp8(tmp_path: Path) -> None:

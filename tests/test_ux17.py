@@ -167,7 +167,7 @@ def test_two_gpus_that_need_cpu_offload_are_told_the_cpu_that_takes_the_rest(tmp
     report = json.loads(result.stdout)
     assert report["verdict"] == "does-not-fit"
     changes = {s["change"]: s for s in report["suggestions"]}
-    assert list(changes) == ["dtype", "gpus", "cpu", "disk"], report["suggestions"]
+    assert list(changes) == ["dtype", "gpus", "gpu-size", "cpu", "disk"], report["suggestions"]
     cpu = changes["cpu"]
     assert cpu["verdict"] == "needs-cpu-offload" and cpu["gpus"] == [12 * 2**30] * 2, cpu
     rest = report["offload"]["disk_bytes"]  # what has nowhere to go: 1.49 GiB (lm_head and the last layers)

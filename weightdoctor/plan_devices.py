@@ -112,7 +112,7 @@ class DeviceUse:
 class Suggestion:
     """A change that makes the model fit on the GPUs, re-planned with the same planner."""
 
-    change: str  # "dtype", "gpus", "cpu" or "disk"
+    change: str  # "dtype", "gpus", "gpu-size", "cpu" or "disk"
     description: str
     dtype: str
     gpus: list[int]
@@ -4091,7 +4091,51 @@ def suggest_changes(planned: PlannedModel, request: PlanRequest, no_split: list[
                 planned.dtype, gpus, verdict,
             ))
             break
+    if len(set(request.gpus)) == 1 and (bigger := _gpu_size_that_fits(planned, request, no_split)) is not None:
+        suggestions.append(Suggestion(
+            "gpu-size", f"--gpu {bigger[1]}" + (f" for each of the {len(request.gpus)} GPUs" if len(request.gpus) > 1
+                                                 else "") + f" (instead of {format_bytes(size, request.binary_units)}) "
+            f"at {planned.dtype}",
+            planned.dtype, [bigger[0]] * len(request.gpus), "fits-on-gpus"))
     return suggestions
+
+
+def _gpu_size_that_fits(
+    planned: PlannedModel, request: PlanRequest, no_split: list[str]
+) -> tuple[int, str] | None:
+    """The least whole GiB (GB where the sizes were typed in decimal units; MiB, KiB for a model of a few GiB or less)
+    of `--gpu`, the same for each of the GPUs given (all of one size), with which the model plans on the GPUs alone,
+    and its `--gpu` text.
+
+    Users with a model just too big ask how much memory per GPU it needs: the planner's own answer differs from
+    the total divided by the count (the largest layer kept free on the first GPU, the balanced caps, modules that
+    do not split). None when GPUs of the model's size plus the reserve, each, do not hold it (a planner failure).
+    """
+    total = _total_bytes(planned, planned.dtype)
+    count = len(request.gpus)
+    # Whole GB for real models; for a share of a few GB or less (a small encoder, a test model) the largest unit of
+    # which it holds four, where rounding up to a GB would suggest several times what it needs.
+    share = total / count + request.reserve
+    units = [(2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB")] if request.binary_units else \
+        [(10**9, "GB"), (10**6, "MB"), (10**3, "KB")]
+    unit, name = next(((u, n) for u, n in units if share >= 4 * u), (1, ""))
+    current = request.gpus[0]
+    lowest = max(current // unit + 1, math.ceil((total / count + request.reserve) / unit))
+    highest = max(lowest, math.ceil((total + request.reserve) / unit) + 1)
+
+    def fits(units: int) -> bool:
+        return _replan_verdict(planned, request, no_split, planned.dtype, [units * unit] * count) == "fits-on-gpus"
+
+    if not fits(highest):
+        return None
+    # Fitting grows with the size (every cap the planner sets grows with it): the least size that fits, by halves.
+    while lowest < highest:
+        middle = (lowest + highest) // 2
+        if fits(middle):
+            highest = middle
+        else:
+            lowest = middle + 1
+    return highest * unit, f"{highest}{name}"
 
 
 def _cpu_that_fits(
