@@ -89,3 +89,14 @@ def test_no_gpu_size_suggestion_for_mixed_gpus_or_a_fit(mistral: Path) -> None:
     assert not [s for s in mixed.suggestions if s.change == "gpu-size"]
     fits = plan_devices(planned, PlanRequest(gpus=[20 * GB], cpu=100 * GB))
     assert fits.verdict == "fits-on-gpus" and fits.suggestions == []
+
+
+def test_gpu_size_suggestion_at_a_bitsandbytes_dtype_counts_its_headroom(mistral: Path) -> None:
+    """bitsandbytes keeps 10% of each GPU back: the size is searched past the model's own bytes when needed."""
+    planned = build_planned_model(open_plan_source(str(mistral)), "int4")
+    report = plan_devices(planned, PlanRequest(gpus=[2 * GB], cpu=None))
+    (suggestion,) = [s for s in report.suggestions if s.change == "gpu-size"]
+    size = suggestion.gpus[0]
+    assert suggestion.description == f"--gpu {size // GB}GB (instead of 2.00 GB) at int4"
+    assert plan_devices(planned, PlanRequest(gpus=[size], cpu=None)).verdict == "fits-on-gpus"
+    assert plan_devices(planned, PlanRequest(gpus=[size - GB], cpu=None)).verdict != "fits-on-gpus"

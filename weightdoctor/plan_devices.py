@@ -4109,7 +4109,7 @@ def _gpu_size_that_fits(
 
     Users with a model just too big ask how much memory per GPU it needs: the planner's own answer differs from
     the total divided by the count (the largest layer kept free on the first GPU, the balanced caps, modules that
-    do not split). None when GPUs of the model's size plus the reserve, each, do not hold it (a planner failure).
+    do not split). None when GPUs of eight times the model's size plus the reserve, each, do not hold it.
     """
     total = _total_bytes(planned, planned.dtype)
     count = len(request.gpus)
@@ -4126,7 +4126,11 @@ def _gpu_size_that_fits(
     def fits(units: int) -> bool:
         return _replan_verdict(planned, request, no_split, planned.dtype, [units * unit] * count) == "fits-on-gpus"
 
-    if not fits(highest):
+    for _ in range(3):  # bitsandbytes' 10% headroom, a reserve: the whole model a GPU may not be enough yet
+        if fits(highest):
+            break
+        lowest, highest = highest + 1, highest * 2
+    else:
         return None
     # Fitting grows with the size (every cap the planner sets grows with it): the least size that fits, by halves.
     while lowest < highest:
