@@ -1176,6 +1176,22 @@ def _size_config_quantization(planned: PlannedModel, checkpoint: Checkpoint, qua
             f"planner sizes the weights its torchao quantizer quantizes ({torchao_config_name(planned.config)}; "
             "their scales and zero points not counted, for which the quantizer keeps 10% of every budget free)")
         return
+    if not checkpoint.tensors and quantizer in _CONFIG_SIZED \
+            and (layers := _config_sized_layers(planned.model, planned.config, quantizer)) is not None:
+        # A config-only 4-bit HIGGS source: HiggsLinear's scales and tables count beside its packed weight, as
+        # from_pretrained's planner counts them (they were left out: "no quantized tensors to size them from").
+        from weightdoctor.units import format_bytes
+
+        planned.stored_bytes = {f"{name}.weight": size for name, (size, _) in layers.items()}
+        linears = [name for name, module in planned.model.named_modules()
+                   if name and isinstance(module, (Conv1D, torch.nn.Linear))]
+        planned.warnings.append(
+            f"the {counted(len(layers), 'quantized Linear layer')} of {len(linears)} are sized "
+            f"{_CONFIG_SIZED_HOW[quantizer]} ({format_bytes(sum(size for size, _ in layers.values()), binary)}), as "
+            "transformers' planner sizes the quantizer's own layers that replace them; the rest at the floating dtype")
+        planned.warnings.append(f"the {quantizer} quantizer keeps no headroom in the budgets (bitsandbytes keeps "
+                                "10%): none is kept here")
+        return
     stored: dict[str, int] = {}
     children: dict[str, int] = {}
     quantized: set[str] = set()  # modules that store more than a plain weight: packed weights, scales, zero points
@@ -1276,8 +1292,11 @@ def _stored_sized_method(checkpoint: Checkpoint) -> str | None:
     found = quantization_of(checkpoint.config)
     if found is None or found[0] not in _STORED_SIZED or _loads_dense(checkpoint.config):
         return None
-    if not checkpoint.tensors and not (found[0] == "spqr" and _spqr_config_shapes(checkpoint.config)):
-        return None  # nothing to size from: SpQR's config alone gives its layers' sizes (`_spqr_config_shapes`)
+    if not checkpoint.tensors and not (found[0] == "spqr" and _spqr_config_shapes(checkpoint.config)) \
+            and found[0] not in _CONFIG_SIZED:
+        # nothing to size from: SpQR's config alone gives its layers' sizes (`_spqr_config_shapes`), HIGGS' and
+        # fbgemm_fp8's layers are made from the config alone (`_config_sized_layers`)
+        return None
     takes = _STORED_SIZED[found[0]]
     if takes is not None and default_dtype(checkpoint) not in takes:
         return None  # from_pretrained raises on this dtype (update_dtype): planned as before
@@ -1306,6 +1325,65 @@ def _spqr_config_shapes(config: Mapping[str, Any] | None) -> dict[str, dict[str,
                 and not isinstance(value, bool) and value >= 0:
             layers.setdefault(layer, {})[leaf] = value
     return {layer: leaves for layer, leaves in layers.items() if set(leaves) == set(_SPQR_LEAF_BYTES)}
+
+
+# The quantizers whose layers transformers makes from the config alone, whatever the checkpoint holds: HiggsLinear
+# (transformers/integrations/higgs.py) and FbgemmFp8Linear (integrations/fbgemm_fp8.py), which
+# `replace_with_higgs_linear` / `replace_with_fbgemm_fp8_linear` swap in for each nn.Linear the quantizer's
+# `get_modules_to_not_convert` leaves. A config-only source of them is sized so (`_config_sized_layers`).
+_CONFIG_SIZED = ("higgs", "fbgemm_fp8")
+
+
+def _config_sized_layers(model: torch.nn.Module, config: Mapping[str, Any] | None,
+                         method: str) -> dict[str, tuple[int, set[str]]] | None:
+    """{Linear layer: (bytes, its tensors' names)} of every layer transformers' HIGGS or fbgemm_fp8 quantizer swaps
+    in, as its layer holds them when from_pretrained makes its map, its bias aside (left to the model); None where
+    the quantizer could not build them (HiggsLinear asserts that its group size divides in_features and bits of 2,
+    3 or 4: from_pretrained raises there).
+
+    HiggsLinear(in, out, bits): an int16 `weight` [out x bits / 16, in], `scales` [out, in / group_size], `tables`
+    [2^bits] and `tables2` [2^bits, 2^bits, 2] at the model's dtype (made inside from_pretrained's default-dtype
+    context). FbgemmFp8Linear (pre-quantized): a float8 `weight` [out, in], a float32 `weight_scale` [out, 1] and a
+    float32 `input_scale_ub` [1]. The layers are the nn.Linear (subclasses too) `should_convert_module` accepts
+    against `get_modules_to_not_convert(model, modules_to_not_convert, _keep_in_fp32_modules)`: the config's list,
+    else the output embeddings and tied modules.
+
+    Example:
+        >>> import torch
+        >>> model = torch.nn.Sequential(torch.nn.Linear(64, 32, dtype=torch.float16))
+        >>> _config_sized_layers(model, {"quantization_config": {"quant_method": "higgs", "bits": 2,
+        ...     "group_size": 64, "modules_to_not_convert": []}}, "higgs")["0"][0]  # 4 x 64 x 2 + 32 x 2 + 8 + 32 x 2
+        648
+    """
+    import torch
+    from transformers.quantizers.base import HfQuantizer
+    from transformers.quantizers.quantizers_utils import should_convert_module
+
+    settings = config_quantization_settings(config) or {}
+    skip = settings.get("modules_to_not_convert")
+    skip = [name for name in skip if isinstance(name, str)] if isinstance(skip, list) else None
+    keep_fp32 = getattr(model, "_keep_in_fp32_modules", None)
+    not_convert = HfQuantizer.get_modules_to_not_convert(model, skip, list(keep_fp32) if keep_fp32 else None)
+    bits, group = settings.get("bits", 4), settings.get("group_size", 256)  # HiggsConfig's defaults
+    if method == "higgs" and not (bits in (2, 3, 4) and isinstance(group, int) and not isinstance(group, bool)
+                                  and group > 0):
+        return None
+    layers: dict[str, tuple[int, set[str]]] = {}
+    for name, module in model.named_modules():
+        if not name or not isinstance(module, torch.nn.Linear) or not should_convert_module(name, not_convert):
+            continue
+        out_features, in_features = module.out_features, module.in_features
+        if method == "fbgemm_fp8":
+            layers[name] = (out_features * in_features + out_features * 4 + 4,
+                            {"weight", "weight_scale", "input_scale_ub"})
+            continue
+        if in_features % group:
+            return None
+        itemsize = module.weight.element_size()
+        size = (out_features * bits // 16 * in_features * 2 + out_features * (in_features // group) * itemsize
+                + 2 ** bits * itemsize + 2 ** bits * 2 ** bits * 2 * itemsize)
+        layers[name] = (size, {"weight", "scales", "tables", "tables2"})
+    return layers
 
 
 # HQQLinear's stored tensors beside its packed `W_q` (HQQLinear.state_dict: the scales and zero points, and the
@@ -1401,12 +1479,18 @@ def _size_stored_layers(planned: PlannedModel, checkpoint: Checkpoint, method: s
         leaves.setdefault(owner, set()).add(leaf)
     # A config-only SpQR source: its layers as QuantizedLinear.create_placehodler builds them from the config's
     # shapes, which is all from_pretrained's planner sees of them too (it was planned dense, "an upper bound").
-    from_config = not checkpoint.tensors and method == "spqr"
-    if from_config:
+    from_config = not checkpoint.tensors and method in ("spqr", *_CONFIG_SIZED)
+    if from_config and method == "spqr":
         for layer, counts in _spqr_config_shapes(planned.config).items():
             if layer in linears:
                 held[layer] = sum(count * _SPQR_LEAF_BYTES[leaf] for leaf, count in counts.items())
                 leaves[layer] = set(counts)
+    elif from_config:
+        # A config-only HIGGS or fbgemm_fp8 source: its layers as the quantizer makes them from the config, which is
+        # what from_pretrained's planner counts too (it was planned dense, "an upper bound").
+        for layer, (size, names) in (_config_sized_layers(planned.model, planned.config, method) or {}).items():
+            if layer in linears:
+                held[layer], leaves[layer] = size, names
     quantized = {name for name, names in leaves.items() if names != {"weight"}}
     if method == "fbgemm_fp8":  # its layers keep a float8 `weight` beside `weight_scale`: packed by its dtype
         quantized = {name for name in quantized if "weight_scale" in leaves[name]}
@@ -1446,9 +1530,7 @@ def _size_stored_layers(planned: PlannedModel, checkpoint: Checkpoint, method: s
     planned.warnings.append(
         f"the config quantizes the weights ({how or method}): the {counted(len(weights), 'quantized Linear layer')} of "
         f"{len(linears)} are sized "
-        + ("from the shapes its config gives (SpQRConfig.shapes, which spqr_quant's QuantizedLinear is built from: "
-           "int64 dense_weights, int32 row_offsets, col_vals and in_perm; no weights were read)" if from_config
-           else "at the bytes the checkpoint stores for them")
+        + (_CONFIG_SIZED_HOW.get(method, "") if from_config else "at the bytes the checkpoint stores for them")
         + f" ({format_bytes(packed, binary)} where "
         f"{planned.dtype} weights take {format_bytes(dense, binary)}), as transformers' planner sizes the quantizer's "
         "own layers that replace them; the rest at the floating dtype; its quantizer keeps no headroom in the budgets"
@@ -1459,6 +1541,16 @@ def _size_stored_layers(planned: PlannedModel, checkpoint: Checkpoint, method: s
         + ("; its FbgemmFp8Linear layers hold their weight_scale, input_scale_ub and bias in float32 whatever the "
            "model's dtype, counted so" if method == "fbgemm_fp8" else ""))
     return True
+
+
+# How a config-only source's layers are sized, in words (`_size_stored_layers`' warning).
+_CONFIG_SIZED_HOW = {
+    "spqr": ("from the shapes its config gives (SpQRConfig.shapes, which spqr_quant's QuantizedLinear is built from: "
+             "int64 dense_weights, int32 row_offsets, col_vals and in_perm; no weights were read)"),
+    "higgs": ("from its config as transformers' HiggsLinear holds them (an int16 weight of bits / 16 a weight, "
+              "scales of one a group_size, the two tables; no weights were read)"),
+    "fbgemm_fp8": ("from its config as transformers' FbgemmFp8Linear holds them (a float8 weight, a float32 "
+                   "weight_scale a row and input_scale_ub; no weights were read)")}
 
 
 # GPTQ's and AWQ's stored tensors for one quantized Linear layer (its `bias` aside).
