@@ -135,3 +135,223 @@ def test_a_config_only_fbgemm_fp8_source_is_planned_as_its_quantizer_builds_it(
     converted = sum(1 for module in model.modules() if type(module).__name__ == "FbgemmFp8Linear")
     assert (f"the {converted} quantized Linear layers of 15 are sized from its config as transformers' "
             "FbgemmFp8Linear holds them") in said, said
+
+
+_MOE = {"architectures": ["Qwen3MoeForCausalLM"], "model_type": "qwen3_moe", "hidden_size": 64,
+        "intermediate_size": 128, "moe_intermediate_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
+        "num_key_value_heads": 2, "head_dim": 16, "num_experts": 4, "num_experts_per_tok": 2, "vocab_size": 256,
+        "max_position_embeddings": 64, "tie_word_embeddings": False, "torch_dtype": "bfloat16"}
+_INT4 = {"_type": "Int4WeightOnlyConfig", "_version": 2, "_data": {}}
+_INT8 = {"_type": "Int8WeightOnlyConfig", "_version": 2, "_data": {}}
+
+
+def _fqn_quantizer(monkeypatch: pytest.MonkeyPatch, config: dict[str, Any]) -> Any:
+    """transformers' own TorchAoHfQuantizer for a (Module)FqnToConfig, pre-quantized, as from_pretrained makes it:
+    torchao is not installed, so `torchao.quantization` is stood in for by FqnToConfig (a class of that name
+    holding the config's `fqn_to_config`) and torchao's `fqn_matches_fqn_config` (an exact key, or a `re:` key
+    fully matching), the two names its `param_needs_quantization` imports."""
+    import re
+    import sys
+    import types
+
+    from transformers.quantizers import quantizer_torchao
+
+    class FqnToConfig:
+        def __init__(self, fqn_to_config: dict[str, Any]) -> None:
+            self.fqn_to_config = fqn_to_config
+
+    def fqn_matches_fqn_config(fqn: str, fqn_config: FqnToConfig) -> bool:
+        return fqn in fqn_config.fqn_to_config or any(
+            key.startswith("re:") and re.fullmatch(key[3:], fqn) for key in fqn_config.fqn_to_config)
+
+    stub = types.ModuleType("torchao.quantization")
+    stub.FqnToConfig = FqnToConfig  # type: ignore[attr-defined]
+    stub.fqn_matches_fqn_config = fqn_matches_fqn_config  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "torchao", types.ModuleType("torchao"))
+    monkeypatch.setitem(sys.modules, "torchao.quantization", stub)
+    monkeypatch.setattr(quantizer_torchao, "is_torchao_available", lambda: True)
+    settings = config["quantization_config"]
+    data = settings["quant_type"]["default"]["_data"]
+    quantization_config = types.SimpleNamespace(
+        quant_type=FqnToConfig(data.get("fqn_to_config") or data["module_fqn_to_config"]),
+        modules_to_not_convert=settings.get("modules_to_not_convert"),
+        include_input_output_embeddings=settings.get("include_input_output_embeddings", False))
+    return quantizer_torchao.TorchAoHfQuantizer(quantization_config, pre_quantized=True)
+
+
+@pytest.mark.parametrize(("kind", "fqn_to_config"), [
+    # the experts' 3-D tensors by a parameter pattern, the attention by a module pattern
+    ("FqnToConfig", {r"re:model\.layers\.\d+\.mlp\.experts\.(gate_up|down)_proj": _INT4,
+                     r"re:model\.layers\.\d+\.self_attn\.[qkvo]_proj": _INT8}),
+    # the experts module by its exact name (both its tensors), the rest by _default
+    ("FqnToConfig", {"model.layers.0.mlp.experts": _INT8, "model.layers.1.mlp.experts.down_proj": _INT8,
+                     "_default": _INT8}),
+    # ModuleFqnToConfig, its old name, saved with module_fqn_to_config
+    ("ModuleFqnToConfig", {r"re:.*\.experts": _INT4}),
+], ids=["parameter-patterns", "exact-names-default", "module-fqn"])
+def test_torchao_fqn_to_config_naming_fused_experts_is_sized_as_its_quantizer_sizes_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str, fqn_to_config: dict[str, Any]) -> None:
+    """A torchao FqnToConfig names what it quantizes, fused MoE experts' 3-D gate_up_proj / down_proj (no nn.Linear)
+    among them: transformers' torchao quantizer counts every tensor whose name or whose module's name it names at
+    its element size (one byte: the class name FqnToConfig gives no 4), beside every Linear weight, and keeps 10% of
+    every budget. The experts were counted at bf16, as if the config named only Linear layers."""
+    from transformers.integrations.accelerate import _get_device_map, compute_module_sizes
+
+    field = "fqn_to_config" if kind == "FqnToConfig" else "module_fqn_to_config"
+    config = _MOE | {"quantization_config": {"quant_method": "torchao", "quant_type": {"default": {
+        "_type": kind, "_version": 1, "_data": {field: fqn_to_config}}}}}
+    folder = _config_only(tmp_path / "moe", config)
+    model = _meta_model(config)
+    quantizer = _fqn_quantizer(monkeypatch, config)
+    quantizer._process_model_before_weight_loading(model)
+    sizes = {name: int(size) for name, size in compute_module_sizes(model, quantizer)[0].items()}
+    experts = [name for name, _ in model.named_parameters() if ".experts." in name]
+    assert any(quantizer.param_needs_quantization(model, name) for name in experts)  # what the case is about
+    budgets: dict[int | str, int] = {0: int(sizes[""] * 0.45), 1: int(sizes[""] * 0.45), "cpu": 10 * sizes[""]}
+    # transformers 5.25 itself raises here (ValueError: not enough values to unpack): placing model.rotary_emb
+    # alone, its planner asks the quantizer of the buffer `inv_freq`, a name without a dot its FqnToConfig branch
+    # splits. The map it would make is asked for with that one question answered as for any unnamed tensor.
+    with pytest.raises(ValueError, match="not enough values to unpack"):
+        _get_device_map(model, "auto", dict(budgets), quantizer)
+    needs = quantizer.param_needs_quantization
+    monkeypatch.setattr(quantizer, "param_needs_quantization",
+                        lambda model, name, **kwargs: "." in name and needs(model, name, **kwargs))
+    expected = dict(_get_device_map(model, "auto", dict(budgets), quantizer))
+    code, data = plan_matches_map(folder, budgets, expected, sizes)
+    _module_bytes_match(data, sizes)
+    assert code == 0 and "cpu" in expected.values() and data["dtype"] == "int8", (code, expected, data["dtype"])
+    said = " ".join(" ".join(data["warnings"]).split())
+    others = sorted(name for name, _ in [*model.named_parameters(), *model.named_buffers()]
+                    if quantizer.param_needs_quantization(model, name)
+                    and not (name.endswith(".weight") and isinstance(model.get_submodule(name[:-7]), torch.nn.Linear)))
+    assert f"and {len(others)} other tensors its {kind} names ({others[0]}, {others[1]}, ...) planned at 8 bits" \
+        in said, said
+
+
+def _float32_quantized(folder: Path, layout: str) -> tuple[Path, set[str]]:
+    """The tiny Llama saved float32 (config torch_dtype float32, as many a user's own quantized save is) with every
+    Linear but lm_head quantized in `layout`: "bnb4" as bitsandbytes saves nf4 with double quant (a uint8 weight
+    [out x in / 2, 1] beside its uint8 absmax, nested_absmax, nested_quant_map, quant_map and quant_state), "bnb8"
+    (an int8 weight beside SCB and weight_format), "gptq" (int32 qweight / qzeros, fp16 scales, int32 g_idx with
+    desc_act). Returns the folder and the names of the quantized Linear layers."""
+    from safetensors.torch import save_file
+
+    from tests.test_third_party_layouts27 import _llama_state_dict
+
+    folder.mkdir(parents=True)
+    generator = torch.Generator().manual_seed(97)
+    tensors: dict[str, torch.Tensor] = {}
+    quantized: set[str] = set()
+    for name, weight in _llama_state_dict().items():
+        if weight.dim() != 2 or "embed_tokens" in name or name.startswith("lm_head"):
+            tensors[name] = weight.float()
+            continue
+        layer = name.removesuffix(".weight")
+        quantized.add(layer)
+        out_features, in_features = weight.shape
+        if layout == "bnb4":
+            state = json.dumps({"quant_type": "nf4", "blocksize": 64, "dtype": "float32",
+                                "shape": [out_features, in_features], "nested_blocksize": 256,
+                                "nested_offset": 0.01}).encode()
+            tensors |= {name: torch.randint(0, 256, (out_features * in_features // 2, 1), dtype=torch.uint8,
+                                            generator=generator),
+                        name + ".absmax": torch.randint(0, 256, (out_features * in_features // 64,),
+                                                        dtype=torch.uint8, generator=generator),
+                        name + ".nested_absmax": torch.rand(1, generator=generator),
+                        name + ".nested_quant_map": torch.rand(256, generator=generator),
+                        name + ".quant_map": torch.rand(16, generator=generator),
+                        name + ".quant_state.bitsandbytes__nf4": torch.tensor(list(state), dtype=torch.uint8)}
+        elif layout == "bnb8":
+            scale = weight.float().abs().amax(dim=1).clamp(min=1e-8)
+            tensors |= {name: torch.round(weight.float() / scale[:, None] * 127).to(torch.int8),
+                        layer + ".SCB": scale * 127, layer + ".weight_format": torch.tensor(0, dtype=torch.uint8)}
+        else:
+            tensors |= {
+                layer + ".qweight": torch.randint(-2**31, 2**31 - 1, (in_features // 8, out_features),
+                                                  dtype=torch.int32, generator=generator),
+                layer + ".qzeros": torch.randint(-2**31, 2**31 - 1, (in_features // 32, out_features // 8),
+                                                 dtype=torch.int32, generator=generator),
+                layer + ".scales": torch.rand(in_features // 32, out_features, generator=generator).half(),
+                layer + ".g_idx": torch.randperm(in_features, generator=generator).int() // 32}
+    save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    quantization = {
+        "bnb4": {"quant_method": "bitsandbytes", "load_in_4bit": True, "bnb_4bit_quant_type": "nf4",
+                 "bnb_4bit_use_double_quant": True, "bnb_4bit_quant_storage": "uint8",
+                 "bnb_4bit_compute_dtype": "float32"},
+        "bnb8": {"quant_method": "bitsandbytes", "load_in_8bit": True},
+        "gptq": {"quant_method": "gptq", "bits": 4, "group_size": 32, "desc_act": True, "sym": True}}[layout]
+    (folder / "config.json").write_text(json.dumps(CONFIG | {"torch_dtype": "float32",
+                                                             "quantization_config": quantization}))
+    return folder, quantized
+
+
+def _meta_model_at(config: dict[str, Any], dtype: torch.dtype) -> torch.nn.Module:
+    """The model from_pretrained builds from `config` at `dtype`, on the meta device."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    settings = {k: v for k, v in config.items() if k not in ("quantization_config", "model_type", "torch_dtype")}
+    built = AutoConfig.for_model(config["model_type"], **settings)
+    with torch.device("meta"):
+        return AutoModelForCausalLM.from_config(built, dtype=dtype)
+
+
+@pytest.mark.parametrize("layout", ["bnb4", "bnb8"])
+def test_a_float32_bitsandbytes_checkpoint_keeps_its_rest_at_float32(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, layout: str) -> None:
+    """from_pretrained(dtype="auto") builds a float32 config's model at float32 (bitsandbytes' quantizers take any
+    dtype: no update_dtype of their own), so the embeddings, lm_head and norms are float32 beside the packed
+    Linear weights. The plan built every int4 / int8 model at float16: a float32 bnb checkpoint's rest half-sized
+    (103,040 bytes planned for a 4-bit model whose planner counts 169,216), and more on the GPUs than fit.
+
+    The oracle: transformers' own Bnb4Bit / Bnb8Bit quantizer (its quantized_element_size and the 10% of every budget
+    its adjust_max_memory keeps) over the float32 meta model, the weights it quantizes being those the checkpoint
+    stores packed (bitsandbytes is not installed: its isinstance check and environment check are stood in for)."""
+    from transformers.integrations.accelerate import _get_device_map, compute_module_sizes
+    from transformers.quantizers.auto import AutoHfQuantizer, AutoQuantizationConfig
+
+    folder, quantized = _float32_quantized(tmp_path / layout, layout)
+    config = json.loads((folder / "config.json").read_text())
+    model = _meta_model_at(config, torch.float32)
+    quantizer = AutoHfQuantizer.from_config(AutoQuantizationConfig.from_dict(config["quantization_config"]),
+                                            pre_quantized=True)
+    monkeypatch.setattr(quantizer, "param_needs_quantization",
+                        lambda model, name, **kwargs: name.removesuffix(".weight") in quantized
+                        and name.endswith(".weight"))
+    monkeypatch.setattr(quantizer, "validate_environment", lambda *args, **kwargs: None)
+    sizes = {name: int(size) for name, size in compute_module_sizes(model, quantizer)[0].items()}
+    # independently: the stored packed weights' bytes and every float32 tensor's (the quantization state aside)
+    from safetensors import safe_open
+
+    with safe_open(str(folder / "model.safetensors"), "pt") as stored:
+        held = sum(stored.get_tensor(name).nbytes for name in stored.keys()  # noqa: SIM118 (no mapping)
+                   if name.endswith(".weight") and (name.removesuffix(".weight") in quantized
+                                                    or stored.get_slice(name).get_dtype() == "F32"))
+    buffers = sum(buffer.numel() * buffer.element_size() for buffer in model.buffers())  # the rotary inv_freq
+    assert sizes[""] == held + buffers, (sizes[""], held, buffers)
+    budgets: dict[int | str, int] = {0: int(sizes[""] * 0.45), 1: int(sizes[""] * 0.45), "cpu": 10 * sizes[""]}
+    expected = dict(_get_device_map(model, "auto", dict(budgets), quantizer))
+    code, data = plan_matches_map(folder, budgets, expected, sizes)
+    _module_bytes_match(data, sizes)
+    assert "cpu" in expected.values() and data["dtype"] == ("int4" if layout == "bnb4" else "int8"), data
+
+
+def test_a_float32_gptq_checkpoint_keeps_its_rest_at_float32(tmp_path: Path) -> None:
+    """GPTQ's quantizer keeps a float32 config's dtype (update_dtype only suggests float16): the embeddings, lm_head
+    and norms at float32, each quantized layer at what its QuantLinear holds (the stored qweight, qzeros, scales and
+    g_idx, desc_act's permuted g_idx included), no headroom. The rest was planned at float16."""
+    from tests.test_plan_quantized2 import _HeldLayer, _stored_layers
+
+    folder, quantized = _float32_quantized(tmp_path / "gptq", "gptq")
+    config = json.loads((folder / "config.json").read_text())
+    model = _meta_model_at(config, torch.float32)
+    layers = _stored_layers(folder)
+    assert set(layers) == quantized
+    for layer, tensors in layers.items():
+        parent, _, child = layer.rpartition(".")
+        setattr(model.get_submodule(parent), child, _HeldLayer(tensors))
+    sizes = _sizes(model)
+    budgets: dict[int | str, int] = {0: int(sizes[""] * 0.4), 1: int(sizes[""] * 0.4), "cpu": 10 * sizes[""]}
+    expected = _from_pretrained_map(model, budgets)
+    code, data = plan_matches_map(folder, budgets, expected, sizes)
+    _module_bytes_match(data, sizes)
+    assert code == 0 and "cpu" in expected.values() and data["dtype"] == "int4", data

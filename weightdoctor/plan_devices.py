@@ -482,13 +482,55 @@ def torchao_element_size(config: Mapping[str, Any] | None) -> float | None:
     return 0.5 if match is not None and match.group(1) == "4" else 1.0
 
 
+def torchao_fqn_patterns(config: Mapping[str, Any] | None) -> list[str] | None:
+    """The keys of a torchao FqnToConfig (ModuleFqnToConfig, its old name) as transformers 5.25 saves it in
+    config.json (`quant_type.default._data.fqn_to_config`, else `module_fqn_to_config`): module or parameter names,
+    `re:` patterns and `_default`; None where the config is no FqnToConfig.
+
+    Example:
+        >>> torchao_fqn_patterns({"quantization_config": {"quant_method": "torchao", "quant_type": {"default": {
+        ...     "_type": "FqnToConfig", "_data": {"fqn_to_config": {"re:.*experts": {"_type": "X"}}}}}}})
+        ['re:.*experts']
+    """
+    if torchao_config_name(config) not in ("FqnToConfig", "ModuleFqnToConfig"):
+        return None
+    default = (config_quantization_settings(config) or {})["quant_type"]["default"]
+    data = default.get("_data")
+    data = data if isinstance(data, Mapping) else {}
+    for key in ("fqn_to_config", "module_fqn_to_config"):
+        patterns = data.get(key)
+        if isinstance(patterns, Mapping) and patterns:
+            return [str(pattern) for pattern in patterns]
+    return []
+
+
+def _fqn_matches(name: str, patterns: list[str]) -> bool:
+    """torchao's `fqn_matches_fqn_config`: `name` is a key of the FqnToConfig, or fully matches one of its `re:`
+    patterns (a pattern re cannot compile matches nothing here, where torchao would raise; one that may backtrack
+    for ever, `_match_cost`, is not run)."""
+    from weightdoctor.quantized import _match_cost
+
+    if name in patterns:
+        return True
+    for pattern in patterns:
+        if pattern.startswith("re:"):
+            try:
+                if _match_cost(f"(?:{pattern[3:]})\\Z") is not None and re.fullmatch(pattern[3:], name):
+                    return True
+            except re.error:
+                continue
+    return False
+
+
 def torchao_quantized_weights(model: torch.nn.Module, config: Mapping[str, Any] | None) -> set[str]:
-    """Names of the weights transformers' torchao quantizer counts at its element size, chosen as its
-    `param_needs_quantization` chooses them: the `weight` of every nn.Linear (subclasses too, not GPT-2's Conv1D),
-    and of every nn.Embedding where `include_input_output_embeddings` is set, whose name `should_convert_module`
-    accepts against `get_modules_to_not_convert` (the config's `modules_to_not_convert`, else the output embeddings
-    and tied modules; `_keep_in_fp32_modules`), the input and output embeddings taken back out of it with
-    `include_input_output_embeddings`.
+    """Names of the parameters (and buffers) transformers' torchao quantizer counts at its element size, chosen as
+    its `param_needs_quantization` chooses them among all `compute_module_sizes` counts: those whose name
+    `should_convert_module` accepts against `get_modules_to_not_convert` (the config's `modules_to_not_convert`,
+    else the output embeddings and tied modules; `_keep_in_fp32_modules`; the input and output embeddings taken
+    back out of it with `include_input_output_embeddings`), and then the `weight` of every nn.Linear (subclasses
+    too, not GPT-2's Conv1D) and nn.Embedding where `include_input_output_embeddings` is set; with an FqnToConfig
+    also every tensor whose own name or whose module's name its keys name (fused MoE experts' 3-D `gate_up_proj`,
+    a named module's bias), and every tensor of a quantizable module where it holds `_default`.
     """
     import torch
     from transformers.quantizers.base import HfQuantizer
@@ -506,8 +548,20 @@ def torchao_quantized_weights(model: torch.nn.Module, config: Mapping[str, Any] 
                                               getattr(model, "get_output_embeddings", None)) if getter is not None]
         names = [name for name, module in model.named_modules() if any(module is e for e in embeddings)]
         not_convert = [name for name in not_convert if name not in names]
-    return {f"{name}.weight" for name, module in model.named_modules()
-            if name and isinstance(module, quantizable) and should_convert_module(f"{name}.weight", not_convert)}
+    patterns = torchao_fqn_patterns(config)
+    chosen: set[str] = set()
+    for module_name, module in model.named_modules():
+        tensors = [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]
+        for leaf, _ in tensors:
+            name = f"{module_name}.{leaf}" if module_name else leaf
+            if not should_convert_module(name, not_convert):
+                continue
+            is_quantizable = bool(module_name) and isinstance(module, quantizable)
+            named = patterns is not None and (_fqn_matches(module_name, patterns) or _fqn_matches(name, patterns)
+                                              or ("_default" in patterns and is_quantizable))
+            if named or (is_quantizable and leaf == "weight"):
+                chosen.add(name)
+    return chosen
 
 
 def quantized_float_label(config: dict[str, Any] | None) -> str | None:
@@ -569,6 +623,22 @@ def default_dtype(checkpoint: Checkpoint) -> str:
         return DTYPE_ALIASES[resolved]
     chosen = _config_dtype(checkpoint.config or {}) or _checkpoint_float_dtype(checkpoint) or "float32"
     return DTYPE_ALIASES.get(chosen, "fp32")
+
+
+def _quantized_rest_dtype(checkpoint: Checkpoint) -> str:
+    """The torch dtype name a checkpoint its config quantizes to int4 / int8 (GPTQ, AWQ, bitsandbytes, torchao, ...)
+    is built at, which is what its unquantized rest (embeddings, norms, the modules the quantizer leaves, biases) is
+    held in: from_pretrained's dtype="auto" (the config's dtype, else the weights', `resolve_auto_dtype`) as those
+    quantizers' `update_dtype` leave it (GPTQ, EETQ, bitsandbytes, torchao and compressed-tensors take any; AWQ
+    turns bfloat16 into float16 on a GPU: the same bytes). float16, as before, where no float dtype is found.
+    """
+    from weightdoctor.check_dtype import resolve_auto_dtype
+
+    resolved = resolve_auto_dtype(checkpoint).dtype
+    if resolved in ("float64", "float32", "float16", "bfloat16"):
+        return resolved
+    said = DTYPE_ALIASES.get(_config_dtype(checkpoint.config or {}) or "", "")
+    return DTYPES[said][0] if said in FLOAT_DTYPES else "float16"
 
 
 def unbuildable_dtype_warning(config: dict[str, Any], dtype: str, weights_read: bool = True,
@@ -955,7 +1025,11 @@ def build_planned_model(
                         warnings.append(
                             f"config.json's architecture {named} is no transformers class, and no auto_map names "
                             f"code for it: {builds}, the class from_pretrained loads it into")
-            model = _build_from_config(checkpoint.config, DTYPES[dtype][0], built_class)
+            # A checkpoint its config quantizes (int4 / int8) keeps its unquantized rest at the dtype
+            # from_pretrained(dtype="auto") picks, not at float16: a float32 config's embeddings and norms were
+            # half-sized.
+            built_dtype = _quantized_rest_dtype(checkpoint) if config_quantizer is not None else DTYPES[dtype][0]
+            model = _build_from_config(checkpoint.config, built_dtype, built_class)
             swapped = dtype in FLOAT_DTYPES and _is_bitnet(checkpoint.config)
             if swapped:
                 warnings.append(_keep_bitnet(model, checkpoint.config, DTYPES[dtype][0]))
@@ -1170,11 +1244,21 @@ def _size_config_quantization(planned: PlannedModel, checkpoint: Checkpoint, qua
         # at its `quantized_element_size` (`torchao_element_size`), whatever the checkpoint stores beside it (the
         # `_weight_qdata` with its `_weight_scale`, `_weight_zero_point`): from_pretrained places by those sizes,
         # and so does this plan. The stored bytes would be a different map.
-        count = len(torchao_quantized_weights(planned.model, planned.config))
+        chosen = torchao_quantized_weights(planned.model, planned.config)
+        linear_weights = {f"{name}.weight" for name, module in planned.model.named_modules()
+                          if name and isinstance(module, torch.nn.Linear)}
+        # An FqnToConfig names what it quantizes: fused MoE experts' 3-D tensors, a named module's bias, which its
+        # quantizer sizes at its element size too (they were counted at the floating dtype).
+        fqn = torchao_fqn_patterns(planned.config) is not None
+        others = sorted(chosen - linear_weights) if fqn else []
+        count = len(chosen & linear_weights) if fqn else len(chosen)
+        named = (f", and {counted(len(others), 'other tensor')} its {torchao_config_name(planned.config)} names "
+                 f"({', '.join(others[:2])}{', ...' if len(others) > 2 else ''})") if others else ""
         planned.warnings.append(
-            f"{counted(count, 'Linear weight')} planned at {bits} bits ({size:g} byte a weight), as transformers' "
-            f"planner sizes the weights its torchao quantizer quantizes ({torchao_config_name(planned.config)}; "
-            "their scales and zero points not counted, for which the quantizer keeps 10% of every budget free)")
+            f"{counted(count, 'Linear weight')}{named} planned at {bits} bits ({size:g} byte a weight), as "
+            "transformers' planner sizes the weights its torchao quantizer quantizes "
+            f"({torchao_config_name(planned.config)}; their scales and zero points not counted, for which the "
+            "quantizer keeps 10% of every budget free)")
         return
     if not checkpoint.tensors and quantizer in _CONFIG_SIZED \
             and (layers := _config_sized_layers(planned.model, planned.config, quantizer)) is not None:
