@@ -355,3 +355,106 @@ def test_a_float32_gptq_checkpoint_keeps_its_rest_at_float32(tmp_path: Path) -> 
     code, data = plan_matches_map(folder, budgets, expected, sizes)
     _module_bytes_match(data, sizes)
     assert code == 0 and "cpu" in expected.values() and data["dtype"] == "int4", data
+
+
+_GPT_OSS = {"architectures": ["GptOssForCausalLM"], "model_type": "gpt_oss", "hidden_size": 64,
+            "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+            "head_dim": 16, "num_local_experts": 4, "num_experts_per_tok": 2, "vocab_size": 256,
+            "max_position_embeddings": 64, "torch_dtype": "bfloat16", "tie_word_embeddings": False,
+            "layer_types": ["sliding_attention", "full_attention"]}
+# openai/gpt-oss-20b's: what its MXFP4 quantizer leaves at bf16
+_GPT_OSS_SKIP = ["model.layers.*.self_attn", "model.layers.*.mlp.router", "model.embed_tokens", "lm_head"]
+
+
+def _gpt_oss_mxfp4(folder: Path, quantization: dict[str, Any]) -> Path:
+    """A tiny GPT-OSS as openai/gpt-oss-* store it: each layer's experts as `gate_up_proj_blocks` uint8 [experts,
+    2 x intermediate, hidden / 32, 16] with `gate_up_proj_scales` uint8 [experts, 2 x intermediate, hidden / 32]
+    (`down_proj_*` alike) and bf16 biases; the rest bf16 (attention sinks, router)."""
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True)
+    config = _GPT_OSS | {"quantization_config": quantization}
+    generator = torch.Generator().manual_seed(41)
+    tensors: dict[str, torch.Tensor] = {}
+    for name, parameter in _meta_model(config).named_parameters():
+        if name.endswith(("experts.gate_up_proj", "experts.down_proj")):
+            experts, rows = parameter.shape[0], parameter.shape[2]  # stored [experts, out, in / 32, 16]
+            width = parameter.shape[1]
+            tensors[name + "_blocks"] = torch.randint(0, 256, (experts, rows, width // 32, 16), dtype=torch.uint8,
+                                                      generator=generator)
+            tensors[name + "_scales"] = torch.randint(100, 140, (experts, rows, width // 32), dtype=torch.uint8,
+                                                      generator=generator)
+        else:
+            tensors[name] = torch.randn(parameter.shape, generator=generator).bfloat16()
+    save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+def _mxfp4_prepared(config: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> tuple[torch.nn.Module, Any]:
+    """The meta model as transformers' own Mxfp4HfQuantizer prepares it (its preprocess_model in the model's default
+    dtype), the hub's triton kernels it fetches for the forward stood in for (no network), and the quantizer."""
+    from transformers.integrations import hub_kernels
+    from transformers.quantizers.auto import AutoHfQuantizer, AutoQuantizationConfig
+
+    monkeypatch.setattr(hub_kernels, "get_kernel", lambda *args, **kwargs: None)
+    model = _meta_model(config)
+    quantizer = AutoHfQuantizer.from_config(AutoQuantizationConfig.from_dict(config["quantization_config"]),
+                                            pre_quantized=True)
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.bfloat16)
+    try:
+        quantizer.preprocess_model(model=model, dtype=torch.bfloat16, device_map="auto", checkpoint_files=None)
+    finally:
+        torch.set_default_dtype(default)
+    return model, quantizer
+
+
+@pytest.mark.parametrize("skip", [_GPT_OSS_SKIP, ["model.layers.1.mlp.experts", *_GPT_OSS_SKIP]],
+                         ids=["gpt-oss", "layer-1-kept"])
+def test_an_mxfp4_gpt_oss_is_planned_with_the_experts_its_quantizer_swaps_in(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, skip: list[str]) -> None:
+    """MXFP4's quantizer swaps each GptOssMLP's experts for Mxfp4GptOssExperts (uint8 gate_up_proj / down_proj, two
+    FP4 values a byte, float32 biases) before from_pretrained makes its map: the plan's bytes, per-module bytes and
+    map are `_get_device_map`'s over the model it prepares. It was planned with the dense bf16 experts, "an upper
+    bound" (316,832 bytes of weights here for 172,448)."""
+    from transformers.integrations.accelerate import _get_device_map
+
+    quantization = {"quant_method": "mxfp4", "modules_to_not_convert": skip}
+    folder = _gpt_oss_mxfp4(tmp_path / "gpt-oss", quantization)
+    config = json.loads((folder / "config.json").read_text())
+    model, quantizer = _mxfp4_prepared(config, monkeypatch)
+    swapped = sum(1 for module in model.modules() if type(module).__name__ == "Mxfp4GptOssExperts")
+    assert swapped == (2 if skip == _GPT_OSS_SKIP else 1)
+    sizes = _sizes(model)
+    dense = _sizes(_meta_model(config))[""]
+    assert sizes[""] < dense
+    budgets: dict[int | str, int] = {0: int(sizes[""] * 0.45), 1: int(sizes[""] * 0.45), "cpu": 10 * dense}
+    expected = dict(_get_device_map(model, "auto", dict(budgets), quantizer))
+    code, data = plan_matches_map(folder, budgets, expected, sizes)
+    _module_bytes_match(data, sizes)
+    assert code == 0 and "cpu" in expected.values(), data
+    said = " ".join(" ".join(data["warnings"]).split())
+    assert "upper bound" not in said, said
+    assert (f"the experts of {swapped} MLP layer{'s' if swapped > 1 else ''} are planned as transformers' "
+            "Mxfp4GptOssExperts holds them") in said, said
+    # --dtype bf16: the dequantized experts, as transformers holds them without triton and kernels
+    from tests.helpers import run_json
+
+    code, dequantized = run_json("plan-devices", str(folder), "--gpu", "1GB", "--dtype", "bf16")
+    assert code == 0 and dequantized["weights_bytes"] + dequantized["buffers_bytes"] == dense, dequantized
+
+
+def test_an_mxfp4_config_that_dequantizes_is_planned_dense_without_an_upper_bound(tmp_path: Path) -> None:
+    """`dequantize: true`: its quantizer swaps in nothing (replace_with_mxfp4_linear returns the model as it is) and
+    the experts load at bf16, which the plan is; it was said to be "an upper bound" over-sizing 4-bit weights."""
+    folder = _gpt_oss_mxfp4(tmp_path / "gpt-oss", {"quant_method": "mxfp4", "dequantize": True})
+    config = json.loads((folder / "config.json").read_text())
+    from tests.helpers import run_json
+
+    code, data = run_json("plan-devices", str(folder), "--gpu", "1GB")
+    assert code == 0 and data["weights_bytes"] + data["buffers_bytes"] == _sizes(_meta_model(config))[""], data
+    said = " ".join(" ".join(data["warnings"]).split())
+    assert "upper bound" not in said, said
+    assert ("the config quantizes the weights (mxfp4) with dequantize: true: transformers dequantizes the experts on "
+            "every device, to the floating dtype planned here") in said, said

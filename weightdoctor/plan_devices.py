@@ -890,6 +890,7 @@ def build_planned_model(
             elif (add_on := _image_model_add_on(checkpoint)) is not None:
                 warnings.append(add_on)
     config_quantizer = None
+    mxfp4 = False
     stored_method: str | None = None  # a quantizer whose layers are sized at their stored bytes (no --dtype)
     stored_fallback = ""
     stored_how = ""  # its name and bits as the warnings say them: `higgs, 2-bit`
@@ -925,6 +926,12 @@ def build_planned_model(
             stored_fallback = (f"the config quantizes the weights ({stored_how}): planned at the floating dtype, "
                                "which over-sizes the Linear weights its quantizer keeps packed; the plan is an upper "
                                "bound")
+        elif found is not None and found[0] == "mxfp4" and _mxfp4_dequantized(checkpoint.config):
+            # It was said "an upper bound" that over-sizes what transformers keeps in 4 bits: it keeps nothing so.
+            warnings.append("the config quantizes the weights (mxfp4) with dequantize: true: transformers "
+                            "dequantizes the experts on every device, to the floating dtype planned here")
+        elif found is not None and found[0] == "mxfp4":
+            mxfp4 = True  # sized by the experts its quantizer swaps in once the model is built (`_keep_mxfp4`)
         elif found is not None and any(word in found[0] for word in ("fp8", "mxfp4", "fp4")):
             warnings.append(f"the config quantizes the weights ({found[0]}): planned at the floating dtype, which "
                             "over-sizes the Linear weights transformers keeps in 8 or 4 bits (about 2x or 4x); the "
@@ -1033,6 +1040,8 @@ def build_planned_model(
             swapped = dtype in FLOAT_DTYPES and _is_bitnet(checkpoint.config)
             if swapped:
                 warnings.append(_keep_bitnet(model, checkpoint.config, DTYPES[dtype][0]))
+            if mxfp4:
+                warnings.append(_keep_mxfp4(model, checkpoint.config, dtype, binary_units))
             if dtype in FLOAT_DTYPES and _fp8_embeddings(checkpoint.config):
                 # Dequantized, transformers' FP8 quantizer still keeps the embedding tables it names in FP8.
                 try:
@@ -1807,6 +1816,60 @@ def _keep_fp8(model: torch.nn.Module, config: dict[str, Any], torch_dtype: str, 
     settings = {**(config_quantization_settings(config) or {}), **({"dequantize": True} if dequantize else {})}
     with fp8_experts_class_kept():
         _prepare_with_quantizer(model, settings, torch_dtype, "FP8")
+
+
+def _mxfp4_dequantized(config: dict[str, Any] | None) -> bool:
+    """An MXFP4 config that asks transformers to dequantize it (`dequantize: true`) on every device."""
+    settings = config_quantization_settings(config)
+    return settings is not None and settings.get("quant_method") == "mxfp4" and bool(settings.get("dequantize"))
+
+
+def _keep_mxfp4(model: torch.nn.Module, config: dict[str, Any], dtype: str, binary: bool = False) -> str:
+    """Swap in the experts transformers' MXFP4 quantizer swaps in before from_pretrained computes its map, and say
+    so in a line.
+
+    `replace_with_mxfp4_linear` replaces the experts of every GptOssMLP whose `<mlp>.experts` name
+    `should_convert_module` accepts against `get_modules_to_not_convert` (the config's modules_to_not_convert, else
+    the output embeddings; `_keep_in_fp32_modules`) by transformers' Mxfp4GptOssExperts(config): uint8
+    `gate_up_proj` [experts, 2 x intermediate, hidden / 2] and `down_proj` [experts, hidden, intermediate / 2], two
+    FP4 values a byte, beside float32 biases; no scales while the map is made, and no element size or headroom of
+    its own. It was planned as the dense experts at the floating dtype, "an upper bound" about 4x their bytes. That
+    is what it holds where it can run them (CUDA of compute capability 7.5 and above with triton >= 3.4 and the
+    kernels package, or an XPU); elsewhere its validate_environment dequantizes them (the line says so). The import
+    of the hub's triton kernels replace_with_mxfp4_linear makes is not run: the module is built by hand.
+    """
+    import torch
+    from transformers.integrations.mxfp4 import Mxfp4GptOssExperts
+    from transformers.quantizers.base import HfQuantizer
+    from transformers.quantizers.quantizers_utils import should_convert_module
+
+    settings = config_quantization_settings(config) or {}
+    skip = settings.get("modules_to_not_convert")
+    skip = [name for name in skip if isinstance(name, str)] if isinstance(skip, list) else None
+    keep_fp32 = getattr(model, "_keep_in_fp32_modules", None)
+    not_convert = HfQuantizer.get_modules_to_not_convert(model, skip, list(keep_fp32) if keep_fp32 else None)
+    swapped = 0
+    held = dense = 0
+    for name, module in list(model.named_modules()):
+        if type(module).__name__ != "GptOssMLP" or not should_convert_module(f"{name}.experts", not_convert):
+            continue
+        before = sum(t.numel() * t.element_size() for t in module.experts.parameters())
+        with torch.device("meta"):
+            module.experts = Mxfp4GptOssExperts(model.config)
+        swapped += 1
+        dense += before
+        held += sum(t.numel() * t.element_size() for t in module.experts.parameters())
+    from weightdoctor.units import format_bytes
+
+    if not swapped:
+        return ("the config quantizes the weights (mxfp4), but its quantizer swaps in no experts here (no GptOssMLP "
+                f"it converts): planned at {dtype}")
+    return (f"the config quantizes the weights (mxfp4): the experts of {counted(swapped, 'MLP layer')} are planned as "
+            "transformers' Mxfp4GptOssExperts holds them (uint8 gate_up_proj and down_proj, two FP4 values a byte, "
+            f"beside float32 biases: {format_bytes(held, binary)} where {dtype} experts take "
+            f"{format_bytes(dense, binary)}), the rest at {dtype}; that is what from_pretrained places on a GPU of "
+            "compute capability 7.5 and above with triton >= 3.4 and the kernels package installed; without them it "
+            f"dequantizes the experts to bf16 (--dtype bf16 plans that)")
 
 
 def _is_bitnet(config: dict[str, Any] | None) -> bool:
