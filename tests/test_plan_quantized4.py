@@ -458,3 +458,62 @@ def test_an_mxfp4_config_that_dequantizes_is_planned_dense_without_an_upper_boun
     assert "upper bound" not in said, said
     assert ("the config quantizes the weights (mxfp4) with dequantize: true: transformers dequantizes the experts on "
             "every device, to the floating dtype planned here") in said, said
+
+
+def _eetq(folder: Path, torch_dtype: str, with_weights: bool) -> Path:
+    """A Llama with attention biases as EETQ saves it (EetqLinear's state dict): each Linear but lm_head an int8
+    `weight` [in, out] beside float16 `weight_scales` [out] and (q/k/v/o) a float16 `bias`; the rest at
+    `torch_dtype`. `with_weights` False: config.json alone."""
+    from safetensors.torch import save_file
+
+    from tests.test_third_party_layouts27 import _llama_state_dict
+
+    folder.mkdir(parents=True)
+    rest = _DTYPES[torch_dtype]
+    generator = torch.Generator().manual_seed(43)
+    tensors: dict[str, torch.Tensor] = {}
+    for name, weight in _llama_state_dict().items():
+        if weight.dim() != 2 or "embed_tokens" in name or name.startswith("lm_head"):
+            tensors[name] = weight.to(rest)
+            continue
+        layer = name.removesuffix(".weight")
+        tensors |= {name: torch.randint(-128, 128, weight.shape[::-1], dtype=torch.int8, generator=generator),
+                    layer + ".weight_scales": torch.rand(weight.shape[0], generator=generator).half()}
+        if ".self_attn." in name:
+            tensors[layer + ".bias"] = torch.randn(weight.shape[0], generator=generator).half()
+    if with_weights:
+        save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    (folder / "config.json").write_text(json.dumps(CONFIG | {
+        "torch_dtype": torch_dtype, "attention_bias": True,
+        "quantization_config": {"quant_method": "eetq", "weights": "int8", "modules_to_not_convert": ["lm_head"]}}))
+    return folder
+
+
+@pytest.mark.parametrize(("torch_dtype", "with_weights"), [("float16", False), ("float32", True),
+                                                           ("float32", False)],
+                         ids=["fp16-config-only", "fp32", "fp32-config-only"])
+def test_eetq_is_planned_as_its_eetq_linear_layers_hold_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           torch_dtype: str, with_weights: bool) -> None:
+    """EetqLinear holds an int8 weight, float16 weight_scales and a float16 bias whatever the model's dtype: the
+    plan is `_get_device_map`'s over the model transformers' own EETQ quantizer prepares (its hub kernel lookup
+    stood in for). A config alone was planned at one byte a weight without the scales; a float32 model's rest at
+    float16 and its EETQ biases at float32."""
+    from transformers.integrations import hub_kernels
+    from transformers.quantizers.auto import AutoHfQuantizer, AutoQuantizationConfig
+
+    folder = _eetq(tmp_path / "eetq", torch_dtype, with_weights)
+    config = json.loads((folder / "config.json").read_text())
+    monkeypatch.setattr(hub_kernels, "get_kernel", lambda *args, **kwargs: None)
+    model = _meta_model_at(config, _DTYPES[torch_dtype])
+    quantizer = AutoHfQuantizer.from_config(AutoQuantizationConfig.from_dict(config["quantization_config"]),
+                                            pre_quantized=True)
+    quantizer.preprocess_model(model=model, dtype=_DTYPES[torch_dtype], device_map="auto", checkpoint_files=None)
+    assert sum(1 for module in model.modules() if type(module).__name__ == "EetqLinear") == 14
+    sizes = _sizes(model)
+    budgets: dict[int | str, int] = {0: int(sizes[""] * 0.4), 1: int(sizes[""] * 0.4), "cpu": 10 * sizes[""]}
+    expected = _from_pretrained_map(model, budgets)
+    code, data = plan_matches_map(folder, budgets, expected, sizes)
+    _module_bytes_match(data, sizes)
+    assert code == 0 and "cpu" in expected.values() and data["dtype"] == "int8", data
+    said = " ".join(" ".join(data["warnings"]).split())
+    assert "scales and zero points not counted" not in said, said

@@ -20,7 +20,7 @@ import math
 import os
 import re
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -1276,6 +1276,8 @@ def _size_config_quantization(planned: PlannedModel, checkpoint: Checkpoint, qua
         from weightdoctor.units import format_bytes
 
         planned.stored_bytes = {f"{name}.weight": size for name, (size, _) in layers.items()}
+        if quantizer == "eetq":
+            planned.stored_bytes |= _eetq_biases(planned.model, layers)
         linears = [name for name, module in planned.model.named_modules()
                    if name and isinstance(module, (Conv1D, torch.nn.Linear))]
         planned.warnings.append(
@@ -1338,9 +1340,26 @@ def _size_config_quantization(planned: PlannedModel, checkpoint: Checkpoint, qua
             "or tensor of the model built from its config (MoE "
             "experts, which transformers 5 builds fused): the modules they belong to are planned unquantized, an "
             "upper bound")
+    if quantizer == "eetq" and stored:
+        planned.stored_bytes = {**stored, **_eetq_biases(planned.model, quantized & {
+            name.removesuffix(".weight") for name in stored})}
     if not planned.quantizer_headroom:
         planned.warnings.append(f"the {quantizer} quantizer keeps no headroom in the budgets (bitsandbytes keeps "
                                 "10%): none is kept here")
+
+
+def _eetq_biases(model: torch.nn.Module, layers: Iterable[str]) -> dict[str, int]:
+    """{`<layer>.bias`: bytes} for each of `layers` (EETQ-quantized Linear layers) with a bias: EetqLinear makes its
+    bias in float16 whatever the model's dtype (a float32 or bfloat16 model's too: the same bytes for the latter),
+    and from_pretrained's planner counts it so."""
+    import torch
+
+    biases: dict[str, int] = {}
+    for name in layers:
+        bias = getattr(model.get_submodule(name), "bias", None)
+        if isinstance(bias, torch.nn.Parameter):
+            biases[f"{name}.bias"] = bias.numel() * 2
+    return biases
 
 
 def _held_bytes(info: TensorInfo, by_name: Mapping[str, TensorInfo], quantizer: str) -> int:
@@ -1424,17 +1443,18 @@ def _spqr_config_shapes(config: Mapping[str, Any] | None) -> dict[str, dict[str,
 # (transformers/integrations/higgs.py) and FbgemmFp8Linear (integrations/fbgemm_fp8.py), which
 # `replace_with_higgs_linear` / `replace_with_fbgemm_fp8_linear` swap in for each nn.Linear the quantizer's
 # `get_modules_to_not_convert` leaves. A config-only source of them is sized so (`_config_sized_layers`).
-_CONFIG_SIZED = ("higgs", "fbgemm_fp8")
+_CONFIG_SIZED = ("higgs", "fbgemm_fp8", "eetq")
 
 
 def _config_sized_layers(model: torch.nn.Module, config: Mapping[str, Any] | None,
                          method: str) -> dict[str, tuple[int, set[str]]] | None:
-    """{Linear layer: (bytes, its tensors' names)} of every layer transformers' HIGGS or fbgemm_fp8 quantizer swaps
-    in, as its layer holds them when from_pretrained makes its map, its bias aside (left to the model); None where
+    """{Linear layer: (bytes, its tensors' names)} of every layer transformers' HIGGS, fbgemm_fp8 or EETQ quantizer
+    swaps in, as its layer holds them when from_pretrained makes its map, its bias aside (left to the model); None where
     the quantizer could not build them (HiggsLinear asserts that its group size divides in_features and bits of 2,
     3 or 4: from_pretrained raises there).
 
-    HiggsLinear(in, out, bits): an int16 `weight` [out x bits / 16, in], `scales` [out, in / group_size], `tables`
+    EetqLinear (pre-quantized): an int8 `weight` [in, out] and float16 `weight_scales` [out]. HiggsLinear(in, out,
+    bits): an int16 `weight` [out x bits / 16, in], `scales` [out, in / group_size], `tables`
     [2^bits] and `tables2` [2^bits, 2^bits, 2] at the model's dtype (made inside from_pretrained's default-dtype
     context). FbgemmFp8Linear (pre-quantized): a float8 `weight` [out, in], a float32 `weight_scale` [out, 1] and a
     float32 `input_scale_ub` [1]. The layers are the nn.Linear (subclasses too) `should_convert_module` accepts
@@ -1469,6 +1489,9 @@ def _config_sized_layers(model: torch.nn.Module, config: Mapping[str, Any] | Non
         if method == "fbgemm_fp8":
             layers[name] = (out_features * in_features + out_features * 4 + 4,
                             {"weight", "weight_scale", "input_scale_ub"})
+            continue
+        if method == "eetq":  # EetqLinear: an int8 weight [in, out], float16 weight_scales [out]
+            layers[name] = (out_features * in_features + out_features * 2, {"weight", "weight_scales"})
             continue
         if in_features % group:
             return None
@@ -1643,7 +1666,9 @@ _CONFIG_SIZED_HOW = {
     "higgs": ("from its config as transformers' HiggsLinear holds them (an int16 weight of bits / 16 a weight, "
               "scales of one a group_size, the two tables; no weights were read)"),
     "fbgemm_fp8": ("from its config as transformers' FbgemmFp8Linear holds them (a float8 weight, a float32 "
-                   "weight_scale a row and input_scale_ub; no weights were read)")}
+                   "weight_scale a row and input_scale_ub; no weights were read)"),
+    "eetq": ("from its config as transformers' EetqLinear holds them (an int8 weight, float16 weight_scales and "
+             "bias; no weights were read)")}
 
 
 # GPTQ's and AWQ's stored tensors for one quantized Linear layer (its `bias` aside).
