@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 import torch
 
+from tests.helpers import run_json
 from tests.test_plan_quantized2 import _from_pretrained_map, _meta_model, _sizes, plan_matches_map
 from tests.test_third_party_layouts27 import CONFIG
 
@@ -101,8 +102,6 @@ def test_a_config_only_higgs_source_the_quantizer_cannot_build_stays_an_upper_bo
     from_pretrained raises): no layer is sized from the config, the plan stays the dense upper bound it was."""
     config = CONFIG | {"quantization_config": _HIGGS | {"bits": 2, "group_size": 256}}
     folder = _config_only(tmp_path / "higgs", config)
-    from tests.helpers import run_json
-
     code, data = run_json("plan-devices", str(folder), "--gpu", "1GB")
     assert code == 0 and data["weights_bytes"] + data["buffers_bytes"] == _sizes(_meta_model(config))[""], data
     said = " ".join(" ".join(data["warnings"]).split())
@@ -226,6 +225,14 @@ def test_torchao_fqn_to_config_naming_fused_experts_is_sized_as_its_quantizer_si
                     and not (name.endswith(".weight") and isinstance(model.get_submodule(name[:-7]), torch.nn.Linear)))
     assert f"and {len(others)} other tensors its {kind} names ({others[0]}, {others[1]}, ...) planned at 8 bits" \
         in said, said
+    # from_pretrained raised on this map above (model.rotary_emb placed alone): said
+    assert expected["model.rotary_emb"] in (0, 1, "cpu")
+    assert ("from_pretrained(device_map=\"auto\") raises on this model in transformers 5.25.0 (ValueError: not "
+            "enough values to unpack): placing model.rotary_emb alone") in said, said
+    # the whole model on one GPU: its planner places `model` whole, whose buffers' names hold dots; nothing said
+    code, roomy = run_json("plan-devices", str(folder), "--gpu", "1GB")
+    assert code == 0 and roomy["device_map"] == {"": 0}, roomy["device_map"]
+    assert not any("not enough values to unpack" in w for w in roomy["warnings"]), roomy["warnings"]
 
 
 def _float32_quantized(folder: Path, layout: str) -> tuple[Path, set[str]]:
@@ -439,8 +446,6 @@ def test_an_mxfp4_gpt_oss_is_planned_with_the_experts_its_quantizer_swaps_in(
     assert (f"the experts of {swapped} MLP layer{'s' if swapped > 1 else ''} are planned as transformers' "
             "Mxfp4GptOssExperts holds them") in said, said
     # --dtype bf16: the dequantized experts, as transformers holds them without triton and kernels
-    from tests.helpers import run_json
-
     code, dequantized = run_json("plan-devices", str(folder), "--gpu", "1GB", "--dtype", "bf16")
     assert code == 0 and dequantized["weights_bytes"] + dequantized["buffers_bytes"] == dense, dequantized
 
@@ -450,8 +455,6 @@ def test_an_mxfp4_config_that_dequantizes_is_planned_dense_without_an_upper_boun
     the experts load at bf16, which the plan is; it was said to be "an upper bound" over-sizing 4-bit weights."""
     folder = _gpt_oss_mxfp4(tmp_path / "gpt-oss", {"quant_method": "mxfp4", "dequantize": True})
     config = json.loads((folder / "config.json").read_text())
-    from tests.helpers import run_json
-
     code, data = run_json("plan-devices", str(folder), "--gpu", "1GB")
     assert code == 0 and data["weights_bytes"] + data["buffers_bytes"] == _sizes(_meta_model(config))[""], data
     said = " ".join(" ".join(data["warnings"]).split())

@@ -4155,6 +4155,8 @@ def plan_devices(planned: PlannedModel, request: PlanRequest, source: str = "") 
         suggestions = [s for s in suggestions if s.change not in (("disk",) if disk_only else ("cpu", "disk"))]
         if verdict in ("needs-cpu-offload", "needs-disk-offload"):
             verdict = "does-not-fit"
+    if planned.is_transformers and (raising := torchao_fqn_map_raises(planned, device_map)) is not None:
+        warnings.append(raising)
     kept_fp32 = keep_in_fp32_warning(planned, device_map, tensor_sizes, unplaced, request.binary_units)
     if kept_fp32:
         warnings.append(kept_fp32)
@@ -4217,6 +4219,50 @@ def plan_devices(planned: PlannedModel, request: PlanRequest, source: str = "") 
         warnings=warnings,
         unplaced=unplaced,
     )
+
+
+def torchao_fqn_map_raises(planned: PlannedModel, device_map: Mapping[str, int | str]) -> str | None:
+    """The warning for a torchao FqnToConfig model whose map places alone a module holding buffers of its own
+    (`model.rotary_emb`'s inv_freq), else None.
+
+    transformers 5.25's planner (`infer_auto_device_map`) counts the buffers of each module it places whole with
+    `compute_module_total_buffer_size(module, hf_quantizer)`, which asks the quantizer of each buffer by its name in
+    that module (`inv_freq`); the torchao quantizer's FqnToConfig branch splits that name at its last dot
+    (`param_name.rsplit(".", 1)`), and one without a dot raises ValueError ("not enough values to unpack"): its
+    from_pretrained(device_map="auto") fails on any map that splits the model so (measured with its own quantizer in
+    tests/test_plan_quantized4.py). A map of one entry, or a device_map passed by hand, is not made by that planner.
+    Said only where the installed transformers' quantizer still splits names so (its source read).
+    """
+    if torchao_fqn_patterns(planned.config) is None or len(device_map) < 2:
+        return None
+    alone = []
+    for name in device_map:
+        try:
+            module = planned.model.get_submodule(name)
+        except AttributeError:  # a parameter placed on its own
+            continue
+        if next(module.named_buffers(recurse=False), None) is not None:
+            alone.append(name)
+    if not alone:
+        return None
+    import inspect
+
+    from transformers.quantizers.quantizer_torchao import TorchAoHfQuantizer
+
+    from weightdoctor.quantized import transformers_label
+
+    try:  # said only of a transformers whose quantizer still splits every name so
+        if 'module_fqn, _ = param_name.rsplit(".", 1)' not in inspect.getsource(
+                TorchAoHfQuantizer.param_needs_quantization):
+            return None
+    except (OSError, TypeError):  # no source to read: nothing said
+        return None
+    return ("from_pretrained(device_map=\"auto\") raises on this model in " + transformers_label()
+            + " (ValueError: not enough values to unpack): placing " + ", ".join(alone[:2])
+            + (", ..." if len(alone) > 2 else "")
+            + " alone, its planner asks the torchao quantizer about a buffer by a name without a dot, which its "
+            "FqnToConfig branch cannot split; pass this map as device_map (weightdoctor plan-devices --json gives "
+            "it) or fit the model on one device")
 
 
 def bnb_offload_warning(
