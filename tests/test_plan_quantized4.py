@@ -520,3 +520,45 @@ def test_eetq_is_planned_as_its_eetq_linear_layers_hold_it(tmp_path: Path, monke
     assert code == 0 and "cpu" in expected.values() and data["dtype"] == "int8", data
     said = " ".join(" ".join(data["warnings"]).split())
     assert "scales and zero points not counted" not in said, said
+
+
+def test_a_block_wise_fp8_checkpoint_at_dtype_fp8_is_planned_at_its_stored_bytes(tmp_path: Path) -> None:
+    """Oracle only (no fault found): a DeepSeek-V3-style fine-grained FP8 checkpoint (float8_e4m3fn weights, float32
+    `weight_scale_inv` [out / 128, in / 128] blocks, lm_head bf16) planned with --dtype fp8: every placed range of
+    modules holds the bytes the checkpoint stores under it (plus the rotary buffers), as FP8Linear holds them, and
+    the whole is those bytes."""
+    import math
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from tests.test_third_party_layouts27 import _llama_state_dict
+
+    folder = tmp_path / "fp8"
+    folder.mkdir()
+    tensors: dict[str, torch.Tensor] = {}
+    for name, weight in _llama_state_dict().items():
+        if weight.dim() != 2 or "embed_tokens" in name or name.startswith("lm_head"):
+            tensors[name] = weight.bfloat16()
+            continue
+        out_features, in_features = weight.shape
+        tensors |= {name: weight.float().to(torch.float8_e4m3fn),
+                    name + "_scale_inv": torch.rand(math.ceil(out_features / 128), math.ceil(in_features / 128))}
+    save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    config = CONFIG | {"torch_dtype": "bfloat16", "quantization_config": {
+        "quant_method": "fp8", "weight_block_size": [128, 128], "activation_scheme": "dynamic",
+        "modules_to_not_convert": ["lm_head"]}}
+    (folder / "config.json").write_text(json.dumps(config))
+    buffers = {name: buffer.numel() * buffer.element_size()
+               for name, buffer in _meta_model(config).named_buffers()}
+    with safe_open(str(folder / "model.safetensors"), "pt") as stored:
+        held = {name: stored.get_tensor(name).nbytes for name in stored.keys()}  # noqa: SIM118 (no mapping)
+    held |= buffers
+    code, data = run_json("plan-devices", str(folder), "--dtype", "fp8", "--gpu", f"{sum(held.values()) // 2}B",
+                          "--gpu", f"{sum(held.values()) // 2}B", "--cpu", "1GB")
+    assert data["dtype"] == "fp8" and data["weights_bytes"] + data["buffers_bytes"] == sum(held.values()), data
+    ranges = [r for device in data["devices"] for r in device["ranges"]]
+    assert len(ranges) > 2
+    for placed in ranges:
+        assert placed["bytes"] == sum(size for name, size in held.items()
+                                      if any(name.startswith(module + ".") for module in placed["modules"])), placed
