@@ -562,3 +562,25 @@ def test_a_block_wise_fp8_checkpoint_at_dtype_fp8_is_planned_at_its_stored_bytes
     for placed in ranges:
         assert placed["bytes"] == sum(size for name, size in held.items()
                                       if any(name.startswith(module + ".") for module in placed["modules"])), placed
+
+
+@pytest.mark.parametrize("layout", ["bnb4", "bnb8", "gptq", "eetq", "mxfp4"])
+def test_inspect_counts_the_weights_the_quantized_tensors_stand_for(tmp_path: Path, layout: str) -> None:
+    """Oracle only (no fault found): inspect's quantized parameter count is the dense model's (what the packed
+    weights, experts' blocks and int8 weights stand for) and its total bytes what the file stores, for the layouts
+    above."""
+    from safetensors import safe_open
+
+    if layout == "eetq":
+        folder = _eetq(tmp_path / layout, "float16", True)
+    elif layout == "mxfp4":
+        folder = _gpt_oss_mxfp4(tmp_path / layout, {"quant_method": "mxfp4", "modules_to_not_convert": _GPT_OSS_SKIP})
+    else:
+        folder, _ = _float32_quantized(tmp_path / layout, layout)
+    config = json.loads((folder / "config.json").read_text())
+    dense = sum(p.numel() for p in _meta_model_at(config, torch.float32).parameters())
+    with safe_open(str(folder / "model.safetensors"), "pt") as stored:
+        stored_bytes = sum(stored.get_tensor(name).nbytes for name in stored.keys())  # noqa: SIM118 (no mapping)
+    code, data = run_json("inspect", str(folder))
+    assert code == 0 and data["quantized"]["parameters"] == dense, (data["quantized"], dense)
+    assert data["total_bytes"] == stored_bytes, (data["total_bytes"], stored_bytes)
