@@ -584,3 +584,23 @@ def test_inspect_counts_the_weights_the_quantized_tensors_stand_for(tmp_path: Pa
     code, data = run_json("inspect", str(folder))
     assert code == 0 and data["quantized"]["parameters"] == dense, (data["quantized"], dense)
     assert data["total_bytes"] == stored_bytes, (data["total_bytes"], stored_bytes)
+
+
+def test_a_float32_quantized_model_caches_keys_and_values_in_float32(tmp_path: Path) -> None:
+    """The KV cache of a bnb 4-bit model whose config is float32 is float32: from_pretrained builds it at float32
+    and its attention caches at that dtype. It was estimated at float16 (half the bytes), as every int4 / int8 plan
+    was. The oracle: the cache a real tiny float32 Llama of that config fills for 64 tokens."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    folder, _ = _float32_quantized(tmp_path / "bnb4", "bnb4")
+    config = json.loads((folder / "config.json").read_text())
+    settings = {k: v for k, v in config.items() if k not in ("quantization_config", "model_type", "torch_dtype")}
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(AutoConfig.for_model(config["model_type"], **settings),
+                                             dtype=torch.float32)
+    with torch.no_grad():
+        cache = model(torch.zeros(1, 64, dtype=torch.long), use_cache=True).past_key_values
+    cached = sum(layer.keys.nbytes + layer.values.nbytes for layer in cache.layers)
+    code, data = run_json("plan-devices", str(folder), "--gpu", "1GB", "--kv-cache", "--seq-len", "64")
+    assert code == 0 and data["kv_cache"]["dtype"] == "float32", data["kv_cache"]
+    assert data["kv_cache"]["total_bytes"] == cached, (data["kv_cache"], cached)

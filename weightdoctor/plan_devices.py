@@ -4180,6 +4180,9 @@ def plan_devices(planned: PlannedModel, request: PlanRequest, source: str = "") 
     if request.kv_cache is not None:
         # an FP8 plan computes (and caches keys and values) at the dtype of its unquantized rest
         kv_dtype = _fp8_rest_dtype(planned.config) if planned.dtype == "fp8" else planned.dtype
+        if planned.dtype in ("int4", "int8") and planned.is_transformers:
+            # a quantized model computes (and caches) at the dtype its rest is built at: a float32 config's float32
+            kv_dtype = _built_float_dtype(planned.model) or kv_dtype
         kv = estimate_kv_cache(planned.config, kv_dtype, *request.kv_cache, length_source=request.kv_length_source)
         gpu_free = sum(max(0, capacities[k] - request.reserve - per_device.get(k, 0)) for k in capacities
                        if isinstance(k, int))
@@ -4219,6 +4222,16 @@ def plan_devices(planned: PlannedModel, request: PlanRequest, source: str = "") 
         warnings=warnings,
         unplaced=unplaced,
     )
+
+
+def _built_float_dtype(model: torch.nn.Module) -> str | None:
+    """The --dtype spelling of the first floating parameter's dtype of `model` (fp32, fp16, bf16, fp64), else None."""
+    spelled = {"float64": "fp64", "float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}
+    for parameter in model.parameters():
+        name = str(parameter.dtype).removeprefix("torch.")
+        if name in spelled:
+            return spelled[name]
+    return None
 
 
 def torchao_fqn_map_raises(planned: PlannedModel, device_map: Mapping[str, int | str]) -> str | None:
