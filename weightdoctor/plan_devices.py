@@ -20,7 +20,7 @@ import math
 import os
 import re
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -482,13 +482,55 @@ def torchao_element_size(config: Mapping[str, Any] | None) -> float | None:
     return 0.5 if match is not None and match.group(1) == "4" else 1.0
 
 
+def torchao_fqn_patterns(config: Mapping[str, Any] | None) -> list[str] | None:
+    """The keys of a torchao FqnToConfig (ModuleFqnToConfig, its old name) as transformers 5.25 saves it in
+    config.json (`quant_type.default._data.fqn_to_config`, else `module_fqn_to_config`): module or parameter names,
+    `re:` patterns and `_default`; None where the config is no FqnToConfig.
+
+    Example:
+        >>> torchao_fqn_patterns({"quantization_config": {"quant_method": "torchao", "quant_type": {"default": {
+        ...     "_type": "FqnToConfig", "_data": {"fqn_to_config": {"re:.*experts": {"_type": "X"}}}}}}})
+        ['re:.*experts']
+    """
+    if torchao_config_name(config) not in ("FqnToConfig", "ModuleFqnToConfig"):
+        return None
+    default = (config_quantization_settings(config) or {})["quant_type"]["default"]
+    data = default.get("_data")
+    data = data if isinstance(data, Mapping) else {}
+    for key in ("fqn_to_config", "module_fqn_to_config"):
+        patterns = data.get(key)
+        if isinstance(patterns, Mapping) and patterns:
+            return [str(pattern) for pattern in patterns]
+    return []
+
+
+def _fqn_matches(name: str, patterns: list[str]) -> bool:
+    """torchao's `fqn_matches_fqn_config`: `name` is a key of the FqnToConfig, or fully matches one of its `re:`
+    patterns (a pattern re cannot compile matches nothing here, where torchao would raise; one that may backtrack
+    for ever, `_match_cost`, is not run)."""
+    from weightdoctor.quantized import _match_cost
+
+    if name in patterns:
+        return True
+    for pattern in patterns:
+        if pattern.startswith("re:"):
+            try:
+                if _match_cost(f"(?:{pattern[3:]})\\Z") is not None and re.fullmatch(pattern[3:], name):
+                    return True
+            except re.error:
+                continue
+    return False
+
+
 def torchao_quantized_weights(model: torch.nn.Module, config: Mapping[str, Any] | None) -> set[str]:
-    """Names of the weights transformers' torchao quantizer counts at its element size, chosen as its
-    `param_needs_quantization` chooses them: the `weight` of every nn.Linear (subclasses too, not GPT-2's Conv1D),
-    and of every nn.Embedding where `include_input_output_embeddings` is set, whose name `should_convert_module`
-    accepts against `get_modules_to_not_convert` (the config's `modules_to_not_convert`, else the output embeddings
-    and tied modules; `_keep_in_fp32_modules`), the input and output embeddings taken back out of it with
-    `include_input_output_embeddings`.
+    """Names of the parameters (and buffers) transformers' torchao quantizer counts at its element size, chosen as
+    its `param_needs_quantization` chooses them among all `compute_module_sizes` counts: those whose name
+    `should_convert_module` accepts against `get_modules_to_not_convert` (the config's `modules_to_not_convert`,
+    else the output embeddings and tied modules; `_keep_in_fp32_modules`; the input and output embeddings taken
+    back out of it with `include_input_output_embeddings`), and then the `weight` of every nn.Linear (subclasses
+    too, not GPT-2's Conv1D) and nn.Embedding where `include_input_output_embeddings` is set; with an FqnToConfig
+    also every tensor whose own name or whose module's name its keys name (fused MoE experts' 3-D `gate_up_proj`,
+    a named module's bias), and every tensor of a quantizable module where it holds `_default`.
     """
     import torch
     from transformers.quantizers.base import HfQuantizer
@@ -506,8 +548,20 @@ def torchao_quantized_weights(model: torch.nn.Module, config: Mapping[str, Any] 
                                               getattr(model, "get_output_embeddings", None)) if getter is not None]
         names = [name for name, module in model.named_modules() if any(module is e for e in embeddings)]
         not_convert = [name for name in not_convert if name not in names]
-    return {f"{name}.weight" for name, module in model.named_modules()
-            if name and isinstance(module, quantizable) and should_convert_module(f"{name}.weight", not_convert)}
+    patterns = torchao_fqn_patterns(config)
+    chosen: set[str] = set()
+    for module_name, module in model.named_modules():
+        tensors = [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]
+        for leaf, _ in tensors:
+            name = f"{module_name}.{leaf}" if module_name else leaf
+            if not should_convert_module(name, not_convert):
+                continue
+            is_quantizable = bool(module_name) and isinstance(module, quantizable)
+            named = patterns is not None and (_fqn_matches(module_name, patterns) or _fqn_matches(name, patterns)
+                                              or ("_default" in patterns and is_quantizable))
+            if named or (is_quantizable and leaf == "weight"):
+                chosen.add(name)
+    return chosen
 
 
 def quantized_float_label(config: dict[str, Any] | None) -> str | None:
@@ -569,6 +623,22 @@ def default_dtype(checkpoint: Checkpoint) -> str:
         return DTYPE_ALIASES[resolved]
     chosen = _config_dtype(checkpoint.config or {}) or _checkpoint_float_dtype(checkpoint) or "float32"
     return DTYPE_ALIASES.get(chosen, "fp32")
+
+
+def _quantized_rest_dtype(checkpoint: Checkpoint) -> str:
+    """The torch dtype name a checkpoint its config quantizes to int4 / int8 (GPTQ, AWQ, bitsandbytes, torchao, ...)
+    is built at, which is what its unquantized rest (embeddings, norms, the modules the quantizer leaves, biases) is
+    held in: from_pretrained's dtype="auto" (the config's dtype, else the weights', `resolve_auto_dtype`) as those
+    quantizers' `update_dtype` leave it (GPTQ, EETQ, bitsandbytes, torchao and compressed-tensors take any; AWQ
+    turns bfloat16 into float16 on a GPU: the same bytes). float16, as before, where no float dtype is found.
+    """
+    from weightdoctor.check_dtype import resolve_auto_dtype
+
+    resolved = resolve_auto_dtype(checkpoint).dtype
+    if resolved in ("float64", "float32", "float16", "bfloat16"):
+        return resolved
+    said = DTYPE_ALIASES.get(_config_dtype(checkpoint.config or {}) or "", "")
+    return DTYPES[said][0] if said in FLOAT_DTYPES else "float16"
 
 
 def unbuildable_dtype_warning(config: dict[str, Any], dtype: str, weights_read: bool = True,
@@ -820,6 +890,7 @@ def build_planned_model(
             elif (add_on := _image_model_add_on(checkpoint)) is not None:
                 warnings.append(add_on)
     config_quantizer = None
+    mxfp4 = False
     stored_method: str | None = None  # a quantizer whose layers are sized at their stored bytes (no --dtype)
     stored_fallback = ""
     stored_how = ""  # its name and bits as the warnings say them: `higgs, 2-bit`
@@ -855,6 +926,12 @@ def build_planned_model(
             stored_fallback = (f"the config quantizes the weights ({stored_how}): planned at the floating dtype, "
                                "which over-sizes the Linear weights its quantizer keeps packed; the plan is an upper "
                                "bound")
+        elif found is not None and found[0] == "mxfp4" and _mxfp4_dequantized(checkpoint.config):
+            # It was said "an upper bound" that over-sizes what transformers keeps in 4 bits: it keeps nothing so.
+            warnings.append("the config quantizes the weights (mxfp4) with dequantize: true: transformers "
+                            "dequantizes the experts on every device, to the floating dtype planned here")
+        elif found is not None and found[0] == "mxfp4":
+            mxfp4 = True  # sized by the experts its quantizer swaps in once the model is built (`_keep_mxfp4`)
         elif found is not None and any(word in found[0] for word in ("fp8", "mxfp4", "fp4")):
             warnings.append(f"the config quantizes the weights ({found[0]}): planned at the floating dtype, which "
                             "over-sizes the Linear weights transformers keeps in 8 or 4 bits (about 2x or 4x); the "
@@ -955,10 +1032,16 @@ def build_planned_model(
                         warnings.append(
                             f"config.json's architecture {named} is no transformers class, and no auto_map names "
                             f"code for it: {builds}, the class from_pretrained loads it into")
-            model = _build_from_config(checkpoint.config, DTYPES[dtype][0], built_class)
+            # A checkpoint its config quantizes (int4 / int8) keeps its unquantized rest at the dtype
+            # from_pretrained(dtype="auto") picks, not at float16: a float32 config's embeddings and norms were
+            # half-sized.
+            built_dtype = _quantized_rest_dtype(checkpoint) if config_quantizer is not None else DTYPES[dtype][0]
+            model = _build_from_config(checkpoint.config, built_dtype, built_class)
             swapped = dtype in FLOAT_DTYPES and _is_bitnet(checkpoint.config)
             if swapped:
                 warnings.append(_keep_bitnet(model, checkpoint.config, DTYPES[dtype][0]))
+            if mxfp4:
+                warnings.append(_keep_mxfp4(model, checkpoint.config, dtype, binary_units))
             if dtype in FLOAT_DTYPES and _fp8_embeddings(checkpoint.config):
                 # Dequantized, transformers' FP8 quantizer still keeps the embedding tables it names in FP8.
                 try:
@@ -1170,11 +1253,39 @@ def _size_config_quantization(planned: PlannedModel, checkpoint: Checkpoint, qua
         # at its `quantized_element_size` (`torchao_element_size`), whatever the checkpoint stores beside it (the
         # `_weight_qdata` with its `_weight_scale`, `_weight_zero_point`): from_pretrained places by those sizes,
         # and so does this plan. The stored bytes would be a different map.
-        count = len(torchao_quantized_weights(planned.model, planned.config))
+        chosen = torchao_quantized_weights(planned.model, planned.config)
+        linear_weights = {f"{name}.weight" for name, module in planned.model.named_modules()
+                          if name and isinstance(module, torch.nn.Linear)}
+        # An FqnToConfig names what it quantizes: fused MoE experts' 3-D tensors, a named module's bias, which its
+        # quantizer sizes at its element size too (they were counted at the floating dtype).
+        fqn = torchao_fqn_patterns(planned.config) is not None
+        others = sorted(chosen - linear_weights) if fqn else []
+        count = len(chosen & linear_weights) if fqn else len(chosen)
+        named = (f", and {counted(len(others), 'other tensor')} its {torchao_config_name(planned.config)} names "
+                 f"({', '.join(others[:2])}{', ...' if len(others) > 2 else ''})") if others else ""
         planned.warnings.append(
-            f"{counted(count, 'Linear weight')} planned at {bits} bits ({size:g} byte a weight), as transformers' "
-            f"planner sizes the weights its torchao quantizer quantizes ({torchao_config_name(planned.config)}; "
-            "their scales and zero points not counted, for which the quantizer keeps 10% of every budget free)")
+            f"{counted(count, 'Linear weight')}{named} planned at {bits} bits ({size:g} byte a weight), as "
+            "transformers' planner sizes the weights its torchao quantizer quantizes "
+            f"({torchao_config_name(planned.config)}; their scales and zero points not counted, for which the "
+            "quantizer keeps 10% of every budget free)")
+        return
+    if not checkpoint.tensors and quantizer in _CONFIG_SIZED \
+            and (layers := _config_sized_layers(planned.model, planned.config, quantizer)) is not None:
+        # A config-only 4-bit HIGGS source: HiggsLinear's scales and tables count beside its packed weight, as
+        # from_pretrained's planner counts them (they were left out: "no quantized tensors to size them from").
+        from weightdoctor.units import format_bytes
+
+        planned.stored_bytes = {f"{name}.weight": size for name, (size, _) in layers.items()}
+        if quantizer == "eetq":
+            planned.stored_bytes |= _eetq_biases(planned.model, layers)
+        linears = [name for name, module in planned.model.named_modules()
+                   if name and isinstance(module, (Conv1D, torch.nn.Linear))]
+        planned.warnings.append(
+            f"the {counted(len(layers), 'quantized Linear layer')} of {len(linears)} are sized "
+            f"{_CONFIG_SIZED_HOW[quantizer]} ({format_bytes(sum(size for size, _ in layers.values()), binary)}), as "
+            "transformers' planner sizes the quantizer's own layers that replace them; the rest at the floating dtype")
+        planned.warnings.append(f"the {quantizer} quantizer keeps no headroom in the budgets (bitsandbytes keeps "
+                                "10%): none is kept here")
         return
     stored: dict[str, int] = {}
     children: dict[str, int] = {}
@@ -1229,9 +1340,26 @@ def _size_config_quantization(planned: PlannedModel, checkpoint: Checkpoint, qua
             "or tensor of the model built from its config (MoE "
             "experts, which transformers 5 builds fused): the modules they belong to are planned unquantized, an "
             "upper bound")
+    if quantizer == "eetq" and stored:
+        planned.stored_bytes = {**stored, **_eetq_biases(planned.model, quantized & {
+            name.removesuffix(".weight") for name in stored})}
     if not planned.quantizer_headroom:
         planned.warnings.append(f"the {quantizer} quantizer keeps no headroom in the budgets (bitsandbytes keeps "
                                 "10%): none is kept here")
+
+
+def _eetq_biases(model: torch.nn.Module, layers: Iterable[str]) -> dict[str, int]:
+    """{`<layer>.bias`: bytes} for each of `layers` (EETQ-quantized Linear layers) with a bias: EetqLinear makes its
+    bias in float16 whatever the model's dtype (a float32 or bfloat16 model's too: the same bytes for the latter),
+    and from_pretrained's planner counts it so."""
+    import torch
+
+    biases: dict[str, int] = {}
+    for name in layers:
+        bias = getattr(model.get_submodule(name), "bias", None)
+        if isinstance(bias, torch.nn.Parameter):
+            biases[f"{name}.bias"] = bias.numel() * 2
+    return biases
 
 
 def _held_bytes(info: TensorInfo, by_name: Mapping[str, TensorInfo], quantizer: str) -> int:
@@ -1276,8 +1404,11 @@ def _stored_sized_method(checkpoint: Checkpoint) -> str | None:
     found = quantization_of(checkpoint.config)
     if found is None or found[0] not in _STORED_SIZED or _loads_dense(checkpoint.config):
         return None
-    if not checkpoint.tensors and not (found[0] == "spqr" and _spqr_config_shapes(checkpoint.config)):
-        return None  # nothing to size from: SpQR's config alone gives its layers' sizes (`_spqr_config_shapes`)
+    if not checkpoint.tensors and not (found[0] == "spqr" and _spqr_config_shapes(checkpoint.config)) \
+            and found[0] not in _CONFIG_SIZED:
+        # nothing to size from: SpQR's config alone gives its layers' sizes (`_spqr_config_shapes`), HIGGS' and
+        # fbgemm_fp8's layers are made from the config alone (`_config_sized_layers`)
+        return None
     takes = _STORED_SIZED[found[0]]
     if takes is not None and default_dtype(checkpoint) not in takes:
         return None  # from_pretrained raises on this dtype (update_dtype): planned as before
@@ -1306,6 +1437,69 @@ def _spqr_config_shapes(config: Mapping[str, Any] | None) -> dict[str, dict[str,
                 and not isinstance(value, bool) and value >= 0:
             layers.setdefault(layer, {})[leaf] = value
     return {layer: leaves for layer, leaves in layers.items() if set(leaves) == set(_SPQR_LEAF_BYTES)}
+
+
+# The quantizers whose layers transformers makes from the config alone, whatever the checkpoint holds: HiggsLinear
+# (transformers/integrations/higgs.py) and FbgemmFp8Linear (integrations/fbgemm_fp8.py), which
+# `replace_with_higgs_linear` / `replace_with_fbgemm_fp8_linear` swap in for each nn.Linear the quantizer's
+# `get_modules_to_not_convert` leaves. A config-only source of them is sized so (`_config_sized_layers`).
+_CONFIG_SIZED = ("higgs", "fbgemm_fp8", "eetq")
+
+
+def _config_sized_layers(model: torch.nn.Module, config: Mapping[str, Any] | None,
+                         method: str) -> dict[str, tuple[int, set[str]]] | None:
+    """{Linear layer: (bytes, its tensors' names)} of every layer transformers' HIGGS, fbgemm_fp8 or EETQ quantizer
+    swaps in, as its layer holds them when from_pretrained makes its map, its bias aside (left to the model); None where
+    the quantizer could not build them (HiggsLinear asserts that its group size divides in_features and bits of 2,
+    3 or 4: from_pretrained raises there).
+
+    EetqLinear (pre-quantized): an int8 `weight` [in, out] and float16 `weight_scales` [out]. HiggsLinear(in, out,
+    bits): an int16 `weight` [out x bits / 16, in], `scales` [out, in / group_size], `tables`
+    [2^bits] and `tables2` [2^bits, 2^bits, 2] at the model's dtype (made inside from_pretrained's default-dtype
+    context). FbgemmFp8Linear (pre-quantized): a float8 `weight` [out, in], a float32 `weight_scale` [out, 1] and a
+    float32 `input_scale_ub` [1]. The layers are the nn.Linear (subclasses too) `should_convert_module` accepts
+    against `get_modules_to_not_convert(model, modules_to_not_convert, _keep_in_fp32_modules)`: the config's list,
+    else the output embeddings and tied modules.
+
+    Example:
+        >>> import torch
+        >>> model = torch.nn.Sequential(torch.nn.Linear(64, 32, dtype=torch.float16))
+        >>> _config_sized_layers(model, {"quantization_config": {"quant_method": "higgs", "bits": 2,
+        ...     "group_size": 64, "modules_to_not_convert": []}}, "higgs")["0"][0]  # 4 x 64 x 2 + 32 x 2 + 8 + 32 x 2
+        648
+    """
+    import torch
+    from transformers.quantizers.base import HfQuantizer
+    from transformers.quantizers.quantizers_utils import should_convert_module
+
+    settings = config_quantization_settings(config) or {}
+    skip = settings.get("modules_to_not_convert")
+    skip = [name for name in skip if isinstance(name, str)] if isinstance(skip, list) else None
+    keep_fp32 = getattr(model, "_keep_in_fp32_modules", None)
+    not_convert = HfQuantizer.get_modules_to_not_convert(model, skip, list(keep_fp32) if keep_fp32 else None)
+    bits, group = settings.get("bits", 4), settings.get("group_size", 256)  # HiggsConfig's defaults
+    if method == "higgs" and not (bits in (2, 3, 4) and isinstance(group, int) and not isinstance(group, bool)
+                                  and group > 0):
+        return None
+    layers: dict[str, tuple[int, set[str]]] = {}
+    for name, module in model.named_modules():
+        if not name or not isinstance(module, torch.nn.Linear) or not should_convert_module(name, not_convert):
+            continue
+        out_features, in_features = module.out_features, module.in_features
+        if method == "fbgemm_fp8":
+            layers[name] = (out_features * in_features + out_features * 4 + 4,
+                            {"weight", "weight_scale", "input_scale_ub"})
+            continue
+        if method == "eetq":  # EetqLinear: an int8 weight [in, out], float16 weight_scales [out]
+            layers[name] = (out_features * in_features + out_features * 2, {"weight", "weight_scales"})
+            continue
+        if in_features % group:
+            return None
+        itemsize = module.weight.element_size()
+        size = (out_features * bits // 16 * in_features * 2 + out_features * (in_features // group) * itemsize
+                + 2 ** bits * itemsize + 2 ** bits * 2 ** bits * 2 * itemsize)
+        layers[name] = (size, {"weight", "scales", "tables", "tables2"})
+    return layers
 
 
 # HQQLinear's stored tensors beside its packed `W_q` (HQQLinear.state_dict: the scales and zero points, and the
@@ -1401,12 +1595,18 @@ def _size_stored_layers(planned: PlannedModel, checkpoint: Checkpoint, method: s
         leaves.setdefault(owner, set()).add(leaf)
     # A config-only SpQR source: its layers as QuantizedLinear.create_placehodler builds them from the config's
     # shapes, which is all from_pretrained's planner sees of them too (it was planned dense, "an upper bound").
-    from_config = not checkpoint.tensors and method == "spqr"
-    if from_config:
+    from_config = not checkpoint.tensors and method in ("spqr", *_CONFIG_SIZED)
+    if from_config and method == "spqr":
         for layer, counts in _spqr_config_shapes(planned.config).items():
             if layer in linears:
                 held[layer] = sum(count * _SPQR_LEAF_BYTES[leaf] for leaf, count in counts.items())
                 leaves[layer] = set(counts)
+    elif from_config:
+        # A config-only HIGGS or fbgemm_fp8 source: its layers as the quantizer makes them from the config, which is
+        # what from_pretrained's planner counts too (it was planned dense, "an upper bound").
+        for layer, (size, names) in (_config_sized_layers(planned.model, planned.config, method) or {}).items():
+            if layer in linears:
+                held[layer], leaves[layer] = size, names
     quantized = {name for name, names in leaves.items() if names != {"weight"}}
     if method == "fbgemm_fp8":  # its layers keep a float8 `weight` beside `weight_scale`: packed by its dtype
         quantized = {name for name in quantized if "weight_scale" in leaves[name]}
@@ -1446,9 +1646,7 @@ def _size_stored_layers(planned: PlannedModel, checkpoint: Checkpoint, method: s
     planned.warnings.append(
         f"the config quantizes the weights ({how or method}): the {counted(len(weights), 'quantized Linear layer')} of "
         f"{len(linears)} are sized "
-        + ("from the shapes its config gives (SpQRConfig.shapes, which spqr_quant's QuantizedLinear is built from: "
-           "int64 dense_weights, int32 row_offsets, col_vals and in_perm; no weights were read)" if from_config
-           else "at the bytes the checkpoint stores for them")
+        + (_CONFIG_SIZED_HOW.get(method, "") if from_config else "at the bytes the checkpoint stores for them")
         + f" ({format_bytes(packed, binary)} where "
         f"{planned.dtype} weights take {format_bytes(dense, binary)}), as transformers' planner sizes the quantizer's "
         "own layers that replace them; the rest at the floating dtype; its quantizer keeps no headroom in the budgets"
@@ -1459,6 +1657,18 @@ def _size_stored_layers(planned: PlannedModel, checkpoint: Checkpoint, method: s
         + ("; its FbgemmFp8Linear layers hold their weight_scale, input_scale_ub and bias in float32 whatever the "
            "model's dtype, counted so" if method == "fbgemm_fp8" else ""))
     return True
+
+
+# How a config-only source's layers are sized, in words (`_size_stored_layers`' warning).
+_CONFIG_SIZED_HOW = {
+    "spqr": ("from the shapes its config gives (SpQRConfig.shapes, which spqr_quant's QuantizedLinear is built from: "
+             "int64 dense_weights, int32 row_offsets, col_vals and in_perm; no weights were read)"),
+    "higgs": ("from its config as transformers' HiggsLinear holds them (an int16 weight of bits / 16 a weight, "
+              "scales of one a group_size, the two tables; no weights were read)"),
+    "fbgemm_fp8": ("from its config as transformers' FbgemmFp8Linear holds them (a float8 weight, a float32 "
+                   "weight_scale a row and input_scale_ub; no weights were read)"),
+    "eetq": ("from its config as transformers' EetqLinear holds them (an int8 weight, float16 weight_scales and "
+             "bias; no weights were read)")}
 
 
 # GPTQ's and AWQ's stored tensors for one quantized Linear layer (its `bias` aside).
@@ -1631,6 +1841,60 @@ def _keep_fp8(model: torch.nn.Module, config: dict[str, Any], torch_dtype: str, 
     settings = {**(config_quantization_settings(config) or {}), **({"dequantize": True} if dequantize else {})}
     with fp8_experts_class_kept():
         _prepare_with_quantizer(model, settings, torch_dtype, "FP8")
+
+
+def _mxfp4_dequantized(config: dict[str, Any] | None) -> bool:
+    """An MXFP4 config that asks transformers to dequantize it (`dequantize: true`) on every device."""
+    settings = config_quantization_settings(config)
+    return settings is not None and settings.get("quant_method") == "mxfp4" and bool(settings.get("dequantize"))
+
+
+def _keep_mxfp4(model: torch.nn.Module, config: dict[str, Any], dtype: str, binary: bool = False) -> str:
+    """Swap in the experts transformers' MXFP4 quantizer swaps in before from_pretrained computes its map, and say
+    so in a line.
+
+    `replace_with_mxfp4_linear` replaces the experts of every GptOssMLP whose `<mlp>.experts` name
+    `should_convert_module` accepts against `get_modules_to_not_convert` (the config's modules_to_not_convert, else
+    the output embeddings; `_keep_in_fp32_modules`) by transformers' Mxfp4GptOssExperts(config): uint8
+    `gate_up_proj` [experts, 2 x intermediate, hidden / 2] and `down_proj` [experts, hidden, intermediate / 2], two
+    FP4 values a byte, beside float32 biases; no scales while the map is made, and no element size or headroom of
+    its own. It was planned as the dense experts at the floating dtype, "an upper bound" about 4x their bytes. That
+    is what it holds where it can run them (CUDA of compute capability 7.5 and above with triton >= 3.4 and the
+    kernels package, or an XPU); elsewhere its validate_environment dequantizes them (the line says so). The import
+    of the hub's triton kernels replace_with_mxfp4_linear makes is not run: the module is built by hand.
+    """
+    import torch
+    from transformers.integrations.mxfp4 import Mxfp4GptOssExperts
+    from transformers.quantizers.base import HfQuantizer
+    from transformers.quantizers.quantizers_utils import should_convert_module
+
+    settings = config_quantization_settings(config) or {}
+    skip = settings.get("modules_to_not_convert")
+    skip = [name for name in skip if isinstance(name, str)] if isinstance(skip, list) else None
+    keep_fp32 = getattr(model, "_keep_in_fp32_modules", None)
+    not_convert = HfQuantizer.get_modules_to_not_convert(model, skip, list(keep_fp32) if keep_fp32 else None)
+    swapped = 0
+    held = dense = 0
+    for name, module in list(model.named_modules()):
+        if type(module).__name__ != "GptOssMLP" or not should_convert_module(f"{name}.experts", not_convert):
+            continue
+        before = sum(t.numel() * t.element_size() for t in module.experts.parameters())
+        with torch.device("meta"):
+            module.experts = Mxfp4GptOssExperts(model.config)
+        swapped += 1
+        dense += before
+        held += sum(t.numel() * t.element_size() for t in module.experts.parameters())
+    from weightdoctor.units import format_bytes
+
+    if not swapped:
+        return ("the config quantizes the weights (mxfp4), but its quantizer swaps in no experts here (no GptOssMLP "
+                f"it converts): planned at {dtype}")
+    return (f"the config quantizes the weights (mxfp4): the experts of {counted(swapped, 'MLP layer')} are planned as "
+            "transformers' Mxfp4GptOssExperts holds them (uint8 gate_up_proj and down_proj, two FP4 values a byte, "
+            f"beside float32 biases: {format_bytes(held, binary)} where {dtype} experts take "
+            f"{format_bytes(dense, binary)}), the rest at {dtype}; that is what from_pretrained places on a GPU of "
+            "compute capability 7.5 and above with triton >= 3.4 and the kernels package installed; without them it "
+            f"dequantizes the experts to bf16 (--dtype bf16 plans that)")
 
 
 def _is_bitnet(config: dict[str, Any] | None) -> bool:
@@ -3891,6 +4155,8 @@ def plan_devices(planned: PlannedModel, request: PlanRequest, source: str = "") 
         suggestions = [s for s in suggestions if s.change not in (("disk",) if disk_only else ("cpu", "disk"))]
         if verdict in ("needs-cpu-offload", "needs-disk-offload"):
             verdict = "does-not-fit"
+    if planned.is_transformers and (raising := torchao_fqn_map_raises(planned, device_map)) is not None:
+        warnings.append(raising)
     kept_fp32 = keep_in_fp32_warning(planned, device_map, tensor_sizes, unplaced, request.binary_units)
     if kept_fp32:
         warnings.append(kept_fp32)
@@ -3914,6 +4180,9 @@ def plan_devices(planned: PlannedModel, request: PlanRequest, source: str = "") 
     if request.kv_cache is not None:
         # an FP8 plan computes (and caches keys and values) at the dtype of its unquantized rest
         kv_dtype = _fp8_rest_dtype(planned.config) if planned.dtype == "fp8" else planned.dtype
+        if planned.dtype in ("int4", "int8") and planned.is_transformers:
+            # a quantized model computes (and caches) at the dtype its rest is built at: a float32 config's float32
+            kv_dtype = _built_float_dtype(planned.model) or kv_dtype
         kv = estimate_kv_cache(planned.config, kv_dtype, *request.kv_cache, length_source=request.kv_length_source)
         gpu_free = sum(max(0, capacities[k] - request.reserve - per_device.get(k, 0)) for k in capacities
                        if isinstance(k, int))
@@ -3953,6 +4222,60 @@ def plan_devices(planned: PlannedModel, request: PlanRequest, source: str = "") 
         warnings=warnings,
         unplaced=unplaced,
     )
+
+
+def _built_float_dtype(model: torch.nn.Module) -> str | None:
+    """The --dtype spelling of the first floating parameter's dtype of `model` (fp32, fp16, bf16, fp64), else None."""
+    spelled = {"float64": "fp64", "float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}
+    for parameter in model.parameters():
+        name = str(parameter.dtype).removeprefix("torch.")
+        if name in spelled:
+            return spelled[name]
+    return None
+
+
+def torchao_fqn_map_raises(planned: PlannedModel, device_map: Mapping[str, int | str]) -> str | None:
+    """The warning for a torchao FqnToConfig model whose map places alone a module holding buffers of its own
+    (`model.rotary_emb`'s inv_freq), else None.
+
+    transformers 5.25's planner (`infer_auto_device_map`) counts the buffers of each module it places whole with
+    `compute_module_total_buffer_size(module, hf_quantizer)`, which asks the quantizer of each buffer by its name in
+    that module (`inv_freq`); the torchao quantizer's FqnToConfig branch splits that name at its last dot
+    (`param_name.rsplit(".", 1)`), and one without a dot raises ValueError ("not enough values to unpack"): its
+    from_pretrained(device_map="auto") fails on any map that splits the model so (measured with its own quantizer in
+    tests/test_plan_quantized4.py). A map of one entry, or a device_map passed by hand, is not made by that planner.
+    Said only where the installed transformers' quantizer still splits names so (its source read).
+    """
+    if torchao_fqn_patterns(planned.config) is None or len(device_map) < 2:
+        return None
+    alone = []
+    for name in device_map:
+        try:
+            module = planned.model.get_submodule(name)
+        except AttributeError:  # a parameter placed on its own
+            continue
+        if next(module.named_buffers(recurse=False), None) is not None:
+            alone.append(name)
+    if not alone:
+        return None
+    import inspect
+
+    from transformers.quantizers.quantizer_torchao import TorchAoHfQuantizer
+
+    from weightdoctor.quantized import transformers_label
+
+    try:  # said only of a transformers whose quantizer still splits every name so
+        if 'module_fqn, _ = param_name.rsplit(".", 1)' not in inspect.getsource(
+                TorchAoHfQuantizer.param_needs_quantization):
+            return None
+    except (OSError, TypeError):  # no source to read: nothing said
+        return None
+    return ("from_pretrained(device_map=\"auto\") raises on this model in " + transformers_label()
+            + " (ValueError: not enough values to unpack): placing " + ", ".join(alone[:2])
+            + (", ..." if len(alone) > 2 else "")
+            + " alone, its planner asks the torchao quantizer about a buffer by a name without a dot, which its "
+            "FqnToConfig branch cannot split; pass this map as device_map (weightdoctor plan-devices --json gives "
+            "it) or fit the model on one device")
 
 
 def bnb_offload_warning(
