@@ -263,3 +263,37 @@ def test_a_link_to_a_deleted_blob_offline_says_hf_download_needs_the_hub(tmp_pat
     message = " ".join(result.stderr.split())
     assert f"download it again with `hf download org/gone --revision {commit_of('gone')}` or delete the snapshot, " \
            "with HF_HUB_OFFLINE unset: offline, hf download says 'Downloaded' and fetches nothing" in message
+
+
+def test_a_renumbered_layer_against_a_class_with_a_base_prefix_gets_its_rename(tmp_path: Path) -> None:
+    """A Llama whose layer 1 was saved as `model.layers.7.`: against LlamaForCausalLM, diff-keys said "no rename
+    makes more of the model load with from_pretrained", having tried `^model\\.layers\\.7\\.=layers.0.` (layer 0's
+    name with the base-model prefix stripped, which transformers does not strip in a checkpoint that has it)."""
+    import torch
+    from safetensors.torch import load_file, save_file
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+    model = LlamaForCausalLM(config).eval()
+    original = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+    folder = tmp_path / "renumbered"
+    model.save_pretrained(folder)
+    weights = load_file(folder / "model.safetensors")
+    for name in [name for name in weights if name.startswith("model.layers.1.")]:
+        weights[name.replace("model.layers.1.", "model.layers.7.")] = weights.pop(name)
+    save_file(weights, str(folder / "model.safetensors"), metadata={"format": "pt"})
+
+    loaded, info = LlamaForCausalLM.from_pretrained(folder, output_loading_info=True)  # the library's own report
+    said = json_report("diff-keys", str(folder), "--model-class", "LlamaForCausalLM")
+    assert {issue["name"] for issue in said["missing"]} == set(info["missing_keys"])
+    assert {issue["name"] for issue in said["unexpected"]} == set(info["unexpected_keys"])
+    assert [rename["flag"] for rename in said["suggested_renames"]] == [
+        "--rename '^model\\.layers\\.7\\.=model.layers.1.'"]  # was none
+    assert "no rename makes more of the model load with from_pretrained" not in said["notes"]
+    assert said["matched_after_renames"] == said["total_b"]
+    assert any("model.layers.7 has the names and shapes of B's model.layers.1" in note for note in said["notes"])
+    fixed = tmp_path / "fixed"
+    assert run_cli("convert", str(folder), "-o", str(fixed), *_flags(said)).exit_code == 0
+    _loads_as_the_original(fixed, original, folder)

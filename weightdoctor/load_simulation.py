@@ -30,6 +30,7 @@ from weightdoctor.diff_keys import (
     build_report,
     foreign_layout,
     is_quantizer_name,
+    renumbering_note,
     renumbering_renames,
     specs_from_tensors,
     suggest_renames,
@@ -699,9 +700,16 @@ def diff_against_model(
         prefix = model.base_model_prefix
         targets = {n: s.shape for n, s in specs_b.items() if n not in layout_whys}
         if prefix:
+            # The names transformers adds or strips the base-model prefix to reach, for the model's keys A does not
+            # fill: an alias of a key that loads is taken (a renumbered `model.layers.7.` was renamed onto
+            # `layers.0.`, layer 0's alias, and no rename was offered). transformers strips or adds the prefix
+            # only for a checkpoint none of whose keys has it: then a stripped name is one to reach.
+            strips = not any(name.startswith(prefix + ".") for name in renamed_a)
             for name, spec in specs_b.items():
-                targets.setdefault(name.removeprefix(prefix + "."), spec.shape)
-                targets.setdefault(f"{prefix}.{name}", spec.shape)
+                if name in sim.missing:
+                    if strips:
+                        targets.setdefault(name.removeprefix(prefix + "."), spec.shape)
+                    targets.setdefault(f"{prefix}.{name}", spec.shape)
         # A's keys that load: none whose name, as transformers renames it, is unexpected (all the experts a
         # WeightConverter would merge into one unexpected name, not only the one recorded as its source).
         unexpected_sources = {sim.unexpected_sources.get(n, n) for n in sim.unexpected}
@@ -768,6 +776,8 @@ def diff_against_model(
         if not check.unexpected and not (wrong & set(sim.renumbered_experts)):
             flags = " ".join(rename.as_flag() for rename in fix)
             for name, (old, new) in sim.renumbered_experts.items():
+                if name not in layout_whys:  # listed as mismatched, with its own detail
+                    continue
                 reason, severity, detail = layout_whys[name]
                 layout_whys[name] = (reason, severity, f"{detail}; {flags} gives A's {old.rstrip('.')} the "
                                      f"number {new.rstrip('.').rpartition('.')[2]} the model lacks")
@@ -776,6 +786,8 @@ def diff_against_model(
                            for rename in fix]
             after = len(specs_b) - len(wrong)
             fixed_by_renames.update(dict.fromkeys(sim.renumbered_experts, len(fix) - 1))
+    if note := renumbering_note(suggestions):
+        notes.append(note)
     if gguf_config:
         notes.append("the config's quantization_config is GGUF's (quant_method: gguf), which packs only weights read "
                      "from a .gguf file (from_pretrained's gguf_file=): from_pretrained loads A's weights as they are "
