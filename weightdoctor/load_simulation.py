@@ -701,14 +701,11 @@ def diff_against_model(
         targets = {n: s.shape for n, s in specs_b.items() if n not in layout_whys}
         if prefix:
             # The names transformers adds or strips the base-model prefix to reach, for the model's keys A does not
-            # fill: an alias of a key that loads is taken (a renumbered `model.layers.7.` was renamed onto
-            # `layers.0.`, layer 0's alias, and no rename was offered). transformers strips or adds the prefix
-            # only for a checkpoint none of whose keys has it: then a stripped name is one to reach.
-            strips = not any(name.startswith(prefix + ".") for name in renamed_a)
+            # fill only: an alias of a key that loads is taken (a renumbered `model.layers.7.` was renamed onto
+            # `layers.0.`, layer 0's alias, two keys for one weight, and the report said no rename helps).
             for name, spec in specs_b.items():
                 if name in sim.missing:
-                    if strips:
-                        targets.setdefault(name.removeprefix(prefix + "."), spec.shape)
+                    targets.setdefault(name.removeprefix(prefix + "."), spec.shape)
                     targets.setdefault(f"{prefix}.{name}", spec.shape)
         # A's keys that load: none whose name, as transformers renames it, is unexpected (all the experts a
         # WeightConverter would merge into one unexpected name, not only the one recorded as its source).
