@@ -3993,21 +3993,29 @@ def _candidate_renames(
     else:
         # One dotted component renamed in place (`encoder.layers.3.x` -> `encoder.layer.3.x`).
         by_hole: dict[tuple[str, int], set[str]] = defaultdict(set)
+        # The same for one number: an expert or a layer saved under another number (a pruning script that kept
+        # the old numbers: `experts.9` for the model's `experts.2`), voted for by the module's whole prefix.
+        by_number: dict[tuple[str, int], set[str]] = defaultdict(set)
         for target in targets:
             parts = target.split(".")
             if len(parts) > MAX_RENAME_PARTS:
                 continue
             for i, part in enumerate(parts):
-                if not part.isdigit():
-                    by_hole[(".".join(parts[:i] + ["\0"] + parts[i + 1:]), i)].add(part)
+                holes = by_number if part.isdigit() else by_hole
+                holes[(".".join(parts[:i] + ["\0"] + parts[i + 1:]), i)].add(part)
         for name in sample:
             parts = name.split(".")
             if len(parts) > MAX_RENAME_PARTS:
                 continue
             for i, part in enumerate(parts):
-                for target_part in by_hole.get((".".join(parts[:i] + ["\0"] + parts[i + 1:]), i), ()):
+                hole = (".".join(parts[:i] + ["\0"] + parts[i + 1:]), i)
+                for target_part in by_hole.get(hole, ()) if not part.isdigit() else ():
                     if target_part != part:
                         votes[("segment", part, target_part)] += 1
+                for target_part in by_number.get(hole, ()) if part.isdigit() else ():
+                    if target_part != part:
+                        module = ".".join(parts[:i])
+                        votes[("number", f"{module}.{part}".lstrip("."), f"{module}.{target_part}".lstrip("."))] += 1
             # One dotted component dropped (`query.base_layer.weight` -> `query.weight`, PEFT's wrapped layers),
             # or a run of up to three: FSDP1 with activation checkpointing wraps every block in two modules
             # (`layers.0._fsdp_wrapped_module._checkpoint_wrapped_module.attn.weight`), and dropping either
@@ -4051,9 +4059,92 @@ def _candidate_renames(
                 literals[renames[-1]] = (old, new, ())
         elif kind == "drop":
             renames.append(Rename(rf"\.{_escape(old)}\.", "."))
+        elif kind == "number":
+            renames += _renumberings(old, new, unmatched, literals)
         else:
             renames.append(Rename(rf"(?<![^.]){_escape(old)}(?![^.])", new.replace("\\", "\\\\")))
     return renames
+
+
+def _renumberings(old: str, new: str, unmatched: Sequence[str],
+                  literals: dict[Rename, tuple[str, str, tuple[str, ...]]] | None) -> list[Rename]:
+    """The renames that give the module numbered `old` (`model.layers.1.mlp.experts.9`) the number of `new`
+    (`...experts.2`): by the component before the number alone (`experts\\.9\\.`, which renumbers that expert of
+    every layer; the search keeps it only where it unmatches no key), then by the whole prefix, anchored.
+
+    Example:
+        >>> [r.as_flag() for r in _renumberings("m.1.experts.9", "m.1.experts.2", [], None)]
+        ["--rename 'experts\\\\.9\\\\.=experts.2.'", "--rename '^m\\\\.1\\\\.experts\\\\.9\\\\.=m.1.experts.2.'"]
+    """
+    renames = []
+    module, _, number = old.rpartition(".")
+    last = module.rpartition(".")[2]
+    if last and not last.isdigit():
+        short = f"{last}.{number}."
+        # `shared_experts.9.` holds `experts.9.` too: such a name among the unmatched ones gets a name boundary.
+        bounded = any(map(re.compile("[^.]" + re.escape(short)).search, unmatched))
+        renames.append(Rename(("(?<![^.])" if bounded else "") + _escape(short),
+                              f"{last}.{new.rpartition('.')[2]}.".replace("\\", "\\\\")))
+    anchored = Rename("^" + _escape(old + "."), (new + ".").replace("\\", "\\\\"))
+    if literals is not None:
+        literals[anchored] = (old + ".", new + ".", ())
+    return [*renames, anchored]
+
+
+_RENUMBERING = re.compile(r"^(?:\^|\(\?<!\[\^\.\]\))?(?P<module>(?:[^\\]|\\\.)*?)\\\.(?P<old>\d+)\\\.$")
+
+
+def renumbering_renames(moves: Sequence[tuple[str, str]], names: Sequence[str]) -> list[Rename]:
+    """Renames that move every key under each old prefix of `moves` to its new prefix and touch no other of
+    `names`: one short rename by the component before the number (`experts\\.9\\.=experts.2.`) where it does
+    so for all of them, else one anchored rename a move.
+
+    Example:
+        >>> names = ["m.0.experts.9.w", "m.0.experts.1.w", "m.1.experts.9.w"]
+        >>> [r.as_flag() for r in renumbering_renames([("m.0.experts.9.", "m.0.experts.2.")], names)]
+        ["--rename '^m\\\\.0\\\\.experts\\\\.9\\\\.=m.0.experts.2.'"]
+    """
+    shorts = {(old.rstrip(".").rpartition(".")[0].rpartition(".")[2], old.rstrip(".").rpartition(".")[2],
+               new.rstrip(".").rpartition(".")[2]) for old, new in moves}
+    if len(shorts) == 1:
+        last, old_number, new_number = next(iter(shorts))
+        if last and not last.isdigit():
+            short = Rename("(?<![^.])" + _escape(f"{last}.{old_number}."), f"{last}.{new_number}.")
+            touched = set(filter(re.compile(short.pattern).search, names))
+            under = {name for name in names if name.startswith(tuple(old for old, _ in moves))}
+            if touched == under:
+                plain = Rename(_escape(f"{last}.{old_number}."), short.replacement)
+                return [plain if set(filter(re.compile(plain.pattern).search, names)) == under else short]
+    return [Rename("^" + _escape(old), new.replace("\\", "\\\\")) for old, new in moves]
+
+
+def renumbering_note(suggestions: Sequence[SuggestedRename]) -> str:
+    """What the suggested renames that only renumber a module (`experts\\.9\\.=experts.2.`) rest on, or "".
+
+    Such a rename is read from names and shapes alone: A's module under a number B lacks, B's under a number A
+    lacks, the same names and shapes below them. The values are not compared, so the note says how to check them.
+
+    Example:
+        >>> renumbering_note([SuggestedRename("experts\\\\.9\\\\.", "experts.2.", "", 3)])[:63]
+        "A's experts.9 has the names and shapes of B's experts.2, which "
+    """
+    said = []
+    for suggestion in suggestions:
+        found = _RENUMBERING.match(suggestion.pattern)
+        if found is None:
+            continue
+        module = found["module"].replace("\\", "")
+        # The replacement is the same module under another number (`experts.2.`), nothing else.
+        number = re.fullmatch(re.escape(module) + r"\.(\d+)\.", suggestion.replacement)
+        if number is None or number[1] == found["old"]:
+            continue
+        new = number[1]
+        said.append(f"A's {module}.{found['old']} has the names and shapes of B's {module}.{new}, which A lacks")
+    if not said:
+        return ""
+    return ("; ".join(said) + ": a module saved under another number (a pruning or merging script that kept the old "
+            "numbers saves it so), which the suggested rename gives B's number. Names and shapes agree, values are "
+            "not compared: check it is that module, with --values and the rename")
 
 
 def _complete_strips(
@@ -5384,6 +5475,7 @@ def _diff_specs(
                 list(shapes_a), [Rename(s.pattern, s.replacement) for s in suggestions])
             # Keys whose new name is one of B's with the same shape (a name not in B gets None: no match).
             after = sum(map(eq, map(shapes_b.get, fixed), shapes_a.values()))
+            layout_note = "; ".join(filter(None, (layout_note, renumbering_note(suggestions))))
     if model_renamings is not None and diff.missing and diff.unexpected and not adapter_whys:
         renamed_whys, renamed_note = per_model_renames(renamed_a, specs_b, diff.unexpected, diff.missing,
                                                        suggestions, model_renamings, model_class_command)

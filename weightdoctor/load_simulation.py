@@ -30,6 +30,8 @@ from weightdoctor.diff_keys import (
     build_report,
     foreign_layout,
     is_quantizer_name,
+    renumbering_note,
+    renumbering_renames,
     specs_from_tensors,
     suggest_renames,
 )
@@ -80,6 +82,9 @@ class LoadSimulation:
     conversion_errors: dict[str, str] = field(default_factory=dict)
     non_tensor_targets: set[str] = field(default_factory=set)  # model keys a non-tensor entry of A names
     misnumbered_experts: dict[str, str] = field(default_factory=dict)
+    # model key -> (A's experts' prefix under the number the model lacks, the same under the lacking number):
+    # one expert renumbered (`...experts.9.` for `...experts.2.`), which a rename puts back in its slot.
+    renumbered_experts: dict[str, tuple[str, str]] = field(default_factory=dict)
 
 
 @contextlib.contextmanager
@@ -390,10 +395,12 @@ def simulate_from_pretrained(
                 continue
             # The model's experts: the first axis of the 3-D parameter the converter stacks them into.
             stacked = meta_state_dict.get(first_name)
-            numbering = _expert_numbering(mapping, first_name, stacked.shape[0] if stacked is not None
-                                          and stacked.dim() == 3 else None)
+            numbering, renumbered = _expert_numbering(mapping, first_name, stacked.shape[0] if stacked is not None
+                                                      and stacked.dim() == 3 else None)
             if numbering:
                 sim.misnumbered_experts[first_name] = numbering
+            if renumbered is not None:
+                sim.renumbered_experts[first_name] = renumbered
             try:
                 # Without loading_info, transformers raises the op's own exception instead of logging it.
                 realized = mapping.convert(first_name, model=model, config=model.config, hf_quantizer=None)
@@ -423,10 +430,12 @@ def simulate_from_pretrained(
     return sim
 
 
-def _expert_numbering(mapping: Any, target: str, experts: int | None) -> str:
+def _expert_numbering(mapping: Any, target: str, experts: int | None) -> tuple[str, tuple[str, str] | None]:
     """Which of A's expert numbers a stacking WeightConverter (MergeModulelist) collected for `target` are not
     0 to N-1 for every projection, said with A's keys; "" where they are, or the converter stacks no experts. N is
     `experts`, the model's (the first axis of `target`), where known, else the most experts a projection holds.
+    With it, where every projection lacks the same one number and holds the same one number past N under one
+    prefix (one expert renumbered): (that prefix with the number past N, with the lacking one), else None.
 
     transformers stacks the per-expert tensors in the order of their numbers and never reads the numbers
     themselves: a projection one expert lacks makes the merge raise (a bare "Sizes of tensors must match"), and a
@@ -440,15 +449,15 @@ def _expert_numbering(mapping: Any, target: str, experts: int | None) -> str:
     try:
         from transformers.core_model_loading import MergeModulelist
     except ImportError:  # a transformers whose converters are not where 5.25 keeps them: not judged
-        return ""
+        return "", None
     if not any(isinstance(op, MergeModulelist) for op in getattr(mapping, "operations", ())):
-        return ""
+        return "", None
     sources = sorted(getattr(mapping, "layer_targets", {}).get(target, ()))
     # source pattern -> expert number -> A's key with that number as `*` (the same for every number)
     numbered: dict[str, dict[int, str]] = {}
     for pattern in mapping.source_patterns:
         if pattern.count("*.") != 1:  # one wildcard, the expert's number: another layout is not judged here
-            return ""
+            return "", None
         head, tail = pattern.split("*.")
         # The wildcard as transformers compiles it (`.*\.`), its number captured; a pattern ends on a name boundary.
         regex = re.compile(f"{head}(\\d+)\\.{tail}" + ("(?!\\w)" if re.search(r"[a-zA-Z0-9]$", tail) else ""))
@@ -466,9 +475,14 @@ def _expert_numbering(mapping: Any, target: str, experts: int | None) -> str:
         if numbers and set(numbers) != expected:
             families.setdefault(tuple(sorted(numbers)), []).append(next(iter(numbers.values())))
     said: list[str] = []
+    moves: set[tuple[str, str]] = set()
     for numbers, names in families.items():
         lacking = sorted(expected - set(numbers))
         beyond = sorted(set(numbers) - expected)
+        if len(lacking) == len(beyond) == 1:
+            for name in names:
+                module = name.split("*", 1)[0]  # `...experts.` (the number was the key's one wildcard)
+                moves.add((f"{module}{beyond[0]}.", f"{module}{lacking[0]}."))
         gaps = "; ".join(part for part in (f"no {_numbers(lacking, 4)}" if lacking else "",
                                            f"{_numbers(beyond, 4)} past the model's {count} experts" if beyond else "")
                          if part)
@@ -478,7 +492,9 @@ def _expert_numbering(mapping: Any, target: str, experts: int | None) -> str:
         if len(numbers) == count and moved:
             text += f": expert {_numbers(moved, 3)}"
         said.append(text)
-    return "; ".join(said)
+    # One move for every projection of the layer; a projection renumbered otherwise (or not at all) gets none.
+    whole = len(moves) == 1 and len(families) == 1 and sum(map(len, families.values())) == len(numbered)
+    return "; ".join(said), next(iter(moves)) if whole else None
 
 
 def _numbers(numbers: Sequence[int], most: int) -> str:
@@ -684,9 +700,13 @@ def diff_against_model(
         prefix = model.base_model_prefix
         targets = {n: s.shape for n, s in specs_b.items() if n not in layout_whys}
         if prefix:
+            # The names transformers adds or strips the base-model prefix to reach, for the model's keys A does not
+            # fill only: an alias of a key that loads is taken (a renumbered `model.layers.7.` was renamed onto
+            # `layers.0.`, layer 0's alias, two keys for one weight, and the report said no rename helps).
             for name, spec in specs_b.items():
-                targets.setdefault(name.removeprefix(prefix + "."), spec.shape)
-                targets.setdefault(f"{prefix}.{name}", spec.shape)
+                if name in sim.missing:
+                    targets.setdefault(name.removeprefix(prefix + "."), spec.shape)
+                    targets.setdefault(f"{prefix}.{name}", spec.shape)
         # A's keys that load: none whose name, as transformers renames it, is unexpected (all the experts a
         # WeightConverter would merge into one unexpected name, not only the one recorded as its source).
         unexpected_sources = {sim.unexpected_sources.get(n, n) for n in sim.unexpected}
@@ -737,6 +757,34 @@ def diff_against_model(
                     step = next((i for i, still in enumerate(still_reported) if name not in still), None)
                     if step is not None:
                         fixed_by_renames[name] = step
+    if sim.renumbered_experts and not suggestions:
+        # One expert of a layer saved under another number: the rename that gives it its number back, checked
+        # as from_pretrained loads it (every expert in its slot once renamed).
+        moves = sorted(set(sim.renumbered_experts.values()))
+        fix = renumbering_renames(moves, list(renamed_a))
+        cls, config = fresh_model_args
+        import torch
+
+        with torch.device("meta"):
+            fresh = cls._from_config(config) if hasattr(cls, "_from_config") else cls(config)
+        fixed = apply_renames(renamed_a, fix)
+        check = simulate_from_pretrained(fresh, {fixed[n]: s.shape for n, s in renamed_a.items()})
+        wrong = check.missing | set(check.misnumbered_experts) | {name for name, _, _ in check.mismatched}
+        if not check.unexpected and not (wrong & set(sim.renumbered_experts)):
+            flags = " ".join(rename.as_flag() for rename in fix)
+            for name, (old, new) in sim.renumbered_experts.items():
+                if name not in layout_whys:  # listed as mismatched, with its own detail
+                    continue
+                reason, severity, detail = layout_whys[name]
+                layout_whys[name] = (reason, severity, f"{detail}; {flags} gives A's {old.rstrip('.')} the "
+                                     f"number {new.rstrip('.').rpartition('.')[2]} the model lacks")
+            suggestions = [SuggestedRename(rename.pattern, rename.replacement, rename.as_flag(),
+                                           sum(1 for n in renamed_a if fixed[n] != n and rename.apply(n) != n))
+                           for rename in fix]
+            after = len(specs_b) - len(wrong)
+            fixed_by_renames.update(dict.fromkeys(sim.renumbered_experts, len(fix) - 1))
+    if note := renumbering_note(suggestions):
+        notes.append(note)
     if gguf_config:
         notes.append("the config's quantization_config is GGUF's (quant_method: gguf), which packs only weights read "
                      "from a .gguf file (from_pretrained's gguf_file=): from_pretrained loads A's weights as they are "

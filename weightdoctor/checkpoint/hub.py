@@ -220,6 +220,16 @@ def hub_offline() -> bool:
     return _offline_variable() is not None
 
 
+def offline_download_caveat() -> str:
+    """`", with HF_HUB_OFFLINE unset: ..."` to follow an `hf download` to paste while huggingface_hub is offline,
+    else "". Offline, `hf download` answers from the cache: for a snapshot that lacks a shard or holds a link to a
+    deleted blob it prints "Downloaded" and the snapshot's path and fetches nothing."""
+    variable = _offline_variable()
+    if variable is None:
+        return ""
+    return f", with {variable} unset: offline, hf download says 'Downloaded' and fetches nothing"
+
+
 _PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
 _unreachable: dict[str, str | None] = {}  # endpoint -> why it cannot be reached (None: it can), once per process
 

@@ -39,6 +39,7 @@ from weightdoctor.checkpoint.hub import (
     linked_snapshot_note,
     looks_like_repo_id,
     normalize_revision,
+    offline_download_caveat,
     remote_structure,
     repo_cached,
     resolve_repo_id,
@@ -2115,7 +2116,8 @@ def _dangling_message(link: Path) -> str:
         again = f"with `{download_command(repo.removeprefix('models--').replace('--', '/'), snapshot.name)}`"
     else:  # no repo to name: `hf download <repo id>` pasted was a shell redirection from a file `repo`
         again = "with hf download, given the repo id,"  # (huggingface-cli is gone since huggingface_hub 1.0)
-    return f"is a link to {target}, {what} ({why}); download it again {again} or delete the snapshot"
+    return f"is a link to {target}, {what} ({why}); download it again {again} or delete the snapshot" + (
+        offline_download_caveat() if repo.startswith("models--") else "")
 
 
 def explicit_weights_name(config: Any) -> str | None:
@@ -2690,9 +2692,9 @@ def named_by_repo(exc: WeightDoctorError, snapshot: Path, source: str, revision:
     hint = None
     if missing:
         hint = (f"the snapshot lacks {len(missing)} of the index's {counted(len(shards), 'shard', grouped=False)}"
-                + (f" and {cut}" if unfinished else "") + f": fetch them with `{again}`")
+                + (f" and {cut}" if unfinished else "") + f": fetch them with `{again}`{offline_download_caveat()}")
     elif unfinished:
-        hint = f"{cut}: run `{again}` again"
+        hint = f"{cut}: run `{again}` again{offline_download_caveat()}"
     others = _other_snapshots_with_weights(snapshot) if isinstance(exc, SourceNotFound) else []
     if others:
         # refs/main moved to a commit fetched in part (a config read after the repo changed): offline, the
