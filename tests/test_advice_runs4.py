@@ -329,3 +329,247 @@ def test_rwkv_note_names_the_file_not_repo_and_file(tmp_path: Path) -> None:
     note = _note(data["notes"], "RWKV-4 layout")
     assert "(A's: RWKV-4-Pile-tiny.pth)" in note and f"(such as {tmp_path / 'RWKV-4-Pile-tiny-hf'})" in note, note
     assert "does not ship" in note and not any(placeholder in note for placeholder in _PLACEHOLDERS), note
+
+
+# --- 2. torch.load(path, ...) in refusals: the file as typed, and a state dict written beside it --------------------
+
+
+def _snippet(line: str, start: str) -> str:
+    """The Python a refusal gives from `start` through the torch.save(...) call after it, as pasted."""
+    from tests.test_advice_runs import _call
+
+    at = line.index(start)
+    save = line.index("torch.save(", at)
+    return line[at:save] + _call(line[save:], "torch.save")
+
+
+def _pasted(code: str, cwd: Path) -> None:
+    """`code` run as pasted into `python` where the user stands (the folder importable, as code of theirs is)."""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=cwd,
+                          env={**os.environ, "PYTHONPATH": str(cwd)})
+    assert done.returncode == 0, (code, done.stderr)
+
+
+_NET = ("import torch\n\n\nclass Net(torch.nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+        "        self.fc = torch.nn.Linear(4, 2)\n")
+
+
+@pytest.mark.parametrize("in_a_dict", [False, True])
+def test_a_whole_pickled_model_gives_a_load_and_save_that_run(tmp_path: Path, in_a_dict: bool) -> None:
+    """torch.save(model): "torch.load(path, weights_only=False) rebuilds the model (...), and
+    torch.save(model.state_dict(), 'weights.pt')" pasted was a NameError on `path`, then on `model`, and wrote
+    weights.pt where the user stood. It now loads the file as typed, takes the model (from its dict's entry), and
+    writes its state dict beside the file, which weightdoctor then reads: the model's own tensors."""
+    (tmp_path / "mynet.py").write_text(_NET)
+    made = subprocess.run([sys.executable, "-c", (
+        "import torch, mynet; torch.manual_seed(0); net = mynet.Net(); "
+        f"torch.save({{'epoch': 3, 'model': net}} if {in_a_dict} else net, {ODD + '.pt'!r}); "
+        "torch.save(net.state_dict(), 'reference.pt')")], cwd=tmp_path, env={**os.environ, "PYTHONPATH": "."},
+        capture_output=True, text=True)
+    assert made.returncode == 0, made.stderr
+    from tests.test_advice_runs import _refusal
+
+    line = _refusal(f"{ODD}.pt", tmp_path)
+    code = _snippet(line, "import torch; obj = ")
+    assert "'weights.pt'" not in line and "torch.load(path" not in line, line
+    _pasted(code, tmp_path)
+    written = tmp_path / f"{ODD}.state_dict.pt"
+    reference = torch.load(tmp_path / "reference.pt", weights_only=True)
+    saved = torch.load(written, weights_only=True)
+    assert sorted(saved) == ["fc.bias", "fc.weight"] and all(torch.equal(saved[k], reference[k]) for k in saved)
+    report = json.loads(run_subprocess("inspect", written.name, "--json", cwd=tmp_path).stdout)
+    assert report["num_tensors"] == 2
+
+
+def test_a_yolov5_checkpoint_gives_a_load_that_runs_in_a_clone(tmp_path: Path) -> None:
+    """YOLOv5: "torch.load(path, weights_only=False)['model'].float().state_dict(), and save that state dict" now
+    runs pasted in a clone of ultralytics/yolov5 (here: its models.yolo module where the user stands) and writes the
+    state dict beside the file; a second paste writes a second file, not over the first."""
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "__init__.py").write_text("")
+    (tmp_path / "models" / "yolo.py").write_text(
+        "import torch\n\n\nclass Model(torch.nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+        "        self.model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3))\n")
+    made = subprocess.run([sys.executable, "-c", (
+        "import torch; from models.yolo import Model; torch.manual_seed(0); m = Model().half(); "
+        "torch.save({'epoch': -1, 'model': m, 'ema': None, 'optimizer': None, 'opt': {}}, 'yolov5s.pt'); "
+        "torch.save(m.float().state_dict(), 'reference.pt')")], cwd=tmp_path, env={**os.environ, "PYTHONPATH": "."},
+        capture_output=True, text=True)
+    assert made.returncode == 0, made.stderr
+    from tests.test_advice_runs import _refusal
+
+    line = _refusal("yolov5s.pt", tmp_path)
+    code = _snippet(line, "import torch; torch.save(")
+    _pasted(code, tmp_path)
+    saved = torch.load(tmp_path / "yolov5s.state_dict.pt", weights_only=True)
+    reference = torch.load(tmp_path / "reference.pt", weights_only=True)
+    assert sorted(saved) == sorted(reference) and all(torch.equal(saved[k], reference[k]) for k in saved)
+    again = _snippet(_refusal("yolov5s.pt", tmp_path), "import torch; torch.save(")
+    assert "'yolov5s.state_dict-2.pt'" in again, again
+
+
+def test_a_demucs_package_gives_a_load_that_runs(tmp_path: Path) -> None:
+    """Demucs: "torch.load(path, weights_only=False)['state'] is the state dict: save it with safetensors" now is a
+    load and save that run pasted (demucs importable), writing 'state' beside the file."""
+    (tmp_path / "demucs").mkdir()
+    (tmp_path / "demucs" / "__init__.py").write_text("")
+    (tmp_path / "demucs" / "htdemucs.py").write_text("import torch\n\n\nclass HTDemucs(torch.nn.Module):\n    pass\n")
+    made = subprocess.run([sys.executable, "-c", (
+        "import torch; from demucs.htdemucs import HTDemucs; torch.manual_seed(0); "
+        "state = {'encoder.0.conv.weight': torch.randn(48, 4, 8).half()}; "
+        "torch.save({'klass': HTDemucs, 'args': (), 'kwargs': {}, 'state': state}, '955717e8-8726e21a.th'); "
+        "torch.save(state, 'reference.pt')")], cwd=tmp_path, env={**os.environ, "PYTHONPATH": "."},
+        capture_output=True, text=True)
+    assert made.returncode == 0, made.stderr
+    from tests.test_advice_runs import _refusal
+
+    line = _refusal("955717e8-8726e21a.th", tmp_path)
+    _pasted(_snippet(line, "import torch; torch.save("), tmp_path)
+    saved = torch.load(tmp_path / "955717e8-8726e21a.state_dict.pt", weights_only=True)
+    assert torch.equal(saved["encoder.0.conv.weight"],
+                       torch.load(tmp_path / "reference.pt", weights_only=True)["encoder.0.conv.weight"])
+
+
+def test_the_oldest_torch_format_gives_a_resave_that_runs(tmp_path: Path) -> None:
+    """A tar of storages, tensors and pickle (PyTorch 0.1): "torch.load(path, weights_only=False) still reads it
+    ...; torch.save what it returns" is now the re-save, run pasted; weightdoctor reads what it wrote."""
+    import numpy as np
+
+    from tests.test_advice_runs import _refusal
+    from tests.test_third_party_layouts7 import _torch_tar
+
+    _torch_tar(tmp_path / f"{ODD}.pth", {"fc.weight": np.ones((3, 4), np.float32), "fc.bias": np.zeros(3, np.float32)})
+    line = _refusal(f"{ODD}.pth", tmp_path)
+    _pasted(_snippet(line, "import torch; torch.save("), tmp_path)
+    report = json.loads(run_subprocess("inspect", f"{ODD}-resaved.pth", "--json", cwd=tmp_path).stdout)
+    assert sorted(t["name"] for t in report["tensors"]) == ["fc.bias", "fc.weight"], report
+
+
+def test_the_safe_verdict_names_the_file_in_its_torch_load(tmp_path: Path) -> None:
+    """A safe file holding no weights (XTTS' mel_stats.pth, a bare tensor): "torch.load(path, weights_only=True)
+    reads it" named no file; the call now names it as typed, and runs."""
+    from tests.test_advice_runs import _call, _refusal
+
+    torch.save(torch.arange(80.0), tmp_path / f"{ODD}.pth")
+    line = _refusal(f"{ODD}.pth", tmp_path)
+    call = _call(line, "torch.load")
+    assert call == f"torch.load({ODD + '.pth'!r}, weights_only=True)" and line.endswith(f"{call} reads it"), line
+    _pasted(f"import torch; assert torch.equal({call}, torch.arange(80.0))", tmp_path)
+
+
+# --- 3. snippets that need the user's own objects: built from the checkpoint's config, or the user's name marked ----
+
+
+def test_the_xtts_load_builds_its_config_from_the_folders_own_and_runs(tmp_path: Path) -> None:
+    """XTTS: "TTS's Xtts.load_checkpoint(config, checkpoint_dir=...)" named a `config` and an unbound method.
+    The snippet now builds the config from the folder's config.json and the model from it, then loads. TTS is not
+    installed here: it is run against stand-ins of the two TTS classes that record what they are given."""
+    from tests.test_advice_runs import _refusal
+    from tests.test_third_party_layouts17 import _xtts_folder
+
+    folder = _xtts_folder(tmp_path / "XTTS v2")
+    line = _refusal(folder.name, tmp_path)
+    start = line.index("from TTS.tts.configs.xtts_config import XttsConfig")
+    end = line.index("model.load_checkpoint(config, checkpoint_dir=", start)
+    from tests.test_advice_runs import _call
+
+    code = line[start:end] + _call(line[end:], "model.load_checkpoint")
+    fake = tmp_path / "fake"
+    (fake / "TTS" / "tts" / "configs").mkdir(parents=True)
+    (fake / "TTS" / "tts" / "models").mkdir(parents=True)
+    for package in ("TTS", "TTS/tts", "TTS/tts/configs", "TTS/tts/models"):
+        (fake / package / "__init__.py").write_text("")
+    (fake / "TTS" / "tts" / "configs" / "xtts_config.py").write_text(
+        "import json\n\n\nclass XttsConfig:\n    def load_json(self, path):\n"
+        "        self.loaded = json.load(open(path))\n")
+    (fake / "TTS" / "tts" / "models" / "xtts.py").write_text(
+        "import os, torch\n\n\nclass Xtts:\n    @classmethod\n    def init_from_config(cls, config):\n"
+        "        model = cls()\n        model.config = config\n        return model\n\n"
+        "    def load_checkpoint(self, config, checkpoint_dir):\n        assert config is self.config\n"
+        "        state = torch.load(os.path.join(checkpoint_dir, 'model.pth'), weights_only=True)['model']\n"
+        "        print(config.loaded['model'], sorted(state)[0])\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
+                          env={**os.environ, "PYTHONPATH": str(fake)})
+    assert done.returncode == 0, (code, done.stderr)
+    assert done.stdout.split() == ["xtts", "gpt.gpt.h.0.attn.c_attn.weight"], done.stdout
+
+
+_FSDP_MODEL = (
+    "import torch, torch.distributed as dist\n"
+    "from torch.distributed.fsdp import FullyShardedDataParallel as FSDP\n"
+    "dist.init_process_group('gloo', init_method='file://' + {rendezvous!r}, rank=0, world_size=1)\n"
+    "torch.manual_seed(0)\n"
+    "net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Linear(8, 2))\n"
+    "torch.save(net.state_dict(), 'reference.pt')\n"
+    "fsdp_model = FSDP(net, device_id=torch.device('cpu'), use_orig_params=False)\n")
+
+
+def test_the_fsdp_full_state_dict_save_runs_in_a_training_script(tmp_path: Path) -> None:
+    """FSDP flat parameters: "get_model_state_dict(model, options=StateDictOptions(...))" used a `model` the line
+    never named as the user's and a StateDictOptions it never imported. The save now imports what it uses and names
+    `fsdp_model` as the one name that is the user's: pasted after the lines that wrap the model (one gloo rank), its
+    state dict and the save on rank 0 write the model's whole weights, which weightdoctor reads."""
+    saved = subprocess.run([sys.executable, "-c", _FSDP_MODEL.format(rendezvous=str(tmp_path / "r1")) + (
+        "torch.save({n: p.detach().clone() for n, p in fsdp_model.named_parameters()}, 'named_params.pt')\n"
+        "dist.destroy_process_group()\n")], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert saved.returncode == 0, saved.stderr[-2000:]
+    [warning] = [w for w in json.loads(run_subprocess("inspect", "named_params.pt", "--json", cwd=tmp_path).stdout)[
+        "warnings"] if "FSDP flat parameter" in w]
+    assert "fsdp_model (the one name here that is yours)" in warning, warning
+    start = warning.index("import torch; from torch.distributed.checkpoint.state_dict import")
+    end = warning.index("; then on rank 0 alone", start)
+    save = warning.index("torch.save(", end)
+    from tests.test_advice_runs import _call
+
+    pasted = warning[start:end] + "\n" + _call(warning[save:], "torch.save")
+    ran = subprocess.run([sys.executable, "-c", _FSDP_MODEL.format(rendezvous=str(tmp_path / "r2")) + pasted
+                          + "\ndist.destroy_process_group()\n"], capture_output=True, text=True, cwd=tmp_path,
+                         timeout=300)
+    assert ran.returncode == 0, (pasted, ran.stderr[-2000:])
+    full = torch.load(tmp_path / "full_state_dict.pt", weights_only=True)
+    reference = torch.load(tmp_path / "reference.pt", weights_only=True)
+    assert sorted(full) == sorted(reference) and all(torch.equal(full[k], reference[k]) for k in full)
+    report = json.loads(run_subprocess("inspect", "full_state_dict.pt", "--json", cwd=tmp_path).stdout)
+    assert report["num_tensors"] == 4 and not any("FSDP" in w for w in report["warnings"])
+
+
+def test_the_keras_weights_load_names_the_users_model_plainly(tmp_path: Path) -> None:
+    """A Keras 3 .weights.h5: "model.load_weights(path) into the model built in Keras" read as if `model` were
+    defined. The name is now plainly the user's (your_model, said to be the Keras model they build); its argument
+    is the file as typed. Keras is not installed here: the call is argument-checked."""
+    import ast
+
+    from tests.test_advice_runs import _call, _refusal
+
+    (tmp_path / f"{ODD}.weights.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(504))
+    line = _refusal(f"{ODD}.weights.h5", tmp_path)
+    call = ast.parse(_call(line, "your_model.load_weights"), mode="eval").body
+    assert isinstance(call, ast.Call) and [ast.literal_eval(arg) for arg in call.args] == [f"{ODD}.weights.h5"]
+    assert "your_model being the Keras model you build with the same layers" in line, line
+    assert " model.load_weights(" not in line, line
+
+
+def test_litgpt_note_gives_the_checkpoint_folder_and_a_new_one(tmp_path: Path) -> None:
+    """LitGPT: "`litgpt convert_from_litgpt CHECKPOINT_DIR OUT_DIR` ... from_pretrained(config folder,
+    state_dict=torch.load(that file))" named no folder. The command now gives A's folder (lit_model.pth typed bare:
+    the folder it is in, by its own name) and a new folder beside it, and the load names the file it writes
+    (litgpt is not installed here: the words are argument-checked, as litgpt's CLI reads them, two positionals)."""
+    from tests.test_third_party_layouts11 import _litgpt_state, _tiny_llama
+
+    run = tmp_path / f"{ODD} final"
+    run.mkdir()
+    torch.save(_litgpt_state(_tiny_llama(tmp_path / "hf"), False), run / "lit_model.pth")
+    (run / "model_config.yaml").write_text("name: tiny-llama\nn_layer: 2\nn_embd: 32\nn_head: 4\n")
+    done = run_subprocess("diff-keys", "lit_model.pth", str(tmp_path / "hf"), "--json", cwd=run)
+    assert done.returncode == 1, done.stderr
+    note = _note(json.loads(done.stdout)["notes"], "LitGPT's own layout")
+    start = note.index("litgpt convert_from_litgpt ")
+    from weightdoctor.render.diff_keys import _end_of_command
+
+    words = shlex.split(note[start:_end_of_command(note, start + len("litgpt convert_from_litgpt "))].split(
+        " (the folder of", 1)[0])
+    assert words[:2] == ["litgpt", "convert_from_litgpt"] and len(words) == 4, words
+    assert (run / words[2]).samefile(run) and not (run / words[3]).exists(), words
+    assert (run / words[3]).parent.samefile(tmp_path) and words[3] == f"../{ODD} final-hf", words
+    assert f"state_dict=torch.load({os.path.join(words[3], 'model.pth')!r}, weights_only=True)" in note, note
+    assert "CHECKPOINT_DIR" not in note and "OUT_DIR" not in note and "that file" not in note, note

@@ -69,7 +69,7 @@ def test_a_flair_model_is_refused_by_name_with_the_way_to_its_state_dict(
         assert line.startswith(f"error: {path}: {verdict}") and "flair.data.Dictionary" in line, line
         assert "nothing was unpickled" in line and "corrupt" not in line, line
         assert "this is a flair model, what flair's Model.save writes" in line, line
-        assert "torch.load(path, weights_only=False)['state_dict']" in line, line
+        assert "weights_only=False)['state_dict']" in line and "torch.load(path" not in line, line
         assert "whole pickled model" not in line, line
         assert "dangerous" not in line, line
     assert not (tmp_path / "out.safetensors").exists()

@@ -125,7 +125,7 @@ def test_a_fastai_export_pkl_is_refused_as_a_learner_with_the_way_to_its_weights
         assert line.startswith(f"error: {tmp_path / 'export.pkl'}: suspicious: fastai.learner.Learner") \
             and "nothing was unpickled" in line
         assert "fastai Learner exported with learn.export()" in line
-        assert "load_learner(path).model.state_dict()" in line
+        assert f"load_learner({str(tmp_path / 'export.pkl')!r}).model.state_dict()" in line
     assert not (tmp_path / "out.safetensors").exists()
     torch.save({"model": learner.model.state_dict(), "opt": {"state": {}, "param_groups": [{"lr": 1e-3}]}},
                tmp_path / "model.pth")

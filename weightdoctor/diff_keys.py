@@ -915,8 +915,26 @@ _HF_DECODER_EVIDENCE = _lazy_regex(
     r"query_key_value)\.")
 
 
+def _litgpt_convert(given: ConversionPaths) -> str:
+    """`litgpt convert_from_litgpt` given A's folder (lit_model.pth beside model_config.yaml) and a new folder beside
+    it: `CHECKPOINT_DIR OUT_DIR` pasted named no folder. Said in words where A is not one file."""
+    from weightdoctor.paths import fresh_sibling, shell_word
+
+    if (paths := _resolved(given)) is None:
+        return ("litgpt convert_from_litgpt, given the folder of lit_model.pth and model_config.yaml and a new folder, "
+                "writes model.pth there under transformers' names, which from_pretrained loads as "
+                "state_dict= beside B's config")
+    folder = Path(paths[0]).parent
+    written = fresh_sibling(folder, "-hf")  # `.` (lit_model.pth typed bare) is named by its own name
+    return (f"litgpt convert_from_litgpt {shell_word(os.fspath(folder), argument=True)} "
+            f"{shell_word(os.fspath(written), argument=True)} (the folder of lit_model.pth and model_config.yaml, "
+            f"then a new one) writes {os.fspath(written / 'model.pth')!r} under transformers' names, which "
+            f"from_pretrained loads as state_dict=torch.load({os.fspath(written / 'model.pth')!r}, "
+            "weights_only=True) beside B's config")
+
+
 def _litgpt_layout(unexpected: Sequence[str], missing: Sequence[str], joined_unexpected: str,
-                   joined_missing: str) -> tuple[dict[str, tuple[str, str, str]], str]:
+                   joined_missing: str, paths_a: ConversionPaths = None) -> tuple[dict[str, tuple[str, str, str]], str]:
     """foreign_layout's whys and note for LitGPT's own layout against transformers' model of it (either way
     round); ({}, "") when the keys show no such pair."""
     if "norm_1." not in joined_unexpected + joined_missing and ".attn.qkv." not in joined_unexpected + joined_missing:
@@ -929,9 +947,7 @@ def _litgpt_layout(unexpected: Sequence[str], missing: Sequence[str], joined_une
     litgpt_side, hf_side, litgpt_names, hf_names, whys = paired
     note = (f"{litgpt_side} is in LitGPT's own layout (transformer.h.N.norm_1, q, k and v fused in attn.qkv, "
             f"mlp.fc_1: its lit_model.pth) and {hf_side} in transformers' layout: "
-            + ("`litgpt convert_from_litgpt CHECKPOINT_DIR OUT_DIR` (the folder of lit_model.pth and "
-               "model_config.yaml) writes OUT_DIR/model.pth under transformers' names, which "
-               "from_pretrained(config folder, state_dict=torch.load(that file)) loads" if litgpt_side == "A" else
+            + (_litgpt_convert(paths_a) if litgpt_side == "A" else
                "`litgpt convert_to_litgpt` converts a transformers checkpoint to LitGPT's layout")
             + "; q, k and v are split from (or fused into) qkv per query group, which no rename does")
     return whys, note
@@ -1236,7 +1252,7 @@ def foreign_layout(unexpected: Sequence[str], missing: Sequence[str],
                        _vit_fused_qkv_layout,
                        _flax_layout, _gguf_names_layout, _onnx_initializers_layout):
             whys, note = (detect(unexpected, missing, joined_unexpected, joined_missing, given)
-                          if detect in (_t2i_adapter_layout, _openai_clip_layout) else
+                          if detect in (_t2i_adapter_layout, _openai_clip_layout, _litgpt_layout) else
                           detect(unexpected, missing, joined_unexpected, joined_missing))
             if whys:
                 return whys, note
@@ -5101,8 +5117,8 @@ def build_report(
             f"A holds {counted(len(flat_params), 'FSDP flat parameter')} ({_first_names(list(flat_params))}): the "
             "model's weights flattened and sharded by FullyShardedDataParallel (use_orig_params=False), saved from "
             "named_parameters() or a LOCAL_STATE_DICT; no loader takes them by name, and a rank's shard holds only "
-            f"part of them. Save the full state dict instead: {FSDP_FULL_STATE_DICT_SAVE}, or model.state_dict() "
-            "inside FSDP.state_dict_type(model, StateDictType.FULL_STATE_DICT)")
+            f"part of them. Save the full state dict instead, {FSDP_FULL_STATE_DICT_SAVE}, or fsdp_model.state_dict() "
+            "inside FSDP.state_dict_type(fsdp_model, StateDictType.FULL_STATE_DICT)")
     if resized and all(_KOHYA_PAIR.match(m.name) for m in resized) and all(map(_KOHYA_PAIR.match, specs_a)) \
             and all(map(_KOHYA_PAIR.match, specs_b)):
         # Two kohya / LyCORIS adapters (two LoKr files of another factor): "from_pretrained raises on them unless
