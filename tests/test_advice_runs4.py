@@ -573,3 +573,27 @@ def test_litgpt_note_gives_the_checkpoint_folder_and_a_new_one(tmp_path: Path) -
     assert (run / words[3]).parent.samefile(tmp_path) and words[3] == f"../{ODD} final-hf", words
     assert f"state_dict=torch.load({os.path.join(words[3], 'model.pth')!r}, weights_only=True)" in note, note
     assert "CHECKPOINT_DIR" not in note and "OUT_DIR" not in note and "that file" not in note, note
+
+
+def test_a_flair_model_gives_a_load_and_save_that_run(tmp_path: Path) -> None:
+    """flair: "torch.load(path, weights_only=False)['state_dict'] is the state dict ...: save it with safetensors"
+    named no file. The load and save run pasted (flair's classes importable: here a stand-in of flair.data's
+    Dictionary where the user stands), writing the state dict beside the file."""
+    (tmp_path / "flair").mkdir()
+    (tmp_path / "flair" / "__init__.py").write_text("")
+    (tmp_path / "flair" / "data.py").write_text("class Dictionary:\n    pass\n")
+    made = subprocess.run([sys.executable, "-c", (
+        "import torch; from flair.data import Dictionary; torch.manual_seed(0); "
+        "state = {'linear.weight': torch.randn(2, 8), 'linear.bias': torch.zeros(2)}; "
+        "torch.save({'state_dict': state, '__cls__': 'SequenceTagger', 'tag_dictionary': Dictionary()}, "
+        f"{ODD + '.pt'!r}); torch.save(state, 'reference.pt')")], cwd=tmp_path, env={**os.environ, "PYTHONPATH": "."},
+        capture_output=True, text=True)
+    assert made.returncode == 0, made.stderr
+    from tests.test_advice_runs import _refusal
+
+    line = _refusal(f"{ODD}.pt", tmp_path)
+    assert "this is a flair model" in line, line
+    _pasted(_snippet(line, "import torch; torch.save("), tmp_path)
+    saved = torch.load(tmp_path / f"{ODD}.state_dict.pt", weights_only=True)
+    reference = torch.load(tmp_path / "reference.pt", weights_only=True)
+    assert sorted(saved) == sorted(reference) and all(torch.equal(saved[k], reference[k]) for k in saved)
