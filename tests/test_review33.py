@@ -61,13 +61,13 @@ def test_the_verdict_of_a_protocol_4_file_with_no_weights_does_not_say_torch_rea
     assert ran.startswith("refuses"), ran
     assert "weights_only=True) reads it" not in line, line
     assert line.endswith("its pickle is safe (static scan: 3 globals torch's weights_only loader allows), but "
-                         "torch.load(path, weights_only=True) refuses it for its pickle protocol 4 (torch's "
+                         f"torch.load({str(path)!r}, weights_only=True) refuses it for its pickle protocol 4 (torch's "
                          "restricted loader reads protocol 2's opcodes)"), line
 
     default = tmp_path / "default.pth"  # protocol 2, as torch.save writes: the advice holds and is kept
     torch.save(torch.arange(80.0), default)
     line, ran = _verdict_and_torch(default)
-    assert ran == "reads" and line.endswith(": torch.load(path, weights_only=True) reads it"), (ran, line)
+    assert ran == "reads" and line.endswith(f": torch.load({str(default)!r}, weights_only=True) reads it"), (ran, line)
 
 
 def test_the_verdict_of_a_numpy_array_file_names_what_torch_needs_allowed(tmp_path: Path) -> None:
@@ -81,7 +81,7 @@ def test_the_verdict_of_a_numpy_array_file_names_what_torch_needs_allowed(tmp_pa
     line, ran = _verdict_and_torch(path)
     assert ran.startswith("refuses"), ran
     assert "weights_only=True) reads it" not in line and "globals torch's weights_only loader allows" not in line, line
-    assert "but torch.load(path, weights_only=True) refuses it for numpy's globals (" in line, line
+    assert f"but torch.load({str(path)!r}, weights_only=True) refuses it for numpy's globals (" in line, line
     assert "3 numpy globals (numpy._core.multiarray._reconstruct, numpy.dtype, numpy.ndarray)" in line, line
     assert line.endswith("(unless torch.serialization.safe_globals allows them)"), line
 

@@ -905,7 +905,7 @@ def test_an_ultralytics_yolo_checkpoint_is_refused_by_name(tmp_path: Path, monke
         assert result.exit_code == 2 and result.stdout == ""
         text = " ".join(result.stderr.split())
         assert "ultralytics.nn.tasks.DetectionModel" in text and "nothing was unpickled (this is an Ultralytics " \
-            "YOLO checkpoint" in text and "YOLO(path).model.state_dict()" in text
+            "YOLO checkpoint" in text and f"YOLO({str(path)!r}).model.state_dict()" in text
     assert not (tmp_path / "out.safetensors").exists()
 
 

@@ -69,7 +69,7 @@ def test_a_flair_model_is_refused_by_name_with_the_way_to_its_state_dict(
         assert line.startswith(f"error: {path}: {verdict}") and "flair.data.Dictionary" in line, line
         assert "nothing was unpickled" in line and "corrupt" not in line, line
         assert "this is a flair model, what flair's Model.save writes" in line, line
-        assert "torch.load(path, weights_only=False)['state_dict']" in line, line
+        assert "weights_only=False)['state_dict']" in line and "torch.load(path" not in line, line
         assert "whole pickled model" not in line, line
         assert "dangerous" not in line, line
     assert not (tmp_path / "out.safetensors").exists()
@@ -173,7 +173,8 @@ def test_segment_anything_against_transformers_sam_names_the_converter(tmp_path:
     assert code == 1, data
     said = [note for note in data["notes"] if "Segment Anything's own layout" in note]
     assert len(said) == 1, data["notes"]
-    assert "convert_sam_to_hf.py --model_name sam_vit_b_01ec64" in said[0] and "SamModel" in said[0], said
+    assert "convert_sam_to_hf.py" in said[0] and "--model_name sam_vit_b_01ec64" in said[0], said
+    assert "SamModel" in said[0], said
     assert "replace_keys" in said[0], said
     # Two original checkpoints against each other: no such note.
     code, data = run_json("diff-keys", str(path), str(path))

@@ -142,7 +142,8 @@ def test_fairseq_speech_checkpoints_against_transformers_name_the_converter(tmp_
     assert code == 1, data
     notes = " ".join(data["notes"])
     assert f"fairseq's own {'HuBERT' if family == 'hubert' else 'wav2vec 2.0'} layout" in notes, notes
-    assert f"transformers' {script} --checkpoint_path A" in notes and "--not_finetuned" in notes
+    assert f"src/transformers/{script}" in notes and f"--checkpoint_path {path}" in notes, notes
+    assert "--not_finetuned" in notes
     other = "wav2vec2" if family == "hubert" else "hubert"
     assert f"convert_{other}_original" not in notes
 
@@ -247,7 +248,7 @@ def test_a_sam2_checkpoint_against_transformers_sam2_names_the_converter(tmp_pat
     assert code == 1, data
     notes = " ".join(data["notes"])
     assert "A is in SAM 2's own layout (image_encoder.trunk.blocks.N" in notes, notes
-    assert "transformers' models/sam2/convert_sam2_to_hf.py" in notes
+    assert "transformers' convert_sam2_to_hf.py" in notes and "models/sam2/convert_sam2_to_hf.py" in notes
     assert "Segment Anything's own layout" not in notes
 
 

@@ -50,7 +50,8 @@ def test_an_xtts_folder_names_xtts_the_model_file_and_what_reads_the_others(tmp_
     line = " ".join(result.stderr.split())
     assert result.exit_code == 2 and result.stdout == "", result.stdout
     assert "a Coqui XTTS model folder" in line and "not a transformers config" in line, line
-    assert "model.pth is the model, which TTS's Xtts.load_checkpoint(config, checkpoint_dir=" in line, line
+    assert "model.pth is the model (its `model` entry), which TTS loads with its config: " in line, line
+    assert "model.load_checkpoint(config, checkpoint_dir=" in line, line
     assert "dvae.pth is the discrete VAE's state dict" in line and "GPTTrainer's dvae_checkpoint" in line, line
     assert "mel_stats.pth is a bare tensor of per-mel-channel norms" in line and "mel_norm_file" in line, line
     assert "speakers_xtts.pth is the built-in speakers' conditioning latents" in line, line
@@ -79,14 +80,14 @@ def test_a_file_that_holds_no_state_dict_says_whether_its_pickle_is_safe(tmp_pat
     line = " ".join(result.stderr.split())
     assert result.exit_code == 2 and "the file holds a single tensor [80] float32" in line, line
     assert line.endswith("its pickle is safe (static scan: 3 globals torch's weights_only loader allows): "
-                         "torch.load(path, weights_only=True) reads it"), line
+                         f"torch.load({str(folder / 'mel_stats.pth')!r}, weights_only=True) reads it"), line
     # An inert global (argparse.Namespace) beside an optimizer's state: safe, but torch.load's weights_only refuses.
     path = tmp_path / "optimizer.pt"
     torch.save({"state": {}, "param_groups": [{"lr": 0.1, "params": []}], "args": argparse.Namespace(lr=0.1)}, path)
     line = " ".join(run_cli("inspect", str(path)).stderr.split())
     assert "no model weights: the file holds an optimizer's state dict" in line, line
     assert line.endswith("its pickle is safe (static scan: argparse.Namespace read as inert data, never imported), "
-                         "but torch.load(path, weights_only=True) refuses it for that"), line
+                         f"but torch.load({str(path)!r}, weights_only=True) refuses it for that"), line
 
 
 def test_plan_devices_calls_coquis_config_coquis_not_a_transformers_one_without_model_type(tmp_path: Path) -> None:

@@ -353,7 +353,7 @@ def test_a_fairseq2_checkpoint_in_its_older_layout_over_tensor_parallel_ranks(tm
     line = one_error_line(run_cli("inspect", str(step / "rank_0.1.pt")))
     assert line.endswith("fairseq2 saved the model's state dict beside it as model.1.pt (under its 'model' key): point "
                          f"at it, {step / 'model.1.pt'}; its pickle is safe (static scan: no globals): "
-                         "torch.load(path, weights_only=True) reads it"), line
+                         f"torch.load({str(step / 'rank_0.1.pt')!r}, weights_only=True) reads it"), line
 
 
 def test_a_step_folder_that_is_not_fairseq2s_is_not_called_one(tmp_path: Path) -> None:

@@ -252,7 +252,8 @@ def test_keras_3_files_name_how_to_get_their_arrays_out(tmp_path: Path) -> None:
 
     message = _refusal("convert", str(tmp_path / "model.weights.h5"), "-o", str(tmp_path / "out.safetensors"))
     assert "this is an HDF5 file (Keras / TensorFlow .h5 weights)" in message, message
-    assert f"model.load_weights({str(tmp_path / 'model.weights.h5')!r})" in message, message
+    assert f"your_model.load_weights({str(tmp_path / 'model.weights.h5')!r}), your_model being the Keras model you " \
+        "build" in " ".join(message.split()), message
     assert "from_pretrained(folder, from_tf=True)" in message
     assert not (tmp_path / "out.safetensors").exists()
 
@@ -273,14 +274,15 @@ def test_a_whole_pickled_model_says_how_whoever_has_the_file_gets_its_state_dict
     message = _refusal("inspect", str(tmp_path / "net.pt"))
     assert "nothing was unpickled (this looks like a whole pickled model, torch.save(model)" in message, message
     assert "with the code that defines its classes (tests.test_third_party_layouts8._Net) importable, " \
-           "torch.load(path, weights_only=False) rebuilds the model (or the dict that holds it: take the model " \
-           "from its entry), and torch.save(model.state_dict(), 'weights.pt') writes the weights to read here" \
+           f"import torch; obj = torch.load({str(tmp_path / 'net.pt')!r}, weights_only=False); model = obj if " \
+           "isinstance(obj, torch.nn.Module) else next(v for v in obj.values() if isinstance(v, torch.nn.Module)); " \
+           f"torch.save(model.state_dict(), {str(tmp_path / 'net.state_dict.pt')!r}) rebuilds the model" \
            in message, message
 
     model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU())
     torch.save({"epoch": 3, "model": model, "state_dict": model.state_dict()}, tmp_path / "both.pt")
     message = _refusal("convert", str(tmp_path / "both.pt"), "-o", str(tmp_path / "out.safetensors"))
-    assert "with the library that defines its classes installed, torch.load(path, weights_only=False)" in message
+    assert "with the library that defines its classes installed, import torch; obj = torch.load(" in message
     assert not (tmp_path / "out.safetensors").exists()
 
 

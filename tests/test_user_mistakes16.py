@@ -85,12 +85,13 @@ def test_an_fsdp_flat_parameter_is_named_with_the_save_that_loads(fsdp_saves: Pa
     assert {(row["reason"], row["detail"]) for row in report["missing"]} == {
         ("fsdp-flat-param", "flattened into A's _fsdp_wrapped_module._flat_param")}
     (note,) = [note for note in report["notes"] if "FSDP flat parameter" in note]
-    assert "get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))" in note
+    assert "get_model_state_dict(fsdp_model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))" in note
 
     # inspect showed one 1-D tensor and said nothing; it now says what it is and the same save.
     (warning,) = [w for w in json_report("inspect", fsdp_saves / "named_params.pt")["warnings"] if "FSDP" in w]
     assert warning.startswith(f"1 FSDP flat parameter (_fsdp_wrapped_module._flat_param, {size:,} values)")
-    assert "get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))" in warning
+    assert "get_model_state_dict(fsdp_model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))" \
+        in warning
     assert not any("FSDP" in w for w in json_report("inspect", fsdp_saves / "full.pt")["warnings"])
 
     # The save the note gives (run in the FSDP process above) loads whole.

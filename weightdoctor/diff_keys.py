@@ -567,6 +567,120 @@ def _dit_single_file_layout(unexpected: Sequence[str], missing: Sequence[str], j
     return whys, note
 
 
+# Gives A's one weights file as typed and a new folder beside it (`converters.conversion_paths`), or None when A is
+# in several files: what a conversion script a note names is given. Called only for such a note (it looks at the
+# file system); None where A's file is not known.
+ConversionPaths = Callable[[], tuple[str, str] | None] | None
+
+
+def _resolved(paths: ConversionPaths) -> tuple[str, str] | None:
+    return paths() if paths is not None else None
+
+
+def _convert_a(library: str, script: str, paths: ConversionPaths, input_flag: str, output_flag: str, *,
+               in_package: bool = True, extra: Sequence[tuple[str, str | None]] = ()) -> str:
+    """The conversion script `script` of `library` given A's file as `input_flag` and a new folder as `output_flag`
+    (`converters.conversion_advice`): a command to run, or the script's source named with the flags' real values.
+    Where A's file is not one file the user can name (`paths` None), the flags are said in words."""
+    from weightdoctor.converters import conversion_advice
+
+    if (paths := _resolved(paths)) is None:
+        named = conversion_advice(library, script, in_package=in_package)
+        return (f"{named}, given A's weights file as {input_flag} and a new folder as {output_flag}"
+                + "".join(f", {flag}" if value is None else f", {flag} {value}" for flag, value in extra))
+    return conversion_advice(library, script, [(input_flag, paths[0]), (output_flag, paths[1]), *extra],
+                             in_package=in_package)
+
+
+def _script(library: str, script: str) -> str:
+    """`library`'s conversion `script` named: `python -m MODULE` where the installed library ships it, else its
+    place in the library's source repository."""
+    from weightdoctor.converters import conversion_advice
+
+    return conversion_advice(library, script)
+
+
+def _shipped_words(script: str) -> str:
+    """How transformers' conversion `script` runs: `, run as python -m MODULE` where the installed transformers ships
+    it, else where its source is."""
+    from weightdoctor.converters import not_shipped, shipped_module
+
+    module = shipped_module("transformers", script)
+    return f", run as python -m {module}" if module is not None else f", {not_shipped('transformers', script)}"
+
+
+def _stem(paths: tuple[str, str] | None) -> str | None:
+    """A's file name without its suffix (a release's name: sam_vit_b_01ec64.pth), None when A is not one file."""
+    return None if paths is None else Path(paths[0]).stem  # the paths resolved
+
+
+# fair-esm's pretrained models, the names convert_esm.py's --model takes (its MODEL_MAPPING): it loads them through
+# the esm package (which downloads them), not from a file.
+_FAIR_ESM_MODELS = frozenset({
+    "esm1b_t33_650M_UR50S", *(f"esm1v_t33_650M_UR90S_{n}" for n in range(1, 6)), "esm2_t48_15B_UR50D",
+    "esm2_t36_3B_UR50D", "esm2_t33_650M_UR50D", "esm2_t30_150M_UR50D", "esm2_t12_35M_UR50D", "esm2_t6_8M_UR50D"})
+# Meta's Segment Anything releases, the names convert_sam_to_hf.py's --model_name takes and downloads itself.
+_SAM_RELEASES = ("sam_vit_b_01ec64", "sam_vit_l_0b3195", "sam_vit_h_4b8939")
+
+
+def _esm_note(given: ConversionPaths) -> str:
+    from weightdoctor.converters import conversion_advice
+
+    paths = _resolved(given)
+    release = _stem(paths)
+    if release in _FAIR_ESM_MODELS and paths is not None:
+        how = (conversion_advice("transformers", "models/esm/convert_esm.py",
+                                 [("--model", release), ("--pytorch_dump_folder_path", paths[1])])
+               + f", which converts fair-esm's pretrained {release} (A's name; the esm package loads it, "
+               "downloading it where it is not cached)")
+    else:
+        how = (_script("transformers", "models/esm/convert_esm.py") + ", given --model, converts fair-esm's "
+               "pretrained models by name (esm2_t6_8M_UR50D, esm2_t33_650M_UR50D, esm1b_t33_650M_UR50S ...: the esm "
+               "package loads them), not a file: "
+               + (f"A's name ({Path(paths[0]).name}) is none of them, so a fine-tuned A needs its weights copied "
+                  "the way that script copies them" if paths is not None else "a fine-tuned A needs its weights "
+                  "copied the way that script copies them"))
+    return ("A is in fair-esm's own layout (encoder.sentence_encoder.layers.N.self_attn.q_proj, fc1, "
+            "emb_layer_norm_after: the esm package's .pt) and B in transformers' ESM layout "
+            f"(esm.encoder.layer.N.attention.self.query, intermediate.dense): {how}, copying each weight to its "
+            "transformers name and saving the model with its config; the renames suggested here cover a few keys "
+            "only")
+
+
+def _sam_note(given: ConversionPaths) -> str:
+    from weightdoctor.converters import conversion_advice
+
+    paths = _resolved(given)
+    release = _stem(paths)
+    if release in _SAM_RELEASES and paths is not None:
+        how = (conversion_advice("transformers", "models/sam/convert_sam_to_hf.py",
+                                 [("--model_name", release), ("--pytorch_dump_folder_path", paths[1])])
+               + f", which converts Meta's {release} (A's name; it downloads the release itself)")
+    else:
+        how = (_script("transformers", "models/sam/convert_sam_to_hf.py") + ", given --model_name "
+               f"({', '.join(_SAM_RELEASES)}), converts Meta's released checkpoints (it downloads them itself)")
+    return ("A is in Segment Anything's own layout (image_encoder.blocks.N, neck.0, prompt_encoder.pe_layer, "
+            "mask_decoder.output_upscaling: segment-anything's sam_vit_*.pth) and B in transformers' SamModel layout "
+            f"(vision_encoder.layers.N, neck.conv1, shared_image_embedding, mask_decoder.upscale_conv1): {how}, "
+            "renaming every key by its KEYS_TO_MODIFY_MAPPING and storing pe_layer's matrix under two names; a "
+            "fine-tuned A needs that script's replace_keys applied to it; the renames suggested here cover a few "
+            "keys only")
+
+
+def _rwkv_note(given: ConversionPaths) -> str:
+    # The script downloads its input from the Hub (--repo_id, --checkpoint_file): a local file is no argument of it.
+    paths = _resolved(given)
+    named = f" (A's: {Path(paths[0]).name})" if paths is not None else ""
+    output = f" and --output_dir the new folder (such as {paths[1]})" if paths is not None else \
+        " and --output_dir a new folder"
+    return ("A is in BlinkDL's own RWKV-4 layout (emb, blocks.N.att.time_mix_k, ffn, ln_out, head: RWKV-LM's and "
+            "ChatRWKV's .pth) and B in transformers' Rwkv layout (rwkv.embeddings, rwkv.blocks.N.attention."
+            "time_mix_key, feed_forward): " + _script("transformers", "models/rwkv/convert_rwkv_checkpoint_to_hf.py")
+            + ", given --repo_id the Hub repo the .pth is in (BlinkDL/rwkv-4-pile-169m ...: it downloads it), "
+            f"--checkpoint_file the file's name there{named}{output}, renames every key and writes the config; the "
+            "renames suggested here cover most keys only")
+
+
 # TencentARC's original T2I-Adapter (t2iadapter_*_sd14v1.pth, *_sd15v2.pth, as ComfyUI and A1111's ControlNet
 # extension load them: `conv_in`, then one flat `body.K` list of ResnetBlocks, K = stage * num_res_blocks + block, a
 # stage's first block holding its `in_conv`) against diffusers' T2IAdapter (`adapter.conv_in`, `adapter.body.S.
@@ -580,7 +694,8 @@ _DIFFUSERS_T2I_EVIDENCE = _lazy_regex(r"^adapter\.body\.\d+\.resnets\.\d+\.block
 
 
 def _t2i_adapter_layout(unexpected: Sequence[str], missing: Sequence[str], joined_unexpected: str,
-                        joined_missing: str) -> tuple[dict[str, tuple[str, str, str]], str]:
+                        joined_missing: str, paths_a: ConversionPaths = None,
+                        ) -> tuple[dict[str, tuple[str, str, str]], str]:
     """foreign_layout's whys and note for an original T2I-Adapter against diffusers' T2IAdapter (either way round);
     ({}, "") when the keys show no such pair."""
     if ".resnets." not in joined_unexpected + joined_missing or "body." not in joined_unexpected + joined_missing:
@@ -594,8 +709,10 @@ def _t2i_adapter_layout(unexpected: Sequence[str], missing: Sequence[str], joine
     note = (f"{original_side} is a T2I-Adapter in TencentARC's original layout (conv_in, body.K.block1: one flat "
             f"list of blocks, what ComfyUI and A1111's ControlNet extension load) and {diffusers_side} in diffusers' "
             "T2IAdapter layout (adapter.body.S.resnets.B.block1): "
-            + ("convert A with diffusers' scripts/convert_original_t2i_adapter.py --checkpoint_path A "
-               "--output_path OUT" if original_side == "A" else
+            + ("convert A with " + _convert_a("diffusers", "scripts/convert_original_t2i_adapter.py", paths_a,
+                                              "--checkpoint_path", "--output_path", in_package=False)
+               + " (and --is_adapter_light for an Adapter-Light one, else --in_channels: the image channels, "
+               "A's conv_in.weight's second size divided by 64)" if original_side == "A" else
                "code written for the original layout needs A converted back")
             + "; the blocks are renumbered per stage, which no rename does")
     return whys, note
@@ -612,13 +729,14 @@ class _RenamedLayout:
     b_words: tuple[str, ...]
     a_evidence: Any
     b_evidence: Any
-    note: str
+    # The note, or a function of A's paths that gives it (a conversion script given A's file).
+    note: str | Callable[[ConversionPaths], str]
     # A's keys of a later version of the same layout, which B's class and the converter the note names do not take
     # (BlinkDL's RWKV-5 / RWKV-6 beside RWKV-4): none of them may be among A's unexpected keys.
     a_excluded: Any = None
 
     def note_for(self, unexpected: Sequence[str], joined_unexpected: str, missing: Sequence[str],
-                 joined_missing: str) -> str:
+                 joined_missing: str, paths_a: ConversionPaths = None) -> str:
         """The note when the keys show this pair of layouts, else ""."""
         if not (any(word in joined_unexpected for word in self.a_words)
                 and any(word in joined_missing for word in self.b_words)):
@@ -627,7 +745,7 @@ class _RenamedLayout:
             return ""
         if self.a_excluded is not None and any(map(self.a_excluded.search, unexpected)):
             return ""
-        return self.note
+        return self.note if isinstance(self.note, str) else self.note(paths_a)
 
 
 # openai-whisper's own checkpoint (tiny.pt ... large-v3.pt: {"dims", "model_state_dict"}) names its blocks
@@ -671,7 +789,7 @@ _HF_W2V_EVIDENCE = _lazy_regex(r"(?:^|\.)encoder\.pos_conv_embed\.conv\.|(?:^|\.
 
 
 def _fairseq_wav2vec2_note(unexpected: Sequence[str], joined_unexpected: str, missing: Sequence[str],
-                           joined_missing: str) -> str:
+                           joined_missing: str, paths_a: ConversionPaths = None) -> str:
     """The note for fairseq's own wav2vec 2.0 / HuBERT layout in A against transformers' model of it in B, or ""."""
     if "pos_conv" not in joined_unexpected and "post_extract_proj" not in joined_unexpected:
         return ""
@@ -681,13 +799,13 @@ def _fairseq_wav2vec2_note(unexpected: Sequence[str], joined_unexpected: str, mi
     hubert = "label_embs_concat" in joined_unexpected or any(name.startswith("hubert.") for name in missing)
     family, model = ("HuBERT", "hubert") if hubert else ("wav2vec 2.0", "wav2vec2")
     script = f"models/{model}/convert_{model}_original_pytorch_checkpoint_to_pytorch.py"
+    convert = _convert_a("transformers", script, paths_a, "--checkpoint_path", "--pytorch_dump_folder_path")
     return (f"A is in fairseq's own {family} layout (feature_extractor.conv_layers.N.0, post_extract_proj, "
             "encoder.pos_conv.0, self_attn, fc1; w2v_encoder.w2v_model.* in a fine-tuned one) and B in transformers' "
             "(feature_projection.projection, encoder.pos_conv_embed.conv, attention, feed_forward.intermediate_dense): "
-            f"convert A with transformers' {script} --checkpoint_path A --pytorch_dump_folder_path OUT --config_path "
-            "B's config.json (--not_finetuned for a pretraining checkpoint; --dict_path the dict.ltr.txt of a "
-            "fine-tuned one), which loads A through fairseq and copies each weight by its MAPPING; the renames "
-            "suggested here cover a few keys only")
+            f"convert A with {convert}, adding --config_path with B's config.json, --not_finetuned for a pretraining "
+            "checkpoint, --dict_path with the dict.ltr.txt of a fine-tuned one; it loads A through fairseq and copies "
+            "each weight by its MAPPING; the renames suggested here cover a few keys only")
 
 
 # Segment Anything's own checkpoints (sam_vit_b_01ec64.pth ...: a bare state dict) name the image encoder
@@ -741,53 +859,42 @@ _RENAMED_LAYOUTS = (
          "sinusoidal table diffusers computes itself; the renames suggested here cover a few keys only")),
     _RenamedLayout(
         ("att.time_",), ("attention.time_",), _RWKV_EVIDENCE, _HF_RWKV_EVIDENCE,
-        ("A is in BlinkDL's own RWKV-4 layout (emb, blocks.N.att.time_mix_k, ffn, ln_out, head: RWKV-LM's and "
-         "ChatRWKV's .pth) and B in transformers' Rwkv layout (rwkv.embeddings, rwkv.blocks.N.attention."
-         "time_mix_key, feed_forward): transformers' models/rwkv/convert_rwkv_checkpoint_to_hf.py --repo_id REPO "
-         "--checkpoint_file FILE --output_dir OUT renames every key and writes the config; the renames suggested "
-         "here cover most keys only"), _RWKV_LATER_EVIDENCE),
+        _rwkv_note, _RWKV_LATER_EVIDENCE),
     _RenamedLayout(
         ("mm_projector.",), ("multi_modal_projector.",), _LLAVA_EVIDENCE, _HF_LLAVA_EVIDENCE,
-        ("A is in the original LLaVA layout (haotian-liu/LLaVA: model.mm_projector.0 / .2 beside the language "
+        lambda _paths: (
+            "A is in the original LLaVA layout (haotian-liu/LLaVA: model.mm_projector.0 / .2 beside the language "
          "model's model.layers.N and lm_head, or the projector alone in the mm_projector.bin its pretraining stage "
          "saves) and B in transformers' LlavaForConditionalGeneration layout (multi_modal_projector.linear_1 / "
          "linear_2, the vision tower inside); LLaVA loads its vision tower from the CLIP model its config's "
          "mm_vision_tower names, so its files hold none unless the tower was trained: B's vision tower keys that "
-         "A lacks come from that CLIP model; transformers' "
-         "models/llava/convert_llava_weights_to_hf.py --text_model_id LM --vision_model_id CLIP "
-         "--old_state_dict_id REPO --output_hub_path OUT builds the model from both towers and renames every key")),
+         "A lacks come from that CLIP model; transformers' convert_llava_weights_to_hf.py builds the model from both "
+         "towers and renames every key, given Hub repo ids (--text_model_id the language model's, --vision_model_id "
+         "the CLIP model's, --old_state_dict_id the repo of A's weights) and --output_hub_path the folder to write"
+         + _shipped_words("models/llava/convert_llava_weights_to_hf.py"))),
     _RenamedLayout(
         (".blocks.",), (".layers.",), _OPENAI_WHISPER_EVIDENCE, _HF_WHISPER_EVIDENCE,
-        ("A is in openai-whisper's own layout (encoder.blocks.N.attn.query, mlp.0, positional_embedding) and B in "
-         "transformers' Whisper layout (model.encoder.layers.N.self_attn.q_proj, fc1, embed_positions): convert A "
-         "with transformers' models/whisper/convert_openai_to_hf.py --checkpoint_path A --pytorch_dump_folder_path "
-         "OUT, which renames every key and builds config.json from the checkpoint's dims")),
+        lambda paths: (
+            "A is in openai-whisper's own layout (encoder.blocks.N.attn.query, mlp.0, positional_embedding) and B in "
+            "transformers' Whisper layout (model.encoder.layers.N.self_attn.q_proj, fc1, embed_positions): convert A "
+            "with " + _convert_a("transformers", "models/whisper/convert_openai_to_hf.py", paths, "--checkpoint_path",
+                                 "--pytorch_dump_folder_path")
+            + ", which renames every key and builds config.json from the checkpoint's dims")),
     _RenamedLayout(
         ("emb_layer_norm_after",), ("emb_layer_norm_after",), _FAIR_ESM_EVIDENCE, _HF_ESM_EVIDENCE,
-        ("A is in fair-esm's own layout (encoder.sentence_encoder.layers.N.self_attn.q_proj, fc1, "
-         "emb_layer_norm_after: the esm package's .pt) and B in transformers' ESM layout "
-         "(esm.encoder.layer.N.attention.self.query, intermediate.dense): transformers' models/esm/convert_esm.py "
-         "--model NAME --pytorch_dump_folder_path OUT converts fair-esm's pretrained models (NAME one of "
-         "the models it lists, e.g. esm2_t6_8M_UR50D, which the esm package loads), copying each weight to its "
-         "transformers name and saving the model with its config; the renames suggested here cover a few keys "
-         "only")),
+        _esm_note),
     _RenamedLayout(
         ("image_encoder.", "prompt_encoder.pe_layer."), ("vision_encoder.", "shared_image_embedding."), _SAM_EVIDENCE,
         _HF_SAM_EVIDENCE,
-        ("A is in Segment Anything's own layout (image_encoder.blocks.N, neck.0, prompt_encoder.pe_layer, "
-         "mask_decoder.output_upscaling: segment-anything's sam_vit_*.pth) and B in transformers' SamModel layout "
-         "(vision_encoder.layers.N, neck.conv1, shared_image_embedding, mask_decoder.upscale_conv1): "
-         "transformers' models/sam/convert_sam_to_hf.py --model_name sam_vit_b_01ec64 (or sam_vit_l_0b3195, "
-         "sam_vit_h_4b8939) --pytorch_dump_folder_path OUT converts Meta's released checkpoints (it downloads "
-         "them itself), renaming every key by its KEYS_TO_MODIFY_MAPPING and storing pe_layer's matrix under "
-         "two names; a fine-tuned A needs that script's replace_keys applied to it; the renames suggested "
-         "here cover a few keys only")),
+        _sam_note),
     _RenamedLayout(
         ("image_encoder.trunk.", "sam_mask_decoder."), ("vision_encoder.backbone.",), _SAM2_EVIDENCE, _HF_SAM2_EVIDENCE,
-        ("A is in SAM 2's own layout (image_encoder.trunk.blocks.N, sam_prompt_encoder, sam_mask_decoder: the sam2 "
+        lambda _paths: (
+            "A is in SAM 2's own layout (image_encoder.trunk.blocks.N, sam_prompt_encoder, sam_mask_decoder: the sam2 "
          "package's sam2*_hiera_*.pt, read by its build_sam2) and B in transformers' (vision_encoder.backbone."
-         "blocks.N, prompt_encoder, mask_decoder): transformers' models/sam2/convert_sam2_to_hf.py converts Meta's "
-         "released checkpoints, renaming every key; the renames suggested here cover a few keys only")),
+         "blocks.N, prompt_encoder, mask_decoder): transformers' convert_sam2_to_hf.py converts Meta's "
+         "released checkpoints, renaming every key" + _shipped_words("models/sam2/convert_sam2_to_hf.py")
+         + "; the renames suggested here cover a few keys only")),
 )
 
 
@@ -808,8 +915,26 @@ _HF_DECODER_EVIDENCE = _lazy_regex(
     r"query_key_value)\.")
 
 
+def _litgpt_convert(given: ConversionPaths) -> str:
+    """`litgpt convert_from_litgpt` given A's folder (lit_model.pth beside model_config.yaml) and a new folder beside
+    it: `CHECKPOINT_DIR OUT_DIR` pasted named no folder. Said in words where A is not one file."""
+    from weightdoctor.paths import fresh_sibling, shell_word
+
+    if (paths := _resolved(given)) is None:
+        return ("litgpt convert_from_litgpt, given the folder of lit_model.pth and model_config.yaml and a new folder, "
+                "writes model.pth there under transformers' names, which from_pretrained loads as "
+                "state_dict= beside B's config")
+    folder = Path(paths[0]).parent
+    written = fresh_sibling(folder, "-hf")  # `.` (lit_model.pth typed bare) is named by its own name
+    return (f"litgpt convert_from_litgpt {shell_word(os.fspath(folder), argument=True)} "
+            f"{shell_word(os.fspath(written), argument=True)} (the folder of lit_model.pth and model_config.yaml, "
+            f"then a new one) writes {os.fspath(written / 'model.pth')!r} under transformers' names, which "
+            f"from_pretrained loads as state_dict=torch.load({os.fspath(written / 'model.pth')!r}, "
+            "weights_only=True) beside B's config")
+
+
 def _litgpt_layout(unexpected: Sequence[str], missing: Sequence[str], joined_unexpected: str,
-                   joined_missing: str) -> tuple[dict[str, tuple[str, str, str]], str]:
+                   joined_missing: str, paths_a: ConversionPaths = None) -> tuple[dict[str, tuple[str, str, str]], str]:
     """foreign_layout's whys and note for LitGPT's own layout against transformers' model of it (either way
     round); ({}, "") when the keys show no such pair."""
     if "norm_1." not in joined_unexpected + joined_missing and ".attn.qkv." not in joined_unexpected + joined_missing:
@@ -822,9 +947,7 @@ def _litgpt_layout(unexpected: Sequence[str], missing: Sequence[str], joined_une
     litgpt_side, hf_side, litgpt_names, hf_names, whys = paired
     note = (f"{litgpt_side} is in LitGPT's own layout (transformer.h.N.norm_1, q, k and v fused in attn.qkv, "
             f"mlp.fc_1: its lit_model.pth) and {hf_side} in transformers' layout: "
-            + ("`litgpt convert_from_litgpt CHECKPOINT_DIR OUT_DIR` (the folder of lit_model.pth and "
-               "model_config.yaml) writes OUT_DIR/model.pth under transformers' names, which "
-               "from_pretrained(config folder, state_dict=torch.load(that file)) loads" if litgpt_side == "A" else
+            + (_litgpt_convert(paths_a) if litgpt_side == "A" else
                "`litgpt convert_to_litgpt` converts a transformers checkpoint to LitGPT's layout")
             + "; q, k and v are split from (or fused into) qkv per query group, which no rename does")
     return whys, note
@@ -939,7 +1062,8 @@ _HF_CLIP_EVIDENCE = _lazy_regex(r"^(?:text_model|vision_model)\.encoder\.layers\
 
 
 def _openai_clip_layout(unexpected: Sequence[str], missing: Sequence[str], joined_unexpected: str,
-                        joined_missing: str) -> tuple[dict[str, tuple[str, str, str]], str]:
+                        joined_missing: str, paths_a: ConversionPaths = None,
+                        ) -> tuple[dict[str, tuple[str, str, str]], str]:
     """foreign_layout's whys and note for OpenAI CLIP's (and open_clip's) own layout against transformers' CLIP,
     either way round; ({}, "") when the keys show no such pair."""
     joined = joined_unexpected + joined_missing
@@ -959,9 +1083,11 @@ def _openai_clip_layout(unexpected: Sequence[str], missing: Sequence[str], joine
             + ("; logit_bias and the attention-pooling vision_model.head: SigLIP, another model than CLIP, which "
                "no converter makes of a CLIP checkpoint" if siglip else "") + "): "
             + ("q, k and v are fused on one side and split on the other, which no rename does" if siglip else
-               "convert A with transformers' models/clip/convert_clip_original_pytorch_to_hf.py --checkpoint_path A "
-               "--pytorch_dump_folder_path OUT, which loads it with clip.load and splits each in_proj_weight into "
-               "q_proj, k_proj and v_proj, which no rename does" if clip_side == "A" else
+               "convert A with " + _convert_a("transformers", "models/clip/convert_clip_original_pytorch_to_hf.py",
+                                              paths_a, "--checkpoint_path", "--pytorch_dump_folder_path")
+               + ", adding --config_path with B's config.json for another size than ViT-B/32; it loads A with "
+               "clip.load (the clip package) and splits each in_proj_weight into q_proj, k_proj and v_proj, which "
+               "no rename does" if clip_side == "A" else
                "the clip package and open_clip load their own layout, with q, k and v fused in in_proj_weight, "
                "which no rename does")
             + "; renaming by shape pairs the two towers' same-sized norms wrongly")
@@ -1000,13 +1126,16 @@ def _vit_fused_qkv_layout(unexpected: Sequence[str], missing: Sequence[str], joi
     # The transformers side's own key says which class it is: a timm ViT with layer scale (DeiT III's ls1.gamma) made
     # a ViTModel B "Dinov2Model", with DINOv2's converter.
     dinov2 = any(".layer_scale1.lambda1" in name for name in hf_names)
-    script = ("models/dinov2/convert_dinov2_to_hf.py converts DINOv2's releases" if dinov2 else
-              "models/vit/convert_dino_to_pytorch.py converts DINO's releases, convert_vit_timm_to_pytorch.py timm's")
+    script = (f"convert_dinov2_to_hf.py{_shipped_words('models/dinov2/convert_dinov2_to_hf.py')}, converts "
+              "DINOv2's releases" if dinov2 else
+              f"convert_dino_to_pytorch.py{_shipped_words('models/vit/convert_dino_to_pytorch.py')}, converts DINO's "
+              "releases, and convert_vit_timm_to_pytorch.py timm's")
     # An original Depth Anything checkpoint (pretrained.blocks.N.attn.qkv beside depth_head.*) is a DINOv2 backbone
     # with a DPT head: DINOv2's converter drops the head, Depth Anything's own converts both.
     if fused_side == "A" and "depth_head." in joined_unexpected:
-        script = ("models/depth_anything/convert_depth_anything_to_hf.py converts Depth Anything's releases (the "
-                  "pretrained.* DINOv2 backbone and its depth_head)")
+        script = ("convert_depth_anything_to_hf.py"
+                  f"{_shipped_words('models/depth_anything/convert_depth_anything_to_hf.py')}, converts Depth "
+                  "Anything's releases (the pretrained.* DINOv2 backbone and its depth_head)")
     note = (f"{fused_side} is a timm-style ViT (blocks.N.attn.qkv: DINO's, DINOv2's and timm's own checkpoints) and "
             f"{hf_side} transformers' {'Dinov2Model' if dinov2 else 'ViTModel'} layout "
             "(encoder.layer.N.attention.attention.query, key, value; attention.q_proj, k_proj, v_proj as "
@@ -1088,7 +1217,9 @@ def _word_text(names: Sequence[str]) -> str:
 
 
 def foreign_layout(unexpected: Sequence[str], missing: Sequence[str],
-                   word_texts: tuple[str, str] | None = None) -> tuple[dict[str, tuple[str, str, str]], str]:
+                   word_texts: tuple[str, str] | None = None,
+                   paths_a: Callable[[], ConversionPaths] | None = None,
+                   ) -> tuple[dict[str, tuple[str, str, str]], str]:
     """(reason, severity, detail) for the keys that differ because A and B are in two known layouts of one model
     (Meta's original Llama / Mistral layout against Hugging Face's, either way round), and a note saying what to
     do instead of renaming; ({}, "") when the keys show no such pair of layouts.
@@ -1102,6 +1233,8 @@ def foreign_layout(unexpected: Sequence[str], missing: Sequence[str],
     # folded together (`_word_text`), a few dozen lines for a 10,000-key side instead of 0.5 MB each of ~40
     # substring searches went over (10k DDP pair: 6.4 -> 2.2 ms).
     # `word_texts`: the two texts, when the caller has them (`_diff_specs` hands the first to `adapter_fit` too).
+    # `paths_a`: gives A's file and a new folder beside it (`converters.conversion_paths`), which a conversion
+    # script a note names is given; called only for such a note (it looks at the file system).
     joined_unexpected, joined_missing = word_texts or (_word_text(unexpected), _word_text(missing))
 
     def holds(joined: str, word: str, names: Sequence[str], evidence: Any) -> bool:
@@ -1113,24 +1246,29 @@ def foreign_layout(unexpected: Sequence[str], missing: Sequence[str],
     meta_in_b = not meta_in_a and holds(joined_missing, ".attention.w", missing, _META_EVIDENCE) and \
         holds(joined_unexpected, ".self_attn.", unexpected, _HF_EVIDENCE)
     if not (meta_in_a or meta_in_b):
+        given = functools.cache(paths_a) if paths_a is not None else None
         for detect in (_sd_single_file_layout, _dit_single_file_layout, _controlnet_single_file_layout,
                        _t2i_adapter_layout, _litgpt_layout, _fairseq2_decoder_layout, _openai_clip_layout,
                        _vit_fused_qkv_layout,
                        _flax_layout, _gguf_names_layout, _onnx_initializers_layout):
-            whys, note = detect(unexpected, missing, joined_unexpected, joined_missing)
+            whys, note = (detect(unexpected, missing, joined_unexpected, joined_missing, given)
+                          if detect in (_t2i_adapter_layout, _openai_clip_layout, _litgpt_layout) else
+                          detect(unexpected, missing, joined_unexpected, joined_missing))
             if whys:
                 return whys, note
         # Renames alone convert it (no key is left a foreign-layout error), but not the few the search finds.
         return {}, (next((note for layout in _RENAMED_LAYOUTS
-                          if (note := layout.note_for(unexpected, joined_unexpected, missing, joined_missing))), "")
-                    or _fairseq_wav2vec2_note(unexpected, joined_unexpected, missing, joined_missing))
+                          if (note := layout.note_for(unexpected, joined_unexpected, missing, joined_missing,
+                                                      given))), "")
+                    or _fairseq_wav2vec2_note(unexpected, joined_unexpected, missing, joined_missing, given))
     meta_side, hf_side = ("A", "B") if meta_in_a else ("B", "A")
     meta_names, hf_names = (unexpected, missing) if meta_in_a else (missing, unexpected)
     if meta_in_a:
         note = ("A is in Meta's original Llama/Mistral layout (tok_embeddings, layers.N.attention.wq, "
                 "feed_forward.w1) and B in Hugging Face's: convert A with transformers' "
-                "convert_llama_weights_to_hf.py (convert_mistral_weights_to_hf.py for Mistral); it permutes "
-                "wq and wk for rotate_half, which no rename does")
+                f"convert_llama_weights_to_hf.py{_shipped_words('models/llama/convert_llama_weights_to_hf.py')} "
+                "(convert_mistral_weights_to_hf.py for Mistral), given the folder of Meta's release as --input_dir; "
+                "it permutes wq and wk for rotate_half, which no rename does")
     else:
         note = ("A is in Hugging Face's Llama/Mistral layout and B in Meta's original one: Meta's code needs "
                 "q_proj and k_proj permuted back to interleaved rotary pairs, which no rename does")
@@ -5070,8 +5208,8 @@ def build_report(
             f"A holds {counted(len(flat_params), 'FSDP flat parameter')} ({_first_names(list(flat_params))}): the "
             "model's weights flattened and sharded by FullyShardedDataParallel (use_orig_params=False), saved from "
             "named_parameters() or a LOCAL_STATE_DICT; no loader takes them by name, and a rank's shard holds only "
-            f"part of them. Save the full state dict instead: {FSDP_FULL_STATE_DICT_SAVE}, or model.state_dict() "
-            "inside FSDP.state_dict_type(model, StateDictType.FULL_STATE_DICT)")
+            f"part of them. Save the full state dict instead, {FSDP_FULL_STATE_DICT_SAVE}, or fsdp_model.state_dict() "
+            "inside FSDP.state_dict_type(fsdp_model, StateDictType.FULL_STATE_DICT)")
     if resized and all(_KOHYA_PAIR.match(m.name) for m in resized) and all(map(_KOHYA_PAIR.match, specs_a)) \
             and all(map(_KOHYA_PAIR.match, specs_b)):
         # Two kohya / LyCORIS adapters (two LoKr files of another factor): "from_pretrained raises on them unless
@@ -5289,6 +5427,7 @@ def diff_specs(
     swapped_steps: str | Callable[[str | None], str] | None = None,
     revision_b: str | None = None,
     revision_a: str | None = None,
+    paths_a: Callable[[], tuple[str, str] | None] | None = None,
 ) -> DiffReport:
     """Diff two key sets as `load_state_dict(A, strict=False)` into a model shaped like B would see them.
 
@@ -5326,6 +5465,9 @@ def diff_specs(
         swapped_steps: what a "swapped-sides" note tells to do to check the adapter B against A (`swapped_steps`),
             when B is an adapter of A, or a function of the wrapper prefix to strip from A's keys that gives it (see
             `swapped_sides`); by default `diff-keys B A` on the sources as given.
+        paths_a: gives A's one weights file as a path to type and a new folder beside it
+            (`converters.conversion_paths`), for the conversion script a note on A's layout names; None: not known,
+            said in words.
 
     Raises:
         UsageError: the renames map two keys of A to the same name.
@@ -5339,7 +5481,7 @@ def diff_specs(
                            tie_embeddings_a=tie_embeddings_a, loader_prefix=loader_prefix,
                            model_class_command=model_class_command, model_renamings=model_renamings,
                            quantization_a=quantization_a, quantizers=quantizers, adapter_config_a=adapter_config_a,
-                           swapped_steps=swapped_steps)
+                           swapped_steps=swapped_steps, paths_a=paths_a)
 
 
 def _dropped_tie_aliases(specs_a: Mapping[str, KeySpec]) -> list[str]:
@@ -5415,6 +5557,7 @@ def _diff_specs(
     named_b: str | None = None,
     revision_b: str | None = None,
     revision_a: str | None = None,
+    paths_a: Callable[[], tuple[str, str] | None] | None = None,
 ) -> DiffReport:
     renamed_a, _ = _renamed(specs_a, renames)
     tied = [[_rename_all(n, renames) for n in group] for group in tied_groups_a] if renames else tied_groups_a
@@ -5425,7 +5568,7 @@ def _diff_specs(
     suggestions: list[SuggestedRename] = []
     after: int | None = None
     word_texts = (_word_text(diff.unexpected), _word_text(diff.missing))
-    layout_whys, layout_note = foreign_layout(diff.unexpected, diff.missing, word_texts)
+    layout_whys, layout_note = foreign_layout(diff.unexpected, diff.missing, word_texts, paths_a)
     tie_whys, tie_note = renames_onto_dropped_ties(specs_a, specs_b, renames, diff.missing, tie_embeddings_a)
     if tie_whys:
         layout_whys = {**layout_whys, **tie_whys}
@@ -5738,6 +5881,7 @@ def diff_checkpoints(a: Checkpoint, b: Checkpoint, renames: Sequence[Rename] = (
                      key: str | None = None) -> DiffReport:
     """`diff_specs` on two opened checkpoints (headers only: no tensor data is read). `key`: A's `--key`, as
     given (None when A's state dict was found without one)."""
+    from weightdoctor.converters import conversion_paths
     from weightdoctor.quantized import quantization_of
 
     def adapter_config_a() -> Mapping[str, Any] | None:
@@ -5764,6 +5908,7 @@ def diff_checkpoints(a: Checkpoint, b: Checkpoint, renames: Sequence[Rename] = (
         swapped_steps=functools.partial(swapped_steps, a, b, key, renames),
         revision_b=b.revision if b.repo_id is not None else None,
         revision_a=a.revision if a.repo_id is not None else None,
+        paths_a=functools.partial(conversion_paths, a),
     )
     report.revision_a, report.resolved_a = a.revision, a.location
     report.revision_b, report.resolved_b = b.revision, b.location

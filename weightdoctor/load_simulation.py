@@ -14,10 +14,11 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import functools
 import io
 import os
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -613,6 +614,7 @@ def diff_against_model(
     model_class: str | None = None,
     tied_groups_a: Sequence[Sequence[str]] = (),
     non_tensor_keys: Mapping[str, str] | None = None,
+    paths_a: Callable[[], tuple[str, str] | None] | None = None,
 ) -> DiffReport:
     """What `model_class.from_pretrained(A)` reports, with reasons, severities and a suggested fix.
 
@@ -624,6 +626,8 @@ def diff_against_model(
         tied_groups_a: names in A that share storage.
         non_tensor_keys: entries of A's state dict that are not tensors (name -> description): from_pretrained
             reads them as keys too, so they are unexpected.
+        paths_a: gives A's file and a new folder beside it, for a conversion script a note names
+            (`converters.conversion_paths`).
     """
     renamed_a = dict(specs_a)
     non_tensors = dict(non_tensor_keys or {})
@@ -668,7 +672,7 @@ def diff_against_model(
     after: int | None = None
     fixed_by_renames: dict[str, int] = {}  # missing key -> the rename step after which it loads
     notes: list[str] = []
-    layout_whys, layout_note = foreign_layout(unexpected, missing)
+    layout_whys, layout_note = foreign_layout(unexpected, missing, paths_a=paths_a)
     adapter_whys, adapter_note = adapter_fit(as_loaded, specs_b, unexpected, missing)
     if adapter_whys:  # an adapter is not renamed into its base: its keys are told what they fit
         layout_whys, layout_note = adapter_whys, adapter_note
@@ -1163,6 +1167,7 @@ def diff_checkpoint_against_model(
     revision: str | None = None,
 ) -> DiffReport:
     """`diff_against_model` for an opened checkpoint and a class name (built on the meta device)."""
+    from weightdoctor.converters import conversion_paths
     from weightdoctor.meta_model import build_meta_model, is_foreign_config
     from weightdoctor.quantized import mlx_not_loadable, mlx_quantization, quantizer_transformers_lacks
 
@@ -1203,6 +1208,7 @@ def diff_checkpoint_against_model(
         source_a=checkpoint.source, model_class=model_class, tied_groups_a=checkpoint.alias_groups(),
         # from_pretrained reads a file's top level: there, entries that are no tensors are keys like any other.
         non_tensor_keys=checkpoint.non_tensor_keys if checkpoint.nested_key is None else None,
+        paths_a=functools.partial(conversion_paths, checkpoint),
     )
     report.revision_a, report.resolved_a = checkpoint.revision, checkpoint.location
     from weightdoctor.plan_devices import quantized_experts_not_loaded

@@ -453,10 +453,16 @@ def wrapper_prefix_warning(checkpoint: Checkpoint) -> str | None:
     return said
 
 
-# The full-state-dict save both inspect's warning and diff-keys' note give for FSDP flat parameters (one text: the
-# two had each their own copy).
-FSDP_FULL_STATE_DICT_SAVE = ("torch.distributed.checkpoint.state_dict.get_model_state_dict(model, "
-                             "options=StateDictOptions(full_state_dict=True, cpu_offload=True))")
+# The full-state-dict save inspect's warning, diff-keys' note and the refusal of a rank's DTensors give (one text:
+# they had each their own copy). It runs in the training script, where the wrapped model is: `fsdp_model` is named as
+# the user's own (`get_model_state_dict(model, ...)` read as if `model` were defined), and the imports come with it
+# (`StateDictOptions` was a NameError pasted). cpu_offload with full_state_dict gives the whole dict to rank 0 alone.
+FSDP_FULL_STATE_DICT_SAVE = (
+    "in the training script, on every rank, with its FSDP-wrapped model as fsdp_model (the one name here that is "
+    "yours): import torch; from torch.distributed.checkpoint.state_dict import StateDictOptions, "
+    "get_model_state_dict; state_dict = get_model_state_dict(fsdp_model, options=StateDictOptions("
+    "full_state_dict=True, cpu_offload=True)); then on rank 0 alone (the others get an empty dict) "
+    "torch.save(state_dict, 'full_state_dict.pt')")
 
 
 def fsdp_flat_params(names: Iterable[str]) -> dict[str, str]:
@@ -496,7 +502,7 @@ def fsdp_flat_param_warning(checkpoint: Checkpoint) -> str | None:
     return (f"{len(flat):,} FSDP flat parameter{'s' if len(flat) != 1 else ''} ({shown}, {values:,} values): the "
             "weights of the modules FullyShardedDataParallel wraps (use_orig_params=False), flattened into 1-D and "
             "sharded, as named_parameters() or a LOCAL_STATE_DICT gives them; no model loads them by name, and one "
-            f"rank's file holds only its shard. Save the full state dict instead: {FSDP_FULL_STATE_DICT_SAVE}")
+            f"rank's file holds only its shard. Save the full state dict instead, {FSDP_FULL_STATE_DICT_SAVE}")
 
 
 def student_teacher_copy_warning(checkpoint: Checkpoint) -> str | None:

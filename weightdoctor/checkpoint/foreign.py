@@ -115,7 +115,8 @@ _CONVERTERS: dict[str, str] = {
             "safetensors.numpy.save_file writes them to read here; a transformers TensorFlow model's tf_model.h5 "
             "converts with transformers 4's from_pretrained(folder, from_tf=True) (TensorFlow installed; "
             "transformers 5 ignores from_tf), and save_pretrained then writes safetensors; Keras 3 weights "
-            "(.weights.h5) load with model.load_weights({path}) into the model built in Keras, and " + _KERAS_ARRAYS),
+            "(.weights.h5) load with your_model.load_weights({path}), your_model being the Keras model you build "
+            "with the same layers (the file holds no architecture), and " + _KERAS_ARRAYS),
     # Exporters write a model over 2 GB as model.onnx beside model.onnx_data (Optimum, onnx's save_model) or
     # model.onnx.data (torch.onnx.export): the bytes alone name no tensor.
     _ONNX_DATA: ("onnx.load of the .onnx file beside it reads them as that model's initializers "

@@ -760,12 +760,12 @@ def training_state_kind(obj: Any) -> str | None:
     return None
 
 
-def _scan_words(report: ScanReport) -> str:
+def _scan_words(report: ScanReport, path: Path) -> str:
     """The static scan's verdict of a file read but refused, in words (only a file whose scan passed is read).
 
     Example:
-        >>> _scan_words(scan_file(Path("mel_stats.pth")))  # doctest: +SKIP
-        "its pickle is safe (static scan: 3 globals torch's weights_only loader allows): torch.load(path,
+        >>> _scan_words(scan_file(Path("mel_stats.pth")), Path("mel_stats.pth"))  # doctest: +SKIP
+        "its pickle is safe (static scan: 3 globals torch's weights_only loader allows): torch.load('mel_stats.pth',
         weights_only=True) reads it"
     """
     from weightdoctor.security.policy import PLAIN_VALUE_FORMS
@@ -799,9 +799,9 @@ def _scan_words(report: ScanReport) -> str:
         # bytes opcodes (a protocol 3 pickle without bytes it reads).
         refused.append(f"its pickle protocol {report.protocol} (torch's restricted loader reads protocol 2's opcodes)")
     if not refused:
-        return f"{said}: torch.load(path, weights_only=True) reads it"
+        return f"{said}: torch.load({str(path)!r}, weights_only=True) reads it"
     verb = "may refuse" if report.protocol == 3 and len(refused) == 1 else "refuses"
-    return f"{said}, but torch.load(path, weights_only=True) {verb} it for {' and for '.join(refused)}"
+    return f"{said}, but torch.load({str(path)!r}, weights_only=True) {verb} it for {' and for '.join(refused)}"
 
 
 def _what(obj: Any) -> str:
@@ -925,31 +925,35 @@ def scan_or_refuse(path: Path, label: str | None = None) -> ScanReport:
             # refuses it ("not forwards compatible with YOLOv8"), so YOLO(path) is no way to its weights.
             hint = (" (this is a YOLOv5 checkpoint, saved by github.com/ultralytics/yolov5: the model is pickled whole "
                     "as that repo's models.yolo classes, which the ultralytics package refuses to load; where you "
-                    "trust the file, load it from a clone of ultralytics/yolov5, torch.load(path, weights_only=False)"
-                    "['model'].float().state_dict(), and save that state dict to read the weights here)")
+                    "trust the file, in a clone of ultralytics/yolov5 (its models package importable), import torch; "
+                    f"torch.save({_trusted_load(path, 'model')}.float().state_dict(), "
+                    f"{str(state_dict_name(path))!r}) writes the weights to read here)")
         elif any(g.module == "ultralytics" or g.module.startswith("ultralytics.") for g in report.globals):
             # Ultralytics' .pt: {"model": the DetectionModel pickled whole, "ema", "optimizer",
             # "train_args", ...}; its classes run on load, so only ultralytics itself reads it.
             hint = (" (this is an Ultralytics YOLO checkpoint: the model is pickled whole beside ema, optimizer and "
-                    "train_args; where you trust the file, load it with ultralytics, YOLO(path).model.state_dict(), "
-                    "and save that state dict to read the weights here)")
+                    "train_args; where you trust the file, with ultralytics installed, import torch; from ultralytics "
+                    f"import YOLO; torch.save(YOLO({str(path)!r}).model.state_dict(), "
+                    f"{str(state_dict_name(path))!r}) writes the weights to read here)")
         elif any(g.module.split(".")[0] == "demucs" for g in report.globals):
             # Demucs' .th files (demucs.states.serialize_model + save_with_checksum, `<name>-<sha8>.th`): the model
             # class itself under 'klass' beside its args and its state dict under 'state'. Said bare, the refusal
             # named an unknown global and no way to the weights.
             hint = (" (this is a Demucs model package: the model's class under 'klass', its constructor's args and "
-                    "kwargs, its state dict under 'state'; where you trust the file, with demucs installed, "
-                    "torch.load(path, weights_only=False)['state'] is the state dict (demucs' load_model builds "
-                    "the model from the package): save it with safetensors to read the weights here)")
+                    "kwargs, its state dict under 'state'; where you trust the file, with demucs installed, import "
+                    f"torch; torch.save({_trusted_load(path, 'state')}, "
+                    f"{str(state_dict_name(path))!r}) writes that state dict to read here (demucs' load_model "
+                    "builds the model from the package))")
         elif any(g.module.split(".")[0] == "fastai" for g in report.globals if g.safety != "safe"):
             # fastai's learn.export() torch.saves the whole Learner (model, loss function, the data loaders'
             # transforms) as export.pkl; load_learner unpickles it with fastai's classes. The generic whole-model
             # hint named neither the Learner nor load_learner, the one way fastai users have to its weights.
             hint = (" (this is a fastai Learner exported with learn.export(): the whole Learner pickled, its model "
                     "beside the loss function and the data transforms, as fastai's classes; where you trust the file, "
-                    "with fastai installed, load_learner(path).model.state_dict() is the state dict (learn.save() "
-                    "writes it as models/<name>.pth, {'model', 'opt'}, which weightdoctor reads): save it with "
-                    "safetensors or torch.save to read the weights here)")
+                    "with fastai installed, import torch; from fastai.learner import load_learner; torch.save("
+                    f"load_learner({str(path)!r}).model.state_dict(), {str(state_dict_name(path))!r}) writes the "
+                    "state dict to read here (learn.save() writes it as models/<name>.pth, {'model', 'opt'}, which "
+                    "weightdoctor reads))")
         elif (pyg := [g for g in report.globals if g.safety != "safe"]) and all(
                 g.module == "torch_geometric.data" or g.module.startswith("torch_geometric.data.") for g in pyg):
             # PyG's InMemoryDataset.process() saves its collated graphs as processed/data.pt ((data, slices), or
@@ -969,11 +973,12 @@ def scan_or_refuse(path: Path, label: str | None = None) -> ScanReport:
                  for g in report.globals if g.safety != "safe"):
             # torch.save(model.state_dict()) on one rank of an FSDP2 (fully_shard), FSDP SHARDED_STATE_DICT or
             # tensor-parallel run: DTensors (or ShardedTensors), this rank's shards and the mesh they came from.
+            from weightdoctor.structure import FSDP_FULL_STATE_DICT_SAVE
+
             hint = (" (these are DTensors or ShardedTensors, what model.state_dict() returns under FSDP2's "
                     "fully_shard, FSDP's SHARDED_STATE_DICT or tensor parallelism: each rank's file holds its own "
                     "shards, and weightdoctor reads no tensor subclass; save the whole weights instead, "
-                    "torch.distributed.checkpoint.state_dict.get_model_state_dict(model, options=StateDictOptions("
-                    "full_state_dict=True, cpu_offload=True)) on every rank, torch.save on rank 0)")
+                    f"{FSDP_FULL_STATE_DICT_SAVE})")
         elif any(g.module.split(".")[0] == "flair" for g in report.globals if g.safety != "safe"):
             # flair's Model.save (SequenceTagger, TextClassifier: final-model.pt, best-model.pt, a flair Hub repo's
             # pytorch_model.bin) torch.saves a dict: the state dict under 'state_dict' beside flair's own objects
@@ -981,9 +986,9 @@ def scan_or_refuse(path: Path, label: str | None = None) -> ScanReport:
             # generic whole-model hint, or none at all, named neither flair nor where its weights are.
             hint = (" (this is a flair model, what flair's Model.save writes: the state dict under 'state_dict' "
                     "beside flair's own objects (the label Dictionary, the embeddings), pickled by class; where you "
-                    "trust the file, with flair installed, torch.load(path, weights_only=False)['state_dict'] is the "
-                    "state dict (flair's Model.load builds the model from the file): save it with safetensors to "
-                    "read the weights here)")
+                    "trust the file, with flair installed, import torch; torch.save("
+                    f"{_trusted_load(path, 'state_dict')}, {str(state_dict_name(path))!r}) "
+                    "writes that state dict to read here (flair's Model.load builds the model from the file))")
         elif any(g.module == "joblib.numpy_pickle" for g in report.globals):
             # joblib.dump (scikit-learn models, SetFit's model_head.pkl) writes each numpy array's raw bytes into
             # the pickle stream after a NumpyArrayWrapper, so the scan stops there as at damage: the file was
@@ -1005,9 +1010,10 @@ def scan_or_refuse(path: Path, label: str | None = None) -> ScanReport:
                     if custom else "the library that defines its classes installed")
             hint = (" (this looks like a whole pickled model, torch.save(model): the model's classes are pickled by "
                     "name and only their code rebuilds it; its owner can save model.state_dict() instead, and where "
-                    f"you trust the file, with {code}, torch.load(path, weights_only=False) rebuilds the model (or "
-                    "the dict that holds it: take the model from its entry), and torch.save(model.state_dict(), "
-                    "'weights.pt') writes the weights to read here)")
+                    f"you trust the file, with {code}, import torch; obj = {_trusted_load(path)}; model = obj if "
+                    "isinstance(obj, torch.nn.Module) else next(v for v in obj.values() if isinstance(v, "
+                    f"torch.nn.Module)); torch.save(model.state_dict(), {str(state_dict_name(path))!r}) rebuilds the "
+                    "model (from its entry where a dict holds it) and writes its weights to read here)")
         dangerous = sorted({g.qualified for g in report.globals if g.safety == "dangerous"
                             # joblib's array wrapper is what the joblib hint is about, not something beside it
                             and not (g.qualified == "joblib.numpy_pickle.NumpyArrayWrapper" and "joblib" in hint)})
@@ -1659,7 +1665,7 @@ def _load_pickle(path: Path, fmt: str, key: str | None, label: str | None) -> Pi
         if "--key" not in exc.message:
             if _WHERE_THE_WEIGHTS_ARE in exc.message and (beside := _weights_beside(path)) is not None:
                 exc.message = exc.message.replace(_WHERE_THE_WEIGHTS_ARE, beside)
-            exc.message = f"{exc.message}; {_scan_words(report)}"
+            exc.message = f"{exc.message}; {_scan_words(report, path)}"
             exc.args = (exc.message,)
         raise
     if key is None and isinstance(obj, Mapping) and nested_key is None and frozenset(obj) in _ONE_MODEL_PARTS:
@@ -2179,6 +2185,36 @@ def resaved_name(path: Path) -> Path:
     return written_beside(path, f"{path.stem}-resaved{path.suffix}")
 
 
+def state_dict_name(path: Path) -> Path:
+    """Where a snippet that saves the state dict a refusal names writes: beside `path` (`net.pt` ->
+    `net.state_dict.pt`), numbered where that is taken, never over a file; where the user stands for a file in a
+    Hub cache snapshot. A `'weights.pt'` of the snippet was written where the user stood, over any file of that name.
+
+    Example:
+        >>> str(state_dict_name(Path("/nonexistent/net.pt")))
+        '/nonexistent/net.state_dict.pt'
+    """
+    import os
+
+    from weightdoctor.checkpoint.hub import written_beside
+
+    candidate, number = written_beside(path, f"{path.stem}.state_dict.pt"), 2
+    while os.path.lexists(candidate):
+        candidate, number = candidate.with_name(f"{path.stem}.state_dict-{number}.pt"), number + 1
+    return candidate
+
+
+def _trusted_load(path: Path, entry: str | None = None) -> str:
+    """`torch.load(path, weights_only=False)` with the file as the user named it, then `[entry]` where given: the
+    one load a refusal names for a file the user trusts (`torch.load(path, ...)` pasted was a NameError).
+
+    Example:
+        >>> _trusted_load(Path("my run/x.th"), "state")
+        "torch.load('my run/x.th', weights_only=False)['state']"
+    """
+    return f"torch.load({str(path)!r}, weights_only=False)" + (f"[{entry!r}]" if entry is not None else "")
+
+
 def _resave_globals(inert: Collection[str]) -> str:
     """For the re-save a refusal advises: the `safe_globals` block that torch.load(weights_only=True) needs for the
     inert objects the file holds (an argparse.Namespace, an io.BytesIO), which it refuses without it; "" for none."""
@@ -2399,7 +2435,7 @@ def ensure_pickle_file(path: Path, prefix: bytes) -> str:
                 raise UnsupportedFormat(legacy_low_protocol(path))
         hint = _archive_hint(path)
         if hint is TORCH_TAR:
-            raise UnsupportedFormat(TORCH_TAR)
+            raise UnsupportedFormat(torch_tar_message(path))
         if not hint:
             from weightdoctor.checkpoint.foreign import text_reply_hint
 
@@ -2443,9 +2479,15 @@ ZIP_PROTOCOL_0 = (
     "tensors again with the "
     "default protocol and point weightdoctor at that file")
 
-TORCH_TAR = ("a PyTorch checkpoint in its oldest format, a tar of storages, tensors and pickle (torch.save of PyTorch "
-             "0.1), which weightdoctor does not read: torch.load(path, weights_only=False) still reads it, for a file "
-             "you trust; torch.save what it returns and point weightdoctor at that file")
+TORCH_TAR = "a PyTorch checkpoint in its oldest format, a tar of storages, tensors and pickle"
+
+
+def torch_tar_message(path: Path) -> str:
+    """Why a tar of storages, tensors and pickle is refused, and the re-save that reads it (`path` as the user named
+    it: `torch.load(path, weights_only=False)` pasted was a NameError)."""
+    return (f"{TORCH_TAR} (torch.save of PyTorch 0.1), which weightdoctor does not read; for a file you trust, import "
+            f"torch; torch.save({_trusted_load(path)}, {str(resaved_name(path))!r}) writes it again in today's "
+            "format, to read here")
 
 
 class _DecompressionBudgetSpent(OSError):

@@ -2482,8 +2482,11 @@ def _coqui_tts_folder(folder: Path, weights: list[Path]) -> str | None:
     if model == "xtts" and "model.pth" in names:
         others = "; ".join(f"{name} is {what}" for name, what in _XTTS_FILES if name in names)
         return ("a Coqui XTTS model folder (config.json is Coqui TTS's own, model \"xtts\", not a transformers "
-                "config): model.pth is the model, which TTS's Xtts.load_checkpoint(config, "
-                f"checkpoint_dir={str(_by_name(folder))!r}) loads (its `model` entry)"
+                "config): model.pth is the model (its `model` entry), which TTS loads with its config: from "
+                "TTS.tts.configs.xtts_config import XttsConfig; from TTS.tts.models.xtts import Xtts; config = "
+                f"XttsConfig(); config.load_json({str(_by_name(folder) / 'config.json')!r}); model = "
+                "Xtts.init_from_config(config); model.load_checkpoint(config, "
+                f"checkpoint_dir={str(_by_name(folder))!r})"
                 + (f"; {others}" if others else "")
                 + f"; name one to read it (e.g. {_shell_word(_by_name(folder) / 'model.pth')})")
     example = next((name for name in ("best_model.pth", "model.pth", "model_file.pth") if name in names), names[0])

@@ -321,7 +321,9 @@ def render_diff_keys(report: DiffReport, console: Console, show_all: bool = Fals
 
 # Where a command a note gives starts; it ends at the note's end or at a `,` `;` or `)` outside its quotes (its
 # words are shell-quoted, so none of these ends a word of its own).
-_COMMAND = re.compile(r"\bweightdoctor (?:convert|diff-keys|check-dtype|plan-devices|shard|inspect) ")
+# A conversion script an installed library ships, run as a module (weightdoctor.converters), is one too.
+_COMMAND = re.compile(r"\bweightdoctor (?:convert|diff-keys|check-dtype|plan-devices|shard|inspect) "
+                      r"|\bpython -m (?:transformers|diffusers)\.[\w.]+ ")
 # Where a Python call a note gives to paste starts (the PeftModel.from_pretrained that loads an adapter onto B, its
 # paths as Python literals), with the imports before it that make it run pasted into a fresh interpreter; it ends at
 # its closing parenthesis. Folded into the note at the terminal's width, a newline fell inside a path's literal:
