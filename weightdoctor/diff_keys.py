@@ -1918,6 +1918,7 @@ def adapter_fit(
         match["part"] in ("miss_block", "shira_weight", "road_theta", "road_alpha") for _, match in tuners) else None
     methods = _tuners_fit(tuners, shared, specs_b, whys, modules, specs_a, conv_groups, uncompared, config)
     unknown: list[str] = []  # the tensor families of PEFT methods not known here (`_peft_generic`), in order
+    frod_sparse_rate: tuple[Any, ...] | None = None  # FRoD's adapter_config.json sparse_rate, read once if needed
     for name, module, part in generic:
         family = part.split("_")[0] + "_*"
         sized = _GENERIC_SIZED_METHODS.get(family)
@@ -1931,7 +1932,11 @@ def adapter_fit(
             continue
         if sized not in methods:
             methods.append(sized)
-        misfit = _generic_sized_misfit(part, specs_a[name].shape, weight, module)
+        if sized == "FRoD" and frod_sparse_rate is None and adapter_config is not None:
+            frod_sparse_rate = ((adapter_config() or {}).get("sparse_rate"),)
+        misfit = (_psoft_misfit(name, specs_a[name].shape, weight, module) if sized == "PSOFT" else
+                  _frod_misfit(part, specs_a[name].shape, weight, module, (frod_sparse_rate or (None,))[0])
+                  if sized == "FRoD" else _generic_sized_misfit(part, specs_a[name].shape, weight, module))
         if misfit:
             whys[name] = ("adapter", "error", f"{sized} on {module}: {misfit}: an adapter for another model size")
             modules[module] = False
@@ -1941,6 +1946,10 @@ def adapter_fit(
     for name in generic_shared:
         known = _GENERIC_SIZED_METHODS.get(name.split(".")[1].split("_")[0] + "_*", "a PEFT method not known here")
         whys[name] = ("adapter", "info", f"saved once for the adapter's modules by {known}, not a weight of B")
+        if name.startswith("base_model.frod_V."):
+            misfit = _frod_projection_misfit(name, specs_a[name].shape, generic, specs_b)
+            if misfit:
+                whys[name] = ("adapter", "error", f"FRoD's {misfit}: an adapter for another model size")
     targets = _unilora_targets(adapter_config() if unilora and adapter_config is not None else None, specs_b)
     for name in unilora:
         whys[name] = ("adapter", "error", f"UniLoRA's shared vector theta_d for modules named {targets[1]} "
@@ -2397,9 +2406,17 @@ def _peft_generic(
 # tinylora_v are sized by r and u alone); Lily's lily_A r × in and lily_B (num_B · r) × out (lily_router num_B × r);
 # PEANuT's peanut_A r × out (it reads the layer's output) and peanut_B out × r (peanut_encoders / decoders r × r).
 # Their adapters against a base of another size read "shapes not compared", though PeftModel.from_pretrained raises.
-_GENERIC_SIZED_METHODS = {"tinylora_*": "TinyLoRA", "lily_*": "Lily", "peanut_*": "PEANuT"}
+# PSOFT's psoft_R (its weight r × r, or r(r-1)/2 when orthogonal; vector_a / vector_b r) is sized by its rank alone,
+# which peft's PsoftLayer.update_layer refuses above min(in_features, out_features) (ValueError). FRoD's frod_lambda_l
+# is one value per input feature, frod_lambda_s_values min(int(in² · sparse_rate), in(in-1)) (at least 1), and its
+# projection saved once per kind of module (`base_model.frod_V.<category>`, frod/model.py's _category_from_key:
+# self_attn_q_proj) in × in: an adapter of either against a base of another width read "a PEFT method not known
+# here (its shapes are not compared)", though PeftModel.from_pretrained raises.
+_GENERIC_SIZED_METHODS = {"tinylora_*": "TinyLoRA", "lily_*": "Lily", "peanut_*": "PEANuT", "psoft_*": "PSOFT",
+                          "frod_*": "FRoD"}
 _GENERIC_SIZED_PARTS = {"tinylora_A": (1, "in"), "tinylora_B": (0, "out"), "lily_A": (1, "in"),
-                        "lily_B": (1, "out"), "peanut_A": (1, "out"), "peanut_B": (0, "out")}
+                        "lily_B": (1, "out"), "peanut_A": (1, "out"), "peanut_B": (0, "out"),
+                        "frod_lambda_l": (0, "in")}
 
 
 def _generic_sized_misfit(part: str, shape: tuple[int, ...], weight: KeySpec, module: str) -> str | None:
@@ -2410,7 +2427,7 @@ def _generic_sized_misfit(part: str, shape: tuple[int, ...], weight: KeySpec, mo
         >>> _generic_sized_misfit("peanut_A", (4, 32), KeySpec("v.weight", (16, 32), "float32"), "v")
         'peanut_A 4×32 spans 32 output features, v.weight (16×32 in B) writes 16'
     """
-    if part not in _GENERIC_SIZED_PARTS or len(shape) != 2:
+    if part not in _GENERIC_SIZED_PARTS or len(shape) != (1 if part == "frod_lambda_l" else 2):
         return None
     axis, side = _GENERIC_SIZED_PARTS[part]
     widths = _layer_widths(weight.shape, module)
@@ -2421,6 +2438,122 @@ def _generic_sized_misfit(part: str, shape: tuple[int, ...], weight: KeySpec, mo
     return (f"{part} {'×'.join(map(str, shape))} spans {shape[axis]} {'input' if side == 'in' else 'output'} "
             f"features, {weight.name} ({'×'.join(map(str, weight.shape))} in B) {verb} "
             f"{' or '.join(map(str, sorted(wanted)))}")
+
+
+def _psoft_rank(name: str, shape: tuple[int, ...]) -> int | None:
+    """PSOFT's rank r as one of its psoft_R tensors shows it: vector_a / vector_b r, weight r × r, or r(r-1)/2 values
+    (the strict upper triangle its orthogonal form keeps); None where the shape says none.
+
+    Example:
+        >>> _psoft_rank("base_model.model.q.psoft_R.weight", (6,)), _psoft_rank("m.q.psoft_R.vector_a", (4,))
+        (4, 4)
+    """
+    leaf = name.rpartition(".")[2]
+    if leaf in ("vector_a", "vector_b") and len(shape) == 1:
+        return shape[0]
+    if leaf == "weight" and len(shape) == 2 and shape[0] == shape[1]:
+        return shape[0]
+    if leaf == "weight" and len(shape) == 1:
+        rank = round((1 + math.sqrt(1 + 8 * shape[0])) / 2)
+        return rank if rank * (rank - 1) // 2 == shape[0] else None
+    return None
+
+
+def _psoft_misfit(name: str, shape: tuple[int, ...], weight: KeySpec, module: str) -> str | None:
+    """Why a PSOFT tensor cannot go on B's 2-D `weight`: its rank above the layer's smaller side, which peft refuses.
+
+    Example:
+        >>> _psoft_misfit("m.v.psoft_R.vector_a", (20,), KeySpec("v.weight", (16, 32), "float32"), "v")
+        'psoft_R rank 20 is above min(in, out) of v.weight (16×32 in B), 16: peft refuses it (ValueError)'
+    """
+    rank = _psoft_rank(name, shape)
+    if rank is None:
+        return None
+    side = min(min(widths) for widths in _layer_widths(weight.shape, module))
+    if rank <= side:
+        return None
+    return (f"psoft_R rank {rank} is above min(in, out) of {weight.name} ({'×'.join(map(str, weight.shape))} in B), "
+            f"{side}: peft refuses it (ValueError)")
+
+
+def _frod_nonzeros(width: int, sparse_rate: float) -> int:
+    """How many sparse values FRoD keeps for a layer `width` features wide (frod/model.py's _init_frod_projections).
+
+    Example:
+        >>> _frod_nonzeros(32, 0.01), _frod_nonzeros(4, 0.01), _frod_nonzeros(32, 0.0)
+        (10, 1, 0)
+    """
+    off_diagonal = width * (width - 1)
+    nonzeros = min(int(width * width * sparse_rate), off_diagonal)
+    return max(1, nonzeros) if sparse_rate > 0 and off_diagonal > 0 else nonzeros
+
+
+def _frod_misfit(part: str, shape: tuple[int, ...], weight: KeySpec, module: str, sparse_rate: Any) -> str | None:
+    """Why a FRoD tensor does not fit B's 2-D `weight`: frod_lambda_l spans its input features, frod_lambda_s_values
+    holds as many values as that width and adapter_config.json's sparse_rate make (not compared without it).
+
+    Example:
+        >>> why = _frod_misfit("frod_lambda_s_values", (10,), KeySpec("q.weight", (48, 48), "float32"), "q", 0.01)
+        >>> for part in why.split("; "):
+        ...     print(part)
+        frod_lambda_s_values holds 10 values, as many as a 32-wide input keeps at sparse_rate 0.01
+        q.weight (48×48 in B) reads 48 (23 values)
+    """
+    if part == "frod_lambda_l":
+        return _generic_sized_misfit(part, shape, weight, module)
+    if part != "frod_lambda_s_values" or len(shape) != 1 or isinstance(sparse_rate, bool) \
+            or not isinstance(sparse_rate, (int, float)) or not 0 <= sparse_rate <= 1:
+        return None
+    widths = sorted({width for width, _ in _layer_widths(weight.shape, module)})
+    if any(_frod_nonzeros(width, sparse_rate) == shape[0] for width in widths):
+        return None
+    # The input width the count was made for, where one (up to 4 times B's) makes it.
+    made_for = next((width for width in range(1, 4 * max(widths) + 1)
+                     if _frod_nonzeros(width, sparse_rate) == shape[0]), None)
+    made = f", as many as a {made_for}-wide input keeps at sparse_rate {sparse_rate}" if made_for else ""
+    wanted = " or ".join(f"{width} ({_frod_nonzeros(width, sparse_rate)} values)" for width in widths)
+    return (f"frod_lambda_s_values holds {shape[0]} values{made}; {weight.name} ({'×'.join(map(str, weight.shape))} "
+            f"in B) reads {wanted}")
+
+
+def _frod_category(module: str) -> str:
+    """The kind of module FRoD shares one projection over (frod/model.py's _category_from_key): its last two names.
+
+    Example:
+        >>> _frod_category("model.layers.0.self_attn.q_proj"), _frod_category("encoder.layer.0.attention.output.dense")
+        ('self_attn_q_proj', 'attention_output')
+    """
+    parts = module.split(".")
+    if len(parts) == 1 or parts[-2].isdigit():
+        return parts[-1]
+    category = f"{parts[-2]}_{parts[-1]}"
+    return "attention_output" if category == "output_dense" and len(parts) >= 3 and parts[-3] == "attention" \
+        else category
+
+
+def _frod_projection_misfit(
+    name: str, shape: tuple[int, ...], generic: Sequence[tuple[str, str, str]], specs_b: Mapping[str, KeySpec],
+) -> str | None:
+    """Why FRoD's projection saved once for a kind of module (`base_model.frod_V.<category>`, in × in) does not fit
+    B's modules of that kind among the adapted ones (`generic`: name, module, part), or None.
+
+    Example:
+        >>> b = {"l.0.attn.q.weight": KeySpec("l.0.attn.q.weight", (48, 48), "float32")}
+        >>> _frod_projection_misfit("base_model.frod_V.attn_q", (32, 32), [("n", "l.0.attn.q", "frod_lambda_l")], b)
+        "projection for its attn_q modules is 32×32, B's l.0.attn.q.weight (48×48) reads 48"
+    """
+    category = name.split(".")[2] if name.count(".") >= 2 else ""
+    if len(shape) != 2 or shape[0] != shape[1]:
+        return None
+    for module in dict.fromkeys(module for _, module, part in generic if part.startswith("frod_")):
+        weight = specs_b.get(module + ".weight")
+        if _frod_category(module) != category or weight is None or len(weight.shape) != 2:
+            continue
+        widths = sorted({width for width, _ in _layer_widths(weight.shape, module)})
+        if shape[0] not in widths:
+            return (f"projection for its {category} modules is {shape[0]}×{shape[1]}, B's {weight.name} "
+                    f"({'×'.join(map(str, weight.shape))}) reads {' or '.join(map(str, widths))}")
+    return None
 
 
 # The PEFT methods whose tensors `_tuner_misfit` compares with the widths of the layer they adapt.

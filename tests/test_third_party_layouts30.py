@@ -1,0 +1,103 @@
+"""A thirtieth round: third-party files no earlier round covered, run through the commands that apply: peft 0.21's
+PSOFT and FRoD adapters against their base and against bases of other widths (peft/tuners/psoft/layer.py: psoft_R
+sized by the rank alone, refused above min(in_features, out_features); peft/tuners/frod/layer.py and model.py:
+frod_lambda_l one value per input feature, frod_lambda_s_values min(int(in² · sparse_rate), in(in-1)), the projection
+frod_V.<category> in × in saved once per kind of module).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from tests.helpers import run_json
+
+
+def _llama(folder: Path, hidden: int = 32) -> Path:
+    import transformers
+
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(vocab_size=128, hidden_size=hidden, intermediate_size=64, num_hidden_layers=2,
+                                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+    transformers.LlamaForCausalLM(config).save_pretrained(str(folder))
+    return folder
+
+
+def _peft_adapter(base: Path, folder: Path, peft_config: object) -> Path:
+    import peft
+    import transformers
+
+    torch.manual_seed(0)
+    model = peft.get_peft_model(transformers.LlamaForCausalLM.from_pretrained(str(base)), peft_config)
+    model.save_pretrained(str(folder))
+    return folder
+
+
+def test_a_frod_adapter_is_checked_against_the_width_of_the_layers_it_adapts(tmp_path: Path) -> None:
+    """peft 0.21's FRoD adapter read "frod_* tensors of a PEFT method not known here (shapes not compared)", worst
+    severity info, against its own base and against a wider one, onto which PeftModel.from_pretrained raises a size
+    mismatch (frod_lambda_l 32 against 48). It is named FRoD now, fits its base, and against the wider base its
+    per-layer values and its shared projections are errors naming the widths."""
+    import peft
+
+    base, wide = _llama(tmp_path / "base"), _llama(tmp_path / "wide", hidden=48)
+    frod = _peft_adapter(base, tmp_path / "frod", peft.FrodConfig(target_modules=["q_proj", "v_proj"],
+                                                                  task_type="CAUSAL_LM"))
+    code, data = run_json("diff-keys", str(frod), str(base))
+    assert code == 0 and data["worst_severity"] == "info", data
+    assert data["notes"][0].startswith("A is a PEFT adapter: FRoD on 4 module(s), 4 of them in B with shapes that fit")
+    details = {issue["name"]: issue["detail"] for issue in data["unexpected"]}
+    assert details["base_model.model.model.layers.1.self_attn.v_proj.frod_lambda_l"] == (
+        "FRoD on model.layers.1.self_attn.v_proj.weight")
+    assert details["base_model.frod_V.self_attn_q_proj"] == (
+        "saved once for the adapter's modules by FRoD, not a weight of B")
+    assert not any("not known here" in detail for detail in details.values()), details
+
+    code, data = run_json("diff-keys", str(frod), str(wide))
+    assert code == 1 and data["worst_severity"] == "error"
+    assert "FRoD on 4 module(s), 0 of them in B with shapes that fit" in data["notes"][0]
+    errors = {issue["name"]: issue["detail"] for issue in data["unexpected"] if issue["severity"] == "error"}
+    assert errors["base_model.model.model.layers.0.self_attn.v_proj.frod_lambda_l"] == (
+        "FRoD on model.layers.0.self_attn.v_proj: frod_lambda_l 32 spans 32 input features, "
+        "model.layers.0.self_attn.v_proj.weight (24×48 in B) reads 48: an adapter for another model size")
+    # sparse_rate 0.01 (its default): int(32² · 0.01) = 10 values for a 32-wide input, int(48² · 0.01) = 23.
+    assert errors["base_model.model.model.layers.0.self_attn.q_proj.frod_lambda_s_values"] == (
+        "FRoD on model.layers.0.self_attn.q_proj: frod_lambda_s_values holds 10 values, as many as a 32-wide input "
+        "keeps at sparse_rate 0.01; model.layers.0.self_attn.q_proj.weight (48×48 in B) reads 48 (23 values): an "
+        "adapter for another model size")
+    assert errors["base_model.frod_V.self_attn_v_proj"] == (
+        "FRoD's projection for its self_attn_v_proj modules is 32×32, B's model.layers.0.self_attn.v_proj.weight "
+        "(24×48) reads 48: an adapter for another model size")
+    assert len(errors) == 10  # 4 modules × 2 values, 2 projections; frod_s_indices / frod_s_size are not sized so
+
+
+def test_a_psoft_adapter_is_named_and_its_rank_checked_against_the_layer(tmp_path: Path) -> None:
+    """peft 0.21's PSOFT read "psoft_* tensors of a PEFT method not known here". Its psoft_R is sized by the rank
+    alone, so it fits a wider base (PeftModel.from_pretrained loads it); a rank above a layer's smaller side is what
+    peft refuses (ValueError "`r` (20) must be less than or equal to min(in_features, out_features) (32, 16)"):
+    a rank-20 adapter made on a 48-wide Llama, checked against the 32-wide one, errors on v_proj (16 × 32) only."""
+    import peft
+
+    base, wide = _llama(tmp_path / "base"), _llama(tmp_path / "wide", hidden=48)
+    psoft = _peft_adapter(base, tmp_path / "psoft", peft.PsoftConfig(r=4, target_modules=["q_proj", "v_proj"],
+                                                                     task_type="CAUSAL_LM"))
+    for other in (base, wide):
+        code, data = run_json("diff-keys", str(psoft), str(other))
+        assert code == 0 and data["worst_severity"] == "info", data
+        assert data["notes"][0].startswith("A is a PEFT adapter: PSOFT on 4 module(s), 4 of them in B with shapes "
+                                           "that fit"), data["notes"]
+        assert {issue["detail"] for issue in data["unexpected"]} == {
+            f"PSOFT on model.layers.{layer}.self_attn.{proj}.weight"
+            for layer in (0, 1) for proj in ("q_proj", "v_proj")}
+    psoft20 = _peft_adapter(wide, tmp_path / "psoft20", peft.PsoftConfig(r=20, target_modules=["q_proj", "v_proj"],
+                                                                         task_type="CAUSAL_LM"))
+    code, data = run_json("diff-keys", str(psoft20), str(base))
+    assert code == 1 and "PSOFT on 4 module(s), 2 of them in B with shapes that fit" in data["notes"][0]
+    errors = {issue["name"]: issue["detail"] for issue in data["unexpected"] if issue["severity"] == "error"}
+    assert set(errors) == {f"base_model.model.model.layers.{layer}.self_attn.v_proj.psoft_R.{part}"
+                           for layer in (0, 1) for part in ("weight", "vector_a", "vector_b")}
+    assert errors["base_model.model.model.layers.1.self_attn.v_proj.psoft_R.weight"] == (
+        "PSOFT on model.layers.1.self_attn.v_proj: psoft_R rank 20 is above min(in, out) of "
+        "model.layers.1.self_attn.v_proj.weight (16×32 in B), 16: peft refuses it (ValueError): an adapter for "
+        "another model size")
