@@ -101,3 +101,68 @@ def test_a_psoft_adapter_is_named_and_its_rank_checked_against_the_layer(tmp_pat
         "PSOFT on model.layers.1.self_attn.v_proj: psoft_R rank 20 is above min(in, out) of "
         "model.layers.1.self_attn.v_proj.weight (16×32 in B), 16: peft refuses it (ValueError): an adapter for "
         "another model size")
+
+
+def _added_kv_lora_current(path: Path, added: int = 24, hidden: int = 32, rank: int = 4) -> Path:
+    """The LoRA of round 29's `_added_kv_lora` in diffusers' current layout (save_lora_weights' names, peft's
+    lora_A / lora_B under `unet.`), seeded alike so its factors are the same tensors."""
+    from safetensors.torch import save_file
+
+    from tests.test_third_party_layouts29 import _ADDED_KV_ATTENTIONS
+
+    generator = torch.Generator().manual_seed(2)
+    state = {}
+    for attention in _ADDED_KV_ATTENTIONS:
+        for proj in ("to_q", "add_k_proj", "add_v_proj", "to_k", "to_v", "to_out.0"):
+            width_in = added if proj.startswith("add_") else hidden
+            state[f"unet.{attention}.{proj}.lora_A.weight"] = torch.randn(rank, width_in, generator=generator) / rank
+            state[f"unet.{attention}.{proj}.lora_B.weight"] = torch.zeros(hidden, rank)
+    save_file(state, str(path))
+    return path
+
+
+def test_an_added_kv_lora_in_the_first_layout_against_the_same_lora_in_the_current_one(tmp_path: Path) -> None:
+    """save_attn_procs' LoRA of an added-KV UNet against the same LoRA in diffusers' current layout: its 16 to_q /
+    to_k / to_v / to_out pairs were matched, but its 8 add_k_proj_lora / add_v_proj_lora keys were "unknown" errors
+    with no detail and B's 8 add_k_proj.lora_A ... keys "adapter" warnings with none. Each is now matched with the
+    other side's pair on the same projection, a warning that diffusers' loaders leave the first layout's out; the
+    other way round (B the first layout) alike; pairs for another added width are errors naming both shapes."""
+    from tests.test_third_party_layouts29 import _added_kv_lora
+
+    old = _added_kv_lora(tmp_path / "pytorch_lora_weights.bin")
+    current = _added_kv_lora_current(tmp_path / "current.safetensors")
+    code, data = run_json("diff-keys", str(old), str(current))
+    assert code == 0 and data["worst_severity"] == "warn", data
+    unexpected = {issue["name"]: (issue["reason"], issue["severity"], issue["detail"]) for issue in data["unexpected"]}
+    missing = {issue["name"]: (issue["reason"], issue["severity"], issue["detail"]) for issue in data["missing"]}
+    assert unexpected["mid_block.attentions.0.processor.add_k_proj_lora.down.weight"] == (
+        "adapter", "warn", "the pair B holds as unet.mid_block.attentions.0.add_k_proj.lora_A.weight "
+        "(LoRAAttnAddedKVProcessor's added key / value projection), with the same shape, but diffusers' current "
+        "loaders leave it out of A: they do not rename add_k_proj_lora")
+    assert missing["unet.down_blocks.1.attentions.0.add_v_proj.lora_B.weight"] == (
+        "adapter", "warn", "A holds it as down_blocks.1.attentions.0.processor.add_v_proj_lora.up.weight (diffusers' "
+        "first layout), with the same shape, which diffusers' current loaders leave out of A")
+    assert not any(reason == "unknown" for reason, _, _ in unexpected.values())
+    assert sum(severity == "warn" for _, severity, _ in unexpected.values()) == 8
+    assert sum(severity == "warn" for _, severity, _ in missing.values()) == 8
+    assert data["notes"][0].endswith(
+        "16 of A's keys are B's under those names, with the same shapes; 8 more of A's, LoRAAttnAddedKVProcessor "
+        "pairs (add_k_proj_lora / add_v_proj_lora), are B's on the same added key / value projections with the same "
+        "shapes, but diffusers' loaders since its PEFT backend leave them out of A (they do not rename them): "
+        "loaded, the two differ there"), data["notes"]
+
+    code, data = run_json("diff-keys", str(current), str(old))
+    assert code == 0 and data["worst_severity"] == "warn"
+    assert {issue["detail"] for issue in data["unexpected"] if "add_k_proj" in issue["name"]} == {
+        f"B holds it as {attention}.processor.add_k_proj_lora.{part}.weight (diffusers' first layout), with the "
+        "same shape, which diffusers' current loaders leave out of B"
+        for attention in ("down_blocks.1.attentions.0", "mid_block.attentions.0") for part in ("down", "up")}
+
+    narrow = _added_kv_lora(tmp_path / "narrow.bin", added=16)
+    code, data = run_json("diff-keys", str(narrow), str(current))
+    assert code == 1 and data["worst_severity"] == "error"
+    errors = {issue["name"]: issue["detail"] for issue in data["unexpected"] if issue["severity"] == "error"}
+    assert errors == {f"{attention}.processor.{proj}_lora.down.weight": (
+        f"the pair B holds as unet.{attention}.{proj}.lora_A.weight: 4×16 in A, 4×24 in B")
+        for attention in ("down_blocks.1.attentions.0", "mid_block.attentions.0") for proj in ("add_k_proj",
+                                                                                              "add_v_proj")}

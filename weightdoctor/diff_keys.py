@@ -1462,7 +1462,7 @@ def _diffusers_old_lora_fit(
     own: it was "a PEFT adapter ... none of its modules is in B: it was made for another model"."""
     held = {name: new for name, new in renamed.items() if new in specs_b}
     if len(held) * 2 >= len(renamed):
-        return _diffusers_old_against_current(held, specs_a, specs_b)
+        return _diffusers_old_against_current(held, specs_a, specs_b, added_kv=unexpected)
     added_kv, added_fit, added_misfit = _diffusers_added_kv_fit(
         [name for name in unexpected if name not in renamed], specs_a, specs_b)
     whys, note = adapter_fit({renamed.get(name, name): spec for name, spec in specs_a.items() if name not in added_kv},
@@ -1489,15 +1489,53 @@ def _diffusers_old_lora_fit(
             if note.startswith("A is a LoRA in diffusers' layout") else note)
 
 
+def _diffusers_added_kv_current_name(name: str) -> str | None:
+    """The name a LoRAAttnAddedKVProcessor pair key (`_DIFFUSERS_OLD_ADDED_KV`) has in a LoRA of diffusers' current
+    layout on the same projection (peft's, as save_lora_weights names it), or None for another key. diffusers' loaders
+    do not give it that name: they leave such a pair out.
+
+    Example:
+        >>> _diffusers_added_kv_current_name("mid_block.attentions.0.processor.add_k_proj_lora.up.weight")
+        'unet.mid_block.attentions.0.add_k_proj.lora_B.weight'
+    """
+    match = _DIFFUSERS_OLD_ADDED_KV.match(name)
+    if match is None:
+        return None
+    module = match["module"] if _diffusers_component(match["module"]) else "unet." + match["module"]
+    return f"{module}.{match['proj']}.{'lora_A' if match['part'] == 'down' else 'lora_B'}.weight"
+
+
 def _diffusers_old_against_current(
     held: Mapping[str, str], specs_old: Mapping[str, KeySpec], specs_new: Mapping[str, KeySpec], old_side: str = "A",
+    added_kv: Sequence[str] = (),
 ) -> tuple[dict[str, tuple[str, str, str]], str]:
     """`_diffusers_old_lora_fit` where one side (`old_side`) is a LoRA in diffusers' first layout and the other holds
     its pairs under the names diffusers' loaders give them (`held`: old name -> new name): each key and the key it is
-    loaded as, "renamed" where their shapes agree, an error where they do not."""
+    loaded as, "renamed" where their shapes agree, an error where they do not. The old side's LoRAAttnAddedKVProcessor
+    pairs among `added_kv` (its names the other side lacks) are matched with the other side's pairs on the same
+    add_k_proj / add_v_proj (`_diffusers_added_kv_current_name`): the same LoRA, which diffusers' loaders leave out of
+    the old side (they were "unknown" errors, the other side's "adapter" warnings with no detail)."""
     new_side = "B" if old_side == "A" else "A"
     whys: dict[str, tuple[str, str, str]] = {}
-    differ = 0
+    differ = added_same = 0
+    for name in added_kv:
+        new = _diffusers_added_kv_current_name(name)
+        if new is None or new not in specs_new or new in specs_old:
+            continue
+        shape_old, shape_new = specs_old[name].shape, specs_new[new].shape
+        if tuple(shape_old) == tuple(shape_new):
+            added_same += 1
+            whys[name] = ("adapter", "warn", f"the pair {new_side} holds as {new} (LoRAAttnAddedKVProcessor's added "
+                          "key / value projection), with the same shape, but diffusers' current loaders leave it out "
+                          f"of {old_side}: they do not rename {_DIFFUSERS_OLD_ADDED_KV.match(name)['proj']}_lora")
+            whys[new] = ("adapter", "warn", f"{old_side} holds it as {name} (diffusers' first layout), with the same "
+                         f"shape, which diffusers' current loaders leave out of {old_side}")
+        else:
+            differ += 1
+            shown = (f"{'×'.join(map(str, shape_old))} in {old_side}, "
+                     f"{'×'.join(map(str, shape_new))} in {new_side}")
+            whys[name] = ("adapter", "error", f"the pair {new_side} holds as {new}: {shown}")
+            whys[new] = ("adapter", "error", f"{old_side} holds it as {name}: {shown}")
     for name, new in held.items():
         shape_old, shape_new = specs_old[name].shape, specs_new[new].shape
         if tuple(shape_old) == tuple(shape_new):
@@ -1513,7 +1551,11 @@ def _diffusers_old_against_current(
                   f"`processor.to_q_lora.down`) and {new_side} one in its current layout (`to_q.lora_A`): diffusers' "
                   f"loaders rename {old_side}'s keys to {new_side}'s as they load it, and {len(held)} of "
                   f"{old_side}'s keys are {new_side}'s under those names"
-                  + (f", {differ} of them of other shapes" if differ else ", with the same shapes"))
+                  + (f", {differ} of them of other shapes" if differ else ", with the same shapes")
+                  + (f"; {added_same} more of {old_side}'s, LoRAAttnAddedKVProcessor pairs (add_k_proj_lora / "
+                     f"add_v_proj_lora), are {new_side}'s on the same added key / value projections with the same "
+                     f"shapes, but diffusers' loaders since its PEFT backend leave them out of {old_side} (they do "
+                     "not rename them): loaded, the two differ there" if added_same else ""))
 
 
 def _diffusers_component(module: str) -> str | None:
@@ -1696,7 +1738,7 @@ def adapter_fit(
         # B the LoRA in the first layout, A in the current one: the same pairing the other way round.
         held = {name: new for name, new in old_in_b.items() if new in specs_a}
         if len(held) * 2 >= len(old_in_b):
-            return _diffusers_old_against_current(held, specs_b, specs_a, old_side="B")
+            return _diffusers_old_against_current(held, specs_b, specs_a, old_side="B", added_kv=missing)
     if ".adapters." in joined or ".loras." in joined:
         whys, note = _adapterhub_fit(specs_a, specs_b, unexpected, missing)
         if whys:
