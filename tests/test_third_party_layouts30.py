@@ -166,3 +166,45 @@ def test_an_added_kv_lora_in_the_first_layout_against_the_same_lora_in_the_curre
         f"the pair B holds as unet.{attention}.{proj}.lora_A.weight: 4×16 in A, 4×24 in B")
         for attention in ("down_blocks.1.attentions.0", "mid_block.attentions.0") for proj in ("add_k_proj",
                                                                                               "add_v_proj")}
+
+
+# timm's train.py saves through CheckpointSaver (timm/utils/checkpoint_saver.py, _save): {'epoch', 'arch',
+# 'state_dict', 'optimizer', 'version': 2, 'args', 'metric', 'state_dict_ema'} as model_best.pth.tar; its
+# load_checkpoint(model, path, use_ema=True) loads state_dict_ema.
+def _timm_checkpoint(path: Path) -> Path:
+    import argparse
+
+    torch.manual_seed(0)
+    state = {"conv1.weight": torch.randn(8, 3, 3, 3), "bn1.weight": torch.ones(8), "bn1.bias": torch.zeros(8),
+             "bn1.running_mean": torch.zeros(8), "bn1.running_var": torch.ones(8),
+             "bn1.num_batches_tracked": torch.tensor(100), "fc.weight": torch.randn(10, 8), "fc.bias": torch.zeros(10)}
+    torch.save({"epoch": 10, "arch": "resnet18", "state_dict": state, "optimizer": {"state": {}, "param_groups": []},
+                "version": 2, "args": argparse.Namespace(model="resnet18", lr=0.1), "metric": 71.2,
+                "state_dict_ema": {name: tensor + 0.01 if tensor.is_floating_point() else tensor
+                                   for name, tensor in state.items()}}, path)
+    return path
+
+
+def test_convert_and_shard_name_the_ema_state_dict_they_leave_out(tmp_path: Path) -> None:
+    """A timm checkpoint's state_dict_ema (the EMA weights timm's validate.py --use-ema loads) was the "1 more" of
+    "not the checkpoint's other entries (epoch, arch, optimizer, version, args, metric and 1 more)": a second whole
+    set of weights dropped without a word. The warning names it and the --key that writes it, which works."""
+    from safetensors import safe_open
+
+    checkpoint = _timm_checkpoint(tmp_path / "model_best.pth.tar")
+    code, data = run_json("convert", str(checkpoint), "-o", str(tmp_path / "model.safetensors"))
+    assert code == 0, data
+    assert data["warnings"] == [
+        "only the state dict at 'state_dict' is written, not the checkpoint's other entries (epoch, arch, optimizer, "
+        "version, args, metric and 1 more); state_dict_ema is another state dict (8 tensors), not written: --key "
+        "state_dict_ema writes it instead"]
+    code, data = run_json("shard", str(checkpoint), "-o", str(tmp_path / "sharded"), "--max", "1KB")
+    assert code == 0 and any("--key state_dict_ema writes it instead" in line for line in data["warnings"]), data
+    # The advice run: the EMA weights written, each the EMA's value.
+    code, data = run_json("convert", str(checkpoint), "-o", str(tmp_path / "ema.safetensors"), "--key",
+                          "state_dict_ema")
+    assert code == 0 and "state_dict is another state dict (8 tensors), not written: --key state_dict writes it " \
+        "instead" in data["warnings"][0]
+    saved = torch.load(checkpoint, weights_only=False)
+    with safe_open(str(tmp_path / "ema.safetensors"), "pt") as written:
+        assert torch.equal(written.get_tensor("fc.weight"), saved["state_dict_ema"]["fc.weight"])
