@@ -208,3 +208,48 @@ def test_convert_and_shard_name_the_ema_state_dict_they_leave_out(tmp_path: Path
     saved = torch.load(checkpoint, weights_only=False)
     with safe_open(str(tmp_path / "ema.safetensors"), "pt") as written:
         assert torch.equal(written.get_tensor("fc.weight"), saved["state_dict_ema"]["fc.weight"])
+
+
+def _colbert(folder: Path, bert: Path) -> Path:
+    """A ColBERT checkpoint as stanford-futuredata/ColBERT saves one (colbert/modeling/hf_colbert.py: HF_ColBERT, a
+    BertPreTrainedModel with `linear = nn.Linear(hidden_size, dim, bias=False)` beside its `bert`, written by
+    save_pretrained; artifact.metadata its ColBERTConfig), and the BertModel it starts from."""
+    import json
+
+    import transformers
+
+    class HF_ColBERT(transformers.BertPreTrainedModel):  # noqa: N801 (ColBERT's own class name, saved in config.json)
+        def __init__(self, config: transformers.BertConfig, dim: int = 16) -> None:
+            super().__init__(config)
+            self.linear = torch.nn.Linear(config.hidden_size, dim, bias=False)
+            self.bert = transformers.BertModel(config)
+            self.post_init()
+
+    torch.manual_seed(0)
+    config = transformers.BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                     intermediate_size=64, max_position_embeddings=64)
+    HF_ColBERT(config).save_pretrained(str(folder))
+    (folder / "artifact.metadata").write_text(json.dumps({"dim": 16, "similarity": "cosine", "query_maxlen": 32,
+                                                          "doc_maxlen": 180, "checkpoint": "bert-base-uncased"}))
+    transformers.BertModel(config).save_pretrained(str(bert))
+    return folder
+
+
+def test_a_colbert_checkpoint_against_its_bert_names_its_projection_a_head(tmp_path: Path) -> None:
+    """A ColBERT checkpoint against the BertModel it was trained from (either way round) read "unknown" on its
+    `linear.weight`, an error with no detail, though BertModel.from_pretrained drops it and HF_ColBERT.from_pretrained
+    of the BERT starts it at random, as ColBERT's training does. It is ColBERT's head now; the `bert.` prefix is
+    what stands between the two, and the rename suggested maps it."""
+    colbert = _colbert(tmp_path / "colbert", tmp_path / "bert")
+    code, data = run_json("diff-keys", str(colbert), str(tmp_path / "bert"))
+    assert code == 0 and data["worst_severity"] == "warn", data
+    assert [(issue["reason"], issue["severity"], issue["detail"]) for issue in data["unexpected"]
+            if issue["name"] == "linear.weight"] == [("task-head", "info", "not used by B, dropped")]
+    assert {issue["reason"] for issue in data["unexpected"] if issue["name"] != "linear.weight"} == {
+        "base-model-prefix"}
+    assert data["suggested_renames"][0]["flag"] == "--rename '^bert\\.='"
+    code, data = run_json("diff-keys", str(tmp_path / "bert"), str(colbert))
+    assert code == 0 and [(issue["reason"], issue["severity"], issue["detail"]) for issue in data["missing"]
+                          if issue["name"] == "linear.weight"] == [("task-head", "info", "new, initialised at random")]
+    code, data = run_json("diff-keys", str(colbert), str(tmp_path / "bert"), "--rename", "^bert\\.=")
+    assert code == 0 and data["matched"] == 39 and data["worst_severity"] == "info"

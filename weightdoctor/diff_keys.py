@@ -170,6 +170,26 @@ def _top_fc_is_head(name: str, *sides: Mapping[str, KeySpec] | None) -> bool:
                for key, spec in side.items()):
             return False
     return True
+
+
+def _top_linear_is_head(name: str, side: Mapping[str, KeySpec] | None) -> bool:
+    """Whether `name` is a top-level `linear.weight` (no bias) beside one encoder under a single prefix and nothing
+    else: ColBERT's projection of each token embedding (stanford-futuredata/ColBERT's HF_ColBERT, colbert/modeling/
+    hf_colbert.py: `self.linear = nn.Linear(hidden_size, dim, bias=False)` beside `bert.` / `roberta.`), its head.
+    Its checkpoint against the BertModel it was trained from read "unknown" on it, an error with no detail, though
+    BertModel.from_pretrained drops it.
+
+    Example:
+        >>> side = {n: KeySpec(n, (16, 32), "float32") for n in ("linear.weight", "bert.pooler.dense.weight")}
+        >>> _top_linear_is_head("linear.weight", side), _top_linear_is_head("linear.weight", {**side, "fc.bias": None})
+        (True, False)
+    """
+    if name != "linear.weight" or side is None or "linear.bias" in side:
+        return False
+    prefixes = {key.split(".", 1)[0] for key in side if key != name}
+    return len(prefixes) == 1 and all("." in key for key in side)
+
+
 _OUTPUT_EMBEDDING = _lazy_regex(
     r"(^|\.)(lm_head|embed_out|output_projection|cls\.predictions\.decoder|predictions\.decoder|"
     r"lm_head\.decoder|generator_lm_head|output_embeddings)\.weight$"
@@ -4653,7 +4673,7 @@ def classify_key(
         # of the head into the base the one unexpected key, dropped.
         return "task-head", "info", ("not used by B, dropped" if kind != "missing" else
                                      "the generation head's output bias, a buffer the model sets to zeros")
-    if _HEAD.search(name) or _top_fc_is_head(name, own_side):
+    if _HEAD.search(name) or _top_fc_is_head(name, own_side) or _top_linear_is_head(name, own_side):
         # A head's bias starts at the model's own init, not at random: transformers' _init_weights zeroes a
         # Linear's bias ("initialised at random" stood beside classifier.bias, which from_pretrained leaves at zeros).
         detail = "not used by B, dropped" if kind != "missing" else new_head_detail(name, spec.shape)
