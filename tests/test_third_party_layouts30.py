@@ -253,3 +253,40 @@ def test_a_colbert_checkpoint_against_its_bert_names_its_projection_a_head(tmp_p
                           if issue["name"] == "linear.weight"] == [("task-head", "info", "new, initialised at random")]
     code, data = run_json("diff-keys", str(colbert), str(tmp_path / "bert"), "--rename", "^bert\\.=")
     assert code == 0 and data["matched"] == 39 and data["worst_severity"] == "info"
+
+
+def _lightning_ema_checkpoint(path: Path) -> Path:
+    """A Lightning checkpoint saved with EMAWeightAveraging (lightning/pytorch/callbacks/weight_averaging.py,
+    on_save_checkpoint: the trained weights moved to current_model_state, the average's `module.`-stripped weights
+    put in state_dict, its n_averaged in averaging_state), the Trainer's other entries beside them."""
+    torch.manual_seed(0)
+    current = {"model.encoder.weight": torch.randn(16, 8), "model.encoder.bias": torch.zeros(16),
+               "model.head.weight": torch.randn(4, 16), "model.head.bias": torch.zeros(4)}
+    torch.save({"epoch": 3, "global_step": 300, "pytorch-lightning_version": "2.5.2",
+                "state_dict": {name: tensor * 0.9 for name, tensor in current.items()},
+                "current_model_state": current, "averaging_state": {"n_averaged": torch.tensor(300)},
+                "loops": {"fit_loop": {"state_dict": {}}}, "callbacks": {"EMAWeightAveraging": {
+                    "latest_update_step": 300}},
+                "optimizer_states": [{"state": {}, "param_groups": [{"lr": 1e-3, "params": [0, 1, 2, 3]}]}],
+                "lr_schedulers": [], "hparams_name": "kwargs", "hyper_parameters": {"lr": 1e-3}}, path)
+    return path
+
+
+def test_a_lightning_weight_averaging_checkpoint_says_which_weights_it_reads(tmp_path: Path) -> None:
+    """Lightning's WeightAveraging callback saves the average in state_dict and the trained weights in
+    current_model_state: inspect read state_dict without saying it is the average, and convert (with the round's
+    state-dict naming) must not offer averaging_state, the average's one-tensor count, as weights to write."""
+    checkpoint = _lightning_ema_checkpoint(tmp_path / "epoch=2-step=300.ckpt")
+    code, data = run_json("inspect", str(checkpoint))
+    assert code == 0 and data["nested_key"] == "state_dict" and data["num_tensors"] == 4
+    assert any("a Lightning checkpoint saved with its WeightAveraging callback (EMAWeightAveraging): state_dict is "
+               "read, the averaged weights the callback puts there on save" in line and
+               "--key current_model_state reads the weights as trained" in line for line in data["warnings"]), data
+    code, data = run_json("convert", str(checkpoint), "-o", str(tmp_path / "ema.safetensors"))
+    assert code == 0
+    left_out = next(line for line in data["warnings"] if line.startswith("only the state dict at"))
+    assert left_out.endswith("current_model_state is another state dict (4 tensors), not written: --key "
+                             "current_model_state writes it instead"), left_out
+    assert "--key averaging_state" not in left_out
+    code, data = run_json("inspect", str(checkpoint), "--key", "current_model_state")
+    assert code == 0 and data["num_tensors"] == 4 and data["nested_key"] == "current_model_state"
