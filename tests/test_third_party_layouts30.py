@@ -290,3 +290,39 @@ def test_a_lightning_weight_averaging_checkpoint_says_which_weights_it_reads(tmp
     assert "--key averaging_state" not in left_out
     code, data = run_json("inspect", str(checkpoint), "--key", "current_model_state")
     assert code == 0 and data["num_tensors"] == 4 and data["nested_key"] == "current_model_state"
+
+
+def test_an_mllama_checkpoint_through_the_commands(tmp_path: Path) -> None:
+    """Mllama (Llama 3.2 Vision), round 29's gap: its tiny config is transformers' own test values (those of
+    test_diff_keys_oracle9's case). transformers 5.25 saves it under the legacy names its hub checkpoints use
+    (language_model.model.*, language_model.lm_head, vision_model.*, multi_modal_projector): inspect counts them,
+    the text model is checked with MllamaForCausalLM as from_pretrained loads it (the vision parts dropped), and the
+    shards written load back into MllamaForConditionalGeneration with no key missing. Nothing was wrong: this
+    keeps it so."""
+    import transformers
+
+    kv = {"vocab_size": 96, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+          "num_attention_heads": 4, "num_key_value_heads": 2}
+    config = transformers.MllamaConfig(
+        text_config={**kv, "cross_attention_layers": [1], "pad_token_id": 0}, image_token_index=95,
+        vision_config={"image_size": 32, "patch_size": 8, "hidden_size": 32, "num_hidden_layers": 2,
+                       "num_global_layers": 1, "attention_heads": 4, "intermediate_size": 64,
+                       "vision_output_dim": 64, "intermediate_layers_indices": [0], "max_num_tiles": 2,
+                       "supported_aspect_ratios": [[1, 1], [1, 2]]})
+    torch.manual_seed(0)
+    model = transformers.MllamaForConditionalGeneration(config)
+    model.save_pretrained(str(tmp_path / "mllama"))
+    transformers.MllamaForCausalLM(config.text_config).save_pretrained(str(tmp_path / "text"))
+    code, data = run_json("inspect", str(tmp_path / "mllama"))
+    assert code == 0 and data["num_tensors"] == 78
+    assert data["num_params"] == sum(parameter.numel() for parameter in model.parameters())
+    code, data = run_json("diff-keys", str(tmp_path / "mllama"), "--model-class", "MllamaForCausalLM", "--config",
+                          str(tmp_path / "text"))
+    assert code == 0 and data["matched"] == 25 and data["worst_severity"] == "info", data
+    assert {issue["reason"] for issue in data["unexpected"]} == {"unused-part"} and len(data["unexpected"]) == 53
+    code, data = run_json("shard", str(tmp_path / "mllama"), "-o", str(tmp_path / "sharded"), "--max", "100KB")
+    assert code == 0
+    loaded, info = transformers.MllamaForConditionalGeneration.from_pretrained(str(tmp_path / "sharded"),
+                                                                               output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    assert torch.equal(loaded.lm_head.weight, model.lm_head.weight)
