@@ -2135,8 +2135,12 @@ def adapter_fit(
             f"{module}.weight" in specs_b or f"{module}.bias" in specs_b or f"{module}.in_proj_weight" in specs_b
             or (params is not None and module in params)))
         if misfit:
+            # PSOFT's factors are sized by its rank alone: what peft refuses is a rank above a layer's smaller side,
+            # with a ValueError from PsoftLayer.update_layer, not a size mismatch.
+            raised = ("a ValueError (its rank is above min(in_features, out_features) of a layer)"
+                      if method == "PSOFT" else "a size mismatch")
             note += (f"; {misfit} of them {plural(misfit, 'does', 'do')} not fit B's shapes: it was made for another "
-                     "size of the model, and PeftModel.from_pretrained onto B raises a size mismatch: load it "
+                     f"size of the model, and PeftModel.from_pretrained onto B raises {raised}: load it "
                      "onto the base it was made for (adapter_config.json's base_model_name_or_path)")
         # B a whole PEFT-wrapped model (get_peft_model(...).state_dict(): each adapted layer's weight under
         # `.base_layer.`, its own adapter's tensors beside it): "it was made for another model" was said of an
