@@ -329,3 +329,30 @@ def test_an_mllama_checkpoint_through_the_commands(tmp_path: Path) -> None:
                                                                                output_loading_info=True)
     assert not info["missing_keys"] and not info["unexpected_keys"]
     assert torch.equal(loaded.lm_head.weight, model.lm_head.weight)
+
+
+def test_check_dtype_says_how_sentence_transformers_loads_a_sparse_static_embedding(tmp_path: Path) -> None:
+    """A sentence-transformers v5 Router's query route (query_0_SparseStaticEmbedding/: config.json {"frozen": true}
+    and model.safetensors of one `weight` per vocabulary token; sentence_transformers/sparse_encoder/models/
+    SparseStaticEmbedding.py): its load builds the weight as torch.ones, float32, and copies the file's in. check-dtype
+    said "config.json sets no torch_dtype/dtype: dtype='auto' goes by the weights", from_pretrained's rule, of a
+    float16 file that is up-cast."""
+    import json
+
+    from safetensors.torch import save_file
+
+    folder = tmp_path / "query_0_SparseStaticEmbedding"
+    folder.mkdir()
+    torch.manual_seed(0)
+    save_file({"weight": torch.rand(100).half()}, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    (folder / "config.json").write_text(json.dumps({"frozen": True}))
+    code, data = run_json("check-dtype", str(folder))
+    assert code == 0, data
+    assert data["config_agreement"] == {
+        "status": "not-set", "message": "a sentence-transformers SparseStaticEmbedding config (no dtype field): "
+        "SparseStaticEmbedding.load builds its weight in float32 and load_state_dict copies the weights into it: the "
+        "float16 weights are up-cast at load"}
+    # A transformers config without a dtype is still read as from_pretrained's.
+    (folder / "config.json").write_text(json.dumps({"model_type": "bert", "frozen": True}))
+    code, data = run_json("check-dtype", str(folder))
+    assert "dtype='auto' goes by the weights" in data["config_agreement"]["message"]
