@@ -1,8 +1,16 @@
-"""A thirtieth round: third-party files no earlier round covered, run through the commands that apply: peft 0.21's
-PSOFT and FRoD adapters against their base and against bases of other widths (peft/tuners/psoft/layer.py: psoft_R
-sized by the rank alone, refused above min(in_features, out_features); peft/tuners/frod/layer.py and model.py:
-frod_lambda_l one value per input feature, frod_lambda_s_values min(int(in² · sparse_rate), in(in-1)), the projection
-frod_V.<category> in × in saved once per kind of module).
+"""A thirtieth round: third-party files no earlier round covered, run through the commands that apply.
+
+peft 0.21's PSOFT and FRoD adapters against their base and bases of other widths (peft/tuners/psoft/layer.py:
+psoft_R sized by the rank alone, refused above min(in_features, out_features); peft/tuners/frod/layer.py and
+model.py: frod_lambda_l one value per input feature, frod_lambda_s_values min(int(in² · sparse_rate), in(in-1)), the
+projection frod_V.<category> in × in saved once per kind of module); diffusers' first-layout added-KV LoRA against
+the same LoRA in its current layout (utils/state_dict_utils.py: UNET_TO_DIFFUSERS has no add_k_proj_lora entry);
+timm's CheckpointSaver checkpoint with state_dict_ema; Lightning's WeightAveraging checkpoint (lightning/pytorch/
+callbacks/weight_averaging.py, on_save_checkpoint); a ColBERT checkpoint (stanford-futuredata/ColBERT's
+colbert/modeling/hf_colbert.py); a sentence-transformers v5 Router's SparseStaticEmbedding module
+(sentence_transformers/sparse_encoder/models/SparseStaticEmbedding.py); Mllama, saved by transformers 5.25.
+None of diffusers, timm, Lightning, ColBERT or sentence-transformers is installed: their files are written as the
+sources named save them; peft and transformers are used themselves.
 """
 
 from __future__ import annotations
