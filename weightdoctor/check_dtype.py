@@ -805,6 +805,16 @@ def config_agreement(
         return ConfigAgreement("not-set", "a sentence-transformers Dense config (no dtype field): "
                                "sentence-transformers builds the layer in float32 and load_state_dict copies the "
                                f"weights into it{cost}")
+    if declared is None and not config.get("model_type") and "frozen" in config and set(config) <= {"frozen", "path"} \
+            and [t.name for t in tensors] == ["weight"]:
+        # sentence-transformers' SparseStaticEmbedding (a Router's query_0_SparseStaticEmbedding/: config.json
+        # {"frozen": ...}, one `weight` per vocabulary token): its load builds the weight as torch.ones (float32)
+        # and load_torch_weights copies the file's into it; "dtype='auto' goes by the weights" is from_pretrained's.
+        low = [d for d in stored if d != "float32"]
+        cost = f": the {', '.join(low)} weights are up-cast at load" if low else ""
+        return ConfigAgreement("not-set", "a sentence-transformers SparseStaticEmbedding config (no dtype field): "
+                               "SparseStaticEmbedding.load builds its weight in float32 and load_state_dict copies "
+                               f"the weights into it{cost}")
     from weightdoctor.meta_model import is_kokoro_config, is_mamba_ssm_config
 
     if declared is None and is_kokoro_config(config):

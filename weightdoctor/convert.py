@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -310,7 +311,18 @@ def nested_only_warning(checkpoint: Checkpoint) -> str:
                 f"beside it): the output has no {top!r} key, so a loader that reads checkpoint{path} must read the "
                 "output's names directly")
     shown = ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
-    return f"only the state dict at {checkpoint.nested_key!r} is written, not the checkpoint's other entries ({shown})"
+    # Another whole state dict beside the one written (timm's state_dict_ema beside state_dict, an EMA copy a
+    # validation with --use-ema loads) was one of "and 1 more": dropped without a word that it holds weights.
+    # Only a whole one, as many tensors as half the written one's at least: Lightning's averaging_state (its
+    # n_averaged count, "a state dict of 1 tensor") is no model to write.
+    others = [(entry.split(" (")[0], entry.split("a state dict of ", 1)[1].split(":")[0])
+              for entry in checkpoint.other_entries if "(a state dict of " in entry]
+    others = [(name, tensors) for name, tensors in others
+              if int(tensors.split()[0].replace(",", "")) * 2 >= len(checkpoint.tensors)]
+    beside = "; ".join(f"{name} is another state dict ({tensors}), not written: --key {shlex.quote(name)} writes it "
+                       "instead" for name, tensors in others[:3])
+    return (f"only the state dict at {checkpoint.nested_key!r} is written, not the checkpoint's other entries "
+            f"({shown})" + (f"; {beside}" if beside else ""))
 
 
 def same_set_beside(out: Path, inputs: frozenset[Path] = frozenset()) -> list[str]:

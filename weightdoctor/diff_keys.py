@@ -170,6 +170,26 @@ def _top_fc_is_head(name: str, *sides: Mapping[str, KeySpec] | None) -> bool:
                for key, spec in side.items()):
             return False
     return True
+
+
+def _top_linear_is_head(name: str, side: Mapping[str, KeySpec] | None) -> bool:
+    """Whether `name` is a top-level `linear.weight` (no bias) beside one encoder under a single prefix and nothing
+    else: ColBERT's projection of each token embedding (stanford-futuredata/ColBERT's HF_ColBERT, colbert/modeling/
+    hf_colbert.py: `self.linear = nn.Linear(hidden_size, dim, bias=False)` beside `bert.` / `roberta.`), its head.
+    Its checkpoint against the BertModel it was trained from read "unknown" on it, an error with no detail, though
+    BertModel.from_pretrained drops it.
+
+    Example:
+        >>> side = {n: KeySpec(n, (16, 32), "float32") for n in ("linear.weight", "bert.pooler.dense.weight")}
+        >>> _top_linear_is_head("linear.weight", side), _top_linear_is_head("linear.weight", {**side, "fc.bias": None})
+        (True, False)
+    """
+    if name != "linear.weight" or side is None or "linear.bias" in side:
+        return False
+    prefixes = {key.split(".", 1)[0] for key in side if key != name}
+    return len(prefixes) == 1 and all("." in key for key in side)
+
+
 _OUTPUT_EMBEDDING = _lazy_regex(
     r"(^|\.)(lm_head|embed_out|output_projection|cls\.predictions\.decoder|predictions\.decoder|"
     r"lm_head\.decoder|generator_lm_head|output_embeddings)\.weight$"
@@ -1600,7 +1620,7 @@ def _diffusers_old_lora_fit(
     own: it was "a PEFT adapter ... none of its modules is in B: it was made for another model"."""
     held = {name: new for name, new in renamed.items() if new in specs_b}
     if len(held) * 2 >= len(renamed):
-        return _diffusers_old_against_current(held, specs_a, specs_b)
+        return _diffusers_old_against_current(held, specs_a, specs_b, added_kv=unexpected)
     added_kv, added_fit, added_misfit = _diffusers_added_kv_fit(
         [name for name in unexpected if name not in renamed], specs_a, specs_b)
     whys, note = adapter_fit({renamed.get(name, name): spec for name, spec in specs_a.items() if name not in added_kv},
@@ -1627,15 +1647,53 @@ def _diffusers_old_lora_fit(
             if note.startswith("A is a LoRA in diffusers' layout") else note)
 
 
+def _diffusers_added_kv_current_name(name: str) -> str | None:
+    """The name a LoRAAttnAddedKVProcessor pair key (`_DIFFUSERS_OLD_ADDED_KV`) has in a LoRA of diffusers' current
+    layout on the same projection (peft's, as save_lora_weights names it), or None for another key. diffusers' loaders
+    do not give it that name: they leave such a pair out.
+
+    Example:
+        >>> _diffusers_added_kv_current_name("mid_block.attentions.0.processor.add_k_proj_lora.up.weight")
+        'unet.mid_block.attentions.0.add_k_proj.lora_B.weight'
+    """
+    match = _DIFFUSERS_OLD_ADDED_KV.match(name)
+    if match is None:
+        return None
+    module = match["module"] if _diffusers_component(match["module"]) else "unet." + match["module"]
+    return f"{module}.{match['proj']}.{'lora_A' if match['part'] == 'down' else 'lora_B'}.weight"
+
+
 def _diffusers_old_against_current(
     held: Mapping[str, str], specs_old: Mapping[str, KeySpec], specs_new: Mapping[str, KeySpec], old_side: str = "A",
+    added_kv: Sequence[str] = (),
 ) -> tuple[dict[str, tuple[str, str, str]], str]:
     """`_diffusers_old_lora_fit` where one side (`old_side`) is a LoRA in diffusers' first layout and the other holds
     its pairs under the names diffusers' loaders give them (`held`: old name -> new name): each key and the key it is
-    loaded as, "renamed" where their shapes agree, an error where they do not."""
+    loaded as, "renamed" where their shapes agree, an error where they do not. The old side's LoRAAttnAddedKVProcessor
+    pairs among `added_kv` (its names the other side lacks) are matched with the other side's pairs on the same
+    add_k_proj / add_v_proj (`_diffusers_added_kv_current_name`): the same LoRA, which diffusers' loaders leave out of
+    the old side (they were "unknown" errors, the other side's "adapter" warnings with no detail)."""
     new_side = "B" if old_side == "A" else "A"
     whys: dict[str, tuple[str, str, str]] = {}
-    differ = 0
+    differ = added_same = 0
+    for name in added_kv:
+        new = _diffusers_added_kv_current_name(name)
+        if new is None or new not in specs_new or new in specs_old:
+            continue
+        shape_old, shape_new = specs_old[name].shape, specs_new[new].shape
+        if tuple(shape_old) == tuple(shape_new):
+            added_same += 1
+            whys[name] = ("adapter", "warn", f"the pair {new_side} holds as {new} (LoRAAttnAddedKVProcessor's added "
+                          "key / value projection), with the same shape, but diffusers' current loaders leave it out "
+                          f"of {old_side}: they do not rename {_DIFFUSERS_OLD_ADDED_KV.match(name)['proj']}_lora")
+            whys[new] = ("adapter", "warn", f"{old_side} holds it as {name} (diffusers' first layout), with the same "
+                         f"shape, which diffusers' current loaders leave out of {old_side}")
+        else:
+            differ += 1
+            shown = (f"{'×'.join(map(str, shape_old))} in {old_side}, "
+                     f"{'×'.join(map(str, shape_new))} in {new_side}")
+            whys[name] = ("adapter", "error", f"the pair {new_side} holds as {new}: {shown}")
+            whys[new] = ("adapter", "error", f"{old_side} holds it as {name}: {shown}")
     for name, new in held.items():
         shape_old, shape_new = specs_old[name].shape, specs_new[new].shape
         if tuple(shape_old) == tuple(shape_new):
@@ -1651,7 +1709,11 @@ def _diffusers_old_against_current(
                   f"`processor.to_q_lora.down`) and {new_side} one in its current layout (`to_q.lora_A`): diffusers' "
                   f"loaders rename {old_side}'s keys to {new_side}'s as they load it, and {len(held)} of "
                   f"{old_side}'s keys are {new_side}'s under those names"
-                  + (f", {differ} of them of other shapes" if differ else ", with the same shapes"))
+                  + (f", {differ} of them of other shapes" if differ else ", with the same shapes")
+                  + (f"; {added_same} more of {old_side}'s, LoRAAttnAddedKVProcessor pairs (add_k_proj_lora / "
+                     f"add_v_proj_lora), are {new_side}'s on the same added key / value projections with the same "
+                     f"shapes, but diffusers' loaders since its PEFT backend leave them out of {old_side} (they do "
+                     "not rename them): loaded, the two differ there" if added_same else ""))
 
 
 def _diffusers_component(module: str) -> str | None:
@@ -1834,7 +1896,7 @@ def adapter_fit(
         # B the LoRA in the first layout, A in the current one: the same pairing the other way round.
         held = {name: new for name, new in old_in_b.items() if new in specs_a}
         if len(held) * 2 >= len(old_in_b):
-            return _diffusers_old_against_current(held, specs_b, specs_a, old_side="B")
+            return _diffusers_old_against_current(held, specs_b, specs_a, old_side="B", added_kv=missing)
     if ".adapters." in joined or ".loras." in joined:
         whys, note = _adapterhub_fit(specs_a, specs_b, unexpected, missing)
         if whys:
@@ -2056,6 +2118,7 @@ def adapter_fit(
         match["part"] in ("miss_block", "shira_weight", "road_theta", "road_alpha") for _, match in tuners) else None
     methods = _tuners_fit(tuners, shared, specs_b, whys, modules, specs_a, conv_groups, uncompared, config)
     unknown: list[str] = []  # the tensor families of PEFT methods not known here (`_peft_generic`), in order
+    frod_sparse_rate: tuple[Any, ...] | None = None  # FRoD's adapter_config.json sparse_rate, read once if needed
     for name, module, part in generic:
         family = part.split("_")[0] + "_*"
         sized = _GENERIC_SIZED_METHODS.get(family)
@@ -2069,7 +2132,11 @@ def adapter_fit(
             continue
         if sized not in methods:
             methods.append(sized)
-        misfit = _generic_sized_misfit(part, specs_a[name].shape, weight, module)
+        if sized == "FRoD" and frod_sparse_rate is None and adapter_config is not None:
+            frod_sparse_rate = ((adapter_config() or {}).get("sparse_rate"),)
+        misfit = (_psoft_misfit(name, specs_a[name].shape, weight, module) if sized == "PSOFT" else
+                  _frod_misfit(part, specs_a[name].shape, weight, module, (frod_sparse_rate or (None,))[0])
+                  if sized == "FRoD" else _generic_sized_misfit(part, specs_a[name].shape, weight, module))
         if misfit:
             whys[name] = ("adapter", "error", f"{sized} on {module}: {misfit}: an adapter for another model size")
             modules[module] = False
@@ -2079,6 +2146,10 @@ def adapter_fit(
     for name in generic_shared:
         known = _GENERIC_SIZED_METHODS.get(name.split(".")[1].split("_")[0] + "_*", "a PEFT method not known here")
         whys[name] = ("adapter", "info", f"saved once for the adapter's modules by {known}, not a weight of B")
+        if name.startswith("base_model.frod_V."):
+            misfit = _frod_projection_misfit(name, specs_a[name].shape, generic, specs_b)
+            if misfit:
+                whys[name] = ("adapter", "error", f"FRoD's {misfit}: an adapter for another model size")
     targets = _unilora_targets(adapter_config() if unilora and adapter_config is not None else None, specs_b)
     for name in unilora:
         whys[name] = ("adapter", "error", f"UniLoRA's shared vector theta_d for modules named {targets[1]} "
@@ -2202,8 +2273,12 @@ def adapter_fit(
             f"{module}.weight" in specs_b or f"{module}.bias" in specs_b or f"{module}.in_proj_weight" in specs_b
             or (params is not None and module in params)))
         if misfit:
+            # PSOFT's factors are sized by its rank alone: what peft refuses is a rank above a layer's smaller side,
+            # with a ValueError from PsoftLayer.update_layer, not a size mismatch.
+            raised = ("a ValueError (its rank is above min(in_features, out_features) of a layer)"
+                      if method == "PSOFT" else "a size mismatch")
             note += (f"; {misfit} of them {plural(misfit, 'does', 'do')} not fit B's shapes: it was made for another "
-                     "size of the model, and PeftModel.from_pretrained onto B raises a size mismatch: load it "
+                     f"size of the model, and PeftModel.from_pretrained onto B raises {raised}: load it "
                      "onto the base it was made for (adapter_config.json's base_model_name_or_path)")
         # B a whole PEFT-wrapped model (get_peft_model(...).state_dict(): each adapted layer's weight under
         # `.base_layer.`, its own adapter's tensors beside it): "it was made for another model" was said of an
@@ -2535,9 +2610,17 @@ def _peft_generic(
 # tinylora_v are sized by r and u alone); Lily's lily_A r × in and lily_B (num_B · r) × out (lily_router num_B × r);
 # PEANuT's peanut_A r × out (it reads the layer's output) and peanut_B out × r (peanut_encoders / decoders r × r).
 # Their adapters against a base of another size read "shapes not compared", though PeftModel.from_pretrained raises.
-_GENERIC_SIZED_METHODS = {"tinylora_*": "TinyLoRA", "lily_*": "Lily", "peanut_*": "PEANuT"}
+# PSOFT's psoft_R (its weight r × r, or r(r-1)/2 when orthogonal; vector_a / vector_b r) is sized by its rank alone,
+# which peft's PsoftLayer.update_layer refuses above min(in_features, out_features) (ValueError). FRoD's frod_lambda_l
+# is one value per input feature, frod_lambda_s_values min(int(in² · sparse_rate), in(in-1)) (at least 1), and its
+# projection saved once per kind of module (`base_model.frod_V.<category>`, frod/model.py's _category_from_key:
+# self_attn_q_proj) in × in: an adapter of either against a base of another width read "a PEFT method not known
+# here (its shapes are not compared)", though PeftModel.from_pretrained raises.
+_GENERIC_SIZED_METHODS = {"tinylora_*": "TinyLoRA", "lily_*": "Lily", "peanut_*": "PEANuT", "psoft_*": "PSOFT",
+                          "frod_*": "FRoD"}
 _GENERIC_SIZED_PARTS = {"tinylora_A": (1, "in"), "tinylora_B": (0, "out"), "lily_A": (1, "in"),
-                        "lily_B": (1, "out"), "peanut_A": (1, "out"), "peanut_B": (0, "out")}
+                        "lily_B": (1, "out"), "peanut_A": (1, "out"), "peanut_B": (0, "out"),
+                        "frod_lambda_l": (0, "in")}
 
 
 def _generic_sized_misfit(part: str, shape: tuple[int, ...], weight: KeySpec, module: str) -> str | None:
@@ -2548,7 +2631,7 @@ def _generic_sized_misfit(part: str, shape: tuple[int, ...], weight: KeySpec, mo
         >>> _generic_sized_misfit("peanut_A", (4, 32), KeySpec("v.weight", (16, 32), "float32"), "v")
         'peanut_A 4×32 spans 32 output features, v.weight (16×32 in B) writes 16'
     """
-    if part not in _GENERIC_SIZED_PARTS or len(shape) != 2:
+    if part not in _GENERIC_SIZED_PARTS or len(shape) != (1 if part == "frod_lambda_l" else 2):
         return None
     axis, side = _GENERIC_SIZED_PARTS[part]
     widths = _layer_widths(weight.shape, module)
@@ -2559,6 +2642,122 @@ def _generic_sized_misfit(part: str, shape: tuple[int, ...], weight: KeySpec, mo
     return (f"{part} {'×'.join(map(str, shape))} spans {shape[axis]} {'input' if side == 'in' else 'output'} "
             f"features, {weight.name} ({'×'.join(map(str, weight.shape))} in B) {verb} "
             f"{' or '.join(map(str, sorted(wanted)))}")
+
+
+def _psoft_rank(name: str, shape: tuple[int, ...]) -> int | None:
+    """PSOFT's rank r as one of its psoft_R tensors shows it: vector_a / vector_b r, weight r × r, or r(r-1)/2 values
+    (the strict upper triangle its orthogonal form keeps); None where the shape says none.
+
+    Example:
+        >>> _psoft_rank("base_model.model.q.psoft_R.weight", (6,)), _psoft_rank("m.q.psoft_R.vector_a", (4,))
+        (4, 4)
+    """
+    leaf = name.rpartition(".")[2]
+    if leaf in ("vector_a", "vector_b") and len(shape) == 1:
+        return shape[0]
+    if leaf == "weight" and len(shape) == 2 and shape[0] == shape[1]:
+        return shape[0]
+    if leaf == "weight" and len(shape) == 1:
+        rank = round((1 + math.sqrt(1 + 8 * shape[0])) / 2)
+        return rank if rank * (rank - 1) // 2 == shape[0] else None
+    return None
+
+
+def _psoft_misfit(name: str, shape: tuple[int, ...], weight: KeySpec, module: str) -> str | None:
+    """Why a PSOFT tensor cannot go on B's 2-D `weight`: its rank above the layer's smaller side, which peft refuses.
+
+    Example:
+        >>> _psoft_misfit("m.v.psoft_R.vector_a", (20,), KeySpec("v.weight", (16, 32), "float32"), "v")
+        'psoft_R rank 20 is above min(in, out) of v.weight (16×32 in B), 16: peft refuses it (ValueError)'
+    """
+    rank = _psoft_rank(name, shape)
+    if rank is None:
+        return None
+    side = min(min(widths) for widths in _layer_widths(weight.shape, module))
+    if rank <= side:
+        return None
+    return (f"psoft_R rank {rank} is above min(in, out) of {weight.name} ({'×'.join(map(str, weight.shape))} in B), "
+            f"{side}: peft refuses it (ValueError)")
+
+
+def _frod_nonzeros(width: int, sparse_rate: float) -> int:
+    """How many sparse values FRoD keeps for a layer `width` features wide (frod/model.py's _init_frod_projections).
+
+    Example:
+        >>> _frod_nonzeros(32, 0.01), _frod_nonzeros(4, 0.01), _frod_nonzeros(32, 0.0)
+        (10, 1, 0)
+    """
+    off_diagonal = width * (width - 1)
+    nonzeros = min(int(width * width * sparse_rate), off_diagonal)
+    return max(1, nonzeros) if sparse_rate > 0 and off_diagonal > 0 else nonzeros
+
+
+def _frod_misfit(part: str, shape: tuple[int, ...], weight: KeySpec, module: str, sparse_rate: Any) -> str | None:
+    """Why a FRoD tensor does not fit B's 2-D `weight`: frod_lambda_l spans its input features, frod_lambda_s_values
+    holds as many values as that width and adapter_config.json's sparse_rate make (not compared without it).
+
+    Example:
+        >>> why = _frod_misfit("frod_lambda_s_values", (10,), KeySpec("q.weight", (48, 48), "float32"), "q", 0.01)
+        >>> for part in why.split("; "):
+        ...     print(part)
+        frod_lambda_s_values holds 10 values, as many as a 32-wide input keeps at sparse_rate 0.01
+        q.weight (48×48 in B) reads 48 (23 values)
+    """
+    if part == "frod_lambda_l":
+        return _generic_sized_misfit(part, shape, weight, module)
+    if part != "frod_lambda_s_values" or len(shape) != 1 or isinstance(sparse_rate, bool) \
+            or not isinstance(sparse_rate, (int, float)) or not 0 <= sparse_rate <= 1:
+        return None
+    widths = sorted({width for width, _ in _layer_widths(weight.shape, module)})
+    if any(_frod_nonzeros(width, sparse_rate) == shape[0] for width in widths):
+        return None
+    # The input width the count was made for, where one (up to 4 times B's) makes it.
+    made_for = next((width for width in range(1, 4 * max(widths) + 1)
+                     if _frod_nonzeros(width, sparse_rate) == shape[0]), None)
+    made = f", as many as a {made_for}-wide input keeps at sparse_rate {sparse_rate}" if made_for else ""
+    wanted = " or ".join(f"{width} ({_frod_nonzeros(width, sparse_rate)} values)" for width in widths)
+    return (f"frod_lambda_s_values holds {shape[0]} values{made}; {weight.name} ({'×'.join(map(str, weight.shape))} "
+            f"in B) reads {wanted}")
+
+
+def _frod_category(module: str) -> str:
+    """The kind of module FRoD shares one projection over (frod/model.py's _category_from_key): its last two names.
+
+    Example:
+        >>> _frod_category("model.layers.0.self_attn.q_proj"), _frod_category("encoder.layer.0.attention.output.dense")
+        ('self_attn_q_proj', 'attention_output')
+    """
+    parts = module.split(".")
+    if len(parts) == 1 or parts[-2].isdigit():
+        return parts[-1]
+    category = f"{parts[-2]}_{parts[-1]}"
+    return "attention_output" if category == "output_dense" and len(parts) >= 3 and parts[-3] == "attention" \
+        else category
+
+
+def _frod_projection_misfit(
+    name: str, shape: tuple[int, ...], generic: Sequence[tuple[str, str, str]], specs_b: Mapping[str, KeySpec],
+) -> str | None:
+    """Why FRoD's projection saved once for a kind of module (`base_model.frod_V.<category>`, in × in) does not fit
+    B's modules of that kind among the adapted ones (`generic`: name, module, part), or None.
+
+    Example:
+        >>> b = {"l.0.attn.q.weight": KeySpec("l.0.attn.q.weight", (48, 48), "float32")}
+        >>> _frod_projection_misfit("base_model.frod_V.attn_q", (32, 32), [("n", "l.0.attn.q", "frod_lambda_l")], b)
+        "projection for its attn_q modules is 32×32, B's l.0.attn.q.weight (48×48) reads 48"
+    """
+    category = name.split(".")[2] if name.count(".") >= 2 else ""
+    if len(shape) != 2 or shape[0] != shape[1]:
+        return None
+    for module in dict.fromkeys(module for _, module, part in generic if part.startswith("frod_")):
+        weight = specs_b.get(module + ".weight")
+        if _frod_category(module) != category or weight is None or len(weight.shape) != 2:
+            continue
+        widths = sorted({width for width, _ in _layer_widths(weight.shape, module)})
+        if shape[0] not in widths:
+            return (f"projection for its {category} modules is {shape[0]}×{shape[1]}, B's {weight.name} "
+                    f"({'×'.join(map(str, weight.shape))}) reads {' or '.join(map(str, widths))}")
+    return None
 
 
 # The PEFT methods whose tensors `_tuner_misfit` compares with the widths of the layer they adapt.
@@ -4707,7 +4906,7 @@ def classify_key(
         # of the head into the base the one unexpected key, dropped.
         return "task-head", "info", ("not used by B, dropped" if kind != "missing" else
                                      "the generation head's output bias, a buffer the model sets to zeros")
-    if _HEAD.search(name) or _top_fc_is_head(name, own_side):
+    if _HEAD.search(name) or _top_fc_is_head(name, own_side) or _top_linear_is_head(name, own_side):
         # A head's bias starts at the model's own init, not at random: transformers' _init_weights zeroes a
         # Linear's bias ("initialised at random" stood beside classifier.bias, which from_pretrained leaves at zeros).
         detail = "not used by B, dropped" if kind != "missing" else new_head_detail(name, spec.shape)

@@ -93,6 +93,19 @@ def detect_pickle_format(prefix: bytes) -> str | None:
 _NOTE_NAME_CHARS = 200
 
 
+def _lightning_weight_averaging(obj: Any) -> bool:
+    """Whether `obj` is a Lightning checkpoint saved with its WeightAveraging callback: `current_model_state` (the
+    trained weights) and `averaging_state` beside `state_dict` (the average) and `pytorch-lightning_version`.
+
+    Example:
+        >>> _lightning_weight_averaging({"pytorch-lightning_version": "2.5.2", "state_dict": {}, "averaging_state": {},
+        ...                              "current_model_state": {}})
+        True
+    """
+    return isinstance(obj, Mapping) and "pytorch-lightning_version" in obj and all(
+        isinstance(obj.get(name), Mapping) for name in ("state_dict", "current_model_state", "averaging_state"))
+
+
 def _describe(value: Any) -> str:
     if isinstance(value, InertObject):
         return f"{type(value).__module__}.{type(value).__qualname__}, read as inert data"
@@ -1735,6 +1748,14 @@ def _load_pickle(path: Path, fmt: str, key: str | None, label: str | None) -> Pi
                         "(head.* is the projection head, used in training only)" if backbone else ""))
     elif key is None and nested_key == "state.model" and (composer := _composer_state(obj)) is not None:
         notes.append(_composer_note(composer, list(state_dict), path))
+    elif key is None and nested_key == "state_dict" and _lightning_weight_averaging(obj):
+        # Lightning's WeightAveraging / EMAWeightAveraging callback (lightning/pytorch/callbacks/weight_averaging.py,
+        # on_save_checkpoint) moves the trained weights to current_model_state and puts the average in state_dict:
+        # which of the two was read went unsaid, current_model_state "a state dict of N tensors" like any other.
+        notes.append("a Lightning checkpoint saved with its WeightAveraging callback (EMAWeightAveraging): "
+                     "state_dict is read, the averaged weights the callback puts there on save (what "
+                     "load_from_checkpoint gives the model); --key current_model_state reads the weights as trained "
+                     "beside them (averaging_state is the average's own count, n_averaged, no weights)")
     elif key is None and nested_key == "state_dict" and (pyannote := _pyannote_note(obj, path)) is not None:
         notes.append(pyannote)
     elif nested_key == _MEGATRON_KEY and key is None:
