@@ -87,6 +87,19 @@ def test_a_matrix_blown_far_past_its_init_scale_is_exploding_norm(tmp_path: Path
     assert not [f for f in report["findings"] if f["code"] == "fp16-overflow"]
 
 
+def test_one_spike_is_extreme_outliers_not_exploding_norm(tmp_path: Path) -> None:
+    """One value of 1e4 in a 64×32 weight makes its root mean square ~11,000× its init's: the spike's finding
+    (`extreme-outliers`, ~45σ) stands alone, not a second one saying the whole matrix grew."""
+    folder = tmp_path / "llama"
+    tensors = _tiny_llama(folder)
+    name = "model.layers.0.mlp.up_proj.weight"
+    tensors[name] = tensors[name].clone()
+    tensors[name][3, 7] = 1e4
+    _resave(folder, tensors)
+    _, report = _stats_json(folder)
+    assert [f["code"] for f in report["findings"] if f["tensor"] == name] == ["extreme-outliers"]
+
+
 def _tiny_whisper(folder: Path, dtype: torch.dtype) -> None:
     torch.manual_seed(0)
     config = transformers.WhisperConfig(

@@ -275,14 +275,18 @@ def _tensor_findings(item: TensorHealth) -> list[Finding]:
         found.append(Finding("warn", "duplicate-columns", name,
                              f"{s.duplicate_cols} column(s) repeat another column exactly (symmetry never broken)",
                              "re-initialize randomly"))
+    outliers = False
     if s.std > 0:
         z = max(s.max - s.mean, s.mean - s.min) / s.std
-        if z > OUTLIER_SIGMAS:
+        outliers = z > OUTLIER_SIGMAS
+        if outliers:
             found.append(Finding("warn", "extreme-outliers", name,
                                  f"values reach {z:.0f} standard deviations from the mean (abs max {s.abs_max:.4g})",
                                  "check for a diverging unit or a corrupted write (or weight decay / pruning that left "
                                  "a few weights standing)"))
-    exploded = _exploded_ratio(item)
+    # A few values thousands of σ out inflate the root mean square on their own: that is the outliers' finding,
+    # not a matrix that grew as a whole.
+    exploded = None if outliers else _exploded_ratio(item)
     if exploded is not None:
         assert item.expected is not None
         found.append(Finding("warn", "exploding-norm", name,
