@@ -168,3 +168,22 @@ def test_statistics_equal_a_float64_oracle_in_every_dtype(tmp_path: Path) -> Non
                 assert stats["zero_cols"] == int((matrix == 0).all(0).sum())
         found = _codes(report)
         assert ("nan-inf", q) in found and found[("dead-rows", up)]["message"].startswith("2 of 64 rows")
+
+
+def test_mambas_computed_a_log_is_neither_dead_nor_duplicated(tmp_path: Path) -> None:
+    """A fresh Mamba's A_log is log(1..N) copied into every row (`init.copy_`): every row equal, its first column
+    log 1 = 0. Four warnings on a healthy fresh model ("dead-columns ... inputs this layer ignores", "duplicate-rows
+    ... symmetry never broken"); now its rule is copy_ and a computed table's zeros and repeats are no finding."""
+    torch.manual_seed(0)
+    config = transformers.MambaConfig(vocab_size=100, hidden_size=32, state_size=8, num_hidden_layers=2, expand=2,
+                                      conv_kernel=4)
+    folder = tmp_path / "mamba"
+    transformers.MambaForCausalLM(config).save_pretrained(folder)
+    name = "backbone.layers.0.mixer.A_log"
+    table = load_file(folder / "model.safetensors")[name].double()
+    _, report = _stats_json(folder)
+    entry = next(t for t in report["tensors"] if t["name"] == name)
+    assert entry["stats"]["zero_cols"] == int((table == 0).all(0).sum()) == 1
+    assert entry["stats"]["duplicate_rows"] == table.shape[0] - 1
+    assert entry["init"]["expected"]["params"]["function"] == "copy_"
+    assert [f["code"] for f in report["findings"]] == ["checkpoint-at-init"], report["findings"]

@@ -229,7 +229,12 @@ def _tensor_findings(item: TensorHealth) -> list[Finding]:
         return found
     if expected_constant and item.expected is not None and s.min == s.max == item.expected.params.get("value"):
         return found  # exactly the constant the model initializes it to: no rows or columns to judge
-    if s.zero_rows:
+    # A table the model computes (a confident `other` rule: sinusoids or Mamba's A_log = log(1..N) copied in, eye_,
+    # dirac_) is zero and repeats where its formula is (log 1 = 0 in every row, a sinusoid's slowest columns in
+    # fp16): no dead unit, no symmetry left unbroken.
+    computed = item.expected is not None and item.expected.confident and item.expected.label == "other" \
+        and "derived_from" not in item.expected.params
+    if s.zero_rows and not computed:
         padding = set(item.expected.zero_rows) if item.expected is not None else set()
         dead = [i for i in s.zero_row_index if i not in padding]
         unlisted = s.zero_rows - len(s.zero_row_index)
@@ -242,7 +247,7 @@ def _tensor_findings(item: TensorHealth) -> list[Finding]:
                                  f"{count} of {counted(item.shape[0], 'row', grouped=False)} "
                                  f"{plural(count, 'is', 'are')} all zero (dead {plural(count, 'unit')}: {shown})",
                                  "these units output nothing; check pruning or an init that skipped them"))
-    if s.zero_cols and len(item.shape) == 2 and s.zero_cols < item.shape[1]:
+    if s.zero_cols and len(item.shape) == 2 and s.zero_cols < item.shape[1] and not computed:
         # A column of a Linear weight is one input: all zero, nothing this layer computes reads it (a unit
         # of the layer before that died, or pruning). Conv kernels are left out: masked convolutions zero
         # kernel positions by design.
@@ -251,10 +256,6 @@ def _tensor_findings(item: TensorHealth) -> list[Finding]:
                              f"{plural(s.zero_cols, 'is', 'are')} all zero "
                              f"({plural(s.zero_cols, 'an input', 'inputs')} this layer ignores)",
                              "check pruning, or the unit of the layer before that feeds them"))
-    # A table the model computes (a confident `other` rule: sinusoids copied in, eye_, dirac_) repeats where its formula
-    # does (a sinusoid's slowest columns in fp16): no symmetry left unbroken.
-    computed = item.expected is not None and item.expected.confident and item.expected.label == "other" \
-        and "derived_from" not in item.expected.params
     if s.duplicate_rows and not computed:
         found.append(Finding("warn", "duplicate-rows", name,
                              f"{s.duplicate_rows} row(s) repeat another row exactly (symmetry never broken)",
