@@ -221,6 +221,12 @@ def _recording(calls: dict[int, tuple[str, dict[str, Any], Any, str]], source: l
             for name in list(table):
                 originals.append((table, name, table[name]))
                 table[name] = recorder(name, table[name])
+            # transformers' own copy_ (not in its table of torch's functions) sets tables a model computes: Whisper's
+            # encoder overwrites its embedding's normal_ with sinusoids. Unrecorded, the normal_ stood as the rule, and
+            # the fixed table read as "trained", its half-precision repeats as "symmetry never broken".
+            if callable(getattr(hf_init, "copy_", None)):
+                originals.append((hf_init, "copy_", hf_init.copy_))
+                hf_init.copy_ = recorder("copy_", hf_init.copy_)
         yield
     finally:
         for owner, name, original in reversed(originals):

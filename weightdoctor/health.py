@@ -39,6 +39,11 @@ HIST_BINS = 40
 TRAINED_SHARE = 0.5  # share of matrix parameters that must have trained for "the checkpoint has trained"
 INIT_SHARE = 0.9  # share of matrix parameters at init for "the whole checkpoint is still at initialization"
 OUTLIER_SIGMAS = 25.0
+# A matrix whose root mean square is this many times the one its (certain) init gave it has blown up: training
+# moves weights by a few times their init scale (BERT, GPT-2, Llama: 1-5×; learned relative-position tables, the
+# widest, ~100×), and fp16-overflow only speaks from an abs max of 65520 on (~10^6× a 0.02 init).
+EXPLODED_RATIO = 1000.0
+_EXPLODE_DTYPES = frozenset({"float16", "bfloat16", "float32", "float64"})  # not fp8: scaled to its range by design
 # The pass is bound by memory and disk, not arithmetic. With several torch threads every reduction waits
 # for its slowest thread, which on a shared machine is often descheduled: measured on a loaded 2-core VM,
 # 2 threads made the whole pass about 4× slower than 1 (docs/bench-inspect-stats.md). So it runs on one.
@@ -145,6 +150,14 @@ def _tensor_findings(item: TensorHealth) -> list[Finding]:
     if s.finite_count == 0:
         return found
     expected_constant = item.expected is not None and item.expected.label in ("zeros", "ones", "constant")
+    if (not matrix and s.finite_count > 1 and s.min == 0 == s.max and not (s.nan or s.inf)
+            and item.expected is not None and item.expected.confident and item.expected.label == "ones"):
+        # A norm's scale (or a gate) at zero multiplies its layer's output to zero: the all-zero matrix's fault on a
+        # vector, which the matrix-only check let through (a zeroed RMSNorm weight read as "trained").
+        found.append(Finding("error", "all-zero", name, "every value is zero where the model initializes it to ones",
+                             "a zero scale passes nothing on (only a bias, if any): it was zeroed, or its values "
+                             "were lost on save"))
+        return found
     # min and max are over the finite values: with Inf or NaN beside zeros the matrix is not all zero.
     # A LoRA's B half is expected at zero, and still is: its adapter changes nothing, said as before.
     lora_zero = _LORA_ZERO_INIT.search(name) is not None
@@ -216,7 +229,12 @@ def _tensor_findings(item: TensorHealth) -> list[Finding]:
         return found
     if expected_constant and item.expected is not None and s.min == s.max == item.expected.params.get("value"):
         return found  # exactly the constant the model initializes it to: no rows or columns to judge
-    if s.zero_rows:
+    # A table the model computes (a confident `other` rule: sinusoids or Mamba's A_log = log(1..N) copied in, eye_,
+    # dirac_) is zero and repeats where its formula is (log 1 = 0 in every row, a sinusoid's slowest columns in
+    # fp16): no dead unit, no symmetry left unbroken.
+    computed = item.expected is not None and item.expected.confident and item.expected.label == "other" \
+        and "derived_from" not in item.expected.params
+    if s.zero_rows and not computed:
         padding = set(item.expected.zero_rows) if item.expected is not None else set()
         dead = [i for i in s.zero_row_index if i not in padding]
         unlisted = s.zero_rows - len(s.zero_row_index)
@@ -229,7 +247,7 @@ def _tensor_findings(item: TensorHealth) -> list[Finding]:
                                  f"{count} of {counted(item.shape[0], 'row', grouped=False)} "
                                  f"{plural(count, 'is', 'are')} all zero (dead {plural(count, 'unit')}: {shown})",
                                  "these units output nothing; check pruning or an init that skipped them"))
-    if s.zero_cols and len(item.shape) == 2 and s.zero_cols < item.shape[1]:
+    if s.zero_cols and len(item.shape) == 2 and s.zero_cols < item.shape[1] and not computed:
         # A column of a Linear weight is one input: all zero, nothing this layer computes reads it (a unit
         # of the layer before that died, or pruning). Conv kernels are left out: masked convolutions zero
         # kernel positions by design.
@@ -238,11 +256,13 @@ def _tensor_findings(item: TensorHealth) -> list[Finding]:
                              f"{plural(s.zero_cols, 'is', 'are')} all zero "
                              f"({plural(s.zero_cols, 'an input', 'inputs')} this layer ignores)",
                              "check pruning, or the unit of the layer before that feeds them"))
-    if s.duplicate_rows:
+    if s.duplicate_rows and not computed:
         found.append(Finding("warn", "duplicate-rows", name,
                              f"{s.duplicate_rows} row(s) repeat another row exactly (symmetry never broken)",
                              "rows that start equal get equal gradients and never diverge; re-initialize randomly"))
-    if s.duplicate_cols and _HRA_VECTORS.search(name):
+    if computed:
+        pass
+    elif s.duplicate_cols and _HRA_VECTORS.search(name):
         # Every vector twice is where peft starts; fewer repeats, pairs that did not move while the others did.
         whole = len(item.shape) == 2 and s.duplicate_cols * 2 == item.shape[1]
         found.append(Finding("warn", "duplicate-columns", name,
@@ -256,18 +276,69 @@ def _tensor_findings(item: TensorHealth) -> list[Finding]:
         found.append(Finding("warn", "duplicate-columns", name,
                              f"{s.duplicate_cols} column(s) repeat another column exactly (symmetry never broken)",
                              "re-initialize randomly"))
+    outliers = False
     if s.std > 0:
         z = max(s.max - s.mean, s.mean - s.min) / s.std
-        if z > OUTLIER_SIGMAS:
+        outliers = z > OUTLIER_SIGMAS
+        if outliers:
             found.append(Finding("warn", "extreme-outliers", name,
                                  f"values reach {z:.0f} standard deviations from the mean (abs max {s.abs_max:.4g})",
                                  "check for a diverging unit or a corrupted write (or weight decay / pruning that left "
                                  "a few weights standing)"))
+    # A few values thousands of σ out inflate the root mean square on their own: that is the outliers' finding,
+    # not a matrix that grew as a whole.
+    exploded = None if outliers else _exploded_ratio(item)
+    if exploded is not None:
+        assert item.expected is not None
+        found.append(Finding("warn", "exploding-norm", name,
+                             f"root mean square {_rms(s):.4g} is {exploded:,.0f}× that of its initialization "
+                             f"{item.expected.describe()}",
+                             "weights this far from their init scale have diverged (a learning rate too high, no "
+                             "gradient clipping) or were scaled on save; compare with an earlier checkpoint "
+                             "(diff-keys --values)"))
     if item.dtype not in ("float16",) and s.abs_max >= FP16_OVERFLOW:
         found.append(Finding("warn", "fp16-overflow", name,
                              f"abs max {s.abs_max:.6g} is beyond the fp16 range (±65504): cast to fp16 it becomes inf",
                              "this tensor overflows in fp16; see `weightdoctor check-dtype`"))
     return found
+
+
+def _rms(stats: TensorStats) -> float:
+    """√(mean² + std²) of the finite values, without squaring values float64 cannot square."""
+    return math.hypot(stats.mean, stats.std)
+
+
+def _expected_rms(expected: ExpectedInit) -> float | None:
+    """The root mean square of values drawn by `expected` (a certain random init), or None where it has none.
+
+    Example:
+        >>> _expected_rms(ExpectedInit("normal", {"mean": 0.0, "std": 0.02}, "", True))
+        0.02
+        >>> round(_expected_rms(ExpectedInit("uniform", {"bound": 3 ** 0.5}, "", True)), 12)
+        1.0
+    """
+    if not expected.confident or expected.label in ("zeros", "ones", "constant", "other", "orthogonal"):
+        return None
+    std, bound = expected.params.get("std"), expected.params.get("bound")
+    if isinstance(std, (int, float)) and std > 0:
+        return math.hypot(float(expected.params.get("mean", 0.0)), float(std))
+    if isinstance(bound, (int, float)) and bound > 0:
+        return float(bound) / math.sqrt(3.0)
+    return None
+
+
+def _exploded_ratio(item: TensorHealth) -> float | None:
+    """How many times its init's root mean square a matrix's is, where that is `EXPLODED_RATIO` or more, else None."""
+    s = item.stats
+    if (len(item.shape) < 2 or item.expected is None or item.dtype not in _EXPLODE_DTYPES
+            or "derived_from" in item.expected.params or not s.finite_count):
+        return None
+    want = _expected_rms(item.expected)
+    if want is None:
+        return None
+    ratio = _rms(s) / want
+    # NaN compares False; inf (a root mean square beyond float64's range) is kept
+    return ratio if ratio >= EXPLODED_RATIO else None
 
 
 def _value_range(stats: TensorStats) -> tuple[float, float] | None:
@@ -279,6 +350,10 @@ def _value_range(stats: TensorStats) -> tuple[float, float] | None:
 
 def _still_at_init(item: TensorHealth) -> bool | None:
     expected = item.expected
+    if expected is not None and expected.confident and expected.label == "other":
+        # A table the model computes (Whisper's sinusoids, copy_) fits no distribution: "trained" would be the
+        # classifier's guess, so it is left out of the trained share.
+        return None
     if (expected is not None and expected.confident and expected.label in ("zeros", "ones", "constant")
             and item.init.label != "undetermined" and item.stats.count >= 2):
         # A norm's ones or a bias's zeros: exactly the constant or not, whatever the number of values.
