@@ -77,6 +77,9 @@ class PickleContents:
     # Tensors under a module's `_extra_state` name outside the state dict read (`model1.<...>._extra_state` of a
     # virtual-pipeline save, an EMA beside `model`), by their path: loaded too, so TE unpickles them too.
     extra_states_beside: dict[str, Any] = field(default_factory=dict)
+    # (st_dev, st_ino, st_size, st_mtime_ns) of a torch zip that torch.load(mmap=True) read (its tensors view its
+    # map of the whole file), when it mapped it; None where the torch-free reader or a whole read gave the values.
+    mapped_identity: tuple[int, int, int, int] | None = None
 
 
 def detect_pickle_format(prefix: bytes) -> str | None:
@@ -1639,8 +1642,11 @@ def _load_pickle(path: Path, fmt: str, key: str | None, label: str | None) -> Pi
         else:
             notes.append("a plain Python pickle (pickle.dump), not a torch.save file: torch.load cannot read it; "
                          "its numpy arrays were read as tensors")
+    # The file as torch.load(mmap=True) mapped it whole, where it read the file: its tensors view that map.
+    mapped_identity: tuple[int, int, int, int] | None = None
     if obj is None:
         obj = _load_with_torch(path, fmt, report)
+        mapped_identity = before if fmt == "pytorch-zip" else None
     if _identity(path) != before:
         # What was loaded may not be what was scanned.
         raise CorruptCheckpoint("the file changed while it was being scanned and loaded; nothing is trusted from it")
@@ -1797,7 +1803,8 @@ def _load_pickle(path: Path, fmt: str, key: str | None, label: str | None) -> Pi
                      "(saved from a model that was never materialised)")
     return PickleContents(state_dict=tensors, nested_key=nested_key, other_entries=other, skipped_entries=skipped,
                           non_tensor_keys=non_tensor_keys,
-                          security=report, notes=notes, extra_states_beside=_extra_states_beside(obj, tensors))
+                          security=report, notes=notes, extra_states_beside=_extra_states_beside(obj, tensors),
+                          mapped_identity=mapped_identity)
 
 
 # Nodes `_extra_states_beside` visits at most: a hostile file's millions of nested dicts cost no more than this.
@@ -2220,7 +2227,12 @@ def check_record_sizes(path: Path, inert: Collection[str] = ()) -> None:
         pickles = [m for m in layout.members if m.name.endswith("data.pkl")]
         if len(pickles) != 1:
             return
-        members = {m.name: m for m in layout.members}
+        # Every record of each name, in any case: torch's reader (miniz) finds a name in any case, and of two records
+        # of one name the one its sorted directory's search lands on, not always the first. Keeping the last alone
+        # let a short first copy through, which torch.load(mmap=True) read past its end (values of the bytes after).
+        copies: dict[str, list[zip_archive.ZipMember]] = {}
+        for member in layout.members:
+            copies.setdefault(member.name.lower(), []).append(member)
         prefix = pickles[0].name[: -len("data.pkl")]
         try:
             data = zip_archive.read_member(handle, pickles[0], MAX_DATA_PKL)
@@ -2235,7 +2247,11 @@ def check_record_sizes(path: Path, inert: Collection[str] = ()) -> None:
         compared.add(pid[2])
         itemsize = STORAGE_ELEMENT_SIZE.get(getattr(pid[1], "name", ""))
         key, numel = pid[2], pid[4]
-        member = members.get(f"{prefix}data/{key}")
+        named = copies.get(f"{prefix}data/{key}".lower(), [])
+        # A compressed copy first, then one of the wrong size: whichever copy torch reads, the file is refused.
+        member = next((m for m in named if m.method != 0), None) or next(
+            (m for m in named if isinstance(numel, int) and itemsize is not None and m.size != numel * itemsize),
+            named[0] if named else None)
         if member is not None and member.method != 0:
             # torch.save stores its records; one deflated by a re-zip is read right by torch.load, but
             # torch.load(mmap=True) hands out the compressed bytes as the tensor's values (convert wrote them).
@@ -2251,7 +2267,7 @@ def check_record_sizes(path: Path, inert: Collection[str] = ()) -> None:
         if itemsize is None or member is None or not isinstance(numel, int) or not isinstance(key, str):
             continue  # a storage type without a fixed element size here (new dtypes): not compared
         if member.size != numel * itemsize:
-            raise record_size_error(key, member.size, numel, itemsize)
+            raise record_size_error(key, member.size, numel, itemsize, copies=len(named))
 
 
 def tensor_infos(contents: PickleContents, relpath: str) -> list[TensorInfo]:

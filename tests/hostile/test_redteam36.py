@@ -1,0 +1,170 @@
+"""Red team 36: hostile and broken torch zip archives, pickles, configs and indexes that earlier rounds left aside.
+
+What held (measured, not all pinned here): a data.pkl or every record deflated, a ZIP64 archive (zipfile's
+force_zip64), records with data descriptors, records under a deeper or a second top folder, a central directory whose
+sizes or offsets disagree with the local headers, a local header whose extra field shifts its data; data.pkl of
+protocol 5 with NEXT_BUFFER / READONLY_BUFFER / BYTEARRAY8 (of 4 bytes, of 2^40 claimed), persistent ids of 4 and 6
+fields, a list, a dict, text PERSID, a nested id, a key of int / bytes / '' / '../data.pkl' / 'x\\0', a location of
+cuda:99 / meta / xla:0 / an int (read as torch.load(map_location='cpu') reads them), -1 and 2^62 elements, a storage
+type that is a str or torch.Tensor; data.pkl nested 200,000 deep in lists and dicts, DAGs of 2^60 paths through
+shared dicts and lists; a genuine TorchScript archive and a torch.export .pt2 (named .pt too).
+
+What did not, each fixed here:
+1. A storage record written twice, its first copy short: torch.load refuses the file ("record size (4 bytes) does not
+   match expected size (64 bytes)"), but the record-size check compared the last copy alone, and the values were read
+   through torch.load(mmap=True), which reads the storage's bytes from the short copy on, past its end: inspect
+   --stats gave an fp16-overflow of 3.5e33 and convert wrote those bytes as the weights, exit 0. Every copy of a name
+   (in any case, as torch's reader finds it) is checked now.
+2. A torch zip read through torch.load(mmap=True) (one the torch-free reader leaves to torch: records listed twice,
+   ...) cut short between two tensors of convert, convert --dtype, inspect --stats, check-dtype or diff-keys --values:
+   its tensors view torch's map of the whole file, and the first page past the new end raised SIGBUS: exit 135, no
+   message, a `.wdtmp-` output left behind. Each value is now handed out only while the file is the one mapped.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import warnings
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tests.helpers import REPO_ROOT, one_error_line, run_cli
+
+# --- 1. a storage record written twice --------------------------------------------------------------------------
+
+
+def _with_second_copy(tmp_path: Path, name: str, short_first: bool) -> tuple[Path, dict[str, torch.Tensor]]:
+    """A torch.save archive whose record data/0 is listed twice: whole, and cut to its first 4 bytes (first or
+    last), the rest as torch.save wrote it."""
+    torch.manual_seed(36)
+    tensors = {"a.weight": torch.randn(4, 4), "b.bias": torch.randn(4)}
+    source = tmp_path / f"{name}_source.bin"
+    torch.save(tensors, source)
+    target = tmp_path / f"{name}.bin"
+    with zipfile.ZipFile(source) as archive, zipfile.ZipFile(target, "w", zipfile.ZIP_STORED) as out:
+        records = [(info.filename.replace(f"{name}_source/", f"{name}/"), archive.read(info.filename))
+                   for info in archive.infolist()]
+        whole = next(data for record, data in records if record.endswith("/data/0"))
+        short = (f"{name}/data/0", whole[:4])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # zipfile's "Duplicate name": the point of the file
+            for record, data in ([short] if short_first else []) + records + ([] if short_first else [short]):
+                out.writestr(record, data)
+    source.unlink()
+    return target, tensors
+
+
+@pytest.mark.parametrize("short_first", [True, False], ids=["short-copy-first", "short-copy-last"])
+def test_a_storage_record_written_twice_with_a_short_copy_is_refused_as_torch_load_refuses_it(
+        tmp_path: Path, short_first: bool) -> None:
+    path, _ = _with_second_copy(tmp_path, "twice", short_first)
+    with pytest.raises(RuntimeError, match="record size"):
+        torch.load(path, weights_only=True)  # what the refusal stands for: torch.load reads one copy, the short one
+    for args in (["inspect", path], ["inspect", path, "--stats"], ["check-dtype", path],
+                 ["convert", path, "-o", tmp_path / "out.safetensors"]):
+        result = run_cli(*args)
+        assert result.exit_code == 2, (args, result.stdout)
+        line = one_error_line(result)
+        assert line.startswith(f"error: {path}") and "data/0" in line, line
+        assert "one of 2 records of that name" in line and "holds 4 bytes" in line and "64 bytes" in line, line
+        assert result.stdout == ""
+    assert not (tmp_path / "out.safetensors").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
+
+
+def test_a_storage_record_written_twice_whole_both_times_is_still_read(tmp_path: Path) -> None:
+    torch.manual_seed(36)
+    tensors = {"a.weight": torch.randn(4, 4), "b.bias": torch.randn(4)}
+    source, path = tmp_path / "source.bin", tmp_path / "same.bin"
+    torch.save(tensors, source)
+    with zipfile.ZipFile(source) as archive, zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as out:
+        for info in archive.infolist():
+            out.writestr(info.filename, archive.read(info.filename))
+        with pytest.warns(UserWarning, match="Duplicate name"):
+            out.writestr("source/data/0", archive.read("source/data/0"))
+    result = run_cli("convert", path, "-o", tmp_path / "out.safetensors")
+    assert result.exit_code == 0, result.stderr
+    written = load_file(str(tmp_path / "out.safetensors"))
+    assert sorted(written) == sorted(tensors)
+    assert all(torch.equal(written[name], tensors[name]) for name in tensors)
+
+
+# --- 2. a file torch.load(mmap=True) mapped, cut short between two tensors --------------------------------------
+
+# Cuts the file named by CUT_SOURCE to 1,000 bytes just before the second value any command asks the reader for:
+# after torch.load(mmap=True) mapped it whole, before the pages of that value are touched.
+_CUT_BEFORE_THE_SECOND_VALUE = """
+import os
+from weightdoctor.checkpoint import reader
+asked = [0]
+def cutting(real):
+    def asking(self, *args, **kwargs):
+        asked[0] += 1
+        if asked[0] == 2:
+            os.truncate(os.environ["CUT_SOURCE"], 1000)
+        return real(self, *args, **kwargs)
+    return asking
+reader.Checkpoint.load_tensor = cutting(reader.Checkpoint.load_tensor)
+reader.Checkpoint.pickled_tensor = cutting(reader.Checkpoint.pickled_tensor)
+import sys
+from weightdoctor.entry import main
+sys.argv[0] = "weightdoctor"
+main()
+"""
+
+
+def _read_by_torch(tmp_path: Path) -> Path:
+    """Six 64 KiB tensors in a torch zip that the torch-free reader leaves to torch.load(mmap=True): two more
+    records whose names differ in case alone (torch's reader finds a name in any case)."""
+    source, path = tmp_path / "source.bin", tmp_path / "src.bin"
+    torch.save({f"layer.{i}.weight": torch.full((128, 128), float(i + 1)) for i in range(6)}, source)
+    with zipfile.ZipFile(source) as archive, zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as out:
+        for info in archive.infolist():
+            out.writestr(info.filename, archive.read(info.filename))
+        out.writestr("source/notes", b"x")
+        out.writestr("source/NOTES", b"y")
+    source.unlink()
+    return path
+
+
+@pytest.mark.parametrize("args", [
+    ["convert", "{src}", "-o", "out.safetensors"],
+    ["convert", "{src}", "-o", "out.safetensors", "--dtype", "fp16"],
+    ["convert", "{src}", "-o", "out.bin", "--to", "bin"],
+    ["inspect", "{src}", "--stats"],
+    ["check-dtype", "{src}"],
+    ["diff-keys", "{src}", "{src}", "--values"],
+], ids=["convert", "convert-fp16", "convert-to-bin", "inspect-stats", "check-dtype", "diff-keys-values"])
+def test_a_file_torch_mapped_cut_short_between_two_tensors_is_said_not_a_bus_error(
+        tmp_path: Path, args: list[str]) -> None:
+    path = _read_by_torch(tmp_path)
+    first = run_cli("inspect", path, "--json")
+    assert first.exit_code == 0 and '"layer.5.weight"' in first.stdout, first.stderr  # read whole before the cut
+    argv = [arg.format(src=path) for arg in args]
+    done = subprocess.run([sys.executable, "-c", _CUT_BEFORE_THE_SECOND_VALUE, *argv], cwd=tmp_path, text=True,
+                          capture_output=True, timeout=300, check=False,
+                          env={**os.environ, "PYTHONPATH": str(REPO_ROOT), "CUT_SOURCE": str(path)})
+    assert os.path.getsize(path) == 1000  # the cut happened
+    assert done.returncode == 2, (done.returncode, done.stderr[-2000:])
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {path}"), done.stderr
+    assert "truncated or changed while reading" in lines[0] and "1,000" in lines[0], lines[0]
+    assert done.stdout == ""
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src.bin"]  # no output, no temporary
+
+
+def test_a_file_torch_mapped_and_left_alone_is_still_converted_whole(tmp_path: Path) -> None:
+    path = _read_by_torch(tmp_path)
+    result = run_cli("convert", path, "-o", tmp_path / "out.safetensors", "--dtype", "fp16")
+    assert result.exit_code == 0, result.stderr
+    written = load_file(str(tmp_path / "out.safetensors"))
+    assert sorted(written) == [f"layer.{i}.weight" for i in range(6)]
+    assert all(written[f"layer.{i}.weight"].dtype == torch.float16
+               and torch.equal(written[f"layer.{i}.weight"], torch.full((128, 128), float(i + 1), dtype=torch.float16))
+               for i in range(6))
