@@ -13,8 +13,9 @@ What did not, each fixed here:
 1. A storage record written twice, its first copy short: torch.load refuses the file ("record size (4 bytes) does not
    match expected size (64 bytes)"), but the record-size check compared the last copy alone, and the values were read
    through torch.load(mmap=True), which reads the storage's bytes from the short copy on, past its end: inspect
-   --stats gave an fp16-overflow of 3.5e33 and convert wrote those bytes as the weights, exit 0. Every copy of a name
-   (in any case, as torch's reader finds it) is checked now.
+   --stats gave an fp16-overflow of 3.5e33 and convert wrote those bytes as the weights, exit 0. A data.pkl written
+   twice (the storage record short, once) skipped the check altogether, with the same outcome. Every copy of a name
+   (in any case, as torch's reader finds it), and the storages of each copy of data.pkl, are checked now.
 2. A torch zip read through torch.load(mmap=True) (one the torch-free reader leaves to torch: records listed twice,
    ...) cut short between two tensors of convert, convert --dtype, inspect --stats, check-dtype or diff-keys --values:
    its tensors view torch's map of the whole file, and the first page past the new end raised SIGBUS: exit 135, no
@@ -39,42 +40,47 @@ from tests.helpers import REPO_ROOT, one_error_line, run_cli
 # --- 1. a storage record written twice --------------------------------------------------------------------------
 
 
-def _with_second_copy(tmp_path: Path, name: str, short_first: bool) -> tuple[Path, dict[str, torch.Tensor]]:
-    """A torch.save archive whose record data/0 is listed twice: whole, and cut to its first 4 bytes (first or
-    last), the rest as torch.save wrote it."""
+def _written_twice(tmp_path: Path, name: str, layout: str) -> Path:
+    """A torch.save archive whose record data/0 is cut to its first 4 bytes and listed twice, whole and short
+    ("short-copy-first" / "short-copy-last"), or listed once, short, with data.pkl listed twice ("data-pkl-twice")."""
     torch.manual_seed(36)
-    tensors = {"a.weight": torch.randn(4, 4), "b.bias": torch.randn(4)}
     source = tmp_path / f"{name}_source.bin"
-    torch.save(tensors, source)
+    torch.save({"a.weight": torch.randn(4, 4), "b.bias": torch.randn(4)}, source)
     target = tmp_path / f"{name}.bin"
     with zipfile.ZipFile(source) as archive, zipfile.ZipFile(target, "w", zipfile.ZIP_STORED) as out:
         records = [(info.filename.replace(f"{name}_source/", f"{name}/"), archive.read(info.filename))
                    for info in archive.infolist()]
         whole = next(data for record, data in records if record.endswith("/data/0"))
         short = (f"{name}/data/0", whole[:4])
+        if layout == "short-copy-first":
+            records = [short] + records
+        elif layout == "short-copy-last":
+            records = records + [short]
+        else:
+            records = [short if record == short[0] else (record, data) for record, data in records] + records[:1]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # zipfile's "Duplicate name": the point of the file
-            for record, data in ([short] if short_first else []) + records + ([] if short_first else [short]):
+            for record, data in records:
                 out.writestr(record, data)
     source.unlink()
-    return target, tensors
+    return target
 
 
-@pytest.mark.parametrize("short_first", [True, False], ids=["short-copy-first", "short-copy-last"])
+@pytest.mark.parametrize("layout", ["short-copy-first", "short-copy-last", "data-pkl-twice"])
 def test_a_storage_record_written_twice_with_a_short_copy_is_refused_as_torch_load_refuses_it(
-        tmp_path: Path, short_first: bool) -> None:
-    path, _ = _with_second_copy(tmp_path, "twice", short_first)
+        tmp_path: Path, layout: str) -> None:
+    path = _written_twice(tmp_path, "twice", layout)
     with pytest.raises(RuntimeError, match="record size"):
-        torch.load(path, weights_only=True)  # what the refusal stands for: torch.load reads one copy, the short one
+        torch.load(path, weights_only=True)  # what the refusal stands for: torch.load reads the short copy
     for args in (["inspect", path], ["inspect", path, "--stats"], ["check-dtype", path],
                  ["convert", path, "-o", tmp_path / "out.safetensors"]):
         result = run_cli(*args)
         assert result.exit_code == 2, (args, result.stdout)
         line = one_error_line(result)
-        assert line.startswith(f"error: {path}") and "data/0" in line, line
-        assert "one of 2 records of that name" in line and "holds 4 bytes" in line and "64 bytes" in line, line
+        assert line.startswith(f"error: {path}") and "storage record data/0" in line, line
+        assert "holds 4 bytes" in line and "64 bytes" in line, line
+        assert ("one of 2 records of that name" in line) == (layout != "data-pkl-twice"), line
         assert result.stdout == ""
-    assert not (tmp_path / "out.safetensors").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
 
 

@@ -2224,27 +2224,35 @@ def check_record_sizes(path: Path, inert: Collection[str] = ()) -> None:
             layout = zip_archive.read_layout(handle, size)
         except (ValueError, OSError):
             return  # torch read what it could; there is no record list here to compare with
-        pickles = [m for m in layout.members if m.name.endswith("data.pkl")]
-        if len(pickles) != 1:
-            return
         # Every record of each name, in any case: torch's reader (miniz) finds a name in any case, and of two records
         # of one name the one its sorted directory's search lands on, not always the first. Keeping the last alone
-        # let a short first copy through, which torch.load(mmap=True) read past its end (values of the bytes after).
+        # let a short first copy through, which torch.load(mmap=True) read past its end (values of the bytes after);
+        # and a data.pkl written twice skipped the check altogether.
         copies: dict[str, list[zip_archive.ZipMember]] = {}
         for member in layout.members:
             copies.setdefault(member.name.lower(), []).append(member)
-        prefix = pickles[0].name[: -len("data.pkl")]
-        try:
-            data = zip_archive.read_member(handle, pickles[0], MAX_DATA_PKL)
-        except ValueError:
+        pickled = {name: members for name, members in copies.items() if name.endswith("data.pkl")}
+        if len(pickled) == 1:
+            pickles = next(iter(pickled.values()))
+        else:  # data.pkl in two folders: torch reads the one in the folder of the archive's first record
+            top = layout.members[0].name.partition("/")[0] if layout.members else ""
+            pickles = pickled.get(f"{top}/data.pkl".lower(), [])
+        if not pickles:
             return
-    compared: set[Any] = set()
-    for pid in persistent_ids(bytes(data)):
+        prefix = pickles[0].name[: -len("data.pkl")]
+        datas: list[bytes] = []
+        for member in {m.data_offset: m for m in pickles}.values():  # each copy torch may read, once
+            try:
+                datas.append(bytes(zip_archive.read_member(handle, member, MAX_DATA_PKL)))
+            except ValueError:
+                continue
+    compared: set[tuple[int, Any]] = set()  # (copy of data.pkl, storage key): each copy on its own
+    for copy, pid in ((copy, pid) for copy, data in enumerate(datas) for pid in persistent_ids(data)):
         if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"):
             continue
-        if not isinstance(pid[2], (str, int)) or pid[2] in compared:
+        if not isinstance(pid[2], (str, int)) or (copy, pid[2]) in compared:
             continue  # torch loads a storage at its first reference and hands it to the later ones unchecked
-        compared.add(pid[2])
+        compared.add((copy, pid[2]))
         itemsize = STORAGE_ELEMENT_SIZE.get(getattr(pid[1], "name", ""))
         key, numel = pid[2], pid[4]
         named = copies.get(f"{prefix}data/{key}".lower(), [])
