@@ -20,10 +20,13 @@ What did not, each fixed here:
    ...) cut short between two tensors of convert, convert --dtype, inspect --stats, check-dtype or diff-keys --values:
    its tensors view torch's map of the whole file, and the first page past the new end raised SIGBUS: exit 135, no
    message, a `.wdtmp-` output left behind. Each value is now handed out only while the file is the one mapped.
+3. A storage reference pickled as a list or a dict (by LIST / DICT) was said to be a protocol-0 save whose references
+   were written as text; it is said to be no tuple now.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
@@ -35,7 +38,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.helpers import REPO_ROOT, one_error_line, run_cli
+from tests.helpers import REPO_ROOT, one_error_line, run_cli, torch_zip_with_data_pkl
 
 # --- 1. a storage record written twice --------------------------------------------------------------------------
 
@@ -174,3 +177,44 @@ def test_a_file_torch_mapped_and_left_alone_is_still_converted_whole(tmp_path: P
     assert all(written[f"layer.{i}.weight"].dtype == torch.float16
                and torch.equal(written[f"layer.{i}.weight"], torch.full((128, 128), float(i + 1), dtype=torch.float16))
                for i in range(6))
+
+
+# --- 3. a storage reference that is a list or a dict -------------------------------------------------------------
+
+_GENUINE_REFERENCE = (b"(X\x07\x00\x00\x00storageq\x03ctorch\nFloatStorage\nq\x04X\x01\x00\x00\x000q\x05"
+                      b"X\x03\x00\x00\x00cpuq\x06K\x06tq\x07Q")
+
+
+@pytest.mark.parametrize("container, opcode", [("list", b"l"), ("dict", b"d")])
+def test_a_storage_reference_pickled_as_a_list_or_dict_is_not_called_a_protocol_0_file(
+        tmp_path: Path, container: str, opcode: bytes) -> None:
+    """A persistent id built by LIST or DICT (opcodes of protocol 0 and 1, which torch's weights_only loader does not
+    implement) was said to be "a torch.save file pickled with protocol 0 ... its storage references were written as
+    text": no protocol writes a storage reference as a list or a dict, and the stream said protocol 2."""
+    buffer = io.BytesIO()
+    torch.save({"w": torch.arange(6, dtype=torch.float32)}, buffer)
+    with zipfile.ZipFile(buffer) as archive:
+        genuine = archive.read("archive/data.pkl")
+        storage = archive.read("archive/data/0")
+    assert _GENUINE_REFERENCE in genuine
+    # Its fields without TUPLE / BINPERSID: all five in a list, the first four (two pairs) in a dict.
+    fields = _GENUINE_REFERENCE[1:-len(b"K\x06tq\x07Q")] + (b"K\x06" if container == "list" else b"")
+    crafted = genuine.replace(_GENUINE_REFERENCE, b"(" + fields + opcode + b"Q")
+    path = torch_zip_with_data_pkl(tmp_path, "crafted", crafted)
+    with zipfile.ZipFile(path, "a") as archive:
+        archive.writestr("crafted/data/0", storage)
+    with pytest.raises(AssertionError, match=f"saved_id must be a tuple, got {container}"):
+        torch.load(path, weights_only=False)  # what torch says of it, trusted or not
+    result = run_cli("inspect", path)
+    assert result.exit_code == 2
+    line = one_error_line(result)
+    assert line.startswith(f"error: {path}") and f"a storage reference in data.pkl is a {container}" in line, line
+    assert "protocol 0" not in line, line
+
+
+def test_a_genuine_protocol_0_save_is_still_said_to_be_one(tmp_path: Path) -> None:
+    path = tmp_path / "p0.pt"
+    torch.save({"w": torch.ones(2)}, path, pickle_protocol=0)
+    result = run_cli("inspect", path)
+    assert result.exit_code == 2
+    assert "pickled with protocol 0" in one_error_line(result)

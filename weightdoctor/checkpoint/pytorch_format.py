@@ -2128,8 +2128,14 @@ def _load_with_torch(path: Path, fmt: str, report: ScanReport) -> Any:
         except RefusedByPolicy as inner:
             raise UnsafePickle(str(inner)) from inner
         except Exception as inner:
-            if "saved_id must be a tuple" in str(inner):
+            if "saved_id must be a tuple, got str" in str(inner):
                 raise UnsupportedFormat(ZIP_PROTOCOL_0) from inner
+            if "saved_id must be a tuple" in str(inner):
+                # A list or a dict given by BINPERSID: no protocol writes a storage reference so (protocol 0 writes
+                # it as text), and it was said to be one.
+                raise CorruptCheckpoint(
+                    f"a storage reference in data.pkl is a {str(inner).rsplit(' ', 1)[-1]}, not the tuple torch.save "
+                    "writes (a damaged or crafted file): torch.load refuses it, weights_only or not") from inner
             raise UnsupportedFormat(
                 f"{message} (pickle protocol {report.protocol}); the restricted fallback loader failed too: "
                 f"{type(inner).__name__}: {clip_words(' '.join(str(inner).split()), 160)}"
