@@ -17,7 +17,7 @@ import re
 import sys
 import warnings
 import zipfile
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -1275,18 +1275,27 @@ def _check_dict_state(state: Any) -> None:
             )
 
 
+_NO_PART = object()  # `_buffers_in`'s push: a value kept at its parent's place (a dict key may be None)
+
+
 def _buffers_in(obj: Any) -> list[tuple[str, bytes, bool]]:
     """The bytes each inert io.BytesIO in `obj` holds (its pickled state's first item), and each bytes value that
     starts like a pickle or a zip, with where it sits (`decoder.layers.0.mlp._extra_state`) and whether it is a
     BytesIO; each object visited once, tensors not entered."""
     found: list[tuple[str, bytes, bool]] = []
-    seen: set[int] = set()
-    stack: list[tuple[Any, str]] = [(obj, "")]
+    # Marked when pushed, not when popped: a list of ten million references to one dict (a 20 MB data.pkl of
+    # BINGETs) pushed ten million (value, place) pairs before the first was popped, 1.5 GB and 45 s.
+    seen: set[int] = {id(obj)}
+    stack: list[tuple[Any, str]] = [] if is_tensor(obj) else [(obj, "")]
+
+    def push(item: Any, where: str, part: Any = _NO_PART) -> None:
+        """Stack `item` at `where.part` (a key or an index, made text only then), unless seen or a tensor."""
+        if id(item) not in seen and not is_tensor(item):
+            seen.add(id(item))
+            stack.append((item, where if part is _NO_PART else _joined(where, _key_text(part))))
+
     while stack:
         value, where = stack.pop()
-        if id(value) in seen or is_tensor(value):
-            continue
-        seen.add(id(value))
         if isinstance(value, InertObject) and type(value).__qualname__ == "BytesIO":
             # Its bytes come from its pickled state (`__setstate__`, as pickle writes a BytesIO) or, built by a call
             # (`io.BytesIO(b"...")` through REDUCE), from its first argument: that buffer went unscanned, and
@@ -1306,13 +1315,17 @@ def _buffers_in(obj: Any) -> list[tuple[str, bytes, bool]]:
             # An inert object's pickled arguments, state and items (an argparse.Namespace's attributes) are what
             # its loader gets back as plain values too: `pickle.loads(args.blobs[0])` runs a pickle kept there.
             extra = value.__dict__
-            stack.extend((part, where) for part in (extra.get("_inert_args"), extra.get("_inert_state"),
-                                                    extra.get("_inert_items")) if part is not None)
-        # Tensors are left out before their path is built: a string per tensor, which the pop then skipped.
+            for part in (extra.get("_inert_args"), extra.get("_inert_state"), extra.get("_inert_items")):
+                if part is not None:
+                    push(part, where)
+        # Tensors and values seen already are left out before their path is built: a string per tensor, which the
+        # pop then skipped.
         if isinstance(value, Mapping):
-            stack.extend((item, _joined(where, _key_text(name))) for name, item in value.items() if not is_tensor(item))
+            for name, item in value.items():
+                push(item, where, name)
         elif isinstance(value, (list, tuple, set, frozenset)):
-            stack.extend((item, _joined(where, str(index))) for index, item in enumerate(value) if not is_tensor(item))
+            for index, item in enumerate(value):
+                push(item, where, index)
     return found
 
 
@@ -1818,18 +1831,20 @@ def _extra_states_beside(obj: Any, read: Mapping[str, Any]) -> dict[str, Any]:
     optimizer's state is keyed by parameter number), lists and tuples through their mappings."""
     seen = {id(value) for value in read.values()}
     found: dict[str, Any] = {}
-    stack: list[tuple[str, Any]] = [("", obj)]
+    # A node is marked seen when it is stacked, not when popped: a list of two million references to one dict
+    # stacked two million (path, dict) pairs (and made as many paths) to visit one.
+    stack: list[tuple[str, Any]] = [] if id(obj) in seen else [("", obj)]
+    seen.add(id(obj))
     visited = 0
     while stack and visited < _MAX_BESIDE_NODES:
         prefix, node = stack.pop()
         visited += 1
-        if id(node) in seen:
-            continue
-        seen.add(id(node))
         if isinstance(node, Mapping):
-            items = node.items()
+            items: Iterable[tuple[Any, Any]] = node.items()
         elif isinstance(node, (list, tuple)):
-            items = [(str(index), value) for index, value in enumerate(node) if isinstance(value, Mapping)]
+            # Lazily: an index is made text only for a dict not seen yet (those stacked are marked as they go).
+            items = ((str(index), value) for index, value in enumerate(node)
+                     if isinstance(value, Mapping) and id(value) not in seen)
         else:
             continue
         for key, value in items:
@@ -1840,7 +1855,9 @@ def _extra_states_beside(obj: Any, read: Mapping[str, Any]) -> dict[str, Any]:
                 if (key == "_extra_state" or key.endswith("._extra_state")) and is_tensor(value) \
                         and id(value) not in seen:
                     found[f"{prefix}.{key}" if prefix else key] = value
-            elif isinstance(value, (dict, list, tuple)) or (not is_tensor(value) and isinstance(value, Mapping)):
+            elif (isinstance(value, (dict, list, tuple)) or (not is_tensor(value) and isinstance(value, Mapping))) \
+                    and id(value) not in seen:
+                seen.add(id(value))
                 stack.append((f"{prefix}.{key}" if prefix else key, value))
     return found
 
