@@ -1288,11 +1288,13 @@ def _buffers_in(obj: Any) -> list[tuple[str, bytes, bool]]:
     seen: set[int] = {id(obj)}
     stack: list[tuple[Any, str]] = [] if is_tensor(obj) else [(obj, "")]
 
-    def push(item: Any, where: str, part: Any = _NO_PART) -> None:
-        """Stack `item` at `where.part` (a key or an index, made text only then), unless seen or a tensor."""
+    def push(item: Any, where: str, part: Any = _NO_PART, index: bool = False) -> None:
+        """Stack `item` at `where.part` (a dict's key, or a list's index, made text only then), unless seen or a
+        tensor."""
         if id(item) not in seen and not is_tensor(item):
             seen.add(id(item))
-            stack.append((item, where if part is _NO_PART else _joined(where, _key_text(part))))
+            text = None if part is _NO_PART else str(part) if index else _key_text(part)
+            stack.append((item, where if text is None else _joined(where, text)))
 
     while stack:
         value, where = stack.pop()
@@ -1325,7 +1327,7 @@ def _buffers_in(obj: Any) -> list[tuple[str, bytes, bool]]:
                 push(item, where, name)
         elif isinstance(value, (list, tuple, set, frozenset)):
             for index, item in enumerate(value):
-                push(item, where, index)
+                push(item, where, index, index=True)
     return found
 
 
