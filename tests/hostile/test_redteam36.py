@@ -7,7 +7,15 @@ protocol 5 with NEXT_BUFFER / READONLY_BUFFER / BYTEARRAY8 (of 4 bytes, of 2^40 
 fields, a list, a dict, text PERSID, a nested id, a key of int / bytes / '' / '../data.pkl' / 'x\\0', a location of
 cuda:99 / meta / xla:0 / an int (read as torch.load(map_location='cpu') reads them), -1 and 2^62 elements, a storage
 type that is a str or torch.Tensor; data.pkl nested 200,000 deep in lists and dicts, DAGs of 2^60 paths through
-shared dicts and lists; a genuine TorchScript archive and a torch.export .pt2 (named .pt too).
+shared dicts and lists; a genuine TorchScript archive and a torch.export .pt2 (named .pt too); numpy arrays (float,
+str, object), scalars and dtypes inside a torch.save state dict, an OrderedDict subclass (refused as unknown); legacy
+(pre-1.6) files whose storage sizes are 2^40, 2, -1, cut mid-storage, whose key list names a key twice, an unknown key
+or is a dict, with a dangerous pickle after the storages; a 400 MB .safetensors and a torch zip cut short during
+inspect --stats by another process (refused in one line; see 2. for the files torch maps); config.json with keys given
+twice, NaN / Infinity / -Infinity, 4.0 for an int, 10,000-deep lists and objects, a 5,001-digit int, a 200 MB string
+(over the 100 MB limit) and a 50 MB model_type (read; --json echoes it whole, text clips it); index shards named by an
+absolute path, `..`, /dev/zero, /proc/self/mem, the index itself, `.`, '', a NUL, a URL, `~`, a FIFO, a backslash path.
+The seeded fuzzer (`scripts/mutation_fuzz.py --formats all --structured --seed 36`, 900 s): 569 mutants, 0 findings.
 
 What did not, each fixed here:
 1. A storage record written twice, its first copy short: torch.load refuses the file ("record size (4 bytes) does not
