@@ -387,12 +387,14 @@ class _StaticUnpickler(pickle.Unpickler):
         return self.storages[key]
 
 
-def record_size_error(key: str, nbytes: int, numel: int, itemsize: int) -> CorruptCheckpoint:
+def record_size_error(key: str, nbytes: int, numel: int, itemsize: int, copies: int = 1) -> CorruptCheckpoint:
     """A storage record whose size is not the storage's: torch.load checks each record against the size its
     reference gives and refuses the file ("record size does not match expected size"); only its mmap=True
-    path reads it regardless, handing out whatever bytes lie there."""
+    path reads it regardless, handing out whatever bytes lie there. `copies`: how many records the archive lists
+    under that name (torch's reader finds one of them, by its sorted directory, not always the first)."""
+    listed = f" (one of {copies} records of that name in the archive)" if copies > 1 else ""
     return CorruptCheckpoint(
-        f"storage record data/{key} holds {counted(nbytes, 'byte', grouped=False)}, but "
+        f"storage record data/{key}{listed} holds {counted(nbytes, 'byte', grouped=False)}, but "
         "the pickle declares a storage of "
         f"{numel} x {itemsize} = {numel * itemsize} bytes (damaged archive: torch.load refuses it)"
     )

@@ -17,7 +17,7 @@ import re
 import sys
 import warnings
 import zipfile
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -77,6 +77,9 @@ class PickleContents:
     # Tensors under a module's `_extra_state` name outside the state dict read (`model1.<...>._extra_state` of a
     # virtual-pipeline save, an EMA beside `model`), by their path: loaded too, so TE unpickles them too.
     extra_states_beside: dict[str, Any] = field(default_factory=dict)
+    # (st_dev, st_ino, st_size, st_mtime_ns) of a torch zip that torch.load(mmap=True) read (its tensors view its
+    # map of the whole file), when it mapped it; None where the torch-free reader or a whole read gave the values.
+    mapped_identity: tuple[int, int, int, int] | None = None
 
 
 def detect_pickle_format(prefix: bytes) -> str | None:
@@ -1291,18 +1294,29 @@ def _check_dict_state(state: Any) -> None:
             )
 
 
+_NO_PART = object()  # `_buffers_in`'s push: a value kept at its parent's place (a dict key may be None)
+
+
 def _buffers_in(obj: Any) -> list[tuple[str, bytes, bool]]:
     """The bytes each inert io.BytesIO in `obj` holds (its pickled state's first item), and each bytes value that
     starts like a pickle or a zip, with where it sits (`decoder.layers.0.mlp._extra_state`) and whether it is a
     BytesIO; each object visited once, tensors not entered."""
     found: list[tuple[str, bytes, bool]] = []
-    seen: set[int] = set()
-    stack: list[tuple[Any, str]] = [(obj, "")]
+    # Marked when pushed, not when popped: a list of ten million references to one dict (a 20 MB data.pkl of
+    # BINGETs) pushed ten million (value, place) pairs before the first was popped, 1.5 GB and 45 s.
+    seen: set[int] = {id(obj)}
+    stack: list[tuple[Any, str]] = [] if is_tensor(obj) else [(obj, "")]
+
+    def push(item: Any, where: str, part: Any = _NO_PART, index: bool = False) -> None:
+        """Stack `item` at `where.part` (a dict's key, or a list's index, made text only then), unless seen or a
+        tensor."""
+        if id(item) not in seen and not is_tensor(item):
+            seen.add(id(item))
+            text = None if part is _NO_PART else str(part) if index else _key_text(part)
+            stack.append((item, where if text is None else _joined(where, text)))
+
     while stack:
         value, where = stack.pop()
-        if id(value) in seen or is_tensor(value):
-            continue
-        seen.add(id(value))
         if isinstance(value, InertObject) and type(value).__qualname__ == "BytesIO":
             # Its bytes come from its pickled state (`__setstate__`, as pickle writes a BytesIO) or, built by a call
             # (`io.BytesIO(b"...")` through REDUCE), from its first argument: that buffer went unscanned, and
@@ -1322,13 +1336,17 @@ def _buffers_in(obj: Any) -> list[tuple[str, bytes, bool]]:
             # An inert object's pickled arguments, state and items (an argparse.Namespace's attributes) are what
             # its loader gets back as plain values too: `pickle.loads(args.blobs[0])` runs a pickle kept there.
             extra = value.__dict__
-            stack.extend((part, where) for part in (extra.get("_inert_args"), extra.get("_inert_state"),
-                                                    extra.get("_inert_items")) if part is not None)
-        # Tensors are left out before their path is built: a string per tensor, which the pop then skipped.
+            for part in (extra.get("_inert_args"), extra.get("_inert_state"), extra.get("_inert_items")):
+                if part is not None:
+                    push(part, where)
+        # Tensors and values seen already are left out before their path is built: a string per tensor, which the
+        # pop then skipped.
         if isinstance(value, Mapping):
-            stack.extend((item, _joined(where, _key_text(name))) for name, item in value.items() if not is_tensor(item))
+            for name, item in value.items():
+                push(item, where, name)
         elif isinstance(value, (list, tuple, set, frozenset)):
-            stack.extend((item, _joined(where, str(index))) for index, item in enumerate(value) if not is_tensor(item))
+            for index, item in enumerate(value):
+                push(item, where, index, index=True)
     return found
 
 
@@ -1658,8 +1676,11 @@ def _load_pickle(path: Path, fmt: str, key: str | None, label: str | None) -> Pi
         else:
             notes.append("a plain Python pickle (pickle.dump), not a torch.save file: torch.load cannot read it; "
                          "its numpy arrays were read as tensors")
+    # The file as torch.load(mmap=True) mapped it whole, where it read the file: its tensors view that map.
+    mapped_identity: tuple[int, int, int, int] | None = None
     if obj is None:
         obj = _load_with_torch(path, fmt, report)
+        mapped_identity = before if fmt == "pytorch-zip" else None
     if _identity(path) != before:
         # What was loaded may not be what was scanned.
         raise CorruptCheckpoint("the file changed while it was being scanned and loaded; nothing is trusted from it")
@@ -1824,7 +1845,8 @@ def _load_pickle(path: Path, fmt: str, key: str | None, label: str | None) -> Pi
                      "(saved from a model that was never materialised)")
     return PickleContents(state_dict=tensors, nested_key=nested_key, other_entries=other, skipped_entries=skipped,
                           non_tensor_keys=non_tensor_keys,
-                          security=report, notes=notes, extra_states_beside=_extra_states_beside(obj, tensors))
+                          security=report, notes=notes, extra_states_beside=_extra_states_beside(obj, tensors),
+                          mapped_identity=mapped_identity)
 
 
 # Nodes `_extra_states_beside` visits at most: a hostile file's millions of nested dicts cost no more than this.
@@ -1838,18 +1860,20 @@ def _extra_states_beside(obj: Any, read: Mapping[str, Any]) -> dict[str, Any]:
     optimizer's state is keyed by parameter number), lists and tuples through their mappings."""
     seen = {id(value) for value in read.values()}
     found: dict[str, Any] = {}
-    stack: list[tuple[str, Any]] = [("", obj)]
+    # A node is marked seen when it is stacked, not when popped: a list of two million references to one dict
+    # stacked two million (path, dict) pairs (and made as many paths) to visit one.
+    stack: list[tuple[str, Any]] = [] if id(obj) in seen else [("", obj)]
+    seen.add(id(obj))
     visited = 0
     while stack and visited < _MAX_BESIDE_NODES:
         prefix, node = stack.pop()
         visited += 1
-        if id(node) in seen:
-            continue
-        seen.add(id(node))
         if isinstance(node, Mapping):
-            items = node.items()
+            items: Iterable[tuple[Any, Any]] = node.items()
         elif isinstance(node, (list, tuple)):
-            items = [(str(index), value) for index, value in enumerate(node) if isinstance(value, Mapping)]
+            # Lazily: an index is made text only for a dict not seen yet (those stacked are marked as they go).
+            items = ((str(index), value) for index, value in enumerate(node)
+                     if isinstance(value, Mapping) and id(value) not in seen)
         else:
             continue
         for key, value in items:
@@ -1860,7 +1884,9 @@ def _extra_states_beside(obj: Any, read: Mapping[str, Any]) -> dict[str, Any]:
                 if (key == "_extra_state" or key.endswith("._extra_state")) and is_tensor(value) \
                         and id(value) not in seen:
                     found[f"{prefix}.{key}" if prefix else key] = value
-            elif isinstance(value, (dict, list, tuple)) or (not is_tensor(value) and isinstance(value, Mapping)):
+            elif (isinstance(value, (dict, list, tuple)) or (not is_tensor(value) and isinstance(value, Mapping))) \
+                    and id(value) not in seen:
+                seen.add(id(value))
                 stack.append((f"{prefix}.{key}" if prefix else key, value))
     return found
 
@@ -2148,8 +2174,14 @@ def _load_with_torch(path: Path, fmt: str, report: ScanReport) -> Any:
         except RefusedByPolicy as inner:
             raise UnsafePickle(str(inner)) from inner
         except Exception as inner:
-            if "saved_id must be a tuple" in str(inner):
+            if "saved_id must be a tuple, got str" in str(inner):
                 raise UnsupportedFormat(ZIP_PROTOCOL_0) from inner
+            if "saved_id must be a tuple" in str(inner):
+                # A list or a dict given by BINPERSID: no protocol writes a storage reference so (protocol 0 writes
+                # it as text), and it was said to be one.
+                raise CorruptCheckpoint(
+                    f"a storage reference in data.pkl is a {str(inner).rsplit(' ', 1)[-1]}, not the tuple torch.save "
+                    "writes (a damaged or crafted file): torch.load refuses it, weights_only or not") from inner
             raise UnsupportedFormat(
                 f"{message} (pickle protocol {report.protocol}); the restricted fallback loader failed too: "
                 f"{type(inner).__name__}: {clip_words(' '.join(str(inner).split()), 160)}"
@@ -2274,25 +2306,42 @@ def check_record_sizes(path: Path, inert: Collection[str] = ()) -> None:
             layout = zip_archive.read_layout(handle, size)
         except (ValueError, OSError):
             return  # torch read what it could; there is no record list here to compare with
-        pickles = [m for m in layout.members if m.name.endswith("data.pkl")]
-        if len(pickles) != 1:
+        # Every record of each name, in any case: torch's reader (miniz) finds a name in any case, and of two records
+        # of one name the one its sorted directory's search lands on, not always the first. Keeping the last alone
+        # let a short first copy through, which torch.load(mmap=True) read past its end (values of the bytes after);
+        # and a data.pkl written twice skipped the check altogether.
+        copies: dict[str, list[zip_archive.ZipMember]] = {}
+        for member in layout.members:
+            copies.setdefault(member.name.lower(), []).append(member)
+        pickled = {name: members for name, members in copies.items() if name.endswith("data.pkl")}
+        if len(pickled) == 1:
+            pickles = next(iter(pickled.values()))
+        else:  # data.pkl in two folders: torch reads the one in the folder of the archive's first record
+            top = layout.members[0].name.partition("/")[0] if layout.members else ""
+            pickles = pickled.get(f"{top}/data.pkl".lower(), [])
+        if not pickles:
             return
-        members = {m.name: m for m in layout.members}
         prefix = pickles[0].name[: -len("data.pkl")]
-        try:
-            data = zip_archive.read_member(handle, pickles[0], MAX_DATA_PKL)
-        except ValueError:
-            return
-    compared: set[Any] = set()
-    for pid in persistent_ids(bytes(data)):
+        datas: list[bytes] = []
+        for member in {m.data_offset: m for m in pickles}.values():  # each copy torch may read, once
+            try:
+                datas.append(bytes(zip_archive.read_member(handle, member, MAX_DATA_PKL)))
+            except ValueError:
+                continue
+    compared: set[tuple[int, Any]] = set()  # (copy of data.pkl, storage key): each copy on its own
+    for copy, pid in ((copy, pid) for copy, data in enumerate(datas) for pid in persistent_ids(data)):
         if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"):
             continue
-        if not isinstance(pid[2], (str, int)) or pid[2] in compared:
+        if not isinstance(pid[2], (str, int)) or (copy, pid[2]) in compared:
             continue  # torch loads a storage at its first reference and hands it to the later ones unchecked
-        compared.add(pid[2])
+        compared.add((copy, pid[2]))
         itemsize = STORAGE_ELEMENT_SIZE.get(getattr(pid[1], "name", ""))
         key, numel = pid[2], pid[4]
-        member = members.get(f"{prefix}data/{key}")
+        named = copies.get(f"{prefix}data/{key}".lower(), [])
+        # A compressed copy first, then one of the wrong size: whichever copy torch reads, the file is refused.
+        member = next((m for m in named if m.method != 0), None) or next(
+            (m for m in named if isinstance(numel, int) and itemsize is not None and m.size != numel * itemsize),
+            named[0] if named else None)
         if member is not None and member.method != 0:
             # torch.save stores its records; one deflated by a re-zip is read right by torch.load, but
             # torch.load(mmap=True) hands out the compressed bytes as the tensor's values (convert wrote them).
@@ -2308,7 +2357,7 @@ def check_record_sizes(path: Path, inert: Collection[str] = ()) -> None:
         if itemsize is None or member is None or not isinstance(numel, int) or not isinstance(key, str):
             continue  # a storage type without a fixed element size here (new dtypes): not compared
         if member.size != numel * itemsize:
-            raise record_size_error(key, member.size, numel, itemsize)
+            raise record_size_error(key, member.size, numel, itemsize, copies=len(named))
 
 
 def tensor_infos(contents: PickleContents, relpath: str) -> list[TensorInfo]:

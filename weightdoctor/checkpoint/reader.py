@@ -243,6 +243,7 @@ class Checkpoint:
             # A meta tensor or an expanded view is refused first, for what it is: its size is not memory the
             # file's values need (a 1 KB file of torch.ones(1).expand(10**11) said "400 GB, more than available").
             pytorch_format.refuse_unreadable(value, name)
+            self._check_still_mapped(info.file)
             if not in_memory:
                 # torch.load(mmap=True) mapped the whole file privately; the torch-free reader does on first use.
                 mapped = (contents.security is not None and contents.security.container == "pytorch-zip"
@@ -299,6 +300,7 @@ class Checkpoint:
                 # Its sample is read through the map of its span, as `load_tensor` reads it (and refuses it): past a
                 # limit it failed as "cannot read or write: [Errno 12] Cannot allocate memory", of no tensor.
                 safetensors_format.require_map_room(self.file_path(info.file), name, info.nbytes, value.span_bytes())
+            self._check_still_mapped(info.file)
             return pytorch_format.as_tensor(value, name)
         except WeightDoctorError as exc:
             exc.path = exc.path or str(self.file_path(info.file))
@@ -364,7 +366,33 @@ class Checkpoint:
         for value in (contents.state_dict.values() if contents is not None else ()):
             if isinstance(value, StaticTensor):
                 return value.storage.archive.identity
-        return None
+        # A torch zip torch.load(mmap=True) read: its tensors view the map it made of the file.
+        return contents.mapped_identity if contents is not None else None
+
+    def _check_still_mapped(self, relpath: str) -> None:
+        """Before a value of a torch zip that torch.load(mmap=True) read is handed out: the file must still be the
+        one it mapped. Its tensors view that map, and a file cut short since (between two tensors of a convert, of
+        --stats) raised SIGBUS on the first page past the new end: exit 135, no message, a temporary output left.
+
+        Raises:
+            CorruptCheckpoint: the file is shorter now, or was replaced or rewritten since it was mapped.
+        """
+        contents = self._pickles.get(relpath)
+        identity = contents.mapped_identity if contents is not None else None
+        if identity is None:
+            return
+        path = self.file_path(relpath)
+        try:
+            now = os.stat(path)
+        except OSError as exc:
+            raise CorruptCheckpoint(f"the file cannot be looked at any more ({exc.strerror})", path=str(path)) from exc
+        if (now.st_dev, now.st_ino) == identity[:2] and now.st_size < identity[2]:
+            raise CorruptCheckpoint(
+                f"file ended at byte {now.st_size:,} where it held {identity[2]:,} when it was read: truncated or "
+                "changed while reading", path=str(path))
+        if (now.st_dev, now.st_ino, now.st_size, now.st_mtime_ns) != identity:
+            raise CorruptCheckpoint("the file changed since its records were read (replaced, or its size or "
+                                    "modification time changed); nothing more is read from it", path=str(path))
 
     def check_unchanged(self, relpath: str) -> None:
         """Refuse a weight file that is no longer the one whose structure was read: a convert that cast the tensors of
