@@ -1034,8 +1034,13 @@ def build_planned_model(
                             f"code for it: {builds}, the class from_pretrained loads it into")
             # A checkpoint its config quantizes (int4 / int8) keeps its unquantized rest at the dtype
             # from_pretrained(dtype="auto") picks, not at float16: a float32 config's embeddings and norms were
-            # half-sized.
-            built_dtype = _quantized_rest_dtype(checkpoint) if config_quantizer is not None else DTYPES[dtype][0]
+            # half-sized. So does one planned at the very --dtype its config quantizes to (`--dtype int4` of a
+            # bitsandbytes 4-bit config is the load it names, which was planned at float16 where the default plan
+            # of the same checkpoint was at float32).
+            same_quantization = asked and dtype in ("int4", "int8") \
+                and (quantized := quantized_dtype(checkpoint.config)) is not None and quantized[0] == dtype
+            built_dtype = _quantized_rest_dtype(checkpoint) if config_quantizer is not None or same_quantization \
+                else DTYPES[dtype][0]
             model = _build_from_config(checkpoint.config, built_dtype, built_class)
             swapped = dtype in FLOAT_DTYPES and _is_bitnet(checkpoint.config)
             if swapped:
