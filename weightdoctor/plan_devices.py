@@ -4437,7 +4437,8 @@ def _gpu_size_that_fits(
 
     Users with a model just too big ask how much memory per GPU it needs: the planner's own answer differs from
     the total divided by the count (the largest layer kept free on the first GPU, the balanced caps, modules that
-    do not split). None when GPUs of eight times the model's size plus the reserve, each, do not hold it.
+    do not split). None when GPUs of four times the model's size plus the reserve, each, do not hold it (the sizes
+    tried are that once, twice and four times).
     """
     total = _total_bytes(planned, planned.dtype)
     count = len(request.gpus)
