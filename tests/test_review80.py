@@ -3,6 +3,10 @@
 Found: a checkpoint its config quantizes (bitsandbytes 4-bit, float32 config) was planned with its unquantized rest at
 float32 without --dtype (from_pretrained(dtype="auto")'s dtype), but at float16 with `--dtype int4`, the very load the
 config names: the same checkpoint, two plans 1.5x apart, and a KV cache at half its bytes.
+
+Found (older, in the dtype ladder the suggestions share): a float32 model's int8 / int4 candidate was counted with
+its rest at float32 where `--dtype int8` plans it at float16, so "the smallest change" skipped int8 for int4 on
+GPUs that `--dtype int8` fits.
 """
 
 from __future__ import annotations
@@ -52,3 +56,26 @@ def test_dtype_int8_of_a_4bit_config_stays_the_float16_what_if(tmp_path: Path) -
     code, asked = run_json("plan-devices", str(folder), "--gpu", "1GB", "--dtype", "int8", "--kv-cache",
                            "--seq-len", "64")
     assert code == 0 and asked["dtype"] == "int8" and asked["kv_cache"]["dtype"] == "float16", asked["kv_cache"]
+
+
+def test_the_int8_rung_of_a_float32_model_is_counted_as_dtype_int8_plans_it(tmp_path: Path) -> None:
+    """The smallest dtype change of a float32 model is the first rung that `--dtype` fits: its int8 candidate was
+    counted with the unquantized rest at float32, while `--dtype int8` builds it at float16, so the suggestion
+    skipped to int4 on GPUs where `--dtype int8` fits. Each size is checked against the `--dtype int8` plan."""
+    from tests.test_third_party_layouts27 import CONFIG
+
+    folder = tmp_path / "f32"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(CONFIG | {"torch_dtype": "float32"}))
+    _, at_int8 = run_json("plan-devices", str(folder), "--gpu", "1GB", "--dtype", "int8")
+    least = -(-at_int8["weights_bytes"] * 10 // 9) // 1000  # the bnb budget keeps 10% free: about this many KB
+    seen = set()
+    for kb in range(least - 2, least + 8):
+        _, asked = run_json("plan-devices", str(folder), "--gpu", f"{kb}KB", "--dtype", "int8")
+        _, default = run_json("plan-devices", str(folder), "--gpu", f"{kb}KB")
+        assert default["dtype"] == "fp32" and default["verdict"] != "fits-on-gpus"
+        rung = next((s["dtype"] for s in default["suggestions"] if s["change"] == "dtype"), None)
+        int8_fits = asked["verdict"] == "fits-on-gpus"
+        assert (rung == "int8") == int8_fits, (kb, rung, asked["verdict"])
+        seen.add(int8_fits)
+    assert seen == {True, False}

@@ -2357,7 +2357,12 @@ def _new_sizer(planned: PlannedModel, dtype: str) -> _SizeOverride | None:
                                  headroom=planned.quantizer_headroom, skip_modules=bnb_skip_modules(planned.config),
                                  quantized_weights=torchao_quantized_weights(planned.model, planned.config)
                                  if torchao else None)
-        return _SizeOverride(planned.model, quantized_size=quantized)
+        # A --dtype int8 / int4 plan builds the rest at float16 (DTYPES): a float32 model's candidate was counted
+        # with its rest at float32, so "the first lower dtype that fits" skipped an int8 that `--dtype int8` fits.
+        import torch
+
+        return _SizeOverride(planned.model, quantized_size=quantized,
+                             float_size=getattr(torch, DTYPES[dtype][0]).itemsize)
     if dtype == planned.dtype:
         if planned.stored_bytes:  # SpQR, VPTQ, ... layers at their stored bytes (`_size_stored_layers`)
             return _SizeOverride(planned.model, stored_bytes=planned.stored_bytes, headroom=False)
