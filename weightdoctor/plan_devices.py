@@ -1034,8 +1034,13 @@ def build_planned_model(
                             f"code for it: {builds}, the class from_pretrained loads it into")
             # A checkpoint its config quantizes (int4 / int8) keeps its unquantized rest at the dtype
             # from_pretrained(dtype="auto") picks, not at float16: a float32 config's embeddings and norms were
-            # half-sized.
-            built_dtype = _quantized_rest_dtype(checkpoint) if config_quantizer is not None else DTYPES[dtype][0]
+            # half-sized. So does one planned at the very --dtype its config quantizes to (`--dtype int4` of a
+            # bitsandbytes 4-bit config is the load it names, which was planned at float16 where the default plan
+            # of the same checkpoint was at float32).
+            same_quantization = asked and dtype in ("int4", "int8") \
+                and (quantized := quantized_dtype(checkpoint.config)) is not None and quantized[0] == dtype
+            built_dtype = _quantized_rest_dtype(checkpoint) if config_quantizer is not None or same_quantization \
+                else DTYPES[dtype][0]
             model = _build_from_config(checkpoint.config, built_dtype, built_class)
             swapped = dtype in FLOAT_DTYPES and _is_bitnet(checkpoint.config)
             if swapped:
@@ -2352,7 +2357,12 @@ def _new_sizer(planned: PlannedModel, dtype: str) -> _SizeOverride | None:
                                  headroom=planned.quantizer_headroom, skip_modules=bnb_skip_modules(planned.config),
                                  quantized_weights=torchao_quantized_weights(planned.model, planned.config)
                                  if torchao else None)
-        return _SizeOverride(planned.model, quantized_size=quantized)
+        # A --dtype int8 / int4 plan builds the rest at float16 (DTYPES): a float32 model's candidate was counted
+        # with its rest at float32, so "the first lower dtype that fits" skipped an int8 that `--dtype int8` fits.
+        import torch
+
+        return _SizeOverride(planned.model, quantized_size=quantized,
+                             float_size=getattr(torch, DTYPES[dtype][0]).itemsize)
     if dtype == planned.dtype:
         if planned.stored_bytes:  # SpQR, VPTQ, ... layers at their stored bytes (`_size_stored_layers`)
             return _SizeOverride(planned.model, stored_bytes=planned.stored_bytes, headroom=False)
@@ -4432,7 +4442,8 @@ def _gpu_size_that_fits(
 
     Users with a model just too big ask how much memory per GPU it needs: the planner's own answer differs from
     the total divided by the count (the largest layer kept free on the first GPU, the balanced caps, modules that
-    do not split). None when GPUs of eight times the model's size plus the reserve, each, do not hold it.
+    do not split). None when GPUs of four times the model's size plus the reserve, each, do not hold it (the sizes
+    tried are that once, twice and four times).
     """
     total = _total_bytes(planned, planned.dtype)
     count = len(request.gpus)
