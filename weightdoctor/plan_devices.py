@@ -2413,7 +2413,11 @@ def _tensor_names(planned: PlannedModel) -> tuple[list[str], list[str], int]:
                 if param is not None and id(param) not in seen and full not in copies:
                     seen.add(id(param))
                     params.append(full)
-                    count += param.numel()
+                    # MXFP4's packed experts (Mxfp4GptOssExperts, which the plan builds as from_pretrained does on a
+                    # capable GPU) hold two FP4 weights a uint8: counted by their bytes, the parameters said were
+                    # 109,264 for the dense experts' 158,416 (the model's weights are as many as before packing).
+                    packed = type(module).__name__ == "Mxfp4GptOssExperts" and str(param.dtype) == "torch.uint8"
+                    count += param.numel() * (2 if packed else 1)
             for name, buffer in module._buffers.items():
                 full = f"{prefix}.{name}" if prefix else name
                 if buffer is not None and id(buffer) not in seen and full not in copies:
