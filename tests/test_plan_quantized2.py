@@ -112,11 +112,16 @@ def _fbgemm_oracle(folder: Path) -> torch.nn.Module:
 def _higgs_oracle(folder: Path) -> torch.nn.Module:
     """The meta model prepared by transformers' own HIGGS quantizer, as from_pretrained prepares it (inside its
     default-dtype context) before it makes the map."""
+    return prepared_by_quantizer(json.loads((folder / "config.json").read_text()), _DTYPES)
+
+
+def prepared_by_quantizer(config: dict[str, Any], dtypes: dict[str, torch.dtype]) -> torch.nn.Module:
+    """The meta model of `config` with its pre-quantized layers swapped in by transformers' own quantizer, inside the
+    default-dtype context from_pretrained sets (`dtypes` maps the config's torch_dtype names)."""
     from transformers.quantizers.auto import AutoHfQuantizer, AutoQuantizationConfig
 
-    config = json.loads((folder / "config.json").read_text())
     model = _meta_model(config)
-    dtype = _DTYPES[config["torch_dtype"]]
+    dtype = dtypes[config["torch_dtype"]]
     quantizer = AutoHfQuantizer.from_config(AutoQuantizationConfig.from_dict(config["quantization_config"]),
                                             pre_quantized=True)
     default = torch.get_default_dtype()

@@ -22,7 +22,13 @@ import pytest
 import torch
 
 from tests.helpers import run_json
-from tests.test_plan_quantized2 import _from_pretrained_map, _meta_model, _sizes, plan_matches_map
+from tests.test_plan_quantized2 import (
+    _from_pretrained_map,
+    _meta_model,
+    _sizes,
+    plan_matches_map,
+    prepared_by_quantizer,
+)
 from tests.test_third_party_layouts27 import CONFIG
 
 _DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
@@ -39,21 +45,10 @@ def _prepared(config: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> torch.
     """The meta model as from_pretrained prepares it before it makes its map: transformers' quantizer for the config
     (pre-quantized) swaps in its layers inside the model's default dtype (`local_torch_dtype`)."""
     from transformers.integrations import fbgemm_fp8
-    from transformers.quantizers.auto import AutoHfQuantizer, AutoQuantizationConfig
 
     # only looked up by replace_with_fbgemm_fp8_linear (for the forward), never called while the map is made
     monkeypatch.setattr(fbgemm_fp8, "get_quantize_fp8_per_row", lambda: None)
-    model = _meta_model(config)
-    dtype = _DTYPES[config["torch_dtype"]]
-    quantizer = AutoHfQuantizer.from_config(AutoQuantizationConfig.from_dict(config["quantization_config"]),
-                                            pre_quantized=True)
-    default = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        quantizer.preprocess_model(model=model, dtype=dtype, device_map="auto", checkpoint_files=None)
-    finally:
-        torch.set_default_dtype(default)
-    return model
+    return prepared_by_quantizer(config, _DTYPES)
 
 
 def _module_bytes_match(data: dict[str, Any], sizes: dict[str, int]) -> None:
@@ -586,21 +581,26 @@ def test_inspect_counts_the_weights_the_quantized_tensors_stand_for(tmp_path: Pa
     assert data["total_bytes"] == stored_bytes, (data["total_bytes"], stored_bytes)
 
 
-def test_a_float32_quantized_model_caches_keys_and_values_in_float32(tmp_path: Path) -> None:
-    """The KV cache of a bnb 4-bit model whose config is float32 is float32: from_pretrained builds it at float32
-    and its attention caches at that dtype. It was estimated at float16 (half the bytes), as every int4 / int8 plan
-    was. The oracle: the cache a real tiny float32 Llama of that config fills for 64 tokens."""
+def float32_cache_bytes(config: dict[str, Any], tokens: int) -> int:
+    """The bytes of keys and values a real float32 model of `config` (its quantization left out) fills for `tokens`
+    tokens: the oracle of --kv-cache for a float32 quantized model."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    folder, _ = _float32_quantized(tmp_path / "bnb4", "bnb4")
-    config = json.loads((folder / "config.json").read_text())
     settings = {k: v for k, v in config.items() if k not in ("quantization_config", "model_type", "torch_dtype")}
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(AutoConfig.for_model(config["model_type"], **settings),
                                              dtype=torch.float32)
     with torch.no_grad():
-        cache = model(torch.zeros(1, 64, dtype=torch.long), use_cache=True).past_key_values
-    cached = sum(layer.keys.nbytes + layer.values.nbytes for layer in cache.layers)
+        cache = model(torch.zeros(1, tokens, dtype=torch.long), use_cache=True).past_key_values
+    return sum(layer.keys.nbytes + layer.values.nbytes for layer in cache.layers)
+
+
+def test_a_float32_quantized_model_caches_keys_and_values_in_float32(tmp_path: Path) -> None:
+    """The KV cache of a bnb 4-bit model whose config is float32 is float32: from_pretrained builds it at float32
+    and its attention caches at that dtype. It was estimated at float16 (half the bytes), as every int4 / int8 plan
+    was. The oracle: the cache a real tiny float32 Llama of that config fills for 64 tokens."""
+    folder, _ = _float32_quantized(tmp_path / "bnb4", "bnb4")
+    cached = float32_cache_bytes(json.loads((folder / "config.json").read_text()), 64)
     code, data = run_json("plan-devices", str(folder), "--gpu", "1GB", "--kv-cache", "--seq-len", "64")
     assert code == 0 and data["kv_cache"]["dtype"] == "float32", data["kv_cache"]
     assert data["kv_cache"]["total_bytes"] == cached, (data["kv_cache"], cached)

@@ -381,11 +381,7 @@ class Checkpoint:
         identity = contents.mapped_identity if contents is not None else None
         if identity is None:
             return
-        path = self.file_path(relpath)
-        try:
-            now = os.stat(path)
-        except OSError as exc:
-            raise CorruptCheckpoint(f"the file cannot be looked at any more ({exc.strerror})", path=str(path)) from exc
+        path, now = self._stat_again(relpath)
         if (now.st_dev, now.st_ino) == identity[:2] and now.st_size < identity[2]:
             raise CorruptCheckpoint(
                 f"file ended at byte {now.st_size:,} where it held {identity[2]:,} when it was read: truncated or "
@@ -393,6 +389,18 @@ class Checkpoint:
         if (now.st_dev, now.st_ino, now.st_size, now.st_mtime_ns) != identity:
             raise CorruptCheckpoint("the file changed since its records were read (replaced, or its size or "
                                     "modification time changed); nothing more is read from it", path=str(path))
+
+    def _stat_again(self, relpath: str) -> tuple[Path, os.stat_result]:
+        """A weight file's path and its `os.stat` now, to compare with what it was when read.
+
+        Raises:
+            CorruptCheckpoint: the file cannot be stat'ed any more (removed, its folder unreadable).
+        """
+        path = self.file_path(relpath)
+        try:
+            return path, os.stat(path)
+        except OSError as exc:
+            raise CorruptCheckpoint(f"the file cannot be looked at any more ({exc.strerror})", path=str(path)) from exc
 
     def check_unchanged(self, relpath: str) -> None:
         """Refuse a weight file that is no longer the one whose structure was read: a convert that cast the tensors of
@@ -408,11 +416,7 @@ class Checkpoint:
         identity = self.structure_identity(relpath)
         if identity is None:
             return
-        path = self.file_path(relpath)
-        try:
-            now = os.stat(path)
-        except OSError as exc:
-            raise CorruptCheckpoint(f"the file cannot be looked at any more ({exc.strerror})", path=str(path)) from exc
+        path, now = self._stat_again(relpath)
         if (now.st_dev, now.st_ino, now.st_size, now.st_mtime_ns) != identity:
             raise CorruptCheckpoint("the file changed while its tensors were read (replaced, or its size or "
                                     "modification time changed): what was read could mix old and new contents",
