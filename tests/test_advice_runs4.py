@@ -22,8 +22,8 @@ import torch
 from tests.helpers import REPO_ROOT, run_json, run_subprocess
 from tests.test_third_party_layouts6 import _openai_whisper
 from tests.test_third_party_layouts9 import _t2i_adapters
-from tests.test_third_party_layouts12 import _fairseq_checkpoint, _fairseq_speech, _openai_clip_state
-from tests.test_third_party_layouts14 import _rwkv4_pth
+from tests.test_third_party_layouts12 import _fairseq_checkpoint, _fairseq_speech, _openai_clip_state, tiny_clip
+from tests.test_third_party_layouts14 import _rwkv4_pth, tiny_rwkv_config
 
 # A file name a shell quotes: a space, a `$` and a letter outside ASCII.
 ODD = "my $run ä"
@@ -225,13 +225,8 @@ def test_fairseq_speech_note_gives_the_file_and_a_new_folder(tmp_path: Path, fam
 
 
 def test_openai_clip_note_gives_the_file_and_a_new_folder(tmp_path: Path) -> None:
-    from transformers import CLIPConfig, CLIPModel
 
-    torch.manual_seed(0)
-    tower = {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2}
-    CLIPModel(CLIPConfig(text_config={**tower, "vocab_size": 50, "max_position_embeddings": 8},
-                         vision_config={**tower, "image_size": 8, "patch_size": 4},
-                         projection_dim=8)).save_pretrained(tmp_path / "hf")
+    tiny_clip(tmp_path / "hf")
     torch.save(_openai_clip_state(), tmp_path / "ViT-B-32.pt")
     code, data = run_json("diff-keys", str(tmp_path / "ViT-B-32.pt"), str(tmp_path / "hf"))
     assert code == 1
@@ -293,20 +288,12 @@ def test_esm_note_names_the_release_a_is_or_says_the_script_takes_names_only(tmp
 
 def test_sam_note_names_the_release_a_is(tmp_path: Path) -> None:
     """Segment Anything: `--model_name sam_vit_b_01ec64 ... --pytorch_dump_folder_path OUT` gives a new folder."""
-    from transformers import SamConfig
 
-    from tests.test_third_party_layouts10 import _segment_anything_state
+    from tests.test_third_party_layouts10 import _segment_anything_state, tiny_sam_config
 
     path = tmp_path / "sam_vit_b_01ec64.pth"
     torch.save(_segment_anything_state(), path)
-    config = SamConfig(vision_config={"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
-                                      "output_channels": 8, "image_size": 64, "patch_size": 16, "mlp_dim": 32,
-                                      "global_attn_indexes": [0]},
-                       prompt_encoder_config={"hidden_size": 8, "image_size": 64, "patch_size": 16},
-                       mask_decoder_config={"hidden_size": 8, "num_hidden_layers": 1, "num_attention_heads": 2,
-                                            "mlp_dim": 16, "iou_head_hidden_dim": 16})
-    config.architectures = ["SamModel"]
-    config.save_pretrained(str(tmp_path / "sam-hf"))
+    tiny_sam_config(tmp_path / "sam-hf")
     code, data = run_json("diff-keys", str(path), "--model-class", "SamModel", "--config", str(tmp_path / "sam-hf"))
     assert code == 1
     words = _given(_note(data["notes"], "Segment Anything's own layout"), "convert_sam_to_hf.py")
@@ -318,11 +305,7 @@ def test_rwkv_note_names_the_file_not_repo_and_file(tmp_path: Path) -> None:
     """convert_rwkv_checkpoint_to_hf.py downloads its input (--repo_id, --checkpoint_file): `--repo_id REPO
     --checkpoint_file FILE --output_dir OUT` is now said in words, with A's file name and a new folder."""
     _rwkv4_pth(tmp_path / "RWKV-4-Pile-tiny.pth")
-    config = tmp_path / "rwkv"
-    config.mkdir()
-    (config / "config.json").write_text(json.dumps({
-        "model_type": "rwkv", "architectures": ["RwkvForCausalLM"], "vocab_size": 20, "hidden_size": 8,
-        "num_hidden_layers": 2, "attention_hidden_size": 8, "intermediate_size": 32, "context_length": 16}))
+    config = tiny_rwkv_config(tmp_path / "rwkv")
     code, data = run_json("diff-keys", str(tmp_path / "RWKV-4-Pile-tiny.pth"), "--model-class", "RwkvForCausalLM",
                           "--config", str(config))
     assert code == 1

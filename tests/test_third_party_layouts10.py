@@ -154,21 +154,13 @@ def test_segment_anything_against_transformers_sam_names_the_converter(tmp_path:
     """diff-keys sam_vit_b_01ec64.pth against transformers' SamModel offered two renames (image_encoder. →
     vision_encoder., blocks. → layers.) that match a few keys, and called prompt_encoder.pe_layer an adapter's key:
     transformers' convert_sam_to_hf.py renames every key by substring and stores pe_layer's matrix twice."""
-    from transformers import SamConfig
 
     path = tmp_path / "sam_vit_b_01ec64.pth"
     state = _segment_anything_state()
     torch.save(state, path)
     code, data = run_json("inspect", str(path))
     assert code == 0 and data["nested_key"] is None and data["num_params"] == sum(v.numel() for v in state.values())
-    config = SamConfig(vision_config={"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
-                                      "output_channels": 8, "image_size": 64, "patch_size": 16, "mlp_dim": 32,
-                                      "global_attn_indexes": [0]},
-                       prompt_encoder_config={"hidden_size": 8, "image_size": 64, "patch_size": 16},
-                       mask_decoder_config={"hidden_size": 8, "num_hidden_layers": 1, "num_attention_heads": 2,
-                                            "mlp_dim": 16, "iou_head_hidden_dim": 16})
-    config.architectures = ["SamModel"]
-    config.save_pretrained(str(tmp_path / "sam-hf"))
+    tiny_sam_config(tmp_path / "sam-hf")
     code, data = run_json("diff-keys", str(path), "--model-class", "SamModel", "--config", str(tmp_path / "sam-hf"))
     assert code == 1, data
     said = [note for note in data["notes"] if "Segment Anything's own layout" in note]
@@ -314,3 +306,18 @@ def test_a_detectron_caffe2_pickle_leaves_out_its_momentum_blobs(tmp_path: Path)
         pickle.dump({"w": blobs["conv1_w"], "running_momentum": np.ones(8, np.float32)}, handle, protocol=4)
     code, data = run_json("inspect", str(other))
     assert code == 0 and data["num_tensors"] == 2 and not any("Caffe2" in w for w in data["warnings"]), data
+
+
+def tiny_sam_config(folder: Path) -> Path:
+    """A tiny SamModel config saved in `folder` (the target of Segment Anything's own layout)."""
+    from transformers import SamConfig
+
+    config = SamConfig(vision_config={"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
+                                      "output_channels": 8, "image_size": 64, "patch_size": 16, "mlp_dim": 32,
+                                      "global_attn_indexes": [0]},
+                       prompt_encoder_config={"hidden_size": 8, "image_size": 64, "patch_size": 16},
+                       mask_decoder_config={"hidden_size": 8, "num_hidden_layers": 1, "num_attention_heads": 2,
+                                            "mlp_dim": 16, "iou_head_hidden_dim": 16})
+    config.architectures = ["SamModel"]
+    config.save_pretrained(str(folder))
+    return folder

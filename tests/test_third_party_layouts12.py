@@ -283,13 +283,8 @@ def test_an_openai_clip_state_dict_against_transformers_clip_names_the_converter
     """The rename search paired names by shape alone: ln_final (the text tower's last norm) onto the vision tower's
     pre_layrnorm and visual.ln_pre onto the text tower's final_layer_norm, offered as the fix; q, k and v fused in
     in_proj_weight need convert_clip_original_pytorch_to_hf.py, which splits them."""
-    from transformers import CLIPConfig, CLIPModel
 
-    torch.manual_seed(0)
-    tower = {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2}
-    CLIPModel(CLIPConfig(text_config={**tower, "vocab_size": 50, "max_position_embeddings": 8},
-                         vision_config={**tower, "image_size": 8, "patch_size": 4},
-                         projection_dim=8)).save_pretrained(tmp_path / "hf")
+    tiny_clip(tmp_path / "hf")
     torch.save(_openai_clip_state(), tmp_path / "ViT-B-32.state_dict.pt")
     code, data = run_json("diff-keys", str(tmp_path / "ViT-B-32.state_dict.pt"), str(tmp_path / "hf"))
     assert code == 1, data
@@ -339,3 +334,15 @@ def test_a_dinov2_backbone_against_transformers_dinov2_says_qkv_is_fused(tmp_pat
     assert reasons["blocks.0.attn.qkv.weight"] == "foreign-layout", reasons
     assert reasons["encoder.layer.0.attention.attention.query.weight"] == "foreign-layout", reasons
     assert any(r["flag"] == "--rename '^blocks\\.=encoder.layer.'" for r in data["suggested_renames"])
+
+
+def tiny_clip(folder: Path) -> Path:
+    """A tiny transformers CLIPModel saved in `folder` (seeded: the target of OpenAI CLIP's own layout)."""
+    from transformers import CLIPConfig, CLIPModel
+
+    torch.manual_seed(0)
+    tower = {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2}
+    CLIPModel(CLIPConfig(text_config={**tower, "vocab_size": 50, "max_position_embeddings": 8},
+                         vision_config={**tower, "image_size": 8, "patch_size": 4},
+                         projection_dim=8)).save_pretrained(folder)
+    return folder

@@ -272,11 +272,7 @@ def test_an_rwkv4_pth_against_transformers_rwkv_names_the_converter(tmp_path: Pa
     """BlinkDL's .pth against transformers' RwkvForCausalLM: the rename search offered a handful of renames as the
     fix (time_mix_k to time_mix_key not among them), with no word of convert_rwkv_checkpoint_to_hf.py."""
     _rwkv4_pth(tmp_path / "RWKV-4-Pile-tiny.pth")
-    config = tmp_path / "rwkv"
-    config.mkdir()
-    (config / "config.json").write_text(json.dumps({
-        "model_type": "rwkv", "architectures": ["RwkvForCausalLM"], "vocab_size": 20, "hidden_size": 8,
-        "num_hidden_layers": 2, "attention_hidden_size": 8, "intermediate_size": 32, "context_length": 16}))
+    config = tiny_rwkv_config(tmp_path / "rwkv")
     code, data = run_json("diff-keys", str(tmp_path / "RWKV-4-Pile-tiny.pth"), "--model-class", "RwkvForCausalLM",
                           "--config", str(config))
     assert code == 1 and data["total_a"] == 42, data
@@ -321,3 +317,12 @@ def test_llava_projector_and_checkpoint_against_transformers_llava_say_why_the_v
         assert "models/llava/convert_llava_weights_to_hf.py" in notes[0], notes
         renames = {r["pattern"]: r["replacement"] for r in data["suggested_renames"]}
         assert "multi_modal_projector.linear_1." in renames.values(), renames
+
+
+def tiny_rwkv_config(folder: Path) -> Path:
+    """A tiny RwkvForCausalLM config.json in `folder` (the target of BlinkDL's RWKV-4 .pth layout)."""
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({
+        "model_type": "rwkv", "architectures": ["RwkvForCausalLM"], "vocab_size": 20, "hidden_size": 8,
+        "num_hidden_layers": 2, "attention_hidden_size": 8, "intermediate_size": 32, "context_length": 16}))
+    return folder
