@@ -124,9 +124,11 @@ def test_dcp_refusal_call_writes_a_file_weightdoctor_reads(tmp_path: Path, named
     call = _call(line, "torch.distributed.checkpoint.format_utils.dcp_to_torch_save")
     _paste("import torch.distributed.checkpoint.format_utils", call, tmp_path)
 
-    report = _inspected("model.pt", tmp_path)
+    # Beside the DCP folder it names (never a model.pt where the user stands).
+    gathered = dcp_folder.with_name(f"{dcp_folder.name}.state_dict.pt")
+    report = _inspected(str(gathered.relative_to(tmp_path)), tmp_path)
     assert report["num_tensors"] == 3 and report["num_params"] == 12 + 4 + 8
-    written = torch.load(tmp_path / "model.pt", weights_only=True)
+    written = torch.load(gathered, weights_only=True)
     assert sorted(written) == sorted(state_dict)
     assert all(torch.equal(written[k], v) and written[k].dtype == v.dtype for k, v in state_dict.items())
 
@@ -475,7 +477,7 @@ def test_foreign_format_calls_name_the_file_from_where_the_user_stands(tmp_path:
 def test_universal_checkpoint_gather_snippet_writes_the_parameters(tmp_path: Path, named: str) -> None:
     """A DeepSpeed universal checkpoint: "gather them with torch.save({...} for p in Path('zero').iterdir() ...},
     'model.pt')"; pasted where the user stands (not inside the step folder), no folder `zero` (FileNotFoundError).
-    It now names the zero/ folder as typed, and writes every parameter's fp32 value."""
+    It now names the zero/ folder as typed, and writes every parameter's fp32 value beside the step folder."""
     from tests.test_third_party_layouts5 import _UNIVERSAL_PARAMETERS, _universal_checkpoint
 
     step = _universal_checkpoint(tmp_path / ODD, zero3=True)
@@ -483,11 +485,14 @@ def test_universal_checkpoint_gather_snippet_writes_the_parameters(tmp_path: Pat
     line = _refusal(str(source.relative_to(tmp_path)), tmp_path)
     _paste("import pathlib, torch", _call(line, "torch.save"), tmp_path)
 
-    written = torch.load(tmp_path / "model.pt", weights_only=True)
+    # Written beside the step folder, not over a model.pt where the user stands.
+    gathered = step.with_name(f"{step.name}.state_dict.pt")
+    assert not (tmp_path / "model.pt").exists()
+    written = torch.load(gathered, weights_only=True)
     assert {name: tuple(tensor.shape) for name, tensor in written.items()} == {
         name: tuple(shape) for name, shape in _UNIVERSAL_PARAMETERS.items()}
     assert all(torch.equal(written[name], torch.load(step / "zero" / name / "fp32.pt")["param"]) for name in written)
-    assert _inspected("model.pt", tmp_path)["num_tensors"] == len(_UNIVERSAL_PARAMETERS)
+    assert _inspected(str(gathered.relative_to(tmp_path)), tmp_path)["num_tensors"] == len(_UNIVERSAL_PARAMETERS)
 
 
 def test_protocol_1_legacy_file_resave_writes_a_file_weightdoctor_reads(tmp_path: Path) -> None:

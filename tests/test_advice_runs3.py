@@ -352,24 +352,25 @@ def test_torch_resave_snippets_run_pasted(tmp_path: Path) -> None:
 def test_dcp_and_universal_snippets_run_pasted(tmp_path: Path) -> None:
     """dcp_to_torch_save and the gather of a DeepSpeed universal checkpoint's zero/ folder were printed without
     their imports (`torch.distributed.checkpoint.format_utils`, `torch` and `Path`): NameErrors pasted. Run as
-    printed now, each writes model.pt with the tensors saved."""
+    printed now, each writes a new file beside its folder with the tensors saved (never the user's model.pt)."""
     from tests.test_third_party_layouts5 import _UNIVERSAL_PARAMETERS, _universal_checkpoint
 
     state_dict = _state_dict()
     _dcp_save(tmp_path / ODD, state_dict)
     [code] = _statements(_refusal(ODD, tmp_path), "import torch.distributed.checkpoint.format_utils; ")
     assert not _unbound(code), code
+    (tmp_path / "model.pt").write_bytes(b"the user's own file")  # a 'model.pt' of the snippet was written over it
     _run_pasted(code, tmp_path)
-    written = torch.load(tmp_path / "model.pt", weights_only=True)
+    written = torch.load(tmp_path / f"{ODD}.state_dict.pt", weights_only=True)
     assert sorted(written) == sorted(state_dict) and all(torch.equal(written[k], v) for k, v in state_dict.items())
 
     step = _universal_checkpoint(tmp_path / "universal", zero3=True)
-    (tmp_path / "model.pt").unlink()
     [code] = _statements(_refusal(str(step.relative_to(tmp_path)), tmp_path), "import pathlib, torch; ")
     assert not _unbound(code), code
     _run_pasted(code, tmp_path)
-    written = torch.load(tmp_path / "model.pt", weights_only=True)
+    written = torch.load(step.with_name(f"{step.name}.state_dict.pt"), weights_only=True)
     assert sorted(written) == sorted(_UNIVERSAL_PARAMETERS)
+    assert (tmp_path / "model.pt").read_bytes() == b"the user's own file"
 
 
 def test_hf_storage_writer_consolidate_snippet_runs_pasted(tmp_path: Path) -> None:

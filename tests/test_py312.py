@@ -171,7 +171,8 @@ def test_a_benign_dcp_entry_behind_such_a_field_is_no_refusal(tmp_path: Path, zi
                     "it is a torch.distributed.checkpoint (DCP) folder (*.distcp shards and .metadata): "
                     "import torch.distributed.checkpoint.format_utils; "
                     "torch.distributed.checkpoint.format_utils.dcp_to_torch_save("
-                    f"{str(tmp_path / 'dcp')!r}, 'model.pt') writes one torch.save file to read here"), line
+                    f"{str(tmp_path / 'dcp')!r}, {str(tmp_path / 'dcp.state_dict.pt')!r}) writes one torch.save "
+                    "file to read here"), line
 
 
 @pytest.mark.parametrize("method", [zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED])

@@ -236,7 +236,7 @@ def test_the_dcp_save_a_run_folder_message_names_as_latest_is_the_one_scanned(tm
         shutil.copytree(genuine, run / f"step-{step:03d}")
     shutil.copytree(genuine, run / "step-30")
     line = one_error_line(run_cli("inspect", str(run)))
-    assert f"dcp_to_torch_save({str(run / 'step-30')!r}, 'model.pt')" in line, line  # genuine: named, not refused
+    assert f"dcp_to_torch_save({str(run / 'step-30')!r}, {str(run / 'step-30.state_dict.pt')!r})" in line, line
     (run / "step-30" / ".metadata").write_bytes(pickle.dumps(RunsAShellCommand(), protocol=2))
     line = one_error_line(run_cli("inspect", str(run)))
     assert line.startswith(f"error: {run / 'step-30' / '.metadata'}: dangerous: the .metadata of this "

@@ -334,13 +334,14 @@ def test_megatron_torch_dist_common_pt_and_a_nemo_holding_it_point_at_the_dcp_sh
     result = run_cli("inspect", str(archive))
     assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.stderr
     assert "a tar whose model_weights/ is a Megatron-Core torch_dist checkpoint" in result.stderr, result.stderr
-    assert "dcp_to_torch_save('model_weights', 'model.pt')" in result.stderr, result.stderr
+    assert (f"dcp_to_torch_save('model_weights', {str(tmp_path / 'megatron_gpt.state_dict.pt')!r})"
+            in result.stderr), result.stderr
     assert "point at that file" not in result.stderr, result.stderr
 
     result = run_cli("inspect", str(weights / "common.pt"))
     assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.stderr
     assert "this is the common.pt of a Megatron-Core torch_dist checkpoint" in result.stderr, result.stderr
-    assert f"dcp_to_torch_save({str(weights)!r}, 'model.pt')" in result.stderr, result.stderr
+    assert f"dcp_to_torch_save({str(weights)!r}, {str(work / 'model_weights.state_dict.pt')!r})" in result.stderr
 
     # What both say to run writes a file that reads, holding the weights.
     dcp_to_torch_save(str(weights), str(tmp_path / "model.pt"))

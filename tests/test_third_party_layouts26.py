@@ -359,7 +359,8 @@ def test_zero_to_fp32_is_named_by_its_path_and_a_lightning_deepspeed_save_by_its
     assert ("a folder named like a .ckpt file is how PyTorch Lightning's DeepSpeed strategy saves a checkpoint: "
             "import lightning.pytorch.utilities.deepspeed; "
             "lightning.pytorch.utilities.deepspeed.convert_zero_checkpoint_to_fp32_state_dict("
-            f"'{run}', 'lightning_model.pt') writes it as one file, which load_from_checkpoint reads") in message
+            f"'{run}', '{run.with_name('epoch=0-step=10.fp32.ckpt')}') writes it as one file, which "
+            "load_from_checkpoint reads") in message
 
     # The checkpoints/ folder above it (no weight file at its top) points at it.
     message = _flat(run_cli("inspect", str(run.parent)).stderr)

@@ -389,11 +389,12 @@ def test_one_file_of_a_distributed_checkpoint_and_a_run_of_step_folders_say_what
             message = _refusal(*args)
             assert f"this is {what}" in message and "of a torch.distributed.checkpoint (DCP) folder" in message
             assert "suspicious" not in message, message
-            assert f"dcp_to_torch_save({str(steps / 'step-10')!r}, 'model.pt')" in message, message
+            assert (f"dcp_to_torch_save({str(steps / 'step-10')!r}, "
+                    f"{str(steps / 'step-10.state_dict.pt')!r})") in message, message
 
     message = _refusal("inspect", str(steps))
     assert "its subfolders step-2/, step-10/ are torch.distributed.checkpoint (DCP) folders" in message, message
-    assert f"dcp_to_torch_save({str(steps / 'step-10')!r}, 'model.pt')" in message, message
+    assert f"dcp_to_torch_save({str(steps / 'step-10')!r}, {str(steps / 'step-10.state_dict.pt')!r})" in message
     assert "accelerate merge-weights" not in message, message
 
 

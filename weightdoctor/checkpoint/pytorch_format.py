@@ -2634,7 +2634,7 @@ def _archive_hint(path: Path) -> str:
                 "(torch.distributed.checkpoint shards, *.distcp and .metadata; its common.pt holds no weights): "
                 "extract it (tar -xf) and import torch.distributed.checkpoint.format_utils; "
                 "torch.distributed.checkpoint.format_utils.dcp_to_torch_save("
-                f"{inside!r}, 'model.pt') writes one torch.save file to read here")
+                f"{inside!r}, {str(state_dict_name(path))!r}) writes one torch.save file to read here")
     if not weights:
         return ""
     if any(n.endswith("model_config.yaml") for n in names):

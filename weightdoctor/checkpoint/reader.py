@@ -46,6 +46,7 @@ from weightdoctor.checkpoint.hub import (
     snapshot_commit,
     split_repo_subfolder,
     url_source_hint,
+    written_beside,
 )
 from weightdoctor.checkpoint.model import CheckpointFile, TensorInfo, unique_tensors
 from weightdoctor.checkpoint.remote import remote_tensors
@@ -843,13 +844,15 @@ def _universal_parameters(zero: Path) -> list[str]:
 def _universal_message(count: int, zero: Path) -> str:
     """What a DeepSpeed universal checkpoint is, and the Python that gathers its `zero` folder's parameters into one
     state dict, that folder named as the user named it: `Path('zero')` pasted anywhere but in the step folder
-    iterated no folder (FileNotFoundError)."""
+    iterated no folder (FileNotFoundError); written beside the step folder (`gathered_name`), not over a model.pt
+    where the user stands."""
     whose = plural(count, "parameter's", "parameters'")  # the possessive of each number
     return (f"a DeepSpeed universal checkpoint (ds_to_universal.py): its {count} {whose} fp32 values are in "
             "zero/<name>/fp32.pt, one folder per parameter (beside Adam's exp_avg.pt and exp_avg_sq.pt), not one "
             "state dict; name one fp32.pt to read that parameter, or gather them with import pathlib, torch; "
             "torch.save({p.name: torch.load(p / 'fp32.pt')['param'] for p in "
-            f"pathlib.Path({str(zero)!r}).iterdir() if p.is_dir()}}, 'model.pt') and read that")
+            f"pathlib.Path({str(zero)!r}).iterdir() if p.is_dir()}}, {str(gathered_name(zero.parent))!r}) and read "
+            "that")
 
 
 def _refuse_zero3_placeholders(path: Path, infos: list[TensorInfo]) -> None:
@@ -1828,8 +1831,8 @@ def _no_weights_message(folder: Path) -> str:
             message += ("; a folder named like a .ckpt file is how PyTorch Lightning's DeepSpeed strategy saves a "
                         "checkpoint: import lightning.pytorch.utilities.deepspeed; "
                         "lightning.pytorch.utilities.deepspeed.convert_zero_checkpoint_to_fp32_state_dict"
-                        f"({str(folder)!r}, 'lightning_model.pt') writes it as one file, which load_from_checkpoint "
-                        "reads")
+                        f"({str(folder)!r}, {str(_lightning_fp32_name(folder))!r}) writes it as one file, which "
+                        "load_from_checkpoint reads")
     described = None
     if distributed and _is_megatron_dist(folder / distributed[0]):
         # NeMo 2.0's checkpoint (context/ beside weights/), Megatron-Core's torch_dist save: sharded tensors that
@@ -2065,16 +2068,54 @@ def _consolidate_hf_shards(folder: Path) -> str:
             "for name in safetensors.safe_open(shard, 'np').keys()})")
 
 
-def dcp_to_torch_save(folder: Path) -> str:
-    """The call that writes a DCP folder's state dict as one torch.save file, its folder named as the user named it
-    (a Python literal: `dcp_to_torch_save(folder, ...)` pasted was a NameError), into model.pt where they stand.
+def _lightning_fp32_name(folder: Path) -> Path:
+    """Where Lightning's convert_zero_checkpoint_to_fp32_state_dict, as printed, writes the one file gathered from a
+    DeepSpeed checkpoint folder named like a .ckpt file: beside it (`epoch=0-step=10.ckpt` ->
+    `epoch=0-step=10.fp32.ckpt`), numbered where taken. A 'lightning_model.pt' was written where the user stood, over
+    any file of that name.
 
     Example:
-        >>> dcp_to_torch_save(Path("ckpt/step-30"))[-45:]
-        "dcp_to_torch_save('ckpt/step-30', 'model.pt')"
+        >>> str(_lightning_fp32_name(Path("/nonexistent/epoch=0-step=10.ckpt")))
+        '/nonexistent/epoch=0-step=10.fp32.ckpt'
+    """
+    stem = folder.name.removesuffix(".ckpt") or "checkpoint"
+    candidate, number = written_beside(folder, f"{stem}.fp32.ckpt"), 2
+    while os.path.lexists(candidate):
+        candidate, number = candidate.with_name(f"{stem}.fp32-{number}.ckpt"), number + 1
+    return candidate
+
+
+def gathered_name(folder: Path) -> Path:
+    """Where a snippet that gathers a folder of pieces (DCP shards, a DeepSpeed universal checkpoint's zero/) into
+    one torch.save file writes it: beside the folder, named by it (`ckpt/step-30` -> `ckpt/step-30.state_dict.pt`),
+    numbered where that is taken, never over a file; where the user stands for a folder in a Hub cache snapshot.
+    A 'model.pt' of the snippet was written where the user stood, over any model.pt there.
+
+    Example:
+        >>> str(gathered_name(Path("/nonexistent/step-30")))
+        '/nonexistent/step-30.state_dict.pt'
+    """
+    if folder.name in ("", ".", ".."):  # `.` has no name to add to: named by the folder it is
+        folder = Path(os.path.normpath(folder / ".." / folder.resolve().name))
+    name = folder.name or "weights"
+    candidate, number = written_beside(folder, f"{name}.state_dict.pt"), 2
+    while os.path.lexists(candidate):
+        candidate, number = candidate.with_name(f"{name}.state_dict-{number}.pt"), number + 1
+    return candidate
+
+
+def dcp_to_torch_save(folder: Path) -> str:
+    """The call that writes a DCP folder's state dict as one torch.save file, its folder named as the user named it
+    (a Python literal: `dcp_to_torch_save(folder, ...)` pasted was a NameError), into a new file beside it
+    (`gathered_name`).
+
+    Example:
+        >>> dcp_to_torch_save(Path("/nonexistent/step-30"))[-79:]
+        "dcp_to_torch_save('/nonexistent/step-30', '/nonexistent/step-30.state_dict.pt')"
     """
     return ("import torch.distributed.checkpoint.format_utils; "
-            f"torch.distributed.checkpoint.format_utils.dcp_to_torch_save({str(folder)!r}, 'model.pt')")
+            f"torch.distributed.checkpoint.format_utils.dcp_to_torch_save({str(folder)!r}, "
+            f"{str(gathered_name(folder))!r})")
 
 
 def megatron_dist(folder: Path) -> str:
