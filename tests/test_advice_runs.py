@@ -82,11 +82,11 @@ def test_npz_refusal_snippet_writes_the_arrays_it_says(tmp_path: Path) -> None:
 
     from safetensors.numpy import load_file
 
-    written = load_file(tmp_path / "model.safetensors")
+    written = load_file(tmp_path / ODD / "weights.safetensors")  # beside the .npz, under its name
     assert sorted(written) == sorted(arrays)
     for name, array in arrays.items():
         assert written[name].dtype == array.dtype and np.array_equal(written[name], array)
-    assert _inspected("model.safetensors", tmp_path)["num_tensors"] == 2  # "writes them to read here"
+    assert _inspected(f"{ODD}/weights.safetensors", tmp_path)["num_tensors"] == 2  # "writes them to read here"
 
 
 def test_npy_refusal_names_the_file_numpy_loads(tmp_path: Path) -> None:

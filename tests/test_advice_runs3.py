@@ -211,7 +211,7 @@ def test_an_in_process_run_keeps_the_snippet_of_a_long_path_whole(tmp_path: Path
     done = subprocess.run([sys.executable, "-c", f"import numpy, safetensors.numpy\n{ast.unparse(call)}"],
                           capture_output=True, text=True, cwd=elsewhere)
     assert done.returncode == 0, done.stderr
-    written = load_file(elsewhere / "model.safetensors")
+    written = load_file(source.with_suffix(".safetensors"))  # beside the .npz, under its name
     assert sorted(written) == sorted(arrays) and all(np.array_equal(written[k], v) for k, v in arrays.items())
 
 
@@ -308,11 +308,19 @@ def test_npz_and_npy_snippets_run_pasted_with_their_imports(tmp_path: Path) -> N
     line = _refusal(f"{ODD}/weights.npz", tmp_path)
     load, save = _statements(line, "import numpy")
     assert load.startswith("import numpy; numpy.load(") and save.startswith("import numpy, safetensors.numpy; ")
+    # Pasted where a model.safetensors of the user's lies (a 'model.safetensors' of the snippet was written over it):
+    # the arrays go beside the .npz, under its name.
+    (tmp_path / "model.safetensors").write_bytes(b"the user's own file")
     for code in (load, save):
         assert not _unbound(code), code
         _run_pasted(code, tmp_path)
-    written = load_file(tmp_path / "model.safetensors")
+    written = load_file(tmp_path / ODD / "weights.safetensors")
     assert sorted(written) == sorted(arrays) and all(np.array_equal(written[k], v) for k, v in arrays.items())
+    assert (tmp_path / "model.safetensors").read_bytes() == b"the user's own file"
+    # A second refusal, now that weights.safetensors exists, names a fresh file, never the one written.
+    [_, save] = _statements(_refusal(f"{ODD}/weights.npz", tmp_path), "import numpy")
+    _run_pasted(save, tmp_path)
+    assert sorted(load_file(tmp_path / ODD / "weights-2.safetensors")) == sorted(arrays)
 
     np.save(tmp_path / ODD / "array.npy", arrays["layer.weight"])
     [load] = _statements(_refusal(f"{ODD}/array.npy", tmp_path), "import numpy")

@@ -290,10 +290,10 @@ def test_numpy_and_flax_files_say_how_to_get_safetensors_from_them(tmp_path: Pat
     assert ("this is a NumPy .npz archive; weightdoctor reads safetensors and PyTorch (torch.save) checkpoints only; "
             f"import numpy; numpy.load({str(tmp_path / 'weights.npz')!r}) gives its arrays by name; import numpy, "
             "safetensors.numpy; safetensors.numpy.save_file("
-            f"dict(numpy.load({str(tmp_path / 'weights.npz')!r})), 'model.safetensors') writes them to read here"
-            ) in message, message
-    save_file(dict(np.load(tmp_path / "weights.npz")), str(tmp_path / "model.safetensors"))
-    code, data = run_json("inspect", str(tmp_path / "model.safetensors"))
+            f"dict(numpy.load({str(tmp_path / 'weights.npz')!r})), {str(tmp_path / 'weights.safetensors')!r}) "
+            "writes them to read here") in message, message
+    save_file(dict(np.load(tmp_path / "weights.npz")), str(tmp_path / "weights.safetensors"))
+    code, data = run_json("inspect", str(tmp_path / "weights.safetensors"))
     assert code == 0 and data["num_params"] == 16 + 32, data
 
     np.save(tmp_path / "state.npy", np.array(state, dtype=object), allow_pickle=True)

@@ -248,7 +248,8 @@ def test_keras_3_files_name_how_to_get_their_arrays_out(tmp_path: Path) -> None:
     message = _refusal("inspect", str(tmp_path / "model.keras"))
     assert "model.keras: this is a Keras model archive (.keras);" in message, message
     assert f"keras.saving.load_model({str(tmp_path / 'model.keras')!r}) rebuilds the model in Keras 3" in message
-    assert "safetensors.numpy.save_file({v.path: v.numpy() for v in model.weights}, 'model.safetensors')" in message
+    assert ("safetensors.numpy.save_file({v.path: v.numpy() for v in model.weights}, "
+            f"{str(tmp_path / 'model.safetensors')!r})") in message, message
 
     message = _refusal("convert", str(tmp_path / "model.weights.h5"), "-o", str(tmp_path / "out.safetensors"))
     assert "this is an HDF5 file (Keras / TensorFlow .h5 weights)" in message, message

@@ -47,7 +47,7 @@ _GZIP = "a gzip-compressed file"
 _HDF5 = "an HDF5 file (Keras / TensorFlow .h5 weights)"
 _KERAS = "a Keras model archive (.keras)"
 # Keras 3 keeps no PyTorch names: what reads a file gives its arrays, which safetensors.numpy writes as they are.
-_KERAS_ARRAYS = ("safetensors.numpy.save_file({{v.path: v.numpy() for v in model.weights}}, 'model.safetensors') "
+_KERAS_ARRAYS = ("safetensors.numpy.save_file({{v.path: v.numpy() for v in model.weights}}, {written}) "
                  "writes its arrays under Keras' variable paths to read here")
 _TFLITE = "a TensorFlow Lite model"
 # A serialized TensorRT engine (trtexec --saveEngine, Triton's model.plan) opens with the plan's magic tag "ftrt";
@@ -97,11 +97,12 @@ _CONVERTERS: dict[str, str] = {
             "and save_pretrained then writes safetensors"),
     _GGML: _GGML_TO_GGUF, _GGMF: _GGML_TO_GGUF, _GGJT: _GGML_TO_GGUF,
     _GGLA: "the PEFT adapter it was converted from is what weightdoctor reads",
-    # The file named by its path as typed ({path}: a Python literal, {shell}: a shell word): `numpy.load(path)` pasted
-    # was a NameError, `keras.saving.load_model('model.keras')` (its name alone) opened no file outside its folder,
-    # `gunzip -k my model.pth.gz` (unquoted) named two files.
+    # The file named by its path as typed ({path}: a Python literal, {shell}: a shell word; {written}: a new
+    # .safetensors beside it, where a 'model.safetensors' was written over any file of that name where the user
+    # stood): `numpy.load(path)` pasted was a NameError, `keras.saving.load_model('model.keras')` (its name alone)
+    # opened no file outside its folder, `gunzip -k my model.pth.gz` (unquoted) named two files.
     _NPZ: ("import numpy; numpy.load({path}) gives its arrays by name; import numpy, safetensors.numpy; "
-           "safetensors.numpy.save_file(dict(numpy.load({path})), 'model.safetensors') writes them to read here"),
+           "safetensors.numpy.save_file(dict(numpy.load({path})), {written}) writes them to read here"),
     _NPY: ("import numpy; numpy.load({path}) reads it (a dict saved with np.save needs allow_pickle=True, only for "
            "a file you trust, then .item()); save its arrays with safetensors.numpy.save_file to read them here"),
     _BURN_MPK: _BURN_CONVERTER, _BURN_MPK_GZ: _BURN_CONVERTER,
@@ -1025,7 +1026,27 @@ def _filled(converter: str, kind: str, name: str, named: str) -> str:
     a TensorFlow checkpoint's prefix (a SavedModel's: variables/variables beside its saved_model.pb)."""
     prefix = (os.path.join(os.path.dirname(named), "variables", "variables") if kind == _TF_PROTOBUF
               else re.sub(r"\.(index|data-\d+-of-\d+)$", "", named))
-    return converter.format(name=name, path=repr(named), shell=shell_word(named, argument=True), prefix=repr(prefix))
+    return converter.format(name=name, path=repr(named), shell=shell_word(named, argument=True), prefix=repr(prefix),
+                            written=repr(str(safetensors_beside(named))))
+
+
+def safetensors_beside(named: str) -> Path:
+    """Where a printed conversion writes the safetensors file made from the file `named`: beside it, under its name
+    (`ckpt/w.npz` -> `ckpt/w.safetensors`, `model.weights.h5` -> `model.weights.safetensors`), numbered where that is
+    taken, never over a file; where the user stands for a file in a Hub cache snapshot.
+
+    Example:
+        >>> str(safetensors_beside("/nonexistent/w.npz"))
+        '/nonexistent/w.safetensors'
+    """
+    from weightdoctor.checkpoint.hub import written_beside
+
+    path = Path(named)
+    stem = path.name.removesuffix(".gz").rpartition(".")[0] or path.name or "weights"
+    candidate, number = written_beside(path, f"{stem}.safetensors"), 2
+    while os.path.lexists(candidate):
+        candidate, number = candidate.with_name(f"{stem}-{number}.safetensors"), number + 1
+    return candidate
 
 
 def what_it_is(path: Path) -> str | None:
