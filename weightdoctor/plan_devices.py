@@ -45,6 +45,8 @@ DTYPES: dict[str, tuple[str, float | None]] = {
     "fp32": ("float32", None),
     "fp16": ("float16", None),
     "bf16": ("bfloat16", None),
+    # bitsandbytes' int8 / int4: the unquantized rest is built at from_pretrained(dtype="auto")'s dtype
+    # (`quantized_rest_dtype`: a float32 checkpoint's at float32); float16 only where nothing says one.
     "int8": ("float16", 1.0),
     "int4": ("float16", 0.5),
     # A checkpoint of transformers' fine-grained FP8 (quant_method "fp8": DeepSeek-V3, Qwen3-FP8) as its quantizer
