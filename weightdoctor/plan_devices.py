@@ -4382,8 +4382,11 @@ def quantized_rest_warning(
             + "; older releases forced float16)")
     if verdict == "fits-on-gpus" or not request.gpus or request.manual_map is not None:
         return said
-    half = _SizeOverride(planned.model, quantized_size=DTYPES[planned.dtype][1], float_size=2,
-                         skip_modules=bnb_skip_modules(planned.config))
+    # Kept in the cache, as every sizer is: the planner's sizes are cached by the sizer's id, which a freed one
+    # could hand to the next.
+    half = planned._cache.setdefault(("sizer", "float16-rest", planned.dtype), _SizeOverride(
+        planned.model, quantized_size=DTYPES[planned.dtype][1], float_size=2,
+        skip_modules=bnb_skip_modules(planned.config)))
     if _replan_verdict(planned, request, no_split, planned.dtype, list(request.gpus), sizer=half) != "fits-on-gpus":
         return said
     return (f"{said}; passing dtype=torch.float16 (or torch.bfloat16) to from_pretrained too holds it in "
