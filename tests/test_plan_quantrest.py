@@ -248,3 +248,20 @@ def test_a_config_without_dtype_says_the_rest_is_at_torchs_default(tmp_path: Pat
     assert code == 0 and data["weights_bytes"] == quantized + rest
     assert any("no weights were read: the unquantized rest of this int8 plan" in w for w in data["warnings"])
     assert any("torch's default: nothing read says the checkpoint's dtype" in w for w in data["warnings"])
+
+
+def test_the_gpu_size_suggested_for_an_int4_plan_is_the_least_from_pretrained_fits(
+        tmp_path: Path, fake_bitsandbytes: None) -> None:
+    """`--gpu SIZE` suggested for a `--dtype int4` plan of a float32 checkpoint (whole KB here) is the least size
+    on which from_pretrained with BitsAndBytesConfig(load_in_4bit=True) places every module on the GPU: counted with
+    the rest at float16, it was a size from_pretrained offloads on."""
+    folder = _llama(tmp_path / "m", torch.float32)
+    _, sizes, _ = _from_pretrained(folder, 4, {0: 10**9})
+    code, data = _plan(folder, "int4", {0: sizes[""] // 2, "cpu": 10**9})
+    assert data["verdict"] != "fits-on-gpus"
+    [suggested] = [s for s in data["suggestions"] if s["change"] == "gpu-size"]
+    gpu = suggested["gpus"][0]
+    assert gpu % 1000 == 0, suggested
+    fits, _, _ = _from_pretrained(folder, 4, {0: gpu, "cpu": 10**9})
+    short, _, _ = _from_pretrained(folder, 4, {0: gpu - 1000, "cpu": 10**9})
+    assert set(fits.values()) == {0} and set(short.values()) != {0}, (gpu, fits, short)
