@@ -6,7 +6,8 @@ config names: the same checkpoint, two plans 1.5x apart, and a KV cache at half 
 
 Found (older, in the dtype ladder the suggestions share): a float32 model's int8 / int4 candidate was counted with
 its rest at float32 where `--dtype int8` plans it at float16, so "the smallest change" skipped int8 for int4 on
-GPUs that `--dtype int8` fits.
+GPUs that `--dtype int8` fits. (Since quantrest both are at float32, as from_pretrained builds it; the test below
+checks that the rung and the `--dtype int8` plan agree.)
 """
 
 from __future__ import annotations
@@ -39,18 +40,20 @@ def test_dtype_int4_of_a_4bit_config_plans_what_the_default_plans(tmp_path: Path
     assert asked["kv_cache"]["dtype"] == "float32" and asked["kv_cache"]["total_bytes"] == cached, asked["kv_cache"]
 
 
-def test_dtype_int8_of_a_4bit_config_stays_the_float16_what_if(tmp_path: Path) -> None:
-    """--dtype int8 of a 4-bit config is no load the config names (a what-if, warned): it keeps the documented
-    float16 rest, smaller per element than the float32 default's rest."""
+def test_dtype_int8_of_a_4bit_config_keeps_the_float32_rest(tmp_path: Path) -> None:
+    """--dtype int8 of a 4-bit config is no load the config names (a what-if): its rest, like every int8 / int4
+    plan's, is at the dtype from_pretrained(dtype="auto") builds the model at, float32 here (quantrest: it was the
+    float16 older transformers forced), and so is its KV cache."""
     folder, _ = _float32_quantized(tmp_path / "bnb4", "bnb4")
     code, asked = run_json("plan-devices", str(folder), "--gpu", "1GB", "--dtype", "int8", "--kv-cache",
                            "--seq-len", "64")
-    assert code == 0 and asked["dtype"] == "int8" and asked["kv_cache"]["dtype"] == "float16", asked["kv_cache"]
+    assert code == 0 and asked["dtype"] == "int8" and asked["kv_cache"]["dtype"] == "float32", asked["kv_cache"]
 
 
 def test_the_int8_rung_of_a_float32_model_is_counted_as_dtype_int8_plans_it(tmp_path: Path) -> None:
     """The smallest dtype change of a float32 model is the first rung that `--dtype` fits: its int8 candidate was
-    counted with the unquantized rest at float32, while `--dtype int8` builds it at float16, so the suggestion
+    counted with the unquantized rest at float32, while `--dtype int8` built it at float16 (before quantrest, which
+    builds both at float32), so the suggestion
     skipped to int4 on GPUs where `--dtype int8` fits. Each size is checked against the `--dtype int8` plan."""
     from tests.test_third_party_layouts27 import CONFIG
 

@@ -20,7 +20,7 @@ import math
 import os
 import re
 import warnings
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -45,6 +45,8 @@ DTYPES: dict[str, tuple[str, float | None]] = {
     "fp32": ("float32", None),
     "fp16": ("float16", None),
     "bf16": ("bfloat16", None),
+    # bitsandbytes' int8 / int4: the unquantized rest is built at from_pretrained(dtype="auto")'s dtype
+    # (`quantized_rest_dtype`: a float32 checkpoint's at float32); float16 only where nothing says one.
     "int8": ("float16", 1.0),
     "int4": ("float16", 0.5),
     # A checkpoint of transformers' fine-grained FP8 (quant_method "fp8": DeepSeek-V3, Qwen3-FP8) as its quantizer
@@ -245,10 +247,22 @@ class PlannedModel:
     # What the report calls `dtype` where the --dtype spelling planned is not what the weights are: an FP8
     # checkpoint sized as "int8" (one byte a weight) is labelled float8_e4m3fn (`quantized_float_label`).
     label: str | None = None
+    # Where the dtype `--dtype int8` / `int4` builds the unquantized rest at comes from (`quantized_rest_dtype` of the
+    # checkpoint): asked only when needed (the int8 / int4 rungs of the dtype ladder), since it may read the first
+    # weight file. None: DTYPES' float16.
+    rest_dtype_source: Callable[[], str] | None = field(default=None, repr=False)
 
     @property
     def is_transformers(self) -> bool:
         return self.built_from == "config"
+
+    @property
+    def quantized_rest(self) -> str:
+        """The torch dtype name an int8 / int4 plan of this model holds its unquantized rest in."""
+        if "quantized-rest" not in self._cache:
+            self._cache["quantized-rest"] = (self.rest_dtype_source() if self.rest_dtype_source is not None
+                                             else DTYPES["int8"][0])
+        return self._cache["quantized-rest"]
 
 
 # ----------------------------------------------------------------------------------------------- inputs
@@ -625,6 +639,26 @@ def default_dtype(checkpoint: Checkpoint) -> str:
     return DTYPE_ALIASES.get(chosen, "fp32")
 
 
+def quantized_rest_dtype(checkpoint: Checkpoint) -> str:
+    """The torch dtype name an int4 / int8 plan of `checkpoint` builds its unquantized rest (embeddings, norms,
+    lm_head, biases) at: what from_pretrained(dtype="auto") builds the model at, which no quantizer changes.
+
+    transformers 5.25's bitsandbytes quantizers no longer force float16 (they inherit HfQuantizer.update_dtype,
+    which returns the dtype it is given), and from_pretrained defaults to dtype="auto": `from_pretrained(path,
+    quantization_config=BitsAndBytesConfig(load_in_4bit=True))` of a float32 checkpoint keeps the rest at float32,
+    of a bf16 one at bfloat16. A checkpoint its config quantizes keeps `_quantized_rest_dtype`'s rule; any other at
+    `default_dtype` (the config's dtype, else the weights'; float32, torch's default, where nothing says one).
+
+    Example:
+        >>> quantized_rest_dtype(float32_llama)  # config.json torch_dtype float32  # doctest: +SKIP
+        'float32'
+    """
+    if quantized_dtype(checkpoint.config) is not None:
+        return _quantized_rest_dtype(checkpoint)
+    chosen = default_dtype(checkpoint)
+    return DTYPES[chosen][0] if chosen in FLOAT_DTYPES else "float32"
+
+
 def _quantized_rest_dtype(checkpoint: Checkpoint) -> str:
     """The torch dtype name a checkpoint its config quantizes to int4 / int8 (GPTQ, AWQ, bitsandbytes, torchao, ...)
     is built at, which is what its unquantized rest (embeddings, norms, the modules the quantizer leaves, biases) is
@@ -759,12 +793,13 @@ def auto_dtype_field_warning(config: dict[str, Any], dtype: str, weights_read: b
             f"{named} to {value} in config.json (or remove {'it' if len(fields) == 1 else 'them'}) to load it")
 
 
-def unsaid_dtype_warning(checkpoint: Checkpoint) -> str | None:
+def unsaid_dtype_warning(checkpoint: Checkpoint, quantized: str | None = None) -> str | None:
     """The warning for a plan from a config alone whose config names no dtype, else None.
 
     With no weights read, nothing says the dtype: the plan is at fp32, but `from_pretrained(dtype="auto")` of the
     model takes the dtype of its first weight file, half the bytes for a bf16 / fp16 checkpoint (a 2x error the
     plan did not mention). A config.json given as a path beside its weights is the usual way to end up here.
+    `quantized`: the plan is at this --dtype (int8 / int4), whose unquantized rest is so planned at fp32.
 
     Example:
         >>> unsaid_dtype_warning(config_only_gpt2)  # gpt2's config.json names no dtype  # doctest: +SKIP
@@ -789,6 +824,13 @@ def unsaid_dtype_warning(checkpoint: Checkpoint) -> str | None:
         beside = []
     hint = (f"; its folder holds the weights ({beside[0].name}): give the folder as SOURCE to plan at their dtype"
             if beside and folder != source else "")
+    if quantized is not None:
+        # bitsandbytes keeps the rest at from_pretrained's dtype (`quantized_rest_dtype`): no --dtype plans it at
+        # another, so the warning names the from_pretrained argument that does.
+        return (f"config.json names no dtype and no weights were read: the unquantized rest of this {quantized} plan "
+                "(embeddings, norms, lm_head, biases) is at float32 (torch's default), but from_pretrained(dtype="
+                "\"auto\") builds it at the dtype of the first weight file (half the bytes for bf16 / fp16 weights, "
+                "as dtype=torch.float16 does)" + hint)
     return ("config.json names no dtype and no weights were read: planned at fp32 (torch's default), but "
             "from_pretrained(dtype=\"auto\") loads the model at the dtype of its first weight file (half the bytes "
             "for bf16 / fp16 weights); --dtype bf16 or fp16 plans that" + hint)
@@ -967,7 +1009,8 @@ def build_planned_model(
     asked = dtype
     dtype = normalize_dtype(dtype) if dtype else default_dtype(checkpoint)
     config = checkpoint.config or {}
-    unsaid = unsaid_dtype_warning(checkpoint) if not asked else None
+    unsaid = (unsaid_dtype_warning(checkpoint) if not asked
+              else unsaid_dtype_warning(checkpoint, dtype) if dtype in ("int8", "int4") else None)
     if unsaid:
         warnings.append(unsaid)
     if not asked and dtype in ("fp16", "bf16") and isinstance(config.get("_class_name"), str) \
@@ -1032,14 +1075,11 @@ def build_planned_model(
                         warnings.append(
                             f"config.json's architecture {named} is no transformers class, and no auto_map names "
                             f"code for it: {builds}, the class from_pretrained loads it into")
-            # A checkpoint its config quantizes (int4 / int8) keeps its unquantized rest at the dtype
-            # from_pretrained(dtype="auto") picks, not at float16: a float32 config's embeddings and norms were
-            # half-sized. So does one planned at the very --dtype its config quantizes to (`--dtype int4` of a
-            # bitsandbytes 4-bit config is the load it names, which was planned at float16 where the default plan
-            # of the same checkpoint was at float32).
-            same_quantization = asked and dtype in ("int4", "int8") \
-                and (quantized := quantized_dtype(checkpoint.config)) is not None and quantized[0] == dtype
-            built_dtype = _quantized_rest_dtype(checkpoint) if config_quantizer is not None or same_quantization \
+            # An int4 / int8 model keeps its unquantized rest at the dtype from_pretrained(dtype="auto") picks, not
+            # at float16 (`quantized_rest_dtype`): a float32 config's embeddings and norms were half-sized, both
+            # where its config quantizes it and where `--dtype int8 / int4` asks bitsandbytes to at load.
+            rest_dtype_source = functools.partial(quantized_rest_dtype, checkpoint)
+            built_dtype = rest_dtype_source() if config_quantizer is not None or dtype in ("int4", "int8") \
                 else DTYPES[dtype][0]
             model = _build_from_config(checkpoint.config, built_dtype, built_class)
             swapped = dtype in FLOAT_DTYPES and _is_bitnet(checkpoint.config)
@@ -1072,6 +1112,11 @@ def build_planned_model(
                                 "once the weights are saved under its names (save_pretrained)")
             planned = PlannedModel(model, "config", type(model).__name__, dtype, checkpoint.config, warnings)
             planned.quantizer_swapped = swapped
+            planned.rest_dtype_source = rest_dtype_source
+            if unsaid and dtype in ("int4", "int8"):
+                planned._cache["rest-unsaid"] = True  # at torch's default: nothing said the checkpoint's dtype
+            if config_quantizer is not None or dtype in ("int4", "int8"):
+                planned._cache["quantized-rest"] = built_dtype
             if config_quantizer is not None:
                 _size_config_quantization(planned, checkpoint, config_quantizer, binary_units)
                 planned.label = quantized_float_label(checkpoint.config)
@@ -2357,12 +2402,13 @@ def _new_sizer(planned: PlannedModel, dtype: str) -> _SizeOverride | None:
                                  headroom=planned.quantizer_headroom, skip_modules=bnb_skip_modules(planned.config),
                                  quantized_weights=torchao_quantized_weights(planned.model, planned.config)
                                  if torchao else None)
-        # A --dtype int8 / int4 plan builds the rest at float16 (DTYPES): a float32 model's candidate was counted
-        # with its rest at float32, so "the first lower dtype that fits" skipped an int8 that `--dtype int8` fits.
+        # Counted with the rest at the dtype `--dtype int8 / int4` builds it at (`quantized_rest_dtype`), whatever
+        # dtype this plan is at: a float32 model planned at fp32 had its int8 rung's rest counted at float16, where
+        # `--dtype int8` (from_pretrained with BitsAndBytesConfig and dtype="auto") holds it at float32.
         import torch
 
         return _SizeOverride(planned.model, quantized_size=quantized,
-                             float_size=getattr(torch, DTYPES[dtype][0]).itemsize)
+                             float_size=getattr(torch, planned.quantized_rest).itemsize)
     if dtype == planned.dtype:
         if planned.stored_bytes:  # SpQR, VPTQ, ... layers at their stored bytes (`_size_stored_layers`)
             return _SizeOverride(planned.model, stored_bytes=planned.stored_bytes, headroom=False)
@@ -4128,6 +4174,9 @@ def plan_devices(planned: PlannedModel, request: PlanRequest, source: str = "") 
                                       planned.dtype, list(request.gpus), "needs-disk-offload"))
 
     warnings = list(planned.warnings)
+    rest_said = quantized_rest_warning(planned, request, no_split, tensor_sizes, verdict)
+    if rest_said:
+        warnings.append(rest_said)
     bnb_offload = bnb_offload_warning(planned, device_map, tensor_sizes, request.binary_units)
     if bnb_offload:
         warnings.append(bnb_offload)
@@ -4290,6 +4339,58 @@ def torchao_fqn_map_raises(planned: PlannedModel, device_map: Mapping[str, int |
             + " alone, its planner asks the torchao quantizer about a buffer by a name without a dot, which its "
             "FqnToConfig branch cannot split; pass this map as device_map (weightdoctor plan-devices --json gives "
             "it) or fit the model on one device")
+
+
+def quantized_rest_warning(
+    planned: PlannedModel, request: PlanRequest, no_split: list[str], tensor_sizes: Mapping[str, int], verdict: str,
+) -> str | None:
+    """The warning for a `--dtype int8 / int4` plan of an unquantized transformers checkpoint whose unquantized rest
+    (embeddings, norms, lm_head, biases) is wider than 16 bits (a float32 checkpoint's), else None.
+
+    bitsandbytes quantizes the Linear weights only, and transformers 5.25 builds the rest at
+    from_pretrained(dtype="auto")'s dtype (`quantized_rest_dtype`), not the float16 older releases forced: the
+    plan holds it so, which users who remember the old rule do not expect. Where the plan does not fit on the GPUs
+    and the same quantization with the rest at float16 (from_pretrained given dtype=torch.float16 too) does, as
+    the same planner places it, it says so.
+    """
+    from weightdoctor.quantized import quantization_of, transformers_label
+    from weightdoctor.units import format_bytes
+
+    if planned.dtype not in ("int8", "int4") or not planned.is_transformers \
+            or quantization_of(planned.config) is not None:
+        return None
+    rest = planned.quantized_rest
+    import torch
+
+    itemsize = getattr(torch, rest).itemsize
+    if itemsize <= 2:
+        return None
+    sizer = _sizer_for(planned, planned.dtype)
+    quantized = sizer._quantized if sizer is not None else set()
+    params, _, _ = _tensor_names(planned)
+    rest_params = [name for name in params if name not in quantized and name in tensor_sizes
+                   and planned.model.get_parameter(name).is_floating_point()]
+    rest_bytes = sum(tensor_sizes[name] for name in rest_params)
+    half_bytes = sum(planned.model.get_parameter(name).numel() * 2 for name in rest_params)
+    load_in = "load_in_4bit=True" if planned.dtype == "int4" else "load_in_8bit=True"
+    unsaid = planned._cache.get("rest-unsaid", False)
+    loads = f"{transformers_label()}'s from_pretrained(..., quantization_config=BitsAndBytesConfig({load_in}))"
+    said = (f"bitsandbytes {planned.dtype} quantizes the Linear weights only: the unquantized rest (embeddings, "
+            f"norms, lm_head, biases: {format_bytes(rest_bytes, request.binary_units)}) is planned at {rest}"
+            + (f" (torch's default: nothing read says the checkpoint's dtype, which {loads} keeps it at" if unsaid
+               else f", as {loads} holds it (dtype=\"auto\": this checkpoint's dtype")
+            + "; older releases forced float16)")
+    if verdict == "fits-on-gpus" or not request.gpus or request.manual_map is not None:
+        return said
+    # Kept in the cache, as every sizer is: the planner's sizes are cached by the sizer's id, which a freed one
+    # could hand to the next.
+    half = planned._cache.setdefault(("sizer", "float16-rest", planned.dtype), _SizeOverride(
+        planned.model, quantized_size=DTYPES[planned.dtype][1], float_size=2,
+        skip_modules=bnb_skip_modules(planned.config)))
+    if _replan_verdict(planned, request, no_split, planned.dtype, list(request.gpus), sizer=half) != "fits-on-gpus":
+        return said
+    return (f"{said}; passing dtype=torch.float16 (or torch.bfloat16) to from_pretrained too holds it in "
+            f"{format_bytes(half_bytes, request.binary_units)}, and the model then fits on the GPUs")
 
 
 def bnb_offload_warning(
@@ -4514,9 +4615,12 @@ def _element_size(dtype: str) -> float:
 
 
 def _replan_verdict(
-    planned: PlannedModel, request: PlanRequest, no_split: list[str], dtype: str, gpus: list[int]
+    planned: PlannedModel, request: PlanRequest, no_split: list[str], dtype: str, gpus: list[int],
+    sizer: _SizeOverride | None = None,
 ) -> str:
-    sizer = _sizer_for(planned, dtype)
+    """The verdict of `planned` re-planned at `dtype` on `gpus` (the request's CPU, disk and strategy); `sizer`:
+    counted so instead of as `dtype` counts it."""
+    sizer = sizer if sizer is not None else _sizer_for(planned, dtype)
     max_memory = build_max_memory(gpus, request.cpu, request.reserve)
     if request.unset_max_memory:
         for key, amount in unset_max_memory_headroom(max_memory, request.strategy).items():
