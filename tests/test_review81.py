@@ -1,0 +1,74 @@
+"""review81: convert, shard and check-dtype held to safetensors, torch.load, from_pretrained, huggingface_hub's split
+and float64 counts of torch's casts.
+
+Found: a sharded output's index recorded `total_parameters` as every value written, buffers included, where transformers
+5's save_pretrained records `model.num_parameters()` (nn.Parameters only): a tiny BART (its persistent
+`final_logits_bias`) said 29,028 for save_pretrained's 28,928, a tiny ResNet (BatchNorm's running statistics) 1,911 for
+1,783, while the README promised the metadata "as transformers 5 writes them".
+
+What held (run against the oracles, not kept as tests where older tests already hold it): convert .bin -> safetensors of
+gpt2, llama (tied and not), t5, bart, bert loaded by from_pretrained with nothing missing or unexpected and every tensor
+equal; shard --max 20KB of the same gave save_pretrained's file names, weight_map and total_size; --format bin shards
+gave save_torch_state_dict's map and total_size at 20KB, 13KB and 1KB (tied names kept in one shard); slices, a
+transposed view, an expand()ed tensor, 0-dim, empty, bool, int8/uint8/int32/int64, complex64, fp8 e4m3/e5m2 and float64
+tensors of a .bin read back equal by load_file (ints, bool, complex and fp8 untouched by --dtype bf16/fp16) and back to
+.bin bit-exact; check-dtype's per-tensor overflow, clamped, underflow, subnormal, changed and max relative error equal
+to torch's casts counted in float64 for fp16, bf16, fp8_e4m3 and fp32 over planted edge values; the 1% underflow line
+(unsafe at exactly 1.0%, lossy below) agrees between check-dtype and convert; a read-only mount, a full tmpfs, a
+tmpfs with room for the tensors but not the headers, `ulimit -f` and SIGKILL mid-write left nothing under the final
+name.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.helpers import run_json
+
+
+def _sharded_like_save_pretrained(tmp_path: Path, model: torch.nn.Module) -> tuple[dict, dict]:
+    """The index save_pretrained writes at 5KB shards, and the one `shard --max 5KB` writes for the model's .bin."""
+    model.save_pretrained(tmp_path / "reference", max_shard_size="5KB")
+    (tmp_path / "bin").mkdir()
+    torch.save(model.state_dict(), tmp_path / "bin" / "pytorch_model.bin")
+    shutil.copy(tmp_path / "reference" / "config.json", tmp_path / "bin")
+    code, data = run_json("shard", str(tmp_path / "bin"), "--max", "5KB", "-o", str(tmp_path / "ours"))
+    assert code == 0, data
+    reference = json.loads((tmp_path / "reference" / "model.safetensors.index.json").read_text())
+    ours = json.loads((tmp_path / "ours" / "model.safetensors.index.json").read_text())
+    return reference, ours
+
+
+def _tiny_bart() -> torch.nn.Module:
+    import transformers
+
+    return transformers.BartForConditionalGeneration(transformers.BartConfig(
+        encoder_layers=1, decoder_layers=1, d_model=32, encoder_ffn_dim=64, decoder_ffn_dim=64,
+        encoder_attention_heads=2, decoder_attention_heads=2, vocab_size=100, max_position_embeddings=64))
+
+
+def _tiny_resnet() -> torch.nn.Module:
+    import transformers
+
+    return transformers.ResNetForImageClassification(
+        transformers.ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], num_labels=3))
+
+
+@pytest.mark.parametrize("build", [_tiny_bart, _tiny_resnet], ids=["bart-buffer", "resnet-batchnorm"])
+def test_the_index_counts_parameters_as_save_pretrained_does(tmp_path: Path, build) -> None:
+    """BART's persistent `final_logits_bias` and ResNet's BatchNorm running statistics are saved, loaded, and not
+    parameters: transformers' index leaves them out of `total_parameters`, and so does the shard's index now."""
+    torch.manual_seed(0)
+    model = build()
+    reference, ours = _sharded_like_save_pretrained(tmp_path, model)
+    buffers = sum(b.numel() for name, b in model.named_buffers() if name in model.state_dict())
+    assert buffers > 0  # the case is one where buffers and parameters differ
+    assert reference["metadata"]["total_parameters"] == model.num_parameters()
+    assert ours["metadata"]["total_parameters"] == reference["metadata"]["total_parameters"]
+    assert ours["metadata"]["total_size"] == reference["metadata"]["total_size"]
+    assert ours["weight_map"] == reference["weight_map"]
