@@ -22,13 +22,17 @@ name.
 from __future__ import annotations
 
 import json
+import os
+import shlex
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from tests.helpers import run_json
+from tests.helpers import REPO_ROOT, run_json
 
 
 def _sharded_like_save_pretrained(tmp_path: Path, model: torch.nn.Module) -> tuple[dict, dict]:
@@ -72,3 +76,40 @@ def test_the_index_counts_parameters_as_save_pretrained_does(tmp_path: Path, bui
     assert ours["metadata"]["total_parameters"] == reference["metadata"]["total_parameters"]
     assert ours["metadata"]["total_size"] == reference["metadata"]["total_size"]
     assert ours["weight_map"] == reference["weight_map"]
+
+
+def _in_a_read_only_mount(folder: Path, *args: str) -> subprocess.CompletedProcess[str] | None:
+    """`weightdoctor ARGS` run where `folder` is a read-only tmpfs (a private mount namespace, so nothing outside
+    sees it); None where this system lets no process make one (no unshare, no user namespaces)."""
+    unshare = shutil.which("unshare")
+    if unshare is None:
+        return None
+    folder.mkdir()
+    command = (f"mount -t tmpfs -o ro tmpfs {shlex.quote(str(folder))} && exec {shlex.quote(sys.executable)} -m "
+               f"weightdoctor {shlex.join(args)}")
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    probe = subprocess.run([unshare, "-rm", "sh", "-c", f"mount -t tmpfs -o ro tmpfs {shlex.quote(str(folder))}"],
+                           capture_output=True, text=True, check=False)
+    if probe.returncode != 0:
+        return None
+    return subprocess.run([unshare, "-rm", "sh", "-c", command], capture_output=True, text=True, env=env,
+                          check=False)
+
+
+@pytest.mark.parametrize("command", ["convert", "shard"])
+def test_a_dry_run_into_a_read_only_mount_says_read_only_as_the_write_does(tmp_path: Path, command: str) -> None:
+    """access() refuses a folder on a read-only mount as it refuses one without permission, root included: the
+    dry run said "permission denied" where the write itself says "read-only file system"."""
+    torch.save({"w": torch.arange(12, dtype=torch.float32)}, tmp_path / "m.bin")
+    output = tmp_path / "ro" / ("out.safetensors" if command == "convert" else "out")
+    sizing = ["--max", "1GB"] if command == "shard" else []
+    dry = _in_a_read_only_mount(tmp_path / "ro", command, str(tmp_path / "m.bin"), "-o", str(output), *sizing,
+                                "--dry-run", "--json")
+    if dry is None:
+        pytest.skip("no private read-only mount can be made here (unshare -rm)")
+    assert dry.returncode == 1, dry.stderr
+    assert json.loads(dry.stdout)["would_refuse"] == f"{output}: cannot write the output: read-only file system"
+    written = _in_a_read_only_mount(tmp_path / "ro2", command, str(tmp_path / "m.bin"), "-o",
+                                    str(tmp_path / "ro2" / output.name), *sizing)
+    assert written is not None and written.returncode == 2
+    assert "cannot write the output: read-only file system" in written.stderr
