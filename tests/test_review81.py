@@ -32,7 +32,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.helpers import REPO_ROOT, run_json
+from tests.helpers import REPO_ROOT, run_cli, run_json
 
 
 def _sharded_like_save_pretrained(tmp_path: Path, model: torch.nn.Module) -> tuple[dict, dict]:
@@ -113,3 +113,22 @@ def test_a_dry_run_into_a_read_only_mount_says_read_only_as_the_write_does(tmp_p
                                     str(tmp_path / "ro2" / output.name), *sizing)
     assert written is not None and written.returncode == 2
     assert "cannot write the output: read-only file system" in written.stderr
+
+
+def test_a_carried_total_parameters_never_replaces_the_count_written(tmp_path: Path) -> None:
+    """A source header's own `total_parameters` (a string, as every safetensors metadata value is) stood in the
+    index for the count written, and `--metadata total_parameters=7` did the same, where `total_size` is always the
+    bytes written: the index now always holds the integer save_pretrained would, and the option is refused as
+    `total_size=` is."""
+    from safetensors.torch import save_file
+
+    save_file({"a": torch.zeros(300, 300), "b": torch.zeros(300, 300)}, str(tmp_path / "m.safetensors"),
+              metadata={"format": "pt", "total_parameters": "5", "note": "kept"})
+    code, data = run_json("shard", str(tmp_path / "m.safetensors"), "--max", "400KB", "-o", str(tmp_path / "out"))
+    assert code == 0, data
+    metadata = json.loads((tmp_path / "out" / "model.safetensors.index.json").read_text())["metadata"]
+    assert metadata == {"note": "kept", "total_size": 720_000, "total_parameters": 180_000}
+    result = run_cli("shard", str(tmp_path / "m.safetensors"), "--max", "400KB", "-o", str(tmp_path / "other"),
+                     "--metadata", "total_parameters=7")
+    assert result.exit_code == 2 and "total_parameters=... is reserved" in result.stderr
+    assert not (tmp_path / "other").exists()

@@ -110,6 +110,9 @@ def parse_metadata(items: list[str] | None) -> dict[str, str]:
             raise UsageError("--metadata format=... is reserved: outputs say format=pt, or the source's own format")
         if key.strip() == "total_size":
             raise UsageError("--metadata total_size=... is reserved: an index's total_size is the bytes written")
+        if key.strip() == "total_parameters":
+            raise UsageError("--metadata total_parameters=... is reserved: an index's total_parameters is the "
+                             "parameters written")
         result[key.strip()] = value
     return result
 
@@ -1669,9 +1672,10 @@ def write_outputs(
                     index_metadata: dict[str, object] = {d.name: d.kept for d in selection.dropped}
                     # The shards' "format" (pt, or the source's own) is theirs: save_pretrained's index has none.
                     index_metadata.update((k, v) for k, v in metadata.items() if k != "format")
-                    # Last: a source file's own `total_size` record (or any carried one) never replaces it.
+                    # Last: a source file's own `total_size` / `total_parameters` record (or any carried one) never
+                    # replaces them (a header's "5", a string, stood in the index for 180,000 parameters written).
                     index_metadata["total_size"] = selection.total_bytes
-                    index_metadata.setdefault("total_parameters", selection.total_parameters)
+                    index_metadata["total_parameters"] = selection.total_parameters
                     write_index(stage.path / index_name, files, index_metadata)
             except OSError as exc:
                 raise output_error(exc, dest) from exc
