@@ -132,3 +132,19 @@ def test_a_carried_total_parameters_never_replaces_the_count_written(tmp_path: P
                      "--metadata", "total_parameters=7")
     assert result.exit_code == 2 and "total_parameters=... is reserved" in result.stderr
     assert not (tmp_path / "other").exists()
+
+
+def test_a_tensor_just_over_max_is_said_in_bytes(tmp_path: Path) -> None:
+    """A 4,004-byte tensor under `--max 4KB` was said to be "4.00 KB ... larger than --max 4KB"; huggingface_hub's
+    split gives it a shard of its own all the same (the plan is checked against it)."""
+    from huggingface_hub import split_torch_state_dict_into_shards
+
+    state = {"a": torch.zeros(1000), "big": torch.zeros(1001), "c": torch.zeros(10)}
+    torch.save(state, tmp_path / "m.bin")
+    result = run_cli("shard", str(tmp_path / "m.bin"), "--max", "4KB", "-o", str(tmp_path / "out"), "--dry-run",
+                     "--json")
+    assert result.exit_code == 0, result.stderr
+    assert "big (4,004 bytes) is larger than --max 4KB" in result.stderr
+    split = split_torch_state_dict_into_shards(state, max_shard_size="4KB")
+    planned = [s["num_tensors"] for s in json.loads(result.stdout)["plan"]["shards"]]
+    assert planned == [len(names) for names in split.filename_to_tensors.values()] == [1, 1, 1]
