@@ -522,13 +522,19 @@ def plan_shard(
         files.append(OutputFile(filename, names, size))
     # Said in the family --max was typed in: `(507.14 KB)` beside `--max 500KiB` read as over the limit.
     binary = units == "binary"
+
+    def over(size: int) -> str:
+        # A size that rounds to the limit's own figure is said in bytes: "4.00 KB is larger than --max 4KB" for
+        # 4,004 bytes read as a contradiction.
+        shown = format_bytes(size, binary)
+        return f"{size:,} bytes" if max_bytes is not None and shown == format_bytes(max_bytes, binary) else shown
+
     if len(too_large) == 1:
         name, size = too_large[0]
-        warnings.append(f"{name} ({format_bytes(size, binary)}) is larger than --max {max_size}: it gets a shard of "
-                        "its own")
+        warnings.append(f"{name} ({over(size)}) is larger than --max {max_size}: it gets a shard of its own")
     elif too_large:  # one line, not one per tensor (a --max below most tensors of a model)
         largest = sorted(too_large, key=lambda item: -item[1])
-        shown = ", ".join(f"{name} ({format_bytes(size, binary)})" for name, size in largest[:3])
+        shown = ", ".join(f"{name} ({over(size)})" for name, size in largest[:3])
         more = f" and {len(largest) - 3} more" if len(largest) > 3 else ""
         warnings.append(f"{counted(len(too_large), 'tensor')} {plural(len(too_large), 'is', 'are')} "
                         f"larger than --max {max_size}: each gets a shard of its own "
