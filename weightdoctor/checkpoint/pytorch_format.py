@@ -301,6 +301,8 @@ def find_state_dict(obj: Any, key: str | None = None) -> tuple[Mapping[str, Any]
         return obj[best]["model"], f"{best}.model"
     if _k_diffusion_ema(obj):
         return obj["model_ema"], "model_ema"
+    if _super_gradients_ema(obj):
+        return obj["ema_net"], "ema_net"
     if _self_distillation_teacher(obj):
         return obj["teacher"], "teacher"
     if _ema_pytorch_beside_model(obj):
@@ -513,6 +515,18 @@ def _k_diffusion_ema(obj: Any) -> bool:
         return False
     ema = obj.get("model_ema")
     return _is_state_dict(obj.get("model")) and _is_state_dict(ema) and bool(ema)
+
+
+def _super_gradients_ema(obj: Any) -> bool:
+    """Whether `obj` is a SuperGradients training checkpoint (YOLO-NAS and the other models of Deci's trainer:
+    ckpt_best.pth, ckpt_latest.pth, ckpt_epoch_N.pth, Trainer._save_checkpoint's `{"net", "acc", "epoch", "metrics",
+    "packages", "optimizer_state_dict", "ema_net", ...}`) with a non-empty `ema_net`: SuperGradients'
+    models.get(checkpoint_path=...) loads `ema_net` whenever the file holds one (load_ema_as_net), not `net`, the raw
+    training weights that resuming reads. `net` came first in the key search and was read, silently."""
+    if not isinstance(obj, Mapping) or not {"acc", "epoch"} <= set(obj):
+        return False
+    ema = obj.get("ema_net")
+    return _is_state_dict(obj.get("net")) and _is_state_dict(ema) and bool(ema)
 
 
 def _ema_pytorch_beside_model(obj: Any) -> bool:
@@ -1751,6 +1765,10 @@ def _load_pickle(path: Path, fmt: str, key: str | None, label: str | None) -> Pi
     elif key is None and nested_key == "model_ema" and _k_diffusion_ema(obj):
         notes.append("a k-diffusion training checkpoint: model_ema is read, the EMA weights that k-diffusion's "
                      "sampling loads and its convert_for_inference.py writes to a slim checkpoint; --key model reads "
+                     "the raw training weights beside them")
+    elif key is None and nested_key == "ema_net" and _super_gradients_ema(obj):
+        notes.append("a SuperGradients training checkpoint (YOLO-NAS, ...): ema_net is read, the EMA weights "
+                     "SuperGradients' models.get(checkpoint_path=...) loads when the file holds them; --key net reads "
                      "the raw training weights beside them")
     elif nested_key == "weight" and (voice := _voice_model_note(obj)) is not None:
         notes.append(voice)

@@ -1,0 +1,86 @@
+"""A thirty-first round: third-party files no earlier round covered, run through the commands that apply.
+
+SuperGradients' training checkpoints (YOLO-NAS and the other models of Deci's Trainer: ckpt_best.pth, ckpt_latest.pth,
+ckpt_epoch_N.pth). super-gradients is not installed here: its files are written as its own code saves them
+(src/super_gradients/training/sg_trainer/sg_trainer.py, Trainer._save_checkpoint: `{"net", "acc", "epoch",
+"metrics", "packages", "optimizer_state_dict", "scaler_state_dict", "ema_net", "processing_params", ...}`, the
+weights-only `ckpt_latest_weights_only.pth` as `{"net"}`) and read as its models.get(checkpoint_path=...) reads them
+(`load_ema_as_net = "ema_net" in read_ckpt_state_dict(...)`: the EMA whenever the file holds one).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from pathlib import Path
+
+import torch
+
+from tests.helpers import run_cli, run_json
+
+
+def _super_gradients_state(seed: int) -> OrderedDict[str, torch.Tensor]:
+    """A few of YOLO-NAS' names (its stem, a head's classifier), a BatchNorm's counter among them."""
+    generator = torch.Generator().manual_seed(seed)
+    return OrderedDict({
+        "backbone.stem.conv.rbr_dense.conv.weight": torch.randn(8, 3, 3, 3, generator=generator),
+        "backbone.stem.conv.rbr_dense.bn.weight": torch.rand(8, generator=generator) + 0.5,
+        "backbone.stem.conv.rbr_dense.bn.running_mean": torch.randn(8, generator=generator),
+        "backbone.stem.conv.rbr_dense.bn.num_batches_tracked": torch.tensor(120),
+        "heads.head1.cls_pred.weight": torch.randn(4, 8, 1, 1, generator=generator),
+        "heads.head1.cls_pred.bias": torch.randn(4, generator=generator)})
+
+
+def _super_gradients_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Trainer._save_checkpoint's state with EMA on: the raw weights under `net`, ModelEMA's copy under `ema_net`."""
+    net, ema = _super_gradients_state(0), _super_gradients_state(1)
+    torch.save({
+        "net": net, "acc": 0.4215, "epoch": 11,
+        "metrics": {"tracked_metric_name": "mAP@0.50", "valid": {"mAP@0.50": 0.4215}, "train": {"PPYoloELoss": 1.9}},
+        "packages": {"torch": "2.1.0", "super-gradients": "3.7.1"},
+        "optimizer_state_dict": {"state": {0: {"momentum_buffer": torch.zeros(8, 3, 3, 3)}},
+                                 "param_groups": [{"lr": 0.0002, "params": [0]}]},
+        "scaler_state_dict": {"scale": 65536.0, "growth_factor": 2.0, "backoff_factor": 0.5, "growth_interval": 2000,
+                              "_growth_tracker": 0},
+        "ema_net": ema,
+        "processing_params": {"class_names": ["cat", "dog"], "iou": 0.7, "conf": 0.25},
+        "torch_scheduler_state_dict": None}, path)
+    return net, ema
+
+
+def test_a_super_gradients_checkpoint_reads_the_ema_its_models_get_loads(tmp_path: Path) -> None:
+    """`net` came first in the key search and was read, silently (`ema_net` one "other entry" among nine): inspect
+    counted, and convert wrote, the raw training weights, where SuperGradients' models.get(checkpoint_path=...) loads
+    `ema_net` whenever the file holds it."""
+    from safetensors.torch import load_file
+
+    path = tmp_path / "ckpt_best.pth"
+    net, ema = _super_gradients_checkpoint(path)
+    code, data = run_json("inspect", str(path))
+    assert code == 0 and data["nested_key"] == "ema_net" and data["num_tensors"] == len(ema), data
+    assert any("a SuperGradients training checkpoint" in w and "ema_net is read" in w and "--key net" in w
+               for w in data["warnings"]), data["warnings"]
+    assert any(entry.startswith("net (a state dict of 6 tensors") for entry in data["other_entries"])
+    out = tmp_path / "yolo_nas.safetensors"
+    result = run_cli("convert", str(path), "-o", str(out))
+    assert result.exit_code == 0, result.stderr
+    written = load_file(out)
+    assert set(written) == set(ema) and all(torch.equal(written[name], ema[name]) for name in ema)
+    assert not torch.equal(written["heads.head1.cls_pred.weight"], net["heads.head1.cls_pred.weight"])
+    # --key net reads the training weights, and says nothing of the EMA.
+    code, data = run_json("inspect", str(path), "--key", "net")
+    assert code == 0 and data["nested_key"] == "net" and not any("SuperGradients" in w for w in data["warnings"])
+    # diff-keys of the EMA against the weights-only save of the same run: the same names, other values.
+    weights_only = tmp_path / "ckpt_latest_weights_only.pth"
+    torch.save({"net": net}, weights_only)
+    code, data = run_json("diff-keys", str(path), str(weights_only), "--values")
+    assert code == 0 and data["matched"] == len(net) and not data["missing"] and not data["unexpected"], data
+    assert any("ema_net is read" in w for w in data["warnings"]), data["warnings"]
+
+
+def test_a_net_beside_an_ema_net_of_another_trainer_keeps_the_key_order(tmp_path: Path) -> None:
+    """Without SuperGradients' acc and epoch beside them, `net` and `ema_net` are another trainer's: `net` is read,
+    as before, and nothing names SuperGradients."""
+    path = tmp_path / "checkpoint.pth"
+    torch.save({"net": _super_gradients_state(0), "ema_net": _super_gradients_state(1)}, path)
+    code, data = run_json("inspect", str(path))
+    assert code == 0 and data["nested_key"] == "net" and not any("SuperGradients" in w for w in data["warnings"])
