@@ -6,6 +6,12 @@ ckpt_epoch_N.pth). super-gradients is not installed here: its files are written 
 "metrics", "packages", "optimizer_state_dict", "scaler_state_dict", "ema_net", "processing_params", ...}`, the
 weights-only `ckpt_latest_weights_only.pth` as `{"net"}`) and read as its models.get(checkpoint_path=...) reads them
 (`load_ema_as_net = "ema_net" in read_ckpt_state_dict(...)`: the EMA whenever the file holds one).
+
+RT-DETR's solver checkpoints (RT-DETR, RT-DETRv2, D-FINE and DEIM, which grew from it). None is installed: the file is
+written as lyuwenyu/RT-DETR's rtdetrv2_pytorch/src/solver/_solver.py saves it (BaseSolver.state_dict: `date`,
+`last_epoch`, then the state_dict() of each attribute that has one: model, criterion, postprocessor, ema, scaler,
+optimizer, lr_scheduler; ModelEMA.state_dict is `dict(module=..., updates=..., warmups=...)`) and read as its
+load_tuning_state and tools/export_onnx.py read it (`state["ema"]["module"] if "ema" in state else state["model"]`).
 """
 
 from __future__ import annotations
@@ -84,3 +90,52 @@ def test_a_net_beside_an_ema_net_of_another_trainer_keeps_the_key_order(tmp_path
     torch.save({"net": _super_gradients_state(0), "ema_net": _super_gradients_state(1)}, path)
     code, data = run_json("inspect", str(path))
     assert code == 0 and data["nested_key"] == "net" and not any("SuperGradients" in w for w in data["warnings"])
+
+
+def _rt_detr_state(offset: float) -> OrderedDict[str, torch.Tensor]:
+    """A few of RT-DETR's names (its PResNet stem, a decoder score head)."""
+    generator = torch.Generator().manual_seed(7)
+    return OrderedDict({
+        "backbone.conv1.conv1_1.conv.weight": torch.randn(8, 3, 3, 3, generator=generator) + offset,
+        "backbone.conv1.conv1_1.norm.weight": torch.ones(8) + offset,
+        "backbone.conv1.conv1_1.norm.running_var": torch.ones(8),
+        "decoder.dec_score_head.0.weight": torch.randn(4, 8, generator=generator) + offset,
+        "decoder.dec_score_head.0.bias": torch.zeros(4) + offset})
+
+
+def test_an_rt_detr_checkpoint_reads_the_ema_its_export_loads(tmp_path: Path) -> None:
+    """`model` came first in the key search and was read, silently, the EMA shown as "ema (dict, 3 entries)":
+    inspect counted, and convert wrote, the raw training weights, where RT-DETR's export and fine-tuning read
+    `ema.module` whenever the file holds `ema`."""
+    from safetensors.torch import load_file
+
+    model, ema = _rt_detr_state(0.0), _rt_detr_state(0.5)
+    path = tmp_path / "checkpoint0071.pth"
+    torch.save({"date": "2024-07-01T10:00:00", "last_epoch": 71, "model": model, "criterion": {},
+                "postprocessor": {}, "ema": {"module": ema, "updates": 8000, "warmups": 2000},
+                "scaler": {"scale": 65536.0, "growth_factor": 2.0, "backoff_factor": 0.5, "growth_interval": 2000,
+                           "_growth_tracker": 0},
+                "optimizer": {"state": {0: {"step": torch.tensor(100.0), "exp_avg": torch.zeros(8, 3, 3, 3)}},
+                              "param_groups": [{"lr": 0.0001, "params": [0]}]},
+                "lr_scheduler": {"milestones": {1000: 1}, "last_epoch": 71}}, path)
+    code, data = run_json("inspect", str(path))
+    assert code == 0 and data["nested_key"] == "ema.module" and data["num_tensors"] == len(ema), data
+    assert any("an RT-DETR / D-FINE / DEIM training checkpoint" in w and "ema.module is read" in w
+               and "--key model" in w for w in data["warnings"]), data["warnings"]
+    out = tmp_path / "rtdetr.safetensors"
+    result = run_cli("convert", str(path), "-o", str(out))
+    assert result.exit_code == 0, result.stderr
+    written = load_file(out)
+    assert set(written) == set(ema) and all(torch.equal(written[name], ema[name]) for name in ema)
+    code, data = run_json("inspect", str(path), "--key", "model")
+    assert code == 0 and data["nested_key"] == "model" and not any("RT-DETR" in w for w in data["warnings"])
+    # A released file of the EMA alone was read right before the fix, and still is, without the training note.
+    released = tmp_path / "rtdetrv2_r18vd_120e_coco.pth"
+    torch.save({"ema": {"module": ema, "updates": 8000}}, released)
+    code, data = run_json("inspect", str(released))
+    assert code == 0 and data["nested_key"] == "ema.module" and not any("RT-DETR" in w for w in data["warnings"])
+    # A model beside an `ema` of another kind (no last_epoch, no updates) keeps the key order.
+    other = tmp_path / "other.pth"
+    torch.save({"model": model, "ema": {"module": ema}}, other)
+    code, data = run_json("inspect", str(other))
+    assert code == 0 and data["nested_key"] == "model" and not any("RT-DETR" in w for w in data["warnings"])

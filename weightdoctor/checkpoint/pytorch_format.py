@@ -303,6 +303,8 @@ def find_state_dict(obj: Any, key: str | None = None) -> tuple[Mapping[str, Any]
         return obj["model_ema"], "model_ema"
     if _super_gradients_ema(obj):
         return obj["ema_net"], "ema_net"
+    if _rt_detr_ema(obj):
+        return obj["ema"]["module"], "ema.module"
     if _self_distillation_teacher(obj):
         return obj["teacher"], "teacher"
     if _ema_pytorch_beside_model(obj):
@@ -527,6 +529,22 @@ def _super_gradients_ema(obj: Any) -> bool:
         return False
     ema = obj.get("ema_net")
     return _is_state_dict(obj.get("net")) and _is_state_dict(ema) and bool(ema)
+
+
+def _rt_detr_ema(obj: Any) -> bool:
+    """Whether `obj` is a training checkpoint of RT-DETR's solver (RT-DETR, RT-DETRv2, and D-FINE and DEIM, which grew
+    from it: BaseSolver.state_dict's `{"date", "last_epoch", "model", "ema", "optimizer", "lr_scheduler", ...}`, the
+    EMA as ModelEMA.state_dict's `{"module", "updates", "warmups"}`) with a non-empty `ema.module`: their export
+    (tools/export_onnx.py), inference and fine-tuning (load_tuning_state) read `state["ema"]["module"]` whenever the
+    file holds `ema`, not `model`, the raw training weights that resuming reads beside it. `model` came first in the
+    key search and was read, silently, the EMA shown as "ema (dict, 3 entries)"."""
+    if not isinstance(obj, Mapping) or "last_epoch" not in obj or not _is_state_dict(obj.get("model")):
+        return False
+    ema = obj.get("ema")
+    if not isinstance(ema, Mapping) or "updates" not in ema:
+        return False
+    module = ema.get("module")
+    return _is_state_dict(module) and bool(module)
 
 
 def _ema_pytorch_beside_model(obj: Any) -> bool:
@@ -1769,6 +1787,10 @@ def _load_pickle(path: Path, fmt: str, key: str | None, label: str | None) -> Pi
     elif key is None and nested_key == "ema_net" and _super_gradients_ema(obj):
         notes.append("a SuperGradients training checkpoint (YOLO-NAS, ...): ema_net is read, the EMA weights "
                      "SuperGradients' models.get(checkpoint_path=...) loads when the file holds them; --key net reads "
+                     "the raw training weights beside them")
+    elif key is None and nested_key == "ema.module" and _rt_detr_ema(obj):
+        notes.append("an RT-DETR / D-FINE / DEIM training checkpoint: ema.module is read, the EMA weights their "
+                     "export (tools/export_onnx.py) and inference load whenever the file holds ema; --key model reads "
                      "the raw training weights beside them")
     elif nested_key == "weight" and (voice := _voice_model_note(obj)) is not None:
         notes.append(voice)
