@@ -12,6 +12,11 @@ written as lyuwenyu/RT-DETR's rtdetrv2_pytorch/src/solver/_solver.py saves it (B
 `last_epoch`, then the state_dict() of each attribute that has one: model, criterion, postprocessor, ema, scaler,
 optimizer, lr_scheduler; ModelEMA.state_dict is `dict(module=..., updates=..., warmups=...)`) and read as its
 load_tuning_state and tools/export_onnx.py read it (`state["ema"]["module"] if "ema" in state else state["model"]`).
+
+MMEngine checkpoints saved with EMAHook (MMDetection 3, MMPretrain, MMPose 1): mmengine is not installed; the file is
+written as Runner.save_checkpoint (`meta`, `state_dict`, `message_hub`, `optimizer`, `param_schedulers`) and
+mmengine/hooks/ema_hook.py's before_save_checkpoint write it: `ema_state_dict` is the EMA model's state_dict (`steps`,
+then `module.<name>`), then _swap_ema_state_dict swaps each `module.<name>` value with `state_dict[<name>]`.
 """
 
 from __future__ import annotations
@@ -139,3 +144,44 @@ def test_an_rt_detr_checkpoint_reads_the_ema_its_export_loads(tmp_path: Path) ->
     torch.save({"model": model, "ema": {"module": ema}}, other)
     code, data = run_json("inspect", str(other))
     assert code == 0 and data["nested_key"] == "model" and not any("RT-DETR" in w for w in data["warnings"])
+
+
+def test_an_mmengine_ema_hook_checkpoint_says_ema_state_dict_holds_the_weights_as_trained(tmp_path: Path) -> None:
+    """inspect listed ema_state_dict as "a state dict of 6 tensors: pick it with --key" and convert said "--key
+    ema_state_dict writes it instead", nothing else: by its name the EMA, yet EMAHook swapped the averaged weights into
+    state_dict (which is read, rightly) and left the weights as trained in ema_state_dict."""
+    generator = torch.Generator().manual_seed(3)
+    trained = OrderedDict({"backbone.conv1.weight": torch.randn(8, 3, 3, 3, generator=generator),
+                           "backbone.bn1.weight": torch.ones(8), "backbone.bn1.num_batches_tracked": torch.tensor(10),
+                           "bbox_head.cls_convs.0.weight": torch.randn(4, 8, 1, 1, generator=generator)})
+    averaged = OrderedDict({name: tensor + 0.5 if tensor.is_floating_point() else tensor
+                            for name, tensor in trained.items()})
+    # EMAHook.before_save_checkpoint: the EMA model's state dict, then the swap.
+    ema_state: OrderedDict[str, torch.Tensor] = OrderedDict({"steps": torch.tensor(2000)})
+    ema_state.update({f"module.{name}": tensor for name, tensor in averaged.items()})
+    state = OrderedDict(trained)
+    for name in list(ema_state):
+        if name.startswith("module."):
+            ema_state[name], state[name[7:]] = state[name[7:]], ema_state[name]
+    path = tmp_path / "epoch_300.pth"
+    torch.save({"meta": {"mmengine_version": "0.10.4", "epoch": 300, "iter": 12000,
+                         "dataset_meta": {"classes": ("cat", "dog")}},
+                "state_dict": state, "message_hub": {"log_scalars": {}, "runtime_info": {"epoch": 300}},
+                "optimizer": {"state": {}, "param_groups": [{"lr": 0.01, "params": []}]},
+                "param_schedulers": [{"last_epoch": 300}], "ema_state_dict": ema_state}, path)
+    code, data = run_json("inspect", str(path))
+    assert code == 0 and data["nested_key"] == "state_dict", data
+    notes = [w for w in data["warnings"] if "an MMEngine checkpoint saved with EMAHook" in w]
+    assert len(notes) == 1 and "state_dict is read, the averaged weights" in notes[0] \
+        and "ema_state_dict, despite its name, holds the weights as trained" in notes[0], data["warnings"]
+    result = run_cli("convert", str(path), "-o", str(tmp_path / "model.safetensors"), "--json")
+    assert result.exit_code == 0 and "ema_state_dict, despite its name" in result.stderr, result.stderr
+    # What the note says, checked on the file: ema_state_dict's values are the weights as trained.
+    saved = torch.load(path, weights_only=True)
+    assert torch.equal(saved["ema_state_dict"]["module.backbone.conv1.weight"], trained["backbone.conv1.weight"])
+    # An ema_state_dict of other names (not EMAHook's swap) gets no such note.
+    other = tmp_path / "other.pth"
+    unswapped = {"steps": torch.tensor(1), "module.head.weight": torch.ones(2)}
+    torch.save({"meta": {}, "state_dict": dict(trained), "ema_state_dict": unswapped}, other)
+    code, data = run_json("inspect", str(other))
+    assert code == 0 and not any("EMAHook" in w for w in data["warnings"]), data["warnings"]

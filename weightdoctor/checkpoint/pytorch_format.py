@@ -109,6 +109,27 @@ def _lightning_weight_averaging(obj: Any) -> bool:
         isinstance(obj.get(name), Mapping) for name in ("state_dict", "current_model_state", "averaging_state"))
 
 
+def _mmengine_swapped_ema(obj: Any) -> bool:
+    """Whether `obj` is an MMEngine checkpoint (MMDetection 3, MMPretrain, MMPose 1, ...: `meta`, `state_dict`,
+    `message_hub`) saved with EMAHook: its before_save_checkpoint writes `ema_state_dict` (the EMA model's
+    state_dict: `steps`, then `module.<name>`) and then swaps every `module.<name>` value with `state_dict[<name>]`,
+    "so that we can directly load the averaged model weights for deployment". `state_dict` then holds the averaged
+    weights and `ema_state_dict`, despite its name, the weights as trained.
+
+    Example:
+        >>> _mmengine_swapped_ema({"meta": {}, "state_dict": {"w": 1}, "ema_state_dict": {"steps": 2, "module.w": 3}})
+        True
+    """
+    if not isinstance(obj, Mapping) or "meta" not in obj:
+        return False
+    state, ema = obj.get("state_dict"), obj.get("ema_state_dict")
+    if not isinstance(state, Mapping) or not isinstance(ema, Mapping) or "steps" not in ema:
+        return False
+    swapped = [name for name in ema if name != "steps"]
+    return bool(swapped) and all(isinstance(name, str) and name.startswith("module.") and name[7:] in state
+                                 for name in swapped)
+
+
 def _describe(value: Any) -> str:
     if isinstance(value, InertObject):
         return f"{type(value).__module__}.{type(value).__qualname__}, read as inert data"
@@ -1817,6 +1838,13 @@ def _load_pickle(path: Path, fmt: str, key: str | None, label: str | None) -> Pi
                      "state_dict is read, the averaged weights the callback puts there on save (what "
                      "load_from_checkpoint gives the model); --key current_model_state reads the weights as trained "
                      "beside them (averaging_state is the average's own count, n_averaged, no weights)")
+    elif key is None and nested_key == "state_dict" and _mmengine_swapped_ema(obj):
+        # ema_state_dict was "a state dict of N tensors: pick it with --key" (convert: "--key ema_state_dict writes it
+        # instead"): by its name the EMA, yet it holds the raw weights, which EMAHook swapped out of state_dict.
+        notes.append("an MMEngine checkpoint saved with EMAHook: state_dict is read, the averaged weights EMAHook "
+                     "swaps into it on save for deployment (what mmengine's load_checkpoint, and so init_detector, "
+                     "init_model and tools/test.py, load); ema_state_dict, despite its name, holds the weights as "
+                     "trained (module.<name>, and the EMA's steps), which resuming alone reads")
     elif key is None and nested_key == "state_dict" and (pyannote := _pyannote_note(obj, path)) is not None:
         notes.append(pyannote)
     elif nested_key == _MEGATRON_KEY and key is None:
