@@ -17,10 +17,16 @@ MMEngine checkpoints saved with EMAHook (MMDetection 3, MMPretrain, MMPose 1): m
 written as Runner.save_checkpoint (`meta`, `state_dict`, `message_hub`, `optimizer`, `param_schedulers`) and
 mmengine/hooks/ema_hook.py's before_save_checkpoint write it: `ema_state_dict` is the EMA model's state_dict (`steps`,
 then `module.<name>`), then _swap_ema_state_dict swaps each `module.<name>` value with `state_dict[<name>]`.
+
+DiT's train.py checkpoints and those of the repos grown from it (SiT, Latte): none is installed; the file is written as
+DiT's train.py saves it (`{"model": model.module.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
+"args": args}`, the EMA a deepcopy of the model, args an argparse.Namespace) and read as SiT's download.py find_model
+reads it (`if "ema" in checkpoint: checkpoint = checkpoint["ema"]`; Latte's and later DiT's the same).
 """
 
 from __future__ import annotations
 
+import argparse
 from collections import OrderedDict
 from pathlib import Path
 
@@ -185,3 +191,38 @@ def test_an_mmengine_ema_hook_checkpoint_says_ema_state_dict_holds_the_weights_a
     torch.save({"meta": {}, "state_dict": dict(trained), "ema_state_dict": unswapped}, other)
     code, data = run_json("inspect", str(other))
     assert code == 0 and not any("EMAHook" in w for w in data["warnings"]), data["warnings"]
+
+
+def test_a_dit_checkpoint_reads_the_ema_its_sampling_loads(tmp_path: Path) -> None:
+    """`model` came first in the key search and was read, silently (`ema` one "other entry"): inspect counted, and
+    convert wrote, the raw training weights, where DiT's / SiT's sample.py loads `ema` whenever the file holds it."""
+    from safetensors.torch import load_file
+
+    generator = torch.Generator().manual_seed(5)
+    model = OrderedDict({"pos_embed": torch.zeros(1, 4, 8),
+                         "x_embedder.proj.weight": torch.randn(8, 4, 2, 2, generator=generator),
+                         "t_embedder.mlp.0.weight": torch.randn(8, 16, generator=generator),
+                         "y_embedder.embedding_table.weight": torch.randn(11, 8, generator=generator),
+                         "blocks.0.attn.qkv.weight": torch.randn(24, 8, generator=generator),
+                         "final_layer.linear.weight": torch.zeros(16, 8)})
+    ema = OrderedDict({name: tensor + 0.25 for name, tensor in model.items()})
+    args = argparse.Namespace(model="DiT-XL/2", image_size=256, num_classes=1000, global_batch_size=256, vae="ema")
+    path = tmp_path / "0400000.pt"
+    torch.save({"model": model, "ema": ema, "opt": {"state": {}, "param_groups": [{"lr": 0.0001, "params": []}]},
+                "args": args}, path)
+    code, data = run_json("inspect", str(path))
+    assert code == 0 and data["nested_key"] == "ema" and data["num_tensors"] == len(ema), data
+    assert any("a DiT / SiT / Latte training checkpoint" in w and "ema is read" in w and "--key model" in w
+               for w in data["warnings"]), data["warnings"]
+    out = tmp_path / "dit.safetensors"
+    result = run_cli("convert", str(path), "-o", str(out))
+    assert result.exit_code == 0, result.stderr
+    written = load_file(out)
+    assert set(written) == set(ema) and all(torch.equal(written[name], ema[name]) for name in ema)
+    code, data = run_json("inspect", str(path), "--key", "model")
+    assert code == 0 and data["nested_key"] == "model" and not any("DiT" in w for w in data["warnings"])
+    # Without DiT's `opt`, a {model, ema} (DeiT's, ConvNeXt's tools load model) keeps the key order.
+    other = tmp_path / "checkpoint.pth"
+    torch.save({"model": model, "ema": ema, "optimizer": {}}, other)
+    code, data = run_json("inspect", str(other))
+    assert code == 0 and data["nested_key"] == "model" and not any("DiT" in w for w in data["warnings"])

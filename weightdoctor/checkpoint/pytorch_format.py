@@ -326,6 +326,8 @@ def find_state_dict(obj: Any, key: str | None = None) -> tuple[Mapping[str, Any]
         return obj["ema_net"], "ema_net"
     if _rt_detr_ema(obj):
         return obj["ema"]["module"], "ema.module"
+    if _dit_ema(obj):
+        return obj["ema"], "ema"
     if _self_distillation_teacher(obj):
         return obj["teacher"], "teacher"
     if _ema_pytorch_beside_model(obj):
@@ -566,6 +568,18 @@ def _rt_detr_ema(obj: Any) -> bool:
         return False
     module = ema.get("module")
     return _is_state_dict(module) and bool(module)
+
+
+def _dit_ema(obj: Any) -> bool:
+    """Whether `obj` is a training checkpoint of DiT's train.py or of the repos grown from it (SiT, Latte,
+    LightningDiT: `{"model", "ema", "opt", "args"}`, the EMA a deepcopy of the model, so of the very same names) with
+    a non-empty `ema`: their sampling (download.py's find_model: `checkpoint["ema"]` whenever the file holds it) loads
+    the EMA, not `model`, the raw training weights that resuming reads. `opt` is their own name for the optimizer's
+    state; without it a `{model, ema}` keeps the key search's order."""
+    if not isinstance(obj, Mapping) or "opt" not in obj:
+        return False
+    model, ema = obj.get("model"), obj.get("ema")
+    return _is_state_dict(model) and _is_state_dict(ema) and bool(ema) and set(ema) == set(model)
 
 
 def _ema_pytorch_beside_model(obj: Any) -> bool:
@@ -1813,6 +1827,10 @@ def _load_pickle(path: Path, fmt: str, key: str | None, label: str | None) -> Pi
         notes.append("an RT-DETR / D-FINE / DEIM training checkpoint: ema.module is read, the EMA weights their "
                      "export (tools/export_onnx.py) and inference load whenever the file holds ema; --key model reads "
                      "the raw training weights beside them")
+    elif key is None and nested_key == "ema" and _dit_ema(obj):
+        notes.append("a DiT / SiT / Latte training checkpoint (train.py's model, ema, opt): ema is read, the EMA "
+                     "weights their sampling loads (find_model takes checkpoint['ema'] whenever the file holds it); "
+                     "--key model reads the raw training weights beside them")
     elif nested_key == "weight" and (voice := _voice_model_note(obj)) is not None:
         notes.append(voice)
     elif key is None and nested_key == "ema_model_state_dict" and _ema_pytorch_beside_model(obj):
