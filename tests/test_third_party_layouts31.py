@@ -22,6 +22,11 @@ DiT's train.py checkpoints and those of the repos grown from it (SiT, Latte): no
 DiT's train.py saves it (`{"model": model.module.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
 "args": args}`, the EMA a deepcopy of the model, args an argparse.Namespace) and read as SiT's download.py find_model
 reads it (`if "ema" in checkpoint: checkpoint = checkpoint["ema"]`; Latte's and later DiT's the same).
+
+open_clip's training checkpoints (epoch_N.pt): open_clip is not installed; the file is written as its training's
+main.py saves it (`{"epoch", "name", "state_dict": the DDP model's state dict, every name `module.`-prefixed,
+"optimizer", "scaler"}`) and read as its factory.load_state_dict reads it (`state_dict`, then `{k[7:]: v ...}` when the
+first name starts with `module`).
 """
 
 from __future__ import annotations
@@ -226,3 +231,29 @@ def test_a_dit_checkpoint_reads_the_ema_its_sampling_loads(tmp_path: Path) -> No
     torch.save({"model": model, "ema": ema, "optimizer": {}}, other)
     code, data = run_json("inspect", str(other))
     assert code == 0 and data["nested_key"] == "model" and not any("DiT" in w for w in data["warnings"])
+
+
+def test_an_open_clip_training_checkpoint_says_open_clips_loader_strips_the_ddp_prefix(tmp_path: Path) -> None:
+    """inspect said "strip the prefix first" of open_clip's own epoch_N.pt, which open_clip's create_model(...,
+    pretrained=...) reads as it is: its loader strips `module.` itself, as GroundingDINO's does (already said)."""
+    generator = torch.Generator().manual_seed(9)
+    state = {"positional_embedding": torch.randn(5, 16, generator=generator), "logit_scale": torch.tensor(4.6052),
+             "text_projection": torch.randn(16, 8, generator=generator),
+             "visual.conv1.weight": torch.randn(16, 3, 4, 4, generator=generator),
+             "visual.proj": torch.randn(16, 8, generator=generator),
+             "token_embedding.weight": torch.randn(50, 16, generator=generator), "ln_final.weight": torch.ones(16)}
+    path = tmp_path / "epoch_32.pt"
+    torch.save({"epoch": 32, "name": "2024_05_01-10_00_00-model_ViT-B-32-lr_0.0005-b_256-j_8-p_amp",
+                "state_dict": {f"module.{name}": tensor for name, tensor in state.items()},
+                "optimizer": {"state": {}, "param_groups": [{"lr": 0.0, "params": []}]},
+                "scaler": {"scale": 65536.0}}, path)
+    code, data = run_json("inspect", str(path))
+    assert code == 0 and data["nested_key"] == "state_dict" and data["num_tensors"] == len(state), data
+    said = [w for w in data["warnings"] if w.startswith("every tensor name starts with module.")]
+    assert len(said) == 1 and "an open_clip training checkpoint (epoch_N.pt): open_clip's own loader strips the " \
+        "prefix itself" in said[0] and "GroundingDINO" not in said[0], data["warnings"]
+    # A DDP save of another model keeps the plain advice.
+    other = tmp_path / "other.pt"
+    torch.save({"state_dict": {"module.encoder.weight": torch.ones(2, 2), "module.logit_scale": torch.ones(())}}, other)
+    code, data = run_json("inspect", str(other))
+    assert code == 0 and not any("open_clip" in w for w in data["warnings"]), data["warnings"]
