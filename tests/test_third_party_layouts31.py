@@ -27,11 +27,18 @@ open_clip's training checkpoints (epoch_N.pt): open_clip is not installed; the f
 main.py saves it (`{"epoch", "name", "state_dict": the DDP model's state dict, every name `module.`-prefixed,
 "optimizer", "scaler"}`) and read as its factory.load_state_dict reads it (`state_dict`, then `{k[7:]: v ...}` when the
 first name starts with `module`).
+
+Stable Audio Open (stable-audio-tools): not installed; its repo's model.safetensors holds the conditioned diffusion
+wrapper's names (`model.model.*` the DiT, `pretransform.model.*` the autoencoder, `conditioner.conditioners.*` the T5
+and seconds embedders) beside model_config.json (`"model_type": "diffusion_cond"`), and
+stable_audio_tools/models/pretrained.py's get_pretrained_model downloads model_config.json and one model.safetensors
+(else model.ckpt) and loads it with utils.load_ckpt_state_dict: no index.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 from collections import OrderedDict
 from pathlib import Path
 
@@ -257,3 +264,34 @@ def test_an_open_clip_training_checkpoint_says_open_clips_loader_strips_the_ddp_
     torch.save({"state_dict": {"module.encoder.weight": torch.ones(2, 2), "module.logit_scale": torch.ones(())}}, other)
     code, data = run_json("inspect", str(other))
     assert code == 0 and not any("open_clip" in w for w in data["warnings"]), data["warnings"]
+
+
+def test_sharding_a_stable_audio_open_model_says_stable_audio_tools_reads_one_file(tmp_path: Path) -> None:
+    """shard wrote model-0000i-of-0000N.safetensors and an index for Stable Audio Open's folder without a word, where
+    stable-audio-tools loads one model.safetensors (or model.ckpt) and reads no index."""
+    from safetensors.torch import save_file
+
+    folder = tmp_path / "stable-audio-open-1.0"
+    folder.mkdir()
+    generator = torch.Generator().manual_seed(11)
+    save_file({"model.model.transformer.project_in.weight": torch.randn(32, 64, generator=generator),
+               "model.model.transformer.layers.0.self_attn.to_qkv.weight": torch.randn(96, 32, generator=generator),
+               "pretransform.model.encoder.layers.0.weight_v": torch.randn(16, 2, 7, generator=generator),
+               "conditioner.conditioners.seconds_start.embedder.embedding.1.weight":
+                   torch.randn(64, 257, generator=generator),
+               "conditioner.conditioners.prompt.model.shared.weight": torch.randn(100, 32, generator=generator)},
+              folder / "model.safetensors", metadata={"format": "pt"})
+    (folder / "model_config.json").write_text(json.dumps(
+        {"model_type": "diffusion_cond", "sample_rate": 44100, "audio_channels": 2,
+         "model": {"pretransform": {"type": "autoencoder"}, "diffusion": {"type": "dit"}}}))
+    out = tmp_path / "sharded"
+    code, data = run_json("shard", str(folder), "-o", str(out), "--max", "40KB")
+    assert code == 0 and len(data["plan"]["shards"]) > 1, data
+    assert data["plan"]["index"] == "model.safetensors.index.json", data["plan"]
+    said = [w for w in data["warnings"] if w.startswith("a stable-audio-tools model")]
+    assert len(said) == 1 and "load one model.safetensors or model.ckpt beside model_config.json" in said[0] \
+        and "cannot load these shards" in said[0], data["warnings"]
+    assert (out / "model_config.json").is_file() and (out / "model.safetensors.index.json").is_file()
+    # One file out (no index) is what stable-audio-tools reads: nothing to say.
+    code, data = run_json("shard", str(folder), "-o", str(tmp_path / "whole"), "--max", "10GB")
+    assert code == 0 and not any("stable-audio-tools" in w for w in data["warnings"]), data["warnings"]
