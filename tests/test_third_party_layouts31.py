@@ -33,6 +33,10 @@ wrapper's names (`model.model.*` the DiT, `pretransform.model.*` the autoencoder
 and seconds embedders) beside model_config.json (`"model_type": "diffusion_cond"`), and
 stable_audio_tools/models/pretrained.py's get_pretrained_model downloads model_config.json and one model.safetensors
 (else model.ckpt) and loads it with utils.load_ckpt_state_dict: no index.
+
+rosinality's stylegan2-pytorch: not installed; the file is written as its train.py saves it (`{"g", "d", "g_ema",
+"g_optim", "d_optim", "args", "ada_aug_p"}`, g_ema the running average of g, args an argparse.Namespace) and read as its
+generate.py reads it (`g_ema.load_state_dict(checkpoint["g_ema"])`).
 """
 
 from __future__ import annotations
@@ -295,3 +299,41 @@ def test_sharding_a_stable_audio_open_model_says_stable_audio_tools_reads_one_fi
     # One file out (no index) is what stable-audio-tools reads: nothing to say.
     code, data = run_json("shard", str(folder), "-o", str(tmp_path / "whole"), "--max", "10GB")
     assert code == 0 and not any("stable-audio-tools" in w for w in data["warnings"]), data["warnings"]
+
+
+def test_a_stylegan2_checkpoint_reads_the_averaged_generator_its_generate_py_loads(tmp_path: Path) -> None:
+    """`g` came first (no usual key matched, so the first state dict in the file's order) and was read, silently:
+    inspect counted, and convert wrote, the raw generator, where generate.py and the models built on it load g_ema."""
+    from safetensors.torch import load_file
+
+    generator = torch.Generator().manual_seed(13)
+
+    def synthesis(offset: float) -> dict[str, torch.Tensor]:
+        return {"style.1.weight": torch.randn(8, 8, generator=generator) + offset, "style.1.bias": torch.zeros(8),
+                "input.input": torch.randn(1, 8, 4, 4, generator=generator) + offset,
+                "conv1.conv.weight": torch.randn(1, 8, 8, 3, 3, generator=generator) + offset,
+                "conv1.noise.weight": torch.zeros(1), "noises.noise_0": torch.randn(1, 1, 4, 4, generator=generator)}
+
+    raw, averaged = synthesis(0.0), synthesis(0.5)
+    discriminator = {"convs.0.0.weight": torch.randn(8, 3, 1, 1, generator=generator),
+                     "final_linear.1.weight": torch.randn(1, 8, generator=generator)}
+    path = tmp_path / "550000.pt"
+    torch.save({"g": raw, "d": discriminator, "g_ema": averaged, "g_optim": {"state": {}, "param_groups": []},
+                "d_optim": {"state": {}, "param_groups": []},
+                "args": argparse.Namespace(size=256, batch=16, r1=10.0, mixing=0.9), "ada_aug_p": 0.0}, path)
+    code, data = run_json("inspect", str(path))
+    assert code == 0 and data["nested_key"] == "g_ema" and data["num_tensors"] == len(averaged), data
+    assert any("a StyleGAN2 (stylegan2-pytorch) training checkpoint: g_ema is read" in w and "--key g reads" in w
+               for w in data["warnings"]), data["warnings"]
+    out = tmp_path / "g_ema.safetensors"
+    result = run_cli("convert", str(path), "-o", str(out))
+    assert result.exit_code == 0, result.stderr
+    written = load_file(out)
+    assert set(written) == set(averaged) and all(torch.equal(written[n], averaged[n]) for n in averaged)
+    code, data = run_json("inspect", str(path), "--key", "g")
+    assert code == 0 and data["nested_key"] == "g" and not any("StyleGAN2" in w for w in data["warnings"])
+    # A g and g_ema of other names (not one generator's average) keep the key order.
+    other = tmp_path / "other.pt"
+    torch.save({"g": raw, "d": discriminator, "g_ema": discriminator}, other)
+    code, data = run_json("inspect", str(other))
+    assert code == 0 and data["nested_key"] == "g" and not any("StyleGAN2" in w for w in data["warnings"])

@@ -328,6 +328,8 @@ def find_state_dict(obj: Any, key: str | None = None) -> tuple[Mapping[str, Any]
         return obj["ema"]["module"], "ema.module"
     if _dit_ema(obj):
         return obj["ema"], "ema"
+    if _stylegan2_g_ema(obj):
+        return obj["g_ema"], "g_ema"
     if _self_distillation_teacher(obj):
         return obj["teacher"], "teacher"
     if _ema_pytorch_beside_model(obj):
@@ -580,6 +582,18 @@ def _dit_ema(obj: Any) -> bool:
         return False
     model, ema = obj.get("model"), obj.get("ema")
     return _is_state_dict(model) and _is_state_dict(ema) and bool(ema) and set(ema) == set(model)
+
+
+def _stylegan2_g_ema(obj: Any) -> bool:
+    """Whether `obj` is a training checkpoint of rosinality's stylegan2-pytorch or of the repos grown from it (its
+    train.py's `{"g", "d", "g_ema", "g_optim", "d_optim", "args", ...}`, g_ema the generator's running average, of
+    the very same names) with a non-empty `g_ema`: its generate.py, projector.py and the models built on it (GFPGAN's
+    and pSp's StyleGAN2 decoders) load `checkpoint["g_ema"]`, not `g`, the raw generator that the key search came to
+    first and read, silently."""
+    if not isinstance(obj, Mapping) or not _is_state_dict(obj.get("d")):
+        return False
+    raw, ema = obj.get("g"), obj.get("g_ema")
+    return _is_state_dict(raw) and _is_state_dict(ema) and bool(ema) and set(ema) == set(raw)
 
 
 def _ema_pytorch_beside_model(obj: Any) -> bool:
@@ -1831,6 +1845,10 @@ def _load_pickle(path: Path, fmt: str, key: str | None, label: str | None) -> Pi
         notes.append("a DiT / SiT / Latte training checkpoint (train.py's model, ema, opt): ema is read, the EMA "
                      "weights their sampling loads (find_model takes checkpoint['ema'] whenever the file holds it); "
                      "--key model reads the raw training weights beside them")
+    elif key is None and nested_key == "g_ema" and _stylegan2_g_ema(obj):
+        notes.append("a StyleGAN2 (stylegan2-pytorch) training checkpoint: g_ema is read, the averaged generator its "
+                     "generate.py and projector.py load (checkpoint['g_ema']); --key g reads the raw generator, "
+                     "--key d the discriminator")
     elif nested_key == "weight" and (voice := _voice_model_note(obj)) is not None:
         notes.append(voice)
     elif key is None and nested_key == "ema_model_state_dict" and _ema_pytorch_beside_model(obj):
