@@ -37,6 +37,10 @@ stable_audio_tools/models/pretrained.py's get_pretrained_model downloads model_c
 rosinality's stylegan2-pytorch: not installed; the file is written as its train.py saves it (`{"g", "d", "g_ema",
 "g_optim", "d_optim", "args", "ada_aug_p"}`, g_ema the running average of g, args an argparse.Namespace) and read as its
 generate.py reads it (`g_ema.load_state_dict(checkpoint["g_ema"])`).
+
+HiFi-GAN's (jik876/hifi-gan) and BigVGAN's training saves: not installed; written as their train.py saves them, the
+generator alone in g_<step> (`{"generator"}`) and the rest in do_<step> (`{"mpd", "msd" (BigVGAN: "mrd"), "optim_g",
+"optim_d", "steps", "epoch"}`); their inference.py loads `checkpoint["generator"]` from the g_ file.
 """
 
 from __future__ import annotations
@@ -337,3 +341,28 @@ def test_a_stylegan2_checkpoint_reads_the_averaged_generator_its_generate_py_loa
     torch.save({"g": raw, "d": discriminator, "g_ema": discriminator}, other)
     code, data = run_json("inspect", str(other))
     assert code == 0 and data["nested_key"] == "g" and not any("StyleGAN2" in w for w in data["warnings"])
+
+
+def test_a_hifigan_discriminator_state_says_the_generator_is_in_the_g_file_beside_it(tmp_path: Path) -> None:
+    """inspect of HiFi-GAN's do_<step> read its first state dict, `mpd`, a discriminator, as "the state dict" of "a
+    training checkpoint", and nothing said that the generator inference loads is in g_<step> beside it."""
+    generator = torch.Generator().manual_seed(17)
+    torch.save({"generator": {"conv_pre.weight_g": torch.ones(16, 1, 1),
+                              "conv_pre.weight_v": torch.randn(16, 80, 7, generator=generator)}},
+               tmp_path / "g_00250000")
+    discriminators = tmp_path / "do_00250000"
+    torch.save({"mpd": {"discriminators.0.convs.0.weight_v": torch.randn(32, 1, 5, 1, generator=generator)},
+                "msd": {"discriminators.0.convs.0.weight": torch.randn(16, 1, 15, generator=generator)},
+                "optim_g": {"state": {}, "param_groups": []}, "optim_d": {"state": {}, "param_groups": []},
+                "steps": 250000, "epoch": 312}, discriminators)
+    code, data = run_json("inspect", str(discriminators))
+    assert code == 0 and data["nested_key"] == "mpd", data
+    said = [w for w in data["warnings"] if "a HiFi-GAN / BigVGAN training state" in w]
+    assert len(said) == 1 and "mpd is read, a discriminator" in said[0] \
+        and f"is in {tmp_path / 'g_00250000'}" in said[0], data["warnings"]
+    # The g_ file is read as before, without the note; a do_ file alone says where its g_ file would be.
+    code, data = run_json("inspect", str(tmp_path / "g_00250000"))
+    assert code == 0 and data["nested_key"] == "generator" and not any("HiFi-GAN" in w for w in data["warnings"])
+    (tmp_path / "g_00250000").unlink()
+    code, data = run_json("inspect", str(discriminators))
+    assert any("is in the g_<step> file saved beside it" in w for w in data["warnings"]), data["warnings"]

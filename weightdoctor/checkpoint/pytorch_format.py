@@ -596,6 +596,15 @@ def _stylegan2_g_ema(obj: Any) -> bool:
     return _is_state_dict(raw) and _is_state_dict(ema) and bool(ema) and set(ema) == set(raw)
 
 
+def _gan_vocoder_discriminators(obj: Any) -> bool:
+    """Whether `obj` is the training state HiFi-GAN's train.py (and BigVGAN's, and the vocoders grown from them) saves
+    as do_<step> beside g_<step>: the discriminators (`mpd` with `msd` or `mrd`, or one `discriminator`), both
+    optimizers, `steps` and `epoch`, and no generator. Its first state dict, a discriminator, was read as the
+    checkpoint's weights without a word, where their inference loads `generator` from the g_<step> file."""
+    return (isinstance(obj, Mapping) and {"optim_g", "optim_d", "steps"} <= set(obj) and "generator" not in obj
+            and any(_is_state_dict(obj.get(name)) for name in ("mpd", "msd", "mrd", "discriminator")))
+
+
 def _ema_pytorch_beside_model(obj: Any) -> bool:
     """Whether `obj` keeps an ema_pytorch EMA's state (`initted`, `step`, then the averaged model as `ema_model.*`)
     under `ema_model_state_dict` beside the raw `model_state_dict`: F5-TTS's trainer saves so, and its inference
@@ -1849,6 +1858,13 @@ def _load_pickle(path: Path, fmt: str, key: str | None, label: str | None) -> Pi
         notes.append("a StyleGAN2 (stylegan2-pytorch) training checkpoint: g_ema is read, the averaged generator its "
                      "generate.py and projector.py load (checkpoint['g_ema']); --key g reads the raw generator, "
                      "--key d the discriminator")
+    elif key is None and nested_key in ("mpd", "msd", "mrd", "discriminator") and _gan_vocoder_discriminators(obj):
+        generator = path.with_name("g_" + path.name[3:]) if path.name.startswith("do_") else None
+        where = (f"in {generator}" if generator is not None and generator.is_file()
+                 else "in the g_<step> file saved beside it")
+        notes.append(f"a HiFi-GAN / BigVGAN training state (do_<step>: the discriminators and both optimizers): "
+                     f"{nested_key} is read, a discriminator, which only training uses; the generator their "
+                     f"inference loads (checkpoint['generator']) is {where}")
     elif nested_key == "weight" and (voice := _voice_model_note(obj)) is not None:
         notes.append(voice)
     elif key is None and nested_key == "ema_model_state_dict" and _ema_pytorch_beside_model(obj):
