@@ -41,6 +41,11 @@ generate.py reads it (`g_ema.load_state_dict(checkpoint["g_ema"])`).
 HiFi-GAN's (jik876/hifi-gan) and BigVGAN's training saves: not installed; written as their train.py saves them, the
 generator alone in g_<step> (`{"generator"}`) and the rest in do_<step> (`{"mpd", "msd" (BigVGAN: "mrd"), "optim_g",
 "optim_d", "steps", "epoch"}`); their inference.py loads `checkpoint["generator"]` from the g_ file.
+
+suno's Bark checkpoints (text_2.pt ...): the bark package is not installed; the file is written as its training saved it
+(nanoGPT's `{"model_args", "model", "iter_num", "best_val_loss", "config"}`, the names under torch.compile's
+`_orig_mod.`), as transformers' models/bark/convert_suno_to_hf.py reads it (it strips `_orig_mod.` and renames every key
+by its new_layer_name_dict); B is transformers 5.25's own BarkSemanticModel, saved by save_pretrained.
 """
 
 from __future__ import annotations
@@ -366,3 +371,39 @@ def test_a_hifigan_discriminator_state_says_the_generator_is_in_the_g_file_besid
     (tmp_path / "g_00250000").unlink()
     code, data = run_json("inspect", str(discriminators))
     assert any("is in the g_<step> file saved beside it" in w for w in data["warnings"]), data["warnings"]
+
+
+def test_a_suno_bark_checkpoint_against_transformers_bark_names_the_converter(tmp_path: Path) -> None:
+    """diff-keys of suno's text_2.pt against transformers' BarkSemanticModel offered wte, wpe and ln_f renames ("4 of
+    18 keys match"), the blocks "unknown", and no word of convert_suno_to_hf.py, which renames every key."""
+    from transformers import BarkSemanticConfig, BarkSemanticModel
+
+    torch.manual_seed(0)
+    hidden = 16
+    config = BarkSemanticConfig(block_size=32, input_vocab_size=64, output_vocab_size=64, num_layers=2, num_heads=2,
+                                hidden_size=hidden, bias=False)
+    BarkSemanticModel(config).save_pretrained(tmp_path / "bark_semantic")
+    shapes = {"transformer.wte.weight": (64, hidden), "transformer.wpe.weight": (32, hidden)}
+    for layer in range(2):
+        block = f"transformer.h.{layer}."
+        shapes.update({block + "ln_1.weight": (hidden,), block + "attn.c_attn.weight": (48, hidden),
+                       block + "attn.c_proj.weight": (hidden, hidden), block + "ln_2.weight": (hidden,),
+                       block + "mlp.c_fc.weight": (64, hidden), block + "mlp.c_proj.weight": (hidden, 64)})
+    shapes.update({"transformer.ln_f.weight": (hidden,), "lm_head.weight": (64, hidden)})
+    state = {f"_orig_mod.{name}": torch.randn(shape) for name, shape in shapes.items()}
+    path = tmp_path / "text_2.pt"
+    model_args = {"block_size": 32, "input_vocab_size": 64, "output_vocab_size": 64, "n_layer": 2, "n_head": 2,
+                  "n_embd": hidden, "dropout": 0.0, "bias": False}
+    torch.save({"model_args": model_args, "model": state, "iter_num": 1000, "best_val_loss": torch.tensor(2.1),
+                "config": {"batch_size": 8}}, path)
+    code, data = run_json("diff-keys", str(path), str(tmp_path / "bark_semantic"))
+    assert code == 1, data
+    notes = [note for note in data["notes"] if note.startswith("A is in suno's own Bark layout")]
+    assert len(notes) == 1 and "convert_suno_to_hf.py" in notes[0] and "new_layer_name_dict" in notes[0], data["notes"]
+    # nanoGPT's own names against GPT-2 are no Bark conversion.
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    GPT2LMHeadModel(GPT2Config(n_embd=hidden, n_layer=2, n_head=2, vocab_size=64, n_positions=32)).save_pretrained(
+        tmp_path / "gpt2")
+    code, data = run_json("diff-keys", str(path), str(tmp_path / "gpt2"))
+    assert not any("Bark" in note for note in data["notes"]), data["notes"]
