@@ -330,6 +330,15 @@ _LOADERS = {IP_ADAPTER: "diffusers' load_ip_adapter, ComfyUI's IPAdapter nodes",
             SINGLE_FILE_DIFFUSION: "ComfyUI; diffusers' from_single_file for the families it converts"}
 
 
+def stable_audio_model(checkpoint: Checkpoint) -> bool:
+    """Whether `checkpoint` is a stable-audio-tools model (Stable Audio Open's model.safetensors): its conditioned
+    diffusion wrapper keeps the diffusion model as `model.model.`, the autoencoder as `pretransform.model.` and the
+    conditioners (T5, the seconds embedders) as `conditioner.conditioners.`."""
+    names = [t.name for t in checkpoint.tensors]
+    return any(n.startswith("pretransform.model.") for n in names) and any(
+        n.startswith(("model.model.", "conditioner.conditioners.")) for n in names)
+
+
 def timm_config(config: object) -> bool:
     """Whether `config` is a timm config.json (its model named in `architecture`, no transformers `model_type`), not
     a TensorRT-LLM checkpoint's, which names its model so too."""
@@ -556,6 +565,11 @@ def plan_shard(
     if index is not None and pattern.startswith("open_clip_"):
         warnings.append(f"open_clip loads one {OPEN_CLIP_NAMES[fmt]} (create_model_from_pretrained, hf-hub: and "
                         "local-dir: alike): it reads no index and cannot load these shards")
+    if index is not None and stable_audio_model(checkpoint):
+        warnings.append("a stable-audio-tools model (Stable Audio Open's model.model.*, pretransform.model.*, "
+                        "conditioner.conditioners.*): its get_pretrained_model and load_ckpt_state_dict load one "
+                        "model.safetensors or model.ckpt beside model_config.json: they read no index and cannot load "
+                        "these shards")
     if index is not None and not pattern.startswith(("adapter_model", "pytorch_lora_weights", "open_clip_")):
         single = single_file_kind(checkpoint)  # the libraries above said already
         if single:
