@@ -1,0 +1,184 @@
+"""Round 20 of the common mistakes users make: an ML engineer's bad day with inspect, check-dtype and plan-devices.
+
+Covers: a model whose class lists no `_no_split_modules` (MarianMTModel, as Helsinki-NLP's opus-mt models are;
+Pegasus, DistilBERT, DeBERTa-v2, BioGPT alike), planned on several GPUs: transformers 5's from_pretrained(device_map=
+"auto") then splits a layer between GPUs (`model.encoder.layers.0.self_attn` on cuda:0, its `fc1` on cuda:1; one
+attention's k_proj and v_proj apart), whose forward raises a device mismatch on those GPUs, and plan-devices printed
+that map without a word ("no-split (none)"); it now warns and names the `--no-split` classes that keep each layer
+whole (the map they give is the one from_pretrained computes with them). A hand-written `--map` splitting a layer is
+warned alike. A max_memory written as a dict writes its entries (`--gpu "0":"20GiB"`, which the shell hands over as
+`0:20GiB`; `--max-memory {"0":"20GiB","cpu":"64GiB"}` unquoted, which brace expansion hands over as two words
+`0:20GiB cpu:64GiB`) was "cannot parse size '0:20GiB': '0:20' is not a number", or an example that was not the
+user's own sizes; it now gets the --gpu / --cpu options that say it.
+Checked and already right (oracle tests here): plan-devices for a 13B-class Llama config on `--gpu 24GB --gpu 24GB
+--cpu 64GB`, with `--reserve`, at fp32 (CPU offload) and with `sequential`, equals from_pretrained's own map; a
+tied-embedding model keeps lm_head with embed_tokens, and a `--map` that parts them is an error (from_pretrained's
+forward fails on it: KeyError from the offloaded lm_head); inspect of a folder holding model.safetensors beside
+pytorch_model.bin or beside a stale model.safetensors.index.json reads the safetensors, as from_pretrained loads it.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.helpers import json_report, run_cli
+
+_MARIAN = dict(vocab_size=500, d_model=64, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
+               decoder_attention_heads=4, encoder_ffn_dim=128, decoder_ffn_dim=128, max_position_embeddings=64,
+               pad_token_id=499, decoder_start_token_id=499)
+_THREE_SMALL_GPUS = ["--gpu", "250KB", "--gpu", "250KB", "--gpu", "250KB", "--cpu", "10MB"]
+_THREE_SMALL_BUDGETS: dict[int | str, int] = {0: 250_000, 1: 250_000, 2: 250_000, "cpu": 10_000_000}
+
+
+@pytest.fixture(scope="module")
+def marian(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny seeded MarianMTModel (its class lists no _no_split_modules), save_pretrained'd."""
+    import torch
+    from transformers import MarianConfig, MarianMTModel
+
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("u20") / "marian"
+    MarianMTModel(MarianConfig(**_MARIAN)).save_pretrained(folder)
+    return folder
+
+
+def _layers_split(device_map: dict[str, Any], prefixes: tuple[str, ...]) -> dict[str, set[Any]]:
+    """Each numbered layer under `prefixes` whose entries name more than one device, with those devices."""
+    split: dict[str, set[Any]] = {}
+    for key, device in device_map.items():
+        for prefix in prefixes:
+            if key.startswith(prefix):
+                rest = key[len(prefix):].split(".")
+                if len(rest) > 1:
+                    split.setdefault(prefix + rest[0], set()).add(device)
+    return {layer: devices for layer, devices in split.items() if len(devices) > 1}
+
+
+def test_a_model_without_no_split_modules_split_across_gpus_is_warned_with_the_classes_that_keep_it(
+        marian: Path) -> None:
+    """Was: the map of from_pretrained (encoder.layers.0's self_attn on cuda:0, its fc1 on cuda:1) printed with
+    no warning. The map itself stays from_pretrained's; the warning names the layer and the --no-split classes, and
+    those pasted give the map from_pretrained computes with them, no layer split."""
+    from fixtures.plan_devices import from_pretrained_device_map
+
+    report = json_report("plan-devices", str(marian), *_THREE_SMALL_GPUS)
+    assert report["no_split"] == []
+    oracle = from_pretrained_device_map(marian, "auto", _THREE_SMALL_BUDGETS)
+    assert report["device_map"] == oracle
+    layers = ("model.encoder.layers.", "model.decoder.layers.")
+    split = _layers_split(oracle, layers)
+    assert split, "the budgets were meant to split a layer between GPUs"
+    warned = [w for w in report["warnings"] if "_no_split_modules" in w]
+    assert len(warned) == 1
+    first = next(iter(split))
+    assert f"MarianMTModel lists no _no_split_modules, so {first} runs its parts on cuda:" in warned[0]
+    assert "device mismatch" in warned[0]
+    advice = warned[0].split("; ")[-1]
+    options = shlex.split(advice.split(" keeps each layer whole")[0])
+    assert options == ["--no-split", "MarianEncoderLayer", "--no-split", "MarianDecoderLayer"]
+
+    pasted = json_report("plan-devices", str(marian), *_THREE_SMALL_GPUS, *options)
+    assert not [w for w in pasted["warnings"] if "_no_split_modules" in w or "splits a layer" in w]
+    assert pasted["device_map"] == from_pretrained_device_map(marian, "auto", _THREE_SMALL_BUDGETS,
+                                                              no_split=options[1::2])
+    assert not _layers_split(pasted["device_map"], layers)
+
+
+def test_a_layer_split_between_one_gpu_and_the_cpu_is_not_warned(marian: Path) -> None:
+    """One GPU with CPU offload: accelerate runs the offloaded parts on that GPU (its main_device), so a layer split
+    between cuda:0 and cpu runs whole there; nothing to warn. Nor on the CPU alone."""
+    one_gpu = json_report("plan-devices", str(marian), "--gpu", "300KB", "--cpu", "10MB")
+    split = _layers_split(one_gpu["device_map"], ("model.encoder.layers.", "model.decoder.layers."))
+    assert {frozenset(devices) for devices in split.values()} == {frozenset({0, "cpu"})}
+    cpu_alone = json_report("plan-devices", str(marian), "--cpu", "10MB")
+    for report in (one_gpu, cpu_alone):
+        assert not [w for w in report["warnings"] if "_no_split_modules" in w]
+
+
+def test_a_hand_written_map_splitting_a_layer_is_warned(tmp_path: Path) -> None:
+    """A --map running a Llama layer's attention on cuda:0 and its MLP on cuda:1 (its class is no-split, but a map
+    written by hand is not planned): warned, the map otherwise valid."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    folder = tmp_path / "llama"
+    LlamaForCausalLM(LlamaConfig(vocab_size=256, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                 num_attention_heads=4, num_key_value_heads=2, head_dim=8,
+                                 max_position_embeddings=64)).save_pretrained(folder)
+    whole = {"model.embed_tokens": 0, "model.layers.0": 0, "model.layers.1": 1, "model.norm": 1,
+             "model.rotary_emb": 1, "lm_head": 1}
+    split = {**{k: v for k, v in whole.items() if k != "model.layers.0"},
+             "model.layers.0.input_layernorm": 0, "model.layers.0.self_attn": 0,
+             "model.layers.0.post_attention_layernorm": 1, "model.layers.0.mlp": 1}
+    for name, device_map in (("whole", whole), ("split", split)):
+        (tmp_path / f"{name}.json").write_text(json.dumps(device_map))
+    kept = json_report("plan-devices", str(folder), "--map", str(tmp_path / "whole.json"), "--gpu", "1MB",
+                       "--gpu", "1MB")
+    assert not [w for w in kept["warnings"] if "splits a layer" in w]
+    parted = json_report("plan-devices", str(folder), "--map", str(tmp_path / "split.json"), "--gpu", "1MB",
+                         "--gpu", "1MB")
+    assert parted["findings"] == []
+    assert [w for w in parted["warnings"] if "splits a layer" in w] == [
+        "the map splits a layer, so model.layers.0 runs its parts on cuda:0 and cuda:1: a layer adds and multiplies "
+        "its parts' outputs (its residual, attention's query and key), which raises a device mismatch on those GPUs "
+        "at run time; keep each layer in one entry of the map"]
+
+
+@pytest.fixture(scope="module")
+def llama_13b_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A Llama-2-13B-class config.json alone (5120 wide, 40 layers, 40 heads, fp16), in a folder with an empty
+    model.safetensors, so from_pretrained's own map can be recorded beside plan-devices'."""
+    from safetensors.torch import save_file
+
+    folder = tmp_path_factory.mktemp("u20") / "llama-13b"
+    folder.mkdir()
+    config = json.loads((Path(__file__).resolve().parent.parent / "fixtures" / "configs" / "llama-2-70b" /
+                         "config.json").read_text())
+    config.update(hidden_size=5120, intermediate_size=13824, num_hidden_layers=40, num_attention_heads=40,
+                  num_key_value_heads=40, max_position_embeddings=4096)
+    (folder / "config.json").write_text(json.dumps(config))
+    save_file({}, str(folder / "model.safetensors"))
+    return folder
+
+
+@pytest.mark.parametrize(("typed", "meant"), [
+    # `--gpu "0":"20GiB"` in a shell: the quotes go, `0:20GiB` comes
+    (["--gpu", "0:20GiB"], ["--gpu", "20GiB"]),
+    (["--gpu", '"0": "20GiB"'], ["--gpu", "20GiB"]),
+    (["--gpu", "cuda:0:20GiB"], ["--gpu", "20GiB"]),
+    (["--gpu", "24GB", "--cpu", "cpu:64GiB"], ["--cpu", "64GiB"]),
+    # `--gpu {"0":"20GiB"}` unquoted
+    (["--gpu", "{0:20GiB}"], ["--gpu", "20GiB"]),
+    # `--max-memory {"0":"20GiB","1":"20GiB","cpu":"64GiB"}` unquoted: brace expansion makes three words of it
+    (["--max-memory", "0:20GiB", "1:20GiB", "cpu:64GiB"], ["--gpu", "20GiB", "--gpu", "20GiB", "--cpu", "64GiB"]),
+    (["--max-memory", "0:20GiB,1:20GiB,cpu:64GiB"], ["--gpu", "20GiB", "--gpu", "20GiB", "--cpu", "64GiB"]),
+])
+def test_max_memory_entries_written_as_a_dict_writes_them_get_the_options(llama_13b_config: Path, typed: list[str],
+                                                                           meant: list[str]) -> None:
+    """Was "cannot parse size '0:20GiB': '0:20' is not a number", and for the unquoted --max-memory an example
+    (`--gpu 20GiB --gpu 20GiB --cpu 64GB`) that was not the sizes typed. The options printed, pasted, plan those
+    sizes; from_pretrained with that very max_memory computes the same map."""
+    from fixtures.plan_devices import from_pretrained_device_map
+
+    result = run_cli("plan-devices", str(llama_13b_config), *typed)
+    assert result.exit_code == 2 and result.stdout == ""
+    line = result.stderr.strip()
+    assert "\n" not in line and "not a number" not in line
+    printed = shlex.split(line.split(" for RAM: ", 1)[1].split(" (see ")[0])
+    assert printed == meant
+    rerun = ["--gpu", "24GB"] + printed if typed[:2] == ["--gpu", "24GB"] else printed
+    report = json_report("plan-devices", str(llama_13b_config), *rerun)
+    gib = 2**30
+    max_memory: dict[int | str, int] = {0: 20 * gib} if printed[:2] == ["--gpu", "20GiB"] else {0: 24 * 10**9}
+    if printed.count("--gpu") == 2:
+        max_memory[1] = 20 * gib
+    if "--cpu" in printed:
+        max_memory["cpu"] = 64 * gib
+    assert [d["capacity_bytes"] for d in report["devices"] if d["device"] != "disk"] == list(max_memory.values())
+    assert report["device_map"] == from_pretrained_device_map(llama_13b_config, "auto", max_memory)
