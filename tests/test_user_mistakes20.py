@@ -182,3 +182,38 @@ def test_max_memory_entries_written_as_a_dict_writes_them_get_the_options(llama_
         max_memory["cpu"] = 64 * gib
     assert [d["capacity_bytes"] for d in report["devices"] if d["device"] != "disk"] == list(max_memory.values())
     assert report["device_map"] == from_pretrained_device_map(llama_13b_config, "auto", max_memory)
+
+
+def test_keeping_two_scalars_in_fp32_says_the_bytes_it_adds(tmp_path: Path) -> None:
+    """A Llama state dict with a mask constant (-1e9: inf in fp16) and a scale (1e-9: 0 in fp16) stored beside its
+    weights. Was "keep them in fp32 (...), 69.96 KB instead of 69.96 KB"; now both in bytes, 4 apart (two scalars at
+    4 bytes, not 2), and the pasted convert writes exactly that many tensor bytes."""
+    import torch
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=256, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                         num_attention_heads=4, num_key_value_heads=2, head_dim=8,
+                                         max_position_embeddings=64))
+    tensors = {name: value.contiguous() for name, value in model.state_dict().items()}
+    tensors["model.layers.0.self_attn.masked_bias"] = torch.tensor(-1e9)
+    tensors["model.layers.0.self_attn.scale"] = torch.tensor(1e-9)
+    source = tmp_path / "model.safetensors"
+    save_file(tensors, str(source))
+    report = json_report("check-dtype", str(source), "--target", "fp16")
+    fp16 = report["targets"]["fp16"]
+    assert fp16["verdict"] == "unsafe"
+    assert fp16["keep_fp32_memory_bytes"] - fp16["memory_bytes"] == 4
+    line = next(line for line in report["recommendation"]["lines"] if line.startswith("fp16 is unsafe"))
+    assert f"{fp16['keep_fp32_memory_bytes']:,} bytes instead of {fp16['memory_bytes']:,} bytes" in line
+    command = shlex.split(report["recommendation"]["commands"]["fp16"])
+    output = tmp_path / "out.safetensors"
+    command[command.index("-o") + 1] = str(output)
+    assert run_cli(*command[1:]).exit_code == 0
+    with safe_open(str(output), "pt") as written:
+        stored = {name: written.get_tensor(name) for name in written.keys()}  # noqa: SIM118
+    assert sum(t.numel() * t.element_size() for t in stored.values()) == fp16["keep_fp32_memory_bytes"]
+    assert {n for n, t in stored.items() if t.dtype == torch.float32} == {"model.layers.0.self_attn.masked_bias",
+                                                                           "model.layers.0.self_attn.scale"}

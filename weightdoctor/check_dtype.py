@@ -1060,8 +1060,13 @@ def recommend(
                 )
                 commands[name] = command
                 kept = report.keep_fp32_memory_bytes or 0
+                # In bytes where rounding says the two alike: a few scalars kept (a mask constant, a scale) read
+                # "69.96 KB instead of 69.96 KB".
+                kept_text, instead = format_bytes(kept), mem
+                if kept_text == instead and kept != report.memory_bytes:
+                    kept_text, instead = f"{kept:,} bytes", f"{report.memory_bytes:,} bytes"
                 line += (
-                    f": keep them in fp32 (`{command}`), {format_bytes(kept)} instead of {mem}"
+                    f": keep them in fp32 (`{command}`), {kept_text} instead of {instead}"
                 )
                 if has_config and kept_unsafe:
                     line += (f"; that file is for loaders that keep each tensor's dtype: from_pretrained loads every "
