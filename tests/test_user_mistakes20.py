@@ -217,3 +217,31 @@ def test_keeping_two_scalars_in_fp32_says_the_bytes_it_adds(tmp_path: Path) -> N
     assert sum(t.numel() * t.element_size() for t in stored.values()) == fp16["keep_fp32_memory_bytes"]
     assert {n for n, t in stored.items() if t.dtype == torch.float32} == {"model.layers.0.self_attn.masked_bias",
                                                                            "model.layers.0.self_attn.scale"}
+
+
+def test_a_float64_checkpoint_is_checked_against_fp32_by_default(tmp_path: Path) -> None:
+    """A model built and saved in float64 (torch.set_default_dtype(torch.float64): values of 53 significant bits).
+    Was: the default targets fp16 and bf16 only, and "smallest plain cast ...: bf16", its first cast (fp32, half the
+    memory, what from_pretrained(dtype=torch.float32) loads) never checked. fp32 is now a default target, its counts
+    those of `tensor.to(torch.float32)`, and --fail-on warn follows its verdict."""
+    import torch
+    from safetensors.torch import load_file
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        model = LlamaForCausalLM(LlamaConfig(vocab_size=256, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                             num_attention_heads=4, num_key_value_heads=2, head_dim=8,
+                                             max_position_embeddings=64))
+    finally:
+        torch.set_default_dtype(previous)
+    model.save_pretrained(tmp_path / "f64")
+    report = json_report("check-dtype", str(tmp_path / "f64"))
+    assert list(report["targets"]) == ["fp16", "bf16", "fp32"]
+    fp32 = report["targets"]["fp32"]
+    stored = load_file(str(tmp_path / "f64" / "model.safetensors"))
+    changed = sum(int((t != t.to(torch.float32).to(torch.float64)).sum()) for t in stored.values())
+    assert fp32["verdict"] == "lossy" and fp32["changed"] == changed > 0
+    assert run_cli("check-dtype", str(tmp_path / "f64"), "--fail-on", "warn").exit_code == 1

@@ -95,11 +95,14 @@ def verdict_reaches(verdict: str, fail_on: str) -> bool:
 def parse_targets(text: str | None, stored: Iterable[str] = ()) -> list[str]:
     """Turn `--target fp16,bf16` (or `all`, or None for the default) into target names.
 
-    The default is fp16 and bf16, plus fp32 when some floating tensor is stored below 32 bits.
+    The default is fp16 and bf16, plus fp32 when some floating tensor is stored in other than 32 bits: below (the
+    cast back up, exact), or above: a float64 checkpoint's first cast is to fp32, which halves it and may round.
 
     Example:
         >>> parse_targets("half,bf16")
         ['fp16', 'bf16']
+        >>> parse_targets(None, ["float64"])
+        ['fp16', 'bf16', 'fp32']
 
     Raises:
         UsageError: an unknown name, or a dtype this torch does not have.
@@ -108,7 +111,7 @@ def parse_targets(text: str | None, stored: Iterable[str] = ()) -> list[str]:
 
     if text is None or not text.strip():
         names = list(DEFAULT_TARGETS)
-        if any(d in FLOATING and d not in NOT_CAST and bits_per_element(d) < 32 for d in stored):
+        if any(d in FLOATING and d not in NOT_CAST and bits_per_element(d) != 32 for d in stored):
             names.append("fp32")
         return names
     names = []
