@@ -10,10 +10,14 @@ warned alike. A max_memory written as a dict writes its entries (`--gpu "0":"20G
 `0:20GiB`; `--max-memory {"0":"20GiB","cpu":"64GiB"}` unquoted, which brace expansion hands over as two words
 `0:20GiB cpu:64GiB`) was "cannot parse size '0:20GiB': '0:20' is not a number", or an example that was not the
 user's own sizes; it now gets the --gpu / --cpu options that say it.
+check-dtype: a checkpoint with a mask constant (-1e9) and a scale (1e-9) beside its weights was told "keep them in
+fp32 (...), 69.96 KB instead of 69.96 KB" (now in bytes where rounding says the two alike); a float64 checkpoint was
+checked against fp16 and bf16 only, never fp32, its first cast (now a default target, as it was for sources stored
+below 32 bits).
 Checked and already right (oracle tests here): plan-devices for a 13B-class Llama config on `--gpu 24GB --gpu 24GB
 --cpu 64GB`, with `--reserve`, at fp32 (CPU offload) and with `sequential`, equals from_pretrained's own map; a
-tied-embedding model keeps lm_head with embed_tokens, and a `--map` that parts them is an error (from_pretrained's
-forward fails on it: KeyError from the offloaded lm_head); inspect of a folder holding model.safetensors beside
+tied-embedding model keeps lm_head with embed_tokens, and a `--map` that parts them is an error (from_pretrained fails
+on that map: accelerate's offload index holds no lm_head.weight); inspect of a folder holding model.safetensors beside
 pytorch_model.bin or beside a stale model.safetensors.index.json reads the safetensors, as from_pretrained loads it.
 """
 
@@ -245,3 +249,86 @@ def test_a_float64_checkpoint_is_checked_against_fp32_by_default(tmp_path: Path)
     changed = sum(int((t != t.to(torch.float32).to(torch.float64)).sum()) for t in stored.values())
     assert fp32["verdict"] == "lossy" and fp32["changed"] == changed > 0
     assert run_cli("check-dtype", str(tmp_path / "f64"), "--fail-on", "warn").exit_code == 1
+
+
+@pytest.mark.parametrize(("options", "max_memory", "kwargs", "strategy"), [
+    ([], {0: 24 * 10**9, 1: 24 * 10**9, "cpu": 64 * 10**9}, {}, "auto"),
+    (["--reserve", "4GB"], {0: 20 * 10**9, 1: 20 * 10**9, "cpu": 64 * 10**9}, {}, "auto"),
+    (["--dtype", "fp32"], {0: 24 * 10**9, 1: 24 * 10**9, "cpu": 64 * 10**9}, {"dtype": "float32"}, "auto"),
+    (["--strategy", "sequential", "--dtype", "bf16"], {0: 24 * 10**9, 1: 24 * 10**9, "cpu": 64 * 10**9},
+     {"dtype": "bfloat16"}, "sequential"),
+])
+def test_a_13b_config_on_two_24gb_gpus_is_planned_as_from_pretrained_maps_it(
+        llama_13b_config: Path, options: list[str], max_memory: dict[int | str, int], kwargs: dict[str, str],
+        strategy: str) -> None:
+    """Already right (an oracle test): `--gpu 24GB --gpu 24GB --cpu 64GB` for a 13B-class config, with --reserve
+    (each GPU's budget less it), at fp32 (CPU offload) and sequential at bf16, is the map from_pretrained computes
+    with that max_memory."""
+    import torch
+
+    from fixtures.plan_devices import from_pretrained_device_map
+
+    report = json_report("plan-devices", str(llama_13b_config), "--gpu", "24GB", "--gpu", "24GB", "--cpu", "64GB",
+                         *options)
+    oracle = from_pretrained_device_map(llama_13b_config, strategy, max_memory,
+                                        **{k: getattr(torch, v) for k, v in kwargs.items()})
+    assert report["device_map"] == oracle
+    assert report["verdict"] == ("needs-cpu-offload" if "cpu" in oracle.values() else "fits-on-gpus")
+    assert report["num_params"] == 13_015_864_320  # Llama-2-13b's published count
+
+
+def test_safetensors_beside_a_bin_or_a_stale_index_is_what_from_pretrained_loads(tmp_path: Path) -> None:
+    """Already right (an oracle test): a folder holding model.safetensors beside a pytorch_model.bin of other
+    weights, or beside a model.safetensors.index.json naming shards that are not there, is read from the
+    safetensors (a warning names the file left unread), as from_pretrained loads it."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    config = GPT2Config(n_layer=1, n_head=2, n_embd=16, vocab_size=50, n_positions=16)
+    for kind in ("bin", "index"):
+        folder = tmp_path / kind
+        GPT2LMHeadModel(config).save_pretrained(folder)
+        if kind == "bin":
+            torch.save(GPT2LMHeadModel(config).state_dict(), folder / "pytorch_model.bin")
+            left = "pytorch_model.bin"
+        else:
+            weight_map = {name: "model-00001-of-00002.safetensors" for name in GPT2LMHeadModel(config).state_dict()}
+            (folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+            left = "model.safetensors.index.json"
+        report = json_report("inspect", str(folder))
+        assert [f["path"].rsplit("/", 1)[-1] for f in report["files"] if f["role"] == "weights"] == \
+            ["model.safetensors"]
+        assert any(w.startswith(f"{left} is ignored: model.safetensors comes first") for w in report["warnings"])
+        loaded = GPT2LMHeadModel.from_pretrained(folder).state_dict()
+        stats = {t["name"]: t["stats"] for t in json_report("inspect", str(folder), "--stats", "--all")["tensors"]}
+        assert set(stats) <= set(loaded) and len(stats) == 16
+        for name, figures in stats.items():
+            assert abs(loaded[name].double().mean().item() - figures["mean"]) < 1e-6, name
+            assert loaded[name].double().abs().max().item() == pytest.approx(figures["abs_max"]), name
+
+
+def test_a_map_parting_tied_embeddings_is_an_error_as_from_pretrained_fails_on_it(tmp_path: Path) -> None:
+    """Already right (an oracle test): a tied Llama planned by plan-devices keeps lm_head with embed_tokens; a
+    hand-written map sending lm_head to disk and the embeddings to the CPU is a `tied-split` error (exit 1), and
+    from_pretrained with that very map fails (accelerate's offload index holds no lm_head.weight)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    folder = tmp_path / "tied"
+    LlamaForCausalLM(LlamaConfig(vocab_size=4000, hidden_size=64, intermediate_size=128, num_hidden_layers=4,
+                                 num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+                                 max_position_embeddings=128, tie_word_embeddings=True)).save_pretrained(folder)
+    planned = json_report("plan-devices", str(folder), "--gpu", "1.2MB", "--gpu", "1.2MB", "--cpu", "10MB")
+    assert planned["device_map"]["lm_head"] == planned["device_map"]["model.embed_tokens"]
+    parted = {"model.embed_tokens": "cpu", "model.layers": "cpu", "model.norm": "cpu", "model.rotary_emb": "cpu",
+              "lm_head": "disk"}
+    (tmp_path / "map.json").write_text(json.dumps(parted))
+    result = run_cli("plan-devices", str(folder), "--map", str(tmp_path / "map.json"), "--cpu", "10MB", "--disk",
+                     "--json")
+    assert result.exit_code == 1
+    assert [f["code"] for f in json.loads(result.stdout)["findings"]] == ["tied-split"]
+    with pytest.raises(KeyError, match="lm_head.weight"):
+        model = LlamaForCausalLM.from_pretrained(folder, device_map=parted, offload_folder=str(tmp_path / "off"))
+        model(torch.tensor([[1, 2, 3]]))
