@@ -332,3 +332,14 @@ def test_a_map_parting_tied_embeddings_is_an_error_as_from_pretrained_fails_on_i
     with pytest.raises(KeyError, match="lm_head.weight"):
         model = LlamaForCausalLM.from_pretrained(folder, device_map=parted, offload_folder=str(tmp_path / "off"))
         model(torch.tensor([[1, 2, 3]]))
+
+
+def test_an_offloaded_translation_model_is_said_per_generated_token(marian: Path) -> None:
+    """MarianMTModel (opus-mt) generates tokens (its can_generate() is true), but its name ends in none of the
+    generating heads: its offload was said "moved to the GPU for every forward pass", as an encoder's is."""
+    from transformers import MarianMTModel
+
+    assert MarianMTModel.can_generate()
+    result = run_cli("plan-devices", str(marian), "--gpu", "300KB", "--cpu", "10MB")
+    offload = next(line for line in result.stdout.splitlines() if line.startswith("offload:"))
+    assert "moved to the GPU for every generated token" in offload and "/token at an assumed" in offload
