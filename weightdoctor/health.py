@@ -50,7 +50,8 @@ SPIKE_VALUES = (8, 626)
 # A spike this many standard deviations of the others out. Not OUTLIER_SIGMAS: the whole-std rule, seen against
 # the others, tolerates a single spike up to 25/√(1 − 625/n) of their σ (58σ at 768 values, 163σ at 640), and
 # trained norm scales have outlier dimensions tens of σ out by design. A corrupted write (1e4 among 0.02-scale
-# values) stands ~10^5σ out; healthy fresh and 5-step tensors of 10 architectures reached 3.9σ (health80 sweep).
+# values) stands ~10^5σ out; healthy tensors of 8-626 values reached 6.7σ at most (720 of them: 10 architectures
+# fresh, after 5 Adam steps, and cast to float8; scripts/health80_sweep.py).
 SPIKE_SIGMAS = 100.0
 # Statistics of activations, not weights: a BatchNorm's running variance is heavy-tailed by nature.
 _RUNNING_STATISTICS = ("running_mean", "running_var")
