@@ -267,11 +267,13 @@ class StaticTensor(_NoState):
             while done < length:
                 got = os.preadv(fd, [view[done:]], first + done)
                 if got == 0:
-                    size = os.fstat(fd).st_size
-                    raise CorruptCheckpoint(
-                        f"file ended at byte {size:,} while the bytes of storage data/{self.storage.key} were read "
-                        f"(its record ends at {self.storage.data_offset + self.storage.nbytes:,}): truncated or "
-                        "changed while reading", path=str(self.storage.archive.path))
+                    size, end = os.fstat(fd).st_size, self.storage.data_offset + self.storage.nbytes
+                    where = (f"before the bytes of storage data/{self.storage.key} ({counted(size, 'byte')} now, "
+                             f"the record ends at {end:,})" if size <= self.storage.data_offset else
+                             f"at byte {size:,}, inside the bytes of storage data/{self.storage.key} (the record ends "
+                             f"at {end:,})")
+                    raise CorruptCheckpoint(f"file ended {where}: truncated or changed while reading",
+                                            path=str(self.storage.archive.path))
                 done += got
         finally:
             os.close(fd)
