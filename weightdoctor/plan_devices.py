@@ -4399,8 +4399,11 @@ def bnb_offload_warning(
     """The warning for a bitsandbytes int8/int4 plan that offloads to the CPU or disk, else None.
 
     bitsandbytes' quantizers (`validate_environment`) refuse such a map in `from_pretrained` unless
-    `llm_int8_enable_fp32_cpu_offload=True`, and with it the offloaded modules stay unquantized in fp32: the
-    map is the same, but `from_pretrained` fails on it as planned, and the offload takes more memory.
+    `llm_int8_enable_fp32_cpu_offload=True`, and with it the offloaded modules stay unquantized: the map is the
+    same, but `from_pretrained` fails on it as planned, and the offload takes more memory. Despite the flag's
+    name they are not up-cast: transformers 5.25 loads every parameter it does not quantize at the model's dtype
+    (the rest's, `quantized_rest_dtype`), so a bf16 checkpoint's stay bf16; counted at 4 bytes, its offload was
+    said to be twice what it is.
     """
     if planned.dtype not in ("int8", "int4") or not planned.is_transformers:
         return None
@@ -4414,19 +4417,22 @@ def bnb_offload_warning(
 
     offloaded = [n for n in tensor_sizes if device_map.get(_owner(n, device_map) or "") in ("cpu", "disk")]
     planned_bytes = sum(tensor_sizes[n] for n in offloaded)
-    fp32_bytes = 0
+    # The meta model is built at the rest's dtype (its Linear weights too, sized as quantized by the sizer only):
+    # each tensor's own element size is what it takes unquantized.
+    unquantized_bytes = 0
     tensors = dict(planned.model.named_parameters()) | dict(planned.model.named_buffers())
     for name in offloaded:
         tensor = tensors.get(name)
         if tensor is not None:
-            fp32_bytes += tensor.numel() * (4 if tensor.is_floating_point() else tensor.element_size())
+            unquantized_bytes += tensor.numel() * tensor.element_size()
+    rest = DTYPE_ALIASES.get(planned.quantized_rest, planned.quantized_rest)
     load_in = "load_in_4bit=True" if planned.dtype == "int4" else "load_in_8bit=True"
     return (
         f"bitsandbytes {planned.dtype} with modules on the CPU or disk: from_pretrained raises \"ValueError: Some "
         "modules are dispatched on the CPU or the disk\" for this map unless you pass "
         f"quantization_config=BitsAndBytesConfig({load_in}, llm_int8_enable_fp32_cpu_offload=True); the offloaded "
-        f"modules then stay in fp32, not quantized: about {format_bytes(fp32_bytes, binary)} on CPU/disk instead of "
-        f"the {format_bytes(planned_bytes, binary)} planned here"
+        f"modules then stay in {rest}, not quantized: about {format_bytes(unquantized_bytes, binary)} on CPU/disk "
+        f"instead of the {format_bytes(planned_bytes, binary)} planned here"
     )
 
 

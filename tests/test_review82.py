@@ -1,0 +1,66 @@
+"""review82: the merges after eecd7841 (quantrest, the gather snippets, ...), reviewed.
+
+Found: `plan-devices --dtype int4 / int8` of a bf16 or fp16 checkpoint that offloads said the offloaded modules
+"stay in fp32, not quantized" with llm_int8_enable_fp32_cpu_offload=True, and counted them at 4 bytes a value:
+transformers 5.25 loads every parameter it does not quantize at the model's dtype (dtype="auto": the checkpoint's,
+as quantrest plans the rest), so they stay bf16 and the warning doubled the memory the offload takes.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.helpers import run_json
+from tests.test_plan_quantrest import _llama, fake_bitsandbytes  # noqa: F401 - the fixture is used by name
+
+
+def _owned_by(name: str, modules: list[str]) -> bool:
+    return any(module == "" or name == module or name.startswith(f"{module}.") for module in modules)
+
+
+@pytest.mark.parametrize("stored", [torch.bfloat16, torch.float32], ids=["bf16", "fp32"])
+def test_the_offloaded_modules_of_a_bnb_plan_stay_at_the_checkpoints_dtype(
+        tmp_path: Path, fake_bitsandbytes: None, stored: torch.dtype) -> None:  # noqa: F811
+    """The oracle: from_pretrained with BitsAndBytesConfig(load_in_4bit=True, llm_int8_enable_fp32_cpu_offload=True)
+    and a map that offloads every module quantizes none of them and loads them at the checkpoint's dtype (bf16 stays
+    bf16). The plan's warning names that dtype and the bytes the offloaded weights take at it, which for a
+    checkpoint stored at that dtype are their bytes in the file; a bf16 checkpoint's were said fp32 and doubled."""
+    from safetensors import safe_open
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    from weightdoctor.units import format_bytes
+
+    folder = _llama(tmp_path / "m", stored)
+    loaded = AutoModelForCausalLM.from_pretrained(
+        folder, device_map={"model": "cpu", "lm_head": "disk"}, offload_folder=str(tmp_path / "offload"),
+        quantization_config=BitsAndBytesConfig(load_in_4bit=True, llm_int8_enable_fp32_cpu_offload=True))
+    assert {p.dtype for p in loaded.parameters()} == {stored}
+    assert type(loaded.model.layers[0].mlp.down_proj) is torch.nn.Linear  # offloaded: not quantized
+
+    code, whole = run_json("plan-devices", str(folder), "--gpu", "1GB", "--dtype", "int4")
+    share = (whole["weights_bytes"] + whole["buffers_bytes"]) // 2  # GPUs that take a part of it, not all
+    code, data = run_json("plan-devices", str(folder), "--gpu", f"{share}B", "--gpu", f"{share}B", "--cpu", "1GB",
+                          "--dtype", "int4")
+    assert code == 0 and data["verdict"] == "needs-cpu-offload", data["verdict"]
+    offloaded = [module for module, where in data["device_map"].items() if where in ("cpu", "disk")]
+    with safe_open(str(folder / "model.safetensors"), "pt") as handle:
+        stored_bytes = sum(_numel(handle.get_slice(name).get_shape()) * stored.itemsize
+                           for name in handle.keys() if _owned_by(name, offloaded))  # noqa: SIM118
+    [warning] = [w for w in data["warnings"] if "llm_int8_enable_fp32_cpu_offload=True" in w]
+    short = {torch.bfloat16: "bf16", torch.float32: "fp32"}[stored]
+    assert f"the offloaded modules then stay in {short}, not quantized" in warning, warning
+    said = re.search(r"about (.+?) on CPU/disk", warning)
+    assert said is not None
+    # The buffers (rotary inv_freq) are the only bytes the file does not hold: a few hundred at most.
+    assert said.group(1) in {format_bytes(stored_bytes + extra) for extra in range(0, 600, 2)}, (said, stored_bytes)
+
+
+def _numel(shape: list[int]) -> int:
+    count = 1
+    for size in shape:
+        count *= size
+    return count
