@@ -95,11 +95,14 @@ def verdict_reaches(verdict: str, fail_on: str) -> bool:
 def parse_targets(text: str | None, stored: Iterable[str] = ()) -> list[str]:
     """Turn `--target fp16,bf16` (or `all`, or None for the default) into target names.
 
-    The default is fp16 and bf16, plus fp32 when some floating tensor is stored below 32 bits.
+    The default is fp16 and bf16, plus fp32 when some floating tensor is stored in other than 32 bits: below (the
+    cast back up, exact), or above: a float64 checkpoint's first cast is to fp32, which halves it and may round.
 
     Example:
         >>> parse_targets("half,bf16")
         ['fp16', 'bf16']
+        >>> parse_targets(None, ["float64"])
+        ['fp16', 'bf16', 'fp32']
 
     Raises:
         UsageError: an unknown name, or a dtype this torch does not have.
@@ -108,7 +111,7 @@ def parse_targets(text: str | None, stored: Iterable[str] = ()) -> list[str]:
 
     if text is None or not text.strip():
         names = list(DEFAULT_TARGETS)
-        if any(d in FLOATING and d not in NOT_CAST and bits_per_element(d) < 32 for d in stored):
+        if any(d in FLOATING and d not in NOT_CAST and bits_per_element(d) != 32 for d in stored):
             names.append("fp32")
         return names
     names = []
@@ -1060,8 +1063,13 @@ def recommend(
                 )
                 commands[name] = command
                 kept = report.keep_fp32_memory_bytes or 0
+                # In bytes where rounding says the two alike: a few scalars kept (a mask constant, a scale) read
+                # "69.96 KB instead of 69.96 KB".
+                kept_text, instead = format_bytes(kept), mem
+                if kept_text == instead and kept != report.memory_bytes:
+                    kept_text, instead = f"{kept:,} bytes", f"{report.memory_bytes:,} bytes"
                 line += (
-                    f": keep them in fp32 (`{command}`), {format_bytes(kept)} instead of {mem}"
+                    f": keep them in fp32 (`{command}`), {kept_text} instead of {instead}"
                 )
                 if has_config and kept_unsafe:
                     line += (f"; that file is for loaders that keep each tensor's dtype: from_pretrained loads every "

@@ -868,6 +868,15 @@ _HF_LLAVA_EVIDENCE = _lazy_regex(r"(?:^|\.)multi_modal_projector\.linear_\d+\.(?
 _ANIMATEDIFF_EVIDENCE = _lazy_regex(r"\.motion_modules\.\d+\.temporal_transformer\.transformer_blocks\.\d+\.")
 _DIFFUSERS_MOTION_EVIDENCE = _lazy_regex(r"\.motion_modules\.\d+\.transformer_blocks\.\d+\.(?:attn1|norm1)\.")
 
+# suno's Bark checkpoints (text_2.pt, coarse_2.pt, fine_2.pt: {"model_args", "model", "best_val_loss", ...}) keep
+# nanoGPT's names (`transformer.h.N.attn.c_attn`, `mlp.c_fc`, `transformer.ln_f`), often under torch.compile's
+# `_orig_mod.`; transformers' BarkSemanticModel / BarkCoarseModel / BarkFineModel name them `layers.N.attn.att_proj`,
+# `mlp.in_proj`, `layernorm_final` (under `semantic.`, `coarse_acoustics.`, `fine_acoustics.` in BarkModel). The
+# rename search offered wte, wpe and ln_f alone ("4 of 18 keys match"), the blocks "unknown", with no word of
+# convert_suno_to_hf.py, which renames every key by its new_layer_name_dict.
+_SUNO_BARK_EVIDENCE = _lazy_regex(r"^(?:_orig_mod\.)?transformer\.h\.\d+\.attn\.c_attn\.weight$")
+_HF_BARK_EVIDENCE = _lazy_regex(r"(?:^|\.)layers\.\d+\.attn\.att_proj\.weight$")
+
 _RENAMED_LAYOUTS = (
     _RenamedLayout(
         ("temporal_transformer.",), ("motion_modules.",), _ANIMATEDIFF_EVIDENCE, _DIFFUSERS_MOTION_EVIDENCE,
@@ -892,6 +901,16 @@ _RENAMED_LAYOUTS = (
          "towers and renames every key, given Hub repo ids (--text_model_id the language model's, --vision_model_id "
          "the CLIP model's, --old_state_dict_id the repo of A's weights) and --output_hub_path the folder to write"
          + _shipped_words("models/llava/convert_llava_weights_to_hf.py"))),
+    _RenamedLayout(
+        (".attn.c_attn.",), (".attn.att_proj.",), _SUNO_BARK_EVIDENCE, _HF_BARK_EVIDENCE,
+        lambda _paths: (
+            "A is in suno's own Bark layout (transformer.h.N.attn.c_attn, mlp.c_fc, transformer.ln_f: nanoGPT's names, "
+            "under torch.compile's _orig_mod. in suno's text_2.pt / coarse_2.pt / fine_2.pt) and B in transformers' "
+            "Bark layout (layers.N.attn.att_proj, mlp.in_proj, layernorm_final): transformers' convert_suno_to_hf.py, "
+            "given the model type (text, coarse or fine) and an output folder, converts suno's released checkpoints "
+            "(it downloads them itself), stripping _orig_mod. and renaming every key by its new_layer_name_dict"
+            + _shipped_words("models/bark/convert_suno_to_hf.py")
+            + "; a fine-tuned A needs that mapping applied to it; the renames suggested here cover a few keys only")),
     _RenamedLayout(
         (".blocks.",), (".layers.",), _OPENAI_WHISPER_EVIDENCE, _HF_WHISPER_EVIDENCE,
         lambda paths: (

@@ -4223,6 +4223,9 @@ def plan_devices(planned: PlannedModel, request: PlanRequest, source: str = "") 
     kept_fp32 = keep_in_fp32_warning(planned, device_map, tensor_sizes, unplaced, request.binary_units)
     if kept_fp32:
         warnings.append(kept_fp32)
+    split_layer = split_layer_warning(planned, device_map, no_split, manual=request.manual_map is not None)
+    if split_layer:
+        warnings.append(split_layer)
     if unplaced:
         from weightdoctor.units import format_bytes
 
@@ -4434,6 +4437,64 @@ def bnb_offload_warning(
         f"modules then stay in {rest}, not quantized: about {format_bytes(unquantized_bytes, binary)} on CPU/disk "
         f"instead of the {format_bytes(planned_bytes, binary)} planned here"
     )
+
+
+def split_layer_warning(planned: PlannedModel, device_map: Mapping[str, int | str], no_split: list[str],
+                        manual: bool = False) -> str | None:
+    """The warning for a map that runs the parts of one layer (a numbered block of an `nn.ModuleList`:
+    `model.encoder.layers.0`) on two GPUs, else None.
+
+    A layer's forward adds its parts' outputs (the residual) and multiplies attention's query by its key; accelerate's
+    hooks move each hooked module's inputs to its device but not the layer's own tensors, so parts on two GPUs raise a
+    device mismatch at run time. `from_pretrained(device_map="auto")` splits such a layer where its class lists no
+    `_no_split_modules` (MarianMTModel, Pegasus, DistilBERT, DeBERTa-v2, BioGPT: transformers 5 plans them with none,
+    where transformers 4 refused device_map="auto"). A part on "cpu" or "disk" runs on accelerate's main GPU.
+
+    Example:
+        >>> split_layer_warning(planned_marian, {"model.encoder.layers.0.self_attn": 0,  # doctest: +SKIP
+        ...                                      "model.encoder.layers.0.fc1": 1, ...}, [])
+        'MarianMTModel lists no _no_split_modules, so the planner split model.encoder.layers.0 ...'
+    """
+    if not planned.is_transformers:
+        return None
+    mains = main_gpus(device_map)
+    if not mains:
+        return None  # no GPU in the map: every part runs on the CPU
+    import torch
+
+    def runs_on(device: int | str) -> int:
+        return device if isinstance(device, int) else mains[0]
+
+    split: dict[str, list[int]] = {}
+    classes: list[str] = []
+    outer: list[str] = []  # the outermost numbered blocks found so far: the layers; blocks inside them are parts
+    for list_name, module in planned.model.named_modules():
+        if not isinstance(module, torch.nn.ModuleList) or any(list_name.startswith(f"{o}.") for o in outer):
+            continue
+        for index, block in module.named_children():
+            name = f"{list_name}.{index}" if list_name else index
+            if next(block.children(), None) is None or (type(block).__name__ in no_split and not manual):
+                # A leaf (nn.Linear in a list) is never split; nor is a no-split class, but by a hand-written map.
+                continue
+            outer.append(name)
+            if type(block).__name__ not in classes:
+                classes.append(type(block).__name__)
+            devices = sorted({runs_on(d) for key, d in device_map.items() if key.startswith(f"{name}.")})
+            if len(devices) > 1:
+                split[name] = devices
+    if not split:
+        return None
+    first, devices = next(iter(split.items()))
+    more = f" (and {counted(len(split) - 1, 'more layer')})" if len(split) > 1 else ""
+    cause = ("the map splits a layer" if manual else f"{planned.model_class} lists no _no_split_modules" if not no_split
+             else f"the no-split classes ({', '.join(no_split)}) do not name {', '.join(classes)}")
+    keep = ("keep each layer in one entry of the map" if manual else
+            f"{' '.join(f'--no-split {c}' for c in classes)} keeps each layer whole: pass the map it writes (-o) "
+            "to from_pretrained(device_map=...)")
+    return (f"{cause}, so {first} runs its parts on {' and '.join(device_name(d) for d in devices)}{more}"
+            + ("" if manual else ", as from_pretrained(device_map=...) splits it")
+            + ": a layer adds and multiplies its parts' outputs (its residual, attention's query and key), which "
+            f"raises a device mismatch on those GPUs at run time; {keep}")
 
 
 def keep_in_fp32_warning(

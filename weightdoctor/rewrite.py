@@ -110,6 +110,9 @@ def parse_metadata(items: list[str] | None) -> dict[str, str]:
             raise UsageError("--metadata format=... is reserved: outputs say format=pt, or the source's own format")
         if key.strip() == "total_size":
             raise UsageError("--metadata total_size=... is reserved: an index's total_size is the bytes written")
+        if key.strip() == "total_parameters":
+            raise UsageError("--metadata total_parameters=... is reserved: an index's total_parameters is the "
+                             "parameters written")
         result[key.strip()] = value
     return result
 
@@ -152,15 +155,34 @@ class TensorSelection:
     cast: dict[str, int] = field(default_factory=dict)  # "float32->float16" -> tensor count
     kept_fp32: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    # Output names the model built from config.json holds as buffers, not parameters (BART's final_logits_bias);
+    # known only where the model was built (for its tied weights).
+    model_buffers: frozenset[str] = frozenset()
 
     @property
     def total_bytes(self) -> int:
         return sum(t.nbytes for t in self.tensors if t.alias_of is None)
 
     @property
-    def total_values(self) -> int:
-        """Values written, tied tensors once (an index's `total_parameters`, as transformers 5 records it)."""
-        return sum(math.prod(t.shape) for t in self.tensors if t.alias_of is None)
+    def total_parameters(self) -> int:
+        """Values written, tied tensors once, less the buffers: an index's `total_parameters`, which transformers 5
+        records as `model.num_parameters()` (nn.Parameters only; a persistent buffer is saved but not counted).
+
+        The buffers are those of the model built from config.json where one was built, and BatchNorm's running
+        statistics by their names (torch registers them as buffers in every module that has them).
+
+        Example:
+            >>> TensorSelection([PlannedTensor("w", "bn.weight", "F32", "F32", (4,), 16, "f"),
+            ...                  PlannedTensor("m", "bn.running_mean", "F32", "F32", (4,), 16, "f")]).total_parameters
+            4
+        """
+        return sum(math.prod(t.shape) for t in self.tensors if t.alias_of is None
+                   and t.name not in self.model_buffers and t.name.rpartition(".")[2] not in _BATCHNORM_BUFFERS)
+
+
+# What torch's _NormBase registers as buffers under these names (BatchNorm1d/2d/3d, SyncBatchNorm, InstanceNorm with
+# track_running_stats): state-dict entries that from_pretrained loads but num_parameters() does not count.
+_BATCHNORM_BUFFERS = frozenset({"running_mean", "running_var", "num_batches_tracked"})
 
 
 # The task families whose class is tried, in this order, for a config that names no architecture: the heads
@@ -188,7 +210,10 @@ def _tied_weights(checkpoint: Checkpoint) -> tuple[list[str], Ties | None, str |
         # transformers 5 expands the class's ties for this config in post_init: `tie_word_embeddings: false` leaves
         # the output embeddings out, and from_pretrained then loads them from the file, not from the input ones.
         retied = getattr(model, "all_tied_weights_keys", None)
-        ties = Ties(dict(retied), frozenset(model.state_dict())) if isinstance(retied, dict) else None
+        state_names = frozenset(model.state_dict())
+        parameters = {name for name, _ in model.named_parameters(remove_duplicate=False)}
+        ties = (Ties(dict(retied), state_names, state_names - parameters) if isinstance(retied, dict)
+                else None)
         return _get_tied_weight_keys(model), ties, None
     except Exception as exc:  # an unknown architecture must not stop a conversion
         return [], None, f"the model could not be built from config.json ({type(exc).__name__})"
@@ -197,10 +222,12 @@ def _tied_weights(checkpoint: Checkpoint) -> tuple[list[str], Ties | None, str |
 @dataclass(frozen=True)
 class Ties:
     """What from_pretrained does with a model's tensors for one config: `retied` target name -> the source name it
-    is tied to (filled from it, not read from the file); `names` every tensor name of the model."""
+    is tied to (filled from it, not read from the file); `names` every tensor name of the model; `buffers` those of
+    them that are persistent buffers, not parameters."""
 
     retied: dict[str, str]
     names: frozenset[str]
+    buffers: frozenset[str] = frozenset()
 
     def not_retied(self, dropped: dict[str, str]) -> dict[str, str]:
         """The dropped aliases from_pretrained would not fill back: each of `dropped` (name -> name kept, as the
@@ -427,6 +454,8 @@ def plan_tensors(
     dropped: dict[str, str] = {}
     if checkpoint.shared_groups():
         patterns, ties, why_not = _tied_weights(checkpoint)
+        if ties is not None:
+            selection.model_buffers = ties.buffers
         dropped, copies = choose_aliases(checkpoint, patterns)
         if fmt == "safetensors" and ties is not None and dropped:
             # Judged under the names the output has (`--rename '^module\.='` of a DDP checkpoint).
@@ -1643,9 +1672,10 @@ def write_outputs(
                     index_metadata: dict[str, object] = {d.name: d.kept for d in selection.dropped}
                     # The shards' "format" (pt, or the source's own) is theirs: save_pretrained's index has none.
                     index_metadata.update((k, v) for k, v in metadata.items() if k != "format")
-                    # Last: a source file's own `total_size` record (or any carried one) never replaces it.
+                    # Last: a source file's own `total_size` / `total_parameters` record (or any carried one) never
+                    # replaces them (a header's "5", a string, stood in the index for 180,000 parameters written).
                     index_metadata["total_size"] = selection.total_bytes
-                    index_metadata.setdefault("total_parameters", selection.total_values)
+                    index_metadata["total_parameters"] = selection.total_parameters
                     write_index(stage.path / index_name, files, index_metadata)
             except OSError as exc:
                 raise output_error(exc, dest) from exc

@@ -330,6 +330,15 @@ _LOADERS = {IP_ADAPTER: "diffusers' load_ip_adapter, ComfyUI's IPAdapter nodes",
             SINGLE_FILE_DIFFUSION: "ComfyUI; diffusers' from_single_file for the families it converts"}
 
 
+def stable_audio_model(checkpoint: Checkpoint) -> bool:
+    """Whether `checkpoint` is a stable-audio-tools model (Stable Audio Open's model.safetensors): its conditioned
+    diffusion wrapper keeps the diffusion model as `model.model.`, the autoencoder as `pretransform.model.` and the
+    conditioners (T5, the seconds embedders) as `conditioner.conditioners.`."""
+    names = [t.name for t in checkpoint.tensors]
+    return any(n.startswith("pretransform.model.") for n in names) and any(
+        n.startswith(("model.model.", "conditioner.conditioners.")) for n in names)
+
+
 def timm_config(config: object) -> bool:
     """Whether `config` is a timm config.json (its model named in `architecture`, no transformers `model_type`), not
     a TensorRT-LLM checkpoint's, which names its model so too."""
@@ -522,13 +531,19 @@ def plan_shard(
         files.append(OutputFile(filename, names, size))
     # Said in the family --max was typed in: `(507.14 KB)` beside `--max 500KiB` read as over the limit.
     binary = units == "binary"
+
+    def over(size: int) -> str:
+        # A size that rounds to the limit's own figure is said in bytes: "4.00 KB is larger than --max 4KB" for
+        # 4,004 bytes read as a contradiction.
+        shown = format_bytes(size, binary)
+        return f"{size:,} bytes" if max_bytes is not None and shown == format_bytes(max_bytes, binary) else shown
+
     if len(too_large) == 1:
         name, size = too_large[0]
-        warnings.append(f"{name} ({format_bytes(size, binary)}) is larger than --max {max_size}: it gets a shard of "
-                        "its own")
+        warnings.append(f"{name} ({over(size)}) is larger than --max {max_size}: it gets a shard of its own")
     elif too_large:  # one line, not one per tensor (a --max below most tensors of a model)
         largest = sorted(too_large, key=lambda item: -item[1])
-        shown = ", ".join(f"{name} ({format_bytes(size, binary)})" for name, size in largest[:3])
+        shown = ", ".join(f"{name} ({over(size)})" for name, size in largest[:3])
         more = f" and {len(largest) - 3} more" if len(largest) > 3 else ""
         warnings.append(f"{counted(len(too_large), 'tensor')} {plural(len(too_large), 'is', 'are')} "
                         f"larger than --max {max_size}: each gets a shard of its own "
@@ -550,6 +565,11 @@ def plan_shard(
     if index is not None and pattern.startswith("open_clip_"):
         warnings.append(f"open_clip loads one {OPEN_CLIP_NAMES[fmt]} (create_model_from_pretrained, hf-hub: and "
                         "local-dir: alike): it reads no index and cannot load these shards")
+    if index is not None and stable_audio_model(checkpoint):
+        warnings.append("a stable-audio-tools model (Stable Audio Open's model.model.*, pretransform.model.*, "
+                        "conditioner.conditioners.*): its get_pretrained_model and load_ckpt_state_dict load one "
+                        "model.safetensors or model.ckpt beside model_config.json: they read no index and cannot load "
+                        "these shards")
     if index is not None and not pattern.startswith(("adapter_model", "pytorch_lora_weights", "open_clip_")):
         single = single_file_kind(checkpoint)  # the libraries above said already
         if single:

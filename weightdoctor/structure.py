@@ -419,6 +419,10 @@ _WRAPPER_PREFIXES = (("module.", "DistributedDataParallel or DataParallel"), ("_
 # GroundingDINO (IDEA-Research/GroundingDINO): its released groundingdino_swint_ogc.pth / swinb_cogcoor.pth keep the
 # training's DDP prefix under "model", and its util.inference.load_model strips it (util.utils.clean_state_dict).
 _GROUNDING_DINO = ("bert.", "transformer.", "feat_map.")
+# open_clip's training (open_clip_train/main.py) saves epoch_N.pt / epoch_latest.pt as {"epoch", "name", "state_dict":
+# the DDP model's, every name `module.`-prefixed, ...}; open_clip's factory.load_state_dict strips `module.` itself
+# when the first name starts with it, so create_model(..., pretrained="epoch_32.pt") reads the file as it is.
+_OPEN_CLIP = ("visual.", "logit_scale")
 
 
 def wrapper_prefix_warning(checkpoint: Checkpoint) -> str | None:
@@ -450,6 +454,10 @@ def wrapper_prefix_warning(checkpoint: Checkpoint) -> str | None:
         said += ("; a GroundingDINO checkpoint: its load_model strips the prefix itself (util.utils.clean_state_dict) "
                  "and loads with strict=False, so its own code reads the file as it is, but another loader with "
                  "strict=False would load none of these weights and raise nothing")
+    elif prefix == "module." and all(any(n.startswith(prefix + part) for n in names) for part in _OPEN_CLIP):
+        said += ("; an open_clip training checkpoint (epoch_N.pt): open_clip's own loader strips the prefix itself "
+                 "(factory.load_state_dict), so create_model(..., pretrained=<this file>) reads it as it is; "
+                 "only another loader needs it stripped")
     return said
 
 

@@ -6,6 +6,7 @@ import math
 import re
 from collections.abc import Iterable
 from decimal import Decimal
+from typing import Any
 
 from weightdoctor.errors import UsageError, clip_middle
 
@@ -157,8 +158,9 @@ _MAX_MEMORY_ENTRIES = _MAX_GPUS + 2
 def max_memory_options(text: str) -> list[str] | None:
     """The plan-devices options that say what a `max_memory` value says, as people paste it from
     from_pretrained or accelerate: `0=20GiB`, `cuda:0=20GB,cpu=64GB`, `{"0": "20GiB", "cpu": "64GB"}`,
-    `{0: '20GiB'}` or a plain list of GPU sizes `20GiB,20GiB`; None for text that is none of these, or whose GPU
-    indices leave a gap (accelerate gives a GPU missing from max_memory nothing, which --gpu cannot say).
+    `{0: '20GiB'}`, its entries as a dict writes them (`0:20GiB`, `"cpu": "64GB"`; `{0:20GiB}`, the dict the
+    shell took the quotes out of) or a plain list of GPU sizes `20GiB,20GiB`; None for text that is none of these, or
+    whose GPU indices leave a gap (accelerate gives a GPU missing from max_memory nothing, which --gpu cannot say).
 
     Example:
         >>> max_memory_options('{"0": "20GiB", "cpu": "64GB"}')
@@ -169,6 +171,7 @@ def max_memory_options(text: str) -> list[str] | None:
 
     text = text.strip()
     entries: list[tuple[str, str]] = []
+    parsed: Any = None
     if text.startswith("{"):
         try:
             parsed = json.loads(text)
@@ -177,21 +180,28 @@ def max_memory_options(text: str) -> list[str] | None:
                 parsed = ast.literal_eval(text)
             except (ValueError, SyntaxError, RecursionError, MemoryError):
                 # Text nested thousands deep: json recursed past Python's limit, and the parser ran out of its own
-                # stack (MemoryError) or recursed building the tree; no max_memory is written so.
-                return None
-        if not isinstance(parsed, dict):
+                # stack (MemoryError) or recursed building the tree; no max_memory is written so. A dict the shell
+                # took the quotes out of (`{"0":"20GiB"}` unquoted reaches us as `{0:20GiB}`) is read as pairs below.
+                if text.count("{") != 1 or not text.endswith("}"):
+                    return None
+                text = text[1:-1]
+        if parsed is not None and not isinstance(parsed, dict):
             return None
-        entries = [(str(key), str(value)) for key, value in parsed.items()]
-    else:
+        if isinstance(parsed, dict):
+            entries = [(str(key), str(value)) for key, value in parsed.items()]
+    if parsed is None:
+        # `0: 20GiB` and `"cpu":"64GiB"`, as a Python or JSON max_memory writes each entry, read as `0=20GiB`.
+        text = re.sub(r"\s*([:=])\s*", r"\1", text)
         parts = [part.strip() for part in re.split(r"[,;\s]+", text) if part.strip()]
         if not parts:
             return None
-        if not any("=" in part for part in parts):
+        if not any("=" in part or ":" in part for part in parts):
             # A list of sizes, one per GPU in order (`20GiB,20GiB`), as --gpu repeated says it.
             entries = [(str(index), part) for index, part in enumerate(parts)]
         else:
             for part in parts:
-                key, equals, value = part.rpartition("=")
+                # `cuda:0=20GiB` keeps its colon in the device; `cuda:0:20GiB` and `0:20GiB` end in the size.
+                key, equals, value = part.rpartition("=") if "=" in part else part.rpartition(":")
                 if not equals or not key or not value:
                     return None
                 entries.append((key, value))
@@ -203,7 +213,7 @@ def max_memory_options(text: str) -> list[str] | None:
     for key, value in entries:
         device = key.strip().strip("'\"").lower()
         device = device.removeprefix("cuda:").removeprefix("cuda").removeprefix("gpu:").removeprefix("gpu")
-        size = value.strip()
+        size = value.strip().strip("'\"")
         if not re.fullmatch(r"\d+(?:\.\d+)?\s*[A-Za-z]*", size):
             return None  # not a size (`--max-memory lots`): no options to print
         if device.isdecimal():
@@ -230,7 +240,7 @@ def refuse_max_memory_value(option: str, text: str) -> None:
     Raises:
         UsageError: naming the options that say the same.
     """
-    if "=" not in text and not text.lstrip().startswith("{"):
+    if "=" not in text and ":" not in text and not text.lstrip().startswith("{"):
         return
     options = max_memory_options(text)
     if options is None:

@@ -109,6 +109,27 @@ def _lightning_weight_averaging(obj: Any) -> bool:
         isinstance(obj.get(name), Mapping) for name in ("state_dict", "current_model_state", "averaging_state"))
 
 
+def _mmengine_swapped_ema(obj: Any) -> bool:
+    """Whether `obj` is an MMEngine checkpoint (MMDetection 3, MMPretrain, MMPose 1, ...: `meta`, `state_dict`,
+    `message_hub`) saved with EMAHook: its before_save_checkpoint writes `ema_state_dict` (the EMA model's
+    state_dict: `steps`, then `module.<name>`) and then swaps every `module.<name>` value with `state_dict[<name>]`,
+    "so that we can directly load the averaged model weights for deployment". `state_dict` then holds the averaged
+    weights and `ema_state_dict`, despite its name, the weights as trained.
+
+    Example:
+        >>> _mmengine_swapped_ema({"meta": {}, "state_dict": {"w": 1}, "ema_state_dict": {"steps": 2, "module.w": 3}})
+        True
+    """
+    if not isinstance(obj, Mapping) or "meta" not in obj:
+        return False
+    state, ema = obj.get("state_dict"), obj.get("ema_state_dict")
+    if not isinstance(state, Mapping) or not isinstance(ema, Mapping) or "steps" not in ema:
+        return False
+    swapped = [name for name in ema if name != "steps"]
+    return bool(swapped) and all(isinstance(name, str) and name.startswith("module.") and name[7:] in state
+                                 for name in swapped)
+
+
 def _describe(value: Any) -> str:
     if isinstance(value, InertObject):
         return f"{type(value).__module__}.{type(value).__qualname__}, read as inert data"
@@ -301,6 +322,14 @@ def find_state_dict(obj: Any, key: str | None = None) -> tuple[Mapping[str, Any]
         return obj[best]["model"], f"{best}.model"
     if _k_diffusion_ema(obj):
         return obj["model_ema"], "model_ema"
+    if _super_gradients_ema(obj):
+        return obj["ema_net"], "ema_net"
+    if _rt_detr_ema(obj):
+        return obj["ema"]["module"], "ema.module"
+    if _dit_ema(obj):
+        return obj["ema"], "ema"
+    if _stylegan2_g_ema(obj):
+        return obj["g_ema"], "g_ema"
     if _self_distillation_teacher(obj):
         return obj["teacher"], "teacher"
     if _ema_pytorch_beside_model(obj):
@@ -513,6 +542,67 @@ def _k_diffusion_ema(obj: Any) -> bool:
         return False
     ema = obj.get("model_ema")
     return _is_state_dict(obj.get("model")) and _is_state_dict(ema) and bool(ema)
+
+
+def _super_gradients_ema(obj: Any) -> bool:
+    """Whether `obj` is a SuperGradients training checkpoint (YOLO-NAS and the other models of Deci's trainer:
+    ckpt_best.pth, ckpt_latest.pth, ckpt_epoch_N.pth, Trainer._save_checkpoint's `{"net", "acc", "epoch", "metrics",
+    "packages", "optimizer_state_dict", "ema_net", ...}`) with a non-empty `ema_net`: SuperGradients'
+    models.get(checkpoint_path=...) loads `ema_net` whenever the file holds one (load_ema_as_net), not `net`, the raw
+    training weights that resuming reads. `net` came first in the key search and was read, silently."""
+    if not isinstance(obj, Mapping) or not {"acc", "epoch"} <= set(obj):
+        return False
+    ema = obj.get("ema_net")
+    return _is_state_dict(obj.get("net")) and _is_state_dict(ema) and bool(ema)
+
+
+def _rt_detr_ema(obj: Any) -> bool:
+    """Whether `obj` is a training checkpoint of RT-DETR's solver (RT-DETR, RT-DETRv2, and D-FINE and DEIM, which grew
+    from it: BaseSolver.state_dict's `{"date", "last_epoch", "model", "ema", "optimizer", "lr_scheduler", ...}`, the
+    EMA as ModelEMA.state_dict's `{"module", "updates", "warmups"}`) with a non-empty `ema.module`: their export
+    (tools/export_onnx.py), inference and fine-tuning (load_tuning_state) read `state["ema"]["module"]` whenever the
+    file holds `ema`, not `model`, the raw training weights that resuming reads beside it. `model` came first in the
+    key search and was read, silently, the EMA shown as "ema (dict, 3 entries)"."""
+    if not isinstance(obj, Mapping) or "last_epoch" not in obj or not _is_state_dict(obj.get("model")):
+        return False
+    ema = obj.get("ema")
+    if not isinstance(ema, Mapping) or "updates" not in ema:
+        return False
+    module = ema.get("module")
+    return _is_state_dict(module) and bool(module)
+
+
+def _dit_ema(obj: Any) -> bool:
+    """Whether `obj` is a training checkpoint of DiT's train.py or of the repos grown from it (SiT, Latte,
+    LightningDiT: `{"model", "ema", "opt", "args"}`, the EMA a deepcopy of the model, so of the very same names) with
+    a non-empty `ema`: their sampling (download.py's find_model: `checkpoint["ema"]` whenever the file holds it) loads
+    the EMA, not `model`, the raw training weights that resuming reads. `opt` is their own name for the optimizer's
+    state; without it a `{model, ema}` keeps the key search's order."""
+    if not isinstance(obj, Mapping) or "opt" not in obj:
+        return False
+    model, ema = obj.get("model"), obj.get("ema")
+    return _is_state_dict(model) and _is_state_dict(ema) and bool(ema) and set(ema) == set(model)
+
+
+def _stylegan2_g_ema(obj: Any) -> bool:
+    """Whether `obj` is a training checkpoint of rosinality's stylegan2-pytorch or of the repos grown from it (its
+    train.py's `{"g", "d", "g_ema", "g_optim", "d_optim", "args", ...}`, g_ema the generator's running average, of
+    the very same names) with a non-empty `g_ema`: its generate.py, projector.py and the models built on it (GFPGAN's
+    and pSp's StyleGAN2 decoders) load `checkpoint["g_ema"]`, not `g`, the raw generator that the key search came to
+    first and read, silently."""
+    if not isinstance(obj, Mapping) or not _is_state_dict(obj.get("d")):
+        return False
+    raw, ema = obj.get("g"), obj.get("g_ema")
+    return _is_state_dict(raw) and _is_state_dict(ema) and bool(ema) and set(ema) == set(raw)
+
+
+def _gan_vocoder_discriminators(obj: Any) -> bool:
+    """Whether `obj` is the training state HiFi-GAN's train.py (and BigVGAN's, and the vocoders grown from them) saves
+    as do_<step> beside g_<step>: the discriminators (`mpd` with `msd` or `mrd`, or one `discriminator`), both
+    optimizers, `steps` and `epoch`, and no generator. Its first state dict, a discriminator, was read as the
+    checkpoint's weights without a word, where their inference loads `generator` from the g_<step> file."""
+    return (isinstance(obj, Mapping) and {"optim_g", "optim_d", "steps"} <= set(obj) and "generator" not in obj
+            and any(_is_state_dict(obj.get(name)) for name in ("mpd", "msd", "mrd", "discriminator")))
 
 
 def _ema_pytorch_beside_model(obj: Any) -> bool:
@@ -1752,6 +1842,29 @@ def _load_pickle(path: Path, fmt: str, key: str | None, label: str | None) -> Pi
         notes.append("a k-diffusion training checkpoint: model_ema is read, the EMA weights that k-diffusion's "
                      "sampling loads and its convert_for_inference.py writes to a slim checkpoint; --key model reads "
                      "the raw training weights beside them")
+    elif key is None and nested_key == "ema_net" and _super_gradients_ema(obj):
+        notes.append("a SuperGradients training checkpoint (YOLO-NAS, ...): ema_net is read, the EMA weights "
+                     "SuperGradients' models.get(checkpoint_path=...) loads when the file holds them; --key net reads "
+                     "the raw training weights beside them")
+    elif key is None and nested_key == "ema.module" and _rt_detr_ema(obj):
+        notes.append("an RT-DETR / D-FINE / DEIM training checkpoint: ema.module is read, the EMA weights their "
+                     "export (tools/export_onnx.py) and inference load whenever the file holds ema; --key model reads "
+                     "the raw training weights beside them")
+    elif key is None and nested_key == "ema" and _dit_ema(obj):
+        notes.append("a DiT / SiT / Latte training checkpoint (train.py's model, ema, opt): ema is read, the EMA "
+                     "weights their sampling loads (find_model takes checkpoint['ema'] whenever the file holds it); "
+                     "--key model reads the raw training weights beside them")
+    elif key is None and nested_key == "g_ema" and _stylegan2_g_ema(obj):
+        notes.append("a StyleGAN2 (stylegan2-pytorch) training checkpoint: g_ema is read, the averaged generator its "
+                     "generate.py and projector.py load (checkpoint['g_ema']); --key g reads the raw generator, "
+                     "--key d the discriminator")
+    elif key is None and nested_key in ("mpd", "msd", "mrd", "discriminator") and _gan_vocoder_discriminators(obj):
+        generator = path.with_name("g_" + path.name[3:]) if path.name.startswith("do_") else None
+        where = (f"in {generator}" if generator is not None and generator.is_file()
+                 else "in the g_<step> file saved beside it")
+        notes.append(f"a HiFi-GAN / BigVGAN training state (do_<step>: the discriminators and both optimizers): "
+                     f"{nested_key} is read, a discriminator, which only training uses; the generator their "
+                     f"inference loads (checkpoint['generator']) is {where}")
     elif nested_key == "weight" and (voice := _voice_model_note(obj)) is not None:
         notes.append(voice)
     elif key is None and nested_key == "ema_model_state_dict" and _ema_pytorch_beside_model(obj):
@@ -1777,6 +1890,13 @@ def _load_pickle(path: Path, fmt: str, key: str | None, label: str | None) -> Pi
                      "state_dict is read, the averaged weights the callback puts there on save (what "
                      "load_from_checkpoint gives the model); --key current_model_state reads the weights as trained "
                      "beside them (averaging_state is the average's own count, n_averaged, no weights)")
+    elif key is None and nested_key == "state_dict" and _mmengine_swapped_ema(obj):
+        # ema_state_dict was "a state dict of N tensors: pick it with --key" (convert: "--key ema_state_dict writes it
+        # instead"): by its name the EMA, yet it holds the raw weights, which EMAHook swapped out of state_dict.
+        notes.append("an MMEngine checkpoint saved with EMAHook: state_dict is read, the averaged weights EMAHook "
+                     "swaps into it on save for deployment (what mmengine's load_checkpoint, and so init_detector, "
+                     "init_model and tools/test.py, load); ema_state_dict, despite its name, holds the weights as "
+                     "trained (module.<name>, and the EMA's steps), which resuming alone reads")
     elif key is None and nested_key == "state_dict" and (pyannote := _pyannote_note(obj, path)) is not None:
         notes.append(pyannote)
     elif nested_key == _MEGATRON_KEY and key is None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import re
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -185,6 +186,11 @@ _DONE_BY_DEFAULT[("plan-devices", "--device-map")] = (
 _MAX_MEMORY_NAMES = ("--max-memory", "--max_memory", "--maxmemory", "--max-mem", "--max_mem")
 
 
+# One `device: size` entry of a max_memory, as a word of its own (`1:20GiB`, `cpu=64GB`, `"cuda:1":"20GiB"`).
+_MAX_MEMORY_ENTRY = re.compile(r"""["']?(?:cuda:|gpu:)?(?:\d+|cpu|disk)["']?[:=]["']?\d+(?:\.\d+)?[A-Za-z]*["']?,?""",
+                               re.IGNORECASE)
+
+
 def _max_memory_here(ctx: click_core.Context, option: str, args: Sequence[str]) -> str:
     """For `plan-devices --max-memory 0=20GiB` (from_pretrained's max_memory, pasted; Click guessed nothing): the
     --gpu / --cpu options that say what every --max-memory typed says; "" for another option or command."""
@@ -194,10 +200,18 @@ def _max_memory_here(ctx: click_core.Context, option: str, args: Sequence[str]) 
 
     values: list[str] = []
     words = iter(args)
+    pending = False
     for word in words:
         name, equals, value = word.partition("=")
         if name in _MAX_MEMORY_NAMES:
             values.append(value if equals else next(words, ""))
+            pending = True
+        elif pending and _MAX_MEMORY_ENTRY.fullmatch(word):
+            # The shell's brace expansion: `--max-memory {"0":"20GiB","cpu":"64GiB"}` unquoted reaches us as
+            # `--max-memory 0:20GiB cpu:64GiB`, each entry a word of its own.
+            values.append(word)
+        else:
+            pending = False
     options = max_memory_options(",".join(values)) if values and all(values) else None
     said = f": {_pasted(options)}" if options else " (e.g. --gpu 20GiB --gpu 20GiB --cpu 64GB)"
     return f"plan-devices takes max_memory as --gpu SIZE once per GPU, in device order, and --cpu SIZE for RAM{said}"

@@ -15,7 +15,8 @@ TargetOpt = Annotated[
     typer.Option(
         "--target",
         help="Dtypes to check, comma-separated or repeated: fp16, bf16, fp32, fp8_e4m3, fp8_e5m2 (where torch has "
-        "them), or all. Default: fp16,bf16 (plus fp32 for a source stored below 32 bits).",
+        "them), or all. Default: fp16,bf16 (plus fp32 for a source stored in other than 32 bits: fp16, bf16, fp8, "
+        "float64).",
         show_default=False,
     ),
 ]

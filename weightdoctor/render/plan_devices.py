@@ -365,7 +365,10 @@ def _kv_room(report: PlanReport, fit: str, size: Any) -> str:
 
 # Class-name endings of transformers' generating heads (causal and seq2seq LMs, vision- and speech-to-text).
 _GENERATING_HEADS = ("ForCausalLM", "LMHeadModel", "ForConditionalGeneration", "ForSeq2SeqLM", "ForVision2Seq",
-                     "ForImageTextToText", "ForSpeechSeq2Seq", "ForTextToSpeech", "ForTextToWaveform")
+                     "ForImageTextToText", "ForSpeechSeq2Seq", "ForTextToSpeech", "ForTextToWaveform",
+                     # Generating classes named otherwise (their can_generate() is true): opus-mt's MarianMTModel,
+                     # TrOCR's and Donut's VisionEncoderDecoderModel, bert2bert's EncoderDecoderModel, Speech- too.
+                     "MarianMTModel", "EncoderDecoderModel", "RagTokenForGeneration", "ModelWithLMHead")
 
 
 def _format_seconds(seconds: float) -> str:

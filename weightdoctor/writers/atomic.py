@@ -570,8 +570,19 @@ def write_refusal(dest: Path, *, folder: bool, replace: bool) -> str | None:
     if not folder and existing != parent:
         return _as_foreseen(output_error(OSError(errno.ENOENT, os.strerror(errno.ENOENT)), dest))
     if not os.access(existing, os.W_OK | os.X_OK):
-        return _as_foreseen(output_error(OSError(errno.EACCES, os.strerror(errno.EACCES)), dest))
+        # access() says no for a read-only mount as for a permission, root included: the dry run said "permission
+        # denied" where the write says "read-only file system", which no chmod or sudo changes.
+        code = errno.EROFS if _read_only_mount(existing) else errno.EACCES
+        return _as_foreseen(output_error(OSError(code, os.strerror(code)), dest))
     return None
+
+
+def _read_only_mount(folder: Path) -> bool:
+    """Whether `folder` is on a file system mounted read-only (statvfs's ST_RDONLY)."""
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
 
 
 def _as_foreseen(err: OutputError) -> str:
