@@ -64,3 +64,29 @@ def _numel(shape: list[int]) -> int:
     for size in shape:
         count *= size
     return count
+
+
+def test_the_index_of_a_sharded_safetensors_bart_leaves_its_buffer_out_of_total_parameters(tmp_path: Path) -> None:
+    """review81 left persistent buffers out of an index's `total_parameters` only where the model was built for tied
+    tensors, which only a .bin holds: `shard` of BART as the Hub has it (save_pretrained's model.safetensors, no tied
+    storage) counted final_logits_bias as parameters (28,928 parameters said 29,028). The oracle: the index
+    save_pretrained writes for the same model at the same shard size."""
+    import json
+
+    import transformers
+
+    torch.manual_seed(0)
+    model = transformers.BartForConditionalGeneration(transformers.BartConfig(
+        encoder_layers=1, decoder_layers=1, d_model=32, encoder_ffn_dim=64, decoder_ffn_dim=64,
+        encoder_attention_heads=2, decoder_attention_heads=2, vocab_size=100, max_position_embeddings=64))
+    model.save_pretrained(tmp_path / "hub")  # one model.safetensors, as a Hub repo holds it
+    model.save_pretrained(tmp_path / "reference", max_shard_size="5KB")
+    code, data = run_json("shard", str(tmp_path / "hub"), "--max", "5KB", "-o", str(tmp_path / "ours"))
+    assert code == 0, data
+    reference = json.loads((tmp_path / "reference" / "model.safetensors.index.json").read_text())
+    ours = json.loads((tmp_path / "ours" / "model.safetensors.index.json").read_text())
+    buffers = sum(b.numel() for name, b in model.named_buffers() if name in model.state_dict())
+    assert buffers == 100  # final_logits_bias: the case is one where the two counts differ
+    assert reference["metadata"]["total_parameters"] == model.num_parameters()
+    assert ours["metadata"]["total_parameters"] == model.num_parameters(), ours["metadata"]
+    assert ours["metadata"]["total_size"] == reference["metadata"]["total_size"]
