@@ -27,7 +27,7 @@ from weightdoctor.expected_init import ExpectedInit, matches_expected, reconcile
 from weightdoctor.findings import Finding
 from weightdoctor.init_classify import FLOAT32_MAX, MIN_VALUES, InitResult, classify_init
 from weightdoctor.stats import StatsResult, TensorStats
-from weightdoctor.wording import counted, plural
+from weightdoctor.wording import counted, non_finite_count, plural
 
 if TYPE_CHECKING:
     from weightdoctor.checkpoint import Checkpoint
@@ -39,6 +39,22 @@ HIST_BINS = 40
 TRAINED_SHARE = 0.5  # share of matrix parameters that must have trained for "the checkpoint has trained"
 INIT_SHARE = 0.9  # share of matrix parameters at init for "the whole checkpoint is still at initialization"
 OUTLIER_SIGMAS = 25.0
+# Matrices each at their init, pooled: a sum of squares this many standard deviations from the inits' and more
+# than POOLED_SLACK of it away (the inits' rules are exact for fresh models, but a percent of slack keeps a big
+# fresh model's rounding or an init rule's detail from reading as training) has moved.
+POOLED_SIGMAS = 4.0
+POOLED_SLACK = 0.02
+# Tensors whose farthest value is judged against the others' std (`spike_of`): from 8 values (fewer leave the
+# others' std too rough) up to where the whole std can itself reach OUTLIER_SIGMAS (√(n−1) > 25 from 627 on).
+SPIKE_VALUES = (8, 626)
+# A spike this many standard deviations of the others out. Not OUTLIER_SIGMAS: the whole-std rule, seen against
+# the others, tolerates a single spike up to 25/√(1 − 625/n) of their σ (58σ at 768 values, 163σ at 640), and
+# trained norm scales have outlier dimensions tens of σ out by design. A corrupted write (1e4 among 0.02-scale
+# values) stands ~10^5σ out; healthy tensors of 8-626 values reached 6.7σ at most (720 of them: 10 architectures
+# fresh, after 5 Adam steps, and cast to float8; scripts/health80_sweep.py).
+SPIKE_SIGMAS = 100.0
+# Statistics of activations, not weights: a BatchNorm's running variance is heavy-tailed by nature.
+_RUNNING_STATISTICS = ("running_mean", "running_var")
 # A matrix whose root mean square is this many times the one its (certain) init gave it has blown up: training
 # moves weights by a few times their init scale (BERT, GPT-2, Llama: 1-5×; learned relative-position tables, the
 # widest, ~100×), and fp16-overflow only speaks from an abs max of 65520 on (~10^6× a 0.02 init).
@@ -53,6 +69,30 @@ INIT_LABELS = frozenset({"zeros", "ones", "constant", "normal", "truncated_norma
                          "xavier_normal", "kaiming_uniform", "kaiming_normal", "orthogonal", "ambiguous"})
 
 
+@dataclass(frozen=True)
+class Spike:
+    """A small tensor's value farthest from its median, against the others.
+
+    Attributes:
+        value: that value.
+        sigmas: its distance from the others' mean in the others' std; None where the others are all equal.
+        others: the value every other one holds, where they are all equal; else None.
+    """
+
+    value: float
+    sigmas: float | None
+    others: float | None
+
+    @property
+    def extreme(self) -> bool:
+        """Beyond SPIKE_SIGMAS of the others' spread, or, beside others all equal to c ≠ 0, beyond
+        SPIKE_SIGMAS·|c| from it (a norm of ones holding a 1e4; a trained 1.005 is no spike)."""
+        if self.sigmas is not None:
+            return self.sigmas > SPIKE_SIGMAS
+        return self.others is not None and self.others != 0 and \
+            abs(self.value - self.others) > SPIKE_SIGMAS * abs(self.others)
+
+
 @dataclass
 class TensorHealth:
     """One tensor's statistics, found and expected initialization."""
@@ -65,6 +105,33 @@ class TensorHealth:
     expected: ExpectedInit | None
     at_init: bool | None  # still matches its (expected) initialization; None when it cannot be said
     histogram: dict[str, Any] = field(default_factory=dict, metadata={"json": False})
+    # A small tensor's value farthest from its median, against the others (`spike_of`); None when not judged.
+    spike: Spike | None = field(default=None, metadata={"json": False})
+
+
+@dataclass(frozen=True)
+class PooledSpread:
+    """The matrices still at their (certain) random init, pooled: their values' spread against the init's.
+
+    One matrix of 1,024 values tells its std to ±2%, and five Adam steps at lr 1e-3 widen a 0.02 init by ~3%:
+    alone, each still fits its init. Pooled, their sum of squares is a χ²-like sum the inits predict exactly.
+
+    Attributes:
+        tensors: how many matrices were pooled.
+        values: how many values.
+        variance_ratio: their mean square, each value over its init's mean square (1.0: as their inits give).
+        z: that excess in standard deviations of the sum under the inits (its sign says wider or narrower).
+    """
+
+    tensors: int
+    values: int
+    variance_ratio: float
+    z: float
+
+    @property
+    def moved(self) -> bool:
+        """The values have spread away from their inits by more than chance (and than slack in the rules)."""
+        return abs(self.z) > POOLED_SIGMAS and abs(self.variance_ratio - 1.0) > POOLED_SLACK
 
 
 @dataclass
@@ -83,6 +150,7 @@ class StatsReport:
         warnings: things worth knowing that are not findings.
         aliases: names of a tensor saved under several names (tied weights in a pickle) -> the name it was
             analysed under: one tensor, analysed, counted and reported once.
+        pooled: the matrices still at a known random init, pooled (`pooled_spread`), or None.
     """
 
     tensors: list[TensorHealth]
@@ -95,6 +163,7 @@ class StatsReport:
     skipped: list[str]
     warnings: list[str]
     aliases: dict[str, str] = field(default_factory=dict)
+    pooled: PooledSpread | None = None
 
 
 def _histogram(values: Any, low: float, high: float) -> dict[str, Any]:
@@ -110,6 +179,40 @@ def _histogram(values: Any, low: float, high: float) -> dict[str, Any]:
     wide = values.double() * scale
     counts = torch.histc(wide, bins=HIST_BINS, min=low * scale, max=high * scale)
     return {"low": low, "high": high, "counts": [int(c) for c in counts.tolist()], "n": int(values.numel())}
+
+
+def spike_of(values: Any) -> Spike | None:
+    """The value farthest from the median, measured against the others' mean and std (`Spike`).
+
+    With the spike inside the std, n values reach at most √(n−1) σ: `extreme-outliers` (25σ) could never fire
+    on 626 values or fewer (a norm's 32 ones with one 1e4 among them read 5.6σ). Left out of its own std, a spike
+    stands where it is. None outside the sizes that need it (SPIKE_VALUES).
+
+    Example:
+        >>> import torch
+        >>> round(spike_of(torch.tensor([1.0, -1.0] * 8 + [101.0])).sigmas)
+        101
+        >>> spike_of(torch.tensor([1.0] * 31 + [1e4])).extreme, spike_of(torch.tensor([1.0] * 31 + [1.005])).extreme
+        (True, False)
+    """
+    import torch
+
+    count = int(values.numel())
+    if not SPIKE_VALUES[0] <= count <= SPIKE_VALUES[1]:
+        return None
+    wide = values.double()
+    # Scaled down by a power of two (exact): ±1e308 in float64 would overflow the differences and the std.
+    scale = math.ldexp(1.0, min(0, -math.frexp(float(wide.abs().max()))[1]))
+    scaled = wide * scale
+    index = int((scaled - scaled.median()).abs().argmax())
+    others = torch.cat([scaled[:index], scaled[index + 1:]])
+    spread = float(others.std(unbiased=False))
+    value = float(wide[index])
+    if not math.isfinite(spread):
+        return None
+    if spread > 0:
+        return Spike(value, abs(float(scaled[index]) - float(others.mean())) / spread, None)
+    return Spike(value, None, float(others[0]) / scale)
 
 
 def _initializer_range(config: dict[str, Any] | None) -> float | None:
@@ -145,7 +248,8 @@ def _tensor_findings(item: TensorHealth) -> list[Finding]:
                              "expected for an additive attention mask; no action needed"))
         return found  # its finite part (zeros where attention may look) is no weight to judge either
     if s.nan or s.inf:
-        found.append(Finding("error", "nan-inf", name, f"{s.nan} NaN and {s.inf} Inf value(s) out of {s.count:,}",
+        found.append(Finding("error", "nan-inf", name,
+                             f"{non_finite_count(s.nan, s.inf)} among {counted(s.count, 'value')}",
                              "find the step that diverged; this tensor cannot be used as is"))
     if s.finite_count == 0:
         return found
@@ -285,6 +389,16 @@ def _tensor_findings(item: TensorHealth) -> list[Finding]:
                                  f"values reach {z:.0f} standard deviations from the mean (abs max {s.abs_max:.4g})",
                                  "check for a diverging unit or a corrupted write (or weight decay / pruning that left "
                                  "a few weights standing)"))
+        elif item.spike is not None and item.spike.extreme:
+            outliers = True
+            spike = item.spike
+            found.append(Finding("warn", "extreme-outliers", name,
+                                 f"one value stands {spike.sigmas:,.0f} standard deviations of the other "
+                                 f"{s.finite_count - 1:,} from their mean (abs max {s.abs_max:.4g})"
+                                 if spike.sigmas is not None else
+                                 f"one value is {spike.value:.4g} where the other {s.finite_count - 1:,} are all "
+                                 f"{spike.others:g}",
+                                 "check for a diverging unit or a corrupted write"))
     # A few values thousands of σ out inflate the root mean square on their own: that is the outliers' finding,
     # not a matrix that grew as a whole.
     exploded = None if outliers else _exploded_ratio(item)
@@ -341,6 +455,46 @@ def _exploded_ratio(item: TensorHealth) -> float | None:
     return ratio if ratio >= EXPLODED_RATIO else None
 
 
+def pooled_spread(items: list[TensorHealth]) -> PooledSpread | None:
+    """Pool the matrices that each still match a certain random init (normal or uniform, known scale).
+
+    Example:
+        >>> pooled_spread([]) is None
+        True
+    """
+    observed = expected = variance = 0.0
+    tensors = values = 0
+    for item in items:
+        want, s = item.expected, item.stats
+        if (len(item.shape) < 2 or not item.at_init or want is None or not want.confident or s.sampled
+                or item.dtype not in _EXPLODE_DTYPES or s.nan or s.inf or "derived_from" in want.params
+                or want.label in ("truncated_normal", "orthogonal")):
+            continue
+        # The padding rows the model zeroes after its init hold no draw of it.
+        zeroed = len(want.zero_rows) * (s.count // item.shape[0] if item.shape[0] else 0)
+        draws = s.finite_count - zeroed
+        std, bound = want.params.get("std"), want.params.get("bound")
+        mean = float(want.params.get("mean", 0.0))
+        # Each value's square over its init's mean square: a 0.02 init and T5's 0.18 one weigh alike per value
+        # (Adam moves every weight by about its learning rate, whatever its scale: the narrow ones tell most).
+        if isinstance(std, (int, float)) and std > 0:
+            square = mean * mean + std * std
+            spread = (2 * std ** 4 + 4 * mean * mean * std * std) / (square * square)
+        elif isinstance(bound, (int, float)) and bound > 0 and not mean:
+            square, spread = bound * bound / 3, 0.8  # E x² of U(±bound), and Var x² / (E x²)²
+        else:
+            continue
+        if draws < MIN_VALUES:
+            continue
+        observed += s.finite_count * (s.std * s.std + s.mean * s.mean) / square
+        expected += draws
+        variance += draws * spread
+        tensors, values = tensors + 1, values + draws
+    if not tensors or expected <= 0 or variance <= 0:
+        return None
+    return PooledSpread(tensors, values, observed / expected, (observed - expected) / math.sqrt(variance))
+
+
 def _value_range(stats: TensorStats) -> tuple[float, float] | None:
     """(min, max) of the values read, or None when they include NaN or Inf (or there are none)."""
     if stats.nan or stats.inf or not stats.finite_count:
@@ -376,10 +530,13 @@ def _still_at_init(item: TensorHealth) -> bool | None:
     return item.init.label in INIT_LABELS
 
 
-def _checkpoint_findings(items: list[TensorHealth], selected: bool = False) -> tuple[list[Finding], float | None, str]:
+def _checkpoint_findings(items: list[TensorHealth], selected: bool = False,
+                         pooled: PooledSpread | None = None) -> tuple[list[Finding], float | None, str]:
     """Findings about the checkpoint as a whole: untrained tensors in a trained model, all at init.
 
     `selected`: only the tensors `--filter` chose were read, so the findings speak of them, not the checkpoint.
+    `pooled`: the matrices at their init, pooled (`pooled_spread`): where they have moved together, a checkpoint
+    whose matrices each still fit their init has trained (briefly) all the same.
     """
     matrices = [i for i in items if len(i.shape) >= 2 and i.at_init is not None
                 and i.init.label not in ("zeros", "ones", "constant")]
@@ -423,14 +580,30 @@ def _checkpoint_findings(items: list[TensorHealth], selected: bool = False) -> t
                     "info", "norm-at-init", item.name,
                     f"exactly {item.expected.label} as at initialization, in an otherwise trained model",
                     "fine if this parameter gets no gradient; otherwise it was frozen or never trained"))
+    elif pooled is not None and pooled.moved:
+        # Five Adam steps at lr 1e-3 leave each tiny matrix within its init's noise (the checkpoint read
+        # "initialization ... has not been trained"), but not all of them together.
+        state = "trained"
+        of_what = "the selected tensors" if selected else "the checkpoint"
+        findings.append(Finding(
+            "info", "briefly-trained", None,
+            f"each matrix of {of_what} alone still fits its initialization, but pooled, the "
+            f"{counted(pooled.values, 'value')} of {counted(pooled.tensors, 'matrix', 'matrices')} with a known "
+            f"random init hold {pooled.variance_ratio:.1%} of the variance their inits give "
+            f"({abs(pooled.z):.1f} standard deviations {'above' if pooled.z > 0 else 'below'} it): "
+            f"{of_what} {'have' if selected else 'has'} been trained, a few steps or at a small learning rate",
+            "expected for a checkpoint saved early in training; if it should have trained longer, check the "
+            "learning rate and the number of steps"))
     else:
         state = "initialization"
+        # A few optimiser steps at a small learning rate can stay within the inits' noise, even pooled (T5's wide
+        # inits): said, rather than "has not been trained" as a certainty.
         if selected:  # a frozen block picked by --filter is no untrained checkpoint
             message = (f"{1 - share:.0%} of the selected tensors' matrix parameters still match their "
-                       "initialization: these tensors have not been trained")
+                       "initialization: these tensors have not been trained (or too little to tell)")
         else:
             message = (f"{1 - share:.0%} of the matrix parameters still match their initialization: this "
-                       "checkpoint has not been trained")
+                       "checkpoint has not been trained (or too little to tell)")
         findings.append(Finding("warn", "checkpoint-at-init", None, message,
                                 "were the weights saved before training, or is this the wrong file?"))
     return findings, share, state
@@ -450,6 +623,9 @@ def _tensor_health(result: StatsResult, want: ExpectedInit | None, initializer_r
                           reason=f"{want.describe()}: not judged from the adapter alone")
     item = TensorHealth(info.name, list(info.shape), info.dtype, stats, init, want, None,
                         _histogram(result.sample.values, stats.min, stats.max))
+    if (not stats.sampled and result.sample.values.numel() == stats.finite_count
+            and not info.name.endswith(_RUNNING_STATISTICS)):
+        item.spike = spike_of(result.sample.values)
     item.at_init = _still_at_init(item)
     return item
 
@@ -518,7 +694,8 @@ def analyze_weights(
             item.at_init = None
     findings = [f for item in items if item.name not in side for f in _tensor_findings(item)]
     selected = names is not None and len({t.name for t in chosen}) < len(checkpoint.tensors)
-    whole, share, state = _checkpoint_findings(items, selected)
+    pooled = pooled_spread([item for item in items if item.name not in side])
+    whole, share, state = _checkpoint_findings(items, selected, pooled)
     findings += whole
     findings.sort(key=lambda f: -severity_rank(f.severity))
     warnings = [expected.warning] if expected.warning else []
@@ -530,7 +707,7 @@ def analyze_weights(
                         "from the adapter alone; compare it with the adapter saved at initialization "
                         "(diff-keys --values) to tell")
     return StatsReport(items, findings, sample, expected.method, expected.model_class, share, state, skipped,
-                       warnings, aliases)
+                       warnings, aliases, pooled)
 
 
 LAYER_INDEX = re.compile(r"\.(\d+)\.")

@@ -32,6 +32,7 @@ LABELS = (
     "kaiming_uniform", "kaiming_normal", "orthogonal", "trained", "undetermined", "ambiguous",
 )
 MIN_VALUES = 64  # below this, too few values to tell a distribution
+MIN_DISTINCT = 8  # fewer distinct values (a low-precision grid at a tiny scale) tell no distribution either
 FLOAT32_MAX = 3.4028234663852886e38
 FLOAT32_TINIEST = 1.401298464324817e-45  # the smallest float32 subnormal
 SQRT5 = math.sqrt(5.0)
@@ -296,13 +297,25 @@ def family_cdf(fit: FamilyFit, x: torch.Tensor) -> torch.Tensor:
 
 
 def ks_distance(values: torch.Tensor, fit: FamilyFit) -> float:
-    """Kolmogorov-Smirnov distance between the values and the fitted CDF, with ties (low precision) handled."""
+    """Kolmogorov-Smirnov distance between the values and the fitted CDF, with ties (low precision) handled.
+
+    Tied values were rounded onto a grid: each stands for the cell of values that round to it, so the steps of
+    the empirical CDF are compared with the family's CDF at the cells' edges (midway to the next value seen).
+    Compared at the grid point itself, a float8 copy of a 0.01-scale init (a few dozen values, 5% of them on
+    each) missed the CDF by half a step everywhere and "fit no init family".
+    """
     import torch
 
     x, _ = values.double().sort()
     unique, counts = torch.unique_consecutive(x, return_counts=True)
     upper = counts.cumsum(0).double() / x.numel()
     lower = upper - counts.double() / x.numel()
+    if unique.numel() < x.numel() and unique.numel() >= 2:
+        edges = (unique[1:] + unique[:-1]) / 2
+        low_edges = torch.cat([unique[:1] - (edges[:1] - unique[:1]), edges])
+        high_edges = torch.cat([edges, unique[-1:] + (unique[-1:] - edges[-1:])])
+        return float(torch.maximum((family_cdf(fit, low_edges) - lower).abs(),
+                                   (upper - family_cdf(fit, high_edges)).abs()).max())
     cdf = family_cdf(fit, unique)
     return float(torch.maximum((cdf - lower).abs(), (upper - cdf).abs()).max())
 
@@ -511,6 +524,11 @@ def classify_init(
     if count < MIN_VALUES or values.numel() < MIN_VALUES:
         return InitResult("undetermined", {"mean": stats.mean, "std": stats.std},
                           reason=f"too few values ({count}) to tell a distribution")
+    distinct = int(values.unique().numel())
+    if distinct < MIN_DISTINCT:
+        # A float8 copy of a 0.001-scale init rounds to 0 and ±1, 2 steps of its grid: no family's shape shows.
+        return InitResult("undetermined", {"mean": stats.mean, "std": stats.std},
+                          reason=f"only {distinct} distinct values: too coarse a grid to tell a distribution")
     fit = fit_family(values, stats)
     evidence = drift_tests(values, stats, sample, fit)
     failed = [key for key, ratio in evidence.items() if ratio > 1.0]

@@ -29,6 +29,17 @@ def counted(count: int, singular: str, plural_form: str | None = None, *, groupe
         f"{count} {plural(count, singular, plural_form)}"
 
 
+def non_finite_count(nan: int, inf: int) -> str:
+    """The NaN and Inf among a tensor's values, naming only those present ("1 NaN", "3 Inf", "2 NaN and 1 Inf").
+
+    Example:
+        >>> non_finite_count(1, 0), non_finite_count(0, 3), non_finite_count(2, 1)
+        ('1 NaN', '3 Inf', '2 NaN and 1 Inf')
+    """
+    parts = [f"{nan:,} NaN"] * bool(nan) + [f"{inf:,} Inf"] * bool(inf)
+    return " and ".join(parts) or "no NaN or Inf"
+
+
 def reflow_help(text: str | None) -> str | None:
     r"""A command's docstring with each sentence that runs on to the next line joined into one line.
 

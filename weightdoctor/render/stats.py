@@ -7,10 +7,10 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from weightdoctor.health import StatsReport, TensorHealth
+from weightdoctor.health import INIT_SHARE, StatsReport, TensorHealth
 from weightdoctor.render.json import to_jsonable
 from weightdoctor.render.text import escape, shown_name
-from weightdoctor.wording import counted, plural
+from weightdoctor.wording import counted, non_finite_count, plural
 
 SHORT_REASONS = {"ks": "shape", "row_spread": "row norms", "col_spread": "column norms", "top_singular": "spectrum",
                  "outliers": "outliers", "kurtosis": "tails"}
@@ -74,6 +74,9 @@ def merge_stats_json(inspect_json: dict[str, Any], report: StatsReport, histogra
         "state": report.state,
         "skipped": report.skipped,
         "warnings": report.warnings,
+        "pooled_spread": None if report.pooled is None else {
+            "tensors": report.pooled.tensors, "values": report.pooled.values,
+            "variance_ratio": report.pooled.variance_ratio, "z": report.pooled.z, "moved": report.pooled.moved},
     })
     return inspect_json
 
@@ -133,12 +136,16 @@ def init_table(report: StatsReport, limit: int | None, width: int | None = None)
         if item.init.label == "trained":
             why = [SHORT_REASONS[k] for k, v in item.init.evidence.items() if v > 1.0] or ["moved from its init"]
             found = f"[magenta]trained[/] [dim]({', '.join(why)})[/]"
+        elif item.init.label == "undetermined" and (s.nan or s.inf):
+            # The reason is the NaN and Inf count: said once, in red, naming only what is there (the row read
+            # "undetermined (1 NaN and 0 Inf values) 1 NaN, 0 Inf").
+            found = "undetermined"
         elif item.init.label == "undetermined":
             found = f"undetermined [dim]({escape(item.init.reason or '')})[/]"
         if item.init.note:
             found += f"; [green]{escape(item.init.note)}[/]"
         if s.nan or s.inf:
-            found += f" [bold red]{s.nan} NaN, {s.inf} Inf[/]"
+            found += f" [bold red]({non_finite_count(s.nan, s.inf)})[/]"
         expected = escape(item.expected.describe()) if item.expected is not None else "[dim]-[/]"
         if item.expected is not None and not item.expected.confident:
             expected += " [dim](guess)[/]"
@@ -191,6 +198,10 @@ def render_stats(report: StatsReport, console: Console, limit: int | None = 50) 
     source = {"transformers": f"{report.model_class}'s own init rules (transformers, meta device)",
               "pytorch-defaults": "PyTorch defaults guessed from names and shapes"}[report.expected_from]
     share = "" if report.trained_share is None else f" ({report.trained_share:.1%} of matrix parameters moved)"
+    if report.pooled is not None and report.pooled.moved and report.state == "trained" and report.trained_share \
+            is not None and report.trained_share < 1 - INIT_SHARE:
+        share = (f" ({report.trained_share:.1%} of matrix parameters moved enough to tell alone; pooled, they hold "
+                 f"{report.pooled.variance_ratio:.1%} of their inits' variance)")
     # Two lines: as one, the model class's name put the break mid-phrase at 80, 100 and 120 columns alike.
     console.print(f"[bold]state:[/] {report.state}{share}")
     console.print(f"[bold]expected inits:[/] {escape(source)}")
