@@ -90,3 +90,18 @@ def test_the_index_of_a_sharded_safetensors_bart_leaves_its_buffer_out_of_total_
     assert reference["metadata"]["total_parameters"] == model.num_parameters()
     assert ours["metadata"]["total_parameters"] == model.num_parameters(), ours["metadata"]
     assert ours["metadata"]["total_size"] == reference["metadata"]["total_size"]
+
+
+@pytest.mark.parametrize("typed", ["{{0:1}}", "{[1]:2}"])
+def test_an_unhashable_max_memory_literal_is_a_size_error_not_an_unexpected_one(tmp_path: Path, typed: str) -> None:
+    """`--gpu '{{0:1}}'` (a set of dicts) and `--gpu '{[1]:2}'` (a dict keyed by a list): the max_memory reading
+    of what --gpu was given let ast.literal_eval's TypeError through, which read "<source>: unexpected TypeError:
+    unhashable type" (naming the config folder, not the option). Now the size itself is refused, naming it."""
+    from tests.helpers import run_cli
+    from tests.test_third_party_layouts27 import CONFIG
+
+    (tmp_path / "config.json").write_text(__import__("json").dumps(CONFIG))
+    result = run_cli("plan-devices", str(tmp_path), "--gpu", typed)
+    assert result.exit_code == 2
+    assert "unexpected" not in result.stderr and "TypeError" not in result.stderr, result.stderr
+    assert f"cannot parse size '{typed}'" in result.stderr, result.stderr
