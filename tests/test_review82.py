@@ -105,3 +105,51 @@ def test_an_unhashable_max_memory_literal_is_a_size_error_not_an_unexpected_one(
     assert result.exit_code == 2
     assert "unexpected" not in result.stderr and "TypeError" not in result.stderr, result.stderr
     assert f"cannot parse size '{typed}'" in result.stderr, result.stderr
+
+
+def test_the_rest_warning_of_a_float32_moe_names_the_experts_it_holds(
+        tmp_path: Path, fake_bitsandbytes: None) -> None:  # noqa: F811
+    """transformers 5's Mixtral holds its experts as fused parameters (MixtralExperts), no Linear: bitsandbytes
+    leaves them whole, at the rest's dtype, and they are most of the rest the warning counts. It said "the
+    unquantized rest (embeddings, norms, lm_head, biases: 1.30 MB)", naming none of them. The oracle: the model
+    from_pretrained builds with BitsAndBytesConfig(load_in_4bit=True) (its map computed, nothing loaded)."""
+    import transformers
+
+    from fixtures.plan_devices import from_pretrained_device_map
+    from weightdoctor.units import format_bytes
+
+    torch.manual_seed(0)
+    config = transformers.MixtralConfig(vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                        num_attention_heads=4, num_key_value_heads=2, num_local_experts=4)
+    transformers.MixtralForCausalLM(config).save_pretrained(tmp_path / "moe")  # float32
+    seen: dict[str, torch.nn.Module] = {}
+    import transformers.modeling_utils as modeling_utils
+
+    original = modeling_utils._get_device_map
+
+    def record(model: torch.nn.Module, *args: object, **kwargs: object) -> object:
+        seen["model"] = model
+        return original(model, *args, **kwargs)
+
+    modeling_utils._get_device_map = record
+    try:
+        from_pretrained_device_map(tmp_path / "moe", "auto", {0: 10**9}, quantization_config=transformers.
+                                   BitsAndBytesConfig(load_in_4bit=True, llm_int8_enable_fp32_cpu_offload=True))
+    finally:
+        modeling_utils._get_device_map = original
+    built = seen["model"]
+    experts = {name: p for name, p in built.named_parameters() if ".experts." in name}
+    assert experts and all(p.dtype == torch.float32 and p.dim() == 3 for p in experts.values())
+    assert not any(isinstance(m, torch.nn.Linear) for name, m in built.named_modules() if ".experts" in name)
+
+    code, data = run_json("plan-devices", str(tmp_path / "moe"), "--gpu", "1GB", "--dtype", "int4")
+    assert code == 0
+    [said] = [w for w in data["warnings"] if "the unquantized rest" in w]
+    # What transformers' model holds in no Linear (quantized or skipped) and no Embedding: the experts and the
+    # routers (MixtralTopKRouter's own weight), all float32.
+    modules = dict(built.named_modules())
+    unlinear = sum(p.numel() * p.element_size() for name, p in built.named_parameters() if p.dim() >= 2
+                   and not isinstance(modules[name.rpartition(".")[0]], (torch.nn.Linear, torch.nn.Embedding)))
+    assert unlinear > sum(p.numel() * 4 for p in experts.values())
+    assert f"and weights in no Linear layer ({format_bytes(unlinear)}, such as " in said, (said, unlinear)
+    assert "experts.gate_up_proj" in said or "experts.down_proj" in said, said

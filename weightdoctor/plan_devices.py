@@ -4376,11 +4376,22 @@ def quantized_rest_warning(
                    and planned.model.get_parameter(name).is_floating_point()]
     rest_bytes = sum(tensor_sizes[name] for name in rest_params)
     half_bytes = sum(planned.model.get_parameter(name).numel() * 2 for name in rest_params)
+    # Matrices held by no Linear or Embedding (an MoE's fused experts, transformers 5's MixtralExperts; a Conv1d):
+    # bitsandbytes leaves them whole too, and in a MoE they are most of the rest, which "embeddings, norms,
+    # lm_head, biases" did not name (a float32 Mixtral's 1.30 MB rest was all experts but 0.1 MB).
+    outside = [name for name in rest_params if planned.model.get_parameter(name).dim() >= 2 and not isinstance(
+        planned.model.get_submodule(name.rpartition(".")[0]), (torch.nn.Linear, torch.nn.Embedding))]
+    outside_bytes = sum(tensor_sizes[name] for name in outside)
+    what = "embeddings, norms, lm_head, biases"
+    if outside:
+        largest = max(outside, key=lambda name: tensor_sizes[name])
+        what += (f", and weights in no Linear layer ({format_bytes(outside_bytes, request.binary_units)}, such as "
+                 f"{largest})")
     load_in = "load_in_4bit=True" if planned.dtype == "int4" else "load_in_8bit=True"
     unsaid = planned._cache.get("rest-unsaid", False)
     loads = f"{transformers_label()}'s from_pretrained(..., quantization_config=BitsAndBytesConfig({load_in}))"
-    said = (f"bitsandbytes {planned.dtype} quantizes the Linear weights only: the unquantized rest (embeddings, "
-            f"norms, lm_head, biases: {format_bytes(rest_bytes, request.binary_units)}) is planned at {rest}"
+    said = (f"bitsandbytes {planned.dtype} quantizes the Linear weights only: the unquantized rest ({what}: "
+            f"{format_bytes(rest_bytes, request.binary_units)}) is planned at {rest}"
             + (f" (torch's default: nothing read says the checkpoint's dtype, which {loads} keeps it at" if unsaid
                else f", as {loads} holds it (dtype=\"auto\": this checkpoint's dtype")
             + "; older releases forced float16)")
