@@ -4376,11 +4376,22 @@ def quantized_rest_warning(
                    and planned.model.get_parameter(name).is_floating_point()]
     rest_bytes = sum(tensor_sizes[name] for name in rest_params)
     half_bytes = sum(planned.model.get_parameter(name).numel() * 2 for name in rest_params)
+    # Matrices held by no Linear or Embedding (an MoE's fused experts, transformers 5's MixtralExperts; a Conv1d):
+    # bitsandbytes leaves them whole too, and in a MoE they are most of the rest, which "embeddings, norms,
+    # lm_head, biases" did not name (a float32 Mixtral's 1.30 MB rest was all experts but 0.1 MB).
+    outside = [name for name in rest_params if planned.model.get_parameter(name).dim() >= 2 and not isinstance(
+        planned.model.get_submodule(name.rpartition(".")[0]), (torch.nn.Linear, torch.nn.Embedding))]
+    outside_bytes = sum(tensor_sizes[name] for name in outside)
+    what = "embeddings, norms, lm_head, biases"
+    if outside:
+        largest = max(outside, key=lambda name: tensor_sizes[name])
+        what += (f", and weights in no Linear layer ({format_bytes(outside_bytes, request.binary_units)}, such as "
+                 f"{largest})")
     load_in = "load_in_4bit=True" if planned.dtype == "int4" else "load_in_8bit=True"
     unsaid = planned._cache.get("rest-unsaid", False)
     loads = f"{transformers_label()}'s from_pretrained(..., quantization_config=BitsAndBytesConfig({load_in}))"
-    said = (f"bitsandbytes {planned.dtype} quantizes the Linear weights only: the unquantized rest (embeddings, "
-            f"norms, lm_head, biases: {format_bytes(rest_bytes, request.binary_units)}) is planned at {rest}"
+    said = (f"bitsandbytes {planned.dtype} quantizes the Linear weights only: the unquantized rest ({what}: "
+            f"{format_bytes(rest_bytes, request.binary_units)}) is planned at {rest}"
             + (f" (torch's default: nothing read says the checkpoint's dtype, which {loads} keeps it at" if unsaid
                else f", as {loads} holds it (dtype=\"auto\": this checkpoint's dtype")
             + "; older releases forced float16)")
@@ -4403,8 +4414,11 @@ def bnb_offload_warning(
     """The warning for a bitsandbytes int8/int4 plan that offloads to the CPU or disk, else None.
 
     bitsandbytes' quantizers (`validate_environment`) refuse such a map in `from_pretrained` unless
-    `llm_int8_enable_fp32_cpu_offload=True`, and with it the offloaded modules stay unquantized in fp32: the
-    map is the same, but `from_pretrained` fails on it as planned, and the offload takes more memory.
+    `llm_int8_enable_fp32_cpu_offload=True`, and with it the offloaded modules stay unquantized: the map is the
+    same, but `from_pretrained` fails on it as planned, and the offload takes more memory. Despite the flag's
+    name they are not up-cast: transformers 5.25 loads every parameter it does not quantize at the model's dtype
+    (the rest's, `quantized_rest_dtype`), so a bf16 checkpoint's stay bf16; counted at 4 bytes, its offload was
+    said to be twice what it is.
     """
     if planned.dtype not in ("int8", "int4") or not planned.is_transformers:
         return None
@@ -4418,19 +4432,22 @@ def bnb_offload_warning(
 
     offloaded = [n for n in tensor_sizes if device_map.get(_owner(n, device_map) or "") in ("cpu", "disk")]
     planned_bytes = sum(tensor_sizes[n] for n in offloaded)
-    fp32_bytes = 0
+    # The meta model is built at the rest's dtype (its Linear weights too, sized as quantized by the sizer only):
+    # each tensor's own element size is what it takes unquantized.
+    unquantized_bytes = 0
     tensors = dict(planned.model.named_parameters()) | dict(planned.model.named_buffers())
     for name in offloaded:
         tensor = tensors.get(name)
         if tensor is not None:
-            fp32_bytes += tensor.numel() * (4 if tensor.is_floating_point() else tensor.element_size())
+            unquantized_bytes += tensor.numel() * tensor.element_size()
+    rest = DTYPE_ALIASES.get(planned.quantized_rest, planned.quantized_rest)
     load_in = "load_in_4bit=True" if planned.dtype == "int4" else "load_in_8bit=True"
     return (
         f"bitsandbytes {planned.dtype} with modules on the CPU or disk: from_pretrained raises \"ValueError: Some "
         "modules are dispatched on the CPU or the disk\" for this map unless you pass "
         f"quantization_config=BitsAndBytesConfig({load_in}, llm_int8_enable_fp32_cpu_offload=True); the offloaded "
-        f"modules then stay in fp32, not quantized: about {format_bytes(fp32_bytes, binary)} on CPU/disk instead of "
-        f"the {format_bytes(planned_bytes, binary)} planned here"
+        f"modules then stay in {rest}, not quantized: about {format_bytes(unquantized_bytes, binary)} on CPU/disk "
+        f"instead of the {format_bytes(planned_bytes, binary)} planned here"
     )
 
 
