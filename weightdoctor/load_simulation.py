@@ -702,15 +702,29 @@ def diff_against_model(
     foreign_in_a = {sim.unexpected_sources.get(n, n) for n in layout_whys if n in sim.unexpected}
     if sim.unexpected and sim.missing and not adapter_whys:
         prefix = model.base_model_prefix
-        targets = {n: s.shape for n, s in specs_b.items() if n not in layout_whys}
+        # The model's keys A fills already are no target: a key renamed onto one would be a second copy of a weight
+        # that loads (a base model's `layers.0.`, which A's `model.layers.0.` fills through the prefix transformers
+        # strips: a renumbered `model.layers.7.` was renamed onto it and the report said no rename helps).
+        filled = set(specs_b) - sim.missing - {name for name, _, _ in sim.mismatched}
+        targets = {n: s.shape for n, s in specs_b.items() if n not in layout_whys and n not in filled}
         if prefix:
             # The names transformers adds or strips the base-model prefix to reach, for the model's keys A does not
             # fill only: an alias of a key that loads is taken (a renumbered `model.layers.7.` was renamed onto
-            # `layers.0.`, layer 0's alias, two keys for one weight, and the report said no rename helps).
+            # `layers.0.`, layer 0's alias, two keys for one weight, and the report said no rename helps). Where
+            # most of A's names carry the prefix and the model's do not (a base model's class: `layers.1.`), the
+            # prefixed name is the target, so the rename keeps the checkpoint's names of one form
+            # (`model.layers.1.`). Not the other way round: a wrapper's prefix (DDP's `module.`) hides the prefix
+            # in A's names, and its strip is the rename to find.
+            dotted = prefix + "."
+            prefixed_a = sum(name.startswith(dotted) for name in renamed_a) * 2 > len(renamed_a)
             for name, spec in specs_b.items():
                 if name in sim.missing:
-                    targets.setdefault(name.removeprefix(prefix + "."), spec.shape)
-                    targets.setdefault(f"{prefix}.{name}", spec.shape)
+                    aliases = (name.removeprefix(dotted), f"{prefix}.{name}")
+                    if prefixed_a and not name.startswith(dotted) and name in targets and aliases[1] not in specs_b:
+                        del targets[name]
+                        aliases = aliases[1:]
+                    for alias in aliases:
+                        targets.setdefault(alias, spec.shape)
         # A's keys that load: none whose name, as transformers renames it, is unexpected (all the experts a
         # WeightConverter would merge into one unexpected name, not only the one recorded as its source).
         unexpected_sources = {sim.unexpected_sources.get(n, n) for n in sim.unexpected}
