@@ -7,6 +7,7 @@ Everything here works on names, shapes and dtypes (`KeySpec`), so it runs on hea
 from __future__ import annotations
 
 import functools
+import heapq
 import math
 import os
 import re
@@ -29,6 +30,7 @@ from weightdoctor.renames import (
     apply_renames,
     python_snippet,
     rename_all,
+    rename_steps,
     strip_prefix,
 )
 from weightdoctor.wording import counted, plural
@@ -4402,7 +4404,9 @@ def _candidate_renames(
                 tied[(kind, old)] += 1
         votes = Counter({key: count for key, count in votes.items() if tied[key[:2]] == 1
                          and count == best[key[:2]]})
-    ranked = sorted(votes.items(), key=lambda item: (-item[1], len(item[0][2]), item[0]))[:limit]
+    # The first `limit` of them as a full sort ranks them (the keys are distinct: the same order), without sorting
+    # the rest: a block of 1,000 renumbered layers casts a million prefix votes, a sort of them 5 s.
+    ranked = heapq.nsmallest(limit, votes.items(), key=lambda item: (-item[1], len(item[0][2]), item[0]))
     for (kind, old, new), _ in ranked:
         if kind == "prefix":
             if new == "" and "=" not in old:
@@ -4866,24 +4870,32 @@ def _renumbering_step(
                              {target: shapes_b[target] for target in targets}, current.values(), shapes_b)
     if not moves:
         return None
-    renames = renumbering_renames(moves, list(current.values()))
+    renames = [Rename("^" + _escape(old), new.replace("\\", "\\\\")) for old, new in moves]
+    # Two or more moves of one list are one anchored rename each (`^model\\.layers\\.0\\.`), a literal prefix
+    # under that list: a name's own prefix there, looked up, is the rename that applies (A's numbers and B's are
+    # disjoint: no renamed name matches a later rename). One lookup a name, not one regex a name and a rename.
+    new_of = dict(moves)
+    gains = dict.fromkeys(new_of, 0)
+    module = moves[0][0].rstrip(".").rpartition(".")[0]
+    start = len(module) + 1 if module else 0
     proposal: dict[str, str] = {}
-    gains: Counter[Rename] = Counter()
     for key, name in current.items():
-        # One rename a module's prefix, anchored; the first that matches is the one that renames it (A's numbers
-        # and B's are disjoint: no renamed name matches a later rename).
-        for rename in renames:
-            renamed = rename.apply(name)
-            if renamed != name:
-                if name in shapes_b or key in ok or shapes_b.get(renamed) != tuple(shapes_a[key]):
-                    return None  # it would unmatch a key, or move one onto a name of another shape
-                proposal[key] = renamed
-                gains[rename] += 1
-                break
+        if module and not name.startswith(module + "."):
+            continue
+        end = name.find(".", start) + 1
+        old = name[:end] if end else ""
+        if old not in new_of:
+            continue
+        renamed = new_of[old] + name[end:]
+        if name in shapes_b or key in ok or shapes_b.get(renamed) != tuple(shapes_a[key]):
+            return None  # it would unmatch a key, or move one onto a name of another shape
+        proposal[key] = renamed
+        gains[old] += 1
     if _collides(current, proposal):
         return None
     return len(proposal), proposal, [SuggestedRename(rename.pattern, rename.replacement, rename.as_flag(),
-                                                     gains[rename]) for rename in renames]
+                                                     gains[old]) for rename, (old, _) in zip(renames, moves,
+                                                                                            strict=True)]
 
 
 def _prefix_of(rename: Rename) -> str:
@@ -5743,10 +5755,8 @@ def _explained_by_renames(
     """
     if not renames:
         return {}
-    # The names of every unexpected key after each step, computed a whole step at a time.
-    stages = [list(unexpected)]
-    for rename in renames:
-        stages.append(rename_all(stages[-1], [rename]))
+    # The names of every unexpected key after the renames, and the step that first changed each.
+    final, first_steps = rename_steps(unexpected, renames)
     whys = [(*rename_reason(r), r.as_flag()) for r in renames]
     if loader_ran:  # from_pretrained already added or stripped B's prefix: one left is a wrapper's
         whys = [("wrapper-prefix", "error", flag) if reason == "base-model-prefix" else (reason, severity, flag)
@@ -5763,16 +5773,14 @@ def _explained_by_renames(
     # Old and new names are never the same key: an unexpected key is not one of B's.
     if len(whys) == 1:  # one rename (a DDP `module.` on 10,000 keys): every hit has its reason, in bulk
         # rename_all gives one name per name: the columns line up. Picked with C-level loops.
-        hits = list(map(and_, map(ne, stages[-1], unexpected), map(specs_b.__contains__, stages[-1])))
+        hits = list(map(and_, map(ne, final, unexpected), map(specs_b.__contains__, final)))
         explained = dict.fromkeys(compress(unexpected, hits), whys[0])
-        explained.update(dict.fromkeys(compress(stages[-1], hits), whys[0]))
+        explained.update(dict.fromkeys(compress(final, hits), whys[0]))
         return explained
     explained: dict[str, tuple[str, str, str]] = {}
-    for index, (old, new) in enumerate(zip(unexpected, stages[-1], strict=True)):
+    for old, new, step in zip(unexpected, final, first_steps, strict=True):
         if new != old and new in specs_b:
-            stage = 1 if len(whys) == 1 else next(
-                s for s in range(1, len(stages)) if stages[s][index] != stages[s - 1][index])
-            explained[old] = explained[new] = whys[stage - 1]
+            explained[old] = explained[new] = whys[step]
     return explained
 
 
