@@ -126,6 +126,30 @@ def test_two_experts_renumbered_crossed_get_the_same_guess_and_values_show_it(
     assert all(".layers.1." in name for name in changed)
 
 
+def test_two_experts_renumbered_against_the_class_get_a_rename_each(moe: tuple[Path, dict[str, Any]],
+                                                                    tmp_path: Path) -> None:
+    """Against the model class: expert-numbering named the two, and no rename was offered (one expert only)."""
+    import transformers
+
+    folder, original = moe
+    architecture = transformers.AutoConfig.from_pretrained(folder).architectures[0]
+    renumbered = _renumbered(folder, tmp_path / "renumbered", [(1, 2, 9), (1, 5, 11)])
+    report = json_report("diff-keys", str(renumbered), "--model-class", architecture)
+    assert {issue["reason"] for issue in report["missing"]} == {"expert-numbering"}
+    assert [rename["replacement"].rpartition("experts.")[2] for rename in report["suggested_renames"]] == ["2.", "5."]
+    assert [rename["pattern"].rpartition("experts\\.")[2] for rename in report["suggested_renames"]] == [
+        "9\\.", "11\\."]
+    assert all("the numbers 2, 5 the model lacks, in the order of their numbers" in issue["detail"]
+               and "tells which is which" in issue["detail"] for issue in report["missing"])
+    assert any("(9 with 2, 11 with 5), not a constant offset: a guess" in note for note in report["notes"])
+    assert report["matched_after_renames"] == report["total_b"]
+    again = json_report("diff-keys", str(renumbered), "--model-class", architecture, *_flags(report))
+    assert (again["missing"], again["unexpected"], again["mismatched"]) == ([], [], [])
+    fixed = tmp_path / "fixed"
+    assert run_cli("convert", str(renumbered), "-o", str(fixed), *_flags(report)).exit_code == 0
+    _loads_as(fixed, original, folder)
+
+
 def _llama(layers: int) -> Any:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM

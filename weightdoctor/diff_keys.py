@@ -4590,6 +4590,7 @@ def renumbering_note(suggestions: Sequence[SuggestedRename],
             (old, new), = pairs
             said.append(f"A's {module}.{old} has the names and shapes of B's {module}.{new}, which A lacks")
             continue
+        pairs.sort()
         olds, news = [old for old, _ in pairs], [new for _, new in pairs]
         text = (f"A's {module} {_number_list(sorted(olds))} have the names and shapes of B's {module} "
                 f"{_number_list(sorted(news))}, which A lacks")
