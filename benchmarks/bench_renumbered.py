@@ -9,6 +9,12 @@ layers numbered N to 2N-1. Each run is a fresh process that imports weightdoctor
 `diff_checkpoints(A, B)` in-process (the import not counted). `--old REV` is checked out in a detached worktree
 under bench-data/; old and new runs alternate, --reps each; the medians are printed. `--same` also compares the
 two reports (JSON, the sources left out) and fails where they differ.
+
+Measured (renumber2, the shared 2-core development machine, CPU, Python 3.11, other work running beside it):
+    --old dbcac8b9 (main before renumber2), 10,000 keys, 5 reps: old 40.84 s (42.29 39.74 40.84 40.50 42.66) with
+        6 renames (60 keys matched), new 4.25 s (4.20 4.25 4.73 4.16 4.72) with all 1,000 (10,000 keys).
+    --old c59b89cc (the block's renames, before the speed-ups), 3,000 keys, 5 reps, --same: 2.32 s against 0.81 s,
+        reports equal; 10,000 keys, 1 rep, --same: 229.08 s against 3.49 s, reports equal.
 """
 
 from __future__ import annotations
