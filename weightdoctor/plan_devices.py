@@ -114,7 +114,7 @@ class DeviceUse:
 class Suggestion:
     """A change that makes the model fit on the GPUs, re-planned with the same planner."""
 
-    change: str  # "dtype", "gpus", "gpu-size", "cpu" or "disk"
+    change: str  # "strategy", "dtype", "gpus", "gpu-size", "cpu" or "disk"
     description: str
     dtype: str
     gpus: list[int]
@@ -4251,6 +4251,9 @@ def plan_devices(planned: PlannedModel, request: PlanRequest, source: str = "") 
             # a quantized model computes (and caches) at the dtype its rest is built at: a float32 config's float32
             kv_dtype = _built_float_dtype(planned.model) or kv_dtype
         kv = estimate_kv_cache(planned.config, kv_dtype, *request.kv_cache, length_source=request.kv_length_source)
+        beyond = seq_len_beyond_context_warning(planned.config, request.kv_cache[1], request.kv_length_source)
+        if beyond:
+            warnings.append(beyond)
         gpu_free = sum(max(0, capacities[k] - request.reserve - per_device.get(k, 0)) for k in capacities
                        if isinstance(k, int))
         needed = kv.held_bytes
@@ -4289,6 +4292,35 @@ def plan_devices(planned: PlannedModel, request: PlanRequest, source: str = "") 
         warnings=warnings,
         unplaced=unplaced,
     )
+
+
+def seq_len_beyond_context_warning(config: dict[str, Any] | None, seq_len: int | None,
+                                   length_source: str | None) -> str | None:
+    """A `--seq-len` longer than the context the config says the model takes (Llama's max_position_embeddings): the
+    cache is sized as asked, but the model past that length is another matter; None within it, or where no length is
+    written (a class's default is no statement of the model's).
+
+    Example:
+        >>> seq_len_beyond_context_warning({"max_position_embeddings": 4096}, 8192, None)  # doctest: +ELLIPSIS
+        '--seq-len 8,192 is beyond the 4,096 positions the config says the model takes (max_position_embeddings)...'
+    """
+    if not config or seq_len is None or length_source is not None:
+        return None
+    for source in (config, config.get("text_config"), config.get("decoder")):
+        if not isinstance(source, dict):
+            continue
+        key = next((k for k in _CONTEXT_KEYS if isinstance(source.get(k), int) and not isinstance(source.get(k), bool)
+                    and source[k] > 0), None)
+        if key is None:
+            continue
+        length = source[key]
+        if seq_len <= length:
+            return None
+        scaled = " (its rope_scaling is set: check the length it extends to)" if source.get("rope_scaling") else ""
+        return (f"--seq-len {seq_len:,} is beyond the {length:,} positions the config says the model takes ({key}):"
+                " the KV cache is sized for it as asked, but a model with learned position embeddings (GPT-2, BERT, "
+                f"OPT) fails past them and a rotary one (Llama) degrades{scaled}")
+    return None
 
 
 def _built_float_dtype(model: torch.nn.Module) -> str | None:
@@ -4563,6 +4595,13 @@ def suggest_changes(planned: PlannedModel, request: PlanRequest, no_split: list[
     from weightdoctor.units import format_bytes
 
     suggestions: list[Suggestion] = []
+    if request.strategy in ("balanced_low_0", "sequential") and request.gpus:
+        # The least change of all: the same GPUs and dtype, placed as from_pretrained's default places them.
+        auto = dataclasses.replace(request, strategy="auto")
+        if _replan_verdict(planned, auto, no_split, planned.dtype, list(request.gpus)) == "fits-on-gpus":
+            suggestions.append(Suggestion(
+                "strategy", f"--strategy auto fits on the {len(request.gpus)} GPU(s) at {planned.dtype}, where "
+                f"{request.strategy} offloads", planned.dtype, list(request.gpus), "fits-on-gpus"))
     current = DTYPE_LADDER.index(planned.dtype) if planned.dtype in DTYPE_LADDER else len(DTYPE_LADDER)
     current_size = _element_size(planned.dtype)
     # A pre-quantized checkpoint is not quantized again by bitsandbytes: from_pretrained raises on a

@@ -927,6 +927,9 @@ def inspect_checkpoint(checkpoint: Checkpoint, name_filter: str | None = None) -
     from weightdoctor.load_simulation import safetensors_format_warning
 
     other_framework = safetensors_format_warning(checkpoint)
+    from weightdoctor.config_check import config_disagreement_warnings
+
+    disagreements = config_disagreement_warnings(checkpoint, quantized is not None, adapter is not None)
     return InspectReport(
         source=checkpoint.source,
         resolved_path=checkpoint.location,
@@ -962,7 +965,7 @@ def inspect_checkpoint(checkpoint: Checkpoint, name_filter: str | None = None) -
                   *([f"{skipped}; from_pretrained loads them once saved under its names (save_pretrained)"] if skipped
                     else []), *([other_framework] if other_framework else []),
                   *(quantized.warnings if quantized is not None else []),
-                  *filter(None, [gguf_config_loads_dense(checkpoint.config)])],
+                  *filter(None, [gguf_config_loads_dense(checkpoint.config)]), *disagreements],
         security=checkpoint.security,
         quantized=quantized,
         adapter=adapter,
