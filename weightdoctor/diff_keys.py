@@ -5837,6 +5837,10 @@ def _diff_specs(
             # Keys whose new name is one of B's with the same shape (a name not in B gets None: no match).
             after = sum(map(eq, map(shapes_b.get, fixed), shapes_a.values()))
             layout_note = "; ".join(filter(None, (layout_note, renumbering_note(suggestions))))
+    if suggestions and suggestions[0].pattern == r"^module\." and not adapter_whys \
+            and (open_clip := open_clip_ddp_whys(renamed_a, specs_b, diff.unexpected))[0]:
+        layout_whys = {**open_clip[0], **layout_whys}
+        layout_note = "; ".join(filter(None, (layout_note, open_clip[1])))
     if model_renamings is not None and diff.missing and diff.unexpected and not adapter_whys:
         renamed_whys, renamed_note = per_model_renames(renamed_a, specs_b, diff.unexpected, diff.missing,
                                                        suggestions, model_renamings, model_class_command)
@@ -5850,6 +5854,41 @@ def _diff_specs(
         layout_whys=layout_whys, notes=[layout_note] if layout_note else (), loader_prefix=loader_prefix,
         quantization_a=quantization_a, quantizers=quantizers,
     )
+
+
+# open_clip's training saves epoch_N.pt with the DDP model's state dict (every name `module.`-prefixed), and its own
+# factory.load_state_dict strips `module.` when the first name starts with it: inspect says so (structure.py's
+# _OPEN_CLIP, the same names tell the file), and diff-keys rated the prefix an error no open_clip load meets.
+_OPEN_CLIP_PARTS = ("module.visual.", "module.logit_scale")
+
+
+def open_clip_ddp_whys(specs_a: Mapping[str, KeySpec], specs_b: Mapping[str, KeySpec], unexpected: Sequence[str],
+                       ) -> tuple[dict[str, tuple[str, str, str]], str]:
+    """(reason, severity, detail) of the keys that differ only by DDP's `module.` where A is open_clip's training
+    checkpoint (every name `module.`-prefixed, a visual tower and logit_scale among them), and a note; ({}, "")
+    for any other file: a warning, not an error, since open_clip's own loader strips the prefix.
+
+    Example:
+        >>> a = {n: KeySpec(n, (1,), "float32") for n in ("module.visual.proj", "module.logit_scale")}
+        >>> b = {n: KeySpec(n, (1,), "float32") for n in ("visual.proj", "logit_scale")}
+        >>> open_clip_ddp_whys(a, b, list(a))[0]["logit_scale"][:2]
+        ('wrapper-prefix', 'warn')
+    """
+    if not specs_a or not all(map(str.startswith, specs_a, repeat("module."))) \
+            or not all(any(map(str.startswith, specs_a, repeat(part))) for part in _OPEN_CLIP_PARTS):
+        return {}, ""
+    why = ("wrapper-prefix", "warn", "open_clip's loader strips module. itself (see the note)")
+    whys: dict[str, tuple[str, str, str]] = {}
+    for name in unexpected:
+        bare = name[len("module."):]
+        if name.startswith("module.") and bare in specs_b and specs_b[bare].shape == specs_a[name].shape:
+            whys[name] = whys[bare] = why
+    if not whys:
+        return {}, ""
+    return whys, (f"A is an open_clip training checkpoint (epoch_N.pt, the DDP model's state dict): "
+                  f"{counted(len(whys) // 2, 'key')} differ from B only by module., which open_clip's "
+                  "factory.load_state_dict strips itself, so open_clip.create_model(..., pretrained=<A>) loads them "
+                  "as they are; only another loader (load_state_dict, a converter) needs --rename '^module\\.='")
 
 
 def per_model_renames(
