@@ -24,6 +24,7 @@ converts; B is that DacModel saved by save_pretrained (weight norm folded: one p
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -71,3 +72,44 @@ def test_diff_keys_rates_an_open_clip_training_checkpoints_ddp_prefix_a_warning(
     code, data = run_json("diff-keys", str(other), str(plain))
     assert code == 1 and {row["severity"] for row in data["missing"]} == {"error"}, data
     assert not any("open_clip" in note for note in data["notes"]), data["notes"]
+
+
+def _stable_audio_folder(folder: Path, config: dict[str, object]) -> Path:
+    from safetensors.torch import save_file
+
+    folder.mkdir()
+    generator = torch.Generator().manual_seed(11)
+    save_file({"model.model.transformer.project_in.weight": torch.randn(32, 64, generator=generator),
+               "model.model.transformer.layers.0.self_attn.to_qkv.weight": torch.randn(96, 32, generator=generator),
+               "pretransform.model.encoder.layers.0.weight_v": torch.randn(16, 2, 7, generator=generator),
+               "conditioner.conditioners.prompt.model.shared.weight": torch.randn(100, 32, generator=generator)},
+              folder / "model.safetensors", metadata={"format": "pt"})
+    (folder / "model_config.json").write_text(json.dumps(config))
+    return folder
+
+
+def test_stable_audio_model_config_is_described_by_inspect_and_plan_devices(tmp_path: Path) -> None:
+    """inspect said nothing of Stable Audio Open's model_config.json and plan-devices said only "no config.json":
+    stable-audio-tools' own config, which its get_pretrained_model / create_model_from_config read."""
+    folder = _stable_audio_folder(tmp_path / "stable-audio-open-1.0", {
+        "model_type": "diffusion_cond", "sample_size": 2097152, "sample_rate": 44100, "audio_channels": 2,
+        "model": {"pretransform": {"type": "autoencoder"}, "diffusion": {"type": "dit"}, "io_channels": 64}})
+    code, data = run_json("inspect", str(folder))
+    said = [w for w in data["warnings"] if w.startswith("model_config.json beside the weights")]
+    assert code == 0 and data["config"] is None and len(said) == 1, data["warnings"]
+    assert "stable-audio-tools' own config (model_type 'diffusion_cond', 44,100 Hz, 2 channel(s), 2,097,152 " \
+        "samples a clip)" in said[0] and "create_model_from_config" in said[0], said
+    # The file named, not the folder: the config beside it is found all the same.
+    code, data = run_json("inspect", str(folder / "model.safetensors"))
+    assert code == 0 and any("stable-audio-tools' own config" in w for w in data["warnings"]), data["warnings"]
+    code, data = run_json("plan-devices", str(folder), "--gpu", "1GB")
+    said = [w for w in data["warnings"] if w.startswith("no config.json")]
+    assert code == 0 and len(said) == 1 and said[0].startswith(
+        "no config.json (model_config.json beside the weights is stable-audio-tools' own config (model_type "
+        "'diffusion_cond'"), data["warnings"]
+    # Another library's model_config.json (no stable-audio-tools model_type) is not called one.
+    other = _stable_audio_folder(tmp_path / "other", {"model_type": "bert", "hidden_size": 32})
+    code, data = run_json("inspect", str(other))
+    assert code == 0 and not any("stable-audio" in w for w in data["warnings"]), data["warnings"]
+    code, data = run_json("plan-devices", str(other), "--gpu", "1GB")
+    assert code == 0 and not any("stable-audio" in w for w in data["warnings"]), data["warnings"]
