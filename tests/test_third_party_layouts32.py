@@ -25,8 +25,11 @@ converts; B is that DacModel saved by save_pretrained (weight norm folded: one p
 from __future__ import annotations
 
 import json
+import re
+import warnings
 from pathlib import Path
 
+import pytest
 import torch
 
 from tests.helpers import run_json
@@ -113,3 +116,78 @@ def test_stable_audio_model_config_is_described_by_inspect_and_plan_devices(tmp_
     assert code == 0 and not any("stable-audio" in w for w in data["warnings"]), data["warnings"]
     code, data = run_json("plan-devices", str(other), "--gpu", "1GB")
     assert code == 0 and not any("stable-audio" in w for w in data["warnings"]), data["warnings"]
+
+
+# convert_dac_checkpoint.py's MAPPING, inverted: transformers' DacModel names -> descript-audio-codec's.
+_DAC_POSITION = {"snake1": 0, "conv1": 1, "snake2": 2, "conv2": 3}
+_DAC_NAMES = (
+    (r"^encoder\.conv1\.", lambda m: "encoder.block.0."), (r"^encoder\.snake1\.", lambda m: "encoder.block.5."),
+    (r"^encoder\.conv2\.", lambda m: "encoder.block.6."),
+    (r"^encoder\.block\.(\d+)\.res_unit(\d)\.(\w+)\.",
+     lambda m: f"encoder.block.{int(m[1]) + 1}.block.{int(m[2]) - 1}.block.{_DAC_POSITION[m[3]]}."),
+    (r"^encoder\.block\.(\d+)\.snake1\.", lambda m: f"encoder.block.{int(m[1]) + 1}.block.3."),
+    (r"^encoder\.block\.(\d+)\.conv1\.", lambda m: f"encoder.block.{int(m[1]) + 1}.block.4."),
+    (r"^decoder\.conv1\.", lambda m: "decoder.model.0."), (r"^decoder\.snake1\.", lambda m: "decoder.model.5."),
+    (r"^decoder\.conv2\.", lambda m: "decoder.model.6."),
+    (r"^decoder\.block\.(\d+)\.res_unit(\d)\.(\w+)\.",
+     lambda m: f"decoder.model.{int(m[1]) + 1}.block.{int(m[2]) + 1}.block.{_DAC_POSITION[m[3]]}."),
+    (r"^decoder\.block\.(\d+)\.snake1\.", lambda m: f"decoder.model.{int(m[1]) + 1}.block.0."),
+    (r"^decoder\.block\.(\d+)\.conv_t1\.", lambda m: f"decoder.model.{int(m[1]) + 1}.block.1."))
+
+
+def _dac_pair(tmp_path: Path) -> tuple[Path, Path, int]:
+    """descript-audio-codec's weights.pth and transformers' DacModel folder of the same tiny model."""
+    from torch.nn.utils import weight_norm
+    from transformers import DacConfig, DacModel
+
+    config = DacConfig(encoder_hidden_size=2, downsampling_ratios=[2, 2, 2, 2], decoder_hidden_size=16,
+                       n_codebooks=2, codebook_size=8, codebook_dim=4, hidden_size=32, upsampling_ratios=[2, 2, 2, 2])
+    torch.manual_seed(0)
+    model = DacModel(config)
+    model.save_pretrained(tmp_path / "dac_hf")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch's weight_norm is deprecated; DAC's WNConv1d uses it
+        convs = [model.encoder.conv1, model.encoder.conv2, model.decoder.conv1, model.decoder.conv2]
+        convs += [p for q in model.quantizer.quantizers for p in (q.in_proj, q.out_proj)]
+        blocks = [*((b, b.conv1) for b in model.encoder.block), *((b, b.conv_t1) for b in model.decoder.block)]
+        for block, first in blocks:
+            units = [getattr(block, f"res_unit{i}") for i in (1, 2, 3)]
+            convs += [first, *(conv for unit in units for conv in (unit.conv1, unit.conv2))]
+        for conv in convs:
+            weight_norm(conv)
+    state = {}
+    for name, tensor in model.state_dict().items():
+        for pattern, replacement in _DAC_NAMES:
+            name = re.sub(pattern, replacement, name)
+        state[name] = tensor.clone()
+    kwargs = {"encoder_dim": 2, "encoder_rates": [2, 2, 2, 2], "latent_dim": None, "decoder_dim": 16,
+              "decoder_rates": [2, 2, 2, 2], "n_codebooks": 2, "codebook_size": 8, "codebook_dim": 4,
+              "quantizer_dropout": False, "sample_rate": 44100}
+    torch.save({"state_dict": state, "metadata": {"kwargs": kwargs}}, tmp_path / "weights.pth")
+    return tmp_path / "weights.pth", tmp_path / "dac_hf", len(state)
+
+
+def test_a_dac_weights_pth_against_transformers_dac_model_names_its_converter(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """descript-audio-codec's weights.pth against transformers' DacModel: diff-keys offered 6 prefix renames (12 of
+    188 keys), the rest 'unknown', no word of convert_dac_checkpoint.py; with --model-class it said to write the
+    state dict on its own (convert), which keeps DAC's names and weight norm: nothing more would load."""
+    a, b, count = _dac_pair(tmp_path)
+    assert any(name.endswith(".block.1.block.0.block.1.weight_v") for name in torch.load(a)["state_dict"])
+    monkeypatch.chdir(tmp_path)
+    code, data = run_json("diff-keys", "weights.pth", "dac_hf")
+    assert code == 1 and data["total_a"] == count and data["matched"] < 10, data
+    said = [note for note in data["notes"] if note.startswith("A is in descript-audio-codec's own layout")]
+    assert len(said) == 1, data["notes"]
+    assert "convert_dac_checkpoint.py" in said[0] and "--checkpoint_path weights.pth --pytorch_dump_folder_path " \
+        "weights-hf --model dac_44khz" in said[0] and "folds weight_g / weight_v into weight" in said[0], said
+    # The layout's note in --model-class mode too (from_pretrained renames weight_g / weight_v to parametrizations
+    # first), and the training checkpoint's note sends to the converter, not to a plain copy of the state dict.
+    code, data = run_json("diff-keys", "weights.pth", "--model-class", "DacModel", "--config", "dac_hf")
+    assert any(u["name"].endswith("parametrizations.weight.original1") for u in data["unexpected"]), data["unexpected"]
+    assert any(note.startswith("A is in descript-audio-codec's own layout") for note in data["notes"]), data["notes"]
+    trained = [note for note in data["notes"] if note.startswith("A is a training checkpoint")]
+    assert len(trained) == 1 and trained[0].endswith(
+        "its keys are in another layout, so writing the state dict on its own would not do: convert it as the note "
+        "above says"), trained
+    assert "weightdoctor convert" not in trained[0], trained

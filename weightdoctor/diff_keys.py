@@ -877,7 +877,36 @@ _DIFFUSERS_MOTION_EVIDENCE = _lazy_regex(r"\.motion_modules\.\d+\.transformer_bl
 _SUNO_BARK_EVIDENCE = _lazy_regex(r"^(?:_orig_mod\.)?transformer\.h\.\d+\.attn\.c_attn\.weight$")
 _HF_BARK_EVIDENCE = _lazy_regex(r"(?:^|\.)layers\.\d+\.attn\.att_proj\.weight$")
 
+# descript-audio-codec's own weights (weights.pth, as `python -m dac download` fetches it: audiotools' BaseModel.save
+# with package=False, {"state_dict", "metadata": {"kwargs": the DAC constructor's arguments}}) name its layers by
+# nn.Sequential position (`encoder.block.N.block.M.block.K`, `decoder.model.N.block.M.block.K`) and keep every conv
+# weight-normed (weight_g / weight_v); transformers' DacModel names them `encoder.block.N.res_unitM.conv1`, `snake1`,
+# `conv_t1`, one plain `weight` each. The rename search offered 6 prefixes (12 of 188 keys), the rest "unknown", with
+# no word of convert_dac_checkpoint.py, which maps every name, reads the sizes from metadata.kwargs and folds the
+# weight norm (apply_weight_norm, load, remove_weight_norm).
+# --model-class: from_pretrained renames weight_g / weight_v to parametrizations.weight.original0 / original1 first.
+_DAC_EVIDENCE = _lazy_regex(r"^(?:encoder\.block|decoder\.model)\.\d+\.block\.\d+\.block\.\d+\."
+                            r"(?:weight_[gv]|parametrizations\.weight\.original[01])$")
+_HF_DAC_EVIDENCE = _lazy_regex(r"^(?:encoder|decoder)\.block\.\d+\.res_unit\d+\.conv[12]\.")
+
+
+def _dac_note(paths: ConversionPaths) -> str:
+    """The note on descript-audio-codec's own weights against transformers' DacModel: its converter given A."""
+    return ("A is in descript-audio-codec's own layout (encoder.block.N.block.M.block.K, decoder.model.N..., every "
+            "conv weight-normed as weight_g / weight_v: dac's weights.pth, its state_dict beside metadata.kwargs) and "
+            "B in transformers' DacModel layout (encoder.block.N.res_unitM.conv1, snake1, conv_t1, one plain weight "
+            "each): convert A with " + _convert_a(
+                "transformers", "models/dac/convert_dac_checkpoint.py", paths, "--checkpoint_path",
+                "--pytorch_dump_folder_path", extra=[("--model", "dac_44khz")])
+            + " (--model dac_24khz or dac_16khz for those: it takes only these three names, and reads the sizes from "
+            "metadata.kwargs; --sample_rate too, or config.json's sampling_rate is left null), which renames every "
+            "key and folds weight_g / weight_v into weight; the renames suggested here cover a few keys only and "
+            "leave the weight norm unfolded")
+
+
 _RENAMED_LAYOUTS = (
+    _RenamedLayout(("weight_v", "parametrizations.weight.original1"), ("res_unit",), _DAC_EVIDENCE, _HF_DAC_EVIDENCE,
+                   _dac_note),
     _RenamedLayout(
         ("temporal_transformer.",), ("motion_modules.",), _ANIMATEDIFF_EVIDENCE, _DIFFUSERS_MOTION_EVIDENCE,
         ("A is in AnimateDiff's own motion-module layout (motion_modules.N.temporal_transformer.transformer_blocks.N."
@@ -4087,6 +4116,9 @@ class DiffReport:
     # `convert` arguments that read A as this run did and name a new output beside it (shell-quoted; --rename flags
     # apart), for the line that writes the renamed copy; "" where A is no local weights file or folder.
     convert_args: str = field(default="", metadata={"json": False}, repr=False)
+    # --model-class: a note names the converter of A's foreign layout (descript-audio-codec's, suno's Bark): the
+    # training checkpoint's "write the state dict on its own first" is then not the fix, converting it is.
+    converter_named: bool = field(default=False, metadata={"json": False}, repr=False)
 
     def severities(self) -> list[str]:
         """Every severity this report carries (one per key problem and dtype difference)."""
