@@ -3,7 +3,9 @@
 open_clip's training checkpoints (epoch_N.pt) against open_clip's own unprefixed weights (open_clip_model.safetensors):
 open_clip is not installed; the file is written as its training's main.py saves it (`{"epoch", "name", "state_dict":
 the DDP model's state dict, every name `module.`-prefixed, "optimizer", "scaler"}`) and read as its
-factory.load_state_dict reads it (`state_dict`, then `{k[7:]: v ...}` when the first name starts with `module`).
+factory.load_state_dict reads it (`state_dict`, then `{k[7:]: v ...}` when the first name starts with `module`). Against transformers' CLIPModel the same file needs
+convert_clip_original_pytorch_to_hf.py, whose clip.load (openai/CLIP's clip/clip.py: torch.jit.load, else torch.load
+as a plain state dict for build_model) reads neither the `state_dict` entry nor the prefix.
 
 Stable Audio Open (stable-audio-tools): not installed; its repo's model.safetensors beside model_config.json
 (`"model_type": "diffusion_cond"`, `sample_rate`, `audio_channels`, `sample_size`, `model`), which
@@ -75,6 +77,40 @@ def test_diff_keys_rates_an_open_clip_training_checkpoints_ddp_prefix_a_warning(
     code, data = run_json("diff-keys", str(other), str(plain))
     assert code == 1 and {row["severity"] for row in data["missing"]} == {"error"}, data
     assert not any("open_clip" in note for note in data["notes"]), data["notes"]
+
+
+def test_an_open_clip_training_checkpoint_against_transformers_clip_is_told_its_layout(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """open_clip's epoch_N.pt against transformers' CLIPModel: the CLIP layout was not seen under DDP's `module.`, so
+    the rename search offered ln_final onto the vision tower's pre_layrnorm and visual.ln_pre onto the text tower's
+    final norm (what the layout's note warns of), the rest 'unknown', and no word of the converter, whose clip.load
+    reads neither the `state_dict` entry nor the prefix: the note now says to write the bare state dict first."""
+    from tests.test_third_party_layouts12 import _openai_clip_state, tiny_clip
+
+    tiny_clip(tmp_path / "hf")
+    torch.manual_seed(0)
+    state = _openai_clip_state()
+    torch.save({"epoch": 32, "name": "run", "state_dict": {f"module.{name}": t for name, t in state.items()},
+                "optimizer": {"state": {}, "param_groups": []}}, tmp_path / "epoch_32.pt")
+    monkeypatch.chdir(tmp_path)
+    code, data = run_json("diff-keys", "epoch_32.pt", "hf")
+    assert code == 1, data
+    flags = [r["flag"] for r in data["suggested_renames"]]
+    assert not any("ln_final" in flag or "ln_pre" in flag for flag in flags), flags
+    reasons = {row["name"]: (row["reason"], row["severity"]) for row in data["unexpected"] + data["missing"]}
+    assert reasons["module.ln_final.weight"] == reasons["vision_model.pre_layrnorm.weight"] == \
+        ("foreign-layout", "error"), reasons
+    # logit_scale differs by the prefix alone, but open_clip's loader is no loader of B: still an error.
+    assert reasons["module.logit_scale"] == ("wrapper-prefix", "error"), reasons
+    notes = " ".join(data["notes"])
+    assert "A is in OpenAI CLIP's own layout" in notes and "--checkpoint_path epoch_32-bare.pt " \
+        "--pytorch_dump_folder_path epoch_32-hf" in notes, notes
+    command = "weightdoctor convert epoch_32.pt -o epoch_32-bare.pt --rename '^module\\.='"
+    assert command in notes and "A is an open_clip training checkpoint" not in notes, notes
+    # The command as the note gives it writes the plain state dict clip.load reads.
+    code, _ = run_json(*command.split()[1:5], "--rename", "^module\\.=")
+    bare = torch.load(tmp_path / "epoch_32-bare.pt")
+    assert code == 0 and sorted(bare) == sorted(state) and torch.equal(bare["visual.proj"], state["visual.proj"])
 
 
 def _stable_audio_folder(folder: Path, config: dict[str, object]) -> Path:

@@ -1121,10 +1121,13 @@ def _onnx_initializers_layout(unexpected: Sequence[str], missing: Sequence[str],
 # `text_model.encoder.layers.N.self_attn.q_proj`, `vision_model.embeddings.patch_embedding`. The rename search
 # matched names by shape alone and offered the text tower's final norm as the vision tower's pre-norm and the
 # reverse; transformers' convert_clip_original_pytorch_to_hf.py splits in_proj_weight, which no rename does.
+# open_clip's training checkpoints (epoch_N.pt) keep the layout under DDP's `module.`: every key was "unknown" or a
+# wrapper-prefix rename, and the towers' norms renamed onto each other by shape, with no word of the layout.
 _CLIP_LAYOUT = _lazy_regex(
-    r"^(?:visual\.)?transformer\.resblocks\.\d+\.|^visual\.(?:conv1|class_embedding|positional_embedding|proj|ln_pre|"
-    r"ln_post)\b|^(?:token_embedding\.|positional_embedding$|ln_final\.|text_projection$)")
-_CLIP_EVIDENCE = _lazy_regex(r"^(?:visual\.)?transformer\.resblocks\.\d+\.attn\.in_proj_weight$")
+    r"^(?:module\.)?(?:(?:visual\.)?transformer\.resblocks\.\d+\.|visual\.(?:conv1|class_embedding|"
+    r"positional_embedding|proj|ln_pre|ln_post)\b|(?:token_embedding\.|positional_embedding$|ln_final\.|"
+    r"text_projection$))")
+_CLIP_EVIDENCE = _lazy_regex(r"^(?:module\.)?(?:visual\.)?transformer\.resblocks\.\d+\.attn\.in_proj_weight$")
 _HF_CLIP_LAYOUT = _lazy_regex(r"^(?:text_model|vision_model)\.|^(?:visual_projection|text_projection)\.weight$")
 _HF_CLIP_EVIDENCE = _lazy_regex(r"^(?:text_model|vision_model)\.encoder\.layers\.\d+\.self_attn\.[qkv]_proj\.")
 
@@ -1144,6 +1147,22 @@ def _openai_clip_layout(unexpected: Sequence[str], missing: Sequence[str], joine
     # transformers' SiglipModel shares CLIPModel's names but for its logit_bias and attention-pooling head: B was
     # called a CLIPModel and A's CLIP converter offered, whose output (a CLIPModel) B's class does not load.
     siglip = any(name == "logit_bias" or name.startswith("vision_model.head.") for name in hf_names)
+    bare_first, converted_from = "", paths_a
+    if clip_side == "A" and not siglip and all(name.startswith("module.") for name in clip_names):
+        # clip.load, which the converter calls, reads a plain state dict: not one under `state_dict`, nor DDP's names.
+        from weightdoctor.paths import shell_word
+
+        typed = _resolved(paths_a)
+        bare = f"{Path(typed[0]).with_suffix('')}-bare.pt" if typed is not None else None
+        bare_first = ("; A's names carry DDP's module. (an open_clip training checkpoint, epoch_N.pt), which clip.load "
+                      "reads neither under state_dict nor with the prefix: write the bare state dict first, "
+                      + (f"weightdoctor convert {shell_word(typed[0], argument=True)} -o "
+                         f"{shell_word(bare, argument=True)} --rename '^module\\.=', and give the converter that file"
+                         if typed is not None and bare is not None else
+                         "with weightdoctor convert A -o <a new .pt> --rename '^module\\.=', and give the converter "
+                         "that file"))
+        if typed is not None and bare is not None:
+            converted_from = lambda: (bare, typed[1])  # noqa: E731 -- the converter's input is the bare copy
     note = (f"{clip_side} is in OpenAI CLIP's own layout (transformer.resblocks.N, visual.conv1, ln_final, q, k and v "
             "fused in attn.in_proj_weight: the clip package's and open_clip's checkpoints) and "
             f"{hf_side} in transformers' {'SiglipModel' if siglip else 'CLIPModel'} layout "
@@ -1152,13 +1171,13 @@ def _openai_clip_layout(unexpected: Sequence[str], missing: Sequence[str], joine
                "no converter makes of a CLIP checkpoint" if siglip else "") + "): "
             + ("q, k and v are fused on one side and split on the other, which no rename does" if siglip else
                "convert A with " + _convert_a("transformers", "models/clip/convert_clip_original_pytorch_to_hf.py",
-                                              paths_a, "--checkpoint_path", "--pytorch_dump_folder_path")
+                                              converted_from, "--checkpoint_path", "--pytorch_dump_folder_path")
                + ", adding --config_path with B's config.json for another size than ViT-B/32; it loads A with "
                "clip.load (the clip package) and splits each in_proj_weight into q_proj, k_proj and v_proj, which "
                "no rename does" if clip_side == "A" else
                "the clip package and open_clip load their own layout, with q, k and v fused in in_proj_weight, "
                "which no rename does")
-            + "; renaming by shape pairs the two towers' same-sized norms wrongly")
+            + bare_first + "; renaming by shape pairs the two towers' same-sized norms wrongly")
     whys = _layout_errors("foreign-layout",
                           (clip_names, _CLIP_LAYOUT, f"OpenAI CLIP's layout (in {clip_side})"),
                           (hf_names, _HF_CLIP_LAYOUT,
@@ -5915,10 +5934,13 @@ def open_clip_ddp_whys(specs_a: Mapping[str, KeySpec], specs_b: Mapping[str, Key
         bare = name[len("module."):]
         if name.startswith("module.") and bare in specs_b and specs_b[bare].shape == specs_a[name].shape:
             whys[name] = whys[bare] = why
-    if not whys:
+    if not whys or len(whys) != 2 * len(unexpected):
+        # Only the prefix between them: against another layout (transformers' CLIPModel) open_clip's loader is no
+        # loader of B, and the layout's note says what to do.
         return {}, ""
     return whys, (f"A is an open_clip training checkpoint (epoch_N.pt, the DDP model's state dict): "
-                  f"{counted(len(whys) // 2, 'key')} differ from B only by module., which open_clip's "
+                  f"{counted(len(whys) // 2, 'key')} {plural(len(whys) // 2, 'differs', 'differ')} from B only by "
+                  "module., which open_clip's "
                   "factory.load_state_dict strips itself, so open_clip.create_model(..., pretrained=<A>) loads them "
                   "as they are; only another loader (load_state_dict, a converter) needs --rename '^module\\.='")
 
