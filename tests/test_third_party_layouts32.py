@@ -3,7 +3,8 @@
 open_clip's training checkpoints (epoch_N.pt) against open_clip's own unprefixed weights (open_clip_model.safetensors):
 open_clip is not installed; the file is written as its training's main.py saves it (`{"epoch", "name", "state_dict":
 the DDP model's state dict, every name `module.`-prefixed, "optimizer", "scaler"}`) and read as its
-factory.load_state_dict reads it (`state_dict`, then `{k[7:]: v ...}` when the first name starts with `module`). Against transformers' CLIPModel the same file needs
+factory.load_state_dict reads it (`state_dict`, then `{k[7:]: v ...}` when the
+first name starts with `module`). Against transformers' CLIPModel the same file needs
 convert_clip_original_pytorch_to_hf.py, whose clip.load (openai/CLIP's clip/clip.py: torch.jit.load, else torch.load
 as a plain state dict for build_model) reads neither the `state_dict` entry nor the prefix.
 
@@ -227,3 +228,43 @@ def test_a_dac_weights_pth_against_transformers_dac_model_names_its_converter(
         "its keys are in another layout, so writing the state dict on its own would not do: convert it as the note "
         "above says"), trained
     assert "weightdoctor convert" not in trained[0], trained
+
+
+def test_an_icefall_checkpoint_says_what_model_avg_is_and_that_decode_averages_two_files(tmp_path: Path) -> None:
+    """icefall's epoch-N.pt (k2's recipes): model was read, model_avg shown as "a state dict of 5 tensors: pick it
+    with --key" like any other, with no word that it is the running average since training started, nor that
+    icefall's decode.py / export.py (--use-averaged-model, their default) load neither entry alone.
+
+    Written as icefall/checkpoint.py's save_checkpoint writes it (read with the search tool: k2-fsa/icefall):
+    `{"model", "optimizer", "scheduler", "grad_scaler", "sampler", "model_avg" (float32), **params}`, params an
+    AttributeDict of the run's settings (batch_idx_train, best_valid_loss, exp_dir a pathlib.Path, ...)."""
+    generator = torch.Generator().manual_seed(3)
+
+    def state() -> dict[str, torch.Tensor]:
+        return {"encoder.encoder_embed.conv.0.weight": torch.randn(8, 1, 3, 3, generator=generator),
+                "encoder.encoders.0.layers.0.self_attn_weights.in_proj.weight": torch.randn(24, 16,
+                                                                                           generator=generator),
+                "decoder.embedding.weight": torch.randn(50, 16, generator=generator),
+                "joiner.output_linear.weight": torch.randn(50, 16, generator=generator)}
+
+    path = tmp_path / "epoch-29.pt"
+    torch.save({"model": state(), "optimizer": {"state": {}, "param_groups": [{"lr": 0.045, "params": [0, 1]}]},
+                "scheduler": {"base_lrs": [0.045], "epoch": 29, "batch": 120000},
+                "grad_scaler": {"scale": 1024.0, "growth_factor": 2.0, "backoff_factor": 0.5,
+                                "growth_interval": 2000, "_growth_tracker": 12},
+                "sampler": {"epoch": 29, "world_size": 1, "rank": 0, "seed": 42, "shuffle": True},
+                "model_avg": state(), "best_train_loss": 0.21, "best_valid_loss": 0.19, "batch_idx_train": 120000,
+                "average_period": 200, "exp_dir": Path("zipformer/exp"), "cur_epoch": 29}, path)
+    code, data = run_json("inspect", str(path))
+    assert code == 0 and data["nested_key"] == "model" and data["num_tensors"] == 4, data
+    said = [w for w in data["warnings"] if "an icefall (k2) training checkpoint" in w]
+    assert len(said) == 1 and "model_avg beside it is the running average since training started" in said[0] \
+        and "--use-averaged-model" in said[0] and "average_checkpoints_with_averaged_model" in said[0], said
+    # convert writes model and says the same.
+    code, data = run_json("convert", str(path), "-o", str(tmp_path / "model.safetensors"))
+    assert code == 0 and any("an icefall (k2) training checkpoint" in w for w in data["warnings"]), data["warnings"]
+    # A {model, model_avg} pair without icefall's entries is not called icefall's.
+    other = tmp_path / "other.pt"
+    torch.save({"model": state(), "model_avg": state(), "epoch": 3}, other)
+    code, data = run_json("inspect", str(other))
+    assert code == 0 and not any("icefall" in w for w in data["warnings"]), data["warnings"]
