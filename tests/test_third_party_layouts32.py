@@ -23,6 +23,11 @@ WNConvTranspose1d, ResidualUnit x3]), every conv under torch's weight_norm (weig
 transformers 5.25's own DacModel's under weight_norm, renamed back by the inverse of transformers'
 models/dac/convert_dac_checkpoint.py's MAPPING (read with the search tool: huggingface/transformers), which is what it
 converts; B is that DacModel saved by save_pretrained (weight norm folded: one plain weight per conv).
+
+icefall (k2): not installed; epoch-N.pt as icefall/checkpoint.py's save_checkpoint writes it (the test's docstring).
+
+Vocos (gemelo-ai/vocos): not installed; a repo as charactr/vocos-mel-24khz holds it, config.yaml (class_path /
+init_args per part) beside pytorch_model.bin, which vocos/pretrained.py's Vocos.from_pretrained downloads by name.
 """
 
 from __future__ import annotations
@@ -268,3 +273,74 @@ def test_an_icefall_checkpoint_says_what_model_avg_is_and_that_decode_averages_t
     torch.save({"model": state(), "model_avg": state(), "epoch": 3}, other)
     code, data = run_json("inspect", str(other))
     assert code == 0 and not any("icefall" in w for w in data["warnings"]), data["warnings"]
+
+
+_VOCOS_CONFIG = """feature_extractor:
+  class_path: vocos.feature_extractors.MelSpectrogramFeatures
+  init_args:
+    sample_rate: 24000
+    n_fft: 16
+    hop_length: 4
+    n_mels: 10
+backbone:
+  class_path: vocos.models.VocosBackbone
+  init_args:
+    input_channels: 10
+    dim: 16
+    intermediate_dim: 48
+    num_layers: 2
+head:
+  class_path: vocos.heads.ISTFTHead
+  init_args:
+    dim: 16
+    n_fft: 16
+    hop_length: 4
+"""
+
+
+def _vocos_folder(folder: Path, config: str) -> Path:
+    """A Vocos repo as charactr/vocos-mel-24khz holds it: config.yaml (the class_path / init_args of each part) and
+    pytorch_model.bin (a plain torch.save of the model's state dict: VocosBackbone's ConvNeXt blocks, ISTFTHead)."""
+    generator = torch.Generator().manual_seed(5)
+    state = {"feature_extractor.mel_spec.spectrogram.window": torch.hann_window(16),
+             "feature_extractor.mel_spec.mel_scale.fb": torch.randn(9, 10, generator=generator),
+             "backbone.embed.weight": torch.randn(16, 10, 7, generator=generator),
+             "backbone.embed.bias": torch.randn(16, generator=generator)}
+    for i in range(2):
+        block = f"backbone.convnext.{i}."
+        state.update({block + "dwconv.weight": torch.randn(16, 1, 7, generator=generator),
+                      block + "pwconv1.weight": torch.randn(48, 16, generator=generator),
+                      block + "pwconv2.weight": torch.randn(16, 48, generator=generator),
+                      block + "gamma": torch.randn(16, generator=generator)})
+    state.update({"head.out.weight": torch.randn(18, 16, generator=generator),
+                  "head.out.bias": torch.randn(18, generator=generator), "head.istft.window": torch.hann_window(16)})
+    folder.mkdir()
+    torch.save(state, folder / "pytorch_model.bin")
+    (folder / "config.yaml").write_text(config)
+    return folder
+
+
+def test_converting_or_sharding_a_vocos_folder_says_vocos_reads_pytorch_model_bin_alone(tmp_path: Path) -> None:
+    """convert wrote model.safetensors beside config.yaml and shard an index and shards for a Vocos folder, without a
+    word: Vocos.from_pretrained (gemelo-ai/vocos vocos/pretrained.py, read with the search tool) downloads
+    config.yaml and pytorch_model.bin by those names and reads nothing else."""
+    folder = _vocos_folder(tmp_path / "vocos-mel-24khz", _VOCOS_CONFIG)
+    code, data = run_json("convert", str(folder), "-o", str(tmp_path / "converted"))
+    said = [w for w in data["warnings"] if w.startswith("a Vocos vocoder")]
+    assert code == 0 and (tmp_path / "converted" / "model.safetensors").is_file(), data
+    assert len(said) == 1 and "Vocos.from_pretrained reads config.yaml and pytorch_model.bin by those names" in \
+        said[0] and "cannot load model.safetensors" in said[0] and "convert --to bin" in said[0], data["warnings"]
+    # What the warning advises writes what Vocos reads, and says nothing.
+    code, data = run_json("convert", str(folder), "-o", str(tmp_path / "as-bin"), "--to", "bin")
+    assert code == 0 and (tmp_path / "as-bin" / "pytorch_model.bin").is_file(), data
+    assert not any("Vocos" in w for w in data["warnings"]), data["warnings"]
+    code, data = run_json("shard", str(folder), "-o", str(tmp_path / "sharded"), "--max", "2KB", "--format", "bin")
+    said = [w for w in data["warnings"] if w.startswith("a Vocos vocoder")]
+    assert code == 0 and data["plan"]["index"] == "pytorch_model.bin.index.json", data["plan"]
+    assert len(said) == 1 and "cannot load these shards" in said[0], data["warnings"]
+    code, data = run_json("shard", str(folder), "-o", str(tmp_path / "whole"), "--max", "10GB", "--format", "bin")
+    assert code == 0 and not any("Vocos" in w for w in data["warnings"]), data["warnings"]
+    # Another config.yaml beside the same names (no vocos classes) is not called Vocos'.
+    other = _vocos_folder(tmp_path / "other", "model:\n  dim: 16\n")
+    code, data = run_json("convert", str(other), "-o", str(tmp_path / "other-out"))
+    assert code == 0 and not any("Vocos" in w for w in data["warnings"]), data["warnings"]
