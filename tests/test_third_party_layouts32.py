@@ -340,7 +340,16 @@ def test_converting_or_sharding_a_vocos_folder_says_vocos_reads_pytorch_model_bi
     assert len(said) == 1 and "cannot load these shards" in said[0], data["warnings"]
     code, data = run_json("shard", str(folder), "-o", str(tmp_path / "whole"), "--max", "10GB", "--format", "bin")
     assert code == 0 and not any("Vocos" in w for w in data["warnings"]), data["warnings"]
+    # inspect and plan-devices name the config Vocos reads (were silent, and "no config.json").
+    code, data = run_json("inspect", str(folder))
+    assert code == 0 and any(w.startswith("config.yaml beside the weights is Vocos' own config") for w in
+                             data["warnings"]), data["warnings"]
+    code, data = run_json("plan-devices", str(folder), "--gpu", "1GB")
+    assert code == 0 and any(w.startswith("no config.json (config.yaml beside the weights is Vocos' own config")
+                             for w in data["warnings"]), data["warnings"]
     # Another config.yaml beside the same names (no vocos classes) is not called Vocos'.
     other = _vocos_folder(tmp_path / "other", "model:\n  dim: 16\n")
     code, data = run_json("convert", str(other), "-o", str(tmp_path / "other-out"))
+    assert code == 0 and not any("Vocos" in w for w in data["warnings"]), data["warnings"]
+    code, data = run_json("inspect", str(other))
     assert code == 0 and not any("Vocos" in w for w in data["warnings"]), data["warnings"]

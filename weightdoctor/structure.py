@@ -446,7 +446,12 @@ def own_config_warning(checkpoint: Checkpoint) -> str | None:
 
     if checkpoint.config is not None:  # headers read remotely: the path names no local folder, none is found
         return None
+    from weightdoctor.shard import VOCOS_LOADS, vocos_model
+
     folder = checkpoint.path if checkpoint.path.is_dir() else checkpoint.path.parent
+    if vocos_model(checkpoint):
+        return (f"config.yaml beside the weights is Vocos' own config (its parts' vocos classes): {VOCOS_LOADS}; "
+                "from_pretrained of transformers has no config.json to build it from")
     said = stable_audio_config(folder)
     return (f"{said}: stable_audio_tools builds the model from it (create_model_from_config) and loads these weights "
             "into it (load_ckpt_state_dict); from_pretrained has no config.json to build it from") if said else None
