@@ -879,7 +879,36 @@ _DIFFUSERS_MOTION_EVIDENCE = _lazy_regex(r"\.motion_modules\.\d+\.transformer_bl
 _SUNO_BARK_EVIDENCE = _lazy_regex(r"^(?:_orig_mod\.)?transformer\.h\.\d+\.attn\.c_attn\.weight$")
 _HF_BARK_EVIDENCE = _lazy_regex(r"(?:^|\.)layers\.\d+\.attn\.att_proj\.weight$")
 
+# descript-audio-codec's own weights (weights.pth, as `python -m dac download` fetches it: audiotools' BaseModel.save
+# with package=False, {"state_dict", "metadata": {"kwargs": the DAC constructor's arguments}}) name its layers by
+# nn.Sequential position (`encoder.block.N.block.M.block.K`, `decoder.model.N.block.M.block.K`) and keep every conv
+# weight-normed (weight_g / weight_v); transformers' DacModel names them `encoder.block.N.res_unitM.conv1`, `snake1`,
+# `conv_t1`, one plain `weight` each. The rename search offered 6 prefixes (12 of 188 keys), the rest "unknown", with
+# no word of convert_dac_checkpoint.py, which maps every name, reads the sizes from metadata.kwargs and folds the
+# weight norm (apply_weight_norm, load, remove_weight_norm).
+# --model-class: from_pretrained renames weight_g / weight_v to parametrizations.weight.original0 / original1 first.
+_DAC_EVIDENCE = _lazy_regex(r"^(?:encoder\.block|decoder\.model)\.\d+\.block\.\d+\.block\.\d+\."
+                            r"(?:weight_[gv]|parametrizations\.weight\.original[01])$")
+_HF_DAC_EVIDENCE = _lazy_regex(r"^(?:encoder|decoder)\.block\.\d+\.res_unit\d+\.conv[12]\.")
+
+
+def _dac_note(paths: ConversionPaths) -> str:
+    """The note on descript-audio-codec's own weights against transformers' DacModel: its converter given A."""
+    return ("A is in descript-audio-codec's own layout (encoder.block.N.block.M.block.K, decoder.model.N..., every "
+            "conv weight-normed as weight_g / weight_v: dac's weights.pth, its state_dict beside metadata.kwargs) and "
+            "B in transformers' DacModel layout (encoder.block.N.res_unitM.conv1, snake1, conv_t1, one plain weight "
+            "each): convert A with " + _convert_a(
+                "transformers", "models/dac/convert_dac_checkpoint.py", paths, "--checkpoint_path",
+                "--pytorch_dump_folder_path", extra=[("--model", "dac_44khz")])
+            + " (--model dac_24khz or dac_16khz for those: it takes only these three names, and reads the sizes from "
+            "metadata.kwargs; --sample_rate too, or config.json's sampling_rate is left null), which renames every "
+            "key and folds weight_g / weight_v into weight; the renames suggested here cover a few keys only and "
+            "leave the weight norm unfolded")
+
+
 _RENAMED_LAYOUTS = (
+    _RenamedLayout(("weight_v", "parametrizations.weight.original1"), ("res_unit",), _DAC_EVIDENCE, _HF_DAC_EVIDENCE,
+                   _dac_note),
     _RenamedLayout(
         ("temporal_transformer.",), ("motion_modules.",), _ANIMATEDIFF_EVIDENCE, _DIFFUSERS_MOTION_EVIDENCE,
         ("A is in AnimateDiff's own motion-module layout (motion_modules.N.temporal_transformer.transformer_blocks.N."
@@ -1094,10 +1123,13 @@ def _onnx_initializers_layout(unexpected: Sequence[str], missing: Sequence[str],
 # `text_model.encoder.layers.N.self_attn.q_proj`, `vision_model.embeddings.patch_embedding`. The rename search
 # matched names by shape alone and offered the text tower's final norm as the vision tower's pre-norm and the
 # reverse; transformers' convert_clip_original_pytorch_to_hf.py splits in_proj_weight, which no rename does.
+# open_clip's training checkpoints (epoch_N.pt) keep the layout under DDP's `module.`: every key was "unknown" or a
+# wrapper-prefix rename, and the towers' norms renamed onto each other by shape, with no word of the layout.
 _CLIP_LAYOUT = _lazy_regex(
-    r"^(?:visual\.)?transformer\.resblocks\.\d+\.|^visual\.(?:conv1|class_embedding|positional_embedding|proj|ln_pre|"
-    r"ln_post)\b|^(?:token_embedding\.|positional_embedding$|ln_final\.|text_projection$)")
-_CLIP_EVIDENCE = _lazy_regex(r"^(?:visual\.)?transformer\.resblocks\.\d+\.attn\.in_proj_weight$")
+    r"^(?:module\.)?(?:(?:visual\.)?transformer\.resblocks\.\d+\.|visual\.(?:conv1|class_embedding|"
+    r"positional_embedding|proj|ln_pre|ln_post)\b|(?:token_embedding\.|positional_embedding$|ln_final\.|"
+    r"text_projection$))")
+_CLIP_EVIDENCE = _lazy_regex(r"^(?:module\.)?(?:visual\.)?transformer\.resblocks\.\d+\.attn\.in_proj_weight$")
 _HF_CLIP_LAYOUT = _lazy_regex(r"^(?:text_model|vision_model)\.|^(?:visual_projection|text_projection)\.weight$")
 _HF_CLIP_EVIDENCE = _lazy_regex(r"^(?:text_model|vision_model)\.encoder\.layers\.\d+\.self_attn\.[qkv]_proj\.")
 
@@ -1117,6 +1149,22 @@ def _openai_clip_layout(unexpected: Sequence[str], missing: Sequence[str], joine
     # transformers' SiglipModel shares CLIPModel's names but for its logit_bias and attention-pooling head: B was
     # called a CLIPModel and A's CLIP converter offered, whose output (a CLIPModel) B's class does not load.
     siglip = any(name == "logit_bias" or name.startswith("vision_model.head.") for name in hf_names)
+    bare_first, converted_from = "", paths_a
+    if clip_side == "A" and not siglip and all(name.startswith("module.") for name in clip_names):
+        # clip.load, which the converter calls, reads a plain state dict: not one under `state_dict`, nor DDP's names.
+        from weightdoctor.paths import shell_word
+
+        typed = _resolved(paths_a)
+        bare = f"{Path(typed[0]).with_suffix('')}-bare.pt" if typed is not None else None
+        bare_first = ("; A's names carry DDP's module. (an open_clip training checkpoint, epoch_N.pt), which clip.load "
+                      "reads neither under state_dict nor with the prefix: write the bare state dict first, "
+                      + (f"weightdoctor convert {shell_word(typed[0], argument=True)} -o "
+                         f"{shell_word(bare, argument=True)} --rename '^module\\.=', and give the converter that file"
+                         if typed is not None and bare is not None else
+                         "with weightdoctor convert A -o <a new .pt> --rename '^module\\.=', and give the converter "
+                         "that file"))
+        if typed is not None and bare is not None:
+            converted_from = lambda: (bare, typed[1])  # noqa: E731 -- the converter's input is the bare copy
     note = (f"{clip_side} is in OpenAI CLIP's own layout (transformer.resblocks.N, visual.conv1, ln_final, q, k and v "
             "fused in attn.in_proj_weight: the clip package's and open_clip's checkpoints) and "
             f"{hf_side} in transformers' {'SiglipModel' if siglip else 'CLIPModel'} layout "
@@ -1125,13 +1173,13 @@ def _openai_clip_layout(unexpected: Sequence[str], missing: Sequence[str], joine
                "no converter makes of a CLIP checkpoint" if siglip else "") + "): "
             + ("q, k and v are fused on one side and split on the other, which no rename does" if siglip else
                "convert A with " + _convert_a("transformers", "models/clip/convert_clip_original_pytorch_to_hf.py",
-                                              paths_a, "--checkpoint_path", "--pytorch_dump_folder_path")
+                                              converted_from, "--checkpoint_path", "--pytorch_dump_folder_path")
                + ", adding --config_path with B's config.json for another size than ViT-B/32; it loads A with "
                "clip.load (the clip package) and splits each in_proj_weight into q_proj, k_proj and v_proj, which "
                "no rename does" if clip_side == "A" else
                "the clip package and open_clip load their own layout, with q, k and v fused in in_proj_weight, "
                "which no rename does")
-            + "; renaming by shape pairs the two towers' same-sized norms wrongly")
+            + bare_first + "; renaming by shape pairs the two towers' same-sized norms wrongly")
     whys = _layout_errors("foreign-layout",
                           (clip_names, _CLIP_LAYOUT, f"OpenAI CLIP's layout (in {clip_side})"),
                           (hf_names, _HF_CLIP_LAYOUT,
@@ -4089,6 +4137,9 @@ class DiffReport:
     # `convert` arguments that read A as this run did and name a new output beside it (shell-quoted; --rename flags
     # apart), for the line that writes the renamed copy; "" where A is no local weights file or folder.
     convert_args: str = field(default="", metadata={"json": False}, repr=False)
+    # --model-class: a note names the converter of A's foreign layout (descript-audio-codec's, suno's Bark): the
+    # training checkpoint's "write the state dict on its own first" is then not the fix, converting it is.
+    converter_named: bool = field(default=False, metadata={"json": False}, repr=False)
 
     def severities(self) -> list[str]:
         """Every severity this report carries (one per key problem and dtype difference)."""
@@ -5998,6 +6049,10 @@ def _diff_specs(
             # Keys whose new name is one of B's with the same shape (a name not in B gets None: no match).
             after = sum(map(eq, map(shapes_b.get, fixed), shapes_a.values()))
             layout_note = "; ".join(filter(None, (layout_note, renumbering_note(suggestions, shapes_b))))
+    if suggestions and suggestions[0].pattern == r"^module\." and not adapter_whys \
+            and (open_clip := open_clip_ddp_whys(renamed_a, specs_b, diff.unexpected))[0]:
+        layout_whys = {**open_clip[0], **layout_whys}
+        layout_note = "; ".join(filter(None, (layout_note, open_clip[1])))
     if model_renamings is not None and diff.missing and diff.unexpected and not adapter_whys:
         renamed_whys, renamed_note = per_model_renames(renamed_a, specs_b, diff.unexpected, diff.missing,
                                                        suggestions, model_renamings, model_class_command)
@@ -6011,6 +6066,44 @@ def _diff_specs(
         layout_whys=layout_whys, notes=[layout_note] if layout_note else (), loader_prefix=loader_prefix,
         quantization_a=quantization_a, quantizers=quantizers,
     )
+
+
+# open_clip's training saves epoch_N.pt with the DDP model's state dict (every name `module.`-prefixed), and its own
+# factory.load_state_dict strips `module.` when the first name starts with it: inspect says so (structure.py's
+# _OPEN_CLIP, the same names tell the file), and diff-keys rated the prefix an error no open_clip load meets.
+_OPEN_CLIP_PARTS = ("module.visual.", "module.logit_scale")
+
+
+def open_clip_ddp_whys(specs_a: Mapping[str, KeySpec], specs_b: Mapping[str, KeySpec], unexpected: Sequence[str],
+                       ) -> tuple[dict[str, tuple[str, str, str]], str]:
+    """(reason, severity, detail) of the keys that differ only by DDP's `module.` where A is open_clip's training
+    checkpoint (every name `module.`-prefixed, a visual tower and logit_scale among them), and a note; ({}, "")
+    for any other file: a warning, not an error, since open_clip's own loader strips the prefix.
+
+    Example:
+        >>> a = {n: KeySpec(n, (1,), "float32") for n in ("module.visual.proj", "module.logit_scale")}
+        >>> b = {n: KeySpec(n, (1,), "float32") for n in ("visual.proj", "logit_scale")}
+        >>> open_clip_ddp_whys(a, b, list(a))[0]["logit_scale"][:2]
+        ('wrapper-prefix', 'warn')
+    """
+    if not specs_a or not all(map(str.startswith, specs_a, repeat("module."))) \
+            or not all(any(map(str.startswith, specs_a, repeat(part))) for part in _OPEN_CLIP_PARTS):
+        return {}, ""
+    why = ("wrapper-prefix", "warn", "open_clip's loader strips module. itself (see the note)")
+    whys: dict[str, tuple[str, str, str]] = {}
+    for name in unexpected:
+        bare = name[len("module."):]
+        if name.startswith("module.") and bare in specs_b and specs_b[bare].shape == specs_a[name].shape:
+            whys[name] = whys[bare] = why
+    if not whys or len(whys) != 2 * len(unexpected):
+        # Only the prefix between them: against another layout (transformers' CLIPModel) open_clip's loader is no
+        # loader of B, and the layout's note says what to do.
+        return {}, ""
+    return whys, (f"A is an open_clip training checkpoint (epoch_N.pt, the DDP model's state dict): "
+                  f"{counted(len(whys) // 2, 'key')} {plural(len(whys) // 2, 'differs', 'differ')} from B only by "
+                  "module., which open_clip's "
+                  "factory.load_state_dict strips itself, so open_clip.create_model(..., pretrained=<A>) loads them "
+                  "as they are; only another loader (load_state_dict, a converter) needs --rename '^module\\.='")
 
 
 def per_model_renames(

@@ -878,6 +878,7 @@ def diff_against_model(
         # one from_pretrained does not fix (Lightning's `model.` on BERT, whose base prefix is `bert.`).
         base_prefix_loads=False, loader_ran=True, fixed_by_renames=fixed_by_renames, saved_names_a=renamed_a,
     )
+    report.converter_named = bool(layout_note) and not adapter_whys
     report.matched = len(specs_b) - len(sim.missing | set(sim.misnumbered_experts) | mismatched_names)
     report.total_a = len(specs_a)  # A's own tensors, not the names they become once experts are merged
     if sim.converted:
@@ -1292,8 +1293,10 @@ def diff_checkpoint_against_model(
         report.notes.append(
             f"{where}A is a training checkpoint: its state dict sits under {checkpoint.nested_key!r}, and this report "
             "is what loading that state dict gives; from_pretrained(A) itself reads the file's top level, so it "
-            "loads none of these weights (or raises): write the state dict on its own first "
-            f"({_state_dict_command(checkpoint)})")
+            "loads none of these weights (or raises): " + (
+                "its keys are in another layout, so writing the state dict on its own would not do: convert it as "
+                "the note above says" if report.converter_named else
+                f"write the state dict on its own first ({_state_dict_command(checkpoint)})"))
     elif unread is not None:
         # Keys of another code base's layout (LitGPT's lit_model.pth beside the config.json it copies) load under no
         # file name: "rename it so" would send the user to a second failure.

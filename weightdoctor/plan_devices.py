@@ -2180,9 +2180,14 @@ _OWN_CONFIG_FILES = (("gliner_config.json", "GLiNER's own config, which GLiNER.f
 
 def _own_config_beside(checkpoint: Checkpoint) -> str | None:
     """What a library's own config beside the weights is (`_OWN_CONFIG_FILES`), or None."""
+    from weightdoctor.meta_model import stable_audio_config
+    from weightdoctor.shard import vocos_model
+
     folder = checkpoint.path if checkpoint.path.is_dir() else checkpoint.path.parent
     return next((f"{name} beside the weights is {what}" for name, what in _OWN_CONFIG_FILES
-                 if (folder / name).is_file()), None)
+                 if (folder / name).is_file()), None) or stable_audio_config(folder) or (
+        "config.yaml beside the weights is Vocos' own config, which Vocos.from_pretrained reads"
+        if vocos_model(checkpoint) else None)
 
 
 def _no_transformers_config(config: dict[str, Any] | None, own_config: str | None = None) -> str:
