@@ -343,7 +343,7 @@ def test_a_long_path_keeps_the_refusal_snippet_whole(tmp_path: Path) -> None:
                           capture_output=True, text=True, cwd=tmp_path,
                           env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
     assert done.returncode == 0, done.stderr
-    written = load_file(tmp_path / "model.safetensors")
+    written = load_file(tmp_path / deep / "weights.safetensors")  # beside the .npz, under its name
     assert sorted(written) == sorted(arrays) and all(np.array_equal(written[k], v) for k, v in arrays.items())
 
 

@@ -125,9 +125,10 @@ def test_a_pickle_rewritten_in_place_while_cast_is_refused_not_written_as_a_mix(
     result = run_cli("convert", str(source), "-o", str(output), "--dtype", "fp16")
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.exit_code == 2 and result.stdout == "", (result.stdout, result.stderr)
-    assert len(lines) == 1 and lines[0].startswith(f"error: {source}: the file changed while its tensors were read"), \
-        lines
-    assert "could mix old and new contents" in lines[0]
+    # Read with preadv since redteam37 (no map): the rewrite is seen by the identity check before the next tensor
+    # (its modification time changed), or by the check after the values were read; either refuses the whole file.
+    assert len(lines) == 1 and lines[0].startswith(f"error: {source}: the file changed "), lines
+    assert ("nothing more is read from it" in lines[0] or "could mix old and new contents" in lines[0]), lines
     assert list(output.parent.iterdir()) == []  # no output, no temporary
 
 
