@@ -21,49 +21,13 @@ from typing import Any
 import pytest
 
 from tests.helpers import json_report, run_cli
-
-_MOE_KINDS = ("mixtral", "qwen3_moe", "olmoe")
-
-
-def _tiny_moe(kind: str) -> Any:
-    """A seeded tiny MoE causal LM of `kind`, eight experts a layer, two layers."""
-    import torch
-    import transformers
-
-    torch.manual_seed(0)
-    shared = dict(vocab_size=128, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
-                  num_key_value_heads=2, num_experts_per_tok=2, max_position_embeddings=64)
-    if kind == "mixtral":
-        return transformers.MixtralForCausalLM(transformers.MixtralConfig(num_local_experts=8, **shared)).eval()
-    if kind == "qwen3_moe":
-        config = transformers.Qwen3MoeConfig(num_experts=8, moe_intermediate_size=16, head_dim=8, **shared)
-        return transformers.Qwen3MoeForCausalLM(config).eval()
-    config = transformers.OlmoeConfig(num_experts=8, pad_token_id=0, eos_token_id=1, bos_token_id=None, **shared)
-    return transformers.OlmoeForCausalLM(config).eval()
+from tests.test_user_mistakes19 import _MOE_KINDS, _renumbered, saved_moe
 
 
 @pytest.fixture(scope="module", params=_MOE_KINDS)
 def moe(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
-    """A tiny MoE saved by save_pretrained (per-expert keys), and its state dict as the model holds it."""
-    model = _tiny_moe(request.param)
-    folder = tmp_path_factory.mktemp(request.param) / "original"
-    model.save_pretrained(folder)
-    return folder, {name: tensor.clone() for name, tensor in model.state_dict().items()}
-
-
-def _renumbered(source: Path, destination: Path, moves: list[tuple[int, int, int]]) -> Path:
-    """A copy of the model folder `source` whose experts (layer, number, new number) were saved renumbered."""
-    from safetensors.torch import load_file, save_file
-
-    shutil.copytree(source, destination)
-    weights = load_file(destination / "model.safetensors")
-    for name in list(weights):
-        for layer, number, new in moves:
-            if f".layers.{layer}." in name and f".experts.{number}." in name:
-                weights[name.replace(f".experts.{number}.", f".experts.{new}.")] = weights.pop(name)
-                break
-    save_file(weights, str(destination / "model.safetensors"), metadata={"format": "pt"})
-    return destination
+    """A tiny MoE of eight experts a layer, saved by save_pretrained (per-expert keys), and its state dict."""
+    return saved_moe(request.param, tmp_path_factory, experts=8)
 
 
 def _loads_as(folder: Path, original: dict[str, Any], config_from: Path) -> None:
