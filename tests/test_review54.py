@@ -16,6 +16,7 @@ import torch
 from tests.helpers import REPO_ROOT, run_json
 from weightdoctor.check_dtype import _pieces, cast_counts
 from weightdoctor.checkpoint import safetensors_format
+from weightdoctor.errors import UnsupportedEnvironment
 
 # A child whose soft data limit (RLIMIT_DATA) is 0, its hard limit left as it was: since Linux 4.7 a private
 # writable map is then refused only past the hard limit (the kernel's workaround for Valgrind, which sets it so).
@@ -112,7 +113,7 @@ def _data_limit_room(room: int) -> object:
     return measure
 
 
-def test_a_tensor_in_a_bin_mapped_already_is_not_charged_to_the_data_limit_again(
+def test_a_tensor_of_a_bin_read_whole_is_charged_once_what_it_allocates(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A .bin is mapped whole, privately, on its first tensor's read: the map counts in full in VmData. Its second
     tensor's pages lie in that map, read at no more data, but the guard charged them again (measured: inspect
@@ -126,10 +127,19 @@ def test_a_tensor_in_a_bin_mapped_already_is_not_charged_to_the_data_limit_again
     checkpoint = open_checkpoint(str(path))
     monkeypatch.setattr(safetensors_format, "available_memory", _data_limit_room(1 << 20))
     safetensors_format.forget_memory_room()
-    assert float(checkpoint.load_tensor("a").mean()) == 0.5  # the file is mapped whole now
-    monkeypatch.setattr(safetensors_format, "available_memory", _data_limit_room(100))
+    assert float(checkpoint.load_tensor("a").mean()) == 0.5
+    # Red team 37: a tensor read whole is read by os.preadv into memory of its own (a file cut short during a read
+    # of the map's pages died of SIGBUS), so the file is not mapped whole by it and nothing is charged twice: each
+    # read is charged the 16 KB it allocates, once, and refused where that much is not left.
+    archive = next(iter(checkpoint._pickles.values())).state_dict["b"].storage.archive
+    assert not archive.mapped_whole
+    monkeypatch.setattr(safetensors_format, "available_memory", _data_limit_room(64 * 64 * 4))
     safetensors_format.forget_memory_room()
     assert float(checkpoint.load_tensor("b").mean()) == 2.0
+    monkeypatch.setattr(safetensors_format, "available_memory", _data_limit_room(100))
+    safetensors_format.forget_memory_room()
+    with pytest.raises(UnsupportedEnvironment, match="data limit"):
+        checkpoint.load_tensor("b")
     safetensors_format.forget_memory_room()
 
 

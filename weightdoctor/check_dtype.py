@@ -737,13 +737,17 @@ class CheckDtypeReport:
 
 
 def config_dtype(config: dict[str, Any] | None) -> str | None:
-    """The dtype `config.json` declares, read as transformers reads it (`dtype` first, then `torch_dtype`)."""
+    """The dtype `config.json` declares, read as transformers reads it (`dtype` first, then `torch_dtype`); cut in its
+    middle past 200 characters (no dtype's name is near that long): a torch_dtype of a megabyte was echoed whole in
+    check-dtype --json's `config_torch_dtype` and again in each message quoting it."""
+    from weightdoctor.errors import clip_middle
+
     if not config:
         return None
     for key in ("dtype", "torch_dtype"):
         value = config.get(key)
         if value is not None:
-            return value.removeprefix("torch.") if isinstance(value, str) else str(value)
+            return clip_middle(value.removeprefix("torch.") if isinstance(value, str) else str(value), 200)
     return None
 
 

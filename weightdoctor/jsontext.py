@@ -109,3 +109,43 @@ def _deeper_than(value: Any, limit: int) -> bool:
             return False
         level = deeper
     return bool(level)
+
+
+# The longest string of a config.json a --json report echoes: a genuine value (a model type, an architecture, a dtype,
+# an auto_map entry) is a few dozen characters, and a 50 MB model_type (config strings are read up to 100 MB) was
+# echoed whole, twice (`config` and `config_summary`): a 112 MB inspect --json. Longer ones are cut in their middle by
+# `clip_middle`, which says in the string itself how many characters it left out; the report lists where.
+MAX_ECHOED_CHARS = 10_000
+
+
+def clip_long_strings(value: Any, where: str, clipped: list[str], limit: int = MAX_ECHOED_CHARS) -> Any:
+    """`value` (a config read by `parse_json`: at most `MAX_DEPTH` deep) with each string longer than `limit`
+    characters, key or value, cut by `clip_middle`; the JSON path of each cut one (`where` its own) is appended to
+    `clipped`. The value itself is returned where nothing in it was cut (no copy of a config that needs none).
+
+    Example:
+        >>> cut: list[str] = []
+        >>> clip_long_strings({"model_type": "x" * 30, "n": 1}, "config", cut, limit=20)["model_type"]
+        'xxxxxxxxxxxxxxx ... (20 characters left out) ... xxxxx'
+        >>> cut
+        ['config.model_type']
+    """
+    from weightdoctor.errors import clip_middle
+
+    if isinstance(value, str):
+        if len(value) <= limit:
+            return value
+        clipped.append(where)
+        return clip_middle(value, limit)
+    if isinstance(value, list):
+        before = len(clipped)
+        items = [clip_long_strings(item, f"{where}[{index}]", clipped, limit) for index, item in enumerate(value)]
+        return items if len(clipped) > before else value
+    if isinstance(value, dict):
+        before = len(clipped)
+        members = {}
+        for key, item in value.items():
+            shown_key = clip_long_strings(key, f"{where} (a key)", clipped, limit) if type(key) is str else key
+            members[shown_key] = clip_long_strings(item, f"{where}.{shown_key}", clipped, limit)
+        return members if len(clipped) > before else value
+    return value

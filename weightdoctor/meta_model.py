@@ -226,7 +226,7 @@ def config_from_dict(config: dict[str, Any], **overrides: Any) -> PretrainedConf
         why = ("; its config names code of its own (auto_map, trust_remote_code), which weightdoctor never runs"
                if isinstance(config.get("auto_map"), dict) else
                f"; a model newer than transformers {transformers.__version__}? upgrade transformers")
-        raise UsageError(f"this transformers does not know model_type {model_type!r}{why}")
+        raise UsageError(f"this transformers does not know model_type {shown_type(model_type)}{why}")
     values = {k: v for k, v in {**config, **overrides}.items() if k != "model_type"}
     try:
         return AutoConfig.for_model(model_type, **values)
@@ -249,8 +249,16 @@ def config_from_dict(config: dict[str, Any], **overrides: Any) -> PretrainedConf
             raise UsageError(f"{malformed} (transformers {transformers.__version__} builds no config from it, "
                              "whatever the model class)") from refused
     detail = clip_words(" ".join(str(refused).split()), 200)
-    raise UsageError(f"config.json cannot build a {model_type!r} config ({type(refused).__name__}: {detail})"
+    raise UsageError(f"config.json cannot build a {shown_type(model_type)} config ({type(refused).__name__}: {detail})"
                      ) from refused
+
+
+def shown_type(model_type: Any) -> str:
+    """A config's model_type quoted in a message (its repr), cut in the middle past 200 characters: a 50 MB one was
+    quoted whole in plan-devices --json's warnings (text cuts a line at MAX_MESSAGE_CHARS, the JSON did not)."""
+    from weightdoctor.errors import clip_middle
+
+    return clip_middle(repr(model_type), 200)
 
 
 def shown_value(value: Any, limit: int = 200) -> str:
@@ -583,8 +591,8 @@ def foreign_class_message(cls: type, model_type: str | None, hint: str = "or pas
     """Why a class of another model type is refused: `hint` says how the command takes another config."""
     expected = getattr(cls, "config_class", None)
     wanted = getattr(expected, "model_type", "") or getattr(expected, "__name__", "its own")
-    return (f"{cls.__name__} needs a {wanted!r} config, but the config's model_type is {model_type!r}; pick a class "
-            f"of that model type, {hint}")
+    return (f"{cls.__name__} needs a {wanted!r} config, but the config's model_type is {shown_type(model_type)}; "
+            f"pick a class of that model type, {hint}")
 
 
 def is_foreign_config(config: Any) -> bool:

@@ -2112,7 +2112,7 @@ def _build_from_config(config: dict[str, Any], torch_dtype: str, model_class: st
     from transformers import CONFIG_MAPPING
 
     from weightdoctor.load_simulation import concrete_class_name
-    from weightdoctor.meta_model import build_meta_model
+    from weightdoctor.meta_model import build_meta_model, shown_type
 
     model_type = config.get("model_type")
     if isinstance(model_type, str) and model_type not in CONFIG_MAPPING:
@@ -2124,7 +2124,8 @@ def _build_from_config(config: dict[str, Any], torch_dtype: str, model_class: st
             # transformers upgrade knows; from_pretrained builds it only by running the repo's code.
             hint = ("; the repo ships its own modelling code (auto_map, loaded with trust_remote_code), which "
                     "weightdoctor never runs")
-        raise UsageError(f"transformers {transformers.__version__} does not know model_type {model_type!r}{hint}")
+        raise UsageError(f"transformers {transformers.__version__} does not know model_type {shown_type(model_type)}"
+                         f"{hint}")
     if model_class:
         # AutoModelForCausalLM.from_pretrained builds the class its mapping gives for the config's type
         model_class = concrete_class_name(config, model_class)

@@ -287,7 +287,9 @@ def _identical_sets(checkpoint: Checkpoint, group: list[str]) -> tuple[list[list
     """Split names that share storage into identical views (true aliases) and the rest."""
     areas: dict[tuple[int, int, tuple[int, ...], tuple[int, ...], str], list[str]] = {}
     for name in group:
-        tensor = checkpoint.load_tensor(name)
+        # The views of the file's map (`pickled_tensor`): `load_tensor` reads each into memory of its own, so their
+        # addresses would differ. Names share storage only in a pickle.
+        tensor = checkpoint.pickled_tensor(name)
         key = (tensor.data_ptr(), tensor.numel(), tuple(tensor.shape), tuple(tensor.stride()), str(tensor.dtype))
         areas.setdefault(key, []).append(name)
     identical = [names for names in areas.values() if len(names) > 1]
@@ -316,7 +318,7 @@ def choose_aliases(
             copies.append(sorted(others + [n for names in identical for n in names]))
         for names in identical:
             discard = [n for n in names if any(re.search(p, n) for p in tied_patterns)]
-            tensors = {n: checkpoint.load_tensor(n) for n in names}
+            tensors = {n: checkpoint.pickled_tensor(n) for n in names}  # views of one storage, as `_identical_sets`
             try:
                 to_remove = _remove_duplicate_names(tensors, discard_names=discard)
             except RuntimeError:

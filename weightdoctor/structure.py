@@ -14,7 +14,7 @@ from weightdoctor.checkpoint.model import unique_tensors
 from weightdoctor.dtypes import FLOATING
 from weightdoctor.errors import clip_middle
 from weightdoctor.gcpause import gc_paused
-from weightdoctor.jsontext import MAX_DEPTH, parse_json
+from weightdoctor.jsontext import MAX_DEPTH, clip_long_strings, parse_json
 from weightdoctor.quantized import QuantizedSummary, gguf_config_loads_dense, inc_weight_config, quantized_summary
 from weightdoctor.wording import counted, plural
 
@@ -127,8 +127,17 @@ class InspectReport:
     skipped_entries_count: int = field(init=False)
     all_other_entries: list[str] = field(init=False, repr=False, metadata={"json": False})
     all_skipped_entries: list[str] = field(init=False, repr=False, metadata={"json": False})
+    # The JSON paths (`config.model_type`, `config_summary.architectures[0]`) of the config strings --json cut in their
+    # middle (`clip_long_strings`: past MAX_ECHOED_CHARS characters); the text report reads the whole summary
+    # (`full_config_summary`, not in --json), which it cuts shorter itself.
+    config_clipped: list[str] = field(init=False)
+    full_config_summary: dict[str, Any] | None = field(init=False, repr=False, metadata={"json": False})
 
     def __post_init__(self) -> None:
+        self.config_clipped = []
+        self.full_config_summary = self.config_summary
+        self.config = clip_long_strings(self.config, "config", self.config_clipped)
+        self.config_summary = clip_long_strings(self.config_summary, "config_summary", self.config_clipped)
         self.all_other_entries, self.all_skipped_entries = self.other_entries, self.skipped_entries
         self.other_entries_count, self.skipped_entries_count = len(self.other_entries), len(self.skipped_entries)
         self.other_entries = self.other_entries[:MAX_ENTRIES_LISTED]

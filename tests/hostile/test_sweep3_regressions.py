@@ -236,7 +236,7 @@ def test_an_output_that_is_a_loop_of_links(tmp_path: Path, command: list[str]) -
 def test_a_zip_checkpoint_cut_short_before_its_values_are_read(tmp_path: Path) -> None:
     """The torch-free reader maps the file on the first value read: a file truncated between listing and reading
     gave frombuffer's 'unexpected ValueError: requested buffer length ... must not be greater than actual buffer
-    length'. (Truncated after the map is made, reading can still end in SIGBUS: see docs/security.md.)"""
+    length'. (Read whole, its values are read by os.preadv since red team 37: see docs/security.md.)"""
     import os
 
     from weightdoctor.checkpoint.reader import open_checkpoint
@@ -246,7 +246,9 @@ def test_a_zip_checkpoint_cut_short_before_its_values_are_read(tmp_path: Path) -
     torch.save({"a": torch.ones(64), "b": torch.ones(4096)}, path)
     checkpoint = open_checkpoint(str(path))
     os.truncate(path, 2000)
-    with pytest.raises(CorruptCheckpoint, match=r"file ended before the bytes of storage data/1 .*truncated") as info:
+    # Red team 37: read by os.preadv now, which says where in the record the file ends (2,000 is inside data/1).
+    with pytest.raises(CorruptCheckpoint, match=r"file ended at byte 2,000, inside the bytes of storage data/1 "
+                                                r"\(the record ends at .*truncated") as info:
         checkpoint.load_tensor("b")
     assert info.value.path == str(path)
 

@@ -238,6 +238,47 @@ class StaticTensor(_NoState):
         extent = sum((n - 1) * s for n, s in zip(self.shape, self.stride, strict=True)) + 1
         return extent * self.itemsize
 
+    def read_whole(self) -> torch.Tensor:
+        """The tensor's values read into memory of their own with plain file reads (os.preadv), for a caller that
+        reads them all (a cast, --stats, check-dtype, diff-keys --values): a view of the file's map (`to_torch`)
+        raised SIGBUS on the first page past the file's end where the file was cut short while the values were read,
+        killing the process with no message (exit 135) and leaving a temporary output behind; a read runs short and
+        says so instead. Costs a copy out of the page cache (benchmarks: bench_convert's cast of a 1 GB .bin).
+
+        Only for a view whose bytes are its own span (`span_bytes` its size: contiguous, or its dimensions
+        permuted); a slice of a larger storage is read through `to_torch`'s map of the bytes it reaches.
+
+        Raises:
+            CorruptCheckpoint: the file changed since its records were listed, or ends before the view's last byte.
+        """
+        import torch
+
+        dtype = torch_dtype(self.dtype)
+        length = self.span_bytes()
+        if length == 0:
+            return torch.empty(0, dtype=dtype).as_strided(self.shape, self.stride, 0)
+        first = self.storage.data_offset + self.storage_offset * self.itemsize
+        values = torch.empty(length, dtype=torch.uint8)
+        view = memoryview(values.numpy())
+        fd = os.open(self.storage.archive.path, os.O_RDONLY)
+        try:
+            self.storage.archive._check_identity(fd)
+            done = 0
+            while done < length:
+                got = os.preadv(fd, [view[done:]], first + done)
+                if got == 0:
+                    size, end = os.fstat(fd).st_size, self.storage.data_offset + self.storage.nbytes
+                    where = (f"before the bytes of storage data/{self.storage.key} ({counted(size, 'byte')} now, "
+                             f"the record ends at {end:,})" if size <= self.storage.data_offset else
+                             f"at byte {size:,}, inside the bytes of storage data/{self.storage.key} (the record ends "
+                             f"at {end:,})")
+                    raise CorruptCheckpoint(f"file ended {where}: truncated or changed while reading",
+                                            path=str(self.storage.archive.path))
+                done += got
+        finally:
+            os.close(fd)
+        return values.view(dtype).as_strided(self.shape, self.stride, 0)
+
     def to_torch(self) -> torch.Tensor:
         """The tensor, viewing a private memory map of the file (nothing is read until it is used)."""
         import torch

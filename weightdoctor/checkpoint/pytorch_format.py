@@ -544,6 +544,31 @@ def _k_diffusion_ema(obj: Any) -> bool:
     return _is_state_dict(obj.get("model")) and _is_state_dict(ema) and bool(ema)
 
 
+def _averaged_entry_note(obj: Any, nested_key: str | None) -> str | None:
+    """The note for a training checkpoint whose averaged (EMA) entry was read, as its library's own loader reads it,
+    or None: (the entry read, what recognises the library's checkpoint, what the note says after "<entry> is read").
+    """
+    for entry, recognised, library, said in (
+            ("model_ema", _k_diffusion_ema, "a k-diffusion training checkpoint",
+             "the EMA weights that k-diffusion's sampling loads and its convert_for_inference.py writes to a slim "
+             "checkpoint; --key model reads the raw training weights beside them"),
+            ("ema_net", _super_gradients_ema, "a SuperGradients training checkpoint (YOLO-NAS, ...)",
+             "the EMA weights SuperGradients' models.get(checkpoint_path=...) loads when the file holds them; "
+             "--key net reads the raw training weights beside them"),
+            ("ema.module", _rt_detr_ema, "an RT-DETR / D-FINE / DEIM training checkpoint",
+             "the EMA weights their export (tools/export_onnx.py) and inference load whenever the file holds ema; "
+             "--key model reads the raw training weights beside them"),
+            ("ema", _dit_ema, "a DiT / SiT / Latte training checkpoint (train.py's model, ema, opt)",
+             "the EMA weights their sampling loads (find_model takes checkpoint['ema'] whenever the file holds "
+             "it); --key model reads the raw training weights beside them"),
+            ("g_ema", _stylegan2_g_ema, "a StyleGAN2 (stylegan2-pytorch) training checkpoint",
+             "the averaged generator its generate.py and projector.py load (checkpoint['g_ema']); --key g reads "
+             "the raw generator, --key d the discriminator")):
+        if nested_key == entry and recognised(obj):
+            return f"{library}: {entry} is read, {said}"
+    return None
+
+
 def _super_gradients_ema(obj: Any) -> bool:
     """Whether `obj` is a SuperGradients training checkpoint (YOLO-NAS and the other models of Deci's trainer:
     ckpt_best.pth, ckpt_latest.pth, ckpt_epoch_N.pth, Trainer._save_checkpoint's `{"net", "acc", "epoch", "metrics",
@@ -1838,26 +1863,8 @@ def _load_pickle(path: Path, fmt: str, key: str | None, label: str | None) -> Pi
         notes.append(f"an audiocraft solver checkpoint: {nested_key} is read, the best epoch's weights that "
                      "audiocraft's export (export_lm, export_encodec) writes to the release file; --key model reads "
                      "the last epoch's weights beside them")
-    elif key is None and nested_key == "model_ema" and _k_diffusion_ema(obj):
-        notes.append("a k-diffusion training checkpoint: model_ema is read, the EMA weights that k-diffusion's "
-                     "sampling loads and its convert_for_inference.py writes to a slim checkpoint; --key model reads "
-                     "the raw training weights beside them")
-    elif key is None and nested_key == "ema_net" and _super_gradients_ema(obj):
-        notes.append("a SuperGradients training checkpoint (YOLO-NAS, ...): ema_net is read, the EMA weights "
-                     "SuperGradients' models.get(checkpoint_path=...) loads when the file holds them; --key net reads "
-                     "the raw training weights beside them")
-    elif key is None and nested_key == "ema.module" and _rt_detr_ema(obj):
-        notes.append("an RT-DETR / D-FINE / DEIM training checkpoint: ema.module is read, the EMA weights their "
-                     "export (tools/export_onnx.py) and inference load whenever the file holds ema; --key model reads "
-                     "the raw training weights beside them")
-    elif key is None and nested_key == "ema" and _dit_ema(obj):
-        notes.append("a DiT / SiT / Latte training checkpoint (train.py's model, ema, opt): ema is read, the EMA "
-                     "weights their sampling loads (find_model takes checkpoint['ema'] whenever the file holds it); "
-                     "--key model reads the raw training weights beside them")
-    elif key is None and nested_key == "g_ema" and _stylegan2_g_ema(obj):
-        notes.append("a StyleGAN2 (stylegan2-pytorch) training checkpoint: g_ema is read, the averaged generator its "
-                     "generate.py and projector.py load (checkpoint['g_ema']); --key g reads the raw generator, "
-                     "--key d the discriminator")
+    elif key is None and (ema := _averaged_entry_note(obj, nested_key)) is not None:
+        notes.append(ema)
     elif key is None and nested_key in ("mpd", "msd", "mrd", "discriminator") and _gan_vocoder_discriminators(obj):
         generator = path.with_name("g_" + path.name[3:]) if path.name.startswith("do_") else None
         where = (f"in {generator}" if generator is not None and generator.is_file()

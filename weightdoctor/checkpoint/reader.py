@@ -245,6 +245,12 @@ class Checkpoint:
             # file's values need (a 1 KB file of torch.ones(1).expand(10**11) said "400 GB, more than available").
             pytorch_format.refuse_unreadable(value, name)
             self._check_still_mapped(info.file)
+            if isinstance(value, StaticTensor) and value.span_bytes() == info.nbytes:
+                # Read into memory of its own, not viewed through the file's map: a file cut short while a caller
+                # read the view raised SIGBUS (`StaticTensor.read_whole`). Callers that compare storages (aliases)
+                # ask `pickled_tensor` for the views.
+                safetensors_format.require_memory_for(self.file_path(info.file), info, info.nbytes)
+                return value.read_whole()
             if not in_memory:
                 # torch.load(mmap=True) mapped the whole file privately; the torch-free reader does on first use.
                 mapped = (contents.security is not None and contents.security.container == "pytorch-zip"
@@ -2184,7 +2190,12 @@ def _dangling_message(link: Path) -> str:
         if exc.errno == errno.ELOOP:  # the link leads back to itself (directly or through other links)
             what, why = "which leads back to itself (a loop of links)", "the cache is damaged"
     snapshot = next((p for p in link.parents if p.parent.name == "snapshots"), None)
-    repo = snapshot.parent.parent.name if snapshot is not None else ""
+    if snapshot is None:
+        # A folder of one's own, in no Hub cache: a loop of links there was said to be a damaged cache, to download
+        # again "with hf download, given the repo id," or to "delete the snapshot", of a folder that is neither.
+        gone = "" if what.endswith("(a loop of links)") else " (moved or deleted since the link was made)"
+        return f"is a link to {target}, {what}{gone}; point it at the file it stands for or remove it"
+    repo = snapshot.parent.parent.name
     if repo.startswith("models--"):
         again = f"with `{download_command(repo.removeprefix('models--').replace('--', '/'), snapshot.name)}`"
     else:  # no repo to name: `hf download <repo id>` pasted was a shell redirection from a file `repo`

@@ -8,6 +8,7 @@ from rich.table import Table
 from rich.tree import Tree
 
 from weightdoctor.errors import clip_middle
+from weightdoctor.jsontext import MAX_ECHOED_CHARS
 from weightdoctor.quantized import QuantizedSummary
 from weightdoctor.render.text import MAX_LISTED_CHARS, MAX_SHOWN_NAME_CHARS, escape, listed, shown_name, wrapped_name
 from weightdoctor.structure import InspectReport, ModuleNode
@@ -261,18 +262,20 @@ def verify_line(verify: object) -> str:
 
 
 def config_table(report: InspectReport) -> Table | None:
-    if not report.config_summary or all(value is None for value in report.config_summary.values()):
+    summary = report.full_config_summary  # whole: --json cuts a string past MAX_ECHOED_CHARS, this one at 400
+    if not summary or all(value is None for value in summary.values()):
         return None  # not an empty panel
     table = Table.grid(padding=(0, 2))
     # Folded, not cut: at 40 columns `initializer_range` read `initializer_ran…`, the class `BertForSequenceCl…`.
     table.add_column(style="bold", overflow="fold")
     table.add_column(overflow="fold")
-    for key, value in report.config_summary.items():
+    for key, value in summary.items():
         if value is not None:
             text = ", ".join(map(str, value)) if isinstance(value, list) else str(value)  # a config's own types
             if len(text) > MAX_CONFIG_TEXT:
                 # A config.json listing a million architectures took minutes to lay out; --json keeps them all.
-                text = f"{text[:MAX_CONFIG_TEXT]}... ({len(text):,} characters, all in --json)"
+                whole = "all in --json" if len(text) <= MAX_ECHOED_CHARS else f"--json shows {MAX_ECHOED_CHARS:,}"
+                text = f"{text[:MAX_CONFIG_TEXT]}... ({len(text):,} characters, {whole})"
             table.add_row(key, escape(text))
     return table
 

@@ -10,6 +10,7 @@ each member's bytes are read straight from its local header, without CRC, flag o
 
 from __future__ import annotations
 
+import collections
 import os
 import re
 import struct
@@ -736,6 +737,8 @@ class CrcReport:
     checked: int
     mismatches: list[CrcMismatch]
     unreadable: list[str]
+    # (name, copies) of each member the directory lists more than once, in the order first listed.
+    repeated: list[tuple[str, int]] = field(default_factory=list)
 
 
 def verify_crcs(handle: BinaryIO, file_size: int) -> CrcReport:
@@ -749,7 +752,14 @@ def verify_crcs(handle: BinaryIO, file_size: int) -> CrcReport:
     # The CRC of each run of bytes, computed once: a central directory can list one 10 MB record 20,000 times
     # (60 bytes an entry), which is 200 GB to read for a file of 11 MB.
     computed: dict[tuple[int, int, int], int | str] = {}
+    # A name listed twice (two copies of a storage record, which may differ) was said as one member: a mismatch of
+    # either copy read "archive/data/0" alike, and nothing said the record was there twice.
+    copies = collections.Counter(member.name for member in layout.members)
+    seen: collections.Counter[str] = collections.Counter()
     for member in layout.members:
+        seen[member.name] += 1
+        shown = member.name if copies[member.name] == 1 else \
+            f"{member.name} (copy {seen[member.name]:,} of {copies[member.name]:,})"
         key = (member.data_offset, member.compressed_size, member.method)
         if key not in computed:
             crc = 0
@@ -761,9 +771,10 @@ def verify_crcs(handle: BinaryIO, file_size: int) -> CrcReport:
                 computed[key] = str(exc)
         result = computed[key]
         if isinstance(result, str):
-            unreadable.append(f"{member.name}: {result}")
+            unreadable.append(f"{shown}: {result}")
             continue
         crc = result
         if crc != member.crc:
-            mismatches.append(CrcMismatch(member.name, f"{member.crc:08x}", f"{crc:08x}"))
-    return CrcReport(checked=len(layout.members) - len(unreadable), mismatches=mismatches, unreadable=unreadable)
+            mismatches.append(CrcMismatch(shown, f"{member.crc:08x}", f"{crc:08x}"))
+    return CrcReport(checked=len(layout.members) - len(unreadable), mismatches=mismatches, unreadable=unreadable,
+                     repeated=[(name, count) for name, count in copies.items() if count > 1])

@@ -140,6 +140,10 @@ def verify_checkpoint(checkpoint: Checkpoint) -> VerifyReport:
         report.members_checked += result.checked
         report.mismatches += [MemberMismatch(item.relpath, m.member, m.expected, m.actual) for m in result.mismatches]
         report.unreadable += [f"{item.relpath}: {text}" for text in result.unreadable]
+        if result.repeated:
+            listed = ", ".join(f"{name} ({count:,} times)" for name, count in result.repeated[:5])
+            more = f" and {len(result.repeated) - 5:,} more" if len(result.repeated) > 5 else ""
+            report.notes.append(f"{item.relpath}: the archive lists {listed}{more}; each copy was checked")
     if "safetensors" in formats:
         report.notes.append("safetensors files carry no checksum; their headers and offsets were validated")
     if "pytorch-legacy" in formats:
