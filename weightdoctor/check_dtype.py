@@ -638,9 +638,12 @@ class TargetReport:
     # save them, so they are left out of `keep_fp32` and no convert command is suggested.
     unsafe_in_fp32: list[str] = field(default_factory=list)
     # The tensors from_pretrained(dtype=<this target>) loads in float32 all the same (its class's
-    # `_keep_in_fp32_modules`, `_keep_in_fp32_modules_strict`); None where not asked: no config.json transformers
-    # can build, a target other than fp16/bf16, or one that is not unsafe (the recommendation is what needs it).
+    # `_keep_in_fp32_modules`, `_keep_in_fp32_modules_strict`), at any verdict; None where not asked: no config.json
+    # transformers can build, or a target other than fp16/bf16.
     kept_fp32_at_load: list[str] | None = None
+    # The weights' bytes at that from_pretrained load: the kept tensors at 4 bytes, the rest at the target's; None
+    # where it keeps none.
+    kept_fp32_at_load_memory_bytes: int | None = None
 
 
 @dataclass
@@ -1106,6 +1109,8 @@ def recommend(
                                  "(_keep_in_fp32_modules)")
                 else:
                     lines.append(f"{says} and hits exactly this")
+        if has_config and report.kept_fp32_at_load:
+            lines.append(kept_at_load_line(name, report))
     usable = [
         (n, r) for n, r in targets.items()
         if r.verdict != "unsafe" and r.tensors_checked and TARGETS[n] not in ("float32", "float64")
@@ -1453,9 +1458,12 @@ def check_dtype(
             unsafe_in_fp32=beyond_fp32,
         )
 
-    unsafe_halves = [n for n in ("fp16", "bf16") if n in reports and reports[n].verdict == "unsafe"]
-    for name, kept in kept_fp32_at_load(checkpoint, unsafe_halves).items():
+    # At every verdict: a lossy fp16 cast of T5 does not round the `wo` its from_pretrained(dtype=float16) keeps.
+    halves = [n for n in ("fp16", "bf16") if n in reports and reports[n].tensors_checked]
+    for name, kept in kept_fp32_at_load(checkpoint, halves).items():
         reports[name].kept_fp32_at_load = kept
+        reports[name].kept_fp32_at_load_memory_bytes = memory_at(
+            checkpoint.tensors, bits_per_element(TARGETS[name]) / 8, set(kept)) if kept else None
     declared = config_dtype(checkpoint.config)
     stored = stored_dtype_counts(checkpoint.tensors)
     floating_stored = [d for d in stored if _is_castable_dtype(d)]
@@ -1511,6 +1519,12 @@ def kept_fp32_at_load(checkpoint: Checkpoint, targets: Iterable[str]) -> dict[st
     wanted = [t for t in targets if t in ("fp16", "bf16")]
     if checkpoint.config is None or not wanted:
         return {}
+    from weightdoctor.modeling_source import keeps_modules_in_fp32
+
+    if keeps_modules_in_fp32(checkpoint.config) is False:
+        # Its modeling code sets no _keep_in_fp32_modules: the plan is empty, known without importing transformers
+        # and building the model (seconds, now asked at every verdict).
+        return {t: [] for t in wanted}
     import torch
 
     try:
@@ -1528,6 +1542,35 @@ def kept_fp32_at_load(checkpoint: Checkpoint, targets: Iterable[str]) -> dict[st
         kept[target] = sorted(t.name for t in checkpoint.tensors
                               if pattern is not None and _is_castable(t) and pattern.search(t.name))
     return kept
+
+
+def kept_at_load_line(name: str, report: TargetReport) -> str:
+    """What from_pretrained(dtype=<name>) does differently from the plain cast: the tensors its class keeps in
+    float32 (T5's `wo` at fp16) are not cast, whatever the verdict, and are counted out of it here.
+
+    Example:
+        >>> kept_at_load_line("fp16", t5_fp16_report)  # doctest: +SKIP
+        "from_pretrained(dtype=torch.float16) keeps 4 tensors in float32 (its class's
+        _keep_in_fp32_modules: wo): 4 of the 35 lossy ones load unchanged; ..."
+    """
+    from weightdoctor.units import format_bytes
+
+    kept = set(report.kept_fp32_at_load or ())
+    modules = sorted({n.rsplit(".", 2)[-2] if n.count(".") >= 1 else n for n in kept})
+    listed = ", ".join(modules[:4]) + (f" and {len(modules) - 4} more" if len(modules) > 4 else "")
+    strict = "_keep_in_fp32_modules_strict" if name == "bf16" else "_keep_in_fp32_modules"
+    parts = []
+    for verdict in ("unsafe", "lossy"):
+        of = [t.name for t in report.tensors if t.verdict == verdict]
+        hit = sum(n in kept for n in of)
+        if hit:
+            parts.append(f"{hit} of the {len(of)} {verdict} ones")
+    spared = f": {' and '.join(parts)} load unchanged" if parts else ""
+    at_load = report.kept_fp32_at_load_memory_bytes
+    memory = (f"; the weights take {format_bytes(at_load)} at that load, not {format_bytes(report.memory_bytes)}"
+              if at_load is not None and at_load != report.memory_bytes else "")
+    return (f"from_pretrained(dtype=torch.{TARGETS[name]}) keeps {counted(len(kept), 'tensor')} in float32 "
+            f"(its class's {strict}: {listed}){spared}{memory}")
 
 
 def _is_castable_dtype(dtype: str) -> bool:

@@ -510,6 +510,14 @@ def plan_convert(
     pickle_note = pickles_copied_note(copy_paths, fmt, folder, typed, str(out))
     if pickle_note:
         warnings.append(pickle_note)
+    if not single_file and fmt != "bin" or single_file and out.name != "pytorch_model.bin":
+        from weightdoctor.shard import VOCOS_LOADS, vocos_model
+
+        if vocos_model(checkpoint):
+            # The folder converts to model.safetensors beside config.yaml: a Vocos folder Vocos cannot load.
+            warnings.append(f"a Vocos vocoder (config.yaml's vocos classes): {VOCOS_LOADS}, so it cannot load "
+                            f"{', '.join(f.filename for f in files[:3])}: keep pytorch_model.bin beside config.yaml "
+                            "for it (convert --to bin to a folder writes it so)")
     if (nemo := nemo_weights_note(checkpoint, [f.filename for f in files])) is not None:
         warnings.append(nemo)
     if (meta := meta_release_note(checkpoint, [f.filename for f in files])) is not None:

@@ -7,6 +7,7 @@ Everything here works on names, shapes and dtypes (`KeySpec`), so it runs on hea
 from __future__ import annotations
 
 import functools
+import heapq
 import math
 import os
 import re
@@ -29,6 +30,7 @@ from weightdoctor.renames import (
     apply_renames,
     python_snippet,
     rename_all,
+    rename_steps,
     strip_prefix,
 )
 from weightdoctor.wording import counted, plural
@@ -877,7 +879,36 @@ _DIFFUSERS_MOTION_EVIDENCE = _lazy_regex(r"\.motion_modules\.\d+\.transformer_bl
 _SUNO_BARK_EVIDENCE = _lazy_regex(r"^(?:_orig_mod\.)?transformer\.h\.\d+\.attn\.c_attn\.weight$")
 _HF_BARK_EVIDENCE = _lazy_regex(r"(?:^|\.)layers\.\d+\.attn\.att_proj\.weight$")
 
+# descript-audio-codec's own weights (weights.pth, as `python -m dac download` fetches it: audiotools' BaseModel.save
+# with package=False, {"state_dict", "metadata": {"kwargs": the DAC constructor's arguments}}) name its layers by
+# nn.Sequential position (`encoder.block.N.block.M.block.K`, `decoder.model.N.block.M.block.K`) and keep every conv
+# weight-normed (weight_g / weight_v); transformers' DacModel names them `encoder.block.N.res_unitM.conv1`, `snake1`,
+# `conv_t1`, one plain `weight` each. The rename search offered 6 prefixes (12 of 188 keys), the rest "unknown", with
+# no word of convert_dac_checkpoint.py, which maps every name, reads the sizes from metadata.kwargs and folds the
+# weight norm (apply_weight_norm, load, remove_weight_norm).
+# --model-class: from_pretrained renames weight_g / weight_v to parametrizations.weight.original0 / original1 first.
+_DAC_EVIDENCE = _lazy_regex(r"^(?:encoder\.block|decoder\.model)\.\d+\.block\.\d+\.block\.\d+\."
+                            r"(?:weight_[gv]|parametrizations\.weight\.original[01])$")
+_HF_DAC_EVIDENCE = _lazy_regex(r"^(?:encoder|decoder)\.block\.\d+\.res_unit\d+\.conv[12]\.")
+
+
+def _dac_note(paths: ConversionPaths) -> str:
+    """The note on descript-audio-codec's own weights against transformers' DacModel: its converter given A."""
+    return ("A is in descript-audio-codec's own layout (encoder.block.N.block.M.block.K, decoder.model.N..., every "
+            "conv weight-normed as weight_g / weight_v: dac's weights.pth, its state_dict beside metadata.kwargs) and "
+            "B in transformers' DacModel layout (encoder.block.N.res_unitM.conv1, snake1, conv_t1, one plain weight "
+            "each): convert A with " + _convert_a(
+                "transformers", "models/dac/convert_dac_checkpoint.py", paths, "--checkpoint_path",
+                "--pytorch_dump_folder_path", extra=[("--model", "dac_44khz")])
+            + " (--model dac_24khz or dac_16khz for those: it takes only these three names, and reads the sizes from "
+            "metadata.kwargs; --sample_rate too, or config.json's sampling_rate is left null), which renames every "
+            "key and folds weight_g / weight_v into weight; the renames suggested here cover a few keys only and "
+            "leave the weight norm unfolded")
+
+
 _RENAMED_LAYOUTS = (
+    _RenamedLayout(("weight_v", "parametrizations.weight.original1"), ("res_unit",), _DAC_EVIDENCE, _HF_DAC_EVIDENCE,
+                   _dac_note),
     _RenamedLayout(
         ("temporal_transformer.",), ("motion_modules.",), _ANIMATEDIFF_EVIDENCE, _DIFFUSERS_MOTION_EVIDENCE,
         ("A is in AnimateDiff's own motion-module layout (motion_modules.N.temporal_transformer.transformer_blocks.N."
@@ -1092,10 +1123,13 @@ def _onnx_initializers_layout(unexpected: Sequence[str], missing: Sequence[str],
 # `text_model.encoder.layers.N.self_attn.q_proj`, `vision_model.embeddings.patch_embedding`. The rename search
 # matched names by shape alone and offered the text tower's final norm as the vision tower's pre-norm and the
 # reverse; transformers' convert_clip_original_pytorch_to_hf.py splits in_proj_weight, which no rename does.
+# open_clip's training checkpoints (epoch_N.pt) keep the layout under DDP's `module.`: every key was "unknown" or a
+# wrapper-prefix rename, and the towers' norms renamed onto each other by shape, with no word of the layout.
 _CLIP_LAYOUT = _lazy_regex(
-    r"^(?:visual\.)?transformer\.resblocks\.\d+\.|^visual\.(?:conv1|class_embedding|positional_embedding|proj|ln_pre|"
-    r"ln_post)\b|^(?:token_embedding\.|positional_embedding$|ln_final\.|text_projection$)")
-_CLIP_EVIDENCE = _lazy_regex(r"^(?:visual\.)?transformer\.resblocks\.\d+\.attn\.in_proj_weight$")
+    r"^(?:module\.)?(?:(?:visual\.)?transformer\.resblocks\.\d+\.|visual\.(?:conv1|class_embedding|"
+    r"positional_embedding|proj|ln_pre|ln_post)\b|(?:token_embedding\.|positional_embedding$|ln_final\.|"
+    r"text_projection$))")
+_CLIP_EVIDENCE = _lazy_regex(r"^(?:module\.)?(?:visual\.)?transformer\.resblocks\.\d+\.attn\.in_proj_weight$")
 _HF_CLIP_LAYOUT = _lazy_regex(r"^(?:text_model|vision_model)\.|^(?:visual_projection|text_projection)\.weight$")
 _HF_CLIP_EVIDENCE = _lazy_regex(r"^(?:text_model|vision_model)\.encoder\.layers\.\d+\.self_attn\.[qkv]_proj\.")
 
@@ -1115,6 +1149,22 @@ def _openai_clip_layout(unexpected: Sequence[str], missing: Sequence[str], joine
     # transformers' SiglipModel shares CLIPModel's names but for its logit_bias and attention-pooling head: B was
     # called a CLIPModel and A's CLIP converter offered, whose output (a CLIPModel) B's class does not load.
     siglip = any(name == "logit_bias" or name.startswith("vision_model.head.") for name in hf_names)
+    bare_first, converted_from = "", paths_a
+    if clip_side == "A" and not siglip and all(name.startswith("module.") for name in clip_names):
+        # clip.load, which the converter calls, reads a plain state dict: not one under `state_dict`, nor DDP's names.
+        from weightdoctor.paths import shell_word
+
+        typed = _resolved(paths_a)
+        bare = f"{Path(typed[0]).with_suffix('')}-bare.pt" if typed is not None else None
+        bare_first = ("; A's names carry DDP's module. (an open_clip training checkpoint, epoch_N.pt), which clip.load "
+                      "reads neither under state_dict nor with the prefix: write the bare state dict first, "
+                      + (f"weightdoctor convert {shell_word(typed[0], argument=True)} -o "
+                         f"{shell_word(bare, argument=True)} --rename '^module\\.=', and give the converter that file"
+                         if typed is not None and bare is not None else
+                         "with weightdoctor convert A -o <a new .pt> --rename '^module\\.=', and give the converter "
+                         "that file"))
+        if typed is not None and bare is not None:
+            converted_from = lambda: (bare, typed[1])  # noqa: E731 -- the converter's input is the bare copy
     note = (f"{clip_side} is in OpenAI CLIP's own layout (transformer.resblocks.N, visual.conv1, ln_final, q, k and v "
             "fused in attn.in_proj_weight: the clip package's and open_clip's checkpoints) and "
             f"{hf_side} in transformers' {'SiglipModel' if siglip else 'CLIPModel'} layout "
@@ -1123,13 +1173,13 @@ def _openai_clip_layout(unexpected: Sequence[str], missing: Sequence[str], joine
                "no converter makes of a CLIP checkpoint" if siglip else "") + "): "
             + ("q, k and v are fused on one side and split on the other, which no rename does" if siglip else
                "convert A with " + _convert_a("transformers", "models/clip/convert_clip_original_pytorch_to_hf.py",
-                                              paths_a, "--checkpoint_path", "--pytorch_dump_folder_path")
+                                              converted_from, "--checkpoint_path", "--pytorch_dump_folder_path")
                + ", adding --config_path with B's config.json for another size than ViT-B/32; it loads A with "
                "clip.load (the clip package) and splits each in_proj_weight into q_proj, k_proj and v_proj, which "
                "no rename does" if clip_side == "A" else
                "the clip package and open_clip load their own layout, with q, k and v fused in in_proj_weight, "
                "which no rename does")
-            + "; renaming by shape pairs the two towers' same-sized norms wrongly")
+            + bare_first + "; renaming by shape pairs the two towers' same-sized norms wrongly")
     whys = _layout_errors("foreign-layout",
                           (clip_names, _CLIP_LAYOUT, f"OpenAI CLIP's layout (in {clip_side})"),
                           (hf_names, _HF_CLIP_LAYOUT,
@@ -4087,6 +4137,9 @@ class DiffReport:
     # `convert` arguments that read A as this run did and name a new output beside it (shell-quoted; --rename flags
     # apart), for the line that writes the renamed copy; "" where A is no local weights file or folder.
     convert_args: str = field(default="", metadata={"json": False}, repr=False)
+    # --model-class: a note names the converter of A's foreign layout (descript-audio-codec's, suno's Bark): the
+    # training checkpoint's "write the state dict on its own first" is then not the fix, converting it is.
+    converter_named: bool = field(default=False, metadata={"json": False}, repr=False)
 
     def severities(self) -> list[str]:
         """Every severity this report carries (one per key problem and dtype difference)."""
@@ -4402,7 +4455,9 @@ def _candidate_renames(
                 tied[(kind, old)] += 1
         votes = Counter({key: count for key, count in votes.items() if tied[key[:2]] == 1
                          and count == best[key[:2]]})
-    ranked = sorted(votes.items(), key=lambda item: (-item[1], len(item[0][2]), item[0]))[:limit]
+    # The first `limit` of them as a full sort ranks them (the keys are distinct: the same order), without sorting
+    # the rest: a block of 1,000 renumbered layers casts a million prefix votes, a sort of them 5 s.
+    ranked = heapq.nsmallest(limit, votes.items(), key=lambda item: (-item[1], len(item[0][2]), item[0]))
     for (kind, old, new), _ in ranked:
         if kind == "prefix":
             if new == "" and "=" not in old:
@@ -4474,17 +4529,102 @@ def renumbering_renames(moves: Sequence[tuple[str, str]], names: Sequence[str]) 
     return [Rename("^" + _escape(old), new.replace("\\", "\\\\")) for old, new in moves]
 
 
-def renumbering_note(suggestions: Sequence[SuggestedRename]) -> str:
+def renumbered_block(
+    names: Sequence[str], shapes: Sequence[tuple[int, ...]], targets: Mapping[str, tuple[int, ...]],
+    names_of_a: Iterable[str], names_of_b: Iterable[str],
+) -> list[tuple[str, str]]:
+    """Two or more modules of one list saved under other numbers (a pipeline stage saved from 0: layers 16-31 as
+    0-15; experts 2 and 5 saved as 9 and 11): `(A's prefix, B's prefix)` a module, lowest number first, or [].
+
+    `names` (with `shapes`, in step) are A's unmatched names, `targets` B's names no key of A has, with their shapes;
+    `names_of_a` / `names_of_b` every name of each side. A module of A is paired with one of B under the same list
+    (`model.layers`) when A's number is none of B's there, B's none of A's, and the names and shapes below them are
+    the same. Where several of A's modules have the same names and shapes as several of B's (every layer of a model
+    does), names and shapes cannot tell which is which: they are paired in the order of their numbers (A's lowest
+    with B's lowest), which is right for a block saved under a constant offset and a guess otherwise; the note
+    (`renumbering_note`) says so. A list whose modules do not pair one to one is left alone.
+
+    Example:
+        >>> renumbered_block(["l.0.w", "l.1.w"], [(2,), (2,)], {"l.16.w": (2,), "l.17.w": (2,)},
+        ...                  ["l.0.w", "l.1.w"], ["l.16.w", "l.17.w"])
+        [('l.0.', 'l.16.'), ('l.1.', 'l.17.')]
+    """
+    def signatures(pairs: Iterable[tuple[str, tuple[int, ...]]]) -> dict[str, dict[str, set[tuple[str, Any]]]]:
+        # list prefix -> number -> the (rest of the name, shape) pairs below that module
+        found: dict[str, dict[str, set[tuple[str, Any]]]] = defaultdict(lambda: defaultdict(set))
+        for name, shape in pairs:
+            parts = name.split(".")
+            if len(parts) > MAX_RENAME_PARTS:
+                continue
+            for i, part in enumerate(parts):
+                if part.isdigit() and i + 1 < len(parts):
+                    found[".".join(parts[:i])][part].add((".".join(parts[i + 1:]), tuple(shape)))
+        return found
+
+    def numbers(every: Iterable[str], lists: set[str]) -> dict[str, set[str]]:
+        # list prefix -> every number a name of the side holds under it (matched names too)
+        held: dict[str, set[str]] = defaultdict(set)
+        for name in every:
+            parts = name.split(".")
+            for i, part in enumerate(parts[:MAX_RENAME_PARTS]):
+                if part.isdigit() and (module := ".".join(parts[:i])) in lists:
+                    held[module].add(part)
+        return held
+
+    ours = signatures(zip(names, shapes, strict=True))
+    theirs = signatures(targets.items())
+    lists = set(ours) & set(theirs)
+    if not lists:
+        return []
+    held_a, held_b = numbers(names_of_a, lists), numbers(names_of_b, lists)
+    best: list[tuple[str, str]] = []
+    best_keys = 0
+    for module in sorted(lists):
+        olds = {n: frozenset(sig) for n, sig in ours[module].items() if n not in held_b[module]}
+        news = {n: frozenset(sig) for n, sig in theirs[module].items() if n not in held_a[module]}
+        # Every unmatched module of A under this list must find its pair, and every one of B's: one to one.
+        by_signature: dict[frozenset[tuple[str, Any]], tuple[list[str], list[str]]] = defaultdict(lambda: ([], []))
+        for number, sig in olds.items():
+            by_signature[sig][0].append(number)
+        for number, sig in news.items():
+            by_signature[sig][1].append(number)
+        if not olds or any(len(a) != len(b) for a, b in by_signature.values()):
+            continue
+        moves = [(f"{module}.{old}.".lstrip("."), f"{module}.{new}.".lstrip("."))
+                 for a, b in by_signature.values()
+                 for old, new in zip(sorted(a, key=int), sorted(b, key=int), strict=True)]
+        keys = sum(len(sig) for sig in olds.values())
+        if len(moves) >= 2 and keys > best_keys:
+            best, best_keys = sorted(moves, key=lambda move: int(move[0].rstrip(".").rpartition(".")[2])), keys
+    return best
+
+
+def _number_list(numbers: Sequence[int]) -> str:
+    """`0-15`, `2, 5`: ascending numbers, runs of three or more as a range."""
+    runs: list[list[int]] = []
+    for number in numbers:
+        if runs and number == runs[-1][-1] + 1:
+            runs[-1].append(number)
+        else:
+            runs.append([number])
+    return ", ".join(f"{run[0]}-{run[-1]}" if len(run) > 2 else ", ".join(map(str, run)) for run in runs)
+
+
+def renumbering_note(suggestions: Sequence[SuggestedRename],
+                     shapes_b: Mapping[str, tuple[int, ...]] | None = None) -> str:
     """What the suggested renames that only renumber a module (`experts\\.9\\.=experts.2.`) rest on, or "".
 
     Such a rename is read from names and shapes alone: A's module under a number B lacks, B's under a number A
     lacks, the same names and shapes below them. The values are not compared, so the note says how to check them.
+    Several modules of one list renumbered together (`renumbered_block`) are said together: where B's modules have
+    the same names and shapes as each other (from `shapes_b`), which of A's is which is a pairing in the order of
+    their numbers, not a finding, and the note says so, and whether it is a constant offset.
 
     Example:
         >>> renumbering_note([SuggestedRename("experts\\\\.9\\\\.", "experts.2.", "", 3)])[:63]
         "A's experts.9 has the names and shapes of B's experts.2, which "
     """
-    said = []
+    moved: dict[str, list[tuple[int, int]]] = {}
     for suggestion in suggestions:
         found = _RENUMBERING.match(suggestion.pattern)
         if found is None:
@@ -4494,8 +4634,35 @@ def renumbering_note(suggestions: Sequence[SuggestedRename]) -> str:
         number = re.fullmatch(re.escape(module) + r"\.(\d+)\.", suggestion.replacement)
         if number is None or number[1] == found["old"]:
             continue
-        new = number[1]
-        said.append(f"A's {module}.{found['old']} has the names and shapes of B's {module}.{new}, which A lacks")
+        moved.setdefault(module, []).append((int(found["old"]), int(number[1])))
+    said = []
+    for module, pairs in moved.items():
+        if len(pairs) == 1:
+            (old, new), = pairs
+            said.append(f"A's {module}.{old} has the names and shapes of B's {module}.{new}, which A lacks")
+            continue
+        pairs.sort()
+        olds, news = [old for old, _ in pairs], [new for _, new in pairs]
+        text = (f"A's {module} {_number_list(sorted(olds))} have the names and shapes of B's {module} "
+                f"{_number_list(sorted(news))}, which A lacks")
+        below: dict[int, set[tuple[str, tuple[int, ...]]]] = {new: set() for new in news}
+        for name, shape in (shapes_b or {}).items():
+            if name.startswith(module + "."):
+                number, _, tail = name[len(module) + 1:].partition(".")
+                if number.isdigit() and int(number) in below:
+                    below[int(number)].add((tail, tuple(shape)))
+        signatures = [frozenset(below[new]) for new in news]
+        if shapes_b is not None and len(set(signatures)) == len(signatures):
+            said.append(text + ", each with shapes none of the others has: the shapes pair them")
+            continue
+        offsets = {new - old for old, new in pairs}
+        pairing = ", ".join(f"{old} with {new}" for old, new in pairs[:4]) + (", ..." if len(pairs) > 4 else "")
+        order = (f"a constant offset of {offsets.pop():+d}, as a block saved under other numbers (a pipeline stage "
+                 "saved from 0) has it. --rename cannot add to a number (its replacement is text), so it is one "
+                 f"rename a module, all {len(pairs)} listed, applied in the order given, as the Python snippet does"
+                 if len(offsets) == 1 else "not a constant offset: a guess")
+        said.append(text + f"; the same names and shapes as each other, so names and shapes cannot tell which is "
+                    f"which: the renames pair them in the order of their numbers ({pairing}), {order}")
     if not said:
         return ""
     return ("; ".join(said) + ": a module saved under another number (a pruning or merging script that kept the old "
@@ -4721,6 +4888,16 @@ def _suggest_renames(
                     best = (gained, rename, proposal)
             if best is not None:
                 break
+        # Several modules of one list under other numbers (a pipeline stage's layers 16-31 saved as 0-15): one
+        # rename a module, found together, where one rename at a time would pair them by the order of the names'
+        # text (layer 10 onto 18) or, tied, not at all.
+        if not complete and (block := _renumbering_step(unmatched, unmatched_names, targets, current, shapes_a,
+                                                         shapes_b, ok)) is not None and block[0] > (
+                best[0] if best is not None else 0):
+            current.update(block[1])
+            longest = max(longest, max(map(len, block[1].values()), default=0))
+            chosen += block[2]
+            continue
         if best is None:
             break
         gained, rename, proposal = best
@@ -4732,6 +4909,45 @@ def _suggest_renames(
             # pass over every name to learn it, 10,000 for a DDP `module.`) and stop.
             break
     return chosen, current, longest
+
+
+def _renumbering_step(
+    unmatched: Sequence[str], unmatched_names: Sequence[str], targets: set[str], current: Mapping[str, str],
+    shapes_a: Mapping[str, tuple[int, ...]], shapes_b: Mapping[str, tuple[int, ...]], ok: set[str],
+) -> tuple[int, dict[str, str], list[SuggestedRename]] | None:
+    """The renames of `renumbered_block` as one step of `_suggest_renames`: (keys matched, old -> new name for the
+    keys they change, the renames in the order they apply); None where there is no such block, or its renames
+    would unmatch a key or give two keys one name."""
+    moves = renumbered_block(unmatched_names, [shapes_a[key] for key in unmatched],
+                             {target: shapes_b[target] for target in targets}, current.values(), shapes_b)
+    if not moves:
+        return None
+    renames = [Rename("^" + _escape(old), new.replace("\\", "\\\\")) for old, new in moves]
+    # Two or more moves of one list are one anchored rename each (`^model\\.layers\\.0\\.`), a literal prefix
+    # under that list: a name's own prefix there, looked up, is the rename that applies (A's numbers and B's are
+    # disjoint: no renamed name matches a later rename). One lookup a name, not one regex a name and a rename.
+    new_of = dict(moves)
+    gains = dict.fromkeys(new_of, 0)
+    module = moves[0][0].rstrip(".").rpartition(".")[0]
+    start = len(module) + 1 if module else 0
+    proposal: dict[str, str] = {}
+    for key, name in current.items():
+        if module and not name.startswith(module + "."):
+            continue
+        end = name.find(".", start) + 1
+        old = name[:end] if end else ""
+        if old not in new_of:
+            continue
+        renamed = new_of[old] + name[end:]
+        if name in shapes_b or key in ok or shapes_b.get(renamed) != tuple(shapes_a[key]):
+            return None  # it would unmatch a key, or move one onto a name of another shape
+        proposal[key] = renamed
+        gains[old] += 1
+    if _collides(current, proposal):
+        return None
+    return len(proposal), proposal, [SuggestedRename(rename.pattern, rename.replacement, rename.as_flag(),
+                                                     gains[old]) for rename, (old, _) in zip(renames, moves,
+                                                                                            strict=True)]
 
 
 def _prefix_of(rename: Rename) -> str:
@@ -5591,10 +5807,8 @@ def _explained_by_renames(
     """
     if not renames:
         return {}
-    # The names of every unexpected key after each step, computed a whole step at a time.
-    stages = [list(unexpected)]
-    for rename in renames:
-        stages.append(rename_all(stages[-1], [rename]))
+    # The names of every unexpected key after the renames, and the step that first changed each.
+    final, first_steps = rename_steps(unexpected, renames)
     whys = [(*rename_reason(r), r.as_flag()) for r in renames]
     if loader_ran:  # from_pretrained already added or stripped B's prefix: one left is a wrapper's
         whys = [("wrapper-prefix", "error", flag) if reason == "base-model-prefix" else (reason, severity, flag)
@@ -5611,16 +5825,14 @@ def _explained_by_renames(
     # Old and new names are never the same key: an unexpected key is not one of B's.
     if len(whys) == 1:  # one rename (a DDP `module.` on 10,000 keys): every hit has its reason, in bulk
         # rename_all gives one name per name: the columns line up. Picked with C-level loops.
-        hits = list(map(and_, map(ne, stages[-1], unexpected), map(specs_b.__contains__, stages[-1])))
+        hits = list(map(and_, map(ne, final, unexpected), map(specs_b.__contains__, final)))
         explained = dict.fromkeys(compress(unexpected, hits), whys[0])
-        explained.update(dict.fromkeys(compress(stages[-1], hits), whys[0]))
+        explained.update(dict.fromkeys(compress(final, hits), whys[0]))
         return explained
     explained: dict[str, tuple[str, str, str]] = {}
-    for index, (old, new) in enumerate(zip(unexpected, stages[-1], strict=True)):
+    for old, new, step in zip(unexpected, final, first_steps, strict=True):
         if new != old and new in specs_b:
-            stage = 1 if len(whys) == 1 else next(
-                s for s in range(1, len(stages)) if stages[s][index] != stages[s - 1][index])
-            explained[old] = explained[new] = whys[stage - 1]
+            explained[old] = explained[new] = whys[step]
     return explained
 
 
@@ -5836,7 +6048,11 @@ def _diff_specs(
                 list(shapes_a), [Rename(s.pattern, s.replacement) for s in suggestions])
             # Keys whose new name is one of B's with the same shape (a name not in B gets None: no match).
             after = sum(map(eq, map(shapes_b.get, fixed), shapes_a.values()))
-            layout_note = "; ".join(filter(None, (layout_note, renumbering_note(suggestions))))
+            layout_note = "; ".join(filter(None, (layout_note, renumbering_note(suggestions, shapes_b))))
+    if suggestions and suggestions[0].pattern == r"^module\." and not adapter_whys \
+            and (open_clip := open_clip_ddp_whys(renamed_a, specs_b, diff.unexpected))[0]:
+        layout_whys = {**open_clip[0], **layout_whys}
+        layout_note = "; ".join(filter(None, (layout_note, open_clip[1])))
     if model_renamings is not None and diff.missing and diff.unexpected and not adapter_whys:
         renamed_whys, renamed_note = per_model_renames(renamed_a, specs_b, diff.unexpected, diff.missing,
                                                        suggestions, model_renamings, model_class_command)
@@ -5850,6 +6066,44 @@ def _diff_specs(
         layout_whys=layout_whys, notes=[layout_note] if layout_note else (), loader_prefix=loader_prefix,
         quantization_a=quantization_a, quantizers=quantizers,
     )
+
+
+# open_clip's training saves epoch_N.pt with the DDP model's state dict (every name `module.`-prefixed), and its own
+# factory.load_state_dict strips `module.` when the first name starts with it: inspect says so (structure.py's
+# _OPEN_CLIP, the same names tell the file), and diff-keys rated the prefix an error no open_clip load meets.
+_OPEN_CLIP_PARTS = ("module.visual.", "module.logit_scale")
+
+
+def open_clip_ddp_whys(specs_a: Mapping[str, KeySpec], specs_b: Mapping[str, KeySpec], unexpected: Sequence[str],
+                       ) -> tuple[dict[str, tuple[str, str, str]], str]:
+    """(reason, severity, detail) of the keys that differ only by DDP's `module.` where A is open_clip's training
+    checkpoint (every name `module.`-prefixed, a visual tower and logit_scale among them), and a note; ({}, "")
+    for any other file: a warning, not an error, since open_clip's own loader strips the prefix.
+
+    Example:
+        >>> a = {n: KeySpec(n, (1,), "float32") for n in ("module.visual.proj", "module.logit_scale")}
+        >>> b = {n: KeySpec(n, (1,), "float32") for n in ("visual.proj", "logit_scale")}
+        >>> open_clip_ddp_whys(a, b, list(a))[0]["logit_scale"][:2]
+        ('wrapper-prefix', 'warn')
+    """
+    if not specs_a or not all(map(str.startswith, specs_a, repeat("module."))) \
+            or not all(any(map(str.startswith, specs_a, repeat(part))) for part in _OPEN_CLIP_PARTS):
+        return {}, ""
+    why = ("wrapper-prefix", "warn", "open_clip's loader strips module. itself (see the note)")
+    whys: dict[str, tuple[str, str, str]] = {}
+    for name in unexpected:
+        bare = name[len("module."):]
+        if name.startswith("module.") and bare in specs_b and specs_b[bare].shape == specs_a[name].shape:
+            whys[name] = whys[bare] = why
+    if not whys or len(whys) != 2 * len(unexpected):
+        # Only the prefix between them: against another layout (transformers' CLIPModel) open_clip's loader is no
+        # loader of B, and the layout's note says what to do.
+        return {}, ""
+    return whys, (f"A is an open_clip training checkpoint (epoch_N.pt, the DDP model's state dict): "
+                  f"{counted(len(whys) // 2, 'key')} {plural(len(whys) // 2, 'differs', 'differ')} from B only by "
+                  "module., which open_clip's "
+                  "factory.load_state_dict strips itself, so open_clip.create_model(..., pretrained=<A>) loads them "
+                  "as they are; only another loader (load_state_dict, a converter) needs --rename '^module\\.='")
 
 
 def per_model_renames(

@@ -126,7 +126,7 @@ def clip_long_strings(value: Any, where: str, clipped: list[str], limit: int = M
     Example:
         >>> cut: list[str] = []
         >>> clip_long_strings({"model_type": "x" * 30, "n": 1}, "config", cut, limit=20)["model_type"]
-        'xxxxxxxxxxxxxxx ... (20 characters left out) ... xxxxx'
+        'xxxxxxxxxxxxxxx ... (10 characters left out) ... xxxxx'
         >>> cut
         ['config.model_type']
     """

@@ -84,8 +84,9 @@ class LoadSimulation:
     non_tensor_targets: set[str] = field(default_factory=set)  # model keys a non-tensor entry of A names
     misnumbered_experts: dict[str, str] = field(default_factory=dict)
     # model key -> (A's experts' prefix under the number the model lacks, the same under the lacking number):
-    # one expert renumbered (`...experts.9.` for `...experts.2.`), which a rename puts back in its slot.
-    renumbered_experts: dict[str, tuple[str, str]] = field(default_factory=dict)
+    # one expert renumbered (`...experts.9.` for `...experts.2.`), which a rename puts back in its slot; or
+    # several (9 and 11 for 2 and 5), paired in the order of their numbers.
+    renumbered_experts: dict[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)
 
 
 @contextlib.contextmanager
@@ -431,12 +432,14 @@ def simulate_from_pretrained(
     return sim
 
 
-def _expert_numbering(mapping: Any, target: str, experts: int | None) -> tuple[str, tuple[str, str] | None]:
+def _expert_numbering(mapping: Any, target: str,
+                      experts: int | None) -> tuple[str, tuple[tuple[str, str], ...] | None]:
     """Which of A's expert numbers a stacking WeightConverter (MergeModulelist) collected for `target` are not
     0 to N-1 for every projection, said with A's keys; "" where they are, or the converter stacks no experts. N is
     `experts`, the model's (the first axis of `target`), where known, else the most experts a projection holds.
-    With it, where every projection lacks the same one number and holds the same one number past N under one
-    prefix (one expert renumbered): (that prefix with the number past N, with the lacking one), else None.
+    With it, where every projection lacks the same numbers and holds as many past N under one prefix (experts
+    renumbered): (that prefix with a number past N, with a lacking one) for each, paired in the order of their
+    numbers (the experts have the same shapes: nothing else pairs them), else None.
 
     transformers stacks the per-expert tensors in the order of their numbers and never reads the numbers
     themselves: a projection one expert lacks makes the merge raise (a bare "Sizes of tensors must match"), and a
@@ -480,10 +483,11 @@ def _expert_numbering(mapping: Any, target: str, experts: int | None) -> tuple[s
     for numbers, names in families.items():
         lacking = sorted(expected - set(numbers))
         beyond = sorted(set(numbers) - expected)
-        if len(lacking) == len(beyond) == 1:
+        if len(lacking) == len(beyond) >= 1:
             for name in names:
                 module = name.split("*", 1)[0]  # `...experts.` (the number was the key's one wildcard)
-                moves.add((f"{module}{beyond[0]}.", f"{module}{lacking[0]}."))
+                moves.update((f"{module}{past}.", f"{module}{lacks}.") for past, lacks in zip(beyond, lacking,
+                                                                                             strict=True))
         gaps = "; ".join(part for part in (f"no {_numbers(lacking, 4)}" if lacking else "",
                                            f"{_numbers(beyond, 4)} past the model's {count} experts" if beyond else "")
                          if part)
@@ -494,8 +498,12 @@ def _expert_numbering(mapping: Any, target: str, experts: int | None) -> tuple[s
             text += f": expert {_numbers(moved, 3)}"
         said.append(text)
     # One move for every projection of the layer; a projection renumbered otherwise (or not at all) gets none.
-    whole = len(moves) == 1 and len(families) == 1 and sum(map(len, families.values())) == len(numbered)
-    return "; ".join(said), next(iter(moves)) if whole else None
+    # (All under one prefix: as many moves as numbers lacking.)
+    whole = (len(families) == 1 and sum(map(len, families.values())) == len(numbered)
+             and len({old.rstrip(".").rpartition(".")[0] for old, _ in moves}) == 1
+             and len(moves) == len(expected - set(next(iter(families)))))
+    ordered = tuple(sorted(moves, key=lambda move: int(move[0].rstrip(".").rpartition(".")[2])))
+    return "; ".join(said), ordered if whole and moves else None
 
 
 def _numbers(numbers: Sequence[int], most: int) -> str:
@@ -707,10 +715,30 @@ def diff_against_model(
             # The names transformers adds or strips the base-model prefix to reach, for the model's keys A does not
             # fill only: an alias of a key that loads is taken (a renumbered `model.layers.7.` was renamed onto
             # `layers.0.`, layer 0's alias, two keys for one weight, and the report said no rename helps).
+            dotted = prefix + "."
+            dropped: set[str] = set()
+            if sum(name.startswith(dotted) for name in renamed_a) * 2 > len(renamed_a) and sum(
+                    name.startswith(dotted) for name in specs_b) * 2 < len(specs_b):
+                # Most of A's names carry the prefix and most of the model's do not (a base model's class:
+                # `layers.1.`): the model's keys A fills through the prefix transformers strips are no target
+                # either (A's `model.layers.0.` fills `layers.0.`, onto which a renumbered `model.layers.7.` was
+                # renamed, and the report said no rename helps), and a missing key's target is its prefixed
+                # name, so the rename keeps the checkpoint's names of one form (`model.layers.1.`). Only here:
+                # elsewhere (a wrapper's prefix hiding the base-model prefix, DDP's `module.`) the rename search
+                # finds its way through the keys that load.
+                filled = set(specs_b) - sim.missing - {name for name, _, _ in sim.mismatched}
+                for name in specs_b:
+                    if not name.startswith(dotted) and f"{prefix}.{name}" not in specs_b and (
+                            name in filled or name in sim.missing):
+                        targets.pop(name, None)
+                        dropped.add(name)
+                        if name in sim.missing:
+                            targets.setdefault(f"{prefix}.{name}", specs_b[name].shape)
             for name, spec in specs_b.items():
                 if name in sim.missing:
-                    targets.setdefault(name.removeprefix(prefix + "."), spec.shape)
-                    targets.setdefault(f"{prefix}.{name}", spec.shape)
+                    for alias in (name.removeprefix(dotted), f"{prefix}.{name}"):
+                        if alias not in dropped:
+                            targets.setdefault(alias, spec.shape)
         # A's keys that load: none whose name, as transformers renames it, is unexpected (all the experts a
         # WeightConverter would merge into one unexpected name, not only the one recorded as its source).
         unexpected_sources = {sim.unexpected_sources.get(n, n) for n in sim.unexpected}
@@ -764,7 +792,9 @@ def diff_against_model(
     if sim.renumbered_experts and not suggestions:
         # One expert of a layer saved under another number: the rename that gives it its number back, checked
         # as from_pretrained loads it (every expert in its slot once renamed).
-        moves = sorted(set(sim.renumbered_experts.values()))
+        moves = sorted({move for pairs in sim.renumbered_experts.values() for move in pairs},
+                       key=lambda move: (move[0].rstrip(".").rpartition(".")[0],
+                                         int(move[0].rstrip(".").rpartition(".")[2])))
         fix = renumbering_renames(moves, list(renamed_a))
         cls, config = fresh_model_args
         import torch
@@ -776,12 +806,20 @@ def diff_against_model(
         wrong = check.missing | set(check.misnumbered_experts) | {name for name, _, _ in check.mismatched}
         if not check.unexpected and not (wrong & set(sim.renumbered_experts)):
             flags = " ".join(rename.as_flag() for rename in fix)
-            for name, (old, new) in sim.renumbered_experts.items():
+            for name, pairs in sim.renumbered_experts.items():
                 if name not in layout_whys:  # listed as mismatched, with its own detail
                     continue
                 reason, severity, detail = layout_whys[name]
-                layout_whys[name] = (reason, severity, f"{detail}; {flags} gives A's {old.rstrip('.')} the "
-                                     f"number {new.rstrip('.').rpartition('.')[2]} the model lacks")
+                olds = [old.rstrip(".").rpartition(".")[2] for old, _ in pairs]
+                news = [new.rstrip(".").rpartition(".")[2] for _, new in pairs]
+                if len(pairs) == 1:
+                    told = f"{flags} gives A's {pairs[0][0].rstrip('.')} the number {news[0]} the model lacks"
+                else:
+                    told = (f"{flags} give A's {pairs[0][0].rstrip('.').rpartition('.')[0]} {', '.join(olds)} the "
+                            f"numbers {', '.join(news)} the model lacks, in the order of their numbers: the experts "
+                            "have the same shapes, so nothing in the checkpoint's names or shapes tells which is "
+                            "which")
+                layout_whys[name] = (reason, severity, f"{detail}; {told}")
             suggestions = [SuggestedRename(rename.pattern, rename.replacement, rename.as_flag(),
                                            sum(1 for n in renamed_a if fixed[n] != n and rename.apply(n) != n))
                            for rename in fix]
@@ -840,6 +878,7 @@ def diff_against_model(
         # one from_pretrained does not fix (Lightning's `model.` on BERT, whose base prefix is `bert.`).
         base_prefix_loads=False, loader_ran=True, fixed_by_renames=fixed_by_renames, saved_names_a=renamed_a,
     )
+    report.converter_named = bool(layout_note) and not adapter_whys
     report.matched = len(specs_b) - len(sim.missing | set(sim.misnumbered_experts) | mismatched_names)
     report.total_a = len(specs_a)  # A's own tensors, not the names they become once experts are merged
     if sim.converted:
@@ -1254,8 +1293,10 @@ def diff_checkpoint_against_model(
         report.notes.append(
             f"{where}A is a training checkpoint: its state dict sits under {checkpoint.nested_key!r}, and this report "
             "is what loading that state dict gives; from_pretrained(A) itself reads the file's top level, so it "
-            "loads none of these weights (or raises): write the state dict on its own first "
-            f"({_state_dict_command(checkpoint)})")
+            "loads none of these weights (or raises): " + (
+                "its keys are in another layout, so writing the state dict on its own would not do: convert it as "
+                "the note above says" if report.converter_named else
+                f"write the state dict on its own first ({_state_dict_command(checkpoint)})"))
     elif unread is not None:
         # Keys of another code base's layout (LitGPT's lit_model.pth beside the config.json it copies) load under no
         # file name: "rename it so" would send the user to a second failure.

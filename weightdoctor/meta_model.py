@@ -7,6 +7,7 @@ import json
 import re
 import warnings
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from weightdoctor.errors import UsageError, clip_words
@@ -292,6 +293,45 @@ def is_kokoro_config(config: Any) -> bool:
     """Whether a config.json is Kokoro's (hexgrad/Kokoro-82M: its iSTFTNet decoder's settings under `istftnet`, its
     PL-BERT's under `plbert`), which kokoro's KModel reads, not transformers (no model_type)."""
     return isinstance(config, dict) and not config.get("model_type") and {"istftnet", "plbert"} <= set(config)
+
+
+# stable-audio-tools' own config, model_config.json beside model.safetensors / model.ckpt (Stable Audio Open,
+# stable-audio-open-small, models trained with its train.py): models/factory.py's create_model_from_config builds
+# the model its `model_type` names, and models/pretrained.py's get_pretrained_model reads the file by that name.
+STABLE_AUDIO_MODEL_TYPES = frozenset({"autoencoder", "diffusion_uncond", "diffusion_cond", "diffusion_cond_inpaint",
+                                      "diffusion_autoencoder", "diffusion_prior", "lm"})
+STABLE_AUDIO_CONFIG = "model_config.json"
+# The most bytes of a model_config.json read: stable-audio-tools' are a few KB; a bigger file is not one of them.
+_STABLE_AUDIO_CONFIG_MAX_BYTES = 1 << 20
+
+
+def stable_audio_config(folder: Path) -> str | None:
+    """What the stable-audio-tools model_config.json in `folder` says (`model_type`, sample rate, channels), or None
+    where there is none, or the file is not stable-audio-tools' (another model_type, no sample_rate, bad JSON).
+
+    Example:
+        >>> stable_audio_config(Path("stable-audio-open-1.0"))  # doctest: +SKIP
+        "model_config.json beside the weights is stable-audio-tools' own config (model_type 'diffusion_cond', ..."
+    """
+    from weightdoctor.jsontext import MAX_DEPTH, parse_json
+
+    path = folder / STABLE_AUDIO_CONFIG
+    try:
+        if not path.is_file() or path.stat().st_size > _STABLE_AUDIO_CONFIG_MAX_BYTES:
+            return None
+        config = parse_json(path.read_bytes(), max_depth=MAX_DEPTH)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(config, dict) or config.get("model_type") not in STABLE_AUDIO_MODEL_TYPES \
+            or not isinstance(config.get("sample_rate"), int) or not isinstance(config.get("model"), dict):
+        return None
+    facts = [f"model_type {config['model_type']!r}", f"{config['sample_rate']:,} Hz"]
+    if isinstance(config.get("audio_channels"), int):
+        facts.append(f"{config['audio_channels']} channel(s)")
+    if isinstance(config.get("sample_size"), int) and config["sample_size"] > 0:
+        facts.append(f"{config['sample_size']:,} samples a clip")
+    return (f"{STABLE_AUDIO_CONFIG} beside the weights is stable-audio-tools' own config ({', '.join(facts)}), "
+            "which its get_pretrained_model and create_model_from_config read, not a transformers or diffusers one")
 
 
 def coqui_tts_model(config: Any) -> str | None:

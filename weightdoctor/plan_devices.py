@@ -114,7 +114,7 @@ class DeviceUse:
 class Suggestion:
     """A change that makes the model fit on the GPUs, re-planned with the same planner."""
 
-    change: str  # "dtype", "gpus", "gpu-size", "cpu" or "disk"
+    change: str  # "strategy", "dtype", "gpus", "gpu-size", "cpu" or "disk"
     description: str
     dtype: str
     gpus: list[int]
@@ -2180,9 +2180,14 @@ _OWN_CONFIG_FILES = (("gliner_config.json", "GLiNER's own config, which GLiNER.f
 
 def _own_config_beside(checkpoint: Checkpoint) -> str | None:
     """What a library's own config beside the weights is (`_OWN_CONFIG_FILES`), or None."""
+    from weightdoctor.meta_model import stable_audio_config
+    from weightdoctor.shard import vocos_model
+
     folder = checkpoint.path if checkpoint.path.is_dir() else checkpoint.path.parent
     return next((f"{name} beside the weights is {what}" for name, what in _OWN_CONFIG_FILES
-                 if (folder / name).is_file()), None)
+                 if (folder / name).is_file()), None) or stable_audio_config(folder) or (
+        "config.yaml beside the weights is Vocos' own config, which Vocos.from_pretrained reads"
+        if vocos_model(checkpoint) else None)
 
 
 def _no_transformers_config(config: dict[str, Any] | None, own_config: str | None = None) -> str:
@@ -4251,6 +4256,9 @@ def plan_devices(planned: PlannedModel, request: PlanRequest, source: str = "") 
             # a quantized model computes (and caches) at the dtype its rest is built at: a float32 config's float32
             kv_dtype = _built_float_dtype(planned.model) or kv_dtype
         kv = estimate_kv_cache(planned.config, kv_dtype, *request.kv_cache, length_source=request.kv_length_source)
+        beyond = seq_len_beyond_context_warning(planned.config, request.kv_cache[1], request.kv_length_source)
+        if beyond:
+            warnings.append(beyond)
         gpu_free = sum(max(0, capacities[k] - request.reserve - per_device.get(k, 0)) for k in capacities
                        if isinstance(k, int))
         needed = kv.held_bytes
@@ -4289,6 +4297,35 @@ def plan_devices(planned: PlannedModel, request: PlanRequest, source: str = "") 
         warnings=warnings,
         unplaced=unplaced,
     )
+
+
+def seq_len_beyond_context_warning(config: dict[str, Any] | None, seq_len: int | None,
+                                   length_source: str | None) -> str | None:
+    """A `--seq-len` longer than the context the config says the model takes (Llama's max_position_embeddings): the
+    cache is sized as asked, but the model past that length is another matter; None within it, or where no length is
+    written (a class's default is no statement of the model's).
+
+    Example:
+        >>> seq_len_beyond_context_warning({"max_position_embeddings": 4096}, 8192, None)  # doctest: +ELLIPSIS
+        '--seq-len 8,192 is beyond the 4,096 positions the config says the model takes (max_position_embeddings)...'
+    """
+    if not config or seq_len is None or length_source is not None:
+        return None
+    for source in (config, config.get("text_config"), config.get("decoder")):
+        if not isinstance(source, dict):
+            continue
+        key = next((k for k in _CONTEXT_KEYS if isinstance(source.get(k), int) and not isinstance(source.get(k), bool)
+                    and source[k] > 0), None)
+        if key is None:
+            continue
+        length = source[key]
+        if seq_len <= length:
+            return None
+        scaled = " (its rope_scaling is set: check the length it extends to)" if source.get("rope_scaling") else ""
+        return (f"--seq-len {seq_len:,} is beyond the {length:,} positions the config says the model takes ({key}):"
+                " the KV cache is sized for it as asked, but a model with learned position embeddings (GPT-2, BERT, "
+                f"OPT) fails past them and a rotary one (Llama) degrades{scaled}")
+    return None
 
 
 def _built_float_dtype(model: torch.nn.Module) -> str | None:
@@ -4376,11 +4413,22 @@ def quantized_rest_warning(
                    and planned.model.get_parameter(name).is_floating_point()]
     rest_bytes = sum(tensor_sizes[name] for name in rest_params)
     half_bytes = sum(planned.model.get_parameter(name).numel() * 2 for name in rest_params)
+    # Matrices held by no Linear or Embedding (an MoE's fused experts, transformers 5's MixtralExperts; a Conv1d):
+    # bitsandbytes leaves them whole too, and in a MoE they are most of the rest, which "embeddings, norms,
+    # lm_head, biases" did not name (a float32 Mixtral's 1.30 MB rest was all experts but 0.1 MB).
+    outside = [name for name in rest_params if planned.model.get_parameter(name).dim() >= 2 and not isinstance(
+        planned.model.get_submodule(name.rpartition(".")[0]), (torch.nn.Linear, torch.nn.Embedding))]
+    outside_bytes = sum(tensor_sizes[name] for name in outside)
+    what = "embeddings, norms, lm_head, biases"
+    if outside:
+        largest = max(outside, key=lambda name: tensor_sizes[name])
+        what += (f", and weights in no Linear layer ({format_bytes(outside_bytes, request.binary_units)}, such as "
+                 f"{largest})")
     load_in = "load_in_4bit=True" if planned.dtype == "int4" else "load_in_8bit=True"
     unsaid = planned._cache.get("rest-unsaid", False)
     loads = f"{transformers_label()}'s from_pretrained(..., quantization_config=BitsAndBytesConfig({load_in}))"
-    said = (f"bitsandbytes {planned.dtype} quantizes the Linear weights only: the unquantized rest (embeddings, "
-            f"norms, lm_head, biases: {format_bytes(rest_bytes, request.binary_units)}) is planned at {rest}"
+    said = (f"bitsandbytes {planned.dtype} quantizes the Linear weights only: the unquantized rest ({what}: "
+            f"{format_bytes(rest_bytes, request.binary_units)}) is planned at {rest}"
             + (f" (torch's default: nothing read says the checkpoint's dtype, which {loads} keeps it at" if unsaid
                else f", as {loads} holds it (dtype=\"auto\": this checkpoint's dtype")
             + "; older releases forced float16)")
@@ -4403,8 +4451,11 @@ def bnb_offload_warning(
     """The warning for a bitsandbytes int8/int4 plan that offloads to the CPU or disk, else None.
 
     bitsandbytes' quantizers (`validate_environment`) refuse such a map in `from_pretrained` unless
-    `llm_int8_enable_fp32_cpu_offload=True`, and with it the offloaded modules stay unquantized in fp32: the
-    map is the same, but `from_pretrained` fails on it as planned, and the offload takes more memory.
+    `llm_int8_enable_fp32_cpu_offload=True`, and with it the offloaded modules stay unquantized: the map is the
+    same, but `from_pretrained` fails on it as planned, and the offload takes more memory. Despite the flag's
+    name they are not up-cast: transformers 5.25 loads every parameter it does not quantize at the model's dtype
+    (the rest's, `quantized_rest_dtype`), so a bf16 checkpoint's stay bf16; counted at 4 bytes, its offload was
+    said to be twice what it is.
     """
     if planned.dtype not in ("int8", "int4") or not planned.is_transformers:
         return None
@@ -4418,19 +4469,22 @@ def bnb_offload_warning(
 
     offloaded = [n for n in tensor_sizes if device_map.get(_owner(n, device_map) or "") in ("cpu", "disk")]
     planned_bytes = sum(tensor_sizes[n] for n in offloaded)
-    fp32_bytes = 0
+    # The meta model is built at the rest's dtype (its Linear weights too, sized as quantized by the sizer only):
+    # each tensor's own element size is what it takes unquantized.
+    unquantized_bytes = 0
     tensors = dict(planned.model.named_parameters()) | dict(planned.model.named_buffers())
     for name in offloaded:
         tensor = tensors.get(name)
         if tensor is not None:
-            fp32_bytes += tensor.numel() * (4 if tensor.is_floating_point() else tensor.element_size())
+            unquantized_bytes += tensor.numel() * tensor.element_size()
+    rest = DTYPE_ALIASES.get(planned.quantized_rest, planned.quantized_rest)
     load_in = "load_in_4bit=True" if planned.dtype == "int4" else "load_in_8bit=True"
     return (
         f"bitsandbytes {planned.dtype} with modules on the CPU or disk: from_pretrained raises \"ValueError: Some "
         "modules are dispatched on the CPU or the disk\" for this map unless you pass "
         f"quantization_config=BitsAndBytesConfig({load_in}, llm_int8_enable_fp32_cpu_offload=True); the offloaded "
-        f"modules then stay in fp32, not quantized: about {format_bytes(fp32_bytes, binary)} on CPU/disk instead of "
-        f"the {format_bytes(planned_bytes, binary)} planned here"
+        f"modules then stay in {rest}, not quantized: about {format_bytes(unquantized_bytes, binary)} on CPU/disk "
+        f"instead of the {format_bytes(planned_bytes, binary)} planned here"
     )
 
 
@@ -4546,6 +4600,13 @@ def suggest_changes(planned: PlannedModel, request: PlanRequest, no_split: list[
     from weightdoctor.units import format_bytes
 
     suggestions: list[Suggestion] = []
+    if request.strategy in ("balanced_low_0", "sequential") and request.gpus:
+        # The least change of all: the same GPUs and dtype, placed as from_pretrained's default places them.
+        auto = dataclasses.replace(request, strategy="auto")
+        if _replan_verdict(planned, auto, no_split, planned.dtype, list(request.gpus)) == "fits-on-gpus":
+            suggestions.append(Suggestion(
+                "strategy", f"--strategy auto fits on the {len(request.gpus)} GPU(s) at {planned.dtype}, where "
+                f"{request.strategy} offloads", planned.dtype, list(request.gpus), "fits-on-gpus"))
     current = DTYPE_LADDER.index(planned.dtype) if planned.dtype in DTYPE_LADDER else len(DTYPE_LADDER)
     current_size = _element_size(planned.dtype)
     # A pre-quantized checkpoint is not quantized again by bitsandbytes: from_pretrained raises on a

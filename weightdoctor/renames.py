@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from itertools import repeat
-from operator import getitem
+from itertools import compress, repeat
+from operator import getitem, ne
 
 from weightdoctor.errors import UsageError, clip_words, compile_user_regex, re_deprecations_refused
 
@@ -135,13 +135,78 @@ def literal_prefix(rename: Rename) -> tuple[str, str, tuple[str, ...]] | None:
     return old, new, spared
 
 
+def _one_at_most(prefixes: dict[str, str]) -> bool:
+    """Whether prefix renames (old -> new) applied in any order change each name by one of them at most, the
+    one whose old prefix the name has: no old prefix starts another, no new prefix starts an old one or starts
+    with one (a renamed name then matches no other of them).
+
+    Example:
+        >>> _one_at_most({"l.0.": "l.16.", "l.1.": "l.17."}), _one_at_most({"l.0.": "l.1.", "l.1.": "l.2."})
+        (True, False)
+    """
+    if len(set(prefixes.values())) != len(prefixes):
+        return False
+    # Sorted, a string that starts another comes before it, and so do all between them: a scan forward from
+    # each string while the next ones start with it finds every such pair (and stops at the first).
+    words = sorted([*((old, 0) for old in prefixes), *((new, 1) for new in prefixes.values())])
+    for index, (word, kind) in enumerate(words):
+        for other, other_kind in words[index + 1:]:
+            if not other.startswith(word):
+                break
+            if kind == 0 or other_kind == 0:
+                return False
+    return True
+
+
+def _prefix_runs(renames: list[Rename]) -> Iterator[tuple[list[Rename], dict[str, str] | None]]:
+    """`renames` cut into runs, in order: `(run, old prefix -> new prefix)` for a run of two or more prefix
+    renames (`literal_prefix`, sparing no name) that `_one_at_most` lets apply all at once, else
+    `([rename], None)` a rename. A renumbered block's one rename a layer (`^model\\.layers\\.0\\.=model.layers.16.`,
+    ...) is such a run: one lookup a name, not one test a name and a rename.
+    """
+    run: list[Rename] = []
+    prefixes: dict[str, str] = {}
+
+    def flush() -> Iterator[tuple[list[Rename], dict[str, str] | None]]:
+        if len(run) > 1 and len(prefixes) == len(run) and _one_at_most(prefixes):
+            yield list(run), dict(prefixes)
+        else:
+            yield from (([rename], None) for rename in run)
+        run.clear()
+        prefixes.clear()
+
+    for rename in renames:
+        literal = literal_prefix(rename)
+        if literal is None or literal[2] or not literal[0]:
+            yield from flush()
+            yield [rename], None
+            continue
+        run.append(rename)
+        prefixes[literal[0]] = literal[1]
+    yield from flush()
+
+
 def rename_all(names: Iterable[str], renames: Iterable[Rename]) -> list[str]:
     """Each name through every rename in order, as `Rename.apply` would, for many names at once.
 
     Prefix renames (see `literal_prefix`) are applied as string operations, others as one compiled regex.
     """
     result = list(names)
-    for rename in renames:
+    for run, prefixes in _prefix_runs(list(renames)):
+        if prefixes is not None:
+            lengths = sorted({len(old) for old in prefixes})
+            renamed = []
+            for name in result:
+                for length in lengths:
+                    new = prefixes.get(name[:length])
+                    if new is not None:
+                        name = new + name[length:]
+                        break
+                renamed.append(name)
+            result = renamed
+            _refuse_long(run[-1], max(map(len, result), default=0))
+            continue
+        (rename,) = run
         literal = literal_prefix(rename)
         if literal is None:
             sub = re.compile(rename.pattern).sub
@@ -160,6 +225,42 @@ def rename_all(names: Iterable[str], renames: Iterable[Rename]) -> list[str]:
                       else name for name in result]
         _refuse_long(rename, max(map(len, result), default=0))
     return result
+
+
+def rename_steps(names: Iterable[str], renames: Sequence[Rename]) -> tuple[list[str], list[int]]:
+    """`rename_all(names, renames)`, with, for each name, the index in `renames` of the first rename that changes
+    it (-1 for none): what one `rename_all` a rename, compared step by step, gives, without a pass over every
+    name for each of a renumbered block's hundreds of renames.
+
+    Example:
+        >>> rename_steps(["a.0.w", "b"], [Rename("^b", "c"), Rename("^a\\.0\\.", "a.9."), Rename("^a\\.1\\.", "a.8.")])
+        (['a.9.w', 'c'], [1, 0])
+    """
+    result = list(names)
+    first = [-1] * len(result)
+    position = 0
+    for run, prefixes in _prefix_runs(list(renames)):
+        if prefixes is None:
+            renamed = rename_all(result, run)
+            for index in compress(range(len(result)), map(ne, renamed, result)):
+                if first[index] < 0:
+                    first[index] = position
+        else:
+            step_of = {old: position + offset for offset, old in enumerate(prefixes)}
+            lengths = sorted({len(old) for old in prefixes})
+            renamed = list(result)
+            for index, name in enumerate(result):
+                for length in lengths:
+                    new = prefixes.get(name[:length])
+                    if new is not None:
+                        renamed[index] = new + name[length:]
+                        if first[index] < 0 and renamed[index] != name:
+                            first[index] = step_of[name[:length]]
+                        break
+            _refuse_long(run[-1], max(map(len, renamed), default=0))
+        result = renamed
+        position += len(run)
+    return result, first
 
 
 def apply_renames(names: Iterable[str], renames: list[Rename]) -> dict[str, str]:

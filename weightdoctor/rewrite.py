@@ -207,12 +207,7 @@ def _tied_weights(checkpoint: Checkpoint) -> tuple[list[str], Ties | None, str |
     try:
         from transformers.modeling_utils import _get_tied_weight_keys
 
-        from weightdoctor.meta_model import build_meta_model
-
-        if checkpoint.config.get("architectures"):
-            model = build_meta_model(checkpoint.config)
-        else:
-            model = _model_holding(checkpoint, build_meta_model)
+        model = _built_model(checkpoint)
         # transformers 5 expands the class's ties for this config in post_init: `tie_word_embeddings: false` leaves
         # the output embeddings out, and from_pretrained then loads them from the file, not from the input ones.
         retied = getattr(model, "all_tied_weights_keys", None)
@@ -223,6 +218,34 @@ def _tied_weights(checkpoint: Checkpoint) -> tuple[list[str], Ties | None, str |
         return _get_tied_weight_keys(model), ties, None
     except Exception as exc:  # an unknown architecture must not stop a conversion
         return [], None, f"the model could not be built from config.json ({type(exc).__name__})"
+
+
+def _built_model(checkpoint: Checkpoint) -> Any:
+    """The model config.json describes, on the meta device (its architecture's class, else the class of its type
+    whose keys hold the checkpoint's names). Raises what building it raises."""
+    from weightdoctor.meta_model import build_meta_model
+
+    if checkpoint.config.get("architectures"):  # type: ignore[union-attr]
+        return build_meta_model(checkpoint.config)  # type: ignore[arg-type]
+    return _model_holding(checkpoint, build_meta_model)
+
+
+def model_buffer_names(checkpoint: Checkpoint) -> frozenset[str]:
+    """The names of the persistent buffers (saved, loaded, not parameters: BART's final_logits_bias) of the model
+    config.json describes; empty where there is no transformers config or the model cannot be built.
+
+    Asked only for an index's `total_parameters`, and only where `plan_tensors` did not build the model already (it
+    does for tied tensors alone): a safetensors file holds no tied storage, so a Hub BART's index counted its
+    final_logits_bias as parameters.
+    """
+    if not checkpoint.config or "model_type" not in checkpoint.config:
+        return frozenset()
+    try:
+        model = _built_model(checkpoint)
+    except Exception:  # noqa: BLE001 - an unknown architecture must not stop a conversion
+        return frozenset()
+    parameters = {name for name, _ in model.named_parameters(remove_duplicate=False)}
+    return frozenset(model.state_dict()) - parameters
 
 
 @dataclass(frozen=True)
@@ -1683,6 +1706,8 @@ def write_outputs(
                     # Last: a source file's own `total_size` / `total_parameters` record (or any carried one) never
                     # replaces them (a header's "5", a string, stood in the index for 180,000 parameters written).
                     index_metadata["total_size"] = selection.total_bytes
+                    if not selection.model_buffers:
+                        selection.model_buffers = model_buffer_names(checkpoint)
                     index_metadata["total_parameters"] = selection.total_parameters
                     write_index(stage.path / index_name, files, index_metadata)
             except OSError as exc:

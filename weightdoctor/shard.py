@@ -339,6 +339,36 @@ def stable_audio_model(checkpoint: Checkpoint) -> bool:
         n.startswith(("model.model.", "conditioner.conditioners.")) for n in names)
 
 
+# Vocos (gemelo-ai/vocos; charactr/vocos-mel-24khz, the vocoder of F5-TTS and others): its pretrained.py's
+# Vocos.from_pretrained downloads config.yaml and pytorch_model.bin by those names, builds the model from the YAML's
+# class_path entries (vocos.feature_extractors / vocos.models / vocos.heads) and torch.loads the .bin.
+VOCOS_CONFIG = "config.yaml"
+# The most bytes of a config.yaml read to tell Vocos' (its own is under 1 KB).
+_VOCOS_CONFIG_MAX_BYTES = 64 * 1024
+
+
+def vocos_model(checkpoint: Checkpoint) -> bool:
+    """Whether `checkpoint` is a Vocos vocoder's folder: its ConvNeXt backbone's and ISTFT head's names
+    (`backbone.convnext.N.pwconv1`, `head.out`) beside a config.yaml that names vocos' classes."""
+    names = [t.name for t in checkpoint.tensors]
+    if not (any(n.startswith("backbone.convnext.") and ".pwconv1." in n for n in names)
+            and any(n.startswith("head.") for n in names)):
+        return False
+    folder = checkpoint.path if checkpoint.path.is_dir() else checkpoint.path.parent
+    config = folder / VOCOS_CONFIG
+    try:
+        if not config.is_file() or config.stat().st_size > _VOCOS_CONFIG_MAX_BYTES:
+            return False
+        text = config.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    return "class_path: vocos." in text
+
+
+VOCOS_LOADS = ("Vocos.from_pretrained reads config.yaml and pytorch_model.bin by those names (torch.load, then "
+               "load_state_dict)")
+
+
 def timm_config(config: object) -> bool:
     """Whether `config` is a timm config.json (its model named in `architecture`, no transformers `model_type`), not
     a TensorRT-LLM checkpoint's, which names its model so too."""
@@ -570,6 +600,10 @@ def plan_shard(
                         "conditioner.conditioners.*): its get_pretrained_model and load_ckpt_state_dict load one "
                         "model.safetensors or model.ckpt beside model_config.json: they read no index and cannot load "
                         "these shards")
+    if (index is not None or fmt != "bin") and vocos_model(checkpoint):
+        warnings.append(f"a Vocos vocoder (config.yaml's vocos classes): {VOCOS_LOADS}; it reads no index nor "
+                        "safetensors and cannot load " + ("these shards" if index is not None else "this output")
+                        + ": keep one pytorch_model.bin for it")
     if index is not None and not pattern.startswith(("adapter_model", "pytorch_lora_weights", "open_clip_")):
         single = single_file_kind(checkpoint)  # the libraries above said already
         if single:

@@ -434,6 +434,29 @@ _GROUNDING_DINO = ("bert.", "transformer.", "feat_map.")
 _OPEN_CLIP = ("visual.", "logit_scale")
 
 
+def own_config_warning(checkpoint: Checkpoint) -> str | None:
+    """What a library's own config beside weights with no config.json is (stable-audio-tools' model_config.json),
+    or None: inspect showed no config at all, as if nothing said what the weights are.
+
+    Example:
+        >>> own_config_warning(open_checkpoint("stable-audio-open-1.0"))  # doctest: +SKIP
+        "model_config.json beside the weights is stable-audio-tools' own config (model_type 'diffusion_cond', ..."
+    """
+    from weightdoctor.meta_model import stable_audio_config
+
+    if checkpoint.config is not None:  # headers read remotely: the path names no local folder, none is found
+        return None
+    from weightdoctor.shard import VOCOS_LOADS, vocos_model
+
+    folder = checkpoint.path if checkpoint.path.is_dir() else checkpoint.path.parent
+    if vocos_model(checkpoint):
+        return (f"config.yaml beside the weights is Vocos' own config (its parts' vocos classes): {VOCOS_LOADS}; "
+                "from_pretrained of transformers has no config.json to build it from")
+    said = stable_audio_config(folder)
+    return (f"{said}: stable_audio_tools builds the model from it (create_model_from_config) and loads these weights "
+            "into it (load_ckpt_state_dict); from_pretrained has no config.json to build it from") if said else None
+
+
 def wrapper_prefix_warning(checkpoint: Checkpoint) -> str | None:
     """A state dict saved from a wrapped model: every name starts with `module.` (DDP / DataParallel) or
     `_orig_mod.` (torch.compile), which the bare model's load_state_dict matches with none of its own names.
@@ -927,6 +950,9 @@ def inspect_checkpoint(checkpoint: Checkpoint, name_filter: str | None = None) -
     from weightdoctor.load_simulation import safetensors_format_warning
 
     other_framework = safetensors_format_warning(checkpoint)
+    from weightdoctor.config_check import config_disagreement_warnings
+
+    disagreements = config_disagreement_warnings(checkpoint, quantized is not None, adapter is not None)
     return InspectReport(
         source=checkpoint.source,
         resolved_path=checkpoint.location,
@@ -958,11 +984,12 @@ def inspect_checkpoint(checkpoint: Checkpoint, name_filter: str | None = None) -
                                  controlnet_beside_sd_warning(checkpoint), mmcv_ema_copy_warning(checkpoint),
                                  momentum_encoder_copy_warning(checkpoint),
                                  student_teacher_copy_warning(checkpoint), wrapper_prefix_warning(checkpoint),
+                                 own_config_warning(checkpoint),
                                  fsdp_flat_param_warning(checkpoint)]),
                   *([f"{skipped}; from_pretrained loads them once saved under its names (save_pretrained)"] if skipped
                     else []), *([other_framework] if other_framework else []),
                   *(quantized.warnings if quantized is not None else []),
-                  *filter(None, [gguf_config_loads_dense(checkpoint.config)])],
+                  *filter(None, [gguf_config_loads_dense(checkpoint.config)]), *disagreements],
         security=checkpoint.security,
         quantized=quantized,
         adapter=adapter,

@@ -178,9 +178,11 @@ def max_memory_options(text: str) -> list[str] | None:
         except (ValueError, RecursionError):
             try:
                 parsed = ast.literal_eval(text)
-            except (ValueError, SyntaxError, RecursionError, MemoryError):
+            except (ValueError, TypeError, SyntaxError, RecursionError, MemoryError):
                 # Text nested thousands deep: json recursed past Python's limit, and the parser ran out of its own
-                # stack (MemoryError) or recursed building the tree; no max_memory is written so. A dict the shell
+                # stack (MemoryError) or recursed building the tree; a set of dicts or a dict keyed by a list
+                # (`{{0:1}}`, `{[1]:2}`) is unhashable (TypeError, which read "unexpected TypeError" naming the
+                # source); no max_memory is written so. A dict the shell
                 # took the quotes out of (`{"0":"20GiB"}` unquoted reaches us as `{0:20GiB}`) is read as pairs below.
                 if text.count("{") != 1 or not text.endswith("}"):
                     return None

@@ -621,6 +621,16 @@ def _stylegan2_g_ema(obj: Any) -> bool:
     return _is_state_dict(raw) and _is_state_dict(ema) and bool(ema) and set(ema) == set(raw)
 
 
+def _icefall_model_avg(obj: Any) -> bool:
+    """Whether `obj` is an icefall (k2) training checkpoint with its running average (icefall/checkpoint.py's
+    save_checkpoint: `{"model", "optimizer", "scheduler", "grad_scaler", "sampler", "model_avg", **params}`, params
+    holding `batch_idx_train`): model_avg was "a state dict of N tensors: pick it with --key" and nothing said that
+    icefall's decode.py / export.py (--use-averaged-model, their default) load neither entry alone."""
+    return (isinstance(obj, Mapping) and {"grad_scaler", "sampler", "batch_idx_train"} <= set(obj)
+            and _is_state_dict(obj.get("model")) and _is_state_dict(obj.get("model_avg")) and bool(obj["model_avg"])
+            and set(obj["model_avg"]) == set(obj["model"]))
+
+
 def _gan_vocoder_discriminators(obj: Any) -> bool:
     """Whether `obj` is the training state HiFi-GAN's train.py (and BigVGAN's, and the vocoders grown from them) saves
     as do_<step> beside g_<step>: the discriminators (`mpd` with `msd` or `mrd`, or one `discriminator`), both
@@ -1865,6 +1875,13 @@ def _load_pickle(path: Path, fmt: str, key: str | None, label: str | None) -> Pi
                      "the last epoch's weights beside them")
     elif key is None and (ema := _averaged_entry_note(obj, nested_key)) is not None:
         notes.append(ema)
+    elif key is None and nested_key == "model" and _icefall_model_avg(obj):
+        notes.append("an icefall (k2) training checkpoint (epoch-N.pt / checkpoint-N.pt): model is read, the weights "
+                     "at this save; model_avg beside it is the running average since training started (float32), "
+                     "and icefall's decode.py and export.py with --use-averaged-model (their default) load neither "
+                     "alone: they compute the average over a range of epochs from this file's and the one saved --avg "
+                     "epochs earlier (average_checkpoints_with_averaged_model), which no single entry holds; "
+                     "--key model_avg reads the average since the start")
     elif key is None and nested_key in ("mpd", "msd", "mrd", "discriminator") and _gan_vocoder_discriminators(obj):
         generator = path.with_name("g_" + path.name[3:]) if path.name.startswith("do_") else None
         where = (f"in {generator}" if generator is not None and generator.is_file()

@@ -49,7 +49,8 @@ def usage_line(exc: click_exceptions.UsageError, command_path: str | None = None
         if output:
             return f"error: {where}: {output} (see {where} --help)"
     if message.startswith("Got unexpected extra argument") and exc.ctx is not None:
-        split = _size_split_in_two(exc.ctx, message, args) or _several_sources(exc.ctx, message)
+        split = (_size_split_in_two(exc.ctx, message, args) or _max_memory_split_in_words(exc.ctx, args)
+                 or _several_sources(exc.ctx, message))
         if split:
             return f"error: {where}: {split} (see {where} --help)"
     return f"error: {where}: {message} (see {where} --help)"
@@ -215,6 +216,37 @@ def _max_memory_here(ctx: click_core.Context, option: str, args: Sequence[str]) 
     options = max_memory_options(",".join(values)) if values and all(values) else None
     said = f": {_pasted(options)}" if options else " (e.g. --gpu 20GiB --gpu 20GiB --cpu 64GB)"
     return f"plan-devices takes max_memory as --gpu SIZE once per GPU, in device order, and --cpu SIZE for RAM{said}"
+
+
+def _max_memory_split_in_words(ctx: click_core.Context, args: Sequence[str]) -> str:
+    """For `plan-devices m --gpu {"0":"20GiB","1":"20GiB"}` unquoted: the shell's brace expansion hands it over as
+    `--gpu 0:20GiB 1:20GiB`, and Click said only "Got unexpected extra argument(s) (1:20GiB)". The command line with
+    --gpu once per GPU and --cpu for RAM, as typed otherwise; "" for any other extra argument."""
+    if ctx.info_name != "plan-devices":
+        return ""
+    from weightdoctor.units import max_memory_options
+
+    words = list(args)
+    for at, word in enumerate(words):
+        if word == "--":
+            break
+        if word not in ("--gpu", "--cpu"):
+            continue
+        end = at + 1
+        while end < len(words) and _MAX_MEMORY_ENTRY.fullmatch(words[end]):
+            end += 1
+        entries = words[at + 1:end]
+        if len(entries) < 2:
+            continue
+        options = max_memory_options(",".join(entry.rstrip(",") for entry in entries))
+        if options is None:
+            continue
+        typed = " ".join(words[at:end])
+        fixed = [*words[:at], *options, *words[end:]]
+        return (f"{typed} is a max_memory dict the shell split into words (unquoted, its braces and quotes are taken "
+                f"out); {word} takes one size: --gpu once per GPU in device order and --cpu for RAM: "
+                f"{ctx.command_path} {_pasted(fixed)}")
+    return ""
 
 
 # How other tools ask for JSON output (`--format json`, `-o json`, `--output-format=json`): Click guessed another
