@@ -168,10 +168,8 @@ class TensorSelection:
         """Values written, tied tensors once, less the buffers: an index's `total_parameters`, which transformers 5
         records as `model.num_parameters()` (nn.Parameters only; a persistent buffer is saved but not counted).
 
-        The buffers are those of the model built from config.json where one was built (a file holding both copies
-        of a tie), and by their names BatchNorm's running statistics and the BART family's final_logits_bias (torch
-        and transformers register them as buffers in every module that has them): save_pretrained keeps one copy of
-        each tie, so no model is built for the safetensors folders sharded most.
+        The buffers are those of the model built from config.json where one was built, and BatchNorm's running
+        statistics by their names (torch registers them as buffers in every module that has them).
 
         Example:
             >>> TensorSelection([PlannedTensor("w", "bn.weight", "F32", "F32", (4,), 16, "f"),
@@ -179,16 +177,12 @@ class TensorSelection:
             4
         """
         return sum(math.prod(t.shape) for t in self.tensors if t.alias_of is None
-                   and t.name not in self.model_buffers and t.name.rpartition(".")[2] not in _BUFFER_NAMES)
+                   and t.name not in self.model_buffers and t.name.rpartition(".")[2] not in _BATCHNORM_BUFFERS)
 
 
 # What torch's _NormBase registers as buffers under these names (BatchNorm1d/2d/3d, SyncBatchNorm, InstanceNorm with
 # track_running_stats): state-dict entries that from_pretrained loads but num_parameters() does not count.
 _BATCHNORM_BUFFERS = frozenset({"running_mean", "running_var", "num_batches_tracked"})
-# transformers' persistent buffers by name: BART, mBART, Marian, Pegasus, PLBart, Blenderbot, LED, MVP and BigBird-
-# Pegasus each hold `final_logits_bias` as an nn.Buffer. A save_pretrained folder of one (one copy of its tied
-# embeddings, so no model was built) counted it: a tiny BART's index said 29,952 for save_pretrained's 29,824.
-_BUFFER_NAMES = _BATCHNORM_BUFFERS | {"final_logits_bias"}
 
 
 # The task families whose class is tried, in this order, for a config that names no architecture: the heads
