@@ -13,7 +13,6 @@ convert writes a file that from_pretrained loads with every weight the original'
 
 from __future__ import annotations
 
-import shlex
 import shutil
 from pathlib import Path
 from typing import Any
@@ -21,30 +20,14 @@ from typing import Any
 import pytest
 
 from tests.helpers import json_report, run_cli
-from tests.test_user_mistakes19 import _MOE_KINDS, _renumbered, saved_moe
+from tests.test_user_mistakes19 import _MOE_KINDS, _flags, _renumbered, saved_moe
+from tests.test_user_mistakes19 import _loads_as_the_original as _loads_as
 
 
 @pytest.fixture(scope="module", params=_MOE_KINDS)
 def moe(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
     """A tiny MoE of eight experts a layer, saved by save_pretrained (per-expert keys), and its state dict."""
     return saved_moe(request.param, tmp_path_factory, experts=8)
-
-
-def _loads_as(folder: Path, original: dict[str, Any], config_from: Path) -> None:
-    """from_pretrained(folder) reports nothing and every weight equals `original`'s."""
-    import torch
-    import transformers
-
-    architecture = transformers.AutoConfig.from_pretrained(config_from).architectures[0]
-    loaded, info = getattr(transformers, architecture).from_pretrained(folder, output_loading_info=True)
-    assert not any(info[kind] for kind in ("missing_keys", "unexpected_keys", "mismatched_keys")), info
-    state = loaded.state_dict()
-    assert set(state) == set(original)
-    assert all(torch.equal(state[name], original[name]) for name in original)
-
-
-def _flags(report: dict[str, Any]) -> list[str]:
-    return [word for rename in report["suggested_renames"] for word in shlex.split(rename["flag"])]
 
 
 def _expert_of(name: str) -> str:

@@ -8,11 +8,15 @@ import json
 import sys
 import types
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import torch
 
 from tests.helpers import run_cli, run_json
+
+if TYPE_CHECKING:
+    from transformers import SamConfig
 
 
 def _flair_model(path: Path, monkeypatch: pytest.MonkeyPatch, whole_embeddings: bool = False) -> None:
@@ -211,14 +215,9 @@ def test_a_models_own_prompt_encoder_is_not_called_an_adapter(tmp_path: Path) ->
     called its 16 missing weights "adapter / PEFT weights", a warning: exit 0, where loading leaves them at random.
     PEFT's prompt learning keeps its encoder under prompt_encoder.<adapter name>.embedding / mlp_head: still one."""
     from safetensors.torch import load_file, save_file
-    from transformers import SamConfig, SamModel
+    from transformers import SamModel
 
-    config = SamConfig(vision_config={"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
-                                      "output_channels": 8, "image_size": 64, "patch_size": 16, "mlp_dim": 32,
-                                      "global_attn_indexes": [0]},
-                       prompt_encoder_config={"hidden_size": 8, "image_size": 64, "patch_size": 16},
-                       mask_decoder_config={"hidden_size": 8, "num_hidden_layers": 1, "num_attention_heads": 2,
-                                            "mlp_dim": 16, "iou_head_hidden_dim": 16})
+    config = _tiny_sam()
     torch.manual_seed(0)
     SamModel(config).save_pretrained(str(tmp_path / "sam"))
     state = load_file(tmp_path / "sam" / "model.safetensors")
@@ -308,16 +307,21 @@ def test_a_detectron_caffe2_pickle_leaves_out_its_momentum_blobs(tmp_path: Path)
     assert code == 0 and data["num_tensors"] == 2 and not any("Caffe2" in w for w in data["warnings"]), data
 
 
-def tiny_sam_config(folder: Path) -> Path:
-    """A tiny SamModel config saved in `folder` (the target of Segment Anything's own layout)."""
+def _tiny_sam() -> SamConfig:
+    """A tiny SamConfig: one vision layer, 64-pixel images."""
     from transformers import SamConfig
 
-    config = SamConfig(vision_config={"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
-                                      "output_channels": 8, "image_size": 64, "patch_size": 16, "mlp_dim": 32,
-                                      "global_attn_indexes": [0]},
-                       prompt_encoder_config={"hidden_size": 8, "image_size": 64, "patch_size": 16},
-                       mask_decoder_config={"hidden_size": 8, "num_hidden_layers": 1, "num_attention_heads": 2,
-                                            "mlp_dim": 16, "iou_head_hidden_dim": 16})
+    return SamConfig(vision_config={"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
+                                    "output_channels": 8, "image_size": 64, "patch_size": 16, "mlp_dim": 32,
+                                    "global_attn_indexes": [0]},
+                     prompt_encoder_config={"hidden_size": 8, "image_size": 64, "patch_size": 16},
+                     mask_decoder_config={"hidden_size": 8, "num_hidden_layers": 1, "num_attention_heads": 2,
+                                          "mlp_dim": 16, "iou_head_hidden_dim": 16})
+
+
+def tiny_sam_config(folder: Path) -> Path:
+    """A tiny SamModel config saved in `folder` (the target of Segment Anything's own layout)."""
+    config = _tiny_sam()
     config.architectures = ["SamModel"]
     config.save_pretrained(str(folder))
     return folder
