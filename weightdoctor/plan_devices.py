@@ -4162,7 +4162,7 @@ def plan_devices(planned: PlannedModel, request: PlanRequest, source: str = "") 
 
     suggestions: list[Suggestion] = []
     if request.suggest and request.manual_map is None and verdict != "fits-on-gpus" and request.gpus:
-        suggestions = suggest_changes(planned, request, no_split)
+        suggestions = suggest_changes(planned, request, no_split, source)
     # GPUs alone, the rest with nowhere to go: from_pretrained(device_map="auto") without max_memory puts it in CPU
     # RAM, which --cpu plans; only a lower dtype, more GPUs and disk (the slowest) were offered.
     if verdict == "does-not-fit" and request.cpu is None and request.gpus and request.suggest \
@@ -4397,8 +4397,7 @@ def quantized_rest_warning(
     from weightdoctor.quantized import quantization_of, transformers_label
     from weightdoctor.units import format_bytes
 
-    if planned.dtype not in ("int8", "int4") or not planned.is_transformers \
-            or quantization_of(planned.config) is not None:
+    if planned.dtype not in ("int8", "int4") or not planned.is_transformers:
         return None
     rest = planned.quantized_rest
     import torch
@@ -4406,6 +4405,8 @@ def quantized_rest_warning(
     itemsize = getattr(torch, rest).itemsize
     if itemsize <= 2:
         return None
+    if quantization_of(planned.config) is not None:
+        return _prequantized_rest_hint(planned, request, no_split, tensor_sizes, verdict)
     sizer = _sizer_for(planned, planned.dtype)
     quantized = sizer._quantized if sizer is not None else set()
     params, _, _ = _tensor_names(planned)
@@ -4434,15 +4435,85 @@ def quantized_rest_warning(
             + "; older releases forced float16)")
     if verdict == "fits-on-gpus" or not request.gpus or request.manual_map is not None:
         return said
-    # Kept in the cache, as every sizer is: the planner's sizes are cached by the sizer's id, which a freed one
-    # could hand to the next.
-    half = planned._cache.setdefault(("sizer", "float16-rest", planned.dtype), _SizeOverride(
-        planned.model, quantized_size=DTYPES[planned.dtype][1], float_size=2,
-        skip_modules=bnb_skip_modules(planned.config)))
+    half = _float16_rest_sizer(planned, planned.dtype)
     if _replan_verdict(planned, request, no_split, planned.dtype, list(request.gpus), sizer=half) != "fits-on-gpus":
         return said
     return (f"{said}; passing dtype=torch.float16 (or torch.bfloat16) to from_pretrained too holds it in "
             f"{format_bytes(half_bytes, request.binary_units)}, and the model then fits on the GPUs")
+
+
+def _float16_rest_sizer(planned: PlannedModel, dtype: str) -> _SizeOverride:
+    """The sizer of `planned` quantized to `dtype` (int8 / int4) with its unquantized rest at float16, as
+    from_pretrained given dtype=torch.float16 builds it: the checkpoint's own quantization (stored layers, headroom,
+    torchao's weights) where `dtype` is the one its config names, else bitsandbytes' as `--dtype` plans it."""
+    key = ("sizer", "float16-rest", dtype)
+    # Kept in the cache, as every sizer is: the planner's sizes are cached by the sizer's id, which a freed one
+    # could hand to the next.
+    if key not in planned._cache:
+        own = dtype == planned.dtype and quantized_dtype(planned.config) is not None
+        torchao = own and torchao_element_size(planned.config) is not None
+        planned._cache[key] = _SizeOverride(
+            planned.model, quantized_size=DTYPES[dtype][1], float_size=2,
+            stored_bytes=planned.stored_bytes if own else None,
+            headroom=planned.quantizer_headroom if own else True, skip_modules=bnb_skip_modules(planned.config),
+            quantized_weights=torchao_quantized_weights(planned.model, planned.config) if torchao else None)
+    return planned._cache[key]
+
+
+def _quantizer_keeps_float16(config: Mapping[str, Any] | None) -> bool:
+    """Whether transformers' quantizer for `config`'s quantization_config builds the model at float16 when
+    from_pretrained is given dtype=torch.float16 (its `update_dtype` returns what it is given: bitsandbytes, GPTQ,
+    AWQ do); False where it is not found or turns float16 into another dtype."""
+    import torch
+
+    settings = (config or {}).get("quantization_config")
+    if not isinstance(settings, Mapping):
+        return False
+    try:
+        from transformers.quantizers.auto import AUTO_QUANTIZER_MAPPING, AutoQuantizationConfig
+
+        with _quiet_libraries():
+            method = AutoQuantizationConfig.from_dict(dict(settings)).quant_method
+            method = getattr(method, "value", method)
+            if method == "bitsandbytes":  # one quant_method, two quantizers
+                method += "_4bit" if settings.get("load_in_4bit") else "_8bit"
+            quantizer_class = AUTO_QUANTIZER_MAPPING[method]
+            # Its own update_dtype, without its __init__ (GPTQ's wants optimum installed just to be made): none
+            # reads what __init__ sets (they look at the dtype and the machine only).
+            quantizer = object.__new__(quantizer_class)
+            return quantizer.update_dtype(torch.float16) == torch.float16
+    except Exception:  # noqa: BLE001 - a quantizer transformers cannot make here gives no hint, not a failure
+        return False
+
+
+def _prequantized_rest_hint(
+    planned: PlannedModel, request: PlanRequest, no_split: list[str], tensor_sizes: Mapping[str, int], verdict: str,
+) -> str | None:
+    """The hint for a checkpoint its config quantizes (bitsandbytes, GPTQ, ...) and saved at float32, planned with
+    its unquantized rest at float32 (from_pretrained(dtype="auto")'s dtype), that does not fit on the GPUs but fits
+    with the rest at float16, as the same planner places it: passing dtype=torch.float16 to from_pretrained does
+    that. None where it fits already, or does not fit so either, or its quantizer does not take float16."""
+    if verdict == "fits-on-gpus" or not request.gpus or request.manual_map is not None:
+        return None
+    if _replan_verdict(planned, request, no_split, planned.dtype, list(request.gpus),
+                       sizer=_float16_rest_sizer(planned, planned.dtype)) != "fits-on-gpus":
+        return None
+    if not _quantizer_keeps_float16(planned.config):
+        return None
+    from weightdoctor.units import format_bytes
+
+    quantized = _sizer_for(planned, planned.dtype)
+    held = (quantized._quantized | set(quantized.stored_bytes)) if quantized is not None else set()
+    params, _, _ = _tensor_names(planned)
+    rest_params = [name for name in params if name not in held and name in tensor_sizes
+                   and planned.model.get_parameter(name).is_floating_point()]
+    rest_bytes = sum(tensor_sizes[name] for name in rest_params)
+    half_bytes = sum(planned.model.get_parameter(name).numel() * 2 for name in rest_params)
+    return (f"the unquantized rest of this {planned.label or planned.dtype} checkpoint (embeddings, norms, lm_head, "
+            f"biases: {format_bytes(rest_bytes, request.binary_units)}) is planned at {planned.quantized_rest}, as "
+            "from_pretrained(dtype=\"auto\") builds it from this checkpoint's dtype; passing dtype=torch.float16 to "
+            f"from_pretrained holds it in {format_bytes(half_bytes, request.binary_units)}, and the model then fits "
+            "on the GPUs")
 
 
 def bnb_offload_warning(
@@ -4590,11 +4661,14 @@ def keep_in_fp32_warning(
             f"loads them in float32, {format_bytes(sum(extra.values()), binary)} more than planned ({where})")
 
 
-def suggest_changes(planned: PlannedModel, request: PlanRequest, no_split: list[str]) -> list[Suggestion]:
+def suggest_changes(planned: PlannedModel, request: PlanRequest, no_split: list[str],
+                    source: str = "") -> list[Suggestion]:
     """The smallest changes that fit on the GPUs: the first lower dtype, and the fewest extra GPUs of the largest size.
 
     Each candidate is re-planned with the same planner on the same meta model, its sizes counted at the
-    candidate dtype.
+    candidate dtype. Where no dtype rung fits and the int8 / int4 rungs hold the unquantized rest wider than 16 bits
+    (a float32 checkpoint's, as from_pretrained(dtype="auto") builds it), the first of them that fits with the rest
+    at float16 is offered as the from_pretrained call that loads it so (`source`: the path or repo id it names).
     """
     from weightdoctor.quantized import quantization_of
     from weightdoctor.units import format_bytes
@@ -4638,6 +4712,10 @@ def suggest_changes(planned: PlannedModel, request: PlanRequest, no_split: list[
             suggestions.append(Suggestion("dtype", f"--dtype {dtype} fits on the {len(request.gpus)} GPU(s)",
                                           dtype, list(request.gpus), verdict))
             break
+    else:
+        half_rest = _float16_rest_rung(planned, request, no_split, ladder, source)
+        if half_rest is not None:
+            suggestions.append(half_rest)
     size = max(request.gpus)
     total = _total_bytes(planned, planned.dtype)
     room = _gpu_room([size], request.reserve, planned.dtype)
@@ -4659,6 +4737,65 @@ def suggest_changes(planned: PlannedModel, request: PlanRequest, no_split: list[
             f"at {planned.dtype}",
             planned.dtype, [bigger[0]] * len(request.gpus), "fits-on-gpus"))
     return suggestions
+
+
+def _float16_rest_rung(planned: PlannedModel, request: PlanRequest, no_split: list[str], ladder: list[str],
+                       source: str) -> Suggestion | None:
+    """The int8 / int4 rung with the unquantized rest at float16, for a plan whose int8 / int4 rungs (`ladder`)
+    hold a float32 rest and fit no GPU so; None where the rest is 16-bit already or it does not fit so either.
+
+    `--dtype int8 / int4` plans the rest at from_pretrained(dtype="auto")'s dtype (a float32 checkpoint's float32),
+    and no flag plans it at float16: what fits is said as the from_pretrained call that loads it so (the same
+    budgets as max_memory, the same strategy as device_map), which the user can paste.
+    """
+    import torch
+
+    from weightdoctor.quantized import quantization_of
+
+    if not planned.is_transformers or quantization_of(planned.config) is not None \
+            or getattr(torch, planned.quantized_rest).itemsize <= 2:
+        return None
+    import transformers
+
+    if not isinstance(getattr(transformers, planned.model_class, None), type):
+        return None  # remote code or a class transformers does not export: no call to paste
+    for dtype in ("int8", "int4"):
+        if dtype not in ladder:
+            continue
+        sizer = _float16_rest_sizer(planned, dtype)
+        if _replan_verdict(planned, request, no_split, dtype, list(request.gpus), sizer=sizer) != "fits-on-gpus":
+            continue
+        call = from_pretrained_call(planned.model_class, source, dtype, request)
+        return Suggestion(
+            "dtype-float16-rest", f"--dtype {dtype} with its unquantized rest at float16 (from_pretrained "
+            f"dtype=torch.float16; --dtype {dtype} plans it at {planned.quantized_rest}, this checkpoint's dtype) "
+            f"fits on the {len(request.gpus)} GPU(s); no plan-devices flag plans it, load it so: {call}",
+            dtype, list(request.gpus), "fits-on-gpus")
+    return None
+
+
+def from_pretrained_call(model_class: str, source: str, dtype: str, request: PlanRequest) -> str:
+    """One line of Python that loads `source` quantized to `dtype` (int8 / int4) by bitsandbytes with its rest at
+    float16, placed as `request` plans it (max_memory: its budgets; none with --local, which plans as
+    from_pretrained without it).
+
+    Example:
+        >>> from_pretrained_call("LlamaForCausalLM", "m", "int4", PlanRequest(gpus=[1000], cpu=None))
+        ... # doctest: +ELLIPSIS
+        'import torch; ... LlamaForCausalLM.from_pretrained("m", ..., dtype=torch.float16, ..., max_memory={0: 1000})'
+    """
+    import json
+
+    folder = Path(source)
+    # from_pretrained takes a folder or a repo id: a config.json or weight file given as SOURCE names its folder
+    where = str(folder.parent) if source and folder.is_file() else source
+    load_in = "load_in_4bit=True" if dtype == "int4" else "load_in_8bit=True"
+    budgets = "" if request.unset_max_memory else \
+        ", max_memory={" + ", ".join(f"{json.dumps(key)}: {value}" for key, value in
+                                     build_max_memory(list(request.gpus), request.cpu, request.reserve).items()) + "}"
+    return (f"import torch; from transformers import BitsAndBytesConfig, {model_class}; model = {model_class}"
+            f".from_pretrained({json.dumps(where)}, quantization_config=BitsAndBytesConfig({load_in}), "
+            f"dtype=torch.float16, device_map={json.dumps(request.strategy)}{budgets})")
 
 
 def _gpu_size_that_fits(

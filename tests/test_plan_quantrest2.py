@@ -1,0 +1,152 @@
+"""quantrest2: plan-devices' dtype advice for the float32 rest of an int8 / int4 model, what round quantrest left.
+
+Found, each through the CLI on the tiny seeded Llama of tests/test_plan_quantrest (float32, 361.79 KB):
+- planned at fp32 on a GPU too small for `--dtype int4` with its rest at float32 (as from_pretrained(dtype="auto")
+  builds it since quantrest) but large enough with the rest at float16, the suggestions offered no dtype at all
+  (only a larger GPU): no flag plans int4 with a float16 rest, and no rung said it. The rung is now offered as the
+  from_pretrained call that loads it so, which the tests here run (bitsandbytes' Linear classes stood in for).
+- a checkpoint its config quantizes (bitsandbytes 4-bit) saved at float32 that offloads, but fits with its rest at
+  float16, got no word that dtype=torch.float16 fits it (the unquantized --dtype int4 plan gets that hint).
+
+The oracles are transformers' own: from_pretrained run up to the map it computes (`from_pretrained_device_map`),
+and for the pre-quantized checkpoint its Bnb4Bit quantizer over the meta model with `_get_device_map`, as
+tests/test_plan_quantized4 checks it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from tests.helpers import run_json
+from tests.test_plan_quantrest import _from_pretrained, _llama, fake_bitsandbytes  # noqa: F401 - a fixture
+
+_HALF_REST = "dtype-float16-rest"
+
+
+class _Stop(Exception):
+    """Raised once from_pretrained has computed its map."""
+
+
+def _run_printed_call(call: str) -> tuple[dict[str, int | str], set[torch.dtype]]:
+    """Run the printed line of Python as it is, up to the map from_pretrained computes: (the map, the dtypes of the
+    floating parameters of the model it built)."""
+    import transformers.modeling_utils as modeling_utils
+
+    seen: dict[str, Any] = {}
+    original = modeling_utils._get_device_map
+
+    def record(model: Any, *args: Any, **kwargs: Any) -> Any:
+        seen["map"] = original(model, *args, **kwargs)
+        seen["dtypes"] = {p.dtype for p in model.parameters() if p.is_floating_point()}
+        raise _Stop
+
+    modeling_utils._get_device_map = record
+    try:
+        with pytest.raises(_Stop):
+            exec(call, {})  # noqa: S102 - the line the report tells the user to paste
+    finally:
+        modeling_utils._get_device_map = original
+    return seen["map"], seen["dtypes"]
+
+
+def _on_gpu(placed: dict[str, int | str]) -> bool:
+    return set(placed.values()) == {0}
+
+
+def test_int4_with_a_float16_rest_is_offered_as_a_call_that_fits(
+        tmp_path: Path, fake_bitsandbytes: None) -> None:  # noqa: F811
+    """A float32 model planned at fp32: where neither `--dtype int8` nor `--dtype int4` fits the GPU (their rest at
+    float32, as from_pretrained builds it) but int8 or int4 with the rest at float16 does, as from_pretrained given
+    dtype=torch.float16 places it, the suggestions offer that rung (the first that fits, int8 before int4) as a
+    from_pretrained call; run as printed it places every module on the GPU. Nowhere else is it offered."""
+    folder = _llama(tmp_path / "m", torch.float32)
+    _, sizes, _ = _from_pretrained(folder, 4, {0: 10**9})
+    offered = []
+    for share in (0.55, 0.7, 0.8, 0.9, 1.0, 1.1, 1.25, 1.6):
+        gpu = int(sizes[""] * share)
+        budgets: dict[int | str, int] = {0: gpu, "cpu": 10**9}
+        fits = {(bits, half): _on_gpu(_from_pretrained(folder, bits, budgets,
+                                                       dtype=torch.float16 if half else None)[0])
+                for bits in (8, 4) for half in (False, True)}
+        code, data = run_json("plan-devices", str(folder), "--gpu", f"{gpu}B", "--cpu", "1GB")
+        assert data["dtype"] == "fp32" and data["verdict"] != "fits-on-gpus", (share, data["verdict"])
+        rungs = [s for s in data["suggestions"] if s["change"] in ("dtype", _HALF_REST)]
+        expected = None if fits[(8, False)] or fits[(4, False)] else \
+            "int8" if fits[(8, True)] else "int4" if fits[(4, True)] else None
+        half = [s for s in rungs if s["change"] == _HALF_REST]
+        assert [s["dtype"] for s in half] == ([expected] if expected else []), (share, rungs, fits)
+        if not half:
+            continue
+        [rung] = half
+        assert rung["verdict"] == "fits-on-gpus" and rung["gpus"] == [gpu]
+        call = rung["description"].split("load it so: ", 1)[1]
+        placed, dtypes = _run_printed_call(call)
+        assert _on_gpu(placed) and dtypes == {torch.float16}, (share, placed, dtypes)
+        offered.append(rung["dtype"])
+        # the same rung in the text report, the call printed whole on its line
+        from tests.helpers import run_cli
+
+        result = run_cli("plan-devices", str(folder), "--gpu", f"{gpu}B", "--cpu", "1GB")
+        assert call in result.stdout.replace("\n", ""), result.stdout
+    assert "int4" in offered, offered
+
+
+def test_a_plan_that_fits_at_int4_keeps_the_plain_rung(tmp_path: Path) -> None:
+    """Where `--dtype int4` fits as it is planned (rest at float32), the rung is `--dtype int4` itself, and no
+    float16-rest call is offered beside it."""
+    folder = _llama(tmp_path / "m", torch.float32)
+    code, data = run_json("plan-devices", str(folder), "--gpu", "140KB", "--cpu", "1GB")
+    rungs = [(s["change"], s["dtype"]) for s in data["suggestions"] if s["change"] in ("dtype", _HALF_REST)]
+    code, int4 = run_json("plan-devices", str(folder), "--gpu", "140KB", "--cpu", "1GB", "--dtype", "int4")
+    assert int4["verdict"] == "fits-on-gpus" and rungs == [("dtype", "int4")], rungs
+
+
+def _prequantized_oracle(folder: Path, dtype: torch.dtype, budgets: dict[int | str, int],
+                         quantized: set[str], monkeypatch: pytest.MonkeyPatch) -> dict[str, int | str]:
+    """The map transformers' Bnb4Bit quantizer and planner compute for the bnb 4-bit checkpoint built at `dtype`
+    (from_pretrained(dtype="auto") of a float32 config: float32; given dtype=torch.float16: float16)."""
+    from transformers.integrations.accelerate import _get_device_map
+    from transformers.quantizers.auto import AutoHfQuantizer, AutoQuantizationConfig
+
+    from tests.test_plan_quantized4 import _meta_model_at
+
+    config = json.loads((folder / "config.json").read_text())
+    model = _meta_model_at(config, dtype)
+    quantizer = AutoHfQuantizer.from_config(AutoQuantizationConfig.from_dict(config["quantization_config"]),
+                                            pre_quantized=True)
+    assert quantizer.update_dtype(torch.float16) == torch.float16  # what dtype=torch.float16 then builds
+    monkeypatch.setattr(quantizer, "param_needs_quantization",
+                        lambda model, name, **kwargs: name.removesuffix(".weight") in quantized
+                        and name.endswith(".weight"))
+    monkeypatch.setattr(quantizer, "validate_environment", lambda *args, **kwargs: None)
+    return dict(_get_device_map(model, "auto", dict(budgets), quantizer))
+
+
+def test_a_float32_bnb4_checkpoint_is_told_that_float16_fits_where_it_does(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bitsandbytes 4-bit checkpoint saved at float32 is planned with its rest at float32; where that offloads
+    and transformers' quantizer and planner place every module on the GPU with the model built at float16, a
+    warning says that dtype=torch.float16 fits it (it said nothing); where it fits already, or does not fit at
+    float16 either, nothing is said. The map itself is from_pretrained's."""
+    from tests.test_plan_quantized4 import _float32_quantized
+
+    folder, quantized = _float32_quantized(tmp_path / "bnb4", "bnb4")
+    said = set()
+    for gpu in (60_000, 80_000, 100_000, 115_000, 140_000):
+        budgets: dict[int | str, int] = {0: gpu, "cpu": 10**9}
+        auto = _prequantized_oracle(folder, torch.float32, budgets, quantized, monkeypatch)
+        half = _prequantized_oracle(folder, torch.float16, budgets, quantized, monkeypatch)
+        code, data = run_json("plan-devices", str(folder), "--gpu", f"{gpu}B", "--cpu", "1GB")
+        assert data["dtype"] == "int4" and data["device_map"] == auto, (gpu, data["device_map"], auto)
+        hints = [w for w in data["warnings"] if "passing dtype=torch.float16" in w]
+        claims = bool(hints)
+        assert claims == (not _on_gpu(auto) and _on_gpu(half)), (gpu, auto, half, hints)
+        if claims:
+            assert "is planned at float32" in hints[0] and "the model then fits on the GPUs" in hints[0], hints
+        said.add(claims)
+    assert said == {True, False}
