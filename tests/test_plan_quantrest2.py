@@ -150,3 +150,81 @@ def test_a_float32_bnb4_checkpoint_is_told_that_float16_fits_where_it_does(
             assert "is planned at float32" in hints[0] and "the model then fits on the GPUs" in hints[0], hints
         said.add(claims)
     assert said == {True, False}
+
+
+def _t5(folder: Path, dtype: torch.dtype) -> Path:
+    """A tiny seeded T5 (its class keeps `wo` in float32: `_keep_in_fp32_modules`) saved at `dtype`."""
+    import transformers
+
+    config = transformers.T5Config(vocab_size=64, d_model=64, d_kv=16, d_ff=512, num_layers=3, num_decoder_layers=3,
+                                   num_heads=4, architectures=["T5ForConditionalGeneration"])
+    torch.manual_seed(0)
+    transformers.T5ForConditionalGeneration(config).to(dtype).save_pretrained(folder)
+    return folder
+
+
+def _t5_from_pretrained(folder: Path, bits: int) -> tuple[dict[str, int | str], dict[str, int], dict[str, Any]]:
+    """(map, transformers' bytes of each module, {name: dtype it loads at} of each weight the dtype plan upcasts and
+    the quantizer leaves unquantized) of from_pretrained with BitsAndBytesConfig(load_in_<bits>bit=True)."""
+    import transformers.modeling_utils as modeling_utils
+    from transformers import BitsAndBytesConfig
+    from transformers.core_model_loading import build_glob_alternation
+    from transformers.integrations.accelerate import compute_module_sizes
+
+    from fixtures.plan_devices import from_pretrained_device_map
+
+    seen: dict[str, Any] = {}
+    original = modeling_utils._get_device_map
+
+    def record(model: Any, device_map: Any, memory: Any, hf_quantizer: Any, *args: Any, **kwargs: Any) -> Any:
+        seen["sizes"] = {name: int(size) for name, size in compute_module_sizes(model, hf_quantizer)[0].items()}
+        built = next(p.dtype for p in model.parameters() if p.is_floating_point())
+        plan = model._get_dtype_plan(built)  # what from_pretrained loads each matching weight at
+        upcast: dict[str, Any] = {}
+        if plan:
+            pattern, by_group, _ = build_glob_alternation(list(plan))
+            for name, param in model.named_parameters():
+                found = pattern.search(name)
+                module = model.get_submodule(name.rpartition(".")[0])
+                if found and type(module) is torch.nn.Linear and param.dtype != plan[by_group[found.lastgroup]]:
+                    upcast[name] = (param.numel(), param.element_size(), plan[by_group[found.lastgroup]])
+        seen["upcast"] = upcast
+        return original(model, device_map, memory, hf_quantizer, *args, **kwargs)
+
+    modeling_utils._get_device_map = record
+    try:
+        placed = from_pretrained_device_map(folder, "auto", {0: 10**9}, quantization_config=BitsAndBytesConfig(
+            **{f"load_in_{bits}bit": True}))
+    finally:
+        modeling_utils._get_device_map = original
+    return placed, seen["sizes"], seen["upcast"]
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+def test_keep_in_fp32_modules_of_a_float16_t5_at_int8_int4_are_said(
+        tmp_path: Path, fake_bitsandbytes: None, bits: int) -> None:  # noqa: F811
+    """A float16 T5 planned at --dtype int8 / int4: bitsandbytes leaves its `wo` Linear layers unquantized
+    (`_keep_in_fp32_modules` are among the modules not converted), counted at float16 in the map, and from_pretrained
+    loads them in float32 (its dtype plan at float16): the plan's bytes are from_pretrained's, and the warning the
+    fp16 plan gives now says so with the bytes the load adds (it said nothing)."""
+    from weightdoctor.units import format_bytes
+
+    folder = _t5(tmp_path / "t5", torch.float16)
+    placed, sizes, upcast = _t5_from_pretrained(folder, bits)
+    assert len(upcast) == 6 and all(size == 2 and kind == torch.float32 for _, size, kind in upcast.values())
+    code, data = run_json("plan-devices", str(folder), "--gpu", "1GB", "--dtype", f"int{bits}")
+    assert code == 0 and data["weights_bytes"] + data["buffers_bytes"] == sizes[""], (data["weights_bytes"], sizes)
+    extra = sum(numel * 2 for numel, _, _ in upcast.values())  # float16 -> float32: as much again
+    [said] = [w for w in data["warnings"] if "_keep_in_fp32_modules" in w]
+    assert f"keeps 6 tensor(s) of wo in float32 at int{bits}" in said and format_bytes(extra) in said, said
+
+
+def test_a_bfloat16_t5_at_int8_keeps_wo_at_bfloat16_unwarned(tmp_path: Path, fake_bitsandbytes: None) -> None:  # noqa: F811
+    """At bfloat16 transformers 5.25 upcasts only `_keep_in_fp32_modules_strict` (T5 has none): `wo` stays
+    unquantized at bfloat16, counted so by both planners, and nothing is said."""
+    folder = _t5(tmp_path / "t5", torch.bfloat16)
+    _, sizes, upcast = _t5_from_pretrained(folder, 8)
+    assert upcast == {}
+    code, data = run_json("plan-devices", str(folder), "--gpu", "1GB", "--dtype", "int8")
+    assert code == 0 and data["weights_bytes"] + data["buffers_bytes"] == sizes[""]
+    assert not [w for w in data["warnings"] if "_keep_in_fp32_modules" in w], data["warnings"]

@@ -4627,15 +4627,33 @@ def keep_in_fp32_warning(
     `from_pretrained` computes its map on the model built at the requested dtype, and casts the tensors its
     `dtype_plan` names to float32 only as it loads them: the map is the one planned here, but those tensors take
     twice the bytes counted for their devices.
+
+    So do they in a `--dtype int8 / int4` plan whose unquantized rest is 16-bit (a float16 checkpoint's):
+    bitsandbytes leaves `_keep_in_fp32_modules` unquantized (`get_modules_to_not_convert`), and from_pretrained
+    builds the dtype plan from the model's dtype (the rest's) as it does unquantized; a bf16 rest upcasts only the
+    `_strict` ones (T5's `wo` stays bf16).
     """
-    if not planned.is_transformers or planned.dtype not in ("fp16", "bf16"):
+    if not planned.is_transformers:
         return None
     import torch
 
+    from weightdoctor.quantized import quantization_of
+
+    quantized: set[str] = set()
+    if planned.dtype in ("fp16", "bf16"):
+        half = getattr(torch, DTYPES[planned.dtype][0])
+        at = planned.dtype
+    elif planned.dtype in ("int8", "int4") and quantization_of(planned.config) is None \
+            and planned.quantized_rest in ("float16", "bfloat16"):
+        half = getattr(torch, planned.quantized_rest)
+        at = f"{planned.dtype} (bitsandbytes leaves them unquantized, the rest at {planned.quantized_rest})"
+        sizer = _sizer_for(planned, planned.dtype)
+        quantized = sizer._quantized if sizer is not None else set()
+    else:
+        return None
     dtype_plan_of = getattr(planned.model, "_get_dtype_plan", None)
     if dtype_plan_of is None:
         return None
-    half = getattr(torch, DTYPES[planned.dtype][0])
     plan = dtype_plan_of(half)
     if not plan:
         return None
@@ -4648,7 +4666,8 @@ def keep_in_fp32_warning(
     extra: dict[int | str, int] = {}
     matched = 0
     for name in params:
-        if name in tensor_sizes and pattern.search(name) and planned.model.get_parameter(name).dtype == half:
+        if name in tensor_sizes and name not in quantized and pattern.search(name) \
+                and planned.model.get_parameter(name).dtype == half:
             owner = _owner(name, device_map)
             device = device_map[owner] if owner is not None else unplaced.get(name, "cpu")
             extra[device] = extra.get(device, 0) + tensor_sizes[name]  # fp16/bf16 -> fp32: as much again
@@ -4657,7 +4676,7 @@ def keep_in_fp32_warning(
         return None
     where = ", ".join(f"{device_name(d)} +{format_bytes(n, binary)}" for d, n in extra.items())
     return (f"{planned.model_class} keeps {matched} tensor(s) of {', '.join(sorted(plan))} in float32 at "
-            f"{planned.dtype} (_keep_in_fp32_modules): from_pretrained computes this map at {planned.dtype} but "
+            f"{at} (_keep_in_fp32_modules): from_pretrained computes this map at {planned.dtype} but "
             f"loads them in float32, {format_bytes(sum(extra.values()), binary)} more than planned ({where})")
 
 
