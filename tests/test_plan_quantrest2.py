@@ -228,3 +228,109 @@ def test_a_bfloat16_t5_at_int8_keeps_wo_at_bfloat16_unwarned(tmp_path: Path, fak
     code, data = run_json("plan-devices", str(folder), "--gpu", "1GB", "--dtype", "int8")
     assert code == 0 and data["weights_bytes"] + data["buffers_bytes"] == sizes[""]
     assert not [w for w in data["warnings"] if "_keep_in_fp32_modules" in w], data["warnings"]
+
+
+def _seq2seq(folder: Path, kind: str) -> Path:
+    """A tiny seeded float32 T5 or BART, saved."""
+    import transformers
+
+    torch.manual_seed(0)
+    if kind == "t5":
+        config = transformers.T5Config(vocab_size=64, d_model=64, d_kv=16, d_ff=512, num_layers=3,
+                                       num_decoder_layers=3, num_heads=4, decoder_start_token_id=0,
+                                       architectures=["T5ForConditionalGeneration"])
+        model: Any = transformers.T5ForConditionalGeneration(config)
+    else:
+        config = transformers.BartConfig(vocab_size=64, d_model=64, encoder_layers=3, decoder_layers=3,
+                                         encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=256,
+                                         decoder_ffn_dim=256, max_position_embeddings=64,
+                                         architectures=["BartForConditionalGeneration"])
+        model = transformers.BartForConditionalGeneration(config)
+    model.save_pretrained(folder)
+    return folder
+
+
+def _bytes_streamed(folder: Path, device_map: dict[str, int | str], new_tokens: int, tmp_path: Path) -> int:
+    """The bytes accelerate's hooks copy to the execution device while generate() makes `new_tokens` tokens, on the
+    map planned (its GPU entries run on the CPU here, its CPU entries are offloaded, to disk: each offloaded module's
+    weights are loaded each time it runs, as they are copied to the GPU from CPU RAM)."""
+    import tempfile
+
+    import accelerate.hooks as hooks
+    import transformers
+    from accelerate import dispatch_model
+
+    config = json.loads((folder / "config.json").read_text())
+    model = getattr(transformers, config["architectures"][0]).from_pretrained(folder).eval()
+    offloaded = {name: ("disk" if where == "cpu" else "cpu") for name, where in device_map.items()}
+    model = dispatch_model(model, offloaded, main_device="cpu",
+                           offload_dir=tempfile.mkdtemp(dir=tmp_path))
+    moved = [0]
+    original = hooks.AlignDevicesHook.pre_forward
+
+    def pre_forward(self: Any, module: Any, *args: Any, **kwargs: Any) -> Any:
+        if self.offload:
+            stored = self.weights_map.dataset
+            moved[0] += sum(stored[key].numel() * stored[key].element_size() for key in self.weights_map)
+        return original(self, module, *args, **kwargs)
+
+    hooks.AlignDevicesHook.pre_forward = pre_forward
+    try:
+        with torch.no_grad():
+            out = model.generate(torch.tensor([[5, 6, 7, 8, 2]]), max_new_tokens=new_tokens,
+                                 min_new_tokens=new_tokens, do_sample=False, num_beams=1)
+    finally:
+        hooks.AlignDevicesHook.pre_forward = original
+    assert out.shape[1] - (1 if out.shape[1] > new_tokens else 0) == new_tokens, out.shape
+    return moved[0]
+
+
+@pytest.mark.parametrize("kind", ["t5", "bart"])
+def test_an_encoder_decoders_offload_is_said_per_input_and_per_token_as_accelerate_streams_it(
+        tmp_path: Path, kind: str) -> None:
+    """An encoder-decoder that generates, with layers of both its encoder and its decoder offloaded: accelerate's
+    hooks stream the encoder's offloaded weights (and the decoder's cross-attention key / value projections, whose
+    outputs the cache keeps) once per input and the rest of the decoder's once per generated token. Measured by
+    counting the bytes the hooks load in generate() for 3 and 6 new tokens (bytes = per input + tokens x per
+    token): the report said all 919.68 KB "for every generated token"."""
+    folder = _seq2seq(tmp_path / kind, kind)
+    code, whole = run_json("plan-devices", str(folder), "--gpu", "1GB")
+    total = whole["weights_bytes"] + whole["buffers_bytes"]
+    code, data = run_json("plan-devices", str(folder), "--gpu", f"{int(total * 0.35)}B", "--cpu", "1GB")
+    placed = data["device_map"]
+    offloaded = [name for name, where in placed.items() if where == "cpu"]
+    assert any("encoder" in name for name in offloaded) and any("decoder" in name for name in offloaded), placed
+    three = _bytes_streamed(folder, placed, 3, tmp_path)
+    six = _bytes_streamed(folder, placed, 6, tmp_path)
+    per_token = (six - three) // 3
+    per_input = three - 3 * per_token
+    off = data["offload"]
+    # Buffers of offloaded modules (BART's final_logits_bias) accelerate keeps on the execution device
+    # (offload_buffers=False, from_pretrained's default): the hooks load none of them, the report counts them per
+    # token as it did before (left as it was).
+    buffers = _offloaded_buffer_bytes(folder, placed)
+    assert (off.get("per_input_cpu_bytes", 0), off["bytes_per_token"]) == (per_input, per_token + buffers), \
+        (off, per_input, per_token, buffers)
+    assert per_input > 0 and off["cpu_bytes"] == per_input + per_token + buffers
+    from tests.helpers import run_cli
+    from weightdoctor.units import format_bytes
+
+    text = run_cli("plan-devices", str(folder), "--gpu", f"{int(total * 0.35)}B", "--cpu", "1GB").stdout
+    [line] = [line for line in text.replace("\n ", " ").splitlines() if line.startswith("offload:")]
+    assert f"{format_bytes(per_input)} (the encoder's" in line and "once per input" in line, line
+    assert f"{format_bytes(per_token + buffers)} (the rest) for every generated token" in line, line
+
+
+def _offloaded_buffer_bytes(folder: Path, device_map: dict[str, int | str]) -> int:
+    """The bytes of the model's buffers whose map entry is "cpu"."""
+    import transformers
+
+    config = json.loads((folder / "config.json").read_text())
+    model = getattr(transformers, config["architectures"][0]).from_pretrained(folder)
+    found = 0
+    for name, buffer in model.named_buffers():
+        owner = max((key for key in device_map if key == "" or name == key or name.startswith(f"{key}.")),
+                    key=len, default=None)
+        if owner is not None and device_map[owner] == "cpu":
+            found += buffer.numel() * buffer.element_size()
+    return found

@@ -177,6 +177,11 @@ class Offload:
     cpu_bytes: int
     disk_bytes: int
     bytes_per_token: int  # offloaded weights streamed to the compute device for each generated token
+    # An encoder-decoder that generates (T5, BART, Whisper): the offloaded weights streamed once per input, not per
+    # token (its encoder's, and its decoder's cross-attention key / value projections, whose outputs the cache
+    # keeps: `per_input_offloaded_bytes`); `bytes_per_token` leaves them out. By device.
+    per_input_cpu_bytes: int = 0
+    per_input_disk_bytes: int = 0
 
 
 @dataclass
@@ -4158,7 +4163,9 @@ def plan_devices(planned: PlannedModel, request: PlanRequest, source: str = "") 
                                      [r for r in ranges if r.device == device_name(key)]))
     cpu_bytes = per_device.get("cpu", 0) if request.gpus else 0
     disk_bytes = per_device.get("disk", 0)
-    offload = Offload(cpu_bytes, disk_bytes, cpu_bytes + disk_bytes)
+    per_input = per_input_offloaded_bytes(planned, device_map, tensor_sizes) if request.gpus else {}
+    offload = Offload(cpu_bytes, disk_bytes, cpu_bytes + disk_bytes - sum(per_input.values()),
+                      per_input.get("cpu", 0), per_input.get("disk", 0))
 
     suggestions: list[Suggestion] = []
     if request.suggest and request.manual_map is None and verdict != "fits-on-gpus" and request.gpus:
@@ -4297,6 +4304,58 @@ def plan_devices(planned: PlannedModel, request: PlanRequest, source: str = "") 
         warnings=warnings,
         unplaced=unplaced,
     )
+
+
+# The decoder's cross-attention modules (T5's EncDecAttention; BART's, Marian's, Whisper's encoder_attn; the
+# crossattention of BERT-style decoders) and, in them, the key / value projections whose outputs generate() caches
+# once per input (EncoderDecoderCache's cross-attention layers, `is_updated`).
+_CROSS_ATTENTION = ("EncDecAttention", "encoder_attn", "crossattention", "cross_attn")
+_CROSS_KEY_VALUE = ("k", "v", "k_proj", "v_proj", "key", "value")
+
+
+def per_input_offloaded_bytes(planned: PlannedModel, device_map: Mapping[str, int | str],
+                              tensor_sizes: Mapping[str, int]) -> dict[str, int]:
+    """The offloaded bytes of a generating encoder-decoder that are streamed once per input, not per generated
+    token, by device ("cpu", "disk"); {} for any other model.
+
+    accelerate's hooks copy an offloaded module's weights to the GPU each time the module runs. generate() runs the
+    encoder once per input and the decoder once per token, and the decoder's cross-attention key and value
+    projections only on the first step (their outputs over the encoder's states are cached): those weights are no
+    per-token cost. A tensor tied to one used per token (T5's shared embeddings, which the decoder and lm_head use)
+    is counted per token.
+    """
+    config = planned.config or {}
+    model = planned.model
+    if not planned.is_transformers or not config.get("is_encoder_decoder"):
+        return {}
+    can_generate = getattr(model, "can_generate", None)
+    get_encoder = getattr(model, "get_encoder", None)
+    if not callable(can_generate) or not can_generate() or not callable(get_encoder):
+        return {}
+    try:
+        encoder = get_encoder()
+    except Exception:  # noqa: BLE001 - a class whose get_encoder needs what the meta model lacks: no split said
+        return {}
+    prefix = next((name for name, module in model.named_modules() if module is encoder and name), None)
+    if prefix is None:
+        return {}
+
+    def once_per_input(name: str) -> bool:
+        if name.startswith(f"{prefix}."):
+            return True
+        parts = name.split(".")
+        return len(parts) >= 3 and parts[-2] in _CROSS_KEY_VALUE and parts[-3] in _CROSS_ATTENTION
+
+    per_token = {name for group in tied_groups(planned) if not all(once_per_input(member) for member in group)
+                 for name in group}
+    found: dict[str, int] = {}
+    for name, size in tensor_sizes.items():
+        if not once_per_input(name) or name in per_token:
+            continue
+        device = device_map.get(_owner(name, device_map) or "")
+        if device in ("cpu", "disk"):
+            found[str(device)] = found.get(str(device), 0) + size
+    return found
 
 
 def seq_len_beyond_context_warning(config: dict[str, Any] | None, seq_len: int | None,

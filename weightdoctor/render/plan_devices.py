@@ -197,20 +197,38 @@ def render_plan(report: PlanReport, console: Console, typed_sizes: Mapping[str, 
             p(line)
     p()
     off = report.offload
-    if off.bytes_per_token:
+    if off.cpu_bytes + off.disk_bytes:
         # Without --disk what the disk line holds is placed nowhere (the plan does not fit): it is neither on a disk
         # nor streamed to the GPU, so only the CPU's share is timed.
         on_disk = off.disk_bytes if report.disk_allowed else 0
         streamed = off.cpu_bytes + on_disk
-        seconds = off.cpu_bytes / HOST_TO_GPU_BYTES_PER_S + on_disk / DISK_BYTES_PER_S
         # A language model streams the offloaded weights once per generated token; any other (an encoder, a UNet
         # or VAE, a vision model) once per forward pass: per image, per denoising step.
         step, unit = (("generated token", "token") if generates_tokens(report.model_class)
                       else ("forward pass", "pass"))
         where = (f"{size(off.disk_bytes)} on disk" if report.disk_allowed or not off.disk_bytes
                  else f"{size(off.disk_bytes)} not placed (disk offload is off; --disk allows it)")
-        moved = (f": {size(streamed)} moved to the GPU for every {step} (≥ {_format_seconds(seconds)}/{unit} "
-                 "at an assumed 25 GB/s host→GPU and 3 GB/s disk)" if streamed else "")
+        # A generating encoder-decoder (T5, BART, Whisper) runs its encoder (and its decoder's cross-attention key /
+        # value projections) once per input and the rest of its decoder once per token: those offloaded weights are
+        # streamed once per input, not per token.
+        encoder_cpu = off.per_input_cpu_bytes if step == "generated token" else 0
+        encoder_disk = off.per_input_disk_bytes if step == "generated token" and report.disk_allowed else 0
+        per_step_cpu, per_step_disk = off.cpu_bytes - encoder_cpu, on_disk - encoder_disk
+        per_step = per_step_cpu + per_step_disk
+
+        def timed(cpu_part: int, disk_part: int, per: str) -> str:
+            seconds = cpu_part / HOST_TO_GPU_BYTES_PER_S + disk_part / DISK_BYTES_PER_S
+            return f"≥ {_format_seconds(seconds)}/{per}"
+
+        rates = "at an assumed 25 GB/s host→GPU and 3 GB/s disk"
+        if encoder_cpu + encoder_disk:
+            moved = (f": {size(encoder_cpu + encoder_disk)} (the encoder's, and the decoder's cross-attention keys "
+                     f"and values) moved to the GPU once per input ({timed(encoder_cpu, encoder_disk, 'input')}), "
+                     f"and {size(per_step)} (the rest) for every {step} "
+                     f"({timed(per_step_cpu, per_step_disk, unit)}) {rates}")
+        else:
+            moved = (f": {size(streamed)} moved to the GPU for every {step} "
+                     f"({timed(off.cpu_bytes, on_disk, unit)} {rates})" if streamed else "")
         if streamed and _runs_on_cpu(report):
             # accelerate's main_device is "cpu" for a map of "cpu" and "disk" alone: nothing goes to a GPU
             moved = ": the map names no GPU, so the model runs on the CPU and nothing is moved to a GPU"
