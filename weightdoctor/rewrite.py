@@ -657,27 +657,32 @@ def kept_by_class_at_load(checkpoint: Checkpoint, dtype: str) -> set[str]:
     return set(kept_fp32_at_load(checkpoint, [short]).get(short, []))
 
 
-def keep_fp32_regex_for(names: list[str], castable: list[str]) -> str | None:
+def keep_fp32_regex_for(names: list[str], castable: list[str]) -> tuple[str | None, list[str]]:
     """A `--keep-fp32` expression that matches exactly `names` among the `castable` tensor names: their modules'
-    last names (`\\.wo\\.` for T5's `...DenseReluDense.wo.weight`) where that matches no other, else the names
-    themselves; None where that would be longer than a shell word should be.
+    last names (`\\.wo\\.` for T5's `...DenseReluDense.wo.weight`) where that matches no other, else their first
+    segments (`^(?:qformer|query_tokens)(?:\\.|$)`, BLIP-2's), else the names themselves; None where that would be
+    longer than a shell word should be. With it, the modules it names (`wo`; `qformer`, `query_tokens`), to be said.
 
     Example:
         >>> keep_fp32_regex_for(["a.wo.weight", "b.wo.weight"], ["a.wo.weight", "b.wo.weight", "a.wi.weight"])
-        '\\\\.wo\\\\.'
+        ('\\\\.wo\\\\.', ['wo'])
     """
     wanted = set(names)
     modules = sorted({name.rsplit(".", 2)[-2] for name in names if name.count(".") >= 1})
-    candidates = []
+    candidates: list[tuple[str, list[str]]] = []
     if modules:
         inner = "|".join(re.escape(module) for module in modules)
-        candidates.append(r"\." + (inner if len(modules) == 1 else f"(?:{inner})") + r"\.")
-    candidates.append("^(?:" + "|".join(re.escape(name) for name in sorted(wanted)) + ")$")
-    for candidate in candidates:
+        candidates.append((r"\." + (inner if len(modules) == 1 else f"(?:{inner})") + r"\.", modules))
+    # A whole submodule kept (BLIP-2's `qformer`, its `query_tokens` parameter): by the names' first segments.
+    tops = sorted({name.split(".", 1)[0] for name in names})
+    inner = "|".join(re.escape(top) for top in tops)
+    candidates.append(("^" + (inner if len(tops) == 1 else f"(?:{inner})") + r"(?:\.|$)", tops))
+    candidates.append(("^(?:" + "|".join(re.escape(name) for name in sorted(wanted)) + ")$", modules))
+    for candidate, named in candidates:
         pattern = re.compile(candidate)
         if {name for name in castable if pattern.search(name)} == wanted and len(candidate) <= 2_000:
-            return candidate
-    return None
+            return candidate, named
+    return None, modules
 
 
 def cast_of_kept_at_load_note(selection: TensorSelection, dtype: str, keep_fp32: str | None,
@@ -705,8 +710,7 @@ def cast_of_kept_at_load_note(selection: TensorSelection, dtype: str, keep_fp32:
     if not rounded:
         return None
     castable = [t.source for t in selection.tensors if t.source_dtype in CASTABLE]
-    regex = keep_fp32_regex_for(rounded, castable)
-    modules = sorted({name.rsplit(".", 2)[-2] for name in rounded if name.count(".") >= 1})
+    regex, modules = keep_fp32_regex_for(rounded, castable)
     listed = ", ".join(modules[:4]) + (f" and {len(modules) - 4} more" if len(modules) > 4 else "")
     strict = "_keep_in_fp32_modules_strict" if short == "bf16" else "_keep_in_fp32_modules"
     note = (f"--dtype {target} casts {counted(len(rounded), 'tensor')} that from_pretrained(dtype=torch.{target}) "
