@@ -5,6 +5,9 @@ Covers: `convert --dtype fp16` of a T5 cast the `wo` weights its class keeps in 
 without a word: `from_pretrained(dtype=torch.float16)` and its `save_pretrained` keep them float32, and the output
 loaded them back up-cast with the fp16 rounding kept. Now a warning says so and names the `--keep-fp32` that writes
 them as save_pretrained does; pasted, the output loads exactly as `from_pretrained(source, dtype=torch.float16)`.
+`shard --max 0,5GB` (a decimal comma, as much of Europe writes it) or `--max 200,000` said only "'0,5' is not a
+number"; now the line gives the number to type, a thousands separator left out, and both readings where a group of
+three digits can be either.
 """
 
 from __future__ import annotations
@@ -117,3 +120,67 @@ def test_a_bf16_cast_of_t5_says_nothing_of_what_it_keeps_at_fp16(t5_bin: Path, t
     result = run_subprocess("convert", str(t5_bin), "-o", str(tmp_path / "bf16"), "--dtype", "bf16")
     assert result.returncode == 0, result.stderr
     assert "_keep_in_fp32_modules" not in result.stderr
+
+
+@pytest.mark.parametrize(("typed", "meant"), [
+    ("0,5GB", ["0.5GB"]),
+    ("12,5 MB", ["12.5MB"]),
+    ("200,000", ["200000"]),
+    ("1,500,000KB", ["1500000KB"]),
+    ("1,500KB", ["1500KB", "1.500KB"]),
+])
+def test_a_size_written_with_a_comma_says_the_number_to_type(t5_bin: Path, tmp_path: Path, typed: str,
+                                                             meant: list[str]) -> None:
+    """Was "cannot parse size '0,5GB': '0,5' is not a number". Each size the line offers, pasted as --max, plans."""
+    out = tmp_path / "sharded"
+    result = run_subprocess("shard", str(t5_bin), "--max", typed, "-o", str(out), "--dry-run")
+    assert result.returncode == 2 and result.stdout == ""
+    line = result.stderr.strip()
+    assert "\n" not in line and "is not a number" not in line
+    assert line.startswith(f"error: cannot parse size {typed!r}: ")
+    offered = [word for word in line.replace(",", " ").split() if word in meant]
+    assert offered == meant
+    for size in meant:
+        pasted = run_subprocess("shard", str(t5_bin), "--max", size, "-o", str(out), "--dry-run", "--json")
+        assert pasted.returncode == 0, pasted.stderr
+        from weightdoctor.units import parse_size
+
+        assert json.loads(pasted.stdout)["plan"]["max_bytes"] == parse_size(size)
+
+
+def test_a_comma_that_is_neither_reading_keeps_the_plain_line(t5_bin: Path, tmp_path: Path) -> None:
+    result = run_subprocess("shard", str(t5_bin), "--max", "1,2,3GB", "-o", str(tmp_path / "x"), "--dry-run")
+    assert result.returncode == 2
+    assert result.stderr.strip() == "error: cannot parse size '1,2,3GB': '1,2,3' is not a number"
+
+
+def test_a_fp16_cast_of_blip2_names_its_kept_submodules_and_the_keep_fp32_that_keeps_them(tmp_path: Path) -> None:
+    """BLIP-2 keeps a whole submodule and a parameter in float32 (`qformer`, `query_tokens`): the line names those,
+    not the last names of the tensors under them (`dense`, `key`, ...), and an expression by their first segment;
+    pasted, the output loads equal to `from_pretrained(source, dtype=torch.float16)`."""
+    import torch
+    from transformers import Blip2Config, Blip2ForConditionalGeneration
+
+    torch.manual_seed(0)
+    config = Blip2Config(
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                           image_size=32, patch_size=16, initializer_range=0.02),
+        qformer_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                            encoder_hidden_size=32, vocab_size=100),
+        text_config=dict(model_type="opt", hidden_size=32, ffn_dim=64, num_hidden_layers=1, num_attention_heads=2,
+                         vocab_size=100, word_embed_proj_dim=32),
+        num_query_tokens=4)
+    source = tmp_path / "blip2"
+    Blip2ForConditionalGeneration(config).save_pretrained(source)
+    out = tmp_path / "blip2-fp16"
+    typed = ["convert", str(source), "-o", str(out), "--dtype", "fp16"]
+    first = run_subprocess(*typed)
+    assert first.returncode == 0, first.stderr
+    warning = next(line for line in first.stderr.splitlines() if "_keep_in_fp32_modules" in line)
+    assert "(its class's _keep_in_fp32_modules: qformer, query_tokens)" in warning
+    option = shlex.split(warning.split("run this command again with ", 1)[1].removesuffix(" (and --force)"))
+    assert option == ["--keep-fp32", r"^(?:qformer|query_tokens)(?:\.|$)"]
+    assert run_subprocess(*typed, *option, "--force").returncode == 0
+    reference = Blip2ForConditionalGeneration.from_pretrained(source, dtype=torch.float16).state_dict()
+    assert _differing(reference, Blip2ForConditionalGeneration.from_pretrained(out, dtype=torch.float16)
+                      .state_dict()) == []
