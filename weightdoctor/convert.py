@@ -522,7 +522,8 @@ def plan_convert(
         warnings.append(nemo)
     if (meta := meta_release_note(checkpoint, [f.filename for f in files])) is not None:
         warnings.append(meta)
-    copy_paths, config_note = with_config_dtype(copy_paths, dtype, len(selection.kept_fp32))
+    copy_paths, config_note = with_config_dtype(copy_paths, dtype, len(selection.kept_fp32),
+                                                  len(selection.kept_fp32_by_class))
     if config_note:
         warnings.append(config_note)
 

@@ -154,6 +154,8 @@ class TensorSelection:
     renamed: int = 0
     cast: dict[str, int] = field(default_factory=dict)  # "float32->float16" -> tensor count
     kept_fp32: list[str] = field(default_factory=list)
+    # Of `kept_fp32`, those from_pretrained keeps in float32 at the target anyway (its class's _keep_in_fp32_modules).
+    kept_fp32_by_class: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     # Output names the model built from config.json holds as buffers, not parameters (BART's final_logits_bias);
     # known only where the model was built (for its tied weights).
@@ -636,7 +638,92 @@ def plan_tensors(
     if keep is not None and not selection.kept_fp32:
         # A typo (`layernorm` for `LayerNorm`) would otherwise cast everything without a word.
         selection.warnings.append(f"--keep-fp32 {keep_fp32!r} matches no floating tensor: nothing is kept in fp32")
+    if dtype and (selection.cast or selection.kept_fp32):
+        kept_at_load = kept_by_class_at_load(checkpoint, dtype)
+        selection.kept_fp32_by_class = sorted(set(selection.kept_fp32) & kept_at_load)
+        if (kept_note := cast_of_kept_at_load_note(selection, dtype, keep_fp32, kept_at_load)) is not None:
+            selection.warnings.append(kept_note)
     return selection
+
+
+def kept_by_class_at_load(checkpoint: Checkpoint, dtype: str) -> set[str]:
+    """The source's tensors `from_pretrained(dtype=<dtype>)` keeps in float32 (its class's `_keep_in_fp32_modules`,
+    T5's `wo` at float16); empty for other targets, and where no config.json builds the class."""
+    short = _SHORT_DTYPE.get(_FULL_DTYPE.get(dtype, dtype))
+    if short not in ("fp16", "bf16") or checkpoint.config is None:
+        return set()
+    from weightdoctor.check_dtype import kept_fp32_at_load
+
+    return set(kept_fp32_at_load(checkpoint, [short]).get(short, []))
+
+
+def keep_fp32_regex_for(names: list[str], castable: list[str]) -> tuple[str | None, list[str]]:
+    """A `--keep-fp32` expression that matches exactly `names` among the `castable` tensor names: their modules'
+    last names (`\\.wo\\.` for T5's `...DenseReluDense.wo.weight`) where that matches no other, else their first
+    segments (`^(?:qformer|query_tokens)(?:\\.|$)`, BLIP-2's), else the names themselves; None where that would be
+    longer than a shell word should be. With it, the modules it names (`wo`; `qformer`, `query_tokens`), to be said.
+
+    Example:
+        >>> keep_fp32_regex_for(["a.wo.weight", "b.wo.weight"], ["a.wo.weight", "b.wo.weight", "a.wi.weight"])
+        ('\\\\.wo\\\\.', ['wo'])
+    """
+    wanted = set(names)
+    modules = sorted({name.rsplit(".", 2)[-2] for name in names if name.count(".") >= 1})
+    candidates: list[tuple[str, list[str]]] = []
+    if modules:
+        inner = "|".join(re.escape(module) for module in modules)
+        candidates.append((r"\." + (inner if len(modules) == 1 else f"(?:{inner})") + r"\.", modules))
+    # A whole submodule kept (BLIP-2's `qformer`, its `query_tokens` parameter): by the names' first segments.
+    tops = sorted({name.split(".", 1)[0] for name in names})
+    inner = "|".join(re.escape(top) for top in tops)
+    candidates.append(("^" + (inner if len(tops) == 1 else f"(?:{inner})") + r"(?:\.|$)", tops))
+    candidates.append(("^(?:" + "|".join(re.escape(name) for name in sorted(wanted)) + ")$", modules))
+    for candidate, named in candidates:
+        pattern = re.compile(candidate)
+        if {name for name in castable if pattern.search(name)} == wanted and len(candidate) <= 2_000:
+            return candidate, named
+    return None, modules
+
+
+def cast_of_kept_at_load_note(selection: TensorSelection, dtype: str, keep_fp32: str | None,
+                              kept_at_load: set[str]) -> str | None:
+    """The warning for a cast to fp16 / bf16 of the tensors the model's class keeps in float32 at that dtype (T5's
+    `wo`, its `_keep_in_fp32_modules`): `from_pretrained(dtype=torch.float16)` leaves them float32, and its
+    `save_pretrained` writes them so; the plain cast rounds them to float16, which from_pretrained then loads up-cast,
+    the rounding kept. It names the `--keep-fp32` that writes them as save_pretrained does. None where the class
+    keeps nothing in float32 (most), where no config.json builds it, or where --keep-fp32 already keeps them.
+    `kept_at_load`: what `kept_by_class_at_load` gives.
+
+    Example:
+        >>> kept = kept_by_class_at_load(t5, "float16")  # doctest: +SKIP
+        >>> cast_of_kept_at_load_note(selection, "float16", None, kept)  # doctest: +SKIP
+        "--dtype float16 casts 4 tensors that from_pretrained(dtype=torch.float16) keeps in float32 ..."
+    """
+    target = _FULL_DTYPE.get(dtype, dtype)
+    short = _SHORT_DTYPE.get(target)
+    if not kept_at_load:
+        return None
+    # Rounded by this cast: written at the target, from a dtype wider than it (a float16 source loses nothing more).
+    planned = {t.source: t for t in selection.tensors}
+    rounded = sorted(name for name in kept_at_load if (t := planned.get(name)) is not None and t.dtype == target
+                     and t.source_dtype in ("float32", "float64"))
+    if not rounded:
+        return None
+    castable = [t.source for t in selection.tensors if t.source_dtype in CASTABLE]
+    regex, modules = keep_fp32_regex_for(rounded, castable)
+    listed = ", ".join(modules[:4]) + (f" and {len(modules) - 4} more" if len(modules) > 4 else "")
+    strict = "_keep_in_fp32_modules_strict" if short == "bf16" else "_keep_in_fp32_modules"
+    note = (f"--dtype {target} casts {counted(len(rounded), 'tensor')} that from_pretrained(dtype=torch.{target}) "
+            f"keeps in float32 (its class's {strict}: {listed}), as its save_pretrained writes them; here they are "
+            f"written in {target}, and from_pretrained loads them back up-cast to float32 with the {target} rounding "
+            "kept")
+    if regex is None:
+        return note
+    from weightdoctor.paths import shell_word
+
+    both = regex if not keep_fp32 else f"(?:{keep_fp32})|{regex}"
+    return (f"{note}: to write them in float32 as save_pretrained does, run this command again with "
+            f"--keep-fp32 {shell_word(both)}" + (" in place of yours" if keep_fp32 else "") + " (and --force)")
 
 
 # The dtypes transformers' quantizers take (their update_dtype), and whether another one raises (True) or is
@@ -782,7 +869,7 @@ def _has_dtype_key(node: object) -> bool:
 
 
 def with_config_dtype(
-    files: list[SideFile], dtype: str | None, kept_fp32: int = 0,
+    files: list[SideFile], dtype: str | None, kept_fp32: int = 0, kept_by_class: int = 0,
 ) -> tuple[list[SideFile], str | None]:
     """`files` with config.json's dtype set to the cast target, as `save_pretrained` writes it; and a note.
 
@@ -792,7 +879,8 @@ def with_config_dtype(
     float32 (dtype="auto" would otherwise follow the first floating tensor, which can be a kept one);
     a config that is not a JSON object is copied untouched. The note also names weight files that are
     copied uncast (other modules' weights in subfolders), and, when `kept_fp32` tensors stay in float32 beside a
-    config, that `from_pretrained` loads them at the config's dtype all the same.
+    config, that `from_pretrained` loads them at the config's dtype all the same, except the `kept_by_class` of them
+    its class keeps in float32 (T5's `wo` at float16, kept with `--keep-fp32 '\\.wo\\.'`: nothing to say of those).
     """
     if dtype is None:
         return files, None
@@ -825,12 +913,16 @@ def with_config_dtype(
         listed = ", ".join(uncast[:4]) + (f" and {len(uncast) - 4} more" if len(uncast) > 4 else "")
         uncast_note = f"copied as they are, not cast to {dtype}: {listed} (convert them on their own)"
         note = f"{note}; {uncast_note}" if note else uncast_note
-    if kept_fp32 and any(side.relpath == "config.json" for side in files):
+    loaded_cast = kept_fp32 - kept_by_class
+    if loaded_cast > 0 and any(side.relpath == "config.json" for side in files):
         # Measured with transformers 5: from_pretrained(dtype="auto") loads a kept fp32 norm as bfloat16, and
         # dtype=torch.float32 loads everything in float32; only a class's _keep_in_fp32_modules stay float32.
+        of_them = (f"the {loaded_cast} kept in float32 included, except the {kept_by_class} its class keeps in float32 "
+                   "(_keep_in_fp32_modules)" if kept_by_class else
+                   f"the {kept_fp32} kept in float32 included, except the modules its class keeps in float32 "
+                   "(_keep_in_fp32_modules)")
         kept_note = (f"--keep-fp32: from_pretrained loads every tensor at one dtype ({dtype} with dtype=\"auto\"), "
-                     f"the {kept_fp32} kept in float32 included, except the modules its class keeps in float32 "
-                     "(_keep_in_fp32_modules); they stay float32 for loaders that keep each tensor's own dtype "
+                     f"{of_them}; they stay float32 for loaders that keep each tensor's own dtype "
                      "(safetensors' load_file, load_state_dict(..., assign=True))")
         note = f"{note}; {kept_note}" if note else kept_note
     return out, note

@@ -74,6 +74,8 @@ def parse_size(text: str | int) -> int:
     try:
         number = float(digits)
     except ValueError:
+        if (comma := _comma_reading(digits, written)) is not None:
+            raise UsageError(f"cannot parse size {text!r}: {comma}") from None
         raise UsageError(f"cannot parse size {text!r}: {digits!r} is not a number") from None
     if not math.isfinite(number):
         # `inf` and `nan` are refused above as no number: this is a number past float's range (1e400, 5,000 nines),
@@ -88,6 +90,26 @@ def parse_size(text: str | int) -> int:
     if number > 0 and size == 0:
         raise UsageError(f"size {text!r} is under one byte: give at least 1 byte (0 means none)")
     return size
+
+
+def _comma_reading(digits: str, written: str) -> str | None:
+    """What a number written with commas is to be typed as: a decimal comma (`1,5GB`, as much of Europe writes
+    it) as a decimal point, thousands separators (`200,000`) left out; both where a group of three digits can be
+    either (`1,500MB`). None for any other number that does not parse.
+
+    Example:
+        >>> _comma_reading("1,5", "GB"), _comma_reading("200,000", "")
+        ('a comma is no decimal point here: write 1.5GB', 'write 200000 (no thousands separators)')
+    """
+    if re.fullmatch(r"\d+,\d+", digits.strip()) and not re.fullmatch(r"\d{1,3},\d{3}", digits.strip()):
+        return f"a comma is no decimal point here: write {digits.strip().replace(',', '.')}{written}"
+    if re.fullmatch(r"\d{1,3}(?:,\d{3})+", digits.strip()):
+        whole = f"write {digits.strip().replace(',', '')}{written} (no thousands separators)"
+        if digits.count(",") == 1 and written:
+            # One group of three after a unit: 1,500MB is 1500 MB to some, 1.5 MB to others.
+            return f"{whole}, or {digits.strip().replace(',', '.')}{written} if the comma is a decimal point"
+        return whole
+    return None
 
 
 def _nonzero(digits: str) -> bool:
