@@ -15,10 +15,12 @@ classes under `model.init_args`, which from_hparams cannot read.
 
 from __future__ import annotations
 
+import re
 from collections import OrderedDict
 from pathlib import Path
 
 import torch
+from typer.testing import CliRunner
 
 from tests.helpers import run_cli, run_json
 
@@ -148,3 +150,88 @@ def test_vocos_is_told_by_the_config_from_hparams_reads_not_by_a_substring(tmp_p
     # Not YAML at all (a tab where YAML forbids one), the words present: not Vocos', and no traceback.
     broken = _vocos_folder(tmp_path / "broken", "backbone:\n\tclass_path: vocos.models.VocosBackbone\n")
     assert _vocos_warnings(broken, tmp_path / "broken-out") == []
+
+
+def _tiny_qwen3_moe(folder: Path, moe_intermediate_size: int) -> torch.nn.Module:
+    """A Qwen3-MoE base as transformers 5 saves it: its experts fused in memory (`mlp.experts.gate_up_proj`), saved
+    per expert (`mlp.experts.N.gate_proj.weight`), the legacy layout save_pretrained writes back."""
+    from transformers import Qwen3MoeConfig, Qwen3MoeForCausalLM
+
+    torch.manual_seed(0)
+    config = Qwen3MoeConfig(vocab_size=64, hidden_size=16, intermediate_size=32,
+                            moe_intermediate_size=moe_intermediate_size, num_hidden_layers=2, num_attention_heads=2,
+                            num_key_value_heads=1, head_dim=8, num_experts=4, num_experts_per_tok=2,
+                            max_position_embeddings=64)
+    model = Qwen3MoeForCausalLM(config)
+    model.save_pretrained(folder)
+    return model
+
+
+def test_a_lora_on_fused_experts_fits_a_base_saved_per_expert(tmp_path: Path) -> None:
+    """peft's target_parameters (LoRA on `mlp.experts.gate_up_proj` / `down_proj`) against its own base folder: the
+    base stores its experts per expert, which transformers fuses when it loads them, and every experts factor was
+    "targets model.layers.0.mlp.experts, which B does not have: the adapter's weights for it are dropped", an error,
+    the rank "2/4/16" (16: 4 experts × r). PeftModel.from_pretrained on the loaded base takes them all. inspect named
+    target_modules alone."""
+    from peft import LoraConfig, PeftModel, get_peft_model
+    from safetensors.torch import load_file
+
+    base = tmp_path / "base"
+    model = _tiny_qwen3_moe(base, moe_intermediate_size=8)
+    stored = load_file(base / "model.safetensors")
+    assert "model.layers.0.mlp.experts.3.gate_proj.weight" in stored and not any(
+        name.endswith("gate_up_proj") for name in stored)
+    config = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
+                        target_parameters=["mlp.experts.gate_up_proj", "mlp.experts.down_proj"],
+                        rank_pattern={"layers.1.self_attn.q_proj": 2})
+    peft_model = get_peft_model(model, config)
+    generator = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for name, parameter in peft_model.named_parameters():
+            if "lora_" in name:
+                parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.02)
+    adapter = tmp_path / "adapter"
+    peft_model.save_pretrained(adapter)
+    saved = load_file(adapter / "adapter_model.safetensors")
+    experts = [name for name in saved if ".mlp.experts." in name]
+    assert len(experts) == 8, sorted(saved)
+
+    code, data = run_json("diff-keys", str(adapter), str(base))
+    assert code == 0 and data["worst_severity"] == "info", data["groups"]
+    assert not any(group["severity"] == "error" for group in data["groups"]), data["groups"]
+    note = next(note for note in data["notes"] if note.startswith("A is a PEFT adapter"))
+    assert "LoRA (rank 2/4) on 6 module(s), 6 of them in B with shapes that fit" in note, note
+    result = run_cli("diff-keys", str(adapter), str(base), runner=CliRunner(env={"COLUMNS": "400"}))
+    assert "which B does not have" not in result.stdout
+    # (peft keeps target_parameters in a set: which of the two wraps the other differs from run to run)
+    assert re.search(r"LoRA on model\.layers\.\d\.mlp\.experts\.(gate_up|down)_proj \(a parameter peft's "
+                     r"target_parameters adapts; B stores them per expert, model\.layers\.\d\.mlp\.experts\.N\.\*\."
+                     r"weight, fused by transformers when it loads the model\)", result.stdout), result.stdout
+    # The loading line printed, pasted and run: every experts factor lands on the loaded (fused) base.
+    snippet = note[note.index("import peft, transformers; "):note.index(", or merge it")]
+    namespace: dict[str, object] = {}
+    exec(snippet, namespace)  # noqa: S102 - the line the note prints, run as a user pastes it
+    loaded = dict(namespace["model"].named_parameters())  # type: ignore[attr-defined]
+    for name in experts:
+        assert torch.equal(loaded[name.replace(".weight", ".default.weight")], saved[name]), name
+    assert isinstance(namespace["model"], PeftModel)
+
+    # The same adapter against a base whose experts are of another width: those that do not fit are errors.
+    other = tmp_path / "base-wider"
+    _tiny_qwen3_moe(other, moe_intermediate_size=12)
+    code, data = run_json("diff-keys", str(adapter), str(other))
+    assert code == 1 and data["worst_severity"] == "error"
+    # The down projection's lora_A (r·E × 8 against 12): the outer wrapper or the one under base_layer.
+    wrong = [group["pattern"] for group in data["groups"] if group["severity"] == "error"]
+    assert wrong in (["base_model.model.model.layers.*.mlp.experts.lora_A.weight"],
+                     ["base_model.model.model.layers.*.mlp.experts.base_layer.lora_A.weight"]), wrong
+
+    # inspect names the parameters the LoRA adapts beside its target_modules.
+    code, data = run_json("inspect", str(adapter))
+    assert code == 0 and sorted(data["adapter"]["target_parameters"]) == [
+        "mlp.experts.down_proj", "mlp.experts.gate_up_proj"]
+    text = run_cli("inspect", str(adapter), runner=CliRunner(env={"COLUMNS": "400"})).stdout
+    # (peft saves target_modules and target_parameters from sets: in either order)
+    assert re.search(r"LoRA r=4 alpha=8 on (q_proj, v_proj|v_proj, q_proj) and the parameters "
+                     r"(mlp\.experts\.gate_up_proj, mlp\.experts\.down_proj|mlp\.experts\.down_proj, "
+                     r"mlp\.experts\.gate_up_proj) —", text), text

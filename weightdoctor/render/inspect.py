@@ -90,6 +90,8 @@ def adapter_line(adapter: dict, source: str | None = None) -> str:
     targets = adapter.get("target_modules")
     if targets:
         text += " on " + _listed(targets)
+    if adapter.get("target_parameters"):
+        text += f"{' and' if targets else ' on'} the parameters {_listed(adapter['target_parameters'])}"
     if adapter.get("modules_to_save"):
         # What the file holds of them: peft lists a SEQ_CLS adapter's classifier and score, the model has one.
         saved = adapter.get("modules_saved", adapter["modules_to_save"])
