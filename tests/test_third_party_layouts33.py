@@ -235,3 +235,36 @@ def test_a_lora_on_fused_experts_fits_a_base_saved_per_expert(tmp_path: Path) ->
     assert re.search(r"LoRA r=4 alpha=8 on (q_proj, v_proj|v_proj, q_proj) and the parameters "
                      r"(mlp\.experts\.gate_up_proj, mlp\.experts\.down_proj|mlp\.experts\.down_proj, "
                      r"mlp\.experts\.gate_up_proj) —", text), text
+
+
+def test_a_lora_on_fused_experts_fits_a_mixtral_base_saved_per_expert(tmp_path: Path) -> None:
+    """Mixtral's base is saved as `block_sparse_moe.experts.N.w1` / `w2` / `w3`; transformers 5 loads it as
+    `mlp.experts.gate_up_proj` / `down_proj` (conversion_mapping.py renames block_sparse_moe to mlp), which the
+    adapter's target_parameters adapt: its factors were errors, "which B does not have"."""
+    from peft import LoraConfig, get_peft_model
+    from safetensors.torch import load_file
+    from transformers import MixtralConfig, MixtralForCausalLM
+
+    torch.manual_seed(0)
+    config = MixtralConfig(vocab_size=64, hidden_size=16, intermediate_size=8, num_hidden_layers=2,
+                           num_attention_heads=2, num_key_value_heads=1, head_dim=8, num_local_experts=4,
+                           num_experts_per_tok=2, max_position_embeddings=64)
+    model = MixtralForCausalLM(config)
+    base = tmp_path / "mixtral"
+    model.save_pretrained(base)
+    assert "model.layers.0.block_sparse_moe.experts.3.w2.weight" in load_file(base / "model.safetensors")
+    adapter = tmp_path / "mixtral-lora"
+    get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj"], target_parameters=[
+        "mlp.experts.gate_up_proj", "mlp.experts.down_proj"])).save_pretrained(adapter)
+    code, data = run_json("diff-keys", str(adapter), str(base))
+    assert code == 0 and data["worst_severity"] == "info", data["groups"]
+    note = next(note for note in data["notes"] if note.startswith("A is a PEFT adapter"))
+    assert "LoRA (rank 4) on 4 module(s), 4 of them in B with shapes that fit" in note, note
+    text = run_cli("diff-keys", str(adapter), str(base), runner=CliRunner(env={"COLUMNS": "400"})).stdout
+    assert "B stores them per expert, model.layers.0.block_sparse_moe.experts.N.*.weight" in text, text
+    # The loading line printed, run as pasted.
+    namespace: dict[str, object] = {}
+    exec(note[note.index("import peft, transformers; "):note.index(", or merge it")], namespace)  # noqa: S102
+    saved = load_file(adapter / "adapter_model.safetensors")
+    loaded = dict(namespace["model"].named_parameters())  # type: ignore[attr-defined]
+    assert all(torch.equal(loaded[name.replace(".weight", ".default.weight")], saved[name]) for name in saved)
