@@ -226,13 +226,15 @@ def test_a_lora_on_fused_experts_fits_a_base_saved_per_expert(tmp_path: Path) ->
     assert wrong in (["base_model.model.model.layers.*.mlp.experts.lora_A.weight"],
                      ["base_model.model.model.layers.*.mlp.experts.base_layer.lora_A.weight"]), wrong
 
-    # inspect names the parameters the LoRA adapts beside its target_modules.
+    # inspect names the parameters the LoRA adapts beside its target_modules, and the rank rank_pattern gives layer
+    # 1's q_proj (it said r=4 alone). (peft saves target_modules and target_parameters from sets: in either order.)
     code, data = run_json("inspect", str(adapter))
     assert code == 0 and sorted(data["adapter"]["target_parameters"]) == [
         "mlp.experts.down_proj", "mlp.experts.gate_up_proj"]
+    assert data["adapter"]["rank_pattern"] == {"layers.1.self_attn.q_proj": 2}
     text = run_cli("inspect", str(adapter), runner=CliRunner(env={"COLUMNS": "400"})).stdout
-    # (peft saves target_modules and target_parameters from sets: in either order)
-    assert re.search(r"LoRA r=4 alpha=8 on (q_proj, v_proj|v_proj, q_proj) and the parameters "
+    assert re.search(r"LoRA r=4 \(r=2 where rank_pattern names 1 pattern\) alpha=8 on (q_proj, v_proj|v_proj, q_proj) "
+                     r"and the parameters "
                      r"(mlp\.experts\.gate_up_proj, mlp\.experts\.down_proj|mlp\.experts\.down_proj, "
                      r"mlp\.experts\.gate_up_proj) —", text), text
 

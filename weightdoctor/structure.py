@@ -689,6 +689,8 @@ def adapter_summary(checkpoint: Checkpoint) -> tuple[dict[str, Any] | None, str 
     if isinstance(mapping, dict) and all(isinstance(mapping.get(key), str)
                                          for key in ("base_model_class", "parent_library")):
         summary["auto_mapping"] = {key: mapping[key] for key in ("base_model_class", "parent_library")}
+    if isinstance(data.get("rank_pattern"), dict) and data["rank_pattern"]:  # peft writes {} when unused
+        summary["rank_pattern"] = data["rank_pattern"]
     saved = summary.get("modules_to_save")
     if isinstance(saved, str):
         saved = [saved]

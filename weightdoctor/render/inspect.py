@@ -83,6 +83,12 @@ def adapter_line(adapter: dict, source: str | None = None) -> str:
     # the parentheses a method's name has: Llama-Adapter (adaption prompt, 10 adapter tokens).
     if "=" in size:
         text += f" {size}"
+        # peft's rank_pattern gives the modules it matches another rank than r: "LoRA r=64" was all an adapter of
+        # rank 8 but for two layers' said.
+        ranks = adapter.get("rank_pattern")
+        if isinstance(ranks, dict) and ranks and size.startswith("r="):
+            shown = _listed(sorted({str(rank) for rank in ranks.values()}, key=lambda rank: (len(rank), rank)))
+            text += f" (r={shown} where rank_pattern names {_counted(len(ranks), 'pattern')})"
     elif size:
         text = f"{text[:-1]}, {size})" if text.endswith(")") else f"{text} ({size})"
     if "lora_alpha" in adapter:
