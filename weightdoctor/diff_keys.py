@@ -2036,6 +2036,8 @@ def adapter_fit(
     if components and adapter_config is not None and isinstance((adapter_config() or {}).get("peft_type"), str):
         components = set()
     params: dict[str, list[KeySpec]] | None = None  # `_module_parameters(specs_b)`, built when first wanted
+    fusions: dict[str, tuple[str, list[KeySpec]]] | None = None  # `_per_expert_fusions(specs_b)`, the same
+    fused_from: dict[str, str] = {}  # experts modules of B's loaded model -> as B stores them, per expert
     # The 2-D lora_A and lora_B of one adapter on one module (their names without the part) that each fit it.
     factors: dict[str, dict[str, tuple[str, tuple[int, ...], KeySpec, str]]] = defaultdict(dict)
     for name, match in pairs:
@@ -2072,6 +2074,17 @@ def adapter_fit(
             weight = specs_b.get(module + ".in_proj_weight")
         if weight is None and part in ("lora_A", "lora_B") and len(shape) == 2:
             params = _module_parameters(specs_b) if params is None else params
+            if module not in params and module.endswith(".experts"):
+                # B saved per expert (`experts.3.gate_proj.weight`: transformers 5's save_pretrained writes the
+                # legacy layout) holds the fused parameters the adapter was made on only once loaded, when
+                # transformers fuses them: every target_parameters factor was "targets experts, which B does not
+                # have", an error, though PeftModel.from_pretrained on the loaded model takes them all.
+                fusions = _per_expert_fusions(specs_b) if fusions is None else fusions
+                if module in fusions:
+                    saved_as, params[module] = fusions[module]
+                    fused_from[module] = saved_as
+            stored = (f"; B stores them per expert, {fused_from[module]}.N.*.weight, fused by transformers when it "
+                      "loads the model") if module in fused_from else ""
             if module in params:  # peft's target_parameters: a LoRA on a bare parameter (fused MoE experts)
                 fit = next((param for param in params[module] if _parameter_lora_fits(part, shape, param.shape)),
                            None)
@@ -2082,12 +2095,12 @@ def adapter_fit(
                     ranks.add(rank)
                 if fit is not None:
                     whys[name] = ("adapter", "info", f"{kind} on {fit.name} (a parameter peft's target_parameters "
-                                  "adapts)")
+                                  f"adapts{stored})")
                     modules.setdefault(module, True)
                 else:
                     held = ", ".join(f"{param.name} ({'×'.join(map(str, param.shape))})" for param in params[module])
                     whys[name] = ("adapter", "error", f"{'×'.join(map(str, shape))} fits none of B's "
-                                  f"parameters of {module} ({held}): an adapter for another model size")
+                                  f"parameters of {module} ({held}{stored}): an adapter for another model size")
                     modules[module] = False
                 continue
         if weight is None and part in ("lora_A", "lora_B") and len(shape) == 2 and (
@@ -2605,6 +2618,55 @@ def _peft_converts_experts() -> bool:
         return importlib.util.find_spec("peft.utils.transformers_weight_conversion") is not None
     except (ImportError, ValueError):  # no peft at all
         return False
+
+
+def _per_expert_fusions(specs_b: Mapping[str, KeySpec]) -> dict[str, tuple[str, list[KeySpec]]]:
+    """The fused experts parameters transformers 5 builds when it loads B's experts saved one module each
+    (`<experts>.N.gate_proj.weight` / `up_proj` / `down_proj`, or Mixtral's `w1` / `w3` / `w2`), by the experts
+    module of the loaded model (Mixtral's `block_sparse_moe.experts` loads as `mlp.experts`: conversion_mapping.py's
+    WeightRenaming): (the experts module as B stores it, [`<experts>.gate_up_proj` (E × 2·out × in, the gate and up
+    projections stacked), `<experts>.down_proj` (E × out × in)]), E the experts B holds. Only where every expert
+    holds each projection, of one shape.
+
+    Example:
+        >>> b = {f"m.experts.{i}.{p}.weight": KeySpec(f"m.experts.{i}.{p}.weight", s, "float32")
+        ...      for i in range(4) for p, s in (("gate_proj", (8, 16)), ("up_proj", (8, 16)), ("down_proj", (16, 8)))}
+        >>> [(spec.name, spec.shape) for spec in _per_expert_fusions(b)["m.experts"][1]]
+        [('m.experts.gate_up_proj', (4, 16, 16)), ('m.experts.down_proj', (4, 16, 8))]
+    """
+    # experts module -> projection -> expert number -> the weight's spec
+    found: dict[str, dict[str, dict[int, KeySpec]]] = defaultdict(lambda: defaultdict(dict))
+    for name, spec in specs_b.items():
+        if not name.endswith(".weight") or len(spec.shape) != 2 or spec.dtype not in FLOATING:
+            continue
+        expert = _PER_EXPERT_MODULE.match(name[:-len(".weight")])
+        if expert is not None:
+            found[expert["experts"]][expert["projection"]][int(expert["number"])] = spec
+    fused: dict[str, tuple[str, list[KeySpec]]] = {}
+    for experts, projections in found.items():
+        numbers = {frozenset(by_number) for by_number in projections.values()}
+        shapes = {projection: {spec.shape for spec in by_number.values()}
+                  for projection, by_number in projections.items()}
+        if len(numbers) != 1 or any(len(kinds) != 1 for kinds in shapes.values()):
+            continue
+        count = len(next(iter(numbers)))
+        if next(iter(numbers)) != frozenset(range(count)):
+            continue
+        one = {projection: next(iter(kinds)) for projection, kinds in shapes.items()}
+        dtype = next(iter(next(iter(projections.values())).values())).dtype
+        gate_up = [one[p] for p in ("gate_proj", "up_proj") if p in one] or [one[p] for p in ("w1", "w3") if p in one]
+        down = one.get("down_proj", one.get("w2"))
+        if len(gate_up) != 2 or gate_up[0] != gate_up[1] or down is None:
+            continue
+        for loaded in {experts, _BLOCK_SPARSE_MOE.sub(".mlp.experts", experts)}:
+            fused[loaded] = (experts, [
+                KeySpec(f"{loaded}.gate_up_proj", (count, 2 * gate_up[0][0], gate_up[0][1]), dtype),
+                KeySpec(f"{loaded}.down_proj", (count, *down), dtype)])
+    return fused
+
+
+# transformers 5 loads Mixtral's (and its kin's) `block_sparse_moe.experts` as `mlp.experts`.
+_BLOCK_SPARSE_MOE = re.compile(r"\.block_sparse_moe\.experts$")
 
 
 def _module_parameters(specs_b: Mapping[str, KeySpec]) -> dict[str, list[KeySpec]]:

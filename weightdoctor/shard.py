@@ -362,7 +362,37 @@ def vocos_model(checkpoint: Checkpoint) -> bool:
         text = config.read_text(encoding="utf-8", errors="replace")
     except OSError:
         return False
-    return "class_path: vocos." in text
+    return vocos_config(text)
+
+
+def vocos_config(text: str) -> bool:
+    """Whether `text` is a config.yaml that Vocos.from_hparams builds a model from: a mapping whose
+    feature_extractor, backbone and head are each `{class_path, init_args}`, the backbone's and head's classes
+    vocos' own. It indexes config["feature_extractor"] / ["backbone"] / ["head"]; a file that only mentions
+    `class_path: vocos.` (a comment, Vocos' Lightning training config with its parts under model.init_args) is not
+    one, and from_hparams raises on it.
+
+        >>> vocos_config("feature_extractor:\\n  class_path: vocos.feature_extractors.MelSpectrogramFeatures\\n"
+        ...              "backbone:\\n  class_path: vocos.models.VocosBackbone\\n"
+        ...              "head:\\n  class_path: vocos.heads.ISTFTHead\\n")
+        True
+        >>> vocos_config("# class_path: vocos.models.VocosBackbone\\nmodel:\\n  dim: 16\\n")
+        False
+    """
+    try:
+        import yaml
+    except ImportError:  # transformers requires PyYAML; without it nothing is called Vocos'.
+        return False
+    try:
+        config = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return False
+    if not isinstance(config, dict):
+        return False
+    parts = [config.get(part) for part in ("feature_extractor", "backbone", "head")]
+    if not all(isinstance(part, dict) and isinstance(part.get("class_path"), str) for part in parts):
+        return False
+    return all(part["class_path"].startswith("vocos.") for part in parts[1:])
 
 
 VOCOS_LOADS = ("Vocos.from_pretrained reads config.yaml and pytorch_model.bin by those names (torch.load, then "

@@ -631,8 +631,10 @@ def peft_method_name(peft_type: object) -> str:
     return _PEFT_METHOD_NAMES.get(peft_type, str(peft_type)) if isinstance(peft_type, str) else str(peft_type)
 
 
+# target_parameters: the bare parameters a LoRA adapts (fused MoE experts, peft 0.17+), beside target_modules; not
+# said, inspect named the attention projections alone of an adapter whose experts' factors were most of its weights.
 ADAPTER_FIELDS = ("peft_type", "base_model_name_or_path", "task_type", "r", "lora_alpha", "target_modules",
-                  "modules_to_save", "use_dora")
+                  "modules_to_save", "use_dora", "target_parameters")
 # What sizes an adapter of a method whose `r` is no size of it (peft's OFT config sets r=0 beside oft_block_size;
 # AdaLoRA ignores r for init_r / target_r; IA3, C3A, FourierFT, BOFT, ... have none): inspect said "OFT r=0".
 SIZE_FIELDS = ("init_r", "target_r", "oft_block_size", "boft_block_size", "boft_block_num", "boft_n_butterfly_factor",
@@ -687,6 +689,8 @@ def adapter_summary(checkpoint: Checkpoint) -> tuple[dict[str, Any] | None, str 
     if isinstance(mapping, dict) and all(isinstance(mapping.get(key), str)
                                          for key in ("base_model_class", "parent_library")):
         summary["auto_mapping"] = {key: mapping[key] for key in ("base_model_class", "parent_library")}
+    if isinstance(data.get("rank_pattern"), dict) and data["rank_pattern"]:  # peft writes {} when unused
+        summary["rank_pattern"] = data["rank_pattern"]
     saved = summary.get("modules_to_save")
     if isinstance(saved, str):
         saved = [saved]

@@ -569,6 +569,10 @@ def _averaged_entry_note(obj: Any, nested_key: str | None) -> str | None:
     return None
 
 
+# The file SuperGradients' Trainer writes with average_best_models (Trainer.average_model_checkpoint_filename).
+_SUPER_GRADIENTS_AVERAGE = "average_model.pth"
+
+
 def _super_gradients_ema(obj: Any) -> bool:
     """Whether `obj` is a SuperGradients training checkpoint (YOLO-NAS and the other models of Deci's trainer:
     ckpt_best.pth, ckpt_latest.pth, ckpt_epoch_N.pth, Trainer._save_checkpoint's `{"net", "acc", "epoch", "metrics",
@@ -1873,6 +1877,15 @@ def _load_pickle(path: Path, fmt: str, key: str | None, label: str | None) -> Pi
         notes.append(f"an audiocraft solver checkpoint: {nested_key} is read, the best epoch's weights that "
                      "audiocraft's export (export_lm, export_encodec) writes to the release file; --key model reads "
                      "the last epoch's weights beside them")
+    elif (key is None and nested_key == "ema_net" and path.name == _SUPER_GRADIENTS_AVERAGE
+          and _super_gradients_ema(obj)):
+        # Trainer._save_checkpoint writes the averaged weights under net into the epoch's state, where (in the
+        # releases that did not pop it) the last epoch's ema_net stayed: the note of the other SuperGradients files
+        # called net "the raw training weights" and never offered the average this file is saved for.
+        notes.append(f"a SuperGradients {_SUPER_GRADIENTS_AVERAGE} (average_best_models): ema_net is read, the last "
+                     "epoch's EMA weights, which SuperGradients' models.get(checkpoint_path=...) loads whenever the "
+                     "file holds them; net beside them is the average of the best epochs' weights that this file is "
+                     "saved for, which models.get does not load from it: --key net reads the average")
     elif key is None and (ema := _averaged_entry_note(obj, nested_key)) is not None:
         notes.append(ema)
     elif key is None and nested_key == "model" and _icefall_model_avg(obj):

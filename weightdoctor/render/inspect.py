@@ -83,6 +83,12 @@ def adapter_line(adapter: dict, source: str | None = None) -> str:
     # the parentheses a method's name has: Llama-Adapter (adaption prompt, 10 adapter tokens).
     if "=" in size:
         text += f" {size}"
+        # peft's rank_pattern gives the modules it matches another rank than r: "LoRA r=64" was all an adapter of
+        # rank 8 but for two layers' said.
+        ranks = adapter.get("rank_pattern")
+        if isinstance(ranks, dict) and ranks and size.startswith("r="):
+            shown = _listed(sorted({str(rank) for rank in ranks.values()}, key=lambda rank: (len(rank), rank)))
+            text += f" (r={shown} where rank_pattern names {_counted(len(ranks), 'pattern')})"
     elif size:
         text = f"{text[:-1]}, {size})" if text.endswith(")") else f"{text} ({size})"
     if "lora_alpha" in adapter:
@@ -90,6 +96,8 @@ def adapter_line(adapter: dict, source: str | None = None) -> str:
     targets = adapter.get("target_modules")
     if targets:
         text += " on " + _listed(targets)
+    if adapter.get("target_parameters"):
+        text += f"{' and' if targets else ' on'} the parameters {_listed(adapter['target_parameters'])}"
     if adapter.get("modules_to_save"):
         # What the file holds of them: peft lists a SEQ_CLS adapter's classifier and score, the model has one.
         saved = adapter.get("modules_saved", adapter["modules_to_save"])
