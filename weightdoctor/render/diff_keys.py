@@ -13,7 +13,15 @@ from rich.table import Table
 
 from weightdoctor.diff_keys import ADAPTER_SAVES_WHOLE, DiffReport, KeyGroup, reason_text
 from weightdoctor.errors import clip_message, current_typed_words
-from weightdoctor.render.text import distinct_form, escape, hides_characters, printable, shown_name, wrap_at_dots, wrapped_name
+from weightdoctor.render.text import (
+    distinct_form,
+    escape,
+    hides_characters,
+    printable,
+    shown_name,
+    wrap_at_dots,
+    wrapped_name,
+)
 from weightdoctor.wording import counted, plural
 
 SEVERITY_STYLE = {"info": "cyan", "warn": "yellow", "error": "bold red"}
