@@ -35,7 +35,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from tests.helpers import REPO_ROOT, run_cli
+from tests.helpers import REPO_ROOT, one_error_line, run_cli
 
 # --- 1. names that show as another name ---------------------------------------------------------------------------
 
@@ -176,3 +176,23 @@ def test_sampled_statistics_of_a_strided_view_are_those_of_its_values(tmp_path: 
     assert first["tensors"][0]["stats"] == second["tensors"][0]["stats"]
     assert first["tensors"][0]["stats"]["count"] == 5000 and first["tensors"][0]["stats"]["std"] > 2.5
 
+
+# --- 3. a file of /proc -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="needs Linux's /proc")
+@pytest.mark.parametrize("command", ["inspect", "check-dtype", "diff-keys"])
+def test_a_proc_file_is_not_called_empty(command: str) -> None:
+    args = [command, "/proc/self/status"] + (["/proc/self/status"] if command == "diff-keys" else [])
+    result = run_cli(*args)
+    assert result.exit_code == 2
+    assert one_error_line(result) == ("error: /proc/self/status: its size is 0 bytes, yet reading it gives bytes "
+                                      "(a file of /proc or /sys, made as it is read, or one being written now): "
+                                      "not a checkpoint")
+
+
+def test_an_empty_file_is_still_called_empty(tmp_path: Path) -> None:
+    (tmp_path / "empty.bin").write_bytes(b"")
+    result = run_cli("inspect", tmp_path / "empty.bin")
+    assert result.exit_code == 2
+    assert one_error_line(result) == f"error: {tmp_path / 'empty.bin'}: file is empty (0 bytes)"

@@ -748,6 +748,10 @@ class _Builder:
             prefix = _read_prefix(path, 32)
         except OSError as exc:
             raise SourceNotFound(f"cannot read: {exc.strerror}", path=str(path)) from exc
+        if size == 0 and prefix:
+            # /proc/self/status, /sys/...: was "file is empty (0 bytes)", of a file that `cat` shows is not.
+            raise UnsupportedFormat("its size is 0 bytes, yet reading it gives bytes (a file of /proc or /sys, made "
+                                    "as it is read, or one being written now): not a checkpoint", path=str(path))
         if size == 0:
             raise CorruptCheckpoint("file is empty (0 bytes)", path=str(path))
         if path.suffix == ".distcp" or (path.name == ".metadata" and _is_dcp_folder(path.parent)):
