@@ -6,7 +6,10 @@ line naming the index: outside its folder, or a URL, which an index cannot name)
 a key given twice (read as json.loads and transformers read it: the last wins); a torch.save of pickle protocol 1
 (read), of protocol 0 (zip or legacy: refused in one line saying torch.load refuses it too); a sparse file of 1 TB
 apparent size named .safetensors or .bin (refused at its first bytes); a folder of 3,000 other files beside
-model.safetensors (read); /proc/self/status (refused as empty: it stats as 0 bytes) and /proc/self/mem (cannot read).
+model.safetensors (read); /proc/self/mem (refused: cannot read); zip64 torch archives whose zip64 end record lies
+(entry count 2**62 or 0, central directory offset past the end or 2**64-1, its size 2**60, the locator pointing past
+the end or at itself: each refused in one line, exit 2); a safetensors header of one 1 TB tensor in a sparse file
+(inspect reads it; --stats, check-dtype and diff-keys --values refuse it for memory, convert and shard for disk space).
 The seeded fuzzer (`scripts/mutation_fuzz.py --formats all --structured --seed 38`): see the report.
 
 What did not, each fixed here:
@@ -15,11 +18,13 @@ What did not, each fixed here:
    tables: load_state_dict tells them apart, the reader could not. A name not in NFC now shows its combining marks as
    escapes (`cafe\u0301.weight`); the no-break and other non-ASCII spaces, the soft hyphen and the other characters a
    terminal draws as nothing are escaped like the zero-width ones were. diff-keys' Python snippet writes such a rename
-   with escapes (`'^cafe\u0301\\.'` read as a rename of a name to itself), and a line says the flag's sides differ
-   unseen.
+   with escapes (it read `re.sub('^café\\.', 'café.', ...)`, a rename of a name to itself), and a line says the
+   flag's two sides differ unseen.
 2. inspect --stats --sample of a strided view (a transposed weight) of a torch zip read without torch indexed a view
    of the file's map: a file cut short meanwhile killed it with SIGBUS (exit 135, no message). Its elements are read
    with plain file reads of the pages they lie on (`StaticTensor.gather`): a read that runs short says so in one line.
+3. /proc/self/status (a file that stats as 0 bytes and gives text when read) was "file is empty (0 bytes)": it is
+   said to be such a file, not a checkpoint; an empty file is still said to be empty.
 """
 
 from __future__ import annotations
