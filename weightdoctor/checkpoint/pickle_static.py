@@ -58,10 +58,10 @@ MAX_DATA_PKL = 256 << 20
 
 
 # What `StaticTensor.gather` reads: the pages a map's faults would read in, pages at most `_GAP_PAGES` apart in one
-# call (as the kernel's readahead would), at most `_BATCH_PAGES` (16 MiB of 4 KiB pages) held at a time.
+# call (as the kernel's readahead would), at most `_BATCH_PAGES` (4 MiB of 4 KiB pages) held at a time.
 _PAGE = mmap.PAGESIZE
 _GAP_PAGES = 4
-_BATCH_PAGES = (16 << 20) // mmap.PAGESIZE
+_BATCH_PAGES = (4 << 20) // mmap.PAGESIZE
 
 class _NoState:
     """A stand-in whose state the pickle may not set. The BUILD opcode would otherwise write into it after the
