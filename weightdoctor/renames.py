@@ -281,10 +281,23 @@ def apply_renames(names: Iterable[str], renames: list[Rename]) -> dict[str, str]
     return result
 
 
+def _literal(text: str) -> str:
+    """`text` as a Python string literal that reads as only itself: `repr` where it is ASCII, or in Unicode form NFC
+    with nothing a terminal hides; else `ascii` (red team 38): `re.sub('^café\\\\.', 'café.', ...)` of an NFD key to
+    its NFC form read as a rename of a name to itself, and a no-break space as a space."""
+    import unicodedata
+
+    from weightdoctor.render.text import hides_characters
+
+    if text.isascii() or (unicodedata.is_normalized("NFC", text) and not hides_characters(text)):
+        return repr(text)
+    return ascii(text)
+
+
 def python_snippet(renames: list[Rename]) -> str:
     """A snippet users paste into training code to apply the same renames to a state dict."""
     lines = ["import re", "", "def rename(key: str) -> str:"]
     for rename in renames:
-        lines.append(f"    key = re.sub({rename.pattern!r}, {rename.replacement!r}, key, count=1)")
+        lines.append(f"    key = re.sub({_literal(rename.pattern)}, {_literal(rename.replacement)}, key, count=1)")
     lines += ["    return key", "", "state_dict = {rename(k): v for k, v in state_dict.items()}"]
     return "\n".join(lines)

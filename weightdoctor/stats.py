@@ -507,6 +507,7 @@ class _Lines:
         self._strided: torch.Tensor | None = None  # a pickle's view that is not contiguous, read by index
         self._file: tuple[str, int, int] | None = None  # path, byte offset of element 0, itemsize
         self._identity: tuple[int, int, int, int] | None = None  # the file's when its structure was read
+        self._gather: Callable[[torch.Tensor], torch.Tensor] | None = None  # reads a strided view's elements
         if whole is None:
             import torch
 
@@ -522,6 +523,10 @@ class _Lines:
             elif found is not None:
                 itemsize = torch.empty((), dtype=getattr(torch, info.dtype)).element_size()
                 self._file = (str(found[0]), found[1], itemsize)
+            elif header is None and (gather := checkpoint.element_reader(info.name)) is not None:
+                # A strided view of a torch zip read without torch: its elements are read from the file by
+                # position, not from a map of it (a file cut short meanwhile raised SIGBUS there), and no map is made.
+                self._gather = gather
             elif header is None and (tensor := checkpoint.pickled_tensor(info.name)).is_contiguous():
                 # A view of the file's map torch.load made (indexing touches only the pages it needs), or the
                 # values it read (a legacy file): not copied, so not refused for its size.
@@ -537,6 +542,8 @@ class _Lines:
         """The elements at `index` (C-order positions, any shape) of the strided view, without copying the rest."""
         from weightdoctor.checkpoint.reader import unravel_positions
 
+        if self._gather is not None:
+            return self._gather(index)
         assert self._strided is not None
         return self._strided[unravel_positions(index, tuple(self._strided.shape))]
 
@@ -549,7 +556,7 @@ class _Lines:
             return narrow(self.whole[start : start + count])
         if self._lazy is not None:
             return narrow(self._lazy[start : start + count])
-        if self._strided is not None:
+        if self._strided is not None or self._gather is not None:
             return narrow(self._at(torch.arange(start, start + count)))
         assert self._file is not None
         path, base, itemsize = self._file
@@ -581,7 +588,7 @@ class _Lines:
             assert source is not None
             index = torch.tensor(starts).unsqueeze(1) + torch.arange(count).unsqueeze(0)
             return (_as_float32 if not keep_float64 else _widen_to_float32)(source[index])
-        if self._strided is not None:
+        if self._strided is not None or self._gather is not None:
             index = torch.tensor(starts).unsqueeze(1) + torch.arange(count).unsqueeze(0)
             return (_as_float32 if not keep_float64 else _widen_to_float32)(self._at(index))
         return torch.stack([self.read(s, count, keep_float64) for s in starts])

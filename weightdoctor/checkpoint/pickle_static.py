@@ -57,6 +57,12 @@ TORCH_DTYPES = frozenset(name for name, bits in BITS_PER_ELEMENT.items() if bits
 MAX_DATA_PKL = 256 << 20
 
 
+# What `StaticTensor.gather` reads: the pages a map's faults would read in, pages at most `_GAP_PAGES` apart in one
+# call (as the kernel's readahead would), at most `_BATCH_PAGES` (4 MiB of 4 KiB pages) held at a time.
+_PAGE = mmap.PAGESIZE
+_GAP_PAGES = 4
+_BATCH_PAGES = (4 << 20) // mmap.PAGESIZE
+
 class _NoState:
     """A stand-in whose state the pickle may not set. The BUILD opcode would otherwise write into it after the
     checks its constructor made (a tensor's shape grown past its storage), or, on one of the rebuild functions
@@ -278,6 +284,92 @@ class StaticTensor(_NoState):
         finally:
             os.close(fd)
         return values.view(dtype).as_strided(self.shape, self.stride, 0)
+
+    def gather(self, positions: torch.Tensor) -> torch.Tensor:
+        """The elements at C-order `positions` (any shape) of a view of any layout, read with plain file reads of
+        the pages they lie on, for a caller that samples a strided view (inspect --stats --sample of a transposed
+        weight) rather than reading it whole: indexing `to_torch`'s map raised SIGBUS where the file was cut short
+        meanwhile (exit 135, no message). Reads what indexing the map faulted in: the pages touched, each once.
+
+        Raises:
+            CorruptCheckpoint: the file changed since its records were listed, or ends before a page read.
+        """
+        import torch
+
+        dtype = torch_dtype(self.dtype)
+        if positions.numel() == 0:
+            return torch.empty(positions.shape, dtype=dtype)
+        flat = positions.reshape(-1)
+        element = torch.full_like(flat, self.storage_offset)
+        rest = flat
+        for size, stride in zip(reversed(self.shape), reversed(self.stride), strict=True):
+            element = element + (rest % size) * stride
+            rest = rest // size
+        where = self.storage.data_offset + element * self.itemsize  # byte offset of each element in the file
+        # Pages counted from `shift`, so that no element straddles two (torch aligns a record's data to 64 bytes,
+        # an archive written otherwise may not): an element's offset from it is a multiple of its size, as is _PAGE.
+        shift = self.storage.data_offset % self.itemsize
+        where = where - shift
+        page_of = where // _PAGE
+        # The pages touched, found with a mask over the stretch they lie in (no sort: sorting the positions cost
+        # ten times the reads), and how far into each its last element reaches (a file's last page is read short).
+        low = int(page_of.min())
+        relative = page_of - low
+        stretch = int(relative.max()) + 1
+        reach = torch.zeros(stretch, dtype=torch.int64).scatter_reduce(0, relative, where % _PAGE + self.itemsize,
+                                                                        "amax")
+        pages = torch.nonzero(reach).reshape(-1)
+        # Runs of pages read in one call: pages at most `_GAP_PAGES` apart, the pages between them read too, within
+        # one aligned stretch of `_BATCH_PAGES`; runs are read in batches of at most `_BATCH_PAGES` pages (bounded
+        # memory however many elements), the elements of a batch picked from it at once.
+        starts_run = torch.ones(pages.numel(), dtype=torch.bool)
+        absolute = pages + low
+        starts_run[1:] = ((pages[1:] - pages[:-1]) > _GAP_PAGES + 1) | (
+            absolute[1:] // _BATCH_PAGES != absolute[:-1] // _BATCH_PAGES)
+        firsts = torch.nonzero(starts_run).reshape(-1)
+        lasts = torch.cat([firsts[1:] - 1, torch.tensor([pages.numel() - 1])])
+        first_page, last_page = pages[firsts].tolist(), pages[lasts].tolist()
+        last_reach = reach[pages[lasts]].tolist()
+        buffer = torch.empty(min(_BATCH_PAGES, stretch) * _PAGE, dtype=torch.uint8)
+        view = memoryview(buffer.numpy())
+        out = torch.empty(flat.numel(), self.itemsize, dtype=torch.uint8)
+        step = torch.arange(self.itemsize)
+        # Where each page of the stretch lies in its batch's buffer, in bytes (pages not read: never looked up).
+        placed = torch.zeros(stretch, dtype=torch.int64)
+        fd = os.open(self.storage.archive.path, os.O_RDONLY)
+        try:
+            self.storage.archive._check_identity(fd)
+            run = 0
+            while run < len(first_page):
+                used, batch_low = 0, first_page[run]
+                while run < len(first_page):
+                    span = last_page[run] - first_page[run] + 1
+                    if used and used + span > _BATCH_PAGES:
+                        break
+                    self._read_pages(fd, view[used * _PAGE:], (low + first_page[run]) * _PAGE + shift,
+                                     (span - 1) * _PAGE + last_reach[run])
+                    placed[first_page[run]:last_page[run] + 1] = (
+                        torch.arange(span, dtype=torch.int64) + used) * _PAGE
+                    used, run = used + span, run + 1
+                batch_high = last_page[run - 1]
+                chosen = torch.nonzero((relative >= batch_low) & (relative <= batch_high)).reshape(-1)
+                inside = placed[relative[chosen]] + where[chosen] % _PAGE
+                out[chosen] = buffer[inside.unsqueeze(1) + step]
+        finally:
+            os.close(fd)
+        return out.reshape(-1).view(dtype).reshape(positions.shape)
+
+    def _read_pages(self, fd: int, into: memoryview, offset: int, length: int) -> None:
+        """`length` bytes of the file from `offset` into `into`, or CorruptCheckpoint where the file ends first."""
+        done = 0
+        while done < length:
+            got = os.preadv(fd, [into[done:length]], offset + done)
+            if got == 0:
+                raise CorruptCheckpoint(
+                    f"file ended at byte {os.fstat(fd).st_size:,}, before the bytes of storage "
+                    f"data/{self.storage.key} it reads (from {offset + done:,}): truncated or changed while reading",
+                    path=str(self.storage.archive.path))
+            done += got
 
     def to_torch(self) -> torch.Tensor:
         """The tensor, viewing a private memory map of the file (nothing is read until it is used)."""

@@ -313,6 +313,33 @@ class Checkpoint:
             exc.path = exc.path or str(self.file_path(info.file))
             raise
 
+    def element_reader(self, name: str) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        """For a tensor of a torch zip read without torch: a function that reads the elements at C-order positions
+        with plain file reads (`StaticTensor.gather`), whatever its layout; None for any other tensor. For a caller
+        that samples a strided view, which indexing its map left to SIGBUS where the file was cut short meanwhile."""
+        info = self.tensor_info(name)
+        contents = self._pickles.get(info.file)
+        from weightdoctor.checkpoint.pickle_static import StaticTensor
+
+        value = contents.state_dict.get(name) if contents is not None else None
+        if not isinstance(value, StaticTensor):
+            return None
+        path = str(self.file_path(info.file))
+        try:
+            self._check_views(info.file)  # what any read of it refuses first (overlapping views, ...)
+        except WeightDoctorError as exc:
+            exc.path = exc.path or path
+            raise
+
+        def read(positions: torch.Tensor) -> torch.Tensor:
+            try:
+                return value.gather(positions)
+            except WeightDoctorError as exc:
+                exc.path = exc.path or path
+                raise
+
+        return read
+
     def check_readable(self, name: str) -> None:
         """Every check `load_tensor` makes before it reads a tensor, without reading it (nor downloading it): for a
         caller that knows the tensor's counts from its dtype (check-dtype's exact casts), so that a file a read
@@ -721,6 +748,10 @@ class _Builder:
             prefix = _read_prefix(path, 32)
         except OSError as exc:
             raise SourceNotFound(f"cannot read: {exc.strerror}", path=str(path)) from exc
+        if size == 0 and prefix:
+            # /proc/self/status, /sys/...: was "file is empty (0 bytes)", of a file that `cat` shows is not.
+            raise UnsupportedFormat("its size is 0 bytes, yet reading it gives bytes (a file of /proc or /sys, made "
+                                    "as it is read, or one being written now): not a checkpoint", path=str(path))
         if size == 0:
             raise CorruptCheckpoint("file is empty (0 bytes)", path=str(path))
         if path.suffix == ".distcp" or (path.name == ".metadata" and _is_dcp_folder(path.parent)):

@@ -13,7 +13,15 @@ from rich.table import Table
 
 from weightdoctor.diff_keys import ADAPTER_SAVES_WHOLE, DiffReport, KeyGroup, reason_text
 from weightdoctor.errors import clip_message, current_typed_words
-from weightdoctor.render.text import escape, printable, shown_name, wrap_at_dots, wrapped_name
+from weightdoctor.render.text import (
+    distinct_form,
+    escape,
+    hides_characters,
+    printable,
+    shown_name,
+    wrap_at_dots,
+    wrapped_name,
+)
 from weightdoctor.wording import counted, plural
 
 SEVERITY_STYLE = {"info": "cyan", "warn": "yellow", "error": "bold red"}
@@ -177,6 +185,10 @@ def _stacked_groups(title: str, kind: str, groups: list[KeyGroup], report: DiffR
 
 def _wrapped_words(text: str, width: int | None) -> str:
     """`text` escaped for markup, each word longer than `width` (a tensor name in a detail) broken after dots."""
+    if "--rename" not in text:
+        # A name in it shows as its key column does (`cafe\u0301.*`, not `café.*`); a flag stays as written, to be
+        # copied: re.sub's replacement takes no `\u` escape.
+        text = distinct_form(text)
     if width is None or width < 16 or cell_len(text) <= width:
         return escape(text)
     text = printable(text)  # escaped once, whole: a tag can span words and lines (`[red` / `x]`)
@@ -224,6 +236,11 @@ def print_fix(report: DiffReport, console: Console) -> None:
     flags = " ".join(r.flag for r in report.suggested_renames)
     console.rule("[bold]suggested fix[/]", align="left")
     console.print(f"[bold]{escape(flags)}[/]", soft_wrap=True)
+    if distinct_form(flags) != flags or hides_characters(flags):
+        # `--rename '^café\.=café.'` of an NFD key to its NFC form read as a rename of a name to itself.
+        console.print("[dim]its two sides differ in Unicode form or in characters a terminal does not show, not in "
+                      "how they look: copy it as it is (the Python snippet writes them with escapes)[/]",
+                      soft_wrap=True)
     if report.matched_after_renames is not None:
         console.print(
             f"[dim]with these renames {report.matched_after_renames:,} of {counted(report.total_b, 'key')} "

@@ -19,9 +19,20 @@ from weightdoctor.errors import clip_middle
 
 # C0 and C1 control characters, DEL, zero-width characters, line and paragraph separators (str.splitlines and
 # many viewers break lines there: a name would read as two lines), bidirectional controls and Unicode tags.
+# Then what a terminal draws as nothing or as a plain space (red team 38): the soft hyphen, the combining grapheme
+# joiner, Hangul and Khmer fillers, variation selectors, Mongolian separators, the no-break and other non-ASCII
+# spaces. `a\u00a0b` showed as `a b` and `a\u00adb` as `ab`, two other names a checkpoint can hold beside them.
 _UNPRINTABLE = re.compile(
     "[\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028\u2029\u202a-\u202e\u2060-\u2069\ufeff"
-    "\U000e0000-\U000e007f]")
+    "\U000e0000-\U000e007f"
+    "\u00a0\u00ad\u034f\u115f\u1160\u1680\u17b4\u17b5\u180b-\u180f\u2000-\u200a\u202f\u205f\u2800"
+    "\u3000\u3164\ufe00-\ufe0f\uffa0\ufff9-\ufffb\U000e0100-\U000e01ef]")
+
+
+def hides_characters(text: str) -> bool:
+    """Whether `text` holds a character `printable` writes as an escape whatever the console: a control, an
+    invisible or a space-like one."""
+    return _UNPRINTABLE.search(text) is not None
 
 
 def printable(text: str) -> str:
@@ -132,7 +143,27 @@ def shown_name(name: str) -> str:
         >>> shown_name("a[b]"), len(shown_name("x" * 5000))
         ('a\\\\[b]', 1037)
     """
-    return escape(clip_middle(name, MAX_SHOWN_NAME_CHARS))
+    return escape(distinct_form(clip_middle(name, MAX_SHOWN_NAME_CHARS)))
+
+
+def distinct_form(name: str) -> str:
+    """`name` with its combining marks written as escapes (`cafe\\u0301`) where it is not in Unicode form NFC, so that
+    it does not show as the NFC name it looks like (`café`, U+00E9): safetensors and pickles keep a key's code points
+    as written, and `café.weight` and `cafe\u0301.weight` are two keys that load_state_dict matches only to
+    themselves. A name in NFC (every name torch or transformers writes) is returned unchanged; names only, not paths:
+    macOS hands out file names in NFD.
+
+    Example:
+        >>> distinct_form("cafe\u0301.weight"), distinct_form("caf\u00e9.weight")
+        ('cafe\\\\u0301.weight', 'café.weight')
+    """
+    if name.isascii():
+        return name
+    import unicodedata
+
+    if unicodedata.is_normalized("NFC", name):
+        return name
+    return "".join(_code_point(ord(char)) if unicodedata.combining(char) else char for char in name)
 
 
 def wrapped_name(name: str, width: int | None, floor: int = 16) -> str:
@@ -140,7 +171,7 @@ def wrapped_name(name: str, width: int | None, floor: int = 16) -> str:
     `width` is at least `floor`, and escaped for markup as one text: Rich's tags span lines, so lines escaped one by
     one would let `[red.` / `x]` (or `[/b.` / `x]`) become a tag across the break, and a line ending in a backslash
     would show it doubled."""
-    text = printable(clip_middle(name, MAX_SHOWN_NAME_CHARS))
+    text = printable(distinct_form(clip_middle(name, MAX_SHOWN_NAME_CHARS)))
     if width is not None and width >= floor:
         text = "\n".join(wrap_at_dots(text, width))
     return escape_markup(text)
