@@ -154,3 +154,28 @@ def test_the_pooled_test_runs_under_sample(tmp_path: Path) -> None:
     assert pooled["values"] == sum(min(2048, math.prod(t["shape"])) for t in matrices.values())
     assert any(t["stats"]["sampled"] for t in matrices.values())
     assert report["weights"]["state"] == "trained" and _codes(report) == ["briefly-trained"], pooled
+
+
+def test_a_truncated_normal_init_is_pooled_with_its_own_moments(tmp_path: Path) -> None:
+    """ModernBERT cuts its inits at ±2σ: its matrices were left out of the pool (a normal's E x² is 29% too high
+    for them), so a fresh ModernBERT had no pooled figures and a briefly trained one nothing but each matrix's own
+    test. Now pooled with the cut normal's own moments: the fresh model's values hold what the cut inits give."""
+    torch.manual_seed(0)
+    config = transformers.ModernBertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                           intermediate_size=64, max_position_embeddings=32, pad_token_id=0,
+                                           bos_token_id=1, eos_token_id=2, sep_token_id=2, cls_token_id=1,
+                                           global_attn_every_n_layers=1, local_attention=8)
+    folder = _saved(tmp_path / "fresh", transformers.ModernBertForMaskedLM(config))
+    report = _stats_json(folder)
+    cut = {t["name"]: t["init"]["expected"]["params"] for t in report["tensors"]
+           if len(t["shape"]) >= 2 and t["init"]["expected"]["label"] == "truncated_normal"}
+    assert len(cut) >= 8 and all(p["b"] == pytest.approx(2 * p["std"]) for p in cut.values())
+    # The oracle: each value's square over E x² of normal(0, σ) cut at ±2σ, by the closed form σ²(1 − 4φ(2)/Z).
+    edge = 4 * math.exp(-2) / math.sqrt(2 * math.pi) / math.erf(2 / math.sqrt(2))
+    tensors = load_file(folder / "model.safetensors")
+    values = sum(tensors[n].numel() for n in cut)
+    ratio = sum(float(tensors[n].double().square().sum()) / (p["std"] ** 2 * (1 - edge)) for n, p in cut.items())
+    pooled = report["weights"]["pooled_spread"]
+    assert pooled is not None and pooled["tensors"] == len(cut) and pooled["values"] == values
+    assert pooled["variance_ratio"] == pytest.approx(ratio / values, rel=1e-9) and not pooled["moved"]
+    assert report["weights"]["state"] == "initialization" and _codes(report) == ["checkpoint-at-init"]

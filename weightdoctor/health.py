@@ -460,6 +460,41 @@ def _exploded_ratio(item: TensorHealth) -> float | None:
     return ratio if ratio >= EXPLODED_RATIO else None
 
 
+def _truncated_square_moments(params: dict[str, Any]) -> tuple[float, float] | None:
+    """E x² of a normal(mean, std) cut at [a, b] (torch's absolute bounds), and Var x² / (E x²)², or None.
+
+    From the cut standard normal's moments m_k = (k−1)·m_{k−2} − (β^{k−1}φ(β) − α^{k−1}φ(α)) / Z (ModernBERT's
+    matrices are cut at ±2σ: E z² 0.774 and Var z² / (E z²)² 1.37, not a normal's 1 and 2).
+
+    Example:
+        >>> [round(v, 4) for v in _truncated_square_moments({"mean": 0.0, "std": 1.0, "a": -2.0, "b": 2.0})]
+        [0.7737, 1.3655]
+    """
+    mean, std, low, high = (params.get(k) for k in ("mean", "std", "a", "b"))
+    if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in (mean, std, low, high)) or not std > 0:
+        return None
+    alpha, beta = (low - mean) / std, (high - mean) / std
+    mass = 0.5 * (math.erf(beta / math.sqrt(2)) - math.erf(alpha / math.sqrt(2)))
+    if not beta > alpha or mass < 1e-12:
+        return None
+
+    def tail(k: int) -> float:  # (β^k φ(β) − α^k φ(α)) / Z, a bound at infinity adding nothing
+        return sum(sign * (z ** k * math.exp(-z * z / 2) / math.sqrt(2 * math.pi) if math.isfinite(z) else 0.0)
+                   for sign, z in ((1, beta), (-1, alpha))) / mass
+
+    m1 = -tail(0)
+    m2 = 1 - tail(1)
+    m3 = 2 * m1 - tail(2)
+    m4 = 3 * m2 - tail(3)
+    # x = mean + std·z: its second and fourth moments.
+    second = mean ** 2 + 2 * mean * std * m1 + std ** 2 * m2
+    fourth = (mean ** 4 + 4 * mean ** 3 * std * m1 + 6 * mean ** 2 * std ** 2 * m2 + 4 * mean * std ** 3 * m3
+              + std ** 4 * m4)
+    if not second > 0:
+        return None
+    return second, (fourth - second * second) / (second * second)
+
+
 def pooled_spread(items: list[TensorHealth]) -> PooledSpread | None:
     """Pool the matrices that each still match a certain random init (normal or uniform, known scale).
 
@@ -474,7 +509,7 @@ def pooled_spread(items: list[TensorHealth]) -> PooledSpread | None:
         want, s = item.expected, item.stats
         if (len(item.shape) < 2 or not item.at_init or want is None or not want.confident
                 or item.dtype not in _EXPLODE_DTYPES or s.nan or s.inf or "derived_from" in want.params
-                or want.label in ("truncated_normal", "orthogonal") or (s.sampled and want.zero_rows)):
+                or want.label == "orthogonal" or (s.sampled and want.zero_rows)):
             continue
         # The padding rows the model zeroes after its init hold no draw of it. Under --sample the values read are
         # whole aligned blocks, none twice: at init, independent draws of it all the same (a sum of squares of
@@ -486,7 +521,12 @@ def pooled_spread(items: list[TensorHealth]) -> PooledSpread | None:
         mean = float(want.params.get("mean", 0.0))
         # Each value's square over its init's mean square: a 0.02 init and T5's 0.18 one weigh alike per value
         # (Adam moves every weight by about its learning rate, whatever its scale: the narrow ones tell most).
-        if isinstance(std, (int, float)) and std > 0:
+        moments = _truncated_square_moments(want.params) if want.label == "truncated_normal" else None
+        if want.label == "truncated_normal":
+            if moments is None:
+                continue
+            square, spread = moments
+        elif isinstance(std, (int, float)) and std > 0:
             square = mean * mean + std * std
             spread = (2 * std ** 4 + 4 * mean * mean * std * std) / (square * square)
         elif isinstance(bound, (int, float)) and bound > 0 and not mean:
