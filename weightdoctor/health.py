@@ -53,6 +53,12 @@ SPIKE_VALUES = (8, 626)
 # values) stands ~10^5σ out; healthy tensors of 8-626 values reached 6.7σ at most (720 of them: 10 architectures
 # fresh, after 5 Adam steps, and cast to float8; scripts/health80_sweep.py).
 SPIKE_SIGMAS = 100.0
+# A learned position table (GPT-2's wpe, BERT's position_embeddings): the rows past the longest sequence trained on
+# get no gradient and stay exactly at their init, so the warning may be right about most of it (GPT-2 trained on
+# 12 tokens of 32 positions: 20 rows bit-identical to the fresh model's).
+_POSITION_TABLE = re.compile(r"(^|\.)(wpe|position_embeddings?|pos_embed(ding)?s?|embed_positions)\.weight$")
+_POSITION_ROWS_NOTE = ("; in a position table the rows past the longest sequence trained on get no gradient at all "
+                       "and stay exactly at their init: fine if the model is only used on sequences that short")
 # Statistics of activations, not weights: a BatchNorm's running variance is heavy-tailed by nature.
 _RUNNING_STATISTICS = ("running_mean", "running_var")
 # A matrix whose root mean square is this many times the one its (certain) init gave it has blown up: training
@@ -651,7 +657,8 @@ def _checkpoint_findings(items: list[TensorHealth], selected: bool = False,
                     f"while {share:.1%} of {of_what} matrix parameters have trained{also}",
                     "a head saved before fine-tuning, or a layer frozen by mistake; check the training setup "
                     "(a short run at a small learning rate can also leave a matrix indistinguishable from its init"
-                    f"{pooled_note if item.name in (pooled.names if pooled is not None else ()) else ''})"))
+                    f"{pooled_note if item.name in (pooled.names if pooled is not None else ()) else ''})"
+                    + (_POSITION_ROWS_NOTE if _POSITION_TABLE.search(item.name) else "")))
         for item in constants.values():
             if item.name not in folded and item.expected is not None:
                 findings.append(Finding(
