@@ -1,6 +1,6 @@
 """False-alarm sweep of `inspect --stats` on fresh and briefly trained (5 Adam steps, lr 1e-3) tiny models.
 
-Usage: python scripts/health80_sweep.py OUT_DIR [--models bert gpt2 ...]
+Usage: python scripts/health80_sweep.py OUT_DIR [--models bert gpt2 ...] [--reuse] [--sample N]
 Regimes: fresh, trained, fresh-fp8 (the fresh checkpoint cast to float8_e4m3fn).
 Prints one line per (model, regime): the checkpoint's state, its findings by code, and the matrices read "at init".
 A fresh model should be "initialization" with only checkpoint-at-init; a briefly trained one should not be called
@@ -107,8 +107,9 @@ def save(model: str, regime: str, out: Path) -> Path:
     return folder
 
 
-def judge(folder: Path) -> dict[str, Any]:
-    done = subprocess.run([sys.executable, "-m", "weightdoctor", "inspect", str(folder), "--stats", "--json"],
+def judge(folder: Path, sample: int | None = None) -> dict[str, Any]:
+    extra = ["--sample", str(sample)] if sample else []
+    done = subprocess.run([sys.executable, "-m", "weightdoctor", "inspect", str(folder), "--stats", "--json", *extra],
                           capture_output=True, text=True)
     if done.returncode not in (0, 1):
         raise SystemExit(f"{folder}: exit {done.returncode}: {done.stderr.strip()[-500:]}")
@@ -121,6 +122,7 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=list(MODELS))
     parser.add_argument("--reuse", action="store_true", help="judge checkpoints already saved under OUT")
     parser.add_argument("--regimes", nargs="+", default=["fresh", "trained", "fresh-fp8"])
+    parser.add_argument("--sample", type=int, default=None, help="judge with inspect --sample N")
     args = parser.parse_args()
     from transformers.utils import logging
 
@@ -131,12 +133,15 @@ def main() -> None:
             folder = args.out / f"{model}-{regime}"
             if not (args.reuse and folder.exists()):
                 folder = save(model, regime, args.out)
-            report = judge(folder)
+            report = judge(folder, args.sample)
             codes = Counter(f["code"] for f in report["findings"])
             at_init = sum(1 for t in report["tensors"] if len(t["shape"]) >= 2 and t["init"]["at_init"])
             matrices = sum(1 for t in report["tensors"] if len(t["shape"]) >= 2 and t["init"]["at_init"] is not None)
-            state = report["weights"]["state"]
-            print(f"{model:8} {regime:8} state={state!s:15} matrices at init {at_init}/{matrices}  "
+            weights = report["weights"]
+            pooled = weights["pooled_spread"]
+            spread = "pooled none" if pooled is None else f"pooled {pooled['tensors']} z={pooled['z']:+.2f}"
+            print(f"{model:8} {regime:8} state={weights['state']!s:15} basis={weights.get('state_basis')!s:8} "
+                  f"matrices at init {at_init}/{matrices}  {spread}  "
                   + " ".join(f"{c}={n}" for c, n in sorted(codes.items())), flush=True)
             for code, n in codes.items():
                 totals[f"{regime}:{code}"] += n

@@ -53,6 +53,12 @@ SPIKE_VALUES = (8, 626)
 # values) stands ~10^5σ out; healthy tensors of 8-626 values reached 6.7σ at most (720 of them: 10 architectures
 # fresh, after 5 Adam steps, and cast to float8; scripts/health80_sweep.py).
 SPIKE_SIGMAS = 100.0
+# A learned position table (GPT-2's wpe, BERT's position_embeddings): the rows past the longest sequence trained on
+# get no gradient and stay exactly at their init, so the warning may be right about most of it (GPT-2 trained on
+# 12 tokens of 32 positions: 20 rows bit-identical to the fresh model's).
+_POSITION_TABLE = re.compile(r"(^|\.)(wpe|position_embeddings?|pos_embed(ding)?s?|embed_positions)\.weight$")
+_POSITION_ROWS_NOTE = ("; in a position table the rows past the longest sequence trained on get no gradient at all "
+                       "and stay exactly at their init: fine if the model is only used on sequences that short")
 # Statistics of activations, not weights: a BatchNorm's running variance is heavy-tailed by nature.
 _RUNNING_STATISTICS = ("running_mean", "running_var")
 # A matrix whose root mean square is this many times the one its (certain) init gave it has blown up: training
@@ -127,6 +133,7 @@ class PooledSpread:
     values: int
     variance_ratio: float
     z: float
+    names: tuple[str, ...] = ()  # the matrices pooled
 
     @property
     def moved(self) -> bool:
@@ -144,8 +151,11 @@ class StatsReport:
         sample: values read per tensor (None: all of them).
         expected_from: "transformers" (the model's own init rules) or "pytorch-defaults" (guessed).
         model_class: the class whose init rules were used.
-        trained_share: share of matrix parameters (2-D and up) that have moved from initialization.
+        trained_share: share of matrix parameters (2-D and up) that moved from initialization enough to tell
+            matrix by matrix (`at_init` false); the matrices pooled can tell more (`pooled`, `state_basis`).
         state: "trained", "initialization", "mixed" or "unknown".
+        state_basis: what `state` rests on: "tensors" (the trained share alone), "pooled" (the matrices still at
+            their init, pooled, moved: trained although the share alone would read otherwise), None ("unknown").
         skipped: tensors without statistics (integer or unreadable dtypes).
         warnings: things worth knowing that are not findings.
         aliases: names of a tensor saved under several names (tied weights in a pickle) -> the name it was
@@ -164,6 +174,7 @@ class StatsReport:
     warnings: list[str]
     aliases: dict[str, str] = field(default_factory=dict)
     pooled: PooledSpread | None = None
+    state_basis: str | None = None
 
 
 def _histogram(values: Any, low: float, high: float) -> dict[str, Any]:
@@ -455,6 +466,41 @@ def _exploded_ratio(item: TensorHealth) -> float | None:
     return ratio if ratio >= EXPLODED_RATIO else None
 
 
+def _truncated_square_moments(params: dict[str, Any]) -> tuple[float, float] | None:
+    """E x² of a normal(mean, std) cut at [a, b] (torch's absolute bounds), and Var x² / (E x²)², or None.
+
+    From the cut standard normal's moments m_k = (k−1)·m_{k−2} − (β^{k−1}φ(β) − α^{k−1}φ(α)) / Z (ModernBERT's
+    matrices are cut at ±2σ: E z² 0.774 and Var z² / (E z²)² 1.37, not a normal's 1 and 2).
+
+    Example:
+        >>> [round(v, 4) for v in _truncated_square_moments({"mean": 0.0, "std": 1.0, "a": -2.0, "b": 2.0})]
+        [0.7737, 1.3655]
+    """
+    mean, std, low, high = (params.get(k) for k in ("mean", "std", "a", "b"))
+    if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in (mean, std, low, high)) or not std > 0:
+        return None
+    alpha, beta = (low - mean) / std, (high - mean) / std
+    mass = 0.5 * (math.erf(beta / math.sqrt(2)) - math.erf(alpha / math.sqrt(2)))
+    if not beta > alpha or mass < 1e-12:
+        return None
+
+    def tail(k: int) -> float:  # (β^k φ(β) − α^k φ(α)) / Z, a bound at infinity adding nothing
+        return sum(sign * (z ** k * math.exp(-z * z / 2) / math.sqrt(2 * math.pi) if math.isfinite(z) else 0.0)
+                   for sign, z in ((1, beta), (-1, alpha))) / mass
+
+    m1 = -tail(0)
+    m2 = 1 - tail(1)
+    m3 = 2 * m1 - tail(2)
+    m4 = 3 * m2 - tail(3)
+    # x = mean + std·z: its second and fourth moments.
+    second = mean ** 2 + 2 * mean * std * m1 + std ** 2 * m2
+    fourth = (mean ** 4 + 4 * mean ** 3 * std * m1 + 6 * mean ** 2 * std ** 2 * m2 + 4 * mean * std ** 3 * m3
+              + std ** 4 * m4)
+    if not second > 0:
+        return None
+    return second, (fourth - second * second) / (second * second)
+
+
 def pooled_spread(items: list[TensorHealth]) -> PooledSpread | None:
     """Pool the matrices that each still match a certain random init (normal or uniform, known scale).
 
@@ -464,20 +510,29 @@ def pooled_spread(items: list[TensorHealth]) -> PooledSpread | None:
     """
     observed = expected = variance = 0.0
     tensors = values = 0
+    names: list[str] = []
     for item in items:
         want, s = item.expected, item.stats
-        if (len(item.shape) < 2 or not item.at_init or want is None or not want.confident or s.sampled
+        if (len(item.shape) < 2 or not item.at_init or want is None or not want.confident
                 or item.dtype not in _EXPLODE_DTYPES or s.nan or s.inf or "derived_from" in want.params
-                or want.label in ("truncated_normal", "orthogonal")):
+                or want.label == "orthogonal" or (s.sampled and want.zero_rows)):
             continue
-        # The padding rows the model zeroes after its init hold no draw of it.
+        # The padding rows the model zeroes after its init hold no draw of it. Under --sample the values read are
+        # whole aligned blocks, none twice: at init, independent draws of it all the same (a sum of squares of
+        # fewer values, so a wider noise, which the z accounts for); only how many of them fell in a zeroed row is
+        # unknown, so such a matrix is left out there.
         zeroed = len(want.zero_rows) * (s.count // item.shape[0] if item.shape[0] else 0)
         draws = s.finite_count - zeroed
         std, bound = want.params.get("std"), want.params.get("bound")
         mean = float(want.params.get("mean", 0.0))
         # Each value's square over its init's mean square: a 0.02 init and T5's 0.18 one weigh alike per value
         # (Adam moves every weight by about its learning rate, whatever its scale: the narrow ones tell most).
-        if isinstance(std, (int, float)) and std > 0:
+        moments = _truncated_square_moments(want.params) if want.label == "truncated_normal" else None
+        if want.label == "truncated_normal":
+            if moments is None:
+                continue
+            square, spread = moments
+        elif isinstance(std, (int, float)) and std > 0:
             square = mean * mean + std * std
             spread = (2 * std ** 4 + 4 * mean * mean * std * std) / (square * square)
         elif isinstance(bound, (int, float)) and bound > 0 and not mean:
@@ -490,9 +545,11 @@ def pooled_spread(items: list[TensorHealth]) -> PooledSpread | None:
         expected += draws
         variance += draws * spread
         tensors, values = tensors + 1, values + draws
+        names.append(item.name)
     if not tensors or expected <= 0 or variance <= 0:
         return None
-    return PooledSpread(tensors, values, observed / expected, (observed - expected) / math.sqrt(variance))
+    return PooledSpread(tensors, values, observed / expected, (observed - expected) / math.sqrt(variance),
+                        tuple(names))
 
 
 def _value_range(stats: TensorStats) -> tuple[float, float] | None:
@@ -531,27 +588,53 @@ def _still_at_init(item: TensorHealth) -> bool | None:
 
 
 def _checkpoint_findings(items: list[TensorHealth], selected: bool = False,
-                         pooled: PooledSpread | None = None) -> tuple[list[Finding], float | None, str]:
+                         pooled: PooledSpread | None = None
+                         ) -> tuple[list[Finding], float | None, str, str | None]:
     """Findings about the checkpoint as a whole: untrained tensors in a trained model, all at init.
 
     `selected`: only the tensors `--filter` chose were read, so the findings speak of them, not the checkpoint.
     `pooled`: the matrices at their init, pooled (`pooled_spread`): where they have moved together, a checkpoint
-    whose matrices each still fit their init has trained (briefly) all the same.
+    whose matrices each still fit their init has trained (briefly) all the same, and beside matrices that trained,
+    those still at their init that moved together are no "layer that never trained".
+    Returns the findings, the trained share, the state and what the state rests on (`StatsReport.state_basis`).
     """
     matrices = [i for i in items if len(i.shape) >= 2 and i.at_init is not None
                 and i.init.label not in ("zeros", "ones", "constant")]
     total = sum(i.stats.count for i in matrices)
     if not total:
-        return [], None, "unknown"
+        return [], None, "unknown", None
     trained = sum(i.stats.count for i in matrices if i.at_init is False)
     share = trained / total
     findings: list[Finding] = []
     if share > 1 - INIT_SHARE:
         # Trained, or mixed (a large layer left at init can hold most of the parameters): either way the
         # tensors still at init beside trained ones are the "layer that never trained".
-        state = "trained" if share >= TRAINED_SHARE else "mixed"
+        state, basis = ("trained" if share >= TRAINED_SHARE else "mixed"), "tensors"
         # The share is of the tensors read: with --filter, of the selection, not of the checkpoint.
         of_what = "the selected tensors'" if selected else "the checkpoint's"
+        # GPT-2 after 5 Adam steps: its 0.01-scale projections moved enough to tell alone, its 0.02-scale matrices
+        # (every row moved, by up to 5e-3) did not, and each read "still matches its initialization" in a "mixed"
+        # model. The pool holds exactly the matrices still at a certain random init: where they moved together,
+        # they trained too, only too little to tell one by one.
+        moved_together = set(pooled.names) if pooled is not None and pooled.moved else set()
+        if state == "mixed" and moved_together and not any(item.at_init and item.name not in moved_together
+                                                           for item in matrices):
+            state, basis = "trained", "pooled"
+        if moved_together and pooled is not None:
+            findings.append(Finding(
+                "info", "briefly-trained", None,
+                f"{counted(pooled.tensors, 'matrix', 'matrices')} each alone still fit their initialization beside "
+                f"the {share:.1%} of {of_what} matrix parameters that have trained, but pooled, their "
+                f"{counted(pooled.values, 'value')} hold {pooled.variance_ratio:.1%} of the variance their inits "
+                f"give ({abs(pooled.z):.1f} standard deviations {'above' if pooled.z > 0 else 'below'} it): they "
+                "have trained too, too little to tell one by one",
+                "expected for a checkpoint saved early in training, where a matrix's init scale is wide beside "
+                "the optimiser's steps"))
+        # Beside them, what the pool could not tell: said in each warning, so that it claims no more than that.
+        pooled_note = "" if pooled is None or pooled.moved else (
+            f"; pooled, the {counted(pooled.tensors, 'matrix', 'matrices')} still at a known random init hold "
+            f"{pooled.variance_ratio:.1%} of the variance their inits give ({abs(pooled.z):.2f} standard "
+            f"deviations {'above' if pooled.z > 0 else 'below'} it): too little to tell they moved")
         constants = {item.name: item for item in items
                      if len(item.shape) == 1 and item.expected is not None and item.at_init
                      and item.expected.label in ("zeros", "ones") and item.stats.count >= 2}
@@ -560,7 +643,7 @@ def _checkpoint_findings(items: list[TensorHealth], selected: bool = False,
         # beside the weight's warning said the opposite of it.
         folded: set[str] = set()
         for item in matrices:
-            if item.at_init:
+            if item.at_init and item.name not in moved_together:
                 bias = constants.get(item.name.removesuffix("weight") + "bias") if item.name.endswith(
                     ".weight") else None
                 also = ""
@@ -573,7 +656,9 @@ def _checkpoint_findings(items: list[TensorHealth], selected: bool = False,
                     f"{item.expected.describe() if item.expected is not None else ''} (found {item.init.describe()}) "
                     f"while {share:.1%} of {of_what} matrix parameters have trained{also}",
                     "a head saved before fine-tuning, or a layer frozen by mistake; check the training setup "
-                    "(a short run at a small learning rate can also leave a matrix indistinguishable from its init)"))
+                    "(a short run at a small learning rate can also leave a matrix indistinguishable from its init"
+                    f"{pooled_note if item.name in (pooled.names if pooled is not None else ()) else ''})"
+                    + (_POSITION_ROWS_NOTE if _POSITION_TABLE.search(item.name) else "")))
         for item in constants.values():
             if item.name not in folded and item.expected is not None:
                 findings.append(Finding(
@@ -583,7 +668,7 @@ def _checkpoint_findings(items: list[TensorHealth], selected: bool = False,
     elif pooled is not None and pooled.moved:
         # Five Adam steps at lr 1e-3 leave each tiny matrix within its init's noise (the checkpoint read
         # "initialization ... has not been trained"), but not all of them together.
-        state = "trained"
+        state, basis = "trained", "pooled"
         of_what = "the selected tensors" if selected else "the checkpoint"
         findings.append(Finding(
             "info", "briefly-trained", None,
@@ -595,7 +680,7 @@ def _checkpoint_findings(items: list[TensorHealth], selected: bool = False,
             "expected for a checkpoint saved early in training; if it should have trained longer, check the "
             "learning rate and the number of steps"))
     else:
-        state = "initialization"
+        state, basis = "initialization", "tensors"
         # A few optimiser steps at a small learning rate can stay within the inits' noise, even pooled (T5's wide
         # inits): said, rather than "has not been trained" as a certainty.
         if selected:  # a frozen block picked by --filter is no untrained checkpoint
@@ -606,7 +691,7 @@ def _checkpoint_findings(items: list[TensorHealth], selected: bool = False,
                        "checkpoint has not been trained (or too little to tell)")
         findings.append(Finding("warn", "checkpoint-at-init", None, message,
                                 "were the weights saved before training, or is this the wrong file?"))
-    return findings, share, state
+    return findings, share, state, basis
 
 
 def _tensor_health(result: StatsResult, want: ExpectedInit | None, initializer_range: float | None) -> TensorHealth:
@@ -695,7 +780,7 @@ def analyze_weights(
     findings = [f for item in items if item.name not in side for f in _tensor_findings(item)]
     selected = names is not None and len({t.name for t in chosen}) < len(checkpoint.tensors)
     pooled = pooled_spread([item for item in items if item.name not in side])
-    whole, share, state = _checkpoint_findings(items, selected, pooled)
+    whole, share, state, basis = _checkpoint_findings(items, selected, pooled)
     findings += whole
     findings.sort(key=lambda f: -severity_rank(f.severity))
     warnings = [expected.warning] if expected.warning else []
@@ -707,7 +792,7 @@ def analyze_weights(
                         "from the adapter alone; compare it with the adapter saved at initialization "
                         "(diff-keys --values) to tell")
     return StatsReport(items, findings, sample, expected.method, expected.model_class, share, state, skipped,
-                       warnings, aliases, pooled)
+                       warnings, aliases, pooled, basis)
 
 
 LAYER_INDEX = re.compile(r"\.(\d+)\.")

@@ -7,7 +7,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from weightdoctor.health import INIT_SHARE, StatsReport, TensorHealth
+from weightdoctor.health import StatsReport, TensorHealth
 from weightdoctor.render.json import to_jsonable
 from weightdoctor.render.text import escape, shown_name
 from weightdoctor.wording import counted, non_finite_count, plural
@@ -72,6 +72,7 @@ def merge_stats_json(inspect_json: dict[str, Any], report: StatsReport, histogra
         "model_class": report.model_class,
         "trained_share": report.trained_share,
         "state": report.state,
+        "state_basis": report.state_basis,
         "skipped": report.skipped,
         "warnings": report.warnings,
         "pooled_spread": None if report.pooled is None else {
@@ -198,10 +199,13 @@ def render_stats(report: StatsReport, console: Console, limit: int | None = 50) 
     source = {"transformers": f"{report.model_class}'s own init rules (transformers, meta device)",
               "pytorch-defaults": "PyTorch defaults guessed from names and shapes"}[report.expected_from]
     share = "" if report.trained_share is None else f" ({report.trained_share:.1%} of matrix parameters moved)"
-    if report.pooled is not None and report.pooled.moved and report.state == "trained" and report.trained_share \
-            is not None and report.trained_share < 1 - INIT_SHARE:
-        share = (f" ({report.trained_share:.1%} of matrix parameters moved enough to tell alone; pooled, they hold "
-                 f"{report.pooled.variance_ratio:.1%} of their inits' variance)")
+    if report.state_basis == "pooled" and report.pooled is not None and report.trained_share is not None:
+        # trained_share counts the matrices that moved enough to tell alone; the state rests on the pool: both said,
+        # so that "trained" beside 0.0% reads as what it is.
+        rest = "they" if report.trained_share == 0 else \
+            f"the {counted(report.pooled.tensors, 'matrix', 'matrices')} still fitting their inits"
+        share = (f" ({report.trained_share:.1%} of matrix parameters moved enough to tell alone; pooled, {rest} "
+                 f"hold {report.pooled.variance_ratio:.1%} of their inits' variance)")
     # Two lines: as one, the model class's name put the break mid-phrase at 80, 100 and 120 columns alike.
     console.print(f"[bold]state:[/] {report.state}{share}")
     console.print(f"[bold]expected inits:[/] {escape(source)}")
