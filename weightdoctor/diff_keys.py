@@ -6068,17 +6068,30 @@ def _diff_specs(
     )
 
 
-# open_clip's training saves epoch_N.pt with the DDP model's state dict (every name `module.`-prefixed), and its own
-# factory.load_state_dict strips `module.` when the first name starts with it: inspect says so (structure.py's
-# _OPEN_CLIP, the same names tell the file), and diff-keys rated the prefix an error no open_clip load meets.
-_OPEN_CLIP_PARTS = ("module.visual.", "module.logit_scale")
+# Libraries whose own loader strips DDP's `module.` from a checkpoint they saved, told by names every such file holds
+# (structure.py's _OPEN_CLIP / _GROUNDING_DINO tell the same files for inspect): diff-keys rated the prefix an error no
+# load by that library meets. open_clip's training saves epoch_N.pt with the DDP model's state dict, and its
+# factory.load_state_dict strips `module.` when the first name starts with it; GroundingDINO's released .pth holds
+# {"model": the DDP model's state dict}, which its util/inference.py's load_model reads as
+# load_state_dict(clean_state_dict(checkpoint["model"]), strict=False), clean_state_dict (util/utils.py) dropping
+# `module.` from each name. Each: (the names, the library's loader, what A is, how that loader reads the file).
+_OWN_LOADER_DDP: tuple[tuple[tuple[str, ...], str, str, str], ...] = (
+    (("module.visual.", "module.logit_scale"), "open_clip's loader",
+     "an open_clip training checkpoint (epoch_N.pt, the DDP model's state dict)",
+     "open_clip's factory.load_state_dict strips itself, so open_clip.create_model(..., pretrained=<A>) loads them "
+     "as they are"),
+    (("module.bert.", "module.transformer.", "module.feat_map."), "GroundingDINO's load_model",
+     "a GroundingDINO checkpoint (its released .pth: the DDP model's state dict under \"model\")",
+     "GroundingDINO's load_model strips itself (util.utils.clean_state_dict, then load_state_dict with "
+     "strict=False), so its own code loads them as they are"),
+)
 
 
 def open_clip_ddp_whys(specs_a: Mapping[str, KeySpec], specs_b: Mapping[str, KeySpec], unexpected: Sequence[str],
                        ) -> tuple[dict[str, tuple[str, str, str]], str]:
-    """(reason, severity, detail) of the keys that differ only by DDP's `module.` where A is open_clip's training
-    checkpoint (every name `module.`-prefixed, a visual tower and logit_scale among them), and a note; ({}, "")
-    for any other file: a warning, not an error, since open_clip's own loader strips the prefix.
+    """(reason, severity, detail) of the keys that differ only by DDP's `module.` where A is a checkpoint of a library
+    whose own loader strips that prefix (open_clip's training checkpoint, GroundingDINO's .pth: _OWN_LOADER_DDP), and
+    a note; ({}, "") for any other file: a warning, not an error, since that library's loader strips the prefix.
 
     Example:
         >>> a = {n: KeySpec(n, (1,), "float32") for n in ("module.visual.proj", "module.logit_scale")}
@@ -6086,24 +6099,27 @@ def open_clip_ddp_whys(specs_a: Mapping[str, KeySpec], specs_b: Mapping[str, Key
         >>> open_clip_ddp_whys(a, b, list(a))[0]["logit_scale"][:2]
         ('wrapper-prefix', 'warn')
     """
-    if not specs_a or not all(map(str.startswith, specs_a, repeat("module."))) \
-            or not all(any(map(str.startswith, specs_a, repeat(part))) for part in _OPEN_CLIP_PARTS):
+    if not specs_a or not all(map(str.startswith, specs_a, repeat("module."))):
         return {}, ""
-    why = ("wrapper-prefix", "warn", "open_clip's loader strips module. itself (see the note)")
+    library = next((entry for entry in _OWN_LOADER_DDP
+                    if all(any(map(str.startswith, specs_a, repeat(part))) for part in entry[0])), None)
+    if library is None:
+        return {}, ""
+    _, loader, what, how = library
+    why = ("wrapper-prefix", "warn", f"{loader} strips module. itself (see the note)")
     whys: dict[str, tuple[str, str, str]] = {}
     for name in unexpected:
         bare = name[len("module."):]
         if name.startswith("module.") and bare in specs_b and specs_b[bare].shape == specs_a[name].shape:
             whys[name] = whys[bare] = why
     if not whys or len(whys) != 2 * len(unexpected):
-        # Only the prefix between them: against another layout (transformers' CLIPModel) open_clip's loader is no
-        # loader of B, and the layout's note says what to do.
+        # Only the prefix between them: against another layout (transformers' CLIPModel, GroundingDinoModel) the
+        # library's loader is no loader of B, and the layout's note says what to do.
         return {}, ""
-    return whys, (f"A is an open_clip training checkpoint (epoch_N.pt, the DDP model's state dict): "
+    return whys, (f"A is {what}: "
                   f"{counted(len(whys) // 2, 'key')} {plural(len(whys) // 2, 'differs', 'differ')} from B only by "
-                  "module., which open_clip's "
-                  "factory.load_state_dict strips itself, so open_clip.create_model(..., pretrained=<A>) loads them "
-                  "as they are; only another loader (load_state_dict, a converter) needs --rename '^module\\.='")
+                  f"module., which {how}; only another loader (load_state_dict, a converter) needs "
+                  "--rename '^module\\.='")
 
 
 def per_model_renames(
