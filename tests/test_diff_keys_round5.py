@@ -52,3 +52,69 @@ def test_a_grounding_dino_checkpoints_ddp_prefix_is_a_warning_against_its_own_la
     code, data = run_json("diff-keys", str(other), str(plain))
     assert code == 1 and {row["severity"] for row in data["missing"]} == {"error"}, data
     assert not any("GroundingDINO" in note for note in data["notes"]), data["notes"]
+
+
+def _votes_one_by_one(sample_splits: list[list[tuple[str, str]]], by_rest: dict[str, set[str]],
+                      limit: int) -> list[tuple[tuple[str, str, str], int]]:
+    """The prefix votes as _candidate_renames cast them before (one vote a split and a target prefix), ranked."""
+    import heapq
+    from collections import Counter
+
+    votes: Counter[tuple[str, str, str]] = Counter()
+    for splits in sample_splits:
+        for prefix, rest in splits:
+            for target_prefix in by_rest.get(rest, ()):
+                if target_prefix != prefix:
+                    votes[("prefix", prefix, target_prefix)] += 1
+    return heapq.nsmallest(limit, votes.items(), key=lambda item: (-item[1], len(item[0][2]), item[0]))
+
+
+def test_grouped_prefix_votes_rank_as_votes_cast_one_by_one() -> None:
+    """The prefix votes are counted by groups of prefixes holding the same rests (subquadratic in renumbered
+    layers); on random name sets the ranking is the one the votes cast one by one gave, for every limit."""
+    import random
+
+    from weightdoctor.diff_keys import _leading_splits, top_prefix_votes
+
+    rng = random.Random(5)
+    heads = ["model.", "module.", "m.", "", "base_model.model.", "x=y.", "model.decoder."]
+    tails = ["w", "b", "attn.q.weight", "attn.k.weight", "mlp.fc.weight", "norm.weight", "0.w"]
+    for case in range(300):
+        def names(count: int) -> list[str]:
+            head = rng.choice(heads)
+            return sorted({f"{rng.choice([head, rng.choice(heads)])}{rng.choice(['layers', 'h', 'blocks'])}."
+                           f"{rng.randrange(rng.choice([3, 12, 40]))}.{rng.choice(tails)}" for _ in range(count)})
+        sample, targets = names(rng.randrange(1, 80)), names(rng.randrange(1, 80))
+        if case % 3 == 0:  # a renumbered copy: the case the grouping is for
+            offset = rng.randrange(1, 50)
+            targets = sorted({re_number(name, offset) for name in sample} | set(targets[:5]))
+        sample_splits = [list(_leading_splits(name)) for name in sample]
+        wanted = {rest for splits in sample_splits for _, rest in splits}
+        by_rest: dict[str, set[str]] = {}
+        for target in targets:
+            for prefix, rest in _leading_splits(target):
+                if rest in wanted:
+                    by_rest.setdefault(rest, set()).add(prefix)
+        for limit in (1, 2, 8, 30):
+            assert top_prefix_votes(sample_splits, by_rest, limit) == \
+                _votes_one_by_one(sample_splits, by_rest, limit), (case, limit, sample, targets)
+
+
+def re_number(name: str, offset: int) -> str:
+    """`name` with each number component moved up by `offset`."""
+    return ".".join(str(int(part) + offset) if part.isdigit() else part for part in name.split("."))
+
+
+def test_renumbered_layers_are_still_all_renamed_and_the_report_unchanged(tmp_path: Path) -> None:
+    """The benchmark's pair at a small size (benchmarks/bench_renumbered.py): every layer renamed by the block
+    search, as before the grouped votes."""
+    from benchmarks.bench_renumbered import write_pair
+    from weightdoctor.checkpoint import open_checkpoint
+    from weightdoctor.diff_keys import diff_checkpoints
+
+    a, b = write_pair(tmp_path, 60)
+    with open_checkpoint(str(a), structure_only=True) as ca, open_checkpoint(str(b), structure_only=True) as cb:
+        report = diff_checkpoints(ca, cb)
+    assert report.matched_after_renames == 600 and len(report.suggested_renames) == 60, report.suggested_renames
+    assert report.suggested_renames[0].flag == "--rename '^model\\.layers\\.0\\.=model.layers.60.'", \
+        report.suggested_renames[0]

@@ -4358,6 +4358,85 @@ def _sample(names: Sequence[str], limit: int = 2000) -> Sequence[str]:
     return [names[int(i * step)] for i in range(limit)]
 
 
+def _vote_rank(item: tuple[tuple[str, str, str], int]) -> tuple[int, int, tuple[str, str, str]]:
+    """How `_candidate_renames` ranks a vote ((kind, old, new), count): most votes first, then the shorter new
+    name, then by the text."""
+    return -item[1], len(item[0][2]), item[0]
+
+
+def top_prefix_votes(sample_splits: Sequence[Sequence[tuple[str, str]]], by_rest: Mapping[str, Collection[str]],
+                     limit: int) -> list[tuple[tuple[str, str, str], int]]:
+    """The `limit` best prefix votes, ranked as `_vote_rank` ranks them: each sampled name's (prefix, rest) split
+    votes ("prefix", prefix, target prefix) for every target prefix `by_rest` gives its rest, other than its own.
+
+    Casting the votes one by one is quadratic in layers: a block of 1,000 renumbered layers casts a million
+    (`model.layers.0.` onto each of `model.layers.1000.` to `...1999.`, and so on), a second of a 4-second run. A
+    prefix's count against a target prefix depends only on the rests each holds, so prefixes holding the same rests
+    are counted once as a group, and each pair of groups gives its own best few pairs (ranked by the new name's
+    length, then the old name, then the new) without listing the others.
+
+    Example:
+        >>> splits = [[("", "a.w"), ("a.", "w")], [("", "b.w"), ("b.", "w")]]
+        >>> top_prefix_votes(splits, {"w": {"c.", "a."}}, 3)
+        [(('prefix', 'a.', 'c.'), 1), (('prefix', 'b.', 'a.'), 1), (('prefix', 'b.', 'c.'), 1)]
+    """
+    rests_of: dict[str, Counter[str]] = defaultdict(Counter)  # prefix -> its rests that some target has
+    for splits in sample_splits:
+        for prefix, rest in splits:
+            if rest in by_rest:
+                rests_of[prefix][rest] += 1
+    prefix_groups: dict[frozenset[tuple[str, int]], list[str]] = defaultdict(list)
+    for prefix, rests in rests_of.items():
+        prefix_groups[frozenset(rests.items())].append(prefix)
+    held_by: dict[str, set[str]] = defaultdict(set)  # target prefix -> the wanted rests it holds
+    for rest, target_prefixes in by_rest.items():
+        for target_prefix in target_prefixes:
+            held_by[target_prefix].add(rest)
+    target_groups: dict[frozenset[str], list[str]] = defaultdict(list)
+    for target_prefix, rests in held_by.items():
+        target_groups[frozenset(rests)].append(target_prefix)
+    # Each group of target prefixes by its number; rest -> the groups that hold it.
+    target_lists = [sorted(group, key=lambda prefix: (len(prefix), prefix)) for group in target_groups.values()]
+    groups_of_rest: dict[str, list[int]] = defaultdict(list)
+    for index, rests in enumerate(target_groups):
+        for rest in rests:
+            groups_of_rest[rest].append(index)
+    best: list[tuple[tuple[str, str, str], int]] = []
+    for rests, prefixes in prefix_groups.items():
+        counts: Counter[int] = Counter()
+        for rest, times in rests:
+            for index in groups_of_rest[rest]:
+                counts[index] += times
+        prefixes.sort()
+        for index, count in counts.items():
+            best += _best_pairs(prefixes, target_lists[index], count, limit)
+    return heapq.nsmallest(limit, best, key=_vote_rank)
+
+
+def _best_pairs(prefixes: Sequence[str], target_prefixes: Sequence[str], count: int,
+                limit: int) -> list[tuple[tuple[str, str, str], int]]:
+    """The first `limit` votes (prefix, target prefix) of two groups, every pair of them with `count` votes but a
+    prefix with itself (no vote), in `_vote_rank`'s order: by the target prefix's length, then the prefix, then the
+    target prefix. `prefixes` are sorted, `target_prefixes` sorted by length then text."""
+    found: list[tuple[tuple[str, str, str], int]] = []
+    start = 0
+    while start < len(target_prefixes) and len(found) < limit:
+        length = len(target_prefixes[start])
+        end = start
+        while end < len(target_prefixes) and len(target_prefixes[end]) == length:
+            end += 1
+        # Pairs within one length, by prefix then target: a prefix pairs with at most one target of its own name,
+        # so at most limit + 1 pairs are looked at before `limit` are found.
+        for prefix in prefixes:
+            for target_prefix in target_prefixes[start:end]:
+                if target_prefix != prefix:
+                    found.append((("prefix", prefix, target_prefix), count))
+                    if len(found) == limit:
+                        return found
+        start = end
+    return found
+
+
 def _candidate_renames(
     unmatched: Sequence[str], targets: set[str], structural: bool = False, limit: int = 8,
     literals: dict[Rename, tuple[str, str, tuple[str, ...]]] | None = None,
@@ -4394,11 +4473,7 @@ def _candidate_renames(
             third = target.find(".", second) + 1
             if third and (rest := target[third:]) in wanted:
                 by_rest[rest].add(target[:third])
-        for splits in sample_splits:
-            for prefix, rest in splits:
-                for target_prefix in by_rest.get(rest, ()):
-                    if target_prefix != prefix:
-                        votes[("prefix", prefix, target_prefix)] += 1
+        prefix_votes = top_prefix_votes(sample_splits, by_rest, limit)
     else:
         # One dotted component renamed in place (`encoder.layers.3.x` -> `encoder.layer.3.x`).
         by_hole: dict[tuple[str, int], set[str]] = defaultdict(set)
@@ -4457,7 +4532,7 @@ def _candidate_renames(
                          and count == best[key[:2]]})
     # The first `limit` of them as a full sort ranks them (the keys are distinct: the same order), without sorting
     # the rest: a block of 1,000 renumbered layers casts a million prefix votes, a sort of them 5 s.
-    ranked = heapq.nsmallest(limit, votes.items(), key=lambda item: (-item[1], len(item[0][2]), item[0]))
+    ranked = heapq.nsmallest(limit, votes.items(), key=_vote_rank) if structural else prefix_votes
     for (kind, old, new), _ in ranked:
         if kind == "prefix":
             if new == "" and "=" not in old:
