@@ -118,3 +118,72 @@ def test_renumbered_layers_are_still_all_renamed_and_the_report_unchanged(tmp_pa
     assert report.matched_after_renames == 600 and len(report.suggested_renames) == 60, report.suggested_renames
     assert report.suggested_renames[0].flag == "--rename '^model\\.layers\\.0\\.=model.layers.60.'", \
         report.suggested_renames[0]
+
+
+def _tiny_llama(folder: Path, layers: int, seed: int) -> Path:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=layers,
+                         num_attention_heads=2, num_key_value_heads=2, tie_word_embeddings=False)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    return folder
+
+
+def test_a_distilled_student_against_its_teacher_says_the_depths(tmp_path: Path) -> None:
+    """A 2-layer student against its 4-layer teacher (the same Llama, fewer num_hidden_layers): the teacher's layers
+    2-3 were `unknown: no known cause` with no detail, and A's extra layers loaded into the student an error, though
+    from_pretrained drops them and loads the rest. The keys --model-class lists are from_pretrained's own."""
+    import transformers
+    from transformers import AutoConfig, LlamaForCausalLM
+
+    student, teacher = _tiny_llama(tmp_path / "student", 2, 1), _tiny_llama(tmp_path / "teacher", 4, 2)
+    extra = {f"model.layers.{n}.{tail}" for n in (2, 3) for tail in (
+        "input_layernorm.weight", "post_attention_layernorm.weight", "mlp.gate_proj.weight", "mlp.up_proj.weight",
+        "mlp.down_proj.weight", "self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight",
+        "self_attn.o_proj.weight")}
+    code, data = run_json("diff-keys", str(student), str(teacher))
+    assert {row["name"] for row in data["missing"]} == extra and not data["unexpected"], data
+    assert {(row["reason"], row["severity"]) for row in data["missing"]} == {("layer-count", "error")}, data
+    assert {row["detail"] for row in data["missing"]} == {
+        "B's model.layers 2, 3, which A has none of (A has 2 layers): starts from its init"}, data["missing"]
+    depths = "B has 4 layers under model.layers (0-3), A has 2 (0, 1)"
+    said = [note for note in data["notes"] if note.startswith(depths)]
+    assert len(said) == 1 and "start from their init" in said[0] and "No rename fixes it" in said[0], data["notes"]
+    assert code == 1 and not data["suggested_renames"], data
+    # The teacher into the student: its layers 2-3 are dropped, the student gets every weight: a warning.
+    code, data = run_json("diff-keys", str(teacher), str(student))
+    assert {row["name"] for row in data["unexpected"]} == extra and not data["missing"], data
+    assert {(row["reason"], row["severity"]) for row in data["unexpected"]} == {("layer-count", "warn")}, data
+    said = [note for note in data["notes"] if note.startswith("A has 4 layers under model.layers (0-3), B has 2")]
+    assert len(said) == 1 and "B is A cut to its first 2 layers" in said[0], data["notes"]
+    assert code == 0 and data["worst_severity"] == "warn", data
+    # --model-class against from_pretrained itself (output_loading_info), both ways.
+    transformers.logging.set_verbosity_error()
+    for a, config in ((student, teacher), (teacher, student)):
+        code, data = run_json("diff-keys", str(a), "--model-class", "LlamaForCausalLM", "--config", str(config))
+        _, info = LlamaForCausalLM.from_pretrained(a, config=AutoConfig.from_pretrained(config),
+                                                   output_loading_info=True)
+        assert {row["name"] for row in data["missing"]} == set(info["missing_keys"]), (data, info)
+        assert {row["name"] for row in data["unexpected"]} == set(info["unexpected_keys"]), (data, info)
+        assert {row["reason"] for row in data["missing"] + data["unexpected"]} == {"layer-count"}, data
+
+
+def test_layers_that_are_not_the_same_layers_stay_unknown(tmp_path: Path) -> None:
+    """The depth reading holds only where the extra layers have the names and shapes of the other side's layer 0
+    and every key of them differs: a wider extra layer, or one key of a shared layer missing too, is not it."""
+    from safetensors.torch import save_file
+
+    shared = {f"h.{n}.w": torch.ones(4, 4) for n in range(2)}
+    save_file(shared, tmp_path / "a.safetensors")
+    save_file({**shared, "h.2.w": torch.ones(8, 4)}, tmp_path / "wider.safetensors")
+    code, data = run_json("diff-keys", str(tmp_path / "a.safetensors"), str(tmp_path / "wider.safetensors"))
+    assert [(row["name"], row["reason"]) for row in data["missing"]] == [("h.2.w", "unknown")], data
+    save_file({"h.0.w": torch.ones(4, 4), "h.0.b": torch.ones(4), "h.1.w": torch.ones(4, 4),
+               "h.1.b": torch.ones(4), "h.2.w": torch.ones(4, 4), "h.2.b": torch.ones(4)},
+              tmp_path / "deeper.safetensors")
+    save_file({"h.0.w": torch.ones(4, 4), "h.0.b": torch.ones(4), "h.1.w": torch.ones(4, 4)},
+              tmp_path / "short.safetensors")
+    code, data = run_json("diff-keys", str(tmp_path / "short.safetensors"), str(tmp_path / "deeper.safetensors"))
+    assert {row["reason"] for row in data["missing"]} == {"unknown"}, data
+    assert code == 1 and not any("layers under" in note for note in data["notes"]), data["notes"]
