@@ -56,14 +56,20 @@ def test_a_grounding_dino_checkpoints_ddp_prefix_is_a_warning_against_its_own_la
 
 def _votes_one_by_one(sample_splits: list[list[tuple[str, str]]], by_rest: dict[str, set[str]],
                       limit: int) -> list[tuple[tuple[str, str, str], int]]:
-    """The prefix votes as _candidate_renames cast them before (one vote a split and a target prefix), ranked."""
+    """The prefix votes as _candidate_renames cast them before (one vote a split and a target prefix), ranked; a
+    module inside one numbered layer gets no vote onto a prefix with no number (the lookalike rule of this round)."""
     import heapq
     from collections import Counter
+
+    def inside_a_layer(prefix: str) -> bool:
+        return any(part.isdigit() for part in prefix.rstrip(".").split(".")[:-1])
 
     votes: Counter[tuple[str, str, str]] = Counter()
     for splits in sample_splits:
         for prefix, rest in splits:
             for target_prefix in by_rest.get(rest, ()):
+                if inside_a_layer(prefix) and not any(part.isdigit() for part in target_prefix.split(".")):
+                    continue
                 if target_prefix != prefix:
                     votes[("prefix", prefix, target_prefix)] += 1
     return heapq.nsmallest(limit, votes.items(), key=lambda item: (-item[1], len(item[0][2]), item[0]))
@@ -77,7 +83,7 @@ def test_grouped_prefix_votes_rank_as_votes_cast_one_by_one() -> None:
     from weightdoctor.diff_keys import _leading_splits, top_prefix_votes
 
     rng = random.Random(5)
-    heads = ["model.", "module.", "m.", "", "base_model.model.", "x=y.", "model.decoder."]
+    heads = ["model.", "module.", "m.", "", "base_model.model.", "x=y.", "model.decoder.", "blocks.0.", "h.1.a."]
     tails = ["w", "b", "attn.q.weight", "attn.k.weight", "mlp.fc.weight", "norm.weight", "0.w"]
     for case in range(300):
         def names(count: int) -> list[str]:
@@ -187,3 +193,62 @@ def test_layers_that_are_not_the_same_layers_stay_unknown(tmp_path: Path) -> Non
     code, data = run_json("diff-keys", str(tmp_path / "short.safetensors"), str(tmp_path / "deeper.safetensors"))
     assert {row["reason"] for row in data["missing"]} == {"unknown"}, data
     assert code == 1 and not any("layers under" in note for note in data["notes"]), data["notes"]
+
+
+def _timm_vit(path: Path, hidden: int, layers: int, labels: int, seed: int) -> dict[str, torch.Tensor]:
+    """A timm ViT's state dict (vit_base_patch16_224's names: cls_token, pos_embed, patch_embed.proj, blocks.N with
+    norm1, attn.qkv, attn.proj, norm2, mlp.fc1, mlp.fc2; the final norm and head), at a tiny size."""
+    from safetensors.torch import save_file
+
+    generator = torch.Generator().manual_seed(seed)
+    state = {"cls_token": torch.randn(1, 1, hidden, generator=generator),
+             "pos_embed": torch.randn(1, 17, hidden, generator=generator),
+             "patch_embed.proj.weight": torch.randn(hidden, 3, 8, 8, generator=generator),
+             "patch_embed.proj.bias": torch.randn(hidden, generator=generator),
+             "norm.weight": torch.randn(hidden, generator=generator),
+             "norm.bias": torch.randn(hidden, generator=generator),
+             "head.weight": torch.randn(labels, hidden, generator=generator), "head.bias": torch.zeros(labels)}
+    for n in range(layers):
+        for part, shape in (("norm1.weight", (hidden,)), ("norm1.bias", (hidden,)), ("attn.qkv.weight", (3 * hidden,
+                            hidden)), ("attn.qkv.bias", (3 * hidden,)), ("attn.proj.weight", (hidden, hidden)),
+                            ("attn.proj.bias", (hidden,)), ("norm2.weight", (hidden,)), ("norm2.bias", (hidden,)),
+                            ("mlp.fc1.weight", (2 * hidden, hidden)), ("mlp.fc1.bias", (2 * hidden,)),
+                            ("mlp.fc2.weight", (hidden, 2 * hidden)), ("mlp.fc2.bias", (hidden,))):
+            state[f"blocks.{n}.{part}"] = torch.randn(*shape, generator=generator)
+    save_file(state, path)
+    return state
+
+
+def test_a_timm_vit_against_transformers_vit_is_not_offered_layer_0s_norm_as_the_final_norm(tmp_path: Path) -> None:
+    """timm's ViT weights against transformers' ViTForImageClassification: the rename search offered
+    `^blocks\\.0\\.norm1\\.=vit.layernorm.` (one 1-D norm of the hidden size each), which, pasted, loads layer 0's
+    pre-attention norm into the final norm without a word; convert_vit_timm_to_pytorch.py maps timm's final `norm.`
+    there. Every key the printed renames (and the snippet) match now is the one that converter puts there."""
+    import shlex
+
+    from transformers import ViTConfig, ViTForImageClassification
+
+    torch.manual_seed(3)
+    config = ViTConfig(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
+                       image_size=32, patch_size=8, num_labels=10)
+    ViTForImageClassification(config).save_pretrained(tmp_path / "hf-vit")
+    state = _timm_vit(tmp_path / "timm_vit.safetensors", 16, 2, 10, 4)
+    code, data = run_json("diff-keys", str(tmp_path / "timm_vit.safetensors"), str(tmp_path / "hf-vit"))
+    assert code == 1 and any(note.startswith("A is a timm-style ViT") for note in data["notes"]), data["notes"]
+    flags = [rename["flag"] for rename in data["suggested_renames"]]
+    assert flags and not any("blocks" in flag for flag in flags), flags
+    # The converter's names for the keys the renames can reach (transformers' convert_vit_timm_to_pytorch.py).
+    converted = {"norm.weight": "vit.layernorm.weight", "norm.bias": "vit.layernorm.bias",
+                 "cls_token": "vit.embeddings.cls_token", "pos_embed": "vit.embeddings.position_embeddings"}
+    words = [word for flag in flags for word in shlex.split(flag)]
+    code, after = run_json("diff-keys", str(tmp_path / "timm_vit.safetensors"), str(tmp_path / "hf-vit"), *words)
+    unexpected_after = {row["name"] for row in after["unexpected"]}
+    namespace: dict[str, object] = {"state_dict": dict(state)}
+    exec(data["python_snippet"], namespace)  # the snippet as printed, on A's own state dict
+    renamed = namespace["state_dict"]
+    assert isinstance(renamed, dict)
+    b_names = {row["name"] for row in data["missing"]}
+    landed = {old: new for old, new in zip(state, renamed, strict=True) if new in b_names}
+    assert landed == converted, landed
+    assert after["matched"] == len(converted), after
+    assert len(unexpected_after) == len(data["unexpected"]) - len(converted), after

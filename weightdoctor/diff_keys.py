@@ -4366,6 +4366,21 @@ def _vote_rank(item: tuple[tuple[str, str, str], int]) -> tuple[int, int, tuple[
     return -item[1], len(item[0][2]), item[0]
 
 
+def _numbered(prefix: str) -> bool:
+    """Whether a dotted prefix has a number among its components (`model.layers.3.`)."""
+    return any(map(str.isdigit, prefix.split(".")))
+
+
+def _inside_a_layer(prefix: str) -> bool:
+    """Whether a dotted prefix names a module inside one numbered item of a list (`blocks.0.norm1.`, not
+    `features.0.`): such a prefix renamed onto a prefix with no number (`vit.layernorm.`) takes one layer's module
+    out of a stack of alike layers onto a module of the model's own, a pairing by shape alone. A timm ViT's
+    `blocks.0.norm1.` was offered as transformers' final `vit.layernorm.` (both one 1-D norm of the hidden size),
+    which loads layer 0's norm into the last one without a word; the final `norm.` is the one it takes."""
+    parts = prefix.rstrip(".").split(".")
+    return any(part.isdigit() for part in parts[:-1])
+
+
 def top_prefix_votes(sample_splits: Sequence[Sequence[tuple[str, str]]], by_rest: Mapping[str, Collection[str]],
                      limit: int) -> list[tuple[tuple[str, str, str], int]]:
     """The `limit` best prefix votes, ranked as `_vote_rank` ranks them: each sampled name's (prefix, rest) split
@@ -4387,27 +4402,30 @@ def top_prefix_votes(sample_splits: Sequence[Sequence[tuple[str, str]]], by_rest
         for prefix, rest in splits:
             if rest in by_rest:
                 rests_of[prefix][rest] += 1
-    prefix_groups: dict[frozenset[tuple[str, int]], list[str]] = defaultdict(list)
+    prefix_groups: dict[tuple[frozenset[tuple[str, int]], bool], list[str]] = defaultdict(list)
     for prefix, rests in rests_of.items():
-        prefix_groups[frozenset(rests.items())].append(prefix)
+        prefix_groups[(frozenset(rests.items()), _inside_a_layer(prefix))].append(prefix)
     held_by: dict[str, set[str]] = defaultdict(set)  # target prefix -> the wanted rests it holds
     for rest, target_prefixes in by_rest.items():
         for target_prefix in target_prefixes:
             held_by[target_prefix].add(rest)
-    target_groups: dict[frozenset[str], list[str]] = defaultdict(list)
+    target_groups: dict[tuple[frozenset[str], bool], list[str]] = defaultdict(list)
     for target_prefix, rests in held_by.items():
-        target_groups[frozenset(rests)].append(target_prefix)
+        target_groups[(frozenset(rests), _numbered(target_prefix))].append(target_prefix)
     # Each group of target prefixes by its number; rest -> the groups that hold it.
     target_lists = [sorted(group, key=lambda prefix: (len(prefix), prefix)) for group in target_groups.values()]
     groups_of_rest: dict[str, list[int]] = defaultdict(list)
-    for index, rests in enumerate(target_groups):
+    numbered_targets = [numbered for _, numbered in target_groups]
+    for index, (rests, _) in enumerate(target_groups):
         for rest in rests:
             groups_of_rest[rest].append(index)
     best: list[tuple[tuple[str, str, str], int]] = []
-    for rests, prefixes in prefix_groups.items():
+    for (rests, inside_a_layer), prefixes in prefix_groups.items():
         counts: Counter[int] = Counter()
         for rest, times in rests:
             for index in groups_of_rest[rest]:
+                if inside_a_layer and not numbered_targets[index]:
+                    continue  # one layer's module onto a module of no list: a lookalike (see _inside_a_layer)
                 counts[index] += times
         prefixes.sort()
         for index, count in counts.items():
