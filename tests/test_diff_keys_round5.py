@@ -80,7 +80,8 @@ def test_grouped_prefix_votes_rank_as_votes_cast_one_by_one() -> None:
     layers); on random name sets the ranking is the one the votes cast one by one gave, for every limit."""
     import random
 
-    from weightdoctor.diff_keys import _leading_splits, top_prefix_votes
+    from weightdoctor.diff_keys import _leading_splits
+    from weightdoctor.prefix_votes import top_prefix_votes
 
     rng = random.Random(5)
     heads = ["model.", "module.", "m.", "", "base_model.model.", "x=y.", "model.decoder.", "blocks.0.", "h.1.a."]
@@ -252,3 +253,46 @@ def test_a_timm_vit_against_transformers_vit_is_not_offered_layer_0s_norm_as_the
     assert landed == converted, landed
     assert after["matched"] == len(converted), after
     assert len(unexpected_after) == len(data["unexpected"]) - len(converted), after
+
+
+def test_values_say_a_change_that_is_a_casts_rounding_alone(tmp_path: Path) -> None:
+    """--values on two fp16 checkpoints of one model, one tensor saved through bfloat16 and back, and on bf16 and
+    fp16 copies of one fp32 model: each changed tensor showed ‖A−B‖/‖B‖ ~ 0.002 and nothing said it was a cast's
+    rounding, not training. A trained change (a small update in fp32, saved in fp16) is not said to be one."""
+    from safetensors.torch import save_file
+
+    generator = torch.Generator().manual_seed(8)
+    # One tensor past the batched comparison's size (compare_pair), the others batched (compare_pairs_batch).
+    weights = {"big.weight": torch.randn(256, 128, generator=generator) * 0.02,
+               "small.weight": torch.randn(64, 16, generator=generator) * 0.02,
+               "norm.weight": 1 + torch.randn(64, generator=generator) * 0.01}
+    fp16 = {name: tensor.half() for name, tensor in weights.items()}
+    save_file(fp16, tmp_path / "fp16.safetensors")
+    through_bf16 = {**fp16, "big.weight": weights["big.weight"].bfloat16().half(),
+                    "small.weight": weights["small.weight"].bfloat16().half()}
+    save_file(through_bf16, tmp_path / "through_bf16.safetensors")
+    code, data = run_json("diff-keys", str(tmp_path / "through_bf16.safetensors"), str(tmp_path / "fp16.safetensors"),
+                          "--values")
+    rows = {row["name"]: row for row in data["values"]}
+    assert not rows["big.weight"]["identical"] and not rows["small.weight"]["identical"], rows
+    assert rows["big.weight"]["rounded_to"] == rows["small.weight"]["rounded_to"] == "A is B rounded to bfloat16"
+    assert rows["norm.weight"]["identical"] and rows["norm.weight"]["rounded_to"] is None, rows
+    said = [note for note in data["notes"] if "differ by a cast's rounding alone" in note]
+    assert len(said) == 1 and said[0].startswith("2 of the 2 changed tensors") \
+        and "every change between them is a cast's" in said[0], data["notes"]
+    assert code == 0, data
+    # bf16 against fp16 copies of the same fp32 weights: every tensor is the other rounded to bfloat16.
+    save_file({name: tensor.bfloat16() for name, tensor in weights.items()}, tmp_path / "bf16.safetensors")
+    code, data = run_json("diff-keys", str(tmp_path / "bf16.safetensors"), str(tmp_path / "fp16.safetensors"),
+                          "--values")
+    assert {row["rounded_to"] for row in data["values"]} == {"A is B rounded to bfloat16"}, data["values"]
+    assert any(note.startswith("3 of the 3 changed tensors differ by a cast's rounding") for note in data["notes"])
+    # A trained change of the size of bf16's rounding (1e-3 relative), saved in fp16: not a cast.
+    trained = {**fp16, "big.weight": (weights["big.weight"] * (1 + 1e-3 * torch.randn(256, 128, generator=generator)))
+               .half(), "small.weight": (weights["small.weight"] + 1e-5).half()}
+    save_file(trained, tmp_path / "trained.safetensors")
+    code, data = run_json("diff-keys", str(tmp_path / "trained.safetensors"), str(tmp_path / "fp16.safetensors"),
+                          "--values")
+    changed = [row for row in data["values"] if not row["identical"]]
+    assert len(changed) == 2 and all(row["rounded_to"] is None for row in changed), changed
+    assert not any("cast's rounding" in note for note in data["notes"]), data["notes"]

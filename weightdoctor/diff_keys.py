@@ -15,7 +15,7 @@ from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import compress, filterfalse, repeat
-from operator import and_, attrgetter, eq, getitem, methodcaller, ne, not_
+from operator import and_, attrgetter, eq, getitem, ne, not_
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -4087,6 +4087,8 @@ class ValueDiff:
     rel_change: float
     dtype_a: str
     dtype_b: str
+    # "A is B rounded to bfloat16" where the change is a cast's rounding alone (see `cast_rounding`), else None.
+    rounded_to: str | None = None
 
 
 @dataclass(frozen=True)
@@ -4360,103 +4362,6 @@ def _sample(names: Sequence[str], limit: int = 2000) -> Sequence[str]:
     return [names[int(i * step)] for i in range(limit)]
 
 
-def _vote_rank(item: tuple[tuple[str, str, str], int]) -> tuple[int, int, tuple[str, str, str]]:
-    """How `_candidate_renames` ranks a vote ((kind, old, new), count): most votes first, then the shorter new
-    name, then by the text."""
-    return -item[1], len(item[0][2]), item[0]
-
-
-def _numbered(prefix: str) -> bool:
-    """Whether a dotted prefix has a number among its components (`model.layers.3.`)."""
-    return any(map(str.isdigit, prefix.split(".")))
-
-
-def _inside_a_layer(prefix: str) -> bool:
-    """Whether a dotted prefix names a module inside one numbered item of a list (`blocks.0.norm1.`, not
-    `features.0.`): such a prefix renamed onto a prefix with no number (`vit.layernorm.`) takes one layer's module
-    out of a stack of alike layers onto a module of the model's own, a pairing by shape alone. A timm ViT's
-    `blocks.0.norm1.` was offered as transformers' final `vit.layernorm.` (both one 1-D norm of the hidden size),
-    which loads layer 0's norm into the last one without a word; the final `norm.` is the one it takes."""
-    parts = prefix.rstrip(".").split(".")
-    return any(part.isdigit() for part in parts[:-1])
-
-
-def top_prefix_votes(sample_splits: Sequence[Sequence[tuple[str, str]]], by_rest: Mapping[str, Collection[str]],
-                     limit: int) -> list[tuple[tuple[str, str, str], int]]:
-    """The `limit` best prefix votes, ranked as `_vote_rank` ranks them: each sampled name's (prefix, rest) split
-    votes ("prefix", prefix, target prefix) for every target prefix `by_rest` gives its rest, other than its own.
-
-    Casting the votes one by one is quadratic in layers: a block of 1,000 renumbered layers casts a million
-    (`model.layers.0.` onto each of `model.layers.1000.` to `...1999.`, and so on), a second of a 4-second run. A
-    prefix's count against a target prefix depends only on the rests each holds, so prefixes holding the same rests
-    are counted once as a group, and each pair of groups gives its own best few pairs (ranked by the new name's
-    length, then the old name, then the new) without listing the others.
-
-    Example:
-        >>> splits = [[("", "a.w"), ("a.", "w")], [("", "b.w"), ("b.", "w")]]
-        >>> top_prefix_votes(splits, {"w": {"c.", "a."}}, 3)
-        [(('prefix', 'a.', 'c.'), 1), (('prefix', 'b.', 'a.'), 1), (('prefix', 'b.', 'c.'), 1)]
-    """
-    rests_of: dict[str, Counter[str]] = defaultdict(Counter)  # prefix -> its rests that some target has
-    for splits in sample_splits:
-        for prefix, rest in splits:
-            if rest in by_rest:
-                rests_of[prefix][rest] += 1
-    prefix_groups: dict[tuple[frozenset[tuple[str, int]], bool], list[str]] = defaultdict(list)
-    for prefix, rests in rests_of.items():
-        prefix_groups[(frozenset(rests.items()), _inside_a_layer(prefix))].append(prefix)
-    held_by: dict[str, set[str]] = defaultdict(set)  # target prefix -> the wanted rests it holds
-    for rest, target_prefixes in by_rest.items():
-        for target_prefix in target_prefixes:
-            held_by[target_prefix].add(rest)
-    target_groups: dict[tuple[frozenset[str], bool], list[str]] = defaultdict(list)
-    for target_prefix, rests in held_by.items():
-        target_groups[(frozenset(rests), _numbered(target_prefix))].append(target_prefix)
-    # Each group of target prefixes by its number; rest -> the groups that hold it.
-    target_lists = [sorted(group, key=lambda prefix: (len(prefix), prefix)) for group in target_groups.values()]
-    groups_of_rest: dict[str, list[int]] = defaultdict(list)
-    numbered_targets = [numbered for _, numbered in target_groups]
-    for index, (rests, _) in enumerate(target_groups):
-        for rest in rests:
-            groups_of_rest[rest].append(index)
-    best: list[tuple[tuple[str, str, str], int]] = []
-    for (rests, inside_a_layer), prefixes in prefix_groups.items():
-        counts: Counter[int] = Counter()
-        for rest, times in rests:
-            for index in groups_of_rest[rest]:
-                if inside_a_layer and not numbered_targets[index]:
-                    continue  # one layer's module onto a module of no list: a lookalike (see _inside_a_layer)
-                counts[index] += times
-        prefixes.sort()
-        for index, count in counts.items():
-            best += _best_pairs(prefixes, target_lists[index], count, limit)
-    return heapq.nsmallest(limit, best, key=_vote_rank)
-
-
-def _best_pairs(prefixes: Sequence[str], target_prefixes: Sequence[str], count: int,
-                limit: int) -> list[tuple[tuple[str, str, str], int]]:
-    """The first `limit` votes (prefix, target prefix) of two groups, every pair of them with `count` votes but a
-    prefix with itself (no vote), in `_vote_rank`'s order: by the target prefix's length, then the prefix, then the
-    target prefix. `prefixes` are sorted, `target_prefixes` sorted by length then text."""
-    found: list[tuple[tuple[str, str, str], int]] = []
-    start = 0
-    while start < len(target_prefixes) and len(found) < limit:
-        length = len(target_prefixes[start])
-        end = start
-        while end < len(target_prefixes) and len(target_prefixes[end]) == length:
-            end += 1
-        # Pairs within one length, by prefix then target: a prefix pairs with at most one target of its own name,
-        # so at most limit + 1 pairs are looked at before `limit` are found.
-        for prefix in prefixes:
-            for target_prefix in target_prefixes[start:end]:
-                if target_prefix != prefix:
-                    found.append((("prefix", prefix, target_prefix), count))
-                    if len(found) == limit:
-                        return found
-        start = end
-    return found
-
-
 def _candidate_renames(
     unmatched: Sequence[str], targets: set[str], structural: bool = False, limit: int = 8,
     literals: dict[Rename, tuple[str, str, tuple[str, ...]]] | None = None,
@@ -4493,6 +4398,8 @@ def _candidate_renames(
             third = target.find(".", second) + 1
             if third and (rest := target[third:]) in wanted:
                 by_rest[rest].add(target[:third])
+        from weightdoctor.prefix_votes import top_prefix_votes
+
         prefix_votes = top_prefix_votes(sample_splits, by_rest, limit)
     else:
         # One dotted component renamed in place (`encoder.layers.3.x` -> `encoder.layer.3.x`).
@@ -4552,7 +4459,8 @@ def _candidate_renames(
                          and count == best[key[:2]]})
     # The first `limit` of them as a full sort ranks them (the keys are distinct: the same order), without sorting
     # the rest: a block of 1,000 renumbered layers casts a million prefix votes, a sort of them 5 s.
-    ranked = heapq.nsmallest(limit, votes.items(), key=_vote_rank) if structural else prefix_votes
+    ranked = heapq.nsmallest(limit, votes.items(), key=lambda item: (-item[1], len(item[0][2]), item[0])) \
+        if structural else prefix_votes
     for (kind, old, new), _ in ranked:
         if kind == "prefix":
             if new == "" and "=" not in old:
@@ -6128,7 +6036,7 @@ def _diff_specs(
         layout_whys, layout_note = {**chroma_whys[0], **layout_whys}, "; ".join(
             filter(None, (layout_note, chroma_whys[1])))
     if not adapter_whys and bool(diff.missing) != bool(diff.unexpected) \
-            and (depth := layer_count_whys(renamed_a, specs_b, diff.missing, diff.unexpected))[0]:
+            and (depth := _layer_count_whys()(renamed_a, specs_b, diff.missing, diff.unexpected))[0]:
         layout_whys = {**depth[0], **layout_whys}
         layout_note = "; ".join(filter(None, (layout_note, depth[1])))
     if diff.missing and diff.unexpected and not adapter_whys:
@@ -6219,81 +6127,6 @@ def open_clip_ddp_whys(specs_a: Mapping[str, KeySpec], specs_b: Mapping[str, Key
                   f"{counted(len(whys) // 2, 'key')} {plural(len(whys) // 2, 'differs', 'differ')} from B only by "
                   f"module., which {how}; only another loader (load_state_dict, a converter) needs "
                   "--rename '^module\\.='")
-
-
-_LAYER_NUMBER = re.compile(r"^(?P<list>(?:[^.]+\.)*?[^.\d][^.]*)\.(?P<number>\d+)\.(?P<tail>.+)$")
-
-
-def _layers_of(names: Iterable[str], module: str) -> dict[int, set[str]]:
-    """Number -> the rests of the names below `module`.<number> (`model.layers` -> {0: {"mlp.up.weight", ...}})."""
-    found: dict[int, set[str]] = defaultdict(set)
-    lead = module + "."
-    for name in filter(methodcaller("startswith", lead), names):
-        number, _, tail = name[len(lead):].partition(".")
-        if number.isdigit() and tail:
-            found[int(number)].add(tail)
-    return found
-
-
-def layer_count_whys(specs_a: Mapping[str, KeySpec], specs_b: Mapping[str, KeySpec], missing: Sequence[str],
-                     unexpected: Sequence[str]) -> tuple[dict[str, tuple[str, str, str]], str]:
-    """(reason, severity, detail) of the keys that differ because one side has more layers of one list than the
-    other (a distilled student against its teacher, a model with fewer num_hidden_layers), and a note; ({}, "")
-    otherwise. They were `unknown: no known cause`, with no detail.
-
-    It applies where every key on one side's extra layers is missing (or unexpected) and nothing else of that
-    side is, both sides number the list 0 to N-1, and each extra layer holds the names and shapes of the other
-    side's layer 0. Missing layers start from their init (an error); A's extra layers are dropped while B gets
-    every weight it needs (a warning: the model is A cut to B's depth, which is what initialising a student from
-    its teacher's first layers does, and what a wrong config does too).
-
-    Example:
-        >>> a = {n: KeySpec(n, (2,), "float32") for n in ("h.0.w", "h.1.w", "h.2.w")}
-        >>> b = {n: KeySpec(n, (2,), "float32") for n in ("h.0.w",)}
-        >>> whys, note = layer_count_whys(a, b, [], ["h.1.w", "h.2.w"])
-        >>> whys["h.2.w"][:2], note[:40]
-        (('layer-count', 'warn'), 'A has 3 layers under h (0-2), B has 1 (0')
-    """
-    for side, other, keys, kind in ((specs_b, specs_a, missing, "missing"), (specs_a, specs_b, unexpected,
-                                                                               "unexpected")):
-        if not keys:
-            continue
-        found = _LAYER_NUMBER.match(keys[0])
-        if found is None:
-            continue
-        module = found["list"]
-        ours, theirs = _layers_of(side, module), _layers_of(other, module)
-        extra = set(ours) - set(theirs)
-        if not theirs or not extra or sorted(ours) != list(range(len(ours))) \
-                or sorted(theirs) != list(range(len(theirs))) or not set(theirs) < set(ours):
-            continue
-        lead = module + "."
-        under_extra = {f"{lead}{number}.{tail}" for number in extra for tail in ours[number]}
-        if under_extra != set(keys):
-            continue
-        first = {tail: tuple(other[f"{lead}0.{tail}"].shape) for tail in theirs[0]}
-        if any({tail: tuple(side[f"{lead}{number}.{tail}"].shape) for tail in ours[number]} != first
-               for number in extra):
-            continue
-        more, fewer = ("B", "A") if kind == "missing" else ("A", "B")
-        numbers = _number_list(sorted(extra))
-        if kind == "missing":
-            why = ("layer-count", "error", f"B's {module} {numbers}, which A has none of (A has "
-                   f"{counted(len(theirs), 'layer')}): starts from its init")
-            outcome = (f"loaded into B, A fills B's first {counted(len(theirs), 'layer')} and B's {module} {numbers} "
-                       "start from their init (from_pretrained lists them missing)")
-        else:
-            why = ("layer-count", "warn", f"A's {module} {numbers}, which B has none of (B has "
-                   f"{counted(len(theirs), 'layer')}): dropped")
-            outcome = (f"loaded into B, A's {module} {numbers} are dropped (from_pretrained lists them unexpected) "
-                       f"and B is A cut to its first {counted(len(theirs), 'layer')}")
-        note = (f"{more} has {len(ours)} layers under {module} ({_number_list(sorted(ours))}), {fewer} has "
-                f"{len(theirs)} ({_number_list(sorted(theirs))}), each with the names and shapes of the other's: "
-                f"the same architecture at another depth (a distilled student against its teacher, a config with "
-                f"another num_hidden_layers); {outcome}. No rename fixes it: to keep A whole, load it into a "
-                "model built from its own config (from_pretrained of A)")
-        return dict.fromkeys(keys, why), note
-    return {}, ""
 
 
 def per_model_renames(
@@ -6788,7 +6621,26 @@ def compare_pair(name: str, a: torch.Tensor, b: torch.Tensor,
     # they are stored, and a difference float64 would round away is taken from the integers themselves.
     exact = a.dtype == b.dtype and a.dtype in (torch.int64, torch.uint64)
     identical, max_abs, diff_sq, ref_sq, rel = _compare_pieces(lambda: _pieces(a, b, chunk), exact)
-    return ValueDiff(name, identical, max_abs, rel, dtype_a, dtype_b), diff_sq, ref_sq
+    rounded = None if identical or not {dtype_a, dtype_b} <= _PLAIN_FLOATS else _cast_rounding()(a, b, chunk)
+    return ValueDiff(name, identical, max_abs, rel, dtype_a, dtype_b, rounded), diff_sq, ref_sq
+
+
+
+# A reading only diff-keys makes (inspect imports this module, and the memory guard's margin in its tests is
+# this module's size): imported when first needed.
+_PLAIN_FLOATS = frozenset({"float64", "float32", "float16", "bfloat16"})
+
+
+def _cast_rounding() -> Callable[..., str | None]:
+    from weightdoctor.cast_rounding import cast_rounding
+
+    return cast_rounding
+
+
+def _layer_count_whys() -> Callable[..., tuple[dict[str, tuple[str, str, str]], str]]:
+    from weightdoctor.layer_depth import layer_count_whys
+
+    return layer_count_whys
 
 
 def _pieces(a: torch.Tensor, b: torch.Tensor, chunk: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -6951,7 +6803,8 @@ def compare_pairs_batch(pairs: list[tuple[str, torch.Tensor, torch.Tensor]]) -> 
         max_abs = math.nan if nan_count[i] else largest[i]
         rel = _rel_change(identical, diff_sq[i], ref_sq[i], functools.partial(_pieces, a, b, VALUE_CHUNK))
         results.append((ValueDiff(name, identical, max_abs, rel, str(a.dtype).removeprefix("torch."),
-                                  str(b.dtype).removeprefix("torch.")), diff_sq[i], ref_sq[i]))
+                                  str(b.dtype).removeprefix("torch."), None if identical else _cast_rounding()(a, b)),
+                        diff_sq[i], ref_sq[i]))
     return results
 
 
