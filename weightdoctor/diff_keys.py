@@ -108,6 +108,8 @@ REASONS: dict[str, str] = {
                      "loads A into B (the note gives the command with the sides swapped)",
     "fsdp-flat-param": "FSDP's flat parameter (use_orig_params=False): every weight of a wrapped module in one 1-D "
                        "tensor (this rank's shard of it), which loads by no name: save the full state dict instead",
+    "layer-count": "one side has more layers of one list than the other (a distilled student against its teacher, "
+                   "another num_hidden_layers): the same layers at another depth; no rename fixes it",
     "unknown": "no known cause: these weights will not load",
 }
 
@@ -4147,6 +4149,8 @@ class ValueDiff:
     rel_change: float
     dtype_a: str
     dtype_b: str
+    # "A is B rounded to bfloat16" where the change is a cast's rounding alone (see `cast_rounding`), else None.
+    rounded_to: str | None = None
 
 
 @dataclass(frozen=True)
@@ -4456,11 +4460,9 @@ def _candidate_renames(
             third = target.find(".", second) + 1
             if third and (rest := target[third:]) in wanted:
                 by_rest[rest].add(target[:third])
-        for splits in sample_splits:
-            for prefix, rest in splits:
-                for target_prefix in by_rest.get(rest, ()):
-                    if target_prefix != prefix:
-                        votes[("prefix", prefix, target_prefix)] += 1
+        from weightdoctor.prefix_votes import top_prefix_votes
+
+        prefix_votes = top_prefix_votes(sample_splits, by_rest, limit)
     else:
         # One dotted component renamed in place (`encoder.layers.3.x` -> `encoder.layer.3.x`).
         by_hole: dict[tuple[str, int], set[str]] = defaultdict(set)
@@ -4519,7 +4521,8 @@ def _candidate_renames(
                          and count == best[key[:2]]})
     # The first `limit` of them as a full sort ranks them (the keys are distinct: the same order), without sorting
     # the rest: a block of 1,000 renumbered layers casts a million prefix votes, a sort of them 5 s.
-    ranked = heapq.nsmallest(limit, votes.items(), key=lambda item: (-item[1], len(item[0][2]), item[0]))
+    ranked = heapq.nsmallest(limit, votes.items(), key=lambda item: (-item[1], len(item[0][2]), item[0])) \
+        if structural else prefix_votes
     for (kind, old, new), _ in ranked:
         if kind == "prefix":
             if new == "" and "=" not in old:
@@ -6094,6 +6097,10 @@ def _diff_specs(
     elif chroma_whys := _chroma_against_flux(diff.unexpected, diff.missing):
         layout_whys, layout_note = {**chroma_whys[0], **layout_whys}, "; ".join(
             filter(None, (layout_note, chroma_whys[1])))
+    if not adapter_whys and bool(diff.missing) != bool(diff.unexpected) \
+            and (depth := _layer_count_whys()(renamed_a, specs_b, diff.missing, diff.unexpected))[0]:
+        layout_whys = {**depth[0], **layout_whys}
+        layout_note = "; ".join(filter(None, (layout_note, depth[1])))
     if diff.missing and diff.unexpected and not adapter_whys:
         # Keys of a known foreign layout are left out of the rename search: renaming them is not the fix.
         if layout_whys:
@@ -6130,17 +6137,30 @@ def _diff_specs(
     )
 
 
-# open_clip's training saves epoch_N.pt with the DDP model's state dict (every name `module.`-prefixed), and its own
-# factory.load_state_dict strips `module.` when the first name starts with it: inspect says so (structure.py's
-# _OPEN_CLIP, the same names tell the file), and diff-keys rated the prefix an error no open_clip load meets.
-_OPEN_CLIP_PARTS = ("module.visual.", "module.logit_scale")
+# Libraries whose own loader strips DDP's `module.` from a checkpoint they saved, told by names every such file holds
+# (structure.py's _OPEN_CLIP / _GROUNDING_DINO tell the same files for inspect): diff-keys rated the prefix an error no
+# load by that library meets. open_clip's training saves epoch_N.pt with the DDP model's state dict, and its
+# factory.load_state_dict strips `module.` when the first name starts with it; GroundingDINO's released .pth holds
+# {"model": the DDP model's state dict}, which its util/inference.py's load_model reads as
+# load_state_dict(clean_state_dict(checkpoint["model"]), strict=False), clean_state_dict (util/utils.py) dropping
+# `module.` from each name. Each: (the names, the library's loader, what A is, how that loader reads the file).
+_OWN_LOADER_DDP: tuple[tuple[tuple[str, ...], str, str, str], ...] = (
+    (("module.visual.", "module.logit_scale"), "open_clip's loader",
+     "an open_clip training checkpoint (epoch_N.pt, the DDP model's state dict)",
+     "open_clip's factory.load_state_dict strips itself, so open_clip.create_model(..., pretrained=<A>) loads them "
+     "as they are"),
+    (("module.bert.", "module.transformer.", "module.feat_map."), "GroundingDINO's load_model",
+     "a GroundingDINO checkpoint (its released .pth: the DDP model's state dict under \"model\")",
+     "GroundingDINO's load_model strips itself (util.utils.clean_state_dict, then load_state_dict with "
+     "strict=False), so its own code loads them as they are"),
+)
 
 
 def open_clip_ddp_whys(specs_a: Mapping[str, KeySpec], specs_b: Mapping[str, KeySpec], unexpected: Sequence[str],
                        ) -> tuple[dict[str, tuple[str, str, str]], str]:
-    """(reason, severity, detail) of the keys that differ only by DDP's `module.` where A is open_clip's training
-    checkpoint (every name `module.`-prefixed, a visual tower and logit_scale among them), and a note; ({}, "")
-    for any other file: a warning, not an error, since open_clip's own loader strips the prefix.
+    """(reason, severity, detail) of the keys that differ only by DDP's `module.` where A is a checkpoint of a library
+    whose own loader strips that prefix (open_clip's training checkpoint, GroundingDINO's .pth: _OWN_LOADER_DDP), and
+    a note; ({}, "") for any other file: a warning, not an error, since that library's loader strips the prefix.
 
     Example:
         >>> a = {n: KeySpec(n, (1,), "float32") for n in ("module.visual.proj", "module.logit_scale")}
@@ -6148,24 +6168,27 @@ def open_clip_ddp_whys(specs_a: Mapping[str, KeySpec], specs_b: Mapping[str, Key
         >>> open_clip_ddp_whys(a, b, list(a))[0]["logit_scale"][:2]
         ('wrapper-prefix', 'warn')
     """
-    if not specs_a or not all(map(str.startswith, specs_a, repeat("module."))) \
-            or not all(any(map(str.startswith, specs_a, repeat(part))) for part in _OPEN_CLIP_PARTS):
+    if not specs_a or not all(map(str.startswith, specs_a, repeat("module."))):
         return {}, ""
-    why = ("wrapper-prefix", "warn", "open_clip's loader strips module. itself (see the note)")
+    library = next((entry for entry in _OWN_LOADER_DDP
+                    if all(any(map(str.startswith, specs_a, repeat(part))) for part in entry[0])), None)
+    if library is None:
+        return {}, ""
+    _, loader, what, how = library
+    why = ("wrapper-prefix", "warn", f"{loader} strips module. itself (see the note)")
     whys: dict[str, tuple[str, str, str]] = {}
     for name in unexpected:
         bare = name[len("module."):]
         if name.startswith("module.") and bare in specs_b and specs_b[bare].shape == specs_a[name].shape:
             whys[name] = whys[bare] = why
     if not whys or len(whys) != 2 * len(unexpected):
-        # Only the prefix between them: against another layout (transformers' CLIPModel) open_clip's loader is no
-        # loader of B, and the layout's note says what to do.
+        # Only the prefix between them: against another layout (transformers' CLIPModel, GroundingDinoModel) the
+        # library's loader is no loader of B, and the layout's note says what to do.
         return {}, ""
-    return whys, (f"A is an open_clip training checkpoint (epoch_N.pt, the DDP model's state dict): "
+    return whys, (f"A is {what}: "
                   f"{counted(len(whys) // 2, 'key')} {plural(len(whys) // 2, 'differs', 'differ')} from B only by "
-                  "module., which open_clip's "
-                  "factory.load_state_dict strips itself, so open_clip.create_model(..., pretrained=<A>) loads them "
-                  "as they are; only another loader (load_state_dict, a converter) needs --rename '^module\\.='")
+                  f"module., which {how}; only another loader (load_state_dict, a converter) needs "
+                  "--rename '^module\\.='")
 
 
 def per_model_renames(
@@ -6660,7 +6683,26 @@ def compare_pair(name: str, a: torch.Tensor, b: torch.Tensor,
     # they are stored, and a difference float64 would round away is taken from the integers themselves.
     exact = a.dtype == b.dtype and a.dtype in (torch.int64, torch.uint64)
     identical, max_abs, diff_sq, ref_sq, rel = _compare_pieces(lambda: _pieces(a, b, chunk), exact)
-    return ValueDiff(name, identical, max_abs, rel, dtype_a, dtype_b), diff_sq, ref_sq
+    rounded = None if identical or not {dtype_a, dtype_b} <= _PLAIN_FLOATS else _cast_rounding()(a, b, chunk)
+    return ValueDiff(name, identical, max_abs, rel, dtype_a, dtype_b, rounded), diff_sq, ref_sq
+
+
+
+# A reading only diff-keys makes (inspect imports this module, and the memory guard's margin in its tests is
+# this module's size): imported when first needed.
+_PLAIN_FLOATS = frozenset({"float64", "float32", "float16", "bfloat16"})
+
+
+def _cast_rounding() -> Callable[..., str | None]:
+    from weightdoctor.cast_rounding import cast_rounding
+
+    return cast_rounding
+
+
+def _layer_count_whys() -> Callable[..., tuple[dict[str, tuple[str, str, str]], str]]:
+    from weightdoctor.layer_depth import layer_count_whys
+
+    return layer_count_whys
 
 
 def _pieces(a: torch.Tensor, b: torch.Tensor, chunk: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -6823,7 +6865,8 @@ def compare_pairs_batch(pairs: list[tuple[str, torch.Tensor, torch.Tensor]]) -> 
         max_abs = math.nan if nan_count[i] else largest[i]
         rel = _rel_change(identical, diff_sq[i], ref_sq[i], functools.partial(_pieces, a, b, VALUE_CHUNK))
         results.append((ValueDiff(name, identical, max_abs, rel, str(a.dtype).removeprefix("torch."),
-                                  str(b.dtype).removeprefix("torch.")), diff_sq[i], ref_sq[i]))
+                                  str(b.dtype).removeprefix("torch."), None if identical else _cast_rounding()(a, b)),
+                        diff_sq[i], ref_sq[i]))
     return results
 
 

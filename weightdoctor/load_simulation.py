@@ -27,6 +27,7 @@ from weightdoctor.diff_keys import (
     DiffReport,
     KeySpec,
     SuggestedRename,
+    _layer_count_whys,
     adapter_fit,
     build_report,
     foreign_layout,
@@ -684,6 +685,11 @@ def diff_against_model(
     adapter_whys, adapter_note = adapter_fit(as_loaded, specs_b, unexpected, missing)
     if adapter_whys:  # an adapter is not renamed into its base: its keys are told what they fit
         layout_whys, layout_note = adapter_whys, adapter_note
+    elif bool(missing) != bool(unexpected) and (depth := _layer_count_whys()(as_loaded, specs_b, missing,
+                                                                             unexpected))[0]:
+        # A student against its teacher's config (another num_hidden_layers): said as diff-keys A B says it.
+        layout_whys = {**depth[0], **layout_whys}
+        layout_note = "; ".join(filter(None, (layout_note, depth[1])))
     if layout_note:
         notes.append(layout_note)
     layout_whys = {**not_tensors, **layout_whys}

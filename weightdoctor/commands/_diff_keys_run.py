@@ -125,6 +125,7 @@ def run_diff_keys(
                 report.warnings = [f"A: {w}" for w in checkpoint_a.warnings] + \
                     [f"B: {w.replace(*typed_b, 1) if revision_b is not None else w}" for w in checkpoint_b.warnings]
                 if values:
+                    from weightdoctor.cast_rounding import cast_rounding_note
                     from weightdoctor.diff_keys import compare_values, value_pairs
                     from weightdoctor.render.console import progress
 
@@ -139,6 +140,8 @@ def run_diff_keys(
                         rows, layers = compare_values(
                             value_pairs(checkpoint_a, checkpoint_b, report, value_renames, advance))
                     report.values, report.layers_changed_most = rows, layers
+                    if rounding := cast_rounding_note(rows):
+                        report.notes.append(rounding)
                     if not rows and report.suggested_renames and not value_renames:
                         flags = " ".join(s.flag for s in report.suggested_renames)
                         report.notes.append(f"no tensor has the same name in A and B, so no values were compared: "
