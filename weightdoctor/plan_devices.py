@@ -182,6 +182,11 @@ class Offload:
     # keeps: `per_input_offloaded_bytes`); `bytes_per_token` leaves them out. By device.
     per_input_cpu_bytes: int = 0
     per_input_disk_bytes: int = 0
+    # The buffers of the offloaded modules (BART's final_logits_bias, rotary inv_freq, BERT's position_ids):
+    # accelerate's hooks (offload_buffers=False, from_pretrained's default) move them once to the execution device
+    # (the first GPU) when the model is dispatched and load none of them per step, so the map counts them on CPU /
+    # disk while they sit on that GPU; in cpu_bytes / disk_bytes, not in bytes_per_token nor the per-input bytes.
+    buffers_on_gpu_bytes: int = 0
 
 
 @dataclass
@@ -4164,8 +4169,9 @@ def plan_devices(planned: PlannedModel, request: PlanRequest, source: str = "") 
     cpu_bytes = per_device.get("cpu", 0) if request.gpus else 0
     disk_bytes = per_device.get("disk", 0)
     per_input = per_input_offloaded_bytes(planned, device_map, tensor_sizes) if request.gpus else {}
-    offload = Offload(cpu_bytes, disk_bytes, cpu_bytes + disk_bytes - sum(per_input.values()),
-                      per_input.get("cpu", 0), per_input.get("disk", 0))
+    kept_buffers = offloaded_buffer_bytes(planned, device_map, tensor_sizes) if request.gpus else 0
+    offload = Offload(cpu_bytes, disk_bytes, cpu_bytes + disk_bytes - sum(per_input.values()) - kept_buffers,
+                      per_input.get("cpu", 0), per_input.get("disk", 0), kept_buffers)
 
     suggestions: list[Suggestion] = []
     if request.suggest and request.manual_map is None and verdict != "fits-on-gpus" and request.gpus:
@@ -4307,10 +4313,28 @@ def plan_devices(planned: PlannedModel, request: PlanRequest, source: str = "") 
 
 
 # The decoder's cross-attention modules (T5's EncDecAttention; BART's, Marian's, Whisper's encoder_attn; the
-# crossattention of BERT-style decoders) and, in them, the key / value projections whose outputs generate() caches
-# once per input (EncoderDecoderCache's cross-attention layers, `is_updated`).
+# crossattention of BERT-style and GPT-2-style decoders) and, in them, the key / value projections whose outputs
+# generate() caches once per input (EncoderDecoderCache's cross-attention layers, `is_updated`): GPT-2's
+# crossattention.c_attn projects keys and values together (its query is q_attn), BERT's sits one level down
+# (crossattention.self.key / .value). Measured with accelerate's hooks in generate() (tests/test_plan84).
 _CROSS_ATTENTION = ("EncDecAttention", "encoder_attn", "crossattention", "cross_attn")
-_CROSS_KEY_VALUE = ("k", "v", "k_proj", "v_proj", "key", "value")
+_CROSS_KEY_VALUE = ("k", "v", "k_proj", "v_proj", "key", "value", "c_attn")
+
+
+def offloaded_buffer_bytes(planned: PlannedModel, device_map: Mapping[str, int | str],
+                           tensor_sizes: Mapping[str, int]) -> int:
+    """The bytes of the buffers of modules `device_map` offloads ("cpu", "disk") that accelerate keeps on the GPU;
+    0 where the map names no GPU (accelerate's main device is then the CPU: nothing moves).
+
+    dispatch_model hooks each offloaded module with AlignDevicesHook(offload=True, offload_buffers=False) as
+    from_pretrained calls it: the hook's init moves the module's buffers (persistent or not) to the execution
+    device, the main GPU, and its pre_forward loads only the parameters from the CPU / disk.
+    """
+    if not any(isinstance(where, int) for where in device_map.values()):
+        return 0
+    _, buffers, _ = _tensor_names(planned)
+    return sum(tensor_sizes[name] for name in buffers if name in tensor_sizes
+               and device_map.get(_owner(name, device_map) or "") in ("cpu", "disk"))
 
 
 def per_input_offloaded_bytes(planned: PlannedModel, device_map: Mapping[str, int | str],
@@ -4344,13 +4368,18 @@ def per_input_offloaded_bytes(planned: PlannedModel, device_map: Mapping[str, in
         if name.startswith(f"{prefix}."):
             return True
         parts = name.split(".")
-        return len(parts) >= 3 and parts[-2] in _CROSS_KEY_VALUE and parts[-3] in _CROSS_ATTENTION
+        # the projection in the cross-attention module itself, or in its attention core (BERT's `self`)
+        return len(parts) >= 3 and parts[-2] in _CROSS_KEY_VALUE and (parts[-3] in _CROSS_ATTENTION or (
+            len(parts) >= 4 and parts[-3] == "self" and parts[-4] in _CROSS_ATTENTION))
 
     per_token = {name for group in tied_groups(planned) if not all(once_per_input(member) for member in group)
                  for name in group}
+    # buffers are kept on the GPU, not streamed (`offloaded_buffer_bytes`)
+    _, buffers, _ = _tensor_names(planned)
+    kept = set(buffers)
     found: dict[str, int] = {}
     for name, size in tensor_sizes.items():
-        if not once_per_input(name) or name in per_token:
+        if not once_per_input(name) or name in per_token or name in kept:
             continue
         device = device_map.get(_owner(name, device_map) or "")
         if device in ("cpu", "disk"):
