@@ -24,6 +24,7 @@ import pytest
 import torch
 
 from tests.helpers import run_cli, run_json
+from tests.test_plan_quantrest import fake_bitsandbytes  # noqa: F401 - a fixture
 
 
 def _encoder_decoder(folder: Path, decoder: str) -> Path:
@@ -199,4 +200,101 @@ def test_a_map_on_the_cpu_alone_keeps_no_buffer_on_a_gpu(tmp_path: Path) -> None
     code, data = run_json("plan-devices", str(folder), "--gpu", "1KB", "--cpu", "1GB")
     assert set(data["device_map"].values()) == {"cpu"}, data["device_map"]
     assert data["offload"]["buffers_on_gpu_bytes"] == 0
+
+
+# --- the int8 / int4 rungs with a float16 rest ----------------------------------------------------------------------
+
+_HALF_REST = "dtype-float16-rest"
+
+
+def _half_rest_call(data: dict[str, Any]) -> str:
+    [rung] = [s for s in data["suggestions"] if s["change"] == _HALF_REST]
+    return str(rung["description"].split("load it so: ", 1)[1])
+
+
+def test_int8_with_a_float16_rest_is_offered_before_int4_with_a_float32_rest(
+        tmp_path: Path, fake_bitsandbytes: None) -> None:  # noqa: F811
+    """A float32 Llama planned at fp32 on GPUs where `--dtype int4` fits (its rest at float32) but `--dtype int8`
+    does not: where int8 with its rest at float16 fits too, as from_pretrained places it, that call is offered
+    first (8-bit weights and a float16 rest lose less than 4-bit ones), then `--dtype int4`; the call, run as
+    printed, places every module on the GPU at float16. Where it does not fit, only `--dtype int4` is offered (it
+    was offered alone everywhere)."""
+    from tests.test_plan_quantrest import _from_pretrained, _llama
+    from tests.test_plan_quantrest2 import _run_printed_call
+
+    folder = _llama(tmp_path / "m", torch.float32)
+    seen = set()
+    for kb in (110, 120, 135, 150, 160):
+        gpu = kb * 1000
+        budgets: dict[int | str, int] = {0: gpu, "cpu": 10**9}
+        fits = {(bits, half): set(_from_pretrained(folder, bits, budgets, dtype=torch.float16 if half else None)[0]
+                                  .values()) == {0} for bits in (8, 4) for half in (False, True)}
+        code, data = run_json("plan-devices", str(folder), "--gpu", f"{gpu}B", "--cpu", "1GB")
+        rungs = [(s["change"], s["dtype"]) for s in data["suggestions"] if s["change"] in ("dtype", _HALF_REST)]
+        if fits[(8, False)]:
+            expected = [("dtype", "int8")]
+        elif fits[(4, False)]:
+            expected = ([(_HALF_REST, "int8")] if fits[(8, True)] else []) + [("dtype", "int4")]
+        else:
+            expected = [(_HALF_REST, "int8" if fits[(8, True)] else "int4")] if fits[(4, True)] else []
+        assert rungs == expected, (kb, rungs, fits)
+        seen.add(tuple(rungs))
+        if (_HALF_REST, "int8") in rungs and ("dtype", "int4") in rungs:
+            placed, dtypes = _run_printed_call(_half_rest_call(data))
+            assert set(placed.values()) == {0} and dtypes == {torch.float16}, (kb, placed, dtypes)
+    assert ((_HALF_REST, "int8"), ("dtype", "int4")) in seen and (("dtype", "int8"),) in seen, seen
+
+
+def test_the_float16_rest_call_loads_the_map_planned_with_no_split(
+        tmp_path: Path, fake_bitsandbytes: None) -> None:  # noqa: F811
+    """Planned with --no-split LlamaMLP on two GPUs, the offered call gave device_map="auto" and budgets, which
+    from_pretrained plans with the model's own _no_split_modules (whole decoder layers): it now gives the map
+    planned, which from_pretrained then loads as it is, every module on a GPU, a decoder layer split at its MLP."""
+    from tests.test_plan_quantrest import _llama
+    from tests.test_plan_quantrest2 import _run_printed_call
+
+    folder = _llama(tmp_path / "m", torch.float32)
+    code, data = run_json("plan-devices", str(folder), "--gpu", "60KB", "--gpu", "60KB", "--cpu", "1GB",
+                          "--no-split", "LlamaMLP")
+    placed, dtypes = _run_printed_call(_half_rest_call(data))
+    assert set(placed.values()) <= {0, 1} and dtypes == {torch.float16}, placed
+    assert "model.layers.0.mlp" in placed and "model.layers.0" not in placed, placed
+
+
+def test_the_float16_rest_call_loads_the_revision_planned(
+        tmp_path: Path, fake_bitsandbytes: None, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    """A repo id planned at --revision v2 (the tiny Llama; main holds a larger one): the offered call named no
+    revision and, pasted, loaded main's model, which does not fit. It now passes revision="v2" and loads what was
+    planned, every module on the GPU; an `hf://org/llama@v2` source is given as its repo id and revision."""
+    import huggingface_hub.constants as hub_constants
+
+    from fixtures.hub_cache import commit_of, write_snapshot
+    from tests.test_plan_quantrest import _llama
+    from tests.test_plan_quantrest2 import _run_printed_call
+
+    small = _llama(tmp_path / "small", torch.float32)
+    config = json.loads((small / "config.json").read_text())
+    large = tmp_path / "large"
+    import transformers
+
+    torch.manual_seed(0)
+    transformers.LlamaForCausalLM(transformers.LlamaConfig(**(config | {"intermediate_size": 4 * config[
+        "intermediate_size"]}))).save_pretrained(large)
+    cache = tmp_path / "hub"
+    for folder, revision in ((small, "v2"), (large, "main")):
+        write_snapshot(cache, "org/llama", commit_of(revision), {path.name: path.read_bytes()
+                                                                  for path in folder.iterdir()}, refs=(revision,))
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
+    for source, extra in (("org/llama", ["--revision", "v2"]), ("hf://org/llama@v2", [])):
+        code, data = run_json("plan-devices", source, "--gpu", "100KB", "--cpu", "1GB", *extra)
+        call = _half_rest_call(data)
+        assert 'from_pretrained("org/llama", revision="v2",' in call, call
+        placed, dtypes = _run_printed_call(call)
+        assert set(placed.values()) == {0} and dtypes == {torch.float16}, (source, placed)
+    # main's model, loaded so, does not fit (bitsandbytes refuses its map): the revision makes the call load the plan
+    with pytest.raises(ValueError, match="dispatched on the CPU or the disk"):
+        _run_printed_call(call.replace(', revision="v2"', ""))
 

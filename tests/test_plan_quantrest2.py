@@ -76,8 +76,9 @@ def test_int4_with_a_float16_rest_is_offered_as_a_call_that_fits(
         code, data = run_json("plan-devices", str(folder), "--gpu", f"{gpu}B", "--cpu", "1GB")
         assert data["dtype"] == "fp32" and data["verdict"] != "fits-on-gpus", (share, data["verdict"])
         rungs = [s for s in data["suggestions"] if s["change"] in ("dtype", _HALF_REST)]
-        expected = None if fits[(8, False)] or fits[(4, False)] else \
-            "int8" if fits[(8, True)] else "int4" if fits[(4, True)] else None
+        # int8 with a float16 rest is offered before int4 with a float32 rest where both fit (plan84)
+        expected = None if fits[(8, False)] else "int8" if fits[(8, True)] else \
+            "int4" if fits[(4, True)] and not fits[(4, False)] else None
         half = [s for s in rungs if s["change"] == _HALF_REST]
         assert [s["dtype"] for s in half] == ([expected] if expected else []), (share, rungs, fits)
         if not half:
@@ -98,12 +99,12 @@ def test_int4_with_a_float16_rest_is_offered_as_a_call_that_fits(
 
 def test_a_plan_that_fits_at_int4_keeps_the_plain_rung(tmp_path: Path) -> None:
     """Where `--dtype int4` fits as it is planned (rest at float32), the rung is `--dtype int4` itself, and no
-    float16-rest call is offered beside it."""
+    int4 float16-rest call is offered beside it (since plan84 an int8 one that fits is offered before it)."""
     folder = _llama(tmp_path / "m", torch.float32)
     code, data = run_json("plan-devices", str(folder), "--gpu", "140KB", "--cpu", "1GB")
     rungs = [(s["change"], s["dtype"]) for s in data["suggestions"] if s["change"] in ("dtype", _HALF_REST)]
     code, int4 = run_json("plan-devices", str(folder), "--gpu", "140KB", "--cpu", "1GB", "--dtype", "int4")
-    assert int4["verdict"] == "fits-on-gpus" and rungs == [("dtype", "int4")], rungs
+    assert int4["verdict"] == "fits-on-gpus" and rungs == [(_HALF_REST, "int8"), ("dtype", "int4")], rungs
 
 
 def _prequantized_oracle(folder: Path, dtype: torch.dtype, budgets: dict[int | str, int],

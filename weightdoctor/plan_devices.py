@@ -4085,6 +4085,8 @@ class PlanRequest:
     unset_max_memory: bool = False
     # The sizes were typed in binary units (`--gpu 1.7GiB`): the ones echoed back in words are said in them too.
     binary_units: bool = False
+    # --revision as typed: a from_pretrained call the report offers loads the same revision it planned
+    revision: str | None = None
 
 
 def plan_devices(planned: PlannedModel, request: PlanRequest, source: str = "") -> PlanReport:
@@ -4816,6 +4818,11 @@ def suggest_changes(planned: PlannedModel, request: PlanRequest, no_split: list[
             continue  # cannot fit whatever the placement: no need to ask the planner
         verdict = _replan_verdict(planned, request, no_split, dtype, request.gpus)
         if verdict == "fits-on-gpus":
+            # int8 with its rest at float16 loses less than int4 with a float32 rest (8-bit Linear weights, and a
+            # float16 rest that is as float32 for inference): where it fits too, it is offered first.
+            half_int8 = _float16_rest_rung(planned, request, no_split, ["int8"], source) if dtype == "int4" else None
+            if half_int8 is not None:
+                suggestions.append(half_int8)
             suggestions.append(Suggestion("dtype", f"--dtype {dtype} fits on the {len(request.gpus)} GPU(s)",
                                           dtype, list(request.gpus), verdict))
             break
@@ -4872,7 +4879,15 @@ def _float16_rest_rung(planned: PlannedModel, request: PlanRequest, no_split: li
         sizer = _float16_rest_sizer(planned, dtype)
         if _replan_verdict(planned, request, no_split, dtype, list(request.gpus), sizer=sizer) != "fits-on-gpus":
             continue
-        call = from_pretrained_call(planned.model_class, source, dtype, request)
+        placed = None
+        if request.no_split:
+            # from_pretrained takes no --no-split: the map planned with it is given as device_map itself
+            max_memory = build_max_memory(list(request.gpus), request.cpu, request.reserve)
+            if request.unset_max_memory:
+                for key, amount in unset_max_memory_headroom(max_memory, request.strategy).items():
+                    max_memory[key] -= amount
+            placed = place(planned, max_memory, request.strategy, no_split, sizer).device_map
+        call = from_pretrained_call(planned.model_class, source, dtype, request, placed)
         return Suggestion(
             "dtype-float16-rest", f"--dtype {dtype} with its unquantized rest at float16 (from_pretrained "
             f"dtype=torch.float16; --dtype {dtype} plans it at {planned.quantized_rest}, this checkpoint's dtype) "
@@ -4881,10 +4896,13 @@ def _float16_rest_rung(planned: PlannedModel, request: PlanRequest, no_split: li
     return None
 
 
-def from_pretrained_call(model_class: str, source: str, dtype: str, request: PlanRequest) -> str:
+def from_pretrained_call(model_class: str, source: str, dtype: str, request: PlanRequest,
+                         device_map: Mapping[str, int | str] | None = None) -> str:
     """One line of Python that loads `source` quantized to `dtype` (int8 / int4) by bitsandbytes with its rest at
     float16, placed as `request` plans it (max_memory: its budgets; none with --local, which plans as
-    from_pretrained without it).
+    from_pretrained without it), at `request.revision` (an `hf://org/name@rev` source: its repo id and revision);
+    `device_map`: the map itself, given instead of the strategy and budgets (planned with --no-split, which
+    from_pretrained has no argument for).
 
     Example:
         >>> from_pretrained_call("LlamaForCausalLM", "m", "int4", PlanRequest(gpus=[1000], cpu=None))
@@ -4893,16 +4911,30 @@ def from_pretrained_call(model_class: str, source: str, dtype: str, request: Pla
     """
     import json
 
+    from weightdoctor.checkpoint.hub import hub_location, normalize_revision
+    from weightdoctor.paths import exists as path_exists
+
     folder = Path(source)
     # from_pretrained takes a folder or a repo id: a config.json or weight file given as SOURCE names its folder
     where = str(folder.parent) if source and folder.is_file() else source
+    revision = normalize_revision(request.revision)
+    located = hub_location(source) if source and not path_exists(expand_user(source)) else None
+    if located is not None and located.repo_type == "model" and not located.path_in_repo:
+        # `hf://org/name@v1`: from_pretrained takes the repo id, and the revision as its argument
+        where, revision = located.repo_id, located.revision or revision
     load_in = "load_in_4bit=True" if dtype == "int4" else "load_in_8bit=True"
-    budgets = "" if request.unset_max_memory else \
-        ", max_memory={" + ", ".join(f"{json.dumps(key)}: {value}" for key, value in
-                                     build_max_memory(list(request.gpus), request.cpu, request.reserve).items()) + "}"
+    if device_map is not None:
+        placement = "device_map={" + ", ".join(f"{json.dumps(key)}: {json.dumps(value)}"
+                                               for key, value in device_map.items()) + "}"
+    else:
+        budgets = "" if request.unset_max_memory else ", max_memory={" + ", ".join(
+            f"{json.dumps(key)}: {value}" for key, value in
+            build_max_memory(list(request.gpus), request.cpu, request.reserve).items()) + "}"
+        placement = f"device_map={json.dumps(request.strategy)}{budgets}"
+    at = f", revision={json.dumps(revision)}" if revision else ""
     return (f"import torch; from transformers import BitsAndBytesConfig, {model_class}; model = {model_class}"
-            f".from_pretrained({json.dumps(where)}, quantization_config=BitsAndBytesConfig({load_in}), "
-            f"dtype=torch.float16, device_map={json.dumps(request.strategy)}{budgets})")
+            f".from_pretrained({json.dumps(where)}{at}, quantization_config=BitsAndBytesConfig({load_in}), "
+            f"dtype=torch.float16, {placement})")
 
 
 def _gpu_size_that_fits(
