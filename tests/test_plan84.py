@@ -298,3 +298,48 @@ def test_the_float16_rest_call_loads_the_revision_planned(
     with pytest.raises(ValueError, match="dispatched on the CPU or the disk"):
         _run_printed_call(call.replace(', revision="v2"', ""))
 
+
+# --- a float32 GPTQ checkpoint's float16 hint ----------------------------------------------------------------------
+
+
+def test_a_float32_gptq_checkpoint_is_told_that_float16_fits_where_transformers_places_it_so(tmp_path: Path) -> None:
+    """A GPTQ checkpoint saved at float32 (its lm_head left unquantized, stored float32): planned with its rest at
+    float32, where it offloads and the model transformers builds at float16 (GPTQ's QuantLinear layers at their
+    stored bytes) fits the GPU, as its planner places it, a warning says dtype=torch.float16 fits, with the rest's
+    bytes at float32 and float16 as that model counts them. The lm_head was kept at its stored float32 bytes in the
+    float16 plan: no hint at 85 KB, where it fits, and the text named lm_head among the rest without counting it
+    (34.05 KB said for 66.82 KB)."""
+    from tests.test_plan_quantized2 import _HeldLayer, _stored_layers
+    from tests.test_plan_quantized4 import _float32_quantized, _from_pretrained_map, _meta_model_at, _sizes
+    from weightdoctor.units import format_bytes
+
+    folder, quantized = _float32_quantized(tmp_path / "gptq", "gptq")
+    config = json.loads((folder / "config.json").read_text())
+
+    def built(dtype: torch.dtype) -> torch.nn.Module:
+        model = _meta_model_at(config, dtype)
+        for layer, tensors in _stored_layers(folder).items():
+            parent, _, child = layer.rpartition(".")
+            setattr(model.get_submodule(parent), child, _HeldLayer(tensors))
+        return model
+
+    at32, at16 = built(torch.float32), built(torch.float16)
+    rest = {dtype: sum(p.numel() * p.element_size() for name, p in model.named_parameters()
+                       if name.rpartition(".")[0] not in quantized and p.is_floating_point())
+            for dtype, model in ((torch.float32, at32), (torch.float16, at16))}
+    said = set()
+    for kb in (70, 85, 100, 115):
+        budgets: dict[int | str, int] = {0: kb * 1000, "cpu": 10**9}
+        auto = dict(_from_pretrained_map(at32, budgets))
+        half = dict(_from_pretrained_map(at16, budgets))
+        code, data = run_json("plan-devices", str(folder), "--gpu", f"{kb}KB", "--cpu", "1GB")
+        assert data["dtype"] == "int4" and data["device_map"] == auto, (kb, data["device_map"], auto)
+        hints = [w for w in data["warnings"] if "passing dtype=torch.float16" in w]
+        fits_half = set(half.values()) == {0} and set(auto.values()) != {0}
+        assert bool(hints) == fits_half, (kb, auto, half, hints)
+        if hints:
+            assert f"lm_head, biases: {format_bytes(rest[torch.float32])})" in hints[0], hints
+            assert f"holds it in {format_bytes(rest[torch.float16])}" in hints[0], hints
+        said.add(bool(hints))
+    assert said == {True, False}
+    assert _sizes(at16)[""] < _sizes(at32)[""]

@@ -1378,6 +1378,8 @@ def _size_config_quantization(planned: PlannedModel, checkpoint: Checkpoint, qua
         # A Linear layer the quantizer left out (lm_head, compressed-tensors' `ignore`) stores its plain weight: sized
         # at its stored bytes all the same, but it was counted among the quantized ones ("8 of 8" for 7).
         plain = sorted(name.removesuffix(".weight") for name in stored if name.removesuffix(".weight") not in quantized)
+        # kept for the float16-rest sizer: from_pretrained builds these at the model's dtype, whatever they store
+        planned._cache["plain-stored-layers"] = set(plain)
         planned.warnings.append(
             f"the quantized Linear layers are sized at the bytes the checkpoint stores for them (packed weights, "
             f"scales, zero points: {len(stored) - len(plain)} of {linears})"
@@ -4542,9 +4544,14 @@ def _float16_rest_sizer(planned: PlannedModel, dtype: str) -> _SizeOverride:
     if key not in planned._cache:
         own = dtype == planned.dtype and quantized_dtype(planned.config) is not None
         torchao = own and torchao_element_size(planned.config) is not None
+        # A Linear layer the quantizer left out (GPTQ's lm_head) is sized at its stored bytes, which are the rest's
+        # dtype's only as the checkpoint's dtype builds it: at float16 from_pretrained builds it at 2 bytes a weight.
+        plain = planned._cache.get("plain-stored-layers", set())
+        stored = {name: planned.model.get_parameter(name).numel() * 2 if name.removesuffix(".weight") in plain
+                  else size for name, size in planned.stored_bytes.items()}
         planned._cache[key] = _SizeOverride(
             planned.model, quantized_size=DTYPES[dtype][1], float_size=2,
-            stored_bytes=planned.stored_bytes if own else None,
+            stored_bytes=stored if own else None,
             headroom=planned.quantizer_headroom if own else True, skip_modules=bnb_skip_modules(planned.config),
             quantized_weights=torchao_quantized_weights(planned.model, planned.config) if torchao else None)
     return planned._cache[key]
@@ -4593,7 +4600,9 @@ def _prequantized_rest_hint(
     from weightdoctor.units import format_bytes
 
     quantized = _sizer_for(planned, planned.dtype)
-    held = (quantized._quantized | set(quantized.stored_bytes)) if quantized is not None else set()
+    # the layers the quantizer left out (GPTQ's lm_head, stored plain) are part of the rest, at its dtype
+    plain = {f"{name}.weight" for name in planned._cache.get("plain-stored-layers", set())}
+    held = ((quantized._quantized | set(quantized.stored_bytes)) - plain) if quantized is not None else set()
     params, _, _ = _tensor_names(planned)
     rest_params = [name for name in params if name not in held and name in tensor_sizes
                    and planned.model.get_parameter(name).is_floating_point()]
