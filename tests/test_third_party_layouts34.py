@@ -78,3 +78,109 @@ def test_pyyaml_which_vocos_detection_reads_is_a_declared_dependency() -> None:
     assert "pyyaml>=5.1" in [spec.lower() for spec in declared], declared
     readme = " ".join((REPO_ROOT / "README.md").read_text().split())
     assert "PyYAML 5.1" in readme
+
+
+def _randomized_lora(model: torch.nn.Module, config: object, folder: Path) -> dict[str, torch.Tensor]:
+    """get_peft_model + save_pretrained, every LoRA factor random (peft starts lora_B at zeros, which any load
+    matches), and the factors as saved."""
+    from peft import get_peft_model
+    from safetensors.torch import load_file
+
+    peft_model = get_peft_model(model, config)
+    generator = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for name, parameter in peft_model.named_parameters():
+            if "lora_" in name:
+                parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.02)
+    peft_model.save_pretrained(folder)
+    return load_file(folder / "adapter_model.safetensors")
+
+
+def _pasted_call_loads(note: str, saved: dict[str, torch.Tensor]) -> None:
+    """The PeftModel.from_pretrained line diff-keys prints, run as a user pastes it: every saved factor lands."""
+    snippet = note[note.index("import peft, transformers; "):note.index(", or merge it")]
+    namespace: dict[str, object] = {}
+    exec(snippet, namespace)  # noqa: S102 - the line the note prints, run as a user pastes it
+    loaded = dict(namespace["model"].named_parameters())  # type: ignore[attr-defined]
+    for name, tensor in saved.items():
+        assert torch.equal(loaded[name.replace(".weight", ".default.weight")], tensor), name
+
+
+def test_a_lora_fits_a_nemotron_h_base_whose_saved_names_transformers_renames(tmp_path: Path) -> None:
+    """Nemotron-H saves `backbone.layers.N.mixer.*` and its experts one module each (`mixer.experts.N.up_proj`, no
+    gate); transformers 5 loads them as `model.layers.N.mixer.*` and stacks each projection
+    (`mixer.experts.up_proj`): conversion_mapping.py's nemotron_h entry. A LoRA made on the loaded model (q_proj and
+    the experts' target_parameters) against its own base folder was "targets model.layers.1.mixer.q_proj, which B
+    does not have: the adapter's weights for it are dropped" for every module, worst severity error, and the note
+    said PeftModel.from_pretrained loads none of A's factors; it loads them all."""
+    import transformers
+    from peft import LoraConfig
+    from safetensors.torch import load_file
+
+    torch.manual_seed(0)
+    config = transformers.NemotronHConfig(
+        vocab_size=128, hidden_size=32, num_attention_heads=4, num_key_value_heads=2, head_dim=8,
+        intermediate_size=48, mamba_num_heads=4, mamba_head_dim=16, ssm_state_size=8, n_groups=1, chunk_size=8,
+        max_position_embeddings=64, layers_block_type=["mamba", "attention", "moe"], n_routed_experts=2,
+        num_experts_per_tok=1, moe_intermediate_size=16, moe_shared_expert_intermediate_size=16,
+        architectures=["NemotronHForCausalLM"])
+    model = transformers.NemotronHForCausalLM(config)
+    base = tmp_path / "nemotron"
+    model.save_pretrained(base)
+    stored = load_file(base / "model.safetensors")
+    assert "backbone.layers.2.mixer.experts.1.up_proj.weight" in stored and not any(
+        name.startswith("model.") for name in stored)
+    adapter = tmp_path / "nemotron-lora"
+    saved = _randomized_lora(model, LoraConfig(r=2, target_modules=["q_proj"], target_parameters=[
+        "mixer.experts.up_proj", "mixer.experts.down_proj"]), adapter)
+    assert "base_model.model.model.layers.1.mixer.q_proj.lora_A.weight" in saved and len(saved) == 6, sorted(saved)
+
+    code, data = run_json("diff-keys", str(adapter), str(base))
+    assert code == 0 and data["worst_severity"] == "info", data["groups"]
+    note = next(note for note in data["notes"] if note.startswith("A is a PEFT adapter"))
+    assert "LoRA (rank 2) on 2 module(s), 2 of them in B with shapes that fit" in note, note
+    assert ("B's keys are compared as from_pretrained names them: transformers' conversion mapping for its model "
+            "renames 25 of them on load (backbone.embeddings.weight as model.embeddings.weight)") in note, note
+    # B's own weights keep the names B stores them under.
+    assert any(group["pattern"].startswith("backbone.layers.") and group["reason"] == "adapter-base"
+               for group in data["groups"]), data["groups"]
+    _pasted_call_loads(note, saved)
+
+
+def test_a_lora_fits_a_granite_moe_base_whose_fused_experts_transformers_renames(tmp_path: Path) -> None:
+    """GraniteMoE saves its experts fused under other names (`block_sparse_moe.input_linear.weight`,
+    `output_linear.weight`), which transformers 5 loads as `block_sparse_moe.experts.gate_up_proj` / `down_proj`
+    (conversion_mapping.py's granitemoe renames): a LoRA on those parameters was "targets
+    model.layers.0.block_sparse_moe.experts, which B does not have", an error."""
+    import transformers
+    from peft import LoraConfig
+    from safetensors.torch import load_file
+
+    torch.manual_seed(0)
+    config = transformers.GraniteMoeConfig(vocab_size=64, hidden_size=16, intermediate_size=8, num_hidden_layers=2,
+                                           num_attention_heads=2, num_key_value_heads=1, num_local_experts=4,
+                                           num_experts_per_tok=2, max_position_embeddings=64)
+    model = transformers.GraniteMoeForCausalLM(config)
+    base = tmp_path / "granite"
+    model.save_pretrained(base)
+    assert "model.layers.0.block_sparse_moe.input_linear.weight" in load_file(base / "model.safetensors")
+    adapter = tmp_path / "granite-lora"
+    saved = _randomized_lora(model, LoraConfig(r=2, target_modules=["q_proj"], target_parameters=[
+        "block_sparse_moe.experts.gate_up_proj", "block_sparse_moe.experts.down_proj"]), adapter)
+
+    code, data = run_json("diff-keys", str(adapter), str(base))
+    assert code == 0 and data["worst_severity"] == "info", data["groups"]
+    note = next(note for note in data["notes"] if note.startswith("A is a PEFT adapter"))
+    assert "LoRA (rank 2) on 4 module(s), 4 of them in B with shapes that fit" in note, note
+    assert "(model.layers.0.block_sparse_moe.input_linear.weight as model.layers.0.block_sparse_moe.experts." \
+           "gate_up_proj)" in note, note
+    _pasted_call_loads(note, saved)
+
+    # Against a base of another expert width the experts' factors are still errors: the loaded names fit nothing.
+    config.intermediate_size = 12
+    other = tmp_path / "granite-wider"
+    transformers.GraniteMoeForCausalLM(config).save_pretrained(other)
+    code, data = run_json("diff-keys", str(adapter), str(other))
+    assert code == 1 and data["worst_severity"] == "error"
+    assert any("block_sparse_moe.experts" in group["pattern"] and group["severity"] == "error"
+               for group in data["groups"]), data["groups"]
