@@ -70,6 +70,32 @@ def test_inspect_says_the_layers_alphas_and_tokens_a_lora_config_sets(tmp_path: 
     assert "LoRA r=2 alpha=8 on q_proj —" in text, text
 
 
+def test_inspect_says_what_exclude_modules_leaves_out_and_rslora_scaling(tmp_path: Path) -> None:
+    """exclude_modules (a regex leaving layer 0 out) and use_rslora (the update scaled by alpha/√r, not alpha/r): the
+    line said "LoRA r=4 alpha=8 on v_proj, q_proj" for both, as for a plain LoRA on every layer."""
+    from peft import LoraConfig, get_peft_model
+    from safetensors.torch import load_file
+
+    excluded = tmp_path / "excluded"
+    get_peft_model(_tiny_llama(tmp_path / "base"), LoraConfig(
+        r=4, target_modules=["q_proj", "v_proj"], exclude_modules=r".*layers\.0\..*")).save_pretrained(excluded)
+    assert not any(".layers.0." in name for name in load_file(excluded / "adapter_model.safetensors"))
+    code, data = run_json("inspect", str(excluded))
+    assert code == 0 and data["adapter"]["exclude_modules"] == r".*layers\.0\..*" and "use_rslora" not in data[
+        "adapter"]
+    text = run_cli("inspect", str(excluded), runner=CliRunner(env={"COLUMNS": "400"})).stdout
+    assert re.search(r"LoRA r=4 alpha=8 on (v_proj, q_proj|q_proj, v_proj) except \.\*layers\\\.0\\\.\.\* —",
+                     text), text
+
+    stabilised = tmp_path / "rslora"
+    get_peft_model(_tiny_llama(tmp_path / "base2"), LoraConfig(
+        r=4, lora_alpha=8, target_modules=["q_proj"], use_rslora=True, use_dora=True)).save_pretrained(stabilised)
+    code, data = run_json("inspect", str(stabilised))
+    assert code == 0 and data["adapter"]["use_rslora"] is True and "exclude_modules" not in data["adapter"]
+    text = run_cli("inspect", str(stabilised), runner=CliRunner(env={"COLUMNS": "400"})).stdout
+    assert "LoRA (DoRA, rsLoRA: scaled by alpha/√r) r=4 alpha=8 on q_proj —" in text, text
+
+
 def test_pyyaml_which_vocos_detection_reads_is_a_declared_dependency() -> None:
     """vocos_config parses config.yaml with PyYAML (a Vocos vocoder's folder is told by it); pyproject.toml did not
     declare it, relying on transformers requiring it. It is declared at transformers' own floor."""

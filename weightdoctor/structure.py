@@ -692,6 +692,13 @@ def adapter_summary(checkpoint: Checkpoint) -> tuple[dict[str, Any] | None, str 
     for pattern in ("rank_pattern", "alpha_pattern"):  # peft writes {} when unused
         if isinstance(data.get(pattern), dict) and data[pattern]:
             summary[pattern] = data[pattern]
+    # peft leaves out the target_modules that exclude_modules matches (a list of names, or a regex)
+    excluded = data.get("exclude_modules")
+    if isinstance(excluded, str) and excluded or isinstance(excluded, list) and excluded and all(
+            isinstance(module, str) for module in excluded):
+        summary["exclude_modules"] = excluded
+    if data.get("use_rslora") is True:  # rank-stabilised: scaled by alpha / sqrt(r), not alpha / r
+        summary["use_rslora"] = True
     # peft adapts the target_modules of these layers only (an int is one layer), found under layers_pattern.
     layers = data.get("layers_to_transform")
     if isinstance(layers, int) and not isinstance(layers, bool):

@@ -78,6 +78,9 @@ def adapter_line(adapter: dict, source: str | None = None) -> str:
     text = peft_method_name(adapter["peft_type"]) if "peft_type" in adapter else "?"
     if adapter.get("use_dora") is True:  # weight-decomposed LoRA: a magnitude vector beside each pair
         text += " (DoRA)"
+    if adapter.get("use_rslora") is True:  # its update is scaled by alpha / sqrt(r): a merge by alpha / r is wrong
+        text = f"{text[:-1]}, rsLoRA: scaled by alpha/√r)" if text.endswith(")") else \
+            f"{text} (rsLoRA: scaled by alpha/√r)"
     size = adapter_size(adapter)
     # A rank as LoRA's is written (r=8); another size in words beside the method: OFT (block size 32), or inside
     # the parentheses a method's name has: Llama-Adapter (adaption prompt, 10 adapter tokens).
@@ -106,6 +109,8 @@ def adapter_line(adapter: dict, source: str | None = None) -> str:
             text += f" in {'layer' if len(layers) == 1 else 'layers'} {_listed([str(layer) for layer in layers])}"
             if adapter.get("layers_pattern"):
                 text += f" (under {_listed(adapter['layers_pattern'])})"
+        if adapter.get("exclude_modules"):  # "on q_proj" was said of an adapter that leaves some of them out
+            text += f" except {_listed(adapter['exclude_modules'])}"
     if adapter.get("target_parameters"):
         text += f"{' and' if targets else ' on'} the parameters {_listed(adapter['target_parameters'])}"
     if isinstance(adapter.get("trainable_token_count"), int):  # LoRA's trainable_token_indices
