@@ -210,3 +210,77 @@ def test_a_lora_fits_a_granite_moe_base_whose_fused_experts_transformers_renames
     assert code == 1 and data["worst_severity"] == "error"
     assert any("block_sparse_moe.experts" in group["pattern"] and group["severity"] == "error"
                for group in data["groups"]), data["groups"]
+
+
+_MLM = "sentence_transformers.sparse_encoder.models.MLMTransformer"
+_SPLADE = "sentence_transformers.sparse_encoder.models.SpladePooling"
+
+
+def _splade_router(root: Path) -> None:
+    """An asymmetric SPLADE SparseEncoder as sentence-transformers v5 lays out a Router (modules.json: one Router
+    at path ""; router_config.json's types / structure naming each route's module folders; each MLMTransformer a
+    BertForMaskedLM folder, each SpladePooling a config.json alone): the layout xpmir's SpladeLoaderMixin
+    (_write_asymmetric) writes for sentence-transformers, read with the search tool."""
+    import json
+
+    from transformers import BertConfig, BertForMaskedLM
+
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=96, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=32, max_position_embeddings=64)
+    for route in ("query", "document"):
+        BertForMaskedLM(config).save_pretrained(root / f"{route}_0_MLMTransformer")
+        (root / f"{route}_0_MLMTransformer" / "sentence_bert_config.json").write_text(
+            json.dumps({"max_seq_length": 256, "do_lower_case": False}))
+        (root / f"{route}_1_SpladePooling").mkdir()
+        (root / f"{route}_1_SpladePooling" / "config.json").write_text(json.dumps(
+            {"pooling_strategy": "max", "activation_function": "relu", "word_embedding_dimension": 96}))
+    (root / "modules.json").write_text(json.dumps(
+        [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Router"}]))
+    (root / "router_config.json").write_text(json.dumps({
+        "types": {"query_0_MLMTransformer": _MLM, "query_1_SpladePooling": _SPLADE,
+                  "document_0_MLMTransformer": _MLM, "document_1_SpladePooling": _SPLADE},
+        "structure": {"query": ["query_0_MLMTransformer", "query_1_SpladePooling"],
+                      "document": ["document_0_MLMTransformer", "document_1_SpladePooling"]},
+        "parameters": {"default_route": "document", "allow_empty_key": True}}))
+    (root / "config_sentence_transformers.json").write_text(json.dumps({"model_type": "SparseEncoder"}))
+
+
+def test_a_sentence_transformers_router_folder_says_to_convert_each_route(tmp_path: Path) -> None:
+    """convert of a Router SparseEncoder's folder was refused with "weights are in subfolders (...): point at one",
+    and converting one route's folder writes that route alone, no model sentence-transformers loads. The line says
+    the Router, and the steps it gives (each route converted to its name in the output, the rest copied) write the
+    whole model in fp16."""
+    import shutil
+
+    from safetensors.torch import load_file
+
+    root = tmp_path / "splade-router"
+    _splade_router(root)
+    result = run_cli("convert", str(root), "-o", str(tmp_path / "out"), "--dtype", "fp16")
+    assert result.exit_code == 2 and result.stdout == ""
+    line = " ".join(result.stderr.split())
+    assert "a sentence-transformers Router (router_config.json): each route's module keeps its own weights, in " \
+           "document_0_MLMTransformer/, query_0_MLMTransformer/: point at one, e.g. " \
+           f"{root / 'document_0_MLMTransformer'}; to convert or shard the model, write each of them to the same " \
+           "name in the output folder and copy modules.json, router_config.json and the other files and folders " \
+           "beside them" in line, line
+    # The steps, as said: each route's module converted to its own name, everything else copied.
+    out = tmp_path / "out"
+    out.mkdir()
+    for route in ("query_0_MLMTransformer", "document_0_MLMTransformer"):
+        converted = run_cli("convert", str(root / route), "-o", str(out / route), "--dtype", "fp16")
+        assert converted.exit_code == 0, converted.stderr
+    for entry in root.iterdir():
+        if not (out / entry.name).exists():
+            (shutil.copytree if entry.is_dir() else shutil.copy2)(entry, out / entry.name)
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in root.iterdir())
+    for route in ("query_0_MLMTransformer", "document_0_MLMTransformer"):
+        before, after = load_file(root / route / "model.safetensors"), load_file(out / route / "model.safetensors")
+        assert set(after) == set(before) and all(t.dtype == torch.float16 for t in after.values())
+        assert all(torch.equal(after[name], before[name].half()) for name in before)
+    # A folder of subfolders that is no Router keeps the plain line.
+    (root / "router_config.json").unlink()
+    line = " ".join(run_cli("inspect", str(root)).stderr.split())
+    assert "Router" not in line and "weights are in subfolders (document_0_MLMTransformer/, " \
+                                   "query_0_MLMTransformer/): point at one" in line, line
