@@ -138,13 +138,13 @@ def _positional_indexes(ctx: click_core.Context, words: Sequence[str]) -> list[i
 
 
 def _output_name_for(source: str, command: str | None, to: str | None, dtype: str | None) -> str | None:
-    """An output name beside `source` that does not exist yet: `model.safetensors` for `pytorch_model.bin` (and
-    `model-00001-of-00002.safetensors` for its shards), `x.safetensors` for `x.pt`, `pytorch_model.bin` for
-    `model.safetensors --to bin`, `DIR-safetensors` / `DIR-fp16` for a folder, `X-sharded` for a shard; a number
+    """An output name beside `source` that does not exist yet: a file's as convert names the files of a folder
+    (`default_output_name`: `model.safetensors` for `pytorch_model.bin`, `x.safetensors` for `x.pt`,
+    `pytorch_model.bin` for `model.safetensors --to bin`), `x-fp16.safetensors` for a cast in the same format,
+    `DIR-safetensors` / `DIR-fp16` for a folder, `X-sharded` for a shard; a number
     added where that name is taken. None for a source that is no local path (a Hub id: where to put it is the
     user's choice)."""
     import os
-    import re
 
     trimmed = source.rstrip("/\\") or source
     if not os.path.exists(trimmed):
@@ -162,10 +162,18 @@ def _output_name_for(source: str, command: str | None, to: str | None, dtype: st
             target = "bin" if suffix.lower() == ".safetensors" and to else "safetensors"
         if suffix.lower() == ".safetensors" and target == "safetensors" and not dtype:
             return None  # the same format, nothing asked of it: no name to offer
-        renamed = (re.sub(r"^pytorch_model(?=$|-\d)", "model", stem) if target == "safetensors"
-                   else re.sub(r"^model(?=$|-\d)", "pytorch_model", stem))
-        if renamed == stem and target == suffix.lower().lstrip("."):
-            renamed = f"{stem}-{dtype}"
+        from weightdoctor.errors import UsageError
+        from weightdoctor.rewrite import default_output_name, parse_dtype
+
+        try:
+            full = parse_dtype(dtype)
+        except UsageError:
+            full = None  # a --dtype it cannot read is said when the command is run
+        # The name convert gives each file of a folder (transformers', open_clip's and diffusers' names kept).
+        renamed = default_output_name(base, target, full)
+        if renamed == base:
+            renamed = f"{stem}-{dtype}{suffix}"
+        renamed = renamed.removesuffix("." + target)
         candidate, tail = renamed, "." + target
     for number in range(1, 100):
         name = candidate + ("" if number == 1 else f"-{number}") + tail
