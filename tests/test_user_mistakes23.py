@@ -196,3 +196,50 @@ def test_the_fp32_modules_read_from_text_are_those_of_the_built_model(config_nam
     built = (tuple(sorted(model._keep_in_fp32_modules or ())), tuple(sorted(model._keep_in_fp32_modules_strict or ())))
     assert fp32_modules_plan(config.to_dict()) == built
     assert fp32_modules_plan({"model_type": model_type, "auto_map": {"AutoModel": "x.Y"}}) is None  # remote code
+
+
+def _tied_models() -> list[tuple[str, Any]]:
+    import torch
+    import transformers
+
+    torch.manual_seed(0)
+    return [
+        ("gpt2", transformers.GPT2LMHeadModel(transformers.GPT2Config(**_GPT2))),
+        ("t5", transformers.T5ForConditionalGeneration(transformers.T5Config(**_T5))),
+        ("llama", transformers.LlamaForCausalLM(transformers.LlamaConfig(
+            vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+            num_key_value_heads=1, tie_word_embeddings=True))),
+    ]
+
+
+@pytest.mark.parametrize("index", [0, 1, 2], ids=["gpt2", "t5", "llama"])
+def test_a_bin_written_from_safetensors_keeps_the_tied_names_as_torch_save_does(tmp_path: Path, index: int) -> None:
+    """Was: `convert --to bin` of a safetensors file that records its tied tensors (GPT-2's `lm_head.weight`, T5's
+    three embeddings) left them out, and `model.load_state_dict(torch.load(path))` (strict, as older libraries load a
+    .bin) failed on the missing keys. Now the .bin holds every name torch.save writes for `model.state_dict()`, the
+    tied ones one storage with the tensor kept (no byte more), and loads strictly, by from_pretrained too."""
+    import torch
+
+    name, model = _tied_models()[index]
+    source = tmp_path / name
+    model.config.save_pretrained(source)
+    state = model.state_dict()
+    torch.save(state, source / "pytorch_model.bin")
+    as_safetensors, back = tmp_path / f"{name}-st", tmp_path / f"{name}-bin"
+    assert run_subprocess("convert", source, "-o", as_safetensors).returncode == 0
+    stored = set(_tensors(as_safetensors / "model.safetensors"))
+    assert stored < set(state)  # the tied names are records in its metadata, not tensors
+    converted = run_subprocess("convert", as_safetensors, "-o", back, "--to", "bin")
+    assert converted.returncode == 0, converted.stderr
+    assert "tied tensors it does not store" not in converted.stderr
+    loaded = torch.load(back / "pytorch_model.bin", weights_only=True)
+    assert list(loaded) == [n for n in loaded if n in stored] + sorted(set(state) - stored)  # aliases after owners
+    assert set(loaded) == set(state) and all(torch.equal(loaded[n], state[n]) for n in state)
+    storages = {n: loaded[n].untyped_storage().data_ptr() for n in loaded}
+    for group in {frozenset(m for m in state if state[m].data_ptr() == state[n].data_ptr()) for n in state}:
+        assert len({storages[n] for n in group}) == 1, group  # one storage per tied group, as in the source
+    assert (back / "pytorch_model.bin").stat().st_size <= (source / "pytorch_model.bin").stat().st_size + 4096
+    fresh = type(model)(model.config)
+    fresh.load_state_dict(loaded, strict=True)
+    reloaded = type(model).from_pretrained(back).state_dict()
+    assert all(torch.equal(reloaded[n], state[n]) for n in state)
