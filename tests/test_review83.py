@@ -1,0 +1,63 @@
+"""Review 83 of the merges since f074c0af: the faults found, each reproduced through the CLI.
+
+1. A key not in Unicode form NFC showed as its NFC lookalike where NFC changes it by something other than a combining
+   mark: the Angstrom sign (U+212B, NFC U+00C5), a CJK compatibility ideograph (U+F900, NFC U+8C48), a Hangul word
+   in NFD (conjoining jamo, as macOS writes names). inspect's table held two rows of one name; diff-keys' missing and
+   unexpected rows read alike and its fix line (`--rename '^Å\\.=Å.'`) went without the line saying its sides differ
+   unseen. Those characters are now escaped like the combining marks were.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+from typer.testing import CliRunner
+
+from tests.helpers import run_cli
+
+WIDE = CliRunner(env={"COLUMNS": "200"})  # a Hangul name in escapes fits one row
+
+# (not NFC, its NFC lookalike)
+LOOKALIKES = [("\u212b.bias", "\u00c5.bias"), ("\uf900.weight", "\u8c48.weight"),
+              (unicodedata.normalize("NFD", "한글.weight"), "한글.weight")]
+
+
+def _table_names(stdout: str) -> list[str]:
+    """The first cell of each row of the report's tables (the text between the first two `│`), wrapped rows joined."""
+    return [line.split("│")[1].strip() for line in stdout.splitlines() if line.count("│") >= 3]
+
+
+def test_inspect_shows_a_key_nfc_changes_without_combining_marks_apart_from_its_lookalike(tmp_path: Path) -> None:
+    path = tmp_path / "lookalikes.safetensors"
+    names = [name for pair in LOOKALIKES for name in pair]
+    assert all(not unicodedata.is_normalized("NFC", odd) and unicodedata.normalize("NFC", odd) == nfc
+               for odd, nfc in LOOKALIKES)
+    save_file({name: torch.full((i + 1,), float(i)) for i, name in enumerate(names)}, str(path))
+    result = run_cli("inspect", path, runner=WIDE)
+    assert result.exit_code == 0, result.stderr
+    shown = [name for name in _table_names(result.stdout) if name.endswith((".weight", ".bias"))]
+    assert len(shown) == len(names) and len(set(shown)) == len(names), shown
+    assert {"\\u212b.bias", "\\uf900.weight", "\\u1112\\u1161\\u11ab\\u1100\\u1173\\u11af.weight"} <= set(shown)
+    # The NFC names, CJK and Hangul among them, are shown as written.
+    assert {nfc for _, nfc in LOOKALIKES} <= set(shown)
+
+
+def test_diff_keys_says_a_rename_to_an_nfc_lookalike_differs_unseen(tmp_path: Path) -> None:
+    a, b = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
+    save_file({odd: torch.ones(2) for odd, _ in LOOKALIKES} | {"x.weight": torch.ones(1)}, str(a))
+    save_file({nfc: torch.ones(2) for _, nfc in LOOKALIKES} | {"x.weight": torch.ones(1)}, str(b))
+    result = run_cli("diff-keys", a, b, runner=WIDE)
+    assert result.exit_code in (0, 1), result.stderr
+    lines = result.stdout.splitlines()
+    unexpected_at = next(i for i, line in enumerate(lines) if line.startswith("Unexpected"))
+    missing_at = next(i for i, line in enumerate(lines) if line.startswith("Missing"))
+    unexpected = set(_table_names("\n".join(lines[unexpected_at:])))
+    missing = set(_table_names("\n".join(lines[missing_at:unexpected_at])))
+    assert {nfc for _, nfc in LOOKALIKES} <= missing
+    assert not ({nfc for _, nfc in LOOKALIKES} & unexpected), unexpected
+    assert "\\uf900.weight" in unexpected and "\\u212b.bias" in unexpected
+    fix_at = next(i for i, line in enumerate(lines) if line.startswith("suggested fix"))
+    assert lines[fix_at + 2].startswith("its two sides differ in Unicode form"), lines[fix_at:fix_at + 3]
