@@ -61,3 +61,37 @@ def test_diff_keys_says_a_rename_to_an_nfc_lookalike_differs_unseen(tmp_path: Pa
     assert "\\uf900.weight" in unexpected and "\\u212b.bias" in unexpected
     fix_at = next(i for i, line in enumerate(lines) if line.startswith("suggested fix"))
     assert lines[fix_at + 2].startswith("its two sides differ in Unicode form"), lines[fix_at:fix_at + 3]
+
+
+def test_a_pipeline_parallel_save_is_still_offered_its_embedding_and_final_norm_renames(tmp_path: Path) -> None:
+    """2. The timm lookalike rule (no prefix inside a numbered layer onto a prefix with no number) also refused a
+    pipeline-parallel save's stages: GPT-NeoX's `sequential.0.word_embeddings.` and `sequential.5.norm.` are the
+    embedding and the final norm, held by no other stage, and were no longer offered as `gpt_neox.embed_in.` /
+    `gpt_neox.final_layer_norm.` (2 of 5 keys matched after the renames; 5 of 5 before the rule)."""
+    from tests.helpers import run_json
+
+    torch.manual_seed(83)
+    a, b = tmp_path / "pipeline.safetensors", tmp_path / "hf.safetensors"
+    tensors = {"word_embeddings.weight": torch.randn(50, 8), "dense0": torch.randn(8, 8),
+               "dense1": torch.randn(8, 8), "norm.weight": torch.randn(8), "norm.bias": torch.randn(8)}
+    save_file({"sequential.0.word_embeddings.weight": tensors["word_embeddings.weight"],
+               "sequential.2.attention.dense.weight": tensors["dense0"],
+               "sequential.3.attention.dense.weight": tensors["dense1"],
+               "sequential.5.norm.weight": tensors["norm.weight"], "sequential.5.norm.bias": tensors["norm.bias"]},
+              str(a))
+    save_file({"gpt_neox.embed_in.weight": tensors["word_embeddings.weight"],
+               "gpt_neox.layers.0.attention.dense.weight": tensors["dense0"],
+               "gpt_neox.layers.1.attention.dense.weight": tensors["dense1"],
+               "gpt_neox.final_layer_norm.weight": tensors["norm.weight"],
+               "gpt_neox.final_layer_norm.bias": tensors["norm.bias"]}, str(b))
+    code, data = run_json("diff-keys", str(a), str(b))
+    assert code == 1, data
+    flags = {row["flag"] for row in data["suggested_renames"]}
+    assert {"--rename '^sequential\\.0\\.word_embeddings\\.=gpt_neox.embed_in.'",
+            "--rename '^sequential\\.5\\.norm\\.=gpt_neox.final_layer_norm.'"} <= flags, flags
+    assert data["matched_after_renames"] == 5, data["matched_after_renames"]
+    # The renames, pasted, match every key, each onto its own tensor (--values: nothing changed).
+    code, data = run_json("diff-keys", str(a), str(b), "--values", *[part for flag in sorted(flags)
+                                                                       for part in ("--rename", flag.split("'")[1])])
+    assert data["matched"] == 5 and not data["missing"] + data["unexpected"], data
+    assert all(row["identical"] for row in data["values"]), data["values"]
