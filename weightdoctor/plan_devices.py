@@ -4344,7 +4344,10 @@ def per_input_offloaded_bytes(planned: PlannedModel, device_map: Mapping[str, in
         if name.startswith(f"{prefix}."):
             return True
         parts = name.split(".")
-        return len(parts) >= 3 and parts[-2] in _CROSS_KEY_VALUE and parts[-3] in _CROSS_ATTENTION
+        # BERT-style decoders hold theirs one module deeper, `crossattention.self.key` (review 83: a bert2bert
+        # EncoderDecoderModel's were counted per token).
+        attention = parts[-4] if len(parts) >= 4 and parts[-3] == "self" else parts[-3] if len(parts) >= 3 else ""
+        return len(parts) >= 3 and parts[-2] in _CROSS_KEY_VALUE and attention in _CROSS_ATTENTION
 
     per_token = {name for group in tied_groups(planned) if not all(once_per_input(member) for member in group)
                  for name in group}
