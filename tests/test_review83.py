@@ -5,6 +5,9 @@
    in NFD (conjoining jamo, as macOS writes names). inspect's table held two rows of one name; diff-keys' missing and
    unexpected rows read alike and its fix line (`--rename '^Å\\.=Å.'`) went without the line saying its sides differ
    unseen. Those characters are now escaped like the combining marks were.
+2. diff-keys' timm lookalike rule refused a pipeline-parallel save's embedding and final-norm renames.
+3. plan-devices counted a BERT-style decoder's cross-attention key / value per token, not per input.
+Each test below says what the user saw.
 """
 
 from __future__ import annotations
@@ -128,3 +131,4 @@ def test_a_bert2bert_encoder_decoders_cross_key_value_are_said_once_per_input(tm
     six = _bytes_streamed(folder, placed, 6, tmp_path)
     per_input = three - 3 * ((six - three) // 3)
     assert data["offload"]["per_input_cpu_bytes"] == per_input, (data["offload"], per_input)
+
