@@ -77,8 +77,11 @@ def test_check_dtype_says_of_which_file_memory_ran_out(tmp_path: Path, monkeypat
 # A child that limits its data (RLIMIT_DATA) to `room` bytes past what it holds once torch and the commands are
 # imported (the first argument; 0: no limit), and runs `weightdoctor` with the rest.
 _LIMITED = """
-import resource, sys
-import torch, weightdoctor.cli
+import importlib, pkgutil, resource, sys
+import torch, weightdoctor, weightdoctor.cli
+for module in pkgutil.walk_packages(weightdoctor.__path__, "weightdoctor."):
+    importlib.import_module(module.name)
+import rich.console, rich.live, rich.progress, rich.table, safetensors.torch
 from weightdoctor.entry import main
 room = int(sys.argv[1])
 if room:
@@ -107,36 +110,20 @@ def test_views_read_the_same_under_a_generous_data_limit(tmp_path: Path, command
     assert all(name in names for name in ("stepped.weight", "columns.weight", "offset.bias", "lm_head.weight"))
 
 
-# inspect --stats --sample reads a view's elements by position from the file since red team 38 (no map of its span):
-# only check-dtype, which reads each tensor whole through that map, still refuses it.
-@pytest.mark.parametrize("command", [("check-dtype", "--sample", "100")])
-def test_a_sample_of_a_view_spread_over_its_storage_is_refused_naming_it(tmp_path: Path,
-                                                                         command: tuple[str, ...]) -> None:
-    """memory5 refused the map of a view's span for a whole read only: --sample reads it through the same map, and
-    under `ulimit -d` with less room than the span it failed as "cannot read or write: [Errno 12] Cannot allocate
-    memory", of no tensor. It is refused first, naming the tensor, its span and the limit."""
-    path = tmp_path / "columns.bin"
-    storage = torch.randn(4096, 4096, generator=torch.Generator().manual_seed(6))  # 64 MiB
-    torch.save({"columns.weight": storage[:, :2]}, path)
-    done = _limited(24 * MIB, *command[:1], path, *command[1:], "--json")
-    lines = [line for line in done.stderr.splitlines() if line.strip()]
-    assert done.returncode == 2 and len(lines) == 1 and done.stdout == "", (done.returncode, done.stderr)
-    assert lines[0].startswith(f"error: {path}: tensor 'columns.weight' (32.77 KB) is a view spread over 67.09 MB "
-                               "of its storage, all of it mapped to read it, more than the "), lines[0]
-    assert "left under this process's data limit (ulimit -d: " in lines[0] and "Errno" not in lines[0], lines[0]
-
-
-def test_a_sample_of_a_view_spread_over_its_storage_is_read_without_mapping_its_span(tmp_path: Path) -> None:
+# Red team 39: check-dtype --sample, whose refusal of the span's map (memory5's guard) was pinned here, reads the
+# elements by position from the file as inspect --stats --sample does since red team 38 (a cut file gave SIGBUS).
+@pytest.mark.parametrize("command", [("inspect", "--stats"), ("check-dtype",)])
+def test_a_sample_of_a_view_spread_over_its_storage_is_read_without_mapping_its_span(
+        tmp_path: Path, command: tuple[str, ...]) -> None:
     """Red team 38: inspect --stats --sample reads the elements it samples from the file (StaticTensor.gather),
     4 MiB of pages at a time, not through a map of the view's whole span: with the room that refused the map, the
-    figures are those of a run without a limit. 48 MiB, less than the 64 MiB span a map would need: 24 MiB, the room
-    that refused check-dtype's map, is too little where the modules --stats imports lazily are compiled from source
-    under the limit (a fresh clone with PYTHONDONTWRITEBYTECODE set, as CI runs)."""
+    figures are those of a run without a limit. Red team 39: check-dtype --sample too (it was refused, "is a view
+    spread over 67.09 MB of its storage, all of it mapped to read it")."""
     path = tmp_path / "columns.bin"
     storage = torch.randn(4096, 4096, generator=torch.Generator().manual_seed(6))  # 64 MiB
     torch.save({"columns.weight": storage[:, :2]}, path)
-    free = _limited(0, "inspect", path, "--stats", "--sample", "100", "--json")
-    done = _limited(48 * MIB, "inspect", path, "--stats", "--sample", "100", "--json")
-    assert free.returncode == 0 and done.returncode == 0, (free.stderr, done.stderr)
-    stats = json.loads(done.stdout)["tensors"][0]["stats"]
-    assert stats == json.loads(free.stdout)["tensors"][0]["stats"] and stats["count"] == 100
+    free = _limited(0, *command, path, "--sample", "100", "--json")
+    done = _limited(24 * MIB, *command, path, "--sample", "100", "--json")
+    assert free.returncode in (0, 1) and done.returncode == free.returncode, (free.stderr, done.stderr)
+    assert json.loads(done.stdout) == json.loads(free.stdout)
+    assert "columns.weight" in done.stdout

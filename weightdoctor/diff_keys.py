@@ -24,6 +24,7 @@ from weightdoctor.errors import choose
 from weightdoctor.findings import SEVERITIES, severity_rank
 from weightdoctor.gcpause import gc_paused
 from weightdoctor.renames import (
+    LOOKALIKE_LATIN,
     MAX_NAME_CHARS,
     Rename,
     add_prefix,
@@ -5491,6 +5492,68 @@ def raw_diff(names_a: Iterable[str], names_b: Iterable[str]) -> _RawDiff:
     )
 
 
+def _lookalike_skeleton(name: str) -> str:
+    """`name` as it reads: compatibility forms folded (NFKC), lookalike letters of other scripts as the Latin ones,
+    format characters (zero-width ones) dropped."""
+    import unicodedata
+
+    folded = unicodedata.normalize("NFKC", name).translate(LOOKALIKE_LATIN)
+    return "".join(char for char in folded if unicodedata.category(char) != "Cf")
+
+
+def _character_words(text: str) -> str:
+    import unicodedata
+
+    return ", ".join(f"{char!r} (U+{ord(char):04X} {unicodedata.name(char, 'unnamed')})" for char in text) or "nothing"
+
+
+def lookalike_pairs(unexpected: Sequence[str], missing: Sequence[str]) -> dict[str, tuple[str, str]]:
+    """A's unexpected names that read as one of B's missing names but differ in their code points (a Cyrillic 'а'
+    for a Latin 'a', the ligature 'ﬁ' for 'fi', a zero-width space), each with that name of B's and the letters
+    that differ, said with their code points (redteam39: `--rename 'attention=аttention'` read as a rename of a name
+    to itself).
+
+    Example:
+        >>> lookalike_pairs(["l.\u0430ttn"], ["l.attn"])["l.\u0430ttn"]
+        ('l.attn', "A has 'а' (U+0430 CYRILLIC SMALL LETTER A) where B has 'a' (U+0061 LATIN SMALL LETTER A)")
+    """
+    import difflib
+    import unicodedata
+
+    # Only names that are not ASCII can look like another (an ASCII name reads as itself): most diffs stop here.
+    if all(map(str.isascii, unexpected)) and all(map(str.isascii, missing)):
+        return {}
+    by_skeleton: dict[str, str] = {}
+    for name in missing:
+        by_skeleton.setdefault(name if name.isascii() else _lookalike_skeleton(name), name)
+    pairs: dict[str, tuple[str, str]] = {}
+    for name in unexpected:
+        other = by_skeleton.get(name if name.isascii() else _lookalike_skeleton(name))
+        if other is None or other == name or unicodedata.normalize("NFC", other) == unicodedata.normalize("NFC", name):
+            continue  # one name in two Unicode forms: the suggested fix says so (red team 38)
+        differences = [f"A has {_character_words(name[i1:i2])} where B has {_character_words(other[j1:j2])}"
+                       for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(None, name, other, autojunk=False)
+                       .get_opcodes() if tag != "equal"]
+        pairs[name] = (other, "; ".join(differences[:3]) + ("; ..." if len(differences) > 3 else ""))
+    return pairs
+
+
+def _lookalike_whys(pairs: Mapping[str, tuple[str, str]], specs_a: Mapping[str, KeySpec],
+                    specs_b: Mapping[str, KeySpec]) -> tuple[dict[str, tuple[str, str, str]], str]:
+    """(reason, severity, detail) of both names of each lookalike pair of the same shape, and a note on them all."""
+    whys: dict[str, tuple[str, str, str]] = {}
+    for name, (other, letters) in pairs.items():
+        if name in specs_a and other in specs_b and specs_a[name].shape == specs_b[other].shape:
+            detail = f"reads as B's {other!r} but differs in its letters: {letters}"
+            whys[name] = ("renamed", "error", detail)
+            whys[other] = ("renamed", "error", f"reads as A's {name!r} but differs in its letters: {letters}")
+    first, (other, letters) = next(iter(pairs.items()))
+    note = (f"{counted(len(pairs), 'name')} of A {'reads' if len(pairs) == 1 else 'read'} as one of B's but "
+            f"{'differs' if len(pairs) == 1 else 'differ'} in letters that look alike ({first!r} against "
+            f"{other!r}: {letters}): the names are not the same to a state dict")
+    return whys, note
+
+
 def build_report(
     specs_a: Mapping[str, KeySpec],
     specs_b: Mapping[str, KeySpec],
@@ -6137,6 +6200,11 @@ def _diff_specs(
             and (open_clip := open_clip_ddp_whys(renamed_a, specs_b, diff.unexpected))[0]:
         layout_whys = {**open_clip[0], **layout_whys}
         layout_note = "; ".join(filter(None, (layout_note, open_clip[1])))
+    if diff.missing and diff.unexpected and not adapter_whys \
+            and (lookalikes := lookalike_pairs(diff.unexpected, diff.missing)):
+        lookalike_whys, lookalike_note = _lookalike_whys(lookalikes, renamed_a, specs_b)
+        layout_whys = {**lookalike_whys, **layout_whys}
+        layout_note = "; ".join(filter(None, (layout_note, lookalike_note)))
     if model_renamings is not None and diff.missing and diff.unexpected and not adapter_whys:
         renamed_whys, renamed_note = per_model_renames(renamed_a, specs_b, diff.unexpected, diff.missing,
                                                        suggestions, model_renamings, model_class_command)

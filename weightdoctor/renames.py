@@ -289,9 +289,25 @@ def _literal(text: str) -> str:
 
     from weightdoctor.render.text import hides_characters
 
-    if text.isascii() or (unicodedata.is_normalized("NFC", text) and not hides_characters(text)):
+    if text.isascii() or (unicodedata.is_normalized("NFKC", text) and not hides_characters(text)
+                          and text.translate(LOOKALIKE_LATIN) == text):
         return repr(text)
+    # Also a compatibility form ('ﬁ', NFKC's 'fi') or a letter drawn as a Latin one (Cyrillic 'а'): redteam39,
+    # `re.sub('attention', 'аttention', key)` read as a rename of a name to itself.
     return ascii(text)
+
+
+# Letters of other scripts drawn as a Latin one in the fonts terminals use (Unicode's confusables.txt, the ones a
+# name of code is likely to hold): NFKC folds compatibility forms (the ligature U+FB01 'ﬁ', fullwidth 'ａ') but
+# leaves these, as they are letters of their own.
+LOOKALIKE_LATIN = str.maketrans(
+    "аеорсухіјѕԁԛԝһӏАВЕКМНОРСТХІЈЅ"  # Cyrillic
+    "αοϲνρτυχΑΒΕΖΗΙΚΜΝΟΡΤΥΧ"  # Greek
+    "ı",
+    "aeopcyxijsdqwhlABEKMHOPCTXIJS"
+    "aocvptuxABEZHIKMNOPTYX"
+    "i",
+)
 
 
 def python_snippet(renames: list[Rename]) -> str:
