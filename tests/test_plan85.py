@@ -145,3 +145,42 @@ def test_a_tied_decoder_offloaded_by_transformers_planner_streams_its_embeddings
     twins = sum(tensors[copy].numel() * tensors[copy].element_size()
                 for copy, target in model.all_tied_weights_keys.items() if copy.startswith("decoder."))
     assert twins >= 64 * 64 * 4 and off["tied_reloaded_per_token_bytes"] == twins, (off, twins)
+
+
+# --- the offloaded modules' buffers, on the first GPU -----------------------------------------------------------------
+
+
+def test_a_hand_map_that_fits_but_for_the_buffers_accelerate_keeps_on_the_gpu_is_warned(tmp_path: Path) -> None:
+    """BART's map as transformers plans it (its final_logits_bias, a buffer, on the CPU with the offloaded layers),
+    checked on a GPU of exactly what the map puts there: dispatch_model materializes that buffer on its main GPU
+    beside the modules placed there, one buffer more than the budget, and a warning says so (nothing was said); a
+    GPU with room for it gets no warning. The map is not changed."""
+    from tests.test_plan84 import _bart
+
+    folder = _bart(tmp_path / "bart")
+    code, data = run_json("plan-devices", str(folder), "--gpu", "400KB", "--cpu", "1GB")
+    placed = data["device_map"]
+    on_gpu = data["devices"][0]["used_bytes"]
+    kept = data["offload"]["buffers_on_gpu_bytes"]
+    assert kept > 0 and placed["final_logits_bias"] == "cpu", (placed, kept)
+    # what accelerate leaves materialized on its main device (the CPU stands in for cuda:0, the CPU entries on disk)
+    model = _dispatched(folder, placed, tmp_path)
+    seen: set[int] = set()
+    held = 0
+    for tensor in [*model.parameters(), *model.buffers()]:
+        if tensor.device.type != "meta" and id(tensor) not in seen:
+            seen.add(id(tensor))
+            held += tensor.numel() * tensor.element_size()
+    assert held == on_gpu + kept, (held, on_gpu, kept)
+    mapping = tmp_path / "map.json"
+    mapping.write_text(json.dumps(placed))
+    for room, warned in ((held - 1, True), (held, False)):
+        code, checked = run_json("plan-devices", str(folder), "--gpu", f"{room}B", "--cpu", "1GB", "--map",
+                                 str(mapping))
+        assert checked["device_map"] == placed
+        said = [w for w in checked["warnings"] if "buffers of the offloaded modules there" in w]
+        assert bool(said) == warned, (room, checked["warnings"])
+        if said:
+            from weightdoctor.units import format_bytes
+
+            assert f"{format_bytes(held)}, over its {format_bytes(room)} budget" in said[0], said

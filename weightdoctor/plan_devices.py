@@ -4209,6 +4209,10 @@ def plan_devices(planned: PlannedModel, request: PlanRequest, source: str = "") 
     rest_said = quantized_rest_warning(planned, request, no_split, tensor_sizes, verdict)
     if rest_said:
         warnings.append(rest_said)
+    kept_over = kept_buffers_over_budget_warning(device_map, per_device, capacities, kept_buffers,
+                                                 request.binary_units)
+    if kept_over:
+        warnings.append(kept_over)
     bnb_offload = bnb_offload_warning(planned, device_map, tensor_sizes, request.binary_units)
     if bnb_offload:
         warnings.append(bnb_offload)
@@ -4379,6 +4383,41 @@ def _once_per_input_test(planned: PlannedModel) -> Callable[[str], bool] | None:
             len(parts) >= 4 and parts[-3] == "self" and parts[-4] in _CROSS_ATTENTION))
 
     return once_per_input
+
+
+def kept_buffers_over_budget_warning(device_map: Mapping[str, int | str], per_device: Mapping[int | str, int],
+                                     capacities: Mapping[int | str, int], kept_buffers: int,
+                                     binary: bool = False) -> str | None:
+    """The warning for a map whose main GPU, with the offloaded modules' buffers accelerate moves there, holds more
+    than its budget, else None.
+
+    transformers' planner (and the map) counts those buffers with their modules on the CPU / disk; dispatch_model
+    (offload_buffers=False) materializes them on its main device, the first GPU (`offloaded_buffer_bytes`). The map
+    is left as transformers makes it: a plan that fits by less than the buffers is said, not changed.
+
+    Example:
+        >>> kept_buffers_over_budget_warning({"a": 0, "b": "cpu"}, {0: 990, "cpu": 50}, {0: 1000, "cpu": 10**6}, 40)
+        ... # doctest: +ELLIPSIS
+        'cuda:0 holds 990 B in the map, and accelerate adds the 40 B of buffers of the offloaded modules there ...'
+    """
+    if not kept_buffers:
+        return None
+    from weightdoctor.units import format_bytes
+
+    for gpu in main_gpus(device_map):
+        capacity = capacities.get(gpu)
+        held = per_device.get(gpu, 0)
+        if capacity is None or held > capacity or held + kept_buffers <= capacity:
+            continue  # unknown room, over already (an error of its own), or room for them
+        total, budget = format_bytes(held + kept_buffers, binary), format_bytes(capacity, binary)
+        if total == budget:  # a few bytes over: in bytes, not "33.54 KB, over its 33.54 KB budget"
+            total, budget = f"{held + kept_buffers:,} bytes", f"{capacity:,}-byte"
+        return (f"{device_name(gpu)} holds {format_bytes(held, binary)} in the map, and accelerate adds the "
+                f"{format_bytes(kept_buffers, binary)} of buffers of the offloaded modules there (dispatch_model, "
+                "offload_buffers=False, keeps them on its main GPU, though the map counts them on the CPU): "
+                f"{total}, over its {budget} budget; "
+                "leave that GPU a little more room (a smaller --gpu for the plan, or --reserve)")
+    return None
 
 
 def per_input_offloaded_bytes(planned: PlannedModel, device_map: Mapping[str, int | str],
