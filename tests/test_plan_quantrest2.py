@@ -253,37 +253,12 @@ def _seq2seq(folder: Path, kind: str) -> Path:
 
 def _bytes_streamed(folder: Path, device_map: dict[str, int | str], new_tokens: int, tmp_path: Path) -> int:
     """The bytes accelerate's hooks copy to the execution device while generate() makes `new_tokens` tokens, on the
-    map planned (its GPU entries run on the CPU here, its CPU entries are offloaded, to disk: each offloaded module's
-    weights are loaded each time it runs, as they are copied to the GPU from CPU RAM)."""
-    import tempfile
+    map planned: for each call of a hook, only the tensors its pre_forward loads (plan84's measure). It counted every
+    stored weight under the hook's prefix, too much for a hook on a module with parameters of its own and children
+    (each child has its own hook) (plan85)."""
+    from tests.test_plan84 import _bytes_loaded
 
-    import accelerate.hooks as hooks
-    import transformers
-    from accelerate import dispatch_model
-
-    config = json.loads((folder / "config.json").read_text())
-    model = getattr(transformers, config["architectures"][0]).from_pretrained(folder).eval()
-    offloaded = {name: ("disk" if where == "cpu" else "cpu") for name, where in device_map.items()}
-    model = dispatch_model(model, offloaded, main_device="cpu",
-                           offload_dir=tempfile.mkdtemp(dir=tmp_path))
-    moved = [0]
-    original = hooks.AlignDevicesHook.pre_forward
-
-    def pre_forward(self: Any, module: Any, *args: Any, **kwargs: Any) -> Any:
-        if self.offload:
-            stored = self.weights_map.dataset
-            moved[0] += sum(stored[key].numel() * stored[key].element_size() for key in self.weights_map)
-        return original(self, module, *args, **kwargs)
-
-    hooks.AlignDevicesHook.pre_forward = pre_forward
-    try:
-        with torch.no_grad():
-            out = model.generate(torch.tensor([[5, 6, 7, 8, 2]]), max_new_tokens=new_tokens,
-                                 min_new_tokens=new_tokens, do_sample=False, num_beams=1)
-    finally:
-        hooks.AlignDevicesHook.pre_forward = original
-    assert out.shape[1] - (1 if out.shape[1] > new_tokens else 0) == new_tokens, out.shape
-    return moved[0]
+    return _bytes_loaded(folder, device_map, new_tokens, tmp_path)
 
 
 @pytest.mark.parametrize("kind", ["t5", "bart"])

@@ -187,6 +187,11 @@ class Offload:
     # (the first GPU) when the model is dispatched and load none of them per step, so the map counts them on CPU /
     # disk while they sit on that GPU; in cpu_bytes / disk_bytes, not in bytes_per_token nor the per-input bytes.
     buffers_on_gpu_bytes: int = 0
+    # A tied tensor held by two offloaded modules (GPT-2's wte and lm_head) is loaded by each one's hook, each call,
+    # while the map counts it once: the loads beyond that copy, per token and per input (`tied_reloaded_bytes`);
+    # in bytes_per_token / per_input_cpu_bytes, not in cpu_bytes / disk_bytes.
+    tied_reloaded_per_token_bytes: int = 0
+    tied_reloaded_per_input_bytes: int = 0
 
 
 @dataclass
@@ -4174,8 +4179,12 @@ def plan_devices(planned: PlannedModel, request: PlanRequest, source: str = "") 
     disk_bytes = per_device.get("disk", 0)
     per_input = per_input_offloaded_bytes(planned, device_map, tensor_sizes) if request.gpus else {}
     kept_buffers = offloaded_buffer_bytes(planned, device_map, tensor_sizes) if request.gpus else 0
-    offload = Offload(cpu_bytes, disk_bytes, cpu_bytes + disk_bytes - sum(per_input.values()) - kept_buffers,
-                      per_input.get("cpu", 0), per_input.get("disk", 0), kept_buffers)
+    # a tied tensor offloaded with two of its modules is loaded by each one's hook (`tied_reloaded_bytes`)
+    tied_token, tied_input = tied_reloaded_bytes(planned, device_map, tensor_sizes) if request.gpus else (0, 0)
+    offload = Offload(cpu_bytes, disk_bytes,
+                      cpu_bytes + disk_bytes - sum(per_input.values()) - kept_buffers + tied_token,
+                      per_input.get("cpu", 0) + tied_input, per_input.get("disk", 0), kept_buffers,
+                      tied_token, tied_input)
 
     suggestions: list[Suggestion] = []
     if request.suggest and request.manual_map is None and verdict != "fits-on-gpus" and request.gpus:
@@ -4200,6 +4209,10 @@ def plan_devices(planned: PlannedModel, request: PlanRequest, source: str = "") 
     rest_said = quantized_rest_warning(planned, request, no_split, tensor_sizes, verdict)
     if rest_said:
         warnings.append(rest_said)
+    kept_over = kept_buffers_over_budget_warning(device_map, per_device, capacities, kept_buffers,
+                                                 request.binary_units)
+    if kept_over:
+        warnings.append(kept_over)
     bnb_offload = bnb_offload_warning(planned, device_map, tensor_sizes, request.binary_units)
     if bnb_offload:
         warnings.append(bnb_offload)
@@ -4341,6 +4354,72 @@ def offloaded_buffer_bytes(planned: PlannedModel, device_map: Mapping[str, int |
                and device_map.get(_owner(name, device_map) or "") in ("cpu", "disk"))
 
 
+def _once_per_input_test(planned: PlannedModel) -> Callable[[str], bool] | None:
+    """For a generating encoder-decoder, the test of whether a parameter's module runs once per input in generate()
+    (its encoder's, and its decoder's cross-attention key / value projections, whose outputs the cache keeps), not
+    once per token; None for any other model."""
+    config = planned.config or {}
+    model = planned.model
+    if not planned.is_transformers or not config.get("is_encoder_decoder"):
+        return None
+    can_generate = getattr(model, "can_generate", None)
+    get_encoder = getattr(model, "get_encoder", None)
+    if not callable(can_generate) or not can_generate() or not callable(get_encoder):
+        return None
+    try:
+        encoder = get_encoder()
+    except Exception:  # noqa: BLE001 - a class whose get_encoder needs what the meta model lacks: no split said
+        return None
+    prefix = next((name for name, module in model.named_modules() if module is encoder and name), None)
+    if prefix is None:
+        return None
+
+    def once_per_input(name: str) -> bool:
+        if name.startswith(f"{prefix}."):
+            return True
+        parts = name.split(".")
+        # the projection in the cross-attention module itself, or in its attention core (BERT's `self`)
+        return len(parts) >= 3 and parts[-2] in _CROSS_KEY_VALUE and (parts[-3] in _CROSS_ATTENTION or (
+            len(parts) >= 4 and parts[-3] == "self" and parts[-4] in _CROSS_ATTENTION))
+
+    return once_per_input
+
+
+def kept_buffers_over_budget_warning(device_map: Mapping[str, int | str], per_device: Mapping[int | str, int],
+                                     capacities: Mapping[int | str, int], kept_buffers: int,
+                                     binary: bool = False) -> str | None:
+    """The warning for a map whose main GPU, with the offloaded modules' buffers accelerate moves there, holds more
+    than its budget, else None.
+
+    transformers' planner (and the map) counts those buffers with their modules on the CPU / disk; dispatch_model
+    (offload_buffers=False) materializes them on its main device, the first GPU (`offloaded_buffer_bytes`). The map
+    is left as transformers makes it: a plan that fits by less than the buffers is said, not changed.
+
+    Example:
+        >>> kept_buffers_over_budget_warning({"a": 0, "b": "cpu"}, {0: 990, "cpu": 50}, {0: 1000, "cpu": 10**6}, 40)
+        ... # doctest: +ELLIPSIS
+        'cuda:0 holds 990 B in the map, and accelerate adds the 40 B of buffers of the offloaded modules there ...'
+    """
+    if not kept_buffers:
+        return None
+    from weightdoctor.units import format_bytes
+
+    for gpu in main_gpus(device_map):
+        capacity = capacities.get(gpu)
+        held = per_device.get(gpu, 0)
+        if capacity is None or held > capacity or held + kept_buffers <= capacity:
+            continue  # unknown room, over already (an error of its own), or room for them
+        total, budget = format_bytes(held + kept_buffers, binary), format_bytes(capacity, binary)
+        if total == budget:  # a few bytes over: in bytes, not "33.54 KB, over its 33.54 KB budget"
+            total, budget = f"{held + kept_buffers:,} bytes", f"{capacity:,}-byte"
+        return (f"{device_name(gpu)} holds {format_bytes(held, binary)} in the map, and accelerate adds the "
+                f"{format_bytes(kept_buffers, binary)} of buffers of the offloaded modules there (dispatch_model, "
+                "offload_buffers=False, keeps them on its main GPU, though the map counts them on the CPU): "
+                f"{total}, over its {budget} budget; "
+                "leave that GPU a little more room (a smaller --gpu for the plan, or --reserve)")
+    return None
+
+
 def per_input_offloaded_bytes(planned: PlannedModel, device_map: Mapping[str, int | str],
                               tensor_sizes: Mapping[str, int]) -> dict[str, int]:
     """The offloaded bytes of a generating encoder-decoder that are streamed once per input, not per generated
@@ -4352,30 +4431,9 @@ def per_input_offloaded_bytes(planned: PlannedModel, device_map: Mapping[str, in
     per-token cost. A tensor tied to one used per token (T5's shared embeddings, which the decoder and lm_head use)
     is counted per token.
     """
-    config = planned.config or {}
-    model = planned.model
-    if not planned.is_transformers or not config.get("is_encoder_decoder"):
+    once_per_input = _once_per_input_test(planned)
+    if once_per_input is None:
         return {}
-    can_generate = getattr(model, "can_generate", None)
-    get_encoder = getattr(model, "get_encoder", None)
-    if not callable(can_generate) or not can_generate() or not callable(get_encoder):
-        return {}
-    try:
-        encoder = get_encoder()
-    except Exception:  # noqa: BLE001 - a class whose get_encoder needs what the meta model lacks: no split said
-        return {}
-    prefix = next((name for name, module in model.named_modules() if module is encoder and name), None)
-    if prefix is None:
-        return {}
-
-    def once_per_input(name: str) -> bool:
-        if name.startswith(f"{prefix}."):
-            return True
-        parts = name.split(".")
-        # the projection in the cross-attention module itself, or in its attention core (BERT's `self`)
-        return len(parts) >= 3 and parts[-2] in _CROSS_KEY_VALUE and (parts[-3] in _CROSS_ATTENTION or (
-            len(parts) >= 4 and parts[-3] == "self" and parts[-4] in _CROSS_ATTENTION))
-
     per_token = {name for group in tied_groups(planned) if not all(once_per_input(member) for member in group)
                  for name in group}
     # buffers are kept on the GPU, not streamed (`offloaded_buffer_bytes`)
@@ -4389,6 +4447,49 @@ def per_input_offloaded_bytes(planned: PlannedModel, device_map: Mapping[str, in
         if device in ("cpu", "disk"):
             found[str(device)] = found.get(str(device), 0) + size
     return found
+
+
+def tied_reloaded_bytes(planned: PlannedModel, device_map: Mapping[str, int | str],
+                        tensor_sizes: Mapping[str, int]) -> tuple[int, int]:
+    """(per token, per input): the bytes of tied tensors that accelerate's hooks load beyond the one copy the map
+    counts, where the modules holding them are offloaded.
+
+    dispatch_model hooks each offloaded module that holds parameters of its own, and each hook loads its module's
+    parameters from the offload on every call and frees them after it: a tensor tied between two offloaded modules
+    (GPT-2's wte and lm_head, BERT's word embeddings and cls.predictions.decoder) is loaded by both, each time it
+    runs, and one held by a module on the GPU while its tied twin is offloaded is loaded by the twin's hook all the
+    same. The map counts the tensor once, where its first name sits. Module objects registered under two names
+    (T5's shared and encoder.embed_tokens) are one hook.
+    """
+    if not any(isinstance(where, int) for where in device_map.values()):
+        return 0, 0  # no GPU: the CPU runs the model where it lies, nothing is streamed
+    once_per_input = _once_per_input_test(planned)
+    model = planned.model
+    per_token = per_input = 0
+    for group in tied_groups(planned):
+        counted = next((name for name in group if name in tensor_sizes), None)
+        if counted is None:
+            continue
+        size = tensor_sizes[counted]
+        token_loads: dict[int, str] = {}
+        input_loads: dict[int, str] = {}
+        for name in group:
+            if device_map.get(_owner(name, device_map) or "") not in ("cpu", "disk"):
+                continue
+            try:
+                module = model.get_submodule(name.rpartition(".")[0])
+            except AttributeError:
+                continue
+            loads = input_loads if once_per_input is not None and once_per_input(name) else token_loads
+            loads.setdefault(id(module), name)
+        input_loads = {key: name for key, name in input_loads.items() if key not in token_loads}
+        # what the map already counts: the first name's copy, per token where any member runs per token
+        # (`per_input_offloaded_bytes`)
+        already = device_map.get(_owner(counted, device_map) or "") in ("cpu", "disk")
+        group_per_token = once_per_input is None or not all(once_per_input(member) for member in group)
+        per_token += size * len(token_loads) - (size if already and group_per_token else 0)
+        per_input += size * len(input_loads) - (size if already and not group_per_token else 0)
+    return max(per_token, 0), max(per_input, 0)
 
 
 def seq_len_beyond_context_warning(config: dict[str, Any] | None, seq_len: int | None,

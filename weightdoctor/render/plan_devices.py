@@ -197,7 +197,8 @@ def render_plan(report: PlanReport, console: Console, typed_sizes: Mapping[str, 
             p(line)
     p()
     off = report.offload
-    if off.cpu_bytes + off.disk_bytes:
+    # a tied twin offloaded beside one on the GPU (a tied-split map) streams though the map counts it on the GPU
+    if off.cpu_bytes + off.disk_bytes + off.tied_reloaded_per_token_bytes + off.tied_reloaded_per_input_bytes:
         # Without --disk what the disk line holds is placed nowhere (the plan does not fit): it is neither on a disk
         # nor streamed to the GPU, so only the CPU's share is timed.
         on_disk = off.disk_bytes if report.disk_allowed else 0
@@ -211,7 +212,8 @@ def render_plan(report: PlanReport, console: Console, typed_sizes: Mapping[str, 
         # A generating encoder-decoder (T5, BART, Whisper) runs its encoder (and its decoder's cross-attention key /
         # value projections) once per input and the rest of its decoder once per token: those offloaded weights are
         # streamed once per input, not per token.
-        encoder_cpu = off.per_input_cpu_bytes if step == "generated token" else 0
+        tied_input = off.tied_reloaded_per_input_bytes if step == "generated token" else 0
+        encoder_cpu = off.per_input_cpu_bytes - off.tied_reloaded_per_input_bytes if step == "generated token" else 0
         encoder_disk = off.per_input_disk_bytes if step == "generated token" and report.disk_allowed else 0
         # The offloaded modules' buffers accelerate moves to the GPU once (offload_buffers=False) are not streamed:
         # taken from the CPU's share first (they are a few KB to MB; the split by device is not kept).
@@ -219,8 +221,13 @@ def render_plan(report: PlanReport, console: Console, typed_sizes: Mapping[str, 
         kept_cpu = min(kept, off.cpu_bytes - encoder_cpu)
         kept_disk = min(kept - kept_cpu, on_disk - encoder_disk)
         per_step_cpu, per_step_disk = off.cpu_bytes - encoder_cpu - kept_cpu, on_disk - encoder_disk - kept_disk
-        per_step = per_step_cpu + per_step_disk
         streamed -= kept_cpu + kept_disk
+        # A tied tensor held by two offloaded modules is loaded by each one's hook (timed as from CPU RAM)
+        tied_step = off.tied_reloaded_per_token_bytes + (off.tied_reloaded_per_input_bytes - tied_input)
+        per_step_cpu += tied_step
+        encoder_cpu += tied_input
+        streamed += tied_step
+        per_step = per_step_cpu + per_step_disk
 
         def timed(cpu_part: int, disk_part: int, per: str) -> str:
             seconds = cpu_part / HOST_TO_GPU_BYTES_PER_S + disk_part / DISK_BYTES_PER_S
