@@ -2093,11 +2093,12 @@ def adapter_fit(
                 # made for narrower experts (its out against down_proj's, or gate_up_proj's in axis), which
                 # PeftModel.from_pretrained refuses (size mismatch). B's experts fused from per-expert weights are
                 # E × out × in, as transformers builds them (not is_transposed).
-                sibling = specs_a.get(_LORA_SIBLING.sub(lambda found: ".lora_B." if found[1] == "A" else ".lora_A.",
-                                                        name))
+                sibling_name = _LORA_SIBLING.sub(lambda found: ".lora_B." if found[1] == "A" else ".lora_A.", name)
+                sibling = specs_a.get(sibling_name) if part == match["part"] and sibling_name != name else None
+                transposed = False if module in fused_from else None
                 fit = next((param for param in params[module] if _parameter_lora_fits(
-                    part, shape, param.shape, transposed=False if module in fused_from else None,
-                    other=sibling.shape if sibling is not None and part == match["part"] else None)), None)
+                    part, shape, param.shape, transposed=transposed,
+                    other=sibling.shape if sibling is not None else None)), None)
                 if rank is not None:  # r × experts: each expert's rank stacked
                     experts = (fit or params[module][0]).shape[0] if len(
                         (fit or params[module][0]).shape) == 3 else 1
@@ -2109,7 +2110,13 @@ def adapter_fit(
                     modules.setdefault(module, True)
                 else:
                     held = ", ".join(f"{param.name} ({'×'.join(map(str, param.shape))})" for param in params[module])
-                    whys[name] = ("adapter", "error", f"{'×'.join(map(str, shape))} fits none of B's "
+                    # A factor that fits alone is refused with its pair: said so, the pair's other factor named.
+                    paired = ""
+                    if sibling is not None and any(_parameter_lora_fits(part, shape, param.shape, transposed=transposed)
+                                                   for param in params[module]):
+                        other_part = _LORA_SIBLING.search(sibling_name)[0][1:-1]
+                        paired = f" with its {other_part} ({'×'.join(map(str, sibling.shape))})"
+                    whys[name] = ("adapter", "error", f"{'×'.join(map(str, shape))}{paired} fits none of B's "
                                   f"parameters of {module} ({held}{stored}): an adapter for another model size")
                     modules[module] = False
                 continue
