@@ -57,12 +57,20 @@ def test_a_grounding_dino_checkpoints_ddp_prefix_is_a_warning_against_its_own_la
 def _votes_one_by_one(sample_splits: list[list[tuple[str, str]]], by_rest: dict[str, set[str]],
                       limit: int) -> list[tuple[tuple[str, str, str], int]]:
     """The prefix votes as _candidate_renames cast them before (one vote a split and a target prefix), ranked; a
-    module inside one numbered layer gets no vote onto a prefix with no number (the lookalike rule of this round)."""
+    module inside one numbered layer of alike layers gets no vote onto a prefix with no number (the lookalike rule
+    of this round, narrowed in review 83 to layers that another sampled layer holds the module of too)."""
     import heapq
     from collections import Counter
 
+    def numbers_hidden(prefix: str) -> list[tuple[str, ...]]:
+        parts = prefix.rstrip(".").split(".")
+        return [(*parts[:i], "#", *parts[i + 1:]) for i, part in enumerate(parts[:-1]) if part.isdigit()]
+
+    # Inside a layer of alike layers: another sampled prefix differs from it by that number alone (review 83).
+    seen = {prefix for splits in sample_splits for prefix, _ in splits}
+
     def inside_a_layer(prefix: str) -> bool:
-        return any(part.isdigit() for part in prefix.rstrip(".").split(".")[:-1])
+        return any(sum(pattern in numbers_hidden(other) for other in seen) > 1 for pattern in numbers_hidden(prefix))
 
     votes: Counter[tuple[str, str, str]] = Counter()
     for splits in sample_splits:

@@ -72,10 +72,11 @@ def test_plan_devices_without_disk_says_the_left_over_bytes_are_not_placed_not_s
     assert offload_line("--cpu", "10KB") == ("offload: 0 B in CPU RAM, 164.54 KB not placed (disk offload is off; "
                                              "--disk allows it)")
     mixed = offload_line("--cpu", "160KB")
+    # 64 B of it is the offloaded rotary embedding's inv_freq buffer, which accelerate keeps on the GPU (plan84)
     assert mixed.startswith("offload: 73.98 KB in CPU RAM, 90.56 KB not placed (disk offload is off; --disk allows "
-                            "it): 73.98 KB moved to the GPU for every generated token (≥ "), mixed
+                            "it): 73.92 KB moved to the GPU for every generated token (≥ "), mixed
     assert offload_line("--cpu", "10KB", "--disk").startswith(
-        "offload: 0 B in CPU RAM, 164.54 KB on disk: 164.54 KB moved to the GPU for every generated token (≥ ")
+        "offload: 0 B in CPU RAM, 164.54 KB on disk: 164.48 KB moved to the GPU for every generated token (≥ ")
 
 
 def _builtin_calls(name: str, call: Any) -> int:

@@ -18,6 +18,7 @@ import torch
 from safetensors.torch import load_file
 
 from tests.helpers import run_cli
+from tests.test_health80 import _adam_steps
 
 transformers = pytest.importorskip("transformers")
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -35,16 +36,6 @@ def _gpt2() -> Any:
     torch.manual_seed(0)
     return transformers.GPT2LMHeadModel(transformers.GPT2Config(vocab_size=100, n_embd=32, n_layer=2, n_head=4,
                                                                 n_positions=32))
-
-
-def _adam_steps(model: Any, steps: int, lr: float = 1e-3) -> None:
-    torch.manual_seed(1)
-    ids = torch.randint(3, 100, (4, 12))
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    for _ in range(steps):
-        optimizer.zero_grad()
-        model(input_ids=ids, labels=ids).loss.backward()
-        optimizer.step()
 
 
 def _saved(folder: Path, model: Any, steps: int = 0) -> Path:

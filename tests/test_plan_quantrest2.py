@@ -76,8 +76,9 @@ def test_int4_with_a_float16_rest_is_offered_as_a_call_that_fits(
         code, data = run_json("plan-devices", str(folder), "--gpu", f"{gpu}B", "--cpu", "1GB")
         assert data["dtype"] == "fp32" and data["verdict"] != "fits-on-gpus", (share, data["verdict"])
         rungs = [s for s in data["suggestions"] if s["change"] in ("dtype", _HALF_REST)]
-        expected = None if fits[(8, False)] or fits[(4, False)] else \
-            "int8" if fits[(8, True)] else "int4" if fits[(4, True)] else None
+        # int8 with a float16 rest is offered before int4 with a float32 rest where both fit (plan84)
+        expected = None if fits[(8, False)] else "int8" if fits[(8, True)] else \
+            "int4" if fits[(4, True)] and not fits[(4, False)] else None
         half = [s for s in rungs if s["change"] == _HALF_REST]
         assert [s["dtype"] for s in half] == ([expected] if expected else []), (share, rungs, fits)
         if not half:
@@ -98,12 +99,12 @@ def test_int4_with_a_float16_rest_is_offered_as_a_call_that_fits(
 
 def test_a_plan_that_fits_at_int4_keeps_the_plain_rung(tmp_path: Path) -> None:
     """Where `--dtype int4` fits as it is planned (rest at float32), the rung is `--dtype int4` itself, and no
-    float16-rest call is offered beside it."""
+    int4 float16-rest call is offered beside it (since plan84 an int8 one that fits is offered before it)."""
     folder = _llama(tmp_path / "m", torch.float32)
     code, data = run_json("plan-devices", str(folder), "--gpu", "140KB", "--cpu", "1GB")
     rungs = [(s["change"], s["dtype"]) for s in data["suggestions"] if s["change"] in ("dtype", _HALF_REST)]
     code, int4 = run_json("plan-devices", str(folder), "--gpu", "140KB", "--cpu", "1GB", "--dtype", "int4")
-    assert int4["verdict"] == "fits-on-gpus" and rungs == [("dtype", "int4")], rungs
+    assert int4["verdict"] == "fits-on-gpus" and rungs == [(_HALF_REST, "int8"), ("dtype", "int4")], rungs
 
 
 def _prequantized_oracle(folder: Path, dtype: torch.dtype, budgets: dict[int | str, int],
@@ -306,11 +307,11 @@ def test_an_encoder_decoders_offload_is_said_per_input_and_per_token_as_accelera
     per_input = three - 3 * per_token
     off = data["offload"]
     # Buffers of offloaded modules (BART's final_logits_bias) accelerate keeps on the execution device
-    # (offload_buffers=False, from_pretrained's default): the hooks load none of them, the report counts them per
-    # token as it did before (left as it was).
+    # (offload_buffers=False, from_pretrained's default): the hooks load none of them, and since plan84 the report
+    # says them apart, not per token.
     buffers = _offloaded_buffer_bytes(folder, placed)
-    assert (off.get("per_input_cpu_bytes", 0), off["bytes_per_token"]) == (per_input, per_token + buffers), \
-        (off, per_input, per_token, buffers)
+    assert (off.get("per_input_cpu_bytes", 0), off["bytes_per_token"], off["buffers_on_gpu_bytes"]) == \
+        (per_input, per_token, buffers), (off, per_input, per_token, buffers)
     assert per_input > 0 and off["cpu_bytes"] == per_input + per_token + buffers
     from tests.helpers import run_cli
     from weightdoctor.units import format_bytes
@@ -318,7 +319,7 @@ def test_an_encoder_decoders_offload_is_said_per_input_and_per_token_as_accelera
     text = run_cli("plan-devices", str(folder), "--gpu", f"{int(total * 0.35)}B", "--cpu", "1GB").stdout
     [line] = [line for line in text.replace("\n ", " ").splitlines() if line.startswith("offload:")]
     assert f"{format_bytes(per_input)} (the encoder's" in line and "once per input" in line, line
-    assert f"{format_bytes(per_token + buffers)} (the rest) for every generated token" in line, line
+    assert f"{format_bytes(per_token)} (the rest) for every generated token" in line, line
 
 
 def _offloaded_buffer_bytes(folder: Path, device_map: dict[str, int | str]) -> int:

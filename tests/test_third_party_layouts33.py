@@ -23,6 +23,7 @@ import torch
 from typer.testing import CliRunner
 
 from tests.helpers import run_cli, run_json
+from tests.test_third_party_layouts32 import _VOCOS_CONFIG
 
 
 def _yolo_nas_state(seed: int) -> OrderedDict[str, torch.Tensor]:
@@ -73,28 +74,6 @@ def test_a_super_gradients_average_model_offers_the_average_under_net(tmp_path: 
     code, data = run_json("inspect", str(best))
     assert code == 0 and any("--key net reads the raw training weights" in w for w in data["warnings"]), data
 
-
-_VOCOS_CONFIG = """feature_extractor:
-  class_path: vocos.feature_extractors.MelSpectrogramFeatures
-  init_args:
-    sample_rate: 24000
-    n_fft: 16
-    hop_length: 4
-    n_mels: 10
-backbone:
-  class_path: vocos.models.VocosBackbone
-  init_args:
-    input_channels: 10
-    dim: 16
-    intermediate_dim: 48
-    num_layers: 2
-head:
-  class_path: vocos.heads.ISTFTHead
-  init_args:
-    dim: 16
-    n_fft: 16
-    hop_length: 4
-"""
 
 # Vocos' Lightning training config (configs/vocos.yaml's shape): the same classes, under model.init_args.
 _VOCOS_TRAINING_CONFIG = """model:

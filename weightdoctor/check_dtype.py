@@ -1519,29 +1519,41 @@ def kept_fp32_at_load(checkpoint: Checkpoint, targets: Iterable[str]) -> dict[st
     wanted = [t for t in targets if t in ("fp16", "bf16")]
     if checkpoint.config is None or not wanted:
         return {}
-    from weightdoctor.modeling_source import keeps_modules_in_fp32
+    from weightdoctor.modeling_source import fp32_modules_plan, keeps_modules_in_fp32
 
     if keeps_modules_in_fp32(checkpoint.config) is False:
         # Its modeling code sets no _keep_in_fp32_modules: the plan is empty, known without importing transformers
         # and building the model (seconds, now asked at every verdict).
         return {t: [] for t in wanted}
-    import torch
+    plans: dict[str, list[str]]
+    if (read := fp32_modules_plan(checkpoint.config)) is not None:
+        # The lists are literals its modeling code declares (T5's `wo`): read, not built. Importing transformers and
+        # building the model took 3 to 15 s of a convert that otherwise takes half a second. As `_get_dtype_plan`:
+        # the plain list at float16 only, the strict one at float16 and bfloat16.
+        keep, strict = read
+        plans = {t: list(dict.fromkeys([*(keep if t == "fp16" else ()), *strict])) for t in wanted}
+    else:
+        import torch
 
-    try:
-        from transformers.core_model_loading import build_glob_alternation
+        try:
+            from weightdoctor.meta_model import build_meta_model
 
-        from weightdoctor.meta_model import build_meta_model
-
-        model = build_meta_model(checkpoint.config)
-        plans = {t: model._get_dtype_plan(getattr(torch, TARGETS[t])) for t in wanted}
-    except Exception:  # not a config transformers builds (diffusers, timm, a foreign class): nothing to say
-        return {}
+            model = build_meta_model(checkpoint.config)
+            plans = {t: list(model._get_dtype_plan(getattr(torch, TARGETS[t]))) for t in wanted}
+        except Exception:  # not a config transformers builds (diffusers, timm, a foreign class): nothing to say
+            return {}
     kept: dict[str, list[str]] = {}
     for target, plan in plans.items():
-        pattern = build_glob_alternation(list(plan))[0] if plan else None
+        pattern = _glob_alternation(plan) if plan else None
         kept[target] = sorted(t.name for t in checkpoint.tensors
                               if pattern is not None and _is_castable(t) and pattern.search(t.name))
     return kept
+
+
+def _glob_alternation(globs: list[str]) -> re.Pattern[str]:
+    """The pattern transformers' loader matches a dtype plan's names with (`core_model_loading.build_glob_alternation`:
+    each name a branch, `*` any text, searched anywhere in a tensor's name), without importing it."""
+    return re.compile("|".join(f"(?:{glob.replace('*', '.*')})" for glob in globs))
 
 
 def kept_at_load_line(name: str, report: TargetReport) -> str:

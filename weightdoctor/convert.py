@@ -187,19 +187,14 @@ def source_metadata(checkpoint: Checkpoint, fmt: str, renames: list[Rename] | No
     if fmt != "safetensors":
         # sorted: the safetensors library keeps metadata in a hash map, its order varies
         names = {t.name for t in checkpoint.tensors}
-        # huggingface_hub's records of a tied tensor it left out ({dropped name: the name kept}): named as such,
-        # or "the source's lm_head.weight is not written" reads as a tensor lost.
+        # huggingface_hub's records of a tied tensor it left out ({dropped name: the name kept}) are written into the
+        # .bin as tensors, one storage with the kept one, as torch.save writes a tied state dict (plan_tensors).
         aliases = sorted(k for k, v in carried.items() if v in names and k not in names)
         keys = sorted(k for k in carried if k not in aliases)
-        parts = []
-        if aliases:
-            pairs = [f"{k} = {carried[k]}" for k in aliases[:3]] + ([f"{len(aliases) - 3} more"] if len(aliases) > 3
-                                                                       else [])
-            parts.append(f"record{'s' if len(aliases) > 1 else ''} of tied tensors it does not store "
-                         f"({', '.join(pairs)}: from_pretrained re-ties them; torch.load will not list them)")
-        if keys:
-            parts.append(", ".join(keys[:5]) + (f" and {len(keys) - 5} more" if len(keys) > 5 else ""))
-        lost = f"the source's {' and '.join(parts)} {'is' if len(aliases) + len(keys) == 1 else 'are'} not written"
+        if not keys:
+            return {}, said
+        listed = ", ".join(keys[:5]) + (f" and {len(keys) - 5} more" if len(keys) > 5 else "")
+        lost = f"the source's {listed} {'is' if len(keys) == 1 else 'are'} not written"
         return {}, f"{said}; {lost}" if said else f"a .bin file holds no metadata: {lost}"
     if renames:
         # Only huggingface_hub's alias records ({dropped shared tensor: the tensor kept}) name tensors; a

@@ -2673,12 +2673,18 @@ def _per_expert_fusions(specs_b: Mapping[str, KeySpec]) -> dict[str, tuple[str, 
         dtype = next(iter(next(iter(projections.values())).values())).dtype
         gate_up = [one[p] for p in ("gate_proj", "up_proj") if p in one] or [one[p] for p in ("w1", "w3") if p in one]
         down = one.get("down_proj", one.get("w2"))
-        if len(gate_up) != 2 or gate_up[0] != gate_up[1] or down is None:
+        if set(one) == {"up_proj", "down_proj"}:
+            # Experts of no gate (Nemotron-H's mixer.experts.N.up_proj / down_proj): conversion_mapping.py stacks
+            # each projection alone (`mixer.experts.up_proj`, E × out × in).
+            stacked = [KeySpec(f"{{loaded}}.{projection}", (count, *one[projection]), dtype)
+                       for projection in ("up_proj", "down_proj")]
+        elif len(gate_up) != 2 or gate_up[0] != gate_up[1] or down is None:
             continue
+        else:
+            stacked = [KeySpec("{loaded}.gate_up_proj", (count, 2 * gate_up[0][0], gate_up[0][1]), dtype),
+                       KeySpec("{loaded}.down_proj", (count, *down), dtype)]
         for loaded in {experts, _BLOCK_SPARSE_MOE.sub(".mlp.experts", experts)}:
-            fused[loaded] = (experts, [
-                KeySpec(f"{loaded}.gate_up_proj", (count, 2 * gate_up[0][0], gate_up[0][1]), dtype),
-                KeySpec(f"{loaded}.down_proj", (count, *down), dtype)])
+            fused[loaded] = (experts, [spec._replace(name=spec.name.format(loaded=loaded)) for spec in stacked])
     return fused
 
 
@@ -5945,6 +5951,7 @@ def diff_specs(
     loader_prefix: Callable[[], str | None] | None = None,
     model_class_command: Callable[[], str | None] | None = None,
     model_renamings: Callable[[], Sequence[tuple[str, str]]] | None = None,
+    model_loaded_names: Callable[[Iterable[str]], Mapping[str, str]] | None = None,
     quantization_a: str | None = None,
     quantizers: tuple[str | None, str | None] = (None, None),
     adapter_config_a: Callable[[], Mapping[str, Any] | None] | None = None,
@@ -5978,6 +5985,8 @@ def diff_specs(
             transformers).
         model_renamings: gives the `(regex, replacement)` renames transformers applies to B's class on load
             (`transformers_renamings`); called only when keys are left missing and unexpected with a shape in common.
+        model_loaded_names: gives B's names that transformers renames on load, each to its loaded name
+            (`transformers_loaded_names`); called only when an adapter A's modules are not in B as saved.
         adapter_config_a: gives the PEFT adapter_config.json beside A (or None); called only for an adapter whose
             saved shapes it settles.
         source_a: A as the user named it (None: not known, "A" in the report, and the calls that would name it said
@@ -6004,7 +6013,8 @@ def diff_specs(
                            tie_embeddings=tie_embeddings, base_prefix_loads=base_prefix_loads,
                            tie_embeddings_a=tie_embeddings_a, loader_prefix=loader_prefix,
                            model_class_command=model_class_command, model_renamings=model_renamings,
-                           quantization_a=quantization_a, quantizers=quantizers, adapter_config_a=adapter_config_a,
+                           model_loaded_names=model_loaded_names, quantization_a=quantization_a,
+                           quantizers=quantizers, adapter_config_a=adapter_config_a,
                            swapped_steps=swapped_steps, paths_a=paths_a)
 
 
@@ -6073,6 +6083,7 @@ def _diff_specs(
     loader_prefix: Callable[[], str | None] | None = None,
     model_class_command: Callable[[], str | None] | None = None,
     model_renamings: Callable[[], Sequence[tuple[str, str]]] | None = None,
+    model_loaded_names: Callable[[Iterable[str]], Mapping[str, str]] | None = None,
     quantization_a: str | None = None,
     quantizers: tuple[str | None, str | None] = (None, None),
     adapter_config_a: Callable[[], Mapping[str, Any] | None] | None = None,
@@ -6115,6 +6126,10 @@ def _diff_specs(
         layout_whys = {**ema_whys, **layout_whys}
     adapter_whys, adapter_note = adapter_fit(renamed_a, specs_b, diff.unexpected, diff.missing, word_texts[0],
                                              adapter_config_a, named_b, revision_b, named_a, revision_a)
+    if model_loaded_names is not None and any(severity == "error" for _, severity, _ in adapter_whys.values()):
+        adapter_whys, adapter_note = _adapter_fit_as_loaded(
+            (adapter_whys, adapter_note), model_loaded_names, renamed_a, specs_b, diff, word_texts[0],
+            adapter_config_a, named_b, revision_b, named_a, revision_a)
     if adapter_whys:  # an adapter is not renamed into its base: its keys are told what they fit
         layout_whys, layout_note = adapter_whys, adapter_note
     elif diff.missing and (swapped := swapped_sides(renamed_a, specs_b, diff.unexpected, diff.missing, word_texts[1],
@@ -6220,6 +6235,38 @@ def open_clip_ddp_whys(specs_a: Mapping[str, KeySpec], specs_b: Mapping[str, Key
                   "--rename '^module\\.='")
 
 
+def _adapter_fit_as_loaded(
+    found: tuple[dict[str, tuple[str, str, str]], str],
+    model_loaded_names: Callable[[Iterable[str]], Mapping[str, str]],
+    specs_a: Mapping[str, KeySpec], specs_b: Mapping[str, KeySpec], diff: _RawDiff, word_text: str | None,
+    *args: Any,
+) -> tuple[dict[str, tuple[str, str, str]], str]:
+    """`adapter_fit` again on B's names as from_pretrained loads them, when transformers renames some (Nemotron-H's
+    saved `backbone.` is `model.` in memory, the names peft's adapter holds): every module of a LoRA made on the
+    loaded model was "which B does not have: the adapter's weights for it are dropped", an error, though
+    PeftModel.from_pretrained on the loaded base takes them all. `found` when the loaded names fit no better."""
+    loaded = model_loaded_names(specs_b)
+    if not loaded:
+        return found
+    specs_loaded = {loaded.get(name, name): KeySpec(loaded[name], spec.shape, spec.dtype) if name in loaded else spec
+                    for name, spec in specs_b.items()}
+    if len(specs_loaded) != len(specs_b):  # two of B's names load as one: not a renaming to reason on
+        return found
+    whys, note = adapter_fit(specs_a, specs_loaded, diff.unexpected, [loaded.get(name, name) for name in diff.missing],
+                             word_text, *args)
+
+    def errors(said: Mapping[str, tuple[str, str, str]]) -> int:
+        return sum(severity == "error" for _, severity, _ in said.values())
+
+    if not whys or errors(whys) >= errors(found[0]):
+        return found
+    saved_as = {new: old for old, new in loaded.items()}
+    old, new = next(iter(loaded.items()))
+    return ({saved_as.get(name, name): why for name, why in whys.items()},
+            f"{note}; B's keys are compared as from_pretrained names them: transformers' conversion mapping for its "
+            f"model renames {len(loaded)} of them on load ({old} as {new})")
+
+
 def per_model_renames(
     specs_a: Mapping[str, KeySpec], specs_b: Mapping[str, KeySpec], unexpected: Sequence[str],
     missing: Sequence[str], suggestions: Sequence[SuggestedRename],
@@ -6297,6 +6344,34 @@ def transformers_renamings(config: Mapping[str, Any] | None) -> list[tuple[str, 
             if len(sources) == 1 and len(targets) == 1:
                 found.append((sources[0], targets[0]))
     return found
+
+
+def transformers_loaded_names(config: Mapping[str, Any] | None, names: Iterable[str]) -> dict[str, str]:
+    """B's names that transformers' conversion mapping for the config's first architecture and its model_type renames
+    when from_pretrained loads it (its plain `WeightRenaming`s, applied in turn by its own `apply_renamings`), each
+    to its loaded name: Nemotron-H's `backbone.layers.1.mixer.q_proj.weight` loads as `model.layers.1.mixer.q_proj
+    .weight`. {} when transformers is not installed, knows neither, or renames none of them."""
+    if not config:
+        return {}
+    try:
+        from transformers.conversion_mapping import get_checkpoint_conversion_mapping
+        from transformers.core_model_loading import WeightRenaming, apply_renamings
+    except Exception:  # noqa: BLE001 - no (or another) transformers: nothing to tell
+        return {}
+    renamings = [transform for key in dict.fromkeys((_first_architecture(config), config.get("model_type")))
+                 if isinstance(key, str) for transform in (get_checkpoint_conversion_mapping(key) or [])
+                 if type(transform) is WeightRenaming]
+    if not renamings:
+        return {}
+    loaded: dict[str, str] = {}
+    for name in names:
+        try:
+            new = apply_renamings(name, renamings)
+        except Exception:  # noqa: BLE001 - transformers' own code on a name it was not written for
+            return {}
+        if new != name:
+            loaded[name] = new
+    return loaded
 
 
 def _rename_all(name: str, renames: Sequence[Rename]) -> str:
@@ -6488,6 +6563,7 @@ def diff_checkpoints(a: Checkpoint, b: Checkpoint, renames: Sequence[Rename] = (
         loader_prefix=(lambda: base_model_prefix_of(b.config)) if b.config else None,
         model_class_command=check,
         model_renamings=(lambda: transformers_renamings(b.config)) if b.config else None,
+        model_loaded_names=functools.partial(transformers_loaded_names, b.config) if b.config else None,
         quantization_a=None if (found := quantization_of(a.config)) is None or found_b else found[0],
         quantizers=(found[0] if found is not None else None, found_b[0] if found_b is not None else None),
         adapter_config_a=adapter_config_a,

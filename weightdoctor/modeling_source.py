@@ -54,6 +54,13 @@ def modeling_source(model_type: str) -> str | None:
         >>> "self.embed_tokens" in modeling_source("llama")  # doctest: +SKIP
         True
     """
+    files = _modeling_files(model_type)
+    return "\n".join(_read(path) for path in files) if files is not None else None
+
+
+@functools.lru_cache(maxsize=64)
+def _modeling_files(model_type: str) -> tuple[Path, ...] | None:
+    """The modeling files `modeling_source` reads for `model_type` (its own, then those it imports classes from)."""
     models = _models_folder()
     if models is None or not re.fullmatch(r"[A-Za-z0-9_-]{1,100}", model_type):
         return None
@@ -63,8 +70,8 @@ def modeling_source(model_type: str) -> str | None:
         return None
     texts = [_read(path) for path in files]
     for other, module in sorted({m.groups() for text in texts for m in _OTHER_MODELING.finditer(text)}):
-        texts.append(_read(models / other / f"{module}.py"))
-    return "\n".join(texts)
+        files.append(models / other / f"{module}.py")
+    return tuple(files)
 
 
 def config_model_types(config: Mapping[str, Any]) -> list[str]:
@@ -108,3 +115,94 @@ def keeps_modules_in_fp32(config: Mapping[str, Any]) -> bool | None:
     if any(source is None for source in sources):
         return None
     return any(re.search(r"_keep_in_fp32_modules(?:_strict)?\s*=\s*[\[\({\"']", source or "") for source in sources)
+
+
+_FP32_ATTRIBUTES = ("_keep_in_fp32_modules", "_keep_in_fp32_modules_strict")
+# Bases a modeling file's classes take from outside it that are no PreTrainedModel and set no dtype plan.
+_PLAIN_BASES = frozenset({"object", "nn.Module", "torch.nn.Module", "GenerationMixin", "GradientCheckpointingLayer",
+                          "ModelOutput", "torch.autograd.Function", "Function", "Enum", "Exception"})
+
+
+def fp32_modules_plan(config: Mapping[str, Any]) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
+    """The `_keep_in_fp32_modules` and `_keep_in_fp32_modules_strict` of the model class a config builds, read from
+    its modeling code's text (T5's `(("wo",), ())`), where that text alone answers it: one model_type (no
+    sub-configs), every PreTrainedModel class of its files inheriting the same two lists, written as literals,
+    and nothing else in the code touching them. None otherwise (build the class to know).
+
+    transformers' `post_init` adds the lists of the PreTrainedModel submodules to the model's own; where every such
+    class of the files has the same lists, the model's are those, whichever class `architectures` names.
+
+    Example:
+        >>> fp32_modules_plan({"model_type": "t5"})  # doctest: +SKIP
+        (('wo',), ())
+    """
+    import ast
+
+    types = config_model_types(config)
+    if config.get("auto_map") is not None or len(types) != 1:
+        return None
+    files = _modeling_files(types[0])
+    if not files:
+        return None
+    classes: dict[str, tuple[list[str], dict[str, Any]]] = {}
+    for path in files:
+        try:
+            tree = ast.parse(_read(path))
+        except (SyntaxError, ValueError):
+            return None
+        assigned: set[int] = set()
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.ClassDef):
+                continue
+            if node.name in classes:
+                return None  # two classes of one name: which is meant is not read from text
+            plan: dict[str, Any] = {}
+            for statement in node.body:
+                if (isinstance(statement, ast.Assign) and len(statement.targets) == 1
+                        and isinstance(statement.targets[0], ast.Name)
+                        and statement.targets[0].id in _FP32_ATTRIBUTES):
+                    try:
+                        value = ast.literal_eval(statement.value)
+                    except ValueError:
+                        return None  # computed (`AttributeError()`, a comprehension): not a literal
+                    if value is not None and not (isinstance(value, (list, tuple, set))
+                                                  and all(isinstance(item, str) for item in value)):
+                        return None
+                    plan[statement.targets[0].id] = tuple(sorted(set(value or ())))
+                    assigned.add(id(statement.targets[0]))
+            classes[node.name] = ([ast.unparse(base) for base in node.bases], plan)
+        for node in ast.walk(tree):
+            # Set or read anywhere else (`self._keep_in_fp32_modules = ...` in __init__, a getattr by name): the
+            # class's lists are not those its text declares.
+            named = (node.attr if isinstance(node, ast.Attribute) else node.id if isinstance(node, ast.Name)
+                     else node.value if isinstance(node, ast.Constant) else None)
+            if named in _FP32_ATTRIBUTES and id(node) not in assigned:
+                return None
+
+    def resolved(name: str, seen: frozenset[str]) -> tuple[bool, dict[str, Any]] | None:
+        """Whether class `name` is a PreTrainedModel, with the lists it inherits; None where that is not known."""
+        if name == "PreTrainedModel":
+            return True, {}
+        if name in _PLAIN_BASES:
+            return False, {}
+        if name not in classes or name in seen:
+            return None
+        bases, own = classes[name]
+        is_model = False
+        inherited: dict[str, Any] = {}
+        for base in reversed(bases):  # the first base's lists win, as Python's method resolution order gives them
+            found = resolved(base, seen | {name})
+            if found is None:
+                return None
+            is_model = is_model or found[0]
+            inherited |= found[1]
+        return is_model, inherited | own
+
+    plans: set[tuple[tuple[str, ...], tuple[str, ...]]] = set()
+    for name in classes:
+        found = resolved(name, frozenset())
+        if found is None:
+            return None
+        if found[0]:
+            plans.add(tuple(found[1].get(attribute, ()) for attribute in _FP32_ATTRIBUTES))  # type: ignore[arg-type]
+    return next(iter(plans)) if len(plans) == 1 else None

@@ -182,6 +182,11 @@ class Offload:
     # keeps: `per_input_offloaded_bytes`); `bytes_per_token` leaves them out. By device.
     per_input_cpu_bytes: int = 0
     per_input_disk_bytes: int = 0
+    # The buffers of the offloaded modules (BART's final_logits_bias, rotary inv_freq, BERT's position_ids):
+    # accelerate's hooks (offload_buffers=False, from_pretrained's default) move them once to the execution device
+    # (the first GPU) when the model is dispatched and load none of them per step, so the map counts them on CPU /
+    # disk while they sit on that GPU; in cpu_bytes / disk_bytes, not in bytes_per_token nor the per-input bytes.
+    buffers_on_gpu_bytes: int = 0
 
 
 @dataclass
@@ -1373,6 +1378,8 @@ def _size_config_quantization(planned: PlannedModel, checkpoint: Checkpoint, qua
         # A Linear layer the quantizer left out (lm_head, compressed-tensors' `ignore`) stores its plain weight: sized
         # at its stored bytes all the same, but it was counted among the quantized ones ("8 of 8" for 7).
         plain = sorted(name.removesuffix(".weight") for name in stored if name.removesuffix(".weight") not in quantized)
+        # kept for the float16-rest sizer: from_pretrained builds these at the model's dtype, whatever they store
+        planned._cache["plain-stored-layers"] = set(plain)
         planned.warnings.append(
             f"the quantized Linear layers are sized at the bytes the checkpoint stores for them (packed weights, "
             f"scales, zero points: {len(stored) - len(plain)} of {linears})"
@@ -4080,6 +4087,8 @@ class PlanRequest:
     unset_max_memory: bool = False
     # The sizes were typed in binary units (`--gpu 1.7GiB`): the ones echoed back in words are said in them too.
     binary_units: bool = False
+    # --revision as typed: a from_pretrained call the report offers loads the same revision it planned
+    revision: str | None = None
 
 
 def plan_devices(planned: PlannedModel, request: PlanRequest, source: str = "") -> PlanReport:
@@ -4164,8 +4173,9 @@ def plan_devices(planned: PlannedModel, request: PlanRequest, source: str = "") 
     cpu_bytes = per_device.get("cpu", 0) if request.gpus else 0
     disk_bytes = per_device.get("disk", 0)
     per_input = per_input_offloaded_bytes(planned, device_map, tensor_sizes) if request.gpus else {}
-    offload = Offload(cpu_bytes, disk_bytes, cpu_bytes + disk_bytes - sum(per_input.values()),
-                      per_input.get("cpu", 0), per_input.get("disk", 0))
+    kept_buffers = offloaded_buffer_bytes(planned, device_map, tensor_sizes) if request.gpus else 0
+    offload = Offload(cpu_bytes, disk_bytes, cpu_bytes + disk_bytes - sum(per_input.values()) - kept_buffers,
+                      per_input.get("cpu", 0), per_input.get("disk", 0), kept_buffers)
 
     suggestions: list[Suggestion] = []
     if request.suggest and request.manual_map is None and verdict != "fits-on-gpus" and request.gpus:
@@ -4307,10 +4317,28 @@ def plan_devices(planned: PlannedModel, request: PlanRequest, source: str = "") 
 
 
 # The decoder's cross-attention modules (T5's EncDecAttention; BART's, Marian's, Whisper's encoder_attn; the
-# crossattention of BERT-style decoders) and, in them, the key / value projections whose outputs generate() caches
-# once per input (EncoderDecoderCache's cross-attention layers, `is_updated`).
+# crossattention of BERT-style and GPT-2-style decoders) and, in them, the key / value projections whose outputs
+# generate() caches once per input (EncoderDecoderCache's cross-attention layers, `is_updated`): GPT-2's
+# crossattention.c_attn projects keys and values together (its query is q_attn), BERT's sits one level down
+# (crossattention.self.key / .value). Measured with accelerate's hooks in generate() (tests/test_plan84).
 _CROSS_ATTENTION = ("EncDecAttention", "encoder_attn", "crossattention", "cross_attn")
-_CROSS_KEY_VALUE = ("k", "v", "k_proj", "v_proj", "key", "value")
+_CROSS_KEY_VALUE = ("k", "v", "k_proj", "v_proj", "key", "value", "c_attn")
+
+
+def offloaded_buffer_bytes(planned: PlannedModel, device_map: Mapping[str, int | str],
+                           tensor_sizes: Mapping[str, int]) -> int:
+    """The bytes of the buffers of modules `device_map` offloads ("cpu", "disk") that accelerate keeps on the GPU;
+    0 where the map names no GPU (accelerate's main device is then the CPU: nothing moves).
+
+    dispatch_model hooks each offloaded module with AlignDevicesHook(offload=True, offload_buffers=False) as
+    from_pretrained calls it: the hook's init moves the module's buffers (persistent or not) to the execution
+    device, the main GPU, and its pre_forward loads only the parameters from the CPU / disk.
+    """
+    if not any(isinstance(where, int) for where in device_map.values()):
+        return 0
+    _, buffers, _ = _tensor_names(planned)
+    return sum(tensor_sizes[name] for name in buffers if name in tensor_sizes
+               and device_map.get(_owner(name, device_map) or "") in ("cpu", "disk"))
 
 
 def per_input_offloaded_bytes(planned: PlannedModel, device_map: Mapping[str, int | str],
@@ -4344,13 +4372,18 @@ def per_input_offloaded_bytes(planned: PlannedModel, device_map: Mapping[str, in
         if name.startswith(f"{prefix}."):
             return True
         parts = name.split(".")
-        return len(parts) >= 3 and parts[-2] in _CROSS_KEY_VALUE and parts[-3] in _CROSS_ATTENTION
+        # the projection in the cross-attention module itself, or in its attention core (BERT's `self`)
+        return len(parts) >= 3 and parts[-2] in _CROSS_KEY_VALUE and (parts[-3] in _CROSS_ATTENTION or (
+            len(parts) >= 4 and parts[-3] == "self" and parts[-4] in _CROSS_ATTENTION))
 
     per_token = {name for group in tied_groups(planned) if not all(once_per_input(member) for member in group)
                  for name in group}
+    # buffers are kept on the GPU, not streamed (`offloaded_buffer_bytes`)
+    _, buffers, _ = _tensor_names(planned)
+    kept = set(buffers)
     found: dict[str, int] = {}
     for name, size in tensor_sizes.items():
-        if not once_per_input(name) or name in per_token:
+        if not once_per_input(name) or name in per_token or name in kept:
             continue
         device = device_map.get(_owner(name, device_map) or "")
         if device in ("cpu", "disk"):
@@ -4511,9 +4544,14 @@ def _float16_rest_sizer(planned: PlannedModel, dtype: str) -> _SizeOverride:
     if key not in planned._cache:
         own = dtype == planned.dtype and quantized_dtype(planned.config) is not None
         torchao = own and torchao_element_size(planned.config) is not None
+        # A Linear layer the quantizer left out (GPTQ's lm_head) is sized at its stored bytes, which are the rest's
+        # dtype's only as the checkpoint's dtype builds it: at float16 from_pretrained builds it at 2 bytes a weight.
+        plain = planned._cache.get("plain-stored-layers", set())
+        stored = {name: planned.model.get_parameter(name).numel() * 2 if name.removesuffix(".weight") in plain
+                  else size for name, size in planned.stored_bytes.items()}
         planned._cache[key] = _SizeOverride(
             planned.model, quantized_size=DTYPES[dtype][1], float_size=2,
-            stored_bytes=planned.stored_bytes if own else None,
+            stored_bytes=stored if own else None,
             headroom=planned.quantizer_headroom if own else True, skip_modules=bnb_skip_modules(planned.config),
             quantized_weights=torchao_quantized_weights(planned.model, planned.config) if torchao else None)
     return planned._cache[key]
@@ -4562,7 +4600,9 @@ def _prequantized_rest_hint(
     from weightdoctor.units import format_bytes
 
     quantized = _sizer_for(planned, planned.dtype)
-    held = (quantized._quantized | set(quantized.stored_bytes)) if quantized is not None else set()
+    # the layers the quantizer left out (GPTQ's lm_head, stored plain) are part of the rest, at its dtype
+    plain = {f"{name}.weight" for name in planned._cache.get("plain-stored-layers", set())}
+    held = ((quantized._quantized | set(quantized.stored_bytes)) - plain) if quantized is not None else set()
     params, _, _ = _tensor_names(planned)
     rest_params = [name for name in params if name not in held and name in tensor_sizes
                    and planned.model.get_parameter(name).is_floating_point()]
@@ -4787,6 +4827,11 @@ def suggest_changes(planned: PlannedModel, request: PlanRequest, no_split: list[
             continue  # cannot fit whatever the placement: no need to ask the planner
         verdict = _replan_verdict(planned, request, no_split, dtype, request.gpus)
         if verdict == "fits-on-gpus":
+            # int8 with its rest at float16 loses less than int4 with a float32 rest (8-bit Linear weights, and a
+            # float16 rest that is as float32 for inference): where it fits too, it is offered first.
+            half_int8 = _float16_rest_rung(planned, request, no_split, ["int8"], source) if dtype == "int4" else None
+            if half_int8 is not None:
+                suggestions.append(half_int8)
             suggestions.append(Suggestion("dtype", f"--dtype {dtype} fits on the {len(request.gpus)} GPU(s)",
                                           dtype, list(request.gpus), verdict))
             break
@@ -4843,7 +4888,15 @@ def _float16_rest_rung(planned: PlannedModel, request: PlanRequest, no_split: li
         sizer = _float16_rest_sizer(planned, dtype)
         if _replan_verdict(planned, request, no_split, dtype, list(request.gpus), sizer=sizer) != "fits-on-gpus":
             continue
-        call = from_pretrained_call(planned.model_class, source, dtype, request)
+        placed = None
+        if request.no_split:
+            # from_pretrained takes no --no-split: the map planned with it is given as device_map itself
+            max_memory = build_max_memory(list(request.gpus), request.cpu, request.reserve)
+            if request.unset_max_memory:
+                for key, amount in unset_max_memory_headroom(max_memory, request.strategy).items():
+                    max_memory[key] -= amount
+            placed = place(planned, max_memory, request.strategy, no_split, sizer).device_map
+        call = from_pretrained_call(planned.model_class, source, dtype, request, placed)
         return Suggestion(
             "dtype-float16-rest", f"--dtype {dtype} with its unquantized rest at float16 (from_pretrained "
             f"dtype=torch.float16; --dtype {dtype} plans it at {planned.quantized_rest}, this checkpoint's dtype) "
@@ -4852,10 +4905,13 @@ def _float16_rest_rung(planned: PlannedModel, request: PlanRequest, no_split: li
     return None
 
 
-def from_pretrained_call(model_class: str, source: str, dtype: str, request: PlanRequest) -> str:
+def from_pretrained_call(model_class: str, source: str, dtype: str, request: PlanRequest,
+                         device_map: Mapping[str, int | str] | None = None) -> str:
     """One line of Python that loads `source` quantized to `dtype` (int8 / int4) by bitsandbytes with its rest at
     float16, placed as `request` plans it (max_memory: its budgets; none with --local, which plans as
-    from_pretrained without it).
+    from_pretrained without it), at `request.revision` (an `hf://org/name@rev` source: its repo id and revision);
+    `device_map`: the map itself, given instead of the strategy and budgets (planned with --no-split, which
+    from_pretrained has no argument for).
 
     Example:
         >>> from_pretrained_call("LlamaForCausalLM", "m", "int4", PlanRequest(gpus=[1000], cpu=None))
@@ -4864,16 +4920,30 @@ def from_pretrained_call(model_class: str, source: str, dtype: str, request: Pla
     """
     import json
 
+    from weightdoctor.checkpoint.hub import hub_location, normalize_revision
+    from weightdoctor.paths import exists as path_exists
+
     folder = Path(source)
     # from_pretrained takes a folder or a repo id: a config.json or weight file given as SOURCE names its folder
     where = str(folder.parent) if source and folder.is_file() else source
+    revision = normalize_revision(request.revision)
+    located = hub_location(source) if source and not path_exists(expand_user(source)) else None
+    if located is not None and located.repo_type == "model" and not located.path_in_repo:
+        # `hf://org/name@v1`: from_pretrained takes the repo id, and the revision as its argument
+        where, revision = located.repo_id, located.revision or revision
     load_in = "load_in_4bit=True" if dtype == "int4" else "load_in_8bit=True"
-    budgets = "" if request.unset_max_memory else \
-        ", max_memory={" + ", ".join(f"{json.dumps(key)}: {value}" for key, value in
-                                     build_max_memory(list(request.gpus), request.cpu, request.reserve).items()) + "}"
+    if device_map is not None:
+        placement = "device_map={" + ", ".join(f"{json.dumps(key)}: {json.dumps(value)}"
+                                               for key, value in device_map.items()) + "}"
+    else:
+        budgets = "" if request.unset_max_memory else ", max_memory={" + ", ".join(
+            f"{json.dumps(key)}: {value}" for key, value in
+            build_max_memory(list(request.gpus), request.cpu, request.reserve).items()) + "}"
+        placement = f"device_map={json.dumps(request.strategy)}{budgets}"
+    at = f", revision={json.dumps(revision)}" if revision else ""
     return (f"import torch; from transformers import BitsAndBytesConfig, {model_class}; model = {model_class}"
-            f".from_pretrained({json.dumps(where)}, quantization_config=BitsAndBytesConfig({load_in}), "
-            f"dtype=torch.float16, device_map={json.dumps(request.strategy)}{budgets})")
+            f".from_pretrained({json.dumps(where)}{at}, quantization_config=BitsAndBytesConfig({load_in}), "
+            f"dtype=torch.float16, {placement})")
 
 
 def _gpu_size_that_fits(

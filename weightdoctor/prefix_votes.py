@@ -18,14 +18,29 @@ def _numbered(prefix: str) -> bool:
     return any(map(str.isdigit, prefix.split(".")))
 
 
-def _inside_a_layer(prefix: str) -> bool:
-    """Whether a dotted prefix names a module inside one numbered item of a list (`blocks.0.norm1.`, not
-    `features.0.`): such a prefix renamed onto a prefix with no number (`vit.layernorm.`) takes one layer's module
-    out of a stack of alike layers onto a module of the model's own, a pairing by shape alone. A timm ViT's
-    `blocks.0.norm1.` was offered as transformers' final `vit.layernorm.` (both one 1-D norm of the hidden size),
-    which loads layer 0's norm into the last one without a word; the final `norm.` is the one it takes."""
+def _inside_a_layer(prefix: str, siblings: Mapping[tuple[str, ...], int]) -> bool:
+    """Whether a dotted prefix names a module inside one numbered item of a list of alike items (`blocks.0.norm1.`
+    beside `blocks.1.norm1.`, not `features.0.`): such a prefix renamed onto a prefix with no number
+    (`vit.layernorm.`) takes one layer's module out of a stack of alike layers onto a module of the model's own, a
+    pairing by shape alone. A timm ViT's `blocks.0.norm1.` was offered as transformers' final `vit.layernorm.` (both
+    one 1-D norm of the hidden size), which loads layer 0's norm into the last one without a word; the final
+    `norm.` is the one it takes. `siblings`: `_sibling_patterns` of the sampled prefixes. A module that no other
+    item of its list holds is no lookalike (review 83): a pipeline-parallel save numbers every stage of one list,
+    the embedding and the final norm included (`sequential.0.word_embeddings.`, `sequential.5.norm.` for
+    GPT-NeoX's `gpt_neox.embed_in.` and `gpt_neox.final_layer_norm.`), and those renames were no longer offered."""
+    return any(siblings.get(pattern, 0) > 1 for pattern in _numbers_hidden(prefix))
+
+
+def _numbers_hidden(prefix: str) -> list[tuple[str, ...]]:
+    """`prefix`'s components with one number before its last component put as "#", for each such number
+    (`blocks.0.norm1.` -> [("blocks", "#", "norm1")])."""
     parts = prefix.rstrip(".").split(".")
-    return any(part.isdigit() for part in parts[:-1])
+    return [(*parts[:index], "#", *parts[index + 1:]) for index, part in enumerate(parts[:-1]) if part.isdigit()]
+
+
+def _sibling_patterns(prefixes: Collection[str]) -> Counter[tuple[str, ...]]:
+    """How many of `prefixes` each `_numbers_hidden` pattern stands for."""
+    return Counter(pattern for prefix in prefixes for pattern in _numbers_hidden(prefix))
 
 
 def top_prefix_votes(sample_splits: Sequence[Sequence[tuple[str, str]]], by_rest: Mapping[str, Collection[str]],
@@ -49,9 +64,10 @@ def top_prefix_votes(sample_splits: Sequence[Sequence[tuple[str, str]]], by_rest
         for prefix, rest in splits:
             if rest in by_rest:
                 rests_of[prefix][rest] += 1
+    siblings = _sibling_patterns({prefix for splits in sample_splits for prefix, _ in splits})
     prefix_groups: dict[tuple[frozenset[tuple[str, int]], bool], list[str]] = defaultdict(list)
     for prefix, rests in rests_of.items():
-        prefix_groups[(frozenset(rests.items()), _inside_a_layer(prefix))].append(prefix)
+        prefix_groups[(frozenset(rests.items()), _inside_a_layer(prefix, siblings))].append(prefix)
     held_by: dict[str, set[str]] = defaultdict(set)  # target prefix -> the wanted rests it holds
     for rest, target_prefixes in by_rest.items():
         for target_prefix in target_prefixes:

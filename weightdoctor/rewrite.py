@@ -593,6 +593,8 @@ def plan_tensors(
                 alias_of=new_names[alias] if alias else None,
             )
         )
+    if fmt == "bin":
+        selection.tensors += _recorded_alias_tensors(checkpoint, selection, renames)
     if fmt == "safetensors":
         _refuse_what_safetensors_cannot_store(checkpoint, selection.tensors)
     else:
@@ -644,6 +646,45 @@ def plan_tensors(
         if (kept_note := cast_of_kept_at_load_note(selection, dtype, keep_fp32, kept_at_load)) is not None:
             selection.warnings.append(kept_note)
     return selection
+
+
+def recorded_aliases(checkpoint: Checkpoint) -> dict[str, str]:
+    """The tied tensors a safetensors source records and does not store ({left-out name: the name stored}, as
+    huggingface_hub's `save_torch_state_dict` and convert write them in the metadata): GPT-2's
+    `{"lm_head.weight": "transformer.wte.weight"}`."""
+    names = {t.name for t in checkpoint.tensors}
+    return {key: value for key, value in sorted((checkpoint.metadata or {}).items())
+            if key != "format" and value in names and key not in names}
+
+
+def _recorded_alias_tensors(checkpoint: Checkpoint, selection: TensorSelection,
+                            renames: list[Rename] | None) -> list[PlannedTensor]:
+    """The tied names a safetensors source records (`recorded_aliases`), for a .bin output: each one more name of
+    the stored tensor's storage, as torch.save writes `model.state_dict()` of a tied model (GPT-2's `lm_head.weight`,
+    T5's `encoder.embed_tokens.weight`; no byte more). Left out, `model.load_state_dict(torch.load(path))` (strict, as
+    older libraries load a .bin) failed on the missing key. After every stored tensor, so that the storage's owner
+    comes first; a name a rename gives to another tensor is left out, and said."""
+    by_source = {t.source: t for t in selection.tensors}
+    taken = {t.name for t in selection.tensors}
+    aliases: list[PlannedTensor] = []
+    clashes: list[str] = []
+    for name, kept in recorded_aliases(checkpoint).items():
+        owner = by_source.get(kept)
+        if owner is None:
+            continue
+        new_name = apply_renames([name], list(renames or []))[name]
+        if new_name in taken:
+            clashes.append(new_name)
+            continue
+        taken.add(new_name)
+        aliases.append(replace(owner, name=new_name, alias_of=owner.alias_of or owner.name))
+    if clashes:
+        selection.warnings.append(
+            f"the source's record{'s' if len(clashes) > 1 else ''} of tied {plural(len(clashes), 'tensor')} "
+            f"{', '.join(clashes[:3])}{' and more' if len(clashes) > 3 else ''} "
+            f"{plural(len(clashes), 'is', 'are')} not written: the renamed tensors already take "
+            f"{plural(len(clashes), 'that name', 'those names')}")
+    return aliases
 
 
 def kept_by_class_at_load(checkpoint: Checkpoint, dtype: str) -> set[str]:

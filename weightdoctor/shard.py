@@ -381,7 +381,7 @@ def vocos_config(text: str) -> bool:
     """
     try:
         import yaml
-    except ImportError:  # transformers requires PyYAML; without it nothing is called Vocos'.
+    except ImportError:  # declared in pyproject.toml; a broken install calls nothing Vocos'
         return False
     try:
         config = yaml.safe_load(text)

@@ -689,8 +689,32 @@ def adapter_summary(checkpoint: Checkpoint) -> tuple[dict[str, Any] | None, str 
     if isinstance(mapping, dict) and all(isinstance(mapping.get(key), str)
                                          for key in ("base_model_class", "parent_library")):
         summary["auto_mapping"] = {key: mapping[key] for key in ("base_model_class", "parent_library")}
-    if isinstance(data.get("rank_pattern"), dict) and data["rank_pattern"]:  # peft writes {} when unused
-        summary["rank_pattern"] = data["rank_pattern"]
+    for pattern in ("rank_pattern", "alpha_pattern"):  # peft writes {} when unused
+        if isinstance(data.get(pattern), dict) and data[pattern]:
+            summary[pattern] = data[pattern]
+    # peft leaves out the target_modules that exclude_modules matches (a list of names, or a regex)
+    excluded = data.get("exclude_modules")
+    if isinstance(excluded, str) and excluded or isinstance(excluded, list) and excluded and all(
+            isinstance(module, str) for module in excluded):
+        summary["exclude_modules"] = excluded
+    if data.get("use_rslora") is True:  # rank-stabilised: scaled by alpha / sqrt(r), not alpha / r
+        summary["use_rslora"] = True
+    # peft adapts the target_modules of these layers only (an int is one layer), found under layers_pattern.
+    layers = data.get("layers_to_transform")
+    if isinstance(layers, int) and not isinstance(layers, bool):
+        layers = [layers]
+    if isinstance(layers, list) and layers and all(isinstance(layer, int) and not isinstance(layer, bool)
+                                                   for layer in layers):
+        summary["layers_to_transform"] = layers
+        if isinstance(data.get("layers_pattern"), (str, list)) and data["layers_pattern"]:
+            summary["layers_pattern"] = data["layers_pattern"]
+    # LoRA's trainable_token_indices (a list for the input embedding, or a list per embedding module): the token
+    # rows it trains beside the LoRA, stored as trainable_tokens_delta.
+    trained = data.get("trainable_token_indices")
+    if isinstance(trained, dict) and all(isinstance(v, list) for v in trained.values()):
+        trained = [index for indices in trained.values() for index in indices]
+    if isinstance(trained, list) and trained:
+        summary["trainable_token_count"] = len(trained)
     saved = summary.get("modules_to_save")
     if isinstance(saved, str):
         saved = [saved]

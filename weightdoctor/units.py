@@ -20,14 +20,23 @@ _SIZE_RE = re.compile(r"^\s*(.*?)\s*([A-Za-z]*)\s*$")
 _UNITS_HELP = ("(decimal: KB MB GB TB PB; binary: KiB MiB GiB TiB PiB; any case, but KB..PB with a capital B; a bare "
                "number is bytes)")
 _POWERS = {"K": 3, "M": 6, "G": 9, "T": 12, "P": 15}
+# Units spelled out, as people type them (`200bytes`, `200Megabytes`, `2 gibibytes`): one reading each, the one of the
+# abbreviation it spells (a megabyte is an MB, 10^6 bytes, as IEC and SI define it; the 2^20 one is the mebibyte).
+_SPELLED = {f"{prefix}BYTE{plural}": unit for prefix, unit in (
+    ("", "B"), ("KILO", "KB"), ("MEGA", "MB"), ("GIGA", "GB"), ("TERA", "TB"), ("PETA", "PB"), ("KIBI", "KIB"),
+    ("MEBI", "MIB"), ("GIBI", "GIB"), ("TEBI", "TIB"), ("PEBI", "PIB")) for plural in ("", "S")}
+_CANONICAL = {"B": "B", **{unit: unit for unit in ("KB", "MB", "GB", "TB", "PB")},
+              **{unit: unit[0] + "i" + unit[2] for unit in ("KIB", "MIB", "GIB", "TIB", "PIB")}}
 
 
 def _split_size(text: str) -> tuple[str, str] | None:
-    """`" 1.5 GB"` -> `("1.5", "GB")`; None when there is no number in front of the unit."""
+    """`" 1.5 GB"` -> `("1.5", "GB")`, a unit spelled out as its abbreviation (`"200 Megabytes"` -> `("200",
+    "MB")`); None when there is no number in front of the unit."""
     match = _SIZE_RE.match(text)
     if not match or not match.group(1):
         return None
-    return match.group(1), match.group(2)
+    unit = _SPELLED.get(match.group(2).upper())
+    return match.group(1), _CANONICAL[unit] if unit else match.group(2)
 
 
 def parse_size(text: str | int) -> int:

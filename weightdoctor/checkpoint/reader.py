@@ -1170,6 +1170,22 @@ def weight_files_in(folder: Path) -> list[Path]:
     )
 
 
+def _sentence_transformers_router(folder: Path) -> bool:
+    """Whether `folder` is a sentence-transformers model whose one module is a Router (v5: modules.json names
+    `sentence_transformers.models.Router` at path "", router_config.json beside it), its routes' modules in
+    subfolders."""
+    try:
+        if not (folder / "router_config.json").is_file() or (folder / "modules.json").stat().st_size > 1 << 16:
+            return False
+        modules = parse_json((folder / "modules.json").read_text(encoding="utf-8"), max_depth=MAX_DEPTH)
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(modules, list) and any(
+        isinstance(module, dict) and isinstance(module.get("type"), str)
+        and module["type"].rpartition(".")[2] == "Router" and module["type"].startswith("sentence_transformers.")
+        for module in modules)
+
+
 def _subfolders_with_weights(folder: Path) -> list[str]:
     """The subfolders of `folder` holding weight files or a shard index; of more than _SIBLING_FOLDER_ENTRIES, the
     first ones, the usual export folders and the step DeepSpeed's `latest` names are looked into (a config beside
@@ -1927,6 +1943,13 @@ def _no_weights_message(folder: Path) -> str:
             # mp_rank_01/ are parts of one save, fp16/ fp32/ variants of one model, numbered all the same.
             message += (f"; weights are in subfolders ({shown}): point at one, e.g. "
                         f"{_pasteable(folder / subfolders[-1])} (the highest-numbered, the run's latest save)")
+        elif _sentence_transformers_router(folder):
+            # Each route's module folder (query_0_MLMTransformer/, document_0_MLMTransformer/) is a model of its own;
+            # "point at one" alone sent a convert to one route, its output no SparseEncoder / SentenceTransformer.
+            message += (f"; a sentence-transformers Router (router_config.json): each route's module keeps its own "
+                        f"weights, in {shown}: point at one, e.g. {_pasteable(folder / subfolders[0])}; to convert "
+                        "or shard the model, write each of them to the same name in the output folder and copy "
+                        "modules.json, router_config.json and the other files and folders beside them")
         else:
             message += f"; weights are in subfolders ({shown}): point at one, e.g. {_pasteable(folder / subfolders[0])}"
     if message == NO_WEIGHT_FILE:

@@ -45,7 +45,7 @@ def usage_line(exc: click_exceptions.UsageError, command_path: str | None = None
             # --stats", `convert --format`: "--force"); what takes it, or what this command calls it, does not.
             return f"error: {where}: No such option: {exc.option_name}; {elsewhere} (see {where} --help)"
     if isinstance(exc, click_exceptions.MissingParameter) and exc.ctx is not None:
-        output = _output_given_as_argument(exc.ctx, args)
+        output = _output_given_as_argument(exc.ctx, args) or _output_to_name(exc.ctx, message, args)
         if output:
             return f"error: {where}: {output} (see {where} --help)"
     if message.startswith("Got unexpected extra argument") and exc.ctx is not None:
@@ -89,15 +89,109 @@ def _output_given_as_argument(ctx: click_core.Context, args: Sequence[str]) -> s
             f"{ctx.command_path} {_pasted(words)}")
 
 
+def _output_to_name(ctx: click_core.Context, message: str, args: Sequence[str]) -> str:
+    """For `convert pytorch_model.bin` with no -o (Click said only "Missing option '--output' / '-o'", and the user
+    had to guess whether it wants a file or a folder): the command line with an -o that does not exist yet, beside
+    the input and in the format written, as Hugging Face's own conversion names it (pytorch_model.bin ->
+    model.safetensors, what from_pretrained reads first); "" where the source cannot be told from the words."""
+    import os
+
+    param = next((p for p in ctx.command.params if "--output" in getattr(p, "opts", ())), None)
+    if param is None or not param.required or ctx.params.get(param.name or "") is not None:
+        return ""
+    words = list(args)
+    positional = _positional_indexes(ctx, words)
+    if len(positional) != 1 or ctx.info_name not in ("convert", "shard"):
+        return ""
+    source = words[positional[0]]
+    to = ctx.params.get("to") if ctx.info_name == "convert" else None
+    name = _output_name_for(source, ctx.info_name, to if isinstance(to, str) else None,
+                            ctx.params.get("dtype") if isinstance(ctx.params.get("dtype"), str) else None)
+    if name is None:
+        return ""
+    # Put where the source was typed, so that a source after `--` keeps its place and -o goes before the `--`.
+    at = words.index("--") if "--" in words[:positional[0]] else positional[0] + 1
+    words[at:at] = ["-o", name]
+    what = "a folder" if ctx.info_name == "shard" or os.path.isdir(source) else "a file"
+    return (f"{message.rstrip('.')}: {ctx.info_name} writes {what} that is not there yet and never over the input, "
+            f"for example: {ctx.command_path} {_pasted(words)}")
+
+
+def _positional_indexes(ctx: click_core.Context, words: Sequence[str]) -> list[int]:
+    """Where the arguments (not options, not their values) are among `words`, as Click would read them."""
+    takes_value = {opt for p in ctx.command.params if p.param_type_name == "option"
+                   and not getattr(p, "is_flag", False) and not getattr(p, "count", False)
+                   for opt in (*p.opts, *p.secondary_opts)}
+    positional: list[int] = []
+    index = 0
+    while index < len(words):
+        word = words[index]
+        if word == "--":
+            positional += range(index + 1, len(words))
+            break
+        if word.startswith("-") and word != "-":
+            index += 2 if word in takes_value and "=" not in word else 1
+            continue
+        positional.append(index)
+        index += 1
+    return positional
+
+
+def _output_name_for(source: str, command: str | None, to: str | None, dtype: str | None) -> str | None:
+    """An output name beside `source` that does not exist yet: a file's as convert names the files of a folder
+    (`default_output_name`: `model.safetensors` for `pytorch_model.bin`, `x.safetensors` for `x.pt`,
+    `pytorch_model.bin` for `model.safetensors --to bin`), `x-fp16.safetensors` for a cast in the same format,
+    `DIR-safetensors` / `DIR-fp16` for a folder, `X-sharded` for a shard; a number
+    added where that name is taken. None for a source that is no local path (a Hub id: where to put it is the
+    user's choice)."""
+    import os
+
+    trimmed = source.rstrip("/\\") or source
+    if not os.path.exists(trimmed):
+        return None
+    folder, base = os.path.split(trimmed)
+    is_dir = os.path.isdir(trimmed)
+    stem, suffix = (base, "") if is_dir else os.path.splitext(base)
+    if command == "shard":
+        candidate, tail = stem + "-sharded", ""
+    elif is_dir:
+        candidate, tail = f"{stem}-{dtype or (to or 'safetensors').lower()}", ""
+    else:
+        target = (to or "").lower()
+        if target not in ("bin", "safetensors"):
+            target = "bin" if suffix.lower() == ".safetensors" and to else "safetensors"
+        if suffix.lower() == ".safetensors" and target == "safetensors" and not dtype:
+            return None  # the same format, nothing asked of it: no name to offer
+        from weightdoctor.errors import UsageError
+        from weightdoctor.rewrite import default_output_name, parse_dtype
+
+        try:
+            full = parse_dtype(dtype)
+        except UsageError:
+            full = None  # a --dtype it cannot read is said when the command is run
+        # The name convert gives each file of a folder (transformers', open_clip's and diffusers' names kept).
+        renamed = default_output_name(base, target, full)
+        if renamed == base:
+            renamed = f"{stem}-{dtype}{suffix}"
+        renamed = renamed.removesuffix("." + target)
+        candidate, tail = renamed, "." + target
+    for number in range(1, 100):
+        name = candidate + ("" if number == 1 else f"-{number}") + tail
+        path = os.path.join(folder, name)
+        if not os.path.lexists(path):
+            return path
+    return None
+
+
 def _size_split_in_two(ctx: click_core.Context, message: str, args: Sequence[str] = ()) -> str:
     """For `--gpu 24 GB` (the shell splits it: `24` went to --gpu, `GB` was left over as an extra argument), the
     size as one word; "" for any other extra argument. With `--gpu 24 GB -- model`, `GB` took the source's place
     and the model was the extra argument: the words as typed (`args`) show the split."""
     import re
 
-    from weightdoctor.units import _BINARY, _DECIMAL
+    from weightdoctor.units import _BINARY, _DECIMAL, _SPELLED
 
-    units = {*_DECIMAL, *_BINARY} - {""}
+    units = {*_DECIMAL, *_BINARY, *_SPELLED} - {""}
     words = list(args)
     options = {opt: max(p.opts, key=len) for p in ctx.command.params if p.param_type_name == "option"
                for opt in p.opts}

@@ -241,7 +241,8 @@ def plan_devices(
         kv = (batch, length)
     request = PlanRequest(gpus=gpus, cpu=cpu_bytes, disk=disk, strategy=strategy, no_split=no_split or None,
                           reserve=reserve_bytes, manual_map=mapping, kv_cache=kv, kv_length_source=length_source,
-                          training=training, unset_max_memory=local, binary_units=binary_family(typed.values()))
+                          training=training, unset_max_memory=local, binary_units=binary_family(typed.values()),
+                          revision=revision)
     report = run_plan(planned, request, source=source)
     if local_info is not None:
         report.local = {"gpu_free_bytes": local_info.gpu_free_bytes, "gpu_names": local_info.gpu_names,

@@ -78,6 +78,9 @@ def adapter_line(adapter: dict, source: str | None = None) -> str:
     text = peft_method_name(adapter["peft_type"]) if "peft_type" in adapter else "?"
     if adapter.get("use_dora") is True:  # weight-decomposed LoRA: a magnitude vector beside each pair
         text += " (DoRA)"
+    if adapter.get("use_rslora") is True:  # its update is scaled by alpha / sqrt(r): a merge by alpha / r is wrong
+        text = f"{text[:-1]}, rsLoRA: scaled by alpha/√r)" if text.endswith(")") else \
+            f"{text} (rsLoRA: scaled by alpha/√r)"
     size = adapter_size(adapter)
     # A rank as LoRA's is written (r=8); another size in words beside the method: OFT (block size 32), or inside
     # the parentheses a method's name has: Llama-Adapter (adaption prompt, 10 adapter tokens).
@@ -93,11 +96,25 @@ def adapter_line(adapter: dict, source: str | None = None) -> str:
         text = f"{text[:-1]}, {size})" if text.endswith(")") else f"{text} ({size})"
     if "lora_alpha" in adapter:
         text += f" alpha={adapter['lora_alpha']}"
+        alphas = adapter.get("alpha_pattern")  # as rank_pattern: another alpha for the modules it matches
+        if isinstance(alphas, dict) and alphas:
+            shown = _listed(sorted({str(alpha) for alpha in alphas.values()}, key=lambda alpha: (len(alpha), alpha)))
+            text += f" (alpha={shown} where alpha_pattern names {_counted(len(alphas), 'pattern')})"
     targets = adapter.get("target_modules")
     if targets:
         text += " on " + _listed(targets)
+        # layers_to_transform: "on q_proj, v_proj" was said of an adapter that adapts layer 1's alone.
+        layers = adapter.get("layers_to_transform")
+        if isinstance(layers, list) and layers:
+            text += f" in {'layer' if len(layers) == 1 else 'layers'} {_listed([str(layer) for layer in layers])}"
+            if adapter.get("layers_pattern"):
+                text += f" (under {_listed(adapter['layers_pattern'])})"
+        if adapter.get("exclude_modules"):  # "on q_proj" was said of an adapter that leaves some of them out
+            text += f" except {_listed(adapter['exclude_modules'])}"
     if adapter.get("target_parameters"):
         text += f"{' and' if targets else ' on'} the parameters {_listed(adapter['target_parameters'])}"
+    if isinstance(adapter.get("trainable_token_count"), int):  # LoRA's trainable_token_indices
+        text += f"; trains {_counted(adapter['trainable_token_count'], 'token embedding')} (trainable_token_indices)"
     if adapter.get("modules_to_save"):
         # What the file holds of them: peft lists a SEQ_CLS adapter's classifier and score, the model has one.
         saved = adapter.get("modules_saved", adapter["modules_to_save"])

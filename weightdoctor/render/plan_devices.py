@@ -213,8 +213,14 @@ def render_plan(report: PlanReport, console: Console, typed_sizes: Mapping[str, 
         # streamed once per input, not per token.
         encoder_cpu = off.per_input_cpu_bytes if step == "generated token" else 0
         encoder_disk = off.per_input_disk_bytes if step == "generated token" and report.disk_allowed else 0
-        per_step_cpu, per_step_disk = off.cpu_bytes - encoder_cpu, on_disk - encoder_disk
+        # The offloaded modules' buffers accelerate moves to the GPU once (offload_buffers=False) are not streamed:
+        # taken from the CPU's share first (they are a few KB to MB; the split by device is not kept).
+        kept = off.buffers_on_gpu_bytes if not _runs_on_cpu(report) else 0
+        kept_cpu = min(kept, off.cpu_bytes - encoder_cpu)
+        kept_disk = min(kept - kept_cpu, on_disk - encoder_disk)
+        per_step_cpu, per_step_disk = off.cpu_bytes - encoder_cpu - kept_cpu, on_disk - encoder_disk - kept_disk
         per_step = per_step_cpu + per_step_disk
+        streamed -= kept_cpu + kept_disk
 
         def timed(cpu_part: int, disk_part: int, per: str) -> str:
             seconds = cpu_part / HOST_TO_GPU_BYTES_PER_S + disk_part / DISK_BYTES_PER_S
@@ -228,8 +234,12 @@ def render_plan(report: PlanReport, console: Console, typed_sizes: Mapping[str, 
                      f"({timed(per_step_cpu, per_step_disk, unit)}) {rates}")
         else:
             moved = (f": {size(streamed)} moved to the GPU for every {step} "
-                     f"({timed(off.cpu_bytes, on_disk, unit)} {rates})" if streamed else "")
-        if streamed and _runs_on_cpu(report):
+                     f"({timed(per_step_cpu, per_step_disk, unit)} {rates})" if streamed else "")
+        if kept_cpu + kept_disk:
+            moved += (f"; besides, {size(kept_cpu + kept_disk)} of buffers of the offloaded modules, which "
+                      "accelerate moves to the first GPU once and keeps there (offload_buffers=False): on that GPU, "
+                      "not counted there in the map")
+        if (streamed or kept) and _runs_on_cpu(report):
             # accelerate's main_device is "cpu" for a map of "cpu" and "disk" alone: nothing goes to a GPU
             moved = ": the map names no GPU, so the model runs on the CPU and nothing is moved to a GPU"
         p(f"[bold red]offload:[/] {size(off.cpu_bytes)} in CPU RAM, {where}{moved}")

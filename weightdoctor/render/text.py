@@ -163,7 +163,19 @@ def distinct_form(name: str) -> str:
 
     if unicodedata.is_normalized("NFC", name):
         return name
-    return "".join(_code_point(ord(char)) if unicodedata.combining(char) else char for char in name)
+    return "".join(_code_point(ord(char)) if _changed_by_nfc(char) else char for char in name)
+
+
+def _changed_by_nfc(char: str) -> bool:
+    """Whether `char`, in a name not in NFC, is one NFC would change or join to its neighbour: a combining mark; a
+    character NFC replaces on its own (the Angstrom sign U+212B for U+00C5, the CJK compatibility ideographs U+F900
+    to U+FAFF for their unified twins, which draw alike); a conjoining Hangul jamo (an NFD syllable, U+1112 U+1161
+    U+11AB, draws as the NFC one, U+D55C). Each showed as its NFC lookalike (review 83)."""
+    import unicodedata
+
+    point = ord(char)
+    return (unicodedata.combining(char) != 0 or unicodedata.normalize("NFC", char) != char
+            or 0x1100 <= point <= 0x11FF or 0xA960 <= point <= 0xA97F or 0xD7B0 <= point <= 0xD7FF)
 
 
 def wrapped_name(name: str, width: int | None, floor: int = 16) -> str:
