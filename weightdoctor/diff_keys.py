@@ -2089,8 +2089,17 @@ def adapter_fit(
             stored = (f"; B stores them per expert, {fused_from[module]}.N.*.weight, fused by transformers when it "
                       "loads the model") if module in fused_from else ""
             if module in params:  # peft's target_parameters: a LoRA on a bare parameter (fused MoE experts)
-                fit = next((param for param in params[module] if _parameter_lora_fits(part, shape, param.shape)),
-                           None)
+                # The other factor of the pair (lora_B beside lora_A) must fit the same parameter the same way
+                # round: each alone fitting some axis of some parameter of the module passed lora_B of a gate_up_proj
+                # made for narrower experts (its out against down_proj's, or gate_up_proj's in axis), which
+                # PeftModel.from_pretrained refuses (size mismatch). B's experts fused from per-expert weights are
+                # E × out × in, as transformers builds them (not is_transposed).
+                sibling_name = _LORA_SIBLING.sub(lambda found: ".lora_B." if found[1] == "A" else ".lora_A.", name)
+                sibling = specs_a.get(sibling_name) if part == match["part"] and sibling_name != name else None
+                transposed = False if module in fused_from else None
+                fit = next((param for param in params[module] if _parameter_lora_fits(
+                    part, shape, param.shape, transposed=transposed,
+                    other=sibling.shape if sibling is not None else None)), None)
                 if rank is not None:  # r × experts: each expert's rank stacked
                     experts = (fit or params[module][0]).shape[0] if len(
                         (fit or params[module][0]).shape) == 3 else 1
@@ -2102,7 +2111,13 @@ def adapter_fit(
                     modules.setdefault(module, True)
                 else:
                     held = ", ".join(f"{param.name} ({'×'.join(map(str, param.shape))})" for param in params[module])
-                    whys[name] = ("adapter", "error", f"{'×'.join(map(str, shape))} fits none of B's "
+                    # A factor that fits alone is refused with its pair: said so, the pair's other factor named.
+                    paired = ""
+                    if sibling is not None and any(_parameter_lora_fits(part, shape, param.shape, transposed=transposed)
+                                                   for param in params[module]):
+                        other_part = _LORA_SIBLING.search(sibling_name)[0][1:-1]
+                        paired = f" with its {other_part} ({'×'.join(map(str, sibling.shape))})"
+                    whys[name] = ("adapter", "error", f"{'×'.join(map(str, shape))}{paired} fits none of B's "
                                   f"parameters of {module} ({held}{stored}): an adapter for another model size")
                     modules[module] = False
                 continue
@@ -2690,21 +2705,35 @@ def _module_parameters(specs_b: Mapping[str, KeySpec]) -> dict[str, list[KeySpec
     return found
 
 
-def _parameter_lora_fits(part: str, shape: tuple[int, ...], param: tuple[int, ...]) -> bool:
+def _parameter_lora_fits(part: str, shape: tuple[int, ...], param: tuple[int, ...], transposed: bool | None = None,
+                         other: tuple[int, ...] | None = None) -> bool:
     """Whether a LoRA factor of peft's target_parameters (ParamWrapper) fits a bare parameter: on a 3-D one (E
-    experts) lora_A is (r·E) × in and lora_B out × (r·E), in and out its last two axes either way (peft reads E × out
-    × in, or E × in × out where the experts module says is_transposed); on a 2-D one (out × in) as on an nn.Linear.
+    experts) lora_A is (r·E) × in and lora_B out × (r·E), peft reading E × out × in, or E × in × out where the
+    experts module says is_transposed (`transposed`; None: either); `other`, the pair's other factor where the
+    adapter holds it, must fit the same way round. On a 2-D one (out × in) as on an nn.Linear.
 
     Example:
         >>> _parameter_lora_fits("lora_A", (16, 64), (4, 64, 32)), _parameter_lora_fits("lora_B", (48, 16), (4, 64, 32))
+        (True, False)
+        >>> _parameter_lora_fits("lora_B", (16, 16), (4, 24, 16)), _parameter_lora_fits("lora_B", (16, 16), (4, 24, 16),
+        ...                                                                             other=(16, 16))
         (True, False)
     """
     if len(param) == 2:
         return shape[1] == param[1] if part == "lora_A" else shape[0] == param[0]
     if len(param) != 3 or not param[0]:
         return False
-    stacked, width = (shape[0], shape[1]) if part == "lora_A" else (shape[1], shape[0])
-    return stacked % param[0] == 0 and width in param[1:]
+    lora_a, lora_b = (shape, other) if part == "lora_A" else (other, shape)
+    for flipped in ((False, True) if transposed is None else (transposed,)):
+        in_axis, out_axis = (1, 2) if flipped else (2, 1)
+        if (lora_a is None or (len(lora_a) == 2 and lora_a[0] % param[0] == 0 and lora_a[1] == param[in_axis])) and (
+                lora_b is None or (len(lora_b) == 2 and lora_b[1] % param[0] == 0 and lora_b[0] == param[out_axis])):
+            return True
+    return False
+
+
+# The part of a LoRA factor's name, to find the pair's other factor (`experts.lora_A.weight` beside `lora_B`).
+_LORA_SIBLING = _lazy_regex(r"\.lora_([AB])\.")
 
 
 # A tensor part a PEFT method names with its prefix (peft's tuners name every parameter `<prefix>_<part>`: delora_A,
