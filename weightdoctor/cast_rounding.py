@@ -44,7 +44,13 @@ def cast_rounding(a: torch.Tensor, b: torch.Tensor, chunk: int = VALUE_CHUNK) ->
         # Every stored value is one of `low`'s (on its grid) and within one of its steps of the other's: the two
         # sides are casts of the same weights, whether A is B's cast or both are casts of one fp32 original (then
         # a value rounds twice on one side, and an exact comparison with B's cast misses it by one step).
-        wide, grid, near = stored.to(torch.float64), stored.to(low).to(torch.float64), other.to(torch.float64)
+        on_grid = stored.to(low)
+        if bool(((on_grid == other.to(low)) & (on_grid.to(stored.dtype) == stored)).all()):
+            # The common case, one side the other's cast (a bf16 conversion of fp32 weights): equal after rounding
+            # the other side once is within half a step, so the float64 pass below would say yes; it cost
+            # seconds per 100 MB (regress 13: diff-keys --values of a 104 MB fp32 / bf16 pair, +3 to +15 s).
+            return True
+        wide, grid, near = stored.to(torch.float64), on_grid.to(torch.float64), other.to(torch.float64)
         both_nan = torch.isnan(wide) & torch.isnan(near)
         if not bool(((wide == grid) | both_nan).all()):
             return False
