@@ -11,6 +11,7 @@ import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 
 from weightdoctor.expected_init import GLORA_ZERO_FACTOR as _GLORA_ZERO_FACTOR
@@ -606,7 +607,8 @@ def _checkpoint_findings(items: list[TensorHealth], selected: bool = False,
     trained = sum(i.stats.count for i in matrices if i.at_init is False)
     share = trained / total
     findings: list[Finding] = []
-    if share > 1 - INIT_SHARE:
+    # In exact fractions: 1 - 0.9 is 0.0999… in floats, so a share of exactly 10% read "mixed", not "initialization".
+    if Fraction(trained, total) > 1 - Fraction(str(INIT_SHARE)):
         # Trained, or mixed (a large layer left at init can hold most of the parameters): either way the
         # tensors still at init beside trained ones are the "layer that never trained".
         state, basis = ("trained" if share >= TRAINED_SHARE else "mixed"), "tensors"
