@@ -11,6 +11,7 @@ import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 
 from weightdoctor.expected_init import GLORA_ZERO_FACTOR as _GLORA_ZERO_FACTOR
@@ -44,6 +45,9 @@ OUTLIER_SIGMAS = 25.0
 # fresh model's rounding or an init rule's detail from reading as training) has moved.
 POOLED_SIGMAS = 4.0
 POOLED_SLACK = 0.02
+# Vectors initialized to an exact constant that must all have moved for "trained" on their evidence alone: one is
+# a single norm, which a model that never calls it leaves at its ones.
+MIN_CONSTANT_VECTORS = 2
 # Tensors whose farthest value is judged against the others' std (`spike_of`): from 8 values (fewer leave the
 # others' std too rough) up to where the whole std can itself reach OUTLIER_SIGMAS (√(n−1) > 25 from 627 on).
 SPIKE_VALUES = (8, 626)
@@ -155,7 +159,9 @@ class StatsReport:
             matrix by matrix (`at_init` false); the matrices pooled can tell more (`pooled`, `state_basis`).
         state: "trained", "initialization", "mixed" or "unknown".
         state_basis: what `state` rests on: "tensors" (the trained share alone), "pooled" (the matrices still at
-            their init, pooled, moved: trained although the share alone would read otherwise), None ("unknown").
+            their init, pooled, moved: trained although the share alone would read otherwise), "constants" (every
+            vector initialized to an exact constant, norms' ones and biases' zeros, has left it: trained although
+            the matrices, alone and pooled, would read otherwise), None ("unknown").
         skipped: tensors without statistics (integer or unreadable dtypes).
         warnings: things worth knowing that are not findings.
         aliases: names of a tensor saved under several names (tied weights in a pickle) -> the name it was
@@ -587,6 +593,32 @@ def _still_at_init(item: TensorHealth) -> bool | None:
     return item.init.label in INIT_LABELS
 
 
+def init_constant_vectors(items: list[TensorHealth]) -> list[TensorHealth]:
+    """The vectors the model initializes to an exact constant (norm scales at ones, biases at zeros, Gemma's
+    zero-centred norms at zeros), judged: `at_init` says whether each still holds it exactly.
+
+    An optimiser step moves every parameter that got a gradient off its constant (Adam by about its learning rate,
+    whatever the scale), and float16 / bfloat16 / float8 keep ones and zeros exact: where all of them moved, the
+    checkpoint was trained, however little its matrices' spread tells.
+    """
+    return [item for item in items
+            if len(item.shape) == 1 and item.expected is not None and item.expected.confident
+            and item.expected.label in ("zeros", "ones", "constant") and item.stats.count >= 2
+            and item.at_init is not None]
+
+
+def _constants_moved(vectors: list[TensorHealth]) -> bool:
+    """All of (at least two) init-constant vectors have left their constant: one left at it (a norm that gets no
+    gradient) and the evidence is no longer whole, so it is not used."""
+    return len(vectors) >= MIN_CONSTANT_VECTORS and all(item.at_init is False for item in vectors)
+
+
+def _constants_said(vectors: list[TensorHealth]) -> str:
+    labels = sorted({item.expected.label for item in vectors if item.expected is not None})
+    return (f"all {counted(len(vectors), 'vector')} the model initializes to exact {' or '.join(labels)} "
+            "(norm scales, biases) have moved off them")
+
+
 def _checkpoint_findings(items: list[TensorHealth], selected: bool = False,
                          pooled: PooledSpread | None = None
                          ) -> tuple[list[Finding], float | None, str, str | None]:
@@ -596,6 +628,9 @@ def _checkpoint_findings(items: list[TensorHealth], selected: bool = False,
     `pooled`: the matrices at their init, pooled (`pooled_spread`): where they have moved together, a checkpoint
     whose matrices each still fit their init has trained (briefly) all the same, and beside matrices that trained,
     those still at their init that moved together are no "layer that never trained".
+    The vectors initialized to exact constants (`init_constant_vectors`): where every one of them moved, the
+    checkpoint has trained whatever its matrices' spread says (T5 after 300 AdamW steps: weight decay and
+    random-sign updates keep a matrix's variance), and a matrix whose own bias moved got updates.
     Returns the findings, the trained share, the state and what the state rests on (`StatsReport.state_basis`).
     """
     matrices = [i for i in items if len(i.shape) >= 2 and i.at_init is not None
@@ -605,8 +640,12 @@ def _checkpoint_findings(items: list[TensorHealth], selected: bool = False,
         return [], None, "unknown", None
     trained = sum(i.stats.count for i in matrices if i.at_init is False)
     share = trained / total
+    vectors = init_constant_vectors(items)
+    constants_moved = _constants_moved(vectors)
+    moved_vectors = {item.name for item in vectors if item.at_init is False}
     findings: list[Finding] = []
-    if share > 1 - INIT_SHARE:
+    # In exact fractions: 1 - 0.9 is 0.0999… in floats, so a share of exactly 10% read "mixed", not "initialization".
+    if Fraction(trained, total) > 1 - Fraction(str(INIT_SHARE)):
         # Trained, or mixed (a large layer left at init can hold most of the parameters): either way the
         # tensors still at init beside trained ones are the "layer that never trained".
         state, basis = ("trained" if share >= TRAINED_SHARE else "mixed"), "tensors"
@@ -620,6 +659,24 @@ def _checkpoint_findings(items: list[TensorHealth], selected: bool = False,
         if state == "mixed" and moved_together and not any(item.at_init and item.name not in moved_together
                                                            for item in matrices):
             state, basis = "trained", "pooled"
+        # A matrix whose own bias left its init constant got updates (a bias's gradient is the sum of its layer's
+        # output gradients, the weight's that times its inputs): it moved, too little to tell alone.
+        updated = {item.name for item in matrices if item.at_init and item.name not in moved_together
+                   and item.name.endswith(".weight") and item.name.removesuffix("weight") + "bias" in moved_vectors}
+        if state == "mixed" and constants_moved:
+            # CLIP after 300 AdamW steps: 27 matrices moved 3-34% of their init's root mean square, at its
+            # variance; every norm and bias of the model moved off its init constant.
+            state, basis = "trained", "constants"
+            findings.append(Finding(
+                "info", "briefly-trained", None,
+                f"{_constants_said(vectors)} beside the {share:.1%} of {of_what} matrix parameters that have trained "
+                "alone: the checkpoint has trained"
+                + (f"; {counted(len(updated), 'matrix', 'matrices')} that still fit their initialization have a bias "
+                   "that moved, so got updates too little to tell one by one" if updated else ""),
+                "expected for a checkpoint saved early in training, or trained with weight decay at a small "
+                "learning rate, which keeps a matrix's spread at its init's"))
+        else:
+            updated = set()
         if moved_together and pooled is not None:
             findings.append(Finding(
                 "info", "briefly-trained", None,
@@ -643,7 +700,7 @@ def _checkpoint_findings(items: list[TensorHealth], selected: bool = False,
         # beside the weight's warning said the opposite of it.
         folded: set[str] = set()
         for item in matrices:
-            if item.at_init and item.name not in moved_together:
+            if item.at_init and item.name not in moved_together and item.name not in updated:
                 bias = constants.get(item.name.removesuffix("weight") + "bias") if item.name.endswith(
                     ".weight") else None
                 also = ""
@@ -677,6 +734,21 @@ def _checkpoint_findings(items: list[TensorHealth], selected: bool = False,
             f"random init hold {pooled.variance_ratio:.1%} of the variance their inits give "
             f"({abs(pooled.z):.1f} standard deviations {'above' if pooled.z > 0 else 'below'} it): "
             f"{of_what} {'have' if selected else 'has'} been trained, a few steps or at a small learning rate",
+            "expected for a checkpoint saved early in training; if it should have trained longer, check the "
+            "learning rate and the number of steps"))
+    elif constants_moved:
+        # T5 after 5 Adam steps (or 300 AdamW steps): its matrices each and pooled still fit their inits (a 0.18
+        # init beside steps of 1e-3), but its 12 norm scales all left their ones.
+        state, basis = "trained", "constants"
+        of_what = "the selected tensors" if selected else "the checkpoint"
+        pooled_said = "" if pooled is None else (
+            f" (pooled too: {pooled.variance_ratio:.1%} of the variance their inits give, "
+            f"{abs(pooled.z):.2f} standard deviations {'above' if pooled.z > 0 else 'below'} it)")
+        findings.append(Finding(
+            "info", "briefly-trained", None,
+            f"each matrix of {of_what} alone still fits its initialization{pooled_said}, but "
+            f"{_constants_said(vectors)}: {of_what} {'have' if selected else 'has'} been trained, a few steps, "
+            "at a small learning rate or with weight decay, which keeps a matrix's spread at its init's",
             "expected for a checkpoint saved early in training; if it should have trained longer, check the "
             "learning rate and the number of steps"))
     else:

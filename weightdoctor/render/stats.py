@@ -7,7 +7,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from weightdoctor.health import StatsReport, TensorHealth
+from weightdoctor.health import StatsReport, TensorHealth, init_constant_vectors
 from weightdoctor.render.json import to_jsonable
 from weightdoctor.render.text import escape, shown_name
 from weightdoctor.wording import counted, non_finite_count, plural
@@ -78,8 +78,17 @@ def merge_stats_json(inspect_json: dict[str, Any], report: StatsReport, histogra
         "pooled_spread": None if report.pooled is None else {
             "tensors": report.pooled.tensors, "values": report.pooled.values,
             "variance_ratio": report.pooled.variance_ratio, "z": report.pooled.z, "moved": report.pooled.moved},
+        # What state_basis "constants" rests on: the vectors initialized to an exact constant, and how many left it.
+        "constant_vectors": _constant_vectors_json(report),
     })
     return inspect_json
+
+
+def _constant_vectors_json(report: StatsReport) -> dict[str, int] | None:
+    vectors = init_constant_vectors(report.tensors)
+    if not vectors:
+        return None
+    return {"vectors": len(vectors), "moved": sum(1 for item in vectors if item.at_init is False)}
 
 
 def _num(value: float) -> str:
@@ -206,6 +215,11 @@ def render_stats(report: StatsReport, console: Console, limit: int | None = 50) 
             f"the {counted(report.pooled.tensors, 'matrix', 'matrices')} still fitting their inits"
         share = (f" ({report.trained_share:.1%} of matrix parameters moved enough to tell alone; pooled, {rest} "
                  f"hold {report.pooled.variance_ratio:.1%} of their inits' variance)")
+    if report.state_basis == "constants" and report.trained_share is not None:
+        vectors = init_constant_vectors(report.tensors)
+        share = (f" ({report.trained_share:.1%} of matrix parameters moved enough to tell alone; all "
+                 f"{counted(len(vectors), 'norm and bias vector', 'norm and bias vectors')} have left their init "
+                 "constants)")
     # Two lines: as one, the model class's name put the break mid-phrase at 80, 100 and 120 columns alike.
     console.print(f"[bold]state:[/] {report.state}{share}")
     console.print(f"[bold]expected inits:[/] {escape(source)}")
