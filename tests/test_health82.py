@@ -8,7 +8,6 @@ vectors initialized to exact constants were not read as evidence), and a trained
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -18,19 +17,10 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from tests.helpers import run_cli
+from tests.test_health81 import _codes, _stats_json
 
 transformers = pytest.importorskip("transformers")
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-def _stats_json(path: Path, *extra: str) -> dict[str, Any]:
-    result = run_cli("inspect", str(path), "--stats", "--json", *extra)
-    assert result.exit_code in (0, 1), result.stderr
-    return json.loads(result.stdout)
-
-
-def _codes(report: dict[str, Any]) -> list[str]:
-    return sorted(f["code"] for f in report["findings"])
 
 
 def test_a_trained_share_of_exactly_ten_percent_is_initialization(tmp_path: Path) -> None:

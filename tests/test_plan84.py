@@ -81,9 +81,11 @@ def _dispatched(folder: Path, device_map: dict[str, int | str], tmp_path: Path) 
                           offload_buffers=False)
 
 
-def _bytes_loaded(folder: Path, device_map: dict[str, int | str], new_tokens: int, tmp_path: Path) -> int:
+def _bytes_loaded(folder: Path, device_map: dict[str, int | str], new_tokens: int, tmp_path: Path,
+                  causal: bool = False) -> int:
     """The bytes accelerate's hooks load from the offload while generate() makes `new_tokens` tokens: for each
-    call of a hook, the tensors its pre_forward loads (its own module's, without buffers), each its stored size."""
+    call of a hook, the tensors its pre_forward loads (its own module's, without buffers), each its stored size.
+    `causal`: a decoder-only model, whose output holds the prompt before the new tokens."""
     import accelerate.hooks as hooks
     from accelerate.utils import named_module_tensors
 
@@ -103,10 +105,14 @@ def _bytes_loaded(folder: Path, device_map: dict[str, int | str], new_tokens: in
     try:
         with torch.no_grad():
             out = model.generate(torch.tensor([[5, 6, 7, 8, 2]]), max_new_tokens=new_tokens,
-                                 min_new_tokens=new_tokens, do_sample=False, num_beams=1)
+                                 min_new_tokens=new_tokens, do_sample=False, num_beams=1,
+                                 **({"pad_token_id": 0} if causal else {}))
     finally:
         hooks.AlignDevicesHook.pre_forward = original
-    assert out.shape[1] - (1 if out.shape[1] > new_tokens else 0) == new_tokens, out.shape
+    if causal:
+        assert out.shape[1] == 5 + new_tokens, out.shape
+    else:
+        assert out.shape[1] - (1 if out.shape[1] > new_tokens else 0) == new_tokens, out.shape
     return loaded[0]
 
 

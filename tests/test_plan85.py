@@ -37,31 +37,7 @@ def _gpt2(folder: Path) -> Path:
 
 def _causal_bytes_loaded(folder: Path, device_map: dict[str, int | str], new_tokens: int, tmp_path: Path) -> int:
     """The bytes accelerate's hooks' pre_forward loads while a decoder-only model generates `new_tokens` tokens."""
-    import accelerate.hooks as hooks
-    from accelerate.utils import named_module_tensors
-
-    model = _dispatched(folder, device_map, tmp_path)
-    loaded = [0]
-    original = hooks.AlignDevicesHook.pre_forward
-
-    def pre_forward(self: Any, module: Any, *args: Any, **kwargs: Any) -> Any:
-        if self.offload:
-            for name, _ in named_module_tensors(module, include_buffers=self.offload_buffers,
-                                                recurse=self.place_submodules, remove_non_persistent=True):
-                stored = self.weights_map[name]
-                loaded[0] += stored.numel() * stored.element_size()
-        return original(self, module, *args, **kwargs)
-
-    hooks.AlignDevicesHook.pre_forward = pre_forward
-    try:
-        with torch.no_grad():
-            prompt = torch.tensor([[5, 6, 7, 8, 2]])
-            out = model.generate(prompt, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
-                                 num_beams=1, pad_token_id=0)
-    finally:
-        hooks.AlignDevicesHook.pre_forward = original
-    assert out.shape[1] == prompt.shape[1] + new_tokens, out.shape
-    return loaded[0]
+    return _bytes_loaded(folder, device_map, new_tokens, tmp_path, causal=True)
 
 
 _REST = {"transformer.wpe": 0, "transformer.drop": 0, "transformer.h": 0, "transformer.ln_f": 0}

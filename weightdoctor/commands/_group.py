@@ -62,22 +62,8 @@ def _output_given_as_argument(ctx: click_core.Context, args: Sequence[str]) -> s
     param = next((p for p in ctx.command.params if "--output" in getattr(p, "opts", ())), None)
     if param is None or not param.required or ctx.params.get(param.name or "") is not None:
         return ""
-    takes_value = {opt for p in ctx.command.params if p.param_type_name == "option"
-                   and not getattr(p, "is_flag", False) and not getattr(p, "count", False)
-                   for opt in (*p.opts, *p.secondary_opts)}
     words = list(args)
-    positional: list[int] = []
-    index = 0
-    while index < len(words):
-        word = words[index]
-        if word == "--":
-            positional += range(index + 1, len(words))
-            break
-        if word.startswith("-") and word != "-":
-            index += 2 if word in takes_value else 1
-            continue
-        positional.append(index)
-        index += 1
+    positional = _positional_indexes(ctx, words)
     if len(positional) != 2:
         return ""
     at = positional[1]
