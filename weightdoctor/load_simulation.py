@@ -27,6 +27,7 @@ from weightdoctor.diff_keys import (
     DiffReport,
     KeySpec,
     SuggestedRename,
+    _any_tied,
     _layer_count_whys,
     adapter_fit,
     build_report,
@@ -614,6 +615,16 @@ def load_config(config: str | None, checkpoint: Checkpoint, revision: str | None
     return data
 
 
+def _tied_as_loaded(groups: Sequence[Sequence[str]], renames: Sequence[Rename],
+                    loaded: Mapping[str, str]) -> list[list[str]]:
+    """A's tied groups under the names the model reads them by: `--rename`s, then transformers' own renames."""
+    out: list[list[str]] = []
+    for group in groups:
+        named = apply_renames(list(group), list(renames)) if renames else {name: name for name in group}
+        out.append([loaded.get(named[name], named[name]) for name in group])
+    return out
+
+
 def diff_against_model(
     specs_a: Mapping[str, KeySpec],
     model: torch.nn.Module,
@@ -686,8 +697,10 @@ def diff_against_model(
     if adapter_whys:  # an adapter is not renamed into its base: its keys are told what they fit
         layout_whys, layout_note = adapter_whys, adapter_note
     elif bool(missing) != bool(unexpected) and (depth := _layer_count_whys()(as_loaded, specs_b, missing,
-                                                                             unexpected))[0]:
-        # A student against its teacher's config (another num_hidden_layers): said as diff-keys A B says it.
+                                                                             unexpected))[0] \
+            and not _any_tied(depth[0], _tied_as_loaded(tied_groups_a, renames, sim.renamed)):
+        # A student against its teacher's config (another num_hidden_layers): said as diff-keys A B says it. Extra
+        # "layers" that are more names of layer 0's storage are tied names, not a deeper model (as diff-keys A B).
         layout_whys = {**depth[0], **layout_whys}
         layout_note = "; ".join(filter(None, (layout_note, depth[1])))
     if layout_note:

@@ -958,12 +958,15 @@ def with_config_dtype(
     if loaded_cast > 0 and any(side.relpath == "config.json" for side in files):
         # Measured with transformers 5: from_pretrained(dtype="auto") loads a kept fp32 norm as bfloat16, and
         # dtype=torch.float32 loads everything in float32; only a class's _keep_in_fp32_modules stay float32.
-        of_them = (f"the {loaded_cast} kept in float32 included, except the {kept_by_class} its class keeps in float32 "
-                   "(_keep_in_fp32_modules)" if kept_by_class else
+        # Counted as parts of the whole: "the 12 kept in float32 included, except the 4 its class keeps" of 16
+        # kept read as 4 taken out of 12 (review 84).
+        of_them = (f"{loaded_cast} of the {kept_fp32} kept in float32 included (it keeps the other {kept_by_class} "
+                   "in float32: its class's _keep_in_fp32_modules)" if kept_by_class else
                    f"the {kept_fp32} kept in float32 included, except the modules its class keeps in float32 "
                    "(_keep_in_fp32_modules)")
+        those = f"those {loaded_cast}" if kept_by_class else "they"
         kept_note = (f"--keep-fp32: from_pretrained loads every tensor at one dtype ({dtype} with dtype=\"auto\"), "
-                     f"{of_them}; they stay float32 for loaders that keep each tensor's own dtype "
+                     f"{of_them}; {those} stay float32 for loaders that keep each tensor's own dtype "
                      "(safetensors' load_file, load_state_dict(..., assign=True))")
         note = f"{note}; {kept_note}" if note else kept_note
     return out, note
