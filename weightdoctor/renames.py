@@ -285,12 +285,15 @@ def _literal(text: str) -> str:
     """`text` as a Python string literal that reads as only itself: `repr` where it is ASCII, or in Unicode form NFC
     with nothing a terminal hides; else `ascii` (red team 38): `re.sub('^café\\\\.', 'café.', ...)` of an NFD key to
     its NFC form read as a rename of a name to itself, and a no-break space as a space."""
+    if text.isascii():
+        return repr(text)
     import unicodedata
 
+    # Imported here, past the ASCII case: render.text imports Rich, which diff-keys --json's fast path never loads.
     from weightdoctor.render.text import hides_characters
 
-    if text.isascii() or (unicodedata.is_normalized("NFKC", text) and not hides_characters(text)
-                          and text.translate(LOOKALIKE_LATIN) == text):
+    if unicodedata.is_normalized("NFKC", text) and not hides_characters(text) \
+            and text.translate(LOOKALIKE_LATIN) == text:
         return repr(text)
     # Also a compatibility form ('ﬁ', NFKC's 'fi') or a letter drawn as a Latin one (Cyrillic 'а'): redteam39,
     # `re.sub('attention', 'аttention', key)` read as a rename of a name to itself.
