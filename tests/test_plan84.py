@@ -27,9 +27,10 @@ from tests.helpers import run_cli, run_json
 from tests.test_plan_quantrest import fake_bitsandbytes  # noqa: F401 - a fixture
 
 
-def _encoder_decoder(folder: Path, decoder: str) -> Path:
+def _encoder_decoder(folder: Path, decoder: str, tied: bool = False) -> Path:
     """A tiny seeded float32 EncoderDecoderModel: a BERT encoder and a GPT-2 or BERT decoder with cross-attention,
-    its decoder's output embeddings untied (a tied pair used by two modules is loaded by each hook: left aside)."""
+    its decoder's output embeddings untied (a tied pair used by two modules is loaded by each hook: plan85's case,
+    `tied`)."""
     import transformers
 
     torch.manual_seed(0)
@@ -37,11 +38,11 @@ def _encoder_decoder(folder: Path, decoder: str) -> Path:
                                       intermediate_size=256, max_position_embeddings=64)
     if decoder == "gpt2":
         decoding: Any = transformers.GPT2Config(vocab_size=64, n_embd=64, n_layer=3, n_head=4, n_positions=64,
-                                                add_cross_attention=True, is_decoder=True, tie_word_embeddings=False)
+                                                add_cross_attention=True, is_decoder=True, tie_word_embeddings=tied)
     else:
         decoding = transformers.BertConfig(vocab_size=64, hidden_size=64, num_hidden_layers=3, num_attention_heads=4,
                                            intermediate_size=256, max_position_embeddings=64, is_decoder=True,
-                                           add_cross_attention=True, tie_word_embeddings=False)
+                                           add_cross_attention=True, tie_word_embeddings=tied)
     config = transformers.EncoderDecoderConfig.from_encoder_decoder_configs(encoder, decoding)
     config.decoder_start_token_id, config.pad_token_id, config.eos_token_id = 1, 0, 63
     model = transformers.EncoderDecoderModel(config=config)

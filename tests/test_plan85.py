@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
 
 from tests.helpers import run_cli, run_json
-from tests.test_plan84 import _bytes_loaded, _dispatched
+from tests.test_plan84 import _bytes_loaded, _dispatched, _encoder_decoder
 
 
 def _gpt2(folder: Path) -> Path:
@@ -74,24 +73,7 @@ def test_a_tied_tensor_is_streamed_by_each_offloaded_module_that_holds_it(
 def _tied_encoder_decoder(folder: Path, decoder: str) -> Path:
     """plan84's EncoderDecoderModel (BERT encoder, GPT-2 or BERT decoder) with its decoder's output embeddings tied
     to its input embeddings (the default)."""
-    import transformers
-
-    torch.manual_seed(0)
-    encoder = transformers.BertConfig(vocab_size=64, hidden_size=64, num_hidden_layers=3, num_attention_heads=4,
-                                      intermediate_size=256, max_position_embeddings=64)
-    if decoder == "gpt2":
-        decoding: Any = transformers.GPT2Config(vocab_size=64, n_embd=64, n_layer=3, n_head=4, n_positions=64,
-                                                add_cross_attention=True, is_decoder=True)
-    else:
-        decoding = transformers.BertConfig(vocab_size=64, hidden_size=64, num_hidden_layers=3, num_attention_heads=4,
-                                           intermediate_size=256, max_position_embeddings=64, is_decoder=True,
-                                           add_cross_attention=True)
-    config = transformers.EncoderDecoderConfig.from_encoder_decoder_configs(encoder, decoding)
-    config.decoder_start_token_id, config.pad_token_id, config.eos_token_id = 1, 0, 63
-    model = transformers.EncoderDecoderModel(config=config)
-    model.generation_config.decoder_start_token_id, model.generation_config.pad_token_id = 1, 0
-    model.save_pretrained(folder)
-    return folder
+    return _encoder_decoder(folder, decoder, tied=True)
 
 
 @pytest.mark.parametrize("decoder", ["gpt2", "bert"])
