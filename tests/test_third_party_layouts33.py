@@ -20,9 +20,8 @@ from collections import OrderedDict
 from pathlib import Path
 
 import torch
-from typer.testing import CliRunner
 
-from tests.helpers import run_cli, run_json
+from tests.helpers import run_cli, run_json, run_subprocess
 from tests.test_third_party_layouts32 import _VOCOS_CONFIG
 
 
@@ -180,7 +179,7 @@ def test_a_lora_on_fused_experts_fits_a_base_saved_per_expert(tmp_path: Path) ->
     assert not any(group["severity"] == "error" for group in data["groups"]), data["groups"]
     note = next(note for note in data["notes"] if note.startswith("A is a PEFT adapter"))
     assert "LoRA (rank 2/4) on 6 module(s), 6 of them in B with shapes that fit" in note, note
-    result = run_cli("diff-keys", str(adapter), str(base), runner=CliRunner(env={"COLUMNS": "400"}))
+    result = run_subprocess("diff-keys", str(adapter), str(base), env={"COLUMNS": "400"})
     assert "which B does not have" not in result.stdout
     # (peft keeps target_parameters in a set: which of the two wraps the other differs from run to run)
     assert re.search(r"LoRA on model\.layers\.\d\.mlp\.experts\.(gate_up|down)_proj \(a parameter peft's "
@@ -213,7 +212,7 @@ def test_a_lora_on_fused_experts_fits_a_base_saved_per_expert(tmp_path: Path) ->
     assert code == 0 and sorted(data["adapter"]["target_parameters"]) == [
         "mlp.experts.down_proj", "mlp.experts.gate_up_proj"]
     assert data["adapter"]["rank_pattern"] == {"layers.1.self_attn.q_proj": 2}
-    text = run_cli("inspect", str(adapter), runner=CliRunner(env={"COLUMNS": "400"})).stdout
+    text = run_subprocess("inspect", str(adapter), env={"COLUMNS": "400"}).stdout
     assert re.search(r"LoRA r=4 \(r=2 where rank_pattern names 1 pattern\) alpha=8 on (q_proj, v_proj|v_proj, q_proj) "
                      r"and the parameters "
                      r"(mlp\.experts\.gate_up_proj, mlp\.experts\.down_proj|mlp\.experts\.down_proj, "
@@ -243,7 +242,7 @@ def test_a_lora_on_fused_experts_fits_a_mixtral_base_saved_per_expert(tmp_path: 
     assert code == 0 and data["worst_severity"] == "info", data["groups"]
     note = next(note for note in data["notes"] if note.startswith("A is a PEFT adapter"))
     assert "LoRA (rank 4) on 4 module(s), 4 of them in B with shapes that fit" in note, note
-    text = run_cli("diff-keys", str(adapter), str(base), runner=CliRunner(env={"COLUMNS": "400"})).stdout
+    text = run_subprocess("diff-keys", str(adapter), str(base), env={"COLUMNS": "400"}).stdout
     assert "B stores them per expert, model.layers.0.block_sparse_moe.experts.N.*.weight" in text, text
     # The loading line printed, run as pasted.
     namespace: dict[str, object] = {}

@@ -11,10 +11,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from typer.testing import CliRunner
 
 from tests.conftest import REPO_ROOT
-from tests.helpers import run_cli, run_json
+from tests.helpers import run_cli, run_json, run_subprocess
 
 
 def _tiny_llama(folder: Path) -> torch.nn.Module:
@@ -48,7 +47,7 @@ def test_inspect_says_the_layers_alphas_and_tokens_a_lora_config_sets(tmp_path: 
     assert code == 0
     assert data["adapter"]["layers_to_transform"] == [1] and "layers_pattern" not in data["adapter"]
     assert data["adapter"]["alpha_pattern"] == {"v_proj": 32} and data["adapter"]["trainable_token_count"] == 3
-    text = run_cli("inspect", str(adapter), runner=CliRunner(env={"COLUMNS": "400"})).stdout
+    text = run_subprocess("inspect", str(adapter), env={"COLUMNS": "400"}).stdout
     assert re.search(r"LoRA r=4 alpha=8 \(alpha=32 where alpha_pattern names 1 pattern\) on (v_proj, q_proj|q_proj, "
                      r"v_proj) in layer 1; trains 3 token embeddings \(trainable_token_indices\) —", text), text
 
@@ -59,14 +58,14 @@ def test_inspect_says_the_layers_alphas_and_tokens_a_lora_config_sets(tmp_path: 
     code, data = run_json("inspect", str(other))
     assert code == 0 and data["adapter"]["layers_to_transform"] == [0, 2] and data["adapter"]["layers_pattern"] in (
         "layers", ["layers"])
-    text = run_cli("inspect", str(other), runner=CliRunner(env={"COLUMNS": "400"})).stdout
+    text = run_subprocess("inspect", str(other), env={"COLUMNS": "400"}).stdout
     assert "LoRA r=2 alpha=8 on q_proj in layers 0, 2 (under layers) —" in text, text
     # A plain LoRA says none of it.
     plain = tmp_path / "lora-plain"
     get_peft_model(_tiny_llama(tmp_path / "base3"), LoraConfig(r=2, target_modules=["q_proj"])).save_pretrained(plain)
     code, data = run_json("inspect", str(plain))
     assert code == 0 and not {"layers_to_transform", "alpha_pattern", "trainable_token_count"} & set(data["adapter"])
-    text = run_cli("inspect", str(plain), runner=CliRunner(env={"COLUMNS": "400"})).stdout
+    text = run_subprocess("inspect", str(plain), env={"COLUMNS": "400"}).stdout
     assert "LoRA r=2 alpha=8 on q_proj —" in text, text
 
 
@@ -83,7 +82,7 @@ def test_inspect_says_what_exclude_modules_leaves_out_and_rslora_scaling(tmp_pat
     code, data = run_json("inspect", str(excluded))
     assert code == 0 and data["adapter"]["exclude_modules"] == r".*layers\.0\..*" and "use_rslora" not in data[
         "adapter"]
-    text = run_cli("inspect", str(excluded), runner=CliRunner(env={"COLUMNS": "400"})).stdout
+    text = run_subprocess("inspect", str(excluded), env={"COLUMNS": "400"}).stdout
     assert re.search(r"LoRA r=4 alpha=8 on (v_proj, q_proj|q_proj, v_proj) except \.\*layers\\\.0\\\.\.\* —",
                      text), text
 
@@ -92,7 +91,7 @@ def test_inspect_says_what_exclude_modules_leaves_out_and_rslora_scaling(tmp_pat
         r=4, lora_alpha=8, target_modules=["q_proj"], use_rslora=True, use_dora=True)).save_pretrained(stabilised)
     code, data = run_json("inspect", str(stabilised))
     assert code == 0 and data["adapter"]["use_rslora"] is True and "exclude_modules" not in data["adapter"]
-    text = run_cli("inspect", str(stabilised), runner=CliRunner(env={"COLUMNS": "400"})).stdout
+    text = run_subprocess("inspect", str(stabilised), env={"COLUMNS": "400"}).stdout
     assert "LoRA (DoRA, rsLoRA: scaled by alpha/√r) r=4 alpha=8 on q_proj —" in text, text
 
 
