@@ -23,6 +23,7 @@ import torch
 
 from tests.helpers import run_cli, run_json, run_subprocess
 from tests.test_third_party_layouts32 import _VOCOS_CONFIG
+from tests.test_third_party_layouts34 import _randomized_lora
 
 
 def _yolo_nas_state(seed: int) -> OrderedDict[str, torch.Tensor]:
@@ -151,7 +152,7 @@ def test_a_lora_on_fused_experts_fits_a_base_saved_per_expert(tmp_path: Path) ->
     "targets model.layers.0.mlp.experts, which B does not have: the adapter's weights for it are dropped", an error,
     the rank "2/4/16" (16: 4 experts × r). PeftModel.from_pretrained on the loaded base takes them all. inspect named
     target_modules alone."""
-    from peft import LoraConfig, PeftModel, get_peft_model
+    from peft import LoraConfig, PeftModel
     from safetensors.torch import load_file
 
     base = tmp_path / "base"
@@ -162,15 +163,8 @@ def test_a_lora_on_fused_experts_fits_a_base_saved_per_expert(tmp_path: Path) ->
     config = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
                         target_parameters=["mlp.experts.gate_up_proj", "mlp.experts.down_proj"],
                         rank_pattern={"layers.1.self_attn.q_proj": 2})
-    peft_model = get_peft_model(model, config)
-    generator = torch.Generator().manual_seed(3)
-    with torch.no_grad():
-        for name, parameter in peft_model.named_parameters():
-            if "lora_" in name:
-                parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.02)
     adapter = tmp_path / "adapter"
-    peft_model.save_pretrained(adapter)
-    saved = load_file(adapter / "adapter_model.safetensors")
+    saved = _randomized_lora(model, config, adapter, seed=3)
     experts = [name for name in saved if ".mlp.experts." in name]
     assert len(experts) == 8, sorted(saved)
 

@@ -105,14 +105,14 @@ def test_pyyaml_which_vocos_detection_reads_is_a_declared_dependency() -> None:
     assert "PyYAML 5.1" in readme
 
 
-def _randomized_lora(model: torch.nn.Module, config: object, folder: Path) -> dict[str, torch.Tensor]:
+def _randomized_lora(model: torch.nn.Module, config: object, folder: Path, seed: int = 5) -> dict[str, torch.Tensor]:
     """get_peft_model + save_pretrained, every LoRA factor random (peft starts lora_B at zeros, which any load
     matches), and the factors as saved."""
     from peft import get_peft_model
     from safetensors.torch import load_file
 
     peft_model = get_peft_model(model, config)
-    generator = torch.Generator().manual_seed(5)
+    generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, parameter in peft_model.named_parameters():
             if "lora_" in name:
