@@ -348,10 +348,16 @@ def torch_zip_with_data_pkl(tmp_path: Path, name: str, data_pkl: bytes) -> Path:
 
 # A child that resets its peak resident set (VmHWM) once torch and the commands are imported, runs `weightdoctor`
 # with its arguments, and writes what its peak rose by, in MiB, on stderr's last line (`peak rise MiB N`), however
-# the command ends (os._exit, SystemExit or a return: a traceback is printed first and exits 3).
+# the command ends (os._exit, SystemExit or a return: a traceback is printed first and exits 3). Every weightdoctor
+# module (and the Rich modules the commands import lazily) is imported before the reset: a module imported after it
+# is compiled from source where no .pyc was written (PYTHONDONTWRITEBYTECODE=1, a fresh clone), and that compile's
+# memory counted toward the command's peak (test_memory3's --values bound failed once in a clean clone's whole run).
 PEAK_RISE_CHILD = """
-import os, sys
-import torch, safetensors, weightdoctor.cli, weightdoctor.diff_keys
+import importlib, os, pkgutil, sys
+import torch, safetensors, weightdoctor, weightdoctor.cli, weightdoctor.diff_keys
+for module in pkgutil.walk_packages(weightdoctor.__path__, "weightdoctor."):
+    importlib.import_module(module.name)
+import rich.console, rich.live, rich.progress, rich.table, safetensors.torch
 from weightdoctor.entry import main
 def status(field):
     return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith(field + ":"))
