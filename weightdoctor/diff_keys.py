@@ -5009,7 +5009,60 @@ def _suggest_renames(
             # It matched every unmatched key and unmatched none: the next step would find no unmatched key (a
             # pass over every name to learn it, 10,000 for a DDP `module.`) and stop.
             break
+    if chosen:
+        chosen, current = _narrowed_prefix_adds(chosen, current, shapes_a, shapes_b)
     return chosen, current, longest
+
+
+def _narrowed_prefix_adds(
+    chosen: list[SuggestedRename], current: dict[str, str], shapes_a: Mapping[str, tuple[int, ...]],
+    shapes_b: Mapping[str, tuple[int, ...]],
+) -> tuple[list[SuggestedRename], dict[str, str]]:
+    """`chosen`, each prefix it adds before every key but a few (`^(?!(?:vit)\\.)` -> `vit.embeddings.`) narrowed
+    to the keys that end up matching B, where those are the fewer of the keys it renames; with the new names.
+
+    A timm ViT against transformers' ViT had `vit.embeddings.` put before all 29 of its other keys for two of them
+    (`cls_token`, and `pos_embed` that a later rename turns into `position_embeddings`): the other 27 were left
+    under names that neither side has (`vit.embeddings.blocks.0.attn.qkv.weight`), in the report after the renames
+    and in the state dict the snippet writes. Narrowed (`^(cls_token|pos_embed)(?![^.])` -> `vit.embeddings.\\1`),
+    the rename renames what it matches. Every key matched before is matched under the same name after, no two keys
+    share a name, or the rename is left as it was.
+
+    Example:
+        >>> a = {"cls_token": (1,), "blocks.0.w": (2,), "head.w": (3,)}
+        >>> b = {"vit.embeddings.cls_token": (1,), "vit.encoder.layer.0.w": (2,), "classifier.w": (3,)}
+        >>> chosen, names = _narrowed_prefix_adds([SuggestedRename("^", "vit.embeddings.", "", 1)],
+        ...                                       {k: "vit.embeddings." + k for k in a}, a, b)
+        >>> chosen[0].pattern, names["blocks.0.w"]
+        ('^cls_token(?![^.])', 'blocks.0.w')
+    """
+    matched = {key for key, name in current.items() if shapes_b.get(name) == tuple(shapes_a[key])}
+    for index, suggestion in enumerate(chosen):
+        pattern = suggestion.pattern
+        if not suggestion.replacement or not (pattern == "^" or _SPARING_LOOKAHEAD.fullmatch(pattern)):
+            continue  # not a prefix added where there was none
+        if rename_reason(Rename(pattern, suggestion.replacement))[0] != "renamed":
+            continue  # a wrapper's or the base model's prefix: from_pretrained adds it to every key, as it is
+        before = [Rename(s.pattern, s.replacement) for s in chosen[:index]]
+        names = {key: _rename_all(key, before) for key in current}
+        search = re.compile(pattern).search
+        renamed = [key for key, name in names.items() if search(name)]
+        keep = [key for key in renamed if key in matched]
+        heads = sorted({names[key].split(".", 1)[0] for key in keep})
+        if not keep or 2 * len(keep) >= len(renamed) or len(heads) > 4:
+            continue
+        prefix = suggestion.replacement
+        narrowed = (Rename(f"^{_escape(heads[0])}(?![^.])", prefix + heads[0].replace("\\", "\\\\"))
+                    if len(heads) == 1 else Rename(f"^({'|'.join(map(_escape, heads))})(?![^.])", prefix + "\\1"))
+        trial = [*chosen[:index], SuggestedRename(narrowed.pattern, narrowed.replacement, narrowed.as_flag(),
+                                                  suggestion.matches_gained), *chosen[index + 1:]]
+        renames = [Rename(s.pattern, s.replacement) for s in trial]
+        after = {key: _rename_all(key, renames) for key in current}
+        if any(after[key] != current[key] for key in matched) or len(set(after.values())) != len(after) or sum(
+                shapes_b.get(name) == tuple(shapes_a[key]) for key, name in after.items()) != len(matched):
+            continue
+        chosen, current = trial, after
+    return chosen, current
 
 
 def _renumbering_step(
