@@ -1,4 +1,10 @@
-"""diff-keys, round 6: renames that rename only what they match."""
+"""diff-keys, round 6: a merged LoRA under --values, renames that rename only what they match, and checkpoints saved
+under the names older transformers wrote, against from_pretrained's own loading report.
+
+The merged LoRA is peft's own (peft 0.21.2 in the venv): get_peft_model on a seeded tiny Llama with
+init_lora_weights=False (a LoRA that starts at zero merges into nothing), then merge_and_unload, saved with
+save_pretrained beside the base it was built on.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +13,88 @@ from pathlib import Path
 
 import torch
 
-from tests.helpers import run_json
+from tests.helpers import run_json, run_subprocess
 from tests.test_diff_keys_round5 import _timm_vit
+
+
+def _merged_lora(folder: Path, targets: list[str], layers: list[int] | None = None) -> tuple[Path, Path]:
+    """A seeded 3-layer Llama saved as `base`, and the same model with a LoRA on `targets` merged into it (peft's
+    merge_and_unload) saved as `merged`; `layers` limits the LoRA to those layers (peft's layers_to_transform)."""
+    import peft
+
+    from fixtures.diff_pairs import tiny_llama
+
+    model = tiny_llama(seed=6, layers=3)
+    model.save_pretrained(folder / "base")
+    torch.manual_seed(7)
+    lora = peft.LoraConfig(r=4, target_modules=targets, init_lora_weights=False, layers_to_transform=layers)
+    peft.get_peft_model(model, lora).merge_and_unload().save_pretrained(folder / "merged")
+    return folder / "merged", folder / "base"
+
+
+def _changed_by_torch(a: Path, b: Path) -> set[str]:
+    """The tensors torch.equal finds changed between two model folders' model.safetensors."""
+    from safetensors.torch import load_file
+
+    left, right = load_file(a / "model.safetensors"), load_file(b / "model.safetensors")
+    assert left.keys() == right.keys()
+    return {name for name in left if not torch.equal(left[name], right[name])}
+
+
+def test_a_merged_lora_against_its_base_says_only_the_adapted_projections_changed(tmp_path: Path) -> None:
+    """A LoRA on q_proj / v_proj merged into its base: --values listed 6 changed tensors among 30 and ranked the
+    layers, and nothing said that exactly the adapted projections had changed (the question asked of a merge: did it
+    take, and did it touch anything else?). Now `changed_projections` and a note say so, counted as torch counts."""
+    merged, base = _merged_lora(tmp_path, ["q_proj", "v_proj"])
+    changed = _changed_by_torch(merged, base)
+    assert changed == {f"model.layers.{n}.self_attn.{p}.weight" for n in range(3) for p in ("q_proj", "v_proj")}
+    code, data = run_json("diff-keys", str(merged), str(base), "--values")
+    assert code == 0 and {row["name"] for row in data["values"] if not row["identical"]} == changed, data["values"]
+    assert data["changed_projections"] == {"modules": ["self_attn.q_proj", "self_attn.v_proj"], "layers": 3,
+                                           "layers_total": 3, "tensors": 6, "identical": 24}, data
+    said = [note for note in data["notes"] if note.startswith("only the adapted projections changed")]
+    assert len(said) == 1 and said[0].startswith(
+        "only the adapted projections changed (q_proj, v_proj in 3 layers: 6 tensors); the other 24 common tensors "
+        "are identical"), data["notes"]
+    # In the table view too, whole at a wide terminal.
+    shown = run_subprocess("diff-keys", str(merged), str(base), "--values", env={"COLUMNS": "400"})
+    assert shown.returncode == 0 and "only the adapted projections changed (q_proj, v_proj in 3 layers" \
+        in shown.stdout, shown.stdout
+
+
+def test_a_lora_merged_into_some_layers_is_counted_against_the_layers_that_hold_them(tmp_path: Path) -> None:
+    """peft's layers_to_transform=[0, 2]: the projections changed in 2 of the 3 layers that hold them."""
+    merged, base = _merged_lora(tmp_path, ["q_proj", "v_proj", "down_proj"], layers=[0, 2])
+    changed = _changed_by_torch(merged, base)
+    assert len(changed) == 6 and not any(".layers.1." in name for name in changed), changed
+    code, data = run_json("diff-keys", str(merged), str(base), "--values")
+    assert data["changed_projections"] == {"modules": ["mlp.down_proj", "self_attn.q_proj", "self_attn.v_proj"],
+                                           "layers": 2, "layers_total": 3, "tensors": 6, "identical": 24}, data
+    assert any(note.startswith("only the adapted projections changed (down_proj, q_proj, v_proj in 2 of the 3 "
+                               "layers that hold them: 6 tensors)") for note in data["notes"]), data["notes"]
+
+
+def test_no_projection_summary_where_every_matrix_or_a_norm_changed(tmp_path: Path) -> None:
+    """A full fine-tune (every matrix moved) or a change to a norm beside the projections: no summary, no note;
+    nothing changed: none either."""
+    from safetensors.torch import load_file, save_file
+
+    merged, base = _merged_lora(tmp_path, ["q_proj", "v_proj"])
+    state = load_file(base / "model.safetensors")
+    cases = {
+        "full": {name: t + 0.01 if t.dim() >= 2 else t for name, t in state.items()},
+        "norm": {name: t + 0.01 if name.endswith(("q_proj.weight", "input_layernorm.weight")) else t
+                 for name, t in state.items()},
+        "same": dict(state),
+    }
+    for case, tensors in cases.items():
+        folder = tmp_path / case
+        folder.mkdir()
+        save_file({name: t.contiguous() for name, t in tensors.items()}, folder / "model.safetensors")
+        (folder / "config.json").write_text((base / "config.json").read_text())
+        code, data = run_json("diff-keys", str(folder), str(base), "--values")
+        assert data["values"] and data["changed_projections"] is None, (case, data["changed_projections"])
+        assert not any("adapted projections" in note for note in data["notes"]), (case, data["notes"])
 
 
 def _renames_each_raise_matched(a: Path, b: Path) -> tuple[list[str], list[int], dict]:

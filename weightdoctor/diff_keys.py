@@ -39,6 +39,7 @@ from weightdoctor.wording import counted, plural
 if TYPE_CHECKING:
     import torch
 
+    from weightdoctor.changed_projections import ChangedProjections
     from weightdoctor.checkpoint import Checkpoint, TensorInfo
 
 class _LazyRegex:
@@ -4222,6 +4223,8 @@ class DiffReport:
     worst_severity: str | None
     values: list[ValueDiff] | None = None
     layers_changed_most: list[LayerChange] | None = None
+    # --values: the changed tensors where they are exactly a few modules of the layers (a merged LoRA), else null.
+    changed_projections: ChangedProjections | None = None
     notes: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)  # the reader's, about A's or B's files ("A: ...")
     # Where each side was read from: the Hub revision asked for (repo ids only) and the resolved location

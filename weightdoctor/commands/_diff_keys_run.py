@@ -142,6 +142,12 @@ def run_diff_keys(
                     report.values, report.layers_changed_most = rows, layers
                     if rounding := cast_rounding_note(rows):
                         report.notes.append(rounding)
+                    from weightdoctor.changed_projections import changed_projections, changed_projections_note
+
+                    shapes_b = {info.name: info.shape for info in checkpoint_b.tensors}
+                    report.changed_projections = changed_projections(rows, shapes_b)
+                    if report.changed_projections is not None:
+                        report.notes.append(changed_projections_note(report.changed_projections))
                     if not rows and report.suggested_renames and not value_renames:
                         flags = " ".join(s.flag for s in report.suggested_renames)
                         report.notes.append(f"no tensor has the same name in A and B, so no values were compared: "

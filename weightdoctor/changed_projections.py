@@ -1,0 +1,106 @@
+"""diff-keys --values: whether the tensors that changed are exactly a few kinds of projection (a merged LoRA)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from weightdoctor.diff_keys import ValueDiff
+from weightdoctor.wording import plural
+
+
+@dataclass(frozen=True)
+class ChangedProjections:
+    """The changed tensors of a `--values` run, when they are all of a few modules of B's layers (JSON:
+    `changed_projections`).
+
+    `modules` are the modules' paths inside their layer (`self_attn.q_proj`; a module outside any numbered layer,
+    `lm_head`, by its whole path), `layers` the numbered layers where one of them changed, `layers_total` the
+    numbered layers that hold one of those modules, `tensors` the changed tensors and `identical` the others.
+    """
+
+    modules: list[str]
+    layers: int
+    layers_total: int
+    tensors: int
+    identical: int
+
+
+def _layer_and_module(module: str) -> tuple[str | None, str]:
+    """(the numbered layer, the module's path inside it): `model.layers.2.self_attn.q_proj` -> (`model.layers.2`,
+    `self_attn.q_proj`); (None, the whole path) outside any numbered layer. The last number is the layer's, so
+    an MoE expert's module (`mlp.experts.3.w1`) is one of its own."""
+    parts = module.split(".")
+    for index in range(len(parts) - 2, -1, -1):
+        if parts[index].isdigit():
+            return ".".join(parts[: index + 1]), ".".join(parts[index + 1:])
+    return None, module
+
+
+def changed_projections(rows: Sequence[ValueDiff], shapes: Mapping[str, Sequence[int]]) -> ChangedProjections | None:
+    """What changed, where every changed tensor belongs to a module with a matrix weight (a projection, a
+    convolution, an embedding) and a matrix weight of another module is identical: what merging a LoRA leaves
+    (peft's `merge_and_unload` adds B@A·scale to the weights of the modules it targets, nothing else).
+
+    None where nothing changed, where every matrix weight changed (a full fine-tune), where a norm or any tensor
+    of a module without a matrix weight changed, or where a cast's rounding made a change (said by its own note).
+
+    Example:
+        >>> rows = [ValueDiff(f"model.layers.{n}.self_attn.{p}.weight", p == "k_proj", 0.0 if p == "k_proj" else 0.1,
+        ...                   0.0 if p == "k_proj" else 0.5, "float32", "float32") for n in range(2)
+        ...         for p in ("q_proj", "k_proj", "v_proj")]
+        >>> found = changed_projections(rows, {row.name: (4, 4) for row in rows})
+        >>> found.modules, found.layers, found.tensors, found.identical
+        (['self_attn.q_proj', 'self_attn.v_proj'], 2, 4, 2)
+
+    Args:
+        rows: the `--values` rows, named by B's names.
+        shapes: B's tensors' shapes by name.
+    """
+    changed = [row for row in rows if not row.identical]
+    if not changed or any(row.rounded_to for row in changed):
+        return None
+
+    def matrix_module(name: str) -> str | None:
+        module, _, _ = name.rpartition(".")
+        return module if module and len(shapes.get(f"{module}.weight", ())) >= 2 else None
+
+    modules = {matrix_module(row.name) for row in changed}
+    if None in modules:
+        return None
+    unchanged_matrices = [row for row in rows if row.identical and row.name.endswith(".weight")
+                          and len(shapes.get(row.name, ())) >= 2]
+    if not unchanged_matrices:
+        return None
+    placed = [_layer_and_module(module) for module in modules if module is not None]
+    kinds = sorted({kind for _, kind in placed})
+    layers = {layer for layer, _ in placed if layer is not None}
+    # Every numbered layer holding one of those modules, changed or not (a LoRA on some layers only).
+    holding = {layer for layer, kind in (_layer_and_module(row.name.rpartition(".")[0]) for row in rows)
+               if layer is not None and kind in kinds}
+    if set(kinds) & {kind for layer, kind in (_layer_and_module(row.name.rpartition(".")[0])
+                                              for row in unchanged_matrices) if layer in layers}:
+        # A module of those kinds unchanged in a layer where its kind changed elsewhere in that layer is no group
+        # of projection kinds (a training step that moved some experts): nothing to summarise.
+        return None
+    return ChangedProjections(kinds, len(layers), len(holding), len(changed), len(rows) - len(changed))
+
+
+def changed_projections_note(found: ChangedProjections) -> str:
+    """The --values note for `changed_projections`'s answer.
+
+    Example:
+        >>> changed_projections_note(ChangedProjections(["self_attn.q_proj", "self_attn.v_proj"], 3, 3, 6, 24))[:64]
+        'only the adapted projections changed (q_proj, v_proj in 3 layers'
+    """
+    # The modules by their own names (`q_proj`) where those tell them apart, else by their path in the layer.
+    short = [kind.rpartition(".")[2] for kind in found.modules]
+    names = ", ".join(short if len(set(short)) == len(short) else found.modules)
+    where = ""
+    if found.layers:
+        where = f" in {found.layers} {plural(found.layers, 'layer')}" if found.layers == found.layers_total else \
+            f" in {found.layers} of the {found.layers_total} layers that hold them"
+    return (f"only the adapted projections changed ({names}{where}: {found.tensors} "
+            f"{plural(found.tensors, 'tensor')}); the other {found.identical} common "
+            f"{plural(found.identical, 'tensor')} are identical, as merging a LoRA on those modules leaves its base "
+            "(peft's merge_and_unload adds B@A·scale to their weights alone), not a full fine-tune")
