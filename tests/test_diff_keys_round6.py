@@ -146,3 +146,79 @@ def test_every_suggested_rename_of_the_fixture_pairs_raises_matched(tmp_path: Pa
         if flags:
             checked.append(name)
     assert {"ddp-prefix", "compile-prefix", "lora-peft"} <= set(checked), checked
+
+
+def _square_nemotron_h_lora(folder: Path, targets: list[str]) -> tuple[Path, Path, dict[str, str]]:
+    """A seeded Nemotron-H whose experts' up_proj and down_proj are of one shape (moe_intermediate_size = the hidden
+    size, 32 × 32 an expert) saved as `base`, a LoRA on the experts' `targets` (peft's target_parameters) saved as
+    `lora`, and, as peft itself holds them, each wrapper's module name (as its saved keys name it) -> the parameter
+    it adapts (ParamWrapper.parameter_name)."""
+    import transformers
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(0)
+    config = transformers.NemotronHConfig(
+        vocab_size=128, hidden_size=32, num_attention_heads=4, num_key_value_heads=2, head_dim=8,
+        intermediate_size=48, mamba_num_heads=4, mamba_head_dim=16, ssm_state_size=8, n_groups=1, chunk_size=8,
+        max_position_embeddings=64, layers_block_type=["mamba", "attention", "moe"], n_routed_experts=2,
+        num_experts_per_tok=1, moe_intermediate_size=32, moe_shared_expert_intermediate_size=16,
+        architectures=["NemotronHForCausalLM"])
+    model = transformers.NemotronHForCausalLM(config)
+    model.save_pretrained(folder / "base")
+    peft_model = get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj"], target_parameters=targets))
+    adapted = {name: module.parameter_name for name, module in peft_model.named_modules()
+               if hasattr(module, "parameter_name")}
+    peft_model.save_pretrained(folder / "lora")
+    return folder / "lora", folder / "base", adapted
+
+
+def _expert_details(data: dict) -> dict[str, str]:
+    return {row["name"]: row["detail"] for row in data["unexpected"] if ".mixer.experts." in row["name"]}
+
+
+def test_nemotron_h_expert_factors_of_one_shape_are_named_by_peft_s_nesting_not_guessed(tmp_path: Path) -> None:
+    """Nemotron-H's gateless experts, up_proj and down_proj of one shape, with peft's LoRA on both: every factor was
+    "LoRA on ...experts.up_proj", the first parameter that fit; peft puts the outer wrapper (`experts.lora_A`) on
+    down_proj. Now each wrapper is named as peft's ParamWrapper.parameter_name says, with and without
+    adapter_config.json (two wrappers, two parameters: all of them targeted)."""
+    import shutil
+
+    adapter, base, adapted = _square_nemotron_h_lora(tmp_path, ["mixer.experts.up_proj", "mixer.experts.down_proj"])
+    experts = "model.layers.2.mixer.experts"
+    assert adapted == {f"base_model.model.{experts}": "down_proj",
+                       f"base_model.model.{experts}.base_layer": "up_proj"}, adapted
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    shutil.copy(adapter / "adapter_model.safetensors", alone / "adapter_model.safetensors")
+    for given in (adapter, alone / "adapter_model.safetensors"):
+        code, data = run_json("diff-keys", str(given), str(base))
+        details = _expert_details(data)
+        assert len(details) == 4 and code == 0, data["unexpected"]
+        for name, detail in details.items():
+            wrapper = name.rsplit(".lora_", 1)[0]
+            assert detail.startswith(f"LoRA on {experts}.{adapted[wrapper]} ("), (given, name, detail)
+
+
+def test_nemotron_h_one_targeted_expert_parameter_is_read_from_the_config_or_said_to_be_either(tmp_path: Path) -> None:
+    """A LoRA on down_proj alone, up_proj of the same shape: it was named up_proj (the first that fit). With
+    adapter_config.json beside it, its target_parameters names down_proj; without, the detail says it is one of the
+    two and that the names do not tell which."""
+    import shutil
+
+    adapter, base, adapted = _square_nemotron_h_lora(tmp_path, ["mixer.experts.down_proj"])
+    experts = "model.layers.2.mixer.experts"
+    assert adapted == {f"base_model.model.{experts}": "down_proj"}, adapted
+    code, data = run_json("diff-keys", str(adapter), str(base))
+    details = _expert_details(data)
+    assert len(details) == 2 and all(detail.startswith(f"LoRA on {experts}.down_proj (")
+                                     for detail in details.values()), details
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    shutil.copy(adapter / "adapter_model.safetensors", alone / "adapter_model.safetensors")
+    code, data = run_json("diff-keys", str(alone / "adapter_model.safetensors"), str(base))
+    details = _expert_details(data)
+    assert code == 0 and len(details) == 2, data["unexpected"]
+    for detail in details.values():
+        assert detail.startswith(f"LoRA on {experts}.up_proj or {experts}.down_proj ("), detail
+        assert detail.endswith(": both of one shape, and which of them this wrapper adapts is not in the names "
+                               "(adapter_config.json's target_parameters tells; none is beside A)"), detail

@@ -2042,14 +2042,17 @@ def adapter_fit(
     params: dict[str, list[KeySpec]] | None = None  # `_module_parameters(specs_b)`, built when first wanted
     fusions: dict[str, tuple[str, list[KeySpec]]] | None = None  # `_per_expert_fusions(specs_b)`, the same
     fused_from: dict[str, str] = {}  # experts modules of B's loaded model -> as B stores them, per expert
+    wrappers: dict[str, int] | None = None  # `_parameter_wrappers(pairs)`, built when first wanted
     # The 2-D lora_A and lora_B of one adapter on one module (their names without the part) that each fit it.
     factors: dict[str, dict[str, tuple[str, tuple[int, ...], KeySpec, str]]] = defaultdict(dict)
     for name, match in pairs:
         module, part = _adapter_target(match["module"]), match["part"]
         # peft nests a second wrapper of one module under the first's base_layer (target_parameters on two of an
         # experts module's parameters: `experts.base_layer.lora_A.weight`).
+        depth = 0  # wrappers outside this one: which of the module's targeted parameters it adapts
         while module.endswith(".base_layer"):
             module = module[:-len(".base_layer")]
+            depth += 1
         component = _diffusers_component(module) if components else None
         if component in components:
             module = _in_component(module, component, specs_b) or module[len(component):]
@@ -2098,17 +2101,33 @@ def adapter_fit(
                 sibling_name = _LORA_SIBLING.sub(lambda found: ".lora_B." if found[1] == "A" else ".lora_A.", name)
                 sibling = specs_a.get(sibling_name) if part == match["part"] and sibling_name != name else None
                 transposed = False if module in fused_from else None
-                fit = next((param for param in params[module] if _parameter_lora_fits(
+                fits = [param for param in params[module] if _parameter_lora_fits(
                     part, shape, param.shape, transposed=transposed,
-                    other=sibling.shape if sibling is not None else None)), None)
+                    other=sibling.shape if sibling is not None else None)]
+                fit = fits[0] if fits else None
+                either = ("", "")
+                if len(fits) > 1:
+                    # Two parameters of one shape (Nemotron-H's gateless experts, up_proj and down_proj, where
+                    # moe_intermediate_size is the hidden size): the first was named, and peft's nesting puts the
+                    # other on this wrapper as often. Which one it adapts follows from the wrapper's depth where
+                    # the targeted parameters are known; otherwise the detail says it is one of them.
+                    if wrappers is None:
+                        wrappers = _parameter_wrappers(pairs)
+                    fit = _nested_parameter(module, depth, wrappers.get(module, 1), params[module], fits,
+                                            adapter_config() if adapter_config is not None else None)
+                    if fit is None:
+                        fit = fits[0]
+                        either = (f" or {' or '.join(param.name for param in fits[1:])}", ": both of one shape, "
+                                  "and which of them this wrapper adapts is not in the names (adapter_config.json's "
+                                  "target_parameters tells; none is beside A)")
                 if rank is not None:  # r × experts: each expert's rank stacked
                     experts = (fit or params[module][0]).shape[0] if len(
                         (fit or params[module][0]).shape) == 3 else 1
                     rank = rank // experts if rank % experts == 0 else rank
                     ranks.add(rank)
                 if fit is not None:
-                    whys[name] = ("adapter", "info", f"{kind} on {fit.name} (a parameter peft's target_parameters "
-                                  f"adapts{stored})")
+                    whys[name] = ("adapter", "info", f"{kind} on {fit.name}{either[0]} (a parameter peft's "
+                                  f"target_parameters adapts{stored}){either[1]}")
                     modules.setdefault(module, True)
                 else:
                     held = ", ".join(f"{param.name} ({'×'.join(map(str, param.shape))})" for param in params[module])
@@ -2731,6 +2750,71 @@ def _parameter_lora_fits(part: str, shape: tuple[int, ...], param: tuple[int, ..
                 lora_b is None or (len(lora_b) == 2 and lora_b[1] % param[0] == 0 and lora_b[0] == param[out_axis])):
             return True
     return False
+
+
+def _parameter_wrappers(pairs: Sequence[tuple[str, re.Match[str]]]) -> dict[str, int]:
+    """How many peft wrappers each module's LoRA factors are nested in (`experts.base_layer.lora_A`: 2), by module.
+
+    Example:
+        >>> pairs = [(n, _LORA_PAIR.match(n)) for n in ("base_model.model.m.experts.lora_A.weight",
+        ...                                             "base_model.model.m.experts.base_layer.lora_A.weight")]
+        >>> _parameter_wrappers(pairs)
+        {'m.experts': 2}
+    """
+    found: dict[str, int] = {}
+    for _, match in pairs:
+        module, depth = _adapter_target(match["module"]), 0
+        while module.endswith(".base_layer"):
+            module, depth = module[:-len(".base_layer")], depth + 1
+        found[module] = max(found.get(module, 0), depth + 1)
+    return found
+
+
+# transformers 5's experts modules define their input projection before the output one (MixtralExperts'
+# gate_up_proj then down_proj, Nemotron-H's up_proj then down_proj, GPT-OSS' biases after each): peft wraps the
+# parameters in that order, the first innermost.
+_INPUT_PROJECTION = re.compile(r"^(?:gate_up_proj|up_proj|gate_proj|w1|w3|input_linear)(?:_bias)?$")
+_OUTPUT_PROJECTION = re.compile(r"^(?:down_proj|w2|output_linear)(?:_bias)?$")
+
+
+def _nested_parameter(module: str, depth: int, wrappers: int, params: Sequence[KeySpec], fits: Sequence[KeySpec],
+                      config: Mapping[str, Any] | None) -> KeySpec | None:
+    """The parameter of `module` that the peft wrapper `depth` wrappers in adapts, among `fits` (parameters of one
+    shape), or None where that is not known.
+
+    peft's target_parameters wraps an experts module once per parameter it targets, in the module's order of its
+    parameters, each new wrapper around the last: the outermost (`experts.lora_A`) adapts the last one targeted,
+    `experts.base_layer.lora_A` the one before. The targeted ones are adapter_config.json's target_parameters that
+    name a parameter of `module` (peft's match: the name, or a dotted ending of it); without the file, all of the
+    module's parameters where there are as many wrappers as parameters.
+
+    Example:
+        >>> up = KeySpec("m.experts.up_proj", (2, 8, 8), "float32")
+        >>> down = KeySpec("m.experts.down_proj", (2, 8, 8), "float32")
+        >>> _nested_parameter("m.experts", 0, 2, [down, up], [down, up], None).name
+        'm.experts.down_proj'
+        >>> _nested_parameter("m.experts", 1, 2, [down, up], [down, up], {"target_parameters": ["experts.up_proj",
+        ...                   "experts.down_proj"]}).name
+        'm.experts.up_proj'
+        >>> _nested_parameter("m.experts", 0, 1, [down, up], [down, up], None) is None
+        True
+    """
+    ordered = sorted(params, key=lambda param: 0 if _INPUT_PROJECTION.match(param.name.rpartition(".")[2]) else 1)
+    if not all(_INPUT_PROJECTION.match(short) or _OUTPUT_PROJECTION.match(short)
+               for short in (param.name.rpartition(".")[2] for param in ordered)):
+        return None  # a module whose parameters' order is not known here
+    named = config.get("target_parameters") if isinstance(config, Mapping) else None
+    if isinstance(named, list) and named and all(isinstance(target, str) for target in named):
+        targeted = [param for param in ordered if any(
+            param.name == target or param.name.endswith("." + target) for target in named)]
+    elif wrappers == len(ordered):
+        targeted = list(ordered)
+    else:
+        return None
+    if len(targeted) != wrappers or not 0 <= depth < wrappers:
+        return None
+    chosen = targeted[wrappers - 1 - depth]
+    return chosen if chosen in fits else None
 
 
 # The part of a LoRA factor's name, to find the pair's other factor (`experts.lora_A.weight` beside `lora_B`).
