@@ -9,7 +9,9 @@ save_pretrained beside the base it was built on.
 from __future__ import annotations
 
 import shlex
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -222,3 +224,136 @@ def test_nemotron_h_one_targeted_expert_parameter_is_read_from_the_config_or_sai
         assert detail.startswith(f"LoRA on {experts}.up_proj or {experts}.down_proj ("), detail
         assert detail.endswith(": both of one shape, and which of them this wrapper adapts is not in the names "
                                "(adapter_config.json's target_parameters tells; none is beside A)"), detail
+
+
+# Checkpoints under the names older transformers wrote, which transformers 5 converts on load (conversion_mapping.py's
+# WeightRenaming / WeightConverter entries, its "legacy" ones for every model): each is a tiny seeded model's weights
+# renamed to that layout. `save_pretrained` in transformers 5 writes several of these layouts itself (it reverts the
+# conversion on save): those are taken as it writes them.
+_SMALL = {"vocab_size": 96, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+          "num_attention_heads": 4, "max_position_embeddings": 64}
+_KV = {**_SMALL, "num_key_value_heads": 2}
+_VIT = {"image_size": 32, "patch_size": 8, "num_channels": 3, "hidden_size": 32, "num_hidden_layers": 2,
+        "num_attention_heads": 4, "intermediate_size": 64}
+
+
+def _old_name_cases() -> dict[str, tuple[str, Any, Callable[[dict[str, torch.Tensor], dict[str, torch.Tensor]],
+                                                         dict[str, torch.Tensor]], str]]:
+    """name -> (class, config, (saved weights, in-memory weights) -> the old layout's weights, class to load into)."""
+    import re
+
+    import transformers as T
+
+    def renamed(fn: Callable[[str], str], source: str = "saved") -> Callable[..., dict[str, torch.Tensor]]:
+        return lambda saved, memory: {fn(k): v for k, v in (saved if source == "saved" else memory).items()}
+
+    def drop(pattern: str) -> Callable[..., dict[str, torch.Tensor]]:
+        return lambda saved, memory: {k: v for k, v in saved.items() if not re.search(pattern, k)}
+
+    def prefix(old: str, new: str) -> Callable[[str], str]:
+        return lambda name: new + name[len(old):] if name.startswith(old) else name
+
+    llava = T.LlavaConfig(text_config={"model_type": "llama", **_KV},
+                          vision_config={"model_type": "clip_vision_model", **_VIT}, image_token_index=95)
+    qwen2_vl = T.Qwen2VLConfig(
+        text_config={"model_type": "qwen2_vl_text", **_KV,
+                     "rope_scaling": {"type": "mrope", "mrope_section": [1, 1, 2]}},
+        vision_config={"depth": 2, "embed_dim": 32, "hidden_size": 32, "num_heads": 4, "patch_size": 4,
+                       "spatial_merge_size": 2, "temporal_patch_size": 2},
+        image_token_id=94, video_token_id=95, vision_start_token_id=93)
+    mixtral = T.MixtralConfig(**_KV, num_local_experts=4, num_experts_per_tok=2)
+    return {
+        # TF-era LayerNorm.gamma / beta (conversion_mapping's "legacy", for every model).
+        "bert-gamma-beta": ("BertForMaskedLM", T.BertConfig(**_SMALL, type_vocab_size=2), renamed(
+            lambda n: n.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta")),
+            "BertForMaskedLM"),
+        # torch's old weight_norm names (weight_g / weight_v) on wav2vec2's positional convolution.
+        "wav2vec2-weight-g-v": ("Wav2Vec2ForCTC", T.Wav2Vec2Config(
+            vocab_size=32, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+            conv_dim=[16, 16], conv_stride=[4, 4], conv_kernel=[8, 8], num_conv_pos_embeddings=8,
+            num_conv_pos_embedding_groups=4), renamed(lambda n: n.replace(
+                "parametrizations.weight.original0", "weight_g").replace("parametrizations.weight.original1",
+                                                                         "weight_v")), "Wav2Vec2ForCTC"),
+        # transformers 4's Llava: language_model.model., language_model.lm_head, vision_tower., multi_modal_projector.
+        "llava-v4": ("LlavaForConditionalGeneration", llava, renamed(lambda n: n), "LlavaForConditionalGeneration"),
+        "llava-v4-into-model": ("LlavaForConditionalGeneration", llava, renamed(lambda n: n), "LlavaModel"),
+        # transformers 5.10-5.23 saved model.language_model.model. (the legacy mapping's regression fix).
+        "llava-v5.10": ("LlavaForConditionalGeneration", llava, renamed(
+            prefix("model.language_model.", "model.language_model.model."), "memory"),
+            "LlavaForConditionalGeneration"),
+        # transformers 4's Qwen2-VL: model.layers. and visual. at the top.
+        "qwen2-vl-v4": ("Qwen2VLForConditionalGeneration", qwen2_vl, renamed(lambda n: n),
+                        "Qwen2VLForConditionalGeneration"),
+        "qwen2-vl-v4-into-model": ("Qwen2VLForConditionalGeneration", qwen2_vl, renamed(lambda n: n),
+                                   "Qwen2VLModel"),
+        # MoE experts one module each (block_sparse_moe.experts.N.w1), stacked on load; one expert's w1 missing.
+        "mixtral-per-expert": ("MixtralForCausalLM", mixtral, renamed(lambda n: n), "MixtralForCausalLM"),
+        "mixtral-expert-missing": ("MixtralForCausalLM", mixtral, drop(r"layers\.0\..*experts\.1\.w1\."),
+                                   "MixtralForCausalLM"),
+        "qwen2-moe-expert-missing": ("Qwen2MoeForCausalLM", T.Qwen2MoeConfig(
+            **_KV, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32, shared_expert_intermediate_size=32),
+            drop(r"layers\.0\.mlp\.experts\.1\.down_proj\."), "Qwen2MoeForCausalLM"),
+        "granitemoe-input-linear": ("GraniteMoeForCausalLM", T.GraniteMoeConfig(
+            **_KV, num_local_experts=4, num_experts_per_tok=2), renamed(lambda n: n), "GraniteMoeForCausalLM"),
+        # nomic-embed's remote-code names (encoder.layers.N.attn.Wqkv fused, emb_ln, fc11 / fc12 / fc2), split on load.
+        "nomic-bert-wqkv": ("NomicBertModel", T.AutoConfig.for_model("nomic_bert", **_SMALL), renamed(lambda n: n),
+                            "NomicBertModel"),
+        "segformer-encoder-block": ("SegformerForSemanticSegmentation", T.SegformerConfig(
+            num_encoder_blocks=2, depths=[1, 1], sr_ratios=[2, 1], hidden_sizes=[16, 32], num_attention_heads=[1, 2],
+            decoder_hidden_size=32, strides=[4, 2], patch_sizes=[7, 3]), renamed(lambda n: n),
+            "SegformerForSemanticSegmentation"),
+    }
+
+
+def _loading_sets(folder: Path, model_class: str) -> tuple[set[str], set[str], set[tuple[str, tuple, tuple]]] | str:
+    """from_pretrained's own report (output_loading_info, ignore_mismatched_sizes), or "raises" where it raises."""
+    import transformers
+
+    try:
+        _, info = getattr(transformers, model_class).from_pretrained(
+            folder, output_loading_info=True, ignore_mismatched_sizes=True)
+    except Exception:  # noqa: BLE001 - the oracle raised: diff-keys must say that it does
+        return "raises"
+    return (set(info["missing_keys"]), set(info["unexpected_keys"]),
+            {(k, tuple(a), tuple(b)) for k, a, b in info["mismatched_keys"]})
+
+
+def test_old_transformers_names_against_from_pretrained_s_loading_info(tmp_path: Path) -> None:
+    """diff-keys --model-class on checkpoints under older transformers' names (12 layouts, 10 model types) reports
+    the missing / unexpected / mismatched sets from_pretrained reports, and says it raises where it raises (an
+    expert's projection missing from Mixtral's stacked experts). No disagreement was found (round 6's sweep of ~50
+    types, in memory and as saved); this holds the layouts transformers converts on load to the oracle."""
+    import transformers
+    from safetensors.torch import load_file, save_file
+
+    transformers.logging.set_verbosity_error()
+    outcomes = {}
+    for name, (class_name, config, old_layout, target) in _old_name_cases().items():
+        torch.manual_seed(0)
+        model = getattr(transformers, class_name)(config).eval()
+        model.save_pretrained(tmp_path / f"{name}-new")
+        saved: dict[str, torch.Tensor] = {}
+        for file in sorted((tmp_path / f"{name}-new").glob("*.safetensors")):
+            saved.update(load_file(file))
+        weights = old_layout(saved, dict(model.state_dict()))
+        folder = tmp_path / name
+        folder.mkdir()
+        save_file({k: v.detach().clone().contiguous() for k, v in weights.items()}, folder / "model.safetensors",
+                  metadata={"format": "pt"})
+        (folder / "config.json").write_text((tmp_path / f"{name}-new" / "config.json").read_text())
+        expected = _loading_sets(folder, target)
+        code, data = run_json("diff-keys", str(folder), "--model-class", target)
+        if expected == "raises":
+            rows = data["missing"] + data["mismatched"]
+            assert any(row["detail"].startswith("from_pretrained raises") for row in rows) or any(
+                "raises here" in note for note in data["notes"]), (name, data)
+            assert code == 1, (name, code)
+        else:
+            got = ({row["name"] for row in data["missing"]}, {row["name"] for row in data["unexpected"]},
+                   {(row["name"], tuple(row["shape_a"]), tuple(row["shape_b"])) for row in data["mismatched"]})
+            assert got == expected, (name, got, expected)
+        outcomes[name] = expected if isinstance(expected, str) else tuple(map(len, expected))
+    # The cases are what they say: old names that load whole, a mismatch, a raise, the parts a base class lacks.
+    assert outcomes["bert-gamma-beta"] == outcomes["llava-v5.10"] == outcomes["nomic-bert-wqkv"] == (0, 0, 0)
+    assert outcomes["mixtral-expert-missing"] == "raises" and outcomes["qwen2-moe-expert-missing"] == (0, 0, 1)
+    assert outcomes["llava-v4-into-model"] == (0, 1, 0), outcomes
