@@ -76,6 +76,32 @@ def test_a_lora_merged_into_some_layers_is_counted_against_the_layers_that_hold_
                                "layers that hold them: 6 tensors)") for note in data["notes"]), data["notes"]
 
 
+def test_a_lora_merged_into_fused_moe_experts_counts_each_layer_once(tmp_path: Path) -> None:
+    """peft's target_parameters on Qwen2-MoE's fused gate_up_proj, merged, saved per expert (transformers 5 writes
+    `mlp.experts.N.gate_proj`): the experts are modules of their layer (`mlp.experts.*.gate_proj`), not 8 layers."""
+    import peft
+    import transformers
+
+    torch.manual_seed(0)
+    config = transformers.Qwen2MoeConfig(
+        vocab_size=96, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32,
+        shared_expert_intermediate_size=32)
+    model = transformers.Qwen2MoeForCausalLM(config)
+    model.save_pretrained(tmp_path / "base")
+    lora = peft.LoraConfig(r=2, target_modules=["q_proj"], target_parameters=["mlp.experts.gate_up_proj"],
+                           init_lora_weights=False)
+    peft.get_peft_model(model, lora).merge_and_unload().save_pretrained(tmp_path / "merged")
+    changed = _changed_by_torch(tmp_path / "merged", tmp_path / "base")
+    assert len(changed) == 18, sorted(changed)  # q_proj and 4 experts' gate and up, in 2 layers
+    code, data = run_json("diff-keys", str(tmp_path / "merged"), str(tmp_path / "base"), "--values")
+    assert data["changed_projections"] == {
+        "modules": ["mlp.experts.*.gate_proj", "mlp.experts.*.up_proj", "self_attn.q_proj"], "layers": 2,
+        "layers_total": 2, "tensors": 18, "identical": len(data["values"]) - 18}, data["changed_projections"]
+    assert any(note.startswith("only the adapted projections changed (gate_proj, up_proj, q_proj in 2 layers: 18 "
+                               "tensors)") for note in data["notes"]), data["notes"]
+
+
 def test_no_projection_summary_where_every_matrix_or_a_norm_changed(tmp_path: Path) -> None:
     """A full fine-tune (every matrix moved) or a change to a norm beside the projections: no summary, no note;
     nothing changed: none either."""

@@ -27,13 +27,15 @@ class ChangedProjections:
 
 
 def _layer_and_module(module: str) -> tuple[str | None, str]:
-    """(the numbered layer, the module's path inside it): `model.layers.2.self_attn.q_proj` -> (`model.layers.2`,
-    `self_attn.q_proj`); (None, the whole path) outside any numbered layer. The last number is the layer's, so
-    an MoE expert's module (`mlp.experts.3.w1`) is one of its own."""
+    """(the numbered layer, the module's path inside it, numbers written `*`): `model.layers.2.self_attn.q_proj` ->
+    (`model.layers.2`, `self_attn.q_proj`); an MoE expert's `model.layers.2.mlp.experts.3.w1` -> (`model.layers.2`,
+    `mlp.experts.*.w1`), one module of each layer (as `layer_of` cuts layers); (None, the whole path) outside any
+    numbered layer."""
     parts = module.split(".")
-    for index in range(len(parts) - 2, -1, -1):
-        if parts[index].isdigit():
-            return ".".join(parts[: index + 1]), ".".join(parts[index + 1:])
+    for index, part in enumerate(parts[:-1]):
+        if part.isdigit():
+            inside = ["*" if piece.isdigit() else piece for piece in parts[index + 1:]]
+            return ".".join(parts[: index + 1]), ".".join(inside)
     return None, module
 
 
