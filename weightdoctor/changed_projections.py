@@ -44,8 +44,9 @@ def changed_projections(rows: Sequence[ValueDiff], shapes: Mapping[str, Sequence
     convolution, an embedding) and a matrix weight of another module is identical: what merging a LoRA leaves
     (peft's `merge_and_unload` adds B@A·scale to the weights of the modules it targets, nothing else).
 
-    None where nothing changed, where every matrix weight changed (a full fine-tune), where a norm or any tensor
-    of a module without a matrix weight changed, or where a cast's rounding made a change (said by its own note).
+    None where fewer than two tensors changed, where every matrix weight changed (a full fine-tune), where a norm or
+    any tensor of a module without a matrix weight changed, or where a cast's rounding made a change (said by its own
+    note).
 
     Example:
         >>> rows = [ValueDiff(f"model.layers.{n}.self_attn.{p}.weight", p == "k_proj", 0.0 if p == "k_proj" else 0.1,
@@ -60,7 +61,8 @@ def changed_projections(rows: Sequence[ValueDiff], shapes: Mapping[str, Sequence
         shapes: B's tensors' shapes by name.
     """
     changed = [row for row in rows if not row.identical]
-    if not changed or any(row.rounded_to for row in changed):
+    # One changed tensor is no group (a fine-tune that moved one weight says as much as a merge): two at least.
+    if len(changed) < 2 or any(row.rounded_to for row in changed):
         return None
 
     def matrix_module(name: str) -> str | None:
