@@ -53,7 +53,7 @@ def test_a_merged_lora_against_its_base_says_only_the_adapted_projections_change
     code, data = run_json("diff-keys", str(merged), str(base), "--values")
     assert code == 0 and {row["name"] for row in data["values"] if not row["identical"]} == changed, data["values"]
     assert data["changed_projections"] == {"modules": ["self_attn.q_proj", "self_attn.v_proj"], "layers": 3,
-                                           "layers_total": 3, "tensors": 6, "identical": 24}, data
+                                           "layers_total": 3, "tensors": 6, "identical": 24, "rounded": 0}, data
     said = [note for note in data["notes"] if note.startswith("only the adapted projections changed")]
     assert len(said) == 1 and said[0].startswith(
         "only the adapted projections changed (q_proj, v_proj in 3 layers: 6 tensors); the other 24 common tensors "
@@ -64,6 +64,24 @@ def test_a_merged_lora_against_its_base_says_only_the_adapted_projections_change
         in shown.stdout, shown.stdout
 
 
+def test_a_lora_merged_in_fp32_and_saved_in_bf16_against_its_fp32_base(tmp_path: Path) -> None:
+    """The merged model saved in bfloat16 against the fp32 base: 23 of 30 tensors differ (the norms, all ones, are
+    bf16 values), 17 of them by the cast's rounding alone, and no summary was given (a rounded tensor counted as a
+    change). The adapted projections are the 6 that changed beyond rounding, and the note says so."""
+    merged, base = _merged_lora(tmp_path, ["q_proj", "v_proj"])
+    import transformers
+
+    transformers.AutoModelForCausalLM.from_pretrained(merged).to(torch.bfloat16).save_pretrained(tmp_path / "bf16")
+    code, data = run_json("diff-keys", str(tmp_path / "bf16"), str(base), "--values")
+    rows = data["values"]
+    assert sum(not row["identical"] for row in rows) == 23 and sum(bool(row["rounded_to"]) for row in rows) == 17
+    assert data["changed_projections"] == {"modules": ["self_attn.q_proj", "self_attn.v_proj"], "layers": 3,
+                                           "layers_total": 3, "tensors": 6, "identical": 7, "rounded": 17}, data
+    assert any(note.startswith("only the adapted projections changed (q_proj, v_proj in 3 layers: 6 tensors); the "
+                               "other 24 common tensors are identical or differ by a cast's rounding alone (17)")
+               for note in data["notes"]), data["notes"]
+
+
 def test_a_lora_merged_into_some_layers_is_counted_against_the_layers_that_hold_them(tmp_path: Path) -> None:
     """peft's layers_to_transform=[0, 2]: the projections changed in 2 of the 3 layers that hold them."""
     merged, base = _merged_lora(tmp_path, ["q_proj", "v_proj", "down_proj"], layers=[0, 2])
@@ -71,7 +89,8 @@ def test_a_lora_merged_into_some_layers_is_counted_against_the_layers_that_hold_
     assert len(changed) == 6 and not any(".layers.1." in name for name in changed), changed
     code, data = run_json("diff-keys", str(merged), str(base), "--values")
     assert data["changed_projections"] == {"modules": ["mlp.down_proj", "self_attn.q_proj", "self_attn.v_proj"],
-                                           "layers": 2, "layers_total": 3, "tensors": 6, "identical": 24}, data
+                                           "layers": 2, "layers_total": 3, "tensors": 6, "identical": 24,
+                                           "rounded": 0}, data
     assert any(note.startswith("only the adapted projections changed (down_proj, q_proj, v_proj in 2 of the 3 "
                                "layers that hold them: 6 tensors)") for note in data["notes"]), data["notes"]
 
@@ -97,7 +116,8 @@ def test_a_lora_merged_into_fused_moe_experts_counts_each_layer_once(tmp_path: P
     code, data = run_json("diff-keys", str(tmp_path / "merged"), str(tmp_path / "base"), "--values")
     assert data["changed_projections"] == {
         "modules": ["mlp.experts.*.gate_proj", "mlp.experts.*.up_proj", "self_attn.q_proj"], "layers": 2,
-        "layers_total": 2, "tensors": 18, "identical": len(data["values"]) - 18}, data["changed_projections"]
+        "layers_total": 2, "tensors": 18, "identical": len(data["values"]) - 18, "rounded": 0}, \
+        data["changed_projections"]
     assert any(note.startswith("only the adapted projections changed (gate_proj, up_proj, q_proj in 2 layers: 18 "
                                "tensors)") for note in data["notes"]), data["notes"]
 

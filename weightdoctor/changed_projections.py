@@ -16,7 +16,9 @@ class ChangedProjections:
 
     `modules` are the modules' paths inside their layer (`self_attn.q_proj`; a module outside any numbered layer,
     `lm_head`, by its whole path), `layers` the numbered layers where one of them changed, `layers_total` the
-    numbered layers that hold one of those modules, `tensors` the changed tensors and `identical` the others.
+    numbered layers that hold one of those modules, `tensors` the changed tensors, `identical` the identical ones and
+    `rounded` those that differ by a cast's rounding alone (a LoRA merged in fp32 and saved in bf16, against its fp32
+    base: every tensor differs, and only the adapted projections beyond rounding).
     """
 
     modules: list[str]
@@ -24,6 +26,7 @@ class ChangedProjections:
     layers_total: int
     tensors: int
     identical: int
+    rounded: int = 0
 
 
 def _layer_and_module(module: str) -> tuple[str | None, str]:
@@ -41,28 +44,30 @@ def _layer_and_module(module: str) -> tuple[str | None, str]:
 
 def changed_projections(rows: Sequence[ValueDiff], shapes: Mapping[str, Sequence[int]]) -> ChangedProjections | None:
     """What changed, where every changed tensor belongs to a module with a matrix weight (a projection, a
-    convolution, an embedding) and a matrix weight of another module is identical: what merging a LoRA leaves
-    (peft's `merge_and_unload` adds B@A·scale to the weights of the modules it targets, nothing else).
+    convolution, an embedding) and a matrix weight of another module is identical, or differs by a cast's rounding
+    alone: what merging a LoRA leaves (peft's `merge_and_unload` adds B@A·scale to the weights of the modules it
+    targets, nothing else), saved in the base's dtype or another.
 
-    None where fewer than two tensors changed, where every matrix weight changed (a full fine-tune), where a norm or
-    any tensor of a module without a matrix weight changed, or where a cast's rounding made a change (said by its own
-    note).
+    None where fewer than two tensors changed beyond rounding, where every matrix weight changed (a full fine-tune),
+    or where a norm or any tensor of a module without a matrix weight changed.
 
     Example:
         >>> rows = [ValueDiff(f"model.layers.{n}.self_attn.{p}.weight", p == "k_proj", 0.0 if p == "k_proj" else 0.1,
         ...                   0.0 if p == "k_proj" else 0.5, "float32", "float32") for n in range(2)
         ...         for p in ("q_proj", "k_proj", "v_proj")]
         >>> found = changed_projections(rows, {row.name: (4, 4) for row in rows})
-        >>> found.modules, found.layers, found.tensors, found.identical
-        (['self_attn.q_proj', 'self_attn.v_proj'], 2, 4, 2)
+        >>> found.modules, found.layers, found.tensors, found.identical, found.rounded
+        (['self_attn.q_proj', 'self_attn.v_proj'], 2, 4, 2, 0)
 
     Args:
         rows: the `--values` rows, named by B's names.
         shapes: B's tensors' shapes by name.
     """
-    changed = [row for row in rows if not row.identical]
+    # A tensor that differs by a cast's rounding alone is the base's, saved in another dtype.
+    changed = [row for row in rows if not row.identical and not row.rounded_to]
+    kept = [row for row in rows if row.identical or row.rounded_to]
     # One changed tensor is no group (a fine-tune that moved one weight says as much as a merge): two at least.
-    if len(changed) < 2 or any(row.rounded_to for row in changed):
+    if len(changed) < 2:
         return None
 
     def matrix_module(name: str) -> str | None:
@@ -72,8 +77,7 @@ def changed_projections(rows: Sequence[ValueDiff], shapes: Mapping[str, Sequence
     modules = {matrix_module(row.name) for row in changed}
     if None in modules:
         return None
-    unchanged_matrices = [row for row in rows if row.identical and row.name.endswith(".weight")
-                          and len(shapes.get(row.name, ())) >= 2]
+    unchanged_matrices = [row for row in kept if row.name.endswith(".weight") and len(shapes.get(row.name, ())) >= 2]
     if not unchanged_matrices:
         return None
     placed = [_layer_and_module(module) for module in modules if module is not None]
@@ -87,7 +91,8 @@ def changed_projections(rows: Sequence[ValueDiff], shapes: Mapping[str, Sequence
         # A module of those kinds unchanged in a layer where its kind changed elsewhere in that layer is no group
         # of projection kinds (a training step that moved some experts): nothing to summarise.
         return None
-    return ChangedProjections(kinds, len(layers), len(holding), len(changed), len(rows) - len(changed))
+    rounded = sum(1 for row in kept if not row.identical)
+    return ChangedProjections(kinds, len(layers), len(holding), len(changed), len(kept) - rounded, rounded)
 
 
 def changed_projections_note(found: ChangedProjections) -> str:
@@ -104,7 +109,11 @@ def changed_projections_note(found: ChangedProjections) -> str:
     if found.layers:
         where = f" in {found.layers} {plural(found.layers, 'layer')}" if found.layers == found.layers_total else \
             f" in {found.layers} of the {found.layers_total} layers that hold them"
+    others = found.identical + found.rounded
+    kept = "are identical" if not found.rounded else (
+        "differ by a cast's rounding alone" if not found.identical else
+        f"are identical or differ by a cast's rounding alone ({found.rounded})")
     return (f"only the adapted projections changed ({names}{where}: {found.tensors} "
-            f"{plural(found.tensors, 'tensor')}); the other {found.identical} common "
-            f"{plural(found.identical, 'tensor')} are identical, as merging a LoRA on those modules leaves its base "
-            "(peft's merge_and_unload adds B@A·scale to their weights alone), not a full fine-tune")
+            f"{plural(found.tensors, 'tensor')}); the other {others} common {plural(others, 'tensor')} {kept}, as "
+            "merging a LoRA on those modules leaves its base (peft's merge_and_unload adds B@A·scale to their "
+            "weights alone), not a full fine-tune")
