@@ -188,10 +188,13 @@ class Offload:
     # disk while they sit on that GPU; in cpu_bytes / disk_bytes, not in bytes_per_token nor the per-input bytes.
     buffers_on_gpu_bytes: int = 0
     # A tied tensor held by two offloaded modules (GPT-2's wte and lm_head) is loaded by each one's hook, each call,
-    # while the map counts it once: the loads beyond that copy, per token and per input (`tied_reloaded_bytes`);
+    # while the map counts it once: the loads beyond that copy, per token and per input (`tied_streaming`);
     # in bytes_per_token / per_input_cpu_bytes, not in cpu_bytes / disk_bytes.
     tied_reloaded_per_token_bytes: int = 0
     tied_reloaded_per_input_bytes: int = 0
+    # A tied tensor the map counts in CPU RAM whose twin is placed on the main GPU: the hooks use the GPU's copy and
+    # stream none (`tied_streaming`); in cpu_bytes, not in bytes_per_token nor per_input_cpu_bytes.
+    tied_on_gpu_bytes: int = 0
 
 
 @dataclass
@@ -4179,12 +4182,15 @@ def plan_devices(planned: PlannedModel, request: PlanRequest, source: str = "") 
     disk_bytes = per_device.get("disk", 0)
     per_input = per_input_offloaded_bytes(planned, device_map, tensor_sizes) if request.gpus else {}
     kept_buffers = offloaded_buffer_bytes(planned, device_map, tensor_sizes) if request.gpus else 0
-    # a tied tensor offloaded with two of its modules is loaded by each one's hook (`tied_reloaded_bytes`)
-    tied_token, tied_input = tied_reloaded_bytes(planned, device_map, tensor_sizes) if request.gpus else (0, 0)
+    # a tied tensor offloaded with two of its modules is loaded by each one's hook, one beside a twin on the main GPU
+    # by none (`tied_streaming`)
+    tied = tied_streaming(planned, device_map, tensor_sizes) if request.gpus else TiedStreaming()
     offload = Offload(cpu_bytes, disk_bytes,
-                      cpu_bytes + disk_bytes - sum(per_input.values()) - kept_buffers + tied_token,
-                      per_input.get("cpu", 0) + tied_input, per_input.get("disk", 0), kept_buffers,
-                      tied_token, tied_input)
+                      cpu_bytes + disk_bytes - sum(per_input.values()) - kept_buffers + tied.reloaded_per_token
+                      - tied.on_gpu_per_token,
+                      per_input.get("cpu", 0) + tied.reloaded_per_input - tied.on_gpu_per_input,
+                      per_input.get("disk", 0), kept_buffers, tied.reloaded_per_token, tied.reloaded_per_input,
+                      tied.on_gpu_per_token + tied.on_gpu_per_input)
 
     suggestions: list[Suggestion] = []
     if request.suggest and request.manual_map is None and verdict != "fits-on-gpus" and request.gpus:
@@ -4449,35 +4455,61 @@ def per_input_offloaded_bytes(planned: PlannedModel, device_map: Mapping[str, in
     return found
 
 
-def tied_reloaded_bytes(planned: PlannedModel, device_map: Mapping[str, int | str],
-                        tensor_sizes: Mapping[str, int]) -> tuple[int, int]:
-    """(per token, per input): the bytes of tied tensors that accelerate's hooks load beyond the one copy the map
-    counts, where the modules holding them are offloaded.
+@dataclass(frozen=True)
+class TiedStreaming:
+    """How accelerate's hooks stream the tied tensors of offloaded modules, against the one copy the map counts
+    (`tied_streaming`)."""
+
+    reloaded_per_token: int = 0  # loads beyond the map's copy, for each generated token
+    reloaded_per_input: int = 0  # the same, once per input (an encoder-decoder's encoder / cross-attention k, v)
+    on_gpu_per_token: int = 0  # the map's copy on the CPU, never streamed: a twin placed on the main GPU is used
+    on_gpu_per_input: int = 0
+
+
+def tied_streaming(planned: PlannedModel, device_map: Mapping[str, int | str],
+                   tensor_sizes: Mapping[str, int]) -> TiedStreaming:
+    """The bytes of tied tensors that accelerate's hooks load beyond the one copy the map counts, where the modules
+    holding them are offloaded, and the map's copies they never load.
 
     dispatch_model hooks each offloaded module that holds parameters of its own, and each hook loads its module's
     parameters from the offload on every call and frees them after it: a tensor tied between two offloaded modules
     (GPT-2's wte and lm_head, BERT's word embeddings and cls.predictions.decoder) is loaded by both, each time it
-    runs, and one held by a module on the GPU while its tied twin is offloaded is loaded by the twin's hook all the
-    same. The map counts the tensor once, where its first name sits. Module objects registered under two names
+    runs. The map counts the tensor once, where its first name sits. Module objects registered under two names
     (T5's shared and encoder.embed_tokens) are one hook.
+
+    A load is skipped where the tensor is already on the execution device: dispatch_model's `tied_params_map`
+    (keyed by the data pointer of the tensor in CPU RAM, the one the weights map of "cpu" entries serves) holds the
+    copy of a twin placed on the main GPU for good, and the copy an enclosing module's hook loaded for the length of
+    its call (BERT's cls.predictions.bias around its decoder's tied bias). Weights offloaded to "disk" are read
+    anew at each load, at another address: they are loaded every time.
     """
     if not any(isinstance(where, int) for where in device_map.values()):
-        return 0, 0  # no GPU: the CPU runs the model where it lies, nothing is streamed
+        return TiedStreaming()  # no GPU: the CPU runs the model where it lies, nothing is streamed
     once_per_input = _once_per_input_test(planned)
     model = planned.model
-    per_token = per_input = 0
+    mains = main_gpus(device_map)
+    main = mains[0] if len(mains) == 1 else None  # the main GPU from run to run: no twin is sure to be on it
+    token = input_ = on_gpu_token = on_gpu_input = 0
     for group in tied_groups(planned):
         counted = next((name for name in group if name in tensor_sizes), None)
         if counted is None:
             continue
         size = tensor_sizes[counted]
+        where = {name: device_map.get(_owner(name, device_map) or "") for name in group}
+        on_main = main is not None and main in where.values()
+        # the modules of the members offloaded to the CPU: a member inside one of them is loaded within its call
+        in_ram = [name.rpartition(".")[0] for name in group if where[name] == "cpu"]
         token_loads: dict[int, str] = {}
         input_loads: dict[int, str] = {}
         for name in group:
-            if device_map.get(_owner(name, device_map) or "") not in ("cpu", "disk"):
+            if where[name] not in ("cpu", "disk"):
                 continue
+            path = name.rpartition(".")[0]
+            if where[name] == "cpu" and (on_main or any(
+                    outer != path and (not outer or path.startswith(f"{outer}.")) for outer in in_ram)):
+                continue  # the copy already on the execution device is used (`tied_params_map`)
             try:
-                module = model.get_submodule(name.rpartition(".")[0])
+                module = model.get_submodule(path)
             except AttributeError:
                 continue
             loads = input_loads if once_per_input is not None and once_per_input(name) else token_loads
@@ -4485,11 +4517,15 @@ def tied_reloaded_bytes(planned: PlannedModel, device_map: Mapping[str, int | st
         input_loads = {key: name for key, name in input_loads.items() if key not in token_loads}
         # what the map already counts: the first name's copy, per token where any member runs per token
         # (`per_input_offloaded_bytes`)
-        already = device_map.get(_owner(counted, device_map) or "") in ("cpu", "disk")
+        already = where[counted] in ("cpu", "disk")
         group_per_token = once_per_input is None or not all(once_per_input(member) for member in group)
-        per_token += size * len(token_loads) - (size if already and group_per_token else 0)
-        per_input += size * len(input_loads) - (size if already and not group_per_token else 0)
-    return max(per_token, 0), max(per_input, 0)
+        token_extra = size * len(token_loads) - (size if already and group_per_token else 0)
+        input_extra = size * len(input_loads) - (size if already and not group_per_token else 0)
+        token += max(token_extra, 0)
+        input_ += max(input_extra, 0)
+        on_gpu_token += max(-token_extra, 0)
+        on_gpu_input += max(-input_extra, 0)
+    return TiedStreaming(token, input_, on_gpu_token, on_gpu_input)
 
 
 def seq_len_beyond_context_warning(config: dict[str, Any] | None, seq_len: int | None,

@@ -1,0 +1,122 @@
+"""plan86: plan-devices' offload accounting, the cases plan85 left open.
+
+1. A tied tensor was said loaded by every offloaded module that holds it. accelerate's dispatch_model keeps a
+   `tied_params_map` (keyed by the data pointer of the tensor in CPU RAM, which the weights map of "cpu" entries
+   serves): a hook that finds the tensor already on its execution device uses that copy. So a tied twin inside an
+   enclosing module whose hook loaded it (BERT's cls.predictions.bias around its decoder's tied bias) is not loaded
+   again, and an offloaded twin of one placed on the main GPU is not loaded at all. Weights offloaded to disk are
+   read anew at each load and still counted per module.
+4. bert2bert (review83's EncoderDecoderModel of two BERTs): bytes_per_token said 769,024 B, 256 B (the decoder's
+   tied prediction bias) over what accelerate's hooks copy, 768,768 B. review83's harness counted the tensors each
+   hook's pre_forward reads, not what it copies; tests/test_plan84's `_bytes_loaded` now counts the copies, with
+   "cpu" entries served from RAM as on a GPU machine.
+
+The oracle is accelerate itself: the model dispatched by dispatch_model on the map, and the bytes its hooks copy
+while generate() makes 3 and 6 tokens (tests/test_plan84's `_bytes_loaded`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from tests.helpers import run_cli, run_json
+from tests.test_plan84 import _bytes_loaded
+
+
+def _bert2bert(folder: Path) -> Path:
+    """review83's bert2bert: a tiny seeded EncoderDecoderModel of two BERTs, the decoder's output embeddings and
+    prediction bias tied (BERT's default)."""
+    import transformers
+
+    torch.manual_seed(0)
+    sizes = {"vocab_size": 64, "hidden_size": 64, "num_hidden_layers": 3, "num_attention_heads": 4,
+             "intermediate_size": 256, "max_position_embeddings": 64}
+    config = transformers.EncoderDecoderConfig.from_encoder_decoder_configs(
+        transformers.BertConfig(**sizes),
+        transformers.BertConfig(**sizes, is_decoder=True, add_cross_attention=True))
+    config.decoder_start_token_id, config.pad_token_id = 1, 0
+    config.architectures = ["EncoderDecoderModel"]
+    transformers.EncoderDecoderModel(config=config).save_pretrained(folder)
+    return folder
+
+
+def _measured(folder: Path, placed: dict[str, Any], tmp_path: Path, causal: bool = False) -> tuple[int, int]:
+    """(per input, per token) as accelerate's hooks copy them in generate()."""
+    three = _bytes_loaded(folder, placed, 3, tmp_path, causal=causal)
+    six = _bytes_loaded(folder, placed, 6, tmp_path, causal=causal)
+    per_token = (six - three) // 3
+    return three - 3 * per_token, per_token
+
+
+def test_bert2bert_per_token_leaves_out_the_bias_its_enclosing_hook_loaded(tmp_path: Path) -> None:
+    """bert2bert planned by transformers' planner with its decoder offloaded to the CPU: the decoder's
+    cls.predictions hook loads its bias, and the decoder Linear inside it, whose bias is that tensor, finds the copy
+    on the GPU: per token, the hooks copy 768,768 B (the report said 769,024 B, the 256-byte bias once more)."""
+    folder = _bert2bert(tmp_path / "bert2bert")
+    code, whole = run_json("plan-devices", str(folder), "--gpu", "1GB")
+    total = whole["weights_bytes"] + whole["buffers_bytes"]
+    code, data = run_json("plan-devices", str(folder), "--gpu", f"{int(total * 0.35)}B", "--cpu", "1GB")
+    placed = data["device_map"]
+    assert placed.get("decoder") == "cpu", placed
+    per_input, per_token = _measured(folder, placed, tmp_path)
+    off = data["offload"]
+    assert (off["per_input_cpu_bytes"], off["bytes_per_token"]) == (per_input, per_token), (off, per_input, per_token)
+    # the word embeddings' second load (lm_head's) is still a reload; the bias is not
+    assert off["tied_reloaded_per_token_bytes"] == 64 * 64 * 4, off
+
+
+def test_a_decoder_offloaded_to_disk_reads_its_tied_bias_at_each_hook(tmp_path: Path) -> None:
+    """The same bert2bert with its decoder on disk (a hand map, --disk): each hook reads the tensor from its file,
+    at a new address that tied_params_map does not know, and copies it: the bias is loaded twice per token, as the
+    report says (tied_reloaded_per_token_bytes holds both tied pairs)."""
+    folder = _bert2bert(tmp_path / "bert2bert")
+    placed: dict[str, Any] = {"encoder": 0, "decoder": "disk"}
+    mapping = tmp_path / "map.json"
+    mapping.write_text(json.dumps(placed))
+    code, data = run_json("plan-devices", str(folder), "--gpu", "1GB", "--cpu", "1GB", "--disk", "--map",
+                          str(mapping))
+    per_input, per_token = _measured(folder, placed, tmp_path)
+    off = data["offload"]
+    assert off["bytes_per_token"] == per_token, (off, per_token)
+    assert off["per_input_disk_bytes"] + off["per_input_cpu_bytes"] == per_input, (off, per_input)
+    assert off["tied_reloaded_per_token_bytes"] == 64 * 64 * 4 + 64 * 4, off
+
+
+def _gpt2(folder: Path) -> Path:
+    from tests.test_plan85 import _gpt2
+
+    return _gpt2(folder)
+
+
+@pytest.mark.parametrize("wte, lm_head", [("cpu", 0), (0, "disk"), ("disk", "disk")])
+def test_an_offloaded_twin_of_a_tensor_on_the_main_gpu_is_not_streamed_from_ram(
+        tmp_path: Path, wte: int | str, lm_head: int | str) -> None:
+    """A tied GPT-2 on a hand map: wte in CPU RAM and lm_head on the GPU, the map counts the tensor in CPU RAM
+    (wte's name comes first) and the report said it streamed every token (16.38 KB); wte's hook uses the copy
+    lm_head's placement put on the GPU, and copies nothing: 0 B per token, and tied_on_gpu_bytes says the 16.38 KB.
+    A twin on disk is read from its file every call and copied, as said."""
+    folder = _gpt2(tmp_path / "gpt2")
+    placed = {"transformer.wte": wte, "lm_head": lm_head, "transformer.wpe": 0, "transformer.drop": 0,
+              "transformer.h": 0, "transformer.ln_f": 0}
+    mapping = tmp_path / "map.json"
+    mapping.write_text(json.dumps(placed))
+    args = ["plan-devices", str(folder), "--gpu", "1GB", "--cpu", "1GB", "--disk", "--map", str(mapping)]
+    code, data = run_json(*args)
+    per_input, per_token = _measured(folder, placed, tmp_path, causal=True)
+    tied = 64 * 64 * 4
+    assert per_token == tied * [wte, lm_head].count("disk"), per_token
+    off = data["offload"]
+    assert off["bytes_per_token"] == per_token, (off, per_token)
+    assert off["tied_on_gpu_bytes"] == (tied if wte == "cpu" else 0), off
+    if wte == "cpu":
+        from weightdoctor.units import format_bytes
+
+        text = run_cli(*args).stdout.replace("\n ", " ")
+        [line] = [line for line in text.splitlines() if line.startswith("offload:")]
+        assert "for every generated token" not in line, line
+        assert f"{format_bytes(tied)} of tied weights counted in CPU RAM are not moved" in line, line
