@@ -97,12 +97,13 @@ def _dispatched(folder: Path, device_map: dict[str, int | str], tmp_path: Path) 
 
 
 def _bytes_loaded(folder: Path, device_map: dict[str, int | str], new_tokens: int, tmp_path: Path,
-                  causal: bool = False) -> int:
+                  causal: bool = False, inputs: dict[str, Any] | None = None) -> int:
     """The bytes accelerate's hooks copy to the execution device while generate() makes `new_tokens` tokens: each
     tensor a hook's pre_forward sets on it from its weights map, its stored size, but for a tied tensor whose copy
     is already there (a twin placed on the main device, or loaded by an enclosing module's hook: the check
     set_module_tensor_to_device makes against `tied_params_map`, which then reuses that copy). `causal`: a
-    decoder-only model, whose output holds the prompt before the new tokens."""
+    decoder-only model, whose output holds the prompt before the new tokens. `inputs`: generate()'s inputs where
+    they are no token ids (Pix2Struct's flattened_patches)."""
     import accelerate.hooks as hooks
     from accelerate.utils.modeling import normalize_device
 
@@ -124,8 +125,8 @@ def _bytes_loaded(folder: Path, device_map: dict[str, int | str], new_tokens: in
     hooks.set_module_tensor_to_device = counting
     try:
         with torch.no_grad():
-            out = model.generate(torch.tensor([[5, 6, 7, 8, 2]]), max_new_tokens=new_tokens,
-                                 min_new_tokens=new_tokens, do_sample=False, num_beams=1,
+            out = model.generate(**(inputs or {"inputs": torch.tensor([[5, 6, 7, 8, 2]])}),
+                                 max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, num_beams=1,
                                  **({"pad_token_id": 0} if causal else {}))
     finally:
         hooks.set_module_tensor_to_device = original

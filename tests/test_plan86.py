@@ -120,3 +120,82 @@ def test_an_offloaded_twin_of_a_tensor_on_the_main_gpu_is_not_streamed_from_ram(
         [line] = [line for line in text.splitlines() if line.startswith("offload:")]
         assert "for every generated token" not in line, line
         assert f"{format_bytes(tied)} of tied weights counted in CPU RAM are not moved" in line, line
+
+
+# --- 3. cross-attention key / value projections whatever they are called --------------------------------------------
+
+
+def _pix2struct(folder: Path, use_cache: bool = True) -> tuple[Path, dict[str, Any]]:
+    """A tiny seeded float32 Pix2Struct (its decoder's cross-attention `encoder_decoder_attention.attention.key` /
+    `.value`), saved, and generate()'s inputs for it; its text_config's use_cache as given (Pix2Struct's default
+    is False: generate() then keeps no cache)."""
+    import transformers
+
+    torch.manual_seed(0)
+    config = transformers.Pix2StructConfig(
+        text_config={"num_layers": 3, "hidden_size": 64, "d_kv": 16, "num_heads": 4, "d_ff": 256, "vocab_size": 64,
+                     "pad_token_id": 0, "decoder_start_token_id": 0, "eos_token_id": 63, "use_cache": use_cache},
+        vision_config={"num_hidden_layers": 3, "hidden_size": 64, "d_kv": 16, "num_attention_heads": 4, "d_ff": 256,
+                       "patch_embed_hidden_size": 32},
+        architectures=["Pix2StructForConditionalGeneration"])
+    model = transformers.Pix2StructForConditionalGeneration(config)
+    model.generation_config.decoder_start_token_id, model.generation_config.pad_token_id = 0, 0
+    model.save_pretrained(folder)
+    # 6 patches of a 2 x 3 grid: each its row and column number (1-based, which the encoder embeds), then its pixels
+    patches = torch.randn(1, 6, 34, generator=torch.Generator().manual_seed(0))
+    patches[0, :, 0] = torch.tensor([1, 1, 1, 2, 2, 2])
+    patches[0, :, 1] = torch.tensor([1, 2, 3, 1, 2, 3])
+    return folder, {"flattened_patches": patches, "attention_mask": torch.ones(1, 6, dtype=torch.long)}
+
+
+def _prophetnet(folder: Path) -> tuple[Path, dict[str, Any]]:
+    """A tiny seeded float32 ProphetNet (its decoder's `cross_attn.key_proj` / `.value_proj`), saved."""
+    import transformers
+
+    torch.manual_seed(0)
+    config = transformers.ProphetNetConfig(
+        vocab_size=64, hidden_size=64, encoder_ffn_dim=256, decoder_ffn_dim=256, num_encoder_layers=3,
+        num_decoder_layers=3, num_encoder_attention_heads=4, num_decoder_attention_heads=4, max_position_embeddings=64,
+        pad_token_id=0, bos_token_id=1, eos_token_id=63, decoder_start_token_id=1, ngram=2,
+        architectures=["ProphetNetForConditionalGeneration"])
+    transformers.ProphetNetForConditionalGeneration(config).save_pretrained(folder)
+    return folder, {"inputs": torch.tensor([[5, 6, 7, 8, 2]])}
+
+
+@pytest.mark.parametrize("kind", ["pix2struct", "pix2struct-no-cache", "prophetnet"])
+def test_cross_attention_keys_and_values_with_other_names_are_said_once_per_input(tmp_path: Path, kind: str) -> None:
+    """Pix2Struct's decoder calls its cross-attention `encoder_decoder_attention`, ProphetNet's projections are
+    `key_proj` / `value_proj`: neither name was known, and their key / value projections, which generate() runs on
+    the first step only (EncoderDecoderCache), were said per token. They are found from the modules' forward code
+    now: the report's per-input and per-token bytes are what accelerate's hooks copy. A Pix2Struct whose config says
+    use_cache=False (its default) keeps no cache: its decoder projects them at every token, and they are said so."""
+    if kind == "prophetnet":
+        folder, inputs = _prophetnet(tmp_path / kind)
+        # ProphetNet reads decoder.ngram_embeddings.weight without calling the module: accelerate cannot offload it
+        # (a meta tensor at generate()), so the decoder's layers are offloaded by hand, the rest on the GPU
+        placed: dict[str, Any] = {"prophetnet.word_embeddings": 0, "prophetnet.encoder": 0,
+                                  "prophetnet.decoder.word_embeddings": 0,
+                                  "prophetnet.decoder.position_embeddings": 0, "prophetnet.decoder.ngram_embeddings": 0,
+                                  "prophetnet.decoder.layers": "cpu", "prophetnet.decoder.embeddings_layer_norm": 0,
+                                  "lm_head": 0}
+        mapping = tmp_path / "map.json"
+        mapping.write_text(json.dumps(placed))
+        code, data = run_json("plan-devices", str(folder), "--gpu", "1GB", "--cpu", "1GB", "--map", str(mapping))
+    else:
+        folder, inputs = _pix2struct(tmp_path / kind, use_cache=kind == "pix2struct")
+        code, whole = run_json("plan-devices", str(folder), "--gpu", "1GB")
+        total = whole["weights_bytes"] + whole["buffers_bytes"]
+        code, data = run_json("plan-devices", str(folder), "--gpu", f"{int(total * 0.3)}B", "--cpu", "1GB")
+        placed = data["device_map"]
+    assert any(where == "cpu" and "decoder" in name for name, where in placed.items()), placed
+    three = _bytes_loaded(folder, placed, 3, tmp_path, inputs=inputs)
+    six = _bytes_loaded(folder, placed, 6, tmp_path, inputs=inputs)
+    per_token = (six - three) // 3
+    off = data["offload"]
+    if kind == "prophetnet":
+        # Its per-token bytes are more than its offloaded layers hold (ProphetNet's decoder calls some modules more
+        # than once a step, for its n-gram streams): the cross-attention's share, once per input, is what is checked
+        assert off["per_input_cpu_bytes"] == three - 3 * per_token > 0, (off, three - 3 * per_token, per_token)
+        return
+    assert (off["per_input_cpu_bytes"], off["bytes_per_token"]) == (three - 3 * per_token, per_token), \
+        (off, three - 3 * per_token, per_token)

@@ -4339,9 +4339,104 @@ def plan_devices(planned: PlannedModel, request: PlanRequest, source: str = "") 
 # crossattention of BERT-style and GPT-2-style decoders) and, in them, the key / value projections whose outputs
 # generate() caches once per input (EncoderDecoderCache's cross-attention layers, `is_updated`): GPT-2's
 # crossattention.c_attn projects keys and values together (its query is q_attn), BERT's sits one level down
-# (crossattention.self.key / .value). Measured with accelerate's hooks in generate() (tests/test_plan84).
+# (crossattention.self.key / .value). Measured with accelerate's hooks in generate() (tests/test_plan84). These
+# names are the fallback of `_cross_key_value_modules`, which reads the modules' forward code.
 _CROSS_ATTENTION = ("EncDecAttention", "encoder_attn", "crossattention", "cross_attn")
 _CROSS_KEY_VALUE = ("k", "v", "k_proj", "v_proj", "key", "value", "c_attn")
+# What a cross-attention's key / value projections are called on in transformers' attention classes (BART's and
+# T5's `self.k_proj(current_states)`, BERT's and GPT-2's `self.key(encoder_hidden_states)`), and the keywords by
+# which a layer hands the encoder's states down to its cross-attention (`key_value_states=encoder_hidden_states`)
+_ENCODER_STATES = ("current_states", "key_value_states", "encoder_hidden_states")
+
+
+@functools.lru_cache(maxsize=512)
+def _forward_calls(cls: type) -> tuple[tuple[str, bool], ...] | None:
+    """The `self.<child>(...)` calls in `cls.forward` (a ModuleList item `self.layer[1]` as "layer.1"), each with
+    whether it hands the encoder's states down (an argument named, or a keyword called, `key_value_states` /
+    `encoder_hidden_states`); None where its source cannot be read."""
+    import ast
+    import inspect
+    import textwrap
+
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(cls.forward)))
+    except (OSError, TypeError, SyntaxError, AttributeError):
+        return None
+    found = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        target = node.func
+        index = ""
+        if isinstance(target, ast.Subscript) and isinstance(target.slice, ast.Constant):
+            index, target = f".{target.slice.value}", target.value
+        if not (isinstance(target, ast.Attribute) and isinstance(target.value, ast.Name) and target.value.id == "self"):
+            continue
+        hands = any(isinstance(arg, ast.Name) and arg.id in _ENCODER_STATES[1:] for arg in node.args) or any(
+            keyword.arg in _ENCODER_STATES[1:] and not (isinstance(keyword.value, ast.Constant)
+                                                        and keyword.value.value is None)
+            for keyword in node.keywords)
+        found.append((f"{target.attr}{index}", hands))
+    return tuple(found)
+
+
+@functools.lru_cache(maxsize=512)
+def _projects_encoder_states(cls: type) -> frozenset[str]:
+    """The children `cls.forward` calls on the encoder's states (`self.k_proj(current_states)`): its key / value
+    projections, where it is a cross-attention."""
+    import ast
+    import inspect
+    import textwrap
+
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(cls.forward)))
+    except (OSError, TypeError, SyntaxError, AttributeError):
+        return frozenset()
+    return frozenset(
+        node.func.attr for node in ast.walk(tree)
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+        and isinstance(node.func.value, ast.Name) and node.func.value.id == "self"
+        and node.args and isinstance(node.args[0], ast.Name) and node.args[0].id in _ENCODER_STATES)
+
+
+def _cross_key_value_modules(model: torch.nn.Module, encoder_prefix: str) -> set[str] | None:
+    """The names of the decoder's modules that project the encoder's states into cross-attention keys and values,
+    read from the modules' forward code, whatever they are called (Pix2Struct's encoder_decoder_attention.attention
+    .key, ProphetNet's cross_attn.key_proj): a child an attention's forward calls on the encoder's states
+    (`_projects_encoder_states`), in an attention that the calls down to it from the model hand the encoder's states
+    to, where they are read: a caller that hands them to one child and not this one (a decoder layer's
+    self-attention, of the same class) makes it no cross-attention. None
+    where no forward could be read (the module names are used then)."""
+    import torch
+
+    modules = dict(model.named_modules())
+    calls: dict[str, tuple[tuple[str, bool], ...] | None] = {}
+    read_any = False
+    found: set[str] = set()
+    for name, module in modules.items():
+        if not name or name == encoder_prefix or name.startswith(f"{encoder_prefix}."):
+            continue
+        projections = _projects_encoder_states(type(module))
+        if not projections:
+            continue
+        read_any = True
+        handed = False
+        for depth in range(name.count(".") + 1):
+            parts = name.split(".")
+            parent = ".".join(parts[:depth])
+            below = parts[depth:]
+            if parent not in calls:
+                calls[parent] = _forward_calls(type(modules[parent])) if parent in modules else None
+            said = [hands for child, hands in calls[parent] or ()
+                    if child == below[0] or (len(below) > 1 and child == f"{below[0]}.{below[1]}")]
+            if said and not any(said) and any(hands for _, hands in calls[parent] or ()):
+                break  # called without the encoder's states its caller hands another child: a self-attention
+            handed = handed or any(said)
+        else:
+            if handed:
+                found.update(f"{name}.{child}" for child in projections
+                             if isinstance(getattr(module, child, None), torch.nn.Module))
+    return found if read_any else None
 
 
 def offloaded_buffer_bytes(planned: PlannedModel, device_map: Mapping[str, int | str],
@@ -4379,10 +4474,16 @@ def _once_per_input_test(planned: PlannedModel) -> Callable[[str], bool] | None:
     prefix = next((name for name, module in model.named_modules() if module is encoder and name), None)
     if prefix is None:
         return None
+    # generate() keeps the cross-attention keys and values only where it caches (generation_config.use_cache, from
+    # the config: Pix2Struct's text_config says False, and its decoder projects them again at every token)
+    caches = getattr(getattr(model, "generation_config", None), "use_cache", None) is not False
+    cross = _cross_key_value_modules(model, prefix) if caches else set()
 
     def once_per_input(name: str) -> bool:
         if name.startswith(f"{prefix}."):
             return True
+        if cross is not None:
+            return name.rpartition(".")[0] in cross
         parts = name.split(".")
         # the projection in the cross-attention module itself, or in its attention core (BERT's `self`)
         return len(parts) >= 3 and parts[-2] in _CROSS_KEY_VALUE and (parts[-3] in _CROSS_ATTENTION or (
