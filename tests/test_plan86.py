@@ -199,3 +199,82 @@ def test_cross_attention_keys_and_values_with_other_names_are_said_once_per_inpu
         return
     assert (off["per_input_cpu_bytes"], off["bytes_per_token"]) == (three - 3 * per_token, per_token), \
         (off, three - 3 * per_token, per_token)
+
+
+# --- 2. the main GPU's budget: --reserve, and the offloaded weights a hook copies there -----------------------------
+
+
+def _peak_onloaded(folder: Path, placed: dict[str, Any], tmp_path: Path) -> tuple[int, int]:
+    """(what the dispatched model holds on its main device, the most its hooks add there at once in generate()):
+    the distinct tensors not on the meta device, at dispatch and at each hook's call."""
+    import accelerate.hooks as hooks
+
+    from tests.test_plan84 import _dispatched
+
+    model = _dispatched(folder, placed, tmp_path)
+
+    def held() -> int:
+        seen: dict[int, int] = {}
+        for tensor in [*model.parameters(), *model.buffers()]:
+            if tensor.device.type != "meta":
+                seen[tensor.data_ptr()] = tensor.numel() * tensor.element_size()
+        return sum(seen.values())
+
+    start = held()
+    peak = [0]
+    original = hooks.AlignDevicesHook.pre_forward
+
+    def pre_forward(self: Any, module: Any, *args: Any, **kwargs: Any) -> Any:
+        result = original(self, module, *args, **kwargs)
+        peak[0] = max(peak[0], held() - start)
+        return result
+
+    hooks.AlignDevicesHook.pre_forward = pre_forward
+    try:
+        with torch.no_grad():
+            model.generate(torch.tensor([[5, 6, 7, 8, 2]]), max_new_tokens=2, min_new_tokens=2, do_sample=False,
+                           num_beams=1)
+    finally:
+        hooks.AlignDevicesHook.pre_forward = original
+    return start, peak[0]
+
+
+def test_the_main_gpu_budget_counts_the_weights_a_hook_copies_there(tmp_path: Path) -> None:
+    """BART's map as transformers plans it, checked on GPUs sized around what accelerate puts on the main one: the
+    map's share and the offloaded modules' buffers for good, and, while an offloaded module runs, its weights, which
+    its hook copies there (measured: the most at once in generate()). The warning compared the map's share and the
+    buffers alone with the --gpu size: it said nothing where the weights copied there left no room."""
+    from tests.test_plan84 import _bart
+    from weightdoctor.units import format_bytes
+
+    folder = _bart(tmp_path / "bart")
+    code, data = run_json("plan-devices", str(folder), "--gpu", "400KB", "--cpu", "1GB")
+    placed = data["device_map"]
+    held, onloaded = _peak_onloaded(folder, placed, tmp_path)
+    assert held == data["devices"][0]["used_bytes"] + data["offload"]["buffers_on_gpu_bytes"] and onloaded > 0
+    mapping = tmp_path / "map.json"
+    mapping.write_text(json.dumps(placed))
+    needed = held + onloaded
+    for gpu, warned in ((needed - 1, True), (needed, False)):
+        code, checked = run_json("plan-devices", str(folder), "--gpu", f"{gpu}B", "--cpu", "1GB", "--map",
+                                 str(mapping))
+        said = [w for w in checked["warnings"] if "accelerate adds" in w]
+        assert bool(said) == warned, (gpu, checked["warnings"])
+        if said:
+            assert f"up to {format_bytes(onloaded)} of offloaded weights its hooks copy there" in said[0], said
+            assert f"{format_bytes(needed)}, over its {format_bytes(gpu)} budget" in said[0], said
+
+
+def test_the_main_gpu_budget_is_less_the_reserve() -> None:
+    """A computed plan keeps --reserve free on each GPU: what accelerate adds on the main GPU (buffers, weights
+    copied there) is measured against the GPU less the reserve, where it was measured against the whole GPU (plan-
+    devices refuses --reserve beside --map, so this is said of computed plans)."""
+    from weightdoctor.plan_devices import kept_buffers_over_budget_warning
+
+    device_map: dict[str, int | str] = {"a": 0, "b": "cpu"}
+    per_device: dict[int | str, int] = {0: 900, "cpu": 500}
+    capacities: dict[int | str, int] = {0: 1000, "cpu": 10**6}
+    assert kept_buffers_over_budget_warning(device_map, per_device, capacities, 40, onloaded=60) is None
+    said = kept_buffers_over_budget_warning(device_map, per_device, capacities, 40, reserve=1, onloaded=60)
+    assert said is not None and "1.00 KB, over its 999 B budget (--gpu 1.00 KB less --reserve 1 B)" in said, \
+        said

@@ -4215,8 +4215,11 @@ def plan_devices(planned: PlannedModel, request: PlanRequest, source: str = "") 
     rest_said = quantized_rest_warning(planned, request, no_split, tensor_sizes, verdict)
     if rest_said:
         warnings.append(rest_said)
+    # what accelerate adds on the main GPU beside the map's share: the offloaded modules' buffers, and the weights
+    # an offloaded module's hook copies there while it runs
+    onloaded = offload_onloaded_bytes(planned, device_map, tensor_sizes) if request.gpus else 0
     kept_over = kept_buffers_over_budget_warning(device_map, per_device, capacities, kept_buffers,
-                                                 request.binary_units)
+                                                 request.binary_units, request.reserve, onloaded)
     if kept_over:
         warnings.append(kept_over)
     bnb_offload = bnb_offload_warning(planned, device_map, tensor_sizes, request.binary_units)
@@ -4492,37 +4495,81 @@ def _once_per_input_test(planned: PlannedModel) -> Callable[[str], bool] | None:
     return once_per_input
 
 
+def offload_onloaded_bytes(planned: PlannedModel, device_map: Mapping[str, int | str],
+                           tensor_sizes: Mapping[str, int]) -> int:
+    """The most offloaded weights accelerate's hooks hold on the main GPU at once: while an offloaded module runs,
+    its hook has copied its own parameters there, beside those of the offloaded modules around it whose hooks are
+    still running (a module with parameters of its own and children); 0 where the map offloads nothing or names no
+    GPU.
+
+    Example: a map offloading lm_head (a 64 x 64 float32 Linear) holds its 16,384 bytes on the GPU for the length
+    of its forward, as accelerate's planner keeps room for the largest layer on the main device.
+    """
+    if not any(isinstance(where, int) for where in device_map.values()):
+        return 0
+    param_names, _, _ = _tensor_names(planned)
+    # a tied tensor is counted once in tensor_sizes, under its first name; each module holding it loads it
+    size_of = dict(tensor_sizes)
+    for group in tied_groups(planned):
+        counted = next((name for name in group if name in tensor_sizes), None)
+        if counted is not None:
+            size_of.update(dict.fromkeys(group, tensor_sizes[counted]))
+    own: dict[str, int] = {}
+    for name in set(param_names) | {name for group in tied_groups(planned) for name in group}:
+        if name in size_of and device_map.get(_owner(name, device_map) or "") in ("cpu", "disk"):
+            module = name.rpartition(".")[0]
+            own[module] = own.get(module, 0) + size_of[name]
+    return max((load + sum(own[outer] for outer in own if outer != module
+                           and (not outer or module.startswith(f"{outer}.")))
+                for module, load in own.items()), default=0)
+
+
 def kept_buffers_over_budget_warning(device_map: Mapping[str, int | str], per_device: Mapping[int | str, int],
                                      capacities: Mapping[int | str, int], kept_buffers: int,
-                                     binary: bool = False) -> str | None:
-    """The warning for a map whose main GPU, with the offloaded modules' buffers accelerate moves there, holds more
-    than its budget, else None.
+                                     binary: bool = False, reserve: int = 0, onloaded: int = 0) -> str | None:
+    """The warning for a map whose main GPU, with what accelerate adds there, holds more than its budget (less
+    --reserve), else None.
 
-    transformers' planner (and the map) counts those buffers with their modules on the CPU / disk; dispatch_model
-    (offload_buffers=False) materializes them on its main device, the first GPU (`offloaded_buffer_bytes`). The map
-    is left as transformers makes it: a plan that fits by less than the buffers is said, not changed.
+    transformers' planner (and the map) counts the offloaded modules' buffers with their modules on the CPU / disk;
+    dispatch_model (offload_buffers=False) materializes them on its main device, the first GPU
+    (`offloaded_buffer_bytes`). And each offloaded module's hook copies its weights there while it runs
+    (`offload_onloaded_bytes`: `onloaded`, the most at once), the room accelerate's planner keeps free on its main
+    device for the largest layer. The map is left as it is: a plan that fits by less than those is said, not
+    changed.
 
     Example:
         >>> kept_buffers_over_budget_warning({"a": 0, "b": "cpu"}, {0: 990, "cpu": 50}, {0: 1000, "cpu": 10**6}, 40)
         ... # doctest: +ELLIPSIS
         'cuda:0 holds 990 B in the map, and accelerate adds the 40 B of buffers of the offloaded modules there ...'
     """
-    if not kept_buffers:
+    if not kept_buffers and not onloaded:
         return None
     from weightdoctor.units import format_bytes
 
     for gpu in main_gpus(device_map):
         capacity = capacities.get(gpu)
         held = per_device.get(gpu, 0)
-        if capacity is None or held > capacity or held + kept_buffers <= capacity:
-            continue  # unknown room, over already (an error of its own), or room for them
-        total, budget = format_bytes(held + kept_buffers, binary), format_bytes(capacity, binary)
-        if total == budget:  # a few bytes over: in bytes, not "33.54 KB, over its 33.54 KB budget"
-            total, budget = f"{held + kept_buffers:,} bytes", f"{capacity:,}-byte"
-        return (f"{device_name(gpu)} holds {format_bytes(held, binary)} in the map, and accelerate adds the "
-                f"{format_bytes(kept_buffers, binary)} of buffers of the offloaded modules there (dispatch_model, "
-                "offload_buffers=False, keeps them on its main GPU, though the map counts them on the CPU): "
-                f"{total}, over its {budget} budget; "
+        if capacity is None or held > capacity:
+            continue  # unknown room, or over already (an error of its own)
+        room = capacity - reserve
+        if held + kept_buffers + onloaded <= room:
+            continue
+        total = held + kept_buffers + onloaded
+        said_total, budget = format_bytes(total, binary), format_bytes(room, binary)
+        if said_total == budget:  # a few bytes over: in bytes, not "33.54 KB, over its 33.54 KB budget"
+            said_total, budget = f"{total:,} bytes", f"{room:,}-byte"
+        added = []
+        if kept_buffers:
+            added.append(f"the {format_bytes(kept_buffers, binary)} of buffers of the offloaded modules there "
+                         "(dispatch_model, offload_buffers=False, keeps them on its main GPU, though the map counts "
+                         "them on the CPU)")
+        if onloaded:
+            added.append(f"up to {format_bytes(onloaded, binary)} of offloaded weights its hooks copy there while "
+                         "their module runs")
+        less = f" (--gpu {format_bytes(capacity, binary)} less --reserve {format_bytes(reserve, binary)})" \
+            if reserve else ""
+        return (f"{device_name(gpu)} holds {format_bytes(held, binary)} in the map, and accelerate adds "
+                f"{' and '.join(added)}: {said_total}, over its {budget} budget{less}; "
                 "leave that GPU a little more room (a smaller --gpu for the plan, or --reserve)")
     return None
 
