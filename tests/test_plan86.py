@@ -6,10 +6,19 @@
    enclosing module whose hook loaded it (BERT's cls.predictions.bias around its decoder's tied bias) is not loaded
    again, and an offloaded twin of one placed on the main GPU is not loaded at all. Weights offloaded to disk are
    read anew at each load and still counted per module.
-4. bert2bert (review83's EncoderDecoderModel of two BERTs): bytes_per_token said 769,024 B, 256 B (the decoder's
-   tied prediction bias) over what accelerate's hooks copy, 768,768 B. review83's harness counted the tensors each
-   hook's pre_forward reads, not what it copies; tests/test_plan84's `_bytes_loaded` now counts the copies, with
-   "cpu" entries served from RAM as on a GPU machine.
+2. The warning for a main GPU pushed over its budget by what accelerate adds there counted the offloaded modules'
+   buffers alone, against the whole --gpu: the offloaded weights a hook copies there while its module runs (the
+   room accelerate's planner keeps for the largest layer) and --reserve are counted now.
+3. A generating encoder-decoder's cross-attention key / value projections were known by name (EncDecAttention.k,
+   encoder_attn.k_proj, ...): Pix2Struct's encoder_decoder_attention.attention.key and ProphetNet's
+   cross_attn.key_proj were said per token. They are read from the attention modules' forward code now, and said
+   per input only where generate() caches (Pix2Struct's default config does not).
+4. bert2bert (review83's EncoderDecoderModel of two BERTs): the 83,200 B gap was review83's first harness, which
+   summed every stored weight under each hook's prefix (836,608 B per token, measured: cls.predictions' hook counted
+   its children's weights too); 83,200 B above it is 753,408 B, the report before plan84 / plan85 (769,024 B less
+   the 16,640-byte tied reload plan85 added, plus the 1,024 B of buffers plan84 took out), by arithmetic. What the
+   hooks copy is 768,768 B per token; the report said 769,024 B (the decoder's tied prediction bias once more, item
+   1). tests/test_plan84's `_bytes_loaded` counts the copies, "cpu" entries served from RAM as on a GPU machine.
 
 The oracle is accelerate itself: the model dispatched by dispatch_model on the map, and the bytes its hooks copy
 while generate() makes 3 and 6 tokens (tests/test_plan84's `_bytes_loaded`).
