@@ -73,43 +73,63 @@ def _load(folder: Path) -> Any:
 
 def _dispatched(folder: Path, device_map: dict[str, int | str], tmp_path: Path) -> Any:
     """The model dispatched by accelerate on the map planned, as from_pretrained dispatches it
-    (offload_buffers=False), its GPU entries run on the CPU here and its CPU entries offloaded to disk: each
-    offloaded module's weights are loaded each time it runs, as they are copied to the GPU from CPU RAM."""
+    (offload_buffers=False), its GPU entries run on the CPU here (the main device): its "cpu" entries served from
+    the model's own tensors in CPU RAM, as dispatch_model extracts them from model.state_dict() where the main device
+    is a GPU (so that its `tied_params_map`, keyed by their data pointers, works as there), its "disk" entries from
+    files. Each offloaded module's weights are loaded each time it runs, as they are copied to the GPU."""
     from accelerate import dispatch_model
+    from accelerate.utils import extract_submodules_state_dict, offload_state_dict
 
-    offloaded = {name: ("disk" if where == "cpu" else "cpu") for name, where in device_map.items()}
-    return dispatch_model(_load(folder), offloaded, main_device="cpu", offload_dir=tempfile.mkdtemp(dir=tmp_path),
+    model = _load(folder)
+    state = model.state_dict()
+
+    def entries(where: str) -> dict[str, Any]:
+        names = [name for name, device in device_map.items() if device == where]
+        return dict(state) if "" in names else extract_submodules_state_dict(state, names)
+
+    in_ram, on_disk = entries("cpu"), entries("disk")
+    offload_dir = tempfile.mkdtemp(dir=tmp_path)
+    offload_state_dict(offload_dir, on_disk)  # its index.json, even empty: dispatch_model then reads it, not writes
+    # main_device="cpu" offloads only "disk" entries: both kinds are marked so, the weights map serves each
+    offloaded = {name: "cpu" if isinstance(where, int) else "disk" for name, where in device_map.items()}
+    return dispatch_model(model, offloaded, main_device="cpu", state_dict=in_ram, offload_dir=offload_dir,
                           offload_buffers=False)
 
 
 def _bytes_loaded(folder: Path, device_map: dict[str, int | str], new_tokens: int, tmp_path: Path,
-                  causal: bool = False) -> int:
-    """The bytes accelerate's hooks load from the offload while generate() makes `new_tokens` tokens: for each
-    call of a hook, the tensors its pre_forward loads (its own module's, without buffers), each its stored size.
-    `causal`: a decoder-only model, whose output holds the prompt before the new tokens."""
+                  causal: bool = False, inputs: dict[str, Any] | None = None) -> int:
+    """The bytes accelerate's hooks copy to the execution device while generate() makes `new_tokens` tokens: each
+    tensor a hook's pre_forward sets on it from its weights map, its stored size, but for a tied tensor whose copy
+    is already there (a twin placed on the main device, or loaded by an enclosing module's hook: the check
+    set_module_tensor_to_device makes against `tied_params_map`, which then reuses that copy). `causal`: a
+    decoder-only model, whose output holds the prompt before the new tokens. `inputs`: generate()'s inputs where
+    they are no token ids (Pix2Struct's flattened_patches)."""
     import accelerate.hooks as hooks
-    from accelerate.utils import named_module_tensors
+    from accelerate.utils.modeling import normalize_device
 
     model = _dispatched(folder, device_map, tmp_path)
     loaded = [0]
-    original = hooks.AlignDevicesHook.pre_forward
+    original = hooks.set_module_tensor_to_device
 
-    def pre_forward(self: Any, module: Any, *args: Any, **kwargs: Any) -> Any:
-        if self.offload:
-            for name, _ in named_module_tensors(module, include_buffers=self.offload_buffers,
-                                                recurse=self.place_submodules, remove_non_persistent=True):
-                stored = self.weights_map[name]
-                loaded[0] += stored.numel() * stored.element_size()
-        return original(self, module, *args, **kwargs)
+    def counting(module: Any, name: str, device: Any, value: Any = None, tied_params_map: Any = None,
+                 **kwargs: Any) -> Any:
+        if value is not None and str(device) != "meta":
+            owner, _, leaf = name.rpartition(".")
+            held = getattr(module.get_submodule(owner), leaf)
+            there = tied_params_map is not None and any(
+                normalize_device(device) in tied_params_map.get(tensor.data_ptr(), {}) for tensor in (value, held))
+            if not there:
+                loaded[0] += value.numel() * value.element_size()
+        return original(module, name, device, value=value, tied_params_map=tied_params_map, **kwargs)
 
-    hooks.AlignDevicesHook.pre_forward = pre_forward
+    hooks.set_module_tensor_to_device = counting
     try:
         with torch.no_grad():
-            out = model.generate(torch.tensor([[5, 6, 7, 8, 2]]), max_new_tokens=new_tokens,
-                                 min_new_tokens=new_tokens, do_sample=False, num_beams=1,
+            out = model.generate(**(inputs or {"inputs": torch.tensor([[5, 6, 7, 8, 2]])}),
+                                 max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, num_beams=1,
                                  **({"pad_token_id": 0} if causal else {}))
     finally:
-        hooks.AlignDevicesHook.pre_forward = original
+        hooks.set_module_tensor_to_device = original
     if causal:
         assert out.shape[1] == 5 + new_tokens, out.shape
     else:

@@ -188,10 +188,13 @@ class Offload:
     # disk while they sit on that GPU; in cpu_bytes / disk_bytes, not in bytes_per_token nor the per-input bytes.
     buffers_on_gpu_bytes: int = 0
     # A tied tensor held by two offloaded modules (GPT-2's wte and lm_head) is loaded by each one's hook, each call,
-    # while the map counts it once: the loads beyond that copy, per token and per input (`tied_reloaded_bytes`);
+    # while the map counts it once: the loads beyond that copy, per token and per input (`tied_streaming`);
     # in bytes_per_token / per_input_cpu_bytes, not in cpu_bytes / disk_bytes.
     tied_reloaded_per_token_bytes: int = 0
     tied_reloaded_per_input_bytes: int = 0
+    # A tied tensor the map counts in CPU RAM whose twin is placed on the main GPU: the hooks use the GPU's copy and
+    # stream none (`tied_streaming`); in cpu_bytes, not in bytes_per_token nor per_input_cpu_bytes.
+    tied_on_gpu_bytes: int = 0
 
 
 @dataclass
@@ -4179,12 +4182,15 @@ def plan_devices(planned: PlannedModel, request: PlanRequest, source: str = "") 
     disk_bytes = per_device.get("disk", 0)
     per_input = per_input_offloaded_bytes(planned, device_map, tensor_sizes) if request.gpus else {}
     kept_buffers = offloaded_buffer_bytes(planned, device_map, tensor_sizes) if request.gpus else 0
-    # a tied tensor offloaded with two of its modules is loaded by each one's hook (`tied_reloaded_bytes`)
-    tied_token, tied_input = tied_reloaded_bytes(planned, device_map, tensor_sizes) if request.gpus else (0, 0)
+    # a tied tensor offloaded with two of its modules is loaded by each one's hook, one beside a twin on the main GPU
+    # by none (`tied_streaming`)
+    tied = tied_streaming(planned, device_map, tensor_sizes) if request.gpus else TiedStreaming()
     offload = Offload(cpu_bytes, disk_bytes,
-                      cpu_bytes + disk_bytes - sum(per_input.values()) - kept_buffers + tied_token,
-                      per_input.get("cpu", 0) + tied_input, per_input.get("disk", 0), kept_buffers,
-                      tied_token, tied_input)
+                      cpu_bytes + disk_bytes - sum(per_input.values()) - kept_buffers + tied.reloaded_per_token
+                      - tied.on_gpu_per_token,
+                      per_input.get("cpu", 0) + tied.reloaded_per_input - tied.on_gpu_per_input,
+                      per_input.get("disk", 0), kept_buffers, tied.reloaded_per_token, tied.reloaded_per_input,
+                      tied.on_gpu_per_token + tied.on_gpu_per_input)
 
     suggestions: list[Suggestion] = []
     if request.suggest and request.manual_map is None and verdict != "fits-on-gpus" and request.gpus:
@@ -4209,8 +4215,11 @@ def plan_devices(planned: PlannedModel, request: PlanRequest, source: str = "") 
     rest_said = quantized_rest_warning(planned, request, no_split, tensor_sizes, verdict)
     if rest_said:
         warnings.append(rest_said)
+    # what accelerate adds on the main GPU beside the map's share: the offloaded modules' buffers, and the weights
+    # an offloaded module's hook copies there while it runs
+    onloaded = offload_onloaded_bytes(planned, device_map, tensor_sizes) if request.gpus else 0
     kept_over = kept_buffers_over_budget_warning(device_map, per_device, capacities, kept_buffers,
-                                                 request.binary_units)
+                                                 request.binary_units, request.reserve, onloaded)
     if kept_over:
         warnings.append(kept_over)
     bnb_offload = bnb_offload_warning(planned, device_map, tensor_sizes, request.binary_units)
@@ -4333,9 +4342,104 @@ def plan_devices(planned: PlannedModel, request: PlanRequest, source: str = "") 
 # crossattention of BERT-style and GPT-2-style decoders) and, in them, the key / value projections whose outputs
 # generate() caches once per input (EncoderDecoderCache's cross-attention layers, `is_updated`): GPT-2's
 # crossattention.c_attn projects keys and values together (its query is q_attn), BERT's sits one level down
-# (crossattention.self.key / .value). Measured with accelerate's hooks in generate() (tests/test_plan84).
+# (crossattention.self.key / .value). Measured with accelerate's hooks in generate() (tests/test_plan84). These
+# names are the fallback of `_cross_key_value_modules`, which reads the modules' forward code.
 _CROSS_ATTENTION = ("EncDecAttention", "encoder_attn", "crossattention", "cross_attn")
 _CROSS_KEY_VALUE = ("k", "v", "k_proj", "v_proj", "key", "value", "c_attn")
+# What a cross-attention's key / value projections are called on in transformers' attention classes (BART's and
+# T5's `self.k_proj(current_states)`, BERT's and GPT-2's `self.key(encoder_hidden_states)`), and the keywords by
+# which a layer hands the encoder's states down to its cross-attention (`key_value_states=encoder_hidden_states`)
+_ENCODER_STATES = ("current_states", "key_value_states", "encoder_hidden_states")
+
+
+@functools.lru_cache(maxsize=512)
+def _forward_calls(cls: type) -> tuple[tuple[str, bool], ...] | None:
+    """The `self.<child>(...)` calls in `cls.forward` (a ModuleList item `self.layer[1]` as "layer.1"), each with
+    whether it hands the encoder's states down (an argument named, or a keyword called, `key_value_states` /
+    `encoder_hidden_states`); None where its source cannot be read."""
+    import ast
+    import inspect
+    import textwrap
+
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(cls.forward)))
+    except (OSError, TypeError, SyntaxError, AttributeError):
+        return None
+    found = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        target = node.func
+        index = ""
+        if isinstance(target, ast.Subscript) and isinstance(target.slice, ast.Constant):
+            index, target = f".{target.slice.value}", target.value
+        if not (isinstance(target, ast.Attribute) and isinstance(target.value, ast.Name) and target.value.id == "self"):
+            continue
+        hands = any(isinstance(arg, ast.Name) and arg.id in _ENCODER_STATES[1:] for arg in node.args) or any(
+            keyword.arg in _ENCODER_STATES[1:] and not (isinstance(keyword.value, ast.Constant)
+                                                        and keyword.value.value is None)
+            for keyword in node.keywords)
+        found.append((f"{target.attr}{index}", hands))
+    return tuple(found)
+
+
+@functools.lru_cache(maxsize=512)
+def _projects_encoder_states(cls: type) -> frozenset[str]:
+    """The children `cls.forward` calls on the encoder's states (`self.k_proj(current_states)`): its key / value
+    projections, where it is a cross-attention."""
+    import ast
+    import inspect
+    import textwrap
+
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(cls.forward)))
+    except (OSError, TypeError, SyntaxError, AttributeError):
+        return frozenset()
+    return frozenset(
+        node.func.attr for node in ast.walk(tree)
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+        and isinstance(node.func.value, ast.Name) and node.func.value.id == "self"
+        and node.args and isinstance(node.args[0], ast.Name) and node.args[0].id in _ENCODER_STATES)
+
+
+def _cross_key_value_modules(model: torch.nn.Module, encoder_prefix: str) -> set[str] | None:
+    """The names of the decoder's modules that project the encoder's states into cross-attention keys and values,
+    read from the modules' forward code, whatever they are called (Pix2Struct's encoder_decoder_attention.attention
+    .key, ProphetNet's cross_attn.key_proj): a child an attention's forward calls on the encoder's states
+    (`_projects_encoder_states`), in an attention that the calls down to it from the model hand the encoder's states
+    to, where they are read: a caller that hands them to one child and not this one (a decoder layer's
+    self-attention, of the same class) makes it no cross-attention. None
+    where no forward could be read (the module names are used then)."""
+    import torch
+
+    modules = dict(model.named_modules())
+    calls: dict[str, tuple[tuple[str, bool], ...] | None] = {}
+    read_any = False
+    found: set[str] = set()
+    for name, module in modules.items():
+        if not name or name == encoder_prefix or name.startswith(f"{encoder_prefix}."):
+            continue
+        projections = _projects_encoder_states(type(module))
+        if not projections:
+            continue
+        read_any = True
+        handed = False
+        for depth in range(name.count(".") + 1):
+            parts = name.split(".")
+            parent = ".".join(parts[:depth])
+            below = parts[depth:]
+            if parent not in calls:
+                calls[parent] = _forward_calls(type(modules[parent])) if parent in modules else None
+            said = [hands for child, hands in calls[parent] or ()
+                    if child == below[0] or (len(below) > 1 and child == f"{below[0]}.{below[1]}")]
+            if said and not any(said) and any(hands for _, hands in calls[parent] or ()):
+                break  # called without the encoder's states its caller hands another child: a self-attention
+            handed = handed or any(said)
+        else:
+            if handed:
+                found.update(f"{name}.{child}" for child in projections
+                             if isinstance(getattr(module, child, None), torch.nn.Module))
+    return found if read_any else None
 
 
 def offloaded_buffer_bytes(planned: PlannedModel, device_map: Mapping[str, int | str],
@@ -4373,10 +4477,16 @@ def _once_per_input_test(planned: PlannedModel) -> Callable[[str], bool] | None:
     prefix = next((name for name, module in model.named_modules() if module is encoder and name), None)
     if prefix is None:
         return None
+    # generate() keeps the cross-attention keys and values only where it caches (generation_config.use_cache, from
+    # the config: Pix2Struct's text_config says False, and its decoder projects them again at every token)
+    caches = getattr(getattr(model, "generation_config", None), "use_cache", None) is not False
+    cross = _cross_key_value_modules(model, prefix) if caches else set()
 
     def once_per_input(name: str) -> bool:
         if name.startswith(f"{prefix}."):
             return True
+        if cross is not None:
+            return name.rpartition(".")[0] in cross
         parts = name.split(".")
         # the projection in the cross-attention module itself, or in its attention core (BERT's `self`)
         return len(parts) >= 3 and parts[-2] in _CROSS_KEY_VALUE and (parts[-3] in _CROSS_ATTENTION or (
@@ -4385,37 +4495,81 @@ def _once_per_input_test(planned: PlannedModel) -> Callable[[str], bool] | None:
     return once_per_input
 
 
+def offload_onloaded_bytes(planned: PlannedModel, device_map: Mapping[str, int | str],
+                           tensor_sizes: Mapping[str, int]) -> int:
+    """The most offloaded weights accelerate's hooks hold on the main GPU at once: while an offloaded module runs,
+    its hook has copied its own parameters there, beside those of the offloaded modules around it whose hooks are
+    still running (a module with parameters of its own and children); 0 where the map offloads nothing or names no
+    GPU.
+
+    Example: a map offloading lm_head (a 64 x 64 float32 Linear) holds its 16,384 bytes on the GPU for the length
+    of its forward, as accelerate's planner keeps room for the largest layer on the main device.
+    """
+    if not any(isinstance(where, int) for where in device_map.values()):
+        return 0
+    param_names, _, _ = _tensor_names(planned)
+    # a tied tensor is counted once in tensor_sizes, under its first name; each module holding it loads it
+    size_of = dict(tensor_sizes)
+    for group in tied_groups(planned):
+        counted = next((name for name in group if name in tensor_sizes), None)
+        if counted is not None:
+            size_of.update(dict.fromkeys(group, tensor_sizes[counted]))
+    own: dict[str, int] = {}
+    for name in set(param_names) | {name for group in tied_groups(planned) for name in group}:
+        if name in size_of and device_map.get(_owner(name, device_map) or "") in ("cpu", "disk"):
+            module = name.rpartition(".")[0]
+            own[module] = own.get(module, 0) + size_of[name]
+    return max((load + sum(own[outer] for outer in own if outer != module
+                           and (not outer or module.startswith(f"{outer}.")))
+                for module, load in own.items()), default=0)
+
+
 def kept_buffers_over_budget_warning(device_map: Mapping[str, int | str], per_device: Mapping[int | str, int],
                                      capacities: Mapping[int | str, int], kept_buffers: int,
-                                     binary: bool = False) -> str | None:
-    """The warning for a map whose main GPU, with the offloaded modules' buffers accelerate moves there, holds more
-    than its budget, else None.
+                                     binary: bool = False, reserve: int = 0, onloaded: int = 0) -> str | None:
+    """The warning for a map whose main GPU, with what accelerate adds there, holds more than its budget (less
+    --reserve), else None.
 
-    transformers' planner (and the map) counts those buffers with their modules on the CPU / disk; dispatch_model
-    (offload_buffers=False) materializes them on its main device, the first GPU (`offloaded_buffer_bytes`). The map
-    is left as transformers makes it: a plan that fits by less than the buffers is said, not changed.
+    transformers' planner (and the map) counts the offloaded modules' buffers with their modules on the CPU / disk;
+    dispatch_model (offload_buffers=False) materializes them on its main device, the first GPU
+    (`offloaded_buffer_bytes`). And each offloaded module's hook copies its weights there while it runs
+    (`offload_onloaded_bytes`: `onloaded`, the most at once), the room accelerate's planner keeps free on its main
+    device for the largest layer. The map is left as it is: a plan that fits by less than those is said, not
+    changed.
 
     Example:
         >>> kept_buffers_over_budget_warning({"a": 0, "b": "cpu"}, {0: 990, "cpu": 50}, {0: 1000, "cpu": 10**6}, 40)
         ... # doctest: +ELLIPSIS
         'cuda:0 holds 990 B in the map, and accelerate adds the 40 B of buffers of the offloaded modules there ...'
     """
-    if not kept_buffers:
+    if not kept_buffers and not onloaded:
         return None
     from weightdoctor.units import format_bytes
 
     for gpu in main_gpus(device_map):
         capacity = capacities.get(gpu)
         held = per_device.get(gpu, 0)
-        if capacity is None or held > capacity or held + kept_buffers <= capacity:
-            continue  # unknown room, over already (an error of its own), or room for them
-        total, budget = format_bytes(held + kept_buffers, binary), format_bytes(capacity, binary)
-        if total == budget:  # a few bytes over: in bytes, not "33.54 KB, over its 33.54 KB budget"
-            total, budget = f"{held + kept_buffers:,} bytes", f"{capacity:,}-byte"
-        return (f"{device_name(gpu)} holds {format_bytes(held, binary)} in the map, and accelerate adds the "
-                f"{format_bytes(kept_buffers, binary)} of buffers of the offloaded modules there (dispatch_model, "
-                "offload_buffers=False, keeps them on its main GPU, though the map counts them on the CPU): "
-                f"{total}, over its {budget} budget; "
+        if capacity is None or held > capacity:
+            continue  # unknown room, or over already (an error of its own)
+        room = capacity - reserve
+        if held + kept_buffers + onloaded <= room:
+            continue
+        total = held + kept_buffers + onloaded
+        said_total, budget = format_bytes(total, binary), format_bytes(room, binary)
+        if said_total == budget:  # a few bytes over: in bytes, not "33.54 KB, over its 33.54 KB budget"
+            said_total, budget = f"{total:,} bytes", f"{room:,}-byte"
+        added = []
+        if kept_buffers:
+            added.append(f"the {format_bytes(kept_buffers, binary)} of buffers of the offloaded modules there "
+                         "(dispatch_model, offload_buffers=False, keeps them on its main GPU, though the map counts "
+                         "them on the CPU)")
+        if onloaded:
+            added.append(f"up to {format_bytes(onloaded, binary)} of offloaded weights its hooks copy there while "
+                         "their module runs")
+        less = f" (--gpu {format_bytes(capacity, binary)} less --reserve {format_bytes(reserve, binary)})" \
+            if reserve else ""
+        return (f"{device_name(gpu)} holds {format_bytes(held, binary)} in the map, and accelerate adds "
+                f"{' and '.join(added)}: {said_total}, over its {budget} budget{less}; "
                 "leave that GPU a little more room (a smaller --gpu for the plan, or --reserve)")
     return None
 
@@ -4449,35 +4603,61 @@ def per_input_offloaded_bytes(planned: PlannedModel, device_map: Mapping[str, in
     return found
 
 
-def tied_reloaded_bytes(planned: PlannedModel, device_map: Mapping[str, int | str],
-                        tensor_sizes: Mapping[str, int]) -> tuple[int, int]:
-    """(per token, per input): the bytes of tied tensors that accelerate's hooks load beyond the one copy the map
-    counts, where the modules holding them are offloaded.
+@dataclass(frozen=True)
+class TiedStreaming:
+    """How accelerate's hooks stream the tied tensors of offloaded modules, against the one copy the map counts
+    (`tied_streaming`)."""
+
+    reloaded_per_token: int = 0  # loads beyond the map's copy, for each generated token
+    reloaded_per_input: int = 0  # the same, once per input (an encoder-decoder's encoder / cross-attention k, v)
+    on_gpu_per_token: int = 0  # the map's copy on the CPU, never streamed: a twin placed on the main GPU is used
+    on_gpu_per_input: int = 0
+
+
+def tied_streaming(planned: PlannedModel, device_map: Mapping[str, int | str],
+                   tensor_sizes: Mapping[str, int]) -> TiedStreaming:
+    """The bytes of tied tensors that accelerate's hooks load beyond the one copy the map counts, where the modules
+    holding them are offloaded, and the map's copies they never load.
 
     dispatch_model hooks each offloaded module that holds parameters of its own, and each hook loads its module's
     parameters from the offload on every call and frees them after it: a tensor tied between two offloaded modules
     (GPT-2's wte and lm_head, BERT's word embeddings and cls.predictions.decoder) is loaded by both, each time it
-    runs, and one held by a module on the GPU while its tied twin is offloaded is loaded by the twin's hook all the
-    same. The map counts the tensor once, where its first name sits. Module objects registered under two names
+    runs. The map counts the tensor once, where its first name sits. Module objects registered under two names
     (T5's shared and encoder.embed_tokens) are one hook.
+
+    A load is skipped where the tensor is already on the execution device: dispatch_model's `tied_params_map`
+    (keyed by the data pointer of the tensor in CPU RAM, the one the weights map of "cpu" entries serves) holds the
+    copy of a twin placed on the main GPU for good, and the copy an enclosing module's hook loaded for the length of
+    its call (BERT's cls.predictions.bias around its decoder's tied bias). Weights offloaded to "disk" are read
+    anew at each load, at another address: they are loaded every time.
     """
     if not any(isinstance(where, int) for where in device_map.values()):
-        return 0, 0  # no GPU: the CPU runs the model where it lies, nothing is streamed
+        return TiedStreaming()  # no GPU: the CPU runs the model where it lies, nothing is streamed
     once_per_input = _once_per_input_test(planned)
     model = planned.model
-    per_token = per_input = 0
+    mains = main_gpus(device_map)
+    main = mains[0] if len(mains) == 1 else None  # the main GPU from run to run: no twin is sure to be on it
+    token = input_ = on_gpu_token = on_gpu_input = 0
     for group in tied_groups(planned):
         counted = next((name for name in group if name in tensor_sizes), None)
         if counted is None:
             continue
         size = tensor_sizes[counted]
+        where = {name: device_map.get(_owner(name, device_map) or "") for name in group}
+        on_main = main is not None and main in where.values()
+        # the modules of the members offloaded to the CPU: a member inside one of them is loaded within its call
+        in_ram = [name.rpartition(".")[0] for name in group if where[name] == "cpu"]
         token_loads: dict[int, str] = {}
         input_loads: dict[int, str] = {}
         for name in group:
-            if device_map.get(_owner(name, device_map) or "") not in ("cpu", "disk"):
+            if where[name] not in ("cpu", "disk"):
                 continue
+            path = name.rpartition(".")[0]
+            if where[name] == "cpu" and (on_main or any(
+                    outer != path and (not outer or path.startswith(f"{outer}.")) for outer in in_ram)):
+                continue  # the copy already on the execution device is used (`tied_params_map`)
             try:
-                module = model.get_submodule(name.rpartition(".")[0])
+                module = model.get_submodule(path)
             except AttributeError:
                 continue
             loads = input_loads if once_per_input is not None and once_per_input(name) else token_loads
@@ -4485,11 +4665,15 @@ def tied_reloaded_bytes(planned: PlannedModel, device_map: Mapping[str, int | st
         input_loads = {key: name for key, name in input_loads.items() if key not in token_loads}
         # what the map already counts: the first name's copy, per token where any member runs per token
         # (`per_input_offloaded_bytes`)
-        already = device_map.get(_owner(counted, device_map) or "") in ("cpu", "disk")
+        already = where[counted] in ("cpu", "disk")
         group_per_token = once_per_input is None or not all(once_per_input(member) for member in group)
-        per_token += size * len(token_loads) - (size if already and group_per_token else 0)
-        per_input += size * len(input_loads) - (size if already and not group_per_token else 0)
-    return max(per_token, 0), max(per_input, 0)
+        token_extra = size * len(token_loads) - (size if already and group_per_token else 0)
+        input_extra = size * len(input_loads) - (size if already and not group_per_token else 0)
+        token += max(token_extra, 0)
+        input_ += max(input_extra, 0)
+        on_gpu_token += max(-token_extra, 0)
+        on_gpu_input += max(-input_extra, 0)
+    return TiedStreaming(token, input_, on_gpu_token, on_gpu_input)
 
 
 def seq_len_beyond_context_warning(config: dict[str, Any] | None, seq_len: int | None,

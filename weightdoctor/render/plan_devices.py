@@ -222,6 +222,10 @@ def render_plan(report: PlanReport, console: Console, typed_sizes: Mapping[str, 
         kept_disk = min(kept - kept_cpu, on_disk - encoder_disk)
         per_step_cpu, per_step_disk = off.cpu_bytes - encoder_cpu - kept_cpu, on_disk - encoder_disk - kept_disk
         streamed -= kept_cpu + kept_disk
+        # A tied tensor the map counts in CPU RAM whose twin sits on the main GPU: accelerate uses the GPU's copy
+        twin_on_gpu = off.tied_on_gpu_bytes if not _runs_on_cpu(report) else 0
+        per_step_cpu -= twin_on_gpu
+        streamed -= twin_on_gpu
         # A tied tensor held by two offloaded modules is loaded by each one's hook (timed as from CPU RAM)
         tied_step = off.tied_reloaded_per_token_bytes + (off.tied_reloaded_per_input_bytes - tied_input)
         per_step_cpu += tied_step
@@ -246,6 +250,9 @@ def render_plan(report: PlanReport, console: Console, typed_sizes: Mapping[str, 
             moved += (f"; besides, {size(kept_cpu + kept_disk)} of buffers of the offloaded modules, which "
                       "accelerate moves to the first GPU once and keeps there (offload_buffers=False): on that GPU, "
                       "not counted there in the map")
+        if twin_on_gpu:
+            moved += (f"; {size(twin_on_gpu)} of tied weights counted in CPU RAM are not moved: accelerate uses "
+                      "their twin's copy on the GPU")
         if (streamed or kept) and _runs_on_cpu(report):
             # accelerate's main_device is "cpu" for a map of "cpu" and "disk" alone: nothing goes to a GPU
             moved = ": the map names no GPU, so the model runs on the CPU and nothing is moved to a GPU"
