@@ -193,3 +193,21 @@ def test_the_ggml_type_table_matches_ggml(tmp_path: Path) -> None:
         found = GGML_TYPES_BY_NAME[name]
         assert (found.block_size, found.type_size) == sizes, name
     assert GGML_TYPES_BY_NAME["Q4_K"].bits_per_weight == 4.5
+
+
+def test_a_tokenizer_larger_than_the_read_window_is_counted_and_what_follows_it_read(tmp_path: Path) -> None:
+    """300,000 strings of varied lengths (several MB, past the 1 MiB window the header is read by) are stepped over
+    by their lengths; the key and the tensors after them come out whole."""
+    from weightdoctor.checkpoint.gguf_format import read_header
+
+    tokens = [("t" * (i % 37)) + str(i) for i in range(300_000)]
+    metadata = {**llama_metadata(tokens=3), "tokenizer.ggml.tokens": (ARRAY, (STRING, tokens)),
+                "after.tokens": (UINT32, 123456789)}
+    path = write_gguf(tmp_path / "big-vocab.gguf", metadata, [Tensor("output.weight", [64, 300_000 // 1000])])
+    assert path.stat().st_size > 3 << 20
+    header = read_header(path, path.name)
+    summary = header.metadata["tokenizer.ggml.tokens"]
+    assert (summary.count, summary.first) == (300_000, tokens[:3])
+    assert header.metadata["after.tokens"] == 123456789
+    [info] = header.tensors
+    assert (info.name, info.shape, info.nbytes) == ("output.weight", (300, 64), 300 * 64 * 4)

@@ -172,3 +172,14 @@ def test_non_finite_metadata_floats_stay_valid_json(tmp_path: Path) -> None:
     data = json.loads(result.stdout, parse_constant=lambda word: pytest.fail(f"{word} in --json"))
     assert data["gguf"]["metadata"]["llama.rope.freq_base"] == "nan"
     assert data["gguf"]["metadata"]["x.scale"] == "inf"
+
+
+def test_a_string_past_the_end_deep_in_a_large_array_is_refused(tmp_path: Path) -> None:
+    """The array's strings are stepped over by their lengths, a window at a time: one claiming 2**40 bytes after
+    100,000 good ones is refused as the first ones would be."""
+    good = b"".join(gguf_string(f"tok{i}") for i in range(100_000))
+    path = tmp_path / "deep.gguf"
+    path.write_bytes(_header(kvs=1) + gguf_string("tokenizer.ggml.tokens") + struct.pack("<IIQ", ARRAY, STRING, 100_001)
+                     + good + struct.pack("<Q", 1 << 40) + b"x" * 64)
+    _refused(path, "string 100,000 of 'tokenizer.ggml.tokens' (1,099,511,627,776 bytes long)",
+             "past the end of the file")

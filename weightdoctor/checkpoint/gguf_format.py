@@ -13,12 +13,11 @@ gguf_init_from_file refuses it.
 from __future__ import annotations
 
 import math
-import mmap
 import os
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from weightdoctor.checkpoint.model import TensorInfo, tensor_infos
 from weightdoctor.errors import CorruptCheckpoint, UnsupportedFormat
@@ -158,13 +157,22 @@ class GgufHeader:
         return value if isinstance(value, str) else None
 
 
-class _Cursor:
-    """Reads little-endian values from a file's map, every read checked against its end first."""
+# Bytes read from the file at a time while the header is parsed (a header of 150,000 tokens is a few MB).
+_WINDOW = 1 << 20
 
-    def __init__(self, data: mmap.mmap | bytes, size: int) -> None:
-        self.data = data
+
+class _Cursor:
+    """Reads little-endian values from a file with plain reads of a window at a time, every read checked against the
+    file's end first. Not a map of the file: under an address-space limit (`ulimit -v`) a 40 GB GGUF's map failed
+    where its header, a few MB, is all that is read; what is skipped (an array of numbers, the rest of a long
+    string) is never read."""
+
+    def __init__(self, handle: BinaryIO, size: int) -> None:
+        self.handle = handle
         self.size = size
         self.pos = 0
+        self.window = b""
+        self.window_start = 0
 
     def need(self, count: int, what: str) -> None:
         if count < 0 or self.pos + count > self.size:
@@ -172,18 +180,33 @@ class _Cursor:
                 f"GGUF header: {what} needs {count:,} bytes at byte {self.pos:,}, past the end of the file "
                 f"({self.size:,} bytes): truncated or not a GGUF file")
 
+    def peek(self, count: int) -> tuple[bytes, int]:
+        """The window holding the `count` bytes at `pos` (checked by `need` first), and where they start in it."""
+        start = self.pos - self.window_start
+        if start < 0 or start + count > len(self.window):
+            self.handle.seek(self.pos)
+            self.window = self.handle.read(max(count, _WINDOW))
+            self.window_start, start = self.pos, 0
+            if len(self.window) < count:  # the file was cut short after its size was read
+                raise CorruptCheckpoint(f"GGUF header: the file ended at byte {self.pos + len(self.window):,} "
+                                        f"while its header was read ({self.size:,} bytes when opened): truncated "
+                                        "while reading")
+        return self.window, start
+
     def unpack(self, fmt: str, what: str) -> Any:
         length = struct.calcsize(fmt)
         self.need(length, what)
-        (value,) = struct.unpack_from(fmt, self.data, self.pos)
+        window, start = self.peek(length)
+        values = struct.unpack_from(fmt, window, start)
         self.pos += length
-        return value
+        return values[0] if len(values) == 1 else values
 
     def string(self, what: str, limit: int | None = None) -> str:
         length = self.unpack("<Q", f"the length of {what}")
         self.need(length, f"{what} ({length:,} bytes long)")
         kept = length if limit is None else min(length, limit)
-        raw = bytes(self.data[self.pos:self.pos + kept])
+        window, start = self.peek(kept)
+        raw = window[start:start + kept]
         self.pos += length
         text = raw.decode("utf-8", errors="replace")
         return text if kept == length else f"{text}... ({length:,} bytes)"
@@ -207,9 +230,10 @@ def _value(cursor: _Cursor, value_type: int, key: str, depth: int = 0) -> Any:
     if scalar is not None:
         width = struct.calcsize(scalar[1])
         cursor.need(count * width, f"the {count:,} {scalar[0]} values of {key!r}")
-        first = [struct.unpack_from(scalar[1], cursor.data, cursor.pos + i * width)[0]
-                 for i in range(min(count, ARRAY_PREVIEW))]
-        cursor.pos += count * width
+        shown = min(count, ARRAY_PREVIEW)
+        first = list(cursor.unpack(f"<{shown}{scalar[1][1]}", f"the values of {key!r}")) if shown > 1 else (
+            [cursor.unpack(scalar[1], f"the values of {key!r}")] if shown else [])
+        cursor.pos += (count - shown) * width  # skipped, never read
         return ArraySummary(scalar[0], count, first)
     if element_type not in (_STRING, _ARRAY):
         raise CorruptCheckpoint(f"GGUF header: metadata array {key!r} has element type {element_type}, which "
@@ -218,19 +242,39 @@ def _value(cursor: _Cursor, value_type: int, key: str, depth: int = 0) -> Any:
     cursor.need(count * 8, f"the {count:,} elements of {key!r}")
     first = []
     name = "string" if element_type == _STRING else "array"
+    if element_type == _STRING:
+        for index in range(min(count, ARRAY_PREVIEW)):
+            first.append(cursor.string(f"element {index} of {key!r}", 200))
+        _skip_strings(cursor, len(first), count, key)
+        return ArraySummary(name, count, first)
     for index in range(count):
-        if element_type == _STRING:
-            if index < ARRAY_PREVIEW:
-                first.append(cursor.string(f"element {index} of {key!r}", 200))
-            else:  # skipped: only its length is read
-                length = cursor.unpack("<Q", f"the length of element {index:,} of {key!r}")
-                cursor.need(length, f"element {index:,} of {key!r} ({length:,} bytes long)")
-                cursor.pos += length
-        else:
-            nested = _value(cursor, _ARRAY, f"{key}[{index}]", depth + 1)
-            if index < ARRAY_PREVIEW:
-                first.append(str(nested))
+        nested = _value(cursor, _ARRAY, f"{key}[{index}]", depth + 1)
+        if index < ARRAY_PREVIEW:
+            first.append(str(nested))
     return ArraySummary(name, count, first)
+
+
+_LENGTH = struct.Struct("<Q")
+
+
+def _skip_strings(cursor: _Cursor, index: int, total: int, key: str) -> None:
+    """Step over strings `index` to `total` of an array (a tokenizer's 150,000 tokens and as many merges), reading
+    only their lengths, a window at a time: one cursor call per string took 1.3 s for 300,000 of them."""
+    size = cursor.size
+    count = total - index
+    while count:
+        cursor.need(8, f"the length of string {total - count:,} of {key!r}")
+        window, at = cursor.peek(8)
+        base, end = cursor.window_start, len(window)
+        while count and at + 8 <= end:
+            (length,) = _LENGTH.unpack_from(window, at)
+            after = at + 8 + length
+            if base + after > size:
+                cursor.pos = base + at + 8
+                cursor.need(length, f"string {total - count:,} of {key!r} ({length:,} bytes long)")
+            at = after
+            count -= 1
+        cursor.pos = base + at
 
 
 def read_header(path: Path, relpath: str) -> GgufHeader:
@@ -257,8 +301,7 @@ def read_header(path: Path, relpath: str) -> GgufHeader:
         size = stat.st_size
         if size < 24:
             raise CorruptCheckpoint(f"GGUF header: the file is {size} bytes, shorter than GGUF's 24-byte header")
-        with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
-            header = _parse(_Cursor(data, size), relpath)
+        header = _parse(_Cursor(handle, size), relpath)
     return GgufHeader(*header, identity=(stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns))
 
 
@@ -319,9 +362,10 @@ def _parse(cursor: _Cursor, relpath: str
         if n_dims > MAX_DIMS:
             raise CorruptCheckpoint(f"GGUF header: tensor {name!r} has {n_dims:,} dimensions (ggml allows at most "
                                     f"{MAX_DIMS})")
-        cursor.need(8 * n_dims, f"the dimensions of {name!r}")
-        dims = struct.unpack_from(f"<{n_dims}Q", cursor.data, cursor.pos)
-        cursor.pos += 8 * n_dims
+        dims: tuple[int, ...] = ()
+        if n_dims:
+            unpacked = cursor.unpack(f"<{n_dims}Q", f"the dimensions of {name!r}")
+            dims = unpacked if isinstance(unpacked, tuple) else (unpacked,)
         type_id = cursor.unpack("<I", f"the type of {name!r}")
         offset = cursor.unpack("<Q", f"the offset of {name!r}")
         ggml_type = GGML_TYPES.get(type_id)
