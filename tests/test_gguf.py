@@ -43,7 +43,7 @@ def test_inspect_reports_shapes_types_bytes_and_metadata(tmp_path: Path) -> None
                                                          "first": ["tok0", "tok1", "tok2"]}
     assert gguf["metadata"]["general.file_type"] == 15
     assert "tok999" not in json.dumps(report)
-    assert report["security"]["verdict"] == "safe"
+    assert report["security"]["verdict"] == "safe" and report["security"]["notes"] == []
     [note] = [w for w in report["warnings"] if "quantized ggml types" in w]
     assert "(Q4_K, Q6_K, Q8_0)" in note and "not read" in note
 
@@ -99,7 +99,7 @@ def test_load_tensor_gives_the_pytorch_layout(tmp_path: Path) -> None:
             checkpoint.load_tensor("blk.0.attn_q.weight")
 
 
-def test_diff_keys_compares_two_ggufs_and_refuses_quantized_values(tmp_path: Path) -> None:
+def test_diff_keys_compares_two_ggufs_and_the_values_it_can_read(tmp_path: Path) -> None:
     quantized, _ = tiny_llama_gguf(tmp_path / "q.gguf")
     plain, _ = tiny_llama_gguf(tmp_path / "f32.gguf", quantized=False)
     report = json_report("diff-keys", str(quantized), str(plain))
@@ -107,9 +107,18 @@ def test_diff_keys_compares_two_ggufs_and_refuses_quantized_values(tmp_path: Pat
     assert report["missing"] == [] and report["unexpected"] == []
     reasons = {group["example"]: group["reason"] for group in report["groups"] if group["kind"] == "dtype"}
     assert reasons["blk.0.attn_q.weight"] == "Q4_K→float32" and reasons["blk.0.attn_v.weight"] == "Q6_K→float32"
-    result = run_cli("diff-keys", str(quantized), str(plain), "--values")
-    assert result.exit_code == 2 and result.stdout == ""
-    assert "is Q4_K, a quantized ggml type" in result.stderr and "Traceback" not in result.stderr
+    # --values compares what both sides hold as plain values (F16 / F32) and says what it left out.
+    values = json_report("diff-keys", str(quantized), str(plain), "--values")
+    compared = {row["name"]: row for row in values["values"]}
+    assert set(compared) == {"token_embd.weight", "blk.0.attn_norm.weight", "blk.1.attn_norm.weight",
+                             "output_norm.weight"}, sorted(compared)
+    assert compared["token_embd.weight"]["identical"] and compared["output_norm.weight"]["identical"]
+    [said] = [w for w in values["warnings"] if "not compared" in w]
+    assert said.startswith("10 tensors of quantized GGUF (ggml) types not compared (blk.0.attn_q.weight, ...)"), said
+    other, _ = tiny_llama_gguf(tmp_path / "other.gguf", seed=9, quantized=False)
+    moved = {row["name"]: row for row in json_report("diff-keys", str(plain), str(other), "--values")["values"]}
+    assert len(moved) == 14 and not moved["blk.0.attn_q.weight"]["identical"], moved["blk.0.attn_q.weight"]
+    assert moved["output_norm.weight"]["identical"]  # ones on both sides
 
 
 @pytest.mark.parametrize("command", [["convert", "-o", "OUT/out.safetensors"],
@@ -157,6 +166,8 @@ def test_other_value_types_alignment_and_bf16(tmp_path: Path) -> None:
                       [Tensor("w", [16, 4], "BF16", raw), Tensor("b", [3], "F32", struct.pack("<3f", 1, 2, 3))],
                       alignment=64)
     report = json_report("inspect", str(path))
+    [note] = report["security"]["notes"]
+    assert note.startswith("tokenizer.chat_template: Jinja text") and "CVE-2024-34359" in note, note
     meta = report["gguf"]["metadata"]
     assert (meta["a.u8"], meta["a.i8"], meta["a.u16"], meta["a.i16"], meta["a.i32"]) == (7, -7, 700, -700, -70000)
     assert (meta["a.bool"], meta["a.u64"], meta["a.i64"], meta["a.f64"], meta["a.f32"]) == (

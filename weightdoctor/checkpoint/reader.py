@@ -856,7 +856,13 @@ class _Builder:
                 self._flush_safetensors_scans()
                 from weightdoctor.security import ScanReport
 
-                self.scans.append(ScanReport(format="gguf", container="gguf", files=[relpath]))
+                templates = sorted(key for key in gguf.metadata if key.startswith("tokenizer.chat_template"))
+                # Text, never run here; the runner renders it: llama-cpp-python before 0.2.72 did so unsandboxed
+                # (CVE-2024-34359), so a template is named where the verdict is.
+                notes = [f"{', '.join(templates)}: Jinja text that llama.cpp / llama-cpp-python render when chatting "
+                         "(unsandboxed in llama-cpp-python before 0.2.72: CVE-2024-34359); not run here"
+                         ] if templates else []
+                self.scans.append(ScanReport(format="gguf", container="gguf", files=[relpath], notes=notes))
                 quantized = sorted({t.dtype for t in infos if gguf_format.is_quantized_dtype(t.dtype)})
                 parts = gguf.metadata.get("split.count")
                 if isinstance(parts, int) and not isinstance(parts, bool) and parts > 1:

@@ -254,7 +254,9 @@ def security_line(scan: object) -> str:
     if getattr(scan, "format", "") == "safetensors":
         return f"[{colour}]{verdict}[/] (safetensors: no pickle, no code)"
     if getattr(scan, "format", "") == "gguf":
-        return f"[{colour}]{verdict}[/] (GGUF: no pickle, no code)"
+        notes = list(getattr(scan, "notes", []))
+        return f"[{colour}]{verdict}[/] (GGUF: no pickle, no code)" + (
+            f" [dim]notes: {escape('; '.join(notes))}[/]" if notes else "")
     count = len({g.qualified for g in getattr(scan, "globals", [])})
     notes = list(getattr(scan, "notes", []))
     inert = sorted({g.qualified for g in getattr(scan, "globals", []) if g.safety == "inert"})
