@@ -183,3 +183,23 @@ def test_a_string_past_the_end_deep_in_a_large_array_is_refused(tmp_path: Path) 
                      + good + struct.pack("<Q", 1 << 40) + b"x" * 64)
     _refused(path, "string 100,000 of 'tokenizer.ggml.tokens' (1,099,511,627,776 bytes long)",
              "past the end of the file")
+
+
+def test_counts_the_file_can_hold_but_no_model_has_are_refused(tmp_path: Path) -> None:
+    """Within the file's bytes, yet each a Python object or a loop step: 200,001 tensor entries of 24 bytes (a 1 GB
+    file could hold 44 million: some 10 GB of TensorInfos), 200,001 metadata entries, an array of 4,000,001 strings
+    or of 100,001 arrays."""
+    path = tmp_path / "tensors.gguf"
+    path.write_bytes(_header(tensors=200_001) + bytes(24 * 200_001))
+    _refused(path, "200,001 tensors, more than the 200,000 read")
+    path = tmp_path / "keys.gguf"
+    path.write_bytes(_header(kvs=200_001) + bytes(13 * 200_001))
+    _refused(path, "200,001 metadata entries, more than the 200,000 read")
+    path = tmp_path / "strings.gguf"
+    path.write_bytes(_header(kvs=1) + gguf_string("tokenizer.ggml.tokens")
+                     + struct.pack("<IIQ", ARRAY, STRING, 4_000_001) + bytes(8 * 4_000_001))
+    _refused(path, "metadata array 'tokenizer.ggml.tokens' holds 4,000,001 strings, more than 4,000,000")
+    path = tmp_path / "arrays.gguf"
+    path.write_bytes(_header(kvs=1) + gguf_string("a") + struct.pack("<IIQ", ARRAY, ARRAY, 100_001)
+                     + struct.pack("<IQ", UINT32, 0) * 100_001)
+    _refused(path, "metadata array 'a' holds 100,001 arrays, more than 100,000")

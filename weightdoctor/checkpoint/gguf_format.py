@@ -34,6 +34,13 @@ MAX_ARRAY_DEPTH = 8
 MAX_STRING_KEPT = 4096
 # The longest tensor name read (as the reader's MAX_NAME_CHARS): ggml itself caps them at 64 bytes.
 MAX_NAME_BYTES = 1 << 20
+# Counts a file may hold yet no model has, each entry a Python object kept or a step of a loop: a 1 GB file of 24-byte
+# tensor entries is 44 million TensorInfos (some 10 GB). Real GGUFs hold tens of keys, at most some thousands of
+# tensors (DeepSeek-V3: 1,025) and tokenizers of some 260,000 strings (Gemma 3's 262,144 tokens).
+MAX_TENSORS = 200_000  # as safetensors_format.MAX_TENSORS
+MAX_METADATA_ENTRIES = 200_000
+MAX_ARRAY_STRINGS = 4_000_000
+MAX_NESTED_ARRAYS = 100_000
 
 
 @dataclass(frozen=True)
@@ -240,6 +247,11 @@ def _value(cursor: _Cursor, value_type: int, key: str, depth: int = 0) -> Any:
                                 "GGUF does not define (0-12)")
     # Each element takes 8 bytes at least (a string's length; an array's type and length take 12).
     cursor.need(count * 8, f"the {count:,} elements of {key!r}")
+    limit = MAX_ARRAY_STRINGS if element_type == _STRING else MAX_NESTED_ARRAYS
+    if count > limit:
+        raise CorruptCheckpoint(f"GGUF header: metadata array {key!r} holds {count:,} "
+                                f"{'strings' if element_type == _STRING else 'arrays'}, more than {limit:,} (the "
+                                "largest tokenizer holds some 260,000)")
     first = []
     name = "string" if element_type == _STRING else "array"
     if element_type == _STRING:
@@ -331,6 +343,11 @@ def _parse(cursor: _Cursor, relpath: str
     if tensor_count * 24 > left:
         raise CorruptCheckpoint(f"GGUF header: {tensor_count:,} tensors cannot fit in the {left:,} bytes left in "
                                 "the file")
+    if kv_count > MAX_METADATA_ENTRIES or tensor_count > MAX_TENSORS:
+        many, what, limit = ((kv_count, "metadata entries", MAX_METADATA_ENTRIES) if kv_count > MAX_METADATA_ENTRIES
+                             else (tensor_count, "tensors", MAX_TENSORS))
+        raise CorruptCheckpoint(f"GGUF header: {many:,} {what}, more than the {limit:,} read (real GGUF files hold "
+                                "tens of metadata entries and some thousands of tensors)")
     metadata: dict[str, Any] = {}
     for index in range(kv_count):
         key = cursor.string(f"metadata key {index:,}", MAX_STRING_KEPT)
