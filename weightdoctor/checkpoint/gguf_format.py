@@ -36,7 +36,8 @@ MAX_STRING_KEPT = 4096
 MAX_NAME_BYTES = 1 << 20
 # Counts a file may hold yet no model has, each entry a Python object kept or a step of a loop: a 1 GB file of 24-byte
 # tensor entries is 44 million TensorInfos (some 10 GB). Real GGUFs hold tens of keys, at most some thousands of
-# tensors (DeepSeek-V3: 1,025) and tokenizers of some 260,000 strings (Gemma 3's 262,144 tokens).
+# tensors (llama.cpp stacks a MoE's experts into one tensor a layer) and tokenizers of some 260,000 strings (Gemma 3's
+# vocabulary of 262,144).
 MAX_TENSORS = 200_000  # as safetensors_format.MAX_TENSORS
 MAX_METADATA_ENTRIES = 200_000
 MAX_ARRAY_STRINGS = 4_000_000
