@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import os
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -165,6 +166,15 @@ class GgufHeader:
         return value if isinstance(value, str) else None
 
 
+# What a read is of, for its error: text, or a function making it (formatted only on error: building the words of
+# every read of 200,000 tensor entries cost more than reading them).
+Said = str | Callable[[], str]
+
+
+def said(what: Said) -> str:
+    return what if isinstance(what, str) else what()
+
+
 # Bytes read from the file at a time while the header is parsed (a header of 150,000 tokens is a few MB).
 _WINDOW = 1 << 20
 
@@ -182,10 +192,10 @@ class _Cursor:
         self.window = b""
         self.window_start = 0
 
-    def need(self, count: int, what: str) -> None:
+    def need(self, count: int, what: Said) -> None:
         if count < 0 or self.pos + count > self.size:
             raise CorruptCheckpoint(
-                f"GGUF header: {what} needs {count:,} bytes at byte {self.pos:,}, past the end of the file "
+                f"GGUF header: {said(what)} needs {count:,} bytes at byte {self.pos:,}, past the end of the file "
                 f"({self.size:,} bytes): truncated or not a GGUF file")
 
     def peek(self, count: int) -> tuple[bytes, int]:
@@ -201,7 +211,7 @@ class _Cursor:
                                         "while reading")
         return self.window, start
 
-    def unpack(self, fmt: str, what: str) -> Any:
+    def unpack(self, fmt: str, what: Said) -> Any:
         length = struct.calcsize(fmt)
         self.need(length, what)
         window, start = self.peek(length)
@@ -209,9 +219,9 @@ class _Cursor:
         self.pos += length
         return values[0] if len(values) == 1 else values
 
-    def string(self, what: str, limit: int | None = None) -> str:
-        length = self.unpack("<Q", f"the length of {what}")
-        self.need(length, f"{what} ({length:,} bytes long)")
+    def string(self, what: Said, limit: int | None = None) -> str:
+        length = self.unpack("<Q", lambda: f"the length of {said(what)}")
+        self.need(length, lambda: f"{said(what)} ({length:,} bytes long)")
         kept = length if limit is None else min(length, limit)
         window, start = self.peek(kept)
         raw = window[start:start + kept]
@@ -224,7 +234,7 @@ def _value(cursor: _Cursor, value_type: int, key: str, depth: int = 0) -> Any:
     """One metadata value; an array as an `ArraySummary` (its elements skipped, a few kept)."""
     scalar = _SCALARS.get(value_type)
     if scalar is not None:
-        return cursor.unpack(scalar[1], f"the value of {key!r}")
+        return cursor.unpack(scalar[1], lambda: f"the value of {key!r}")
     if value_type == _STRING:
         return cursor.string(f"the string value of {key!r}", MAX_STRING_KEPT)
     if value_type != _ARRAY:
@@ -232,22 +242,22 @@ def _value(cursor: _Cursor, value_type: int, key: str, depth: int = 0) -> Any:
                                 "not define (0-12)")
     if depth >= MAX_ARRAY_DEPTH:
         raise CorruptCheckpoint(f"GGUF header: metadata key {key!r} nests arrays more than {MAX_ARRAY_DEPTH} deep")
-    element_type = cursor.unpack("<I", f"the element type of {key!r}")
-    count = cursor.unpack("<Q", f"the length of {key!r}")
+    element_type = cursor.unpack("<I", lambda: f"the element type of {key!r}")
+    count = cursor.unpack("<Q", lambda: f"the length of {key!r}")
     scalar = _SCALARS.get(element_type)
     if scalar is not None:
         width = struct.calcsize(scalar[1])
-        cursor.need(count * width, f"the {count:,} {scalar[0]} values of {key!r}")
+        cursor.need(count * width, lambda: f"the {count:,} {scalar[0]} values of {key!r}")
         shown = min(count, ARRAY_PREVIEW)
-        first = list(cursor.unpack(f"<{shown}{scalar[1][1]}", f"the values of {key!r}")) if shown > 1 else (
-            [cursor.unpack(scalar[1], f"the values of {key!r}")] if shown else [])
+        first = list(cursor.unpack(f"<{shown}{scalar[1][1]}", lambda: f"the values of {key!r}")) if shown > 1 else (
+            [cursor.unpack(scalar[1], lambda: f"the values of {key!r}")] if shown else [])
         cursor.pos += (count - shown) * width  # skipped, never read
         return ArraySummary(scalar[0], count, first)
     if element_type not in (_STRING, _ARRAY):
         raise CorruptCheckpoint(f"GGUF header: metadata array {key!r} has element type {element_type}, which "
                                 "GGUF does not define (0-12)")
     # Each element takes 8 bytes at least (a string's length; an array's type and length take 12).
-    cursor.need(count * 8, f"the {count:,} elements of {key!r}")
+    cursor.need(count * 8, lambda: f"the {count:,} elements of {key!r}")
     limit = MAX_ARRAY_STRINGS if element_type == _STRING else MAX_NESTED_ARRAYS
     if count > limit:
         raise CorruptCheckpoint(f"GGUF header: metadata array {key!r} holds {count:,} "
@@ -276,7 +286,7 @@ def _skip_strings(cursor: _Cursor, index: int, total: int, key: str) -> None:
     size = cursor.size
     count = total - index
     while count:
-        cursor.need(8, f"the length of string {total - count:,} of {key!r}")
+        cursor.need(8, lambda left=count: f"the length of string {total - left:,} of {key!r}")
         window, at = cursor.peek(8)
         base, end = cursor.window_start, len(window)
         while count and at + 8 <= end:
@@ -284,7 +294,7 @@ def _skip_strings(cursor: _Cursor, index: int, total: int, key: str) -> None:
             after = at + 8 + length
             if base + after > size:
                 cursor.pos = base + at + 8
-                cursor.need(length, f"string {total - count:,} of {key!r} ({length:,} bytes long)")
+                cursor.need(length, f"string {total - count:,} of {key!r} ({length:,} bytes long)")  # fails: said now
             at = after
             count -= 1
         cursor.pos = base + at
@@ -354,7 +364,7 @@ def _parse(cursor: _Cursor, relpath: str
         key = cursor.string(f"metadata key {index:,}", MAX_STRING_KEPT)
         if key in metadata:
             raise CorruptCheckpoint(f"GGUF header: metadata key {key!r} appears twice")
-        value_type = cursor.unpack("<I", f"the value type of {key!r}")
+        value_type = cursor.unpack("<I", lambda key=key: f"the value type of {key!r}")
         metadata[key] = _value(cursor, value_type, key)
     alignment = metadata.get("general.alignment", DEFAULT_ALIGNMENT)
     if isinstance(alignment, bool) or not isinstance(alignment, int) or alignment <= 0 \
@@ -368,7 +378,7 @@ def _parse(cursor: _Cursor, relpath: str
     sizes: list[int] = []
     types: dict[str, str] = {}
     for index in range(tensor_count):
-        length = cursor.unpack("<Q", f"the name length of tensor {index:,}")
+        length = cursor.unpack("<Q", lambda index=index: f"the name length of tensor {index:,}")
         if length > MAX_NAME_BYTES:
             raise CorruptCheckpoint(f"GGUF header: tensor {index:,}'s name is {length:,} bytes long (the limit is "
                                     f"{MAX_NAME_BYTES:,}; ggml writes at most 64)")
@@ -376,16 +386,16 @@ def _parse(cursor: _Cursor, relpath: str
         name = cursor.string(f"the name of tensor {index:,}")
         if name in types:
             raise CorruptCheckpoint(f"GGUF header: tensor {name!r} appears twice")
-        n_dims = cursor.unpack("<I", f"the dimension count of {name!r}")
+        n_dims = cursor.unpack("<I", lambda name=name: f"the dimension count of {name!r}")
         if n_dims > MAX_DIMS:
             raise CorruptCheckpoint(f"GGUF header: tensor {name!r} has {n_dims:,} dimensions (ggml allows at most "
                                     f"{MAX_DIMS})")
         dims: tuple[int, ...] = ()
         if n_dims:
-            unpacked = cursor.unpack(f"<{n_dims}Q", f"the dimensions of {name!r}")
+            unpacked = cursor.unpack(f"<{n_dims}Q", lambda name=name: f"the dimensions of {name!r}")
             dims = unpacked if isinstance(unpacked, tuple) else (unpacked,)
-        type_id = cursor.unpack("<I", f"the type of {name!r}")
-        offset = cursor.unpack("<Q", f"the offset of {name!r}")
+        type_id = cursor.unpack("<I", lambda name=name: f"the type of {name!r}")
+        offset = cursor.unpack("<Q", lambda name=name: f"the offset of {name!r}")
         ggml_type = GGML_TYPES.get(type_id)
         if ggml_type is None:
             removed = _REMOVED_TYPES.get(type_id)
