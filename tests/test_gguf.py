@@ -142,7 +142,7 @@ def test_a_folder_holding_only_a_gguf_names_the_file_to_inspect(tmp_path: Path) 
     tiny_llama_gguf(folder / "tiny.Q4_K_M.gguf")
     result = run_cli("inspect", str(folder))
     assert result.exit_code == 2
-    assert f"read when named: weightdoctor inspect {folder / 'tiny.Q4_K_M.gguf'} shows its tensors" in result.stderr
+    assert f"read when named: weightdoctor inspect '{folder / 'tiny.Q4_K_M.gguf'}' shows its tensors" in result.stderr
     assert "does not read (not PyTorch)" not in result.stderr
 
 
@@ -222,3 +222,24 @@ def test_a_tokenizer_larger_than_the_read_window_is_counted_and_what_follows_it_
     assert header.metadata["after.tokens"] == 123456789
     [info] = header.tensors
     assert (info.name, info.shape, info.nbytes) == ("output.weight", (300, 64), 300 * 64 * 4)
+
+
+def test_a_hub_repo_of_a_gguf_names_a_file_the_printed_command_reads(tmp_path: Path) -> None:
+    """A cached repo holding one GGUF: the line names the snapshot's file to inspect (quoted, so that it is not
+    rewritten as `org/name/file.gguf`, which names a folder of the repo), and that command reads it."""
+    import shlex
+
+    from fixtures.hub_cache import commit_of, write_snapshot
+
+    data = tiny_llama_gguf(tmp_path / "tiny.gguf")[0].read_bytes()
+    cache = tmp_path / "hub"
+    write_snapshot(cache, "org/tiny-gguf", commit_of("main"), {"tiny.Q4_K_M.gguf": data})
+    env = {"HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "COLUMNS": "400"}
+    refused = run_subprocess("inspect", "org/tiny-gguf", env=env, cwd=tmp_path)
+    assert refused.returncode == 2, refused.stderr
+    command = refused.stderr.split("read when named: weightdoctor ", 1)[1].split(" shows its tensors", 1)[0]
+    words = shlex.split(command)
+    assert words[0] == "inspect" and words[1].endswith("/tiny.Q4_K_M.gguf"), words
+    done = run_subprocess(*words, "--json", env=env, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["gguf"]["architecture"] == "llama"

@@ -76,7 +76,7 @@ def test_a_gguf_file_names_the_loader_that_converts_it(tmp_path: Path) -> None:
         (folder / f"tinyllama-1.1b-chat.{quant}.gguf").write_bytes(path.read_bytes())
     message = _refusal("inspect", str(folder))
     assert ("GGUF (llama.cpp), read when named: weightdoctor inspect "
-            f"{folder}/tinyllama-1.1b-chat.Q4_K_M.gguf shows its tensors and metadata; "
+            f"'{folder}/tinyllama-1.1b-chat.Q4_K_M.gguf' shows its tensors and metadata; "
             "transformers reads tinyllama-1.1b-chat.Q4_K_M.gguf into "
             "PyTorch, dequantized (import transformers; transformers.AutoModelForCausalLM.from_pretrained("
             f"{str(folder)!r}, gguf_file='tinyllama-1.1b-chat.Q4_K_M.gguf'))"

@@ -1868,8 +1868,12 @@ def _no_weights_message(folder: Path) -> str:
         named_gguf = next((name for name in others if name.lower().endswith(".gguf")), None)
         if named_gguf is not None and all(name.lower().endswith(".gguf") for name in others):
             # Read when named, as from_pretrained reads one given gguf_file=: a folder's GGUF is not its weights.
+            # Quoted always: a Hub snapshot's path, so quoted, stays the path (named_by_repo rewrites an unquoted one
+            # as `org/name/file.gguf`, which names a folder of the repo, not its file).
+            word = shell_word(str(folder / named_gguf))
+            quoted = word if word.startswith(("'", '"', "$'")) else f"'{word}'"
             message += (f"; it holds {', '.join(others[:6])}, GGUF (llama.cpp), read when named: weightdoctor "
-                        f"inspect {shell_word(str(folder / named_gguf))} shows its tensors and metadata")
+                        f"inspect {quoted} shows its tensors and metadata")
         else:
             message += f"; it holds {', '.join(others[:6])}, which weightdoctor does not read (not PyTorch)"
         keras = keras_object(data) if (data := _small_json(folder / "config.json")) is not None else None
