@@ -27,12 +27,12 @@ from tests.helpers import REPO_ROOT, run_cli, run_subprocess
 ODD = "run $1 'ä\""
 
 
-def _refusal(source: str, cwd: Path) -> str:
-    """The one error line `weightdoctor inspect SOURCE` prints at an 80-column terminal (exit 2, stdout empty, the
-    same line with --json)."""
+def _refusal(source: str, cwd: Path, command: tuple[str, ...] = ("inspect",)) -> str:
+    """The one error line `weightdoctor inspect SOURCE` (or `command`'s first word, SOURCE, then its other words)
+    prints at an 80-column terminal (exit 2, stdout empty, the same line with --json)."""
     lines = []
     for extra in ((), ("--json",)):
-        done = run_subprocess("inspect", source, *extra, cwd=cwd, env={"COLUMNS": "80"})
+        done = run_subprocess(command[0], source, *command[1:], *extra, cwd=cwd, env={"COLUMNS": "80"})
         assert done.returncode == 2 and done.stdout == "", (done.stdout, done.stderr)
         assert len(done.stderr.splitlines()) == 1, done.stderr  # one line: not wrapped, so the snippet is whole
         lines.append(done.stderr)
@@ -526,7 +526,9 @@ def test_gguf_from_pretrained_names_the_folder_that_holds_the_file(tmp_path: Pat
     for name in names:
         (folder / name).write_bytes(header)
     source = ODD if named.endswith("folder") else f"{ODD}/{names[0]}"
-    line = _refusal(source, tmp_path)
+    # A GGUF file is read by inspect: convert, which does not take one, says what reads it.
+    command = ("inspect",) if named.endswith("folder") else ("convert", "-o", "out.safetensors")
+    line = _refusal(source, tmp_path, command)
     call = ast.parse(_call(line, "from_pretrained"), mode="eval").body
     assert isinstance(call, ast.Call)
     given = os.path.join(ast.literal_eval(call.args[0]), ast.literal_eval(call.keywords[0].value))

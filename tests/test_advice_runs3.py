@@ -11,6 +11,7 @@ import json
 import os
 import shlex
 import shutil
+import struct
 import subprocess
 import sys
 import warnings
@@ -450,7 +451,7 @@ def test_peft_load_lines_run_pasted_with_their_imports(tmp_path: Path) -> None:
     ("64-8bits.tflite", b"\x1c\x00\x00\x00TFL3" + b"\0" * 56, "import tensorflow as tf; "),
     ("model.bin", b"\xba\x16\x4f\x2f\x0c\x00\x00\x00" + bytes(range(256)) * 8, "import fasttext; "),
     ("bert_model.ckpt.index", None, "import tensorflow as tf; "),
-    ("model.Q4_K_M.gguf", b"GGUF" + bytes(20), "import transformers; "),
+    ("model.Q4_K_M.gguf", b"GGUF" + struct.pack("<IQQ", 3, 0, 0), "import transformers; "),
 ])
 def test_foreign_format_snippets_import_what_they_call(tmp_path: Path, name: str, data: bytes | None,
                                                        opening: str) -> None:
@@ -472,7 +473,9 @@ def test_foreign_format_snippets_import_what_they_call(tmp_path: Path, name: str
         (folder / "bert_model.ckpt.data-00000-of-00001").write_bytes(bytes(16))
     else:
         (folder / name).write_bytes(data or b"")
-    line = _refusal(f"{ODD}/{name}", tmp_path)
+    # A GGUF file is read by inspect: convert, which does not take one, says what reads it.
+    line = _refusal(f"{ODD}/{name}", tmp_path, ("convert", "-o", "out.safetensors") if name.endswith(".gguf")
+                    else ("inspect",))
     snippets = _statements(line, opening)
     assert snippets, line
     for code in snippets:

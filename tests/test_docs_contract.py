@@ -378,12 +378,12 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     save_file({"a.weight": torch.tensor([[float("nan"), 1.0], [float("inf"), -float("inf")]]),
                "a.bias": torch.zeros(2), "b.weight": torch.full((2, 2), 3.0)}, str(made["nonfinite"]))
 
-    # Input no command may read: a pickle that would run a command, a GGUF file, an index naming a missing shard,
-    # a remote URL and a repo id the (offline) cache does not hold.
+    # Input no command may read: a pickle that would run a command, a GGUF file whose tensor count cannot fit it, an
+    # index naming a missing shard, a remote URL and a repo id the (offline) cache does not hold.
     made["unsafe"] = tmp / "unsafe.bin"
     torch.save({"w": torch.zeros(2), "run": _RunsACommand()}, made["unsafe"])
     made["gguf"] = tmp / "model.Q4_K_M.gguf"
-    made["gguf"].write_bytes(b"GGUF" + (3).to_bytes(4, "little") + bytes(64))
+    made["gguf"].write_bytes(b"GGUF" + (3).to_bytes(4, "little") + (1 << 63).to_bytes(8, "little") + bytes(64))
     gap = tmp / "gap"
     shutil.copytree(sharded, gap)
     (gap / "model-00002-of-00002.safetensors").unlink()

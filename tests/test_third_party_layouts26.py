@@ -524,9 +524,9 @@ def test_a_split_gguf_says_to_merge_it_before_transformers_reads_it(tmp_path: Pa
     message = _flat(result.stderr)
     assert "it is part 2 of 3 of a split GGUF" in message and merge in message, message
 
-    # One whole GGUF keeps its plain advice.
+    # One whole GGUF keeps its plain advice (inspect reads it; convert, which does not take one, says what does).
     (folder / f"{stem}.gguf").write_bytes(_gguf_header())
-    message = _flat(run_cli("inspect", str(folder / f"{stem}.gguf")).stderr)
+    message = _flat(run_cli("convert", str(folder / f"{stem}.gguf"), "-o", str(tmp_path / "out.safetensors")).stderr)
     assert f"from_pretrained({str(folder)!r}, gguf_file='{stem}.gguf'), with the gguf package)" in message
     assert "split GGUF" not in message
 

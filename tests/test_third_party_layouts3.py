@@ -147,7 +147,8 @@ def test_a_folder_of_tensorflow_flax_or_onnx_weights_is_not_planned_as_loadable(
     assert ("gguf_file='bert-Q8_0.gguf'" in warning) is weights.endswith(".gguf"), warning
 
     result = run_cli("inspect", str(folder))
-    assert result.exit_code == 2 and f"it holds {weights}, which weightdoctor does not read" in result.stderr
+    said = "GGUF (llama.cpp), read when named" if weights.endswith(".gguf") else "which weightdoctor does not read"
+    assert result.exit_code == 2 and f"it holds {weights}, {said}" in result.stderr
 
     (folder / weights).unlink()
     code, data = run_json("plan-devices", str(folder), "--gpu", "1GB")

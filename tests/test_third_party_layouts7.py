@@ -64,8 +64,9 @@ def test_a_gguf_file_names_the_loader_that_converts_it(tmp_path: Path) -> None:
     GGUF file given by name, dequantized, and save_pretrained writes safetensors."""
     path = tmp_path / "tinyllama-1.1b-chat.Q4_K_M.gguf"
     path.write_bytes(b"GGUF" + struct.pack("<IQQ", 3, 0, 0))
-    message = _refusal("inspect", str(path))
-    assert "this is a GGUF file (llama.cpp / ggml); weightdoctor reads safetensors and PyTorch" in message
+    # inspect reads it (tests/test_gguf.py); convert, which does not take one, says what reads it.
+    message = _refusal("convert", str(path), "-o", str(tmp_path / "out.safetensors"))
+    assert f"{path}: a GGUF file (llama.cpp): convert writes what from_pretrained loads" in message, message
     assert f"from_pretrained({str(tmp_path)!r}, gguf_file='tinyllama-1.1b-chat.Q4_K_M.gguf')" in message, message
     assert "save_pretrained then writes safetensors" in message
     # A GGUF repo (one file per quantization) says the same of its folder.
@@ -74,7 +75,9 @@ def test_a_gguf_file_names_the_loader_that_converts_it(tmp_path: Path) -> None:
     for quant in ("Q4_K_M", "Q8_0"):
         (folder / f"tinyllama-1.1b-chat.{quant}.gguf").write_bytes(path.read_bytes())
     message = _refusal("inspect", str(folder))
-    assert ("which weightdoctor does not read (not PyTorch); transformers reads tinyllama-1.1b-chat.Q4_K_M.gguf into "
+    assert ("GGUF (llama.cpp), read when named: weightdoctor inspect "
+            f"'{folder}/tinyllama-1.1b-chat.Q4_K_M.gguf' shows its tensors and metadata; "
+            "transformers reads tinyllama-1.1b-chat.Q4_K_M.gguf into "
             "PyTorch, dequantized (import transformers; transformers.AutoModelForCausalLM.from_pretrained("
             f"{str(folder)!r}, gguf_file='tinyllama-1.1b-chat.Q4_K_M.gguf'))"
             ) in message

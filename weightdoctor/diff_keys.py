@@ -7283,11 +7283,24 @@ def value_pairs(
         new_to_old = {new: old for old, new in apply_renames((t.name for t in a.tensors), list(renames)).items()}
     mismatched = {m.name for m in report.mismatched}
     names_a = {t.name for t in a.tensors}
+    from weightdoctor.checkpoint.gguf_format import is_quantized_dtype
+
+    quantized: list[str] = []  # a GGUF's Q4_K, ... on either side: blocks of scales and codes, not values read
     for info in b.tensors:
         name = info.name
         old = new_to_old.get(name, name if not renames else None)
         if old is None or old not in names_a or name in mismatched:
             continue
+        if is_quantized_dtype(info.dtype) or is_quantized_dtype(a.tensor_info(old).dtype):
+            quantized.append(name)
+            if advance is not None:
+                advance(1)
+            continue
         yield name, a.load_tensor(old), b.load_tensor(name)
         if advance is not None:
             advance(1)
+    if quantized:
+        report.warnings.append(
+            f"{counted(len(quantized), 'tensor')} of quantized GGUF (ggml) types not compared ({quantized[0]}"
+            f"{', ...' if len(quantized) > 1 else ''}): weightdoctor reads the values of F32, F16 and BF16 GGUF "
+            "tensors only; transformers' from_pretrained(folder, gguf_file=...) dequantizes them")

@@ -5362,7 +5362,8 @@ def open_plan_source(source: str, revision: str | None = None, key: str | None =
 
             raise said_of_address(exc, source) from exc
         try:
-            checkpoint = open_checkpoint(folder, key=key, allow_config_only=True)
+            checkpoint = open_checkpoint(folder, key=key, allow_config_only=True,
+                                   gguf_refused_by="plan-devices")
         except WeightDoctorError as exc:  # an index's missing shard too: said of the repo id, not the cache path
             from weightdoctor.checkpoint.reader import named_by_repo
 
@@ -5375,7 +5376,8 @@ def open_plan_source(source: str, revision: str | None = None, key: str | None =
     from weightdoctor.errors import InvalidIndex
 
     try:
-        return open_checkpoint(source, revision=revision, key=key, allow_config_only=True, structure_only=True)
+        return open_checkpoint(source, revision=revision, key=key, allow_config_only=True, structure_only=True,
+                               gguf_refused_by="plan-devices")
     except InvalidIndex as exc:
         # A download stopped between shards: the plan needs no weights, and the config beside the index gives it
         # (the refusal said only to fetch the rest, hours away for a 70B model).

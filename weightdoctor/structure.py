@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from weightdoctor.checkpoint import Checkpoint, TensorInfo
+from weightdoctor.checkpoint.gguf_format import is_quantized_dtype
+from weightdoctor.checkpoint.gguf_format import summary as gguf_summary
 from weightdoctor.checkpoint.hub import snapshot_commit
 from weightdoctor.checkpoint.model import unique_tensors
 from weightdoctor.dtypes import FLOATING
@@ -120,6 +122,8 @@ class InspectReport:
     adapter: dict[str, Any] | None = None
     # Meta's / Mistral's native `params.json` beside `consolidated.*` (no config.json): its fields (None otherwise).
     native_params: dict[str, Any] | None = None
+    # A GGUF file (llama.cpp): its version, architecture and sizes, ggml types and metadata (`gguf_format.summary`).
+    gguf: dict[str, Any] | None = None
     # How many entries `other_entries` and `skipped_entries` stand for: the lists keep the first
     # MAX_ENTRIES_LISTED, as a pickle of a million non-tensor entries made a 33 MB --json. The text report reads the
     # whole lists (`all_other_entries`, `all_skipped_entries`, not in --json), which it folds and counts itself.
@@ -781,7 +785,7 @@ def memory_by_dtype(tensors: list[TensorInfo], quantized: QuantizedSummary | Non
             if stands_for != info.num_params or info.dtype in FLOATING or info.name.endswith(".weight"):
                 floating += stands_for  # packed, or a weight stored as integers: floating once dequantized
                 continue
-        if info.dtype in FLOATING:
+        if info.dtype in FLOATING or is_quantized_dtype(info.dtype):  # a GGUF's Q4_K: floats once dequantized
             floating += info.num_params
         else:
             fixed += info.nbytes
@@ -1022,4 +1026,5 @@ def inspect_checkpoint(checkpoint: Checkpoint, name_filter: str | None = None) -
         quantized=quantized,
         adapter=adapter,
         native_params=native_params,
+        gguf=next((gguf_summary(header) for header in checkpoint.gguf_headers()), None),
     )

@@ -289,7 +289,7 @@ def is_openvino_weights(path: Path) -> bool:
     # Raw bytes never open as a zip's local header: an .xml beside a real pytorch_model.bin (torch.save's zip) had
     # the file refused as OpenVINO's weights. Nor as torch.save's legacy pickle, which the folder read while its
     # warning said the same file was "not read (OpenVINO)".
-    return _head(path, 4) != b"PK\x03\x04" and not _torch_legacy_pickle(path)
+    return _head(path, 4) != b"PK\x03\x04" and not torch_legacy_pickle(path)
 
 
 # Core ML keeps a model as a folder: an .mlpackage (Manifest.json, Data/com.apple.CoreML/model.mlmodel and its
@@ -842,7 +842,7 @@ def _speechbrain_module_files(folder: Path, limit: int = 256) -> list[str]:
 _TORCH_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 
 
-def _torch_legacy_pickle(path: Path) -> bool:
+def torch_legacy_pickle(path: Path) -> bool:
     """Whether the file's first pickle is torch.save's legacy magic number, pickled with protocol 2 or later: a file
     torch.load reads, whatever magic of another format its first bytes spell (b"GGUF\x03..." is a BINFLOAT)."""
     import pickletools
@@ -869,7 +869,7 @@ def identify(path: Path, prefix: bytes) -> str | None:
         'a GGUF file (llama.cpp / ggml)'
     """
     for magic, kind in _MAGICS:
-        if prefix.startswith(magic) and not _torch_legacy_pickle(path):
+        if prefix.startswith(magic) and not torch_legacy_pickle(path):
             return kind
     # A zip is no file of a Core ML package (Manifest.json, a protobuf, raw weight blobs): a torch.save archive kept
     # in a folder named like one (`run.mlpackage/best.pt`) was refused by the folder's name.

@@ -75,7 +75,7 @@ from weightdoctor.wording import counted, plural
 if TYPE_CHECKING:
     import torch
 
-    from weightdoctor.checkpoint import pytorch_format
+    from weightdoctor.checkpoint import gguf_format, pytorch_format
     from weightdoctor.security import ScanReport
 
 SAFETENSORS_INDEX = "model.safetensors.index.json"
@@ -99,7 +99,8 @@ class Checkpoint:
     Attributes:
         source: the source as the user gave it.
         path: the resolved local path (a file, or the folder of a sharded or directory source).
-        format: "safetensors", "pytorch-zip", "pytorch-legacy", "pickle" (pickle.dump's), or "config-only";
+        format: "safetensors", "pytorch-zip", "pytorch-legacy", "pickle" (pickle.dump's), "gguf" (llama.cpp's),
+            or "config-only";
             `sharded` tells whether an index ties several files together.
         files: every file that was read (weights, index, config).
         tensors: every tensor, in file order.
@@ -138,6 +139,8 @@ class Checkpoint:
     _safetensors_only: list[str] | None = field(default=None, repr=False)
     _headers: dict[str, safetensors_format.SafetensorsHeader] = field(default_factory=dict, repr=False)
     _pickles: dict[str, pytorch_format.PickleContents] = field(default_factory=dict, repr=False)
+    # GGUF files (llama.cpp): their parsed headers.
+    _ggufs: dict[str, gguf_format.GgufHeader] = field(default_factory=dict, repr=False)
     # Pickle files whose views were checked against their storages (`refuse_amplified_views`), before a first read.
     _views_checked: set[str] = field(default_factory=set, repr=False)
     _by_name: dict[str, TensorInfo] = field(default_factory=dict, repr=False)
@@ -225,6 +228,18 @@ class Checkpoint:
         if header is not None:
             try:
                 return safetensors_format.read_tensor(self.file_path(info.file), header, info)
+            except WeightDoctorError as exc:
+                exc.path = exc.path or str(self.file_path(info.file))
+                raise
+        gguf = self._ggufs.get(info.file)
+        if gguf is not None:
+            from weightdoctor.checkpoint import gguf_format
+
+            if gguf_format.is_quantized_dtype(info.dtype):
+                raise UnsupportedFormat(gguf_format.not_read_message(name, info.dtype),
+                                        path=str(self.file_path(info.file)))
+            try:  # plain values, stored in C order under the reversed (PyTorch) shape: read as safetensors' are
+                return safetensors_format.read_tensor(self.file_path(info.file), gguf, info)  # type: ignore[arg-type]
             except WeightDoctorError as exc:
                 exc.path = exc.path or str(self.file_path(info.file))
                 raise
@@ -366,6 +381,13 @@ class Checkpoint:
             return  # a Hub file not downloaded: its header was parsed and checked where it was fetched
         if self.safetensors_header(info.file) is not None:
             return
+        if info.file in self._ggufs:
+            from weightdoctor.checkpoint import gguf_format
+
+            if gguf_format.is_quantized_dtype(info.dtype):
+                raise UnsupportedFormat(gguf_format.not_read_message(name, info.dtype),
+                                        path=str(self.file_path(info.file)))
+            return
         from weightdoctor.checkpoint import pytorch_format
 
         try:
@@ -390,6 +412,14 @@ class Checkpoint:
                 return None
             begin, end = info.data_offsets
             return self.file_path(info.file), header.data_start + begin, end - begin
+        gguf = self._ggufs.get(info.file)
+        if gguf is not None:
+            from weightdoctor.checkpoint import gguf_format
+
+            if info.data_offsets is None or gguf_format.is_quantized_dtype(info.dtype):
+                return None  # blocks of scales and packed values: no run of plain values
+            begin, end = info.data_offsets
+            return self.file_path(info.file), gguf.data_start + begin, end - begin
         contents = self._pickles.get(info.file)
         if contents is None:
             return None
@@ -403,7 +433,7 @@ class Checkpoint:
         """(st_dev, st_ino, st_size, st_mtime_ns) of a weight file when its structure was read, where it was read
         in place (a safetensors header, a torch zip read without torch); None otherwise. A byte copy checks the file
         it copies from against it."""
-        header = self._headers.get(relpath)
+        header = self._headers.get(relpath) or self._ggufs.get(relpath)
         if header is not None:
             return header.identity
         contents = self._pickles.get(relpath)
@@ -510,6 +540,10 @@ class Checkpoint:
         for a remote file not downloaded): each shard's own, where `metadata` is the first file's holding any."""
         header = self._headers.get(relpath)
         return header.metadata if header is not None else None
+
+    def gguf_headers(self) -> list[gguf_format.GgufHeader]:
+        """The parsed headers of this checkpoint's GGUF files, in file order (none for other formats)."""
+        return list(self._ggufs.values())
 
     def safetensors_header(self, relpath: str) -> safetensors_format.SafetensorsHeader | None:
         """The parsed header of a safetensors file of this checkpoint (None for other files), validated
@@ -735,6 +769,7 @@ class _Builder:
         self.tensors: list[TensorInfo] = []
         self.headers: dict[str, safetensors_format.SafetensorsHeader] = {}
         self.pickles: dict[str, pytorch_format.PickleContents] = {}
+        self.ggufs: dict[str, gguf_format.GgufHeader] = {}
         self.metadata: dict[str, str] | None = None
         self.nested_key: str | None = None
         self.other_entries: list[str] = []
@@ -751,6 +786,14 @@ class _Builder:
             return str(path.relative_to(self.root)) if path != self.root else path.name
         except ValueError:
             return path.name
+
+    def _flush_safetensors_scans(self) -> None:
+        """Before another format's scan report: the reports of the safetensors files read so far, in file order."""
+        if self.safetensors_files:
+            from weightdoctor.security import safetensors_report
+
+            self.scans += [safetensors_report([name]) for name in self.safetensors_files]
+            self.safetensors_files.clear()
 
     def add_weight_file(self, path: Path) -> list[TensorInfo]:
         relpath = self.relpath(path)
@@ -774,7 +817,15 @@ class _Builder:
             refuse_unsafe_dcp_metadata(path.parent)
             # Named alone, it was "no state dict found; pick one with --key", where no entry of it holds the weights.
             raise UnsupportedFormat(f"this is the common.pt of {megatron_dist(path.parent)}", path=str(path))
-        if not safetensors_format.looks_like_safetensors(prefix):
+        from weightdoctor.checkpoint import gguf_format
+
+        is_gguf = gguf_format.looks_like_gguf(prefix)
+        if is_gguf:
+            from weightdoctor.checkpoint.foreign import torch_legacy_pickle
+
+            # b"GGUF\x03..." also opens a legacy torch.save whose first opcode is a BINFLOAT: read as what it is.
+            is_gguf = not torch_legacy_pickle(path)
+        if not is_gguf and not safetensors_format.looks_like_safetensors(prefix):
             # Imported here: safetensors files need neither (nor the zipfile module they import).
             from weightdoctor.checkpoint import foreign, pytorch_format
 
@@ -797,7 +848,35 @@ class _Builder:
             self.notes.append(f"{relpath}: safetensors bytes under a PyTorch pickle's name: torch.load (and "
                               "from_pretrained, which torch.loads a .bin) cannot read it; rename it .safetensors")
         try:
-            if looks_safetensors or (path.suffix == ".safetensors" and not misnamed_pickle):
+            if is_gguf:
+                fmt = "gguf"
+                gguf = gguf_format.read_header(path, relpath)
+                self.ggufs[relpath] = gguf
+                infos = gguf.tensors
+                self._flush_safetensors_scans()
+                from weightdoctor.security import ScanReport
+
+                templates = sorted(key for key in gguf.metadata if key.startswith("tokenizer.chat_template"))
+                # Text, never run here; the runner renders it: llama-cpp-python before 0.2.72 did so unsandboxed
+                # (CVE-2024-34359), so a template is named where the verdict is.
+                notes = [f"{', '.join(templates)}: Jinja text that llama.cpp / llama-cpp-python render when chatting "
+                         "(unsandboxed in llama-cpp-python before 0.2.72: CVE-2024-34359); not run here"
+                         ] if templates else []
+                self.scans.append(ScanReport(format="gguf", container="gguf", files=[relpath], notes=notes))
+                quantized = sorted({t.dtype for t in infos if gguf_format.is_quantized_dtype(t.dtype)})
+                parts = gguf.metadata.get("split.count")
+                if isinstance(parts, int) and not isinstance(parts, bool) and parts > 1:
+                    part = gguf.metadata.get("split.no")
+                    self.notes.append(
+                        f"{relpath}: part {part + 1 if isinstance(part, int) else '?'} of {parts} of a split GGUF "
+                        f"(llama.cpp's gguf-split): its own {counted(len(infos), 'tensor')} only; "
+                        f"{foreign_gguf_reading(path)}")
+                if quantized:
+                    self.notes.append(
+                        f"{relpath}: GGUF tensors of quantized ggml types ({', '.join(quantized)}) are described from "
+                        "the header; their values are not read (--stats, check-dtype and diff-keys --values read "
+                        "F32, F16 and BF16 tensors only)")
+            elif looks_safetensors or (path.suffix == ".safetensors" and not misnamed_pickle):
                 fmt = "safetensors"
                 # Our parser checks everything the safetensors library checks and more (a property
                 # test holds it to that); the library's own validation runs too, before the first
@@ -819,11 +898,7 @@ class _Builder:
                     # format is a magic number, its pickles and storage records, which torch.load reads and this
                     # is not.
                     fmt = "pickle"
-                if self.safetensors_files:  # a mixed checkpoint: keep the reports in file order
-                    from weightdoctor.security import safetensors_report
-
-                    self.scans += [safetensors_report([name]) for name in self.safetensors_files]
-                    self.safetensors_files.clear()
+                self._flush_safetensors_scans()
                 self.pickles[relpath] = contents
                 if contents.security is not None:
                     self.scans.append(contents.security)
@@ -857,6 +932,13 @@ class _Builder:
         self.files.append(CheckpointFile(path, relpath, "weights", fmt, size))
         self.tensors.extend(infos)
         return infos
+
+
+def foreign_gguf_reading(path: Path) -> str:
+    """What reads a GGUF file (`foreign.gguf_reading`), imported only when a GGUF is read."""
+    from weightdoctor.checkpoint.foreign import gguf_reading
+
+    return gguf_reading(path.name, str(path.parent))
 
 
 def _ema_pytorch_state_note(tensor_names: list[str]) -> str:
@@ -1783,7 +1865,17 @@ def _no_weights_message(folder: Path) -> str:
     found = foreign.foreign_files_in(folder)
     others = [name for name in found if not name.endswith(foreign.READ_WHEN_NAMED)]
     if others:
-        message += f"; it holds {', '.join(others[:6])}, which weightdoctor does not read (not PyTorch)"
+        named_gguf = next((name for name in others if name.lower().endswith(".gguf")), None)
+        if named_gguf is not None and all(name.lower().endswith(".gguf") for name in others):
+            # Read when named, as from_pretrained reads one given gguf_file=: a folder's GGUF is not its weights.
+            # Quoted always: a Hub snapshot's path, so quoted, stays the path (named_by_repo rewrites an unquoted one
+            # as `org/name/file.gguf`, which names a folder of the repo, not its file).
+            word = shell_word(str(folder / named_gguf))
+            quoted = word if word.startswith(("'", '"', "$'")) else f"'{word}'"
+            message += (f"; it holds {', '.join(others[:6])}, GGUF (llama.cpp), read when named: weightdoctor "
+                        f"inspect {quoted} shows its tensors and metadata")
+        else:
+            message += f"; it holds {', '.join(others[:6])}, which weightdoctor does not read (not PyTorch)"
         keras = keras_object(data) if (data := _small_json(folder / "config.json")) is not None else None
         if keras is not None and keras.startswith("keras_hub") and "model.weights.h5" in others:
             # A KerasHub preset (keras/gemma_2b_en and the like): Keras' own config of the backbone beside its
@@ -3611,6 +3703,7 @@ def open_checkpoint(
     key: str | None = None,
     allow_config_only: bool = False,
     structure_only: bool = False,
+    gguf_refused_by: str | None = None,
 ) -> Checkpoint:
     """Open any checkpoint source and describe it, reading headers (safetensors) or a memory map (pickles).
 
@@ -3626,13 +3719,15 @@ def open_checkpoint(
         structure_only: the caller needs names, shapes and dtypes first; for an uncached repo id with
             safetensors weights, read the headers on the Hub instead of downloading the weights (values
             are then downloaded file by file on first `load_tensor`).
+        gguf_refused_by: the command (convert, shard, plan-devices) that does not take a GGUF file: one is refused,
+            in one line saying what reads it (`gguf_format.refuse_for`), named as the source was typed.
 
     Raises:
         SourceNotFound, UnsupportedFormat, CorruptCheckpoint, InvalidIndex, UnsafePickle.
     """
     try:
         return _open_checkpoint(source, revision=revision, key=key, allow_config_only=allow_config_only,
-                                structure_only=structure_only)
+                                structure_only=structure_only, gguf_refused_by=gguf_refused_by)
     except WeightDoctorError:
         raise
     except Exception as exc:
@@ -3714,6 +3809,7 @@ def _open_checkpoint(
     key: str | None,
     allow_config_only: bool,
     structure_only: bool,
+    gguf_refused_by: str | None = None,
 ) -> Checkpoint:
     text = os.fspath(source)
     revision = normalize_revision(revision)
@@ -3917,6 +4013,11 @@ def _open_checkpoint(
         else:
             builder.add_weight_file(target)
             warnings += _one_shard_of_several(target, given if repo_id is not None else None)
+        if gguf_refused_by is not None and builder.ggufs:
+            from weightdoctor.checkpoint import gguf_format
+
+            gguf_file = next(f.path for f in builder.files if f.relpath in builder.ggufs)
+            gguf_format.refuse_for(gguf_refused_by, [gguf_file.name], str(gguf_file.parent))
     except WeightDoctorError as exc:
         said = _said_of_source(exc, path, typed_file, repo_id, root, text, revision)
         if said is exc:
@@ -3999,6 +4100,7 @@ def _open_checkpoint(
         _safetensors_only=safetensors_only,
         _headers=builder.headers,
         _pickles=builder.pickles,
+        _ggufs=builder.ggufs,
     )
     try:
         checkpoint.warnings += refuse_pickled_extra_states(checkpoint)

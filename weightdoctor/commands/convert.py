@@ -73,7 +73,7 @@ def convert(
     refuse_overflow_without_cast(allow_overflow, target)
     extra = parse_metadata(metadata)
     renames = build_renames(strip_prefix, rename, add_prefix)
-    with open_checkpoint(source, revision=revision, key=key) as checkpoint:
+    with open_checkpoint(source, revision=revision, key=key, gguf_refused_by="convert") as checkpoint:
         plan = plan_convert(checkpoint, output, to=to, dtype=target, keep_fp32=keep_fp32, renames=renames,
                             metadata=extra)
         if dry_run:

@@ -87,7 +87,7 @@ def shard(
         # `--max 10` meant 10GB and wrote one shard per tensor (of 10 bytes each), as plan-devices refuses `--gpu 10`.
         refuse_unitless_size("--max", max_size)
         parse_size(max_size)  # a bad size is refused before the checkpoint is read
-    with open_checkpoint(source, revision=revision, key=key) as checkpoint:
+    with open_checkpoint(source, revision=revision, key=key, gguf_refused_by="shard") as checkpoint:
         plan = plan_shard(checkpoint, output, max_size=None if single else max_size, fmt=fmt, dtype=target,
                           keep_fp32=keep_fp32, renames=renames, metadata=extra, key=key)
         if dry_run:

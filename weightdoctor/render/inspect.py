@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from rich.console import Console, Group
 from rich.panel import Panel
 from rich.table import Table
@@ -251,6 +253,10 @@ def security_line(scan: object) -> str:
     colour = {"safe": "green", "suspicious": "yellow", "dangerous": "bold red"}.get(verdict, "white")
     if getattr(scan, "format", "") == "safetensors":
         return f"[{colour}]{verdict}[/] (safetensors: no pickle, no code)"
+    if getattr(scan, "format", "") == "gguf":
+        notes = list(getattr(scan, "notes", []))
+        return f"[{colour}]{verdict}[/] (GGUF: no pickle, no code)" + (
+            f" [dim]notes: {escape('; '.join(notes))}[/]" if notes else "")
     count = len({g.qualified for g in getattr(scan, "globals", [])})
     notes = list(getattr(scan, "notes", []))
     inert = sorted({g.qualified for g in getattr(scan, "globals", []) if g.safety == "inert"})
@@ -302,6 +308,42 @@ def config_table(report: InspectReport) -> Table | None:
                 whole = "all in --json" if len(text) <= MAX_ECHOED_CHARS else f"--json shows {MAX_ECHOED_CHARS:,}"
                 text = f"{text[:MAX_CONFIG_TEXT]}... ({len(text):,} characters, {whole})"
             table.add_row(key, escape(text))
+    return table
+
+
+# The GGUF summary's own fields shown first (its whole metadata follows them).
+_GGUF_FIELDS = ("architecture", "name", "hidden_size", "num_layers", "num_heads", "num_kv_heads", "intermediate_size",
+                "context_length", "rope_theta", "vocab_size")
+
+
+def _gguf_value_text(value: object) -> str:
+    if isinstance(value, dict) and "array" in value:  # an array, counted (`gguf_format.metadata_json`)
+        first = ", ".join(repr(v) if isinstance(v, str) else str(v) for v in value.get("first", []))
+        more = ", ..." if value.get("count", 0) > len(value.get("first", [])) else ""
+        return f"[{value.get('count', 0):,} {value.get('array')}: {first}{more}]"
+    text = str(value)
+    return clip_middle(text, MAX_CONFIG_TEXT) if len(text) > MAX_CONFIG_TEXT else text
+
+
+def gguf_table(gguf: dict[str, Any]) -> Table:
+    """A GGUF file's summary: architecture and sizes, ggml types with their bits per weight, then every metadata
+    key (arrays such as tokenizer.ggml.tokens counted, never printed whole)."""
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold", overflow="fold")
+    table.add_column(overflow="fold")
+    table.add_row("version", f"GGUF v{gguf.get('version')}, alignment {gguf.get('alignment')}")
+    for key in _GGUF_FIELDS:
+        if gguf.get(key) is not None:
+            table.add_row(key, escape(_gguf_value_text(gguf[key])))
+    types = gguf.get("tensor_types") or {}
+    if types:
+        table.add_row("ggml types", escape("; ".join(
+            f"{name}: {row['tensors']:,} tensor(s), {format_count(row['parameters'])} params, "
+            f"{row['bits_per_weight']:g} bits/weight" for name, row in types.items())))
+    if gguf.get("bits_per_weight") is not None:
+        table.add_row("bits/weight", f"{gguf['bits_per_weight']:g} (all tensors)")
+    for key, value in (gguf.get("metadata") or {}).items():
+        table.add_row(escape(clip_middle(str(key), 120)), escape(_gguf_value_text(value)))
     return table
 
 
@@ -446,6 +488,8 @@ def render_inspect(report: InspectReport, console: Console, max_depth: int = 4, 
     config = config_table(report)
     if config is not None:
         console.print(Panel(config, title="config.json", title_align="left"))
+    if report.gguf is not None:
+        console.print(Panel(gguf_table(report.gguf), title="GGUF metadata", title_align="left"))
     console.print(memory_table(report, console.width))
     console.print()
     console.print(module_tree(report, max_depth))
