@@ -1,5 +1,13 @@
 """Red team 40: the reads still done through a memory map, and hostile files earlier rounds left aside.
 
+What held (measured, not all pinned here): the seeded fuzzer, `scripts/mutation_fuzz.py --seed 40` (2,017 byte mutants
+of 8 formats, 360 s) and `--formats all --structured --seed 41` (910 mutants of 14 formats, 420 s), every command: no
+finding. Tensor names holding Rich markup (`[bold red]`, `[link=https:evil]`), `:warning:`, a right-to-left override,
+`%s%n`, `{0}`, `x]"}` through every command in text and --json (shown as text, JSON that parses); `/`, a backslash,
+control characters and unpaired surrogates in names (refused in one line, or kept in a .bin); safetensors headers whose
+F4 tensor has an odd last dimension (empty or not), an F8_E8M0 scalar, a [2^62, 0] tensor, bool bytes 2 and 255,
+U64 and C64 of all ones, F8_E4M3FNUZ's NaN byte: every command exits 0, 1 or 2 without a traceback.
+
 What did not hold, each fixed here:
 1. A torch zip that the torch-free reader leaves to `torch.load(mmap=True)` (records listed twice in two cases, an
    inert object beside the weights, ...): every value handed out viewed torch's map of the whole file, and a file cut
