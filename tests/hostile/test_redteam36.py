@@ -133,6 +133,9 @@ def cutting(real):
     return asking
 reader.Checkpoint.load_tensor = cutting(reader.Checkpoint.load_tensor)
 reader.Checkpoint.pickled_tensor = cutting(reader.Checkpoint.pickled_tensor)
+# A convert that casts nothing copies the bytes of each tensor (their places in the file are known since red team 40).
+from weightdoctor.writers import byte_copy
+byte_copy.copy_range = cutting(byte_copy.copy_range)
 import sys
 from weightdoctor.entry import main
 sys.argv[0] = "weightdoctor"
@@ -175,7 +178,7 @@ def test_a_file_torch_mapped_cut_short_between_two_tensors_is_said_not_a_bus_err
     assert done.returncode == 2, (done.returncode, done.stderr[-2000:])
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {path}"), done.stderr
-    assert "truncated or changed while reading" in lines[0] and "1,000" in lines[0], lines[0]
+    assert "truncated or changed while" in lines[0] and "1,000" in lines[0], lines[0]  # reading, or copying
     assert done.stdout == ""
     assert sorted(p.name for p in tmp_path.iterdir()) == ["src.bin"]  # no output, no temporary
 

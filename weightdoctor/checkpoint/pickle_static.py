@@ -18,6 +18,7 @@ the file, as `torch.load(mmap=True)` gives.
 
 from __future__ import annotations
 
+import bisect
 import collections
 import errno
 import itertools
@@ -287,6 +288,34 @@ class StaticTensor(_NoState):
         finally:
             os.close(fd)
         return values.view(dtype).as_strided(self.shape, self.stride, 0)
+
+    def read(self) -> torch.Tensor:
+        """Its values read with plain file reads into memory of their own: `read_whole` where its bytes are its own
+        span, else `read_slices`.
+
+        Raises:
+            CorruptCheckpoint: the file changed since its records were listed, or ends before the view's last byte.
+        """
+        return self.read_whole() if self.span_bytes() == self.numel * self.itemsize else self.read_slices()
+
+    def leading(self, limit: int) -> StaticTensor:
+        """The view of its first elements (C order) that hold at least its first `limit` bytes, for a caller that
+        reads no more (a pickle's first bytes): within its first index along each leading dimension that alone
+        holds `limit` bytes or more, then the fewest indices along the next: less than twice `limit` bytes (and one
+        element), where a stepped view's bytes read through `contiguous()` were all of them.
+
+        Example:
+            >>> view = StaticTensor(None, "uint8", (4, 1000), (2000, 2), 0)  # every other byte of 4 rows
+            >>> view.leading(1500).shape, view.leading(10).shape
+            ((2, 1000), (10,))
+        """
+        shape, stride = self.shape, self.stride
+        while len(shape) > 1 and math.prod(shape[1:]) * self.itemsize >= limit:
+            shape, stride = shape[1:], stride[1:]  # its first row holds them all
+        if shape:
+            row = math.prod(shape[1:]) * self.itemsize
+            shape = (min(shape[0], -(-limit // row)) if row else shape[0], *shape[1:])
+        return StaticTensor(self.storage, self.dtype, shape, stride, self.storage_offset)
 
     def read_slices(self) -> torch.Tensor:
         """The values of a view that reaches across more of its storage than its own bytes (a slice of columns of a
@@ -740,3 +769,92 @@ def load_static(path: Path) -> Any:
         raise
     except Exception as exc:  # a malformed pickle: torch's loader gives the error users know
         raise NeedsTorch(f"{type(exc).__name__}: {exc}") from exc
+
+
+def mapped_stand_ins(path: Path, identity: tuple[int, int, int, int]) -> Callable[[Any], Any] | None:
+    """For a torch zip that `torch.load(mmap=True)` read (one `load_static` leaves to torch): a function that gives
+    each tensor viewing torch's map of the file a `StaticTensor` of the same bytes (its storage where torch's map
+    puts it, its dtype, shape, strides and offset), and any other value as it is; None where that cannot be told.
+
+    Its values are then read with plain file reads as the torch-free reader's are (`read_whole`, `read_slices`,
+    `gather`, a byte copy's range): through torch's map, a file cut short while a value was read killed the process
+    with SIGBUS (exit 135, no message). Where each storage lies is the kernel's word (/proc/self/maps: the map's
+    start and file offset), checked against the archive's records (a storage is a whole record, of its size). None
+    off Linux, where the archive cannot be listed here, or where a byteorder record makes torch swap the bytes in
+    its map (the file's bytes are not the values then).
+    """
+    import sys
+
+    from weightdoctor.security import archive as zip_archive
+
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        with open(path, "rb") as handle:
+            if file_identity(os.fstat(handle.fileno())) != identity:
+                return None  # no longer the file torch mapped: its first read says so
+            layout = zip_archive.read_layout(handle, identity[2])
+            records: dict[int, tuple[str, int]] = {}
+            for member in layout.members:
+                name = member.name.lower()
+                # torch.load byteswaps the storages in its (private) map where this differs from the machine's.
+                if (name == "byteorder" or name.endswith("/byteorder")) and (
+                        member.size > 16 or zip_archive.read_member(handle, member, 16) != sys.byteorder.encode()):
+                    return None
+                key = member.name.rpartition("data/")[2] if "data/" in member.name else None
+                if key and member.method == 0 and member.compressed_size == member.size:
+                    records.setdefault(member.data_offset, (key, member.size))
+    except (ValueError, OSError):
+        return None
+    mappings = _file_mappings()
+    archive = StaticArchive(path, identity)
+    bases: set[int] = set()
+    made: dict[int, StorageRecord | None] = {}  # storage address -> its record (None: not one of the file's)
+
+    def record_of(address: int, nbytes: int) -> StorageRecord | None:
+        if address not in made:
+            made[address] = None
+            index = bisect.bisect_right(mappings, (address, float("inf"))) - 1
+            if index >= 0 and mappings[index][0] <= address < mappings[index][1]:
+                start, _end, file_offset = mappings[index]
+                offset = address - start + file_offset
+                found = records.get(offset)
+                # One map of the whole file: every storage of it at the same base, each a record of its size.
+                if found is not None and found[1] == nbytes and len(bases | {address - offset}) == 1:
+                    bases.add(address - offset)
+                    made[address] = StorageRecord(archive, found[0], offset, nbytes)
+        return made[address]
+
+    def stand_in(value: Any) -> Any:
+        import torch
+
+        if type(value) not in (torch.Tensor, torch.nn.Parameter) or value.device.type != "cpu" \
+                or value.layout is not torch.strided or value.is_quantized or value.is_nested or value.is_conj() \
+                or value.is_neg():
+            return value
+        dtype = str(value.dtype).removeprefix("torch.")
+        if dtype not in TORCH_DTYPES:
+            return value
+        storage = value.untyped_storage()
+        if not storage.nbytes() or (record := record_of(storage.data_ptr(), storage.nbytes())) is None:
+            return value
+        return StaticTensor(record, dtype, tuple(value.shape), tuple(value.stride()), value.storage_offset())
+
+    return stand_in
+
+
+def _file_mappings() -> list[tuple[int, int, int]]:
+    """The file-backed maps of this process (/proc/self/maps): (start address, end address, file offset), sorted."""
+    found: list[tuple[int, int, int]] = []
+    try:
+        with open("/proc/self/maps") as handle:
+            for line in handle:
+                parts = line.split(maxsplit=5)
+                # address perms offset dev inode [path]; inode 0 is anonymous memory
+                if len(parts) < 6 or parts[4] == "0":
+                    continue
+                start, end = (int(x, 16) for x in parts[0].split("-"))
+                found.append((start, end, int(parts[2], 16)))
+    except (OSError, ValueError):
+        return []
+    return sorted(found)

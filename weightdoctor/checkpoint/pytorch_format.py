@@ -12,6 +12,7 @@ nest the weights are searched for their state dict.
 from __future__ import annotations
 
 import collections
+import itertools
 import pickle
 import re
 import sys
@@ -24,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from weightdoctor.checkpoint.inert import InertObject, stand_in
 from weightdoctor.checkpoint.model import TensorInfo
-from weightdoctor.checkpoint.pickle_static import NeedsTorch, StaticTensor, load_static
+from weightdoctor.checkpoint.pickle_static import NeedsTorch, StaticTensor, load_static, mapped_stand_ins
 from weightdoctor.dtypes import canonical_dtype, values_shape
 from weightdoctor.errors import (
     CorruptCheckpoint,
@@ -2000,10 +2001,18 @@ def _load_pickle(path: Path, fmt: str, key: str | None, label: str | None) -> Pi
         notes.append(f"{len(meta)} tensor(s) on the meta device ({', '.join(meta[:3])}"
                      f"{', ...' if len(meta) > 3 else ''}): the file holds their shapes and dtypes but no values "
                      "(saved from a model that was never materialised)")
+    extra_states = _extra_states_beside(obj, tensors)
+    if mapped_identity is not None and (stand_in := mapped_stand_ins(path, mapped_identity)) is not None:
+        # Its values read with plain file reads, as the torch-free reader's: through torch's map, a file cut short
+        # while one was read killed the process with SIGBUS (redteam40). Those of other memory stay as they are.
+        tensors = {name: stand_in(value) for name, value in tensors.items()}
+        extra_states = {name: stand_in(value) for name, value in extra_states.items()}
+        if not any(is_tensor(value) and not isinstance(value, StaticTensor)
+                   for value in itertools.chain(tensors.values(), extra_states.values())):
+            mapped_identity = None  # no value views torch's map any more
     return PickleContents(state_dict=tensors, nested_key=nested_key, other_entries=other, skipped_entries=skipped,
-                          non_tensor_keys=non_tensor_keys,
-                          security=report, notes=notes, extra_states_beside=_extra_states_beside(obj, tensors),
-                          mapped_identity=mapped_identity)
+                          non_tensor_keys=non_tensor_keys, security=report, notes=notes,
+                          extra_states_beside=extra_states, mapped_identity=mapped_identity)
 
 
 # Nodes `_extra_states_beside` visits at most: a hostile file's millions of nested dicts cost no more than this.

@@ -4201,8 +4201,15 @@ def _tensor_bytes(checkpoint: Checkpoint, info: TensorInfo, limit: int | None = 
 
 def _value_bytes(path: Path, name: str, value: Any, limit: int | None = None) -> bytes:
     """A tensor's bytes (C order) outside the state dict read, as `_tensor_bytes` reads one in it: its byte run in
-    a torch zip read without torch, else the loaded tensor's values."""
+    a torch zip read without torch (or of one torch.load(mmap=True) read: `mapped_stand_ins`), a view spread over
+    its storage read with plain reads of its first `limit` bytes' elements, else the loaded tensor's values.
+
+    Raises:
+        CorruptCheckpoint: the file ends before the bytes read (through the map of the file, a file cut short while
+            a view of its storage was read raised SIGBUS: exit 135, no message).
+    """
     from weightdoctor.checkpoint import pytorch_format
+    from weightdoctor.checkpoint.pickle_static import StaticTensor
 
     found = pytorch_format.byte_range(value)
     if found is not None:
@@ -4214,6 +4221,13 @@ def _value_bytes(path: Path, name: str, value: Any, limit: int | None = None) ->
         if len(data) != length:
             raise CorruptCheckpoint(f"file ended while reading tensor {name!r} (truncated or changed while reading)")
         return data
+    if isinstance(value, StaticTensor):
+        import torch
+
+        pytorch_format.refuse_unreadable(value, name)
+        read = (value if limit is None else value.leading(limit)).read()
+        data = bytes(read.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        return data if limit is None else data[:limit]
     data = bytes(pytorch_format.as_tensor(value, name).detach().contiguous().numpy().tobytes())
     return data if limit is None else data[:limit]
 

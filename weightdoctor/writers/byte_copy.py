@@ -8,8 +8,9 @@ kernel to start writing each range to disk as soon as it is copied (so that the 
 little left to wait for), and, in a second thread, re-reads each finished range of the output and
 compares it byte for byte with the source while the next ones are copied.
 
-Peak memory stays at a few 8 MiB buffers: source pages mapped for the comparison are given back after
-each chunk.
+Peak memory stays at a few 8 MiB buffers: each chunk of the source is read into one (a read of a file cut
+short meanwhile runs short, where a map's page raised SIGBUS), the output's pages mapped for the comparison
+are given back after each chunk.
 """
 
 from __future__ import annotations
@@ -202,7 +203,8 @@ def copy_range(src: int, dst: int, src_offset: int, dst_offset: int, length: int
         if got == 0:
             # The source was truncated after its structure was read: nothing is trusted from it.
             raise CorruptCheckpoint(f"the source ends {counted(length - done, 'byte', grouped=False)} "
-                                    "early (was it changed while copying?)")
+                                    f"early (at byte {os.fstat(src).st_size:,} now): truncated or changed while "
+                                    "copying")
         done += got
 
 
@@ -222,6 +224,9 @@ class RangeComparer:
         self.crcs: dict[str, int] = {}
         self._fd = os.open(output, os.O_RDONLY)
         self._maps: dict[Path, int] = {}  # the source files' descriptors (`_source_fd`)
+        # What `_read_source` reads each chunk of a source into (and its address, for memcmp), made on first use.
+        self._buffer: bytearray | None = None
+        self._buffer_address = 0
         self._queue: queue.Queue[tuple[str, ByteRange, int] | None] = queue.Queue()
         self._error: BaseException | None = None
         self.compared = 0
@@ -255,12 +260,14 @@ class RangeComparer:
         return self._maps[path]
 
     def _compare(self, name: str, source: ByteRange, output_offset: int) -> None:
-        """Compare (and CRC) one range, reading both files through memory maps: no copy into Python
-        buffers, one `memcmp` per chunk, each chunk of each file mapped alone (`_window`) and unmapped after it.
+        """Compare (and CRC) one range: the output through a memory map of each chunk alone (`_window`, unmapped
+        after it), the source read into a buffer of this comparer's (`_read_source`), one `memcmp` per chunk.
 
         A whole source file was mapped privately once: such a map counts in full against this process's data limit
         (`ulimit -d`) and address-space limit (`ulimit -v`), so convert and shard of a 600 MB .safetensors failed
-        under either with room for the copy ("cannot write the output: Cannot allocate memory")."""
+        under either with room for the copy ("cannot write the output: Cannot allocate memory"). A chunk of the
+        source mapped alone, its size checked first, still raised SIGBUS where the file was cut short between the
+        check and the comparison (exit 135, no message): a read of it runs short and says so."""
         crc = 0
         if source.length:
             src_fd = -1
@@ -277,22 +284,42 @@ class RangeComparer:
             done = 0
             while done < source.length and not self._cancelled:
                 count = min(_CHUNK, source.length - done)
-                if self.compare and source.offset + done + count > os.fstat(src_fd).st_size:
-                    # The source was cut short since it was checked: reading a map past the file's new end raised
-                    # SIGBUS and killed the process without a word.
-                    raise CorruptCheckpoint(f"the source ends before the bytes of {name!r} (was it changed "
-                                            "while copying?)", path=str(source.path))
+                src_address = self._read_source(name, source, src_fd, done, count) if self.compare else 0
                 with _window(self._fd, output_offset + done, count) as out_address:
                     if self.crc:
                         crc = crc32_at(out_address, count, crc)
-                    if self.compare:
-                        with _window(src_fd, source.offset + done, count) as src_address:
-                            if _MEMCMP(out_address, src_address, count):
-                                raise OutputError(f"verification failed: the bytes of {name!r} differ from the "
-                                                  "source", path=str(self.output))
+                    if self.compare and _MEMCMP(out_address, src_address, count):
+                        raise OutputError(f"verification failed: the bytes of {name!r} differ from the source",
+                                          path=str(self.output))
                 done += count
         if self.crc:
             self.crcs[name] = crc
+
+    def _read_source(self, name: str, source: ByteRange, src_fd: int, done: int, count: int) -> int:
+        """Read `count` bytes of `source` from `done` on into this comparer's buffer (made on first use, `_CHUNK`
+        bytes, kept); its address.
+
+        Raises:
+            CorruptCheckpoint: the source ends first (cut short since it was checked).
+            OSError: ENOMEM, the system refuses the buffer.
+        """
+        if self._buffer is None:
+            try:
+                self._buffer = bytearray(_CHUNK)
+            except MemoryError as exc:
+                # Refused as the map of a chunk was (under `ulimit -d`): said as the memory it is, of the output.
+                raise OSError(errno.ENOMEM, "Cannot allocate memory") from exc
+            self._buffer_address = ctypes.addressof(ctypes.c_char.from_buffer(self._buffer))
+        view = memoryview(self._buffer)
+        got = 0
+        while got < count:
+            read = os.preadv(src_fd, [view[got:count]], source.offset + done + got)
+            if read == 0:
+                raise CorruptCheckpoint(f"the source ends before the bytes of {name!r} (at byte "
+                                        f"{os.fstat(src_fd).st_size:,} now): truncated or changed while copying",
+                                        path=str(source.path))
+            got += read
+        return self._buffer_address
 
     def _compare_read(self, name: str, source: ByteRange, output_offset: int, src_fd: int) -> int:
         """`_compare` of a small range through `os.pread` of both files (a read past a file's end comes back short,
@@ -303,8 +330,9 @@ class RangeComparer:
         if self.compare:
             read = os.pread(src_fd, source.length, source.offset)
             if len(read) != source.length:
-                raise CorruptCheckpoint(f"the source ends before the bytes of {name!r} (was it changed while "
-                                        "copying?)", path=str(source.path))
+                raise CorruptCheckpoint(f"the source ends before the bytes of {name!r} (at byte "
+                                        f"{os.fstat(src_fd).st_size:,} now): truncated or changed while copying",
+                                        path=str(source.path))
             if read != written:
                 raise OutputError(f"verification failed: the bytes of {name!r} differ from the source",
                                   path=str(self.output))
