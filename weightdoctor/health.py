@@ -832,17 +832,17 @@ def _checkpoint_findings(items: list[TensorHealth], selected: bool = False,
             said = evidence.get(item.name)
             if not item.at_init or item.name in updated or (said is None and item.name in moved_together):
                 continue
-            if said is not None:  # frozen: its bias or its block's norms say so, pooled or not
-                folded.update(said.vectors)
-                findings.append(_frozen_finding(item, said, f"while {share:.1%} of {of_what} matrix parameters "
-                                                "have trained"))
-                continue
+            # Frozen (its bias or its block's norms still at their constants while others moved): warned, pooled
+            # or not (a frozen c_fc pooled with five matrices that moved together read "trained" with an info).
             bias = constants.get(item.name.removesuffix("weight") + "bias") if item.name.endswith(
                 ".weight") else None
             also = ""
             if bias is not None and bias.expected is not None:
                 folded.add(bias.name)
                 also = f"; so does its bias {bias.name} (exactly {bias.expected.label}, as at initialization)"
+            elif said is not None:
+                folded.update(said.vectors)
+                also = f"; {said.reason}"
             findings.append(Finding(
                 "warn", "untrained-tensor", item.name,
                 f"still matches its initialization "
