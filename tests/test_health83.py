@@ -132,3 +132,32 @@ def test_t5_after_300_adamw_steps_reads_trained_and_a_frozen_block_is_named(tmp_
     assert frozen_report["weights"]["constant_vectors"] == {"vectors": 12, "moved": 10}
     # The frozen layer norms are said in the block's warnings, not in norm-at-init infos of their own.
     assert not [f for f in frozen_report["findings"] if f["code"] == "norm-at-init"]
+
+
+def test_t5_after_8_steps_with_a_frozen_block_is_trained_and_names_the_block(tmp_path: Path) -> None:
+    """T5 after 8 AdamW steps with encoder.block.1 frozen: no matrix moved enough to tell, alone or pooled, and
+    10 of its 12 norm scales left their ones; "trained" rested on all of them moving, so the checkpoint read
+    "initialization ... has not been trained". Now it is trained (state_basis "constants", on most of them moving)
+    and the frozen block's six matrices are warned, each saying that both its norms stayed at ones."""
+    fresh_folder = tmp_path / "fresh"
+    _t5().save_pretrained(fresh_folder)
+    fresh = load_file(fresh_folder / "model.safetensors")
+    folder = tmp_path / "frozen"
+    _adamw_steps(_t5(), 8, "encoder.block.1.").save_pretrained(folder)
+    report = _stats_json(folder)
+    block = {t["name"] for t in report["tensors"] if len(t["shape"]) >= 2 and t["name"].startswith("encoder.block.1.")}
+    assert len(block) == 6 and not any(_moved(folder, fresh, n) for n in block)
+    weights = report["weights"]
+    assert weights["state"] == "trained" and weights["state_basis"] == "constants", report["findings"]
+    assert weights["trained_share"] == 0.0 and weights["constant_vectors"] == {"vectors": 12, "moved": 10}
+    warned = _untrained(report)
+    assert set(warned) == block, warned
+    assert all(m.endswith("in a checkpoint that has trained; so do all 2 norm and bias vectors of its block "
+                          "encoder.block.1.* (exactly at their init constants) while 10 elsewhere moved: this layer "
+                          "got no update") for m in warned.values())
+    info = [f["message"] for f in report["findings"] if f["code"] == "briefly-trained"]
+    assert len(info) == 1 and "but 10 of the 12 vectors the model initializes to exact ones (norm scales, biases) " \
+        "have moved off them: the checkpoint has been trained" in info[0]
+    text = " ".join(run_cli("inspect", str(folder), "--stats").stdout.split())
+    assert "state: trained (0.0% of matrix parameters moved enough to tell alone; 10 of 12 norm and bias vectors " \
+        "have left their init constants)" in text
