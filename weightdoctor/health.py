@@ -615,8 +615,125 @@ def _constants_moved(vectors: list[TensorHealth]) -> bool:
 
 def _constants_said(vectors: list[TensorHealth]) -> str:
     labels = sorted({item.expected.label for item in vectors if item.expected is not None})
-    return (f"all {counted(len(vectors), 'vector')} the model initializes to exact {' or '.join(labels)} "
-            "(norm scales, biases) have moved off them")
+    moved = sum(1 for item in vectors if item.at_init is False)
+    return (f"{'all' if moved == len(vectors) else f'{moved} of the'} {counted(len(vectors), 'vector')} the model "
+            f"initializes to exact {' or '.join(labels)} (norm scales, biases) have moved off them")
+
+
+def _updated_said(names: set[str], evidence: dict[str, UpdateEvidence]) -> str:
+    """"6 matrices that still fit their initialization have a bias that moved" (and / or sit in blocks whose norms
+    all moved)."""
+    by_bias = sum(1 for name in names if evidence[name].reason.startswith("its bias"))
+    parts = ([f"{counted(by_bias, 'matrix', 'matrices')} that still fit their initialization have a bias that moved"]
+             if by_bias else [])
+    if len(names) - by_bias:
+        parts.append(f"{counted(len(names) - by_bias, 'matrix', 'matrices')} without a bias that still fit their "
+                     "initialization sit in blocks whose norms all moved, in a checkpoint most of whose matrix "
+                     "parameters cannot be told alone")
+    return " and ".join(parts)
+
+
+def _frozen_finding(item: TensorHealth, said: UpdateEvidence, beside: str) -> Finding:
+    """The untrained-tensor warning on a matrix at init whose bias or block's norms say it got no update."""
+    return Finding(
+        "warn", "untrained-tensor", item.name,
+        f"still matches its initialization {item.expected.describe() if item.expected is not None else ''} "
+        f"(found {item.init.describe()}) {beside}; {said.reason}: this layer got no update",
+        "a layer frozen by mistake (requires_grad=False, or left out of the optimiser's parameter groups) or one "
+        "the loss never reaches; check the training setup")
+
+
+def _frozen_findings(matrices: list[TensorHealth], evidence: dict[str, UpdateEvidence], folded: set[str],
+                     beside: str) -> list[Finding]:
+    """The frozen matrices' warnings where the checkpoint's state rests on the pool or on its constants; the
+    vectors they name are added to `folded`."""
+    found = []
+    for item in matrices:
+        said = evidence.get(item.name)
+        if item.at_init and said is not None and said.frozen:
+            folded.update(said.vectors)
+            found.append(_frozen_finding(item, said, beside))
+    return found
+
+
+_BLOCK_INDEX = re.compile(r"\.(\d+)\.")  # a layer's index in its name (`h.3.`, `block.0.`): the first one is its block
+
+
+@dataclass(frozen=True)
+class UpdateEvidence:
+    """What a matrix still at its init keeps or lost beside its own bias or its block's norms.
+
+    Attributes:
+        frozen: True where they say it got no update (its bias, or every norm and bias of its block, still exactly
+            at the init constant while other such vectors moved), False where they say it got updates (its bias moved,
+            or its block's norms all moved in a checkpoint most of whose matrices cannot be told alone).
+        reason: that evidence, in words, for the finding.
+        vectors: the vectors named in it (said there, not in findings of their own).
+    """
+
+    frozen: bool
+    reason: str
+    vectors: tuple[str, ...] = ()
+
+
+def _block_of(name: str) -> str | None:
+    """The block prefix of a tensor's name, up to its first layer index: `encoder.block.0.` for T5's
+    `encoder.block.0.layer.1.DenseReluDense.wi.weight`; None outside numbered layers (embedding tables)."""
+    match = _BLOCK_INDEX.search(name)
+    return None if match is None else name[: match.end()]
+
+
+def update_evidence(matrices: list[TensorHealth], vectors: list[TensorHealth],
+                    share: float) -> dict[str, UpdateEvidence]:
+    """For each matrix still at its init, what the vectors initialized to exact constants say of its updates.
+
+    An optimiser step moves every parameter that got a gradient off its exact constant (Adam by about its learning
+    rate), so beside vectors that moved, one still at its constant got none. A Linear's bias gets a gradient
+    whenever its weight does: a matrix at init whose bias moved was updated, too little to tell from its spread
+    alone; one whose bias stayed while others moved was frozen (requires_grad=False) or never reached. A matrix
+    without a bias (T5, Llama) is read with its block: every norm and bias of the block at its constant while
+    others moved, the block was frozen; all of them moved, the block got gradients, and the matrix is counted as
+    updated only where it cannot be told from its siblings: in a checkpoint most of whose matrix parameters
+    (TRAINED_SHARE) stayed within their inits' noise (T5 after 300 AdamW steps: 0.18-wide inits beside steps of
+    1e-3), or where no matrix of its kind in another block moved enough to tell alone. A norm moves even when
+    the matrix after it is frozen, so a lone frozen matrix in a trained block is not told this way.
+
+    Example:
+        >>> update_evidence([], [], 0.0)
+        {}
+    """
+    moved = [v for v in vectors if v.at_init is False]
+    by_name = {v.name: v for v in vectors}
+    told = {m.name for m in matrices if m.at_init is False}
+    kinds_told = {_BLOCK_INDEX.sub(".{i}.", name, count=1) for name in told}
+    found: dict[str, UpdateEvidence] = {}
+    for matrix in matrices:
+        if not matrix.at_init:
+            continue
+        bias = by_name.get(matrix.name.removesuffix("weight") + "bias") if matrix.name.endswith(".weight") else None
+        if bias is not None and bias.expected is not None:
+            if bias.at_init is False:
+                found[matrix.name] = UpdateEvidence(False, f"its bias {bias.name} moved")
+            elif len(moved) >= MIN_CONSTANT_VECTORS:
+                found[matrix.name] = UpdateEvidence(
+                    True, f"its bias {bias.name} is still exactly {bias.expected.label}, as at initialization, while "
+                    f"{len(moved)} of the {counted(len(vectors), 'vector')} the model initializes to exact constants "
+                    "moved", (bias.name,))
+            continue
+        block = _block_of(matrix.name)
+        own = [v for v in vectors if block is not None and v.name.startswith(block)]
+        if not own:
+            continue
+        elsewhere = [v for v in moved if not v.name.startswith(block or "")]
+        if all(v.at_init for v in own) and len(elsewhere) >= MIN_CONSTANT_VECTORS:
+            found[matrix.name] = UpdateEvidence(
+                True, f"so do all {counted(len(own), 'norm and bias vector', 'norm and bias vectors')} of its block "
+                f"{block}* (exactly at their init constants) while {len(elsewhere)} elsewhere moved",
+                tuple(v.name for v in own))
+        elif all(v.at_init is False for v in own) and (
+                share < TRAINED_SHARE or _BLOCK_INDEX.sub(".{i}.", matrix.name, count=1) not in kinds_told):
+            found[matrix.name] = UpdateEvidence(False, f"the norms of its block {block}* all moved")
+    return found
 
 
 def _checkpoint_findings(items: list[TensorHealth], selected: bool = False,
@@ -643,6 +760,16 @@ def _checkpoint_findings(items: list[TensorHealth], selected: bool = False,
     vectors = init_constant_vectors(items)
     constants_moved = _constants_moved(vectors)
     moved_vectors = {item.name for item in vectors if item.at_init is False}
+    # Most of them moved, the rest still exactly at their constants: trained, with a layer frozen (its bias or its
+    # block's norms stayed). A majority, so that a fresh model with a few constants its init rules mispredict does
+    # not read as trained.
+    constants_mostly = constants_moved or (len(moved_vectors) >= MIN_CONSTANT_VECTORS
+                                           and 2 * len(moved_vectors) > len(vectors))
+    evidence = update_evidence(matrices, vectors, share)
+    constants = {item.name: item for item in items
+                 if len(item.shape) == 1 and item.expected is not None and item.at_init
+                 and item.expected.label in ("zeros", "ones") and item.stats.count >= 2}
+    folded: set[str] = set()  # the vectors said in a matrix's finding
     findings: list[Finding] = []
     # In exact fractions: 1 - 0.9 is 0.0999… in floats, so a share of exactly 10% read "mixed", not "initialization".
     if Fraction(trained, total) > 1 - Fraction(str(INIT_SHARE)):
@@ -660,23 +787,22 @@ def _checkpoint_findings(items: list[TensorHealth], selected: bool = False,
                                                            for item in matrices):
             state, basis = "trained", "pooled"
         # A matrix whose own bias left its init constant got updates (a bias's gradient is the sum of its layer's
-        # output gradients, the weight's that times its inputs): it moved, too little to tell alone.
-        updated = {item.name for item in matrices if item.at_init and item.name not in moved_together
-                   and item.name.endswith(".weight") and item.name.removesuffix("weight") + "bias" in moved_vectors}
-        if state == "mixed" and constants_moved:
+        # output gradients, the weight's that times its inputs): it moved, too little to tell alone. A bias-less
+        # one in a block whose norms all moved, in a checkpoint most of whose matrices cannot be told alone, too.
+        updated = {name for name, said in evidence.items() if not said.frozen}
+        said_updated = False
+        if state == "mixed" and constants_mostly:
             # CLIP after 300 AdamW steps: 27 matrices moved 3-34% of their init's root mean square, at its
             # variance; every norm and bias of the model moved off its init constant.
-            state, basis = "trained", "constants"
+            state, basis, said_updated = "trained", "constants", True
             findings.append(Finding(
                 "info", "briefly-trained", None,
                 f"{_constants_said(vectors)} beside the {share:.1%} of {of_what} matrix parameters that have trained "
                 "alone: the checkpoint has trained"
-                + (f"; {counted(len(updated), 'matrix', 'matrices')} that still fit their initialization have a bias "
-                   "that moved, so got updates too little to tell one by one" if updated else ""),
+                + (f"; {_updated_said(updated, evidence)}, so got updates too little to tell one by one"
+                   if updated else ""),
                 "expected for a checkpoint saved early in training, or trained with weight decay at a small "
                 "learning rate, which keeps a matrix's spread at its init's"))
-        else:
-            updated = set()
         if moved_together and pooled is not None:
             findings.append(Finding(
                 "info", "briefly-trained", None,
@@ -687,41 +813,45 @@ def _checkpoint_findings(items: list[TensorHealth], selected: bool = False,
                 "have trained too, too little to tell one by one",
                 "expected for a checkpoint saved early in training, where a matrix's init scale is wide beside "
                 "the optimiser's steps"))
+        unsaid = updated - moved_together
+        if unsaid and not said_updated:
+            findings.append(Finding(
+                "info", "briefly-trained", None,
+                f"{_updated_said(unsaid, evidence)}, so got updates too little to tell one by one",
+                "expected for a checkpoint saved early in training, where a matrix's init scale is wide beside "
+                "the optimiser's steps"))
         # Beside them, what the pool could not tell: said in each warning, so that it claims no more than that.
         pooled_note = "" if pooled is None or pooled.moved else (
             f"; pooled, the {counted(pooled.tensors, 'matrix', 'matrices')} still at a known random init hold "
             f"{pooled.variance_ratio:.1%} of the variance their inits give ({abs(pooled.z):.2f} standard "
             f"deviations {'above' if pooled.z > 0 else 'below'} it): too little to tell they moved")
-        constants = {item.name: item for item in items
-                     if len(item.shape) == 1 and item.expected is not None and item.at_init
-                     and item.expected.label in ("zeros", "ones") and item.stats.count >= 2}
         # The bias of a layer whose weight never trained (a classifier head left at init) is that layer's finding:
         # it gets a gradient whenever the weight does, so "norm-at-init: fine if this parameter gets no gradient"
         # beside the weight's warning said the opposite of it.
-        folded: set[str] = set()
         for item in matrices:
-            if item.at_init and item.name not in moved_together and item.name not in updated:
-                bias = constants.get(item.name.removesuffix("weight") + "bias") if item.name.endswith(
-                    ".weight") else None
-                also = ""
-                if bias is not None and bias.expected is not None:
-                    folded.add(bias.name)
-                    also = f"; so does its bias {bias.name} (exactly {bias.expected.label}, as at initialization)"
-                findings.append(Finding(
-                    "warn", "untrained-tensor", item.name,
-                    f"still matches its initialization "
-                    f"{item.expected.describe() if item.expected is not None else ''} (found {item.init.describe()}) "
-                    f"while {share:.1%} of {of_what} matrix parameters have trained{also}",
-                    "a head saved before fine-tuning, or a layer frozen by mistake; check the training setup "
-                    "(a short run at a small learning rate can also leave a matrix indistinguishable from its init"
-                    f"{pooled_note if item.name in (pooled.names if pooled is not None else ()) else ''})"
-                    + (_POSITION_ROWS_NOTE if _POSITION_TABLE.search(item.name) else "")))
-        for item in constants.values():
-            if item.name not in folded and item.expected is not None:
-                findings.append(Finding(
-                    "info", "norm-at-init", item.name,
-                    f"exactly {item.expected.label} as at initialization, in an otherwise trained model",
-                    "fine if this parameter gets no gradient; otherwise it was frozen or never trained"))
+            said = evidence.get(item.name)
+            if not item.at_init or item.name in updated or (said is None and item.name in moved_together):
+                continue
+            # Frozen (its bias or its block's norms still at their constants while others moved): warned, pooled
+            # or not (a frozen c_fc pooled with five matrices that moved together read "trained" with an info).
+            bias = constants.get(item.name.removesuffix("weight") + "bias") if item.name.endswith(
+                ".weight") else None
+            also = ""
+            if bias is not None and bias.expected is not None:
+                folded.add(bias.name)
+                also = f"; so does its bias {bias.name} (exactly {bias.expected.label}, as at initialization)"
+            elif said is not None:
+                folded.update(said.vectors)
+                also = f"; {said.reason}"
+            findings.append(Finding(
+                "warn", "untrained-tensor", item.name,
+                f"still matches its initialization "
+                f"{item.expected.describe() if item.expected is not None else ''} (found {item.init.describe()}) "
+                f"while {share:.1%} of {of_what} matrix parameters have trained{also}",
+                "a head saved before fine-tuning, or a layer frozen by mistake; check the training setup "
+                "(a short run at a small learning rate can also leave a matrix indistinguishable from its init"
+                f"{pooled_note if item.name in (pooled.names if pooled is not None else ()) else ''})"
+                + (_POSITION_ROWS_NOTE if _POSITION_TABLE.search(item.name) else "")))
     elif pooled is not None and pooled.moved:
         # Five Adam steps at lr 1e-3 leave each tiny matrix within its init's noise (the checkpoint read
         # "initialization ... has not been trained"), but not all of them together.
@@ -736,9 +866,11 @@ def _checkpoint_findings(items: list[TensorHealth], selected: bool = False,
             f"{of_what} {'have' if selected else 'has'} been trained, a few steps or at a small learning rate",
             "expected for a checkpoint saved early in training; if it should have trained longer, check the "
             "learning rate and the number of steps"))
-    elif constants_moved:
+        findings += _frozen_findings(matrices, evidence, folded, "in a checkpoint that has trained")
+    elif constants_mostly:
         # T5 after 5 Adam steps (or 300 AdamW steps): its matrices each and pooled still fit their inits (a 0.18
-        # init beside steps of 1e-3), but its 12 norm scales all left their ones.
+        # init beside steps of 1e-3), but its 12 norm scales all left their ones. Where a layer was frozen, its own
+        # bias or its block's norms stayed: the rest moved all the same.
         state, basis = "trained", "constants"
         of_what = "the selected tensors" if selected else "the checkpoint"
         pooled_said = "" if pooled is None else (
@@ -751,6 +883,7 @@ def _checkpoint_findings(items: list[TensorHealth], selected: bool = False,
             "at a small learning rate or with weight decay, which keeps a matrix's spread at its init's",
             "expected for a checkpoint saved early in training; if it should have trained longer, check the "
             "learning rate and the number of steps"))
+        findings += _frozen_findings(matrices, evidence, folded, "in a checkpoint that has trained")
     else:
         state, basis = "initialization", "tensors"
         # A few optimiser steps at a small learning rate can stay within the inits' noise, even pooled (T5's wide
@@ -763,6 +896,13 @@ def _checkpoint_findings(items: list[TensorHealth], selected: bool = False,
                        "checkpoint has not been trained (or too little to tell)")
         findings.append(Finding("warn", "checkpoint-at-init", None, message,
                                 "were the weights saved before training, or is this the wrong file?"))
+    if state != "initialization":
+        for item in constants.values():
+            if item.name not in folded and item.expected is not None:
+                findings.append(Finding(
+                    "info", "norm-at-init", item.name,
+                    f"exactly {item.expected.label} as at initialization, in an otherwise trained model",
+                    "fine if this parameter gets no gradient; otherwise it was frozen or never trained"))
     return findings, share, state, basis
 
 

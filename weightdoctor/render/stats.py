@@ -217,7 +217,10 @@ def render_stats(report: StatsReport, console: Console, limit: int | None = 50) 
                  f"hold {report.pooled.variance_ratio:.1%} of their inits' variance)")
     if report.state_basis == "constants" and report.trained_share is not None:
         vectors = init_constant_vectors(report.tensors)
-        share = (f" ({report.trained_share:.1%} of matrix parameters moved enough to tell alone; all "
+        moved = sum(1 for item in vectors if item.at_init is False)
+        # Not all of them where a layer was frozen: its own bias or norms stayed at their constants.
+        share = (f" ({report.trained_share:.1%} of matrix parameters moved enough to tell alone; "
+                 f"{'all' if moved == len(vectors) else f'{moved} of'} "
                  f"{counted(len(vectors), 'norm and bias vector', 'norm and bias vectors')} have left their init "
                  "constants)")
     # Two lines: as one, the model class's name put the break mid-phrase at 80, 100 and 120 columns alike.
