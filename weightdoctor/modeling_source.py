@@ -246,44 +246,89 @@ def ties_nothing(config: Mapping[str, Any]) -> bool:
         >>> ties_nothing({"model_type": "bert", "architectures": ["BertForSequenceClassification"]})  # doctest: +SKIP
         True
     """
+    found = _declared_ties(config)
+    return found is not None and not found[0] and not found[1]
+
+
+def tied_weights_from_text(config: Mapping[str, Any]) -> dict[str, str] | None:
+    """The ties the model of this config makes ({tied name: the name it is filled from}: GPT-2's
+    `{"lm_head.weight": "transformer.wte.weight"}`), read from its modeling code's text where that alone answers:
+    the class `architectures` names declares them as a dict of whole tensor names (no pattern to expand against the
+    built model), no PreTrainedModel it builds declares any, and config.json says `tie_word_embeddings: true`. None
+    otherwise (build the model to know).
+
+    Example:
+        >>> tied_weights_from_text({"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"],
+        ...                         "tie_word_embeddings": True})  # doctest: +SKIP
+        {'lm_head.weight': 'transformer.wte.weight'}
+    """
+    found = _declared_ties(config)
+    if found is None or found[1]:
+        return None
+    own = found[0]
+    if not own:
+        return {}
+    # Said true, and a dict: `false` or no value is the config class's to read (LongT5's ties its embeddings
+    # whatever the key says), and a list is transformers 4's form.
+    if config.get("tie_word_embeddings") is not True or not all(isinstance(pair, tuple) and len(pair) == 2
+                                                                 for pair in own):
+        return None
+    # transformers' own test of a mapping it uses as written: whole names ending in weight or bias, no pattern
+    whole = re.compile(r"[A-Za-z0-9_.]+\.(?:weight|bias)")
+    if not all(whole.fullmatch(name) for pair in own for name in pair):
+        return None
+    return dict(own)
+
+
+def _declared_ties(config: Mapping[str, Any]) -> tuple[tuple[Any, ...], bool] | None:
+    """The `_tied_weights_keys` the class `architectures` names declares (as `_class_table` reads it), and whether a
+    PreTrainedModel it builds declares any; None where the text does not say (several types, remote code, a class
+    not of the files, a model built from another file: `AutoModel.from_config`)."""
     import ast
 
     architectures = config.get("architectures")
     types = config_model_types(config)
     if (config.get("auto_map") is not None or len(types) != 1 or not isinstance(architectures, list)
             or len(architectures) != 1 or not isinstance(architectures[0], str)):
-        return False
+        return None
     files = _modeling_files(types[0])
     classes = _class_table(files or (), ("_tied_weights_keys",)) if files else None
-    if classes is None or architectures[0] not in classes:
-        return False
-    pending, checked = [architectures[0]], set()
+    root = architectures[0]
+    if classes is None or root not in classes:
+        return None
+    own: tuple[Any, ...] = ()
+    children_tie = False
+    pending, checked = [root], set()
     while pending:
         name = pending.pop()
         if name in checked:
             continue
         checked.add(name)
         found = _resolved(classes, name)
-        if found is None or found[1].get("_tied_weights_keys"):
-            return False
+        if found is None:
+            return None
+        ties = found[1].get("_tied_weights_keys") or ()
+        if name == root:
+            own = ties
+        elif ties:
+            children_tie = True
         # The classes it builds: every name called in its body and its bases' bodies (`BertModel(config)`); one not
         # of these files may be a PreTrainedModel of another (`AutoModel.from_config`), whose ties are not read.
-        lineage = [name, *(base for base in _ancestors(classes, name))]
-        for owner in lineage:
+        for owner in [name, *_ancestors(classes, name)]:
             for node in ast.walk(classes[owner][2]):
                 called = _called_class(node)
                 if called is None or called in _PLAIN_BASES or called == owner:
                     continue  # a function, a method of a module (`nn.Linear`: `nn`), a builtin
                 if called not in classes:
                     if called.startswith("Auto") or called.endswith(("Model", "PreTrainedModel")):
-                        return False
+                        return None
                     continue  # an exception, a config class, an output class: no submodule with ties
                 is_model = _resolved(classes, called)
                 if is_model is None:
-                    return False
+                    return None
                 if is_model[0]:
                     pending.append(called)
-    return True
+    return own, children_tie
 
 
 def _ancestors(classes: _ClassTable, name: str) -> list[str]:
