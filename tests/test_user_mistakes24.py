@@ -305,3 +305,16 @@ def test_the_ties_of_a_gpt2_are_read_from_text_without_importing_transformers(gp
     state = _tensors(out)
     assert state["lm_head.weight"].untyped_storage().data_ptr() == \
         state["transformer.wte.weight"].untyped_storage().data_ptr()
+
+
+@pytest.mark.parametrize(("command", "option"), [("check-dtype", "-o"), ("inspect", "--output"),
+                                                 ("diff-keys", "-o")])
+def test_an_output_file_asked_of_a_report_command_says_how_to_keep_the_report(gpt2_folder: Path, command: str,
+                                                                              option: str) -> None:
+    """Was: "No such option: -o; -o is an option of plan-devices, convert and shard", which points at commands that
+    write weights or a device map. Now the line says the command prints its report and how to put it in a file."""
+    sources = [gpt2_folder] * (2 if command == "diff-keys" else 1)
+    line = _error_line(run_subprocess(command, *sources, option, "report.json"))
+    assert line.endswith(f"No such option: {option}; {command} writes no file: it prints its report, and --json > "
+                         "report.json puts the JSON one in a file (-o is convert's and shard's, for the weights they "
+                         f"write) (see python -m weightdoctor {command} --help)"), line

@@ -309,6 +309,13 @@ _DONE_BY_DEFAULT[("plan-devices", "--device-map")] = (
     "plan-devices takes from_pretrained's device_map strings as --strategy (auto, balanced, balanced_low_0, "
     "sequential), and checks a hand-written device map with --map FILE")
 
+# `check-dtype m -o report.json`: the report is what these commands write, to stdout; convert and shard's -o names
+# the weights they write, which is not what was meant.
+for _command in ("check-dtype", "inspect", "diff-keys"):
+    for _option in ("-o", "--output", "--out"):
+        _DONE_BY_DEFAULT[(_command, _option)] = (
+            f"{_command} writes no file: it prints its report, and --json > report.json puts the JSON one in a file "
+            "(-o is convert's and shard's, for the weights they write)")
 
 # How from_pretrained, accelerate and vLLM-style scripts spell the memory budget plan-devices takes as --gpu / --cpu.
 _MAX_MEMORY_NAMES = ("--max-memory", "--max_memory", "--maxmemory", "--max-mem", "--max_mem")
