@@ -127,7 +127,9 @@ def test_a_missing_output_of_a_folder_a_bin_target_or_a_shard_is_offered_too(
     files = sorted(output.glob("*.safetensors")) if output.is_dir() else [output]
     written = {name: tensor for file in files for name, tensor in _tensors(file).items()}
     source = _tensors(src / "model.safetensors")
-    assert set(written) == set(source)
+    # A .bin holds T5's tied names too, one storage with shared.weight, as torch.save of the model writes them.
+    tied = {"encoder.embed_tokens.weight", "decoder.embed_tokens.weight", "lm_head.weight"}
+    assert set(written) == set(source) | (tied if output.suffix == ".bin" else set())
     assert all(torch.equal(written[name].float(), source[name].to(written[name].dtype).float()) for name in source)
 
 

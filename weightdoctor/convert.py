@@ -29,6 +29,7 @@ from weightdoctor.rewrite import (
     default_output_name,
     disk_shortfall,
     dry_run_refusal,
+    hub_cache_output_note,
     meta_release_note,
     nemo_weights_note,
     pickles_copied_note,
@@ -126,7 +127,10 @@ def _format_for(output: Path, to: str | None, single_file: bool) -> str:
             raise UsageError(format_choice("--to", to))
         to = to.strip().lower()  # `--to SAFETENSORS`, as every choice is read whatever its case
         if single_file and implied is not None and implied != to:
-            raise UsageError(f"--to {to} but the output name ends in {suffix}")
+            # Both choices are the user's to make: the line names the output each would write.
+            renamed = output.with_suffix(".bin" if to == "bin" else ".safetensors")
+            raise UsageError(f"--to {to} but the output name ends in {suffix}: name it {renamed} to write {to}, or "
+                             f"leave out --to to write {implied}, as the name says")
         return to
     return implied if single_file and implied else "safetensors"
 
@@ -419,6 +423,8 @@ def plan_convert(
                         f"name it {out.name}{suffix} (or end -o with / for a folder holding it)")
     if checkpoint.nested_key:
         warnings.append(nested_only_warning(checkpoint))
+    if (in_cache := hub_cache_output_note(out)) is not None:
+        warnings.append(in_cache)
     inputs = frozenset(p for item in checkpoint.files if (p := _resolved(item.path)) is not None)
     if single_file and (beside := same_set_beside(out, inputs)):
         shown = ", ".join(beside[:3]) + (f" and {len(beside) - 3} more" if len(beside) > 3 else "")

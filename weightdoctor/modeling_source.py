@@ -64,7 +64,7 @@ def _modeling_files(model_type: str) -> tuple[Path, ...] | None:
     models = _models_folder()
     if models is None or not re.fullmatch(r"[A-Za-z0-9_-]{1,100}", model_type):
         return None
-    folder = models / model_type.replace("-", "_")
+    folder = models / _special_module_names().get(model_type, model_type.replace("-", "_"))
     files = sorted(folder.glob("modeling_*.py")) if folder.is_dir() else []
     if not files:
         return None
@@ -72,6 +72,42 @@ def _modeling_files(model_type: str) -> tuple[Path, ...] | None:
     for other, module in sorted({m.groups() for text in texts for m in _OTHER_MODELING.finditer(text)}):
         files.append(models / other / f"{module}.py")
     return tuple(files)
+
+
+@functools.lru_cache(maxsize=1)
+def _special_module_names() -> dict[str, str]:
+    """transformers' `SPECIAL_MODEL_TYPE_TO_MODULE_NAME` (a sub-config's type -> its folder: `clip_vision_model` ->
+    `clip`), read from the text of models/auto (importing it imports torch: 5 s); empty where it is not found."""
+    import ast
+
+    models = _models_folder()
+    if models is None:
+        return {}
+    names: dict[str, str] = {}
+    for path in (models / "auto" / "auto_mappings.py", models / "auto" / "configuration_auto.py"):
+        try:
+            tree = ast.parse(_read(path))
+        except (SyntaxError, ValueError):
+            continue
+        for node in ast.walk(tree):
+            value: Any = None
+            if (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)
+                    and node.targets[0].id == "SPECIAL_MODEL_TYPE_TO_MODULE_NAME"):
+                value = node.value.args[0] if isinstance(node.value, ast.Call) and node.value.args else node.value
+            elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "update"
+                  and isinstance(node.func.value, ast.Name)
+                  and node.func.value.id == "SPECIAL_MODEL_TYPE_TO_MODULE_NAME" and node.args):
+                value = node.args[0]
+            if value is None:
+                continue
+            try:
+                pairs = ast.literal_eval(value)
+            except ValueError:
+                continue
+            items = pairs.items() if isinstance(pairs, dict) else pairs
+            names.update({k: v for k, v in items if isinstance(k, str) and isinstance(v, str)
+                          and re.fullmatch(r"[A-Za-z0-9_]{1,100}", v)})
+    return names
 
 
 def config_model_types(config: Mapping[str, Any]) -> list[str]:
@@ -123,28 +159,18 @@ _PLAIN_BASES = frozenset({"object", "nn.Module", "torch.nn.Module", "GenerationM
                           "ModelOutput", "torch.autograd.Function", "Function", "Enum", "Exception"})
 
 
-def fp32_modules_plan(config: Mapping[str, Any]) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
-    """The `_keep_in_fp32_modules` and `_keep_in_fp32_modules_strict` of the model class a config builds, read from
-    its modeling code's text (T5's `(("wo",), ())`), where that text alone answers it: one model_type (no
-    sub-configs), every PreTrainedModel class of its files inheriting the same two lists, written as literals,
-    and nothing else in the code touching them. None otherwise (build the class to know).
+_ClassTable = dict[str, tuple[list[str], dict[str, Any], Any]]
 
-    transformers' `post_init` adds the lists of the PreTrainedModel submodules to the model's own; where every such
-    class of the files has the same lists, the model's are those, whichever class `architectures` names.
 
-    Example:
-        >>> fp32_modules_plan({"model_type": "t5"})  # doctest: +SKIP
-        (('wo',), ())
-    """
+def _class_table(files: Iterable[Path], attributes: tuple[str, ...]) -> _ClassTable | None:
+    """Every class of the modeling `files`: name -> (its bases as written, the `attributes` its body sets to a literal
+    (list / tuple / set of strings, a dict of strings, None: each as a sorted tuple of its entries, a dict's keys and
+    values paired), its ClassDef node). None where the text alone does not answer: a file that does not parse, two
+    classes of one name, one of `attributes` set to no literal or set or read anywhere else (`self._tied_weights_keys
+    = ...` in __init__, a getattr by name), where the class's value is not what its text declares."""
     import ast
 
-    types = config_model_types(config)
-    if config.get("auto_map") is not None or len(types) != 1:
-        return None
-    files = _modeling_files(types[0])
-    if not files:
-        return None
-    classes: dict[str, tuple[list[str], dict[str, Any]]] = {}
+    classes: _ClassTable = {}
     for path in files:
         try:
             tree = ast.parse(_read(path))
@@ -158,51 +184,300 @@ def fp32_modules_plan(config: Mapping[str, Any]) -> tuple[tuple[str, ...], tuple
                 return None  # two classes of one name: which is meant is not read from text
             plan: dict[str, Any] = {}
             for statement in node.body:
-                if (isinstance(statement, ast.Assign) and len(statement.targets) == 1
-                        and isinstance(statement.targets[0], ast.Name)
-                        and statement.targets[0].id in _FP32_ATTRIBUTES):
+                target = statement.targets[0] if isinstance(statement, ast.Assign) and len(statement.targets) == 1 \
+                    else statement.target if isinstance(statement, ast.AnnAssign) and statement.value else None
+                if isinstance(target, ast.Name) and target.id in attributes:
                     try:
-                        value = ast.literal_eval(statement.value)
+                        value = ast.literal_eval(statement.value)  # type: ignore[union-attr,arg-type]
                     except ValueError:
                         return None  # computed (`AttributeError()`, a comprehension): not a literal
-                    if value is not None and not (isinstance(value, (list, tuple, set))
-                                                  and all(isinstance(item, str) for item in value)):
+                    if isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, str)
+                                                       for k, v in value.items()):
+                        value = sorted(value.items())
+                    elif value is not None and not (isinstance(value, (list, tuple, set))
+                                                    and all(isinstance(item, str) for item in value)):
                         return None
-                    plan[statement.targets[0].id] = tuple(sorted(set(value or ())))
-                    assigned.add(id(statement.targets[0]))
-            classes[node.name] = ([ast.unparse(base) for base in node.bases], plan)
+                    plan[target.id] = tuple(sorted(set(value or ())))
+                    assigned.add(id(target))
+            classes[node.name] = ([ast.unparse(base) for base in node.bases], plan, node)
         for node in ast.walk(tree):
-            # Set or read anywhere else (`self._keep_in_fp32_modules = ...` in __init__, a getattr by name): the
-            # class's lists are not those its text declares.
             named = (node.attr if isinstance(node, ast.Attribute) else node.id if isinstance(node, ast.Name)
                      else node.value if isinstance(node, ast.Constant) else None)
-            if named in _FP32_ATTRIBUTES and id(node) not in assigned:
+            if named in attributes and id(node) not in assigned:
                 return None
+    return classes
 
-    def resolved(name: str, seen: frozenset[str]) -> tuple[bool, dict[str, Any]] | None:
-        """Whether class `name` is a PreTrainedModel, with the lists it inherits; None where that is not known."""
-        if name == "PreTrainedModel":
-            return True, {}
-        if name in _PLAIN_BASES:
-            return False, {}
-        if name not in classes or name in seen:
+
+def _resolved(classes: _ClassTable, name: str,
+              seen: frozenset[str] = frozenset()) -> tuple[bool, dict[str, Any]] | None:
+    """Whether class `name` of `classes` is a PreTrainedModel, with the attributes it inherits (the first base's
+    winning, as Python's method resolution order gives them); None where that is not known (a base from elsewhere)."""
+    if name == "PreTrainedModel":
+        return True, {}
+    if name in _PLAIN_BASES or name in _GENERIC_HEADS or name not in classes and (
+            name.startswith(("nn.", "torch.nn.")) or "Output" in name and not name.endswith("Model")):
+        # torch's layers (`nn.Embedding`), transformers' output dataclasses (`BaseModelOutputWithPooling`)
+        return False, {}
+    if name not in classes or name in seen:
+        return None
+    bases, own, _ = classes[name]
+    is_model = False
+    inherited: dict[str, Any] = {}
+    for base in reversed(bases):
+        found = _resolved(classes, base, seen | {name})
+        if found is None:
             return None
-        bases, own = classes[name]
-        is_model = False
-        inherited: dict[str, Any] = {}
-        for base in reversed(bases):  # the first base's lists win, as Python's method resolution order gives them
-            found = resolved(base, seen | {name})
-            if found is None:
-                return None
-            is_model = is_model or found[0]
-            inherited |= found[1]
-        return is_model, inherited | own
+        is_model = is_model or found[0]
+        inherited |= found[1]
+    return is_model, inherited | own
 
-    plans: set[tuple[tuple[str, ...], tuple[str, ...]]] = set()
+
+def ties_nothing(config: Mapping[str, Any]) -> bool:
+    """True where transformers' modeling code shows that the model of this config ties no weights (reads none of
+    a checkpoint's tensors from another): one model_type, `architectures` naming a class of its files, and neither
+    that class nor a PreTrainedModel it builds as a submodule (`self.bert = BertModel(config)`) declares
+    `_tied_weights_keys`. False where that is not known from the text (build the model to know).
+
+    transformers 5 ties a model's own `_tied_weights_keys` and those of its PreTrainedModel children (post_init); a
+    BertForSequenceClassification, whose BertModel declares none, ties nothing, and its safetensors file converts
+    without importing torch.
+
+    Example:
+        >>> ties_nothing({"model_type": "bert", "architectures": ["BertForSequenceClassification"]})  # doctest: +SKIP
+        True
+    """
+    found = _declared_ties(config)
+    return found is not None and not found[0] and not found[1]
+
+
+def tied_weights_from_text(config: Mapping[str, Any]) -> dict[str, str] | None:
+    """The ties the model of this config makes ({tied name: the name it is filled from}: GPT-2's
+    `{"lm_head.weight": "transformer.wte.weight"}`), read from its modeling code's text where that alone answers:
+    the class `architectures` names declares them as a dict of whole tensor names (no pattern to expand against the
+    built model), no PreTrainedModel it builds declares any, and config.json says `tie_word_embeddings: true`. None
+    otherwise (build the model to know).
+
+    Example:
+        >>> tied_weights_from_text({"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"],
+        ...                         "tie_word_embeddings": True})  # doctest: +SKIP
+        {'lm_head.weight': 'transformer.wte.weight'}
+    """
+    found = _declared_ties(config)
+    if found is None or found[1]:
+        return None
+    own = found[0]
+    if not own:
+        return {}
+    # Said true, and a dict: `false` or no value is the config class's to read (LongT5's ties its embeddings
+    # whatever the key says), and a list is transformers 4's form.
+    if config.get("tie_word_embeddings") is not True or not all(isinstance(pair, tuple) and len(pair) == 2
+                                                                 for pair in own):
+        return None
+    # transformers' own test of a mapping it uses as written: whole names ending in weight or bias, no pattern
+    whole = re.compile(r"[A-Za-z0-9_.]+\.(?:weight|bias)")
+    if not all(whole.fullmatch(name) for pair in own for name in pair):
+        return None
+    return dict(own)
+
+
+def _declared_ties(config: Mapping[str, Any]) -> tuple[tuple[Any, ...], bool] | None:
+    """The `_tied_weights_keys` the class `architectures` names declares (as `_class_table` reads it), and whether a
+    PreTrainedModel it builds declares any; None where the text does not say (several types, remote code, a class
+    not of the files, a model built from another file: `AutoModel.from_config`)."""
+    import ast
+
+    architectures = config.get("architectures")
+    types = config_model_types(config)
+    if (config.get("auto_map") is not None or len(types) != 1 or not isinstance(architectures, list)
+            or len(architectures) != 1 or not isinstance(architectures[0], str)):
+        return None
+    files = _modeling_files(types[0])
+    classes = _class_table(files or (), ("_tied_weights_keys",)) if files else None
+    root = architectures[0]
+    if classes is None or root not in classes:
+        return None
+    own: tuple[Any, ...] = ()
+    children_tie = False
+    pending, checked = [root], set()
+    while pending:
+        name = pending.pop()
+        if name in checked:
+            continue
+        checked.add(name)
+        found = _resolved(classes, name)
+        if found is None:
+            return None
+        ties = found[1].get("_tied_weights_keys") or ()
+        if name == root:
+            own = ties
+        elif ties:
+            children_tie = True
+        # The classes it builds: every name called in its body and its bases' bodies (`BertModel(config)`); one not
+        # of these files may be a PreTrainedModel of another (`AutoModel.from_config`), whose ties are not read.
+        for owner in [name, *_ancestors(classes, name)]:
+            for node in ast.walk(classes[owner][2]):
+                called = _called_class(node)
+                if called is None or called in _PLAIN_BASES or called == owner:
+                    continue  # a function, a method of a module (`nn.Linear`: `nn`), a builtin
+                if called not in classes:
+                    if called.startswith("Auto") or called.endswith(("Model", "PreTrainedModel")):
+                        return None
+                    continue  # an exception, a config class, an output class: no submodule with ties
+                is_model = _resolved(classes, called)
+                if is_model is None:
+                    return None
+                if is_model[0]:
+                    pending.append(called)
+    return own, children_tie
+
+
+def _ancestors(classes: _ClassTable, name: str) -> list[str]:
+    """The bases of `name` (and theirs) that are classes of `classes`."""
+    found: list[str] = []
+    pending = list(classes[name][0])
+    while pending:
+        base = pending.pop()
+        if base in classes and base not in found:
+            found.append(base)
+            pending.extend(classes[base][0])
+    return found
+
+
+def fp32_modules_plan(config: Mapping[str, Any]) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
+    """The `_keep_in_fp32_modules` and `_keep_in_fp32_modules_strict` of the model class a config builds, read from
+    its modeling code's text (T5's `(("wo",), ())`, BLIP-2's `(("qformer", "query_tokens"), ())`), where that text
+    alone answers it: the lists written as literals and nothing else in the code touching them, and the class known
+    (the one `architectures` names, else every PreTrainedModel class of the files has the same lists). None
+    otherwise (build the class to know).
+
+    transformers' `post_init` adds the lists of the PreTrainedModel submodules to the model's own: those it builds of
+    its own files (`self.qformer = Blip2QFormerModel(...)`) are followed by name; one built from a sub-config
+    (`AutoModel.from_config(config.text_config)`: LLaVA's language model) adds the lists its model_type's classes
+    all share.
+
+    Example:
+        >>> fp32_modules_plan({"model_type": "t5"})  # doctest: +SKIP
+        (('wo',), ())
+    """
+    types = config_model_types(config)
+    if config.get("auto_map") is not None or not types:
+        return None
+    classes = _fp32_class_table(types[0])
+    if classes is None:
+        return None
+    architectures = config.get("architectures")
+    if isinstance(architectures, list) and len(architectures) == 1 and isinstance(architectures[0], str):
+        if architectures[0] not in classes:
+            return None
+        return _built_plan(classes, architectures[0], types)
+    # No class named: the one built is transformers' pick for the type, known here where all would say the same.
+    plans = set()
     for name in classes:
-        found = resolved(name, frozenset())
+        found = _resolved(classes, name)
         if found is None:
             return None
         if found[0]:
-            plans.add(tuple(found[1].get(attribute, ()) for attribute in _FP32_ATTRIBUTES))  # type: ignore[arg-type]
+            plans.add(_built_plan(classes, name, types))
     return next(iter(plans)) if len(plans) == 1 else None
+
+
+@functools.lru_cache(maxsize=64)
+def _fp32_class_table(model_type: str) -> _ClassTable | None:
+    files = _modeling_files(model_type)
+    return _class_table(files, _FP32_ATTRIBUTES) if files else None
+
+
+# transformers' modeling_layers heads, bases of a model class beside its PreTrainedModel: they set no dtype plan and
+# build the base model of the config's own type.
+_GENERIC_HEADS = frozenset({"GenericForSequenceClassification", "GenericForQuestionAnswering",
+                            "GenericForTokenClassification"})
+
+
+def _uniform_plan(model_type: str) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
+    """The two lists every PreTrainedModel class of `model_type`'s files has (whichever of them a sub-config builds),
+    or None where they differ or are not read."""
+    classes = _fp32_class_table(model_type)
+    if classes is None:
+        return None
+    plans = set()
+    for name in classes:
+        found = _resolved(classes, name)
+        if found is None:
+            return None
+        if found[0]:
+            plans.add(tuple(found[1].get(attribute, ()) for attribute in _FP32_ATTRIBUTES))
+    return next(iter(plans)) if len(plans) == 1 else None  # type: ignore[return-value]
+
+
+def _built_plan(classes: _ClassTable, name: str,
+                types: list[str]) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
+    """The lists of class `name` after post_init: its own, those of the PreTrainedModel classes of `classes` it
+    builds (followed by name), and those of the sub-configs' model types where it builds a model from a sub-config
+    (an `AutoModel...` call, a model class of another file). None where one is not read."""
+    import ast
+
+    lists: dict[str, set[str]] = {attribute: set() for attribute in _FP32_ATTRIBUTES}
+    pending, checked, from_sub_config = [name], set(), False
+    while pending:
+        current = pending.pop()
+        if current in checked:
+            continue
+        checked.add(current)
+        found = _resolved(classes, current)
+        if found is None:
+            return None
+        for attribute in _FP32_ATTRIBUTES:
+            lists[attribute].update(found[1].get(attribute, ()))
+        if any(base in _GENERIC_HEADS for owner in [current, *_ancestors(classes, current)]
+               for base in classes[owner][0]):
+            # transformers' GenericForSequenceClassification (and its kin) builds `AutoModel.from_config(config)`:
+            # the base model of this type, one of these classes, whose lists every class shares or are not known.
+            own = _uniform_plan(types[0])
+            if own is None:
+                return None
+            for attribute, values in zip(_FP32_ATTRIBUTES, own, strict=True):
+                lists[attribute].update(values)
+        for owner in [current, *_ancestors(classes, current)]:
+            for node in ast.walk(classes[owner][2]):
+                called = _called_class(node)
+                if called is None or called in _PLAIN_BASES or called == owner:
+                    continue
+                if called not in classes:
+                    from_sub_config = from_sub_config or called.startswith("Auto") or called.endswith("Model")
+                    continue
+                built = _resolved(classes, called)
+                if built is None:
+                    return None
+                if built[0]:
+                    pending.append(called)
+    if from_sub_config:
+        top = types[0]
+        for sub_type in types[1:]:
+            if _modeling_files(sub_type) == _modeling_files(top):
+                # A sub-config whose classes are the top type's (Sam3's vision config: Sam3VisionModel, built by
+                # AutoModel): known where no model class of the files not followed above keeps more than is found.
+                for other in classes:
+                    found = _resolved(classes, other) if other not in checked else None
+                    if found is not None and found[0] and any(not set(found[1].get(a, ())) <= lists[a]
+                                                              for a in _FP32_ATTRIBUTES):
+                        return None
+                continue
+            plan = _uniform_plan(sub_type)
+            if plan is None:
+                return None
+            for attribute, values in zip(_FP32_ATTRIBUTES, plan, strict=True):
+                lists[attribute].update(values)
+    return tuple(tuple(sorted(lists[attribute])) for attribute in _FP32_ATTRIBUTES)  # type: ignore[return-value]
+
+
+def _called_class(node: Any) -> str | None:
+    """The class name a call builds (`BertModel(config)`, `AutoModel.from_config(...)`), or None for a call of a
+    function, a method of a module or of self (`nn.Linear`, `self.post_init`)."""
+    import ast
+
+    if not isinstance(node, ast.Call):
+        return None
+    func = node.func
+    called = func.id if isinstance(func, ast.Name) else (
+        func.value.id if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name) else None)
+    return None if called is None or called[:1].islower() else called

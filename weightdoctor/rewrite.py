@@ -595,6 +595,20 @@ def plan_tensors(
         )
     if fmt == "bin":
         selection.tensors += _recorded_alias_tensors(checkpoint, selection, renames)
+    if dtype and not any(selection.cast.values()):
+        # `--dtype fp16` of a model saved in float16 wrote a copy and said nothing, as if it had cast it.
+        floating = [info for info in checkpoint.tensors if info.dtype in CASTABLE]
+        kept = set(selection.kept_fp32)
+        held = ", ".join(sorted({info.dtype for info in checkpoint.tensors}))
+        if not floating:
+            why = f"the checkpoint holds no floating tensor ({held})"
+        elif all(info.name in kept for info in floating):
+            why = "--keep-fp32 matches every floating one"
+        else:
+            why = f"the floating ones are {dtype} already" + (
+                " (those --keep-fp32 matches stay float32)" if kept else "")
+        selection.warnings.append(f"--dtype {dtype} casts no tensor: {why}, and the output holds them as the "
+                                  "source does")
     if fmt == "safetensors":
         _refuse_what_safetensors_cannot_store(checkpoint, selection.tensors)
     else:
@@ -657,18 +671,47 @@ def recorded_aliases(checkpoint: Checkpoint) -> dict[str, str]:
             if key != "format" and value in names and key not in names}
 
 
+def config_tied_aliases(checkpoint: Checkpoint) -> dict[str, str]:
+    """The tensors the model of config.json ties to a stored tensor and the source does not store ({tied name: the
+    name stored}): transformers 5's save_pretrained writes GPT-2's model.safetensors without `lm_head.weight` and
+    T5's with `shared.weight` alone, and records no alias in the metadata. Read from the model built on the meta
+    device (its `all_tied_weights_keys` for this config: `tie_word_embeddings: false` ties no head); empty without a
+    transformers config, or where the model cannot be built.
+
+    Example:
+        >>> config_tied_aliases(open_checkpoint("gpt2/model.safetensors"))  # doctest: +SKIP
+        {'lm_head.weight': 'transformer.wte.weight'}
+    """
+    if not checkpoint.config or "model_type" not in checkpoint.config:
+        return {}
+    from weightdoctor.modeling_source import tied_weights_from_text
+
+    names = {t.name for t in checkpoint.tensors}
+    # Read from the modeling code's text where it answers (GPT-2's lm_head, a BertForSequenceClassification's none):
+    # importing torch and transformers and building the model took 11 s of a 0.8 s conversion of GPT-2.
+    retied = tied_weights_from_text(checkpoint.config)
+    if retied is None:
+        _, ties, _ = _tied_weights(checkpoint)
+        if ties is None:
+            return {}
+        retied = {name: kept for name, kept in ties.retied.items() if name in ties.names}
+    return {name: kept for name, kept in sorted(retied.items())
+            if isinstance(kept, str) and name not in names and kept in names}
+
+
 def _recorded_alias_tensors(checkpoint: Checkpoint, selection: TensorSelection,
                             renames: list[Rename] | None) -> list[PlannedTensor]:
-    """The tied names a safetensors source records (`recorded_aliases`), for a .bin output: each one more name of
-    the stored tensor's storage, as torch.save writes `model.state_dict()` of a tied model (GPT-2's `lm_head.weight`,
-    T5's `encoder.embed_tokens.weight`; no byte more). Left out, `model.load_state_dict(torch.load(path))` (strict, as
-    older libraries load a .bin) failed on the missing key. After every stored tensor, so that the storage's owner
-    comes first; a name a rename gives to another tensor is left out, and said."""
+    """The tied names a safetensors source records (`recorded_aliases`) or its config.json ties and it does not store
+    (`config_tied_aliases`), for a .bin output: each one more name of the stored tensor's storage, as torch.save
+    writes `model.state_dict()` of a tied model (GPT-2's `lm_head.weight`, T5's `encoder.embed_tokens.weight`; no
+    byte more). Left out, `model.load_state_dict(torch.load(path))` (strict, as older libraries load a .bin) failed
+    on the missing key. After every stored tensor, so that the storage's owner comes first; a name a rename gives to
+    another tensor is left out, and said."""
     by_source = {t.source: t for t in selection.tensors}
     taken = {t.name for t in selection.tensors}
     aliases: list[PlannedTensor] = []
     clashes: list[str] = []
-    for name, kept in recorded_aliases(checkpoint).items():
+    for name, kept in {**config_tied_aliases(checkpoint), **recorded_aliases(checkpoint)}.items():
         owner = by_source.get(kept)
         if owner is None:
             continue
@@ -1928,6 +1971,30 @@ def check_not_input(checkpoint: Checkpoint, dest: Path) -> None:
             if any(candidate == p or candidate in p.parents for p in inputs):
                 raise OutputError(f"the input {stale.name!r} is what an earlier, killed run for this output left, "
                                   "and would be removed before writing: rename it first", path=str(dest))
+
+
+def hub_cache_output_note(dest: Path) -> str | None:
+    """What to say of an output inside a Hugging Face Hub cache (a repo's `snapshots/<commit>/` or `blobs/`, under
+    any cache folder), None elsewhere. A snapshot's files are links to its blobs, written by huggingface_hub:
+    `from_pretrained("org/name")` reads a file written there as the repo's own, at that commit, and `hf cache`'s
+    scan and delete do not know it.
+
+    Example:
+        >>> hub_cache_output_note(Path("/c/hub/models--org--m/snapshots/0a1b/model.safetensors")).split(":")[1][:36]
+        " from_pretrained('org/m') would read"
+        >>> hub_cache_output_note(Path("out/model.safetensors")) is None
+        True
+    """
+    target = expand_user(dest).absolute()
+    for folder in (target, *target.parents):
+        parent = folder.parent
+        if parent.name in ("snapshots", "blobs") and parent.parent.name.startswith(("models--", "datasets--",
+                                                                                     "spaces--")):
+            repo = parent.parent.name.split("--", 1)[1].replace("--", "/")
+            return (f"{dest} is inside the Hugging Face Hub cache ({parent.parent}): from_pretrained({repo!r}) "
+                    "would read what is written there as the repo's own files, and huggingface_hub's cache tools "
+                    "(hf cache scan / delete) do not know them; write it outside the cache")
+    return None
 
 
 def refuse_names_too_long(dest: Path, names: list[str]) -> None:

@@ -42,6 +42,7 @@ from weightdoctor.rewrite import (
     check_not_input,
     disk_shortfall,
     dry_run_refusal,
+    hub_cache_output_note,
     meta_release_note,
     nemo_weights_note,
     output_variant,
@@ -657,6 +658,8 @@ def plan_shard(
         warnings.append("a .bin file holds no metadata: --metadata is ignored")
     if checkpoint.nested_key:
         warnings.append(nested_only_warning(checkpoint))
+    if (in_cache := hub_cache_output_note(out)) is not None:
+        warnings.append(in_cache)
     flat = flat_parts_warning(checkpoint, list(planned))
     if flat:
         warnings.append(flat)

@@ -50,7 +50,7 @@ def usage_line(exc: click_exceptions.UsageError, command_path: str | None = None
             return f"error: {where}: {output} (see {where} --help)"
     if message.startswith("Got unexpected extra argument") and exc.ctx is not None:
         split = (_size_split_in_two(exc.ctx, message, args) or _max_memory_split_in_words(exc.ctx, args)
-                 or _several_sources(exc.ctx, message))
+                 or _dtype_given_as_argument(exc.ctx, args) or _several_sources(exc.ctx, message))
         if split:
             return f"error: {where}: {split} (see {where} --help)"
     return f"error: {where}: {message} (see {where} --help)"
@@ -73,6 +73,32 @@ def _output_given_as_argument(ctx: click_core.Context, args: Sequence[str]) -> s
     words[at:at] = ["-o", output]
     return (f"{ctx.info_name} takes its output as -o OUTPUT, not as a second argument: "
             f"{ctx.command_path} {_pasted(words)}")
+
+
+def _dtype_given_as_argument(ctx: click_core.Context, args: Sequence[str]) -> str:
+    """For `check-dtype model fp16` / `convert model -o out fp16` (a dtype typed as a second argument; Click said
+    only "Got unexpected extra argument(s) (fp16)"): the command line with the option that takes it (`--target`,
+    `--dtype`) before it; "" where no extra argument is a dtype name."""
+    from weightdoctor.check_dtype import TARGETS
+    from weightdoctor.dtypes import ALIASES
+
+    option = next((opt for p in ctx.command.params if p.param_type_name == "option"
+                   for opt in p.opts if opt in ("--target", "--dtype")), None)
+    words = list(args)
+    positional = _positional_indexes(ctx, words)
+    if option is None or len(positional) < 2:
+        return ""
+    dtypes = [at for at in positional[1:] if words[at].lower() in {*ALIASES, *TARGETS, *TARGETS.values()}]
+    if len(dtypes) != 1:
+        return ""
+    at = dtypes[0]
+    typed = words[at]
+    # After `--` every word is an argument: the option goes before it, as -o does.
+    words.pop(at)
+    at = words.index("--") if "--" in words[:at] else len(words) if at >= len(words) else at
+    words[at:at] = [option, typed]
+    return (f"{ctx.info_name} takes a dtype as {option} {typed}, not as an argument: {ctx.command_path} "
+            f"{_pasted(words)}")
 
 
 def _output_to_name(ctx: click_core.Context, message: str, args: Sequence[str]) -> str:
@@ -98,7 +124,9 @@ def _output_to_name(ctx: click_core.Context, message: str, args: Sequence[str]) 
     # Put where the source was typed, so that a source after `--` keeps its place and -o goes before the `--`.
     at = words.index("--") if "--" in words[:positional[0]] else positional[0] + 1
     words[at:at] = ["-o", name]
-    what = "a folder" if ctx.info_name == "shard" or os.path.isdir(source) else "a file"
+    # A repo id converts to a folder, as a model folder does (its name offered is one: `name-safetensors`).
+    repo = not os.path.exists(source) and _repo_name(source) is not None
+    what = "a folder" if ctx.info_name == "shard" or os.path.isdir(source) or repo else "a file"
     return (f"{message.rstrip('.')}: {ctx.info_name} writes {what} that is not there yet and never over the input, "
             f"for example: {ctx.command_path} {_pasted(words)}")
 
@@ -128,15 +156,19 @@ def _output_name_for(source: str, command: str | None, to: str | None, dtype: st
     (`default_output_name`: `model.safetensors` for `pytorch_model.bin`, `x.safetensors` for `x.pt`,
     `pytorch_model.bin` for `model.safetensors --to bin`), `x-fp16.safetensors` for a cast in the same format,
     `DIR-safetensors` / `DIR-fp16` for a folder, `X-sharded` for a shard; a number
-    added where that name is taken. None for a source that is no local path (a Hub id: where to put it is the
-    user's choice)."""
+    added where that name is taken. A Hub repo id (`org/name`, `org/name@v1.0`) gets a folder in the current
+    directory named for the repo (`name-safetensors`, `name-sharded`): it converts to a folder, and beside it is
+    the Hub cache. None for anything else that is no local path."""
     import os
 
     trimmed = source.rstrip("/\\") or source
     if not os.path.exists(trimmed):
-        return None
+        repo = _repo_name(source)
+        if repo is None:
+            return None
+        trimmed = repo
     folder, base = os.path.split(trimmed)
-    is_dir = os.path.isdir(trimmed)
+    is_dir = os.path.isdir(trimmed) or trimmed != source.rstrip("/\\")
     stem, suffix = (base, "") if is_dir else os.path.splitext(base)
     if command == "shard":
         candidate, tail = stem + "-sharded", ""
@@ -167,6 +199,21 @@ def _output_name_for(source: str, command: str | None, to: str | None, dtype: st
         if not os.path.lexists(path):
             return path
     return None
+
+
+def _repo_name(source: str) -> str | None:
+    """The name part of a Hub repo id typed as a source (`name` of `org/name`, of `org/name@v1.0`), or None where
+    `source` reads as no repo id (a path, a weight file's name: `model.bin` is a missing file, not a repo)."""
+    from weightdoctor.checkpoint.hub import looks_like_repo_id
+
+    repo_id = source.split("@", 1)[0]
+    if not looks_like_repo_id(repo_id) or repo_id.lower().endswith(_WEIGHT_SUFFIXES):
+        return None
+    return repo_id.rsplit("/", 1)[-1]
+
+
+# A name ending so is a weight file's (`pytorch_model.bin` mistyped), not a repo's, though the Hub's names allow it.
+_WEIGHT_SUFFIXES = (".bin", ".safetensors", ".pt", ".pth", ".ckpt", ".pkl", ".gguf", ".json", ".h5", ".msgpack")
 
 
 def _size_split_in_two(ctx: click_core.Context, message: str, args: Sequence[str] = ()) -> str:
@@ -262,6 +309,13 @@ _DONE_BY_DEFAULT[("plan-devices", "--device-map")] = (
     "plan-devices takes from_pretrained's device_map strings as --strategy (auto, balanced, balanced_low_0, "
     "sequential), and checks a hand-written device map with --map FILE")
 
+# `check-dtype m -o report.json`: the report is what these commands write, to stdout; convert and shard's -o names
+# the weights they write, which is not what was meant.
+for _command in ("check-dtype", "inspect", "diff-keys"):
+    for _option in ("-o", "--output", "--out"):
+        _DONE_BY_DEFAULT[(_command, _option)] = (
+            f"{_command} writes no file: it prints its report, and --json > report.json puts the JSON one in a file "
+            "(-o is convert's and shard's, for the weights they write)")
 
 # How from_pretrained, accelerate and vLLM-style scripts spell the memory budget plan-devices takes as --gpu / --cpu.
 _MAX_MEMORY_NAMES = ("--max-memory", "--max_memory", "--maxmemory", "--max-mem", "--max_mem")
