@@ -545,6 +545,10 @@ class Checkpoint:
         """The parsed headers of this checkpoint's GGUF files, in file order (none for other formats)."""
         return list(self._ggufs.values())
 
+    def gguf_header(self, relpath: str) -> gguf_format.GgufHeader | None:
+        """The parsed header of the GGUF file `relpath` (a weight file's `relpath`), None for another format's."""
+        return self._ggufs.get(relpath)
+
     def safetensors_header(self, relpath: str) -> safetensors_format.SafetensorsHeader | None:
         """The parsed header of a safetensors file of this checkpoint (None for other files), validated
         by the safetensors library too before any of its values is read."""

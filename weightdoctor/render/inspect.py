@@ -69,7 +69,9 @@ def summary_table(report: InspectReport) -> Table:
     if report.security is not None:
         table.add_row("security", security_line(report.security))
     if report.verify is not None:
-        table.add_row("zip CRCs", verify_line(report.verify))
+        # A GGUF has no CRCs: what --verify checked there is its data layout.
+        label = "zip CRCs" if getattr(report.verify, "members_checked", 0) or report.format != "gguf" else "verify"
+        table.add_row(label, verify_line(report.verify))
     return table
 
 
@@ -285,9 +287,14 @@ def verify_line(verify: object) -> str:
         # Shown beside the CRC mismatches, not hidden by them: a file whose sha256 differs from the index's is a
         # second, separate finding (the JSON always listed both).
         found.append(f"[bold red]{len(hashes)} sha256 mismatch(es)[/]: {escape('; '.join(hashes))}")
+    layout = getattr(verify, "layout_mismatches", [])
+    if layout:
+        found.append(f"[bold red]{len(layout)} GGUF layout mismatch(es)[/]: {escape('; '.join(layout))}")
     if found:
         return "; ".join(found)
-    text = f"[green]{getattr(verify, 'members_checked', 0)} member(s) checked, all match[/]"
+    members = getattr(verify, "members_checked", 0)
+    text = (f"[green]{members} member(s) checked, all match[/]" if members or not getattr(verify, "files_checked", 0)
+            else f"[green]{getattr(verify, 'files_checked', 0)} file(s) checked, all as their headers say[/]")
     notes = getattr(verify, "notes", [])
     return text + (f" [dim]({escape('; '.join(notes))})[/]" if notes else "")
 

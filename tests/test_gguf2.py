@@ -1,0 +1,58 @@
+"""GGUF files, the second round: `inspect --verify` checks a GGUF's data layout (GGUF carries no checksum)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fixtures.gguf_files import Tensor, llama_metadata, tiny_llama_gguf, write_gguf
+from tests.helpers import run_json, run_subprocess
+
+
+def test_verify_checks_a_gguf_layout_and_says_what_it_checked(tmp_path: Path) -> None:
+    path, _ = tiny_llama_gguf(tmp_path / "tiny.Q4_K_M.gguf")
+    code, report = run_json("inspect", "--verify", str(path))
+    verify = report["verify"]
+    assert code == 0 and verify["files_checked"] == 1 and verify["layout_mismatches"] == []
+    [note] = verify["notes"]
+    assert "GGUF carries no checksum" in note and "14 tensors' data lie inside the file" in note
+    assert "fill its data section to the end" in note
+    result = run_subprocess("inspect", "--verify", str(path), env={"COLUMNS": "400"})
+    assert result.returncode == 0, result.stderr
+    assert "1 file(s) checked, all as their headers say" in result.stdout
+    assert "zip CRCs" not in result.stdout and "0 member(s) checked" not in result.stdout
+
+
+def test_verify_finds_bytes_appended_after_the_last_tensor(tmp_path: Path) -> None:
+    path, _ = tiny_llama_gguf(tmp_path / "tiny.gguf", quantized=False)
+    size = path.stat().st_size
+    with open(path, "ab") as handle:
+        handle.write(b"PK\x03\x04" + bytes(96))  # a payload appended: 100 bytes no tensor holds
+    code, report = run_json("inspect", "--verify", str(path))
+    [found] = report["verify"]["layout_mismatches"]
+    assert code == 1
+    assert found.startswith("tiny.gguf: 100 bytes after the last tensor's data")
+    assert f"the file has {size + 100:,}" in found
+    # Without --verify the file reads as before: the loaders ignore what follows the data.
+    assert run_json("inspect", str(path))[0] == 0
+
+
+def test_verify_finds_a_gap_between_tensors_that_no_tensor_holds(tmp_path: Path) -> None:
+    # Two 128-byte F32 tensors, the second placed 96 bytes past the first's end (alignment 32: no padding needed).
+    tensors = [Tensor("a.weight", [32], "F32", bytes(128), offset=0),
+               Tensor("b.weight", [32], "F32", bytes(128), offset=224)]
+    path = write_gguf(tmp_path / "gap.gguf", llama_metadata(tokens=4), tensors)
+    with open(path, "ab") as handle:
+        handle.write(bytes(96))  # the file's end reaches the second tensor's: only the gap is unaccounted for
+    code, report = run_json("inspect", "--verify", str(path))
+    [found] = report["verify"]["layout_mismatches"]
+    assert code == 1
+    assert found.startswith("gap.gguf: 96 data bytes in 1 gap(s) between tensors") and "128-224" in found
+
+
+def test_verify_accepts_a_last_tensor_without_its_padding(tmp_path: Path) -> None:
+    # A writer may stop at the last tensor's end, unpadded: nothing is unaccounted for.
+    tensors = [Tensor("a.weight", [8], "F32", bytes(32)), Tensor("b.weight", [5], "F32", bytes(20))]
+    path = write_gguf(tmp_path / "short.gguf", llama_metadata(tokens=4), tensors)
+    path.write_bytes(path.read_bytes()[:-12])  # the writer's 12 padding bytes after b's 20
+    code, report = run_json("inspect", "--verify", str(path))
+    assert code == 0 and report["verify"]["layout_mismatches"] == []
