@@ -1,11 +1,13 @@
-"""GGUF files, the second round: `inspect --verify` checks a GGUF's data layout (GGUF carries no checksum)."""
+"""GGUF files, the second round: `inspect --verify` checks a GGUF's data layout (GGUF carries no checksum);
+check-dtype's memory figures count quantized tensors dequantized, as inspect's memory table and
+from_pretrained(gguf_file=) do."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from fixtures.gguf_files import Tensor, llama_metadata, tiny_llama_gguf, write_gguf
-from tests.helpers import run_json, run_subprocess
+from tests.helpers import json_report, run_json, run_subprocess
 
 
 def test_verify_checks_a_gguf_layout_and_says_what_it_checked(tmp_path: Path) -> None:
@@ -56,3 +58,22 @@ def test_verify_accepts_a_last_tensor_without_its_padding(tmp_path: Path) -> Non
     path.write_bytes(path.read_bytes()[:-12])  # the writer's 12 padding bytes after b's 20
     code, report = run_json("inspect", "--verify", str(path))
     assert code == 0 and report["verify"]["layout_mismatches"] == []
+
+
+def test_check_dtype_memory_counts_quantized_tensors_dequantized_as_inspect_does(tmp_path: Path) -> None:
+    path, _ = tiny_llama_gguf(tmp_path / "tiny.Q4_K_M.gguf")
+    inspected = json_report("inspect", str(path))
+    checked = json_report("check-dtype", str(path))
+    params = inspected["num_params"]
+    # Every parameter at the target's width, the Q4_K / Q6_K / Q8_0 ones included (floats once loaded).
+    assert inspected["memory"]["fp32"] == checked["memory_bytes"]["fp32"] == params * 4
+    assert inspected["memory"]["fp16"] == checked["memory_bytes"]["fp16"] == params * 2
+    assert checked["targets"]["bf16"]["memory_bytes"] == params * 2
+    assert checked["memory_bytes"]["stored"] == inspected["total_bytes"]  # the packed blocks as stored
+    reasons = {row["name"]: row["reason"] for row in checked["skipped"]}
+    assert reasons["blk.0.attn_q.weight"].startswith("a quantized GGUF type: its values are not read")
+    result = run_subprocess("check-dtype", str(path), env={"COLUMNS": "400"})
+    assert result.returncode == 0, result.stderr
+    assert "10 left as they are (10 quantized GGUF tensor(s), not read)" in result.stdout
+    assert "memory (quantized GGUF tensors counted dequantized, as from_pretrained(gguf_file=) loads them): " \
+           "stored 892.42 KB  fp32 3.12 MB" in result.stdout
