@@ -1,6 +1,7 @@
 """GGUF files, the second round: `inspect --verify` checks a GGUF's data layout (GGUF carries no checksum);
 check-dtype's memory figures count quantized tensors dequantized, as inspect's memory table and
-from_pretrained(gguf_file=) do."""
+from_pretrained(gguf_file=) do; the "quantized values not read" note is information in plain inspect, a warning where
+values are read."""
 
 from __future__ import annotations
 
@@ -77,3 +78,19 @@ def test_check_dtype_memory_counts_quantized_tensors_dequantized_as_inspect_does
     assert "10 left as they are (10 quantized GGUF tensor(s), not read)" in result.stdout
     assert "memory (quantized GGUF tensors counted dequantized, as from_pretrained(gguf_file=) loads them): " \
            "stored 892.42 KB  fp32 3.12 MB" in result.stdout
+
+
+def test_the_quantized_note_is_information_in_inspect_and_a_warning_where_values_are_read(tmp_path: Path) -> None:
+    path, _ = tiny_llama_gguf(tmp_path / "tiny.Q4_K_M.gguf")
+    plain = run_subprocess("inspect", str(path), env={"COLUMNS": "400"})
+    assert plain.returncode == 0 and "warning" not in plain.stderr, plain.stderr
+    assert "Q4_K, Q6_K, Q8_0 tensors are described from the header, their values not decoded" in plain.stdout
+    for command in (["inspect", "--stats"], ["check-dtype"]):
+        result = run_subprocess(*command, str(path), env={"COLUMNS": "400"})
+        assert result.returncode == 0, result.stderr
+        assert "warning: tiny.Q4_K_M.gguf: GGUF tensors of quantized ggml types (Q4_K, Q6_K, Q8_0)" in result.stderr
+    stats = json_report("inspect", "--stats", str(path))
+    assert any("quantized ggml types" in w for w in stats["warnings"])
+    # A GGUF of plain floats has nothing to say.
+    floats, _ = tiny_llama_gguf(tmp_path / "tiny.F32.gguf", quantized=False)
+    assert json_report("inspect", str(floats))["gguf"]["values_note"] is None

@@ -1335,7 +1335,7 @@ def check_dtype(
     totals = {n: CastCounts() for n in targets}
     per_tensor: dict[str, list[TensorCast]] = {n: [] for n in targets}
     eps = {n: float(torch.finfo(d).eps) for n, d in zip(targets, target_dtypes, strict=True)}
-    warnings = list(checkpoint.warnings)
+    warnings = [*checkpoint.warnings, *checkpoint.value_warnings]  # values are read: the unread ones are said
     checked = 0
 
     def record(info: TensorInfo, counts_list: list[CastCounts], extra: bool) -> None:

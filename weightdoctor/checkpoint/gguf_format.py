@@ -483,12 +483,17 @@ def summary(header: GgufHeader) -> dict[str, Any]:
         row["bits_per_weight"] = round(GGML_TYPES_BY_NAME[kind].bits_per_weight, 4)
     params = sum(info.num_params for info in header.tensors)
     nbytes = sum(info.nbytes for info in header.tensors)
+    quantized = [kind for kind in sorted(by_type) if GGML_TYPES_BY_NAME[kind].dtype is None]
     return {
         "version": header.version,
         "alignment": header.alignment,
         **fields,
         "tensor_types": dict(sorted(by_type.items(), key=lambda item: -item[1]["parameters"])),
         "bits_per_weight": round(nbytes * 8 / params, 4) if params else None,
+        # Information, not a warning: a quantized GGUF is the usual one, and its structure is read whole.
+        "values_note": (f"{', '.join(quantized)} tensors are described from the header, their values not decoded "
+                        "(--stats and check-dtype read F32, F16 and BF16 ones); from_pretrained(gguf_file=) "
+                        "dequantizes them") if quantized else None,
         "metadata": metadata_json(header.metadata),
     }
 

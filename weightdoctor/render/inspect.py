@@ -349,6 +349,8 @@ def gguf_table(gguf: dict[str, Any]) -> Table:
             f"{row['bits_per_weight']:g} bits/weight" for name, row in types.items())))
     if gguf.get("bits_per_weight") is not None:
         table.add_row("bits/weight", f"{gguf['bits_per_weight']:g} (all tensors)")
+    if gguf.get("values_note"):
+        table.add_row("values", f"[cyan]{escape(gguf['values_note'])}[/]")
     for key, value in (gguf.get("metadata") or {}).items():
         table.add_row(escape(clip_middle(str(key), 120)), escape(_gguf_value_text(value)))
     return table
