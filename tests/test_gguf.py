@@ -123,7 +123,7 @@ def test_diff_keys_compares_two_ggufs_and_the_values_it_can_read(tmp_path: Path)
 
 
 @pytest.mark.parametrize("command", [["convert", "-o", "OUT/out.safetensors"],
-                                     ["shard", "-o", "OUT/sharded", "--single"], ["plan-devices", "--gpu", "1GB"]])
+                                     ["shard", "-o", "OUT/sharded", "--single"]])
 def test_commands_that_do_not_take_a_gguf_say_what_does(tmp_path: Path, command: list[str]) -> None:
     path, _ = tiny_llama_gguf(tmp_path / "plain.gguf", quantized=False)
     (tmp_path / "OUT").mkdir()

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fixtures.gguf_files import Tensor, llama_metadata, tiny_llama_gguf, write_gguf
+from fixtures.gguf_files import STRING, Tensor, llama_metadata, tiny_llama_gguf, write_gguf
 from tests.helpers import json_report, run_json, run_subprocess
 
 
@@ -94,3 +94,112 @@ def test_the_quantized_note_is_information_in_inspect_and_a_warning_where_values
     # A GGUF of plain floats has nothing to say.
     floats, _ = tiny_llama_gguf(tmp_path / "tiny.F32.gguf", quantized=False)
     assert json_report("inspect", str(floats))["gguf"]["values_note"] is None
+
+
+def _llama_as_safetensors_and_gguf(tmp_path: Path) -> tuple[Path, Path]:
+    """A tiny seeded LlamaForCausalLM saved by save_pretrained, and the same weights as llama.cpp names them in a GGUF
+    whose metadata gives its config (F32 tensors, GGUF's dimensions innermost first)."""
+    import numpy as np
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from fixtures.gguf_files import ARRAY, FLOAT32, UINT32
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=320, hidden_size=64, intermediate_size=160, num_hidden_layers=3,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                         rms_norm_eps=1e-5, rope_theta=10000.0, tie_word_embeddings=False)
+    model = LlamaForCausalLM(config)
+    folder = tmp_path / "hf"
+    model.save_pretrained(folder)
+    parts = {"self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
+             "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
+             "mlp.down_proj": "ffn_down", "input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm"}
+    renamed = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",
+               "lm_head.weight": "output.weight"}
+    tensors = []
+    for name, value in model.state_dict().items():
+        gguf_name = renamed.get(name)
+        if gguf_name is None:
+            _, _, layer, rest = name.split(".", 3)
+            module, _, leaf = rest.rpartition(".")
+            gguf_name = f"blk.{layer}.{parts[module]}.{leaf}"
+        array = value.numpy().astype(np.float32)
+        tensors.append(Tensor(gguf_name, list(reversed(array.shape)), "F32", array.tobytes()))
+    metadata = {
+        "general.architecture": (STRING, "llama"), "general.name": (STRING, "tiny"),
+        "llama.context_length": (UINT32, 512), "llama.embedding_length": (UINT32, 64),
+        "llama.block_count": (UINT32, 3), "llama.feed_forward_length": (UINT32, 160),
+        "llama.attention.head_count": (UINT32, 4), "llama.attention.head_count_kv": (UINT32, 2),
+        "llama.attention.layer_norm_rms_epsilon": (FLOAT32, 1e-5), "llama.rope.freq_base": (FLOAT32, 10000.0),
+        "tokenizer.ggml.model": (STRING, "llama"),
+        "tokenizer.ggml.tokens": (ARRAY, (STRING, [f"t{i}" for i in range(320)])),
+    }
+    return folder, write_gguf(tmp_path / "tiny.F32.gguf", metadata, tensors)
+
+
+def test_plan_devices_plans_a_gguf_as_the_same_model_saved_as_safetensors(tmp_path: Path) -> None:
+    folder, gguf = _llama_as_safetensors_and_gguf(tmp_path)
+    for dtype in ([], ["--dtype", "fp16"]):
+        budget = ["--gpu", "300KB", "--cpu", "1GB", *dtype]
+        code_st, from_safetensors = run_json("plan-devices", str(folder), *budget)
+        code_gguf, from_gguf = run_json("plan-devices", str(gguf), *budget)
+        assert code_st == code_gguf == 0
+        for key in ("model_class", "dtype", "num_params", "weights_bytes", "buffers_bytes", "no_split", "device_map",
+                    "devices", "verdict", "offload"):
+            assert from_gguf[key] == from_safetensors[key], key
+        assert from_gguf["model_class"] == "LlamaForCausalLM" and from_gguf["built_from"] == "config"
+        assert len(set(from_gguf["device_map"].values())) == 2  # split over the GPU and the CPU: a real plan
+        [said] = [w for w in from_gguf["warnings"] if "a GGUF file, planned as from_pretrained" in w]
+        assert "gguf_file='tiny.F32.gguf'" in said and "at float32 unless --dtype" in said
+    assert from_gguf["dtype"] == "fp16"
+
+
+def test_plan_devices_still_refuses_a_gguf_architecture_transformers_does_not_load(tmp_path: Path) -> None:
+    metadata = llama_metadata(tokens=8)
+    metadata = {key.replace("llama.", "mamba9."): value for key, value in metadata.items()}
+    metadata["general.architecture"] = (metadata["general.architecture"][0], "mamba9")
+    path = write_gguf(tmp_path / "odd.gguf", metadata, [Tensor("a.weight", [32], "F32")])
+    result = run_subprocess("plan-devices", str(path), "--gpu", "1GB")
+    assert result.returncode == 2 and result.stdout == ""
+    assert "does not take architecture 'mamba9'" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_the_gguf_config_is_what_transformers_load_gguf_checkpoint_builds(tmp_path: Path, monkeypatch) -> None:
+    """transformers' own config code as the oracle: load_gguf_checkpoint run over a stand-in for the gguf package's
+    GGUFReader (fields and tensor names, read from the file by weightdoctor's reader)."""
+    import sys
+    import types
+
+    from transformers import modeling_gguf_pytorch_utils
+
+    from weightdoctor.checkpoint.gguf_config import transformers_config
+    from weightdoctor.checkpoint.gguf_format import ArraySummary, read_header
+
+    _, gguf = _llama_as_safetensors_and_gguf(tmp_path)
+    mistral = write_gguf(tmp_path / "mistral.gguf", {**llama_metadata(tokens=8), "general.name": (STRING, "mistral")},
+                         [Tensor("token_embd.weight", [64, 8], "F32")])
+    for path in (gguf, mistral):
+        header = read_header(path, path.name)
+
+        class Field:
+            def __init__(self, value: object) -> None:
+                if isinstance(value, ArraySummary):  # a count: transformers reads the tokens as a list
+                    self.parts, self.data, self.types = [[0]] * value.count, list(range(value.count)), [9, 0]
+                elif isinstance(value, str):
+                    self.parts, self.data, self.types = [list(value.encode())], [0], [8]
+                elif isinstance(value, float):
+                    self.parts, self.data, self.types = [[value]], [0], [6]
+                else:
+                    self.parts, self.data, self.types = [[value]], [0], [4]
+
+        reader = types.SimpleNamespace(fields={k: Field(v) for k, v in header.metadata.items()},
+                                       tensors=[types.SimpleNamespace(name=t.name) for t in header.tensors])
+        fake = types.ModuleType("gguf")
+        fake.GGUFReader = lambda _path, reader=reader: reader  # type: ignore[attr-defined]
+        fake.dequantize = None  # type: ignore[attr-defined]
+        monkeypatch.setitem(sys.modules, "gguf", fake)
+        monkeypatch.setattr(modeling_gguf_pytorch_utils, "is_gguf_available", lambda *a: True)
+        expected = modeling_gguf_pytorch_utils.load_gguf_checkpoint(str(path))["config"]
+        assert transformers_config(header).config == expected
+    assert expected["model_type"] == "mistral"  # general.name "mistral": transformers' rename
