@@ -1145,6 +1145,9 @@ def build_planned_model(
         except UsageError as exc:
             if not checkpoint.tensors or model_class is not None:
                 exc.path = exc.path or checkpoint.source
+                if checkpoint.format == "gguf" and exc.message.startswith("config.json "):
+                    # A GGUF has no config.json: its config is what its metadata gives (`_open_gguf_for_plan`).
+                    exc.message = "the config its GGUF metadata gives " + exc.message.removeprefix("config.json ")
                 raise
             warnings.append(f"cannot build the model from config.json ({exc.message}); planned from the tensors")
             if stored_method is not None:
