@@ -5402,8 +5402,10 @@ def _is_gguf_file(path: Path) -> bool:
     from weightdoctor.checkpoint.gguf_format import looks_like_gguf
 
     try:
+        if not path.is_file():  # checked before opening: a FIFO's open waits for a writer
+            return False
         with open(path, "rb") as handle:
-            return path.is_file() and looks_like_gguf(handle.read(4))
+            return looks_like_gguf(handle.read(4))
     except OSError:
         return False  # open_checkpoint says what is wrong with it
 

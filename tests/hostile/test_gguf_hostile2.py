@@ -84,3 +84,16 @@ def test_verify_reports_a_hole_of_a_gigabyte_without_reading_it(tmp_path: Path) 
     code, report = run_json("inspect", "--verify", str(path))
     [found] = report["verify"]["layout_mismatches"]
     assert code == 1 and found.startswith(f"hole.gguf: {(1 << 30) - 32:,} data bytes in 1 gap(s) between tensors")
+
+
+def test_plan_devices_of_a_fifo_named_gguf_is_refused_without_waiting(tmp_path: Path) -> None:
+    # plan-devices looks at a file's first bytes for GGUF's magic: a FIFO's open would wait for a writer forever.
+    import os
+
+    from tests.helpers import run_subprocess
+
+    fifo = tmp_path / "model.gguf"
+    os.mkfifo(fifo)
+    result = run_subprocess("plan-devices", str(fifo), "--gpu", "1GB", timeout=120)
+    assert result.returncode == 2 and result.stdout == ""
+    assert "not a regular file (a FIFO)" in result.stderr
