@@ -85,6 +85,8 @@ def test_the_quantized_note_is_information_in_inspect_and_a_warning_where_values
     plain = run_subprocess("inspect", str(path), env={"COLUMNS": "400"})
     assert plain.returncode == 0 and "warning" not in plain.stderr, plain.stderr
     assert "Q4_K, Q6_K, Q8_0 tensors are described from the header, their values not decoded" in plain.stdout
+    # The memory table counts them as the floats they load as, and says so (check-dtype's figures agree).
+    assert "Memory for the weights, dequantized" in plain.stdout
     for command in (["inspect", "--stats"], ["check-dtype"]):
         result = run_subprocess(*command, str(path), env={"COLUMNS": "400"})
         assert result.returncode == 0, result.stderr

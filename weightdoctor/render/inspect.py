@@ -364,16 +364,20 @@ def memory_table(report: InspectReport, width: int | None = None) -> Table:
     """The bytes at each dtype, one column per dtype; one row per dtype where the columns do not fit in `width`
     (a 40-column terminal cut every figure short: `553.… KB`)."""
     sizes = {name: format_bytes(value) for name, value in report.memory.items()}
+    # A GGUF's quantized tensors are counted as the floats from_pretrained(gguf_file=) makes of them, as check-dtype's
+    # memory figures count them: said, since the file itself is far smaller.
+    # Short: a Rich title wraps at the table's width (some 50 columns).
+    title = "Memory for the weights" + (", dequantized" if report.gguf and report.gguf.get("values_note") else "")
     # Each cell: its text, a space either side, and one separator between cells (show_edge=False).
     needed = sum(max(len(name), len(size)) + 2 for name, size in sizes.items()) + len(sizes) - 1
     if width is not None and needed > width:
-        table = Table(title="Memory for the weights", title_justify="left", show_edge=False)
+        table = Table(title=title, title_justify="left", show_edge=False)
         table.add_column("dtype")
         table.add_column("bytes", justify="right", no_wrap=True)
         for name, size in sizes.items():
             table.add_row(name, size)
         return table
-    table = Table(title="Memory for the weights", title_justify="left", show_edge=False)
+    table = Table(title=title, title_justify="left", show_edge=False)
     for name in sizes:
         table.add_column(name, justify="right")
     table.add_row(*sizes.values())
