@@ -760,12 +760,16 @@ def _is_castable(info: TensorInfo) -> bool:
 
 def memory_at(tensors: list[TensorInfo], bytes_per_value: float, keep_fp32: set[str] | None = None) -> int:
     """Bytes of the weights as `convert --dtype` writes them: every tensor it casts at `bytes_per_value`
-    (those in `keep_fp32` at 4), the others (integers, fp8, fp4 and MX scales, which it leaves) as stored."""
+    (those in `keep_fp32` at 4), the others (integers, fp8, fp4 and MX scales, which it leaves) as stored.
+
+    A GGUF's quantized tensors (Q4_K, ...) count at `bytes_per_value` too: from_pretrained(gguf_file=, dtype=)
+    dequantizes them to that dtype (transformers' load_gguf_checkpoint), as inspect's memory table counts them."""
+    from weightdoctor.checkpoint.gguf_format import is_quantized_dtype
     from weightdoctor.rewrite import CASTABLE
 
     total = 0.0
     for info in unique_tensors(tensors):
-        if info.dtype not in CASTABLE:
+        if info.dtype not in CASTABLE and not is_quantized_dtype(info.dtype):
             total += info.nbytes
         elif keep_fp32 and info.name in keep_fp32:
             total += info.num_params * 4
@@ -1265,12 +1269,20 @@ def select_tensors(checkpoint: Checkpoint, name_filter: str | None) -> tuple[lis
     from weightdoctor.quantized import quantizer_side_tensors
 
     side = quantizer_side_tensors(checkpoint.tensors, checkpoint.config)
+    from weightdoctor.checkpoint.gguf_format import is_quantized_dtype
+
     skipped = [
-        SkippedTensor(t.name, t.dtype, NOT_CAST.get(t.dtype, "not floating: a dtype cast leaves it as is"))
+        SkippedTensor(t.name, t.dtype, _GGUF_QUANTIZED_SKIP if is_quantized_dtype(t.dtype)
+                      else NOT_CAST.get(t.dtype, "not floating: a dtype cast leaves it as is"))
         for t in selected if not _is_castable(t)
     ] + [SkippedTensor(t.name, t.dtype, "a quantizer's scale or state: convert keeps it as stored")
          for t in selected if _is_castable(t) and t.name in side]
     return [t for t in selected if _is_castable(t) and t.name not in side], skipped
+
+
+# Why a GGUF's quantized tensor is skipped: its values are blocks weightdoctor does not decode, yet floats once loaded.
+_GGUF_QUANTIZED_SKIP = ("a quantized GGUF type: its values are not read (from_pretrained(gguf_file=) dequantizes it "
+                        "to the dtype asked for; the memory figures count it so)")
 
 
 def check_dtype(
@@ -1323,7 +1335,7 @@ def check_dtype(
     totals = {n: CastCounts() for n in targets}
     per_tensor: dict[str, list[TensorCast]] = {n: [] for n in targets}
     eps = {n: float(torch.finfo(d).eps) for n, d in zip(targets, target_dtypes, strict=True)}
-    warnings = list(checkpoint.warnings)
+    warnings = [*checkpoint.warnings, *checkpoint.value_warnings]  # values are read: the unread ones are said
     checked = 0
 
     def record(info: TensorInfo, counts_list: list[CastCounts], extra: bool) -> None:

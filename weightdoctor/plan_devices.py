@@ -1145,6 +1145,9 @@ def build_planned_model(
         except UsageError as exc:
             if not checkpoint.tensors or model_class is not None:
                 exc.path = exc.path or checkpoint.source
+                if checkpoint.format == "gguf" and exc.message.startswith("config.json "):
+                    # A GGUF has no config.json: its config is what its metadata gives (`_open_gguf_for_plan`).
+                    exc.message = "the config its GGUF metadata gives " + exc.message.removeprefix("config.json ")
                 raise
             warnings.append(f"cannot build the model from config.json ({exc.message}); planned from the tensors")
             if stored_method is not None:
@@ -5375,6 +5378,8 @@ def open_plan_source(source: str, revision: str | None = None, key: str | None =
     # its config and safetensors headers, read remotely when not cached: its weights are not downloaded.
     from weightdoctor.errors import InvalidIndex
 
+    if _is_gguf_file(path):
+        return _open_gguf_for_plan(source, key)
     try:
         return open_checkpoint(source, revision=revision, key=key, allow_config_only=True, structure_only=True,
                                gguf_refused_by="plan-devices")
@@ -5390,6 +5395,61 @@ def open_plan_source(source: str, revision: str | None = None, key: str | None =
             exc.message += (f"; plan-devices plans from the config alone meanwhile: give it "
                             f"{shell_word(str(config), argument=True)} in place of the folder")
         raise
+
+
+def _is_gguf_file(path: Path) -> bool:
+    """Whether `path` is a file that opens with GGUF's magic (read as GGUF by the reader)."""
+    from weightdoctor.checkpoint.gguf_format import looks_like_gguf
+
+    try:
+        if not path.is_file():  # checked before opening: a FIFO's open waits for a writer
+            return False
+        with open(path, "rb") as handle:
+            return looks_like_gguf(handle.read(4))
+    except OSError:
+        return False  # open_checkpoint says what is wrong with it
+
+
+def _open_gguf_for_plan(source: str, key: str | None) -> Checkpoint:
+    """A GGUF file planned as transformers loads it: `from_pretrained(folder, gguf_file=...)` builds the config its
+    metadata gives and dequantizes every tensor into that model, at float32 unless `dtype=` says otherwise (the
+    legacy GGUF loader: `GgufHfQuantizer.update_dtype` takes torch's default dtype). The checkpoint keeps its files
+    and loses its tensors, so that the plan is the config's model, as for a config.json alone.
+
+    Raises:
+        UnsupportedFormat: an architecture whose config weightdoctor cannot build as transformers does (the
+            refusal says why, and what reads the file).
+    """
+    from weightdoctor.checkpoint import open_checkpoint
+    from weightdoctor.checkpoint.gguf_config import transformers_config
+    from weightdoctor.checkpoint.gguf_format import refusal_for
+
+    checkpoint = open_checkpoint(source, key=key, structure_only=True)
+    [header] = checkpoint.gguf_headers()
+    built = transformers_config(header)
+    gguf_file = checkpoint.files[0].path
+    if built.config is None:
+        checkpoint.close()
+        raise refusal_for("plan-devices", gguf_file.name, str(gguf_file.parent), because=built.reason)
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    config = dict(built.config)
+    causal = MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.get(config.get("model_type", ""))
+    if causal is not None and "architectures" not in config:
+        # llama.cpp's models are language models, loaded with AutoModelForCausalLM: its class, as a config.json's
+        # `architectures` names it (--model-class plans another).
+        config["architectures"] = [causal]
+    # What from_pretrained(dtype="auto") resolves for a GGUF: its config names none, so torch's default, float32.
+    config.setdefault("dtype", "float32")
+    checkpoint.config = config
+    checkpoint.tensors = []
+    checkpoint.warnings.append(
+        f"{gguf_file.name}: a GGUF file, planned as from_pretrained(folder, gguf_file={gguf_file.name!r}) loads it: "
+        f"the {config.get('model_type')} config its metadata gives (transformers' GGUF_CONFIG_MAPPING), every "
+        "tensor dequantized into that model, at float32 unless --dtype says otherwise (the dtype= you load it "
+        "with); transformers refuses disk offload for a GGUF (its GGUF quantizer's update_device_map), so a plan "
+        "that needs the disk does not load; llama.cpp places it itself (--n-gpu-layers)")
+    return checkpoint
 
 
 def _image_model_add_on(checkpoint: Checkpoint) -> str | None:

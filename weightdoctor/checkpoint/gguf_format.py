@@ -483,12 +483,17 @@ def summary(header: GgufHeader) -> dict[str, Any]:
         row["bits_per_weight"] = round(GGML_TYPES_BY_NAME[kind].bits_per_weight, 4)
     params = sum(info.num_params for info in header.tensors)
     nbytes = sum(info.nbytes for info in header.tensors)
+    quantized = [kind for kind in sorted(by_type) if GGML_TYPES_BY_NAME[kind].dtype is None]
     return {
         "version": header.version,
         "alignment": header.alignment,
         **fields,
         "tensor_types": dict(sorted(by_type.items(), key=lambda item: -item[1]["parameters"])),
         "bits_per_weight": round(nbytes * 8 / params, 4) if params else None,
+        # Information, not a warning: a quantized GGUF is the usual one, and its structure is read whole.
+        "values_note": (f"{', '.join(quantized)} tensors are described from the header, their values not decoded "
+                        "(--stats and check-dtype read F32, F16 and BF16 ones); from_pretrained(gguf_file=) "
+                        "dequantizes them") if quantized else None,
         "metadata": metadata_json(header.metadata),
     }
 
@@ -507,10 +512,21 @@ _REFUSALS = {
                "quantized blocks, attention rows permuted for its RoPE)",
     "shard": "shard writes what from_pretrained loads, and a GGUF's tensors are llama.cpp's (its names, quantized "
              "blocks, attention rows permuted for its RoPE)",
-    "plan-devices": "plan-devices plans from_pretrained's load, which dequantizes a GGUF into a model whose modules "
-                    "are not its tensors (llama.cpp places a GGUF itself: --n-gpu-layers); plan the original model "
-                    "(its repo id or config.json) at the dtype you load it in",
+    "plan-devices": "plan-devices plans from_pretrained's load, which dequantizes a GGUF into the model its metadata "
+                    "configures, and it plans a GGUF file of the architectures transformers' GGUF loading takes "
+                    "(llama.cpp places a GGUF itself: --n-gpu-layers); plan the original model (its repo id or "
+                    "config.json) at the dtype you load it in",
 }
+
+
+def refusal_for(command: str, name: str, folder: str, because: str | None = None) -> UnsupportedFormat:
+    """The one-line refusal of GGUF file `name` in `folder` by `command`, with what reads it; `because` says why
+    this file in particular is refused (plan-devices plans the architectures whose config it can build)."""
+    from weightdoctor.checkpoint.foreign import gguf_reading
+
+    why = f"{_REFUSALS[command]}: {because}" if because else _REFUSALS[command]
+    return UnsupportedFormat(f"a GGUF file (llama.cpp): {why}; {gguf_reading(name, folder)}; weightdoctor inspect "
+                             "reads its structure and metadata", path=str(Path(folder) / name))
 
 
 def refuse_for(command: str, gguf_names: list[str], folder: str) -> None:
@@ -519,11 +535,5 @@ def refuse_for(command: str, gguf_names: list[str], folder: str) -> None:
     Raises:
         UnsupportedFormat: `gguf_names` is not empty (the source holds GGUF files).
     """
-    if not gguf_names:
-        return
-    from weightdoctor.checkpoint.foreign import gguf_reading
-
-    name = gguf_names[0]
-    raise UnsupportedFormat(f"a GGUF file (llama.cpp): {_REFUSALS[command]}; {gguf_reading(name, folder)}; "
-                            "weightdoctor inspect reads its structure and metadata",
-                            path=str(Path(folder) / name))
+    if gguf_names:
+        raise refusal_for(command, gguf_names[0], folder)

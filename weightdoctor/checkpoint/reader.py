@@ -134,6 +134,10 @@ class Checkpoint:
     repo_id: str | None = None
     revision: str | None = None
     warnings: list[str] = field(default_factory=list)
+    # What only a command reading tensor values needs told (inspect --stats, check-dtype): a GGUF's quantized tensors,
+    # whose values are not read. Structure-only inspect shows it as information, not as a warning: most GGUF files
+    # are quantized, and the structure it reports of them is whole.
+    value_warnings: list[str] = field(default_factory=list)
     security: ScanReport | None = field(default_factory=lambda: None)  # no class attribute: see __getattr__
     # Safetensors files whose (trivial) scan report is built on first access to `security`.
     _safetensors_only: list[str] | None = field(default=None, repr=False)
@@ -545,6 +549,10 @@ class Checkpoint:
         """The parsed headers of this checkpoint's GGUF files, in file order (none for other formats)."""
         return list(self._ggufs.values())
 
+    def gguf_header(self, relpath: str) -> gguf_format.GgufHeader | None:
+        """The parsed header of the GGUF file `relpath` (a weight file's `relpath`), None for another format's."""
+        return self._ggufs.get(relpath)
+
     def safetensors_header(self, relpath: str) -> safetensors_format.SafetensorsHeader | None:
         """The parsed header of a safetensors file of this checkpoint (None for other files), validated
         by the safetensors library too before any of its values is read."""
@@ -776,6 +784,7 @@ class _Builder:
         self.skipped_entries: list[str] = []
         self.non_tensor_keys: dict[str, str] = {}
         self.notes: list[str] = []  # what a weight file's reader noticed (become the checkpoint's warnings)
+        self.value_notes: list[str] = []  # what matters to a read of values only (`Checkpoint.value_warnings`)
         self.formats: set[str] = set()
         self.scans: list[ScanReport] = []
         # Safetensors files read since the last pickle, whose scan reports are not built yet.
@@ -872,7 +881,7 @@ class _Builder:
                         f"(llama.cpp's gguf-split): its own {counted(len(infos), 'tensor')} only; "
                         f"{foreign_gguf_reading(path)}")
                 if quantized:
-                    self.notes.append(
+                    self.value_notes.append(
                         f"{relpath}: GGUF tensors of quantized ggml types ({', '.join(quantized)}) are described from "
                         "the header; their values are not read (--stats, check-dtype and diff-keys --values read "
                         "F32, F16 and BF16 tensors only)")
@@ -4096,6 +4105,7 @@ def _open_checkpoint(
         f"{located.repo_type}s/{located.repo_id}",
         revision=revision if repo_id is not None or located is not None else None,
         warnings=warnings,
+        value_warnings=builder.value_notes,
         security=security,
         _safetensors_only=safetensors_only,
         _headers=builder.headers,

@@ -34,6 +34,7 @@ def inspect_with_stats(
     pattern = re.compile(name_filter) if name_filter else None
     with open_checkpoint(source, revision=revision, key=key) as checkpoint:
         report = inspect_checkpoint(checkpoint, name_filter)
+        report.warnings += checkpoint.value_warnings  # --stats reads values: the tensors it cannot read are said
         if verify:
             from weightdoctor.security.verify import verify_checkpoint
 

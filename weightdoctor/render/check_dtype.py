@@ -57,9 +57,12 @@ def summary_table(report: CheckDtypeReport) -> Table:
     if report.skipped:
         # A quantizer's floating scales are skipped too: "not floating" was said of GPTQ's fp16 scales.
         side = sum(t.reason.startswith("a quantizer's") for t in report.skipped)
-        plain = len(report.skipped) - side
+        # A GGUF's Q4_K is no integer: floats once dequantized, its blocks not decoded here.
+        gguf = sum(t.reason.startswith("a quantized GGUF type") for t in report.skipped)
+        plain = len(report.skipped) - side - gguf
         parts = [f"{plain} not floating"] if plain else []
         parts += [f"{side} quantizer scale(s) or state(s)"] if side else []
+        parts += [f"{gguf} quantized GGUF tensor(s), not read"] if gguf else []
         checked += f"; {len(report.skipped)} left as they are ({', '.join(parts)})"
     table.add_row("checked", checked)
     if report.sample is not None:
@@ -223,7 +226,11 @@ def render_check_dtype(report: CheckDtypeReport, console: Console, worst: int = 
     memory = "  ".join(f"{name} {format_bytes(value)}" for name, value in report.recommendation.memory_bytes.items())
     commands = report.recommendation.commands
     body = "\n".join(f"• {escape(_without_commands(line, commands))}" for line in report.recommendation.lines)
-    body += f"\n[dim]memory: {memory}[/]\n[dim]{escape(report.limits)}[/]"
+    # A GGUF's stored bytes are its packed blocks; every other figure is what from_pretrained(gguf_file=) holds.
+    dequantized = any(t.reason.startswith("a quantized GGUF type") for t in report.skipped)
+    label = "memory (quantized GGUF tensors counted dequantized, as from_pretrained(gguf_file=) loads them)" \
+        if dequantized else "memory"
+    body += f"\n[dim]{label}: {memory}[/]\n[dim]{escape(report.limits)}[/]"
     console.print(Panel(body, title="recommendation", title_align="left"))
     print_commands(commands, console)
 

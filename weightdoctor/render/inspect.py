@@ -69,7 +69,9 @@ def summary_table(report: InspectReport) -> Table:
     if report.security is not None:
         table.add_row("security", security_line(report.security))
     if report.verify is not None:
-        table.add_row("zip CRCs", verify_line(report.verify))
+        # A GGUF has no CRCs: what --verify checked there is its data layout.
+        label = "zip CRCs" if getattr(report.verify, "members_checked", 0) or report.format != "gguf" else "verify"
+        table.add_row(label, verify_line(report.verify))
     return table
 
 
@@ -285,9 +287,14 @@ def verify_line(verify: object) -> str:
         # Shown beside the CRC mismatches, not hidden by them: a file whose sha256 differs from the index's is a
         # second, separate finding (the JSON always listed both).
         found.append(f"[bold red]{len(hashes)} sha256 mismatch(es)[/]: {escape('; '.join(hashes))}")
+    layout = getattr(verify, "layout_mismatches", [])
+    if layout:
+        found.append(f"[bold red]{len(layout)} GGUF layout mismatch(es)[/]: {escape('; '.join(layout))}")
     if found:
         return "; ".join(found)
-    text = f"[green]{getattr(verify, 'members_checked', 0)} member(s) checked, all match[/]"
+    members = getattr(verify, "members_checked", 0)
+    text = (f"[green]{members} member(s) checked, all match[/]" if members or not getattr(verify, "files_checked", 0)
+            else f"[green]{getattr(verify, 'files_checked', 0)} file(s) checked, all as their headers say[/]")
     notes = getattr(verify, "notes", [])
     return text + (f" [dim]({escape('; '.join(notes))})[/]" if notes else "")
 
@@ -342,6 +349,8 @@ def gguf_table(gguf: dict[str, Any]) -> Table:
             f"{row['bits_per_weight']:g} bits/weight" for name, row in types.items())))
     if gguf.get("bits_per_weight") is not None:
         table.add_row("bits/weight", f"{gguf['bits_per_weight']:g} (all tensors)")
+    if gguf.get("values_note"):
+        table.add_row("values", f"[cyan]{escape(gguf['values_note'])}[/]")
     for key, value in (gguf.get("metadata") or {}).items():
         table.add_row(escape(clip_middle(str(key), 120)), escape(_gguf_value_text(value)))
     return table
@@ -355,16 +364,20 @@ def memory_table(report: InspectReport, width: int | None = None) -> Table:
     """The bytes at each dtype, one column per dtype; one row per dtype where the columns do not fit in `width`
     (a 40-column terminal cut every figure short: `553.… KB`)."""
     sizes = {name: format_bytes(value) for name, value in report.memory.items()}
+    # A GGUF's quantized tensors are counted as the floats from_pretrained(gguf_file=) makes of them, as check-dtype's
+    # memory figures count them: said, since the file itself is far smaller.
+    # Short: a Rich title wraps at the table's width (some 50 columns).
+    title = "Memory for the weights" + (", dequantized" if report.gguf and report.gguf.get("values_note") else "")
     # Each cell: its text, a space either side, and one separator between cells (show_edge=False).
     needed = sum(max(len(name), len(size)) + 2 for name, size in sizes.items()) + len(sizes) - 1
     if width is not None and needed > width:
-        table = Table(title="Memory for the weights", title_justify="left", show_edge=False)
+        table = Table(title=title, title_justify="left", show_edge=False)
         table.add_column("dtype")
         table.add_column("bytes", justify="right", no_wrap=True)
         for name, size in sizes.items():
             table.add_row(name, size)
         return table
-    table = Table(title="Memory for the weights", title_justify="left", show_edge=False)
+    table = Table(title=title, title_justify="left", show_edge=False)
     for name in sizes:
         table.add_column(name, justify="right")
     table.add_row(*sizes.values())

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from weightdoctor.checkpoint import Checkpoint
+from weightdoctor.checkpoint.gguf_format import GgufHeader
 from weightdoctor.security import archive
 
 
@@ -24,7 +25,8 @@ class MemberMismatch:
 
 @dataclass
 class VerifyReport:
-    """What `--verify` checked: zip members of pickle files; safetensors and legacy files have no checksums."""
+    """What `--verify` checked: zip members of pickle files, the data layout of GGUF files; safetensors and legacy
+    files have no checksums."""
 
     files_checked: int = 0
     members_checked: int = 0
@@ -33,10 +35,14 @@ class VerifyReport:
     notes: list[str] = field(default_factory=list)
     # Files named `<name>-<sha256 prefix>.pth` (torch.hub's convention) whose sha256 does not start with it.
     hash_mismatches: list[str] = field(default_factory=list)
+    # GGUF files holding bytes their header does not account for: past the last tensor's padded end, or between
+    # tensors beyond their alignment padding (`gguf_layout`).
+    layout_mismatches: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return not self.mismatches and not self.unreadable and not self.hash_mismatches
+        return not self.mismatches and not self.unreadable and not self.hash_mismatches \
+            and not self.layout_mismatches
 
 
 # torch.hub names a download `<name>-<first hex digits of its sha256>.<ext>` (torchvision's resnet50-0676ba61.pth,
@@ -131,6 +137,12 @@ def verify_checkpoint(checkpoint: Checkpoint) -> VerifyReport:
                     f"{item.relpath}: the name ends as a torch.hub download's does (-{prefix}), but the file's sha256 "
                     f"starts with {actual[:len(prefix)]}: if it was downloaded under this name it is not the published "
                     "file (torch.hub's check_hash=True rejects it); a name of your own needs nothing")
+        if item.format == "gguf":
+            report.files_checked += 1
+            found, note = gguf_layout(item.relpath, checkpoint.gguf_header(item.relpath), item.path.stat().st_size)
+            report.layout_mismatches += found
+            report.notes.append(note)
+            continue
         if item.format != "pytorch-zip":
             formats.add(item.format)
             continue
@@ -151,3 +163,54 @@ def verify_checkpoint(checkpoint: Checkpoint) -> VerifyReport:
     if "pickle" in formats:
         report.notes.append("a plain pickle (pickle.dump) carries no checksum")
     return report
+
+
+def gguf_layout(relpath: str, header: GgufHeader | None, file_size: int) -> tuple[list[str], str]:
+    """Check a GGUF file's data section against its header: GGUF carries no checksum, so what can be verified is
+    that every byte after the header belongs to a tensor or to the alignment padding that llama.cpp's and gguf-py's
+    writers put after each one. The reader has refused already a tensor outside the file, off the alignment or
+    overlapping another; this finds what no tensor accounts for: bytes past the last tensor's padded end (a payload
+    appended, or a file written over a larger one) and gaps between tensors wider than their padding.
+
+    Example:
+        A file whose last tensor ends at data byte 1,000 (alignment 32) is expected to end at data byte 1,024; 100
+        more bytes are a finding.
+
+    Returns:
+        The findings (one line each) and a note saying what was checked.
+    """
+    if header is None or not header.tensors:
+        # No tensor: the file is its header, padded; nothing after it is accounted for.
+        start = header.data_start if header is not None else file_size
+        extra = max(file_size - start, 0)
+        found = [f"{relpath}: {extra:,} bytes after a header that lists no tensor"] if extra else []
+        return found, f"{relpath}: a GGUF of no tensor: its header was read whole"
+    alignment = header.alignment
+
+    def padded(end: int) -> int:
+        return -(-end // alignment) * alignment
+
+    spans = sorted(info.data_offsets for info in header.tensors if info.data_offsets is not None)
+    found = []
+    gaps, gap_bytes, first_gap = 0, 0, None
+    reached = 0
+    for begin, end in spans:
+        if begin > padded(reached) and end > begin:
+            gaps += 1
+            gap_bytes += begin - padded(reached)
+            first_gap = first_gap or (padded(reached), begin)
+        reached = max(reached, end)
+    if gaps:
+        assert first_gap is not None
+        found.append(f"{relpath}: {gap_bytes:,} data bytes in {gaps:,} gap(s) between tensors that no tensor "
+                     f"holds (the first at data bytes {first_gap[0]:,}-{first_gap[1]:,}, alignment {alignment}): "
+                     "GGUF writers pack tensors one after another")
+    data_end = file_size - header.data_start
+    if data_end > padded(reached):
+        found.append(f"{relpath}: {data_end - padded(reached):,} bytes after the last tensor's data (it ends at "
+                     f"byte {header.data_start + reached:,}, padded to {header.data_start + padded(reached):,}; the "
+                     f"file has {file_size:,}): not part of the model, and read by no loader")
+    note = (f"{relpath}: GGUF carries no checksum; its {len(header.tensors):,} tensors' data lie inside the file, "
+            f"aligned to {alignment} from byte {header.data_start:,} and not overlapping"
+            + ("" if found else ", and fill its data section to the end"))
+    return found, note
