@@ -16,6 +16,7 @@ from weightdoctor.errors import clip_middle
 from weightdoctor.gcpause import gc_paused
 from weightdoctor.jsontext import MAX_DEPTH, clip_long_strings, parse_json
 from weightdoctor.quantized import QuantizedSummary, gguf_config_loads_dense, inc_weight_config, quantized_summary
+from weightdoctor.reparametrized import reparametrized
 from weightdoctor.wording import counted, plural
 
 # Bytes per parameter when the floating weights are stored at each dtype.
@@ -545,6 +546,40 @@ def fsdp_flat_param_warning(checkpoint: Checkpoint) -> str | None:
             f"rank's file holds only its shard. Save the full state dict instead, {FSDP_FULL_STATE_DICT_SAVE}")
 
 
+def reparametrized_warning(checkpoint: Checkpoint) -> str | None:
+    """Weights saved while torch.nn.utils.prune, spectral_norm or parametrize was applied (`fc.weight_orig` beside
+    `fc.weight_mask`; `conv.weight_orig`, `_u`, `_v`; `parametrizations.weight.original`): a model without the same
+    reparametrization matches none of these names, and a pruned model's masks (buffers of 0s and 1s) were counted
+    as its parameters. inspect said nothing of them.
+
+    Example:
+        >>> reparametrized_warning(open_checkpoint("pruned.pt"))  # doctest: +SKIP
+        '2 weights saved under torch.nn.utils.prune (conv.weight, fc.weight): ...'
+    """
+    # One pass of str.endswith / `in` over the names (this runs on every inspect) before the rule itself.
+    if not any(t.name.endswith(("_orig", "_mask", "_u", "_v")) or "parametrizations." in t.name
+               for t in checkpoint.tensors):
+        return None
+    found = reparametrized(t.name for t in checkpoint.tensors)
+    if not found:
+        return None
+    said = []
+    for family in ("prune", "spectral_norm", "parametrize"):
+        stored = sorted({what.stored for what in found.values() if what.family == family})
+        if not stored:
+            continue
+        example = next(what for what in found.values() if what.family == family)
+        shown = ", ".join(stored[:3]) + (f" and {len(stored) - 3:,} more" if len(stored) > 3 else "")
+        text = (f"{counted(len(stored), 'weight')} saved under torch.nn.utils."
+                f"{'prune' if family == 'prune' else family} ({shown}): {example.how_to_remove}")
+        if family == "prune":
+            masks = [t for t in checkpoint.tensors if found.get(t.name) is not None and t.name.endswith("_mask")]
+            text += (f"; the {counted(len(masks), 'mask')} ({sum(t.num_params for t in masks):,} values) are counted "
+                     "in the parameters here, as every tensor of the state dict is, and hold no weights")
+        said.append(text)
+    return "; ".join(said)
+
+
 def student_teacher_copy_warning(checkpoint: Checkpoint) -> str | None:
     """A DINOv2 training checkpoint (its trainer's `model_N.pth`, `{"model": {...}, "optimizer", "iteration"}`, or
     that state dict alone): `student.backbone.*` beside `teacher.backbone.*` (and their heads, `dino_loss.center`),
@@ -1013,7 +1048,7 @@ def inspect_checkpoint(checkpoint: Checkpoint, name_filter: str | None = None) -
                                  momentum_encoder_copy_warning(checkpoint),
                                  student_teacher_copy_warning(checkpoint), wrapper_prefix_warning(checkpoint),
                                  own_config_warning(checkpoint),
-                                 fsdp_flat_param_warning(checkpoint)]),
+                                 fsdp_flat_param_warning(checkpoint), reparametrized_warning(checkpoint)]),
                   *([f"{skipped}; from_pretrained loads them once saved under its names (save_pretrained)"] if skipped
                     else []), *([other_framework] if other_framework else []),
                   *(quantized.warnings if quantized is not None else []),

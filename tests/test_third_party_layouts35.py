@@ -1,0 +1,135 @@
+"""A thirty-fifth round: PyTorch's own ways of saving a model that no earlier round covered, each written by torch
+itself (2.13 here) and run through the commands that apply.
+
+torch.nn.utils.prune (l1_unstructured and the others) keeps a pruned `weight` as `weight_orig` (a parameter) and
+`weight_mask` (a buffer) until prune.remove; the old spectral_norm hook as `weight_orig`, `weight_u`, `weight_v`;
+torch.nn.utils.parametrize (parametrizations.spectral_norm, weight_norm, orthogonal) as
+`parametrizations.weight.original` (`original0`, `original1`) beside its parametrization's state. A model without
+the same reparametrization loads none of these names.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn.utils import prune
+
+from tests.helpers import run_cli, run_json
+
+
+class _ConvNet(nn.Module):
+    """A convolution and a top-level `fc` (which diff-keys took for a classification head)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3)
+        self.fc = nn.Linear(8, 4)
+
+
+def _pruned_and_plain(folder: Path) -> tuple[Path, Path]:
+    """The same model saved before pruning and after l1_unstructured on both layers (without prune.remove)."""
+    torch.manual_seed(0)
+    model = _ConvNet()
+    plain = folder / "plain.pt"
+    torch.save(model.state_dict(), plain)
+    prune.l1_unstructured(model.conv, "weight", amount=0.5)
+    prune.l1_unstructured(model.fc, "weight", amount=0.5)
+    pruned = folder / "pruned.pt"
+    torch.save(model.state_dict(), pruned)
+    return pruned, plain
+
+
+def _groups(report: dict) -> dict[str, tuple[str, str]]:
+    return {group["pattern"]: (group["kind"], group["reason"]) for group in report["groups"]}
+
+
+def test_a_pruned_state_dict_against_the_model_unpruned_names_prune_not_a_rename(tmp_path: Path) -> None:
+    """diff-keys of a pruned model against the same model unpruned suggested `--rename weight_mask=weight` (the mask of
+    0s and 1s loaded as the weight), called fc.weight a task head "dropped" and weight_orig / weight_mask "unknown";
+    now every one of them is `reparametrized`, no rename is offered, and a note names prune.remove. Either way round."""
+    pruned, plain = _pruned_and_plain(tmp_path)
+    assert set(torch.load(pruned)) == {"conv.weight_orig", "conv.weight_mask", "conv.bias", "fc.weight_orig",
+                                       "fc.weight_mask", "fc.bias"}
+    for a, b in ((pruned, plain), (plain, pruned)):
+        code, report = run_json("diff-keys", str(a), str(b))
+        assert code == 1, report
+        assert report["suggested_renames"] == [], report["suggested_renames"]
+        assert {reason for _, reason in _groups(report).values()} == {"reparametrized"}, report["groups"]
+        assert {row["reason"] for row in report["missing"] + report["unexpected"]} == {"reparametrized"}
+        assert any("prune.remove(module, 'weight')" in note for note in report["notes"]), report["notes"]
+    code, report = run_json("diff-keys", str(pruned), str(plain))
+    missing = {row["name"]: row["detail"] for row in report["missing"]}
+    assert missing["fc.weight"] == "A keeps it under torch.nn.utils.prune (fc.weight_mask, fc.weight_orig)", missing
+    unexpected = {row["name"]: row["detail"] for row in report["unexpected"]}
+    assert unexpected["conv.weight_mask"] == "A keeps conv.weight under torch.nn.utils.prune, which B stores plainly"
+    # The same model pruned on both sides matches key for key: nothing to say.
+    same = tmp_path / "pruned_again.pt"
+    same.write_bytes(pruned.read_bytes())
+    code, report = run_json("diff-keys", str(pruned), str(same))
+    assert code == 0 and report["groups"] == [], report["groups"]
+
+
+def test_inspect_of_a_pruned_state_dict_says_prune_and_that_its_masks_are_counted(tmp_path: Path) -> None:
+    """inspect said nothing of prune: it counted the masks among the parameters and showed weight_orig as a weight."""
+    pruned, plain = _pruned_and_plain(tmp_path)
+    code, data = run_json("inspect", str(pruned))
+    assert code == 0 and data["num_tensors"] == 6, data
+    said = [w for w in data["warnings"] if "torch.nn.utils.prune" in w]
+    assert len(said) == 1, data["warnings"]
+    assert said[0].startswith("2 weights saved under torch.nn.utils.prune (conv.weight, fc.weight): "), said
+    assert "prune.remove(module, 'weight')" in said[0], said
+    assert said[0].endswith(f"the 2 masks ({8 * 3 * 3 * 3 + 4 * 8:,} values) are counted in the parameters here, "
+                            "as every tensor of the state dict is, and hold no weights"), said
+    code, data = run_json("inspect", str(plain))
+    assert code == 0 and not any("torch.nn.utils" in w for w in data["warnings"]), data["warnings"]
+
+
+def test_spectral_norm_and_parametrize_saves_against_the_plain_model_are_reparametrized(tmp_path: Path) -> None:
+    """The old spectral_norm hook (weight_orig, weight_u, weight_v) and parametrize's spectral_norm / weight_norm
+    (parametrizations.weight.original, original0 / original1, and the parametrization's own _u / _v) against the
+    model without them read "unknown" on every key; now `reparametrized`, with the function that removes each."""
+    torch.manual_seed(0)
+    plain = tmp_path / "plain.pt"
+    torch.save(_ConvNet().state_dict(), plain)
+    saves = {}
+    for name, apply, remover in (
+            ("hook", lambda m: torch.nn.utils.spectral_norm(m.conv), "remove_spectral_norm(module)"),
+            ("spectral", lambda m: nn.utils.parametrizations.spectral_norm(m.conv), "remove_parametrizations"),
+            ("weight_norm", lambda m: nn.utils.parametrizations.weight_norm(m.fc), "remove_parametrizations")):
+        model = _ConvNet()
+        apply(model)
+        saves[name] = tmp_path / f"{name}.pt"
+        torch.save(model.state_dict(), saves[name])
+        code, report = run_json("diff-keys", str(plain), str(saves[name]))
+        assert code == 1 and report["suggested_renames"] == [], report
+        assert {reason for _, reason in _groups(report).values()} == {"reparametrized"}, (name, report["groups"])
+        assert any(remover in note for note in report["notes"]), (name, report["notes"])
+        code, data = run_json("inspect", str(saves[name]))
+        assert code == 0 and any("1 weight saved under torch.nn.utils." in w and remover in w
+                                 for w in data["warnings"]), (name, data["warnings"])
+    assert {"conv.weight_orig", "conv.weight_u", "conv.weight_v"} <= set(torch.load(saves["hook"]))
+    assert {"fc.parametrizations.weight.original0", "fc.parametrizations.weight.original1"} <= set(
+        torch.load(saves["weight_norm"]))
+    # A model's own `*_u` / `*_v` / `*_orig` without their siblings is not called one.
+    own = tmp_path / "own.pt"
+    torch.save({"proj_u": torch.zeros(3), "proj_v": torch.zeros(3), "proj": torch.zeros(3, 3)}, own)
+    code, data = run_json("inspect", str(own))
+    assert code == 0 and not any("torch.nn.utils" in w for w in data["warnings"]), data["warnings"]
+
+
+def test_the_commands_that_write_keep_a_pruned_state_dict_whole(tmp_path: Path) -> None:
+    """convert and check-dtype read a pruned state dict as it is (its masks too): the output loads into the pruned
+    model as the input did."""
+    from safetensors.torch import load_file
+
+    pruned, _ = _pruned_and_plain(tmp_path)
+    out = tmp_path / "pruned.safetensors"
+    result = run_cli("convert", str(pruned), "-o", str(out))
+    assert result.exit_code == 0, result.stderr
+    original = torch.load(pruned)
+    written = load_file(out)
+    assert set(written) == set(original) and all(torch.equal(written[k], original[k]) for k in original)
+    code, data = run_json("check-dtype", str(pruned))
+    assert code == 0 and data["stored_dtypes"]["float32"]["num_tensors"] == 6, data["stored_dtypes"]
