@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 from torch import nn
 from torch.nn.utils import prune
@@ -133,3 +134,65 @@ def test_the_commands_that_write_keep_a_pruned_state_dict_whole(tmp_path: Path) 
     assert set(written) == set(original) and all(torch.equal(written[k], original[k]) for k in original)
     code, data = run_json("check-dtype", str(pruned))
     assert code == 0 and data["stored_dtypes"]["float32"]["num_tensors"] == 6, data["stored_dtypes"]
+
+
+class _TextClassifier(nn.Module):
+    """An embedding and two Linear layers: quantize_dynamic quantizes the Linear layers, leaves the embedding."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(10, 16)
+        self.fc1 = nn.Linear(16, 32)
+        self.fc2 = nn.Linear(32, 4)
+
+
+# torch.ao.quantization's own deprecation and observer notices, about the API the tests use to write the files.
+_TORCH_AO_NOTICES = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning")
+
+
+@_TORCH_AO_NOTICES
+def test_a_torch_ao_dynamic_quantized_state_dict_says_its_packed_layers_are_left_out(tmp_path: Path) -> None:
+    """quantize_dynamic's Linear layers save weight and bias as one tuple (`fc1._packed_params._packed_params`):
+    inspect counted 164 parameters (the embedding and the layers' scale / zero_point) of a model of 836, listed the
+    tuples among the skipped entries and said nothing; now a warning names the layers and what is left out, in
+    diff-keys too (where the float model's fc1.weight is "unknown")."""
+    torch.manual_seed(0)
+    model = _TextClassifier()
+    quantized = torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)
+    path = tmp_path / "quantized.pt"
+    torch.save(quantized.state_dict(), path)
+    assert isinstance(quantized.state_dict()["fc1._packed_params._packed_params"], tuple)
+    code, data = run_json("inspect", str(path))
+    assert code == 0 and data["num_params"] == 10 * 16 + 4, data  # emb, and each layer's scale and zero_point
+    said = [w for w in data["warnings"] if "torch.ao.quantization" in w]
+    assert len(said) == 1, data["warnings"]
+    weights, biases = 16 * 32 + 32 * 4, 32 + 4
+    assert f"2 layers quantized by torch.ao.quantization (fc1, fc2: {weights:,} qint8 weights and {biases} biases)" \
+        in said[0], said
+    assert "left out of the tensors and parameters counted here" in said[0], said
+    floats = tmp_path / "float.pt"
+    torch.save(model.state_dict(), floats)
+    code, report = run_json("diff-keys", str(path), str(floats))
+    assert code == 1 and any("2 layers quantized by torch.ao.quantization" in w for w in report["warnings"]), report
+
+
+@_TORCH_AO_NOTICES
+def test_a_torch_ao_static_quantized_state_dict_is_refused_as_one(tmp_path: Path) -> None:
+    """convert's quantized Conv2d keeps its weight a quantized tensor: the refusal said "save it with .dequantize()",
+    with no word that the whole state dict is torch.ao's, nor how to dequantize every tensor of it."""
+    torch.manual_seed(0)
+    model = nn.Sequential(torch.ao.quantization.QuantStub(), nn.Conv2d(3, 8, 3),
+                          torch.ao.quantization.DeQuantStub()).eval()
+    model.qconfig = torch.ao.quantization.get_default_qconfig("fbgemm")
+    prepared = torch.ao.quantization.prepare(model)
+    prepared(torch.randn(2, 3, 8, 8))
+    quantized = torch.ao.quantization.convert(prepared)
+    path = tmp_path / "static.pt"
+    torch.save(quantized.state_dict(), path)
+    assert quantized.state_dict()["1.weight"].is_quantized
+    result = run_cli("inspect", str(path))
+    assert result.exit_code == 2 and result.stdout == "", result.stdout
+    line = result.stderr.strip()
+    assert "\n" not in line and "tensor '1.weight' is a qint8 quantized (a torch.ao.quantization model's state " \
+        "dict" in line, line
+    assert "{k: v.dequantize() if v.is_quantized else v for k, v in state_dict.items()}" in line, line
