@@ -196,3 +196,75 @@ def test_a_torch_ao_static_quantized_state_dict_is_refused_as_one(tmp_path: Path
     assert "\n" not in line and "tensor '1.weight' is a qint8 quantized (a torch.ao.quantization model's state " \
         "dict" in line, line
     assert "{k: v.dequantize() if v.is_quantized else v for k, v in state_dict.items()}" in line, line
+
+
+def _write_llama2c(path: Path, version: int, *, shared: bool = True) -> None:
+    """A tiny model written as llama2.c's export.py writes it (legacy_export, version1_export, version2_export):
+    dim 16, hidden 32, 2 layers, 4 heads (2 KV heads), vocab 32, max_seq_len 8."""
+    import struct
+
+    generator = torch.Generator().manual_seed(version)
+    dim, hidden, layers, heads, kv_heads, vocab, seq = 16, 32, 2, 4, 2, 32, 8
+    kv_dim, head_size = dim * kv_heads // heads, dim // heads
+
+    def rand(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=generator)
+
+    norms = [rand(dim) for _ in range(2 * layers)] + [rand(dim)]
+    embedding = rand(vocab, dim)
+    matrices = ([rand(dim, dim) for _ in range(layers)] + [rand(kv_dim, dim) for _ in range(2 * layers)]
+                + [rand(dim, dim) for _ in range(layers)] + [rand(hidden, dim) for _ in range(layers)]
+                + [rand(dim, hidden) for _ in range(layers)] + [rand(hidden, dim) for _ in range(layers)])
+    classifier = [] if shared else [rand(vocab, dim)]
+    header = struct.pack("iiiiiii", dim, hidden, layers, heads, kv_heads, vocab if shared or version else -vocab, seq)
+    with path.open("wb") as file:
+        if version == 0:
+            file.write(header)
+            attention_norms, ffn_norms, final = norms[:layers], norms[layers:2 * layers], norms[-1]
+            q, kv, o, ffn = (matrices[:layers], matrices[layers:3 * layers], matrices[3 * layers:4 * layers],
+                             matrices[4 * layers:])
+            for tensor in [embedding, *attention_norms, *q, *kv, *o, *ffn_norms, *ffn, final,
+                           rand(seq, head_size // 2), rand(seq, head_size // 2), *classifier]:
+                file.write(tensor.numpy().astype("float32").tobytes())
+            return
+        file.write(struct.pack("I", 0x616B3432) + struct.pack("i", version) + header + struct.pack("B", int(shared)))
+        if version == 2:
+            file.write(struct.pack("i", 16))
+        file.write(b"\0" * (256 - file.tell()))
+        if version == 1:
+            for tensor in [*norms, embedding, *matrices, *classifier]:
+                file.write(tensor.numpy().astype("float32").tobytes())
+            return
+        for tensor in norms:
+            file.write(tensor.numpy().astype("float32").tobytes())
+        quantized = [embedding, *matrices, *classifier]
+        for tensor in quantized:
+            file.write(torch.randint(-127, 128, (tensor.numel(),), dtype=torch.int8, generator=generator)
+                       .numpy().tobytes())
+        for tensor in quantized:
+            file.write(rand(tensor.numel() // 16).numpy().astype("float32").tobytes())
+
+
+def test_a_llama2c_model_bin_is_named_with_the_checkpoint_to_read(tmp_path: Path) -> None:
+    """llama2.c's model files (the tinyllamas stories*.bin are version 0, export.py's default) were "not a safetensors
+    file nor a PyTorch pickle (zip or legacy)"; now each command names llama2.c, the version and header, and the
+    PyTorch checkpoint to read instead. A file of numbers of another size is not taken for one."""
+    for version, shared in ((0, True), (0, False), (1, False), (2, True)):
+        path = tmp_path / f"stories_v{version}_{shared}.bin"
+        _write_llama2c(path, version, shared=shared)
+        for command in ("inspect", "check-dtype", "diff-keys", "convert", "shard", "plan-devices"):
+            args = {"diff-keys": [str(path), str(path)], "convert": [str(path), "-o", str(tmp_path / "o.safetensors")],
+                    "shard": [str(path), "--max", "1MB", "-o", str(tmp_path / "shards")],
+                    "plan-devices": [str(path), "--gpu", "1GB"]}.get(command, [str(path)])
+            result = run_cli(command, *args)
+            line = result.stderr.strip()
+            assert result.exit_code == 2 and "\n" not in line, (command, version, result.stdout, line)
+            assert f"this is a llama2.c model (its export.py, version {version}: dim 16, 2 layers, 4 heads, vocab 32;" \
+                in line, (command, version, line)
+            assert "llama2.c's train.py writes out/ckpt.pt" in line, line
+        assert not (tmp_path / "o.safetensors").exists() and not (tmp_path / "shards").exists()
+    # The size of version 0 is what tells it: one byte more and it is no llama2.c file.
+    path = tmp_path / "stories_v0_True.bin"
+    path.write_bytes(path.read_bytes() + b"\0")
+    result = run_cli("inspect", str(path))
+    assert result.exit_code == 2 and "llama2.c" not in result.stderr, result.stderr
