@@ -268,3 +268,43 @@ def test_a_llama2c_model_bin_is_named_with_the_checkpoint_to_read(tmp_path: Path
     path.write_bytes(path.read_bytes() + b"\0")
     result = run_cli("inspect", str(path))
     assert result.exit_code == 2 and "llama2.c" not in result.stderr, result.stderr
+
+
+class _ConvNetForward(_ConvNet):
+    """_ConvNet with a forward, which FX traces."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.conv(x).mean((2, 3)))
+
+
+@_TORCH_AO_NOTICES
+def test_a_qat_checkpoint_against_the_float_model_is_its_observers_not_unknown_weights(tmp_path: Path) -> None:
+    """A model prepared for quantization-aware training (prepare_qat, eager, or FX's prepare_qat_fx) and saved while
+    training keeps each layer's weight beside its fake quantizer's and observer's state: against the float model every
+    weight matched and each `weight_fake_quant.*` / `activation_post_process.*` key was "unknown: these weights will
+    not load", an error, or a "likely the model's own parameter" warning; now `quantization` (warn) naming
+    torch.ao.quantization, both ways round, nothing of it an error."""
+    from torch.ao.quantization import get_default_qat_qconfig, get_default_qat_qconfig_mapping, prepare_qat, quantize_fx
+
+    torch.manual_seed(0)
+    plain = tmp_path / "float.pt"
+    torch.save(_ConvNetForward().state_dict(), plain)
+    eager = _ConvNetForward().train()
+    eager.qconfig = get_default_qat_qconfig("fbgemm")
+    fx = quantize_fx.prepare_qat_fx(_ConvNetForward().train(), get_default_qat_qconfig_mapping("fbgemm"),
+                                    (torch.randn(1, 3, 8, 8),))
+    for name, prepared in (("eager", prepare_qat(eager)), ("fx", fx)):
+        path = tmp_path / f"qat_{name}.pt"
+        torch.save(prepared.state_dict(), path)
+        assert any(".weight_fake_quant." in key for key in prepared.state_dict()), name
+        code, report = run_json("diff-keys", str(path), str(plain))
+        assert report["worst_severity"] == "warn" and code == 0, (name, report["groups"])
+        rows = [row for row in report["unexpected"] if row["reason"] == "quantization"]
+        assert rows and all("torch.ao.quantization's observer / fake-quantizer state" in row["detail"]
+                            for row in rows), (name, rows)
+        assert {row["reason"] for row in report["unexpected"]} <= {"quantization", "tied-weight"}, report["unexpected"]
+        assert report["missing"] == [] and report["mismatched"] == [], report
+        code, report = run_json("diff-keys", str(plain), str(path))
+        assert report["worst_severity"] == "warn" and code == 0, (name, report["groups"])
+        assert all("start afresh and calibrate again" in row["detail"] for row in report["missing"]
+                   if row["reason"] == "quantization"), report["missing"]

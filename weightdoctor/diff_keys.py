@@ -5345,6 +5345,10 @@ def _reparametrized_whys(missing: Sequence[str], unexpected: Sequence[str], spec
     return found, "; ".join(kept.how_to_remove for kept in families.values())
 
 
+# The modules torch.ao.quantization's prepare / prepare_qat adds: each layer's `weight_fake_quant` and
+# `activation_post_process` (eager mode), FX's top-level `activation_post_process_N`; their state is the observer's
+# min_val / max_val, the fake quantizer's scale, zero_point, fake_quant_enabled, observer_enabled.
+_TORCH_AO_OBSERVER = _lazy_regex(r"(?:^|\.)(?:activation_post_process(?:_\d+)?|weight_fake_quant)\.")
 _REPARAMETRIZED_ENDINGS = ("_orig", "_mask", "_u", "_v")
 
 
@@ -5407,6 +5411,15 @@ def classify_key(
     reparametrization = _reparametrization(name, kind, this_side, own_side)
     if reparametrization is not None:
         return reparametrization
+    if _TORCH_AO_OBSERVER.search(name):
+        # A QAT checkpoint (prepare_qat's model, trained) against the float model: every observer's and fake
+        # quantizer's state was "unknown: these weights will not load", an error, beside weights that all match.
+        return "quantization", "warn", (
+            "torch.ao.quantization's observer / fake-quantizer state (prepare_qat's or prepare's model): "
+            + ("B's model has them and A, a model not prepared so, does not: they start afresh and calibrate again"
+               if kind == "missing" else
+               "B's model, not prepared so, has none: its weights load without them (load_state_dict strict=False), "
+               "the calibration is lost; convert() of the prepared model gives the quantized one"))
     if _ADAPTER.search(name):
         return "adapter", "warn", ""
     # Round 27's names (VPTQ's `perm`, `indices`, `centroids.weight`, HIGGS' `tables`, ...) are a quantizer's only in
