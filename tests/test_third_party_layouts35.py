@@ -308,3 +308,40 @@ def test_a_qat_checkpoint_against_the_float_model_is_its_observers_not_unknown_w
         assert report["worst_severity"] == "warn" and code == 0, (name, report["groups"])
         assert all("start afresh and calibrate again" in row["detail"] for row in report["missing"]
                    if row["reason"] == "quantization"), report["missing"]
+
+
+@pytest.mark.filterwarnings("ignore:.*torch.nn.utils.weight_norm. is deprecated:FutureWarning")
+def test_a_weight_norm_hook_save_against_the_model_without_it_is_not_renamed_v_onto_the_weight(tmp_path: Path) -> None:
+    """The old torch.nn.utils.weight_norm hook (HiFi-GAN and other vocoders train with it, remove_weight_norm for
+    inference) keeps conv.weight as weight_g and weight_v: against the model without it diff-keys offered
+    `--rename weight_v=weight`, which loads the directions without their norms (weight = g * v / ||v||), and called
+    weight_g "unknown"; now all three are `reparametrized`, no rename, a note naming remove_weight_norm."""
+
+    class _Vocoder(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv1d(3, 8, 3)
+            self.fc = nn.Linear(8, 4)
+
+    torch.manual_seed(0)
+    model = _Vocoder()
+    plain = tmp_path / "plain.pt"
+    torch.save(model.state_dict(), plain)
+    nn.utils.weight_norm(model.conv)
+    with torch.no_grad():
+        model.conv.weight_g.mul_(2)  # trained: the norms are no longer ||v||
+    hooked = tmp_path / "weight_norm.pt"
+    torch.save(model.state_dict(), hooked)
+    assert {"conv.weight_g", "conv.weight_v"} <= set(torch.load(hooked))
+    for a, b in ((hooked, plain), (plain, hooked)):
+        code, report = run_json("diff-keys", str(a), str(b))
+        assert code == 1 and report["suggested_renames"] == [], report["suggested_renames"]
+        rows = report["missing"] + report["unexpected"]
+        assert {row["name"] for row in rows} == {"conv.weight", "conv.weight_g", "conv.weight_v"}, rows
+        assert {row["reason"] for row in rows} == {"reparametrized"}, rows
+        assert any("remove_weight_norm(module)" in note and "weight_v alone is not weight" in note
+                   for note in report["notes"]), report["notes"]
+    # weight_g / weight_v are how transformers' own models save weight_norm (wav2vec 2.0's pos_conv): inspect says
+    # nothing of them.
+    code, data = run_json("inspect", str(hooked))
+    assert code == 0 and not any("weight_norm" in w for w in data["warnings"]), data["warnings"]

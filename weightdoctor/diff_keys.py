@@ -114,10 +114,10 @@ REASONS: dict[str, str] = {
     "layer-count": "one side has more layers of one list than the other (a distilled student against its teacher, "
                    "another num_hidden_layers): the same layers at another depth; no rename fixes it",
     "reparametrized": "a weight kept under one of torch's reparametrizations on one side (torch.nn.utils.prune's "
-                      "weight_orig and weight_mask, spectral_norm's weight_orig, weight_u and weight_v, parametrize's "
-                      "parametrizations.weight.original) and as the weight itself on the other: remove it before "
-                      "saving (prune.remove, remove_spectral_norm, remove_parametrizations), or apply the same one "
-                      "to the model loaded into",
+                      "weight_orig and weight_mask, spectral_norm's weight_orig, weight_u and weight_v, the old "
+                      "weight_norm's weight_g and weight_v, parametrize's parametrizations.weight.original) and as "
+                      "the weight itself on the other: remove it before saving (prune.remove, remove_spectral_norm, "
+                      "remove_weight_norm, remove_parametrizations), or apply the same one to the model loaded into",
     "unknown": "no known cause: these weights will not load",
 }
 
@@ -5301,7 +5301,7 @@ def _reparametrization(name: str, kind: str, this_side: Mapping[str, KeySpec],
 
     Example:
         >>> _reparametrization("fc.weight", "unexpected", {"fc.weight_orig": None, "fc.weight_mask": None}, None)
-        ('reparametrized', 'error', 'B keeps it under torch.nn.utils.prune (fc.weight_orig, fc.weight_mask)')
+        ('reparametrized', 'error', 'B keeps it under torch.nn.utils.prune (fc.weight_mask, fc.weight_orig)')
     """
     kept = reparametrized_name(name, own_side) if own_side is not None else None
     if kept is not None and kept.stored in this_side:
@@ -5322,7 +5322,8 @@ def _reparametrized_siblings(name: str, plain: Reparametrized) -> tuple[str, ...
         module, _, leaf = name.rpartition(".")
         base = f"{module}.parametrizations.{leaf}.original" if module else f"parametrizations.{leaf}.original"
         return base, base + "0", base + "1"
-    return (name + "_orig", name + "_mask") if plain.family == "prune" else (name + "_orig", name + "_u", name + "_v")
+    return {"prune": (name + "_orig", name + "_mask"), "weight_norm": (name + "_g", name + "_v")}.get(
+        plain.family, (name + "_orig", name + "_u", name + "_v"))
 
 
 def _reparametrized_whys(missing: Sequence[str], unexpected: Sequence[str], specs_a: Mapping[str, KeySpec],
@@ -5349,7 +5350,7 @@ def _reparametrized_whys(missing: Sequence[str], unexpected: Sequence[str], spec
 # `activation_post_process` (eager mode), FX's top-level `activation_post_process_N`; their state is the observer's
 # min_val / max_val, the fake quantizer's scale, zero_point, fake_quant_enabled, observer_enabled.
 _TORCH_AO_OBSERVER = _lazy_regex(r"(?:^|\.)(?:activation_post_process(?:_\d+)?|weight_fake_quant)\.")
-_REPARAMETRIZED_ENDINGS = ("_orig", "_mask", "_u", "_v")
+_REPARAMETRIZED_ENDINGS = ("_orig", "_mask", "_u", "_v", "_g")
 
 
 def classify_key(

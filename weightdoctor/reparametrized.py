@@ -12,7 +12,7 @@ from dataclasses import dataclass
 # `original1`, ... where the parametrization's right_inverse returns several tensors: weight_norm's g and v), the
 # parametrization modules' own state beside it as `parametrizations.weight.0.*` (spectral_norm's `_u`, `_v`).
 _PARAMETRIZED = re.compile(r"^(?P<module>(?:.*\.)?)parametrizations\.(?P<tensor>[^.]+)\.(?:original\d*|\d+\..+)$")
-_SUFFIXES = ("_orig", "_mask", "_u", "_v")
+_SUFFIXES = ("_orig", "_mask", "_u", "_v", "_g")
 
 REMOVE: dict[str, str] = {
     "prune": "torch.nn.utils.prune keeps a pruned {leaf} as {leaf}_orig (the weights before pruning) and {leaf}_mask "
@@ -23,6 +23,12 @@ REMOVE: dict[str, str] = {
                      "{leaf}_u and {leaf}_v and divides it by its largest singular value at each forward: "
                      "torch.nn.utils.remove_spectral_norm(module) before saving stores {leaf} itself; a model with "
                      "spectral_norm applied to the same modules loads these names as they are",
+    "weight_norm": "torch.nn.utils.weight_norm (the old hook) keeps {leaf} as {leaf}_g (its norms) and {leaf}_v (its "
+                   "directions) and computes {leaf} = {leaf}_g * {leaf}_v / ||{leaf}_v|| at each forward, so "
+                   "{leaf}_v alone is not {leaf}: torch.nn.utils.remove_weight_norm(module) before saving stores "
+                   "{leaf} itself; a model with weight_norm applied to the same modules loads these names as they "
+                   "are (transformers renames them to parametrizations.{leaf}.original0 / original1 where its model "
+                   "uses parametrize)",
     "parametrize": "torch.nn.utils.parametrize keeps {leaf} as parametrizations.{leaf}.original (original0, "
                    "original1, ... for weight_norm's g and v) with its parametrization's state and computes {leaf} "
                    "at each forward: torch.nn.utils.parametrize.remove_parametrizations(module, '{leaf}') before "
@@ -74,6 +80,8 @@ def reparametrized_name(name: str, names: Collection[str]) -> Reparametrized | N
         return Reparametrized(stored, "prune")
     if stored + "_orig" in names and stored + "_u" in names and stored + "_v" in names:
         return Reparametrized(stored, "spectral_norm")
+    if stored + "_g" in names and stored + "_v" in names and suffix in ("_g", "_v"):
+        return Reparametrized(stored, "weight_norm")
     return None
 
 
@@ -87,7 +95,7 @@ def kept_under(name: str, names: Collection[str]) -> Reparametrized | None:
     """
     module, _, leaf = name.rpartition(".")
     parametrized = f"{module}.parametrizations.{leaf}.original" if module else f"parametrizations.{leaf}.original"
-    for candidate in (name + "_orig", parametrized, parametrized + "0"):
+    for candidate in (name + "_orig", name + "_g", parametrized, parametrized + "0"):
         if candidate in names:
             found = reparametrized_name(candidate, names)
             if found is not None and found.stored == name:

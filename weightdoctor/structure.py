@@ -564,6 +564,8 @@ def reparametrized_warning(checkpoint: Checkpoint) -> str | None:
     if not found:
         return None
     said = []
+    # weight_norm's weight_g / weight_v are left out: transformers' own models save them so (wav2vec 2.0's pos_conv),
+    # and from_pretrained reads them; diff-keys names them where the other side stores the weight itself.
     for family in ("prune", "spectral_norm", "parametrize"):
         stored = sorted({what.stored for what in found.values() if what.family == family})
         if not stored:
@@ -577,7 +579,7 @@ def reparametrized_warning(checkpoint: Checkpoint) -> str | None:
             text += (f"; the {counted(len(masks), 'mask')} ({sum(t.num_params for t in masks):,} values) are counted "
                      "in the parameters here, as every tensor of the state dict is, and hold no weights")
         said.append(text)
-    return "; ".join(said)
+    return "; ".join(said) or None
 
 
 def student_teacher_copy_warning(checkpoint: Checkpoint) -> str | None:

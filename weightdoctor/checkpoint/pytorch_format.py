@@ -2533,9 +2533,9 @@ def _torch_ao_packed_note(state_dict: Mapping[Any, Any]) -> str | None:
 
     Example:
         >>> import torch
-        >>> weight = torch.quantize_per_tensor(torch.ones(4, 2), 0.1, 0, torch.qint8)
-        >>> _torch_ao_packed_note({"fc._packed_params._packed_params": (weight, torch.zeros(4))})[:56]
-        '1 layer quantized by torch.ao.quantization (fc: 8 qint8 '
+        >>> weight = torch.zeros(4, 2, dtype=torch.int8)  # a qint8 tensor in the file: quantize_per_tensor warns
+        >>> _torch_ao_packed_note({"fc._packed_params._packed_params": (weight, torch.zeros(4))})[:55]
+        '1 layer quantized by torch.ao.quantization (fc: 8 int8 '
     """
     layers = {name[: -len(_PACKED_PARAMS)]: value for name, value in state_dict.items()
               if isinstance(name, str) and name.endswith(_PACKED_PARAMS) and isinstance(value, tuple)}
