@@ -110,6 +110,19 @@ def test_spectral_norm_and_parametrize_saves_against_the_plain_model_are_reparam
         code, data = run_json("inspect", str(saves[name]))
         assert code == 0 and any("1 weight saved under torch.nn.utils." in w and remover in w
                                  for w in data["warnings"]), (name, data["warnings"])
+    # torch.ao.pruning's sparsifiers reparametrize through parametrize (FakeSparsity): the same names.
+    from torch.ao.pruning import WeightNormSparsifier
+
+    model = _ConvNet()
+    sparsifier = WeightNormSparsifier(sparsity_level=0.5)
+    sparsifier.prepare(model, [{"tensor_fqn": "fc.weight"}])
+    sparsifier.step()
+    sparse = tmp_path / "sparse.pt"
+    torch.save(model.state_dict(), sparse)
+    code, report = run_json("diff-keys", str(sparse), str(plain))
+    assert code == 1 and {row["name"]: row["reason"] for row in report["missing"] + report["unexpected"]} == {
+        "fc.weight": "reparametrized", "fc.parametrizations.weight.original": "reparametrized"}, report
+    assert any("sparsifier.squash_mask()" in note for note in report["notes"]), report["notes"]
     assert {"conv.weight_orig", "conv.weight_u", "conv.weight_v"} <= set(torch.load(saves["hook"]))
     assert {"fc.parametrizations.weight.original0", "fc.parametrizations.weight.original1"} <= set(
         torch.load(saves["weight_norm"]))

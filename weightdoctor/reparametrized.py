@@ -32,8 +32,8 @@ REMOVE: dict[str, str] = {
     "parametrize": "torch.nn.utils.parametrize keeps {leaf} as parametrizations.{leaf}.original (original0, "
                    "original1, ... for weight_norm's g and v) with its parametrization's state and computes {leaf} "
                    "at each forward: torch.nn.utils.parametrize.remove_parametrizations(module, '{leaf}') before "
-                   "saving stores {leaf} itself; a model with the same parametrizations registered loads these "
-                   "names as they are",
+                   "saving (torch.ao.pruning's sparsifiers: sparsifier.squash_mask()) stores {leaf} itself; a "
+                   "model with the same parametrizations registered loads these names as they are",
 }
 
 
