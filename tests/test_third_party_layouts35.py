@@ -358,3 +358,64 @@ def test_a_weight_norm_hook_save_against_the_model_without_it_is_not_renamed_v_o
     # nothing of them.
     code, data = run_json("inspect", str(hooked))
     assert code == 0 and not any("weight_norm" in w for w in data["warnings"]), data["warnings"]
+
+
+def _gpt_fast_int4(path: Path, group_size: int = 32, inner_k_tiles: int = 8) -> int:
+    """A gpt-fast model_int4.g32.pth as quantize.py --mode int4 writes it (WeightOnlyInt4QuantHandler): each Linear's
+    weight as aten._convert_weight_to_int4pack packs it on CUDA (int32 [out / 8, in / (inner_k_tiles * 16), 32,
+    inner_k_tiles / 2]) beside pack_scales_and_zeros' bfloat16 [in / group_size, out, 2]; embeddings and norms in
+    bfloat16. Returns the number of weights the int4 layers hold."""
+    generator = torch.Generator().manual_seed(0)
+    dim, hidden, vocab = 256, 512, 64
+    state: dict[str, torch.Tensor] = {"tok_embeddings.weight": torch.randn(vocab, dim, generator=generator).bfloat16(),
+                                      "norm.weight": torch.ones(dim, dtype=torch.bfloat16)}
+    weights = 0
+    for layer, (out_features, in_features) in {"layers.0.attention.wqkv": (3 * dim, dim),
+                                               "layers.0.attention.wo": (dim, dim),
+                                               "layers.0.feed_forward.w1": (hidden, dim),
+                                               "layers.0.feed_forward.w2": (dim, hidden),
+                                               "output": (vocab, dim)}.items():
+        state[f"{layer}.weight"] = torch.randint(
+            -2**31, 2**31 - 1, (out_features // 8, in_features // (inner_k_tiles * 16), 32, inner_k_tiles // 2),
+            dtype=torch.int32, generator=generator)
+        state[f"{layer}.scales_and_zeros"] = torch.rand(
+            in_features // group_size, out_features, 2, generator=generator).bfloat16()
+        weights += out_features * in_features
+    state["layers.0.attention_norm.weight"] = torch.ones(dim, dtype=torch.bfloat16)
+    torch.save(state, path)
+    return weights
+
+
+def test_a_gpt_fast_int4_checkpoint_counts_its_packed_weights_and_keeps_its_scales_in_bf16(tmp_path: Path) -> None:
+    """gpt-fast's int4 files have no config: inspect counted each packed int32 as one parameter (an eighth of the
+    weights) and said nothing, and convert --dtype fp16 cast scales_and_zeros to fp16, which _weight_int4pack_mm
+    refuses (it reads them in bfloat16); now a warning gives the weights the layers hold, and convert / check-dtype
+    leave the scales as stored."""
+    from safetensors import safe_open
+
+    path = tmp_path / "model_int4.g32.pth"
+    weights = _gpt_fast_int4(path)
+    code, data = run_json("inspect", str(path))
+    assert code == 0, data
+    said = [w for w in data["warnings"] if "gpt-fast" in w]
+    assert len(said) == 1 and said[0].startswith("5 Linear layers quantized to int4 as gpt-fast's quantize.py writes "
+                                                 "them (layers.0.attention.wqkv, layers.0.attention.wo and 3 more; "
+                                                 "WeightOnlyInt4QuantHandler, group size 32)"), said
+    assert f"they hold {weights:,} weights where the parameters here count {weights // 8:,} int32" in said[0], said
+    assert data["dtypes"]["int32"] == weights // 8, data["dtypes"]
+    out = tmp_path / "fp16.safetensors"
+    result = run_cli("convert", str(path), "--dtype", "fp16", "-o", str(out))
+    assert result.exit_code == 0, result.stderr
+    assert "quantizer scale/state tensor(s) kept as stored" in result.stderr, result.stderr
+    with safe_open(out, "pt") as written:
+        dtypes = {name: written.get_slice(name).get_dtype() for name in written.keys()}  # noqa: SIM118
+    assert {dtypes[name] for name in dtypes if name.endswith(".scales_and_zeros")} == {"BF16"}, dtypes
+    assert dtypes["tok_embeddings.weight"] == "F16" and dtypes["output.weight"] == "I32", dtypes
+    code, report = run_json("check-dtype", str(path))
+    checked = [t["name"] for t in report["targets"]["fp16"]["tensors"]]
+    assert code == 0 and not any(name.endswith(".scales_and_zeros") for name in checked), checked
+    # A model's own `scales_and_zeros` beside a float weight is no gpt-fast layer.
+    own = tmp_path / "own.pt"
+    torch.save({"proj.weight": torch.zeros(64, 256), "proj.scales_and_zeros": torch.zeros(8, 64, 2)}, own)
+    code, data = run_json("inspect", str(own))
+    assert code == 0 and not any("gpt-fast" in w for w in data["warnings"]), data["warnings"]

@@ -15,7 +15,13 @@ from weightdoctor.dtypes import FLOATING
 from weightdoctor.errors import clip_middle
 from weightdoctor.gcpause import gc_paused
 from weightdoctor.jsontext import MAX_DEPTH, clip_long_strings, parse_json
-from weightdoctor.quantized import QuantizedSummary, gguf_config_loads_dense, inc_weight_config, quantized_summary
+from weightdoctor.quantized import (
+    QuantizedSummary,
+    gguf_config_loads_dense,
+    gpt_fast_int4_layers,
+    inc_weight_config,
+    quantized_summary,
+)
 from weightdoctor.reparametrized import reparametrized
 from weightdoctor.wording import counted, plural
 
@@ -546,6 +552,33 @@ def fsdp_flat_param_warning(checkpoint: Checkpoint) -> str | None:
             f"rank's file holds only its shard. Save the full state dict instead, {FSDP_FULL_STATE_DICT_SAVE}")
 
 
+def gpt_fast_int4_warning(checkpoint: Checkpoint) -> str | None:
+    """gpt-fast's int4 checkpoints (quantize.py --mode int4: model_int4.g32.pth): each Linear's weight packed 8 int4
+    values to an int32, beside bfloat16 scales_and_zeros, with no config to say so. inspect counted the int32 (an
+    eighth of the weights) and said nothing of the format.
+
+    Example:
+        >>> gpt_fast_int4_warning(open_checkpoint("model_int4.g32.pth"))  # doctest: +SKIP
+        '1 Linear layer quantized to int4 as gpt-fast's quantize.py writes it ...'
+    """
+    if not any(t.name.endswith(".scales_and_zeros") for t in checkpoint.tensors):
+        return None  # one pass of str.endswith: this runs on every inspect
+    layers = gpt_fast_int4_layers(checkpoint.tensors)
+    if not layers:
+        return None
+    weights = sum(layer.out_features * layer.in_features for layer in layers.values())
+    groups = ", ".join(map(str, sorted({layer.group_size for layer in layers.values()})))
+    shown = ", ".join(list(layers)[:2]) + (f" and {len(layers) - 2:,} more" if len(layers) > 2 else "")
+    return (f"{counted(len(layers), 'Linear layer')} quantized to int4 as gpt-fast's quantize.py writes "
+            f"{'it' if len(layers) == 1 else 'them'} ({shown}; WeightOnlyInt4QuantHandler, group size {groups}): "
+            "each weight is int32 packed by torch.ops.aten._convert_weight_to_int4pack, 8 int4 values to an "
+            f"int32, so they hold {weights:,} weights where the parameters here count {weights // 8:,} int32, "
+            "beside bfloat16 scales_and_zeros, which _weight_int4pack_mm reads in bfloat16 alone (convert and "
+            "check-dtype leave them so); gpt-fast's generate.py runs the file (--checkpoint_path), no "
+            "from_pretrained reads it, and its int4 packing is the layout of the torch build and device that "
+            "wrote it")
+
+
 def reparametrized_warning(checkpoint: Checkpoint) -> str | None:
     """Weights saved while torch.nn.utils.prune, spectral_norm or parametrize was applied (`fc.weight_orig` beside
     `fc.weight_mask`; `conv.weight_orig`, `_u`, `_v`; `parametrizations.weight.original`): a model without the same
@@ -1050,7 +1083,8 @@ def inspect_checkpoint(checkpoint: Checkpoint, name_filter: str | None = None) -
                                  momentum_encoder_copy_warning(checkpoint),
                                  student_teacher_copy_warning(checkpoint), wrapper_prefix_warning(checkpoint),
                                  own_config_warning(checkpoint),
-                                 fsdp_flat_param_warning(checkpoint), reparametrized_warning(checkpoint)]),
+                                 fsdp_flat_param_warning(checkpoint), reparametrized_warning(checkpoint),
+                                 gpt_fast_int4_warning(checkpoint)]),
                   *([f"{skipped}; from_pretrained loads them once saved under its names (save_pretrained)"] if skipped
                     else []), *([other_framework] if other_framework else []),
                   *(quantized.warnings if quantized is not None else []),
