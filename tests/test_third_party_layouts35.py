@@ -419,3 +419,37 @@ def test_a_gpt_fast_int4_checkpoint_counts_its_packed_weights_and_keeps_its_scal
     torch.save({"proj.weight": torch.zeros(64, 256), "proj.scales_and_zeros": torch.zeros(8, 64, 2)}, own)
     code, data = run_json("inspect", str(own))
     assert code == 0 and not any("gpt-fast" in w for w in data["warnings"]), data["warnings"]
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.compile's import of torch.jit
+def test_a_lightning_checkpoint_of_a_compiled_attribute_names_its_orig_mod(tmp_path: Path) -> None:
+    """A LightningModule whose __init__ does `self.model = torch.compile(model)` saves every weight as
+    `model._orig_mod.*`: inspect said nothing (its wrapper warning looks at the start of the names alone), where the
+    module without the compile matches none of them; now it says so, with the --rename that diff-keys checks."""
+
+    class _LitModule(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = torch.compile(_ConvNet())
+
+    state = _LitModule().state_dict()
+    assert all(name.startswith("model._orig_mod.") for name in state), list(state)
+    path = tmp_path / "epoch=0-step=10.ckpt"
+    torch.save({"epoch": 0, "global_step": 10, "pytorch-lightning_version": "2.4.0", "state_dict": state,
+                "loops": {}, "callbacks": {}, "optimizer_states": [], "lr_schedulers": [], "hparams_name": "kwargs",
+                "hyper_parameters": {"lr": 0.001}}, path)
+    code, data = run_json("inspect", str(path))
+    assert code == 0 and data["nested_key"] == "state_dict", data
+    said = [w for w in data["warnings"] if "_orig_mod" in w]
+    assert len(said) == 1 and said[0].startswith("every tensor name starts with model._orig_mod. (the module's model "
+                                                 "attribute was torch.compile's OptimizedModule"), said
+    rename = "^model\\._orig_mod\\.=model."
+    assert f"diff-keys --rename '{rename}'" in said[0], said
+    plain = tmp_path / "plain.ckpt"
+    torch.save({"state_dict": {name.replace("_orig_mod.", ""): value for name, value in state.items()},
+                "pytorch-lightning_version": "2.4.0", "epoch": 0, "global_step": 10}, plain)
+    code, report = run_json("diff-keys", str(path), str(plain), "--rename", rename)
+    assert code == 0 and report["groups"] == [] and report["matched"] == len(state), report
+    # Names that only share a first component with no _orig_mod. under it say nothing of it.
+    code, data = run_json("inspect", str(plain))
+    assert code == 0 and not any("_orig_mod" in w for w in data["warnings"]), data["warnings"]

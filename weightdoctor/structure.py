@@ -464,6 +464,21 @@ def own_config_warning(checkpoint: Checkpoint) -> str | None:
             "into it (load_ckpt_state_dict); from_pretrained has no config.json to build it from") if said else None
 
 
+def _compiled_attribute_warning(names: list[str]) -> str | None:
+    """Every name under one attribute's torch.compile wrapper (`model._orig_mod.*`: a LightningModule, or any module,
+    whose `self.model = torch.compile(model)` was saved): the prefix is not at the start, and inspect said nothing,
+    where the same module without the compile matches none of these names."""
+    first = names[0].partition(".")[0] if names else ""
+    prefix = f"{first}._orig_mod."
+    if not first or not all(name.startswith(prefix) for name in names):
+        return None
+    return (f"every tensor name starts with {prefix} (the module's {first} attribute was torch.compile's "
+            f"OptimizedModule when saved, which keeps the module as _orig_mod): the same module with {first} not "
+            "compiled matches none of these names (Lightning's load_from_checkpoint included, unless __init__ "
+            f"compiles it too); strip _orig_mod. first (diff-keys --rename '^{re.escape(prefix)}={first}.' shows "
+            "the result)")
+
+
 def wrapper_prefix_warning(checkpoint: Checkpoint) -> str | None:
     """A state dict saved from a wrapped model: every name starts with `module.` (DDP / DataParallel) or
     `_orig_mod.` (torch.compile), which the bare model's load_state_dict matches with none of its own names.
@@ -483,7 +498,7 @@ def wrapper_prefix_warning(checkpoint: Checkpoint) -> str | None:
         stacked.append(found)
         prefix += found[0]
     if not stacked:
-        return None
+        return _compiled_attribute_warning(names)
     wrapper = f"{stacked[0][1]} wrapper" + "".join(f" around a {w[1]} one" for w in stacked[1:])
     said = (f"every tensor name starts with {prefix} (the state_dict() of a {wrapper}, where "
             f"model.{prefix.rstrip('.')}.state_dict() is the model's own): the unwrapped model's load_state_dict "
