@@ -1,11 +1,21 @@
-"""A thirty-fifth round: PyTorch's own ways of saving a model that no earlier round covered, each written by torch
-itself (2.13 here) and run through the commands that apply.
+"""A thirty-fifth round: PyTorch's own ways of saving a model, and two runtimes' model files, that no earlier round
+covered, each written by torch itself (2.13 here) or as the runtime's own export code writes it, and run through the
+commands that apply.
 
-torch.nn.utils.prune (l1_unstructured and the others) keeps a pruned `weight` as `weight_orig` (a parameter) and
-`weight_mask` (a buffer) until prune.remove; the old spectral_norm hook as `weight_orig`, `weight_u`, `weight_v`;
-torch.nn.utils.parametrize (parametrizations.spectral_norm, weight_norm, orthogonal) as
-`parametrizations.weight.original` (`original0`, `original1`) beside its parametrization's state. A model without
-the same reparametrization loads none of these names.
+torch.nn.utils.prune keeps a pruned `weight` as `weight_orig` (a parameter) and `weight_mask` (a buffer) until
+prune.remove; the old spectral_norm hook as `weight_orig`, `weight_u`, `weight_v`; the old weight_norm hook as
+`weight_g`, `weight_v`; torch.nn.utils.parametrize (parametrizations.spectral_norm, weight_norm, torch.ao.pruning's
+sparsifiers) as `parametrizations.weight.original` (`original0`, `original1`) beside its parametrization's state. A
+model without the same reparametrization loads none of these names.
+
+torch.ao.quantization: quantize_dynamic's Linear layers (weight and bias in one `_packed_params._packed_params`
+tuple), convert's quantized Conv2d (a quantized tensor), and QAT checkpoints (prepare_qat, prepare_qat_fx: each
+layer's `weight_fake_quant.*` / `activation_post_process.*` beside its float weight).
+
+llama2.c's model files (karpathy/llama2.c export.py: legacy_export, version1_export, version2_export, read with the
+search tool) and gpt-fast's int4 checkpoints (pytorch-labs/gpt-fast quantize.py, WeightOnlyInt4QuantHandler: a packed
+int32 `weight` beside bfloat16 `scales_and_zeros`), written as that code writes them; a LightningModule whose model
+attribute is torch.compile'd (`model._orig_mod.*`).
 """
 
 from __future__ import annotations
