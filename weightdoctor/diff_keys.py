@@ -34,6 +34,7 @@ from weightdoctor.renames import (
     rename_steps,
     strip_prefix,
 )
+from weightdoctor.reparametrized import Reparametrized, kept_under, reparametrized_name
 from weightdoctor.wording import counted, plural
 
 if TYPE_CHECKING:
@@ -112,6 +113,11 @@ REASONS: dict[str, str] = {
                        "tensor (this rank's shard of it), which loads by no name: save the full state dict instead",
     "layer-count": "one side has more layers of one list than the other (a distilled student against its teacher, "
                    "another num_hidden_layers): the same layers at another depth; no rename fixes it",
+    "reparametrized": "a weight kept under one of torch's reparametrizations on one side (torch.nn.utils.prune's "
+                      "weight_orig and weight_mask, spectral_norm's weight_orig, weight_u and weight_v, the old "
+                      "weight_norm's weight_g and weight_v, parametrize's parametrizations.weight.original) and as "
+                      "the weight itself on the other: remove it before saving (prune.remove, remove_spectral_norm, "
+                      "remove_weight_norm, remove_parametrizations), or apply the same one to the model loaded into",
     "unknown": "no known cause: these weights will not load",
 }
 
@@ -5286,6 +5292,67 @@ def tied_index(groups: Sequence[Sequence[str]]) -> dict[str, Sequence[str]]:
     return index
 
 
+def _reparametrization(name: str, kind: str, this_side: Mapping[str, KeySpec],
+                       own_side: Mapping[str, KeySpec] | None) -> tuple[str, str, str] | None:
+    """Reason `reparametrized` for a key one side keeps under torch.nn.utils.prune, spectral_norm or parametrize and
+    the other as the plain weight (`fc.weight_orig`, `fc.weight_mask` against `fc.weight`), either way round: a
+    pruned model's fc.weight against the same model unpruned read "task-head: not used by B, dropped" and its
+    weight_orig and weight_mask "unknown", with no word of prune.
+
+    Example:
+        >>> _reparametrization("fc.weight", "unexpected", {"fc.weight_orig": None, "fc.weight_mask": None}, None)
+        ('reparametrized', 'error', 'B keeps it under torch.nn.utils.prune (fc.weight_mask, fc.weight_orig)')
+    """
+    kept = reparametrized_name(name, own_side) if own_side is not None else None
+    if kept is not None and kept.stored in this_side:
+        return "reparametrized", "error", (f"{'A' if kind == 'unexpected' else 'B'} keeps {kept.stored} under "
+                                           f"torch.nn.utils.{kept.family}, which "
+                                           f"{'B' if kind == 'unexpected' else 'A'} stores plainly")
+    plain = kept_under(name, this_side)
+    if plain is None:
+        return None
+    kept_names = sorted(n for n in _reparametrized_siblings(name, plain) if n in this_side)
+    return "reparametrized", "error", (f"{'B' if kind == 'unexpected' else 'A'} keeps it under "
+                                       f"torch.nn.utils.{plain.family} ({', '.join(kept_names)})")
+
+
+def _reparametrized_siblings(name: str, plain: Reparametrized) -> tuple[str, ...]:
+    """The names a reparametrization of `plain.family` keeps `name` under (those of parametrize's own state aside)."""
+    if plain.family == "parametrize":
+        module, _, leaf = name.rpartition(".")
+        base = f"{module}.parametrizations.{leaf}.original" if module else f"parametrizations.{leaf}.original"
+        return base, base + "0", base + "1"
+    return {"prune": (name + "_orig", name + "_mask"), "weight_norm": (name + "_g", name + "_v")}.get(
+        plain.family, (name + "_orig", name + "_u", name + "_v"))
+
+
+def _reparametrized_whys(missing: Sequence[str], unexpected: Sequence[str], specs_a: Mapping[str, KeySpec],
+                         specs_b: Mapping[str, KeySpec]) -> tuple[dict[str, tuple[str, str, str]], str]:
+    """Reason `reparametrized` for each missing or unexpected key that one side keeps under torch.nn.utils.prune,
+    spectral_norm or parametrize and the other as the plain weight (`_reparametrization`), and a note saying, once per
+    reparametrization, how to remove it."""
+    if not any(name.endswith(_REPARAMETRIZED_ENDINGS) or "parametrizations." in name
+               for name in (*missing, *unexpected)):
+        return {}, ""  # one pass of str.endswith: every diff runs it
+    whys = {name: _reparametrization(name, "missing", specs_a, specs_b) for name in missing}
+    whys.update({name: _reparametrization(name, "unexpected", specs_b, specs_a) for name in unexpected})
+    found = {name: why for name, why in whys.items() if why is not None}
+    families: dict[str, Reparametrized] = {}
+    for side in (specs_a, specs_b):
+        for name in found:
+            kept = reparametrized_name(name, side) if name in side else None
+            if kept is not None:
+                families.setdefault(kept.family, kept)
+    return found, "; ".join(kept.how_to_remove for kept in families.values())
+
+
+# The modules torch.ao.quantization's prepare / prepare_qat adds: each layer's `weight_fake_quant` and
+# `activation_post_process` (eager mode), FX's top-level `activation_post_process_N`; their state is the observer's
+# min_val / max_val, the fake quantizer's scale, zero_point, fake_quant_enabled, observer_enabled.
+_TORCH_AO_OBSERVER = _lazy_regex(r"(?:^|\.)(?:activation_post_process(?:_\d+)?|weight_fake_quant)\.")
+_REPARAMETRIZED_ENDINGS = ("_orig", "_mask", "_u", "_v", "_g")
+
+
 def classify_key(
     name: str,
     spec: KeySpec,
@@ -5342,6 +5409,18 @@ def classify_key(
     # keeps two, so A's output embedding loads into B's and the input embedding starts at random.
     if filler is not None and (target is None or filler not in target):
         return "tied-weight", "info", f"tied to {filler}, which A has: filled from it on load"
+    reparametrization = _reparametrization(name, kind, this_side, own_side)
+    if reparametrization is not None:
+        return reparametrization
+    if _TORCH_AO_OBSERVER.search(name):
+        # A QAT checkpoint (prepare_qat's model, trained) against the float model: every observer's and fake
+        # quantizer's state was "unknown: these weights will not load", an error, beside weights that all match.
+        return "quantization", "warn", (
+            "torch.ao.quantization's observer / fake-quantizer state (prepare_qat's or prepare's model): "
+            + ("B's model has them and A, a model not prepared so, does not: they start afresh and calibrate again"
+               if kind == "missing" else
+               "B's model, not prepared so, has none: its weights load without them (load_state_dict strict=False), "
+               "the calibration is lost; convert() of the prepared model gives the quantized one"))
     if _ADAPTER.search(name):
         return "adapter", "warn", ""
     # Round 27's names (VPTQ's `perm`, `indices`, `centroids.weight`, HIGGS' `tables`, ...) are a quantizer's only in
@@ -6327,6 +6406,11 @@ def _diff_specs(
                     for buffer, param in mmcv_ema_buffers(specs_b).items()
                     if buffer in missing_b and param in renamed_a}
         layout_whys = {**ema_whys, **layout_whys}
+    if diff.missing and diff.unexpected and (reparametrized := _reparametrized_whys(
+            diff.missing, diff.unexpected, renamed_a, specs_b))[0]:
+        # Left out of the rename search too: it renamed prune's weight_mask (0s and 1s) onto the weight.
+        layout_whys = {**reparametrized[0], **layout_whys}
+        layout_note = "; ".join(filter(None, (layout_note, reparametrized[1])))
     adapter_whys, adapter_note = adapter_fit(renamed_a, specs_b, diff.unexpected, diff.missing, word_texts[0],
                                              adapter_config_a, named_b, revision_b, named_a, revision_a)
     if model_loaded_names is not None and any(severity == "error" for _, severity, _ in adapter_whys.values()):

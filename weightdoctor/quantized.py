@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import math
 import re
 import time
 import warnings
@@ -59,7 +60,7 @@ def quantizer_side_tensors(tensors: Iterable[TensorInfo], config: Mapping[str, A
         {'model.layers.0.mlp.up_proj.scales', 'model.layers.0.mlp.up_proj.qzeros', ...}
     """
     unique = list(tensors)
-    comfy = comfyui_scaled_fp8_side(unique)
+    comfy = comfyui_scaled_fp8_side(unique) | {f"{layer}.scales_and_zeros" for layer in gpt_fast_int4_layers(unique)}
     summary = quantized_summary(unique, config)
     if summary is None:
         return comfy
@@ -85,6 +86,45 @@ def comfyui_scaled_fp8_side(tensors: Iterable[TensorInfo]) -> set[str]:
                 side.add(name)
     markers = {n for n in infos if n == "scaled_fp8" or n.endswith(".scaled_fp8")}
     return side | markers if side else set()
+
+
+@dataclass(frozen=True)
+class GptFastInt4Layer:
+    """One Linear layer of a gpt-fast int4 checkpoint: its shape and quantization group size."""
+
+    out_features: int
+    in_features: int
+    group_size: int
+
+
+def gpt_fast_int4_layers(tensors: Iterable[TensorInfo]) -> dict[str, GptFastInt4Layer]:
+    """gpt-fast's int4 layers (quantize.py's WeightOnlyInt4QuantHandler, model_int4.g32.pth): `<layer>.weight`, int32
+    packed by torch.ops.aten._convert_weight_to_int4pack (8 int4 values in each), beside `<layer>.scales_and_zeros`,
+    bfloat16 [in / group size, out, 2]. There is no quantization_config: the names and shapes tell them, and
+    _weight_int4pack_mm reads the scales in bfloat16 alone (a cast one breaks the layer).
+
+    Example:
+        >>> from weightdoctor.checkpoint import TensorInfo
+        >>> gpt_fast_int4_layers([TensorInfo("w.weight", (8, 2, 32, 4), "int32", "f"),
+        ...                       TensorInfo("w.scales_and_zeros", (8, 64, 2), "bfloat16", "f")])
+        {'w': GptFastInt4Layer(out_features=64, in_features=256, group_size=32)}
+    """
+    infos = {t.name: t for t in tensors}
+    layers: dict[str, GptFastInt4Layer] = {}
+    for name, info in infos.items():
+        if not name.endswith(".scales_and_zeros") or len(info.shape) != 3 or info.shape[2] != 2:
+            continue
+        layer = name[: -len(".scales_and_zeros")]
+        weight = infos.get(layer + ".weight")
+        groups, out_features = info.shape[0], info.shape[1]
+        if weight is None or weight.dtype != "int32" or not groups or not out_features:
+            continue
+        values = math.prod(weight.shape) * 8
+        if values % out_features or (values // out_features) % groups:
+            continue
+        in_features = values // out_features
+        layers[layer] = GptFastInt4Layer(out_features, in_features, in_features // groups)
+    return layers
 
 
 def _exl2_layers(tensors: Iterable[TensorInfo]) -> tuple[dict[str, int], set[str]]:

@@ -17,7 +17,14 @@ from weightdoctor.dtypes import FLOATING
 from weightdoctor.errors import clip_middle
 from weightdoctor.gcpause import gc_paused
 from weightdoctor.jsontext import MAX_DEPTH, clip_long_strings, parse_json
-from weightdoctor.quantized import QuantizedSummary, gguf_config_loads_dense, inc_weight_config, quantized_summary
+from weightdoctor.quantized import (
+    QuantizedSummary,
+    gguf_config_loads_dense,
+    gpt_fast_int4_layers,
+    inc_weight_config,
+    quantized_summary,
+)
+from weightdoctor.reparametrized import reparametrized
 from weightdoctor.wording import counted, plural
 
 # Bytes per parameter when the floating weights are stored at each dtype.
@@ -461,6 +468,21 @@ def own_config_warning(checkpoint: Checkpoint) -> str | None:
             "into it (load_ckpt_state_dict); from_pretrained has no config.json to build it from") if said else None
 
 
+def _compiled_attribute_warning(names: list[str]) -> str | None:
+    """Every name under one attribute's torch.compile wrapper (`model._orig_mod.*`: a LightningModule, or any module,
+    whose `self.model = torch.compile(model)` was saved): the prefix is not at the start, and inspect said nothing,
+    where the same module without the compile matches none of these names."""
+    first = names[0].partition(".")[0] if names else ""
+    prefix = f"{first}._orig_mod."
+    if not first or not all(name.startswith(prefix) for name in names):
+        return None
+    return (f"every tensor name starts with {prefix} (the module's {first} attribute was torch.compile's "
+            f"OptimizedModule when saved, which keeps the module as _orig_mod): the same module with {first} not "
+            "compiled matches none of these names (Lightning's load_from_checkpoint included, unless __init__ "
+            f"compiles it too); strip _orig_mod. first (diff-keys --rename '^{re.escape(prefix)}={first}.' shows "
+            "the result)")
+
+
 def wrapper_prefix_warning(checkpoint: Checkpoint) -> str | None:
     """A state dict saved from a wrapped model: every name starts with `module.` (DDP / DataParallel) or
     `_orig_mod.` (torch.compile), which the bare model's load_state_dict matches with none of its own names.
@@ -480,7 +502,7 @@ def wrapper_prefix_warning(checkpoint: Checkpoint) -> str | None:
         stacked.append(found)
         prefix += found[0]
     if not stacked:
-        return None
+        return _compiled_attribute_warning(names)
     wrapper = f"{stacked[0][1]} wrapper" + "".join(f" around a {w[1]} one" for w in stacked[1:])
     said = (f"every tensor name starts with {prefix} (the state_dict() of a {wrapper}, where "
             f"model.{prefix.rstrip('.')}.state_dict() is the model's own): the unwrapped model's load_state_dict "
@@ -547,6 +569,69 @@ def fsdp_flat_param_warning(checkpoint: Checkpoint) -> str | None:
             "weights of the modules FullyShardedDataParallel wraps (use_orig_params=False), flattened into 1-D and "
             "sharded, as named_parameters() or a LOCAL_STATE_DICT gives them; no model loads them by name, and one "
             f"rank's file holds only its shard. Save the full state dict instead, {FSDP_FULL_STATE_DICT_SAVE}")
+
+
+def gpt_fast_int4_warning(checkpoint: Checkpoint) -> str | None:
+    """gpt-fast's int4 checkpoints (quantize.py --mode int4: model_int4.g32.pth): each Linear's weight packed 8 int4
+    values to an int32, beside bfloat16 scales_and_zeros, with no config to say so. inspect counted the int32 (an
+    eighth of the weights) and said nothing of the format.
+
+    Example:
+        >>> gpt_fast_int4_warning(open_checkpoint("model_int4.g32.pth"))  # doctest: +SKIP
+        '1 Linear layer quantized to int4 as gpt-fast's quantize.py writes it ...'
+    """
+    if not any(t.name.endswith(".scales_and_zeros") for t in checkpoint.tensors):
+        return None  # one pass of str.endswith: this runs on every inspect
+    layers = gpt_fast_int4_layers(checkpoint.tensors)
+    if not layers:
+        return None
+    weights = sum(layer.out_features * layer.in_features for layer in layers.values())
+    groups = ", ".join(map(str, sorted({layer.group_size for layer in layers.values()})))
+    shown = ", ".join(list(layers)[:2]) + (f" and {len(layers) - 2:,} more" if len(layers) > 2 else "")
+    return (f"{counted(len(layers), 'Linear layer')} quantized to int4 as gpt-fast's quantize.py writes "
+            f"{'it' if len(layers) == 1 else 'them'} ({shown}; WeightOnlyInt4QuantHandler, group size {groups}): "
+            "each weight is int32 packed by torch.ops.aten._convert_weight_to_int4pack, 8 int4 values to an "
+            f"int32, so they hold {weights:,} weights where the parameters here count {weights // 8:,} int32, "
+            "beside bfloat16 scales_and_zeros, which _weight_int4pack_mm reads in bfloat16 alone (convert and "
+            "check-dtype leave them so); gpt-fast's generate.py runs the file (--checkpoint_path), no "
+            "from_pretrained reads it, and its int4 packing is the layout of the torch build and device that "
+            "wrote it")
+
+
+def reparametrized_warning(checkpoint: Checkpoint) -> str | None:
+    """Weights saved while torch.nn.utils.prune, spectral_norm or parametrize was applied (`fc.weight_orig` beside
+    `fc.weight_mask`; `conv.weight_orig`, `_u`, `_v`; `parametrizations.weight.original`): a model without the same
+    reparametrization matches none of these names, and a pruned model's masks (buffers of 0s and 1s) were counted
+    as its parameters. inspect said nothing of them.
+
+    Example:
+        >>> reparametrized_warning(open_checkpoint("pruned.pt"))  # doctest: +SKIP
+        '2 weights saved under torch.nn.utils.prune (conv.weight, fc.weight): ...'
+    """
+    # One pass of str.endswith / `in` over the names (this runs on every inspect) before the rule itself.
+    if not any(t.name.endswith(("_orig", "_mask", "_u", "_v")) or "parametrizations." in t.name
+               for t in checkpoint.tensors):
+        return None
+    found = reparametrized(t.name for t in checkpoint.tensors)
+    if not found:
+        return None
+    said = []
+    # weight_norm's weight_g / weight_v are left out: transformers' own models save them so (wav2vec 2.0's pos_conv),
+    # and from_pretrained reads them; diff-keys names them where the other side stores the weight itself.
+    for family in ("prune", "spectral_norm", "parametrize"):
+        stored = sorted({what.stored for what in found.values() if what.family == family})
+        if not stored:
+            continue
+        example = next(what for what in found.values() if what.family == family)
+        shown = ", ".join(stored[:3]) + (f" and {len(stored) - 3:,} more" if len(stored) > 3 else "")
+        text = (f"{counted(len(stored), 'weight')} saved under torch.nn.utils."
+                f"{'prune' if family == 'prune' else family} ({shown}): {example.how_to_remove}")
+        if family == "prune":
+            masks = [t for t in checkpoint.tensors if found.get(t.name) is not None and t.name.endswith("_mask")]
+            text += (f"; the {counted(len(masks), 'mask')} ({sum(t.num_params for t in masks):,} values) are counted "
+                     "in the parameters here, as every tensor of the state dict is, and hold no weights")
+        said.append(text)
+    return "; ".join(said) or None
 
 
 def student_teacher_copy_warning(checkpoint: Checkpoint) -> str | None:
@@ -1017,7 +1102,8 @@ def inspect_checkpoint(checkpoint: Checkpoint, name_filter: str | None = None) -
                                  momentum_encoder_copy_warning(checkpoint),
                                  student_teacher_copy_warning(checkpoint), wrapper_prefix_warning(checkpoint),
                                  own_config_warning(checkpoint),
-                                 fsdp_flat_param_warning(checkpoint)]),
+                                 fsdp_flat_param_warning(checkpoint), reparametrized_warning(checkpoint),
+                                 gpt_fast_int4_warning(checkpoint)]),
                   *([f"{skipped}; from_pretrained loads them once saved under its names (save_pretrained)"] if skipped
                     else []), *([other_framework] if other_framework else []),
                   *(quantized.warnings if quantized is not None else []),

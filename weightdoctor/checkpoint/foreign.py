@@ -12,6 +12,7 @@ import contextlib
 import os
 import re
 import stat
+import struct
 import zipfile
 from pathlib import Path
 
@@ -700,6 +701,57 @@ def _llamafile(path: Path) -> str:
             "gguf_file=...) reads into PyTorch")
 
 
+# llama2.c's export.py (karpathy/llama2.c): raw float32 weights after a header of 7 int32 (dim, hidden_dim,
+# n_layers, n_heads, n_kv_heads, vocab_size, max_seq_len): version 0 (legacy_export, the default, and the
+# tinyllamas stories*.bin) with nothing before it, its vocab_size negative where the classifier is not shared with
+# the embedding, RoPE's cos / sin tables after the weights; versions 1 and 2 after the uint32 "ak42" and the version,
+# in a header padded to 256 bytes (2: Q8_0, int8 weights and their fp32 scales). They were "not a safetensors file
+# nor a PyTorch pickle".
+_LLAMA2C_MAGIC = struct.pack("<I", 0x616B3432)
+
+
+def _llama2c_floats(dim: int, hidden: int, layers: int, heads: int, kv_heads: int, vocab: int, seq: int) -> int:
+    """The float32 values of a version 0 file with this header (legacy_export's order and tables)."""
+    head_size = dim // heads
+    kv_dim = dim * kv_heads // heads
+    per_layer = 2 * dim + 2 * dim * dim + 2 * dim * kv_dim + 3 * dim * hidden
+    return abs(vocab) * dim * (1 if vocab > 0 else 2) + layers * per_layer + dim + seq * head_size
+
+
+def _llama2c_model(path: Path, prefix: bytes) -> str | None:
+    """What a llama2.c model file is ("a llama2.c model (export.py version 0: dim 288, ...)"), or None."""
+    head = prefix if len(prefix) >= 40 else _head(path, 40)
+    if len(head) < 28:
+        return None
+    version = None
+    if head.startswith(_LLAMA2C_MAGIC) and len(head) >= 36:
+        version = struct.unpack_from("<i", head, 4)[0]
+        params = struct.unpack_from("<7i", head, 8)
+    else:
+        params = struct.unpack_from("<7i", head, 0)
+    dim, hidden, layers, heads, kv_heads, vocab, seq = params
+    if not (0 < heads <= dim and 0 < kv_heads <= heads and dim % heads == 0 and heads % kv_heads == 0
+            and hidden > 0 and layers > 0 and seq > 0 and vocab != 0):
+        return None
+    if version is None:
+        try:
+            size = path.stat().st_size
+        except OSError:
+            return None
+        # No magic: only the exact size legacy_export writes tells the file from any 28 bytes of numbers.
+        if size != 28 + 4 * _llama2c_floats(dim, hidden, layers, heads, kv_heads, vocab, seq):
+            return None
+        version = 0
+    elif version not in (1, 2):
+        return None
+    stored = {0: "float32", 1: "float32", 2: "int8 (Q8_0) with float32 scales"}[version]
+    return (f"a llama2.c model (its export.py, version {version}: dim {dim}, {counted(layers, 'layer')}, "
+            f"{counted(heads, 'head')}, vocab {abs(vocab):,}; raw {stored} weights in export.py's order, no names), "
+            "run by llama2.c's run.c alone; the PyTorch checkpoint it was exported from (llama2.c's train.py "
+            "writes out/ckpt.pt, its state dict under 'model') or the Hugging Face model given to "
+            "export.py --hf is what to read here")
+
+
 def _mlc_shard(path: Path) -> bool:
     """Whether `path` is a weight shard of an MLC-LLM model: params_shard_N.bin beside an ndarray-cache.json."""
     name = path.name
@@ -913,6 +965,9 @@ def identify(path: Path, prefix: bytes) -> str | None:
         return _llamafile(path)
     if _mlc_shard(path):
         return _MLC_SHARD
+    llama2c = _llama2c_model(path, prefix)
+    if llama2c is not None:
+        return llama2c
     tagged = _tagged_torch_zip(path, prefix)
     if tagged is not None:
         return tagged

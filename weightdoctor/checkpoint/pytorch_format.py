@@ -1996,6 +1996,9 @@ def _load_pickle(path: Path, fmt: str, key: str | None, label: str | None) -> Pi
             skipped.append(f"{_key_text(name)} ({_describe(value)})")
             if isinstance(name, str):
                 non_tensor_keys[name] = _describe(value)
+    packed = _torch_ao_packed_note(state_dict)
+    if packed:
+        notes.append(packed)
     meta = [name for name, value in tensors.items() if not isinstance(value, StaticTensor) and value.is_meta]
     if meta:
         notes.append(f"{len(meta)} tensor(s) on the meta device ({', '.join(meta[:3])}"
@@ -2526,6 +2529,46 @@ def check_record_sizes(path: Path, inert: Collection[str] = ()) -> None:
             raise record_size_error(key, member.size, numel, itemsize, copies=len(named))
 
 
+# torch.ao.quantization's quantized Linear (quantize_dynamic's, or convert's after prepare) saves its weight and bias
+# as one entry, `<layer>._packed_params._packed_params`: a tuple of the quantized weight and the float bias (its
+# LinearPackedParams._save_to_state_dict), beside `<layer>._packed_params.dtype` and, for the static one,
+# `<layer>.scale` / `<layer>.zero_point` (the output's). No tensor: the layers were left out without a word.
+_PACKED_PARAMS = "._packed_params._packed_params"
+
+
+def _torch_ao_packed_note(state_dict: Mapping[Any, Any]) -> str | None:
+    """The note for a state dict of torch.ao.quantization's quantized Linear layers, whose weights and biases are
+    packed in tuples that are read as no tensor; None where there are none.
+
+    Example:
+        >>> import torch
+        >>> weight = torch.zeros(4, 2, dtype=torch.int8)  # a qint8 tensor in the file: quantize_per_tensor warns
+        >>> _torch_ao_packed_note({"fc._packed_params._packed_params": (weight, torch.zeros(4))})[:55]
+        '1 layer quantized by torch.ao.quantization (fc: 8 int8 '
+    """
+    layers = {name[: -len(_PACKED_PARAMS)]: value for name, value in state_dict.items()
+              if isinstance(name, str) and name.endswith(_PACKED_PARAMS) and isinstance(value, tuple)}
+    if not layers:
+        return None
+    weights = biases = 0
+    dtypes: set[str] = set()
+    for value in layers.values():
+        weight, bias = (value + (None, None))[:2]
+        if is_tensor(weight):
+            weights += weight.numel()
+            dtypes.add(str(weight.dtype).removeprefix("torch."))
+        if is_tensor(bias):
+            biases += bias.numel()
+    names = [clip_middle(name, _NOTE_NAME_CHARS) for name in list(layers)[:3]]
+    shown = ", ".join(names) + (f" and {len(layers) - 3:,} more" if len(layers) > 3 else "")
+    return (f"{counted(len(layers), 'layer')} quantized by torch.ao.quantization ({shown}: "
+            f"{weights:,} {'/'.join(sorted(dtypes)) or 'quantized'} weights and {counted(biases, 'bias', 'biases')}) "
+            f"keep their weight and bias packed in <layer>{_PACKED_PARAMS}, a tuple, not a tensor: they are left out "
+            "of the tensors and parameters counted here (their scale and zero_point, the output's, are not weights); "
+            "the model quantized the same way (quantize_dynamic, or prepare and convert) loads this state dict, the "
+            "float model does not; on that quantized model, layer.weight().dequantize() gives a layer's float weight")
+
+
 def tensor_infos(contents: PickleContents, relpath: str) -> list[TensorInfo]:
     """Describe each tensor of a loaded pickle, grouping tensors that share storage."""
     infos: list[TensorInfo] = []
@@ -2544,6 +2587,15 @@ def tensor_infos(contents: PickleContents, relpath: str) -> list[TensorInfo]:
                 kind, fix = "nested (torch.nested)", "its parts as separate tensors (.unbind())"
             elif tensor.is_quantized:
                 kind, fix = "quantized (torch.quantize_per_*)", ".dequantize()"
+                layer = name.rpartition(".")[0]
+                if f"{layer}.scale" in contents.state_dict and f"{layer}.zero_point" in contents.state_dict:
+                    # convert's quantized Conv / Embedding keep their weight as a quantized tensor, with the output's
+                    # scale and zero_point beside it: dequantized, the float model (not this one) would load it.
+                    kind = (f"{str(tensor.dtype).removeprefix('torch.')} quantized (a torch.ao.quantization "
+                            "model's state dict: convert's quantized layer, its scale and zero_point beside it)")
+                    fix = ("every quantized tensor .dequantize()d, e.g. {k: v.dequantize() if v.is_quantized else v "
+                           "for k, v in state_dict.items()}; only the model quantized the same way loads the "
+                           "file as it is")
             else:
                 kind, fix = f"sparse ({str(tensor.layout).removeprefix('torch.')})", ".to_dense()"
             raise UnsupportedFormat(
