@@ -733,6 +733,9 @@ class CheckDtypeReport:
     sample: SampleInfo | None
     filter: str | None
     tensors_checked: int
+    # A GGUF's quantized tensors (Q4_K, Q8_0, ...): floats once loaded, their values not read, so no target's verdict
+    # covers them (0 for any other file).
+    quantized_not_read: int
     skipped: list[SkippedTensor]
     memory_bytes: dict[str, int]
     local: LocalReport | None
@@ -992,16 +995,27 @@ def recommend(
     has_config: bool = False,
     revision: str | None = None,
     key: str | None = None,
+    quantized_not_read: int = 0,
 ) -> Recommendation:
     """Turn the per-target results into sentences and `convert` commands a person can run.
 
     `has_config`: a config.json beside the weights (a transformers model), whose `from_pretrained` loads every
     tensor at one dtype: the fp32 ones a `--keep-fp32` kept included. `revision` and `key`: the Hub revision and
-    the state dict inside a training checkpoint that were read; the commands read the same.
+    the state dict inside a training checkpoint that were read; the commands read the same. `quantized_not_read`:
+    a GGUF's quantized tensors (Q4_K, ...), whose values were not read though they load as floats: each verdict
+    says it covers the tensors read alone.
     """
     from weightdoctor.units import format_bytes
 
     lines: list[str] = []
+    read = next(iter(targets.values())).tensors_checked if targets else 0
+    # "fp16 is safe: every value is exactly representable" was said of a Q4_K_M file's few F32/F16 norms and
+    # embedding, its quantized matrices unread: what dequantizing them gives was never checked.
+    not_read = (f"{counted(quantized_not_read, 'quantized GGUF tensor')} not read" if quantized_not_read else "")
+    if quantized_not_read:
+        lines.append(f"the verdicts cover only the {counted(read, 'tensor')} read (F32, F16, BF16): {not_read}, "
+                     "whose blocks weightdoctor does not decode; from_pretrained(gguf_file=) dequantizes them to the "
+                     "dtype asked for, unchecked here")
     if quantized:
         lines.append("quantized checkpoint: these casts take the stored values as they are, without their scales")
     if name_filter:
@@ -1019,12 +1033,15 @@ def recommend(
             lines.append(f"{name}: no floating tensors to cast")
             continue
         if report.verdict == "safe":
-            lines.append(f"{name} is safe: every value is exactly representable ({mem})")
+            lines.append(f"{name} is safe for the {counted(read, 'tensor')} read: every value read is exactly "
+                         f"representable; {not_read} ({mem})" if quantized_not_read else
+                         f"{name} is safe: every value is exactly representable ({mem})")
         elif report.verdict == "lossy":
             tiny = [f"{report.underflow:,} tiny value(s) flushed to zero"] if report.underflow else []
             # Subnormal in the target (fewer significant bits), whether or not they were already in the source.
             tiny += [f"{report.subnormal:,} subnormal in {name} (fewer significant bits)"] if report.subnormal else []
             extra = f"; {', '.join(tiny)}" if tiny else ""
+            extra += f"; of the {counted(read, 'tensor')} read, {not_read}" if quantized_not_read else ""
             lines.append(
                 f"{name} loses precision only: max relative error {report.max_rel_error:.3g}, "
                 f"{share_text(report.changed_share)} of values rounded{extra} ({mem})"
@@ -1135,7 +1152,8 @@ def recommend(
             [f"same size as {'; '.join(worse)}"] if worse else []) + (
             [f"{', '.join(equal)}, the same size, {'does' if len(equal) == 1 else 'do'} as well here"] if equal else [])
         tail = f" ({'; '.join(said)})" if said else ""
-        lines.append(f"smallest plain cast without overflow or mass underflow: {best}{tail}")
+        lines.append(f"smallest plain cast without overflow or mass underflow: {best}{tail}"
+                     + (f" (of the tensors read; {not_read})" if quantized_not_read else ""))
     text = "\n".join(lines)
     return Recommendation(text=text, best=best, lines=lines, commands=commands, memory_bytes=memory)
 
@@ -1484,6 +1502,7 @@ def check_dtype(
         if getattr(torch, TARGETS[name], None) is not None:
             memory[name] = memory_at(checkpoint.tensors, bits_per_element(TARGETS[name]) / 8)
     agreement = config_agreement(declared, checkpoint.tensors, checkpoint.config)
+    quantized_not_read = sum(t.reason == _GGUF_QUANTIZED_SKIP for t in skipped)
     sample_info = None
     if sample is not None:
         sample_info = SampleInfo(
@@ -1504,11 +1523,13 @@ def check_dtype(
         targets=reports,
         recommendation=recommend(checkpoint.source, reports, memory, declared, name_filter, sample, agreement.status
                                  == "quantized", has_config=checkpoint.config is not None,
-                                 revision=checkpoint.revision, key=checkpoint.nested_key),
+                                 revision=checkpoint.revision, key=checkpoint.nested_key,
+                                 quantized_not_read=quantized_not_read),
         limits=LIMITS,
         sample=sample_info,
         filter=name_filter,
         tensors_checked=checked,
+        quantized_not_read=quantized_not_read,
         skipped=skipped,
         memory_bytes=memory,
         local=local_report(checkpoint) if local else None,

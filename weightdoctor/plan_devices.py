@@ -269,6 +269,9 @@ class PlannedModel:
     # checkpoint): asked only when needed (the int8 / int4 rungs of the dtype ladder), since it may read the first
     # weight file. None: DTYPES' float16.
     rest_dtype_source: Callable[[], str] | None = field(default=None, repr=False)
+    # The .gguf file's name where the model is one, planned as from_pretrained(folder, gguf_file=...) loads it: its
+    # GGUF quantizer refuses a device map naming disk (`gguf_disk_refusal`).
+    gguf_file: str | None = None
 
     @property
     def is_transformers(self) -> bool:
@@ -854,6 +857,26 @@ def unsaid_dtype_warning(checkpoint: Checkpoint, quantized: str | None = None) -
             "for bf16 / fp16 weights); --dtype bf16 or fp16 plans that" + hint)
 
 
+# GgufHfQuantizer.update_device_map's own words (transformers 5.x), raised on a device_map naming disk.
+GGUF_DISK_REFUSAL = ("One or more modules is configured to be mapped to disk. Disk offload is not supported for "
+                     "models loaded from GGUF files.")
+
+
+def gguf_bitsandbytes_refusal(dtype: str, gguf_file: str) -> str:
+    """Why `--dtype int8` / `int4` plans no load of a GGUF: it plans from_pretrained(quantization_config=
+    BitsAndBytesConfig(...)), and transformers' get_hf_quantizer raises ValueError on any quantizer but GGUF's beside
+    gguf_file=.
+
+    Example:
+        >>> gguf_bitsandbytes_refusal("int4", "m.gguf")[:60]
+        '--dtype int4 plans a bitsandbytes load (quantization_config='
+    """
+    bnb = "load_in_8bit=True" if dtype == "int8" else "load_in_4bit=True"
+    return (f"--dtype {dtype} plans a bitsandbytes load (quantization_config=BitsAndBytesConfig({bnb})), which "
+            f"transformers refuses beside gguf_file={gguf_file!r} (ValueError: \"You cannot combine Quantization and "
+            "loading a model from a GGUF file\"): a GGUF loads dequantized, so plan it at --dtype fp32, bf16 or fp16")
+
+
 def build_planned_model(
     checkpoint: Checkpoint, dtype: str | None = None, model_class: str | None = None, binary_units: bool = False,
     device_flags: str = "...",
@@ -872,6 +895,9 @@ def build_planned_model(
         UsageError: a config-only source whose config transformers cannot build.
     """
     warnings: list[str] = list(checkpoint.warnings)  # the reader's (a file left unread, --revision ignored)
+    if checkpoint.format == "gguf" and dtype and normalize_dtype(dtype) in ("int8", "int4"):
+        raise UsageError(gguf_bitsandbytes_refusal(normalize_dtype(dtype), checkpoint.files[0].path.name),
+                         path=checkpoint.source)
     from weightdoctor.quantized import (
         mlx_not_loadable,
         mlx_quantization,
@@ -1129,6 +1155,7 @@ def build_planned_model(
                 warnings.append(f"{skipped}; planned as the model config.json describes, which from_pretrained loads "
                                 "once the weights are saved under its names (save_pretrained)")
             planned = PlannedModel(model, "config", type(model).__name__, dtype, checkpoint.config, warnings)
+            planned.gguf_file = checkpoint.files[0].path.name if checkpoint.format == "gguf" else None
             planned.quantizer_swapped = swapped
             planned.rest_dtype_source = rest_dtype_source
             if unsaid and dtype in ("int4", "int8"):
@@ -4266,6 +4293,20 @@ def plan_devices(planned: PlannedModel, request: PlanRequest, source: str = "") 
         suggestions = [s for s in suggestions if s.change not in (("disk",) if disk_only else ("cpu", "disk"))]
         if verdict in ("needs-cpu-offload", "needs-disk-offload"):
             verdict = "does-not-fit"
+    if planned.gguf_file is not None:
+        # GgufHfQuantizer.update_device_map raises on a device_map naming disk, whatever else it names: a map that
+        # puts modules there (this plan, written with -o, or a --map) does not load, and --disk is no way out.
+        # Nor is int8 / int4: bitsandbytes beside gguf_file= is refused (`gguf_bitsandbytes_refusal`).
+        suggestions = [s for s in suggestions if s.change != "disk" and s.verdict != "needs-disk-offload"
+                       and s.dtype not in ("int8", "int4")]
+        if "disk" in device_map.values():
+            findings.append(Finding(
+                "error", "gguf-refuses-disk", None,
+                f"from_pretrained(folder, gguf_file={planned.gguf_file!r}) raises on this map: transformers' GGUF "
+                f"quantizer refuses a device map naming disk (RuntimeError: \"{GGUF_DISK_REFUSAL}\"); it loads "
+                "with every module on the GPUs and the CPU (give --cpu for the rest)"))
+            if verdict in ("needs-cpu-offload", "needs-disk-offload"):
+                verdict = "does-not-fit"
     if planned.is_transformers and (raising := torchao_fqn_map_raises(planned, device_map)) is not None:
         warnings.append(raising)
     kept_fp32 = keep_in_fp32_warning(planned, device_map, tensor_sizes, unplaced, request.binary_units)
