@@ -125,3 +125,15 @@ def test_check_dtype_on_a_gguf_read_whole_says_nothing_of_unread_tensors(tmp_pat
     assert not [line for line in report["recommendation"]["lines"] if "not read" in line]
     [fp32] = [line for line in report["recommendation"]["lines"] if line.startswith("fp32 ")]
     assert fp32.startswith("fp32 is safe: every value is exactly representable")
+
+
+def test_dtype_fp8_for_a_gguf_offers_only_the_float_dtypes_a_gguf_plans_at(tmp_path: Path) -> None:
+    """--dtype fp8 of a GGUF is refused as of any checkpoint not quantized with fine-grained FP8; its hint named
+    int8 and int4, which a GGUF refuses in turn (above)."""
+    path, _ = tiny_llama_gguf(tmp_path / "tiny.Q4_K_M.gguf")
+    result = run_cli("plan-devices", str(path), "--gpu", "10MB", "--dtype", "fp8")
+    assert result.exit_code == 2 and result.stdout == ""
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"error: {path}: --dtype fp8 plans a checkpoint quantized with transformers' fine-grained")
+    assert line.endswith("use fp32, bf16 or fp16"), line
+    assert "int8" not in line and "int4" not in line

@@ -1900,7 +1900,10 @@ def _planned_fp8(checkpoint: Checkpoint, model_class: str | None, warnings: list
         raise UsageError("--dtype fp8 plans a checkpoint quantized with transformers' fine-grained FP8 (its "
                          "config's quantization_config has quant_method \"fp8\"); this one is not: "
                          + ("plan it without --dtype (its own quantization is planned then)" if quantization_of(
-                             checkpoint.config) is not None else "use fp16, bf16, int8 or int4"),
+                             checkpoint.config) is not None
+                             # a GGUF loads dequantized: transformers refuses bitsandbytes beside gguf_file=
+                             else "use fp32, bf16 or fp16" if checkpoint.format == "gguf"
+                             else "use fp16, bf16, int8 or int4"),
                          path=str(checkpoint.path))
     config = checkpoint.config or {}
     # The quantizer leaves the model's dtype as from_pretrained(dtype="auto") picks it (the config's): the rest
