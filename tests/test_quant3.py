@@ -1,0 +1,99 @@
+"""Round quant3: gpt-fast's int4 checkpoints counted as the weights they hold, in both of torch's int4 packings.
+
+gpt-fast's quantize.py --mode int4 (WeightOnlyInt4QuantHandler) packs each Linear's weight with
+torch.ops.aten._convert_weight_to_int4pack on CUDA (int32 [out / 8, in / (inner_k_tiles * 16), 32, inner_k_tiles / 2])
+or _convert_weight_to_int4pack_for_cpu on a CPU (uint8 [out, in / 2]), beside bfloat16 scales_and_zeros
+[in / group size, out, 2]. inspect's warning gave the true figure, but `quantized` was null and the module tree and
+the memory table counted the packed int32 as one parameter each (an eighth of the weights); the CPU packing was not
+recognised at all.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from tests.helpers import run_cli, run_json
+
+_DIM, _HIDDEN, _VOCAB, _GROUP = 256, 512, 64, 32
+_LAYERS = {"layers.0.attention.wqkv": (3 * _DIM, _DIM), "layers.0.feed_forward.w2": (_DIM, _HIDDEN),
+           "output": (_VOCAB, _DIM)}
+
+
+def _write_gpt_fast_int4(path: Path, device: str) -> int:
+    """A gpt-fast model_int4.g32.pth as quantize.py writes it on `device` ("cuda": the int32 layout, its values
+    random, as this machine has no CUDA op to make it; "cpu": packed by torch's own _convert_weight_to_int4pack_for_cpu)
+    with a bfloat16 embedding and norm. Returns the number of weights the int4 layers hold."""
+    generator = torch.Generator().manual_seed(0)
+    state: dict[str, torch.Tensor] = {
+        "tok_embeddings.weight": torch.randn(_VOCAB, _DIM, generator=generator).bfloat16(),
+        "norm.weight": torch.ones(_DIM, dtype=torch.bfloat16)}
+    weights = 0
+    for layer, (out_features, in_features) in _LAYERS.items():
+        if device == "cpu":
+            values = torch.randint(0, 16, (out_features, in_features), dtype=torch.int32, generator=generator)
+            state[f"{layer}.weight"] = torch.ops.aten._convert_weight_to_int4pack_for_cpu(values, 8)
+        else:
+            state[f"{layer}.weight"] = torch.randint(-2**31, 2**31 - 1, (out_features // 8, in_features // 128, 32, 4),
+                                                     dtype=torch.int32, generator=generator)
+        state[f"{layer}.scales_and_zeros"] = torch.rand(in_features // _GROUP, out_features, 2,
+                                                        generator=generator).bfloat16()
+        weights += out_features * in_features
+    torch.save(state, path)
+    return weights
+
+
+def test_gpt_fast_int4_counts_are_the_weights_in_the_module_tree_and_memory_table(tmp_path: Path) -> None:
+    """Before: `quantized` null, the module tree's `output` 2,048 (its int32) plus 1,024 scales, memory at 8x too few
+    weights. Now: `quantized` says 4-bit gpt-fast with the weights it holds, the tree and the table count them."""
+    for device, dtype, per_value in (("cuda", "int32", 8), ("cpu", "uint8", 2)):
+        path = tmp_path / f"model_int4_{device}.g32.pth"
+        weights = _write_gpt_fast_int4(path, device)
+        if device == "cpu":
+            assert torch.load(path)["output.weight"].shape == (_VOCAB, _DIM // 2)
+        code, data = run_json("inspect", str(path))
+        assert code == 0, data
+        floats = _VOCAB * _DIM + _DIM
+        assert data["num_params"] == floats + weights // per_value + sum(
+            i // _GROUP * o * 2 for o, i in _LAYERS.values()), data["num_params"]  # stored values, as documented
+        quantized = data["quantized"]
+        assert quantized == {"method": "gpt-fast int4 (no quantization_config)", "bits": 4, "packed_tensors": 3,
+                             "side_tensors": 3, "parameters": floats + weights}, (device, quantized)
+        tree = {node["name"]: node["num_params"] for node in data["module_tree"]}
+        assert tree["output"] == _VOCAB * _DIM and tree["tok_embeddings"] == _VOCAB * _DIM, (device, tree)
+        assert data["memory"]["int4"] == (floats + weights) // 2, (device, data["memory"])
+        assert data["memory"]["bf16"] == 2 * (floats + weights), (device, data["memory"])
+        said = [w for w in data["warnings"] if "gpt-fast" in w]
+        assert len(said) == 1 and f"they hold {weights:,} weights where the parameters here count " \
+            f"{weights // per_value:,} {dtype}" in said[0], (device, said)
+        packer = "_convert_weight_to_int4pack_for_cpu" if device == "cpu" else "_convert_weight_to_int4pack,"
+        assert packer in said[0], said
+
+
+def test_gpt_fast_int4_cpu_packing_keeps_its_scales_and_packed_weights_through_convert(tmp_path: Path) -> None:
+    """The CPU packing's scales_and_zeros were cast to fp16 by convert --dtype fp16, as the CUDA one's were before
+    round 35 (_weight_int4pack_mm_for_cpu reads them in bfloat16); now they and the uint8 weights stay as stored."""
+    from safetensors import safe_open
+
+    path = tmp_path / "model_int4.g32.pth"
+    _write_gpt_fast_int4(path, "cpu")
+    out = tmp_path / "fp16.safetensors"
+    result = run_cli("convert", str(path), "--dtype", "fp16", "-o", str(out))
+    assert result.exit_code == 0, result.stderr
+    with safe_open(out, "pt") as written:
+        dtypes = {name: written.get_slice(name).get_dtype() for name in written.keys()}  # noqa: SIM118
+    assert {dtypes[f"{layer}.scales_and_zeros"] for layer in _LAYERS} == {"BF16"}, dtypes
+    assert {dtypes[f"{layer}.weight"] for layer in _LAYERS} == {"U8"}, dtypes
+    assert dtypes["tok_embeddings.weight"] == "F16", dtypes
+
+
+def test_a_models_own_uint8_weight_beside_scales_and_zeros_of_another_shape_is_no_gpt_fast_layer(
+        tmp_path: Path) -> None:
+    """A uint8 weight whose rows are not the layer's out_features is no CPU int4 packing: nothing is said of it."""
+    path = tmp_path / "own.pt"
+    torch.save({"proj.weight": torch.zeros(32, 128, dtype=torch.uint8),
+                "proj.scales_and_zeros": torch.zeros(8, 64, 2)}, path)
+    code, data = run_json("inspect", str(path))
+    assert code == 0 and data["quantized"] is None, data["quantized"]
+    assert not any("gpt-fast" in w for w in data["warnings"]), data["warnings"]
