@@ -12,7 +12,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
+from torch import nn
 
 from tests.helpers import run_cli, run_json
 
@@ -97,3 +99,49 @@ def test_a_models_own_uint8_weight_beside_scales_and_zeros_of_another_shape_is_n
     code, data = run_json("inspect", str(path))
     assert code == 0 and data["quantized"] is None, data["quantized"]
     assert not any("gpt-fast" in w for w in data["warnings"]), data["warnings"]
+
+
+class _TextClassifier(nn.Module):
+    """An embedding and two Linear layers: quantize_dynamic quantizes the Linear layers, leaves the embedding."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(10, 16)
+        self.fc1 = nn.Linear(16, 32)
+        self.fc2 = nn.Linear(32, 4)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning")
+def test_diff_keys_of_a_dynamic_quantized_model_against_its_float_model_reads_as_the_quantization(
+        tmp_path: Path) -> None:
+    """Before: the float model's fc1.weight / bias missing as "unknown" (no cause), fc1.scale "likely the model's own
+    parameter", fc1.zero_point "unknown", eight groups of one key and no note. Now: every key `quantization`, the
+    weights an error naming the packed tuple, the output scale / zero_point a warning, and one note
+    saying to load into the model quantized the same way or dequantize it; both ways round."""
+    torch.manual_seed(0)
+    model = _TextClassifier()
+    quantized = tmp_path / "quantized.pt"
+    torch.save(torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8).state_dict(), quantized)
+    floats = tmp_path / "float.pt"
+    torch.save(model.state_dict(), floats)
+    weights = {f"{layer}.{leaf}" for layer in ("fc1", "fc2") for leaf in ("weight", "bias")}
+    outputs = {f"{layer}.{leaf}" for layer in ("fc1", "fc2") for leaf in ("scale", "zero_point")}
+    for a, b, side, float_kind in ((quantized, floats, "A", "missing"), (floats, quantized, "B", "unexpected")):
+        code, report = run_json("diff-keys", str(a), str(b))
+        assert code == 1 and report["matched"] == 1, report  # emb.weight
+        rows = {row["name"]: row for row in report["missing"] + report["unexpected"]}
+        assert set(rows) == weights | outputs, rows
+        assert {row["reason"] for row in rows.values()} == {"quantization"}, rows
+        float_rows = report[float_kind]
+        assert {row["name"] for row in float_rows} == weights, float_rows
+        assert all(row["severity"] == "error" and f"{side} keeps it packed in <layer>._packed_params._packed_params"
+                   in row["detail"] for row in float_rows), float_rows
+        output_rows = [rows[name] for name in outputs]
+        assert all(row["severity"] == "warn" and "output scale / zero_point" in row["detail"]
+                   and "model's own parameter" not in row["detail"] for row in output_rows), output_rows
+        assert {group["reason"] for group in report["groups"]} == {"quantization"}, report["groups"]
+        said = [note for note in report["notes"] if "torch.ao.quantization" in note]
+        assert len(said) == 1 and said[0].startswith(f"{side} is a torch.ao.quantization quantized model (fc1, fc2"), \
+            report["notes"]
+        assert "load the state dict into the model quantized the same way" in said[0] \
+            and "layer.weight().dequantize()" in said[0], said
