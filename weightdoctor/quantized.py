@@ -115,7 +115,7 @@ def gpt_fast_int4_layers(tensors: Iterable[TensorInfo]) -> dict[str, GptFastInt4
         >>> from weightdoctor.checkpoint import TensorInfo
         >>> gpt_fast_int4_layers([TensorInfo("w.weight", (8, 2, 32, 4), "int32", "f"),
         ...                       TensorInfo("w.scales_and_zeros", (8, 64, 2), "bfloat16", "f")])
-        {'w': GptFastInt4Layer(out_features=64, in_features=256, group_size=32)}
+        {'w': GptFastInt4Layer(out_features=64, in_features=256, group_size=32, packing='cuda')}
     """
     infos = {t.name: t for t in tensors}
     layers: dict[str, GptFastInt4Layer] = {}
