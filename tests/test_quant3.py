@@ -145,3 +145,49 @@ def test_diff_keys_of_a_dynamic_quantized_model_against_its_float_model_reads_as
             report["notes"]
         assert "load the state dict into the model quantized the same way" in said[0] \
             and "layer.weight().dequantize()" in said[0], said
+
+
+def _static_quantized(path: Path) -> nn.Module:
+    """convert's model after prepare and one calibration pass: its Conv2d weight a qint8 per-channel tensor."""
+    torch.manual_seed(0)
+    model = nn.Sequential(torch.ao.quantization.QuantStub(), nn.Conv2d(3, 8, 3),
+                          torch.ao.quantization.DeQuantStub()).eval()
+    model.qconfig = torch.ao.quantization.get_default_qconfig("fbgemm")
+    prepared = torch.ao.quantization.prepare(model)
+    prepared(torch.randn(2, 3, 8, 8))
+    quantized = torch.ao.quantization.convert(prepared)
+    torch.save(quantized.state_dict(), path)
+    return quantized
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning")
+def test_a_static_quantized_state_dict_is_inspected_as_its_integer_values(tmp_path: Path) -> None:
+    """torch pickles a quantized tensor as torch._utils._rebuild_qtensor of its QInt8Storage, the qscheme and its
+    scales / zero points, all on torch's weights_only list: inspect refused the whole file (exit 2). Now it lists the
+    weight as its int8 values and says what they are; what reads the values (convert, shard, diff-keys --values)
+    still refuses them, in one line, as written out or cast they would lose their scales."""
+    path = tmp_path / "static.pt"
+    quantized = _static_quantized(path)
+    state = quantized.state_dict()
+    code, data = run_json("inspect", str(path))
+    assert code == 0, data
+    rows = {row["name"]: row for row in data["tensors"]}
+    assert rows["1.weight"]["dtype"] == "int8" and rows["1.weight"]["shape"] == [8, 3, 3, 3], rows["1.weight"]
+    assert data["num_params"] == sum(v.numel() for v in state.values()), data["num_params"]
+    assert data["dtypes"]["int8"] == 8 * 3 * 3 * 3, data["dtypes"]
+    said = [w for w in data["warnings"] if "quantized by torch.ao.quantization" in w]
+    assert len(said) == 1 and "1 tensor quantized by torch.ao.quantization (1.weight: qint8 per_channel_affine)" \
+        in said[0], data["warnings"]
+    assert "{k: v.dequantize() if v.is_quantized else v for k, v in state_dict.items()}" in said[0], said
+    for args in (("convert", str(path), "-o", str(tmp_path / "out.safetensors")),
+                 ("shard", str(path), "--single", "-o", str(tmp_path / "shards")),
+                 ("diff-keys", str(path), str(path), "--values")):
+        result = run_cli(*args)
+        assert result.exit_code == 2 and "tensor '1.weight' is a qint8 quantized tensor (torch.ao.quantization)" \
+            in result.stderr and "Traceback" not in result.stderr, (args, result.stderr)
+    assert not (tmp_path / "out.safetensors").exists() and not (tmp_path / "shards").exists()
+    # A quint4x2 tensor packs two values a byte: still refused by inspect, as before.
+    packed = tmp_path / "quint4x2.pt"
+    torch.save({"w": torch.quantize_per_tensor(torch.randn(4, 4), 0.1, 0, torch.quint4x2)}, packed)
+    result = run_cli("inspect", str(packed))
+    assert result.exit_code == 2 and "tensor 'w' is a quantized" in result.stderr, result.stderr
