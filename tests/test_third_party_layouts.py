@@ -111,7 +111,8 @@ def test_key_indexes_into_lists(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("tensor", "words"), [
     (torch.randn(4, 4).to_sparse(), "'sp' is a sparse (sparse_coo) tensor"),
     (torch.randn(4, 4).to_sparse_csr(), "'sp' is a sparse (sparse_csr) tensor"),
-    (torch.quantize_per_tensor(torch.randn(4), 0.1, 0, torch.qint8), "'sp' is a quantized"),
+    # Two 4-bit values a byte: still refused (a qint8 one is listed as its int8 values since round quant3).
+    (torch.quantize_per_tensor(torch.randn(4), 0.1, 0, torch.quint4x2), "'sp' is a quantized"),
 ])
 @pytest.mark.parametrize("command", [
     ["inspect"], ["inspect", "--stats"], ["check-dtype"], ["plan-devices", "--gpu", "1GB"]])

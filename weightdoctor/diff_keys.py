@@ -5353,6 +5353,63 @@ _TORCH_AO_OBSERVER = _lazy_regex(r"(?:^|\.)(?:activation_post_process(?:_\d+)?|w
 _REPARAMETRIZED_ENDINGS = ("_orig", "_mask", "_u", "_v", "_g")
 
 
+# torch.ao.quantization's quantized Linear (quantize_dynamic's, convert's) saves weight and bias as one tuple,
+# `<layer>._packed_params._packed_params`, no tensor: only its output `scale` and `zero_point` are tensors.
+TORCH_AO_PACKED = "._packed_params._packed_params"
+_TORCH_AO_FLOAT_LEAVES = ("weight", "bias")
+_TORCH_AO_OUTPUT_LEAVES = ("scale", "zero_point")
+
+
+def torch_ao_packed_layers(non_tensor_keys: Iterable[str]) -> frozenset[str]:
+    """The layers whose weight and bias a state dict keeps in torch.ao.quantization's packed tuple (`fc1` for
+    `fc1._packed_params._packed_params`), told from its entries that are not tensors (`Checkpoint.non_tensor_keys`).
+
+    Example:
+        >>> sorted(torch_ao_packed_layers(["fc1._packed_params._packed_params", "fc1._packed_params.dtype"]))
+        ['fc1']
+    """
+    return frozenset(name[: -len(TORCH_AO_PACKED)] for name in non_tensor_keys if name.endswith(TORCH_AO_PACKED))
+
+
+def _torch_ao_packed_whys(missing: Sequence[str], unexpected: Sequence[str], packed_a: frozenset[str],
+                          packed_b: frozenset[str]) -> tuple[dict[str, tuple[str, str, str]], str]:
+    """Keys that differ because one side is a torch.ao.quantization quantized model (its Linear layers' weight and
+    bias packed in one tuple, its output scale / zero_point as tensors) and the other the float model: the float
+    `fc1.weight` / `bias` were "unknown", `fc1.scale` "likely the model's own parameter", `zero_point` "unknown".
+    Returns ({name: (reason, severity, detail)}, the note on what to do; "" when there are none)."""
+    whys: dict[str, tuple[str, str, str]] = {}
+    for names, kind in ((missing, "missing"), (unexpected, "unexpected")):
+        for name in names:
+            layer, _, leaf = name.rpartition(".")
+            # The side that quantized this layer: A holds the packed tuple where B's float weight is missing, or
+            # A's output scale is unexpected; B holds it the other way round.
+            in_a, in_b = layer in packed_a, layer in packed_b
+            if leaf in _TORCH_AO_FLOAT_LEAVES and kind == "missing" and in_a:
+                whys[name] = ("quantization", "error", f"A keeps it packed in <layer>{TORCH_AO_PACKED} (a "
+                              "torch.ao.quantization quantized Linear's weight and bias, a tuple, no tensor): B's "
+                              "float model cannot load it")
+            elif leaf in _TORCH_AO_FLOAT_LEAVES and kind == "unexpected" and in_b:
+                whys[name] = ("quantization", "error", f"B keeps it packed in <layer>{TORCH_AO_PACKED} (a "
+                              "torch.ao.quantization quantized Linear): B's quantized model does not load a float "
+                              "weight by this name")
+            elif leaf in _TORCH_AO_OUTPUT_LEAVES and ((kind == "unexpected" and in_a)
+                                                      or (kind == "missing" and in_b)):
+                side = "A" if kind == "unexpected" else "B"
+                # One detail for every layer: the report groups keys by kind, reason and detail.
+                whys[name] = ("quantization", "warn", f"an output scale / zero_point of {side}'s torch.ao.quantization "
+                              "quantized Linear layers (quantize_dynamic's are 1.0 and 0, unused): no float model "
+                              "has it")
+    if not whys:
+        return {}, ""
+    layers = sorted({name.rpartition(".")[0] for name in whys})
+    quantized = "A" if packed_a & set(layers) else "B"
+    return whys, (f"{quantized} is a torch.ao.quantization quantized model ({_first_names(layers)}: weight and bias "
+                  f"packed in <layer>{TORCH_AO_PACKED}, beside its output scale and zero_point) and the other side "
+                  "its float model: load the state dict into the model quantized the same way (quantize_dynamic, or "
+                  "prepare and convert, then load_state_dict), or dequantize it on that model for the float one "
+                  "(layer.weight().dequantize() and layer.bias() for each quantized Linear)")
+
+
 def classify_key(
     name: str,
     spec: KeySpec,
@@ -6241,6 +6298,7 @@ def diff_specs(
     revision_b: str | None = None,
     revision_a: str | None = None,
     paths_a: Callable[[], tuple[str, str] | None] | None = None,
+    torch_ao_packed: tuple[frozenset[str], frozenset[str]] = (frozenset(), frozenset()),
 ) -> DiffReport:
     """Diff two key sets as `load_state_dict(A, strict=False)` into a model shaped like B would see them.
 
@@ -6283,6 +6341,8 @@ def diff_specs(
         paths_a: gives A's one weights file as a path to type and a new folder beside it
             (`converters.conversion_paths`), for the conversion script a note on A's layout names; None: not known,
             said in words.
+        torch_ao_packed: A's and B's layers kept in torch.ao.quantization's packed tuple (`torch_ao_packed_layers`
+            of each side's entries that are not tensors).
 
     Raises:
         UsageError: the renames map two keys of A to the same name.
@@ -6297,7 +6357,7 @@ def diff_specs(
                            model_class_command=model_class_command, model_renamings=model_renamings,
                            model_loaded_names=model_loaded_names, quantization_a=quantization_a,
                            quantizers=quantizers, adapter_config_a=adapter_config_a,
-                           swapped_steps=swapped_steps, paths_a=paths_a)
+                           swapped_steps=swapped_steps, paths_a=paths_a, torch_ao_packed=torch_ao_packed)
 
 
 def _dropped_tie_aliases(specs_a: Mapping[str, KeySpec]) -> list[str]:
@@ -6375,6 +6435,7 @@ def _diff_specs(
     revision_b: str | None = None,
     revision_a: str | None = None,
     paths_a: Callable[[], tuple[str, str] | None] | None = None,
+    torch_ao_packed: tuple[frozenset[str], frozenset[str]] = (frozenset(), frozenset()),
 ) -> DiffReport:
     renamed_a, _ = _renamed(specs_a, renames)
     tied = [[_rename_all(n, renames) for n in group] for group in tied_groups_a] if renames else tied_groups_a
@@ -6411,6 +6472,12 @@ def _diff_specs(
         # Left out of the rename search too: it renamed prune's weight_mask (0s and 1s) onto the weight.
         layout_whys = {**reparametrized[0], **layout_whys}
         layout_note = "; ".join(filter(None, (layout_note, reparametrized[1])))
+    if any(torch_ao_packed):
+        packed_a = frozenset(_rename_all(f"{layer}.weight", renames).removesuffix(".weight")
+                             for layer in torch_ao_packed[0]) if renames else torch_ao_packed[0]
+        ao_whys, ao_note = _torch_ao_packed_whys(diff.missing, diff.unexpected, packed_a, torch_ao_packed[1])
+        layout_whys = {**ao_whys, **layout_whys}
+        layout_note = "; ".join(filter(None, (layout_note, ao_note)))
     adapter_whys, adapter_note = adapter_fit(renamed_a, specs_b, diff.unexpected, diff.missing, word_texts[0],
                                              adapter_config_a, named_b, revision_b, named_a, revision_a)
     if model_loaded_names is not None and any(severity == "error" for _, severity, _ in adapter_whys.values()):
@@ -6864,6 +6931,7 @@ def diff_checkpoints(a: Checkpoint, b: Checkpoint, renames: Sequence[Rename] = (
         revision_b=b.revision if b.repo_id is not None else None,
         revision_a=a.revision if a.repo_id is not None else None,
         paths_a=functools.partial(conversion_paths, a),
+        torch_ao_packed=(torch_ao_packed_layers(a.non_tensor_keys), torch_ao_packed_layers(b.non_tensor_keys)),
     )
     report.revision_a, report.resolved_a = a.revision, a.location
     report.revision_b, report.resolved_b = b.revision, b.location

@@ -88,6 +88,10 @@ def comfyui_scaled_fp8_side(tensors: Iterable[TensorInfo]) -> set[str]:
     return side | markers if side else set()
 
 
+# The method quantized_summary names gpt-fast's int4 checkpoints by (they carry no quantization_config).
+GPT_FAST_INT4_METHOD = "gpt-fast int4 (no quantization_config)"
+
+
 @dataclass(frozen=True)
 class GptFastInt4Layer:
     """One Linear layer of a gpt-fast int4 checkpoint: its shape and quantization group size."""
@@ -95,11 +99,15 @@ class GptFastInt4Layer:
     out_features: int
     in_features: int
     group_size: int
+    # "cuda": int32 from _convert_weight_to_int4pack, 8 values each; "cpu": uint8 [out, in / 2] from
+    # _convert_weight_to_int4pack_for_cpu (gpt-fast's --device cpu), 2 values each.
+    packing: str = "cuda"
 
 
 def gpt_fast_int4_layers(tensors: Iterable[TensorInfo]) -> dict[str, GptFastInt4Layer]:
     """gpt-fast's int4 layers (quantize.py's WeightOnlyInt4QuantHandler, model_int4.g32.pth): `<layer>.weight`, int32
-    packed by torch.ops.aten._convert_weight_to_int4pack (8 int4 values in each), beside `<layer>.scales_and_zeros`,
+    packed by torch.ops.aten._convert_weight_to_int4pack (8 int4 values in each), or uint8 [out, in / 2] packed by
+    _convert_weight_to_int4pack_for_cpu (quantize.py on a CPU: 2 in each byte), beside `<layer>.scales_and_zeros`,
     bfloat16 [in / group size, out, 2]. There is no quantization_config: the names and shapes tell them, and
     _weight_int4pack_mm reads the scales in bfloat16 alone (a cast one breaks the layer).
 
@@ -107,7 +115,7 @@ def gpt_fast_int4_layers(tensors: Iterable[TensorInfo]) -> dict[str, GptFastInt4
         >>> from weightdoctor.checkpoint import TensorInfo
         >>> gpt_fast_int4_layers([TensorInfo("w.weight", (8, 2, 32, 4), "int32", "f"),
         ...                       TensorInfo("w.scales_and_zeros", (8, 64, 2), "bfloat16", "f")])
-        {'w': GptFastInt4Layer(out_features=64, in_features=256, group_size=32)}
+        {'w': GptFastInt4Layer(out_features=64, in_features=256, group_size=32, packing='cuda')}
     """
     infos = {t.name: t for t in tensors}
     layers: dict[str, GptFastInt4Layer] = {}
@@ -117,13 +125,18 @@ def gpt_fast_int4_layers(tensors: Iterable[TensorInfo]) -> dict[str, GptFastInt4
         layer = name[: -len(".scales_and_zeros")]
         weight = infos.get(layer + ".weight")
         groups, out_features = info.shape[0], info.shape[1]
-        if weight is None or weight.dtype != "int32" or not groups or not out_features:
+        if weight is None or not groups or not out_features:
             continue
-        values = math.prod(weight.shape) * 8
+        if weight.dtype == "int32":
+            packing, values = "cuda", math.prod(weight.shape) * 8
+        elif weight.dtype == "uint8" and len(weight.shape) == 2 and weight.shape[0] == out_features:
+            packing, values = "cpu", math.prod(weight.shape) * 2
+        else:  # a float weight beside a model's own `scales_and_zeros`, or a layout no int4 packing writes
+            continue
         if values % out_features or (values // out_features) % groups:
             continue
         in_features = values // out_features
-        layers[layer] = GptFastInt4Layer(out_features, in_features, in_features // groups)
+        layers[layer] = GptFastInt4Layer(out_features, in_features, in_features // groups, packing)
     return layers
 
 
@@ -1783,6 +1796,8 @@ def quantized_summary(tensors: Iterable[TensorInfo], config: Mapping[str, Any] |
     mlx_packed, mlx_side = _mlx_groups(unique)
     exl2_packed, exl2_side = _exl2_layers(unique)
     exl3_packed, exl3_side = _exl3_layers(unique)
+    # gpt-fast's int4 layers (no config): one pass of str.endswith before the shapes are read.
+    gpt_fast = gpt_fast_int4_layers(unique) if any(n.endswith(".scales_and_zeros") for n in names) else {}
     mlx_config = config.get("quantization") if isinstance(config, Mapping) else None
     quantization = _config_of(config)
     # A quantization_config that names no quantizer is read as none (`names_no_quantizer`), but its bits are those of
@@ -1805,6 +1820,8 @@ def quantized_summary(tensors: Iterable[TensorInfo], config: Mapping[str, Any] |
         method, bits = "exl2-like (no quantization_config)", None
     elif exl3_packed:
         method, bits = "exl3-like (no quantization_config)", None
+    elif gpt_fast:
+        method, bits = GPT_FAST_INT4_METHOD, 4
     elif any(n.endswith((".weight._data", ".weight._data._data")) for n in names) and any(
             n.endswith(".weight._scale") for n in names):
         # optimum-quanto's own save (QuantizedModelForCausalLM.save_pretrained, or `quantization_map` beside a
@@ -1833,6 +1850,10 @@ def quantized_summary(tensors: Iterable[TensorInfo], config: Mapping[str, Any] |
         mlx_packed, mlx_side = set(), set()
     own_packed, own_side = _method_layers(unique, method, quantization, bits)
     exl2_packed, exl2_side = {**exl2_packed, **exl3_packed, **own_packed}, exl2_side | exl3_side | own_side
+    if method == GPT_FAST_INT4_METHOD:  # each packed weight as the out x in weights it holds, its scales beside it
+        exl2_packed.update({f"{name}.weight": layer.out_features * layer.in_features
+                            for name, layer in gpt_fast.items()})
+        exl2_side |= {f"{name}.scales_and_zeros" for name in gpt_fast}
     layer_bits: dict[str, int | None] = {
         **_mlx_layer_bits(mlx_packed, mlx_config if isinstance(mlx_config, Mapping) else quantization)}
     warnings: list[str] = []

@@ -588,10 +588,17 @@ def gpt_fast_int4_warning(checkpoint: Checkpoint) -> str | None:
     weights = sum(layer.out_features * layer.in_features for layer in layers.values())
     groups = ", ".join(map(str, sorted({layer.group_size for layer in layers.values()})))
     shown = ", ".join(list(layers)[:2]) + (f" and {len(layers) - 2:,} more" if len(layers) > 2 else "")
+    cuda = sum(layer.out_features * layer.in_features for layer in layers.values() if layer.packing == "cuda")
+    packings = [*(["int32 packed by torch.ops.aten._convert_weight_to_int4pack, 8 int4 values to an int32"]
+                  if cuda else []),
+                *(["uint8 [out, in / 2] packed by torch.ops.aten._convert_weight_to_int4pack_for_cpu (quantize.py "
+                   "on a CPU), 2 int4 values to a byte"] if weights - cuda else [])]
+    stored = " and ".join([*([f"{cuda // 8:,} int32"] if cuda else []),
+                           *([f"{(weights - cuda) // 2:,} uint8"] if weights - cuda else [])])
     return (f"{counted(len(layers), 'Linear layer')} quantized to int4 as gpt-fast's quantize.py writes "
             f"{'it' if len(layers) == 1 else 'them'} ({shown}; WeightOnlyInt4QuantHandler, group size {groups}): "
-            "each weight is int32 packed by torch.ops.aten._convert_weight_to_int4pack, 8 int4 values to an "
-            f"int32, so they hold {weights:,} weights where the parameters here count {weights // 8:,} int32, "
+            f"each weight is {' or '.join(packings)}, so they hold {weights:,} weights where the parameters here "
+            f"count {stored} (num_params counts the stored values, `quantized` the weights), "
             "beside bfloat16 scales_and_zeros, which _weight_int4pack_mm reads in bfloat16 alone (convert and "
             "check-dtype leave them so); gpt-fast's generate.py runs the file (--checkpoint_path), no "
             "from_pretrained reads it, and its int4 packing is the layout of the torch build and device that "

@@ -196,6 +196,12 @@ def refuse_unreadable(value: Any, name: str = "") -> None:
     if value.is_meta:
         raise CorruptCheckpoint(f"tensor {name!r} is on the meta device: the file holds its shape and dtype but no "
                                 "values (saved from a model that was never materialised)")
+    if value.is_quantized:
+        # Listed as its integer values (`tensor_infos`), never read as them: written out or cast, they would lose
+        # the scale and zero point that give them meaning.
+        raise UnsupportedFormat(f"tensor {name!r} is a {str(value.dtype).removeprefix('torch.')} quantized tensor "
+                                f"(torch.ao.quantization): its values are not read here (save it with "
+                                f"{_DEQUANTIZE_ALL})")
     _refuse_expanded(name, value.numel() * value.element_size(), value.untyped_storage().nbytes())
 
 
@@ -1999,6 +2005,9 @@ def _load_pickle(path: Path, fmt: str, key: str | None, label: str | None) -> Pi
     packed = _torch_ao_packed_note(state_dict)
     if packed:
         notes.append(packed)
+    quantized_tensors = _torch_ao_quantized_note(tensors)
+    if quantized_tensors:
+        notes.append(quantized_tensors)
     meta = [name for name, value in tensors.items() if not isinstance(value, StaticTensor) and value.is_meta]
     if meta:
         notes.append(f"{len(meta)} tensor(s) on the meta device ({', '.join(meta[:3])}"
@@ -2569,6 +2578,31 @@ def _torch_ao_packed_note(state_dict: Mapping[Any, Any]) -> str | None:
             "float model does not; on that quantized model, layer.weight().dequantize() gives a layer's float weight")
 
 
+# torch.ao.quantization's quantized tensors whose storage holds one integer per value (torch._utils._rebuild_qtensor
+# rebuilds them from that storage, the qscheme and its scale(s) / zero point(s), all on torch's weights_only list): read
+# as that integer type. quint4x2 / quint2x4 pack several values a byte and stay refused.
+_QUANTIZED_REPR = {"torch.qint8": "int8", "torch.quint8": "uint8", "torch.qint32": "int32"}
+_DEQUANTIZE_ALL = "{k: v.dequantize() if v.is_quantized else v for k, v in state_dict.items()}"
+
+
+def _torch_ao_quantized_note(tensors: Mapping[str, Any]) -> str | None:
+    """The note for torch.ao.quantization's quantized tensors (convert's quantized Conv2d weight), listed as their
+    integer values; None where there are none."""
+    quantized = {name: value for name, value in tensors.items()
+                 if not isinstance(value, StaticTensor) and value.is_quantized}
+    if not quantized:
+        return None
+    kinds = sorted({f"{str(v.dtype).removeprefix('torch.')} {str(v.qscheme()).removeprefix('torch.')}"
+                    for v in quantized.values()})
+    names = [clip_middle(name, _NOTE_NAME_CHARS) for name in list(quantized)[:3]]
+    shown = ", ".join(names) + (f" and {len(quantized) - 3:,} more" if len(quantized) > 3 else "")
+    return (f"{counted(len(quantized), 'tensor')} quantized by torch.ao.quantization ({shown}: "
+            f"{', '.join(kinds)}) listed as the integers stored, their scale(s) and zero point(s) inside each tensor "
+            "not counted; only the model quantized the same way (prepare and convert) loads this state dict; a float "
+            f"model loads it once dequantized, {_DEQUANTIZE_ALL}; their values are not read here (convert, shard and "
+            "diff-keys --values refuse them)")
+
+
 def tensor_infos(contents: PickleContents, relpath: str) -> list[TensorInfo]:
     """Describe each tensor of a loaded pickle, grouping tensors that share storage."""
     infos: list[TensorInfo] = []
@@ -2582,7 +2616,8 @@ def tensor_infos(contents: PickleContents, relpath: str) -> list[TensorInfo]:
                                                      tensor.dtype)))
             continue
         # A nested tensor has the strided layout but no sizes: asking for its shape is torch's "Internal error".
-        if tensor.layout is not _strided() or tensor.is_quantized or tensor.is_nested:
+        quantized_as = _QUANTIZED_REPR.get(str(tensor.dtype)) if tensor.is_quantized else None
+        if tensor.layout is not _strided() or (tensor.is_quantized and quantized_as is None) or tensor.is_nested:
             if tensor.is_nested:
                 kind, fix = "nested (torch.nested)", "its parts as separate tensors (.unbind())"
             elif tensor.is_quantized:
@@ -2593,15 +2628,14 @@ def tensor_infos(contents: PickleContents, relpath: str) -> list[TensorInfo]:
                     # scale and zero_point beside it: dequantized, the float model (not this one) would load it.
                     kind = (f"{str(tensor.dtype).removeprefix('torch.')} quantized (a torch.ao.quantization "
                             "model's state dict: convert's quantized layer, its scale and zero_point beside it)")
-                    fix = ("every quantized tensor .dequantize()d, e.g. {k: v.dequantize() if v.is_quantized else v "
-                           "for k, v in state_dict.items()}; only the model quantized the same way loads the "
-                           "file as it is")
+                    fix = (f"every quantized tensor .dequantize()d, e.g. {_DEQUANTIZE_ALL}; only the model quantized "
+                           "the same way loads the file as it is")
             else:
                 kind, fix = f"sparse ({str(tensor.layout).removeprefix('torch.')})", ".to_dense()"
             raise UnsupportedFormat(
                 f"tensor {name!r} is a {kind} tensor; weightdoctor reads dense tensors only (save it with {fix})"
             )
-        dtype = canonical_dtype(str(tensor.dtype))
+        dtype = quantized_as or canonical_dtype(str(tensor.dtype))
         try:
             storage = tensor.untyped_storage()
             # Meta tensors have no data (every data_ptr is 0): nothing says two of them are one tensor.
