@@ -426,9 +426,11 @@ def _parse(cursor: _Cursor, relpath: str
         if end > data_size:
             raise CorruptCheckpoint(f"GGUF header: tensor {name!r} spans data bytes {begin:,} to {end:,}, past the "
                                     f"end of the file's data section ({max(data_size, 0):,} bytes): truncated")
-    order = sorted(range(len(names)), key=begins.__getitem__)
+    # Empty tensors hold no bytes and are left out: compared with their neighbours only, one between two tensors
+    # at the same offset hid the overlap (200 aliases of one 256 KB run in a 280 KB file read as 13 million values).
+    order = sorted((index for index in range(len(names)) if sizes[index]), key=begins.__getitem__)
     for before, after in zip(order, order[1:], strict=False):
-        if begins[after] < ends[before] and sizes[after] and sizes[before]:
+        if begins[after] < ends[before]:
             raise CorruptCheckpoint(f"GGUF header: tensors {names[before]!r} and {names[after]!r} overlap (data "
                                     f"bytes {begins[before]:,}-{ends[before]:,} and {begins[after]:,}-"
                                     f"{ends[after]:,})")
@@ -466,10 +468,12 @@ def summary(header: GgufHeader) -> dict[str, Any]:
     """What inspect shows of a GGUF file in place of a config.json: its architecture and sizes, its file type, the
     bytes and bits per weight of each ggml type, and its whole metadata (arrays counted)."""
     arch = header.architecture or ""
+    # As the metadata gives them (an array counted as in `metadata_json`): a hostile file's general.name can be an
+    # array, which came out under the dataclass's own field names ("element_type"), not as its metadata entry did.
     fields: dict[str, Any] = {"architecture": header.architecture,
-                              "name": header.metadata.get("general.name")}
+                              "name": _json_value(header.metadata.get("general.name"))}
     for field_name, key in _SUMMARY_KEYS.items():
-        fields[field_name] = header.metadata.get(key.format(arch=arch)) if arch else None
+        fields[field_name] = _json_value(header.metadata.get(key.format(arch=arch))) if arch else None
     tokens = header.metadata.get("tokenizer.ggml.tokens")
     fields["vocab_size"] = tokens.count if isinstance(tokens, ArraySummary) else None
     by_type: dict[str, dict[str, Any]] = {}
