@@ -622,15 +622,31 @@ def _constants_said(vectors: list[TensorHealth]) -> str:
 
 def _updated_said(names: set[str], evidence: dict[str, UpdateEvidence]) -> str:
     """"6 matrices that still fit their initialization have a bias that moved" (and / or sit in blocks whose norms
-    all moved)."""
-    by_bias = sum(1 for name in names if evidence[name].reason.startswith("its bias"))
-    parts = ([f"{counted(by_bias, 'matrix', 'matrices')} that still fit their initialization have a bias that moved"]
-             if by_bias else [])
-    if len(names) - by_bias:
-        parts.append(f"{counted(len(names) - by_bias, 'matrix', 'matrices')} without a bias that still fit their "
-                     "initialization sit in blocks whose norms all moved, in a checkpoint most of whose matrix "
-                     "parameters cannot be told alone")
+    all moved); "1 matrix (classifier.dense.weight) that still fits its initialization has a bias that moved": up
+    to `_NAMED_UPDATED` of them named, so that the reader can find them in the table above.
+
+    Example:
+        >>> _updated_said({"fc.weight"}, {"fc.weight": UpdateEvidence(False, "its bias fc.bias moved")})
+        '1 matrix (fc.weight) that still fits its initialization has a bias that moved'
+    """
+    by_bias = sorted(name for name in names if evidence[name].reason.startswith("its bias"))
+    by_norms = sorted(names - set(by_bias))
+
+    def which(group: list[str]) -> str:
+        return counted(len(group), "matrix", "matrices") + (
+            f" ({', '.join(group)})" if len(group) <= _NAMED_UPDATED else "")
+
+    parts = ([f"{which(by_bias)} that still {plural(len(by_bias), 'fits its', 'fit their')} initialization "
+              f"{plural(len(by_bias), 'has', 'have')} a bias that moved"] if by_bias else [])
+    if by_norms:
+        parts.append(f"{which(by_norms)} without a bias that still {plural(len(by_norms), 'fits its', 'fit their')} "
+                     f"initialization {plural(len(by_norms), 'sits in a block whose', 'sit in blocks whose')} norms "
+                     "all moved, in a checkpoint most of whose matrix parameters cannot be told alone")
     return " and ".join(parts)
+
+
+# How many matrices `_updated_said` names; more are counted only.
+_NAMED_UPDATED = 3
 
 
 def _frozen_finding(item: TensorHealth, said: UpdateEvidence, beside: str) -> Finding:
@@ -799,25 +815,29 @@ def _checkpoint_findings(items: list[TensorHealth], selected: bool = False,
                 "info", "briefly-trained", None,
                 f"{_constants_said(vectors)} beside the {share:.1%} of {of_what} matrix parameters that have trained "
                 "alone: the checkpoint has trained"
-                + (f"; {_updated_said(updated, evidence)}, so got updates too little to tell one by one"
+                + (f"; {_updated_said(updated, evidence)}, so got updates too little to tell "
+                   f"{plural(len(updated), 'alone', 'one by one')}"
                    if updated else ""),
                 "expected for a checkpoint saved early in training, or trained with weight decay at a small "
                 "learning rate, which keeps a matrix's spread at its init's"))
         if moved_together and pooled is not None:
             findings.append(Finding(
                 "info", "briefly-trained", None,
-                f"{counted(pooled.tensors, 'matrix', 'matrices')} each alone still fit their initialization beside "
+                f"{counted(pooled.tensors, 'matrix', 'matrices')} "
+                f"{plural(pooled.tensors, 'alone still fits its', 'each alone still fit their')} initialization beside "
                 f"the {share:.1%} of {of_what} matrix parameters that have trained, but pooled, their "
                 f"{counted(pooled.values, 'value')} hold {pooled.variance_ratio:.1%} of the variance their inits "
-                f"give ({abs(pooled.z):.1f} standard deviations {'above' if pooled.z > 0 else 'below'} it): they "
-                "have trained too, too little to tell one by one",
+                f"give ({abs(pooled.z):.1f} standard deviations {'above' if pooled.z > 0 else 'below'} it): "
+                f"{plural(pooled.tensors, 'it has', 'they have')} trained too, too little to tell "
+                f"{plural(pooled.tensors, 'alone', 'one by one')}",
                 "expected for a checkpoint saved early in training, where a matrix's init scale is wide beside "
                 "the optimiser's steps"))
         unsaid = updated - moved_together
         if unsaid and not said_updated:
             findings.append(Finding(
                 "info", "briefly-trained", None,
-                f"{_updated_said(unsaid, evidence)}, so got updates too little to tell one by one",
+                f"{_updated_said(unsaid, evidence)}, so got updates too little to tell "
+                f"{plural(len(unsaid), 'alone', 'one by one')}",
                 "expected for a checkpoint saved early in training, where a matrix's init scale is wide beside "
                 "the optimiser's steps"))
         # Beside them, what the pool could not tell: said in each warning, so that it claims no more than that.

@@ -335,6 +335,8 @@ def _gguf_value_text(value: object) -> str:
 def gguf_table(gguf: dict[str, Any]) -> Table:
     """A GGUF file's summary: architecture and sizes, ggml types with their bits per weight, then every metadata
     key (arrays such as tokenizer.ggml.tokens counted, never printed whole)."""
+    from weightdoctor.checkpoint.gguf_format import LLAMA_FILE_TYPES
+
     table = Table.grid(padding=(0, 2))
     table.add_column(style="bold", overflow="fold")
     table.add_column(overflow="fold")
@@ -352,7 +354,11 @@ def gguf_table(gguf: dict[str, Any]) -> Table:
     if gguf.get("values_note"):
         table.add_row("values", f"[cyan]{escape(gguf['values_note'])}[/]")
     for key, value in (gguf.get("metadata") or {}).items():
-        table.add_row(escape(clip_middle(str(key), 120)), escape(_gguf_value_text(value)))
+        text = _gguf_value_text(value)
+        # "general.file_type 15" said nothing to whoever has not read llama.h: its llama_ftype name beside it.
+        if key == "general.file_type" and type(value) is int and value in LLAMA_FILE_TYPES:
+            text += f" ({LLAMA_FILE_TYPES[value]}, llama.cpp's file type: what most tensors were quantized to)"
+        table.add_row(escape(clip_middle(str(key), 120)), escape(text))
     return table
 
 

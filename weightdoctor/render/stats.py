@@ -7,9 +7,10 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from weightdoctor.findings import Finding
 from weightdoctor.health import StatsReport, TensorHealth, init_constant_vectors
 from weightdoctor.render.json import to_jsonable
-from weightdoctor.render.text import escape, shown_name
+from weightdoctor.render.text import MAX_SHOWN_NAME_CHARS, clip_middle, distinct_form, escape, shown_name
 from weightdoctor.wording import counted, non_finite_count, plural
 
 SHORT_REASONS = {"ks": "shape", "row_spread": "row norms", "col_spread": "column norms", "top_singular": "spectrum",
@@ -183,11 +184,44 @@ def init_table(report: StatsReport, limit: int | None, width: int | None = None)
     return table
 
 
+def hints_said_once(findings: list[Finding]) -> list[str | None]:
+    """Each finding's hint as the table shows it: one that repeats, whole or as its start, a hint shown in full in
+    an earlier row points there instead, with what it adds.
+
+    A GPT-2 with a frozen block drew the same 480-character caveat under each of its six frozen matrices (190
+    lines at 80 columns); --json keeps every hint whole.
+
+    Example:
+        >>> from weightdoctor.findings import Finding
+        >>> caveat = "a layer frozen by mistake; check the training setup and the optimiser's parameter groups"
+        >>> hints_said_once([Finding("warn", "untrained-tensor", "h.1.fc.weight", "m", caveat),
+        ...                  Finding("warn", "untrained-tensor", "wpe.weight", "m", caveat + "; rows past ...")])
+        ["a layer frozen by mistake; check the training setup and the optimiser's parameter groups", \
+'as for h.1.fc.weight above; rows past ...']
+    """
+    shown: list[tuple[str, str]] = []  # (a hint shown in full, the row it is under)
+    said: list[str | None] = []
+    for finding in findings:
+        hint = finding.hint
+        earlier = next(((full, where) for full, where in shown if hint and hint.startswith(full)), None)
+        pointer = None if earlier is None else f"as for {earlier[1]} above"
+        if not hint or earlier is None or pointer is None or len(pointer) >= len(earlier[0]):
+            if hint:
+                # The row's name as shown (clipped, escapes for look-alikes), unescaped: the caller escapes the hint.
+                shown.append((hint, distinct_form(clip_middle(finding.tensor, MAX_SHOWN_NAME_CHARS))
+                              if finding.tensor else finding.code))
+            said.append(hint)
+        else:
+            said.append(pointer + hint[len(earlier[0]):])
+    return said
+
+
 def findings_table(report: StatsReport, width: int | None = None) -> Table:
     """The findings: a row each, or a record each where `width` is too narrow for their codes and a message."""
     headers = ("severity", "code", "tensor", "what")
     rows = [(f"[{SEVERITY_STYLE[f.severity]}]{f.severity}[/]", f.code, shown_name(f.tensor or "(checkpoint)"),
-             escape(f.message) + (f"\n[dim]→ {escape(f.hint)}[/]" if f.hint else "")) for f in report.findings]
+             escape(f.message) + (f"\n[dim]→ {escape(hint)}[/]" if hint else ""))
+            for f, hint in zip(report.findings, hints_said_once(report.findings), strict=True)]
     if width is not None and rows and _too_narrow(rows, headers, (0, 1), {2: _MIN_TEXT_COLUMN, 3: _MIN_MESSAGE_COLUMN},
                                                   width):
         return _records_table("Findings", [list(zip(headers, row, strict=True)) for row in rows])
