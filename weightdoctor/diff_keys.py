@@ -7454,5 +7454,5 @@ def value_pairs(
     if quantized:
         report.warnings.append(
             f"{counted(len(quantized), 'tensor')} of quantized GGUF (ggml) types not compared ({quantized[0]}"
-            f"{', ...' if len(quantized) > 1 else ''}): weightdoctor reads the values of F32, F16 and BF16 GGUF "
-            "tensors only; transformers' from_pretrained(folder, gguf_file=...) dequantizes them")
+            f"{', ...' if len(quantized) > 1 else ''}): weightdoctor reads the values of F32, F16, BF16, F64 and "
+            "integer GGUF tensors only; transformers' from_pretrained(folder, gguf_file=...) dequantizes them")

@@ -884,7 +884,7 @@ class _Builder:
                     self.value_notes.append(
                         f"{relpath}: GGUF tensors of quantized ggml types ({', '.join(quantized)}) are described from "
                         "the header; their values are not read (--stats, check-dtype and diff-keys --values read "
-                        "F32, F16 and BF16 tensors only)")
+                        "F32, F16, BF16, F64 and integer tensors only)")
             elif looks_safetensors or (path.suffix == ".safetensors" and not misnamed_pickle):
                 fmt = "safetensors"
                 # Our parser checks everything the safetensors library checks and more (a property
