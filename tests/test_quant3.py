@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from tests.helpers import run_cli, run_json
+from tests.test_third_party_layouts35 import _TextClassifier
 
 _DIM, _HIDDEN, _VOCAB, _GROUP = 256, 512, 64, 32
 _LAYERS = {"layers.0.attention.wqkv": (3 * _DIM, _DIM), "layers.0.feed_forward.w2": (_DIM, _HIDDEN),
@@ -99,16 +100,6 @@ def test_a_models_own_uint8_weight_beside_scales_and_zeros_of_another_shape_is_n
     code, data = run_json("inspect", str(path))
     assert code == 0 and data["quantized"] is None, data["quantized"]
     assert not any("gpt-fast" in w for w in data["warnings"]), data["warnings"]
-
-
-class _TextClassifier(nn.Module):
-    """An embedding and two Linear layers: quantize_dynamic quantizes the Linear layers, leaves the embedding."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.emb = nn.Embedding(10, 16)
-        self.fc1 = nn.Linear(16, 32)
-        self.fc2 = nn.Linear(32, 4)
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning")

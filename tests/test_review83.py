@@ -106,21 +106,11 @@ def test_a_bert2bert_encoder_decoders_cross_key_value_are_said_once_per_input(tm
     token, though its comment named them and generate() caches their outputs: a bert2bert EncoderDecoderModel's
     per-input bytes were 416,512 where accelerate's hooks load 516,352 once per input (its 3 layers' 6 projections,
     99,840 bytes, short). Measured by the hooks, as test_plan_quantrest2 measures T5 and BART."""
-    import transformers
-
     from tests.helpers import run_json
+    from tests.test_plan86 import _bert2bert
     from tests.test_plan_quantrest2 import _bytes_streamed
 
-    torch.manual_seed(0)
-    sizes = {"vocab_size": 64, "hidden_size": 64, "num_hidden_layers": 3, "num_attention_heads": 4,
-             "intermediate_size": 256, "max_position_embeddings": 64}
-    config = transformers.EncoderDecoderConfig.from_encoder_decoder_configs(
-        transformers.BertConfig(**sizes),
-        transformers.BertConfig(**sizes, is_decoder=True, add_cross_attention=True))
-    config.decoder_start_token_id, config.pad_token_id = 1, 0
-    config.architectures = ["EncoderDecoderModel"]
-    folder = tmp_path / "bert2bert"
-    transformers.EncoderDecoderModel(config=config).save_pretrained(folder)
+    folder = _bert2bert(tmp_path / "bert2bert")
     code, whole = run_json("plan-devices", str(folder), "--gpu", "1GB")
     total = whole["weights_bytes"] + whole["buffers_bytes"]
     code, data = run_json("plan-devices", str(folder), "--gpu", f"{int(total * 0.35)}B", "--cpu", "1GB")

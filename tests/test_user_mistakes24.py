@@ -19,25 +19,11 @@ from typing import Any
 import pytest
 
 from tests.helpers import run_subprocess
+from tests.test_user_mistakes23 import _error_line, _suggested
 
 _GPT2 = dict(n_layer=2, n_embd=32, n_head=2, vocab_size=128, n_positions=64, bos_token_id=0, eos_token_id=0)
 _T5 = dict(vocab_size=256, d_model=32, d_ff=64, d_kv=16, num_layers=2, num_heads=2)
 
-
-def _error_line(process: subprocess.CompletedProcess[str]) -> str:
-    """The one stderr line of a run that exited 2 with nothing on stdout."""
-    lines = [line for line in process.stderr.splitlines() if line.strip()]
-    assert process.returncode == 2 and process.stdout == "" and len(lines) == 1, (process.stdout, process.stderr)
-    return lines[0]
-
-
-def _suggested(line: str) -> list[str]:
-    """The weightdoctor arguments of the command a one-line error offers after "for example: "."""
-    tail = line.split("for example: ", 1)[1]
-    tail = tail[:tail.rindex(" (see ")]
-    words = shlex.split(tail)
-    assert words[:3] == ["python", "-m", "weightdoctor"], line
-    return words[3:]
 
 
 def _saved(folder: Path, config_name: str, model_name: str, values: dict[str, Any]) -> Path:
