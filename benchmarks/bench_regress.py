@@ -91,7 +91,9 @@ def commands(p: dict[str, Path]) -> list[tuple[str, list[str]]]:
         ("inspect 10,000-tensor file --json", ["inspect", str(p["many"]), "--json"]),
         ("inspect sharded folder (15 shards) --json", ["inspect", str(p["sharded"]), "--json"]),
         ("inspect folder beside 1,000 files --json", ["inspect", str(p["crowded"]), "--json"]),
-        ("check-dtype fixtures/example", ["check-dtype", "fixtures/example"]),
+        # HEAD's copy, named whole for both trees: a relative path resolves inside the tree that runs it, and the
+        # source line showing that path (padded to the table's width) made the outputs differ at every run.
+        ("check-dtype fixtures/example", ["check-dtype", str(HERE / "fixtures" / "example")]),
         ("inspect 10,000-tensor file --stats --json", ["inspect", str(p["many"]), "--stats", "--json"]),
         ("check-dtype 10,000-tensor file --json", ["check-dtype", str(p["many"]), "--json"]),
         ("inspect 10,000-tensor zip .pt --json", ["inspect", str(p["zip-pt"]), "--json"]),
@@ -118,7 +120,7 @@ def run_once(tree: Path, args: list[str], pycache: Path | None) -> tuple[float, 
     else:
         env["PYTHONPYCACHEPREFIX"] = str(pycache)  # kept out of the trees
     start, cpu = time.perf_counter(), _children_cpu()
-    # cwd=tree: `-m` puts the working directory first on sys.path; fixtures/example is the same in both trees.
+    # cwd=tree: `-m` puts the working directory first on sys.path (every command names its sources whole).
     done = subprocess.run([sys.executable, "-m", "weightdoctor", *args], capture_output=True, env=env, cwd=tree,
                           check=False)
     return time.perf_counter() - start, _children_cpu() - cpu, done.stdout, done.stderr, done.returncode
