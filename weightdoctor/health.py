@@ -131,13 +131,18 @@ class PooledSpread:
         values: how many values.
         variance_ratio: their mean square, each value over its init's mean square (1.0: as their inits give).
         z: that excess in standard deviations of the sum under the inits (its sign says wider or narrower).
+        names: the matrices pooled.
+        left_out: the matrices at their init left out because their bias or block's norms say they got no update
+            (`update_evidence`): frozen, bit for bit at their init, they would dilute the others' movement, and
+            "they have trained too" would count them.
     """
 
     tensors: int
     values: int
     variance_ratio: float
     z: float
-    names: tuple[str, ...] = ()  # the matrices pooled
+    names: tuple[str, ...] = ()
+    left_out: tuple[str, ...] = ()
 
     @property
     def moved(self) -> bool:
@@ -507,8 +512,9 @@ def _truncated_square_moments(params: dict[str, Any]) -> tuple[float, float] | N
     return second, (fourth - second * second) / (second * second)
 
 
-def pooled_spread(items: list[TensorHealth]) -> PooledSpread | None:
-    """Pool the matrices that each still match a certain random init (normal or uniform, known scale).
+def pooled_spread(items: list[TensorHealth], frozen: frozenset[str] = frozenset()) -> PooledSpread | None:
+    """Pool the matrices that each still match a certain random init (normal or uniform, known scale), but those
+    named in `frozen` (their bias or block's norms say they got no update: `update_evidence`).
 
     Example:
         >>> pooled_spread([]) is None
@@ -517,6 +523,7 @@ def pooled_spread(items: list[TensorHealth]) -> PooledSpread | None:
     observed = expected = variance = 0.0
     tensors = values = 0
     names: list[str] = []
+    left_out: list[str] = []
     for item in items:
         want, s = item.expected, item.stats
         if (len(item.shape) < 2 or not item.at_init or want is None or not want.confident
@@ -547,6 +554,9 @@ def pooled_spread(items: list[TensorHealth]) -> PooledSpread | None:
             continue
         if draws < MIN_VALUES:
             continue
+        if item.name in frozen:
+            left_out.append(item.name)
+            continue
         observed += s.finite_count * (s.std * s.std + s.mean * s.mean) / square
         expected += draws
         variance += draws * spread
@@ -555,7 +565,7 @@ def pooled_spread(items: list[TensorHealth]) -> PooledSpread | None:
     if not tensors or expected <= 0 or variance <= 0:
         return None
     return PooledSpread(tensors, values, observed / expected, (observed - expected) / math.sqrt(variance),
-                        tuple(names))
+                        tuple(names), tuple(left_out))
 
 
 def _value_range(stats: TensorStats) -> tuple[float, float] | None:
@@ -647,6 +657,21 @@ def _updated_said(names: set[str], evidence: dict[str, UpdateEvidence]) -> str:
 
 # How many matrices `_updated_said` names; more are counted only.
 _NAMED_UPDATED = 3
+
+
+def _left_out_said(pooled: PooledSpread) -> str:
+    """"; the 6 matrices that got no update (untrained-tensor) are not among them" where the pool left frozen ones
+    out (`PooledSpread.left_out`), else "": the pool's count then reads against the matrices still at their init.
+
+    Example:
+        >>> _left_out_said(PooledSpread(2, 2048, 1.1, 5.0, ("a.weight", "b.weight"), ("c.weight",)))
+        '; the 1 matrix that got no update (untrained-tensor) is not among them'
+    """
+    count = len(pooled.left_out)
+    if not count:
+        return ""
+    return (f"; the {counted(count, 'matrix', 'matrices')} that got no update (untrained-tensor) "
+            f"{plural(count, 'is', 'are')} not among them")
 
 
 def _frozen_finding(item: TensorHealth, said: UpdateEvidence, beside: str) -> Finding:
@@ -752,28 +777,33 @@ def update_evidence(matrices: list[TensorHealth], vectors: list[TensorHealth],
     return found
 
 
-def _checkpoint_findings(items: list[TensorHealth], selected: bool = False,
-                         pooled: PooledSpread | None = None
-                         ) -> tuple[list[Finding], float | None, str, str | None]:
+def _checkpoint_findings(items: list[TensorHealth], selected: bool = False
+                         ) -> tuple[list[Finding], float | None, str, str | None, PooledSpread | None]:
     """Findings about the checkpoint as a whole: untrained tensors in a trained model, all at init.
 
     `selected`: only the tensors `--filter` chose were read, so the findings speak of them, not the checkpoint.
-    `pooled`: the matrices at their init, pooled (`pooled_spread`): where they have moved together, a checkpoint
+    The matrices at their init are pooled (`pooled_spread`): where they have moved together, a checkpoint
     whose matrices each still fit their init has trained (briefly) all the same, and beside matrices that trained,
-    those still at their init that moved together are no "layer that never trained".
+    those still at their init that moved together are no "layer that never trained". Those whose bias or block's
+    norms say they got no update (`update_evidence`: frozen) are left out of the pool: they are warned as frozen,
+    and pooled they would read "trained too" beside that warning (T5 with encoder.block.1 frozen: its 6 matrices
+    among the 30 "that have trained too").
     The vectors initialized to exact constants (`init_constant_vectors`): where every one of them moved, the
     checkpoint has trained whatever its matrices' spread says (T5 after 300 AdamW steps: weight decay and
     random-sign updates keep a matrix's variance), and a matrix whose own bias moved got updates.
-    Returns the findings, the trained share, the state and what the state rests on (`StatsReport.state_basis`).
+    Returns the findings, the trained share, the state, what the state rests on (`StatsReport.state_basis`) and
+    the pool.
     """
     matrices = [i for i in items if len(i.shape) >= 2 and i.at_init is not None
                 and i.init.label not in ("zeros", "ones", "constant")]
     total = sum(i.stats.count for i in matrices)
-    if not total:
-        return [], None, "unknown", None
     trained = sum(i.stats.count for i in matrices if i.at_init is False)
-    share = trained / total
+    share = trained / total if total else 0.0
     vectors = init_constant_vectors(items)
+    evidence = update_evidence(matrices, vectors, share)
+    pooled = pooled_spread(items, frozenset(name for name, said in evidence.items() if said.frozen))
+    if not total:
+        return [], None, "unknown", None, pooled
     constants_moved = _constants_moved(vectors)
     moved_vectors = {item.name for item in vectors if item.at_init is False}
     # Most of them moved, the rest still exactly at their constants: trained, with a layer frozen (its bias or its
@@ -781,7 +811,6 @@ def _checkpoint_findings(items: list[TensorHealth], selected: bool = False,
     # not read as trained.
     constants_mostly = constants_moved or (len(moved_vectors) >= MIN_CONSTANT_VECTORS
                                            and 2 * len(moved_vectors) > len(vectors))
-    evidence = update_evidence(matrices, vectors, share)
     constants = {item.name: item for item in items
                  if len(item.shape) == 1 and item.expected is not None and item.at_init
                  and item.expected.label in ("zeros", "ones") and item.stats.count >= 2}
@@ -799,8 +828,11 @@ def _checkpoint_findings(items: list[TensorHealth], selected: bool = False,
         # model. The pool holds exactly the matrices still at a certain random init: where they moved together,
         # they trained too, only too little to tell one by one.
         moved_together = set(pooled.names) if pooled is not None and pooled.moved else set()
+        # The frozen matrices are left out of the pool and warned below: beside them, every other matrix at its init
+        # moved together, so the checkpoint trained (a frozen layer, said as such, is not "mixed").
+        frozen = {name for name, said in evidence.items() if said.frozen}
         if state == "mixed" and moved_together and not any(item.at_init and item.name not in moved_together
-                                                           for item in matrices):
+                                                           and item.name not in frozen for item in matrices):
             state, basis = "trained", "pooled"
         # A matrix whose own bias left its init constant got updates (a bias's gradient is the sum of its layer's
         # output gradients, the weight's that times its inputs): it moved, too little to tell alone. A bias-less
@@ -829,7 +861,7 @@ def _checkpoint_findings(items: list[TensorHealth], selected: bool = False,
                 f"{counted(pooled.values, 'value')} hold {pooled.variance_ratio:.1%} of the variance their inits "
                 f"give ({abs(pooled.z):.1f} standard deviations {'above' if pooled.z > 0 else 'below'} it): "
                 f"{plural(pooled.tensors, 'it has', 'they have')} trained too, too little to tell "
-                f"{plural(pooled.tensors, 'alone', 'one by one')}",
+                f"{plural(pooled.tensors, 'alone', 'one by one')}{_left_out_said(pooled)}",
                 "expected for a checkpoint saved early in training, where a matrix's init scale is wide beside "
                 "the optimiser's steps"))
         unsaid = updated - moved_together
@@ -883,7 +915,8 @@ def _checkpoint_findings(items: list[TensorHealth], selected: bool = False,
             f"{counted(pooled.values, 'value')} of {counted(pooled.tensors, 'matrix', 'matrices')} with a known "
             f"random init hold {pooled.variance_ratio:.1%} of the variance their inits give "
             f"({abs(pooled.z):.1f} standard deviations {'above' if pooled.z > 0 else 'below'} it): "
-            f"{of_what} {'have' if selected else 'has'} been trained, a few steps or at a small learning rate",
+            f"{of_what} {'have' if selected else 'has'} been trained, a few steps or at a small learning rate"
+            f"{_left_out_said(pooled)}",
             "expected for a checkpoint saved early in training; if it should have trained longer, check the "
             "learning rate and the number of steps"))
         findings += _frozen_findings(matrices, evidence, folded, "in a checkpoint that has trained")
@@ -894,7 +927,8 @@ def _checkpoint_findings(items: list[TensorHealth], selected: bool = False,
         state, basis = "trained", "constants"
         of_what = "the selected tensors" if selected else "the checkpoint"
         pooled_said = "" if pooled is None else (
-            f" (pooled too: {pooled.variance_ratio:.1%} of the variance their inits give, "
+            f" (pooled too{', those that got no update left out' if pooled.left_out else ''}: "
+            f"{pooled.variance_ratio:.1%} of the variance their inits give, "
             f"{abs(pooled.z):.2f} standard deviations {'above' if pooled.z > 0 else 'below'} it)")
         findings.append(Finding(
             "info", "briefly-trained", None,
@@ -923,7 +957,7 @@ def _checkpoint_findings(items: list[TensorHealth], selected: bool = False,
                     "info", "norm-at-init", item.name,
                     f"exactly {item.expected.label} as at initialization, in an otherwise trained model",
                     "fine if this parameter gets no gradient; otherwise it was frozen or never trained"))
-    return findings, share, state, basis
+    return findings, share, state, basis, pooled
 
 
 def _tensor_health(result: StatsResult, want: ExpectedInit | None, initializer_range: float | None) -> TensorHealth:
@@ -1011,8 +1045,8 @@ def analyze_weights(
             item.at_init = None
     findings = [f for item in items if item.name not in side for f in _tensor_findings(item)]
     selected = names is not None and len({t.name for t in chosen}) < len(checkpoint.tensors)
-    pooled = pooled_spread([item for item in items if item.name not in side])
-    whole, share, state, basis = _checkpoint_findings(items, selected, pooled)
+    # The side tensors' at_init is None: out of the share and the pool alike.
+    whole, share, state, basis, pooled = _checkpoint_findings(items, selected)
     findings += whole
     findings.sort(key=lambda f: -severity_rank(f.severity))
     warnings = [expected.warning] if expected.warning else []

@@ -245,8 +245,12 @@ def render_stats(report: StatsReport, console: Console, limit: int | None = 50) 
     if report.state_basis == "pooled" and report.pooled is not None and report.trained_share is not None:
         # trained_share counts the matrices that moved enough to tell alone; the state rests on the pool: both said,
         # so that "trained" beside 0.0% reads as what it is.
-        rest = "they" if report.trained_share == 0 else \
-            f"the {counted(report.pooled.tensors, 'matrix', 'matrices')} still fitting their inits"
+        # The matrices a frozen layer holds are left out of the pool (warned as untrained-tensor): its count is then
+        # short of the matrices still fitting their inits, and says so.
+        left_out = len(report.pooled.left_out)
+        rest = "they" if report.trained_share == 0 and not left_out else \
+            f"the {counted(report.pooled.tensors, 'matrix', 'matrices')} still fitting their inits" + (
+                f" ({counted(left_out, 'frozen one', 'frozen ones')} left out)" if left_out else "")
         share = (f" ({report.trained_share:.1%} of matrix parameters moved enough to tell alone; pooled, {rest} "
                  f"hold {report.pooled.variance_ratio:.1%} of their inits' variance)")
     if report.state_basis == "constants" and report.trained_share is not None:
