@@ -25,8 +25,8 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 _NOT_AMONG = "that got no update (untrained-tensor)"
 
 
-def _case(out: Path, model: str, regime: str) -> Case:
-    (case,) = build_cases(out, model, regimes=(regime,), hidden=32, steps=60)
+def _case(out: Path, model: str, regime: str, steps: int = 60) -> Case:
+    (case,) = build_cases(out, model, regimes=(regime,), hidden=32, steps=steps)
     return case
 
 
@@ -74,6 +74,23 @@ def test_t5_with_a_frozen_block_counts_only_the_matrices_that_got_updates_as_tra
     text = " ".join(run_subprocess("inspect", case.path, "--stats", env={"COLUMNS": "400"}).stdout.split())
     assert (f"pooled, the 24 matrices still fitting their inits (6 frozen ones left out) hold "
             f"{pooled['variance_ratio']:.1%} of their inits' variance)") in text, text
+
+
+def test_t5_after_15_steps_with_a_frozen_block_rests_on_the_pool_without_it(tmp_path: Path) -> None:
+    """No matrix moved enough to tell alone: the state rests on the pool alone ("each matrix ... alone still fits its
+    initialization, but pooled ... has been trained"), which held the 6 frozen matrices among 35."""
+    case = _case(tmp_path, "t5", "frozen", steps=15)
+    report = _stats_json(case.path)
+    frozen = _frozen_matrices(case, report)
+    assert len(frozen) == 6
+    weights = report["weights"]
+    assert (weights["state"], weights["state_basis"], weights["trained_share"]) == ("trained", "pooled", 0.0)
+    others = set(_at_init(report)) - frozen
+    assert weights["pooled_spread"]["tensors"] == len(others) == 29
+    info = [f["message"] for f in report["findings"] if f["code"] == "briefly-trained"]
+    assert len(info) == 1 and "values of 29 matrices with a known random init hold " in info[0], info
+    assert info[0].endswith(f"; the 6 matrices {_NOT_AMONG} are not among them"), info
+    assert {f["tensor"] for f in report["findings"] if f["code"] == "untrained-tensor"} == frozen
 
 
 def test_llama_with_a_frozen_block_leaves_it_out_of_the_pool_and_its_hints(tmp_path: Path) -> None:
