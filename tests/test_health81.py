@@ -129,7 +129,7 @@ def test_an_untrained_tensor_warning_says_what_the_pool_could_not_tell(tmp_path:
         assert finding["hint"].endswith(
             f"; pooled, the {len(at_init)} matrices still at a known random init hold {ratio:.1%} of the variance "
             f"their inits give ({abs(pooled['z']):.2f} standard deviations above it): too little to tell they "
-            "moved)" + (_ROWS if finding["tensor"] == "transformer.wpe.weight" else "")), finding["hint"]
+            "moved" + (_ROWS if finding["tensor"] == "transformer.wpe.weight" else "")), finding["hint"]
     # The position table's case, said in its hint: the 20 rows past the 12 tokens trained on never moved.
     fresh = load_file(_saved(tmp_path / "fresh", _gpt2()) / "model.safetensors")["transformer.wpe.weight"]
     trained = load_file(folder / "model.safetensors")["transformer.wpe.weight"]

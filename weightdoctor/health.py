@@ -901,8 +901,10 @@ def _checkpoint_findings(items: list[TensorHealth], selected: bool = False
                 f"{item.expected.describe() if item.expected is not None else ''} (found {item.init.describe()}) "
                 f"while {share:.1%} of {of_what} matrix parameters have trained{also}",
                 "a head saved before fine-tuning, or a layer frozen by mistake; check the training setup "
-                "(a short run at a small learning rate can also leave a matrix indistinguishable from its init"
-                f"{pooled_note if item.name in (pooled.names if pooled is not None else ()) else ''})"
+                # The pool's figures after the caveat, not inside it: a frozen matrix (out of the pool) and one in it
+                # then share the caveat word for word, and the table says it once (render/stats.hints_said_once).
+                "(a short run at a small learning rate can also leave a matrix indistinguishable from its init)"
+                + (pooled_note if item.name in (pooled.names if pooled is not None else ()) else "")
                 + (_POSITION_ROWS_NOTE if _POSITION_TABLE.search(item.name) else "")))
     elif pooled is not None and pooled.moved:
         # Five Adam steps at lr 1e-3 leave each tiny matrix within its init's noise (the checkpoint read
