@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from tests.helpers import run_cli, run_json
-from tests.test_third_party_layouts35 import _TextClassifier
+from tests.test_third_party_layouts35 import _static_quantized, _TextClassifier
 
 _DIM, _HIDDEN, _VOCAB, _GROUP = 256, 512, 64, 32
 _LAYERS = {"layers.0.attention.wqkv": (3 * _DIM, _DIM), "layers.0.feed_forward.w2": (_DIM, _HIDDEN),
@@ -136,19 +136,6 @@ def test_diff_keys_of_a_dynamic_quantized_model_against_its_float_model_reads_as
             report["notes"]
         assert "load the state dict into the model quantized the same way" in said[0] \
             and "layer.weight().dequantize()" in said[0], said
-
-
-def _static_quantized(path: Path) -> nn.Module:
-    """convert's model after prepare and one calibration pass: its Conv2d weight a qint8 per-channel tensor."""
-    torch.manual_seed(0)
-    model = nn.Sequential(torch.ao.quantization.QuantStub(), nn.Conv2d(3, 8, 3),
-                          torch.ao.quantization.DeQuantStub()).eval()
-    model.qconfig = torch.ao.quantization.get_default_qconfig("fbgemm")
-    prepared = torch.ao.quantization.prepare(model)
-    prepared(torch.randn(2, 3, 8, 8))
-    quantized = torch.ao.quantization.convert(prepared)
-    torch.save(quantized.state_dict(), path)
-    return quantized
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning")

@@ -173,6 +173,19 @@ class _TextClassifier(nn.Module):
 _TORCH_AO_NOTICES = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning")
 
 
+def _static_quantized(path: Path) -> nn.Module:
+    """convert's model after prepare and one calibration pass: its Conv2d weight a qint8 per-channel tensor."""
+    torch.manual_seed(0)
+    model = nn.Sequential(torch.ao.quantization.QuantStub(), nn.Conv2d(3, 8, 3),
+                          torch.ao.quantization.DeQuantStub()).eval()
+    model.qconfig = torch.ao.quantization.get_default_qconfig("fbgemm")
+    prepared = torch.ao.quantization.prepare(model)
+    prepared(torch.randn(2, 3, 8, 8))
+    quantized = torch.ao.quantization.convert(prepared)
+    torch.save(quantized.state_dict(), path)
+    return quantized
+
+
 @_TORCH_AO_NOTICES
 def test_a_torch_ao_dynamic_quantized_state_dict_says_its_packed_layers_are_left_out(tmp_path: Path) -> None:
     """quantize_dynamic's Linear layers save weight and bias as one tuple (`fc1._packed_params._packed_params`):
@@ -203,15 +216,8 @@ def test_a_torch_ao_dynamic_quantized_state_dict_says_its_packed_layers_are_left
 def test_a_torch_ao_static_quantized_state_dict_is_refused_as_one(tmp_path: Path) -> None:
     """convert's quantized Conv2d keeps its weight a quantized tensor: the refusal said "save it with .dequantize()",
     with no word that the whole state dict is torch.ao's, nor how to dequantize every tensor of it."""
-    torch.manual_seed(0)
-    model = nn.Sequential(torch.ao.quantization.QuantStub(), nn.Conv2d(3, 8, 3),
-                          torch.ao.quantization.DeQuantStub()).eval()
-    model.qconfig = torch.ao.quantization.get_default_qconfig("fbgemm")
-    prepared = torch.ao.quantization.prepare(model)
-    prepared(torch.randn(2, 3, 8, 8))
-    quantized = torch.ao.quantization.convert(prepared)
     path = tmp_path / "static.pt"
-    torch.save(quantized.state_dict(), path)
+    quantized = _static_quantized(path)
     assert quantized.state_dict()["1.weight"].is_quantized
     # Round quant3: inspect lists a qint8 tensor as its int8 values (tests/test_quant3.py); what reads its values
     # still refuses it, in one line that says how to dequantize every tensor.
