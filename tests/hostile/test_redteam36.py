@@ -143,11 +143,13 @@ main()
 """
 
 
-def _read_by_torch(tmp_path: Path) -> Path:
-    """Six 64 KiB tensors in a torch zip that the torch-free reader leaves to torch.load(mmap=True): two more
-    records whose names differ in case alone (torch's reader finds a name in any case)."""
-    source, path = tmp_path / "source.bin", tmp_path / "src.bin"
-    torch.save({f"layer.{i}.weight": torch.full((128, 128), float(i + 1)) for i in range(6)}, source)
+def _read_by_torch(path: Path, tensors: dict[str, torch.Tensor] | None = None) -> Path:
+    """`tensors` (six 64 KiB ones unless given) in a torch zip at `path` that the torch-free reader leaves to
+    torch.load(mmap=True): two more records whose names differ in case alone (torch's reader finds a name in any
+    case)."""
+    source = path.with_name("source.bin")
+    torch.save(tensors if tensors is not None else {
+        f"layer.{i}.weight": torch.full((128, 128), float(i + 1)) for i in range(6)}, source)
     with zipfile.ZipFile(source) as archive, zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as out:
         for info in archive.infolist():
             out.writestr(info.filename, archive.read(info.filename))
@@ -167,7 +169,7 @@ def _read_by_torch(tmp_path: Path) -> Path:
 ], ids=["convert", "convert-fp16", "convert-to-bin", "inspect-stats", "check-dtype", "diff-keys-values"])
 def test_a_file_torch_mapped_cut_short_between_two_tensors_is_said_not_a_bus_error(
         tmp_path: Path, args: list[str]) -> None:
-    path = _read_by_torch(tmp_path)
+    path = _read_by_torch(tmp_path / "src.bin")
     first = run_cli("inspect", path, "--json")
     assert first.exit_code == 0 and '"layer.5.weight"' in first.stdout, first.stderr  # read whole before the cut
     argv = [arg.format(src=path) for arg in args]
@@ -184,7 +186,7 @@ def test_a_file_torch_mapped_cut_short_between_two_tensors_is_said_not_a_bus_err
 
 
 def test_a_file_torch_mapped_and_left_alone_is_still_converted_whole(tmp_path: Path) -> None:
-    path = _read_by_torch(tmp_path)
+    path = _read_by_torch(tmp_path / "src.bin")
     result = run_cli("convert", path, "-o", tmp_path / "out.safetensors", "--dtype", "fp16")
     assert result.exit_code == 0, result.stderr
     written = load_file(str(tmp_path / "out.safetensors"))

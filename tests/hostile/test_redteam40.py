@@ -68,15 +68,9 @@ main()
 def _left_to_torch(path: Path, tensors: dict[str, torch.Tensor]) -> Path:
     """`tensors` saved by torch.save, then two more records whose names differ in case alone (torch's reader finds a
     name in any case): a file the torch-free reader leaves to torch.load(mmap=True)."""
-    source = path.with_name("source.bin")
-    torch.save(tensors, source)
-    with zipfile.ZipFile(source) as archive, zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as out:
-        for info in archive.infolist():
-            out.writestr(info.filename, archive.read(info.filename))
-        out.writestr("source/notes", b"x")
-        out.writestr("source/NOTES", b"y")
-    source.unlink()
-    return path
+    from tests.hostile.test_redteam36 import _read_by_torch
+
+    return _read_by_torch(path, tensors)
 
 
 def _four_matrices(path: Path) -> Path:
