@@ -1052,6 +1052,8 @@ def analyze_weights(
     findings += whole
     findings.sort(key=lambda f: -severity_rank(f.severity))
     warnings = [expected.warning] if expected.warning else []
+    if (note := _dequantized_note(checkpoint, items)) is not None:
+        warnings.append(note)
     scheme = "pissa" if lora_init and lora_init.startswith("pissa_niter_") else lora_init
     if scheme in DATA_DERIVED_LORA_INIT and any(item.expected is not None and "derived_from" in item.expected.params
                                                 for item in items):
@@ -1061,6 +1063,17 @@ def analyze_weights(
                         "(diff-keys --values) to tell")
     return StatsReport(items, findings, sample, expected.method, expected.model_class, share, state, skipped,
                        warnings, aliases, pooled, basis)
+
+
+def _dequantized_note(checkpoint: Checkpoint, items: list[TensorHealth]) -> str | None:
+    """Which figures are of torch.ao quantized tensors, read dequantized: their rows say int8 (the dtype stored)."""
+    schemes = {item.name: scheme for item in items if (scheme := checkpoint.torch_ao_quantized(item.name))}
+    if not schemes:
+        return None
+    shown = ", ".join(list(schemes)[:3]) + (f" and {len(schemes) - 3:,} more" if len(schemes) > 3 else "")
+    return (f"the statistics of {counted(len(schemes), 'torch.ao quantized tensor')} ({shown}: "
+            f"{', '.join(sorted(set(schemes.values())))}) are of their values dequantized with the scale(s) and zero "
+            "point(s) stored in each tensor (torch's .dequantize(), float32), not of the integers stored")
 
 
 LAYER_INDEX = re.compile(r"\.(\d+)\.")

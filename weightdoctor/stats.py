@@ -725,8 +725,10 @@ def tensor_stats(checkpoint: Checkpoint, info: TensorInfo, sample: int | None = 
         info: the tensor (must be floating: `info.is_floating`).
         sample: read only this many values (in blocks at deterministic random offsets); None reads all.
     """
+    dequantized = checkpoint.load_dequantized(info.name) if checkpoint.torch_ao_quantized(info.name) else None
     if sample is not None and sample < info.num_params:
-        lines = _Lines(checkpoint, info, None)
+        # A torch.ao quantized tensor is sampled from its dequantized copy: its integers alone are not the weights.
+        lines = _Lines(checkpoint, info, dequantized)
         import torch
 
         generator = torch.Generator().manual_seed(seed_for(info.name) ^ 0x5A5A)
@@ -739,7 +741,7 @@ def tensor_stats(checkpoint: Checkpoint, info: TensorInfo, sample: int | None = 
         return StatsResult(info, stats, gather_sample(lines, info, whole=False))
     # reshape(-1) copies a strided view (a transposed weight of a .bin) whole: made once, and shared by the lines
     # and the statistics (each made its own, two copies of the tensor alive together).
-    whole = _read_whole(checkpoint, info)
+    whole = dequantized if dequantized is not None else _read_whole(checkpoint, info)
     if not whole.is_contiguous() and whole.dim() > 1:
         from weightdoctor.checkpoint.safetensors_format import require_memory
 
@@ -758,11 +760,13 @@ def tensor_stats(checkpoint: Checkpoint, info: TensorInfo, sample: int | None = 
 
 
 def floating_tensors(checkpoint: Checkpoint, names: list[str] | None = None) -> list[TensorInfo]:
-    """The tensors statistics are computed for: floating dtypes torch can widen to float32."""
+    """The tensors statistics are computed for: floating dtypes torch can widen to float32, and torch.ao
+    quantized tensors (listed as their integers), whose values are read dequantized (`tensor_stats`)."""
     import torch
 
     chosen = checkpoint.tensors if names is None else [checkpoint.tensor_info(n) for n in names]
-    return [t for t in chosen if t.dtype in READABLE and hasattr(torch, t.dtype)]
+    return [t for t in chosen if (t.dtype in READABLE and hasattr(torch, t.dtype))
+            or checkpoint.torch_ao_quantized(t.name) is not None]
 
 
 def iter_stats(

@@ -2585,6 +2585,16 @@ _QUANTIZED_REPR = {"torch.qint8": "int8", "torch.quint8": "uint8", "torch.qint32
 _DEQUANTIZE_ALL = "{k: v.dequantize() if v.is_quantized else v for k, v in state_dict.items()}"
 
 
+def quantized_scheme(value: Any) -> str | None:
+    """'qint8 per_channel_affine' for a torch.ao.quantization quantized tensor listed as its integers
+    (`_QUANTIZED_REPR`), None for anything else (a plain tensor, a torch-free stand-in, a quint4x2 tensor)."""
+    if value is None or isinstance(value, StaticTensor) or not getattr(value, "is_quantized", False):
+        return None
+    if str(value.dtype) not in _QUANTIZED_REPR:
+        return None
+    return f"{str(value.dtype).removeprefix('torch.')} {str(value.qscheme()).removeprefix('torch.')}"
+
+
 def _torch_ao_quantized_note(tensors: Mapping[str, Any]) -> str | None:
     """The note for torch.ao.quantization's quantized tensors (convert's quantized Conv2d weight), listed as their
     integer values; None where there are none."""
@@ -2599,8 +2609,8 @@ def _torch_ao_quantized_note(tensors: Mapping[str, Any]) -> str | None:
     return (f"{counted(len(quantized), 'tensor')} quantized by torch.ao.quantization ({shown}: "
             f"{', '.join(kinds)}) listed as the integers stored, their scale(s) and zero point(s) inside each tensor "
             "not counted; only the model quantized the same way (prepare and convert) loads this state dict; a float "
-            f"model loads it once dequantized, {_DEQUANTIZE_ALL}; their values are not read here (convert, shard and "
-            "diff-keys --values refuse them)")
+            f"model loads it once dequantized, {_DEQUANTIZE_ALL}; inspect --stats reads their values dequantized, "
+            "convert, shard and diff-keys --values refuse them")
 
 
 def tensor_infos(contents: PickleContents, relpath: str) -> list[TensorInfo]:

@@ -291,6 +291,35 @@ class Checkpoint:
             exc.path = exc.path or str(self.file_path(info.file))
             raise
 
+    def torch_ao_quantized(self, name: str) -> str | None:
+        """'qint8 per_channel_affine' for a torch.ao.quantization quantized tensor of a pickle (listed as the
+        integers it stores: `pytorch_format.tensor_infos`), None for any other tensor."""
+        info = self.tensor_info(name)
+        contents = self._pickles.get(info.file)
+        if contents is None:
+            return None
+        from weightdoctor.checkpoint import pytorch_format
+
+        return pytorch_format.quantized_scheme(contents.state_dict.get(name))
+
+    def load_dequantized(self, name: str) -> torch.Tensor:
+        """A torch.ao.quantization quantized tensor's values as torch's .dequantize() gives them (float32: its
+        integers less the zero point, times the scale, per tensor or per channel as its qscheme says): the scale(s)
+        and zero point(s) travel inside the pickled tensor, so what the stored integers stand for is known.
+
+        Raises:
+            UnsupportedFormat: the tensor is no such quantized tensor.
+        """
+        info = self.tensor_info(name)
+        if self.torch_ao_quantized(name) is None:
+            raise UnsupportedFormat(f"tensor {name!r} is no torch.ao.quantization quantized tensor",
+                                    path=str(self.file_path(info.file)))
+        self._check_views(info.file)
+        value = self._pickles[info.file].state_dict[name]
+        # The float32 copy is four times the int8 values held: asked of the memory left, as any tensor read is.
+        safetensors_format.require_memory_for(self.file_path(info.file), info, info.num_params * 4)
+        return value.dequantize()
+
     def load_values(self, name: str, indices: torch.Tensor) -> torch.Tensor:
         """The values at `indices` (positions in the flattened tensor, C order) of one tensor, as a 1-D CPU tensor,
         reading only those where the format allows: a safetensors file one read per distinct position, a torch
