@@ -595,11 +595,14 @@ def gpt_fast_int4_warning(checkpoint: Checkpoint) -> str | None:
                    "on a CPU), 2 int4 values to a byte"] if weights - cuda else [])]
     stored = " and ".join([*([f"{cuda // 8:,} int32"] if cuda else []),
                            *([f"{(weights - cuda) // 2:,} uint8"] if weights - cuda else [])])
+    # Each packing has its own kernel: the CPU one's was named as the CUDA one's (_weight_int4pack_mm).
+    kernels = " or ".join([*(["_weight_int4pack_mm (CUDA)"] if cuda else []),
+                           *(["_weight_int4pack_mm_for_cpu (CPU)"] if weights - cuda else [])])
     return (f"{counted(len(layers), 'Linear layer')} quantized to int4 as gpt-fast's quantize.py writes "
             f"{'it' if len(layers) == 1 else 'them'} ({shown}; WeightOnlyInt4QuantHandler, group size {groups}): "
             f"each weight is {' or '.join(packings)}, so they hold {weights:,} weights where the parameters here "
             f"count {stored} (num_params counts the stored values, `quantized` the weights), "
-            "beside bfloat16 scales_and_zeros, which _weight_int4pack_mm reads in bfloat16 alone (convert and "
+            f"beside bfloat16 scales_and_zeros, which {kernels} reads in bfloat16 alone (convert and "
             "check-dtype leave them so); gpt-fast's generate.py runs the file (--checkpoint_path), no "
             "from_pretrained reads it, and its int4 packing is the layout of the torch build and device that "
             "wrote it")
