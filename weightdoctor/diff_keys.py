@@ -5371,43 +5371,96 @@ def torch_ao_packed_layers(non_tensor_keys: Iterable[str]) -> frozenset[str]:
     return frozenset(name[: -len(TORCH_AO_PACKED)] for name in non_tensor_keys if name.endswith(TORCH_AO_PACKED))
 
 
+# A BatchNorm's state: fuse_modules folds it into the Conv before it (conv + bn [+ relu]), so the quantized model
+# has no BatchNorm where the float model has one.
+_BATCHNORM_LEAVES = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
+
+
+def torch_ao_quantized_tensors(checkpoint: Checkpoint) -> frozenset[str]:
+    """The names of a checkpoint's torch.ao.quantization quantized tensors (convert's quantized Conv / Embedding
+    weights, listed as their integers): only a pickle holds them, and only as int8 / uint8 / int32."""
+    return frozenset(t.name for t in checkpoint.tensors
+                     if t.dtype in ("int8", "uint8", "int32") and checkpoint.torch_ao_quantized(t.name) is not None)
+
+
 def _torch_ao_packed_whys(missing: Sequence[str], unexpected: Sequence[str], packed_a: frozenset[str],
-                          packed_b: frozenset[str]) -> tuple[dict[str, tuple[str, str, str]], str]:
-    """Keys that differ because one side is a torch.ao.quantization quantized model (its Linear layers' weight and
-    bias packed in one tuple, its output scale / zero_point as tensors) and the other the float model: the float
-    `fc1.weight` / `bias` were "unknown", `fc1.scale` "likely the model's own parameter", `zero_point` "unknown".
+                          packed_b: frozenset[str], qtensors: tuple[frozenset[str], frozenset[str]] = (
+                              frozenset(), frozenset())) -> tuple[dict[str, tuple[str, str, str]], str]:
+    """Keys that differ because one side is a torch.ao.quantization quantized model and the other the float model:
+    its Linear layers' weight and bias packed in one tuple, its Conv / Embedding weights quantized tensors (`qtensors`:
+    A's and B's names), each quantized layer's output scale / zero_point and each QuantStub's input scale /
+    zero_point as tensors, and a BatchNorm that fuse_modules folded into its Conv gone. The float `fc1.weight` /
+    `bias` were "unknown", `fc1.scale` "likely the model's own parameter", a Conv's `scale` "written by a quantizer
+    (GPTQ, AWQ, ...)", every `zero_point` "unknown".
     Returns ({name: (reason, severity, detail)}, the note on what to do; "" when there are none)."""
+    quantized_layers = tuple(packed | {name.rpartition(".")[0] for name in names}
+                             for packed, names in zip((packed_a, packed_b), qtensors, strict=True))
     whys: dict[str, tuple[str, str, str]] = {}
+    sides: set[str] = set()
     for names, kind in ((missing, "missing"), (unexpected, "unexpected")):
+        # The side that holds these keys (B for missing ones, A for unexpected ones) and the other side.
+        own, other = (1, 0) if kind == "missing" else (0, 1)
+        own_side, other_side = "AB"[own], "AB"[other]
+        listed = set(names)
         for name in names:
             layer, _, leaf = name.rpartition(".")
             # The side that quantized this layer: A holds the packed tuple where B's float weight is missing, or
             # A's output scale is unexpected; B holds it the other way round.
-            in_a, in_b = layer in packed_a, layer in packed_b
+            # QuantWrapper(model) quantizes the model under `module.`, beside its QuantStub `quant`: the float
+            # model's `fc.weight` is `module.fc`'s.
+            in_a = layer in packed_a or f"module.{layer}" in packed_a
+            in_b = layer in packed_b or f"module.{layer}" in packed_b
             if leaf in _TORCH_AO_FLOAT_LEAVES and kind == "missing" and in_a:
                 whys[name] = ("quantization", "error", f"A keeps it packed in <layer>{TORCH_AO_PACKED} (a "
                               "torch.ao.quantization quantized Linear's weight and bias, a tuple, no tensor): B's "
                               "float model cannot load it")
+                sides.add("A")
             elif leaf in _TORCH_AO_FLOAT_LEAVES and kind == "unexpected" and in_b:
                 whys[name] = ("quantization", "error", f"B keeps it packed in <layer>{TORCH_AO_PACKED} (a "
                               "torch.ao.quantization quantized Linear): B's quantized model does not load a float "
                               "weight by this name")
-            elif leaf in _TORCH_AO_OUTPUT_LEAVES and ((kind == "unexpected" and in_a)
-                                                      or (kind == "missing" and in_b)):
-                side = "A" if kind == "unexpected" else "B"
+                sides.add("B")
+            elif leaf in _TORCH_AO_OUTPUT_LEAVES and layer in quantized_layers[own]:
                 # One detail for every layer: the report groups keys by kind, reason and detail.
-                whys[name] = ("quantization", "warn", f"an output scale / zero_point of {side}'s torch.ao.quantization "
-                              "quantized Linear layers (quantize_dynamic's are 1.0 and 0, unused): no float model "
-                              "has it")
+                whys[name] = ("quantization", "warn", f"an output scale / zero_point of {own_side}'s "
+                              "torch.ao.quantization quantized layers (calibrated by prepare and convert; "
+                              "quantize_dynamic's are 1.0 and 0, unused): no float model has it")
+                sides.add(own_side)
+            elif (leaf in _TORCH_AO_OUTPUT_LEAVES and quantized_layers[own]
+                  and {f"{layer}.scale", f"{layer}.zero_point"} <= listed and f"{layer}.weight" not in listed):
+                # convert's Quantize module, which replaces a QuantStub: the input's scale and zero point, no weight.
+                whys[name] = ("quantization", "warn", f"the input scale / zero_point of {own_side}'s "
+                              "torch.ao.quantization QuantStub (convert's Quantize module, calibrated by prepare): "
+                              "no float model has it")
+                sides.add(own_side)
+            elif (leaf in _BATCHNORM_LEAVES and quantized_layers[other] and layer not in quantized_layers[other]
+                  and f"{layer}.running_mean" in listed):
+                whys[name] = ("quantization", "warn", f"a BatchNorm of {own_side}'s float model that "
+                              f"{other_side}'s torch.ao.quantization quantized model does not have: fuse_modules "
+                              "folded it into the Conv before it (conv + bn) before quantizing")
+                sides.add(other_side)
     if not whys:
         return {}, ""
-    layers = sorted({name.rpartition(".")[0] for name in whys})
-    quantized = "A" if packed_a & set(layers) else "B"
-    return whys, (f"{quantized} is a torch.ao.quantization quantized model ({_first_names(layers)}: weight and bias "
-                  f"packed in <layer>{TORCH_AO_PACKED}, beside its output scale and zero_point) and the other side "
-                  "its float model: load the state dict into the model quantized the same way (quantize_dynamic, or "
-                  "prepare and convert, then load_state_dict), or dequantize it on that model for the float one "
-                  "(layer.weight().dequantize() and layer.bias() for each quantized Linear)")
+    quantized = "A" if "A" in sides else "B"
+    at = 0 if quantized == "A" else 1
+    packed = sorted(packed_a if at == 0 else packed_b)
+    held = sorted(qtensors[at])
+    parts = [*([f"{_first_names(packed)}: weight and bias packed in <layer>{TORCH_AO_PACKED}"] if packed else []),
+             *([f"{_first_names(held)}: quantized tensors (qint8 / quint8 integers with their scale and zero point "
+                "inside), which a float model's load_state_dict refuses (\"Copying from quantized Tensor to "
+                "non-quantized Tensor is not allowed\")"] if held else [])]
+    wrapped = any(name.startswith("module.") for name in (*packed, *held)) and any(
+        name == "quant.scale" for name in whys)
+    dequantize = [*(["layer.weight().dequantize() and layer.bias() for each quantized Linear"] if packed else []),
+                  *(["{k: v.dequantize() if v.is_quantized else v for k, v in state_dict.items()} for the "
+                     "quantized tensors"] if held else [])]
+    return whys, (f"{quantized} is a torch.ao.quantization quantized model ({'; '.join(parts)}; beside each "
+                  "quantized layer its output scale and zero_point) and the other side its float model: load the "
+                  "state dict into the model quantized the same way (quantize_dynamic, or prepare and convert, then "
+                  f"load_state_dict), or dequantize it on that model for the float one ({'; '.join(dequantize)})"
+                  + ("; its names are QuantWrapper's (the model under `module.`, its QuantStub `quant`): taking "
+                     "the prefix off (--rename '^module\\.=') matches the names, not the quantized values"
+                     if wrapped else ""))
 
 
 def classify_key(
@@ -5882,6 +5935,7 @@ def build_report(
     notes: Sequence[str] = (),
     quantization: str | None = None,
     layout_whys: Mapping[str, tuple[str, str, str]] | None = None,
+    refused_dtypes: frozenset[str] = frozenset(),
     tie_embeddings_a: bool | None = None,
     head_names: set[str] | None = None,
     loader_prefix: Callable[[], str | None] | None = None,
@@ -5894,7 +5948,9 @@ def build_report(
     """Classify the differences and assemble the report (shared by both modes).
 
     `layout_whys`: (reason, severity, detail) of keys that differ because of a known foreign layout
-    (`foreign_layout`); they win over any other explanation. `tie_embeddings_a`: A's `tie_word_embeddings`
+    (`foreign_layout`); they win over any other explanation. `refused_dtypes`: names whose dtype difference is an
+    error whatever the dtypes (a torch.ao quantized tensor, which load_state_dict refuses to copy into a float one).
+    `tie_embeddings_a`: A's `tie_word_embeddings`
     when known (an untied output layer of A is a head of its own, not a tied copy). `head_names`: keys of B
     outside its base model (a transformers task class's head, whatever its modules are called).
 
@@ -6110,7 +6166,10 @@ def build_report(
         for name in common:
             a, b = specs_a.get(name), specs_b.get(name)
             if a is not None and b is not None and a.dtype != b.dtype:
-                severity = "info" if quantized(name) else _dtype_severity(a.dtype, b.dtype)
+                # A torch.ao quantized tensor against a float one: load_state_dict raises on it ("Copying from
+                # quantized Tensor to non-quantized Tensor is not allowed"), whichever way round.
+                severity = "error" if name in refused_dtypes else "info" if quantized(name) \
+                    else _dtype_severity(a.dtype, b.dtype)
                 dtype_rows.append(DtypeDifference(name, a.dtype, b.dtype, severity))
     report = DiffReport(
         source_a=source_a,
@@ -6299,6 +6358,7 @@ def diff_specs(
     revision_a: str | None = None,
     paths_a: Callable[[], tuple[str, str] | None] | None = None,
     torch_ao_packed: tuple[frozenset[str], frozenset[str]] = (frozenset(), frozenset()),
+    torch_ao_qtensors: tuple[frozenset[str], frozenset[str]] = (frozenset(), frozenset()),
 ) -> DiffReport:
     """Diff two key sets as `load_state_dict(A, strict=False)` into a model shaped like B would see them.
 
@@ -6343,6 +6403,7 @@ def diff_specs(
             said in words.
         torch_ao_packed: A's and B's layers kept in torch.ao.quantization's packed tuple (`torch_ao_packed_layers`
             of each side's entries that are not tensors).
+        torch_ao_qtensors: A's and B's torch.ao.quantization quantized tensors (`torch_ao_quantized_tensors`).
 
     Raises:
         UsageError: the renames map two keys of A to the same name.
@@ -6357,7 +6418,8 @@ def diff_specs(
                            model_class_command=model_class_command, model_renamings=model_renamings,
                            model_loaded_names=model_loaded_names, quantization_a=quantization_a,
                            quantizers=quantizers, adapter_config_a=adapter_config_a,
-                           swapped_steps=swapped_steps, paths_a=paths_a, torch_ao_packed=torch_ao_packed)
+                           swapped_steps=swapped_steps, paths_a=paths_a, torch_ao_packed=torch_ao_packed,
+                           torch_ao_qtensors=torch_ao_qtensors)
 
 
 def _dropped_tie_aliases(specs_a: Mapping[str, KeySpec]) -> list[str]:
@@ -6436,6 +6498,7 @@ def _diff_specs(
     revision_a: str | None = None,
     paths_a: Callable[[], tuple[str, str] | None] | None = None,
     torch_ao_packed: tuple[frozenset[str], frozenset[str]] = (frozenset(), frozenset()),
+    torch_ao_qtensors: tuple[frozenset[str], frozenset[str]] = (frozenset(), frozenset()),
 ) -> DiffReport:
     renamed_a, _ = _renamed(specs_a, renames)
     tied = [[_rename_all(n, renames) for n in group] for group in tied_groups_a] if renames else tied_groups_a
@@ -6472,10 +6535,14 @@ def _diff_specs(
         # Left out of the rename search too: it renamed prune's weight_mask (0s and 1s) onto the weight.
         layout_whys = {**reparametrized[0], **layout_whys}
         layout_note = "; ".join(filter(None, (layout_note, reparametrized[1])))
-    if any(torch_ao_packed):
+    qtensors_a = torch_ao_qtensors[0]
+    if any(torch_ao_packed) or any(torch_ao_qtensors):
         packed_a = frozenset(_rename_all(f"{layer}.weight", renames).removesuffix(".weight")
                              for layer in torch_ao_packed[0]) if renames else torch_ao_packed[0]
-        ao_whys, ao_note = _torch_ao_packed_whys(diff.missing, diff.unexpected, packed_a, torch_ao_packed[1])
+        qtensors_a = frozenset(_rename_all(name, renames) for name in torch_ao_qtensors[0]) if renames \
+            else torch_ao_qtensors[0]
+        ao_whys, ao_note = _torch_ao_packed_whys(diff.missing, diff.unexpected, packed_a, torch_ao_packed[1],
+                                                 (qtensors_a, torch_ao_qtensors[1]))
         layout_whys = {**ao_whys, **layout_whys}
         layout_note = "; ".join(filter(None, (layout_note, ao_note)))
     adapter_whys, adapter_note = adapter_fit(renamed_a, specs_b, diff.unexpected, diff.missing, word_texts[0],
@@ -6538,6 +6605,7 @@ def _diff_specs(
         tie_embeddings=tie_embeddings, base_prefix_loads=base_prefix_loads, tie_embeddings_a=tie_embeddings_a,
         layout_whys=layout_whys, notes=[layout_note] if layout_note else (), loader_prefix=loader_prefix,
         quantization_a=quantization_a, quantizers=quantizers,
+        refused_dtypes=frozenset(qtensors_a | torch_ao_qtensors[1]) if any(torch_ao_qtensors) else frozenset(),
     )
 
 
@@ -6932,6 +7000,7 @@ def diff_checkpoints(a: Checkpoint, b: Checkpoint, renames: Sequence[Rename] = (
         revision_a=a.revision if a.repo_id is not None else None,
         paths_a=functools.partial(conversion_paths, a),
         torch_ao_packed=(torch_ao_packed_layers(a.non_tensor_keys), torch_ao_packed_layers(b.non_tensor_keys)),
+        torch_ao_qtensors=(torch_ao_quantized_tensors(a), torch_ao_quantized_tensors(b)),
     )
     report.revision_a, report.resolved_a = a.revision, a.location
     report.revision_b, report.resolved_b = b.revision, b.location
