@@ -29,15 +29,15 @@ class ChangedProjections:
     rounded: int = 0
 
 
-def _layer_and_module(module: str) -> tuple[str | None, str]:
+def _layer_and_module(module: str, numbered: bool = False) -> tuple[str | None, str]:
     """(the numbered layer, the module's path inside it, numbers written `*`): `model.layers.2.self_attn.q_proj` ->
     (`model.layers.2`, `self_attn.q_proj`); an MoE expert's `model.layers.2.mlp.experts.3.w1` -> (`model.layers.2`,
     `mlp.experts.*.w1`), one module of each layer (as `layer_of` cuts layers); (None, the whole path) outside any
-    numbered layer."""
+    numbered layer. `numbered`: the numbers inside the layer kept (`mlp.experts.3.w1`), each expert its own module."""
     parts = module.split(".")
     for index, part in enumerate(parts[:-1]):
         if part.isdigit():
-            inside = ["*" if piece.isdigit() else piece for piece in parts[index + 1:]]
+            inside = ["*" if piece.isdigit() and not numbered else piece for piece in parts[index + 1:]]
             return ".".join(parts[: index + 1]), ".".join(inside)
     return None, module
 
@@ -81,16 +81,19 @@ def changed_projections(rows: Sequence[ValueDiff], shapes: Mapping[str, Sequence
     if not unchanged_matrices:
         return None
     placed = [_layer_and_module(module) for module in modules if module is not None]
-    kinds = sorted({kind for _, kind in placed})
     layers = {layer for layer, _ in placed if layer is not None}
+    numbered = False
+    if {kind for _, kind in placed} & {kind for layer, kind in (_layer_and_module(row.name.rpartition(".")[0])
+                                                                for row in unchanged_matrices) if layer in layers}:
+        # A module of those kinds unchanged in a layer where its kind changed elsewhere in that layer: some of a
+        # layer's experts changed, not all (a LoRA merged into experts 0 and 1 of 8). Each expert is then its own
+        # module (`mlp.experts.0.gate_proj`): summarised as `*`, it left the answer null, which experts changed unsaid.
+        numbered = True
+        placed = [_layer_and_module(module, numbered) for module in modules if module is not None]
+    kinds = sorted({kind for _, kind in placed})
     # Every numbered layer holding one of those modules, changed or not (a LoRA on some layers only).
-    holding = {layer for layer, kind in (_layer_and_module(row.name.rpartition(".")[0]) for row in rows)
+    holding = {layer for layer, kind in (_layer_and_module(row.name.rpartition(".")[0], numbered) for row in rows)
                if layer is not None and kind in kinds}
-    if set(kinds) & {kind for layer, kind in (_layer_and_module(row.name.rpartition(".")[0])
-                                              for row in unchanged_matrices) if layer in layers}:
-        # A module of those kinds unchanged in a layer where its kind changed elsewhere in that layer is no group
-        # of projection kinds (a training step that moved some experts): nothing to summarise.
-        return None
     rounded = sum(1 for row in kept if not row.identical)
     return ChangedProjections(kinds, len(layers), len(holding), len(changed), len(kept) - rounded, rounded)
 
