@@ -234,3 +234,59 @@ def test_a_lora_merged_into_some_experts_names_the_experts_that_changed(tmp_path
     assert any(note.startswith("only the adapted projections changed (mlp.experts.0.gate_proj, "
                                "mlp.experts.1.gate_proj, self_attn.q_proj in 2 layers: 6 tensors)")
                for note in data["notes"]), data["notes"]
+
+
+def _hqq_quantize(weight: torch.Tensor, nbits: int, group_size: int | None) -> tuple[torch.Tensor, dict]:
+    """hqq's Quantizer.quantize (hqq/core/quantize.py; hqq is not installed here, so written from its source): axis 0,
+    min / max per group, W_q = round(W * scale + zero) packed by BitPack (4-bit: two rows to a uint8), the meta data
+    with the inverted scale."""
+    shape = weight.shape
+    grouped = weight.float().reshape([group_size, -1]) if group_size is not None else weight.float()
+    low, high = grouped.min(dim=0, keepdim=True)[0], grouped.max(dim=0, keepdim=True)[0]
+    scale = ((2**nbits - 1) / (high - low)).clamp(max=2e4)
+    zero = -low * scale
+    quantized = torch.round(grouped * scale + zero).clamp(0, 2**nbits - 1).to(torch.uint8)
+    if nbits == 4:
+        half = len(quantized) // 2
+        quantized = (quantized[:half] << 4) | quantized[half:]
+    return quantized, {"nbits": nbits, "group_size": group_size, "shape": shape, "scale": 1.0 / scale, "zero": zero,
+                       "axis": 0, "packing": {4: "4bit_u8", 8: "8bit_u8"}[nbits]}
+
+
+def test_hqq_own_qmodel_pt_is_read_as_one_state_dict_of_its_layers(tmp_path: Path) -> None:
+    """hqq's save_quantized (hqq/models/base.py) torch.saves {module name: module.state_dict()}, an HQQLinear's being
+    {"W_q", "meta", "bias"}: inspect took it for a training checkpoint whose state dict is its first module's
+    (`model.embed_tokens`, 2,048 of its values), the quantized layers listed among the other entries, `quantized` null.
+    Now every module's tensors are read under `<module>.<name>` (the meta's as transformers' HQQ names them), and it
+    is said to be HQQ's, its weights not counted as the bytes W_q packs them in."""
+    from fixtures.diff_pairs import tiny_llama
+
+    model = tiny_llama(seed=6, layers=2)
+    model.save_pretrained(tmp_path / "float")
+    weights: dict[str, dict] = {}
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Linear):
+            packed, meta = _hqq_quantize(module.weight.data, 4, 64)
+            meta.update({"quant_scale": False, "quant_zero": True})  # hqq_base_quant_config's default
+            meta["zero_q"], meta["meta_zero"] = _hqq_quantize(meta.pop("zero"), 8, None)
+            weights[name] = {"W_q": packed, "meta": meta, "bias": None}
+        elif module.state_dict() and not list(module.children()):
+            weights[name] = dict(module.state_dict())
+    path = tmp_path / "qmodel.pt"
+    torch.save(weights, path)
+    code, data = run_json("inspect", str(path))
+    assert code == 0 and data["nested_key"] is None, data["nested_key"]
+    names = {row["name"] for row in data["tensors"]}
+    assert {"model.embed_tokens.weight", "model.norm.weight", "model.layers.1.self_attn.q_proj.W_q",
+            "model.layers.1.self_attn.q_proj.scale", "model.layers.1.self_attn.q_proj.zero_q",
+            "model.layers.1.self_attn.q_proj.meta_zero.scale"} <= names, sorted(names)
+    stored = sum(t.numel() for state in weights.values() for t in state.values() if isinstance(t, torch.Tensor)) \
+        + sum(t.numel() for state in weights.values() if isinstance(state.get("meta"), dict)
+              for t in [*state["meta"].values(), *state["meta"]["meta_zero"].values()] if isinstance(t, torch.Tensor))
+    assert data["num_params"] == stored, (data["num_params"], stored)
+    layers = sum(isinstance(m, nn.Linear) for m in model.modules())
+    assert data["quantized"] == {"method": "hqq-like (no quantization_config)", "bits": None,
+                                 "packed_tensors": layers, "side_tensors": 4 * layers, "parameters": None}, \
+        data["quantized"]
+    code, report = run_json("diff-keys", str(path), str(tmp_path / "float"))
+    assert {row["reason"] for row in report["unexpected"]} == {"quantization"}, report["unexpected"]

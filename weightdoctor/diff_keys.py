@@ -254,6 +254,8 @@ _QUANT = _lazy_regex(
     r"\.nbits|\.group_size|\.axis|\.packing|\.channel_wise|\.optimize|\.round_zero|\.compute_dtype|\.shape|"
     r"\.view_as_float|\.unpack_view_dtype|\.encoded_state_dict|\.offload_meta|\.stores_quant_config|"
     r"\.quant_scale|\.quant_zero|"
+    # hqq's own qmodel.pt: a zero (or scale) quantized itself, beside its meta_zero (meta_scale) data.
+    r"\.zero_q|\.scale_q|"
     r"\._[a-z0-9]+_(?:qdata|scale_and_zero|per_tensor_scale|scale|zero_point|act_pre_scale))$"
 )
 # Which quantizer writes a side tensor, by its name's end: said where no quantization_config names one. `.scales`

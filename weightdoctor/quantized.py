@@ -36,7 +36,8 @@ _QUANTO_SIDE = (".weight._scale", ".weight._shift")
 # HQQ's HQQLinear.state_dict beside its packed `W_q`: scale and zero, then its meta data as small tensors.
 _HQQ_SIDE = (".scale", ".zero", ".shape", ".nbits", ".group_size", ".axis", ".packing", ".channel_wise", ".optimize",
              ".round_zero", ".compute_dtype", ".view_as_float", ".unpack_view_dtype", ".encoded_state_dict",
-             ".offload_meta", ".stores_quant_config", ".quant_scale", ".quant_zero", ".meta_zero", ".meta_scale")
+             ".offload_meta", ".stores_quant_config", ".quant_scale", ".quant_zero", ".meta_zero", ".meta_scale",
+             ".zero_q", ".scale_q")  # the last two: a zero / scale quantized itself (quant_zero, quant_scale)
 # torchao's tensor subclasses as transformers flattens them into safetensors (TorchAoHfQuantizer.serialized_names).
 _TORCHAO_PART = re.compile(r"\._[a-z0-9]+_(qdata|scale_and_zero|per_tensor_scale|scale|zero_point|act_pre_scale)$")
 # ExLlamaV2's EXL2 layers: `q_weight` (int32, rows of mixed bit widths) beside its scales, permutation and groups.
@@ -1236,7 +1237,7 @@ def _method_layers(tensors: Iterable[TensorInfo], method: str, quantization: Map
                 packed[info.name] = info.shape[0] * sizes[0] * info.shape[1] * sizes[1]
             elif base in bases and info.name.endswith(".codebooks"):
                 side.add(info.name)
-    elif method == "hqq":
+    elif method.startswith("hqq"):
         bases = {t.name.removesuffix(".W_q") for t in infos if t.name.endswith(".W_q")}
         per: dict[str, int] = {}
         if bits in (1, 2, 4, 8):
@@ -1247,7 +1248,8 @@ def _method_layers(tensors: Iterable[TensorInfo], method: str, quantization: Map
             base, _, leaf = info.name.rpartition(".")
             if base in bases and leaf == "W_q" and info.dtype in per:
                 packed[info.name] = info.num_params * per[info.dtype]
-            elif base in bases and info.name.endswith(_HQQ_SIDE):
+            elif (base in bases or info.name.rsplit(".", 2)[0] in bases) and info.name.endswith(_HQQ_SIDE):
+                # hqq's own qmodel.pt nests a quantized zero's (or scale's) meta data: `q_proj.meta_zero.scale`.
                 side.add(info.name)
     elif method.startswith("quanto"):
         side = {t.name for t in infos if t.name.endswith(_QUANTO_SIDE)}
@@ -1827,6 +1829,10 @@ def quantized_summary(tensors: Iterable[TensorInfo], config: Mapping[str, Any] |
         # optimum-quanto's own save (QuantizedModelForCausalLM.save_pretrained, or `quantization_map` beside a
         # plain state_dict): no quantization_config, its qtypes in a quanto_qmap.json that this does not read.
         method, bits = "quanto-like (no quantization_config)", None
+    elif any(n.endswith(".W_q") for n in names) and any(n.endswith((".scale", ".meta_zero.scale")) for n in names):
+        # HQQ's own save_quantized (qmodel.pt, `pytorch_format.hqq_save_quantized`): no quantization_config, each
+        # layer's nbits a plain int beside its W_q, not a tensor read here.
+        method, bits = "hqq-like (no quantization_config)", None
     elif any(n.endswith(_PACKED_INT32) for n in names) and inc is not None and any(inc.layers.values()):
         known = {bits for bits in inc.layers.values() if bits}
         method, bits = f"{_INC_METHOD} ({inc.name})", known.pop() if len(known) == 1 else None
@@ -1894,6 +1900,10 @@ def quantized_summary(tensors: Iterable[TensorInfo], config: Mapping[str, Any] |
         elif info.name in bnb4 and info.dtype == "uint8":
             packed += 1
             counts[info.name] = info.num_params * 2
+        elif method.startswith("hqq") and bits is None and info.name.endswith(".W_q"):
+            # Its bits unknown, so the weights it packs: not counted as the bytes stored.
+            packed += 1
+            counts[info.name], unknown = info.num_params, True
         elif method == "modelopt" and bits == 4 and info.name.endswith(".weight") and info.dtype == "uint8":
             # ModelOpt's NVFP4: two FP4 values in each byte of the Linear's own `weight`, beside its FP8
             # `weight_scale` and float32 `weight_scale_2` / `input_scale`.

@@ -317,6 +317,9 @@ def find_state_dict(obj: Any, key: str | None = None) -> tuple[Mapping[str, Any]
     opennmt = _opennmt_model(obj)
     if opennmt is not None:
         return opennmt, None
+    hqq = hqq_save_quantized(obj)
+    if hqq is not None:
+        return hqq, None
     megatron = _megatron_language_model(obj)
     if megatron is not None:
         return megatron, _MEGATRON_KEY
@@ -517,6 +520,43 @@ def _opennmt_model(obj: Any) -> dict[str, Any] | None:
     if any(isinstance(name, str) and name.startswith("generator.") for name in model):
         return None  # saved whole already
     return {**model, **{f"generator.{_key_text(name)}": value for name, value in generator.items()}}
+
+
+def hqq_save_quantized(obj: Any) -> dict[str, Any] | None:
+    """HQQ's own qmodel.pt as one state dict named `<module>.<name>`, or None for any other file.
+
+    hqq's save_quantized (hqq/models/base.py, serialize_weights) torch.saves `{module name: module.state_dict()}`,
+    where an HQQLinear's state dict is `{"W_q": packed integers, "meta": {"scale", "zero" or "zero_q" and
+    "meta_zero", "shape", "nbits", "group_size", "axis", "packing", ...}, "bias"}`: read as a training checkpoint,
+    its first module's dict was taken for the state dict (`model.embed_tokens`: one tensor of the model) and every
+    quantized layer listed among the other entries. Its meta data is named as transformers' HQQ integration names it
+    (`q_proj.scale`, `q_proj.nbits`: the HQQLinear's own keys beside `W_q`), a nested meta (the quantized zero's
+    `meta_zero`) under its key (`q_proj.meta_zero.scale`).
+    """
+    if not isinstance(obj, Mapping) or not obj or not all(
+            isinstance(name, str) and isinstance(state, Mapping) and not is_tensor(state)
+            for name, state in obj.items()):
+        return None
+    if not any(is_tensor(state.get("W_q")) and isinstance(state.get("meta"), Mapping) for state in obj.values()):
+        return None
+    flat: dict[str, Any] = {}
+
+    def walk(value: Mapping[Any, Any], prefix: str, depth: int) -> None:
+        for name, item in value.items():
+            if isinstance(item, Mapping) and not is_tensor(item) and depth < 3:
+                walk(item, f"{prefix}{_key_text(name)}.", depth + 1)
+            else:
+                flat[f"{prefix}{_key_text(name)}"] = item
+
+    for module, state in obj.items():
+        for name, value in state.items():
+            if name == "meta" and isinstance(value, Mapping) and is_tensor(state.get("W_q")):
+                walk(value, f"{module}.", 0)
+            elif isinstance(value, Mapping) and not is_tensor(value):
+                walk(value, f"{module}.{_key_text(name)}.", 1)
+            else:
+                flat[f"{module}.{_key_text(name)}"] = value
+    return flat
 
 
 # Megatron-LM's legacy (non-distributed) model_optim_rng.pt: `model.language_model` holds one dict per part, nested
