@@ -758,11 +758,15 @@ def tensor_stats(checkpoint: Checkpoint, info: TensorInfo, sample: int | None = 
 
 
 def floating_tensors(checkpoint: Checkpoint, names: list[str] | None = None) -> list[TensorInfo]:
-    """The tensors statistics are computed for: floating dtypes torch can widen to float32."""
+    """The tensors statistics are computed for: floating dtypes torch can widen to float32, and a GGUF's quantized
+    blocks of the types read dequantized to float32 (`gguf_format.DEQUANTIZED_TYPES`: Q8_0, Q4_K, ...)."""
     import torch
 
+    from weightdoctor.checkpoint.gguf_format import DEQUANTIZED_TYPES
+
     chosen = checkpoint.tensors if names is None else [checkpoint.tensor_info(n) for n in names]
-    return [t for t in chosen if t.dtype in READABLE and hasattr(torch, t.dtype)]
+    return [t for t in chosen if (t.dtype in READABLE and hasattr(torch, t.dtype))
+            or (t.dtype in DEQUANTIZED_TYPES and checkpoint.gguf_header(t.file) is not None)]
 
 
 def iter_stats(
