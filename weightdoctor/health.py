@@ -1056,6 +1056,13 @@ def analyze_weights(
     findings += whole
     findings.sort(key=lambda f: -severity_rank(f.severity))
     warnings = [expected.warning] if expected.warning else []
+    from weightdoctor.checkpoint.gguf_format import DEQUANTIZED_TYPES
+
+    if dequantized := sorted({item.dtype for item in items if item.dtype in DEQUANTIZED_TYPES}):
+        warnings.append(f"the {', '.join(dequantized)} tensors' statistics are of their values dequantized to "
+                        "float32, as ggml decodes them: the quantized model's values, whose zeros and repeats "
+                        "include each block's few levels; their distribution is not tested against an init's "
+                        "shape (a grid of levels fits no continuous family), their rows, columns and tails are")
     scheme = "pissa" if lora_init and lora_init.startswith("pissa_niter_") else lora_init
     if scheme in DATA_DERIVED_LORA_INIT and any(item.expected is not None and "derived_from" in item.expected.params
                                                 for item in items):
