@@ -324,3 +324,15 @@ def test_a_file_changed_or_cut_short_after_its_header_is_refused(tmp_path: Path)
     result = run_cli("inspect", "--stats", str(path))
     assert result.exit_code == 2 and "past the end of the file's data section" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_quantized_tensor_of_no_dimension_is_refused_as_ggml_refuses_it(tmp_path: Path) -> None:
+    """Before: a 0-dimension Q4_0 tensor (one value, no bytes counted) was accepted, and --stats read it as memory
+    never written (a max of 1.36e-19 once)."""
+    from fixtures.gguf_files import Tensor, llama_metadata, write_gguf
+
+    path = write_gguf(tmp_path / "scalar.gguf", llama_metadata(), [Tensor("w", [], "Q4_0", b""),
+                                                                   Tensor("v", [32, 1], "Q8_0")])
+    result = run_cli("inspect", "--stats", str(path))
+    assert result.exit_code == 2 and result.stdout == ""
+    assert "tensor 'w' has 1 values a row, not a multiple of Q4_0's block of 32" in result.stderr

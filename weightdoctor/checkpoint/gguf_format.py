@@ -440,8 +440,11 @@ def _parse(cursor: _Cursor, relpath: str
         if any(d >= 1 << 63 for d in dims) or numel >= 1 << 63:
             raise CorruptCheckpoint(f"GGUF header: tensor {name!r} has dimensions {list(dims)}, more elements than "
                                     "ggml's int64 counts hold")
-        if dims and dims[0] % ggml_type.block_size:
-            raise CorruptCheckpoint(f"GGUF header: tensor {name!r} has {dims[0]:,} values a row, not a multiple of "
+        # A tensor of no dimension is one value (ggml's ne are all 1): a block type's row of 1, as ggml refuses it
+        # (its bytes were counted as none, and a read of it gave memory never written).
+        row = dims[0] if dims else 1
+        if row % ggml_type.block_size:
+            raise CorruptCheckpoint(f"GGUF header: tensor {name!r} has {row:,} values a row, not a multiple of "
                                     f"{ggml_type.name}'s block of {ggml_type.block_size}")
         if offset % alignment:
             raise CorruptCheckpoint(f"GGUF header: tensor {name!r} starts at data offset {offset:,}, not a multiple "

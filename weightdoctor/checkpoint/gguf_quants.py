@@ -194,6 +194,23 @@ def _open_checked(path: Path, identity: tuple[int, int, int, int] | None, name: 
     return fd
 
 
+def _whole_blocks(info: TensorInfo, type_name: str) -> tuple[int, int]:
+    """The tensor's bytes (begin, number of blocks), refused where they are not its values' whole blocks (the
+    header's checks make them so: this guards a `TensorInfo` made elsewhere).
+
+    Raises:
+        CorruptCheckpoint: the values are not a whole number of blocks, or the bytes not those blocks.
+    """
+    kind = GGML_TYPES_BY_NAME[type_name]
+    assert info.data_offsets is not None
+    begin, end = info.data_offsets
+    blocks, left = divmod(info.num_params, kind.block_size)
+    if left or end - begin != blocks * kind.type_size:
+        raise CorruptCheckpoint(f"tensor {info.name!r}: {info.num_params:,} {type_name} values in {end - begin:,} "
+                                f"bytes, not whole blocks of {kind.block_size} values in {kind.type_size} bytes")
+    return begin, blocks
+
+
 def read_dequantized(path: Path, data_start: int, info: TensorInfo, type_name: str,
                      identity: tuple[int, int, int, int] | None = None) -> torch.Tensor:
     """A quantized GGUF tensor's values whole, dequantized to float32 in its PyTorch shape, decoded `CHUNK_BYTES`
@@ -208,10 +225,9 @@ def read_dequantized(path: Path, data_start: int, info: TensorInfo, type_name: s
 
     from weightdoctor.checkpoint.safetensors_format import require_memory
 
-    assert info.data_offsets is not None
     kind = GGML_TYPES_BY_NAME[type_name]
-    begin, end = info.data_offsets
-    blocks = (end - begin) // kind.type_size
+    begin, blocks = _whole_blocks(info, type_name)
+    end = begin + blocks * kind.type_size
     chunk_blocks = max(1, CHUNK_BYTES // kind.type_size)
     chunk_values = min(blocks, chunk_blocks) * kind.block_size
     # The float32 values returned, and one chunk's bytes and the decoder's temporaries (a few float32 copies).
@@ -243,8 +259,8 @@ def values_at(path: Path, data_start: int, info: TensorInfo, type_name: str, pos
     """
     import torch
 
-    assert info.data_offsets is not None
     kind = GGML_TYPES_BY_NAME[type_name]
+    begin = _whole_blocks(info, type_name)[0]
     flat = positions.to(torch.int64).reshape(-1).numpy()
     out = np.empty(len(flat), dtype=np.float32)
     if not len(flat):
@@ -254,7 +270,6 @@ def values_at(path: Path, data_start: int, info: TensorInfo, type_name: str, pos
     order = np.argsort(flat, kind="stable")
     blocks = flat[order] // kind.block_size
     span_blocks = max(1, SPAN_BYTES // kind.type_size)
-    begin = info.data_offsets[0]
     fd = _open_checked(path, identity, info.name)
     try:
         start = 0
