@@ -16,9 +16,10 @@ from fixtures.gguf_files import QUANTIZERS, UNREAD_KINDS, quantized_llama_gguf, 
 from tests.helpers import json_report, run_cli, run_json, run_subprocess
 
 F32 = np.float32
-TYPES = ("Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K", "Q5_K", "Q6_K")
+TYPES = ("Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K")
+WRITTEN = ("Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K", "Q5_K", "Q6_K")  # the types fixtures/gguf_files.py writes
 SIZES = {"Q8_0": (32, 34), "Q4_0": (32, 18), "Q4_1": (32, 20), "Q5_0": (32, 22), "Q5_1": (32, 24),
-         "Q4_K": (256, 144), "Q5_K": (256, 176), "Q6_K": (256, 210)}
+         "Q2_K": (256, 84), "Q3_K": (256, 110), "Q4_K": (256, 144), "Q5_K": (256, 176), "Q6_K": (256, 210)}
 
 
 def _half(raw: bytes, at: int) -> np.float32:
@@ -73,6 +74,39 @@ def scalar_dequantize(kind: str, raw: bytes) -> list[np.float32]:
                     out[y] = F32(F32(step * F32(code)) - low)
                     y += 1
         return out
+    if kind == "Q2_K":
+        scales, qs, d, dmin = raw[0:16], raw[16:80], _half(raw, 80), _half(raw, 82)
+        y = 0
+        for half in range(2):
+            for shift in (0, 2, 4, 6):
+                for start in (0, 16):
+                    sc = scales[y // 16]
+                    step, low = F32(d * F32(sc & 0xF)), F32(dmin * F32(sc >> 4))
+                    for lane in range(16):
+                        out[y] = F32(F32(step * F32((qs[32 * half + start + lane] >> shift) & 3)) - low)
+                        y += 1
+        return out
+    if kind == "Q3_K":
+        hmask, qs, d = raw[0:32], raw[32:96], _half(raw, 108)
+        # ggml's unpacking of the 12 scale bytes, on three little-endian uint32 words.
+        words = list(struct.unpack("<3I", raw[96:108]))
+        low4, top2 = 0x0F0F0F0F, 0x03030303
+        tmp = words[2]
+        unpacked = [(words[0] & low4) | ((tmp & top2) << 4), (words[1] & low4) | (((tmp >> 2) & top2) << 4),
+                    ((words[0] >> 4) & low4) | (((tmp >> 4) & top2) << 4),
+                    ((words[1] >> 4) & low4) | (((tmp >> 6) & top2) << 4)]
+        sc = struct.unpack("<16b", struct.pack("<4I", *unpacked))
+        y, mask = 0, 1
+        for half in range(2):
+            for shift in (0, 2, 4, 6):
+                for start in (0, 16):
+                    step = F32(d * F32(sc[y // 16] - 32))
+                    for lane in range(16):
+                        code = ((qs[32 * half + start + lane] >> shift) & 3) - (0 if hmask[start + lane] & mask else 4)
+                        out[y] = F32(step * F32(code))
+                        y += 1
+                mask <<= 1
+        return out
     assert kind == "Q6_K"
     d = _half(raw, 208)
     for half in range(2):
@@ -93,7 +127,8 @@ def _random_blocks(kind: str, count: int, seed: int) -> bytes:
     rng = np.random.default_rng(seed)
     size = SIZES[kind][1]
     blocks = bytearray(rng.integers(0, 256, size=count * size, dtype=np.uint8).tobytes())
-    halves = {"Q6_K": (208,), "Q4_1": (0, 2), "Q5_1": (0, 2), "Q4_K": (0, 2), "Q5_K": (0, 2)}.get(kind, (0,))
+    halves = {"Q6_K": (208,), "Q4_1": (0, 2), "Q5_1": (0, 2), "Q4_K": (0, 2), "Q5_K": (0, 2), "Q2_K": (80, 82),
+              "Q3_K": (108,)}.get(kind, (0,))
     for block in range(count):
         for at in halves:
             struct.pack_into("<e", blocks, block * size + at, float(rng.normal(0, 0.01)))
@@ -151,6 +186,22 @@ def test_hand_computed_blocks() -> None:
     q6 = dequantize("Q6_K", bytes(ql) + bytes(qh) + struct.pack("<16b", *range(1, 16), -2) + half(0.5))
     assert q6[[0, 32, 64, 96]].tolist() == [0.5 * 1 * -17, 0.5 * 3 * -16, 0.5 * 5 * 3, 0.5 * 7 * 16]
     assert q6[1] == 0.5 * 1 * -32 and q6[255] == 0.5 * -2 * -32
+    # Q2_K: d = 1, dmin = 0.25; scale byte s: scale s % 16 low, min 1 high; code byte 0b11100100 everywhere: shift 0
+    # gives code 0, shift 2 code 1, 4 code 2, 6 code 3 (values 0-31, 32-63, 64-95, 96-127 of each half).
+    q2 = dequantize("Q2_K", bytes([(s % 16) | (1 << 4) for s in range(16)]) + bytes([0b11100100] * 64)
+                    + half(1.0) + half(0.25))
+    assert q2[[0, 16, 32, 64, 96, 128, 255]].tolist() == [0 * 0 - 0.25, 1 * 0 - 0.25, 2 * 1 - 0.25, 4 * 2 - 0.25,
+                                                            6 * 3 - 0.25, 8 * 0 - 0.25, 15 * 3 - 0.25]
+    # Q3_K: d = 0.5; every scale stored 35 (= 3 + 32: nibbles 3 in bytes 0-7, top bits 2 in bytes 8-11) but scale 5
+    # (byte 5's low nibble 9, byte 9's bits 2-3 1: 25 = -7 + 32); every 2-bit code 1, the high bit set for value 0
+    # only (hmask byte 0, bit 0): value 0's code is 1, the others' 1 - 4 = -3.
+    low = [3 | (3 << 4)] * 8
+    low[5] = 9 | (3 << 4)  # scale 5 (second word, byte 1, low nibble) 9; scale 13 (its high nibble) 3
+    tops = [0b10101010] * 4
+    tops[1] = 0b10100110  # byte 1's bits 2-3: scale 5's top bits 1
+    q3 = dequantize("Q3_K", bytes([1] + [0] * 31) + bytes([0b01010101] * 64) + bytes(low + tops) + half(0.5))
+    assert q3[0] == 0.5 * 3 * 1 and q3[1] == 0.5 * 3 * -3
+    assert q3[5 * 16] == 0.5 * (25 - 32) * -3 and q3[13 * 16] == 0.5 * 3 * -3 and q3[255] == 0.5 * 3 * -3
 
 
 def _bound(kind: str, block: np.ndarray) -> float:
@@ -168,7 +219,7 @@ def _bound(kind: str, block: np.ndarray) -> float:
     return span / levels * 1.5 + amax * 4 * fp16
 
 
-@pytest.mark.parametrize("kind", TYPES)
+@pytest.mark.parametrize("kind", WRITTEN)
 def test_the_writers_blocks_dequantize_to_their_float_source(kind: str) -> None:
     from weightdoctor.checkpoint.gguf_quants import dequantize
 
@@ -287,7 +338,7 @@ def test_unread_types_are_still_named_as_not_read(tmp_path: Path) -> None:
     report = json_report("check-dtype", str(path))
     assert report["quantized_not_read"] == 10 and report["quantized_dequantized"] == 0
     inspected = json_report("inspect", str(path))
-    assert inspected["gguf"]["values_note"].startswith("IQ2_XS, Q2_K, Q3_K tensors are described from the header")
+    assert inspected["gguf"]["values_note"].startswith("IQ2_XS, IQ3_XXS, IQ4_XS tensors are described from the header")
     mixed, _ = tiny_llama_gguf(tmp_path / "mixed.gguf", kinds=("Q4_K", "IQ2_XS", "Q8_0"))
     note = json_report("inspect", str(mixed))["gguf"]["values_note"]
     assert note.startswith("Q4_K, Q8_0 tensors are read dequantized to float32") and \

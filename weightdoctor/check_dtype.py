@@ -1314,8 +1314,8 @@ def select_tensors(checkpoint: Checkpoint, name_filter: str | None) -> tuple[lis
 
 # Why a GGUF's quantized tensor is skipped: its values are blocks weightdoctor does not decode, yet floats once loaded.
 _GGUF_QUANTIZED_SKIP = ("a quantized GGUF type: its values are not read (weightdoctor decodes Q8_0, Q4_0, Q4_1, "
-                        "Q5_0, Q5_1, Q4_K, Q5_K and Q6_K blocks only; from_pretrained(gguf_file=) dequantizes it to "
-                        "the dtype asked for; the memory figures count it so)")
+                        "Q5_0, Q5_1 and Q2_K to Q6_K blocks only; from_pretrained(gguf_file=) dequantizes it to the "
+                        "dtype asked for; the memory figures count it so)")
 
 
 def check_dtype(

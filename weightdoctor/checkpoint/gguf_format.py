@@ -147,9 +147,9 @@ def is_quantized_dtype(dtype: str) -> bool:
 
 
 # The block types whose values weightdoctor reads, dequantized to float32 as ggml does (`gguf_quants`): the legacy
-# 32-value types and the K-quants of the common Q4_K_M / Q5_K_M / Q6_K files. The others (Q2_K, Q3_K, IQ*, TQ*,
-# MXFP4, ...) are described from the header only; Q8_1 has no dequantizer in ggml (no file type stores it).
-DEQUANTIZED_TYPES = frozenset({"Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K", "Q5_K", "Q6_K"})
+# 32-value types and the K-quants (Q2_K ... Q6_K, every one of llama.cpp's Q*_K_S / _M / _L files). The others (IQ*,
+# TQ*, MXFP4, ...) are described from the header only; Q8_1 has no dequantizer in ggml (no file type stores it).
+DEQUANTIZED_TYPES = frozenset({"Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"})
 
 
 def is_dequantized_dtype(dtype: str) -> bool:

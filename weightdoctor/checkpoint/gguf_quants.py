@@ -12,8 +12,8 @@ tensor's bytes, which the header's checks placed inside the file (`gguf_format.r
 replaced since is refused, never read past its end.
 
 Q8_1 is not here: ggml has no dequantizer for it (an intermediate of its dot products; no llama.cpp file type stores
-it). Q3_K, Q2_K and the IQ / TQ / MXFP4 types are not decoded either (`gguf_format.DEQUANTIZED_TYPES` lists those
-that are).
+it). The IQ / TQ / MXFP4 types (lattice codebooks, ternary and e8m0 blocks) are not decoded either
+(`gguf_format.DEQUANTIZED_TYPES` lists those that are).
 """
 
 from __future__ import annotations
@@ -134,9 +134,41 @@ def _q6_k(blocks: np.ndarray) -> np.ndarray:
     return (np.repeat(step, 16, axis=1) * codes.reshape(count, 256).astype(np.float32))
 
 
+def _two_bit_codes(quants: np.ndarray) -> np.ndarray:
+    """Q2_K / Q3_K's 2-bit codes of 64 bytes, as (n, 256): each half of 128 values reads 32 bytes four times,
+    quarter g from bits 2g and 2g + 1."""
+    shifts = np.arange(0, 8, 2, dtype=np.uint8).reshape(1, 1, 4, 1)
+    return ((quants.reshape(len(quants), 2, 1, 32) >> shifts) & 3).reshape(len(quants), 256)
+
+
+def _q2_k(blocks: np.ndarray) -> np.ndarray:
+    # 16 bytes of 4-bit scale (low) and min (high) per 16 values, 64 bytes of 2-bit codes, d, dmin:
+    # y = (d * scale) * q - dmin * min.
+    scales = blocks[:, 0:16]
+    step = _half(blocks, 80) * (scales & 0x0F).astype(np.float32)
+    low = _half(blocks, 82) * (scales >> 4).astype(np.float32)
+    codes = _two_bit_codes(blocks[:, 16:80]).astype(np.float32)
+    return np.repeat(step, 16, axis=1) * codes - np.repeat(low, 16, axis=1)
+
+
+def _q3_k(blocks: np.ndarray) -> np.ndarray:
+    # 32 bytes of high bits (value p's is bit p // 32 of byte p % 32; clear: the code is 4 lower), 64 bytes of 2-bit
+    # codes, 12 bytes of sixteen 6-bit scales (stored plus 32), d: y = (d * (scale - 32)) * q, q in -4..3.
+    count = len(blocks)
+    high = (blocks[:, None, 0:32] >> np.arange(8, dtype=np.uint8).reshape(1, 8, 1)) & 1  # (n, 8, 32)
+    codes = _two_bit_codes(blocks[:, 32:96]).astype(np.int8) - np.where(high.reshape(count, 256), 0, 4).astype(np.int8)
+    packed = blocks[:, 96:108]
+    first, second, tops = packed[:, 0:4], packed[:, 4:8], packed[:, 8:12]
+    scales = np.concatenate([(first & 0x0F) | ((tops & 3) << 4), (second & 0x0F) | (((tops >> 2) & 3) << 4),
+                             (first >> 4) | (((tops >> 4) & 3) << 4), (second >> 4) | (((tops >> 6) & 3) << 4)],
+                            axis=1).astype(np.int16) - 32
+    step = _half(blocks, 108) * scales.astype(np.float32)
+    return np.repeat(step, 16, axis=1) * codes.astype(np.float32)
+
+
 _DECODERS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "Q8_0": _q8_0, "Q4_0": _q4_0, "Q4_1": _q4_1, "Q5_0": _q5_0, "Q5_1": _q5_1,
-    "Q4_K": _q4_k, "Q5_K": _q5_k, "Q6_K": _q6_k,
+    "Q2_K": _q2_k, "Q3_K": _q3_k, "Q4_K": _q4_k, "Q5_K": _q5_k, "Q6_K": _q6_k,
 }
 assert set(_DECODERS) == DEQUANTIZED_TYPES
 
