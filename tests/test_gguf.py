@@ -11,7 +11,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fixtures.gguf_files import ARRAY, FLOAT32, STRING, UINT32, Tensor, llama_metadata, tiny_llama_gguf, write_gguf
+from fixtures.gguf_files import (
+    ARRAY,
+    FLOAT32,
+    STRING,
+    UINT32,
+    UNREAD_KINDS,
+    Tensor,
+    llama_metadata,
+    tiny_llama_gguf,
+    write_gguf,
+)
 from tests.helpers import json_report, run_cli, run_subprocess
 
 
@@ -46,7 +56,7 @@ def test_inspect_reports_shapes_types_bytes_and_metadata(tmp_path: Path) -> None
     assert report["security"]["verdict"] == "safe" and report["security"]["notes"] == []
     # Information in the GGUF summary, not a warning: most GGUF files are quantized (test_gguf2 has the warning).
     assert not [w for w in report["warnings"] if "quantized ggml types" in w]
-    assert gguf["values_note"].startswith("Q4_K, Q6_K, Q8_0 tensors are described from the header")
+    assert gguf["values_note"].startswith("Q4_K, Q6_K, Q8_0 tensors are read dequantized to float32")
 
 
 def test_inspect_text_shows_the_gguf_metadata_panel(tmp_path: Path) -> None:
@@ -62,7 +72,7 @@ def test_inspect_text_shows_the_gguf_metadata_panel(tmp_path: Path) -> None:
 
 
 def test_stats_and_check_dtype_read_plain_values_only(tmp_path: Path) -> None:
-    path, values = tiny_llama_gguf(tmp_path / "tiny.gguf", seed=3)
+    path, values = tiny_llama_gguf(tmp_path / "tiny.gguf", seed=3, kinds=UNREAD_KINDS)
     report = json_report("inspect", str(path), "--stats")
     stats = {row["name"]: row["stats"] for row in report["tensors"]}
     embedding = values["token_embd.weight"].astype(np.float64)
@@ -70,7 +80,7 @@ def test_stats_and_check_dtype_read_plain_values_only(tmp_path: Path) -> None:
     assert stats["token_embd.weight"]["mean"] == pytest.approx(embedding.mean(), rel=1e-4, abs=1e-9)
     assert stats["token_embd.weight"]["std"] == pytest.approx(embedding.std(), rel=1e-4)
     assert stats["token_embd.weight"]["max"] == pytest.approx(float(embedding.max()))
-    assert stats["blk.0.attn_q.weight"] is None  # Q4_K: not read, and said so
+    assert stats["blk.0.attn_q.weight"] is None  # IQ4_XS: not read, and said so
     assert any("quantized ggml types" in w and "not read" in w for w in report["warnings"])
     dtype = json_report("check-dtype", str(path))
     assert dtype["targets"]["fp16"]["verdict"] == "safe", dtype["targets"]["fp16"]
@@ -96,18 +106,24 @@ def test_load_tensor_gives_the_pytorch_layout(tmp_path: Path) -> None:
         tensor = checkpoint.load_tensor("token_embd.weight")
         assert tuple(tensor.shape) == (1000, 256) and str(tensor.dtype) == "torch.float16"
         assert np.array_equal(tensor.numpy(), values["token_embd.weight"])
-        with pytest.raises(UnsupportedFormat, match="is Q4_K, a quantized ggml type.*gguf_file="):
-            checkpoint.load_tensor("blk.0.attn_q.weight")
+        # Q4_K blocks of zero bytes (d = 0): dequantized to float32 zeros in the PyTorch shape.
+        dequantized = checkpoint.load_tensor("blk.0.attn_k.weight")
+        assert tuple(dequantized.shape) == (128, 256) and str(dequantized.dtype) == "torch.float32"
+        assert not dequantized.any()
+    unread, _ = tiny_llama_gguf(tmp_path / "unread.gguf", seed=1, kinds=UNREAD_KINDS)
+    refused = "is IQ4_XS, a quantized ggml type weightdoctor does not decode.*gguf_file="
+    with open_checkpoint(str(unread)) as checkpoint, pytest.raises(UnsupportedFormat, match=refused):
+        checkpoint.load_tensor("blk.0.attn_q.weight")
 
 
 def test_diff_keys_compares_two_ggufs_and_the_values_it_can_read(tmp_path: Path) -> None:
-    quantized, _ = tiny_llama_gguf(tmp_path / "q.gguf")
+    quantized, _ = tiny_llama_gguf(tmp_path / "q.gguf", kinds=UNREAD_KINDS)
     plain, _ = tiny_llama_gguf(tmp_path / "f32.gguf", quantized=False)
     report = json_report("diff-keys", str(quantized), str(plain))
     assert report["matched"] == report["total_a"] == report["total_b"] == 14
     assert report["missing"] == [] and report["unexpected"] == []
     reasons = {group["example"]: group["reason"] for group in report["groups"] if group["kind"] == "dtype"}
-    assert reasons["blk.0.attn_q.weight"] == "Q4_K→float32" and reasons["blk.0.attn_v.weight"] == "Q6_K→float32"
+    assert reasons["blk.0.attn_q.weight"] == "IQ4_XS→float32" and reasons["blk.0.attn_v.weight"] == "IQ2_XS→float32"
     # --values compares what both sides hold as plain values (F16 / F32) and says what it left out.
     values = json_report("diff-keys", str(quantized), str(plain), "--values")
     compared = {row["name"]: row for row in values["values"]}

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from fixtures.gguf_files import tiny_llama_gguf
+from fixtures.gguf_files import UNREAD_KINDS, tiny_llama_gguf
 from tests.helpers import run_cli, run_json
 
 
@@ -100,15 +100,15 @@ def test_dtype_int8_or_int4_for_a_gguf_is_refused_in_one_line(tmp_path: Path) ->
 
 
 def test_check_dtype_on_a_quantized_gguf_says_what_its_verdicts_cover(tmp_path: Path) -> None:
-    path, _ = tiny_llama_gguf(tmp_path / "tiny.Q4_K_M.gguf")
+    path, _ = tiny_llama_gguf(tmp_path / "tiny.IQ4_XS.gguf", kinds=UNREAD_KINDS)
     code, report = run_json("check-dtype", str(path))
     assert code == 0
-    # 4 F32 / F16 tensors read (the norms and the embedding); 10 Q4_K / Q6_K / Q8_0 matrices not
+    # 4 F32 / F16 tensors read (the norms and the embedding); 10 IQ4_XS / IQ2_XS / IQ3_XXS matrices not
     assert report["tensors_checked"] == 4 and report["quantized_not_read"] == 10
+    assert report["quantized_dequantized"] == 0
     lines = report["recommendation"]["lines"]
     assert not [line for line in lines if "is safe: every value is exactly representable" in line]
-    assert lines[0].startswith("the verdicts cover only the 4 tensors read (F32, F16, BF16): 10 quantized GGUF "
-                               "tensors not read")
+    assert lines[0].startswith("the verdicts cover only the 4 tensors read: 10 quantized GGUF tensors not read")
     [fp16] = [line for line in lines if line.startswith("fp16 ")]
     assert fp16.startswith("fp16 is safe for the 4 tensors read: every value read is exactly representable; "
                            "10 quantized GGUF tensors not read")

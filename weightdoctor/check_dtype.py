@@ -740,6 +740,9 @@ class CheckDtypeReport:
     memory_bytes: dict[str, int]
     local: LocalReport | None
     warnings: list[str] = field(default_factory=list)
+    # A GGUF's quantized tensors whose values were read dequantized to float32, as ggml decodes them (Q8_0, Q4_K, ...):
+    # their verdicts are of casting those values (0 for any other file).
+    quantized_dequantized: int = 0
 
 
 def config_dtype(config: dict[str, Any] | None) -> str | None:
@@ -996,14 +999,16 @@ def recommend(
     revision: str | None = None,
     key: str | None = None,
     quantized_not_read: int = 0,
+    quantized_dequantized: int = 0,
 ) -> Recommendation:
     """Turn the per-target results into sentences and `convert` commands a person can run.
 
     `has_config`: a config.json beside the weights (a transformers model), whose `from_pretrained` loads every
     tensor at one dtype: the fp32 ones a `--keep-fp32` kept included. `revision` and `key`: the Hub revision and
     the state dict inside a training checkpoint that were read; the commands read the same. `quantized_not_read`:
-    a GGUF's quantized tensors (Q4_K, ...), whose values were not read though they load as floats: each verdict
-    says it covers the tensors read alone.
+    a GGUF's quantized tensors (IQ2_XS, ...), whose values were not read though they load as floats: each verdict
+    says it covers the tensors read alone. `quantized_dequantized`: a GGUF's quantized tensors (Q4_K, ...) read as
+    the float32 values ggml decodes: said once, since their verdicts are of those values.
     """
     from weightdoctor.units import format_bytes
 
@@ -1012,10 +1017,15 @@ def recommend(
     # "fp16 is safe: every value is exactly representable" was said of a Q4_K_M file's few F32/F16 norms and
     # embedding, its quantized matrices unread: what dequantizing them gives was never checked.
     not_read = (f"{counted(quantized_not_read, 'quantized GGUF tensor')} not read" if quantized_not_read else "")
+    if quantized_dequantized:
+        lines.append(f"{counted(quantized_dequantized, 'quantized GGUF tensor')} checked as their values "
+                     "dequantized to float32, as ggml decodes them: each verdict says what casting those values "
+                     "gives (from_pretrained(gguf_file=, dtype=) dequantizes them to the dtype asked for; the "
+                     "quantization's own error is not counted)")
     if quantized_not_read:
-        lines.append(f"the verdicts cover only the {counted(read, 'tensor')} read (F32, F16, BF16): {not_read}, "
-                     "whose blocks weightdoctor does not decode; from_pretrained(gguf_file=) dequantizes them to the "
-                     "dtype asked for, unchecked here")
+        lines.append(f"the verdicts cover only the {counted(read, 'tensor')} read: {not_read}, whose blocks "
+                     "weightdoctor does not decode; from_pretrained(gguf_file=) dequantizes them to the dtype asked "
+                     "for, unchecked here")
     if quantized:
         lines.append("quantized checkpoint: these casts take the stored values as they are, without their scales")
     if name_filter:
@@ -1287,20 +1297,25 @@ def select_tensors(checkpoint: Checkpoint, name_filter: str | None) -> tuple[lis
     from weightdoctor.quantized import quantizer_side_tensors
 
     side = quantizer_side_tensors(checkpoint.tensors, checkpoint.config)
-    from weightdoctor.checkpoint.gguf_format import is_quantized_dtype
+    from weightdoctor.checkpoint.gguf_format import is_dequantized_dtype, is_quantized_dtype
+
+    def checked(info: TensorInfo) -> bool:
+        # A GGUF's Q8_0, Q4_K, ...: cast as the float32 values ggml decodes from its blocks.
+        return _is_castable(info) or is_dequantized_dtype(info.dtype)
 
     skipped = [
         SkippedTensor(t.name, t.dtype, _GGUF_QUANTIZED_SKIP if is_quantized_dtype(t.dtype)
                       else NOT_CAST.get(t.dtype, "not floating: a dtype cast leaves it as is"))
-        for t in selected if not _is_castable(t)
+        for t in selected if not checked(t)
     ] + [SkippedTensor(t.name, t.dtype, "a quantizer's scale or state: convert keeps it as stored")
-         for t in selected if _is_castable(t) and t.name in side]
-    return [t for t in selected if _is_castable(t) and t.name not in side], skipped
+         for t in selected if checked(t) and t.name in side]
+    return [t for t in selected if checked(t) and t.name not in side], skipped
 
 
 # Why a GGUF's quantized tensor is skipped: its values are blocks weightdoctor does not decode, yet floats once loaded.
-_GGUF_QUANTIZED_SKIP = ("a quantized GGUF type: its values are not read (from_pretrained(gguf_file=) dequantizes it "
-                        "to the dtype asked for; the memory figures count it so)")
+_GGUF_QUANTIZED_SKIP = ("a quantized GGUF type: its values are not read (weightdoctor decodes Q8_0, Q4_0, Q4_1, "
+                        "Q5_0, Q5_1 and Q2_K to Q6_K blocks only; from_pretrained(gguf_file=) dequantizes it to the "
+                        "dtype asked for; the memory figures count it so)")
 
 
 def check_dtype(
@@ -1345,6 +1360,8 @@ def check_dtype(
         if name not in TARGETS:
             raise UsageError(f"unknown target {name!r}")
     castable, skipped = select_tensors(checkpoint, name_filter)
+    from weightdoctor.checkpoint.gguf_format import DEQUANTIZED_TYPES
+
     target_dtypes = [getattr(torch, TARGETS[n]) for n in targets]
     # A float64 tensor that a narrower target cannot hold would be kept in fp32 by --keep-fp32: whether fp32
     # holds it is measured in the same pass (unless fp32 is a target already).
@@ -1413,7 +1430,8 @@ def check_dtype(
             if on_tensor is not None:
                 on_tensor(1)
             continue
-        torch_dtype = getattr(torch, info.dtype, None)
+        # A GGUF's quantized blocks are read as the float32 values ggml decodes (`gguf_quants`).
+        torch_dtype = torch.float32 if info.dtype in DEQUANTIZED_TYPES else getattr(torch, info.dtype, None)
         if torch_dtype is None or not torch_dtype.is_floating_point:
             skipped.append(SkippedTensor(info.name, info.dtype, "this torch cannot cast it"))
             continue
@@ -1503,6 +1521,7 @@ def check_dtype(
             memory[name] = memory_at(checkpoint.tensors, bits_per_element(TARGETS[name]) / 8)
     agreement = config_agreement(declared, checkpoint.tensors, checkpoint.config)
     quantized_not_read = sum(t.reason == _GGUF_QUANTIZED_SKIP for t in skipped)
+    quantized_dequantized = sum(t.dtype in DEQUANTIZED_TYPES for t in castable)
     sample_info = None
     if sample is not None:
         sample_info = SampleInfo(
@@ -1524,7 +1543,8 @@ def check_dtype(
         recommendation=recommend(checkpoint.source, reports, memory, declared, name_filter, sample, agreement.status
                                  == "quantized", has_config=checkpoint.config is not None,
                                  revision=checkpoint.revision, key=checkpoint.nested_key,
-                                 quantized_not_read=quantized_not_read),
+                                 quantized_not_read=quantized_not_read,
+                                 quantized_dequantized=quantized_dequantized),
         limits=LIMITS,
         sample=sample_info,
         filter=name_filter,
@@ -1534,6 +1554,7 @@ def check_dtype(
         memory_bytes=memory,
         local=local_report(checkpoint) if local else None,
         warnings=warnings,
+        quantized_dequantized=quantized_dequantized,
     )
 
 

@@ -7506,24 +7506,33 @@ def value_pairs(
         new_to_old = {new: old for old, new in apply_renames((t.name for t in a.tensors), list(renames)).items()}
     mismatched = {m.name for m in report.mismatched}
     names_a = {t.name for t in a.tensors}
-    from weightdoctor.checkpoint.gguf_format import is_quantized_dtype
+    from weightdoctor.checkpoint.gguf_format import READ_TYPES_WORDS, is_dequantized_dtype, is_unread_dtype
 
-    quantized: list[str] = []  # a GGUF's Q4_K, ... on either side: blocks of scales and codes, not values read
+    quantized: list[str] = []  # a GGUF's IQ2_XS, ... on either side: blocks of scales and codes, not values read
+    dequantized: list[str] = []  # a GGUF's Q4_K, ...: compared as the float32 values ggml decodes
     for info in b.tensors:
         name = info.name
         old = new_to_old.get(name, name if not renames else None)
         if old is None or old not in names_a or name in mismatched:
             continue
-        if is_quantized_dtype(info.dtype) or is_quantized_dtype(a.tensor_info(old).dtype):
+        if is_unread_dtype(info.dtype) or is_unread_dtype(a.tensor_info(old).dtype):
             quantized.append(name)
             if advance is not None:
                 advance(1)
             continue
+        if is_dequantized_dtype(info.dtype) or is_dequantized_dtype(a.tensor_info(old).dtype):
+            dequantized.append(name)
         yield name, a.load_tensor(old), b.load_tensor(name)
         if advance is not None:
             advance(1)
+    if dequantized:
+        # Information: the comparison is of what the quantized file holds, its rounding included.
+        report.notes.append(
+            f"{counted(len(dequantized), 'tensor')} of quantized GGUF (ggml) types compared dequantized to float32, "
+            f"as ggml decodes them ({dequantized[0]}{', ...' if len(dequantized) > 1 else ''}): against an "
+            "unquantized copy their quantization error counts as a change")
     if quantized:
         report.warnings.append(
             f"{counted(len(quantized), 'tensor')} of quantized GGUF (ggml) types not compared ({quantized[0]}"
-            f"{', ...' if len(quantized) > 1 else ''}): weightdoctor reads the values of F32, F16, BF16, F64 and "
-            "integer GGUF tensors only; transformers' from_pretrained(folder, gguf_file=...) dequantizes them")
+            f"{', ...' if len(quantized) > 1 else ''}): weightdoctor reads the values of GGUF's {READ_TYPES_WORDS}; "
+            "transformers' from_pretrained(folder, gguf_file=...) dequantizes the others")

@@ -967,7 +967,11 @@ def _tensor_health(result: StatsResult, want: ExpectedInit | None, initializer_r
     info, stats = result.info, result.stats
     constant = want.params["value"] if want is not None and want.confident and want.label in (
         "zeros", "ones", "constant") else None
-    init = classify_init(tuple(info.shape), stats, result.sample, initializer_range, constant)
+    from weightdoctor.checkpoint.gguf_format import is_quantized_dtype
+
+    # A GGUF's Q4_0, Q4_K, ...: values dequantized from blocks of a few levels each (`gguf_quants`).
+    init = classify_init(tuple(info.shape), stats, result.sample, initializer_range, constant,
+                         dequantized_from=info.dtype if is_quantized_dtype(info.dtype) else None)
     init = reconcile(init, want, stats.finite_count, result.sample.values, _value_range(stats))
     if want is not None and "derived_from" in want.params and not (stats.nan or stats.inf):
         # PiSSA / OLoRA start both LoRA halves from the base model's weights: off the default inits from the first
@@ -1054,6 +1058,13 @@ def analyze_weights(
     warnings = [expected.warning] if expected.warning else []
     if (note := _dequantized_note(checkpoint, items)) is not None:
         warnings.append(note)
+    from weightdoctor.checkpoint.gguf_format import DEQUANTIZED_TYPES
+
+    if dequantized := sorted({item.dtype for item in items if item.dtype in DEQUANTIZED_TYPES}):
+        warnings.append(f"the {', '.join(dequantized)} tensors' statistics are of their values dequantized to "
+                        "float32, as ggml decodes them: the quantized model's values, whose zeros and repeats "
+                        "include each block's few levels; their distribution is not tested against an init's "
+                        "shape (a grid of levels fits no continuous family), their rows, columns and tails are")
     scheme = "pissa" if lora_init and lora_init.startswith("pissa_niter_") else lora_init
     if scheme in DATA_DERIVED_LORA_INIT and any(item.expected is not None and "derived_from" in item.expected.params
                                                 for item in items):

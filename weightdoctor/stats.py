@@ -760,13 +760,17 @@ def tensor_stats(checkpoint: Checkpoint, info: TensorInfo, sample: int | None = 
 
 
 def floating_tensors(checkpoint: Checkpoint, names: list[str] | None = None) -> list[TensorInfo]:
-    """The tensors statistics are computed for: floating dtypes torch can widen to float32, and torch.ao
-    quantized tensors (listed as their integers), whose values are read dequantized (`tensor_stats`)."""
+    """The tensors statistics are computed for: floating dtypes torch can widen to float32, torch.ao
+    quantized tensors (listed as their integers), whose values are read dequantized (`tensor_stats`), and a
+    GGUF's quantized blocks of the types read dequantized to float32 (`gguf_format.DEQUANTIZED_TYPES`)."""
     import torch
+
+    from weightdoctor.checkpoint.gguf_format import DEQUANTIZED_TYPES
 
     chosen = checkpoint.tensors if names is None else [checkpoint.tensor_info(n) for n in names]
     return [t for t in chosen if (t.dtype in READABLE and hasattr(torch, t.dtype))
-            or checkpoint.torch_ao_quantized(t.name) is not None]
+            or checkpoint.torch_ao_quantized(t.name) is not None
+            or (t.dtype in DEQUANTIZED_TYPES and checkpoint.gguf_header(t.file) is not None)]
 
 
 def iter_stats(

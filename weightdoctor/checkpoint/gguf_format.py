@@ -141,9 +141,30 @@ def ggml_type_of(dtype: str) -> GgmlType | None:
 
 
 def is_quantized_dtype(dtype: str) -> bool:
-    """Whether `dtype` is a ggml block type (Q4_K, IQ2_XS, ...) whose values weightdoctor does not read."""
+    """Whether `dtype` is a ggml block type (Q4_K, IQ2_XS, ...): packed blocks, no run of plain values."""
     found = GGML_TYPES_BY_NAME.get(dtype)
     return found is not None and found.dtype is None
+
+
+# The block types whose values weightdoctor reads, dequantized to float32 as ggml does (`gguf_quants`): the legacy
+# 32-value types and the K-quants (Q2_K ... Q6_K, every one of llama.cpp's Q*_K_S / _M / _L files). The others (IQ*,
+# TQ*, MXFP4, ...) are described from the header only; Q8_1 has no dequantizer in ggml (no file type stores it).
+DEQUANTIZED_TYPES = frozenset({"Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"})
+
+
+def is_dequantized_dtype(dtype: str) -> bool:
+    """Whether `dtype` is a ggml block type whose values are read, dequantized to float32 (`DEQUANTIZED_TYPES`)."""
+    return dtype in DEQUANTIZED_TYPES
+
+
+def is_unread_dtype(dtype: str) -> bool:
+    """Whether `dtype` is a ggml block type whose values weightdoctor does not read (IQ2_XS, Q3_K, ...)."""
+    return is_quantized_dtype(dtype) and dtype not in DEQUANTIZED_TYPES
+
+
+# The words every command uses for what is read of a GGUF's tensors.
+READ_TYPES_WORDS = ("F32, F16, BF16, F64 and integer tensors, and " + ", ".join(sorted(DEQUANTIZED_TYPES))
+                    + " ones dequantized to float32 as ggml does")
 
 
 @dataclass(frozen=True)
@@ -419,8 +440,11 @@ def _parse(cursor: _Cursor, relpath: str
         if any(d >= 1 << 63 for d in dims) or numel >= 1 << 63:
             raise CorruptCheckpoint(f"GGUF header: tensor {name!r} has dimensions {list(dims)}, more elements than "
                                     "ggml's int64 counts hold")
-        if dims and dims[0] % ggml_type.block_size:
-            raise CorruptCheckpoint(f"GGUF header: tensor {name!r} has {dims[0]:,} values a row, not a multiple of "
+        # A tensor of no dimension is one value (ggml's ne are all 1): a block type's row of 1, as ggml refuses it
+        # (its bytes were counted as none, and a read of it gave memory never written).
+        row = dims[0] if dims else 1
+        if row % ggml_type.block_size:
+            raise CorruptCheckpoint(f"GGUF header: tensor {name!r} has {row:,} values a row, not a multiple of "
                                     f"{ggml_type.name}'s block of {ggml_type.block_size}")
         if offset % alignment:
             raise CorruptCheckpoint(f"GGUF header: tensor {name!r} starts at data offset {offset:,}, not a multiple "
@@ -508,18 +532,30 @@ def summary(header: GgufHeader) -> dict[str, Any]:
         "tensor_types": dict(sorted(by_type.items(), key=lambda item: -item[1]["parameters"])),
         "bits_per_weight": round(nbytes * 8 / params, 4) if params else None,
         # Information, not a warning: a quantized GGUF is the usual one, and its structure is read whole.
-        "values_note": (f"{', '.join(quantized)} tensors are described from the header, their values not decoded "
-                        "(--stats and check-dtype read F32, F16 and BF16 ones); from_pretrained(gguf_file=) "
-                        "dequantizes them") if quantized else None,
+        "values_note": values_note(quantized) if quantized else None,
         "metadata": metadata_json(header.metadata),
     }
 
 
+def values_note(quantized: list[str]) -> str:
+    """What is read of the values of a GGUF's quantized tensors of types `quantized` (inspect's GGUF panel)."""
+    decoded = [kind for kind in quantized if kind in DEQUANTIZED_TYPES]
+    unread = [kind for kind in quantized if kind not in DEQUANTIZED_TYPES]
+    said = []
+    if decoded:
+        said.append(f"{', '.join(decoded)} tensors are read dequantized to float32, as ggml computes them, by --stats, "
+                    "check-dtype and diff-keys --values (their statistics are of the quantized values)")
+    if unread:
+        said.append(f"{', '.join(unread)} tensors are described from the header, their values not decoded; "
+                    "from_pretrained(gguf_file=) dequantizes them")
+    return "; ".join(said)
+
+
 def not_read_message(name: str, dtype: str) -> str:
     """Why a quantized GGUF tensor's values are not read, and what reads them."""
-    return (f"tensor {name!r} is {dtype}, a quantized ggml type: weightdoctor reads the values of GGUF's F32, F16, "
-            "BF16, F64 and integer tensors only; transformers' from_pretrained(folder, gguf_file=...) dequantizes "
-            "them (with the gguf package)")
+    return (f"tensor {name!r} is {dtype}, a quantized ggml type weightdoctor does not decode: it reads the values "
+            f"of GGUF's {READ_TYPES_WORDS}; transformers' from_pretrained(folder, gguf_file=...) dequantizes "
+            "the others (with the gguf package)")
 
 
 

@@ -239,10 +239,16 @@ class Checkpoint:
         if gguf is not None:
             from weightdoctor.checkpoint import gguf_format
 
-            if gguf_format.is_quantized_dtype(info.dtype):
+            if gguf_format.is_unread_dtype(info.dtype):
                 raise UnsupportedFormat(gguf_format.not_read_message(name, info.dtype),
                                         path=str(self.file_path(info.file)))
-            try:  # plain values, stored in C order under the reversed (PyTorch) shape: read as safetensors' are
+            try:
+                if gguf_format.is_dequantized_dtype(info.dtype):  # blocks decoded to float32, as ggml does
+                    from weightdoctor.checkpoint import gguf_quants
+
+                    return gguf_quants.read_dequantized(self.file_path(info.file), gguf.data_start, info,
+                                                        info.dtype, gguf.identity)
+                # plain values, stored in C order under the reversed (PyTorch) shape: read as safetensors' are
                 return safetensors_format.read_tensor(self.file_path(info.file), gguf, info)  # type: ignore[arg-type]
             except WeightDoctorError as exc:
                 exc.path = exc.path or str(self.file_path(info.file))
@@ -375,9 +381,27 @@ class Checkpoint:
 
     def element_reader(self, name: str) -> Callable[[torch.Tensor], torch.Tensor] | None:
         """For a tensor of a torch zip read without torch: a function that reads the elements at C-order positions
-        with plain file reads (`StaticTensor.gather`), whatever its layout; None for any other tensor. For a caller
-        that samples a strided view, which indexing its map left to SIGBUS where the file was cut short meanwhile."""
+        with plain file reads (`StaticTensor.gather`), whatever its layout; for a quantized GGUF tensor of a type
+        decoded (`gguf_format.DEQUANTIZED_TYPES`), one that reads and dequantizes the blocks holding them; None for
+        any other tensor. For a caller that samples a strided view, which indexing its map left to SIGBUS where the
+        file was cut short meanwhile, or a quantized tensor, which has no run of plain values."""
         info = self.tensor_info(name)
+        gguf = self._ggufs.get(info.file)
+        if gguf is not None and info.data_offsets is not None and _dequantized(info.dtype):
+            # A quantized GGUF tensor: only the blocks holding the positions are read and decoded.
+            from weightdoctor.checkpoint import gguf_quants
+
+            gguf_path = self.file_path(info.file)
+
+            def dequantized(positions: torch.Tensor) -> torch.Tensor:
+                try:
+                    return gguf_quants.values_at(gguf_path, gguf.data_start, info, info.dtype, positions,
+                                                 gguf.identity)
+                except WeightDoctorError as exc:
+                    exc.path = exc.path or str(gguf_path)
+                    raise
+
+            return dequantized
         contents = self._pickles.get(info.file)
         from weightdoctor.checkpoint.pickle_static import StaticTensor
 
@@ -417,7 +441,7 @@ class Checkpoint:
         if info.file in self._ggufs:
             from weightdoctor.checkpoint import gguf_format
 
-            if gguf_format.is_quantized_dtype(info.dtype):
+            if gguf_format.is_unread_dtype(info.dtype):
                 raise UnsupportedFormat(gguf_format.not_read_message(name, info.dtype),
                                         path=str(self.file_path(info.file)))
             return
@@ -901,7 +925,7 @@ class _Builder:
                          "(unsandboxed in llama-cpp-python before 0.2.72: CVE-2024-34359); not run here"
                          ] if templates else []
                 self.scans.append(ScanReport(format="gguf", container="gguf", files=[relpath], notes=notes))
-                quantized = sorted({t.dtype for t in infos if gguf_format.is_quantized_dtype(t.dtype)})
+                quantized = sorted({t.dtype for t in infos if gguf_format.is_unread_dtype(t.dtype)})
                 parts = gguf.metadata.get("split.count")
                 if isinstance(parts, int) and not isinstance(parts, bool) and parts > 1:
                     part = gguf.metadata.get("split.no")
@@ -913,7 +937,7 @@ class _Builder:
                     self.value_notes.append(
                         f"{relpath}: GGUF tensors of quantized ggml types ({', '.join(quantized)}) are described from "
                         "the header; their values are not read (--stats, check-dtype and diff-keys --values read "
-                        "F32, F16, BF16, F64 and integer tensors only)")
+                        f"{gguf_format.READ_TYPES_WORDS})")
             elif looks_safetensors or (path.suffix == ".safetensors" and not misnamed_pickle):
                 fmt = "safetensors"
                 # Our parser checks everything the safetensors library checks and more (a property
@@ -970,6 +994,13 @@ class _Builder:
         self.files.append(CheckpointFile(path, relpath, "weights", fmt, size))
         self.tensors.extend(infos)
         return infos
+
+
+def _dequantized(dtype: str) -> bool:
+    """Whether a GGUF tensor's dtype is a block type read dequantized (`gguf_format.is_dequantized_dtype`)."""
+    from weightdoctor.checkpoint.gguf_format import is_dequantized_dtype
+
+    return is_dequantized_dtype(dtype)
 
 
 def foreign_gguf_reading(path: Path) -> str:

@@ -52,6 +52,8 @@ def summary_table(report: CheckDtypeReport) -> Table:
     if report.filter:
         checked += f" matching /{escape(report.filter)}/"
     rows = next(iter(report.targets.values())).tensors if report.targets else []
+    if dequantized := getattr(report, "quantized_dequantized", 0):
+        checked += f" ({dequantized} of them quantized GGUF tensors, read dequantized to float32 as ggml decodes them)"
     if unread := sum(not row.read for row in rows):
         checked += f", {unread} not read (their dtype casts exactly to every target)"
     if report.skipped:

@@ -1,0 +1,321 @@
+"""GGUF's quantized block types dequantized to float32, as ggml's `dequantize_row_*` (ggml-quants.c) computes them.
+
+Each ggml block type packs `block_size` values into `type_size` bytes: an fp16 scale (and for some a minimum), then
+small integer codes. ggml's reference decoder computes every value in float32 from the fp16 fields widened exactly:
+Q8_0 `q * d`, Q4_1 `q * d + m`, Q4_K `(d * sc) * q - dmin * m`. The same products and sums are taken here with
+numpy's float32 arithmetic, one rounding each, so the values are ggml's to the bit (a build of ggml that fuses a
+multiply-add, as -ffp-contract=fast with FMA may, can differ from its own reference by one unit in the last place).
+
+Read block by block: a tensor whole into one float32 tensor filled a chunk of blocks at a time, or the values at
+given positions from the blocks holding them, reading spans of at most `SPAN_BYTES`. Every read lies within the
+tensor's bytes, which the header's checks placed inside the file (`gguf_format.read_header`); a file cut short or
+replaced since is refused, never read past its end.
+
+Q8_1 is not here: ggml has no dequantizer for it (an intermediate of its dot products; no llama.cpp file type stores
+it). The IQ / TQ / MXFP4 types (lattice codebooks, ternary and e8m0 blocks) are not decoded either
+(`gguf_format.DEQUANTIZED_TYPES` lists those that are).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from weightdoctor.checkpoint.gguf_format import DEQUANTIZED_TYPES, GGML_TYPES_BY_NAME
+from weightdoctor.checkpoint.model import TensorInfo
+from weightdoctor.errors import CorruptCheckpoint, UnsupportedFormat
+
+if TYPE_CHECKING:
+    import torch
+
+# Bytes of blocks read and decoded at a time: a chunk's float32 values are at most 256/18 * 4 = 57 times this
+# (Q4_0), some 60 MB for a chunk of 1 MiB.
+CHUNK_BYTES = 1 << 20
+# `values_at` reads the blocks of positions closer than this together, in spans of at most this many bytes.
+SPAN_BYTES = 1 << 20
+
+
+def _half(blocks: np.ndarray, at: int) -> np.ndarray:
+    """The fp16 field at byte `at` of each block, widened to float32 (exactly), as a column (n, 1)."""
+    return np.ascontiguousarray(blocks[:, at:at + 2]).view("<f2").astype(np.float32)
+
+
+def _low_high(nibbles: np.ndarray) -> np.ndarray:
+    """Byte j's low nibble is value j, its high nibble value j + (bytes per block): [lows..., highs...]."""
+    return np.concatenate([nibbles & 0x0F, nibbles >> 4], axis=1)
+
+
+def _fifth_bits(blocks: np.ndarray, at: int, count: int) -> np.ndarray:
+    """Value e's fifth bit (0 or 16) from the little-endian uint32 at byte `at`: bit e is value e's."""
+    high = np.ascontiguousarray(blocks[:, at:at + 4]).view("<u4")
+    return (((high >> np.arange(count, dtype=np.uint32)) & 1) << 4).astype(np.uint8)
+
+
+def _q8_0(blocks: np.ndarray) -> np.ndarray:
+    # d (fp16), then 32 int8 codes: y = q * d.
+    return blocks[:, 2:34].view(np.int8).astype(np.float32) * _half(blocks, 0)
+
+
+def _q4_0(blocks: np.ndarray) -> np.ndarray:
+    # d, then 16 bytes of two 4-bit codes each, offset by 8: y = (q - 8) * d.
+    codes = _low_high(blocks[:, 2:18]).astype(np.int8) - 8
+    return codes.astype(np.float32) * _half(blocks, 0)
+
+
+def _q4_1(blocks: np.ndarray) -> np.ndarray:
+    # d, m, then 16 bytes of 4-bit codes: y = q * d + m.
+    return _low_high(blocks[:, 4:20]).astype(np.float32) * _half(blocks, 0) + _half(blocks, 2)
+
+
+def _q5_0(blocks: np.ndarray) -> np.ndarray:
+    # d, a uint32 of fifth bits, then 16 bytes of low nibbles, offset by 16: y = (q - 16) * d.
+    codes = (_low_high(blocks[:, 6:22]) | _fifth_bits(blocks, 2, 32)).astype(np.int8) - 16
+    return codes.astype(np.float32) * _half(blocks, 0)
+
+
+def _q5_1(blocks: np.ndarray) -> np.ndarray:
+    # d, m, a uint32 of fifth bits, then 16 bytes of low nibbles: y = q * d + m.
+    codes = _low_high(blocks[:, 8:24]) | _fifth_bits(blocks, 4, 32)
+    return codes.astype(np.float32) * _half(blocks, 0) + _half(blocks, 2)
+
+
+def _k_scales_mins(packed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The eight 6-bit scales and mins of a Q4_K / Q5_K block's 12 bytes (ggml's get_scale_min_k4), as (n, 8)."""
+    first, second, third = packed[:, 0:4], packed[:, 4:8], packed[:, 8:12]
+    scales = np.concatenate([first & 63, (third & 0x0F) | ((first >> 6) << 4)], axis=1)
+    mins = np.concatenate([second & 63, (third >> 4) | ((second >> 6) << 4)], axis=1)
+    return scales, mins
+
+
+def _k_sub_blocks(blocks: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """Q4_K / Q5_K values from their codes (n, 8, 32): sub-block s is (d * scale_s) * q - dmin * min_s."""
+    scales, mins = _k_scales_mins(blocks[:, 4:16])
+    d, dmin = _half(blocks, 0), _half(blocks, 2)
+    step = (d * scales.astype(np.float32))[:, :, None]
+    low = (dmin * mins.astype(np.float32))[:, :, None]
+    return (step * codes.astype(np.float32) - low).reshape(len(blocks), -1)
+
+
+def _k_nibbles(quants: np.ndarray) -> np.ndarray:
+    """Sub-block codes (n, 8, 32) of 128 bytes: 64 values a 32-byte group, sub-block 2g its low nibbles and 2g + 1
+    its high ones."""
+    groups = quants.reshape(len(quants), 4, 32)
+    return np.stack([groups & 0x0F, groups >> 4], axis=2).reshape(len(quants), 8, 32)
+
+
+def _q4_k(blocks: np.ndarray) -> np.ndarray:
+    # d, dmin, 12 bytes of scales and mins, 128 bytes of 4-bit codes (256 values in 8 sub-blocks of 32).
+    return _k_sub_blocks(blocks, _k_nibbles(blocks[:, 16:144]))
+
+
+def _q5_k(blocks: np.ndarray) -> np.ndarray:
+    # d, dmin, scales and mins, 32 bytes of fifth bits (bit s of byte l: value l of sub-block s), 128 of nibbles.
+    fifth = (blocks[:, 16:48, None] >> np.arange(8, dtype=np.uint8)) & 1  # (n, 32, 8)
+    codes = _k_nibbles(blocks[:, 48:176]) | (fifth.transpose(0, 2, 1) << 4)
+    return _k_sub_blocks(blocks, codes)
+
+
+def _q6_k(blocks: np.ndarray) -> np.ndarray:
+    # 128 bytes of low nibbles, 64 of 2-bit high parts, 16 int8 scales (one per 16 values), d last:
+    # y = (d * scale) * (q - 32). Each half of 128 values: 64 low bytes and 32 high bytes.
+    count = len(blocks)
+    low = blocks[:, 0:128].reshape(count, 2, 2, 32)  # half, first/second 32 bytes, l
+    high = blocks[:, 128:192].reshape(count, 2, 1, 32)
+    shifts = np.arange(0, 8, 2, dtype=np.uint8).reshape(1, 1, 4, 1)
+    twos = (high >> shifts) & 3  # (n, 2, 4, 32): quarter g of a half takes bits 2g..2g+1
+    nibbles = np.concatenate([low & 0x0F, low >> 4], axis=2)  # quarters: low of bytes 0-31, 32-63, high of each
+    codes = (nibbles | (twos << 4)).astype(np.int8) - 32
+    scales = blocks[:, 192:208].view(np.int8).astype(np.float32)  # (n, 16)
+    step = _half(blocks, 208) * scales
+    return (np.repeat(step, 16, axis=1) * codes.reshape(count, 256).astype(np.float32))
+
+
+def _two_bit_codes(quants: np.ndarray) -> np.ndarray:
+    """Q2_K / Q3_K's 2-bit codes of 64 bytes, as (n, 256): each half of 128 values reads 32 bytes four times,
+    quarter g from bits 2g and 2g + 1."""
+    shifts = np.arange(0, 8, 2, dtype=np.uint8).reshape(1, 1, 4, 1)
+    return ((quants.reshape(len(quants), 2, 1, 32) >> shifts) & 3).reshape(len(quants), 256)
+
+
+def _q2_k(blocks: np.ndarray) -> np.ndarray:
+    # 16 bytes of 4-bit scale (low) and min (high) per 16 values, 64 bytes of 2-bit codes, d, dmin:
+    # y = (d * scale) * q - dmin * min.
+    scales = blocks[:, 0:16]
+    step = _half(blocks, 80) * (scales & 0x0F).astype(np.float32)
+    low = _half(blocks, 82) * (scales >> 4).astype(np.float32)
+    codes = _two_bit_codes(blocks[:, 16:80]).astype(np.float32)
+    return np.repeat(step, 16, axis=1) * codes - np.repeat(low, 16, axis=1)
+
+
+def _q3_k(blocks: np.ndarray) -> np.ndarray:
+    # 32 bytes of high bits (value p's is bit p // 32 of byte p % 32; clear: the code is 4 lower), 64 bytes of 2-bit
+    # codes, 12 bytes of sixteen 6-bit scales (stored plus 32), d: y = (d * (scale - 32)) * q, q in -4..3.
+    count = len(blocks)
+    high = (blocks[:, None, 0:32] >> np.arange(8, dtype=np.uint8).reshape(1, 8, 1)) & 1  # (n, 8, 32)
+    codes = _two_bit_codes(blocks[:, 32:96]).astype(np.int8) - np.where(high.reshape(count, 256), 0, 4).astype(np.int8)
+    packed = blocks[:, 96:108]
+    first, second, tops = packed[:, 0:4], packed[:, 4:8], packed[:, 8:12]
+    scales = np.concatenate([(first & 0x0F) | ((tops & 3) << 4), (second & 0x0F) | (((tops >> 2) & 3) << 4),
+                             (first >> 4) | (((tops >> 4) & 3) << 4), (second >> 4) | (((tops >> 6) & 3) << 4)],
+                            axis=1).astype(np.int16) - 32
+    step = _half(blocks, 108) * scales.astype(np.float32)
+    return np.repeat(step, 16, axis=1) * codes.astype(np.float32)
+
+
+_DECODERS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "Q8_0": _q8_0, "Q4_0": _q4_0, "Q4_1": _q4_1, "Q5_0": _q5_0, "Q5_1": _q5_1,
+    "Q2_K": _q2_k, "Q3_K": _q3_k, "Q4_K": _q4_k, "Q5_K": _q5_k, "Q6_K": _q6_k,
+}
+assert set(_DECODERS) == DEQUANTIZED_TYPES
+
+
+def dequantize(type_name: str, raw: bytes | bytearray | memoryview | np.ndarray) -> np.ndarray:
+    """The float32 values of whole blocks of ggml type `type_name`, in order (a 1-D array).
+
+    Example:
+        >>> import struct
+        >>> block = struct.pack("<e", 0.5) + bytes([0, 1, 2, 254] + [0] * 28)
+        >>> dequantize("Q8_0", block)[:4].tolist()
+        [0.0, 0.5, 1.0, -1.0]
+
+    Args:
+        type_name: a ggml type of `gguf_format.DEQUANTIZED_TYPES` ("Q8_0", "Q4_K", ...).
+        raw: a whole number of its blocks.
+
+    Raises:
+        UnsupportedFormat: a type not decoded here.
+        ValueError: `raw` is not a whole number of blocks.
+    """
+    decode = _DECODERS.get(type_name)
+    if decode is None:
+        raise UnsupportedFormat(f"ggml type {type_name} is not dequantized by weightdoctor (it dequantizes "
+                                f"{', '.join(sorted(DEQUANTIZED_TYPES))})")
+    kind = GGML_TYPES_BY_NAME[type_name]
+    data = np.frombuffer(raw, dtype=np.uint8) if not isinstance(raw, np.ndarray) else raw.reshape(-1)
+    if len(data) % kind.type_size:
+        raise ValueError(f"{len(data)} bytes are not a whole number of {type_name} blocks ({kind.type_size} bytes)")
+    return decode(data.reshape(-1, kind.type_size)).reshape(-1)
+
+
+def _read_exactly(fd: int, length: int, offset: int, name: str, path: Path) -> np.ndarray:
+    buffer = np.empty(length, dtype=np.uint8)
+    view = memoryview(buffer)
+    done = 0
+    while done < length:
+        got = os.preadv(fd, [view[done:]], offset + done)
+        if got == 0:
+            raise CorruptCheckpoint(f"file ended while reading tensor {name!r} (truncated or changed while reading)",
+                                    path=str(path))
+        done += got
+    return buffer
+
+
+def _open_checked(path: Path, identity: tuple[int, int, int, int] | None, name: str) -> int:
+    from weightdoctor.checkpoint.safetensors_format import _refuse_if_changed
+
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        _refuse_if_changed(fd, identity, name, path)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _whole_blocks(info: TensorInfo, type_name: str) -> tuple[int, int]:
+    """The tensor's bytes (begin, number of blocks), refused where they are not its values' whole blocks (the
+    header's checks make them so: this guards a `TensorInfo` made elsewhere).
+
+    Raises:
+        CorruptCheckpoint: the values are not a whole number of blocks, or the bytes not those blocks.
+    """
+    kind = GGML_TYPES_BY_NAME[type_name]
+    assert info.data_offsets is not None
+    begin, end = info.data_offsets
+    blocks, left = divmod(info.num_params, kind.block_size)
+    if left or end - begin != blocks * kind.type_size:
+        raise CorruptCheckpoint(f"tensor {info.name!r}: {info.num_params:,} {type_name} values in {end - begin:,} "
+                                f"bytes, not whole blocks of {kind.block_size} values in {kind.type_size} bytes")
+    return begin, blocks
+
+
+def read_dequantized(path: Path, data_start: int, info: TensorInfo, type_name: str,
+                     identity: tuple[int, int, int, int] | None = None) -> torch.Tensor:
+    """A quantized GGUF tensor's values whole, dequantized to float32 in its PyTorch shape, decoded `CHUNK_BYTES`
+    of blocks at a time into the one float32 tensor returned (its memory is refused first where there is not
+    that much: `require_memory`).
+
+    Raises:
+        CorruptCheckpoint: the file ended, or changed since its header was read.
+        UnsupportedEnvironment: the float32 values are more memory than is available.
+    """
+    import torch
+
+    from weightdoctor.checkpoint.safetensors_format import require_memory
+
+    kind = GGML_TYPES_BY_NAME[type_name]
+    begin, blocks = _whole_blocks(info, type_name)
+    end = begin + blocks * kind.type_size
+    chunk_blocks = max(1, CHUNK_BYTES // kind.type_size)
+    chunk_values = min(blocks, chunk_blocks) * kind.block_size
+    # The float32 values returned, and one chunk's bytes and the decoder's temporaries (a few float32 copies).
+    require_memory(path, f"tensor {info.name!r} ({type_name}, dequantized to float32)",
+                   info.num_params * 4 + min(end - begin, CHUNK_BYTES) + chunk_values * 4 * 4,
+                   "; --sample N reads N values of each tensor instead")
+    out = torch.empty(info.num_params, dtype=torch.float32)
+    values = out.numpy()
+    fd = _open_checked(path, identity, info.name)
+    try:
+        for first in range(0, blocks, chunk_blocks):
+            count = min(chunk_blocks, blocks - first)
+            raw = _read_exactly(fd, count * kind.type_size, data_start + begin + first * kind.type_size,
+                                info.name, path)
+            values[first * kind.block_size:(first + count) * kind.block_size] = dequantize(type_name, raw)
+    finally:
+        os.close(fd)
+    return out.reshape(info.shape)
+
+
+def values_at(path: Path, data_start: int, info: TensorInfo, type_name: str, positions: torch.Tensor,
+              identity: tuple[int, int, int, int] | None = None) -> torch.Tensor:
+    """The dequantized float32 values at `positions` (C-order positions in the tensor, any shape; the result has
+    that shape), reading and decoding only the blocks that hold them: blocks less than `SPAN_BYTES` apart are read
+    in one span, and only the blocks asked for are decoded. Memory: the values and one span's bytes and blocks.
+
+    Raises:
+        CorruptCheckpoint: the file ended, or changed since its header was read.
+    """
+    import torch
+
+    kind = GGML_TYPES_BY_NAME[type_name]
+    begin = _whole_blocks(info, type_name)[0]
+    flat = positions.to(torch.int64).reshape(-1).numpy()
+    out = np.empty(len(flat), dtype=np.float32)
+    if not len(flat):
+        return torch.from_numpy(out).reshape(positions.shape)
+    if int(flat.min()) < 0 or int(flat.max()) >= info.num_params:
+        raise IndexError(f"positions out of range for tensor {info.name!r} of {info.num_params:,} values")
+    order = np.argsort(flat, kind="stable")
+    blocks = flat[order] // kind.block_size
+    span_blocks = max(1, SPAN_BYTES // kind.type_size)
+    fd = _open_checked(path, identity, info.name)
+    try:
+        start = 0
+        while start < len(blocks):
+            first = int(blocks[start])
+            stop = int(np.searchsorted(blocks, first + span_blocks, side="left"))
+            last = int(blocks[stop - 1])
+            raw = _read_exactly(fd, (last - first + 1) * kind.type_size, data_start + begin + first * kind.type_size,
+                                info.name, path).reshape(-1, kind.type_size)
+            wanted, inverse = np.unique(blocks[start:stop] - first, return_inverse=True)
+            decoded = dequantize(type_name, raw[wanted]).reshape(len(wanted), kind.block_size)
+            within = flat[order[start:stop]] % kind.block_size
+            out[order[start:stop]] = decoded[inverse.reshape(-1), within]
+            start = stop
+    finally:
+        os.close(fd)
+    return torch.from_numpy(out).reshape(positions.shape)
