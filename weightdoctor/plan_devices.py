@@ -1156,6 +1156,7 @@ def build_planned_model(
                                 "once the weights are saved under its names (save_pretrained)")
             planned = PlannedModel(model, "config", type(model).__name__, dtype, checkpoint.config, warnings)
             planned.gguf_file = checkpoint.files[0].path.name if checkpoint.format == "gguf" else None
+            _load_generation_config(model, folder)
             planned.quantizer_swapped = swapped
             planned.rest_dtype_source = rest_dtype_source
             if unsaid and dtype in ("int4", "int8"):
@@ -1232,6 +1233,27 @@ def build_planned_model(
     planned = PlannedModel(model, "tensors", "module tree from tensor names", dtype, checkpoint.config, warnings)
     planned.label = label
     return planned
+
+
+def _load_generation_config(model: torch.nn.Module, folder: Path) -> None:
+    """Give `model` the generation config from_pretrained gives it: the folder's generation_config.json where there
+    is one (it replaces the one built from config.json whole: a `use_cache` it does not set is generate()'s default,
+    True, whatever config.json says), else the one built from config.json, left as it is.
+
+    generate() caches (or not) as that config says, which decides whether an offloaded decoder's cross-attention
+    key / value projections run once per input or at every token (`_once_per_input_test`).
+    """
+    path = folder / "generation_config.json"
+    can_generate = getattr(model, "can_generate", None)
+    if not path.is_file() or not callable(can_generate) or not can_generate():
+        return
+    from transformers import GenerationConfig
+
+    try:
+        # as from_pretrained's adjust_generation_fn loads it; a file it cannot read leaves the config.json one
+        model.generation_config = GenerationConfig.from_pretrained(folder)
+    except Exception:  # noqa: BLE001 - an unreadable file: from_pretrained falls back to config.json's too
+        return
 
 
 def _ldm_ema_planned(checkpoint: Checkpoint, model: torch.nn.Module, binary: bool = False) -> str | None:
