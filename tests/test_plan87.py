@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
-from tests.helpers import run_json
+from tests.helpers import run_cli, run_json
 from tests.test_plan84 import _bart, _bytes_loaded
 from tests.test_plan86 import _pix2struct
 
@@ -63,3 +64,162 @@ def test_generation_config_json_decides_whether_cross_attention_keys_are_cached(
     per_input, per_token = _measured(folder, placed, tmp_path, inputs)
     off = data["offload"]
     assert (off["per_input_cpu_bytes"], off["bytes_per_token"]) == (per_input, per_token), (off, per_input, per_token)
+
+
+# --- 1 and 3. a tied tensor's twins on two GPUs, or on a GPU and in CPU RAM -------------------------------------------
+
+
+def _gpu_standin(folder: Path, device_map: dict[str, int | str], new_tokens: int) -> tuple[int, dict[int, int]]:
+    """(bytes accelerate's hooks copy while a decoder-only model generates `new_tokens` tokens, {GPU: bytes
+    dispatch_model copies onto it beyond the tensors from_pretrained loaded there}), the model dispatched on the map
+    as from_pretrained dispatches it on a machine with those GPUs: each GPU k stood in for by torch.device("cpu", k),
+    a device of its own for accelerate (its own key in `tied_params_map`, and a move there copies), so that the main
+    GPU is not the other GPU; "cpu" entries served from the model's tensors, as dispatch_model extracts them from
+    model.state_dict() where the main device is no CPU. Each tensor is taken as loaded where from_pretrained loads it
+    (its module's device; a tied copy where the source tie_weights points it at is): a move of it there copies
+    nothing on a GPU, and is not counted."""
+    import accelerate.hooks as hooks
+    from accelerate import dispatch_model
+    from accelerate.utils import extract_submodules_state_dict
+    from accelerate.utils.modeling import normalize_device
+
+    from tests.test_plan84 import _load
+
+    model = _load(folder)
+
+    def device_of(name: str) -> int | str:
+        return device_map[max((key for key in device_map if not key or name == key or name.startswith(f"{key}.")),
+                              key=len)]
+
+    def standin(where: int | str) -> Any:
+        return torch.device("cpu", where) if isinstance(where, int) else where
+
+    sources = set(getattr(model, "all_tied_weights_keys", None) or {})
+    loaded_on = {tensor.data_ptr(): normalize_device(standin(device_of(name)))
+                 for name, tensor in model.named_parameters(remove_duplicate=False) if name not in sources}
+    in_ram = extract_submodules_state_dict(model.state_dict(), [n for n, w in device_map.items() if w == "cpu"])
+    original = hooks.set_module_tensor_to_device
+    moved: set[int] = set()
+    added: dict[int, int] = {}
+
+    def as_parameter(holder: Any, leaf: str) -> None:
+        # a move to a stand-in copies (the copy reports plain "cpu"), and Parameter.to() of a copy is a Tensor
+        tensor = holder._parameters.get(leaf)
+        if tensor is not None and type(tensor) is torch.Tensor:
+            holder._parameters[leaf] = torch.nn.Parameter(tensor, requires_grad=False)
+
+    def placing(module: Any, name: str, device: Any, value: Any = None, tied_params_map: Any = None,
+                **kwargs: Any) -> Any:
+        owner, _, leaf = name.rpartition(".")
+        holder = module.get_submodule(owner)
+        before = getattr(holder, leaf)
+        if value is None and before.data_ptr() in moved:
+            return None  # already moved to that GPU: a second hook's move there copies nothing
+        out = original(module, name, device, value=value, tied_params_map=tied_params_map, **kwargs)
+        as_parameter(holder, leaf)
+        after = getattr(holder, leaf)
+        if value is None and str(device) != "meta" and after.data_ptr() not in moved | {before.data_ptr()}:
+            moved.add(after.data_ptr())
+            if loaded_on.get(before.data_ptr()) != normalize_device(device):
+                added[device.index] = added.get(device.index, 0) + after.numel() * after.element_size()
+        return out
+
+    hooks.set_module_tensor_to_device = placing
+    try:
+        main = list(set(device_map.values()) - {"cpu", "disk"})[0]  # as dispatch_model picks its main device
+        model = dispatch_model(model, {name: standin(where) for name, where in device_map.items()},
+                               main_device=standin(main), state_dict=in_ram or None, offload_buffers=False)
+    finally:
+        hooks.set_module_tensor_to_device = original
+    copied = [0]
+
+    def counting(module: Any, name: str, device: Any, value: Any = None, tied_params_map: Any = None,
+                 **kwargs: Any) -> Any:
+        owner, _, leaf = name.rpartition(".")
+        holder = module.get_submodule(owner)
+        if value is not None and str(device) != "meta":
+            there = tied_params_map is not None and any(
+                normalize_device(device) in tied_params_map.get(tensor.data_ptr(), {})
+                for tensor in (value, getattr(holder, leaf)))
+            if not there:
+                copied[0] += value.numel() * value.element_size()
+        out = original(module, name, device, value=value, tied_params_map=tied_params_map, **kwargs)
+        as_parameter(holder, leaf)
+        return out
+
+    hooks.set_module_tensor_to_device = counting
+    try:
+        with torch.no_grad():
+            out = model.generate(torch.tensor([[5, 6, 7, 8, 2]]), max_new_tokens=new_tokens,
+                                 min_new_tokens=new_tokens, do_sample=False, num_beams=1, pad_token_id=0)
+    finally:
+        hooks.set_module_tensor_to_device = original
+    assert out.shape[1] == 5 + new_tokens, out.shape
+    return copied[0], added
+
+
+def _gpt2_map(tmp_path: Path, wte: int | str, lm_head: int | str) -> tuple[Path, dict[str, int | str], Path]:
+    from tests.test_plan85 import _REST, _gpt2
+
+    folder = _gpt2(tmp_path / "gpt2")
+    placed = {"transformer.wte": wte, "lm_head": lm_head, **_REST}
+    mapping = tmp_path / "map.json"
+    mapping.write_text(json.dumps(placed))
+    return folder, placed, mapping
+
+
+@pytest.mark.parametrize("wte, lm_head", [(1, "cpu"), ("cpu", 1)])
+def test_a_tied_twin_offloaded_beside_one_on_another_gpu_is_copied_per_token(
+        tmp_path: Path, wte: int | str, lm_head: int | str) -> None:
+    """A tied GPT-2 on two GPUs, one of its twins offloaded to the CPU and the other on cuda:1, not the main GPU
+    (cuda:0, where the offloaded module runs): no copy of the tensor is on cuda:0, so the offloaded module's hook
+    copies it there at every call (16,384 B per token, measured). With wte on cuda:1, from_pretrained loads the
+    tensor there and the offload serves that GPU's tensor: it is copied GPU to GPU, and nothing is in CPU RAM; the
+    report said it moved from CPU RAM like the rest (tied_from_gpu_per_token_bytes now says it)."""
+    from weightdoctor.units import format_bytes
+
+    folder, placed, mapping = _gpt2_map(tmp_path, wte, lm_head)
+    args = ["plan-devices", str(folder), "--gpu", "1GB", "--gpu", "1GB", "--cpu", "1GB", "--map", str(mapping)]
+    code, data = run_json(*args)
+    three, _ = _gpu_standin(folder, placed, 3)
+    six, _ = _gpu_standin(folder, placed, 6)
+    per_token = (six - three) // 3
+    tied = 64 * 64 * 4
+    assert (per_token, three - 3 * per_token) == (tied, 0), (per_token, three)
+    off = data["offload"]
+    assert off["bytes_per_token"] == per_token, off
+    assert (off["cpu_bytes"], off["tied_from_gpu_per_token_bytes"]) == ((0, tied) if wte == 1 else (tied, 0)), off
+    text = run_cli(*args).stdout.replace("\n ", " ")
+    [line] = [line for line in text.splitlines() if line.startswith("offload:")]
+    said = f"of that, {format_bytes(tied)} is tied weights copied from the GPU their twin is loaded on"
+    assert (said in line) == (wte == 1), line
+
+
+@pytest.mark.parametrize("wte", ["cpu", 1])
+def test_the_copy_of_a_tied_tensor_accelerate_places_on_the_main_gpu_counts_in_its_budget(
+        tmp_path: Path, wte: int | str) -> None:
+    """A tied GPT-2 with lm_head on the main GPU and wte in CPU RAM or on cuda:1, where from_pretrained loads the
+    tensor and the map counts it: dispatch_model's lm_head hook copies it onto cuda:0 for good (16,384 B beyond the
+    map's share there, measured), and wte's hook, offloaded, uses that copy (nothing copied per token). The warning
+    for a main GPU over its budget with what accelerate adds did not count it (nor was it said for cuda:1): a
+    cuda:0 one byte short of the map's share and the copy is warned now, one of exactly that not; the offloaded wte
+    is not counted among the weights its hooks copy there."""
+    from weightdoctor.units import format_bytes
+
+    folder, placed, mapping = _gpt2_map(tmp_path, wte, 0)
+    three, added = _gpu_standin(folder, placed, 3)
+    six, _ = _gpu_standin(folder, placed, 6)
+    tied = 64 * 64 * 4
+    assert (three, six, added) == (0, 0, {0: tied}), (three, six, added)
+    code, data = run_json("plan-devices", str(folder), "--gpu", "1GB", "--gpu", "1GB", "--cpu", "1GB", "--map",
+                          str(mapping))
+    needed = data["devices"][0]["used_bytes"] + added[0]
+    for gpu, warned in ((needed - 1, True), (needed, False)):
+        code, checked = run_json("plan-devices", str(folder), "--gpu", f"{gpu}B", "--gpu", "1GB", "--cpu", "1GB",
+                                 "--map", str(mapping))
+        said = [w for w in checked["warnings"] if "accelerate adds" in w]
+        assert bool(said) == warned, (gpu, checked["warnings"])
+        if said:
+            assert f"a {format_bytes(tied)} copy of tied weights (lm_head.weight = transformer.wte.weight, loaded on " \
+                   f"{'cpu' if wte == 'cpu' else 'cuda:1'}" in said[0], said
+            assert "offloaded weights its hooks copy" not in said[0], said

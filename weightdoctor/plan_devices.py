@@ -195,6 +195,10 @@ class Offload:
     # A tied tensor the map counts in CPU RAM whose twin is placed on the main GPU: the hooks use the GPU's copy and
     # stream none (`tied_streaming`); in cpu_bytes, not in bytes_per_token nor per_input_cpu_bytes.
     tied_on_gpu_bytes: int = 0
+    # Of bytes_per_token, the tied tensors an offloaded module's hook copies from a twin placed on another GPU than
+    # the main one (GPT-2's wte on cuda:1, lm_head offloaded): from_pretrained loads the tensor there, and the
+    # offload serves that GPU's tensor, copied GPU to GPU at every call, not from CPU RAM (`tied_streaming`).
+    tied_from_gpu_per_token_bytes: int = 0
 
 
 @dataclass
@@ -4245,7 +4249,7 @@ def plan_devices(planned: PlannedModel, request: PlanRequest, source: str = "") 
                       - tied.on_gpu_per_token,
                       per_input.get("cpu", 0) + tied.reloaded_per_input - tied.on_gpu_per_input,
                       per_input.get("disk", 0), kept_buffers, tied.reloaded_per_token, tied.reloaded_per_input,
-                      tied.on_gpu_per_token + tied.on_gpu_per_input)
+                      tied.on_gpu_per_token + tied.on_gpu_per_input, tied.from_gpu_per_token)
 
     suggestions: list[Suggestion] = []
     if request.suggest and request.manual_map is None and verdict != "fits-on-gpus" and request.gpus:
@@ -4273,8 +4277,9 @@ def plan_devices(planned: PlannedModel, request: PlanRequest, source: str = "") 
     # what accelerate adds on the main GPU beside the map's share: the offloaded modules' buffers, and the weights
     # an offloaded module's hook copies there while it runs
     onloaded = offload_onloaded_bytes(planned, device_map, tensor_sizes) if request.gpus else 0
+    copies = tied_gpu_copies(planned, device_map, tensor_sizes) if request.gpus else {}
     kept_over = kept_buffers_over_budget_warning(device_map, per_device, capacities, kept_buffers,
-                                                 request.binary_units, request.reserve, onloaded)
+                                                 request.binary_units, request.reserve, onloaded, copies)
     if kept_over:
         warnings.append(kept_over)
     bnb_offload = bnb_offload_warning(planned, device_map, tensor_sizes, request.binary_units)
@@ -4583,8 +4588,15 @@ def offload_onloaded_bytes(planned: PlannedModel, device_map: Mapping[str, int |
         counted = next((name for name in group if name in tensor_sizes), None)
         if counted is not None:
             size_of.update(dict.fromkeys(group, tensor_sizes[counted]))
+    # an offloaded-to-CPU twin of a tensor on the main GPU is not copied: its hook uses that copy (`tied_streaming`)
+    mains = main_gpus(device_map)
+    reused = {name for group in tied_groups(planned) if len(mains) == 1
+              and mains[0] in {device_map.get(_owner(member, device_map) or "") for member in group}
+              for name in group if device_map.get(_owner(name, device_map) or "") == "cpu"}
     own: dict[str, int] = {}
     for name in set(param_names) | {name for group in tied_groups(planned) for name in group}:
+        if name in reused:
+            continue
         if name in size_of and device_map.get(_owner(name, device_map) or "") in ("cpu", "disk"):
             module = name.rpartition(".")[0]
             own[module] = own.get(module, 0) + size_of[name]
@@ -4595,7 +4607,8 @@ def offload_onloaded_bytes(planned: PlannedModel, device_map: Mapping[str, int |
 
 def kept_buffers_over_budget_warning(device_map: Mapping[str, int | str], per_device: Mapping[int | str, int],
                                      capacities: Mapping[int | str, int], kept_buffers: int,
-                                     binary: bool = False, reserve: int = 0, onloaded: int = 0) -> str | None:
+                                     binary: bool = False, reserve: int = 0, onloaded: int = 0,
+                                     tied_copies: Mapping[int, tuple[int, str, str]] | None = None) -> str | None:
     """The warning for a map whose main GPU, with what accelerate adds there, holds more than its budget (less
     --reserve), else None.
 
@@ -4603,15 +4616,17 @@ def kept_buffers_over_budget_warning(device_map: Mapping[str, int | str], per_de
     dispatch_model (offload_buffers=False) materializes them on its main device, the first GPU
     (`offloaded_buffer_bytes`). And each offloaded module's hook copies its weights there while it runs
     (`offload_onloaded_bytes`: `onloaded`, the most at once), the room accelerate's planner keeps free on its main
-    device for the largest layer. The map is left as it is: a plan that fits by less than those is said, not
-    changed.
+    device for the largest layer. And a tied tensor's twin placed on it, where the map counts the tensor on another
+    device (`tied_gpu_copies`: `tied_copies`), is a copy accelerate makes there when it dispatches. The map is left
+    as it is: a plan that fits by less than those is said, not changed.
 
     Example:
         >>> kept_buffers_over_budget_warning({"a": 0, "b": "cpu"}, {0: 990, "cpu": 50}, {0: 1000, "cpu": 10**6}, 40)
         ... # doctest: +ELLIPSIS
         'cuda:0 holds 990 B in the map, and accelerate adds the 40 B of buffers of the offloaded modules there ...'
     """
-    if not kept_buffers and not onloaded:
+    tied_copies = tied_copies or {}
+    if not kept_buffers and not onloaded and not tied_copies:
         return None
     from weightdoctor.units import format_bytes
 
@@ -4621,9 +4636,10 @@ def kept_buffers_over_budget_warning(device_map: Mapping[str, int | str], per_de
         if capacity is None or held > capacity:
             continue  # unknown room, or over already (an error of its own)
         room = capacity - reserve
-        if held + kept_buffers + onloaded <= room:
+        copied, twin, counted_on = tied_copies.get(gpu, (0, "", ""))
+        if held + kept_buffers + onloaded + copied <= room:
             continue
-        total = held + kept_buffers + onloaded
+        total = held + kept_buffers + onloaded + copied
         said_total, budget = format_bytes(total, binary), format_bytes(room, binary)
         if said_total == budget:  # a few bytes over: in bytes, not "33.54 KB, over its 33.54 KB budget"
             said_total, budget = f"{total:,} bytes", f"{room:,}-byte"
@@ -4635,6 +4651,9 @@ def kept_buffers_over_budget_warning(device_map: Mapping[str, int | str], per_de
         if onloaded:
             added.append(f"up to {format_bytes(onloaded, binary)} of offloaded weights its hooks copy there while "
                          "their module runs")
+        if copied:
+            added.append(f"a {format_bytes(copied, binary)} copy of tied weights ({twin}, loaded on {counted_on}, "
+                         "where the map counts them) for the modules placed there")
         less = f" (--gpu {format_bytes(capacity, binary)} less --reserve {format_bytes(reserve, binary)})" \
             if reserve else ""
         return (f"{device_name(gpu)} holds {format_bytes(held, binary)} in the map, and accelerate adds "
@@ -4672,6 +4691,44 @@ def per_input_offloaded_bytes(planned: PlannedModel, device_map: Mapping[str, in
     return found
 
 
+def _tied_home(planned: PlannedModel, group: list[str], tensor_sizes: Mapping[str, int]) -> str | None:
+    """The member of a tied group whose device from_pretrained loads the tensor on: the source its tie_weights ties
+    the others to (`all_tied_weights_keys`' values), else the name the map counts it under; None if neither."""
+    tied = getattr(planned.model, "all_tied_weights_keys", None)
+    if isinstance(tied, dict):
+        source = next((tied[name] for name in group if name in tied and tied[name] in group), None)
+        if source is not None:
+            return str(source)
+    return next((name for name in group if name in tensor_sizes), None)
+
+
+def tied_gpu_copies(planned: PlannedModel, device_map: Mapping[str, int | str],
+                    tensor_sizes: Mapping[str, int]) -> dict[int, tuple[int, str, str]]:
+    """{GPU: (bytes, the tied names, the device they are loaded on)} of the tied tensors accelerate copies onto a GPU
+    at dispatch, beyond what the map counts there: a twin placed on a GPU other than the one its tensor is loaded on.
+
+    from_pretrained loads a tied tensor where its source sits (tie_weights points the others at it); dispatch_model's
+    hook of a module placed on another GPU then copies it there for good (`tied_params_map` keeps one copy per
+    device). A tensor loaded on disk is left out: from_pretrained cannot place its twin then.
+
+    Example: GPT-2's wte in CPU RAM and lm_head on cuda:0 hold the 64 x 64 float32 table twice, once on each.
+    """
+    found: dict[int, tuple[int, str, str]] = {}
+    for group in tied_groups(planned):
+        home = _tied_home(planned, group, tensor_sizes)
+        counted = next((name for name in group if name in tensor_sizes), None)
+        if home is None or counted is None:
+            continue
+        where = {name: device_map.get(_owner(name, device_map) or "") for name in group}
+        if where[home] == "disk":
+            continue
+        for gpu in {device for device in where.values() if isinstance(device, int) and device != where[home]}:
+            size, names, loaded = found.get(gpu, (0, "", device_name(where[home])))
+            named = " = ".join(sorted(group))
+            found[gpu] = (size + tensor_sizes[counted], f"{names}; {named}" if names else named, loaded)
+    return found
+
+
 @dataclass(frozen=True)
 class TiedStreaming:
     """How accelerate's hooks stream the tied tensors of offloaded modules, against the one copy the map counts
@@ -4681,6 +4738,7 @@ class TiedStreaming:
     reloaded_per_input: int = 0  # the same, once per input (an encoder-decoder's encoder / cross-attention k, v)
     on_gpu_per_token: int = 0  # the map's copy on the CPU, never streamed: a twin placed on the main GPU is used
     on_gpu_per_input: int = 0
+    from_gpu_per_token: int = 0  # of reloaded_per_token, copied from a twin loaded on another GPU, not CPU RAM
 
 
 def tied_streaming(planned: PlannedModel, device_map: Mapping[str, int | str],
@@ -4706,13 +4764,16 @@ def tied_streaming(planned: PlannedModel, device_map: Mapping[str, int | str],
     model = planned.model
     mains = main_gpus(device_map)
     main = mains[0] if len(mains) == 1 else None  # the main GPU from run to run: no twin is sure to be on it
-    token = input_ = on_gpu_token = on_gpu_input = 0
+    token = input_ = on_gpu_token = on_gpu_input = from_gpu = 0
     for group in tied_groups(planned):
         counted = next((name for name in group if name in tensor_sizes), None)
         if counted is None:
             continue
         size = tensor_sizes[counted]
         where = {name: device_map.get(_owner(name, device_map) or "") for name in group}
+        # loaded on a GPU (not the main one): the offload of its "cpu" twins serves that GPU's tensor
+        home = _tied_home(planned, group, tensor_sizes)
+        home_gpu = home is not None and isinstance(where[home], int)
         on_main = main is not None and main in where.values()
         # the modules of the members offloaded to the CPU: a member inside one of them is loaded within its call
         in_ram = [name.rpartition(".")[0] for name in group if where[name] == "cpu"]
@@ -4742,7 +4803,9 @@ def tied_streaming(planned: PlannedModel, device_map: Mapping[str, int | str],
         input_ += max(input_extra, 0)
         on_gpu_token += max(-token_extra, 0)
         on_gpu_input += max(-input_extra, 0)
-    return TiedStreaming(token, input_, on_gpu_token, on_gpu_input)
+        if home_gpu:
+            from_gpu += size * sum(1 for name in token_loads.values() if where[name] == "cpu")
+    return TiedStreaming(token, input_, on_gpu_token, on_gpu_input, min(from_gpu, token))
 
 
 def seq_len_beyond_context_warning(config: dict[str, Any] | None, seq_len: int | None,

@@ -229,6 +229,9 @@ def render_plan(report: PlanReport, console: Console, typed_sizes: Mapping[str, 
         # A tied tensor held by two offloaded modules is loaded by each one's hook (timed as from CPU RAM)
         tied_step = off.tied_reloaded_per_token_bytes + (off.tied_reloaded_per_input_bytes - tied_input)
         per_step_cpu += tied_step
+        # ... but one loaded on another GPU is copied from there, GPU to GPU: not timed as from the host
+        from_gpu = off.tied_from_gpu_per_token_bytes if not _runs_on_cpu(report) else 0
+        per_step_cpu -= from_gpu
         encoder_cpu += tied_input
         streamed += tied_step
         per_step = per_step_cpu + per_step_disk
@@ -253,6 +256,9 @@ def render_plan(report: PlanReport, console: Console, typed_sizes: Mapping[str, 
         if twin_on_gpu:
             moved += (f"; {size(twin_on_gpu)} of tied weights counted in CPU RAM are not moved: accelerate uses "
                       "their twin's copy on the GPU")
+        if from_gpu:
+            moved += (f"; of that, {size(from_gpu)} is tied weights copied from the GPU their twin is loaded on (GPU "
+                      "to GPU, not timed), not from CPU RAM")
         if (streamed or kept) and _runs_on_cpu(report):
             # accelerate's main_device is "cpu" for a map of "cpu" and "disk" alone: nothing goes to a GPU
             moved = ": the map names no GPU, so the model runs on the CPU and nothing is moved to a GPU"
