@@ -223,3 +223,90 @@ def test_the_copy_of_a_tied_tensor_accelerate_places_on_the_main_gpu_counts_in_i
             assert f"a {format_bytes(tied)} copy of tied weights (lm_head.weight = transformer.wte.weight, loaded on " \
                    f"{'cpu' if wte == 'cpu' else 'cuda:1'}" in said[0], said
             assert "offloaded weights its hooks copy" not in said[0], said
+
+
+# --- 2. a tied twin on disk beside one elsewhere ----------------------------------------------------------------------
+
+
+def _from_pretrained_copies(folder: Path, device_map: dict[str, int | str], new_tokens: int, tmp_path: Path) -> int:
+    """The bytes accelerate's hooks copy while the model, loaded by from_pretrained itself on `device_map` (the CPU
+    its main device: "cpu" entries run where they lie, "disk" ones are offloaded as on a GPU machine), generates
+    `new_tokens` tokens; what from_pretrained or generate() raises is raised."""
+    import tempfile
+
+    import accelerate.hooks as hooks
+    import transformers
+    from accelerate.utils.modeling import normalize_device
+
+    model = transformers.GPT2LMHeadModel.from_pretrained(folder, device_map=device_map,
+                                                         offload_folder=tempfile.mkdtemp(dir=tmp_path)).eval()
+    original = hooks.set_module_tensor_to_device
+    copied = [0]
+
+    def counting(module: Any, name: str, device: Any, value: Any = None, tied_params_map: Any = None,
+                 **kwargs: Any) -> Any:
+        if value is not None and str(device) != "meta":
+            owner, _, leaf = name.rpartition(".")
+            there = tied_params_map is not None and any(
+                normalize_device(device) in tied_params_map.get(tensor.data_ptr(), {})
+                for tensor in (value, getattr(module.get_submodule(owner), leaf)))
+            if not there:
+                copied[0] += value.numel() * value.element_size()
+        return original(module, name, device, value=value, tied_params_map=tied_params_map, **kwargs)
+
+    hooks.set_module_tensor_to_device = counting
+    try:
+        with torch.no_grad():
+            model.generate(torch.tensor([[5, 6, 7, 8, 2]]), max_new_tokens=new_tokens, min_new_tokens=new_tokens,
+                           do_sample=False, num_beams=1, pad_token_id=0)
+    finally:
+        hooks.set_module_tensor_to_device = original
+    return copied[0]
+
+
+@pytest.mark.parametrize("wte, lm_head", [(0, "disk"), ("disk", 0), ("disk", "disk")])
+def test_a_tied_twin_on_disk_beside_one_elsewhere_cannot_run(
+        tmp_path: Path, wte: int | str, lm_head: int | str) -> None:
+    """A tied GPT-2 with one twin on disk and the other on the GPU: the report said 16.38 KB read from disk per token
+    (plan86's harness wrote both names to its offload). from_pretrained loads the tensor once, where wte sits, and
+    places no twin on disk beside one elsewhere: with lm_head on disk its first forward raises KeyError
+    'lm_head.weight' (the offload index holds the checkpoint's names), with wte on disk the load raises (measured
+    with the CPU as main device, where the GPU's modules lie): the tied-split error now says so. Both on disk: each
+    hook reads the tensor from disk at every call, 32,768 B per token, as the report says."""
+    folder, placed, mapping = _gpt2_map(tmp_path, wte, lm_head)
+    code, data = run_json("plan-devices", str(folder), "--gpu", "1GB", "--cpu", "1GB", "--disk", "--map",
+                          str(mapping))
+    on_cpu = {name: "cpu" if isinstance(where, int) else where for name, where in placed.items()}
+    [split] = [f for f in data["findings"] if f["code"] == "tied-split"] or [None]
+    if wte == lm_head:
+        three = _from_pretrained_copies(folder, on_cpu, 3, tmp_path)
+        six = _from_pretrained_copies(folder, on_cpu, 6, tmp_path)
+        assert (six - three) // 3 == data["offload"]["bytes_per_token"] == 2 * 64 * 64 * 4, (three, six)
+        assert split is None
+        return
+    raised = KeyError if lm_head == "disk" else ValueError
+    with pytest.raises(raised):
+        _from_pretrained_copies(folder, on_cpu, 3, tmp_path)
+    assert split is not None and "from_pretrained cannot run this map" in split["message"], data["findings"]
+    said = "first forward raises KeyError 'lm_head.weight'" if lm_head == "disk" else "it raises while it loads"
+    assert said in split["message"], split
+
+
+# --- 4. a tied head's 0 B ---------------------------------------------------------------------------------------------
+
+
+def test_a_tied_head_says_what_it_shares_its_storage_with(tmp_path: Path) -> None:
+    """A tied GPT-2 planned on a GPU that takes its embeddings: `lm_head → cuda:0 0 B` read as an empty module (its
+    weight is wte's tensor, counted under transformer.wte.weight); the line now says it is tied to that name, and
+    the JSON range names it (tied_to). A range holding the tensor itself names nothing."""
+    from tests.test_plan85 import _gpt2
+
+    folder = _gpt2(tmp_path / "gpt2")
+    args = ["plan-devices", str(folder), "--gpu", "300KB", "--cpu", "1GB"]
+    code, data = run_json(*args)
+    ranges = {r["label"]: r for device in data["devices"] for r in device["ranges"]}
+    assert data["device_map"]["lm_head"] == 0 and ranges["lm_head"]["bytes"] == 0, data["device_map"]
+    assert ranges["lm_head"]["tied_to"] == ["transformer.wte.weight"], ranges["lm_head"]
+    assert ranges["transformer.wte"]["tied_to"] == [] and ranges["transformer.wte"]["bytes"] == 64 * 64 * 4
+    text = " ".join(run_cli(*args).stdout.split())
+    assert "lm_head → cuda:0 0 B (tied to transformer.wte.weight: shares its storage, counted there)" in text, text

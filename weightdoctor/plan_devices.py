@@ -80,6 +80,9 @@ class ModuleRange:
     device: str
     modules: list[str]
     bytes: int
+    # Tied parameters of these modules that are one tensor with parameters elsewhere, counted under those names (a
+    # tied lm_head's 0 B): the names they share storage with (`tied_elsewhere`).
+    tied_to: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -2728,6 +2731,33 @@ class _HashedAs:
         return self is other
 
 
+def tied_elsewhere(planned: PlannedModel, ranges: list[ModuleRange], device_map: Mapping[str, int | str],
+                   tensor_sizes: Mapping[str, int]) -> list[ModuleRange]:
+    """`ranges` with `tied_to` set: for each, the names its tied parameters share storage with, counted under those
+    names outside it (GPT-2's lm_head, 0 B: tied to transformer.wte.weight).
+
+    Example: a map of {"transformer": 0, "lm_head": 0} gives lm_head's range tied_to ["transformer.wte.weight"].
+    """
+    groups = tied_groups(planned)
+    if not groups:
+        return ranges
+    owner_of: dict[str, str] = {}
+    for group in groups:
+        for name in group:
+            owner = _owner(name, device_map)
+            if owner is not None:
+                owner_of[name] = owner
+    found = []
+    for item in ranges:
+        inside = set(item.modules)
+        tied = sorted({counted for group in groups
+                       if (counted := next((name for name in group if name in tensor_sizes), None)) is not None
+                       and owner_of.get(counted) not in inside
+                       and any(owner_of.get(name) in inside for name in group if name != counted)})
+        found.append(dataclasses.replace(item, tied_to=tied) if tied else item)
+    return found
+
+
 def main_gpus(device_map: Mapping[str, int | str]) -> list[int]:
     """The GPU accelerate's `dispatch_model` runs offloaded modules on (its main_device), as it picks it:
     `list(set(device_map.values()) - {"cpu", "disk"})[0]`, the first of a set, not the lowest-numbered.
@@ -3267,9 +3297,33 @@ def check_manual_map(
             findings.append(Finding(
                 "error", "tied-split", group[0],
                 f"tied parameters {', '.join(group)} are on different devices "
-                f"({', '.join(sorted(device_name(d) for d in devices))})",
+                f"({', '.join(sorted(device_name(d) for d in devices))})"
+                + _tied_disk_split(planned, group, device_map),
             ))
     return findings
+
+
+def _tied_disk_split(planned: PlannedModel, group: list[str], device_map: Mapping[str, int | str]) -> str:
+    """What a tied-split map with a twin on disk beside one elsewhere does in from_pretrained ("" for any other).
+
+    from_pretrained loads a tied tensor once, where its source sits, and ties the others to it. Source on disk: the
+    twin placed elsewhere is tied to a tensor left on the meta device, which dispatch_model cannot place (ValueError
+    "weight is on the meta device"). Source elsewhere: the disk offload index holds the checkpoint's names, not the
+    twin's, and the twin's hook finds nothing to load at its first forward (KeyError); a checkpoint storing both
+    names is refused at load (its tie check compares a meta tensor). Measured with the CPU as main device; the same
+    code runs on a GPU.
+    """
+    where = {name: device_map.get(_owner(name, device_map) or "") for name in group}
+    if "disk" not in where.values() or set(where.values()) == {"disk"}:
+        return ""
+    source = _tied_home(planned, group, {}) or group[0]
+    on_disk = [name for name in group if where[name] == "disk"]
+    how = ("it raises while it loads the model (the twins placed elsewhere point at the tensor left on the meta "
+           "device for the disk)" if where.get(source) == "disk" else
+           f"its first forward raises KeyError '{on_disk[0]}' (the disk offload holds no tensor under that name), "
+           "or the load raises where the checkpoint stores both names")
+    return (f": from_pretrained cannot run this map, since it loads the tensor once, where {source} sits, and does "
+            f"not place a twin on disk beside one elsewhere: {how}; keep the tied modules on one device")
 
 
 # ----------------------------------------------------------------------------------------------- estimates
@@ -4218,7 +4272,7 @@ def plan_devices(planned: PlannedModel, request: PlanRequest, source: str = "") 
     if request.manual_map is None:
         held = explain_devices(planned, device_map, capacities, request.reserve, budgets, entry_bytes, per_device,
                                sizes, no_split, request.strategy, sizer, visited, headroom, request.binary_units)
-    ranges = module_ranges(device_map, entry_bytes) + [
+    ranges = tied_elsewhere(planned, module_ranges(device_map, entry_bytes), device_map, tensor_sizes) + [
         ModuleRange(f"{name} (in no map entry)", device_name(device), [name], tensor_sizes.get(name, 0))
         for name, device in unplaced.items()
     ]

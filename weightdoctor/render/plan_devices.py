@@ -141,7 +141,10 @@ def _device_lines(device: DeviceUse, offloading: bool, report: PlanReport, binar
     for item in ranges:
         arrow = "[red]→[/]" if spill else "→"
         where = "[red]not placed[/]" if unplaced else f"{arrow} {name}"
-        lines.append(f"         {escape(item.label):<40} {where}  {size(item.bytes):>10}")
+        # a tied head's 0 B read as an empty module: its weight is the tensor counted under another name
+        tied = (f"  [dim](tied to {escape(', '.join(item.tied_to))}: shares its storage, counted there)[/]"
+                if item.tied_to else "")
+        lines.append(f"         {escape(item.label):<40} {where}  {size(item.bytes):>10}{tied}")
     if left_out:
         entries = sum(len(item.modules) for item in left_out)
         lines.append(f"         [dim]and {entries:,} entries of the map that are no module of the model "
