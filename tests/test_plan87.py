@@ -1,12 +1,24 @@
 """plan87: plan-devices, what round plan86 left.
 
+1. A tied tensor loaded on a GPU other than the main one (GPT-2's wte on cuda:1) whose twin is offloaded to the CPU
+   is copied to the main GPU at every call, GPU to GPU (the offload serves that GPU's tensor): counted per token,
+   as before, and said apart now (tied_from_gpu_per_token_bytes), not as from CPU RAM.
+2. A twin on disk beside one elsewhere: from_pretrained cannot run the map (KeyError at the first forward, or a
+   raise at load); the tied-split error says so. Both on disk: 32,768 B per token, as said.
+3. A tied twin on a GPU other than the one the tensor is loaded on is a copy dispatch_model makes there: the main
+   GPU's budget warning counts it.
+4. A range whose tied parameters are counted under another name (a tied lm_head's 0 B) says what it is tied to.
 5. The per-token figure of a generating encoder-decoder split its decoder's cross-attention key / value projections
    out (once per input) where generate() caches, as the config built from config.json says. from_pretrained gives
    the model the folder's generation_config.json where there is one, whole: a use_cache it sets wins, and one it
    leaves out is generate()'s default, True, whatever config.json says. It is read now.
+6. ProphetNet's n-gram self-attention calls out_proj and relative_pos_embeddings twice a step: read from its code,
+   loaded twice.
 
-The oracle is accelerate itself, as in tests/test_plan84: the model loaded by from_pretrained from the folder,
-dispatched by dispatch_model on the map, and the bytes its hooks copy while generate() makes 3 and 6 tokens.
+Items 1 and 3 are measured with each GPU stood in for by a CPU device of its own (`_gpu_standin`), item 2 with
+from_pretrained itself, the CPU its main device. Elsewhere the oracle is accelerate itself, as in tests/test_plan84:
+the model loaded by from_pretrained from the folder, dispatched by dispatch_model on the map, and the bytes its hooks
+copy while generate() makes 3 and 6 tokens.
 """
 
 from __future__ import annotations
@@ -310,3 +322,34 @@ def test_a_tied_head_says_what_it_shares_its_storage_with(tmp_path: Path) -> Non
     assert ranges["transformer.wte"]["tied_to"] == [] and ranges["transformer.wte"]["bytes"] == 64 * 64 * 4
     text = " ".join(run_cli(*args).stdout.split())
     assert "lm_head → cuda:0 0 B (tied to transformer.wte.weight: shares its storage, counted there)" in text, text
+
+
+# --- 6. ProphetNet's n-gram self-attention calls two of its modules twice a step --------------------------------------
+
+
+def test_modules_called_twice_a_step_are_loaded_twice(tmp_path: Path) -> None:
+    """ProphetNet's decoder layers offloaded (plan86's hand map): its n-gram self-attention calls out_proj and
+    relative_pos_embeddings once for its main stream and once for its predicting streams, and accelerate's hooks
+    load them at each call: the report said 149,760 B too little per token. The calls are read from the attention's
+    code now: the per-token and per-input figures are what the hooks copy, and the text says the share."""
+    from tests.test_plan86 import _prophetnet
+    from weightdoctor.units import format_bytes
+
+    folder, inputs = _prophetnet(tmp_path / "prophetnet")
+    placed: dict[str, Any] = {"prophetnet.word_embeddings": 0, "prophetnet.encoder": 0,
+                              "prophetnet.decoder.word_embeddings": 0, "prophetnet.decoder.position_embeddings": 0,
+                              "prophetnet.decoder.ngram_embeddings": 0, "prophetnet.decoder.layers": "cpu",
+                              "prophetnet.decoder.embeddings_layer_norm": 0, "lm_head": 0}
+    mapping = tmp_path / "map.json"
+    mapping.write_text(json.dumps(placed))
+    args = ["plan-devices", str(folder), "--gpu", "1GB", "--cpu", "1GB", "--map", str(mapping)]
+    code, data = run_json(*args)
+    per_input, per_token = _measured(folder, placed, tmp_path, inputs)
+    off = data["offload"]
+    assert (off["per_input_cpu_bytes"], off["bytes_per_token"]) == (per_input, per_token), (off, per_input, per_token)
+    # out_proj (64 x 64 + 64) and relative_pos_embeddings (64 x 128 + 128), float32, in each of 3 layers
+    twice = 3 * 4 * (64 * 64 + 64 + 64 * 128 + 128)
+    assert off["repeated_calls_per_token_bytes"] == twice == 149_760, off
+    text = " ".join(run_cli(*args).stdout.split())
+    assert f"of that, {format_bytes(twice)} is modules their layer calls more than once a generated token" in text, \
+        text

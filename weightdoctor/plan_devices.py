@@ -202,6 +202,10 @@ class Offload:
     # the main one (GPT-2's wte on cuda:1, lm_head offloaded): from_pretrained loads the tensor there, and the
     # offload serves that GPU's tensor, copied GPU to GPU at every call, not from CPU RAM (`tied_streaming`).
     tied_from_gpu_per_token_bytes: int = 0
+    # Of bytes_per_token, the loads beyond one per step of offloaded modules their layer calls more than once a step
+    # (ProphetNet's n-gram self-attention's out_proj, for its main and predicting streams): a hook loads its module's
+    # weights at each call (`repeated_call_bytes`).
+    repeated_calls_per_token_bytes: int = 0
 
 
 @dataclass
@@ -4298,12 +4302,14 @@ def plan_devices(planned: PlannedModel, request: PlanRequest, source: str = "") 
     # a tied tensor offloaded with two of its modules is loaded by each one's hook, one beside a twin on the main GPU
     # by none (`tied_streaming`)
     tied = tied_streaming(planned, device_map, tensor_sizes) if request.gpus else TiedStreaming()
+    # a module called twice a step is loaded twice (`repeated_call_bytes`)
+    repeated = sum(repeated_call_bytes(planned, device_map, tensor_sizes).values()) if request.gpus else 0
     offload = Offload(cpu_bytes, disk_bytes,
                       cpu_bytes + disk_bytes - sum(per_input.values()) - kept_buffers + tied.reloaded_per_token
-                      - tied.on_gpu_per_token,
+                      - tied.on_gpu_per_token + repeated,
                       per_input.get("cpu", 0) + tied.reloaded_per_input - tied.on_gpu_per_input,
                       per_input.get("disk", 0), kept_buffers, tied.reloaded_per_token, tied.reloaded_per_input,
-                      tied.on_gpu_per_token + tied.on_gpu_per_input, tied.from_gpu_per_token)
+                      tied.on_gpu_per_token + tied.on_gpu_per_input, tied.from_gpu_per_token, repeated)
 
     suggestions: list[Suggestion] = []
     if request.suggest and request.manual_map is None and verdict != "fits-on-gpus" and request.gpus:
@@ -4509,6 +4515,88 @@ def _forward_calls(cls: type) -> tuple[tuple[str, bool], ...] | None:
             for keyword in node.keywords)
         found.append((f"{target.attr}{index}", hands))
     return tuple(found)
+
+
+@functools.lru_cache(maxsize=512)
+def _calls_per_forward(cls: type) -> dict[str, int]:
+    """How many times `cls.forward` calls each `self.<child>(...)` whenever it runs: the call sites no branch, loop,
+    conditional expression, `and` / `or`, try block or nested function holds, those in the class's own methods that
+    forward calls so too counted through (ProphetNet's n-gram self-attention calls `self.out_proj` for its main
+    stream and again for its predicting streams: 2). {} where the source cannot be read; a child called in a loop or
+    a branch is left out (counted once by the caller)."""
+    import ast
+    import inspect
+    import textwrap
+
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    except (OSError, TypeError, SyntaxError):
+        return {}
+    [klass] = [node for node in tree.body if isinstance(node, ast.ClassDef)] or [None]
+    if klass is None:
+        return {}
+    methods = {node.name: node for node in klass.body if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))}
+    conditional = (ast.If, ast.For, ast.AsyncFor, ast.While, ast.Try, ast.IfExp, ast.BoolOp, ast.With,
+                   ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ListComp, ast.SetComp, ast.DictComp,
+                   ast.GeneratorExp, ast.Match)
+
+    def sure_calls(node: ast.AST) -> Iterator[ast.Call]:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, conditional):
+                continue
+            if isinstance(child, ast.Call):
+                yield child
+            yield from sure_calls(child)
+
+    counts: dict[str, int] = {}
+
+    def walk(method: ast.FunctionDef | ast.AsyncFunctionDef, depth: int) -> None:
+        for call in sure_calls(method):
+            target = call.func
+            if not (isinstance(target, ast.Attribute) and isinstance(target.value, ast.Name)
+                    and target.value.id == "self"):
+                continue
+            if target.attr in methods:
+                if depth < 3 and target.attr != "forward":
+                    walk(methods[target.attr], depth + 1)
+            else:
+                counts[target.attr] = counts.get(target.attr, 0) + 1
+
+    if "forward" not in methods:
+        return {}
+    walk(methods["forward"], 0)
+    return counts
+
+
+def repeated_call_bytes(planned: PlannedModel, device_map: Mapping[str, int | str],
+                        tensor_sizes: Mapping[str, int]) -> dict[str, int]:
+    """{module: bytes} of offloaded weights whose module runs more than once a step, beyond the one load per step
+    the per-token figure counts: accelerate's hook loads a module's weights at each call, and a forward that calls a
+    child twice (`_calls_per_forward`: ProphetNet's n-gram self-attention's out_proj and relative_pos_embeddings)
+    loads them twice. Read from the code of each module's enclosing classes (the calls multiply down the tree);
+    modules run once per input (an encoder-decoder's encoder) are left out; {} where the map names no GPU.
+    """
+    if not planned.is_transformers or not any(isinstance(where, int) for where in device_map.values()):
+        return {}
+    once_per_input = _once_per_input_test(planned)
+    modules = dict(planned.model.named_modules())
+    param_names, _, _ = _tensor_names(planned)
+    found: dict[str, int] = {}
+    for name in param_names:
+        if name not in tensor_sizes or device_map.get(_owner(name, device_map) or "") not in ("cpu", "disk"):
+            continue
+        if once_per_input is not None and once_per_input(name):
+            continue
+        parts = name.split(".")[:-1]
+        times = 1
+        for depth in range(len(parts)):
+            parent = modules.get(".".join(parts[:depth]))
+            if parent is not None and type(parent).__module__.startswith("transformers."):
+                times *= max(_calls_per_forward(type(parent)).get(parts[depth], 1), 1)
+        if times > 1:
+            module = ".".join(parts)
+            found[module] = found.get(module, 0) + tensor_sizes[name] * (times - 1)
+    return found
 
 
 @functools.lru_cache(maxsize=512)

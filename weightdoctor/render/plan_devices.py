@@ -201,7 +201,8 @@ def render_plan(report: PlanReport, console: Console, typed_sizes: Mapping[str, 
     p()
     off = report.offload
     # a tied twin offloaded beside one on the GPU (a tied-split map) streams though the map counts it on the GPU
-    if off.cpu_bytes + off.disk_bytes + off.tied_reloaded_per_token_bytes + off.tied_reloaded_per_input_bytes:
+    if off.cpu_bytes + off.disk_bytes + off.tied_reloaded_per_token_bytes + off.tied_reloaded_per_input_bytes \
+            + off.repeated_calls_per_token_bytes:
         # Without --disk what the disk line holds is placed nowhere (the plan does not fit): it is neither on a disk
         # nor streamed to the GPU, so only the CPU's share is timed.
         on_disk = off.disk_bytes if report.disk_allowed else 0
@@ -232,6 +233,10 @@ def render_plan(report: PlanReport, console: Console, typed_sizes: Mapping[str, 
         # A tied tensor held by two offloaded modules is loaded by each one's hook (timed as from CPU RAM)
         tied_step = off.tied_reloaded_per_token_bytes + (off.tied_reloaded_per_input_bytes - tied_input)
         per_step_cpu += tied_step
+        # A module its layer calls twice a step is loaded at each call (timed as from CPU RAM)
+        repeated = off.repeated_calls_per_token_bytes if not _runs_on_cpu(report) else 0
+        per_step_cpu += repeated
+        streamed += repeated
         # ... but one loaded on another GPU is copied from there, GPU to GPU: not timed as from the host
         from_gpu = off.tied_from_gpu_per_token_bytes if not _runs_on_cpu(report) else 0
         per_step_cpu -= from_gpu
@@ -259,6 +264,9 @@ def render_plan(report: PlanReport, console: Console, typed_sizes: Mapping[str, 
         if twin_on_gpu:
             moved += (f"; {size(twin_on_gpu)} of tied weights counted in CPU RAM are not moved: accelerate uses "
                       "their twin's copy on the GPU")
+        if repeated:
+            moved += (f"; of that, {size(repeated)} is modules their layer calls more than once a {step}, whose "
+                      "hooks load them at each call")
         if from_gpu:
             moved += (f"; of that, {size(from_gpu)} is tied weights copied from the GPU their twin is loaded on (GPU "
                       "to GPU, not timed), not from CPU RAM")
