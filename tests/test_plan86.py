@@ -108,7 +108,9 @@ def test_an_offloaded_twin_of_a_tensor_on_the_main_gpu_is_not_streamed_from_ram(
     """A tied GPT-2 on a hand map: wte in CPU RAM and lm_head on the GPU, the map counts the tensor in CPU RAM
     (wte's name comes first) and the report said it streamed every token (16.38 KB); wte's hook uses the copy
     lm_head's placement put on the GPU, and copies nothing: 0 B per token, and tied_on_gpu_bytes says the 16.38 KB.
-    A twin on disk is read from its file every call and copied, as said."""
+    A twin on disk is read from its file every call and copied, as said, by this harness, which writes both names to
+    its offload: from_pretrained itself cannot run a twin on disk beside one on the GPU, which the tied-split error
+    says (tests/test_plan87)."""
     folder = _gpt2(tmp_path / "gpt2")
     placed = {"transformer.wte": wte, "lm_head": lm_head, "transformer.wpe": 0, "transformer.drop": 0,
               "transformer.h": 0, "transformer.ln_f": 0}

@@ -80,6 +80,9 @@ class ModuleRange:
     device: str
     modules: list[str]
     bytes: int
+    # Tied parameters of these modules that are one tensor with parameters elsewhere, counted under those names (a
+    # tied lm_head's 0 B): the names they share storage with (`tied_elsewhere`).
+    tied_to: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -195,6 +198,14 @@ class Offload:
     # A tied tensor the map counts in CPU RAM whose twin is placed on the main GPU: the hooks use the GPU's copy and
     # stream none (`tied_streaming`); in cpu_bytes, not in bytes_per_token nor per_input_cpu_bytes.
     tied_on_gpu_bytes: int = 0
+    # Of bytes_per_token, the tied tensors an offloaded module's hook copies from a twin placed on another GPU than
+    # the main one (GPT-2's wte on cuda:1, lm_head offloaded): from_pretrained loads the tensor there, and the
+    # offload serves that GPU's tensor, copied GPU to GPU at every call, not from CPU RAM (`tied_streaming`).
+    tied_from_gpu_per_token_bytes: int = 0
+    # Of bytes_per_token, the loads beyond one per step of offloaded modules their layer calls more than once a step
+    # (ProphetNet's n-gram self-attention's out_proj, for its main and predicting streams): a hook loads its module's
+    # weights at each call (`repeated_call_bytes`).
+    repeated_calls_per_token_bytes: int = 0
 
 
 @dataclass
@@ -1156,6 +1167,7 @@ def build_planned_model(
                                 "once the weights are saved under its names (save_pretrained)")
             planned = PlannedModel(model, "config", type(model).__name__, dtype, checkpoint.config, warnings)
             planned.gguf_file = checkpoint.files[0].path.name if checkpoint.format == "gguf" else None
+            _load_generation_config(model, folder)
             planned.quantizer_swapped = swapped
             planned.rest_dtype_source = rest_dtype_source
             if unsaid and dtype in ("int4", "int8"):
@@ -1232,6 +1244,27 @@ def build_planned_model(
     planned = PlannedModel(model, "tensors", "module tree from tensor names", dtype, checkpoint.config, warnings)
     planned.label = label
     return planned
+
+
+def _load_generation_config(model: torch.nn.Module, folder: Path) -> None:
+    """Give `model` the generation config from_pretrained gives it: the folder's generation_config.json where there
+    is one (it replaces the one built from config.json whole: a `use_cache` it does not set is generate()'s default,
+    True, whatever config.json says), else the one built from config.json, left as it is.
+
+    generate() caches (or not) as that config says, which decides whether an offloaded decoder's cross-attention
+    key / value projections run once per input or at every token (`_once_per_input_test`).
+    """
+    path = folder / "generation_config.json"
+    can_generate = getattr(model, "can_generate", None)
+    if not path.is_file() or not callable(can_generate) or not can_generate():
+        return
+    from transformers import GenerationConfig
+
+    try:
+        # as from_pretrained's adjust_generation_fn loads it; a file it cannot read leaves the config.json one
+        model.generation_config = GenerationConfig.from_pretrained(folder)
+    except Exception:  # noqa: BLE001 - an unreadable file: from_pretrained falls back to config.json's too
+        return
 
 
 def _ldm_ema_planned(checkpoint: Checkpoint, model: torch.nn.Module, binary: bool = False) -> str | None:
@@ -2702,6 +2735,33 @@ class _HashedAs:
         return self is other
 
 
+def tied_elsewhere(planned: PlannedModel, ranges: list[ModuleRange], device_map: Mapping[str, int | str],
+                   tensor_sizes: Mapping[str, int]) -> list[ModuleRange]:
+    """`ranges` with `tied_to` set: for each, the names its tied parameters share storage with, counted under those
+    names outside it (GPT-2's lm_head, 0 B: tied to transformer.wte.weight).
+
+    Example: a map of {"transformer": 0, "lm_head": 0} gives lm_head's range tied_to ["transformer.wte.weight"].
+    """
+    groups = tied_groups(planned)
+    if not groups:
+        return ranges
+    owner_of: dict[str, str] = {}
+    for group in groups:
+        for name in group:
+            owner = _owner(name, device_map)
+            if owner is not None:
+                owner_of[name] = owner
+    found = []
+    for item in ranges:
+        inside = set(item.modules)
+        tied = sorted({counted for group in groups
+                       if (counted := next((name for name in group if name in tensor_sizes), None)) is not None
+                       and owner_of.get(counted) not in inside
+                       and any(owner_of.get(name) in inside for name in group if name != counted)})
+        found.append(dataclasses.replace(item, tied_to=tied) if tied else item)
+    return found
+
+
 def main_gpus(device_map: Mapping[str, int | str]) -> list[int]:
     """The GPU accelerate's `dispatch_model` runs offloaded modules on (its main_device), as it picks it:
     `list(set(device_map.values()) - {"cpu", "disk"})[0]`, the first of a set, not the lowest-numbered.
@@ -3241,9 +3301,33 @@ def check_manual_map(
             findings.append(Finding(
                 "error", "tied-split", group[0],
                 f"tied parameters {', '.join(group)} are on different devices "
-                f"({', '.join(sorted(device_name(d) for d in devices))})",
+                f"({', '.join(sorted(device_name(d) for d in devices))})"
+                + _tied_disk_split(planned, group, device_map),
             ))
     return findings
+
+
+def _tied_disk_split(planned: PlannedModel, group: list[str], device_map: Mapping[str, int | str]) -> str:
+    """What a tied-split map with a twin on disk beside one elsewhere does in from_pretrained ("" for any other).
+
+    from_pretrained loads a tied tensor once, where its source sits, and ties the others to it. Source on disk: the
+    twin placed elsewhere is tied to a tensor left on the meta device, which dispatch_model cannot place (ValueError
+    "weight is on the meta device"). Source elsewhere: the disk offload index holds the checkpoint's names, not the
+    twin's, and the twin's hook finds nothing to load at its first forward (KeyError); a checkpoint storing both
+    names is refused at load (its tie check compares a meta tensor). Measured with the CPU as main device; the same
+    code runs on a GPU.
+    """
+    where = {name: device_map.get(_owner(name, device_map) or "") for name in group}
+    if "disk" not in where.values() or set(where.values()) == {"disk"}:
+        return ""
+    source = _tied_home(planned, group, {}) or group[0]
+    on_disk = [name for name in group if where[name] == "disk"]
+    how = ("it raises while it loads the model (the twins placed elsewhere point at the tensor left on the meta "
+           "device for the disk)" if where.get(source) == "disk" else
+           f"its first forward raises KeyError '{on_disk[0]}' (the disk offload holds no tensor under that name), "
+           "or the load raises where the checkpoint stores both names")
+    return (f": from_pretrained cannot run this map, since it loads the tensor once, where {source} sits, and does "
+            f"not place a twin on disk beside one elsewhere: {how}; keep the tied modules on one device")
 
 
 # ----------------------------------------------------------------------------------------------- estimates
@@ -4192,7 +4276,7 @@ def plan_devices(planned: PlannedModel, request: PlanRequest, source: str = "") 
     if request.manual_map is None:
         held = explain_devices(planned, device_map, capacities, request.reserve, budgets, entry_bytes, per_device,
                                sizes, no_split, request.strategy, sizer, visited, headroom, request.binary_units)
-    ranges = module_ranges(device_map, entry_bytes) + [
+    ranges = tied_elsewhere(planned, module_ranges(device_map, entry_bytes), device_map, tensor_sizes) + [
         ModuleRange(f"{name} (in no map entry)", device_name(device), [name], tensor_sizes.get(name, 0))
         for name, device in unplaced.items()
     ]
@@ -4218,12 +4302,14 @@ def plan_devices(planned: PlannedModel, request: PlanRequest, source: str = "") 
     # a tied tensor offloaded with two of its modules is loaded by each one's hook, one beside a twin on the main GPU
     # by none (`tied_streaming`)
     tied = tied_streaming(planned, device_map, tensor_sizes) if request.gpus else TiedStreaming()
+    # a module called twice a step is loaded twice (`repeated_call_bytes`)
+    repeated = sum(repeated_call_bytes(planned, device_map, tensor_sizes).values()) if request.gpus else 0
     offload = Offload(cpu_bytes, disk_bytes,
                       cpu_bytes + disk_bytes - sum(per_input.values()) - kept_buffers + tied.reloaded_per_token
-                      - tied.on_gpu_per_token,
+                      - tied.on_gpu_per_token + repeated,
                       per_input.get("cpu", 0) + tied.reloaded_per_input - tied.on_gpu_per_input,
                       per_input.get("disk", 0), kept_buffers, tied.reloaded_per_token, tied.reloaded_per_input,
-                      tied.on_gpu_per_token + tied.on_gpu_per_input)
+                      tied.on_gpu_per_token + tied.on_gpu_per_input, tied.from_gpu_per_token, repeated)
 
     suggestions: list[Suggestion] = []
     if request.suggest and request.manual_map is None and verdict != "fits-on-gpus" and request.gpus:
@@ -4251,8 +4337,9 @@ def plan_devices(planned: PlannedModel, request: PlanRequest, source: str = "") 
     # what accelerate adds on the main GPU beside the map's share: the offloaded modules' buffers, and the weights
     # an offloaded module's hook copies there while it runs
     onloaded = offload_onloaded_bytes(planned, device_map, tensor_sizes) if request.gpus else 0
+    copies = tied_gpu_copies(planned, device_map, tensor_sizes) if request.gpus else {}
     kept_over = kept_buffers_over_budget_warning(device_map, per_device, capacities, kept_buffers,
-                                                 request.binary_units, request.reserve, onloaded)
+                                                 request.binary_units, request.reserve, onloaded, copies)
     if kept_over:
         warnings.append(kept_over)
     bnb_offload = bnb_offload_warning(planned, device_map, tensor_sizes, request.binary_units)
@@ -4431,6 +4518,88 @@ def _forward_calls(cls: type) -> tuple[tuple[str, bool], ...] | None:
 
 
 @functools.lru_cache(maxsize=512)
+def _calls_per_forward(cls: type) -> dict[str, int]:
+    """How many times `cls.forward` calls each `self.<child>(...)` whenever it runs: the call sites no branch, loop,
+    conditional expression, `and` / `or`, try block or nested function holds, those in the class's own methods that
+    forward calls so too counted through (ProphetNet's n-gram self-attention calls `self.out_proj` for its main
+    stream and again for its predicting streams: 2). {} where the source cannot be read; a child called in a loop or
+    a branch is left out (counted once by the caller)."""
+    import ast
+    import inspect
+    import textwrap
+
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    except (OSError, TypeError, SyntaxError):
+        return {}
+    [klass] = [node for node in tree.body if isinstance(node, ast.ClassDef)] or [None]
+    if klass is None:
+        return {}
+    methods = {node.name: node for node in klass.body if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))}
+    conditional = (ast.If, ast.For, ast.AsyncFor, ast.While, ast.Try, ast.IfExp, ast.BoolOp, ast.With,
+                   ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ListComp, ast.SetComp, ast.DictComp,
+                   ast.GeneratorExp, ast.Match)
+
+    def sure_calls(node: ast.AST) -> Iterator[ast.Call]:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, conditional):
+                continue
+            if isinstance(child, ast.Call):
+                yield child
+            yield from sure_calls(child)
+
+    counts: dict[str, int] = {}
+
+    def walk(method: ast.FunctionDef | ast.AsyncFunctionDef, depth: int) -> None:
+        for call in sure_calls(method):
+            target = call.func
+            if not (isinstance(target, ast.Attribute) and isinstance(target.value, ast.Name)
+                    and target.value.id == "self"):
+                continue
+            if target.attr in methods:
+                if depth < 3 and target.attr != "forward":
+                    walk(methods[target.attr], depth + 1)
+            else:
+                counts[target.attr] = counts.get(target.attr, 0) + 1
+
+    if "forward" not in methods:
+        return {}
+    walk(methods["forward"], 0)
+    return counts
+
+
+def repeated_call_bytes(planned: PlannedModel, device_map: Mapping[str, int | str],
+                        tensor_sizes: Mapping[str, int]) -> dict[str, int]:
+    """{module: bytes} of offloaded weights whose module runs more than once a step, beyond the one load per step
+    the per-token figure counts: accelerate's hook loads a module's weights at each call, and a forward that calls a
+    child twice (`_calls_per_forward`: ProphetNet's n-gram self-attention's out_proj and relative_pos_embeddings)
+    loads them twice. Read from the code of each module's enclosing classes (the calls multiply down the tree);
+    modules run once per input (an encoder-decoder's encoder) are left out; {} where the map names no GPU.
+    """
+    if not planned.is_transformers or not any(isinstance(where, int) for where in device_map.values()):
+        return {}
+    once_per_input = _once_per_input_test(planned)
+    modules = dict(planned.model.named_modules())
+    param_names, _, _ = _tensor_names(planned)
+    found: dict[str, int] = {}
+    for name in param_names:
+        if name not in tensor_sizes or device_map.get(_owner(name, device_map) or "") not in ("cpu", "disk"):
+            continue
+        if once_per_input is not None and once_per_input(name):
+            continue
+        parts = name.split(".")[:-1]
+        times = 1
+        for depth in range(len(parts)):
+            parent = modules.get(".".join(parts[:depth]))
+            if parent is not None and type(parent).__module__.startswith("transformers."):
+                times *= max(_calls_per_forward(type(parent)).get(parts[depth], 1), 1)
+        if times > 1:
+            module = ".".join(parts)
+            found[module] = found.get(module, 0) + tensor_sizes[name] * (times - 1)
+    return found
+
+
+@functools.lru_cache(maxsize=512)
 def _projects_encoder_states(cls: type) -> frozenset[str]:
     """The children `cls.forward` calls on the encoder's states (`self.k_proj(current_states)`): its key / value
     projections, where it is a cross-attention."""
@@ -4561,8 +4730,15 @@ def offload_onloaded_bytes(planned: PlannedModel, device_map: Mapping[str, int |
         counted = next((name for name in group if name in tensor_sizes), None)
         if counted is not None:
             size_of.update(dict.fromkeys(group, tensor_sizes[counted]))
+    # an offloaded-to-CPU twin of a tensor on the main GPU is not copied: its hook uses that copy (`tied_streaming`)
+    mains = main_gpus(device_map)
+    reused = {name for group in tied_groups(planned) if len(mains) == 1
+              and mains[0] in {device_map.get(_owner(member, device_map) or "") for member in group}
+              for name in group if device_map.get(_owner(name, device_map) or "") == "cpu"}
     own: dict[str, int] = {}
     for name in set(param_names) | {name for group in tied_groups(planned) for name in group}:
+        if name in reused:
+            continue
         if name in size_of and device_map.get(_owner(name, device_map) or "") in ("cpu", "disk"):
             module = name.rpartition(".")[0]
             own[module] = own.get(module, 0) + size_of[name]
@@ -4573,7 +4749,8 @@ def offload_onloaded_bytes(planned: PlannedModel, device_map: Mapping[str, int |
 
 def kept_buffers_over_budget_warning(device_map: Mapping[str, int | str], per_device: Mapping[int | str, int],
                                      capacities: Mapping[int | str, int], kept_buffers: int,
-                                     binary: bool = False, reserve: int = 0, onloaded: int = 0) -> str | None:
+                                     binary: bool = False, reserve: int = 0, onloaded: int = 0,
+                                     tied_copies: Mapping[int, tuple[int, str, str]] | None = None) -> str | None:
     """The warning for a map whose main GPU, with what accelerate adds there, holds more than its budget (less
     --reserve), else None.
 
@@ -4581,15 +4758,17 @@ def kept_buffers_over_budget_warning(device_map: Mapping[str, int | str], per_de
     dispatch_model (offload_buffers=False) materializes them on its main device, the first GPU
     (`offloaded_buffer_bytes`). And each offloaded module's hook copies its weights there while it runs
     (`offload_onloaded_bytes`: `onloaded`, the most at once), the room accelerate's planner keeps free on its main
-    device for the largest layer. The map is left as it is: a plan that fits by less than those is said, not
-    changed.
+    device for the largest layer. And a tied tensor's twin placed on it, where the map counts the tensor on another
+    device (`tied_gpu_copies`: `tied_copies`), is a copy accelerate makes there when it dispatches. The map is left
+    as it is: a plan that fits by less than those is said, not changed.
 
     Example:
         >>> kept_buffers_over_budget_warning({"a": 0, "b": "cpu"}, {0: 990, "cpu": 50}, {0: 1000, "cpu": 10**6}, 40)
         ... # doctest: +ELLIPSIS
         'cuda:0 holds 990 B in the map, and accelerate adds the 40 B of buffers of the offloaded modules there ...'
     """
-    if not kept_buffers and not onloaded:
+    tied_copies = tied_copies or {}
+    if not kept_buffers and not onloaded and not tied_copies:
         return None
     from weightdoctor.units import format_bytes
 
@@ -4599,9 +4778,10 @@ def kept_buffers_over_budget_warning(device_map: Mapping[str, int | str], per_de
         if capacity is None or held > capacity:
             continue  # unknown room, or over already (an error of its own)
         room = capacity - reserve
-        if held + kept_buffers + onloaded <= room:
+        copied, twin, counted_on = tied_copies.get(gpu, (0, "", ""))
+        if held + kept_buffers + onloaded + copied <= room:
             continue
-        total = held + kept_buffers + onloaded
+        total = held + kept_buffers + onloaded + copied
         said_total, budget = format_bytes(total, binary), format_bytes(room, binary)
         if said_total == budget:  # a few bytes over: in bytes, not "33.54 KB, over its 33.54 KB budget"
             said_total, budget = f"{total:,} bytes", f"{room:,}-byte"
@@ -4613,6 +4793,9 @@ def kept_buffers_over_budget_warning(device_map: Mapping[str, int | str], per_de
         if onloaded:
             added.append(f"up to {format_bytes(onloaded, binary)} of offloaded weights its hooks copy there while "
                          "their module runs")
+        if copied:
+            added.append(f"a {format_bytes(copied, binary)} copy of tied weights ({twin}, loaded on {counted_on}, "
+                         "where the map counts them) for the modules placed there")
         less = f" (--gpu {format_bytes(capacity, binary)} less --reserve {format_bytes(reserve, binary)})" \
             if reserve else ""
         return (f"{device_name(gpu)} holds {format_bytes(held, binary)} in the map, and accelerate adds "
@@ -4650,6 +4833,44 @@ def per_input_offloaded_bytes(planned: PlannedModel, device_map: Mapping[str, in
     return found
 
 
+def _tied_home(planned: PlannedModel, group: list[str], tensor_sizes: Mapping[str, int]) -> str | None:
+    """The member of a tied group whose device from_pretrained loads the tensor on: the source its tie_weights ties
+    the others to (`all_tied_weights_keys`' values), else the name the map counts it under; None if neither."""
+    tied = getattr(planned.model, "all_tied_weights_keys", None)
+    if isinstance(tied, dict):
+        source = next((tied[name] for name in group if name in tied and tied[name] in group), None)
+        if source is not None:
+            return str(source)
+    return next((name for name in group if name in tensor_sizes), None)
+
+
+def tied_gpu_copies(planned: PlannedModel, device_map: Mapping[str, int | str],
+                    tensor_sizes: Mapping[str, int]) -> dict[int, tuple[int, str, str]]:
+    """{GPU: (bytes, the tied names, the device they are loaded on)} of the tied tensors accelerate copies onto a GPU
+    at dispatch, beyond what the map counts there: a twin placed on a GPU other than the one its tensor is loaded on.
+
+    from_pretrained loads a tied tensor where its source sits (tie_weights points the others at it); dispatch_model's
+    hook of a module placed on another GPU then copies it there for good (`tied_params_map` keeps one copy per
+    device). A tensor loaded on disk is left out: from_pretrained cannot place its twin then.
+
+    Example: GPT-2's wte in CPU RAM and lm_head on cuda:0 hold the 64 x 64 float32 table twice, once on each.
+    """
+    found: dict[int, tuple[int, str, str]] = {}
+    for group in tied_groups(planned):
+        home = _tied_home(planned, group, tensor_sizes)
+        counted = next((name for name in group if name in tensor_sizes), None)
+        if home is None or counted is None:
+            continue
+        where = {name: device_map.get(_owner(name, device_map) or "") for name in group}
+        if where[home] == "disk":
+            continue
+        for gpu in {device for device in where.values() if isinstance(device, int) and device != where[home]}:
+            size, names, loaded = found.get(gpu, (0, "", device_name(where[home])))
+            named = " = ".join(sorted(group))
+            found[gpu] = (size + tensor_sizes[counted], f"{names}; {named}" if names else named, loaded)
+    return found
+
+
 @dataclass(frozen=True)
 class TiedStreaming:
     """How accelerate's hooks stream the tied tensors of offloaded modules, against the one copy the map counts
@@ -4659,6 +4880,7 @@ class TiedStreaming:
     reloaded_per_input: int = 0  # the same, once per input (an encoder-decoder's encoder / cross-attention k, v)
     on_gpu_per_token: int = 0  # the map's copy on the CPU, never streamed: a twin placed on the main GPU is used
     on_gpu_per_input: int = 0
+    from_gpu_per_token: int = 0  # of reloaded_per_token, copied from a twin loaded on another GPU, not CPU RAM
 
 
 def tied_streaming(planned: PlannedModel, device_map: Mapping[str, int | str],
@@ -4684,13 +4906,16 @@ def tied_streaming(planned: PlannedModel, device_map: Mapping[str, int | str],
     model = planned.model
     mains = main_gpus(device_map)
     main = mains[0] if len(mains) == 1 else None  # the main GPU from run to run: no twin is sure to be on it
-    token = input_ = on_gpu_token = on_gpu_input = 0
+    token = input_ = on_gpu_token = on_gpu_input = from_gpu = 0
     for group in tied_groups(planned):
         counted = next((name for name in group if name in tensor_sizes), None)
         if counted is None:
             continue
         size = tensor_sizes[counted]
         where = {name: device_map.get(_owner(name, device_map) or "") for name in group}
+        # loaded on a GPU (not the main one): the offload of its "cpu" twins serves that GPU's tensor
+        home = _tied_home(planned, group, tensor_sizes)
+        home_gpu = home is not None and isinstance(where[home], int)
         on_main = main is not None and main in where.values()
         # the modules of the members offloaded to the CPU: a member inside one of them is loaded within its call
         in_ram = [name.rpartition(".")[0] for name in group if where[name] == "cpu"]
@@ -4720,7 +4945,9 @@ def tied_streaming(planned: PlannedModel, device_map: Mapping[str, int | str],
         input_ += max(input_extra, 0)
         on_gpu_token += max(-token_extra, 0)
         on_gpu_input += max(-input_extra, 0)
-    return TiedStreaming(token, input_, on_gpu_token, on_gpu_input)
+        if home_gpu:
+            from_gpu += size * sum(1 for name in token_loads.values() if where[name] == "cpu")
+    return TiedStreaming(token, input_, on_gpu_token, on_gpu_input, min(from_gpu, token))
 
 
 def seq_len_beyond_context_warning(config: dict[str, Any] | None, seq_len: int | None,

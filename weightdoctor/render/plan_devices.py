@@ -141,7 +141,10 @@ def _device_lines(device: DeviceUse, offloading: bool, report: PlanReport, binar
     for item in ranges:
         arrow = "[red]→[/]" if spill else "→"
         where = "[red]not placed[/]" if unplaced else f"{arrow} {name}"
-        lines.append(f"         {escape(item.label):<40} {where}  {size(item.bytes):>10}")
+        # a tied head's 0 B read as an empty module: its weight is the tensor counted under another name
+        tied = (f"  [dim](tied to {escape(', '.join(item.tied_to))}: shares its storage, counted there)[/]"
+                if item.tied_to else "")
+        lines.append(f"         {escape(item.label):<40} {where}  {size(item.bytes):>10}{tied}")
     if left_out:
         entries = sum(len(item.modules) for item in left_out)
         lines.append(f"         [dim]and {entries:,} entries of the map that are no module of the model "
@@ -198,7 +201,8 @@ def render_plan(report: PlanReport, console: Console, typed_sizes: Mapping[str, 
     p()
     off = report.offload
     # a tied twin offloaded beside one on the GPU (a tied-split map) streams though the map counts it on the GPU
-    if off.cpu_bytes + off.disk_bytes + off.tied_reloaded_per_token_bytes + off.tied_reloaded_per_input_bytes:
+    if off.cpu_bytes + off.disk_bytes + off.tied_reloaded_per_token_bytes + off.tied_reloaded_per_input_bytes \
+            + off.repeated_calls_per_token_bytes:
         # Without --disk what the disk line holds is placed nowhere (the plan does not fit): it is neither on a disk
         # nor streamed to the GPU, so only the CPU's share is timed.
         on_disk = off.disk_bytes if report.disk_allowed else 0
@@ -229,6 +233,13 @@ def render_plan(report: PlanReport, console: Console, typed_sizes: Mapping[str, 
         # A tied tensor held by two offloaded modules is loaded by each one's hook (timed as from CPU RAM)
         tied_step = off.tied_reloaded_per_token_bytes + (off.tied_reloaded_per_input_bytes - tied_input)
         per_step_cpu += tied_step
+        # A module its layer calls twice a step is loaded at each call (timed as from CPU RAM)
+        repeated = off.repeated_calls_per_token_bytes if not _runs_on_cpu(report) else 0
+        per_step_cpu += repeated
+        streamed += repeated
+        # ... but one loaded on another GPU is copied from there, GPU to GPU: not timed as from the host
+        from_gpu = off.tied_from_gpu_per_token_bytes if not _runs_on_cpu(report) else 0
+        per_step_cpu -= from_gpu
         encoder_cpu += tied_input
         streamed += tied_step
         per_step = per_step_cpu + per_step_disk
@@ -253,6 +264,12 @@ def render_plan(report: PlanReport, console: Console, typed_sizes: Mapping[str, 
         if twin_on_gpu:
             moved += (f"; {size(twin_on_gpu)} of tied weights counted in CPU RAM are not moved: accelerate uses "
                       "their twin's copy on the GPU")
+        if repeated:
+            moved += (f"; of that, {size(repeated)} is modules their layer calls more than once a {step}, whose "
+                      "hooks load them at each call")
+        if from_gpu:
+            moved += (f"; of that, {size(from_gpu)} is tied weights copied from the GPU their twin is loaded on (GPU "
+                      "to GPU, not timed), not from CPU RAM")
         if (streamed or kept) and _runs_on_cpu(report):
             # accelerate's main_device is "cpu" for a map of "cpu" and "disk" alone: nothing goes to a GPU
             moved = ": the map names no GPU, so the model runs on the CPU and nothing is moved to a GPU"
