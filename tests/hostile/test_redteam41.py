@@ -347,3 +347,41 @@ def test_a_plain_record_over_a_quantized_storage_is_refused_in_one_line(tmp_path
                                    "(torch.save never writes one; the file was edited or is damaged)"), done.stderr
     assert done.stdout == ""
     assert sorted(p.name for p in tmp_path.iterdir()) == ["q.pt"]
+
+
+def _index_of(folder: Path, weight_map: dict[str, str]) -> Path:
+    import json
+
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    return folder
+
+
+@pytest.mark.parametrize("beside_safetensors", [False, True], ids=["gguf-alone", "gguf-beside-safetensors"])
+@pytest.mark.parametrize("command", [
+    ["inspect", "{src}"], ["check-dtype", "{src}"], ["diff-keys", "{src}", "{src}", "--values"],
+    ["plan-devices", "{src}", "--gpu", "1GB"], ["convert", "{src}", "-o", "{tmp}/out.safetensors"],
+], ids=["inspect", "check-dtype", "diff-keys-values", "plan-devices", "convert"])
+def test_an_index_naming_a_gguf_shard_is_refused_as_one(tmp_path: Path, beside_safetensors: bool,
+                                                        command: list[str]) -> None:
+    """An index of a GGUF file was read as "gguf (sharded)" (inspect, check-dtype, diff-keys exit 0; convert refused
+    the GGUF); one named like a safetensors shard beside a real one had its tensor said to be "in no shard"."""
+    from fixtures.gguf_files import tiny_llama_gguf
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    if beside_safetensors:
+        save_file({"a.weight": torch.zeros(4, 4)}, str(folder / "model-00001-of-00002.safetensors"))
+        tiny_llama_gguf(folder / "model-00002-of-00002.safetensors")
+        shard = "model-00002-of-00002.safetensors"
+        _index_of(folder, {"a.weight": "model-00001-of-00002.safetensors", "b.weight": shard})
+    else:
+        shard = "model.gguf"
+        tiny_llama_gguf(folder / shard)
+        _index_of(folder, {"token_embd.weight": shard})
+    done = run_cli(*[word.format(src=folder, tmp=tmp_path) for word in command])
+    assert done.exit_code == 2, (done.exit_code, done.stderr)
+    assert done.stderr.strip() == (
+        f"error: {folder / 'model.safetensors.index.json'}: shard {shard!r} named by the index is a GGUF file "
+        "(llama.cpp): from_pretrained opens an index's shards with safetensors or torch.load, neither of which reads "
+        "it; a GGUF file is read alone (weightdoctor inspect FILE.gguf)"), done.stderr
+    assert not (tmp_path / "out.safetensors").exists()

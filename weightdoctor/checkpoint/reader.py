@@ -3545,6 +3545,14 @@ def _read_index(builder: _Builder, index_path: Path) -> list[str]:
             aliases[shard] = first
             continue
         infos = builder.add_weight_file(shard_path)
+        if builder.relpath(shard_path) in builder.ggufs:
+            # An index of GGUF files was read as "gguf (sharded)" (or, beside safetensors shards, its names said to
+            # be "in no shard"): from_pretrained opens an index's shards with safetensors or torch.load, and loads a
+            # GGUF file alone (gguf_file=), a split GGUF by its own split.* metadata.
+            raise InvalidIndex(f"shard {distinct[shard]!r} named by the index is a GGUF file (llama.cpp): "
+                               "from_pretrained opens an index's shards with safetensors or torch.load, neither of "
+                               "which reads it; a GGUF file is read alone (weightdoctor inspect FILE.gguf)",
+                               str(index_path))
         for info in infos:
             if info.name in seen:
                 earlier = seen[info.name]  # read whole already: what it holds is known too
