@@ -43,6 +43,16 @@ Red team 32 widened it (the older formats' mutants and commands are unchanged un
 - two more oracles: a --json report holding a size, a count or a number of bytes that is negative, fractional or
   not finite (`impossible_sizes`), and a header `inspect` read (exit 0) that another command says "safetensors
   rejects".
+
+Red team 41 added the formats the reader learned last, structure-aware like red team 32's:
+
+    PYTHONPATH=. python scripts/mutation_fuzz.py --formats gguf,quant,llama2c,int4,reparam,stmeta --seconds 480
+
+- seeds (`build_recent_seeds`): a small GGUF (F32, F16, Q8_0, Q4_K tensors, a chat template), a torch.ao static and
+  dynamic quantized state dict, a llama2.c version-1 model file, a gpt-fast int4 checkpoint, weight_norm and
+  parametrize'd modules, a safetensors file with long, JSON-like and control-character metadata;
+- `mutate_gguf`: a GGUF header's count, string length, value type, array count, dimension, ggml type or tensor
+  offset set to a neighbour of its value or a power of two (the header walked as ggml's gguf.md lays it out).
 """
 
 from __future__ import annotations
