@@ -113,20 +113,29 @@ def test_the_first_bytes_of_a_state_dict_view_are_those_of_its_values(tmp_path: 
 
 # --- 2. a byte copy whose temporary output is cut short while it is compared ---------------------------------------
 
-# Cuts the output the comparing thread compares to 4,096 bytes right after its first chunk is compared (a memcmp of
-# 8 MiB): the next chunk is past the new end.
+# Cuts the output the comparing thread compares to 4,096 bytes while it compares its first chunk (after the map of
+# that chunk was made, where it was mapped), once the writer has copied everything and waits for the comparisons
+# (`finish`): nothing writes to the output meanwhile (a copy past the cut would make the rest a hole of zeros, which
+# differ from the source), so the next chunk read is the one past the new end.
 _CUT_THE_OUTPUT_WHILE_COMPARED = """
-import os
+import os, threading
 from weightdoctor.writers import byte_copy
 outputs = []
+finishing = threading.Event()
 real_init = byte_copy.RangeComparer.__init__
 def init(self, output, **kwargs):
     outputs.append(output)
     real_init(self, output, **kwargs)
 byte_copy.RangeComparer.__init__ = init
+real_finish = byte_copy.RangeComparer.finish
+def finish(self):
+    finishing.set()
+    return real_finish(self)
+byte_copy.RangeComparer.finish = finish
 real_memcmp = byte_copy._MEMCMP
 def memcmp(a, b, count):
     if outputs and count >= 1 << 20 and os.path.getsize(outputs[-1]) > 4096:
+        finishing.wait(60)
         os.truncate(outputs[-1], 4096)
     return real_memcmp(a, b, count)
 byte_copy._MEMCMP = memcmp
