@@ -21,11 +21,12 @@ What did not hold, each fixed here:
    had its tensor said to be "in no shard". Refused in one line naming the GGUF now.
 
 What held (measured, not all pinned here): `mutation_fuzz.py --formats all --structured --seed 4141` (435 mutants of 14
-formats, 360 s) and `--formats gguf,quant,llama2c,int4,reparam,stmeta,index,zip --structured --seed 4143` (689 mutants,
-420 s, after the fix of 5): no finding; `--seed 4142` of the six new formats (709 mutants, 480 s): the one finding of
-5. An index whose shard is a folder, a FIFO, a link to itself, a loop of two links, a link to /dev/zero or to `.`, or
-`../outside.safetensors`: every command exits 2 in one line. safetensors metadata of 400,000 keys is refused; a 60 MB
-value is read (the header's own 100 MB bound), inspect clipping it, --json holding it whole.
+formats, 360 s), `--formats gguf,quant,llama2c,int4,reparam,stmeta,index,zip --structured --seed 4143` (689 mutants,
+420 s, after the fix of 5) and `--seed 4144` of the six new formats (468 mutants, 300 s): no finding; `--seed 4142` of
+the six new formats (709 mutants, 480 s): the one finding of 5. An index whose shard is a folder, a FIFO, a link to
+itself, a loop of two links, a link to /dev/zero or to `.`, or `../outside.safetensors`: every command exits 2 in one
+line. safetensors metadata of 400,000 keys is refused; a 60 MB value is read (the header's own 100 MB bound), inspect
+clipping it, --json holding it whole.
 """
 
 from __future__ import annotations
