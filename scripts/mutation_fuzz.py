@@ -43,6 +43,16 @@ Red team 32 widened it (the older formats' mutants and commands are unchanged un
 - two more oracles: a --json report holding a size, a count or a number of bytes that is negative, fractional or
   not finite (`impossible_sizes`), and a header `inspect` read (exit 0) that another command says "safetensors
   rejects".
+
+Red team 41 added the formats the reader learned last, structure-aware like red team 32's:
+
+    PYTHONPATH=. python scripts/mutation_fuzz.py --formats gguf,quant,llama2c,int4,reparam,stmeta --seconds 480
+
+- seeds (`build_recent_seeds`): a small GGUF (F32, F16, Q8_0, Q4_K tensors, a chat template), a torch.ao static and
+  dynamic quantized state dict, a llama2.c version-1 model file, a gpt-fast int4 checkpoint, weight_norm and
+  parametrize'd modules, a safetensors file with long, JSON-like and control-character metadata;
+- `mutate_gguf`: a GGUF header's count, string length, value type, array count, dimension, ggml type or tensor
+  offset set to a neighbour of its value or a power of two (the header walked as ggml's gguf.md lays it out).
 """
 
 from __future__ import annotations
@@ -481,7 +491,9 @@ def _mutate_member(raw: bytes, rng: random.Random) -> bytes:
 
 # ------------------------------------------------------------------------------------- red team 32: model seeds
 NEW_FORMATS = ("llama", "bert", "peft", "binindex", "ckpt", "diffusers")
-ALL_FORMATS = FORMATS + NEW_FORMATS
+# Red team 41: the formats the reader learned last (`build_recent_seeds`).
+RECENT_FORMATS = ("gguf", "quant", "llama2c", "int4", "reparam", "stmeta")
+ALL_FORMATS = FORMATS + NEW_FORMATS + RECENT_FORMATS
 
 
 def build_model_seeds(root: Path, formats: tuple[str, ...] = NEW_FORMATS) -> dict[str, Path]:
@@ -590,6 +602,160 @@ def model_class_of(source: Path) -> str | None:
     with contextlib.suppress(OSError, ValueError, TypeError, LookupError, AttributeError):
         return json.loads(config.read_text())["architectures"][0]
     return None
+
+
+# ------------------------------------------------------------------------------------ red team 41: recent formats
+def build_recent_seeds(root: Path, formats: tuple[str, ...] = RECENT_FORMATS) -> dict[str, Path]:
+    """The formats the reader learned last (red team 41), each a file written as its own tool writes it: a small
+    llama-shaped GGUF with F32, F16, Q8_0 and Q4_K tensors (fixtures/gguf_files.py, after ggml's gguf.md) (`gguf`); a
+    torch.ao static-quantized Conv2d and a quantize_dynamic Linear's state dict (`quant`); a llama2.c version-1
+    model file (its export.py's header and float32 runs) (`llama2c`); a gpt-fast int4 checkpoint (packed int32
+    weights beside bfloat16 scales_and_zeros) (`int4`); a weight_norm-hooked and a parametrize'd module's state dict
+    (`reparam`); a safetensors file whose __metadata__ holds long, JSON-looking and control-character values
+    (`stmeta`)."""
+    import warnings
+
+    import numpy as np
+    import torch
+    from safetensors.torch import save_file
+    from torch import nn
+
+    from fixtures.gguf_files import ARRAY, FLOAT32, STRING, UINT32, Tensor, write_gguf
+
+    root.mkdir(parents=True, exist_ok=True)
+    seeds: dict[str, Path] = {}
+    generator = torch.Generator().manual_seed(41)
+    if "gguf" in formats:
+        rng = np.random.default_rng(41)
+        tensors = [Tensor("token_embd.weight", [16, 32], "F16", rng.normal(size=(32, 16)).astype(np.float16).tobytes()),
+                   Tensor("blk.0.attn_norm.weight", [16], "F32", np.ones(16, dtype=np.float32).tobytes()),
+                   Tensor("blk.0.attn_q.weight", [32, 16], "Q8_0"), Tensor("blk.0.ffn_down.weight", [256, 16], "Q4_K"),
+                   Tensor("output_norm.weight", [16], "F32", np.ones(16, dtype=np.float32).tobytes())]
+        metadata = {"general.architecture": (STRING, "llama"), "general.name": (STRING, "fuzz"),
+                    "llama.embedding_length": (UINT32, 16), "llama.block_count": (UINT32, 1),
+                    "llama.feed_forward_length": (UINT32, 256), "llama.attention.head_count": (UINT32, 2),
+                    "llama.context_length": (UINT32, 64), "llama.rope.freq_base": (FLOAT32, 10000.0),
+                    "tokenizer.ggml.model": (STRING, "llama"),
+                    "tokenizer.ggml.tokens": (ARRAY, (STRING, [f"t{i}" for i in range(32)])),
+                    "tokenizer.chat_template": (STRING, "{% for m in messages %}{{ m.content }}{% endfor %}")}
+        seeds["gguf"] = write_gguf(root / "tiny.gguf", metadata, tensors)
+    if "quant" in formats:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.manual_seed(41)
+            model = nn.Sequential(torch.ao.quantization.QuantStub(), nn.Conv2d(3, 4, 3),
+                                  torch.ao.quantization.DeQuantStub()).eval()
+            model.qconfig = torch.ao.quantization.get_default_qconfig("fbgemm")
+            prepared = torch.ao.quantization.prepare(model)
+            prepared(torch.randn(1, 3, 6, 6, generator=generator))
+            static = torch.ao.quantization.convert(prepared).state_dict()
+            dynamic = torch.ao.quantization.quantize_dynamic(nn.Sequential(nn.Linear(8, 4)), {nn.Linear},
+                                                             dtype=torch.qint8).state_dict()
+        torch.save({**{f"conv.{k}": v for k, v in static.items()}, **{f"fc.{k}": v for k, v in dynamic.items()}},
+                   root / "quantized.pt")
+        seeds["quant"] = root / "quantized.pt"
+    if "llama2c" in formats:
+        dim, hidden, layers, heads, kv_heads, vocab, seq = 16, 32, 1, 2, 2, 32, 8
+        weights = [torch.randn(n, generator=generator) for n in (
+            dim, dim, dim, vocab * dim, dim * dim, dim * dim, dim * dim, dim * dim, hidden * dim, dim * hidden,
+            hidden * dim)]
+        header = struct.pack("I", 0x616B3432) + struct.pack("i", 1) + struct.pack(
+            "iiiiiii", dim, hidden, layers, heads, kv_heads, vocab, seq) + struct.pack("B", 1)
+        seeds["llama2c"] = root / "model.bin"
+        seeds["llama2c"].write_bytes(header + bytes(256 - len(header)) + b"".join(
+            w.numpy().astype("float32").tobytes() for w in weights))
+    if "int4" in formats:
+        state = {"tok_embeddings.weight": torch.randn(16, 128, generator=generator).bfloat16(),
+                 "layers.0.attention.wo.weight": torch.randint(-2**31, 2**31 - 1, (16, 1, 32, 4), dtype=torch.int32,
+                                                               generator=generator),
+                 "layers.0.attention.wo.scales_and_zeros": torch.rand(4, 128, 2, generator=generator).bfloat16(),
+                 "norm.weight": torch.ones(128, dtype=torch.bfloat16)}
+        torch.save(state, root / "model_int4.g32.pth")
+        seeds["int4"] = root / "model_int4.g32.pth"
+    if "reparam" in formats:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.manual_seed(41)
+            model = nn.Sequential(nn.Conv1d(3, 4, 3), nn.Linear(4, 2))
+            nn.utils.weight_norm(model[0])
+            nn.utils.parametrizations.weight_norm(model[1])
+        torch.save(model.state_dict(), root / "reparametrized.pt")
+        seeds["reparam"] = root / "reparametrized.pt"
+    if "stmeta" in formats:
+        save_file({"w": torch.randn(4, 4, generator=generator)}, str(root / "metadata.safetensors"), metadata={
+            "format": "pt", "config": json.dumps({"model_type": "llama", "hidden_size": 16, "layers": [[[1]]] * 50}),
+            "quantization_config": json.dumps({"quant_method": "gptq", "bits": 4}), "total_size": "64",
+            "\u202ename": "\x1b[31m[bold]x[/bold]\x1b[0m", "long": "A" * 100_000})
+        seeds["stmeta"] = root / "metadata.safetensors"
+    return {fmt: path for fmt, path in seeds.items() if fmt in formats}
+
+
+def _gguf_fields(raw: bytes) -> list[tuple[int, int, str]]:
+    """The numeric fields of a GGUF header, walked as ggml's gguf.md lays them out: (offset, size, what) of the
+    tensor and key-value counts, each string's length, each value's type, each array's element type and count, each
+    tensor's dimension count, dimensions, ggml type and offset. Stops where the header stops making sense."""
+    fields: list[tuple[int, int, str]] = []
+    sizes = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
+    if raw[:4] != b"GGUF" or len(raw) < 24:
+        return fields
+    fields += [(8, 8, "tensor count"), (16, 8, "kv count")]
+    tensors, kvs = struct.unpack_from("<QQ", raw, 8)
+    at = 24
+
+    def string(what: str) -> None:
+        nonlocal at
+        fields.append((at, 8, f"{what} length"))
+        at += 8 + struct.unpack_from("<Q", raw, at)[0]
+
+    try:
+        for _ in range(min(kvs, 10_000)):
+            string("key")
+            fields.append((at, 4, "value type"))
+            kind = struct.unpack_from("<I", raw, at)[0]
+            at += 4
+            if kind == 9:
+                fields += [(at, 4, "array type"), (at + 4, 8, "array count")]
+                element, count = struct.unpack_from("<IQ", raw, at)
+                at += 12
+                for _ in range(count):
+                    if element == 8:
+                        string("array string")
+                    else:
+                        at += sizes[element]
+            elif kind == 8:
+                string("string value")
+            else:
+                at += sizes[kind]
+        for _ in range(min(tensors, 10_000)):
+            string("tensor name")
+            fields.append((at, 4, "n_dims"))
+            dims = struct.unpack_from("<I", raw, at)[0]
+            at += 4
+            fields += [(at + 8 * i, 8, "dimension") for i in range(dims)]
+            at += 8 * dims
+            fields += [(at, 4, "ggml type"), (at + 4, 8, "tensor offset")]
+            at += 12
+    except (struct.error, KeyError):
+        pass
+    return [field for field in fields if field[0] + field[1] <= len(raw)]
+
+
+GGUF_VALUES = [0, 1, 2, 3, 7, 8, 9, 12, 13, 30, 31, 39, 40, 255, 1 << 16, 1 << 31, (1 << 32) - 1, 1 << 32, 1 << 40,
+               (1 << 62), (1 << 63) - 1, 1 << 63, (1 << 64) - 1]
+
+
+def mutate_gguf(data: bytes, rng: random.Random) -> tuple[bytes, str] | None:
+    """A GGUF header's count, length, type, dimension or offset set to another value: a neighbour of the true one,
+    a small type id, a power of two up to 2**64 - 1 (wrapped to the field's size). None for a file not a GGUF."""
+    fields = _gguf_fields(data)
+    if not fields:
+        return None
+    offset, size, what = rng.choice(fields)
+    old = int.from_bytes(data[offset:offset + size], "little")
+    value = rng.choice([*GGUF_VALUES, old + 1, old - 1, old * 2, old + 32, old // 2]) % (1 << (8 * size))
+    out = bytearray(data)
+    out[offset:offset + size] = value.to_bytes(size, "little")
+    return bytes(out), f"gguf {what}@{offset} {old}->{value}"
 
 
 # ------------------------------------------------------------------------ red team 32: structure-aware mutations
@@ -813,6 +979,8 @@ def mutate_structured(data: bytes, rng: random.Random) -> tuple[bytes, str] | No
     changed = _typed_json_bytes(data, rng)
     if changed is not None:
         return changed
+    if data[:4] == b"GGUF":  # red team 41
+        return mutate_gguf(data, rng)
     return _mutate_pickle_bytes(data, rng)
 
 
@@ -1018,7 +1186,7 @@ class Fuzzer:
             source = work / "in" / seed.name
             shutil.copy2(seed, source)
             victims = [source]
-        structured = fmt in NEW_FORMATS or self.structured
+        structured = fmt in NEW_FORMATS or fmt in RECENT_FORMATS or self.structured
         changed = None
         if structured and rng.random() < 0.7:
             victim = rng.choice(victims)
@@ -1199,6 +1367,7 @@ def main() -> None:
     seed_root = Path(tempfile.mkdtemp(prefix="seeds-", dir=options.out))
     seeds = build_seeds(seed_root)
     seeds |= build_model_seeds(seed_root / "models", tuple(f for f in formats if f in NEW_FORMATS))
+    seeds |= build_recent_seeds(seed_root / "recent", tuple(f for f in formats if f in RECENT_FORMATS))
     fuzzer = Fuzzer(options.out, seeds, structured=options.structured)
     work = Path(tempfile.mkdtemp(prefix="work-", dir=options.out))
     deadline = time.monotonic() + options.seconds

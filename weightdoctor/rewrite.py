@@ -303,14 +303,16 @@ def _model_holding(checkpoint: Checkpoint, build: Callable[..., Any]) -> Any:
 
 
 def _identical_sets(checkpoint: Checkpoint, group: list[str]) -> tuple[list[list[str]], list[str]]:
-    """Split names that share storage into identical views (true aliases) and the rest."""
-    areas: dict[tuple[int, int, tuple[int, ...], tuple[int, ...], str], list[str]] = {}
+    """Split names that share storage into identical views (true aliases) and the rest.
+
+    Told apart by the reader's `view_id` (storage, offset, shape, strides, dtype), as `alias_groups` and inspect
+    tell them: the addresses of their views (`pickled_tensor`) differed for tied names of a torch zip the system
+    would not map whole (each view then maps the bytes it reaches, anew), so convert wrote them as two copies
+    ("share storage but are different views") of what inspect called one tensor."""
+    areas: dict[tuple[str | None, str], list[str]] = {}
     for name in group:
-        # The views of the file's map (`pickled_tensor`): `load_tensor` reads each into memory of its own, so their
-        # addresses would differ. Names share storage only in a pickle.
-        tensor = checkpoint.pickled_tensor(name)
-        key = (tensor.data_ptr(), tensor.numel(), tuple(tensor.shape), tuple(tensor.stride()), str(tensor.dtype))
-        areas.setdefault(key, []).append(name)
+        view_id = checkpoint.tensor_info(name).view_id
+        areas.setdefault((view_id, "") if view_id is not None else (None, name), []).append(name)  # None: its own
     identical = [names for names in areas.values() if len(names) > 1]
     others = [names[0] for names in areas.values() if len(names) == 1]
     return identical, others
@@ -322,13 +324,12 @@ def choose_aliases(
     """Decide which names of each set of aliased tensors are dropped: dropped name -> kept name.
 
     Names the model declares as tied (transformers' `_tied_weights_keys`, matched with `re.search` as
-    `remove_tied_weights_from_state_dict` does) are dropped first; among the rest huggingface_hub's
-    `_remove_duplicate_names` keeps the first complete name in sorted order. Views of one storage that
-    are not identical (slices, overlapping views) are not aliases: they are written as separate copies
-    and returned as the second value so that the caller can say so.
+    `remove_tied_weights_from_state_dict` does) are dropped first; among the rest the first name in sorted order
+    is kept, as huggingface_hub's `_remove_duplicate_names` keeps it of names that are one view (whether or not
+    the view covers its whole storage). Views of one storage that are not identical (slices, overlapping views)
+    are not aliases: they are written as separate copies and returned as the second value so that the caller can
+    say so.
     """
-    from huggingface_hub.serialization._torch import _remove_duplicate_names
-
     dropped: dict[str, str] = {}
     copies: list[list[str]] = []
     for group in checkpoint.shared_groups():
@@ -336,16 +337,10 @@ def choose_aliases(
         if others and (identical or len(others) > 1):
             copies.append(sorted(others + [n for names in identical for n in names]))
         for names in identical:
-            discard = [n for n in names if any(re.search(p, n) for p in tied_patterns)]
-            tensors = {n: checkpoint.pickled_tensor(n) for n in names}  # views of one storage, as `_identical_sets`
-            try:
-                to_remove = _remove_duplicate_names(tensors, discard_names=discard)
-            except RuntimeError:
-                # No name covers its whole storage (all are views into a larger one): keep one anyway.
-                keep = sorted(set(names) - set(discard) or names)[0]
-                to_remove = {keep: [n for n in sorted(names) if n != keep]}
-            for keep, removed in to_remove.items():
-                for name in removed:
+            discard = {n for n in names if any(re.search(p, n) for p in tied_patterns)}
+            keep = sorted(set(names) - discard or names)[0]
+            for name in sorted(names):
+                if name != keep:
                     dropped[name] = keep
     return dropped, copies
 

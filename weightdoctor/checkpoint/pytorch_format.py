@@ -2045,6 +2045,7 @@ def _load_pickle(path: Path, fmt: str, key: str | None, label: str | None) -> Pi
     packed = _torch_ao_packed_note(state_dict)
     if packed:
         notes.append(packed)
+    _refuse_quantized_without_quantizer(tensors)
     quantized_tensors = _torch_ao_quantized_note(tensors)
     if quantized_tensors:
         notes.append(quantized_tensors)
@@ -2633,6 +2634,27 @@ def quantized_scheme(value: Any) -> str | None:
     if str(value.dtype) not in _QUANTIZED_REPR:
         return None
     return f"{str(value.dtype).removeprefix('torch.')} {str(value.qscheme()).removeprefix('torch.')}"
+
+
+def _refuse_quantized_without_quantizer(tensors: Mapping[str, Any]) -> None:
+    """Refuse a tensor of a quantized dtype that torch rebuilt with no quantizer: a plain tensor's record
+    (`_rebuild_tensor_v2`) over a storage torch typed as quantized (its key shared with a quantized tensor's, or its
+    storage type QInt8Storage). torch.load hands it out, but its first use asks the quantizer, and torch fails an
+    internal assert ("cannot call qscheme on UnknownQuantizer": an "unexpected RuntimeError" of every command).
+
+    Raises:
+        CorruptCheckpoint: naming the first such tensor and its dtype.
+    """
+    for name, value in tensors.items():
+        if isinstance(value, StaticTensor) or not value.is_quantized:
+            continue
+        try:
+            value.qscheme()
+        except RuntimeError:
+            raise CorruptCheckpoint(
+                f"tensor {name!r} has the quantized dtype {str(value.dtype).removeprefix('torch.')} but no scale or "
+                "zero point: its record is a plain tensor's over a storage of a quantized type (torch.save never "
+                "writes one; the file was edited or is damaged)") from None
 
 
 def _torch_ao_quantized_note(tensors: Mapping[str, Any]) -> str | None:

@@ -272,8 +272,8 @@ class Checkpoint:
             self._check_still_mapped(info.file)
             if isinstance(value, StaticTensor) and value.span_bytes() == info.nbytes:
                 # Read into memory of its own, not viewed through the file's map: a file cut short while a caller
-                # read the view raised SIGBUS (`StaticTensor.read_whole`). Callers that compare storages (aliases)
-                # ask `pickled_tensor` for the views.
+                # read the view raised SIGBUS (`StaticTensor.read_whole`). Callers that tell tied names apart use
+                # their `view_id`s (`alias_groups`, rewrite's `_identical_sets`), not the addresses of what is read.
                 safetensors_format.require_memory_for(self.file_path(info.file), info, info.nbytes)
                 return value.read_whole()
             if isinstance(value, StaticTensor):
@@ -343,7 +343,9 @@ class Checkpoint:
         if found is not None and dtype is not None:
             # A torch zip's too (its records' file): one replaced since was read at the old file's offsets.
             identity = header.identity if header is not None else self.structure_identity(info.file)
-            return safetensors_format.read_values_at(found[0], found[1], dtype, name, indices, identity)
+            # A torch zip has no header: "the file changed since its header was read" puzzled its reader.
+            structure = "its header" if header is not None or info.file in self._ggufs else "its zip records"
+            return safetensors_format.read_values_at(found[0], found[1], dtype, name, indices, identity, structure)
         if header is not None:
             return self.load_tensor(name).reshape(-1)[indices]
         if (read := self.element_reader(name)) is not None:
@@ -3603,6 +3605,14 @@ def _read_index(builder: _Builder, index_path: Path) -> list[str]:
             aliases[shard] = first
             continue
         infos = builder.add_weight_file(shard_path)
+        if builder.relpath(shard_path) in builder.ggufs:
+            # An index of GGUF files was read as "gguf (sharded)" (or, beside safetensors shards, its names said to
+            # be "in no shard"): from_pretrained opens an index's shards with safetensors or torch.load, and loads a
+            # GGUF file alone (gguf_file=), a split GGUF by its own split.* metadata.
+            raise InvalidIndex(f"shard {distinct[shard]!r} named by the index is a GGUF file (llama.cpp): "
+                               "from_pretrained opens an index's shards with safetensors or torch.load, neither of "
+                               "which reads it; a GGUF file is read alone (weightdoctor inspect FILE.gguf)",
+                               str(index_path))
         for info in infos:
             if info.name in seen:
                 earlier = seen[info.name]  # read whole already: what it holds is known too
@@ -4250,11 +4260,20 @@ def refuse_pickled_extra_states(checkpoint: Checkpoint, relpath: str | None = No
 
 def _tensor_bytes(checkpoint: Checkpoint, info: TensorInfo, limit: int | None = None) -> bytes:
     """A tensor's raw bytes as the reader reads them (C order): a safetensors file's plain reads, a torch zip's
-    byte run (no torch imported), else the loaded tensor's values; with `limit`, only its first `limit` bytes."""
+    byte run (no torch imported), else the loaded tensor's values; with `limit`, only its first `limit` bytes (of a
+    view spread over its storage, only the elements that hold them: `_value_bytes`)."""
+    from weightdoctor.checkpoint.pickle_static import StaticTensor
+
     header = checkpoint.safetensors_header(info.file)
     if header is not None and limit is None:
         return bytes(safetensors_format.read_tensor_bytes(checkpoint.file_path(info.file), header, info))
-    found = checkpoint.byte_range(info.name)
+    found = checkpoint.byte_range(info.name)  # a pickle's overlapping views refused first (`_check_views`)
+    contents = checkpoint._pickles.get(info.file)
+    value = contents.state_dict.get(info.name) if contents is not None else None
+    if found is None and limit is not None and isinstance(value, StaticTensor):
+        # load_tensor read all of a stepped view (every other byte of a 40 MB storage: 20 MB, and the span's slabs)
+        # to keep its first 16 MiB; its leading rows hold them.
+        return _value_bytes(checkpoint.file_path(info.file), info.name, value, limit)
     if found is not None:
         path, offset, length = found
         length = length if limit is None else min(length, limit)

@@ -1031,17 +1031,18 @@ def working_on(info: TensorInfo) -> Iterator[None]:
         raise
 
 
-def _refuse_if_changed(fd: int, identity: Any, name: str, path: Path | None) -> None:
-    """Refuse to read tensor `name` from an open file that is no longer the one whose header was read (`identity`:
-    its size and modification time then; None where unknown).
+def _refuse_if_changed(fd: int, identity: Any, name: str, path: Path | None, structure: str = "its header") -> None:
+    """Refuse to read tensor `name` from an open file that is no longer the one whose structure (`structure`: its
+    header, a torch zip's records) was read (`identity`: its size and modification time then; None where unknown).
 
     Raises:
-        CorruptCheckpoint: the file changed since its header was read.
+        CorruptCheckpoint: the file changed since its structure was read.
     """
     if identity is not None and _identity(os.fstat(fd)) != identity:
         raise CorruptCheckpoint(
-            f"the file changed since its header was read (size or modification time); reading tensor "
-            f"{name!r} from it could mix old and new contents", path=None if path is None else str(path))
+            f"the file changed since {structure} {'were' if structure.endswith('s') else 'was'} read (size or "
+            f"modification time); reading tensor {name!r} from it could mix old and new contents",
+            path=None if path is None else str(path))
 
 
 def read_tensor_bytes(path: Path, header: SafetensorsHeader, info: TensorInfo) -> bytearray:
@@ -1079,12 +1080,13 @@ _SPAN_WHOLE = 16 << 20  # positions all within this many bytes: read in one span
 
 
 def read_values_at(path: Path | str, base: int, dtype: torch.dtype, name: str, indices: torch.Tensor,
-                   identity: tuple[int, int, int, int] | None = None) -> torch.Tensor:
+                   identity: tuple[int, int, int, int] | None = None, structure: str = "its header") -> torch.Tensor:
     """The values at `indices` (positions in the flattened tensor) of a tensor stored as one contiguous run of
     `path` from byte `base`: memory for those values and one span buffer of at most 4 MiB, whatever the tensor's
     size (`read_tensor` reads it whole). Positions less than 64 KiB apart are read in one span (one read per
     position took 45 s for a --sample of 200,000 values of each of 40 tensors of a million, whose whole reads took
-    11 s); farther apart, one read each. `identity`: the file's, when its structure was read.
+    11 s); farther apart, one read each. `identity`: the file's, when its structure was read (`structure` says
+    what that was, in a refusal: "its header", a torch zip's "its zip records").
 
     Example:
         >>> import tempfile, torch
@@ -1103,7 +1105,7 @@ def read_values_at(path: Path | str, base: int, dtype: torch.dtype, name: str, i
         span = bytearray((high - low + 1) * itemsize)
         fd = os.open(path, os.O_RDONLY)
         try:
-            _refuse_if_changed(fd, identity, name, path)
+            _refuse_if_changed(fd, identity, name, path, structure)
             if os.preadv(fd, [span], base + low * itemsize) != len(span):
                 raise CorruptCheckpoint(
                     f"file ended while reading tensor {name!r} (truncated or changed while reading)", path=str(path))
@@ -1127,7 +1129,7 @@ def read_values_at(path: Path | str, base: int, dtype: torch.dtype, name: str, i
     byte = torch.arange(itemsize)
     fd = os.open(path, os.O_RDONLY)
     try:
-        _refuse_if_changed(fd, identity, name, path)
+        _refuse_if_changed(fd, identity, name, path, structure)
         for first, stop in zip(bounds, bounds[1:], strict=False):
             low = int(offsets[first])
             length = int(offsets[stop - 1]) + itemsize - low
