@@ -190,8 +190,8 @@ def test_the_pooled_state_reads_plainly(tmp_path: Path) -> None:
     info = [f["message"] for f in report["findings"] if f["code"] == "briefly-trained"]
     assert len(info) == 1, info
     if weights["state_basis"] == "pooled":
-        assert info[0].startswith("no matrix of the checkpoint has moved enough to tell on its own, but together the "), \
-            info
+        assert info[0].startswith(
+            "no matrix of the checkpoint has moved enough to tell on its own, but together the "), info
     else:
         assert weights["state_basis"] == "constants" and info[0].startswith(
             "no matrix of the checkpoint has moved enough to tell on its own (pooled too: "), info
