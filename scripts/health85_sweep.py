@@ -75,6 +75,7 @@ def main() -> None:
     from transformers.utils import logging
 
     logging.set_verbosity_error()
+    torch.set_num_threads(1)  # several threads make the training's sums, so the checkpoints, vary from run to run
     totals: dict[str, Counter[str]] = {tree: Counter() for tree in args.trees}
     for model, steps, prefix in CASES:
         folder = args.out / f"{model}-{steps}-{(prefix or 'none').rstrip('.')}"
