@@ -63,17 +63,13 @@ def test_a_caveat_shared_by_the_frozen_matrices_is_shown_once(tmp_path: Path) ->
     untrained = [f for f in report["findings"] if f["code"] == "untrained-tensor"]
     frozen = [f["tensor"] for f in untrained if f["tensor"].startswith("transformer.h.1.")]
     assert len(frozen) == 4, untrained  # c_attn, attn.c_proj, c_fc, mlp.c_proj
-    assert all(_CAVEAT not in f["hint"] and _FROZEN in f["hint"] for f in untrained
-               if f["tensor"] in frozen), untrained
-    assert all(_CAVEAT in f["hint"] for f in untrained if f["tensor"] not in frozen), untrained
-    # health84 left the frozen block's matrices out of the pool; the others' hints add the pool's figures after the
-    # caveat (and the position table its note): each hint is shown once, the later rows point to its first row.
-    first_frozen = next(f["tensor"] for f in untrained if f["tensor"] in frozen)
-    first_other = next(f["tensor"] for f in untrained if f["tensor"] not in frozen)
-    assert text.count(_CAVEAT) == 1 and text.count(_FROZEN) == 1, text
-    assert text.count(f"→ as for {first_frozen} above") == len(frozen) - 1, text
-    assert text.count(f"→ as for {first_other} above") == len(untrained) - len(frozen) - 1, text
-    assert all("; pooled, the " in f["hint"] for f in untrained if f["tensor"] not in frozen), untrained
+    assert all(_CAVEAT not in f["hint"] and _FROZEN in f["hint"] for f in untrained), untrained
+    # health85: wte and wpe, warned beside the frozen block with the caveat and the pool's figures, trained; they lost
+    # the marks PyTorch's normal_ left on the frozen block's values (weightdoctor/generator_marks.py), so only the
+    # frozen block is warned: one hint, shown once, the later rows pointing to the first.
+    assert len(untrained) == len(frozen), untrained
+    assert text.count(_CAVEAT) == 0 and text.count(_FROZEN) == 1, text
+    assert text.count(f"→ as for {frozen[0]} above") == len(frozen) - 1, text
     narrow = run_subprocess("inspect", folder, "--stats", env={"COLUMNS": "80"}).stdout
     findings = narrow[narrow.index("Findings"):]
     # Measured: 259 lines before, 173 after (GPT-2, 2 blocks, block 1 frozen, 100 AdamW steps).
