@@ -2,11 +2,12 @@
 fresh, after 5 or 8 AdamW steps and after 300, with nothing, one matrix or one block frozen (requires_grad=False).
 
 Usage: python scripts/health85_sweep.py OUT_DIR [--trees TREE ...] [--reuse]
-Each TREE is a weightdoctor source root put on PYTHONPATH (default: this checkout), so that two versions can be
-judged on the same checkpoints. The truth is exact: a matrix is frozen when its saved bytes equal the fresh model's.
-Per case and tree it prints the state, the frozen matrices warned (hits) and not (misses), and the false alarms:
-untrained-tensor on a matrix that moved (a learned position table apart: its rows past the 12 tokens trained on
-really got no gradient), any other warning, checkpoint-at-init on a trained model, a fresh model read otherwise.
+Each TREE is a weightdoctor source root, run from there (`python -m` puts the working folder first on sys.path) and
+put on PYTHONPATH (default: this checkout), so that two versions can be judged on the same checkpoints. The truth
+is exact: a matrix is frozen when its saved bytes equal the fresh model's. Per case and tree it prints the state,
+the frozen matrices warned (hits) and not (misses), and the false alarms: untrained-tensor on a matrix that moved
+(a learned position table apart: its rows past the 12 tokens trained on really got no gradient), any other warning,
+checkpoint-at-init on a trained model, a fresh model read otherwise.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ CASES: list[tuple[str, int, str | None]] = [
 def judge(folder: Path, tree: str, unmoved: set[str], steps: int) -> tuple[str, int, int, list[str]]:
     """(state, hits, misses, false alarms) of `inspect --stats` from `tree` on one checkpoint."""
     done = subprocess.run([sys.executable, "-m", "weightdoctor", "inspect", str(folder), "--stats", "--json"],
-                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": tree})
+                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": tree}, cwd=tree)
     report = json.loads(done.stdout)
     state = report["weights"]["state"]
     warned = {f["tensor"] for f in report["findings"] if f["code"] == "untrained-tensor"}
