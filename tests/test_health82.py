@@ -105,7 +105,7 @@ def test_t5_whose_norms_all_moved_is_trained_not_initialization(tmp_path: Path) 
     assert weights["constant_vectors"] == {"vectors": 12, "moved": 12}
     assert _codes(report) == ["briefly-trained"]
     message = report["findings"][0]["message"]
-    assert message.startswith("each matrix of the checkpoint alone still fits its initialization (pooled too: "
+    assert message.startswith("no matrix of the checkpoint has moved enough to tell on its own (pooled too: "
                               f"{weights['pooled_spread']['variance_ratio']:.1%}")
     assert "but all 12 vectors the model initializes to exact ones (norm scales, biases) have moved off them: the " \
         "checkpoint has been trained" in message

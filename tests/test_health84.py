@@ -64,11 +64,10 @@ def test_t5_with_a_frozen_block_counts_only_the_matrices_that_got_updates_as_tra
     assert pooled["moved"] is True
     info = [f["message"] for f in report["findings"] if f["code"] == "briefly-trained"]
     assert len(info) == 1, info
-    assert info[0].startswith(f"24 matrices each alone still fit their initialization beside the "
+    assert info[0].startswith(f"24 matrices have not moved enough to tell on their own, beside the "
                               f"{report['weights']['trained_share']:.1%} of the checkpoint's matrix parameters")
     assert f"their {pooled['values']:,} values hold {pooled['variance_ratio']:.1%} of the variance" in info[0]
-    assert info[0].endswith(f"they have trained too, too little to tell one by one; the 6 matrices {_NOT_AMONG} "
-                            "are not among them")
+    assert info[0].endswith(f"they have trained too; the 6 matrices {_NOT_AMONG} are not among them")
     weights = report["weights"]
     assert (weights["state"], weights["state_basis"]) == ("trained", "pooled")
     text = " ".join(run_subprocess("inspect", case.path, "--stats", env={"COLUMNS": "400"}).stdout.split())
@@ -77,8 +76,8 @@ def test_t5_with_a_frozen_block_counts_only_the_matrices_that_got_updates_as_tra
 
 
 def test_t5_after_15_steps_with_a_frozen_block_rests_on_the_pool_without_it(tmp_path: Path) -> None:
-    """No matrix moved enough to tell alone: the state rests on the pool alone ("each matrix ... alone still fits its
-    initialization, but pooled ... has been trained"), which held the 6 frozen matrices among 35."""
+    """No matrix moved enough to tell alone: the state rests on the pool alone ("no matrix ... has moved enough to
+    tell on its own, but together ... has been trained"), which held the 6 frozen matrices among 35."""
     case = _case(tmp_path, "t5", "frozen", steps=15)
     report = _stats_json(case.path)
     frozen = _frozen_matrices(case, report)
@@ -123,6 +122,6 @@ def test_t5_with_nothing_frozen_pools_every_matrix_at_init(tmp_path: Path) -> No
     pooled = report["weights"]["pooled_spread"]
     assert pooled["tensors"] == len(at_init) == 30 and pooled["values"] == sum(at_init.values())
     info = [f["message"] for f in report["findings"] if f["code"] == "briefly-trained"]
-    assert len(info) == 1 and info[0].startswith("30 matrices each alone still fit their initialization")
-    assert info[0].endswith("they have trained too, too little to tell one by one"), info
+    assert len(info) == 1 and info[0].startswith("30 matrices have not moved enough to tell on their own")
+    assert info[0].endswith("they have trained too"), info
     assert (report["weights"]["state"], report["weights"]["state_basis"]) == ("trained", "pooled")

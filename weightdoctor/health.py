@@ -26,6 +26,7 @@ from weightdoctor.expected_init import ROTATION_ADAPTER_SCALE as _ROTATION_ADAPT
 from weightdoctor.expected_init import ZERO_CONV_INIT as _ZERO_CONV_INIT
 from weightdoctor.expected_init import ExpectedInit, matches_expected, reconcile
 from weightdoctor.findings import Finding
+from weightdoctor.generator_marks import GeneratorMarks, normal_marks
 from weightdoctor.init_classify import FLOAT32_MAX, MIN_VALUES, InitResult, classify_init
 from weightdoctor.stats import StatsResult, TensorStats
 from weightdoctor.wording import counted, non_finite_count, plural
@@ -61,6 +62,10 @@ SPIKE_SIGMAS = 100.0
 # get no gradient and stay exactly at their init, so the warning may be right about most of it (GPT-2 trained on
 # 12 tokens of 32 positions: 20 rows bit-identical to the fresh model's).
 _POSITION_TABLE = re.compile(r"(^|\.)(wpe|position_embeddings?|pos_embed(ding)?s?|embed_positions)\.weight$")
+_UNTRAINED_HINT = ("a head saved before fine-tuning, a layer frozen by mistake, or a short run at a small learning "
+                   "rate that moved it too little to see; check the training setup")
+_FROZEN_HINT = ("a head saved before fine-tuning, a layer frozen by mistake (requires_grad=False, or left out of the "
+                "optimiser's parameter groups) or one the loss never reaches; check the training setup")
 _POSITION_ROWS_NOTE = ("; in a position table the rows past the longest sequence trained on get no gradient at all "
                        "and stay exactly at their init: fine if the model is only used on sequences that short")
 # Statistics of activations, not weights: a BatchNorm's running variance is heavy-tailed by nature.
@@ -117,6 +122,9 @@ class TensorHealth:
     histogram: dict[str, Any] = field(default_factory=dict, metadata={"json": False})
     # A small tensor's value farthest from its median, against the others (`spike_of`); None when not judged.
     spike: Spike | None = field(default=None, metadata={"json": False})
+    # A float32 matrix with a certain normal init: how its values sit on the grid PyTorch's CPU normal_ draws on
+    # (`generator_marks`); None when not judged.
+    marks: GeneratorMarks | None = field(default=None, metadata={"json": False})
 
 
 @dataclass(frozen=True)
@@ -640,7 +648,8 @@ def _updated_said(names: set[str], evidence: dict[str, UpdateEvidence]) -> str:
         '1 matrix (fc.weight) that still fits its initialization has a bias that moved'
     """
     by_bias = sorted(name for name in names if evidence[name].reason.startswith("its bias"))
-    by_norms = sorted(names - set(by_bias))
+    by_marks = sorted(name for name in names if evidence[name].reason.startswith(_LOST_MARKS))
+    by_norms = sorted(names - set(by_bias) - set(by_marks))
 
     def which(group: list[str]) -> str:
         return counted(len(group), "matrix", "matrices") + (
@@ -652,6 +661,10 @@ def _updated_said(names: set[str], evidence: dict[str, UpdateEvidence]) -> str:
         parts.append(f"{which(by_norms)} without a bias that still {plural(len(by_norms), 'fits its', 'fit their')} "
                      f"initialization {plural(len(by_norms), 'sits in a block whose', 'sit in blocks whose')} norms "
                      "all moved, in a checkpoint most of whose matrix parameters cannot be told alone")
+    if by_marks:
+        parts.append(f"{which(by_marks)} that still {plural(len(by_marks), 'fits its', 'fit their')} initialization "
+                     f"{plural(len(by_marks), 'has', 'have')} values that no longer sit on the grid of angles "
+                     "PyTorch's normal_ draws on, where others of this checkpoint still sit")
     return " and ".join(parts)
 
 
@@ -679,9 +692,7 @@ def _frozen_finding(item: TensorHealth, said: UpdateEvidence, beside: str) -> Fi
     return Finding(
         "warn", "untrained-tensor", item.name,
         f"still matches its initialization {item.expected.describe() if item.expected is not None else ''} "
-        f"(found {item.init.describe()}) {beside}; {said.reason}: this layer got no update",
-        "a layer frozen by mistake (requires_grad=False, or left out of the optimiser's parameter groups) or one "
-        "the loss never reaches; check the training setup")
+        f"(found {item.init.describe()}) {beside}; {said.reason}: this layer got no update", _FROZEN_HINT)
 
 
 def _frozen_findings(matrices: list[TensorHealth], evidence: dict[str, UpdateEvidence], folded: set[str],
@@ -748,12 +759,23 @@ def update_evidence(matrices: list[TensorHealth], vectors: list[TensorHealth],
     told = {m.name for m in matrices if m.at_init is False}
     kinds_told = {_BLOCK_INDEX.sub(".{i}.", name, count=1) for name in told}
     found: dict[str, UpdateEvidence] = {}
+    # Others got updates (vectors off their constants, or matrices told alone): a matrix whose values are still
+    # exactly as PyTorch's generator drew them got none, whatever its bias or block's norms did (a norm moves even
+    # when the one matrix after it is frozen: Llama with one mlp matrix frozen read "the norms of its block moved").
+    others_moved = len(moved) >= MIN_CONSTANT_VECTORS or bool(told)
+    # Matrices still bit for bit as PyTorch's CPU normal_ drew them say where this checkpoint's inits came from: beside
+    # them, a matrix of the same kind of init whose values lost those marks got updates (GPT-2 after 5 AdamW steps
+    # with one mlp frozen: its wte moved too little to tell by its spread, and was warned beside the frozen c_fc).
+    drawn_here = [m.name for m in matrices if m.at_init and m.marks is not None and m.marks.present]
     for matrix in matrices:
         if not matrix.at_init:
             continue
         bias = by_name.get(matrix.name.removesuffix("weight") + "bias") if matrix.name.endswith(".weight") else None
+        marked = others_moved and matrix.marks is not None and matrix.marks.present
         if bias is not None and bias.expected is not None:
-            if bias.at_init is False:
+            if bias.at_init is False and marked:
+                found[matrix.name] = _marks_evidence(matrix)
+            elif bias.at_init is False:
                 found[matrix.name] = UpdateEvidence(False, f"its bias {bias.name} moved")
             elif len(moved) >= MIN_CONSTANT_VECTORS:
                 found[matrix.name] = UpdateEvidence(
@@ -763,7 +785,12 @@ def update_evidence(matrices: list[TensorHealth], vectors: list[TensorHealth],
             continue
         block = _block_of(matrix.name)
         own = [v for v in vectors if block is not None and v.name.startswith(block)]
+        lost = bool(drawn_here) and matrix.marks is not None and matrix.marks.gone
         if not own:
+            if marked:  # an embedding table or a head: no block to read it with
+                found[matrix.name] = _marks_evidence(matrix)
+            elif lost:
+                found[matrix.name] = _lost_marks_evidence(drawn_here)
             continue
         elsewhere = [v for v in moved if not v.name.startswith(block or "")]
         if all(v.at_init for v in own) and len(elsewhere) >= MIN_CONSTANT_VECTORS:
@@ -771,10 +798,33 @@ def update_evidence(matrices: list[TensorHealth], vectors: list[TensorHealth],
                 True, f"so do all {counted(len(own), 'norm and bias vector', 'norm and bias vectors')} of its block "
                 f"{block}* (exactly at their init constants) while {len(elsewhere)} elsewhere moved",
                 tuple(v.name for v in own))
+        elif marked:
+            found[matrix.name] = _marks_evidence(matrix)
         elif all(v.at_init is False for v in own) and (
                 share < TRAINED_SHARE or _BLOCK_INDEX.sub(".{i}.", matrix.name, count=1) not in kinds_told):
             found[matrix.name] = UpdateEvidence(False, f"the norms of its block {block}* all moved")
+        elif lost:
+            found[matrix.name] = _lost_marks_evidence(drawn_here)
     return found
+
+
+_LOST_MARKS = "its values no longer sit"
+
+
+def _lost_marks_evidence(drawn_here: list[str]) -> UpdateEvidence:
+    """A matrix whose values lost the marks of PyTorch's CPU normal_ that others of the checkpoint keep: updated."""
+    return UpdateEvidence(
+        False, f"{_LOST_MARKS} on the grid of angles PyTorch's normal_ draws on, where "
+        f"{counted(len(drawn_here), 'matrix', 'matrices')} of this checkpoint still "
+        f"{plural(len(drawn_here), 'sits', 'sit')}")
+
+
+def _marks_evidence(matrix: TensorHealth) -> UpdateEvidence:
+    """A matrix whose values still carry the marks of PyTorch's CPU normal_ (`generator_marks`): frozen."""
+    assert matrix.marks is not None
+    return UpdateEvidence(
+        True, "its values are still exactly as PyTorch's normal_ drew them (their pairs sit on its grid of 2^24 "
+        "angles, which any update erases) while others moved")
 
 
 def _checkpoint_findings(items: list[TensorHealth], selected: bool = False
@@ -856,12 +906,12 @@ def _checkpoint_findings(items: list[TensorHealth], selected: bool = False
             findings.append(Finding(
                 "info", "briefly-trained", None,
                 f"{counted(pooled.tensors, 'matrix', 'matrices')} "
-                f"{plural(pooled.tensors, 'alone still fits its', 'each alone still fit their')} initialization beside "
-                f"the {share:.1%} of {of_what} matrix parameters that have trained, but pooled, their "
+                f"{plural(pooled.tensors, 'has', 'have')} not moved enough to tell on "
+                f"{plural(pooled.tensors, 'its', 'their')} own, beside the {share:.1%} of {of_what} matrix "
+                f"parameters that have, but together {plural(pooled.tensors, 'its', 'their')} "
                 f"{counted(pooled.values, 'value')} hold {pooled.variance_ratio:.1%} of the variance their inits "
                 f"give ({abs(pooled.z):.1f} standard deviations {'above' if pooled.z > 0 else 'below'} it): "
-                f"{plural(pooled.tensors, 'it has', 'they have')} trained too, too little to tell "
-                f"{plural(pooled.tensors, 'alone', 'one by one')}{_left_out_said(pooled)}",
+                f"{plural(pooled.tensors, 'it has', 'they have')} trained too{_left_out_said(pooled)}",
                 "expected for a checkpoint saved early in training, where a matrix's init scale is wide beside "
                 "the optimiser's steps"))
         unsaid = updated - moved_together
@@ -895,15 +945,16 @@ def _checkpoint_findings(items: list[TensorHealth], selected: bool = False
             elif said is not None:
                 folded.update(said.vectors)
                 also = f"; {said.reason}"
+            # A matrix its bias, block or generator marks say got no update is frozen: said without the short-run
+            # hedge, which would contradict that. The pool's figures follow the hint, not inside it: matrices in and
+            # out of the pool then share the hint word for word, and the table says it once
+            # (render/stats.hints_said_once).
             findings.append(Finding(
                 "warn", "untrained-tensor", item.name,
                 f"still matches its initialization "
                 f"{item.expected.describe() if item.expected is not None else ''} (found {item.init.describe()}) "
                 f"while {share:.1%} of {of_what} matrix parameters have trained{also}",
-                "a head saved before fine-tuning, or a layer frozen by mistake; check the training setup "
-                # The pool's figures after the caveat, not inside it: a frozen matrix (out of the pool) and one in it
-                # then share the caveat word for word, and the table says it once (render/stats.hints_said_once).
-                "(a short run at a small learning rate can also leave a matrix indistinguishable from its init)"
+                (_FROZEN_HINT if said is not None and said.frozen else _UNTRAINED_HINT)
                 + (pooled_note if item.name in (pooled.names if pooled is not None else ()) else "")
                 + (_POSITION_ROWS_NOTE if _POSITION_TABLE.search(item.name) else "")))
     elif pooled is not None and pooled.moved:
@@ -913,7 +964,7 @@ def _checkpoint_findings(items: list[TensorHealth], selected: bool = False
         of_what = "the selected tensors" if selected else "the checkpoint"
         findings.append(Finding(
             "info", "briefly-trained", None,
-            f"each matrix of {of_what} alone still fits its initialization, but pooled, the "
+            f"no matrix of {of_what} has moved enough to tell on its own, but together the "
             f"{counted(pooled.values, 'value')} of {counted(pooled.tensors, 'matrix', 'matrices')} with a known "
             f"random init hold {pooled.variance_ratio:.1%} of the variance their inits give "
             f"({abs(pooled.z):.1f} standard deviations {'above' if pooled.z > 0 else 'below'} it): "
@@ -934,7 +985,7 @@ def _checkpoint_findings(items: list[TensorHealth], selected: bool = False
             f"{abs(pooled.z):.2f} standard deviations {'above' if pooled.z > 0 else 'below'} it)")
         findings.append(Finding(
             "info", "briefly-trained", None,
-            f"each matrix of {of_what} alone still fits its initialization{pooled_said}, but "
+            f"no matrix of {of_what} has moved enough to tell on its own{pooled_said}, but "
             f"{_constants_said(vectors)}: {of_what} {'have' if selected else 'has'} been trained, a few steps, "
             "at a small learning rate or with weight decay, which keeps a matrix's spread at its init's",
             "expected for a checkpoint saved early in training; if it should have trained longer, check the "
@@ -984,6 +1035,11 @@ def _tensor_health(result: StatsResult, want: ExpectedInit | None, initializer_r
             and not info.name.endswith(_RUNNING_STATISTICS)):
         item.spike = spike_of(result.sample.values)
     item.at_init = _still_at_init(item)
+    rows = result.sample.rows
+    if (info.dtype == "float32" and item.at_init and want is not None and want.confident and want.label == "normal"
+            and not want.params.get("mean") and rows is not None and result.sample.rows_complete
+            and not (stats.nan or stats.inf)):
+        item.marks = normal_marks(rows)
     return item
 
 
