@@ -1,0 +1,71 @@
+"""review86: hostile inputs against what landed with quant4, gguf4 and plan87.
+
+A Q4_0 block whose fp16 scale is inf or NaN decodes to inf / NaN values, as ggml's dequantize_row_q4_0 computes
+them (0 * inf is NaN): inspect --stats counts them in its nan-inf finding. numpy also printed a RuntimeWarning
+("invalid value encountered in multiply") with gguf_quants.py's source line on stderr, for every command that read
+the tensor (inspect --stats, --sample, check-dtype, diff-keys --values).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fixtures.gguf_files import Tensor, llama_metadata, quantize_q4_0, write_gguf
+
+_ROOT = Path(__file__).resolve().parent.parent
+_BLOCK = 18  # Q4_0: an fp16 scale, then 16 bytes of 32 4-bit codes
+
+
+def _hostile_q4_0(folder: Path) -> tuple[Path, Path, int, int]:
+    """A GGUF whose Q4_0 matrix has block 0's scale inf and block 5's NaN, and the same file with those blocks
+    whole. Returns both paths and the NaN and Inf values ggml decodes from the hostile one."""
+    values = np.random.default_rng(0).normal(0, 0.02, size=64 * 64).astype(np.float32)
+    good = quantize_q4_0(values)
+    bad = bytearray(good)
+    bad[0:2] = struct.pack("<e", float("inf"))
+    bad[5 * _BLOCK:5 * _BLOCK + 2] = struct.pack("<e", float("nan"))
+    # Block 0: code 8 is (8 - 8) * inf = NaN, any other code +-inf. Block 5: NaN throughout.
+    codes = [byte & 0x0F for byte in bad[2:18]] + [byte >> 4 for byte in bad[2:18]]
+    nan, inf = codes.count(8) + 32, 32 - codes.count(8)
+    paths = []
+    for label, data in (("hostile", bytes(bad)), ("whole", good)):
+        path = folder / f"{label}.gguf"
+        write_gguf(path, llama_metadata(tokens=10), [Tensor("blk.0.attn_q.weight", [64, 64], "Q4_0", data)])
+        paths.append(path)
+    return paths[0], paths[1], nan, inf
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """The CLI in a process of its own: Python warnings reach its stderr as a user sees them."""
+    env = {**os.environ, "PYTHONPATH": str(_ROOT)}
+    env.pop("PYTHONWARNINGS", None)
+    return subprocess.run([sys.executable, "-m", "weightdoctor", *args], capture_output=True, text=True, env=env,
+                          cwd=_ROOT, timeout=300)
+
+
+@pytest.mark.parametrize("command", ["stats", "sample", "check-dtype", "diff-values"])
+def test_inf_and_nan_block_scales_decode_as_ggml_does_without_a_numpy_warning(tmp_path: Path, command: str) -> None:
+    """Before: each command printed numpy's 'RuntimeWarning: invalid value encountered in multiply' with the
+    decoder's source line on stderr. Now stderr holds the tool's own lines only, and the values are ggml's."""
+    hostile, whole, nan, inf = _hostile_q4_0(tmp_path)
+    args = {"stats": ("inspect", str(hostile), "--stats", "--json"),
+            "sample": ("inspect", str(hostile), "--stats", "--sample", "100", "--json"),
+            "check-dtype": ("check-dtype", str(hostile), "--json"),
+            "diff-values": ("diff-keys", str(hostile), str(whole), "--values", "--json")}[command]
+    result = _cli(*args)
+    assert result.returncode in (0, 1), result.stderr
+    assert "RuntimeWarning" not in result.stderr and "gguf_quants.py" not in result.stderr, result.stderr
+    data = json.loads(result.stdout)
+    if command == "stats":
+        stats = next(t for t in data["tensors"] if t["name"] == "blk.0.attn_q.weight")["stats"]
+        assert (stats["nan"], stats["inf"]) == (nan, inf), stats
+        assert any(f["code"] == "nan-inf" and f["message"] == f"{nan} NaN and {inf} Inf among 4,096 values"
+                   for f in data["findings"]), data["findings"]
