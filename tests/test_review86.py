@@ -69,3 +69,46 @@ def test_inf_and_nan_block_scales_decode_as_ggml_does_without_a_numpy_warning(tm
         assert (stats["nan"], stats["inf"]) == (nan, inf), stats
         assert any(f["code"] == "nan-inf" and f["message"] == f"{nan} NaN and {inf} Inf among 4,096 values"
                    for f in data["findings"]), data["findings"]
+
+
+def test_hqq_0_2_qmodel_pt_with_its_meta_data_beside_w_q_is_read_as_one_state_dict(tmp_path: Path) -> None:
+    """hqq 0.2's save_quantized writes {module name: module.state_dict()} with its serialize_weights turning
+    encoded_state_dict off, and HQQLinear.state_dict lays the meta data out beside W_q ({"W_q", "nbits", "shape",
+    "scale", "zero", ..., "bias", "offload_meta"}), no "meta" dict. Before: only hqq 0.1's {"W_q", "meta", "bias"} was
+    recognised, and this file was read as a training checkpoint whose state dict is `model.embed_tokens` (2,048
+    values), every quantized layer an other entry, `quantized` null."""
+    import torch
+    from torch import nn
+
+    from fixtures.diff_pairs import tiny_llama
+    from tests.helpers import run_json
+    from tests.test_quant4 import _hqq_quantize
+
+    model = tiny_llama(seed=6, layers=2)
+    model.save_pretrained(tmp_path / "float")
+    weights: dict[str, dict] = {}
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Linear):
+            packed, meta = _hqq_quantize(module.weight.data, 4, 64)
+            # hqq 0.2's meta data, raw (serialize_weights sets encoded_state_dict = False before state_dict()).
+            meta.update({"quant_scale": False, "quant_zero": False, "unpack_view_dtype": torch.uint8,
+                         "view_as_float": False, "compute_dtype": torch.float16})
+            weights[name] = {"W_q": packed, **meta, "bias": None, "offload_meta": False}
+        elif module.state_dict() and not list(module.children()):
+            weights[name] = dict(module.state_dict())
+    path = tmp_path / "qmodel.pt"
+    torch.save(weights, path)
+    code, data = run_json("inspect", str(path))
+    assert code == 0 and data["nested_key"] is None, data["nested_key"]
+    names = {row["name"] for row in data["tensors"]}
+    assert {"model.embed_tokens.weight", "model.norm.weight", "model.layers.1.self_attn.q_proj.W_q",
+            "model.layers.1.self_attn.q_proj.scale", "model.layers.1.self_attn.q_proj.zero"} <= names, sorted(names)
+    stored = sum(t.numel() for state in weights.values() for t in state.values() if isinstance(t, torch.Tensor))
+    assert data["num_params"] == stored, (data["num_params"], stored)
+    layers = sum(isinstance(m, nn.Linear) for m in model.modules())
+    assert data["quantized"] == {"method": "hqq-like (no quantization_config)", "bits": None,
+                                 "packed_tensors": layers, "side_tensors": 2 * layers, "parameters": None}, \
+        data["quantized"]
+    code, report = run_json("diff-keys", str(path), str(tmp_path / "float"))
+    assert report["unexpected"] and {row["reason"] for row in report["unexpected"]} == {"quantization"}, \
+        report["unexpected"]
