@@ -112,3 +112,44 @@ def test_hqq_0_2_qmodel_pt_with_its_meta_data_beside_w_q_is_read_as_one_state_di
     code, report = run_json("diff-keys", str(path), str(tmp_path / "float"))
     assert report["unexpected"] and {row["reason"] for row in report["unexpected"]} == {"quantization"}, \
         report["unexpected"]
+
+
+def _block_bytes_changed(source: Path, target: Path, names: tuple[str, ...]) -> None:
+    """`source` copied to `target` with one code byte of the first block of each of `names` changed (a Q4_K block's
+    codes start at byte 16): their values differ, every other tensor's bytes are the same."""
+    from weightdoctor.checkpoint import gguf_format
+
+    raw = bytearray(source.read_bytes())
+    header = gguf_format.read_header(source, source.name)
+    for info in header.tensors:
+        if info.name in names:
+            assert info.data_offsets is not None
+            at = header.data_start + info.data_offsets[0] + 16
+            raw[at] ^= 0x11
+    target.write_bytes(bytes(raw))
+
+
+def test_a_quantized_gguf_against_its_float_file_is_not_read_as_a_merged_lora(tmp_path: Path) -> None:
+    """A Q4_K copy of a model against its F32 file: llama.cpp quantizes every matrix and leaves the norms F32 (and
+    here the F16 embedding), so every matrix differs by its quantization's error and nothing else does. Before:
+    changed_projections named every projection and its note said "only the adapted projections changed ... as
+    merging a LoRA on those modules leaves its base ..., not a full fine-tune". Now it is null: the change holds the
+    quantization's error. Two Q4_K files of which one has attn_q changed still name attn_q: identical blocks
+    decode identically."""
+    from fixtures.gguf_files import quantized_llama_gguf
+    from tests.helpers import run_json
+
+    quantized, _ = quantized_llama_gguf(tmp_path / "model.Q4_K.gguf", "Q4_K")
+    plain, _ = quantized_llama_gguf(tmp_path / "model.F32.gguf", "F32")
+    code, report = run_json("diff-keys", str(quantized), str(plain), "--values")
+    assert code in (0, 1) and len([row for row in report["values"] if not row["identical"]]) == 10, report["values"]
+    assert report["changed_projections"] is None, report["changed_projections"]
+    assert not any("adapted projections" in note for note in report["notes"]), report["notes"]
+    assert any("quantization error counts as a change" in note for note in report["notes"]), report["notes"]
+
+    merged = tmp_path / "merged.Q4_K.gguf"
+    _block_bytes_changed(quantized, merged, ("blk.0.attn_q.weight", "blk.1.attn_q.weight"))
+    code, report = run_json("diff-keys", str(merged), str(quantized), "--values")
+    assert report["changed_projections"] is not None, report["notes"]
+    assert report["changed_projections"]["modules"] == ["attn_q"], report["changed_projections"]
+    assert report["changed_projections"]["tensors"] == 2, report["changed_projections"]
