@@ -1,9 +1,11 @@
 """review86: hostile inputs against what landed with quant4, gguf4 and plan87.
 
-A Q4_0 block whose fp16 scale is inf or NaN decodes to inf / NaN values, as ggml's dequantize_row_q4_0 computes
-them (0 * inf is NaN): inspect --stats counts them in its nan-inf finding. numpy also printed a RuntimeWarning
-("invalid value encountered in multiply") with gguf_quants.py's source line on stderr, for every command that read
-the tensor (inspect --stats, --sample, check-dtype, diff-keys --values).
+1. A Q4_0 block whose fp16 scale is inf or NaN decodes to inf / NaN values, as ggml's dequantize_row_q4_0 computes
+   them (0 * inf is NaN): inspect --stats counts them in its nan-inf finding. numpy also printed a RuntimeWarning
+   ("invalid value encountered in multiply") with gguf_quants.py's source line on stderr, for every command that
+   read the tensor (inspect --stats, --sample, check-dtype, diff-keys --values).
+2. hqq 0.2's qmodel.pt (its meta data beside W_q, no "meta" dict) was not recognised as hqq's own file.
+3. diff-keys --values of a quantized GGUF against its float file said a LoRA had been merged (changed_projections).
 """
 
 from __future__ import annotations
