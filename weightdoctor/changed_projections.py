@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from weightdoctor.diff_keys import ValueDiff
@@ -42,14 +42,17 @@ def _layer_and_module(module: str, numbered: bool = False) -> tuple[str | None, 
     return None, module
 
 
-def changed_projections(rows: Sequence[ValueDiff], shapes: Mapping[str, Sequence[int]]) -> ChangedProjections | None:
+def changed_projections(rows: Sequence[ValueDiff], shapes: Mapping[str, Sequence[int]],
+                        dequantized: Collection[str] = ()) -> ChangedProjections | None:
     """What changed, where every changed tensor belongs to a module with a matrix weight (a projection, a
     convolution, an embedding) and a matrix weight of another module is identical, or differs by a cast's rounding
     alone: what merging a LoRA leaves (peft's `merge_and_unload` adds B@A·scale to the weights of the modules it
     targets, nothing else), saved in the base's dtype or another.
 
     None where fewer than two tensors changed beyond rounding, where every matrix weight changed (a full fine-tune),
-    or where a norm or any tensor of a module without a matrix weight changed.
+    or where a norm or any tensor of a module without a matrix weight changed, or where a changed tensor was read
+    dequantized from a quantized GGUF type (`dequantized`): its change holds the quantization's error, and a
+    llama.cpp quantization changes every matrix it quantizes and leaves the norms (F32) alone, as a merge would.
 
     Example:
         >>> rows = [ValueDiff(f"model.layers.{n}.self_attn.{p}.weight", p == "k_proj", 0.0 if p == "k_proj" else 0.1,
@@ -62,12 +65,18 @@ def changed_projections(rows: Sequence[ValueDiff], shapes: Mapping[str, Sequence
     Args:
         rows: the `--values` rows, named by B's names.
         shapes: B's tensors' shapes by name.
+        dequantized: B's names of the tensors compared dequantized from a GGUF block type on one side and stored
+            otherwise on the other (a Q4_K tensor against an F16 one; two Q4_K copies compare exactly).
     """
     # A tensor that differs by a cast's rounding alone is the base's, saved in another dtype.
     changed = [row for row in rows if not row.identical and not row.rounded_to]
     kept = [row for row in rows if row.identical or row.rounded_to]
     # One changed tensor is no group (a fine-tune that moved one weight says as much as a merge): two at least.
     if len(changed) < 2:
+        return None
+    # Quantization error is no merge: a Q4_K copy of a model against its F16 file changed every quantized matrix
+    # and no norm, and was said to be "only the adapted projections changed" (a merged LoRA).
+    if any(row.name in dequantized for row in changed):
         return None
 
     def matrix_module(name: str) -> str | None:

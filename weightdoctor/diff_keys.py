@@ -7498,9 +7498,11 @@ def compare_values(
 
 def value_pairs(
     a: Checkpoint, b: Checkpoint, report: DiffReport, renames: Sequence[Rename] = (),
-    advance: Callable[[int], None] | None = None,
+    advance: Callable[[int], None] | None = None, dequantized_names: set[str] | None = None,
 ) -> Iterator[tuple[str, torch.Tensor, torch.Tensor]]:
-    """Lazily load each common, same-shaped tensor pair (A under its renamed name), one pair at a time."""
+    """Lazily load each common, same-shaped tensor pair (A under its renamed name), one pair at a time.
+    `dequantized_names`, where given, gets B's names of the pairs read dequantized from a GGUF block type on one
+    side and stored otherwise on the other (their difference holds the quantization's error)."""
     new_to_old = {}
     if renames:
         new_to_old = {new: old for old, new in apply_renames((t.name for t in a.tensors), list(renames)).items()}
@@ -7522,6 +7524,8 @@ def value_pairs(
             continue
         if is_dequantized_dtype(info.dtype) or is_dequantized_dtype(a.tensor_info(old).dtype):
             dequantized.append(name)
+            if dequantized_names is not None and info.dtype != a.tensor_info(old).dtype:
+                dequantized_names.add(name)
         yield name, a.load_tensor(old), b.load_tensor(name)
         if advance is not None:
             advance(1)

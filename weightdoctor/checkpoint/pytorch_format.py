@@ -527,7 +527,9 @@ def hqq_save_quantized(obj: Any) -> dict[str, Any] | None:
 
     hqq's save_quantized (hqq/models/base.py, serialize_weights) torch.saves `{module name: module.state_dict()}`,
     where an HQQLinear's state dict is `{"W_q": packed integers, "meta": {"scale", "zero" or "zero_q" and
-    "meta_zero", "shape", "nbits", "group_size", "axis", "packing", ...}, "bias"}`: read as a training checkpoint,
+    "meta_zero", "shape", "nbits", "group_size", "axis", "packing", ...}, "bias"}` (hqq 0.1), or those meta data
+    beside W_q (hqq 0.2: `{"W_q", "nbits", "shape", "scale", "zero", ..., "bias", "offload_meta"}`): read as a
+    training checkpoint,
     its first module's dict was taken for the state dict (`model.embed_tokens`: one tensor of the model) and every
     quantized layer listed among the other entries. Its meta data is named as transformers' HQQ integration names it
     (`q_proj.scale`, `q_proj.nbits`: the HQQLinear's own keys beside `W_q`), a nested meta (the quantized zero's
@@ -537,7 +539,11 @@ def hqq_save_quantized(obj: Any) -> dict[str, Any] | None:
             isinstance(name, str) and isinstance(state, Mapping) and not is_tensor(state)
             for name, state in obj.items()):
         return None
-    if not any(is_tensor(state.get("W_q")) and isinstance(state.get("meta"), Mapping) for state in obj.values()):
+    # hqq before 0.2 kept the meta data in one "meta" dict; hqq 0.2's HQQLinear.state_dict (its serialize_weights
+    # turns encoded_state_dict off) lays it out flat beside W_q ("nbits", "shape", "scale", "zero", ...,
+    # "offload_meta"), as transformers' HQQ integration names it.
+    if not any(is_tensor(state.get("W_q")) and (isinstance(state.get("meta"), Mapping) or "nbits" in state)
+               for state in obj.values()):
         return None
     flat: dict[str, Any] = {}
 

@@ -135,17 +135,18 @@ def run_diff_keys(
                         report.notes.append(
                             f"values compared as from_pretrained loads A into B: under {flags} (the base-model prefix "
                             "it adds or strips itself)")
+                    dequantized: set[str] = set()
                     with progress(report.matched_after_renames if value_renames and not parsed else report.matched,
                                   "comparing values") as advance:
                         rows, layers = compare_values(
-                            value_pairs(checkpoint_a, checkpoint_b, report, value_renames, advance))
+                            value_pairs(checkpoint_a, checkpoint_b, report, value_renames, advance, dequantized))
                     report.values, report.layers_changed_most = rows, layers
                     if rounding := cast_rounding_note(rows):
                         report.notes.append(rounding)
                     from weightdoctor.changed_projections import changed_projections, changed_projections_note
 
                     shapes_b = {info.name: info.shape for info in checkpoint_b.tensors}
-                    report.changed_projections = changed_projections(rows, shapes_b)
+                    report.changed_projections = changed_projections(rows, shapes_b, dequantized)
                     if report.changed_projections is not None:
                         report.notes.append(changed_projections_note(report.changed_projections))
                     if not rows and report.suggested_renames and not value_renames:
