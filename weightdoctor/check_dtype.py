@@ -1570,6 +1570,19 @@ def kept_fp32_at_load(checkpoint: Checkpoint, targets: Iterable[str]) -> dict[st
         >>> kept_fp32_at_load(t5_checkpoint, ["fp16", "bf16"])  # doctest: +SKIP
         {'fp16': ['encoder.block.0.layer.1.DenseReluDense.wo.weight', ...], 'bf16': []}
     """
+    return {target: kept for target, (kept, _) in kept_fp32_at_load_by_plan(checkpoint, targets).items()}
+
+
+def kept_fp32_at_load_by_plan(checkpoint: Checkpoint,
+                              targets: Iterable[str]) -> dict[str, tuple[list[str], list[str]]]:
+    """As `kept_fp32_at_load`, each target's tensors with the class's dtype plan for it: the module names its
+    `_keep_in_fp32_modules` lists declare (BLIP-2 over T5's `qformer`, `query_tokens`, `wo`), to name what is kept
+    as the model's code names it, not by the last names of the tensors under them.
+
+    Example:
+        >>> kept_fp32_at_load_by_plan(t5_checkpoint, ["fp16"])  # doctest: +SKIP
+        {'fp16': (['encoder.block.0.layer.1.DenseReluDense.wo.weight', ...], ['wo'])}
+    """
     wanted = [t for t in targets if t in ("fp16", "bf16")]
     if checkpoint.config is None or not wanted:
         return {}
@@ -1578,7 +1591,7 @@ def kept_fp32_at_load(checkpoint: Checkpoint, targets: Iterable[str]) -> dict[st
     if keeps_modules_in_fp32(checkpoint.config) is False:
         # Its modeling code sets no _keep_in_fp32_modules: the plan is empty, known without importing transformers
         # and building the model (seconds, now asked at every verdict).
-        return {t: [] for t in wanted}
+        return {t: ([], []) for t in wanted}
     plans: dict[str, list[str]]
     if (read := fp32_modules_plan(checkpoint.config)) is not None:
         # The lists are literals its modeling code declares (T5's `wo`): read, not built. Importing transformers and
@@ -1596,11 +1609,11 @@ def kept_fp32_at_load(checkpoint: Checkpoint, targets: Iterable[str]) -> dict[st
             plans = {t: list(model._get_dtype_plan(getattr(torch, TARGETS[t]))) for t in wanted}
         except Exception:  # not a config transformers builds (diffusers, timm, a foreign class): nothing to say
             return {}
-    kept: dict[str, list[str]] = {}
+    kept: dict[str, tuple[list[str], list[str]]] = {}
     for target, plan in plans.items():
         pattern = _glob_alternation(plan) if plan else None
-        kept[target] = sorted(t.name for t in checkpoint.tensors
-                              if pattern is not None and _is_castable(t) and pattern.search(t.name))
+        kept[target] = (sorted(t.name for t in checkpoint.tensors
+                               if pattern is not None and _is_castable(t) and pattern.search(t.name)), sorted(plan))
     return kept
 
 

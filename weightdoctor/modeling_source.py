@@ -19,6 +19,9 @@ _ATTRIBUTE = re.compile(r"self\.(\w+)\s*(?::[^=\n]*)?=(?!=)|(?:add_module|regist
                         r"[\"'](\w+)[\"']")
 # A modeling file that takes classes from another model's (`from ..clip.modeling_clip import CLIPEncoder`).
 _OTHER_MODELING = re.compile(r"from \.\.(\w+)\.(modeling_\w+) import")
+# One that takes its generation mixin from a file of its folder (`from .generation_csm import CsmGenerationMixin`):
+# a base of its model classes, read so that their lists are known.
+_OWN_GENERATION = re.compile(r"^from \.(generation_\w+) import", re.MULTILINE)
 # The largest modeling file read: the biggest in transformers 5 is under 300 KB.
 _MAX_SOURCE_BYTES = 4 << 20
 
@@ -70,7 +73,11 @@ def _modeling_files(model_type: str) -> tuple[Path, ...] | None:
         return None
     texts = [_read(path) for path in files]
     for other, module in sorted({m.groups() for text in texts for m in _OTHER_MODELING.finditer(text)}):
-        files.append(models / other / f"{module}.py")
+        if other != "auto":  # the Auto classes: which model they build is the sub-config's (see _built_plan)
+            files.append(models / other / f"{module}.py")
+    for module in sorted({m.group(1) for text in texts for m in _OWN_GENERATION.finditer(text)}):
+        if (folder / f"{module}.py").is_file():
+            files.append(folder / f"{module}.py")
     return tuple(files)
 
 
@@ -155,11 +162,17 @@ def keeps_modules_in_fp32(config: Mapping[str, Any]) -> bool | None:
 
 _FP32_ATTRIBUTES = ("_keep_in_fp32_modules", "_keep_in_fp32_modules_strict")
 # Bases a modeling file's classes take from outside it that are no PreTrainedModel and set no dtype plan.
+# transformers' BackboneMixin and DecisionMixin (backbone_utils.py, decision/modeling_utils.py) declare neither list
+# nor any tie: their post_init calls the model's own.
 _PLAIN_BASES = frozenset({"object", "nn.Module", "torch.nn.Module", "GenerationMixin", "GradientCheckpointingLayer",
-                          "ModelOutput", "torch.autograd.Function", "Function", "Enum", "Exception"})
+                          "ModelOutput", "torch.autograd.Function", "Function", "Enum", "Exception", "BackboneMixin",
+                          "DecisionMixin", "StoppingCriteria"})
 
 
 _ClassTable = dict[str, tuple[list[str], dict[str, Any], Any]]
+# transformers' model base classes (modeling_utils.py): PreTrainedAudioTokenizerBase (DAC's, EnCodec's) adds encode and
+# decode to PreTrainedModel, neither list nor any tie.
+_MODEL_BASES = frozenset({"PreTrainedModel", "PreTrainedAudioTokenizerBase"})
 
 
 def _class_table(files: Iterable[Path], attributes: tuple[str, ...]) -> _ClassTable | None:
@@ -212,7 +225,7 @@ def _resolved(classes: _ClassTable, name: str,
               seen: frozenset[str] = frozenset()) -> tuple[bool, dict[str, Any]] | None:
     """Whether class `name` of `classes` is a PreTrainedModel, with the attributes it inherits (the first base's
     winning, as Python's method resolution order gives them); None where that is not known (a base from elsewhere)."""
-    if name == "PreTrainedModel":
+    if name in _MODEL_BASES:
         return True, {}
     if name in _PLAIN_BASES or name in _GENERIC_HEADS or name not in classes and (
             name.startswith(("nn.", "torch.nn.")) or "Output" in name and not name.endswith("Model")):
@@ -252,9 +265,12 @@ def ties_nothing(config: Mapping[str, Any]) -> bool:
 
 def tied_weights_from_text(config: Mapping[str, Any]) -> dict[str, str] | None:
     """The ties the model of this config makes ({tied name: the name it is filled from}: GPT-2's
-    `{"lm_head.weight": "transformer.wte.weight"}`), read from its modeling code's text where that alone answers:
-    the class `architectures` names declares them as a dict of whole tensor names (no pattern to expand against the
-    built model), no PreTrainedModel it builds declares any, and config.json says `tie_word_embeddings: true`. None
+    `{"lm_head.weight": "transformer.wte.weight"}`), read from its modeling code's text where that alone answers, as
+    transformers 5's post_init gathers them: the class `architectures` names declares its own as a dict of whole
+    tensor names (no pattern to expand against the built model), and each PreTrainedModel it sets as an attribute
+    from the same config adds its own under that attribute's name (BART's `model.encoder.embed_tokens.weight` from
+    `model.shared.weight`, declared by BartModel). All of them tie only where the config's `tie_word_embeddings`
+    is true: config.json's value, else the default its config class declares (`config_ties_word_embeddings`). None
     otherwise (build the model to know).
 
     Example:
@@ -263,21 +279,161 @@ def tied_weights_from_text(config: Mapping[str, Any]) -> dict[str, str] | None:
         {'lm_head.weight': 'transformer.wte.weight'}
     """
     found = _declared_ties(config)
-    if found is None or found[1]:
+    if found is None:
         return None
-    own = found[0]
-    if not own:
+    if not found[0] and not found[1]:
+        return {}  # nothing declared anywhere: no tie, whatever the config says
+    types = config_model_types(config)
+    files = _modeling_files(types[0])
+    if not files or any(_TIE_FLAG in _read(path) for path in files):
+        # the modeling code reads or sets the flag itself (T5's family scales its output by it, Marian reads it)
+        return None
+    ties = config_ties_word_embeddings(config)
+    if ties is None:
+        return None
+    if not ties:
         return {}
-    # Said true, and a dict: `false` or no value is the config class's to read (LongT5's ties its embeddings
-    # whatever the key says), and a list is transformers 4's form.
-    if config.get("tie_word_embeddings") is not True or not all(isinstance(pair, tuple) and len(pair) == 2
-                                                                 for pair in own):
+    classes = _class_table(files, ("_tied_weights_keys",))
+    return _expanded_ties(classes, config["architectures"][0], frozenset()) if classes is not None else None
+
+
+_TIE_FLAG = "tie_word_embeddings"
+# transformers' own test of a mapping it uses as written (get_expanded_tied_weights_keys): whole names ending in
+# weight or bias, no pattern or module name to expand against the built model.
+_WHOLE_TENSOR_NAME = re.compile(r"[A-Za-z0-9_.]+\.(?:weight|bias)")
+
+
+def _expanded_ties(classes: _ClassTable, name: str, seen: frozenset[str]) -> dict[str, str] | None:
+    """The `all_tied_weights_keys` post_init gives PreTrainedModel class `name` of `classes` when its config ties
+    word embeddings: its `_tied_weights_keys`, then those of each PreTrainedModel its `__init__` sets as an attribute
+    (`self.model = BartModel(config)`), prefixed with the attribute's name, as post_init takes them from its named
+    children. A child that ties something is followed only where it is set at the top of `__init__` from the
+    `config` it was given (the flag is then the same one); None where one is built otherwise, or not known."""
+    import ast
+
+    found = _resolved(classes, name) if name not in seen else None
+    if found is None or not found[0]:
         return None
-    # transformers' own test of a mapping it uses as written: whole names ending in weight or bias, no pattern
-    whole = re.compile(r"[A-Za-z0-9_.]+\.(?:weight|bias)")
-    if not all(whole.fullmatch(name) for pair in own for name in pair):
+    declared = found[1].get("_tied_weights_keys") or ()
+    if not all(isinstance(pair, tuple) and len(pair) == 2 and all(_WHOLE_TENSOR_NAME.fullmatch(part) for part in pair)
+               for pair in declared):
+        return None  # transformers 4's list, or patterns post_init expands against the built model's names
+    ties: dict[str, str] = dict(declared)
+    attributes = _children_set_from_config(classes, name)
+    for owner in [name, *_ancestors(classes, name)]:
+        for node in ast.walk(classes[owner][2]):
+            called = _called_class(node)
+            if called is None or called in _PLAIN_BASES or called == owner:
+                continue
+            if called not in classes:
+                if called.startswith("Auto") or called.endswith(("Model", "PreTrainedModel")):
+                    return None  # a model of another file or of a sub-config: its ties are not read here
+                continue
+            built = _resolved(classes, called)
+            if built is None:
+                return None
+            if not built[0]:
+                continue  # a plain module: post_init takes no ties from it (transformers reads named children)
+            child = _expanded_ties(classes, called, seen | {name})
+            if child is None:
+                return None
+            if not child:
+                continue
+            attribute = attributes.get(id(node))
+            if attribute is None:
+                return None  # built in a branch, a list or from another config: where its ties land is not read
+            ties.update({f"{attribute}.{target}": f"{attribute}.{source}" for target, source in child.items()})
+    return ties
+
+
+def _children_set_from_config(classes: _ClassTable, name: str) -> dict[int, str]:
+    """The calls at the top level of the `__init__` class `name` runs (its own, else its nearest base's) that set an
+    attribute from the config `__init__` was given, unchanged (`self.model = BartModel(config)`): id of the call ->
+    the attribute's name. Empty where the config parameter is assigned to in `__init__`."""
+    import ast
+
+    for owner in [name, *_ancestors(classes, name)]:
+        init = next((node for node in classes[owner][2].body
+                     if isinstance(node, ast.FunctionDef) and node.name == "__init__"), None)
+        if init is not None:
+            break
+    else:
+        return {}
+    parameters = init.args.args
+    if len(parameters) < 2:
+        return {}
+    given = parameters[1].arg
+    if any(isinstance(node, ast.Name) and node.id == given and isinstance(node.ctx, ast.Store)
+           for node in ast.walk(init)):
+        return {}
+    found: dict[int, str] = {}
+    for statement in init.body:
+        if not (isinstance(statement, ast.Assign) and len(statement.targets) == 1
+                and isinstance(statement.value, ast.Call)):
+            continue
+        target, call = statement.targets[0], statement.value
+        first = call.args[0] if call.args else next((k.value for k in call.keywords if k.arg == "config"), None)
+        if (isinstance(target, ast.Attribute) and isinstance(target.value, ast.Name) and target.value.id == "self"
+                and isinstance(first, ast.Name) and first.id == given):
+            found[id(call)] = target.attr
+    return found
+
+
+def config_ties_word_embeddings(config: Mapping[str, Any]) -> bool | None:
+    """The `tie_word_embeddings` the config class of this config's model_type holds once built, read as text:
+    config.json's value, else the default the class declares (`tie_word_embeddings: bool = True`), else False
+    (post_init reads the attribute with a default of False: a vision model's config has none). None where the class
+    does more with it than declare it (LongT5's forces it true, composite ones take the text config's), where it is
+    not a transformers config class of a single file, or config.json's value is no boolean.
+
+    Example:
+        >>> config_ties_word_embeddings({"model_type": "bart"})  # doctest: +SKIP
+        True
+    """
+    import ast
+
+    types = config_model_types(config)
+    models = _models_folder()
+    if len(types) != 1 or models is None or config.get("auto_map") is not None:
         return None
-    return dict(own)
+    given = config.get(_TIE_FLAG)
+    if _TIE_FLAG in config and not isinstance(given, bool):
+        return None
+    folder = models / _special_module_names().get(types[0], types[0].replace("-", "_"))
+    texts = [_read(path) for path in sorted(folder.glob("configuration_*.py"))] if folder.is_dir() else []
+    declared: list[Any] = []
+    for text in texts:
+        try:
+            tree = ast.parse(text)
+        except (SyntaxError, ValueError):
+            return None
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.ClassDef) or not any(
+                    isinstance(statement, ast.Assign) and len(statement.targets) == 1
+                    and isinstance(statement.targets[0], ast.Name) and statement.targets[0].id == "model_type"
+                    and isinstance(statement.value, ast.Constant) and statement.value.value == types[0]
+                    for statement in node.body):
+                continue
+            if [ast.unparse(base) for base in node.bases] not in (["PreTrainedConfig"], ["PretrainedConfig"]):
+                return None  # a subclass of another model's config: its fields and __post_init__ are elsewhere
+            declared.append(node)
+        mentions = [node for node in ast.walk(tree) if (isinstance(node, ast.Attribute) and node.attr == _TIE_FLAG)
+                    or (isinstance(node, ast.Name) and node.id == _TIE_FLAG)
+                    or (isinstance(node, ast.Constant) and node.value == _TIE_FLAG)]
+        fields = [statement for node in declared for statement in node.body if isinstance(statement, ast.AnnAssign)
+                  and isinstance(statement.target, ast.Name) and statement.target.id == _TIE_FLAG]
+        if any(mention not in [field.target for field in fields] for mention in mentions):
+            return None  # set, popped or read elsewhere (a __post_init__ forcing it, another class of the file)
+    if len(declared) != 1:
+        return None
+    if isinstance(given, bool):
+        return given
+    fields = [statement for statement in declared[0].body if isinstance(statement, ast.AnnAssign)
+              and isinstance(statement.target, ast.Name) and statement.target.id == _TIE_FLAG]
+    if not fields:
+        return False
+    default = fields[0].value
+    return default.value if isinstance(default, ast.Constant) and isinstance(default.value, bool) else None
 
 
 def _declared_ties(config: Mapping[str, Any]) -> tuple[tuple[Any, ...], bool] | None:
@@ -418,6 +574,7 @@ def _built_plan(classes: _ClassTable, name: str,
 
     lists: dict[str, set[str]] = {attribute: set() for attribute in _FP32_ATTRIBUTES}
     pending, checked, from_sub_config = [name], set(), False
+    elsewhere: set[str] = set()  # the model classes it builds that are not of these files (`AutoModel`, `EncodecModel`)
     while pending:
         current = pending.pop()
         if current in checked:
@@ -444,6 +601,7 @@ def _built_plan(classes: _ClassTable, name: str,
                     continue
                 if called not in classes:
                     from_sub_config = from_sub_config or called.startswith("Auto") or called.endswith("Model")
+                    elsewhere.add(called)
                     continue
                 built = _resolved(classes, called)
                 if built is None:
@@ -462,12 +620,67 @@ def _built_plan(classes: _ClassTable, name: str,
                                                               for a in _FP32_ATTRIBUTES):
                         return None
                 continue
-            plan = _uniform_plan(sub_type)
+            plan = _uniform_plan(sub_type) or _picked_plan(sub_type, elsewhere)
             if plan is None:
                 return None
             for attribute, values in zip(_FP32_ATTRIBUTES, plan, strict=True):
                 lists[attribute].update(values)
     return tuple(tuple(sorted(lists[attribute])) for attribute in _FP32_ATTRIBUTES)  # type: ignore[return-value]
+
+
+def _picked_plan(model_type: str, called: set[str]) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
+    """The lists of the class of `model_type` a composite builds from its sub-config, where its classes' lists differ
+    (BLIP-2's Blip2Model keeps `qformer`, the Blip2QFormerModel that `AutoModel.from_config(config.qformer_config)`
+    builds does not): the class each Auto class `called` picks for the type (its mapping in models/auto, read as
+    text) and each class of the type's files called by name, where all of them have the same lists; else None."""
+    classes = _fp32_class_table(model_type)
+    if classes is None:
+        return None
+    picks = _auto_model_picks()
+    candidates = {picks[name][model_type] for name in called if model_type in picks.get(name, {})}
+    candidates |= {name for name in called if name in classes}
+    if not candidates or not candidates <= set(classes):
+        return None
+    plans = {_built_plan(classes, name, [model_type]) for name in candidates}
+    return next(iter(plans)) if len(plans) == 1 else None
+
+
+@functools.lru_cache(maxsize=1)
+def _auto_model_picks() -> dict[str, dict[str, str]]:
+    """transformers' Auto model classes -> {model_type: the class it builds for it} (`AutoModel` ->
+    `MODEL_MAPPING_NAMES`), read from the text of models/auto/modeling_auto.py; empty where it is not found."""
+    import ast
+
+    models = _models_folder()
+    if models is None:
+        return {}
+    try:
+        tree = ast.parse(_read(models / "auto" / "modeling_auto.py"))
+    except (SyntaxError, ValueError):
+        return {}
+    names: dict[str, dict[str, str]] = {}  # MODEL_MAPPING_NAMES -> its pairs
+    mappings: dict[str, str] = {}  # MODEL_MAPPING -> MODEL_MAPPING_NAMES
+    picks: dict[str, dict[str, str]] = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            target, value = node.targets[0].id, node.value
+            if (target.endswith("_NAMES") and isinstance(value, ast.Call) and value.args
+                    and getattr(value.func, "id", None) == "OrderedDict"):
+                try:
+                    pairs = ast.literal_eval(value.args[0])
+                except ValueError:
+                    continue
+                names[target] = {k: v for k, v in pairs if isinstance(k, str) and isinstance(v, str)}
+            elif (isinstance(value, ast.Call) and getattr(value.func, "id", None) == "_LazyAutoMapping"
+                  and len(value.args) == 2 and isinstance(value.args[1], ast.Name)):
+                mappings[target] = value.args[1].id
+        elif isinstance(node, ast.ClassDef) and node.name.startswith("Auto"):
+            for statement in node.body:
+                if (isinstance(statement, ast.Assign) and len(statement.targets) == 1
+                        and getattr(statement.targets[0], "id", None) == "_model_mapping"
+                        and isinstance(statement.value, ast.Name)):
+                    picks[node.name] = names.get(mappings.get(statement.value.id, ""), {})
+    return picks
 
 
 def _called_class(node: Any) -> str | None:

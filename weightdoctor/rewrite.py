@@ -16,7 +16,7 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -650,9 +650,10 @@ def plan_tensors(
         # A typo (`layernorm` for `LayerNorm`) would otherwise cast everything without a word.
         selection.warnings.append(f"--keep-fp32 {keep_fp32!r} matches no floating tensor: nothing is kept in fp32")
     if dtype and (selection.cast or selection.kept_fp32):
-        kept_at_load = kept_by_class_at_load(checkpoint, dtype)
+        kept_at_load, declared = kept_by_class_at_load(checkpoint, dtype)
         selection.kept_fp32_by_class = sorted(set(selection.kept_fp32) & kept_at_load)
-        if (kept_note := cast_of_kept_at_load_note(selection, dtype, keep_fp32, kept_at_load)) is not None:
+        if (kept_note := cast_of_kept_at_load_note(selection, dtype, keep_fp32, kept_at_load,
+                                                   declared)) is not None:
             selection.warnings.append(kept_note)
     return selection
 
@@ -725,22 +726,27 @@ def _recorded_alias_tensors(checkpoint: Checkpoint, selection: TensorSelection,
     return aliases
 
 
-def kept_by_class_at_load(checkpoint: Checkpoint, dtype: str) -> set[str]:
+def kept_by_class_at_load(checkpoint: Checkpoint, dtype: str) -> tuple[set[str], list[str]]:
     """The source's tensors `from_pretrained(dtype=<dtype>)` keeps in float32 (its class's `_keep_in_fp32_modules`,
-    T5's `wo` at float16); empty for other targets, and where no config.json builds the class."""
+    T5's `wo` at float16), with the module names those lists declare (`["wo"]`); empty for other targets, and where
+    no config.json builds the class."""
     short = _SHORT_DTYPE.get(_FULL_DTYPE.get(dtype, dtype))
     if short not in ("fp16", "bf16") or checkpoint.config is None:
-        return set()
-    from weightdoctor.check_dtype import kept_fp32_at_load
+        return set(), []
+    from weightdoctor.check_dtype import kept_fp32_at_load_by_plan
 
-    return set(kept_fp32_at_load(checkpoint, [short]).get(short, []))
+    kept, declared = kept_fp32_at_load_by_plan(checkpoint, [short]).get(short, ([], []))
+    return set(kept), declared
 
 
-def keep_fp32_regex_for(names: list[str], castable: list[str]) -> tuple[str | None, list[str]]:
+def keep_fp32_regex_for(names: list[str], castable: list[str],
+                        declared: Sequence[str] = ()) -> tuple[str | None, list[str]]:
     """A `--keep-fp32` expression that matches exactly `names` among the `castable` tensor names: their modules'
     last names (`\\.wo\\.` for T5's `...DenseReluDense.wo.weight`) where that matches no other, else their first
-    segments (`^(?:qformer|query_tokens)(?:\\.|$)`, BLIP-2's), else the names themselves; None where that would be
-    longer than a shell word should be. With it, the modules it names (`wo`; `qformer`, `query_tokens`), to be said.
+    segments (`^(?:qformer|query_tokens)(?:\\.|$)`, BLIP-2's), else the `declared` module names (the class's
+    `_keep_in_fp32_modules`) as whole segments anywhere (BLIP-2 over T5's `qformer`, `query_tokens` and `wo`), else
+    the names themselves; None where that would be longer than a shell word should be. With it, the modules it names
+    (`wo`; `qformer`, `query_tokens`), to be said: the `declared` ones that hold some of `names` where given.
 
     Example:
         >>> keep_fp32_regex_for(["a.wo.weight", "b.wo.weight"], ["a.wo.weight", "b.wo.weight", "a.wi.weight"])
@@ -756,7 +762,14 @@ def keep_fp32_regex_for(names: list[str], castable: list[str]) -> tuple[str | No
     tops = sorted({name.split(".", 1)[0] for name in names})
     inner = "|".join(re.escape(top) for top in tops)
     candidates.append(("^" + (inner if len(tops) == 1 else f"(?:{inner})") + r"(?:\.|$)", tops))
-    candidates.append(("^(?:" + "|".join(re.escape(name) for name in sorted(wanted)) + ")$", modules))
+    # A composite's lists, its parts kept whole and a module deep in another part (BLIP-2 over T5: the qformer,
+    # query_tokens, the language model's wo): neither one last name nor one first segment holds them all.
+    holding = sorted(module for module in set(declared) if re.fullmatch(r"[A-Za-z0-9_]+", module)
+                     and any(re.search(rf"(?:^|\.){re.escape(module)}(?:\.|$)", name) for name in wanted))
+    if holding:
+        inner = "|".join(re.escape(module) for module in holding)
+        candidates.append((r"(?:^|\.)" + (inner if len(holding) == 1 else f"(?:{inner})") + r"(?:\.|$)", holding))
+    candidates.append(("^(?:" + "|".join(re.escape(name) for name in sorted(wanted)) + ")$", holding or modules))
     for candidate, named in candidates:
         pattern = re.compile(candidate)
         if {name for name in castable if pattern.search(name)} == wanted and len(candidate) <= 2_000:
@@ -765,17 +778,17 @@ def keep_fp32_regex_for(names: list[str], castable: list[str]) -> tuple[str | No
 
 
 def cast_of_kept_at_load_note(selection: TensorSelection, dtype: str, keep_fp32: str | None,
-                              kept_at_load: set[str]) -> str | None:
+                              kept_at_load: set[str], declared: Sequence[str] = ()) -> str | None:
     """The warning for a cast to fp16 / bf16 of the tensors the model's class keeps in float32 at that dtype (T5's
     `wo`, its `_keep_in_fp32_modules`): `from_pretrained(dtype=torch.float16)` leaves them float32, and its
     `save_pretrained` writes them so; the plain cast rounds them to float16, which from_pretrained then loads up-cast,
     the rounding kept. It names the `--keep-fp32` that writes them as save_pretrained does. None where the class
     keeps nothing in float32 (most), where no config.json builds it, or where --keep-fp32 already keeps them.
-    `kept_at_load`: what `kept_by_class_at_load` gives.
+    `kept_at_load`, `declared`: what `kept_by_class_at_load` gives (the names kept, the module names declared).
 
     Example:
-        >>> kept = kept_by_class_at_load(t5, "float16")  # doctest: +SKIP
-        >>> cast_of_kept_at_load_note(selection, "float16", None, kept)  # doctest: +SKIP
+        >>> kept, declared = kept_by_class_at_load(t5, "float16")  # doctest: +SKIP
+        >>> cast_of_kept_at_load_note(selection, "float16", None, kept, declared)  # doctest: +SKIP
         "--dtype float16 casts 4 tensors that from_pretrained(dtype=torch.float16) keeps in float32 ..."
     """
     target = _FULL_DTYPE.get(dtype, dtype)
@@ -789,7 +802,11 @@ def cast_of_kept_at_load_note(selection: TensorSelection, dtype: str, keep_fp32:
     if not rounded:
         return None
     castable = [t.source for t in selection.tensors if t.source_dtype in CASTABLE]
-    regex, modules = keep_fp32_regex_for(rounded, castable)
+    regex, modules = keep_fp32_regex_for(rounded, castable, declared)
+    # Said as the class declares them, matched as transformers' loader matches them (anywhere in a name): a
+    # composite's lists read "qformer, query_tokens, wo", not the last names of the tensors under them.
+    modules = sorted(module for module in set(declared)
+                     if any(re.search(module.replace("*", ".*"), name) for name in rounded)) or modules
     listed = ", ".join(modules[:4]) + (f" and {len(modules) - 4} more" if len(modules) > 4 else "")
     strict = "_keep_in_fp32_modules_strict" if short == "bf16" else "_keep_in_fp32_modules"
     note = (f"--dtype {target} casts {counted(len(rounded), 'tensor')} that from_pretrained(dtype=torch.{target}) "
