@@ -149,6 +149,19 @@ def _auto_mapped_classes() -> list[tuple[str, str]]:
     return sorted(pairs)
 
 
+# Models whose ties a sub-model declares (BartModel's under `model.`) and GPT-2's: always among the classes swept.
+_ALWAYS_SWEPT = {"bart", "mbart", "plbart", "bigbird_pegasus", "pegasus", "marian", "blenderbot", "gpt2", "t5"}
+
+
+def _swept_classes() -> list[tuple[str, str]]:
+    """The classes the ties sweep builds: every class with WEIGHTDOCTOR_FULL_SWEEPS=1; else `_ALWAYS_SWEPT`'s and
+    every 4th other one in a fixed order, since building all of them took 626 s on a loaded 2-core machine."""
+    pairs = _auto_mapped_classes()
+    if os.environ.get("WEIGHTDOCTOR_FULL_SWEEPS"):
+        return pairs
+    return [pair for k, pair in enumerate(pairs) if k % 4 == 0 or pair[0] in _ALWAYS_SWEPT]
+
+
 def _default_config(model_type: str) -> dict[str, Any] | None:
     """The config.json transformers' config class of `model_type` writes by default; None where it needs values."""
     from transformers.models.auto import configuration_auto
@@ -172,7 +185,7 @@ def test_the_ties_read_from_text_are_the_built_model_s_for_every_class() -> None
 
     transformers.logging.set_verbosity_error()
     compared, tied, untied_by_default, different = 0, 0, 0, []
-    for model_type, name in _auto_mapped_classes():
+    for model_type, name in _swept_classes():
         default = _default_config(model_type)
         if default is None:
             continue
@@ -197,7 +210,9 @@ def test_the_ties_read_from_text_are_the_built_model_s_for_every_class() -> None
             different.append((model_type, name, read, dict(model.all_tied_weights_keys)))
     assert different == []
     # BART's family (BartModel's ties under `model.`), GPT-2's, and configs whose class defaults to untied
-    assert compared > 100 and tied > 50 and untied_by_default > 10, (compared, tied, untied_by_default)
+    # Swept in full: 145 compared; a quarter of the classes with BART's family: 75 compared, 51 tying something
+    least = (100, 50) if os.environ.get("WEIGHTDOCTOR_FULL_SWEEPS") else (60, 40)
+    assert compared > least[0] and tied > least[1] and untied_by_default > 10, (compared, tied, untied_by_default)
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning")
