@@ -186,3 +186,47 @@ def test_diff_keys_values_of_two_saves_of_the_same_weights(tmp_path: Path) -> No
     torch.save({"model": changed}, other)
     code, report = run_json("diff-keys", str(best), str(other), "--values")
     assert [row["name"] for row in report["values"] if not row["identical"]] == ["encoder.layers.0.fc1.weight"]
+
+
+def _fairseq_fsdp_shard(path: Path) -> Path:
+    """One rank's checkpoint_last-shard0.pt of fairseq's --ddp-backend fully_sharded (Trainer.state_dict: `model` is
+    fairscale FSDP's local_state_dict, each wrapped module's parameters in FlattenParamsWrapper's `flat_param_0`, the
+    buffers under their own names, and `fsdp_metadata` its local_metadata_dict)."""
+    generator = torch.Generator().manual_seed(1)
+    model = {"encoder.version": torch.Tensor([3]), "encoder.embed_positions._float_tensor": torch.zeros(1),
+             "decoder.version": torch.Tensor([3]), "decoder.embed_positions._float_tensor": torch.zeros(1),
+             "encoder.layers.0.flat_param_0": torch.randn(1584, generator=generator) * 0.05,
+             "decoder.layers.0.flat_param_0": torch.randn(2128, generator=generator) * 0.05,
+             "flat_param_0": torch.randn(640, generator=generator) * 0.05}
+    shapes = [torch.Size((40, 16)), torch.Size((40, 16))]
+    metadata = {"param_metadata": [{"fsdp_path": "", "params": {"flat_param_0": {
+        "names": ["encoder.embed_tokens.weight", "decoder.embed_tokens.weight"], "shapes": shapes,
+        "numels": [shape.numel() for shape in shapes], "padding": 0}}, "no_broadcast_optim_state": False,
+        "shared_param_info": []}], "buffer_names": ["encoder.version", "decoder.version"]}
+    torch.save({"args": None, "cfg": {"distributed_training": {"ddp_backend": "fully_sharded",
+                                                               "distributed_world_size": 2}},
+                "model": model, "optimizer_history": [{"criterion_name": "CrossEntropyCriterion", "num_updates": 5,
+                                                       "optimizer_name": "FairseqAdam", "lr_scheduler_state": {}}],
+                "task_state": {}, "extra_state": {"previous_training_time": 1.0}, "fsdp_metadata": metadata}, path)
+    return path
+
+
+def test_a_fairseq_fully_sharded_shard_is_named_with_its_consolidation(tmp_path: Path) -> None:
+    """Before: inspect showed three 1-D tensors as the model's 4,352 parameters and warned of nothing."""
+    source = _fairseq_fsdp_shard(tmp_path / "checkpoint_last-shard0.pt")
+    code, report = run_json("inspect", str(source))
+    assert code == 0, report
+    warning = next(w for w in report["warnings"] if "fairscale FSDP flat parameter" in w)
+    assert warning.startswith("3 fairscale FSDP flat parameters (encoder.layers.0.flat_param_0, "
+                              "decoder.layers.0.flat_param_0 and 1 more, 4,352 values)"), warning
+    assert "FullyShardedDataParallel.consolidate_shard_weights" in warning, warning
+    assert "load_model_ensemble_and_task([path], num_shards=N)" in warning, warning
+
+
+def test_a_weight_named_flat_param_of_two_dimensions_is_no_fsdp_shard(tmp_path: Path) -> None:
+    """Only 1-D `flat_param_N` tensors are fairscale's: a model's own 2-D parameter of that name is not warned of."""
+    source = tmp_path / "own.pt"
+    torch.save({"proj.flat_param_0": torch.randn(4, 4), "proj.bias": torch.zeros(4)}, source)
+    code, report = run_json("inspect", str(source))
+    assert code == 0, report
+    assert not [w for w in report["warnings"] if "fairscale" in w], report["warnings"]
