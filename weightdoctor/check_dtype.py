@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from weightdoctor.checkpoint import Checkpoint, TensorInfo
 from weightdoctor.checkpoint.model import unique_tensors
-from weightdoctor.dtypes import FLOATING, bits_per_element, quantization_hint
+from weightdoctor.dtypes import FLOATING, bits_per_element, is_dtype_placeholder, quantization_hint
 from weightdoctor.errors import UsageError
 from weightdoctor.paths import expand_user, shell_word
 from weightdoctor.wording import counted, plural
@@ -55,6 +55,11 @@ NOT_CAST: dict[str, str] = {
     "float4_e2m1fn_x2": "packed fp4 pairs, which torch cannot cast element by element",
 }
 VERDICTS: tuple[str, ...] = ("safe", "lossy", "unsafe")
+# Why fairseq's `_float_tensor` (dtypes.is_dtype_placeholder) is not checked.
+DTYPE_PLACEHOLDER_SKIP = ("fairseq's dtype placeholder (SinusoidalPositionalEmbedding's torch.FloatTensor(1)): one "
+                          "uninitialized value the model never reads, only its dtype; convert casts it unchecked")
+
+
 # A tensor whose cast flushes at least this share of its non-zero values to zero is unsafe.
 MASS_UNDERFLOW_SHARE = 0.01
 CHUNK_ELEMENTS = 1 << 20
@@ -1308,8 +1313,11 @@ def select_tensors(checkpoint: Checkpoint, name_filter: str | None) -> tuple[lis
                       else NOT_CAST.get(t.dtype, "not floating: a dtype cast leaves it as is"))
         for t in selected if not checked(t)
     ] + [SkippedTensor(t.name, t.dtype, "a quantizer's scale or state: convert keeps it as stored")
-         for t in selected if checked(t) and t.name in side]
-    return [t for t in selected if checked(t) and t.name not in side], skipped
+         for t in selected if checked(t) and t.name in side
+    ] + [SkippedTensor(t.name, t.dtype, DTYPE_PLACEHOLDER_SKIP)
+         for t in selected if checked(t) and t.name not in side and is_dtype_placeholder(t.name, t.num_params)]
+    return [t for t in selected
+            if checked(t) and t.name not in side and not is_dtype_placeholder(t.name, t.num_params)], skipped
 
 
 # Why a GGUF's quantized tensor is skipped: its values are blocks weightdoctor does not decode, yet floats once loaded.

@@ -19,7 +19,7 @@ from operator import and_, attrgetter, eq, getitem, ne, not_
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from weightdoctor.dtypes import FLOATING
+from weightdoctor.dtypes import FLOATING, is_dtype_placeholder
 from weightdoctor.errors import choose
 from weightdoctor.findings import SEVERITIES, severity_rank
 from weightdoctor.gcpause import gc_paused
@@ -7512,10 +7512,16 @@ def value_pairs(
 
     quantized: list[str] = []  # a GGUF's IQ2_XS, ... on either side: blocks of scales and codes, not values read
     dequantized: list[str] = []  # a GGUF's Q4_K, ...: compared as the float32 values ggml decodes
+    placeholders: list[str] = []  # fairseq's `_float_tensor`: uninitialized memory, different in every save
     for info in b.tensors:
         name = info.name
         old = new_to_old.get(name, name if not renames else None)
         if old is None or old not in names_a or name in mismatched:
+            continue
+        if is_dtype_placeholder(name, info.num_params):
+            placeholders.append(name)
+            if advance is not None:
+                advance(1)
             continue
         if is_unread_dtype(info.dtype) or is_unread_dtype(a.tensor_info(old).dtype):
             quantized.append(name)
@@ -7529,6 +7535,13 @@ def value_pairs(
         yield name, a.load_tensor(old), b.load_tensor(name)
         if advance is not None:
             advance(1)
+    if placeholders:
+        # Two saves of one fairseq model differ there (checkpoint_best.pt against checkpoint_last.pt): shown as the
+        # layer changed most, by 1e48, it hid the comparison of the weights.
+        report.notes.append(
+            f"{counted(len(placeholders), 'tensor')} not compared ({placeholders[0]}"
+            f"{', ...' if len(placeholders) > 1 else ''}): fairseq's dtype placeholder `_float_tensor`, one value "
+            "of uninitialized memory that differs from save to save and that the model never reads")
     if dequantized:
         # Information: the comparison is of what the quantized file holds, its rounding included.
         report.notes.append(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING
 
 from weightdoctor.errors import UnsupportedEnvironment
@@ -136,3 +137,19 @@ def quantization_hint(name: str, refused: str) -> str:
         return ""
     return (f"; {name.strip().lower()} is quantization (a scale per block or row), not a cast: {refused}; "
             "plan-devices --dtype int8 or int4 gives the memory of a bitsandbytes load")
+
+
+# fairseq's SinusoidalPositionalEmbedding registers `_float_tensor = torch.FloatTensor(1)`, and each fairseq model's
+# upgrade_state_dict_named writes one again under `<encoder|decoder>.embed_positions._float_tensor`: one value of
+# uninitialized memory, kept only so the computed sinusoids can `.type_as()` it. Whatever the allocator held (a
+# subnormal, 1e30, NaN) is not a weight: a cast of it loses nothing the model reads, and casting it is never refused.
+_DTYPE_PLACEHOLDER = re.compile(r"(^|\.)_float_tensor$")
+
+
+def is_dtype_placeholder(name: str, numel: int) -> bool:
+    """Whether a tensor is fairseq's one-element `_float_tensor`, whose value is uninitialized memory.
+
+    >>> is_dtype_placeholder("decoder.embed_positions._float_tensor", 1), is_dtype_placeholder("w._float_tensor", 8)
+    (True, False)
+    """
+    return numel == 1 and _DTYPE_PLACEHOLDER.search(name) is not None

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 
+from weightdoctor.dtypes import is_dtype_placeholder
 from weightdoctor.expected_init import GLORA_ZERO_FACTOR as _GLORA_ZERO_FACTOR
 from weightdoctor.expected_init import HRA_VECTORS as _HRA_VECTORS
 from weightdoctor.expected_init import IA3_VECTOR as _IA3_VECTOR
@@ -271,6 +272,8 @@ def _initializer_range(config: dict[str, Any] | None) -> float | None:
 def _tensor_findings(item: TensorHealth) -> list[Finding]:
     s, name = item.stats, item.name
     found: list[Finding] = []
+    if is_dtype_placeholder(name, math.prod(item.shape)):
+        return found  # uninitialized memory kept for its dtype: a NaN or 1e30 there is no weight gone wrong
     matrix = len(item.shape) >= 2
     if s.inf and not s.nan and "mask" in name.rsplit(".", 1)[-1].lower():
         # An attention mask buffer (CLIP's causal `attn_mask`) holds -inf where attention may not look, by design.

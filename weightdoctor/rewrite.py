@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from weightdoctor.checkpoint import Checkpoint, TensorInfo
 from weightdoctor.checkpoint.reader import is_training_save, is_training_state, natural_order, original_release
-from weightdoctor.dtypes import ALIASES, FLOATING, bits_per_element, torch_shape
+from weightdoctor.dtypes import ALIASES, FLOATING, bits_per_element, is_dtype_placeholder, torch_shape
 from weightdoctor.errors import OutputError, UsageError, WeightDoctorError, clip_middle, compile_user_regex
 from weightdoctor.jsontext import parse_json
 from weightdoctor.paths import entries_under, expand_user
@@ -866,6 +866,9 @@ def cast_tensor(tensor: torch.Tensor, name: str, target: str) -> tuple[torch.Ten
     dtype = getattr(torch, target)
     out = tensor.to(dtype)
     if bits_per_element(target) >= bits_per_element(str(tensor.dtype)) and target != "float16":
+        return out, None
+    if is_dtype_placeholder(name, tensor.numel()):
+        # fairseq's `_float_tensor`: uninitialized memory kept for its dtype, lost or not by the cast alike.
         return out, None
     flat_src, flat_out = tensor.reshape(-1), out.reshape(-1)
     overflow = flushed = nonzero = 0

@@ -571,6 +571,39 @@ def fsdp_flat_param_warning(checkpoint: Checkpoint) -> str | None:
             f"rank's file holds only its shard. Save the full state dict instead, {FSDP_FULL_STATE_DICT_SAVE}")
 
 
+# fairscale's FlattenParamsWrapper registers `flat_param_0`, `flat_param_1`, ... on each module its
+# FullyShardedDataParallel wraps; its local_state_dict keeps them (the wrappers' `_fsdp_wrapped_module.` and
+# `_fpw_module.` dropped) beside the buffers under their own names: what fairseq's --ddp-backend fully_sharded saves
+# in each rank's checkpoint_last-shardN.pt, with `fsdp_metadata` to put them back together.
+_FAIRSCALE_FLAT_PARAM = re.compile(r"(^|\.)flat_param_\d+$")
+
+
+def fairscale_flat_param_warning(checkpoint: Checkpoint) -> str | None:
+    """fairscale FSDP flat parameters (`flat_param_0`, `decoder.layers.0.flat_param_0`): one rank's shard of the weights
+    of the modules fairscale's FullyShardedDataParallel wraps, flattened into 1-D. inspect counted them as the model's
+    parameters and said nothing (the one warning of FSDP's flat parameters matched only torch's `_flat_param`).
+
+    Example:
+        >>> fairscale_flat_param_warning(open_checkpoint("checkpoint_last-shard0.pt"))  # doctest: +SKIP
+        '2 fairscale FSDP flat parameters (flat_param_0, decoder.layers.0.flat_param_0, 4,224 values): ...'
+    """
+    if not any("flat_param_" in t.name for t in checkpoint.tensors):
+        return None  # one pass of a substring test: this runs on every inspect
+    flat = [t for t in checkpoint.tensors if len(t.shape) == 1 and _FAIRSCALE_FLAT_PARAM.search(t.name)]
+    if not flat:
+        return None
+    shown = ", ".join(t.name for t in flat[:2]) + (f" and {len(flat) - 2:,} more" if len(flat) > 2 else "")
+    values = sum(t.num_params for t in flat)
+    return (f"{len(flat):,} fairscale FSDP flat parameter{'s' if len(flat) != 1 else ''} ({shown}, {values:,} "
+            "values): one rank's shard of the weights of the modules fairscale's FullyShardedDataParallel wraps "
+            "(flatten_parameters), flattened into 1-D and padded, as its local_state_dict gives them (fairseq's "
+            "--ddp-backend fully_sharded saves one checkpoint_last-shardN.pt per rank); no model loads them by name "
+            "and the counts above are of this shard. Consolidate every rank's file first: fairscale's "
+            "FullyShardedDataParallel.consolidate_shard_weights(shard_weights=[each file's 'model'], "
+            "shard_metadata=[each file's 'fsdp_metadata']), which fairseq's checkpoint_utils."
+            "load_model_ensemble_and_task([path], num_shards=N) calls, then torch.save the dict it returns")
+
+
 def gpt_fast_int4_warning(checkpoint: Checkpoint) -> str | None:
     """gpt-fast's int4 checkpoints (quantize.py --mode int4: model_int4.g32.pth): each Linear's weight packed 8 int4
     values to an int32, beside bfloat16 scales_and_zeros, with no config to say so. inspect counted the int32 (an
@@ -1112,7 +1145,8 @@ def inspect_checkpoint(checkpoint: Checkpoint, name_filter: str | None = None) -
                                  momentum_encoder_copy_warning(checkpoint),
                                  student_teacher_copy_warning(checkpoint), wrapper_prefix_warning(checkpoint),
                                  own_config_warning(checkpoint),
-                                 fsdp_flat_param_warning(checkpoint), reparametrized_warning(checkpoint),
+                                 fsdp_flat_param_warning(checkpoint), fairscale_flat_param_warning(checkpoint),
+                                 reparametrized_warning(checkpoint),
                                  gpt_fast_int4_warning(checkpoint)]),
                   *([f"{skipped}; from_pretrained loads them once saved under its names (save_pretrained)"] if skipped
                     else []), *([other_framework] if other_framework else []),

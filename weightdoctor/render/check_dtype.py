@@ -11,7 +11,14 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from weightdoctor.check_dtype import CheckDtypeReport, TargetReport, TensorCast, share_text, verdict_rank
+from weightdoctor.check_dtype import (
+    DTYPE_PLACEHOLDER_SKIP,
+    CheckDtypeReport,
+    TargetReport,
+    TensorCast,
+    share_text,
+    verdict_rank,
+)
 from weightdoctor.render.text import escape, wrapped_name
 from weightdoctor.units import format_bytes, format_count
 from weightdoctor.wording import counted, plural
@@ -56,16 +63,21 @@ def summary_table(report: CheckDtypeReport) -> Table:
         checked += f" ({dequantized} of them quantized GGUF tensors, read dequantized to float32 as ggml decodes them)"
     if unread := sum(not row.read for row in rows):
         checked += f", {unread} not read (their dtype casts exactly to every target)"
-    if report.skipped:
+    # fairseq's `_float_tensor` is cast like any float (not "left as it is"), only its uninitialized value unchecked.
+    placeholders = sum(t.reason == DTYPE_PLACEHOLDER_SKIP for t in report.skipped)
+    if left := len(report.skipped) - placeholders:
         # A quantizer's floating scales are skipped too: "not floating" was said of GPTQ's fp16 scales.
         side = sum(t.reason.startswith("a quantizer's") for t in report.skipped)
         # A GGUF's Q4_K is no integer: floats once dequantized, its blocks not decoded here.
         gguf = sum(t.reason.startswith("a quantized GGUF type") for t in report.skipped)
-        plain = len(report.skipped) - side - gguf
+        plain = left - side - gguf
         parts = [f"{plain} not floating"] if plain else []
         parts += [f"{side} quantizer scale(s) or state(s)"] if side else []
         parts += [f"{gguf} quantized GGUF tensor(s), not read"] if gguf else []
-        checked += f"; {len(report.skipped)} left as they are ({', '.join(parts)})"
+        checked += f"; {left} left as they are ({', '.join(parts)})"
+    if placeholders:
+        checked += (f"; {placeholders} not checked: fairseq's dtype placeholder `_float_tensor`, uninitialized "
+                    "memory the model never reads")
     table.add_row("checked", checked)
     if report.sample is not None:
         table.add_row("sample", f"[magenta]{escape(report.sample.note)}[/]")
