@@ -842,6 +842,8 @@ class _Builder:
         self.scans: list[ScanReport] = []
         # Safetensors files read since the last pickle, whose scan reports are not built yet.
         self.safetensors_files: list[str] = []
+        # Whether the GGUF files read are the parts of one split set (`read_split_gguf`), each not said to be a part.
+        self.in_split_set = False
 
     def relpath(self, path: Path) -> str:
         try:
@@ -927,12 +929,16 @@ class _Builder:
                 self.scans.append(ScanReport(format="gguf", container="gguf", files=[relpath], notes=notes))
                 quantized = sorted({t.dtype for t in infos if gguf_format.is_unread_dtype(t.dtype)})
                 parts = gguf.metadata.get("split.count")
-                if isinstance(parts, int) and not isinstance(parts, bool) and parts > 1:
+                if isinstance(parts, int) and not isinstance(parts, bool) and parts > 1 and not self.in_split_set:
                     part = gguf.metadata.get("split.no")
                     self.notes.append(
                         f"{relpath}: part {part + 1 if isinstance(part, int) else '?'} of {parts} of a split GGUF "
                         f"(llama.cpp's gguf-split): its own {counted(len(infos), 'tensor')} only; "
-                        f"{foreign_gguf_reading(path)}")
+                        + (reading if (reading := foreign_gguf_reading(path)).startswith("it is part") else
+                           # Renamed: its parts are not found by name, and transformers cannot read a part.
+                           f"under gguf-split's names (`-{(part if isinstance(part, int) else 0) + 1:05d}-of-"
+                           f"{parts:05d}.gguf`) beside its other parts it is read with them; transformers reads one "
+                           "GGUF file, not a part of one: llama.cpp's llama-gguf-split --merge joins the parts first"))
                 if quantized:
                     self.value_notes.append(
                         f"{relpath}: GGUF tensors of quantized ggml types ({', '.join(quantized)}) are described from "
@@ -994,6 +1000,40 @@ class _Builder:
         self.files.append(CheckpointFile(path, relpath, "weights", fmt, size))
         self.tensors.extend(infos)
         return infos
+
+
+    def read_split_gguf(self, parts: list[Path]) -> None:
+        """Read the parts of a split GGUF (`gguf_split.set_parts`) in order, as one checkpoint, and check them
+        against each other (`gguf_split.check_set`)."""
+        from weightdoctor.checkpoint import gguf_split
+
+        self.in_split_set = True
+        try:
+            for part in parts:
+                self.add_weight_file(part)
+        finally:
+            self.in_split_set = False
+        note = gguf_split.check_set(parts, [self.ggufs.get(self.relpath(part)) for part in parts])
+        reading = foreign_gguf_reading(parts[0])
+        # What transformers needs of it (one file, merged), as a lone part's note said it.
+        self.notes.append(note + ("; " + reading[reading.index("transformers reads"):]
+                                  if "transformers reads" in reading else ""))
+
+
+def _split_gguf_parts(path: Path) -> list[Path] | None:
+    """The parts of the split GGUF that `path` is a part of, when its name says so and it is a GGUF (`gguf_split`)."""
+    if not path.name.lower().endswith(".gguf"):
+        return None
+    from weightdoctor.checkpoint import gguf_format, gguf_split
+
+    if gguf_split.split_name(path.name) is None:
+        return None
+    try:
+        if not path.is_file() or not gguf_format.looks_like_gguf(_read_prefix(path, 4)):
+            return None  # read (or refused) as what it is
+    except OSError:
+        return None
+    return gguf_split.set_parts(path)
 
 
 def _dequantized(dtype: str) -> bool:
@@ -3983,7 +4023,11 @@ def _open_checkpoint(
                 # The Hub writes real folders in a snapshot; one that links elsewhere is not the repo's.
                 raise SourceNotFound(f"{repo_id}'s folder {subfolder} links outside its snapshot "
                                      f"(to {path.resolve()}): not read", text)
-            if not path.is_dir():
+            if not path.is_dir() and path.name.lower().endswith(".gguf") and path.is_file():
+                # `org/name/model.Q4_K_M.gguf`: a cached file of the repo, as from_pretrained(repo, gguf_file=) names
+                # one of a repo of several quantizations; read as that file (its folder holds no weights of its own).
+                pass
+            elif not path.is_dir():
                 if (missing := _recorded_missing(snapshot, subfolder)) is not None:
                     # `.no_exist/<commit>/vae/config.json`: the Hub answered that the repo has no such file there.
                     raise SourceNotFound(f"{repo_id} has no folder {subfolder} (huggingface_hub recorded {missing} "
@@ -4079,6 +4123,8 @@ def _open_checkpoint(
             warnings += _read_index(builder, target)
         elif target == config_path:
             pass
+        elif (split_parts := _split_gguf_parts(target)) is not None:
+            builder.read_split_gguf(split_parts)
         else:
             builder.add_weight_file(target)
             warnings += _one_shard_of_several(target, given if repo_id is not None else None)
