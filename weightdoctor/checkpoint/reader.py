@@ -1981,8 +1981,14 @@ def _no_weights_message(folder: Path) -> str:
             # as `org/name/file.gguf`, which names a folder of the repo, not its file).
             word = shell_word(str(folder / named_gguf))
             quoted = word if word.startswith(("'", '"', "$'")) else f"'{word}'"
+            from weightdoctor.checkpoint.gguf_split import split_name
+
+            # A split set's first part reads the whole set (`gguf_split`): said so, not "its tensors".
+            split = split_name(named_gguf)
+            shown = (f"the tensors and metadata of the {split.count} parts of its split GGUF, read as one"
+                     if split is not None and split.count > 1 else "its tensors and metadata")
             message += (f"; it holds {', '.join(others[:6])}, GGUF (llama.cpp), read when named: weightdoctor "
-                        f"inspect {quoted} shows its tensors and metadata")
+                        f"inspect {quoted} shows {shown}")
         else:
             message += f"; it holds {', '.join(others[:6])}, which weightdoctor does not read (not PyTorch)"
         keras = keras_object(data) if (data := _small_json(folder / "config.json")) is not None else None
