@@ -100,3 +100,19 @@ def test_a_part_that_is_not_gguf_is_refused(tmp_path: Path) -> None:
     parts[1].write_bytes(b"\x00" * 64)
     line = _refused(parts[0])
     assert "m-00002-of-00002.gguf" in line, line
+
+
+@pytest.mark.parametrize("kind", ["self-link", "folder", "fifo"])
+def test_a_part_that_is_no_file_is_one_line(tmp_path: Path, kind: str) -> None:
+    """Part 2 a link to itself, a folder or a FIFO (whose open would wait for a writer): named, never waited on."""
+    parts = split_gguf(tmp_path, "m", llama_metadata(tokens=10), _tensors(), 2)
+    parts[1].unlink()
+    if kind == "self-link":
+        parts[1].symlink_to(parts[1].name)
+    elif kind == "folder":
+        parts[1].mkdir()
+    else:
+        os.mkfifo(parts[1])
+    started = time.perf_counter()
+    line = _refused(parts[0], str(parts[1]))
+    assert time.perf_counter() - started < 10, line
