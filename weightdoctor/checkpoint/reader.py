@@ -4129,7 +4129,8 @@ def _open_checkpoint(
             warnings += _read_index(builder, target)
         elif target == config_path:
             pass
-        elif (split_parts := _split_gguf_parts(target)) is not None:
+        elif gguf_refused_by is None and (split_parts := _split_gguf_parts(target)) is not None:
+            # (A command that refuses a GGUF refuses the part named, saying it is one: its set is not read.)
             builder.read_split_gguf(split_parts)
         else:
             builder.add_weight_file(target)
