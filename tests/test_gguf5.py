@@ -140,10 +140,13 @@ def test_a_gguf_of_a_hub_repo_of_several_is_read_by_its_address(tmp_path: Path) 
 
     data = tiny_llama_gguf(tmp_path / "tiny.gguf")[0].read_bytes()
     cache = tmp_path / "hub"
-    write_snapshot(cache, "org/tiny-gguf", commit_of("main"), {"tiny.Q4_K_M.gguf": data, "tiny.Q8_0.gguf": data})
+    kinds = ["IQ2_XS", "IQ3_XXS", "IQ4_XS", "Q2_K", "Q3_K_M", "Q4_K_M", "Q5_K_M", "Q6_K", "Q8_0"]
+    write_snapshot(cache, "org/tiny-gguf", commit_of("main"), {f"tiny.{kind}.gguf": data for kind in kinds})
     env = {"HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "COLUMNS": "400"}
     refused = run_subprocess("inspect", "org/tiny-gguf", env=env, cwd=tmp_path)
-    assert refused.returncode == 2 and "tiny.Q4_K_M.gguf, tiny.Q8_0.gguf" in refused.stderr, refused.stderr
+    # every quantization listed (the ninth too: six were shown, with no word of the others)
+    assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+    assert ", ".join(f"tiny.{kind}.gguf" for kind in sorted(kinds)) in refused.stderr, refused.stderr
     done = run_subprocess("inspect", "org/tiny-gguf/tiny.Q8_0.gguf", "--json", env=env, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert '"num_tensors": 12' in done.stdout

@@ -1987,7 +1987,9 @@ def _no_weights_message(folder: Path) -> str:
             split = split_name(named_gguf)
             shown = (f"the tensors and metadata of the {split.count} parts of its split GGUF, read as one"
                      if split is not None and split.count > 1 else "its tensors and metadata")
-            message += (f"; it holds {', '.join(others[:6])}, GGUF (llama.cpp), read when named: weightdoctor "
+            # Every file named: a repo of one GGUF per quantization holds 20 or more, and the one wanted may be last.
+            message += (f"; it holds {', '.join(others[:30])}{' and more' if len(others) > 30 else ''}, GGUF "
+                        "(llama.cpp), read when named: weightdoctor "
                         f"inspect {quoted} shows {shown}")
         else:
             message += f"; it holds {', '.join(others[:6])}, which weightdoctor does not read (not PyTorch)"
