@@ -1,7 +1,8 @@
-"""GGUF files, the third round: advice that transformers contradicts. plan-devices no longer offers disk for a GGUF
-(transformers' GGUF quantizer raises on a device map naming disk) and refuses `--dtype int8` / `int4` (a bitsandbytes
-quantization_config, which transformers refuses beside gguf_file=); check-dtype's verdicts on a quantized GGUF say
-they cover only the F32 / F16 / BF16 tensors read, and how many were not (`quantized_not_read`)."""
+"""GGUF files, the third round: advice that transformers contradicts. plan-devices says a GGUF plan with disk
+loads only as device_map="auto" with offload_folder= (transformers' GGUF quantizer raises on a device map dict naming
+disk) and refuses `--dtype int8` / `int4` (a bitsandbytes quantization_config, which transformers refuses beside
+gguf_file=); check-dtype's verdicts on a quantized GGUF say they cover only the F32 / F16 / BF16 tensors read, and how
+many were not (`quantized_not_read`)."""
 
 from __future__ import annotations
 
@@ -36,26 +37,34 @@ def _bitsandbytes_beside_gguf_refusal(flag: str) -> str:
     raise AssertionError("transformers took bitsandbytes beside gguf_file=")
 
 
-def test_a_gguf_plan_needing_disk_is_a_finding_and_disk_is_never_suggested(tmp_path: Path) -> None:
+def test_a_gguf_plan_needing_disk_warns_that_it_loads_only_with_device_map_auto_and_an_offload_folder(
+        tmp_path: Path) -> None:
+    """transformers' GGUF quantizer refuses a device_map dict naming disk, but device_map="auto" reaches it as the
+    string "auto": the map it then makes, with disk, loads given offload_folder= (measured with transformers 5.25)."""
     path, _ = tiny_llama_gguf(tmp_path / "tiny.Q4_K_M.gguf")
     # 1 MB of GPU for a model of 8.89 MB at float32: the rest goes to disk, as asked
     code, report = run_json("plan-devices", str(path), "--gpu", "1MB", "--disk")
     [finding] = [f for f in report["findings"] if f["code"] == "gguf-refuses-disk"]
-    assert code == 1 and report["verdict"] == "does-not-fit"
+    assert code == 0 and report["verdict"] == "needs-disk-offload"
     assert "disk" in report["device_map"].values()
-    assert finding["severity"] == "error" and "gguf_file='tiny.Q4_K_M.gguf'" in finding["message"]
-    # transformers' own words, as its GGUF quantizer raises them
+    assert finding["severity"] == "warn" and "gguf_file='tiny.Q4_K_M.gguf'" in finding["message"]
+    assert 'device_map="auto") loads this plan only given offload_folder=' in finding["message"]
+    # transformers' own words, as its GGUF quantizer raises them on the map passed as a dict
     quoted = finding["message"].split('RuntimeError: "')[1].split('"')[0]
     assert quoted.startswith("One or more modules is configured to be mapped to disk")
     assert quoted == _gguf_quantizer_refusal(report["device_map"])
-    assert not [s for s in report["suggestions"] if s["change"] == "disk" or s["verdict"] == "needs-disk-offload"]
+    # ... and the string "auto" passes it: the map with disk is made after it has looked
+    from transformers.quantizers.quantizer_gguf import GgufHfQuantizer
+    from transformers.utils.quantization_config import GgufConfig
 
-    # Without --disk the planner still sends the rest there ("not placed"): --disk was the smallest change offered.
+    assert GgufHfQuantizer(GgufConfig(gguf_file="model.gguf")).update_device_map("auto") == "auto"
+
+    # Without --disk the planner still sends the rest there ("not placed"): the finding is a warning, not an error.
     code, report = run_json("plan-devices", str(path), "--gpu", "1MB")
-    assert code == 1 and report["verdict"] == "does-not-fit"
-    assert [f["code"] for f in report["findings"]] == ["gguf-refuses-disk"]
+    assert code == 0 and report["verdict"] == "does-not-fit"
+    assert [(f["code"], f["severity"]) for f in report["findings"]] == [("gguf-refuses-disk", "warn")]
     changes = [s["change"] for s in report["suggestions"]]
-    assert "disk" not in changes and "cpu" in changes  # the GPU and CPU together is what loads
+    assert "cpu" in changes and "disk" in changes
 
     # A GPU and CPU plan names no disk: no finding, the load it plans is one transformers makes.
     code, report = run_json("plan-devices", str(path), "--gpu", "1MB", "--cpu", "1GB")
@@ -76,7 +85,7 @@ def test_no_int8_or_int4_suggested_for_a_gguf(tmp_path: Path) -> None:
     path, _ = tiny_llama_gguf(tmp_path / "tiny.gguf")
     # 4 MB of GPU: a float32 plan does not fit; int8 would, and was the first change offered
     code, report = run_json("plan-devices", str(path), "--gpu", "4MB", "--dtype", "fp32")
-    assert code == 1 and report["suggestions"]
+    assert code == 0 and report["verdict"] == "does-not-fit" and report["suggestions"]
     assert not [s for s in report["suggestions"] if s["dtype"] in ("int8", "int4")]
     assert [s for s in report["suggestions"] if s["change"] == "gpus"]  # the other changes stay
 

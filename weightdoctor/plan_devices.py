@@ -1166,7 +1166,7 @@ def build_planned_model(
                 warnings.append(f"{skipped}; planned as the model config.json describes, which from_pretrained loads "
                                 "once the weights are saved under its names (save_pretrained)")
             planned = PlannedModel(model, "config", type(model).__name__, dtype, checkpoint.config, warnings)
-            planned.gguf_file = checkpoint.files[0].path.name if checkpoint.format == "gguf" else None
+            planned.gguf_file = _gguf_file_loaded(checkpoint) if checkpoint.format == "gguf" else None
             _load_generation_config(model, folder)
             planned.quantizer_swapped = swapped
             planned.rest_dtype_source = rest_dtype_source
@@ -4384,19 +4384,35 @@ def plan_devices(planned: PlannedModel, request: PlanRequest, source: str = "") 
         if verdict in ("needs-cpu-offload", "needs-disk-offload"):
             verdict = "does-not-fit"
     if planned.gguf_file is not None:
-        # GgufHfQuantizer.update_device_map raises on a device_map naming disk, whatever else it names: a map that
-        # puts modules there (this plan, written with -o, or a --map) does not load, and --disk is no way out.
-        # Nor is int8 / int4: bitsandbytes beside gguf_file= is refused (`gguf_bitsandbytes_refusal`).
-        suggestions = [s for s in suggestions if s.change != "disk" and s.verdict != "needs-disk-offload"
-                       and s.dtype not in ("int8", "int4")]
+        # GgufHfQuantizer.update_device_map raises on a device_map naming disk, but it sees the device_map as given:
+        # a dict (this plan written with -o, a --map) that names disk is refused, and the string "auto" is not. The
+        # map "auto" makes is checked by the quantizer's validate_environment only, which does not look at it: there
+        # the offloaded weights, dequantized, are re-saved into offload_folder= (accelerate's offload_weight raises
+        # ValueError without one), and the model loads and runs (measured, transformers 5.25: its logits equal the
+        # all-CPU load's). So an automatic plan with disk loads as device_map="auto" with offload_folder=, and a
+        # hand-written map with disk does not load at all.
+        # Nor is int8 / int4 a way: bitsandbytes beside gguf_file= is refused (`gguf_bitsandbytes_refusal`).
+        manual = request.manual_map is not None
+        suggestions = [s for s in suggestions if s.dtype not in ("int8", "int4")
+                       and not (manual and (s.change == "disk" or s.verdict == "needs-disk-offload"))]
         if "disk" in device_map.values():
-            findings.append(Finding(
-                "error", "gguf-refuses-disk", None,
-                f"from_pretrained(folder, gguf_file={planned.gguf_file!r}) raises on this map: transformers' GGUF "
-                f"quantizer refuses a device map naming disk (RuntimeError: \"{GGUF_DISK_REFUSAL}\"); it loads "
-                "with every module on the GPUs and the CPU (give --cpu for the rest)"))
-            if verdict in ("needs-cpu-offload", "needs-disk-offload"):
-                verdict = "does-not-fit"
+            if manual:
+                findings.append(Finding(
+                    "error", "gguf-refuses-disk", None,
+                    f"from_pretrained(folder, gguf_file={planned.gguf_file!r}, device_map=<this map>) raises: "
+                    f"transformers' GGUF quantizer refuses a device map naming disk (RuntimeError: "
+                    f"\"{GGUF_DISK_REFUSAL}\"); it loads with every module on the GPUs and the CPU, or as "
+                    "device_map=\"auto\" with offload_folder="))
+                if verdict in ("needs-cpu-offload", "needs-disk-offload"):
+                    verdict = "does-not-fit"
+            else:
+                findings.append(Finding(
+                    "warn", "gguf-refuses-disk", None,
+                    f"from_pretrained(folder, gguf_file={planned.gguf_file!r}, device_map=\"auto\") loads this plan "
+                    "only given offload_folder=: the weights it puts on disk are dequantized and re-saved there "
+                    "(ValueError \"The current `device_map` had weights offloaded to the disk, which needed to be "
+                    "re-saved\" without one); this map passed as a dict (written with -o) is refused by transformers' "
+                    f"GGUF quantizer (RuntimeError: \"{GGUF_DISK_REFUSAL}\")"))
     if planned.is_transformers and (raising := torchao_fqn_map_raises(planned, device_map)) is not None:
         warnings.append(raising)
     kept_fp32 = keep_in_fp32_warning(planned, device_map, tensor_sizes, unplaced, request.binary_units)
@@ -5649,7 +5665,8 @@ def open_plan_source(source: str, revision: str | None = None, key: str | None =
     # its config and safetensors headers, read remotely when not cached: its weights are not downloaded.
     from weightdoctor.errors import InvalidIndex
 
-    if _is_gguf_file(path):
+    if _is_gguf_file(path) or _is_gguf_file(_cached_repo_file(source, revision)):
+        # A GGUF of a repo of several (`org/name/model.Q4_K_M.gguf`) too: from_pretrained(repo, gguf_file=) loads it.
         return _open_gguf_for_plan(source, key)
     try:
         return open_checkpoint(source, revision=revision, key=key, allow_config_only=True, structure_only=True,
@@ -5668,6 +5685,15 @@ def open_plan_source(source: str, revision: str | None = None, key: str | None =
         raise
 
 
+def _cached_repo_file(source: str, revision: str | None) -> Path:
+    """The cached file that `org/name/file` names in a Hub repo's snapshot, or an empty path for any other source."""
+    from weightdoctor.checkpoint.hub import cached_snapshot, split_repo_subfolder
+
+    inside = split_repo_subfolder(source) if not Path(source).exists() else None
+    snapshot = cached_snapshot(inside[0], revision) if inside is not None else None
+    return snapshot / inside[1] if snapshot is not None and inside is not None else Path()
+
+
 def _is_gguf_file(path: Path) -> bool:
     """Whether `path` is a file that opens with GGUF's magic (read as GGUF by the reader)."""
     from weightdoctor.checkpoint.gguf_format import looks_like_gguf
@@ -5679,6 +5705,13 @@ def _is_gguf_file(path: Path) -> bool:
             return looks_like_gguf(handle.read(4))
     except OSError:
         return False  # open_checkpoint says what is wrong with it
+
+
+def _gguf_file_loaded(checkpoint: Checkpoint) -> str:
+    """The gguf_file= from_pretrained is given for a GGUF checkpoint: its file, or a split set's merged file."""
+    from weightdoctor.checkpoint.gguf_split import loaded_name
+
+    return loaded_name([f.path.name for f in checkpoint.files])
 
 
 def _open_gguf_for_plan(source: str, key: str | None) -> Checkpoint:
@@ -5696,7 +5729,10 @@ def _open_gguf_for_plan(source: str, key: str | None) -> Checkpoint:
     from weightdoctor.checkpoint.gguf_format import refusal_for
 
     checkpoint = open_checkpoint(source, key=key, structure_only=True)
-    [header] = checkpoint.gguf_headers()
+    from weightdoctor.checkpoint.gguf_format import combined
+
+    header = combined(checkpoint.gguf_headers())
+    assert header is not None  # a GGUF file was read
     built = transformers_config(header)
     gguf_file = checkpoint.files[0].path
     if built.config is None:
@@ -5714,12 +5750,19 @@ def _open_gguf_for_plan(source: str, key: str | None) -> Checkpoint:
     config.setdefault("dtype", "float32")
     checkpoint.config = config
     checkpoint.tensors = []
+    loaded = _gguf_file_loaded(checkpoint)
+    what = (f"{gguf_file.name}: a GGUF file, planned as from_pretrained(folder, gguf_file={loaded!r}) loads it"
+            if loaded == gguf_file.name else
+            f"{gguf_file.name} ...: the {len(checkpoint.files)} parts of a split GGUF, planned as "
+            f"from_pretrained(folder, "
+            f"gguf_file={loaded!r}) loads them once llama-gguf-split --merge has joined them (transformers reads one "
+            "file)")
     checkpoint.warnings.append(
-        f"{gguf_file.name}: a GGUF file, planned as from_pretrained(folder, gguf_file={gguf_file.name!r}) loads it: "
+        f"{what}: "
         f"the {config.get('model_type')} config its metadata gives (transformers' GGUF_CONFIG_MAPPING), every "
         "tensor dequantized into that model, at float32 unless --dtype says otherwise (the dtype= you load it "
-        "with); transformers refuses disk offload for a GGUF (its GGUF quantizer's update_device_map), so a plan "
-        "that needs the disk does not load; llama.cpp places it itself (--n-gpu-layers)")
+        "with); for a plan that needs the disk, give device_map=\"auto\" and offload_folder= (transformers' GGUF "
+        "quantizer refuses a device_map dict naming disk); llama.cpp places it itself (--n-gpu-layers)")
     return checkpoint
 
 

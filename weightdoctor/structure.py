@@ -9,7 +9,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from weightdoctor.checkpoint import Checkpoint, TensorInfo
+from weightdoctor.checkpoint.gguf_format import combined as combined_gguf
 from weightdoctor.checkpoint.gguf_format import is_quantized_dtype
+from weightdoctor.checkpoint.gguf_format import metadata_disagreements as gguf_metadata_disagreements
 from weightdoctor.checkpoint.gguf_format import summary as gguf_summary
 from weightdoctor.checkpoint.hub import snapshot_commit
 from weightdoctor.checkpoint.model import unique_tensors
@@ -1113,6 +1115,7 @@ def inspect_checkpoint(checkpoint: Checkpoint, name_filter: str | None = None) -
     from weightdoctor.config_check import config_disagreement_warnings
 
     disagreements = config_disagreement_warnings(checkpoint, quantized is not None, adapter is not None)
+    gguf_header = combined_gguf(checkpoint.gguf_headers())
     return InspectReport(
         source=checkpoint.source,
         resolved_path=checkpoint.location,
@@ -1151,10 +1154,11 @@ def inspect_checkpoint(checkpoint: Checkpoint, name_filter: str | None = None) -
                   *([f"{skipped}; from_pretrained loads them once saved under its names (save_pretrained)"] if skipped
                     else []), *([other_framework] if other_framework else []),
                   *(quantized.warnings if quantized is not None else []),
-                  *filter(None, [gguf_config_loads_dense(checkpoint.config)]), *disagreements],
+                  *filter(None, [gguf_config_loads_dense(checkpoint.config)]), *disagreements,
+                  *(gguf_metadata_disagreements(gguf_header) if gguf_header is not None else [])],
         security=checkpoint.security,
         quantized=quantized,
         adapter=adapter,
         native_params=native_params,
-        gguf=next((gguf_summary(header) for header in checkpoint.gguf_headers()), None),
+        gguf=gguf_summary(gguf_header) if gguf_header is not None else None,
     )

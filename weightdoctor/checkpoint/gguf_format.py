@@ -62,7 +62,9 @@ class GgmlType:
 
 
 _QK_K = 256
-# ggml's ggml_type values with (block size, type size), as gguf-py's GGML_QUANT_SIZES lists them.
+# ggml's ggml_type values with (block size, type size), as gguf-py's GGML_QUANT_SIZES lists them. Checked against
+# llama.cpp master after b9916 (ggml.h: NVFP4 = 40, Q1_0 = 41, Q2_0 = 42, GGML_TYPE_COUNT = 43; constants.py:
+# NVFP4 (64, 4 + 32), Q1_0 (128, 2 + 16), Q2_0 (64, 2 + 16)).
 GGML_TYPES: dict[int, GgmlType] = {t.id: t for t in (
     GgmlType(0, "F32", 1, 4, "float32"),
     GgmlType(1, "F16", 1, 2, "float16"),
@@ -105,7 +107,8 @@ GGML_TYPES_BY_NAME: dict[str, GgmlType] = {t.name: t for t in GGML_TYPES.values(
 _REMOVED_TYPES = {4: "Q4_2", 5: "Q4_3", 31: "Q4_0_4_4", 32: "Q4_0_4_8", 33: "Q4_0_8_8", 36: "IQ4_NL_4_4",
                   37: "IQ4_NL_4_8", 38: "IQ4_NL_8_8"}
 
-# general.file_type: llama.cpp's llama_ftype (llama.h; gguf-py's LlamaFileType), what the file was quantized "to"
+# general.file_type: llama.cpp's llama_ftype (llama.h; gguf-py's LlamaFileType; as of b9916: MOSTLY_NVFP4 = 39,
+# MOSTLY_Q1_0 = 40, MOSTLY_Q2_0 = 41), what the file was quantized "to"
 # (most 2-D tensors; norms stay F32, a Q4_K_M keeps some Q6_K). 4-6 and 33-35 were removed from llama.cpp.
 LLAMA_FILE_TYPES: dict[int, str] = {
     0: "ALL_F32", 1: "MOSTLY_F16", 2: "MOSTLY_Q4_0", 3: "MOSTLY_Q4_1", 4: "MOSTLY_Q4_1_SOME_F16", 5: "MOSTLY_Q4_2",
@@ -115,7 +118,7 @@ LLAMA_FILE_TYPES: dict[int, str] = {
     22: "MOSTLY_IQ3_XS", 23: "MOSTLY_IQ3_XXS", 24: "MOSTLY_IQ1_S", 25: "MOSTLY_IQ4_NL", 26: "MOSTLY_IQ3_S",
     27: "MOSTLY_IQ3_M", 28: "MOSTLY_IQ2_S", 29: "MOSTLY_IQ2_M", 30: "MOSTLY_IQ4_XS", 31: "MOSTLY_IQ1_M",
     32: "MOSTLY_BF16", 33: "MOSTLY_Q4_0_4_4", 34: "MOSTLY_Q4_0_4_8", 35: "MOSTLY_Q4_0_8_8", 36: "MOSTLY_TQ1_0",
-    37: "MOSTLY_TQ2_0", 38: "MOSTLY_MXFP4_MOE",
+    37: "MOSTLY_TQ2_0", 38: "MOSTLY_MXFP4_MOE", 39: "MOSTLY_NVFP4", 40: "MOSTLY_Q1_0", 41: "MOSTLY_Q2_0",
 }
 
 # GGUF metadata value types: (name, struct format) of the fixed-size ones.
@@ -198,6 +201,19 @@ class GgufHeader:
     def architecture(self) -> str | None:
         value = self.metadata.get("general.architecture")
         return value if isinstance(value, str) else None
+
+
+def combined(headers: list[GgufHeader]) -> GgufHeader | None:
+    """One header for the GGUF files of a checkpoint, the parts of a split set (`gguf_split`) in order: the first
+    part's version and metadata (gguf-split writes the model's metadata there alone) with every part's tensors. Its
+    `data_start` is the first part's: tensor reads go through each file's own header, never this one. None for no
+    GGUF file; the header itself for one."""
+    if len(headers) < 2:
+        return headers[0] if headers else None
+    first = headers[0]
+    return GgufHeader(first.version, first.alignment, first.data_start, first.metadata,
+                      [info for header in headers for info in header.tensors],
+                      {name: kind for header in headers for name, kind in header.ggml_types.items()})
 
 
 # What a read is of, for its error: text, or a function making it (formatted only on error: building the words of
@@ -535,6 +551,74 @@ def summary(header: GgufHeader) -> dict[str, Any]:
         "values_note": values_note(quantized) if quantized else None,
         "metadata": metadata_json(header.metadata),
     }
+
+
+# Architectures whose attn_q / attn_k rows are the heads times the head size (llama.cpp's build of them): others fuse
+# QKV, add a gate to attn_q (qwen3next) or split it low-rank (deepseek2), and their shapes say nothing of the heads.
+_PLAIN_ATTENTION = frozenset({"llama", "mistral", "qwen2", "qwen2moe", "qwen3", "qwen3moe", "gemma", "gemma2", "gemma3",
+                              "granite", "starcoder2", "olmo2"})
+
+
+def _int_value(metadata: dict[str, Any], key: str) -> int | None:
+    value = metadata.get(key)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+def metadata_disagreements(header: GgufHeader) -> list[str]:
+    """Where the config a GGUF's metadata gives disagrees with its tensors' shapes, for inspect's warnings (as
+    config.json's are said of the tensors beside it): llama.cpp and from_pretrained(gguf_file=) build the model the
+    metadata says and cannot load such a tensor into it ("wrong shape"). `header`: the whole checkpoint's
+    (`combined`, a split set's parts together).
+
+    Example:
+        embedding_length 4096 beside a token_embd.weight 2048 wide; block_count 32 beside tensors of blocks 0-27.
+    """
+    arch = header.architecture
+    if not arch:
+        return []
+    metadata = header.metadata
+    said = "its GGUF metadata says"
+    cannot = ("llama.cpp and from_pretrained(gguf_file=) build the model the metadata gives and cannot load it "
+              "(wrong shape); the metadata was edited or belongs to another file")
+    by_name = {info.name: info for info in header.tensors}
+    warnings: list[str] = []
+    embedding = by_name.get("token_embd.weight")
+    hidden = _int_value(metadata, f"{arch}.embedding_length")
+    if embedding is not None and len(embedding.shape) == 2:
+        rows, width = embedding.shape
+        if hidden is not None and width != hidden:
+            warnings.append(f"{said} {arch}.embedding_length={hidden}, token_embd.weight is {width} wide: {cannot}")
+        vocab_key = f"{arch}.vocab_size"
+        vocab = _int_value(metadata, vocab_key)
+        tokens = metadata.get("tokenizer.ggml.tokens")
+        if vocab is None and isinstance(tokens, ArraySummary):
+            vocab, vocab_key = tokens.count, "tokenizer.ggml.tokens"
+        if vocab is not None and rows != vocab:
+            what = f"holds {vocab:,} tokens" if vocab_key == "tokenizer.ggml.tokens" else f"is {vocab:,}"
+            warnings.append(f"{said} {vocab_key} {what}, token_embd.weight has {rows:,} rows: {cannot}")
+    blocks = _int_value(metadata, f"{arch}.block_count")
+    found = {int(name.split(".", 2)[1]) for name in by_name
+             if name.startswith("blk.") and name.split(".", 2)[1].isdigit()}
+    if blocks is not None and found and found != set(range(blocks)):
+        extra = sorted(index for index in found if index >= blocks)
+        missing = blocks - len(found & set(range(blocks)))
+        detail = (f"tensors of block {extra[0]:,}" + (f" to {extra[-1]:,}" if len(extra) > 1 else "") if extra
+                  else f"no tensor of {missing:,} of its blocks")
+        warnings.append(f"{said} {arch}.block_count={blocks:,}, and it holds {detail} (blk.0 to "
+                        f"blk.{max(found):,}, {len(found):,} blocks): llama.cpp and from_pretrained(gguf_file=) "
+                        "build the metadata's blocks, and a block missing its tensors does not load; the metadata "
+                        "was edited or belongs to another file")
+    heads = _int_value(metadata, f"{arch}.attention.head_count")
+    if arch in _PLAIN_ATTENTION and heads is not None and hidden is not None:
+        head_size = _int_value(metadata, f"{arch}.attention.key_length") or hidden // heads
+        kv_heads = _int_value(metadata, f"{arch}.attention.head_count_kv") or heads
+        for part, count, key in (("attn_q", heads, "head_count"), ("attn_k", kv_heads, "head_count_kv")):
+            tensor = by_name.get(f"blk.0.{part}.weight")
+            if tensor is None or len(tensor.shape) != 2 or tensor.shape[0] == count * head_size:
+                continue
+            warnings.append(f"{said} {arch}.attention.{key}={count} of {head_size} (heads times head size "
+                            f"{count * head_size:,}), blk.0.{part}.weight has {tensor.shape[0]:,} rows: {cannot}")
+    return warnings
 
 
 def values_note(quantized: list[str]) -> str:

@@ -844,6 +844,8 @@ class _Builder:
         self.scans: list[ScanReport] = []
         # Safetensors files read since the last pickle, whose scan reports are not built yet.
         self.safetensors_files: list[str] = []
+        # Whether the GGUF files read are the parts of one split set (`read_split_gguf`), each not said to be a part.
+        self.in_split_set = False
 
     def relpath(self, path: Path) -> str:
         try:
@@ -929,12 +931,16 @@ class _Builder:
                 self.scans.append(ScanReport(format="gguf", container="gguf", files=[relpath], notes=notes))
                 quantized = sorted({t.dtype for t in infos if gguf_format.is_unread_dtype(t.dtype)})
                 parts = gguf.metadata.get("split.count")
-                if isinstance(parts, int) and not isinstance(parts, bool) and parts > 1:
+                if isinstance(parts, int) and not isinstance(parts, bool) and parts > 1 and not self.in_split_set:
                     part = gguf.metadata.get("split.no")
                     self.notes.append(
                         f"{relpath}: part {part + 1 if isinstance(part, int) else '?'} of {parts} of a split GGUF "
                         f"(llama.cpp's gguf-split): its own {counted(len(infos), 'tensor')} only; "
-                        f"{foreign_gguf_reading(path)}")
+                        + (reading if (reading := foreign_gguf_reading(path)).startswith("it is part") else
+                           # Renamed: its parts are not found by name, and transformers cannot read a part.
+                           f"under gguf-split's names (`-{(part if isinstance(part, int) else 0) + 1:05d}-of-"
+                           f"{parts:05d}.gguf`) beside its other parts it is read with them; transformers reads one "
+                           "GGUF file, not a part of one: llama.cpp's llama-gguf-split --merge joins the parts first"))
                 if quantized:
                     self.value_notes.append(
                         f"{relpath}: GGUF tensors of quantized ggml types ({', '.join(quantized)}) are described from "
@@ -996,6 +1002,40 @@ class _Builder:
         self.files.append(CheckpointFile(path, relpath, "weights", fmt, size))
         self.tensors.extend(infos)
         return infos
+
+
+    def read_split_gguf(self, parts: list[Path]) -> None:
+        """Read the parts of a split GGUF (`gguf_split.set_parts`) in order, as one checkpoint, and check them
+        against each other (`gguf_split.check_set`)."""
+        from weightdoctor.checkpoint import gguf_split
+
+        self.in_split_set = True
+        try:
+            for part in parts:
+                self.add_weight_file(part)
+        finally:
+            self.in_split_set = False
+        note = gguf_split.check_set(parts, [self.ggufs.get(self.relpath(part)) for part in parts])
+        reading = foreign_gguf_reading(parts[0])
+        # What transformers needs of it (one file, merged), as a lone part's note said it.
+        self.notes.append(note + ("; " + reading[reading.index("transformers reads"):]
+                                  if "transformers reads" in reading else ""))
+
+
+def _split_gguf_parts(path: Path) -> list[Path] | None:
+    """The parts of the split GGUF that `path` is a part of, when its name says so and it is a GGUF (`gguf_split`)."""
+    if not path.name.lower().endswith(".gguf"):
+        return None
+    from weightdoctor.checkpoint import gguf_format, gguf_split
+
+    if gguf_split.split_name(path.name) is None:
+        return None
+    try:
+        if not path.is_file() or not gguf_format.looks_like_gguf(_read_prefix(path, 4)):
+            return None  # read (or refused) as what it is
+    except OSError:
+        return None
+    return gguf_split.set_parts(path)
 
 
 def _dequantized(dtype: str) -> bool:
@@ -1943,8 +1983,16 @@ def _no_weights_message(folder: Path) -> str:
             # as `org/name/file.gguf`, which names a folder of the repo, not its file).
             word = shell_word(str(folder / named_gguf))
             quoted = word if word.startswith(("'", '"', "$'")) else f"'{word}'"
-            message += (f"; it holds {', '.join(others[:6])}, GGUF (llama.cpp), read when named: weightdoctor "
-                        f"inspect {quoted} shows its tensors and metadata")
+            from weightdoctor.checkpoint.gguf_split import split_name
+
+            # A split set's first part reads the whole set (`gguf_split`): said so, not "its tensors".
+            split = split_name(named_gguf)
+            shown = (f"the tensors and metadata of the {split.count} parts of its split GGUF, read as one"
+                     if split is not None and split.count > 1 else "its tensors and metadata")
+            # Every file named: a repo of one GGUF per quantization holds 20 or more, and the one wanted may be last.
+            message += (f"; it holds {', '.join(others[:30])}{' and more' if len(others) > 30 else ''}, GGUF "
+                        "(llama.cpp), read when named: weightdoctor "
+                        f"inspect {quoted} shows {shown}")
         else:
             message += f"; it holds {', '.join(others[:6])}, which weightdoctor does not read (not PyTorch)"
         keras = keras_object(data) if (data := _small_json(folder / "config.json")) is not None else None
@@ -3993,7 +4041,11 @@ def _open_checkpoint(
                 # The Hub writes real folders in a snapshot; one that links elsewhere is not the repo's.
                 raise SourceNotFound(f"{repo_id}'s folder {subfolder} links outside its snapshot "
                                      f"(to {path.resolve()}): not read", text)
-            if not path.is_dir():
+            if not path.is_dir() and path.name.lower().endswith(".gguf") and path.is_file():
+                # `org/name/model.Q4_K_M.gguf`: a cached file of the repo, as from_pretrained(repo, gguf_file=) names
+                # one of a repo of several quantizations; read as that file (its folder holds no weights of its own).
+                pass
+            elif not path.is_dir():
                 if (missing := _recorded_missing(snapshot, subfolder)) is not None:
                     # `.no_exist/<commit>/vae/config.json`: the Hub answered that the repo has no such file there.
                     raise SourceNotFound(f"{repo_id} has no folder {subfolder} (huggingface_hub recorded {missing} "
@@ -4089,6 +4141,9 @@ def _open_checkpoint(
             warnings += _read_index(builder, target)
         elif target == config_path:
             pass
+        elif gguf_refused_by is None and (split_parts := _split_gguf_parts(target)) is not None:
+            # (A command that refuses a GGUF refuses the part named, saying it is one: its set is not read.)
+            builder.read_split_gguf(split_parts)
         else:
             builder.add_weight_file(target)
             warnings += _one_shard_of_several(target, given if repo_id is not None else None)
