@@ -1041,7 +1041,8 @@ def recommend(
         elif report.verdict == "lossy":
             tiny = [f"{report.underflow:,} tiny value(s) flushed to zero"] if report.underflow else []
             # Subnormal in the target (fewer significant bits), whether or not they were already in the source.
-            tiny += [f"{report.subnormal:,} become subnormal in {name}, with fewer significant bits"
+            tiny += [f"{report.subnormal:,} {plural(report.subnormal, 'becomes', 'become')} subnormal in {name}, "
+                     "with fewer significant bits"
                      ] if report.subnormal else []
             extra = f"; {', '.join(tiny)}" if tiny else ""
             extra += f"; of the {counted(read, 'tensor')} read, {not_read}" if quantized_not_read else ""
