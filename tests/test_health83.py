@@ -116,7 +116,8 @@ def test_t5_after_300_adamw_steps_reads_trained_and_a_frozen_block_is_named(tmp_
     assert report["weights"]["state"] == "trained" and report["weights"]["state_basis"] == "constants"
     assert list(_untrained(report)) == ["shared.weight"], _untrained(report)
     info = " ".join(f["message"] for f in report["findings"] if f["code"] == "briefly-trained")
-    assert "matrices without a bias that still fit their initialization sit in blocks whose norms all moved" in info
+    assert "matrices without a bias still look like their initialization, but the norms of their blocks all moved" \
+        in info
 
     frozen_folder = tmp_path / "frozen"
     _adamw_steps(_t5(), 300, "encoder.block.1.").save_pretrained(frozen_folder)
