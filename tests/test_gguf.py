@@ -64,7 +64,7 @@ def test_inspect_text_shows_the_gguf_metadata_panel(tmp_path: Path) -> None:
     result = run_subprocess("inspect", str(path), env={"COLUMNS": "400"})
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    assert "GGUF metadata" in out and "GGUF v3, alignment 32" in out
+    assert "GGUF metadata" in out and "GGUF v3, tensor data aligned to 32 bytes" in out
     assert "Q4_K: 6 tensor(s), 327.7K params, 4.5 bits/weight" in out
     assert "[1,000 string: 'tok0', 'tok1', 'tok2', ...]" in out and "tok999" not in out
     assert "safe (GGUF: no pickle, no code)" in out

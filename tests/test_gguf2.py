@@ -76,7 +76,7 @@ def test_check_dtype_memory_counts_quantized_tensors_dequantized_as_inspect_does
     result = run_subprocess("check-dtype", str(path), env={"COLUMNS": "400"})
     assert result.returncode == 0, result.stderr
     assert "10 left as they are (10 quantized GGUF tensor(s), not read)" in result.stdout
-    assert "memory (quantized GGUF tensors counted dequantized, as from_pretrained(gguf_file=) loads them): " \
+    assert "memory, with quantized GGUF tensors counted dequantized as from_pretrained(gguf_file=) loads them: " \
            "stored 758.27 KB  fp32 3.12 MB" in result.stdout
 
 

@@ -124,7 +124,7 @@ def test_check_dtype_on_a_quantized_gguf_says_what_its_verdicts_cover(tmp_path: 
     [bf16] = [line for line in lines if line.startswith("bf16 ")]
     assert "of the 4 tensors read, 10 quantized GGUF tensors not read" in bf16
     [best] = [line for line in lines if line.startswith("smallest plain cast")]
-    assert best.endswith("(of the tensors read; 10 quantized GGUF tensors not read)")
+    assert " for the tensors read (10 quantized GGUF tensors not read)" in best, best
 
 
 def test_check_dtype_on_a_gguf_read_whole_says_nothing_of_unread_tensors(tmp_path: Path) -> None:

@@ -103,8 +103,10 @@ def test_gpt2_after_six_adam_steps_is_trained_not_mixed(tmp_path: Path) -> None:
     assert pooled["variance_ratio"] == pytest.approx(ratio)
     assert pooled["moved"] and pooled["z"] == pytest.approx((ratio - 1) * math.sqrt(values / 2), rel=1e-6)
     message = report["findings"][0]["message"]
-    assert message.startswith(f"{len(at_init)} matrices have not moved enough to tell on their own, beside the "
-                              f"{weights['trained_share']:.1%} of the checkpoint's matrix parameters that have")
+    assert message.startswith(f"{len(at_init)} matrices still look like their initialization one by one, but taken "
+                              "together they have trained too")
+    assert f"Beside them, {weights['trained_share']:.1%} of the checkpoint's matrix parameters have clearly " \
+        "trained" in message
     assert f"hold {ratio:.1%} of the variance" in message
     text = " ".join(run_cli("inspect", str(folder), "--stats").stdout.split())
     assert f"state: trained ({weights['trained_share']:.1%} of matrix parameters moved enough to tell alone; " \

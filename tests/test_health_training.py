@@ -146,7 +146,7 @@ def test_untrained_tensor_hint_admits_a_short_run_that_moved_a_matrix_too_little
     assert all("small learning rate" in f["hint"] for f in flagged), flagged[0]["hint"]
     [brief] = [f for f in data["findings"] if f["code"] == "briefly-trained"]
     assert brief["severity"] == "info"
-    assert brief["message"].endswith("they have trained too")
+    assert brief["message"].endswith("matrix parameters have clearly trained"), brief["message"]
     assert (data["weights"]["state"], data["weights"]["state_basis"]) == ("trained", "pooled")
 
 

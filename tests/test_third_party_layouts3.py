@@ -271,12 +271,12 @@ def test_the_smallest_cast_does_not_call_an_equally_exact_one_worse(tmp_path: Pa
     code, data = run_json("check-dtype", str(folder))
     assert code == 0 and data["targets"]["fp16"]["verdict"] == data["targets"]["bf16"]["verdict"] == "safe", data
     [line] = [x for x in data["recommendation"]["lines"] if x.startswith("smallest plain cast")]
-    assert line.endswith("fp16 (bf16, the same size, does as well here)"), line
+    assert line.endswith("fp16; bf16, the same size, does as well here"), line
 
     save_file({"w": torch.randn(64, 64, dtype=torch.float16)}, tmp_path / "half.safetensors")
     code, data = run_json("check-dtype", str(tmp_path / "half.safetensors"))
     [line] = [x for x in data["recommendation"]["lines"] if x.startswith("smallest plain cast")]
-    assert line.endswith("fp16 (same size as bf16, whose max relative error is larger)"), line
+    assert line.endswith("fp16; bf16, the same size, has a larger max relative error"), line
 
 
 def test_an_ip_adapter_written_flat_to_a_bin_is_warned_about(tmp_path: Path) -> None:

@@ -97,8 +97,8 @@ def test_one_matrix_told_trained_by_its_bias_is_said_in_the_singular_and_named(t
     brief = [f["message"] for f in report["findings"] if f["code"] == "briefly-trained"]
     assert len(brief) == 1 and brief[0].startswith("1 matrix ("), brief
     named = brief[0][len("1 matrix ("):brief[0].index(")")]
-    assert brief[0] == (f"1 matrix ({named}) that still fits its initialization has a bias that moved, so got updates "
-                        "too little to tell alone"), brief
+    assert brief[0] == (f"1 matrix ({named}) still looks like its initialization, but its bias moved, so it did get "
+                        "small updates"), brief
     at_init = {t["name"]: (t.get("init") or {}).get("at_init") for t in report["tensors"]}
     assert at_init[named] is True and at_init[named.removesuffix("weight") + "bias"] is False, at_init
 

@@ -880,7 +880,8 @@ def config_agreement(
         return ConfigAgreement("agrees", f"stored {declared}, as config.json says")
     declared_bits = bits_per_element(declared) if declared in FLOATING else None
     if declared in stored:
-        others = ", ".join(f"{d} ({floating[d].num_tensors} tensor(s))" for d in stored if d != declared)
+        # "bfloat16, 3 tensors": a "(3 tensor(s))" nested a parenthesis in a parenthesis.
+        others = ", ".join(f"{d} in {counted(floating[d].num_tensors, 'tensor')}" for d in stored if d != declared)
         return ConfigAgreement(
             "mixed", f"mixed storage: config says {declared}, but {others} are stored otherwise; "
             f"from_pretrained(dtype='auto') casts them to {declared} at load",
@@ -905,8 +906,8 @@ def config_agreement(
         )
     return ConfigAgreement(
         "differs",
-        f"stored {main} but config says {declared}: a silent re-cast at load by from_pretrained(dtype='auto') "
-        f"(see target {_short(declared)} for what it does to the values)",
+        f"stored {main} but config says {declared}: a silent re-cast at load by from_pretrained(dtype='auto'); "
+        f"target {_short(declared)} below shows what that does to the values",
     )
 
 
@@ -1048,18 +1049,21 @@ def recommend(
             lines.append(f"{name}: no floating tensors to cast")
             continue
         if report.verdict == "safe":
+            # The size as a clause of its own: a "(553.35 KB)" after the line's own parenthesis read as "(…) (…)".
             lines.append(f"{name} is safe for the {counted(read, 'tensor')} read: every value read is exactly "
-                         f"representable; {not_read} ({mem})" if quantized_not_read else
-                         f"{name} is safe: every value is exactly representable ({mem})")
+                         f"representable; {not_read}; size {mem}" if quantized_not_read else
+                         f"{name} is safe: every value is exactly representable; size {mem}")
         elif report.verdict == "lossy":
             tiny = [f"{report.underflow:,} tiny value(s) flushed to zero"] if report.underflow else []
             # Subnormal in the target (fewer significant bits), whether or not they were already in the source.
-            tiny += [f"{report.subnormal:,} subnormal in {name} (fewer significant bits)"] if report.subnormal else []
+            tiny += [f"{report.subnormal:,} {plural(report.subnormal, 'becomes', 'become')} subnormal in {name}, "
+                     "with fewer significant bits"
+                     ] if report.subnormal else []
             extra = f"; {', '.join(tiny)}" if tiny else ""
             extra += f"; of the {counted(read, 'tensor')} read, {not_read}" if quantized_not_read else ""
             lines.append(
                 f"{name} loses precision only: max relative error {report.max_rel_error:.3g}, "
-                f"{share_text(report.changed_share)} of values rounded{extra} ({mem})"
+                f"{share_text(report.changed_share)} of values rounded{extra}; size {mem}"
             )
         else:
             problems = []
@@ -1163,12 +1167,15 @@ def recommend(
         worse = [f"{n}, {r.verdict}" for n, r in same_size if n not in larger
                  and verdict_rank(r.verdict) > verdict_rank(first.verdict)]
         equal = [n for n, r in same_size if n not in larger and verdict_rank(r.verdict) <= verdict_rank(first.verdict)]
-        said = ([f"same size as {', '.join(larger)}, whose max relative error is larger"] if larger else []) + (
-            [f"same size as {'; '.join(worse)}"] if worse else []) + (
+        # Plain clauses after the choice: "bf16 (same size as fp16, whose …)" then "(of the tensors read; …)"
+        # stacked two parentheses on one line.
+        said = ([f"{', '.join(larger)}, the same size, {plural(len(larger), 'has', 'have')} a larger max relative "
+                 "error"] if larger else []) + (
+            [f"{'; '.join(worse)}, the same size"] if worse else []) + (
             [f"{', '.join(equal)}, the same size, {'does' if len(equal) == 1 else 'do'} as well here"] if equal else [])
-        tail = f" ({'; '.join(said)})" if said else ""
-        lines.append(f"smallest plain cast without overflow or mass underflow: {best}{tail}"
-                     + (f" (of the tensors read; {not_read})" if quantized_not_read else ""))
+        tail = "".join(f"; {clause}" for clause in said)
+        lines.append(f"smallest plain cast without overflow or mass underflow: {best}"
+                     + (f" for the tensors read ({not_read})" if quantized_not_read else "") + tail)
     text = "\n".join(lines)
     return Recommendation(text=text, best=best, lines=lines, commands=commands, memory_bytes=memory)
 

@@ -4284,7 +4284,7 @@ class ValueDiff:
 
 @dataclass(frozen=True)
 class LayerChange:
-    """One layer's aggregated relative change ‖ΔW‖/‖W‖ over its tensors."""
+    """One layer's relative change ‖A−B‖/‖B‖ over its tensors together (the norms of their values concatenated)."""
 
     layer: str
     rel_change: float

@@ -637,18 +637,19 @@ def _constants_moved(vectors: list[TensorHealth]) -> bool:
 def _constants_said(vectors: list[TensorHealth]) -> str:
     labels = sorted({item.expected.label for item in vectors if item.expected is not None})
     moved = sum(1 for item in vectors if item.at_init is False)
-    return (f"{'all' if moved == len(vectors) else f'{moved} of the'} {counted(len(vectors), 'vector')} the model "
-            f"initializes to exact {' or '.join(labels)} (norm scales, biases) have moved off them")
+    # Said as what they are (norm scales and biases), not "vectors the model initializes to exact …" first.
+    return (f"{'all' if moved == len(vectors) else f'{moved} of the'} {len(vectors):,} norm scales and biases "
+            f"that start at exact {' or '.join(labels)} have moved")
 
 
 def _updated_said(names: set[str], evidence: dict[str, UpdateEvidence]) -> str:
-    """"6 matrices that still fit their initialization have a bias that moved" (and / or sit in blocks whose norms
-    all moved); "1 matrix (classifier.dense.weight) that still fits its initialization has a bias that moved": up
-    to `_NAMED_UPDATED` of them named, so that the reader can find them in the table above.
+    """"6 matrices still look like their initialization, but their biases moved, so they did get small updates"
+    (and / or: sit in blocks whose norms all moved), a sentence of its own: up to `_NAMED_UPDATED` of them named,
+    so that the reader can find them in the table above.
 
     Example:
         >>> _updated_said({"fc.weight"}, {"fc.weight": UpdateEvidence(False, "its bias fc.bias moved")})
-        '1 matrix (fc.weight) that still fits its initialization has a bias that moved'
+        '1 matrix (fc.weight) still looks like its initialization, but its bias moved, so it did get small updates'
     """
     by_bias = sorted(name for name in names if evidence[name].reason.startswith("its bias"))
     by_marks = sorted(name for name in names if evidence[name].reason.startswith(_LOST_MARKS))
@@ -658,17 +659,20 @@ def _updated_said(names: set[str], evidence: dict[str, UpdateEvidence]) -> str:
         return counted(len(group), "matrix", "matrices") + (
             f" ({', '.join(group)})" if len(group) <= _NAMED_UPDATED else "")
 
-    parts = ([f"{which(by_bias)} that still {plural(len(by_bias), 'fits its', 'fit their')} initialization "
-              f"{plural(len(by_bias), 'has', 'have')} a bias that moved"] if by_bias else [])
+    parts = ([f"{which(by_bias)} still {plural(len(by_bias), 'looks like its', 'look like their')} initialization, "
+              f"but {plural(len(by_bias), 'its bias', 'their biases')} moved, so "
+              f"{plural(len(by_bias), 'it', 'they')} did get small updates"] if by_bias else [])
     if by_norms:
-        parts.append(f"{which(by_norms)} without a bias that still {plural(len(by_norms), 'fits its', 'fit their')} "
-                     f"initialization {plural(len(by_norms), 'sits in a block whose', 'sit in blocks whose')} norms "
-                     "all moved, in a checkpoint most of whose matrix parameters cannot be told alone")
+        looks = plural(len(by_norms), 'looks like its', 'look like their')
+        parts.append(f"{which(by_norms)} without a bias still {looks} initialization, but the norms of "
+                     f"{plural(len(by_norms), 'its block', 'their blocks')} all moved, so "
+                     f"{plural(len(by_norms), 'it', 'they')} likely got small updates too")
     if by_marks:
-        parts.append(f"{which(by_marks)} that still {plural(len(by_marks), 'fits its', 'fit their')} initialization "
-                     f"{plural(len(by_marks), 'has', 'have')} values that no longer sit on the grid of angles "
-                     "PyTorch's normal_ draws on, where others of this checkpoint still sit")
-    return " and ".join(parts)
+        parts.append(f"{which(by_marks)} still {plural(len(by_marks), 'looks like its', 'look like their')} "
+                     f"initialization, but {plural(len(by_marks), 'its', 'their')} values no longer sit on the grid "
+                     "of angles PyTorch's normal_ draws on, where others of this checkpoint still do, so "
+                     f"{plural(len(by_marks), 'it', 'they')} did get small updates")
+    return ". ".join(parts)
 
 
 # How many matrices `_updated_said` names; more are counted only.
@@ -676,18 +680,18 @@ _NAMED_UPDATED = 3
 
 
 def _left_out_said(pooled: PooledSpread) -> str:
-    """"; the 6 matrices that got no update (untrained-tensor) are not among them" where the pool left frozen ones
+    """". The 6 matrices that got no update (untrained-tensor) are not counted here" where the pool left frozen ones
     out (`PooledSpread.left_out`), else "": the pool's count then reads against the matrices still at their init.
 
     Example:
         >>> _left_out_said(PooledSpread(2, 2048, 1.1, 5.0, ("a.weight", "b.weight"), ("c.weight",)))
-        '; the 1 matrix that got no update (untrained-tensor) is not among them'
+        '. The 1 matrix that got no update (untrained-tensor) is not counted here'
     """
     count = len(pooled.left_out)
     if not count:
         return ""
-    return (f"; the {counted(count, 'matrix', 'matrices')} that got no update (untrained-tensor) "
-            f"{plural(count, 'is', 'are')} not among them")
+    return (f". The {counted(count, 'matrix', 'matrices')} that got no update (untrained-tensor) "
+            f"{plural(count, 'is', 'are')} not counted here")
 
 
 def _frozen_finding(item: TensorHealth, said: UpdateEvidence, beside: str) -> Finding:
@@ -830,6 +834,10 @@ def _marks_evidence(matrix: TensorHealth) -> UpdateEvidence:
         "angles, which any update erases) while others moved")
 
 
+# The hint of a matrix that trained too little to tell alone.
+_EARLY_STEPS_HINT = "expected early in training: the optimiser's steps are still small beside a matrix's initial spread"
+
+
 def _checkpoint_findings(items: list[TensorHealth], selected: bool = False
                          ) -> tuple[list[Finding], float | None, str, str | None, PooledSpread | None]:
     """Findings about the checkpoint as a whole: untrained tensors in a trained model, all at init.
@@ -898,33 +906,28 @@ def _checkpoint_findings(items: list[TensorHealth], selected: bool = False
             state, basis, said_updated = "trained", "constants", True
             findings.append(Finding(
                 "info", "briefly-trained", None,
-                f"{_constants_said(vectors)} beside the {share:.1%} of {of_what} matrix parameters that have trained "
-                "alone: the checkpoint has trained"
-                + (f"; {_updated_said(updated, evidence)}, so got updates too little to tell "
-                   f"{plural(len(updated), 'alone', 'one by one')}"
-                   if updated else ""),
-                "expected for a checkpoint saved early in training, or trained with weight decay at a small "
-                "learning rate, which keeps a matrix's spread at its init's"))
+                # Short sentences, the conclusion first: one sentence of nested clauses was hard to read.
+                f"the checkpoint has trained: {_constants_said(vectors)}, and {share:.1%} of {of_what} matrix "
+                "parameters have clearly trained"
+                + (f". {_updated_said(updated, evidence)}" if updated else ""),
+                "expected early in training, or with weight decay at a small learning rate: both leave a "
+                "matrix's spread where its initialization put it"))
         if moved_together and pooled is not None:
             findings.append(Finding(
                 "info", "briefly-trained", None,
-                f"{counted(pooled.tensors, 'matrix', 'matrices')} "
-                f"{plural(pooled.tensors, 'has', 'have')} not moved enough to tell on "
-                f"{plural(pooled.tensors, 'its', 'their')} own, beside the {share:.1%} of {of_what} matrix "
-                f"parameters that have, but together {plural(pooled.tensors, 'its', 'their')} "
-                f"{counted(pooled.values, 'value')} hold {pooled.variance_ratio:.1%} of the variance their inits "
-                f"give ({abs(pooled.z):.1f} standard deviations {'above' if pooled.z > 0 else 'below'} it): "
-                f"{plural(pooled.tensors, 'it has', 'they have')} trained too{_left_out_said(pooled)}",
-                "expected for a checkpoint saved early in training, where a matrix's init scale is wide beside "
-                "the optimiser's steps"))
+                f"{counted(pooled.tensors, 'matrix', 'matrices')} still "
+                f"{plural(pooled.tensors, 'looks like its', 'look like their')} initialization one by one, but "
+                f"{plural(pooled.tensors, 'it has', 'taken together they have')} trained too: "
+                f"{plural(pooled.tensors, 'its', 'their')} {counted(pooled.values, 'value')} hold "
+                f"{pooled.variance_ratio:.1%} of the variance their initialization gives, {abs(pooled.z):.1f} "
+                f"standard deviations {'above' if pooled.z > 0 else 'below'} it. Beside them, {share:.1%} of "
+                f"{of_what} matrix parameters have clearly trained{_left_out_said(pooled)}",
+                _EARLY_STEPS_HINT))
         unsaid = updated - moved_together
         if unsaid and not said_updated:
             findings.append(Finding(
                 "info", "briefly-trained", None,
-                f"{_updated_said(unsaid, evidence)}, so got updates too little to tell "
-                f"{plural(len(unsaid), 'alone', 'one by one')}",
-                "expected for a checkpoint saved early in training, where a matrix's init scale is wide beside "
-                "the optimiser's steps"))
+                _updated_said(unsaid, evidence), _EARLY_STEPS_HINT))
         # Beside them, what the pool could not tell: said in each warning, so that it claims no more than that.
         pooled_note = "" if pooled is None or pooled.moved else (
             f"; pooled, the {counted(pooled.tensors, 'matrix', 'matrices')} still at a known random init hold "
@@ -967,11 +970,11 @@ def _checkpoint_findings(items: list[TensorHealth], selected: bool = False
         of_what = "the selected tensors" if selected else "the checkpoint"
         findings.append(Finding(
             "info", "briefly-trained", None,
-            f"no matrix of {of_what} has moved enough to tell on its own, but together the "
-            f"{counted(pooled.values, 'value')} of {counted(pooled.tensors, 'matrix', 'matrices')} with a known "
-            f"random init hold {pooled.variance_ratio:.1%} of the variance their inits give "
-            f"({abs(pooled.z):.1f} standard deviations {'above' if pooled.z > 0 else 'below'} it): "
-            f"{of_what} {'have' if selected else 'has'} been trained, a few steps or at a small learning rate"
+            f"{of_what} {'have' if selected else 'has'} been trained, but only a little (a few steps, or a small "
+            "learning rate): each matrix still looks like its initialization one by one, but taken together the "
+            f"{counted(pooled.values, 'value')} of the {counted(pooled.tensors, 'matrix', 'matrices')} with a known "
+            f"random init hold {pooled.variance_ratio:.1%} of the variance their initialization gives, "
+            f"{abs(pooled.z):.1f} standard deviations {'above' if pooled.z > 0 else 'below'} it"
             f"{_left_out_said(pooled)}",
             "expected for a checkpoint saved early in training; if it should have trained longer, check the "
             "learning rate and the number of steps"))
@@ -983,14 +986,14 @@ def _checkpoint_findings(items: list[TensorHealth], selected: bool = False
         state, basis = "trained", "constants"
         of_what = "the selected tensors" if selected else "the checkpoint"
         pooled_said = "" if pooled is None else (
-            f" (pooled too{', those that got no update left out' if pooled.left_out else ''}: "
-            f"{pooled.variance_ratio:.1%} of the variance their inits give, "
-            f"{abs(pooled.z):.2f} standard deviations {'above' if pooled.z > 0 else 'below'} it)")
+            f", one by one and taken together ({pooled.variance_ratio:.1%} of the variance their initialization "
+            f"gives, {abs(pooled.z):.2f} standard deviations {'above' if pooled.z > 0 else 'below'} it"
+            f"{'; the matrices that got no update left out' if pooled.left_out else ''})")
         findings.append(Finding(
             "info", "briefly-trained", None,
-            f"no matrix of {of_what} has moved enough to tell on its own{pooled_said}, but "
-            f"{_constants_said(vectors)}: {of_what} {'have' if selected else 'has'} been trained, a few steps, "
-            "at a small learning rate or with weight decay, which keeps a matrix's spread at its init's",
+            f"{of_what} {'have' if selected else 'has'} been trained, but only a little: "
+            f"{_constants_said(vectors)}. The matrices still look like their initialization{pooled_said}: a few "
+            "steps, a small learning rate or weight decay leave a matrix's spread where its initialization put it",
             "expected for a checkpoint saved early in training; if it should have trained longer, check the "
             "learning rate and the number of steps"))
         findings += _frozen_findings(matrices, evidence, folded, "in a checkpoint that has trained")

@@ -52,7 +52,8 @@ def diff_keys(
     ] = None,
     values: Annotated[
         bool,
-        typer.Option("--values", help="Also compare the values of every common tensor, one pair at a time."),
+        typer.Option("--values", help="Also compare the values of every common tensor, one pair at a time: "
+                                      "max |A−B| and ‖A−B‖/‖B‖ per tensor, and ‖A−B‖/‖B‖ per layer."),
     ] = False,
     fail_on: Annotated[
         str, typer.Option("--fail-on", help="Exit 1 when a difference has this severity or worse: info, warn, error.")

@@ -242,7 +242,7 @@ def render_check_dtype(report: CheckDtypeReport, console: Console, worst: int = 
     body = "\n".join(f"• {escape(_without_commands(line, commands))}" for line in report.recommendation.lines)
     # A GGUF's stored bytes are its packed blocks; every other figure is what from_pretrained(gguf_file=) holds.
     dequantized = any(t.reason.startswith("a quantized GGUF type") for t in report.skipped)
-    label = "memory (quantized GGUF tensors counted dequantized, as from_pretrained(gguf_file=) loads them)" \
+    label = "memory, with quantized GGUF tensors counted dequantized as from_pretrained(gguf_file=) loads them" \
         if dequantized else "memory"
     body += f"\n[dim]{label}: {memory}[/]\n[dim]{escape(report.limits)}[/]"
     console.print(Panel(body, title="recommendation", title_align="left"))

@@ -307,7 +307,8 @@ def values_tables(report: DiffReport, show_all: bool) -> list[Table]:
         layers = Table(title="Layers changed most", title_justify="left")
         layers.add_column("layer", overflow="fold")
         layers.add_column("tensors", justify="right")
-        layers.add_column("‖ΔW‖/‖W‖", justify="right")
+        # The tensors table's quantity over the layer's tensors together: one name for it, ‖A−B‖/‖B‖.
+        layers.add_column("‖A−B‖/‖B‖", justify="right")
         for layer in report.layers_changed_most:
             layers.add_row(escape(layer.layer), str(layer.tensors),
                            "identical" if layer.identical else _fmt(layer.rel_change))

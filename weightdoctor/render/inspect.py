@@ -335,15 +335,27 @@ def _gguf_value_text(value: object) -> str:
 def gguf_table(gguf: dict[str, Any]) -> Table:
     """A GGUF file's summary: architecture and sizes, ggml types with their bits per weight, then every metadata
     key (arrays such as tokenizer.ggml.tokens counted, never printed whole)."""
-    from weightdoctor.checkpoint.gguf_format import LLAMA_FILE_TYPES
+    from weightdoctor.checkpoint.gguf_format import _SUMMARY_KEYS, LLAMA_FILE_TYPES
 
     table = Table.grid(padding=(0, 2))
     table.add_column(style="bold", overflow="fold")
     table.add_column(overflow="fold")
-    table.add_row("version", f"GGUF v{gguf.get('version')}, alignment {gguf.get('alignment')}")
+    # "alignment 32" said no unit: it is the byte boundary each tensor's data starts on.
+    table.add_row("version", f"GGUF v{gguf.get('version')}, tensor data aligned to {gguf.get('alignment')} bytes")
+    # Each summary field is a metadata entry under another name (architecture is general.architecture): the entry
+    # is named beside the field and not listed again below, where it repeated the same value.
+    metadata = gguf.get("metadata") or {}
+    arch = gguf.get("architecture")
+    source_keys = {"architecture": "general.architecture", "name": "general.name"} | (
+        {name: key.format(arch=arch) for name, key in _SUMMARY_KEYS.items()} if isinstance(arch, str) else {})
+    shown_above: set[str] = set()
     for key in _GGUF_FIELDS:
         if gguf.get(key) is not None:
-            table.add_row(key, escape(_gguf_value_text(gguf[key])))
+            source = source_keys.get(key)
+            said = source is not None and source in metadata and metadata[source] == gguf[key]
+            shown_above |= {source} if said and source is not None else set()
+            table.add_row(key, escape(_gguf_value_text(gguf[key])) + (f" [dim]({escape(source)})[/]" if said
+                                                                      and source is not None else ""))
     types = gguf.get("tensor_types") or {}
     if types:
         table.add_row("ggml types", escape("; ".join(
@@ -353,7 +365,9 @@ def gguf_table(gguf: dict[str, Any]) -> Table:
         table.add_row("bits/weight", f"{gguf['bits_per_weight']:g} (all tensors)")
     if gguf.get("values_note"):
         table.add_row("values", f"[cyan]{escape(gguf['values_note'])}[/]")
-    for key, value in (gguf.get("metadata") or {}).items():
+    for key, value in metadata.items():
+        if key in shown_above:
+            continue
         text = _gguf_value_text(value)
         # "general.file_type 15" said nothing to whoever has not read llama.h: its llama_ftype name beside it.
         if key == "general.file_type" and type(value) is int and value in LLAMA_FILE_TYPES:

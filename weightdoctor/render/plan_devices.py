@@ -124,7 +124,10 @@ def _device_lines(device: DeviceUse, offloading: bool, report: PlanReport, binar
                 "(--disk allows it); does not fit[/]" if device.used_bytes
                 else "0 B (disk offload is off; --disk allows it)")
         style = "bold red" if device.used_bytes else "bold"
-    lines = [f"[{style}]{name:<7}[/] {_bar(device.used_bytes, device.capacity_bytes)} {used}"]
+    # A string is one line, never cut (a module range, easy to grep); a (head, body) pair is an explanation whose
+    # body is wrapped under itself (`print_hanging`).
+    bar = _bar(device.used_bytes, device.capacity_bytes)
+    lines: list[str | tuple[str, str]] = [f"[{style}]{name:<7}[/] {bar} {used}"]
     if device.budget_bytes is not None and device.capacity_bytes is not None \
             and device.budget_bytes < device.capacity_bytes and not report.manual_map:
         lines.append(f"         [dim]planner budget {size(device.budget_bytes)}[/]")
@@ -153,8 +156,28 @@ def _device_lines(device: DeviceUse, offloading: bool, report: PlanReport, binar
         gap = sum(h.bytes for h in device.held_back)
         lines.append(f"         [cyan]why {size(gap)} of {name} stays free:[/]")
         for held in device.held_back:
-            lines.append(f"           {size(held.bytes):>10}  {held.reason}: {escape(held.detail)}")
+            lines.append((f"           {size(held.bytes):>10}  ", f"{held.reason}: {escape(held.detail)}"))
     return lines
+
+
+def print_hanging(console: Console, head: str, body: str) -> None:
+    """Print `head` (markup) then `body` (markup) wrapped at words to the console's width, the lines after the first
+    indented to where `body` starts.
+
+    Example: `print_hanging(console, "offload: ", "60.42 GB in CPU RAM, ...")` at 40 columns prints
+    "offload: 60.42 GB in CPU RAM, 0 B on" then "         disk: ..." under it.
+    """
+    from rich.text import Text
+
+    lead = Text.from_markup(head)
+    # A head as wide as the console leaves the body no room: it then starts a line of its own, unindented.
+    indent = lead.cell_len if lead.cell_len <= console.width // 2 else 0
+    lines = Text.from_markup(body).wrap(console, max(console.width - indent, 20))
+    if not indent:
+        console.print(lead, soft_wrap=True)
+    for i, line in enumerate(lines):
+        line.rstrip()
+        console.print(Text.assemble(lead if i == 0 and indent else " " * indent, line), soft_wrap=True)
 
 
 # A --map written for another model (or a hostile one: 100 MB holds 8,000,000 entries) gives one `unknown-module` per
@@ -177,27 +200,36 @@ def render_plan(report: PlanReport, console: Console, typed_sizes: Mapping[str, 
 
     def p(text: str = "") -> None:
         console.print(text, soft_wrap=True)  # one line per item, never cut: easy to grep
-    p(f"[bold]{escape(report.source)}[/]  {escape(report.model_class)} (built from {report.built_from} on the "
-      f"meta device)")
+
+    def explain(head: str, body: str) -> None:
+        # Sentences, not items: printed whole on one line they ran past 80 columns (the offload line was 300
+        # characters) and a terminal broke them mid-word; there they are wrapped at words under their own start.
+        # Piped (grep, a log, a script) each stays one line, as every other line of the plan.
+        if console.is_terminal:
+            print_hanging(console, head, body)
+        else:
+            p(head + body)
+    explain(f"[bold]{escape(report.source)}[/]  ", f"{escape(report.model_class)} (built from {report.built_from} "
+            "on the meta device)")
     p(f"  dtype {report.dtype} · {format_count(report.num_params)} {plural(report.num_params, 'parameter')} · weights "
       f"{size(report.weights_bytes)}" + (f" + buffers {size(report.buffers_bytes)}"
                                                  if report.buffers_bytes else ""))
     if report.manual_map:
         p("  placement: your --map, checked")
     else:
-        p(f"  placement: {escape(report.placement)} · strategy {report.strategy} · no-split "
-          f"{escape(', '.join(report.no_split) or '(none)')}"
-          + (f" · reserve {_both(report.reserve_bytes, binary, typed_sizes.get('reserve'))} per GPU"
-             if report.reserve_bytes else ""))
+        explain("  placement: ", f"{escape(report.placement)} · strategy {report.strategy} · no-split "
+                f"{escape(', '.join(report.no_split) or '(none)')}"
+                + (f" · reserve {_both(report.reserve_bytes, binary, typed_sizes.get('reserve'))} per GPU"
+                   if report.reserve_bytes else ""))
     if report.local:
         names = ", ".join(report.local["gpu_names"]) or "no CUDA GPU"
-        p(f"  --local: {escape(names)}; RAM available {size(report.local['cpu_available_bytes'])}; "
-          f"bf16 {'supported' if report.local['bf16_supported'] else 'not supported'}")
+        explain("  --local: ", f"{escape(names)}; RAM available {size(report.local['cpu_available_bytes'])}; "
+                f"bf16 {'supported' if report.local['bf16_supported'] else 'not supported'}")
     p()
     offloading = any(d.device.startswith("cuda") for d in report.devices)
     for device in report.devices:
         for line in _device_lines(device, offloading, report, binary, typed_sizes.get(device.device)):
-            p(line)
+            p(line) if isinstance(line, str) else explain(*line)
     p()
     off = report.offload
     # a tied twin offloaded beside one on the GPU (a tied-split map) streams though the map counts it on the GPU
@@ -273,7 +305,7 @@ def render_plan(report: PlanReport, console: Console, typed_sizes: Mapping[str, 
         if (streamed or kept) and _runs_on_cpu(report):
             # accelerate's main_device is "cpu" for a map of "cpu" and "disk" alone: nothing goes to a GPU
             moved = ": the map names no GPU, so the model runs on the CPU and nothing is moved to a GPU"
-        p(f"[bold red]offload:[/] {size(off.cpu_bytes)} in CPU RAM, {where}{moved}")
+        explain("[bold red]offload:[/] ", f"{size(off.cpu_bytes)} in CPU RAM, {where}{moved}")
     if report.kv_cache is not None:
         kv = report.kv_cache
         fit = "[green]fits[/]" if kv.fits_on_gpus else "[red]does not fit[/]"
@@ -282,31 +314,31 @@ def render_plan(report: PlanReport, console: Console, typed_sizes: Mapping[str, 
         room = _kv_room(report, fit, size)
         if not kv.num_layers:
             tokens = "any length" if kv.seq_len is None else counted(kv.seq_len, 'token', grouped=False)
-            p(f"KV cache: none for batch {kv.batch} x {tokens}"
-              + (f" ({escape(kv.note)})" if kv.note else "") + (f"; {state}; {room}" if state else ""))
+            explain("KV cache: ", f"none for batch {kv.batch} x {tokens}"
+                    + (f" ({escape(kv.note)})" if kv.note else "") + (f"; {state}; {room}" if state else ""))
         else:
             # The note (a sliding window, a latent cache) says why the total is not per-token x tokens: it goes in
             # the same parentheses, not after the room ("... (see the warning) (sliding-window layers ...)").
-            p(f"KV cache: {size(kv.total_bytes)} for batch {kv.batch} "
-              f"x {counted(kv.seq_len, 'token', grouped=False)} "
-              f"({size(kv.bytes_per_token)}/token: {_kv_per_token(kv)}"
-              + (f"; [dim]{escape(kv.note)}[/]" if kv.note else "") + ")"
-              + (f", plus {_kv_cross(kv, size)}" if kv.cross_attention_bytes else "")
-              + (f", plus {state}" if state else "") + f"; {room}")
+            explain("KV cache: ", f"{size(kv.total_bytes)} for batch {kv.batch} "
+                    f"x {counted(kv.seq_len, 'token', grouped=False)} "
+                    f"({size(kv.bytes_per_token)}/token: {_kv_per_token(kv)}"
+                    + (f"; [dim]{escape(kv.note)}[/]" if kv.note else "") + ")"
+                    + (f", plus {_kv_cross(kv, size)}" if kv.cross_attention_bytes else "")
+                    + (f", plus {state}" if state else "") + f"; {room}")
     if report.training is not None:
         tr = report.training
         if tr.accelerate_estimate_bytes is None:
             p(f"training (Adam): {escape(tr.note or 'not available')}")
         else:
-            p(f"training (Adam, {tr.mixed_precision}): accelerate estimate-memory reports "
-              f"{size(tr.accelerate_estimate_bytes)}; weights {size(tr.model_bytes or 0)} + gradients "
-              f"{size(tr.gradients_bytes or 0)} + two moments {size(tr.optimizer_bytes or 0)} = "
-              f"{size(tr.total_bytes or 0)}")
+            explain(f"training (Adam, {tr.mixed_precision}): ", "accelerate estimate-memory reports "
+                    f"{size(tr.accelerate_estimate_bytes)}; weights {size(tr.model_bytes or 0)} + gradients "
+                    f"{size(tr.gradients_bytes or 0)} + two moments {size(tr.optimizer_bytes or 0)} = "
+                    f"{size(tr.total_bytes or 0)}")
     shown: dict[str, int] = {}
     for finding in report.findings:
         shown[finding.code] = shown.get(finding.code, 0) + 1
         if shown[finding.code] <= MAX_FINDINGS_SHOWN_PER_CODE:
-            p(f"[red]{finding.severity}[/] {finding.code}: {escape(finding.message)}")
+            explain(f"[red]{finding.severity}[/] {finding.code}: ", escape(finding.message))
     for code, count in shown.items():
         if count > MAX_FINDINGS_SHOWN_PER_CODE:
             severity = next(f.severity for f in report.findings if f.code == code)
@@ -321,9 +353,9 @@ def render_plan(report: PlanReport, console: Console, typed_sizes: Mapping[str, 
         # A --map puts modules on cpu or disk by hand, whatever the GPUs hold: the planner only when they are full.
         why = ("your --map places modules on cpu or disk, which its quantizer refuses here" if report.manual_map
                else "the GPUs given cannot hold the model, and its quantizer refuses to offload the rest here")
-    p(f"verdict: {text} [dim]({why})[/]")
+    explain("verdict: ", f"{text} [dim]({why})[/]")
     for suggestion in report.suggestions:
-        p(f"  smallest change: {escape(suggestion.description)}")
+        explain("  smallest change: ", escape(suggestion.description))
     if report.verdict not in ("fits-on-gpus", "fits-on-cpu") and not report.suggestions and not report.manual_map:
         p("  [dim]no lower dtype or extra GPU of that size (up to 64) fits[/]")
 
