@@ -53,8 +53,11 @@ def test_the_briefly_trained_finding_says_its_conclusion_first_in_short_sentence
     [message] = _brief_messages(_briefly_trained("gpt2", tmp_path / "gpt2"))
     assert message.startswith("the checkpoint has trained: 10 of the 18 norm scales and biases that start at exact "
                               "ones or zeros have moved, and "), message
-    assert message.endswith("still look like their initialization, but their biases moved, so they did get small "
-                            "updates"), message
+    assert "still look like their initialization, but their biases moved, so they did get small updates." in message
+    # health85: the tied wte (no bias, no block) lost normal_'s marks that block 1's frozen matrices keep
+    assert message.endswith("1 matrix (transformer.wte.weight) still looks like its initialization, but its values no "
+                            "longer sit on the grid of angles PyTorch's normal_ draws on, where others of this "
+                            "checkpoint still do, so it did get small updates"), message
     assert "too little to tell" not in message and "moved off them" not in message
     assert not _nested_parentheses(message)
     assert max(len(sentence.split()) for sentence in message.split(". ")) <= 40, message
