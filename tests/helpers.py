@@ -19,6 +19,19 @@ from weightdoctor.cli import app
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
+def load_mutation_fuzz() -> Any:
+    """scripts/mutation_fuzz.py as a module (the hostile tests' fuzzer), registered as `mutation_fuzz`, since its
+    classes name their module."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("mutation_fuzz", REPO_ROOT / "scripts" / "mutation_fuzz.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["mutation_fuzz"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
 def run_cli(*args: str, runner: CliRunner | None = None) -> Result:
     """Run `weightdoctor ARGS` in-process; `result.stdout` and `result.stderr` are separate."""
     return (runner or CliRunner()).invoke(app, [str(a) for a in args], catch_exceptions=False)

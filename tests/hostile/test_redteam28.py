@@ -16,11 +16,9 @@ These tests keep a seeded slice of that run, and check that the fuzzer's oracles
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import random
 import signal
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -29,17 +27,12 @@ from typing import Any
 import pytest
 import torch
 
-from tests.helpers import REPO_ROOT
+from tests.helpers import load_mutation_fuzz
 
 
 @pytest.fixture(scope="module")
 def fuzz() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("mutation_fuzz", REPO_ROOT / "scripts" / "mutation_fuzz.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["mutation_fuzz"] = module  # dataclass-free, but its classes name their module
-    spec.loader.exec_module(module)
-    return module
+    return load_mutation_fuzz()
 
 
 @pytest.fixture(scope="module")

@@ -217,17 +217,9 @@ def test_inspect_stats_of_a_config_whose_initializer_range_is_no_finite_number(t
 
 @pytest.fixture(scope="module")
 def fuzz() -> Any:
-    import importlib.util
-    import sys
+    from tests.helpers import load_mutation_fuzz
 
-    from tests.helpers import REPO_ROOT
-
-    spec = importlib.util.spec_from_file_location("mutation_fuzz", REPO_ROOT / "scripts" / "mutation_fuzz.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["mutation_fuzz"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_mutation_fuzz()
 
 
 def test_the_fuzzers_size_oracle_flags_what_no_checkpoint_has_and_not_an_echoed_config(fuzz: Any) -> None:

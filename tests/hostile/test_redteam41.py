@@ -415,14 +415,9 @@ def test_an_index_naming_a_gguf_shard_is_refused_as_one(tmp_path: Path, beside_s
 
 @pytest.fixture(scope="module")
 def fuzz() -> ModuleType:
-    import importlib.util
+    from tests.helpers import load_mutation_fuzz
 
-    spec = importlib.util.spec_from_file_location("mutation_fuzz", REPO_ROOT / "scripts" / "mutation_fuzz.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["mutation_fuzz"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_mutation_fuzz()
 
 
 def test_the_gguf_mutator_walks_the_header_as_the_writer_laid_it_out(fuzz: ModuleType, tmp_path: Path) -> None:
