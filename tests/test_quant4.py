@@ -7,6 +7,7 @@ the fbgemm qconfig), saved with torch.save(model.state_dict()) beside the float 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -236,6 +237,18 @@ def test_a_lora_merged_into_some_experts_names_the_experts_that_changed(tmp_path
                for note in data["notes"]), data["notes"]
 
 
+def _hqq_qmodel(model: nn.Module, layer: Callable[[torch.Tensor, dict], dict]) -> dict[str, dict]:
+    """hqq's save_quantized dict `{module name: state dict}`: each Linear's weight quantized 4-bit in groups of 64,
+    its entry `layer(W_q, meta)` (the hqq version's layout); every other leaf module's own state dict."""
+    weights: dict[str, dict] = {}
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Linear):
+            weights[name] = layer(*_hqq_quantize(module.weight.data, 4, 64))
+        elif module.state_dict() and not list(module.children()):
+            weights[name] = dict(module.state_dict())
+    return weights
+
+
 def _hqq_quantize(weight: torch.Tensor, nbits: int, group_size: int | None) -> tuple[torch.Tensor, dict]:
     """hqq's Quantizer.quantize (hqq/core/quantize.py; hqq is not installed here, so written from its source): axis 0,
     min / max per group, W_q = round(W * scale + zero) packed by BitPack (4-bit: two rows to a uint8), the meta data
@@ -263,15 +276,13 @@ def test_hqq_own_qmodel_pt_is_read_as_one_state_dict_of_its_layers(tmp_path: Pat
 
     model = tiny_llama(seed=6, layers=2)
     model.save_pretrained(tmp_path / "float")
-    weights: dict[str, dict] = {}
-    for name, module in model.named_modules():
-        if isinstance(module, nn.Linear):
-            packed, meta = _hqq_quantize(module.weight.data, 4, 64)
-            meta.update({"quant_scale": False, "quant_zero": True})  # hqq_base_quant_config's default
-            meta["zero_q"], meta["meta_zero"] = _hqq_quantize(meta.pop("zero"), 8, None)
-            weights[name] = {"W_q": packed, "meta": meta, "bias": None}
-        elif module.state_dict() and not list(module.children()):
-            weights[name] = dict(module.state_dict())
+
+    def hqq_0_1_layer(packed: torch.Tensor, meta: dict) -> dict:
+        meta.update({"quant_scale": False, "quant_zero": True})  # hqq_base_quant_config's default
+        meta["zero_q"], meta["meta_zero"] = _hqq_quantize(meta.pop("zero"), 8, None)
+        return {"W_q": packed, "meta": meta, "bias": None}
+
+    weights = _hqq_qmodel(model, hqq_0_1_layer)
     path = tmp_path / "qmodel.pt"
     torch.save(weights, path)
     code, data = run_json("inspect", str(path))

@@ -84,20 +84,18 @@ def test_hqq_0_2_qmodel_pt_with_its_meta_data_beside_w_q_is_read_as_one_state_di
 
     from fixtures.diff_pairs import tiny_llama
     from tests.helpers import run_json
-    from tests.test_quant4 import _hqq_quantize
+    from tests.test_quant4 import _hqq_qmodel
 
     model = tiny_llama(seed=6, layers=2)
     model.save_pretrained(tmp_path / "float")
-    weights: dict[str, dict] = {}
-    for name, module in model.named_modules():
-        if isinstance(module, nn.Linear):
-            packed, meta = _hqq_quantize(module.weight.data, 4, 64)
-            # hqq 0.2's meta data, raw (serialize_weights sets encoded_state_dict = False before state_dict()).
-            meta.update({"quant_scale": False, "quant_zero": False, "unpack_view_dtype": torch.uint8,
-                         "view_as_float": False, "compute_dtype": torch.float16})
-            weights[name] = {"W_q": packed, **meta, "bias": None, "offload_meta": False}
-        elif module.state_dict() and not list(module.children()):
-            weights[name] = dict(module.state_dict())
+
+    def hqq_0_2_layer(packed: torch.Tensor, meta: dict) -> dict:
+        # hqq 0.2's meta data, raw (serialize_weights sets encoded_state_dict = False before state_dict()).
+        meta.update({"quant_scale": False, "quant_zero": False, "unpack_view_dtype": torch.uint8,
+                     "view_as_float": False, "compute_dtype": torch.float16})
+        return {"W_q": packed, **meta, "bias": None, "offload_meta": False}
+
+    weights = _hqq_qmodel(model, hqq_0_2_layer)
     path = tmp_path / "qmodel.pt"
     torch.save(weights, path)
     code, data = run_json("inspect", str(path))
