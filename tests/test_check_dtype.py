@@ -249,7 +249,8 @@ def test_pickle_source_gives_the_same_counts(dfx: dict[str, Path]) -> None:
         ("bert-bf16-says-fp16", "differs", ["stored bfloat16 but config says float16", "silent re-cast"]),
         ("bert-fp32-says-bf16", "differs", ["stored float32 but config says bfloat16", "2.0×"]),
         ("bert-bf16-no-dtype", "not-set", ["sets no torch_dtype"]),
-        ("planted", "mixed", ["mixed storage", "float16 (1 tensor(s))"]),
+        ("planted", "mixed", ["mixed storage",
+                              "but 1 tensor is stored as float16; from_pretrained(dtype='auto') casts it"]),
     ],
 )
 def test_config_agreement(dfx: dict[str, Path], name: str, status: str, words: list[str]) -> None:

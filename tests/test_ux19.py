@@ -103,7 +103,7 @@ def test_check_dtype_names_the_other_stored_dtype_without_nested_parentheses(tmp
     result = run_subprocess("check-dtype", str(folder), "--json")
     assert result.returncode in (0, 1), result.stderr
     said = json.loads(result.stdout)["config_agreement"]
-    assert "but float32 in 1 tensor are stored otherwise" in json.dumps(said), said
+    assert "but 1 tensor is stored as float32; from_pretrained" in json.dumps(said), said
 
 
 def test_diff_keys_values_names_the_relative_change_one_way(tmp_path: Path) -> None:

@@ -880,11 +880,13 @@ def config_agreement(
         return ConfigAgreement("agrees", f"stored {declared}, as config.json says")
     declared_bits = bits_per_element(declared) if declared in FLOATING else None
     if declared in stored:
-        # "bfloat16, 3 tensors": a "(3 tensor(s))" nested a parenthesis in a parenthesis.
-        others = ", ".join(f"{d} in {counted(floating[d].num_tensors, 'tensor')}" for d in stored if d != declared)
+        # "1 tensor is stored as float16": a "(3 tensor(s))" nested a parenthesis in a parenthesis.
+        counts = {d: floating[d].num_tensors for d in stored if d != declared}
+        others = " and ".join(f"{counted(n, 'tensor')} {plural(n, 'is', 'are')} stored as {d}"
+                              for d, n in counts.items())
         return ConfigAgreement(
-            "mixed", f"mixed storage: config says {declared}, but {others} are stored otherwise; "
-            f"from_pretrained(dtype='auto') casts them to {declared} at load",
+            "mixed", f"mixed storage: config says {declared}, but {others}; from_pretrained(dtype='auto') casts "
+            f"{plural(sum(counts.values()), 'it', 'them')} to {declared} at load",
         )
     main = stored[0]
     if declared_bits is None:
