@@ -5689,8 +5689,11 @@ def _cached_repo_file(source: str, revision: str | None) -> Path:
     """The cached file that `org/name/file` names in a Hub repo's snapshot, or an empty path for any other source."""
     from weightdoctor.checkpoint.hub import cached_snapshot, split_repo_subfolder
 
-    inside = split_repo_subfolder(source) if not Path(source).exists() else None
-    snapshot = cached_snapshot(inside[0], revision) if inside is not None else None
+    try:
+        inside = split_repo_subfolder(source) if not Path(source).exists() else None
+        snapshot = cached_snapshot(inside[0], revision) if inside is not None else None
+    except OSError:  # a name past 255 bytes (ENAMETOOLONG): open_checkpoint says what is wrong with the source
+        return Path()
     return snapshot / inside[1] if snapshot is not None and inside is not None else Path()
 
 
