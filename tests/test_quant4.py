@@ -249,6 +249,15 @@ def _hqq_qmodel(model: nn.Module, layer: Callable[[torch.Tensor, dict], dict]) -
     return weights
 
 
+def _inspected(weights: dict[str, dict], path: Path) -> tuple[dict, set[str]]:
+    """`weights` saved at `path` with torch.save and inspected: the JSON and its tensor names, the file read as one
+    state dict (no nested key chosen)."""
+    torch.save(weights, path)
+    code, data = run_json("inspect", str(path))
+    assert code == 0 and data["nested_key"] is None, data["nested_key"]
+    return data, {row["name"] for row in data["tensors"]}
+
+
 def _hqq_quantize(weight: torch.Tensor, nbits: int, group_size: int | None) -> tuple[torch.Tensor, dict]:
     """hqq's Quantizer.quantize (hqq/core/quantize.py; hqq is not installed here, so written from its source): axis 0,
     min / max per group, W_q = round(W * scale + zero) packed by BitPack (4-bit: two rows to a uint8), the meta data
@@ -284,10 +293,7 @@ def test_hqq_own_qmodel_pt_is_read_as_one_state_dict_of_its_layers(tmp_path: Pat
 
     weights = _hqq_qmodel(model, hqq_0_1_layer)
     path = tmp_path / "qmodel.pt"
-    torch.save(weights, path)
-    code, data = run_json("inspect", str(path))
-    assert code == 0 and data["nested_key"] is None, data["nested_key"]
-    names = {row["name"] for row in data["tensors"]}
+    data, names = _inspected(weights, path)
     assert {"model.embed_tokens.weight", "model.norm.weight", "model.layers.1.self_attn.q_proj.W_q",
             "model.layers.1.self_attn.q_proj.scale", "model.layers.1.self_attn.q_proj.zero_q",
             "model.layers.1.self_attn.q_proj.meta_zero.scale"} <= names, sorted(names)

@@ -84,7 +84,7 @@ def test_hqq_0_2_qmodel_pt_with_its_meta_data_beside_w_q_is_read_as_one_state_di
 
     from fixtures.diff_pairs import tiny_llama
     from tests.helpers import run_json
-    from tests.test_quant4 import _hqq_qmodel
+    from tests.test_quant4 import _hqq_qmodel, _inspected
 
     model = tiny_llama(seed=6, layers=2)
     model.save_pretrained(tmp_path / "float")
@@ -97,10 +97,7 @@ def test_hqq_0_2_qmodel_pt_with_its_meta_data_beside_w_q_is_read_as_one_state_di
 
     weights = _hqq_qmodel(model, hqq_0_2_layer)
     path = tmp_path / "qmodel.pt"
-    torch.save(weights, path)
-    code, data = run_json("inspect", str(path))
-    assert code == 0 and data["nested_key"] is None, data["nested_key"]
-    names = {row["name"] for row in data["tensors"]}
+    data, names = _inspected(weights, path)
     assert {"model.embed_tokens.weight", "model.norm.weight", "model.layers.1.self_attn.q_proj.W_q",
             "model.layers.1.self_attn.q_proj.scale", "model.layers.1.self_attn.q_proj.zero"} <= names, sorted(names)
     stored = sum(t.numel() for state in weights.values() for t in state.values() if isinstance(t, torch.Tensor))
