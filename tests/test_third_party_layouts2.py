@@ -243,7 +243,9 @@ def test_a_dora_adapter_with_a_saved_head_is_said_plainly(tmp_path: Path) -> Non
                                                 modules_to_save=["classifier"], task_type="SEQ_CLS"))
         model.save_pretrained(tmp_path / "adapter")
     saved = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
-    assert saved["modules_to_save"].count("classifier") == 2 and saved["use_dora"] is True  # as peft writes it
+    # As peft writes it: 0.21 appends its task's heads (one more "classifier"), 0.22 only those not listed yet.
+    assert saved["modules_to_save"].count("classifier") in (1, 2) and "score" in saved["modules_to_save"]
+    assert saved["use_dora"] is True
     line = " ".join(run_cli("inspect", str(tmp_path / "adapter")).stdout.replace("│", " ").split())
     # The file holds the classifier alone, though the config lists score too (test_lead26).
     assert "PEFT adapter LoRA (DoRA) r=4 alpha=8 on query; saves classifier whole (SEQ_CLS)" in line, line

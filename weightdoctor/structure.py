@@ -752,6 +752,8 @@ _PEFT_METHOD_NAMES = {
     "UNILORA": "UniLoRA", "HIRA": "HiRA", "WAVEFT": "WaveFT", "OSF": "OSF", "DELORA": "DeLoRA", "GRALORA": "GraLoRA",
     "CARTRIDGE": "CARTRIDGE", "TINYLORA": "TinyLoRA", "PSOFT": "PSOFT", "PEANUT": "PEANuT", "SHADOW": "ShadowPEFT",
     "SUPERTUNING": "Super-Tuning", "DEFT": "DEFT",
+    # peft 0.22's.
+    "PACA": "PaCA",
 }
 
 
