@@ -424,3 +424,33 @@ def hard_stack_limit_below(mib: int) -> bool:
 
     hard = resource.getrlimit(resource.RLIMIT_STACK)[1]
     return hard != resource.RLIM_INFINITY and hard < (mib << 20)
+
+
+def peft_refuses_grouped_conv() -> bool:
+    """Whether the installed peft refuses OFT and AdaLoRA on a Conv2d with groups > 1 (0.22 and later; 0.21 built,
+    saved and loaded them)."""
+    from importlib.metadata import version
+
+    major, minor = (int(part) for part in version("peft").split(".")[:2])
+    return (major, minor) >= (0, 22)
+
+
+def peft_adapter_on_grouped_convs(model: Any, config: Any, folder: Path) -> Path:
+    """`get_peft_model(model, config).save_pretrained(folder)`, the files peft 0.21 wrote of an OFT / AdaLoRA on a
+    grouped convolution also where the installed peft refuses to build one: its Conv2d layers read as one group while
+    peft builds its layers (OFT and AdaLoRA size them by in_channels and the kernel, never by groups), then put back."""
+    import torch
+    from peft import get_peft_model
+
+    grouped = {conv: conv.groups for conv in model.modules() if isinstance(conv, torch.nn.Conv2d) and conv.groups > 1}
+    # LoRA's and IA3's layers do read groups (LoRA's lora_B is grouped as its base): only OFT's and AdaLoRA's are read
+    # as one group, and only where peft refuses them.
+    refused = peft_refuses_grouped_conv() and getattr(config.peft_type, "value", config.peft_type) in ("OFT", "ADALORA")
+    for conv in grouped if refused else ():
+        conv.groups = 1
+    try:
+        get_peft_model(model, config).save_pretrained(str(folder))
+    finally:
+        for conv, groups in grouped.items():
+            conv.groups = groups
+    return folder

@@ -5,7 +5,8 @@ loads.
 - IA3 and OFT on a grouped (not depthwise) Conv2d were "does not fit grp.weight ...: an adapter for another model
   size", errors, though peft loads them: both size the convolution's input as all its in_channels, which the weight
   (out × in/groups × kh × kw) holds 1/groups of. A checkpoint does not store groups: such a fit is said to rest on
-  the groups the adapter implies, and is not counted as compared.
+  the groups the adapter implies, and is not counted as compared. peft 0.22 refuses OFT on any grouped Conv2d
+  (depthwise too) when it builds the layer: those adapters, files 0.21 wrote and loaded, are warnings that say so.
 - A UniLoRA adapter (one shared vector, `base_model.unilora_theta_d`) was no adapter at all, B's weights "unknown";
   MiSS, C3A, VB-LoRA, RandLoRA and SHiRA were "shapes not compared", though each is sized by the layer it adapts.
 - peft_type values peft added since (MISS, C3A, WAVEFT, UNILORA, ...) were shown as the raw enum; diff-keys said
@@ -23,7 +24,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from tests.helpers import run_cli, run_json
+from tests.helpers import peft_adapter_on_grouped_convs, peft_refuses_grouped_conv, run_cli, run_json
 from tests.test_perf20 import _CHROMA, _FLUX  # the same Chroma and Flux stand-ins
 
 
@@ -51,17 +52,13 @@ def _loads(adapter: Path, base: torch.nn.Module) -> bool:
 
     try:
         PeftModel.from_pretrained(base, str(adapter))
-    except (RuntimeError, ValueError):
+    except (RuntimeError, ValueError, NotImplementedError):  # peft 0.22: OFT on a grouped Conv2d, NotImplementedError
         return False
     return True
 
 
 def _peft_adapter(tmp_path: Path, base: torch.nn.Module, config: Any, name: str = "adapter") -> Path:
-    from peft import get_peft_model
-
-    folder = tmp_path / name
-    get_peft_model(base, config).save_pretrained(str(folder))
-    return folder
+    return peft_adapter_on_grouped_convs(base, config, tmp_path / name)
 
 
 def _note(data: dict[str, Any]) -> str:
@@ -86,14 +83,20 @@ def test_ia3_and_oft_on_a_grouped_conv_are_no_misfit(tmp_path: Path, method: str
     model size", an error, though PeftModel.from_pretrained loads it. The groups are not in the checkpoint: the fit
     is said to rest on them."""
     folder = _peft_adapter(tmp_path, _grouped(tmp_path / "made-for.safetensors", 32), _grouped_configs()[method])
-    assert _loads(folder, _grouped(tmp_path / "same.safetensors", 32))  # the oracle
+    oft = method.startswith("OFT")
+    # The oracle: peft 0.22 refuses OFT on a grouped convolution (NotImplementedError), which 0.21 loaded.
+    assert _loads(folder, _grouped(tmp_path / "same.safetensors", 32)) == (not oft or not peft_refuses_grouped_conv())
     for source in (folder, folder / "adapter_model.safetensors"):
         code, data = run_json("diff-keys", str(source), str(tmp_path / "same.safetensors"))
-        assert code == 0 and data["worst_severity"] == "info", [
+        assert code == 0 and data["worst_severity"] == ("warn" if oft else "info"), [
             e["detail"] for e in data["unexpected"] + data["missing"] if e["severity"] != "info"]
-        grp = next(e["detail"] for e in data["unexpected"] if e["name"].startswith("base_model.model.grp."))
+        grp = next(e for e in data["unexpected"] if e["name"].startswith("base_model.model.grp."))
+        assert grp["severity"] == ("warn" if oft else "info"), grp
+        grp = grp["detail"]
         assert "fits it as a convolution of 4 groups: a checkpoint does not store groups, so it fits only if B's " \
             "has that many" in grp, grp
+        assert ("PeftModel.from_pretrained onto B raises with peft 0.22 and later (NotImplementedError: OFT does not "
+                "support Conv2d layers with groups > 1); peft 0.21 loads it" in grp) == oft, grp
         note = _note(data)
         assert "2 module(s), 1 of them in B with shapes that fit; 1 more is a convolution it fits only if grouped " \
             "(grp: 4 groups): a checkpoint does not store groups, so its fit is not compared;" in note, note
@@ -119,7 +122,8 @@ def test_the_same_adapters_onto_a_base_no_grouping_fits_are_still_errors(tmp_pat
 
 
 def test_a_depthwise_oft_still_fits_and_says_what_it_rests_on(tmp_path: Path) -> None:
-    """ConvNeXt's depthwise convolution (32×1×3×3, groups=32) is read by the same rule (groups = 32)."""
+    """ConvNeXt's depthwise convolution (32×1×3×3, groups=32) is read by the same rule (groups = 32), and peft 0.22
+    refuses OFT on it as on any grouped convolution: a warning."""
     import peft
 
     class Depthwise(torch.nn.Module):
@@ -131,10 +135,11 @@ def test_a_depthwise_oft_still_fits_and_says_what_it_rests_on(tmp_path: Path) ->
     folder = _peft_adapter(tmp_path, _save(Depthwise(), tmp_path / "made-for.safetensors"),
                            peft.OFTConfig(r=0, oft_block_size=4, target_modules=["dw"]))
     torch.manual_seed(0)
-    assert _loads(folder, _save(Depthwise(), tmp_path / "same.safetensors"))
+    assert _loads(folder, _save(Depthwise(), tmp_path / "same.safetensors")) == (not peft_refuses_grouped_conv())
     code, data = run_json("diff-keys", str(folder), str(tmp_path / "same.safetensors"))
-    assert code == 0 and data["worst_severity"] == "info"
+    assert code == 0 and data["worst_severity"] == "warn"
     assert "(dw: 32 groups)" in _note(data), _note(data)
+    assert "raises with peft 0.22 and later (NotImplementedError" in data["unexpected"][0]["detail"], data["unexpected"]
 
 
 def test_every_peft_type_is_shown_by_its_documented_name() -> None:

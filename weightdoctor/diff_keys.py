@@ -2202,9 +2202,9 @@ def adapter_fit(
                 grouped_updates.add(module)
             whys[name] = ("adapter", "info", f"LoRA on {weight.name}") if groups == 1 else (
                 "adapter", "warn", f"LoRA on {weight.name}: {'×'.join(map(str, shape))} reads all "
-                f"{groups * weight.shape[1]} input channels of a convolution of {groups} groups (times its kernel), "
-                "which PeftModel.from_pretrained loads; peft's AdaLoRA cannot run it there (its update, out × "
-                "in·kh·kw, is no grouped weight's shape)")
+                f"{groups * weight.shape[1]} input channels of a convolution of {groups} groups (times its kernel); "
+                f"{_PEFT_REFUSES_GROUPED.format(method='AdaLoRA', error='ValueError')}, and 0.21's AdaLoRA cannot "
+                "run it there (its update, out × in·kh·kw, is no grouped weight's shape)")
             modules.setdefault(module, True)
         elif part != "lora_E" and match["part"] != "ia3_l" and not _lora_fits(
                 part, shape, weight.shape, grouped.get(match["module"], 1)):
@@ -2457,12 +2457,12 @@ def adapter_fit(
                          "model): load it onto a base that has these modules, the one it was trained on (which "
                          "adapter_config.json's base_model_name_or_path names, unless the adapter was saved with "
                          "another)")
-        # peft 0.21's merge_and_unload raises on a LoRA's ("Merging is not supported for _ConvNd layers with groups >
-        # 1") or an OFT's (its rotation reshaped to out × in·kh·kw) grouped convolution: "or merge it" was not so.
+        # peft's merge_and_unload raises on a LoRA's ("Merging is not supported for _ConvNd layers with groups >
+        # 1") or 0.21's OFT's (its rotation reshaped to out × in·kh·kw) grouped convolution: "or merge it" was not so.
         unmerged = sorted(module for module in {*grouped_updates, *conv_groups} - merges if modules.get(module))
         if unmerged:
-            note += (f"; merge_and_unload raises on {', '.join(unmerged)}: peft (0.21) does not merge a LoRA or OFT "
-                     "update into a grouped convolution")
+            note += (f"; merge_and_unload raises on {', '.join(unmerged)}: peft does not merge a LoRA or OFT update "
+                     "into a grouped convolution")
     return whys, note
 
 
@@ -2592,7 +2592,10 @@ def _tuners_fit(
             modules[module] = False
         elif misfit and (groups := _oft_conv_groups(match["part"], shape, weight)) is not None:
             conv_groups[module] = groups
-            whys[name] = ("adapter", "info", f"{method} on {module}.weight ({_grouped_reading(groups, shape)})")
+            # peft 0.22 refuses OFT on any Conv2d with groups > 1 (depthwise too) when it builds the layer, so
+            # PeftModel.from_pretrained raises on an adapter 0.21 saved and loaded: a warning, not a fit.
+            whys[name] = ("adapter", "warn", f"{method} on {module}.weight ({_grouped_reading(groups, shape)}); "
+                          f"{_PEFT_REFUSES_GROUPED.format(method=method, error='NotImplementedError')}")
             modules.setdefault(module, True)
         elif misfit:
             if match["part"] == "oft_R" and weight is not None and len(weight.shape) == 4:
@@ -3127,6 +3130,12 @@ def _oft_conv_groups(part: str, shape: tuple[int, ...], weight: KeySpec | None) 
     # One block: either r = 1 (the block is every feature) or block_share (the block divides them).
     return _conv_groups(block, per_group, weight.shape[0]) or _conv_groups(
         per_group * (block // math.gcd(block, per_group)), per_group, weight.shape[0])
+
+
+# Said of an OFT / AdaLoRA tensor on a grouped convolution: peft 0.21 built and loaded these layers, 0.22 refuses them
+# ("OFT does not support Conv2d layers with groups > 1", "AdaLoRA does not support Conv2d layers with groups > 1").
+_PEFT_REFUSES_GROUPED = ("PeftModel.from_pretrained onto B raises with peft 0.22 and later ({error}: {method} does not "
+                         "support Conv2d layers with groups > 1); peft 0.21 loads it")
 
 
 # Said of a convolution an IA3 / OFT tensor fits neither as it is nor as a grouped one (`_conv_groups`).
