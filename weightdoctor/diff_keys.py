@@ -111,6 +111,10 @@ REASONS: dict[str, str] = {
                      "loads A into B (the note gives the command with the sides swapped)",
     "fsdp-flat-param": "FSDP's flat parameter (use_orig_params=False): every weight of a wrapped module in one 1-D "
                        "tensor (this rank's shard of it), which loads by no name: save the full state dict instead",
+    "fairscale-flat-param": "fairscale FSDP's flat parameter (flat_param_N, fairseq's --ddp-backend fully_sharded): "
+                            "every weight of a wrapped module in one padded 1-D tensor (this rank's shard of it), "
+                            "which loads by no name: unflatten every rank's file with its fsdp_metadata "
+                            "(consolidate_shard_weights) or save fsdp_model.state_dict() instead of local_state_dict()",
     "layer-count": "one side has more layers of one list than the other (a distilled student against its teacher, "
                    "another num_hidden_layers): the same layers at another depth; no rename fixes it",
     "reparametrized": "a weight kept under one of torch's reparametrizations on one side (torch.nn.utils.prune's "
@@ -6000,14 +6004,33 @@ def build_report(
     # weightdoctor.structure is imported only where a name holds `_flat_param`: a headers-only diff imports no
     # inspect module (perf21).
     flat_params: dict[str, str] = {}
-    if "_flat_param" in "\n".join(unexpected):
+    # fairscale's FSDP (fairseq's --ddp-backend fully_sharded) names its flat parameters `flat_param_0`, one per
+    # wrapped module: before, A's were "unknown" and every weight of B "unknown: no known cause", with no word of
+    # fsdp_metadata, which unflattens them.
+    fairscale_flat: dict[str, str] = {}
+    joined_unexpected_names = "\n".join(unexpected)
+    if "_flat_param" in joined_unexpected_names:
         from weightdoctor.structure import fsdp_flat_params
 
         flat_params = fsdp_flat_params(unexpected)
+    if "flat_param_" in joined_unexpected_names:
+        from weightdoctor.structure import fairscale_flat_params
+
+        fairscale_flat = fairscale_flat_params({name: specs_a[name].shape for name in unexpected
+                                                if "flat_param_" in name and name in specs_a})
+        flat_params = {**flat_params, **fairscale_flat}
+
+    def flat_reason(flat_param: str) -> str:
+        return "fairscale-flat-param" if flat_param in fairscale_flat else "fsdp-flat-param"
 
     def classify(name: str, kind: str) -> tuple[str, str, str]:
         if kind == "unexpected" and name in flat_params:
             size = math.prod(specs_a[name].shape) if name in specs_a else 0
+            if name in fairscale_flat:
+                # fairscale's root FSDP flattens the modules no inner FSDP wraps, not the whole model.
+                held = flat_params[name].rstrip(".") or "the modules no inner FSDP wraps"
+                return "fairscale-flat-param", "error", (f"{size:,} values of {held} in one 1-D tensor, padded: "
+                                                         "one rank's shard")
             return "fsdp-flat-param", "error", (f"{size:,} values of {flat_params[name] or 'the whole model'} "
                                                 "in one 1-D tensor")
         if kind == "missing":
@@ -6017,7 +6040,7 @@ def build_report(
             if flat_params and why[0] in ("unknown", "task-head") and why[1] != "info":
                 holder = _flat_param_holding(name, flat_params)
                 if holder is not None:
-                    return "fsdp-flat-param", "error", f"flattened into A's {holder}"
+                    return flat_reason(holder), "error", f"flattened into A's {holder}"
             if why[0] == "unknown" and head_names and name in head_names:
                 detail = new_head_detail(name, specs_b[name].shape)
                 return "task-head", "info", (detail if detail.endswith("not random")
@@ -6132,9 +6155,23 @@ def build_report(
             "and B adapt the same modules with adapters of another size; torch's load_state_dict, which LoRA loaders "
             "call (sd-scripts' --network_weights, peft's load_adapter), raises on a size mismatch even with "
             "strict=False")
-    if flat_params:
+    if fairscale_flat:
+        notes.append(
+            f"A holds {counted(len(fairscale_flat), 'fairscale FSDP flat parameter')} "
+            f"({_first_names(list(fairscale_flat))}): the weights of the modules fairscale's FullyShardedDataParallel "
+            "wraps (flatten_parameters), flattened into 1-D, padded and sharded over the ranks, as its "
+            "local_state_dict() gives them (fairseq's --ddp-backend fully_sharded saves one checkpoint_last-shardN.pt "
+            "per rank, the metadata that unflattens them under its 'fsdp_metadata'); no loader takes them by name, "
+            "and a rank's file holds only its shard. Unflatten every rank's file with that metadata: fairscale's "
+            "FullyShardedDataParallel.consolidate_shard_weights(shard_weights=[each file's 'model'], "
+            "shard_metadata=[each file's 'fsdp_metadata']), which fairseq's checkpoint_utils."
+            "load_model_ensemble_and_task([path], num_shards=N) calls, then torch.save the dict it returns; or save "
+            "the full state dict in the training script (fairscale's fsdp_model.state_dict(), not "
+            "local_state_dict(); torch's FSDP: FSDP.state_dict_type(fsdp_model, StateDictType.FULL_STATE_DICT))")
+    if len(flat_params) > len(fairscale_flat):
         from weightdoctor.structure import FSDP_FULL_STATE_DICT_SAVE
 
+        flat_params = {name: prefix for name, prefix in flat_params.items() if name not in fairscale_flat}
         notes.append(
             f"A holds {counted(len(flat_params), 'FSDP flat parameter')} ({_first_names(list(flat_params))}): the "
             "model's weights flattened and sharded by FullyShardedDataParallel (use_orig_params=False), saved from "
