@@ -11,6 +11,9 @@ biases and the layer norms whole in every part), the split metaseq's scripts/res
 
 from __future__ import annotations
 
+import argparse
+import re
+from collections import OrderedDict
 from pathlib import Path
 
 import torch
@@ -68,3 +71,247 @@ def test_a_two_dimensional_flat_param_name_is_not_called_fairscale(tmp_path: Pat
     assert code == 1, report
     assert [row["reason"] for row in report["unexpected"]] != ["fairscale-flat-param"], report["unexpected"]
     assert not any("fairscale" in note for note in report["notes"]), report["notes"]
+
+
+# --- fairseq's model-parallel parts ------------------------------------------------------------------------------
+
+# Which of fairseq's model-parallel modules split along which dimension (fairseq/model_parallel: ColumnParallelLinear,
+# VocabParallelEmbedding along 0; RowParallelLinear's weight along 1), as the parts below are written.
+_DIM0 = re.compile(r"embed_tokens|fc1|[kqv]_proj|qkv_proj")
+_DIM1 = re.compile(r"(fc2|out_proj)\.weight")
+
+
+def _fairseq_lm(dim: int = 16, vocab: int = 48, layers: int = 2,
+                fused_qkv: bool = False) -> OrderedDict[str, torch.Tensor]:
+    """A whole `transformer_lm_megatron` state dict (decoder only, sinusoidal positions), in fairseq's order."""
+    generator = torch.Generator().manual_seed(7)
+
+    def normal(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=generator) * 0.05
+
+    state: OrderedDict[str, torch.Tensor] = OrderedDict()
+    state["decoder.version"] = torch.Tensor([3])
+    state["decoder.embed_tokens.weight"] = normal(vocab, dim)
+    state["decoder.embed_positions._float_tensor"] = torch.zeros(1)
+    for layer in range(layers):
+        at = f"decoder.layers.{layer}."
+        projections = ("qkv_proj",) if fused_qkv else ("k_proj", "v_proj", "q_proj")
+        for projection in projections:
+            width = 3 * dim if projection == "qkv_proj" else dim
+            state[f"{at}self_attn.{projection}.weight"] = normal(width, dim)
+            state[f"{at}self_attn.{projection}.bias"] = normal(width)
+        state[f"{at}self_attn.out_proj.weight"] = normal(dim, dim)
+        state[f"{at}self_attn.out_proj.bias"] = normal(dim)
+        state[f"{at}self_attn_layer_norm.weight"] = 1 + normal(dim)
+        state[f"{at}self_attn_layer_norm.bias"] = normal(dim)
+        state[f"{at}fc1.weight"] = normal(4 * dim, dim)
+        state[f"{at}fc1.bias"] = normal(4 * dim)
+        state[f"{at}fc2.weight"] = normal(dim, 4 * dim)
+        state[f"{at}fc2.bias"] = normal(dim)
+        state[f"{at}final_layer_norm.weight"] = 1 + normal(dim)
+        state[f"{at}final_layer_norm.bias"] = normal(dim)
+    state["decoder.layer_norm.weight"] = 1 + normal(dim)
+    state["decoder.layer_norm.bias"] = normal(dim)
+    return state
+
+
+def _split(state: OrderedDict[str, torch.Tensor], parts: int) -> list[OrderedDict[str, torch.Tensor]]:
+    """Each rank's slices, as Megatron's layers hold them: column-parallel along 0, row-parallel along 1."""
+    ranks: list[OrderedDict[str, torch.Tensor]] = [OrderedDict() for _ in range(parts)]
+    for name, tensor in state.items():
+        if _DIM1.search(name):
+            slices = tensor.chunk(parts, dim=1)
+        elif _DIM0.search(name):
+            slices = tensor.chunk(parts, dim=0)
+        else:
+            slices = (tensor,) * parts
+        for rank in range(parts):
+            ranks[rank][name] = slices[rank].clone()
+    return ranks
+
+
+def _save_parts(folder: Path, parts: int = 2, stem: str = "", modern: bool = False,
+                state: OrderedDict[str, torch.Tensor] | None = None) -> OrderedDict[str, torch.Tensor]:
+    """The parts of a fairseq --model-parallel-size save, as checkpoint_utils.save_state writes each rank's file
+    (`{stem}model_part-{rank}.pt`); the whole model's state dict is returned."""
+    folder.mkdir(parents=True, exist_ok=True)
+    whole = state if state is not None else _fairseq_lm()
+    args = argparse.Namespace(arch="transformer_lm_megatron", task="language_modeling", model_parallel_size=parts,
+                              decoder_embed_dim=16, share_decoder_input_output_embed=True)
+    for rank, part in enumerate(_split(whole, parts)):
+        checkpoint = {"args": None if modern else args, "model": part,
+                      "optimizer_history": [{"criterion_name": "VocabParallelCrossEntropyCriterion",
+                                             "optimizer_name": "FairseqAdam", "lr_scheduler_state": {},
+                                             "num_updates": 10}],
+                      "extra_state": {"epoch": 1, "val_loss": 3.5}}
+        if modern:
+            checkpoint["cfg"] = {"_name": None, "common": {"fp16": True, "seed": 1},
+                                 "model_parallel": {"model_parallel_size": parts},
+                                 "model": {"_name": "transformer_lm_megatron", "decoder_embed_dim": 16},
+                                 "task": {"_name": "language_modeling"}}
+        torch.save(checkpoint, folder / f"{stem}model_part-{rank}.pt")
+    return whole
+
+
+def _merge_code(said: str) -> str:
+    """The Python a message gives to merge the parts."""
+    match = re.search(r"\((import argparse, torch;.*\)) writes the whole model", said)
+    assert match is not None, said
+    return match[1]
+
+
+def _merged_equals(code: str, whole: OrderedDict[str, torch.Tensor], written: Path) -> None:
+    exec(code, {})  # noqa: S102 - the message's own code, run on files this test wrote
+    merged = torch.load(written, weights_only=True)
+    assert list(merged) == list(whole)
+    for name, tensor in whole.items():
+        assert torch.equal(merged[name], tensor), name
+
+
+def test_a_folder_of_parts_is_said_to_be_one_model_split_and_how_to_merge(tmp_path: Path) -> None:
+    """Before: "folder holds several weight files and no index (model_part-0.pt, model_part-1.pt); name one"."""
+    folder = tmp_path / "megatron"
+    whole = _save_parts(folder)
+    for command in (("inspect",), ("plan-devices", "--gpu", "1GB"), ("diff-keys", str(tmp_path / "other.pt"))):
+        args = [command[0], str(folder), *command[1:]] if command[0] != "diff-keys" else \
+            ["diff-keys", str(folder), command[1]]
+        torch.save(whole, tmp_path / "other.pt")
+        result = run_cli(*args)
+        assert result.exit_code == 2, (command, result.stdout)
+        assert result.stdout == "", result.stdout
+        said = " ".join(result.stderr.split())
+        assert "Traceback" not in said and len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert "folder holds 2 tensor-parallel parts of one fairseq model (model_part-0.pt to model_part-1.pt" in \
+            said, said
+        assert "17 tensors split along dim 0 (embed_tokens, k_proj, v_proj, q_proj, fc1), 4 tensors split along " \
+               "dim 1 (out_proj, fc2) and 16 whole in every part (version, embed_positions, out_proj.bias, " \
+               "self_attn_layer_norm, fc2.bias, final_layer_norm, ...)" in said, said
+        merged_params = sum(t.numel() for t in whole.values())
+        assert f"merged, the model holds {merged_params:,} parameters" in said, said
+    # The Python it gives writes the whole model back, tensor for tensor, beside the parts.
+    _merged_equals(_merge_code(said), whole, folder / "model.pt")
+
+
+def test_checkpoint_last_parts_with_cfg_and_four_ranks(tmp_path: Path) -> None:
+    """fairseq's Trainer names a rank's save checkpoint_last-model_part-R.pt; a cfg (OmegaConf.to_container) and no
+    args. Four parts: fc1 (64 rows) splits into 16, k_proj (16 rows) into 4."""
+    folder = tmp_path / "checkpoints"
+    whole = _save_parts(folder, parts=4, stem="checkpoint_last-", modern=True)
+    result = run_cli("inspect", str(folder))
+    assert result.exit_code == 2, result.stdout
+    said = " ".join(result.stderr.split())
+    assert "folder holds 4 tensor-parallel parts of one fairseq model (checkpoint_last-model_part-0.pt to " \
+           "checkpoint_last-model_part-3.pt; fairseq's --model-parallel-size 4)" in said, said
+    assert "--model-parallel-size 4" in said
+    _merged_equals(_merge_code(said), whole, folder / "checkpoint_last.pt")
+
+
+def test_one_part_read_alone_is_said_to_be_a_slice(tmp_path: Path) -> None:
+    """Before: inspect showed part 1 as a whole model of 3,794 parameters and said nothing; plan-devices planned it
+    as the model; diff-keys against the whole model called 21 tensors `shape` (the architecture differs) and the
+    embedding `vocab-size`, and offered resize_token_embeddings."""
+    folder = tmp_path / "megatron"
+    whole = _save_parts(folder)
+    torch.save({"model": whole}, tmp_path / "whole.pt")
+    code, report = run_json("inspect", str(folder / "model_part-1.pt"))
+    assert code == 0, report
+    warning = next(w for w in report["warnings"] if "tensor-parallel" in w)
+    assert warning.startswith("model_part-1.pt is part 1 of the 2 tensor-parallel parts of one fairseq model beside "
+                              "it (model_part-0.pt to model_part-1.pt): 17 tensors split along dim 0"), warning
+    merged_params = sum(t.numel() for t in whole.values())
+    assert f"({report['num_params']:,} parameters; merged, {merged_params:,})" in warning, warning
+    _merged_equals(_merge_code(warning), whole, folder / "model.pt")
+    (folder / "model.pt").unlink()
+
+    code, report = run_json("diff-keys", str(folder / "model_part-0.pt"), str(tmp_path / "whole.pt"))
+    assert code == 1, report
+    reasons = {row["name"]: (row["reason"], row["detail"]) for row in report["mismatched"]}
+    assert len(reasons) == 21, reasons
+    assert reasons["decoder.embed_tokens.weight"] == ("tensor-parallel-part", "A holds 1/2 of it, split along dim 0")
+    assert reasons["decoder.layers.1.fc2.weight"] == ("tensor-parallel-part", "A holds 1/2 of it, split along dim 1")
+    assert not any("resize_token_embeddings" in note or "ignore_mismatched_sizes" in note
+                   for note in report["notes"]), report["notes"]
+    note = next(note for note in report["notes"] if "tensor-parallel parts" in note)
+    assert note.startswith("21 tensors of A (decoder.embed_tokens.weight, decoder.layers.0.self_attn.k_proj.weight "
+                           "and 19 more) are B's with one dimension divided by 2"), note
+    assert any("Merge the parts into one state dict" in w for w in report["warnings"]), report["warnings"]
+
+    code, report = run_json("plan-devices", str(folder / "model_part-0.pt"), "--gpu", "1GB")
+    assert code == 0, report
+    assert any(w.startswith("model_part-0.pt is part 0 of the 2 tensor-parallel parts") for w in report["warnings"])
+
+
+def test_a_fused_qkv_proj_is_merged_by_metaseqs_script(tmp_path: Path) -> None:
+    """metaseq's fused qkv_proj holds each rank's third of q, k and v in turn: a plain torch.cat interleaves them
+    wrongly, so metaseq's reshard_mp (which views it as 3 × rows) is named instead."""
+    folder = tmp_path / "opt"
+    _save_parts(folder, stem="reshard-", modern=True, state=_fairseq_lm(fused_qkv=True))
+    result = run_cli("inspect", str(folder))
+    assert result.exit_code == 2, result.stdout
+    said = " ".join(result.stderr.split())
+    assert "qkv_proj" in said, said
+    assert (f"python -m metaseq.scripts.reshard_mp --input {str(folder / 'reshard-model_part-*.pt')!r} --output "
+            f"{str(folder / 'reshard.pt')!r} --num-output-parts 1") in said, said
+    assert "import argparse, torch" not in said, said
+
+
+def test_a_missing_rank_is_said(tmp_path: Path) -> None:
+    folder = tmp_path / "parts"
+    _save_parts(folder, parts=4)
+    (folder / "model_part-2.pt").unlink()
+    result = run_cli("inspect", str(folder))
+    assert result.exit_code == 2, result.stdout
+    said = " ".join(result.stderr.split())
+    assert "folder holds 3 of the 4 tensor-parallel parts of one fairseq model (model_part-0.pt to " \
+           "model_part-3.pt; fairseq's --model-parallel-size 4)" in said, said
+    assert "The 1 part of rank 2 is not beside them, and no merge is whole without every part" in said, said
+    assert "torch.cat" not in said, said  # the code that merges names the parts 0 to 3
+    code, report = run_json("inspect", str(folder / "model_part-3.pt"))
+    warning = next(w for w in report["warnings"] if "tensor-parallel" in w)
+    assert warning.startswith("model_part-3.pt is part 3 of 3 of the 4 tensor-parallel parts"), warning
+    assert "The 1 part of rank 2 is not beside them" in warning, warning
+
+
+def test_a_lone_part_and_look_alike_names(tmp_path: Path) -> None:
+    """A part whose siblings were not copied is still said to be one (by its name and module names); a file named
+    like a part holding no tensor fairseq splits, and two saves' parts in one folder, are not called parts."""
+    lone = tmp_path / "lone"
+    _save_parts(lone)
+    (lone / "model_part-1.pt").unlink()
+    code, report = run_json("inspect", str(lone / "model_part-0.pt"))
+    assert code == 0, report
+    warning = next(w for w in report["warnings"] if "model_part" in w)
+    assert warning.startswith("model_part-0.pt is, by its name, one rank's part of a fairseq model trained with "
+                              "--model-parallel-size (model_part-R.pt), and no other part is beside it"), warning
+
+    other = tmp_path / "other"
+    other.mkdir()
+    torch.save({"classifier.weight": torch.randn(3, 4)}, other / "model_part-0.pt")
+    code, report = run_json("inspect", str(other / "model_part-0.pt"))
+    assert code == 0, report
+    assert not [w for w in report["warnings"] if "model_part" in w or "tensor-parallel" in w], report["warnings"]
+
+    two_saves = tmp_path / "two"
+    _save_parts(two_saves, stem="checkpoint_best-")
+    _save_parts(two_saves, stem="checkpoint_last-")
+    result = run_cli("inspect", str(two_saves))
+    assert result.exit_code == 2 and "several weight files" in result.stderr, result.stderr
+    # One part of such a folder compares with its own save's parts only.
+    code, report = run_json("inspect", str(two_saves / "checkpoint_best-model_part-0.pt"))
+    warning = next(w for w in report["warnings"] if "tensor-parallel" in w)
+    assert "(checkpoint_best-model_part-0.pt to checkpoint_best-model_part-1.pt)" in warning, warning
+
+
+def test_split_layout_tells_a_split_by_shapes_that_differ() -> None:
+    """A tensor no fairseq module name says is split, whose shapes differ between parts in one dimension (an uneven
+    vocabulary split), is split along it; one whose shapes differ in two dimensions, or that a part lacks, is not
+    alike in every part."""
+    from weightdoctor.checkpoint.model_parts import split_layout
+
+    first = {"head.table": (25, 16), "odd.weight": (4, 4), "only_here.weight": (2,), "norm.weight": (16,)}
+    second = {"head.table": (23, 16), "odd.weight": (3, 5), "norm.weight": (16,)}
+    layout = split_layout([first, second], 2)
+    assert layout.split == {"head.table": 0}, layout
+    assert layout.by_shape == ("head.table",)
+    assert layout.whole == ("norm.weight",)
+    assert set(layout.differing) == {"odd.weight", "only_here.weight"}, layout
