@@ -1,6 +1,8 @@
 """Thirdparty37: fairscale FSDP flat parameters against the model they flatten (diff-keys), and fairseq's
 model-parallel parts (model_part-0.pt, model_part-1.pt, ...; checkpoint_last-model_part-0.pt; metaseq's
-reshard-model_part-0.pt) read alone, as a folder, against the whole model and planned onto devices.
+reshard-model_part-0.pt) read alone, as a folder, against the whole model and planned onto devices; then two
+training layouts whose averaged weights sat beside the ones read without a word: fairseq's --store-ema
+(extra_state['ema'], Trainer.state_dict) and torchvision's reference scripts' model_ema (an AveragedModel's state dict).
 
 fairseq and fairscale are not installed here: the files are written as their save code writes them (fairseq's
 checkpoint_utils.save_state: `args` / `cfg`, `model`, `optimizer_history`, `extra_state`), the model-parallel parts'
@@ -315,3 +317,118 @@ def test_split_layout_tells_a_split_by_shapes_that_differ() -> None:
     assert layout.by_shape == ("head.table",)
     assert layout.whole == ("norm.weight",)
     assert set(layout.differing) == {"odd.weight", "only_here.weight"}, layout
+
+
+# --- fairseq's --store-ema and torchvision's reference-scripts model_ema -------------------------------------------
+
+
+def _fairseq_ema_checkpoint(path: Path, fp32_copy: bool = True, modern: bool = True) -> OrderedDict[str, torch.Tensor]:
+    """A fairseq checkpoint as Trainer.state_dict writes it with --store-ema (and --ema-fp32): the EMA model's state
+    dict in extra_state['ema'], its float32 copy in extra_state['ema_fp32_params']; the EMA is returned."""
+    model = _fairseq_lm()
+    ema = OrderedDict((name, tensor * 0.5) for name, tensor in model.items())
+    extra: dict[str, object] = {"metrics": {}, "previous_training_time": 3.0, "epoch": 2, "ema": ema}
+    if fp32_copy:
+        extra["ema_fp32_params"] = OrderedDict((name, tensor.float()) for name, tensor in ema.items()
+                                               if tensor.is_floating_point())
+    checkpoint: dict[str, object] = {
+        "model": model, "optimizer_history": [{"criterion_name": "CrossEntropyCriterion", "num_updates": 9,
+                                               "optimizer_name": "FairseqAdam", "lr_scheduler_state": {}}],
+        "task_state": {}, "extra_state": extra}
+    if modern:
+        checkpoint.update(args=None, cfg={"_name": None, "ema": {"store_ema": True, "ema_decay": 0.9999,
+                                                                  "ema_fp32": fp32_copy},
+                                          "model": {"_name": "transformer_lm"}})
+    else:
+        checkpoint["args"] = argparse.Namespace(arch="transformer_lm", store_ema=True, ema_decay=0.999)
+    torch.save(checkpoint, path)
+    return ema
+
+
+def test_a_fairseq_ema_beside_the_model_is_said_and_readable(tmp_path: Path) -> None:
+    """Before: model read, and extra_state shown as "dict, 5 entries": nothing said the EMA's tensors were in it."""
+    source = tmp_path / "checkpoint_best.pt"
+    ema = _fairseq_ema_checkpoint(source)
+    code, report = run_json("inspect", str(source))
+    assert code == 0, report
+    assert report["nested_key"] == "model", report["nested_key"]
+    note = next(w for w in report["warnings"] if "--store-ema" in w)
+    assert note.startswith("checkpoint_best.pt: a fairseq training checkpoint saved with --store-ema: model is read, "
+                           "the raw training weights that fairseq-generate and load_model_ensemble load; "
+                           f"extra_state.ema beside it holds the EMA model's {len(ema)} tensors "
+                           "(ema_decay 0.9999)"), note
+    assert "checkpoint_utils.load_ema_from_checkpoint(path)" in note, note
+    assert "extra_state.ema_fp32_params is its float32 copy (--ema-fp32)" in note, note
+    # What the note offers reads the EMA itself.
+    code, report = run_json("inspect", str(source), "--key", "extra_state.ema")
+    assert code == 0, report
+    assert report["nested_key"] == "extra_state.ema"
+    assert report["num_params"] == sum(t.numel() for t in ema.values()), report["num_params"]
+    # fairseq 0.10's args (a Namespace) give the decay too; no fp32 copy, no word of one.
+    older = tmp_path / "checkpoint_last.pt"
+    _fairseq_ema_checkpoint(older, fp32_copy=False, modern=False)
+    code, report = run_json("inspect", str(older))
+    note = next(w for w in report["warnings"] if "--store-ema" in w)
+    assert "(ema_decay 0.999)" in note and "ema_fp32_params" not in note, note
+
+
+def test_a_fairseq_checkpoint_without_ema_says_nothing_of_one(tmp_path: Path) -> None:
+    source = _save_fairseq(tmp_path / "checkpoint_best.pt", (0.0, 0.0))
+    code, report = run_json("inspect", str(source))
+    assert code == 0, report
+    assert not [w for w in report["warnings"] if "ema" in w.lower()], report["warnings"]
+
+
+def _torchvision_reference(path: Path, ema_prefix: str = "module.") -> dict[str, torch.Tensor]:
+    """A checkpoint as torchvision's references/classification/train.py saves it with --model-ema: model_ema is
+    utils.ExponentialMovingAverage (a torch.optim.swa_utils.AveragedModel), its state dict `n_averaged` then the
+    model's names under `module.`."""
+    generator = torch.Generator().manual_seed(3)
+    model = {"conv1.weight": torch.randn(8, 3, 3, 3, generator=generator), "bn1.weight": torch.ones(8),
+             "bn1.bias": torch.zeros(8), "bn1.running_mean": torch.zeros(8), "bn1.running_var": torch.ones(8),
+             "bn1.num_batches_tracked": torch.tensor(7), "fc.weight": torch.randn(10, 8, generator=generator),
+             "fc.bias": torch.zeros(10)}
+    averaged = {"n_averaged": torch.tensor(120),
+                **{f"{ema_prefix}{name}": tensor * 0.9 for name, tensor in model.items()}}
+    args = argparse.Namespace(model="resnet18", model_ema=True, model_ema_steps=32, model_ema_decay=0.99998)
+    torch.save({"model": model, "optimizer": {"state": {}, "param_groups": [{"lr": 0.5, "params": list(range(5))}]},
+                "lr_scheduler": {"last_epoch": 4, "_step_count": 5}, "epoch": 4, "args": args,
+                "model_ema": averaged}, path)
+    return model
+
+
+def test_torchvision_references_model_ema_is_said_with_how_it_loads(tmp_path: Path) -> None:
+    """Before: "model_ema (a state dict of 9 tensors: pick it with --key)", nothing of n_averaged or module."""
+    source = tmp_path / "model_4.pth"
+    model = _torchvision_reference(source)
+    code, report = run_json("inspect", str(source))
+    assert code == 0, report
+    assert report["nested_key"] == "model"
+    note = next(w for w in report["warnings"] if "AveragedModel" in w)
+    assert note.startswith("model_4.pth: a torchvision reference-scripts checkpoint (references/*/train.py: model, "
+                           "optimizer, lr_scheduler, epoch, args) with an averaged copy of the model: model is read, "
+                           "the raw training weights; model_ema beside it is torch.optim.swa_utils.AveragedModel's "
+                           "state dict"), note
+    assert "its --test-only with --model-ema evaluates model_ema" in note, note
+    # The code the note gives loads the EMA into the model's names, every one of them.
+    loaded = torch.load(source, weights_only=False)
+    code_said = re.search(r"\((\{k\.removeprefix.*\})\)$", note)
+    assert code_said is not None, note
+    state = eval(code_said[1], {"checkpoint": loaded})  # noqa: S307 - the note's own expression, on this test's file
+    assert set(state) == set(model), sorted(state)
+    # --key model_ema against the model: diff-keys sees module. as the wrapper prefix it is, n_averaged as a buffer.
+    code, report = run_json("diff-keys", str(source), str(source), "--key", "model_ema")
+    reasons = {row["name"]: row["reason"] for row in report["unexpected"]}
+    assert reasons.pop("n_averaged") == "buffer", reasons
+    assert set(reasons.values()) == {"wrapper-prefix"}, reasons
+    assert report["matched_after_renames"] == len(model), report
+
+
+def test_an_averaged_copy_of_another_model_is_not_called_the_models(tmp_path: Path) -> None:
+    """n_averaged beside names that are not the model's own under module. (another model, or no module. prefix): no
+    note."""
+    source = tmp_path / "mixed.pth"
+    _torchvision_reference(source, ema_prefix="")
+    code, report = run_json("inspect", str(source))
+    assert code == 0, report
+    assert not [w for w in report["warnings"] if "AveragedModel" in w], report["warnings"]
