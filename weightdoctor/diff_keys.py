@@ -111,6 +111,13 @@ REASONS: dict[str, str] = {
                      "loads A into B (the note gives the command with the sides swapped)",
     "fsdp-flat-param": "FSDP's flat parameter (use_orig_params=False): every weight of a wrapped module in one 1-D "
                        "tensor (this rank's shard of it), which loads by no name: save the full state dict instead",
+    "fairscale-flat-param": "fairscale FSDP's flat parameter (flat_param_N, fairseq's --ddp-backend fully_sharded): "
+                            "every weight of a wrapped module in one padded 1-D tensor (this rank's shard of it), "
+                            "which loads by no name: unflatten every rank's file with its fsdp_metadata "
+                            "(consolidate_shard_weights) or save fsdp_model.state_dict() instead of local_state_dict()",
+    "tensor-parallel-part": "A is one tensor-parallel part of a model (fairseq's model_part-R.pt beside the others): "
+                            "it holds its slice of this tensor, B's with one dimension divided by the number of parts: "
+                            "merge the parts first",
     "layer-count": "one side has more layers of one list than the other (a distilled student against its teacher, "
                    "another num_hidden_layers): the same layers at another depth; no rename fixes it",
     "reparametrized": "a weight kept under one of torch's reparametrizations on one side (torch.nn.utils.prune's "
@@ -5955,6 +5962,7 @@ def build_report(
     saved_names_a: Collection[str] | None = None,
     quantization_a: str | None = None,
     quantizers: tuple[str | None, str | None] = (None, None),
+    tensor_parallel_parts_a: int = 0,
 ) -> DiffReport:
     """Classify the differences and assemble the report (shared by both modes).
 
@@ -5979,6 +5987,9 @@ def build_report(
     its 16-bit merge): A's integer-stored weights then differ from B's floats because they are packed, not because
     the architecture differs (error all the same: B's model cannot take them as stored).
     `quantizers`: the quantizers A's and B's configs name (checkpoint mode), for the detail of A's side tensors.
+    `tensor_parallel_parts_a`: how many tensor-parallel parts A is one of (fairseq's model_part-R.pt beside the
+    others), 0 when it is none: a tensor of A whose shape is B's with one dimension divided by that count is A's slice
+    of it, not another architecture.
     `saved_names_a`: A's names as its file holds them, where `specs_a` holds them as the loader renamed them
     (model-class mode: Whisper's `model.encoder.*` is WhisperForAudioClassification's `encoder.*`); a part of A
     said to be dropped is named as saved.
@@ -6009,14 +6020,33 @@ def build_report(
     # weightdoctor.structure is imported only where a name holds `_flat_param`: a headers-only diff imports no
     # inspect module (perf21).
     flat_params: dict[str, str] = {}
-    if "_flat_param" in "\n".join(unexpected):
+    # fairscale's FSDP (fairseq's --ddp-backend fully_sharded) names its flat parameters `flat_param_0`, one per
+    # wrapped module: before, A's were "unknown" and every weight of B "unknown: no known cause", with no word of
+    # fsdp_metadata, which unflattens them.
+    fairscale_flat: dict[str, str] = {}
+    joined_unexpected_names = "\n".join(unexpected)
+    if "_flat_param" in joined_unexpected_names:
         from weightdoctor.structure import fsdp_flat_params
 
         flat_params = fsdp_flat_params(unexpected)
+    if "flat_param_" in joined_unexpected_names:
+        from weightdoctor.structure import fairscale_flat_params
+
+        fairscale_flat = fairscale_flat_params({name: specs_a[name].shape for name in unexpected
+                                                if "flat_param_" in name and name in specs_a})
+        flat_params = {**flat_params, **fairscale_flat}
+
+    def flat_reason(flat_param: str) -> str:
+        return "fairscale-flat-param" if flat_param in fairscale_flat else "fsdp-flat-param"
 
     def classify(name: str, kind: str) -> tuple[str, str, str]:
         if kind == "unexpected" and name in flat_params:
             size = math.prod(specs_a[name].shape) if name in specs_a else 0
+            if name in fairscale_flat:
+                # fairscale's root FSDP flattens the modules no inner FSDP wraps, not the whole model.
+                held = flat_params[name].rstrip(".") or "the modules no inner FSDP wraps"
+                return "fairscale-flat-param", "error", (f"{size:,} values of {held} in one 1-D tensor, padded: "
+                                                         "one rank's shard")
             return "fsdp-flat-param", "error", (f"{size:,} values of {flat_params[name] or 'the whole model'} "
                                                 "in one 1-D tensor")
         if kind == "missing":
@@ -6026,7 +6056,7 @@ def build_report(
             if flat_params and why[0] in ("unknown", "task-head") and why[1] != "info":
                 holder = _flat_param_holding(name, flat_params)
                 if holder is not None:
-                    return "fsdp-flat-param", "error", f"flattened into A's {holder}"
+                    return flat_reason(holder), "error", f"flattened into A's {holder}"
             if why[0] == "unknown" and head_names and name in head_names:
                 detail = new_head_detail(name, specs_b[name].shape)
                 return "task-head", "info", (detail if detail.endswith("not random")
@@ -6107,7 +6137,14 @@ def build_report(
 
     mismatch_rows = []
     packed_in_a = 0
+    sliced: list[str] = []
     for name, shape_a, shape_b in mismatched:
+        dim = _sliced_dim(shape_a, shape_b, tensor_parallel_parts_a)
+        if dim is not None:
+            sliced.append(name)
+            mismatch_rows.append(Mismatch(name, list(shape_a), list(shape_b), "tensor-parallel-part", "error",
+                                          f"A holds 1/{tensor_parallel_parts_a} of it, split along dim {dim}"))
+            continue
         reason, severity, detail = classify_mismatch(name, shape_a, shape_b, specs_a, specs_b)
         if quantized(name):
             reason, severity = "quantization", "info"
@@ -6132,7 +6169,13 @@ def build_report(
             f"A loads with its own config (from_pretrained of A), and {unpack}")]
     mismatched_names = {m[0] for m in mismatched}
     notes = [*notes, *_square_transposed_note(mismatch_rows, common, specs_a, mismatched_names)]
-    resized = [m for m in mismatch_rows if m.reason not in ("quantization", "lora-rank")]
+    resized = [m for m in mismatch_rows if m.reason not in ("quantization", "lora-rank", "tensor-parallel-part")]
+    if sliced:
+        notes.append(
+            f"{counted(len(sliced), 'tensor')} of A ({_first_names(sliced)}) {plural(len(sliced), 'is', 'are')} "
+            f"B's with one dimension divided by {tensor_parallel_parts_a}: A is one of {tensor_parallel_parts_a} "
+            "tensor-parallel parts of one model, each holding its slice of the split tensors; merge the parts into "
+            "one state dict (A's warning says how) and compare that with B")
     if ranked := sorted({_lora_module(m.name) for m in mismatch_rows if m.reason == "lora-rank"}):
         # Two LoRAs of one model at another network_dim / r: from_pretrained and ignore_mismatched_sizes are not
         # how either is loaded; the loaders (sd-scripts' --network_weights, peft) call load_state_dict.
@@ -6141,9 +6184,23 @@ def build_report(
             "and B adapt the same modules with adapters of another size; torch's load_state_dict, which LoRA loaders "
             "call (sd-scripts' --network_weights, peft's load_adapter), raises on a size mismatch even with "
             "strict=False")
-    if flat_params:
+    if fairscale_flat:
+        notes.append(
+            f"A holds {counted(len(fairscale_flat), 'fairscale FSDP flat parameter')} "
+            f"({_first_names(list(fairscale_flat))}): the weights of the modules fairscale's FullyShardedDataParallel "
+            "wraps (flatten_parameters), flattened into 1-D, padded and sharded over the ranks, as its "
+            "local_state_dict() gives them (fairseq's --ddp-backend fully_sharded saves one checkpoint_last-shardN.pt "
+            "per rank, the metadata that unflattens them under its 'fsdp_metadata'); no loader takes them by name, "
+            "and a rank's file holds only its shard. Unflatten every rank's file with that metadata: fairscale's "
+            "FullyShardedDataParallel.consolidate_shard_weights(shard_weights=[each file's 'model'], "
+            "shard_metadata=[each file's 'fsdp_metadata']), which fairseq's checkpoint_utils."
+            "load_model_ensemble_and_task([path], num_shards=N) calls, then torch.save the dict it returns; or save "
+            "the full state dict in the training script (fairscale's fsdp_model.state_dict(), not "
+            "local_state_dict(); torch's FSDP: FSDP.state_dict_type(fsdp_model, StateDictType.FULL_STATE_DICT))")
+    if len(flat_params) > len(fairscale_flat):
         from weightdoctor.structure import FSDP_FULL_STATE_DICT_SAVE
 
+        flat_params = {name: prefix for name, prefix in flat_params.items() if name not in fairscale_flat}
         notes.append(
             f"A holds {counted(len(flat_params), 'FSDP flat parameter')} ({_first_names(list(flat_params))}): the "
             "model's weights flattened and sharded by FullyShardedDataParallel (use_orig_params=False), saved from "
@@ -6206,6 +6263,21 @@ def build_report(
     found = set(report.severities())  # one severity per rank: the set has the same maximum
     report.worst_severity = max(found, key=severity_rank) if found else None
     return report
+
+
+def _sliced_dim(shape_a: Sequence[int], shape_b: Sequence[int], parts: int) -> int | None:
+    """The dimension along which `shape_a` is one of `parts` equal slices of `shape_b` (the others equal), else None.
+
+    Example:
+        >>> _sliced_dim((8, 16), (16, 16), 2), _sliced_dim((16, 8), (16, 16), 2), _sliced_dim((8, 8), (16, 16), 2)
+        (0, 1, None)
+    """
+    if parts < 2 or len(shape_a) != len(shape_b):
+        return None
+    differing = [dim for dim, (a, b) in enumerate(zip(shape_a, shape_b, strict=True)) if a != b]
+    if len(differing) != 1 or shape_a[differing[0]] * parts != shape_b[differing[0]]:
+        return None
+    return differing[0]
 
 
 def _flat_param_holding(name: str, flat_params: Mapping[str, str]) -> str | None:
@@ -6370,6 +6442,7 @@ def diff_specs(
     paths_a: Callable[[], tuple[str, str] | None] | None = None,
     torch_ao_packed: tuple[frozenset[str], frozenset[str]] = (frozenset(), frozenset()),
     torch_ao_qtensors: tuple[frozenset[str], frozenset[str]] = (frozenset(), frozenset()),
+    tensor_parallel_parts_a: int = 0,
 ) -> DiffReport:
     """Diff two key sets as `load_state_dict(A, strict=False)` into a model shaped like B would see them.
 
@@ -6430,7 +6503,7 @@ def diff_specs(
                            model_loaded_names=model_loaded_names, quantization_a=quantization_a,
                            quantizers=quantizers, adapter_config_a=adapter_config_a,
                            swapped_steps=swapped_steps, paths_a=paths_a, torch_ao_packed=torch_ao_packed,
-                           torch_ao_qtensors=torch_ao_qtensors)
+                           torch_ao_qtensors=torch_ao_qtensors, tensor_parallel_parts_a=tensor_parallel_parts_a)
 
 
 def _dropped_tie_aliases(specs_a: Mapping[str, KeySpec]) -> list[str]:
@@ -6510,6 +6583,7 @@ def _diff_specs(
     paths_a: Callable[[], tuple[str, str] | None] | None = None,
     torch_ao_packed: tuple[frozenset[str], frozenset[str]] = (frozenset(), frozenset()),
     torch_ao_qtensors: tuple[frozenset[str], frozenset[str]] = (frozenset(), frozenset()),
+    tensor_parallel_parts_a: int = 0,
 ) -> DiffReport:
     renamed_a, _ = _renamed(specs_a, renames)
     tied = [[_rename_all(n, renames) for n in group] for group in tied_groups_a] if renames else tied_groups_a
@@ -6617,6 +6691,7 @@ def _diff_specs(
         layout_whys=layout_whys, notes=[layout_note] if layout_note else (), loader_prefix=loader_prefix,
         quantization_a=quantization_a, quantizers=quantizers,
         refused_dtypes=frozenset(qtensors_a | torch_ao_qtensors[1]) if any(torch_ao_qtensors) else frozenset(),
+        tensor_parallel_parts_a=tensor_parallel_parts_a,
     )
 
 
@@ -6981,6 +7056,7 @@ def diff_checkpoints(a: Checkpoint, b: Checkpoint, renames: Sequence[Rename] = (
                      key: str | None = None) -> DiffReport:
     """`diff_specs` on two opened checkpoints (headers only: no tensor data is read). `key`: A's `--key`, as
     given (None when A's state dict was found without one)."""
+    from weightdoctor.checkpoint.model_parts import parts_counted
     from weightdoctor.converters import conversion_paths
     from weightdoctor.quantized import quantization_of
 
@@ -7012,6 +7088,7 @@ def diff_checkpoints(a: Checkpoint, b: Checkpoint, renames: Sequence[Rename] = (
         paths_a=functools.partial(conversion_paths, a),
         torch_ao_packed=(torch_ao_packed_layers(a.non_tensor_keys), torch_ao_packed_layers(b.non_tensor_keys)),
         torch_ao_qtensors=(torch_ao_quantized_tensors(a), torch_ao_quantized_tensors(b)),
+        tensor_parallel_parts_a=parts_counted([f.path for f in a.files if f.role == "weights"]),
     )
     report.revision_a, report.resolved_a = a.revision, a.location
     report.revision_b, report.resolved_b = b.revision, b.location

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -580,6 +580,23 @@ def fsdp_flat_param_warning(checkpoint: Checkpoint) -> str | None:
 _FAIRSCALE_FLAT_PARAM = re.compile(r"(^|\.)flat_param_\d+$")
 
 
+def fairscale_flat_params(shapes: Mapping[str, Sequence[int]]) -> dict[str, str]:
+    """fairscale FSDP flat parameters among `shapes` (name -> shape), each with the prefix of the module it flattens
+    (its name less `flat_param_N`; "" for the root module): 1-D tensors only, so a model's own 2-D `flat_param_0` is
+    not one. inspect's warning and diff-keys' reason `fairscale-flat-param` both tell them by this.
+
+    Example:
+        >>> fairscale_flat_params({"flat_param_0": (640,), "decoder.layers.0.flat_param_0": (2128,),
+        ...                        "proj.flat_param_0": (4, 4)})
+        {'flat_param_0': '', 'decoder.layers.0.flat_param_0': 'decoder.layers.0.'}
+    """
+    flat: dict[str, str] = {}
+    for name, shape in shapes.items():
+        if len(shape) == 1 and (match := _FAIRSCALE_FLAT_PARAM.search(name)) is not None:
+            flat[name] = name[: match.start()] + ("." if match.start() else "")
+    return flat
+
+
 def fairscale_flat_param_warning(checkpoint: Checkpoint) -> str | None:
     """fairscale FSDP flat parameters (`flat_param_0`, `decoder.layers.0.flat_param_0`): one rank's shard of the weights
     of the modules fairscale's FullyShardedDataParallel wraps, flattened into 1-D. inspect counted them as the model's
@@ -591,7 +608,8 @@ def fairscale_flat_param_warning(checkpoint: Checkpoint) -> str | None:
     """
     if not any("flat_param_" in t.name for t in checkpoint.tensors):
         return None  # one pass of a substring test: this runs on every inspect
-    flat = [t for t in checkpoint.tensors if len(t.shape) == 1 and _FAIRSCALE_FLAT_PARAM.search(t.name)]
+    names = fairscale_flat_params({t.name: t.shape for t in checkpoint.tensors if "flat_param_" in t.name})
+    flat = [t for t in checkpoint.tensors if t.name in names]
     if not flat:
         return None
     shown = ", ".join(t.name for t in flat[:2]) + (f" and {len(flat) - 2:,} more" if len(flat) > 2 else "")

@@ -678,6 +678,78 @@ def _stylegan2_g_ema(obj: Any) -> bool:
     return _is_state_dict(raw) and _is_state_dict(ema) and bool(ema) and set(ema) == set(raw)
 
 
+def _fairseq_ema(obj: Any) -> str | None:
+    """The note for a fairseq training checkpoint saved with --store-ema (Trainer.state_dict: the EMA model's state
+    dict in `extra_state["ema"]`, its float32 copy in `extra_state["ema_fp32_params"]` with --ema-fp32), or None. The
+    EMA's tensors were left unsaid ("extra_state (dict, 4 entries)"), while fairseq's own evaluation of the EMA reads
+    them, not `model`: checkpoint_utils.load_ema_from_checkpoint puts extra_state['ema'] under 'model'."""
+    if not isinstance(obj, Mapping) or "optimizer_history" not in obj or not _is_state_dict(obj.get("model")):
+        return None
+    extra = obj.get("extra_state")
+    ema = extra.get("ema") if isinstance(extra, Mapping) else None
+    if not _is_state_dict(ema) or not ema:
+        return None
+    decay = _fairseq_ema_decay(obj)
+    fp32 = extra.get("ema_fp32_params")
+    beside = ("; extra_state.ema_fp32_params is its float32 copy (--ema-fp32), which resuming restores and "
+              "--key extra_state.ema_fp32_params reads" if _is_state_dict(fp32) and fp32 else "")
+    return ("a fairseq training checkpoint saved with --store-ema: model is read, the raw training weights that "
+            "fairseq-generate and load_model_ensemble load; extra_state.ema beside it holds the EMA model's "
+            f"{counted(len(ema), 'tensor')}{f' (ema_decay {decay})' if decay else ''}, which fairseq's "
+            "checkpoint_utils.load_ema_from_checkpoint(path) puts under 'model' to evaluate or release it "
+            f"(torch.save of what it returns writes that file), and --key extra_state.ema reads here{beside}")
+
+
+def _fairseq_ema_decay(obj: Mapping[Any, Any]) -> str:
+    """The EMA decay a fairseq checkpoint's cfg (`cfg.ema.ema_decay`) or args (`ema_decay`) names, "" when none."""
+    cfg = obj.get("cfg")
+    ema_cfg = cfg.get("ema") if isinstance(cfg, Mapping) else None
+    if isinstance(ema_cfg, Mapping):
+        decay = ema_cfg.get("ema_decay")
+    else:
+        # fairseq 0.10's argparse.Namespace, read as an inert stand-in that keeps its attributes as its pickled state.
+        args = getattr(obj.get("args"), "__dict__", {})
+        state = args.get("_inert_state", args)
+        decay = state.get("ema_decay") if isinstance(state, Mapping) else None
+    return repr(decay) if isinstance(decay, float) else ""
+
+
+# torch.optim.swa_utils.AveragedModel.state_dict(): its count of models averaged, then the averaged model's names
+# under its `module`.
+_AVERAGED_COUNT = "n_averaged"
+# torchvision's references/classification/train.py (and detection's, segmentation's) save
+# {"model", "optimizer", "lr_scheduler", "epoch", "args", "model_ema" (--model-ema), "scaler" (--amp)}.
+_TORCHVISION_REFERENCE_KEYS = frozenset({"model", "optimizer", "lr_scheduler", "epoch", "args"})
+
+
+def _averaged_model_beside(obj: Any) -> str | None:
+    """The note for a training checkpoint whose `model` has an averaged copy beside it kept by torch.optim.swa_utils'
+    AveragedModel (an EMA or SWA: `n_averaged` and the model's own names under `module.`), as torchvision's reference
+    training scripts save `model_ema`; None otherwise. It was "model_ema (a state dict of N tensors: pick it with
+    --key)", nothing said of what it is or that its names load under another prefix."""
+    if not isinstance(obj, Mapping) or not _is_state_dict(obj.get("model")):
+        return None
+    names = {name for name in obj["model"] if isinstance(name, str)}
+    for entry, value in obj.items():
+        if entry == "model" or not isinstance(entry, str) or not isinstance(value, Mapping) \
+                or _AVERAGED_COUNT not in value:
+            continue
+        averaged = {name.removeprefix("module.") for name in value if isinstance(name, str) and name != _AVERAGED_COUNT}
+        if not averaged or averaged != names or any(isinstance(name, str) and name != _AVERAGED_COUNT
+                                                    and not name.startswith("module.") for name in value):
+            continue
+        reference = set(obj) >= _TORCHVISION_REFERENCE_KEYS
+        who = ("a torchvision reference-scripts checkpoint (references/*/train.py: model, optimizer, lr_scheduler, "
+               "epoch, args)" if reference else "a training checkpoint")
+        evaluated = f"; its --test-only with --model-ema evaluates {entry}" if reference else ""
+        return (f"{who} with an averaged copy of the model: model is read, the raw training weights; {entry} "
+                "beside it is torch.optim.swa_utils.AveragedModel's state dict (an EMA or SWA average: n_averaged, "
+                f"the count of models averaged, then the model's names under module.){evaluated}; --key {entry} "
+                "reads it, and it loads into the model without n_averaged and with module. stripped "
+                f"({{k.removeprefix('module.'): v for k, v in checkpoint[{entry!r}].items() if k != 'n_averaged'}})")
+    return None
+
+
 def _icefall_model_avg(obj: Any) -> bool:
     """Whether `obj` is an icefall (k2) training checkpoint with its running average (icefall/checkpoint.py's
     save_checkpoint: `{"model", "optimizer", "scheduler", "grad_scaler", "sampler", "model_avg", **params}`, params
@@ -1941,6 +2013,10 @@ def _load_pickle(path: Path, fmt: str, key: str | None, label: str | None) -> Pi
                      "saved for, which models.get does not load from it: --key net reads the average")
     elif key is None and (ema := _averaged_entry_note(obj, nested_key)) is not None:
         notes.append(ema)
+    elif key is None and nested_key == "model" and (fairseq_ema := _fairseq_ema(obj)) is not None:
+        notes.append(fairseq_ema)
+    elif key is None and nested_key == "model" and (averaged := _averaged_model_beside(obj)) is not None:
+        notes.append(averaged)
     elif key is None and nested_key == "model" and _icefall_model_avg(obj):
         notes.append("an icefall (k2) training checkpoint (epoch-N.pt / checkpoint-N.pt): model is read, the weights "
                      "at this save; model_avg beside it is the running average since training started (float32), "

@@ -49,6 +49,9 @@ from weightdoctor.checkpoint.hub import (
     written_beside,
 )
 from weightdoctor.checkpoint.model import CheckpointFile, TensorInfo, unique_tensors
+from weightdoctor.checkpoint.model_parts import folder_message as model_parts_message
+from weightdoctor.checkpoint.model_parts import part_warning as model_part_warning
+from weightdoctor.checkpoint.model_parts import parts_of_one_model
 from weightdoctor.checkpoint.remote import remote_tensors
 from weightdoctor.errors import (
     CorruptCheckpoint,
@@ -2658,6 +2661,10 @@ def _choose_in_folder(folder: Path) -> tuple[Path, bool]:
             f"folder holds {len(weights)} model-parallel parts of Meta's original checkpoint ({names}): each holds "
             "a slice of every tensor, not some of the tensors; name one to see one part, or convert the folder "
             "with transformers' convert_llama_weights_to_hf.py", str(folder))
+    if (model_parts := parts_of_one_model(weights)) is not None:
+        # fairseq's --model-parallel-size saves (model_part-0.pt, ...): every part holds every name, the split ones'
+        # slices; was "several weight files and no index; name one".
+        raise UnsupportedFormat(model_parts_message(model_parts), str(folder))
     if (folder / "CKPT.yaml").is_file():
         # SpeechBrain's Checkpointer: one file per recoverable, `<name>.ckpt`; the Brain's step and an epoch
         # counter are YAML / text under the same suffix.
@@ -4147,6 +4154,8 @@ def _open_checkpoint(
         else:
             builder.add_weight_file(target)
             warnings += _one_shard_of_several(target, given if repo_id is not None else None)
+            if "model_part-" in target.name:
+                warnings += model_part_warning(target, {t.name: tuple(t.shape) for t in builder.tensors})
         if gguf_refused_by is not None and builder.ggufs:
             from weightdoctor.checkpoint import gguf_format
 
