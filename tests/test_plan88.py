@@ -299,3 +299,55 @@ def test_loops_and_inherited_forwards_of_a_hand_written_modeling_file(tmp_path: 
     with torch.no_grad():
         model(torch.ones(1, 4))  # the gate's calls follow the input; the counted ones do not
     assert {name: counted[name] for name in looped} == looped, counted
+
+
+def _dory() -> Any:
+    import transformers
+
+    return transformers.DoryForCausalLM(transformers.DoryConfig(
+        hidden_size=32, intermediate_size=64, num_attention_heads=2, num_key_value_heads=2, num_hidden_layers=4,
+        vocab_size=64, head_dim=16)), "model"
+
+
+def _funnel() -> Any:
+    import transformers
+
+    return transformers.FunnelForMaskedLM(transformers.FunnelConfig(
+        vocab_size=64, d_model=32, n_head=2, d_head=16, d_inner=64, block_sizes=[1, 1], block_repeats=[2, 1])), \
+        "funnel.encoder"
+
+
+def _hrm_model() -> Any:
+    import transformers
+
+    return transformers.HrmTextForCausalLM(transformers.HrmTextConfig(
+        vocab_size=64, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2,
+        intermediate_size=64, H_cycles=2, L_cycles=3)), "model"
+
+
+@pytest.mark.parametrize("build, expected", [
+    (_dory, {"layers.0": 2, "layers.1": 2, "layers.2": 2, "layers.3": 2, "norm": 4}),
+    (_funnel, {"blocks.0.0": 2, "blocks.1.0": 1}),
+    (_hrm_model, {"rotary_emb": 1, "L_module": 6, "H_module": 2}),
+], ids=["dory", "funnel", "hrm"])
+def test_the_calls_read_from_transformers_code_are_the_calls_a_forward_makes(build: Any, expected: dict[str, int]
+                                                                            ) -> None:
+    """Dory's recurrent loop (`for loop_idx in range(n_loops)` over `self.layers[recurrent_start:recurrent_end]`,
+    its bounds local names read from the config, and `self.norm` before and in it), Funnel's block_repeats
+    (`for repeat_index in range(repeat_time)` over `enumerate(block)`) and HRM's cycles: the counts read from the
+    code are those forward hooks count in a real forward pass."""
+    from weightdoctor.forward_calls import calls_per_forward
+
+    torch.manual_seed(0)
+    model, path = build()
+    model.eval()
+    walked = model.get_submodule(path)
+    counted: dict[str, int] = {}
+    for name, child in walked.named_modules():
+        if name:
+            child.register_forward_hook(lambda *_, name=name: counted.__setitem__(name, counted.get(name, 0) + 1))
+    with torch.no_grad():
+        model(torch.tensor([[5, 6, 7, 8, 2, 3, 4, 9]]))
+    said = calls_per_forward(walked)
+    assert said == expected, said
+    assert {name: counted.get(name) for name in said} == said, counted
