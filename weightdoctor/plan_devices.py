@@ -2745,9 +2745,11 @@ class _HashedAs:
 def tied_elsewhere(planned: PlannedModel, ranges: list[ModuleRange], device_map: Mapping[str, int | str],
                    tensor_sizes: Mapping[str, int]) -> list[ModuleRange]:
     """`ranges` with `tied_to` set: for each, the names its tied parameters share storage with, counted under those
-    names outside it (GPT-2's lm_head, 0 B: tied to transformer.wte.weight).
+    names outside it (GPT-2's lm_head, 0 B: tied to transformer.wte.weight), and `tied_copy_bytes`: the copy of
+    them dispatch_model keeps on the range's GPU where the tensor is loaded on another device (`tied_gpu_copies`).
 
-    Example: a map of {"transformer": 0, "lm_head": 0} gives lm_head's range tied_to ["transformer.wte.weight"].
+    Example: a map of {"transformer": 0, "lm_head": 0} gives lm_head's range tied_to ["transformer.wte.weight"],
+    tied_copy_bytes 0; with "lm_head": 1, tied_copy_bytes the table's bytes.
     """
     groups = tied_groups(planned)
     if not groups:
