@@ -110,7 +110,7 @@ def test_an_offloaded_twin_of_a_tensor_on_the_main_gpu_is_not_streamed_from_ram(
     lm_head's placement put on the GPU, and copies nothing: 0 B per token, and tied_on_gpu_bytes says the 16.38 KB.
     A twin on disk is read from its file every call and copied, as said, by this harness, which writes both names to
     its offload: from_pretrained itself cannot run a twin on disk beside one on the GPU, which the tied-split error
-    says (tests/test_plan87)."""
+    says (tests/test_plan87), and the report then gives no traffic figure (tests/test_plan88)."""
     folder = _gpt2(tmp_path / "gpt2")
     placed = {"transformer.wte": wte, "lm_head": lm_head, "transformer.wpe": 0, "transformer.drop": 0,
               "transformer.h": 0, "transformer.ln_f": 0}
@@ -122,6 +122,10 @@ def test_an_offloaded_twin_of_a_tensor_on_the_main_gpu_is_not_streamed_from_ram(
     tied = 64 * 64 * 4
     assert per_token == tied * [wte, lm_head].count("disk"), per_token
     off = data["offload"]
+    if (wte, lm_head) == (0, "disk"):
+        # from_pretrained cannot run it: the report gives no figure of what it would stream (tests/test_plan88)
+        assert off["bytes_per_token"] is None and off["tied_on_gpu_bytes"] is None, off
+        return
     assert off["bytes_per_token"] == per_token, (off, per_token)
     assert off["tied_on_gpu_bytes"] == (tied if wte == "cpu" else 0), off
     if wte == "cpu":

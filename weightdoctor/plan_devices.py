@@ -83,6 +83,10 @@ class ModuleRange:
     # Tied parameters of these modules that are one tensor with parameters elsewhere, counted under those names (a
     # tied lm_head's 0 B): the names they share storage with (`tied_elsewhere`).
     tied_to: list[str] = field(default_factory=list)
+    # Of those, the bytes dispatch_model copies onto this range's GPU for good, the tensor being loaded on another
+    # device (GPT-2's lm_head on cuda:1 with wte on cuda:0): not in `bytes`, which counts the tensor once, as
+    # transformers' compute_module_sizes does (`tied_gpu_copies`). 0 off the GPUs and where the tensor is loaded here.
+    tied_copy_bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -177,35 +181,38 @@ class TrainingEstimate:
 
 @dataclass(frozen=True)
 class Offload:
+    """Where the map offloads, and what accelerate's hooks stream per step. Every figure but cpu_bytes / disk_bytes
+    is None where from_pretrained cannot run the map (`map_cannot_run`): no traffic happens."""
+
     cpu_bytes: int
     disk_bytes: int
-    bytes_per_token: int  # offloaded weights streamed to the compute device for each generated token
+    bytes_per_token: int | None  # offloaded weights streamed to the compute device for each generated token
     # An encoder-decoder that generates (T5, BART, Whisper): the offloaded weights streamed once per input, not per
     # token (its encoder's, and its decoder's cross-attention key / value projections, whose outputs the cache
     # keeps: `per_input_offloaded_bytes`); `bytes_per_token` leaves them out. By device.
-    per_input_cpu_bytes: int = 0
-    per_input_disk_bytes: int = 0
+    per_input_cpu_bytes: int | None = 0
+    per_input_disk_bytes: int | None = 0
     # The buffers of the offloaded modules (BART's final_logits_bias, rotary inv_freq, BERT's position_ids):
     # accelerate's hooks (offload_buffers=False, from_pretrained's default) move them once to the execution device
     # (the first GPU) when the model is dispatched and load none of them per step, so the map counts them on CPU /
     # disk while they sit on that GPU; in cpu_bytes / disk_bytes, not in bytes_per_token nor the per-input bytes.
-    buffers_on_gpu_bytes: int = 0
+    buffers_on_gpu_bytes: int | None = 0
     # A tied tensor held by two offloaded modules (GPT-2's wte and lm_head) is loaded by each one's hook, each call,
     # while the map counts it once: the loads beyond that copy, per token and per input (`tied_streaming`);
     # in bytes_per_token / per_input_cpu_bytes, not in cpu_bytes / disk_bytes.
-    tied_reloaded_per_token_bytes: int = 0
-    tied_reloaded_per_input_bytes: int = 0
+    tied_reloaded_per_token_bytes: int | None = 0
+    tied_reloaded_per_input_bytes: int | None = 0
     # A tied tensor the map counts in CPU RAM whose twin is placed on the main GPU: the hooks use the GPU's copy and
     # stream none (`tied_streaming`); in cpu_bytes, not in bytes_per_token nor per_input_cpu_bytes.
-    tied_on_gpu_bytes: int = 0
+    tied_on_gpu_bytes: int | None = 0
     # Of bytes_per_token, the tied tensors an offloaded module's hook copies from a twin placed on another GPU than
     # the main one (GPT-2's wte on cuda:1, lm_head offloaded): from_pretrained loads the tensor there, and the
     # offload serves that GPU's tensor, copied GPU to GPU at every call, not from CPU RAM (`tied_streaming`).
-    tied_from_gpu_per_token_bytes: int = 0
+    tied_from_gpu_per_token_bytes: int | None = 0
     # Of bytes_per_token, the loads beyond one per step of offloaded modules their layer calls more than once a step
     # (ProphetNet's n-gram self-attention's out_proj, for its main and predicting streams): a hook loads its module's
     # weights at each call (`repeated_call_bytes`).
-    repeated_calls_per_token_bytes: int = 0
+    repeated_calls_per_token_bytes: int | None = 0
 
 
 @dataclass
@@ -2738,9 +2745,11 @@ class _HashedAs:
 def tied_elsewhere(planned: PlannedModel, ranges: list[ModuleRange], device_map: Mapping[str, int | str],
                    tensor_sizes: Mapping[str, int]) -> list[ModuleRange]:
     """`ranges` with `tied_to` set: for each, the names its tied parameters share storage with, counted under those
-    names outside it (GPT-2's lm_head, 0 B: tied to transformer.wte.weight).
+    names outside it (GPT-2's lm_head, 0 B: tied to transformer.wte.weight), and `tied_copy_bytes`: the copy of
+    them dispatch_model keeps on the range's GPU where the tensor is loaded on another device (`tied_gpu_copies`).
 
-    Example: a map of {"transformer": 0, "lm_head": 0} gives lm_head's range tied_to ["transformer.wte.weight"].
+    Example: a map of {"transformer": 0, "lm_head": 0} gives lm_head's range tied_to ["transformer.wte.weight"],
+    tied_copy_bytes 0; with "lm_head": 1, tied_copy_bytes the table's bytes.
     """
     groups = tied_groups(planned)
     if not groups:
@@ -2754,11 +2763,20 @@ def tied_elsewhere(planned: PlannedModel, ranges: list[ModuleRange], device_map:
     found = []
     for item in ranges:
         inside = set(item.modules)
-        tied = sorted({counted for group in groups
-                       if (counted := next((name for name in group if name in tensor_sizes), None)) is not None
-                       and owner_of.get(counted) not in inside
-                       and any(owner_of.get(name) in inside for name in group if name != counted)})
-        found.append(dataclasses.replace(item, tied_to=tied) if tied else item)
+        tied_groups_here = [(group, counted) for group in groups
+                            if (counted := next((name for name in group if name in tensor_sizes), None)) is not None
+                            and owner_of.get(counted) not in inside
+                            and any(owner_of.get(name) in inside for name in group if name != counted)]
+        tied = sorted({counted for _, counted in tied_groups_here})
+        # a twin on a GPU the tensor is not loaded on: dispatch_model's hook copies it here (`tied_gpu_copies`)
+        copied = 0
+        for group, counted in tied_groups_here:
+            home = _tied_home(planned, group, tensor_sizes)
+            here = device_map.get(next((owner_of[name] for name in group if owner_of.get(name) in inside), ""))
+            loaded = device_map.get(owner_of.get(home or "", ""))
+            if isinstance(here, int) and loaded != here and loaded != "disk":
+                copied += tensor_sizes[counted]
+        found.append(dataclasses.replace(item, tied_to=tied, tied_copy_bytes=copied) if tied else item)
     return found
 
 
@@ -3305,6 +3323,25 @@ def check_manual_map(
                 + _tied_disk_split(planned, group, device_map),
             ))
     return findings
+
+
+# Error findings that say from_pretrained raises on the map, whatever the machine's memory: the map is never run.
+_CANNOT_RUN_CODES = frozenset({"quantizer-refuses-offload", "gguf-refuses-disk"})
+
+
+def map_cannot_run(planned: PlannedModel, device_map: Mapping[str, int | str], findings: Iterable[Finding]) -> bool:
+    """Whether from_pretrained cannot run `device_map` at all, as an error finding says: a quantizer or the GGUF
+    loader refuses it, or a tied tensor has a twin on disk beside one elsewhere (`_tied_disk_split`). A map over a
+    budget, or parting tied twins between GPUs and the CPU, still loads and runs (the ties are copied).
+
+    Example: GPT-2's lm_head on disk beside wte on cuda:0 -> True (its first forward raises KeyError).
+    """
+    errors = [finding for finding in findings if finding.severity == "error"]
+    if any(finding.code in _CANNOT_RUN_CODES for finding in errors):
+        return True
+    if not any(finding.code == "tied-split" for finding in errors):
+        return False
+    return any(_tied_disk_split(planned, group, device_map) for group in tied_groups(planned))
 
 
 def _tied_disk_split(planned: PlannedModel, group: list[str], device_map: Mapping[str, int | str]) -> str:
@@ -4461,6 +4498,12 @@ def plan_devices(planned: PlannedModel, request: PlanRequest, source: str = "") 
         kv = dataclasses.replace(kv, gpu_free_bytes=gpu_free,
                                  fits_on_gpus=needed <= gpu_free and crowded is None and on_gpus)
     training = estimate_training(planned.model, planned.dtype) if request.training else None
+    if map_cannot_run(planned, device_map, findings):
+        # from_pretrained raises on this map (an error finding says why): nothing is ever streamed, so no traffic
+        # figure is given, in the text or the JSON; where the map counts the tensors stays said
+        offload = Offload(cpu_bytes, disk_bytes, None, None, None, None, None, None, None, None, None)
+        if verdict in ("needs-cpu-offload", "needs-disk-offload"):
+            verdict = "does-not-fit"  # as for a quantizer's refusal: no offload of this map loads
     return PlanReport(
         source=source,
         model_class=planned.model_class,
@@ -4533,70 +4576,24 @@ def _forward_calls(cls: type) -> tuple[tuple[str, bool], ...] | None:
     return tuple(found)
 
 
-@functools.lru_cache(maxsize=512)
-def _calls_per_forward(cls: type) -> dict[str, int]:
-    """How many times `cls.forward` calls each `self.<child>(...)` whenever it runs: the call sites no branch, loop,
-    conditional expression, `and` / `or`, try block or nested function holds, those in the class's own methods that
-    forward calls so too counted through (ProphetNet's n-gram self-attention calls `self.out_proj` for its main
-    stream and again for its predicting streams: 2). {} where the source cannot be read; a child called in a loop or
-    a branch is left out (counted once by the caller)."""
-    import ast
-    import inspect
-    import textwrap
-
-    try:
-        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
-    except (OSError, TypeError, SyntaxError):
-        return {}
-    [klass] = [node for node in tree.body if isinstance(node, ast.ClassDef)] or [None]
-    if klass is None:
-        return {}
-    methods = {node.name: node for node in klass.body if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))}
-    conditional = (ast.If, ast.For, ast.AsyncFor, ast.While, ast.Try, ast.IfExp, ast.BoolOp, ast.With,
-                   ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ListComp, ast.SetComp, ast.DictComp,
-                   ast.GeneratorExp, ast.Match)
-
-    def sure_calls(node: ast.AST) -> Iterator[ast.Call]:
-        for child in ast.iter_child_nodes(node):
-            if isinstance(child, conditional):
-                continue
-            if isinstance(child, ast.Call):
-                yield child
-            yield from sure_calls(child)
-
-    counts: dict[str, int] = {}
-
-    def walk(method: ast.FunctionDef | ast.AsyncFunctionDef, depth: int) -> None:
-        for call in sure_calls(method):
-            target = call.func
-            if not (isinstance(target, ast.Attribute) and isinstance(target.value, ast.Name)
-                    and target.value.id == "self"):
-                continue
-            if target.attr in methods:
-                if depth < 3 and target.attr != "forward":
-                    walk(methods[target.attr], depth + 1)
-            else:
-                counts[target.attr] = counts.get(target.attr, 0) + 1
-
-    if "forward" not in methods:
-        return {}
-    walk(methods["forward"], 0)
-    return counts
-
-
 def repeated_call_bytes(planned: PlannedModel, device_map: Mapping[str, int | str],
                         tensor_sizes: Mapping[str, int]) -> dict[str, int]:
     """{module: bytes} of offloaded weights whose module runs more than once a step, beyond the one load per step
     the per-token figure counts: accelerate's hook loads a module's weights at each call, and a forward that calls a
-    child twice (`_calls_per_forward`: ProphetNet's n-gram self-attention's out_proj and relative_pos_embeddings)
-    loads them twice. Read from the code of each module's enclosing classes (the calls multiply down the tree);
-    modules run once per input (an encoder-decoder's encoder) are left out; {} where the map names no GPU.
+    child twice (ProphetNet's n-gram self-attention's out_proj and relative_pos_embeddings), or in a loop (HRM's
+    L_module, `H_cycles x L_cycles` times; ALBERT's shared layer group, once per layer) loads them at each call.
+    Read from the code of each module's enclosing classes, inherited forwards included (`calls_per_forward`); the
+    calls multiply down the tree. Modules run once per input (an encoder-decoder's encoder) are left out; {} where
+    the map names no GPU.
     """
     if not planned.is_transformers or not any(isinstance(where, int) for where in device_map.values()):
         return {}
+    from weightdoctor.forward_calls import calls_per_forward
+
     once_per_input = _once_per_input_test(planned)
     modules = dict(planned.model.named_modules())
     param_names, _, _ = _tensor_names(planned)
+    walked: dict[str, dict[str, int]] = {}
     found: dict[str, int] = {}
     for name in param_names:
         if name not in tensor_sizes or device_map.get(_owner(name, device_map) or "") not in ("cpu", "disk"):
@@ -4604,11 +4601,24 @@ def repeated_call_bytes(planned: PlannedModel, device_map: Mapping[str, int | st
         if once_per_input is not None and once_per_input(name):
             continue
         parts = name.split(".")[:-1]
-        times = 1
-        for depth in range(len(parts)):
-            parent = modules.get(".".join(parts[:depth]))
-            if parent is not None and type(parent).__module__.startswith("transformers."):
-                times *= max(_calls_per_forward(type(parent)).get(parts[depth], 1), 1)
+        times, depth = 1, 0
+        while depth < len(parts):
+            prefix = ".".join(parts[:depth])
+            parent = modules.get(prefix)
+            if parent is None or not type(parent).__module__.startswith("transformers."):
+                depth += 1
+                continue
+            if prefix not in walked:
+                walked[prefix] = calls_per_forward(parent)
+            counts = walked[prefix]
+            # the longest name the forward calls on the way down ("layers.0", a ModuleList item): the modules it
+            # passes over are not run by it, their forwards not counted again
+            end = next((end for end in range(len(parts), depth, -1) if ".".join(parts[depth:end]) in counts), None)
+            if end is None:
+                depth += 1
+                continue
+            times *= max(counts[".".join(parts[depth:end])], 1)
+            depth = end
         if times > 1:
             module = ".".join(parts)
             found[module] = found.get(module, 0) + tensor_sizes[name] * (times - 1)
@@ -4775,8 +4785,9 @@ def kept_buffers_over_budget_warning(device_map: Mapping[str, int | str], per_de
     (`offloaded_buffer_bytes`). And each offloaded module's hook copies its weights there while it runs
     (`offload_onloaded_bytes`: `onloaded`, the most at once), the room accelerate's planner keeps free on its main
     device for the largest layer. And a tied tensor's twin placed on it, where the map counts the tensor on another
-    device (`tied_gpu_copies`: `tied_copies`), is a copy accelerate makes there when it dispatches. The map is left
-    as it is: a plan that fits by less than those is said, not changed.
+    device (`tied_gpu_copies`: `tied_copies`), is a copy accelerate makes there when it dispatches: on any GPU, the
+    main one or another (GPT-2's lm_head on cuda:1 with wte on cuda:0), which only that copy is added to. The map is
+    left as it is: a plan that fits by less than those is said, not changed.
 
     Example:
         >>> kept_buffers_over_budget_warning({"a": 0, "b": "cpu"}, {0: 990, "cpu": 50}, {0: 1000, "cpu": 10**6}, 40)
@@ -4788,26 +4799,29 @@ def kept_buffers_over_budget_warning(device_map: Mapping[str, int | str], per_de
         return None
     from weightdoctor.units import format_bytes
 
-    for gpu in main_gpus(device_map):
+    mains = main_gpus(device_map)
+    for gpu in mains + sorted(gpu for gpu in tied_copies if gpu not in mains):
         capacity = capacities.get(gpu)
         held = per_device.get(gpu, 0)
         if capacity is None or held > capacity:
             continue  # unknown room, or over already (an error of its own)
         room = capacity - reserve
         copied, twin, counted_on = tied_copies.get(gpu, (0, "", ""))
-        if held + kept_buffers + onloaded + copied <= room:
+        # the buffers and the hooks' loads go to the main GPU only; a tied copy to whichever GPU its twin is on
+        buffers_here, onloaded_here = (kept_buffers, onloaded) if gpu in mains else (0, 0)
+        if held + buffers_here + onloaded_here + copied <= room:
             continue
-        total = held + kept_buffers + onloaded + copied
+        total = held + buffers_here + onloaded_here + copied
         said_total, budget = format_bytes(total, binary), format_bytes(room, binary)
         if said_total == budget:  # a few bytes over: in bytes, not "33.54 KB, over its 33.54 KB budget"
             said_total, budget = f"{total:,} bytes", f"{room:,}-byte"
         added = []
-        if kept_buffers:
-            added.append(f"the {format_bytes(kept_buffers, binary)} of buffers of the offloaded modules there "
+        if buffers_here:
+            added.append(f"the {format_bytes(buffers_here, binary)} of buffers of the offloaded modules there "
                          "(dispatch_model, offload_buffers=False, keeps them on its main GPU, though the map counts "
                          "them on the CPU)")
-        if onloaded:
-            added.append(f"up to {format_bytes(onloaded, binary)} of offloaded weights its hooks copy there while "
+        if onloaded_here:
+            added.append(f"up to {format_bytes(onloaded_here, binary)} of offloaded weights its hooks copy there while "
                          "their module runs")
         if copied:
             added.append(f"a {format_bytes(copied, binary)} copy of tied weights ({twin}, loaded on {counted_on}, "

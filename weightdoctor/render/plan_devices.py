@@ -117,6 +117,10 @@ def _device_lines(device: DeviceUse, offloading: bool, report: PlanReport, binar
     spill = offloading and device.device in ("cpu", "disk") and device.used_bytes > 0
     style = "bold red" if spill else "bold"
     used = f"{size(device.used_bytes)} of {capacity}" + (" [bold red]OFFLOAD[/]" if spill else "")
+    # tied tensors loaded on another device, which dispatch_model copies here beside what the map counts
+    copies = sum(item.tied_copy_bytes for item in device.ranges)
+    if copies:
+        used += f" [yellow](+ {size(copies)} of tied copies accelerate adds here)[/]"
     if device.device == "disk" and not report.disk_allowed:
         # "164 KB of nothing (no --disk) OFFLOAD" read as an offload planned to a disk of no size: what is left
         # over has nowhere to go, and the plan does not fit.
@@ -147,6 +151,10 @@ def _device_lines(device: DeviceUse, offloading: bool, report: PlanReport, binar
         # a tied head's 0 B read as an empty module: its weight is the tensor counted under another name
         tied = (f"  [dim](tied to {escape(', '.join(item.tied_to))}: shares its storage, counted there)[/]"
                 if item.tied_to else "")
+        if item.tied_copy_bytes:
+            # the tensor is loaded on another device: dispatch_model keeps a copy of it on this GPU for good
+            tied = (f"  [dim](tied to {escape(', '.join(item.tied_to))}, counted there: accelerate keeps a "
+                    f"{size(item.tied_copy_bytes)} copy of it here, not in this figure)[/]")
         lines.append(f"         {escape(item.label):<40} {where}  {size(item.bytes):>10}{tied}")
     if left_out:
         entries = sum(len(item.modules) for item in left_out)
@@ -232,9 +240,14 @@ def render_plan(report: PlanReport, console: Console, typed_sizes: Mapping[str, 
             p(line) if isinstance(line, str) else explain(*line)
     p()
     off = report.offload
+    if off.bytes_per_token is None:
+        # from_pretrained raises on this map (the error below says why): no figure of what it would stream
+        if off.cpu_bytes + off.disk_bytes:
+            explain("[bold red]offload:[/] ", f"{size(off.cpu_bytes)} in CPU RAM, {size(off.disk_bytes)} on disk in "
+                    "the map: nothing is streamed, since from_pretrained cannot run this map (see the error)")
     # a tied twin offloaded beside one on the GPU (a tied-split map) streams though the map counts it on the GPU
-    if off.cpu_bytes + off.disk_bytes + off.tied_reloaded_per_token_bytes + off.tied_reloaded_per_input_bytes \
-            + off.repeated_calls_per_token_bytes:
+    elif off.cpu_bytes + off.disk_bytes + (off.tied_reloaded_per_token_bytes or 0) \
+            + (off.tied_reloaded_per_input_bytes or 0) + (off.repeated_calls_per_token_bytes or 0):
         # Without --disk what the disk line holds is placed nowhere (the plan does not fit): it is neither on a disk
         # nor streamed to the GPU, so only the CPU's share is timed.
         on_disk = off.disk_bytes if report.disk_allowed else 0
@@ -353,6 +366,9 @@ def render_plan(report: PlanReport, console: Console, typed_sizes: Mapping[str, 
         # A --map puts modules on cpu or disk by hand, whatever the GPUs hold: the planner only when they are full.
         why = ("your --map places modules on cpu or disk, which its quantizer refuses here" if report.manual_map
                else "the GPUs given cannot hold the model, and its quantizer refuses to offload the rest here")
+    elif report.verdict == "does-not-fit" and report.offload.bytes_per_token is None:
+        # a map from_pretrained raises on (a tied twin on disk beside one elsewhere, GGUF's refusal of disk)
+        why = "from_pretrained cannot run this map: see the error above"
     explain("verdict: ", f"{text} [dim]({why})[/]")
     for suggestion in report.suggestions:
         explain("  smallest change: ", escape(suggestion.description))
