@@ -227,3 +227,35 @@ def test_peft_0_21_s_width_of_a_kh_by_kw_kernel_is_a_warning(tmp_path: Path, met
     code, data = run_json("diff-keys", str(tmp_path / "own"), str(tmp_path / "wide.safetensors"))
     assert code == 0 and not _details(data, "warn") and "with shapes that fit" in data["notes"][0], data["notes"]
 
+
+
+def test_an_untrained_astra_lora_is_not_called_trained(tmp_path: Path) -> None:
+    """peft 0.22's ASTRA init (init_lora_weights="astra") sets both halves from the output activations' covariance
+    (lora_B its eigenvectors, lora_A their projection of the base weight): an adapter saved untrained had its lora_A
+    "trained" (not kaiming_uniform). Like PiSSA's, its halves are not judged from the adapter alone."""
+    from peft import LoraConfig, get_peft_model
+    from peft.tuners.lora.astra import preprocess_astra
+    from peft.tuners.lora.config import AstraConfig
+
+    class Two(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.q, self.v = torch.nn.Linear(64, 64), torch.nn.Linear(64, 64)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.v(self.q(x))
+
+    torch.manual_seed(0)
+    model, samples = Two(), torch.randn(512, 64)
+    config = LoraConfig(r=4, target_modules=["q", "v"], init_lora_weights="astra", astra_config=AstraConfig())
+    preprocess_astra(model, config, run_model=lambda: model(samples))
+    get_peft_model(model, config).save_pretrained(str(tmp_path / "astra"))
+    code, data = run_json("inspect", str(tmp_path / "astra"), "--stats")
+    assert code == 0
+    inits = {tensor["name"]: tensor["init"] for tensor in data["tensors"]}
+    assert len(inits) == 4 and all(init["label"] == "undetermined" for init in inits.values()), inits
+    assert {init["reason"] for init in inits.values()} == {
+        "astra (set from the activations and the base model's weights): not judged from the adapter alone"}
+    result = run_cli("inspect", str(tmp_path / "astra"), "--stats")
+    assert 'adapter_config.json says init_lora_weights="astra": peft sets these LoRA halves from the base model' \
+        in " ".join(result.stderr.split()), result.stderr
