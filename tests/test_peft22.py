@@ -82,7 +82,7 @@ def test_a_paca_adapter_is_compared_with_its_base_as_peft_loads_it(tmp_path: Pat
     from typer.testing import CliRunner
 
     wide = run_cli("inspect", str(tmp_path / "paca"), runner=CliRunner(env={"COLUMNS": "300"}))
-    assert "PEFT adapter  PaCA r=4 on " in wide.stdout, wide.stdout
+    assert "PEFT adapter  PaCA r=4 alpha=8 on " in wide.stdout, wide.stdout
 
 
 class _Layer(torch.nn.Module):
@@ -133,6 +133,14 @@ def test_paca_indices_pattern_past_in_features_is_an_error(tmp_path: Path) -> No
     assert code == 1 and _details(data, "error") == [
         "PaCA on q: adapter_config.json's paca_indices_pattern ('q') gives q input column 30, q.weight (16×16 in B) "
         "reads 16 (peft refuses an index at or above in_features: ValueError): an adapter for another model size"]
+    # inspect said "PaCA r=4" of it, alpha not given: the layer q trains 3 columns, scaled by paca_alpha / r.
+    from typer.testing import CliRunner
+
+    line = " ".join(run_cli("inspect", str(tmp_path / "paca"), runner=CliRunner(env={"COLUMNS": "300"}))
+                    .stdout.replace("│", " ").split())
+    assert "PEFT adapter PaCA r=4 (r=3 where paca_indices_pattern names 1 pattern) alpha=8 on q " in line, line
+    code, data = run_json("inspect", str(tmp_path / "paca"))
+    assert code == 0 and data["adapter"]["paca_alpha"] == 8 and data["adapter"]["paca_columns_pattern"] == {"q": 3}
 
 
 class _Conv(torch.nn.Module):
