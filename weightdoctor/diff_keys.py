@@ -1501,7 +1501,7 @@ _PEFT_TUNER_PARTS = {
     # peft 0.22's PaCA: the update of r input columns (out × r) and which columns (r indices, a buffer it saves).
     "paca_delta": "PaCA", "paca_indices": "PaCA",
     # HiRA (peft 0.21): LoRA-shaped factors whose update multiplies the weight (r × in, out × r; on an embedding
-    # r × rows, dim × r), read by _peft_generic as a method not known here, shapes not compared.
+    # r × rows, dim × r), which _peft_generic read as a method not known here, shapes not compared.
     "hira_A": "HiRA", "hira_B": "HiRA", "hira_embedding_A": "HiRA", "hira_embedding_B": "HiRA",
 }
 _PEFT_TUNER = _lazy_regex(
@@ -3359,7 +3359,8 @@ def _sized_misfit(
     part: str, shape: tuple[int, ...], weight: KeySpec | None, module: str, bank: tuple[int, ...] | None,
     config: Mapping[str, Any] | None,
 ) -> tuple[str | None, str | None]:
-    """(why a MiSS / C3A / RandLora / SHiRA / VB-LoRA tensor does not fit B's `module`, why it was not compared),
+    """(why a MiSS / C3A / RandLora / SHiRA / VB-LoRA / PaCA / HiRA tensor does not fit B's `module`, why it was not
+    compared),
     each None where it does not apply. peft 0.21 sizes each by the nn.Linear (or, for RandLora and VB-LoRA, Conv1D)
     it adapts:
 
@@ -3370,6 +3371,7 @@ def _sized_misfit(
     - SHiRA's shira_weight: r · (in + out) values (at most in · out), r adapter_config.json's.
     - VB-LoRA's vblora_logits_A: r × in/L × vectors, vblora_logits_B: out/L × r × vectors (their top-k saves:
       r × in/L × k, out/L × r × k), L the vector length of the vector bank saved beside them.
+    - PaCA's (peft 0.22) paca_delta and paca_indices: `_paca_misfit`; HiRA's factors as LoRA's: `_hira_misfit`.
 
     Example:
         >>> w = KeySpec("q.weight", (64, 32), "float32")
