@@ -1505,6 +1505,11 @@ _PEFT_TUNER_PARTS = {
     "vblora_logits_B_topk_weights": "VB-LoRA", "shira_weight": "SHiRA", "road_theta": "RoAd",
     "road_alpha": "RoAd", "trainable_tokens_delta": "Trainable Tokens", "waveft_spectrum": "WaveFT",
     "delora_A": "DeLoRA", "delora_B": "DeLoRA", "delora_lambda": "DeLoRA", "delora_w_norm": "DeLoRA",
+    # peft 0.22's PaCA: the update of r input columns (out × r) and which columns (r indices, a buffer it saves).
+    "paca_delta": "PaCA", "paca_indices": "PaCA",
+    # HiRA (peft 0.21): LoRA-shaped factors whose update multiplies the weight (r × in, out × r; on an embedding
+    # r × rows, dim × r), which _peft_generic read as a method not known here, shapes not compared.
+    "hira_A": "HiRA", "hira_B": "HiRA", "hira_embedding_A": "HiRA", "hira_embedding_B": "HiRA",
 }
 _PEFT_TUNER = _lazy_regex(
     r"^(?P<module>.+?)\.(?:token_adapter\.)?(?P<part>" + "|".join(sorted(_PEFT_TUNER_PARTS, key=len, reverse=True))
@@ -1512,7 +1517,7 @@ _PEFT_TUNER = _lazy_regex(
 # One substring of each, for a test of the whole key list before any match.
 _PEFT_TUNER_WORDS = ("vera_lambda", "oft_", "boft_", "hada_", "lokr_", "ln_tuning_layers", "fourierft_spectrum",
                      "hra_u", "miss_block", "bone_block", "c3a_kernel", "randlora_", "vblora_", "shira_",
-                     "road_", "trainable_tokens_delta", "waveft_spectrum", "delora_")
+                     "road_", "trainable_tokens_delta", "waveft_spectrum", "delora_", "paca_", "hira_")
 _PEFT_TUNER_WORD = _lazy_regex(r"\.(?:" + "|".join(_PEFT_TUNER_WORDS) + ")")
 # Every substring `adapter_fit` looks for before it looks at any key, with its digits folded as `_word_text` folds
 # them (`.ia3_l` -> `.ia0_l`): a text of folded names that holds none of them holds none of the words either.
@@ -2250,7 +2255,8 @@ def adapter_fit(
             modules[held["lora_A"][3]] = False
     uncompared: dict[str, str] = {}  # a method whose tensors could not be compared with B's -> why
     config = adapter_config() if adapter_config is not None and any(
-        match["part"] in ("miss_block", "shira_weight", "road_theta", "road_alpha") for _, match in tuners) else None
+        match["part"] in ("miss_block", "shira_weight", "road_theta", "road_alpha", "paca_indices")
+        for _, match in tuners) else None
     methods = _tuners_fit(tuners, shared, specs_b, whys, modules, specs_a, conv_groups, uncompared, config)
     unknown: list[str] = []  # the tensor families of PEFT methods not known here (`_peft_generic`), in order
     frod_sparse_rate: tuple[Any, ...] | None = None  # FRoD's adapter_config.json sparse_rate, read once if needed
@@ -2352,6 +2358,13 @@ def adapter_fit(
         checked += (f"; {count} more {plural(count, 'is a convolution', 'are convolutions')} it fits only if "
                     f"grouped ({read}): a checkpoint does not store groups, so {plural(count, 'its', 'their')} fit "
                     "is not compared")
+    if "PaCA" in methods and any(modules.get(_adapter_target(match["module"])) for _, match in tuners
+                                 if match["part"] == "paca_indices"):
+        # PeftModel.from_pretrained loads saved indices past a narrower layer's in_features (its checks are of r and
+        # of paca_indices_pattern): the forward and merge_and_unload raise (index out of bounds).
+        checked += (" (PaCA's paca_indices, the input columns it trains, are compared by count, not value: a header "
+                    "holds no values, and an index at or above a layer's in_features, which PeftModel.from_pretrained "
+                    "loads, makes its forward and merge_and_unload raise)")
     for spectral in ("FourierFT", "WaveFT"):
         if spectral not in unshaped:
             continue
@@ -2412,9 +2425,21 @@ def adapter_fit(
             # with a ValueError from PsoftLayer.update_layer, not a size mismatch.
             raised = ("a ValueError (its rank is above min(in_features, out_features) of a layer)"
                       if method == "PSOFT" else "a size mismatch")
+            if method == "PaCA":  # PacaLayer.update_layer refuses r or an index above in_features before any load
+                raised = " or ".join(sorted({
+                    "a ValueError" if "ValueError" in detail else "a TypeError" if "TypeError" in detail
+                    else "a size mismatch" for _, severity, detail in whys.values()
+                    if severity == "error" and detail.startswith("PaCA on ")})) or raised
+            # A BOFT / HRA / HiRA tensor that reads all of a grouped convolution's channels: which of the two B's is
+            # (a layer of another size, or a grouped one peft refuses the method on) a checkpoint does not tell.
+            refused = sorted({detail.split(" on ", 1)[0] for _, severity, detail in whys.values()
+                              if severity == "error" and "does not support Conv2d layers with groups > 1" in detail})
             note += (f"; {misfit} of them {plural(misfit, 'does', 'do')} not fit B's shapes: it was made for another "
                      f"size of the model, and PeftModel.from_pretrained onto B raises {raised}: load it "
                      "onto the base it was made for (adapter_config.json's base_model_name_or_path)")
+            if refused:
+                note += (f" (or, where B's convolutions are grouped, it raises a NotImplementedError: peft refuses "
+                         f"{' and '.join(refused)} on them)")
         # B a whole PEFT-wrapped model (get_peft_model(...).state_dict(): each adapted layer's weight under
         # `.base_layer.`, its own adapter's tensors beside it): "it was made for another model" was said of an
         # adapter against the very model it was saved from.
@@ -2604,11 +2629,31 @@ def _tuners_fit(
             whys[name] = ("adapter", "warn", f"{method} on {module}.weight ({_grouped_reading(groups, shape)}); "
                           f"{_PEFT_REFUSES_GROUPED.format(method=method, error='NotImplementedError')}")
             modules.setdefault(module, True)
+        elif misfit and (groups := _refused_conv_groups(match["part"], shape, weight)) is not None:
+            # peft (0.21 too) refuses BOFT and HRA on a Conv2d with groups > 1 when it builds the layer: it was "an
+            # adapter for another model size" of a tensor that reads all the channels of a grouped convolution.
+            refused = _PEFT_REFUSES_GROUPED_ALWAYS.format(method=method)
+            whys[name] = ("adapter", "error", f"{method} on {module}: {misfit} as one group: an adapter for another "
+                          f"model size, or, as a convolution of {groups} groups (a checkpoint does not store groups), "
+                          f"one that reads all its channels, and {refused}")
+            modules[module] = False
         elif misfit:
             if match["part"] == "oft_R" and weight is not None and len(weight.shape) == 4:
                 misfit += _UNGROUPED
             whys[name] = ("adapter", "error", f"{method} on {module}: {misfit}: an adapter for another model size")
             modules[module] = False
+        elif weight is not None and len(weight.shape) == 4 and weight.shape[2] != weight.shape[3] and match[
+                "part"] in ("oft_R", "boft_R", "hra_u") and _tuner_misfit(
+                match["part"], match["param"], shape, module, specs_b, kernel_read_twice=False):
+            # It fits only as peft 0.21 sized a kh × kw convolution's input (in × kh × kh); 0.22 sizes it in × kh ×
+            # kw, so its load_state_dict raises a size mismatch on the adapter 0.21 saved and loaded.
+            whys[name] = ("adapter", "warn", f"{method} on {module}.weight: {'×'.join(map(str, shape))} reads "
+                          f"{weight.shape[1]}×{weight.shape[2]}×{weight.shape[2]} input features, as peft 0.21 sized "
+                          f"a {weight.shape[2]}×{weight.shape[3]} kernel's (kernel_size[0] twice); PeftModel"
+                          ".from_pretrained onto B raises with peft 0.22 and later, which sizes it in × kh × kw "
+                          f"({weight.shape[1] * weight.shape[2] * weight.shape[3]}: size mismatch); peft 0.21 "
+                          "loads it")
+            modules.setdefault(module, True)
         elif sized[1] is not None and module + ".weight" in specs_b:
             uncompared[method] = sized[1]
             whys[name] = ("adapter", "info", f"{method} on {module}.weight (shapes not compared: {sized[1]})")
@@ -3034,7 +3079,7 @@ def _frod_projection_misfit(
 
 # The PEFT methods whose tensors `_tuner_misfit` compares with the widths of the layer they adapt.
 _SHAPED_TUNERS = ("LoHa", "LoKr", "VeRA", "OFT", "BOFT", "HRA", "LN Tuning", "Trainable Tokens", "MiSS", "C3A",
-                  "RandLora", "SHiRA", "VB-LoRA", "RoAd", "DeLoRA", *_GENERIC_SIZED_METHODS.values())
+                  "RandLora", "SHiRA", "VB-LoRA", "RoAd", "DeLoRA", "PaCA", "HiRA", *_GENERIC_SIZED_METHODS.values())
 
 
 # GPT-2's Conv1D layers (in × out, transposed from nn.Linear): c_attn, c_proj, c_fc, q_attn in GPT-2 and its kin;
@@ -3145,6 +3190,34 @@ _PEFT_REFUSES_GROUPED = ("PeftModel.from_pretrained onto B raises with peft 0.22
                          "support Conv2d layers with groups > 1); peft 0.21 loads it")
 
 
+# Said of a BOFT / HRA / HiRA tensor on a grouped convolution: peft (0.21 and 0.22) refuses these layers when it
+# builds them ("BOFT does not support Conv2d layers with groups > 1 (got groups=4).").
+_PEFT_REFUSES_GROUPED_ALWAYS = ("peft refuses {method} there: PeftModel.from_pretrained onto B raises either way "
+                                "(NotImplementedError: {method} does not support Conv2d layers with groups > 1)")
+
+
+def _refused_conv_groups(part: str, shape: tuple[int, ...], weight: KeySpec | None) -> int | None:
+    """The groups g > 1 of B's Conv2d `weight` (out × in/g × kh × kw) under which a BOFT `boft_R` (factors × blocks ×
+    b × b), HRA `hra_u` (features × r) or HiRA `hira_A` (r × in × kh × kw) of `shape` reads all its input features
+    (in × kh × kw, as peft sizes them whatever the groups), or None.
+
+    Example:
+        >>> _refused_conv_groups("hra_u", (288, 4), KeySpec("conv.weight", (64, 8, 3, 3), "float32"))
+        4
+    """
+    if weight is None or weight.dtype not in FLOATING or len(weight.shape) != 4:
+        return None
+    if part == "hira_A" and len(shape) == 4 and shape[2:] == weight.shape[2:]:  # r × in × kh × kw, as LoRA's
+        return _conv_groups(shape[1], weight.shape[1], weight.shape[0])
+    if part == "boft_R" and len(shape) == 4 and shape[2] == shape[3]:
+        features = shape[1] * shape[2]
+    elif part == "hra_u" and len(shape) == 2:
+        features = shape[0]
+    else:
+        return None
+    return _conv_groups(features, math.prod(weight.shape[1:]), weight.shape[0])
+
+
 # Said of a convolution an IA3 / OFT tensor fits neither as it is nor as a grouped one (`_conv_groups`).
 _UNGROUPED = " (as one group, nor as a grouped convolution: no groups that divide its output channels make that fit)"
 
@@ -3157,6 +3230,7 @@ def _grouped_reading(groups: int, shape: tuple[int, ...]) -> str:
 
 def _tuner_misfit(
     part: str, param: str | None, shape: tuple[int, ...], module: str, specs_b: Mapping[str, KeySpec],
+    kernel_read_twice: bool = True,
 ) -> str | None:
     """Why a VeRA / OFT / BOFT / HRA / LN Tuning / FourierFT tensor does not fit B's `module` (a module B has), or
     None.
@@ -3184,9 +3258,10 @@ def _tuner_misfit(
     if not widths:
         return None
     ins = {width[0] for width in widths}
-    if len(weight.shape) == 4 and part in ("oft_R", "boft_R", "hra_u"):
+    if len(weight.shape) == 4 and part in ("oft_R", "boft_R", "hra_u") and kernel_read_twice:
         # peft 0.21's OFT, BOFT and HRA size a Conv2d's input as in × kh × kh (its kernel_size[0], twice), which a
-        # kh × kw kernel with kh != kw does not read: the adapter made for it holds that width, and loads.
+        # kh × kw kernel with kh != kw does not read: the adapter made for it holds that width, and 0.21 loads it
+        # (0.22 reads in × kh × kw: `kernel_read_twice=False` leaves 0.21's width out).
         ins.add(weight.shape[1] * weight.shape[2] * weight.shape[2])
     reads = " or ".join(map(str, sorted(ins)))
     if part in ("vera_lambda_b", "boft_s"):
@@ -3291,7 +3366,8 @@ def _sized_misfit(
     part: str, shape: tuple[int, ...], weight: KeySpec | None, module: str, bank: tuple[int, ...] | None,
     config: Mapping[str, Any] | None,
 ) -> tuple[str | None, str | None]:
-    """(why a MiSS / C3A / RandLora / SHiRA / VB-LoRA tensor does not fit B's `module`, why it was not compared),
+    """(why a MiSS / C3A / RandLora / SHiRA / VB-LoRA / PaCA / HiRA tensor does not fit B's `module`, why it was not
+    compared),
     each None where it does not apply. peft 0.21 sizes each by the nn.Linear (or, for RandLora and VB-LoRA, Conv1D)
     it adapts:
 
@@ -3302,12 +3378,17 @@ def _sized_misfit(
     - SHiRA's shira_weight: r · (in + out) values (at most in · out), r adapter_config.json's.
     - VB-LoRA's vblora_logits_A: r × in/L × vectors, vblora_logits_B: out/L × r × vectors (their top-k saves:
       r × in/L × k, out/L × r × k), L the vector length of the vector bank saved beside them.
+    - PaCA's (peft 0.22) paca_delta and paca_indices: `_paca_misfit`; HiRA's factors as LoRA's: `_hira_misfit`.
 
     Example:
         >>> w = KeySpec("q.weight", (64, 32), "float32")
         >>> _sized_misfit("c3a_kernel", (4, 4, 8), w, "q", None, None)[0][:72]
         'c3a_kernel 4×4×8 (4×4 blocks of 8) maps 32 input features to 32 outputs,'
     """
+    if part in ("paca_delta", "paca_indices") and weight is not None and weight.dtype in FLOATING:
+        return _paca_misfit(part, shape, weight, module, config), None
+    if part in _HIRA_AS_LORA and weight is not None and weight.dtype in FLOATING:
+        return _hira_misfit(part, shape, weight), None
     if weight is None or weight.dtype not in FLOATING or len(weight.shape) != 2 or not shape:
         return None, None
     widths = _layer_widths(weight.shape, module)
@@ -3392,6 +3473,87 @@ def _sized_misfit(
             f"{part} {held} spans {shape[0]} vectors of {length} = {shape[0] * length} output features, {size} "
             f"writes {writes}"), None
     return None, None
+
+
+# A paca_indices_pattern key peft's get_pattern_key matches (`re.match(rf"(.*\.)?({key})$", module)`) that is run
+# here: names, dots and anchors only. Any other key is a regular expression of the adapter's config, not run here (a
+# hostile one could take forever), and then no key is, since peft takes the first key that matches.
+_PACA_PLAIN_KEY = _lazy_regex(r"^[\^]?[\w.\-]+\$?$")
+
+
+def _paca_pattern_indices(module: str, config: Mapping[str, Any] | None) -> tuple[str, list[int]] | None:
+    """The key of adapter_config.json's `paca_indices_pattern` peft matches `module` with, and the input columns it
+    gives that layer; None where none does, or where a key is not plain enough to be run here (`_PACA_PLAIN_KEY`).
+
+    Example:
+        >>> _paca_pattern_indices("layers.0.q", {"peft_type": "PACA", "paca_indices_pattern": {"q": [1, 30]}})
+        ('q', [1, 30])
+    """
+    pattern = config.get("paca_indices_pattern") if config is not None and config.get("peft_type") == "PACA" else None
+    if not isinstance(pattern, dict) or not pattern or not all(
+            isinstance(key, str) and _PACA_PLAIN_KEY.match(key) for key in pattern):
+        return None
+    for key, indices in pattern.items():
+        if re.match(rf"(.*\.)?({key})$", module):
+            if isinstance(indices, list) and indices and all(
+                    isinstance(index, int) and not isinstance(index, bool) for index in indices):
+                return key, indices
+            return None
+    return None
+
+
+# HiRA's factors as the LoRA factors of the same shapes (peft's HiraLayer sizes them as LoraLayer does).
+_HIRA_AS_LORA = {"hira_A": "lora_A", "hira_B": "lora_B", "hira_embedding_A": "lora_embedding_A",
+                 "hira_embedding_B": "lora_embedding_B"}
+
+
+def _hira_misfit(part: str, shape: tuple[int, ...], weight: KeySpec) -> str | None:
+    """Why a HiRA factor does not fit B's `weight`, or None: hira_A r × in (a convolution's r × in × kh × kw),
+    hira_B out × r (× 1 × 1), the embedding's hira_embedding_A r × rows and hira_embedding_B dim × r, as LoRA's.
+
+    Example:
+        >>> _hira_misfit("hira_B", (32, 4), KeySpec("q.weight", (48, 16), "float32"))
+        'hira_B 32×4 (out × r) is not shaped for q.weight (48×16 in B)'
+    """
+    lora = _HIRA_AS_LORA[part]
+    if _lora_fits(lora, shape, weight.shape):
+        return None
+    layout = {"lora_A": "r × in", "lora_B": "out × r", "lora_embedding_A": "r × rows",
+              "lora_embedding_B": "dim × r"}[lora]
+    why = _lora_misfit(lora, shape, weight.shape)
+    return (f"{part} {'×'.join(map(str, shape))} ({layout}) is not shaped for {weight.name} "
+            f"({'×'.join(map(str, weight.shape))} in B)" + ("" if why.startswith("an adapter") else f": {why}"))
+
+
+def _paca_misfit(part: str, shape: tuple[int, ...], weight: KeySpec, module: str,
+                 config: Mapping[str, Any] | None) -> str | None:
+    """Why a PaCA tensor cannot go on B's `module` (its `weight`), or None. peft 0.22's PacaLayer adapts an
+    nn.Linear only (TypeError otherwise) and saves paca_delta (out × r: the update of r of its input columns) and
+    paca_indices (those r columns). Loading builds the layer first: update_layer refuses r above in_features, and
+    an index of adapter_config.json's paca_indices_pattern at or above it (ValueError); load_state_dict then refuses a
+    paca_delta of another out (size mismatch). The saved indices' values are not read (headers only).
+
+    Example:
+        >>> _paca_misfit("paca_delta", (16, 4), KeySpec("q.weight", (32, 32), "float32"), "q", None)
+        'paca_delta 16×4 writes 16 output features, q.weight (32×32 in B) writes 32'
+    """
+    held, size = "×".join(map(str, shape)), f"{weight.name} ({'×'.join(map(str, weight.shape))} in B)"
+    if len(weight.shape) != 2:
+        return f"{part} {held} adapts {size}, which is no Linear layer (peft's PaCA adapts only those: TypeError)"
+    out, features = weight.shape
+    if part == "paca_delta" and len(shape) == 2 and shape[0] != out:
+        return f"{part} {held} writes {shape[0]} output features, {size} writes {out}"
+    columns = shape[1] if part == "paca_delta" and len(shape) == 2 else (
+        shape[0] if part == "paca_indices" and len(shape) == 1 else None)
+    if columns is not None and columns > features:
+        return (f"{part} {held} trains {columns} input columns, more than the {features} input features of {size} "
+                "(peft refuses r above in_features: ValueError)")
+    given = _paca_pattern_indices(module, config) if part == "paca_indices" else None
+    if given is not None and max(given[1]) >= features:
+        return (f"adapter_config.json's paca_indices_pattern ({given[0]!r}) gives {module} input column "
+                f"{max(given[1])}, {size} reads {features} (peft refuses an index at or above in_features: "
+                "ValueError)")
+    return None
 
 
 def _vera_projection_misfit(

@@ -52,9 +52,11 @@ LORA_KAIMING_INIT = re.compile(r"(^|\.)(lora_A|lora_down|lora_mid)(\.|$)|_lora\.
 PEFT_LORA_HALF = re.compile(r"(^|\.)lora_(?P<half>[AB])(\.|$)")
 # peft's `init_lora_weights` schemes that set LoRA halves from data, not at random, and which halves: PiSSA (also
 # "pissa_niter_N") and CorDA from the base weight's SVD, OLoRA from its QR, LoftQ from its quantization residual (both
-# halves off zero), EVA's lora_A from the activations' SVD (lora_B stays at zero). What they start at is the base
-# model's, so the adapter alone cannot say whether they trained.
-DATA_DERIVED_LORA_INIT = {"pissa": "AB", "olora": "AB", "corda": "AB", "loftq": "AB", "eva": "A"}
+# halves off zero), EVA's lora_A from the activations' SVD (lora_B stays at zero), and peft 0.22's ASTRA both from
+# the output activations' covariance (lora_B its eigenvectors V, lora_A Vᵀ·W): an untrained ASTRA adapter's lora_A
+# was "trained" (not kaiming_uniform). What they start at is the base model's, so the adapter alone cannot say
+# whether they trained.
+DATA_DERIVED_LORA_INIT = {"pissa": "AB", "olora": "AB", "corda": "AB", "loftq": "AB", "eva": "A", "astra": "AB"}
 # The factors of a LoHa (Hadamard product) or LoKr (Kronecker product) adapter, kohya/LyCORIS' `lora_unet_..._to_q.
 # hada_w2_a` and peft's `base_model.model....hada_w2_b`: each trainer starts one factor at zero so the product, the
 # adapter's update, is zero, but which one differs (LyCORIS: hada_w2_a, lokr_w2 or lokr_w2_b; peft: hada_w2_b, lokr_w1
@@ -447,7 +449,8 @@ def peft_lora_init(setting: str | None, info: TensorInfo) -> ExpectedInit | None
     scheme = "pissa" if setting.startswith("pissa_niter_") else setting
     source = f'adapter_config.json init_lora_weights="{setting}"'
     if match["half"] in DATA_DERIVED_LORA_INIT.get(scheme, ""):
-        origin = "the activations" if scheme == "eva" else "the base model's weights"
+        origin = {"eva": "the activations", "astra": "the activations and the base model's weights"}.get(
+            scheme, "the base model's weights")
         return ExpectedInit("other", {"function": f"{scheme} (set from {origin})", "derived_from": origin},
                             source, True)
     if scheme == "gaussian" and match["half"] == "A" and len(info.shape) >= 2 and info.shape[0]:

@@ -846,6 +846,15 @@ def adapter_summary(checkpoint: Checkpoint) -> tuple[dict[str, Any] | None, str 
     for pattern in ("rank_pattern", "alpha_pattern"):  # peft writes {} when unused
         if isinstance(data.get(pattern), dict) and data[pattern]:
             summary[pattern] = data[pattern]
+    # PaCA's (peft 0.22) paca_alpha scales its update as lora_alpha does LoRA's; its paca_indices_pattern gives the
+    # layers a pattern matches their own input columns, as many as listed, not r: "PaCA r=4" was said of them too.
+    # The columns are counted, not copied (a list per pattern, as long as the layer is wide).
+    if data.get("peft_type") == "PACA":
+        if isinstance(data.get("paca_alpha"), (int, float)) and not isinstance(data["paca_alpha"], bool):
+            summary["paca_alpha"] = data["paca_alpha"]
+        columns = data.get("paca_indices_pattern")
+        if isinstance(columns, dict) and columns and all(isinstance(v, list) for v in columns.values()):
+            summary["paca_columns_pattern"] = {key: len(indices) for key, indices in columns.items()}
     # peft leaves out the target_modules that exclude_modules matches (a list of names, or a regex)
     excluded = data.get("exclude_modules")
     if isinstance(excluded, str) and excluded or isinstance(excluded, list) and excluded and all(
@@ -885,7 +894,8 @@ def adapter_summary(checkpoint: Checkpoint) -> tuple[dict[str, Any] | None, str 
 def stored_modules(modules: list[str], names: list[str]) -> list[str]:
     """The entries of an adapter's `modules_to_save` whose weights `names` hold, each once, in order.
 
-    peft appends its task's heads whether the model has them (a SEQ_CLS adapter lists `classifier` and `score`) and
+    peft appends its task's heads whether the model has them (a SEQ_CLS adapter lists `classifier` and `score`, and
+    from 0.22 `pre_classifier`) and
     matches an entry to every module whose name ends with it, as here: `classifier` holds
     `base_model.model.classifier.weight`.
 

@@ -92,12 +92,16 @@ def adapter_line(adapter: dict, source: str | None = None) -> str:
         text += f" {size}"
         # peft's rank_pattern gives the modules it matches another rank than r: "LoRA r=64" was all an adapter of
         # rank 8 but for two layers' said.
-        ranks = adapter.get("rank_pattern")
-        if isinstance(ranks, dict) and ranks and size.startswith("r="):
-            shown = _listed(sorted({str(rank) for rank in ranks.values()}, key=lambda rank: (len(rank), rank)))
-            text += f" (r={shown} where rank_pattern names {_counted(len(ranks), 'pattern')})"
+        # PaCA's paca_indices_pattern: the layers it matches train as many input columns as it lists for them.
+        for field, said in (("rank_pattern", "rank_pattern"), ("paca_columns_pattern", "paca_indices_pattern")):
+            ranks = adapter.get(field)
+            if isinstance(ranks, dict) and ranks and size.startswith("r="):
+                shown = _listed(sorted({str(rank) for rank in ranks.values()}, key=lambda rank: (len(rank), rank)))
+                text += f" (r={shown} where {said} names {_counted(len(ranks), 'pattern')})"
     elif size:
         text = f"{text[:-1]}, {size})" if text.endswith(")") else f"{text} ({size})"
+    if "paca_alpha" in adapter:  # PaCA's scaling, paca_alpha / r, as LoRA's lora_alpha / r
+        text += f" alpha={adapter['paca_alpha']}"
     if "lora_alpha" in adapter:
         text += f" alpha={adapter['lora_alpha']}"
         alphas = adapter.get("alpha_pattern")  # as rank_pattern: another alpha for the modules it matches
