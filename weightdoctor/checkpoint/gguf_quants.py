@@ -11,8 +11,11 @@ given positions from the blocks holding them, reading spans of at most `SPAN_BYT
 tensor's bytes, which the header's checks placed inside the file (`gguf_format.read_header`); a file cut short or
 replaced since is refused, never read past its end.
 
-Q8_1 is not here: ggml has no dequantizer for it (an intermediate of its dot products; no llama.cpp file type stores
-it). The IQ / TQ / MXFP4 types (lattice codebooks, ternary and e8m0 blocks) are not decoded either
+The ternary TQ1_0 / TQ2_0 (`(t - 1) * d`), MXFP4 (a power-of-two e8m0 scale times a doubled e2m1 value) and the
+table-based IQ4_NL / IQ4_XS (`d * kvalues_iq4nl[q]`) are decoded the same way: each value one exact widening and at
+most two float32 products, as ggml's loops take them. Q8_1 is not here: ggml has no dequantizer for it (an
+intermediate of its dot products; no llama.cpp file type stores it). The lattice-codebook IQ types (IQ1_S ... IQ3_S,
+whose grids are tables of hundreds to 2,048 entries) and NVFP4, Q1_0, Q2_0 are not decoded
 (`gguf_format.DEQUANTIZED_TYPES` lists those that are).
 """
 
@@ -166,9 +169,66 @@ def _q3_k(blocks: np.ndarray) -> np.ndarray:
     return np.repeat(step, 16, axis=1) * codes.astype(np.float32)
 
 
+def _trits(packed: np.ndarray, count: int) -> np.ndarray:
+    """TQ1_0's base-3 digits: byte b holds `count` trits as the fraction b / 256 of 3**5 (the quantizer rounds the
+    base-3 number up to it), digit n (most significant first) is ((b * 3**n) mod 256) * 3 >> 8. As (n, count,
+    bytes): digit-major, so the values of one digit across the bytes are consecutive (ggml's order)."""
+    powers = (3 ** np.arange(count, dtype=np.uint16)).reshape(1, count, 1)
+    shifted = (packed[:, None, :].astype(np.uint16) * powers) & 0xFF
+    return ((shifted * 3) >> 8).astype(np.int8)
+
+
+def _tq1_0(blocks: np.ndarray) -> np.ndarray:
+    # 48 bytes of five trits each (32 bytes, then 16: values digit by digit across them), 4 bytes of four trits
+    # each, then d: y = (t - 1) * d, t in 0..2.
+    count = len(blocks)
+    trits = np.concatenate([_trits(blocks[:, 0:32], 5).reshape(count, 160),
+                            _trits(blocks[:, 32:48], 5).reshape(count, 80),
+                            _trits(blocks[:, 48:52], 4).reshape(count, 16)], axis=1)
+    return (trits - 1).astype(np.float32) * _half(blocks, 52)
+
+
+def _tq2_0(blocks: np.ndarray) -> np.ndarray:
+    # 64 bytes of 2-bit codes in Q2_K's order, then d: y = (q - 1) * d (q = 3 is not written, and decodes to 2 d).
+    return (_two_bit_codes(blocks[:, 0:64]).astype(np.int8) - 1).astype(np.float32) * _half(blocks, 64)
+
+
+# ggml's kvalues_iq4nl: IQ4_NL / IQ4_XS's 16 non-uniform levels (ggml-common.h), an int8 code's value.
+IQ4NL_LEVELS = np.array([-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113], dtype=np.int8)
+# ggml's kvalues_mxfp4: the 16 e2m1 (FP4) values doubled, so that they are integers; the e8m0 scale is halved.
+MXFP4_LEVELS = np.array([0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12], dtype=np.int8)
+
+
+def _iq4_nl(blocks: np.ndarray) -> np.ndarray:
+    # d, then 16 bytes of 4-bit indices into the levels (Q4_0's order): y = d * level.
+    return _half(blocks, 0) * IQ4NL_LEVELS[_low_high(blocks[:, 2:18])].astype(np.float32)
+
+
+def _iq4_xs(blocks: np.ndarray) -> np.ndarray:
+    # d, a uint16 of the 8 sub-blocks' scales' top 2 bits (sub-block s: bits 2s, 2s + 1), 4 bytes of their low 4 bits
+    # (s: byte s // 2, low nibble for even s), 128 bytes of indices (16 bytes a sub-block of 32, Q4_0's order):
+    # y = (d * (scale - 32)) * level, scale 0..63.
+    count = len(blocks)
+    high = np.ascontiguousarray(blocks[:, 2:4]).view("<u2")  # (n, 1)
+    low = np.stack([blocks[:, 4:8] & 0x0F, blocks[:, 4:8] >> 4], axis=2).reshape(count, 8)
+    tops = (high >> (2 * np.arange(8, dtype=np.uint16))) & 3
+    scales = (low.astype(np.int16) | (tops.astype(np.int16) << 4)) - 32
+    step = _half(blocks, 0) * scales.astype(np.float32)  # (n, 8)
+    indices = _low_high(blocks[:, 8:136].reshape(count * 8, 16)).reshape(count, 8, 32)
+    return (step[:, :, None] * IQ4NL_LEVELS[indices].astype(np.float32)).reshape(count, 256)
+
+
+def _mxfp4(blocks: np.ndarray) -> np.ndarray:
+    # An e8m0 exponent byte e, then 16 bytes of 4-bit e2m1 codes (Q4_0's order): y = level * 2**(e - 128), ggml's
+    # GGML_E8M0_TO_FP32_HALF (2**-128 and 2**-127 as float32 subnormals, e = 255 as 2**127: no NaN, as ggml).
+    scale = np.ldexp(np.float32(1), blocks[:, 0:1].astype(np.int32) - 128).astype(np.float32)
+    return MXFP4_LEVELS[_low_high(blocks[:, 1:17])].astype(np.float32) * scale
+
+
 _DECODERS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "Q8_0": _q8_0, "Q4_0": _q4_0, "Q4_1": _q4_1, "Q5_0": _q5_0, "Q5_1": _q5_1,
     "Q2_K": _q2_k, "Q3_K": _q3_k, "Q4_K": _q4_k, "Q5_K": _q5_k, "Q6_K": _q6_k,
+    "TQ1_0": _tq1_0, "TQ2_0": _tq2_0, "IQ4_NL": _iq4_nl, "IQ4_XS": _iq4_xs, "MXFP4": _mxfp4,
 }
 assert set(_DECODERS) == DEQUANTIZED_TYPES
 
