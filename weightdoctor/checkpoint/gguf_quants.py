@@ -35,8 +35,8 @@ from weightdoctor.errors import CorruptCheckpoint, UnsupportedFormat
 if TYPE_CHECKING:
     import torch
 
-# Bytes of blocks read and decoded at a time: a chunk's float32 values are at most 256/18 * 4 = 57 times this
-# (Q4_0), some 60 MB for a chunk of 1 MiB.
+# Bytes of blocks read and decoded at a time: a chunk's float32 values are at most 256 / 54 * 4 = 19 times this
+# (TQ1_0, 1.69 bits a value), some 20 MB for a chunk of 1 MiB.
 CHUNK_BYTES = 1 << 20
 # `values_at` reads the blocks of positions closer than this together, in spans of at most this many bytes.
 SPAN_BYTES = 1 << 20
