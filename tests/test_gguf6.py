@@ -237,9 +237,89 @@ def test_the_unread_types_list_no_longer_names_the_decoded_ones() -> None:
 
     assert set(NEW_TYPES) <= DEQUANTIZED_TYPES
     assert not any(is_unread_dtype(kind) for kind in NEW_TYPES)
-    assert all(is_unread_dtype(kind) for kind in ("IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ3_XXS", "IQ3_S", "IQ1_S", "IQ1_M",
-                                                  "NVFP4", "Q1_0", "Q2_0"))
+    assert all(is_unread_dtype(kind) for kind in ("IQ2_XS", "IQ2_S", "IQ3_XXS", "IQ3_S", "IQ1_S", "IQ1_M", "NVFP4",
+                                                  "Q1_0", "Q2_0"))
+    assert not is_unread_dtype("IQ2_XXS")
     assert "IQ4_NL, IQ4_XS, MXFP4" in READ_TYPES_WORDS and "TQ1_0, TQ2_0" in READ_TYPES_WORDS
+
+
+# --- IQ2_XXS: a 256-point grid -------------------------------------------------------------------------------------
+
+# ggml-common.h's iq2xxs_grid, entries 0-7 and 252-255 as it lists them (8 bytes a point, value 0 the lowest byte).
+GGML_IQ2XXS_ENTRIES = {0: 0x0808080808080808, 1: 0x080808080808082b, 2: 0x0808080808081919, 3: 0x0808080808082b08,
+                       4: 0x0808080808082b2b, 5: 0x0808080808190819, 6: 0x0808080808191908, 7: 0x08080808082b0808,
+                       100: 0x08192b0808081908, 252: 0x2b2b082b08080808, 253: 0x2b2b190808192b08,
+                       254: 0x2b2b2b0819190808, 255: 0x2b2b2b1908081908}
+
+
+def test_the_iq2_xxs_grid_is_ggmls() -> None:
+    from weightdoctor.checkpoint.gguf_quants import IQ2XXS_GRID
+
+    assert IQ2XXS_GRID.shape == (256, 8) and set(np.unique(IQ2XXS_GRID).tolist()) == {8, 25, 43}
+    for index, entry in GGML_IQ2XXS_ENTRIES.items():
+        assert IQ2XXS_GRID[index].tolist() == list(entry.to_bytes(8, "little")), index
+    assert len({row.tobytes() for row in IQ2XXS_GRID}) == 256  # 256 distinct points
+
+
+def scalar_iq2_xxs(raw: bytes) -> list[np.float32]:
+    """One IQ2_XXS block by ggml's dequantize_row_iq2_xxs loop (its grid the one checked above)."""
+    from weightdoctor.checkpoint.gguf_quants import IQ2XXS_GRID
+
+    d = _half(raw, 0)
+    out: list[np.float32] = []
+    for ib32 in range(8):
+        indices = raw[2 + 8 * ib32:2 + 8 * ib32 + 4]
+        (aux,) = struct.unpack_from("<I", raw, 2 + 8 * ib32 + 4)
+        db = F32(F32(d * F32(F32(0.5) + F32(aux >> 28))) * F32(0.25))
+        for lane in range(4):
+            seven = (aux >> (7 * lane)) & 127
+            signs = seven | ((bin(seven).count("1") & 1) << 7)
+            for j in range(8):
+                value = F32(db * F32(IQ2XXS_GRID[indices[lane]][j]))
+                out.append(F32(value * F32(-1.0 if signs & (1 << j) else 1.0)))
+    return out
+
+
+def _iq2_xxs_blocks(count: int, seed: int) -> bytes:
+    rng = np.random.default_rng(seed)
+    blocks = bytearray(rng.integers(0, 256, size=count * 66, dtype=np.uint8).tobytes())
+    for block in range(count):
+        struct.pack_into("<e", blocks, block * 66, float(rng.normal(0, 0.01)))
+    return bytes(blocks)
+
+
+def test_iq2_xxs_decodes_as_ggmls_loop_to_the_bit() -> None:
+    from weightdoctor.checkpoint.gguf_quants import dequantize
+
+    raw = _iq2_xxs_blocks(16, seed=3)
+    got = dequantize("IQ2_XXS", raw)
+    want = np.array([v for b in range(16) for v in scalar_iq2_xxs(raw[66 * b:66 * b + 66])], dtype=np.float32)
+    assert np.array_equal(got.view(np.uint32), want.view(np.uint32))
+    # By hand: d = 1; group 0 indices 0, 1, 2, 255, sign index 1 for its first 8 (value 0 and, for parity, value 7
+    # negative), scale 3: step (1 * 3.5) * 0.25 = 0.875, levels 8, 25, 43 -> 7, 21.875, 37.625.
+    word = 1 | (3 << 28)
+    block = struct.pack("<e", 1.0) + bytes([0, 1, 2, 255]) + struct.pack("<I", word) + bytes(56)
+    values = dequantize("IQ2_XXS", block)
+    assert values[:8].tolist() == [-7.0, 7.0, 7.0, 7.0, 7.0, 7.0, 7.0, -7.0]
+    assert values[8:16].tolist() == [37.625] + [7.0] * 7
+    assert values[24:32].tolist() == [7.0, 21.875, 7.0, 7.0, 21.875, 37.625, 37.625, 37.625]
+    assert values[32:].tolist() == [8 * 0.125] * 224  # zero bytes: index 0, scale 0 (step 0.125), no sign
+
+
+def test_inspect_stats_reads_iq2_xxs_end_to_end(tmp_path: Path) -> None:
+    from fixtures.gguf_files import write_gguf
+
+    raw = _iq2_xxs_blocks(256, seed=9)  # a 256 x 256 matrix
+    path = write_gguf(tmp_path / "m.IQ2_XXS.gguf", llama_metadata(), [Tensor("blk.0.attn_q.weight", [256, 256],
+                                                                             "IQ2_XXS", raw)])
+    report = json_report("inspect", "--stats", str(path))
+    [row] = report["tensors"]
+    decoded = np.array([v for b in range(256) for v in scalar_iq2_xxs(raw[66 * b:66 * b + 66])],
+                       dtype=np.float32).astype(np.float64)
+    assert row["dtype"] == "IQ2_XXS" and row["stats"]["count"] == 65536
+    assert row["stats"]["max"] == pytest.approx(float(decoded.max()))
+    assert row["stats"]["std"] == pytest.approx(decoded.std(), rel=1e-5)
+    assert report["gguf"]["values_note"].startswith("IQ2_XXS tensors are read dequantized to float32")
 
 
 # --- a folder of a split set ---------------------------------------------------------------------------------------

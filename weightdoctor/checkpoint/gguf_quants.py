@@ -13,9 +13,10 @@ replaced since is refused, never read past its end.
 
 The ternary TQ1_0 / TQ2_0 (`(t - 1) * d`), MXFP4 (a power-of-two e8m0 scale times a doubled e2m1 value) and the
 table-based IQ4_NL / IQ4_XS (`d * kvalues_iq4nl[q]`) are decoded the same way: each value one exact widening and at
-most two float32 products, as ggml's loops take them. Q8_1 is not here: ggml has no dequantizer for it (an
-intermediate of its dot products; no llama.cpp file type stores it). The lattice-codebook IQ types (IQ1_S ... IQ3_S,
-whose grids are tables of hundreds to 2,048 entries) and NVFP4, Q1_0, Q2_0 are not decoded
+most two float32 products, as ggml's loops take them; so is IQ2_XXS, whose 256-point grid is kept as ggml's
+generator packs it (a uint16 a point). Q8_1 is not here: ggml has no dequantizer for it (an intermediate of its dot
+products; no llama.cpp file type stores it). The other lattice-codebook IQ types (IQ1_S, IQ1_M, IQ2_XS, IQ2_S,
+IQ3_XXS, IQ3_S, whose grids are tables of 256 to 2,048 points not checked here) and NVFP4, Q1_0, Q2_0 are not decoded
 (`gguf_format.DEQUANTIZED_TYPES` lists those that are).
 """
 
@@ -225,10 +226,51 @@ def _mxfp4(blocks: np.ndarray) -> np.ndarray:
     return MXFP4_LEVELS[_low_high(blocks[:, 1:17])].astype(np.float32) * scale
 
 
+# IQ2_XXS's codebook: 256 points of 8 values, each value 2 bits of a uint16 (value i: bits 2i, 2i + 1) naming one of
+# the levels 8, 25, 43. ggml generates its iq2xxs_grid (ggml-common.h, 256 uint64 of 8 bytes) from this table
+# (kgrid_2bit_256 in ggml-quants.c's iq2xs_init_impl); every entry was checked equal to ggml's.
+_IQ2XXS_PACKED = np.array([
+    0, 2, 5, 8, 10, 17, 20, 32, 34, 40, 42, 65, 68, 80, 88, 97,
+    100, 128, 130, 138, 162, 257, 260, 272, 277, 320, 388, 408, 512, 514, 546, 642,
+    1025, 1028, 1040, 1057, 1060, 1088, 1090, 1096, 1120, 1153, 1156, 1168, 1188, 1280, 1282, 1288,
+    1312, 1350, 1385, 1408, 1425, 1545, 1552, 1600, 1668, 1700, 2048, 2053, 2056, 2068, 2088, 2113,
+    2116, 2128, 2130, 2184, 2308, 2368, 2562, 2580, 4097, 4100, 4112, 4129, 4160, 4192, 4228, 4240,
+    4245, 4352, 4360, 4384, 4432, 4442, 4480, 4644, 4677, 5120, 5128, 5152, 5157, 5193, 5248, 5400,
+    5474, 5632, 5654, 6145, 6148, 6160, 6208, 6273, 6400, 6405, 6560, 6737, 8192, 8194, 8202, 8260,
+    8289, 8320, 8322, 8489, 8520, 8704, 8706, 9217, 9220, 9232, 9280, 9302, 9472, 9537, 9572, 9872,
+    10248, 10272, 10388, 10820, 16385, 16388, 16400, 16408, 16417, 16420, 16448, 16456, 16470, 16480, 16513, 16516,
+    16528, 16640, 16672, 16737, 16768, 16773, 16897, 16912, 16968, 16982, 17000, 17408, 17416, 17440, 17536, 17561,
+    17682, 17700, 17920, 18433, 18436, 18448, 18496, 18501, 18688, 18776, 18785, 18818, 19013, 19088, 20480, 20488,
+    20497, 20505, 20512, 20608, 20616, 20740, 20802, 20900, 21137, 21648, 21650, 21770, 22017, 22100, 22528, 22545,
+    22553, 22628, 22848, 23048, 24580, 24592, 24640, 24680, 24832, 24917, 25112, 25184, 25600, 25605, 25872, 25874,
+    25988, 26690, 32768, 32770, 32778, 32833, 32898, 33028, 33048, 33088, 33297, 33793, 33796, 33808, 33813, 33856,
+    33888, 34048, 34118, 34196, 34313, 34368, 34400, 34818, 35076, 35345, 36868, 36880, 36900, 36928, 37025, 37142,
+    37248, 37445, 37888, 37922, 37956, 38225, 39041, 39200, 40962, 41040, 41093, 41225, 41472, 42008, 43088, 43268,
+], dtype=np.uint16)
+_IQ2XXS_LEVELS = np.array([8, 25, 43, 0], dtype=np.uint8)  # 2-bit code 3 is in no point
+IQ2XXS_GRID = _IQ2XXS_LEVELS[(_IQ2XXS_PACKED[:, None] >> (2 * np.arange(8, dtype=np.uint16))) & 3]  # (256, 8)
+# ggml's ksigns_iq2xs: 7 sign bits and, as the eighth, their parity (an even count of minus signs in every 8).
+_EVEN_SIGNS = np.array([index | ((bin(index).count("1") & 1) << 7) for index in range(128)], dtype=np.uint8)
+
+
+def _iq2_xxs(blocks: np.ndarray) -> np.ndarray:
+    # d, then 8 groups of 8 bytes for 32 values each: 4 bytes of grid indices (8 values each), then a uint32 of four
+    # 7-bit sign indices (bits 7 l ..) and a 4-bit scale (bits 28-31): y = ((d * (0.5 + scale)) * 0.25) * level,
+    # negated where the sign bit of its place is set.
+    count = len(blocks)
+    groups = blocks[:, 2:66].reshape(count, 8, 8)
+    words = np.ascontiguousarray(groups[:, :, 4:8]).reshape(count, 32).view("<u4")  # (n, 8)
+    step = (_half(blocks, 0) * ((words >> 28).astype(np.float32) + np.float32(0.5))) * np.float32(0.25)
+    signs = _EVEN_SIGNS[(words[:, :, None] >> (7 * np.arange(4, dtype=np.uint32))) & 127]  # (n, 8, 4)
+    negative = (signs[..., None] >> np.arange(8, dtype=np.uint8)) & 1  # (n, 8, 4, 8)
+    values = step[:, :, None, None] * IQ2XXS_GRID[groups[:, :, 0:4]].astype(np.float32)
+    return np.where(negative.astype(bool), -values, values).reshape(count, 256)
+
+
 _DECODERS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "Q8_0": _q8_0, "Q4_0": _q4_0, "Q4_1": _q4_1, "Q5_0": _q5_0, "Q5_1": _q5_1,
     "Q2_K": _q2_k, "Q3_K": _q3_k, "Q4_K": _q4_k, "Q5_K": _q5_k, "Q6_K": _q6_k,
-    "TQ1_0": _tq1_0, "TQ2_0": _tq2_0, "IQ4_NL": _iq4_nl, "IQ4_XS": _iq4_xs, "MXFP4": _mxfp4,
+    "TQ1_0": _tq1_0, "TQ2_0": _tq2_0, "IQ4_NL": _iq4_nl, "IQ4_XS": _iq4_xs, "MXFP4": _mxfp4, "IQ2_XXS": _iq2_xxs,
 }
 assert set(_DECODERS) == DEQUANTIZED_TYPES
 
