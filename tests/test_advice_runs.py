@@ -518,17 +518,27 @@ def test_gguf_from_pretrained_names_the_folder_that_holds_the_file(tmp_path: Pat
     first part is the one on disk, writes there)."""
     import ast
 
+    from fixtures.gguf_files import split_gguf
+
     folder = tmp_path / ODD
     folder.mkdir()
     header = b"GGUF" + struct.pack("<IQQ", 3, 0, 0)
     split = named.startswith("split")
     names = [f"m-0000{part}-of-00002.gguf" for part in (1, 2)] if split else ["model.Q4_K_M.gguf"]
-    for name in names:
-        (folder / name).write_bytes(header)
+    if split:  # the parts as gguf-split writes them (split.no, split.count, split.tensors.count)
+        split_gguf(folder, "m", {}, [], 2)
+    else:
+        (folder / names[0]).write_bytes(header)
     source = ODD if named.endswith("folder") else f"{ODD}/{names[0]}"
-    # A GGUF file is read by inspect: convert, which does not take one, says what reads it.
-    command = ("inspect",) if named.endswith("folder") else ("convert", "-o", "out.safetensors")
-    line = _refusal(source, tmp_path, command)
+    if named == "split-folder":
+        # A folder of one split set's parts is read as the set (gguf6): its note says what transformers needs.
+        done = run_subprocess("inspect", source, "--json", cwd=tmp_path, env={"COLUMNS": "80"})
+        assert done.returncode == 0, done.stderr
+        [line] = [w for w in json.loads(done.stdout)["warnings"] if "llama-gguf-split" in w]
+    else:
+        # A GGUF file is read by inspect: convert, which does not take one, says what reads it.
+        command = ("inspect",) if named.endswith("folder") else ("convert", "-o", "out.safetensors")
+        line = _refusal(source, tmp_path, command)
     call = ast.parse(_call(line, "from_pretrained"), mode="eval").body
     assert isinstance(call, ast.Call)
     given = os.path.join(ast.literal_eval(call.args[0]), ast.literal_eval(call.keywords[0].value))

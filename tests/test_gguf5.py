@@ -106,11 +106,13 @@ def test_a_missing_part_is_one_line_naming_it(tmp_path: Path, missing: list[int]
     assert said in line and "download every part" in line, line
 
 
-def test_a_folder_of_a_split_gguf_names_its_first_part_which_reads_the_set(tmp_path: Path) -> None:
-    _, parts = _split_tiny_llama(tmp_path)
-    line = _refused("inspect", str(parts[0].parent))
-    assert (f"read when named: weightdoctor inspect '{parts[0]}' shows the tensors and metadata of the 3 parts of its "
-            "split GGUF, read as one") in line, line
+def test_a_folder_of_a_split_gguf_reads_the_set(tmp_path: Path) -> None:
+    """The folder of one set's parts is read as that set (gguf6; it asked for its first part before)."""
+    whole, parts = _split_tiny_llama(tmp_path)
+    code, report = run_json("inspect", str(parts[0].parent))
+    assert code == 0 and report["num_tensors"] == json_report("inspect", str(whole))["num_tensors"] == 14, report
+    assert any("the 3 parts of a split GGUF (llama.cpp's gguf-split), read as one checkpoint" in w
+               for w in report["warnings"]), report["warnings"]
 
 
 def test_a_part_named_alone_with_its_set_missing_says_which(tmp_path: Path) -> None:

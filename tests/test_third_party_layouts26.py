@@ -507,17 +507,20 @@ def test_a_split_gguf_says_to_merge_it_before_transformers_reads_it(tmp_path: Pa
     """A split GGUF (llama.cpp's gguf-split: Qwen2.5-72B-Instruct-Q4_K_M-00001-of-00003.gguf, ...) was sent to
     from_pretrained(folder, gguf_file='...-00001-of-00003.gguf'): transformers reads that one file (GGUFReader of
     gguf_file), and the first part holds only its share of the tensors. The merge comes first now."""
+    from fixtures.gguf_files import split_gguf
+
     folder = tmp_path / "Qwen2.5-72B-Instruct-GGUF"
     folder.mkdir()
     stem = "Qwen2.5-72B-Instruct-Q4_K_M"
-    for part in (1, 2, 3):
-        (folder / f"{stem}-0000{part}-of-00003.gguf").write_bytes(_gguf_header())
+    split_gguf(folder, stem, {}, [], 3)  # as gguf-split writes the parts (split.no, split.count, ...)
     merge = (f"llama.cpp's llama-gguf-split --merge {folder}/{stem}-00001-of-00003.gguf {folder}/{stem}.gguf joins "
              "them into one file, which transformers reads into PyTorch, dequantized (import transformers; "
              "transformers.AutoModelForCausalLM.from_pretrained("
              f"{str(folder)!r}, gguf_file='{stem}.gguf'))")
+    # The folder of the parts alone is read as the set (gguf6), its note saying what transformers needs.
     message = _flat(run_cli("inspect", str(folder)).stderr)
-    assert f"{stem}-00001-of-00003.gguf is part 1 of 3 of a split GGUF (llama.cpp's gguf-split)" in message, message
+    assert f"{stem}-00001-of-00003.gguf ... {stem}-00003-of-00003.gguf: the 3 parts of a split GGUF (llama.cpp's " \
+        "gguf-split), read as one checkpoint" in message, message
     assert merge in message and "gguf_file='" + stem + "-00001" not in message
     result = run_cli("convert", str(folder / f"{stem}-00002-of-00003.gguf"), "-o", str(tmp_path / "out.safetensors"))
     assert result.exit_code == 2 and not (tmp_path / "out.safetensors").exists()

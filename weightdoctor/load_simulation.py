@@ -977,6 +977,8 @@ def from_pretrained_skips_warning(checkpoint: Checkpoint) -> str | None:
         return None
     if not config.get("model_type") and not config.get("architectures"):
         return None  # not transformers' config: from_pretrained is not how that folder loads
+    if checkpoint.gguf_headers():
+        return None  # a folder of a split GGUF's parts: loaded with gguf_file= (merged first), as its own note says
     unread = file_from_pretrained_skips(checkpoint)
     from weightdoctor.checkpoint.reader import variant_of
 

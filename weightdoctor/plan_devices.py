@@ -5666,8 +5666,14 @@ def open_plan_source(source: str, revision: str | None = None, key: str | None =
 
             raise said_of_address(exc, source) from exc
         try:
-            checkpoint = open_checkpoint(folder, key=key, allow_config_only=True,
-                                   gguf_refused_by="plan-devices")
+            if _split_gguf_folder(Path(folder)):
+                checkpoint = _open_gguf_for_plan(str(folder), key)
+            else:
+                try:
+                    checkpoint = open_checkpoint(folder, key=key, allow_config_only=True,
+                                                 gguf_refused_by="plan-devices")
+                except SourceNotFound as exc:
+                    raise _planned_gguf_hint(exc, Path(folder)) from exc
         except WeightDoctorError as exc:  # an index's missing shard too: said of the repo id, not the cache path
             from weightdoctor.checkpoint.reader import named_by_repo
 
@@ -5679,12 +5685,18 @@ def open_plan_source(source: str, revision: str | None = None, key: str | None =
     # its config and safetensors headers, read remotely when not cached: its weights are not downloaded.
     from weightdoctor.errors import InvalidIndex
 
-    if _is_gguf_file(path) or _is_gguf_file(_cached_repo_file(source, revision)):
-        # A GGUF of a repo of several (`org/name/model.Q4_K_M.gguf`) too: from_pretrained(repo, gguf_file=) loads it.
+    if _is_gguf_file(path) or _is_gguf_file(_cached_repo_file(source, revision)) or _split_gguf_folder(path):
+        # A GGUF of a repo of several (`org/name/model.Q4_K_M.gguf`) too: from_pretrained(repo, gguf_file=) loads it;
+        # and a folder of one split GGUF's parts, read as that set (merged first for from_pretrained).
         return _open_gguf_for_plan(source, key)
     try:
         return open_checkpoint(source, revision=revision, key=key, allow_config_only=True, structure_only=True,
                                gguf_refused_by="plan-devices")
+    except SourceNotFound as exc:
+        hinted = _planned_gguf_hint(exc, path)
+        if hinted is exc:
+            raise
+        raise hinted from exc
     except InvalidIndex as exc:
         # A download stopped between shards: the plan needs no weights, and the config beside the index gives it
         # (the refusal said only to fetch the rest, hours away for a 70B model).
@@ -5709,6 +5721,30 @@ def _cached_repo_file(source: str, revision: str | None) -> Path:
     except OSError:  # a name past 255 bytes (ENAMETOOLONG): open_checkpoint says what is wrong with the source
         return Path()
     return snapshot / inside[1] if snapshot is not None and inside is not None else Path()
+
+
+def _split_gguf_folder(path: Path) -> bool:
+    """Whether `path` is a folder of one split GGUF's parts and no other weights (`reader.one_split_gguf_set`)."""
+    from weightdoctor.checkpoint.reader import one_split_gguf_set
+
+    try:
+        return path.is_dir() and one_split_gguf_set(path) is not None
+    except OSError:
+        return False  # open_checkpoint says what is wrong with it
+
+
+def _planned_gguf_hint(exc: SourceNotFound, folder: Path) -> SourceNotFound:
+    """A folder's refusal for holding GGUF files only (a repo of one per quantization), naming the plan-devices
+    command that plans one of them where it named inspect's; `exc` itself for any other refusal."""
+    from weightdoctor.checkpoint.reader import NO_WEIGHT_FILE, no_weights_message
+
+    try:
+        if not exc.message.startswith(NO_WEIGHT_FILE) or not folder.is_dir() \
+                or exc.message != no_weights_message(folder):
+            return exc
+        return SourceNotFound(no_weights_message(folder, "plan-devices"), exc.path)
+    except OSError:
+        return exc
 
 
 def _is_gguf_file(path: Path) -> bool:

@@ -11,8 +11,12 @@ given positions from the blocks holding them, reading spans of at most `SPAN_BYT
 tensor's bytes, which the header's checks placed inside the file (`gguf_format.read_header`); a file cut short or
 replaced since is refused, never read past its end.
 
-Q8_1 is not here: ggml has no dequantizer for it (an intermediate of its dot products; no llama.cpp file type stores
-it). The IQ / TQ / MXFP4 types (lattice codebooks, ternary and e8m0 blocks) are not decoded either
+The ternary TQ1_0 / TQ2_0 (`(t - 1) * d`), MXFP4 (a power-of-two e8m0 scale times a doubled e2m1 value) and the
+table-based IQ4_NL / IQ4_XS (`d * kvalues_iq4nl[q]`) are decoded the same way: each value one exact widening and at
+most two float32 products, as ggml's loops take them; so is IQ2_XXS, whose 256-point grid is kept as ggml's
+generator packs it (a uint16 a point). Q8_1 is not here: ggml has no dequantizer for it (an intermediate of its dot
+products; no llama.cpp file type stores it). The other lattice-codebook IQ types (IQ1_S, IQ1_M, IQ2_XS, IQ2_S,
+IQ3_XXS, IQ3_S, whose grids are tables of 256 to 2,048 points not checked here) and NVFP4, Q1_0, Q2_0 are not decoded
 (`gguf_format.DEQUANTIZED_TYPES` lists those that are).
 """
 
@@ -32,8 +36,8 @@ from weightdoctor.errors import CorruptCheckpoint, UnsupportedFormat
 if TYPE_CHECKING:
     import torch
 
-# Bytes of blocks read and decoded at a time: a chunk's float32 values are at most 256/18 * 4 = 57 times this
-# (Q4_0), some 60 MB for a chunk of 1 MiB.
+# Bytes of blocks read and decoded at a time: a chunk's float32 values are at most 256 / 54 * 4 = 19 times this
+# (TQ1_0, 1.69 bits a value), some 20 MB for a chunk of 1 MiB.
 CHUNK_BYTES = 1 << 20
 # `values_at` reads the blocks of positions closer than this together, in spans of at most this many bytes.
 SPAN_BYTES = 1 << 20
@@ -166,9 +170,107 @@ def _q3_k(blocks: np.ndarray) -> np.ndarray:
     return np.repeat(step, 16, axis=1) * codes.astype(np.float32)
 
 
+def _trits(packed: np.ndarray, count: int) -> np.ndarray:
+    """TQ1_0's base-3 digits: byte b holds `count` trits as the fraction b / 256 of 3**5 (the quantizer rounds the
+    base-3 number up to it), digit n (most significant first) is ((b * 3**n) mod 256) * 3 >> 8. As (n, count,
+    bytes): digit-major, so the values of one digit across the bytes are consecutive (ggml's order)."""
+    powers = (3 ** np.arange(count, dtype=np.uint16)).reshape(1, count, 1)
+    shifted = (packed[:, None, :].astype(np.uint16) * powers) & 0xFF
+    return ((shifted * 3) >> 8).astype(np.int8)
+
+
+def _tq1_0(blocks: np.ndarray) -> np.ndarray:
+    # 48 bytes of five trits each (32 bytes, then 16: values digit by digit across them), 4 bytes of four trits
+    # each, then d: y = (t - 1) * d, t in 0..2.
+    count = len(blocks)
+    trits = np.concatenate([_trits(blocks[:, 0:32], 5).reshape(count, 160),
+                            _trits(blocks[:, 32:48], 5).reshape(count, 80),
+                            _trits(blocks[:, 48:52], 4).reshape(count, 16)], axis=1)
+    return (trits - 1).astype(np.float32) * _half(blocks, 52)
+
+
+def _tq2_0(blocks: np.ndarray) -> np.ndarray:
+    # 64 bytes of 2-bit codes in Q2_K's order, then d: y = (q - 1) * d (q = 3 is not written, and decodes to 2 d).
+    return (_two_bit_codes(blocks[:, 0:64]).astype(np.int8) - 1).astype(np.float32) * _half(blocks, 64)
+
+
+# ggml's kvalues_iq4nl: IQ4_NL / IQ4_XS's 16 non-uniform levels (ggml-common.h), an int8 code's value.
+IQ4NL_LEVELS = np.array([-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113], dtype=np.int8)
+# ggml's kvalues_mxfp4: the 16 e2m1 (FP4) values doubled, so that they are integers; the e8m0 scale is halved.
+MXFP4_LEVELS = np.array([0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12], dtype=np.int8)
+
+
+def _iq4_nl(blocks: np.ndarray) -> np.ndarray:
+    # d, then 16 bytes of 4-bit indices into the levels (Q4_0's order): y = d * level.
+    return _half(blocks, 0) * IQ4NL_LEVELS[_low_high(blocks[:, 2:18])].astype(np.float32)
+
+
+def _iq4_xs(blocks: np.ndarray) -> np.ndarray:
+    # d, a uint16 of the 8 sub-blocks' scales' top 2 bits (sub-block s: bits 2s, 2s + 1), 4 bytes of their low 4 bits
+    # (s: byte s // 2, low nibble for even s), 128 bytes of indices (16 bytes a sub-block of 32, Q4_0's order):
+    # y = (d * (scale - 32)) * level, scale 0..63.
+    count = len(blocks)
+    high = np.ascontiguousarray(blocks[:, 2:4]).view("<u2")  # (n, 1)
+    low = np.stack([blocks[:, 4:8] & 0x0F, blocks[:, 4:8] >> 4], axis=2).reshape(count, 8)
+    tops = (high >> (2 * np.arange(8, dtype=np.uint16))) & 3
+    scales = (low.astype(np.int16) | (tops.astype(np.int16) << 4)) - 32
+    step = _half(blocks, 0) * scales.astype(np.float32)  # (n, 8)
+    indices = _low_high(blocks[:, 8:136].reshape(count * 8, 16)).reshape(count, 8, 32)
+    return (step[:, :, None] * IQ4NL_LEVELS[indices].astype(np.float32)).reshape(count, 256)
+
+
+def _mxfp4(blocks: np.ndarray) -> np.ndarray:
+    # An e8m0 exponent byte e, then 16 bytes of 4-bit e2m1 codes (Q4_0's order): y = level * 2**(e - 128), ggml's
+    # GGML_E8M0_TO_FP32_HALF (2**-128 and 2**-127 as float32 subnormals, e = 255 as 2**127: no NaN, as ggml).
+    scale = np.ldexp(np.float32(1), blocks[:, 0:1].astype(np.int32) - 128).astype(np.float32)
+    return MXFP4_LEVELS[_low_high(blocks[:, 1:17])].astype(np.float32) * scale
+
+
+# IQ2_XXS's codebook: 256 points of 8 values, each value 2 bits of a uint16 (value i: bits 2i, 2i + 1) naming one of
+# the levels 8, 25, 43. ggml generates its iq2xxs_grid (ggml-common.h, 256 uint64 of 8 bytes) from this table
+# (kgrid_2bit_256 in ggml-quants.c's iq2xs_init_impl); every entry was checked equal to ggml's.
+_IQ2XXS_PACKED = np.array([
+    0, 2, 5, 8, 10, 17, 20, 32, 34, 40, 42, 65, 68, 80, 88, 97,
+    100, 128, 130, 138, 162, 257, 260, 272, 277, 320, 388, 408, 512, 514, 546, 642,
+    1025, 1028, 1040, 1057, 1060, 1088, 1090, 1096, 1120, 1153, 1156, 1168, 1188, 1280, 1282, 1288,
+    1312, 1350, 1385, 1408, 1425, 1545, 1552, 1600, 1668, 1700, 2048, 2053, 2056, 2068, 2088, 2113,
+    2116, 2128, 2130, 2184, 2308, 2368, 2562, 2580, 4097, 4100, 4112, 4129, 4160, 4192, 4228, 4240,
+    4245, 4352, 4360, 4384, 4432, 4442, 4480, 4644, 4677, 5120, 5128, 5152, 5157, 5193, 5248, 5400,
+    5474, 5632, 5654, 6145, 6148, 6160, 6208, 6273, 6400, 6405, 6560, 6737, 8192, 8194, 8202, 8260,
+    8289, 8320, 8322, 8489, 8520, 8704, 8706, 9217, 9220, 9232, 9280, 9302, 9472, 9537, 9572, 9872,
+    10248, 10272, 10388, 10820, 16385, 16388, 16400, 16408, 16417, 16420, 16448, 16456, 16470, 16480, 16513, 16516,
+    16528, 16640, 16672, 16737, 16768, 16773, 16897, 16912, 16968, 16982, 17000, 17408, 17416, 17440, 17536, 17561,
+    17682, 17700, 17920, 18433, 18436, 18448, 18496, 18501, 18688, 18776, 18785, 18818, 19013, 19088, 20480, 20488,
+    20497, 20505, 20512, 20608, 20616, 20740, 20802, 20900, 21137, 21648, 21650, 21770, 22017, 22100, 22528, 22545,
+    22553, 22628, 22848, 23048, 24580, 24592, 24640, 24680, 24832, 24917, 25112, 25184, 25600, 25605, 25872, 25874,
+    25988, 26690, 32768, 32770, 32778, 32833, 32898, 33028, 33048, 33088, 33297, 33793, 33796, 33808, 33813, 33856,
+    33888, 34048, 34118, 34196, 34313, 34368, 34400, 34818, 35076, 35345, 36868, 36880, 36900, 36928, 37025, 37142,
+    37248, 37445, 37888, 37922, 37956, 38225, 39041, 39200, 40962, 41040, 41093, 41225, 41472, 42008, 43088, 43268,
+], dtype=np.uint16)
+_IQ2XXS_LEVELS = np.array([8, 25, 43, 0], dtype=np.uint8)  # 2-bit code 3 is in no point
+IQ2XXS_GRID = _IQ2XXS_LEVELS[(_IQ2XXS_PACKED[:, None] >> (2 * np.arange(8, dtype=np.uint16))) & 3]  # (256, 8)
+# ggml's ksigns_iq2xs: 7 sign bits and, as the eighth, their parity (an even count of minus signs in every 8).
+_EVEN_SIGNS = np.array([index | ((bin(index).count("1") & 1) << 7) for index in range(128)], dtype=np.uint8)
+
+
+def _iq2_xxs(blocks: np.ndarray) -> np.ndarray:
+    # d, then 8 groups of 8 bytes for 32 values each: 4 bytes of grid indices (8 values each), then a uint32 of four
+    # 7-bit sign indices (bits 7 l ..) and a 4-bit scale (bits 28-31): y = ((d * (0.5 + scale)) * 0.25) * level,
+    # negated where the sign bit of its place is set.
+    count = len(blocks)
+    groups = blocks[:, 2:66].reshape(count, 8, 8)
+    words = np.ascontiguousarray(groups[:, :, 4:8]).reshape(count, 32).view("<u4")  # (n, 8)
+    step = (_half(blocks, 0) * ((words >> 28).astype(np.float32) + np.float32(0.5))) * np.float32(0.25)
+    signs = _EVEN_SIGNS[(words[:, :, None] >> (7 * np.arange(4, dtype=np.uint32))) & 127]  # (n, 8, 4)
+    negative = (signs[..., None] >> np.arange(8, dtype=np.uint8)) & 1  # (n, 8, 4, 8)
+    values = step[:, :, None, None] * IQ2XXS_GRID[groups[:, :, 0:4]].astype(np.float32)
+    return np.where(negative.astype(bool), -values, values).reshape(count, 256)
+
+
 _DECODERS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "Q8_0": _q8_0, "Q4_0": _q4_0, "Q4_1": _q4_1, "Q5_0": _q5_0, "Q5_1": _q5_1,
     "Q2_K": _q2_k, "Q3_K": _q3_k, "Q4_K": _q4_k, "Q5_K": _q5_k, "Q6_K": _q6_k,
+    "TQ1_0": _tq1_0, "TQ2_0": _tq2_0, "IQ4_NL": _iq4_nl, "IQ4_XS": _iq4_xs, "MXFP4": _mxfp4, "IQ2_XXS": _iq2_xxs,
 }
 assert set(_DECODERS) == DEQUANTIZED_TYPES
 

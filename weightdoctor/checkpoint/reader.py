@@ -1041,6 +1041,34 @@ def _split_gguf_parts(path: Path) -> list[Path] | None:
     return gguf_split.set_parts(path)
 
 
+def one_split_gguf_set(folder: Path) -> Path | None:
+    """The first part present of the one split GGUF set (`gguf_split`) a folder holds, when the folder's weights are
+    the parts of one set and nothing else: named by gguf-split (`m-00001-of-00003.gguf`), of one prefix and count.
+    None otherwise: a folder of unrelated GGUF files (one per quantization) asks which file to read, as
+    from_pretrained(gguf_file=) needs one named; so does a single GGUF, which that argument names.
+
+    Example:
+        m-00001-of-00002.gguf, m-00002-of-00002.gguf, README.md -> m-00001-of-00002.gguf (the set read as one);
+        m.Q4_K_M.gguf, m.Q8_0.gguf -> None.
+    """
+    from weightdoctor.checkpoint import foreign, gguf_split
+
+    try:
+        found = foreign.foreign_files_in(folder)
+    except OSError:
+        return None
+    if not found or not all(name.endswith(".gguf") for name in found):
+        return None
+    named = [gguf_split.split_name(name) for name in found]
+    first = named[0]
+    if first is None or first.count < 2 or any(
+            other is None or (other.prefix, other.count) != (first.prefix, first.count)
+            or other.part_name(other.number) != name for other, name in zip(named, found, strict=True)):
+        return None
+    # Missing parts are named by `gguf_split.set_parts`, read from whichever part is there.
+    return folder / min(zip(named, found, strict=True), key=lambda pair: pair[0].number)[1]
+
+
 def _dequantized(dtype: str) -> bool:
     """Whether a GGUF tensor's dtype is a block type read dequantized (`gguf_format.is_dequantized_dtype`)."""
     from weightdoctor.checkpoint.gguf_format import is_dequantized_dtype
@@ -1971,8 +1999,10 @@ _SAVE_SERIES = re.compile(r"(?:^|[^a-z])(?:checkpoint|ckpt|epoch|ep|step|steps|i
                           r"snapshot)[-_=.]?$", re.IGNORECASE)
 
 
-def _no_weights_message(folder: Path) -> str:
-    """Why a folder has nothing to read: foreign weights, weights only in subfolders, or nothing at all."""
+def no_weights_message(folder: Path, command: str = "inspect") -> str:
+    """Why a folder has nothing to read: foreign weights, weights only in subfolders, or nothing at all. A folder of
+    GGUF files names the `command` line that reads one of them: inspect's, or plan-devices' (which plans a GGUF as
+    from_pretrained(folder, gguf_file=) loads it)."""
     from weightdoctor.checkpoint import foreign
 
     message = NO_WEIGHT_FILE
@@ -1990,12 +2020,20 @@ def _no_weights_message(folder: Path) -> str:
 
             # A split set's first part reads the whole set (`gguf_split`): said so, not "its tensors".
             split = split_name(named_gguf)
-            shown = (f"the tensors and metadata of the {split.count} parts of its split GGUF, read as one"
-                     if split is not None and split.count > 1 else "its tensors and metadata")
+            is_set = split is not None and split.count > 1
+            if command == "plan-devices":
+                # The command that plans one of them, not inspect's: plan-devices takes a GGUF file named.
+                loaded = f"{split.prefix}.gguf" if split is not None and is_set else named_gguf
+                planned = f"the {split.count} parts of its split GGUF" if split is not None and is_set else "it"
+                said = (f"plan-devices {quoted} (with the options given here) plans {planned} as "
+                        f"from_pretrained(folder, gguf_file={loaded!r}) loads it")
+            else:
+                shown = (f"the tensors and metadata of the {split.count} parts of its split GGUF, read as one"
+                         if split is not None and is_set else "its tensors and metadata")
+                said = f"inspect {quoted} shows {shown}"
             # Every file named: a repo of one GGUF per quantization holds 20 or more, and the one wanted may be last.
             message += (f"; it holds {', '.join(others[:30])}{' and more' if len(others) > 30 else ''}, GGUF "
-                        "(llama.cpp), read when named: weightdoctor "
-                        f"inspect {quoted} shows {shown}")
+                        f"(llama.cpp), read when named: weightdoctor {said}")
         else:
             message += f"; it holds {', '.join(others[:6])}, which weightdoctor does not read (not PyTorch)"
         keras = keras_object(data) if (data := _small_json(folder / "config.json")) is not None else None
@@ -2618,7 +2656,10 @@ def _choose_in_folder(folder: Path) -> tuple[Path, bool]:
                     and (p.suffix == ".safetensors" or p.suffix in PICKLE_SUFFIXES)]
         if dangling:
             raise CorruptCheckpoint(_dangling_message(dangling[0]), str(dangling[0]))
-        raise SourceNotFound(_no_weights_message(folder), str(folder))
+        split_part = one_split_gguf_set(folder)
+        if split_part is not None:  # read as the set (`_split_gguf_parts`), as its part named would be
+            return split_part, False
+        raise SourceNotFound(no_weights_message(folder), str(folder))
     names = ", ".join(p.name for p in weights[:6])
     foreign_kinds = _foreign_kinds(weights)
     if foreign_kinds is not None:
@@ -3306,7 +3347,8 @@ def _siblings_not_read(folder: Path, read: set[Path], said: list[str]) -> list[s
     other_names: list[str] = []
     try:
         for name in foreign.foreign_files_in(folder):
-            if "/" not in name and not already_said(name):
+            # The parts of a split GGUF read as the folder's checkpoint (`one_split_gguf_set`) are no sibling.
+            if "/" not in name and not already_said(name) and (folder / name).resolve() not in read_names:
                 kind = foreign.sibling_format(name)
                 found.append(f"{name} ({kind})" if kind else name)
         mistral_index = folder / MISTRAL_INDEX
