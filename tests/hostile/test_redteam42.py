@@ -1,0 +1,203 @@
+"""Red team 42: metadata values read whole, the fuzzer's import-time blind spot, and a fuzz round on the readers
+changed last (split GGUF sets, GGUF dequantization, HQQ qmodel.pt, torch.ao pickles, fairseq dicts, the Hub cache).
+
+What did not hold, each fixed here:
+1. A safetensors `__metadata__` value of 60 MB was kept whole for the whole run (the header is read whole, as the
+   safetensors library reads it, within its 100 MB bound): inspect --json printed all 60 MB, and every command held
+   it (peak RSS, measured with /usr/bin/time: diff-keys A B of two such files 267 -> 207 MB, plan-devices 517 -> 459
+   MB, inspect --json 279 -> 212 MB). A value past `MAX_METADATA_VALUE_CHARS` (1 MiB) is kept cut in its middle now,
+   said in one warning line; convert and shard read it again to carry it whole. A GGUF string value was bounded
+   already (4,096 bytes kept: inspect of a 60 MB one peaks at 52 MB, as of a small file).
+2. The fuzzer's hang check never bounded the run that imports a command's modules: red team 41's test ran
+   plan-devices once, unchecked, before the fuzzer; a mutant whose run was the first to reach an import had that
+   import counted as its own hang. Each format's first mutant is now preceded by every command on the unmutated seed,
+   held to `FIRST_CALL_S` / `FIRST_CALL_MEMORY_MB` and checked as a mutant is (summary.json's `first_call_s`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from tests.helpers import run_cli
+
+# --- 1. a metadata value of megabytes --------------------------------------------------------------------------------
+
+
+def _long_metadata(path: Path, length: int = 3_000_000, others: int = 0) -> Path:
+    """A safetensors file whose metadata holds `blob`, `length` characters (its first and last marked), beside short
+    values and `others` more long ones."""
+    blob = "<" + "x" * (length - 2) + ">"
+    metadata = {"format": "pt", "blob": blob, "ss_network_module": "networks.lora",
+                **{f"long{i}": "y" * (length // 2) for i in range(others)}}
+    save_file({"a.weight": torch.randn(4, 4, generator=torch.Generator().manual_seed(42))}, str(path),
+              metadata=metadata)
+    return path
+
+
+def test_a_long_metadata_value_is_kept_cut_and_said_in_one_line(tmp_path: Path) -> None:
+    from weightdoctor.checkpoint import open_checkpoint
+    from weightdoctor.checkpoint.safetensors_format import MAX_METADATA_VALUE_CHARS
+
+    path = _long_metadata(tmp_path / "m.safetensors")
+    kept = open_checkpoint(path).metadata
+    assert kept is not None and kept["ss_network_module"] == "networks.lora"
+    # 3,000,000 characters held before
+    assert len(kept["blob"]) <= MAX_METADATA_VALUE_CHARS + 100, len(kept["blob"])
+    assert kept["blob"].startswith("<xxx") and kept["blob"].endswith("xxx>")
+    assert f" ... ({3_000_000 - MAX_METADATA_VALUE_CHARS:,} characters left out) ... " in kept["blob"]
+
+    done = run_cli("inspect", path, "--json")
+    assert done.exit_code == 0, done.stderr
+    assert len(done.stdout) < MAX_METADATA_VALUE_CHARS + 100_000, len(done.stdout)  # 3,001,xxx before
+    report = json.loads(done.stdout)
+    assert report["metadata"]["blob"] == kept["blob"]
+    said = ("m.safetensors: metadata 'blob' holds 3,000,000 characters: kept and shown cut to 1,048,576 (convert and "
+            "shard carry it whole)")
+    assert said in report["warnings"], report["warnings"]
+    assert done.stderr == ""  # --json: said in the report
+    done = run_cli("inspect", path)
+    assert done.exit_code == 0, done.stderr
+    assert done.stderr.strip().splitlines() == [f"warning: {said}"], done.stderr
+    assert len(done.stdout) < 20_000, len(done.stdout)
+
+
+def test_several_long_metadata_values_are_said_in_one_line(tmp_path: Path) -> None:
+    path = _long_metadata(tmp_path / "m.safetensors", length=2_200_000, others=2)
+    done = run_cli("inspect", path, "--json")
+    assert done.exit_code == 0, done.stderr
+    lines = json.loads(done.stdout)["warnings"]
+    assert lines == ["m.safetensors: metadata 'blob' holds 2,200,000 characters (2 other values too): kept "
+                     "and shown cut to 1,048,576 (convert and shard carry them whole)"], lines
+    assert all(" characters left out) ... " in value for key, value in json.loads(done.stdout)["metadata"].items()
+               if key.startswith(("blob", "long")))
+
+
+@pytest.mark.parametrize("command", [
+    ["convert", "{src}", "-o", "{tmp}/out.safetensors"],
+    ["convert", "{src}", "-o", "{tmp}/out.safetensors", "--dtype", "fp16"],
+    ["shard", "{src}", "-o", "{tmp}/out", "--max", "1GB"],
+], ids=["convert", "convert-fp16", "shard"])
+def test_convert_and_shard_carry_a_long_metadata_value_whole(tmp_path: Path, command: list[str]) -> None:
+    source = _long_metadata(tmp_path / "m.safetensors", others=1)
+    with safe_open(str(source), framework="pt") as handle:
+        expected = handle.metadata()
+    done = run_cli(*[word.format(src=source, tmp=tmp_path) for word in command])
+    assert done.exit_code == 0, done.stderr
+    written = tmp_path / "out.safetensors" if command[0] == "convert" else tmp_path / "out" / "model.safetensors"
+    with safe_open(str(written), framework="pt") as handle:
+        carried = handle.metadata()
+    assert carried["blob"] == expected["blob"] and carried["long0"] == expected["long0"]
+    assert carried["ss_network_module"] == "networks.lora"
+
+
+def test_a_file_changed_before_its_long_metadata_is_read_again_is_refused(tmp_path: Path) -> None:
+    import os
+
+    from weightdoctor.checkpoint.safetensors_format import read_header, read_whole_metadata
+    from weightdoctor.errors import CorruptCheckpoint
+
+    path = _long_metadata(tmp_path / "m.safetensors")
+    header = read_header(path, path.name)
+    assert [key for key, _ in header.metadata_cut] == ["blob"]
+    assert read_whole_metadata(path, header)["blob"] == "<" + "x" * 2_999_998 + ">"
+    os.utime(path, ns=(header.identity[3] + 10**9, header.identity[3] + 10**9))
+    with pytest.raises(CorruptCheckpoint, match="the file changed since its header was read"):
+        read_whole_metadata(path, header)
+
+
+def test_a_short_metadata_value_is_not_read_again(tmp_path: Path) -> None:
+    from weightdoctor.checkpoint.safetensors_format import read_header, read_whole_metadata
+
+    path = tmp_path / "m.safetensors"
+    save_file({"a": torch.zeros(2)}, str(path), metadata={"format": "pt", "k": "v" * 1000})
+    header = read_header(path, path.name)
+    assert header.metadata_cut == ()
+    assert read_whole_metadata(path, header) is header.metadata
+
+
+def test_a_long_gguf_string_value_is_kept_cut(tmp_path: Path) -> None:
+    """GGUF held already (4,096 bytes kept of a string): pinned beside the safetensors fix."""
+    from fixtures.gguf_files import STRING, Tensor, write_gguf
+
+    path = write_gguf(tmp_path / "m.gguf", {"general.architecture": (STRING, "llama"),
+                                           "general.description": (STRING, "d" * 3_000_000)},
+                      [Tensor("token_embd.weight", [32, 4], "F32")])
+    done = run_cli("inspect", path, "--json")
+    assert done.exit_code == 0, done.stderr
+    assert len(done.stdout) < 100_000
+    assert json.loads(done.stdout)["gguf"]["metadata"]["general.description"].endswith("... (3,000,000 bytes)")
+
+
+# --- 2. the fuzzer's runs that import: checked, on the unmutated seed -----------------------------------------------
+
+@pytest.fixture(scope="module")
+def fuzz() -> ModuleType:
+    from tests.helpers import load_mutation_fuzz
+
+    return load_mutation_fuzz()
+
+
+@pytest.fixture()
+def alarm(fuzz: ModuleType):  # type: ignore[no-untyped-def]
+    import signal
+
+    def on_alarm(signum: int, frame: object) -> None:
+        raise fuzz.Hang()
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, previous)
+
+
+def test_each_formats_first_mutant_is_preceded_by_a_checked_run_on_its_seed(
+        fuzz: ModuleType, tmp_path: Path, alarm: None) -> None:
+    import random
+
+    seeds = fuzz.build_recent_seeds(tmp_path / "seeds", ("int4", "stmeta"))
+    fuzzer = fuzz.Fuzzer(tmp_path / "out", seeds)
+    for n in range(2):
+        for fmt in ("int4", "stmeta"):
+            fuzzer.run_mutant(fmt, random.Random(f"42-{fmt}-{n}"), tmp_path / "work")
+    assert fuzzer.findings == {}, list(fuzzer.findings.values())
+    assert fuzzer.seeds_run == {"int4", "stmeta"}
+    assert dict(fuzzer.counts) == {"int4": 2, "stmeta": 2}  # the seed runs are not mutants
+    commands = {"inspect", "inspect --stats", "check-dtype", "diff-keys --values", "convert", "shard", "plan-devices",
+                "plan-devices --kv-cache", "convert --to bin", "convert --dtype fp16"}
+    assert set(fuzzer.first_call_s) == commands and set(fuzzer.first_call_mb) == commands
+    assert all(0 < seconds < fuzz.FIRST_CALL_S for seconds in fuzzer.first_call_s.values()), fuzzer.first_call_s
+    # the seed runs' exits: every command read the genuine int4 file or refused it as a format it does not write
+    assert fuzzer.outcomes["inspect:0"] >= 2
+
+
+def test_a_slow_first_run_on_the_seed_is_a_finding(fuzz: ModuleType, tmp_path: Path, alarm: None,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run on the seed past FIRST_CALL_S (its imports included) is a hang like a mutant's; the mutants' own runs
+    keep HANG_S."""
+    import random
+    import time
+
+    monkeypatch.setattr(fuzz, "FIRST_CALL_S", 1)
+    seeds = fuzz.build_recent_seeds(tmp_path / "seeds", ("int4",))
+    fuzzer = fuzz.Fuzzer(tmp_path / "out", seeds)
+    real_invoke = fuzzer.runner.invoke
+    slowed: list[str] = []
+
+    def slow_first_inspect(app: object, args: list[str], **kwargs: object) -> object:
+        if args[:1] == ["inspect"] and not slowed:
+            slowed.append(args[0])
+            time.sleep(3)  # an import of 3 s: the 1 s alarm ends it
+        return real_invoke(app, args, **kwargs)
+
+    monkeypatch.setattr(fuzzer.runner, "invoke", slow_first_inspect)
+    fuzzer.run_mutant("int4", random.Random("42-int4-0"), tmp_path / "work")
+    hangs = [entry for entry in fuzzer.findings.values() if entry["kind"] == "hang"]
+    assert len(hangs) == 1 and hangs[0]["mutation"] == "unmutated", list(fuzzer.findings.values())
+    assert "on the unmutated seed, imports included (1 s allowed)" in hangs[0]["text"], hangs[0]
