@@ -201,3 +201,65 @@ def test_a_slow_first_run_on_the_seed_is_a_finding(fuzz: ModuleType, tmp_path: P
     hangs = [entry for entry in fuzzer.findings.values() if entry["kind"] == "hang"]
     assert len(hangs) == 1 and hangs[0]["mutation"] == "unmutated", list(fuzzer.findings.values())
     assert "on the unmutated seed, imports included (1 s allowed)" in hangs[0]["text"], hangs[0]
+
+
+# --- 3. the fuzz round's findings ------------------------------------------------------------------------------------
+
+def _hqq_layer(generator: torch.Generator) -> dict:
+    """An HQQLinear's state dict as hqq 0.1 saves it (4-bit, groups of 64, a 64 x 16 weight)."""
+    return {"W_q": torch.randint(0, 255, (32, 16), dtype=torch.uint8, generator=generator),
+            "meta": {"nbits": 4, "group_size": 64, "shape": torch.Size([64, 16]), "axis": 0, "packing": "4bit_u8",
+                     "scale": torch.rand(1, 16, generator=generator), "zero": torch.rand(1, 16, generator=generator)},
+            "bias": None}
+
+
+@pytest.mark.parametrize("case", ["meta-holds-W_q", "module-and-key-join", "int-and-str-key"])
+def test_an_hqq_qmodel_whose_entries_join_to_one_name_is_refused(tmp_path: Path, case: str) -> None:
+    """HQQ's entries are read as `<module>.<name>`: two of them reaching one name had one silently replace the other
+    (inspect listed `m.q.W_q` as the meta's 3 values, the layer's packed weights gone; `a.b.c` as module a.b's)."""
+    generator = torch.Generator().manual_seed(42)
+    layer = _hqq_layer(generator)
+    if case == "meta-holds-W_q":
+        layer["meta"]["W_q"] = torch.zeros(3)
+        weights, said = {"m.q": layer}, "entry 'W_q' of module 'm.q' and entry 'meta' / 'W_q' of module 'm.q'"
+        name = "m.q.W_q"
+    elif case == "module-and-key-join":
+        weights = {"a": {**layer, "b.c": torch.ones(2)}, "a.b": {"c": torch.zeros(5)}}
+        said, name = "entry 'b.c' of module 'a' and entry 'c' of module 'a.b'", "a.b.c"
+    else:
+        weights = {"m": {**layer, 1: torch.ones(2), "1": torch.zeros(5)}}
+        said, name = "entry '1' of module 'm' and entry '1' of module 'm'", "m.1"
+    path = tmp_path / "qmodel.pt"
+    torch.save(weights, path)
+    for command in (["inspect", path], ["check-dtype", path], ["convert", path, "-o", tmp_path / "out.safetensors"]):
+        done = run_cli(*command)
+        assert done.exit_code == 2, (command[0], done.exit_code, done.stdout[-2000:])
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"error: {path}: HQQ's qmodel.pt"), lines
+        assert f"{said} are both read as {name!r}" in lines[0], lines[0]
+    assert not (tmp_path / "out.safetensors").exists()
+
+
+def test_a_genuine_hqq_qmodel_still_reads(tmp_path: Path) -> None:
+    generator = torch.Generator().manual_seed(42)
+    weights = {"model.layers.0.q_proj": _hqq_layer(generator), "model.norm": {"weight": torch.ones(16)}}
+    torch.save(weights, tmp_path / "qmodel.pt")
+    done = run_cli("inspect", tmp_path / "qmodel.pt", "--json")
+    assert done.exit_code == 0, done.stderr
+    names = {row["name"] for row in json.loads(done.stdout)["tensors"]}
+    assert {"model.layers.0.q_proj.W_q", "model.layers.0.q_proj.scale", "model.norm.weight"} <= names, names
+
+
+def test_a_styletts2_file_whose_modules_join_to_one_name_is_refused(tmp_path: Path) -> None:
+    generator = torch.Generator().manual_seed(42)
+    net = {part: {"linear.weight": torch.randn(2, 2, generator=generator)}
+           for part in ("bert", "bert_encoder", "predictor", "decoder", "text_encoder")}
+    net["bert"]["encoder.layer"] = torch.ones(3)
+    net["bert.encoder"] = {"layer": torch.zeros(4)}
+    torch.save({"net": net, "epoch": 3}, tmp_path / "epoch_2nd_00003.pth")
+    done = run_cli("inspect", tmp_path / "epoch_2nd_00003.pth")
+    assert done.exit_code == 2, done.stdout[-2000:]
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "a StyleTTS 2 / Kokoro file of one state dict per module: entry 'encoder.layer' of " \
+        "module 'bert' and entry 'layer' of module 'bert.encoder' are both read as 'bert.encoder.layer'" in lines[0], \
+        lines
