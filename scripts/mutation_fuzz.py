@@ -54,6 +54,16 @@ Red team 41 added the formats the reader learned last, structure-aware like red 
   parametrize'd modules, a safetensors file with long, JSON-like and control-character metadata;
 - `mutate_gguf`: a GGUF header's count, string length, value type, array count, dimension, ggml type or tensor
   offset set to a neighbour of its value or a power of two (the header walked as ggml's gguf.md lays it out).
+
+Red team 42 added the readers changed last, and a checked run on each unmutated seed:
+
+    PYTHONPATH=. python scripts/mutation_fuzz.py --formats ggufsplit,ggufq,hqq,fairseq --seconds 480
+
+- seeds (`build_rt42_seeds`): a GGUF split in three parts by gguf-split's layout (any part mutated), a GGUF of every
+  block type dequantized here over random block bytes, HQQ's qmodel.pt (hqq 0.1's and 0.2's layer layouts), a
+  fairseq checkpoint_last.pt;
+- each format's first mutant is preceded by every command on its unmutated seed, held to `FIRST_CALL_S` and
+  `FIRST_CALL_MEMORY_MB` (its imports included) and checked as a mutant is.
 """
 
 from __future__ import annotations
@@ -186,7 +196,7 @@ def _fix_legacy_keys(path: Path) -> None:
 
 def mutable_files(fmt: str, source: Path) -> list[Path]:
     """The files of a seed a mutation may touch."""
-    if fmt == "index":
+    if fmt in ("index", "ggufsplit"):
         return sorted(source.parent.iterdir())
     if fmt == "dcp":
         return sorted(p for p in source.iterdir() if p.is_file())
@@ -502,7 +512,9 @@ def _mutate_member(raw: bytes, rng: random.Random) -> bytes:
 NEW_FORMATS = ("llama", "bert", "peft", "binindex", "ckpt", "diffusers")
 # Red team 41: the formats the reader learned last (`build_recent_seeds`).
 RECENT_FORMATS = ("gguf", "quant", "llama2c", "int4", "reparam", "stmeta")
-ALL_FORMATS = FORMATS + NEW_FORMATS + RECENT_FORMATS
+# Red team 42: the readers changed last (`build_rt42_seeds`).
+RT42_FORMATS = ("ggufsplit", "ggufq", "hqq", "fairseq")
+ALL_FORMATS = FORMATS + NEW_FORMATS + RECENT_FORMATS + RT42_FORMATS
 
 
 def build_model_seeds(root: Path, formats: tuple[str, ...] = NEW_FORMATS) -> dict[str, Path]:
@@ -696,6 +708,80 @@ def build_recent_seeds(root: Path, formats: tuple[str, ...] = RECENT_FORMATS) ->
             "quantization_config": json.dumps({"quant_method": "gptq", "bits": 4}), "total_size": "64",
             "\u202ename": "\x1b[31m[bold]x[/bold]\x1b[0m", "long": "A" * 100_000})
         seeds["stmeta"] = root / "metadata.safetensors"
+    return {fmt: path for fmt, path in seeds.items() if fmt in formats}
+
+
+# ------------------------------------------------------------------------------ red team 42: readers changed last
+def build_rt42_seeds(root: Path, formats: tuple[str, ...] = RT42_FORMATS) -> dict[str, Path]:
+    """The readers changed last (red team 42), each seed as its tool writes it: a llama-shaped GGUF split in three
+    parts by gguf-split's layout (`split.no`, `split.count`, `split.tensors.count` in every part, the metadata in the
+    first), the first part the seed (`ggufsplit`: every part may be mutated); a GGUF holding one tensor of each block
+    type weightdoctor dequantizes, of random block bytes (fp16 scales NaN or infinite among them) (`ggufq`); HQQ's
+    qmodel.pt, {module name: state dict} of hqq 0.1's and 0.2's HQQLinear layouts (`hqq`); a fairseq checkpoint as
+    checkpoint_utils.save_state writes it, its state dict beside cfg, optimizer_history and extra_state (`fairseq`)."""
+    import numpy as np
+    import torch
+
+    from fixtures.gguf_files import INT32, STRING, UINT16, UINT32, Tensor, write_gguf
+
+    root.mkdir(parents=True, exist_ok=True)
+    seeds: dict[str, Path] = {}
+    rng = np.random.default_rng(42)
+    llama = {"general.architecture": (STRING, "llama"), "llama.embedding_length": (UINT32, 32),
+             "llama.block_count": (UINT32, 1), "llama.feed_forward_length": (UINT32, 256),
+             "llama.attention.head_count": (UINT32, 2), "llama.context_length": (UINT32, 64)}
+    if "ggufsplit" in formats:
+        folder = root / "split"
+        folder.mkdir()
+        parts = [[Tensor("token_embd.weight", [32, 8], "F16", rng.normal(size=256).astype(np.float16).tobytes()),
+                  Tensor("blk.0.attn_norm.weight", [32], "F32", np.ones(32, dtype=np.float32).tobytes())],
+                 [Tensor("blk.0.attn_q.weight", [32, 32], "Q8_0",
+                         rng.integers(0, 256, 32 * 34, dtype=np.uint8).tobytes())],
+                 [Tensor("blk.0.ffn_down.weight", [256, 32], "Q4_K"),
+                  Tensor("output_norm.weight", [32], "F32", np.ones(32, dtype=np.float32).tobytes())]]
+        total = sum(len(tensors) for tensors in parts)
+        for number, tensors in enumerate(parts):
+            split = {"split.no": (UINT16, number), "split.count": (UINT16, len(parts)),
+                     "split.tensors.count": (INT32, total)}
+            write_gguf(folder / f"tiny-{number + 1:05d}-of-{len(parts):05d}.gguf",
+                       {**(llama if number == 0 else {}), **split}, tensors)
+        seeds["ggufsplit"] = folder / f"tiny-00001-of-{len(parts):05d}.gguf"
+    if "ggufq" in formats:
+        # ggml's block types weightdoctor dequantizes: (type id, values a block, bytes a block), from ggml.h / ggml.c.
+        blocks = {"Q4_0": (2, 32, 18), "Q4_1": (3, 32, 20), "Q5_0": (6, 32, 22), "Q5_1": (7, 32, 24),
+                  "Q8_0": (8, 32, 34), "Q2_K": (10, 256, 84), "Q3_K": (11, 256, 110), "Q4_K": (12, 256, 144),
+                  "Q5_K": (13, 256, 176), "Q6_K": (14, 256, 210)}
+        tensors = [Tensor(f"blk.0.{kind.lower()}.weight", [256, 2], "F32",
+                          rng.integers(0, 256, 512 // block * size, dtype=np.uint8).tobytes(), type_id)
+                   for kind, (type_id, block, size) in blocks.items()]
+        seeds["ggufq"] = write_gguf(root / "quants.gguf", llama, tensors)
+    if "hqq" in formats:
+        generator = torch.Generator().manual_seed(42)
+
+        def layer(flat: bool) -> dict[str, Any]:
+            meta = {"nbits": 4, "group_size": 64, "shape": torch.Size([64, 16]), "axis": 0, "packing": "4bit_u8",
+                    "scale": torch.rand(1, 16, generator=generator), "zero": torch.rand(1, 16, generator=generator)}
+            packed = torch.randint(0, 255, (32, 16), dtype=torch.uint8, generator=generator)
+            return ({"W_q": packed, **meta, "bias": None, "offload_meta": False} if flat
+                    else {"W_q": packed, "meta": meta, "bias": None})
+
+        torch.save({"model.embed_tokens": {"weight": torch.randn(8, 16, generator=generator)},
+                    "model.layers.0.self_attn.q_proj": layer(False), "model.layers.0.mlp.up_proj": layer(True),
+                    "model.norm": {"weight": torch.ones(16)}}, root / "qmodel.pt")
+        seeds["hqq"] = root / "qmodel.pt"
+    if "fairseq" in formats:
+        generator = torch.Generator().manual_seed(42)
+        model = {"encoder.embed_tokens.weight": torch.randn(12, 8, generator=generator),
+                 "encoder.layers.0.self_attn.k_proj.weight": torch.randn(8, 8, generator=generator),
+                 "encoder.layers.0.fc1.weight": torch.randn(16, 8, generator=generator),
+                 "decoder.output_projection.weight": torch.randn(12, 8, generator=generator)}
+        torch.save({"args": None, "cfg": {"model": {"_name": "transformer", "encoder_layers": 1},
+                                          "task": {"_name": "translation"}},
+                    "model": model, "optimizer_history": [{"criterion_name": "CrossEntropyCriterion",
+                                                           "optimizer_name": "Adam", "num_updates": 10}],
+                    "extra_state": {"epoch": 1, "train_iterator": {"epoch": 1}}, "last_optimizer_state": None},
+                   root / "checkpoint_last.pt")
+        seeds["fairseq"] = root / "checkpoint_last.pt"
     return {fmt: path for fmt, path in seeds.items() if fmt in formats}
 
 
@@ -1196,8 +1282,8 @@ class Fuzzer:
             shutil.copytree(seed, target_root, symlinks=True)
         else:
             target_root = work / "in" / seed.parent.name
-            shutil.copytree(seed.parent, target_root, symlinks=True) if fmt == "index" else None
-        if fmt == "index":
+            shutil.copytree(seed.parent, target_root, symlinks=True) if fmt in ("index", "ggufsplit") else None
+        if fmt in ("index", "ggufsplit"):
             source = work / "in" / seed.parent.name / seed.name
             victims = mutable_files(fmt, source)
         elif seed.is_dir():
@@ -1207,7 +1293,7 @@ class Fuzzer:
             source = work / "in" / seed.name
             shutil.copy2(seed, source)
             victims = [source]
-        structured = fmt in NEW_FORMATS or fmt in RECENT_FORMATS or self.structured
+        structured = fmt in NEW_FORMATS or fmt in RECENT_FORMATS or fmt in RT42_FORMATS or self.structured
         changed = None
         if unmutated:
             changed, victim = (b"", "unmutated"), None
@@ -1400,6 +1486,7 @@ def main() -> None:
     seeds = build_seeds(seed_root)
     seeds |= build_model_seeds(seed_root / "models", tuple(f for f in formats if f in NEW_FORMATS))
     seeds |= build_recent_seeds(seed_root / "recent", tuple(f for f in formats if f in RECENT_FORMATS))
+    seeds |= build_rt42_seeds(seed_root / "rt42", tuple(f for f in formats if f in RT42_FORMATS))
     fuzzer = Fuzzer(options.out, seeds, structured=options.structured)
     work = Path(tempfile.mkdtemp(prefix="work-", dir=options.out))
     deadline = time.monotonic() + options.seconds

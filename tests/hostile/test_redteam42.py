@@ -17,6 +17,8 @@ What did not hold, each fixed here:
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from pathlib import Path
 from types import ModuleType
 
@@ -263,3 +265,90 @@ def test_a_styletts2_file_whose_modules_join_to_one_name_is_refused(tmp_path: Pa
     assert len(lines) == 1 and "a StyleTTS 2 / Kokoro file of one state dict per module: entry 'encoder.layer' of " \
         "module 'bert' and entry 'layer' of module 'bert.encoder' are both read as 'bert.encoder.layer'" in lines[0], \
         lines
+
+
+# --- the fuzzer's new seeds ------------------------------------------------------------------------------------------
+
+def test_the_rt42_seeds_are_read_as_their_tools_wrote_them(fuzz: ModuleType, tmp_path: Path) -> None:
+    seeds = fuzz.build_rt42_seeds(tmp_path / "seeds")
+    assert sorted(seeds) == sorted(fuzz.RT42_FORMATS)
+    parts = sorted(p.name for p in seeds["ggufsplit"].parent.iterdir())
+    assert parts == [f"tiny-0000{n}-of-00003.gguf" for n in (1, 2, 3)]
+    assert fuzz.mutable_files("ggufsplit", seeds["ggufsplit"]) == sorted(seeds["ggufsplit"].parent.iterdir())
+    expected = {"ggufsplit": 5, "ggufq": 10, "hqq": None, "fairseq": 4}
+    for fmt, path in seeds.items():
+        done = run_cli("inspect", path, "--json")
+        assert done.exit_code == 0, (fmt, done.stderr)
+        report = json.loads(done.stdout)
+        if expected[fmt] is not None:
+            assert report["num_tensors"] == expected[fmt], (fmt, report["num_tensors"])
+    done = run_cli("inspect", seeds["ggufq"], "--json")
+    types = set(json.loads(done.stdout)["gguf"]["tensor_types"])
+    assert types == {"Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"}, types
+    hqq = json.loads(run_cli("inspect", seeds["hqq"], "--json").stdout)
+    names = {row["name"] for row in hqq["tensors"]}
+    assert {"model.layers.0.self_attn.q_proj.W_q", "model.layers.0.mlp.up_proj.W_q", "model.norm.weight"} <= names
+    fairseq = json.loads(run_cli("inspect", seeds["fairseq"], "--json").stdout)
+    assert fairseq["nested_key"] == "model", fairseq["nested_key"]
+
+
+def test_seeded_mutants_of_the_rt42_formats_end_in_a_report_or_one_error_line(
+        fuzz: ModuleType, tmp_path: Path, alarm: None) -> None:
+    """Two seeded mutants of each of red team 42's seeds (after a run on each seed), every command on each."""
+    import random
+
+    seeds = fuzz.build_rt42_seeds(tmp_path / "seeds")
+    fuzzer = fuzz.Fuzzer(tmp_path / "out", seeds)
+    for fmt in fuzz.RT42_FORMATS:
+        for n in range(2):
+            fuzzer.run_mutant(fmt, random.Random(f"42-{fmt}-{n}"), tmp_path / "work")
+    assert fuzzer.findings == {}, list(fuzzer.findings.values())
+    assert dict(fuzzer.counts) == dict.fromkeys(fuzz.RT42_FORMATS, 2)
+    assert fuzzer.seeds_run == set(fuzz.RT42_FORMATS)
+
+
+# --- what held, pinned: a Hub cache laid out by hand ---------------------------------------------------------------
+
+def _blob_of(snapshot: Path, name: str) -> Path:
+    return (snapshot / name).resolve()
+
+
+_HUB_LAYOUTS = {
+    "ref-outside": lambda storage, snapshot: (storage / "refs" / "main").write_text("../../../../../etc"),
+    "ref-fifo": lambda storage, snapshot: ((storage / "refs" / "main").unlink(), os.mkfifo(storage / "refs" / "main")),
+    "ref-link-loop": lambda storage, snapshot: ((storage / "refs" / "main").unlink(),
+                                                os.symlink("main", storage / "refs" / "main")),
+    "snapshot-loop": lambda storage, snapshot: (shutil.rmtree(snapshot), os.symlink(snapshot.name, snapshot)),
+    "snapshot-to-root": lambda storage, snapshot: (shutil.rmtree(snapshot), os.symlink("/", snapshot)),
+    "blob-fifo": lambda storage, snapshot: (_blob_of(snapshot, "model.safetensors").unlink(),
+                                            os.mkfifo(_blob_of(snapshot, "model.safetensors"))),
+    "blob-loop": lambda storage, snapshot: (_blob_of(snapshot, "model.safetensors").unlink(),
+                                            os.symlink(_blob_of(snapshot, "model.safetensors").name,
+                                                       _blob_of(snapshot, "model.safetensors"))),
+    "config-fifo": lambda storage, snapshot: (_blob_of(snapshot, "config.json").unlink(),
+                                              os.mkfifo(_blob_of(snapshot, "config.json"))),
+}
+
+
+@pytest.mark.parametrize("layout", sorted(_HUB_LAYOUTS))
+def test_a_hub_cache_laid_out_by_hand_is_refused_in_one_line(tmp_path: Path, layout: str,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """A ref out of the cache, a FIFO or a link loop for a ref, a snapshot linked to itself or to /, a blob that is a
+    FIFO or a link to itself: every command said so in one line, none blocked on a FIFO (held before; pinned)."""
+    from safetensors.torch import save
+
+    from fixtures.hub_cache import commit_of, repo_storage, write_snapshot
+
+    cache = tmp_path / "hub"
+    body = save({"a.weight": torch.randn(4, 4, generator=torch.Generator().manual_seed(42))})
+    config = json.dumps({"model_type": "bert", "architectures": ["BertModel"]}).encode()
+    snapshot = write_snapshot(cache, "org/m", commit_of(layout), {"model.safetensors": body, "config.json": config})
+    _HUB_LAYOUTS[layout](repo_storage(cache, "org/m"), snapshot)
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    for command in (["inspect", "org/m"], ["convert", "org/m", "-o", tmp_path / "out.safetensors"]):
+        done = run_cli(*command)
+        assert done.exit_code == 2, (command[0], done.exit_code, done.stdout[-1000:])
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: "), lines
+    assert not (tmp_path / "out.safetensors").exists()
