@@ -63,7 +63,9 @@ Red team 42 added the readers changed last, and a checked run on each unmutated 
   block type dequantized here over random block bytes, HQQ's qmodel.pt (hqq 0.1's and 0.2's layer layouts), a
   fairseq checkpoint_last.pt;
 - each format's first mutant is preceded by every command on its unmutated seed, held to `FIRST_CALL_S` and
-  `FIRST_CALL_MEMORY_MB` (its imports included) and checked as a mutant is.
+  `FIRST_CALL_MEMORY_MB` and checked as a mutant is; each command's first such run is also run cold, in a new
+  process (its imports its own: the model seeds import transformers into this one), held to `FIRST_CALL_S` and
+  `COLD_START_MB` (summary.json's `cold_start_s`, `cold_start_mb`).
 """
 
 from __future__ import annotations
@@ -103,6 +105,11 @@ MEMORY_MB = 200
 # to these bounds and checked as a mutant is; summary.json's `first_call_s` / `first_call_mb` report them.
 FIRST_CALL_S = 60
 FIRST_CALL_MEMORY_MB = 600
+# The seeds of model folders are written by transformers in this process, so its in-process runs find transformers
+# imported already: each command's first seed run is also run cold, `python -m weightdoctor` in a new process, its
+# seconds held to FIRST_CALL_S and its peak RSS to this (plan-devices of a tiny safetensors file, transformers and
+# accelerate imported: 345 MB on two busy cores).
+COLD_START_MB = 1000
 UNEXPECTED = re.compile(r"\bunexpected [A-Za-z_][\w.]*: ")  # the line commands/_errors.py prints for a foreign error
 
 
@@ -1198,6 +1205,27 @@ def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+# `python -m weightdoctor ARGS` that says its own peak RSS last on stderr (`cold_start`), at a normal exit and at the
+# fast path's os._exit alike. /proc's VmHWM, not ru_maxrss: a child keeps the peak of the fuzzer it was forked from
+# across its exec in ru_maxrss (Linux), which read 356 MB for an inspect that peaks at 52.
+_COLD_RUN = """
+import atexit, os, runpy, sys
+def said():
+    with open("/proc/self/status") as status:
+        peak = next((line.split()[1] for line in status if line.startswith("VmHWM:")), "0")
+    sys.stderr.write(f"\\nWD_PEAK_KB {peak}\\n")
+    sys.stderr.flush()
+atexit.register(said)
+real_exit = os._exit
+def exiting(code):
+    said()
+    real_exit(code)
+os._exit = exiting
+sys.argv = ["weightdoctor", *sys.argv[1:]]
+runpy.run_module("weightdoctor", run_name="__main__")
+"""
+
+
 def _signature(kind: str, text: str) -> str:
     text = re.sub(r"/tmp/\S+", "PATH", text)
     text = re.sub(r"0x[0-9a-f]+|\d+", "N", text)
@@ -1205,7 +1233,7 @@ def _signature(kind: str, text: str) -> str:
 
 
 class Fuzzer:
-    def __init__(self, out: Path, seeds: dict[str, Path], structured: bool = False) -> None:
+    def __init__(self, out: Path, seeds: dict[str, Path], structured: bool = False, cold: bool = False) -> None:
         from typer.testing import CliRunner
 
         from weightdoctor.cli import app
@@ -1230,6 +1258,11 @@ class Fuzzer:
         self.first_call_s: dict[str, float] = {}
         self.first_call_mb: dict[str, float] = {}
         self.seeds_run: set[str] = set()
+        # Each command's cold run (a new process): seconds and peak RSS in MB (`cold_start`); off unless `cold` (the
+        # script's runs; tests that fuzz a few mutants in-process skip its minute of new processes).
+        self.cold = cold
+        self.cold_s: dict[str, float] = {}
+        self.cold_mb: dict[str, float] = {}
         (out / "mutants").mkdir(parents=True, exist_ok=True)
         self.log = open(out / "findings.jsonl", "a")  # noqa: SIM115
         self.donors = [p.read_bytes() for fmt, s in seeds.items() for p in mutable_files(fmt, s) if p.is_file()]
@@ -1339,6 +1372,8 @@ class Fuzzer:
             inspect_code = None
             disagreed = False
             for name, args, output in commands:
+                if unmutated and self.cold and name not in self.cold_s:
+                    self.cold_start(name, args, env, output, fmt, work)
                 tree_before = _tree(work)
                 code, stdout, stderr, exc, seconds, grown = self.invoke(args, env, seconds_allowed)
                 self.outcomes[f"{name}:{code}"] += 1
@@ -1394,6 +1429,39 @@ class Fuzzer:
         finally:
             os.chdir(cwd)
             tempfile.tempdir = None
+
+    def cold_start(self, name: str, args: list[str], env: dict[str, str], output: Path | None, fmt: str,
+                   work: Path) -> None:
+        """Run the command `name` on the unmutated seed in a new process (`python -m weightdoctor`, every import its
+        own), its outcome checked as an in-process run's is; its output, if any, removed after."""
+        import subprocess
+
+        environment = {**os.environ, **env, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+        start = time.monotonic()
+        try:
+            done = subprocess.run([sys.executable, "-c", _COLD_RUN, *args], cwd=work, env=environment, text=True,
+                                  capture_output=True, timeout=FIRST_CALL_S, check=False)
+            code, stderr = done.returncode, done.stderr
+        except subprocess.TimeoutExpired:
+            code, stderr = None, ""
+        seconds = time.monotonic() - start
+        said = re.search(r"\nWD_PEAK_KB (\d+)\n$", stderr)
+        peak_mb = int(said[1]) / 1024 if said else 0.0
+        stderr = stderr[:said.start()] if said else stderr
+        self.cold_s[name], self.cold_mb[name] = seconds, peak_mb
+        what = f"{name} run cold (a new process, imports included)"
+        if code is None:
+            self.record("hang", f"{what}: past {FIRST_CALL_S} s", fmt, "unmutated", name, work)
+        elif code not in (0, 1, 2):
+            self.record("exit", f"{what} exit {code}: {stderr[-300:]}", fmt, "unmutated", name, work)
+        elif UNEXPECTED.search(stderr) or "Traceback" in stderr:
+            self.record("unexpected", f"{what}: {stderr.strip()[-300:]}", fmt, "unmutated", name, work)
+        if peak_mb > COLD_START_MB:
+            self.record("memory", f"{what}: peak RSS {peak_mb:.0f} MB ({COLD_START_MB} MB allowed)", fmt,
+                        "unmutated", name, work)
+        if output is not None:
+            shutil.rmtree(output, ignore_errors=True)
+            (work / "out").mkdir(exist_ok=True)
 
     def more_commands(self, fmt: str, arg: str, work: Path) -> list[tuple[str, list[str], Path | None]]:
         """Red team 32's commands: diff-keys --model-class (the seed's architecture), plan-devices --kv-cache,
@@ -1487,7 +1555,7 @@ def main() -> None:
     seeds |= build_model_seeds(seed_root / "models", tuple(f for f in formats if f in NEW_FORMATS))
     seeds |= build_recent_seeds(seed_root / "recent", tuple(f for f in formats if f in RECENT_FORMATS))
     seeds |= build_rt42_seeds(seed_root / "rt42", tuple(f for f in formats if f in RT42_FORMATS))
-    fuzzer = Fuzzer(options.out, seeds, structured=options.structured)
+    fuzzer = Fuzzer(options.out, seeds, structured=options.structured, cold=True)
     work = Path(tempfile.mkdtemp(prefix="work-", dir=options.out))
     deadline = time.monotonic() + options.seconds
     n = 0
@@ -1513,6 +1581,8 @@ def main() -> None:
                "slowest_s": {name: round(seconds, 2) for name, seconds in fuzzer.slowest.items()},
                "first_call_s": {name: round(seconds, 2) for name, seconds in fuzzer.first_call_s.items()},
                "first_call_mb": {name: round(grown) for name, grown in fuzzer.first_call_mb.items()},
+               "cold_start_s": {name: round(seconds, 2) for name, seconds in fuzzer.cold_s.items()},
+               "cold_start_mb": {name: round(peak) for name, peak in fuzzer.cold_mb.items()},
                "read_by_inspect_refused_by": dict(fuzzer.notes.most_common())}
     (options.out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(json.dumps(summary, indent=2))
