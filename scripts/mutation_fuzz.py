@@ -10,7 +10,8 @@ CRC-32 fixed. Every command then runs on it (`inspect`, `inspect --stats`, `chec
 `convert`, `shard --max 1KB`, `plan-devices --gpu 1MB`), and a finding is recorded when:
 
 - the exit code is not 0, 1 or 2, or the command raised (a traceback) or printed "unexpected";
-- a command took longer than 10 s, or the process's peak memory grew by more than 200 MB;
+- a command took longer than 10 s, or the process's peak memory grew by more than 200 MB (on the unmutated seed,
+  which each format's first mutant is preceded by, 60 s and 600 MB: red team 42);
 - the input changed, a file appeared outside the output path (the work folder or TMPDIR), or a failed writer
   left its output (or a `.wdtmp-` / `.wdstage-` file) behind, or a writer that succeeded wrote what does not load;
 - `inspect` called a pickle safe that reaches a global outside torch's weights_only allowlist when unpickled
@@ -53,6 +54,18 @@ Red team 41 added the formats the reader learned last, structure-aware like red 
   parametrize'd modules, a safetensors file with long, JSON-like and control-character metadata;
 - `mutate_gguf`: a GGUF header's count, string length, value type, array count, dimension, ggml type or tensor
   offset set to a neighbour of its value or a power of two (the header walked as ggml's gguf.md lays it out).
+
+Red team 42 added the readers changed last, and a checked run on each unmutated seed:
+
+    PYTHONPATH=. python scripts/mutation_fuzz.py --formats ggufsplit,ggufq,hqq,fairseq --seconds 480
+
+- seeds (`build_rt42_seeds`): a GGUF split in three parts by gguf-split's layout (any part mutated), a GGUF of every
+  block type dequantized here over random block bytes, HQQ's qmodel.pt (hqq 0.1's and 0.2's layer layouts), a
+  fairseq checkpoint_last.pt;
+- each format's first mutant is preceded by every command on its unmutated seed, held to `FIRST_CALL_S` and
+  `FIRST_CALL_MEMORY_MB` and checked as a mutant is; each command's first such run is also run cold, in a new
+  process (its imports its own: the model seeds import transformers into this one), held to `FIRST_CALL_S` and
+  `COLD_START_MB` (summary.json's `cold_start_s`, `cold_start_mb`).
 """
 
 from __future__ import annotations
@@ -84,6 +97,19 @@ from typing import Any
 FORMATS = ("safetensors", "index", "zip", "legacy", "pkl", "dcp", "npz", "hub")
 HANG_S = 10
 MEMORY_MB = 200
+# Red team 42: a command's first run in the process also imports what it needs (plan-devices: transformers and
+# accelerate, 12 to 20 s on two busy cores), a cost every user's run pays. Red team 41's test ran plan-devices once
+# before the fuzzer, unchecked, to keep it out of a mutant's 10 s; the run that imported was never bounded, and where
+# a mutant's run was the first to reach an import, a slow import read as that mutant's hang. Each format's first
+# mutant is now preceded by every command on the unmutated seed (which reaches the imports a genuine file does), held
+# to these bounds and checked as a mutant is; summary.json's `first_call_s` / `first_call_mb` report them.
+FIRST_CALL_S = 60
+FIRST_CALL_MEMORY_MB = 600
+# The seeds of model folders are written by transformers in this process, so its in-process runs find transformers
+# imported already: each command's first seed run is also run cold, `python -m weightdoctor` in a new process, its
+# seconds held to FIRST_CALL_S and its peak RSS to this (plan-devices of a tiny safetensors file, transformers and
+# accelerate imported: 345 MB on two busy cores).
+COLD_START_MB = 1000
 UNEXPECTED = re.compile(r"\bunexpected [A-Za-z_][\w.]*: ")  # the line commands/_errors.py prints for a foreign error
 
 
@@ -177,7 +203,7 @@ def _fix_legacy_keys(path: Path) -> None:
 
 def mutable_files(fmt: str, source: Path) -> list[Path]:
     """The files of a seed a mutation may touch."""
-    if fmt == "index":
+    if fmt in ("index", "ggufsplit"):
         return sorted(source.parent.iterdir())
     if fmt == "dcp":
         return sorted(p for p in source.iterdir() if p.is_file())
@@ -493,7 +519,9 @@ def _mutate_member(raw: bytes, rng: random.Random) -> bytes:
 NEW_FORMATS = ("llama", "bert", "peft", "binindex", "ckpt", "diffusers")
 # Red team 41: the formats the reader learned last (`build_recent_seeds`).
 RECENT_FORMATS = ("gguf", "quant", "llama2c", "int4", "reparam", "stmeta")
-ALL_FORMATS = FORMATS + NEW_FORMATS + RECENT_FORMATS
+# Red team 42: the readers changed last (`build_rt42_seeds`).
+RT42_FORMATS = ("ggufsplit", "ggufq", "hqq", "fairseq")
+ALL_FORMATS = FORMATS + NEW_FORMATS + RECENT_FORMATS + RT42_FORMATS
 
 
 def build_model_seeds(root: Path, formats: tuple[str, ...] = NEW_FORMATS) -> dict[str, Path]:
@@ -687,6 +715,80 @@ def build_recent_seeds(root: Path, formats: tuple[str, ...] = RECENT_FORMATS) ->
             "quantization_config": json.dumps({"quant_method": "gptq", "bits": 4}), "total_size": "64",
             "\u202ename": "\x1b[31m[bold]x[/bold]\x1b[0m", "long": "A" * 100_000})
         seeds["stmeta"] = root / "metadata.safetensors"
+    return {fmt: path for fmt, path in seeds.items() if fmt in formats}
+
+
+# ------------------------------------------------------------------------------ red team 42: readers changed last
+def build_rt42_seeds(root: Path, formats: tuple[str, ...] = RT42_FORMATS) -> dict[str, Path]:
+    """The readers changed last (red team 42), each seed as its tool writes it: a llama-shaped GGUF split in three
+    parts by gguf-split's layout (`split.no`, `split.count`, `split.tensors.count` in every part, the metadata in the
+    first), the first part the seed (`ggufsplit`: every part may be mutated); a GGUF holding one tensor of each block
+    type weightdoctor dequantizes, of random block bytes (fp16 scales NaN or infinite among them) (`ggufq`); HQQ's
+    qmodel.pt, {module name: state dict} of hqq 0.1's and 0.2's HQQLinear layouts (`hqq`); a fairseq checkpoint as
+    checkpoint_utils.save_state writes it, its state dict beside cfg, optimizer_history and extra_state (`fairseq`)."""
+    import numpy as np
+    import torch
+
+    from fixtures.gguf_files import INT32, STRING, UINT16, UINT32, Tensor, write_gguf
+
+    root.mkdir(parents=True, exist_ok=True)
+    seeds: dict[str, Path] = {}
+    rng = np.random.default_rng(42)
+    llama = {"general.architecture": (STRING, "llama"), "llama.embedding_length": (UINT32, 32),
+             "llama.block_count": (UINT32, 1), "llama.feed_forward_length": (UINT32, 256),
+             "llama.attention.head_count": (UINT32, 2), "llama.context_length": (UINT32, 64)}
+    if "ggufsplit" in formats:
+        folder = root / "split"
+        folder.mkdir()
+        parts = [[Tensor("token_embd.weight", [32, 8], "F16", rng.normal(size=256).astype(np.float16).tobytes()),
+                  Tensor("blk.0.attn_norm.weight", [32], "F32", np.ones(32, dtype=np.float32).tobytes())],
+                 [Tensor("blk.0.attn_q.weight", [32, 32], "Q8_0",
+                         rng.integers(0, 256, 32 * 34, dtype=np.uint8).tobytes())],
+                 [Tensor("blk.0.ffn_down.weight", [256, 32], "Q4_K"),
+                  Tensor("output_norm.weight", [32], "F32", np.ones(32, dtype=np.float32).tobytes())]]
+        total = sum(len(tensors) for tensors in parts)
+        for number, tensors in enumerate(parts):
+            split = {"split.no": (UINT16, number), "split.count": (UINT16, len(parts)),
+                     "split.tensors.count": (INT32, total)}
+            write_gguf(folder / f"tiny-{number + 1:05d}-of-{len(parts):05d}.gguf",
+                       {**(llama if number == 0 else {}), **split}, tensors)
+        seeds["ggufsplit"] = folder / f"tiny-00001-of-{len(parts):05d}.gguf"
+    if "ggufq" in formats:
+        # ggml's block types weightdoctor dequantizes: (type id, values a block, bytes a block), from ggml.h / ggml.c.
+        blocks = {"Q4_0": (2, 32, 18), "Q4_1": (3, 32, 20), "Q5_0": (6, 32, 22), "Q5_1": (7, 32, 24),
+                  "Q8_0": (8, 32, 34), "Q2_K": (10, 256, 84), "Q3_K": (11, 256, 110), "Q4_K": (12, 256, 144),
+                  "Q5_K": (13, 256, 176), "Q6_K": (14, 256, 210)}
+        tensors = [Tensor(f"blk.0.{kind.lower()}.weight", [256, 2], "F32",
+                          rng.integers(0, 256, 512 // block * size, dtype=np.uint8).tobytes(), type_id)
+                   for kind, (type_id, block, size) in blocks.items()]
+        seeds["ggufq"] = write_gguf(root / "quants.gguf", llama, tensors)
+    if "hqq" in formats:
+        generator = torch.Generator().manual_seed(42)
+
+        def layer(flat: bool) -> dict[str, Any]:
+            meta = {"nbits": 4, "group_size": 64, "shape": torch.Size([64, 16]), "axis": 0, "packing": "4bit_u8",
+                    "scale": torch.rand(1, 16, generator=generator), "zero": torch.rand(1, 16, generator=generator)}
+            packed = torch.randint(0, 255, (32, 16), dtype=torch.uint8, generator=generator)
+            return ({"W_q": packed, **meta, "bias": None, "offload_meta": False} if flat
+                    else {"W_q": packed, "meta": meta, "bias": None})
+
+        torch.save({"model.embed_tokens": {"weight": torch.randn(8, 16, generator=generator)},
+                    "model.layers.0.self_attn.q_proj": layer(False), "model.layers.0.mlp.up_proj": layer(True),
+                    "model.norm": {"weight": torch.ones(16)}}, root / "qmodel.pt")
+        seeds["hqq"] = root / "qmodel.pt"
+    if "fairseq" in formats:
+        generator = torch.Generator().manual_seed(42)
+        model = {"encoder.embed_tokens.weight": torch.randn(12, 8, generator=generator),
+                 "encoder.layers.0.self_attn.k_proj.weight": torch.randn(8, 8, generator=generator),
+                 "encoder.layers.0.fc1.weight": torch.randn(16, 8, generator=generator),
+                 "decoder.output_projection.weight": torch.randn(12, 8, generator=generator)}
+        torch.save({"args": None, "cfg": {"model": {"_name": "transformer", "encoder_layers": 1},
+                                          "task": {"_name": "translation"}},
+                    "model": model, "optimizer_history": [{"criterion_name": "CrossEntropyCriterion",
+                                                           "optimizer_name": "Adam", "num_updates": 10}],
+                    "extra_state": {"epoch": 1, "train_iterator": {"epoch": 1}}, "last_optimizer_state": None},
+                   root / "checkpoint_last.pt")
+        seeds["fairseq"] = root / "checkpoint_last.pt"
     return {fmt: path for fmt, path in seeds.items() if fmt in formats}
 
 
@@ -1103,6 +1205,27 @@ def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+# `python -m weightdoctor ARGS` that says its own peak RSS last on stderr (`cold_start`), at a normal exit and at the
+# fast path's os._exit alike. /proc's VmHWM, not ru_maxrss: a child keeps the peak of the fuzzer it was forked from
+# across its exec in ru_maxrss (Linux), which read 356 MB for an inspect that peaks at 52.
+_COLD_RUN = """
+import atexit, os, runpy, sys
+def said():
+    with open("/proc/self/status") as status:
+        peak = next((line.split()[1] for line in status if line.startswith("VmHWM:")), "0")
+    sys.stderr.write(f"\\nWD_PEAK_KB {peak}\\n")
+    sys.stderr.flush()
+atexit.register(said)
+real_exit = os._exit
+def exiting(code):
+    said()
+    real_exit(code)
+os._exit = exiting
+sys.argv = ["weightdoctor", *sys.argv[1:]]
+runpy.run_module("weightdoctor", run_name="__main__")
+"""
+
+
 def _signature(kind: str, text: str) -> str:
     text = re.sub(r"/tmp/\S+", "PATH", text)
     text = re.sub(r"0x[0-9a-f]+|\d+", "N", text)
@@ -1110,7 +1233,7 @@ def _signature(kind: str, text: str) -> str:
 
 
 class Fuzzer:
-    def __init__(self, out: Path, seeds: dict[str, Path], structured: bool = False) -> None:
+    def __init__(self, out: Path, seeds: dict[str, Path], structured: bool = False, cold: bool = False) -> None:
         from typer.testing import CliRunner
 
         from weightdoctor.cli import app
@@ -1131,6 +1254,15 @@ class Fuzzer:
         self.outcomes: Counter[str] = Counter()
         self.notes: Counter[str] = Counter()
         self.slowest: dict[str, float] = {}
+        # Each command's slowest run, and largest peak growth in MB, on an unmutated seed (imports included).
+        self.first_call_s: dict[str, float] = {}
+        self.first_call_mb: dict[str, float] = {}
+        self.seeds_run: set[str] = set()
+        # Each command's cold run (a new process): seconds and peak RSS in MB (`cold_start`); off unless `cold` (the
+        # script's runs; tests that fuzz a few mutants in-process skip its minute of new processes).
+        self.cold = cold
+        self.cold_s: dict[str, float] = {}
+        self.cold_mb: dict[str, float] = {}
         (out / "mutants").mkdir(parents=True, exist_ok=True)
         self.log = open(out / "findings.jsonl", "a")  # noqa: SIM115
         self.donors = [p.read_bytes() for fmt, s in seeds.items() for p in mutable_files(fmt, s) if p.is_file()]
@@ -1150,10 +1282,11 @@ class Fuzzer:
         self.log.flush()
         print(f"FINDING {signature} [{fmt} {mutation} {command}]", flush=True)
 
-    def invoke(self, args: list[str], env: dict[str, str]) -> tuple[int, str, str, BaseException | None, float, float]:
+    def invoke(self, args: list[str], env: dict[str, str], seconds_allowed: int = HANG_S
+               ) -> tuple[int, str, str, BaseException | None, float, float]:
         before = _peak_mb()
         start = time.monotonic()
-        signal.alarm(HANG_S)
+        signal.alarm(seconds_allowed)
         try:
             result = self.runner.invoke(self.app, args, env=env, catch_exceptions=True)
         except Hang as exc:
@@ -1164,7 +1297,14 @@ class Fuzzer:
         return (result.exit_code, result.stdout, result.stderr, exc, time.monotonic() - start,
                 _peak_mb() - before)
 
-    def run_mutant(self, fmt: str, rng: random.Random, work: Path) -> None:
+    def run_mutant(self, fmt: str, rng: random.Random, work: Path, unmutated: bool = False) -> None:
+        """Every command on a mutant of `fmt`'s seed (`rng` makes it), each outcome checked. The format's first
+        mutant is preceded by a run on the seed itself (`unmutated`, `rng` left untouched), whose commands import
+        what they need: its runs are held to `FIRST_CALL_S` and `FIRST_CALL_MEMORY_MB`."""
+        if not unmutated and fmt not in self.seeds_run:
+            self.run_mutant(fmt, rng, work, unmutated=True)
+        if unmutated:
+            self.seeds_run.add(fmt)
         seed = self.seeds[fmt]
         if work.exists():
             shutil.rmtree(work)
@@ -1175,8 +1315,8 @@ class Fuzzer:
             shutil.copytree(seed, target_root, symlinks=True)
         else:
             target_root = work / "in" / seed.parent.name
-            shutil.copytree(seed.parent, target_root, symlinks=True) if fmt == "index" else None
-        if fmt == "index":
+            shutil.copytree(seed.parent, target_root, symlinks=True) if fmt in ("index", "ggufsplit") else None
+        if fmt in ("index", "ggufsplit"):
             source = work / "in" / seed.parent.name / seed.name
             victims = mutable_files(fmt, source)
         elif seed.is_dir():
@@ -1186,9 +1326,11 @@ class Fuzzer:
             source = work / "in" / seed.name
             shutil.copy2(seed, source)
             victims = [source]
-        structured = fmt in NEW_FORMATS or fmt in RECENT_FORMATS or self.structured
+        structured = fmt in NEW_FORMATS or fmt in RECENT_FORMATS or fmt in RT42_FORMATS or self.structured
         changed = None
-        if structured and rng.random() < 0.7:
+        if unmutated:
+            changed, victim = (b"", "unmutated"), None
+        elif structured and rng.random() < 0.7:
             victim = rng.choice(victims)
             changed = mutate_structured(victim.read_bytes(), rng)
             self.mutations["structured" if changed else "structured-none"] += 1
@@ -1198,14 +1340,17 @@ class Fuzzer:
             changed = mutate(victim.read_bytes(), rng, self.donors)
             self.mutations["bytes"] += 1
         data, mutation = changed
-        victim.write_bytes(data)
-        mutation = f"{victim.name}:{mutation}"
+        if victim is not None:
+            victim.write_bytes(data)
+            mutation = f"{victim.name}:{mutation}"
         env = {"TMPDIR": str(work / "tmp"), "COLUMNS": "120", "HF_HUB_OFFLINE": "1"}
         arg = str(source)
         if fmt == "hub":
             env["HF_HUB_CACHE"] = str(source)
             arg = "fuzz/tiny"
-        self.counts[fmt] += 1
+        if not unmutated:
+            self.counts[fmt] += 1
+        seconds_allowed, memory_allowed = (FIRST_CALL_S, FIRST_CALL_MEMORY_MB) if unmutated else (HANG_S, MEMORY_MB)
         input_digest = _digest(work / "in")
         commands: list[tuple[str, list[str], Path | None]] = [
             ("inspect", ["inspect", arg, "--json"], None),
@@ -1227,10 +1372,16 @@ class Fuzzer:
             inspect_code = None
             disagreed = False
             for name, args, output in commands:
+                if unmutated and self.cold and name not in self.cold_s:
+                    self.cold_start(name, args, env, output, fmt, work)
                 tree_before = _tree(work)
-                code, stdout, stderr, exc, seconds, grown = self.invoke(args, env)
+                code, stdout, stderr, exc, seconds, grown = self.invoke(args, env, seconds_allowed)
                 self.outcomes[f"{name}:{code}"] += 1
-                self.slowest[name] = max(self.slowest.get(name, 0.0), seconds)
+                if unmutated:
+                    self.first_call_s[name] = max(self.first_call_s.get(name, 0.0), seconds)
+                    self.first_call_mb[name] = max(self.first_call_mb.get(name, 0.0), grown)
+                else:
+                    self.slowest[name] = max(self.slowest.get(name, 0.0), seconds)
                 if name == "inspect":
                     inspect_code = code
                 elif inspect_code == 0 and code == 2:
@@ -1244,8 +1395,9 @@ class Fuzzer:
                         self.record("disagree", f"inspect read it; the library: {said[:160]}", fmt, mutation, name,
                                     work)
                 text = stderr + stdout[-500:]
-                if isinstance(exc, Hang) or seconds > HANG_S:
-                    self.record("hang", f"{name} {seconds:.1f}s", fmt, mutation, name, work)
+                if isinstance(exc, Hang) or seconds > seconds_allowed:
+                    said = f" on the unmutated seed, imports included ({seconds_allowed} s allowed)" * unmutated
+                    self.record("hang", f"{name} {seconds:.1f}s{said}", fmt, mutation, name, work)
                     continue
                 if exc is not None:
                     tb = "".join(traceback.format_exception(exc))
@@ -1257,8 +1409,9 @@ class Fuzzer:
                     line = next((ln for ln in stderr.splitlines() if UNEXPECTED.search(ln) or "Traceback" in ln),
                                 stderr)
                     self.record("unexpected", f"{name}: {line}", fmt, mutation, name, work)
-                if grown > MEMORY_MB:
-                    self.record("memory", f"{name} peak grew {grown:.0f} MB", fmt, mutation, name, work)
+                if grown > memory_allowed:
+                    said = f" on the unmutated seed, imports included ({memory_allowed} MB allowed)" * unmutated
+                    self.record("memory", f"{name} peak grew {grown:.0f} MB{said}", fmt, mutation, name, work)
                 self.check_writes(name, code, work, tree_before, output, fmt, mutation)
                 if structured and code in (0, 1) and "--json" in args:
                     with contextlib.suppress(ValueError):
@@ -1276,6 +1429,39 @@ class Fuzzer:
         finally:
             os.chdir(cwd)
             tempfile.tempdir = None
+
+    def cold_start(self, name: str, args: list[str], env: dict[str, str], output: Path | None, fmt: str,
+                   work: Path) -> None:
+        """Run the command `name` on the unmutated seed in a new process (`python -m weightdoctor`, every import its
+        own), its outcome checked as an in-process run's is; its output, if any, removed after."""
+        import subprocess
+
+        environment = {**os.environ, **env, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+        start = time.monotonic()
+        try:
+            done = subprocess.run([sys.executable, "-c", _COLD_RUN, *args], cwd=work, env=environment, text=True,
+                                  capture_output=True, timeout=FIRST_CALL_S, check=False)
+            code, stderr = done.returncode, done.stderr
+        except subprocess.TimeoutExpired:
+            code, stderr = None, ""
+        seconds = time.monotonic() - start
+        said = re.search(r"\nWD_PEAK_KB (\d+)\n$", stderr)
+        peak_mb = int(said[1]) / 1024 if said else 0.0
+        stderr = stderr[:said.start()] if said else stderr
+        self.cold_s[name], self.cold_mb[name] = seconds, peak_mb
+        what = f"{name} run cold (a new process, imports included)"
+        if code is None:
+            self.record("hang", f"{what}: past {FIRST_CALL_S} s", fmt, "unmutated", name, work)
+        elif code not in (0, 1, 2):
+            self.record("exit", f"{what} exit {code}: {stderr[-300:]}", fmt, "unmutated", name, work)
+        elif UNEXPECTED.search(stderr) or "Traceback" in stderr:
+            self.record("unexpected", f"{what}: {stderr.strip()[-300:]}", fmt, "unmutated", name, work)
+        if peak_mb > COLD_START_MB:
+            self.record("memory", f"{what}: peak RSS {peak_mb:.0f} MB ({COLD_START_MB} MB allowed)", fmt,
+                        "unmutated", name, work)
+        if output is not None:
+            shutil.rmtree(output, ignore_errors=True)
+            (work / "out").mkdir(exist_ok=True)
 
     def more_commands(self, fmt: str, arg: str, work: Path) -> list[tuple[str, list[str], Path | None]]:
         """Red team 32's commands: diff-keys --model-class (the seed's architecture), plan-devices --kv-cache,
@@ -1368,7 +1554,8 @@ def main() -> None:
     seeds = build_seeds(seed_root)
     seeds |= build_model_seeds(seed_root / "models", tuple(f for f in formats if f in NEW_FORMATS))
     seeds |= build_recent_seeds(seed_root / "recent", tuple(f for f in formats if f in RECENT_FORMATS))
-    fuzzer = Fuzzer(options.out, seeds, structured=options.structured)
+    seeds |= build_rt42_seeds(seed_root / "rt42", tuple(f for f in formats if f in RT42_FORMATS))
+    fuzzer = Fuzzer(options.out, seeds, structured=options.structured, cold=True)
     work = Path(tempfile.mkdtemp(prefix="work-", dir=options.out))
     deadline = time.monotonic() + options.seconds
     n = 0
@@ -1392,6 +1579,10 @@ def main() -> None:
                "outcomes": dict(sorted(fuzzer.outcomes.items())),
                "signatures": {s: e["count"] for s, e in fuzzer.findings.items()},
                "slowest_s": {name: round(seconds, 2) for name, seconds in fuzzer.slowest.items()},
+               "first_call_s": {name: round(seconds, 2) for name, seconds in fuzzer.first_call_s.items()},
+               "first_call_mb": {name: round(grown) for name, grown in fuzzer.first_call_mb.items()},
+               "cold_start_s": {name: round(seconds, 2) for name, seconds in fuzzer.cold_s.items()},
+               "cold_start_mb": {name: round(peak) for name, peak in fuzzer.cold_mb.items()},
                "read_by_inspect_refused_by": dict(fuzzer.notes.most_common())}
     (options.out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(json.dumps(summary, indent=2))

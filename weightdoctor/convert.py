@@ -171,7 +171,8 @@ def source_metadata(checkpoint: Checkpoint, fmt: str, renames: list[Rename] | No
         >>> source_metadata(open_checkpoint("lora.safetensors"), "bin", None)[1]  # doctest: +SKIP
         "a .bin file holds no metadata: the source's ss_network_alpha, ss_network_dim are not written"
     """
-    source = checkpoint.metadata or {}
+    # A value past MAX_METADATA_VALUE_CHARS is kept cut by the reader: the output gets it whole (read again).
+    source = (checkpoint.whole_metadata() if fmt == "safetensors" else checkpoint.metadata) or {}
     carried = {k: v for k, v in source.items() if k != "format"}
     framework = source.get("format", "")
     said = ""

@@ -456,9 +456,9 @@ def test_seeded_mutants_of_the_recent_formats_end_in_a_report_or_one_error_line(
     try:
         seeds = fuzz.build_recent_seeds(tmp_path / "seeds")
         assert sorted(seeds) == sorted(fuzz.RECENT_FORMATS)
+        # plan-devices' first run imports transformers and accelerate (20 s on two busy cores): the fuzzer runs each
+        # command on the unmutated seed first, held to its own bounds (red team 42), not beforehand unchecked.
         fuzzer = fuzz.Fuzzer(tmp_path / "out", seeds)
-        # plan-devices' first run imports transformers and accelerate (20 s on two busy cores): not the mutant's time.
-        assert run_cli("plan-devices", seeds["int4"], "--gpu", "1MB").exit_code == 0
         for fmt in fuzz.RECENT_FORMATS:
             for n in range(2):
                 fuzzer.run_mutant(fmt, random.Random(f"41-{fmt}-{n}"), tmp_path / "work")

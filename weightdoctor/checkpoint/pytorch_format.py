@@ -439,6 +439,30 @@ def _decimal(text: str) -> bool:
     return text.isascii() and text.isdigit()
 
 
+class _JoinedNames(dict[str, Any]):
+    """A state dict joined from a file's nested entries (`<module>.<name>`), each name said where it came from: a
+    name reached twice is refused. A genuine file never joins two entries to one name; a hostile one (HQQ module `a`'s
+    `b.c` beside module `a.b`'s `c`, a layer's meta holding its own `W_q`, the keys 1 and "1") had one silently
+    replace the other: inspect described a tensor the loader never puts there and counted the file one tensor short.
+    """
+
+    def __init__(self, what: str, writer: str) -> None:
+        super().__init__()
+        self.what, self.writer = what, writer
+        self.origins: dict[str, str] = {}
+
+    def put(self, name: str, value: Any, module: str, *keys: Any) -> None:
+        """Add `value` as `name`, found under `keys` in `module`'s entry."""
+        path = " / ".join(clip_middle(repr(_key_text(key)), 100) for key in keys)
+        origin = f"entry {path} of module {clip_middle(repr(module), 100)}"
+        if name in self:
+            raise CorruptCheckpoint(
+                f"{self.what}: {self.origins[name]} and {origin} are both read as {clip_middle(repr(name), 200)} "
+                f"(`<module>.<name>`): one would hide the other; not a file {self.writer} writes")
+        self[name] = value
+        self.origins[name] = origin
+
+
 def _key_text(key: Any) -> str:
     """A top-level key as a refusal names it. A pickle may key a dict by an int of any size, which str() refuses past
     4,300 digits (ValueError, and the command ended in 'unexpected ValueError'); a tuple holding one, too."""
@@ -501,7 +525,11 @@ def _styletts2_modules(obj: Any) -> tuple[dict[str, Any], str | None] | None:
     if found is None:
         return None
     net, where = found
-    return {f"{part}.{_key_text(name)}": value for part, state in net.items() for name, value in state.items()}, where
+    joined = _JoinedNames("a StyleTTS 2 / Kokoro file of one state dict per module", "StyleTTS 2")
+    for part, state in net.items():
+        for name, value in state.items():
+            joined.put(f"{part}.{_key_text(name)}", value, part, name)
+    return dict(joined), where
 
 
 def _opennmt_model(obj: Any) -> dict[str, Any] | None:
@@ -545,24 +573,24 @@ def hqq_save_quantized(obj: Any) -> dict[str, Any] | None:
     if not any(is_tensor(state.get("W_q")) and (isinstance(state.get("meta"), Mapping) or "nbits" in state)
                for state in obj.values()):
         return None
-    flat: dict[str, Any] = {}
+    flat = _JoinedNames("HQQ's qmodel.pt (save_quantized's {module name: state dict})", "hqq's save_quantized")
 
-    def walk(value: Mapping[Any, Any], prefix: str, depth: int) -> None:
+    def walk(value: Mapping[Any, Any], prefix: str, depth: int, module: str, keys: tuple[Any, ...]) -> None:
         for name, item in value.items():
             if isinstance(item, Mapping) and not is_tensor(item) and depth < 3:
-                walk(item, f"{prefix}{_key_text(name)}.", depth + 1)
+                walk(item, f"{prefix}{_key_text(name)}.", depth + 1, module, (*keys, name))
             else:
-                flat[f"{prefix}{_key_text(name)}"] = item
+                flat.put(f"{prefix}{_key_text(name)}", item, module, *keys, name)
 
     for module, state in obj.items():
         for name, value in state.items():
             if name == "meta" and isinstance(value, Mapping) and is_tensor(state.get("W_q")):
-                walk(value, f"{module}.", 0)
+                walk(value, f"{module}.", 0, module, (name,))
             elif isinstance(value, Mapping) and not is_tensor(value):
-                walk(value, f"{module}.{_key_text(name)}.", 1)
+                walk(value, f"{module}.{_key_text(name)}.", 1, module, (name,))
             else:
-                flat[f"{module}.{_key_text(name)}"] = value
-    return flat
+                flat.put(f"{module}.{_key_text(name)}", value, module, name)
+    return dict(flat)
 
 
 # Megatron-LM's legacy (non-distributed) model_optim_rng.pt: `model.language_model` holds one dict per part, nested

@@ -61,6 +61,7 @@ from weightdoctor.errors import (
     UnsupportedFormat,
     UsageError,
     WeightDoctorError,
+    clip_middle,
 )
 from weightdoctor.jsontext import MAX_DEPTH, MAX_JSON_ENTRIES, TooManyEntries, parse_json
 from weightdoctor.paths import (
@@ -603,6 +604,23 @@ class Checkpoint:
         header = self._headers.get(relpath)
         return header.metadata if header is not None else None
 
+    def whole_metadata(self) -> dict[str, str] | None:
+        """`metadata` with every value whole: the reader keeps a value past `MAX_METADATA_VALUE_CHARS` cut in its
+        middle, and what carries the metadata into an output (convert, shard) reads the file's again here.
+
+        Raises:
+            CorruptCheckpoint: the file changed since its header was read.
+        """
+        for relpath, header in self._headers.items():
+            if header.metadata is self.metadata and header.metadata_cut:
+                path = self.file_path(relpath)
+                try:
+                    return safetensors_format.read_whole_metadata(path, header)
+                except WeightDoctorError as exc:
+                    exc.path = exc.path or str(path)
+                    raise
+        return self.metadata
+
     def gguf_headers(self) -> list[gguf_format.GgufHeader]:
         """The parsed headers of this checkpoint's GGUF files, in file order (none for other formats)."""
         return list(self._ggufs.values())
@@ -959,6 +977,14 @@ class _Builder:
                 self.headers[relpath] = header
                 if header.metadata and self.metadata is None:
                     self.metadata = header.metadata
+                if header.metadata_cut:
+                    # Said once a file, in one line: the first value cut, and how many more were.
+                    (key, length), *others = header.metadata_cut
+                    more = f" ({counted(len(others), 'other value')} too)" if others else ""
+                    self.notes.append(
+                        f"{relpath}: metadata {clip_middle(repr(key), 200)} holds {length:,} characters{more}: kept "
+                        f"and shown cut to {safetensors_format.MAX_METADATA_VALUE_CHARS:,} (convert and shard carry "
+                        f"{'them' if others else 'it'} whole)")
                 infos = header.tensors
                 self.safetensors_files.append(relpath)
             else:

@@ -42,6 +42,13 @@ MAX_TENSORS = 200_000
 # JSON objects, so the count of "{" let millions through: 5,000,000 of `"i": ""` (a 74 MB file) were parsed here,
 # then again by the safetensors library, which keeps them twice (check-dtype and convert rose 2 GB).
 MAX_METADATA_ENTRIES = 200_000
+# The longest `__metadata__` value a header keeps once parsed: as long as the longest tensor name read (an alias
+# record of huggingface_hub's is {dropped name: name kept}), and past any genuine value (kohya's ss_tag_frequency,
+# a modelspec thumbnail: some hundreds of KB). A 60 MB value was kept whole for the whole run: plan-devices rose from
+# 345 to 517 MB, diff-keys A A from 39 to 266 MB, and inspect --json printed it. Longer ones are cut in their middle
+# (`clip_middle`, which says so in the value); convert and shard, which carry the source's metadata into their output,
+# read it whole again (`read_whole_metadata`).
+MAX_METADATA_VALUE_CHARS = 1 << 20
 # A tensor's entry is at least 5 JSON strings (its name, "dtype" and its value, "shape", "data_offsets"), a metadata
 # entry 2, "__metadata__" 1: a header within both bounds holds at most this many.
 _MAX_STRINGS = 5 * MAX_TENSORS + 2 * MAX_METADATA_ENTRIES + 1
@@ -73,6 +80,9 @@ class SafetensorsHeader:
     # (device, inode, size, mtime_ns) when the header was read: a tensor read from a file that has
     # changed since then is refused rather than mixed with the old header.
     identity: tuple[int, int, int, int] | None = None
+    # The metadata keys whose values `metadata` holds cut (past MAX_METADATA_VALUE_CHARS), with their whole lengths,
+    # the longest first.
+    metadata_cut: tuple[tuple[str, int], ...] = ()
 
     @property
     def data_start(self) -> int:
@@ -251,8 +261,9 @@ def check_tensor_name(name: str) -> None:
         raise CorruptCheckpoint(f"tensor name {name!r} holds an unpaired UTF-16 surrogate (not valid Unicode)")
 
 
-def read_header(path: Path, relpath: str) -> SafetensorsHeader:
-    """Parse and validate the header of a safetensors file, reading no tensor data.
+def read_header(path: Path, relpath: str, whole_metadata: bool = False) -> SafetensorsHeader:
+    """Parse and validate the header of a safetensors file, reading no tensor data. Metadata values longer than
+    `MAX_METADATA_VALUE_CHARS` are kept cut in their middle (`metadata_cut` names them) unless `whole_metadata`.
 
     Example:
         >>> header = read_header(Path("model.safetensors"), "model.safetensors")  # doctest: +SKIP
@@ -287,7 +298,32 @@ def read_header(path: Path, relpath: str) -> SafetensorsHeader:
     # The parse allocates a few containers per entry, all kept: see weightdoctor.gcpause.
     with gc_paused():
         metadata, tensors = _parse_header(raw, relpath, file_size - 8 - header_size)
-    return SafetensorsHeader(header_size=header_size, tensors=tensors, metadata=metadata, identity=identity)
+    del raw
+    cut: tuple[tuple[str, int], ...] = ()
+    if metadata and not whole_metadata:
+        # The longest first: the one a warning names.
+        cut = tuple(sorted(((key, len(value)) for key, value in metadata.items()
+                            if len(value) > MAX_METADATA_VALUE_CHARS), key=lambda cut: (-cut[1], cut[0])))
+        if cut:
+            metadata = {key: clip_middle(value, MAX_METADATA_VALUE_CHARS) for key, value in metadata.items()}
+    return SafetensorsHeader(header_size=header_size, tensors=tensors, metadata=metadata, identity=identity,
+                             metadata_cut=cut)
+
+
+def read_whole_metadata(path: Path, header: SafetensorsHeader) -> dict[str, str] | None:
+    """The `__metadata__` of the file `header` was read from, every value whole (`header.metadata` where none was
+    cut).
+
+    Raises:
+        CorruptCheckpoint: the file changed since `header` was read, or no longer parses.
+    """
+    if not header.metadata_cut:
+        return header.metadata
+    again = read_header(path, Path(path).name, whole_metadata=True)
+    if header.identity is not None and again.identity != header.identity:
+        raise CorruptCheckpoint("the file changed since its header was read (size or modification time); its "
+                                "metadata is not carried over")
+    return again.metadata
 
 
 def _parse_header(raw: bytes, relpath: str, data_size: int) -> tuple[dict[str, str] | None, list[TensorInfo]]:
