@@ -359,3 +359,55 @@ def _unraisable_hook_args_type() -> Any:
     finally:
         sys.unraisablehook = hook
     return type(caught[0])
+
+
+# A staged folder output whose run then spends its whole data room (as shard's verification, importing transformers
+# under the limit, did) and fails: the stage must still be removed.
+_STAGE_THEN_NO_ROOM = """
+import os, resource, sys
+from pathlib import Path
+from weightdoctor.writers.atomic import StagingDir
+
+held = next(int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith("VmData:"))
+resource.setrlimit(resource.RLIMIT_DATA, (held + (8 << 20), resource.RLIM_INFINITY))
+hoard = []
+try:
+    with StagingDir(Path(sys.argv[1]) / "out") as stage:
+        for index in range(20):
+            (stage.path / f"model-{index}.safetensors").write_bytes(bytes(100))
+        for size in (1 << 20, 1 << 16, 1 << 12, 1 << 8):
+            try:
+                while True:
+                    hoard.append(bytearray(size))
+            except MemoryError:
+                pass
+        raise RuntimeError("the run failed")
+except RuntimeError:
+    hoard.clear()
+print(len(os.listdir(sys.argv[1])))
+"""
+
+
+def test_a_staged_folder_is_removed_when_the_failed_run_spent_the_room(tmp_path: Path) -> None:
+    """Removing the stage reads it (opendir's buffer), which the spent room refused: rmtree ignored the ENOMEM and
+    `.out.wdstage-*` stayed (shard with 9 MiB of room, measured). Room held back for it from the start removes it."""
+    done = subprocess.run([sys.executable, "-c", _STAGE_THEN_NO_ROOM, str(tmp_path)], capture_output=True, text=True,
+                          cwd=REPO_ROOT, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)}, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["0"], list(tmp_path.iterdir())
+
+
+def test_memory_refused_to_a_call_on_a_file_is_said_as_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    """"cannot read or write: [Errno 12] Cannot allocate memory: '.out.wdstage-1-ab'", of no source (shard under
+    `ulimit -d`), said the stage of the output as if its disk failed."""
+    import errno
+
+    from weightdoctor.commands import _errors
+    from weightdoctor.render import console
+
+    said: list[str] = []
+    monkeypatch.setattr(console, "error", said.append)
+    refused = OSError(errno.ENOMEM, "Cannot allocate memory", ".out.wdstage-1-ab")
+    assert _errors.report_failure(refused, debug=False, where="model") == 2
+    assert len(said) == 1 and said[0].startswith("model: out of memory: Cannot allocate memory"), said
+    assert "wdstage" not in said[0]

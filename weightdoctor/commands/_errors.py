@@ -97,6 +97,15 @@ def report_failure(exc: KeyboardInterrupt | Exception, debug: bool, where: str |
 
         _console().error(denied(exc.filename))
         return 2
+    if isinstance(exc, OSError) and exc.errno == errno.ENOMEM and exc.filename is not None:
+        # The system refused memory to a call on a file or folder (opendir's buffer, under `ulimit -d`, while the
+        # output's stage was read for its verification): "cannot read or write: [Errno 12] Cannot allocate memory:
+        # '.out.wdstage-1-ab'" named the unfinished output, of no source, as if its disk had failed (mem8).
+        refused = MemoryError("Cannot allocate memory")
+        for name in ("weightdoctor_source", "weightdoctor_tensor"):  # what the reader and `working_on` said of it
+            if hasattr(exc, name):
+                setattr(refused, name, getattr(exc, name))
+        exc = refused
     prefix = next((text for kind, text in FOREIGN_ERRORS if isinstance(exc, kind)), None)
     detail = clip_words(" ".join(str(exc).split()), 300) or type(exc).__name__
     if prefix is None and isinstance(exc, ImportError):
