@@ -117,7 +117,11 @@ def run_cases(cases: list[dict[str, Any]], timeout: float, env: dict[str, str] |
     return json.loads(done.stdout)
 
 
-ROOMS = [4 * MIB, 8 * MIB, 12 * MIB, 16 * MIB, 24 * MIB]
+# Past what the runner holds once its imports are done (about 330 MiB of data, measured), which includes free heap
+# the commands allocate from: on this fixture every command finished with 512 KiB of room, and with none inspect
+# --stats, diff-keys --values and check-dtype were refused their first tensor in one line (measured), so 0 tries
+# that line; 8 MiB is where the comparing thread's stack fitted and its first frame did not (convert hung).
+ROOMS = [0, 4 * MIB, 8 * MIB, 12 * MIB, 16 * MIB, 24 * MIB]
 # Each command on the fixture: a .safetensors file of `planted_state_dict` and the same tensors as a zip .bin.
 COMMANDS: dict[str, list[str]] = {
     "inspect": ["inspect", "{st}"],
@@ -411,3 +415,18 @@ def test_memory_refused_to_a_call_on_a_file_is_said_as_memory(monkeypatch: pytes
     assert _errors.report_failure(refused, debug=False, where="model") == 2
     assert len(said) == 1 and said[0].startswith("model: out of memory: Cannot allocate memory"), said
     assert "wdstage" not in said[0]
+
+
+def test_a_failure_that_cannot_be_said_for_memory_is_said_plainly(monkeypatch: pytest.MonkeyPatch,
+                                                                  capfd: pytest.CaptureFixture[str]) -> None:
+    """Naming the data limit reads a file, which the spent room refused: report_failure raised MemoryError, and the
+    run ended in a traceback, exit 1 (plan-devices with 48 MiB of room, its transformers import refused)."""
+    from weightdoctor.checkpoint import safetensors_format
+    from weightdoctor.commands import _errors
+
+    def refused() -> list[str]:
+        raise MemoryError
+
+    monkeypatch.setattr(safetensors_format, "private_map_limits", refused)
+    assert _errors.report_failure(MemoryError(), debug=False, where="model") == 2
+    assert capfd.readouterr().err == "error: model: out of memory (Cannot allocate memory)\n"
