@@ -223,7 +223,7 @@ def test_an_interrupted_wait_never_unmaps_what_the_comparing_thread_reads(tmp_pa
     monkeypatch.setattr(comparer._done, "wait", interrupted_wait)
     with pytest.raises(KeyboardInterrupt):
         comparer.close()
-    assert comparer._done.is_set() and not comparer._thread.is_alive()
+    assert comparer._done.is_set()  # set by the thread as it returns
     assert seen and all(seen)  # every memcmp ran with its maps open
     assert len(seen) < 3  # cancelled between chunks, not compared to the end
     assert comparer._maps == {} and comparer._fd == -1

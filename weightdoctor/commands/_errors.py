@@ -66,6 +66,23 @@ def record_interrupts() -> None:
 
 
 def report_failure(exc: KeyboardInterrupt | Exception, debug: bool, where: str | None = None) -> int:
+    """Print the one line that says what went wrong and return the exit code (2; 130 on Ctrl-C): `_report_failure`'s,
+    or, where saying it was refused memory too, the plainest line, written straight to stderr.
+
+    Naming the limit that refused memory reads a file (private_map_limits), and the line is rendered by Rich: with
+    no room left (plan-devices under `ulimit -d` with 48 MiB of room, its transformers import refused), that raised
+    MemoryError in turn, a traceback and exit 1 (read as findings) (mem8).
+    """
+    try:
+        return _report_failure(exc, debug, where)
+    except MemoryError:
+        with contextlib.suppress(OSError):
+            os.write(2, f"error: {f'{where}: ' if where else ''}out of memory (Cannot allocate memory)\n".encode(
+                errors="replace"))
+        return 130 if isinstance(exc, KeyboardInterrupt) or _interrupted else 2
+
+
+def _report_failure(exc: KeyboardInterrupt | Exception, debug: bool, where: str | None = None) -> int:
     """Print the one line that says what went wrong and return the exit code (2; 130 on Ctrl-C).
 
     When `debug`, the traceback is printed first (the exit code stays what it would be: a traceback is not
@@ -97,6 +114,15 @@ def report_failure(exc: KeyboardInterrupt | Exception, debug: bool, where: str |
 
         _console().error(denied(exc.filename))
         return 2
+    if isinstance(exc, OSError) and exc.errno == errno.ENOMEM and exc.filename is not None:
+        # The system refused memory to a call on a file or folder (opendir's buffer, under `ulimit -d`, while the
+        # output's stage was read for its verification): "cannot read or write: [Errno 12] Cannot allocate memory:
+        # '.out.wdstage-1-ab'" named the unfinished output, of no source, as if its disk had failed (mem8).
+        refused = MemoryError("Cannot allocate memory")
+        for name in ("weightdoctor_source", "weightdoctor_tensor"):  # what the reader and `working_on` said of it
+            if hasattr(exc, name):
+                setattr(refused, name, getattr(exc, name))
+        exc = refused
     prefix = next((text for kind, text in FOREIGN_ERRORS if isinstance(exc, kind)), None)
     detail = clip_words(" ".join(str(exc).split()), 300) or type(exc).__name__
     if prefix is None and isinstance(exc, ImportError):

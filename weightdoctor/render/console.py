@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -68,15 +69,30 @@ def warn(message: str) -> None:
                  soft_wrap=True)
 
 
+_REDRAWS_PER_SECOND = 10  # as Rich's refresh thread redraws a progress bar
+
+
 @contextmanager
 def progress(total: int, description: str, enabled: bool = True) -> Iterator[Callable[[int], None]]:
     """A Rich progress bar on stderr; yields `advance(n)`. Silent when stderr is not a terminal."""
     if not enabled or not stderr.is_terminal:
         yield lambda n=1: None
         return
+    # auto_refresh=False: Rich's refresh thread, started by `Thread.start()`, waited forever where its first frame was
+    # refused under `ulimit -d` (mem8); the bar is redrawn on the calling thread as it advances, at most
+    # `_REDRAWS_PER_SECOND` times a second.
     with Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-        console=stderr, transient=True,
+        console=stderr, transient=True, auto_refresh=False,
     ) as bar:
         task = bar.add_task(description, total=total)
-        yield lambda n=1: bar.advance(task, n)
+        drawn = time.monotonic()
+
+        def advance(n: int = 1) -> None:
+            nonlocal drawn
+            bar.advance(task, n)
+            if time.monotonic() - drawn >= 1 / _REDRAWS_PER_SECOND:
+                drawn = time.monotonic()
+                bar.refresh()
+
+        yield advance

@@ -13,6 +13,7 @@ import contextlib
 import ctypes
 import errno
 import hashlib
+import mmap
 import os
 import re
 import secrets
@@ -693,6 +694,22 @@ def _folder_contents(folder: Path) -> str:
     return f": it is a folder holding {', '.join(names[:5])}{', ...' if len(names) > 5 else ''}"
 
 
+# The data room held back, while a folder is staged, for removing it: reading a folder to remove it takes memory
+# (glibc's opendir buffer of 32 KiB, the entries), which a data limit's room spent by the failed run refused
+# (ENOMEM, which rmtree ignores), and the unfinished output stayed beside the destination (mem8: shard under
+# `ulimit -d` with 9 MiB of room, its verification's scan of the stage refused).
+_REMOVAL_RESERVE = 256 << 10
+
+
+def _removal_reserve() -> mmap.mmap | None:
+    """`_REMOVAL_RESERVE` bytes of private writable memory (counted against `ulimit -d` and `ulimit -v`, never
+    touched, so no RAM), or None where even that is refused."""
+    try:
+        return mmap.mmap(-1, _REMOVAL_RESERVE, flags=mmap.MAP_PRIVATE)
+    except (OSError, ValueError, AttributeError):  # AttributeError: no MAP_PRIVATE (Windows)
+        return None
+
+
 class StagingDir:
     """A staging folder beside a destination folder, swapped in whole by `commit`.
 
@@ -723,8 +740,10 @@ class StagingDir:
         # Folders above `dest` that this run made (deepest first): removed again when nothing is committed, so that
         # a write that fails (a cast that would overflow, a full disk, Ctrl-C) leaves no empty `a/b/` behind.
         self._made: list[Path] = []
+        self._reserve: mmap.mmap | None = None  # `_removal_reserve`, held while the folder is staged
 
     def __enter__(self) -> StagingDir:
+        self._reserve = _removal_reserve()
         try:
             remove_stale_siblings(self.dest)
         except OSError as exc:  # a name of 256 bytes on the way (exists() lets ENAMETOOLONG through)
@@ -746,6 +765,13 @@ class StagingDir:
                 raise replace_error(exc, self.dest, removal_blocker(self.dest)) from exc
             raise output_error(exc, self.dest) from exc
         return self
+
+    def _remove_stage(self) -> None:
+        """Remove the staging folder, with the memory held for it given back first."""
+        if self._reserve is not None:
+            self._reserve.close()
+            self._reserve = None
+        remove_path(self.path)
 
     def _remove_made(self) -> None:
         """Remove the folders above `dest` that this run made, as long as they are empty."""
@@ -803,9 +829,9 @@ class StagingDir:
             raise output_error(exc, self.dest) from exc
         finally:
             # After a swap self.path holds the earlier save; before it, the unfinished new one.
-            remove_path(self.path)
+            self._remove_stage()
 
     def __exit__(self, *exc: object) -> None:
-        remove_path(self.path)
+        self._remove_stage()
         if not self.committed:
             self._remove_made()

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from weightdoctor.errors import CorruptCheckpoint, OutputError
+from weightdoctor.threads import start_thread
 from weightdoctor.wording import counted
 from weightdoctor.writers import hooks
 from weightdoctor.writers.safetensors_writer import TensorSlot, _write_all, layout
@@ -185,7 +186,8 @@ def copy_range(src: int, dst: int, src_offset: int, dst_offset: int, length: int
 
 
 class RangeComparer:
-    """Compares ranges of the output with their source ranges in a background thread.
+    """Compares ranges of the output with their source ranges in a background thread (where the system gives none,
+    as each range is submitted).
 
     `submit` after each range is copied; `finish` waits for all comparisons and raises the first
     difference. The output is re-read through its own file descriptor (what the file holds now).
@@ -212,19 +214,18 @@ class RangeComparer:
         # then crashes the process (SIGSEGV) instead of exiting 130.
         self._done = threading.Event()
         self._cancelled = False  # read by the thread between chunks: stop early once the write is abandoned
-        self._thread = threading.Thread(target=self._run, name="weightdoctor-compare", daemon=True)
-        try:
-            self._thread.start()
-        except RuntimeError as exc:
-            # "can't start new thread": its stack (a private writable map) was refused, under `ulimit -d` or
-            # `ulimit -v`; said as the memory it is ("unexpected RuntimeError", of the source, was said).
-            os.close(self._fd)
-            self._fd = -1
+        # Where the thread cannot be had (its stack or its first frame refused under `ulimit -d`: Thread.start()
+        # then waited forever, and convert of a 4 KB file with 8 MiB of room hung), each range is compared as it is
+        # submitted, on the writing thread: the same comparisons, without the overlap.
+        self._inline = not start_thread(self._run)
+        if self._inline:
             self._done.set()
-            raise OSError(errno.ENOMEM, f"Cannot allocate memory ({exc})") from exc
 
     def submit(self, name: str, source: ByteRange, output_offset: int) -> None:
-        self._queue.put((name, source, output_offset))
+        if self._inline:
+            self._compare_one((name, source, output_offset))
+        else:
+            self._queue.put((name, source, output_offset))
 
     def _source_fd(self, path: Path) -> int:
         """A descriptor of a source file, held open (at most MAX_OPEN_SOURCES, the least recently used closed)."""
@@ -330,15 +331,19 @@ class RangeComparer:
                 item = self._queue.get()
                 if item is None or self._cancelled:
                     return
-                if self._error is not None:
-                    continue
-                try:
-                    self._compare(*item)
-                    self.compared += self.compare
-                except BaseException as exc:  # noqa: BLE001 - handed to the writing thread by finish()
-                    self._error = exc
+                self._compare_one(item)
         finally:
             self._done.set()
+
+    def _compare_one(self, item: tuple[str, ByteRange, int]) -> None:
+        """Compare one submitted range unless one already failed; a failure is kept for `finish` to raise."""
+        if self._error is not None:
+            return
+        try:
+            self._compare(*item)
+            self.compared += self.compare
+        except BaseException as exc:  # noqa: BLE001 - handed to the writing thread by finish()
+            self._error = exc
 
     def _wait_for_thread(self) -> None:
         """Return once the comparing thread has returned. A signal during the wait (Ctrl-C, the writers'

@@ -14,13 +14,13 @@ import math
 import os
 import struct
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from weightdoctor.dtypes import CANONICAL_TO_SAFETENSORS, bits_per_element
 from weightdoctor.errors import OutputError
+from weightdoctor.threads import WorkerPool
 from weightdoctor.wording import counted, plural
 
 if TYPE_CHECKING:
@@ -107,14 +107,15 @@ def tensor_digest(tensor: torch.Tensor) -> str:
     return hashlib.sha256(tensor_bytes(tensor)).hexdigest()
 
 
-_POOL: ThreadPoolExecutor | None = None
+_POOL: WorkerPool | None = None
 
 
-def hash_pool() -> ThreadPoolExecutor:
-    """Threads that hash while the main thread writes (hashlib and os.write both release the GIL)."""
+def hash_pool() -> WorkerPool:
+    """Threads that hash while the main thread writes (hashlib and os.write both release the GIL); where the system
+    refuses them their memory, the hashing is done on the main thread (a ThreadPoolExecutor's hung: `WorkerPool`)."""
     global _POOL
     if _POOL is None:
-        _POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="weightdoctor-hash")
+        _POOL = WorkerPool(2)
     return _POOL
 
 
