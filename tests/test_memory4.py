@@ -115,8 +115,10 @@ def test_verification_maps_a_chunk_at_a_time_under_a_data_limit(tmp_path: Path, 
 # redteam41's comparer reads 1 MiB chunks into a buffer instead of mapping 8 MiB ones: the copy now fits in 12 and
 # 20 MiB of room (exit 0, measured). mem8's comparer compares on the writing thread where its own thread cannot be had
 # (no 8 MiB stack): the copy fits in 1, 2 and 4 MiB too (exit 0, measured); with none and 256 KiB (and 512 KiB) the
-# refusal is still said as such.
-@pytest.mark.parametrize("room", [0, MIB // 4])
+# refusal is still said as such, but not every time: the heap the interpreter already holds free varies from run to
+# run, and one run of four (a busy machine) copied in 256 KiB. A limit below what the process holds (1 and 8 MiB
+# below) refuses every new mapping, the copy's first buffer among them.
+@pytest.mark.parametrize("room", [-MIB, -8 * MIB])
 def test_a_copy_refused_memory_says_so_not_that_the_disk_failed(tmp_path: Path, room: int) -> None:
     """With no room for an 8 MiB chunk's map (20 MiB), the line said "cannot write the output: Cannot allocate
     memory", as if the disk had refused the output; with none for the verifying thread's stack (12 MiB), it was
