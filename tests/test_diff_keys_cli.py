@@ -96,7 +96,7 @@ def test_model_class_mode(pairs: dict[str, Pair], fx: dict[str, Path]) -> None:
     code, _ = run_json("diff-keys", pairs["base-into-head"].a, "--model-class", "BertForSequenceClassification",
                        "--config", pairs["base-into-head"].b, "--fail-on", "info")
     assert code == 1
-    # --num-labels changes the head: a mismatch transformers would re-initialise.
+    # --num-labels changes the head: a mismatch transformers would re-initialize.
     code, data = run_json("diff-keys", fx["bert"], "--model-class", "BertForSequenceClassification",
                           "--num-labels", "5")
     assert code == 0
@@ -930,7 +930,7 @@ def test_the_model_class_note_carries_a_rename_with_an_equals_sign(tmp_path: Pat
 
 def test_group_tables_on_a_very_narrow_console_keep_names_and_words_whole(tmp_path: Path) -> None:
     """At 56 columns the keys' column had 11 cells and the detail 10: Rich cut names mid-segment (`bert.embedd` /
-    `ings.LayerN`) and words (`initialise` / `d`); at 40 the reason and severity too (`unkno…`). Each group is told
+    `ings.LayerN`) and words (`initialize` / `d`); at 40 the reason and severity too (`unkno…`). Each group is told
     in lines of its own there: its keys, then reason, severity and count, then the detail."""
     from rich.cells import cell_len
     from safetensors.torch import save_file
@@ -947,4 +947,4 @@ def test_group_tables_on_a_very_narrow_console_keep_names_and_words_whole(tmp_pa
         assert max(map(cell_len, lines)) <= width and "…" not in tables
         cells = [line.strip("│ ") for line in tables.splitlines() if line.startswith("│")]
         assert "bert.embeddings.LayerNorm.bias" in cells and "unknown · error · ×64" in cells
-        assert "new, initialised at random" in cells and "[bold]x.weight" in tables  # markup shown, not applied
+        assert "new, initialized at random" in cells and "[bold]x.weight" in tables  # markup shown, not applied

@@ -146,7 +146,7 @@ def test_pissa_and_olora_adapters_are_not_called_trained_or_at_a_default_init(tm
                                            "on save")
 
 
-def test_a_gaussian_initialised_lora_at_init_is_at_init(tmp_path: Path) -> None:
+def test_a_gaussian_initialized_lora_at_init_is_at_init(tmp_path: Path) -> None:
     """init_lora_weights="gaussian" starts lora_A at normal(0, 1/r), not kaiming_uniform: an adapter saved before
     training was called "trained"."""
     code, data = run_json("inspect", str(_peft_adapter(tmp_path / "g", "gaussian")), "--stats")

@@ -383,7 +383,7 @@ def test_diff_keys_says_an_unsloth_4bit_save_is_packed_not_another_architecture(
     assert down["detail"] == ("4096×1 in A, 64×128 in B; packed by A's bitsandbytes 4-bit quantizer, B holds it "
                               "unquantized")
     notes = " ".join(data["notes"])
-    assert "ignore_mismatched_sizes=True (it then initialises them at random)" not in notes
+    assert "ignore_mismatched_sizes=True (it then initializes them at random)" not in notes
     assert "11 weights of A are stored packed by the bitsandbytes 4-bit quantizer its config names" in notes
     # Against B quantized the same way nothing is packed on one side only.
     code, data = run_json("diff-keys", str(quantized), str(quantized))

@@ -185,7 +185,7 @@ def _kohya_file(path: Path, method: str, dim: int) -> None:
 
 def test_two_loha_files_of_another_dim_differ_in_rank_not_in_architecture(tmp_path: Path) -> None:
     """Two LyCORIS LoHa files of one model at network_dim 4 and 8: each factor was "from_pretrained raises on them
-    unless ignore_mismatched_sizes=True (it then initialises them at random)", advice for a model that loads neither
+    unless ignore_mismatched_sizes=True (it then initializes them at random)", advice for a model that loads neither
     file. They are LoRA-rank differences, as two kohya LoRAs of another dim already were, and a real change of
     shape (another width) still is not."""
     _kohya_file(tmp_path / "dim4.safetensors", "loha", 4)

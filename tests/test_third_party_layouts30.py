@@ -261,7 +261,7 @@ def test_a_colbert_checkpoint_against_its_bert_names_its_projection_a_head(tmp_p
     assert data["suggested_renames"][0]["flag"] == "--rename '^bert\\.='"
     code, data = run_json("diff-keys", str(tmp_path / "bert"), str(colbert))
     assert code == 0 and [(issue["reason"], issue["severity"], issue["detail"]) for issue in data["missing"]
-                          if issue["name"] == "linear.weight"] == [("task-head", "info", "new, initialised at random")]
+                          if issue["name"] == "linear.weight"] == [("task-head", "info", "new, initialized at random")]
     code, data = run_json("diff-keys", str(colbert), str(tmp_path / "bert"), "--rename", "^bert\\.=")
     assert code == 0 and data["matched"] == 39 and data["worst_severity"] == "info"
 

@@ -79,7 +79,7 @@ REASONS: dict[str, str] = {
     "buffer": "a buffer that is recomputed at init (position_ids, num_batches_tracked, attention masks, inv_freq)",
     "vocab-size": "vocabulary size changed: the embedding / output rows differ",
     "position-length": "maximum position length changed: the position-embedding rows differ",
-    "head-size": "task head size changed (num_labels; num_classes in timm and torchvision): the head is re-initialised",
+    "head-size": "task head size changed (num_labels; num_classes in timm and torchvision): the head is re-initialized",
     "adapter": "adapter / PEFT weights (LoRA, prefix tuning): merge them or load through PEFT",
     "adapter-base": "a weight of the base model, which a PEFT adapter does not store: peft's PeftModel.from_pretrained "
     "takes it from the base model it loads the adapter onto",
@@ -2448,7 +2448,7 @@ def adapter_fit(
                 note += (f"; none of its modules is in B under the name it was saved with (e.g. {example}), yet B has "
                          f"modules of the names peft targets ({elsewhere}): PeftModel.from_pretrained onto B "
                          "does not raise, it wraps those, loads none of A's factors (peft warns 'Found missing "
-                         "adapter keys') and leaves each as peft initialises it (none of A's training is used): "
+                         "adapter keys') and leaves each as peft initializes it (none of A's training is used): "
                          "load it onto the model class it was trained on, whose module names it has "
                          "(adapter_config.json's base_model_name_or_path names its base)")
             else:
@@ -5564,7 +5564,7 @@ def classify_key(
     if kind == "missing" and _OUTPUT_EMBEDDING.search(name):
         # Not a new task head: the pretrained output layer of a language model, and not tied to any input
         # embedding here, so it starts random and what the model generates is noise until it is trained.
-        return "task-head", "warn", "the language-model output layer, initialised at random (not tied)"
+        return "task-head", "warn", "the language-model output layer, initialized at random (not tied)"
     if name == "final_logits_bias" or name.endswith(".final_logits_bias"):
         # The generation head's output bias of BART, mBART, Pegasus, Blenderbot, PLBart, LED, Marian, MVP: a buffer
         # (no optimizer trains it) the model builds as zeros beside its tied lm_head. BartModel against
@@ -5575,7 +5575,7 @@ def classify_key(
                                      "the generation head's output bias, a buffer the model sets to zeros")
     if _HEAD.search(name) or _top_fc_is_head(name, own_side) or _top_linear_is_head(name, own_side):
         # A head's bias starts at the model's own init, not at random: transformers' _init_weights zeroes a
-        # Linear's bias ("initialised at random" stood beside classifier.bias, which from_pretrained leaves at zeros).
+        # Linear's bias ("initialized at random" stood beside classifier.bias, which from_pretrained leaves at zeros).
         detail = "not used by B, dropped" if kind != "missing" else new_head_detail(name, spec.shape)
         return "task-head", "info", detail
     return "unknown", "error", ""
@@ -5592,7 +5592,7 @@ def new_head_detail(name: str, shape: Sequence[int]) -> str:
 
     A Linear's weight is drawn at random; its bias, and a norm's weight and bias, are set by the model's
     _init_weights: RoBERTa's new `lm_head.layer_norm.weight` (BERT's `cls.predictions.transform.LayerNorm.weight`)
-    loads as ones and its bias as zeros, which "initialised at random" misstated. An RMSNorm that scales by
+    loads as ones and its bias as zeros, which "initialized at random" misstated. An RMSNorm that scales by
     1 + weight loads its missing weight as zeros: measured (transformers 5.25, from_pretrained of a checkpoint
     without it) for GemmaRMSNorm, Gemma2RMSNorm and Gemma3RMSNorm. (A Gemma, Gemma 2 or Gemma 3 base into its
     ForCausalLM or ForSequenceClassification adds no norm: only `score.weight`, at random; the lm_head is tied.)
@@ -5605,7 +5605,7 @@ def new_head_detail(name: str, shape: Sequence[int]) -> str:
             return "new, set to ones by the model (a LayerNorm's scale), not random"
         return ("new, set by the model to the norm's constant scale (ones; zeros where it scales by 1 + weight, "
                 "as Gemma's RMSNorm), not random")
-    return "new, initialised by the model" if leaf == "bias" else "new, initialised at random"
+    return "new, initialized by the model" if leaf == "bias" else "new, initialized at random"
 
 
 # The two factors of a LoRA pair and the axis that is its rank: the down / A factor's first (rank × in, rank × in
@@ -6013,7 +6013,7 @@ def build_report(
         if kind == "missing":
             why = classify_key(name, specs_b[name], kind, specs_a, supplied_ties, tie_embeddings, quantization,
                                target=specs_b, tie_embeddings_a=tie_embeddings_a, own_side=specs_b)
-            # The output layer too ("initialised at random (not tied)"): FSDP flattens every parameter of the module.
+            # The output layer too ("initialized at random (not tied)"): FSDP flattens every parameter of the module.
             if flat_params and why[0] in ("unknown", "task-head") and why[1] != "info":
                 holder = _flat_param_holding(name, flat_params)
                 if holder is not None:
@@ -6021,7 +6021,7 @@ def build_report(
             if why[0] == "unknown" and head_names and name in head_names:
                 detail = new_head_detail(name, specs_b[name].shape)
                 return "task-head", "info", (detail if detail.endswith("not random")
-                                             else "new, initialised at random (outside the base model)")
+                                             else "new, initialized at random (outside the base model)")
             return why
         spec = specs_a.get(name) or KeySpec(name, (), "float32")
         why = classify_key(name, spec, kind, specs_b, tied_a, tie_embeddings_a, quantization=quantization,
@@ -6154,7 +6154,7 @@ def build_report(
         # Even the expected resizes (vocabulary, labels, positions) stop the default load.
         notes.append(
             f"{len(resized)} key(s) differ in shape: from_pretrained raises on them unless "
-            "ignore_mismatched_sizes=True (it then initialises them at random), and torch's load_state_dict "
+            "ignore_mismatched_sizes=True (it then initializes them at random), and torch's load_state_dict "
             "raises on a size mismatch even with strict=False")
         # A model that ties its output layer to the embedding: save_pretrained stored the embedding alone, the one
         # 2-D vocabulary row here, and a strict load_state_dict of A into the resized model raised on the tied copy.

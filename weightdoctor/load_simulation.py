@@ -1033,7 +1033,7 @@ def safetensors_format_warning(checkpoint: Checkpoint) -> str | None:
                 f"tensors have Flax's names (.kernel, .embedding, .scale, e.g. {flax[0]}; a Dense kernel is [in, out], "
                 "the transpose of nn.Linear's weight): transformers 4's from_pretrained converted such a file on load "
                 "(flax installed); transformers 5 ignores the format and loads the names as they are, so these "
-                "weights do not load (initialised at random); convert it with transformers 4 (from_pretrained(..., "
+                "weights do not load (initialized at random); convert it with transformers 4 (from_pretrained(..., "
                 "from_flax=True), then save_pretrained)")
     config = checkpoint.config
     if not isinstance(config, Mapping) or "_class_name" in config or not (

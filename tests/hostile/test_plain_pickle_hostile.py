@@ -96,7 +96,7 @@ def test_calls_that_make_unfilled_or_huge_memory_are_refused(tmp_path: Path, cas
 
 
 def test_a_torch_save_file_calling_a_storage_type_is_refused(tmp_path: Path) -> None:
-    """torch's own weights_only loader allows `torch.FloatStorage(n)` (uninitialised memory); the scan does not."""
+    """torch's own weights_only loader allows `torch.FloatStorage(n)` (uninitialized memory); the scan does not."""
     path = tmp_path / "pytorch_model.bin"
     torch.save({"w": torch.ones(2), "x": Reduce(torch.FloatStorage, (1 << 20,))}, path)
     _one_line_refusal(path, "torch.FloatStorage directly")
