@@ -289,8 +289,9 @@ def findings_table(report: StatsReport, width: int | None = None) -> Table:
     # The tensor column keeps each name's longest dotted segment whole, as the statistics table's name column does.
     if width is not None and rows and _too_narrow(rows, headers, (0, 1),
                                                   {2: longest_segment(names), 3: _MIN_MESSAGE_COLUMN}, width):
-        cells = [f"[bold]{wrapped_name(tensor, width - 4)}[/]\n{severity} · {f.code}\n{what}"
-                 for severity, f, tensor, what in zip(severities, findings, tensors, whats, strict=True)]
+        # The severity and code first, as the table's columns read; a finding about the whole checkpoint names none.
+        cells = [f"{severity} · {f.code}\n" + (f"[bold]{wrapped_name(f.tensor, width - 4)}[/]\n" if f.tensor else "")
+                 + what for severity, f, what in zip(severities, findings, whats, strict=True)]
         return _stacked_table("Findings", cells)
     widths: list[int | None] = [None, None]
     if width is not None and rows:
