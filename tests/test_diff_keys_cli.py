@@ -395,7 +395,7 @@ def test_a_transposed_matrix_is_named(pairs: dict[str, Pair], tmp_path: Path) ->
     assert (attn["reason"], attn["severity"]) == ("transposed", "error")
     assert attn["shape_a"] == [96, 32] and attn["shape_b"] == [32, 96] and "transpose" in attn["detail"]
     # attn.c_proj is 32×32: it matches by shape, and the note says it is most likely transposed too.
-    assert any("square weight(s) of the same blocks (e.g. transformer.h.0.attn.c_proj.weight)" in note
+    assert any("square weights of the same blocks (e.g. transformer.h.0.attn.c_proj.weight)" in note
                for note in data["notes"])
     code, data = run_json("diff-keys", str(pairs["gpt2-tied"].a), str(pairs["gpt2-tied"].a))
     assert data["notes"] == []
@@ -431,7 +431,7 @@ def test_a_peft_adapter_into_its_base_is_healthy(peft_adapter: dict[str, Path]) 
     assert reasons["model.layers.0.mlp.up_proj.weight"][:2] == ("adapter-base", "info")
     assert reasons["lm_head.weight"] == (
         "adapter", "info", "the adapter stores it whole, as base_model.model.lm_head.weight")
-    assert any("PEFT adapter: LoRA (rank 4) on 5 module(s), 5 of them in B" in n for n in data["notes"])
+    assert any("PEFT adapter: LoRA (rank 4) on 5 modules, 5 of them in B" in n for n in data["notes"])
     # The same verdict against the model class.
     code, data = run_json("diff-keys", str(adapter), "--model-class", "LlamaForCausalLM", "--config", str(base))
     assert code == 0 and {i["severity"] for i in data["missing"] + data["unexpected"]} == {"info"}

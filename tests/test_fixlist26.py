@@ -95,7 +95,7 @@ def test_ia3_and_oft_on_a_grouped_conv_are_no_misfit(tmp_path: Path, method: str
         assert "fits it as a convolution of 4 groups: a checkpoint does not store groups, so it fits only if B's " \
             "has that many" in grp, grp
         note = _note(data)
-        assert "2 module(s), 1 of them in B with shapes that fit; 1 more is a convolution it fits only if grouped " \
+        assert "2 modules, 1 of them in B with shapes that fit; 1 more is a convolution it fits only if grouped " \
             "(grp: 4 groups): a checkpoint does not store groups, so its fit is not compared;" in note, note
         assert "does not fit" not in note and "do not fit" not in note, note
         assert all(e["reason"] == "adapter-base" for e in data["missing"]), data["missing"]
@@ -268,7 +268,7 @@ def test_newer_peft_methods_are_compared_with_the_layers_they_adapt(tmp_path: Pa
     assert code == 0 and data["worst_severity"] == "info", [
         e["detail"] for e in data["unexpected"] if e["severity"] != "info"]
     note = _note(data)
-    assert f"A is a PEFT adapter: {shown} on 2 module(s), 2 of them in B with shapes that fit;" in note, note
+    assert f"A is a PEFT adapter: {shown} on 2 modules, 2 of them in B with shapes that fit;" in note, note
     assert "not compared" not in note and "not known here" not in note, note
     assert not _loads(folder, _mlp(tmp_path / "wider.safetensors", 48))
     code, data = run_json("diff-keys", str(folder), str(tmp_path / "wider.safetensors"))

@@ -135,7 +135,7 @@ def test_a_gpt2_adalora_renamed_out_of_peft_s_wrapper_is_named_a_peft_adalora_no
     code, report = run_json("diff-keys", adapter, backbone, "--rename", r"^base_model\.model\.=")
     assert code == 1, report
     note = report["notes"][0]
-    assert note.startswith("A is a PEFT adapter: AdaLoRA (rank 4) on 2 module(s)"), note
+    assert note.startswith("A is a PEFT adapter: AdaLoRA (rank 4) on 2 modules"), note
     assert "diffusers" not in note and "load_lora_weights" not in note and "pipeline" not in note, note
     assert "load it with peft's PeftModel.from_pretrained, given " in note, note  # no config: in words
     # The same note as without the rename: the rename changes the names compared, not what A is.

@@ -2372,7 +2372,7 @@ def adapter_fit(
             if name in adapter_b:
                 whys[name] = ("adapter", "error", "a tensor of B's own adapter: B is a PEFT adapter, not a model "
                               "A's adapter loads into")
-        return whys, (f"A and B are both PEFT adapters: A {method} on {len(modules)} module(s), B "
+        return whys, (f"A and B are both PEFT adapters: A {method} on {counted(len(modules), 'module')}, B "
                       f"{counted(len(adapter_b), 'adapter tensor', grouped=True)} under base_model. and no base "
                       "weights; an adapter loads into its base model, not into another adapter, so no key of either "
                       "was checked against a model: compare each against its base (diff-keys with the adapter as A "
@@ -2385,14 +2385,16 @@ def adapter_fit(
               f"({', '.join(whole[:3])}{', ...' if len(whole) > 3 else ''})")
     if components:
         named = ", ".join(sorted(component[:-1] for component in components))
-        note = (f"A is a LoRA in diffusers' layout: {method} on {len(modules)} module(s) of the pipeline's {named} "
+        note = (f"A is a LoRA in diffusers' layout: {method} on {counted(len(modules), 'module')} of the pipeline's "
+                f"{named} "
                 f"(B), {fitting} of them in B {checked}; {stores}: load it with the "
                 "pipeline's load_lora_weights(adapter), or fuse it (fuse_lora) before comparing whole checkpoints")
         if any(component.startswith("text_encoder") for component in components) and _flattened_clip_text(specs_b):
             note += "; " + _FLATTENED_CLIP_TEXT_NOTE.format(
                 loader="the pipeline's load_lora_weights (its load_lora_into_text_encoder)")
     else:
-        note = (f"A is a PEFT adapter: {method} on {len(modules)} module(s), {fitting} of them in B {checked}; "
+        note = (f"A is a PEFT adapter: {method} on {counted(len(modules), 'module')}, {fitting} of them in B "
+                f"{checked}; "
                 f"{stores}: load it with {loading(_fits_whole(modules, fitting, whys))}, "
                 "or merge it (merge_and_unload) before comparing whole checkpoints")
         # Modules B has whose shapes the adapter's do not fit: the PeftModel.from_pretrained said above, pasted
@@ -3459,7 +3461,8 @@ def _adapterhub_fit(
         whys.setdefault(name, ("adapter-base", "info", ""))
     fitting = sum(modules.values())
     note = (f"A is an AdapterHub adapter ({', '.join(sorted(adapters))}; adapter-transformers or adapters) on "
-            f"{len(modules)} module(s), {fitting} of them in B with shapes that fit; it stores no base weights: the "
+            f"{counted(len(modules), 'module')}, {fitting} of them in B with shapes that fit; it stores no base "
+            "weights: the "
             "adapters library loads it into the base model (adapters.init(model), then model.load_adapter(folder)), "
             "PEFT cannot")
     return whys, note
@@ -3781,7 +3784,8 @@ def _kohya_adapter_fit(
             "a kohya-style LoRA (lora_down / lora_up / alpha under flat lora_unet_ / lora_te_ names)")
     loaders = ("ComfyUI, AUTOMATIC1111 / Forge or LyCORIS' create_lycoris_from_weights" if methods or cores else
                "ComfyUI or Forge" if comfy else "diffusers' load_lora_weights, ComfyUI or AUTOMATIC1111")
-    note = (f"A is {kind}: {method} on {len(modules)} module(s) of the {parts} ({where}), {fitting} of them in B "
+    note = (f"A is {kind}: {method} on {counted(len(modules), 'module')} of the {parts} ({where}), {fitting} of them "
+            "in B "
             f"with shapes that fit; it stores no base weights: load it with {loaders}, which map its names to the "
             "modules")
     if flattened and any(prefix.startswith("lora_te") for prefix in found):
@@ -3844,13 +3848,14 @@ def _kohya_against_kohya(
 
     def described(methods: Mapping[str, str]) -> str:
         counts = Counter(methods.values())
-        kinds = ", ".join(f"{method} on {count}" for method, count in counts.most_common())
+        kinds = ", ".join(f"{method} on {count:,}" for method, count in counts.most_common())
         family = "kohya-style LoRA" if set(counts) == {"LoRA"} else "LyCORIS adapter"
-        return f"a {family} ({kinds} module(s))"
+        return f"a {family} ({kinds} {plural(sum(counts.values()), 'module')})"
 
     shared = len(methods_a.keys() & methods_b.keys())
     return whys, (f"A and B are both adapters in kohya's layout: A {described(methods_a)}, B {described(methods_b)}, "
-                  f"{shared} module(s) adapted by both; an adapter is applied to its base model, not loaded into "
+                  f"{counted(shared, 'module')} adapted by both; an adapter is applied to its base model, not loaded "
+                  "into "
                   "another adapter, so no key of either was checked against a model: compare each against its base "
                   "(diff-keys with the adapter as A and the model as B), or merge each into the base (sd-scripts' "
                   "networks/merge_lora.py, LyCORIS' tools/merge.py) and compare the merged models")
@@ -6146,14 +6151,17 @@ def build_report(
         # Two kohya / LyCORIS adapters (two LoKr files of another factor): "from_pretrained raises on them unless
         # ignore_mismatched_sizes=True" named a loader of neither.
         notes.append(
-            f"{len(resized)} key(s) differ in shape: A and B are adapters in kohya's layout whose factors for the same "
+            f"{counted(len(resized), 'key')} {plural(len(resized), 'differs', 'differ')} in shape: A and B are "
+            "adapters in kohya's layout whose factors for the same "
             "modules have other shapes (another LoKr factor, another method's parts), not two of one size; an "
             "adapter is applied to its base model: compare each against its base (diff-keys with the adapter as A "
             "and the model as B)")
     elif resized:
         # Even the expected resizes (vocabulary, labels, positions) stop the default load.
         notes.append(
-            f"{len(resized)} key(s) differ in shape: from_pretrained raises on them unless "
+            f"{counted(len(resized), 'key')} {plural(len(resized), 'differs', 'differ')} in shape: from_pretrained "
+            "raises on "
+            f"{plural(len(resized), 'it', 'them')} unless "
             "ignore_mismatched_sizes=True (it then initializes them at random), and torch's load_state_dict "
             "raises on a size mismatch even with strict=False")
         # A model that ties its output layer to the embedding: save_pretrained stored the embedding alone, the one
@@ -6283,7 +6291,8 @@ def _square_transposed_note(
               and collapse_indices(name).rsplit(".", 2)[0] in blocks]
     if not square:
         return []
-    return [f"{len(transposed)} weight(s) are stored transposed; {len(square)} square weight(s) of the same blocks "
+    return [f"{counted(len(transposed), 'weight')} {plural(len(transposed), 'is', 'are')} stored transposed; "
+            f"{counted(len(square), 'square weight')} of the same blocks "
             f"(e.g. {square[0]}) load without a shape error but are most likely transposed too: transpose every "
             "Linear / Conv1D weight of these blocks when converting, not only those that mismatch"]
 

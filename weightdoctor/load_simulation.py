@@ -51,6 +51,7 @@ from weightdoctor.quantized import (
     without_quantization_config,
 )
 from weightdoctor.renames import Rename, apply_renames
+from weightdoctor.wording import counted, plural
 
 if TYPE_CHECKING:
     import torch
@@ -906,7 +907,8 @@ def diff_against_model(
             dataclasses.replace(m, detail=f"{m.detail} (after transformers' WeightConverter merges A's tensors"
                                 f"{numbering.get(m.name, '')})")
             if m.name in sim.converted else m for m in report.mismatched]
-        report.notes.append(f"{len(sim.converted)} key(s) are built by transformers' WeightConverters (e.g. experts "
+        report.notes.append(f"{counted(len(sim.converted), 'key')} {plural(len(sim.converted), 'is', 'are')} built "
+                            "by transformers' WeightConverters (e.g. experts "
                             "merged into one tensor); their shapes are compared after the same conversion")
 
     return report

@@ -157,22 +157,25 @@ def _stacked_table(title: str, cells: list[str], caption: str | None = None) -> 
 def _text_widths(names: list[str], texts: list[list[str]], floors: list[int], room: int) -> list[int]:
     """The cells of a name column and of the prose columns beside it (`texts`, each column's cells) in `room`,
     what the other columns leave: the name keeps its longest dotted segment (narrower, a name is cut mid-word) and
-    up to half the room, or more where the prose needs less; each prose column keeps its `floors` and shares the
-    rest in proportion to its widest cell. Given to Rich as fixed widths: left to share the room itself, Rich held
+    up to a third of the room, or more where the prose needs less; each prose column keeps its `floors`, and they
+    share the rest, each up to its widest cell. Given to Rich as fixed widths: left to share the room itself, Rich held
     the prose's longest word (`orthogonal(gain=0.1683))`) whole and drew the table past the console's edge."""
     natural = [max(_MIN_TEXT_COLUMN, *(_plain_len(cell) for cell in column)) for column in texts]
     longest = max((cell_len(name) for name in names), default=0)
-    prose_room = min(sum(natural), max(sum(floors), room - room // 2))
-    name_width = max(longest_segment(names), min(longest, room - prose_room))
+    # The name a third of the room (more where the prose needs less), never less than its longest segment: the
+    # prose, wrapped between words, folds a word only where its column is narrower than that word
+    # (`initializer_rang` / `e` when the name took half of 100 columns).
+    name_width = max(longest_segment(names), min(longest, max(room // 3, room - sum(natural))))
     rest = room - name_width
-    shares = [min(width, max(floor, rest * width // sum(natural)))
-              for width, floor in zip(natural[1:], floors[1:], strict=True)]
-    widths = [min(natural[0], rest - sum(shares)), *shares]
-    spare = rest - sum(widths)
-    for i in range(1, len(widths)):  # what the first column leaves goes to the others, up to their widest cell
-        widths[i] += min(spare, natural[i] - widths[i])
-        spare = rest - sum(widths)
-    name_width = min(longest, name_width + spare) if longest > name_width else name_width
+    # Water-filling: the narrowest prose column first takes what it needs up to an equal share of what is left, so
+    # that a short column (`normal(0, 0.02)`) is whole beside a long one, which gets the rest.
+    widths = list(floors)
+    left = rest - sum(floors)
+    for count, i in enumerate(sorted(range(len(natural)), key=natural.__getitem__)):
+        extra = max(0, min(natural[i] - widths[i], left // (len(natural) - count)))
+        widths[i] += extra
+        left -= extra
+    name_width = min(longest, name_width + left) if left > 0 else name_width
     return [name_width, *widths]
 
 
