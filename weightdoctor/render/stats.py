@@ -147,7 +147,10 @@ def _too_narrow(rows: list[tuple[str, ...]], headers: tuple[str, ...], fixed: tu
 def _stacked_table(title: str, cells: list[str], caption: str | None = None) -> Table:
     """One cell per row, a rule between them: for a console too narrow for the columns. Each cell is already laid
     out in lines (a name broken after its dots, figures, prose that wraps between its words)."""
-    table = Table(title=title, title_justify="left", show_header=False, show_lines=True, caption=caption)
+    # The console's width whole: as wide as its longest cell only, the title wrapped inside it ("(sample of 1,000" /
+    # "values per tensor)").
+    table = Table(title=title, title_justify="left", show_header=False, show_lines=True, caption=caption,
+                  expand=True)
     table.add_column(overflow="fold")
     for cell in cells:
         table.add_row(cell)
