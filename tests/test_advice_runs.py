@@ -255,7 +255,7 @@ def test_adapter_on_a_ddp_base_gives_a_convert_of_b_that_the_adapter_fits(tmp_pa
     assert sorted(written) == sorted(base) and all(torch.equal(written[k], v) for k, v in base.items())
     again = json.loads(run_subprocess("diff-keys", "made/adapter", "ddp base.unwrapped.safetensors", "--json",
                                       cwd=tmp_path).stdout)
-    assert "LoRA (rank 4) on 5 module(s), 5 of them in B with shapes that fit" in again["notes"][0], again["notes"]
+    assert "LoRA (rank 4) on 5 modules, 5 of them in B with shapes that fit" in again["notes"][0], again["notes"]
 
 
 @pytest.mark.parametrize(("parts", "said"), [(("image_proj", "ip_adapter"), "both read it flat"),
@@ -375,10 +375,10 @@ def test_plan_devices_smallest_changes_pasted_give_the_verdicts_they_promise(tmp
             assert json.loads(followed.stdout)["verdict"] == "fits-on-gpus", (change, followed.stdout[:300])
             continue
         if change.startswith("--"):
-            flags = shlex.split(change.split(":")[0].removesuffix(" fits on the 2 GPU(s)"))
+            flags = shlex.split(change.split(":")[0].removesuffix(" fits on the 2 GPUs"))
             verdict = promised[flags[0]]
-        else:  # "1 more 12.00 GiB GPU(s) (3 in all) at fp16"
-            assert change.startswith("1 more 12.00 GiB GPU(s) (3 in all)"), change
+        else:  # "1 more 12.00 GiB GPU (3 in all) at fp16"
+            assert change.startswith("1 more 12.00 GiB GPU (3 in all)"), change
             flags, verdict = ["--gpu", "12GiB"], "fits-on-gpus"
         followed = run_cli("plan-devices", str(tmp_path / ODD), *gpus, *flags, "--json")  # in-process: faster
         assert json.loads(followed.stdout)["verdict"] == verdict, (change, followed.stdout[:300])

@@ -151,7 +151,7 @@ def test_verdicts() -> None:
     rounded, = cast_counts(torch.tensor([0.1, 1.0]), [torch.float16])
     assert tensor_verdict(rounded, 2**-10)[0] == "lossy"
     over, = cast_counts(torch.tensor([7e4, 1.0]), [torch.float16])
-    assert tensor_verdict(over, 2**-10) == ("unsafe", "1 finite value(s) become inf/NaN")
+    assert tensor_verdict(over, 2**-10) == ("unsafe", "1 finite value becomes inf/NaN")
     mass, = cast_counts(torch.full((100,), 1e-9), [torch.float16])
     assert tensor_verdict(mass, 2**-10)[0] == "unsafe" and "flushed to zero" in tensor_verdict(mass, 2**-10)[1]
     # One flushed value among 1000 non-zero ones is below the mass-underflow share: lossy, not unsafe.
@@ -232,7 +232,7 @@ def test_check_dtype_on_planted_checkpoint(dfx: dict[str, Path]) -> None:
     rec = report.recommendation
     assert "fp16" in rec.commands and "--dtype fp16 --keep-fp32" in rec.commands["fp16"]
     assert rec.best == "bf16"
-    assert any(line.startswith("fp16 is unsafe: overflows in 5 tensor(s)") for line in rec.lines)
+    assert any(line.startswith("fp16 is unsafe: overflows in 5 tensors") for line in rec.lines)
 
 
 def test_pickle_source_gives_the_same_counts(dfx: dict[str, Path]) -> None:

@@ -304,7 +304,7 @@ def test_worst_tensors_on_a_very_narrow_console_keep_words_whole() -> None:
     lines = [line.strip("│ ") for line in worst.splitlines() if line.startswith("│")]
     assert lines[0] == "bert.encoder.layer.2.output.dense.weight"
     assert lines[1].startswith("lossy · out of range 0 · underflow 0 ·")
-    assert "16,383 value(s) rounded, 44 subnormal" in lines
+    assert "16,383 values rounded, 44 subnormal" in lines
 
 
 def _one_in_a_hundred_flushed() -> torch.Tensor:
@@ -405,11 +405,11 @@ def test_a_config_at_the_target_names_what_its_class_keeps_in_fp32(tmp_path: Pat
     code, data = run_json("check-dtype", only_wo, "--target", "fp16")
     lines = [x for x in data["recommendation"]["lines"] if x.startswith("config.json says float16")]
     assert lines == ["config.json says float16: from_pretrained(dtype='auto') loads these weights as float16 but "
-                     "keeps the 1 unsafe tensor(s) in float32 (_keep_in_fp32_modules): it does not hit this"]
+                     "keeps the 1 unsafe tensor in float32 (_keep_in_fp32_modules): it does not hit this"]
     fp16 = data["targets"]["fp16"]
     assert code == 0 and fp16["verdict"] == "unsafe" and fp16["kept_fp32_at_load"] == BOTH_WO
     (line,) = [x for x in data["recommendation"]["lines"] if x.startswith("fp16 is unsafe")]
-    assert line.endswith("from_pretrained loads every tensor as fp16 all the same, except the 1 unsafe one(s) its "
+    assert line.endswith("from_pretrained loads every tensor as fp16 all the same, except the 1 unsafe one its "
                          f"class keeps in fp32 (_keep_in_fp32_modules): {WO}")
     loaded = transformers.T5ForConditionalGeneration.from_pretrained(only_wo, dtype="auto")
     wo = loaded.get_parameter(WO)
@@ -420,7 +420,7 @@ def test_a_config_at_the_target_names_what_its_class_keeps_in_fp32(tmp_path: Pat
     assert data["targets"]["fp16"]["kept_fp32_at_load"] == BOTH_WO
     lines = [x for x in data["recommendation"]["lines"] if x.startswith("config.json says float16")]
     assert lines == ["config.json says float16: from_pretrained(dtype='auto') loads these weights as float16 and "
-                     f"hits this in 1 of the 2 unsafe tensor(s); its class keeps {WO} in float32 "
+                     f"hits this in 1 of the 2 unsafe tensors; its class keeps {WO} in float32 "
                      "(_keep_in_fp32_modules)"]
     loaded = transformers.T5ForConditionalGeneration.from_pretrained(both, dtype="auto")
     assert torch.isinf(loaded.get_parameter(WI)).any() and torch.isfinite(loaded.get_parameter(WO)).all()
@@ -486,7 +486,7 @@ def test_the_suggested_convert_names_the_revision_checked() -> None:
     """A Hub source read at `--revision v1`: the command converts that revision, not main."""
     from weightdoctor.check_dtype import TargetReport, TensorCast, recommend
 
-    row = TensorCast("n", "float32", "unsafe", 4, 1, 0, 0, 0, 1, 0.0, 0.0, 0, 0, "1 finite value(s) become inf/NaN")
+    row = TensorCast("n", "float32", "unsafe", 4, 1, 0, 0, 0, 1, 0.0, 0.0, 0, 0, "1 finite value becomes inf/NaN")
     report = TargetReport("float16", "unsafe", 1, 1, 0, 4, 1, 0, 0, 0, 1, 0.25, 0.0, 0.0, 65504.0, 6.1e-5, "", 8,
                           "^(?:n)$", 16, [row])
     rec = recommend("org/name", {"fp16": report}, {}, None, revision="v1", key="ema")

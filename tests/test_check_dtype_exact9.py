@@ -165,7 +165,7 @@ def test_fp8_weights_are_not_read_and_their_scales_are(
     assert data["targets"]["fp16"]["verdict"] == "unsafe" and data["tensors_checked"] == 4
 
     text = run_cli("check-dtype", str(path), "--target", "bf16").stdout
-    assert "4 floating tensor(s), 2 not read (their dtype casts exactly to every target)" in " ".join(
+    assert "4 floating tensors, 2 not read (their dtype casts exactly to every target)" in " ".join(
         line.strip(" │") for line in text.splitlines())
 
 

@@ -170,7 +170,7 @@ def test_fp16_overflow_stops_with_the_tensors_named_unless_allowed(tmp_path: Pat
     assert result.exit_code == 0, result.stderr
     assert torch.isinf(load_file(out)["big.weight"]).sum() == 2
     # Cast anyway, and said what was lost (it wrote the infs without a word).
-    assert "--allow-overflow: the cast lost values in 2 tensor(s): big.weight (2 values become inf); " \
+    assert "--allow-overflow: the cast lost values in 2 tensors: big.weight (2 values become inf); " \
         "tiny.weight (100.0% of non-zero values become 0)" in " ".join(result.stdout.split())
     code, data = run_json("shard", tmp_path / "in.bin", "--max", "100B", "-o", tmp_path / "shards", "--dtype", "fp16",
                           "--allow-overflow")
@@ -662,7 +662,7 @@ def test_a_dtype_cast_leaves_a_quantizer_s_scales_as_stored(tmp_path: Path) -> N
     out = load_file(tmp_path / "out" / "model.safetensors")
     assert out["proj.scales"].dtype == torch.float16 and torch.equal(out["proj.scales"], tensors["proj.scales"])
     assert out["norm.weight"].dtype == torch.bfloat16
-    assert any("quantizer scale/state tensor(s) kept as stored" in w for w in data["plan"]["warnings"])
+    assert any("1 quantizer scale/state tensor kept as stored" in w for w in data["plan"]["warnings"])
     code, data = run_json("check-dtype", str(folder))
     assert "proj.scales" not in {t["name"] for t in data["targets"]["bf16"]["tensors"]}
 

@@ -1038,7 +1038,7 @@ def test_a_whole_peft_model_of_a_fused_moe_is_no_adapter_against_its_saved_per_e
 def test_a_key_transformers_renames_per_model_is_not_a_random_head(tmp_path: Path) -> None:
     """GPT-NeoX holds its output layer as `lm_head` (transformers 5) and saves it as `embed_out` (its conversion
     mapping): `torch.save(model.state_dict())` against `save_pretrained` is one weight under two names, which
-    from_pretrained maps, not a head "initialised at random". Found by scripts/diff_pairs_sweep.py (gpt_neox/bin)."""
+    from_pretrained maps, not a head "initialized at random". Found by scripts/diff_pairs_sweep.py (gpt_neox/bin)."""
     import transformers
 
     torch.manual_seed(0)

@@ -96,7 +96,7 @@ def test_model_class_mode(pairs: dict[str, Pair], fx: dict[str, Path]) -> None:
     code, _ = run_json("diff-keys", pairs["base-into-head"].a, "--model-class", "BertForSequenceClassification",
                        "--config", pairs["base-into-head"].b, "--fail-on", "info")
     assert code == 1
-    # --num-labels changes the head: a mismatch transformers would re-initialise.
+    # --num-labels changes the head: a mismatch transformers would re-initialize.
     code, data = run_json("diff-keys", fx["bert"], "--model-class", "BertForSequenceClassification",
                           "--num-labels", "5")
     assert code == 0
@@ -395,7 +395,7 @@ def test_a_transposed_matrix_is_named(pairs: dict[str, Pair], tmp_path: Path) ->
     assert (attn["reason"], attn["severity"]) == ("transposed", "error")
     assert attn["shape_a"] == [96, 32] and attn["shape_b"] == [32, 96] and "transpose" in attn["detail"]
     # attn.c_proj is 32×32: it matches by shape, and the note says it is most likely transposed too.
-    assert any("square weight(s) of the same blocks (e.g. transformer.h.0.attn.c_proj.weight)" in note
+    assert any("square weights of the same blocks (e.g. transformer.h.0.attn.c_proj.weight)" in note
                for note in data["notes"])
     code, data = run_json("diff-keys", str(pairs["gpt2-tied"].a), str(pairs["gpt2-tied"].a))
     assert data["notes"] == []
@@ -431,7 +431,7 @@ def test_a_peft_adapter_into_its_base_is_healthy(peft_adapter: dict[str, Path]) 
     assert reasons["model.layers.0.mlp.up_proj.weight"][:2] == ("adapter-base", "info")
     assert reasons["lm_head.weight"] == (
         "adapter", "info", "the adapter stores it whole, as base_model.model.lm_head.weight")
-    assert any("PEFT adapter: LoRA (rank 4) on 5 module(s), 5 of them in B" in n for n in data["notes"])
+    assert any("PEFT adapter: LoRA (rank 4) on 5 modules, 5 of them in B" in n for n in data["notes"])
     # The same verdict against the model class.
     code, data = run_json("diff-keys", str(adapter), "--model-class", "LlamaForCausalLM", "--config", str(base))
     assert code == 0 and {i["severity"] for i in data["missing"] + data["unexpected"]} == {"info"}
@@ -930,7 +930,7 @@ def test_the_model_class_note_carries_a_rename_with_an_equals_sign(tmp_path: Pat
 
 def test_group_tables_on_a_very_narrow_console_keep_names_and_words_whole(tmp_path: Path) -> None:
     """At 56 columns the keys' column had 11 cells and the detail 10: Rich cut names mid-segment (`bert.embedd` /
-    `ings.LayerN`) and words (`initialise` / `d`); at 40 the reason and severity too (`unkno…`). Each group is told
+    `ings.LayerN`) and words (`initialize` / `d`); at 40 the reason and severity too (`unkno…`). Each group is told
     in lines of its own there: its keys, then reason, severity and count, then the detail."""
     from rich.cells import cell_len
     from safetensors.torch import save_file
@@ -947,4 +947,4 @@ def test_group_tables_on_a_very_narrow_console_keep_names_and_words_whole(tmp_pa
         assert max(map(cell_len, lines)) <= width and "…" not in tables
         cells = [line.strip("│ ") for line in tables.splitlines() if line.startswith("│")]
         assert "bert.embeddings.LayerNorm.bias" in cells and "unknown · error · ×64" in cells
-        assert "new, initialised at random" in cells and "[bold]x.weight" in tables  # markup shown, not applied
+        assert "new, initialized at random" in cells and "[bold]x.weight" in tables  # markup shown, not applied

@@ -338,7 +338,7 @@ def test_plan_devices_warns_that_transformers_ignores_gptqmodel_dynamic(tmp_path
     assert code == 0 and data["dtype"] == "int4"
     import transformers
 
-    assert ("quantization_config.dynamic holds GPTQModel's per-module overrides (2 pattern(s), 1 leaving modules "
+    assert ("quantization_config.dynamic holds GPTQModel's per-module overrides (2 patterns, 1 leaving modules "
             f"unquantized with '-:'), which transformers {transformers.__version__} does not read (its GPTQConfig "
             "drops `dynamic`): from_pretrained builds every Linear of the blocks at the top-level 4 bits, unlike "
             "what the checkpoint stores for the modules they name; GPTQModel's loader and vLLM honour them"

@@ -122,7 +122,7 @@ def test_gptqmodel_dynamic_without_top_level_bits_says_from_pretrained_raises(bi
         GPTQConfig.from_dict(dict(quantization))
     warning = gptq_dynamic_warning({"quantization_config": quantization})
     assert warning == (
-        "quantization_config.dynamic holds GPTQModel's per-module overrides (1 pattern(s)), which transformers "
+        "quantization_config.dynamic holds GPTQModel's per-module overrides (1 pattern), which transformers "
         f"{transformers.__version__} does not read (its GPTQConfig drops `dynamic`), and the config {given}: "
         "GPTQConfig needs 2, 3, 4 or 8 there, so from_pretrained raises before building any Linear; GPTQModel's "
         "loader and vLLM honour them")

@@ -27,10 +27,10 @@ def test_verify_shows_sha256_mismatches_beside_crc_mismatches() -> None:
                              hash_mismatches=["model.safetensors: sha256 abc, the index says def"],
                              members_checked=3, notes=[])
     line = verify_line(verify)
-    assert "1 CRC mismatch(es)[/]: a.bin:archive/data/0" in line, line
-    assert "1 sha256 mismatch(es)[/]: model.safetensors: sha256 abc, the index says def" in line, line
+    assert "1 CRC mismatch[/]: a.bin:archive/data/0" in line, line
+    assert "1 sha256 mismatch[/]: model.safetensors: sha256 abc, the index says def" in line, line
     only_hash = verify_line(SimpleNamespace(mismatches=[], hash_mismatches=["x: y"], members_checked=1, notes=[]))
-    assert only_hash == "[bold red]1 sha256 mismatch(es)[/]: x: y"
+    assert only_hash == "[bold red]1 sha256 mismatch[/]: x: y"
 
 
 @pytest.fixture
@@ -170,10 +170,10 @@ def test_a_pattern_time_limit_reached_is_said(tmp_path: Path, monkeypatch: pytes
     assert result.exit_code == 0, result.stderr
     data = json.loads(result.stdout)
     assert data["quantized"]["parameters"] is None and "warnings" not in data["quantized"]  # no new key
-    patterns = "2 of 2 pattern(s) not compiled, "  # none compiled before the limit: every layer left
+    patterns = "2 of 2 patterns not compiled, "  # none compiled before the limit: every layer left
     [warning] = [w for w in data["warnings"] if "time limit" in w]
     assert warning == (f"{what}: the -1 s time limit for matching them was reached; {patterns}2 of 2 packed "
-                       "layer(s) left unmatched, their bits per value unknown (a slower machine reaches the limit "
+                       "layers left unmatched, their bits per value unknown (a slower machine reaches the limit "
                        "sooner, so it may answer differently)")
     human = run_cli("inspect", str(folder))
     assert "time limit for matching them was reached" in " ".join(human.stdout.split() + human.stderr.split())

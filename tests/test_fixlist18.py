@@ -81,7 +81,7 @@ def test_tensors_beside_the_state_dict_note_names_the_first_few(tmp_path: Path) 
     code, report = run_json("inspect", tmp_path / "m.pt", "--key", "model.language_model.encoder")
     assert code == 0
     [note] = [w for w in report["warnings"] if "beside the state dict" in w]
-    assert "3001 tensor(s) beside the state dict are not read, in model.language_model.sib0, " in note
+    assert "3,001 tensors beside the state dict are not read, in model.language_model.sib0, " in note
     assert "model.language_model.sib5, and 2,995 more: the weights are split" in note
     assert len(note) < 1000
 

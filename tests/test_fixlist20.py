@@ -170,9 +170,9 @@ def test_an_inf_the_cast_does_not_keep_makes_the_tensor_unsafe_as_torch_casts_it
         assert lost == 2 and row["verdict"] == "unsafe" and report["verdict"] == "unsafe"
         assert "rounded" not in row["reason"]
         if became_nan:
-            assert row["reason"] == "2 inf value(s) become NaN"
-            assert f"{target} is unsafe: turns ±inf into NaN in 1 tensor(s) (2 value(s))" in advice
+            assert row["reason"] == "2 inf values become NaN"
+            assert f"{target} is unsafe: turns ±inf into NaN in 1 tensor (2 values)" in advice
         else:
             assert cast[:2].tolist() == [-448.0, 448.0]
-            assert row["reason"] == "2 inf value(s) become finite (±max)"
-            assert f"{target} is unsafe: turns ±inf into ±448 in 1 tensor(s) (2 value(s))" in advice
+            assert row["reason"] == "2 inf values become finite (±max)"
+            assert f"{target} is unsafe: turns ±inf into ±448 in 1 tensor (2 values)" in advice

@@ -243,7 +243,8 @@ def test_the_check_dtype_title_is_not_cut_mid_phrase_at_80_columns() -> None:
 @pytest.mark.parametrize("width", [40, 50, 60])
 def test_inspect_stats_cuts_no_number_or_code_on_a_narrow_console(width: int) -> None:
     """At 60 columns and under the statistics table cut its figures (`100.…`, `-0.00…`, `0.01…`), its headers
-    (`m…` for mean at 40) and the findings' code (`checkpoint-at…`): each tensor and finding is a record there."""
+    (`m…` for mean at 40) and the findings' code (`checkpoint-at…`): each tensor and finding is told in lines of its
+    own there: its name, then its figures, then what it was found and expected to be (ux20)."""
     from tests.helpers import REPO_ROOT, run_subprocess
 
     out = run_subprocess("inspect", REPO_ROOT / "fixtures" / "example", "--stats",
@@ -252,17 +253,20 @@ def test_inspect_stats_cuts_no_number_or_code_on_a_narrow_console(width: int) ->
     assert max(map(len, out.splitlines())) <= width
     assert "…" not in stats.replace("more; use --all", ""), stats
     cells = [[cell.strip() for cell in line.split("│")[1:-1]] for line in stats.splitlines() if line.startswith("│")]
-    assert ["mean", "-0.000253"] in cells and ["zeros", "100.0%"] in cells and ["abs max", "0.0719"] in cells
-    assert ["code", "checkpoint-at-init"] in cells and ["expected at init", "zeros"] in cells
+    text = " ".join(cell for row in cells for cell in row)
+    assert "mean -0.000253 · std 0.0199 · abs max 0.0719" in text and "zeros 100.0%" in text, stats
+    assert "warn · checkpoint-at-init" in text and "expected at init zeros" in text, stats
 
 
-def test_inspect_stats_keeps_its_columns_at_80() -> None:
+def test_inspect_stats_keeps_each_name_whole_at_80() -> None:
+    """At 80 the table kept its seven columns and gave names 10 cells: `bert.embed` / `dings.Laye` / `rNorm.bias`
+    (ux20). Each tensor is now told in lines of its own, its name whole, its figures on one line."""
     from tests.helpers import REPO_ROOT, run_subprocess
 
     out = run_subprocess("inspect", REPO_ROOT / "fixtures" / "example", "--stats",
                          env={"COLUMNS": "80", "TERM": "dumb", "NO_COLOR": "1"}).stdout
-    assert "┃ name       ┃      mean ┃    std ┃ abs max ┃  zeros ┃ found      ┃ at init    ┃" in out
-    assert "│ -0.000253 │ 0.0199 │  0.0719 │   0.0% │" in out
+    assert "│ bert.embeddings.position_embeddings.weight" in out, out
+    assert "│ mean -0.000253 · std 0.0199 · abs max 0.0719 · zeros 0.0%" in out, out
 
 
 # 8. Library messages are cut between words.

@@ -84,7 +84,7 @@ def test_gptq_packed_weights_with_no_quantizer_named_are_not_planned_as_dense_fp
         _, info = transformers.BertForSequenceClassification.from_pretrained(str(folder), output_loading_info=True)
         assert "bert.encoder.layer.0.attention.self.query.weight" in info["missing_keys"]
         assert "bert.encoder.layer.0.attention.self.query.qweight" in info["unexpected_keys"]
-    said = "6 layer(s) hold GPTQ/AWQ-packed weights (bert.encoder.layer.0.attention.self.query.qweight"
+    said = "6 layers hold GPTQ/AWQ-packed weights (bert.encoder.layer.0.attention.self.query.qweight"
     result = run_cli("plan-devices", str(folder), "--gpu", "1GB", "--model-class", "BertForSequenceClassification")
     assert result.exit_code == 2 and not result.stdout, result.stdout
     line = " ".join(result.stderr.split())

@@ -98,7 +98,7 @@ def test_ia3_and_oft_on_a_grouped_conv_are_no_misfit(tmp_path: Path, method: str
         assert ("PeftModel.from_pretrained onto B raises with peft 0.22 and later (NotImplementedError: OFT does not "
                 "support Conv2d layers with groups > 1); peft 0.21 loads it" in grp) == oft, grp
         note = _note(data)
-        assert "2 module(s), 1 of them in B with shapes that fit; 1 more is a convolution it fits only if grouped " \
+        assert "2 modules, 1 of them in B with shapes that fit; 1 more is a convolution it fits only if grouped " \
             "(grp: 4 groups): a checkpoint does not store groups, so its fit is not compared;" in note, note
         assert "does not fit" not in note and "do not fit" not in note, note
         assert all(e["reason"] == "adapter-base" for e in data["missing"]), data["missing"]
@@ -273,7 +273,7 @@ def test_newer_peft_methods_are_compared_with_the_layers_they_adapt(tmp_path: Pa
     assert code == 0 and data["worst_severity"] == "info", [
         e["detail"] for e in data["unexpected"] if e["severity"] != "info"]
     note = _note(data)
-    assert f"A is a PEFT adapter: {shown} on 2 module(s), 2 of them in B with shapes that fit;" in note, note
+    assert f"A is a PEFT adapter: {shown} on 2 modules, 2 of them in B with shapes that fit;" in note, note
     assert "not compared" not in note and "not known here" not in note, note
     assert not _loads(folder, _mlp(tmp_path / "wider.safetensors", 48))
     code, data = run_json("diff-keys", str(folder), str(tmp_path / "wider.safetensors"))

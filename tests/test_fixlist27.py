@@ -129,8 +129,8 @@ def peft_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
             "ia3": root / "ia3" / "adapter_model.safetensors", "wrapped": root / "wrapped.safetensors"}
 
 
-@pytest.mark.parametrize(("a", "b", "said"), [("ia3", "lora", "A IA3 on 4 module(s), B 8 adapter tensors"),
-                                              ("lora", "ia3", "A LoRA (rank 4) on 4 module(s), B 4 adapter tensors")])
+@pytest.mark.parametrize(("a", "b", "said"), [("ia3", "lora", "A IA3 on 4 modules, B 8 adapter tensors"),
+                                              ("lora", "ia3", "A LoRA (rank 4) on 4 modules, B 4 adapter tensors")])
 def test_two_adapters_against_each_other_are_said_to_be_two_adapters(
         peft_files: dict[str, Path], a: str, b: str, said: str) -> None:
     code, data = run_json("diff-keys", str(peft_files[a]), str(peft_files[b]))
@@ -148,7 +148,7 @@ def test_an_adapter_against_its_base_keeps_its_own_note(peft_files: dict[str, Pa
     """No false note: the LoRA against the model it adapts loads (its modules fit)."""
     code, data = run_json("diff-keys", str(peft_files["lora"]), str(peft_files["base"]))
     note = " ".join(data["notes"])
-    assert note.startswith("A is a PEFT adapter: LoRA (rank 4) on 4 module(s), 4 of them in B with shapes that fit")
+    assert note.startswith("A is a PEFT adapter: LoRA (rank 4) on 4 modules, 4 of them in B with shapes that fit")
     assert "both PEFT adapters" not in note and "PEFT-wrapped" not in note, note
     assert {key["reason"] for key in data["missing"]} == {"adapter-base"}, data["missing"]
 

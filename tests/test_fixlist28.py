@@ -1,7 +1,7 @@
 """fixlist28: three diff-keys left-outs.
 
 - A new task head's LayerNorm / RMSNorm weight and bias (RoBERTa's `lm_head.layer_norm`, BERT's
-  `cls.predictions.transform.LayerNorm`) were "new, initialised at random" / "initialised by the model": the model's
+  `cls.predictions.transform.LayerNorm`) were "new, initialized at random" / "initialized by the model": the model's
   _init_weights sets them to ones and zeros, which is what from_pretrained leaves.
 - `diff-keys DDP_BASE LORA` (a base saved through DDP, `module.` before every key, as A; its peft LoRA as B) gave
   "unknown" errors with no note, where the unprefixed base gets `swapped-sides`: the adapter's modules are A's
@@ -47,8 +47,8 @@ def test_a_new_heads_layer_norm_is_said_to_start_at_ones_and_zeros_as_from_pretr
     assert detail["lm_head.layer_norm.weight"] == "new, set to ones by the model (a LayerNorm's scale), not random"
     assert detail["lm_head.layer_norm.bias"] == "new, set to zeros by the model (a norm's shift), not random"
     # The head's Linear keeps its words: a weight drawn at random, a bias set by the model.
-    assert detail["lm_head.dense.weight"] == "new, initialised at random"
-    assert detail["lm_head.dense.bias"] == "new, initialised by the model"
+    assert detail["lm_head.dense.weight"] == "new, initialized at random"
+    assert detail["lm_head.dense.bias"] == "new, initialized by the model"
 
 
 def test_berts_new_prediction_head_layer_norm_is_said_to_start_at_ones_and_zeros(tmp_path: Path) -> None:
@@ -70,7 +70,7 @@ def test_berts_new_prediction_head_layer_norm_is_said_to_start_at_ones_and_zeros
         "new, set to ones by the model (a LayerNorm's scale), not random"
     assert detail["cls.predictions.transform.LayerNorm.bias"] == \
         "new, set to zeros by the model (a norm's shift), not random"
-    assert detail["cls.predictions.transform.dense.weight"] == "new, initialised at random"
+    assert detail["cls.predictions.transform.dense.weight"] == "new, initialized at random"
 
 
 @pytest.mark.parametrize("prefix", ["module.", "_orig_mod."])
@@ -135,7 +135,7 @@ def test_a_gpt2_adalora_renamed_out_of_peft_s_wrapper_is_named_a_peft_adalora_no
     code, report = run_json("diff-keys", adapter, backbone, "--rename", r"^base_model\.model\.=")
     assert code == 1, report
     note = report["notes"][0]
-    assert note.startswith("A is a PEFT adapter: AdaLoRA (rank 4) on 2 module(s)"), note
+    assert note.startswith("A is a PEFT adapter: AdaLoRA (rank 4) on 2 modules"), note
     assert "diffusers" not in note and "load_lora_weights" not in note and "pipeline" not in note, note
     assert "load it with peft's PeftModel.from_pretrained, given " in note, note  # no config: in words
     # The same note as without the rename: the rename changes the names compared, not what A is.

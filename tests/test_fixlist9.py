@@ -58,7 +58,7 @@ def test_a_kohya_lora_against_a_single_file_stable_diffusion_checkpoint_is_check
     code, data = run_json("diff-keys", str(lora), str(single))
     assert code == 0 and len(data["notes"]) == 1
     assert data["notes"][0].startswith("A is a kohya-style LoRA") and \
-        "on 5 module(s) of the text encoder, UNet / transformer (in B, a single-file Stable Diffusion checkpoint), " \
+        "on 5 modules of the text encoder, UNet / transformer (in B, a single-file Stable Diffusion checkpoint), " \
         "5 of them in B with shapes that fit" in data["notes"][0]  # input_blocks_1_1 is down_blocks_0_attentions_0
     details = {item["name"]: (item["reason"], item["severity"], item["detail"]) for item in data["unexpected"]}
     assert details["lora_unet_up_blocks_1_attentions_0_transformer_blocks_0_attn2_to_k.lora_up.weight"] == (
@@ -84,7 +84,7 @@ def test_a_kohya_lora_against_a_single_file_stable_diffusion_checkpoint_is_check
                  "lora_te1_text_model_encoder_layers_0_self_attn_q_proj": (6, 6),
                  "lora_te2_text_model_encoder_layers_0_self_attn_q_proj": (6, 6)}, lora_xl)
     code, data = run_json("diff-keys", str(lora_xl), str(sdxl))
-    assert code == 1 and "3 module(s) of the first text encoder, UNet / transformer (in B, a single-file Stable " \
+    assert code == 1 and "3 modules of the first text encoder, UNet / transformer (in B, a single-file Stable " \
         "Diffusion checkpoint), 1 of them in B with shapes that fit" in data["notes"][0]
     details = {item["name"]: (item["severity"], item["detail"]) for item in data["unexpected"]}
     assert details["lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q.lora_up.weight"] == (
@@ -146,7 +146,7 @@ def test_pissa_and_olora_adapters_are_not_called_trained_or_at_a_default_init(tm
                                            "on save")
 
 
-def test_a_gaussian_initialised_lora_at_init_is_at_init(tmp_path: Path) -> None:
+def test_a_gaussian_initialized_lora_at_init_is_at_init(tmp_path: Path) -> None:
     """init_lora_weights="gaussian" starts lora_A at normal(0, 1/r), not kaiming_uniform: an adapter saved before
     training was called "trained"."""
     code, data = run_json("inspect", str(_peft_adapter(tmp_path / "g", "gaussian")), "--stats")

@@ -65,7 +65,7 @@ def test_inspect_text_shows_the_gguf_metadata_panel(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "GGUF metadata" in out and "GGUF v3, tensor data aligned to 32 bytes" in out
-    assert "Q4_K: 6 tensor(s), 327.7K params, 4.5 bits/weight" in out
+    assert "Q4_K: 6 tensors, 327.7K params, 4.5 bits/weight" in out
     assert "[1,000 string: 'tok0', 'tok1', 'tok2', ...]" in out and "tok999" not in out
     assert "safe (GGUF: no pickle, no code)" in out
     assert "│ blk.0.attn_k.weight" in out and "128×256" in out

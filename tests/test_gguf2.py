@@ -21,8 +21,8 @@ def test_verify_checks_a_gguf_layout_and_says_what_it_checked(tmp_path: Path) ->
     assert "fill its data section to the end" in note
     result = run_subprocess("inspect", "--verify", str(path), env={"COLUMNS": "400"})
     assert result.returncode == 0, result.stderr
-    assert "1 file(s) checked, all as their headers say" in result.stdout
-    assert "zip CRCs" not in result.stdout and "0 member(s) checked" not in result.stdout
+    assert "1 file checked, all as their headers say" in result.stdout
+    assert "zip CRCs" not in result.stdout and "0 members checked" not in result.stdout
 
 
 def test_verify_finds_bytes_appended_after_the_last_tensor(tmp_path: Path) -> None:
@@ -49,7 +49,7 @@ def test_verify_finds_a_gap_between_tensors_that_no_tensor_holds(tmp_path: Path)
     code, report = run_json("inspect", "--verify", str(path))
     [found] = report["verify"]["layout_mismatches"]
     assert code == 1
-    assert found.startswith("gap.gguf: 96 data bytes in 1 gap(s) between tensors") and "128-224" in found
+    assert found.startswith("gap.gguf: 96 data bytes in 1 gap between tensors") and "128-224" in found
 
 
 def test_verify_accepts_a_last_tensor_without_its_padding(tmp_path: Path) -> None:
@@ -75,7 +75,7 @@ def test_check_dtype_memory_counts_quantized_tensors_dequantized_as_inspect_does
     assert reasons["blk.0.attn_q.weight"].startswith("a quantized GGUF type: its values are not read")
     result = run_subprocess("check-dtype", str(path), env={"COLUMNS": "400"})
     assert result.returncode == 0, result.stderr
-    assert "10 left as they are (10 quantized GGUF tensor(s), not read)" in result.stdout
+    assert "10 left as they are (10 quantized GGUF tensors, not read)" in result.stdout
     assert "memory, with quantized GGUF tensors counted dequantized as from_pretrained(gguf_file=) loads them: " \
            "stored 689.15 KB  fp32 3.12 MB" in result.stdout
 

@@ -328,7 +328,7 @@ def test_check_dtype_casts_the_dequantized_values(tmp_path: Path) -> None:
     sampled = json_report("check-dtype", "--sample", "500", str(path))
     assert sampled["quantized_dequantized"] == 10 and sampled["tensors_checked"] == 14
     human = run_subprocess("check-dtype", str(path), env={"COLUMNS": "400"})
-    assert "checked        14 floating tensor(s) (10 of them quantized GGUF tensors, read dequantized to float32 as " \
+    assert "checked        14 floating tensors (10 of them quantized GGUF tensors, read dequantized to float32 as " \
            "ggml decodes them)" in human.stdout, human.stdout
 
 

@@ -85,7 +85,7 @@ def test_duplicated_rows(planted: dict[str, Path]) -> None:
     code, data = run_json("inspect", planted["dup-rows"], "--stats", "--fail-on", "warn")
     assert code == 1
     assert _codes(data) == [("warn", "duplicate-rows", "bert.encoder.layer.0.attention.self.query.weight")]
-    assert data["findings"][0]["message"].startswith("5 row(s) repeat another row exactly")
+    assert data["findings"][0]["message"].startswith("5 rows repeat another row exactly")
 
 
 @pytest.mark.parametrize("name", ["bert", "gpt2", "roberta", "bert-bin"])

@@ -217,7 +217,7 @@ def test_diff_keys_self_and_model_class(deepseek: Path, monkeypatch: pytest.Monk
         # gate_up_proj and down_proj, and their scales (FP8Experts' gate_up_proj_scale_inv and down_proj_scale_inv),
         # stacked, for each of the 2 MoE layers the model has (not one per expert weight: 2 x 8 x 3 x 2 here)
         assert copies["n"] == 8
-        assert any(note.startswith("8 key(s) are built by transformers' WeightConverters") for note in report["notes"])
+        assert any(note.startswith("8 keys are built by transformers' WeightConverters") for note in report["notes"])
     else:
         # Dequantizing, every fp8 weight is a converter's target (69 here), and the rename search for the MTP
         # layer's keys re-runs the load on fresh models (5 runs in all): one copy per target and run, where one

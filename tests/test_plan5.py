@@ -239,12 +239,12 @@ def test_bitsandbytes_weights_under_a_config_without_quantization_config_are_not
     assert torch.equal(model.encoder.layer[0].attention.self.query.weight.detach(),
                        model.encoder.layer[0].attention.self.query.weight.detach().round())
     cases = (
-        (four, "6 layer(s) hold bitsandbytes 4-bit-packed weights (bert.encoder.layer.0.attention.self.query.weight, "
+        (four, "6 layers hold bitsandbytes 4-bit-packed weights (bert.encoder.layer.0.attention.self.query.weight, "
                "beside its absmax, quant_map and quant_state), but config.json has no quantization_config: "
                "from_pretrained builds the model unquantized, and the packed weights' shapes are not the layers' "
                "(RuntimeError: ignore_mismatched_sizes is False): it loads nothing; the quantizer's "
                "quantization_config (quant_method bitsandbytes, load_in_4bit true, bnb_4bit_quant_type nf4)"),
-        (eight, "6 layer(s) hold bitsandbytes 8-bit weights (bert.encoder.layer.0.attention.self.query.weight, "
+        (eight, "6 layers hold bitsandbytes 8-bit weights (bert.encoder.layer.0.attention.self.query.weight, "
                 "beside its SCB), but config.json has no quantization_config: from_pretrained builds the model "
                 "unquantized and copies the int8 values (up to 127) into these layers' float weights as they are, "
                 "dropping their SCB scales (unexpected keys): not the model's weights; the quantizer's "

@@ -384,7 +384,7 @@ def test_renderer_and_json_of_a_canned_report() -> None:
                       [ModuleRange("model.layers.2", "cpu", ["model.layers.2"], GB + 10**8)]),
         ],
         verdict="needs-cpu-offload", offload=Offload(GB + 10**8, 0, GB + 10**8),
-        suggestions=[Suggestion("gpus", "1 more 2.00 GB GPU(s) (2 in all) at bf16", "bf16", [2 * GB] * 2,
+        suggestions=[Suggestion("gpus", "1 more 2.00 GB GPU (2 in all) at bf16", "bf16", [2 * GB] * 2,
                                 "fits-on-gpus")],
     )
     buffer = io.StringIO()
@@ -393,7 +393,7 @@ def test_renderer_and_json_of_a_canned_report() -> None:
     assert "model.layers.0–1" in text and "→ cuda:0" in text and "OFFLOAD" in text
     assert "why 100.00 MB of cuda:0 stays free" in text and "largest-layer: room for model.layers.2" in text
     assert "1.10 GB moved to the GPU for every generated token" in text
-    assert "needs CPU offload" in text and "smallest change: 1 more 2.00 GB GPU(s)" in text
+    assert "needs CPU offload" in text and "smallest change: 1 more 2.00 GB GPU" in text
     data = to_jsonable(report)
     assert data["devices"][0] == {**data["devices"][0], "device": "cuda:0", "capacity_bytes": 2 * GB,
                                   "used_bytes": 2 * GB - 10**8}

@@ -24,7 +24,7 @@ def test_70b_table_shows_ranges_offload_verdict_and_why() -> None:
     assert "needs CPU offload" in out and "moved to the GPU for every generated token" in out
     assert "largest-layer: the planner always keeps room on the first GPU for the largest layer" in out
     assert "(model.layers.13, 1.71 GB)" in out  # kept while it tries model.layers.12, as the planner counts it
-    assert "smallest change: --dtype int4" in out and "4 more 24.00 GB GPU(s)" in out
+    assert "smallest change: --dtype int4" in out and "4 more 24.00 GB GPUs" in out
     assert result.stderr == ""
     failing = run_cli("plan-devices", LLAMA_70B, "--gpu", "24GB", "--gpu", "24GB", "--cpu", "200GB",
                       "--fail-on", "offload")

@@ -215,7 +215,7 @@ def test_keep_in_fp32_modules_count_at_the_requested_dtype_as_from_pretrained_pl
         # the six wo weights, at fp16 in the plan, named in the warning with the bytes a load adds
         assert len(upcast) == 6 and data["weights_bytes"] == total
         [warning] = [w for w in data["warnings"] if "_keep_in_fp32_modules" in w]
-        assert "keeps 6 tensor(s) of wo in float32 at fp16" in warning
+        assert "keeps 6 tensors of wo in float32 at fp16" in warning
         # counted at fp32 instead, they move the map: the plan would disagree with from_pretrained
         for name in upcast:
             module = planned.model.get_submodule(name.rsplit(".", 1)[0])

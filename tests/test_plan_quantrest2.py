@@ -217,7 +217,7 @@ def test_keep_in_fp32_modules_of_a_float16_t5_at_int8_int4_are_said(
     assert code == 0 and data["weights_bytes"] + data["buffers_bytes"] == sizes[""], (data["weights_bytes"], sizes)
     extra = sum(numel * 2 for numel, _, _ in upcast.values())  # float16 -> float32: as much again
     [said] = [w for w in data["warnings"] if "_keep_in_fp32_modules" in w]
-    assert f"keeps 6 tensor(s) of wo in float32 at int{bits}" in said and format_bytes(extra) in said, said
+    assert f"keeps 6 tensors of wo in float32 at int{bits}" in said and format_bytes(extra) in said, said
 
 
 def test_a_bfloat16_t5_at_int8_keeps_wo_at_bfloat16_unwarned(tmp_path: Path, fake_bitsandbytes: None) -> None:  # noqa: F811

@@ -73,7 +73,7 @@ def test_keep_in_fp32_modules_at_fp16_are_warned_with_the_bytes_a_real_load_adds
     extra = 6 * 128 * 64 * 2  # six wo weights, counted at fp16, loaded in fp32
     assert real == data["weights_bytes"] + extra
     [warning] = [w for w in data["warnings"] if "_keep_in_fp32_modules" in w]
-    assert warning.startswith("T5ForConditionalGeneration keeps 6 tensor(s) of wo in float32 at fp16")
+    assert warning.startswith("T5ForConditionalGeneration keeps 6 tensors of wo in float32 at fp16")
     assert "98.30 KB more than planned (cuda:0 +" in warning and "cpu +" in warning
     code, data = run_json("plan-devices", tmp_path / "t5", "--dtype", "bf16", "--gpu", "10GB")
     assert code == 0 and not [w for w in data["warnings"] if "_keep_in_fp32_modules" in w]
@@ -126,4 +126,4 @@ def test_keep_in_fp32_warning_counts_only_tensors_still_at_half_precision() -> N
     planned = PlannedModel(model, "config", "T5ForConditionalGeneration", "fp16", config)
     tensor_sizes = _sizes(planned, "fp16")[1]
     warning = keep_in_fp32_warning(planned, {"": 0}, tensor_sizes, {})
-    assert warning is not None and "keeps 1 tensor(s) of wo" in warning and "16.38 KB more" in warning
+    assert warning is not None and "keeps 1 tensor of wo" in warning and "16.38 KB more" in warning

@@ -124,7 +124,7 @@ def test_convert_keeps_fp8_scales_of_a_text_config_quantization_as_stored(tmp_pa
     out = tmp_path / "out"
     result = run_cli("convert", str(folder), "-o", str(out), "--dtype", "fp16")
     assert result.exit_code == 0, result.stderr or result.stdout
-    assert "7 quantizer scale/state tensor(s) kept as stored" in result.stderr + result.stdout
+    assert "7 quantizer scale/state tensors kept as stored" in result.stderr + result.stdout
     with safe_open(str(out / "model.safetensors"), "pt") as written:
         scale = written.get_tensor("model.language_model.layers.0.self_attn.q_proj.weight_scale_inv")
         assert scale.dtype == torch.float32

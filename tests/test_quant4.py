@@ -83,7 +83,7 @@ def test_inspect_stats_reads_a_static_quantized_weight_dequantized_and_says_so(t
                 assert stats["sampled"] and stats["count"] == 100, stats
         said = [w for w in data["weights"]["warnings"] if "dequantized" in w]
         assert said == ["the statistics of 2 torch.ao quantized tensors (1.weight, 3.weight: qint8 "
-                        "per_channel_affine) are of their values dequantized with the scale(s) and zero point(s) "
+                        "per_channel_affine) are of their values dequantized with the scales and zero points "
                         "stored in each tensor (torch's .dequantize(), float32), not of the integers stored"], \
             data["weights"]["warnings"]
         assert "1.weight" not in data["weights"]["skipped"], data["weights"]["skipped"]

@@ -101,7 +101,7 @@ def test_an_output_layer_is_tied_by_either_sides_config(tmp_path: Path, tie: boo
         assert (unexpected["reason"], unexpected["detail"]) == ("tied-weight", "tied to embed_tokens.weight")
     else:
         assert (missing["reason"], missing["severity"]) == ("task-head", "warn")
-        assert missing["detail"] == "the language-model output layer, initialised at random (not tied)"
+        assert missing["detail"] == "the language-model output layer, initialized at random (not tied)"
         assert (unexpected["reason"], unexpected["detail"]) == ("task-head", "not used by B, dropped")
 
 

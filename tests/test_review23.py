@@ -21,7 +21,7 @@ def test_key_of_non_ascii_digits_is_no_index(tmp_path: Path, key: str) -> None:
     result = run_cli("inspect", str(path), "--key", key)
     assert result.exit_code == 2
     assert "unexpected" not in result.stderr
-    assert f"{key!r} is not an index of a list of 2 item(s)" in result.stderr
+    assert f"{key!r} is not an index of a list of 2 items" in result.stderr
 
 
 def test_key_of_superscript_digits_in_an_int_keyed_dict(tmp_path: Path) -> None:

@@ -107,7 +107,7 @@ def test_a_sibling_npz_whose_zip64_locator_points_elsewhere_is_not_listed(tmp_pa
 
 
 # Names whose digits matter (Meta's w1 / w2 / w3 and wo, GPT-2's conv1d-shaped c_attn, fc1 / fc2, layer_norm_2,
-# norm1 / norm2, attn_1, GGUF's numbered blocks, ONNX's numbered initialisers), `{}` an index.
+# norm1 / norm2, attn_1, GGUF's numbered blocks, ONNX's numbered initializers), `{}` an index.
 _DIGIT_NAMES = (
     "layers.{}.feed_forward.w1.weight", "layers.{}.feed_forward.w2.weight", "layers.{}.feed_forward.w3.weight",
     "layers.{}.attention.wo.weight", "layers.{}.attention.wq.weight", "model.layers.{}.self_attn.o_proj.weight",

@@ -147,7 +147,7 @@ def test_a_dcp_metadata_building_a_torch_class_that_writes_files_or_connects_is_
     dcp = pytest.importorskip("torch.distributed.checkpoint")
     folder = tmp_path / "step-10"
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch.distributed not initialised: a single process saves
+        warnings.simplefilter("ignore")  # torch.distributed not initialized: a single process saves
         dcp.save({"model": torch.nn.Linear(2, 2).state_dict()}, checkpoint_id=str(folder))
     line = one_error_line(run_cli("inspect", str(folder)))
     assert "dcp_to_torch_save" in line and "suspicious" not in line, line  # the genuine save is named, not refused
@@ -229,7 +229,7 @@ def test_the_dcp_save_a_run_folder_message_names_as_latest_is_the_one_scanned(tm
     dcp = pytest.importorskip("torch.distributed.checkpoint")
     genuine = tmp_path / "genuine"
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch.distributed not initialised: a single process saves
+        warnings.simplefilter("ignore")  # torch.distributed not initialized: a single process saves
         dcp.save({"model": torch.nn.Linear(2, 2).state_dict()}, checkpoint_id=str(genuine))
     run = tmp_path / "run"
     for step in range(1, 31):

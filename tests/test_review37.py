@@ -56,7 +56,7 @@ def test_check_dtype_says_an_inf_not_kept_is_unsafe_where_it_lists_what_is(tmp_p
     [cast] = torch.tensor([float("-inf")]).to(torch.float8_e4m3fn).to(torch.float64).tolist()
     assert cast == -448.0 or cast != cast, cast
     assert (tensor["verdict"], tensor["inf_lost"], tensor["reason"]) == (
-        "unsafe", 32, "32 inf value(s) become " + ("NaN" if cast != cast else "finite (±max)"))
+        "unsafe", 32, "32 inf values become " + ("NaN" if cast != cast else "finite (±max)"))
     # `--fail-on error` was refused with a hint naming what unsafe covers; it is taken now (unsafe weighs error) and
     # exits 1 on the lost inf as `--fail-on unsafe` does (tests/test_fail_on_uniform.py).
     as_error = run_cli("check-dtype", str(source), "--target", "fp8_e4m3", "--fail-on", "error", "--json")

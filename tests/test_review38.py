@@ -157,7 +157,7 @@ def test_an_adapter_on_the_tied_output_embedding_is_in_b(tmp_path: Path) -> None
               str(tokens / "adapter_model.safetensors"))
     report = _diff_json(tokens, base)
     assert report["worst_severity"] != "error", report["groups"]
-    assert "Trainable Tokens on 2 module(s), 2 of them in B" in report["notes"][0], report["notes"]
+    assert "Trainable Tokens on 2 modules, 2 of them in B" in report["notes"][0], report["notes"]
 
     lora = tmp_path / "lora"
     lora.mkdir()
@@ -165,7 +165,7 @@ def test_an_adapter_on_the_tied_output_embedding_is_in_b(tmp_path: Path) -> None
                "base_model.model.lm_head.lora_B.weight": torch.zeros(100, 4)}, str(lora / "adapter_model.safetensors"))
     report = _diff_json(lora, base)
     assert report["worst_severity"] != "error", report["groups"]
-    assert "LoRA (rank 4) on 1 module(s), 1 of them in B with shapes that fit" in report["notes"][0], report["notes"]
+    assert "LoRA (rank 4) on 1 module, 1 of them in B with shapes that fit" in report["notes"][0], report["notes"]
 
     # The shapes are still compared with the embedding it is tied to: an adapter for another vocabulary is caught.
     save_file({"base_model.model.lm_head.lora_A.weight": torch.randn(4, 8),

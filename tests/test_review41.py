@@ -82,7 +82,7 @@ def test_an_mlp_first_layer_named_fc_is_no_task_head(tmp_path: Path) -> None:
 
 
 def test_a_missing_first_layer_named_fc_is_no_new_head(tmp_path: Path) -> None:
-    """B's MLP has `fc` (16→32, feeding fc2) and A lacks it: it was "task-head, new, initialised at random" (info);
+    """B's MLP has `fc` (16→32, feeding fc2) and A lacks it: it was "task-head, new, initialized at random" (info);
     it is a layer of the model that A does not supply."""
     _mlp(tmp_path / "a.safetensors", 32, ("fc2.weight", "fc2.bias"))
     _mlp(tmp_path / "b.safetensors", 32)

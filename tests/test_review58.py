@@ -65,7 +65,7 @@ def test_a_kohya_sd3_lora_against_a_comfyui_sd3_file_checks_its_text_encoders(tm
     assert details["lora_te3_encoder_block_0_layer_0_SelfAttention_q.lora_up.weight"] == (
         "info", "LoRA on text_encoders.t5xxl.transformer.encoder.block.0.layer.0.SelfAttention.q.weight")
     note = " ".join(data["notes"])
-    assert "on 4 module(s)" in note and "4 of them in B with shapes that fit" in note
+    assert "on 4 modules" in note and "4 of them in B with shapes that fit" in note
     assert "a ComfyUI single-file checkpoint" in note
     code, data = run_json("diff-keys", str(_kohya_sd3_lora(tmp_path / "wide.safetensors", clip_l_width=32)),
                           str(base))
@@ -142,7 +142,7 @@ def test_a_kohya_flux_lora_against_a_comfyui_sd3_file_is_not_a_fit(tmp_path: Pat
         "for it are dropped")
     assert details["lora_te1_text_model_encoder_layers_0_self_attn_q_proj.lora_down.weight"][0] == "info"
     note = " ".join(data["notes"])
-    assert "on 3 module(s) of the first text encoder, UNet / transformer" in note
+    assert "on 3 modules of the first text encoder, UNet / transformer" in note
     assert "1 of them in B with shapes that fit" in note
 
 
@@ -190,7 +190,7 @@ def test_a_lycoris_lokr_trained_with_train_norm_fits_its_single_file(tmp_path: P
         "info", "LyCORIS' norm offset (b_norm) on model.diffusion_model.input_blocks.1.0.in_layers.0.bias")
     assert details[f"{conv}.lokr_w2_b"] == ("info", "LoKr on model.diffusion_model.input_blocks.1.0.in_layers.2.weight")
     note = " ".join(data["notes"])
-    assert "LoKr, norm offsets (w_norm / b_norm) on 3 module(s)" in note and "3 of them in B" in note
+    assert "LoKr, norm offsets (w_norm / b_norm) on 3 modules" in note and "3 of them in B" in note
     code, data = run_json("diff-keys", str(lokr(tmp_path / "wide.safetensors", 32)), str(base))
     assert code == 1
     bad = {entry["name"]: entry["detail"] for entry in data["unexpected"] if entry["severity"] == "error"}

@@ -167,7 +167,7 @@ def test_an_adapter_of_a_peft_method_not_known_here_is_named_as_one(tmp_path: Pa
     assert all(e["reason"] == "adapter" for e in data["unexpected"]), data["unexpected"]
     assert all(e["reason"] == "adapter-base" for e in data["missing"]), data["missing"]
     note = next(n for n in data["notes"] if n.startswith("A is a PEFT adapter"))
-    assert "on 2 module(s), 2 of them in B (shapes not compared: " in note, note
+    assert "on 2 modules, 2 of them in B (shapes not compared: " in note, note
     assert "tensors are of a PEFT method not known here, so an adapter for another size of the model is not " \
         "caught)" in note, note
 
@@ -225,7 +225,7 @@ def test_a_lora_on_fused_experts_by_target_parameters_fits_its_base(tmp_path: Pa
     details = {e["name"]: e["detail"] for e in data["unexpected"]}
     assert details["base_model.model.experts.base_layer.lora_A.weight"].startswith("LoRA on experts."), details
     note = next(n for n in data["notes"] if n.startswith("A is a PEFT adapter"))
-    assert note.startswith("A is a PEFT adapter: LoRA (rank 4) on 2 module(s), 2 of them in B with shapes that fit;")
+    assert note.startswith("A is a PEFT adapter: LoRA (rank 4) on 2 modules, 2 of them in B with shapes that fit;")
     assert not _loads(folder, _moe(tmp_path / "wider.safetensors", 48))
     code, data = run_json("diff-keys", str(folder), str(tmp_path / "wider.safetensors"))
     assert code == 1 and data["worst_severity"] == "error"

@@ -219,7 +219,7 @@ def test_trainable_tokens_is_spelled_as_peft_and_the_other_commands_do(tmp_path:
     code, data = run_json("diff-keys", str(folder), str(base))
     assert code == 0
     assert [entry["detail"] for entry in data["unexpected"]] == ["Trainable Tokens on emb.weight"], data["unexpected"]
-    assert data["notes"][0].startswith("A is a PEFT adapter: Trainable Tokens on 1 module(s)"), data["notes"]
+    assert data["notes"][0].startswith("A is a PEFT adapter: Trainable Tokens on 1 module"), data["notes"]
     assert "Trainable Tokens" in " ".join(_wide("inspect", str(folder)).stdout.split())
     text = run_cli("plan-devices", str(folder), "--gpu", "1GiB").stdout + run_cli(
         "plan-devices", str(folder), "--gpu", "1GiB").stderr
@@ -273,7 +273,7 @@ def test_a_road_adapter_is_compared_with_the_layers_it_adapts(tmp_path: Path) ->
     assert _loads(folder, 32) and not _loads(folder, 48)
     code, data = run_json("diff-keys", str(folder), str(same))
     assert code == 0 and data["worst_severity"] == "info"
-    assert "RoAd on 2 module(s), 2 of them in B with shapes that fit;" in data["notes"][0], data["notes"]
+    assert "RoAd on 2 modules, 2 of them in B with shapes that fit;" in data["notes"][0], data["notes"]
     code, data = run_json("diff-keys", str(folder), str(wider))
     assert code == 1 and data["worst_severity"] == "error"
     details = {e["name"]: e["detail"] for e in data["unexpected"] if e["severity"] == "error"}
@@ -343,7 +343,7 @@ def test_randlora_is_spelled_as_peft_and_inspect_do(tmp_path: Path) -> None:
     _base(base, 32)
     code, data = run_json("diff-keys", str(folder), str(base))
     assert code == 0
-    assert data["notes"][0].startswith("A is a PEFT adapter: RandLora on 2 module(s), 2 of them in B"), data["notes"]
+    assert data["notes"][0].startswith("A is a PEFT adapter: RandLora on 2 modules, 2 of them in B"), data["notes"]
     assert {e["detail"] for e in data["unexpected"] if e["name"].startswith("base_model.model.")} == {
         "RandLora on q.weight", "RandLora on up.weight"}, data["unexpected"]
     assert "PEFT adapter RandLora r=4 on" in " ".join(_wide("inspect", str(folder)).stdout.split())
@@ -399,7 +399,7 @@ def test_a_waveft_adapter_is_named_in_diff_keys_as_inspect_names_it(tmp_path: Pa
     code, data = run_json("diff-keys", str(folder), str(base))
     assert code == 0 and data["worst_severity"] == "info"
     assert {e["detail"] for e in data["unexpected"]} == {"WaveFT on q.weight", "WaveFT on up.weight"}
-    assert data["notes"][0].startswith("A is a PEFT adapter: WaveFT on 2 module(s), 2 of them in B (shapes not "
+    assert data["notes"][0].startswith("A is a PEFT adapter: WaveFT on 2 modules, 2 of them in B (shapes not "
                                        "compared: "), data["notes"]
     assert "not known here" not in data["notes"][0]
     code, data = run_json("diff-keys", str(folder), str(small))
@@ -422,7 +422,7 @@ def test_a_delora_adapter_is_compared_with_the_layers_it_adapts(tmp_path: Path) 
     assert _loads(folder, 32) and not _loads(folder, 48)
     code, data = run_json("diff-keys", str(folder), str(same))
     assert code == 0 and data["worst_severity"] == "info", data["unexpected"]
-    assert data["notes"][0].startswith("A is a PEFT adapter: DeLoRA on 2 module(s), 2 of them in B with shapes that "
+    assert data["notes"][0].startswith("A is a PEFT adapter: DeLoRA on 2 modules, 2 of them in B with shapes that "
                                        "fit;"), data["notes"]
     code, data = run_json("diff-keys", str(folder), str(wider))
     assert code == 1 and data["worst_severity"] == "error"

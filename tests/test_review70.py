@@ -192,7 +192,7 @@ def test_a_lora_pair_is_compared_with_its_layer_both_ways_at_once(tmp_path: Path
     get_peft_model(gpt2, LoraConfig(r=4, target_modules=["c_attn", "c_fc"], fan_in_fan_out=True)).save_pretrained(
         str(tmp_path / "gpt2-lora"))
     code, data = run_json("diff-keys", str(tmp_path / "gpt2-lora"), str(tmp_path / "gpt2.safetensors"))
-    assert code == 0 and "2 module(s), 2 of them in B with shapes that fit" in data["notes"][0]
+    assert code == 0 and "2 modules, 2 of them in B with shapes that fit" in data["notes"][0]
 
 
 def test_inspect_counts_an_adapter_s_size_in_words_that_are_true(tmp_path: Path) -> None:
@@ -262,7 +262,7 @@ def test_an_adalora_adapter_is_named_in_diff_keys_note_as_inspect_names_it(tmp_p
         method = "AdaLoRA" if name == "adalora" else "LoRA"
         assert code == 0, data["notes"]
         assert data["notes"][0].startswith(
-            f"A is a PEFT adapter: {method} (rank 6) on 1 module(s), 1 of them in B with shapes that fit")
+            f"A is a PEFT adapter: {method} (rank 6) on 1 module, 1 of them in B with shapes that fit")
 
 
 def test_the_command_given_renames_a_as_this_run_did(tmp_path: Path, pair: tuple,
@@ -315,4 +315,4 @@ def test_a_linear_lora_does_not_fit_the_transposed_layer(tmp_path: Path) -> None
     get_peft_model(gpt2, LoraConfig(r=4, target_modules=["c_attn", "c_fc"])).save_pretrained(str(tmp_path / "g"))
     assert json.loads((tmp_path / "g" / "adapter_config.json").read_text())["fan_in_fan_out"] is True
     code, data = run_json("diff-keys", str(tmp_path / "g"), str(tmp_path / "gpt2.safetensors"))
-    assert code == 0 and "2 module(s), 2 of them in B with shapes that fit" in data["notes"][0]
+    assert code == 0 and "2 modules, 2 of them in B with shapes that fit" in data["notes"][0]

@@ -34,7 +34,7 @@ def test_a_gpt2_lora_renamed_out_of_peft_s_wrapper_is_named_a_peft_adapter_by_it
     code, report = run_json("diff-keys", adapter, backbone, "--rename", r"^base_model\.model\.=")
     assert code == 1, report
     note = report["notes"][0]
-    assert note.startswith("A is a PEFT adapter: LoRA (rank 4) on 2 module(s), 0 of them in B"), note
+    assert note.startswith("A is a PEFT adapter: LoRA (rank 4) on 2 modules, 0 of them in B"), note
     assert "diffusers" not in note and "load_lora_weights" not in note and "pipeline" not in note, note
     assert {row["reason"] for row in report["unexpected"]} == {"adapter"}, report["unexpected"]
     _, plain = run_json("diff-keys", adapter, backbone)

@@ -342,7 +342,7 @@ def test_a_lora_with_trainable_tokens_against_its_base_is_an_adapter_that_fits(t
     tokens = next(e for e in data["unexpected"] if e["name"].endswith("token_adapter.trainable_tokens_delta"))
     assert tokens["reason"] == "adapter" and tokens["detail"] == "Trainable Tokens on embed.weight", tokens
     note = next(n for n in data["notes"] if n.startswith("A is a PEFT adapter"))
-    assert "LoRA (rank 4) and Trainable Tokens on 3 module(s), 3 of them in B with shapes that fit;" in note, note
+    assert "LoRA (rank 4) and Trainable Tokens on 3 modules, 3 of them in B with shapes that fit;" in note, note
 
 
 def test_a_styletts2_note_of_many_modules_names_a_few_and_counts_the_rest(tmp_path: Path) -> None:

@@ -207,7 +207,7 @@ def test_a_lora_factor_resized_on_its_other_axis_is_still_a_shape_difference(tmp
     assert rows == {"base_model.model.q.lora_A.weight": "shape", "base_model.model.q.lora_B.weight": "shape",
                     "base_model.model.k.lora_A.weight": "lora-rank", "base_model.model.k.lora_B.weight": "lora-rank"}
     assert "1 LoRA module differs in rank only" in " ".join(data["notes"]), data["notes"]
-    assert any(note.startswith("2 key(s) differ in shape: from_pretrained raises") for note in data["notes"])
+    assert any(note.startswith("2 keys differ in shape: from_pretrained raises") for note in data["notes"])
 
 
 def _kohya_sdxl_lora(path: Path) -> None:
@@ -265,7 +265,7 @@ def test_an_sdxl_kohya_lora_is_checked_against_a_diffusers_unet(tmp_path: Path) 
         "adapter", "the alpha of the LoRA on up_blocks.0.upsamplers.0.conv")
     assert details["lora_te1_text_model_encoder_layers_0_self_attn_q_proj.lora_down.weight"] == (
         "adapter", "for the first text encoder, not B: its loader puts it there")
-    assert any(note.startswith("A is a kohya-style LoRA") and "on 4 module(s) of the UNet / transformer (B), 4 of "
+    assert any(note.startswith("A is a kohya-style LoRA") and "on 4 modules of the UNet / transformer (B), 4 of "
                "them in B with shapes that fit" in note for note in data["notes"]), data["notes"]
     # The same LoRA against a UNet of another width (SD 1.x's, not SDXL's) does not fit, and says so.
     other = tmp_path / "unet-narrow"
@@ -367,8 +367,8 @@ def test_the_folder_to_point_at_is_named_as_the_source_was_typed(tmp_path: Path,
         {"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"}]))
     monkeypatch.chdir(tmp_path)
     code, data = run_json("inspect", "models/my st")
-    said = [w for w in data["warnings"] if w.startswith("sentence-transformers module folder(s)")]
-    assert code == 0 and said == ["sentence-transformers module folder(s) 2_Dense/ hold weights of their own, not "
+    said = [w for w in data["warnings"] if w.startswith("sentence-transformers module folder")]
+    assert code == 0 and said == ["sentence-transformers module folder 2_Dense/ holds weights of its own, not "
                                   "in this report: point at 'models/my st/2_Dense' to read them"], data["warnings"]
     code, data = run_json("inspect", "models/my st/2_Dense")
     assert code == 0 and data["num_tensors"] == 2, data

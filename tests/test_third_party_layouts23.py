@@ -114,7 +114,7 @@ def test_lycoris_loha_and_lokr_against_their_single_file_are_adapters_that_fit(t
         core = f"{_CONV}.hada_t1" if method == "LoHa" else f"{_CONV}.lokr_t2"
         assert details[core] == f"{method} on model.diffusion_model.input_blocks.1.0.in_layers.2.weight"
         note = " ".join(data["notes"])
-        assert "A is a LyCORIS adapter" in note and f"{method} on 3 module(s)" in note
+        assert "A is a LyCORIS adapter" in note and f"{method} on 3 modules" in note
         assert "3 of them in B with shapes that fit" in note and "create_lycoris_from_weights" in note
     details = {entry["name"]: entry["detail"] for entry in run_json(
         "diff-keys", str(tmp_path / "loha.safetensors"), str(base))[1]["unexpected"]}
@@ -147,7 +147,7 @@ def test_a_locon_with_a_tucker_lora_mid_fits_its_convolution(tmp_path: Path) -> 
     conv = "model.diffusion_model.input_blocks.1.0.in_layers.2"
     assert details[f"{_CONV}.lora_mid.weight"] == ("info", f"the Tucker core (lora_mid) of the LoRA on {conv}.weight")
     assert details[f"{_CONV}.lora_down.weight"] == ("info", f"LoRA on {conv}.weight")
-    assert "LoRA (rank 4) (Tucker lora_mid on 1 module) on 2 module(s)" in " ".join(data["notes"])
+    assert "LoRA (rank 4) (Tucker lora_mid on 1 module) on 2 modules" in " ".join(data["notes"])
     code, data = run_json("diff-keys", str(_locon_tucker(tmp_path / "pointwise.safetensors", mid_kernel=1)),
                           str(base))
     assert code == 1
@@ -213,7 +213,7 @@ def test_a_kohya_flux_lora_against_a_comfyui_all_in_one_flux_file_is_checked(tmp
     assert details["lora_te1_text_model_encoder_layers_0_self_attn_q_proj.lora_down.weight"] == (
         "LoRA on text_encoders.clip_l.transformer.text_model.encoder.layers.0.self_attn.q_proj.weight")
     note = " ".join(data["notes"])
-    assert "on 5 module(s) of the first text encoder, UNet / transformer (in B, a ComfyUI single-file checkpoint)" \
+    assert "on 5 modules of the first text encoder, UNet / transformer (in B, a ComfyUI single-file checkpoint)" \
         in note and "5 of them in B with shapes that fit" in note and "ComfyUI or Forge" in note
     # A LoRA for a Flux of another width is an error, not a fit.
     code, data = run_json("diff-keys", str(_kohya_flux_lora(tmp_path / "wide.safetensors", hidden=48)), str(base))
@@ -383,7 +383,7 @@ def test_diff_keys_says_an_unsloth_4bit_save_is_packed_not_another_architecture(
     assert down["detail"] == ("4096×1 in A, 64×128 in B; packed by A's bitsandbytes 4-bit quantizer, B holds it "
                               "unquantized")
     notes = " ".join(data["notes"])
-    assert "ignore_mismatched_sizes=True (it then initialises them at random)" not in notes
+    assert "ignore_mismatched_sizes=True (it then initializes them at random)" not in notes
     assert "11 weights of A are stored packed by the bitsandbytes 4-bit quantizer its config names" in notes
     # Against B quantized the same way nothing is packed on one side only.
     code, data = run_json("diff-keys", str(quantized), str(quantized))
@@ -420,7 +420,7 @@ def test_a_peft_loha_or_lokr_for_another_model_size_is_caught(tmp_path: Path) ->
             raise AssertionError(f"peft loaded the {method} into a base of another size")
         code, data = run_json("diff-keys", str(adapter), str(tmp_path / "base.safetensors"))
         assert code == 0 and data["worst_severity"] == "info", data["unexpected"]
-        assert f"A is a PEFT adapter: {method} on 2 module(s), 2 of them in B with shapes that fit" in data["notes"][0]
+        assert f"A is a PEFT adapter: {method} on 2 modules, 2 of them in B with shapes that fit" in data["notes"][0]
         code, data = run_json("diff-keys", str(adapter), str(tmp_path / "other.safetensors"))
         assert code == 1
         details = {entry["detail"] for entry in data["unexpected"]}

@@ -200,7 +200,7 @@ def test_a_lycoris_glora_oft_or_full_file_against_its_single_file_is_named_and_f
     assert any(detail == f"{method} on {target}.weight" for detail in details.values()), details
     note = next(n for n in data["notes"] if n.startswith("A is a LyCORIS adapter"))
     assert note.startswith(f"A is a LyCORIS adapter ({parts} under flat lora_unet_ / lora_te_ names): {method} on "
-                           "3 module(s) of the text encoder, UNet / transformer"), note
+                           "3 modules of the text encoder, UNet / transformer"), note
     assert "3 of them in B with shapes that fit" in note and "LyCORIS' create_lycoris_from_weights" in note, note
 
 

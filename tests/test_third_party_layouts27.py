@@ -164,7 +164,7 @@ def test_convert_and_check_dtype_leave_exl3_sign_vectors_in_half(tmp_path: Path)
     out = tmp_path / "bf16"
     result = run_cli("convert", str(folder), "-o", str(out), "--dtype", "bf16")
     assert result.exit_code == 0, result.output
-    assert "30 quantizer scale/state tensor(s) kept as stored" in " ".join(result.stderr.split())
+    assert "30 quantizer scale/state tensors kept as stored" in " ".join(result.stderr.split())
     with safe_open(str(out / "model.safetensors"), "pt") as converted:
         assert converted.get_slice("model.layers.0.self_attn.q_proj.suh").get_dtype() == "F16"
         assert converted.get_slice("lm_head.svh").get_dtype() == "F16"
@@ -216,7 +216,7 @@ def test_fbgemm_fp8_input_scale_ub_is_a_quantizer_state_not_a_parameter(tmp_path
     out = tmp_path / "bf16"
     result = run_cli("convert", str(folder), "-o", str(out), "--dtype", "bf16")
     assert result.exit_code == 0, result.output
-    assert "28 quantizer scale/state tensor(s) kept as stored" in " ".join(result.stderr.split())
+    assert "28 quantizer scale/state tensors kept as stored" in " ".join(result.stderr.split())
     with safe_open(str(out / "model.safetensors"), "pt") as converted:
         assert converted.get_slice("model.layers.0.mlp.up_proj.input_scale_ub").get_dtype() == "F32"
     code, data = run_json("diff-keys", str(folder), str(base))
@@ -437,7 +437,7 @@ def test_a_higgs_checkpoint_counts_its_int16_weights_and_keeps_its_codebooks(tmp
     out = tmp_path / "bf16"
     result = run_cli("convert", str(folder), "-o", str(out), "--dtype", "bf16")
     assert result.exit_code == 0, result.output
-    assert "42 quantizer scale/state tensor(s) kept as stored" in " ".join(result.stderr.split())
+    assert "42 quantizer scale/state tensors kept as stored" in " ".join(result.stderr.split())
     with safe_open(str(out / "model.safetensors"), "pt") as converted:
         assert converted.get_slice("model.layers.0.mlp.up_proj.tables2").get_dtype() == "F16"
         assert converted.get_slice("model.layers.0.mlp.up_proj.weight").get_dtype() == "I16"
@@ -554,7 +554,7 @@ def test_exllama_weights_under_a_config_without_quantization_config_are_not_plan
     library = {"exl3": "ExLlamaV3 (EXL3) trellis-packed", "exl2": "ExLlamaV2 (EXL2) q_weight-packed"}[kind]
     runner = {"exl3": "exllamav3 (TabbyAPI) runs it",
               "exl2": "exllamav2 (TabbyAPI, text-generation-webui) runs it"}[kind]
-    assert f"layer(s) hold {library} weights" in line, line
+    assert f"layers hold {library} weights" in line, line
     assert ("but config.json has no quantization_config: from_pretrained builds the model unquantized, leaves these "
             f"layers' weights at their init (missing keys) and drops the packed tensors (unexpected keys); "
             f"transformers has no quantizer for {kind}: {runner}; no device map to plan") in line, line
@@ -621,7 +621,7 @@ def test_a_vptq_checkpoint_counts_its_layers_and_keeps_its_codebooks(tmp_path: P
     out = tmp_path / "bf16"
     result = run_cli("convert", str(folder), "-o", str(out), "--dtype", "bf16")
     assert result.exit_code == 0, result.output
-    assert "56 quantizer scale/state tensor(s) kept as stored" in " ".join(result.stderr.split())
+    assert "56 quantizer scale/state tensors kept as stored" in " ".join(result.stderr.split())
     with safe_open(str(out / "model.safetensors"), "pt") as converted:
         assert converted.get_slice("model.layers.0.mlp.up_proj.centroids.weight").get_dtype() == "F16"
         assert converted.get_slice("model.layers.0.mlp.up_proj.weight_bias").get_dtype() == "F16"
@@ -689,7 +689,7 @@ def test_an_fp_quant_checkpoint_counts_two_fp4_weights_a_byte_and_keeps_its_rota
     out = tmp_path / "fp16"
     result = run_cli("convert", str(folder), "-o", str(out), "--dtype", "fp16")
     assert result.exit_code == 0, result.output
-    assert "28 quantizer scale/state tensor(s) kept as stored" in " ".join(result.stderr.split())
+    assert "28 quantizer scale/state tensors kept as stored" in " ".join(result.stderr.split())
     with safe_open(str(out / "model.safetensors"), "pt") as converted:
         assert converted.get_slice("model.layers.0.mlp.up_proj.forward_hadamard_matrix").get_dtype() == "BF16"
         assert converted.get_slice("model.norm.weight").get_dtype() == "F16"

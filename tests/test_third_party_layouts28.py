@@ -81,7 +81,7 @@ def test_a_lora_in_diffusers_first_layout_is_checked_against_the_unet_it_adapts(
             == ("adapter", "LoRA on up_blocks.1.attentions.0.transformer_blocks.0.attn1.to_out.0.weight")
         assert {issue["reason"] for issue in data["missing"]} == {"adapter-base"}
         note = next(note for note in data["notes"] if note.startswith("A is a LoRA in diffusers' layout (its first"))
-        assert "24 module(s) of the pipeline's unet (B), 24 of them in B with shapes that fit" in note
+        assert "24 modules of the pipeline's unet (B), 24 of them in B with shapes that fit" in note
         assert "load_lora_weights(adapter)" in note and "PeftModel" not in note
         assert ("under no component's prefix, are the UNet's" in note) == (prefix == "")
 
@@ -185,7 +185,7 @@ def _kohya_file(path: Path, method: str, dim: int) -> None:
 
 def test_two_loha_files_of_another_dim_differ_in_rank_not_in_architecture(tmp_path: Path) -> None:
     """Two LyCORIS LoHa files of one model at network_dim 4 and 8: each factor was "from_pretrained raises on them
-    unless ignore_mismatched_sizes=True (it then initialises them at random)", advice for a model that loads neither
+    unless ignore_mismatched_sizes=True (it then initializes them at random)", advice for a model that loads neither
     file. They are LoRA-rank differences, as two kohya LoRAs of another dim already were, and a real change of
     shape (another width) still is not."""
     _kohya_file(tmp_path / "dim4.safetensors", "loha", 4)
@@ -219,14 +219,14 @@ def test_a_kohya_lora_against_a_loha_of_the_same_modules_says_both_are_adapters(
         "adapter", "B's LoHa on lora_te_text_model_encoder_layers_0_mlp_fc1: A adapts it with a LoRA")
     assert {issue["reason"] for issue in data["unexpected"] + data["missing"]} == {"adapter"}
     assert data["notes"] == [
-        "A and B are both adapters in kohya's layout: A a kohya-style LoRA (LoRA on 2 module(s)), B a LyCORIS adapter "
-        "(LoHa on 2 module(s)), 2 module(s) adapted by both; an adapter is applied to its base model, not loaded into "
+        "A and B are both adapters in kohya's layout: A a kohya-style LoRA (LoRA on 2 modules), B a LyCORIS adapter "
+        "(LoHa on 2 modules), 2 modules adapted by both; an adapter is applied to its base model, not loaded into "
         "another adapter, so no key of either was checked against a model: compare each against its base (diff-keys "
         "with the adapter as A and the model as B), or merge each into the base (sd-scripts' networks/merge_lora.py, "
         "LyCORIS' tools/merge.py) and compare the merged models"]
     code, data = run_json("diff-keys", str(loha), str(lora))
     assert code == 1 and data["notes"][0].startswith("A and B are both adapters in kohya's layout: A a LyCORIS "
-                                                     "adapter (LoHa on 2 module(s)), B a kohya-style LoRA"), data
+                                                     "adapter (LoHa on 2 modules), B a kohya-style LoRA"), data
 
 
 def _lokr_file(path: Path, factor: int) -> None:
@@ -251,7 +251,7 @@ def test_two_lokr_files_of_another_factor_are_not_told_about_from_pretrained(tmp
     code, data = run_json("diff-keys", str(tmp_path / "f4.safetensors"), str(tmp_path / "f8.safetensors"))
     assert code == 1 and len(data["mismatched"]) == 6, data
     assert data["notes"] == [
-        "6 key(s) differ in shape: A and B are adapters in kohya's layout whose factors for the same modules have "
+        "6 keys differ in shape: A and B are adapters in kohya's layout whose factors for the same modules have "
         "other shapes (another LoKr factor, another method's parts), not two of one size; an adapter is applied to "
         "its base model: compare each against its base (diff-keys with the adapter as A and the model as B)"]
 

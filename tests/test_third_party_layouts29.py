@@ -85,7 +85,7 @@ def test_a_text_encoder_lora_against_a_clip_text_model_saved_without_its_wrapper
         assert details[key] == ("adapter", "LoRA on encoder.layers.1.self_attn.v_proj.weight")
         assert {issue["reason"] for issue in data["missing"]} == {"adapter-base"}
         note = data["notes"][-1]
-        assert "PeftModel" not in note and "8 module(s) of the" in note
+        assert "PeftModel" not in note and "8 modules of the" in note
         assert "8 of them in B with shapes that fit" in note
         assert f"{loader} maps them onto such a text encoder only in a diffusers release that knows the flattened " \
             "class: older ones raise IndexError in load_lora_into_text_encoder (diffusers issue #13984)" in note
@@ -266,7 +266,7 @@ def test_an_added_kv_attention_processor_lora_is_checked_against_add_k_proj(tmp_
     assert sum(severity == "warn" for _, severity, _ in details.values()) == 8
     assert {issue["reason"] for issue in data["missing"]} == {"adapter-base"}
     note = data["notes"][-1]
-    assert "LoRA (rank 4) on 8 module(s) of the pipeline's unet (B), 8 of them in B with shapes that fit" in note
+    assert "LoRA (rank 4) on 8 modules of the pipeline's unet (B), 8 of them in B with shapes that fit" in note
     assert ("its LoRAAttnAddedKVProcessor pairs (add_k_proj_lora / add_v_proj_lora) are on 4 added key / value "
             "projections of B's, 4 of them with shapes that fit, but diffusers' loaders since its PEFT backend leave "
             "them out") in note
@@ -429,7 +429,7 @@ def test_tinylora_lily_and_peanut_adapters_are_checked_against_the_base_width(tm
             str(folder))
         code, data = run_json("diff-keys", str(folder), str(base))
         assert code == 0 and data["worst_severity"] == "info", (method, data)
-        assert data["notes"][0].startswith(f"A is a PEFT adapter: {method} on 4 module(s), 4 of them in B with shapes "
+        assert data["notes"][0].startswith(f"A is a PEFT adapter: {method} on 4 modules, 4 of them in B with shapes "
                                            "that fit"), data["notes"]
         details = {issue["name"]: issue["detail"] for issue in data["unexpected"]}
         assert details[f"base_model.model.model.layers.0.self_attn.q_proj.{parts[method]}" + (

@@ -54,7 +54,7 @@ def test_a_frod_adapter_is_checked_against_the_width_of_the_layers_it_adapts(tmp
                                                                   task_type="CAUSAL_LM"))
     code, data = run_json("diff-keys", str(frod), str(base))
     assert code == 0 and data["worst_severity"] == "info", data
-    assert data["notes"][0].startswith("A is a PEFT adapter: FRoD on 4 module(s), 4 of them in B with shapes that fit")
+    assert data["notes"][0].startswith("A is a PEFT adapter: FRoD on 4 modules, 4 of them in B with shapes that fit")
     details = {issue["name"]: issue["detail"] for issue in data["unexpected"]}
     assert details["base_model.model.model.layers.1.self_attn.v_proj.frod_lambda_l"] == (
         "FRoD on model.layers.1.self_attn.v_proj.weight")
@@ -64,7 +64,7 @@ def test_a_frod_adapter_is_checked_against_the_width_of_the_layers_it_adapts(tmp
 
     code, data = run_json("diff-keys", str(frod), str(wide))
     assert code == 1 and data["worst_severity"] == "error"
-    assert "FRoD on 4 module(s), 0 of them in B with shapes that fit" in data["notes"][0]
+    assert "FRoD on 4 modules, 0 of them in B with shapes that fit" in data["notes"][0]
     errors = {issue["name"]: issue["detail"] for issue in data["unexpected"] if issue["severity"] == "error"}
     assert errors["base_model.model.model.layers.0.self_attn.v_proj.frod_lambda_l"] == (
         "FRoD on model.layers.0.self_attn.v_proj: frod_lambda_l 32 spans 32 input features, "
@@ -93,7 +93,7 @@ def test_a_psoft_adapter_is_named_and_its_rank_checked_against_the_layer(tmp_pat
     for other in (base, wide):
         code, data = run_json("diff-keys", str(psoft), str(other))
         assert code == 0 and data["worst_severity"] == "info", data
-        assert data["notes"][0].startswith("A is a PEFT adapter: PSOFT on 4 module(s), 4 of them in B with shapes "
+        assert data["notes"][0].startswith("A is a PEFT adapter: PSOFT on 4 modules, 4 of them in B with shapes "
                                            "that fit"), data["notes"]
         assert {issue["detail"] for issue in data["unexpected"]} == {
             f"PSOFT on model.layers.{layer}.self_attn.{proj}.weight"
@@ -101,7 +101,7 @@ def test_a_psoft_adapter_is_named_and_its_rank_checked_against_the_layer(tmp_pat
     psoft20 = _peft_adapter(wide, tmp_path / "psoft20", peft.PsoftConfig(r=20, target_modules=["q_proj", "v_proj"],
                                                                          task_type="CAUSAL_LM"))
     code, data = run_json("diff-keys", str(psoft20), str(base))
-    assert code == 1 and "PSOFT on 4 module(s), 2 of them in B with shapes that fit" in data["notes"][0]
+    assert code == 1 and "PSOFT on 4 modules, 2 of them in B with shapes that fit" in data["notes"][0]
     # What peft raises there is a ValueError on the rank, not the size mismatch said of other methods.
     assert "PeftModel.from_pretrained onto B raises a ValueError (its rank is above min(in_features, " \
         "out_features) of a layer)" in data["notes"][0], data["notes"]
@@ -261,7 +261,7 @@ def test_a_colbert_checkpoint_against_its_bert_names_its_projection_a_head(tmp_p
     assert data["suggested_renames"][0]["flag"] == "--rename '^bert\\.='"
     code, data = run_json("diff-keys", str(tmp_path / "bert"), str(colbert))
     assert code == 0 and [(issue["reason"], issue["severity"], issue["detail"]) for issue in data["missing"]
-                          if issue["name"] == "linear.weight"] == [("task-head", "info", "new, initialised at random")]
+                          if issue["name"] == "linear.weight"] == [("task-head", "info", "new, initialized at random")]
     code, data = run_json("diff-keys", str(colbert), str(tmp_path / "bert"), "--rename", "^bert\\.=")
     assert code == 0 and data["matched"] == 39 and data["worst_severity"] == "info"
 

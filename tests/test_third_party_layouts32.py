@@ -142,7 +142,7 @@ def test_stable_audio_model_config_is_described_by_inspect_and_plan_devices(tmp_
     code, data = run_json("inspect", str(folder))
     said = [w for w in data["warnings"] if w.startswith("model_config.json beside the weights")]
     assert code == 0 and data["config"] is None and len(said) == 1, data["warnings"]
-    assert "stable-audio-tools' own config (model_type 'diffusion_cond', 44,100 Hz, 2 channel(s), 2,097,152 " \
+    assert "stable-audio-tools' own config (model_type 'diffusion_cond', 44,100 Hz, 2 channels, 2,097,152 " \
         "samples a clip)" in said[0] and "create_model_from_config" in said[0], said
     # The file named, not the folder: the config beside it is found all the same.
     code, data = run_json("inspect", str(folder / "model.safetensors"))

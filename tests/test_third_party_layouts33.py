@@ -172,7 +172,7 @@ def test_a_lora_on_fused_experts_fits_a_base_saved_per_expert(tmp_path: Path) ->
     assert code == 0 and data["worst_severity"] == "info", data["groups"]
     assert not any(group["severity"] == "error" for group in data["groups"]), data["groups"]
     note = next(note for note in data["notes"] if note.startswith("A is a PEFT adapter"))
-    assert "LoRA (rank 2/4) on 6 module(s), 6 of them in B with shapes that fit" in note, note
+    assert "LoRA (rank 2/4) on 6 modules, 6 of them in B with shapes that fit" in note, note
     result = run_subprocess("diff-keys", str(adapter), str(base), env={"COLUMNS": "400"})
     assert "which B does not have" not in result.stdout
     # (peft keeps target_parameters in a set: which of the two wraps the other differs from run to run)
@@ -235,7 +235,7 @@ def test_a_lora_on_fused_experts_fits_a_mixtral_base_saved_per_expert(tmp_path: 
     code, data = run_json("diff-keys", str(adapter), str(base))
     assert code == 0 and data["worst_severity"] == "info", data["groups"]
     note = next(note for note in data["notes"] if note.startswith("A is a PEFT adapter"))
-    assert "LoRA (rank 4) on 4 module(s), 4 of them in B with shapes that fit" in note, note
+    assert "LoRA (rank 4) on 4 modules, 4 of them in B with shapes that fit" in note, note
     text = run_subprocess("diff-keys", str(adapter), str(base), env={"COLUMNS": "400"}).stdout
     assert "B stores them per expert, model.layers.0.block_sparse_moe.experts.N.*.weight" in text, text
     # The loading line printed, run as pasted.

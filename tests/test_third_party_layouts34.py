@@ -163,7 +163,7 @@ def test_a_lora_fits_a_nemotron_h_base_whose_saved_names_transformers_renames(tm
     code, data = run_json("diff-keys", str(adapter), str(base))
     assert code == 0 and data["worst_severity"] == "info", data["groups"]
     note = next(note for note in data["notes"] if note.startswith("A is a PEFT adapter"))
-    assert "LoRA (rank 2) on 2 module(s), 2 of them in B with shapes that fit" in note, note
+    assert "LoRA (rank 2) on 2 modules, 2 of them in B with shapes that fit" in note, note
     assert ("B's keys are compared as from_pretrained names them: transformers' conversion mapping for its model "
             "renames 25 of them on load (backbone.embeddings.weight as model.embeddings.weight)") in note, note
     # B's own weights keep the names B stores them under.
@@ -196,7 +196,7 @@ def test_a_lora_fits_a_granite_moe_base_whose_fused_experts_transformers_renames
     code, data = run_json("diff-keys", str(adapter), str(base))
     assert code == 0 and data["worst_severity"] == "info", data["groups"]
     note = next(note for note in data["notes"] if note.startswith("A is a PEFT adapter"))
-    assert "LoRA (rank 2) on 4 module(s), 4 of them in B with shapes that fit" in note, note
+    assert "LoRA (rank 2) on 4 modules, 4 of them in B with shapes that fit" in note, note
     assert "(model.layers.0.block_sparse_moe.input_linear.weight as model.layers.0.block_sparse_moe.experts." \
            "gate_up_proj)" in note, note
     _pasted_call_loads(note, saved)

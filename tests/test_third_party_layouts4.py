@@ -538,7 +538,7 @@ def test_planning_a_comfyui_fp8_checkpoint_says_its_weights_are_stored_in_fp8(tm
     result = run_cli("plan-devices", str(path), "--gpu", "1GB")
     assert result.exit_code == 0, result.stderr
     err = " ".join(result.stderr.split())
-    assert "2 tensor(s) (100% of the parameters) are stored in float8_e4m3fn: planned at fp32" in err, err
+    assert "2 tensors (100% of the parameters) are stored in float8_e4m3fn: planned at fp32" in err, err
     assert "--dtype bf16 plans the usual compute dtype" in err
 
 

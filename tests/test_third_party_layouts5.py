@@ -249,7 +249,7 @@ def test_an_ia3_adapter_into_its_base_is_an_adapter_not_unknown_keys(tmp_path: P
     assert reasons["transformer.wte.weight"][:2] == ("adapter-base", "info"), reasons
     assert reasons["base_model.model.transformer.h.1.mlp.c_proj.ia3_l"] == (
         "adapter", "info", "IA3 on transformer.h.1.mlp.c_proj.weight"), reasons
-    assert any("PEFT adapter: IA3 on 4 module(s), 4 of them in B" in n for n in data["notes"]), data["notes"]
+    assert any("PEFT adapter: IA3 on 4 modules, 4 of them in B" in n for n in data["notes"]), data["notes"]
     # An IA3 vector for a wider model does not fit.
     GPT2LMHeadModel(GPT2Config(n_embd=48, n_layer=2, n_head=2, vocab_size=64, n_positions=32, bos_token_id=0,
                                eos_token_id=0)).save_pretrained(tmp_path / "gpt2-wider")

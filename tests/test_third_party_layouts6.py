@@ -374,7 +374,7 @@ def test_a_comfyui_scaled_fp8_checkpoint_keeps_its_scales_when_cast(tmp_path: Pa
     for name in scales:
         assert written[name].dtype == torch.float32 and torch.equal(written[name], weights[name]), name
     assert written["scaled_fp8"].dtype == torch.float8_e4m3fn
-    assert any("quantizer scale/state tensor(s) kept as stored" in w for w in data["plan"]["warnings"])
+    assert any("quantizer scale/state tensors kept as stored" in w for w in data["plan"]["warnings"])
     code, data = run_json("check-dtype", str(source))
     assert code == 0 and {s["name"] for s in data["skipped"]} >= set(scales), data["skipped"]
     # A tensor merely named scale_weight beside a weight that is not float8 is an ordinary weight, cast.
@@ -524,7 +524,7 @@ def test_a_kohya_lora_against_the_model_it_adapts_is_an_adapter_that_fits(tmp_pa
     code, data = run_json("diff-keys", str(path), str(tmp_path / "unet.safetensors"))
     assert code == 0 and data["worst_severity"] == "info", data["groups"]
     assert len(data["notes"]) == 1 and data["notes"][0].startswith("A is a kohya-style LoRA"), data["notes"]
-    assert "LoRA (rank 4) on 7 module(s)" in data["notes"][0] and "7 of them in B" in data["notes"][0]
+    assert "LoRA (rank 4) on 7 modules" in data["notes"][0] and "7 of them in B" in data["notes"][0]
     text_encoder = [e for e in data["unexpected"] if e["name"].startswith("lora_te_")]
     assert len(text_encoder) == 3 and all("for the text encoder, not B" in e["detail"] for e in text_encoder)
     # The Flux LoRAs kohya's flux_train_network.py writes, against Black Forest Labs' flux1-dev.safetensors.
@@ -564,7 +564,7 @@ def test_an_espnet_model_zip_names_the_weight_file_inside(tmp_path: Path) -> Non
         result = run_cli(command, str(archive))
         assert result.exit_code == 2 and result.stdout == ""
         text = " ".join(result.stderr.split())
-        assert f"it holds the weight file(s) {run}/valid.acc.ave_10best.pth" in text and "meta.yaml" in text, text
+        assert f"it holds the weight file {run}/valid.acc.ave_10best.pth" in text and "meta.yaml" in text, text
         assert "damaged" not in text
 
 

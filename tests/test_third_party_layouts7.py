@@ -325,7 +325,7 @@ def test_an_adapterhub_adapter_against_its_base_model_is_an_adapter_that_fits(tm
     assert reasons["embeddings.word_embeddings.weight"] == ("adapter-base", "info", ""), reasons
     assert reasons["bert.encoder.layer.0.output.adapters.sst-2.adapter_up.weight"] == (
         "adapter", "info", "bottleneck adapter 'sst-2' on encoder.layer.0.output"), reasons
-    assert any(n.startswith("A is an AdapterHub adapter (sst-2; adapter-transformers or adapters) on 1 module(s), 1 "
+    assert any(n.startswith("A is an AdapterHub adapter (sst-2; adapter-transformers or adapters) on 1 module, 1 "
                             "of them in B with shapes that fit") and "model.load_adapter(folder)" in n
                for n in data["notes"]), data["notes"]
     # A base of another width does not take it.

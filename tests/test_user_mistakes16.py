@@ -69,7 +69,7 @@ def fsdp_saves(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_an_fsdp_flat_parameter_is_named_with_the_save_that_loads(fsdp_saves: Path) -> None:
     """Every key was "unknown: no known cause: these weights will not load" (the flat parameter and the 21 weights
-    of the model alike, lm_head "initialised at random (not tied)"), and nothing said how to save them."""
+    of the model alike, lm_head "initialized at random (not tied)"), and nothing said how to save them."""
     import torch
 
     flat = torch.load(fsdp_saves / "named_params.pt", weights_only=True)

@@ -229,7 +229,7 @@ def test_balanced_low_0_that_offloads_where_auto_fits_is_offered_auto(llama: Pat
     assert low_0["verdict"] == "needs-cpu-offload"
     assert low_0["device_map"] == from_pretrained_device_map(llama, "balanced_low_0", budgets)
     (offered,) = [s for s in low_0["suggestions"] if s["change"] == "strategy"]
-    assert offered == {"change": "strategy", "description": "--strategy auto fits on the 2 GPU(s) at fp32, where "
+    assert offered == {"change": "strategy", "description": "--strategy auto fits on the 2 GPUs at fp32, where "
                        "balanced_low_0 offloads", "dtype": "fp32", "gpus": [120_000, 120_000],
                        "verdict": "fits-on-gpus"}
     assert low_0["suggestions"][0] == offered  # the least change comes first
@@ -239,7 +239,7 @@ def test_balanced_low_0_that_offloads_where_auto_fits_is_offered_auto(llama: Pat
     assert pasted["device_map"] == from_pretrained_device_map(llama, "auto", budgets)
     assert "cpu" not in pasted["device_map"].values()
     text = run_subprocess("plan-devices", str(llama), *_TWO_120KB, "--strategy", "balanced_low_0")
-    assert "--strategy auto fits on the 2 GPU(s)" in " ".join(text.stdout.split())
+    assert "--strategy auto fits on the 2 GPUs" in " ".join(text.stdout.split())
     # Where auto offloads as well, the strategy is no change to offer.
     small = json_report("plan-devices", str(llama), "--gpu", "80KB", "--gpu", "80KB", "--cpu", "10MB",
                         "--strategy", "balanced_low_0")

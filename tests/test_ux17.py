@@ -281,7 +281,7 @@ def test_plan_devices_on_a_folder_missing_a_shard_names_the_config_it_can_plan_f
 
 def test_a_new_heads_bias_is_not_said_to_start_at_random(tmp_path: Path) -> None:
     """'Some weights of BertForSequenceClassification were not initialized ... classifier.bias': diff-keys said both
-    'new, initialised at random', where from_pretrained leaves the bias at zeros (_init_weights)."""
+    'new, initialized at random', where from_pretrained leaves the bias at zeros (_init_weights)."""
     from transformers import BertConfig, BertForSequenceClassification, BertModel
 
     torch.manual_seed(0)
@@ -290,7 +290,7 @@ def test_a_new_heads_bias_is_not_said_to_start_at_random(tmp_path: Path) -> None
     report = json.loads(run_cli("diff-keys", tmp_path / "base", "--model-class", "BertForSequenceClassification",
                                 "--json").stdout)
     details = {issue["name"]: (issue["reason"], issue["detail"]) for issue in report["missing"]}
-    assert details == {"classifier.weight": ("task-head", "new, initialised at random"),
-                       "classifier.bias": ("task-head", "new, initialised by the model")}, details
+    assert details == {"classifier.weight": ("task-head", "new, initialized at random"),
+                       "classifier.bias": ("task-head", "new, initialized by the model")}, details
     model = BertForSequenceClassification.from_pretrained(tmp_path / "base")  # the oracle: the bias is zeros
     assert not model.classifier.bias.any() and model.classifier.weight.std() > 0

@@ -592,20 +592,23 @@ def tensor_verdict(counts: CastCounts, eps: float) -> tuple[str, str]:
     rounding."""
     reasons = []
     if counts.overflow:
-        reasons.append(f"{counts.overflow:,} finite value(s) become inf/NaN")
+        reasons.append(f"{counted(counts.overflow, 'finite value')} {plural(counts.overflow, 'becomes', 'become')} "
+                       "inf/NaN")
     if counts.saturated and counts.saturated_max_rel_error > eps:
-        reasons.append(f"{counts.saturated:,} value(s) beyond the range clamped to ±max")
+        reasons.append(f"{counted(counts.saturated, 'value')} beyond the range clamped to ±max")
     if counts.inf_to_nan:
-        reasons.append(f"{counts.inf_to_nan:,} inf value(s) become NaN")
+        reasons.append(f"{counted(counts.inf_to_nan, 'inf value')} {plural(counts.inf_to_nan, 'becomes', 'become')} "
+                       "NaN")
     if counts.inf_lost - counts.inf_to_nan:
-        reasons.append(f"{counts.inf_lost - counts.inf_to_nan:,} inf value(s) become finite (±max)")
+        finite = counts.inf_lost - counts.inf_to_nan
+        reasons.append(f"{counted(finite, 'inf value')} {plural(finite, 'becomes', 'become')} finite (±max)")
     nonzero = counts.nonzero_finite
     if counts.underflow and nonzero and counts.underflow / nonzero >= MASS_UNDERFLOW_SHARE:
         reasons.append(f"{counts.underflow / nonzero:.1%} of non-zero values flushed to zero")
     if reasons:
         return "unsafe", "; ".join(reasons)
     if counts.changed:
-        parts = [f"{counts.changed:,} value(s) rounded"]
+        parts = [f"{counted(counts.changed, 'value')} rounded"]
         if counts.underflow:
             parts.append(f"{counts.underflow:,} flushed to zero")
         if counts.subnormal:
@@ -1056,7 +1059,7 @@ def recommend(
                          f"representable; {not_read}; size {mem}" if quantized_not_read else
                          f"{name} is safe: every value is exactly representable; size {mem}")
         elif report.verdict == "lossy":
-            tiny = [f"{report.underflow:,} tiny value(s) flushed to zero"] if report.underflow else []
+            tiny = [f"{counted(report.underflow, 'tiny value')} flushed to zero"] if report.underflow else []
             # Subnormal in the target (fewer significant bits), whether or not they were already in the source.
             tiny += [f"{report.subnormal:,} {plural(report.subnormal, 'becomes', 'become')} subnormal in {name}, "
                      "with fewer significant bits"
@@ -1076,14 +1079,16 @@ def recommend(
             under = [t for t in report.tensors if t.verdict == "unsafe" and not t.overflow and not t.saturated
                      and not t.inf_lost]
             if over:
-                problems.append(f"overflows in {len(over)} tensor(s) ({report.overflow:,} value(s) → inf/NaN)")
+                problems.append(f"overflows in {counted(len(over), 'tensor')} ({counted(report.overflow, 'value')} → "
+                                "inf/NaN)")
             if sat:
-                problems.append(f"clamps values beyond ±{_number(report.max_finite)} in {len(sat)} tensor(s)")
+                problems.append(f"clamps values beyond ±{_number(report.max_finite)} in {counted(len(sat), 'tensor')}")
             if lost:
-                problems.append(f"turns ±inf into {_cast_of_inf(name)} in {len(lost)} tensor(s) "
-                                f"({sum(t.inf_lost for t in lost):,} value(s))")
+                problems.append(f"turns ±inf into {_cast_of_inf(name)} in {counted(len(lost), 'tensor')} "
+                                f"({counted(sum(t.inf_lost for t in lost), 'value')})")
             if under:
-                problems.append(f"flushes ≥{MASS_UNDERFLOW_SHARE:.0%} of the values to zero in {len(under)} tensor(s)")
+                problems.append(f"flushes ≥{MASS_UNDERFLOW_SHARE:.0%} of the values to zero in "
+                                f"{counted(len(under), 'tensor')}")
             line = f"{name} is unsafe: {'; '.join(problems)}"
             # from_pretrained keeps these in float32 at this dtype: its load does not hit what the cast does to them.
             kept_at_load = set(report.kept_fp32_at_load or ())
@@ -1122,7 +1127,8 @@ def recommend(
                 )
                 if has_config and kept_unsafe:
                     line += (f"; that file is for loaders that keep each tensor's dtype: from_pretrained loads every "
-                             f"tensor as {name} all the same, except the {len(kept_unsafe)} unsafe one(s) its class "
+                             f"tensor as {name} all the same, except the {len(kept_unsafe)} unsafe "
+                             f"{plural(len(kept_unsafe), 'one', 'ones')} its class "
                              f"keeps in fp32 (_keep_in_fp32_modules): {_names(kept_unsafe)}")
                 elif has_config:
                     # Measured: the kept tensors come back as `name` from from_pretrained, overflowing as before.
@@ -1143,11 +1149,13 @@ def recommend(
                 says = f"config.json says {declared}: from_pretrained(dtype='auto') loads these weights as {declared}"
                 unsafe = [t.name for t in report.tensors if t.verdict == "unsafe"]
                 if kept_unsafe and len(kept_unsafe) == len(unsafe):
-                    lines.append(f"{says} but keeps the {len(unsafe)} unsafe tensor(s) in float32 "
+                    lines.append(f"{says} but keeps the {len(unsafe)} unsafe {plural(len(unsafe), 'tensor')} in "
+                                 "float32 "
                                  "(_keep_in_fp32_modules): it does not hit this")
                 elif kept_unsafe:
                     lines.append(f"{says} and hits this in {len(unsafe) - len(kept_unsafe)} of the {len(unsafe)} "
-                                 f"unsafe tensor(s); its class keeps {_names(kept_unsafe)} in float32 "
+                                 f"unsafe {plural(len(unsafe), 'tensor')}; its class keeps {_names(kept_unsafe)} in "
+                                 "float32 "
                                  "(_keep_in_fp32_modules)")
                 else:
                     lines.append(f"{says} and hits exactly this")

@@ -79,7 +79,7 @@ REASONS: dict[str, str] = {
     "buffer": "a buffer that is recomputed at init (position_ids, num_batches_tracked, attention masks, inv_freq)",
     "vocab-size": "vocabulary size changed: the embedding / output rows differ",
     "position-length": "maximum position length changed: the position-embedding rows differ",
-    "head-size": "task head size changed (num_labels; num_classes in timm and torchvision): the head is re-initialised",
+    "head-size": "task head size changed (num_labels; num_classes in timm and torchvision): the head is re-initialized",
     "adapter": "adapter / PEFT weights (LoRA, prefix tuning): merge them or load through PEFT",
     "adapter-base": "a weight of the base model, which a PEFT adapter does not store: peft's PeftModel.from_pretrained "
     "takes it from the base model it loads the adapter onto",
@@ -2392,7 +2392,7 @@ def adapter_fit(
             if name in adapter_b:
                 whys[name] = ("adapter", "error", "a tensor of B's own adapter: B is a PEFT adapter, not a model "
                               "A's adapter loads into")
-        return whys, (f"A and B are both PEFT adapters: A {method} on {len(modules)} module(s), B "
+        return whys, (f"A and B are both PEFT adapters: A {method} on {counted(len(modules), 'module')}, B "
                       f"{counted(len(adapter_b), 'adapter tensor', grouped=True)} under base_model. and no base "
                       "weights; an adapter loads into its base model, not into another adapter, so no key of either "
                       "was checked against a model: compare each against its base (diff-keys with the adapter as A "
@@ -2405,14 +2405,16 @@ def adapter_fit(
               f"({', '.join(whole[:3])}{', ...' if len(whole) > 3 else ''})")
     if components:
         named = ", ".join(sorted(component[:-1] for component in components))
-        note = (f"A is a LoRA in diffusers' layout: {method} on {len(modules)} module(s) of the pipeline's {named} "
+        note = (f"A is a LoRA in diffusers' layout: {method} on {counted(len(modules), 'module')} of the pipeline's "
+                f"{named} "
                 f"(B), {fitting} of them in B {checked}; {stores}: load it with the "
                 "pipeline's load_lora_weights(adapter), or fuse it (fuse_lora) before comparing whole checkpoints")
         if any(component.startswith("text_encoder") for component in components) and _flattened_clip_text(specs_b):
             note += "; " + _FLATTENED_CLIP_TEXT_NOTE.format(
                 loader="the pipeline's load_lora_weights (its load_lora_into_text_encoder)")
     else:
-        note = (f"A is a PEFT adapter: {method} on {len(modules)} module(s), {fitting} of them in B {checked}; "
+        note = (f"A is a PEFT adapter: {method} on {counted(len(modules), 'module')}, {fitting} of them in B "
+                f"{checked}; "
                 f"{stores}: load it with {loading(_fits_whole(modules, fitting, whys))}, "
                 "or merge it (merge_and_unload) before comparing whole checkpoints")
         # Modules B has whose shapes the adapter's do not fit: the PeftModel.from_pretrained said above, pasted
@@ -2480,7 +2482,7 @@ def adapter_fit(
                 note += (f"; none of its modules is in B under the name it was saved with (e.g. {example}), yet B has "
                          f"modules of the names peft targets ({elsewhere}): PeftModel.from_pretrained onto B "
                          "does not raise, it wraps those, loads none of A's factors (peft warns 'Found missing "
-                         "adapter keys') and leaves each as peft initialises it (none of A's training is used): "
+                         "adapter keys') and leaves each as peft initializes it (none of A's training is used): "
                          "load it onto the model class it was trained on, whose module names it has "
                          "(adapter_config.json's base_model_name_or_path names its base)")
             else:
@@ -3637,7 +3639,8 @@ def _adapterhub_fit(
         whys.setdefault(name, ("adapter-base", "info", ""))
     fitting = sum(modules.values())
     note = (f"A is an AdapterHub adapter ({', '.join(sorted(adapters))}; adapter-transformers or adapters) on "
-            f"{len(modules)} module(s), {fitting} of them in B with shapes that fit; it stores no base weights: the "
+            f"{counted(len(modules), 'module')}, {fitting} of them in B with shapes that fit; it stores no base "
+            "weights: the "
             "adapters library loads it into the base model (adapters.init(model), then model.load_adapter(folder)), "
             "PEFT cannot")
     return whys, note
@@ -3959,7 +3962,8 @@ def _kohya_adapter_fit(
             "a kohya-style LoRA (lora_down / lora_up / alpha under flat lora_unet_ / lora_te_ names)")
     loaders = ("ComfyUI, AUTOMATIC1111 / Forge or LyCORIS' create_lycoris_from_weights" if methods or cores else
                "ComfyUI or Forge" if comfy else "diffusers' load_lora_weights, ComfyUI or AUTOMATIC1111")
-    note = (f"A is {kind}: {method} on {len(modules)} module(s) of the {parts} ({where}), {fitting} of them in B "
+    note = (f"A is {kind}: {method} on {counted(len(modules), 'module')} of the {parts} ({where}), {fitting} of them "
+            "in B "
             f"with shapes that fit; it stores no base weights: load it with {loaders}, which map its names to the "
             "modules")
     if flattened and any(prefix.startswith("lora_te") for prefix in found):
@@ -4022,13 +4026,14 @@ def _kohya_against_kohya(
 
     def described(methods: Mapping[str, str]) -> str:
         counts = Counter(methods.values())
-        kinds = ", ".join(f"{method} on {count}" for method, count in counts.most_common())
+        kinds = ", ".join(f"{method} on {count:,}" for method, count in counts.most_common())
         family = "kohya-style LoRA" if set(counts) == {"LoRA"} else "LyCORIS adapter"
-        return f"a {family} ({kinds} module(s))"
+        return f"a {family} ({kinds} {plural(sum(counts.values()), 'module')})"
 
     shared = len(methods_a.keys() & methods_b.keys())
     return whys, (f"A and B are both adapters in kohya's layout: A {described(methods_a)}, B {described(methods_b)}, "
-                  f"{shared} module(s) adapted by both; an adapter is applied to its base model, not loaded into "
+                  f"{counted(shared, 'module')} adapted by both; an adapter is applied to its base model, not loaded "
+                  "into "
                   "another adapter, so no key of either was checked against a model: compare each against its base "
                   "(diff-keys with the adapter as A and the model as B), or merge each into the base (sd-scripts' "
                   "networks/merge_lora.py, LyCORIS' tools/merge.py) and compare the merged models")
@@ -5742,7 +5747,7 @@ def classify_key(
     if kind == "missing" and _OUTPUT_EMBEDDING.search(name):
         # Not a new task head: the pretrained output layer of a language model, and not tied to any input
         # embedding here, so it starts random and what the model generates is noise until it is trained.
-        return "task-head", "warn", "the language-model output layer, initialised at random (not tied)"
+        return "task-head", "warn", "the language-model output layer, initialized at random (not tied)"
     if name == "final_logits_bias" or name.endswith(".final_logits_bias"):
         # The generation head's output bias of BART, mBART, Pegasus, Blenderbot, PLBart, LED, Marian, MVP: a buffer
         # (no optimizer trains it) the model builds as zeros beside its tied lm_head. BartModel against
@@ -5753,7 +5758,7 @@ def classify_key(
                                      "the generation head's output bias, a buffer the model sets to zeros")
     if _HEAD.search(name) or _top_fc_is_head(name, own_side) or _top_linear_is_head(name, own_side):
         # A head's bias starts at the model's own init, not at random: transformers' _init_weights zeroes a
-        # Linear's bias ("initialised at random" stood beside classifier.bias, which from_pretrained leaves at zeros).
+        # Linear's bias ("initialized at random" stood beside classifier.bias, which from_pretrained leaves at zeros).
         detail = "not used by B, dropped" if kind != "missing" else new_head_detail(name, spec.shape)
         return "task-head", "info", detail
     return "unknown", "error", ""
@@ -5770,7 +5775,7 @@ def new_head_detail(name: str, shape: Sequence[int]) -> str:
 
     A Linear's weight is drawn at random; its bias, and a norm's weight and bias, are set by the model's
     _init_weights: RoBERTa's new `lm_head.layer_norm.weight` (BERT's `cls.predictions.transform.LayerNorm.weight`)
-    loads as ones and its bias as zeros, which "initialised at random" misstated. An RMSNorm that scales by
+    loads as ones and its bias as zeros, which "initialized at random" misstated. An RMSNorm that scales by
     1 + weight loads its missing weight as zeros: measured (transformers 5.25, from_pretrained of a checkpoint
     without it) for GemmaRMSNorm, Gemma2RMSNorm and Gemma3RMSNorm. (A Gemma, Gemma 2 or Gemma 3 base into its
     ForCausalLM or ForSequenceClassification adds no norm: only `score.weight`, at random; the lm_head is tied.)
@@ -5783,7 +5788,7 @@ def new_head_detail(name: str, shape: Sequence[int]) -> str:
             return "new, set to ones by the model (a LayerNorm's scale), not random"
         return ("new, set by the model to the norm's constant scale (ones; zeros where it scales by 1 + weight, "
                 "as Gemma's RMSNorm), not random")
-    return "new, initialised by the model" if leaf == "bias" else "new, initialised at random"
+    return "new, initialized by the model" if leaf == "bias" else "new, initialized at random"
 
 
 # The two factors of a LoRA pair and the axis that is its rank: the down / A factor's first (rank × in, rank × in
@@ -6214,7 +6219,7 @@ def build_report(
         if kind == "missing":
             why = classify_key(name, specs_b[name], kind, specs_a, supplied_ties, tie_embeddings, quantization,
                                target=specs_b, tie_embeddings_a=tie_embeddings_a, own_side=specs_b)
-            # The output layer too ("initialised at random (not tied)"): FSDP flattens every parameter of the module.
+            # The output layer too ("initialized at random (not tied)"): FSDP flattens every parameter of the module.
             if flat_params and why[0] in ("unknown", "task-head") and why[1] != "info":
                 holder = _flat_param_holding(name, flat_params)
                 if holder is not None:
@@ -6222,7 +6227,7 @@ def build_report(
             if why[0] == "unknown" and head_names and name in head_names:
                 detail = new_head_detail(name, specs_b[name].shape)
                 return "task-head", "info", (detail if detail.endswith("not random")
-                                             else "new, initialised at random (outside the base model)")
+                                             else "new, initialized at random (outside the base model)")
             return why
         spec = specs_a.get(name) or KeySpec(name, (), "float32")
         why = classify_key(name, spec, kind, specs_b, tied_a, tie_embeddings_a, quantization=quantization,
@@ -6374,15 +6379,18 @@ def build_report(
         # Two kohya / LyCORIS adapters (two LoKr files of another factor): "from_pretrained raises on them unless
         # ignore_mismatched_sizes=True" named a loader of neither.
         notes.append(
-            f"{len(resized)} key(s) differ in shape: A and B are adapters in kohya's layout whose factors for the same "
+            f"{counted(len(resized), 'key')} {plural(len(resized), 'differs', 'differ')} in shape: A and B are "
+            "adapters in kohya's layout whose factors for the same "
             "modules have other shapes (another LoKr factor, another method's parts), not two of one size; an "
             "adapter is applied to its base model: compare each against its base (diff-keys with the adapter as A "
             "and the model as B)")
     elif resized:
         # Even the expected resizes (vocabulary, labels, positions) stop the default load.
         notes.append(
-            f"{len(resized)} key(s) differ in shape: from_pretrained raises on them unless "
-            "ignore_mismatched_sizes=True (it then initialises them at random), and torch's load_state_dict "
+            f"{counted(len(resized), 'key')} {plural(len(resized), 'differs', 'differ')} in shape: from_pretrained "
+            "raises on "
+            f"{plural(len(resized), 'it', 'them')} unless "
+            "ignore_mismatched_sizes=True (it then initializes them at random), and torch's load_state_dict "
             "raises on a size mismatch even with strict=False")
         # A model that ties its output layer to the embedding: save_pretrained stored the embedding alone, the one
         # 2-D vocabulary row here, and a strict load_state_dict of A into the resized model raised on the tied copy.
@@ -6526,7 +6534,8 @@ def _square_transposed_note(
               and collapse_indices(name).rsplit(".", 2)[0] in blocks]
     if not square:
         return []
-    return [f"{len(transposed)} weight(s) are stored transposed; {len(square)} square weight(s) of the same blocks "
+    return [f"{counted(len(transposed), 'weight')} {plural(len(transposed), 'is', 'are')} stored transposed; "
+            f"{counted(len(square), 'square weight')} of the same blocks "
             f"(e.g. {square[0]}) load without a shape error but are most likely transposed too: transpose every "
             "Linear / Conv1D weight of these blocks when converting, not only those that mismatch"]
 

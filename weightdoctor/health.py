@@ -277,7 +277,8 @@ def _tensor_findings(item: TensorHealth) -> list[Finding]:
     matrix = len(item.shape) >= 2
     if s.inf and not s.nan and "mask" in name.rsplit(".", 1)[-1].lower():
         # An attention mask buffer (CLIP's causal `attn_mask`) holds -inf where attention may not look, by design.
-        found.append(Finding("info", "mask-inf", name, f"{s.inf} Inf value(s) out of {s.count:,} in a mask buffer",
+        found.append(Finding("info", "mask-inf", name,
+                             f"{counted(s.inf, 'Inf value')} out of {s.count:,} in a mask buffer",
                              "expected for an additive attention mask; no action needed"))
         return found  # its finite part (zeros where attention may look) is no weight to judge either
     if s.nan or s.inf:
@@ -395,7 +396,9 @@ def _tensor_findings(item: TensorHealth) -> list[Finding]:
                              "check pruning, or the unit of the layer before that feeds them"))
     if s.duplicate_rows and not computed:
         found.append(Finding("warn", "duplicate-rows", name,
-                             f"{s.duplicate_rows} row(s) repeat another row exactly (symmetry never broken)",
+                             f"{counted(s.duplicate_rows, 'row')} {plural(s.duplicate_rows, 'repeats', 'repeat')} "
+                             "another row exactly "
+                             "(symmetry never broken)",
                              "rows that start equal get equal gradients and never diverge; re-initialize randomly"))
     if computed:
         pass
@@ -403,7 +406,8 @@ def _tensor_findings(item: TensorHealth) -> list[Finding]:
         # Every vector twice is where peft starts; fewer repeats, pairs that did not move while the others did.
         whole = len(item.shape) == 2 and s.duplicate_cols * 2 == item.shape[1]
         found.append(Finding("warn", "duplicate-columns", name,
-                             f"{s.duplicate_cols} column(s) repeat another column exactly",
+                             f"{counted(s.duplicate_cols, 'column')} {plural(s.duplicate_cols, 'repeats', 'repeat')} "
+                             "another column exactly",
                              ("an HRA adapter still at its initialization" if whole
                               else "HRA Householder vectors still paired as at initialization")
                              + " (peft starts each Householder vector twice, so that each pair of reflections "
@@ -411,7 +415,9 @@ def _tensor_findings(item: TensorHealth) -> list[Finding]:
                                                          "updates were lost" if whole else "")))
     elif s.duplicate_cols:
         found.append(Finding("warn", "duplicate-columns", name,
-                             f"{s.duplicate_cols} column(s) repeat another column exactly (symmetry never broken)",
+                             f"{counted(s.duplicate_cols, 'column')} {plural(s.duplicate_cols, 'repeats', 'repeat')} "
+                             "another column exactly "
+                             "(symmetry never broken)",
                              "re-initialize randomly"))
     outliers = False
     if s.std > 0:
@@ -1145,8 +1151,8 @@ def _dequantized_note(checkpoint: Checkpoint, items: list[TensorHealth]) -> str 
         return None
     shown = ", ".join(list(schemes)[:3]) + (f" and {len(schemes) - 3:,} more" if len(schemes) > 3 else "")
     return (f"the statistics of {counted(len(schemes), 'torch.ao quantized tensor')} ({shown}: "
-            f"{', '.join(sorted(set(schemes.values())))}) are of their values dequantized with the scale(s) and zero "
-            "point(s) stored in each tensor (torch's .dequantize(), float32), not of the integers stored")
+            f"{', '.join(sorted(set(schemes.values())))}) are of their values dequantized with the scales and zero "
+            "points stored in each tensor (torch's .dequantize(), float32), not of the integers stored")
 
 
 LAYER_INDEX = re.compile(r"\.(\d+)\.")

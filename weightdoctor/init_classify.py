@@ -36,7 +36,7 @@ MIN_DISTINCT = 8  # fewer distinct values (a low-precision grid at a tiny scale)
 FLOAT32_MAX = 3.4028234663852886e38
 FLOAT32_TINIEST = 1.401298464324817e-45  # the smallest float32 subnormal
 SQRT5 = math.sqrt(5.0)
-# Gains of torch.nn.init.calculate_gain for the nonlinearities people initialise for.
+# Gains of torch.nn.init.calculate_gain for the nonlinearities people initialize for.
 # (name, a, gain): leaky_relu with a=0 is relu; a=√5 is PyTorch's nn.Linear / nn.Conv default.
 KAIMING_UNIFORM_GAINS: tuple[tuple[str, float | None, float], ...] = (
     ("leaky_relu", SQRT5, math.sqrt(2.0 / 6.0)),

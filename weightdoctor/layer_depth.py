@@ -33,7 +33,7 @@ def layer_count_whys(specs_a: Mapping[str, KeySpec], specs_b: Mapping[str, KeySp
     It applies where every key on one side's extra layers is missing (or unexpected) and nothing else of that
     side is, both sides number the list 0 to N-1, and each extra layer holds the names and shapes of the other
     side's layer 0. Missing layers start from their init (an error); A's extra layers are dropped while B gets
-    every weight it needs (a warning: the model is A cut to B's depth, which is what initialising a student from
+    every weight it needs (a warning: the model is A cut to B's depth, which is what initializing a student from
     its teacher's first layers does, and what a wrong config does too).
 
     Example:

@@ -51,6 +51,7 @@ from weightdoctor.quantized import (
     without_quantization_config,
 )
 from weightdoctor.renames import Rename, apply_renames
+from weightdoctor.wording import counted, plural
 
 if TYPE_CHECKING:
     import torch
@@ -906,7 +907,8 @@ def diff_against_model(
             dataclasses.replace(m, detail=f"{m.detail} (after transformers' WeightConverter merges A's tensors"
                                 f"{numbering.get(m.name, '')})")
             if m.name in sim.converted else m for m in report.mismatched]
-        report.notes.append(f"{len(sim.converted)} key(s) are built by transformers' WeightConverters (e.g. experts "
+        report.notes.append(f"{counted(len(sim.converted), 'key')} {plural(len(sim.converted), 'is', 'are')} built "
+                            "by transformers' WeightConverters (e.g. experts "
                             "merged into one tensor); their shapes are compared after the same conversion")
 
     return report
@@ -1035,7 +1037,7 @@ def safetensors_format_warning(checkpoint: Checkpoint) -> str | None:
                 f"tensors have Flax's names (.kernel, .embedding, .scale, e.g. {flax[0]}; a Dense kernel is [in, out], "
                 "the transpose of nn.Linear's weight): transformers 4's from_pretrained converted such a file on load "
                 "(flax installed); transformers 5 ignores the format and loads the names as they are, so these "
-                "weights do not load (initialised at random); convert it with transformers 4 (from_pretrained(..., "
+                "weights do not load (initialized at random); convert it with transformers 4 (from_pretrained(..., "
                 "from_flax=True), then save_pretrained)")
     config = checkpoint.config
     if not isinstance(config, Mapping) or "_class_name" in config or not (

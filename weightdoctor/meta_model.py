@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from weightdoctor.errors import UsageError, clip_words
+from weightdoctor.wording import plural
 
 if TYPE_CHECKING:
     import torch
@@ -327,7 +328,7 @@ def stable_audio_config(folder: Path) -> str | None:
         return None
     facts = [f"model_type {config['model_type']!r}", f"{config['sample_rate']:,} Hz"]
     if isinstance(config.get("audio_channels"), int):
-        facts.append(f"{config['audio_channels']} channel(s)")
+        facts.append(f"{config['audio_channels']} {plural(config['audio_channels'], 'channel')}")
     if isinstance(config.get("sample_size"), int) and config["sample_size"] > 0:
         facts.append(f"{config['sample_size']:,} samples a clip")
     return (f"{STABLE_AUDIO_CONFIG} beside the weights is stable-audio-tools' own config ({', '.join(facts)}), "

@@ -1221,7 +1221,8 @@ def build_planned_model(
     if fp8 and dtype not in ("int8", "int4", "fp8"):
         # A ComfyUI / Forge fp8 checkpoint (flux1-dev-fp8): planned as the floating dtype its loader up-casts to.
         share = sum(t.num_params for t in fp8) / max(1, sum(t.num_params for t in checkpoint.tensors))
-        warnings.append(f"{len(fp8)} tensor(s) ({share:.0%} of the parameters) are stored in {fp8[0].dtype}: planned "
+        warnings.append(f"{counted(len(fp8), 'tensor')} ({share:.0%} of the parameters) "
+                        f"{plural(len(fp8), 'is', 'are')} stored in {fp8[0].dtype}: planned "
                         f"at {dtype}, as a loader that up-casts them holds them ({DTYPES[dtype][0]}); one that keeps "
                         "them in fp8 (ComfyUI's fp8 weight dtype) needs their stored size"
                         + ("; --dtype bf16 plans the usual compute dtype" if dtype == "fp32" else ""))
@@ -3294,7 +3295,9 @@ def check_manual_map(
             ))
     if uncovered:
         shown = ", ".join(uncovered[:5]) + (f" and {len(uncovered) - 5} more" if len(uncovered) > 5 else "")
-        findings.append(Finding("error", "not-covered", None, f"{len(uncovered)} tensor(s) have no device: {shown}"))
+        findings.append(Finding(
+            "error", "not-covered", None,
+            f"{counted(len(uncovered), 'tensor')} {plural(len(uncovered), 'has', 'have')} no device: {shown}"))
     for key in sorted({v for v in device_map.values()}, key=str):
         if key == "disk" and not allow_disk:
             findings.append(Finding("error", "disk-not-allowed", None, "the map puts modules on disk; pass --disk"))
@@ -4464,7 +4467,9 @@ def plan_devices(planned: PlannedModel, request: PlanRequest, source: str = "") 
         shown = [f"{name} ({format_bytes(tensor_sizes[name], request.binary_units)})" for name in list(unplaced)[:3]]
         where = sorted({device_name(d) for d in unplaced.values()})
         warnings.append(
-            f"{len(unplaced)} tensor(s) are in no map entry, since the planner split the module that holds them "
+            f"{counted(len(unplaced), 'tensor')} {plural(len(unplaced), 'is', 'are')} in no map entry, since the "
+            "planner split the "
+            f"module that holds {plural(len(unplaced), 'it', 'them')} "
             f"and places only its parameters and children: {', '.join(shown)}"
             + (" and more" if len(unplaced) > 3 else "")
             + f"; from_pretrained puts them on {', '.join(where)} (the map's \"\" entry, else cpu), and they are "
@@ -5363,9 +5368,14 @@ def keep_in_fp32_warning(
     if not matched:
         return None
     where = ", ".join(f"{device_name(d)} +{format_bytes(n, binary)}" for d, n in extra.items())
-    return (f"{planned.model_class} keeps {matched} tensor(s) of {', '.join(sorted(plan))} in float32 at "
+    return (f"{planned.model_class} keeps {counted(matched, 'tensor')} of {', '.join(sorted(plan))} in float32 at "
             f"{at} (_keep_in_fp32_modules): from_pretrained computes this map at {planned.dtype} but "
             f"loads them in float32, {format_bytes(sum(extra.values()), binary)} more than planned ({where})")
+
+
+def _gpus(gpus: list[int]) -> str:
+    """The GPUs a suggestion keeps, counted: "GPU" for one (`--gpu 24GiB`), "2 GPUs" for more."""
+    return "GPU" if len(gpus) == 1 else f"{len(gpus)} GPUs"
 
 
 def suggest_changes(planned: PlannedModel, request: PlanRequest, no_split: list[str],
@@ -5386,7 +5396,7 @@ def suggest_changes(planned: PlannedModel, request: PlanRequest, no_split: list[
         auto = dataclasses.replace(request, strategy="auto")
         if _replan_verdict(planned, auto, no_split, planned.dtype, list(request.gpus)) == "fits-on-gpus":
             suggestions.append(Suggestion(
-                "strategy", f"--strategy auto fits on the {len(request.gpus)} GPU(s) at {planned.dtype}, where "
+                "strategy", f"--strategy auto fits on the {_gpus(request.gpus)} at {planned.dtype}, where "
                 f"{request.strategy} offloads", planned.dtype, list(request.gpus), "fits-on-gpus"))
     current = DTYPE_LADDER.index(planned.dtype) if planned.dtype in DTYPE_LADDER else len(DTYPE_LADDER)
     current_size = _element_size(planned.dtype)
@@ -5405,7 +5415,8 @@ def suggest_changes(planned: PlannedModel, request: PlanRequest, no_split: list[
         fp8 = PlannedModel(kept, "config", planned.model_class, "fp8", planned.config) if kept is not None else None
         if fp8 is not None and _replan_verdict(fp8, request, no_split, "fp8", request.gpus) == "fits-on-gpus":
             suggestions.append(Suggestion(
-                "dtype", f"--dtype fp8 fits on the {len(request.gpus)} GPU(s) if they have compute capability 8.9 or "
+                "dtype", f"--dtype fp8 fits on the {_gpus(request.gpus)} if "
+                         f"{plural(len(request.gpus), 'it has', 'they have')} compute capability 8.9 or "
                 "above (transformers then keeps the FP8 weights)", "fp8", list(request.gpus), "fits-on-gpus"))
     for dtype in ladder:
         if _element_size(dtype) >= current_size:
@@ -5421,7 +5432,7 @@ def suggest_changes(planned: PlannedModel, request: PlanRequest, no_split: list[
             half_int8 = _float16_rest_rung(planned, request, no_split, ["int8"], source) if dtype == "int4" else None
             if half_int8 is not None:
                 suggestions.append(half_int8)
-            suggestions.append(Suggestion("dtype", f"--dtype {dtype} fits on the {len(request.gpus)} GPU(s)",
+            suggestions.append(Suggestion("dtype", f"--dtype {dtype} fits on the {_gpus(request.gpus)}",
                                           dtype, list(request.gpus), verdict))
             break
     else:
@@ -5437,7 +5448,8 @@ def suggest_changes(planned: PlannedModel, request: PlanRequest, no_split: list[
         verdict = _replan_verdict(planned, request, no_split, planned.dtype, gpus)
         if verdict == "fits-on-gpus":
             suggestions.append(Suggestion(
-                "gpus", f"{extra} more {format_bytes(size, request.binary_units)} GPU(s) ({len(gpus)} in all) at "
+                "gpus", f"{extra} more {format_bytes(size, request.binary_units)} {plural(extra, 'GPU')} "
+                        f"({len(gpus)} in all) at "
                 f"{planned.dtype}",
                 planned.dtype, gpus, verdict,
             ))
@@ -5489,7 +5501,7 @@ def _float16_rest_rung(planned: PlannedModel, request: PlanRequest, no_split: li
         return Suggestion(
             "dtype-float16-rest", f"--dtype {dtype} with its unquantized rest at float16 (from_pretrained "
             f"dtype=torch.float16; --dtype {dtype} plans it at {planned.quantized_rest}, this checkpoint's dtype) "
-            f"fits on the {len(request.gpus)} GPU(s); no plan-devices flag plans it, load it so: {call}",
+            f"fits on the {_gpus(request.gpus)}; no plan-devices flag plans it, load it so: {call}",
             dtype, list(request.gpus), "fits-on-gpus")
     return None
 

@@ -22,6 +22,7 @@ from typing import Any
 
 from weightdoctor.checkpoint import TensorInfo
 from weightdoctor.errors import clip_middle
+from weightdoctor.wording import counted, plural
 
 # Side tensors of the quantizers transformers supports (names as their checkpoints store them).
 _SIDE = re.compile(
@@ -660,7 +661,8 @@ def _compressed_tensors_layer_bits(packed: Iterable[str], quantization: Mapping[
     if notes is not None and unknown:
         left = len(not_compiled_texts)
         notes.append(_time_limit_note("quantization_config.config_groups' `re:` targets",
-                                      f"{left:,} of {len(raw_patterns):,} pattern(s) not compiled, " if left else "",
+                                      f"{left:,} of {counted(len(raw_patterns), 'pattern')} not compiled, "
+                                      "" if left else "",
                                       unknown, len(found)))
     return found
 
@@ -721,9 +723,14 @@ def _gptq_dynamic_layer_bits(packed: Iterable[str], quantization: Mapping[str, A
     if notes is not None and out_of_time:
         left = len(keys) - len(rules)
         notes.append(_time_limit_note("quantization_config.dynamic's patterns",
-                                      f"{left:,} of {len(keys):,} pattern(s) not compiled, " if left else "",
+                                      f"{left:,} of {counted(len(keys), 'pattern')} not compiled, " if left else "",
                                       out_of_time, len(found)))
     return found
+
+
+def _layers_hold(count: int) -> str:
+    """`count` layers and the verb that fits them: "1 layer holds", "3 layers hold"."""
+    return f"{counted(count, 'layer')} {plural(count, 'holds', 'hold')}"
 
 
 def _time_limit_note(what: str, patterns_left: str, layers: int, of: int) -> str:
@@ -731,7 +738,8 @@ def _time_limit_note(what: str, patterns_left: str, layers: int, of: int) -> str
     bits are unknown here, where a faster machine may have matched them all (the limit is CPU time of the matching
     thread: a machine busy with other work takes as long)."""
     return (f"{what}: the {_PATTERN_SECONDS:g} s time limit for matching them was reached; {patterns_left}"
-            f"{layers:,} of {of:,} packed layer(s) left unmatched, their bits per value unknown (a slower machine "
+            f"{layers:,} of {counted(of, 'packed layer')} left unmatched, their bits per value unknown (a slower "
+            "machine "
             "reaches the limit sooner, so it may answer differently)")
 
 
@@ -763,7 +771,7 @@ def gptq_dynamic_warning(config: Mapping[str, Any] | None) -> str | None:
                  else f"sets top-level `bits` to {quantization['bits']!r}")
         builds = (f"and the config {given}: GPTQConfig needs 2, 3, 4 or 8 there, so from_pretrained raises before "
                   "building any Linear")
-    return (f"quantization_config.dynamic holds GPTQModel's per-module overrides ({len(keys)} pattern(s)"
+    return (f"quantization_config.dynamic holds GPTQModel's per-module overrides ({counted(len(keys), 'pattern')}"
             + (f", {skipped} leaving modules unquantized with '-:'" if skipped else "")
             + f"), which {which} does not read (its GPTQConfig drops `dynamic`){',' if bits is None else ':'} "
             f"{builds}; GPTQModel's loader and vLLM honour them")
@@ -936,7 +944,7 @@ def packed_without_quantizer(config: Mapping[str, Any] | None, tensors: Iterable
         >>> packed = [TensorInfo("q.qweight", (4, 32), "int32", "m.safetensors"),
         ...           TensorInfo("q.scales", (1, 32), "float16", "m.safetensors")]
         >>> packed_without_quantizer({"model_type": "bert"}, packed)[:63]
-        '1 layer(s) hold GPTQ/AWQ-packed weights (q.qweight, beside its '
+        '1 layer holds GPTQ/AWQ-packed weights (q.qweight, beside its qz'
         >>> packed_without_quantizer({"model_type": "bert"}, packed[:1]) is None
         True
     """
@@ -968,7 +976,7 @@ def packed_without_quantizer(config: Mapping[str, Any] | None, tensors: Iterable
     kind, side, method = (("GPTQ/AWQ", "qzeros, scales", "gptq or awq") if gptq else
                           ("compressed-tensors", "weight_scale", "compressed-tensors"))
     shown = clip_middle((gptq or packed)[0], 60)
-    held = f"{len(packed):,} layer(s) hold {kind}-packed weights ({shown}, beside its {side})"
+    held = f"{_layers_hold(len(packed))} {kind}-packed weights ({shown}, beside its {side})"
     refused = config.get("quantization_config")
     if isinstance(refused, Mapping) and refused and names_no_quantizer(refused, config):
         how = ("config.json's quantization_config names no quant_method: from_pretrained refuses it (ValueError: the "
@@ -1011,7 +1019,7 @@ def _exllama_packed_without_quantizer(config: Mapping[str, Any], tensors: list[T
                "config.json has no quantization_config: from_pretrained builds the model unquantized, leaves these "
                "layers' weights at their init (missing keys) and drops the packed tensors (unexpected keys)")
         first = clip_middle(min(found), 60)
-        return (f"{len(found):,} layer(s) hold {kind} {leaf}-packed weights ({first}, beside its {side}), but {how}; "
+        return (f"{_layers_hold(len(found))} {kind} {leaf}-packed weights ({first}, beside its {side}), but {how}; "
                 f"transformers has no quantizer for {method}: {_OWN_RUNNERS[method]}")
     return None
 
@@ -1048,12 +1056,12 @@ def _bnb_packed_without_quantizer(config: Mapping[str, Any], tensors: list[Tenso
                "int8 values (up to 127) into these layers' float weights as they are, dropping their SCB scales "
                "(unexpected keys): not the model's weights")
     if four:
-        held = (f"{len(four):,} layer(s) hold bitsandbytes 4-bit-packed weights ({clip_middle(four[0], 60)}, beside "
+        held = (f"{_layers_hold(len(four))} bitsandbytes 4-bit-packed weights ({clip_middle(four[0], 60)}, beside "
                 "its absmax, quant_map and quant_state)")
         kinds = sorted({state[-3:] for name in names for state in _BNB_4BIT_STATES if name.endswith(state)})
         fix = f"load_in_4bit true, bnb_4bit_quant_type {' or '.join(kinds)}"
     else:
-        held = f"{len(eight):,} layer(s) hold bitsandbytes 8-bit weights ({clip_middle(eight[0], 60)}, beside its SCB)"
+        held = f"{_layers_hold(len(eight))} bitsandbytes 8-bit weights ({clip_middle(eight[0], 60)}, beside its SCB)"
         fix = "load_in_8bit true"
     return (f"{held}, but {how}; the quantizer's quantization_config (quant_method bitsandbytes, {fix}) in "
             "config.json loads them quantized")

@@ -610,7 +610,7 @@ def plan_tensors(
         _refuse_what_torch_cannot_hold(checkpoint, selection.tensors)
     if kept_side:
         selection.warnings.append(
-            f"--dtype {dtype}: {len(kept_side)} quantizer scale/state tensor(s) kept as stored "
+            f"--dtype {dtype}: {counted(len(kept_side), 'quantizer scale/state tensor')} kept as stored "
             f"({', '.join(kept_side[:3])}{', ...' if len(kept_side) > 3 else ''}): the quantized weights are read "
             "with them as they are")
     if dtype and selection.cast:
@@ -1515,7 +1515,7 @@ def _overflow_error(problems: list[CastProblem], checkpoint: Checkpoint) -> Cast
     check = f"weightdoctor check-dtype {shell_word(checkpoint.source, argument=True)} --target {short}" + (
         f" --revision {shell_word(checkpoint.revision)}" if checkpoint.revision else "")
     return CastOverflow(
-        f"casting to {target} would lose values in {len(problems)} tensor(s): {names}. Nothing was written. "
+        f"casting to {target} would lose values in {counted(len(problems), 'tensor')}: {names}. Nothing was written. "
         f"See `{check}`, {keep}or pass --allow-overflow",
         path=str(checkpoint.path),
     )

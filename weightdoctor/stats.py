@@ -664,7 +664,7 @@ def gather_sample(lines: _Lines, info: TensorInfo, whole: bool) -> TensorSample:
 
 
 def _read_whole(checkpoint: Checkpoint, info: TensorInfo) -> torch.Tensor:
-    """One tensor's values. Safetensors data is read straight into an uninitialised tensor (the reader's
+    """One tensor's values. Safetensors data is read straight into an uninitialized tensor (the reader's
     zero-filled buffer costs a memset of the whole tensor); everything else goes through the reader."""
     import torch
 

@@ -83,7 +83,7 @@ def test_verify_reports_a_hole_of_a_gigabyte_without_reading_it(tmp_path: Path) 
         handle.truncate(size - 32 + (1 << 30))  # b's bytes now lie at data byte 1 GiB, a hole before them
     code, report = run_json("inspect", "--verify", str(path))
     [found] = report["verify"]["layout_mismatches"]
-    assert code == 1 and found.startswith(f"hole.gguf: {(1 << 30) - 32:,} data bytes in 1 gap(s) between tensors")
+    assert code == 1 and found.startswith(f"hole.gguf: {(1 << 30) - 32:,} data bytes in 1 gap between tensors")
 
 
 def test_plan_devices_of_a_fifo_named_gguf_is_refused_without_waiting(tmp_path: Path) -> None:

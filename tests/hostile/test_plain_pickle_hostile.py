@@ -96,7 +96,7 @@ def test_calls_that_make_unfilled_or_huge_memory_are_refused(tmp_path: Path, cas
 
 
 def test_a_torch_save_file_calling_a_storage_type_is_refused(tmp_path: Path) -> None:
-    """torch's own weights_only loader allows `torch.FloatStorage(n)` (uninitialised memory); the scan does not."""
+    """torch's own weights_only loader allows `torch.FloatStorage(n)` (uninitialized memory); the scan does not."""
     path = tmp_path / "pytorch_model.bin"
     torch.save({"w": torch.ones(2), "x": Reduce(torch.FloatStorage, (1 << 20,))}, path)
     _one_line_refusal(path, "torch.FloatStorage directly")
@@ -119,7 +119,7 @@ def test_meta_tensors_are_listed_and_their_values_refused(tmp_path: Path) -> Non
     torch.save({"a.weight": torch.empty(4, 4, device="meta"), "b.weight": torch.ones(3)}, path)
     code, data = run_json("inspect", path)
     assert code == 0 and [t["shape"] for t in data["tensors"]] == [[4, 4], [3]]
-    assert any("1 tensor(s) on the meta device (a.weight)" in w for w in data["warnings"]), data["warnings"]
+    assert any("1 tensor on the meta device (a.weight)" in w for w in data["warnings"]), data["warnings"]
     for command in (["inspect", "--stats"], ["check-dtype"], ["convert", "-o", str(tmp_path / "o.safetensors")]):
         result = run_cli(command[0], str(path), *command[1:])
         assert result.exit_code == 2, (command, result.stdout)

@@ -100,7 +100,7 @@ def test_a_key_of_thousands_of_digits_is_said_to_name_no_entry(tmp_path: Path, k
     torch.save([{"w": torch.ones(2)}, {"v": torch.ones(2)}], path)
     line = _one_error_line(run_cli("inspect", path, "--key", key))
     # The key is quoted cut in its middle; the line ends with what it names.
-    assert line.endswith("is not an index of a list of 2 item(s)" if key[0] == "1" else "(entries: w)"), line
+    assert line.endswith("is not an index of a list of 2 items" if key[0] == "1" else "(entries: w)"), line
 
 
 @pytest.mark.parametrize("given", ["folder", "file", "export subfolder"])

@@ -164,7 +164,7 @@ def _hostile_values() -> list[Any]:
         # 10**12 float32 weights: 4 TB asked for and filled by its reset_parameters.
         pytest.param(_Builds(torch.nn.Linear, (10**6, 10**6)), "torch.nn.modules.linear.Linear", id="linear"),
         # DeviceMesh.__init__ calls init_process_group() when none is: env:// rendezvous at MASTER_ADDR:MASTER_PORT
-        # (measured: with RANK=0 WORLD_SIZE=1 set, building one left a process group initialised).
+        # (measured: with RANK=0 WORLD_SIZE=1 set, building one left a process group initialized).
         pytest.param(_Builds(DeviceMesh, ("cpu", [0])), "torch.distributed.device_mesh.DeviceMesh", id="mesh"),
         pytest.param(_Builds(torch.nn.Embedding, (10**9, 10**4)), "torch.nn.modules.sparse.Embedding",
                      id="embedding"),

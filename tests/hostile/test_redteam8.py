@@ -243,14 +243,14 @@ def test_a_refused_cast_names_each_tensors_own_target(tmp_path: Path) -> None:
     result = run_cli("convert", str(path), "-o", str(out), "--dtype", "fp16", "--keep-fp32", "huge")
     assert result.exit_code == 2 and not out.exists()
     (line,) = result.stderr.strip().splitlines()
-    assert "casting to float16 would lose values in 2 tensor(s)" in line
+    assert "casting to float16 would lose values in 2 tensors" in line
     assert "huge (4 values become inf) in float32" in line and "big (4 values become inf)" in line
     assert "--target fp16" in line
 
     result = run_cli("convert", str(path), "-o", str(out), "--dtype", "bf16", "--keep-fp32", "huge")
     assert result.exit_code == 2 and not out.exists()
     (line,) = result.stderr.strip().splitlines()
-    assert "casting to float32 would lose values in 1 tensor(s): huge (4 values become inf)." in line
+    assert "casting to float32 would lose values in 1 tensor: huge (4 values become inf)." in line
     assert "--keep-fp32" not in line.split("Nothing was written.")[1]  # keeping it in float32 is what failed
 
 

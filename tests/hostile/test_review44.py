@@ -4,8 +4,8 @@ The policy read TrainingArguments, AcceleratorConfig, accelerate's PartialState 
 inert, whatever the pickle did with them, and called such a file safe: safe to torch.load(weights_only=False). A
 Trainer writes each dataclass as NEWOBJ (cls.__new__, no __init__) and a BUILD of its fields, each enum as
 Enum(value). A pickle that calls TrainingArguments itself (REDUCE, 418 bytes) runs its __post_init__: it built
-accelerate's PartialState (under torchrun's environment, torch.distributed's process group was initialised), and with
-fsdp set it wrote FSDP_CPU_RAM_EFFICIENT_LOADING into os.environ; REDUCE of PartialState(True), 43 bytes, initialised
+accelerate's PartialState (under torchrun's environment, torch.distributed's process group was initialized), and with
+fsdp set it wrote FSDP_CPU_RAM_EFFICIENT_LOADING into os.environ; REDUCE of PartialState(True), 43 bytes, initialized
 accelerate's process state the same way. A BUILD on an enum member (OptimizerNames("adamw_torch") then
 {"_value_": "sgd"}) rewrote transformers' own member for the whole process.
 """
@@ -65,7 +65,7 @@ def _training_arguments_call(**chosen: Any) -> _Calls:
 
 def _loaded_in_a_child(path: Path) -> dict[str, Any]:
     """What torch.load(path, weights_only=False) did to a fresh process: the FSDP variables it set in os.environ,
-    and whether accelerate's PartialState was initialised."""
+    and whether accelerate's PartialState was initialized."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FSDP", "ACCELERATE", "RANK", "WORLD_SIZE"))}
     done = subprocess.run([sys.executable, "-c", _CHILD, str(path)], capture_output=True, text=True, timeout=300,
                           env=env, check=True)

@@ -5,7 +5,7 @@ its __post_init__; BUILD on an OptimizerNames member rewrote it for the process)
 inert classes kept every use: a BUILD on the imported class itself (setattr on transformers' OptimizerNames of
 `_value2member_map_`) made every later OptimizerNames("adamw_torch") return SGD; a BUILD on a Lightning AttributeDict
 called the item it held under `__setstate__` (its __getattr__ answers from its items), here accelerate's PartialState,
-which initialised accelerate's process state; a BUILD on a pyannote Problem member rewrote its value; calls to
+which initialized accelerate's process state; a BUILD on a pyannote Problem member rewrote its value; calls to
 ModelCheckpoint, Namespace, omegaconf's containers and paths on what no pickler writes passed. Each file was called
 safe: safe to torch.load(weights_only=False). `policy.INERT_CONSTRUCTION` now declares how a genuine file builds each.
 """

@@ -124,7 +124,7 @@ def test_data_pkl_read_with_other_sizes_or_crc_is_refused(tmp_path: Path, change
     report = run_cli("inspect", str(path), "--json")
     assert report.exit_code == 2 and report.stdout.strip() == "" and "Traceback" not in report.stderr
     assert f"'archive/data.pkl': {words.format(size=was + 8, was=was)}" in report.stderr
-    assert "the central directory PyTorch reads gives 1 member(s)" in report.stderr
+    assert "the central directory PyTorch reads gives 1 member" in report.stderr
 
 
 def test_two_directories_that_agree_stay_healthy(tmp_path: Path) -> None:

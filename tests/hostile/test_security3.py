@@ -5,7 +5,7 @@ __reduce__ of its own as REDUCE of copyreg._reconstructor(cls, object, None) and
 training_args.bin and a fairseq Namespace saved so were called dangerous (copyreg and `object` are dangerous names),
 though the object is built as NEWOBJ builds it. _reconstructor(cls, base, state) runs base.__new__(cls, state) and
 base.__init__(obj, state): on any other base, a constructor of the pickle's choice (accelerate's PartialState
-initialised its process state under torch.load(weights_only=False)). It is now read only as genuine files call it,
+initialized its process state under torch.load(weights_only=False)). It is now read only as genuine files call it,
 for an inert class on its own base, and only where the pickle uses it and its bases for nothing else.
 OrderedDict(<enum class>) was safe: no pickler writes it, and it iterates the class while the file loads. A pickle of
 EXT opcodes only was suspicious with no word of why.
@@ -33,7 +33,7 @@ def _global(module: str, name: str) -> bytes:
 
 
 def _child(mode: str, path: Path) -> dict[str, Any]:
-    # What a child process did: whether accelerate's PartialState was initialised (its shared state filled) after it
+    # What a child process did: whether accelerate's PartialState was initialized (its shared state filled) after it
     # ran torch.load(weights_only=False) or weightdoctor's inspect on the file.
     return run_canary_child('import accelerate.state',
                             '{"partial_state": bool(accelerate.state.PartialState._shared_state)}', mode, path)
@@ -111,7 +111,7 @@ def _reconstruct(cls: tuple[str, str], base: tuple[str, str], state: bytes = b"N
 
 
 def test_a_reconstructor_on_an_inert_class_as_base_is_dangerous_and_never_runs(tmp_path: Path) -> None:
-    """_reconstructor(PartialState, PartialState, True) runs PartialState.__init__(obj, True), which initialised
+    """_reconstructor(PartialState, PartialState, True) runs PartialState.__init__(obj, True), which initialized
     accelerate's process state (torch.distributed's process group under torchrun's environment)."""
     pytest.importorskip("accelerate")
     hostile = tmp_path / "training_args.bin"

@@ -38,7 +38,7 @@ from weightdoctor.errors import (
 )
 from weightdoctor.gcpause import gc_paused
 from weightdoctor.paths import shell_word
-from weightdoctor.wording import counted
+from weightdoctor.wording import counted, plural
 
 if TYPE_CHECKING:
     import torch
@@ -1117,7 +1117,7 @@ def _follow_key(obj: Any, key: str) -> Mapping[str, Any]:
             # digits only: str.isdigit() is true of '²', which int() refuses too.
             if not _decimal(head) or len(head) > 20 or int(head) >= len(current):
                 raise UsageError(f"--key {key!r}: {head!r} is not an index of a {type(current).__name__} of "
-                                 f"{len(current)} item(s)")
+                                 f"{counted(len(current), 'item')}")
             current, rest = current[int(head)], tail
             continue
         if not isinstance(current, Mapping):
@@ -2134,7 +2134,9 @@ def _load_pickle(path: Path, fmt: str, key: str | None, label: str | None) -> Pi
         # The first few are named, each cut: 100,000 siblings (or one key of a megabyte) made a warning of megabytes.
         names = [clip_middle(name, _NOTE_NAME_CHARS) for name in list(beside)[:6]]
         more = f", and {len(beside) - 6:,} more" if len(beside) > 6 else ""
-        notes.append(f"{sum(beside.values())} tensor(s) beside the state dict are not read, in "
+        notes.append(f"{counted(sum(beside.values()), 'tensor')} beside the state dict "
+                     f"{plural(sum(beside.values()), 'is', 'are')} "
+                     "not read, in "
                      f"{', '.join(names)}{more}: the weights are split over nested dicts; --key reads one of them")
     tensors: dict[str, Any] = {}
     skipped: list[str] = []
@@ -2161,7 +2163,7 @@ def _load_pickle(path: Path, fmt: str, key: str | None, label: str | None) -> Pi
         notes.append(quantized_tensors)
     meta = [name for name, value in tensors.items() if not isinstance(value, StaticTensor) and value.is_meta]
     if meta:
-        notes.append(f"{len(meta)} tensor(s) on the meta device ({', '.join(meta[:3])}"
+        notes.append(f"{counted(len(meta), 'tensor')} on the meta device ({', '.join(meta[:3])}"
                      f"{', ...' if len(meta) > 3 else ''}): the file holds their shapes and dtypes but no values "
                      "(saved from a model that was never materialised)")
     extra_states = _extra_states_beside(obj, tensors)
@@ -2460,7 +2462,8 @@ def _load_with_torch(path: Path, fmt: str, report: ScanReport) -> Any:
                 # config.yaml and meta.yaml) was called a damaged torch.save file.
                 shown = ", ".join(inside[:4]) + (", ..." if len(inside) > 4 else "")
                 raise UnsupportedFormat(
-                    f"a zip archive of files, not a torch.save file: it holds the weight file(s) {shown}"
+                    f"a zip archive of files, not a torch.save file: it holds the weight "
+                    f"{plural(len(inside), 'file')} {shown}"
                     + (" (its meta.yaml, as ESPnet's model zips have, says which the model reads)"
                        if "meta.yaml" in names else "") + "; unzip it and point at one")
             raise CorruptCheckpoint("zip archive has no data.pkl record (not a torch.save file, or damaged)")
@@ -2779,7 +2782,7 @@ def _torch_ao_quantized_note(tensors: Mapping[str, Any]) -> str | None:
     names = [clip_middle(name, _NOTE_NAME_CHARS) for name in list(quantized)[:3]]
     shown = ", ".join(names) + (f" and {len(quantized) - 3:,} more" if len(quantized) > 3 else "")
     return (f"{counted(len(quantized), 'tensor')} quantized by torch.ao.quantization ({shown}: "
-            f"{', '.join(kinds)}) listed as the integers stored, their scale(s) and zero point(s) inside each tensor "
+            f"{', '.join(kinds)}) listed as the integers stored, their scales and zero points inside each tensor "
             "not counted; only the model quantized the same way (prepare and convert) loads this state dict; a float "
             f"model loads it once dequantized, {_DEQUANTIZE_ALL}; inspect --stats reads their values dequantized, "
             "convert, shard and diff-keys --values refuse them")

@@ -3332,9 +3332,11 @@ def _folder_notes(folder: Path, chosen: Path) -> list[str]:
         modules = sorted(p.name for p in folder.iterdir() if p.is_dir() and re.match(r"\d+_", p.name)
                          and any(q.suffix in (".safetensors", ".bin") for q in p.iterdir() if q.is_file()))
         if modules:
-            notes.append(f"sentence-transformers module folder(s) {', '.join(m + '/' for m in modules)} hold weights "
-                         f"of their own, not in this report: point at {_pasteable(folder / modules[0])} to read "
-                         "them")
+            one = len(modules) == 1
+            notes.append(f"sentence-transformers module {plural(len(modules), 'folder')} "
+                         f"{', '.join(m + '/' for m in modules)} {'holds' if one else 'hold'} weights "
+                         f"of {'its' if one else 'their'} own, not in this report: point at "
+                         f"{_pasteable(folder / modules[0])} to read them")
     return notes
 
 
@@ -3769,7 +3771,8 @@ def _read_index(builder: _Builder, index_path: Path) -> list[str]:
     missing = [name for name in weight_map if name not in seen]
     if missing:
         raise InvalidIndex(
-            f"{len(missing)} tensor(s) listed in the index are in no shard, e.g. {missing[0]!r} "
+            f"{counted(len(missing), 'tensor')} listed in the index {plural(len(missing), 'is', 'are')} in no shard, "
+            f"e.g. {missing[0]!r} "
             f"(listed in {weight_map[missing[0]]})",
             str(index_path),
         )

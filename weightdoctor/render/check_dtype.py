@@ -55,7 +55,7 @@ def summary_table(report: CheckDtypeReport) -> Table:
     status = report.config_agreement.status
     style = "green" if status == "agrees" else ("dim" if status in ("no-config", "not-set", "quantized") else "yellow")
     table.add_row("agreement", f"[{style}]{escape(report.config_agreement.message)}[/]")
-    checked = f"{report.tensors_checked} floating tensor(s)"
+    checked = counted(report.tensors_checked, "floating tensor")
     if report.filter:
         checked += f" matching /{escape(report.filter)}/"
     rows = next(iter(report.targets.values())).tensors if report.targets else []
@@ -72,8 +72,8 @@ def summary_table(report: CheckDtypeReport) -> Table:
         gguf = sum(t.reason.startswith("a quantized GGUF type") for t in report.skipped)
         plain = left - side - gguf
         parts = [f"{plain} not floating"] if plain else []
-        parts += [f"{side} quantizer scale(s) or state(s)"] if side else []
-        parts += [f"{gguf} quantized GGUF tensor(s), not read"] if gguf else []
+        parts += [f"{side} quantizer {plural(side, 'scale or state', 'scales or states')}"] if side else []
+        parts += [f"{gguf} quantized GGUF {plural(gguf, 'tensor')}, not read"] if gguf else []
         checked += f"; {left} left as they are ({', '.join(parts)})"
     if placeholders:
         checked += (f"; {placeholders} not checked: fairseq's dtype placeholder `_float_tensor`, uninitialized "

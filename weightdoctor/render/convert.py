@@ -44,7 +44,8 @@ def _written_rows(result: object) -> list[tuple[str, str]]:
              else "skipped (--no-verify)")]
     if write.lost:
         listed = "; ".join(write.lost[:5]) + (f"; and {len(write.lost) - 5} more" if len(write.lost) > 5 else "")
-        rows.append(("lost", f"--allow-overflow: the cast lost values in {len(write.lost)} tensor(s): {listed}"))
+        rows.append(("lost", f"--allow-overflow: the cast lost values in {counted(len(write.lost), 'tensor')}: "
+                             f"{listed}"))
     if write.replaced:
         rows.append(("replaced", ", ".join(write.replaced)))
     if write.carried_over:
@@ -113,7 +114,8 @@ def render_shard(result: object, console: Console) -> None:
     rows = [
         ("format", plan.format),
         ("max shard", limit),
-        ("tensors", f"{plan.num_tensors} ({format_bytes(plan.total_bytes, binary)}) in {len(plan.shards)} file(s)"),
+        ("tensors", f"{plan.num_tensors} ({format_bytes(plan.total_bytes, binary)}) in "
+                    f"{counted(len(plan.shards), 'file')}"),
         *_common_rows(plan),
     ]
     if plan.index:

@@ -153,7 +153,7 @@ def group_table(kind: str, groups: list[KeyGroup], report: DiffReport, show_all:
 
 # Below this many cells for the keys (wrapped_name's floor), or for a detail word (its longest if shorter), the
 # columns cannot sit side by side without Rich cutting names mid-segment (`bert.embedd` / `ings.LayerN`), words
-# (`initialise` / `d`) and the reason and severity themselves (`unkno…`): each group is told in lines of its own.
+# (`initialize` / `d`) and the reason and severity themselves (`unkno…`): each group is told in lines of its own.
 _KEYS_FLOOR = 16
 
 

@@ -42,7 +42,7 @@ def summary_table(report: InspectReport) -> Table:
     table.add_row("format", report.format + (" (sharded)" if report.sharded else ""))
     weight_files = [f for f in report.files if f.role == "weights"]
     on_disk = format_bytes(sum(f.size_bytes for f in weight_files))
-    table.add_row("files", f"{len(weight_files)} weight file(s), {on_disk} on disk")
+    table.add_row("files", f"{counted(len(weight_files), 'weight file')}, {on_disk} on disk")
     table.add_row("tensors", f"{report.num_tensors:,}")
     table.add_row("parameters", f"{report.num_params:,} ({format_count(report.num_params)})"
                   + (" [dim]stored values[/]" if report.quantized else ""))
@@ -245,7 +245,8 @@ def quantized_line(quantized: QuantizedSummary) -> str:
     """`gptq 4-bit: 37,748,736 parameters (37.7M) once unpacked; 2 packed tensors, 6 side tensors`."""
     method = escape(quantized.method) + (f" {quantized.bits}-bit" if quantized.bits and "bit" not in
                                          quantized.method else "")
-    parts = f"{quantized.packed_tensors} packed tensor(s), {quantized.side_tensors} side tensor(s)"
+    parts = (f"{counted(quantized.packed_tensors, 'packed tensor')}, "
+             f"{counted(quantized.side_tensors, 'side tensor')}")
     if quantized.parameters is None:
         return f"{method}: bits per value unknown, packed tensors counted as stored; {parts}"
     return (f"{method}: {counted(quantized.parameters, 'parameter')} "
@@ -273,8 +274,9 @@ def security_line(scan: object) -> str:
                      "torch.load(weights_only=True), as from_pretrained loads a .bin, refuses the file for "
                      f"{'it' if len(inert) == 1 else 'them'}")
         count -= len(inert)
-    text = (f"[{colour}]{verdict}[/] (static pickle scan: {getattr(scan, 'pickles', 0)} pickle(s), {count} distinct "
-            "global(s), all allowed by torch's weights_only loader"
+    text = (f"[{colour}]{verdict}[/] (static pickle scan: {counted(getattr(scan, 'pickles', 0), 'pickle')}, {count} "
+            "distinct "
+            f"{plural(count, 'global')}, all allowed by torch's weights_only loader"
             + (f", and {len(inert)} read as inert data)" if inert else ")") if verdict == "safe"
             else f"[{colour}]{escape(scan.summary())}[/]")  # type: ignore[attr-defined]
     return text + (f" [dim]notes: {escape('; '.join(notes))}[/]" if notes else "")
@@ -286,19 +288,22 @@ def verify_line(verify: object) -> str:
     found = []
     if mismatches:
         listed = ", ".join(f"{m.file}:{m.member}" for m in mismatches[:4])
-        found.append(f"[bold red]{len(mismatches)} CRC mismatch(es)[/]: {escape(listed)}")
+        found.append(f"[bold red]{counted(len(mismatches), 'CRC mismatch', 'CRC mismatches')}[/]: {escape(listed)}")
     if hashes:
         # Shown beside the CRC mismatches, not hidden by them: a file whose sha256 differs from the index's is a
         # second, separate finding (the JSON always listed both).
-        found.append(f"[bold red]{len(hashes)} sha256 mismatch(es)[/]: {escape('; '.join(hashes))}")
+        found.append(f"[bold red]{counted(len(hashes), 'sha256 mismatch', 'sha256 mismatches')}[/]: "
+                     f"{escape('; '.join(hashes))}")
     layout = getattr(verify, "layout_mismatches", [])
     if layout:
-        found.append(f"[bold red]{len(layout)} GGUF layout mismatch(es)[/]: {escape('; '.join(layout))}")
+        found.append(f"[bold red]{counted(len(layout), 'GGUF layout mismatch', 'GGUF layout mismatches')}[/]: "
+                     f"{escape('; '.join(layout))}")
     if found:
         return "; ".join(found)
     members = getattr(verify, "members_checked", 0)
-    text = (f"[green]{members} member(s) checked, all match[/]" if members or not getattr(verify, "files_checked", 0)
-            else f"[green]{getattr(verify, 'files_checked', 0)} file(s) checked, all as their headers say[/]")
+    text = (f"[green]{counted(members, 'member')} checked, all "
+            "match[/]" if members or not getattr(verify, "files_checked", 0)
+            else f"[green]{counted(getattr(verify, 'files_checked', 0), 'file')} checked, all as their headers say[/]")
     notes = getattr(verify, "notes", [])
     return text + (f" [dim]({escape('; '.join(notes))})[/]" if notes else "")
 
@@ -363,7 +368,7 @@ def gguf_table(gguf: dict[str, Any]) -> Table:
     types = gguf.get("tensor_types") or {}
     if types:
         table.add_row("ggml types", escape("; ".join(
-            f"{name}: {row['tensors']:,} tensor(s), {format_count(row['parameters'])} params, "
+            f"{name}: {counted(row['tensors'], 'tensor')}, {format_count(row['parameters'])} params, "
             f"{row['bits_per_weight']:g} bits/weight" for name, row in types.items())))
     if gguf.get("bits_per_weight") is not None:
         table.add_row("bits/weight", f"{gguf['bits_per_weight']:g} (all tensors)")

@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
+from rich.cells import cell_len
 from rich.console import Console
 from rich.table import Table
 
 from weightdoctor.findings import Finding
 from weightdoctor.health import StatsReport, TensorHealth, init_constant_vectors
 from weightdoctor.render.json import to_jsonable
-from weightdoctor.render.text import MAX_SHOWN_NAME_CHARS, clip_middle, distinct_form, escape, shown_name
+from weightdoctor.render.text import (
+    MAX_SHOWN_NAME_CHARS,
+    clip_middle,
+    distinct_form,
+    escape,
+    longest_segment,
+    printable,
+    shown_name,
+    wrapped_name,
+)
 from weightdoctor.wording import counted, non_finite_count, plural
 
 SHORT_REASONS = {"ks": "shape", "row_spread": "row norms", "col_spread": "column norms", "top_singular": "spectrum",
@@ -97,9 +108,20 @@ def _num(value: float) -> str:
 
 
 # Below these widths the tables' wrappable columns (names, inits, messages) would get fewer characters than this,
-# and Rich then cut the numbers and codes to `…` (`100.…`, `checkpoint-at…`): each row is shown as a record instead.
+# and Rich then cut the numbers and codes to `…` (`100.…`, `checkpoint-at…`): each row is then told in lines of its
+# own. A name column needs its longest dotted segment, an init column its longest word up to _MAX_WORD_COLUMN.
 _MIN_TEXT_COLUMN = 8
+_MAX_WORD_COLUMN = 14
 _MIN_MESSAGE_COLUMN = 20
+
+
+def _text_floor(cells: Iterable[str]) -> int:
+    """The cells a column of prose (`normal(0, 0.02) (guess)`) should keep: its longest word, from
+    _MIN_TEXT_COLUMN to _MAX_WORD_COLUMN (a longer word, a number with many digits, may fold)."""
+    from rich.text import Text
+
+    longest = max((cell_len(word) for cell in cells for word in Text.from_markup(cell).plain.split()), default=0)
+    return max(_MIN_TEXT_COLUMN, min(longest, _MAX_WORD_COLUMN))
 
 
 def _plain_len(markup: str) -> int:
@@ -122,16 +144,42 @@ def _too_narrow(rows: list[tuple[str, ...]], headers: tuple[str, ...], fixed: tu
     return needed > width
 
 
-def _records_table(title: str, records: list[list[tuple[str, str]]], caption: str | None = None) -> Table:
-    """Rows as records, one `label  value` line each, a rule between records: for a console too narrow for the
-    columns (the values fold at their width, never cut)."""
-    table = Table(title=title, title_justify="left", show_header=False, caption=caption)
-    table.add_column("", style="bold", no_wrap=True)
-    table.add_column("", overflow="fold")
-    for record in records:
-        for i, (label, value) in enumerate(record):
-            table.add_row(label, value, end_section=i == len(record) - 1)
+def _stacked_table(title: str, cells: list[str], caption: str | None = None) -> Table:
+    """One cell per row, a rule between them: for a console too narrow for the columns. Each cell is already laid
+    out in lines (a name broken after its dots, figures, prose that wraps between its words)."""
+    # The console's width whole: as wide as its longest cell only, the title wrapped inside it ("(sample of 1,000" /
+    # "values per tensor)").
+    table = Table(title=title, title_justify="left", show_header=False, show_lines=True, caption=caption,
+                  expand=True)
+    table.add_column(overflow="fold")
+    for cell in cells:
+        table.add_row(cell)
     return table
+
+
+def _text_widths(names: list[str], texts: list[list[str]], floors: list[int], room: int) -> list[int]:
+    """The cells of a name column and of the prose columns beside it (`texts`, each column's cells) in `room`,
+    what the other columns leave: the name keeps its longest dotted segment (narrower, a name is cut mid-word) and
+    up to a third of the room, or more where the prose needs less; each prose column keeps its `floors`, and they
+    share the rest, each up to its widest cell. Given to Rich as fixed widths: left to share the room itself, Rich held
+    the prose's longest word (`orthogonal(gain=0.1683))`) whole and drew the table past the console's edge."""
+    natural = [max(_MIN_TEXT_COLUMN, *(_plain_len(cell) for cell in column)) for column in texts]
+    longest = max((cell_len(name) for name in names), default=0)
+    # The name a third of the room (more where the prose needs less), never less than its longest segment: the
+    # prose, wrapped between words, folds a word only where its column is narrower than that word
+    # (`initializer_rang` / `e` when the name took half of 100 columns).
+    name_width = max(longest_segment(names), min(longest, max(room // 3, room - sum(natural))))
+    rest = room - name_width
+    # Water-filling: the narrowest prose column first takes what it needs up to an equal share of what is left, so
+    # that a short column (`normal(0, 0.02)`) is whole beside a long one, which gets the rest.
+    widths = list(floors)
+    left = rest - sum(floors)
+    for count, i in enumerate(sorted(range(len(natural)), key=natural.__getitem__)):
+        extra = max(0, min(natural[i] - widths[i], left // (len(natural) - count)))
+        widths[i] += extra
+        left -= extra
+    name_width = min(longest, name_width + left) if left > 0 else name_width
+    return [name_width, *widths]
 
 
 def init_table(report: StatsReport, limit: int | None, width: int | None = None) -> Table:
@@ -164,21 +212,37 @@ def init_table(report: StatsReport, limit: int | None, width: int | None = None)
         # (the table said "nan ... nan%", as a tensor full of NaN would read).
         numbers = (_num(s.mean), _num(s.std), _num(s.abs_max), f"{s.zero_fraction:.1%}") if s.count else (
             ("[dim]-[/]",) * 4)
-        rows.append((shown_name(item.name), *numbers, found, expected))
+        rows.append((item.name, *numbers, found, expected))
     caption = None
     if limit is not None and len(report.tensors) > limit:
         caption = f"{len(report.tensors) - limit} more; use --all or --filter REGEX"
-    text_columns = dict.fromkeys((0, 5, 6), _MIN_TEXT_COLUMN)  # name, found, expected at init
-    if width is not None and rows and _too_narrow(rows, headers, (1, 2, 3, 4), text_columns, width):
-        return _records_table(title, [list(zip(headers, row, strict=True)) for row in rows], caption)
+    names = [printable(distinct_form(clip_middle(row[0], MAX_SHOWN_NAME_CHARS))) for row in rows]
+    # The name column keeps each name's longest dotted segment whole (`token_type_embeddings.`): at 80 columns it
+    # got 10 cells and Rich cut names mid-word (`bert.embed` / `dings.Laye` / `rNorm.bias`). `found` and `expected`
+    # keep a few words. Narrower than that, or than the figures need, each tensor is told in lines of its own.
+    prose = {5: _text_floor(row[5] for row in rows), 6: _text_floor(row[6] for row in rows)}
+    if width is not None and rows and _too_narrow(rows, headers, (1, 2, 3, 4),
+                                                  {0: longest_segment(names), **prose}, width):
+        cells = [f"[bold]{wrapped_name(row[0], width - 4)}[/]\n"
+                 f"mean {row[1]} · std {row[2]} · abs max {row[3]} · zeros {row[4]}\n"
+                 f"[dim]found[/] {row[5]}\n[dim]expected at init[/] {row[6]}" for row in rows]
+        return _stacked_table(title, cells, caption)
+    widths: list[int | None] = [None, None, None]
+    if width is not None and rows:
+        room = width - 22 - sum(max(len(headers[i]), *(_plain_len(row[i]) for row in rows)) for i in (1, 2, 3, 4))
+        widths = list(_text_widths(names, [[row[5] for row in rows], [row[6] for row in rows]],
+                                   [prose[5], prose[6]], room))
+        rows = [(wrapped_name(row[0], widths[0], floor=1), *row[1:]) for row in rows]
+    else:
+        rows = [(shown_name(row[0]), *row[1:]) for row in rows]
     table = Table(title=title, title_justify="left", caption=caption)
-    table.add_column("name", overflow="fold")
+    table.add_column("name", overflow="fold", width=widths[0])
     table.add_column("mean", justify="right")
     table.add_column("std", justify="right")
     table.add_column("abs max", justify="right")
     table.add_column("zeros", justify="right")
-    table.add_column("found", overflow="fold")
-    table.add_column("expected at init", overflow="fold")
+    table.add_column("found", overflow="fold", width=widths[1])
+    table.add_column("expected at init", overflow="fold", width=widths[2])
     for row in rows:
         table.add_row(*row)
     return table
@@ -219,17 +283,33 @@ def hints_said_once(findings: list[Finding]) -> list[str | None]:
 def findings_table(report: StatsReport, width: int | None = None) -> Table:
     """The findings: a row each, or a record each where `width` is too narrow for their codes and a message."""
     headers = ("severity", "code", "tensor", "what")
-    rows = [(f"[{SEVERITY_STYLE[f.severity]}]{f.severity}[/]", f.code, shown_name(f.tensor or "(checkpoint)"),
-             escape(f.message) + (f"\n[dim]→ {escape(hint)}[/]" if hint else ""))
-            for f, hint in zip(report.findings, hints_said_once(report.findings), strict=True)]
-    if width is not None and rows and _too_narrow(rows, headers, (0, 1), {2: _MIN_TEXT_COLUMN, 3: _MIN_MESSAGE_COLUMN},
-                                                  width):
-        return _records_table("Findings", [list(zip(headers, row, strict=True)) for row in rows])
+    findings = report.findings
+    hints = hints_said_once(findings)
+    tensors = [f.tensor or "(checkpoint)" for f in findings]
+    whats = [escape(f.message) + (f"\n[dim]→ {escape(hint)}[/]" if hint else "") for f, hint in zip(findings, hints,
+                                                                                                    strict=True)]
+    severities = [f"[{SEVERITY_STYLE[f.severity]}]{f.severity}[/]" for f in findings]
+    names = [printable(distinct_form(clip_middle(tensor, MAX_SHOWN_NAME_CHARS))) for tensor in tensors]
+    rows = [(severity, f.code, shown_name(tensor), what)
+            for severity, f, tensor, what in zip(severities, findings, tensors, whats, strict=True)]
+    # The tensor column keeps each name's longest dotted segment whole, as the statistics table's name column does.
+    if width is not None and rows and _too_narrow(rows, headers, (0, 1),
+                                                  {2: longest_segment(names), 3: _MIN_MESSAGE_COLUMN}, width):
+        # The severity and code first, as the table's columns read; a finding about the whole checkpoint names none.
+        cells = [f"{severity} · {f.code}\n" + (f"[bold]{wrapped_name(f.tensor, width - 4)}[/]\n" if f.tensor else "")
+                 + what for severity, f, what in zip(severities, findings, whats, strict=True)]
+        return _stacked_table("Findings", cells)
+    widths: list[int | None] = [None, None]
+    if width is not None and rows:
+        room = width - 13 - sum(max(len(headers[i]), *(_plain_len(row[i]) for row in rows)) for i in (0, 1))
+        widths = list(_text_widths(names, [whats], [_MIN_MESSAGE_COLUMN], room))
+        rows = [(severity, code, wrapped_name(tensor, widths[0], floor=1), what)
+                for (severity, code, _, what), tensor in zip(rows, tensors, strict=True)]
     table = Table(title="Findings", title_justify="left")
     table.add_column("severity")
     table.add_column("code")
-    table.add_column("tensor", overflow="fold")
-    table.add_column("what", overflow="fold")
+    table.add_column("tensor", overflow="fold", width=widths[0])
+    table.add_column("what", overflow="fold", width=widths[1])
     for row in rows:
         table.add_row(*row)
     return table

@@ -129,6 +129,17 @@ def wrap_at_dots(text: str, width: int) -> list[str]:
     return lines
 
 
+def longest_segment(names: Iterable[str]) -> int:
+    """The screen cells of the longest dotted segment among `names` (what `wrap_at_dots` keeps whole on a line):
+    the fewest a name column can have without cutting a name mid-word.
+
+    Example:
+        >>> longest_segment(["bert.embeddings.token_type_embeddings.weight", "classifier.bias"])
+        22
+    """
+    return max((cell_len(part) for name in names for part in _DOTTED_SEGMENT.findall(name)), default=0)
+
+
 # What a table row or a line shows of one tensor or module name: its beginning and end, with a count of what was
 # left out between them (`--json` keeps it whole). Real names are a few hundred characters at most; a safetensors
 # header of 90 names of a megabyte each (94 MB, each under the reader's bound of one name) printed 71 MB in 72 s

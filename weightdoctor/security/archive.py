@@ -644,7 +644,8 @@ def _read_layout(handle: BinaryIO, file_size: int) -> ZipLayout:
         problems += strict.problems
         if extra:
             problems.append(
-                f"the central directory PyTorch reads lists {len(extra)} member(s) that Python's zipfile does not "
+                f"the central directory PyTorch reads lists {counted(len(extra), 'member')} that Python's zipfile "
+                "does not "
                 f"see (e.g. {extra[0].name!r}): the archive shows different contents to different readers"
             )
         if reread:
@@ -656,7 +657,8 @@ def _read_layout(handle: BinaryIO, file_size: int) -> ZipLayout:
                 ("compression method", "compressed size", "size", "CRC-32"), _fields(theirs, True),
                 _fields(ours, True), strict=True) if mine != other)
             problems.append(
-                f"the central directory PyTorch reads gives {len(reread):,} member(s) that Python's zipfile also "
+                f"the central directory PyTorch reads gives {counted(len(reread), 'member')} that Python's zipfile "
+                "also "
                 f"lists, at the same local header, other fields (e.g. {theirs.name!r}: {differences}): the archive "
                 "shows different contents to different readers"
             )

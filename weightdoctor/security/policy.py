@@ -117,9 +117,9 @@ INERT_GLOBALS: frozenset[str] = frozenset({
 # Inert classes whose own code, run by a call, does what a configuration object must not: a pickle builds them as
 # every Trainer writes them, by NEWOBJ (cls.__new__, no __init__) and a BUILD of their fields, and never calls them.
 # Called (REDUCE, or INST / OBJ with arguments), TrainingArguments runs __post_init__ (under torch.load with
-# weights_only=False): it builds accelerate's PartialState, which initialised torch.distributed's process group under
+# weights_only=False): it builds accelerate's PartialState, which initialized torch.distributed's process group under
 # torchrun's environment; with fsdp set it wrote FSDP_CPU_RAM_EFFICIENT_LOADING into os.environ; it read the JSON file
-# its accelerator_config or fsdp_config named. PartialState(cpu) runs the same initialisation itself. Each dataclass,
+# its accelerator_config or fsdp_config named. PartialState(cpu) runs the same initialization itself. Each dataclass,
 # built by NEWOBJ, only has its fields set (none defines __setstate__, __setattr__ or a property setter).
 BUILT_BY_NEW: frozenset[str] = frozenset({
     *TRAINING_ARGUMENTS, "transformers.trainer_pt_utils.AcceleratorConfig", "accelerate.state.PartialState",
@@ -383,7 +383,7 @@ PLAIN_VALUE_FORMS: frozenset[str] = frozenset(
      *(f"__builtin__.{n.partition('.')[2]}" for n in PLAIN_VALUE_TYPES if n.startswith("builtins.")),
      *(f"{m}.{n}" for (m, n), loaded in _compat_pickle.NAME_MAPPING.items() if ".".join(loaded) in PLAIN_VALUE_TYPES)})
 
-# Safe globals that, called with a size, make memory nothing fills: uninitialised bytes of this process would
+# Safe globals that, called with a size, make memory nothing fills: uninitialized bytes of this process would
 # become weights (and be written out by convert). A weights file passes these classes as arguments (the array
 # type to `_reconstruct`, a storage type inside a persistent id) and never calls them.
 _ALLOCATING = re.compile(
@@ -656,7 +656,7 @@ def _inert_call_problem(full: str, how: str, args: Any, opcode: str) -> str | No
             return None  # cls.__new__ alone: no __init__, no __post_init__
         if full in BUILT_BY_NEW:
             return (f"calls {full}{said}: that runs its __init__ (TrainingArguments' __post_init__ and PartialState "
-                    "initialise accelerate and torch.distributed, set environment variables and read the files its "
+                    "initialize accelerate and torch.distributed, set environment variables and read the files its "
                     "fields name; DeepSpeed's configs read the JSON file a path names), where pickle builds one by "
                     "NEWOBJ and sets its fields (BUILD)")
         return (f"calls {full}{said} by {opcode}: that runs its __init__, where pickle builds one by NEWOBJ "

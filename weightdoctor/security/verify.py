@@ -11,6 +11,7 @@ from pathlib import Path
 from weightdoctor.checkpoint import Checkpoint
 from weightdoctor.checkpoint.gguf_format import GgufHeader
 from weightdoctor.security import archive
+from weightdoctor.wording import counted
 
 
 @dataclass(frozen=True)
@@ -202,7 +203,7 @@ def gguf_layout(relpath: str, header: GgufHeader | None, file_size: int) -> tupl
         reached = max(reached, end)
     if gaps:
         assert first_gap is not None
-        found.append(f"{relpath}: {gap_bytes:,} data bytes in {gaps:,} gap(s) between tensors that no tensor "
+        found.append(f"{relpath}: {gap_bytes:,} data bytes in {counted(gaps, 'gap')} between tensors that no tensor "
                      f"holds (the first at data bytes {first_gap[0]:,}-{first_gap[1]:,}, alignment {alignment}): "
                      "GGUF writers pack tensors one after another")
     data_end = file_size - header.data_start
