@@ -63,7 +63,7 @@ def test_a_paca_adapter_is_compared_with_its_base_as_peft_loads_it(tmp_path: Pat
 
     code, data = run_json("diff-keys", str(tmp_path / "paca"), str(tmp_path / "base32"))
     assert code == 0, data["notes"]
-    assert data["notes"][0].startswith("A is a PEFT adapter: PaCA on 2 module(s), 2 of them in B with shapes that fit "
+    assert data["notes"][0].startswith("A is a PEFT adapter: PaCA on 2 modules, 2 of them in B with shapes that fit "
                                        "(PaCA's paca_indices, the input columns it trains, are compared by count"), \
         data["notes"]
     assert sorted(set(_details(data, "info"))) == ["PaCA on model.layers.0.mlp.down_proj.weight",
@@ -198,7 +198,7 @@ def test_a_hira_adapter_is_compared_with_its_layers(tmp_path: Path) -> None:
     get_peft_model(_llama(32), HiraConfig(r=4, target_modules=["q_proj"])).save_pretrained(str(tmp_path / "hira"))
     assert _loads(_llama(48), tmp_path / "hira") == "RuntimeError"
     code, data = run_json("diff-keys", str(tmp_path / "hira"), str(tmp_path / "base32"))
-    assert code == 0 and "HiRA on 1 module(s), 1 of them in B with shapes that fit" in data["notes"][0], data["notes"]
+    assert code == 0 and "HiRA on 1 module, 1 of them in B with shapes that fit" in data["notes"][0], data["notes"]
     code, data = run_json("diff-keys", str(tmp_path / "hira"), str(tmp_path / "base48"))
     assert code == 1 and sorted(_details(data, "error")) == [
         "HiRA on model.layers.0.self_attn.q_proj: hira_A 4×32 (r × in) is not shaped for "
