@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import io
 import random
-import signal
-from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -27,28 +25,10 @@ from typing import Any
 import pytest
 import torch
 
-from tests.helpers import load_mutation_fuzz
-
-
-@pytest.fixture(scope="module")
-def fuzz() -> ModuleType:
-    return load_mutation_fuzz()
-
 
 @pytest.fixture(scope="module")
 def seeds(fuzz: ModuleType, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return fuzz.build_seeds(tmp_path_factory.mktemp("seeds") / "s")
-
-
-@pytest.fixture()
-def alarm(fuzz: ModuleType) -> Iterator[None]:
-    def on_alarm(signum: int, frame: Any) -> None:
-        raise fuzz.Hang()
-
-    previous = signal.signal(signal.SIGALRM, on_alarm)
-    yield
-    signal.alarm(0)
-    signal.signal(signal.SIGALRM, previous)
 
 
 def test_seeded_mutants_of_every_format_end_in_a_report_or_one_error_line(

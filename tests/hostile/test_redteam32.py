@@ -215,13 +215,6 @@ def test_inspect_stats_of_a_config_whose_initializer_range_is_no_finite_number(t
     assert "initializer_range" in " ".join(data["weights"]["warnings"])
 
 
-@pytest.fixture(scope="module")
-def fuzz() -> Any:
-    from tests.helpers import load_mutation_fuzz
-
-    return load_mutation_fuzz()
-
-
 def test_the_fuzzers_size_oracle_flags_what_no_checkpoint_has_and_not_an_echoed_config(fuzz: Any) -> None:
     """The oracle that would have caught the KV cache of -8,192 bytes: a negative, fractional or infinite size or
     count is flagged; inspect's copy of config.json, which says what the file wrote, is not."""

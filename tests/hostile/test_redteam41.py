@@ -413,13 +413,6 @@ def test_an_index_naming_a_gguf_shard_is_refused_as_one(tmp_path: Path, beside_s
 
 # --- the fuzzer's new seeds and GGUF mutator ------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def fuzz() -> ModuleType:
-    from tests.helpers import load_mutation_fuzz
-
-    return load_mutation_fuzz()
-
-
 def test_the_gguf_mutator_walks_the_header_as_the_writer_laid_it_out(fuzz: ModuleType, tmp_path: Path) -> None:
     import random
     import struct

@@ -155,26 +155,6 @@ def test_a_long_gguf_string_value_is_kept_cut(tmp_path: Path) -> None:
 
 # --- 2. the fuzzer's runs that import: checked, on the unmutated seed -----------------------------------------------
 
-@pytest.fixture(scope="module")
-def fuzz() -> ModuleType:
-    from tests.helpers import load_mutation_fuzz
-
-    return load_mutation_fuzz()
-
-
-@pytest.fixture()
-def alarm(fuzz: ModuleType):  # type: ignore[no-untyped-def]
-    import signal
-
-    def on_alarm(signum: int, frame: object) -> None:
-        raise fuzz.Hang()
-
-    previous = signal.signal(signal.SIGALRM, on_alarm)
-    yield
-    signal.alarm(0)
-    signal.signal(signal.SIGALRM, previous)
-
-
 def test_each_formats_first_mutant_is_preceded_by_a_checked_run_on_its_seed(
         fuzz: ModuleType, tmp_path: Path, alarm: None) -> None:
     import random
