@@ -291,7 +291,8 @@ source = os.stat(os.environ["CUT_SOURCE"])
 seen = [0]
 def cut(fd):
     stat = os.fstat(fd)
-    if threading.current_thread().name == "weightdoctor-compare" and (stat.st_dev, stat.st_ino) == (
+    # The comparer's thread (mem8: started by weightdoctor.threads.start_thread, nameless), not the writing one.
+    if threading.get_ident() != threading.main_thread().ident and (stat.st_dev, stat.st_ino) == (
             source.st_dev, source.st_ino):
         seen[0] += 1
         if seen[0] == 2:

@@ -3375,8 +3375,10 @@ def _siblings_not_read(folder: Path, read: set[Path], said: list[str]) -> list[s
     other_names: list[str] = []
     try:
         for name in foreign.foreign_files_in(folder):
-            # The parts of a split GGUF read as the folder's checkpoint (`one_split_gguf_set`) are no sibling.
-            if "/" not in name and not already_said(name) and (folder / name).resolve() not in read_names:
+            # The parts of a split GGUF read as the folder's checkpoint (`one_split_gguf_set`) are no sibling. Only a
+            # .gguf name is resolved to see: a folder beside thousands of other files stats none of them (redteam14).
+            if "/" not in name and not already_said(name) and not (
+                    name.lower().endswith(".gguf") and (folder / name).resolve() in read_names):
                 kind = foreign.sibling_format(name)
                 found.append(f"{name} ({kind})" if kind else name)
         mistral_index = folder / MISTRAL_INDEX
