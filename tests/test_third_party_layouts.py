@@ -659,7 +659,7 @@ def test_folders_whose_weights_the_file_read_does_not_show_say_so(fx: dict[str, 
     (st / "2_Dense").mkdir()
     save_file({"linear.weight": torch.zeros(4, 4)}, str(st / "2_Dense" / "model.safetensors"))
     code, data = run_json("inspect", str(st))
-    assert any("2_Dense/ hold weights of their own" in w for w in data["warnings"]), data["warnings"]
+    assert any("module folder 2_Dense/ holds weights of its own" in w for w in data["warnings"]), data["warnings"]
 
 
 def test_links_and_special_files_in_a_model_folder_say_what_they_are(fx: dict[str, Path], tmp_path: Path) -> None:
