@@ -29,3 +29,15 @@ def alarm(fuzz: ModuleType) -> Iterator[None]:
     yield
     signal.alarm(0)
     signal.signal(signal.SIGALRM, previous)
+
+
+def run_seeded_mutants(fuzzer: Any, formats: Any, per_format: int, tag: str, work: Any) -> None:
+    """`per_format` mutants of each format, each drawn from random.Random(f"{tag}-{format}-{n}"), every command on
+    each; then no finding, and that many mutants counted per format."""
+    import random
+
+    for fmt in formats:
+        for n in range(per_format):
+            fuzzer.run_mutant(fmt, random.Random(f"{tag}-{fmt}-{n}"), work)
+    assert fuzzer.findings == {}, list(fuzzer.findings.values())
+    assert dict(fuzzer.counts) == dict.fromkeys(formats, per_format)

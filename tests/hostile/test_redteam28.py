@@ -25,6 +25,8 @@ from typing import Any
 import pytest
 import torch
 
+from tests.hostile.conftest import run_seeded_mutants
+
 
 @pytest.fixture(scope="module")
 def seeds(fuzz: ModuleType, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
@@ -35,11 +37,7 @@ def test_seeded_mutants_of_every_format_end_in_a_report_or_one_error_line(
         fuzz: ModuleType, seeds: dict[str, Path], tmp_path: Path, alarm: None) -> None:
     """Three seeded mutants a format, every command on each: no finding, some read (exit 0), some refused."""
     fuzzer = fuzz.Fuzzer(tmp_path / "out", seeds)
-    for fmt in fuzz.FORMATS:
-        for n in range(3):
-            fuzzer.run_mutant(fmt, random.Random(f"28-{fmt}-{n}"), tmp_path / "work")
-    assert fuzzer.findings == {}, list(fuzzer.findings.values())
-    assert dict(fuzzer.counts) == dict.fromkeys(fuzz.FORMATS, 3)
+    run_seeded_mutants(fuzzer, fuzz.FORMATS, 3, "28", tmp_path / "work")
     assert fuzzer.outcomes["inspect:2"] > 0 and fuzzer.outcomes["inspect:0"] > 0, fuzzer.outcomes
 
 

@@ -44,6 +44,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from tests.helpers import run_cli
+from tests.hostile.conftest import run_seeded_mutants
 
 # --- 1. a metadata value of megabytes --------------------------------------------------------------------------------
 
@@ -297,15 +298,9 @@ def test_the_rt42_seeds_are_read_as_their_tools_wrote_them(fuzz: ModuleType, tmp
 def test_seeded_mutants_of_the_rt42_formats_end_in_a_report_or_one_error_line(
         fuzz: ModuleType, tmp_path: Path, alarm: None) -> None:
     """Two seeded mutants of each of red team 42's seeds (after a run on each seed), every command on each."""
-    import random
-
     seeds = fuzz.build_rt42_seeds(tmp_path / "seeds")
     fuzzer = fuzz.Fuzzer(tmp_path / "out", seeds)
-    for fmt in fuzz.RT42_FORMATS:
-        for n in range(2):
-            fuzzer.run_mutant(fmt, random.Random(f"42-{fmt}-{n}"), tmp_path / "work")
-    assert fuzzer.findings == {}, list(fuzzer.findings.values())
-    assert dict(fuzzer.counts) == dict.fromkeys(fuzz.RT42_FORMATS, 2)
+    run_seeded_mutants(fuzzer, fuzz.RT42_FORMATS, 2, "42", tmp_path / "work")
     assert fuzzer.seeds_run == set(fuzz.RT42_FORMATS)
 
 
