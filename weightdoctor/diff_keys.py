@@ -5314,13 +5314,15 @@ def _narrowed_prefix_adds(
         >>> chosen[0].pattern, names["blocks.0.w"]
         ('^cls_token(?![^.])', 'blocks.0.w')
     """
-    matched = {key for key, name in current.items() if shapes_b.get(name) == tuple(shapes_a[key])}
+    matched: set[str] | None = None  # the keys matched before, found once a rename is one this narrows
     for index, suggestion in enumerate(chosen):
         pattern = suggestion.pattern
         if not suggestion.replacement or not (pattern == "^" or _SPARING_LOOKAHEAD.fullmatch(pattern)):
             continue  # not a prefix added where there was none
         if rename_reason(Rename(pattern, suggestion.replacement))[0] != "renamed":
             continue  # a wrapper's or the base model's prefix: from_pretrained adds it to every key, as it is
+        if matched is None:
+            matched = {key for key, name in current.items() if shapes_b.get(name) == tuple(shapes_a[key])}
         before = [Rename(s.pattern, s.replacement) for s in chosen[:index]]
         names = {key: _rename_all(key, before) for key in current}
         search = re.compile(pattern).search
@@ -5516,9 +5518,8 @@ def _reparametrized_whys(missing: Sequence[str], unexpected: Sequence[str], spec
     """Reason `reparametrized` for each missing or unexpected key that one side keeps under torch.nn.utils.prune,
     spectral_norm or parametrize and the other as the plain weight (`_reparametrization`), and a note saying, once per
     reparametrization, how to remove it."""
-    if not any(name.endswith(_REPARAMETRIZED_ENDINGS) or "parametrizations." in name
-               for name in (*missing, *unexpected)):
-        return {}, ""  # one pass of str.endswith: every diff runs it
+    if not _REPARAMETRIZED_NAME.search("\n".join((*missing, *unexpected))):
+        return {}, ""  # one regex pass over the names joined: every diff runs it
     whys = {name: _reparametrization(name, "missing", specs_a, specs_b) for name in missing}
     whys.update({name: _reparametrization(name, "unexpected", specs_b, specs_a) for name in unexpected})
     found = {name: why for name, why in whys.items() if why is not None}
@@ -5535,7 +5536,9 @@ def _reparametrized_whys(missing: Sequence[str], unexpected: Sequence[str], spec
 # `activation_post_process` (eager mode), FX's top-level `activation_post_process_N`; their state is the observer's
 # min_val / max_val, the fake quantizer's scale, zero_point, fake_quant_enabled, observer_enabled.
 _TORCH_AO_OBSERVER = _lazy_regex(r"(?:^|\.)(?:activation_post_process(?:_\d+)?|weight_fake_quant)\.")
-_REPARAMETRIZED_ENDINGS = ("_orig", "_mask", "_u", "_v", "_g")
+# A name ending in a reparametrization's suffix (_orig, _mask, _u, _v, _g) or holding "parametrizations.", among
+# names joined by newlines (a newline inside a name can only make it match where it would not: the slow path then).
+_REPARAMETRIZED_NAME = _lazy_regex(r"(?:_orig|_mask|_u|_v|_g)(?:\n|\Z)|parametrizations\.")
 
 
 # torch.ao.quantization's quantized Linear (quantize_dynamic's, convert's) saves weight and bias as one tuple,
