@@ -147,3 +147,138 @@ def test_diff_keys_says_tensor_parallel_part_when_b_is_the_part(tmp_path: Path) 
     assert "tensor-parallel-part" in said and "B holds 1/2 of it" in said, said
     code, report = run_json("diff-keys", str(folder / "model_part-0.pt"), str(folder / "model_part-1.pt"))
     assert code == 0 and report["mismatched"] == [], report["mismatched"]
+
+
+# --- metaseq's FSDP-sharded model-parallel parts -------------------------------------------------------------------
+
+
+def _unflatten_like_metaseq(states: list[dict]) -> dict[str, torch.Tensor]:
+    """One part's shards unflattened as metaseq's reshard_fsdp_model_weights does with --unflatten-weights: each
+    flat parameter's shards unpadded and concatenated, split by the metadata's numels, viewed in its shapes."""
+    weights: dict[str, torch.Tensor] = {}
+    first = states[0]["shard_metadata"]
+    for index, group in enumerate(first["param_metadata"]):
+        path = group["fsdp_path"]
+        for flat_name, info in group["params"].items():
+            key = f"{path}.{flat_name}" if path else flat_name
+            pieces = []
+            for state in states:
+                pad = state["shard_metadata"]["param_metadata"][index]["params"][flat_name]["padding"]
+                piece = state["model"][key]
+                pieces.append(piece[:-pad] if pad else piece)
+            flat = torch.cat(pieces)
+            for name, tensor, shape in zip(info["names"], flat.split(info["numels"]), info["shapes"], strict=True):
+                weights[f"{path}.{name}" if path else name] = tensor.view(shape)
+    for name in first["buffer_names"]:
+        weights[name] = states[0]["model"][name]
+    return weights
+
+
+def test_the_fixtures_shards_unflatten_to_the_model(tmp_path: Path) -> None:
+    """The shards written here are what metaseq writes: its own unflattening (reshard_fsdp's), then Megatron's
+    concatenation of the parts (stitch_fsdp_ckpt.reshard_megatron_parts), gives the whole model back."""
+    whole = _save_metaseq_raw(tmp_path, parts=2, world=3)
+    parts = [_unflatten_like_metaseq([torch.load(tmp_path / f"checkpoint_last-model_part-{r}-shard{s}.pt",
+                                                 weights_only=False) for s in range(3)]) for r in range(2)]
+    for name, tensor in whole.items():
+        dim = 1 if name.endswith(("fc2.weight", "out_proj.weight")) else 0
+        split = any(kind in name for kind in ("embed_tokens", "fc1", "k_proj", "q_proj", "v_proj")) or dim == 1
+        merged = torch.cat([part[name] for part in parts], dim=dim) if split else parts[0][name]
+        assert torch.equal(merged, tensor), name
+
+
+def test_a_folder_of_fsdp_sharded_parts_is_said_with_how_to_consolidate(tmp_path: Path) -> None:
+    """Before: "folder holds several weight files and no index (checkpoint_last-model_part-0-shard0.pt, ...); name
+    one"."""
+    folder = tmp_path / "opt-raw"
+    _save_metaseq_raw(folder, parts=2, world=2)
+    for command in (("inspect", str(folder)), ("plan-devices", str(folder), "--gpu", "1GB")):
+        result = run_cli(*command)
+        assert result.exit_code == 2, (command, result.stdout)
+        assert result.stdout == "" and len(result.stderr.strip().splitlines()) == 1, result.stderr
+        said = " ".join(result.stderr.split())
+        assert "Traceback" not in said and "several weight files" not in said, said
+        assert "folder holds 4 FSDP shards of the model-parallel parts of one metaseq model (checkpoint_last-" \
+               "model_part-0-shard0.pt to checkpoint_last-model_part-1-shard1.pt: --model-parallel-size 2, each " \
+               "part's weights flattened by fairscale's FullyShardedDataParallel and split over 2 data-parallel " \
+               "ranks" in said, said
+        assert "3 flat parameters (flat_param_N, 1,896 values in checkpoint_last-model_part-0-shard0.pt)" in said
+        assert (f"python -m metaseq.scripts.consolidate_fsdp_shards {str(folder / 'checkpoint_last')!r} "
+                f"--save-prefix {str(folder / 'checkpoint_last_consolidated')!r}") in said, said
+    # What is at the output path already is not written over: the prefix is numbered.
+    (folder / "checkpoint_last_consolidated.pt").mkdir()
+    said = " ".join(run_cli("inspect", str(folder)).stderr.split())
+    assert f"--save-prefix {str(folder / 'checkpoint_last_consolidated-2')!r}" in said, said
+
+
+def test_one_fsdp_shard_of_a_part_read_alone_is_said_to_be_one(tmp_path: Path) -> None:
+    """Before: 3 flat parameters counted as the model, and the one warning named fairseq's checkpoint_last-shardN.pt
+    and an 'fsdp_metadata' these files do not have."""
+    folder = tmp_path / "opt-raw"
+    _save_metaseq_raw(folder, parts=2, world=2)
+    code, report = run_json("inspect", str(folder / "checkpoint_last-model_part-1-shard0.pt"))
+    assert code == 0, report
+    warning = next(w for w in report["warnings"] if "FSDP shard" in w)
+    assert warning.startswith("checkpoint_last-model_part-1-shard0.pt is, by its name, FSDP shard 0 of "
+                              "model-parallel part 1 of one metaseq model"), warning
+    assert "4 files beside it for 2 parts × 2 shards" in warning, warning
+    assert "metaseq.scripts.consolidate_fsdp_shards" in warning, warning
+    assert not any("fsdp_metadata" in w for w in report["warnings"]), report["warnings"]
+    # A shard missing is named, and no consolidation offered.
+    (folder / "checkpoint_last-model_part-0-shard1.pt").unlink()
+    result = run_cli("inspect", str(folder))
+    said = " ".join(result.stderr.split())
+    assert result.exit_code == 2, result.stdout
+    assert "The 1 shard checkpoint_last-model_part-0-shard1.pt is not beside them" in said, said
+    assert "consolidate_fsdp_shards '" not in said, said
+
+
+def test_fairseq_fsdp_sharded_parts_name_fsdp_metadata(tmp_path: Path) -> None:
+    """fairseq's Trainer saves the same shards with `fsdp_metadata`: metaseq's script (which reads shard_metadata)
+    is not offered, fairscale's consolidate_shard_weights is."""
+    folder = tmp_path / "fairseq-raw"
+    _save_metaseq_raw(folder, parts=2, world=2)
+    for path in sorted(folder.iterdir()):
+        checkpoint = torch.load(path, weights_only=False)
+        checkpoint["fsdp_metadata"] = checkpoint.pop("shard_metadata")
+        torch.save(checkpoint, path)
+    said = " ".join(run_cli("inspect", str(folder)).stderr.split())
+    assert "of one fairseq model" in said, said
+    assert "shard_metadata=[each shard's 'fsdp_metadata']" in said and "consolidate_fsdp_shards" not in said, said
+
+
+def test_metaseqs_flat_reshard_parts_are_not_merged_by_name(tmp_path: Path) -> None:
+    """Before: the OPT release's reshard-model_part-0.pt / -1.pt were "5 whole in every part (version,
+    embed_positions, flat_param_0)", the model "merged" at one part's 3,794 parameters, and the Python given wrote
+    part 0's flat parameters as the whole model."""
+    folder = tmp_path / "opt-125m"
+    _save_metaseq_reshard(folder)
+    result = run_cli("inspect", str(folder))
+    assert result.exit_code == 2, result.stdout
+    said = " ".join(result.stderr.split())
+    assert "folder holds 2 model-parallel parts of one metaseq model (reshard-model_part-0.pt to " \
+           "reshard-model_part-1.pt; --model-parallel-size 2), each part's weights still flattened by fairscale's " \
+           "FullyShardedDataParallel into 3 flat parameters (3,792 values in a part" in said, said
+    assert "torch.cat" not in said and "whole in every part" not in said, said
+    assert (f"python -m metaseq.scripts.reshard_fsdp --input {str(folder / 'reshard-model_part-0.pt')!r} --output "
+            f"{str(tmp_path / 'opt-125m-unflat' / 'reshard-model_part-0.pt')!r} --num-output-shards 1 "
+            "--unflatten-weights True") in said, said
+    code, report = run_json("inspect", str(folder / "reshard-model_part-1.pt"))
+    assert code == 0, report
+    (warning,) = [w for w in report["warnings"] if "flat" in w]
+    assert warning.startswith("reshard-model_part-1.pt is part 1 of the 2 model-parallel parts of one metaseq model "
+                              "beside it (reshard-model_part-0.pt to reshard-model_part-1.pt), its weights still "
+                              "flattened"), warning
+    assert "merged, 3,794" not in warning and "metaseq.scripts.reshard_fsdp" in warning, warning
+
+
+def test_flat_reshard_parts_without_shard_metadata_name_convert_to_singleton(tmp_path: Path) -> None:
+    """metaseq's older reshard_mp.py dropped shard_metadata: only the model unflattens them."""
+    folder = tmp_path / "opt-350m"
+    _save_metaseq_reshard(folder, metadata=False)
+    said = " ".join(run_cli("inspect", str(folder)).stderr.split())
+    assert "They hold no shard_metadata to unflatten them by" in said, said
+    assert f"python -m metaseq.scripts.convert_to_singleton {str(folder)!r}" in said, said
+    # An unflattened part (reshard_fsdp --unflatten-weights True's output) is still an ordinary part.
+    code, report = run_json("inspect", str(folder / "reshard-model_part-0.pt"))
+    assert any("still flattened" in w for w in report["warnings"]), report["warnings"]
