@@ -282,3 +282,28 @@ def test_flat_reshard_parts_without_shard_metadata_name_convert_to_singleton(tmp
     # An unflattened part (reshard_fsdp --unflatten-weights True's output) is still an ordinary part.
     code, report = run_json("inspect", str(folder / "reshard-model_part-0.pt"))
     assert any("still flattened" in w for w in report["warnings"]), report["warnings"]
+
+
+# --- plan-devices on one part ---------------------------------------------------------------------------------------
+
+
+def test_plan_devices_on_one_part_says_the_plan_is_that_parts(tmp_path: Path) -> None:
+    """Before: model_part-0.pt was headed and planned as the model ("3.8K parameters · weights 15.18 KB", "verdict:
+    fits on the GPUs"), nothing in the plan or its JSON saying it was half of one; only a warning below it did."""
+    folder = tmp_path / "megatron"
+    whole = _save_parts(folder)
+    torch.save({"model": whole}, tmp_path / "whole.pt")
+    code, report = run_json("plan-devices", str(folder / "model_part-0.pt"), "--gpu", "1GB")
+    assert code == 0, report
+    _, whole_report = run_json("plan-devices", str(tmp_path / "whole.pt"), "--gpu", "1GB")
+    assert whole_report["model_part"] is None
+    part = report["model_part"]
+    assert part == {"file": "model_part-0.pt", "rank": 0, "parts": 2, "part_params": report["num_params"],
+                    "merged_params": sum(t.numel() for t in whole.values()),
+                    "merged_weights_bytes": whole_report["weights_bytes"]}, part
+    text = run_cli("plan-devices", str(folder / "model_part-0.pt"), "--gpu", "1GB")
+    said = _said(text.stdout)
+    assert "one part: model_part-0.pt is part 0 of 2 tensor-parallel parts of one fairseq model: this plan is that " \
+           "part's alone, what each of the 2 GPUs of fairseq's --model-parallel-size 2 loads; merged, the model is " \
+           "7.4K parameters, weights 29.45 KB at this dtype" in said, said
+    assert "verdict: fits on the GPUs (every module is on a GPU; part 0 of 2 only)" in said, said

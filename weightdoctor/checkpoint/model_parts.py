@@ -523,3 +523,27 @@ def _sharded_part_warning(path: Path, shapes: Mapping[str, tuple[int, ...]], ent
             f"{counted(count, 'flat parameter')} ({values:,} values) are this data-parallel rank's piece of the part's "
             "weights, flattened by fairscale's FullyShardedDataParallel, so no model loads them by name and the "
             "counts above are one shard's of one part. " + _consolidate_shards_how(shards, key)]
+
+
+@dataclass(frozen=True)
+class PartOfModel:
+    """One tensor-parallel part read alone, beside its siblings: its `rank`, how many `parts` the model has, the
+    `layout` of its tensors over them (`merged_params`: the whole model's)."""
+
+    file: str
+    rank: int
+    parts: int
+    layout: PartsLayout
+
+
+def part_of_model(files: Sequence[Path], shapes: Mapping[str, tuple[int, ...]]) -> PartOfModel | None:
+    """What `files` (one file whose tensors are `shapes`) is a part of, where it is one fairseq model-parallel part
+    with its sibling parts beside it, holding names (not flat parameters) that Megatron's layers split; else None."""
+    if len(files) != 1 or (rank := part_rank(files[0].name)) is None or not shapes or flat_parameters(shapes)[0]:
+        return None
+    parts = _parts_beside(files[0])
+    if len(parts) < 2:
+        return None
+    total = _rank_count(parts)
+    layout = split_layout([dict(shapes), *_shapes_of(_compared(parts, files[0]))], total)
+    return PartOfModel(files[0].name, rank[1], total, layout) if layout.split else None
