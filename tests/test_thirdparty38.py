@@ -307,3 +307,17 @@ def test_plan_devices_on_one_part_says_the_plan_is_that_parts(tmp_path: Path) ->
            "part's alone, what each of the 2 GPUs of fairseq's --model-parallel-size 2 loads; merged, the model is " \
            "7.4K parameters, weights 29.45 KB at this dtype" in said, said
     assert "verdict: fits on the GPUs (every module is on a GPU; part 0 of 2 only)" in said, said
+
+
+def test_shards_with_no_name_before_model_part_are_unflattened_part_by_part(tmp_path: Path) -> None:
+    """metaseq's consolidate_fsdp_shards tells the parts apart by `-model_part-`: for `model_part-0-shard0.pt` it
+    would take all four shards for one part's, so reshard_fsdp is named, one part at a time."""
+    folder = tmp_path / "raw"
+    _save_metaseq_raw(folder, stem="")
+    for path in sorted(folder.iterdir()):
+        path.rename(folder / path.name.removeprefix("-"))
+    said = " ".join(run_cli("inspect", str(folder)).stderr.split())
+    assert "folder holds 4 FSDP shards" in said and "consolidate_fsdp_shards" not in said, said
+    assert (f"python -m metaseq.scripts.reshard_fsdp --input {str(folder / 'model_part-0-shard*.pt')!r} --output "
+            f"{str(tmp_path / 'raw-unflat' / 'model_part-0.pt')!r}") in said, said
+    assert "the same for each part to model_part-1" in said, said

@@ -430,8 +430,18 @@ def _consolidate_shards_how(shards: Sequence[Path], key: str | None) -> str:
     stem = sharded_part_rank(shards[0].name)
     prefix = stem[0].rstrip("-") if stem is not None else ""
     folder = shards[0].parent
+    if key == "shard_metadata" and not prefix:
+        # consolidate_fsdp_shards tells the parts apart by `-model_part-` (find_num_parts): without a name before
+        # it, every shard would be taken for one part's. reshard_fsdp unflattens one part's shards at a time.
+        out = fresh_sibling(folder, "-unflat")
+        parts = 1 + max((rank[1] for path in shards if (rank := sharded_part_rank(path.name)) is not None), default=0)
+        last = f", the same for each part to model_part-{parts - 1}" if parts > 1 else ""
+        return ("Unflatten each part's shards first with metaseq's reshard_fsdp, which reads their shard_metadata "
+                f"(python -m metaseq.scripts.reshard_fsdp --input {str(folder / 'model_part-0-shard*.pt')!r} --output "
+                f"{str(out / 'model_part-0.pt')!r} --num-output-shards 1 --skip-optimizer-state True "
+                f"--unflatten-weights True{last}), then read {out.name}, whose parts are told how to merge")
     if key == "shard_metadata":
-        save = _fresh_prefix(folder / f"{prefix or 'model'}_consolidated")
+        save = _fresh_prefix(folder / f"{prefix}_consolidated")
         return ("Consolidate them first: metaseq's consolidate_fsdp_shards unflattens each part's shards with their "
                 "shard_metadata and glues the parts into one state dict, Megatron's split tensors (a fused qkv_proj "
                 f"included) concatenated (python -m metaseq.scripts.consolidate_fsdp_shards "
