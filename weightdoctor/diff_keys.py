@@ -115,9 +115,9 @@ REASONS: dict[str, str] = {
                             "every weight of a wrapped module in one padded 1-D tensor (this rank's shard of it), "
                             "which loads by no name: unflatten every rank's file with its fsdp_metadata "
                             "(consolidate_shard_weights) or save fsdp_model.state_dict() instead of local_state_dict()",
-    "tensor-parallel-part": "A is one tensor-parallel part of a model (fairseq's model_part-R.pt beside the others): "
-                            "it holds its slice of this tensor, B's with one dimension divided by the number of parts: "
-                            "merge the parts first",
+    "tensor-parallel-part": "A (or B) is one tensor-parallel part of a model (fairseq's model_part-R.pt beside the "
+                            "others): it holds its slice of this tensor, the other side's with one dimension divided "
+                            "by the number of parts: merge the parts first",
     "layer-count": "one side has more layers of one list than the other (a distilled student against its teacher, "
                    "another num_hidden_layers): the same layers at another depth; no rename fixes it",
     "reparametrized": "a weight kept under one of torch's reparametrizations on one side (torch.nn.utils.prune's "
@@ -6133,6 +6133,7 @@ def build_report(
     quantization_a: str | None = None,
     quantizers: tuple[str | None, str | None] = (None, None),
     tensor_parallel_parts_a: int = 0,
+    tensor_parallel_parts_b: int = 0,
 ) -> DiffReport:
     """Classify the differences and assemble the report (shared by both modes).
 
@@ -6159,7 +6160,8 @@ def build_report(
     `quantizers`: the quantizers A's and B's configs name (checkpoint mode), for the detail of A's side tensors.
     `tensor_parallel_parts_a`: how many tensor-parallel parts A is one of (fairseq's model_part-R.pt beside the
     others), 0 when it is none: a tensor of A whose shape is B's with one dimension divided by that count is A's slice
-    of it, not another architecture.
+    of it, not another architecture. `tensor_parallel_parts_b`: the same of B, whose tensor is then A's slice
+    (the whole model compared with one part's shapes).
     `saved_names_a`: A's names as its file holds them, where `specs_a` holds them as the loader renamed them
     (model-class mode: Whisper's `model.encoder.*` is WhisperForAudioClassification's `encoder.*`); a part of A
     said to be dropped is named as saved.
@@ -6308,12 +6310,19 @@ def build_report(
     mismatch_rows = []
     packed_in_a = 0
     sliced: list[str] = []
+    sliced_b: list[str] = []  # B the part: the whole model loaded into one part's shapes
     for name, shape_a, shape_b in mismatched:
         dim = _sliced_dim(shape_a, shape_b, tensor_parallel_parts_a)
         if dim is not None:
             sliced.append(name)
             mismatch_rows.append(Mismatch(name, list(shape_a), list(shape_b), "tensor-parallel-part", "error",
                                           f"A holds 1/{tensor_parallel_parts_a} of it, split along dim {dim}"))
+            continue
+        dim = _sliced_dim(shape_b, shape_a, tensor_parallel_parts_b)
+        if dim is not None:
+            sliced_b.append(name)
+            mismatch_rows.append(Mismatch(name, list(shape_a), list(shape_b), "tensor-parallel-part", "error",
+                                          f"B holds 1/{tensor_parallel_parts_b} of it, split along dim {dim}"))
             continue
         reason, severity, detail = classify_mismatch(name, shape_a, shape_b, specs_a, specs_b)
         if quantized(name):
@@ -6346,6 +6355,14 @@ def build_report(
             f"B's with one dimension divided by {tensor_parallel_parts_a}: A is one of {tensor_parallel_parts_a} "
             "tensor-parallel parts of one model, each holding its slice of the split tensors; merge the parts into "
             "one state dict (A's warning says how) and compare that with B")
+    if sliced_b:
+        notes.append(
+            f"{counted(len(sliced_b), 'tensor')} of B ({_first_names(sliced_b)}) {plural(len(sliced_b), 'is', 'are')} "
+            f"A's with one dimension divided by {tensor_parallel_parts_b}: B is one of {tensor_parallel_parts_b} "
+            "tensor-parallel parts of one model, each holding its slice of the split tensors, so A's whole tensors "
+            "load into no part; merge B's parts into one state dict (B's warning says how) and compare A with that, "
+            f"or split A the same way into {tensor_parallel_parts_b} parts for fairseq's --model-parallel-size "
+            f"{tensor_parallel_parts_b}")
     if ranked := sorted({_lora_module(m.name) for m in mismatch_rows if m.reason == "lora-rank"}):
         # Two LoRAs of one model at another network_dim / r: from_pretrained and ignore_mismatched_sizes are not
         # how either is loaded; the loaders (sd-scripts' --network_weights, peft) call load_state_dict.
@@ -6617,6 +6634,7 @@ def diff_specs(
     torch_ao_packed: tuple[frozenset[str], frozenset[str]] = (frozenset(), frozenset()),
     torch_ao_qtensors: tuple[frozenset[str], frozenset[str]] = (frozenset(), frozenset()),
     tensor_parallel_parts_a: int = 0,
+    tensor_parallel_parts_b: int = 0,
 ) -> DiffReport:
     """Diff two key sets as `load_state_dict(A, strict=False)` into a model shaped like B would see them.
 
@@ -6677,7 +6695,8 @@ def diff_specs(
                            model_loaded_names=model_loaded_names, quantization_a=quantization_a,
                            quantizers=quantizers, adapter_config_a=adapter_config_a,
                            swapped_steps=swapped_steps, paths_a=paths_a, torch_ao_packed=torch_ao_packed,
-                           torch_ao_qtensors=torch_ao_qtensors, tensor_parallel_parts_a=tensor_parallel_parts_a)
+                           torch_ao_qtensors=torch_ao_qtensors, tensor_parallel_parts_a=tensor_parallel_parts_a,
+                           tensor_parallel_parts_b=tensor_parallel_parts_b)
 
 
 def _dropped_tie_aliases(specs_a: Mapping[str, KeySpec]) -> list[str]:
@@ -6758,6 +6777,7 @@ def _diff_specs(
     torch_ao_packed: tuple[frozenset[str], frozenset[str]] = (frozenset(), frozenset()),
     torch_ao_qtensors: tuple[frozenset[str], frozenset[str]] = (frozenset(), frozenset()),
     tensor_parallel_parts_a: int = 0,
+    tensor_parallel_parts_b: int = 0,
 ) -> DiffReport:
     renamed_a, _ = _renamed(specs_a, renames)
     tied = [[_rename_all(n, renames) for n in group] for group in tied_groups_a] if renames else tied_groups_a
@@ -6865,7 +6885,7 @@ def _diff_specs(
         layout_whys=layout_whys, notes=[layout_note] if layout_note else (), loader_prefix=loader_prefix,
         quantization_a=quantization_a, quantizers=quantizers,
         refused_dtypes=frozenset(qtensors_a | torch_ao_qtensors[1]) if any(torch_ao_qtensors) else frozenset(),
-        tensor_parallel_parts_a=tensor_parallel_parts_a,
+        tensor_parallel_parts_a=tensor_parallel_parts_a, tensor_parallel_parts_b=tensor_parallel_parts_b,
     )
 
 
@@ -7263,6 +7283,7 @@ def diff_checkpoints(a: Checkpoint, b: Checkpoint, renames: Sequence[Rename] = (
         torch_ao_packed=(torch_ao_packed_layers(a.non_tensor_keys), torch_ao_packed_layers(b.non_tensor_keys)),
         torch_ao_qtensors=(torch_ao_quantized_tensors(a), torch_ao_quantized_tensors(b)),
         tensor_parallel_parts_a=parts_counted([f.path for f in a.files if f.role == "weights"]),
+        tensor_parallel_parts_b=parts_counted([f.path for f in b.files if f.role == "weights"]),
     )
     report.revision_a, report.resolved_a = a.revision, a.location
     report.revision_b, report.resolved_b = b.revision, b.location

@@ -215,6 +215,30 @@ class Offload:
     repeated_calls_per_token_bytes: int | None = 0
 
 
+@dataclass(frozen=True)
+class ModelPartPlan:
+    """The source is one of `parts` tensor-parallel parts of one model (fairseq's `model_part-R.pt`, its siblings
+    beside it), `rank` its rank: the plan is that part's alone, what each GPU of fairseq's --model-parallel-size
+    `parts` loads. `merged_params`: the whole model's parameters (each split tensor once per part);
+    `merged_weights_bytes`: theirs at this plan's bytes per parameter."""
+
+    file: str
+    rank: int
+    parts: int
+    part_params: int
+    merged_params: int
+    merged_weights_bytes: int
+
+
+def model_part_plan(report: PlanReport, part: Any) -> ModelPartPlan:
+    """`part` (a model_parts.PartOfModel) as the plan `report` of that part says it: the merged model's weights at
+    the plan's bytes per parameter."""
+    layout = part.layout
+    per_param = report.weights_bytes / report.num_params if report.num_params else 0.0
+    return ModelPartPlan(part.file, part.rank, part.parts, layout.part_params, layout.merged_params,
+                         round(layout.merged_params * per_param))
+
+
 @dataclass
 class PlanReport:
     """Everything `plan-devices` computed. JSON keys are the field names (see docs/commands/plan-devices.md)."""
@@ -244,6 +268,8 @@ class PlanReport:
     warnings: list[str] = field(default_factory=list)
     # Tensors no map entry covers (a split module's own non-persistent buffer) -> where from_pretrained puts them.
     unplaced: dict[str, int | str] = field(default_factory=dict)
+    # The source is one tensor-parallel part of a model: the plan is that part's (see ModelPartPlan).
+    model_part: ModelPartPlan | None = None
 
 
 @dataclass(frozen=True)

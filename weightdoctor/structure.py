@@ -612,6 +612,10 @@ def fairscale_flat_param_warning(checkpoint: Checkpoint) -> str | None:
     flat = [t for t in checkpoint.tensors if t.name in names]
     if not flat:
         return None
+    from weightdoctor.checkpoint.model_parts import part_rank, sharded_part_rank
+
+    if part_rank(checkpoint.path.name) is not None or sharded_part_rank(checkpoint.path.name) is not None:
+        return None  # a model-parallel part's flat parameters: the reader's part warning says what and how, once
     shown = ", ".join(t.name for t in flat[:2]) + (f" and {len(flat) - 2:,} more" if len(flat) > 2 else "")
     values = sum(t.num_params for t in flat)
     return (f"{len(flat):,} fairscale FSDP flat parameter{'s' if len(flat) != 1 else ''} ({shown}, {values:,} "

@@ -7,6 +7,12 @@ name, the split ones' slices: Megatron's column-parallel layers (k/q/v_proj, fc1
 embedding along dim 0, its row-parallel layers (out_proj, fc2) along dim 1, their biases and the layer norms whole
 in every part. Read as a folder they were "several weight files, name one"; one read alone looked like the whole
 model at a fraction of its size.
+
+Trained with --ddp-backend fully_sharded --use-sharded-state as well (metaseq's OPT runs), every part is split again
+over the data-parallel ranks: `checkpoint_last-model_part-0-shard0.pt`, Trainer.checkpoint_suffix's `-shard{rank}`
+after the part's, each the rank's fairscale FSDP local_state_dict (one 1-D `flat_param_0` per wrapped module, the
+last ranks' zero-padded) with the metadata that unflattens it (metaseq: `shard_metadata`; fairseq: `fsdp_metadata`).
+metaseq's OPT releases ship each part's shards merged into one `reshard-model_part-R.pt`, still flat.
 """
 
 from __future__ import annotations
@@ -20,9 +26,14 @@ from pathlib import Path
 from weightdoctor.paths import fresh_sibling
 from weightdoctor.wording import counted
 
-# `{checkpoint}-model_part-{rank}.pt` (fairseq's Trainer.checkpoint_suffix), or `model_part-{rank}.pt` alone. The
-# FSDP shards of a part (`-model_part-0-shard0.pt`, metaseq) are flat parameters, another layout: not matched.
+# `{checkpoint}-model_part-{rank}.pt` (fairseq's Trainer.checkpoint_suffix), or `model_part-{rank}.pt` alone.
 _PART = re.compile(r"(?P<stem>(?:.+-)?)model_part-(?P<rank>\d+)\.pt")
+# A part's FSDP shards (`-model_part-{rank}-shard{dp_rank}.pt`): flat parameters, told apart by `sharded_part_rank`.
+_SHARDED_PART = re.compile(r"(?P<stem>(?:.+-)?)model_part-(?P<rank>\d+)-shard(?P<shard>\d+)\.pt")
+# fairscale's FlattenParamsWrapper names each wrapped module's flat parameter `flat_param_0` (1-D).
+_FLAT_PARAM = re.compile(r"(?:^|\.)flat_param_\d+$")
+# The entries fairscale's local_metadata_dict is saved under: metaseq's Trainer, then fairseq's.
+_METADATA_KEYS = ("shard_metadata", "fsdp_metadata")
 # Which names fairseq's model-parallel modules split along which dimension, as metaseq's scripts/reshard_mp.py merges
 # them: ColumnParallelLinear (k/q/v_proj, the fused qkv_proj, fc1, NormFormer's ffn_layernorm) and
 # VocabParallelEmbedding (embed_tokens; an untied output_projection) along dim 0, RowParallelLinear's weight (out_proj,
@@ -250,6 +261,10 @@ def merge_how(parts: Sequence[Path], layout: PartsLayout) -> str:
 
 def folder_message(parts: Sequence[Path]) -> str:
     """The refusal of a folder of model-parallel parts: what they are, how the tensors are spread, how to merge."""
+    first, entries = _read_one(parts[0])
+    if flat_parameters(first)[0]:
+        # metaseq's OPT releases: each part's FSDP flat parameters, which no torch.cat of same-named tensors merges.
+        return _flat_parts_message(parts, first, _metadata_key(entries))
     shapes = _shapes_of([parts[0], *_compared(parts, parts[0])])
     total = _rank_count(parts)
     held = f"{len(parts)} of the {total}" if total > len(parts) else f"{len(parts)}"
@@ -283,13 +298,29 @@ def _merge_said(parts: Sequence[Path], layout: PartsLayout, lead: str) -> str:
             f"{len(parts)}")
 
 
-def part_warning(path: Path, shapes: Mapping[str, tuple[int, ...]]) -> list[str]:
+def part_warning(path: Path, shapes: Mapping[str, tuple[int, ...]], entries: Sequence[str] = ()) -> list[str]:
     """A warning when `path` is one fairseq model-parallel part (`model_part-R.pt`) and `shapes` its tensors: that
-    its split tensors are slices, the model's size merged, and how to merge; [] for any other file."""
+    its split tensors are slices, the model's size merged, and how to merge; for an FSDP-flattened part or one FSDP
+    shard of a part (`entries`: the file's other entries, which name its shard metadata), what it is and how to
+    unflatten it; [] for any other file."""
+    if _COMPARING.get() or not shapes:
+        return []
+    if sharded_part_rank(path.name) is not None:
+        return _sharded_part_warning(path, shapes, entries)
     rank = part_rank(path.name)
-    if rank is None or _COMPARING.get() or not shapes:
+    if rank is None:
         return []
     parts = _parts_beside(path)
+    if (flat := flat_parameters(shapes))[0]:
+        key = _metadata_key(entries)
+        total = _rank_count(parts)
+        held = f"{len(parts)} of the {total}" if total > len(parts) else f"the {total}"
+        said = (f"is part {rank[1]} of {held} model-parallel parts of one {_who(key)} model beside it "
+                f"({parts[0].name} to {parts[-1].name})" if len(parts) > 1 else
+                f"is, by its name, one model-parallel part of a {_who(key)} model, and no other part is beside it")
+        return [f"{path.name} {said}, its weights still flattened by fairscale's FullyShardedDataParallel into "
+                f"{counted(flat[0], 'flat parameter')} ({flat[1]:,} values): none loads by name, and the counts "
+                "above are one part's, flattened. " + _unflatten_parts_how(parts, key)]
     if len(parts) < 2:
         layout = split_layout([shapes], 2)
         if not layout.split:
@@ -305,3 +336,224 @@ def part_warning(path: Path, shapes: Mapping[str, tuple[int, ...]]) -> list[str]
             f"the counts above one part's ({layout.part_params:,} parameters; merged, {layout.merged_params:,}). "
             + _merge_said(parts, layout, "Merge the parts into one state dict before loading, comparing or planning "
                                          "it")]
+
+
+# --- FSDP-flattened parts: metaseq's (and fairseq's) --ddp-backend fully_sharded under --model-parallel-size --------
+
+
+def sharded_part_rank(name: str) -> tuple[str, int, int] | None:
+    """(the name before `model_part-`, the model-parallel rank, the data-parallel shard) of an FSDP-sharded part's
+    file name, else None.
+
+    Example:
+        >>> sharded_part_rank("checkpoint_last-model_part-1-shard3.pt")
+        ('checkpoint_last-', 1, 3)
+    """
+    match = _SHARDED_PART.fullmatch(name)
+    return None if match is None else (match["stem"], int(match["rank"]), int(match["shard"]))
+
+
+def sharded_parts_of_one_model(files: Sequence[Path]) -> list[Path] | None:
+    """`files` sorted by part and shard when they are all FSDP shards of one save's model-parallel parts (one name
+    before `model_part-`, two files or more), else None."""
+    ranks = [sharded_part_rank(path.name) for path in files]
+    if len(files) < 2 or any(rank is None for rank in ranks) or len({rank[0] for rank in ranks if rank}) != 1:
+        return None
+    return [path for _, path in sorted(((rank[1], rank[2]) if rank else (0, 0), path)
+                                       for rank, path in zip(ranks, files, strict=True))]
+
+
+def flat_parameters(shapes: Mapping[str, tuple[int, ...]]) -> tuple[int, int]:
+    """How many of `shapes` are fairscale flat parameters (1-D `flat_param_N`), and their values.
+
+    Example:
+        >>> flat_parameters({"flat_param_0": (640,), "decoder.layers.0.flat_param_0": (96,), "decoder.version": (1,)})
+        (2, 736)
+    """
+    flat = [_numel(shape) for name, shape in shapes.items() if len(shape) == 1 and _FLAT_PARAM.search(name)]
+    return len(flat), sum(flat)
+
+
+def _metadata_key(entries: Sequence[str]) -> str | None:
+    """Which entry beside the model holds fairscale's local_metadata_dict (`entries` as Checkpoint.other_entries
+    writes them, `shard_metadata (dict, 2 entries)`), None where none does."""
+    return next((key for key in _METADATA_KEYS if any(entry.startswith(key + " ") for entry in entries)), None)
+
+
+def _read_one(path: Path) -> tuple[dict[str, tuple[int, ...]], list[str]]:
+    """One file's tensor names and shapes and its other entries; empty where it cannot be read."""
+    from weightdoctor.checkpoint.reader import open_checkpoint
+    from weightdoctor.errors import WeightDoctorError
+
+    token = _COMPARING.set(True)
+    try:
+        checkpoint = open_checkpoint(path)
+        return {t.name: tuple(t.shape) for t in checkpoint.tensors}, list(checkpoint.other_entries)
+    except (WeightDoctorError, OSError):
+        return {}, []
+    finally:
+        _COMPARING.reset(token)
+
+
+def _who(key: str | None) -> str:
+    return {"shard_metadata": "metaseq", "fsdp_metadata": "fairseq"}.get(key or "", "metaseq / fairseq")
+
+
+def _fresh_prefix(prefix: Path) -> Path:
+    """`prefix`, numbered where `prefix.pt` is taken, for a script that writes `{prefix}.pt`."""
+    candidate, number = prefix, 2
+    while candidate.with_name(candidate.name + ".pt").exists():
+        candidate, number = prefix.with_name(f"{prefix.name}-{number}"), number + 1
+    return candidate
+
+
+def _shards_missing(shards: Sequence[Path]) -> list[str]:
+    """The file names of the shards no file is beside for: every part's shards 0 to the highest shard seen, every
+    part 0 to the highest part seen."""
+    ranks = [rank for path in shards if (rank := sharded_part_rank(path.name)) is not None]
+    if not ranks:
+        return []
+    stem, parts, per_part = ranks[0][0], max(r[1] for r in ranks) + 1, max(r[2] for r in ranks) + 1
+    held = {(r[1], r[2]) for r in ranks}
+    return [f"{stem}model_part-{part}-shard{shard}.pt" for part in range(parts) for shard in range(per_part)
+            if (part, shard) not in held]
+
+
+def _consolidate_shards_how(shards: Sequence[Path], key: str | None) -> str:
+    """How to turn every part's FSDP shards into weights by name, or which shards are missing."""
+    missing = _shards_missing(shards)
+    if missing:
+        return (f"The {counted(len(missing), 'shard')} {', '.join(missing[:4])}{', ...' if len(missing) > 4 else ''} "
+                f"{'is' if len(missing) == 1 else 'are'} not beside {'them' if len(shards) > 1 else 'it'}, and no "
+                "consolidation is whole without every shard of every part: fetch the missing ones from where these "
+                "came from, then consolidate")
+    stem = sharded_part_rank(shards[0].name)
+    prefix = stem[0].rstrip("-") if stem is not None else ""
+    folder = shards[0].parent
+    if key == "shard_metadata" and not prefix:
+        # consolidate_fsdp_shards tells the parts apart by `-model_part-` (find_num_parts): without a name before
+        # it, every shard would be taken for one part's. reshard_fsdp unflattens one part's shards at a time.
+        out = fresh_sibling(folder, "-unflat")
+        parts = 1 + max((rank[1] for path in shards if (rank := sharded_part_rank(path.name)) is not None), default=0)
+        last = f", the same for each part to model_part-{parts - 1}" if parts > 1 else ""
+        return ("Unflatten each part's shards first with metaseq's reshard_fsdp, which reads their shard_metadata "
+                f"(python -m metaseq.scripts.reshard_fsdp --input {str(folder / 'model_part-0-shard*.pt')!r} --output "
+                f"{str(out / 'model_part-0.pt')!r} --num-output-shards 1 --skip-optimizer-state True "
+                f"--unflatten-weights True{last}), then read {out.name}, whose parts are told how to merge")
+    if key == "shard_metadata":
+        save = _fresh_prefix(folder / f"{prefix}_consolidated")
+        return ("Consolidate them first: metaseq's consolidate_fsdp_shards unflattens each part's shards with their "
+                "shard_metadata and glues the parts into one state dict, Megatron's split tensors (a fused qkv_proj "
+                f"included) concatenated (python -m metaseq.scripts.consolidate_fsdp_shards "
+                f"{str(folder) + '/' + prefix!r} --save-prefix {str(save)!r} writes {save.name}.pt, the whole model "
+                "under 'model')")
+    if key == "fsdp_metadata":
+        return ("Consolidate them first: fairscale's FullyShardedDataParallel.consolidate_shard_weights("
+                "shard_weights=[each shard's 'model'], shard_metadata=[each shard's 'fsdp_metadata']) over one "
+                "part's shards in shard order unflattens that part; torch.save each part's as {'model': ...} to "
+                "model_part-R.pt in a folder of its own, then read that folder, which is told how to merge")
+    return ("They hold neither shard_metadata nor fsdp_metadata, which unflattening them needs: only the model "
+            "loaded under FSDP at the same world size (--use-sharded-state) and saved whole recovers the weights")
+
+
+def _unflatten_parts_how(parts: Sequence[Path], key: str | None) -> str:
+    """How to unflatten parts whose data-parallel shards are merged but still flat (metaseq's reshard-model_part-R.pt),
+    or which parts are missing."""
+    ranks = {rank[1] for path in parts if (rank := part_rank(path.name)) is not None}
+    absent = sorted(set(range(_rank_count(parts))) - ranks)
+    if absent:
+        return (f"The {counted(len(absent), 'part')} of rank{'s' if len(absent) > 1 else ''} "
+                f"{', '.join(map(str, absent[:4]))}{', ...' if len(absent) > 4 else ''} "
+                f"{'is' if len(absent) == 1 else 'are'} not beside {'them' if len(parts) > 1 else 'it'}, and no "
+                "merge is whole without every part: fetch the missing ones from where these came from, then unflatten")
+    folder = parts[0].parent
+    if key == "shard_metadata":
+        out = fresh_sibling(folder, "-unflat")
+        last = f", the same for each part to {parts[-1].name}" if len(parts) > 1 else ""
+        return ("Unflatten them first with metaseq's reshard_fsdp, which reads each part's shard_metadata (python -m "
+                f"metaseq.scripts.reshard_fsdp --input {str(parts[0])!r} --output {str(out / parts[0].name)!r} "
+                f"--num-output-shards 1 --unflatten-weights True{last}), then read {out.name}, whose parts are told "
+                "how to merge")
+    if key == "fsdp_metadata":
+        return ("Unflatten each part first: fairscale's FullyShardedDataParallel.consolidate_shard_weights("
+                "shard_weights=[the part's 'model'], shard_metadata=[its 'fsdp_metadata']), torch.save as {'model': "
+                "...} in a folder of its own; then read that folder, whose parts are told how to merge")
+    return ("They hold no shard_metadata to unflatten them by, so only the model does it: metaseq's "
+            f"convert_to_singleton loads the {counted(len(parts), 'part')} on as many GPUs under FSDP and writes the "
+            f"whole model, unflattened and glued, to restored.pt beside them (python -m "
+            f"metaseq.scripts.convert_to_singleton {str(folder)!r})")
+
+
+def sharded_folder_message(shards: Sequence[Path]) -> str:
+    """The refusal of a folder of FSDP-sharded model-parallel parts: what they are and how to consolidate them."""
+    ranks = [rank for path in shards if (rank := sharded_part_rank(path.name)) is not None]
+    parts, per_part = max(r[1] for r in ranks) + 1, max(r[2] for r in ranks) + 1
+    shapes, entries = _read_one(shards[0])
+    key = _metadata_key(entries)
+    count, values = flat_parameters(shapes)
+    held = (f"{counted(count, 'flat parameter')} (flat_param_N, {values:,} values in {shards[0].name})" if count
+            else "flat parameters")
+    return (f"folder holds {len(shards)} FSDP shards of the model-parallel parts of one {_who(key)} model "
+            f"({shards[0].name} to {shards[-1].name}: --model-parallel-size {parts}, each part's weights flattened "
+            f"by fairscale's FullyShardedDataParallel and split over {per_part} data-parallel ranks, --ddp-backend "
+            f"fully_sharded --use-sharded-state), not shards of one state dict: each holds {held} that load by no "
+            "name, and the Megatron-split tensors in them are each part's slices. "
+            + _consolidate_shards_how(shards, key) + "; or name one shard to read it alone")
+
+
+def _flat_parts_message(parts: Sequence[Path], shapes: Mapping[str, tuple[int, ...]], key: str | None) -> str:
+    count, values = flat_parameters(shapes)
+    total = _rank_count(parts)
+    held = f"{len(parts)} of the {total}" if total > len(parts) else f"{len(parts)}"
+    return (f"folder holds {held} model-parallel parts of one {_who(key)} model ({parts[0].name} to "
+            f"{parts[-1].name}; --model-parallel-size {total}), each part's weights still flattened by fairscale's "
+            f"FullyShardedDataParallel into {counted(count, 'flat parameter')} ({values:,} values in a part; "
+            "metaseq's OPT releases ship their reshard-model_part-R.pt so), not shards of one state dict: none loads "
+            "by name, and the Megatron-split tensors in them are each part's slices. "
+            + _unflatten_parts_how(parts, key) + "; or name one part to read it alone")
+
+
+def _sharded_part_warning(path: Path, shapes: Mapping[str, tuple[int, ...]], entries: Sequence[str]) -> list[str]:
+    """The warning of one FSDP shard of a model-parallel part read alone."""
+    stem, rank, shard = sharded_part_rank(path.name) or ("", 0, 0)
+    try:
+        beside = [entry for entry in path.parent.iterdir()
+                  if (other := sharded_part_rank(entry.name)) is not None and other[0] == stem and entry.is_file()]
+    except OSError:
+        beside = [path]
+    shards = sharded_parts_of_one_model(beside) or [path]
+    key = _metadata_key(entries)
+    count, values = flat_parameters(shapes)
+    ranks = [r for p in shards if (r := sharded_part_rank(p.name)) is not None]
+    parts, per_part = max(r[1] for r in ranks) + 1, max(r[2] for r in ranks) + 1
+    around = (f"{len(shards)} files beside it for {counted(parts, 'part')} × {counted(per_part, 'shard')} "
+              f"({shards[0].name} to {shards[-1].name})" if len(shards) > 1 else "no other shard beside it")
+    return [f"{path.name} is, by its name, FSDP shard {shard} of model-parallel part {rank} of one {_who(key)} model "
+            f"(--model-parallel-size with --ddp-backend fully_sharded --use-sharded-state; {around}): its "
+            f"{counted(count, 'flat parameter')} ({values:,} values) are this data-parallel rank's piece of the part's "
+            "weights, flattened by fairscale's FullyShardedDataParallel, so no model loads them by name and the "
+            "counts above are one shard's of one part. " + _consolidate_shards_how(shards, key)]
+
+
+@dataclass(frozen=True)
+class PartOfModel:
+    """One tensor-parallel part read alone, beside its siblings: its `rank`, how many `parts` the model has, the
+    `layout` of its tensors over them (`merged_params`: the whole model's)."""
+
+    file: str
+    rank: int
+    parts: int
+    layout: PartsLayout
+
+
+def part_of_model(files: Sequence[Path], shapes: Mapping[str, tuple[int, ...]]) -> PartOfModel | None:
+    """What `files` (one file whose tensors are `shapes`) is a part of, where it is one fairseq model-parallel part
+    with its sibling parts beside it, holding names (not flat parameters) that Megatron's layers split; else None."""
+    if len(files) != 1 or (rank := part_rank(files[0].name)) is None or not shapes or flat_parameters(shapes)[0]:
+        return None
+    parts = _parts_beside(files[0])
+    if len(parts) < 2:
+        return None
+    total = _rank_count(parts)
+    layout = split_layout([dict(shapes), *_shapes_of(_compared(parts, files[0]))], total)
+    return PartOfModel(files[0].name, rank[1], total, layout) if layout.split else None

@@ -51,7 +51,8 @@ from weightdoctor.checkpoint.hub import (
 from weightdoctor.checkpoint.model import CheckpointFile, TensorInfo, unique_tensors
 from weightdoctor.checkpoint.model_parts import folder_message as model_parts_message
 from weightdoctor.checkpoint.model_parts import part_warning as model_part_warning
-from weightdoctor.checkpoint.model_parts import parts_of_one_model
+from weightdoctor.checkpoint.model_parts import parts_of_one_model, sharded_parts_of_one_model
+from weightdoctor.checkpoint.model_parts import sharded_folder_message as sharded_parts_message
 from weightdoctor.checkpoint.remote import remote_tensors
 from weightdoctor.errors import (
     CorruptCheckpoint,
@@ -2728,6 +2729,10 @@ def _choose_in_folder(folder: Path) -> tuple[Path, bool]:
             f"folder holds {len(weights)} model-parallel parts of Meta's original checkpoint ({names}): each holds "
             "a slice of every tensor, not some of the tensors; name one to see one part, or convert the folder "
             "with transformers' convert_llama_weights_to_hf.py", str(folder))
+    if (sharded_parts := sharded_parts_of_one_model(weights)) is not None:
+        # metaseq's FSDP-sharded parts (checkpoint_last-model_part-0-shard0.pt, ...): flat parameters split twice;
+        # were "several weight files and no index; name one".
+        raise UnsupportedFormat(sharded_parts_message(sharded_parts), str(folder))
     if (model_parts := parts_of_one_model(weights)) is not None:
         # fairseq's --model-parallel-size saves (model_part-0.pt, ...): every part holds every name, the split ones'
         # slices; was "several weight files and no index; name one".
@@ -4228,7 +4233,8 @@ def _open_checkpoint(
             builder.add_weight_file(target)
             warnings += _one_shard_of_several(target, given if repo_id is not None else None)
             if "model_part-" in target.name:
-                warnings += model_part_warning(target, {t.name: tuple(t.shape) for t in builder.tensors})
+                warnings += model_part_warning(target, {t.name: tuple(t.shape) for t in builder.tensors},
+                                               builder.other_entries)
         if gguf_refused_by is not None and builder.ggufs:
             from weightdoctor.checkpoint import gguf_format
 

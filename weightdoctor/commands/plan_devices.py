@@ -112,6 +112,7 @@ def plan_devices(
     Exit codes: 0 planned; 1 the verdict or a finding reaches --fail-on (CPU-only plan info, offload warn, no fit
     error), or an invalid --map; 2 bad input.
     """
+    from weightdoctor.checkpoint.model_parts import part_of_model
     from weightdoctor.errors import UsageError, choose
     from weightdoctor.plan_devices import (
         FAIL_ON_CHOICES,
@@ -122,6 +123,7 @@ def plan_devices(
         context_length,
         load_manual_map,
         local_dtype,
+        model_part_plan,
         normalize_dtype,
         open_plan_source,
         read_local_devices,
@@ -229,6 +231,11 @@ def plan_devices(
         if local_info is not None and dtype is None:
             dtype = local_dtype(local_info, checkpoint.config)
         planned = build_planned_model(checkpoint, dtype, model_class, binary_family(typed.values()), flags)
+        # One of fairseq's model-parallel parts: planned as the part it is, and said to be one (was planned and
+        # headed as if it were the model).
+        part = part_of_model([f.path for f in checkpoint.files if f.role == "weights"],
+                             {t.name: tuple(t.shape) for t in checkpoint.tensors}) if checkpoint.files and \
+            "model_part-" in checkpoint.files[0].path.name else None
     kv = None
     length_source = None
     if kv_cache:
@@ -244,6 +251,8 @@ def plan_devices(
                           training=training, unset_max_memory=local, binary_units=binary_family(typed.values()),
                           revision=revision)
     report = run_plan(planned, request, source=source)
+    if part is not None:
+        report.model_part = model_part_plan(report, part)
     if local_info is not None:
         report.local = {"gpu_free_bytes": local_info.gpu_free_bytes, "gpu_names": local_info.gpu_names,
                         "cpu_available_bytes": local_info.cpu_available_bytes,

@@ -222,6 +222,13 @@ def render_plan(report: PlanReport, console: Console, typed_sizes: Mapping[str, 
     p(f"  dtype {report.dtype} · {format_count(report.num_params)} {plural(report.num_params, 'parameter')} · weights "
       f"{size(report.weights_bytes)}" + (f" + buffers {size(report.buffers_bytes)}"
                                                  if report.buffers_bytes else ""))
+    if report.model_part is not None:
+        part = report.model_part
+        explain("  [bold]one part:[/] ", f"{escape(part.file)} is part {part.rank} of {part.parts} tensor-parallel "
+                f"parts of one fairseq model: this plan is that part's alone, what each of the {part.parts} GPUs of "
+                f"fairseq's --model-parallel-size {part.parts} loads; merged, the model is "
+                f"{format_count(part.merged_params)} {plural(part.merged_params, 'parameter')}, weights "
+                f"{size(part.merged_weights_bytes)} at this dtype (plan the merged state dict for one device map)")
     if report.manual_map:
         p("  placement: your --map, checked")
     else:
@@ -369,6 +376,8 @@ def render_plan(report: PlanReport, console: Console, typed_sizes: Mapping[str, 
     elif report.verdict == "does-not-fit" and report.offload.bytes_per_token is None:
         # a map from_pretrained raises on (a tied twin on disk beside one elsewhere, GGUF's refusal of disk)
         why = "from_pretrained cannot run this map: see the error above"
+    if report.model_part is not None:
+        why += f"; part {report.model_part.rank} of {report.model_part.parts} only"
     explain("verdict: ", f"{text} [dim]({why})[/]")
     for suggestion in report.suggestions:
         explain("  smallest change: ", escape(suggestion.description))
