@@ -3323,7 +3323,7 @@ def check_manual_map(
                 "error", "tied-split", group[0],
                 f"tied parameters {', '.join(group)} are on different devices "
                 f"({', '.join(sorted(device_name(d) for d in devices))})"
-                + _tied_disk_split(planned, group, device_map),
+                + (_tied_disk_split(planned, group, device_map) or _tied_gpu_split(group, device_map)),
             ))
     return findings
 
@@ -3334,8 +3334,9 @@ _CANNOT_RUN_CODES = frozenset({"quantizer-refuses-offload", "gguf-refuses-disk"}
 
 def map_cannot_run(planned: PlannedModel, device_map: Mapping[str, int | str], findings: Iterable[Finding]) -> bool:
     """Whether from_pretrained cannot run `device_map` at all, as an error finding says: a quantizer or the GGUF
-    loader refuses it, or a tied tensor has a twin on disk beside one elsewhere (`_tied_disk_split`). A map over a
-    budget, or parting tied twins between GPUs and the CPU, still loads and runs (the ties are copied).
+    loader refuses it, a tied tensor has a twin on disk beside one elsewhere (`_tied_disk_split`), or twins on two
+    GPUs (`_tied_gpu_split`). A map over a budget, or parting tied twins between one GPU and the CPU, still loads
+    and runs (the ties are copied).
 
     Example: GPT-2's lm_head on disk beside wte on cuda:0 -> True (its first forward raises KeyError).
     """
@@ -3344,7 +3345,8 @@ def map_cannot_run(planned: PlannedModel, device_map: Mapping[str, int | str], f
         return True
     if not any(finding.code == "tied-split" for finding in errors):
         return False
-    return any(_tied_disk_split(planned, group, device_map) for group in tied_groups(planned))
+    return any(_tied_disk_split(planned, group, device_map) or _tied_gpu_split(group, device_map)
+               for group in tied_groups(planned))
 
 
 def _tied_disk_split(planned: PlannedModel, group: list[str], device_map: Mapping[str, int | str]) -> str:
@@ -3369,6 +3371,38 @@ def _tied_disk_split(planned: PlannedModel, group: list[str], device_map: Mappin
     return (f": from_pretrained cannot run this map, since it loads the tensor once, where {source} sits, and does "
             f"not place a twin on disk beside one elsewhere: {how}; keep the tied modules on one device")
 
+
+
+def _tied_gpu_split(group: list[str], device_map: Mapping[str, int | str]) -> str:
+    """What a tied-split map with twins on two GPUs does in from_pretrained ("" for any other).
+
+    from_pretrained loads the tensor once and ties the twins to it; dispatch_model's hook of each module then moves
+    its twin to that module's GPU, a copy on each GPU (`tied_params_map` keeps both: the copy the ranges say,
+    `tied_copy_bytes`). But dispatch_model ends by tying the twins back together (`retie_parameters`): every name of
+    the group is pointed at the tensor of its first name in sorted order not left on the meta device (a twin on a
+    GPU: one offloaded to the CPU or disk is on meta between calls), so a twin on another GPU runs with a weight
+    on that GPU while its hook sends the inputs to its own, and its forward raises. Measured with accelerate 1.16
+    on GPU stand-ins (tests/test_plan89.py); a twin offloaded to the CPU beside one GPU loads its copy at each
+    call and runs.
+
+    Example: GPT-2's wte on cuda:0, lm_head on cuda:1: wte is pointed at lm_head's copy on cuda:1 and its first
+    forward raises RuntimeError (input_ids on cuda:0, the table on cuda:1).
+    """
+    where = {name: device_map.get(_owner(name, device_map) or "") for name in group}
+    if "disk" in where.values():
+        return ""  # `_tied_disk_split` says what happens
+    on_gpus = [name for name in sorted(group) if isinstance(where[name], int)]
+    if len({where[name] for name in on_gpus}) < 2:
+        return ""
+    kept = on_gpus[0]
+    raising = [name for name in on_gpus if where[name] != where[kept]]
+    first = raising[0]
+    return (f": from_pretrained loads it with a copy of the tensor on each GPU, but dispatch_model then ties the "
+            f"twins back to one copy ({kept}'s, on {device_name(where[kept])}: accelerate's retie_parameters "
+            f"takes the first name in sorted order), so {first.rpartition('.')[0]} runs on "
+            f"{device_name(where[first])} with its weight on {device_name(where[kept])} and the first forward "
+            "raises RuntimeError (tensors on two devices); keep the tied modules on one GPU, or offload one to "
+            "the CPU")
 
 # ----------------------------------------------------------------------------------------------- estimates
 
@@ -4507,8 +4541,9 @@ def plan_devices(planned: PlannedModel, request: PlanRequest, source: str = "") 
         # from_pretrained raises on this map (an error finding says why): nothing is ever streamed, so no traffic
         # figure is given, in the text or the JSON; where the map counts the tensors stays said
         offload = Offload(cpu_bytes, disk_bytes, None, None, None, None, None, None, None, None, None)
-        if verdict in ("needs-cpu-offload", "needs-disk-offload"):
-            verdict = "does-not-fit"  # as for a quantizer's refusal: no offload of this map loads
+        # as for a quantizer's refusal: no offload of this map loads; and a map on the GPUs alone that does not run
+        # (tied twins on two GPUs, `_tied_gpu_split`) fits them no better
+        verdict = "does-not-fit"
     return PlanReport(
         source=source,
         model_class=planned.model_class,
