@@ -7,12 +7,17 @@
    tied-split error said only "on different devices", and the report gave the map a verdict and traffic figures as
    if it ran. It now says what from_pretrained does, no traffic figure is given and the verdict is does-not-fit. The
    planner itself never parts tied twins: a --gpu budget too small for the rest keeps lm_head beside wte.
+2. A forward that calls a submodule itself and also through its parent (Sam3Model: detr_decoder.box_head, and
+   detr_decoder, whose layer loop calls box_head) runs it once per route: the longest name the forward calls was
+   taken alone, and the repeated loads were undercounted (offload.repeated_calls_per_token_bytes).
 
 Measured with accelerate's own dispatch_model and hooks on the CPU, each GPU stood in for by torch.device("cpu", k).
 """
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -147,3 +152,131 @@ def test_the_planner_keeps_tied_twins_on_one_gpu_whatever_the_budget(tmp_path: P
     assert code == 0 and data["findings"] == [], data["findings"]
     placed = data["device_map"]
     assert (placed["transformer.wte"], placed["lm_head"], placed["transformer.h"]) == (0, 0, 1), placed
+
+
+# --- 2. a submodule called itself and through its parent -------------------------------------------------------------
+
+
+_MODELING = '''
+from torch import nn
+
+
+class Block(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.inner = nn.Linear(8, 8)
+        self.out = nn.Linear(8, 8)
+        self.spare = nn.Linear(8, 8)  # never run by this forward: its caller runs it
+
+    def forward(self, x):
+        for _ in range(2):
+            x = self.inner(x)
+        return self.out(x)
+
+
+class Model(nn.Module):
+    _no_split_modules = []
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Linear(8, 8)
+        self.block = Block()
+        self.head = nn.Linear(8, 8)
+
+    def forward(self, x):
+        x = self.embed(x)
+        x = self.block.inner(x)  # the deep submodule, called itself
+        x = self.block.spare(x)
+        x = self.block(x)  # and through its parent, twice there
+        return self.head(x)
+'''
+LINEAR = (8 * 8 + 8) * 4  # one nn.Linear(8, 8)'s weight and bias, float32
+
+
+def _hand_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The modeling file, imported as a module of transformers: the planner reads the forwards of transformers'
+    classes only (a model it plans is built from them)."""
+    path = tmp_path / "modeling_plan89.py"
+    path.write_text(_MODELING)
+    spec = importlib.util.spec_from_file_location("transformers.modeling_plan89", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "transformers.modeling_plan89", module)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _loaded_in_one_forward(model: Any, device_map: dict[str, int | str], tmp_path: Path) -> int:
+    """The bytes accelerate's hooks load onto the execution device in one forward of `model` dispatched on the map
+    as from_pretrained dispatches it, its GPU entries run on the CPU here (the main device), its "cpu" entries
+    served from the model's own tensors (tests/test_plan84's `_dispatched`)."""
+    import tempfile
+
+    import accelerate.hooks as hooks
+    from accelerate import dispatch_model
+    from accelerate.utils import extract_submodules_state_dict, offload_state_dict
+
+    in_ram = extract_submodules_state_dict(model.state_dict(), [n for n, w in device_map.items() if w == "cpu"])
+    offload_dir = tempfile.mkdtemp(dir=tmp_path)
+    offload_state_dict(offload_dir, {})
+    # main_device="cpu" offloads only "disk" entries: the "cpu" ones are marked so, the weights map serves them
+    offloaded = {name: "cpu" if isinstance(where, int) else "disk" for name, where in device_map.items()}
+    model = dispatch_model(model, offloaded, main_device="cpu", state_dict=in_ram, offload_dir=offload_dir,
+                           offload_buffers=False)
+    loaded = [0]
+    original = hooks.set_module_tensor_to_device
+
+    def counting(module: Any, name: str, device: Any, value: Any = None, **kwargs: Any) -> Any:
+        if value is not None and str(device) != "meta":
+            loaded[0] += value.numel() * value.element_size()
+        return original(module, name, device, value=value, **kwargs)
+
+    hooks.set_module_tensor_to_device = counting
+    try:
+        with torch.no_grad():
+            model(torch.ones(1, 8))
+    finally:
+        hooks.set_module_tensor_to_device = original
+    return loaded[0]
+
+
+def test_a_submodule_called_itself_and_through_its_parent_is_loaded_at_each_call(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """block.inner runs once from the model's forward and twice from block's: 3 loads a forward, measured; spare,
+    which only the model runs, and out, once each. The report counted inner once (the longest name the model's
+    forward calls, block.inner, taken alone): 2 x 288 B too few."""
+    from weightdoctor.plan_devices import PlannedModel, PlanRequest, plan_devices
+
+    module = _hand_written(tmp_path, monkeypatch)
+    torch.manual_seed(0)
+    placed: dict[str, int | str] = {"embed": 0, "block": "cpu", "head": 0}
+    measured = _loaded_in_one_forward(module.Model().eval(), placed, tmp_path)
+    assert measured == (3 + 1 + 1) * LINEAR, measured
+    planned = PlannedModel(module.Model(), "config", "Model", "fp32", None)
+    report = plan_devices(planned, PlanRequest(gpus=[10**9], cpu=10**9, manual_map=placed, suggest=False))
+    offload = report.offload
+    assert offload.cpu_bytes == 3 * LINEAR, offload
+    assert (offload.bytes_per_token, offload.repeated_calls_per_token_bytes) == (measured, 2 * LINEAR), offload
+
+
+def test_the_routes_read_from_transformers_code() -> None:
+    """Sam3Model's forward calls detr_decoder.box_head itself and detr_decoder, whose loop over its layers calls
+    box_head each time: 1 + layers runs of each of its three Linears (those past a branch of the MLP's forward
+    counted once a call, as before); it was 1. PPDocLayoutV2's reading order calls embeddings.norm itself, and its
+    embeddings' forward never does: once, not once more through them."""
+    import transformers
+
+    from weightdoctor.plan_devices import _calls_per_step
+
+    for config, model_class, name, expected in (
+            (transformers.Sam3Config(), transformers.Sam3Model, "detr_decoder.box_head.layer3", None),
+            (transformers.PPDocLayoutV2Config(), transformers.PPDocLayoutV2ForObjectDetection,
+             "reading_order.embeddings.norm", 1)):
+        with torch.device("meta"):
+            model = model_class(config)
+        if expected is None:
+            expected = 1 + len(model.detr_decoder.layers)
+            assert expected == 7, expected
+        modules = dict(model.named_modules())
+        assert name in modules, name
+        assert _calls_per_step(modules, name.split("."), {}) == expected, name
