@@ -426,6 +426,36 @@ _BUILTINS: dict[str, Any] = {
 }
 
 
+@functools.lru_cache(maxsize=1024)
+def attributes_read(cls: type) -> frozenset[str] | None:
+    """The attribute paths of `self` the code of `cls` and its parents (torch's left out) reads anywhere, called or
+    not, in a branch or not: `self.embeddings.norm(x)` reads "embeddings" and "embeddings.norm", `self.layers[0]`
+    reads "layers"; an attribute only set (`self.norm = nn.LayerNorm(...)`) is not read. None where the code of a
+    class cannot be read.
+
+    What a forward may call beyond the calls `calls_per_forward` is sure of: a submodule read nowhere in its
+    class's code is never called by it (PPDocLayoutV2's text embeddings hold a `norm` that their forward never
+    runs; their caller does).
+    """
+    named: set[str] = set()
+    for klass in _read_classes(cls):
+        methods = _own_methods(klass)
+        if methods is None:
+            return None
+        for method in methods.values():
+            for node in ast.walk(method):
+                if not isinstance(node, ast.Attribute) or not isinstance(node.ctx, ast.Load):
+                    continue  # `self.norm = nn.LayerNorm(...)` in __init__ names what it sets, not what it runs
+                chain: list[str] = []
+                while isinstance(node, ast.Attribute):
+                    chain.append(node.attr)
+                    node = node.value
+                if chain and isinstance(node, ast.Name) and node.id == "self":
+                    chain.reverse()
+                    named.update(".".join(chain[:end]) for end in range(1, len(chain) + 1))
+    return frozenset(named)
+
+
 def calls_per_forward(module: Any) -> dict[str, int]:
     """{submodule name relative to `module`: the times `module.forward` calls it whenever it runs}, for the calls
     it surely makes: in its body, in loops whose bound it knows, through the methods it calls. A submodule of a

@@ -3349,7 +3349,7 @@ def check_manual_map(
                 "error", "tied-split", group[0],
                 f"tied parameters {', '.join(group)} are on different devices "
                 f"({', '.join(sorted(device_name(d) for d in devices))})"
-                + _tied_disk_split(planned, group, device_map),
+                + (_tied_disk_split(planned, group, device_map) or _tied_gpu_split(group, device_map)),
             ))
     return findings
 
@@ -3360,8 +3360,9 @@ _CANNOT_RUN_CODES = frozenset({"quantizer-refuses-offload", "gguf-refuses-disk"}
 
 def map_cannot_run(planned: PlannedModel, device_map: Mapping[str, int | str], findings: Iterable[Finding]) -> bool:
     """Whether from_pretrained cannot run `device_map` at all, as an error finding says: a quantizer or the GGUF
-    loader refuses it, or a tied tensor has a twin on disk beside one elsewhere (`_tied_disk_split`). A map over a
-    budget, or parting tied twins between GPUs and the CPU, still loads and runs (the ties are copied).
+    loader refuses it, a tied tensor has a twin on disk beside one elsewhere (`_tied_disk_split`), or twins on two
+    GPUs (`_tied_gpu_split`). A map over a budget, or parting tied twins between one GPU and the CPU, still loads
+    and runs (the ties are copied).
 
     Example: GPT-2's lm_head on disk beside wte on cuda:0 -> True (its first forward raises KeyError).
     """
@@ -3370,7 +3371,8 @@ def map_cannot_run(planned: PlannedModel, device_map: Mapping[str, int | str], f
         return True
     if not any(finding.code == "tied-split" for finding in errors):
         return False
-    return any(_tied_disk_split(planned, group, device_map) for group in tied_groups(planned))
+    return any(_tied_disk_split(planned, group, device_map) or _tied_gpu_split(group, device_map)
+               for group in tied_groups(planned))
 
 
 def _tied_disk_split(planned: PlannedModel, group: list[str], device_map: Mapping[str, int | str]) -> str:
@@ -3395,6 +3397,38 @@ def _tied_disk_split(planned: PlannedModel, group: list[str], device_map: Mappin
     return (f": from_pretrained cannot run this map, since it loads the tensor once, where {source} sits, and does "
             f"not place a twin on disk beside one elsewhere: {how}; keep the tied modules on one device")
 
+
+
+def _tied_gpu_split(group: list[str], device_map: Mapping[str, int | str]) -> str:
+    """What a tied-split map with twins on two GPUs does in from_pretrained ("" for any other).
+
+    from_pretrained loads the tensor once and ties the twins to it; dispatch_model's hook of each module then moves
+    its twin to that module's GPU, a copy on each GPU (`tied_params_map` keeps both: the copy the ranges say,
+    `tied_copy_bytes`). But dispatch_model ends by tying the twins back together (`retie_parameters`): every name of
+    the group is pointed at the tensor of its first name in sorted order not left on the meta device (a twin on a
+    GPU: one offloaded to the CPU or disk is on meta between calls), so a twin on another GPU runs with a weight
+    on that GPU while its hook sends the inputs to its own, and its forward raises. Measured with accelerate 1.16
+    on GPU stand-ins (tests/test_plan89.py); a twin offloaded to the CPU beside one GPU loads its copy at each
+    call and runs.
+
+    Example: GPT-2's wte on cuda:0, lm_head on cuda:1: wte is pointed at lm_head's copy on cuda:1 and its first
+    forward raises RuntimeError (input_ids on cuda:0, the table on cuda:1).
+    """
+    where = {name: device_map.get(_owner(name, device_map) or "") for name in group}
+    if "disk" in where.values():
+        return ""  # `_tied_disk_split` says what happens
+    on_gpus = [name for name in sorted(group) if isinstance(where[name], int)]
+    if len({where[name] for name in on_gpus}) < 2:
+        return ""
+    kept = on_gpus[0]
+    raising = [name for name in on_gpus if where[name] != where[kept]]
+    first = raising[0]
+    return (f": from_pretrained loads it with a copy of the tensor on each GPU, but dispatch_model then ties the "
+            f"twins back to one copy ({kept}'s, on {device_name(where[kept])}: accelerate's retie_parameters "
+            f"takes the first name in sorted order), so {first.rpartition('.')[0]} runs on "
+            f"{device_name(where[first])} with its weight on {device_name(where[kept])} and the first forward "
+            "raises RuntimeError (tensors on two devices); keep the tied modules on one GPU, or offload one to "
+            "the CPU")
 
 # ----------------------------------------------------------------------------------------------- estimates
 
@@ -4533,8 +4567,9 @@ def plan_devices(planned: PlannedModel, request: PlanRequest, source: str = "") 
         # from_pretrained raises on this map (an error finding says why): nothing is ever streamed, so no traffic
         # figure is given, in the text or the JSON; where the map counts the tensors stays said
         offload = Offload(cpu_bytes, disk_bytes, None, None, None, None, None, None, None, None, None)
-        if verdict in ("needs-cpu-offload", "needs-disk-offload"):
-            verdict = "does-not-fit"  # as for a quantizer's refusal: no offload of this map loads
+        # as for a quantizer's refusal: no offload of this map loads; and a map on the GPUs alone that does not run
+        # (tied twins on two GPUs, `_tied_gpu_split`) fits them no better
+        verdict = "does-not-fit"
     return PlanReport(
         source=source,
         model_class=planned.model_class,
@@ -4614,46 +4649,96 @@ def repeated_call_bytes(planned: PlannedModel, device_map: Mapping[str, int | st
     child twice (ProphetNet's n-gram self-attention's out_proj and relative_pos_embeddings), or in a loop (HRM's
     L_module, `H_cycles x L_cycles` times; ALBERT's shared layer group, once per layer) loads them at each call.
     Read from the code of each module's enclosing classes, inherited forwards included (`calls_per_forward`); the
-    calls multiply down the tree. Modules run once per input (an encoder-decoder's encoder) are left out; {} where
+    calls multiply down the tree, and add up where a forward calls a module both itself and through its parent
+    (`_calls_per_step`). Modules run once per input (an encoder-decoder's encoder) are left out; {} where
     the map names no GPU.
     """
     if not planned.is_transformers or not any(isinstance(where, int) for where in device_map.values()):
         return {}
-    from weightdoctor.forward_calls import calls_per_forward
-
     once_per_input = _once_per_input_test(planned)
     modules = dict(planned.model.named_modules())
     param_names, _, _ = _tensor_names(planned)
     walked: dict[str, dict[str, int]] = {}
+    runs: dict[str, int] = {}
     found: dict[str, int] = {}
     for name in param_names:
         if name not in tensor_sizes or device_map.get(_owner(name, device_map) or "") not in ("cpu", "disk"):
             continue
         if once_per_input is not None and once_per_input(name):
             continue
-        parts = name.split(".")[:-1]
-        times, depth = 1, 0
-        while depth < len(parts):
-            prefix = ".".join(parts[:depth])
-            parent = modules.get(prefix)
-            if parent is None or not type(parent).__module__.startswith("transformers."):
-                depth += 1
-                continue
-            if prefix not in walked:
-                walked[prefix] = calls_per_forward(parent)
-            counts = walked[prefix]
-            # the longest name the forward calls on the way down ("layers.0", a ModuleList item): the modules it
-            # passes over are not run by it, their forwards not counted again
-            end = next((end for end in range(len(parts), depth, -1) if ".".join(parts[depth:end]) in counts), None)
-            if end is None:
-                depth += 1
-                continue
-            times *= max(counts[".".join(parts[depth:end])], 1)
-            depth = end
+        module = name.rpartition(".")[0]
+        if module not in runs:
+            runs[module] = _calls_per_step(modules, module.split(".") if module else [], walked)
+        times = runs[module]
         if times > 1:
-            module = ".".join(parts)
             found[module] = found.get(module, 0) + tensor_sizes[name] * (times - 1)
     return found
+
+
+def _calls_per_step(modules: Mapping[str, torch.nn.Module], parts: list[str],
+                    walked: dict[str, dict[str, int]]) -> int:
+    """The times the module named `parts` runs in one call of the model, read from the forwards of the transformers
+    classes above it (`calls_per_forward`, cached in `walked`).
+
+    Each name a forward calls on the way down is a route, its count times the runs of the named module's own forward
+    down to this one, and the routes add up: Sam3Model's forward calls detr_decoder.box_head itself and
+    detr_decoder, whose forward calls box_head once per decoder layer, so box_head runs 1 + layers times (the one
+    longest name was taken: once). A forward naming nothing on the way down is taken to run the next module down
+    once (a call in a branch, or a forward not read), unless its class's code never names it
+    (`attributes_read`): PPDocLayoutV2's reading order calls embeddings.norm itself, its embeddings' forward never
+    does. A module the forward reaches past (`self.vision_model.encoder(...)`, no call of vision_model) is no
+    route. Where the routes count fewer runs than the longest name at each forward does, that count is kept, as
+    before.
+
+    Example: a forward running `self.block.inner(x)` and `self.block(x)`, block's forward calling `self.inner(x)`
+    twice: parts ["block", "inner"] -> 1 + 1 x 2 = 3.
+    """
+    from weightdoctor.forward_calls import attributes_read, calls_per_forward
+
+    def calls_at(depth: int) -> dict[str, int]:
+        """{the names on the way down the forward of module parts[:depth] calls: their counts}, by their end."""
+        prefix = ".".join(parts[:depth])
+        parent = modules.get(prefix)
+        if parent is None or not type(parent).__module__.startswith("transformers."):
+            return {}
+        if prefix not in walked:
+            walked[prefix] = calls_per_forward(parent)
+        return walked[prefix]
+
+    def may_call(depth: int) -> bool:
+        """Whether the code of module parts[:depth]'s class names a module on the way down, in a branch or not."""
+        read_anywhere = attributes_read(type(modules[".".join(parts[:depth])]))
+        return read_anywhere is None or any(".".join(parts[depth:end]) in read_anywhere
+                                             for end in range(depth + 1, len(parts) + 1))
+
+    def named(depth: int) -> dict[int, int]:
+        counts = calls_at(depth)
+        return {end: max(counts[".".join(parts[depth:end])], 1) for end in range(depth + 1, len(parts) + 1)
+                if ".".join(parts[depth:end]) in counts}
+
+    @functools.cache
+    def sure(depth: int) -> int:
+        """The runs per call of module parts[:depth] by the routes its forward names (0: none sure)."""
+        if depth == len(parts):
+            return 1
+        routes = named(depth)
+        if routes:
+            return sum(count * sure(end) for end, count in routes.items())
+        if calls_at(depth) and not may_call(depth):
+            return 0  # read, and its class's code names nothing on the way down: it never calls the module
+        return sure(depth + 1)  # a call in a branch, or a forward not read: once a call, as the longest route says
+
+    @functools.cache
+    def longest(depth: int) -> int:
+        if depth == len(parts):
+            return 1
+        routes = named(depth)
+        if not routes:
+            return longest(depth + 1)
+        end = max(routes)
+        return routes[end] * longest(end)
+
+    return max(sure(0), longest(0))
 
 
 @functools.lru_cache(maxsize=512)
