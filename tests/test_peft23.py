@@ -1,0 +1,191 @@
+"""peft23: peft adapters whose untrained factors inspect --stats called "trained", and PaCA's indices in diff-keys.
+
+Each adapter is built with the installed peft (0.22) on a tiny seeded Llama and saved untouched
+(get_peft_model(...).save_pretrained), then again after a few optimizer steps:
+- init_lora_weights="orthogonal" draws lora_A and lora_B at rank r/2 (B·A = 0): both were "trained" untouched.
+- "nora" scales each column of lora_A to unit L2 norm: lora_A was "trained" untouched.
+- "mica" sets lora_B from the base weight's smallest singular vectors (and freezes it), lora_A at zero: lora_B was
+  "trained" untouched, and lora_A's zero "a layer that was never initialized".
+- False leaves lora_B as nn.Linear draws it (kaiming_uniform): "trained" untouched.
+- AdaLoRA starts lora_B at normal(0, 0.02): "trained" untouched.
+- "lora_ga" sets both from the loss's gradient on the base weights: lora_A's and lora_B's verdicts were guesses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from tests.helpers import json_report
+
+TARGETS = ["q_proj", "v_proj"]
+
+
+def _llama() -> Any:
+    import transformers
+
+    torch.manual_seed(0)
+    return transformers.LlamaForCausalLM(transformers.LlamaConfig(
+        vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+        num_key_value_heads=2, max_position_embeddings=32))
+
+
+def _save(out: Path, config: Any, steps: int = 0, prepare: Callable[[Any], None] | None = None) -> Path:
+    """An adapter of `config` on the tiny Llama, saved after `steps` AdamW steps (lr 1e-2) on random tokens."""
+    from peft import get_peft_model
+
+    base = _llama()
+    if prepare is not None:
+        prepare(base)
+    torch.manual_seed(1)
+    model = get_peft_model(base, config)
+    if steps:
+        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+        for _ in range(steps):
+            ids = torch.randint(0, 64, (2, 8))
+            model(input_ids=ids, labels=ids).loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+    model.save_pretrained(str(out))
+    return out
+
+
+def _inits(adapter: Path) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
+    """inspect --stats --json: each tensor's init by its part (`q_proj.lora_B.weight`), the findings, `weights`."""
+    data = json_report("inspect", str(adapter), "--stats")
+    inits = {".".join(t["name"].split(".")[-3:]): t["init"] for t in data["tensors"] if t["init"] is not None}
+    return inits, data["findings"], data["weights"]
+
+
+def _labels(inits: dict[str, dict[str, Any]], part: str) -> set[str]:
+    return {init["label"] for name, init in inits.items() if f".{part}." in f".{name}."}
+
+
+def _lora(init: Any, **extra: Any) -> Any:
+    from peft import LoraConfig
+
+    return LoraConfig(r=4, target_modules=TARGETS, init_lora_weights=init, **extra)
+
+
+def test_an_orthogonal_adapter_saved_untouched_is_at_init_and_one_trained_is_trained(tmp_path: Path) -> None:
+    """init_lora_weights="orthogonal": untouched, lora_A and lora_B were "trained" (lora_B off zero, lora_A off
+    kaiming_uniform); their rank r/2 says they are where peft drew them, and a trained one's full rank says it moved."""
+    inits, findings, weights = _inits(_save(tmp_path / "untouched", _lora("orthogonal")))
+    assert _labels(inits, "lora_A") == _labels(inits, "lora_B") == {"undetermined"}, inits
+    for init in inits.values():
+        assert init["at_init"] is True
+        assert init["reason"].startswith('adapter_config.json init_lora_weights="orthogonal": still at its '
+                                         "initialization (rank 2 of 4: its singular values past the first 2 are ")
+        assert init["expected"]["params"]["structure"] == "half_rank"
+    assert [f["code"] for f in findings] == ["checkpoint-at-init"]
+    assert weights["state"] == "initialization"
+
+    inits, findings, weights = _inits(_save(tmp_path / "trained", _lora("orthogonal"), steps=5))
+    assert _labels(inits, "lora_A") == _labels(inits, "lora_B") == {"trained"}, inits
+    for init in inits.values():
+        assert init["at_init"] is False
+        assert "rank 4 (singular value 3 is " in init["reason"]
+        assert init["reason"].endswith("where peft's orthogonal init leaves rank 2: it has trained")
+    assert weights["state"] == "trained"
+
+
+def test_an_orthogonal_adapter_saved_in_bfloat16_is_still_at_init(tmp_path: Path) -> None:
+    """bfloat16 rounding lifts the rank-r/2 factors' other singular values to about 1e-3 of the largest: still at
+    init, not "trained"."""
+    inits, _, _ = _inits(_save(tmp_path / "bf16", _lora("orthogonal"), prepare=lambda base: base.to(torch.bfloat16)))
+    assert {init["at_init"] for init in inits.values()} == {True}, inits
+
+
+def test_a_nora_adapter_saved_untouched_is_at_init_and_one_trained_is_trained(tmp_path: Path) -> None:
+    """NoRA ("nora"): lora_A is kaiming_uniform with each column scaled to unit L2 norm; one of the two untouched
+    lora_A was "trained"."""
+    inits, findings, _ = _inits(_save(tmp_path / "untouched", _lora("nora")))
+    assert _labels(inits, "lora_A") == {"undetermined"} and _labels(inits, "lora_B") == {"zeros"}, inits
+    for name, init in inits.items():
+        if ".lora_A." in f".{name}":
+            assert init["at_init"] is True
+            assert init["reason"].startswith('adapter_config.json init_lora_weights="nora": still at its '
+                                             "initialization (each of its 32 columns has L2 norm 1 within ")
+    assert "trained" not in {init["label"] for init in inits.values()}
+
+    inits, _, _ = _inits(_save(tmp_path / "trained", _lora("nora"), steps=5))
+    assert _labels(inits, "lora_A") == {"trained"}, inits
+    assert all("where NoRA leaves each at 1: it has trained" in init["reason"]
+               for name, init in inits.items() if ".lora_A." in f".{name}")
+
+
+def test_a_mica_adapter_s_frozen_lora_b_is_undetermined_and_its_zero_lora_a_an_untrained_adapter(
+        tmp_path: Path) -> None:
+    """MiCA ("mica"): lora_B from the base weight's smallest singular vectors, frozen; lora_A zero. Untouched,
+    lora_B was "trained" and lora_A's zero "a layer that was never initialized or was zeroed"."""
+    inits, findings, data = _inits(_save(tmp_path / "untouched", _lora("mica")))
+    assert _labels(inits, "lora_B") == {"undetermined"} and _labels(inits, "lora_A") == {"zeros"}, inits
+    assert all("frozen there by peft: it never trains" in init["reason"]
+               for name, init in inits.items() if ".lora_B." in f".{name}")
+    zero = [f for f in findings if f["code"] == "all-zero"]
+    assert len(zero) == 2 and all(".lora_A." in f["tensor"] for f in zero), findings
+    assert zero[0]["hint"] == ('a PEFT adapter still at its initialization (adapter_config.json '
+                               'init_lora_weights="mica": MiCA starts lora_A at zero): it changes nothing; saved '
+                               "before training, or its updates were lost")
+    assert any('init_lora_weights="mica"' in warning for warning in data["warnings"])
+
+    inits, findings, _ = _inits(_save(tmp_path / "trained", _lora("mica"), steps=5))
+    assert _labels(inits, "lora_A") == {"trained"} and _labels(inits, "lora_B") == {"undetermined"}, inits
+    assert not [f for f in findings if f["code"] == "all-zero"]
+
+
+def test_init_lora_weights_false_expects_lora_b_where_nn_linear_draws_it(tmp_path: Path) -> None:
+    """init_lora_weights=False: peft skips its reset, lora_B stays as nn.Linear(r, out) drew it (kaiming_uniform,
+    U(±1/√r)), which was "trained" against a zero expected."""
+    inits, findings, _ = _inits(_save(tmp_path / "untouched", _lora(False)))
+    assert "trained" not in _labels(inits, "lora_B"), inits
+    for name, init in inits.items():
+        if ".lora_B." in f".{name}":
+            assert init["expected"]["label"] == "kaiming_uniform"
+            assert init["expected"]["params"]["bound"] == pytest.approx(0.5)  # 1/√r, r = 4
+            assert init["at_init"] is not False  # 128 values: at init, or too few to say
+    assert "untrained-tensor" not in {f["code"] for f in findings}
+
+
+def test_an_adalora_adapter_saved_untouched_is_not_trained(tmp_path: Path) -> None:
+    """AdaLoRA starts lora_A and lora_B at normal(0, 0.02) and lora_E at zero: its lora_B was "trained" (taken for
+    LoRA's zero lora_B) and lora_E's zero "a layer that was never initialized"."""
+    from peft import AdaLoraConfig
+
+    config = AdaLoraConfig(target_modules=TARGETS, total_step=10, init_r=4)
+    inits, findings, _ = _inits(_save(tmp_path / "untouched", config))
+    assert _labels(inits, "lora_B") == {"normal"} and _labels(inits, "lora_E") == {"zeros"}, inits
+    assert {init["at_init"] for init in inits.values()} == {True}
+    assert {f["hint"] for f in findings if f["code"] == "all-zero"} == {
+        "a PEFT adapter still at its initialization (peft's AdaLoRA starts lora_E (the singular values) at zero): it "
+        "changes nothing; saved before training, or its updates were lost"}
+
+    inits, _, _ = _inits(_save(tmp_path / "trained", config, steps=5))
+    assert {init["label"] for init in inits.values()} == {"trained"}, inits
+
+
+def test_a_lora_ga_adapter_is_undetermined_as_the_other_data_derived_schemes(tmp_path: Path) -> None:
+    """LoRA-GA ("lora_ga") sets both halves from the SVD of the loss's gradient on the base weights: what they
+    started at is not in the adapter."""
+    from peft import LoraGAConfig
+    from peft.tuners.lora.loraga import preprocess_loraga
+
+    config = _lora("lora_ga", lora_ga_config=LoraGAConfig())
+
+    def estimate_gradients(base: Any) -> None:
+        def train_step() -> None:
+            ids = torch.randint(0, 64, (2, 8))
+            base(input_ids=ids, labels=ids).loss.backward()
+
+        preprocess_loraga(base, config, train_step)
+
+    inits, _, weights = _inits(_save(tmp_path / "lora_ga", config, prepare=estimate_gradients))
+    assert {init["label"] for init in inits.values()} == {"undetermined"}, inits
+    assert all(init["reason"].startswith("lora_ga (set from the gradient of the loss on the base model's weights)")
+               for init in inits.values())
+    assert any('init_lora_weights="lora_ga"' in warning for warning in weights["warnings"])
+
