@@ -9,6 +9,8 @@ Each adapter is built with the installed peft (0.22) on a tiny seeded Llama and 
 - False leaves lora_B as nn.Linear draws it (kaiming_uniform): "trained" untouched.
 - AdaLoRA starts lora_B at normal(0, 0.02): "trained" untouched.
 - "lora_ga" sets both from the loss's gradient on the base weights: lora_A's and lora_B's verdicts were guesses.
+- PaCA's paca_indices differing between two adapters compared with --values: only a relative change of column
+  numbers, nothing said.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any
 import pytest
 import torch
 
-from tests.helpers import json_report
+from tests.helpers import json_report, run_cli
 
 TARGETS = ["q_proj", "v_proj"]
 
@@ -189,3 +191,41 @@ def test_a_lora_ga_adapter_is_undetermined_as_the_other_data_derived_schemes(tmp
                for init in inits.values())
     assert any('init_lora_weights="lora_ga"' in warning for warning in weights["warnings"])
 
+
+def _paca(out: Path, seed: int) -> Path:
+    from peft import PacaConfig, get_peft_model
+
+    base = _llama()
+    torch.manual_seed(seed)  # PaCA draws its columns at random
+    get_peft_model(base, PacaConfig(r=4, target_modules=TARGETS, init_weights=False)).save_pretrained(str(out))
+    return out
+
+
+def test_paca_adapters_with_other_indices_are_said_to_differ_under_values(tmp_path: Path) -> None:
+    """Two PaCA adapters that picked other input columns: --values reported the indices' relative change (a
+    difference of column numbers) and said nothing; the same adapter twice gets no note."""
+    from safetensors.torch import load_file
+
+    first, second = _paca(tmp_path / "a", 1), _paca(tmp_path / "b", 2)
+    indices = {seed: {name.split(".")[-2]: tensor.tolist() for name, tensor in
+                      load_file(str(folder / "adapter_model.safetensors")).items() if name.endswith("paca_indices")}
+               for seed, folder in ((1, first), (2, second))}
+    assert indices[1]["q_proj"] != indices[2]["q_proj"]
+
+    data = json_report("diff-keys", str(first), str(second), "--values")
+    notes = [note for note in data["notes"] if note.startswith("PaCA's paca_indices differ in 2 modules (")]
+    assert len(notes) == 1, data["notes"]
+    shared = len(set(indices[1]["q_proj"]) & set(indices[2]["q_proj"]))
+    q_columns = (f"base_model.model.model.layers.0.self_attn.q_proj: A trains input columns "
+                 f"{', '.join(map(str, indices[1]['q_proj']))}; B {', '.join(map(str, indices[2]['q_proj']))}; "
+                 f"{shared} of 4 the same")
+    assert q_columns in notes[0]
+    assert notes[0].endswith("the two adapters change different inputs there and do not mean the same thing; their "
+                             "paca_delta values are compared column by column over different inputs, and the "
+                             "indices' own difference is one of column numbers")
+
+    result = run_cli("diff-keys", str(first), str(second), "--values")
+    assert "PaCA's paca_indices differ in 2 modules" in " ".join(result.stdout.split())
+
+    data = json_report("diff-keys", str(first), str(_paca(tmp_path / "again", 1)), "--values")
+    assert not [note for note in data["notes"] if "paca_indices" in note], data["notes"]

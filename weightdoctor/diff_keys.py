@@ -7810,3 +7810,50 @@ def value_pairs(
             f"{counted(len(quantized), 'tensor')} of quantized GGUF (ggml) types not compared ({quantized[0]}"
             f"{', ...' if len(quantized) > 1 else ''}): weightdoctor reads the values of GGUF's {READ_TYPES_WORDS}; "
             "transformers' from_pretrained(folder, gguf_file=...) dequantizes the others")
+
+
+# A PaCA adapter's saved choice of input columns (peft 0.22: `<module>.paca_indices`, r integers): paca_delta's
+# column k updates input column paca_indices[k].
+_PACA_INDICES = re.compile(r"(^|\.)paca_indices$")
+_PACA_INDICES_READ = 65_536
+
+
+def paca_indices_note(a: Checkpoint, b: Checkpoint, rows: Sequence[ValueDiff],
+                      renames: Sequence[Rename] = ()) -> str | None:
+    """The note `diff-keys --values` adds where two PaCA adapters' paca_indices differ, or None: each paca_delta
+    column updates the input column its index names, so adapters that picked other columns do not mean the same
+    thing, and their paca_delta (and the indices' own ‖A−B‖, a difference of column numbers) compare nothing alike.
+
+    Example:
+        >>> paca_indices_note(a, b, compare_values(value_pairs(a, b, report))[0])          # doctest: +SKIP
+        "PaCA's paca_indices differ in 1 module (q_proj: A trains input columns 1, 5, 10, 26; B 1, 8, 13, 20) ..."
+
+    Args:
+        a, b: the two checkpoints, opened with their values.
+        rows: `compare_values`'s rows (B's names).
+        renames: the renames A's names were compared under, as `value_pairs` was given them.
+    """
+    # r indices a module (a header claiming millions is no PaCA choice of columns: not read a second time).
+    changed = [row.name for row in rows if not row.identical and _PACA_INDICES.search(row.name)
+               and b.tensor_info(row.name).num_params <= _PACA_INDICES_READ]
+    if not changed:
+        return None
+    new_to_old = {new: old for old, new in apply_renames((t.name for t in a.tensors), list(renames)).items()} \
+        if renames else {}
+
+    def columns(values: list[int]) -> str:
+        return ", ".join(map(str, values[:8])) + (f" … ({len(values):,} in all)" if len(values) > 8 else "")
+
+    shown = []
+    for name in changed[:3]:
+        indices_a = [int(v) for v in a.load_tensor(new_to_old.get(name, name)).reshape(-1).tolist()]
+        indices_b = [int(v) for v in b.load_tensor(name).reshape(-1).tolist()]
+        shared = len(set(indices_a) & set(indices_b))
+        module = _PACA_INDICES.sub("", name)
+        shown.append(f"{module}: A trains input columns {columns(indices_a)}; B {columns(indices_b)}; "
+                     f"{shared} of {len(indices_b):,} the same")
+    more = f"; and {len(changed) - 3:,} more" if len(changed) > 3 else ""
+    return (f"PaCA's paca_indices differ in {counted(len(changed), 'module')} ({'; '.join(shown)}{more}): each "
+            "paca_delta column updates the input column its index names, so the two adapters change different "
+            "inputs there and do not mean the same thing; their paca_delta values are compared column by column "
+            "over different inputs, and the indices' own difference is one of column numbers")

@@ -143,6 +143,10 @@ def run_diff_keys(
                     report.values, report.layers_changed_most = rows, layers
                     if rounding := cast_rounding_note(rows):
                         report.notes.append(rounding)
+                    from weightdoctor.diff_keys import paca_indices_note
+
+                    if paca := paca_indices_note(checkpoint_a, checkpoint_b, rows, value_renames):
+                        report.notes.append(paca)
                     from weightdoctor.changed_projections import changed_projections, changed_projections_note
 
                     shapes_b = {info.name: info.shape for info in checkpoint_b.tensors}
