@@ -67,10 +67,10 @@ def _labels(inits: dict[str, dict[str, Any]], part: str) -> set[str]:
     return {init["label"] for name, init in inits.items() if f".{part}." in f".{name}."}
 
 
-def _lora(init: Any, **extra: Any) -> Any:
+def _lora(init: Any, r: int = 4, **extra: Any) -> Any:
     from peft import LoraConfig
 
-    return LoraConfig(r=4, target_modules=TARGETS, init_lora_weights=init, **extra)
+    return LoraConfig(r=r, target_modules=TARGETS, init_lora_weights=init, **extra)
 
 
 def test_an_orthogonal_adapter_saved_untouched_is_at_init_and_one_trained_is_trained(tmp_path: Path) -> None:
@@ -111,13 +111,21 @@ def test_a_nora_adapter_saved_untouched_is_at_init_and_one_trained_is_trained(tm
         if ".lora_A." in f".{name}":
             assert init["at_init"] is True
             assert init["reason"].startswith('adapter_config.json init_lora_weights="nora": still at its '
-                                             "initialization (each of its 32 columns has L2 norm 1 within ")
+                                             "initialization (32 of its 32 columns read, each at L2 norm 1 within ")
     assert "trained" not in {init["label"] for init in inits.values()}
 
     inits, _, _ = _inits(_save(tmp_path / "trained", _lora("nora"), steps=5))
     assert _labels(inits, "lora_A") == {"trained"}, inits
     assert all("where NoRA leaves each at 1: it has trained" in init["reason"]
                for name, init in inits.items() if ".lora_A." in f".{name}")
+
+
+def test_a_nora_adapter_of_a_rank_above_the_rows_read_is_judged_by_its_columns(tmp_path: Path) -> None:
+    """r = 96: 64 of lora_A's 96 rows are read, so its columns' norms come from the whole columns read instead."""
+    inits, _, _ = _inits(_save(tmp_path / "untouched", _lora("nora", r=96)))
+    lora_a = [init for name, init in inits.items() if ".lora_A." in f".{name}"]
+    assert {init["at_init"] for init in lora_a} == {True}, lora_a
+    assert all("of its 32 columns read, each at L2 norm 1 within " in init["reason"] for init in lora_a)
 
 
 def test_a_mica_adapter_s_frozen_lora_b_is_undetermined_and_its_zero_lora_a_an_untrained_adapter(

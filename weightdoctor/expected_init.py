@@ -703,7 +703,8 @@ _STRUCTURE_SLACK_DEFAULT = 1e-4
 
 
 def structural_init(expected: ExpectedInit, shape: tuple[int, ...], dtype: str, rows: torch.Tensor | None,
-                    rows_complete: bool) -> tuple[InitResult, bool | None]:
+                    rows_complete: bool, cols: torch.Tensor | None = None,
+                    cols_complete: bool = False) -> tuple[InitResult, bool | None]:
     """Whether a peft LoRA half drawn by a structured scheme (`expected.params["structure"]`: "half_rank" for
     init_lora_weights="orthogonal", "unit_columns" for "nora") still has the structure it was drawn with.
 
@@ -722,6 +723,8 @@ def structural_init(expected: ExpectedInit, shape: tuple[int, ...], dtype: str, 
         dtype: the stored dtype, which sets the slack for its rounding.
         rows: whole rows of the tensor (`TensorSample.rows`), float32.
         rows_complete: whether `rows` holds entire rows.
+        cols, cols_complete: whole columns (`TensorSample.cols`, one a row) for NoRA's norms where `rows` is not
+            every row (r above the rows read).
     """
     import torch
 
@@ -735,13 +738,16 @@ def structural_init(expected: ExpectedInit, shape: tuple[int, ...], dtype: str, 
                     if dtype == name or bool((rows.to(narrow).double() == matrix).all())), dtype)
     slack = _STRUCTURE_SLACK.get(rounded, _STRUCTURE_SLACK_DEFAULT)
     if structure == "unit_columns":
-        if matrix.shape[0] != shape[0]:
+        if matrix.shape[0] == shape[0]:
+            norms = matrix.norm(dim=0)
+        elif cols is not None and cols_complete and cols.numel():
+            norms = cols.double().norm(dim=1)
+        else:
             return InitResult("undetermined", reason=f"{said}: its columns were not read whole"), None
-        norms = matrix.norm(dim=0)
         off = float((norms - 1).abs().max())
         if off <= slack:
-            return InitResult("undetermined", reason=f"{said}: still at its initialization (each of its "
-                              f"{shape[1]:,} columns has L2 norm 1 within {off:.1g})"), True
+            return InitResult("undetermined", reason=f"{said}: still at its initialization ({len(norms):,} "
+                              f"of its {shape[1]:,} columns read, each at L2 norm 1 within {off:.1g})"), True
         farthest = float(norms[(norms - 1).abs().argmax()])
         return InitResult("trained", reason=f"{said}: a column's L2 norm is {farthest:.4g}, where NoRA leaves each "
                           "at 1: it has trained"), False
