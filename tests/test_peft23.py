@@ -6,7 +6,7 @@ Each adapter is built with the installed peft (0.22) on a tiny seeded Llama and 
 - "nora" scales each column of lora_A to unit L2 norm: lora_A was "trained" untouched.
 - "mica" sets lora_B from the base weight's smallest singular vectors (and freezes it), lora_A at zero: lora_B was
   "trained" untouched, and lora_A's zero "a layer that was never initialized".
-- False leaves lora_B as nn.Linear draws it (kaiming_uniform): "trained" untouched.
+- False leaves lora_B as nn.Linear draws it (kaiming_uniform), lora_embedding_A as torch.randn: "trained" untouched.
 - AdaLoRA starts lora_B at normal(0, 0.02): "trained" untouched.
 - "lora_ga" sets both from the loss's gradient on the base weights: lora_A's and lora_B's verdicts were guesses.
 - PaCA's paca_indices differing between two adapters compared with --values: only a relative change of column
@@ -67,10 +67,10 @@ def _labels(inits: dict[str, dict[str, Any]], part: str) -> set[str]:
     return {init["label"] for name, init in inits.items() if f".{part}." in f".{name}."}
 
 
-def _lora(init: Any, r: int = 4, **extra: Any) -> Any:
+def _lora(init: Any, r: int = 4, target_modules: list[str] = TARGETS, **extra: Any) -> Any:
     from peft import LoraConfig
 
-    return LoraConfig(r=r, target_modules=TARGETS, init_lora_weights=init, **extra)
+    return LoraConfig(r=r, target_modules=target_modules, init_lora_weights=init, **extra)
 
 
 def test_an_orthogonal_adapter_saved_untouched_is_at_init_and_one_trained_is_trained(tmp_path: Path) -> None:
@@ -159,6 +159,15 @@ def test_init_lora_weights_false_expects_lora_b_where_nn_linear_draws_it(tmp_pat
             assert init["expected"]["params"]["bound"] == pytest.approx(0.5)  # 1/√r, r = 4
             assert init["at_init"] is not False  # 128 values: at init, or too few to say
     assert "untrained-tensor" not in {f["code"] for f in findings}
+
+
+def test_init_lora_weights_false_on_an_embedding_expects_peft_s_randn(tmp_path: Path) -> None:
+    """On an embedding, peft draws lora_embedding_A with torch.randn and, under False, leaves it so: it was "trained"
+    against the zero it holds by default."""
+    inits, _, _ = _inits(_save(tmp_path / "untouched", _lora(False, target_modules=["embed_tokens"])))
+    lora_a = inits["model.embed_tokens.lora_embedding_A"]
+    assert lora_a["label"] == "normal" and lora_a["at_init"] is True, lora_a
+    assert lora_a["expected"]["params"] == {"mean": 0.0, "std": 1.0}
 
 
 def test_an_adalora_adapter_saved_untouched_is_not_trained(tmp_path: Path) -> None:
