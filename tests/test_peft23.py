@@ -10,7 +10,7 @@ Each adapter is built with the installed peft (0.22) on a tiny seeded Llama and 
 - AdaLoRA starts lora_B at normal(0, 0.02): "trained" untouched.
 - "lora_ga" sets both from the loss's gradient on the base weights: lora_A's and lora_B's verdicts were guesses.
 - PaCA's paca_indices differing between two adapters compared with --values: only a relative change of column
-  numbers, nothing said.
+  numbers, nothing said; against a base, "compared by count" even under --values, which reads them.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 import torch
 
-from tests.helpers import json_report, run_cli
+from tests.helpers import json_report, run_cli, run_json
 
 TARGETS = ["q_proj", "v_proj"]
 
@@ -246,3 +246,48 @@ def test_paca_adapters_with_other_indices_are_said_to_differ_under_values(tmp_pa
 
     data = json_report("diff-keys", str(first), str(_paca(tmp_path / "again", 1)), "--values")
     assert not [note for note in data["notes"] if "paca_indices" in note], data["notes"]
+
+
+def test_a_paca_adapter_s_indices_past_its_base_s_input_features_are_an_error_under_values(tmp_path: Path) -> None:
+    """PaCA on down_proj of a Llama 64 wide inside, against one 32 wide inside: paca_delta (32 × 4) fits, and
+    PeftModel.from_pretrained loads the indices 45 and 48, which its forward then raises on. Headers alone cannot
+    tell (info, "compared by count"); --values read them and said nothing of it (exit 0)."""
+    import transformers
+    from peft import PacaConfig, PeftModel, get_peft_model
+    from safetensors.torch import load_file
+
+    def llama(intermediate: int) -> Any:
+        torch.manual_seed(0)
+        return transformers.LlamaForCausalLM(transformers.LlamaConfig(
+            vocab_size=64, hidden_size=32, intermediate_size=intermediate, num_hidden_layers=1,
+            num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=32))
+
+    base = llama(64)
+    torch.manual_seed(3)  # draws down_proj's columns 1, 19, 45, 48
+    adapter = tmp_path / "paca"
+    get_peft_model(base, PacaConfig(r=4, target_modules=["down_proj", "q_proj"], init_weights=False)) \
+        .save_pretrained(str(adapter))
+    llama(32).save_pretrained(tmp_path / "narrow")
+    saved = load_file(str(adapter / "adapter_model.safetensors"))
+    assert saved["base_model.model.model.layers.0.mlp.down_proj.paca_indices"].tolist() == [1, 19, 45, 48]
+    loaded = PeftModel.from_pretrained(llama(32), str(adapter))
+    with pytest.raises((IndexError, RuntimeError)):
+        loaded(input_ids=torch.tensor([[1, 2, 3]]))
+
+    code, data = run_json("diff-keys", str(adapter), str(tmp_path / "narrow"))
+    assert code == 0 and "compared by count, not value: a header holds no values" in data["notes"][0]
+
+    code, data = run_json("diff-keys", str(adapter), str(tmp_path / "narrow"), "--values")
+    assert code == 1
+    assert [entry["detail"] for entry in data["unexpected"] if entry["severity"] == "error"] == [
+        "PaCA on model.layers.0.mlp.down_proj: paca_indices names input columns 45, 48, outside the 32 of "
+        "model.layers.0.mlp.down_proj.weight (32×32 in B): PeftModel.from_pretrained loads it, and its forward and "
+        "merge_and_unload raise (index out of bounds)"]
+    assert "(PaCA's paca_indices, the input columns it trains, were read: 1 of 2 modules name a column outside " \
+        "their layer's in_features" in data["notes"][0]
+
+    llama(64).save_pretrained(tmp_path / "own")
+    code, data = run_json("diff-keys", str(adapter), str(tmp_path / "own"), "--values")
+    assert code == 0, data["unexpected"]
+    assert "(PaCA's paca_indices, the input columns it trains, were read: each of 2 modules names columns within " \
+        "its layer's in_features)" in data["notes"][0]
