@@ -7820,6 +7820,7 @@ PACA_INDICES_BY_COUNT = (" (PaCA's paca_indices, the input columns it trains, ar
 # column k updates input column paca_indices[k].
 _PACA_INDICES = re.compile(r"(^|\.)paca_indices$")
 _PACA_INDICES_READ = 65_536
+_INTEGER = ("int", "uint")
 
 
 def paca_indices_note(a: Checkpoint, b: Checkpoint, rows: Sequence[ValueDiff],
@@ -7839,7 +7840,8 @@ def paca_indices_note(a: Checkpoint, b: Checkpoint, rows: Sequence[ValueDiff],
     """
     # r indices a module (a header claiming millions is no PaCA choice of columns: not read a second time).
     changed = [row.name for row in rows if not row.identical and _PACA_INDICES.search(row.name)
-               and b.tensor_info(row.name).num_params <= _PACA_INDICES_READ]
+               and b.tensor_info(row.name).num_params <= _PACA_INDICES_READ
+               and row.dtype_a.startswith(_INTEGER) and row.dtype_b.startswith(_INTEGER)]
     if not changed:
         return None
     new_to_old = {new: old for old, new in apply_renames((t.name for t in a.tensors), list(renames)).items()} \
@@ -7884,8 +7886,8 @@ def check_paca_indices(report: DiffReport, a: Checkpoint, b: Checkpoint) -> None
             shape, held = b.tensor_info(weight).shape, a.tensor_info(issue.name)
         except KeyError:
             continue
-        if len(shape) != 2 or held.num_params > _PACA_INDICES_READ:
-            continue
+        if len(shape) != 2 or held.num_params > _PACA_INDICES_READ or not held.dtype.startswith(_INTEGER):
+            continue  # peft saves int64 indices: floats (NaN) are no column numbers
         columns = [int(v) for v in a.load_tensor(issue.name).reshape(-1).tolist()]
         read += 1
         outside = [v for v in columns if not 0 <= v < shape[1]]
