@@ -102,6 +102,23 @@ def test_an_orthogonal_adapter_saved_in_bfloat16_is_still_at_init(tmp_path: Path
     assert {init["at_init"] for init in inits.values()} == {True}, inits
 
 
+def test_an_orthogonal_lora_a_wider_than_the_columns_read_is_judged_on_those_read(tmp_path: Path) -> None:
+    """lora_A of down_proj with 9,000 inputs: the classifier reads 8,192 of each row's columns, whose rank is r/2 as
+    the whole matrix's: still at init (it was "undetermined" for want of whole rows)."""
+    import transformers
+    from peft import get_peft_model
+
+    torch.manual_seed(0)
+    base = transformers.LlamaForCausalLM(transformers.LlamaConfig(
+        vocab_size=64, hidden_size=32, intermediate_size=9000, num_hidden_layers=1, num_attention_heads=2,
+        num_key_value_heads=2, max_position_embeddings=32))
+    torch.manual_seed(1)
+    get_peft_model(base, _lora("orthogonal", target_modules=["down_proj"])).save_pretrained(str(tmp_path / "wide"))
+    inits, _, _ = _inits(tmp_path / "wide")
+    lora_a = inits["down_proj.lora_A.weight"]
+    assert lora_a["at_init"] is True and "still at its initialization (rank 2 of 4" in lora_a["reason"], lora_a
+
+
 def test_a_nora_adapter_saved_untouched_is_at_init_and_one_trained_is_trained(tmp_path: Path) -> None:
     """NoRA ("nora"): lora_A is kaiming_uniform with each column scaled to unit L2 norm; one of the two untouched
     lora_A was "trained"."""

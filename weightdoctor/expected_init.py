@@ -703,8 +703,7 @@ _STRUCTURE_SLACK_DEFAULT = 1e-4
 
 
 def structural_init(expected: ExpectedInit, shape: tuple[int, ...], dtype: str, rows: torch.Tensor | None,
-                    rows_complete: bool, cols: torch.Tensor | None = None,
-                    cols_complete: bool = False) -> tuple[InitResult, bool | None]:
+                    cols: torch.Tensor | None = None, cols_complete: bool = False) -> tuple[InitResult, bool | None]:
     """Whether a peft LoRA half drawn by a structured scheme (`expected.params["structure"]`: "half_rank" for
     init_lora_weights="orthogonal", "unit_columns" for "nora") still has the structure it was drawn with.
 
@@ -721,16 +720,17 @@ def structural_init(expected: ExpectedInit, shape: tuple[int, ...], dtype: str, 
         expected: the half's ExpectedInit from `peft_lora_init`.
         shape: the stored shape (r × in for lora_A, out × r for lora_B).
         dtype: the stored dtype, which sets the slack for its rounding.
-        rows: whole rows of the tensor (`TensorSample.rows`), float32.
-        rows_complete: whether `rows` holds entire rows.
+        rows: rows of the tensor (`TensorSample.rows`, float32): all of a row's values, or the same sampled
+            columns of each row beyond 8,192 (a rank-r/2 matrix's columns are of rank r/2 too, and each column of
+            NoRA's lora_A read whole where every row is read).
         cols, cols_complete: whole columns (`TensorSample.cols`, one a row) for NoRA's norms where `rows` is not
             every row (r above the rows read).
     """
     import torch
 
     structure, said = expected.params.get("structure"), expected.source  # the expected init is shown beside it
-    if rows is None or not rows_complete or len(shape) != 2 or rows.numel() == 0:
-        return InitResult("undetermined", reason=f"{said}: its structure was not checked (no whole rows read)"), None
+    if rows is None or len(shape) != 2 or rows.numel() == 0:
+        return InitResult("undetermined", reason=f"{said}: its structure was not checked (no rows read)"), None
     matrix = rows.double()
     # peft draws them in the base model's dtype and saves them in float32 (autocast_adapter_dtype): a bfloat16 base's
     # factors are bfloat16 values stored as float32, with bfloat16's rounding.
@@ -752,9 +752,9 @@ def structural_init(expected: ExpectedInit, shape: tuple[int, ...], dtype: str, 
         return InitResult("trained", reason=f"{said}: a column's L2 norm is {farthest:.4g}, where NoRA leaves each "
                           "at 1: it has trained"), False
     rank = min(shape)  # r: lora_A is r × in, lora_B out × r (a rank above in or out leaves the smaller)
-    if matrix.shape[0] < rank or rank < 2:
-        return InitResult("undetermined", reason=f"{said}: too few rows read ({matrix.shape[0]}) to see its "
-                          "rank"), None
+    if min(matrix.shape) < rank or rank < 2:
+        return InitResult("undetermined", reason=f"{said}: too few rows read ({matrix.shape[0]}×{matrix.shape[1]}) "
+                          "to see its rank"), None
     singular = torch.linalg.svdvals(matrix)
     top = float(singular[0])
     if top == 0:

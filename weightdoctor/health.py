@@ -1055,8 +1055,7 @@ def _tensor_health(result: StatsResult, want: ExpectedInit | None, initializer_r
         from weightdoctor.expected_init import structural_init
 
         init, structured = structural_init(want, tuple(info.shape), info.dtype, result.sample.rows,
-                                           result.sample.rows_complete, result.sample.cols,
-                                           result.sample.cols_complete)
+                                           result.sample.cols, result.sample.cols_complete)
     item = TensorHealth(info.name, list(info.shape), info.dtype, stats, init, want, None,
                         _histogram(result.sample.values, stats.min, stats.max))
     if (not stats.sampled and result.sample.values.numel() == stats.finite_count
