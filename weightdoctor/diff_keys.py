@@ -2362,9 +2362,7 @@ def adapter_fit(
                                  if match["part"] == "paca_indices"):
         # PeftModel.from_pretrained loads saved indices past a narrower layer's in_features (its checks are of r and
         # of paca_indices_pattern): the forward and merge_and_unload raise (index out of bounds).
-        checked += (" (PaCA's paca_indices, the input columns it trains, are compared by count, not value: a header "
-                    "holds no values, and an index at or above a layer's in_features, which PeftModel.from_pretrained "
-                    "loads, makes its forward and merge_and_unload raise)")
+        checked += PACA_INDICES_BY_COUNT
     for spectral in ("FourierFT", "WaveFT"):
         if spectral not in unshaped:
             continue
@@ -7834,3 +7832,105 @@ def value_pairs(
             f"{counted(len(quantized), 'tensor')} of quantized GGUF (ggml) types not compared ({quantized[0]}"
             f"{', ...' if len(quantized) > 1 else ''}): weightdoctor reads the values of GGUF's {READ_TYPES_WORDS}; "
             "transformers' from_pretrained(folder, gguf_file=...) dequantizes the others")
+
+
+# What the adapter note says of PaCA's indices from headers alone; `check_paca_indices` replaces it under --values.
+PACA_INDICES_BY_COUNT = (" (PaCA's paca_indices, the input columns it trains, are compared by count, not value: a "
+                         "header holds no values, and an index at or above a layer's in_features, which "
+                         "PeftModel.from_pretrained loads, makes its forward and merge_and_unload raise)")
+
+
+# A PaCA adapter's saved choice of input columns (peft 0.22: `<module>.paca_indices`, r integers): paca_delta's
+# column k updates input column paca_indices[k].
+_PACA_INDICES = re.compile(r"(^|\.)paca_indices$")
+_PACA_INDICES_READ = 65_536
+_INTEGER = ("int", "uint")
+
+
+def paca_indices_note(a: Checkpoint, b: Checkpoint, rows: Sequence[ValueDiff],
+                      renames: Sequence[Rename] = ()) -> str | None:
+    """The note `diff-keys --values` adds where two PaCA adapters' paca_indices differ, or None: each paca_delta
+    column updates the input column its index names, so adapters that picked other columns do not mean the same
+    thing, and their paca_delta (and the indices' own ‖A−B‖, a difference of column numbers) compare nothing alike.
+
+    Example:
+        >>> paca_indices_note(a, b, compare_values(value_pairs(a, b, report))[0])          # doctest: +SKIP
+        "PaCA's paca_indices differ in 1 module (q_proj: A trains input columns 1, 5, 10, 26; B 1, 8, 13, 20) ..."
+
+    Args:
+        a, b: the two checkpoints, opened with their values.
+        rows: `compare_values`'s rows (B's names).
+        renames: the renames A's names were compared under, as `value_pairs` was given them.
+    """
+    # r indices a module (a header claiming millions is no PaCA choice of columns: not read a second time).
+    changed = [row.name for row in rows if not row.identical and _PACA_INDICES.search(row.name)
+               and b.tensor_info(row.name).num_params <= _PACA_INDICES_READ
+               and row.dtype_a.startswith(_INTEGER) and row.dtype_b.startswith(_INTEGER)]
+    if not changed:
+        return None
+    new_to_old = {new: old for old, new in apply_renames((t.name for t in a.tensors), list(renames)).items()} \
+        if renames else {}
+
+    def columns(values: list[int]) -> str:
+        return ", ".join(map(str, values[:8])) + (f" … ({len(values):,} in all)" if len(values) > 8 else "")
+
+    shown = []
+    for name in changed[:3]:
+        indices_a = [int(v) for v in a.load_tensor(new_to_old.get(name, name)).reshape(-1).tolist()]
+        indices_b = [int(v) for v in b.load_tensor(name).reshape(-1).tolist()]
+        shared = len(set(indices_a) & set(indices_b))
+        module = _PACA_INDICES.sub("", name)
+        shown.append(f"{module}: A trains input columns {columns(indices_a)}; B {columns(indices_b)}; "
+                     f"{shared} of {len(indices_b):,} the same")
+    more = f"; and {len(changed) - 3:,} more" if len(changed) > 3 else ""
+    return (f"PaCA's paca_indices differ in {counted(len(changed), 'module')} ({'; '.join(shown)}{more}): each "
+            "paca_delta column updates the input column its index names, so the two adapters change different "
+            "inputs there and do not mean the same thing; their paca_delta values are compared column by column "
+            "over different inputs, and the indices' own difference is one of column numbers")
+
+
+def check_paca_indices(report: DiffReport, a: Checkpoint, b: Checkpoint) -> None:
+    """`diff-keys --values` of a PaCA adapter A against its base B: read the saved paca_indices of each module that
+    fits B and make an `error` of each that names an input column at or above its layer's in_features, or below 0
+    (PeftModel.from_pretrained loads it; the forward and merge_and_unload raise, index out of bounds). The adapter
+    note's "compared by count, not value" then says what the values showed. Changes `report` in place.
+
+    Example:
+        >>> check_paca_indices(report, adapter, base)                                          # doctest: +SKIP
+        >>> [i.detail for i in report.unexpected if i.severity == "error"]                     # doctest: +SKIP
+        ['PaCA on mlp.down_proj: paca_indices names input column 47, past the 32 of mlp.down_proj.weight ...']
+    """
+    checked = [(index, issue) for index, issue in enumerate(report.unexpected)
+               if issue.reason == "adapter" and issue.severity == "info" and _PACA_INDICES.search(issue.name)
+               and issue.detail.startswith("PaCA on ")]
+    read = bad = 0
+    for index, issue in checked:
+        weight = issue.detail.removeprefix("PaCA on ")
+        try:
+            shape, held = b.tensor_info(weight).shape, a.tensor_info(issue.name)
+        except KeyError:
+            continue
+        if len(shape) != 2 or held.num_params > _PACA_INDICES_READ or not held.dtype.startswith(_INTEGER):
+            continue  # peft saves int64 indices: floats (NaN) are no column numbers
+        columns = [int(v) for v in a.load_tensor(issue.name).reshape(-1).tolist()]
+        read += 1
+        outside = [v for v in columns if not 0 <= v < shape[1]]
+        if outside:
+            bad += 1
+            module = weight.removesuffix(".weight")
+            shown = ", ".join(map(str, outside[:4])) + (" …" if len(outside) > 4 else "")
+            report.unexpected[index] = KeyIssue(issue.name, "adapter", "error", (
+                f"PaCA on {module}: paca_indices names input {plural(len(outside), 'column')} {shown}, outside the "
+                f"{shape[1]:,} of {weight} ({shape[0]}×{shape[1]} in B): PeftModel.from_pretrained loads it, and "
+                "its forward and merge_and_unload raise (index out of bounds)"))
+    if not read:
+        return
+    said = (f" (PaCA's paca_indices, the input columns it trains, were read: {bad} of {counted(read, 'module')} "
+            "name a column outside their layer's in_features, which PeftModel.from_pretrained loads and the forward "
+            "and merge_and_unload then raise on)" if bad else
+            f" (PaCA's paca_indices, the input columns it trains, were read: each of {counted(read, 'module')} "
+            "names columns within its layer's in_features)")
+    report.notes = [note.replace(PACA_INDICES_BY_COUNT, said) for note in report.notes]
+    report.groups = group_issues(report)
+    found = set(report.severities())
+    report.worst_severity = max(found, key=severity_rank) if found else None

@@ -56,7 +56,23 @@ PEFT_LORA_HALF = re.compile(r"(^|\.)lora_(?P<half>[AB])(\.|$)")
 # the output activations' covariance (lora_B its eigenvectors V, lora_A Vᵀ·W): an untrained ASTRA adapter's lora_A
 # was "trained" (not kaiming_uniform). What they start at is the base model's, so the adapter alone cannot say
 # whether they trained.
-DATA_DERIVED_LORA_INIT = {"pissa": "AB", "olora": "AB", "corda": "AB", "loftq": "AB", "eva": "A", "astra": "AB"}
+# LoRA-GA ("lora_ga") sets both from the SVD of the loss's gradient on the base weights, and MiCA ("mica") lora_B
+# from the base weight's smallest singular vectors, which peft then freezes (lora_A starts at zero): an untrained
+# MiCA adapter's lora_B was "trained" (expected at zero).
+DATA_DERIVED_LORA_INIT = {"pissa": "AB", "olora": "AB", "corda": "AB", "loftq": "AB", "eva": "A", "astra": "AB",
+                          "lora_ga": "AB", "mica": "B"}
+# peft's schemes that draw LoRA halves at random in a way no per-tensor init describes, each with the structure that
+# tells one still at its initialization from one that has trained (`structural_init` tests it): "orthogonal" draws
+# lora_A (r × in) and lora_B (out × r) each of rank r/2, from two halves of one random orthogonal matrix so that
+# B·A = 0 (any step fills the rank in), and NoRA ("nora") scales each column of a kaiming_uniform lora_A to unit L2
+# norm (a step moves them off 1). Untouched, both were "trained": lora_B off its zero, lora_A off kaiming_uniform.
+STRUCTURED_LORA_INIT = {"orthogonal": ("AB", "half_rank"), "nora": ("A", "unit_columns")}
+# peft's lora_embedding_A / lora_embedding_B, which it draws from randn and (init_lora_weights not False) redraws.
+PEFT_LORA_EMBEDDING_HALF = re.compile(r"(^|\.)lora_embedding_(?P<half>[AB])(\.|$)")
+# AdaLoRA's SVD triplet (`<module>.lora_A`, `lora_E`, `lora_B`: peft's adalora/layer.py), drawn from randn and, unless
+# init_lora_weights is False, redrawn as lora_A and lora_B normal(0, 0.02) and lora_E zero: its lora_B was
+# "trained" (LoRA's lora_B starts at zero) in an adapter saved untouched.
+ADALORA_PART = re.compile(r"(^|\.)lora_(?P<part>[ABE])(\.|$)")
 # The factors of a LoHa (Hadamard product) or LoKr (Kronecker product) adapter, kohya/LyCORIS' `lora_unet_..._to_q.
 # hada_w2_a` and peft's `base_model.model....hada_w2_b`: each trainer starts one factor at zero so the product, the
 # adapter's update, is zero, but which one differs (LyCORIS: hada_w2_a, lokr_w2 or lokr_w2_b; peft: hada_w2_b, lokr_w1
@@ -435,28 +451,74 @@ def guess_default(info: TensorInfo, siblings: dict[str, TensorInfo]) -> Expected
 
 def peft_lora_init(setting: str | None, info: TensorInfo) -> ExpectedInit | None:
     """What a peft LoRA half starts at under an adapter_config.json `init_lora_weights` scheme other than the
-    default: normal(0, 1/r) for "gaussian"'s lora_A, an `other` init taken from the base model for the
-    data-derived schemes (`params["derived_from"]` says from what); None where the default rules hold.
+    default (`setting` as `structure.lora_init_setting` gives it): normal(0, 1/r) for "gaussian"'s lora_A, an `other`
+    init taken from the base model for the data-derived schemes (`params["derived_from"]` says from what), an
+    `other` init whose structure `structural_init` tests for "orthogonal" and "nora" (`params["structure"]`), the
+    modules' own defaults for False, AdaLoRA's normal(0, 0.02); None where the default rules hold.
 
     Example:
         >>> info = TensorInfo("m.q.lora_B.weight", (8, 4), ...)                       # doctest: +SKIP
         >>> peft_lora_init("pissa", info).params["derived_from"]                       # doctest: +SKIP
         "the base model's weights"
     """
+    if setting is not None and setting.startswith("adalora"):
+        return _adalora_init(setting, info)
+    if setting == "false" and (embedding := PEFT_LORA_EMBEDDING_HALF.search(info.name)) is not None:
+        # peft draws them with torch.randn and leaves them so when init_lora_weights is False.
+        return ExpectedInit("normal", {"mean": 0.0, "std": 1.0}, "adapter_config.json init_lora_weights=false: "
+                            f"peft's lora_embedding_{embedding['half']} as drawn, torch.randn", True)
     match = PEFT_LORA_HALF.search(info.name) if setting else None
     if match is None or setting is None:
         return None
     scheme = "pissa" if setting.startswith("pissa_niter_") else setting
     source = f'adapter_config.json init_lora_weights="{setting}"'
     if match["half"] in DATA_DERIVED_LORA_INIT.get(scheme, ""):
-        origin = {"eva": "the activations", "astra": "the activations and the base model's weights"}.get(
-            scheme, "the base model's weights")
+        origin = {"eva": "the activations", "astra": "the activations and the base model's weights",
+                  "lora_ga": "the gradient of the loss on the base model's weights",
+                  "mica": "the base model's weights (its smallest singular vectors), and frozen there by peft: it "
+                          "never trains"}.get(scheme, "the base model's weights")
         return ExpectedInit("other", {"function": f"{scheme} (set from {origin})", "derived_from": origin},
                             source, True)
+    if scheme == "mica" and match["half"] == "A":
+        return ExpectedInit("zeros", {"value": 0.0}, source + ": MiCA starts lora_A at zero", True)
+    halves, structure = STRUCTURED_LORA_INIT.get(scheme, ("", ""))
+    if match["half"] in halves and len(info.shape) == 2:
+        function = ("orthogonal (lora_A and lora_B drawn at rank r/2 each, B·A = 0)" if structure == "half_rank"
+                    else "nora (kaiming_uniform, each column scaled to unit L2 norm)")
+        return ExpectedInit("other", {"function": function, "structure": structure}, source, True)
+    fan = _fans_or_none(tuple(info.shape))
+    if scheme == "false" and match["half"] == "B" and fan is not None and fan[0]:
+        # peft leaves lora_B as nn.Linear / nn.Conv made it (reset_lora_parameters is not called): not at zero.
+        return ExpectedInit("kaiming_uniform", {"a": math.sqrt(5), "mode": "fan_in", "nonlinearity": "leaky_relu",
+                                                "gain": math.sqrt(1 / 3), "bound": 1.0 / math.sqrt(fan[0])},
+                            'adapter_config.json init_lora_weights=false: lora_B as its nn.Linear / nn.Conv starts, '
+                            "kaiming_uniform", True)
     if scheme == "gaussian" and match["half"] == "A" and len(info.shape) >= 2 and info.shape[0]:
         # peft: nn.init.normal_(lora_A, std=1 / r), and r is lora_A's first dimension (rank_pattern included).
         return ExpectedInit("normal", {"mean": 0.0, "std": 1 / info.shape[0]}, source + ": normal(0, 1/r)", True)
     return None
+
+
+def _fans_or_none(shape: tuple[int, ...]) -> tuple[int, int] | None:
+    from weightdoctor.init_classify import fans
+
+    return fans(shape) if all(shape) else None
+
+
+def _adalora_init(setting: str, info: TensorInfo) -> ExpectedInit | None:
+    """What peft's AdaLoRA starts `info` at: lora_A and lora_B normal(0, 0.02) and lora_E zero, or all three as
+    torch.randn drew them under init_lora_weights=false (`setting` "adalora_false"); None for another tensor."""
+    match = ADALORA_PART.search(info.name)
+    if match is None:
+        return None
+    if setting == "adalora_false":
+        return ExpectedInit("normal", {"mean": 0.0, "std": 1.0}, "peft's AdaLoRA with init_lora_weights=false: "
+                            f"lora_{match['part']} as drawn, torch.randn", True)
+    if match["part"] == "E":
+        return ExpectedInit("zeros", {"value": 0.0}, "peft's AdaLoRA starts lora_E (the singular values) at zero",
+                            True)
+    return ExpectedInit("normal", {"mean": 0.0, "std": 0.02},
+                        f"peft's AdaLoRA starts lora_{match['part']} at normal(0, 0.02)", True)
 
 
 def expected_inits(tensors: list[TensorInfo], config: dict[str, Any] | None) -> ExpectedInits:
@@ -631,3 +693,75 @@ def reconcile(found: InitResult, expected: ExpectedInit | None, count: int,
         return InitResult("trained", dict(found.params), family=found.family, reason=reason,
                           evidence=found.evidence)
     return found
+
+
+# How far from an untouched structure a stored factor may be and still be it: float32 keeps a rank-r/2 matrix's
+# other singular values under 1e-6 of its largest and a unit column's norm within 1e-6 of 1; bfloat16 rounds each
+# value by up to 2⁻⁹, which moves them to about 1e-3 (float16: 2⁻¹²). One optimiser step moves them further.
+_STRUCTURE_SLACK = {"bfloat16": 2e-2, "float16": 4e-3}
+_STRUCTURE_SLACK_DEFAULT = 1e-4
+
+
+def structural_init(expected: ExpectedInit, shape: tuple[int, ...], dtype: str, rows: torch.Tensor | None,
+                    cols: torch.Tensor | None = None, cols_complete: bool = False) -> tuple[InitResult, bool | None]:
+    """Whether a peft LoRA half drawn by a structured scheme (`expected.params["structure"]`: "half_rank" for
+    init_lora_weights="orthogonal", "unit_columns" for "nora") still has the structure it was drawn with.
+
+    Returns the init result and `at_init`: ("undetermined", True) with the reason when it still has it (no named
+    distribution describes the values, yet they are where peft put them), ("trained", False) when it has lost it,
+    ("undetermined", None) when the rows read cannot tell (a partial read, too few rows).
+
+    Example:
+        >>> a = torch.randn(4, 2) @ torch.linalg.qr(torch.randn(4, 4))[0][0::2]      # doctest: +SKIP
+        >>> structural_init(want, (4, 4), "float32", a, True)[1]                      # doctest: +SKIP
+        True
+
+    Args:
+        expected: the half's ExpectedInit from `peft_lora_init`.
+        shape: the stored shape (r × in for lora_A, out × r for lora_B).
+        dtype: the stored dtype, which sets the slack for its rounding.
+        rows: rows of the tensor (`TensorSample.rows`, float32): all of a row's values, or the same sampled
+            columns of each row beyond 8,192 (a rank-r/2 matrix's columns are of rank r/2 too, and each column of
+            NoRA's lora_A read whole where every row is read).
+        cols, cols_complete: whole columns (`TensorSample.cols`, one a row) for NoRA's norms where `rows` is not
+            every row (r above the rows read).
+    """
+    import torch
+
+    structure, said = expected.params.get("structure"), expected.source  # the expected init is shown beside it
+    if rows is None or len(shape) != 2 or rows.numel() == 0:
+        return InitResult("undetermined", reason=f"{said}: its structure was not checked (no rows read)"), None
+    matrix = rows.double()
+    # peft draws them in the base model's dtype and saves them in float32 (autocast_adapter_dtype): a bfloat16 base's
+    # factors are bfloat16 values stored as float32, with bfloat16's rounding.
+    rounded = next((name for name, narrow in (("bfloat16", torch.bfloat16), ("float16", torch.float16))
+                    if dtype == name or bool((rows.to(narrow).double() == matrix).all())), dtype)
+    slack = _STRUCTURE_SLACK.get(rounded, _STRUCTURE_SLACK_DEFAULT)
+    if structure == "unit_columns":
+        if matrix.shape[0] == shape[0]:
+            norms = matrix.norm(dim=0)
+        elif cols is not None and cols_complete and cols.numel():
+            norms = cols.double().norm(dim=1)
+        else:
+            return InitResult("undetermined", reason=f"{said}: its columns were not read whole"), None
+        off = float((norms - 1).abs().max())
+        if off <= slack:
+            return InitResult("undetermined", reason=f"{said}: still at its initialization ({len(norms):,} "
+                              f"of its {shape[1]:,} columns read, each at L2 norm 1 within {off:.1g})"), True
+        farthest = float(norms[(norms - 1).abs().argmax()])
+        return InitResult("trained", reason=f"{said}: a column's L2 norm is {farthest:.4g}, where NoRA leaves each "
+                          "at 1: it has trained"), False
+    rank = min(shape)  # r: lora_A is r × in, lora_B out × r (a rank above in or out leaves the smaller)
+    if min(matrix.shape) < rank or rank < 2:
+        return InitResult("undetermined", reason=f"{said}: too few rows read ({matrix.shape[0]}×{matrix.shape[1]}) "
+                          "to see its rank"), None
+    singular = torch.linalg.svdvals(matrix)
+    top = float(singular[0])
+    if top == 0:
+        return InitResult("undetermined", reason=f"{said}: all zero"), None
+    beyond = float(singular[rank // 2]) / top
+    if beyond <= slack:
+        return InitResult("undetermined", reason=f"{said}: still at its initialization (rank {rank // 2} of {rank}: "
+                          f"its singular values past the first {rank // 2} are {beyond:.1g} of the largest)"), True
+    return InitResult("trained", reason=f"{said}: rank {rank} (singular value {rank // 2 + 1} is {beyond:.2g} of the "
+                      f"largest), where peft's orthogonal init leaves rank {rank // 2}: it has trained"), False

@@ -303,7 +303,11 @@ def _tensor_findings(item: TensorHealth) -> list[Finding]:
     rotation = _ROTATION_ADAPTER.search(name) is not None
     lycoris_rotation = _LYCORIS_ROTATION.match(name) is not None
     glora = _GLORA_ZERO_FACTOR.match(name) is not None
-    if matrix and s.min == 0 == s.max and (lora_zero or zero_conv or rotation or lycoris_rotation or glora
+    # MiCA's lora_A, AdaLoRA's lora_E: where peft starts them, by the adapter's config (each was "a layer that was
+    # never initialized", or with its zero expected, no finding at all).
+    peft_zero = (item.expected is not None and item.expected.confident and item.expected.label == "zeros"
+                 and any(said in item.expected.source for said in ("init_lora_weights=", "AdaLoRA")))
+    if matrix and s.min == 0 == s.max and (lora_zero or zero_conv or rotation or lycoris_rotation or glora or peft_zero
                                            or not expected_constant) and not (s.nan or s.inf):
         if lycoris_rotation or glora:
             found.append(Finding("error", "all-zero", name, "the whole weight matrix is zero", (
@@ -327,6 +331,10 @@ def _tensor_findings(item: TensorHealth) -> list[Finding]:
             found.append(Finding("error", "all-zero", name, "the whole weight matrix is zero",
                                  f"{item.expected.source} starts it from {item.expected.params['derived_from']}, "
                                  "never at zero: it was zeroed, or its values were lost on save"))
+        elif peft_zero and item.expected is not None:
+            found.append(Finding("error", "all-zero", name, "the whole weight matrix is zero",
+                                 f"a PEFT adapter still at its initialization ({item.expected.source}): it changes "
+                                 "nothing; saved before training, or its updates were lost"))
         elif zero_conv:
             found.append(Finding("error", "all-zero", name, "the whole weight matrix is zero",
                                  "a ControlNet (or ControlNet-LLLite) zero convolution still at its initialization "
@@ -545,7 +553,7 @@ def pooled_spread(items: list[TensorHealth], frozen: frozenset[str] = frozenset(
         want, s = item.expected, item.stats
         if (len(item.shape) < 2 or not item.at_init or want is None or not want.confident
                 or item.dtype not in _EXPLODE_DTYPES or s.nan or s.inf or "derived_from" in want.params
-                or want.label == "orthogonal" or (s.sampled and want.zero_rows)):
+                or "structure" in want.params or want.label == "orthogonal" or (s.sampled and want.zero_rows)):
             continue
         # The padding rows the model zeroes after its init hold no draw of it. Under --sample the values read are
         # whole aligned blocks, none twice: at init, independent draws of it all the same (a sum of squares of
@@ -1041,12 +1049,19 @@ def _tensor_health(result: StatsResult, want: ExpectedInit | None, initializer_r
         # step, so "trained" (or a normal init) read from the adapter alone would be a guess.
         init = InitResult("undetermined", {"mean": stats.mean, "std": stats.std},
                           reason=f"{want.describe()}: not judged from the adapter alone")
+    structured: bool | None = None
+    if want is not None and "structure" in want.params and not (stats.nan or stats.inf):
+        # peft's "orthogonal" / NoRA halves fit no named init, untouched or not: their structure tells.
+        from weightdoctor.expected_init import structural_init
+
+        init, structured = structural_init(want, tuple(info.shape), info.dtype, result.sample.rows,
+                                           result.sample.cols, result.sample.cols_complete)
     item = TensorHealth(info.name, list(info.shape), info.dtype, stats, init, want, None,
                         _histogram(result.sample.values, stats.min, stats.max))
     if (not stats.sampled and result.sample.values.numel() == stats.finite_count
             and not info.name.endswith(_RUNNING_STATISTICS)):
         item.spike = spike_of(result.sample.values)
-    item.at_init = _still_at_init(item)
+    item.at_init = structured if want is not None and "structure" in want.params else _still_at_init(item)
     rows = result.sample.rows
     if (info.dtype == "float32" and item.at_init and want is not None and want.confident and want.label == "normal"
             and not want.params.get("mean") and rows is not None and result.sample.rows_complete

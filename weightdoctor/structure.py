@@ -926,12 +926,18 @@ def peft_adapter_config(checkpoint: Checkpoint) -> dict[str, Any] | None:
 
 
 def lora_init_setting(checkpoint: Checkpoint) -> str | None:
-    """A PEFT LoRA adapter's `init_lora_weights` when it names a scheme ("pissa", "olora", "gaussian", ...), or
-    None (the default, True; no LoRA adapter config beside the weights)."""
+    """A PEFT LoRA adapter's `init_lora_weights` when it names a scheme ("pissa", "olora", "gaussian", ...),
+    "false" for False (peft then leaves both halves at their modules' defaults), "adalora" / "adalora_false" for an
+    AdaLoRA adapter (its own init: lora_B is no zero there), or None (the default, True; no LoRA adapter config
+    beside the weights)."""
     data = peft_adapter_config(checkpoint)
-    if data is None or data.get("peft_type") != "LORA":
+    if data is None or data.get("peft_type") not in ("LORA", "ADALORA"):
         return None
-    value = data.get("init_lora_weights")
+    value = data.get("init_lora_weights", True)
+    if data.get("peft_type") == "ADALORA":
+        return "adalora" if value is not False else "adalora_false"
+    if value is False:
+        return "false"
     return value.lower() if isinstance(value, str) else None
 
 

@@ -143,6 +143,11 @@ def run_diff_keys(
                     report.values, report.layers_changed_most = rows, layers
                     if rounding := cast_rounding_note(rows):
                         report.notes.append(rounding)
+                    from weightdoctor.diff_keys import check_paca_indices, paca_indices_note
+
+                    if paca := paca_indices_note(checkpoint_a, checkpoint_b, rows, value_renames):
+                        report.notes.append(paca)
+                    check_paca_indices(report, checkpoint_a, checkpoint_b)
                     from weightdoctor.changed_projections import changed_projections, changed_projections_note
 
                     shapes_b = {info.name: info.shape for info in checkpoint_b.tensors}
