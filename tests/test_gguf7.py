@@ -1,12 +1,13 @@
-"""gguf7: the lattice-codebook types IQ2_XS, IQ2_S, IQ3_XXS, IQ3_S, IQ1_S and IQ1_M read dequantized as ggml's
-dequantize_row_* computes them: their grids checked against entries of ggml-common.h's expanded tables and
+"""gguf7: the lattice-codebook types IQ2_XS, IQ2_S, IQ3_XXS, IQ3_S, IQ1_S, IQ1_M and NVFP4 read dequantized as
+ggml's dequantize_row_* computes them: the grids checked against entries of ggml-common.h's expanded tables and
 ggml-quants.c's kgrid tables and pinned whole by checksum, every type's decoder against a scalar decoder written here
 from ggml-quants.c's loops (to the bit), against hand-built blocks, and end to end through inspect --stats and
-check-dtype on GGUF files written by the fixtures. NVFP4, Q1_0 and Q2_0 stay described from the header only."""
+check-dtype on GGUF files written by the fixtures. Q1_0 and Q2_0 stay described from the header only."""
 
 from __future__ import annotations
 
 import hashlib
+import math
 import struct
 from pathlib import Path
 
@@ -18,7 +19,11 @@ from tests.helpers import json_report
 
 F32 = np.float32
 IQ_TYPES = ("IQ2_XS", "IQ2_S", "IQ3_XXS", "IQ3_S", "IQ1_S", "IQ1_M")
-BLOCK_BYTES = {"IQ2_XS": 74, "IQ2_S": 82, "IQ3_XXS": 98, "IQ3_S": 110, "IQ1_S": 50, "IQ1_M": 56}
+NEW_TYPES = (*IQ_TYPES, "NVFP4")
+BLOCK_BYTES = {"IQ2_XS": 74, "IQ2_S": 82, "IQ3_XXS": 98, "IQ3_S": 110, "IQ1_S": 50, "IQ1_M": 56, "NVFP4": 36}
+BLOCK_VALUES = {kind: 64 if kind == "NVFP4" else 256 for kind in NEW_TYPES}
+# ggml-common.h's kvalues_fp4 (kvalues_mxfp4): FP4 (e2m1)'s 16 values doubled.
+FP4_DOUBLED = (0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12)
 
 # --- the grids -----------------------------------------------------------------------------------------------------
 
@@ -113,6 +118,16 @@ def scalar_dequantize(kind: str, raw: bytes) -> list[np.float32]:
     from weightdoctor.checkpoint.gguf_grids import IQ1S_GRID, IQ2S_GRID, IQ2XS_GRID, IQ3S_GRID, IQ3XXS_GRID
 
     out: list[np.float32] = []
+    if kind == "NVFP4":
+        for sub_block in range(4):
+            d = _ue4m3_half(raw[sub_block])
+            group = [F32(0)] * 16
+            for j in range(8):
+                byte = raw[4 + 8 * sub_block + j]
+                group[j] = F32(F32(FP4_DOUBLED[byte & 0x0F]) * d)
+                group[j + 8] = F32(F32(FP4_DOUBLED[byte >> 4]) * d)
+            out += group
+        return out
     if kind in ("IQ2_XS", "IQ2_S"):
         d = _half(raw, 0)
         scales = raw[66:74] if kind == "IQ2_XS" else raw[74:82]
@@ -187,6 +202,15 @@ def scalar_dequantize(kind: str, raw: bytes) -> list[np.float32]:
     return out
 
 
+def _ue4m3_half(code: int) -> np.float32:
+    """ggml's ggml_ue4m3_to_fp32: 0 for 0 and 0x7F, else (1 + m / 8) * 2**(e - 7) (m * 2**-9 for e = 0), halved."""
+    if code in (0, 0x7F):
+        return F32(0)
+    exponent, mantissa = (code >> 3) & 0xF, code & 7
+    raw = math.ldexp(mantissa, -9) if exponent == 0 else math.ldexp(1.0 + mantissa / 8.0, exponent - 7)
+    return F32(F32(raw) * F32(0.5))
+
+
 def _random_blocks(kind: str, count: int, seed: int) -> bytes:
     """Random bytes in every field, the fp16 d drawn finite (IQ1_M's, spread over its scale words' top nibbles, too)."""
     rng = np.random.default_rng(seed)
@@ -194,6 +218,8 @@ def _random_blocks(kind: str, count: int, seed: int) -> bytes:
     blocks = bytearray(rng.integers(0, 256, size=count * size, dtype=np.uint8).tobytes())
     for block in range(count):
         d = np.array([rng.normal(0, 0.01)], dtype="<f2").view("<u2")[0]
+        if kind == "NVFP4":
+            continue  # its scale bytes are any of their 256 values
         if kind == "IQ1_M":
             words = list(struct.unpack_from("<4H", blocks, block * size + 48))
             words = [(word & 0x0FFF) | (((int(d) >> (4 * w)) & 0xF) << 12) for w, word in enumerate(words)]
@@ -209,14 +235,14 @@ def _scalar_blocks(kind: str, raw: bytes) -> np.ndarray:
                     dtype=np.float32)
 
 
-@pytest.mark.parametrize("kind", IQ_TYPES)
-def test_every_iq_type_decodes_as_ggmls_loop_to_the_bit(kind: str) -> None:
+@pytest.mark.parametrize("kind", NEW_TYPES)
+def test_every_new_type_decodes_as_ggmls_loop_to_the_bit(kind: str) -> None:
     from weightdoctor.checkpoint.gguf_quants import dequantize
 
-    raw = _random_blocks(kind, 24, seed=IQ_TYPES.index(kind) + 70)
+    raw = _random_blocks(kind, 24, seed=NEW_TYPES.index(kind) + 70)
     got = dequantize(kind, raw)
     want = _scalar_blocks(kind, raw)
-    assert got.dtype == np.float32 and got.shape == (24 * 256,)
+    assert got.dtype == np.float32 and got.shape == (24 * BLOCK_VALUES[kind],)
     assert np.array_equal(got.view(np.uint32), want.view(np.uint32))  # bit for bit, signed zeros included
     assert len(np.unique(got)) > 50  # the random blocks reach many points, scales and signs
 
@@ -295,13 +321,29 @@ def test_hand_built_iq1_blocks() -> None:
     assert values[16:32].tolist() == [-2.1875] * 16 and values[32:].tolist() == [-0.4375] * 224
 
 
+def test_hand_built_nvfp4_blocks() -> None:
+    from weightdoctor.checkpoint.gguf_quants import dequantize
+
+    # Scale bytes: 0x38 (exponent 7, mantissa 0: 1, halved 0.5: the doubled levels become e2m1's own), 0x7F (e4m3's
+    # NaN: ggml reads 0), 0x01 (subnormal 2**-9, halved 2**-10), 0xFF (bit 7 ignored: 1.875 * 2**8 = 480, halved
+    # 240). Byte j of a sub-block holds value j's code (low) and value j + 8's (high): codes j and 15 - j.
+    codes = bytes(j | ((15 - j) << 4) for j in range(8))
+    values = dequantize("NVFP4", bytes([0x38, 0x7F, 0x01, 0xFF]) + codes * 4)
+    assert values[:16].tolist() == [0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, -6.0, -4.0, -3.0, -2.0, -1.5, -1.0, -0.5,
+                                    0.0]
+    assert not values[16:32].any()  # 0x7F: zeros
+    assert values[33] == 2.0 ** -10 and values[39] == 12 * 2.0 ** -10
+    assert values[48:64].tolist() == [240.0 * level for level in (0, 1, 2, 3, 4, 6, 8, 12, -12, -8, -6, -4, -3, -2,
+                                                                   -1, 0)]
+
+
 # --- end to end ----------------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("kind", IQ_TYPES)
-def test_inspect_stats_reads_the_iq_types_end_to_end(tmp_path: Path, kind: str) -> None:
+@pytest.mark.parametrize("kind", NEW_TYPES)
+def test_inspect_stats_reads_the_new_types_end_to_end(tmp_path: Path, kind: str) -> None:
     """A GGUF holding a 64 x 256 matrix of `kind`: inspect --stats --json gives it the statistics of the values ggml
     decodes, and check-dtype counts it read (before gguf7: null stats, 'not read' warnings, quantized_not_read 1)."""
-    raw = _random_blocks(kind, 64, seed=IQ_TYPES.index(kind) + 90)
+    raw = _random_blocks(kind, 16384 // BLOCK_VALUES[kind], seed=NEW_TYPES.index(kind) + 90)
     path = write_gguf(tmp_path / f"m.{kind}.gguf", llama_metadata(),
                       [Tensor("blk.0.attn_q.weight", [256, 64], kind, raw),
                        Tensor("blk.0.attn_norm.weight", [256], "F32", np.ones(256, np.float32).tobytes())])
@@ -337,10 +379,11 @@ def test_sampled_values_are_the_decoded_ones(tmp_path: Path) -> None:
     assert got.tolist() == _scalar_blocks("IQ3_S", raw)[positions.numpy()].tolist()
 
 
-def test_only_nvfp4_q1_0_q2_0_stay_unread() -> None:
+def test_only_q1_0_and_q2_0_stay_unread_of_the_file_types() -> None:
     from weightdoctor.checkpoint.gguf_format import DEQUANTIZED_TYPES, GGML_TYPES_BY_NAME, is_unread_dtype
 
-    assert set(IQ_TYPES) <= DEQUANTIZED_TYPES
-    assert not any(is_unread_dtype(kind) for kind in IQ_TYPES)
+    assert set(NEW_TYPES) <= DEQUANTIZED_TYPES
+    assert not any(is_unread_dtype(kind) for kind in NEW_TYPES)
     unread = {name for name in GGML_TYPES_BY_NAME if is_unread_dtype(name)}
-    assert unread == {"NVFP4", "Q1_0", "Q2_0", "Q8_1", "Q8_K"}, unread
+    # Q8_1 and Q8_K: intermediates of ggml's dot products, in no llama.cpp file type.
+    assert unread == {"Q1_0", "Q2_0", "Q8_1", "Q8_K"}, unread

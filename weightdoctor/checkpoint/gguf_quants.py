@@ -16,8 +16,9 @@ table-based IQ4_NL / IQ4_XS (`d * kvalues_iq4nl[q]`) are decoded the same way: e
 most two float32 products, as ggml's loops take them; so are the lattice-codebook types, a signed grid point times a
 step: IQ2_XXS (its 256-point grid kept here as ggml's generator packs it, a uint16 a point), IQ2_XS, IQ2_S, IQ3_XXS,
 IQ3_S and IQ1_S / IQ1_M (`(d * scale) * (level +- 0.125)`, the sum exact), their grids in `gguf_grids`. Q8_1 is not
-here: ggml has no dequantizer for it (an intermediate of its dot products; no llama.cpp file type stores it). NVFP4,
-Q1_0 and Q2_0 are not decoded (`gguf_format.DEQUANTIZED_TYPES` lists those that are).
+here: ggml has no dequantizer for it (an intermediate of its dot products; no llama.cpp file type stores it). NVFP4
+is MXFP4's levels under an unsigned e4m3 scale a 16 values (ggml_ue4m3_to_fp32, halved: exact), one product. Q1_0
+and Q2_0 are not decoded (`gguf_format.DEQUANTIZED_TYPES` lists those that are).
 """
 
 from __future__ import annotations
@@ -37,8 +38,8 @@ from weightdoctor.errors import CorruptCheckpoint, UnsupportedFormat
 if TYPE_CHECKING:
     import torch
 
-# Bytes of blocks read and decoded at a time: a chunk's float32 values are at most 256 / 54 * 4 = 19 times this
-# (TQ1_0, 1.69 bits a value), some 20 MB for a chunk of 1 MiB.
+# Bytes of blocks read and decoded at a time: a chunk's float32 values are at most 256 / 50 * 4 = 20.5 times this
+# (IQ1_S, 1.56 bits a value), some 21 MB for a chunk of 1 MiB.
 CHUNK_BYTES = 1 << 20
 # `values_at` reads the blocks of positions closer than this together, in spans of at most this many bytes.
 SPAN_BYTES = 1 << 20
@@ -268,6 +269,26 @@ def _iq2_xxs(blocks: np.ndarray) -> np.ndarray:
     return np.where(negative.astype(bool), -values, values).reshape(count, 256)
 
 
+def _ue4m3_half(codes: np.ndarray) -> np.ndarray:
+    """NVFP4's unsigned e4m3 scale bytes halved, as ggml's ggml_ue4m3_to_fp32 (the FP4 levels are doubled): exponent
+    bits 3-6 (bias 7), mantissa bits 0-2, bit 7 ignored; 0 and 0x7F (e4m3's NaN) are 0. Every value exact."""
+    exponent = ((codes >> 3) & 0x0F).astype(np.int32)
+    mantissa = (codes & 7).astype(np.int32)
+    # (1 + m / 8) * 2**(e - 7) = (8 + m) * 2**(e - 10); subnormal m * 2**-9; halved: one less in the exponent.
+    significand = np.where(exponent == 0, mantissa, mantissa + 8).astype(np.float32)
+    halved = np.ldexp(significand, np.where(exponent == 0, -10, exponent - 11)).astype(np.float32)
+    return np.where((codes == 0) | (codes == 0x7F), np.float32(0), halved).astype(np.float32)
+
+
+def _nvfp4(blocks: np.ndarray) -> np.ndarray:
+    # 4 ue4m3 scale bytes (one a sub-block of 16 values), then 32 bytes of 4-bit e2m1 codes (8 a sub-block, Q4_0's
+    # order within it): y = level * scale, the doubled FP4 levels of MXFP4 times the halved scale.
+    count = len(blocks)
+    codes = _low_high(blocks[:, 4:36].reshape(count * 4, 8)).reshape(count, 4, 16)
+    levels = MXFP4_LEVELS[codes].astype(np.float32)
+    return (levels * _ue4m3_half(blocks[:, 0:4])[:, :, None]).reshape(count, 64)
+
+
 def _signed(values: np.ndarray, sign_bytes: np.ndarray) -> np.ndarray:
     """`values` (..., 8) negated where bit j of the group's sign byte (...) is set, as ggml's `* (signs & kmask_iq2xs[j]
     ? -1.f : 1.f)` (an exact negation: -0 where the product is 0)."""
@@ -365,6 +386,7 @@ _DECODERS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "Q2_K": _q2_k, "Q3_K": _q3_k, "Q4_K": _q4_k, "Q5_K": _q5_k, "Q6_K": _q6_k,
     "TQ1_0": _tq1_0, "TQ2_0": _tq2_0, "IQ4_NL": _iq4_nl, "IQ4_XS": _iq4_xs, "MXFP4": _mxfp4, "IQ2_XXS": _iq2_xxs,
     "IQ2_XS": _iq2_xs, "IQ2_S": _iq2_s, "IQ3_XXS": _iq3_xxs, "IQ3_S": _iq3_s, "IQ1_S": _iq1_s, "IQ1_M": _iq1_m,
+    "NVFP4": _nvfp4,
 }
 assert set(_DECODERS) == DEQUANTIZED_TYPES
 
