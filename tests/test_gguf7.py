@@ -1,8 +1,9 @@
-"""gguf7: the lattice-codebook types IQ2_XS, IQ2_S, IQ3_XXS, IQ3_S, IQ1_S, IQ1_M and NVFP4 read dequantized as
-ggml's dequantize_row_* computes them: the grids checked against entries of ggml-common.h's expanded tables and
-ggml-quants.c's kgrid tables and pinned whole by checksum, every type's decoder against a scalar decoder written here
-from ggml-quants.c's loops (to the bit), against hand-built blocks, and end to end through inspect --stats and
-check-dtype on GGUF files written by the fixtures. Q1_0 and Q2_0 stay described from the header only."""
+"""gguf7: the lattice-codebook types IQ2_XS, IQ2_S, IQ3_XXS, IQ3_S, IQ1_S, IQ1_M, and NVFP4, Q1_0, Q2_0 read
+dequantized as ggml's dequantize_row_* computes them: the grids checked against entries of ggml-common.h's expanded
+tables and ggml-quants.c's kgrid tables and pinned whole by checksum, every type's decoder against a scalar decoder
+written here from ggml-quants.c's loops (to the bit), against hand-built blocks, and end to end through inspect
+--stats and check-dtype on GGUF files written by the fixtures. Only Q8_1 / Q8_K, in no llama.cpp file type, stay
+described from the header only."""
 
 from __future__ import annotations
 
@@ -19,9 +20,10 @@ from tests.helpers import json_report
 
 F32 = np.float32
 IQ_TYPES = ("IQ2_XS", "IQ2_S", "IQ3_XXS", "IQ3_S", "IQ1_S", "IQ1_M")
-NEW_TYPES = (*IQ_TYPES, "NVFP4")
-BLOCK_BYTES = {"IQ2_XS": 74, "IQ2_S": 82, "IQ3_XXS": 98, "IQ3_S": 110, "IQ1_S": 50, "IQ1_M": 56, "NVFP4": 36}
-BLOCK_VALUES = {kind: 64 if kind == "NVFP4" else 256 for kind in NEW_TYPES}
+NEW_TYPES = (*IQ_TYPES, "NVFP4", "Q1_0", "Q2_0")
+BLOCK_BYTES = {"IQ2_XS": 74, "IQ2_S": 82, "IQ3_XXS": 98, "IQ3_S": 110, "IQ1_S": 50, "IQ1_M": 56, "NVFP4": 36,
+               "Q1_0": 18, "Q2_0": 18}
+BLOCK_VALUES = {"NVFP4": 64, "Q1_0": 128, "Q2_0": 64, **{kind: 256 for kind in IQ_TYPES}}
 # ggml-common.h's kvalues_fp4 (kvalues_mxfp4): FP4 (e2m1)'s 16 values doubled.
 FP4_DOUBLED = (0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12)
 
@@ -118,6 +120,12 @@ def scalar_dequantize(kind: str, raw: bytes) -> list[np.float32]:
     from weightdoctor.checkpoint.gguf_grids import IQ1S_GRID, IQ2S_GRID, IQ2XS_GRID, IQ3S_GRID, IQ3XXS_GRID
 
     out: list[np.float32] = []
+    if kind == "Q1_0":
+        d = _half(raw, 0)
+        return [d if (raw[2 + j // 8] >> (j % 8)) & 1 else F32(-d) for j in range(128)]
+    if kind == "Q2_0":
+        d = _half(raw, 0)
+        return [F32(F32(((raw[2 + j // 4] >> (2 * (j % 4))) & 3) - 1) * d) for j in range(64)]
     if kind == "NVFP4":
         for sub_block in range(4):
             d = _ue4m3_half(raw[sub_block])
@@ -244,7 +252,8 @@ def test_every_new_type_decodes_as_ggmls_loop_to_the_bit(kind: str) -> None:
     want = _scalar_blocks(kind, raw)
     assert got.dtype == np.float32 and got.shape == (24 * BLOCK_VALUES[kind],)
     assert np.array_equal(got.view(np.uint32), want.view(np.uint32))  # bit for bit, signed zeros included
-    assert len(np.unique(got)) > 50  # the random blocks reach many points, scales and signs
+    # The random blocks reach many points, scales and signs (Q1_0: two values a block, +-d).
+    assert len(np.unique(got)) >= (40 if kind == "Q1_0" else 50)
 
 
 # --- hand-built blocks ---------------------------------------------------------------------------------------------
@@ -337,6 +346,19 @@ def test_hand_built_nvfp4_blocks() -> None:
                                                                    -1, 0)]
 
 
+def test_hand_built_q1_0_and_q2_0_blocks() -> None:
+    from weightdoctor.checkpoint.gguf_quants import dequantize
+
+    # Q1_0: d = 0.5; byte 0 = 0b10000001 (values 0 and 7 set: +d), byte 15 = 0xFF (values 120-127); the rest -d.
+    values = dequantize("Q1_0", _fp16(0.5) + bytes([0b10000001] + [0] * 14 + [0xFF]))
+    assert values[:8].tolist() == [0.5] + [-0.5] * 6 + [0.5]
+    assert values[8:120].tolist() == [-0.5] * 112 and values[120:].tolist() == [0.5] * 8
+    # Q2_0: d = 2; byte 0 = 0b11100100 holds codes 0, 1, 2, 3 for values 0-3 (-d, 0, d, 2 d: ggml's reference
+    # quantizer writes code 3 too, for a value of twice the block's largest magnitude only as clamped); the rest -d.
+    values = dequantize("Q2_0", _fp16(2.0) + bytes([0b11100100] + [0] * 15))
+    assert values[:4].tolist() == [-2.0, 0.0, 2.0, 4.0] and values[4:].tolist() == [-2.0] * 60
+
+
 # --- end to end ----------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("kind", NEW_TYPES)
@@ -379,11 +401,11 @@ def test_sampled_values_are_the_decoded_ones(tmp_path: Path) -> None:
     assert got.tolist() == _scalar_blocks("IQ3_S", raw)[positions.numpy()].tolist()
 
 
-def test_only_q1_0_and_q2_0_stay_unread_of_the_file_types() -> None:
+def test_every_file_type_is_decoded() -> None:
     from weightdoctor.checkpoint.gguf_format import DEQUANTIZED_TYPES, GGML_TYPES_BY_NAME, is_unread_dtype
 
     assert set(NEW_TYPES) <= DEQUANTIZED_TYPES
     assert not any(is_unread_dtype(kind) for kind in NEW_TYPES)
     unread = {name for name in GGML_TYPES_BY_NAME if is_unread_dtype(name)}
     # Q8_1 and Q8_K: intermediates of ggml's dot products, in no llama.cpp file type.
-    assert unread == {"Q1_0", "Q2_0", "Q8_1", "Q8_K"}, unread
+    assert unread == {"Q8_1", "Q8_K"}, unread

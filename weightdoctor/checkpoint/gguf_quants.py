@@ -17,8 +17,9 @@ most two float32 products, as ggml's loops take them; so are the lattice-codeboo
 step: IQ2_XXS (its 256-point grid kept here as ggml's generator packs it, a uint16 a point), IQ2_XS, IQ2_S, IQ3_XXS,
 IQ3_S and IQ1_S / IQ1_M (`(d * scale) * (level +- 0.125)`, the sum exact), their grids in `gguf_grids`. Q8_1 is not
 here: ggml has no dequantizer for it (an intermediate of its dot products; no llama.cpp file type stores it). NVFP4
-is MXFP4's levels under an unsigned e4m3 scale a 16 values (ggml_ue4m3_to_fp32, halved: exact), one product. Q1_0
-and Q2_0 are not decoded (`gguf_format.DEQUANTIZED_TYPES` lists those that are).
+is MXFP4's levels under an unsigned e4m3 scale a 16 values (ggml_ue4m3_to_fp32, halved: exact), one product; Q1_0 is
+a sign bit a value (+-d) and Q2_0 a 2-bit code ((q - 1) * d). Every type llama.cpp writes is decoded
+(`gguf_format.DEQUANTIZED_TYPES`); Q8_K, the other intermediate, is not.
 """
 
 from __future__ import annotations
@@ -269,6 +270,19 @@ def _iq2_xxs(blocks: np.ndarray) -> np.ndarray:
     return np.where(negative.astype(bool), -values, values).reshape(count, 256)
 
 
+def _q1_0(blocks: np.ndarray) -> np.ndarray:
+    # d, then 16 bytes of one bit a value (value j: bit j % 8 of byte j // 8): y = d where it is set, else -d.
+    bits = (blocks[:, 2:18, None] >> np.arange(8, dtype=np.uint8)) & 1
+    d = _half(blocks, 0)
+    return np.where(bits.reshape(len(blocks), 128).astype(bool), d, -d)
+
+
+def _q2_0(blocks: np.ndarray) -> np.ndarray:
+    # d, then 16 bytes of 2-bit codes (value j: bits 2 (j % 4), 2 (j % 4) + 1 of byte j // 4): y = (q - 1) * d.
+    codes = (blocks[:, 2:18, None] >> (2 * np.arange(4, dtype=np.uint8))) & 3
+    return (codes.reshape(len(blocks), 64).astype(np.int8) - 1).astype(np.float32) * _half(blocks, 0)
+
+
 def _ue4m3_half(codes: np.ndarray) -> np.ndarray:
     """NVFP4's unsigned e4m3 scale bytes halved, as ggml's ggml_ue4m3_to_fp32 (the FP4 levels are doubled): exponent
     bits 3-6 (bias 7), mantissa bits 0-2, bit 7 ignored; 0 and 0x7F (e4m3's NaN) are 0. Every value exact."""
@@ -386,7 +400,7 @@ _DECODERS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "Q2_K": _q2_k, "Q3_K": _q3_k, "Q4_K": _q4_k, "Q5_K": _q5_k, "Q6_K": _q6_k,
     "TQ1_0": _tq1_0, "TQ2_0": _tq2_0, "IQ4_NL": _iq4_nl, "IQ4_XS": _iq4_xs, "MXFP4": _mxfp4, "IQ2_XXS": _iq2_xxs,
     "IQ2_XS": _iq2_xs, "IQ2_S": _iq2_s, "IQ3_XXS": _iq3_xxs, "IQ3_S": _iq3_s, "IQ1_S": _iq1_s, "IQ1_M": _iq1_m,
-    "NVFP4": _nvfp4,
+    "NVFP4": _nvfp4, "Q1_0": _q1_0, "Q2_0": _q2_0,
 }
 assert set(_DECODERS) == DEQUANTIZED_TYPES
 
