@@ -80,7 +80,7 @@ def test_stats_and_check_dtype_read_plain_values_only(tmp_path: Path) -> None:
     assert stats["token_embd.weight"]["mean"] == pytest.approx(embedding.mean(), rel=1e-4, abs=1e-9)
     assert stats["token_embd.weight"]["std"] == pytest.approx(embedding.std(), rel=1e-4)
     assert stats["token_embd.weight"]["max"] == pytest.approx(float(embedding.max()))
-    assert stats["blk.0.attn_q.weight"] is None  # IQ2_S: not read, and said so
+    assert stats["blk.0.attn_q.weight"] is None  # Q8_1: not read, and said so
     assert any("quantized ggml types" in w and "not read" in w for w in report["warnings"])
     dtype = json_report("check-dtype", str(path))
     assert dtype["targets"]["fp16"]["verdict"] == "safe", dtype["targets"]["fp16"]
@@ -111,7 +111,7 @@ def test_load_tensor_gives_the_pytorch_layout(tmp_path: Path) -> None:
         assert tuple(dequantized.shape) == (128, 256) and str(dequantized.dtype) == "torch.float32"
         assert not dequantized.any()
     unread, _ = tiny_llama_gguf(tmp_path / "unread.gguf", seed=1, kinds=UNREAD_KINDS)
-    refused = "is IQ2_S, a quantized ggml type weightdoctor does not decode.*gguf_file="
+    refused = "is Q8_1, a quantized ggml type weightdoctor does not decode.*gguf_file="
     with open_checkpoint(str(unread)) as checkpoint, pytest.raises(UnsupportedFormat, match=refused):
         checkpoint.load_tensor("blk.0.attn_q.weight")
 
@@ -123,7 +123,7 @@ def test_diff_keys_compares_two_ggufs_and_the_values_it_can_read(tmp_path: Path)
     assert report["matched"] == report["total_a"] == report["total_b"] == 14
     assert report["missing"] == [] and report["unexpected"] == []
     reasons = {group["example"]: group["reason"] for group in report["groups"] if group["kind"] == "dtype"}
-    assert reasons["blk.0.attn_q.weight"] == "IQ2_S→float32" and reasons["blk.0.attn_v.weight"] == "IQ2_XS→float32"
+    assert reasons["blk.0.attn_q.weight"] == "Q8_1→float32" and reasons["blk.0.attn_v.weight"] == "Q8_K→float32"
     # --values compares what both sides hold as plain values (F16 / F32) and says what it left out.
     values = json_report("diff-keys", str(quantized), str(plain), "--values")
     compared = {row["name"]: row for row in values["values"]}

@@ -62,11 +62,11 @@ def test_verify_accepts_a_last_tensor_without_its_padding(tmp_path: Path) -> Non
 
 
 def test_check_dtype_memory_counts_quantized_tensors_dequantized_as_inspect_does(tmp_path: Path) -> None:
-    path, _ = tiny_llama_gguf(tmp_path / "tiny.IQ2_S.gguf", kinds=UNREAD_KINDS)
+    path, _ = tiny_llama_gguf(tmp_path / "tiny.Q8_1.gguf", kinds=UNREAD_KINDS)
     inspected = json_report("inspect", str(path))
     checked = json_report("check-dtype", str(path))
     params = inspected["num_params"]
-    # Every parameter at the target's width, the IQ2_S / IQ2_XS / IQ3_XXS ones included (floats once loaded).
+    # Every parameter at the target's width, the Q8_1 / Q8_K ones included (floats once loaded).
     assert inspected["memory"]["fp32"] == checked["memory_bytes"]["fp32"] == params * 4
     assert inspected["memory"]["fp16"] == checked["memory_bytes"]["fp16"] == params * 2
     assert checked["targets"]["bf16"]["memory_bytes"] == params * 2
@@ -77,7 +77,7 @@ def test_check_dtype_memory_counts_quantized_tensors_dequantized_as_inspect_does
     assert result.returncode == 0, result.stderr
     assert "10 left as they are (10 quantized GGUF tensors, not read)" in result.stdout
     assert "memory, with quantized GGUF tensors counted dequantized as from_pretrained(gguf_file=) loads them: " \
-           "stored 689.15 KB  fp32 3.12 MB" in result.stdout
+           "stored 1.16 MB  fp32 3.12 MB" in result.stdout
 
 
 def test_the_quantized_note_is_information_in_inspect_and_a_warning_where_values_are_read(tmp_path: Path) -> None:
@@ -85,16 +85,16 @@ def test_the_quantized_note_is_information_in_inspect_and_a_warning_where_values
     plain = run_subprocess("inspect", str(decoded), env={"COLUMNS": "400"})
     assert plain.returncode == 0 and "warning" not in plain.stderr, plain.stderr
     assert "Q4_K, Q6_K, Q8_0 tensors are read dequantized to float32, as ggml computes them" in plain.stdout
-    path, _ = tiny_llama_gguf(tmp_path / "tiny.IQ2_S.gguf", kinds=UNREAD_KINDS)
+    path, _ = tiny_llama_gguf(tmp_path / "tiny.Q8_1.gguf", kinds=UNREAD_KINDS)
     plain = run_subprocess("inspect", str(path), env={"COLUMNS": "400"})
     assert plain.returncode == 0 and "warning" not in plain.stderr, plain.stderr
-    assert "IQ2_S, IQ2_XS, IQ3_XXS tensors are described from the header, their values not decoded" in plain.stdout
+    assert "Q8_1, Q8_K tensors are described from the header, their values not decoded" in plain.stdout
     # The memory table counts them as the floats they load as, and says so (check-dtype's figures agree).
     assert "Memory for the weights, dequantized" in plain.stdout
     for command in (["inspect", "--stats"], ["check-dtype"]):
         result = run_subprocess(*command, str(path), env={"COLUMNS": "400"})
         assert result.returncode == 0, result.stderr
-        assert "warning: tiny.IQ2_S.gguf: GGUF tensors of quantized ggml types (IQ2_S, IQ2_XS, IQ3_XXS)" \
+        assert "warning: tiny.Q8_1.gguf: GGUF tensors of quantized ggml types (Q8_1, Q8_K)" \
             in result.stderr
     stats = json_report("inspect", "--stats", str(path))
     assert any("quantized ggml types" in w for w in stats["warnings"])

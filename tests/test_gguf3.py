@@ -109,10 +109,10 @@ def test_dtype_int8_or_int4_for_a_gguf_is_refused_in_one_line(tmp_path: Path) ->
 
 
 def test_check_dtype_on_a_quantized_gguf_says_what_its_verdicts_cover(tmp_path: Path) -> None:
-    path, _ = tiny_llama_gguf(tmp_path / "tiny.IQ2_S.gguf", kinds=UNREAD_KINDS)
+    path, _ = tiny_llama_gguf(tmp_path / "tiny.Q8_1.gguf", kinds=UNREAD_KINDS)
     code, report = run_json("check-dtype", str(path))
     assert code == 0
-    # 4 F32 / F16 tensors read (the norms and the embedding); 10 IQ2_S / IQ2_XS / IQ3_XXS matrices not
+    # 4 F32 / F16 tensors read (the norms and the embedding); 10 Q8_1 / Q8_K matrices not
     assert report["tensors_checked"] == 4 and report["quantized_not_read"] == 10
     assert report["quantized_dequantized"] == 0
     lines = report["recommendation"]["lines"]

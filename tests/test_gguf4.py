@@ -337,11 +337,11 @@ def test_unread_types_are_still_named_as_not_read(tmp_path: Path) -> None:
     report = json_report("check-dtype", str(path))
     assert report["quantized_not_read"] == 10 and report["quantized_dequantized"] == 0
     inspected = json_report("inspect", str(path))
-    assert inspected["gguf"]["values_note"].startswith("IQ2_S, IQ2_XS, IQ3_XXS tensors are described from the header")
-    mixed, _ = tiny_llama_gguf(tmp_path / "mixed.gguf", kinds=("Q4_K", "IQ2_XS", "Q8_0"))
+    assert inspected["gguf"]["values_note"].startswith("Q8_1, Q8_K tensors are described from the header")
+    mixed, _ = tiny_llama_gguf(tmp_path / "mixed.gguf", kinds=("Q4_K", "Q8_1", "Q8_0"))
     note = json_report("inspect", str(mixed))["gguf"]["values_note"]
     assert note.startswith("Q4_K, Q8_0 tensors are read dequantized to float32") and \
-        "; IQ2_XS tensors are described from the header, their values not decoded" in note
+        "; Q8_1 tensors are described from the header, their values not decoded" in note
 
 
 def test_diff_keys_values_compares_a_quantized_copy_with_its_source(tmp_path: Path) -> None:

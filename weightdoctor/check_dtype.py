@@ -1017,7 +1017,7 @@ def recommend(
     `has_config`: a config.json beside the weights (a transformers model), whose `from_pretrained` loads every
     tensor at one dtype: the fp32 ones a `--keep-fp32` kept included. `revision` and `key`: the Hub revision and
     the state dict inside a training checkpoint that were read; the commands read the same. `quantized_not_read`:
-    a GGUF's quantized tensors (IQ2_XS, ...), whose values were not read though they load as floats: each verdict
+    a GGUF's quantized tensors (Q8_1, ...), whose values were not read though they load as floats: each verdict
     says it covers the tensors read alone. `quantized_dequantized`: a GGUF's quantized tensors (Q4_K, ...) read as
     the float32 values ggml decodes: said once, since their verdicts are of those values.
     """

@@ -7789,7 +7789,7 @@ def value_pairs(
     names_a = {t.name for t in a.tensors}
     from weightdoctor.checkpoint.gguf_format import READ_TYPES_WORDS, is_dequantized_dtype, is_unread_dtype
 
-    quantized: list[str] = []  # a GGUF's IQ2_XS, ... on either side: blocks of scales and codes, not values read
+    quantized: list[str] = []  # a GGUF's Q8_1, ... on either side: blocks of scales and codes, not values read
     dequantized: list[str] = []  # a GGUF's Q4_K, ...: compared as the float32 values ggml decodes
     placeholders: list[str] = []  # fairseq's `_float_tensor`: uninitialized memory, different in every save
     for info in b.tensors:

@@ -151,11 +151,13 @@ def is_quantized_dtype(dtype: str) -> bool:
 
 # The block types whose values weightdoctor reads, dequantized to float32 as ggml does (`gguf_quants`): the legacy
 # 32-value types, the K-quants (Q2_K ... Q6_K, every one of llama.cpp's Q*_K_S / _M / _L files), the ternary TQ1_0 /
-# TQ2_0 (BitNet b1.58, TriLMs), MXFP4 (gpt-oss), the table-based IQ4_NL / IQ4_XS and IQ2_XXS (its 256-point grid).
-# The others (the lattice-codebook IQ1_S, IQ1_M, IQ2_XS, IQ2_S, IQ3_XXS, IQ3_S; NVFP4, Q1_0, Q2_0) are described from
-# the header only; Q8_1 has no dequantizer in ggml (no file type stores it).
+# TQ2_0 (BitNet b1.58, TriLMs), MXFP4 (gpt-oss) and NVFP4, the table-based IQ4_NL / IQ4_XS, the lattice-codebook
+# IQ1_S, IQ1_M, IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS, IQ3_S (their grids of 256 to 2,048 points: `gguf_grids`) and the 1-
+# and 2-bit Q1_0 / Q2_0: every type a llama.cpp file type stores. Q8_1 (ggml has no dequantizer for it) and Q8_K,
+# intermediates of ggml's dot products, are described from the header only.
 DEQUANTIZED_TYPES = frozenset({"Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K",
-                               "TQ1_0", "TQ2_0", "MXFP4", "IQ4_NL", "IQ4_XS", "IQ2_XXS"})
+                               "TQ1_0", "TQ2_0", "MXFP4", "IQ4_NL", "IQ4_XS", "IQ2_XXS", "IQ2_XS", "IQ2_S",
+                               "IQ3_XXS", "IQ3_S", "IQ1_S", "IQ1_M", "NVFP4", "Q1_0", "Q2_0"})
 
 
 def is_dequantized_dtype(dtype: str) -> bool:
@@ -164,7 +166,7 @@ def is_dequantized_dtype(dtype: str) -> bool:
 
 
 def is_unread_dtype(dtype: str) -> bool:
-    """Whether `dtype` is a ggml block type whose values weightdoctor does not read (IQ2_XS, NVFP4, ...)."""
+    """Whether `dtype` is a ggml block type whose values weightdoctor does not read (Q8_1, Q8_K)."""
     return is_quantized_dtype(dtype) and dtype not in DEQUANTIZED_TYPES
 
 

@@ -13,11 +13,13 @@ replaced since is refused, never read past its end.
 
 The ternary TQ1_0 / TQ2_0 (`(t - 1) * d`), MXFP4 (a power-of-two e8m0 scale times a doubled e2m1 value) and the
 table-based IQ4_NL / IQ4_XS (`d * kvalues_iq4nl[q]`) are decoded the same way: each value one exact widening and at
-most two float32 products, as ggml's loops take them; so is IQ2_XXS, whose 256-point grid is kept as ggml's
-generator packs it (a uint16 a point). Q8_1 is not here: ggml has no dequantizer for it (an intermediate of its dot
-products; no llama.cpp file type stores it). The other lattice-codebook IQ types (IQ1_S, IQ1_M, IQ2_XS, IQ2_S,
-IQ3_XXS, IQ3_S, whose grids are tables of 256 to 2,048 points not checked here) and NVFP4, Q1_0, Q2_0 are not decoded
-(`gguf_format.DEQUANTIZED_TYPES` lists those that are).
+most two float32 products, as ggml's loops take them; so are the lattice-codebook types, a signed grid point times a
+step: IQ2_XXS (its 256-point grid kept here as ggml's generator packs it, a uint16 a point), IQ2_XS, IQ2_S, IQ3_XXS,
+IQ3_S and IQ1_S / IQ1_M (`(d * scale) * (level +- 0.125)`, the sum exact), their grids in `gguf_grids`. Q8_1 is not
+here: ggml has no dequantizer for it (an intermediate of its dot products; no llama.cpp file type stores it). NVFP4
+is MXFP4's levels under an unsigned e4m3 scale a 16 values (ggml_ue4m3_to_fp32, halved: exact), one product; Q1_0 is
+a sign bit a value (+-d) and Q2_0 a 2-bit code ((q - 1) * d). Every type llama.cpp writes is decoded
+(`gguf_format.DEQUANTIZED_TYPES`); Q8_K, the other intermediate, is not.
 """
 
 from __future__ import annotations
@@ -30,14 +32,15 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from weightdoctor.checkpoint.gguf_format import DEQUANTIZED_TYPES, GGML_TYPES_BY_NAME
+from weightdoctor.checkpoint.gguf_grids import IQ1S_GRID, IQ2S_GRID, IQ2XS_GRID, IQ3S_GRID, IQ3XXS_GRID
 from weightdoctor.checkpoint.model import TensorInfo
 from weightdoctor.errors import CorruptCheckpoint, UnsupportedFormat
 
 if TYPE_CHECKING:
     import torch
 
-# Bytes of blocks read and decoded at a time: a chunk's float32 values are at most 256 / 54 * 4 = 19 times this
-# (TQ1_0, 1.69 bits a value), some 20 MB for a chunk of 1 MiB.
+# Bytes of blocks read and decoded at a time: a chunk's float32 values are at most 256 / 50 * 4 = 20.5 times this
+# (IQ1_S, 1.56 bits a value), some 21 MB for a chunk of 1 MiB.
 CHUNK_BYTES = 1 << 20
 # `values_at` reads the blocks of positions closer than this together, in spans of at most this many bytes.
 SPAN_BYTES = 1 << 20
@@ -267,10 +270,137 @@ def _iq2_xxs(blocks: np.ndarray) -> np.ndarray:
     return np.where(negative.astype(bool), -values, values).reshape(count, 256)
 
 
+def _q1_0(blocks: np.ndarray) -> np.ndarray:
+    # d, then 16 bytes of one bit a value (value j: bit j % 8 of byte j // 8): y = d where it is set, else -d.
+    bits = (blocks[:, 2:18, None] >> np.arange(8, dtype=np.uint8)) & 1
+    d = _half(blocks, 0)
+    return np.where(bits.reshape(len(blocks), 128).astype(bool), d, -d)
+
+
+def _q2_0(blocks: np.ndarray) -> np.ndarray:
+    # d, then 16 bytes of 2-bit codes (value j: bits 2 (j % 4), 2 (j % 4) + 1 of byte j // 4): y = (q - 1) * d.
+    codes = (blocks[:, 2:18, None] >> (2 * np.arange(4, dtype=np.uint8))) & 3
+    return (codes.reshape(len(blocks), 64).astype(np.int8) - 1).astype(np.float32) * _half(blocks, 0)
+
+
+def _ue4m3_half(codes: np.ndarray) -> np.ndarray:
+    """NVFP4's unsigned e4m3 scale bytes halved, as ggml's ggml_ue4m3_to_fp32 (the FP4 levels are doubled): exponent
+    bits 3-6 (bias 7), mantissa bits 0-2, bit 7 ignored; 0 and 0x7F (e4m3's NaN) are 0. Every value exact."""
+    exponent = ((codes >> 3) & 0x0F).astype(np.int32)
+    mantissa = (codes & 7).astype(np.int32)
+    # (1 + m / 8) * 2**(e - 7) = (8 + m) * 2**(e - 10); subnormal m * 2**-9; halved: one less in the exponent.
+    significand = np.where(exponent == 0, mantissa, mantissa + 8).astype(np.float32)
+    halved = np.ldexp(significand, np.where(exponent == 0, -10, exponent - 11)).astype(np.float32)
+    return np.where((codes == 0) | (codes == 0x7F), np.float32(0), halved).astype(np.float32)
+
+
+def _nvfp4(blocks: np.ndarray) -> np.ndarray:
+    # 4 ue4m3 scale bytes (one a sub-block of 16 values), then 32 bytes of 4-bit e2m1 codes (8 a sub-block, Q4_0's
+    # order within it): y = level * scale, the doubled FP4 levels of MXFP4 times the halved scale.
+    count = len(blocks)
+    codes = _low_high(blocks[:, 4:36].reshape(count * 4, 8)).reshape(count, 4, 16)
+    levels = MXFP4_LEVELS[codes].astype(np.float32)
+    return (levels * _ue4m3_half(blocks[:, 0:4])[:, :, None]).reshape(count, 64)
+
+
+def _signed(values: np.ndarray, sign_bytes: np.ndarray) -> np.ndarray:
+    """`values` (..., 8) negated where bit j of the group's sign byte (...) is set, as ggml's `* (signs & kmask_iq2xs[j]
+    ? -1.f : 1.f)` (an exact negation: -0 where the product is 0)."""
+    negative = ((sign_bytes[..., None] >> np.arange(8, dtype=np.uint8)) & 1).astype(bool)
+    return np.where(negative, -values, values)
+
+
+def _iq2_steps(d: np.ndarray, scales: np.ndarray) -> np.ndarray:
+    """IQ2_XS / IQ2_S's step of each group of 8 (n, 8, 4): sub-block s's scale byte holds groups 0-1's 4-bit scale
+    low and groups 2-3's high, the step (d * (0.5 + scale)) * 0.25."""
+    nibbles = np.stack([scales & 0x0F, scales >> 4], axis=2).astype(np.float32)  # (n, 8, 2)
+    steps = (d[:, :, None] * (nibbles + np.float32(0.5))) * np.float32(0.25)
+    return np.repeat(steps, 2, axis=2)
+
+
+def _iq2_xs(blocks: np.ndarray) -> np.ndarray:
+    # d, 32 uint16 (group g of 8 values: a 9-bit grid index, then a 7-bit sign index of even parity, as IQ2_XXS's),
+    # 8 bytes of two 4-bit scales: y = step * level, negated by the sign bits.
+    count = len(blocks)
+    words = np.ascontiguousarray(blocks[:, 2:66]).view("<u2").reshape(count, 8, 4)
+    steps = _iq2_steps(_half(blocks, 0), blocks[:, 66:74])
+    values = steps[..., None] * IQ2XS_GRID[words & 511].astype(np.float32)
+    return _signed(values, _EVEN_SIGNS[words >> 9]).reshape(count, 256)
+
+
+def _iq2_s(blocks: np.ndarray) -> np.ndarray:
+    # d, 32 bytes of grid indices' low 8 bits, 32 sign bytes (bit j: value j of the group), 8 bytes of their top 2
+    # bits (group l of sub-block s: bits 2l, 2l + 1 of byte s), 8 bytes of scales as IQ2_XS's.
+    count = len(blocks)
+    low = blocks[:, 2:34].reshape(count, 8, 4).astype(np.uint16)
+    tops = (blocks[:, 66:74, None] >> (2 * np.arange(4, dtype=np.uint8))) & 3  # (n, 8, 4)
+    steps = _iq2_steps(_half(blocks, 0), blocks[:, 74:82])
+    values = steps[..., None] * IQ2S_GRID[low | (tops.astype(np.uint16) << 8)].astype(np.float32)
+    return _signed(values, blocks[:, 34:66].reshape(count, 8, 4)).reshape(count, 256)
+
+
+def _iq3_xxs(blocks: np.ndarray) -> np.ndarray:
+    # d, 64 bytes of grid indices (4 values each: two to a group of 8), 8 uint32 of four 7-bit sign indices (bits
+    # 7 l ..) and a 4-bit scale (bits 28-31): y = ((d * (0.5 + scale)) * 0.5) * level, negated by the sign bits.
+    count = len(blocks)
+    words = np.ascontiguousarray(blocks[:, 66:98]).view("<u4")  # (n, 8)
+    step = (_half(blocks, 0) * ((words >> 28).astype(np.float32) + np.float32(0.5))) * np.float32(0.5)
+    signs = _EVEN_SIGNS[(words[:, :, None] >> (7 * np.arange(4, dtype=np.uint32))) & 127]  # (n, 8, 4)
+    levels = IQ3XXS_GRID[blocks[:, 2:66].reshape(count, 8, 8)].reshape(count, 8, 4, 8).astype(np.float32)
+    return _signed(step[:, :, None, None] * levels, signs).reshape(count, 256)
+
+
+def _iq3_s(blocks: np.ndarray) -> np.ndarray:
+    # d, 64 bytes of grid indices' low 8 bits (8 a sub-block), 8 bytes of their ninth bits (bit k of byte s: index k
+    # of sub-block s), 32 sign bytes (4 a sub-block), 4 bytes of two 4-bit scales (sub-block 2 b low, 2 b + 1 high):
+    # y = (d * (1 + 2 scale)) * level, negated by the sign bits.
+    count = len(blocks)
+    ninth = (blocks[:, 66:74, None] >> np.arange(8, dtype=np.uint8)) & 1  # (n, 8, 8)
+    indices = blocks[:, 2:66].reshape(count, 8, 8).astype(np.uint16) | (ninth.astype(np.uint16) << 8)
+    scales = np.stack([blocks[:, 106:110] & 0x0F, blocks[:, 106:110] >> 4], axis=2).reshape(count, 8)
+    step = _half(blocks, 0) * (scales.astype(np.float32) * np.float32(2) + np.float32(1))  # 1 + 2 scale: exact
+    levels = IQ3S_GRID[indices].reshape(count, 8, 4, 8).astype(np.float32)
+    return _signed(step[:, :, None, None] * levels, blocks[:, 74:106].reshape(count, 8, 4)).reshape(count, 256)
+
+
+def _iq1_s(blocks: np.ndarray) -> np.ndarray:
+    # d, 32 bytes of grid indices' low 8 bits, 8 uint16 (sub-block s: the indices' top 3 bits at bits 3 l .., a
+    # 3-bit scale at bits 12-14, the shift's sign at bit 15): y = (d * (2 scale + 1)) * (level + shift), level in
+    # -1, 0, 1 and the shift +-0.125 (IQ1S_DELTA).
+    count = len(blocks)
+    high = np.ascontiguousarray(blocks[:, 34:50]).view("<u2")  # (n, 8)
+    tops = (high[:, :, None] >> (3 * np.arange(4, dtype=np.uint16))) & 7  # (n, 8, 4)
+    indices = blocks[:, 2:34].reshape(count, 8, 4).astype(np.uint16) | (tops << 8)
+    step = _half(blocks, 0) * (((high >> 12) & 7).astype(np.float32) * np.float32(2) + np.float32(1))
+    shift = np.where(high & 0x8000, np.float32(-0.125), np.float32(0.125)).astype(np.float32)
+    levels = IQ1S_GRID[indices].astype(np.float32) + shift[:, :, None, None]  # exact: k / 8 for small k
+    return (step[:, :, None, None] * levels).reshape(count, 256)
+
+
+def _iq1_m(blocks: np.ndarray) -> np.ndarray:
+    # 32 bytes of grid indices' low 8 bits, 16 bytes of a nibble a group of 8 (group 2 m low, 2 m + 1 high: the
+    # index's top 3 bits and the shift's sign as bit 3), 4 uint16 holding sixteen 3-bit scales (scale k, for groups
+    # 2 k and 2 k + 1: bits 3 (k % 4) .. of word k // 4) and d's fp16 bits in their top nibbles (word w's bits 12-15
+    # are d's bits 4 w ..): y = (d * (2 scale + 1)) * (level + shift), as IQ1_S.
+    count = len(blocks)
+    words = np.ascontiguousarray(blocks[:, 48:56]).view("<u2")  # (n, 4)
+    d_bits = ((words >> 12) << (4 * np.arange(4, dtype=np.uint16))).sum(axis=1, dtype=np.uint16)
+    d = np.ascontiguousarray(d_bits).view("<f2").astype(np.float32)[:, None]
+    scales = (np.repeat(words, 4, axis=1) >> np.tile(3 * np.arange(4, dtype=np.uint16), 4)) & 7  # (n, 16)
+    step = d * (scales.astype(np.float32) * np.float32(2) + np.float32(1))
+    nibbles = np.stack([blocks[:, 32:48] & 0x0F, blocks[:, 32:48] >> 4], axis=2).reshape(count, 32)
+    indices = blocks[:, 0:32].astype(np.uint16) | ((nibbles & 7).astype(np.uint16) << 8)
+    shift = np.where(nibbles & 8, np.float32(-0.125), np.float32(0.125)).astype(np.float32)
+    levels = IQ1S_GRID[indices].astype(np.float32) + shift[:, :, None]  # (n, 32, 8)
+    return (np.repeat(step, 2, axis=1)[:, :, None] * levels).reshape(count, 256)
+
+
 _DECODERS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "Q8_0": _q8_0, "Q4_0": _q4_0, "Q4_1": _q4_1, "Q5_0": _q5_0, "Q5_1": _q5_1,
     "Q2_K": _q2_k, "Q3_K": _q3_k, "Q4_K": _q4_k, "Q5_K": _q5_k, "Q6_K": _q6_k,
     "TQ1_0": _tq1_0, "TQ2_0": _tq2_0, "IQ4_NL": _iq4_nl, "IQ4_XS": _iq4_xs, "MXFP4": _mxfp4, "IQ2_XXS": _iq2_xxs,
+    "IQ2_XS": _iq2_xs, "IQ2_S": _iq2_s, "IQ3_XXS": _iq3_xxs, "IQ3_S": _iq3_s, "IQ1_S": _iq1_s, "IQ1_M": _iq1_m,
+    "NVFP4": _nvfp4, "Q1_0": _q1_0, "Q2_0": _q2_0,
 }
 assert set(_DECODERS) == DEQUANTIZED_TYPES
 
