@@ -156,6 +156,16 @@ def test_one_metaseq_shard_alone_warns_with_its_metadata(tmp_path: Path) -> None
     assert "consolidate_fsdp_shards" in warning and "fsdp_metadata" not in warning, warning
 
 
+def test_a_lone_shard_says_the_others_are_needed(tmp_path: Path) -> None:
+    """With no sibling beside it, no consolidation command is given with a shard count made up."""
+    _save_fsdp_shards(tmp_path, world=2, skip=(1,))
+    code, report = run_json("inspect", str(tmp_path / "checkpoint_last-shard0.pt"))
+    assert code == 0, report
+    warning = next(w for w in report["warnings"] if "flat param" in w)
+    assert "no other shard beside it" in warning and "fetch the others (checkpoint_last-shard1.pt, ...)" in warning
+    assert "python -m" not in warning and "num_shards" not in warning, warning
+
+
 def test_one_shard_named_otherwise_warns_by_the_metadata_it_holds(tmp_path: Path) -> None:
     """A metaseq shard renamed (rank0.pt): inspect's generic warning of fairscale flat parameters names the
     shard_metadata the file holds and metaseq's script, not fairseq's fsdp_metadata."""
