@@ -12,7 +12,9 @@ Trained with --ddp-backend fully_sharded --use-sharded-state as well (metaseq's 
 over the data-parallel ranks: `checkpoint_last-model_part-0-shard0.pt`, Trainer.checkpoint_suffix's `-shard{rank}`
 after the part's, each the rank's fairscale FSDP local_state_dict (one 1-D `flat_param_0` per wrapped module, the
 last ranks' zero-padded) with the metadata that unflattens it (metaseq: `shard_metadata`; fairseq: `fsdp_metadata`).
-metaseq's OPT releases ship each part's shards merged into one `reshard-model_part-R.pt`, still flat.
+metaseq's OPT releases ship each part's shards merged into one `reshard-model_part-R.pt`, still flat. With no model
+parallelism the shards are `checkpoint_last-shard0.pt`, ...: told by their contents (flat parameters and that
+metadata), since other tools name files `-shardN.pt` too.
 """
 
 from __future__ import annotations
