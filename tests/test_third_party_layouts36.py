@@ -216,11 +216,21 @@ def test_a_fairseq_fully_sharded_shard_is_named_with_its_consolidation(tmp_path:
     source = _fairseq_fsdp_shard(tmp_path / "checkpoint_last-shard0.pt")
     code, report = run_json("inspect", str(source))
     assert code == 0, report
-    warning = next(w for w in report["warnings"] if "fairscale FSDP flat parameter" in w)
-    assert warning.startswith("3 fairscale FSDP flat parameters (encoder.layers.0.flat_param_0, "
-                              "decoder.layers.0.flat_param_0 and 1 more, 4,352 values)"), warning
+    # thirdparty39: named checkpoint_last-shardN.pt with its fsdp_metadata, it is said to be FSDP shard 0 (the reader's
+    # warning, once), with fairseq's own call for its folder.
+    warnings = [w for w in report["warnings"] if "flat param" in w]
+    assert len(warnings) == 1, report["warnings"]
+    warning = warnings[0]
+    assert warning.startswith("checkpoint_last-shard0.pt is FSDP shard 0 of one fairseq model"), warning
+    assert "3 flat parameters (4,352 values" in warning, warning
+    assert "no other shard beside it" in warning and "fetch the others (checkpoint_last-shard1.pt, ...)" in warning
+    # With its sibling beside it: fairseq's own call, with the count of shards there.
+    torch.save(torch.load(source, weights_only=False), tmp_path / "checkpoint_last-shard1.pt")
+    code, report = run_json("inspect", str(source))
+    warning = next(w for w in report["warnings"] if "flat param" in w)
     assert "FullyShardedDataParallel.consolidate_shard_weights" in warning, warning
-    assert "load_model_ensemble_and_task([path], num_shards=N)" in warning, warning
+    assert f"load_model_ensemble_and_task([{str(tmp_path / 'checkpoint_last.pt')!r}], num_shards=2, " \
+           "strict=False)" in warning, warning
 
 
 def test_a_weight_named_flat_param_of_two_dimensions_is_no_fsdp_shard(tmp_path: Path) -> None:

@@ -191,7 +191,7 @@ def test_a_folder_of_fsdp_sharded_parts_is_said_with_how_to_consolidate(tmp_path
     """Before: "folder holds several weight files and no index (checkpoint_last-model_part-0-shard0.pt, ...); name
     one"."""
     folder = tmp_path / "opt-raw"
-    _save_metaseq_raw(folder, parts=2, world=2)
+    whole = _save_metaseq_raw(folder, parts=2, world=2)
     for command in (("inspect", str(folder)), ("plan-devices", str(folder), "--gpu", "1GB")):
         result = run_cli(*command)
         assert result.exit_code == 2, (command, result.stdout)
@@ -202,7 +202,9 @@ def test_a_folder_of_fsdp_sharded_parts_is_said_with_how_to_consolidate(tmp_path
                "model_part-0-shard0.pt to checkpoint_last-model_part-1-shard1.pt: --model-parallel-size 2, each " \
                "part's weights flattened by fairscale's FullyShardedDataParallel and split over 2 data-parallel " \
                "ranks" in said, said
-        assert "3 flat parameters (flat_param_N, 1,896 values in checkpoint_last-model_part-0-shard0.pt)" in said
+        assert "3 flat parameters (flat_param_N, 1,896 values in checkpoint_last-model_part-0-shard0.pt; " in said
+        # thirdparty39: the merged model's parameters by the shard_metadata's shapes and the split modules' names.
+        assert f"and the model merged {sum(t.numel() for t in whole.values()):,} (its split tensors" in said, said
         assert (f"python -m metaseq.scripts.consolidate_fsdp_shards {str(folder / 'checkpoint_last')!r} "
                 f"--save-prefix {str(folder / 'checkpoint_last_consolidated')!r}") in said, said
     # What is at the output path already is not written over: the prefix is numbered.

@@ -113,8 +113,9 @@ REASONS: dict[str, str] = {
                        "tensor (this rank's shard of it), which loads by no name: save the full state dict instead",
     "fairscale-flat-param": "fairscale FSDP's flat parameter (flat_param_N, fairseq's --ddp-backend fully_sharded): "
                             "every weight of a wrapped module in one padded 1-D tensor (this rank's shard of it), "
-                            "which loads by no name: unflatten every rank's file with its fsdp_metadata "
-                            "(consolidate_shard_weights) or save fsdp_model.state_dict() instead of local_state_dict()",
+                            "which loads by no name: unflatten every rank's file with the metadata saved beside it "
+                            "(metaseq's shard_metadata, fairseq's fsdp_metadata: consolidate_shard_weights) or save "
+                            "fsdp_model.state_dict() instead of local_state_dict()",
     "tensor-parallel-part": "A (or B) is one tensor-parallel part of a model (fairseq's model_part-R.pt beside the "
                             "others): it holds its slice of this tensor, the other side's with one dimension divided "
                             "by the number of parts: merge the parts first",
@@ -6098,6 +6099,34 @@ def _lookalike_whys(pairs: Mapping[str, tuple[str, str]], specs_a: Mapping[str, 
     return whys, note
 
 
+def _fairscale_unflatten_how(key: str | None) -> str:
+    """What saves fairscale flat parameters with the metadata under `key` (metaseq's `shard_metadata`, fairseq's
+    `fsdp_metadata`; None: neither is in A's file) and how that metadata unflattens them, for diff-keys' note."""
+    if key == "shard_metadata":
+        return ("metaseq's --ddp-backend fully_sharded --use-sharded-state saves one checkpoint_last-shardN.pt per "
+                "rank, checkpoint_last-model_part-R-shardN.pt under --model-parallel-size, and A holds the metadata "
+                "that unflattens them under 'shard_metadata'); no loader takes them by name, and a rank's file "
+                "holds only its shard. Unflatten every rank's file with that metadata: metaseq's "
+                "consolidate_fsdp_shards (python -m metaseq.scripts.consolidate_fsdp_shards given the files' path "
+                "up to -shardN.pt, or to -model_part-) reads each file's 'shard_metadata', glues model-parallel "
+                "parts too, and writes that path with _consolidated.pt added; or fairscale's "
+                "FullyShardedDataParallel.consolidate_shard_weights("
+                "shard_weights=[each file's 'model'], shard_metadata=[each file's 'shard_metadata']), then torch.save "
+                "the dict it returns")
+    if key == "fsdp_metadata":
+        return ("fairseq's --ddp-backend fully_sharded saves one checkpoint_last-shardN.pt per rank, and A holds the "
+                "metadata that unflattens them under 'fsdp_metadata'); no loader takes them by name, and a rank's file "
+                "holds only its shard. Unflatten every rank's file with that metadata: fairscale's "
+                "FullyShardedDataParallel.consolidate_shard_weights(shard_weights=[each file's 'model'], "
+                "shard_metadata=[each file's 'fsdp_metadata']), which fairseq's checkpoint_utils."
+                "load_model_ensemble_and_task([path], num_shards=N) calls, then torch.save the dict it returns")
+    return ("what fairseq's and metaseq's --ddp-backend fully_sharded save, one checkpoint_last-shardN.pt per rank, "
+            "with the metadata that unflattens them beside the model: A's file holds none, neither metaseq's "
+            "'shard_metadata' nor fairseq's 'fsdp_metadata'); no loader takes them by name, and a rank's file holds "
+            "only its shard. Without that metadata no script unflattens them: only the model loaded under FSDP at "
+            "the same world size (fairscale's load_local_state_dict) and saved whole recovers the weights")
+
+
 def build_report(
     specs_a: Mapping[str, KeySpec],
     specs_b: Mapping[str, KeySpec],
@@ -6132,6 +6161,7 @@ def build_report(
     quantizers: tuple[str | None, str | None] = (None, None),
     tensor_parallel_parts_a: int = 0,
     tensor_parallel_parts_b: int = 0,
+    fsdp_metadata_key_a: str | None = None,
 ) -> DiffReport:
     """Classify the differences and assemble the report (shared by both modes).
 
@@ -6160,6 +6190,8 @@ def build_report(
     others), 0 when it is none: a tensor of A whose shape is B's with one dimension divided by that count is A's slice
     of it, not another architecture. `tensor_parallel_parts_b`: the same of B, whose tensor is then A's slice
     (the whole model compared with one part's shapes).
+    `fsdp_metadata_key_a`: the entry of A's file that holds fairscale FSDP's local_metadata_dict (metaseq's
+    `shard_metadata`, fairseq's `fsdp_metadata`), None where it holds neither: the fix for A's flat parameters.
     `saved_names_a`: A's names as its file holds them, where `specs_a` holds them as the loader renamed them
     (model-class mode: Whisper's `model.encoder.*` is WhisperForAudioClassification's `encoder.*`); a part of A
     said to be dropped is named as saved.
@@ -6192,7 +6224,7 @@ def build_report(
     flat_params: dict[str, str] = {}
     # fairscale's FSDP (fairseq's --ddp-backend fully_sharded) names its flat parameters `flat_param_0`, one per
     # wrapped module: before, A's were "unknown" and every weight of B "unknown: no known cause", with no word of
-    # fsdp_metadata, which unflattens them.
+    # the metadata saved beside them (metaseq's shard_metadata, fairseq's fsdp_metadata), which unflattens them.
     fairscale_flat: dict[str, str] = {}
     joined_unexpected_names = "\n".join(unexpected)
     if "_flat_param" in joined_unexpected_names:
@@ -6374,12 +6406,7 @@ def build_report(
             f"A holds {counted(len(fairscale_flat), 'fairscale FSDP flat parameter')} "
             f"({_first_names(list(fairscale_flat))}): the weights of the modules fairscale's FullyShardedDataParallel "
             "wraps (flatten_parameters), flattened into 1-D, padded and sharded over the ranks, as its "
-            "local_state_dict() gives them (fairseq's --ddp-backend fully_sharded saves one checkpoint_last-shardN.pt "
-            "per rank, the metadata that unflattens them under its 'fsdp_metadata'); no loader takes them by name, "
-            "and a rank's file holds only its shard. Unflatten every rank's file with that metadata: fairscale's "
-            "FullyShardedDataParallel.consolidate_shard_weights(shard_weights=[each file's 'model'], "
-            "shard_metadata=[each file's 'fsdp_metadata']), which fairseq's checkpoint_utils."
-            "load_model_ensemble_and_task([path], num_shards=N) calls, then torch.save the dict it returns; or save "
+            f"local_state_dict() gives them ({_fairscale_unflatten_how(fsdp_metadata_key_a)}; or save "
             "the full state dict in the training script (fairscale's fsdp_model.state_dict(), not "
             "local_state_dict(); torch's FSDP: FSDP.state_dict_type(fsdp_model, StateDictType.FULL_STATE_DICT))")
     if len(flat_params) > len(fairscale_flat):
@@ -6633,6 +6660,7 @@ def diff_specs(
     torch_ao_qtensors: tuple[frozenset[str], frozenset[str]] = (frozenset(), frozenset()),
     tensor_parallel_parts_a: int = 0,
     tensor_parallel_parts_b: int = 0,
+    fsdp_metadata_key_a: str | None = None,
 ) -> DiffReport:
     """Diff two key sets as `load_state_dict(A, strict=False)` into a model shaped like B would see them.
 
@@ -6694,7 +6722,8 @@ def diff_specs(
                            quantizers=quantizers, adapter_config_a=adapter_config_a,
                            swapped_steps=swapped_steps, paths_a=paths_a, torch_ao_packed=torch_ao_packed,
                            torch_ao_qtensors=torch_ao_qtensors, tensor_parallel_parts_a=tensor_parallel_parts_a,
-                           tensor_parallel_parts_b=tensor_parallel_parts_b)
+                           tensor_parallel_parts_b=tensor_parallel_parts_b,
+                           fsdp_metadata_key_a=fsdp_metadata_key_a)
 
 
 def _dropped_tie_aliases(specs_a: Mapping[str, KeySpec]) -> list[str]:
@@ -6776,6 +6805,7 @@ def _diff_specs(
     torch_ao_qtensors: tuple[frozenset[str], frozenset[str]] = (frozenset(), frozenset()),
     tensor_parallel_parts_a: int = 0,
     tensor_parallel_parts_b: int = 0,
+    fsdp_metadata_key_a: str | None = None,
 ) -> DiffReport:
     renamed_a, _ = _renamed(specs_a, renames)
     tied = [[_rename_all(n, renames) for n in group] for group in tied_groups_a] if renames else tied_groups_a
@@ -6884,6 +6914,7 @@ def _diff_specs(
         quantization_a=quantization_a, quantizers=quantizers,
         refused_dtypes=frozenset(qtensors_a | torch_ao_qtensors[1]) if any(torch_ao_qtensors) else frozenset(),
         tensor_parallel_parts_a=tensor_parallel_parts_a, tensor_parallel_parts_b=tensor_parallel_parts_b,
+        fsdp_metadata_key_a=fsdp_metadata_key_a,
     )
 
 
@@ -7248,7 +7279,7 @@ def diff_checkpoints(a: Checkpoint, b: Checkpoint, renames: Sequence[Rename] = (
                      key: str | None = None) -> DiffReport:
     """`diff_specs` on two opened checkpoints (headers only: no tensor data is read). `key`: A's `--key`, as
     given (None when A's state dict was found without one)."""
-    from weightdoctor.checkpoint.model_parts import parts_counted
+    from weightdoctor.checkpoint.model_parts import fsdp_metadata_key, parts_counted
     from weightdoctor.converters import conversion_paths
     from weightdoctor.quantized import quantization_of
 
@@ -7282,6 +7313,7 @@ def diff_checkpoints(a: Checkpoint, b: Checkpoint, renames: Sequence[Rename] = (
         torch_ao_qtensors=(torch_ao_quantized_tensors(a), torch_ao_quantized_tensors(b)),
         tensor_parallel_parts_a=parts_counted([f.path for f in a.files if f.role == "weights"]),
         tensor_parallel_parts_b=parts_counted([f.path for f in b.files if f.role == "weights"]),
+        fsdp_metadata_key_a=fsdp_metadata_key(a.other_entries),
     )
     report.revision_a, report.resolved_a = a.revision, a.location
     report.revision_b, report.resolved_b = b.revision, b.location

@@ -612,20 +612,44 @@ def fairscale_flat_param_warning(checkpoint: Checkpoint) -> str | None:
     flat = [t for t in checkpoint.tensors if t.name in names]
     if not flat:
         return None
-    from weightdoctor.checkpoint.model_parts import part_rank, sharded_part_rank
+    from weightdoctor.checkpoint.model_parts import (
+        fsdp_metadata_key,
+        fsdp_shard_said_by_reader,
+        part_rank,
+        sharded_part_rank,
+    )
 
     if part_rank(checkpoint.path.name) is not None or sharded_part_rank(checkpoint.path.name) is not None:
         return None  # a model-parallel part's flat parameters: the reader's part warning says what and how, once
+    if fsdp_shard_said_by_reader(checkpoint.path, checkpoint.other_entries):
+        return None  # checkpoint_last-shard0.pt with its metadata: the reader's warning says which shard, and how
     shown = ", ".join(t.name for t in flat[:2]) + (f" and {len(flat) - 2:,} more" if len(flat) > 2 else "")
     values = sum(t.num_params for t in flat)
     return (f"{len(flat):,} fairscale FSDP flat parameter{'s' if len(flat) != 1 else ''} ({shown}, {values:,} "
             "values): one rank's shard of the weights of the modules fairscale's FullyShardedDataParallel wraps "
             "(flatten_parameters), flattened into 1-D and padded, as its local_state_dict gives them (fairseq's "
             "--ddp-backend fully_sharded saves one checkpoint_last-shardN.pt per rank); no model loads them by name "
-            "and the counts above are of this shard. Consolidate every rank's file first: fairscale's "
-            "FullyShardedDataParallel.consolidate_shard_weights(shard_weights=[each file's 'model'], "
-            "shard_metadata=[each file's 'fsdp_metadata']), which fairseq's checkpoint_utils."
-            "load_model_ensemble_and_task([path], num_shards=N) calls, then torch.save the dict it returns")
+            "and the counts above are of this shard. " + _fairscale_consolidation(fsdp_metadata_key(
+                checkpoint.other_entries)))
+
+
+def _fairscale_consolidation(key: str | None) -> str:
+    """How every rank's file of fairscale flat parameters is unflattened, by the metadata its file holds under `key`
+    (metaseq's `shard_metadata`, fairseq's `fsdp_metadata`; None: neither)."""
+    if key == "shard_metadata":
+        return ("Consolidate every rank's file first by the shard_metadata it holds (metaseq's Trainer saves it): "
+                "metaseq's consolidate_fsdp_shards (python -m metaseq.scripts.consolidate_fsdp_shards given the "
+                "files' path up to -shardN.pt), or fairscale's FullyShardedDataParallel."
+                "consolidate_shard_weights(shard_weights=[each file's 'model'], shard_metadata=[each file's "
+                "'shard_metadata']), then torch.save the dict it returns")
+    if key == "fsdp_metadata":
+        return ("Consolidate every rank's file first: fairscale's FullyShardedDataParallel.consolidate_shard_weights("
+                "shard_weights=[each file's 'model'], shard_metadata=[each file's 'fsdp_metadata']), which fairseq's "
+                "checkpoint_utils.load_model_ensemble_and_task([path], num_shards=N) calls, then torch.save the dict "
+                "it returns")
+    return ("The file holds no metadata to unflatten them by (neither metaseq's shard_metadata nor fairseq's "
+            "fsdp_metadata): only the model loaded under FSDP at the same world size (fairscale's "
+            "load_local_state_dict) and saved with state_dict() recovers the weights")
 
 
 def gpt_fast_int4_warning(checkpoint: Checkpoint) -> str | None:

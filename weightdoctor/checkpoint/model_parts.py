@@ -12,7 +12,9 @@ Trained with --ddp-backend fully_sharded --use-sharded-state as well (metaseq's 
 over the data-parallel ranks: `checkpoint_last-model_part-0-shard0.pt`, Trainer.checkpoint_suffix's `-shard{rank}`
 after the part's, each the rank's fairscale FSDP local_state_dict (one 1-D `flat_param_0` per wrapped module, the
 last ranks' zero-padded) with the metadata that unflattens it (metaseq: `shard_metadata`; fairseq: `fsdp_metadata`).
-metaseq's OPT releases ship each part's shards merged into one `reshard-model_part-R.pt`, still flat.
+metaseq's OPT releases ship each part's shards merged into one `reshard-model_part-R.pt`, still flat. With no model
+parallelism the shards are `checkpoint_last-shard0.pt`, ...: told by their contents (flat parameters and that
+metadata), since other tools name files `-shardN.pt` too.
 """
 
 from __future__ import annotations
@@ -30,6 +32,10 @@ from weightdoctor.wording import counted
 _PART = re.compile(r"(?P<stem>(?:.+-)?)model_part-(?P<rank>\d+)\.pt")
 # A part's FSDP shards (`-model_part-{rank}-shard{dp_rank}.pt`): flat parameters, told apart by `sharded_part_rank`.
 _SHARDED_PART = re.compile(r"(?P<stem>(?:.+-)?)model_part-(?P<rank>\d+)-shard(?P<shard>\d+)\.pt")
+# One data-parallel rank's FSDP shard of a model with no model parallelism (`checkpoint_last-shard0.pt`): fairseq's and
+# metaseq's Trainer.checkpoint_suffix under --use-sharded-state, `-shard{dp_rank}` with no `-model_part-R` before it.
+# The name alone proves nothing (other tools write `-shard0.pt` too): the files' contents must (`fsdp_shard_proof`).
+_FSDP_SHARD = re.compile(r"(?P<stem>.+)-shard(?P<shard>\d+)\.pt")
 # fairscale's FlattenParamsWrapper names each wrapped module's flat parameter `flat_param_0` (1-D).
 _FLAT_PARAM = re.compile(r"(?:^|\.)flat_param_\d+$")
 # The entries fairscale's local_metadata_dict is saved under: metaseq's Trainer, then fairseq's.
@@ -261,10 +267,10 @@ def merge_how(parts: Sequence[Path], layout: PartsLayout) -> str:
 
 def folder_message(parts: Sequence[Path]) -> str:
     """The refusal of a folder of model-parallel parts: what they are, how the tensors are spread, how to merge."""
-    first, entries = _read_one(parts[0])
+    first, entries, unflattened = _read_one(parts[0])
     if flat_parameters(first)[0]:
         # metaseq's OPT releases: each part's FSDP flat parameters, which no torch.cat of same-named tensors merges.
-        return _flat_parts_message(parts, first, _metadata_key(entries))
+        return _flat_parts_message(parts, first, fsdp_metadata_key(entries), unflattened)
     shapes = _shapes_of([parts[0], *_compared(parts, parts[0])])
     total = _rank_count(parts)
     held = f"{len(parts)} of the {total}" if total > len(parts) else f"{len(parts)}"
@@ -298,29 +304,33 @@ def _merge_said(parts: Sequence[Path], layout: PartsLayout, lead: str) -> str:
             f"{len(parts)}")
 
 
-def part_warning(path: Path, shapes: Mapping[str, tuple[int, ...]], entries: Sequence[str] = ()) -> list[str]:
+def part_warning(path: Path, shapes: Mapping[str, tuple[int, ...]], entries: Sequence[str] = (),
+                 unflattened: Mapping[str, tuple[int, ...]] | None = None) -> list[str]:
     """A warning when `path` is one fairseq model-parallel part (`model_part-R.pt`) and `shapes` its tensors: that
     its split tensors are slices, the model's size merged, and how to merge; for an FSDP-flattened part or one FSDP
     shard of a part (`entries`: the file's other entries, which name its shard metadata), what it is and how to
-    unflatten it; [] for any other file."""
+    unflatten it (`unflattened`: the parameters its FSDP metadata says the flat ones hold), or one FSDP shard of a
+    model with no model parallelism (`checkpoint_last-shard0.pt`) that its flat parameters and metadata prove one;
+    [] for any other file."""
     if _COMPARING.get() or not shapes:
         return []
     if sharded_part_rank(path.name) is not None:
-        return _sharded_part_warning(path, shapes, entries)
+        return _sharded_part_warning(path, shapes, entries, unflattened)
     rank = part_rank(path.name)
     if rank is None:
-        return []
+        return _fsdp_shard_warning(path, shapes, entries, unflattened)
     parts = _parts_beside(path)
     if (flat := flat_parameters(shapes))[0]:
-        key = _metadata_key(entries)
+        key = fsdp_metadata_key(entries)
         total = _rank_count(parts)
         held = f"{len(parts)} of the {total}" if total > len(parts) else f"the {total}"
         said = (f"is part {rank[1]} of {held} model-parallel parts of one {_who(key)} model beside it "
                 f"({parts[0].name} to {parts[-1].name})" if len(parts) > 1 else
                 f"is, by its name, one model-parallel part of a {_who(key)} model, and no other part is beside it")
         return [f"{path.name} {said}, its weights still flattened by fairscale's FullyShardedDataParallel into "
-                f"{counted(flat[0], 'flat parameter')} ({flat[1]:,} values): none loads by name, and the counts "
-                "above are one part's, flattened. " + _unflatten_parts_how(parts, key)]
+                f"{counted(flat[0], 'flat parameter')} ({flat[1]:,} values"
+                f"{_unflattened_said(shapes, unflattened, key, total if len(parts) > 1 else 0)}): none loads by "
+                "name, and the counts above are one part's, flattened. " + _unflatten_parts_how(parts, key)]
     if len(parts) < 2:
         layout = split_layout([shapes], 2)
         if not layout.split:
@@ -374,25 +384,51 @@ def flat_parameters(shapes: Mapping[str, tuple[int, ...]]) -> tuple[int, int]:
     return len(flat), sum(flat)
 
 
-def _metadata_key(entries: Sequence[str]) -> str | None:
+def fsdp_metadata_key(entries: Sequence[str]) -> str | None:
     """Which entry beside the model holds fairscale's local_metadata_dict (`entries` as Checkpoint.other_entries
-    writes them, `shard_metadata (dict, 2 entries)`), None where none does."""
+    writes them, `shard_metadata (dict, 2 entries)`): metaseq's `shard_metadata`, fairseq's `fsdp_metadata`; None
+    where none does.
+
+    Example:
+        >>> fsdp_metadata_key(["cfg (dict, 5 entries)", "shard_metadata (dict, 2 entries)"])
+        'shard_metadata'
+    """
     return next((key for key in _METADATA_KEYS if any(entry.startswith(key + " ") for entry in entries)), None)
 
 
-def _read_one(path: Path) -> tuple[dict[str, tuple[int, ...]], list[str]]:
-    """One file's tensor names and shapes and its other entries; empty where it cannot be read."""
+def _read_one(path: Path) -> tuple[dict[str, tuple[int, ...]], list[str], dict[str, tuple[int, ...]] | None]:
+    """One file's tensor names and shapes, its other entries, and the parameters its FSDP metadata says its flat
+    parameters hold (see `PickleContents.fsdp_unflattened`); empty where it cannot be read."""
     from weightdoctor.checkpoint.reader import open_checkpoint
     from weightdoctor.errors import WeightDoctorError
 
     token = _COMPARING.set(True)
     try:
         checkpoint = open_checkpoint(path)
-        return {t.name: tuple(t.shape) for t in checkpoint.tensors}, list(checkpoint.other_entries)
+        unflattened = next((contents.fsdp_unflattened for contents in checkpoint._pickles.values()
+                            if contents.fsdp_unflattened), None)
+        return {t.name: tuple(t.shape) for t in checkpoint.tensors}, list(checkpoint.other_entries), unflattened
     except (WeightDoctorError, OSError):
-        return {}, []
+        return {}, [], None
     finally:
         _COMPARING.reset(token)
+
+
+def _unflattened_said(shapes: Mapping[str, tuple[int, ...]], unflattened: Mapping[str, tuple[int, ...]] | None,
+                      key: str | None, parts: int) -> str:
+    """The parameters the flat ones hold, by the shapes the metadata under `key` gives (`shapes`' other tensors,
+    the buffers, added): a part's and the merged model's where there are `parts` model-parallel parts (the split
+    tensors told by their module names), the model's where `parts` is 1, a part's alone where it is 0 (a part
+    whose siblings are not beside it); "" where no metadata says."""
+    if not unflattened:
+        return ""
+    named = {**{name: shape for name, shape in shapes.items() if not _FLAT_PARAM.search(name)}, **unflattened}
+    said = f"; unflattened by its {key or 'metadata'}'s shapes, "
+    if parts < 2:
+        return said + f"{'the model' if parts else 'the part'} holds {sum(map(_numel, named.values())):,} parameters"
+    layout = split_layout([named], parts)
+    return said + (f"a part holds {layout.part_params:,} parameters and the model merged {layout.merged_params:,} "
+                   "(its split tensors told by their module names)")
 
 
 def _who(key: str | None) -> str:
@@ -488,11 +524,11 @@ def sharded_folder_message(shards: Sequence[Path]) -> str:
     """The refusal of a folder of FSDP-sharded model-parallel parts: what they are and how to consolidate them."""
     ranks = [rank for path in shards if (rank := sharded_part_rank(path.name)) is not None]
     parts, per_part = max(r[1] for r in ranks) + 1, max(r[2] for r in ranks) + 1
-    shapes, entries = _read_one(shards[0])
-    key = _metadata_key(entries)
+    shapes, entries, unflattened = _read_one(shards[0])
+    key = fsdp_metadata_key(entries)
     count, values = flat_parameters(shapes)
-    held = (f"{counted(count, 'flat parameter')} (flat_param_N, {values:,} values in {shards[0].name})" if count
-            else "flat parameters")
+    held = (f"{counted(count, 'flat parameter')} (flat_param_N, {values:,} values in {shards[0].name}"
+            f"{_unflattened_said(shapes, unflattened, key, parts)})" if count else "flat parameters")
     return (f"folder holds {len(shards)} FSDP shards of the model-parallel parts of one {_who(key)} model "
             f"({shards[0].name} to {shards[-1].name}: --model-parallel-size {parts}, each part's weights flattened "
             f"by fairscale's FullyShardedDataParallel and split over {per_part} data-parallel ranks, --ddp-backend "
@@ -501,19 +537,22 @@ def sharded_folder_message(shards: Sequence[Path]) -> str:
             + _consolidate_shards_how(shards, key) + "; or name one shard to read it alone")
 
 
-def _flat_parts_message(parts: Sequence[Path], shapes: Mapping[str, tuple[int, ...]], key: str | None) -> str:
+def _flat_parts_message(parts: Sequence[Path], shapes: Mapping[str, tuple[int, ...]], key: str | None,
+                        unflattened: Mapping[str, tuple[int, ...]] | None = None) -> str:
     count, values = flat_parameters(shapes)
     total = _rank_count(parts)
     held = f"{len(parts)} of the {total}" if total > len(parts) else f"{len(parts)}"
     return (f"folder holds {held} model-parallel parts of one {_who(key)} model ({parts[0].name} to "
             f"{parts[-1].name}; --model-parallel-size {total}), each part's weights still flattened by fairscale's "
             f"FullyShardedDataParallel into {counted(count, 'flat parameter')} ({values:,} values in a part; "
-            "metaseq's OPT releases ship their reshard-model_part-R.pt so), not shards of one state dict: none loads "
-            "by name, and the Megatron-split tensors in them are each part's slices. "
+            "metaseq's OPT releases ship their reshard-model_part-R.pt so"
+            f"{_unflattened_said(shapes, unflattened, key, total)}), not shards of one state dict: none loads by "
+            "name, and the Megatron-split tensors in them are each part's slices. "
             + _unflatten_parts_how(parts, key) + "; or name one part to read it alone")
 
 
-def _sharded_part_warning(path: Path, shapes: Mapping[str, tuple[int, ...]], entries: Sequence[str]) -> list[str]:
+def _sharded_part_warning(path: Path, shapes: Mapping[str, tuple[int, ...]], entries: Sequence[str],
+                          unflattened: Mapping[str, tuple[int, ...]] | None = None) -> list[str]:
     """The warning of one FSDP shard of a model-parallel part read alone."""
     stem, rank, shard = sharded_part_rank(path.name) or ("", 0, 0)
     try:
@@ -522,7 +561,7 @@ def _sharded_part_warning(path: Path, shapes: Mapping[str, tuple[int, ...]], ent
     except OSError:
         beside = [path]
     shards = sharded_parts_of_one_model(beside) or [path]
-    key = _metadata_key(entries)
+    key = fsdp_metadata_key(entries)
     count, values = flat_parameters(shapes)
     ranks = [r for p in shards if (r := sharded_part_rank(p.name)) is not None]
     parts, per_part = max(r[1] for r in ranks) + 1, max(r[2] for r in ranks) + 1
@@ -530,7 +569,9 @@ def _sharded_part_warning(path: Path, shapes: Mapping[str, tuple[int, ...]], ent
               f"({shards[0].name} to {shards[-1].name})" if len(shards) > 1 else "no other shard beside it")
     return [f"{path.name} is, by its name, FSDP shard {shard} of model-parallel part {rank} of one {_who(key)} model "
             f"(--model-parallel-size with --ddp-backend fully_sharded --use-sharded-state; {around}): its "
-            f"{counted(count, 'flat parameter')} ({values:,} values) are this data-parallel rank's piece of the part's "
+            f"{counted(count, 'flat parameter')} ({values:,} values"
+            f"{_unflattened_said(shapes, unflattened, key, parts if parts > 1 else 0)}) are this data-parallel rank's "
+            "piece of the part's "
             "weights, flattened by fairscale's FullyShardedDataParallel, so no model loads them by name and the "
             "counts above are one shard's of one part. " + _consolidate_shards_how(shards, key)]
 
@@ -557,3 +598,138 @@ def part_of_model(files: Sequence[Path], shapes: Mapping[str, tuple[int, ...]]) 
     total = _rank_count(parts)
     layout = split_layout([dict(shapes), *_shapes_of(_compared(parts, files[0]))], total)
     return PartOfModel(files[0].name, rank[1], total, layout) if layout.split else None
+
+
+# --- FSDP shards with no model parallelism: fairseq's and metaseq's --use-sharded-state at --model-parallel-size 1 ---
+
+
+def fsdp_shard_rank(name: str) -> tuple[str, int] | None:
+    """(the checkpoint name, the data-parallel shard) of a file named as fairseq's and metaseq's FSDP shards of a
+    model with no model parallelism are, else None (a model-parallel part's shard is `sharded_part_rank`'s).
+
+    Example:
+        >>> fsdp_shard_rank("checkpoint_last-shard1.pt"), fsdp_shard_rank("checkpoint_last-model_part-0-shard1.pt")
+        (('checkpoint_last', 1), None)
+    """
+    match = _FSDP_SHARD.fullmatch(name)
+    if match is None or _SHARDED_PART.fullmatch(name) is not None:
+        return None
+    return match["stem"], int(match["shard"])
+
+
+@dataclass(frozen=True)
+class FsdpShardProof:
+    """What one file's contents hold that makes it a fairscale FSDP shard: its 1-D flat parameters' `shapes` (and
+    buffers), the `key` of the metadata that unflattens them, and the parameters that metadata says they hold
+    (`unflattened`, empty where it does not give their shapes)."""
+
+    shapes: dict[str, tuple[int, ...]]
+    key: str
+    unflattened: dict[str, tuple[int, ...]]
+
+
+def _proof(shapes: Mapping[str, tuple[int, ...]], entries: Sequence[str],
+           unflattened: Mapping[str, tuple[int, ...]] | None) -> FsdpShardProof | None:
+    key = fsdp_metadata_key(entries)
+    if key is None or not flat_parameters(shapes)[0]:
+        return None
+    return FsdpShardProof(dict(shapes), key, dict(unflattened or {}))
+
+
+def fsdp_shard_proof(path: Path) -> FsdpShardProof | None:
+    """The proof that `path` is one rank's fairscale FSDP shard (1-D `flat_param_N` tensors, and metaseq's
+    `shard_metadata` or fairseq's `fsdp_metadata` beside the model), None where its contents do not give it."""
+    return _proof(*_read_one(path))
+
+
+def fsdp_shards_of_one_model(files: Sequence[Path]) -> tuple[list[Path], FsdpShardProof] | None:
+    """`files` sorted by shard, with the first one's proof, when they are the FSDP shards of one checkpoint of a model
+    with no model parallelism (`checkpoint_last-shard0.pt`, ...: one checkpoint name, two files or more) and the
+    first and the last one's contents prove it (flat parameters and their metadata); else None. Two files are read,
+    whatever the count: a run of 128 ranks is 128 files of optimizer state, and one name holds one run's."""
+    ranks = [fsdp_shard_rank(path.name) for path in files]
+    if len(files) < 2 or any(rank is None for rank in ranks) or len({rank[0] for rank in ranks if rank}) != 1:
+        return None
+    shards = [path for _, path in sorted((rank[1] if rank else 0, path) for rank, path in zip(ranks, files,
+                                                                                            strict=True))]
+    proof = fsdp_shard_proof(shards[0])
+    if proof is None or fsdp_shard_proof(shards[-1]) is None:
+        return None
+    return shards, proof
+
+
+def _fsdp_shards_how(shards: Sequence[Path], key: str) -> str:
+    """How to unflatten every rank's shard into one state dict by the metadata under `key`, or which are missing."""
+    ranks = [rank for path in shards if (rank := fsdp_shard_rank(path.name)) is not None]
+    stem = ranks[0][0] if ranks else "checkpoint"
+    held = {rank[1] for rank in ranks}
+    missing = [f"{stem}-shard{shard}.pt" for shard in range(max(held, default=-1) + 1) if shard not in held]
+    if missing:
+        return (f"The {counted(len(missing), 'shard')} {', '.join(missing[:4])}{', ...' if len(missing) > 4 else ''} "
+                f"{'is' if len(missing) == 1 else 'are'} not beside {'them' if len(shards) > 1 else 'it'}, and no "
+                "unflattening is whole without every rank's shard: fetch the missing ones from where these came "
+                "from, then consolidate")
+    if len(shards) == 1:
+        # How many ranks the run had is not in the file's name: no command is given with a count made up.
+        return (f"No other rank's shard is beside it, and no unflattening is whole without every rank's (unless the "
+                f"run had one data-parallel rank): fetch the others ({stem}-shard1.pt, ...) from where it came "
+                "from, then read their folder, which is told how to consolidate them")
+    folder = shards[0].parent
+    if key == "shard_metadata":
+        save = _fresh_prefix(folder / f"{stem}_consolidated")
+        # find_num_parts finds no `part-R-` in these names, so consolidate_fsdp_shards unflattens them as one part.
+        return ("Consolidate them first: metaseq's consolidate_fsdp_shards unflattens every rank's flat parameters "
+                "with their shard_metadata, in shard order, into one state dict (python -m "
+                f"metaseq.scripts.consolidate_fsdp_shards {str(folder / stem)!r} --save-prefix {str(save)!r} writes "
+                f"{save.name}.pt, the whole model under 'model')")
+    output = fresh_sibling(folder / f"{stem}_consolidated", ".pt")
+    # fairseq's own stitch_fsdp_ckpt reads `shard_metadata`, which fairseq's Trainer never writes: not offered here.
+    # Its load_model_ensemble_and_task finds `{name}-shard{i}.pt` for i < num_shards (and asserts strict=False).
+    return ("Consolidate them first: fairscale's FullyShardedDataParallel.consolidate_shard_weights("
+            "shard_weights=[each shard's 'model'], shard_metadata=[each shard's 'fsdp_metadata']) over every rank's "
+            "file in shard order unflattens them into one state dict, as fairseq's checkpoint_utils."
+            f"load_model_ensemble_and_task([{str(folder / stem) + '.pt'!r}], num_shards={len(shards)}, "
+            f"strict=False) does when it loads them; torch.save that state dict as {{'model': ...}} to "
+            f"{str(output)!r} and read that")
+
+
+def fsdp_shards_message(shards: Sequence[Path], proof: FsdpShardProof) -> str:
+    """The refusal of a folder of one model's FSDP shards (no model parallelism): what they are, how to consolidate."""
+    count, values = flat_parameters(proof.shapes)
+    said = _unflattened_said(proof.shapes, proof.unflattened, proof.key, 1)
+    return (f"folder holds {len(shards)} FSDP shards of one {_who(proof.key)} model ({shards[0].name} to "
+            f"{shards[-1].name}: its weights flattened by fairscale's FullyShardedDataParallel and split over the "
+            "data-parallel ranks, --ddp-backend fully_sharded --use-sharded-state with no model parallelism), not "
+            f"shards of one state dict: each holds {counted(count, 'flat parameter')} (flat_param_N, {values:,} "
+            f"values in {shards[0].name}{said}) that load by no name, and the {proof.key} beside them that "
+            "unflattens them. " + _fsdp_shards_how(shards, proof.key) + "; or name one shard to read it alone")
+
+
+def _fsdp_shard_warning(path: Path, shapes: Mapping[str, tuple[int, ...]], entries: Sequence[str],
+                        unflattened: Mapping[str, tuple[int, ...]] | None) -> list[str]:
+    """The warning of one FSDP shard of a model with no model parallelism read alone, where its name and contents
+    make it one; [] for any other file."""
+    rank = fsdp_shard_rank(path.name)
+    proof = _proof(shapes, entries, unflattened) if rank is not None else None
+    if rank is None or proof is None:
+        return []
+    try:
+        beside = [entry for entry in path.parent.iterdir()
+                  if (other := fsdp_shard_rank(entry.name)) is not None and other[0] == rank[0] and entry.is_file()]
+    except OSError:
+        beside = [path]
+    shards = sorted(beside, key=lambda entry: (fsdp_shard_rank(entry.name) or ("", 0))[1]) or [path]
+    count, values = flat_parameters(shapes)
+    around = (f"one of {len(shards)} shards in its folder, {shards[0].name} to {shards[-1].name}"
+              if len(shards) > 1 else "no other shard beside it")
+    return [f"{path.name} is FSDP shard {rank[1]} of one {_who(proof.key)} model (--ddp-backend fully_sharded "
+            f"--use-sharded-state with no model parallelism; {around}): its {counted(count, 'flat parameter')} "
+            f"({values:,} values{_unflattened_said(shapes, unflattened, proof.key, 1)}) are this data-parallel "
+            "rank's piece of the weights, flattened by fairscale's FullyShardedDataParallel, so no model loads them "
+            "by name and the counts above are one shard's. " + _fsdp_shards_how(shards, proof.key)]
+
+
+def fsdp_shard_said_by_reader(path: Path, entries: Sequence[str]) -> bool:
+    """Whether the reader's own warning says what `path` is (an FSDP shard by its name and metadata), so that
+    inspect's generic word of fairscale flat parameters is not said twice."""
+    return fsdp_shard_rank(path.name) is not None and fsdp_metadata_key(entries) is not None

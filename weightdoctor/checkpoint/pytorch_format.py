@@ -81,6 +81,45 @@ class PickleContents:
     # (st_dev, st_ino, st_size, st_mtime_ns) of a torch zip that torch.load(mmap=True) read (its tensors view its
     # map of the whole file), when it mapped it; None where the torch-free reader or a whole read gave the values.
     mapped_identity: tuple[int, int, int, int] | None = None
+    # fairscale FSDP's local_metadata_dict saved beside flat parameters (metaseq's `shard_metadata`, fairseq's
+    # `fsdp_metadata`): each parameter flattened, by its full name, with its shape before flattening.
+    fsdp_unflattened: dict[str, tuple[int, ...]] | None = None
+
+
+def fsdp_unflattened_shapes(obj: Any) -> dict[str, tuple[int, ...]] | None:
+    """The parameters a fairscale FSDP shard's flat parameters hold, by full name, with their shapes before
+    flattening: from the local_metadata_dict metaseq's Trainer saves under `shard_metadata` and fairseq's under
+    `fsdp_metadata` (`param_metadata`: per wrapped module its `fsdp_path` and, per flat parameter, the `names` and
+    `shapes` of what it flattens). None where the file holds no such metadata, or it is not laid out so.
+
+    Example:
+        >>> fsdp_unflattened_shapes({"shard_metadata": {"param_metadata": [{"fsdp_path": "decoder.layers.0",
+        ...     "params": {"flat_param_0": {"names": ["fc1.weight"], "shapes": [(8, 4)], "numels": [32]}}}]}})
+        {'decoder.layers.0.fc1.weight': (8, 4)}
+    """
+    if not isinstance(obj, Mapping):
+        return None
+    metadata = next((obj[key] for key in ("shard_metadata", "fsdp_metadata") if isinstance(obj.get(key), Mapping)),
+                    None)
+    modules = metadata.get("param_metadata") if metadata is not None else None
+    if not isinstance(modules, list):
+        return None
+    shapes: dict[str, tuple[int, ...]] = {}
+    for module in modules:
+        if not isinstance(module, Mapping) or not isinstance(module.get("params"), Mapping):
+            return None
+        path = module.get("fsdp_path") or ""
+        for flat in module["params"].values():
+            names, sizes = (flat.get("names"), flat.get("shapes")) if isinstance(flat, Mapping) else (None, None)
+            if not isinstance(names, list) or not isinstance(sizes, list) or len(names) != len(sizes):
+                return None
+            for name, size in zip(names, sizes, strict=True):
+                try:
+                    shape = tuple(int(extent) for extent in size)
+                except (TypeError, ValueError):
+                    return None
+                shapes[f"{path}.{name}" if path and isinstance(path, str) else str(name)] = shape
+    return shapes or None
 
 
 def detect_pickle_format(prefix: bytes) -> str | None:
@@ -2177,7 +2216,8 @@ def _load_pickle(path: Path, fmt: str, key: str | None, label: str | None) -> Pi
             mapped_identity = None  # no value views torch's map any more
     return PickleContents(state_dict=tensors, nested_key=nested_key, other_entries=other, skipped_entries=skipped,
                           non_tensor_keys=non_tensor_keys, security=report, notes=notes,
-                          extra_states_beside=extra_states, mapped_identity=mapped_identity)
+                          extra_states_beside=extra_states, mapped_identity=mapped_identity,
+                          fsdp_unflattened=fsdp_unflattened_shapes(obj) if nested_key == "model" else None)
 
 
 # Nodes `_extra_states_beside` visits at most: a hostile file's millions of nested dicts cost no more than this.

@@ -50,8 +50,13 @@ from weightdoctor.checkpoint.hub import (
 )
 from weightdoctor.checkpoint.model import CheckpointFile, TensorInfo, unique_tensors
 from weightdoctor.checkpoint.model_parts import folder_message as model_parts_message
+from weightdoctor.checkpoint.model_parts import (
+    fsdp_shards_message,
+    fsdp_shards_of_one_model,
+    parts_of_one_model,
+    sharded_parts_of_one_model,
+)
 from weightdoctor.checkpoint.model_parts import part_warning as model_part_warning
-from weightdoctor.checkpoint.model_parts import parts_of_one_model, sharded_parts_of_one_model
 from weightdoctor.checkpoint.model_parts import sharded_folder_message as sharded_parts_message
 from weightdoctor.checkpoint.remote import remote_tensors
 from weightdoctor.errors import (
@@ -2733,6 +2738,10 @@ def _choose_in_folder(folder: Path) -> tuple[Path, bool]:
         # metaseq's FSDP-sharded parts (checkpoint_last-model_part-0-shard0.pt, ...): flat parameters split twice;
         # were "several weight files and no index; name one".
         raise UnsupportedFormat(sharded_parts_message(sharded_parts), str(folder))
+    if (fsdp_shards := fsdp_shards_of_one_model(weights)) is not None:
+        # fairseq's and metaseq's --use-sharded-state with no model parallelism (checkpoint_last-shard0.pt, ...): one
+        # flat shard per data-parallel rank, which their contents prove; were "several weight files; name one".
+        raise UnsupportedFormat(fsdp_shards_message(*fsdp_shards), str(folder))
     if (model_parts := parts_of_one_model(weights)) is not None:
         # fairseq's --model-parallel-size saves (model_part-0.pt, ...): every part holds every name, the split ones'
         # slices; was "several weight files and no index; name one".
@@ -4232,9 +4241,11 @@ def _open_checkpoint(
         else:
             builder.add_weight_file(target)
             warnings += _one_shard_of_several(target, given if repo_id is not None else None)
-            if "model_part-" in target.name:
+            if "model_part-" in target.name or "-shard" in target.name:
+                unflattened = next((contents.fsdp_unflattened for contents in builder.pickles.values()
+                                    if contents.fsdp_unflattened), None)
                 warnings += model_part_warning(target, {t.name: tuple(t.shape) for t in builder.tensors},
-                                               builder.other_entries)
+                                               builder.other_entries, unflattened)
         if gguf_refused_by is not None and builder.ggufs:
             from weightdoctor.checkpoint import gguf_format
 
