@@ -674,7 +674,13 @@ def _read_prefix(path: Path, size: int = 16) -> bytes:
         return handle.read(size)
 
 
-def _read_json(path: Path) -> Any:
+def read_json(path: Path) -> Any:
+    """A JSON file of a checkpoint (index, config) read within the reader's bounds: `MAX_JSON_BYTES`, `MAX_DEPTH`
+    levels, `MAX_JSON_ENTRIES` values and members.
+
+    Raises:
+        CorruptCheckpoint: the file is past a bound or not valid JSON (a FIFO or device is refused unread).
+    """
     require_regular_file(path)
     try:
         size = path.stat().st_size
@@ -703,7 +709,7 @@ def _read_json(path: Path) -> Any:
         raise CorruptCheckpoint(f"not valid JSON ({exc})", path=str(path)) from exc
 
 
-# The config.json `_read_json` read last: its absolute path, its text, and what that text parsed to.
+# The config.json `read_json` read last: its absolute path, its text, and what that text parsed to.
 _CONFIG_CACHE: dict[str, tuple[str, Any]] = {}
 
 
@@ -733,7 +739,7 @@ def _load_config(path: Path | None) -> tuple[dict[str, Any] | None, CheckpointFi
         # report (plan-devices' model above all) would silently be that of a checkpoint without a config.
         kind = "a folder" if path.is_dir() else _file_kind(path)
         raise UnsupportedFormat(f"config.json is not a regular file ({kind})", str(path))
-    data = _read_json(path)
+    data = read_json(path)
     if not isinstance(data, dict):
         raise CorruptCheckpoint("config.json is not a JSON object", path=str(path))
     return data, CheckpointFile(path, path.name, "config", "json", path.stat().st_size)
@@ -1952,7 +1958,7 @@ def _foreign_weights_beside_other_config(folder: Path) -> bool:
     if not foreign.foreign_files_in(folder):
         return False
     try:
-        config = _read_json(folder / "config.json")
+        config = read_json(folder / "config.json")
     except (WeightDoctorError, OSError):
         return False
     return isinstance(config, dict) and not config.get("model_type") and "_class_name" not in config
@@ -1965,7 +1971,7 @@ def _model_config_beside_subfolder_weights(folder: Path) -> bool:
     said "nothing to plan: ... its config.json has no model_type", where the other commands name the subfolders
     that hold the weights."""
     try:
-        config = _read_json(folder / "config.json")
+        config = read_json(folder / "config.json")
     except (WeightDoctorError, OSError):
         return False
     if isinstance(config, dict) and (config.get("model_type") or "_class_name" in config):
@@ -2569,7 +2575,7 @@ def explicit_weights(folder: Path) -> Path | None:
     if not config_path.is_file():
         return None
     try:
-        config = _read_json(config_path)
+        config = read_json(config_path)
     except WeightDoctorError:
         return None
     if isinstance(config, dict) and config.get("transformers_weights") not in (None, "") \
@@ -2907,7 +2913,7 @@ def _coqui_tts_folder(folder: Path, weights: list[Path]) -> str | None:
     from weightdoctor.meta_model import coqui_tts_model
 
     try:
-        config = _read_json(folder / "config.json") if (folder / "config.json").is_file() else None
+        config = read_json(folder / "config.json") if (folder / "config.json").is_file() else None
     except (WeightDoctorError, OSError):
         return None
     model = coqui_tts_model(config)
@@ -2954,7 +2960,7 @@ def _foreign_kinds(weights: list[Path]) -> list[str] | None:
 def _quant_method(folder: Path) -> str | None:
     """The quant_method of the folder's config.json, or None (no config, no quantization_config, unreadable)."""
     try:
-        config = _read_json(folder / "config.json") if (folder / "config.json").is_file() else None
+        config = read_json(folder / "config.json") if (folder / "config.json").is_file() else None
     except (WeightDoctorError, OSError):
         return None
     from weightdoctor.quantized import config_quantization_settings  # not at the top: it imports the checkpoint package
@@ -2994,7 +3000,7 @@ def adapterhub_config(folder: Path) -> dict[str, Any] | None:
     try:
         if not path.is_file() or path.stat().st_size > 1 << 20:  # a config, not data
             return None
-        config = _read_json(path)
+        config = read_json(path)
     except (WeightDoctorError, OSError):
         return None
     return config if adapterhub_adapter(config) is not None else None
@@ -3642,7 +3648,7 @@ def _complete_index_beside(index_path: Path) -> str:
     if other == name or not (index_path.parent / other).is_file():
         return ""
     try:
-        index = _read_json(index_path.parent / other)
+        index = read_json(index_path.parent / other)
     except (WeightDoctorError, OSError):
         return ""
     weight_map = index.get("weight_map") if isinstance(index, dict) else None
@@ -3658,7 +3664,7 @@ def _complete_index_beside(index_path: Path) -> str:
 
 
 def _read_index(builder: _Builder, index_path: Path) -> list[str]:
-    index = _read_json(index_path)
+    index = read_json(index_path)
     if not isinstance(index, dict) or not isinstance(index.get("weight_map"), dict):
         raise InvalidIndex("index has no 'weight_map' object", str(index_path))
     weight_map: dict[str, Any] = index["weight_map"]
@@ -4193,7 +4199,7 @@ def _open_checkpoint(
             raise named_by_repo(exc, path, text, revision) from exc
     elif path.suffix == ".json":
         try:
-            data = _read_json(path)
+            data = read_json(path)
             from weightdoctor.checkpoint import foreign
 
             mlc = foreign.mlc_json_message(path, data)
