@@ -472,6 +472,13 @@ def _refuse_lone_surrogates(header: dict[str, Any]) -> None:
 _SURROGATES = re.compile("[\ud800-\udfff]")
 
 
+def _stride_overflows(shape: list[int]) -> bool:
+    """Whether torch's strides of `shape` pass 2**63 - 1: its first dimension's, the product of the others (a 0 counted
+    as 1), is the largest. Only an empty shape can (a non-empty one's is at most its element count): `[0, 2**62, 3]`
+    passes every size check, as the library's header parse does, and torch refuses to make it."""
+    return math.prod(max(dim, 1) for dim in shape[1:]) > MAX_DIM
+
+
 def _checked_entries(header: dict[str, Any], relpath: str, data_size: int) -> list[TensorInfo]:
     """Check every header entry in turn and build its `TensorInfo`; the error names the first bad entry."""
     dtypes = SAFETENSORS_TO_CANONICAL
@@ -496,6 +503,11 @@ def _checked_entries(header: dict[str, Any], relpath: str, data_size: int) -> li
             if numel > MAX_RUNNING_PRODUCT:
                 raise CorruptCheckpoint(f"tensor {name!r} has shape {shape}: the product of its dimensions passes "
                                         "2**64 - 1 (the safetensors library refuses it, even with a 0 after)")
+        if not numel and _stride_overflows(shape):
+            raise CorruptCheckpoint(f"tensor {name!r} has shape {shape}: holding no value, its first dimension's "
+                                    "stride (the product of the others) passes 2**63 - 1, which torch cannot make "
+                                    "(\"Stride calculation overflowed\": the library's load_file and from_pretrained "
+                                    "fail on it)")
         # Empty ones too: the library refuses [0, 3] as torch's pairs cannot hold it, and a write of it held
         # [0, 2] (torch's pair count doubled), another shape than the source's.
         if dtype == FP4 and (not shape or shape[-1] % 2):
@@ -572,9 +584,10 @@ def _checked_entries_fast(header: dict[str, Any], relpath: str, data_size: int) 
     if min(begins) < 0 or max(ends) > data_size or not all(map(le, begins, ends)):
         return None
     num_params = list(map(math.prod, shapes))
-    if 0 in num_params and any(not count and max(accumulate(shape, mul), default=0) > MAX_RUNNING_PRODUCT
+    if 0 in num_params and any(not count and (max(accumulate(shape, mul), default=0) > MAX_RUNNING_PRODUCT
+                                              or _stride_overflows(shape))
                                for count, shape in zip(num_params, shapes, strict=True)):
-        return None  # a non-empty shape's running product is at most its numel, bounded by the data size
+        return None  # a non-empty shape's running product and strides are at most its numel, bounded by the data
     try:  # whole-byte dtypes (all but fp4): numel * (bits // 8) == numel * bits // 8, one C-level pass fewer
         nbytes = list(map(mul, num_params, map(_BYTES_PER_ELEMENT.__getitem__, dtypes)))
     except KeyError:
