@@ -23,7 +23,7 @@ from operator import floordiv, itemgetter, le, mul, sub
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from weightdoctor.checkpoint.model import TensorInfo, tensor_infos
+from weightdoctor.checkpoint.model import TensorInfo, strides_overflow, tensor_infos
 from weightdoctor.dtypes import BITS_PER_ELEMENT, SAFETENSORS_TO_CANONICAL
 from weightdoctor.errors import CorruptCheckpoint, UnsupportedEnvironment, UnsupportedFormat, clip_middle
 from weightdoctor.gcpause import gc_paused
@@ -472,13 +472,6 @@ def _refuse_lone_surrogates(header: dict[str, Any]) -> None:
 _SURROGATES = re.compile("[\ud800-\udfff]")
 
 
-def _stride_overflows(shape: list[int]) -> bool:
-    """Whether torch's strides of `shape` pass 2**63 - 1: its first dimension's, the product of the others (a 0 counted
-    as 1), is the largest. Only an empty shape can (a non-empty one's is at most its element count): `[0, 2**62, 3]`
-    passes every size check, as the library's header parse does, and torch refuses to make it."""
-    return math.prod(max(dim, 1) for dim in shape[1:]) > MAX_DIM
-
-
 def _checked_entries(header: dict[str, Any], relpath: str, data_size: int) -> list[TensorInfo]:
     """Check every header entry in turn and build its `TensorInfo`; the error names the first bad entry."""
     dtypes = SAFETENSORS_TO_CANONICAL
@@ -503,7 +496,7 @@ def _checked_entries(header: dict[str, Any], relpath: str, data_size: int) -> li
             if numel > MAX_RUNNING_PRODUCT:
                 raise CorruptCheckpoint(f"tensor {name!r} has shape {shape}: the product of its dimensions passes "
                                         "2**64 - 1 (the safetensors library refuses it, even with a 0 after)")
-        if not numel and _stride_overflows(shape):
+        if not numel and strides_overflow(shape):
             raise CorruptCheckpoint(f"tensor {name!r} has shape {shape}: holding no value, its first dimension's "
                                     "stride (the product of the others) passes 2**63 - 1, which torch cannot make "
                                     "(\"Stride calculation overflowed\": the library's load_file and from_pretrained "
@@ -585,7 +578,7 @@ def _checked_entries_fast(header: dict[str, Any], relpath: str, data_size: int) 
         return None
     num_params = list(map(math.prod, shapes))
     if 0 in num_params and any(not count and (max(accumulate(shape, mul), default=0) > MAX_RUNNING_PRODUCT
-                                              or _stride_overflows(shape))
+                                              or strides_overflow(shape))
                                for count, shape in zip(num_params, shapes, strict=True)):
         return None  # a non-empty shape's running product and strides are at most its numel, bounded by the data
     try:  # whole-byte dtypes (all but fp4): numel * (bits // 8) == numel * bits // 8, one C-level pass fewer
