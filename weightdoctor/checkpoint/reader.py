@@ -2527,6 +2527,15 @@ def _latest_tag(folder: Path) -> str | None:
     return text or None
 
 
+def _link_loops(link: Path) -> bool:
+    """Whether following `link` leads back to a link already passed (the system's ELOOP)."""
+    try:
+        os.stat(link)
+    except OSError as exc:
+        return exc.errno == errno.ELOOP
+    return False
+
+
 def _dangling_message(link: Path) -> str:
     target = Path(os.path.normpath(link.parent / os.readlink(link)))
     # huggingface_hub downloads into `<etag>.incomplete`, since 1.x into `<etag>.<8 hex>.incomplete` (one per process).
@@ -2534,11 +2543,8 @@ def _dangling_message(link: Path) -> str:
         target.parent.glob(f"{glob_escape(target.name)}.*.incomplete"))
     why = "its download did not finish" if partial else "the file was deleted or never downloaded"
     what = "which does not exist"
-    try:
-        os.stat(link)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:  # the link leads back to itself (directly or through other links)
-            what, why = "which leads back to itself (a loop of links)", "the cache is damaged"
+    if _link_loops(link):  # the link leads back to itself (directly or through other links)
+        what, why = "which leads back to itself (a loop of links)", "the cache is damaged"
     snapshot = next((p for p in link.parents if p.parent.name == "snapshots"), None)
     if snapshot is None:
         # A folder of one's own, in no Hub cache: a loop of links there was said to be a damaged cache, to download
@@ -4269,8 +4275,10 @@ def _open_checkpoint(
     elif (packed := packed_without_quantizer(config, builder.tensors, path if is_dir else path.parent)):
         warnings.append(packed)
     if config_path is not None and config_path.is_symlink() and not config_path.exists():
-        warnings.append(f"config.json is a link to {os.readlink(config_path)}, which does not exist: read without "
-                        "a config (from_pretrained would fail)")
+        # A link to itself (or through others back to itself) was said to lead to a file that "does not exist".
+        what = "which leads back to itself (a loop of links)" if _link_loops(config_path) else "which does not exist"
+        warnings.append(f"config.json is a link to {os.readlink(config_path)}, {what}: read without a config "
+                        "(from_pretrained would fail)")
     if config_file is not None:
         builder.files.append(config_file)
     # A snapshot's file that links out of the cache (to the user's own files, or another disk), however the snapshot
