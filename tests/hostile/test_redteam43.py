@@ -240,3 +240,47 @@ def test_plan_devices_places_an_empty_pickled_tensor_whose_default_strides_overf
     done = run_cli("plan-devices", path, "--gpu", "1MB")
     assert done.exit_code == 0, done.stderr
     assert "unexpected" not in done.stderr and "fits on the GPUs" in done.stdout, done.stdout
+
+
+def test_an_empty_gguf_tensor_past_ggml_counts_is_refused_in_one_line(tmp_path: Path) -> None:
+    """ggml's ne [3, 2**62, 0] (torch's shape (0, 2**62, 3)): ggml refuses its running product (INT64_MAX / ne[1] <=
+    ne[0]); it was read, and --stats, check-dtype and diff-keys --values ended in 'unexpected RuntimeError: Stride
+    calculation overflowed'. [0, 2**62, 3] (torch's (3, 2**62, 0), strides of 1) and [2**63 - 1, 0] are read."""
+    import numpy as np
+
+    from fixtures.gguf_files import STRING, Tensor, write_gguf
+
+    def gguf(name: str, dims: list[int]) -> Path:
+        return write_gguf(tmp_path / name, {"general.architecture": (STRING, "llama")}, [
+            Tensor("a.weight", [4], "F32", data=np.ones(4, np.float32).tobytes()),
+            Tensor("z.weight", dims, "F32", data=b"")])
+
+    path = gguf("huge.gguf", [3, 2**62, 0])
+    for args in (("inspect",), ("inspect", "--stats"), ("check-dtype",), ("diff-keys", str(path), "--values")):
+        done = run_cli(args[0], path, *args[1:])
+        assert done.exit_code == 2, (args, done.stdout)
+        assert done.stderr == (f"error: {path}: GGUF header: tensor 'z.weight' has dimensions [3, 4611686018427387904, "
+                               "0]: holding no value, the product of its dimensions before a 0 passes 2**63 - 1, past "
+                               "ggml's int64 element count and torch's strides\n"), (args, done.stderr)
+    for name, dims in (("fine.gguf", [0, 2**62, 3]), ("long.gguf", [2**63 - 1, 0])):
+        done = run_cli("inspect", gguf(name, dims), "--stats")
+        assert done.exit_code == 0, (name, done.stderr)
+
+
+# --- 5. a config.json that links to itself ---------------------------------------------------------------------------
+
+
+def test_a_config_link_to_itself_is_said_to_loop_not_to_be_missing(tmp_path: Path) -> None:
+    folder = tmp_path / "m"
+    folder.mkdir()
+    save_file({"a.weight": torch.ones(2, 2)}, str(folder / "model.safetensors"))
+    (folder / "config.json").symlink_to("config.json")
+    done = run_cli("inspect", folder)
+    assert done.exit_code == 0, done.stderr
+    # "which does not exist" before
+    assert ("warning: config.json is a link to config.json, which leads back to itself (a loop of links): read "
+            "without a config (from_pretrained would fail)") in done.stderr, done.stderr
+    (folder / "config.json").unlink()
+    (folder / "config.json").symlink_to("gone.json")
+    done = run_cli("inspect", folder)
+    assert "config.json is a link to gone.json, which does not exist: read without a config" in done.stderr
