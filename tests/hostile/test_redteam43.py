@@ -284,3 +284,32 @@ def test_a_config_link_to_itself_is_said_to_loop_not_to_be_missing(tmp_path: Pat
     (folder / "config.json").symlink_to("gone.json")
     done = run_cli("inspect", folder)
     assert "config.json is a link to gone.json, which does not exist: read without a config" in done.stderr
+
+
+# --- 6. diff-keys --values of a complex tensor against a float4 one ---------------------------------------------------
+
+
+def test_diff_keys_values_of_complex_against_float4_is_an_unknown_change(tmp_path: Path) -> None:
+    """A complex tensor was turned into (real, imaginary) pairs, the other side stacked with zeros beside it: torch has
+    no stack for float4_e2m1fn_x2 ('unexpected NotImplementedError: "cat_serial_kernel" not implemented')."""
+    import numpy as np
+
+    complex_path, float4_path = tmp_path / "c.safetensors", tmp_path / "f4.safetensors"
+    values = np.array([1 + 1j, 2, 3j, 0], np.complex64).tobytes()
+    _write_raw_safetensors(complex_path, {"w": {"dtype": "C64", "shape": [4], "data_offsets": [0, 32]}}, 0)
+    complex_path.write_bytes(complex_path.read_bytes() + values)
+    _write_raw_safetensors(float4_path, {"w": {"dtype": "F4", "shape": [4], "data_offsets": [0, 2]}}, 0)
+    float4_path.write_bytes(float4_path.read_bytes() + b"\x21\x43")
+    def json_dtype(path: Path) -> str:
+        return "complex64" if path == complex_path else "float4_e2m1fn_x2"
+
+    for a, b in ((complex_path, float4_path), (float4_path, complex_path)):
+        done = run_cli("diff-keys", a, b, "--values", "--json")
+        assert done.exit_code in (0, 1), done.stderr
+        assert "unexpected" not in done.stderr, done.stderr
+        assert json.loads(done.stdout)["values"] == [{
+            "name": "w", "identical": False, "max_abs_diff": "nan", "rel_change": "nan", "dtype_a": json_dtype(a),
+            "dtype_b": json_dtype(b), "rounded_to": None}], done.stdout
+    # complex against complex and against float32 still compared as pairs
+    done = run_cli("diff-keys", complex_path, complex_path, "--values")
+    assert done.exit_code == 0, done.stderr
