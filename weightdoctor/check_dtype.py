@@ -1198,9 +1198,10 @@ def resolve_auto_dtype(checkpoint: Checkpoint) -> AutoDtype:
     the index's metadata), so the answer follows transformers' rule: the config's dtype, else the index
     metadata's, else the first floating (non-fp8) tensor of the first weight file.
     """
-    import json
-
     import torch
+
+    from weightdoctor.checkpoint.reader import read_json
+    from weightdoctor.errors import WeightDoctorError
 
     try:
         from transformers.configuration_utils import PreTrainedConfig
@@ -1219,9 +1220,15 @@ def resolve_auto_dtype(checkpoint: Checkpoint) -> AutoDtype:
     sharded_metadata = None
     if checkpoint.sharded:
         index = next((f for f in checkpoint.files if f.role == "index"), None)
-        data = json.loads(index.path.read_text(encoding="utf-8")) if index else {}
-        metadata = data.get("metadata")
-        sharded_metadata = dict(metadata) if isinstance(metadata, dict) else {}  # the reader allows any metadata
+        try:
+            # Read with the reader's bounds (size, depth, entries): the file is read again here and may have
+            # changed since the reader's pass. Only its metadata's "dtype" is passed on: all transformers'
+            # resolver reads of it (the reader allows any metadata; a copy of it all was made before).
+            data = read_json(index.path) if index else {}
+        except WeightDoctorError as exc:
+            return AutoDtype(None, f"cannot read {index.path.name if index else 'the index'} again: {exc}")
+        metadata = data.get("metadata") if isinstance(data, dict) else None
+        sharded_metadata = {"dtype": metadata["dtype"]} if isinstance(metadata, dict) and "dtype" in metadata else {}
     if weight_files and not _little_endian_or_not_zip(Path(weight_files[0])):
         # transformers reads it with torch.load(map_location="meta"), which crashes the process (SIGSEGV, torch
         # 2.13) byte-swapping a storage that has no data.

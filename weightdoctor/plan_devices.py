@@ -2414,7 +2414,11 @@ def build_tensor_tree(checkpoint: Checkpoint, torch_dtype: str | None) -> torch.
                 dtype = torch.uint8  # a dtype this torch lacks: count its bytes
             if target is not None and dtype.is_floating_point:
                 dtype = target
-            param = torch.nn.Parameter(torch.empty(info.shape, dtype=dtype, device="meta"), requires_grad=False)
+            # An empty tensor's strides are any: torch's own for [0, 2**62, 3] pass 2**63 - 1 ("Stride calculation
+            # overflowed"), where a pickle gives its own and torch.load reads it.
+            param = torch.nn.Parameter(torch.empty(info.shape, dtype=dtype, device="meta") if info.num_params else
+                                       torch.empty_strided(info.shape, (1,) * len(info.shape), dtype=dtype,
+                                                           device="meta"), requires_grad=False)
             if tieable:
                 by_view[info.view_id] = param  # type: ignore[index]
         try:

@@ -164,7 +164,7 @@ def test_string_colons_prove_no_duplicates_only_when_there_are_none(data: st.Dat
     from weightdoctor.checkpoint.safetensors_format import _string_colons_prove_no_duplicates
 
     raw = ("{" + ",".join(json.dumps(key) + ":" + _write(value, data.draw) for key, value in top) + "}").encode()
-    if _string_colons_prove_no_duplicates(raw, json.loads(raw)):
+    if _string_colons_prove_no_duplicates(raw.decode(), json.loads(raw)):
         assert not _has_duplicates(raw), raw
 
 

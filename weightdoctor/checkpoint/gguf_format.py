@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from weightdoctor.checkpoint.model import TensorInfo, tensor_infos
+from weightdoctor.checkpoint.model import TensorInfo, strides_overflow, tensor_infos
 from weightdoctor.errors import CorruptCheckpoint, UnsupportedFormat
 
 MAGIC = b"GGUF"
@@ -355,6 +355,19 @@ def _skip_strings(cursor: _Cursor, index: int, total: int, key: str) -> None:
         cursor.pos = base + at
 
 
+def _running_product_overflows(dims: tuple[int, ...]) -> bool:
+    """Whether ggml's check of a tensor's element count refuses `dims` (its ne, first dimension first, padded to
+    four with 1): `INT64_MAX / ne[j] <= ne[0] * ... * ne[j-1]` for j of 1 to 3. A 0 is skipped (ggml divides by it)
+    and ends the product."""
+    ne = (*dims, *(1,) * (MAX_DIMS - len(dims)))
+    product = ne[0]
+    for dim in ne[1:]:
+        if dim and (2**63 - 1) // dim <= product:
+            return True
+        product *= dim
+    return False
+
+
 def read_header(path: Path, relpath: str) -> GgufHeader:
     """Parse a GGUF file's header: its metadata and its tensors (shapes as PyTorch gives them, outermost first).
 
@@ -461,6 +474,13 @@ def _parse(cursor: _Cursor, relpath: str
         if any(d >= 1 << 63 for d in dims) or numel >= 1 << 63:
             raise CorruptCheckpoint(f"GGUF header: tensor {name!r} has dimensions {list(dims)}, more elements than "
                                     "ggml's int64 counts hold")
+        if not numel and (_running_product_overflows(dims) or strides_overflow(dims[::-1])):
+            # ggml checks each running product (INT64_MAX / ne[j] <= ne[0] * ... * ne[j-1]), a 0 after one that
+            # passes it no help; torch cannot make the strides of [0, 2**62, 3] either (--stats, check-dtype and
+            # diff-keys --values ended in "unexpected RuntimeError: Stride calculation overflowed").
+            raise CorruptCheckpoint(f"GGUF header: tensor {name!r} has dimensions {list(dims)}: holding no value, the "
+                                    "product of its dimensions before a 0 passes 2**63 - 1, past ggml's int64 element "
+                                    "count and torch's strides")
         # A tensor of no dimension is one value (ggml's ne are all 1): a block type's row of 1, as ggml refuses it
         # (its bytes were counted as none, and a read of it gave memory never written).
         row = dims[0] if dims else 1

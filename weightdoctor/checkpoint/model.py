@@ -53,6 +53,18 @@ class TensorInfo:
         return self.dtype in FLOATING
 
 
+def strides_overflow(shape: Sequence[int]) -> bool:
+    """Whether torch's strides of `shape` pass 2**63 - 1 ("Stride calculation overflowed"): its first dimension's,
+    the product of the others (a 0 counted as 1), is the largest. Only an empty shape can (a non-empty one's is at
+    most its element count): `[0, 2**62, 3]` passes every size check, and torch refuses to make it.
+
+    Example:
+        >>> strides_overflow([0, 2**62, 3]), strides_overflow([2**62, 3, 0])
+        (True, False)
+    """
+    return math.prod(max(dim, 1) for dim in shape[1:]) > 2**63 - 1
+
+
 def unique_tensors(tensors: Iterable[TensorInfo]) -> list[TensorInfo]:
     """`tensors` with each tensor saved under several names (tied weights, same `view_id`) kept once."""
     seen: set[str] = set()

@@ -622,13 +622,17 @@ def hqq_save_quantized(obj: Any) -> dict[str, Any] | None:
                 flat.put(f"{prefix}{_key_text(name)}", item, module, *keys, name)
 
     for module, state in obj.items():
+        # The module named "" is the model itself (hqq quantized a bare nn.Linear): its keys are named as its
+        # state_dict names them, `W_q`, `scale`, not `.W_q`, and as hqq's load finds them (named_modules() gives the
+        # root as "").
+        prefix = f"{module}." if module else ""
         for name, value in state.items():
             if name == "meta" and isinstance(value, Mapping) and is_tensor(state.get("W_q")):
-                walk(value, f"{module}.", 0, module, (name,))
+                walk(value, prefix, 0, module, (name,))
             elif isinstance(value, Mapping) and not is_tensor(value):
-                walk(value, f"{module}.{_key_text(name)}.", 1, module, (name,))
+                walk(value, f"{prefix}{_key_text(name)}.", 1, module, (name,))
             else:
-                flat.put(f"{module}.{_key_text(name)}", value, module, name)
+                flat.put(f"{prefix}{_key_text(name)}", value, module, name)
     return dict(flat)
 
 

@@ -680,7 +680,13 @@ def _read_prefix(path: Path, size: int = 16) -> bytes:
         return handle.read(size)
 
 
-def _read_json(path: Path) -> Any:
+def read_json(path: Path) -> Any:
+    """A JSON file of a checkpoint (index, config) read within the reader's bounds: `MAX_JSON_BYTES`, `MAX_DEPTH`
+    levels, `MAX_JSON_ENTRIES` values and members.
+
+    Raises:
+        CorruptCheckpoint: the file is past a bound or not valid JSON (a FIFO or device is refused unread).
+    """
     require_regular_file(path)
     try:
         size = path.stat().st_size
@@ -709,7 +715,7 @@ def _read_json(path: Path) -> Any:
         raise CorruptCheckpoint(f"not valid JSON ({exc})", path=str(path)) from exc
 
 
-# The config.json `_read_json` read last: its absolute path, its text, and what that text parsed to.
+# The config.json `read_json` read last: its absolute path, its text, and what that text parsed to.
 _CONFIG_CACHE: dict[str, tuple[str, Any]] = {}
 
 
@@ -739,7 +745,7 @@ def _load_config(path: Path | None) -> tuple[dict[str, Any] | None, CheckpointFi
         # report (plan-devices' model above all) would silently be that of a checkpoint without a config.
         kind = "a folder" if path.is_dir() else _file_kind(path)
         raise UnsupportedFormat(f"config.json is not a regular file ({kind})", str(path))
-    data = _read_json(path)
+    data = read_json(path)
     if not isinstance(data, dict):
         raise CorruptCheckpoint("config.json is not a JSON object", path=str(path))
     return data, CheckpointFile(path, path.name, "config", "json", path.stat().st_size)
@@ -1958,7 +1964,7 @@ def _foreign_weights_beside_other_config(folder: Path) -> bool:
     if not foreign.foreign_files_in(folder):
         return False
     try:
-        config = _read_json(folder / "config.json")
+        config = read_json(folder / "config.json")
     except (WeightDoctorError, OSError):
         return False
     return isinstance(config, dict) and not config.get("model_type") and "_class_name" not in config
@@ -1971,7 +1977,7 @@ def _model_config_beside_subfolder_weights(folder: Path) -> bool:
     said "nothing to plan: ... its config.json has no model_type", where the other commands name the subfolders
     that hold the weights."""
     try:
-        config = _read_json(folder / "config.json")
+        config = read_json(folder / "config.json")
     except (WeightDoctorError, OSError):
         return False
     if isinstance(config, dict) and (config.get("model_type") or "_class_name" in config):
@@ -2527,6 +2533,15 @@ def _latest_tag(folder: Path) -> str | None:
     return text or None
 
 
+def _link_loops(link: Path) -> bool:
+    """Whether following `link` leads back to a link already passed (the system's ELOOP)."""
+    try:
+        os.stat(link)
+    except OSError as exc:
+        return exc.errno == errno.ELOOP
+    return False
+
+
 def _dangling_message(link: Path) -> str:
     target = Path(os.path.normpath(link.parent / os.readlink(link)))
     # huggingface_hub downloads into `<etag>.incomplete`, since 1.x into `<etag>.<8 hex>.incomplete` (one per process).
@@ -2534,11 +2549,8 @@ def _dangling_message(link: Path) -> str:
         target.parent.glob(f"{glob_escape(target.name)}.*.incomplete"))
     why = "its download did not finish" if partial else "the file was deleted or never downloaded"
     what = "which does not exist"
-    try:
-        os.stat(link)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:  # the link leads back to itself (directly or through other links)
-            what, why = "which leads back to itself (a loop of links)", "the cache is damaged"
+    if _link_loops(link):  # the link leads back to itself (directly or through other links)
+        what, why = "which leads back to itself (a loop of links)", "the cache is damaged"
     snapshot = next((p for p in link.parents if p.parent.name == "snapshots"), None)
     if snapshot is None:
         # A folder of one's own, in no Hub cache: a loop of links there was said to be a damaged cache, to download
@@ -2575,7 +2587,7 @@ def explicit_weights(folder: Path) -> Path | None:
     if not config_path.is_file():
         return None
     try:
-        config = _read_json(config_path)
+        config = read_json(config_path)
     except WeightDoctorError:
         return None
     if isinstance(config, dict) and config.get("transformers_weights") not in (None, "") \
@@ -2921,7 +2933,7 @@ def _coqui_tts_folder(folder: Path, weights: list[Path]) -> str | None:
     from weightdoctor.meta_model import coqui_tts_model
 
     try:
-        config = _read_json(folder / "config.json") if (folder / "config.json").is_file() else None
+        config = read_json(folder / "config.json") if (folder / "config.json").is_file() else None
     except (WeightDoctorError, OSError):
         return None
     model = coqui_tts_model(config)
@@ -2968,7 +2980,7 @@ def _foreign_kinds(weights: list[Path]) -> list[str] | None:
 def _quant_method(folder: Path) -> str | None:
     """The quant_method of the folder's config.json, or None (no config, no quantization_config, unreadable)."""
     try:
-        config = _read_json(folder / "config.json") if (folder / "config.json").is_file() else None
+        config = read_json(folder / "config.json") if (folder / "config.json").is_file() else None
     except (WeightDoctorError, OSError):
         return None
     from weightdoctor.quantized import config_quantization_settings  # not at the top: it imports the checkpoint package
@@ -3008,7 +3020,7 @@ def adapterhub_config(folder: Path) -> dict[str, Any] | None:
     try:
         if not path.is_file() or path.stat().st_size > 1 << 20:  # a config, not data
             return None
-        config = _read_json(path)
+        config = read_json(path)
     except (WeightDoctorError, OSError):
         return None
     return config if adapterhub_adapter(config) is not None else None
@@ -3656,7 +3668,7 @@ def _complete_index_beside(index_path: Path) -> str:
     if other == name or not (index_path.parent / other).is_file():
         return ""
     try:
-        index = _read_json(index_path.parent / other)
+        index = read_json(index_path.parent / other)
     except (WeightDoctorError, OSError):
         return ""
     weight_map = index.get("weight_map") if isinstance(index, dict) else None
@@ -3672,7 +3684,7 @@ def _complete_index_beside(index_path: Path) -> str:
 
 
 def _read_index(builder: _Builder, index_path: Path) -> list[str]:
-    index = _read_json(index_path)
+    index = read_json(index_path)
     if not isinstance(index, dict) or not isinstance(index.get("weight_map"), dict):
         raise InvalidIndex("index has no 'weight_map' object", str(index_path))
     weight_map: dict[str, Any] = index["weight_map"]
@@ -4207,7 +4219,7 @@ def _open_checkpoint(
             raise named_by_repo(exc, path, text, revision) from exc
     elif path.suffix == ".json":
         try:
-            data = _read_json(path)
+            data = read_json(path)
             from weightdoctor.checkpoint import foreign
 
             mlc = foreign.mlc_json_message(path, data)
@@ -4280,8 +4292,10 @@ def _open_checkpoint(
     elif (packed := packed_without_quantizer(config, builder.tensors, path if is_dir else path.parent)):
         warnings.append(packed)
     if config_path is not None and config_path.is_symlink() and not config_path.exists():
-        warnings.append(f"config.json is a link to {os.readlink(config_path)}, which does not exist: read without "
-                        "a config (from_pretrained would fail)")
+        # A link to itself (or through others back to itself) was said to lead to a file that "does not exist".
+        what = "which leads back to itself (a loop of links)" if _link_loops(config_path) else "which does not exist"
+        warnings.append(f"config.json is a link to {os.readlink(config_path)}, {what}: read without a config "
+                        "(from_pretrained would fail)")
     if config_file is not None:
         builder.files.append(config_file)
     # A snapshot's file that links out of the cache (to the user's own files, or another disk), however the snapshot

@@ -23,7 +23,7 @@ from operator import floordiv, itemgetter, le, mul, sub
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from weightdoctor.checkpoint.model import TensorInfo, tensor_infos
+from weightdoctor.checkpoint.model import TensorInfo, strides_overflow, tensor_infos
 from weightdoctor.dtypes import BITS_PER_ELEMENT, SAFETENSORS_TO_CANONICAL
 from weightdoctor.errors import CorruptCheckpoint, UnsupportedEnvironment, UnsupportedFormat, clip_middle
 from weightdoctor.gcpause import gc_paused
@@ -64,7 +64,7 @@ MAX_DIM = 2**63 - 1
 # plan-devices then asked torch for it (an unexpected RuntimeError: "Storage size calculation overflowed").
 MAX_RUNNING_PRODUCT = 2**64 - 1
 # A `\uXXXX` escape of a UTF-16 surrogate: JSON text that may hold one unpaired (Python accepts it, the library not).
-_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 FP4 = "float4_e2m1fn_x2"
 # Bytes per element of the dtypes whose elements are whole bytes (for `_checked_entries_fast`).
 _BYTES_PER_ELEMENT = {dtype: bits // 8 for dtype, bits in BITS_PER_ELEMENT.items() if bits % 8 == 0}
@@ -167,8 +167,8 @@ _BAD_NAME_CHARS = re.compile(r"[\x00-\x1f\x7f/\\]")
 _NAME_JOINER = "\ue000"
 
 
-def _colons_prove_no_duplicates(raw: bytes, header: dict[str, Any]) -> bool:
-    """True when the colons of `raw` prove that no key of any object of the JSON text was repeated.
+def _colons_prove_no_duplicates(text: str, header: dict[str, Any]) -> bool:
+    """True when the colons of `text` prove that no key of any object of the JSON text was repeated.
 
     In JSON every key of every object is followed by one colon outside strings, and a colon outside
     strings is nothing else, so the text's colons are at least its keys, which are at least the keys
@@ -178,7 +178,7 @@ def _colons_prove_no_duplicates(raw: bytes, header: dict[str, Any]) -> bool:
     One pass over the text.
     """
     values = header.values()
-    return set(map(type, values)) <= {dict} and raw.count(b":") == len(header) + sum(map(len, values))
+    return set(map(type, values)) <= {dict} and text.count(":") == len(header) + sum(map(len, values))
 
 
 def _keys_and_string_colons(value: Any) -> int:
@@ -192,17 +192,17 @@ def _keys_and_string_colons(value: Any) -> int:
     return 0
 
 
-def _string_colons_prove_no_duplicates(raw: bytes, header: dict[str, Any]) -> bool:
-    """True when the colons of `raw` prove no key was repeated, counting those inside its strings.
+def _string_colons_prove_no_duplicates(text: str, header: dict[str, Any]) -> bool:
+    """True when the colons of `text` prove no key was repeated, counting those inside its strings.
 
     The text's colons are one per key of every object it holds (a repeated key's included) plus those inside its
     strings (a dropped value's included), each written as it reads unless escaped. When they are exactly the keys
     and string colons of the parsed header, nothing was dropped. A colon escaped as \\u003a reads as one the text
     does not hold, so that it could hide a dropped key's: a text with one proves nothing.
     """
-    if b"\\u003" in raw and (b"\\u003a" in raw or b"\\u003A" in raw):
+    if "\\u003" in text and ("\\u003a" in text or "\\u003A" in text):
         return False
-    colons = raw.count(b":")
+    colons = text.count(":")
     values = header.values()
     if set(map(type, values)) <= {dict}:
         # A bound first, in C but for the metadata: the parsed keys and string colons are at least the top-level
@@ -218,7 +218,7 @@ def _string_colons_prove_no_duplicates(raw: bytes, header: dict[str, Any]) -> bo
     return colons == _keys_and_string_colons(header)
 
 
-def _may_hide_duplicates(raw: bytes, header: dict[str, Any]) -> bool:
+def _may_hide_duplicates(text: str, header: dict[str, Any]) -> bool:
     """False when the colons prove that no key (top-level or inside an entry) was repeated.
 
     First by colons outside strings (`_colons_prove_no_duplicates`), then by every colon, those of names and
@@ -226,18 +226,18 @@ def _may_hide_duplicates(raw: bytes, header: dict[str, Any]) -> bool:
     names "dtype", "shape" and "data_offsets" instead cleared a tensor listed twice whose other entry holds none
     of them (`"w": {}` before the real "w": json.loads keeps the last, the library refuses the first).
     """
-    return not (_colons_prove_no_duplicates(raw, header) or _string_colons_prove_no_duplicates(raw, header))
+    return not (_colons_prove_no_duplicates(text, header) or _string_colons_prove_no_duplicates(text, header))
 
 
-def _check_names(header: dict[str, Any], raw: bytes | None = None) -> None:
+def _check_names(header: dict[str, Any], text: str | None = None) -> None:
     """Refuse empty names, control characters and path separators (one regex pass in the common case).
 
-    `raw`: the JSON text `header` was parsed from by `json.loads` (strict, so control characters in its
+    `text`: the JSON text `header` was parsed from by `json.loads` (strict, so control characters in its
     strings were backslash escapes). A text with no backslash, slash or DEL byte anywhere holds no name
     with a character the regex pass looks for (a backslash too is written as an escape): the pass is
     skipped.
     """
-    if raw is not None and b"\\" not in raw and b"/" not in raw and b"\x7f" not in raw:
+    if text is not None and "\\" not in text and "/" not in text and "\x7f" not in text:
         bad_chars = False
     else:
         bad_chars = _BAD_NAME_CHARS.search(_NAME_JOINER.join(header)) is not None
@@ -294,11 +294,11 @@ def read_header(path: Path, relpath: str, whole_metadata: bool = False) -> Safet
                 f"but the file has only {file_size - 8} after the prefix"
                 " (truncated?)"
             )
-        raw = handle.read(header_size)
-    # The parse allocates a few containers per entry, all kept: see weightdoctor.gcpause.
-    with gc_paused():
-        metadata, tensors = _parse_header(raw, relpath, file_size - 8 - header_size)
-    del raw
+        # The parse allocates a few containers per entry, all kept: see weightdoctor.gcpause. The bytes read are
+        # handed over, not kept here: `_parse_header` drops them once decoded (a 90 MB header was held three times
+        # over, bytes, text and parsed values, at the parse's peak).
+        with gc_paused():
+            metadata, tensors = _parse_header(handle.read(header_size), relpath, file_size - 8 - header_size)
     cut: tuple[tuple[str, int], ...] = ()
     if metadata and not whole_metadata:
         # The longest first: the one a warning names.
@@ -327,7 +327,11 @@ def read_whole_metadata(path: Path, header: SafetensorsHeader) -> dict[str, str]
 
 
 def _parse_header(raw: bytes, relpath: str, data_size: int) -> tuple[dict[str, str] | None, list[TensorInfo]]:
-    """Parse and check a header's JSON text: (its `__metadata__`, its tensors). See `read_header`."""
+    """Parse and check a header's JSON text: (its `__metadata__`, its tensors). See `read_header`.
+
+    `raw` is dropped once decoded and the decoded text once parsed: a caller that keeps no reference of its own
+    (`read_header`) has the header's bytes, text and parsed values held two at a time at most, not three.
+    """
     if not raw.startswith(b"{"):
         raise CorruptCheckpoint("header does not start with '{' (leading whitespace or garbage)")
     # Every "{" is a byte of the text: one no longer than the bound cannot pass it, and is not counted (a pass over
@@ -346,6 +350,7 @@ def _parse_header(raw: bytes, relpath: str, data_size: int) -> tuple[dict[str, s
                                 f"{MAX_METADATA_ENTRIES:,} entries hold") from None
     try:
         text = raw.decode("utf-8")
+        del raw  # the checks below read the text (a UTF-8 byte below 0x80 is always its own character)
         try:
             header = parse_json(text)
         except ValueError:
@@ -357,13 +362,13 @@ def _parse_header(raw: bytes, relpath: str, data_size: int) -> tuple[dict[str, s
         raise CorruptCheckpoint(f"header is not valid JSON ({exc})") from exc
     if not isinstance(header, dict):
         raise CorruptCheckpoint("header is not a JSON object")
-    if b"-" in raw and b"-0" in raw:  # a dash is rare: one memchr pass rules it out (searching "-0" cost 1 ms per MB)
+    if "-" in text and "-0" in text:  # a dash is rare: one memchr pass rules it out (searching "-0" cost 1 ms per MB)
         # `-0` reads as the integer 0 here; the library refuses it (a float where a size belongs). Read again, with
         # `-0` as the float it is to the library, for the entry checks to name.
         header = json.loads(text, parse_int=_int_or_negative_zero)
-    if b"\\" in raw and _SURROGATE_ESCAPE.search(raw):  # every escape has a backslash: memchr rules them out
+    if "\\" in text and _SURROGATE_ESCAPE.search(text):  # every escape has a backslash: memchr rules them out
         _refuse_lone_surrogates(header)
-    if _may_hide_duplicates(raw, header):
+    if _may_hide_duplicates(text, header):
         # json.loads keeps the last of duplicate keys silently; re-parse slowly to name the duplicate.
         _refuse_repeated_keys(text)
     metadata = header.pop("__metadata__", None)
@@ -376,7 +381,7 @@ def _parse_header(raw: bytes, relpath: str, data_size: int) -> tuple[dict[str, s
             f"header's __metadata__ holds {len(metadata):,} entries (the limit is {MAX_METADATA_ENTRIES:,})")
     if len(header) > MAX_TENSORS:
         raise CorruptCheckpoint(f"header lists {len(header)} tensors (the limit is {MAX_TENSORS})")
-    if metadata is not None and metadata.get("format") == "tf" and b"/" in raw:
+    if metadata is not None and metadata.get("format") == "tf" and "/" in text:
         # transformers' TF save_pretrained(safe_serialization=True): Keras variable names, `bert/embeddings/
         # word_embeddings/weight:0`, not state-dict keys; said as what it is, not as a name with a path separator.
         example = next((name for name in header if "/" in name), "")
@@ -385,9 +390,11 @@ def _parse_header(raw: bytes, relpath: str, data_size: int) -> tuple[dict[str, s
             f"{example[:80]!r}), written by transformers' TF save_pretrained: transformers 4's PyTorch "
             "from_pretrained converts it on load (it reads the format; TensorFlow must be installed), transformers 5 "
             "cannot load it")
-    if b"/" in raw:
+    if "/" in text:
         _refuse_slash_joined_tree(header, metadata)
-    _check_names(header, raw)
+    _check_names(header, text)
+    # The text is read no more: dropped before the entries' `TensorInfo`s are made beside the parsed header.
+    del text
 
     tensors = _checked_entries_fast(header, relpath, data_size)
     if tensors is None:
@@ -489,6 +496,11 @@ def _checked_entries(header: dict[str, Any], relpath: str, data_size: int) -> li
             if numel > MAX_RUNNING_PRODUCT:
                 raise CorruptCheckpoint(f"tensor {name!r} has shape {shape}: the product of its dimensions passes "
                                         "2**64 - 1 (the safetensors library refuses it, even with a 0 after)")
+        if not numel and strides_overflow(shape):
+            raise CorruptCheckpoint(f"tensor {name!r} has shape {shape}: holding no value, its first dimension's "
+                                    "stride (the product of the others) passes 2**63 - 1, which torch cannot make "
+                                    "(\"Stride calculation overflowed\": the library's load_file and from_pretrained "
+                                    "fail on it)")
         # Empty ones too: the library refuses [0, 3] as torch's pairs cannot hold it, and a write of it held
         # [0, 2] (torch's pair count doubled), another shape than the source's.
         if dtype == FP4 and (not shape or shape[-1] % 2):
@@ -565,9 +577,10 @@ def _checked_entries_fast(header: dict[str, Any], relpath: str, data_size: int) 
     if min(begins) < 0 or max(ends) > data_size or not all(map(le, begins, ends)):
         return None
     num_params = list(map(math.prod, shapes))
-    if 0 in num_params and any(not count and max(accumulate(shape, mul), default=0) > MAX_RUNNING_PRODUCT
+    if 0 in num_params and any(not count and (max(accumulate(shape, mul), default=0) > MAX_RUNNING_PRODUCT
+                                              or strides_overflow(shape))
                                for count, shape in zip(num_params, shapes, strict=True)):
-        return None  # a non-empty shape's running product is at most its numel, bounded by the data size
+        return None  # a non-empty shape's running product and strides are at most its numel, bounded by the data
     try:  # whole-byte dtypes (all but fp4): numel * (bits // 8) == numel * bits // 8, one C-level pass fewer
         nbytes = list(map(mul, num_params, map(_BYTES_PER_ELEMENT.__getitem__, dtypes)))
     except KeyError:
@@ -603,8 +616,11 @@ def validate_with_library(path: Path, header: SafetensorsHeader | None = None) -
         )
 
     try:
-        with safe_open(str(path), framework="np") as handle:
-            handle.metadata()
+        # Opening is the check: the library parses and validates the whole header there. Its `metadata()` would
+        # build every value whole besides, as Python strings (a 89 MB value took check-dtype from 403 to 572 MB
+        # peak), where `read_header` keeps them cut.
+        with safe_open(str(path), framework="np"):
+            pass
     except SafetensorError as exc:
         raise CorruptCheckpoint(f"safetensors rejects the file: {exc}") from exc
     except MemoryError as exc:

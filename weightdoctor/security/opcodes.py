@@ -24,6 +24,7 @@ from weightdoctor.security.policy import (
     RECONSTRUCTION_GLOBALS,
     RECONSTRUCTOR,
 )
+from weightdoctor.wording import counted
 
 HIGHEST_PROTOCOL = 5
 # Longest line a text opcode (GLOBAL, INST, protocol 0 strings) may have; without a bound pickletools
@@ -1000,6 +1001,10 @@ def _walk(handle: BinaryIO, end: int, walk: PickleWalk, watch: frozenset[str]) -
                     walk.counted.pop(id(target), None)
             elif name in ("SETITEMS", "ADDITEMS"):
                 items = _pop_mark(stack)
+                if name == "SETITEMS" and len(items) % 2:
+                    # Every unpickler indexes past the last key for its value: torch.load's ended in "IndexError: list
+                    # index out of range", said as that. A pickler writes keys and values in pairs.
+                    raise _StackError(f"SETITEMS of {counted(len(items), 'item')}, a key without its value")
                 target = _top(stack)
                 if items and target.__class__ in _KEYED:
                     if target.__class__ is OpaqueDict:
