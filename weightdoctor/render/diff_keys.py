@@ -135,6 +135,7 @@ def group_table(kind: str, groups: list[KeyGroup], report: DiffReport, show_all:
     table.add_column("severity")
     table.add_column("detail", overflow="fold", max_width=detail_width)
     details = _details(report, kind)
+    said = ""
     for group in groups:
         if show_all:
             continue
@@ -142,13 +143,31 @@ def group_table(kind: str, groups: list[KeyGroup], report: DiffReport, show_all:
         detail = details.get(group.example, "")
         if group.count > 1 and detail and not detail.startswith("--rename"):
             detail = f"e.g. {detail}"
+        shown, said = _said_once(detail, said)
         table.add_row(pattern, str(group.count) if group.count > 1 else "", group.reason,
-                      _severity(group.severity), _wrapped_words(detail, detail_width))
+                      _severity(group.severity), shown if shown is not None else _wrapped_words(detail, detail_width))
     if show_all:
         for name, reason, severity, detail in _rows(report, kind):
+            shown, said = _said_once(detail, said)
             table.add_row(_wrapped(name, keys_width), "", reason, _severity(severity),
-                          _wrapped_words(detail, detail_width))
+                          shown if shown is not None else _wrapped_words(detail, detail_width))
     return table
+
+
+# What a row says in place of the rename the row above it gave: a prefix's groups (`bert.embeddings.*`,
+# `bert.encoder.layer.*`, `bert.pooler.*`) all take the one flag, and at 80 columns `--rename '^=bert.'` took two
+# lines in each of them, the keys no easier to tell apart for it.
+SAME_RENAME = "same rename"
+
+
+def _said_once(detail: str, said: str) -> tuple[str | None, str]:
+    """The detail cell to show in place of `detail` where it repeats the rename flag the row above gave (`said`),
+    else None; and the rename now said."""
+    if not detail.startswith("--rename"):
+        return None, ""
+    if detail == said:
+        return f"[dim]{SAME_RENAME}[/]", said
+    return None, detail
 
 
 # Below this many cells for the keys (wrapped_name's floor), or for a detail word (its longest if shorter), the
@@ -174,11 +193,13 @@ def _stacked_groups(title: str, kind: str, groups: list[KeyGroup], report: DiffR
             if group.count > 1 and detail and not detail.startswith("--rename"):
                 detail = f"e.g. {detail}"
             rows.append((_shown_key(group, report), group.count, group.reason, group.severity, detail))
+    said = ""
     for key, count, reason, severity, detail in rows:
         figures = f"{reason} · {_severity(severity)}" + (f" · ×{count}" if count > 1 else "")
         cell = f"{wrapped_name(key, inner)}\n{figures}"
+        shown, said = _said_once(detail, said)
         if detail:
-            cell += f"\n{_wrapped_words(detail, inner)}"
+            cell += f"\n{shown if shown is not None else _wrapped_words(detail, inner)}"
         table.add_row(cell)
     return table
 

@@ -1,0 +1,116 @@
+"""ux21: what users read at 80 and 120 columns.
+
+diff-keys gave the same `--rename '^=bert.'` in every row of a prefix's groups (two lines a row at 80 columns): the
+first row of a run gives it, the rows under it say "same rename". shard's `first → last` lines reached 158
+characters and a terminal of 80 broke them inside tensor names: in a terminal each shard's first and last tensor go
+on lines of their own (piped, a shard stays one line, for grep); its size column is as wide as its sizes (was 18).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import REPO_ROOT, run_json, run_subprocess
+
+EXAMPLE = REPO_ROOT / "fixtures" / "example"
+PLAIN = {"TERM": "dumb", "NO_COLOR": "1"}
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+@pytest.fixture(scope="module")
+def base_and_classifier(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """BertModel's keys (no `bert.`) against BertForSequenceClassification's: six groups take `--rename '^=bert.'`."""
+    from fixtures.build import build_bert
+
+    root = tmp_path_factory.mktemp("ux21")
+    model = build_bert()
+    model.bert.save_pretrained(root / "base")
+    model.save_pretrained(root / "classifier")
+    return root / "base", root / "classifier"
+
+
+def _table(out: str, title: str) -> str:
+    start = out.index(title)
+    return out[start:out.index("└", start)]
+
+
+@pytest.mark.parametrize("columns", [80, 120])
+def test_diff_keys_says_a_prefix_rename_once_per_run_of_groups(base_and_classifier: tuple[Path, Path],
+                                                               columns: int) -> None:
+    base, classifier = base_and_classifier
+    result = run_subprocess("diff-keys", base, classifier, env={"COLUMNS": str(columns), **PLAIN})
+    assert result.returncode == 0, result.stderr
+    for title in ("Missing:", "Unexpected:"):
+        table = _table(result.stdout, title)
+        assert table.count("'^=bert.'") == 1, table
+        assert table.count("same rename") == 5, table
+    missing = _table(result.stdout, "Missing:")
+    # The rows that are not a rename keep their own detail.
+    assert "new, initialized at random" in " ".join(missing.replace("│", " ").split()), missing
+    # At 80 columns the five groups after the first take a line each, not two.
+    rows = [line for line in missing.splitlines() if line.startswith("│")]
+    assert len(rows) == (16 if columns == 80 else 8), missing
+    # The fix itself is still given whole, once, to copy.
+    assert "\n--rename '^=bert.'\n" in result.stdout, result.stdout
+
+
+def test_diff_keys_all_says_the_rename_once_too(base_and_classifier: tuple[Path, Path]) -> None:
+    base, classifier = base_and_classifier
+    result = run_subprocess("diff-keys", base, classifier, "--all", env={"COLUMNS": "120", **PLAIN})
+    table = _table(result.stdout, "Unexpected:")
+    assert table.count("'^=bert.'") == 1 and table.count("same rename") == 38, table
+
+
+def test_diff_keys_json_still_gives_each_group_its_rename(base_and_classifier: tuple[Path, Path]) -> None:
+    base, classifier = base_and_classifier
+    code, data = run_json("diff-keys", str(base), str(classifier), "--json")
+    assert code == 0
+    renames = [item["detail"] for item in data["unexpected"]]
+    assert renames and set(renames) == {"--rename '^=bert.'"}, renames
+
+
+def test_diff_keys_narrow_stacked_rows_say_the_rename_once(base_and_classifier: tuple[Path, Path]) -> None:
+    base, classifier = base_and_classifier
+    result = run_subprocess("diff-keys", base, classifier, env={"COLUMNS": "50", **PLAIN})
+    table = _table(result.stdout, "Unexpected:")
+    assert table.count("'^=bert.'") == 1 and table.count("same rename") == 5, table
+
+
+def _shard_lines(out: str) -> list[str]:
+    lines = ANSI.sub("", out).splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("shard "))
+    return lines[start:lines.index("", start)]
+
+
+@pytest.mark.parametrize("columns", [80, 120])
+def test_shard_in_a_terminal_puts_first_and_last_under_each_shard(tmp_path: Path, columns: int) -> None:
+    """FORCE_COLOR makes Rich take the pipe for a terminal."""
+    result = run_subprocess("shard", EXAMPLE, "--max", "400KB", "-o", tmp_path / "out",
+                            env={"COLUMNS": str(columns), "FORCE_COLOR": "1"})
+    assert result.returncode == 0, result.stderr
+    lines = _shard_lines(result.stdout)
+    assert max(len(line) for line in lines) <= columns, lines
+    assert lines[1:4] == ["model-00001-of-00003.safetensors  357.89 KB       16",
+                          "  bert.embeddings.LayerNorm.bias",
+                          "  → bert.encoder.layer.0.intermediate.dense.bias"], lines
+    assert "  → classifier.weight" in lines, lines
+
+
+def test_shard_piped_keeps_each_shard_on_one_line_for_grep(tmp_path: Path) -> None:
+    result = run_subprocess("shard", EXAMPLE, "--max", "400KB", "-o", tmp_path / "out",
+                            env={"COLUMNS": "80", **PLAIN})
+    lines = _shard_lines(result.stdout)
+    assert lines[0] == "shard                                  size  tensors  first → last", lines
+    assert lines[2] == ("model-00002-of-00003.safetensors  399.87 KB       32  "
+                        "bert.encoder.layer.0.intermediate.dense.weight → bert.encoder.layer.2.intermediate.dense.bias"
+                        ), lines
+
+
+def test_shard_in_a_wide_terminal_stays_one_line(tmp_path: Path) -> None:
+    result = run_subprocess("shard", EXAMPLE, "--max", "400KB", "-o", tmp_path / "out",
+                            env={"COLUMNS": "200", "FORCE_COLOR": "1"})
+    lines = _shard_lines(result.stdout)
+    assert len(lines) == 4 and lines[3].endswith("  bert.encoder.layer.2.intermediate.dense.weight → classifier.weight")
