@@ -32,6 +32,24 @@ def base_and_classifier(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path,
     return root / "base", root / "classifier"
 
 
+@pytest.fixture(scope="module")
+def training_pair(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The classifier after one AdamW step, saved as a training script does (`training.pt`), beside the `bert`
+    folder it started from, as fixtures.build writes `files/training.pt`."""
+    import torch
+
+    from fixtures.build import build_bert
+
+    root = tmp_path_factory.mktemp("ux21-training")
+    bert = build_bert()
+    bert.save_pretrained(root / "bert")
+    optimizer = torch.optim.AdamW(bert.parameters(), lr=1e-3)
+    bert(torch.tensor([[1, 2, 3]])).logits.sum().backward()
+    optimizer.step()
+    torch.save({"model_state_dict": bert.state_dict()}, root / "training.pt")
+    return root
+
+
 def _table(out: str, title: str) -> str:
     start = out.index(title)
     return out[start:out.index("└", start)]
@@ -114,3 +132,31 @@ def test_shard_in_a_wide_terminal_stays_one_line(tmp_path: Path) -> None:
                             env={"COLUMNS": "200", "FORCE_COLOR": "1"})
     lines = _shard_lines(result.stdout)
     assert len(lines) == 4 and lines[3].endswith("  bert.encoder.layer.2.intermediate.dense.weight → classifier.weight")
+
+
+@pytest.mark.parametrize("columns", [80, 120])
+def test_diff_keys_values_breaks_tensor_names_only_after_a_dot(training_pair: Path, columns: int) -> None:
+    """A training checkpoint against its model before the step: every tensor changed. At 80 columns Rich folded
+    `bert.encoder.layer.0.intermediate.dense.bi` / `as` and `...attention.output.Laye` / `rNorm.bias`."""
+    files = training_pair
+    result = run_subprocess("diff-keys", files / "training.pt", files / "bert", "--values", "--all",
+                            env={"COLUMNS": str(columns), **PLAIN})
+    assert result.returncode in (0, 1), result.stderr
+    out = result.stdout
+    for title, end in (("Values:", "Layers changed most"), ("Layers changed most", None)):
+        table = out[out.index(title):out.index(end) if end else None]
+        names: list[list[str]] = []
+        for line in table.splitlines():
+            cells = [cell.strip() for cell in line.split("│")[1:-1]]
+            if not cells:
+                continue
+            if cells[1]:
+                names.append([])
+            if cells[0]:
+                names[-1].append(cells[0])
+        assert names, table
+        broken = [parts for parts in names if any(not part.endswith(".") for part in parts[:-1])]
+        assert not broken, broken
+        assert max(len(line.rstrip()) for line in table.splitlines()) <= columns, table
+    assert "│ bert.encoder.layer.0.intermediate.dense." in out or columns > 80, out
+

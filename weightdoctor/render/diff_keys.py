@@ -18,7 +18,6 @@ from weightdoctor.render.text import (
     escape,
     hides_characters,
     printable,
-    shown_name,
     wrap_at_dots,
     wrapped_name,
 )
@@ -302,7 +301,18 @@ def _fmt(value: float) -> str:
     return f"{value:.3g}"
 
 
-def values_tables(report: DiffReport, show_all: bool) -> list[Table]:
+def _name_width(width: int | None, other_cells: list[list[str]]) -> int | None:
+    """The cells a table's first column (a tensor or layer name) has at the console's `width` beside columns whose
+    header and cells are `other_cells` (each column's widest text), or None where no width is known."""
+    if width is None:
+        return None
+    borders_and_padding = 3 * len(other_cells) + 4  # a border and two spaces a column, one border to close
+    return width - borders_and_padding - sum(max(map(cell_len, column)) for column in other_cells)
+
+
+def values_tables(report: DiffReport, show_all: bool, width: int | None = None) -> list[Table]:
+    """The values tables; at the console's `width`, tensor and layer names break after a dot (Rich's fold cut
+    `...intermediate.dense.bi` / `as` and `...output.Laye` / `rNorm.bias` at 80 columns)."""
     if report.values is None:
         return []
     identical = sum(1 for v in report.values if v.identical)
@@ -318,9 +328,13 @@ def values_tables(report: DiffReport, show_all: bool) -> list[Table]:
     # ranked. A NaN key would leave sorted() with no order at all: an overflowed tensor landed mid-table.
     changed = sorted((v for v in report.values if not v.identical),
                      key=lambda v: (not math.isnan(v.rel_change), -v.rel_change if not math.isnan(v.rel_change) else 0))
-    for row in changed if show_all else changed[:20]:
-        dtypes = row.dtype_a if row.dtype_a == row.dtype_b else f"{row.dtype_a}→{row.dtype_b}"
-        table.add_row(shown_name(row.name), _fmt(row.max_abs_diff), _fmt(row.rel_change), dtypes)
+    rows = [(row.name, _fmt(row.max_abs_diff), _fmt(row.rel_change),
+             row.dtype_a if row.dtype_a == row.dtype_b else f"{row.dtype_a}→{row.dtype_b}")
+            for row in (changed if show_all else changed[:20])]
+    names_width = _name_width(width, [[header, *(row[i] for row in rows)]
+                                      for i, header in ((1, "max |A−B|"), (2, "‖A−B‖/‖B‖"), (3, "dtypes"))])
+    for name, max_abs, rel, dtypes in rows:
+        table.add_row(wrapped_name(name, names_width), max_abs, rel, dtypes)
     if not show_all and len(changed) > 20:
         table.caption = f"{len(changed) - 20} more changed tensors; use --all"
     tables = [table]
@@ -330,9 +344,12 @@ def values_tables(report: DiffReport, show_all: bool) -> list[Table]:
         layers.add_column("tensors", justify="right")
         # The tensors table's quantity over the layer's tensors together: one name for it, ‖A−B‖/‖B‖.
         layers.add_column("‖A−B‖/‖B‖", justify="right")
-        for layer in report.layers_changed_most:
-            layers.add_row(escape(layer.layer), str(layer.tensors),
-                           "identical" if layer.identical else _fmt(layer.rel_change))
+        figures = [(str(layer.tensors), "identical" if layer.identical else _fmt(layer.rel_change))
+                   for layer in report.layers_changed_most]
+        layers_width = _name_width(width, [["tensors", *(f[0] for f in figures)],
+                                           ["‖A−B‖/‖B‖", *(f[1] for f in figures)]])
+        for layer, (tensors, rel) in zip(report.layers_changed_most, figures, strict=True):
+            layers.add_row(wrapped_name(layer.layer, layers_width), tensors, rel)
         tables.append(layers)
     return tables
 
@@ -348,7 +365,7 @@ def render_diff_keys(report: DiffReport, console: Console, show_all: bool = Fals
     if legend is not None:
         console.print(Panel(legend, title="reasons", title_align="left"))
     print_fix(report, console)
-    for table in values_tables(report, show_all):
+    for table in values_tables(report, show_all, console.width):
         console.print(table)
     for note in report.notes:
         text, commands = _commands_out(note)
