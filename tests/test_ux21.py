@@ -160,3 +160,47 @@ def test_diff_keys_values_breaks_tensor_names_only_after_a_dot(training_pair: Pa
         assert max(len(line.rstrip()) for line in table.splitlines()) <= columns, table
     assert "│ bert.encoder.layer.0.intermediate.dense." in out or columns > 80, out
 
+
+
+@pytest.fixture(scope="module")
+def hub_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A Hub cache holding `weightdoctor-tests/tiny-bert`: its snapshot's path is longer than a panel at 80 columns."""
+    from fixtures.build import HUB_ORG, build_bert, write_hub_cache
+
+    root = tmp_path_factory.mktemp("ux21-hub")
+    build_bert().save_pretrained(root / "bert")
+    write_hub_cache(root / "hub", f"{HUB_ORG}/tiny-bert", root / "bert")
+    return root / "hub"
+
+
+def _panel_value_lines(out: str, label: str) -> list[str]:
+    """The lines of a header panel's row `label`: its first line and those under it with no label of their own."""
+    lines = [line.strip("│").rstrip() for line in out.splitlines() if line.startswith("│")]
+    start = next(i for i, line in enumerate(lines) if line.startswith(f" {label} "))
+    column = len(lines[start]) - len(lines[start][len(label) + 1:].lstrip())
+    values = [lines[start][column:]]
+    for line in lines[start + 1:]:
+        if line[:column].strip():
+            break
+        values.append(line[column:])
+    return values
+
+
+@pytest.mark.parametrize("command", [["inspect"], ["check-dtype"], ["diff-keys", "{B}"]])
+def test_a_long_path_in_a_header_breaks_after_a_slash(hub_cache: Path, command: list[str]) -> None:
+    """Folded by Rich, the snapshot's path broke anywhere: `.../snapsho` / `ts/3c7baf...`."""
+    from fixtures.build import HUB_ORG
+
+    repo = f"{HUB_ORG}/tiny-bert"
+    snapshot = next((hub_cache / f"models--{HUB_ORG}--tiny-bert" / "snapshots").iterdir())
+    args = [arg.replace("{B}", str(snapshot)) for arg in command[1:]]
+    result = run_subprocess(command[0], repo, *args,
+                            env={"COLUMNS": "80", "HF_HUB_CACHE": str(hub_cache), "HF_HUB_OFFLINE": "1", **PLAIN})
+    assert result.returncode in (0, 1), result.stderr
+    label = "B" if command[0] == "diff-keys" else "source"
+    values = _panel_value_lines(result.stdout, label)
+    assert len(values) > 1, result.stdout
+    assert all(line.rstrip().endswith("/") for line in values[:-1]), values
+    assert snapshot.name in values[-1], values
+    assert "".join(line.strip() for line in values).startswith(
+        str(snapshot) if command[0] == "diff-keys" else f"{repo} → {snapshot}"), values

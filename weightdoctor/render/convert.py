@@ -141,7 +141,8 @@ def _print_shard_lines(shards: list, binary: bool, console: Console) -> None:
               shown_name(item.first or ""), shown_name(item.last or ""))
              for item, size in zip(shards, sizes, strict=True)]
     one_line = not console.is_terminal or all(
-        Text.from_markup(f"{fields}  {first} → {last}").cell_len <= console.width for fields, first, last in lines)
+        Text.from_markup(f"{fields}  {first} → {last}", emoji=False).cell_len <= console.width
+        for fields, first, last in lines)
     console.print(f"[bold]{head}  first → last[/]", soft_wrap=True)
     for fields, first, last in lines:
         if one_line:

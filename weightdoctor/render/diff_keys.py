@@ -14,6 +14,7 @@ from rich.table import Table
 from weightdoctor.diff_keys import ADAPTER_SAVES_WHOLE, DiffReport, KeyGroup, reason_text
 from weightdoctor.errors import clip_message, current_typed_words
 from weightdoctor.render.text import (
+    BrokenAtSlashes,
     distinct_form,
     escape,
     hides_characters,
@@ -40,10 +41,11 @@ def header(report: DiffReport) -> Table:
     table = Table.grid(padding=(0, 2))
     table.add_column(style="bold")
     table.add_column(overflow="fold")  # a path longer than the panel: folded, not cut with …
-    table.add_row("A", escape(report.source_a) + _revision(report.revision_a)
-                  + f"  [dim]{counted(report.total_a, 'key')}[/]")
-    table.add_row("B", escape(report.source_b) + _revision(report.revision_b)
-                  + f"  [dim]{counted(report.total_b, 'key')}[/]")
+    # A path broken after a slash at the panel's width, not folded mid-name (`.../snapsho` / `ts/3c7b...`).
+    table.add_row("A", BrokenAtSlashes(escape(report.source_a) + _revision(report.revision_a)
+                                       + f"  [dim]{counted(report.total_a, 'key')}[/]"))
+    table.add_row("B", BrokenAtSlashes(escape(report.source_b) + _revision(report.revision_b)
+                                       + f"  [dim]{counted(report.total_b, 'key')}[/]"))
     if report.renames_applied:
         table.add_row("renames", escape(" ".join(report.renames_applied)))
     table.add_row("matched", f"[green]{report.matched:,}[/] of {counted(report.total_b, 'key')} of B")
