@@ -17,11 +17,11 @@ from rich.cells import cell_len, chop_cells
 from rich.markup import escape as escape_markup
 from rich.text import Text
 
+from weightdoctor.errors import clip_middle
+
 if TYPE_CHECKING:
     from rich.console import Console, ConsoleOptions
     from rich.measure import Measurement
-
-from weightdoctor.errors import clip_middle
 
 # C0 and C1 control characters, DEL, zero-width characters, line and paragraph separators (str.splitlines and
 # many viewers break lines there: a name would read as two lines), bidirectional controls and Unicode tags.
@@ -236,8 +236,9 @@ def listed(items: Iterable[str], separator: str = ", ", limit: int = MAX_LISTED_
     return escape_markup(separator.join(shown) + (f" and {left:,} more" if left else ""))
 
 
-# A piece of a line a path may end at: up to and including a space or a slash.
-_PATH_PIECE = re.compile(r"[^ /]*[ /]|[^ /]+$")
+# A word with the spaces after it, and a piece of a word a line may end after: up to and including a slash.
+_WORD = re.compile(r" *[^ ]+ *| +")
+_PATH_PIECE = re.compile(r"[^/]*/|[^/]+$")
 
 
 class BrokenAtSlashes:
@@ -262,24 +263,32 @@ class BrokenAtSlashes:
     def __rich_measure__(self, console: Console, options: ConsoleOptions) -> Measurement:
         from rich.measure import Measurement
 
-        pieces = _PATH_PIECE.findall(self.text.plain) or [""]
+        pieces = [piece for word in _WORD.findall(self.text.plain) for piece in _PATH_PIECE.findall(word)] or [""]
         return Measurement(min(max(cell_len(piece.rstrip(" ")) for piece in pieces), options.max_width),
                            cell_len(self.text.plain))
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> Iterator[Text]:
-        width, plain = max(options.max_width, 1), self.text.plain
+        width = max(options.max_width, 1)
         offsets: list[int] = []
         at, used = 0, 0
-        for piece in _PATH_PIECE.findall(plain):
+
+        def place(piece: str) -> None:
+            nonlocal at, used
             if used and used + cell_len(piece.rstrip(" ")) > width:
                 offsets.append(at)
                 used = 0
-            for chunk in chop_cells(piece, width) if cell_len(piece.rstrip(" ")) > width else [piece]:
-                if used and used + cell_len(chunk.rstrip(" ")) > width:
-                    offsets.append(at)
-                    used = 0
-                at += len(chunk)
-                used += cell_len(chunk)
+            at += len(piece)
+            used += cell_len(piece)
+
+        # As Rich wraps: a word at a time, a word that fits on a line of its own never broken (a path after
+        # `source →` goes whole onto the next line); only a word longer than a line is broken, after its slashes.
+        for word in _WORD.findall(self.text.plain):
+            if cell_len(word.rstrip(" ")) <= width:
+                place(word)
+                continue
+            for piece in _PATH_PIECE.findall(word):
+                for chunk in chop_cells(piece, width) if cell_len(piece.rstrip(" ")) > width else [piece]:
+                    place(chunk)
         for line in self.text.divide(offsets):
             line.rstrip()
             yield line
