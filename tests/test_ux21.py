@@ -4,6 +4,9 @@ diff-keys gave the same `--rename '^=bert.'` in every row of a prefix's groups (
 first row of a run gives it, the rows under it say "same rename". shard's `first → last` lines reached 158
 characters and a terminal of 80 broke them inside tensor names: in a terminal each shard's first and last tensor go
 on lines of their own (piped, a shard stays one line, for grep); its size column is as wide as its sizes (was 18).
+diff-keys --values folded tensor names mid-word (`...intermediate.dense.bi` / `as`): now broken after a dot. A
+Hub snapshot's path in inspect's, check-dtype's and diff-keys' header was folded mid-name (`.../snapsho` / `ts/...`):
+now broken after a slash.
 """
 
 from __future__ import annotations
