@@ -217,7 +217,7 @@ def test_shard_says_shard_sizes_in_the_units_max_was_typed_in(tmp_path: Path) ->
     example = str(REPO_ROOT / "fixtures" / "example")
     result = run_cli("shard", example, "-o", str(tmp_path / "out"), "--max", "500KiB", "--dry-run")
     assert result.exit_code == 0, result.stderr
-    assert "model-00001-of-00003.safetensors          495.25 KiB" in result.stdout, result.stdout
+    assert "model-00001-of-00003.safetensors  495.25 KiB" in result.stdout, result.stdout
     assert "73 (1.06 MiB) in 3 files" in result.stdout and " KB " not in result.stdout
     small = run_cli("shard", example, "-o", str(tmp_path / "out"), "--max", "100KiB", "--dry-run")
     assert ("bert.embeddings.word_embeddings.weight (250.00 KiB) is larger than --max 100KiB: it gets a shard of its "

@@ -19,7 +19,7 @@ from weightdoctor.check_dtype import (
     share_text,
     verdict_rank,
 )
-from weightdoctor.render.text import escape, wrapped_name
+from weightdoctor.render.text import BrokenAtSlashes, escape, wrapped_name
 from weightdoctor.units import format_bytes, format_count
 from weightdoctor.wording import counted, plural
 
@@ -41,7 +41,7 @@ def summary_table(report: CheckDtypeReport) -> Table:
     # The arrow outside escape(): it escapes what the console cannot encode, our glyphs too (render/text.py).
     source = escape(report.source) + ("" if report.source == report.resolved_path
                                       else f" → {escape(report.resolved_path)}")
-    table.add_row("source", source)
+    table.add_row("source", BrokenAtSlashes(source))
     table.add_row("format", report.format)
     stored = ", ".join(
         f"{dtype}: {counted(c.num_tensors, 'tensor')}, {format_count(c.num_params)} {plural(c.num_params, 'param')}, "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from weightdoctor.render.text import escape, shown_name
 from weightdoctor.units import format_bytes, size_unit, unit_family
@@ -121,15 +122,30 @@ def render_shard(result: object, console: Console) -> None:
     if plan.index:
         rows.append(("index", plan.index))
     _panel(console, f"{verb} {escape(str(plan.source))} → {escape(str(plan.output))}", rows)
-    # Plain aligned lines rather than a table: names are long and must not be cut or folded.
-    width = max([len(item.filename) for item in plan.shards] + [5])
-    console.print(f"[bold]{'shard':<{width}}  {'size':>18}  {'tensors':>7}  first → last[/]", soft_wrap=True)
-    for item in plan.shards:
-        size = format_bytes(item.size_bytes, binary) + (" (> max)" if item.oversized else "")
-        console.print(
-            f"{escape(item.filename):<{width}}  {size:>18}  {item.num_tensors:>7}  "
-            f"{shown_name(item.first or '')} → {shown_name(item.last or '')}",
-            soft_wrap=True,
-        )
+    _print_shard_lines(plan.shards, binary, console)
     _panel(console, "", _written_rows(result))
     _print_refusal(result, console)
+
+
+def _print_shard_lines(shards: list, binary: bool, console: Console) -> None:
+    """Each shard's name, size, tensor count and first → last tensor, as plain aligned lines rather than a table:
+    names are long and must not be cut or folded. Piped (grep, a log, a script) each shard stays one line, as
+    plan-devices' lines do. In a terminal narrower than a line, each shard's first and last tensors go on lines of
+    their own under it (`  first`, `  → last`): a line of 158 characters was wrapped by the terminal at 80, in the
+    middle of a tensor name. A name is never broken, so a grep for one still finds it whole."""
+    sizes = [format_bytes(item.size_bytes, binary) + (" (> max)" if item.oversized else "") for item in shards]
+    name_width = max([len(item.filename) for item in shards] + [5])
+    size_width = max(map(len, [*sizes, "size"]))
+    head = f"{'shard':<{name_width}}  {'size':>{size_width}}  {'tensors':>7}"
+    lines = [(f"{escape(item.filename):<{name_width}}  {size:>{size_width}}  {item.num_tensors:>7}",
+              shown_name(item.first or ""), shown_name(item.last or ""))
+             for item, size in zip(shards, sizes, strict=True)]
+    one_line = not console.is_terminal or all(
+        Text.from_markup(f"{fields}  {first} → {last}", emoji=False).cell_len <= console.width
+        for fields, first, last in lines)
+    console.print(f"[bold]{head}  first → last[/]", soft_wrap=True)
+    for fields, first, last in lines:
+        if one_line:
+            console.print(f"{fields}  {first} → {last}", soft_wrap=True)
+        else:
+            console.print(f"{fields}\n  {first}\n  → {last}", soft_wrap=True)

@@ -14,11 +14,11 @@ from rich.table import Table
 from weightdoctor.diff_keys import ADAPTER_SAVES_WHOLE, DiffReport, KeyGroup, reason_text
 from weightdoctor.errors import clip_message, current_typed_words
 from weightdoctor.render.text import (
+    BrokenAtSlashes,
     distinct_form,
     escape,
     hides_characters,
     printable,
-    shown_name,
     wrap_at_dots,
     wrapped_name,
 )
@@ -41,10 +41,11 @@ def header(report: DiffReport) -> Table:
     table = Table.grid(padding=(0, 2))
     table.add_column(style="bold")
     table.add_column(overflow="fold")  # a path longer than the panel: folded, not cut with …
-    table.add_row("A", escape(report.source_a) + _revision(report.revision_a)
-                  + f"  [dim]{counted(report.total_a, 'key')}[/]")
-    table.add_row("B", escape(report.source_b) + _revision(report.revision_b)
-                  + f"  [dim]{counted(report.total_b, 'key')}[/]")
+    # A path broken after a slash at the panel's width, not folded mid-name (`.../snapsho` / `ts/3c7b...`).
+    table.add_row("A", BrokenAtSlashes(escape(report.source_a) + _revision(report.revision_a)
+                                       + f"  [dim]{counted(report.total_a, 'key')}[/]"))
+    table.add_row("B", BrokenAtSlashes(escape(report.source_b) + _revision(report.revision_b)
+                                       + f"  [dim]{counted(report.total_b, 'key')}[/]"))
     if report.renames_applied:
         table.add_row("renames", escape(" ".join(report.renames_applied)))
     table.add_row("matched", f"[green]{report.matched:,}[/] of {counted(report.total_b, 'key')} of B")
@@ -135,6 +136,7 @@ def group_table(kind: str, groups: list[KeyGroup], report: DiffReport, show_all:
     table.add_column("severity")
     table.add_column("detail", overflow="fold", max_width=detail_width)
     details = _details(report, kind)
+    said = ""
     for group in groups:
         if show_all:
             continue
@@ -142,13 +144,31 @@ def group_table(kind: str, groups: list[KeyGroup], report: DiffReport, show_all:
         detail = details.get(group.example, "")
         if group.count > 1 and detail and not detail.startswith("--rename"):
             detail = f"e.g. {detail}"
+        shown, said = _said_once(detail, said)
         table.add_row(pattern, str(group.count) if group.count > 1 else "", group.reason,
-                      _severity(group.severity), _wrapped_words(detail, detail_width))
+                      _severity(group.severity), shown if shown is not None else _wrapped_words(detail, detail_width))
     if show_all:
         for name, reason, severity, detail in _rows(report, kind):
+            shown, said = _said_once(detail, said)
             table.add_row(_wrapped(name, keys_width), "", reason, _severity(severity),
-                          _wrapped_words(detail, detail_width))
+                          shown if shown is not None else _wrapped_words(detail, detail_width))
     return table
+
+
+# What a row says in place of the rename the row above it gave: a prefix's groups (`bert.embeddings.*`,
+# `bert.encoder.layer.*`, `bert.pooler.*`) all take the one flag, and at 80 columns `--rename '^=bert.'` took two
+# lines in each of them, the keys no easier to tell apart for it.
+SAME_RENAME = "same rename"
+
+
+def _said_once(detail: str, said: str) -> tuple[str | None, str]:
+    """The detail cell to show in place of `detail` where it repeats the rename flag the row above gave (`said`),
+    else None; and the rename now said."""
+    if not detail.startswith("--rename"):
+        return None, ""
+    if detail == said:
+        return f"[dim]{SAME_RENAME}[/]", said
+    return None, detail
 
 
 # Below this many cells for the keys (wrapped_name's floor), or for a detail word (its longest if shorter), the
@@ -174,11 +194,13 @@ def _stacked_groups(title: str, kind: str, groups: list[KeyGroup], report: DiffR
             if group.count > 1 and detail and not detail.startswith("--rename"):
                 detail = f"e.g. {detail}"
             rows.append((_shown_key(group, report), group.count, group.reason, group.severity, detail))
+    said = ""
     for key, count, reason, severity, detail in rows:
         figures = f"{reason} · {_severity(severity)}" + (f" · ×{count}" if count > 1 else "")
         cell = f"{wrapped_name(key, inner)}\n{figures}"
+        shown, said = _said_once(detail, said)
         if detail:
-            cell += f"\n{_wrapped_words(detail, inner)}"
+            cell += f"\n{shown if shown is not None else _wrapped_words(detail, inner)}"
         table.add_row(cell)
     return table
 
@@ -281,7 +303,18 @@ def _fmt(value: float) -> str:
     return f"{value:.3g}"
 
 
-def values_tables(report: DiffReport, show_all: bool) -> list[Table]:
+def _name_width(width: int | None, other_cells: list[list[str]]) -> int | None:
+    """The cells a table's first column (a tensor or layer name) has at the console's `width` beside columns whose
+    header and cells are `other_cells` (each column's widest text), or None where no width is known."""
+    if width is None:
+        return None
+    borders_and_padding = 3 * len(other_cells) + 4  # a border and two spaces a column, one border to close
+    return width - borders_and_padding - sum(max(map(cell_len, column)) for column in other_cells)
+
+
+def values_tables(report: DiffReport, show_all: bool, width: int | None = None) -> list[Table]:
+    """The values tables; at the console's `width`, tensor and layer names break after a dot (Rich's fold cut
+    `...intermediate.dense.bi` / `as` and `...output.Laye` / `rNorm.bias` at 80 columns)."""
     if report.values is None:
         return []
     identical = sum(1 for v in report.values if v.identical)
@@ -297,9 +330,13 @@ def values_tables(report: DiffReport, show_all: bool) -> list[Table]:
     # ranked. A NaN key would leave sorted() with no order at all: an overflowed tensor landed mid-table.
     changed = sorted((v for v in report.values if not v.identical),
                      key=lambda v: (not math.isnan(v.rel_change), -v.rel_change if not math.isnan(v.rel_change) else 0))
-    for row in changed if show_all else changed[:20]:
-        dtypes = row.dtype_a if row.dtype_a == row.dtype_b else f"{row.dtype_a}→{row.dtype_b}"
-        table.add_row(shown_name(row.name), _fmt(row.max_abs_diff), _fmt(row.rel_change), dtypes)
+    rows = [(row.name, _fmt(row.max_abs_diff), _fmt(row.rel_change),
+             row.dtype_a if row.dtype_a == row.dtype_b else f"{row.dtype_a}→{row.dtype_b}")
+            for row in (changed if show_all else changed[:20])]
+    names_width = _name_width(width, [[header, *(row[i] for row in rows)]
+                                      for i, header in ((1, "max |A−B|"), (2, "‖A−B‖/‖B‖"), (3, "dtypes"))])
+    for name, max_abs, rel, dtypes in rows:
+        table.add_row(wrapped_name(name, names_width), max_abs, rel, dtypes)
     if not show_all and len(changed) > 20:
         table.caption = f"{len(changed) - 20} more changed tensors; use --all"
     tables = [table]
@@ -309,9 +346,12 @@ def values_tables(report: DiffReport, show_all: bool) -> list[Table]:
         layers.add_column("tensors", justify="right")
         # The tensors table's quantity over the layer's tensors together: one name for it, ‖A−B‖/‖B‖.
         layers.add_column("‖A−B‖/‖B‖", justify="right")
-        for layer in report.layers_changed_most:
-            layers.add_row(escape(layer.layer), str(layer.tensors),
-                           "identical" if layer.identical else _fmt(layer.rel_change))
+        figures = [(str(layer.tensors), "identical" if layer.identical else _fmt(layer.rel_change))
+                   for layer in report.layers_changed_most]
+        layers_width = _name_width(width, [["tensors", *(f[0] for f in figures)],
+                                           ["‖A−B‖/‖B‖", *(f[1] for f in figures)]])
+        for layer, (tensors, rel) in zip(report.layers_changed_most, figures, strict=True):
+            layers.add_row(wrapped_name(layer.layer, layers_width), tensors, rel)
         tables.append(layers)
     return tables
 
@@ -327,7 +367,7 @@ def render_diff_keys(report: DiffReport, console: Console, show_all: bool = Fals
     if legend is not None:
         console.print(Panel(legend, title="reasons", title_align="left"))
     print_fix(report, console)
-    for table in values_tables(report, show_all):
+    for table in values_tables(report, show_all, console.width):
         console.print(table)
     for note in report.notes:
         text, commands = _commands_out(note)

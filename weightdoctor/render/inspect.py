@@ -12,7 +12,15 @@ from rich.tree import Tree
 from weightdoctor.errors import clip_middle
 from weightdoctor.jsontext import MAX_ECHOED_CHARS
 from weightdoctor.quantized import QuantizedSummary
-from weightdoctor.render.text import MAX_LISTED_CHARS, MAX_SHOWN_NAME_CHARS, escape, listed, shown_name, wrapped_name
+from weightdoctor.render.text import (
+    MAX_LISTED_CHARS,
+    MAX_SHOWN_NAME_CHARS,
+    BrokenAtSlashes,
+    escape,
+    listed,
+    shown_name,
+    wrapped_name,
+)
 from weightdoctor.structure import InspectReport, ModuleNode
 from weightdoctor.units import format_bytes, format_count
 from weightdoctor.wording import counted, plural
@@ -38,7 +46,8 @@ def summary_table(report: InspectReport) -> Table:
     # The arrow outside escape(): it escapes what the console cannot encode, our glyphs too (render/text.py).
     source = escape(report.source) + ("" if report.source == report.resolved_path
                                       else f" → {escape(report.resolved_path)}")
-    table.add_row("source", source + (f" (revision {report.revision})" if report.revision else ""))
+    table.add_row("source", BrokenAtSlashes(
+        source + (f" (revision {escape(report.revision)})" if report.revision else "")))
     table.add_row("format", report.format + (" (sharded)" if report.sharded else ""))
     weight_files = [f for f in report.files if f.role == "weights"]
     on_disk = format_bytes(sum(f.size_bytes for f in weight_files))

@@ -10,12 +10,18 @@ from __future__ import annotations
 import functools
 import re
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING
 
 from rich.cells import cell_len, chop_cells
 from rich.markup import escape as escape_markup
+from rich.text import Text
 
 from weightdoctor.errors import clip_middle
+
+if TYPE_CHECKING:
+    from rich.console import Console, ConsoleOptions
+    from rich.measure import Measurement
 
 # C0 and C1 control characters, DEL, zero-width characters, line and paragraph separators (str.splitlines and
 # many viewers break lines there: a name would read as two lines), bidirectional controls and Unicode tags.
@@ -228,3 +234,61 @@ def listed(items: Iterable[str], separator: str = ", ", limit: int = MAX_LISTED_
             used = limit
     left = count - len(shown)
     return escape_markup(separator.join(shown) + (f" and {left:,} more" if left else ""))
+
+
+# A word with the spaces after it, and a piece of a word a line may end after: up to and including a slash.
+_WORD = re.compile(r" *[^ ]+ *| +")
+_PATH_PIECE = re.compile(r"[^/]*/|[^/]+$")
+
+
+class BrokenAtSlashes:
+    """A panel's line that names a path (`source  org/name → /home/.../snapshots/3c7b...`), broken at the width
+    Rich gives it after a space or a slash, where Rich's fold broke it anywhere (`.../snapsho` / `ts/3c7b...`).
+    A piece longer than the width (a folder of 100 characters) is cut there, as fold does. `markup`: Rich markup,
+    its pieces from the checkpoint or the command line already escaped (`escape`); its styles are kept.
+
+    Example:
+        >>> from rich.console import Console
+        >>> console = Console(width=24, color_system=None)
+        >>> with console.capture() as out:
+        ...     console.print(BrokenAtSlashes("hub/models--org--name/snapshots/3c7baf2a"))
+        >>> out.get().splitlines()
+        ['hub/models--org--name/', 'snapshots/3c7baf2a']
+    """
+
+    def __init__(self, markup: str) -> None:
+        # emoji=False as the consoles have it (render/console.py): a folder named `x:smile:y` is not `x😄y`.
+        self.text = Text.from_markup(markup, emoji=False)
+
+    def __rich_measure__(self, console: Console, options: ConsoleOptions) -> Measurement:
+        from rich.measure import Measurement
+
+        pieces = [piece for word in _WORD.findall(self.text.plain) for piece in _PATH_PIECE.findall(word)] or [""]
+        return Measurement(min(max(cell_len(piece.rstrip(" ")) for piece in pieces), options.max_width),
+                           cell_len(self.text.plain))
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> Iterator[Text]:
+        width = max(options.max_width, 1)
+        offsets: list[int] = []
+        at, used = 0, 0
+
+        def place(piece: str) -> None:
+            nonlocal at, used
+            if used and used + cell_len(piece.rstrip(" ")) > width:
+                offsets.append(at)
+                used = 0
+            at += len(piece)
+            used += cell_len(piece)
+
+        # As Rich wraps: a word at a time, a word that fits on a line of its own never broken (a path after
+        # `source →` goes whole onto the next line); only a word longer than a line is broken, after its slashes.
+        for word in _WORD.findall(self.text.plain):
+            if cell_len(word.rstrip(" ")) <= width:
+                place(word)
+                continue
+            for piece in _PATH_PIECE.findall(word):
+                for chunk in chop_cells(piece, width) if cell_len(piece.rstrip(" ")) > width else [piece]:
+                    place(chunk)
+        for line in self.text.divide(offsets):
+            line.rstrip()
+            yield line
