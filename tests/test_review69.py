@@ -326,3 +326,35 @@ def test_a_cpu_only_plan_its_quantizer_refuses_says_no_gpu_was_given(tmp_path: P
     # With a GPU given that cannot hold it, the reason stays the GPUs'.
     said = _one_line(run_cli("plan-devices", str(folder), "--gpu", "20KB", "--cpu", "8GB").stdout)
     assert "the GPUs given cannot hold the model, and its quantizer refuses to offload the rest here" in said, said
+
+
+# --- diff-keys: an FSDP-flattened model-parallel part as A -----------------------------------------------------------
+
+
+def test_diff_keys_on_a_flat_part_gives_no_fsdp_metadata_python(tmp_path: Path) -> None:
+    """thirdparty38 told inspect's warning of metaseq's shards apart from fairseq's checkpoint_last-shardN.pt, but
+    diff-keys' note still gave `shard_metadata=[each file's 'fsdp_metadata']` (a KeyError on files holding
+    'shard_metadata') over every rank's file, both parts' shards consolidated as one."""
+    folder = tmp_path / "opt-raw"
+    whole = _save_metaseq_raw(folder)
+    torch.save({"model": whole}, tmp_path / "whole.pt")
+    shard = folder / "checkpoint_last-model_part-0-shard0.pt"
+    assert "fsdp_metadata" not in torch.load(shard, weights_only=False)
+    code, report = run_json("diff-keys", str(shard), str(tmp_path / "whole.pt"))
+    assert code == 1, report
+    note = next(note for note in report["notes"] if "fairscale FSDP flat parameter" in note)
+    assert "fsdp_metadata" not in note and "checkpoint_last-shardN.pt" not in note, note
+    assert note.startswith("A holds 3 fairscale FSDP flat parameters (decoder.layers.0.flat_param_0, "
+                           "decoder.layers.1.flat_param_0 and 1 more): checkpoint_last-model_part-0-shard0.pt is one "
+                           "model-parallel part's weights (or one FSDP shard of them)"), note
+    result = run_cli("diff-keys", str(shard), str(tmp_path / "whole.pt"))
+    assert "as A's warning says how" in _one_line(result.stdout), result.stdout
+    said = _one_line(result.stderr)
+    assert "warning: A: checkpoint_last-model_part-0-shard0.pt is, by its name, FSDP shard 0" in said, said
+    assert "metaseq.scripts.consolidate_fsdp_shards" in said, said  # the warning the note points to
+    # fairseq's own FSDP shard (no model part) keeps its note.
+    from tests.test_third_party_layouts36 import _fairseq_fsdp_shard, _save_fairseq
+
+    plain = _fairseq_fsdp_shard(tmp_path / "checkpoint_last-shard0.pt")
+    _, report = run_json("diff-keys", str(plain), str(_save_fairseq(tmp_path / "checkpoint_best.pt", (0.0, 0.0))))
+    assert any("shard_metadata=[each file's 'fsdp_metadata']" in note for note in report["notes"]), report["notes"]
