@@ -1,16 +1,27 @@
 """review69: ux17's and redteam31's words checked on genuine files (tiny, seeded transformers and peft models),
-each suggested command or snippet run as pasted."""
+each suggested command or snippet run as pasted. Then (a second review under the same name) the merges of
+diff-keys' speed tweaks, thirdparty38 (FSDP-sharded model parts, plan-devices on one part) and plan89 (tied twins on
+two GPUs, calls counted per route): the commands their messages give run on what they name, and the verdicts say why
+they are what they are.
+
+metaseq is not installed here: its consolidate_fsdp_shards picks its files by `glob(f"{pth_prefix}*shard*.pt")` and
+gives part p the files whose names hold `part-{p}` (metaseq/distributed/stitch_fsdp_ckpt.py); the glob is replayed on
+the command the message prints."""
 
 from __future__ import annotations
 
 import json
+import re
+import shlex
 import warnings
+from glob import glob
 from pathlib import Path
 
 import pytest
 import torch
 
-from tests.helpers import run_cli
+from tests.helpers import run_cli, run_json
+from tests.test_thirdparty38 import _save_metaseq_raw
 
 
 def _tiny_llama_config() -> object:
@@ -228,3 +239,122 @@ def test_a_ddp_gpt2_with_its_tied_output_layer_is_told_the_convert_that_writes_i
     assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"], info
     assert torch.equal(loaded.lm_head.weight, model.transformer.wte.weight)
     assert torch.equal(loaded.transformer.h[1].mlp.c_fc.weight, model.transformer.h[1].mlp.c_fc.weight)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _consolidate_prefix(said: str) -> str:
+    """The pth_prefix of the consolidate_fsdp_shards command a message prints."""
+    match = re.search(r"python -m metaseq\.scripts\.consolidate_fsdp_shards ('[^']*')", said)
+    assert match is not None, said
+    return shlex.split(match[1])[0]
+
+
+# --- consolidate_fsdp_shards' glob and part matching --------------------------------------------------------------
+
+
+def test_consolidate_command_reads_only_this_saves_shards_beside_another_save(tmp_path: Path) -> None:
+    """checkpoint_1_10000's shards beside checkpoint_1_1000's: the command given for one shard of the latter globbed
+    `checkpoint_1_1000*shard*.pt`, all eight files of both saves, and consolidated them together."""
+    folder = tmp_path / "run"
+    _save_metaseq_raw(folder, stem="checkpoint_1_1000")
+    _save_metaseq_raw(folder, stem="checkpoint_1_10000")
+    code, report = run_json("inspect", str(folder / "checkpoint_1_1000-model_part-0-shard0.pt"))
+    assert code == 0, report
+    warning = next(w for w in report["warnings"] if "FSDP shard" in w)
+    prefix = _consolidate_prefix(_one_line(warning))
+    read = sorted(Path(p).name for p in glob(f"{prefix}*shard*.pt"))  # what the script reads
+    assert read == [f"checkpoint_1_1000-model_part-{r}-shard{s}.pt" for r in range(2) for s in range(2)], read
+    # Alone in its folder, the prefix stays the save's name.
+    code, report = run_json("inspect", str(folder / "checkpoint_1_10000-model_part-1-shard1.pt"))
+    warning = _one_line(next(w for w in report["warnings"] if "FSDP shard" in w))
+    assert _consolidate_prefix(warning) == str(folder / "checkpoint_1_10000"), warning
+
+
+def _save_flat_shards(folder: Path, parts: int, world: int = 1) -> None:
+    """metaseq's raw save as the file names and entries say it: each shard's one flat parameter, shard_metadata."""
+    folder.mkdir(parents=True)
+    for part in range(parts):
+        for shard in range(world):
+            torch.save({"model": {"flat_param_0": torch.zeros(8), "decoder.version": torch.ones(1)},
+                        "shard_metadata": {"param_metadata": [], "buffer_names": ["decoder.version"]}},
+                       folder / f"checkpoint_last-model_part-{part}-shard{shard}.pt")
+
+
+def test_eleven_parts_are_not_given_to_consolidate_fsdp_shards(tmp_path: Path) -> None:
+    """consolidate_model_parallel gives part p the shards whose names hold `part-{p}`: with 11 parts, part 1 was
+    given part 10's shard too. Each part is unflattened by reshard_fsdp instead, by a glob of its own shards."""
+    folder = tmp_path / "opt-mp11"
+    _save_flat_shards(folder, parts=11)
+    names = [path.name for path in sorted(folder.iterdir())]
+    assert [n for n in names if "part-1" in n] == ["checkpoint_last-model_part-1-shard0.pt",
+                                                   "checkpoint_last-model_part-10-shard0.pt"]  # metaseq's test
+    result = run_cli("inspect", str(folder))
+    assert result.exit_code == 2, result.stdout
+    said = _one_line(result.stderr)
+    assert "folder holds 11 FSDP shards" in said and "consolidate_fsdp_shards" not in said, said
+    pattern = str(folder / "checkpoint_last-model_part-0-shard*.pt")
+    assert f"python -m metaseq.scripts.reshard_fsdp --input {pattern!r} --output " in said, said
+    assert [Path(p).name for p in glob(pattern)] == ["checkpoint_last-model_part-0-shard0.pt"]
+    assert "the same for each part to model_part-10" in said, said
+    # Ten parts are still consolidated whole.
+    ten = tmp_path / "opt-mp10"
+    _save_flat_shards(ten, parts=10)
+    said = _one_line(run_cli("inspect", str(ten)).stderr)
+    assert f"consolidate_fsdp_shards {str(ten / 'checkpoint_last')!r}" in said, said
+
+
+# --- plan-devices: a quantizer that refuses the CPU, and no GPU given ------------------------------------------------
+
+
+def test_a_cpu_only_plan_its_quantizer_refuses_says_no_gpu_was_given(tmp_path: Path) -> None:
+    """plan89 made every map from_pretrained cannot run `does-not-fit`, a CPU-only one included (HIGGS refuses a map
+    holding cpu): it then read "the GPUs given cannot hold the model" and "no lower dtype or extra GPU of that size
+    fits", of a plan given no GPU."""
+    from tests.test_plan_quantized4 import _HIGGS, CONFIG, _config_only
+
+    folder = _config_only(tmp_path / "higgs", CONFIG | {"quantization_config": _HIGGS | {"bits": 4}})
+    code, data = run_json("plan-devices", str(folder), "--cpu", "8GB")
+    assert code == 1 and data["verdict"] == "does-not-fit", data["verdict"]
+    assert [f["code"] for f in data["findings"]] == ["quantizer-refuses-offload"], data["findings"]
+    said = _one_line(run_cli("plan-devices", str(folder), "--cpu", "8GB").stdout)
+    assert "verdict: does not fit (no GPU was given, and its quantizer refuses a map of the CPU (or disk) here: " \
+           "see the error above)" in said, said
+    assert "the GPUs given" not in said and "extra GPU of that size" not in said, said
+    # With a GPU given that cannot hold it, the reason stays the GPUs'.
+    said = _one_line(run_cli("plan-devices", str(folder), "--gpu", "20KB", "--cpu", "8GB").stdout)
+    assert "the GPUs given cannot hold the model, and its quantizer refuses to offload the rest here" in said, said
+
+
+# --- diff-keys: an FSDP-flattened model-parallel part as A -----------------------------------------------------------
+
+
+def test_diff_keys_on_a_flat_part_gives_no_fsdp_metadata_python(tmp_path: Path) -> None:
+    """thirdparty38 told inspect's warning of metaseq's shards apart from fairseq's checkpoint_last-shardN.pt, but
+    diff-keys' note still gave `shard_metadata=[each file's 'fsdp_metadata']` (a KeyError on files holding
+    'shard_metadata') over every rank's file, both parts' shards consolidated as one."""
+    folder = tmp_path / "opt-raw"
+    whole = _save_metaseq_raw(folder)
+    torch.save({"model": whole}, tmp_path / "whole.pt")
+    shard = folder / "checkpoint_last-model_part-0-shard0.pt"
+    assert "fsdp_metadata" not in torch.load(shard, weights_only=False)
+    code, report = run_json("diff-keys", str(shard), str(tmp_path / "whole.pt"))
+    assert code == 1, report
+    note = next(note for note in report["notes"] if "fairscale FSDP flat parameter" in note)
+    assert "fsdp_metadata" not in note and "checkpoint_last-shardN.pt" not in note, note
+    assert note.startswith("A holds 3 fairscale FSDP flat parameters (decoder.layers.0.flat_param_0, "
+                           "decoder.layers.1.flat_param_0 and 1 more): checkpoint_last-model_part-0-shard0.pt is one "
+                           "model-parallel part's weights (or one FSDP shard of them)"), note
+    result = run_cli("diff-keys", str(shard), str(tmp_path / "whole.pt"))
+    assert "as A's warning says how" in _one_line(result.stdout), result.stdout
+    said = _one_line(result.stderr)
+    assert "warning: A: checkpoint_last-model_part-0-shard0.pt is, by its name, FSDP shard 0" in said, said
+    assert "metaseq.scripts.consolidate_fsdp_shards" in said, said  # the warning the note points to
+    # fairseq's own FSDP shard (no model part) keeps its note.
+    from tests.test_third_party_layouts36 import _fairseq_fsdp_shard, _save_fairseq
+
+    plain = _fairseq_fsdp_shard(tmp_path / "checkpoint_last-shard0.pt")
+    _, report = run_json("diff-keys", str(plain), str(_save_fairseq(tmp_path / "checkpoint_best.pt", (0.0, 0.0))))
+    assert any("shard_metadata=[each file's 'fsdp_metadata']" in note for note in report["notes"]), report["notes"]

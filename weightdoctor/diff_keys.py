@@ -7275,6 +7275,27 @@ def _unwrap_command(source: str | None, wrapper: str, revision: str | None = Non
 _WEIGHT_FILE_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".pkl")
 
 
+def _model_part_flat_notes(notes: list[str], files_a: Sequence[Path]) -> list[str]:
+    """`notes`, the fairscale flat parameters' note told of A as the model-parallel part its file name says it is
+    (metaseq's `checkpoint_last-model_part-0-shard0.pt`, `reshard-model_part-0.pt`): that note's fix, fairseq's
+    `checkpoint_last-shardN.pt` consolidated by their 'fsdp_metadata', is none for a part (metaseq saves
+    'shard_metadata', and each part's shards are unflattened apart); A's warning says what is and how."""
+    from weightdoctor.checkpoint.model_parts import part_rank, sharded_part_rank
+
+    if len(files_a) != 1 or (part_rank(files_a[0].name) is None and sharded_part_rank(files_a[0].name) is None):
+        return notes
+    told = []
+    for note in notes:
+        head, _, _ = note.partition(": ")
+        if note.startswith("A holds ") and "fairscale FSDP flat parameter" in head:
+            note = (f"{head}: {files_a[0].name} is one model-parallel part's weights (or one FSDP shard of them), "
+                    "flattened by fairscale's FullyShardedDataParallel, which no loader takes by name; unflatten "
+                    "every part by the metadata its files hold, as A's warning says how, and compare the merged "
+                    "model with B")
+        told.append(note)
+    return told
+
+
 def diff_checkpoints(a: Checkpoint, b: Checkpoint, renames: Sequence[Rename] = (), *,
                      key: str | None = None) -> DiffReport:
     """`diff_specs` on two opened checkpoints (headers only: no tensor data is read). `key`: A's `--key`, as
@@ -7317,6 +7338,7 @@ def diff_checkpoints(a: Checkpoint, b: Checkpoint, renames: Sequence[Rename] = (
     )
     report.revision_a, report.resolved_a = a.revision, a.location
     report.revision_b, report.resolved_b = b.revision, b.location
+    report.notes = _model_part_flat_notes(report.notes, [f.path for f in a.files if f.role == "weights"])
     # Every missing and unexpected key is in one group of its kind and reason: a few groups, not 10,000s of keys.
     unexplained = any(g.reason == "unknown" and g.kind in ("missing", "unexpected") for g in report.groups)
     if unexplained and not any("--model-class" in note for note in report.notes) and check():

@@ -20,6 +20,7 @@ metadata), since other tools name files `-shardN.pt` too.
 from __future__ import annotations
 
 import contextvars
+import fnmatch
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -40,6 +41,9 @@ _FSDP_SHARD = re.compile(r"(?P<stem>.+)-shard(?P<shard>\d+)\.pt")
 _FLAT_PARAM = re.compile(r"(?:^|\.)flat_param_\d+$")
 # The entries fairscale's local_metadata_dict is saved under: metaseq's Trainer, then fairseq's.
 _METADATA_KEYS = ("shard_metadata", "fsdp_metadata")
+# metaseq's consolidate_model_parallel gives part p every shard whose name holds `part-{p}`: with more parts than
+# this, `part-1` is in `model_part-10-shard0.pt` too.
+_CONSOLIDATE_MAX_PARTS = 10
 # Which names fairseq's model-parallel modules split along which dimension, as metaseq's scripts/reshard_mp.py merges
 # them: ColumnParallelLinear (k/q/v_proj, the fused qkv_proj, fc1, NormFormer's ffn_layernorm) and
 # VocabParallelEmbedding (embed_tokens; an untied output_projection) along dim 0, RowParallelLinear's weight (out_proj,
@@ -455,6 +459,16 @@ def _shards_missing(shards: Sequence[Path]) -> list[str]:
             if (part, shard) not in held]
 
 
+def _other_files_globbed(folder: Path, pattern: str, shards: Sequence[Path]) -> bool:
+    """Whether `pattern` (a glob in `folder`, as a script given it reads it) matches a file beside `shards` that is
+    none of them."""
+    names = {path.name for path in shards}
+    try:
+        return any(entry.name not in names and fnmatch.fnmatchcase(entry.name, pattern) for entry in folder.iterdir())
+    except OSError:
+        return False
+
+
 def _consolidate_shards_how(shards: Sequence[Path], key: str | None) -> str:
     """How to turn every part's FSDP shards into weights by name, or which shards are missing."""
     missing = _shards_missing(shards)
@@ -466,18 +480,26 @@ def _consolidate_shards_how(shards: Sequence[Path], key: str | None) -> str:
     stem = sharded_part_rank(shards[0].name)
     prefix = stem[0].rstrip("-") if stem is not None else ""
     folder = shards[0].parent
-    if key == "shard_metadata" and not prefix:
+    parts = 1 + max((rank[1] for path in shards if (rank := sharded_part_rank(path.name)) is not None), default=0)
+    if key == "shard_metadata" and (not prefix or parts > _CONSOLIDATE_MAX_PARTS):
         # consolidate_fsdp_shards tells the parts apart by `-model_part-` (find_num_parts): without a name before
-        # it, every shard would be taken for one part's. reshard_fsdp unflattens one part's shards at a time.
+        # it, every shard would be taken for one part's; and it gives part p the shards whose names hold
+        # `part-{p}`, so past 10 parts part 1 is given part 10's too. reshard_fsdp unflattens one part's shards
+        # at a time.
         out = fresh_sibling(folder, "-unflat")
-        parts = 1 + max((rank[1] for path in shards if (rank := sharded_part_rank(path.name)) is not None), default=0)
         last = f", the same for each part to model_part-{parts - 1}" if parts > 1 else ""
+        pattern = f"{stem[0] if stem is not None else ''}model_part-0-shard*.pt"
         return ("Unflatten each part's shards first with metaseq's reshard_fsdp, which reads their shard_metadata "
-                f"(python -m metaseq.scripts.reshard_fsdp --input {str(folder / 'model_part-0-shard*.pt')!r} --output "
+                f"(python -m metaseq.scripts.reshard_fsdp --input {str(folder / pattern)!r} --output "
                 f"{str(out / 'model_part-0.pt')!r} --num-output-shards 1 --skip-optimizer-state True "
                 f"--unflatten-weights True{last}), then read {out.name}, whose parts are told how to merge")
     if key == "shard_metadata":
         save = _fresh_prefix(folder / f"{prefix}_consolidated")
+        # consolidate_fsdp_shards reads every file its `{prefix}*shard*.pt` globs: another save beside these whose
+        # name starts with theirs (checkpoint_1_10000 beside checkpoint_1_1000) would be consolidated with them;
+        # the prefix then runs to `-model_part-`, which only these names hold after it.
+        if _other_files_globbed(folder, prefix + "*shard*.pt", shards):
+            prefix = f"{prefix}-model_part-"
         return ("Consolidate them first: metaseq's consolidate_fsdp_shards unflattens each part's shards with their "
                 "shard_metadata and glues the parts into one state dict, Megatron's split tensors (a fused qkv_proj "
                 f"included) concatenated (python -m metaseq.scripts.consolidate_fsdp_shards "

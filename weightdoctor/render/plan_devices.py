@@ -30,6 +30,11 @@ VERDICT_TEXT = {
 }
 
 
+def _gpus_given(report: PlanReport) -> bool:
+    """Whether the plan was given a GPU (`--gpu`, or one `--local` found)."""
+    return any(device.device.startswith("cuda") for device in report.devices)
+
+
 def write_device_map(device_map: dict[str, int | str], path: str | os.PathLike[str], *, force: bool = False) -> None:
     """Write `device_map` as JSON, whole or not at all (a synced temporary sibling renamed into place).
 
@@ -371,8 +376,11 @@ def render_plan(report: PlanReport, console: Console, typed_sizes: Mapping[str, 
         why = "no module is placed on the GPUs given: the model runs on the CPU, nothing streamed to a GPU"
     elif report.verdict == "does-not-fit" and any(f.code == "quantizer-refuses-offload" for f in report.findings):
         # A --map puts modules on cpu or disk by hand, whatever the GPUs hold: the planner only when they are full.
+        # With no GPU given the map is the CPU's (and disk's) alone: no GPU was too small.
         why = ("your --map places modules on cpu or disk, which its quantizer refuses here" if report.manual_map
-               else "the GPUs given cannot hold the model, and its quantizer refuses to offload the rest here")
+               else "the GPUs given cannot hold the model, and its quantizer refuses to offload the rest here"
+               if _gpus_given(report) else
+               "no GPU was given, and its quantizer refuses a map of the CPU (or disk) here: see the error above")
     elif report.verdict == "does-not-fit" and report.offload.bytes_per_token is None:
         # a map from_pretrained raises on (a tied twin on disk beside one elsewhere, GGUF's refusal of disk)
         why = "from_pretrained cannot run this map: see the error above"
@@ -381,7 +389,9 @@ def render_plan(report: PlanReport, console: Console, typed_sizes: Mapping[str, 
     explain("verdict: ", f"{text} [dim]({why})[/]")
     for suggestion in report.suggestions:
         explain("  smallest change: ", escape(suggestion.description))
-    if report.verdict not in ("fits-on-gpus", "fits-on-cpu") and not report.suggestions and not report.manual_map:
+    if report.verdict not in ("fits-on-gpus", "fits-on-cpu") and not report.suggestions and not report.manual_map \
+            and (_gpus_given(report) or not any(f.code == "quantizer-refuses-offload" for f in report.findings)):
+        # (no GPU given and a quantizer that refuses the CPU: a GPU is what it needs, no size of one was tried)
         p("  [dim]no lower dtype or extra GPU of that size (up to 64) fits[/]")
 
 
