@@ -3427,9 +3427,12 @@ def _tied_gpu_split(group: list[str], device_map: Mapping[str, int | str]) -> st
     kept = on_gpus[0]
     raising = [name for name in on_gpus if where[name] != where[kept]]
     first = raising[0]
+    # The module that runs with the far weight is the twin's owner; a top-level parameter (no dot) is the model's
+    # own, where rpartition would name nothing ("so  runs on").
+    runner = first.rpartition(".")[0] or f"the model itself (which holds {first})"
     return (f": from_pretrained loads it with a copy of the tensor on each GPU, but dispatch_model then ties the "
             f"twins back to one copy ({kept}'s, on {device_name(where[kept])}: accelerate's retie_parameters "
-            f"takes the first name in sorted order), so {first.rpartition('.')[0]} runs on "
+            f"takes the first name in sorted order), so {runner} runs on "
             f"{device_name(where[first])} with its weight on {device_name(where[kept])} and the first forward "
             "raises RuntimeError (tensors on two devices); keep the tied modules on one GPU, or offload one to "
             "the CPU")
