@@ -2,6 +2,16 @@
 
 from __future__ import annotations
 
+import re
+import shlex
+from glob import glob
+from pathlib import Path
+
+import torch
+
+from tests.helpers import run_cli
+from tests.test_thirdparty38 import _save_metaseq_raw, _save_metaseq_reshard
+from tests.test_thirdparty39 import _save_fsdp_shards
 from weightdoctor.plan_devices import _tied_gpu_split
 
 
@@ -16,3 +26,68 @@ def test_tied_gpu_split_names_the_model_for_a_top_level_twin() -> None:
 def test_tied_gpu_split_still_names_the_module_of_a_nested_twin() -> None:
     message = _tied_gpu_split(["transformer.wte.weight", "lm_head.weight"], {"transformer": 1, "lm_head": 0})
     assert "so transformer.wte runs on cuda:1 with its weight on cuda:0" in message
+
+
+# --- metaseq's commands on folders whose names hold glob or format characters ------------------------------------
+# metaseq is not installed here: consolidate_fsdp_shards reads `glob(f"{pth_prefix}*shard*.pt")`, reshard_fsdp reads
+# `glob(input)` and writes `output.format(i=shard)`; both are replayed on the command the message prints.
+
+
+def _printed(said: str, script: str, flag: str = "") -> str:
+    """The argument after `script` (and `flag`) in the command a message prints, as the shell hands it over."""
+    match = re.search(rf"python -m metaseq\.scripts\.{script} {re.escape(flag)}{' ' if flag else ''}('[^']*')", said)
+    assert match is not None, said
+    return shlex.split(match[1])[0]
+
+
+def test_consolidate_prefix_globs_only_these_shards_in_a_bracketed_folder(tmp_path: Path) -> None:
+    folder = tmp_path / "opt[1]"
+    _save_metaseq_raw(folder)
+    result = run_cli("inspect", str(folder))
+    assert result.exit_code == 2, result.stdout
+    prefix = _printed(" ".join(result.stderr.split()), "consolidate_fsdp_shards")
+    read = sorted(Path(p).name for p in glob(f"{prefix}*shard*.pt"))  # what the script reads
+    assert read == [f"checkpoint_last-model_part-{r}-shard{s}.pt" for r in range(2) for s in range(2)], read
+
+
+def test_consolidate_prefix_of_one_models_fsdp_shards_in_a_starred_folder(tmp_path: Path) -> None:
+    folder = tmp_path / "run*?"
+    _save_fsdp_shards(folder, world=2)
+    _save_fsdp_shards(tmp_path / "runXY", world=2)  # another run's shards, in a folder `run*?` also matches
+    result = run_cli("inspect", str(folder))
+    assert result.exit_code == 2, result.stdout
+    prefix = _printed(" ".join(result.stderr.split()), "consolidate_fsdp_shards")
+    read = sorted(glob(f"{prefix}*shard*.pt"))
+    assert read == [str(folder / "checkpoint_last-shard0.pt"), str(folder / "checkpoint_last-shard1.pt")], read
+
+
+def test_reshard_fsdp_input_and_output_of_a_part_in_a_folder_named_with_brackets_and_braces(tmp_path: Path) -> None:
+    """Eleven parts are unflattened one at a time by reshard_fsdp: its --input is a glob, its --output a format."""
+    folder = tmp_path / "opt[mp]{11}"
+    folder.mkdir()
+    for part in range(11):
+        torch.save({"model": {"flat_param_0": torch.zeros(8), "decoder.version": torch.ones(1)},
+                    "shard_metadata": {"param_metadata": [], "buffer_names": ["decoder.version"]}},
+                   folder / f"checkpoint_last-model_part-{part}-shard0.pt")
+    result = run_cli("inspect", str(folder))
+    assert result.exit_code == 2, result.stdout
+    said = " ".join(result.stderr.split())
+    pattern = _printed(said, "reshard_fsdp", "--input")
+    assert [Path(p).name for p in glob(pattern)] == ["checkpoint_last-model_part-0-shard0.pt"], pattern
+    output = re.search(r"--output ('[^']*')", said)
+    assert output is not None, said
+    assert shlex.split(output[1])[0].format(i=0) == str(tmp_path / "opt[mp]{11}-unflat" / "model_part-0.pt"), said
+
+
+def test_reshard_fsdp_of_flat_parts_in_a_folder_named_with_braces(tmp_path: Path) -> None:
+    folder = tmp_path / "opt-{i}[2]"
+    _save_metaseq_reshard(folder)
+    result = run_cli("inspect", str(folder))
+    assert result.exit_code == 2, result.stdout
+    said = " ".join(result.stderr.split())
+    pattern = _printed(said, "reshard_fsdp", "--input")
+    assert glob(pattern) == [str(folder / "reshard-model_part-0.pt")], pattern
+    output = re.search(r"--output ('[^']*')", said)
+    assert output is not None, said
+    written = shlex.split(output[1])[0].format(i=0)
+    assert written == str(tmp_path / "opt-{i}[2]-unflat" / "reshard-model_part-0.pt"), said

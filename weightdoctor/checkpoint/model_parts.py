@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextvars
 import fnmatch
+import glob
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -459,6 +460,21 @@ def _shards_missing(shards: Sequence[Path]) -> list[str]:
             if (part, shard) not in held]
 
 
+def _glob_literal(path: str) -> str:
+    """`path` as a glob that matches only itself: the scripts below glob what they are given (`glob(input)`,
+    `glob(f"{prefix}*shard*.pt")`), and a folder named `run[1]` or `run*` matched other files, or none.
+
+    Example: _glob_literal("/ckpt/run[1]/checkpoint") -> "/ckpt/run[[]1]/checkpoint"
+    """
+    return glob.escape(path)
+
+
+def _format_literal(path: str) -> str:
+    """`path` as a str.format pattern that formats to itself: reshard_fsdp writes to `output.format(i=shard)`, and
+    a `{` or `}` in a folder's name raised there (KeyError, ValueError) or named another file."""
+    return path.replace("{", "{{").replace("}", "}}")
+
+
 def _other_files_globbed(folder: Path, pattern: str, shards: Sequence[Path]) -> bool:
     """Whether `pattern` (a glob in `folder`, as a script given it reads it) matches a file beside `shards` that is
     none of them."""
@@ -488,23 +504,23 @@ def _consolidate_shards_how(shards: Sequence[Path], key: str | None) -> str:
         # at a time.
         out = fresh_sibling(folder, "-unflat")
         last = f", the same for each part to model_part-{parts - 1}" if parts > 1 else ""
-        pattern = f"{stem[0] if stem is not None else ''}model_part-0-shard*.pt"
+        pattern = _glob_literal(str(folder / f"{stem[0] if stem is not None else ''}model_part-0-shard")) + "*.pt"
         return ("Unflatten each part's shards first with metaseq's reshard_fsdp, which reads their shard_metadata "
-                f"(python -m metaseq.scripts.reshard_fsdp --input {str(folder / pattern)!r} --output "
-                f"{str(out / 'model_part-0.pt')!r} --num-output-shards 1 --skip-optimizer-state True "
+                f"(python -m metaseq.scripts.reshard_fsdp --input {pattern!r} --output "
+                f"{_format_literal(str(out / 'model_part-0.pt'))!r} --num-output-shards 1 --skip-optimizer-state True "
                 f"--unflatten-weights True{last}), then read {out.name}, whose parts are told how to merge")
     if key == "shard_metadata":
         save = _fresh_prefix(folder / f"{prefix}_consolidated")
         # consolidate_fsdp_shards reads every file its `{prefix}*shard*.pt` globs: another save beside these whose
         # name starts with theirs (checkpoint_1_10000 beside checkpoint_1_1000) would be consolidated with them;
         # the prefix then runs to `-model_part-`, which only these names hold after it.
-        if _other_files_globbed(folder, prefix + "*shard*.pt", shards):
+        if _other_files_globbed(folder, _glob_literal(prefix) + "*shard*.pt", shards):
             prefix = f"{prefix}-model_part-"
         return ("Consolidate them first: metaseq's consolidate_fsdp_shards unflattens each part's shards with their "
                 "shard_metadata and glues the parts into one state dict, Megatron's split tensors (a fused qkv_proj "
                 f"included) concatenated (python -m metaseq.scripts.consolidate_fsdp_shards "
-                f"{str(folder) + '/' + prefix!r} --save-prefix {str(save)!r} writes {save.name}.pt, the whole model "
-                "under 'model')")
+                f"{_glob_literal(str(folder) + '/' + prefix)!r} --save-prefix {str(save)!r} writes {save.name}.pt, "
+                "the whole model under 'model')")
     if key == "fsdp_metadata":
         return ("Consolidate them first: fairscale's FullyShardedDataParallel.consolidate_shard_weights("
                 "shard_weights=[each shard's 'model'], shard_metadata=[each shard's 'fsdp_metadata']) over one "
@@ -529,7 +545,8 @@ def _unflatten_parts_how(parts: Sequence[Path], key: str | None) -> str:
         out = fresh_sibling(folder, "-unflat")
         last = f", the same for each part to {parts[-1].name}" if len(parts) > 1 else ""
         return ("Unflatten them first with metaseq's reshard_fsdp, which reads each part's shard_metadata (python -m "
-                f"metaseq.scripts.reshard_fsdp --input {str(parts[0])!r} --output {str(out / parts[0].name)!r} "
+                f"metaseq.scripts.reshard_fsdp --input {_glob_literal(str(parts[0]))!r} --output "
+                f"{_format_literal(str(out / parts[0].name))!r} "
                 f"--num-output-shards 1 --unflatten-weights True{last}), then read {out.name}, whose parts are told "
                 "how to merge")
     if key == "fsdp_metadata":
@@ -702,8 +719,8 @@ def _fsdp_shards_how(shards: Sequence[Path], key: str) -> str:
         # find_num_parts finds no `part-R-` in these names, so consolidate_fsdp_shards unflattens them as one part.
         return ("Consolidate them first: metaseq's consolidate_fsdp_shards unflattens every rank's flat parameters "
                 "with their shard_metadata, in shard order, into one state dict (python -m "
-                f"metaseq.scripts.consolidate_fsdp_shards {str(folder / stem)!r} --save-prefix {str(save)!r} writes "
-                f"{save.name}.pt, the whole model under 'model')")
+                f"metaseq.scripts.consolidate_fsdp_shards {_glob_literal(str(folder / stem))!r} --save-prefix "
+                f"{str(save)!r} writes {save.name}.pt, the whole model under 'model')")
     output = fresh_sibling(folder / f"{stem}_consolidated", ".pt")
     # fairseq's own stitch_fsdp_ckpt reads `shard_metadata`, which fairseq's Trainer never writes: not offered here.
     # Its load_model_ensemble_and_task finds `{name}-shard{i}.pt` for i < num_shards (and asserts strict=False).
