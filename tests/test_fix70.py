@@ -7,11 +7,15 @@ import shlex
 from glob import glob
 from pathlib import Path
 
+import pytest
 import torch
 
-from tests.helpers import run_cli
+from fixtures.gguf_files import UNREAD_KINDS, tiny_llama_gguf
+from tests.helpers import json_report, run_cli, run_subprocess
 from tests.test_thirdparty38 import _save_metaseq_raw, _save_metaseq_reshard
 from tests.test_thirdparty39 import _save_fsdp_shards
+from weightdoctor.checkpoint import open_checkpoint
+from weightdoctor.errors import UnsupportedFormat
 from weightdoctor.plan_devices import _tied_gpu_split
 
 
@@ -91,3 +95,28 @@ def test_reshard_fsdp_of_flat_parts_in_a_folder_named_with_braces(tmp_path: Path
     assert output is not None, said
     written = shlex.split(output[1])[0].format(i=0)
     assert written == str(tmp_path / "opt-{i}[2]-unflat" / "reshard-model_part-0.pt"), said
+
+
+# --- GGUF: what the types left undecoded (Q8_1, Q8_K) are said to be read by ----------------------------------------
+
+
+def test_undecoded_gguf_types_are_not_said_to_be_dequantized_by_from_pretrained(tmp_path: Path) -> None:
+    """gguf-py's dequantize (what transformers' GGUF loading calls) has no Q8_1 or Q8_K: the notes said
+    from_pretrained(gguf_file=) dequantizes them."""
+    path, _ = tiny_llama_gguf(tmp_path / "tiny.gguf", kinds=UNREAD_KINDS)
+    told = "transformers' from_pretrained(gguf_file=) cannot load them either"
+    note = json_report("inspect", str(path))["gguf"]["values_note"]
+    assert "dequantizes" not in note and told in note, note
+    with open_checkpoint(str(path)) as checkpoint, pytest.raises(UnsupportedFormat) as refused:
+        checkpoint.load_tensor("blk.0.attn_q.weight")
+    assert "dequantizes" not in str(refused.value) and told in str(refused.value), refused.value
+    checked = run_subprocess("check-dtype", str(path), env={"COLUMNS": "400"})
+    assert checked.returncode == 0, checked.stderr
+    said = " ".join(checked.stdout.split())
+    assert "gguf_file=) dequantizes" not in said and told in said, said
+    reasons = {row["name"]: row["reason"] for row in json_report("check-dtype", str(path))["skipped"]}
+    assert "Q2_K to Q6_K blocks only" not in reasons["blk.0.attn_q.weight"], reasons
+    compared = json_report("diff-keys", str(path), str(path), "--values")
+    warning = next(w for w in compared["warnings"] if "not compared" in w)
+    assert "dequantizes the others" not in warning and told in warning, warning
+

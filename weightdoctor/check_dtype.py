@@ -1034,9 +1034,10 @@ def recommend(
                      "gives (from_pretrained(gguf_file=, dtype=) dequantizes them to the dtype asked for; the "
                      "quantization's own error is not counted)")
     if quantized_not_read:
+        from weightdoctor.checkpoint.gguf_format import UNREAD_TYPES_WORDS
+
         lines.append(f"the verdicts cover only the {counted(read, 'tensor')} read: {not_read}, whose blocks "
-                     "weightdoctor does not decode; from_pretrained(gguf_file=) dequantizes them to the dtype asked "
-                     "for, unchecked here")
+                     f"weightdoctor does not decode; {UNREAD_TYPES_WORDS}")
     if quantized:
         lines.append("quantized checkpoint: these casts take the stored values as they are, without their scales")
     if name_filter:
@@ -1344,10 +1345,11 @@ def select_tensors(checkpoint: Checkpoint, name_filter: str | None) -> tuple[lis
             if checked(t) and t.name not in side and not is_dtype_placeholder(t.name, t.num_params)], skipped
 
 
-# Why a GGUF's quantized tensor is skipped: its values are blocks weightdoctor does not decode, yet floats once loaded.
-_GGUF_QUANTIZED_SKIP = ("a quantized GGUF type: its values are not read (weightdoctor decodes Q8_0, Q4_0, Q4_1, "
-                        "Q5_0, Q5_1 and Q2_K to Q6_K blocks only; from_pretrained(gguf_file=) dequantizes it to the "
-                        "dtype asked for; the memory figures count it so)")
+# Why a GGUF's quantized tensor is skipped: its values are blocks that neither weightdoctor nor gguf-py decodes.
+_GGUF_QUANTIZED_SKIP = ("a quantized GGUF type: its values are not read (weightdoctor decodes every type a "
+                        "llama.cpp file type stores, not the Q8_1 / Q8_K intermediates of ggml's dot products, which "
+                        "transformers' from_pretrained(gguf_file=) cannot load either; the memory figures count it "
+                        "as floats)")
 
 
 def check_dtype(

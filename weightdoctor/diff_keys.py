@@ -7848,7 +7848,12 @@ def value_pairs(
         new_to_old = {new: old for old, new in apply_renames((t.name for t in a.tensors), list(renames)).items()}
     mismatched = {m.name for m in report.mismatched}
     names_a = {t.name for t in a.tensors}
-    from weightdoctor.checkpoint.gguf_format import READ_TYPES_WORDS, is_dequantized_dtype, is_unread_dtype
+    from weightdoctor.checkpoint.gguf_format import (
+        READ_TYPES_WORDS,
+        UNREAD_TYPES_WORDS,
+        is_dequantized_dtype,
+        is_unread_dtype,
+    )
 
     quantized: list[str] = []  # a GGUF's Q8_1, ... on either side: blocks of scales and codes, not values read
     dequantized: list[str] = []  # a GGUF's Q4_K, ...: compared as the float32 values ggml decodes
@@ -7892,7 +7897,7 @@ def value_pairs(
         report.warnings.append(
             f"{counted(len(quantized), 'tensor')} of quantized GGUF (ggml) types not compared ({quantized[0]}"
             f"{', ...' if len(quantized) > 1 else ''}): weightdoctor reads the values of GGUF's {READ_TYPES_WORDS}; "
-            "transformers' from_pretrained(folder, gguf_file=...) dequantizes the others")
+            + UNREAD_TYPES_WORDS)
 
 
 # What the adapter note says of PaCA's indices from headers alone; `check_paca_indices` replaces it under --values.

@@ -173,6 +173,13 @@ def is_unread_dtype(dtype: str) -> bool:
 # The words every command uses for what is read of a GGUF's tensors.
 READ_TYPES_WORDS = ("F32, F16, BF16, F64 and integer tensors, and " + ", ".join(sorted(DEQUANTIZED_TYPES))
                     + " ones dequantized to float32 as ggml does")
+# What reads the types weightdoctor does not (Q8_1, Q8_K, the only ones left): nothing a user has at hand. gguf-py's
+# dequantize, which transformers' GGUF loading calls, has no class for either (NotImplementedError), nor has the
+# packed loader's own dequantizer of transformers 5 (integrations/gguf/dequant.py: ValueError), so pointing at
+# from_pretrained(gguf_file=) sent users to a loader that fails on them too.
+UNREAD_TYPES_WORDS = ("Q8_1 and Q8_K are intermediates of ggml's dot products that no llama.cpp file type stores, "
+                      "and transformers' from_pretrained(gguf_file=) cannot load them either (neither gguf-py's "
+                      "dequantize nor transformers' own GGUF dequantizer decodes them)")
 
 
 @dataclass(frozen=True)
@@ -655,16 +662,15 @@ def values_note(quantized: list[str]) -> str:
         said.append(f"{', '.join(decoded)} tensors are read dequantized to float32, as ggml computes them, by --stats, "
                     "check-dtype and diff-keys --values (their statistics are of the quantized values)")
     if unread:
-        said.append(f"{', '.join(unread)} tensors are described from the header, their values not decoded; "
-                    "from_pretrained(gguf_file=) dequantizes them")
+        said.append(f"{', '.join(unread)} tensors are described from the header, their values not decoded: "
+                    + UNREAD_TYPES_WORDS)
     return "; ".join(said)
 
 
 def not_read_message(name: str, dtype: str) -> str:
     """Why a quantized GGUF tensor's values are not read, and what reads them."""
     return (f"tensor {name!r} is {dtype}, a quantized ggml type weightdoctor does not decode: it reads the values "
-            f"of GGUF's {READ_TYPES_WORDS}; transformers' from_pretrained(folder, gguf_file=...) dequantizes "
-            "the others (with the gguf package)")
+            f"of GGUF's {READ_TYPES_WORDS}; {UNREAD_TYPES_WORDS}")
 
 
 
