@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import tracemalloc
 from glob import glob
 from pathlib import Path
 
@@ -120,3 +121,53 @@ def test_undecoded_gguf_types_are_not_said_to_be_dequantized_by_from_pretrained(
     warning = next(w for w in compared["warnings"] if "not compared" in w)
     assert "dequantizes the others" not in warning and told in warning, warning
 
+
+# --- GGUF: read_dequantized's memory budget holds each decoder's peak -----------------------------------------------
+
+
+def test_read_dequantized_budgets_every_decoders_peak(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """read_dequantized refuses a tensor whose float32 values, one chunk's bytes and the decoder's temporaries are
+    more memory than is available. It allowed 16 bytes a value for the temporaries; the IQ3 decoders hold ~17-18
+    (tracemalloc). Each type's tensor is one whole chunk of random blocks, read through the reader; the decoder's
+    peak on that chunk must lie within what was asked of require_memory."""
+    import numpy as np
+
+    import weightdoctor.checkpoint.safetensors_format as safetensors_format
+    from fixtures.gguf_files import Tensor, llama_metadata, write_gguf
+    from weightdoctor.checkpoint import gguf_quants
+    from weightdoctor.checkpoint.gguf_format import DEQUANTIZED_TYPES, GGML_TYPES_BY_NAME
+
+    rng = np.random.default_rng(0)
+    chunks: dict[str, bytes] = {}
+    tensors = []
+    for kind_name in sorted(DEQUANTIZED_TYPES):
+        kind = GGML_TYPES_BY_NAME[kind_name]
+        blocks = gguf_quants.CHUNK_BYTES // kind.type_size
+        chunks[kind_name] = rng.integers(0, 256, blocks * kind.type_size, dtype=np.uint8).tobytes()
+        tensors.append(Tensor(f"t.{kind_name}", [blocks * kind.block_size], kind_name, chunks[kind_name]))
+    path = tmp_path / "every-type.gguf"
+    write_gguf(path, llama_metadata(), tensors)
+    asked: dict[str, int] = {}
+    require = safetensors_format.require_memory
+
+    def recording(where: Path | str, what: str, length: int, *args: object, **kwargs: object) -> None:
+        asked[what.split("'")[1]] = length
+        require(where, what, length, *args, **kwargs)
+
+    monkeypatch.setattr(safetensors_format, "require_memory", recording)
+    short = []
+    with open_checkpoint(str(path)) as checkpoint:
+        for kind_name, raw in chunks.items():
+            values = GGML_TYPES_BY_NAME[kind_name].block_size * (len(raw) // GGML_TYPES_BY_NAME[kind_name].type_size)
+            assert checkpoint.load_tensor(f"t.{kind_name}").numel() == values
+            allowed = asked[f"t.{kind_name}"] - values * 4 - len(raw)  # beyond the result and the chunk read
+            gguf_quants.dequantize(kind_name, raw)  # grids and tables built before measuring
+            tracemalloc.start()
+            try:
+                gguf_quants.dequantize(kind_name, raw)
+                peak = tracemalloc.get_traced_memory()[1]
+            finally:
+                tracemalloc.stop()
+            if peak > allowed:
+                short.append(f"{kind_name}: peak {peak / values:.1f} bytes a value, allowed {allowed / values:.1f}")
+    assert not short, short
