@@ -111,3 +111,16 @@ def test_deep_but_genuine_checkpoints_still_read(tmp_path: Path) -> None:
         result = run_cli("inspect", path, "--key", "state_dict", "--json")
         assert result.exit_code == 0, (name, result.stderr)
         assert '"verdict": "safe"' in result.stdout, name
+
+
+def test_the_buffer_search_skips_leaf_values_quickly(alarm: None) -> None:
+    """`_buffers_in` (run on every pickle that loads) pushed each distinct int, float and str with its place built as
+    text: 1,000,000 ints, 2,000,000 Nones and 100,000 floats took 3.2 s, 4,000,000 ints (a 20 MB pickle of a flat
+    list, under every bound) about 10 s. They are left out now; a bytes value beside them is still found."""
+    from weightdoctor.checkpoint.pytorch_format import _buffers_in
+
+    obj = {"flat": list(range(4_000_000)), "mixed": [1, 2.0, "x", True, None, b"\x80\x02N."]}
+    signal.alarm(4)  # about 0.2 s now
+    found = _buffers_in(obj)
+    signal.alarm(0)
+    assert found == [("mixed.5", b"\x80\x02N.", False)]
