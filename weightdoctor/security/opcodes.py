@@ -318,7 +318,7 @@ MIN_HASH_COLLISIONS = 2**16
 # put in their parent: at most its nesting depth times the batch a pickler writes at a level (1,000 items: Adam's
 # state of over 1,000 parameters holds 1,000 dicts). Genuine checkpoints held at most 57 (red team 44 measured the
 # fixtures' .bin/.pt, save_pretrained(safe_serialization=False), a Lightning-like checkpoint with Adam's state in
-# protocols 0-2 and zip, 100,000 tensors); a pickle of 1,000,000 nested lists (2 MB) took inspect 8.4 s (the walk,
+# protocols 0-2 and zip, 100,000 tensors); a pickle of 1,000,000 nested lists (2 MB) took inspect 5.8 s (the walk,
 # then the readers after it), and 256 MB of them would take minutes. Counted at each doubling of the stack.
 MAX_OPEN_CONTAINERS = 100_000
 # The stack size at which `_walk` first counts what it holds.
