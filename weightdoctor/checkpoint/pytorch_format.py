@@ -1668,11 +1668,18 @@ def _buffers_in(obj: Any) -> list[tuple[str, bytes, bool]]:
         # pop then skipped.
         if isinstance(value, Mapping):
             for name, item in value.items():
-                push(item, where, name)
+                if item.__class__ not in _LEAVES:
+                    push(item, where, name)
         elif isinstance(value, (list, tuple, set, frozenset)):
             for index, item in enumerate(value):
-                push(item, where, index, index=True)
+                if item.__class__ not in _LEAVES:
+                    push(item, where, index, index=True)
     return found
+
+
+# Values `_buffers_in` finds nothing in, left out before its push: a list of 2,000,000 Nones (a 2 MB pickle) took
+# 1.1 s of calls to push them (red team 44's profile).
+_LEAVES = frozenset({type(None), bool, int, float, complex, str})
 
 
 # The most characters of a place `_buffers_in` names (a refusal shows it); past them it ends in "...".

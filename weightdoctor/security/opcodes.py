@@ -314,6 +314,15 @@ MIN_COPY_BUDGET = 2**16
 # walked: ints, floats and tuples hash as the file chooses (hash(n) == hash(n + 2**61 - 1)), and each key inserted
 # compares with every key of its hash before it. Genuine int-keyed dicts (an optimizer's state, 0..N) share none.
 MIN_HASH_COLLISIONS = 2**16
+# The containers (lists, dicts, sets) and MARKs one pickle may hold on its stack at once, unfinished or waiting to be
+# put in their parent: at most its nesting depth times the batch a pickler writes at a level (1,000 items: Adam's
+# state of over 1,000 parameters holds 1,000 dicts). Genuine checkpoints held at most 57 (red team 44 measured the
+# fixtures' .bin/.pt, save_pretrained(safe_serialization=False), a Lightning-like checkpoint with Adam's state in
+# protocols 0-2 and zip, 100,000 tensors); a pickle of 1,000,000 nested lists (2 MB) took inspect 5.8 s (the walk,
+# then the readers after it), and 256 MB of them would take minutes. Counted at each doubling of the stack.
+MAX_OPEN_CONTAINERS = 100_000
+# The stack size at which `_walk` first counts what it holds.
+_FIRST_STACK_CHECK = 4_096
 
 
 def _count_pushed(walk: PickleWalk, value: Any, position: int) -> None:
@@ -672,6 +681,24 @@ def _judge_hooks(walk: PickleWalk, hooks: list[tuple[int, str, Any]]) -> None:
                                   "one on the tensor's gradient, where torch.save writes an empty OrderedDict"))
 
 
+def _check_open_containers(stack: list[Any]) -> int:
+    """The stack size at which to count again (twice this one), once the containers and MARKs on `stack` are within
+    `MAX_OPEN_CONTAINERS`.
+
+    Raises:
+        _StackError: more than that, a nesting no pickler of a checkpoint writes.
+    """
+    held = sum(1 for value in stack if value is MARK or value.__class__ in _CONTAINERS)
+    if held > MAX_OPEN_CONTAINERS:
+        raise _StackError(f"{held:,} containers and marks wait on its stack at once (values nested about that deep; "
+                          f"no checkpoint's pickle holds more than {MAX_OPEN_CONTAINERS:,}: built to make every "
+                          "reader walk it for minutes)")
+    return 2 * len(stack)
+
+
+_CONTAINERS = (list, OpaqueDict, Result)
+
+
 def walk_pickle(handle: BinaryIO, end: int, watch: frozenset[str] = frozenset()) -> PickleWalk:
     """Walk one pickle starting at `handle`'s position, stopping after its STOP or at the first error.
 
@@ -712,6 +739,7 @@ def _walk(handle: BinaryIO, end: int, walk: PickleWalk, watch: frozenset[str]) -
     frame_end = 0
     hooks: list[tuple[int, str, Any]] = []  # (offset, rebuild function, its backward hooks), judged at the end
     buffers: dict[int, Result] = {}  # each io.BytesIO a call made, by its id, for a BUILD of its state (`_BUFFERS`)
+    next_stack_check = _FIRST_STACK_CHECK  # doubled after each count, so the counting is linear in the stack
 
     def called(callee: Any, args: Any, opcode: str) -> Any:
         """Record a watched call; the value it pushes (a `Made` for a global whose state BUILD may set)."""
@@ -831,6 +859,8 @@ def _walk(handle: BinaryIO, end: int, walk: PickleWalk, watch: frozenset[str]) -
                     _count_pushed(walk, stack[-1], position)
             elif name == "MARK":
                 stack.append(MARK)
+                if len(stack) > next_stack_check:
+                    next_stack_check = _check_open_containers(stack)
             elif name == "TUPLE":
                 stack.append(tuple(_pop_mark(stack)))
             elif name in ("TUPLE1", "TUPLE2", "TUPLE3"):
@@ -960,8 +990,12 @@ def _walk(handle: BinaryIO, end: int, walk: PickleWalk, watch: frozenset[str]) -
                                           "sets the state of an imported global"))
             elif name == "EMPTY_LIST":
                 stack.append([])
+                if len(stack) > next_stack_check:
+                    next_stack_check = _check_open_containers(stack)
             elif name in ("EMPTY_DICT", "EMPTY_SET"):
                 stack.append(OpaqueDict() if name == "EMPTY_DICT" else Result())
+                if len(stack) > next_stack_check:
+                    next_stack_check = _check_open_containers(stack)
             elif name == "LIST":
                 stack.append(_pop_mark(stack))
             elif name in ("DICT", "FROZENSET"):
