@@ -454,3 +454,26 @@ def peft_adapter_on_grouped_convs(model: Any, config: Any, folder: Path) -> Path
         for conv, groups in grouped.items():
             conv.groups = groups
     return folder
+
+
+def bytes_loaded_by_forward(model: Any, inputs: Any) -> int:
+    """The bytes accelerate's hooks copy to an execution device (anything but "meta") while `model`, dispatched with
+    offload hooks, runs one forward on `inputs`: what a real forward loads, to hold plan-devices' figures to."""
+    import accelerate.hooks as hooks
+    import torch
+
+    loaded = [0]
+    original = hooks.set_module_tensor_to_device
+
+    def counting(module: Any, name: str, device: Any, value: Any = None, **kwargs: Any) -> Any:
+        if value is not None and str(device) != "meta":
+            loaded[0] += value.numel() * value.element_size()
+        return original(module, name, device, value=value, **kwargs)
+
+    hooks.set_module_tensor_to_device = counting
+    try:
+        with torch.no_grad():
+            model(inputs)
+    finally:
+        hooks.set_module_tensor_to_device = original
+    return loaded[0]

@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 import torch
 
-from tests.helpers import run_cli, run_json
+from tests.helpers import bytes_loaded_by_forward, run_cli, run_json
 
 TIED = 64 * 64 * 4  # the tiny GPT-2's wte / lm_head table, float32
 
@@ -163,26 +163,10 @@ def test_a_module_its_model_calls_in_a_config_loop_is_loaded_at_each_call(tmp_pa
 def _forward_bytes_loaded(folder: Path, device_map: dict[str, int | str], tmp_path: Path) -> int:
     """The bytes accelerate's hooks copy to the execution device in one forward pass of the model dispatched on the
     map (tests/test_plan84's `_dispatched`: "cpu" entries served from RAM as on a GPU machine)."""
-    import accelerate.hooks as hooks
-
     from tests.test_plan84 import _dispatched
 
     model = _dispatched(folder, device_map, tmp_path)
-    loaded = [0]
-    original = hooks.set_module_tensor_to_device
-
-    def counting(module: Any, name: str, device: Any, value: Any = None, **kwargs: Any) -> Any:
-        if value is not None and str(device) != "meta":
-            loaded[0] += value.numel() * value.element_size()
-        return original(module, name, device, value=value, **kwargs)
-
-    hooks.set_module_tensor_to_device = counting
-    try:
-        with torch.no_grad():
-            model(torch.tensor([[5, 6, 7, 8, 2]]))
-    finally:
-        hooks.set_module_tensor_to_device = original
-    return loaded[0]
+    return bytes_loaded_by_forward(model, torch.tensor([[5, 6, 7, 8, 2]]))
 
 
 @pytest.mark.parametrize("groups", [1, 2])

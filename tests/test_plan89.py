@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 import torch
 
-from tests.helpers import run_cli, run_json
+from tests.helpers import bytes_loaded_by_forward, run_cli, run_json
 
 TIED = 64 * 64 * 4  # the tiny GPT-2's wte / lm_head table, float32
 
@@ -212,7 +212,6 @@ def _loaded_in_one_forward(model: Any, device_map: dict[str, int | str], tmp_pat
     served from the model's own tensors (tests/test_plan84's `_dispatched`)."""
     import tempfile
 
-    import accelerate.hooks as hooks
     from accelerate import dispatch_model
     from accelerate.utils import extract_submodules_state_dict, offload_state_dict
 
@@ -223,21 +222,7 @@ def _loaded_in_one_forward(model: Any, device_map: dict[str, int | str], tmp_pat
     offloaded = {name: "cpu" if isinstance(where, int) else "disk" for name, where in device_map.items()}
     model = dispatch_model(model, offloaded, main_device="cpu", state_dict=in_ram, offload_dir=offload_dir,
                            offload_buffers=False)
-    loaded = [0]
-    original = hooks.set_module_tensor_to_device
-
-    def counting(module: Any, name: str, device: Any, value: Any = None, **kwargs: Any) -> Any:
-        if value is not None and str(device) != "meta":
-            loaded[0] += value.numel() * value.element_size()
-        return original(module, name, device, value=value, **kwargs)
-
-    hooks.set_module_tensor_to_device = counting
-    try:
-        with torch.no_grad():
-            model(torch.ones(1, 8))
-    finally:
-        hooks.set_module_tensor_to_device = original
-    return loaded[0]
+    return bytes_loaded_by_forward(model, torch.ones(1, 8))
 
 
 def test_a_submodule_called_itself_and_through_its_parent_is_loaded_at_each_call(

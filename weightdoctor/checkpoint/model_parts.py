@@ -296,15 +296,24 @@ def _rank_count(parts: Sequence[Path]) -> int:
     return max((rank[1] for path in parts if (rank := part_rank(path.name)) is not None), default=-1) + 1
 
 
-def _merge_said(parts: Sequence[Path], layout: PartsLayout, lead: str) -> str:
-    """`lead` and how to merge, or which ranks are missing, which no merge can do without."""
+def _missing_ranks_said(parts: Sequence[Path], then: str) -> str:
+    """Which ranks below the highest are not among `parts` (no merge is whole without them), ending in what to do
+    once they are fetched (`then`: "merge", "unflatten"); "" when none is missing."""
     ranks = {rank[1] for path in parts if (rank := part_rank(path.name)) is not None}
     absent = sorted(set(range(_rank_count(parts))) - ranks)
-    if absent:
-        return (f"The {counted(len(absent), 'part')} of rank{'s' if len(absent) > 1 else ''} "
-                f"{', '.join(map(str, absent[:4]))}{', ...' if len(absent) > 4 else ''} "
-                f"{'is' if len(absent) == 1 else 'are'} not beside {'them' if len(parts) > 1 else 'it'}, and no "
-                "merge is whole without every part: fetch the missing ones from where these came from, then merge")
+    if not absent:
+        return ""
+    return (f"The {counted(len(absent), 'part')} of rank{'s' if len(absent) > 1 else ''} "
+            f"{', '.join(map(str, absent[:4]))}{', ...' if len(absent) > 4 else ''} "
+            f"{'is' if len(absent) == 1 else 'are'} not beside {'them' if len(parts) > 1 else 'it'}, and no "
+            f"merge is whole without every part: fetch the missing ones from where these came from, then {then}")
+
+
+def _merge_said(parts: Sequence[Path], layout: PartsLayout, lead: str) -> str:
+    """`lead` and how to merge, or which ranks are missing, which no merge can do without."""
+    missing = _missing_ranks_said(parts, "merge")
+    if missing:
+        return missing
     return (f"{lead}: {merge_how(parts, layout)}; fairseq itself loads the parts only under --model-parallel-size "
             f"{len(parts)}")
 
@@ -533,13 +542,9 @@ def _consolidate_shards_how(shards: Sequence[Path], key: str | None) -> str:
 def _unflatten_parts_how(parts: Sequence[Path], key: str | None) -> str:
     """How to unflatten parts whose data-parallel shards are merged but still flat (metaseq's reshard-model_part-R.pt),
     or which parts are missing."""
-    ranks = {rank[1] for path in parts if (rank := part_rank(path.name)) is not None}
-    absent = sorted(set(range(_rank_count(parts))) - ranks)
-    if absent:
-        return (f"The {counted(len(absent), 'part')} of rank{'s' if len(absent) > 1 else ''} "
-                f"{', '.join(map(str, absent[:4]))}{', ...' if len(absent) > 4 else ''} "
-                f"{'is' if len(absent) == 1 else 'are'} not beside {'them' if len(parts) > 1 else 'it'}, and no "
-                "merge is whole without every part: fetch the missing ones from where these came from, then unflatten")
+    missing = _missing_ranks_said(parts, "unflatten")
+    if missing:
+        return missing
     folder = parts[0].parent
     if key == "shard_metadata":
         out = fresh_sibling(folder, "-unflat")
