@@ -164,7 +164,7 @@ def test_a_size_without_a_unit_under_a_kilobyte_is_refused(args: list[str]) -> N
     ("24.5", "error: --gpu 24.5 is 24 bytes: give a unit, e.g. 24.5GB (decimal) or 24.5GiB (binary)"),
     ("1e2", "error: --gpu 1e2 is 100 bytes: give a unit, e.g. 1e2GB (decimal) or 1e2GiB (binary)"),
     # str.isdigit() takes "²" as a digit, which int() refuses: it was an unexpected ValueError.
-    ("\u00b2", "error: cannot parse size '\u00b2': '\u00b2' is not a number"),
+    ("\u00b2", "error: invalid value for '--gpu': cannot parse size '\u00b2': '\u00b2' is not a number"),
 ])
 def test_a_unit_less_size_is_judged_by_its_value_not_its_characters(size: str, message: str) -> None:
     result = run_cli("plan-devices", EXAMPLE, "--gpu", size, "--json")

@@ -45,7 +45,8 @@ def test_sizes_truncate_exactly_as_huggingface_hub(text: str) -> None:
 def test_bit_sizes_are_refused_with_one_line(tiny: dict[str, Path], text: str) -> None:
     result = run_cli("plan-devices", tiny["llama"], "--gpu", text)
     assert result.exit_code == 2 and result.stdout == ""
-    assert result.stderr.startswith(f"error: size '{text}' is ambiguous: a lowercase b means bits")
+    assert result.stderr.startswith(f"error: invalid value for '--gpu': size '{text}' is ambiguous: a lowercase b "
+                                    "means bits")
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
 
 
@@ -60,7 +61,8 @@ def test_a_positive_size_under_one_byte_is_a_usage_error(tiny: dict[str, Path], 
     # shard --max 0 means "one file": a tiny positive --max must not silently become that
     result = run_cli("shard", tiny["llama"], "--max", size, "-o", tmp_path / "out")
     assert result.exit_code == 2 and not (tmp_path / "out").exists()
-    assert result.stderr.strip() == f"error: size '{size}' is under one byte: give at least 1 byte (0 means none)"
+    assert result.stderr.strip() == (f"error: invalid value for '--max': size '{size}' is under one byte: give "
+                                     "at least 1 byte (0 means none)")
     result = run_cli("plan-devices", tiny["llama"], "--gpu", size)
     assert result.exit_code == 2 and "under one byte" in result.stderr
 

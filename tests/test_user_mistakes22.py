@@ -139,7 +139,7 @@ def test_a_size_written_with_a_comma_says_the_number_to_type(t5_bin: Path, tmp_p
     assert result.returncode == 2 and result.stdout == ""
     line = result.stderr.strip()
     assert "\n" not in line and "is not a number" not in line
-    assert line.startswith(f"error: cannot parse size {typed!r}: ")
+    assert line.startswith(f"error: invalid value for '--max': cannot parse size {typed!r}: ")
     offered = [word for word in line.replace(",", " ").split() if word in meant]
     assert offered == meant
     for size in meant:
@@ -153,7 +153,8 @@ def test_a_size_written_with_a_comma_says_the_number_to_type(t5_bin: Path, tmp_p
 def test_a_comma_that_is_neither_reading_keeps_the_plain_line(t5_bin: Path, tmp_path: Path) -> None:
     result = run_subprocess("shard", str(t5_bin), "--max", "1,2,3GB", "-o", str(tmp_path / "x"), "--dry-run")
     assert result.returncode == 2
-    assert result.stderr.strip() == "error: cannot parse size '1,2,3GB': '1,2,3' is not a number"
+    assert result.stderr.strip() == ("error: invalid value for '--max': cannot parse size '1,2,3GB': '1,2,3' is not "
+                                     "a number")
 
 
 def test_a_fp16_cast_of_blip2_names_its_kept_submodules_and_the_keep_fp32_that_keeps_them(tmp_path: Path) -> None:

@@ -4466,12 +4466,32 @@ class ValueDiff:
 
 @dataclass(frozen=True)
 class LayerChange:
-    """One layer's relative change ‖A−B‖/‖B‖ over its tensors together (the norms of their values concatenated)."""
+    """One layer's relative change ‖A−B‖/‖B‖ over its tensors together (the norms of their values concatenated), and
+    the largest |A−B| of any of its values: the size of a change that ‖B‖ = 0 makes infinite."""
 
     layer: str
     rel_change: float
     tensors: int
     identical: bool
+    max_abs_diff: float = 0.0
+
+
+def change_rank(rel_change: float, max_abs_diff: float) -> tuple[int, float]:
+    """The sort key that puts the most changed first: a NaN change (an inf or NaN on one side: beyond measure), then
+    the finite relative changes, largest first, then those that are infinite because B is all zeros there (a bias
+    initialized to zeros), by their largest |A−B|, then the unchanged. An infinite ‖A−B‖/‖B‖ says only that B was
+    zero: ranked by it, a bias nudged by 1e-6 from its zeros came above a weight changed by 50%.
+
+    Example:
+        >>> sorted([(math.inf, 1e-6), (0.5, 0.2), (math.inf, 0.3), (0.01, 0.1)], key=lambda r: change_rank(*r))
+        [(0.5, 0.2), (0.01, 0.1), (inf, 0.3), (inf, 1e-06)]
+    """
+    if math.isnan(rel_change):
+        return 0, 0.0
+    if math.isinf(rel_change):
+        return 2, -max_abs_diff if not math.isnan(max_abs_diff) else -math.inf
+    # An unchanged layer (0) after every changed one, the infinite ones included.
+    return (1, -rel_change) if rel_change != 0 else (3, 0.0)
 
 
 @dataclass
@@ -7795,11 +7815,14 @@ def compare_values(
 
     def record(row: ValueDiff, diff_sq: float, ref_sq: float) -> None:
         results.append(row)
-        total = layers.setdefault(layer_of(row.name), [0.0, 0.0, 0.0, 1.0])
+        total = layers.setdefault(layer_of(row.name), [0.0, 0.0, 0.0, 1.0, 0.0])
         total[0] += diff_sq
         total[1] += ref_sq
         total[2] += 1
         total[3] = total[3] if row.identical else 0.0
+        # NaN (bit types: "changed, size not comparable") stays NaN, where max() would keep or drop it by position.
+        total[4] = math.nan if math.isnan(row.max_abs_diff) or math.isnan(total[4]) else max(total[4],
+                                                                                              row.max_abs_diff)
 
     # Small float pairs wait here (a few MB at most) and are compared together, then recorded in their order:
     # the batch is flushed before any other pair is recorded.
@@ -7828,11 +7851,10 @@ def compare_values(
         del a, b
     flush()
     ranked = []
-    for layer, (diff_sq, ref_sq, count, same) in layers.items():
+    for layer, (diff_sq, ref_sq, count, same, max_abs) in layers.items():
         rel = 0.0 if same else (math.inf if ref_sq == 0 else math.sqrt(diff_sq) / math.sqrt(ref_sq))
-        ranked.append(LayerChange(layer, rel, int(count), bool(same)))
-    # A layer whose change is NaN (a NaN on one side) has changed beyond measure: it comes first.
-    ranked.sort(key=lambda r: (-math.inf if math.isnan(r.rel_change) else -r.rel_change, r.layer))
+        ranked.append(LayerChange(layer, rel, int(count), bool(same), max_abs))
+    ranked.sort(key=lambda r: (*change_rank(r.rel_change, r.max_abs_diff), r.layer))
     return results, ranked[:top]
 
 

@@ -39,7 +39,7 @@ def _split_size(text: str) -> tuple[str, str] | None:
     return match.group(1), _CANONICAL[unit] if unit else match.group(2)
 
 
-def parse_size(text: str | int) -> int:
+def parse_size(text: str | int, option: str | None = None) -> int:
     """Parse a size such as `"24GB"`, `"200MiB"` or `"1.5 TB"` into bytes.
 
     Decimal units (KB, MB, GB, TB) are powers of 1000 and binary units (KiB, MiB, GiB, TiB) powers of
@@ -52,10 +52,23 @@ def parse_size(text: str | int) -> int:
         >>> parse_size("200MB"), parse_size("200MiB"), parse_size("4.1GB")
         (200000000, 209715200, 4099999999)
 
+    `option` is the command-line option the size was given to (`--max`, `--gpu`): a refusal names it, as Click's own
+    "Invalid value for '--batch'" lines do, so that a command with several sizes says which one is wrong.
+
     Raises:
         UsageError: the text is not a number followed by a known unit (the message quotes it), a bit unit,
             or a positive size under one byte (it would truncate to 0, which callers read as "no limit").
     """
+    if option is None:
+        return _read_size(text)
+    try:
+        return _read_size(text)
+    except UsageError as refused:
+        raise UsageError(f"invalid value for '{option}': {refused}") from None
+
+
+def _read_size(text: str | int) -> int:
+    """`parse_size` without the option's name in its refusals."""
     if isinstance(text, int):
         if text < 0:
             raise UsageError(f"size must not be negative: {text}")
@@ -142,7 +155,7 @@ def refuse_unitless_size(option: str, text: str) -> None:
     parts = _split_size(text)
     if parts is None or parts[1]:
         return
-    size = parse_size(text)
+    size = parse_size(text, option)
     if 0 < size < 1024:
         number = parts[0]
         raise UsageError(f"{option} {number} is {size} byte{'s' if size != 1 else ''}: give a unit, e.g. "
@@ -304,7 +317,7 @@ def refuse_beyond_any_device(option: str, text: str) -> int:
     Raises:
         UsageError: the size does not parse (as `parse_size` says), or is over 2^53 bytes.
     """
-    size = parse_size(text)
+    size = parse_size(text, option)
     if size > MAX_DEVICE_BYTES or _typed_bytes(text) > MAX_DEVICE_BYTES:
         raise UsageError(f"{option} {text.strip()} is more memory than any device holds (over 9 PB, 2^53 bytes, past "
                          "which a size read as a float, as accelerate reads max_memory, is no longer exact): give the "

@@ -282,7 +282,7 @@ def test_a_size_that_rounds_to_zero_is_not_read_as_no_limit(model: Path, tmp_pat
     result = run_cli("shard", model / "model.safetensors", "-o", out, "--max", "1e-400GB", "--json")
     assert result.exit_code == 2 and result.stdout == ""
     assert result.stderr.splitlines() == [
-        "error: size '1e-400GB' is under one byte: give at least 1 byte (0 means none)"]
+        "error: invalid value for '--max': size '1e-400GB' is under one byte: give at least 1 byte (0 means none)"]
     assert not out.exists()
     from weightdoctor.units import parse_size
 

@@ -147,7 +147,7 @@ def plan_devices(
     if manual_map is not None:
         # A hand-written map is checked as written, against the full --gpu/--cpu sizes: these would be ignored.
         shaping = [flag for flag, given in (("--strategy", strategy != "auto"), ("--no-split", bool(no_split)),
-                                            ("--reserve", parse_size(reserve) != 0)) if given]
+                                            ("--reserve", parse_size(reserve, "--reserve") != 0)) if given]
         if shaping:
             raise UsageError(f"{', '.join(shaping)} shape{'s' if len(shaping) == 1 else ''} a computed plan; "
                              "--map is checked as written: drop one or the other")

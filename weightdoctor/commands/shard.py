@@ -86,7 +86,7 @@ def shard(
     if max_size is not None:
         # `--max 10` meant 10GB and wrote one shard per tensor (of 10 bytes each), as plan-devices refuses `--gpu 10`.
         refuse_unitless_size("--max", max_size)
-        parse_size(max_size)  # a bad size is refused before the checkpoint is read
+        parse_size(max_size, "--max")  # a bad size is refused before the checkpoint is read
     with open_checkpoint(source, revision=revision, key=key, gguf_refused_by="shard") as checkpoint:
         plan = plan_shard(checkpoint, output, max_size=None if single else max_size, fmt=fmt, dtype=target,
                           keep_fp32=keep_fp32, renames=renames, metadata=extra, key=key)

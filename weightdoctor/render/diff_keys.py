@@ -11,7 +11,7 @@ from rich.markup import escape as escape_markup
 from rich.panel import Panel
 from rich.table import Table
 
-from weightdoctor.diff_keys import ADAPTER_SAVES_WHOLE, DiffReport, KeyGroup, reason_text
+from weightdoctor.diff_keys import ADAPTER_SAVES_WHOLE, DiffReport, KeyGroup, change_rank, reason_text
 from weightdoctor.errors import clip_message, current_typed_words
 from weightdoctor.render.text import (
     BrokenAtSlashes,
@@ -326,10 +326,11 @@ def values_tables(report: DiffReport, show_all: bool, width: int | None = None) 
     table.add_column("max |A−B|", justify="right")
     table.add_column("‖A−B‖/‖B‖", justify="right")
     table.add_column("dtypes")
-    # Most changed first; a NaN change (an inf or NaN on one side: beyond measure) before all, as the layers are
-    # ranked. A NaN key would leave sorted() with no order at all: an overflowed tensor landed mid-table.
+    # Most changed first, as the layers are ranked (`change_rank`): a NaN change before all, the infinite ones of a
+    # tensor all zeros in B after the finite ones, by their max |A−B|. A NaN key would leave sorted() with no order at
+    # all: an overflowed tensor landed mid-table.
     changed = sorted((v for v in report.values if not v.identical),
-                     key=lambda v: (not math.isnan(v.rel_change), -v.rel_change if not math.isnan(v.rel_change) else 0))
+                     key=lambda v: change_rank(v.rel_change, v.max_abs_diff))
     rows = [(row.name, _fmt(row.max_abs_diff), _fmt(row.rel_change),
              row.dtype_a if row.dtype_a == row.dtype_b else f"{row.dtype_a}→{row.dtype_b}")
             for row in (changed if show_all else changed[:20])]
@@ -346,12 +347,16 @@ def values_tables(report: DiffReport, show_all: bool, width: int | None = None) 
         layers.add_column("tensors", justify="right")
         # The tensors table's quantity over the layer's tensors together: one name for it, ‖A−B‖/‖B‖.
         layers.add_column("‖A−B‖/‖B‖", justify="right")
-        figures = [(str(layer.tensors), "identical" if layer.identical else _fmt(layer.rel_change))
+        # The size of a change whose ‖A−B‖/‖B‖ is inf (B all zeros there), by which those layers are ranked.
+        layers.add_column("max |A−B|", justify="right")
+        figures = [(str(layer.tensors), "identical" if layer.identical else _fmt(layer.rel_change),
+                    "0" if layer.identical else _fmt(layer.max_abs_diff))
                    for layer in report.layers_changed_most]
         layers_width = _name_width(width, [["tensors", *(f[0] for f in figures)],
-                                           ["‖A−B‖/‖B‖", *(f[1] for f in figures)]])
-        for layer, (tensors, rel) in zip(report.layers_changed_most, figures, strict=True):
-            layers.add_row(wrapped_name(layer.layer, layers_width), tensors, rel)
+                                           ["‖A−B‖/‖B‖", *(f[1] for f in figures)],
+                                           ["max |A−B|", *(f[2] for f in figures)]])
+        for layer, (tensors, rel, max_abs) in zip(report.layers_changed_most, figures, strict=True):
+            layers.add_row(wrapped_name(layer.layer, layers_width), tensors, rel, max_abs)
         tables.append(layers)
     return tables
 
