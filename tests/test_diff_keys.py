@@ -16,6 +16,7 @@ import torch
 from rich.console import Console
 
 from fixtures.diff_pairs import Pair, build_pairs
+from tests.helpers import run_cli
 from weightdoctor.checkpoint import open_checkpoint
 from weightdoctor.diff_keys import (
     LEGACY_RENAMES,
@@ -32,7 +33,7 @@ from weightdoctor.diff_keys import (
     rename_reason,
     suggest_renames,
 )
-from weightdoctor.errors import UsageError
+from weightdoctor.errors import CorruptCheckpoint, UsageError
 from weightdoctor.load_simulation import diff_checkpoint_against_model
 from weightdoctor.renames import Rename, apply_renames, parse_rename
 from weightdoctor.render.diff_keys import render_diff_keys
@@ -559,9 +560,11 @@ def test_merged_experts_are_shape_checked_as_from_pretrained_does(mixtral: Path,
     assert report.missing[0].detail.startswith("from_pretrained raises: its WeightConverter cannot build this")
 
 
-def test_an_expert_of_a_shape_no_tensor_can_have_is_a_conversion_error(mixtral: Path, tmp_path: Path) -> None:
+def test_an_expert_of_a_shape_no_tensor_can_have_is_refused_when_read(mixtral: Path, tmp_path: Path) -> None:
     """A header may give a zero-element expert dims whose strides overflow int64: no tensor, not even a meta
-    one, has that shape; the expert's WeightConverter cannot run (an error), the diff still completes."""
+    one, has that shape, and the safetensors library's load_file and from_pretrained fail on the file. The diff
+    completed with the expert's WeightConverter an error until the reader learnt to refuse such a tensor
+    (redteam43): now the file is refused when it is read, in one line naming the tensor and why."""
     import struct
 
     from safetensors.torch import load_file
@@ -581,11 +584,13 @@ def test_an_expert_of_a_shape_no_tensor_can_have_is_a_conversion_error(mixtral: 
     text = json.dumps(header).encode()
     (folder / "model.safetensors").write_bytes(struct.pack("<Q", len(text)) + text + bytes(data))
     assert {t.dtype for t in weights.values()} == {torch.float32}
-    with open_checkpoint(folder) as checkpoint:
-        report = diff_checkpoint_against_model(checkpoint, "MixtralForCausalLM")
-    errors = {i.name: i.detail for i in report.missing + report.unexpected if i.severity == "error"}
-    assert "model.layers.1.mlp.experts.gate_up_proj" in errors, errors
-    assert any("which torch cannot make a tensor of" in detail for detail in errors.values()), errors
+    with pytest.raises(CorruptCheckpoint, match="Stride calculation overflowed") as refused:
+        open_checkpoint(folder)
+    assert huge in str(refused.value), refused.value
+    result = run_cli("diff-keys", str(folder), "--model-class", "MixtralForCausalLM")
+    assert result.exit_code == 2 and result.stdout == "", (result.exit_code, result.stdout)
+    [line] = result.stderr.strip().splitlines()
+    assert "model.safetensors" in line and huge in line and "2**63 - 1" in line, line
 
 
 def test_both_the_per_expert_and_the_merged_form_of_an_expert_is_an_error(mixtral: Path, tmp_path: Path) -> None:
