@@ -477,3 +477,18 @@ def bytes_loaded_by_forward(model: Any, inputs: Any) -> int:
     finally:
         hooks.set_module_tensor_to_device = original
     return loaded[0]
+
+
+def folder_refusals(folder: Path) -> list[str]:
+    """What `inspect FOLDER` and `plan-devices FOLDER --gpu 1GB` each said when refusing a folder: one line on
+    stderr, nothing on stdout, exit 2, no traceback and not the generic "several weight files" (whitespace folded)."""
+    said: list[str] = []
+    for command in (("inspect", str(folder)), ("plan-devices", str(folder), "--gpu", "1GB")):
+        result = run_cli(*command)
+        assert result.exit_code == 2, (command, result.stdout)
+        assert result.stdout == "" and len(result.stderr.strip().splitlines()) == 1, result.stderr
+        line = " ".join(result.stderr.split())
+        assert "Traceback" not in line and "several weight files" not in line, line
+        said.append(line)
+    return said
+
