@@ -6364,17 +6364,14 @@ def build_report(
     sliced: list[str] = []
     sliced_b: list[str] = []  # B the part: the whole model loaded into one part's shapes
     for name, shape_a, shape_b in mismatched:
-        dim = _sliced_dim(shape_a, shape_b, tensor_parallel_parts_a)
-        if dim is not None:
-            sliced.append(name)
+        part_side = next(((side, parts, dim) for side, parts, held, whole in (
+            ("A", tensor_parallel_parts_a, shape_a, shape_b), ("B", tensor_parallel_parts_b, shape_b, shape_a))
+            if (dim := _sliced_dim(held, whole, parts)) is not None), None)
+        if part_side is not None:
+            side, parts, dim = part_side
+            (sliced if side == "A" else sliced_b).append(name)
             mismatch_rows.append(Mismatch(name, list(shape_a), list(shape_b), "tensor-parallel-part", "error",
-                                          f"A holds 1/{tensor_parallel_parts_a} of it, split along dim {dim}"))
-            continue
-        dim = _sliced_dim(shape_b, shape_a, tensor_parallel_parts_b)
-        if dim is not None:
-            sliced_b.append(name)
-            mismatch_rows.append(Mismatch(name, list(shape_a), list(shape_b), "tensor-parallel-part", "error",
-                                          f"B holds 1/{tensor_parallel_parts_b} of it, split along dim {dim}"))
+                                          f"{side} holds 1/{parts} of it, split along dim {dim}"))
             continue
         reason, severity, detail = classify_mismatch(name, shape_a, shape_b, specs_a, specs_b)
         if quantized(name):
