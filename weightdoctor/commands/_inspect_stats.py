@@ -71,7 +71,9 @@ def inspect_with_stats(
         from weightdoctor.render.stats import render_histogram, render_stats
 
         render_inspect(report, console.stdout, max_depth=depth, limit=limit)
-        render_stats(weights, console.stdout, limit=limit)
+        skipped = set(weights.skipped)
+        render_stats(weights, console.stdout, limit=limit,
+                     dtype_of={t.name: t.dtype for t in checkpoint.tensors if t.name in skipped})
         by_name = {t.name: t for t in weights.tensors}
         for name in hist_names:
             if name in by_name:

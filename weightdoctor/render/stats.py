@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from rich.cells import cell_len
@@ -157,18 +158,20 @@ def _stacked_table(title: str, cells: list[str], caption: str | None = None) -> 
     return table
 
 
-def _text_widths(names: list[str], texts: list[list[str]], floors: list[int], room: int) -> list[int]:
+def _text_widths(names: list[str], texts: list[list[str]], floors: list[int], room: int, header: str) -> list[int]:
     """The cells of a name column and of the prose columns beside it (`texts`, each column's cells) in `room`,
     what the other columns leave: the name keeps its longest dotted segment (narrower, a name is cut mid-word) and
     up to a third of the room, or more where the prose needs less; each prose column keeps its `floors`, and they
-    share the rest, each up to its widest cell. Given to Rich as fixed widths: left to share the room itself, Rich held
-    the prose's longest word (`orthogonal(gain=0.1683))`) whole and drew the table past the console's edge."""
+    share the rest, each up to its widest cell. The name column is never narrower than its `header` (names of a
+    letter or two had it folded a letter a line, `n`/`a`/`m`/`e`). Given to Rich as fixed widths: left to share the
+    room itself, Rich held the prose's longest word (`orthogonal(gain=0.1683))`) whole and drew the table past the
+    console's edge."""
     natural = [max(_MIN_TEXT_COLUMN, *(_plain_len(cell) for cell in column)) for column in texts]
-    longest = max((cell_len(name) for name in names), default=0)
+    longest = max(len(header), *(cell_len(name) for name in names))
     # The name a third of the room (more where the prose needs less), never less than its longest segment: the
     # prose, wrapped between words, folds a word only where its column is narrower than that word
     # (`initializer_rang` / `e` when the name took half of 100 columns).
-    name_width = max(longest_segment(names), min(longest, max(room // 3, room - sum(natural))))
+    name_width = max(longest_segment(names), len(header), min(longest, max(room // 3, room - sum(natural))))
     rest = room - name_width
     # Water-filling: the narrowest prose column first takes what it needs up to an equal share of what is left, so
     # that a short column (`normal(0, 0.02)`) is whole beside a long one, which gets the rest.
@@ -231,7 +234,7 @@ def init_table(report: StatsReport, limit: int | None, width: int | None = None)
     if width is not None and rows:
         room = width - 22 - sum(max(len(headers[i]), *(_plain_len(row[i]) for row in rows)) for i in (1, 2, 3, 4))
         widths = list(_text_widths(names, [[row[5] for row in rows], [row[6] for row in rows]],
-                                   [prose[5], prose[6]], room))
+                                   [prose[5], prose[6]], room, headers[0]))
         rows = [(wrapped_name(row[0], widths[0], floor=1), *row[1:]) for row in rows]
     else:
         rows = [(shown_name(row[0]), *row[1:]) for row in rows]
@@ -302,7 +305,7 @@ def findings_table(report: StatsReport, width: int | None = None) -> Table:
     widths: list[int | None] = [None, None]
     if width is not None and rows:
         room = width - 13 - sum(max(len(headers[i]), *(_plain_len(row[i]) for row in rows)) for i in (0, 1))
-        widths = list(_text_widths(names, [whats], [_MIN_MESSAGE_COLUMN], room))
+        widths = list(_text_widths(names, [whats], [_MIN_MESSAGE_COLUMN], room, headers[2]))
         rows = [(severity, code, wrapped_name(tensor, widths[0], floor=1), what)
                 for (severity, code, _, what), tensor in zip(rows, tensors, strict=True)]
     table = Table(title="Findings", title_justify="left")
@@ -315,10 +318,29 @@ def findings_table(report: StatsReport, width: int | None = None) -> Table:
     return table
 
 
-def render_stats(report: StatsReport, console: Console, limit: int | None = 50) -> None:
-    """Print the init table, the checkpoint's state and the findings."""
+def skipped_line(report: StatsReport, dtype_of: Mapping[str, str]) -> str | None:
+    """What the statistics leave out, by dtype (`3 tensors not analysed (...): int64 ×2, complex64 ×1`), or None.
+
+    Said, not left to the reader to find missing: a checkpoint of complex or integer tensors alone printed an empty
+    table and "no findings"."""
+    if not report.skipped:
+        return None
+    by_dtype = Counter(dtype_of.get(name, "unknown dtype") for name in report.skipped)
+    kinds = ", ".join(f"{dtype} ×{count}" for dtype, count in by_dtype.most_common())
+    return f"{counted(len(report.skipped), 'tensor')} not analysed (not floating point, or not decoded): {kinds}"
+
+
+def render_stats(report: StatsReport, console: Console, limit: int | None = 50,
+                 dtype_of: Mapping[str, str] | None = None) -> None:
+    """Print the init table (or that there is nothing to put in it), what it leaves out, the checkpoint's state and
+    the findings. `dtype_of`: each tensor's dtype, to say those left out by kind."""
     console.print()
-    console.print(init_table(report, limit, console.width))
+    if report.tensors:
+        console.print(init_table(report, limit, console.width))
+    else:
+        console.print("[bold]Weights: statistics and initialization[/]: no floating-point tensor to analyse")
+    if (line := skipped_line(report, dtype_of or {})) is not None:
+        console.print(f"[dim]{escape(line)}[/]")
     source = {"transformers": f"{report.model_class}'s own init rules (transformers, meta device)",
               "pytorch-defaults": "PyTorch defaults guessed from names and shapes"}[report.expected_from]
     share = "" if report.trained_share is None else f" ({report.trained_share:.1%} of matrix parameters moved)"
