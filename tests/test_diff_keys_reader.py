@@ -27,7 +27,7 @@ from weightdoctor.checkpoint.safetensors_format import (
 )
 from weightdoctor.errors import CorruptCheckpoint
 
-SIZES = {"F32": 4, "F16": 2, "BF16": 2, "I64": 8, "U8": 1, "BOOL": 1, "F64": 8, "F4": 0.5}
+SIZES = {"F32": 4, "F16": 2, "BF16": 2, "I64": 8, "U8": 1, "BOOL": 1, "F64": 8, "F4": 0.5, "F6_E2M3": 0.75}
 
 
 def _slow_verdict(header: dict[str, Any], data_size: int) -> list[TensorInfo] | str:

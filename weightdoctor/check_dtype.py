@@ -53,6 +53,8 @@ ALL_TARGETS: tuple[str, ...] = ("fp16", "bf16", "fp8_e4m3", "fp8_e5m2", "fp32")
 NOT_CAST: dict[str, str] = {
     "float8_e8m0fnu": "an exponent-only scale format (MX block scales), not weights to cast",
     "float4_e2m1fn_x2": "packed fp4 pairs, which torch cannot cast element by element",
+    "float6_e2m3fn": "a six-bit MX float no torch dtype holds: not read, not cast",
+    "float6_e3m2fn": "a six-bit MX float no torch dtype holds: not read, not cast",
 }
 VERDICTS: tuple[str, ...] = ("safe", "lossy", "unsafe")
 # Why fairseq's `_float_tensor` (dtypes.is_dtype_placeholder) is not checked.

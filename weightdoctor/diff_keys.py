@@ -19,7 +19,7 @@ from operator import and_, attrgetter, eq, getitem, ne, not_
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from weightdoctor.dtypes import FLOATING, is_dtype_placeholder
+from weightdoctor.dtypes import FLOATING, SIX_BIT, is_dtype_placeholder
 from weightdoctor.errors import choose
 from weightdoctor.findings import SEVERITIES, severity_rank
 from weightdoctor.gcpause import gc_paused
@@ -7877,6 +7877,8 @@ def value_pairs(
     quantized: list[str] = []  # a GGUF's Q8_1, ... on either side: blocks of scales and codes, not values read
     dequantized: list[str] = []  # a GGUF's Q4_K, ...: compared as the float32 values ggml decodes
     placeholders: list[str] = []  # fairseq's `_float_tensor`: uninitialized memory, different in every save
+    six_same: list[str] = []  # six-bit MX floats (no torch dtype holds them): compared by their bytes alone
+    six_changed: list[str] = []
     for info in b.tensors:
         name = info.name
         old = new_to_old.get(name, name if not renames else None)
@@ -7884,6 +7886,11 @@ def value_pairs(
             continue
         if is_dtype_placeholder(name, info.num_params):
             placeholders.append(name)
+            if advance is not None:
+                advance(1)
+            continue
+        if SIX_BIT.intersection((info.dtype, a.tensor_info(old).dtype)):
+            (six_same if _same_bytes(a, a.tensor_info(old), b, info) else six_changed).append(name)
             if advance is not None:
                 advance(1)
             continue
@@ -7906,6 +7913,13 @@ def value_pairs(
             f"{counted(len(placeholders), 'tensor')} not compared ({placeholders[0]}"
             f"{', ...' if len(placeholders) > 1 else ''}): fairseq's dtype placeholder `_float_tensor`, one value "
             "of uninitialized memory that differs from save to save and that the model never reads")
+    if six_same or six_changed:
+        first = (six_changed or six_same)[0]
+        said = (f"{counted(len(six_same) + len(six_changed), 'tensor')} of six-bit float dtypes (F6_E2M3, F6_E3M2: "
+                f"no torch dtype holds them, and weightdoctor does not decode them) compared by their bytes, not in "
+                f"`values`: {len(six_same)} identical, {len(six_changed)} changed ({first}"
+                f"{', ...' if len(six_same) + len(six_changed) > 1 else ''})")
+        (report.warnings if six_changed else report.notes).append(said)
     if dequantized:
         # Information: the comparison is of what the quantized file holds, its rounding included.
         report.notes.append(
@@ -7917,6 +7931,14 @@ def value_pairs(
             f"{counted(len(quantized), 'tensor')} of quantized GGUF (ggml) types not compared ({quantized[0]}"
             f"{', ...' if len(quantized) > 1 else ''}): weightdoctor reads the values of GGUF's {READ_TYPES_WORDS}; "
             + UNREAD_TYPES_WORDS)
+
+
+def _same_bytes(a: Checkpoint, info_a: TensorInfo, b: Checkpoint, info_b: TensorInfo) -> bool:
+    """Whether two tensors hold the same dtype, shape and bytes: for dtypes no torch dtype holds (six-bit floats,
+    which only safetensors files name), read as the bytes they are."""
+    if info_a.dtype != info_b.dtype or info_a.shape != info_b.shape:
+        return False
+    return a.raw_tensor_bytes(info_a.name) == b.raw_tensor_bytes(info_b.name)
 
 
 # What the adapter note says of PaCA's indices from headers alone; `check_paca_indices` replaces it under --values.

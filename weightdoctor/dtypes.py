@@ -34,6 +34,10 @@ SAFETENSORS_TO_CANONICAL: dict[str, str] = {
     "F8_E4M3FNUZ": "float8_e4m3fnuz",
     "F8_E5M2FNUZ": "float8_e5m2fnuz",
     "F4": "float4_e2m1fn_x2",
+    # The OCP MX six-bit floats (safetensors 0.6 and later read them): no torch dtype holds them, so their structure
+    # is read and their values are not.
+    "F6_E2M3": "float6_e2m3fn",
+    "F6_E3M2": "float6_e3m2fn",
 }
 CANONICAL_TO_SAFETENSORS: dict[str, str] = {v: k for k, v in SAFETENSORS_TO_CANONICAL.items()}
 
@@ -42,7 +46,7 @@ BITS_PER_ELEMENT: dict[str, int] = {
     "bool": 8, "uint8": 8, "int8": 8, "uint16": 16, "int16": 16, "uint32": 32, "int32": 32,
     "uint64": 64, "int64": 64, "float16": 16, "bfloat16": 16, "float32": 32, "float64": 64,
     "complex64": 64, "complex128": 128, "float8_e4m3fn": 8, "float8_e5m2": 8, "float8_e8m0fnu": 8,
-    "float8_e4m3fnuz": 8, "float8_e5m2fnuz": 8, "float4_e2m1fn_x2": 4,
+    "float8_e4m3fnuz": 8, "float8_e5m2fnuz": 8, "float4_e2m1fn_x2": 4, "float6_e2m3fn": 6, "float6_e3m2fn": 6,
     # torch's alone (no safetensors name): a pair of float16s, and a 16-bit opaque type. Counted as 8 bits, a
     # complex32 tensor's bytes were a quarter of what it holds, and convert --to bin failed on it.
     "complex32": 32, "bits16": 16,
@@ -95,6 +99,10 @@ def torch_dtype(name: str) -> torch.dtype:
     dtype = getattr(torch, name, None)
     if isinstance(dtype, torch.dtype):
         return dtype
+    if name in SIX_BIT:
+        raise UnsupportedEnvironment(f"{name} (safetensors' {CANONICAL_TO_SAFETENSORS[name]}) is a six-bit float no "
+                                     "torch release has a dtype for: its values cannot be read or written by torch "
+                                     "(a safetensors output copies its bytes as they are)")
     since = LATER_TORCH_DTYPES.get(name)
     needs = f"torch {since} or later" if since else "a torch that has it"
     raise UnsupportedEnvironment(f"{name} is a dtype the installed torch {torch.__version__} does not have: reading "
@@ -110,6 +118,9 @@ def bits_per_element(dtype: str) -> int:
 # torch stores two fp4 values per element of `float4_e2m1fn_x2`; safetensors (and weightdoctor's
 # TensorInfo) count values. Shapes differ in the last dimension only.
 PACKED_PAIRS = "float4_e2m1fn_x2"
+
+# Six-bit dtypes: four values fill three bytes, and safetensors refuses a tensor whose bits end mid-byte.
+SIX_BIT = frozenset({"float6_e2m3fn", "float6_e3m2fn"})
 
 
 def torch_shape(shape: tuple[int, ...], dtype: str) -> tuple[int, ...]:

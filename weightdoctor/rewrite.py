@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from weightdoctor.checkpoint import Checkpoint, TensorInfo
 from weightdoctor.checkpoint.reader import is_training_save, is_training_state, natural_order, original_release
-from weightdoctor.dtypes import ALIASES, FLOATING, bits_per_element, is_dtype_placeholder, torch_shape
+from weightdoctor.dtypes import ALIASES, FLOATING, SIX_BIT, bits_per_element, is_dtype_placeholder, torch_shape
 from weightdoctor.errors import OutputError, UsageError, WeightDoctorError, clip_middle, compile_user_regex
 from weightdoctor.jsontext import parse_json
 from weightdoctor.paths import entries_under, expand_user
@@ -371,11 +371,12 @@ def _refuse_what_torch_cannot_hold(checkpoint: Checkpoint, tensors: list[Planned
     Raises:
         UnsupportedEnvironment: naming the file that holds the first such tensor and the torch release that has it.
     """
-    from weightdoctor.dtypes import LATER_TORCH_DTYPES, torch_dtype
+    from weightdoctor.dtypes import LATER_TORCH_DTYPES, SIX_BIT, torch_dtype
 
     for tensor in tensors:
         # Only a dtype some supported torch lacks is looked up: a safetensors source is copied without torch.
-        for dtype in dict.fromkeys(d for d in (tensor.source_dtype, tensor.dtype) if d in LATER_TORCH_DTYPES):
+        for dtype in dict.fromkeys(d for d in (tensor.source_dtype, tensor.dtype)
+                                   if d in LATER_TORCH_DTYPES or d in SIX_BIT):
             try:
                 torch_dtype(dtype)
             except WeightDoctorError as error:
@@ -1457,6 +1458,12 @@ def _write_one(
             planned = by_name[slot.name]
             hooks.reached(f"tensor-{counter[0]}")
             counter[0] += 1
+            if fmt == "safetensors" and planned.source_dtype in SIX_BIT:
+                # No torch dtype holds six-bit floats (only safetensors names them, and nothing casts them): their
+                # bytes are copied as they are.
+                writer.write_bytes(slot.name, checkpoint.raw_tensor_bytes(planned.source))
+                advance(planned.nbytes)
+                continue
             source = tensor = checkpoint.load_tensor(planned.source)
             if planned.dtype != planned.source_dtype:
                 from weightdoctor.checkpoint.safetensors_format import require_memory

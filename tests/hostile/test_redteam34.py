@@ -3,7 +3,8 @@ from a config past the file system's 255 bytes, an index naming a tensor twice.
 
 What held (measured, not all pinned here): F8_E8M0, F4, C64, U16 / U32 / U64 and F8_E4M3FNUZ side by side in every
 command (convert round trips, --to bin loads with weights_only, diff-keys --values across dtypes, check-dtype, --stats
-and --hist); F6_E2M3 / F6_E3M2 and F4 of an odd count refused in one line; a tensor of a zero dimension at a non-zero
+and --hist); F4 of an odd count refused in one line (F6_E2M3 / F6_E3M2 too then, read since: test_six_bit_floats); a
+tensor of a zero dimension at a non-zero
 offset (between two tensors, at the end, alone) read, one inside another tensor's bytes refused; `__metadata__` of an
 int, a dict, a list, null (refused), `format` tf / mlx / np (read; the .bin writer says the format is not kept); a torch
 zip whose data.pkl names a storage the archive lacks, or a key `../../etc/passwd`, `/etc/passwd`, `.` or '' (torch's

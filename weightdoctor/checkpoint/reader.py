@@ -233,6 +233,26 @@ class Checkpoint:
                 return item.path
         raise KeyError(relpath)
 
+    def raw_tensor_bytes(self, name: str) -> bytearray:
+        """One tensor's bytes as its safetensors file stores them, for a dtype no torch dtype holds (six-bit floats:
+        only safetensors names them).
+
+        Raises:
+            UnsupportedFormat: the tensor is not in a safetensors file.
+        """
+        info = self.tensor_info(name)
+        if self._remote is not None and info.file not in self._headers:
+            self._download(info.file)
+        header = self.safetensors_header(info.file)
+        if header is None:
+            raise UnsupportedFormat(f"tensor {name!r} is not in a safetensors file: its raw bytes are not read",
+                                    path=str(self.file_path(info.file)))
+        try:
+            return safetensors_format.read_tensor_bytes(self.file_path(info.file), header, info)
+        except WeightDoctorError as exc:
+            exc.path = exc.path or str(self.file_path(info.file))
+            raise
+
     def load_tensor(self, name: str) -> torch.Tensor:
         """Load one tensor's values (a CPU torch tensor). Only this tensor is read from disk."""
         info = self.tensor_info(name)

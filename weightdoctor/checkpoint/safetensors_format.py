@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from weightdoctor.checkpoint.model import TensorInfo, strides_overflow, tensor_infos
-from weightdoctor.dtypes import BITS_PER_ELEMENT, SAFETENSORS_TO_CANONICAL
+from weightdoctor.dtypes import BITS_PER_ELEMENT, SAFETENSORS_TO_CANONICAL, SIX_BIT
 from weightdoctor.errors import CorruptCheckpoint, UnsupportedEnvironment, UnsupportedFormat, clip_middle
 from weightdoctor.gcpause import gc_paused
 from weightdoctor.jsontext import TooManyEntries, parse_json, refuse_too_many_entries
@@ -506,6 +506,10 @@ def _checked_entries(header: dict[str, Any], relpath: str, data_size: int) -> li
         if dtype == FP4 and (not shape or shape[-1] % 2):
             raise CorruptCheckpoint(f"tensor {name!r} is F4 of shape {shape}: fp4 values are stored in pairs, so its "
                                     "last dimension must be even")
+        if dtype in SIX_BIT and numel % 4:
+            raise CorruptCheckpoint(f"tensor {name!r} is {st_dtype} of shape {shape}: {numel} six-bit values end "
+                                    "mid-byte (their count must be a multiple of 4; the safetensors library refuses "
+                                    "it too)")
         if type(offsets) is not list or len(offsets) != 2:
             raise CorruptCheckpoint(f"tensor {name!r} has invalid data_offsets {offsets!r}")
         begin, end = offsets
@@ -577,6 +581,9 @@ def _checked_entries_fast(header: dict[str, Any], relpath: str, data_size: int) 
     if min(begins) < 0 or max(ends) > data_size or not all(map(le, begins, ends)):
         return None
     num_params = list(map(math.prod, shapes))
+    if not SIX_BIT.isdisjoint(dtypes) and any(d in SIX_BIT and count % 4
+                                              for d, count in zip(dtypes, num_params, strict=True)):
+        return None
     if 0 in num_params and any(not count and (max(accumulate(shape, mul), default=0) > MAX_RUNNING_PRODUCT
                                               or strides_overflow(shape))
                                for count, shape in zip(num_params, shapes, strict=True)):
@@ -1201,6 +1208,14 @@ def read_tensor(path: Path, header: SafetensorsHeader, info: TensorInfo) -> torc
     import torch
 
     dtype = getattr(torch, info.dtype, None)
+    if dtype is None and info.dtype in SIX_BIT:
+        from weightdoctor.dtypes import torch_dtype
+
+        try:
+            torch_dtype(info.dtype)
+        except UnsupportedEnvironment as exc:
+            exc.message = f"tensor {info.name!r}: {exc.message}"
+            raise
     if dtype is None:
         raise CorruptCheckpoint(f"tensor {info.name!r} has dtype {info.dtype} which this torch lacks")
     if info.num_params == 0:

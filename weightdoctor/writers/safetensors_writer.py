@@ -200,6 +200,22 @@ class SafetensorsWriter:
         self._next += 1
         return digest
 
+    def write_bytes(self, name: str, data: bytes | bytearray | memoryview) -> str:
+        """Append one tensor given as its raw bytes, for a dtype no torch dtype holds (six-bit floats): copied as
+        they are. It must be the next one in `self.order`, of that slot's size."""
+        slot = self.order[self._next]
+        if name != slot.name:
+            raise ValueError(f"expected tensor {slot.name!r} next, got {name!r}")
+        if len(data) != slot.nbytes:
+            raise ValueError(f"tensor {name!r} has {counted(len(data), 'byte', grouped=False)}, expected {slot.nbytes}")
+        view = memoryview(data).cast("B")
+        future = hash_pool().submit(_sha256, view)
+        _write_all(self._fd, view)
+        digest = future.result()
+        self.digests[name] = digest
+        self._next += 1
+        return digest
+
     def _write_pieces(self, name: str, tensor: torch.Tensor, nbytes: int) -> str:
         """Write a strided tensor (a transpose a .bin holds as such) a piece at a time, each copied alone
         (`contiguous_pieces`); its sha256. Copied whole, it took memory of its own beside the source's view: under
