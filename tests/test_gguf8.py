@@ -267,3 +267,17 @@ def test_q1_0_and_q2_0_match_llama_cpp_reference_loops(kind: str, reference: obj
     raw = _random_blocks(kind, 300, seed=8)
     # fp16 scales of every kind among random bytes: normal, subnormal, zero, inf and NaN.
     assert _same_bits(dequantize(kind, raw), reference(raw))  # type: ignore[operator]
+
+
+def test_plan_devices_refuses_a_gguf_whose_q8_1_tensors_no_load_dequantizes(tmp_path: Path) -> None:
+    """plan-devices planned a Q8_1 GGUF as "every tensor dequantized into that model", a load transformers fails."""
+    path = _mixed_gguf(tmp_path)
+    result = run_cli("plan-devices", str(path), "--gpu", "1GB")
+    assert result.exit_code == 2 and result.stdout == "", result.stdout
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"error: {path}: a GGUF file (llama.cpp): plan-devices plans from_pretrained's load")
+    assert "6 tensors of it are Q8_1, which that load cannot dequantize" in line
+    # Not sent to from_pretrained(gguf_file=) for a reading: it fails on them too.
+    assert "AutoModelForCausalLM.from_pretrained" not in line
+    decoded = tiny_llama_gguf(tmp_path / "decoded.gguf")[0]  # Q4_K / Q6_K / Q8_0: planned as before
+    assert run_cli("plan-devices", str(decoded), "--gpu", "1GB").exit_code == 0

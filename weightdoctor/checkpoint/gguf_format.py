@@ -785,14 +785,18 @@ _REFUSALS = {
 }
 
 
-def refusal_for(command: str, name: str, folder: str, because: str | None = None) -> UnsupportedFormat:
+def refusal_for(command: str, name: str, folder: str, because: str | None = None,
+                loadable: bool = True) -> UnsupportedFormat:
     """The one-line refusal of GGUF file `name` in `folder` by `command`, with what reads it; `because` says why
-    this file in particular is refused (plan-devices plans the architectures whose config it can build)."""
+    this file in particular is refused (plan-devices plans the architectures whose config it can build).
+    `loadable`: False for a file transformers cannot load either (tensors of Q8_1 / Q8_K), whose refusal then
+    points at from_pretrained(gguf_file=) no more."""
     from weightdoctor.checkpoint.foreign import gguf_reading
 
     why = f"{_REFUSALS[command]}: {because}" if because else _REFUSALS[command]
-    return UnsupportedFormat(f"a GGUF file (llama.cpp): {why}; {gguf_reading(name, folder)}; weightdoctor inspect "
-                             "reads its structure and metadata", path=str(Path(folder) / name))
+    reading = f"{gguf_reading(name, folder)}; " if loadable else ""
+    return UnsupportedFormat(f"a GGUF file (llama.cpp): {why}; {reading}weightdoctor inspect reads its structure "
+                             "and metadata", path=str(Path(folder) / name))
 
 
 def refuse_for(command: str, gguf_names: list[str], folder: str) -> None:
