@@ -61,23 +61,25 @@ def test_verify_accepts_a_last_tensor_without_its_padding(tmp_path: Path) -> Non
     assert code == 0 and report["verify"]["layout_mismatches"] == []
 
 
-def test_check_dtype_memory_counts_quantized_tensors_dequantized_as_inspect_does(tmp_path: Path) -> None:
+def test_check_dtype_memory_counts_quantized_tensors_as_inspect_does(tmp_path: Path) -> None:
     path, _ = tiny_llama_gguf(tmp_path / "tiny.Q8_1.gguf", kinds=UNREAD_KINDS)
     inspected = json_report("inspect", str(path))
     checked = json_report("check-dtype", str(path))
-    params = inspected["num_params"]
-    # Every parameter at the target's width, the Q8_1 / Q8_K ones included (floats once loaded).
-    assert inspected["memory"]["fp32"] == checked["memory_bytes"]["fp32"] == params * 4
-    assert inspected["memory"]["fp16"] == checked["memory_bytes"]["fp16"] == params * 2
-    assert checked["targets"]["bf16"]["memory_bytes"] == params * 2
+    unread = [t for t in inspected["tensors"] if t["dtype"] in ("Q8_1", "Q8_K")]
+    stored, params = sum(t["nbytes"] for t in unread), inspected["num_params"] - sum(t["num_params"] for t in unread)
+    # Every other parameter at the target's width; the Q8_1 / Q8_K ones, which nothing dequantizes (gguf8: they
+    # were counted as floats), at their stored bytes.
+    assert inspected["memory"]["fp32"] == checked["memory_bytes"]["fp32"] == stored + params * 4
+    assert inspected["memory"]["fp16"] == checked["memory_bytes"]["fp16"] == stored + params * 2
+    assert checked["targets"]["bf16"]["memory_bytes"] == stored + params * 2
     assert checked["memory_bytes"]["stored"] == inspected["total_bytes"]  # the packed blocks as stored
     reasons = {row["name"]: row["reason"] for row in checked["skipped"]}
     assert reasons["blk.0.attn_q.weight"].startswith("a quantized GGUF type: its values are not read")
     result = run_subprocess("check-dtype", str(path), env={"COLUMNS": "400"})
     assert result.returncode == 0, result.stderr
     assert "10 left as they are (10 quantized GGUF tensors, not read)" in result.stdout
-    assert "memory, with quantized GGUF tensors counted dequantized as from_pretrained(gguf_file=) loads them: " \
-           "stored 1.16 MB  fp32 3.12 MB" in result.stdout
+    assert "memory, Q8_1 and Q8_K ones as stored (nothing dequantizes them): stored 1.16 MB  fp32 1.68 MB" \
+        in result.stdout
 
 
 def test_the_quantized_note_is_information_in_inspect_and_a_warning_where_values_are_read(tmp_path: Path) -> None:

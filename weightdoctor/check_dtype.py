@@ -779,13 +779,14 @@ def memory_at(tensors: list[TensorInfo], bytes_per_value: float, keep_fp32: set[
     (those in `keep_fp32` at 4), the others (integers, fp8, fp4 and MX scales, which it leaves) as stored.
 
     A GGUF's quantized tensors (Q4_K, ...) count at `bytes_per_value` too: from_pretrained(gguf_file=, dtype=)
-    dequantizes them to that dtype (transformers' load_gguf_checkpoint), as inspect's memory table counts them."""
-    from weightdoctor.checkpoint.gguf_format import is_quantized_dtype
+    dequantizes them to that dtype (transformers' load_gguf_checkpoint), as inspect's memory table counts them.
+    Its Q8_1 / Q8_K tensors, which no loader dequantizes (`gguf_format.UNREAD_TYPES_WORDS`), count as stored."""
+    from weightdoctor.checkpoint.gguf_format import is_dequantized_dtype
     from weightdoctor.rewrite import CASTABLE
 
     total = 0.0
     for info in unique_tensors(tensors):
-        if info.dtype not in CASTABLE and not is_quantized_dtype(info.dtype):
+        if info.dtype not in CASTABLE and not is_dequantized_dtype(info.dtype):
             total += info.nbytes
         elif keep_fp32 and info.name in keep_fp32:
             total += info.num_params * 4

@@ -5921,6 +5921,19 @@ def _open_gguf_for_plan(source: str, key: str | None) -> Checkpoint:
     if built.config is None:
         checkpoint.close()
         raise refusal_for("plan-devices", gguf_file.name, str(gguf_file.parent), because=built.reason)
+    from weightdoctor.checkpoint.gguf_format import UNREAD_TYPES_WORDS, is_unread_dtype
+
+    unread = [kind for kind in header.ggml_types.values() if is_unread_dtype(kind)]
+    if unread:
+        # The plan is of every tensor dequantized into the model: from_pretrained(gguf_file=) fails on a Q8_1 / Q8_K
+        # one instead, so no placement of it is a load that happens.
+        from weightdoctor.wording import counted
+
+        checkpoint.close()
+        raise refusal_for("plan-devices", gguf_file.name, str(gguf_file.parent),
+                          because=f"{counted(len(unread), 'tensor')} of it {'are' if len(unread) > 1 else 'is'} "
+                                  f"{' / '.join(sorted(set(unread)))}, which that load cannot dequantize: "
+                                  + UNREAD_TYPES_WORDS, loadable=False)
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
     config = dict(built.config)

@@ -538,6 +538,12 @@ class _Lines:
             else:
                 self._lazy = checkpoint.load_tensor(info.name).reshape(-1)
 
+    @property
+    def reads_by_position(self) -> bool:
+        """Whether the elements are read by position (`_at`: a quantized GGUF tensor's blocks, a strided view's
+        elements), so that a few of a long line cost those few, not the line."""
+        return self._strided is not None or self._gather is not None
+
     def _at(self, index: torch.Tensor) -> torch.Tensor:
         """The elements at `index` (C-order positions, any shape) of the strided view, without copying the rest."""
         from weightdoctor.checkpoint.reader import unravel_positions
@@ -645,7 +651,12 @@ def gather_sample(lines: _Lines, info: TensorInfo, whole: bool) -> TensorSample:
         rows_complete = True
     else:
         col_index = _pick(cols, MAX_LINE, generator)
-        row_block = torch.stack([lines.read(r * cols, cols)[col_index] for r in row_index])
+        if lines.reads_by_position:
+            # Only the sampled columns: a GGUF row of 2**33 values (a sparse file) read whole made 69 GB of int64
+            # positions before a value was decoded.
+            row_block = torch.stack([_as_float32(lines._at(r * cols + col_index)) for r in row_index])
+        else:
+            row_block = torch.stack([lines.read(r * cols, cols)[col_index] for r in row_index])
         rows_complete = False
     col_block: torch.Tensor | None = None
     cols_complete = True

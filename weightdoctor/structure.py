@@ -10,7 +10,7 @@ from typing import Any
 
 from weightdoctor.checkpoint import Checkpoint, TensorInfo
 from weightdoctor.checkpoint.gguf_format import combined as combined_gguf
-from weightdoctor.checkpoint.gguf_format import is_quantized_dtype
+from weightdoctor.checkpoint.gguf_format import is_quantized_dtype, is_unread_dtype
 from weightdoctor.checkpoint.gguf_format import metadata_disagreements as gguf_metadata_disagreements
 from weightdoctor.checkpoint.gguf_format import summary as gguf_summary
 from weightdoctor.checkpoint.hub import snapshot_commit
@@ -969,7 +969,9 @@ def memory_by_dtype(tensors: list[TensorInfo], quantized: QuantizedSummary | Non
     """Bytes the weights need at each dtype: floating tensors cast, others kept; tied weights once.
 
     For a quantized checkpoint (`quantized` with known parameters) the packed and integer weights count as the
-    floating parameters they dequantize to, and side tensors (scales, zero points, absmax) not at all.
+    floating parameters they dequantize to, and side tensors (scales, zero points, absmax) not at all. A GGUF's
+    block types count as the floats they dequantize to, except Q8_1 and Q8_K (`gguf_format.is_unread_dtype`),
+    which no loader dequantizes: kept at their stored bytes.
     """
     floating, fixed = 0, 0
     counts = quantized.counts if quantized is not None and quantized.parameters is not None else None
@@ -979,7 +981,9 @@ def memory_by_dtype(tensors: list[TensorInfo], quantized: QuantizedSummary | Non
             if stands_for != info.num_params or info.dtype in FLOATING or info.name.endswith(".weight"):
                 floating += stands_for  # packed, or a weight stored as integers: floating once dequantized
                 continue
-        if info.dtype in FLOATING or is_quantized_dtype(info.dtype):  # a GGUF's Q4_K: floats once dequantized
+        # A GGUF's Q4_K: floats once dequantized. Not its Q8_1 / Q8_K, which nothing decodes (ggml has no
+        # dequantizer for Q8_1, gguf-py and transformers none for either): counted as the bytes they are.
+        if info.dtype in FLOATING or (is_quantized_dtype(info.dtype) and not is_unread_dtype(info.dtype)):
             floating += info.num_params
         else:
             fixed += info.nbytes

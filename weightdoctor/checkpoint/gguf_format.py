@@ -107,6 +107,76 @@ GGML_TYPES_BY_NAME: dict[str, GgmlType] = {t.name: t for t in GGML_TYPES.values(
 _REMOVED_TYPES = {4: "Q4_2", 5: "Q4_3", 31: "Q4_0_4_4", 32: "Q4_0_4_8", 33: "Q4_0_8_8", 36: "IQ4_NL_4_4",
                   37: "IQ4_NL_4_8", 38: "IQ4_NL_8_8"}
 
+_BITNET = "Microsoft's bitnet.cpp"
+_IK = "ik_llama.cpp"
+_IK_EARLY = "ik_llama.cpp of 2024"
+_TURBO = "the TurboQuant forks"
+# What forks of llama.cpp store under a ggml type id llama.cpp gives another meaning or none: read from their ggml.h
+# (ggml_type): Microsoft's bitnet.cpp (I2_S 36, I8_S 37, TL1 38, TL2 39, beside TQ1_0 / TQ2_0 at 34 / 35),
+# ik_llama.cpp (I2_S 36; its own types from 133, the repacked _R4 / _R8 from 202; in mid-2024 it numbered IQ1_BN,
+# IQ2_BN, Q8_K64, IQ4_K 34 to 37, where ggml put TQ1_0 and TQ2_0 since), PrismML's fork (PQ2_0 142, PTQ1_0 143),
+# llama-dx (Q2_0 at 42 as llama.cpp, but of 128-value blocks: `#define QK2_0 128` where llama.cpp's is 64) and
+# the TurboQuant forks (TURBO3_0 / TURBO4_0 / TURBO2_0 at 41-43, KV-cache types never stored, and the TQ3_1S /
+# TQ4_1S weights at 44 / 45, until ggml took 41 and 42 for Q1_0 and Q2_0; since renumbered 43-47 or 64-68). Only
+# the types such a fork writes into a GGUF file are listed, not its dot-product intermediates (ik's Q8_K16, ...).
+_FORK_TYPES: dict[int, tuple[str, ...]] = {
+    34: (f"IQ1_BN in {_IK_EARLY}",),
+    35: (f"IQ2_BN in {_IK_EARLY}",),
+    36: (f"I2_S (BitNet b1.58's 2-bit ternary weights) in {_BITNET} and {_IK}", f"Q8_K64 in {_IK_EARLY}"),
+    37: (f"I8_S in {_BITNET}", f"IQ4_K in {_IK_EARLY}"),
+    38: (f"TL1 (BitNet b1.58's lookup-table weights) in {_BITNET}",),
+    39: (f"TL2 (BitNet b1.58's lookup-table weights) in {_BITNET}",),
+    41: (f"TURBO3_0 in {_TURBO} (a KV-cache type they never store)",),
+    42: ("Q2_0 of 128-value blocks in 34 bytes (2.125 bits a weight) in the llama-dx fork (Maxritz/LLAMA-DX), "
+         "where llama.cpp's Q2_0 is 64 values in 18 bytes", f"TURBO4_0 or TURBO2_0 in {_TURBO} (KV-cache types)"),
+    43: ("Q2_0_G128 in a fork of llama.cpp", f"TURBO2_0 in {_TURBO} (a KV-cache type)"),
+    44: (f"TQ3_1S (a weight type) in {_TURBO}",),
+    45: (f"TQ4_1S (a weight type) in {_TURBO}",),
+    46: (f"TQ3_1S (a weight type) in {_TURBO}",),
+    47: (f"TQ4_1S (a weight type) in {_TURBO}",),
+    67: (f"TQ3_1S (a weight type) in {_TURBO}",),
+    68: (f"TQ4_1S (a weight type) in {_TURBO}",),
+    133: (f"Q6_0 in {_IK}",), 134: (f"IQ1_BN in {_IK}",), 135: (f"IQ2_BN in {_IK}",), 137: (f"IQ2_K in {_IK}",),
+    138: (f"IQ3_K in {_IK}",), 139: (f"IQ4_K in {_IK}",), 140: (f"IQ5_K in {_IK}",), 141: (f"IQ6_K in {_IK}",),
+    142: ("PQ2_0 in PrismML's fork", f"IQ2_TN in {_IK} (deprecated)"),
+    143: ("PTQ1_0 in PrismML's fork", f"IQ1_TN in {_IK} (deprecated)"),
+    144: (f"IQ4_KS in {_IK}",), 145: (f"IQ2_KS in {_IK}",), 146: (f"IQ4_KSS in {_IK}",), 151: (f"Q8_KV in {_IK}",),
+    **{type_id: (f"{name} in {_IK} (rows repacked for its kernels)",) for type_id, name in (
+        (202, "Q4_0_R8"), (206, "Q5_0_R4"), (208, "Q8_0_R8"), (210, "Q2_K_R4"), (211, "Q3_K_R4"), (212, "Q4_K_R4"),
+        (213, "Q5_K_R4"), (214, "Q6_K_R4"), (216, "IQ2_XXS_R4"), (217, "IQ2_XS_R4"), (218, "IQ3_XXS_R4"),
+        (219, "IQ1_S_R4"), (220, "IQ4_NL_R4"), (221, "IQ3_S_R4"), (222, "IQ2_S_R4"), (223, "IQ4_XS_R8"),
+        (229, "IQ1_M_R4"), (230, "BF16_R16"), (233, "Q6_0_R4"), (335, "IQ2_BN_R4"), (337, "IQ2_K_R4"),
+        (338, "IQ3_K_R4"), (339, "IQ4_K_R4"), (340, "IQ5_K_R4"), (344, "IQ4_KS_R4"), (398, "Q8_KV_R8"),
+        (399, "Q8_K_R8"))},
+}
+
+
+def fork_meanings(type_id: int) -> str | None:
+    """What forks of llama.cpp store under ggml type `type_id` where it is not llama.cpp's (`_FORK_TYPES`), in
+    words, or None.
+
+    Example:
+        >>> fork_meanings(39)
+        "TL2 (BitNet b1.58's lookup-table weights) in Microsoft's bitnet.cpp"
+    """
+    meanings = _FORK_TYPES.get(type_id)
+    return "; ".join(meanings) if meanings else None
+
+
+def unknown_type_words(type_id: int) -> str:
+    """Why ggml type `type_id`, which llama.cpp's GGUF files do not use, is refused: what it was in ggml and what
+    forks store under it, where known."""
+    removed = _REMOVED_TYPES.get(type_id)
+    forks = fork_meanings(type_id)
+    if removed and forks:
+        return (f"{removed} in ggml, which removed it from GGUF files; {forks}: a file of that fork, which "
+                "llama.cpp and transformers cannot load")
+    if removed:
+        return f"{removed}, a type ggml removed from GGUF files"
+    if forks:
+        return f"no llama.cpp type; {forks}: a file of that fork, which llama.cpp and transformers cannot load"
+    return "a type this reader does not know"
+
 # general.file_type: llama.cpp's llama_ftype (llama.h; gguf-py's LlamaFileType; as of b9916: MOSTLY_NVFP4 = 39,
 # MOSTLY_Q1_0 = 40, MOSTLY_Q2_0 = 41), what the file was quantized "to"
 # (most 2-D tensors; norms stay F32, a Q4_K_M keeps some Q6_K). 4-6 and 33-35 were removed from llama.cpp.
@@ -375,6 +445,31 @@ def _running_product_overflows(dims: tuple[int, ...]) -> bool:
     return False
 
 
+def _refuse_fork_layouts(names: list[str], types: dict[str, str], begins: list[int], sizes: list[int],
+                         alignment: int) -> None:
+    """Refuse a tensor of a type id that a fork of llama.cpp gives another meaning (`_FORK_TYPES`: bitnet.cpp's TL2
+    is ggml's MXFP4, 39) whose bytes are not the next tensor's start as llama.cpp lays them out: llama.cpp's
+    gguf_init_from_file requires each tensor to start where the one before it ends, padded to the alignment. Read
+    with llama.cpp's block sizes, such a tensor's bytes are another type's, which were decoded as llama.cpp's.
+
+    Raises:
+        CorruptCheckpoint: such a tensor, naming what the id is in llama.cpp and in the forks.
+    """
+    for index, name in enumerate(names[:-1]):
+        kind = GGML_TYPES_BY_NAME[types[name]]
+        if kind.id not in _FORK_TYPES:
+            continue
+        expected = begins[index] + -(-sizes[index] // alignment) * alignment
+        if begins[index + 1] != expected:
+            forks = fork_meanings(kind.id)
+            raise CorruptCheckpoint(
+                f"GGUF header: tensor {name!r} has ggml type {kind.id}, {kind.name} in llama.cpp, whose "
+                f"{sizes[index]:,} bytes at data offset {begins[index]:,} do not end where the next tensor, "
+                f"{names[index + 1]!r}, starts ({begins[index + 1]:,}; llama.cpp lays tensors end to end, padded to "
+                f"{alignment}): type {kind.id} is also {forks}, a file of that fork, which llama.cpp and "
+                f"transformers cannot load; refused rather than decoded as {kind.name}")
+
+
 def read_header(path: Path, relpath: str) -> GgufHeader:
     """Parse a GGUF file's header: its metadata and its tensors (shapes as PyTorch gives them, outermost first).
 
@@ -473,10 +568,8 @@ def _parse(cursor: _Cursor, relpath: str
         offset = cursor.unpack("<Q", lambda name=name: f"the offset of {name!r}")
         ggml_type = GGML_TYPES.get(type_id)
         if ggml_type is None:
-            removed = _REMOVED_TYPES.get(type_id)
-            said = f"{removed}, a type ggml removed from GGUF files" if removed else "a type this reader does not know"
-            raise CorruptCheckpoint(f"GGUF header: tensor {name!r} has ggml type {type_id} ({said}; known: "
-                                    f"{', '.join(sorted(GGML_TYPES_BY_NAME))})")
+            raise CorruptCheckpoint(f"GGUF header: tensor {name!r} has ggml type {type_id} "
+                                    f"({unknown_type_words(type_id)}; known: {', '.join(sorted(GGML_TYPES_BY_NAME))})")
         numel = math.prod(dims)
         if any(d >= 1 << 63 for d in dims) or numel >= 1 << 63:
             raise CorruptCheckpoint(f"GGUF header: tensor {name!r} has dimensions {list(dims)}, more elements than "
@@ -507,10 +600,15 @@ def _parse(cursor: _Cursor, relpath: str
     data_start = -(-cursor.pos // alignment) * alignment
     data_size = cursor.size - data_start
     ends = [begin + nbytes for begin, nbytes in zip(begins, sizes, strict=True)]
+    _refuse_fork_layouts(names, types, begins, sizes, alignment)
     for name, begin, end in zip(names, begins, ends, strict=True):
         if end > data_size:
+            kind = GGML_TYPES_BY_NAME[types[name]]
+            forks = fork_meanings(kind.id)
+            also = (f" (or not {kind.name}: type {kind.id} is also {forks}, a file of that fork, which llama.cpp and "
+                    "transformers cannot load)") if forks else ""
             raise CorruptCheckpoint(f"GGUF header: tensor {name!r} spans data bytes {begin:,} to {end:,}, past the "
-                                    f"end of the file's data section ({max(data_size, 0):,} bytes): truncated")
+                                    f"end of the file's data section ({max(data_size, 0):,} bytes): truncated{also}")
     # Empty tensors hold no bytes and are left out: compared with their neighbours only, one between two tensors
     # at the same offset hid the overlap (200 aliases of one 256 KB run in a 280 KB file read as 13 million values).
     order = sorted((index for index in range(len(names)) if sizes[index]), key=begins.__getitem__)
@@ -687,14 +785,18 @@ _REFUSALS = {
 }
 
 
-def refusal_for(command: str, name: str, folder: str, because: str | None = None) -> UnsupportedFormat:
+def refusal_for(command: str, name: str, folder: str, because: str | None = None,
+                loadable: bool = True) -> UnsupportedFormat:
     """The one-line refusal of GGUF file `name` in `folder` by `command`, with what reads it; `because` says why
-    this file in particular is refused (plan-devices plans the architectures whose config it can build)."""
+    this file in particular is refused (plan-devices plans the architectures whose config it can build).
+    `loadable`: False for a file transformers cannot load either (tensors of Q8_1 / Q8_K), whose refusal then
+    points at from_pretrained(gguf_file=) no more."""
     from weightdoctor.checkpoint.foreign import gguf_reading
 
     why = f"{_REFUSALS[command]}: {because}" if because else _REFUSALS[command]
-    return UnsupportedFormat(f"a GGUF file (llama.cpp): {why}; {gguf_reading(name, folder)}; weightdoctor inspect "
-                             "reads its structure and metadata", path=str(Path(folder) / name))
+    reading = f"{gguf_reading(name, folder)}; " if loadable else ""
+    return UnsupportedFormat(f"a GGUF file (llama.cpp): {why}; {reading}weightdoctor inspect reads its structure "
+                             "and metadata", path=str(Path(folder) / name))
 
 
 def refuse_for(command: str, gguf_names: list[str], folder: str) -> None:

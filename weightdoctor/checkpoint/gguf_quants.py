@@ -48,6 +48,10 @@ SPAN_BYTES = 1 << 20
 # one chunk of each type measured IQ3_S 17.9, IQ3_XXS 17.4, IQ2_XXS 14.4, IQ2_XS / IQ2_S 13.9, Q2_K 12.5, Q6_K 11.5
 # and 6.1 to 11.0 for the others (tests/test_fix70.py checks every decoder against it). 16 was short of the IQ3s'.
 DECODE_BYTES_PER_VALUE = 20
+# Bytes `values_at` holds per position asked, as counted from the arrays it makes of them: the positions as int64,
+# their sort order, their blocks and their offsets in them (8 each), the float32 values, and the indexing copies of
+# one span (some 12 more).
+POSITION_BYTES = 48
 
 
 def _half(blocks: np.ndarray, at: int) -> np.ndarray:
@@ -523,15 +527,27 @@ def values_at(path: Path, data_start: int, info: TensorInfo, type_name: str, pos
               identity: tuple[int, int, int, int] | None = None) -> torch.Tensor:
     """The dequantized float32 values at `positions` (C-order positions in the tensor, any shape; the result has
     that shape), reading and decoding only the blocks that hold them: blocks less than `SPAN_BYTES` apart are read
-    in one span, and only the blocks asked for are decoded. Memory: the values and one span's bytes and blocks.
+    in one span, and only the blocks asked for are decoded. Memory: the values and one span's bytes and blocks,
+    refused first where there is not that much (`require_memory`), as `read_dequantized` refuses a whole tensor.
 
     Raises:
         CorruptCheckpoint: the file ended, or changed since its header was read.
+        UnsupportedEnvironment: the positions' values and their working arrays are more memory than is available.
     """
     import torch
 
+    from weightdoctor.checkpoint.safetensors_format import require_memory
+
     kind = GGML_TYPES_BY_NAME[type_name]
     begin = _whole_blocks(info, type_name)[0]
+    count = positions.numel()
+    span_blocks = max(1, SPAN_BYTES // kind.type_size)
+    # Asked before anything of the positions is made: a row of 2**33 values of a sparse file, sampled whole, made
+    # 69 GB of int64 positions and died in torch's allocator (or, overcommitted, ran until the process was killed).
+    require_memory(path, f"{count:,} values of tensor {info.name!r} ({type_name}, dequantized to float32)",
+                   count * POSITION_BYTES + 2 * span_blocks * kind.type_size
+                   + min(count, span_blocks) * kind.block_size * DECODE_BYTES_PER_VALUE,
+                   "; a smaller --sample reads fewer", done="are read into memory: nothing was read")
     flat = positions.to(torch.int64).reshape(-1).numpy()
     out = np.empty(len(flat), dtype=np.float32)
     if not len(flat):
@@ -540,7 +556,6 @@ def values_at(path: Path, data_start: int, info: TensorInfo, type_name: str, pos
         raise IndexError(f"positions out of range for tensor {info.name!r} of {info.num_params:,} values")
     order = np.argsort(flat, kind="stable")
     blocks = flat[order] // kind.block_size
-    span_blocks = max(1, SPAN_BYTES // kind.type_size)
     fd = _open_checked(path, identity, info.name)
     try:
         start = 0

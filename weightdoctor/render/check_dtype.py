@@ -241,9 +241,15 @@ def render_check_dtype(report: CheckDtypeReport, console: Console, worst: int = 
     commands = report.recommendation.commands
     body = "\n".join(f"• {escape(_without_commands(line, commands))}" for line in report.recommendation.lines)
     # A GGUF's stored bytes are its packed blocks; every other figure is what from_pretrained(gguf_file=) holds.
-    dequantized = any(t.reason.startswith("a quantized GGUF type") for t in report.skipped)
-    label = "memory, with quantized GGUF tensors counted dequantized as from_pretrained(gguf_file=) loads them" \
-        if dequantized else "memory"
+    from weightdoctor.checkpoint.gguf_format import is_dequantized_dtype, is_unread_dtype
+
+    dtypes = set(report.tensor_dtypes.values())
+    label = "memory"
+    if any(is_dequantized_dtype(dtype) for dtype in dtypes):
+        label += ", with quantized GGUF tensors counted dequantized as from_pretrained(gguf_file=) loads them"
+    if unread := sorted(dtype for dtype in dtypes if is_unread_dtype(dtype)):
+        # Q8_1 / Q8_K: no loader dequantizes them (`gguf_format.UNREAD_TYPES_WORDS`), so `memory_at` keeps them.
+        label += f", {' and '.join(unread)} ones as stored (nothing dequantizes them)"
     body += f"\n[dim]{label}: {memory}[/]\n[dim]{escape(report.limits)}[/]"
     console.print(Panel(body, title="recommendation", title_align="left"))
     print_commands(commands, console)

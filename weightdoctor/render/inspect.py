@@ -406,6 +406,12 @@ def memory_table(report: InspectReport, width: int | None = None) -> Table:
     # memory figures count them: said, since the file itself is far smaller.
     # Short: a Rich title wraps at the table's width (some 50 columns).
     title = "Memory for the weights" + (", dequantized" if report.gguf and report.gguf.get("values_note") else "")
+    if report.gguf:
+        from weightdoctor.checkpoint.gguf_format import is_unread_dtype
+
+        # Q8_1 / Q8_K: nothing dequantizes them, so they are counted at their stored bytes (`memory_by_dtype`).
+        unread = [kind for kind in report.gguf.get("tensor_types") or {} if is_unread_dtype(kind)]
+        title += f" ({', '.join(sorted(unread))} as stored)" if unread else ""
     # Each cell: its text, a space either side, and one separator between cells (show_edge=False).
     needed = sum(max(len(name), len(size)) + 2 for name, size in sizes.items()) + len(sizes) - 1
     if width is not None and needed > width:
