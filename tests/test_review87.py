@@ -1,0 +1,115 @@
+"""Review87: the last session's metaseq / fairseq model parts, FSDP shards and diff-keys --values ranking, reviewed.
+
+- A part's or shard's rank comes from its file name, and the sentence naming the absent ones listed every rank below
+  the highest: `model_part-999999999999.pt` beside `model_part-0.pt` (or a `-shard999999999999.pt`) made inspect build
+  a list of 10**12 names, minutes and GBs (killed at 20 s holding 1.4-3 GB). Now counted, the first four named.
+- `split_layout` counted a name that part 0 lacks once per other part holding it ("3 not alike" of one name in
+  parts 1-3), searching a list for each.
+- README's `layers_changed_most` row did not name the new `max_abs_diff` key docs/commands/diff-keys.md documents.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+from tests.test_thirdparty37 import _save_parts
+
+ROOT = Path(__file__).resolve().parents[1]
+FAR = 999_999_999_999  # a rank no run has: the message must count to it, never list up to it
+
+
+def _inspect(target: Path) -> subprocess.CompletedProcess[str]:
+    """`inspect TARGET` in a subprocess, killed after 60 s (a hang is a failure, not a stuck test run)."""
+    return subprocess.run([sys.executable, "-m", "weightdoctor", "inspect", str(target)], capture_output=True,
+                          text=True, timeout=60, cwd=ROOT)
+
+
+def _folded(text: str) -> str:
+    return " ".join(text.replace("│", " ").split())
+
+
+def _flat_shard(path: Path, key: str) -> None:
+    """One fairscale FSDP rank's file as metaseq (`shard_metadata`) or fairseq (`fsdp_metadata`) saves it."""
+    metadata = {"param_metadata": [{"fsdp_path": "", "params": {"flat_param_0": {
+        "names": ["fc1.weight"], "shapes": [(2, 4)], "numels": [8], "padding": 0}}}], "buffer_names": []}
+    torch.save({"model": {"flat_param_0": torch.zeros(8)}, key: metadata}, path)
+
+
+def test_a_model_part_of_a_far_rank_is_counted_not_listed(tmp_path: Path) -> None:
+    for rank in (0, FAR):
+        torch.save({"model": {"decoder.fc1.weight": torch.zeros(8, 4)}}, tmp_path / f"model_part-{rank}.pt")
+    folder = _inspect(tmp_path)
+    assert folder.returncode == 2 and "Traceback" not in folder.stderr
+    said = _folded(folder.stderr)
+    assert f"The {FAR - 1:,} parts of ranks 1, 2, 3, 4, ... are not beside them" in said, said
+    one = _inspect(tmp_path / "model_part-0.pt")
+    assert one.returncode == 0, one.stderr
+    assert f"The {FAR - 1:,} parts of ranks 1, 2, 3, 4, ... are not beside them" in _folded(one.stderr + one.stdout)
+
+
+def test_fsdp_sharded_parts_of_a_far_shard_are_counted_not_listed(tmp_path: Path) -> None:
+    for shard in (0, FAR):
+        _flat_shard(tmp_path / f"c-model_part-0-shard{shard}.pt", "shard_metadata")
+    folder = _inspect(tmp_path)
+    assert folder.returncode == 2 and "Traceback" not in folder.stderr
+    said = _folded(folder.stderr)
+    assert (f"The {FAR - 1:,} shards c-model_part-0-shard1.pt, c-model_part-0-shard2.pt, c-model_part-0-shard3.pt, "
+            "c-model_part-0-shard4.pt, ... are not beside them") in said, said
+    one = _inspect(tmp_path / "c-model_part-0-shard0.pt")
+    assert one.returncode == 0, one.stderr
+    assert f"The {FAR - 1:,} shards c-model_part-0-shard1.pt" in _folded(one.stderr + one.stdout)
+
+
+def test_fsdp_shards_with_no_model_parallelism_of_a_far_rank(tmp_path: Path) -> None:
+    for shard in (0, 2, FAR):
+        _flat_shard(tmp_path / f"checkpoint_last-shard{shard}.pt", "fsdp_metadata")
+    folder = _inspect(tmp_path)
+    assert folder.returncode == 2 and "Traceback" not in folder.stderr
+    said = _folded(folder.stderr)
+    # Shards 1 and 3 onwards: the shard held between them (2) is passed over.
+    assert (f"The {FAR - 2:,} shards checkpoint_last-shard1.pt, checkpoint_last-shard3.pt, checkpoint_last-shard4.pt, "
+            "checkpoint_last-shard5.pt, ... are not beside them") in said, said
+    one = _inspect(tmp_path / "checkpoint_last-shard2.pt")
+    assert one.returncode == 0, one.stderr
+    assert f"The {FAR - 2:,} shards checkpoint_last-shard1.pt" in _folded(one.stderr + one.stdout)
+
+
+def test_one_missing_rank_is_still_said_as_before(tmp_path: Path) -> None:
+    _save_parts(tmp_path, parts=3)
+    (tmp_path / "model_part-1.pt").unlink()
+    said = _folded(_inspect(tmp_path).stderr)
+    assert "The 1 part of rank 1 is not beside them, and no merge is whole without every part" in said, said
+
+
+def test_a_name_several_compared_parts_hold_is_counted_once(tmp_path: Path) -> None:
+    _save_parts(tmp_path, parts=4)
+    for rank in (1, 2, 3):
+        checkpoint = torch.load(tmp_path / f"model_part-{rank}.pt", weights_only=False)
+        checkpoint["model"]["decoder.extra.weight"] = torch.zeros(4)
+        torch.save(checkpoint, tmp_path / f"model_part-{rank}.pt")
+    for target in (tmp_path, tmp_path / "model_part-0.pt"):
+        said = _folded(_inspect(target).stderr)
+        assert "1 not alike in every part compared (decoder.extra.weight)" in said, said
+
+
+def test_split_layout_counts_each_differing_name_once() -> None:
+    from weightdoctor.checkpoint.model_parts import split_layout
+
+    first = {f"n{i}.fc1.weight": (4, 4) for i in range(3)}
+    others = [{**first, "extra.weight": (2,), "more.weight": (3,)} for _ in range(5)]
+    assert split_layout([first, *others], 6).differing == ("extra.weight", "more.weight")
+
+
+def test_readme_names_every_key_of_layers_changed_most() -> None:
+    from weightdoctor.diff_keys import LayerChange
+
+    readme = (ROOT / "README.md").read_text()
+    row = next(line for line in readme.splitlines() if line.startswith("| `layers_changed_most` |"))
+    documented = set(re.search(r"\{([^}]*)\}", row)[1].replace(" ", "").split(","))  # type: ignore[index]
+    assert documented == {field.name for field in dataclasses.fields(LayerChange)}, row
