@@ -5,20 +5,30 @@
   a list of 10**12 names, minutes and GBs (killed at 20 s holding 1.4-3 GB). Now counted, the first four named.
 - `split_layout` counted a name that part 0 lacks once per other part holding it ("3 not alike" of one name in
   parts 1-3), searching a list for each.
+- The consolidate_fsdp_shards command printed for one shard of a model with no model parallelism
+  (`checkpoint_1_1000-shard0.pt`) globbed `checkpoint_1_1000*shard*.pt`: checkpoint_1_10000's shards beside them
+  too, unflattened with them. review69 fixed it for the model parts' shards alone.
+- `_kinds`, which names the modules of a part's split and whole tensors, searched a list for each name: 40,000
+  names of a module each took 111 s (0.26 s now).
 - README's `layers_changed_most` row did not name the new `max_abs_diff` key docs/commands/diff-keys.md documents.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
+import shlex
 import subprocess
 import sys
+import time
+from glob import glob
 from pathlib import Path
 
 import torch
 
 from tests.test_thirdparty37 import _save_parts
+from tests.test_thirdparty39 import _save_fsdp_shards
 
 ROOT = Path(__file__).resolve().parents[1]
 FAR = 999_999_999_999  # a rank no run has: the message must count to it, never list up to it
@@ -113,3 +123,35 @@ def test_readme_names_every_key_of_layers_changed_most() -> None:
     row = next(line for line in readme.splitlines() if line.startswith("| `layers_changed_most` |"))
     documented = set(re.search(r"\{([^}]*)\}", row)[1].replace(" ", "").split(","))  # type: ignore[index]
     assert documented == {field.name for field in dataclasses.fields(LayerChange)}, row
+
+
+def test_consolidate_command_of_one_shard_reads_only_its_saves_shards(tmp_path: Path) -> None:
+    _save_fsdp_shards(tmp_path, stem="checkpoint_1_1000")
+    _save_fsdp_shards(tmp_path, stem="checkpoint_1_10000")
+
+    def read_by_command(shard: str) -> list[str]:
+        result = subprocess.run([sys.executable, "-m", "weightdoctor", "inspect", "--json", str(tmp_path / shard)],
+                                capture_output=True, text=True, timeout=120, cwd=ROOT)
+        assert result.returncode == 0, result.stderr
+        warning = _folded(next(w for w in json.loads(result.stdout)["warnings"] if "FSDP shard" in w))
+        match = re.search(r"python -m metaseq\.scripts\.consolidate_fsdp_shards ('[^']*')", warning)
+        assert match is not None, warning
+        return sorted(Path(p).name for p in glob(f"{shlex.split(match[1])[0]}*shard*.pt"))  # what the script reads
+
+    assert read_by_command("checkpoint_1_1000-shard1.pt") == ["checkpoint_1_1000-shard0.pt",
+                                                               "checkpoint_1_1000-shard1.pt"]
+    assert read_by_command("checkpoint_1_10000-shard0.pt") == ["checkpoint_1_10000-shard0.pt",
+                                                                "checkpoint_1_10000-shard1.pt"]
+
+
+def test_the_modules_of_many_names_are_told_in_linear_time() -> None:
+    from weightdoctor.checkpoint.model_parts import _kinds
+
+    names = [f"decoder.layers.{i}.adapter_{i}" for i in range(20_000)]
+    started = time.perf_counter()
+    told = _kinds(names, 3)
+    assert time.perf_counter() - started < 3, "quadratic: 20,000 names took 28 s before"
+    assert told == "adapter_0, adapter_1, adapter_2, ..."
+    # The first of each kind, in order; a split module's whole bias by its module and own name.
+    assert _kinds(["a.fc1.weight", "a.fc1.bias", "b.fc1.weight", "a.out_proj.bias", "x.version"], 5,
+                  frozenset({"out_proj"})) == "fc1, out_proj.bias, version"
