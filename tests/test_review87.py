@@ -10,6 +10,9 @@
   too, unflattened with them. review69 fixed it for the model parts' shards alone.
 - `_kinds`, which names the modules of a part's split and whole tensors, searched a list for each name: 40,000
   names of a module each took 111 s (0.26 s now).
+- How fairscale flat parameters are unflattened was written twice, by inspect's warning (structure.py) and diff-keys'
+  note, in two wordings that had drifted (the warning's metaseq fix left out that consolidate_fsdp_shards glues
+  model-parallel parts): one function now, `model_parts.fairscale_unflatten_fix`.
 - README's `layers_changed_most` row did not name the new `max_abs_diff` key docs/commands/diff-keys.md documents.
 """
 
@@ -155,3 +158,24 @@ def test_the_modules_of_many_names_are_told_in_linear_time() -> None:
     # The first of each kind, in order; a split module's whole bias by its module and own name.
     assert _kinds(["a.fc1.weight", "a.fc1.bias", "b.fc1.weight", "a.out_proj.bias", "x.version"], 5,
                   frozenset({"out_proj"})) == "fc1, out_proj.bias, version"
+
+
+def test_inspect_and_diff_keys_give_one_fix_for_flat_parameters(tmp_path: Path) -> None:
+    from tests.helpers import run_cli, run_json
+    from weightdoctor.checkpoint.model_parts import fairscale_unflatten_fix
+
+    b = tmp_path / "whole.pt"
+    torch.save({"model": {"fc1.weight": torch.zeros(2, 4)}}, b)
+    for key in ("shard_metadata", "fsdp_metadata", None):
+        a = tmp_path / f"rank0-{key}.pt"
+        checkpoint: dict[str, object] = {"model": {"flat_param_0": torch.zeros(8)}}
+        if key is not None:
+            checkpoint[key] = {"param_metadata": [{"fsdp_path": "", "params": {"flat_param_0": {
+                "names": ["fc1.weight"], "shapes": [(2, 4)], "numels": [8], "padding": 0}}}], "buffer_names": []}
+        torch.save(checkpoint, a)
+        fix = fairscale_unflatten_fix(key)
+        code, report = run_json("inspect", str(a))
+        assert code == 0 and any(fix in " ".join(w.split()) for w in report["warnings"]), report["warnings"]
+        result = run_cli("diff-keys", str(a), str(b), "--json")
+        notes = [" ".join(note.split()) for note in json.loads(result.stdout)["notes"]]
+        assert any(fix in note for note in notes), notes

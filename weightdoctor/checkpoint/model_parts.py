@@ -488,6 +488,24 @@ def _unflattened_said(shapes: Mapping[str, tuple[int, ...]], unflattened: Mappin
                    "(its split tensors told by their module names)")
 
 
+def fairscale_unflatten_fix(key: str | None) -> str:
+    """How every rank's file of fairscale flat parameters is unflattened by the metadata its file holds under `key`
+    (metaseq's `shard_metadata`, fairseq's `fsdp_metadata`; None: neither, and nothing but the model recovers
+    them): the one wording of inspect's flat-parameter warning and diff-keys' note, which each wrote it apart."""
+    if key == "shard_metadata":
+        return ("metaseq's consolidate_fsdp_shards (python -m metaseq.scripts.consolidate_fsdp_shards given the files' "
+                "path up to -shardN.pt, or to -model_part-) reads each file's 'shard_metadata', glues model-parallel "
+                "parts too, and writes that path with _consolidated.pt added; or fairscale's FullyShardedDataParallel."
+                "consolidate_shard_weights(shard_weights=[each file's 'model'], shard_metadata=[each file's "
+                "'shard_metadata']), then torch.save the dict it returns")
+    if key == "fsdp_metadata":
+        return ("fairscale's FullyShardedDataParallel.consolidate_shard_weights(shard_weights=[each file's 'model'], "
+                "shard_metadata=[each file's 'fsdp_metadata']), which fairseq's checkpoint_utils."
+                "load_model_ensemble_and_task([path], num_shards=N) calls, then torch.save the dict it returns")
+    return ("only the model loaded under FSDP at the same world size (fairscale's load_local_state_dict) and saved "
+            "whole (state_dict(), not local_state_dict()) recovers the weights")
+
+
 def _who(key: str | None) -> str:
     return {"shard_metadata": "metaseq", "fsdp_metadata": "fairseq"}.get(key or "", "metaseq / fairseq")
 
