@@ -6124,29 +6124,21 @@ def _lookalike_whys(pairs: Mapping[str, tuple[str, str]], specs_a: Mapping[str, 
 def _fairscale_unflatten_how(key: str | None) -> str:
     """What saves fairscale flat parameters with the metadata under `key` (metaseq's `shard_metadata`, fairseq's
     `fsdp_metadata`; None: neither is in A's file) and how that metadata unflattens them, for diff-keys' note."""
+    from weightdoctor.checkpoint.model_parts import fairscale_unflatten_fix
+
     if key == "shard_metadata":
         return ("metaseq's --ddp-backend fully_sharded --use-sharded-state saves one checkpoint_last-shardN.pt per "
                 "rank, checkpoint_last-model_part-R-shardN.pt under --model-parallel-size, and A holds the metadata "
                 "that unflattens them under 'shard_metadata'); no loader takes them by name, and a rank's file "
-                "holds only its shard. Unflatten every rank's file with that metadata: metaseq's "
-                "consolidate_fsdp_shards (python -m metaseq.scripts.consolidate_fsdp_shards given the files' path "
-                "up to -shardN.pt, or to -model_part-) reads each file's 'shard_metadata', glues model-parallel "
-                "parts too, and writes that path with _consolidated.pt added; or fairscale's "
-                "FullyShardedDataParallel.consolidate_shard_weights("
-                "shard_weights=[each file's 'model'], shard_metadata=[each file's 'shard_metadata']), then torch.save "
-                "the dict it returns")
+                "holds only its shard. Unflatten every rank's file with that metadata: " + fairscale_unflatten_fix(key))
     if key == "fsdp_metadata":
         return ("fairseq's --ddp-backend fully_sharded saves one checkpoint_last-shardN.pt per rank, and A holds the "
                 "metadata that unflattens them under 'fsdp_metadata'); no loader takes them by name, and a rank's file "
-                "holds only its shard. Unflatten every rank's file with that metadata: fairscale's "
-                "FullyShardedDataParallel.consolidate_shard_weights(shard_weights=[each file's 'model'], "
-                "shard_metadata=[each file's 'fsdp_metadata']), which fairseq's checkpoint_utils."
-                "load_model_ensemble_and_task([path], num_shards=N) calls, then torch.save the dict it returns")
+                "holds only its shard. Unflatten every rank's file with that metadata: " + fairscale_unflatten_fix(key))
     return ("what fairseq's and metaseq's --ddp-backend fully_sharded save, one checkpoint_last-shardN.pt per rank, "
             "with the metadata that unflattens them beside the model: A's file holds none, neither metaseq's "
             "'shard_metadata' nor fairseq's 'fsdp_metadata'); no loader takes them by name, and a rank's file holds "
-            "only its shard. Without that metadata no script unflattens them: only the model loaded under FSDP at "
-            "the same world size (fairscale's load_local_state_dict) and saved whole recovers the weights")
+            "only its shard. Without that metadata no script unflattens them: " + fairscale_unflatten_fix(None))
 
 
 def build_report(

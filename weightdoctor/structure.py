@@ -636,20 +636,14 @@ def fairscale_flat_param_warning(checkpoint: Checkpoint) -> str | None:
 def _fairscale_consolidation(key: str | None) -> str:
     """How every rank's file of fairscale flat parameters is unflattened, by the metadata its file holds under `key`
     (metaseq's `shard_metadata`, fairseq's `fsdp_metadata`; None: neither)."""
-    if key == "shard_metadata":
-        return ("Consolidate every rank's file first by the shard_metadata it holds (metaseq's Trainer saves it): "
-                "metaseq's consolidate_fsdp_shards (python -m metaseq.scripts.consolidate_fsdp_shards given the "
-                "files' path up to -shardN.pt), or fairscale's FullyShardedDataParallel."
-                "consolidate_shard_weights(shard_weights=[each file's 'model'], shard_metadata=[each file's "
-                "'shard_metadata']), then torch.save the dict it returns")
-    if key == "fsdp_metadata":
-        return ("Consolidate every rank's file first: fairscale's FullyShardedDataParallel.consolidate_shard_weights("
-                "shard_weights=[each file's 'model'], shard_metadata=[each file's 'fsdp_metadata']), which fairseq's "
-                "checkpoint_utils.load_model_ensemble_and_task([path], num_shards=N) calls, then torch.save the dict "
-                "it returns")
-    return ("The file holds no metadata to unflatten them by (neither metaseq's shard_metadata nor fairseq's "
-            "fsdp_metadata): only the model loaded under FSDP at the same world size (fairscale's "
-            "load_local_state_dict) and saved with state_dict() recovers the weights")
+    from weightdoctor.checkpoint.model_parts import fairscale_unflatten_fix
+
+    lead = {"shard_metadata": "Consolidate every rank's file first by the shard_metadata it holds (metaseq's Trainer "
+                              "saves it): ",
+            "fsdp_metadata": "Consolidate every rank's file first: "}.get(
+        key or "", "The file holds no metadata to unflatten them by (neither metaseq's shard_metadata nor fairseq's "
+                   "fsdp_metadata): ")
+    return lead + fairscale_unflatten_fix(key)
 
 
 def gpt_fast_int4_warning(checkpoint: Checkpoint) -> str | None:

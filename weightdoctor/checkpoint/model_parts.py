@@ -22,8 +22,10 @@ from __future__ import annotations
 import contextvars
 import fnmatch
 import glob
+import itertools
+import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -116,7 +118,14 @@ def split_layout(parts: Sequence[Mapping[str, tuple[int, ...]]], count: int) -> 
         else:
             whole.append(name)
             merged_params += size
-    differing += [name for part in parts[1:] for name in part if name not in first and name not in differing]
+    # Each name once however many compared parts hold it (a list searched for each was quadratic, and a name in two
+    # other parts was counted twice: "3 not alike" of one name in three parts).
+    said = set(differing)
+    for part in parts[1:]:
+        for name in part:
+            if name not in first and name not in said:
+                differing.append(name)
+                said.add(name)
     return PartsLayout(split, tuple(whole), tuple(by_shape), tuple(differing), part_params, merged_params)
 
 
@@ -200,13 +209,14 @@ def _compared(parts: Sequence[Path], read: Path) -> list[Path]:
 def _kinds(names: Sequence[str], limit: int = 5, split_modules: frozenset[str] = frozenset()) -> str:
     """The modules' own names of `names`, each once, in order (`embed_tokens, k_proj, q_proj`); a tensor of a module
     in `split_modules` (out_proj's whole bias beside its split weight) by its module and own name, `out_proj.bias`."""
-    kinds: list[str] = []
+    # A dict keeps the first of each in order: a list searched for each name was quadratic (40,000 names of a
+    # module each, read from a part's file: 111 s).
+    found: dict[str, None] = {}
     for name in names:
         parts = name.split(".")
         own = len(parts) < 2 or parts[-1] not in ("weight", "bias") and not parts[-1].startswith("_")
-        kind = parts[-1] if own else ".".join(parts[-2:]) if parts[-2] in split_modules else parts[-2]
-        if kind not in kinds:
-            kinds.append(kind)
+        found.setdefault(parts[-1] if own else ".".join(parts[-2:]) if parts[-2] in split_modules else parts[-2])
+    kinds = list(found)
     return ", ".join(kinds[:limit]) + (", ..." if len(kinds) > limit else "")
 
 
@@ -296,17 +306,50 @@ def _rank_count(parts: Sequence[Path]) -> int:
     return max((rank[1] for path in parts if (rank := part_rank(path.name)) is not None), default=-1) + 1
 
 
+# The absent ranks or files a sentence names; past them it says "...".
+_ABSENT_SHOWN = 4
+
+
+def _absent(held: set[tuple[int, ...]], bounds: tuple[int, ...]) -> tuple[int, list[tuple[int, ...]]]:
+    """How many of the indices below `bounds` (entry i in range(bounds[i])) `held` lacks, and the first of them in
+    order (`_ABSENT_SHOWN` and one): counted, never listed whole, for the bounds come from file names
+    (`model_part-999999999999.pt` beside `model_part-0.pt` built a list of 10**12 ranks: minutes and GBs, never
+    done). `held` lies within `bounds`, its highest entries and one.
+
+    Example:
+        >>> _absent({(0,), (3,)}, (4,))
+        (2, [(1,), (2,)])
+    """
+    def below(depth: int) -> Iterator[tuple[int, ...]]:
+        if depth == len(bounds):
+            yield ()
+            return
+        for value in range(bounds[depth]):
+            for rest in below(depth + 1):
+                yield (value, *rest)
+
+    # Each index held is passed once at most before the first absent ones are found: len(held) + 5 steps at most.
+    first = list(itertools.islice((index for index in below(0) if index not in held), _ABSENT_SHOWN + 1))
+    return math.prod(bounds) - len(held), first
+
+
+def _absent_said(lead: str, count: int, shown: Sequence[str], beside: int, whole: str, then: str) -> str:
+    """The sentence of `count` absent parts or shards (`lead` the words before them, `shown` the first of them),
+    which no `whole` is whole without, beside `beside` files, ending in what to do once they are fetched."""
+    return (f"{lead} {', '.join(shown[:_ABSENT_SHOWN])}{', ...' if count > _ABSENT_SHOWN else ''} "
+            f"{'is' if count == 1 else 'are'} not beside {'them' if beside > 1 else 'it'}, and no {whole}: fetch "
+            f"the missing ones from where these came from, then {then}")
+
+
 def _missing_ranks_said(parts: Sequence[Path], then: str) -> str:
     """Which ranks below the highest are not among `parts` (no merge is whole without them), ending in what to do
     once they are fetched (`then`: "merge", "unflatten"); "" when none is missing."""
-    ranks = {rank[1] for path in parts if (rank := part_rank(path.name)) is not None}
-    absent = sorted(set(range(_rank_count(parts))) - ranks)
-    if not absent:
+    ranks = {(rank[1],) for path in parts if (rank := part_rank(path.name)) is not None}
+    count, absent = _absent(ranks, (_rank_count(parts),))
+    if not count:
         return ""
-    return (f"The {counted(len(absent), 'part')} of rank{'s' if len(absent) > 1 else ''} "
-            f"{', '.join(map(str, absent[:4]))}{', ...' if len(absent) > 4 else ''} "
-            f"{'is' if len(absent) == 1 else 'are'} not beside {'them' if len(parts) > 1 else 'it'}, and no "
-            f"merge is whole without every part: fetch the missing ones from where these came from, then {then}")
+    return _absent_said(f"The {counted(count, 'part')} of rank{'s' if count > 1 else ''}", count,
+                        [str(rank) for rank, in absent], len(parts), "merge is whole without every part", then)
 
 
 def _merge_said(parts: Sequence[Path], layout: PartsLayout, lead: str) -> str:
@@ -445,6 +488,24 @@ def _unflattened_said(shapes: Mapping[str, tuple[int, ...]], unflattened: Mappin
                    "(its split tensors told by their module names)")
 
 
+def fairscale_unflatten_fix(key: str | None) -> str:
+    """How every rank's file of fairscale flat parameters is unflattened by the metadata its file holds under `key`
+    (metaseq's `shard_metadata`, fairseq's `fsdp_metadata`; None: neither, and nothing but the model recovers
+    them): the one wording of inspect's flat-parameter warning and diff-keys' note, which each wrote it apart."""
+    if key == "shard_metadata":
+        return ("metaseq's consolidate_fsdp_shards (python -m metaseq.scripts.consolidate_fsdp_shards given the files' "
+                "path up to -shardN.pt, or to -model_part-) reads each file's 'shard_metadata', glues model-parallel "
+                "parts too, and writes that path with _consolidated.pt added; or fairscale's FullyShardedDataParallel."
+                "consolidate_shard_weights(shard_weights=[each file's 'model'], shard_metadata=[each file's "
+                "'shard_metadata']), then torch.save the dict it returns")
+    if key == "fsdp_metadata":
+        return ("fairscale's FullyShardedDataParallel.consolidate_shard_weights(shard_weights=[each file's 'model'], "
+                "shard_metadata=[each file's 'fsdp_metadata']), which fairseq's checkpoint_utils."
+                "load_model_ensemble_and_task([path], num_shards=N) calls, then torch.save the dict it returns")
+    return ("only the model loaded under FSDP at the same world size (fairscale's load_local_state_dict) and saved "
+            "whole (state_dict(), not local_state_dict()) recovers the weights")
+
+
 def _who(key: str | None) -> str:
     return {"shard_metadata": "metaseq", "fsdp_metadata": "fairseq"}.get(key or "", "metaseq / fairseq")
 
@@ -457,16 +518,15 @@ def _fresh_prefix(prefix: Path) -> Path:
     return candidate
 
 
-def _shards_missing(shards: Sequence[Path]) -> list[str]:
-    """The file names of the shards no file is beside for: every part's shards 0 to the highest shard seen, every
-    part 0 to the highest part seen."""
+def _shards_missing(shards: Sequence[Path]) -> tuple[int, list[str]]:
+    """How many shards no file is beside for (every part's shards 0 to the highest shard seen, every part 0 to the
+    highest part seen), and the file names of the first of them."""
     ranks = [rank for path in shards if (rank := sharded_part_rank(path.name)) is not None]
     if not ranks:
-        return []
+        return 0, []
     stem, parts, per_part = ranks[0][0], max(r[1] for r in ranks) + 1, max(r[2] for r in ranks) + 1
-    held = {(r[1], r[2]) for r in ranks}
-    return [f"{stem}model_part-{part}-shard{shard}.pt" for part in range(parts) for shard in range(per_part)
-            if (part, shard) not in held]
+    count, absent = _absent({(r[1], r[2]) for r in ranks}, (parts, per_part))
+    return count, [f"{stem}model_part-{part}-shard{shard}.pt" for part, shard in absent]
 
 
 def _glob_literal(path: str) -> str:
@@ -496,12 +556,10 @@ def _other_files_globbed(folder: Path, pattern: str, shards: Sequence[Path]) -> 
 
 def _consolidate_shards_how(shards: Sequence[Path], key: str | None) -> str:
     """How to turn every part's FSDP shards into weights by name, or which shards are missing."""
-    missing = _shards_missing(shards)
-    if missing:
-        return (f"The {counted(len(missing), 'shard')} {', '.join(missing[:4])}{', ...' if len(missing) > 4 else ''} "
-                f"{'is' if len(missing) == 1 else 'are'} not beside {'them' if len(shards) > 1 else 'it'}, and no "
-                "consolidation is whole without every shard of every part: fetch the missing ones from where these "
-                "came from, then consolidate")
+    count, missing = _shards_missing(shards)
+    if count:
+        return _absent_said(f"The {counted(count, 'shard')}", count, missing, len(shards),
+                            "consolidation is whole without every shard of every part", "consolidate")
     stem = sharded_part_rank(shards[0].name)
     prefix = stem[0].rstrip("-") if stem is not None else ""
     folder = shards[0].parent
@@ -706,13 +764,11 @@ def _fsdp_shards_how(shards: Sequence[Path], key: str) -> str:
     """How to unflatten every rank's shard into one state dict by the metadata under `key`, or which are missing."""
     ranks = [rank for path in shards if (rank := fsdp_shard_rank(path.name)) is not None]
     stem = ranks[0][0] if ranks else "checkpoint"
-    held = {rank[1] for rank in ranks}
-    missing = [f"{stem}-shard{shard}.pt" for shard in range(max(held, default=-1) + 1) if shard not in held]
-    if missing:
-        return (f"The {counted(len(missing), 'shard')} {', '.join(missing[:4])}{', ...' if len(missing) > 4 else ''} "
-                f"{'is' if len(missing) == 1 else 'are'} not beside {'them' if len(shards) > 1 else 'it'}, and no "
-                "unflattening is whole without every rank's shard: fetch the missing ones from where these came "
-                "from, then consolidate")
+    held = {(rank[1],) for rank in ranks}
+    count, absent = _absent(held, (max(held, default=(-1,))[0] + 1,))
+    if count:
+        return _absent_said(f"The {counted(count, 'shard')}", count, [f"{stem}-shard{shard}.pt" for shard, in absent],
+                            len(shards), "unflattening is whole without every rank's shard", "consolidate")
     if len(shards) == 1:
         # How many ranks the run had is not in the file's name: no command is given with a count made up.
         return (f"No other rank's shard is beside it, and no unflattening is whole without every rank's (unless the "
@@ -722,9 +778,13 @@ def _fsdp_shards_how(shards: Sequence[Path], key: str) -> str:
     if key == "shard_metadata":
         save = _fresh_prefix(folder / f"{stem}_consolidated")
         # find_num_parts finds no `part-R-` in these names, so consolidate_fsdp_shards unflattens them as one part.
+        # It reads every file `{prefix}*shard*.pt` globs: checkpoint_1_10000's shards beside checkpoint_1_1000's
+        # would be unflattened with them, as the model parts' prefix was (`_consolidate_shards_how`); the prefix
+        # then runs to the dash before `shard`, which only these names hold after it.
+        prefix = stem + "-" if _other_files_globbed(folder, _glob_literal(stem) + "*shard*.pt", shards) else stem
         return ("Consolidate them first: metaseq's consolidate_fsdp_shards unflattens every rank's flat parameters "
                 "with their shard_metadata, in shard order, into one state dict (python -m "
-                f"metaseq.scripts.consolidate_fsdp_shards {_glob_literal(str(folder / stem))!r} --save-prefix "
+                f"metaseq.scripts.consolidate_fsdp_shards {_glob_literal(str(folder) + '/' + prefix)!r} --save-prefix "
                 f"{str(save)!r} writes {save.name}.pt, the whole model under 'model')")
     output = fresh_sibling(folder / f"{stem}_consolidated", ".pt")
     # fairseq's own stitch_fsdp_ckpt reads `shard_metadata`, which fairseq's Trainer never writes: not offered here.
