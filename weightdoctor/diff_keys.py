@@ -7134,7 +7134,7 @@ def per_model_renames(
         for name_a, name_b in pairs:
             old = left_a.get(name_a)
             if old is not None and name_b in specs_b and specs_a[old].shape == specs_b[name_b].shape:
-                found.append((old, name_b, f"{pattern} -> {replacement}"))
+                found.append((old, name_b, f"{pattern} → {replacement}"))
     whys: dict[str, tuple[str, str, str]] = {}
     for old, name_b, rule in found:
         detail = (f"the same weight as {name_b}: transformers renames it for this model ({rule}), "
