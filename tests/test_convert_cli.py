@@ -442,7 +442,7 @@ def test_keep_fp32_under_a_config_without_a_dtype_writes_the_cast_dtype_into_it(
     model = transformers.AutoModel.from_pretrained(out, dtype="auto")
     assert {p.dtype for p in model.parameters()} == {torch.float16}  # what the warning says
     (warning,) = [w for w in data["plan"]["warnings"] if "config.json follows the cast" in w]
-    assert warning.startswith("config.json follows the cast: dtype: (not set) -> float16;")
+    assert warning.startswith("config.json follows the cast: dtype: (not set) → float16;")
     assert json.loads((out / "config.json").read_text())["dtype"] == "float16"
     # Without --keep-fp32 every tensor is at the cast dtype, so dtype="auto" finds it: the config is left as it was.
     code, data = run_json(command[0], source, *command[1:], "-o", tmp_path / "plain", "--dtype", "fp16")

@@ -185,7 +185,8 @@ def test_a_renumbered_layer_against_a_base_model_class_gets_the_rename_that_load
     assert [(r["pattern"], r["replacement"]) for r in said["suggested_renames"]] == [
         ("^model\\.layers\\.7\\.", "model.layers.1.")]  # was none
     assert "no rename makes more of the model load with from_pretrained" not in said["notes"]
-    assert any("A's model.layers.7 has the names and shapes of B's model.layers.1" in note for note in said["notes"])
+    assert any("A's model.layers.7 has the names and shapes of the model's model.layers.1" in note
+               for note in said["notes"])
     assert said["matched_after_renames"] == said["total_b"]
     again = json_report("diff-keys", str(folder), "--model-class", "LlamaModel", *_flags(said))
     assert (again["missing"], again["unexpected"], again["mismatched"]) == ([], [], [])

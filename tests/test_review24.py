@@ -34,7 +34,7 @@ def test_renaming_flax_kernels_to_pytorch_weights_says_they_stay_transposed(tmp_
                           "--rename", "kernel=weight", "--rename", "scale=weight", "--rename", "embedding=weight")
     assert code == 0, data
     warning = next((w for w in data["warnings"] if "Flax kernel" in w), "")
-    assert warning.startswith("2 Flax kernels renamed to PyTorch's .weight (e.g. enc.dense.kernel -> "
+    assert warning.startswith("2 Flax kernels renamed to PyTorch's .weight (e.g. enc.dense.kernel → "
                               "enc.dense.weight) keep their values: a Flax Dense kernel is [in, out]"), data["warnings"]
     assert "a rename transposes nothing" in warning
     # The layout is still Flax's: the format kept says so.

@@ -151,7 +151,8 @@ def test_model_class_reads_more_names_of_layer_0s_storage_as_tied_not_a_deeper_m
     # A real 4-layer model against the 1-layer class is still another depth.
     code, data = run_json("diff-keys", str(deeper), "--model-class", "BertModel")
     assert {row["reason"] for row in data["unexpected"]} == {"layer-count"}, data["unexpected"][:2]
-    assert any(note.startswith("A has 4 layers under encoder.layer (0-3), B has 1 (0)") for note in data["notes"])
+    assert any(note.startswith("A has 4 layers under encoder.layer (0-3), the model has 1 (0)")
+               for note in data["notes"])
 
 
 @pytest.mark.parametrize("source", ["folder", "file"])

@@ -313,7 +313,7 @@ def test_llava_projector_and_checkpoint_against_transformers_llava_say_why_the_v
         assert code == 1, data
         notes = [note for note in data["notes"] if "LLaVA" in note]
         assert len(notes) == 1 and notes[0].startswith("A is in the original LLaVA layout"), data["notes"]
-        assert "B's vision tower keys that A lacks come from that CLIP model" in notes[0], notes
+        assert "the model's vision tower keys that A lacks come from that CLIP model" in notes[0], notes
         assert "models/llava/convert_llava_weights_to_hf.py" in notes[0], notes
         renames = {r["pattern"]: r["replacement"] for r in data["suggested_renames"]}
         assert "multi_modal_projector.linear_1." in renames.values(), renames

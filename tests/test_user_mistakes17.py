@@ -153,7 +153,7 @@ def test_an_expert_parallel_shard_is_one_shape_said_once_with_its_experts(mixtra
     assert report["missing"] == []
     said = {issue["name"]: issue["detail"] for issue in report["mismatched"]}
     assert set(said) == {"model.layers.1.mlp.experts.gate_up_proj", "model.layers.1.mlp.experts.down_proj"}
-    assert said["model.layers.1.mlp.experts.down_proj"].startswith("2×32×48 in A, 4×32×48 in B")
+    assert said["model.layers.1.mlp.experts.down_proj"].startswith("2×32×48 in A, 4×32×48 in the model")
     assert f"{_LAYER_1}.*.w2.weight holds experts 2, 3 (no 0, 1)" in said["model.layers.1.mlp.experts.down_proj"]
     assert report["matched"] == report["total_b"] - 2
 
@@ -181,7 +181,7 @@ def test_the_per_expert_layout_of_save_pretrained_loads_cleanly(kind: str, tmp_p
     assert not any(info[kind_] for kind_ in ("missing_keys", "unexpected_keys", "mismatched_keys"))
     result = run_cli("diff-keys", str(tmp_path / kind), "--model-class", type(model).__name__)
     assert result.exit_code == 0, result.stdout
-    assert "A loads into B cleanly" in result.stdout
+    assert "A loads into the model cleanly" in result.stdout
 
 
 def _keys(folder: Path) -> list[str]:
@@ -305,8 +305,8 @@ def test_a_lora_saved_per_expert_is_said_to_load_onto_the_fused_experts(per_expe
     details = {issue["name"]: issue for issue in report["unexpected"]}
     assert len(details) == 48 and {issue["severity"] for issue in details.values()} == {"info"}
     said = details["base_model.model.model.layers.1.mlp.experts.2.up_proj.lora_A.weight"]["detail"]
-    assert said == ("LoRA on expert 2 of model.layers.1.mlp.experts.gate_up_proj, which B holds fused: peft converts "
-                    "the per-expert LoRA onto it when it loads the adapter")
+    assert said == ("LoRA on expert 2 of model.layers.1.mlp.experts.gate_up_proj, which the model holds fused: "
+                    "peft converts the per-expert LoRA onto it when it loads the adapter")
     said = details["base_model.model.model.layers.0.mlp.experts.3.down_proj.lora_B.weight"]["detail"]
     assert "expert 3 of model.layers.0.mlp.experts.down_proj" in said
 
@@ -325,5 +325,5 @@ def test_a_lora_saved_per_expert_without_peft_conversion_is_an_error(per_expert_
     issue = said["base_model.model.model.layers.1.mlp.experts.2.gate_proj.lora_B.weight"]
     assert issue["severity"] == "error"
     assert issue["detail"].startswith("targets model.layers.1.mlp.experts.2.gate_proj, one expert of "
-                                      "model.layers.1.mlp.experts.gate_up_proj, which B holds fused: this peft loads "
-                                      "none of it")
+                                      "model.layers.1.mlp.experts.gate_up_proj, which the model holds fused: "
+                                      "this peft loads none of it")

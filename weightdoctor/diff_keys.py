@@ -6,6 +6,7 @@ Everything here works on names, shapes and dtypes (`KeySpec`), so it runs on hea
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import heapq
 import math
@@ -139,13 +140,15 @@ _ADAPTER_FAMILIES = (("A is a kohya-style", "a kohya-style LoRA"), ("A is a LyCO
                      ("A and B are both adapters in kohya's layout", "a kohya-style or LyCORIS adapter"))
 
 
-def reason_text(reason: str, notes: Sequence[str] = ()) -> str:
+def reason_text(reason: str, notes: Sequence[str] = (), side_b: str = "B") -> str:
     """The sentence a person reads for `reason` in a report of these `notes`: REASONS', or for an adapter of a
-    family PEFT does not load, that family's.
+    family PEFT does not load, that family's; B, the side A is loaded into, called `side_b` (`side_b_word`).
 
     Example:
         >>> reason_text("adapter-base", ["A is a kohya-style LoRA (lora_down / lora_up ...): ..."])[:60]
         'a weight of the base model, which a kohya-style LoRA does no'
+        >>> reason_text("task-head", side_b="the model")[-33:]
+        'a head the model lacks is dropped'
     """
     if reason in ("adapter", "adapter-base"):
         family = next((name for note in notes for start, name in _ADAPTER_FAMILIES if note.startswith(start)), None)
@@ -153,7 +156,53 @@ def reason_text(reason: str, notes: Sequence[str] = ()) -> str:
             return (f"{family}'s own weights, which PEFT does not load: load them with the loader the note names, or "
                     "merge them into the base" if reason == "adapter" else f"a weight of the base model, which "
                     f"{family} does not store: the loader the note names takes it from the base")
-    return REASONS.get(reason, "")
+    return name_side_b(REASONS.get(reason, ""), side_b)
+
+
+# What `diff-keys --model-class` calls B, the side A is loaded into: a transformers model built from a config, no
+# second checkpoint (the header names its class).
+MODEL_SIDE = "the model"
+
+
+def side_b_word(mode: str) -> str:
+    """What a report of `mode` ("checkpoints" or "model-class") calls the side A is loaded into.
+
+    Example:
+        >>> side_b_word("checkpoints"), side_b_word("model-class")
+        ('B', 'the model')
+    """
+    return MODEL_SIDE if mode == "model-class" else "B"
+
+
+# B as a word of a sentence ("not used by B", "B's config", "B is an adapter"): not a letter of a key (`lora_B`,
+# `x.B.weight`, `B_proj`), of a formula (‖A−B‖/‖B‖, |A−B|) or of code, and not the argument of a `diff-keys A B`
+# a note tells to run ("diff-keys B A", "the adapter as A and its base model as B"), which stays B in any mode, nor
+# a byte count's unit (512 B).
+# "B's model" is B itself (resize B's model first).
+_SIDE_B = _lazy_regex(r"(?<![\w.\-/−|‖`'\\])(?<!as )(?<!A )(?<!\d )B(?![\w\-−|‖`]|\.\w| A\b)('s model(?![\w.])|'s)?")
+
+
+def name_side_b(text: str, side_b: str) -> str:
+    """`text`, a sentence of a report that calls the side A is loaded into B, with that side called `side_b`
+    (`side_b_word`); capitalized after a full stop (a note or detail starts in lower case: "note: the model
+    has ..."). The sentences are written once, with B: a `--model-class` report, whose B is a model built from a
+    config, says "the model" in them instead.
+
+    Example:
+        >>> name_side_b("not used by B, dropped; B's config names 3 labels, lora_B and ‖A−B‖ kept", "the model")
+        "not used by the model, dropped; the model's config names 3 labels, lora_B and ‖A−B‖ kept"
+        >>> name_side_b("B has 2 layers. B is an adapter: resize B's model first (diff-keys B A)", "the model")
+        'the model has 2 layers. The model is an adapter: resize the model first (diff-keys B A)'
+    """
+    if side_b == "B" or "B" not in text:
+        return text
+
+    def spoken(match: re.Match[str]) -> str:
+        start = match.start()
+        word = side_b if match.group(1) == "'s model" else side_b + (match.group(1) or "")
+        return word[:1].upper() + word[1:] if text[max(0, start - 2):start] == ". " else word
+
+    return _SIDE_B.sub(spoken, text)
 
 
 # Module names of task heads (`classifier`, `lm_head`, BERT's pre-training `cls.predictions`, ...).
@@ -4550,6 +4599,29 @@ class DiffReport:
 _SEVERITY = attrgetter("severity")
 
 
+def name_side_b_in(report: DiffReport) -> None:
+    """Call B in every sentence of `report` (its notes, each key's and mismatch's detail) what its mode calls it
+    (`side_b_word`): a `--model-class` report's sentences, built by the same code as two checkpoints' ("a head B
+    lacks", "not used by B, dropped", "120×32 in B"), then name the model, the B of its header.
+
+    Example:
+        >>> report = diff_specs({}, {"classifier.weight": KeySpec("classifier.weight", (2,), "float32")})
+        >>> report.mode, report.notes = "model-class", ["B's config names 2 labels"]
+        >>> name_side_b_in(report)
+        >>> report.notes
+        ["the model's config names 2 labels"]
+    """
+    side_b = side_b_word(report.mode)
+    if side_b == "B":
+        return
+    said = functools.cache(lambda text: name_side_b(text, side_b))  # 10,000 keys share a few details
+    report.notes = [said(note) for note in report.notes]
+    for kind in ("missing", "unexpected", "mismatched"):
+        rows = getattr(report, kind)
+        setattr(report, kind, [row if (detail := said(row.detail)) == row.detail
+                               else dataclasses.replace(row, detail=detail) for row in rows])
+
+
 def exit_code(report: DiffReport, fail_on: str) -> int:
     """0 when nothing in `report` reaches `fail_on` ("info", "warn" or "error"), else 1.
 
@@ -7054,7 +7126,7 @@ def per_model_renames(
         for name_a, name_b in pairs:
             old = left_a.get(name_a)
             if old is not None and name_b in specs_b and specs_a[old].shape == specs_b[name_b].shape:
-                found.append((old, name_b, f"{pattern} -> {replacement}"))
+                found.append((old, name_b, f"{pattern} → {replacement}"))
     whys: dict[str, tuple[str, str, str]] = {}
     for old, name_b, rule in found:
         detail = (f"the same weight as {name_b}: transformers renames it for this model ({rule}), "

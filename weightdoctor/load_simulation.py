@@ -33,6 +33,7 @@ from weightdoctor.diff_keys import (
     build_report,
     foreign_layout,
     is_quantizer_name,
+    name_side_b_in,
     renumbering_note,
     renumbering_renames,
     specs_from_tensors,
@@ -1329,4 +1330,5 @@ def diff_checkpoint_against_model(
             f"folder and raises here (no such file): this report is what loading {unread} gives; "
             + ("its keys are in another layout, so renaming the file would not do: convert it as the note above "
                "says" if foreign else "rename it so, or write it with save_pretrained"))
+    name_side_b_in(report)  # B is the model built here: every sentence says so
     return report

@@ -542,7 +542,7 @@ def plan_tensors(
         kernels = []
     if kernels:
         selection.warnings.append(
-            f"{counted(len(kernels), 'Flax kernel')} renamed to PyTorch's .weight (e.g. {kernels[0]} -> "
+            f"{counted(len(kernels), 'Flax kernel')} renamed to PyTorch's .weight (e.g. {kernels[0]} → "
             f"{new_names[kernels[0]]}) {plural(len(kernels), 'keeps its', 'keep their')} values: a Flax Dense "
             "kernel is [in, out], the transpose of nn.Linear's [out, in] weight (a Conv kernel is (*kernel, in, "
             "out)), and a rename transposes nothing, so the square ones load transposed without an error; convert "
@@ -949,14 +949,14 @@ _CONFIG_DTYPE_KEYS = ("dtype", "torch_dtype")  # transformers 5 writes the first
 
 
 def _set_dtype_keys(node: object, dtype: str, where: str) -> list[str]:
-    """Set every dtype key in a parsed config (at any depth) to `dtype`; what changed, as `key: old -> new`."""
+    """Set every dtype key in a parsed config (at any depth) to `dtype`; what changed, as `key: old → new`."""
     changed: list[str] = []
     if isinstance(node, dict):
         for key, value in node.items():
             if key in _CONFIG_DTYPE_KEYS and isinstance(value, str):
                 if value != dtype:
                     node[key] = dtype
-                    changed.append(f"{where}{key}: {value} -> {dtype}")
+                    changed.append(f"{where}{key}: {value} → {dtype}")
             else:
                 changed += _set_dtype_keys(value, dtype, f"{where}{key}.")
     return changed
@@ -1003,7 +1003,7 @@ def with_config_dtype(
             # No dtype: from_pretrained(dtype="auto") would go by the first floating tensor of the weights, which a
             # kept float32 one can be, and load the whole model in float32. save_pretrained writes `dtype` always.
             config["dtype"] = dtype
-            changed.append(f"dtype: (not set) -> {dtype}")
+            changed.append(f"dtype: (not set) → {dtype}")
         if changed:
             note = "config.json follows the cast: " + ", ".join(changed)
             out.append(SideFile(side.path, side.relpath, (json.dumps(config, indent=2) + "\n").encode()))

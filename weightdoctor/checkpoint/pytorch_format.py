@@ -1776,22 +1776,22 @@ def _nested_pickle_problem(report: ScanReport, unmarked: bytes | None) -> ScanPr
     byte 0, a code and STOP, or the like, and were refused.
     """
     from weightdoctor.security.opcodes import extension_import_used
+    from weightdoctor.security.scan import walk_stopped
 
-    parse_error = "the pickle cannot be parsed"
     # What follows the STOP is left out first: junk after a hostile pickle made its parse error one of "the" pickle's.
     loaded = [p for p in report.problems if not (p.member or "").startswith("after the")]
     if unmarked is not None:
         first = _FIRST_PICKLE.get(report.container)
         # A later pickle that does not parse is no reason: torch.load ran a legacy stream's data pickle before it
         # met the storage keys' parse error.
-        if any(p.member == first and p.message.startswith(parse_error) for p in loaded):
+        if any(p.member == first and walk_stopped(p.message) for p in loaded):
             return None
         if any(p.member == first and _EXTENSION_IMPORT.match(p.message) for p in loaded) \
                 and not extension_import_used(unmarked):
             # The first pickle's only: torch.load reads a legacy stream's next four when the first returns its
             # magic number, and a tar's pickles (an EXT import called there ran, and the value was said safe).
             loaded = [p for p in loaded if not (p.member == first and _EXTENSION_IMPORT.match(p.message))]
-    return next((p for p in loaded if not p.message.startswith(parse_error)), None)
+    return next((p for p in loaded if not walk_stopped(p.message)), None)
 
 
 # How `opcodes` words an EXT opcode's import among a scan's problems.

@@ -1566,9 +1566,10 @@ def _no_pickle(report: Any) -> bool:
     """Whether a scan found bytes that are no pickle and imported nothing unsafe before they stopped parsing (what
     unpickling them would fail on having run nothing)."""
     from weightdoctor.security.policy import DANGEROUS, UNKNOWN
+    from weightdoctor.security.scan import walk_stopped
 
     return (not any(g.safety in (DANGEROUS, UNKNOWN) for g in report.globals) and bool(report.problems)
-            and all(p.message.startswith("the pickle cannot be parsed") for p in report.problems))
+            and all(map(walk_stopped, (p.message for p in report.problems))))
 
 
 def _refuse_pickled_npy(path: Path, prefix: bytes) -> None:

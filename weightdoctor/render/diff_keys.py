@@ -11,7 +11,14 @@ from rich.markup import escape as escape_markup
 from rich.panel import Panel
 from rich.table import Table
 
-from weightdoctor.diff_keys import ADAPTER_SAVES_WHOLE, DiffReport, KeyGroup, change_rank, reason_text
+from weightdoctor.diff_keys import (
+    ADAPTER_SAVES_WHOLE,
+    DiffReport,
+    KeyGroup,
+    change_rank,
+    reason_text,
+    side_b_word,
+)
 from weightdoctor.errors import clip_message, current_typed_words
 from weightdoctor.render.text import (
     BrokenAtSlashes,
@@ -29,7 +36,7 @@ KIND_TITLES = {
     "missing": "Missing: in {b}, not in A (start from their init)",
     "unexpected": "Unexpected: in A, not in {b} (ignored when loading)",
     "mismatched": "Mismatched: same name, different shape",
-    "dtype": "Dtype differences (A → B)",
+    "dtype": "Dtype differences (A → {b})",
 }
 
 
@@ -38,6 +45,7 @@ def _severity(severity: str) -> str:
 
 
 def header(report: DiffReport) -> Table:
+    side_b = side_b_word(report.mode)  # the header's B row names the model in --model-class mode
     table = Table.grid(padding=(0, 2))
     table.add_column(style="bold")
     table.add_column(overflow="fold")  # a path longer than the panel: folded, not cut with …
@@ -48,18 +56,18 @@ def header(report: DiffReport) -> Table:
                                        + f"  [dim]{counted(report.total_b, 'key')}[/]"))
     if report.renames_applied:
         table.add_row("renames", escape(" ".join(report.renames_applied)))
-    table.add_row("matched", f"[green]{report.matched:,}[/] of {counted(report.total_b, 'key')} of B")
+    table.add_row("matched", f"[green]{report.matched:,}[/] of {counted(report.total_b, 'key')} of {side_b}")
     counts = (
         f"missing {len(report.missing):,} · unexpected {len(report.unexpected):,} · "
         f"mismatched {len(report.mismatched):,} · dtype differences {len(report.dtype_differences):,}"
     )
     table.add_row("differences", counts)
     verdict = (
-        "[green]A loads into B cleanly[/]" if report.worst_severity is None
+        f"[green]A loads into {side_b} cleanly[/]" if report.worst_severity is None
         else f"worst severity: {_severity(report.worst_severity)}"
     )
     if report.from_pretrained_reads_a is False:  # the keys compared are not what from_pretrained(A) reads
-        verdict = ("what A holds loads into B cleanly" if report.worst_severity is None else verdict) + \
+        verdict = (f"what A holds loads into {side_b} cleanly" if report.worst_severity is None else verdict) + \
             "; [yellow]from_pretrained(A) itself does not read it as it is (see the note)[/]"
 
     table.add_row("verdict", verdict)
@@ -78,7 +86,7 @@ def _shown_key(group: KeyGroup, report: DiffReport) -> str:
 
 def group_table(kind: str, groups: list[KeyGroup], report: DiffReport, show_all: bool,
                 width: int | None = None) -> Table:
-    b_name = "the model" if report.mode == "model-class" else "B"
+    b_name = side_b_word(report.mode)
     title = KIND_TITLES[kind].format(b=b_name)
     # The weights of B an adapter saves whole (modules_to_save) are missing under B's names too: the adapter's copy
     # replaces them on load, so they start from no init either ("start from their init; adapter-base: ..." was said
@@ -245,7 +253,7 @@ def reasons_legend(report: DiffReport) -> Table | None:
     table.add_column(style="bold")
     table.add_column(style="dim")
     for reason in used:
-        table.add_row(reason, reason_text(reason, report.notes))
+        table.add_row(reason, reason_text(reason, report.notes, side_b_word(report.mode)))
     return table
 
 

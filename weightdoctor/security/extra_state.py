@@ -12,7 +12,7 @@ import io
 
 from weightdoctor.security.opcodes import MAX_LINE, walk_pickle
 from weightdoctor.security.policy import DANGEROUS, UNKNOWN, WATCHED_CALLS
-from weightdoctor.security.scan import _Collector, scan_bytes
+from weightdoctor.security.scan import _Collector, scan_bytes, walk_stopped
 
 SUFFIX = "_extra_state"
 # TE's state is a few KB per module (scales and amax histories); a larger tensor is not read whole to be checked.
@@ -131,9 +131,11 @@ def pickle_loads_problem(data: bytes, *, prefix: bool = False) -> tuple[str, str
                               f"one ({walk.error}): what the rest imports is not known")
     # The parse error itself is judged below, by how the bytes start; any other problem (a call making memory
     # nothing fills, a memo index built to exhaust memory) is one pickle.loads would meet.
-    other = [p for p in collector.problems if not p.message.startswith("the pickle cannot be parsed")]
+    other = [p for p in collector.problems if not walk_stopped(p.message)]
     if other:
         return "suspicious", f"holds a pickle that, at byte {other[0].offset:,}, {other[0].message}"
+    if walk.error is not None and walk.bound:
+        return "suspicious", f"holds a pickle that, at byte {walk.error_offset or 0:,}, {walk.error}: refused there"
     if walk.error is not None and starts_like_a_pickle(data):
         return "suspicious", f"starts like a pickle but cannot be parsed ({walk.error})"
     return None

@@ -246,12 +246,32 @@ class _Collector:
         if walk.error is not None:
             offset = (walk.error_offset if walk.error_offset is not None else walk.end) - base
             before = ", ".join(sorted({f"{g.module}.{g.name}" for g in walk.imports})) or "no globals"
-            self.problems.append(
-                ScanProblem(where, offset, f"the pickle cannot be parsed ({walk.error}); found before it: {before}")
-            )
+            # A bound passed is a refusal like the others (what no pickler writes, and why), not a parse failure.
+            message = f"{walk.error}{WALK_REFUSED}{before}" if walk.bound \
+                else f"{PARSE_ERROR} ({walk.error}); found before it: {before}"
+            self.problems.append(ScanProblem(where, offset, message))
 
     def problem(self, member: str, offset: int, message: str) -> None:
         self.problems.append(ScanProblem(self.label(member), offset, message))
+
+
+# How a problem where a pickle's walk stopped starts (bytes it cannot parse), or what follows a bound's refusal (a
+# nesting no pickler writes), before the globals found before it.
+PARSE_ERROR = "the pickle cannot be parsed"
+WALK_REFUSED = ": refused there, not walked further; found before it: "
+
+
+def walk_stopped(message: str) -> bool:
+    """Whether a scan problem's `message` is where a pickle's walk stopped before its STOP: bytes it cannot parse,
+    or a bound passed (what the pickle holds past it is not known either way).
+
+    Example:
+        >>> walk_stopped("the pickle cannot be parsed (stack underflow); found before it: no globals")
+        True
+        >>> walk_stopped("memo index 300,000,000, a number no pickler reaches this early in a pickle (...)")
+        False
+    """
+    return message.startswith(PARSE_ERROR) or WALK_REFUSED in message
 
 
 def _global_name(value: object) -> str | None:
