@@ -1049,6 +1049,14 @@ def _tensor_health(result: StatsResult, want: ExpectedInit | None, initializer_r
         # step, so "trained" (or a normal init) read from the adapter alone would be a guess.
         init = InitResult("undetermined", {"mean": stats.mean, "std": stats.std},
                           reason=f"{want.describe()}: not judged from the adapter alone")
+    unjudged = want is not None and ("frozen" in want.params or "uninitialized" in want.params)
+    if want is not None and unjudged and not (stats.nan or stats.inf):
+        # TinyLoRA's SVD factors and projection never train; its vector under init_weights=false starts at whatever
+        # torch.empty left: neither has an init to hold the values against.
+        why = ("a buffer peft never trains: nothing to judge" if "frozen" in want.params else
+               "no initial values to compare with: whether it trained is not judged from the adapter alone")
+        init = InitResult("undetermined", {"mean": stats.mean, "std": stats.std},
+                          reason=f"{want.describe()} ({want.source}): {why}")
     structured: bool | None = None
     if want is not None and "structure" in want.params and not (stats.nan or stats.inf):
         # peft's "orthogonal" / NoRA halves fit no named init, untouched or not: their structure tells.
@@ -1106,12 +1114,17 @@ def analyze_weights(
     floating_names = {t.name for t in every_floating}
     skipped = [t.name for t in chosen if t.name not in floating_names]
     expected = expected_inits(checkpoint.tensors, checkpoint.config)
-    from weightdoctor.expected_init import DATA_DERIVED_LORA_INIT, peft_lora_init
-    from weightdoctor.structure import lora_init_setting
+    from weightdoctor.expected_init import DATA_DERIVED_LORA_INIT, peft_lora_init, peft_method_init
+    from weightdoctor.structure import lora_init_setting, peft_adapter_config
 
     lora_init = lora_init_setting(checkpoint)
     for info in checkpoint.tensors if lora_init else ():
         if (want := peft_lora_init(lora_init, info)) is not None:
+            expected.by_name[info.name] = want
+    adapter = peft_adapter_config(checkpoint)
+    for info in checkpoint.tensors if adapter is not None and adapter.get("peft_type") != "ADALORA" else ():
+        # TinyLoRA's buffers and vector, a prompt learner's embeddings, Llama-Adapter's gate, trainable tokens.
+        if (want := peft_method_init(adapter, info)) is not None:
             expected.by_name[info.name] = want
     initializer_range = _initializer_range(checkpoint.config)
     items: list[TensorHealth] = []
