@@ -54,7 +54,8 @@ def _save(out: Path, config: Any, steps: int = 0, **forward: Any) -> Path:
 def _stats(adapter: Path) -> tuple[dict[str, dict[str, Any]], list[str], str]:
     """inspect --stats --json: each tensor's init by its name's last part(s), the finding codes, the state."""
     data = json_report("inspect", str(adapter), "--stats")
-    inits = {t["name"].removeprefix("base_model.model.model.layers.0.self_attn."): t["init"] for t in data["tensors"]}
+    inits = {t["name"].removeprefix("base_model.model.model.layers.0.self_attn."): t["init"] for t in data["tensors"]
+             if t["init"] is not None}  # (PaCA's integer paca_indices have none)
     return inits, [f["code"] for f in data["findings"]], data["weights"]["state"]
 
 
@@ -195,13 +196,21 @@ def test_a_llama_adapter_s_gate_starts_at_zero(tmp_path: Path) -> None:
     assert inits["adaption_gate"]["label"] == "trained", inits
 
 
-def test_a_polytropon_adapter_s_zero_lora_b_is_no_finding(tmp_path: Path) -> None:
-    """poly_lora_B starts at zero as LoRA's lora_B: untouched it was "all-zero", "the whole weight matrix is zero"."""
+def _zero_hints(adapter: Path) -> set[str]:
+    """The hints of inspect --stats' all-zero findings."""
+    return {f["hint"] for f in json_report("inspect", str(adapter), "--stats")["findings"] if f["code"] == "all-zero"}
+
+
+def test_a_polytropon_adapter_s_zero_lora_b_is_said_to_be_at_its_init(tmp_path: Path) -> None:
+    """poly_lora_B starts at zero as LoRA's lora_B: untouched it was "a layer that was never initialized or was
+    zeroed"; now the adapter still at its initialization, as an untouched LoRA's lora_B."""
     from peft import PolyConfig
 
     config = PolyConfig(task_type="CAUSAL_LM", n_tasks=2, target_modules=TARGETS)
     inits, codes, state = _stats(_save(tmp_path / "untouched", config))
-    assert "all-zero" not in codes and state == "initialization", codes
+    assert _zero_hints(tmp_path / "untouched") == {"a PEFT adapter still at its initialization (peft's Polytropon "
+                                                   "starts poly_lora_B at zero): it changes nothing; saved before "
+                                                   "training, or its updates were lost"}
     assert inits["q_proj.poly_lora_B"]["expected"]["label"] == "zeros"
     assert inits["q_proj.poly_lora_B"]["at_init"] is True
     inits, codes, _ = _stats(_save(tmp_path / "trained", config, steps=3, task_ids=torch.zeros(2, dtype=torch.long)))
@@ -269,13 +278,34 @@ def _adamss(out: Path, trained: bool) -> Path:
 
 
 def test_an_adamss_adapter_s_zero_b_factors_are_its_init_and_its_projection_is_never_judged(tmp_path: Path) -> None:
-    """Untouched, each adamss_B was "all-zero" ("the whole weight matrix is zero") and adamss_newB, a buffer set from
-    the base weight's SVD, "orthogonal", at init: a trained adapter read "initialization"."""
+    """Untouched, each adamss_B was "a layer that was never initialized or was zeroed" and adamss_newB, a buffer set
+    from the base weight's SVD, "orthogonal", at init: a trained adapter read "initialization"."""
     inits, codes, state = _stats(_adamss(tmp_path / "untouched", trained=False))
-    assert "all-zero" not in codes and "trained" not in {init["label"] for init in inits.values()}, (codes, inits)
+    assert "trained" not in {init["label"] for init in inits.values()}, (codes, inits)
+    assert _zero_hints(tmp_path / "untouched") == {
+        'a PEFT adapter still at its initialization (adapter_config.json init_weights="orthogonal": AdaMSS starts '
+        "adamss_B at zero): it changes nothing; saved before training, or its updates were lost"}
     assert inits["q_proj.adamss_B.0"]["expected"]["label"] == "zeros" and inits["q_proj.adamss_B.0"]["at_init"]
     assert inits["q_proj.adamss_newB"]["label"] == "undetermined"
     assert inits["q_proj.adamss_newB"]["expected"]["params"]["frozen"] is True
     assert inits["q_proj.adamss_A.0"]["expected"]["params"]["derived_from"].startswith("the base model's weight")
     inits, codes, state = _stats(_adamss(tmp_path / "trained", trained=True))
     assert inits["q_proj.adamss_B.1"]["label"] == "trained" and state == "trained", (state, inits)
+
+
+@pytest.mark.parametrize(("config", "kwargs", "part", "method"), [
+    ("LilyConfig", {}, "lily_B", "Lily"), ("DeloraConfig", {}, "delora_B", "DeLoRA"),
+    ("PacaConfig", {}, "paca_delta", "PaCA"), ("HiraConfig", {}, "hira_B", "HiRA"),
+    ("GraloraConfig", {"r": 4, "gralora_k": 2}, "gralora_B", "GraLoRA"), ("PeanutConfig", {}, "peanut_B", "PEANuT"),
+    ("RandLoraConfig", {}, "randlora_lambda", "RandLora")])
+def test_a_peft_method_s_zero_factor_is_its_init_not_a_layer_never_initialized(
+        tmp_path: Path, config: str, kwargs: dict[str, Any], part: str, method: str) -> None:
+    """Each of these methods starts one factor at zero (init_weights true): untouched, the factor was "a layer that
+    was never initialized or was zeroed; it passes nothing on"."""
+    import peft
+
+    adapter = _save(tmp_path / "untouched", getattr(peft, config)(target_modules=TARGETS, **kwargs))
+    assert _zero_hints(adapter) == {f"a PEFT adapter still at its initialization (peft's {method} starts {part} at "
+                                    "zero): it changes nothing; saved before training, or its updates were lost"}
+    inits, _, _ = _stats(adapter)
+    assert "trained" not in {init["label"] for init in inits.values()}, inits

@@ -117,6 +117,14 @@ TRAINABLE_TOKENS_DELTA = re.compile(r"(^|\.)trainable_tokens_delta$")
 # at zero (init_weights "orthogonal", the default; untouched each was "the whole weight matrix is zero"), else
 # torch.randn × 0.01.
 ADAMSS_PART = re.compile(r"(^|\.)adamss_(?P<part>newB|A|B)(\.\d+)?$")
+# The factor each of these peft methods starts at zero (unless init_weights is false) so that the adapter adds
+# nothing before training (each tuner's layer.py): untouched, each was "a layer that was never initialized or was
+# zeroed", where LoRA's lora_B is "a LoRA adapter still at its initialization".
+PEFT_ZERO_STARTED = {peft_type: re.compile(rf"(^|\.)(?P<part>{parts})(\.weight)?$") for peft_type, parts in (
+    ("LILY", "lily_B"), ("RANDLORA", "randlora_lambda"), ("HIRA", "hira_B|hira_embedding_A"), ("DELORA", "delora_B"),
+    ("PEANUT", "peanut_B"), ("PACA", "paca_delta"), ("GRALORA", "gralora_B"))}
+PEFT_ZERO_STARTED_NAMES = {"LILY": "Lily", "RANDLORA": "RandLora", "HIRA": "HiRA", "DELORA": "DeLoRA",
+                           "PEANUT": "PEANuT", "PACA": "PaCA", "GRALORA": "GraLoRA"}
 # peft's Polytropon (poly/layer.py, router.py): poly_lora_B (splits × skills × r × out) starts at zero as LoRA's
 # lora_B (init_weights true; untouched, each was "the whole weight matrix is zero"), the router's module_logits at
 # U(±1e-3).
@@ -825,6 +833,11 @@ def peft_method_init(adapter: Mapping[str, Any], info: TensorInfo) -> ExpectedIn
         return _prompt_learning_init(adapter, info)
     if peft_type == "ADAMSS" and (match := ADAMSS_PART.search(info.name)) is not None:
         return _adamss_init(adapter, match["part"])
+    zero_started = PEFT_ZERO_STARTED.get(str(peft_type))
+    if zero_started is not None and adapter.get("init_weights", True) is not False and (
+            match := zero_started.search(info.name)) is not None:
+        return ExpectedInit("zeros", {"value": 0.0}, f"peft's {PEFT_ZERO_STARTED_NAMES[str(peft_type)]} starts "
+                            f"{match['part']} at zero", True)
     if peft_type == "POLY" and (match := POLY_PART.search(info.name)) is not None:
         if match["part"] == "poly_router.module_logits":
             return ExpectedInit("uniform", {"bound": 1e-3}, "peft's Polytropon router: module_logits U(±1e-3)", True)

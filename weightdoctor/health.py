@@ -303,10 +303,12 @@ def _tensor_findings(item: TensorHealth) -> list[Finding]:
     rotation = _ROTATION_ADAPTER.search(name) is not None
     lycoris_rotation = _LYCORIS_ROTATION.match(name) is not None
     glora = _GLORA_ZERO_FACTOR.match(name) is not None
-    # MiCA's lora_A, AdaLoRA's lora_E: where peft starts them, by the adapter's config (each was "a layer that was
-    # never initialized", or with its zero expected, no finding at all).
+    # MiCA's lora_A, AdaLoRA's lora_E, the zero factors of other peft methods (`peft_method_init`): where peft starts
+    # them, by the adapter's config (each was "a layer that was never initialized", or with its zero expected, no
+    # finding at all).
     peft_zero = (item.expected is not None and item.expected.confident and item.expected.label == "zeros"
-                 and any(said in item.expected.source for said in ("init_lora_weights=", "AdaLoRA")))
+                 and any(said in item.expected.source for said in ("init_lora_weights=", "AdaLoRA", "peft's",
+                                                                   "AdaMSS")))
     if matrix and s.min == 0 == s.max and (lora_zero or zero_conv or rotation or lycoris_rotation or glora or peft_zero
                                            or not expected_constant) and not (s.nan or s.inf):
         if lycoris_rotation or glora:
