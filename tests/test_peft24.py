@@ -309,3 +309,23 @@ def test_a_peft_method_s_zero_factor_is_its_init_not_a_layer_never_initialized(
                                     "zero): it changes nothing; saved before training, or its updates were lost"}
     inits, _, _ = _stats(adapter)
     assert "trained" not in {init["label"] for init in inits.values()}, inits
+
+
+def test_tinylora_s_uninitialized_vector_holding_nan_is_still_undetermined(tmp_path: Path) -> None:
+    """torch.empty's memory may hold NaN bit patterns: the vector is still "undetermined" (no init to compare with),
+    and the NaN is the nan-inf finding."""
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    adapter = _save(tmp_path / "false", _tinylora(init_weights=False))
+
+    tensors = load_file(str(adapter / "adapter_model.safetensors"))
+    tensors["base_model.tinylora_v.0"] = torch.full((64,), float("nan"))
+    tensors["base_model.tinylora_v.0"][:32] = torch.linspace(-1, 1, 32)
+    save_file(tensors, str(adapter / "adapter_model.safetensors"), metadata={"format": "pt"})
+    assert json.loads((adapter / "adapter_config.json").read_text())["init_weights"] is False
+    data = json_report("inspect", str(adapter), "--stats")
+    (vector,) = [t["init"] for t in data["tensors"] if t["name"] == "base_model.tinylora_v.0"]
+    assert vector["label"] == "undetermined" and vector["reason"].startswith("torch.empty"), vector
+    assert ("nan-inf", "base_model.tinylora_v.0") in {(f["code"], f["tensor"]) for f in data["findings"]}

@@ -1051,10 +1051,12 @@ def _tensor_health(result: StatsResult, want: ExpectedInit | None, initializer_r
         # step, so "trained" (or a normal init) read from the adapter alone would be a guess.
         init = InitResult("undetermined", {"mean": stats.mean, "std": stats.std},
                           reason=f"{want.describe()}: not judged from the adapter alone")
-    unjudged = want is not None and ("frozen" in want.params or "uninitialized" in want.params)
-    if want is not None and unjudged and not (stats.nan or stats.inf):
-        # TinyLoRA's SVD factors and projection never train; its vector under init_weights=false starts at whatever
-        # torch.empty left: neither has an init to hold the values against.
+    # TinyLoRA's SVD factors and projection never train; its vector under init_weights=false starts at whatever
+    # torch.empty left (NaN bit patterns too, which the nan-inf finding says): neither has an init to hold the values
+    # against.
+    unjudged = want is not None and ("uninitialized" in want.params or "frozen" in want.params and not (
+        stats.nan or stats.inf))
+    if want is not None and unjudged:
         why = ("a buffer peft never trains: nothing to judge" if "frozen" in want.params else
                "no initial values to compare with: whether it trained is not judged from the adapter alone")
         init = InitResult("undetermined", {"mean": stats.mean, "std": stats.std},
