@@ -2027,6 +2027,9 @@ def adapter_fit(
 
     if "prompt_embeddings" in unexpected:
         return _prompt_adapter_fit(specs_a, specs_b, unexpected, missing, loading, adapter_config)
+    if unexpected and unexpected[0].startswith(_XLORA_CLASSIFIER) and all(
+            name.startswith(_XLORA_CLASSIFIER) for name in unexpected):
+        return _xlora_fit(specs_a, specs_b, unexpected, missing, loading)
     if word_text is not None and not any(map(word_text.__contains__, _ADAPTER_WORDS_FOLDED)):
         return {}, ""  # none of the words below is in the names: every test below says "no adapter"
     joined = "\n".join(unexpected)
@@ -2311,6 +2314,17 @@ def adapter_fit(
     unknown: list[str] = []  # the tensor families of PEFT methods not known here (`_peft_generic`), in order
     frod_sparse_rate: tuple[Any, ...] | None = None  # FRoD's adapter_config.json sparse_rate, read once if needed
     for name, module, part in generic:
+        if part in _ADAPTION_PARTS:
+            if "Llama-Adapter" not in methods:
+                methods.append("Llama-Adapter")
+            if misfit := _adaption_misfit(part, specs_a[name].shape, module, specs_b):
+                whys[name] = ("adapter", "error", f"Llama-Adapter on {module}: {misfit}: an adapter for another "
+                              "model size")
+                modules[module] = False
+            else:
+                whys[name] = ("adapter", "info", f"Llama-Adapter ({part}) on {module}")
+                modules.setdefault(module, True)
+            continue
         family = part.split("_")[0] + "_*"
         sized = _GENERIC_SIZED_METHODS.get(family)
         weight = specs_b.get(module + ".weight")
@@ -2939,6 +2953,34 @@ _LORA_SIBLING = _lazy_regex(r"\.lora_([AB])\.")
 _PEFT_PART = _lazy_regex(r"^[a-z][a-z0-9]*_[A-Za-z0-9_]+$")
 
 
+# peft's Llama-Adapter (adaption prompt) saves its prompt (1 × adapter_len × hidden) and gate (1) on the attention
+# module it wraps (`self_attn`), which holds no weight of its own: an adapter of it against its own base was
+# "unknown: these weights will not load" for every key, worst severity error.
+_ADAPTION_PARTS = ("adaption_prompt", "adaption_gate")
+
+
+def _adaption_misfit(part: str, shape: tuple[int, ...], module: str, specs_b: Mapping[str, KeySpec]) -> str | None:
+    """Why Llama-Adapter's `adaption_prompt` of `shape` does not fit B's attention `module`, or None (it fits, or
+    B's width cannot be read there): its last dimension is the model's hidden size, q_proj's input features (Llama,
+    Mistral) or c_attn's first dimension (GPT-2's Conv1D, in × out).
+
+    Example:
+        >>> b = {"a.q_proj.weight": KeySpec("a.q_proj.weight", (32, 48), "float32")}
+        >>> _adaption_misfit("adaption_prompt", (1, 4, 32), "a", b)
+        'adaption_prompt 1×4×32 is 32 wide, a.q_proj.weight (32×48 in B) reads 48 input features'
+    """
+    if part != "adaption_prompt" or len(shape) != 3:
+        return None
+    for child, axis in (("q_proj", 1), ("c_attn", 0)):
+        weight = specs_b.get(f"{module}.{child}.weight")
+        if weight is not None and len(weight.shape) == 2:
+            if weight.shape[axis] == shape[-1]:
+                return None
+            return (f"adaption_prompt {'×'.join(map(str, shape))} is {shape[-1]} wide, {weight.name} "
+                    f"({'×'.join(map(str, weight.shape))} in B) reads {weight.shape[axis]} input features")
+    return None
+
+
 def _peft_generic(
     names: Sequence[str], specs_b: Mapping[str, KeySpec],
 ) -> tuple[list[tuple[str, str, str]], list[str]]:
@@ -2955,6 +2997,7 @@ def _peft_generic(
         ([('base_model.model.q.delora_A', 'q', 'delora_A')], ['base_model.frod_V.q'])
     """
     modules_b = {name.rpartition(".")[0] for name in specs_b}
+    attention_modules: set[str] | None = None  # every module holding one of B's (`_ADAPTION_PARTS`), when first wanted
     found: list[tuple[str, str, str]] = []
     shared: list[str] = []
     for name in names:
@@ -2962,6 +3005,13 @@ def _peft_generic(
             continue
         if name.startswith(_PEFT_WRAPPER):
             segments = _adapter_target(name).split(".")
+            if segments[-1] in _ADAPTION_PARTS:
+                if attention_modules is None:
+                    attention_modules = {".".join(parts[:cut]) for parts in (m.split(".") for m in modules_b)
+                                         for cut in range(1, len(parts) + 1)}
+                if (module := ".".join(segments[:-1])) in attention_modules:
+                    found.append((name, module, segments[-1]))
+                continue
             for cut in range(len(segments) - 1, 0, -1):
                 module = ".".join(segments[:cut])
                 if module in modules_b and _PEFT_PART.match(segments[cut]):
@@ -3129,7 +3179,8 @@ def _frod_projection_misfit(
 
 # The PEFT methods whose tensors `_tuner_misfit` compares with the widths of the layer they adapt.
 _SHAPED_TUNERS = ("LoHa", "LoKr", "VeRA", "OFT", "BOFT", "HRA", "LN Tuning", "Trainable Tokens", "MiSS", "C3A",
-                  "RandLora", "SHiRA", "VB-LoRA", "RoAd", "DeLoRA", "PaCA", "HiRA", *_GENERIC_SIZED_METHODS.values())
+                  "RandLora", "SHiRA", "VB-LoRA", "RoAd", "DeLoRA", "PaCA", "HiRA", "Llama-Adapter",
+                  *_GENERIC_SIZED_METHODS.values())
 
 
 # GPT-2's Conv1D layers (in × out, transposed from nn.Linear): c_attn, c_proj, c_fc, q_attn in GPT-2 and its kin;
@@ -4352,6 +4403,46 @@ def _key_widths(specs: Mapping[str, KeySpec], width: int) -> set[int]:
     its key projections (grouped-query attention shares fewer key/value heads: peft sizes the prefixes so)."""
     return {width} | {spec.shape[0] for name, spec in specs.items()
                       if len(spec.shape) == 2 and _KEY_PROJECTION.search(name)}
+
+
+# peft's X-LoRA saves its classifier (`base_model.internal_xlora_classifier.layers.N`, an MLP from the base model's
+# hidden states to one scaling per LoRA adapter) in adapter_model.safetensors and the LoRA adapters it mixes in
+# subfolders: against its own base each of its keys and every base weight was "unknown: these weights will not load".
+_XLORA_CLASSIFIER = "base_model.internal_xlora_classifier."
+
+
+def _xlora_fit(
+    specs_a: Mapping[str, KeySpec], specs_b: Mapping[str, KeySpec], unexpected: Sequence[str], missing: Sequence[str],
+    loading: Callable[[bool], str],
+) -> tuple[dict[str, tuple[str, str, str]], str]:
+    """`adapter_fit` for an X-LoRA adapter's classifier (every name of A that B lacks under `_XLORA_CLASSIFIER`): its
+    first layer (out × hidden) reads the hidden states, as wide as B's input embedding.
+
+    Example:
+        >>> a = {"base_model.internal_xlora_classifier.layers.0.weight": KeySpec("", (2, 32), "float32")}
+        >>> b = {"model.embed_tokens.weight": KeySpec("model.embed_tokens.weight", (64, 32), "float32")}
+        >>> _xlora_fit(a, b, list(a), list(b), lambda fits: "PeftModel.from_pretrained")[0][list(a)[0]][1]
+        'info'
+    """
+    embedding = next((spec for name, spec in specs_b.items()
+                      if _INPUT_EMBEDDING.search(name) and len(spec.shape) == 2), None)
+    first = specs_a.get(f"{_XLORA_CLASSIFIER}layers.0.weight")
+    width = first.shape[1] if first is not None and len(first.shape) == 2 else None
+    if embedding is not None and width is not None and width != embedding.shape[1]:
+        why = ("adapter", "error", f"X-LoRA's classifier reads hidden states {width} wide, but B's {embedding.name} "
+               f"is {embedding.shape[1]} wide: an adapter for another model size")
+    else:
+        why = ("adapter", "info", "X-LoRA's classifier (it weighs the LoRA adapters saved in the adapter's "
+               "subfolders), not a weight of B" + ("" if embedding is not None and width is not None else
+                                                  "; its width is not compared"))
+    whys = dict.fromkeys(unexpected, why)
+    if why[1] == "info":
+        for name in missing:
+            whys[name] = ("adapter-base", "info", "")
+    note = ("A is a PEFT X-LoRA adapter: its classifier here, the LoRA adapters it mixes in its subfolders (diff-keys "
+            "each of them against B to check their fit); it stores no base weights: load it with "
+            f"{loading(why[1] == 'info')}")
+    return whys, note
 
 
 def _prompt_adapter_fit(

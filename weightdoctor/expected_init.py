@@ -17,7 +17,7 @@ from __future__ import annotations
 import inspect
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -98,6 +98,40 @@ ROTATION_ADAPTER_SCALE = re.compile(r"(^|\.)(oft_s|boft_s)(\.|$)")
 # peft's HRA Householder vectors (`<module>.hra_u`, in × r): with an even r it starts each vector twice, so that each
 # pair of reflections cancels (the identity); "duplicate columns: re-initialize randomly" undid that by design.
 HRA_VECTORS = re.compile(r"(^|\.)hra_u(\.|$)")
+# peft 0.22's TinyLoRA (tinylora/layer.py, model.py): tinylora_A and tinylora_B are the base weight's truncated SVD
+# (√S·Vᵀ, U·√S) and tinylora_P a projection drawn from projection_seed, all three buffers peft never trains; the one
+# trainable tensor is the vector saved once per group of modules (`base_model.tinylora_v.<group>`), which init_weights
+# starts at zero (True), at U(±init_v_bound) ("uniform") or leaves as torch.empty left it (False). Untouched, an
+# init_weights=False adapter's vector (whatever the memory held) was "trained", and a trained adapter read as
+# "initialization": its SVD factors fit a normal, its vector of a few values too few to tell a distribution.
+TINYLORA_BUFFER = re.compile(r"(^|\.)tinylora_(?P<part>[ABP])$")
+TINYLORA_VECTOR = re.compile(r"^base_model\.tinylora_v\.[^.]+$")
+# peft's Llama-Adapter (adaption prompt, adaption_prompt/layer.py): the prompt drawn with normal_() (normal(0, 1)) and
+# the gate at zero, so the adapted attention adds nothing before training.
+ADAPTION_PART = re.compile(r"(^|\.)adaption_(?P<part>prompt|gate)$")
+# peft's trainable tokens (`<embedding>.trainable_tokens_delta`, also LoRA's trainable_token_indices under
+# `token_adapter.`): a copy of the base embedding's rows of those tokens (init_weights True), torch.randn (False).
+TRAINABLE_TOKENS_DELTA = re.compile(r"(^|\.)trainable_tokens_delta$")
+# peft 0.22's AdaMSS (adamss/layer.py): the projection adamss_newB (r × in + 1), a buffer from the base weight's SVD
+# that peft never trains; each subspace's adamss_A.<i> from a QR of the base weight's singular vectors; adamss_B.<i>
+# at zero (init_weights "orthogonal", the default; untouched each was "the whole weight matrix is zero"), else
+# torch.randn × 0.01.
+ADAMSS_PART = re.compile(r"(^|\.)adamss_(?P<part>newB|A|B)(\.\d+)?$")
+# The factor each of these peft methods starts at zero (unless init_weights is false) so that the adapter adds
+# nothing before training (each tuner's layer.py): untouched, each was "a layer that was never initialized or was
+# zeroed", where LoRA's lora_B is "a LoRA adapter still at its initialization".
+PEFT_ZERO_STARTED = {peft_type: re.compile(rf"(^|\.)(?P<part>{parts})(\.weight)?$") for peft_type, parts in (
+    ("LILY", "lily_B"), ("RANDLORA", "randlora_lambda"), ("HIRA", "hira_B|hira_embedding_A"), ("DELORA", "delora_B"),
+    ("PEANUT", "peanut_B"), ("PACA", "paca_delta"), ("GRALORA", "gralora_B"))}
+PEFT_ZERO_STARTED_NAMES = {"LILY": "Lily", "RANDLORA": "RandLora", "HIRA": "HiRA", "DELORA": "DeLoRA",
+                           "PEANUT": "PEANuT", "PACA": "PaCA", "GRALORA": "GraLoRA"}
+# peft's Polytropon (poly/layer.py, router.py): poly_lora_B (splits × skills × r × out) starts at zero as LoRA's
+# lora_B (init_weights true; untouched, each was "the whole weight matrix is zero"), the router's module_logits at
+# U(±1e-3).
+POLY_PART = re.compile(r"(^|\.)(?P<part>poly_lora_B|poly_router\.module_logits)$")
+# The prompt-learning methods' saved tensors: the virtual tokens' embeddings (`prompt_embeddings`, what the prompt
+# encoder gives for them, which peft computes at save) and multitask prompt tuning's per-task factors.
+PROMPT_LEARNING_TYPES = frozenset({"PROMPT_TUNING", "P_TUNING", "PREFIX_TUNING", "MULTITASK_PROMPT_TUNING", "CPT"})
 NORM_NAME = re.compile(r"(norm|(^|[._])ln(_?\w*)?($|\.)|layer_?norm|rms)", re.IGNORECASE)
 EMBED_NAME = re.compile(r"(embed|wte|wpe|shared\.weight|word_embeddings|position_embeddings|tok_embeddings)",
                         re.IGNORECASE)
@@ -765,3 +799,122 @@ def structural_init(expected: ExpectedInit, shape: tuple[int, ...], dtype: str, 
                           f"its singular values past the first {rank // 2} are {beyond:.1g} of the largest)"), True
     return InitResult("trained", reason=f"{said}: rank {rank} (singular value {rank // 2 + 1} is {beyond:.2g} of the "
                       f"largest), where peft's orthogonal init leaves rank {rank // 2}: it has trained"), False
+
+
+def peft_method_init(adapter: Mapping[str, Any], info: TensorInfo) -> ExpectedInit | None:
+    """What a tensor of a peft adapter of a method other than LoRA and AdaLoRA starts at, by its adapter_config.json
+    (`adapter`, as `structure.peft_adapter_config` reads it), or None where the default rules hold.
+
+    An `other` init with `params["frozen"]` is a buffer peft never trains (TinyLoRA's SVD factors and projection);
+    with `params["derived_from"]` one set from the base model or computed at save (a prompt encoder's output), not
+    judged from the adapter alone; with `params["uninitialized"]` one peft left as torch.empty left it.
+
+    Example:
+        >>> info = TensorInfo("base_model.tinylora_v.0", (64,), ...)                    # doctest: +SKIP
+        >>> peft_method_init({"peft_type": "TINYLORA"}, info).label                     # doctest: +SKIP
+        'zeros'
+    """
+    peft_type = adapter.get("peft_type")
+    if peft_type == "TINYLORA":
+        return _tinylora_init(adapter, info)
+    if peft_type == "ADAPTION_PROMPT" and (match := ADAPTION_PART.search(info.name)) is not None:
+        if match["part"] == "gate":
+            return ExpectedInit("zeros", {"value": 0.0}, "peft's Llama-Adapter starts adaption_gate at zero", True)
+        return ExpectedInit("normal", {"mean": 0.0, "std": 1.0}, "peft's Llama-Adapter draws adaption_prompt with "
+                            "normal_()", True)
+    if TRAINABLE_TOKENS_DELTA.search(info.name) is not None and peft_type in ("TRAINABLE_TOKENS", "LORA"):
+        if peft_type == "TRAINABLE_TOKENS" and adapter.get("init_weights", True) is False:
+            return ExpectedInit("normal", {"mean": 0.0, "std": 1.0}, "adapter_config.json init_weights=false: peft's "
+                                "trainable_tokens_delta as drawn, torch.randn", True)
+        origin = "the base model's embedding rows of those tokens"
+        return ExpectedInit("other", {"function": f"a copy of {origin}", "derived_from": origin},
+                            "peft's trainable tokens start as the rows they replace", True)
+    if peft_type in PROMPT_LEARNING_TYPES:
+        return _prompt_learning_init(adapter, info)
+    if peft_type == "ADAMSS" and (match := ADAMSS_PART.search(info.name)) is not None:
+        return _adamss_init(adapter, match["part"])
+    zero_started = PEFT_ZERO_STARTED.get(str(peft_type))
+    if zero_started is not None and adapter.get("init_weights", True) is not False and (
+            match := zero_started.search(info.name)) is not None:
+        return ExpectedInit("zeros", {"value": 0.0}, f"peft's {PEFT_ZERO_STARTED_NAMES[str(peft_type)]} starts "
+                            f"{match['part']} at zero", True)
+    if peft_type == "POLY" and (match := POLY_PART.search(info.name)) is not None:
+        if match["part"] == "poly_router.module_logits":
+            return ExpectedInit("uniform", {"bound": 1e-3}, "peft's Polytropon router: module_logits U(±1e-3)", True)
+        if adapter.get("init_weights", True) is not False:
+            return ExpectedInit("zeros", {"value": 0.0}, "peft's Polytropon starts poly_lora_B at zero", True)
+    return None
+
+
+def _tinylora_init(adapter: Mapping[str, Any], info: TensorInfo) -> ExpectedInit | None:
+    """TinyLoRA's buffers (frozen) and its trainable vector, by init_weights (see `TINYLORA_BUFFER`)."""
+    if (buffer := TINYLORA_BUFFER.search(info.name)) is not None:
+        function = ("a projection drawn from projection_seed, normal(0, 1/√r)" if buffer["part"] == "P" else
+                    f"the base model's weight's truncated SVD ({'√S·Vᵀ' if buffer['part'] == 'A' else 'U·√S'})")
+        return ExpectedInit("other", {"function": function, "frozen": True},
+                            f"peft's TinyLoRA sets tinylora_{buffer['part']} so", True)
+    if TINYLORA_VECTOR.match(info.name) is None:
+        return None
+    setting = adapter.get("init_weights", True)
+    if setting is False:
+        return ExpectedInit("other", {"function": "torch.empty (never initialized: whatever the memory held)",
+                                      "uninitialized": True},
+                            "adapter_config.json init_weights=false: peft leaves TinyLoRA's tinylora_v as torch.empty "
+                            "made it", True)
+    if isinstance(setting, str) and setting.lower() == "uniform":
+        bound = adapter.get("init_v_bound", 0.02)
+        if isinstance(bound, (int, float)) and not isinstance(bound, bool) and bound > 0:
+            return ExpectedInit("uniform", {"bound": float(bound)}, 'adapter_config.json init_weights="uniform": '
+                                "TinyLoRA's tinylora_v U(±init_v_bound)", True)
+        return None
+    return ExpectedInit("zeros", {"value": 0.0}, "peft's TinyLoRA starts tinylora_v at zero (init_weights true)", True)
+
+
+def _adamss_init(adapter: Mapping[str, Any], part: str) -> ExpectedInit:
+    """AdaMSS's projection (frozen), its subspaces' A factors (from the base weight) and B factors (see ADAMSS_PART)."""
+    if part == "newB":
+        return ExpectedInit("other", {"function": "the base model's weight's SVD (its right singular vectors)",
+                                      "frozen": True}, "peft's AdaMSS sets adamss_newB so", True)
+    if part == "A":
+        origin = "the base model's weight (a QR of its subspace's singular vectors)"
+        return ExpectedInit("other", {"function": f"set from {origin}", "derived_from": origin},
+                            "peft's AdaMSS sets adamss_A so", True)
+    if adapter.get("init_weights", "orthogonal") == "orthogonal":
+        return ExpectedInit("zeros", {"value": 0.0}, 'adapter_config.json init_weights="orthogonal": AdaMSS starts '
+                            "adamss_B at zero", True)
+    return ExpectedInit("normal", {"mean": 0.0, "std": 0.01}, "adapter_config.json init_weights=null: AdaMSS draws "
+                        "adamss_B torch.randn × 0.01", True)
+
+
+def _prompt_learning_init(adapter: Mapping[str, Any], info: TensorInfo) -> ExpectedInit | None:
+    """A prompt-learning adapter's `prompt_embeddings` (and multitask prompt tuning's task factors)."""
+    peft_type, leaf = adapter.get("peft_type"), info.name.rpartition(".")[2]
+    init = str(adapter.get("prompt_tuning_init", "RANDOM")).upper()
+    if leaf in ("prefix_task_cols", "prefix_task_rows") and peft_type == "MULTITASK_PROMPT_TUNING":
+        if init in ("AVERAGE_SOURCE_TASKS", "EXACT_SOURCE_TASK"):
+            origin = "the source tasks' trained factors (prompt_tuning_init_state_dict_path)"
+            return ExpectedInit("other", {"function": f"copied from {origin}", "derived_from": origin},
+                                f'adapter_config.json prompt_tuning_init="{init}"', True)
+        return ExpectedInit("normal", {"mean": 0.0, "std": 0.02}, f"peft's multitask prompt tuning draws {leaf} "
+                            "normal(0, 0.02)", True)
+    if leaf != "prompt_embeddings":
+        return None
+    if peft_type == "P_TUNING" or (peft_type == "PREFIX_TUNING" and adapter.get("prefix_projection")):
+        # peft saves what the encoder gives for the virtual tokens (get_prompt_embedding_to_save), not its weights.
+        origin = ("the prompt encoder's output (an MLP or LSTM of its embedding), which peft saves"
+                  if peft_type == "P_TUNING" else "the prefix projection's output (an MLP of its embedding), which "
+                  "peft saves")
+        return ExpectedInit("other", {"function": origin, "derived_from": origin}, f"peft's {peft_type}", True)
+    if peft_type == "CPT":
+        origin = "the base model's embeddings of cpt_token_ids"
+        return ExpectedInit("other", {"function": f"a copy of {origin}", "derived_from": origin},
+                            "peft's CPT starts its prompt at its tokens' embeddings", True)
+    source_tasks = ("ONLY_SOURCE_SHARED", "AVERAGE_SOURCE_TASKS", "EXACT_SOURCE_TASK")
+    if init in ("TEXT", "SAMPLE_VOCAB") or (peft_type == "MULTITASK_PROMPT_TUNING" and init in source_tasks):
+        origin = ("the source tasks' trained prompt (prompt_tuning_init_state_dict_path)" if init in source_tasks
+                  else "the base model's token embeddings")
+        return ExpectedInit("other", {"function": f"copied from {origin}", "derived_from": origin},
+                            f'adapter_config.json prompt_tuning_init="{init}"', True)
+    # RANDOM (and prefix tuning without projection): the nn.Embedding peft makes, normal(0, 1).
+    return ExpectedInit("normal", {"mean": 0.0, "std": 1.0}, f"peft's {peft_type}: the virtual tokens' nn.Embedding, "
+                        "normal(0, 1)", True)

@@ -303,10 +303,12 @@ def _tensor_findings(item: TensorHealth) -> list[Finding]:
     rotation = _ROTATION_ADAPTER.search(name) is not None
     lycoris_rotation = _LYCORIS_ROTATION.match(name) is not None
     glora = _GLORA_ZERO_FACTOR.match(name) is not None
-    # MiCA's lora_A, AdaLoRA's lora_E: where peft starts them, by the adapter's config (each was "a layer that was
-    # never initialized", or with its zero expected, no finding at all).
+    # MiCA's lora_A, AdaLoRA's lora_E, the zero factors of other peft methods (`peft_method_init`): where peft starts
+    # them, by the adapter's config (each was "a layer that was never initialized", or with its zero expected, no
+    # finding at all).
     peft_zero = (item.expected is not None and item.expected.confident and item.expected.label == "zeros"
-                 and any(said in item.expected.source for said in ("init_lora_weights=", "AdaLoRA")))
+                 and any(said in item.expected.source for said in ("init_lora_weights=", "AdaLoRA", "peft's",
+                                                                   "AdaMSS")))
     if matrix and s.min == 0 == s.max and (lora_zero or zero_conv or rotation or lycoris_rotation or glora or peft_zero
                                            or not expected_constant) and not (s.nan or s.inf):
         if lycoris_rotation or glora:
@@ -1049,6 +1051,16 @@ def _tensor_health(result: StatsResult, want: ExpectedInit | None, initializer_r
         # step, so "trained" (or a normal init) read from the adapter alone would be a guess.
         init = InitResult("undetermined", {"mean": stats.mean, "std": stats.std},
                           reason=f"{want.describe()}: not judged from the adapter alone")
+    # TinyLoRA's SVD factors and projection never train; its vector under init_weights=false starts at whatever
+    # torch.empty left (NaN bit patterns too, which the nan-inf finding says): neither has an init to hold the values
+    # against.
+    unjudged = want is not None and ("uninitialized" in want.params or "frozen" in want.params and not (
+        stats.nan or stats.inf))
+    if want is not None and unjudged:
+        why = ("a buffer peft never trains: nothing to judge" if "frozen" in want.params else
+               "no initial values to compare with: whether it trained is not judged from the adapter alone")
+        init = InitResult("undetermined", {"mean": stats.mean, "std": stats.std},
+                          reason=f"{want.describe()} ({want.source}): {why}")
     structured: bool | None = None
     if want is not None and "structure" in want.params and not (stats.nan or stats.inf):
         # peft's "orthogonal" / NoRA halves fit no named init, untouched or not: their structure tells.
@@ -1106,12 +1118,17 @@ def analyze_weights(
     floating_names = {t.name for t in every_floating}
     skipped = [t.name for t in chosen if t.name not in floating_names]
     expected = expected_inits(checkpoint.tensors, checkpoint.config)
-    from weightdoctor.expected_init import DATA_DERIVED_LORA_INIT, peft_lora_init
-    from weightdoctor.structure import lora_init_setting
+    from weightdoctor.expected_init import DATA_DERIVED_LORA_INIT, peft_lora_init, peft_method_init
+    from weightdoctor.structure import lora_init_setting, peft_adapter_config
 
     lora_init = lora_init_setting(checkpoint)
     for info in checkpoint.tensors if lora_init else ():
         if (want := peft_lora_init(lora_init, info)) is not None:
+            expected.by_name[info.name] = want
+    adapter = peft_adapter_config(checkpoint)
+    for info in checkpoint.tensors if adapter is not None and adapter.get("peft_type") != "ADALORA" else ():
+        # TinyLoRA's buffers and vector, a prompt learner's embeddings, Llama-Adapter's gate, trainable tokens.
+        if (want := peft_method_init(adapter, info)) is not None:
             expected.by_name[info.name] = want
     initializer_range = _initializer_range(checkpoint.config)
     items: list[TensorHealth] = []
