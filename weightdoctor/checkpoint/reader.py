@@ -2803,23 +2803,36 @@ def _choose_in_folder(folder: Path) -> tuple[Path, bool]:
             f"save (save_distributed=True: {weights[0].name}, ...), each holding its rank's slices of the tensors, "
             f"and no index; {_consolidate_hf_shards(folder)} writes the whole tensors as one model-*.safetensors "
             "with its index, to read here", str(folder))
-    shards = _shard_set(weights)
-    if shards is not None:
+    shard_sets = shard_sets_of(weights)
+    if shard_sets is not None and len(shard_sets) > 1:
+        # An old `-of-00002` set beside a new `-of-00003` one (a repo re-sharded, fetched into the same folder): two
+        # checkpoints, whose tensors overlap; reading them together would merge them. Was "several weight files and
+        # no index; name one", which did not say there are two checkpoints.
+        raise UnsupportedFormat(several_shard_sets_message(shard_sets), str(folder))
+    if shard_sets is not None and (missing := shard_sets[0].missing):
+        # Shards of one set without its index, some missing (a download or copy stopped between shards): named, as
+        # an index's missing shards are (`_missing_shards`), where "several weight files; name one" named none.
+        found = shard_sets[0]
+        named = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
+        raise UnsupportedFormat(
+            f"folder holds {len(found.present)} of the {found.total} shards of one checkpoint ({found.present[0]} to "
+            f"{found.present[-1]}) and no index: {len(missing)} {plural(len(missing), 'is', 'are')} missing "
+            f"({named}); a download or copy that stopped between shards? fetch {plural(len(missing), 'it', 'them')} "
+            f"and the index ({found.index_name}) from where the shards came from, or name one shard to read it alone",
+            str(folder))
+    if shard_sets is not None:
         # Shards without their index (a download of `*.safetensors` only; ExLlamaV2's output-0000N-of-0000M, which
         # it reads without one): from_pretrained looks for the index and finds nothing it can load.
-        stem, suffix, count = shards
+        found = shard_sets[0]
         if _quant_method(folder) == "exl2":
             raise UnsupportedFormat(
-                f"an ExLlamaV2 (EXL2) checkpoint in {count} shards ({weights[0].name} to {weights[-1].name}), which "
-                "exllamav2 reads without an index and transformers does not load (it has no exl2 quantizer); name "
-                "one shard to read it alone", str(folder))
-        index = "model.safetensors.index.json" if suffix == ".safetensors" else "pytorch_model.bin.index.json"
-        if stem in ("model", "pytorch_model", "diffusion_pytorch_model"):
-            index = f"{stem}{suffix}.index.json"
+                f"an ExLlamaV2 (EXL2) checkpoint in {found.total} shards ({weights[0].name} to {weights[-1].name}), "
+                "which exllamav2 reads without an index and transformers does not load (it has no exl2 quantizer); "
+                "name one shard to read it alone", str(folder))
         raise UnsupportedFormat(
-            f"folder holds the {count} shards of one checkpoint ({weights[0].name} to {weights[-1].name}) but not "
-            f"their index ({index}, which from_pretrained needs to load them): fetch it from where the shards came "
-            "from, or name one shard to read it alone", str(folder))
+            f"folder holds the {found.total} shards of one checkpoint ({weights[0].name} to {weights[-1].name}) but "
+            f"not their index ({found.index_name}, which from_pretrained needs to load them): fetch it from where the "
+            "shards came from, or name one shard to read it alone", str(folder))
     variants = {p.name: variant_of(p.name) for p in weights}
     stems = {p.name.split(".", 1)[0] for p in weights}
     if all(variants.values()) and len(stems) == 1:
@@ -3096,18 +3109,70 @@ def _torchtune_folder(folder: Path, weights: list[Path]) -> str | None:
             + f"; name a file to read it (e.g. {folder.name}/{example})")
 
 
-def _shard_set(weights: list[Path]) -> tuple[str, str, int] | None:
-    """(stem, suffix, count) when `weights` are exactly the shards `<stem>-00001-of-0000N<suffix>` of one
-    checkpoint, all N of them; None otherwise."""
-    found = [re.fullmatch(r"(.+)-(\d+)-of-(\d+)(\.[a-z]+)", p.name) for p in weights]
+@dataclass(frozen=True)
+class ShardSet:
+    """The files of one `<stem>-00001-of-0000N<suffix>` set found in a folder: the names there and the ones missing."""
+
+    stem: str
+    suffix: str
+    total: int
+    present: list[str]
+    missing: list[str]
+
+    @property
+    def index_name(self) -> str:
+        """The index from_pretrained looks for beside such shards."""
+        if self.stem in ("model", "pytorch_model", "diffusion_pytorch_model"):
+            return f"{self.stem}{self.suffix}.index.json"
+        return "model.safetensors.index.json" if self.suffix == ".safetensors" else "pytorch_model.bin.index.json"
+
+    @property
+    def pattern(self) -> str:
+        """The set's names as one glob, `model-*-of-00003.safetensors`."""
+        return f"{self.stem}-*-of-{self.present[0].rsplit('-of-', 1)[1]}"
+
+
+_SHARD_FILE = re.compile(r"(.+)-(\d+)-of-(\d+)(\.[a-z]+)")
+
+
+def shard_sets_of(weights: list[Path]) -> list[ShardSet] | None:
+    """The shard sets `weights` make up, the largest first, when every one of them is a shard by its name
+    (`<stem>-00001-of-0000N<suffix>`) and there are at least two; None otherwise.
+
+    Example:
+        >>> [s.missing for s in shard_sets_of([Path("model-00001-of-00003.safetensors"),
+        ...                                    Path("model-00003-of-00003.safetensors")])]
+        [['model-00002-of-00003.safetensors']]
+    """
+    found = [_SHARD_FILE.fullmatch(p.name) for p in weights]
     if len(weights) < 2 or not all(found):
         return None
-    keys = {(m.group(1), m.group(3), m.group(4)) for m in found if m}
-    if len(keys) != 1:
-        return None
-    stem, total, suffix = keys.pop()
-    numbers = sorted(int(m.group(2)) for m in found if m)
-    return (stem, suffix, len(weights)) if numbers == list(range(1, int(total) + 1)) else None
+    return _grouped_shards([m for m in found if m])
+
+
+def _grouped_shards(found: list[re.Match[str]]) -> list[ShardSet]:
+    groups: dict[tuple[str, str, str], dict[int, str]] = {}
+    for match in found:
+        stem, number, total, suffix = match.groups()
+        groups.setdefault((stem, total, suffix), {})[int(number)] = match.group(0)
+    sets = []
+    for (stem, total, suffix), numbered in groups.items():
+        width = len(total)
+        missing = [f"{stem}-{number:0{width}d}-of-{total}{suffix}" for number in range(1, int(total) + 1)
+                   if number not in numbered]
+        present = [numbered[number] for number in sorted(numbered)]
+        sets.append(ShardSet(stem, suffix, int(total), present, missing))
+    return sorted(sets, key=lambda s: (-s.total, s.stem, s.suffix))
+
+
+def several_shard_sets_message(sets: list[ShardSet]) -> str:
+    """The refusal of a folder holding the shards of several checkpoints and no index."""
+    described = "; ".join(f"{s.pattern} ({len(s.present)} of {s.total} shards"
+                          + (f", {', '.join(s.missing[:3])}{', ...' if len(s.missing) > 3 else ''} missing" if s.missing
+                             else "") + ")" for s in sets[:4]) + ("; ..." if len(sets) > 4 else "")
+    return (f"folder holds the shards of {len(sets)} different checkpoints and no index: {described}; they are not "
+            "merged (two saves, not one checkpoint split in two): fetch the index of the one you want from where "
+            "it came from and delete the other set, or name one shard to read it alone")
 
 
 def _pickled(path: Path) -> bool:
@@ -3379,7 +3444,53 @@ def _trainer_saves_beside(folder: Path) -> list[str]:
     return [name for name in names[-_LATEST_SAVES_KEPT:] if is_training_save(folder / name)]
 
 
-def _siblings_not_read(folder: Path, read: set[Path], said: list[str]) -> list[str]:
+def _other_shard_sets(folder: Path, read: set[Path], chosen: Path) -> tuple[list[str], set[str]]:
+    """One warning per shard set in `folder` of which nothing was read and that no other index beside names (an old
+    `-of-00002` set beside the `-of-00003` set an index names; the shards of a safetensors checkpoint, without their
+    index, beside the pytorch_model.bin read), and the names it covers. Such a set was passed over in silence when an
+    index was read (its names looked like that index's shards), or called "weight files under names from_pretrained
+    does not look for" when a single file was: neither said that it is another checkpoint, never merged with this.
+    """
+    try:
+        with os.scandir(folder) as entries:
+            found = [match for entry in itertools.islice(entries, 100_000)
+                     if (match := _SHARD_FILE.fullmatch(entry.name)) and match.group(4) in (".safetensors", ".bin")
+                     and entry.is_file()]
+    except OSError:
+        return [], set()
+    if not found:
+        return [], set()
+    read_names = {p.name for p in read if p.parent.resolve() == folder.resolve()}
+    named_elsewhere: set[str] = set()
+    for index in folder.glob("*.index*.json"):
+        if index.name not in read_names:
+            named_elsewhere.update(index_shards(index))  # said with that index (`_ignored_beside`)
+    if chosen.name.endswith(".json"):
+        why = f"{chosen.name} is read, with the {counted(len(read_names - {chosen.name}), 'shard')} it names"
+    else:
+        why = f"{chosen.name} is read"
+    why += " (as from_pretrained(folder) chooses)" if chosen.name in PREFERRED_FILES else ""
+    said: list[str] = []
+    covered: set[str] = set()
+    for shard_set in _grouped_shards(found):
+        if read_names.intersection(shard_set.present) or named_elsewhere.intersection(shard_set.present):
+            continue
+        if shard_set.missing:
+            holds = (f"{len(shard_set.present)} of the {shard_set.total} shards of another checkpoint, "
+                     f"{', '.join(shard_set.missing[:3])}{', ...' if len(shard_set.missing) > 3 else ''} missing")
+        else:
+            holds = f"the {shard_set.total} shards of another checkpoint"
+        index = "" if chosen.name.endswith(".json") else \
+            f", without their index {shard_set.index_name} (which from_pretrained needs to load them)"
+        not_named = ", which the index read does not name" if chosen.name.endswith(".json") else ""
+        said.append(f"{shard_set.pattern} ignored: {holds}{index}{not_named}; {why}, and the two are never merged: "
+                    "name one of those shards to read it alone")
+        covered.update(shard_set.present)
+    return said, covered
+
+
+def _siblings_not_read(folder: Path, read: set[Path], said: list[str],
+                       covered: frozenset[str] | set[str] = frozenset()) -> list[str]:
     """One warning naming the other formats a model folder holds, which neither this read nor from_pretrained(folder)
     loads: another framework's copy (gpt2's tf_model.h5, flax_model.msgpack, rust_model.ot, 64-8bits.tflite), a
     model's own release format (Mistral's consolidated.safetensors beside the shards), a weight file under another
@@ -3428,7 +3539,8 @@ def _siblings_not_read(folder: Path, read: set[Path], said: list[str]) -> list[s
                              "running the code of the classes it names; the weights read are the sentence-"
                              "transformers body only)")
                 continue
-            if path.resolve() in read_names or already_said(path.name) or path.name.startswith("adapter_model.") \
+            if path.name in covered or path.resolve() in read_names or already_said(path.name) \
+                    or path.name.startswith("adapter_model.") \
                     or path.suffix == ".pkl" or a_shard_of_an_index(path.name):
                 continue
             native = native_format(path)
@@ -4271,7 +4383,10 @@ def _open_checkpoint(
     warnings += builder.notes
     if is_dir and target != config_path:
         # What the folder holds beside what was read: said once, as from_pretrained leaves it too.
-        warnings += _siblings_not_read(path, {f.path for f in builder.files}, warnings)
+        read_files = {f.path for f in builder.files}
+        other_sets, covered = _other_shard_sets(path, read_files, target)
+        warnings += other_sets
+        warnings += _siblings_not_read(path, read_files, warnings, covered)
     names = [t.name for t in builder.tensors]
     # C-level passes over the names: this runs for every checkpoint read.
     # A name starting with "v_head." holds it: one substring search over the names joined rules most files out.
