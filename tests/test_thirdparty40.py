@@ -143,3 +143,142 @@ def test_the_shards_of_an_unread_index_are_left_to_that_index(tmp_path: Path) ->
     assert code == 0
     assert not any("another checkpoint" in w for w in report["warnings"]), report["warnings"]
     assert any(w.startswith("pytorch_model.bin.index.json is ignored") for w in report["warnings"])
+
+
+# --- Layouts whose folders were refused with "weights are in subfolders: point at one" or "point at that file" alone:
+# a diffusers pipeline, Megatron-LM's and NeMo's model-parallel ranks.
+
+def _diffusers_pipeline(folder: Path) -> None:
+    """A StableDiffusionPipeline laid out as DiffusionPipeline.save_pretrained writes it: model_index.json naming each
+    component's library and class, one subfolder per component, the models' weights in their own subfolders
+    (diffusers' models as diffusion_pytorch_model.safetensors, the transformers text encoder as model.safetensors);
+    the tokenizer and scheduler hold no weights."""
+    from safetensors.torch import save_file
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    g = torch.Generator().manual_seed(0)
+    for sub, name, tensors, config in (
+            ("unet", "diffusion_pytorch_model.safetensors", {"conv_in.weight": torch.randn(8, 4, 3, 3, generator=g)},
+             {"_class_name": "UNet2DConditionModel", "in_channels": 4}),
+            ("vae", "diffusion_pytorch_model.safetensors", {"encoder.conv_in.weight": torch.randn(4, 3, 3, 3,
+                                                                                                  generator=g)},
+             {"_class_name": "AutoencoderKL", "latent_channels": 4})):
+        (folder / sub).mkdir(parents=True)
+        save_file(tensors, folder / sub / name)
+        (folder / sub / "config.json").write_text(json.dumps(config))
+    torch.manual_seed(0)
+    CLIPTextModel(CLIPTextConfig(vocab_size=99, hidden_size=16, intermediate_size=24, num_hidden_layers=1,
+                                 num_attention_heads=2, max_position_embeddings=16)).save_pretrained(
+        folder / "text_encoder")
+    (folder / "tokenizer").mkdir()
+    (folder / "tokenizer" / "vocab.json").write_text("{}")
+    (folder / "scheduler").mkdir()
+    (folder / "scheduler" / "scheduler_config.json").write_text(json.dumps({"_class_name": "PNDMScheduler"}))
+    (folder / "model_index.json").write_text(json.dumps({
+        "_class_name": "StableDiffusionPipeline", "_diffusers_version": "0.30.0",
+        "feature_extractor": [None, None], "safety_checker": [None, None],
+        "scheduler": ["diffusers", "PNDMScheduler"], "text_encoder": ["transformers", "CLIPTextModel"],
+        "tokenizer": ["transformers", "CLIPTokenizer"], "unet": ["diffusers", "UNet2DConditionModel"],
+        "vae": ["diffusers", "AutoencoderKL"]}))
+
+
+def test_a_diffusers_pipeline_folder_is_named_and_points_at_its_denoiser(tmp_path: Path) -> None:
+    """Before: "weights are in subfolders (text_encoder/, unet/, vae/): point at one, e.g. .../text_encoder"."""
+    folder = tmp_path / "sd"
+    _diffusers_pipeline(folder)
+    for line in folder_refusals(folder):
+        assert ("a diffusers pipeline (model_index.json: StableDiffusionPipeline): each component is a model of its "
+                f"own, with its own config and weights, in text_encoder/, unet/, vae/: point at one, e.g. "
+                f"{folder / 'unet'} (the denoising model)") in line, line
+    # The folder it points at reads.
+    code, report = run_json("inspect", str(folder / "unet"))
+    assert code == 0 and [t["name"] for t in report["tensors"]] == ["conv_in.weight"]
+
+
+def _megatron_save(folder: Path, ranks: list[str]) -> None:
+    """Megatron-LM's save_checkpoint under tensor (and pipeline) parallelism: iter_0000100/mp_rank_TT[_PPP]/
+    model_optim_rng.pt for each rank, {args, checkpoint_version, iteration, model: {language_model: ...}, rng_state},
+    and latest_checkpointed_iteration.txt beside the iteration folders."""
+    import argparse
+
+    args = argparse.Namespace(num_layers=1, hidden_size=8, num_attention_heads=2, padded_vocab_size=16,
+                              tensor_model_parallel_size=len(ranks), pipeline_model_parallel_size=1)
+    g = torch.Generator().manual_seed(0)
+    for rank in ranks:
+        (folder / "iter_0000100" / rank).mkdir(parents=True)
+        language_model = {
+            "embedding": {"word_embeddings": {"weight": torch.randn(16 // len(ranks), 8, generator=g)}},
+            "encoder": {"layers.0.self_attention.query_key_value.weight": torch.randn(24 // len(ranks), 8,
+                                                                                      generator=g),
+                        "final_norm.weight": torch.ones(8)}}
+        torch.save({"args": args, "checkpoint_version": 3.0, "iteration": 100,
+                    "model": {"language_model": language_model}, "rng_state": []},
+                   folder / "iter_0000100" / rank / "model_optim_rng.pt")
+    (folder / "latest_checkpointed_iteration.txt").write_text("100")
+
+
+def test_megatron_model_parallel_ranks_are_said_to_be_parts(tmp_path: Path) -> None:
+    """Before: the iteration folder was "weights are in subfolders (mp_rank_00/, mp_rank_01/): point at one", the save
+    folder "whose weights are in .../mp_rank_00/model_optim_rng.pt: point at that file", neither saying it is a part."""
+    folder = tmp_path / "checkpoints"
+    _megatron_save(folder, ["mp_rank_00", "mp_rank_01"])
+    for line in folder_refusals(folder / "iter_0000100"):
+        assert "a Megatron-LM save in 2 model-parallel ranks (mp_rank_00/, mp_rank_01/): each holds its slices" in line
+        assert f"point at one, e.g. {folder / 'iter_0000100' / 'mp_rank_00'}, to read that rank" in line
+        assert "tools/checkpoint/convert.py" in line
+    for line in folder_refusals(folder):
+        assert (f"whose weights are in {folder / 'iter_0000100' / 'mp_rank_00' / 'model_optim_rng.pt'} (one of its 2 "
+                "model-parallel ranks, mp_rank_00/ to mp_rank_01/") in line, line
+    # One rank alone: the folder it lies in reads, and says which part it is.
+    code, report = run_json("inspect", str(folder / "iter_0000100" / "mp_rank_00"))
+    assert code == 0 and report["num_tensors"] == 3
+    assert any("mp_rank_00 is one of 2 model-parallel ranks" in w for w in report["warnings"])
+
+
+def test_a_single_rank_megatron_save_is_pointed_at_as_before(tmp_path: Path) -> None:
+    folder = tmp_path / "checkpoints"
+    _megatron_save(folder, ["mp_rank_00"])
+    for line in folder_refusals(folder):
+        assert line.endswith(f"whose weights are in {folder / 'iter_0000100' / 'mp_rank_00' / 'model_optim_rng.pt'}: "
+                             "point at that file"), line
+
+
+def test_a_nemo_archive_of_model_parallel_ranks_says_they_are_parts(tmp_path: Path) -> None:
+    """NeMo 1.x's save_to under tensor parallelism: the .nemo tar holds model_config.yaml and one
+    mp_rank_NN/model_weights.ckpt per rank. Before: "a tar holding mp_rank_00/model_weights.ckpt,
+    mp_rank_01/model_weights.ckpt: extract it (tar -xf) and point at that file"."""
+    import io
+    import tarfile
+
+    # NeMo's MegatronGPTModel saves each rank's state dict flat (model.language_model.*), as torch.save writes it.
+    g = torch.Generator().manual_seed(0)
+    ranks = {}
+    for rank in ("mp_rank_00", "mp_rank_01"):
+        ranks[rank] = tmp_path / f"{rank}.ckpt"
+        torch.save({"model.language_model.embedding.word_embeddings.weight": torch.randn(8, 8, generator=g),
+                    "model.language_model.encoder.final_layernorm.weight": torch.ones(8)}, ranks[rank])
+    archive = tmp_path / "megatron_gpt.nemo"
+    with tarfile.open(archive, "w:") as tar:
+        config = b"tensor_model_parallel_size: 2\npipeline_model_parallel_size: 1\n"
+        info = tarfile.TarInfo("./model_config.yaml")
+        info.size = len(config)
+        tar.addfile(info, io.BytesIO(config))
+        for rank in ("mp_rank_00", "mp_rank_01"):
+            tar.add(ranks[rank], arcname=f"./{rank}/model_weights.ckpt")
+    for command in (("inspect", str(archive)), ("convert", str(archive), "-o", str(tmp_path / "o.safetensors"))):
+        result = run_cli(*command)
+        assert result.exit_code == 2, result.stdout
+        line = _said(result.stderr)
+        assert ("a NeMo archive (.nemo), a tar holding the model in 2 model-parallel ranks "
+                "(mp_rank_00/model_weights.ckpt, mp_rank_01/model_weights.ckpt), each with its slices") in line, line
+        assert f"megatron_change_num_partitions.py (--model_file {archive}" in line
+    assert not (tmp_path / "o.safetensors").exists()
+    # Extracted as the message says: the folder names its ranks and NeMo's script, each rank's file reads.
+    extracted = tmp_path / "megatron_gpt"
+    with tarfile.open(archive) as tar:
+        tar.extractall(extracted, filter="data")
+    for line in folder_refusals(extracted):
+        assert "an extracted NeMo model in 2 model-parallel ranks (mp_rank_00/, mp_rank_01/)" in line, line
+        assert "megatron_change_num_partitions.py (--model_extracted_dir" in line
+    code, report = run_json("inspect", str(extracted / "mp_rank_00" / "model_weights.ckpt"))
+    assert code == 0 and any("an extracted NeMo model: mp_rank_00 is one of 2" in w for w in report["warnings"])

@@ -3125,6 +3125,18 @@ def _archive_hint(path: Path) -> str:
                 f"{inside!r}, {str(state_dict_name(path))!r}) writes one torch.save file to read here")
     if not weights:
         return ""
+    ranks = sorted({parts[-2] for n in weights if len(parts := n.split("/")) >= 2
+                    and re.fullmatch(r"mp_rank_\d+(_\d+)?", parts[-2])})
+    if len(ranks) >= 2 and len(ranks) == len(weights) and any(n.endswith("model_config.yaml") for n in names):
+        # A model saved under tensor or pipeline parallelism: one model_weights.ckpt per rank, each a part of the
+        # model; "point at that file" after naming two did not say which, nor that either is a part.
+        return (f"; it is a NeMo archive (.nemo), a tar holding the model in {len(ranks)} model-parallel ranks "
+                f"({', '.join(weights[:2])}{', ...' if len(weights) > 2 else ''}), each with its slices of the "
+                "weights tensor parallelism splits (under pipeline parallelism, its stage's layers): extract it "
+                "(tar -xf) and point at one to read that rank; NeMo's examples/nlp/language_modeling/"
+                f"megatron_change_num_partitions.py (--model_file {shell_word(str(path), argument=True)} "
+                "--target_tensor_model_parallel_size=1 --target_pipeline_model_parallel_size=1) merges them into "
+                "one .nemo")
     if any(n.endswith("model_config.yaml") for n in names):
         kind = "a NeMo archive (.nemo), a tar"
     elif {"weights.th", "config.json"} <= set(names):
@@ -3132,4 +3144,5 @@ def _archive_hint(path: Path) -> str:
                 "allennlp's load_archive reads it), a tar")
     else:
         kind = "a tar archive"
-    return f"; it is {kind} holding {', '.join(weights[:3])}: extract it (tar -xf) and point at that file"
+    that = "that file" if len(weights) == 1 else "one of them"
+    return f"; it is {kind} holding {', '.join(weights[:3])}: extract it (tar -xf) and point at {that}"

@@ -2225,8 +2225,16 @@ def no_weights_message(folder: Path, command: str = "inspect") -> str:
         return f"{message}; {foreign.fairseq2_message(folder, *fairseq2)}"
     megatron = _megatron_latest(folder)
     if megatron is not None:
+        from weightdoctor.checkpoint.pytorch_format import _model_parallel_ranks
+
+        ranks = _model_parallel_ranks(megatron)
+        # Under tensor or pipeline parallelism the file named is one rank's part: "point at that file" alone read
+        # as the whole model.
+        of_ranks = (f" (one of its {len(ranks)} model-parallel ranks, {ranks[0]}/ to {ranks[-1]}/, each holding "
+                    "its slices of the split weights; Megatron's checkpoint converter, tools/checkpoint/convert.py, "
+                    "merges them)" if ranks else "")
         message += (f"; a Megatron-LM save folder: its latest_checkpointed_iteration.txt names "
-                    f"{megatron.parent.parent.name}/, whose weights are in {megatron}: point at that file")
+                    f"{megatron.parent.parent.name}/, whose weights are in {megatron}{of_ranks}: point at that file")
     universal = _universal_parameters(folder)
     if universal:  # its subfolders are parameters, not models to point at
         message += f"; {_universal_message(len(universal), folder)}"
@@ -2245,6 +2253,25 @@ def no_weights_message(folder: Path, command: str = "inspect") -> str:
             # mp_rank_01/ are parts of one save, fp16/ fp32/ variants of one model, numbered all the same.
             message += (f"; weights are in subfolders ({shown}): point at one, e.g. "
                         f"{_pasteable(folder / subfolders[-1])} (the highest-numbered, the run's latest save)")
+        elif len(subfolders) > 1 and all(_MODEL_PARALLEL_RANK.fullmatch(name) for name in subfolders) and all(
+                (folder / name / weights).is_file() for name in subfolders[:64] for weights in
+                (("model_weights.ckpt",) if (folder / "model_config.yaml").is_file() else ("model_optim_rng.pt",))):
+            # Megatron-LM's iter_N/ (an extracted NeMo model's folder too), told by the file each writes per rank
+            # (model_optim_rng.pt; NeMo's model_weights.ckpt): the ranks of one save, each a part of every split
+            # tensor; "point at one" said nothing of their being parts, not models.
+            nemo = (folder / "model_config.yaml").is_file()
+            merge = ("NeMo's examples/nlp/language_modeling/megatron_change_num_partitions.py "
+                     f"(--model_extracted_dir {shell_word(str(folder.absolute()), argument=True)} "
+                     "--target_tensor_model_parallel_size=1 --target_pipeline_model_parallel_size=1) merges them "
+                     "into one .nemo" if nemo else
+                     "Megatron's checkpoint converter (tools/checkpoint/convert.py) merges them")
+            message += (f"; {'an extracted NeMo model' if nemo else 'a Megatron-LM save'} in "
+                        f"{len(subfolders)} model-parallel ranks ({shown}): each holds its slices of the weights "
+                        "tensor parallelism splits (under pipeline parallelism, mp_rank_TT_PPP/, its stage's layers), "
+                        f"not a model of its own: point at one, e.g. {_pasteable(folder / subfolders[0])}, to read "
+                        f"that rank; {merge}")
+        elif (pipeline := _diffusers_pipeline(folder, subfolders)) is not None:
+            message += pipeline
         elif _sentence_transformers_router(folder):
             # Each route's module folder (query_0_MLMTransformer/, document_0_MLMTransformer/) is a model of its own;
             # "point at one" alone sent a convert to one route, its output no SparseEncoder / SentenceTransformer.
@@ -2258,6 +2285,33 @@ def no_weights_message(folder: Path, command: str = "inspect") -> str:
         message += (_lightning_runs_below(folder) or _saves_with_weights_below(folder)
                     or _unfinished_or_empty(folder))
     return message
+
+
+_MODEL_PARALLEL_RANK = re.compile(r"mp_rank_\d+(_\d+)?")
+# A pipeline's denoising model, the component a diffusers pipeline is named for, in the order looked for.
+_DENOISERS = ("transformer", "unet", "prior", "decoder", "transformer_2", "unet_2")
+
+
+def _diffusers_pipeline(folder: Path, subfolders: list[str]) -> str | None:
+    """"; a diffusers pipeline (model_index.json: ...)" naming the components with weights, or None when `folder`
+    holds no model_index.json naming any of `subfolders`. "weights are in subfolders (text_encoder/, unet/, vae/):
+    point at one, e.g. text_encoder" said nothing of their being one pipeline's models and offered the first by name,
+    where the denoiser (unet/, transformer/) is the model the pipeline is for."""
+    index = _small_json(folder / "model_index.json")
+    if not isinstance(index, dict):
+        return None
+    components = [name for name in subfolders if isinstance(index.get(name), list)]
+    if not components:
+        return None
+    class_name = index.get("_class_name")
+    named = f": {class_name}" if isinstance(class_name, str) and class_name.isprintable() and len(class_name) < 100 \
+        else ""
+    example = next((name for name in _DENOISERS if name in components), components[0])
+    why = " (the denoising model)" if example in _DENOISERS else ""
+    shown = ", ".join(f"{name}/" for name in components[:8]) + (", ..." if len(components) > 8 else "")
+    return (f"; a diffusers pipeline (model_index.json{named}): each component is a model of its own, with its own "
+            f"config and weights, in {shown}: point at one, e.g. {_pasteable(folder / example)}{why}; "
+            "DiffusionPipeline.from_pretrained loads them all")
 
 
 def _lightning_runs_below(folder: Path) -> str:
