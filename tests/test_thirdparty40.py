@@ -282,3 +282,35 @@ def test_a_nemo_archive_of_model_parallel_ranks_says_they_are_parts(tmp_path: Pa
         assert "megatron_change_num_partitions.py (--model_extracted_dir" in line
     code, report = run_json("inspect", str(extracted / "mp_rank_00" / "model_weights.ckpt"))
     assert code == 0 and any("an extracted NeMo model: mp_rank_00 is one of 2" in w for w in report["warnings"])
+
+
+def test_a_timm_checkpoint_with_model_ema_says_what_state_dict_ema_is(tmp_path: Path) -> None:
+    """timm's train.py --model-ema: CheckpointSaver._save writes {epoch, arch, optimizer, version, args, state_dict,
+    state_dict_ema, metric} (last.pth.tar, checkpoint-N.pth.tar, model_best.pth.tar). Before: state_dict was read and
+    state_dict_ema was "a state dict of N tensors: pick it with --key", nothing said of the EMA --use-ema loads."""
+    import argparse
+
+    model = build_bert()
+    ema = {name: value.clone() * 0.5 for name, value in model.state_dict().items()}
+    source = tmp_path / "model_best.pth.tar"
+    torch.save({"epoch": 9, "arch": "bert_tiny", "optimizer": {"state": {}, "param_groups": []}, "version": 2,
+                "args": argparse.Namespace(model="bert_tiny", model_ema=True), "state_dict": model.state_dict(),
+                "state_dict_ema": ema, "metric": 71.5}, source)
+    code, report = run_json("inspect", str(source))
+    assert code == 0 and report["nested_key"] == "state_dict"
+    note = next(w for w in report["warnings"] if "timm" in w)
+    assert ("a timm training checkpoint (train.py's CheckpointSaver: epoch, arch, state_dict, optimizer, version) "
+            "saved with --model-ema: state_dict is read, the raw training weights; state_dict_ema beside it is the "
+            "EMA copy") in note, note
+    # The --key it names reads the EMA, and no note then.
+    code, report = run_json("inspect", str(source), "--key", "state_dict_ema")
+    assert code == 0 and report["nested_key"] == "state_dict_ema" and report["num_tensors"] == len(ema)
+    assert not any("timm training checkpoint" in w for w in report["warnings"])
+
+
+def test_a_timm_checkpoint_without_ema_says_nothing_of_one(tmp_path: Path) -> None:
+    source = tmp_path / "last.pth.tar"
+    torch.save({"epoch": 1, "arch": "bert_tiny", "optimizer": {"state": {}, "param_groups": []}, "version": 2,
+                "state_dict": build_bert().state_dict()}, source)
+    code, report = run_json("inspect", str(source))
+    assert code == 0 and not any("timm" in w for w in report["warnings"])

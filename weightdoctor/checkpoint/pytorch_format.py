@@ -831,6 +831,15 @@ def _icefall_model_avg(obj: Any) -> bool:
             and set(obj["model_avg"]) == set(obj["model"]))
 
 
+def _timm_ema(obj: Any) -> bool:
+    """Whether `obj` is what timm's CheckpointSaver saves with a model EMA (train.py --model-ema: `epoch`, `arch`,
+    `optimizer`, `version`, `state_dict` and `state_dict_ema`). state_dict_ema was "a state dict of N tensors: pick it
+    with --key", nothing said of its being the EMA timm's validate.py --use-ema evaluates."""
+    return (isinstance(obj, Mapping) and {"epoch", "arch", "version"} <= set(obj)
+            and _is_state_dict(obj.get("state_dict")) and _is_state_dict(obj.get("state_dict_ema"))
+            and bool(obj["state_dict_ema"]))
+
+
 def _gan_vocoder_discriminators(obj: Any) -> bool:
     """Whether `obj` is the training state HiFi-GAN's train.py (and BigVGAN's, and the vocoders grown from them) saves
     as do_<step> beside g_<step>: the discriminators (`mpd` with `msd` or `mrd`, or one `discriminator`), both
@@ -2095,6 +2104,12 @@ def _load_pickle(path: Path, fmt: str, key: str | None, label: str | None) -> Pi
         notes.append(fairseq_ema)
     elif key is None and nested_key == "model" and (averaged := _averaged_model_beside(obj)) is not None:
         notes.append(averaged)
+    elif key is None and nested_key == "state_dict" and _timm_ema(obj):
+        notes.append("a timm training checkpoint (train.py's CheckpointSaver: epoch, arch, state_dict, optimizer, "
+                     "version) saved with --model-ema: state_dict is read, the raw training weights; state_dict_ema "
+                     "beside it is the EMA copy, which timm's validate.py --use-ema and "
+                     "timm.models.load_checkpoint(model, path, use_ema=True) load instead; --key state_dict_ema "
+                     "reads it")
     elif key is None and nested_key == "model" and _icefall_model_avg(obj):
         notes.append("an icefall (k2) training checkpoint (epoch-N.pt / checkpoint-N.pt): model is read, the weights "
                      "at this save; model_avg beside it is the running average since training started (float32), "
