@@ -831,6 +831,15 @@ def _icefall_model_avg(obj: Any) -> bool:
             and set(obj["model_avg"]) == set(obj["model"]))
 
 
+def _timm_ema(obj: Any) -> bool:
+    """Whether `obj` is what timm's CheckpointSaver saves with a model EMA (train.py --model-ema: `epoch`, `arch`,
+    `optimizer`, `version`, `state_dict` and `state_dict_ema`). state_dict_ema was "a state dict of N tensors: pick it
+    with --key", nothing said of its being the EMA timm's validate.py --use-ema evaluates."""
+    return (isinstance(obj, Mapping) and {"epoch", "arch", "version"} <= set(obj)
+            and _is_state_dict(obj.get("state_dict")) and _is_state_dict(obj.get("state_dict_ema"))
+            and bool(obj["state_dict_ema"]))
+
+
 def _gan_vocoder_discriminators(obj: Any) -> bool:
     """Whether `obj` is the training state HiFi-GAN's train.py (and BigVGAN's, and the vocoders grown from them) saves
     as do_<step> beside g_<step>: the discriminators (`mpd` with `msd` or `mrd`, or one `discriminator`), both
@@ -2095,6 +2104,12 @@ def _load_pickle(path: Path, fmt: str, key: str | None, label: str | None) -> Pi
         notes.append(fairseq_ema)
     elif key is None and nested_key == "model" and (averaged := _averaged_model_beside(obj)) is not None:
         notes.append(averaged)
+    elif key is None and nested_key == "state_dict" and _timm_ema(obj):
+        notes.append("a timm training checkpoint (train.py's CheckpointSaver: epoch, arch, state_dict, optimizer, "
+                     "version) saved with --model-ema: state_dict is read, the raw training weights; state_dict_ema "
+                     "beside it is the EMA copy, which timm's validate.py --use-ema and "
+                     "timm.models.load_checkpoint(model, path, use_ema=True) load instead; --key state_dict_ema "
+                     "reads it")
     elif key is None and nested_key == "model" and _icefall_model_avg(obj):
         notes.append("an icefall (k2) training checkpoint (epoch-N.pt / checkpoint-N.pt): model is read, the weights "
                      "at this save; model_avg beside it is the running average since training started (float32), "
@@ -3125,6 +3140,18 @@ def _archive_hint(path: Path) -> str:
                 f"{inside!r}, {str(state_dict_name(path))!r}) writes one torch.save file to read here")
     if not weights:
         return ""
+    ranks = sorted({parts[-2] for n in weights if len(parts := n.split("/")) >= 2
+                    and re.fullmatch(r"mp_rank_\d+(_\d+)?", parts[-2])})
+    if len(ranks) >= 2 and len(ranks) == len(weights) and any(n.endswith("model_config.yaml") for n in names):
+        # A model saved under tensor or pipeline parallelism: one model_weights.ckpt per rank, each a part of the
+        # model; "point at that file" after naming two did not say which, nor that either is a part.
+        return (f"; it is a NeMo archive (.nemo), a tar holding the model in {len(ranks)} model-parallel ranks "
+                f"({', '.join(weights[:2])}{', ...' if len(weights) > 2 else ''}), each with its slices of the "
+                "weights tensor parallelism splits (under pipeline parallelism, its stage's layers): extract it "
+                "(tar -xf) and point at one to read that rank; NeMo's examples/nlp/language_modeling/"
+                f"megatron_change_num_partitions.py (--model_file {shell_word(str(path), argument=True)} "
+                "--target_tensor_model_parallel_size=1 --target_pipeline_model_parallel_size=1) merges them into "
+                "one .nemo")
     if any(n.endswith("model_config.yaml") for n in names):
         kind = "a NeMo archive (.nemo), a tar"
     elif {"weights.th", "config.json"} <= set(names):
@@ -3132,4 +3159,5 @@ def _archive_hint(path: Path) -> str:
                 "allennlp's load_archive reads it), a tar")
     else:
         kind = "a tar archive"
-    return f"; it is {kind} holding {', '.join(weights[:3])}: extract it (tar -xf) and point at that file"
+    that = "that file" if len(weights) == 1 else "one of them"
+    return f"; it is {kind} holding {', '.join(weights[:3])}: extract it (tar -xf) and point at {that}"

@@ -2246,8 +2246,16 @@ def no_weights_message(folder: Path, command: str = "inspect") -> str:
         return f"{message}; {foreign.fairseq2_message(folder, *fairseq2)}"
     megatron = _megatron_latest(folder)
     if megatron is not None:
+        from weightdoctor.checkpoint.pytorch_format import _model_parallel_ranks
+
+        ranks = _model_parallel_ranks(megatron)
+        # Under tensor or pipeline parallelism the file named is one rank's part: "point at that file" alone read
+        # as the whole model.
+        of_ranks = (f" (one of its {len(ranks)} model-parallel ranks, {ranks[0]}/ to {ranks[-1]}/, each holding "
+                    "its slices of the split weights; Megatron's checkpoint converter, tools/checkpoint/convert.py, "
+                    "merges them)" if ranks else "")
         message += (f"; a Megatron-LM save folder: its latest_checkpointed_iteration.txt names "
-                    f"{megatron.parent.parent.name}/, whose weights are in {megatron}: point at that file")
+                    f"{megatron.parent.parent.name}/, whose weights are in {megatron}{of_ranks}: point at that file")
     universal = _universal_parameters(folder)
     if universal:  # its subfolders are parameters, not models to point at
         message += f"; {_universal_message(len(universal), folder)}"
@@ -2266,6 +2274,25 @@ def no_weights_message(folder: Path, command: str = "inspect") -> str:
             # mp_rank_01/ are parts of one save, fp16/ fp32/ variants of one model, numbered all the same.
             message += (f"; weights are in subfolders ({shown}): point at one, e.g. "
                         f"{_pasteable(folder / subfolders[-1])} (the highest-numbered, the run's latest save)")
+        elif len(subfolders) > 1 and all(_MODEL_PARALLEL_RANK.fullmatch(name) for name in subfolders) and all(
+                (folder / name / weights).is_file() for name in subfolders[:64] for weights in
+                (("model_weights.ckpt",) if (folder / "model_config.yaml").is_file() else ("model_optim_rng.pt",))):
+            # Megatron-LM's iter_N/ (an extracted NeMo model's folder too), told by the file each writes per rank
+            # (model_optim_rng.pt; NeMo's model_weights.ckpt): the ranks of one save, each a part of every split
+            # tensor; "point at one" said nothing of their being parts, not models.
+            nemo = (folder / "model_config.yaml").is_file()
+            merge = ("NeMo's examples/nlp/language_modeling/megatron_change_num_partitions.py "
+                     f"(--model_extracted_dir {shell_word(str(folder.absolute()), argument=True)} "
+                     "--target_tensor_model_parallel_size=1 --target_pipeline_model_parallel_size=1) merges them "
+                     "into one .nemo" if nemo else
+                     "Megatron's checkpoint converter (tools/checkpoint/convert.py) merges them")
+            message += (f"; {'an extracted NeMo model' if nemo else 'a Megatron-LM save'} in "
+                        f"{len(subfolders)} model-parallel ranks ({shown}): each holds its slices of the weights "
+                        "tensor parallelism splits (under pipeline parallelism, mp_rank_TT_PPP/, its stage's layers), "
+                        f"not a model of its own: point at one, e.g. {_pasteable(folder / subfolders[0])}, to read "
+                        f"that rank; {merge}")
+        elif (pipeline := _diffusers_pipeline(folder, subfolders)) is not None:
+            message += pipeline
         elif _sentence_transformers_router(folder):
             # Each route's module folder (query_0_MLMTransformer/, document_0_MLMTransformer/) is a model of its own;
             # "point at one" alone sent a convert to one route, its output no SparseEncoder / SentenceTransformer.
@@ -2279,6 +2306,33 @@ def no_weights_message(folder: Path, command: str = "inspect") -> str:
         message += (_lightning_runs_below(folder) or _saves_with_weights_below(folder)
                     or _unfinished_or_empty(folder))
     return message
+
+
+_MODEL_PARALLEL_RANK = re.compile(r"mp_rank_\d+(_\d+)?")
+# A pipeline's denoising model, the component a diffusers pipeline is named for, in the order looked for.
+_DENOISERS = ("transformer", "unet", "prior", "decoder", "transformer_2", "unet_2")
+
+
+def _diffusers_pipeline(folder: Path, subfolders: list[str]) -> str | None:
+    """"; a diffusers pipeline (model_index.json: ...)" naming the components with weights, or None when `folder`
+    holds no model_index.json naming any of `subfolders`. "weights are in subfolders (text_encoder/, unet/, vae/):
+    point at one, e.g. text_encoder" said nothing of their being one pipeline's models and offered the first by name,
+    where the denoiser (unet/, transformer/) is the model the pipeline is for."""
+    index = _small_json(folder / "model_index.json")
+    if not isinstance(index, dict):
+        return None
+    components = [name for name in subfolders if isinstance(index.get(name), list)]
+    if not components:
+        return None
+    class_name = index.get("_class_name")
+    named = f": {class_name}" if isinstance(class_name, str) and class_name.isprintable() and len(class_name) < 100 \
+        else ""
+    example = next((name for name in _DENOISERS if name in components), components[0])
+    why = " (the denoising model)" if example in _DENOISERS else ""
+    shown = ", ".join(f"{name}/" for name in components[:8]) + (", ..." if len(components) > 8 else "")
+    return (f"; a diffusers pipeline (model_index.json{named}): each component is a model of its own, with its own "
+            f"config and weights, in {shown}: point at one, e.g. {_pasteable(folder / example)}{why}; "
+            "DiffusionPipeline.from_pretrained loads them all")
 
 
 def _lightning_runs_below(folder: Path) -> str:
@@ -2824,23 +2878,36 @@ def _choose_in_folder(folder: Path) -> tuple[Path, bool]:
             f"save (save_distributed=True: {weights[0].name}, ...), each holding its rank's slices of the tensors, "
             f"and no index; {_consolidate_hf_shards(folder)} writes the whole tensors as one model-*.safetensors "
             "with its index, to read here", str(folder))
-    shards = _shard_set(weights)
-    if shards is not None:
+    shard_sets = shard_sets_of(weights)
+    if shard_sets is not None and len(shard_sets) > 1:
+        # An old `-of-00002` set beside a new `-of-00003` one (a repo re-sharded, fetched into the same folder): two
+        # checkpoints, whose tensors overlap; reading them together would merge them. Was "several weight files and
+        # no index; name one", which did not say there are two checkpoints.
+        raise UnsupportedFormat(several_shard_sets_message(shard_sets), str(folder))
+    if shard_sets is not None and (missing := shard_sets[0].missing):
+        # Shards of one set without its index, some missing (a download or copy stopped between shards): named, as
+        # an index's missing shards are (`_missing_shards`), where "several weight files; name one" named none.
+        found = shard_sets[0]
+        named = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
+        raise UnsupportedFormat(
+            f"folder holds {len(found.present)} of the {found.total} shards of one checkpoint ({found.present[0]} to "
+            f"{found.present[-1]}) and no index: {len(missing)} {plural(len(missing), 'is', 'are')} missing "
+            f"({named}); a download or copy that stopped between shards? fetch {plural(len(missing), 'it', 'them')} "
+            f"and the index ({found.index_name}) from where the shards came from, or name one shard to read it alone",
+            str(folder))
+    if shard_sets is not None:
         # Shards without their index (a download of `*.safetensors` only; ExLlamaV2's output-0000N-of-0000M, which
         # it reads without one): from_pretrained looks for the index and finds nothing it can load.
-        stem, suffix, count = shards
+        found = shard_sets[0]
         if _quant_method(folder) == "exl2":
             raise UnsupportedFormat(
-                f"an ExLlamaV2 (EXL2) checkpoint in {count} shards ({weights[0].name} to {weights[-1].name}), which "
-                "exllamav2 reads without an index and transformers does not load (it has no exl2 quantizer); name "
-                "one shard to read it alone", str(folder))
-        index = "model.safetensors.index.json" if suffix == ".safetensors" else "pytorch_model.bin.index.json"
-        if stem in ("model", "pytorch_model", "diffusion_pytorch_model"):
-            index = f"{stem}{suffix}.index.json"
+                f"an ExLlamaV2 (EXL2) checkpoint in {found.total} shards ({weights[0].name} to {weights[-1].name}), "
+                "which exllamav2 reads without an index and transformers does not load (it has no exl2 quantizer); "
+                "name one shard to read it alone", str(folder))
         raise UnsupportedFormat(
-            f"folder holds the {count} shards of one checkpoint ({weights[0].name} to {weights[-1].name}) but not "
-            f"their index ({index}, which from_pretrained needs to load them): fetch it from where the shards came "
-            "from, or name one shard to read it alone", str(folder))
+            f"folder holds the {found.total} shards of one checkpoint ({weights[0].name} to {weights[-1].name}) but "
+            f"not their index ({found.index_name}, which from_pretrained needs to load them): fetch it from where the "
+            "shards came from, or name one shard to read it alone", str(folder))
     variants = {p.name: variant_of(p.name) for p in weights}
     stems = {p.name.split(".", 1)[0] for p in weights}
     if all(variants.values()) and len(stems) == 1:
@@ -3117,18 +3184,70 @@ def _torchtune_folder(folder: Path, weights: list[Path]) -> str | None:
             + f"; name a file to read it (e.g. {folder.name}/{example})")
 
 
-def _shard_set(weights: list[Path]) -> tuple[str, str, int] | None:
-    """(stem, suffix, count) when `weights` are exactly the shards `<stem>-00001-of-0000N<suffix>` of one
-    checkpoint, all N of them; None otherwise."""
-    found = [re.fullmatch(r"(.+)-(\d+)-of-(\d+)(\.[a-z]+)", p.name) for p in weights]
+@dataclass(frozen=True)
+class ShardSet:
+    """The files of one `<stem>-00001-of-0000N<suffix>` set found in a folder: the names there and the ones missing."""
+
+    stem: str
+    suffix: str
+    total: int
+    present: list[str]
+    missing: list[str]
+
+    @property
+    def index_name(self) -> str:
+        """The index from_pretrained looks for beside such shards."""
+        if self.stem in ("model", "pytorch_model", "diffusion_pytorch_model"):
+            return f"{self.stem}{self.suffix}.index.json"
+        return "model.safetensors.index.json" if self.suffix == ".safetensors" else "pytorch_model.bin.index.json"
+
+    @property
+    def pattern(self) -> str:
+        """The set's names as one glob, `model-*-of-00003.safetensors`."""
+        return f"{self.stem}-*-of-{self.present[0].rsplit('-of-', 1)[1]}"
+
+
+_SHARD_FILE = re.compile(r"(.+)-(\d+)-of-(\d+)(\.[a-z]+)")
+
+
+def shard_sets_of(weights: list[Path]) -> list[ShardSet] | None:
+    """The shard sets `weights` make up, the largest first, when every one of them is a shard by its name
+    (`<stem>-00001-of-0000N<suffix>`) and there are at least two; None otherwise.
+
+    Example:
+        >>> [s.missing for s in shard_sets_of([Path("model-00001-of-00003.safetensors"),
+        ...                                    Path("model-00003-of-00003.safetensors")])]
+        [['model-00002-of-00003.safetensors']]
+    """
+    found = [_SHARD_FILE.fullmatch(p.name) for p in weights]
     if len(weights) < 2 or not all(found):
         return None
-    keys = {(m.group(1), m.group(3), m.group(4)) for m in found if m}
-    if len(keys) != 1:
-        return None
-    stem, total, suffix = keys.pop()
-    numbers = sorted(int(m.group(2)) for m in found if m)
-    return (stem, suffix, len(weights)) if numbers == list(range(1, int(total) + 1)) else None
+    return _grouped_shards([m for m in found if m])
+
+
+def _grouped_shards(found: list[re.Match[str]]) -> list[ShardSet]:
+    groups: dict[tuple[str, str, str], dict[int, str]] = {}
+    for match in found:
+        stem, number, total, suffix = match.groups()
+        groups.setdefault((stem, total, suffix), {})[int(number)] = match.group(0)
+    sets = []
+    for (stem, total, suffix), numbered in groups.items():
+        width = len(total)
+        missing = [f"{stem}-{number:0{width}d}-of-{total}{suffix}" for number in range(1, int(total) + 1)
+                   if number not in numbered]
+        present = [numbered[number] for number in sorted(numbered)]
+        sets.append(ShardSet(stem, suffix, int(total), present, missing))
+    return sorted(sets, key=lambda s: (-s.total, s.stem, s.suffix))
+
+
+def several_shard_sets_message(sets: list[ShardSet]) -> str:
+    """The refusal of a folder holding the shards of several checkpoints and no index."""
+    described = "; ".join(f"{s.pattern} ({len(s.present)} of {s.total} shards"
+                          + (f", {', '.join(s.missing[:3])}{', ...' if len(s.missing) > 3 else ''} missing" if s.missing
+                             else "") + ")" for s in sets[:4]) + ("; ..." if len(sets) > 4 else "")
+    return (f"folder holds the shards of {len(sets)} different checkpoints and no index: {described}; they are not "
+            "merged (two saves, not one checkpoint split in two): fetch the index of the one you want from where "
+            "it came from and delete the other set, or name one shard to read it alone")
 
 
 def _pickled(path: Path) -> bool:
@@ -3400,7 +3519,53 @@ def _trainer_saves_beside(folder: Path) -> list[str]:
     return [name for name in names[-_LATEST_SAVES_KEPT:] if is_training_save(folder / name)]
 
 
-def _siblings_not_read(folder: Path, read: set[Path], said: list[str]) -> list[str]:
+def _other_shard_sets(folder: Path, read: set[Path], chosen: Path) -> tuple[list[str], set[str]]:
+    """One warning per shard set in `folder` of which nothing was read and that no other index beside names (an old
+    `-of-00002` set beside the `-of-00003` set an index names; the shards of a safetensors checkpoint, without their
+    index, beside the pytorch_model.bin read), and the names it covers. Such a set was passed over in silence when an
+    index was read (its names looked like that index's shards), or called "weight files under names from_pretrained
+    does not look for" when a single file was: neither said that it is another checkpoint, never merged with this.
+    """
+    try:
+        with os.scandir(folder) as entries:
+            found = [match for entry in itertools.islice(entries, 100_000)
+                     if (match := _SHARD_FILE.fullmatch(entry.name)) and match.group(4) in (".safetensors", ".bin")
+                     and entry.is_file()]
+    except OSError:
+        return [], set()
+    if not found:
+        return [], set()
+    read_names = {p.name for p in read if p.parent.resolve() == folder.resolve()}
+    named_elsewhere: set[str] = set()
+    for index in folder.glob("*.index*.json"):
+        if index.name not in read_names:
+            named_elsewhere.update(index_shards(index))  # said with that index (`_ignored_beside`)
+    if chosen.name.endswith(".json"):
+        why = f"{chosen.name} is read, with the {counted(len(read_names - {chosen.name}), 'shard')} it names"
+    else:
+        why = f"{chosen.name} is read"
+    why += " (as from_pretrained(folder) chooses)" if chosen.name in PREFERRED_FILES else ""
+    said: list[str] = []
+    covered: set[str] = set()
+    for shard_set in _grouped_shards(found):
+        if read_names.intersection(shard_set.present) or named_elsewhere.intersection(shard_set.present):
+            continue
+        if shard_set.missing:
+            holds = (f"{len(shard_set.present)} of the {shard_set.total} shards of another checkpoint, "
+                     f"{', '.join(shard_set.missing[:3])}{', ...' if len(shard_set.missing) > 3 else ''} missing")
+        else:
+            holds = f"the {shard_set.total} shards of another checkpoint"
+        index = "" if chosen.name.endswith(".json") else \
+            f", without their index {shard_set.index_name} (which from_pretrained needs to load them)"
+        not_named = ", which the index read does not name" if chosen.name.endswith(".json") else ""
+        said.append(f"{shard_set.pattern} ignored: {holds}{index}{not_named}; {why}, and the two are never merged: "
+                    "name one of those shards to read it alone")
+        covered.update(shard_set.present)
+    return said, covered
+
+
+def _siblings_not_read(folder: Path, read: set[Path], said: list[str],
+                       covered: frozenset[str] | set[str] = frozenset()) -> list[str]:
     """One warning naming the other formats a model folder holds, which neither this read nor from_pretrained(folder)
     loads: another framework's copy (gpt2's tf_model.h5, flax_model.msgpack, rust_model.ot, 64-8bits.tflite), a
     model's own release format (Mistral's consolidated.safetensors beside the shards), a weight file under another
@@ -3449,7 +3614,8 @@ def _siblings_not_read(folder: Path, read: set[Path], said: list[str]) -> list[s
                              "running the code of the classes it names; the weights read are the sentence-"
                              "transformers body only)")
                 continue
-            if path.resolve() in read_names or already_said(path.name) or path.name.startswith("adapter_model.") \
+            if path.name in covered or path.resolve() in read_names or already_said(path.name) \
+                    or path.name.startswith("adapter_model.") \
                     or path.suffix == ".pkl" or a_shard_of_an_index(path.name):
                 continue
             native = native_format(path)
@@ -4292,7 +4458,10 @@ def _open_checkpoint(
     warnings += builder.notes
     if is_dir and target != config_path:
         # What the folder holds beside what was read: said once, as from_pretrained leaves it too.
-        warnings += _siblings_not_read(path, {f.path for f in builder.files}, warnings)
+        read_files = {f.path for f in builder.files}
+        other_sets, covered = _other_shard_sets(path, read_files, target)
+        warnings += other_sets
+        warnings += _siblings_not_read(path, read_files, warnings, covered)
     names = [t.name for t in builder.tensors]
     # C-level passes over the names: this runs for every checkpoint read.
     # A name starting with "v_head." holds it: one substring search over the names joined rules most files out.
