@@ -43,6 +43,9 @@ def debugging(debug: bool) -> bool:
 
 
 _interrupted = False
+# Set once a line has said that memory was refused: the run then exits without the interpreter's teardown, which
+# has no room to run either (`weightdoctor.entry`).
+memory_refused = False
 
 
 def record_interrupts() -> None:
@@ -73,13 +76,62 @@ def report_failure(exc: KeyboardInterrupt | Exception, debug: bool, where: str |
     no room left (plan-devices under `ulimit -d` with 48 MiB of room, its transformers import refused), that raised
     MemoryError in turn, a traceback and exit 1 (read as findings) (mem8).
     """
+    global memory_refused
+    memory_refused = _is_memory_refusal(exc)
     try:
         return _report_failure(exc, debug, where)
-    except MemoryError:
-        with contextlib.suppress(OSError):
-            os.write(2, f"error: {f'{where}: ' if where else ''}out of memory (Cannot allocate memory)\n".encode(
-                errors="replace"))
+    except (MemoryError, OSError) as failed:
+        # Importing the console module is refused too: under `ulimit -v` with the room spent, the import system's
+        # listing of weightdoctor/render (OSError ENOMEM), a traceback and exit 1 (diff-keys --model-class with a
+        # 650 MiB limit, mem9). Any other OSError here is stderr itself failing: the exit code still says it.
+        if isinstance(failed, MemoryError) or failed.errno == errno.ENOMEM:
+            memory_refused = True
+            write_memory_refusal(exc, where)
         return 130 if isinstance(exc, KeyboardInterrupt) or _interrupted else 2
+
+
+def _is_memory_refusal(exc: BaseException) -> bool:
+    """Whether `exc` says the system refused memory: a MemoryError, or an OSError ENOMEM."""
+    return isinstance(exc, MemoryError) or (isinstance(exc, OSError) and exc.errno == errno.ENOMEM)
+
+
+def memory_refusal_line(exc: BaseException | None, where: str | None = None) -> str:
+    """The plainest line that says memory was refused, built from what needs no import and little memory: the
+    source, the library whose import was refused (from the traceback) and the limit set on this process.
+
+    Example:
+        >>> memory_refusal_line(None, "model")  # doctest: +SKIP
+        'error: model: out of memory (Cannot allocate memory); ulimit -v is 750 MiB'
+    """
+    loading = _library(exc) if exc is not None else None
+    return (f"error: {f'{where}: ' if where else ''}out of memory"
+            + (f" loading {loading}" if loading else "") + f" (Cannot allocate memory){_limits_set()}\n")
+
+
+def write_memory_refusal(exc: BaseException | None, where: str | None = None) -> None:
+    """Write `memory_refusal_line` straight to stderr (file descriptor 2): no Rich, no new import. Where even that
+    line cannot be built, a fixed one is written."""
+    try:
+        line = memory_refusal_line(exc, where).encode(errors="replace")
+    except (MemoryError, OSError, ValueError):
+        line = b"error: out of memory (Cannot allocate memory)\n"
+    with contextlib.suppress(OSError):
+        os.write(2, line)
+
+
+def _limits_set() -> str:
+    """"; ulimit -v is 750 MiB" (and the data limit, `ulimit -d`, where set) for the limits of this process that
+    refuse memory; "" where none is set or none can be read. `resource` is imported with the interpreter's
+    startup on Linux (no file to read), so this works with the room spent."""
+    try:
+        import resource
+
+        said = [f"ulimit {flag} is {soft >> 20} MiB"
+                for flag, which in (("-v", resource.RLIMIT_AS), ("-d", resource.RLIMIT_DATA))
+                if (soft := resource.getrlimit(which)[0]) not in (resource.RLIM_INFINITY, 0)]
+    except (ImportError, OSError, ValueError, MemoryError):
+        return ""
+    return f"; {' and '.join(said)}" if said else ""
 
 
 def _report_failure(exc: KeyboardInterrupt | Exception, debug: bool, where: str | None = None) -> int:
@@ -160,6 +212,10 @@ def _report_failure(exc: KeyboardInterrupt | Exception, debug: bool, where: str 
             prefix = f"{where}: {prefix}" if where else prefix
         tensor = getattr(exc, "weightdoctor_tensor", None)  # a MemoryError while working on one (`working_on`)
         limits: list[str] = []
+        if isinstance(exc, MemoryError) and (loading := _library(exc)) is not None:
+            # Refused while a library was imported (transformers' modules under `ulimit -v`, mem9): what was being
+            # loaded, which "out of memory: MemoryError" left to the traceback.
+            detail += f" loading {loading}"
         if isinstance(exc, MemoryError):
             from weightdoctor.checkpoint.safetensors_format import private_map_limits
 
