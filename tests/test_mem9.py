@@ -70,22 +70,6 @@ def test_the_plain_line_names_the_limit_that_is_set(tmp_path: Path) -> None:
     assert done.stdout == "error: model: out of memory (Cannot allocate memory); ulimit -v is 6144 MiB\n"
 
 
-def _memory_error_from_a_library(root: Path) -> MemoryError:
-    """A MemoryError raised while a package under a site-packages folder is imported, as transformers' modules are."""
-    package = root / "site-packages" / "bigmodels"
-    package.mkdir(parents=True)
-    (package / "__init__.py").write_text("raise MemoryError\n")
-    sys.path.insert(0, str(root / "site-packages"))
-    try:
-        import bigmodels  # type: ignore[import-not-found]  # noqa: F401
-    except MemoryError as exc:
-        return exc
-    finally:
-        sys.path.remove(str(root / "site-packages"))
-        sys.modules.pop("bigmodels", None)
-    raise AssertionError("the import did not fail")
-
-
 def test_memory_refused_to_an_import_names_the_library(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """"fixtures/example: out of memory: MemoryError; ... ulimit -v, is set" said nothing of what was being loaded
     (transformers' modeling modules, diff-keys --model-class with a 780 MiB limit)."""
@@ -97,7 +81,7 @@ def test_memory_refused_to_an_import_names_the_library(tmp_path: Path, monkeypat
     monkeypatch.setattr(console, "error", said.append)
     monkeypatch.setattr(safetensors_format, "private_map_limits", lambda: ["this process's address-space limit, "
                                                                             "ulimit -v"])
-    exc = _memory_error_from_a_library(tmp_path)
+    exc = _error_from_a_library(tmp_path, "MemoryError")
     assert _errors.report_failure(exc, debug=False, where="model") == 2
     assert said == ["model: out of memory: MemoryError loading bigmodels; this process's address-space limit, "
                     "ulimit -v, is set"]
@@ -158,3 +142,42 @@ def test_a_refusal_said_is_not_followed_by_the_teardown_failing() -> None:
     assert done.returncode == 2 and len(lines) == 1, done.stderr
     assert lines[0].startswith(f"error: {EXAMPLE}: out of memory"), lines
     assert done.stdout == ""
+
+
+def _error_from_a_library(root: Path, raised: str) -> BaseException:
+    """The exception `raised` (Python source) raised while a package under a site-packages folder is imported."""
+    package = root / "site-packages" / "bigmodels"
+    package.mkdir(parents=True, exist_ok=True)
+    (package / "__init__.py").write_text(f"raise {raised}\n")
+    sys.path.insert(0, str(root / "site-packages"))
+    try:
+        import bigmodels  # type: ignore[import-not-found]  # noqa: F401
+    except Exception as exc:  # noqa: BLE001 -- whatever the package raised is the result
+        return exc
+    finally:
+        sys.path.remove(str(root / "site-packages"))
+        sys.modules.pop("bigmodels", None)
+    raise AssertionError("the import did not fail")
+
+
+@pytest.mark.parametrize("limits", [["this process's data limit, ulimit -d"], []], ids=["limited", "unlimited"])
+def test_an_import_returning_an_error_without_one_under_a_limit_is_memory(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, limits: list[str]) -> None:
+    """diff-keys --model-class under `ulimit -d` with 28 MiB of data room (measured): transformers' import, down in
+    sympy, was refused memory and CPython said "unexpected SystemError: error return without exception set".
+    Under a limit it is said as memory refused to that library; without one it stays unexpected."""
+    from weightdoctor.checkpoint import safetensors_format
+    from weightdoctor.commands import _errors
+    from weightdoctor.render import console
+
+    said: list[str] = []
+    monkeypatch.setattr(console, "error", said.append)
+    monkeypatch.setattr(safetensors_format, "private_map_limits", lambda: list(limits))
+    exc = _error_from_a_library(tmp_path, "SystemError('error return without exception set')")
+    assert _errors.report_failure(exc, debug=False, where="model") == 2  # type: ignore[arg-type]
+    if limits:
+        assert said == ["model: out of memory: MemoryError loading bigmodels; this process's data limit, ulimit -d, "
+                        "is set"]
+    else:
+        assert said == ["model: unexpected SystemError: error return without exception set (run with --debug for "
+                        "the traceback)"]

@@ -175,6 +175,12 @@ def _report_failure(exc: KeyboardInterrupt | Exception, debug: bool, where: str 
             if hasattr(exc, name):
                 setattr(refused, name, getattr(exc, name))
         exc = refused
+    if _import_refused_memory(exc):
+        refused = MemoryError().with_traceback(exc.__traceback__)  # the traceback names the library (`_library`)
+        for name in ("weightdoctor_source", "weightdoctor_tensor"):
+            if hasattr(exc, name):
+                setattr(refused, name, getattr(exc, name))
+        exc = refused
     prefix = next((text for kind, text in FOREIGN_ERRORS if isinstance(exc, kind)), None)
     detail = clip_words(" ".join(str(exc).split()), 300) or type(exc).__name__
     if prefix is None and isinstance(exc, ImportError):
@@ -223,6 +229,21 @@ def _report_failure(exc: KeyboardInterrupt | Exception, debug: bool, where: str 
         _console().error(f"{prefix}: {detail}" + (f" (for {tensor})" if tensor else "")
                          + (f"; {' and '.join(limits)}, {'are' if len(limits) > 1 else 'is'} set" if limits else ""))
     return 2
+
+
+def _import_refused_memory(exc: BaseException) -> bool:
+    """Whether `exc` is CPython's SystemError "error return without exception set" from a library's import under a
+    memory limit: a C function of the import (unmarshalling a module's code) that was refused memory and returned
+    without saying so. diff-keys --model-class under `ulimit -d` with 28 MiB of data room past torch's import, its
+    transformers import reaching sympy, said "unexpected SystemError: error return without exception set" (mem9).
+    Without a limit set, or outside an import, it stays unexpected: it would then say nothing of memory."""
+    if not isinstance(exc, SystemError) or "error return without exception set" not in str(exc):
+        return False
+    if _library(exc) is None:
+        return False
+    from weightdoctor.checkpoint.safetensors_format import private_map_limits
+
+    return bool(private_map_limits())
 
 
 # torch's CPU allocator refusing a buffer: "DefaultCPUAllocator: can't allocate memory: you tried to allocate N bytes".
