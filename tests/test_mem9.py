@@ -181,3 +181,31 @@ def test_an_import_returning_an_error_without_one_under_a_limit_is_memory(
     else:
         assert said == ["model: unexpected SystemError: error return without exception set (run with --debug for "
                         "the traceback)"]
+
+
+# report_failure in a child under an address-space limit far above what it needs, its console's import failing
+# as under a tight one (plan-devices with a 766 MiB limit, measured: the unmarshalling of a module returned NULL).
+_CONSOLE_IMPORT_RETURNS_NULL = """
+import resource, sys
+resource.setrlimit(resource.RLIMIT_AS, (6 << 30, resource.RLIM_INFINITY))
+from weightdoctor.commands import _errors
+
+
+def refused():
+    raise SystemError(sys.argv[1])
+
+
+_errors._console = refused
+sys.exit(_errors.report_failure(MemoryError(), debug=False, where="model"))
+"""
+
+
+def test_a_console_import_returning_null_under_a_limit_is_said_in_one_line() -> None:
+    done = _run(_CONSOLE_IMPORT_RETURNS_NULL, "error return without exception set")
+    assert done.returncode == 2, done.stderr
+    assert done.stderr == "error: model: out of memory (Cannot allocate memory); ulimit -v is 6144 MiB\n"
+
+
+def test_another_system_error_while_saying_it_is_not_hidden() -> None:
+    done = _run(_CONSOLE_IMPORT_RETURNS_NULL, "some other fault")
+    assert done.returncode == 1 and "SystemError: some other fault" in done.stderr, done.stderr

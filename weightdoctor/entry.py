@@ -71,8 +71,9 @@ def _run_app() -> None:
         if _errors.memory_refused:
             _exit_now(done.code if isinstance(done.code, int) else 2)
         raise
-    except (MemoryError, OSError) as exc:
-        if isinstance(exc, OSError) and exc.errno != errno.ENOMEM:
+    except (MemoryError, OSError, SystemError) as exc:
+        if isinstance(exc, OSError) and exc.errno != errno.ENOMEM or (
+                isinstance(exc, SystemError) and not _errors.refused_without_saying(exc)):
             raise
         _errors.write_memory_refusal(exc)
         _exit_now(2)

@@ -80,14 +80,24 @@ def report_failure(exc: KeyboardInterrupt | Exception, debug: bool, where: str |
     memory_refused = _is_memory_refusal(exc)
     try:
         return _report_failure(exc, debug, where)
-    except (MemoryError, OSError) as failed:
+    except (MemoryError, OSError, SystemError) as failed:
         # Importing the console module is refused too: under `ulimit -v` with the room spent, the import system's
         # listing of weightdoctor/render (OSError ENOMEM), a traceback and exit 1 (diff-keys --model-class with a
-        # 650 MiB limit, mem9). Any other OSError here is stderr itself failing: the exit code still says it.
-        if isinstance(failed, MemoryError) or failed.errno == errno.ENOMEM:
+        # 650 MiB limit, mem9), or its unmarshalling (SystemError, plan-devices with 766 MiB). Any other OSError
+        # here is stderr itself failing: the exit code still says it.
+        if isinstance(failed, SystemError) and not refused_without_saying(failed):
+            raise
+        if not isinstance(failed, OSError) or failed.errno == errno.ENOMEM:
             memory_refused = True
             write_memory_refusal(exc, where)
         return 130 if isinstance(exc, KeyboardInterrupt) or _interrupted else 2
+
+
+def refused_without_saying(exc: BaseException) -> bool:
+    """Whether `exc` is CPython's SystemError "error return without exception set" while a memory limit is set on
+    this process: a C function (an import's unmarshalling) refused memory that returned without saying so."""
+    return (isinstance(exc, SystemError) and "error return without exception set" in str(exc)
+            and _limits_set() != "")
 
 
 def _is_memory_refusal(exc: BaseException) -> bool:
@@ -243,7 +253,7 @@ def _import_refused_memory(exc: BaseException) -> bool:
         return False
     from weightdoctor.checkpoint.safetensors_format import private_map_limits
 
-    return bool(private_map_limits())
+    return bool(private_map_limits())  # ulimit -v, and ulimit -d where the kernel heeds it
 
 
 # torch's CPU allocator refusing a buffer: "DefaultCPUAllocator: can't allocate memory: you tried to allocate N bytes".
