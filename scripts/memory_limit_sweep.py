@@ -128,7 +128,13 @@ def main() -> int:
             for mib in (int(text) for text in args.mib.split(",")):
                 limited = run(words, args.limit, mib, args.timeout)
                 verdict = judge(whole, limited)
-                bad += verdict.startswith("BAD")
+                if verdict.startswith("BAD"):
+                    bad += 1
+                    # The whole stderr of each bad run, for its traceback: the failures move with the layout of the
+                    # address space (ASLR), so a rerun at the same limit may not show it again.
+                    kept = args.data / "bad" / f"{source_name}-{command.replace(' ', '_')}-{args.limit}{mib}.stderr"
+                    kept.parent.mkdir(parents=True, exist_ok=True)
+                    kept.write_text(limited.stderr)
                 shown = limited.stderr.strip().splitlines()[-1][:160] if limited.stderr.strip() else ""
                 print(f"{source_name:8} {command:24} {args.limit}={mib:5} MiB: {verdict:10} {shown}", flush=True)
     return 1 if bad else 0
