@@ -6,6 +6,7 @@ Importing this module imports neither Typer nor anything heavy.
 from __future__ import annotations
 
 import contextlib
+import errno
 import gc
 import os
 import sys
@@ -28,9 +29,7 @@ def main() -> None:
     try:
         fast = parse_fast(sys.argv[1:])
         if fast is None:
-            from weightdoctor.cli import app
-
-            app()  # exits
+            _run_app()
             return
         if not fast[1].get("values"):
             # A headers-only run keeps nearly everything it allocates until the `os._exit` below, so each
@@ -49,6 +48,42 @@ def main() -> None:
     # Everything is written and the fast path leaves nothing to clean up (no threads, temporary files or
     # atexit work): skip the interpreter's teardown, which frees every object of a large diff one by one
     # (~5 ms of a 50 ms run, more for 10,000s of keys).
+    os._exit(code)
+
+
+def _run_app() -> None:
+    """Run the Typer app (it exits), so that memory refused outside a command's own error handling ends in one line
+    and exit 2, as it does inside.
+
+    Under `ulimit -v` a little above what importing torch needs (mem9, measured with diff-keys --model-class and
+    plan-devices of a tiny model): importing the app, or Typer's handling of what a command raised, was refused
+    memory too, and the run ended in "Error in sys.excepthook" and a traceback, exit 1 (read as findings); after
+    a refusal had been said, the interpreter's teardown (atexit callbacks, with no room to run) added "Exception
+    ignored in atexit callback" lines. A refusal said, the run exits at once, as the fast path always does.
+    """
+    from weightdoctor.commands import _errors
+
+    try:
+        from weightdoctor.cli import app
+
+        app()
+    except SystemExit as done:
+        if _errors.memory_refused:
+            _exit_now(done.code if isinstance(done.code, int) else 2)
+        raise
+    except (MemoryError, OSError, SystemError) as exc:
+        if isinstance(exc, OSError) and exc.errno != errno.ENOMEM or (
+                isinstance(exc, SystemError) and not _errors.refused_without_saying(exc)):
+            raise
+        _errors.write_memory_refusal(exc)
+        _exit_now(2)
+
+
+def _exit_now(code: int) -> None:
+    """Flush what was written and exit with `code` without the interpreter's teardown."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError, MemoryError):
+            stream.flush()
     os._exit(code)
 
 

@@ -43,6 +43,9 @@ def debugging(debug: bool) -> bool:
 
 
 _interrupted = False
+# Set once a line has said that memory was refused: the run then exits without the interpreter's teardown, which
+# has no room to run either (`weightdoctor.entry`).
+memory_refused = False
 
 
 def record_interrupts() -> None:
@@ -73,13 +76,72 @@ def report_failure(exc: KeyboardInterrupt | Exception, debug: bool, where: str |
     no room left (plan-devices under `ulimit -d` with 48 MiB of room, its transformers import refused), that raised
     MemoryError in turn, a traceback and exit 1 (read as findings) (mem8).
     """
+    global memory_refused
+    memory_refused = _is_memory_refusal(exc)
     try:
         return _report_failure(exc, debug, where)
-    except MemoryError:
-        with contextlib.suppress(OSError):
-            os.write(2, f"error: {f'{where}: ' if where else ''}out of memory (Cannot allocate memory)\n".encode(
-                errors="replace"))
+    except (MemoryError, OSError, SystemError) as failed:
+        # Importing the console module is refused too: under `ulimit -v` with the room spent, the import system's
+        # listing of weightdoctor/render (OSError ENOMEM), a traceback and exit 1 (diff-keys --model-class with a
+        # 650 MiB limit, mem9), or its unmarshalling (SystemError, plan-devices with 766 MiB). Any other OSError
+        # here is stderr itself failing: the exit code still says it.
+        if isinstance(failed, SystemError) and not refused_without_saying(failed):
+            raise
+        if not isinstance(failed, OSError) or failed.errno == errno.ENOMEM:
+            memory_refused = True
+            write_memory_refusal(exc, where)
         return 130 if isinstance(exc, KeyboardInterrupt) or _interrupted else 2
+
+
+def refused_without_saying(exc: BaseException) -> bool:
+    """Whether `exc` is CPython's SystemError "error return without exception set" while a memory limit is set on
+    this process: a C function (an import's unmarshalling) refused memory that returned without saying so."""
+    return (isinstance(exc, SystemError) and "error return without exception set" in str(exc)
+            and _limits_set() != "")
+
+
+def _is_memory_refusal(exc: BaseException) -> bool:
+    """Whether `exc` says the system refused memory: a MemoryError, or an OSError ENOMEM."""
+    return isinstance(exc, MemoryError) or (isinstance(exc, OSError) and exc.errno == errno.ENOMEM)
+
+
+def memory_refusal_line(exc: BaseException | None, where: str | None = None) -> str:
+    """The plainest line that says memory was refused, built from what needs no import and little memory: the
+    source, the library whose import was refused (from the traceback) and the limit set on this process.
+
+    Example:
+        >>> memory_refusal_line(None, "model")  # doctest: +SKIP
+        'error: model: out of memory (Cannot allocate memory); ulimit -v is 750 MiB'
+    """
+    loading = _library(exc) if exc is not None else None
+    return (f"error: {f'{where}: ' if where else ''}out of memory"
+            + (f" loading {loading}" if loading else "") + f" (Cannot allocate memory){_limits_set()}\n")
+
+
+def write_memory_refusal(exc: BaseException | None, where: str | None = None) -> None:
+    """Write `memory_refusal_line` straight to stderr (file descriptor 2): no Rich, no new import. Where even that
+    line cannot be built, a fixed one is written."""
+    try:
+        line = memory_refusal_line(exc, where).encode(errors="replace")
+    except (MemoryError, OSError, ValueError):
+        line = b"error: out of memory (Cannot allocate memory)\n"
+    with contextlib.suppress(OSError):
+        os.write(2, line)
+
+
+def _limits_set() -> str:
+    """"; ulimit -v is 750 MiB" (and the data limit, `ulimit -d`, where set) for the limits of this process that
+    refuse memory; "" where none is set or none can be read. `resource` is imported with the interpreter's
+    startup on Linux (no file to read), so this works with the room spent."""
+    try:
+        import resource
+
+        said = [f"ulimit {flag} is {soft >> 20} MiB"
+                for flag, which in (("-v", resource.RLIMIT_AS), ("-d", resource.RLIMIT_DATA))
+                if (soft := resource.getrlimit(which)[0]) not in (resource.RLIM_INFINITY, 0)]
+    except (ImportError, OSError, ValueError, MemoryError):
+        return ""
+    return f"; {' and '.join(said)}" if said else ""
 
 
 def _report_failure(exc: KeyboardInterrupt | Exception, debug: bool, where: str | None = None) -> int:
@@ -123,6 +185,12 @@ def _report_failure(exc: KeyboardInterrupt | Exception, debug: bool, where: str 
             if hasattr(exc, name):
                 setattr(refused, name, getattr(exc, name))
         exc = refused
+    if _import_refused_memory(exc):
+        refused = MemoryError().with_traceback(exc.__traceback__)  # the traceback names the library (`_library`)
+        for name in ("weightdoctor_source", "weightdoctor_tensor"):
+            if hasattr(exc, name):
+                setattr(refused, name, getattr(exc, name))
+        exc = refused
     prefix = next((text for kind, text in FOREIGN_ERRORS if isinstance(exc, kind)), None)
     detail = clip_words(" ".join(str(exc).split()), 300) or type(exc).__name__
     if prefix is None and isinstance(exc, ImportError):
@@ -160,6 +228,10 @@ def _report_failure(exc: KeyboardInterrupt | Exception, debug: bool, where: str 
             prefix = f"{where}: {prefix}" if where else prefix
         tensor = getattr(exc, "weightdoctor_tensor", None)  # a MemoryError while working on one (`working_on`)
         limits: list[str] = []
+        if isinstance(exc, MemoryError) and (loading := _library(exc)) is not None:
+            # Refused while a library was imported (transformers' modules under `ulimit -v`, mem9): what was being
+            # loaded, which "out of memory: MemoryError" left to the traceback.
+            detail += f" loading {loading}"
         if isinstance(exc, MemoryError):
             from weightdoctor.checkpoint.safetensors_format import private_map_limits
 
@@ -167,6 +239,21 @@ def _report_failure(exc: KeyboardInterrupt | Exception, debug: bool, where: str 
         _console().error(f"{prefix}: {detail}" + (f" (for {tensor})" if tensor else "")
                          + (f"; {' and '.join(limits)}, {'are' if len(limits) > 1 else 'is'} set" if limits else ""))
     return 2
+
+
+def _import_refused_memory(exc: BaseException) -> bool:
+    """Whether `exc` is CPython's SystemError "error return without exception set" from a library's import under a
+    memory limit: a C function of the import (unmarshalling a module's code) that was refused memory and returned
+    without saying so. diff-keys --model-class under `ulimit -d` with 28 MiB of data room past torch's import, its
+    transformers import reaching sympy, said "unexpected SystemError: error return without exception set" (mem9).
+    Without a limit set, or outside an import, it stays unexpected: it would then say nothing of memory."""
+    if not isinstance(exc, SystemError) or "error return without exception set" not in str(exc):
+        return False
+    if _library(exc) is None:
+        return False
+    from weightdoctor.checkpoint.safetensors_format import private_map_limits
+
+    return bool(private_map_limits())  # ulimit -v, and ulimit -d where the kernel heeds it
 
 
 # torch's CPU allocator refusing a buffer: "DefaultCPUAllocator: can't allocate memory: you tried to allocate N bytes".
