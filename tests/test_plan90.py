@@ -4,11 +4,15 @@
    (model_parts.part_warning), then again for the plan's `model_part` (model_parts.part_of_model): every sibling was
    opened by open_checkpoint twice (16 file opens each, where one read is 8). A folder of parts read its first part
    twice for its refusal (its kind, then its shapes). Each is read once now, with the same report.
+2. 55 families no test built before (scripts/plan_sweep.py's `_archs_plan90`: seq2seq, vision, MoE, multimodal,
+   state-space hybrids) against from_pretrained's own map at fp32 / fp16 / bf16 over 2 GPUs + CPU + disk: every map
+   agreed (docs/plan-sweep.md); one of each kind is kept here so that none drifts.
 """
 
 from __future__ import annotations
 
 import collections
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -83,3 +87,51 @@ def test_a_part_rewritten_between_two_runs_is_read_again(tmp_path: Path) -> None
     assert first["model_part"]["merged_params"] == second["model_part"]["merged_params"]  # part 0's names merged
     assert not any("decoder.extra.weight" in w for w in first["warnings"])
     assert any("decoder.extra.weight" in w or "differ" in w for w in second["warnings"]), second["warnings"]
+
+
+# --- 2. plan-devices against from_pretrained on the families plan90 added to scripts/plan_sweep.py -------------------
+
+
+def _plan_sweep(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """scripts/plan_sweep.py as a module (it imports sweep_common from its own folder)."""
+    import importlib.util
+
+    scripts = Path(__file__).resolve().parents[1] / "scripts"
+    monkeypatch.syspath_prepend(str(scripts))
+    spec = importlib.util.spec_from_file_location("plan_sweep", scripts / "plan_sweep.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "plan_sweep", module)  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+# one of each kind: seq2seq, vision tower + text tower, MoE with fp32 router rules, a multimodal MoE with a
+# vision tower, a Mamba2 / attention hybrid
+@pytest.mark.parametrize("name", ["m2m_100", "siglip2", "dbrx", "qwen3_vl_moe", "bamba"])
+def test_new_families_at_every_dtype_over_two_gpus_cpu_and_disk_equal_from_pretrained(
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fixtures.plan_devices import from_pretrained_device_map
+    from weightdoctor.plan_devices import DTYPES, PlanRequest, build_planned_model, open_plan_source, plan_devices
+
+    sweep = _plan_sweep(monkeypatch)
+    folder = sweep.write_checkpoint(sweep._archs_plan90()[name], tmp_path / name)
+    compared = offloaded = 0
+    for dtype in ("fp32", "fp16", "bf16"):
+        with open_plan_source(str(folder)) as checkpoint:
+            planned = build_planned_model(checkpoint, dtype)
+        total = sweep._from_pretrained_bytes(planned.model)
+        for strategy in ("auto", "sequential"):
+            # 2 GPUs + CPU + disk; 2 GPUs + disk (no CPU budget)
+            for gpus, cpu in (([total // 4, total // 4], total // 4), ([total // 3, total // 4], None)):
+                memory: dict[int | str, int] = {**dict(enumerate(gpus)), **({"cpu": cpu} if cpu else {})}
+                expected = from_pretrained_device_map(folder, strategy, memory,
+                                                      dtype=getattr(torch, DTYPES[dtype][0]))
+                got = plan_devices(planned, PlanRequest(gpus=gpus, cpu=cpu, strategy=strategy, disk=True,
+                                                        suggest=False)).device_map
+                assert got == expected, (name, dtype, strategy, gpus, cpu)
+                offloaded += "disk" in got.values()
+                compared += 1
+    assert compared == 12
+    assert offloaded >= 6  # the budgets do reach the disk
