@@ -1,4 +1,4 @@
-"""Oracle sweep of plan-devices over ordinary (non-quantized) checkpoints of 73 architectures.
+"""Oracle sweep of plan-devices over ordinary (non-quantized) checkpoints of 128 architectures.
 
 For tiny seeded models of encoders, seq2seq, decoders (dense and MoE), vision and multimodal models, each saved as
 a real checkpoint (one safetensors file, sharded safetensors or a pytorch_model.bin; fp32 or bf16; a config with
@@ -318,6 +318,202 @@ def _archs() -> dict[str, Arch]:
     }
 
 
+def _archs_plan90() -> dict[str, Arch]:
+    """plan90's families (2026-12-07): seq2seq, vision, MoE, multimodal and state-space models the sweep and the
+    oracle tests had not built; smaller layers than _archs' (4 decoder layers), each saved fp32 or bf16."""
+    import transformers as T
+
+    dec = {"vocab_size": 256, "hidden_size": 64, "num_attention_heads": 4, "max_position_embeddings": 128}
+    llama = {**dec, "intermediate_size": 128, "num_hidden_layers": 4, "num_key_value_heads": 2}
+    bart = {"vocab_size": 256, "d_model": 64, "encoder_layers": 2, "decoder_layers": 2, "encoder_attention_heads": 4,
+            "decoder_attention_heads": 4, "encoder_ffn_dim": 128, "decoder_ffn_dim": 128,
+            "max_position_embeddings": 128}
+    t5 = {"vocab_size": 256, "d_model": 64, "d_kv": 16, "d_ff": 128, "num_layers": 3, "num_decoder_layers": 3,
+          "num_heads": 4}
+    vis = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+           "image_size": 32, "patch_size": 8}
+    txt = {"vocab_size": 256, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+           "num_attention_heads": 4, "max_position_embeddings": 64}
+    llama_text = T.LlamaConfig(**llama).to_dict()
+    mllama_vis = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_global_layers": 1,
+                  "attention_heads": 4, "image_size": 32, "patch_size": 8, "max_num_tiles": 4,
+                  "intermediate_layers_indices": [0], "vision_output_dim": 128}
+
+    def cfg(cls: Any, arch: str, **kw: Any) -> Callable[[], Any]:
+        return lambda: cls(**kw, architectures=[arch])
+
+    return {
+        "m2m_100": Arch(cfg(T.M2M100Config, "M2M100ForConditionalGeneration", **bart)),
+        "mbart": Arch(cfg(T.MBartConfig, "MBartForConditionalGeneration", **bart), saved="bf16",
+                      layout="sharded", other_dtype="fp32"),
+        "blenderbot": Arch(cfg(T.BlenderbotConfig, "BlenderbotForConditionalGeneration", **bart)),
+        "plbart": Arch(cfg(T.PLBartConfig, "PLBartForConditionalGeneration", **bart), saved="bf16"),
+        "umt5": Arch(cfg(T.UMT5Config, "UMT5ForConditionalGeneration", **t5), layout="bin", other_dtype="bf16"),
+        "longt5": Arch(cfg(T.LongT5Config, "LongT5ForConditionalGeneration", **t5), saved="bf16"),
+        "beit": Arch(cfg(T.BeitConfig, "BeitForImageClassification", **vis), config_dtype=False),
+        "convnext": Arch(cfg(T.ConvNextConfig, "ConvNextForImageClassification", hidden_sizes=[16, 32, 64, 128],
+                             depths=[1, 1, 2, 1], image_size=32)),
+        "siglip2": Arch(cfg(T.Siglip2Config, "Siglip2Model", text_config=txt,
+                            vision_config={k: v for k, v in vis.items() if k not in ("image_size", "patch_size")}
+                            | {"num_patches": 16, "patch_size": 8})),
+        "owlvit": Arch(cfg(T.OwlViTConfig, "OwlViTForObjectDetection", text_config=txt, vision_config=vis)),
+        "chinese_clip": Arch(cfg(T.ChineseCLIPConfig, "ChineseCLIPModel", text_config=txt, vision_config=vis)),
+        "olmoe": Arch(cfg(T.OlmoeConfig, "OlmoeForCausalLM", **llama, num_experts=4, num_experts_per_tok=2),
+                      saved="bf16", layout="sharded", other_dtype="fp32"),
+        "ernie4_5_moe": Arch(cfg(T.Ernie4_5_MoeConfig, "Ernie4_5_MoeForCausalLM", **llama, moe_num_experts=4,
+                                 moe_k=2, moe_intermediate_size=64, moe_layer_start_index=1), saved="bf16"),
+        "hunyuan_moe": Arch(cfg(T.HunYuanMoEV1Config, "HunYuanMoEV1ForCausalLM", **llama, num_experts=4,
+                                moe_topk=2, head_dim=16), saved="bf16"),
+        "llava_next": Arch(cfg(T.LlavaNextConfig, "LlavaNextForConditionalGeneration",
+                               vision_config=T.CLIPVisionConfig(**vis).to_dict(), text_config=llama_text,
+                               image_token_index=250, image_grid_pinpoints=[[32, 32]])),
+        "llava_onevision": Arch(cfg(T.LlavaOnevisionConfig, "LlavaOnevisionForConditionalGeneration",
+                                    vision_config=T.SiglipVisionConfig(**vis).to_dict(),
+                                    text_config=T.Qwen2Config(**llama).to_dict(), image_token_index=250,
+                                    video_token_index=251, image_grid_pinpoints=[[32, 32]]), saved="bf16"),
+        "paligemma": Arch(cfg(T.PaliGemmaConfig, "PaliGemmaForConditionalGeneration",
+                              vision_config=T.SiglipVisionConfig(**vis).to_dict(),
+                              text_config=T.GemmaConfig(**llama, head_dim=16).to_dict(), image_token_index=250),
+                          saved="bf16"),
+        "mistral3": Arch(cfg(T.Mistral3Config, "Mistral3ForConditionalGeneration",
+                             vision_config=T.PixtralVisionConfig(hidden_size=64, intermediate_size=128,
+                                                                 num_hidden_layers=2, num_attention_heads=4,
+                                                                 image_size=32, patch_size=8, head_dim=16).to_dict(),
+                             text_config=T.MistralConfig(**llama).to_dict(), image_token_index=250), saved="bf16"),
+        "aya_vision": Arch(cfg(T.AyaVisionConfig, "AyaVisionForConditionalGeneration",
+                               vision_config=T.SiglipVisionConfig(**vis).to_dict(),
+                               text_config=T.CohereConfig(**llama).to_dict(), image_token_index=250,
+                               downsample_factor=2)),
+        "idefics2": Arch(cfg(T.Idefics2Config, "Idefics2ForConditionalGeneration",
+                             vision_config={k: v for k, v in vis.items()},
+                             text_config=T.MistralConfig(**llama).to_dict(), image_token_id=250,
+                             perceiver_config={"hidden_size": 64, "resampler_n_latents": 4, "resampler_depth": 1,
+                                               "resampler_n_heads": 2, "resampler_head_dim": 16,
+                                               "num_key_value_heads": 1})),
+        "qwen3_vl": Arch(cfg(T.Qwen3VLConfig, "Qwen3VLForConditionalGeneration",
+                             text_config={**llama, "head_dim": 16, "rope_scaling": {"rope_type": "default",
+                                          "mrope_section": [2, 3, 3]}},
+                             vision_config={"depth": 2, "hidden_size": 64, "intermediate_size": 128, "num_heads": 4,
+                                            "out_hidden_size": 64, "patch_size": 8, "num_position_embeddings": 16,
+                                            "deepstack_visual_indexes": [1]}), saved="bf16"),
+        "qwen3_vl_moe": Arch(cfg(T.Qwen3VLMoeConfig, "Qwen3VLMoeForConditionalGeneration",
+                                 text_config={**llama, "head_dim": 16, "num_experts": 4, "num_experts_per_tok": 2,
+                                              "moe_intermediate_size": 64,
+                                              "rope_scaling": {"rope_type": "default", "mrope_section": [2, 3, 3]}},
+                                 vision_config={"depth": 2, "hidden_size": 64, "intermediate_size": 128,
+                                                "num_heads": 4, "out_hidden_size": 64, "patch_size": 8,
+                                                "num_position_embeddings": 16, "deepstack_visual_indexes": [1]}),
+                             saved="bf16"),
+        "glm4v": Arch(cfg(T.Glm4vConfig, "Glm4vForConditionalGeneration",
+                          text_config={**llama, "rope_scaling": {"rope_type": "default", "mrope_section": [2, 3, 3]}},
+                          vision_config={"depth": 2, "hidden_size": 64, "intermediate_size": 128, "num_heads": 4,
+                                         "out_hidden_size": 64, "patch_size": 8, "image_size": 32}), saved="bf16"),
+        "kosmos2": Arch(cfg(T.Kosmos2Config, "Kosmos2ForConditionalGeneration",
+                            text_config={"vocab_size": 256, "embed_dim": 64, "layers": 2, "attention_heads": 4,
+                                         "ffn_dim": 128, "max_position_embeddings": 64},
+                            vision_config=vis, latent_query_num=4)),
+        "bamba": Arch(cfg(T.BambaConfig, "BambaForCausalLM", **llama, attn_layer_indices=[1], mamba_n_heads=8,
+                          mamba_d_head=16, mamba_d_state=16, mamba_n_groups=1, mamba_expand=2), saved="bf16"),
+        "falcon_h1": Arch(cfg(T.FalconH1Config, "FalconH1ForCausalLM", **llama, mamba_n_heads=8, mamba_d_head=16,
+                              mamba_d_ssm=128, mamba_d_state=16, mamba_n_groups=1, head_dim=16), saved="bf16"),
+        "lfm2": Arch(cfg(T.Lfm2Config, "Lfm2ForCausalLM", **{k: v for k, v in llama.items()
+                                                               if k != "max_position_embeddings"},
+                         layer_types=["conv", "full_attention", "conv", "full_attention"]), saved="bf16"),
+        "dbrx": Arch(cfg(T.DbrxConfig, "DbrxForCausalLM", d_model=64, n_heads=4, n_layers=4, max_seq_len=128,
+                         vocab_size=256, attn_config={"kv_n_heads": 2, "rope_theta": 10000.0},
+                         ffn_config={"ffn_hidden_size": 64, "moe_num_experts": 4, "moe_top_k": 2}), saved="bf16"),
+        "chameleon": Arch(cfg(T.ChameleonConfig, "ChameleonForConditionalGeneration", **llama,
+                              vocabulary_map={"<image>": 250, "IMGIMGAZ": 200, "IMGIMGBZ": 201},
+                              vq_config={"embed_dim": 16, "num_embeddings": 32, "base_channels": 32,
+                                         "channel_multiplier": [1, 2], "num_res_blocks": 1, "latent_channels": 16,
+                                         "resolution": 32, "attn_resolutions": []}), saved="bf16"),
+        "deit": Arch(cfg(T.DeiTConfig, "DeiTForImageClassificationWithTeacher", **vis)),
+        "swinv2": Arch(cfg(T.Swinv2Config, "Swinv2ForImageClassification", image_size=32, patch_size=4,
+                           embed_dim=16, depths=[2, 2], num_heads=[2, 4], window_size=4)),
+        "dinov3": Arch(cfg(T.DINOv3ViTConfig, "DINOv3ViTModel", **vis, num_register_tokens=2)),
+        "hiera": Arch(cfg(T.HieraConfig, "HieraForImageClassification", embed_dim=16, image_size=[32, 32],
+                          patch_size=[3, 3], patch_stride=[2, 2], patch_padding=[1, 1], depths=[1, 2],
+                          num_heads=[1, 2], embed_dim_multiplier=2.0, num_query_pool=1, query_stride=[2, 2],
+                          masked_unit_size=[4, 4], masked_unit_attention=[True, False])),
+        "dpt": Arch(cfg(T.DPTConfig, "DPTForDepthEstimation", **vis, neck_hidden_sizes=[16, 32],
+                        backbone_out_indices=[0, 1], fusion_hidden_size=32, reassemble_factors=[1, 1])),
+        "jetmoe": Arch(cfg(T.JetMoeConfig, "JetMoeForCausalLM", vocab_size=256, hidden_size=64, num_hidden_layers=4,
+                           num_key_value_heads=2, kv_channels=16, intermediate_size=64, num_local_experts=4,
+                           num_experts_per_tok=2, max_position_embeddings=128), saved="bf16"),
+        "minimax": Arch(cfg(T.MiniMaxConfig, "MiniMaxForCausalLM", **llama, head_dim=16, num_local_experts=4,
+                            num_experts_per_tok=2,
+                            layer_types=["linear_attention", "full_attention"] * 2), saved="bf16"),
+        "granitemoehybrid": Arch(cfg(T.GraniteMoeHybridConfig, "GraniteMoeHybridForCausalLM", **llama,
+                                     num_local_experts=4, num_experts_per_tok=2, shared_intermediate_size=64,
+                                     layer_types=["mamba", "attention"] * 2, mamba_n_heads=8, mamba_d_head=16,
+                                     mamba_d_state=16, mamba_n_groups=1), saved="bf16"),
+        "dots1": Arch(cfg(T.Dots1Config, "Dots1ForCausalLM", **llama, n_routed_experts=4, num_experts_per_tok=2,
+                          moe_intermediate_size=64, first_k_dense_replace=1, n_shared_experts=1, head_dim=16),
+                      saved="bf16"),
+        "flex_olmo": Arch(cfg(T.FlexOlmoConfig, "FlexOlmoForCausalLM", **llama, num_experts=4, pad_token_id=1,
+                              num_experts_per_tok=2), saved="bf16"),
+        "glm4v_moe": Arch(cfg(T.Glm4vMoeConfig, "Glm4vMoeForConditionalGeneration",
+                              text_config={**llama, "n_routed_experts": 4, "num_experts_per_tok": 2,
+                                           "moe_intermediate_size": 64, "first_k_dense_replace": 1,
+                                           "n_shared_experts": 1, "head_dim": 16,
+                                           "rope_scaling": {"rope_type": "default", "mrope_section": [2, 3, 3]}},
+                              vision_config={"depth": 2, "hidden_size": 64, "intermediate_size": 128,
+                                             "num_heads": 4, "out_hidden_size": 64, "patch_size": 8,
+                                             "image_size": 32}), saved="bf16"),
+        "qwen2_audio": Arch(cfg(T.Qwen2AudioConfig, "Qwen2AudioForConditionalGeneration",
+                                audio_config={"d_model": 64, "encoder_layers": 2, "encoder_attention_heads": 4,
+                                              "encoder_ffn_dim": 128, "num_mel_bins": 16,
+                                              "max_source_positions": 32},
+                                text_config=T.Qwen2Config(**llama).to_dict(), audio_token_index=250)),
+        "internvl": Arch(cfg(T.InternVLConfig, "InternVLForConditionalGeneration",
+                             vision_config={**vis, "image_size": [32, 32], "patch_size": [8, 8]},
+                             text_config=T.Qwen2Config(**llama).to_dict(), image_token_id=250), saved="bf16"),
+        "vipllava": Arch(cfg(T.VipLlavaConfig, "VipLlavaForConditionalGeneration",
+                             vision_config=T.CLIPVisionConfig(**vis).to_dict(), text_config=llama_text,
+                             image_token_index=250, vision_feature_layers=[-2, -1])),
+        "video_llava": Arch(cfg(T.VideoLlavaConfig, "VideoLlavaForConditionalGeneration",
+                                vision_config=T.CLIPVisionConfig(**vis).to_dict(), text_config=llama_text,
+                                image_token_index=250, video_token_index=251)),
+        "llava_next_video": Arch(cfg(T.LlavaNextVideoConfig, "LlavaNextVideoForConditionalGeneration",
+                                     vision_config=T.CLIPVisionConfig(**vis).to_dict(), text_config=llama_text,
+                                     image_token_index=250, video_token_index=251,
+                                     image_grid_pinpoints=[[32, 32]]), saved="bf16"),
+        "got_ocr2": Arch(cfg(T.GotOcr2Config, "GotOcr2ForConditionalGeneration",
+                             vision_config={"hidden_size": 32, "output_channels": 64, "num_hidden_layers": 2,
+                                            "num_attention_heads": 2, "image_size": 64, "patch_size": 16,
+                                            "global_attn_indexes": [1], "mlp_dim": 64},
+                             text_config=T.Qwen2Config(**llama).to_dict(), image_token_index=250)),
+        "mllama": Arch(cfg(T.MllamaConfig, "MllamaForConditionalGeneration", vision_config=mllama_vis,
+                           text_config={**llama, "cross_attention_layers": [1], "rope_scaling": None,
+                                        "pad_token_id": 1},
+                           image_token_index=250), saved="bf16"),
+        "nemotron_h": Arch(cfg(T.NemotronHConfig, "NemotronHForCausalLM", vocab_size=256, hidden_size=64,
+                               num_attention_heads=4, num_key_value_heads=2, head_dim=16, intermediate_size=128,
+                               hybrid_override_pattern="M*M-", mamba_num_heads=8, mamba_head_dim=16, ssm_state_size=16,
+                               n_groups=1, max_position_embeddings=128), saved="bf16"),
+        "zamba2": Arch(cfg(T.Zamba2Config, "Zamba2ForCausalLM", vocab_size=256, hidden_size=64, num_hidden_layers=4,
+                           num_attention_heads=4, num_key_value_heads=4, mamba_d_state=16, mamba_headdim=16,
+                           mamba_ngroups=1, intermediate_size=128, layers_block_type=["mamba", "hybrid"] * 2,
+                           num_mem_blocks=1, max_position_embeddings=128), saved="bf16"),
+        "rwkv": Arch(cfg(T.RwkvConfig, "RwkvForCausalLM", vocab_size=256, hidden_size=64, num_hidden_layers=4,
+                         attention_hidden_size=64, intermediate_size=128, context_length=64)),
+        "t5gemma": Arch(cfg(T.T5GemmaConfig, "T5GemmaForConditionalGeneration",
+                            encoder={**llama, "head_dim": 16}, decoder={**llama, "head_dim": 16}, vocab_size=256),
+                        saved="bf16"),
+        "bigbird_pegasus": Arch(cfg(T.BigBirdPegasusConfig, "BigBirdPegasusForConditionalGeneration", **bart,
+                                    attention_type="original_full")),
+        "moonshine": Arch(cfg(T.MoonshineConfig, "MoonshineForConditionalGeneration", vocab_size=256,
+                              hidden_size=64, intermediate_size=128, encoder_num_hidden_layers=2,
+                              decoder_num_hidden_layers=2, encoder_num_attention_heads=4,
+                              decoder_num_attention_heads=4, max_position_embeddings=128)),
+        "pop2piano": Arch(cfg(T.Pop2PianoConfig, "Pop2PianoForConditionalGeneration", **t5, composer_vocab_size=4)),
+        "cohere2_vision": Arch(cfg(T.Cohere2VisionConfig, "Cohere2VisionForConditionalGeneration",
+                                   vision_config=T.SiglipVisionConfig(**vis).to_dict(),
+                                   text_config={**llama, "model_type": "cohere2"}, image_token_id=250,
+                                   downsample_factor=2), saved="bf16"),
+    }
+
+
 def write_checkpoint(arch: Arch, folder: Path, seed: int = 0) -> Path:
     """Save a seeded tiny model of `arch` into `folder` as its layout and dtype say; returns the folder."""
     import transformers
@@ -427,7 +623,7 @@ def main() -> int:
     from weightdoctor.errors import UsageError
     from weightdoctor.plan_devices import DTYPES, PlanRequest, build_planned_model, open_plan_source, plan_devices
 
-    archs = _archs()
+    archs = {**_archs(), **_archs_plan90()}
     archs = only_these(parser, archs, args.only)
     counts = {"equal": 0, "different": 0, "error": 0}
     rows: list[tuple[str, str, str, str]] = []

@@ -19,6 +19,7 @@ metadata), since other tools name files `-shardN.pt` too.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import fnmatch
 import glob
@@ -58,6 +59,11 @@ _DIM1 = re.compile(r"(?:^|\.)(?:fc2|out_proj)\.weight$")
 MAX_PARTS_COMPARED = 8
 # Set while the other parts are read for the comparison: reading them says nothing of their own siblings.
 _COMPARING: contextvars.ContextVar[bool] = contextvars.ContextVar("comparing_model_parts", default=False)
+# Inside `reading_each_part_once`: what each part file read gave, by its identity (device, inode, size, mtime).
+# plan-devices on one part compared its siblings twice (the reader's warning, then `part_of_model` for the plan),
+# and a folder's refusal read its first part twice (its kind, then its shapes): each sibling is read once now.
+_READS: contextvars.ContextVar[dict[tuple[int, int, int, int], _PartRead] | None] = contextvars.ContextVar(
+    "model_part_reads", default=None)
 
 
 @dataclass(frozen=True)
@@ -179,23 +185,65 @@ def parts_counted(files: Sequence[Path]) -> int:
     return len(parts) if len(parts) >= 2 else 0
 
 
-def _shapes_of(paths: Sequence[Path]) -> list[dict[str, tuple[int, ...]]]:
-    """Each part's tensor names and shapes, read as any checkpoint is (headers, a memory map); a part that cannot be
-    read is left out of the comparison."""
+@dataclass(frozen=True)
+class _PartRead:
+    """One part file's tensor names and shapes, its other entries and the parameters its FSDP metadata says its flat
+    parameters hold; `readable` False (and the rest empty) where it could not be read."""
+
+    shapes: dict[str, tuple[int, ...]]
+    entries: list[str]
+    unflattened: dict[str, tuple[int, ...]] | None
+    readable: bool
+
+
+@contextlib.contextmanager
+def reading_each_part_once() -> Iterator[None]:
+    """Within it, each part file is read at most once, however many times its siblings' layout is asked for (the
+    reader's warning, then plan-devices' `part_of_model`); a scope inside another shares the outer one's reads."""
+    if _READS.get() is not None:
+        yield
+        return
+    token = _READS.set({})
+    try:
+        yield
+    finally:
+        _READS.reset(token)
+
+
+def _read_part(path: Path) -> _PartRead:
+    """`path` read as any checkpoint is (headers, a memory map), or what an earlier read of the same file in this
+    `reading_each_part_once` scope gave."""
     from weightdoctor.checkpoint.reader import open_checkpoint
     from weightdoctor.errors import WeightDoctorError
 
-    shapes = []
+    reads = _READS.get()
+    try:
+        found = path.stat()
+        identity: tuple[int, int, int, int] | None = (found.st_dev, found.st_ino, found.st_size, found.st_mtime_ns)
+    except OSError:
+        identity = None  # not cached: the read below says the same
+    if reads is not None and identity is not None and identity in reads:
+        return reads[identity]
     token = _COMPARING.set(True)
     try:
-        for path in paths:
-            try:
-                shapes.append({t.name: tuple(t.shape) for t in open_checkpoint(path).tensors})
-            except (WeightDoctorError, OSError):
-                continue
+        checkpoint = open_checkpoint(path)
+        unflattened = next((contents.fsdp_unflattened for contents in checkpoint._pickles.values()
+                            if contents.fsdp_unflattened), None)
+        read = _PartRead({t.name: tuple(t.shape) for t in checkpoint.tensors}, list(checkpoint.other_entries),
+                         unflattened, True)
+    except (WeightDoctorError, OSError):
+        read = _PartRead({}, [], None, False)
     finally:
         _COMPARING.reset(token)
-    return shapes
+    if reads is not None and identity is not None:
+        reads[identity] = read
+    return read
+
+
+def _shapes_of(paths: Sequence[Path]) -> list[dict[str, tuple[int, ...]]]:
+    """Each part's tensor names and shapes, read as any checkpoint is (headers, a memory map); a part that cannot be
+    read is left out of the comparison."""
+    return [read.shapes for path in paths if (read := _read_part(path)).readable]
 
 
 def _compared(parts: Sequence[Path], read: Path) -> list[Path]:
@@ -282,6 +330,11 @@ def merge_how(parts: Sequence[Path], layout: PartsLayout) -> str:
 
 def folder_message(parts: Sequence[Path]) -> str:
     """The refusal of a folder of model-parallel parts: what they are, how the tensors are spread, how to merge."""
+    with reading_each_part_once():
+        return _folder_message(parts)
+
+
+def _folder_message(parts: Sequence[Path]) -> str:
     first, entries, unflattened = _read_one(parts[0])
     if flat_parameters(first)[0]:
         # metaseq's OPT releases: each part's FSDP flat parameters, which no torch.cat of same-named tensors merges.
@@ -456,19 +509,8 @@ def fsdp_metadata_key(entries: Sequence[str]) -> str | None:
 def _read_one(path: Path) -> tuple[dict[str, tuple[int, ...]], list[str], dict[str, tuple[int, ...]] | None]:
     """One file's tensor names and shapes, its other entries, and the parameters its FSDP metadata says its flat
     parameters hold (see `PickleContents.fsdp_unflattened`); empty where it cannot be read."""
-    from weightdoctor.checkpoint.reader import open_checkpoint
-    from weightdoctor.errors import WeightDoctorError
-
-    token = _COMPARING.set(True)
-    try:
-        checkpoint = open_checkpoint(path)
-        unflattened = next((contents.fsdp_unflattened for contents in checkpoint._pickles.values()
-                            if contents.fsdp_unflattened), None)
-        return {t.name: tuple(t.shape) for t in checkpoint.tensors}, list(checkpoint.other_entries), unflattened
-    except (WeightDoctorError, OSError):
-        return {}, [], None
-    finally:
-        _COMPARING.reset(token)
+    read = _read_part(path)
+    return read.shapes, read.entries, read.unflattened
 
 
 def _unflattened_said(shapes: Mapping[str, tuple[int, ...]], unflattened: Mapping[str, tuple[int, ...]] | None,

@@ -112,7 +112,7 @@ def plan_devices(
     Exit codes: 0 planned; 1 the verdict or a finding reaches --fail-on (CPU-only plan info, offload warn, no fit
     error), or an invalid --map; 2 bad input.
     """
-    from weightdoctor.checkpoint.model_parts import part_of_model
+    from weightdoctor.checkpoint.model_parts import part_of_model, reading_each_part_once
     from weightdoctor.errors import UsageError, choose
     from weightdoctor.plan_devices import (
         FAIL_ON_CHOICES,
@@ -220,7 +220,8 @@ def plan_devices(
         if any(target == p or (p.is_dir() and p in target.parents and target.name == "config.json") for p in inputs):
             raise UsageError(f"--output {output} would overwrite an input; choose another file")
 
-    with open_plan_source(source, revision=revision, key=key) as checkpoint:
+    # One of fairseq's model-parallel parts: its siblings are read once, for the reader's warning and the plan both.
+    with reading_each_part_once(), open_plan_source(source, revision=revision, key=key) as checkpoint:
         if output is not None and target in {f.path.resolve() for f in checkpoint.files}:
             # A folder's weight files, shards or index (its config.json is refused above, before reading).
             raise UsageError(f"--output {output} would overwrite an input; choose another file")
