@@ -326,6 +326,29 @@ MIN_HASH_COLLISIONS = 2**16
 MAX_OPEN_CONTAINERS = 100_000
 # The stack size at which `_walk` first counts what it holds.
 _FIRST_STACK_CHECK = 4_096
+# The opcodes one pickle may hold besides `OPCODES_PER_STRUCTURE` for each persistent id (a tensor's storage) and each
+# container (list, tuple, dict, set) it builds. A flat pickle is not bounded by `MAX_OPEN_CONTAINERS`: a list of
+# 8,000,000 None (8 MB) took inspect 9-27 s (the walk here about two thirds, then the readers' own walks of its
+# values), and 256 MB of them (`MAX_PICKLE_MEMBER`) would take minutes. Red team 45 measured genuine pickles at 5-6
+# opcodes a persistent id or container (the fixtures' .bin/.pt, save_pretrained(safe_serialization=False), training
+# and DDP-nested checkpoints, numpy arrays in a plain pickle) and a Lightning-like checkpoint with Adam's state and
+# 150,000 leaf values in its hyper-parameters at 31, 236,520 opcodes in all: the bound leaves room for 2,000,000 leaf
+# values more and twice that ratio. Counted every 65,536 opcodes.
+MAX_UNEXPLAINED_OPCODES = 2_000_000
+OPCODES_PER_STRUCTURE = 64
+_OPCODE_CHECK_MASK = 0xFFFF
+
+
+def _check_opcode_count(walked: int, persistent_ids: int, containers: int) -> None:
+    """Raise `_StackError` once `walked` opcodes are more than the persistent ids and containers built so far explain
+    (`MAX_UNEXPLAINED_OPCODES`)."""
+    explained = OPCODES_PER_STRUCTURE * (persistent_ids + containers)
+    if walked > MAX_UNEXPLAINED_OPCODES + explained:
+        raise _StackError(f"{walked:,} opcodes walked where its {counted(persistent_ids, 'tensor storage')} and "
+                          f"{counted(containers, 'container')} so far explain at most {explained:,} (no checkpoint's "
+                          f"pickle holds more than {OPCODES_PER_STRUCTURE} a storage or container, besides "
+                          f"{MAX_UNEXPLAINED_OPCODES:,} others: padded with values to make every reader walk it for "
+                          "minutes)")
 
 
 def _count_pushed(walk: PickleWalk, value: Any, position: int) -> None:
@@ -750,6 +773,7 @@ def _walk(handle: BinaryIO, end: int, walk: PickleWalk, watch: frozenset[str]) -
     hooks: list[tuple[int, str, Any]] = []  # (offset, rebuild function, its backward hooks), judged at the end
     buffers: dict[int, Result] = {}  # each io.BytesIO a call made, by its id, for a BUILD of its state (`_BUFFERS`)
     next_stack_check = _FIRST_STACK_CHECK  # doubled after each count, so the counting is linear in the stack
+    containers = 0  # lists, tuples, dicts and sets built, for `_check_opcode_count`
 
     def called(callee: Any, args: Any, opcode: str) -> Any:
         """Record a watched call; the value it pushes (a `Made` for a global whose state BUILD may set)."""
@@ -831,9 +855,11 @@ def _walk(handle: BinaryIO, end: int, walk: PickleWalk, watch: frozenset[str]) -
         return OPAQUE
 
     try:
-        for opcode, arg, pos in pickletools.genops(reader):
+        for walked, (opcode, arg, pos) in enumerate(pickletools.genops(reader), 1):
             position = pos if pos is not None else position
             name = opcode.name
+            if not walked & _OPCODE_CHECK_MASK:
+                _check_opcode_count(walked, len(walk.persistent_ids), containers)
             if name in _PUSH_ARG:
                 stack.append(arg)
             # The branches exclude one another; the most frequent in a state dict's pickle come first (a legacy
@@ -873,7 +899,9 @@ def _walk(handle: BinaryIO, end: int, walk: PickleWalk, watch: frozenset[str]) -
                     next_stack_check = _check_open_containers(stack)
             elif name == "TUPLE":
                 stack.append(tuple(_pop_mark(stack)))
+                containers += 1
             elif name in ("TUPLE1", "TUPLE2", "TUPLE3"):
+                containers += 1
                 count = int(name[-1])
                 items = [_pop(stack) for _ in range(count)][::-1]
                 stack.append(tuple(items))
@@ -887,6 +915,7 @@ def _walk(handle: BinaryIO, end: int, walk: PickleWalk, watch: frozenset[str]) -
                 stack.append(OPAQUE)
             elif name == "EMPTY_TUPLE":
                 stack.append(())
+                containers += 1
             elif name == "BYTEARRAY8":
                 stack.append(bytearray(arg))
             elif name == "PROTO":
@@ -1000,15 +1029,19 @@ def _walk(handle: BinaryIO, end: int, walk: PickleWalk, watch: frozenset[str]) -
                                           "sets the state of an imported global"))
             elif name == "EMPTY_LIST":
                 stack.append([])
+                containers += 1
                 if len(stack) > next_stack_check:
                     next_stack_check = _check_open_containers(stack)
             elif name in ("EMPTY_DICT", "EMPTY_SET"):
                 stack.append(OpaqueDict() if name == "EMPTY_DICT" else Result())
+                containers += 1
                 if len(stack) > next_stack_check:
                     next_stack_check = _check_open_containers(stack)
             elif name == "LIST":
                 stack.append(_pop_mark(stack))
+                containers += 1
             elif name in ("DICT", "FROZENSET"):
+                containers += 1
                 items = _pop_mark(stack)
                 if name == "DICT":
                     stack.append(OpaqueDict(bool(items)))
