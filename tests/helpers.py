@@ -492,3 +492,16 @@ def folder_refusals(folder: Path) -> list[str]:
         said.append(line)
     return said
 
+
+
+def refused_line(path: Path, *args: str, words: tuple[str, ...] = ()) -> str:
+    """The one line `weightdoctor ARGS` prints refusing `path` (exit 2, nothing on stdout, no traceback), which
+    starts `error: PATH: ` and holds each of `words`."""
+    result = run_cli(*args)
+    assert result.exit_code == 2, (result.stdout, result.stderr)
+    assert result.stdout == "" and "Traceback" not in result.stderr, result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"error: {path}: "), line
+    for word in words:
+        assert word in line, (word, line)
+    return line

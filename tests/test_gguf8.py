@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from fixtures.gguf_files import STRING, UNREAD_KINDS, Tensor, tiny_llama_gguf, write_gguf
-from tests.helpers import json_report, run_cli
+from tests.helpers import json_report, refused_line, run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 _META = {"general.architecture": (STRING, "llama")}
@@ -27,14 +27,7 @@ _META = {"general.architecture": (STRING, "llama")}
 
 def _refused(path: Path, *words: str) -> str:
     """The one line `inspect` prints for a refused file (exit 2, nothing on stdout); each of `words` in it."""
-    result = run_cli("inspect", str(path))
-    assert result.exit_code == 2, (result.stdout, result.stderr)
-    assert result.stdout == "" and "Traceback" not in result.stderr, result.stderr
-    [line] = result.stderr.strip().splitlines()
-    assert line.startswith(f"error: {path}: "), line
-    for word in words:
-        assert word in line, (word, line)
-    return line
+    return refused_line(path, "inspect", str(path), words=words)
 
 
 # --- 1. memory: Q8_1 / Q8_K counted as stored -----------------------------------------------------------------------

@@ -10,19 +10,13 @@ from pathlib import Path
 import pytest
 
 from fixtures.gguf_files import ARRAY, FLOAT32, STRING, UINT32, Tensor, gguf_string, write_gguf
-from tests.helpers import run_cli
+from tests.helpers import refused_line, run_cli
 
 
 def _refused(path: Path, *words: str) -> str:
     """The one line `inspect` prints for a refused file; each of `words` in it."""
     for extra in ((), ("--json",)):
-        result = run_cli("inspect", str(path), *extra)
-        assert result.exit_code == 2, (result.stdout, result.stderr)
-        assert result.stdout == "" and "Traceback" not in result.stderr, result.stderr
-        [line] = result.stderr.strip().splitlines()
-        assert line.startswith(f"error: {path}: "), line
-        for word in words:
-            assert word in line, (word, line)
+        line = refused_line(path, "inspect", str(path), *extra, words=words)
     return line
 
 

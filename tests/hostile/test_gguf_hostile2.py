@@ -9,18 +9,11 @@ from pathlib import Path
 import pytest
 
 from fixtures.gguf_files import STRING, UINT32, UINT64, Tensor, llama_metadata, write_gguf
-from tests.helpers import run_cli, run_json
+from tests.helpers import refused_line, run_json
 
 
 def _plan_refused(path: Path, *words: str) -> str:
-    result = run_cli("plan-devices", str(path), "--gpu", "1GB")
-    assert result.exit_code == 2, (result.stdout, result.stderr)
-    assert result.stdout == "" and "Traceback" not in result.stderr, result.stderr
-    [line] = result.stderr.strip().splitlines()
-    assert line.startswith(f"error: {path}: "), line
-    for word in words:
-        assert word in line, (word, line)
-    return line
+    return refused_line(path, "plan-devices", str(path), "--gpu", "1GB", words=words)
 
 
 @pytest.mark.parametrize(("key", "value", "words"), [
