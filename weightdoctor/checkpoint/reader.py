@@ -3519,6 +3519,15 @@ def _trainer_saves_beside(folder: Path) -> list[str]:
     return [name for name in names[-_LATEST_SAVES_KEPT:] if is_training_save(folder / name)]
 
 
+def _file_identity(path: Path) -> tuple[int, int] | None:
+    """The device and inode `path` leads to, or None where it cannot be stat'ed."""
+    try:
+        found = path.stat()
+    except OSError:
+        return None
+    return (found.st_dev, found.st_ino)
+
+
 def _other_shard_sets(folder: Path, read: set[Path], chosen: Path) -> tuple[list[str], set[str]]:
     """One warning per shard set in `folder` of which nothing was read and that no other index beside names (an old
     `-of-00002` set beside the `-of-00003` set an index names; the shards of a safetensors checkpoint, without their
@@ -3536,6 +3545,9 @@ def _other_shard_sets(folder: Path, read: set[Path], chosen: Path) -> tuple[list
     if not found:
         return [], set()
     read_names = {p.name for p in read if p.parent.resolve() == folder.resolve()}
+    # A shard read under another name (a link to it, `sub/../` in the index) is read all the same: the same file.
+    read_files = {_file_identity(p) for p in read} - {None}
+    read_names.update(match.string for match in found if _file_identity(folder / match.string) in read_files)
     named_elsewhere: set[str] = set()
     for index in folder.glob("*.index*.json"):
         if index.name not in read_names:
