@@ -179,39 +179,35 @@ class SafetensorsWriter:
         """Append one tensor's bytes; it must be the next one in `self.order`."""
         from weightdoctor.dtypes import canonical_dtype
 
-        slot = self.order[self._next]
-        if name != slot.name:
-            raise ValueError(f"expected tensor {slot.name!r} next, got {name!r}")
+        slot = self._slot_for(name)
         if canonical_dtype(str(tensor.dtype)) != slot.dtype or tuple(tensor.shape) != slot.shape:
             raise ValueError(
                 f"tensor {name!r} is {tensor.dtype}{list(tensor.shape)}, expected {slot.dtype}{slot.shape}"
             )
         if tensor.dim() > 0 and not tensor.is_contiguous():
-            digest = self._write_pieces(name, tensor, slot.nbytes)
-        else:
-            data = tensor_bytes(tensor)
-            if len(data) != slot.nbytes:
-                raise ValueError(f"tensor {name!r} has {counted(len(data), 'byte', grouped=False)}, "
-                                 f"expected {slot.nbytes}")
-            future = hash_pool().submit(_sha256, data)
-            _write_all(self._fd, data)
-            digest = future.result()
-        self.digests[name] = digest
-        self._next += 1
-        return digest
+            return self._done(name, self._write_pieces(name, tensor, slot.nbytes))
+        return self._write_whole(name, tensor_bytes(tensor), slot.nbytes)
 
     def write_bytes(self, name: str, data: bytes | bytearray | memoryview) -> str:
         """Append one tensor given as its raw bytes, for a dtype no torch dtype holds (six-bit floats): copied as
         they are. It must be the next one in `self.order`, of that slot's size."""
+        return self._write_whole(name, memoryview(data).cast("B"), self._slot_for(name).nbytes)
+
+    def _slot_for(self, name: str) -> TensorSlot:
         slot = self.order[self._next]
         if name != slot.name:
             raise ValueError(f"expected tensor {slot.name!r} next, got {name!r}")
-        if len(data) != slot.nbytes:
-            raise ValueError(f"tensor {name!r} has {counted(len(data), 'byte', grouped=False)}, expected {slot.nbytes}")
-        view = memoryview(data).cast("B")
-        future = hash_pool().submit(_sha256, view)
-        _write_all(self._fd, view)
-        digest = future.result()
+        return slot
+
+    def _write_whole(self, name: str, data: memoryview, nbytes: int) -> str:
+        """Write one tensor's bytes in one run, hashed on the side while they are written; its sha256."""
+        if len(data) != nbytes:
+            raise ValueError(f"tensor {name!r} has {counted(len(data), 'byte', grouped=False)}, expected {nbytes}")
+        future = hash_pool().submit(_sha256, data)
+        _write_all(self._fd, data)
+        return self._done(name, future.result())
+
+    def _done(self, name: str, digest: str) -> str:
         self.digests[name] = digest
         self._next += 1
         return digest
