@@ -1208,16 +1208,14 @@ def read_tensor(path: Path, header: SafetensorsHeader, info: TensorInfo) -> torc
     import torch
 
     dtype = getattr(torch, info.dtype, None)
-    if dtype is None and info.dtype in SIX_BIT:
+    if dtype is None:
         from weightdoctor.dtypes import torch_dtype
 
         try:
-            torch_dtype(info.dtype)
+            dtype = torch_dtype(info.dtype)  # raises, saying which torch has it, or that none does (six-bit floats)
         except UnsupportedEnvironment as exc:
             exc.message = f"tensor {info.name!r}: {exc.message}"
             raise
-    if dtype is None:
-        raise CorruptCheckpoint(f"tensor {info.name!r} has dtype {info.dtype} which this torch lacks")
     if info.num_params == 0:
         from weightdoctor.dtypes import torch_shape
 
